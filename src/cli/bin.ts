@@ -1,0 +1,17 @@
+/**
+ * Process glue for `bin/mrp.js`: real deps, exit code, and quiet handling of a closed pipe
+ * (`mrp tail | head`).
+ */
+import { processDeps } from './deps.js';
+import { main } from './main.js';
+
+export async function run(argv: string[]): Promise<void> {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
+  const code = await main(argv, processDeps());
+  process.exitCode = code;
+}

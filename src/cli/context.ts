@@ -1,0 +1,77 @@
+/**
+ * What every command gets: the merged global options, the output, and lazy access to settings,
+ * the identity and the contacts file.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type ContactBook, emptyBook, parseContacts, serializeContacts } from '../protocol/contacts.js';
+import { ConfigFile, ensureDir, mrpHome, resolveSettings, type Settings } from './config.js';
+import type { Deps } from './deps.js';
+import { writeFileAtomic } from './files.js';
+import { type LoadedKey, readKeyFile } from './keys.js';
+import { Output } from './output.js';
+
+export interface GlobalOptions {
+  relay?: string | undefined;
+  key?: string | undefined;
+  json: boolean;
+  quiet: boolean;
+  debug: boolean;
+  noColor: boolean;
+}
+
+export class CliContext {
+  readonly deps: Deps;
+  readonly globals: GlobalOptions;
+  readonly out: Output;
+  readonly home: string;
+  readonly config: ConfigFile;
+  #settings: Promise<Settings> | undefined;
+
+  private constructor(deps: Deps, globals: GlobalOptions, out: Output) {
+    this.deps = deps;
+    this.globals = globals;
+    this.out = out;
+    this.home = mrpHome(deps);
+    this.config = new ConfigFile(this.home);
+  }
+
+  static async create(deps: Deps, globals: GlobalOptions): Promise<CliContext> {
+    const out = await Output.create(deps, globals);
+    return new CliContext(deps, globals, out);
+  }
+
+  /** Relay URL and key file, resolved once by precedence. */
+  settings(): Promise<Settings> {
+    this.#settings ??= resolveSettings({ relay: this.globals.relay, key: this.globals.key }, this.deps, this.home, this.config);
+    return this.#settings;
+  }
+
+  /** The identity named by --key / MRP_KEY_FILE / config / default. */
+  async identity(): Promise<LoadedKey> {
+    const { key_file } = await this.settings();
+    const hint = key_file.source === 'default' ? 'mrp keygen' : `mrp keygen --key ${key_file.value}`;
+    return readKeyFile(key_file.value, hint);
+  }
+
+  get contactsPath(): string {
+    return join(this.home, 'contacts.json');
+  }
+
+  /** The shared contacts file (§1.3); empty when it does not exist. */
+  async contacts(): Promise<ContactBook> {
+    let text: string;
+    try {
+      text = await readFile(this.contactsPath, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyBook();
+      throw err;
+    }
+    return parseContacts(text, this.contactsPath);
+  }
+
+  async saveContacts(book: ContactBook): Promise<void> {
+    await ensureDir(this.home);
+    await writeFileAtomic(this.contactsPath, serializeContacts(book));
+  }
+}

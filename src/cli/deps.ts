@@ -1,0 +1,47 @@
+/**
+ * Everything the CLI takes from the outside world, as one parameter (habit 5 and 7): tests call
+ * `main(argv, deps)` in process with captured streams, a temp MRP_HOME and a manual clock.
+ */
+import { homedir } from 'node:os';
+import { type Clock, systemClock } from '../core/clock.js';
+
+export interface OutStream {
+  write(chunk: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+export interface InStream extends AsyncIterable<Buffer | string> {
+  isTTY?: boolean;
+}
+
+export type SignalName = 'SIGINT' | 'SIGTERM' | 'SIGHUP';
+
+export interface Deps {
+  stdout: OutStream;
+  stderr: OutStream;
+  stdin: InStream;
+  env: Record<string, string | undefined>;
+  cwd: string;
+  homedir: string;
+  clock: Clock;
+  /** Subscribes to a process signal; returns the unsubscribe function. */
+  onSignal(signal: SignalName, handler: () => void): () => void;
+}
+
+/** The real process. */
+export function processDeps(): Deps {
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    stdin: process.stdin,
+    env: process.env,
+    cwd: process.cwd(),
+    homedir: homedir(),
+    clock: systemClock,
+    onSignal(signal, handler) {
+      process.on(signal, handler);
+      return () => void process.off(signal, handler);
+    },
+  };
+}

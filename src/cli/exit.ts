@@ -1,0 +1,31 @@
+/**
+ * The one table from errors to exit codes (documented in the README). Everything the CLI does
+ * ends here or in a 0.
+ */
+import { type ErrorKind, MrpError } from '../core/errors.js';
+
+export const EXIT = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  network: 3,
+  auth: 4,
+  interrupted: 130,
+} as const;
+
+const BY_KIND: Record<ErrorKind, number> = {
+  usage: EXIT.usage,
+  config: EXIT.usage,
+  auth: EXIT.auth,
+  api: EXIT.failure,
+  network: EXIT.network,
+  timeout: EXIT.network,
+  protocol: EXIT.failure,
+  handler: EXIT.failure,
+  aborted: EXIT.interrupted,
+  internal: EXIT.failure,
+};
+
+export function exitCodeFor(err: unknown): number {
+  return err instanceof MrpError ? BY_KIND[err.kind] : EXIT.failure;
+}

@@ -1,0 +1,73 @@
+/**
+ * Identity files on disk (spec §1.2). Written as 32 raw seed bytes, mode 0600, in a 0700
+ * directory; never overwritten without `force`, and then atomically. Read tolerantly, but a file
+ * other users can read is refused, as ssh does.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { ConfigError } from '../core/errors.js';
+import { decodeKeyFile, encodeKeyFile, type KeyFileFormat } from '../protocol/keyfile.js';
+import type { Keypair } from '../protocol/signing.js';
+import { ensureDir } from './config.js';
+import { syncDir, writeExclusive, writeFileAtomic } from './files.js';
+
+const checkPermissions = process.platform !== 'win32';
+
+export interface LoadedKey {
+  keypair: Keypair;
+  format: KeyFileFormat;
+  path: string;
+}
+
+/** Reads an identity file. Missing → `key_not_found` (says to run keygen); too open → `key_permissions`. */
+export async function readKeyFile(path: string, keygenHint = 'mrp keygen'): Promise<LoadedKey> {
+  let info;
+  try {
+    info = await stat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new ConfigError('key_not_found', `no identity key at ${path}`, {
+        file: path,
+        hint: `run \`${keygenHint}\` to create one, or point --key / MRP_KEY_FILE at an existing key`,
+      });
+    }
+    throw new ConfigError('key_unreadable', `cannot read key file ${path}: ${(err as Error).message}`, { file: path, cause: err });
+  }
+  if (!info.isFile()) throw new ConfigError('key_invalid', `key file ${path} is not a regular file`, { file: path });
+  if (checkPermissions && (info.mode & 0o077) !== 0) {
+    const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
+    throw new ConfigError('key_permissions', `key file ${path} is accessible by other users (mode ${mode}); it must be private`, {
+      file: path,
+      hint: `run \`chmod 600 ${path}\``,
+    });
+  }
+  const bytes = await readFile(path);
+  const { keypair, format } = decodeKeyFile(bytes, path);
+  return { keypair, format, path };
+}
+
+/**
+ * Writes a new identity file. Without `force` an existing file is an error and stays untouched;
+ * with it the old file is replaced atomically (write a temp file, then rename).
+ */
+export async function writeKeyFile(path: string, keypair: Keypair, options: { force?: boolean } = {}): Promise<void> {
+  const dir = dirname(path);
+  await ensureDir(dir);
+  const data = encodeKeyFile(keypair);
+  if (!options.force) {
+    try {
+      await writeExclusive(path, data);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+        throw new ConfigError('key_exists', `key file ${path} already exists; refusing to overwrite it`, {
+          file: path,
+          hint: 'pass --force to replace it (the old identity is lost for good), or choose another path with --key',
+        });
+      }
+      throw err;
+    }
+    await syncDir(dir);
+  } else {
+    await writeFileAtomic(path, data);
+  }
+}

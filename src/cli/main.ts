@@ -1,0 +1,78 @@
+/**
+ * `main(argv, deps) → exit code`: the whole CLI, callable in process. Errors end in one place
+ * (`exitCodeFor`), printed once by `Output.error`.
+ */
+import { Command, CommanderError } from 'commander';
+import * as config from './commands/config.js';
+import * as contacts from './commands/contacts.js';
+import * as keygen from './commands/keygen.js';
+import * as whoami from './commands/whoami.js';
+import type { Deps } from './deps.js';
+import { EXIT, exitCodeFor } from './exit.js';
+import { Output } from './output.js';
+import { addGlobalOptions, globalsOf, ReportedError } from './program.js';
+import { packageVersion } from './version.js';
+
+const COMMANDS = [keygen, whoami, contacts, config];
+
+export function buildProgram(deps: Deps): Command {
+  const program = new Command('mrp')
+    .description('Run MRP agents: keys, a reliable handler runtime, a self-hostable relay, and tools to talk to agents.')
+    .version(packageVersion(), '-V, --version', 'print the version')
+    .enablePositionalOptions()
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => void deps.stdout.write(s),
+      writeErr: (s) => void deps.stderr.write(s),
+    });
+  addGlobalOptions(program);
+  for (const command of COMMANDS) command.register(program, deps);
+  program.addHelpText(
+    'after',
+    `
+Environment:
+  MRP_HOME        state directory (default ~/.mrp)
+  MRP_KEY_FILE    identity key file (default $MRP_HOME/agent.key)
+  MRP_RELAY_URL   relay base URL (default https://relay.mrphub.io)
+  NO_COLOR        disable colour
+
+Exit codes: 0 ok, 1 failure or relay error, 2 usage or bad file, 3 network or timeout,
+4 authentication refused, 130 interrupted.`,
+  );
+  // Every command (and sub-command) reports commander's own errors the same way.
+  const exitOverride = (err: CommanderError): never => {
+    throw err;
+  };
+  for (const cmd of allCommands(program)) cmd.exitOverride(exitOverride);
+  return program;
+}
+
+function allCommands(cmd: Command): Command[] {
+  return [cmd, ...cmd.commands.flatMap(allCommands)];
+}
+
+export async function main(argv: string[], deps: Deps): Promise<number> {
+  const program = buildProgram(deps);
+  if (argv.length === 0) {
+    program.outputHelp();
+    return EXIT.ok;
+  }
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
+        return EXIT.ok;
+      }
+      // commander already printed its one-line message.
+      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (err instanceof ReportedError) return err.exitCode;
+    // Only failures outside any command (building the context itself) get here.
+    const out = await Output.create(deps, globalsOf(program));
+    out.error(err);
+    return exitCodeFor(err);
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * Commander plumbing shared by every command: the global options (accepted before or after the
+ * command name), merging them, and turning `runX(ctx, options, args)` into a commander action.
+ */
+import { type Command, Option } from 'commander';
+import { CliContext, type GlobalOptions } from './context.js';
+import type { Deps } from './deps.js';
+import { exitCodeFor } from './exit.js';
+
+const GLOBAL_GROUP = 'Global Options:';
+
+/** Adds the global options to a command. Commands with their own `--json [body]` skip that one. */
+export function addGlobalOptions(cmd: Command, options: { json?: boolean } = {}): Command {
+  cmd.addOption(new Option('--relay <url>', 'relay base URL (env MRP_RELAY_URL)').helpGroup(GLOBAL_GROUP));
+  cmd.addOption(new Option('--key <path>', 'identity key file (env MRP_KEY_FILE)').helpGroup(GLOBAL_GROUP));
+  if (options.json !== false) cmd.addOption(new Option('--json', 'machine-readable JSON output').helpGroup(GLOBAL_GROUP));
+  cmd.addOption(new Option('-q, --quiet', 'print only what was asked for').helpGroup(GLOBAL_GROUP));
+  cmd.addOption(new Option('--debug', 'verbose diagnostics on stderr').helpGroup(GLOBAL_GROUP));
+  cmd.addOption(new Option('--no-color', 'disable colour (also NO_COLOR)').helpGroup(GLOBAL_GROUP));
+  return cmd;
+}
+
+/** A value the user typed for `name` on `cmd` or any ancestor (nearest wins). */
+function typed(cmd: Command, name: string): unknown {
+  for (let c: Command | null = cmd; c; c = c.parent) {
+    if (c.getOptionValueSource(name) === 'cli') return c.getOptionValue(name);
+  }
+  return undefined;
+}
+
+/** The global options as typed anywhere on the command line. */
+export function globalsOf(cmd: Command): GlobalOptions {
+  const json = typed(cmd, 'json');
+  return {
+    relay: typed(cmd, 'relay') as string | undefined,
+    key: typed(cmd, 'key') as string | undefined,
+    // A command's own `--json <body>` (send) is not the output flag.
+    json: json === true,
+    quiet: typed(cmd, 'quiet') === true,
+    debug: typed(cmd, 'debug') === true,
+    noColor: typed(cmd, 'color') === false,
+  };
+}
+
+export type Run<O> = (ctx: CliContext, options: O, args: string[]) => Promise<void>;
+
+/** Thrown after a command has reported its failure: carries the exit code to `main`. */
+export class ReportedError extends Error {
+  readonly exitCode: number;
+  constructor(exitCode: number) {
+    super(`exit ${exitCode}`);
+    this.exitCode = exitCode;
+  }
+}
+
+/**
+ * Wraps a runner as a commander action: builds the context, passes typed options and arguments,
+ * and reports a failure once, in the command's output mode.
+ */
+export function action<O>(deps: Deps, run: Run<O>): (...all: unknown[]) => Promise<void> {
+  return async (...all) => {
+    const cmd = all[all.length - 1] as Command;
+    const ctx = await CliContext.create(deps, globalsOf(cmd));
+    try {
+      await run(ctx, cmd.opts() as O, cmd.processedArgs as string[]);
+    } catch (err) {
+      if (err instanceof ReportedError) throw err;
+      ctx.out.error(err);
+      throw new ReportedError(exitCodeFor(err));
+    }
+  };
+}
+
+/** Adds an `Examples:` block to a command's help. */
+export function examples(cmd: Command, lines: string[]): Command {
+  return cmd.addHelpText('after', `\nExamples:\n${lines.map((l) => `  ${l}`).join('\n')}\n`);
+}

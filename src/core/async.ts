@@ -1,0 +1,92 @@
+import { AbortError, TimeoutError } from './errors.js';
+import { type Clock, systemClock } from './clock.js';
+
+/** A promise with its resolve/reject exposed. */
+export interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
+  reject(reason: unknown): void;
+  readonly settled: boolean;
+}
+
+export function deferred<T = void>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (reason: unknown) => void;
+  let settled = false;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = (v) => {
+      settled = true;
+      res(v);
+    };
+    reject = (e) => {
+      settled = true;
+      rej(e);
+    };
+  });
+  return {
+    promise,
+    resolve,
+    reject,
+    get settled() {
+      return settled;
+    },
+  };
+}
+
+/** The reason an aborted signal carries, as an error. */
+export function abortReason(signal: AbortSignal): Error {
+  const r: unknown = signal.reason;
+  return r instanceof Error ? r : new AbortError(typeof r === 'string' ? r : 'operation aborted');
+}
+
+/** Waits `ms` on `clock`; rejects with the abort reason if `signal` fires first. */
+export function sleep(ms: number, options: { clock?: Clock; signal?: AbortSignal | undefined } = {}): Promise<void> {
+  const clock = options.clock ?? systemClock;
+  const signal = options.signal;
+  if (signal?.aborted) return Promise.reject(abortReason(signal));
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => {
+      timer.cancel();
+      reject(abortReason(signal!));
+    };
+    const timer = clock.setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * Settles like `promise`, or rejects with a TimeoutError after `ms`. The timer is cancelled as
+ * soon as the promise settles.
+ */
+export function withTimeout<T>(promise: Promise<T>, ms: number, message: string, clock: Clock = systemClock): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = clock.setTimeout(() => reject(new TimeoutError(message)), ms);
+    promise.then(
+      (v) => {
+        timer.cancel();
+        resolve(v);
+      },
+      (e: unknown) => {
+        timer.cancel();
+        reject(e);
+      },
+    );
+  });
+}
+
+/** An AbortSignal that fires when any of `signals` fires. */
+export function anySignal(signals: ReadonlyArray<AbortSignal | undefined>): AbortSignal {
+  const controller = new AbortController();
+  for (const s of signals) {
+    if (!s) continue;
+    if (s.aborted) {
+      controller.abort(s.reason);
+      break;
+    }
+    s.addEventListener('abort', () => controller.abort(s.reason), { once: true, signal: controller.signal });
+  }
+  return controller.signal;
+}

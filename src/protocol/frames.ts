@@ -1,0 +1,221 @@
+/**
+ * WebSocket frame codec (spec §5), both directions, pure: text in, typed frame out, or a
+ * FrameParseError that says exactly what was wrong so each side can answer as §5 prescribes
+ * (unparseable → close 4000, unknown type → error frame, malformed auth → auth_result error,
+ * malformed send → send_result error).
+ */
+import { ProtocolError } from '../core/errors.js';
+import { MESSAGE_STATUSES } from './constants.js';
+import type {
+  AckFrame,
+  Attachment,
+  AuthFrame,
+  AuthResultFrame,
+  ErrorFrame,
+  FrameError,
+  JsonObject,
+  JsonValue,
+  Message,
+  MessageStatus,
+  PingFrame,
+  PongFrame,
+  SendResultFrame,
+  ServerFrame,
+} from './types.js';
+import { isPlainObject, type NormalizedSend, ValidationError, validateSendRequest } from './validate.js';
+
+export type FrameErrorReason = 'not_json' | 'not_object' | 'unknown_type' | 'invalid';
+
+/** A frame that could not be parsed or failed validation. */
+export class FrameParseError extends ProtocolError {
+  override name = 'FrameParseError';
+  readonly reason: FrameErrorReason;
+  /** The frame's `type`, when it had a string one. */
+  readonly frameType: string | undefined;
+  /** JSON path of the offending field, when known. */
+  readonly field: string | undefined;
+  /** The client's `request_id` of a send frame, so the error can be matched. */
+  readonly requestId: string | undefined;
+  /** For send frames: the validation error (with HTTP-equivalent status). */
+  readonly validation: ValidationError | undefined;
+
+  constructor(
+    reason: FrameErrorReason,
+    message: string,
+    extra: { frameType?: string; field?: string; requestId?: string; validation?: ValidationError } = {},
+  ) {
+    super('invalid_frame', message, { details: { reason, ...(extra.field ? { field: extra.field } : {}) } });
+    this.reason = reason;
+    this.frameType = extra.frameType;
+    this.field = extra.field;
+    this.requestId = extra.requestId;
+    this.validation = extra.validation;
+  }
+}
+
+/** A client frame after validation; `send` carries the normalised message fields. */
+export type ParsedClientFrame =
+  | AuthFrame
+  | AckFrame
+  | PingFrame
+  | PongFrame
+  | { type: 'send'; request_id?: string; message: NormalizedSend };
+
+function decode(text: string): { frame: Record<string, unknown>; type: string } {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new FrameParseError('not_json', 'frame is not valid JSON');
+  }
+  if (!isPlainObject(value)) throw new FrameParseError('not_object', 'frame must be a JSON object');
+  const type = value['type'];
+  if (typeof type !== 'string') throw new FrameParseError('invalid', 'frame has no string "type"', { field: 'type' });
+  return { frame: value, type };
+}
+
+function requireString(frame: Record<string, unknown>, type: string, field: string): string {
+  const v = frame[field];
+  if (typeof v !== 'string' || v.length === 0) {
+    throw new FrameParseError('invalid', `${type} frame needs a string "${field}"`, { frameType: type, field });
+  }
+  return v;
+}
+
+function withTs<T extends 'ping' | 'pong'>(type: T, frame: Record<string, unknown>): { type: T; ts?: JsonValue } {
+  return frame['ts'] === undefined ? { type } : { type, ts: frame['ts'] as JsonValue };
+}
+
+/** Parses a frame a client sent to the relay. */
+export function parseClientFrame(text: string, options: { maxBodyBytes?: number } = {}): ParsedClientFrame {
+  const { frame, type } = decode(text);
+  switch (type) {
+    case 'auth':
+      return {
+        type,
+        public_key: requireString(frame, type, 'public_key'),
+        timestamp: requireString(frame, type, 'timestamp'),
+        signature: requireString(frame, type, 'signature'),
+      };
+    case 'ack':
+      return { type, message_id: requireString(frame, type, 'message_id') };
+    case 'ping':
+    case 'pong':
+      return withTs(type, frame);
+    case 'send': {
+      const rid = frame['request_id'];
+      const requestId = typeof rid === 'string' ? rid : typeof rid === 'number' ? String(rid) : undefined;
+      // Lenient form: {"type":"send","message":{...}} (spec §5.4).
+      const fields = isPlainObject(frame['message']) && frame['recipient_key'] === undefined ? frame['message'] : frame;
+      try {
+        const message = validateSendRequest(fields, options.maxBodyBytes);
+        return requestId === undefined ? { type, message } : { type, request_id: requestId, message };
+      } catch (err) {
+        if (!(err instanceof ValidationError)) throw err;
+        throw new FrameParseError('invalid', err.message, {
+          frameType: type,
+          field: err.field,
+          validation: err,
+          ...(requestId === undefined ? {} : { requestId }),
+        });
+      }
+    }
+    default:
+      throw new FrameParseError('unknown_type', `unknown frame type "${type}"`, { frameType: type });
+  }
+}
+
+function parseFrameError(value: unknown, type: string): FrameError {
+  if (!isPlainObject(value) || typeof value['code'] !== 'string') {
+    throw new FrameParseError('invalid', `${type} frame needs an "error" object with a "code"`, { frameType: type, field: 'error' });
+  }
+  const error: FrameError = {
+    code: value['code'],
+    message: typeof value['message'] === 'string' ? value['message'] : value['code'],
+  };
+  if (isPlainObject(value['details'])) error.details = value['details'] as JsonObject;
+  return error;
+}
+
+function optionalStringOrNull(value: unknown): string | null {
+  return typeof value === 'string' ? value : null;
+}
+
+/**
+ * Normalises a message object from the relay. Only `message_id` and `sender_key` are required
+ * (the hosted relay's documented push shows a subset); missing fields get their documented
+ * defaults so handlers always see the full §3.6 shape.
+ */
+export function normalizeMessage(value: unknown, field = 'message'): Message {
+  if (!isPlainObject(value)) throw new FrameParseError('invalid', `${field} must be an object`, { field });
+  for (const key of ['message_id', 'sender_key'] as const) {
+    if (typeof value[key] !== 'string' || value[key] === '') {
+      throw new FrameParseError('invalid', `${field}.${key} must be a string`, { field: `${field}.${key}` });
+    }
+  }
+  const status = value['status'];
+  return {
+    ...value,
+    message_id: value['message_id'] as string,
+    sender_key: value['sender_key'] as string,
+    recipient_key: typeof value['recipient_key'] === 'string' ? value['recipient_key'] : '',
+    content_type: typeof value['content_type'] === 'string' ? value['content_type'] : 'application/json',
+    body: (value['body'] ?? null) as JsonValue,
+    attachments: Array.isArray(value['attachments']) ? (value['attachments'] as Attachment[]) : [],
+    thread_id: optionalStringOrNull(value['thread_id']),
+    in_reply_to: optionalStringOrNull(value['in_reply_to']),
+    metadata: isPlainObject(value['metadata']) ? (value['metadata'] as JsonObject) : {},
+    status: (MESSAGE_STATUSES as readonly unknown[]).includes(status) ? (status as MessageStatus) : 'sent',
+    created_at: typeof value['created_at'] === 'string' ? value['created_at'] : '',
+    expires_at: typeof value['expires_at'] === 'string' ? value['expires_at'] : '',
+    delivered_at: optionalStringOrNull(value['delivered_at']),
+  };
+}
+
+/** Parses a frame the relay sent to a client. */
+export function parseServerFrame(text: string): ServerFrame {
+  const { frame, type } = decode(text);
+  switch (type) {
+    case 'auth_result': {
+      const status = frame['status'];
+      if (status === 'ok') return { type, status, public_key: typeof frame['public_key'] === 'string' ? frame['public_key'] : '' };
+      if (status === 'error') return { type, status, error: parseFrameError(frame['error'], type) };
+      throw new FrameParseError('invalid', 'auth_result status must be "ok" or "error"', { frameType: type, field: 'status' });
+    }
+    case 'message':
+      return { type, message: normalizeMessage(frame['message']) };
+    case 'send_result': {
+      const rid = frame['request_id'];
+      const requestId = typeof rid === 'string' ? { request_id: rid } : {};
+      if (frame['status'] === 'error') {
+        return { type, status: 'error', ...requestId, error: parseFrameError(frame['error'], type) } satisfies SendResultFrame;
+      }
+      if (frame['status'] !== 'ok' && frame['status'] !== 'sent') {
+        throw new FrameParseError('invalid', 'send_result status must be "ok" or "error"', { frameType: type, field: 'status' });
+      }
+      return {
+        type,
+        status: 'ok',
+        ...requestId,
+        message_id: requireString(frame, type, 'message_id'),
+        created_at: typeof frame['created_at'] === 'string' ? frame['created_at'] : '',
+        expires_at: typeof frame['expires_at'] === 'string' ? frame['expires_at'] : '',
+      };
+    }
+    case 'error': {
+      const out: ErrorFrame = { type, error: parseFrameError(frame['error'], type) };
+      if (typeof frame['request_id'] === 'string') out.request_id = frame['request_id'];
+      return out;
+    }
+    case 'ping':
+    case 'pong':
+      return withTs(type, frame);
+    default:
+      throw new FrameParseError('unknown_type', `unknown frame type "${type}"`, { frameType: type });
+  }
+}
+
+/** Serialises any frame. */
+export function encodeFrame(frame: ServerFrame | AuthResultFrame | Record<string, unknown>): string {
+  return JSON.stringify(frame);
+}

@@ -1,0 +1,219 @@
+/**
+ * Enforces the layering of ARCHITECTURE.md on every src/**\/*.ts file:
+ *
+ *   core ← protocol ← client ← runtime ← cli        protocol ← relay ← (cli, dynamically)
+ *
+ * plus: relay and client never import each other; commands never import other commands; only the
+ * relay and dev commands load the relay, and only with a dynamic import(); core and protocol stay
+ * pure (no I/O modules); heavy npm packages never sit on the CLI's static start-up path.
+ */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const SRC = fileURLToPath(new URL('../src', import.meta.url));
+
+export interface ImportRef {
+  specifier: string;
+  dynamic: boolean;
+  typeOnly: boolean;
+}
+
+/** Import specifiers of a TypeScript source (static, re-exports, dynamic, type-only marked). */
+export function importsOf(source: string): ImportRef[] {
+  const code = source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:'"`\\])\/\/.*$/gm, '$1');
+  const refs: ImportRef[] = [];
+  const staticRe = /(?:^|[;\n])\s*(import|export)\s+(type\s+)?(?:[\w*{}\s,$]+?\s+from\s+)?['"]([^'"]+)['"]/g;
+  for (const m of code.matchAll(staticRe)) {
+    refs.push({ specifier: m[3]!, dynamic: false, typeOnly: m[2] !== undefined });
+  }
+  for (const m of code.matchAll(/\bimport\(\s*['"]([^'"]+)['"]\s*\)/g)) {
+    refs.push({ specifier: m[1]!, dynamic: true, typeOnly: false });
+  }
+  return refs;
+}
+
+type Layer = 'core' | 'protocol' | 'client' | 'relay' | 'runtime' | 'cli' | 'index';
+
+const ALLOWED: Record<Layer, Layer[]> = {
+  core: ['core'],
+  protocol: ['core', 'protocol'],
+  client: ['core', 'protocol', 'client'],
+  relay: ['core', 'protocol', 'relay'],
+  runtime: ['core', 'protocol', 'client', 'runtime'],
+  cli: ['core', 'protocol', 'client', 'runtime', 'cli'],
+  index: ['core', 'protocol', 'client', 'runtime'],
+};
+
+/** npm packages each layer may use. */
+const PACKAGES: Record<Layer, string[]> = {
+  core: [],
+  protocol: ['@noble/ed25519'],
+  client: ['ws'],
+  relay: ['ws', 'better-sqlite3'],
+  runtime: ['jiti'],
+  cli: ['commander', 'chalk', 'ora', 'conf', 'yaml', 'valibot', 'ws'],
+  index: [],
+};
+
+/** Node modules that do I/O; core and protocol must not use them. */
+const IO_MODULES = /^node:(fs|fs\/promises|net|http|https|http2|tls|dgram|child_process|cluster|worker_threads|os|process|readline)$/;
+
+/** Packages that must never load when the CLI starts (they load inside the commands that need them). */
+const HEAVY = ['ws', 'ora', 'conf', 'yaml', 'jiti', 'better-sqlite3', 'valibot', 'chalk'];
+
+export interface SourceFile {
+  path: string; // relative to src, e.g. "cli/commands/send.ts"
+  text: string;
+}
+
+function layerOf(path: string): Layer {
+  const top = path.split('/')[0]!;
+  if (top === 'index.ts') return 'index';
+  if (['core', 'protocol', 'client', 'relay', 'runtime', 'cli'].includes(top)) return top as Layer;
+  throw new Error(`${path} is in no known layer`);
+}
+
+function resolveRelative(from: string, specifier: string): string {
+  return relative(SRC, resolve(SRC, dirname(from), specifier)).replace(/\.js$/, '.ts');
+}
+
+function packageName(specifier: string): string {
+  const parts = specifier.split('/');
+  return specifier.startsWith('@') ? `${parts[0]}/${parts[1]}` : parts[0]!;
+}
+
+/** Every rule violation in a set of files, one line each. */
+export function violations(files: SourceFile[]): string[] {
+  const out: string[] = [];
+  for (const file of files) {
+    const layer = layerOf(file.path);
+    for (const ref of importsOf(file.text)) {
+      const where = `${file.path} imports '${ref.specifier}'`;
+      if (ref.specifier.startsWith('.')) {
+        const target = resolveRelative(file.path, ref.specifier);
+        const targetLayer = layerOf(target);
+        if (targetLayer === 'relay' && layer !== 'relay') {
+          const ok = ref.typeOnly || (ref.dynamic && /^cli\/commands\/(relay|dev)\.ts$/.test(file.path));
+          if (!ok) out.push(`${where}: only cli/commands/relay.ts and dev.ts may load the relay, with import()`);
+          continue;
+        }
+        if (!ALLOWED[layer].includes(targetLayer) && !ref.typeOnly) {
+          out.push(`${where}: ${layer} may not depend on ${targetLayer}`);
+        }
+        if (!ALLOWED[layer].includes(targetLayer) && ref.typeOnly && layer !== 'cli') {
+          out.push(`${where}: ${layer} may not depend on ${targetLayer}, not even for types`);
+        }
+        if (file.path.startsWith('cli/commands/') && target.startsWith('cli/commands/')) {
+          out.push(`${where}: commands never import other commands`);
+        }
+        if (file.path.endsWith('/index.ts') && target.endsWith('/index.ts') && file.path !== target) {
+          out.push(`${where}: no barrel files besides the two entry points`);
+        }
+      } else if (ref.specifier.startsWith('node:')) {
+        if ((layer === 'core' || layer === 'protocol') && IO_MODULES.test(ref.specifier) && !ref.typeOnly) {
+          out.push(`${where}: ${layer} is pure and must not do I/O`);
+        }
+      } else if (!ref.typeOnly) {
+        const pkg = packageName(ref.specifier);
+        if (!PACKAGES[layer].includes(pkg)) out.push(`${where}: ${layer} may not use the package ${pkg}`);
+      } else if (!ref.specifier.startsWith('node:')) {
+        // Type-only package imports are free.
+      }
+    }
+  }
+  return out;
+}
+
+/** Packages reachable from `entry` through static, non-type imports. */
+export function staticPackages(files: SourceFile[], entry: string): Set<string> {
+  const byPath = new Map(files.map((f) => [f.path, f]));
+  const seen = new Set<string>();
+  const packages = new Set<string>();
+  const stack = [entry];
+  while (stack.length) {
+    const path = stack.pop()!;
+    if (seen.has(path)) continue;
+    seen.add(path);
+    const file = byPath.get(path);
+    if (!file) continue;
+    for (const ref of importsOf(file.text)) {
+      if (ref.dynamic || ref.typeOnly) continue;
+      if (ref.specifier.startsWith('.')) stack.push(resolveRelative(path, ref.specifier));
+      else if (!ref.specifier.startsWith('node:')) packages.add(packageName(ref.specifier));
+    }
+  }
+  return packages;
+}
+
+function sourceFiles(): SourceFile[] {
+  return readdirSync(SRC, { recursive: true })
+    .map(String)
+    .filter((p) => p.endsWith('.ts'))
+    .map((p) => ({ path: p.split('\\').join('/'), text: readFileSync(join(SRC, p), 'utf8') }));
+}
+
+describe('architecture', () => {
+  const files = sourceFiles();
+
+  it('finds the source tree', () => {
+    assert.ok(files.length > 10);
+    for (const layer of ['core', 'protocol', 'cli']) assert.ok(files.some((f) => f.path.startsWith(`${layer}/`)), layer);
+  });
+
+  it('every import goes the allowed way', () => {
+    assert.deepEqual(violations(files), []);
+  });
+
+  it('the CLI starts without heavy packages', () => {
+    const loaded = staticPackages(files, 'cli/main.ts');
+    assert.deepEqual(HEAVY.filter((p) => loaded.has(p)), []);
+    assert.ok(loaded.has('commander'), 'sanity: the walk sees static packages');
+  });
+
+  it('the library entry point never reaches the CLI or the relay', () => {
+    const entry = files.find((f) => f.path === 'index.ts');
+    assert.ok(entry, 'src/index.ts exists');
+    const loaded = staticPackages(files, 'index.ts');
+    for (const pkg of ['commander', 'chalk', 'ora', 'conf', 'better-sqlite3']) assert.ok(!loaded.has(pkg), pkg);
+  });
+
+  // The checker itself must be able to fail.
+  it('catches a lower layer importing a higher one', () => {
+    const bad: SourceFile[] = [
+      { path: 'core/x.ts', text: "import { y } from '../protocol/y.js';" },
+      { path: 'protocol/y.ts', text: "export { run } from '../runtime/run.js';\nimport { readFile } from 'node:fs/promises';" },
+      { path: 'client/c.ts', text: "import { createRelay } from '../relay/index.js';" },
+      { path: 'relay/r.ts', text: "import type { Session } from '../client/session.js';" },
+      { path: 'runtime/run.ts', text: "const m = await import('../cli/main.js');" },
+      { path: 'cli/commands/send.ts', text: "import { register } from './tail.js';\nimport Database from 'better-sqlite3';" },
+      { path: 'cli/commands/run.ts', text: "import { createRelay } from '../../relay/index.js';" },
+      { path: 'cli/commands/relay.ts', text: "const { createRelay } = await import('../../relay/index.js');" },
+      { path: 'core/ok.ts', text: "// import { x } from '../cli/main.js';\n/* import('../cli/x.js') */\nexport const url = 'http://x';" },
+    ];
+    const found = violations(bad);
+    const has = (text: string) => assert.ok(found.some((v) => v.includes(text)), `${text}\n${found.join('\n')}`);
+    has("core/x.ts imports '../protocol/y.js'");
+    has("protocol/y.ts imports '../runtime/run.js'");
+    has("protocol/y.ts imports 'node:fs/promises'");
+    has("client/c.ts imports '../relay/index.js'");
+    has("relay/r.ts imports '../client/session.js'");
+    has("runtime/run.ts imports '../cli/main.js'");
+    has("cli/commands/send.ts imports './tail.js'");
+    has("cli/commands/send.ts imports 'better-sqlite3'");
+    has("cli/commands/run.ts imports '../../relay/index.js'");
+    assert.ok(!found.some((v) => v.startsWith('cli/commands/relay.ts')), 'dynamic relay import from the relay command is fine');
+    assert.ok(!found.some((v) => v.startsWith('core/ok.ts')), 'comments are not imports');
+    assert.equal(found.length, 9, found.join('\n'));
+  });
+
+  it('sees heavy packages on the start-up path', () => {
+    const files: SourceFile[] = [
+      { path: 'cli/main.ts', text: "import { a } from './a.js';\nconst ora = await import('ora');" },
+      { path: 'cli/a.ts', text: "import WebSocket from 'ws';\nimport type { Spinner } from 'ora';" },
+    ];
+    assert.deepEqual([...staticPackages(files, 'cli/main.ts')], ['ws']);
+  });
+});

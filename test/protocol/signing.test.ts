@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { createPrivateKey, createPublicKey, randomBytes, sign as cryptoSign } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { EMPTY_BODY_HASH } from '../../src/protocol/constants.js';
+import {
+  authFrame,
+  bodyHash,
+  canonicalRequest,
+  formatTimestamp,
+  Keypair,
+  parseTimestamp,
+  signRequest,
+  verifySignature,
+  verifySignatureNoble,
+  wsAuthString,
+} from '../../src/protocol/signing.js';
+
+// spec/PROTOCOL.md §2.5, byte for byte.
+const SEED_A = Buffer.from('0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20', 'hex');
+const SEED_B = Buffer.from(Array.from({ length: 32 }, (_, i) => 0x21 + i));
+const KEY_A = 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ';
+const KEY_B = '5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA';
+const TS = '2026-03-05T12:00:00Z';
+const BODY = '{"recipient_key":"5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA","body":{"text":"hi"}}';
+const BODY_HASH = 'QBJsd29SW6dA3r7xslWgcZ5hufAEJpYTVxHSt0RRsAg';
+const CANONICAL_POST = `POST\n/v1/messages\n${TS}\n${BODY_HASH}`;
+const SIG_POST = 'BS7lT1o75cp3N9KVK9Od-GrUonoOcnifS-iVQSd1romGbc8oW30pBCMYeqvQbNoTtka1yOn4bMJYA_AaDm1ODg';
+const SIG_GET = 'qlalK4frFg4bSEIGs0b804IK3b91pjPO2K9V0ajkHlpTqlKi4ISJUeNhlCGlccyEeNbJ6HdmLBxrPI2uGVybBw';
+const SIG_WS = 'mU2pX-1VWqvOUSK5ro3ldrBSFSFI2HMM7gOvkPcFdCgT956JIJT1KRt6MJtrq0ebonfuIc1yGR07l3_uvGQIAA';
+
+/** Public key by node:crypto alone (independent of @noble/ed25519). */
+function nodePublicKey(seed: Uint8Array): string {
+  const der = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]);
+  const jwk = createPublicKey(createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).export({ format: 'jwk' });
+  return jwk.x!;
+}
+
+function nodeSign(seed: Uint8Array, message: string): string {
+  const der = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]);
+  return cryptoSign(null, Buffer.from(message), createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).toString('base64url');
+}
+
+describe('§2.5 signing vectors', () => {
+  const a = Keypair.fromSeed(SEED_A);
+
+  it('derives the documented public keys', () => {
+    assert.equal(a.publicKey, KEY_A);
+    assert.equal(Keypair.fromSeed(SEED_B).publicKey, KEY_B);
+    assert.equal(nodePublicKey(SEED_A), KEY_A);
+    assert.equal(nodePublicKey(SEED_B), KEY_B);
+    assert.equal(Buffer.from(SEED_A).toString('base64url'), 'AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA');
+  });
+
+  it('hashes the body and the empty body', () => {
+    assert.equal(bodyHash(BODY), BODY_HASH);
+    assert.equal(bodyHash(Buffer.from(BODY)), BODY_HASH);
+    assert.equal(bodyHash(''), EMPTY_BODY_HASH);
+    assert.equal(bodyHash(undefined), '47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU');
+  });
+
+  it('builds the canonical string with no trailing newline', () => {
+    assert.equal(canonicalRequest('post', '/v1/messages', TS, BODY_HASH), CANONICAL_POST);
+  });
+
+  it('signs POST /v1/messages', () => {
+    assert.equal(a.sign(CANONICAL_POST), SIG_POST);
+    const headers = signRequest(a, 'POST', '/v1/messages', BODY, Date.parse(TS));
+    assert.deepEqual(headers, { 'X-M2M-Public-Key': KEY_A, 'X-M2M-Timestamp': TS, 'X-M2M-Signature': SIG_POST });
+  });
+
+  it('signs GET with a query and an empty body', () => {
+    const headers = signRequest(a, 'GET', '/v1/messages?limit=10&status=sent', undefined, Date.parse(TS) + 999);
+    assert.equal(headers['X-M2M-Timestamp'], TS, 'whole seconds');
+    assert.equal(headers['X-M2M-Signature'], SIG_GET);
+  });
+
+  it('signs the WebSocket auth string', () => {
+    assert.equal(wsAuthString(TS), 'WS\n2026-03-05T12:00:00Z');
+    assert.equal(a.sign(wsAuthString(TS)), SIG_WS);
+    assert.deepEqual(authFrame(a, Date.parse(TS)), { type: 'auth', public_key: KEY_A, timestamp: TS, signature: SIG_WS });
+  });
+
+  it('matches node:crypto signing on the vectors', () => {
+    assert.equal(nodeSign(SEED_A, CANONICAL_POST), SIG_POST);
+    assert.equal(nodeSign(SEED_A, wsAuthString(TS)), SIG_WS);
+  });
+
+  it('verifies the vectors with node:crypto and with noble', () => {
+    for (const [msg, sig] of [
+      [CANONICAL_POST, SIG_POST],
+      [canonicalRequest('GET', '/v1/messages?limit=10&status=sent', TS, EMPTY_BODY_HASH), SIG_GET],
+      [wsAuthString(TS), SIG_WS],
+    ] as const) {
+      assert.equal(verifySignature(KEY_A, msg, sig), true);
+      assert.equal(verifySignatureNoble(KEY_A, msg, sig), true);
+      assert.equal(verifySignature(KEY_B, msg, sig), false, 'wrong key');
+      assert.equal(verifySignatureNoble(KEY_B, msg, sig), false, 'wrong key');
+    }
+  });
+
+  it('rejects tampered messages, signatures and malformed inputs', () => {
+    assert.equal(verifySignature(KEY_A, CANONICAL_POST + 'x', SIG_POST), false);
+    const flipped = (SIG_POST[0] === 'A' ? 'B' : 'A') + SIG_POST.slice(1);
+    assert.equal(verifySignature(KEY_A, CANONICAL_POST, flipped), false);
+    assert.equal(verifySignature(KEY_A, CANONICAL_POST, SIG_POST.slice(1)), false);
+    assert.equal(verifySignature(KEY_A, CANONICAL_POST, `${SIG_POST}==`), false);
+    assert.equal(verifySignature('not-a-key', CANONICAL_POST, SIG_POST), false);
+    assert.equal(verifySignatureNoble('not-a-key', CANONICAL_POST, SIG_POST), false);
+  });
+});
+
+describe('noble and node:crypto agree on random inputs', () => {
+  it('sign with one, verify with the other, 300 times', () => {
+    for (let i = 0; i < 300; i++) {
+      const seed = randomBytes(32);
+      const kp = Keypair.fromSeed(seed);
+      assert.equal(kp.publicKey, nodePublicKey(seed));
+      const message = randomBytes(1 + (i % 200)).toString('latin1');
+      const nobleSig = kp.sign(Buffer.from(message, 'latin1'));
+      assert.equal(verifySignature(kp.publicKey, Buffer.from(message, 'latin1'), nobleSig), true);
+      const text = `GET\n/v1/x?i=${i}\n${TS}\n${bodyHash(message)}`;
+      const nodeSig = nodeSign(seed, text);
+      assert.equal(nodeSig, kp.sign(text), 'Ed25519 is deterministic');
+      assert.equal(verifySignatureNoble(kp.publicKey, text, nodeSig), true);
+      const other = Keypair.generate();
+      assert.equal(verifySignature(other.publicKey, text, nodeSig), false);
+      assert.equal(verifySignatureNoble(other.publicKey, text, nodeSig), false);
+    }
+  });
+});
+
+describe('timestamps', () => {
+  it('formats whole seconds with Z', () => {
+    assert.equal(formatTimestamp(Date.parse('2026-03-05T12:00:00.999Z')), TS);
+  });
+  it('parses any RFC 3339 form and nothing else', () => {
+    assert.equal(parseTimestamp(TS), Date.parse(TS));
+    assert.equal(parseTimestamp('2026-03-05T12:00:00.5Z'), Date.parse(TS) + 500);
+    assert.equal(parseTimestamp('2026-03-05T13:00:00+01:00'), Date.parse(TS));
+    assert.equal(parseTimestamp('2026-03-05t12:00:00z'), Date.parse(TS));
+    for (const bad of ['2026-03-05', '2026-03-05 12:00:00Z', 'Thu, 05 Mar 2026 12:00:00 GMT', '1772712000', '']) {
+      assert.equal(parseTimestamp(bad), undefined, bad);
+    }
+  });
+});
+
+describe('Keypair', () => {
+  it('never exposes the seed through JSON or inspect', async () => {
+    const kp = Keypair.fromSeed(SEED_A);
+    const { inspect } = await import('node:util');
+    const seedForms = [Buffer.from(SEED_A).toString('hex'), Buffer.from(SEED_A).toString('base64url'), '1, 2, 3, 4, 5'];
+    for (const text of [JSON.stringify(kp), inspect(kp, { depth: 5, showHidden: true }), String(kp)]) {
+      for (const form of seedForms) assert.ok(!text.includes(form), text);
+    }
+    assert.deepEqual(JSON.parse(JSON.stringify(kp)), { public_key: KEY_A });
+  });
+});
