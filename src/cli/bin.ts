@@ -14,4 +14,6 @@ export async function run(argv: string[]): Promise<void> {
   }
   const code = await main(argv, processDeps());
   process.exitCode = code;
+  // A second Ctrl-C means "now": do not wait for sockets or handlers still winding down.
+  if (code === 130) process.exit(code);
 }

@@ -6,6 +6,7 @@ import { Command, CommanderError } from 'commander';
 import * as config from './commands/config.js';
 import * as contacts from './commands/contacts.js';
 import * as keygen from './commands/keygen.js';
+import * as relay from './commands/relay.js';
 import * as whoami from './commands/whoami.js';
 import type { Deps } from './deps.js';
 import { EXIT, exitCodeFor } from './exit.js';
@@ -13,7 +14,7 @@ import { Output } from './output.js';
 import { addGlobalOptions, globalsOf, ReportedError } from './program.js';
 import { packageVersion } from './version.js';
 
-const COMMANDS = [keygen, whoami, contacts, config];
+const COMMANDS = [keygen, whoami, contacts, config, relay];
 
 export function buildProgram(deps: Deps): Command {
   const program = new Command('mrp')

@@ -19,7 +19,6 @@ export const ERROR_STATUS = {
   agent_not_found: 404,
   message_not_found: 404,
   blob_not_found: 404,
-  method_not_allowed: 405,
   replay_detected: 409,
   blob_referenced: 409,
   payload_too_large: 413,

@@ -1,0 +1,126 @@
+import type { Command } from 'commander';
+import { formatDuration } from '../../core/duration.js';
+import { UsageError } from '../../core/errors.js';
+import type { LogEntry, LogLevel } from '../../relay/index.js';
+import type { CliContext } from '../context.js';
+import type { Deps } from '../deps.js';
+import { EXIT } from '../exit.js';
+import { durationOption, intOption } from '../options.js';
+import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
+import { shutdownSignals } from '../signals.js';
+
+export interface RelayCommandOptions {
+  host?: string;
+  port?: string;
+  dataDir?: string;
+  sendRate?: string;
+  receiveRate?: string;
+  requestRate?: string;
+  timestampTolerance?: string;
+  logLevel?: string;
+  logFormat?: string;
+}
+
+const LEVELS = ['debug', 'info', 'warn', 'error'];
+
+/** `mrp relay`: a faithful, durable MRP relay on this machine. Stops cleanly on SIGINT/SIGTERM. */
+export async function runRelay(ctx: CliContext, options: RelayCommandOptions): Promise<void> {
+  const env = ctx.deps.env;
+  const port = intOption(options.port ?? env['PORT'], options.port ? '--port' : 'PORT', 8080, 0, 65535);
+  const dataDir = options.dataDir ?? env['DATA_DIR'] ?? './data';
+  const level = (options.logLevel ?? env['LOG_LEVEL'] ?? 'info').toLowerCase();
+  if (!LEVELS.includes(level)) {
+    throw new UsageError(`${options.logLevel ? '--log-level' : 'LOG_LEVEL'}: "${level}" must be one of ${LEVELS.join(', ')}`, {
+      code: 'invalid_argument',
+    });
+  }
+  const toleranceMs = durationOption(
+    options.timestampTolerance ?? env['TIMESTAMP_TOLERANCE'],
+    options.timestampTolerance ? '--timestamp-tolerance' : 'TIMESTAMP_TOLERANCE',
+    5 * 60_000,
+  );
+  if (toleranceMs <= 0) throw new UsageError('--timestamp-tolerance must be longer than 0', { code: 'invalid_argument' });
+  const format = options.logFormat ?? (ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json');
+  if (format !== 'pretty' && format !== 'json') {
+    throw new UsageError(`--log-format: "${format}" must be pretty or json`, { code: 'invalid_argument' });
+  }
+  const { resolve } = await import('node:path');
+  const { createRelay } = await import('../../relay/index.js');
+  const { style } = ctx.out;
+  const write = (entry: LogEntry): void => {
+    const time = new Date(ctx.deps.clock.now()).toISOString();
+    if (format === 'json') {
+      ctx.deps.stderr.write(`${JSON.stringify({ time, ...entry, ...(env['PUBLIC_URL'] ? { public_url: env['PUBLIC_URL'] } : {}) })}\n`);
+      return;
+    }
+    const { level: lvl, msg, ...fields } = entry;
+    const paint = lvl === 'error' ? style.red : lvl === 'warn' ? style.yellow : lvl === 'debug' ? style.gray : (t: string) => t;
+    const rest = Object.entries(fields)
+      .map(([k, v]) => `${style.dim(`${k}=`)}${typeof v === 'string' ? v : JSON.stringify(v)}`)
+      .join(' ');
+    ctx.deps.stderr.write(`${style.dim(time.slice(11, 19))} ${paint(msg)} ${rest}\n`);
+  };
+  const relay = createRelay({
+    host: options.host ?? '127.0.0.1',
+    port,
+    dataDir: resolve(ctx.deps.cwd, dataDir),
+    sendRatePerMinute: intOption(options.sendRate, '--send-rate', 30),
+    receiveRatePerMinute: intOption(options.receiveRate, '--receive-rate', 120),
+    requestRatePerMinute: intOption(options.requestRate, '--request-rate', 300),
+    timestampToleranceMs: toleranceMs,
+    clock: ctx.deps.clock,
+    logger: write,
+    logLevel: level as LogLevel,
+  });
+  const signals = shutdownSignals(ctx.deps);
+  try {
+    let url: string;
+    try {
+      url = await relay.listen();
+    } catch (err) {
+      await relay.close();
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE') {
+        throw new UsageError(`port ${port} is already in use`, { code: 'address_in_use', hint: 'pick another with --port, or stop the other process' });
+      }
+      throw err;
+    }
+    const db = resolve(ctx.deps.cwd, dataDir, 'mrp.db');
+    ctx.out.result({ url, data_dir: resolve(ctx.deps.cwd, dataDir), database: db, pid: process.pid }, () => [
+      `${style.green('●')} mrp relay listening on ${style.bold(url)}`,
+      style.dim(`  data ${db} · tolerance ${formatDuration(toleranceMs)} · Ctrl-C to stop`),
+    ]);
+    const signal = await signals.first;
+    ctx.out.info(style.dim(`${signal}: closing connections and flushing storage…`));
+    const done = relay.close().then(() => 'closed' as const);
+    if ((await Promise.race([done, signals.second.then(() => 'forced' as const)])) === 'forced') {
+      throw new ReportedError(EXIT.interrupted);
+    }
+    ctx.out.info(style.dim('relay stopped'));
+  } finally {
+    signals.dispose();
+  }
+}
+
+export function register(program: Command, deps: Deps): void {
+  const cmd = program
+    .command('relay')
+    .description('run an MRP relay (HTTP + WebSocket, SQLite storage) on this machine')
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .option('--port <port>', 'port to listen on (env PORT; 0 = any free port)')
+    .option('--data-dir <dir>', 'directory for mrp.db (env DATA_DIR)', undefined)
+    .option('--send-rate <n>', 'messages a sender may send per minute (0 = unlimited)')
+    .option('--receive-rate <n>', 'messages a recipient may receive per minute (0 = unlimited)')
+    .option('--request-rate <n>', 'other authenticated requests per agent per minute (0 = unlimited)')
+    .option('--timestamp-tolerance <duration>', 'allowed clock skew of signed requests (env TIMESTAMP_TOLERANCE)')
+    .option('--log-level <level>', 'debug | info | warn | error (env LOG_LEVEL)')
+    .option('--log-format <format>', 'pretty | json (default: pretty on a terminal)');
+  examples(addGlobalOptions(cmd), [
+    'mrp relay                                  # http://127.0.0.1:8080, data in ./data',
+    'mrp relay --port 0 --data-dir /var/lib/mrp # any free port',
+    'mrp relay --send-rate 0 --receive-rate 0   # no rate limits (benchmarks)',
+    'PORT=9000 LOG_LEVEL=debug mrp relay',
+  ]);
+  cmd.addHelpText('after', '\nDefaults: port 8080, data ./data, 30 sends/min, 120 receives/min, 300 requests/min, tolerance 5m.\n');
+  cmd.action(action(deps, runRelay));
+}

@@ -1,0 +1,20 @@
+/** Parsing of flag values, with errors that name the flag and say what is expected. */
+import { parseDuration } from '../core/duration.js';
+import { UsageError } from '../core/errors.js';
+
+export function durationOption(value: string | undefined, flag: string, fallbackMs: number): number {
+  if (value === undefined) return fallbackMs;
+  const ms = parseDuration(value);
+  if (ms === undefined || ms < 0) {
+    throw new UsageError(`${flag}: "${value}" is not a duration; use e.g. 30s, 5m, 1h30m or 500ms`, { code: 'invalid_argument' });
+  }
+  return ms;
+}
+
+export function intOption(value: string | undefined, flag: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: "${value}" is not a whole number`, { code: 'invalid_argument' });
+  const n = Number(value);
+  if (n < min || n > max) throw new UsageError(`${flag}: ${n} is out of range (${min}–${max})`, { code: 'invalid_argument' });
+  return n;
+}

@@ -1,0 +1,138 @@
+/** HTTP plumbing: bounded body reads, JSON answers, CORS, query parameter parsing, cursors. */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { parseTimestamp } from '../protocol/signing.js';
+import { fromBase64Url, isPublicKey, toBase64Url } from '../protocol/encoding.js';
+import { isPlainObject } from '../protocol/validate.js';
+import { ApiError } from './errors.js';
+
+export const CORS_HEADERS: Record<string, string> = {
+  'Access-Control-Allow-Origin': '*',
+  'Access-Control-Expose-Headers':
+    'X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, X-Request-Id, X-M2M-Storage-Used, X-M2M-Storage-Limit, X-M2M-Blob-Hash',
+};
+
+export const PREFLIGHT_HEADERS: Record<string, string> = {
+  ...CORS_HEADERS,
+  'Access-Control-Allow-Methods': 'GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS',
+  'Access-Control-Allow-Headers': 'Content-Type, X-M2M-Public-Key, X-M2M-Timestamp, X-M2M-Signature',
+  'Access-Control-Max-Age': '86400',
+};
+
+/** Reads the whole request body, refusing more than `max` bytes with 413 before buffering it. */
+export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (Number.isFinite(declared) && declared > max) {
+    return Promise.reject(new ApiError('payload_too_large', `the request body is larger than ${max} bytes`));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        req.removeAllListeners('data');
+        req.pause();
+        reject(new ApiError('payload_too_large', `the request body is larger than ${max} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
+    req.on('error', reject);
+  });
+}
+
+/** Writes a JSON answer (or an empty one for 204/HEAD). */
+export function writeJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>, head = false): void {
+  if (res.headersSent || res.destroyed) return;
+  if (status === 204 || body === undefined) {
+    res.writeHead(status, headers);
+    res.end();
+    return;
+  }
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  res.writeHead(status, {
+    ...headers,
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(text)),
+  });
+  res.end(head ? undefined : text);
+}
+
+/** Parses a JSON request body (whatever the Content-Type says); invalid JSON is 400. */
+export function parseJsonBody(body: Buffer): unknown {
+  if (body.length === 0) throw new ApiError('bad_request', 'a JSON request body is required');
+  try {
+    return JSON.parse(body.toString('utf8')) as unknown;
+  } catch {
+    throw new ApiError('bad_request', 'the request body is not valid JSON');
+  }
+}
+
+function badParam(name: string, reason: string): ApiError {
+  return new ApiError('bad_request', `query parameter ${name}: ${reason}`, { details: { field: name, reason } });
+}
+
+/** An integer query parameter in [min, max]; out of range is 400, never clamped (§3.2). */
+export function intParam(query: URLSearchParams, name: string, fallback: number, min: number, max: number): number {
+  const raw = query.get(name);
+  if (raw === null || raw === '') return fallback;
+  if (!/^-?\d+$/.test(raw)) throw badParam(name, 'must be an integer');
+  const n = Number(raw);
+  if (n < min || n > max) throw badParam(name, `must be between ${min} and ${max}`);
+  return n;
+}
+
+export function enumParam<T extends string>(query: URLSearchParams, name: string, allowed: readonly T[], fallback: T | undefined): T | undefined {
+  const raw = query.get(name);
+  if (raw === null || raw === '') return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) throw badParam(name, `must be one of ${allowed.join(', ')}`);
+  return raw as T;
+}
+
+export function timeParam(query: URLSearchParams, name: string): number | undefined {
+  const raw = query.get(name);
+  if (raw === null || raw === '') return undefined;
+  const ms = parseTimestamp(raw);
+  if (ms === undefined) throw badParam(name, 'must be an RFC 3339 date-time');
+  return ms;
+}
+
+export function keyParam(query: URLSearchParams, name: string): string | undefined {
+  const raw = query.get(name);
+  if (raw === null || raw === '') return undefined;
+  if (!isPublicKey(raw)) throw badParam(name, 'must be a 43-character public key');
+  return raw;
+}
+
+export function stringParam(query: URLSearchParams, name: string, max = 256): string | undefined {
+  const raw = query.get(name);
+  if (raw === null || raw === '') return undefined;
+  if (raw.length > max) throw badParam(name, `must be at most ${max} characters`);
+  return raw;
+}
+
+/** Opaque cursors: base64url of a small JSON object (§3.2, our choice). */
+export function encodeCursor(value: Record<string, string | number>): string {
+  return toBase64Url(Buffer.from(JSON.stringify(value)));
+}
+
+export function decodeCursor<T>(query: URLSearchParams, check: (value: Record<string, unknown>) => T | undefined): T | undefined {
+  const raw = query.get('cursor');
+  if (raw === null || raw === '') return undefined;
+  const bytes = fromBase64Url(raw);
+  let value: unknown;
+  try {
+    value = bytes ? JSON.parse(Buffer.from(bytes).toString('utf8')) : undefined;
+  } catch {
+    value = undefined;
+  }
+  const result = isPlainObject(value) ? check(value) : undefined;
+  if (result === undefined) throw badParam('cursor', 'is not a cursor this relay issued');
+  return result;
+}
+
+/** `{s: <seq>}` cursors for message lists. */
+export function seqCursor(v: Record<string, unknown>): number | undefined {
+  return typeof v['s'] === 'number' && Number.isInteger(v['s']) && v['s'] >= 0 ? v['s'] : undefined;
+}

@@ -1,0 +1,188 @@
+/**
+ * The message pipeline shared by `POST /v1/messages` and the WebSocket `send` frame: policy,
+ * rate limits, thread filling, ids, durable storage, then fan-out to live connections and
+ * waiting long-polls. Also the poll side (take-and-mark-delivered, long-poll waits).
+ */
+import type { Clock } from '../core/clock.js';
+import { formatTimestamp } from '../protocol/signing.js';
+import type { Message, MessageStatus, SendResponse } from '../protocol/types.js';
+import type { NormalizedSend } from '../protocol/validate.js';
+import type { Batcher } from './batcher.js';
+import type { Directory } from './directory.js';
+import { ApiError } from './errors.js';
+import { messageId } from './ids.js';
+import { type RateState, SlidingWindow } from './limits.js';
+import type { InboxFilter, MessageRecord, Store } from './store.js';
+
+/** The status a client sees: `sent` past its expiry is `expired` even before the sweeper runs. */
+export function effectiveStatus(record: MessageRecord, now: number): MessageStatus {
+  return record.status === 'sent' && record.expires_at <= now ? 'expired' : record.status;
+}
+
+const iso = (ms: number): string => formatTimestamp(ms);
+
+/** The §3.6 message object as JSON text, built around the stored body text (no re-serialising). */
+export function messageJson(record: MessageRecord, now: number): string {
+  return (
+    `{"message_id":${JSON.stringify(record.message_id)},"sender_key":"${record.sender_key}","recipient_key":"${record.recipient_key}",` +
+    `"content_type":${JSON.stringify(record.content_type)},"body":${record.body_json},"attachments":${JSON.stringify(record.attachments)},` +
+    `"thread_id":${JSON.stringify(record.thread_id)},"in_reply_to":${JSON.stringify(record.in_reply_to)},` +
+    `"metadata":${JSON.stringify(record.metadata)},"status":"${effectiveStatus(record, now)}",` +
+    `"created_at":"${iso(record.created_at)}","expires_at":"${iso(record.expires_at)}",` +
+    `"delivered_at":${record.delivered_at === null ? 'null' : `"${iso(record.delivered_at)}"`}}`
+  );
+}
+
+export function messageObject(record: MessageRecord, now: number): Message {
+  return JSON.parse(messageJson(record, now)) as Message;
+}
+
+export function sendResponse(record: MessageRecord): SendResponse {
+  return { message_id: record.message_id, status: 'sent', created_at: iso(record.created_at), expires_at: iso(record.expires_at) };
+}
+
+export interface MessengerOptions {
+  sendPerMinute: number;
+  receivePerMinute: number;
+}
+
+export interface SendOutcome {
+  record: MessageRecord;
+  /** The sender's rate state after this send (for X-RateLimit-* headers). */
+  rate: RateState | undefined;
+}
+
+type Waiter = () => void;
+
+export class Messenger {
+  readonly #store: Store;
+  readonly #batcher: Batcher;
+  readonly #directory: Directory;
+  readonly #clock: Clock;
+  readonly sendLimit: SlidingWindow;
+  readonly #receiveLimit: SlidingWindow;
+  readonly #waiters = new Map<string, Set<Waiter>>();
+
+  constructor(store: Store, batcher: Batcher, directory: Directory, clock: Clock, options: MessengerOptions) {
+    this.#store = store;
+    this.#batcher = batcher;
+    this.#directory = directory;
+    this.#clock = clock;
+    this.sendLimit = new SlidingWindow(options.sendPerMinute, clock);
+    this.#receiveLimit = new SlidingWindow(options.receivePerMinute, clock);
+  }
+
+  /** Accepts a validated message from `sender`; resolves once it is durably stored. */
+  async send(sender: string, input: NormalizedSend): Promise<SendOutcome> {
+    const now = this.#clock.now();
+    const first = input.attachments[0];
+    if (first) {
+      // This relay stores no blobs yet, so no blob id can be valid (§3.7: 422 with details.blob_id).
+      throw new ApiError('unprocessable_entity', `blob ${first.blob_id} does not exist or is not yours`, {
+        details: { field: 'attachments[0].blob_id', reason: 'unknown blob', blob_id: first.blob_id },
+      });
+    }
+    const refusal = this.#directory.refusal(input.recipient_key, sender);
+    if (refusal === 'forbidden') throw new ApiError('forbidden', 'the recipient is suspended');
+    if (refusal === 'acl_denied') throw new ApiError('acl_denied', 'recipient does not accept messages from this sender');
+
+    this.#checkRate(this.sendLimit, sender, 'sender', 'Too many messages');
+    this.#checkRate(this.#receiveLimit, input.recipient_key, 'recipient', 'The recipient is receiving too many messages');
+
+    let threadId = input.thread_id;
+    if (threadId === null && input.in_reply_to !== null) {
+      const parent = this.#store.getMessage(input.in_reply_to);
+      if (parent && (parent.sender_key === sender || parent.recipient_key === sender)) threadId = parent.thread_id ?? parent.message_id;
+    }
+    const created = Math.floor(now / 1000) * 1000;
+    const record: MessageRecord = {
+      seq: 0,
+      message_id: messageId(now),
+      sender_key: sender,
+      recipient_key: input.recipient_key,
+      content_type: input.content_type,
+      body_json: JSON.stringify(input.body),
+      attachments: input.attachments,
+      thread_id: threadId,
+      in_reply_to: input.in_reply_to,
+      metadata: input.metadata,
+      status: 'sent',
+      created_at: created,
+      expires_at: created + input.expires_in * 1000,
+      delivered_at: null,
+    };
+    this.sendLimit.record(sender);
+    this.#receiveLimit.record(input.recipient_key);
+    const rate = this.sendLimit.enabled ? this.sendLimit.peek(sender) : undefined;
+    await this.#batcher.addMessage(record);
+    return { record, rate };
+  }
+
+  #checkRate(window: SlidingWindow, key: string, scope: 'sender' | 'recipient', text: string): void {
+    if (!window.enabled) return;
+    const state = window.peek(key);
+    if (state.retryAfter === 0) return;
+    throw new ApiError('rate_limit_exceeded', `${text}; retry in ${state.retryAfter} s.`, {
+      details: { limit: state.limit, window: '1m', retry_after: state.retryAfter, ...(scope === 'recipient' ? { scope } : {}) },
+      headers: {
+        'Retry-After': String(state.retryAfter),
+        'X-RateLimit-Limit': String(state.limit),
+        'X-RateLimit-Remaining': '0',
+        'X-RateLimit-Reset': String(state.reset),
+      },
+    });
+  }
+
+  /** Called after each commit: wakes long-polls of the recipients. */
+  notify(records: MessageRecord[]): void {
+    for (const r of records) {
+      const waiters = this.#waiters.get(r.recipient_key);
+      if (!waiters) continue;
+      this.#waiters.delete(r.recipient_key);
+      for (const w of waiters) w();
+    }
+  }
+
+  /**
+   * A poll: `sent` messages are handed out once and marked delivered atomically; with `waitMs`
+   * an empty answer waits for new messages until the deadline or until `signal` aborts.
+   */
+  async poll(
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    waitMs: number,
+    signal: AbortSignal,
+  ): Promise<{ messages: MessageRecord[]; hasMore: boolean }> {
+    if (filter.status !== 'sent') return this.#store.listInbox(recipient, filter, limit, this.#clock.now());
+    const deadline = this.#clock.now() + waitMs;
+    for (;;) {
+      if (signal.aborted) return { messages: [], hasMore: false };
+      const page = this.#store.takeSent(recipient, filter, limit, this.#clock.now());
+      const left = deadline - this.#clock.now();
+      if (page.messages.length > 0 || left <= 0) return page;
+      await this.#waitFor(recipient, left, signal);
+    }
+  }
+
+  #waitFor(recipient: string, ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      let set = this.#waiters.get(recipient);
+      if (!set) this.#waiters.set(recipient, (set = new Set()));
+      const done = (): void => {
+        timer.cancel();
+        signal.removeEventListener('abort', done);
+        this.#waiters.get(recipient)?.delete(done);
+        resolve();
+      };
+      const timer = this.#clock.setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+      set.add(done);
+    });
+  }
+
+  pruneLimits(): void {
+    this.sendLimit.prune();
+    this.#receiveLimit.prune();
+  }
+}

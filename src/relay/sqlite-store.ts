@@ -1,0 +1,469 @@
+/**
+ * The SQLite store (better-sqlite3, WAL): `DATA_DIR/mrp.db`, the official relay's embedded layout.
+ * Schema changes are numbered migrations tracked in `PRAGMA user_version`. With
+ * `synchronous=FULL` every commit is on disk before it returns; the relay groups writes into
+ * one transaction per event-loop turn so that costs one fsync per batch, not per message.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import type { AclEntry, AclEntryType, Attachment, Capability, JsonObject, MessageStatus } from '../protocol/types.js';
+import { formatInstant } from '../protocol/signing.js';
+import type { AgentRecord, DiscoverQuery, InboxFilter, MessageRecord, Store, WriteBatch } from './store.js';
+
+/** Each entry moves the schema one version forward. Never edit a released entry; append. */
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE agents (
+    public_key     TEXT PRIMARY KEY,
+    display_name   TEXT,
+    status         TEXT NOT NULL,
+    visibility     TEXT NOT NULL,
+    inbox_policy   TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    last_active_at INTEGER NOT NULL,
+    metadata       TEXT NOT NULL,
+    capabilities   TEXT NOT NULL,
+    search_text    TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX agents_activity ON agents (visibility, last_active_at DESC, public_key);
+
+  CREATE TABLE agent_tags (
+    agent_key TEXT NOT NULL,
+    tag       TEXT NOT NULL,
+    PRIMARY KEY (agent_key, tag)
+  ) WITHOUT ROWID;
+  CREATE INDEX agent_tags_by_tag ON agent_tags (tag, agent_key);
+
+  CREATE TABLE messages (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id    TEXT NOT NULL UNIQUE,
+    sender_key    TEXT NOT NULL,
+    recipient_key TEXT NOT NULL,
+    content_type  TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    attachments   TEXT NOT NULL,
+    thread_id     TEXT,
+    in_reply_to   TEXT,
+    metadata      TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    delivered_at  INTEGER
+  );
+  CREATE INDEX messages_inbox ON messages (recipient_key, status, seq);
+  CREATE INDEX messages_thread ON messages (thread_id) WHERE thread_id IS NOT NULL;
+  CREATE INDEX messages_reply ON messages (in_reply_to) WHERE in_reply_to IS NOT NULL;
+  CREATE INDEX messages_expiry ON messages (status, expires_at);
+
+  CREATE TABLE acl (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_key  TEXT NOT NULL,
+    peer_key   TEXT NOT NULL,
+    entry_type TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (owner_key, peer_key)
+  );
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+interface AgentRow {
+  public_key: string;
+  display_name: string | null;
+  status: string;
+  visibility: string;
+  inbox_policy: string;
+  created_at: number;
+  last_active_at: number;
+  metadata: string;
+  capabilities: string;
+}
+
+interface MessageRow {
+  seq: number;
+  message_id: string;
+  sender_key: string;
+  recipient_key: string;
+  content_type: string;
+  body: string;
+  attachments: string;
+  thread_id: string | null;
+  in_reply_to: string | null;
+  metadata: string;
+  status: string;
+  created_at: number;
+  expires_at: number;
+  delivered_at: number | null;
+}
+
+interface AclRow {
+  id: number;
+  owner_key: string;
+  peer_key: string;
+  entry_type: string;
+  created_at: number;
+}
+
+function agentFromRow(row: AgentRow): AgentRecord {
+  return {
+    public_key: row.public_key,
+    display_name: row.display_name,
+    status: row.status as AgentRecord['status'],
+    visibility: row.visibility as AgentRecord['visibility'],
+    inbox_policy: row.inbox_policy as AgentRecord['inbox_policy'],
+    created_at: row.created_at,
+    last_active_at: row.last_active_at,
+    metadata: JSON.parse(row.metadata) as Record<string, string>,
+    capabilities: JSON.parse(row.capabilities) as Capability[],
+  };
+}
+
+function messageFromRow(row: MessageRow): MessageRecord {
+  return {
+    seq: row.seq,
+    message_id: row.message_id,
+    sender_key: row.sender_key,
+    recipient_key: row.recipient_key,
+    content_type: row.content_type,
+    body_json: row.body,
+    attachments: JSON.parse(row.attachments) as Attachment[],
+    thread_id: row.thread_id,
+    in_reply_to: row.in_reply_to,
+    metadata: JSON.parse(row.metadata) as JsonObject,
+    status: row.status as MessageStatus,
+    created_at: row.created_at,
+    expires_at: row.expires_at,
+    delivered_at: row.delivered_at,
+  };
+}
+
+function aclFromRow(row: AclRow): AclEntry {
+  return {
+    id: row.id,
+    owner_key: row.owner_key,
+    peer_key: row.peer_key,
+    entry_type: row.entry_type as AclEntryType,
+    created_at: formatInstant(row.created_at),
+  };
+}
+
+/** Lower-cased text `q` searches: display name, capability names and descriptions. */
+function searchText(agent: AgentRecord): string {
+  return [agent.display_name ?? '', ...agent.capabilities.flatMap((c) => [c.name, c.description])].join('\n').toLowerCase();
+}
+
+function tagsOf(agent: AgentRecord): string[] {
+  return [...new Set(agent.capabilities.flatMap((c) => c.tags))];
+}
+
+/** SQL and parameters for the optional inbox filters. */
+function inboxConditions(filter: InboxFilter): { sql: string; params: unknown[] } {
+  const parts: string[] = [];
+  const params: unknown[] = [];
+  if (filter.sender_key !== undefined) {
+    parts.push('sender_key = ?');
+    params.push(filter.sender_key);
+  }
+  if (filter.in_reply_to !== undefined) {
+    parts.push('in_reply_to = ?');
+    params.push(filter.in_reply_to);
+  }
+  if (filter.thread_id !== undefined) {
+    parts.push('(thread_id = ? OR message_id = ?)');
+    params.push(filter.thread_id, filter.thread_id);
+  }
+  if (filter.since !== undefined) {
+    parts.push('created_at > ?');
+    params.push(filter.since);
+  }
+  if (filter.after_seq !== undefined) {
+    parts.push('seq > ?');
+    params.push(filter.after_seq);
+  }
+  return { sql: parts.map((p) => ` AND ${p}`).join(''), params };
+}
+
+export interface SqliteStoreOptions {
+  /** `full` (default): every commit is fsynced. `normal`: survives a process crash, not a power cut. */
+  synchronous?: 'full' | 'normal';
+}
+
+export class SqliteStore implements Store {
+  readonly location: string;
+  readonly #db: Database.Database;
+  readonly #statements = new Map<string, Database.Statement>();
+  readonly #commit: (batch: WriteBatch, now: number) => void;
+  readonly #takeSent: (recipient: string, filter: InboxFilter, limit: number, now: number) => { messages: MessageRecord[]; hasMore: boolean };
+
+  constructor(dataDir: string, options: SqliteStoreOptions = {}) {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    this.location = join(dataDir, 'mrp.db');
+    this.#db = new Database(this.location);
+    this.#db.pragma('journal_mode = WAL');
+    this.#db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+    this.#db.pragma('busy_timeout = 5000');
+    this.#migrate();
+
+    const insert = this.#db.prepare(
+      `INSERT INTO messages (message_id, sender_key, recipient_key, content_type, body, attachments, thread_id,
+         in_reply_to, metadata, status, created_at, expires_at, delivered_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const deliver = this.#db.prepare(
+      `UPDATE messages SET status = 'delivered', delivered_at = ? WHERE message_id = ? AND recipient_key = ? AND status = 'sent'`,
+    );
+    const touch = this.#db.prepare('UPDATE agents SET last_active_at = ? WHERE public_key = ? AND last_active_at < ?');
+    this.#commit = this.#db.transaction((batch: WriteBatch, now: number) => {
+      for (const m of batch.messages) {
+        const info = insert.run(
+          m.message_id,
+          m.sender_key,
+          m.recipient_key,
+          m.content_type,
+          m.body_json,
+          JSON.stringify(m.attachments),
+          m.thread_id,
+          m.in_reply_to,
+          JSON.stringify(m.metadata),
+          m.status,
+          m.created_at,
+          m.expires_at,
+          m.delivered_at,
+        );
+        m.seq = Number(info.lastInsertRowid);
+      }
+      for (const d of batch.delivered) deliver.run(now, d.message_id, d.recipient_key);
+      for (const [key, at] of batch.active) touch.run(at, key, at);
+    });
+
+    const markOne = this.#db.prepare(`UPDATE messages SET status = 'delivered', delivered_at = ? WHERE seq = ? AND status = 'sent'`);
+    this.#takeSent = this.#db.transaction((recipient: string, filter: InboxFilter, limit: number, now: number) => {
+      const { sql, params } = inboxConditions(filter);
+      const rows = this.#stmt(
+        `SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${sql} ORDER BY seq LIMIT ?`,
+      ).all(recipient, now, ...params, limit + 1) as MessageRow[];
+      const taken = rows.slice(0, limit).map(messageFromRow);
+      for (const m of taken) {
+        markOne.run(now, m.seq);
+        m.status = 'delivered';
+        m.delivered_at = now;
+      }
+      return { messages: taken, hasMore: rows.length > limit };
+    });
+  }
+
+  #migrate(): void {
+    const current = this.#db.pragma('user_version', { simple: true }) as number;
+    if (current > MIGRATIONS.length) {
+      throw new Error(`${this.location} has schema version ${current}, newer than this relay understands (${MIGRATIONS.length}); upgrade mrp`);
+    }
+    for (let v = current; v < MIGRATIONS.length; v++) {
+      this.#db.transaction(() => {
+        this.#db.exec(MIGRATIONS[v]!);
+        this.#db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+
+  #stmt(sql: string): Database.Statement {
+    let s = this.#statements.get(sql);
+    if (!s) {
+      s = this.#db.prepare(sql);
+      this.#statements.set(sql, s);
+    }
+    return s;
+  }
+
+  // ── agents ──────────────────────────────────────────────────────────────────────────────────
+
+  getAgent(key: string): AgentRecord | undefined {
+    const row = this.#stmt('SELECT * FROM agents WHERE public_key = ?').get(key) as AgentRow | undefined;
+    return row ? agentFromRow(row) : undefined;
+  }
+
+  ensureAgent(record: AgentRecord): AgentRecord {
+    const existing = this.getAgent(record.public_key);
+    if (existing) return existing;
+    this.saveAgent(record);
+    return record;
+  }
+
+  saveAgent(record: AgentRecord): void {
+    this.#db.transaction(() => {
+      this.#stmt(
+        `INSERT INTO agents (public_key, display_name, status, visibility, inbox_policy, created_at, last_active_at,
+           metadata, capabilities, search_text)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (public_key) DO UPDATE SET display_name = excluded.display_name, status = excluded.status,
+           visibility = excluded.visibility, inbox_policy = excluded.inbox_policy,
+           last_active_at = MAX(agents.last_active_at, excluded.last_active_at), metadata = excluded.metadata,
+           capabilities = excluded.capabilities, search_text = excluded.search_text`,
+      ).run(
+        record.public_key,
+        record.display_name,
+        record.status,
+        record.visibility,
+        record.inbox_policy,
+        record.created_at,
+        record.last_active_at,
+        JSON.stringify(record.metadata),
+        JSON.stringify(record.capabilities),
+        searchText(record),
+      );
+      this.#stmt('DELETE FROM agent_tags WHERE agent_key = ?').run(record.public_key);
+      const addTag = this.#stmt('INSERT OR IGNORE INTO agent_tags (agent_key, tag) VALUES (?, ?)');
+      for (const tag of tagsOf(record)) addTag.run(record.public_key, tag);
+    })();
+  }
+
+  deleteAgent(key: string): void {
+    this.#db.transaction(() => {
+      this.#stmt('DELETE FROM agents WHERE public_key = ?').run(key);
+      this.#stmt('DELETE FROM agent_tags WHERE agent_key = ?').run(key);
+      this.#stmt('DELETE FROM acl WHERE owner_key = ?').run(key);
+      this.#stmt('DELETE FROM messages WHERE recipient_key = ?').run(key);
+    })();
+  }
+
+  discover(query: DiscoverQuery): AgentRecord[] {
+    const where: string[] = ["a.visibility = 'public'", "a.status = 'active'"];
+    const params: unknown[] = [];
+    for (const tag of query.tags) {
+      where.push('EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_key = a.public_key AND t.tag = ?)');
+      params.push(tag);
+    }
+    if (query.tag_prefix !== undefined) {
+      where.push('EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_key = a.public_key AND substr(t.tag, 1, ?) = ?)');
+      params.push(query.tag_prefix.length, query.tag_prefix);
+    }
+    if (query.name !== undefined) {
+      where.push("instr(lower(coalesce(a.display_name, '')), ?) > 0");
+      params.push(query.name.toLowerCase());
+    }
+    for (const word of query.words) {
+      where.push('instr(a.search_text, ?) > 0');
+      params.push(word);
+    }
+    if (query.active_since !== undefined) {
+      where.push('a.last_active_at >= ?');
+      params.push(query.active_since);
+    }
+    if (query.after) {
+      where.push('(a.last_active_at < ? OR (a.last_active_at = ? AND a.public_key > ?))');
+      params.push(query.after.t, query.after.t, query.after.k);
+    }
+    const sql = `SELECT a.* FROM agents a WHERE ${where.join(' AND ')} ORDER BY a.last_active_at DESC, a.public_key ASC LIMIT ?`;
+    return (this.#stmt(sql).all(...params, query.limit) as AgentRow[]).map(agentFromRow);
+  }
+
+  capabilityTags(prefix: string | undefined): Array<{ tag: string; agent_count: number }> {
+    const filter = prefix === undefined ? '' : ' AND substr(t.tag, 1, ?) = ?';
+    const params = prefix === undefined ? [] : [prefix.length, prefix];
+    return this.#stmt(
+      `SELECT t.tag AS tag, COUNT(*) AS agent_count FROM agent_tags t JOIN agents a ON a.public_key = t.agent_key
+       WHERE a.visibility = 'public' AND a.status = 'active'${filter}
+       GROUP BY t.tag ORDER BY agent_count DESC, t.tag ASC`,
+    ).all(...params) as Array<{ tag: string; agent_count: number }>;
+  }
+
+  // ── messages ────────────────────────────────────────────────────────────────────────────────
+
+  commit(batch: WriteBatch, now: number): void {
+    this.#commit(batch, now);
+  }
+
+  getMessage(id: string): MessageRecord | undefined {
+    const row = this.#stmt('SELECT * FROM messages WHERE message_id = ?').get(id) as MessageRow | undefined;
+    return row ? messageFromRow(row) : undefined;
+  }
+
+  takeSent(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean } {
+    return this.#takeSent(recipient, filter, limit, now);
+  }
+
+  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean } {
+    const { sql, params } = inboxConditions(filter);
+    const statusSql =
+      filter.status === 'expired'
+        ? "(status = 'expired' OR (status = 'sent' AND expires_at <= ?))"
+        : filter.status === 'sent'
+          ? "(status = 'sent' AND expires_at > ?)"
+          : "(status = 'delivered' AND ? IS NOT NULL)";
+    const rows = this.#stmt(`SELECT * FROM messages WHERE recipient_key = ? AND ${statusSql}${sql} ORDER BY seq LIMIT ?`).all(
+      recipient,
+      now,
+      ...params,
+      limit + 1,
+    ) as MessageRow[];
+    return { messages: rows.slice(0, limit).map(messageFromRow), hasMore: rows.length > limit };
+  }
+
+  pending(recipient: string, afterSeq: number, limit: number, now: number): MessageRecord[] {
+    return (
+      this.#stmt(
+        "SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND seq > ? AND expires_at > ? ORDER BY seq LIMIT ?",
+      ).all(recipient, afterSeq, now, limit) as MessageRow[]
+    ).map(messageFromRow);
+  }
+
+  thread(caller: string, threadId: string, afterSeq: number, limit: number): MessageRecord[] {
+    return (
+      this.#stmt(
+        `SELECT * FROM messages WHERE (thread_id = ? OR message_id = ?) AND (sender_key = ? OR recipient_key = ?) AND seq > ?
+         ORDER BY seq LIMIT ?`,
+      ).all(threadId, threadId, caller, caller, afterSeq, limit) as MessageRow[]
+    ).map(messageFromRow);
+  }
+
+  sweep(now: number, expiredRetentionMs: number): { expired: number; purged: number } {
+    return this.#db.transaction(() => {
+      const expired = this.#stmt("UPDATE messages SET status = 'expired' WHERE status = 'sent' AND expires_at <= ?").run(now).changes;
+      const purged = this.#stmt(
+        "DELETE FROM messages WHERE (status = 'delivered' AND expires_at <= ?) OR (status = 'expired' AND expires_at <= ?)",
+      ).run(now, now - expiredRetentionMs).changes;
+      return { expired, purged };
+    })();
+  }
+
+  // ── ACL ─────────────────────────────────────────────────────────────────────────────────────
+
+  putAcl(owner: string, peer: string, type: AclEntryType, now: number): AclEntry {
+    this.#stmt(
+      `INSERT INTO acl (owner_key, peer_key, entry_type, created_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (owner_key, peer_key) DO UPDATE SET entry_type = excluded.entry_type`,
+    ).run(owner, peer, type, now);
+    return this.getAcl(owner, peer)!;
+  }
+
+  getAcl(owner: string, peer: string): AclEntry | undefined {
+    const row = this.#stmt('SELECT * FROM acl WHERE owner_key = ? AND peer_key = ?').get(owner, peer) as AclRow | undefined;
+    return row ? aclFromRow(row) : undefined;
+  }
+
+  listAcl(owner: string, type: AclEntryType | undefined, afterId: number, limit: number): AclEntry[] {
+    const rows =
+      type === undefined
+        ? this.#stmt('SELECT * FROM acl WHERE owner_key = ? AND id > ? ORDER BY id LIMIT ?').all(owner, afterId, limit)
+        : this.#stmt('SELECT * FROM acl WHERE owner_key = ? AND entry_type = ? AND id > ? ORDER BY id LIMIT ?').all(owner, type, afterId, limit);
+    return (rows as AclRow[]).map(aclFromRow);
+  }
+
+  aclEntries(owner: string): Map<string, AclEntryType> {
+    const rows = this.#stmt('SELECT peer_key, entry_type FROM acl WHERE owner_key = ?').all(owner) as Array<Pick<AclRow, 'peer_key' | 'entry_type'>>;
+    return new Map(rows.map((r) => [r.peer_key, r.entry_type as AclEntryType]));
+  }
+
+  deleteAcl(owner: string, peer: string): boolean {
+    return this.#stmt('DELETE FROM acl WHERE owner_key = ? AND peer_key = ?').run(owner, peer).changes > 0;
+  }
+
+  ping(): void {
+    this.#stmt('SELECT 1').get();
+  }
+
+  close(): void {
+    if (this.#db.open) this.#db.close();
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * The relay's storage contract. Synchronous on purpose: the SQLite implementation is synchronous
+ * (better-sqlite3), and a synchronous store makes "select then mark delivered" atomic for free in
+ * a single-threaded server. Times are Unix milliseconds.
+ */
+import type {
+  AclEntry,
+  AclEntryType,
+  Attachment,
+  Capability,
+  InboxPolicy,
+  JsonObject,
+  MessageStatus,
+  Visibility,
+} from '../protocol/types.js';
+
+export interface AgentRecord {
+  public_key: string;
+  display_name: string | null;
+  status: 'active' | 'suspended';
+  visibility: Visibility;
+  inbox_policy: InboxPolicy;
+  created_at: number;
+  last_active_at: number;
+  metadata: Record<string, string>;
+  capabilities: Capability[];
+}
+
+export interface MessageRecord {
+  /** Store order; assigned on insert. */
+  seq: number;
+  message_id: string;
+  sender_key: string;
+  recipient_key: string;
+  content_type: string;
+  /** The body, serialised once. */
+  body_json: string;
+  attachments: Attachment[];
+  thread_id: string | null;
+  in_reply_to: string | null;
+  metadata: JsonObject;
+  status: MessageStatus;
+  created_at: number;
+  expires_at: number;
+  delivered_at: number | null;
+}
+
+export interface InboxFilter {
+  status: MessageStatus;
+  sender_key?: string;
+  in_reply_to?: string;
+  thread_id?: string;
+  /** Only messages created strictly after this instant. */
+  since?: number;
+  /** Only messages after this store position (cursor). */
+  after_seq?: number;
+}
+
+export interface DiscoverQuery {
+  tags: string[];
+  tag_prefix?: string;
+  name?: string;
+  /** Lower-case words that must all appear in the agent's searchable text. */
+  words: string[];
+  active_since?: number;
+  /** Cursor: continue after (last_active_at, public_key). */
+  after?: { t: number; k: string };
+  limit: number;
+}
+
+/** Writes the relay groups into one transaction (group commit). */
+export interface WriteBatch {
+  messages: MessageRecord[];
+  delivered: Array<{ message_id: string; recipient_key: string }>;
+  active: Map<string, number>;
+}
+
+export interface Store {
+  readonly location: string;
+
+  getAgent(key: string): AgentRecord | undefined;
+  /** Inserts the agent unless it exists; returns the stored record. */
+  ensureAgent(record: AgentRecord): AgentRecord;
+  saveAgent(record: AgentRecord): void;
+  /** Removes the agent, its ACL entries and every message addressed to it. */
+  deleteAgent(key: string): void;
+  discover(query: DiscoverQuery): AgentRecord[];
+  capabilityTags(prefix: string | undefined): Array<{ tag: string; agent_count: number }>;
+
+  /** Applies a batch in one transaction; assigns `seq` to the inserted messages. */
+  commit(batch: WriteBatch, now: number): void;
+  getMessage(id: string): MessageRecord | undefined;
+  /** `sent`, unexpired messages for `recipient`, marked delivered in the same transaction. */
+  takeSent(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean };
+  /** A read-only inbox view (delivered / expired history). */
+  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean };
+  /** `sent`, unexpired messages for `recipient` after `afterSeq`, oldest first (WebSocket backlog). */
+  pending(recipient: string, afterSeq: number, limit: number, now: number): MessageRecord[];
+  thread(caller: string, threadId: string, afterSeq: number, limit: number): MessageRecord[];
+  /** Marks overdue `sent` messages expired and purges what has outlived its retention. */
+  sweep(now: number, expiredRetentionMs: number): { expired: number; purged: number };
+
+  putAcl(owner: string, peer: string, type: AclEntryType, now: number): AclEntry;
+  getAcl(owner: string, peer: string): AclEntry | undefined;
+  listAcl(owner: string, type: AclEntryType | undefined, afterId: number, limit: number): AclEntry[];
+  aclEntries(owner: string): Map<string, AclEntryType>;
+  deleteAcl(owner: string, peer: string): boolean;
+
+  /** A cheap round trip to the storage, for health checks. */
+  ping(): void;
+  close(): void;
+}

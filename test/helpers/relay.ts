@@ -1,0 +1,149 @@
+/**
+ * Test helpers for the relay: a real relay in process on port 0 with a temp data directory, and
+ * raw wire-level clients (signed HTTP, plain WebSocket) written from the spec, independent of
+ * src/client.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import WebSocket from 'ws';
+import { Keypair, signRequest } from '../../src/protocol/signing.js';
+import { createRelay, type Relay, type RelayOptions } from '../../src/relay/index.js';
+import type { LogEntry } from '../../src/relay/log.js';
+
+export interface TestRelay {
+  relay: Relay;
+  url: string;
+  wsUrl: string;
+  dataDir: string;
+  logs: LogEntry[];
+}
+
+/** Starts a relay on 127.0.0.1:0; closed (and its directory removed) when the test ends. */
+export async function startRelay(t: TestContext, options: Partial<RelayOptions> = {}): Promise<TestRelay> {
+  const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'mrp-relay-')));
+  const logs: LogEntry[] = [];
+  const relay = createRelay({ port: 0, logger: (e) => logs.push(e), logLevel: 'debug', ...options, dataDir });
+  const url = await relay.listen();
+  t.after(async () => {
+    await relay.close();
+    if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+  return { relay, url, wsUrl: `${url.replace(/^http/, 'ws')}/v1/ws`, dataDir, logs };
+}
+
+export interface RawResponse {
+  status: number;
+  headers: Headers;
+  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  text: string;
+}
+
+export interface SignOptions {
+  /** Override the signing time (ms). */
+  at?: number;
+  /** Send these headers instead of computing them. */
+  headers?: Record<string, string>;
+  /** Sign this target instead of the one requested. */
+  signTarget?: string;
+  /** Sign this body instead of the one sent. */
+  signBody?: string;
+}
+
+/** One signed request, built by hand from spec §2 (no SDK code involved). */
+export async function signed(
+  baseUrl: string,
+  kp: Keypair | undefined,
+  method: string,
+  target: string,
+  body?: unknown,
+  options: SignOptions = {},
+): Promise<RawResponse> {
+  const text = body === undefined ? '' : typeof body === 'string' ? body : JSON.stringify(body);
+  const auth = kp
+    ? signRequest(kp, method, options.signTarget ?? target, options.signBody ?? text, options.at ?? Date.now())
+    : {};
+  const res = await fetch(baseUrl + target, {
+    method,
+    headers: { ...auth, ...(text ? { 'Content-Type': 'application/json' } : {}), ...options.headers },
+    ...(text ? { body: text } : {}),
+  });
+  const raw = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = raw ? JSON.parse(raw) : undefined;
+  } catch {
+    parsed = raw;
+  }
+  return { status: res.status, headers: res.headers, body: parsed, text: raw };
+}
+
+/** A raw WebSocket with a frame queue: `next()` waits for the next frame, never sleeps. */
+export class RawSocket {
+  readonly ws: WebSocket;
+  readonly frames: any[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
+  readonly #waiters: Array<(f: unknown) => void> = [];
+  closed: Promise<{ code: number; reason: string }>;
+
+  constructor(url: string) {
+    this.ws = new WebSocket(url);
+    this.ws.on('message', (data) => {
+      const frame = JSON.parse(data.toString());
+      const w = this.#waiters.shift();
+      if (w) w(frame);
+      else this.frames.push(frame);
+    });
+    this.closed = new Promise((resolve) => this.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  }
+
+  static async open(url: string): Promise<RawSocket> {
+    const s = new RawSocket(url);
+    await new Promise<void>((resolve, reject) => {
+      s.ws.once('open', () => resolve());
+      s.ws.once('error', reject);
+    });
+    return s;
+  }
+
+  send(frame: unknown): void {
+    this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+  }
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  next(timeoutMs = 5000): Promise<any> {
+    const queued = this.frames.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no frame within ${timeoutMs} ms`)), timeoutMs);
+      this.#waiters.push((f) => {
+        clearTimeout(timer);
+        resolve(f);
+      });
+    });
+  }
+
+  /** Authenticates with a fresh signature; returns the auth_result frame. */
+  async auth(kp: Keypair, at = Date.now()): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+    const { authFrame } = await import('../../src/protocol/signing.js');
+    this.send(authFrame(kp, at));
+    return this.next();
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
+
+/** An authenticated raw socket, closed when the test ends. */
+export async function connect(t: TestContext, wsUrl: string, kp: Keypair): Promise<RawSocket> {
+  const s = await RawSocket.open(wsUrl);
+  t.after(() => s.ws.terminate());
+  const res = await s.auth(kp);
+  if (res.type !== 'auth_result' || res.status !== 'ok') throw new Error(`auth failed: ${JSON.stringify(res)}`);
+  return s;
+}
+
+export function newAgent(): Keypair {
+  return Keypair.generate();
+}
