@@ -1,6 +1,6 @@
 /**
- * The `mrp` library: protocol types and codecs, signing, errors — and, as they land, the relay
- * client and the handler runtime. What a handler author imports.
+ * The `mrp` library: what a handler author imports. Protocol types and codecs, signing, errors,
+ * the relay client (HTTP, WebSocket session, poller) and the handler runtime.
  */
 export * from './core/errors.js';
 export { type Clock, ManualClock, systemClock, type Timer } from './core/clock.js';
@@ -42,3 +42,12 @@ export {
   ValidationError,
 } from './protocol/validate.js';
 export { errorEnvelope, relayErrorFromFrame, relayErrorFromResponse } from './protocol/envelope.js';
+export { RelayClient, type RelayClientOptions, type RateInfo, buildTarget } from './client/http.js';
+export { Session, type SessionOptions, type SessionStatus, recoveryFor } from './client/session.js';
+export { Poller, type PollerOptions } from './client/poller.js';
+export { type MessageSource, PollSource, WebSocketSource } from './client/source.js';
+export type { Handler, HandlerContext, HandlerLogger, HandlerResult, SendOptions } from './runtime/handler.js';
+export { loadHandler } from './runtime/handler.js';
+export { Journal, type JournalOptions } from './runtime/journal.js';
+export { Runtime, type RuntimeOptions, type HandledEvent, planReply, replyTo } from './runtime/runtime.js';
+export { Outbox } from './runtime/outbox.js';

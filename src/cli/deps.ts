@@ -27,6 +27,11 @@ export interface Deps {
   clock: Clock;
   /** Subscribes to a process signal; returns the unsubscribe function. */
   onSignal(signal: SignalName, handler: () => void): () => void;
+  /**
+   * Catches errors nothing else caught (unhandled rejections, exceptions thrown from timers), so a
+   * buggy handler cannot kill a runner. Returns the unsubscribe function.
+   */
+  onUncaught(handler: (err: unknown) => void): () => void;
 }
 
 /** The real process. */
@@ -42,6 +47,14 @@ export function processDeps(): Deps {
     onSignal(signal, handler) {
       process.on(signal, handler);
       return () => void process.off(signal, handler);
+    },
+    onUncaught(handler) {
+      process.on('unhandledRejection', handler);
+      process.on('uncaughtException', handler);
+      return () => {
+        process.off('unhandledRejection', handler);
+        process.off('uncaughtException', handler);
+      };
     },
   };
 }

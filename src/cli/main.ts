@@ -7,6 +7,7 @@ import * as config from './commands/config.js';
 import * as contacts from './commands/contacts.js';
 import * as keygen from './commands/keygen.js';
 import * as relay from './commands/relay.js';
+import * as run from './commands/run.js';
 import * as whoami from './commands/whoami.js';
 import type { Deps } from './deps.js';
 import { EXIT, exitCodeFor } from './exit.js';
@@ -14,7 +15,7 @@ import { Output } from './output.js';
 import { addGlobalOptions, globalsOf, ReportedError } from './program.js';
 import { packageVersion } from './version.js';
 
-const COMMANDS = [keygen, whoami, contacts, config, relay];
+const COMMANDS = [keygen, whoami, run, relay, contacts, config];
 
 export function buildProgram(deps: Deps): Command {
   const program = new Command('mrp')

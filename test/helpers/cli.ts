@@ -67,6 +67,9 @@ export function testDeps(options: {
       set.add(handler);
       return () => void set.delete(handler);
     },
+    onUncaught() {
+      return () => undefined;
+    },
     raise(signal) {
       for (const h of [...(handlers.get(signal) ?? [])]) h();
     },

@@ -1,0 +1,102 @@
+/**
+ * Assembles a running agent (used by `mrp run` and `mrp dev`): relay client, message source,
+ * journal, runtime and reporter, plus announcing the manifest once the relay answers.
+ */
+import { join } from 'node:path';
+import { MrpError, toMrpError } from '../core/errors.js';
+import { RelayClient } from '../client/http.js';
+import { PollSource, WebSocketSource, type MessageSource } from '../client/source.js';
+import { resolveRecipient } from '../protocol/contacts.js';
+import type { Keypair } from '../protocol/signing.js';
+import type { Handler } from '../runtime/handler.js';
+import { Journal } from '../runtime/journal.js';
+import { Runtime } from '../runtime/runtime.js';
+import type { CliContext } from './context.js';
+import type { Manifest } from './manifest.js';
+import { type LogFormat, Reporter } from './reporter.js';
+import { packageVersion } from './version.js';
+
+export interface AgentOptions {
+  relayUrl: string;
+  keypair: Keypair;
+  handler: Handler;
+  handlerLabel: string;
+  mode: 'websocket' | 'poll';
+  concurrency: number;
+  timeoutMs: number;
+  graceMs: number;
+  /** Poll mode: pause between polls when the relay has no long poll. */
+  intervalMs?: number;
+  manifest: Manifest | undefined;
+  logFormat: LogFormat;
+  payloads: boolean;
+}
+
+export interface RunningAgent {
+  runtime: Runtime;
+  reporter: Reporter;
+  client: RelayClient;
+}
+
+/** PATCHes the profile and PUTs the ACL entries a manifest asks for. */
+export async function applyManifest(client: RelayClient, manifest: Manifest): Promise<void> {
+  if (Object.keys(manifest.patch).length > 0) await client.updateProfile(manifest.patch);
+  for (const peer of manifest.acl?.allow ?? []) await client.putAcl(peer, 'allow');
+  for (const peer of manifest.acl?.block ?? []) await client.putAcl(peer, 'block');
+}
+
+export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<RunningAgent> {
+  const client = new RelayClient({ relayUrl: o.relayUrl, keypair: o.keypair, clock: ctx.deps.clock, userAgent: `mrp/${packageVersion()}` });
+  const contacts = await ctx.contacts();
+  const journal = Journal.open(join(ctx.home, 'state', o.keypair.publicKey), { clock: ctx.deps.clock });
+  let runtime: Runtime | undefined;
+  const source: MessageSource =
+    o.mode === 'poll'
+      ? new PollSource(client, {
+          clock: ctx.deps.clock,
+          capacity: () => runtime?.capacity() ?? 0,
+          ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
+        })
+      : new WebSocketSource(client, { clock: ctx.deps.clock });
+  try {
+    runtime = new Runtime({
+      handler: o.handler,
+      source,
+      client,
+      journal,
+      clock: ctx.deps.clock,
+      concurrency: o.concurrency,
+      timeoutMs: o.timeoutMs,
+      graceMs: o.graceMs,
+      resolveRecipient: (to) => resolveRecipient(contacts, to, ctx.contactsPath),
+    });
+  } catch (err) {
+    journal.close();
+    throw err;
+  }
+  const reporter = await Reporter.create(ctx.out, ctx.deps, { format: o.logFormat, payloads: o.payloads, contacts });
+  reporter.attach(runtime, { mode: o.mode, relay: o.relayUrl, agent: o.keypair.publicKey, handler: o.handlerLabel });
+
+  if (o.manifest) {
+    const manifest = o.manifest;
+    let announced = false;
+    const announce = (): void => {
+      if (announced) return;
+      announced = true;
+      applyManifest(client, manifest).then(
+        () => {
+          reporter.line(ctx.out.style.dim(`  announced ${manifest.file}`));
+          reporter.event('announced', { manifest: manifest.file });
+        },
+        (err: unknown) => {
+          const e = toMrpError(err);
+          // Try again on the next connection unless the relay refused the manifest itself.
+          if (e.kind === 'network' || e.kind === 'timeout') announced = false;
+          reporter.problem('announce_failed', e instanceof MrpError ? e : err);
+        },
+      );
+    };
+    runtime.on('connected', announce);
+  }
+  return { runtime, reporter, client };
+}

@@ -1,0 +1,119 @@
+import { existsSync } from 'node:fs';
+import { relative, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { UsageError } from '../../core/errors.js';
+import { loadHandler } from '../../runtime/handler.js';
+import { startAgent } from '../agent.js';
+import type { CliContext } from '../context.js';
+import type { Deps } from '../deps.js';
+import { EXIT, exitCodeFor } from '../exit.js';
+import { loadManifest } from '../manifest.js';
+import { durationOption, intOption } from '../options.js';
+import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
+import { shutdownSignals } from '../signals.js';
+
+export interface RunOptions {
+  handler?: string;
+  mode?: string;
+  manifest?: string;
+  concurrency?: string;
+  timeout?: string;
+  grace?: string;
+  interval?: string;
+  logFormat?: string;
+  logPayloads?: boolean;
+}
+
+/** `mrp run`: keeps a handler online until SIGINT/SIGTERM. */
+export async function runRun(ctx: CliContext, options: RunOptions): Promise<void> {
+  if (!options.handler) {
+    throw new UsageError('--handler <path> is required (e.g. --handler ./handler.ts)', { code: 'missing_argument', hint: 'create one with `mrp init`' });
+  }
+  const mode = options.mode ?? 'websocket';
+  if (mode !== 'websocket' && mode !== 'poll') throw new UsageError(`--mode: "${mode}" must be websocket or poll`, { code: 'invalid_argument' });
+  const logFormat = options.logFormat ?? (ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json');
+  if (logFormat !== 'pretty' && logFormat !== 'json') throw new UsageError(`--log-format: "${logFormat}" must be pretty or json`, { code: 'invalid_argument' });
+  const concurrency = intOption(options.concurrency, '--concurrency', 8, 1, 10_000);
+  const timeoutMs = durationOption(options.timeout, '--timeout', 30_000);
+  if (timeoutMs <= 0) throw new UsageError('--timeout must be longer than 0', { code: 'invalid_argument' });
+  const graceMs = durationOption(options.grace, '--grace', 30_000);
+  const intervalMs = options.interval === undefined ? undefined : durationOption(options.interval, '--interval', 2000);
+
+  const settings = await ctx.settings();
+  const { keypair } = await ctx.identity();
+  const loaded = await loadHandler(options.handler, { cwd: ctx.deps.cwd });
+  const manifestPath = options.manifest ? resolve(ctx.deps.cwd, options.manifest) : resolve(ctx.deps.cwd, 'mrp.yaml');
+  const manifest =
+    options.manifest || existsSync(manifestPath)
+      ? await loadManifest(manifestPath, { cwd: ctx.deps.cwd, contacts: () => ctx.contacts(), contactsFile: ctx.contactsPath })
+      : undefined;
+
+  const { runtime, reporter } = await startAgent(ctx, {
+    relayUrl: settings.relay.value,
+    keypair,
+    handler: loaded.handler,
+    handlerLabel: relative(ctx.deps.cwd, loaded.file) || loaded.file,
+    mode,
+    concurrency,
+    timeoutMs,
+    graceMs,
+    ...(intervalMs === undefined ? {} : { intervalMs }),
+    manifest,
+    logFormat,
+    payloads: options.logPayloads === true,
+  });
+
+  const signals = shutdownSignals(ctx.deps);
+  const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
+  let fatal: unknown;
+  runtime.on('fatal', (err) => (fatal = err));
+  try {
+    runtime.start();
+    const first = await Promise.race([signals.first, runtime.finished.then(() => undefined)]);
+    if (first) {
+      const stopped = runtime.stop().then(() => 'stopped' as const);
+      if ((await Promise.race([stopped, signals.second.then(() => 'forced' as const)])) === 'forced') {
+        throw new ReportedError(EXIT.interrupted);
+      }
+    }
+    await runtime.finished;
+  } finally {
+    signals.dispose();
+    offUncaught();
+  }
+  if (fatal) {
+    reporter.problem('fatal', fatal);
+    throw new ReportedError(exitCodeFor(fatal));
+  }
+}
+
+export function register(program: Command, deps: Deps): void {
+  const cmd = program
+    .command('run')
+    .description('run a handler as an agent: stays connected, answers every message exactly once')
+    .option('-H, --handler <path>', 'handler module (.ts .mts .cts .js .mjs .cjs)')
+    .option('-m, --mode <mode>', 'websocket (push) or poll', 'websocket')
+    .option('--manifest <file>', 'announce this profile at start (default: ./mrp.yaml if present)')
+    .option('-c, --concurrency <n>', 'handlers running at once', '8')
+    .option('-t, --timeout <duration>', 'per-message handler deadline', '30s')
+    .option('--grace <duration>', 'on SIGINT/SIGTERM, how long running handlers may finish', '30s')
+    .option('--interval <duration>', 'poll mode: pause between polls when the relay has no long poll')
+    .option('--log-format <format>', 'pretty | json (default: pretty on a terminal, json when piped)')
+    .option('--log-payloads', 'include message bodies in the output');
+  examples(addGlobalOptions(cmd), [
+    'mrp run --handler ./handler.ts',
+    'mrp run -H handlers/echo.ts --relay http://127.0.0.1:8080',
+    'mrp run -H ./handler.ts --mode poll --concurrency 2 --timeout 10s',
+    'mrp run -H ./handler.ts --log-format json | jq .',
+  ]);
+  cmd.addHelpText(
+    'after',
+    `
+Handler contract:
+  export default async (msg, ctx) => ({ ok: true })   // the return value is the reply
+  A string becomes {"text": …}; undefined/null sends no reply; a thrown error becomes
+  {"status":"error","error":{"code","message"}}. ctx: self, signal, log, reply(), send(), redelivered.
+`,
+  );
+  cmd.action(action(deps, runRun));
+}

@@ -1,0 +1,136 @@
+/**
+ * `mrp.yaml`: the agent's public face (name, visibility, inbox policy, capabilities, metadata)
+ * and its ACL. Validated locally with the very rules the relay applies (protocol/validate.ts),
+ * and every error points at the file, line and field.
+ */
+import { readFile } from 'node:fs/promises';
+import { relative } from 'node:path';
+import { ConfigError, MrpError } from '../core/errors.js';
+import { type ContactBook, resolveRecipient } from '../protocol/contacts.js';
+import type { ProfilePatch } from '../protocol/types.js';
+import { isPlainObject, validateProfilePatch, ValidationError } from '../protocol/validate.js';
+
+export const MANIFEST_KEYS = ['name', 'visibility', 'inbox_policy', 'capabilities', 'metadata', 'acl'] as const;
+
+export interface ManifestAcl {
+  allow: string[];
+  block: string[];
+}
+
+export interface Manifest {
+  file: string;
+  /** The PATCH body this manifest asks for (only the fields it sets). */
+  patch: ProfilePatch;
+  /** ACL entries as public keys, when the manifest has an `acl` section. */
+  acl: ManifestAcl | undefined;
+}
+
+type Path = Array<string | number>;
+
+/** `capabilities[0].tags[1]` → ['capabilities', 0, 'tags', 1] */
+function parsePath(field: string): Path {
+  const out: Path = [];
+  for (const m of field.matchAll(/([^.[\]]+)|\[(\d+)\]/g)) out.push(m[2] !== undefined ? Number(m[2]) : m[1]!);
+  return out;
+}
+
+interface Located {
+  line: number;
+  col: number;
+}
+
+export async function loadManifest(file: string, options: { cwd: string; contacts?: () => Promise<ContactBook>; contactsFile?: string }): Promise<Manifest> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new ConfigError('manifest_not_found', `manifest ${file} does not exist`, { file, hint: 'create one with `mrp init`' });
+    }
+    throw err;
+  }
+  const shown = relative(options.cwd, file) || file;
+  const { parseDocument, LineCounter } = await import('yaml');
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const parseError = doc.errors[0];
+  if (parseError) {
+    const pos = parseError.linePos?.[0];
+    throw new ConfigError('manifest_invalid', `${shown}${pos ? `:${pos.line}:${pos.col}` : ''}: ${parseError.message.split('\n')[0]}`, {
+      file,
+      details: { file, line: pos?.line },
+    });
+  }
+
+  const locate = (path: Path): Located | undefined => {
+    for (let n = path.length; n >= 0; n--) {
+      const node = (n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true)) as { range?: [number, number, number] } | undefined;
+      if (node?.range) return lines.linePos(node.range[0]);
+    }
+    return undefined;
+  };
+  const fail = (path: Path, field: string, reason: string, hint?: string): never => {
+    const at = locate(path);
+    throw new ConfigError('manifest_invalid', `${shown}${at ? `:${at.line}` : ''}: ${field ? `${field}: ` : ''}${reason}`, {
+      file,
+      details: { file, field, line: at?.line, reason },
+      ...(hint ? { hint } : {}),
+    });
+  };
+
+  const data: unknown = doc.toJS();
+  if (data === null || data === undefined) return { file, patch: {}, acl: undefined };
+  if (!isPlainObject(data)) return fail([], '', 'the manifest must be a mapping of keys (name, visibility, …)');
+  for (const key of Object.keys(data)) {
+    if (!(MANIFEST_KEYS as readonly string[]).includes(key)) {
+      fail([key], key, `unknown key; the manifest knows ${MANIFEST_KEYS.join(', ')}`);
+    }
+  }
+
+  const raw: Record<string, unknown> = {};
+  if ('name' in data) raw['display_name'] = data['name'];
+  for (const key of ['visibility', 'inbox_policy', 'capabilities', 'metadata'] as const) if (key in data) raw[key] = data[key];
+  const metadata = data['metadata'];
+  if (isPlainObject(metadata)) {
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v === 'number' || typeof v === 'boolean') {
+        fail(['metadata', k], `metadata.${k}`, 'values must be strings', `quote it: ${k}: "${String(v)}"`);
+      }
+    }
+  }
+  let patch: ProfilePatch;
+  try {
+    patch = validateProfilePatch(raw);
+  } catch (err) {
+    if (!(err instanceof ValidationError)) throw err;
+    const field = err.field.replace(/^display_name/, 'name');
+    return fail(parsePath(field), field, err.reason);
+  }
+
+  let acl: ManifestAcl | undefined;
+  const rawAcl = data['acl'];
+  if (rawAcl !== undefined && rawAcl !== null) {
+    if (!isPlainObject(rawAcl)) return fail(['acl'], 'acl', 'must be a mapping with `allow` and/or `block` lists');
+    acl = { allow: [], block: [] };
+    const book = options.contacts ? await options.contacts() : { contacts: [], extra: {} };
+    for (const name of Object.keys(rawAcl)) {
+      if (name !== 'allow' && name !== 'block') fail(['acl', name], `acl.${name}`, 'unknown key; use allow and block');
+      const key = name as keyof ManifestAcl;
+      const list = rawAcl[key];
+      if (list === null || list === undefined) continue;
+      if (!Array.isArray(list)) fail(['acl', key], `acl.${key}`, 'must be a list of public keys or contact names');
+      for (const [i, entry] of (list as unknown[]).entries()) {
+        if (typeof entry !== 'string') fail(['acl', key, i], `acl.${key}[${i}]`, 'must be a public key or contact name');
+        try {
+          acl[key].push(resolveRecipient(book, entry as string, options.contactsFile ?? 'contacts.json'));
+        } catch (err) {
+          if (!(err instanceof MrpError)) throw err;
+          fail(['acl', key, i], `acl.${key}[${i}]`, err.message, err.hint);
+        }
+      }
+    }
+    const both = acl.allow.filter((k) => acl!.block.includes(k));
+    if (both.length) fail(['acl'], 'acl', `${both[0]} is in both allow and block`);
+  }
+  return { file, patch, acl };
+}

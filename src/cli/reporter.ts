@@ -1,0 +1,217 @@
+/**
+ * How a running agent looks. On a terminal: a spinner while connecting, one coloured line per
+ * message (time, sender — contact name when known —, outcome, duration), visible reconnects.
+ * Otherwise (or with `--log-format json`): one JSON object per event on stdout. Message bodies
+ * appear only with `--log-payloads`; secrets never.
+ */
+import { formatDuration } from '../core/duration.js';
+import { MrpError } from '../core/errors.js';
+import { type ContactBook, nameForKey } from '../protocol/contacts.js';
+import { shortKey } from '../protocol/encoding.js';
+import type { Message } from '../protocol/types.js';
+import type { HandledEvent, Runtime } from '../runtime/runtime.js';
+import type { Deps } from './deps.js';
+import type { Output } from './output.js';
+
+export type LogFormat = 'pretty' | 'json';
+
+interface Spinner {
+  start(text?: string): unknown;
+  stop(): unknown;
+  clear(): unknown;
+  render(): unknown;
+  succeed(text?: string): unknown;
+  isSpinning: boolean;
+  text: string;
+}
+
+export interface ReporterOptions {
+  format: LogFormat;
+  payloads: boolean;
+  contacts: ContactBook;
+}
+
+const OUTCOME_LABEL: Record<HandledEvent['outcome'], string> = {
+  replied: 'replied',
+  no_reply: 'no reply',
+  error: 'error',
+  timeout: 'timeout',
+  reply_failed: 'reply failed',
+};
+
+export class Reporter {
+  readonly #out: Output;
+  readonly #deps: Deps;
+  readonly #o: ReporterOptions;
+  #spinner: Spinner | undefined;
+
+  private constructor(out: Output, deps: Deps, options: ReporterOptions, spinner: Spinner | undefined) {
+    this.#out = out;
+    this.#deps = deps;
+    this.#o = options;
+    this.#spinner = spinner;
+  }
+
+  static async create(out: Output, deps: Deps, options: ReporterOptions): Promise<Reporter> {
+    let spinner: Spinner | undefined;
+    if (options.format === 'pretty' && deps.stderr.isTTY && !out.quiet) {
+      const { default: ora } = await import('ora');
+      spinner = ora({ stream: deps.stderr as NodeJS.WritableStream, discardStdin: false, color: 'cyan' }) as unknown as Spinner;
+    }
+    return new Reporter(out, deps, options, spinner);
+  }
+
+  get format(): LogFormat {
+    return this.#o.format;
+  }
+
+  #time(): string {
+    return new Date(this.#deps.clock.now()).toISOString();
+  }
+
+  /** A JSON event line (json format) — the machine-readable contract. */
+  event(event: string, fields: Record<string, unknown>): void {
+    if (this.#o.format === 'json') this.#out.jsonLine({ time: this.#time(), event, ...fields });
+  }
+
+  /** A human line (pretty format), printed around the spinner. */
+  line(text: string): void {
+    if (this.#o.format !== 'pretty' || this.#out.quiet) return;
+    const spinning = this.#spinner?.isSpinning === true;
+    if (spinning) this.#spinner!.clear();
+    this.#out.line(text);
+    if (spinning) this.#spinner!.render();
+  }
+
+  spin(text: string): void {
+    if (this.#spinner) {
+      if (this.#spinner.isSpinning) this.#spinner.text = text;
+      else this.#spinner.start(text);
+    } else this.line(this.#out.style.dim(text));
+  }
+
+  succeed(text: string): void {
+    if (this.#spinner?.isSpinning) this.#spinner.succeed(text);
+    else this.line(`${this.#out.style.green('✔')} ${text}`);
+  }
+
+  stopSpinner(): void {
+    if (this.#spinner?.isSpinning) this.#spinner.stop();
+  }
+
+  sender(key: string): string {
+    return nameForKey(this.#o.contacts, key) ?? shortKey(key);
+  }
+
+  #messageFields(m: Message): Record<string, unknown> {
+    const name = nameForKey(this.#o.contacts, m.sender_key);
+    return {
+      id: m.message_id,
+      from: m.sender_key,
+      ...(name ? { from_name: name } : {}),
+      content_type: m.content_type,
+      thread_id: m.thread_id,
+      ...(this.#o.payloads ? { body: m.body } : {}),
+    };
+  }
+
+  /** Wires a runtime's events to the output. */
+  attach(runtime: Runtime, describe: { mode: string; relay: string; agent: string; handler: string }): void {
+    const { style } = this.#out;
+    runtime.on('connecting', () => {
+      this.spin(`Connecting to ${describe.relay} as ${shortKey(describe.agent)}…`);
+      this.event('connecting', { relay: describe.relay, agent: describe.agent });
+    });
+    runtime.on('connected', ({ reconnected, detail }) => {
+      this.succeed(
+        reconnected
+          ? `Reconnected ${style.dim(`(${detail})`)}`
+          : `Ready ${style.dim('·')} ${describe.mode} ${style.dim('·')} ${shortKey(describe.agent)} ${style.dim('·')} handler ${describe.handler}`,
+      );
+      this.event(reconnected ? 'reconnected' : 'ready', { mode: describe.mode, relay: describe.relay, agent: describe.agent, detail });
+    });
+    runtime.on('disconnected', (d) => {
+      this.stopSpinner();
+      const next = d.willReconnect ? `; reconnecting in ${formatDuration(d.delayMs)}` : '';
+      this.line(`${style.yellow('↻')} ${d.explanation}${next}`);
+      this.event('disconnected', { reason: d.explanation, code: d.code, will_reconnect: d.willReconnect, delay_ms: d.delayMs });
+      if (d.willReconnect) this.spin('Reconnecting…');
+    });
+    runtime.on('recovered', ({ count }) => {
+      this.line(`${style.yellow('↺')} resuming ${count} message${count === 1 ? '' : 's'} a previous run did not finish`);
+      this.event('recovered', { count });
+    });
+    runtime.on('received', ({ message, redelivered }) => {
+      this.event('received', { ...this.#messageFields(message), redelivered });
+    });
+    runtime.on('duplicate', ({ message, reason }) => {
+      this.event('duplicate', { id: message.message_id, from: message.sender_key, reason });
+      if (reason === 'done') this.line(style.dim(`${this.#clockLabel()}  ${this.sender(message.sender_key)}  already answered ${message.message_id} (acked again)`));
+    });
+    runtime.on('handled', (h) => {
+      const ok = h.outcome === 'replied' || h.outcome === 'no_reply';
+      const paint = ok ? style.green : h.outcome === 'timeout' ? style.yellow : style.red;
+      const err = h.error ? `  ${style.dim(`${h.error.code}: ${h.error.message}`)}` : '';
+      const body = this.#o.payloads ? `  ${style.dim(JSON.stringify(h.message.body).slice(0, 200))}` : '';
+      this.line(
+        `${style.dim(this.#clockLabel())}  ${style.cyan(this.sender(h.message.sender_key).padEnd(12))}  ${paint(OUTCOME_LABEL[h.outcome].padEnd(12))} ${formatDuration(h.durationMs).padStart(6)}  ${style.dim(h.message.content_type)}${h.redelivered ? style.yellow(' (redelivered)') : ''}${err}${body}`,
+      );
+      this.event('handled', {
+        ...this.#messageFields(h.message),
+        outcome: h.outcome,
+        ms: h.durationMs,
+        redelivered: h.redelivered,
+        ...(h.replyId ? { reply_id: h.replyId } : {}),
+        ...(h.error ? { error: h.error } : {}),
+      });
+    });
+    runtime.on('handler_error', ({ message, error }) => {
+      const stack = this.#out.debugEnabled && error.stack ? error.stack : undefined;
+      if (stack) this.line(style.gray(stack));
+      this.event('handler_error', { id: message.message_id, error: { name: error.name, message: error.message, ...(stack ? { stack } : {}) } });
+    });
+    runtime.on('reply_retry', ({ messageId, error, delayMs }) => {
+      this.line(`${style.yellow('…')} reply to ${messageId ?? 'a message'} not sent yet (${error.code}); retrying in ${formatDuration(delayMs)}`);
+      this.event('reply_retry', { id: messageId, code: error.code, message: error.message, delay_ms: delayMs });
+    });
+    runtime.on('log', ({ level, message, fields, messageId }) => {
+      const paint = level === 'error' ? style.red : level === 'warn' ? style.yellow : level === 'debug' ? style.gray : (t: string) => t;
+      if (level !== 'debug' || this.#out.debugEnabled) {
+        const extra = Object.keys(fields).length ? ` ${style.dim(JSON.stringify(fields))}` : '';
+        this.line(`${style.dim(this.#clockLabel())}  ${paint(`${level}`.padEnd(5))} ${message}${extra}`);
+      }
+      this.event('log', { level, msg: message, id: messageId, ...fields });
+    });
+    runtime.on('warning', (err) => {
+      this.line(`${style.yellow('warning:')} ${err.message}`);
+      this.event('warning', { code: err.code, message: err.message });
+    });
+    runtime.on('fatal', (err) => {
+      this.stopSpinner();
+      this.event('fatal', { code: err.code, message: err.message });
+    });
+    runtime.on('draining', ({ running, queued, replies }) => {
+      this.stopSpinner();
+      this.line(style.dim(`Stopping: ${running} handler${running === 1 ? '' : 's'} running, ${replies} repl${replies === 1 ? 'y' : 'ies'} pending…`));
+      this.event('draining', { running, queued, replies });
+    });
+    runtime.on('stopped', ({ error }) => {
+      this.stopSpinner();
+      const s = runtime.stats;
+      this.line(style.dim(`Stopped. ${s.handled} handled, ${s.errors} errors, ${s.duplicates} duplicates skipped.`));
+      this.event('stopped', { ...s, ...(error ? { error: { code: error.code, message: error.message } } : {}) });
+    });
+  }
+
+  /** An error that happens outside the runtime (announce failures, uncaught handler errors). */
+  problem(event: string, err: unknown): void {
+    const e = err instanceof MrpError ? err : undefined;
+    const message = err instanceof Error ? err.message : String(err);
+    this.line(`${this.#out.style.red('error:')} ${message}${e?.hint ? ` — ${e.hint}` : ''}`);
+    this.event(event, { code: e?.code ?? 'internal_error', message });
+  }
+
+  #clockLabel(): string {
+    return this.#time().slice(11, 19);
+  }
+}

@@ -1,0 +1,331 @@
+/**
+ * `RelayClient`: every HTTP endpoint of spec §3, signed per §2. Each attempt is signed afresh
+ * (a reused signature is a replay), the request target is built once and signed exactly as sent,
+ * error envelopes become typed errors, and retries follow §6: back off on network errors and
+ * 5xx, honour `Retry-After` on 429, re-sign on 409 replay_detected, never retry other 4xx.
+ * A send whose answer was lost is not blindly retried: it fails with OutcomeUnknownError so the
+ * caller can check before sending again.
+ */
+import { anySignal, sleep } from '../core/async.js';
+import { Backoff } from '../core/backoff.js';
+import { type Clock, systemClock } from '../core/clock.js';
+import { AbortError, isRetryable, NetworkError, OutcomeUnknownError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
+import { PATHS } from '../protocol/constants.js';
+import { relayErrorFromResponse } from '../protocol/envelope.js';
+import { signRequest, type Keypair } from '../protocol/signing.js';
+import type {
+  AclEntry,
+  AclEntryType,
+  AclListResponse,
+  AgentCapabilitiesResponse,
+  AgentProfile,
+  CapabilityTagsResponse,
+  DiscoverResponse,
+  HealthResponse,
+  Message,
+  MessageStatus,
+  MessageStatusResponse,
+  PollResponse,
+  ProfilePatch,
+  SendRequest,
+  SendResponse,
+  ThreadResponse,
+} from '../protocol/types.js';
+import { normalizeMessage } from '../protocol/frames.js';
+
+/** Percent-encodes everything but unreserved characters, so no URL parser re-encodes after signing. */
+export function encodeComponent(value: string): string {
+  return encodeURIComponent(value).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
+
+export type QueryValue = string | number | boolean | undefined | null | ReadonlyArray<string>;
+
+/** `path?k=v&k=v` with strict encoding, in the given order, skipping undefined/null. */
+export function buildTarget(path: string, query: Record<string, QueryValue> = {}): string {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(query)) {
+    if (v === undefined || v === null) continue;
+    for (const item of Array.isArray(v) ? v : [v]) parts.push(`${encodeComponent(k)}=${encodeComponent(String(item))}`);
+  }
+  return parts.length ? `${path}?${parts.join('&')}` : path;
+}
+
+/** Rate-limit headers of the last response (§7). */
+export interface RateInfo {
+  limit: number;
+  remaining: number;
+  /** Unix seconds. */
+  reset: number;
+}
+
+export interface RelayClientOptions {
+  relayUrl: string;
+  keypair: Keypair;
+  clock?: Clock;
+  /** Per-attempt timeout (default 30 s; long polls add their wait). */
+  timeoutMs?: number;
+  /** Attempts for retryable failures (default 4). */
+  maxAttempts?: number;
+  /** Longest `Retry-After` worth waiting for inside one call (default 60 s). */
+  maxRetryAfterMs?: number;
+  fetch?: typeof fetch;
+  userAgent?: string;
+}
+
+export interface RequestOptions {
+  query?: Record<string, QueryValue>;
+  body?: unknown;
+  signal?: AbortSignal | undefined;
+  timeoutMs?: number;
+  /** Retry network errors and 5xx (only safe when repeating the request is harmless). */
+  idempotent?: boolean;
+}
+
+export interface Response<T> {
+  status: number;
+  data: T;
+  rate: RateInfo | undefined;
+  requestId: string | undefined;
+}
+
+function rateOf(headers: Headers): RateInfo | undefined {
+  const limit = headers.get('x-ratelimit-limit');
+  if (limit === null) return undefined;
+  return { limit: Number(limit), remaining: Number(headers.get('x-ratelimit-remaining') ?? 0), reset: Number(headers.get('x-ratelimit-reset') ?? 0) };
+}
+
+/** Connection failures that prove nothing reached the relay. */
+const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+
+export const CLIENT_DEFAULTS = { timeoutMs: 30_000, maxAttempts: 4, maxRetryAfterMs: 60_000 } as const;
+
+export class RelayClient {
+  readonly relayUrl: string;
+  readonly keypair: Keypair;
+  readonly #clock: Clock;
+  readonly #fetch: typeof fetch;
+  readonly #timeoutMs: number;
+  readonly #maxAttempts: number;
+  readonly #maxRetryAfterMs: number;
+  readonly #basePath: string;
+  readonly #origin: string;
+  readonly #userAgent: string | undefined;
+  /** The last rate-limit headers seen, per counter ('send' or 'request'). */
+  readonly lastRate = new Map<'send' | 'request', RateInfo>();
+
+  constructor(options: RelayClientOptions) {
+    let url: URL;
+    try {
+      url = new URL(options.relayUrl);
+    } catch {
+      throw new UsageError(`relayUrl: "${options.relayUrl}" is not a URL`, { code: 'invalid_relay_url' });
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      throw new UsageError(`relayUrl: "${options.relayUrl}" must be http:// or https://`, { code: 'invalid_relay_url' });
+    }
+    this.relayUrl = options.relayUrl.replace(/\/+$/, '');
+    this.#origin = url.origin;
+    this.#basePath = url.pathname.replace(/\/+$/, '');
+    this.keypair = options.keypair;
+    this.#clock = options.clock ?? systemClock;
+    this.#fetch = options.fetch ?? fetch;
+    this.#timeoutMs = options.timeoutMs ?? CLIENT_DEFAULTS.timeoutMs;
+    this.#maxAttempts = options.maxAttempts ?? CLIENT_DEFAULTS.maxAttempts;
+    this.#maxRetryAfterMs = options.maxRetryAfterMs ?? CLIENT_DEFAULTS.maxRetryAfterMs;
+    this.#userAgent = options.userAgent;
+  }
+
+  /** The WebSocket endpoint for this relay (`ws[s]://host[/base]/v1/ws`). */
+  get wsUrl(): string {
+    return `${this.#origin.replace(/^http/, 'ws')}${this.#basePath}${PATHS.ws}`;
+  }
+
+  get publicKey(): string {
+    return this.keypair.publicKey;
+  }
+
+  /** One signed call with the retry policy of §6. */
+  async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<Response<T>> {
+    const target = this.#basePath + buildTarget(path, options.query);
+    const bodyText = options.body === undefined ? undefined : JSON.stringify(options.body);
+    const backoff = new Backoff();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#attempt<T>(method, target, bodyText, options);
+      } catch (err) {
+        if (options.signal?.aborted || attempt >= this.#maxAttempts) throw err;
+        let delay: number;
+        if (err instanceof RelayError && err.code === 'replay_detected') delay = 1000 - (this.#clock.now() % 1000);
+        else if (err instanceof RelayError && err.code === 'rate_limit_exceeded') {
+          delay = (err.retryAfter ?? 1) * 1000;
+          if (delay > this.#maxRetryAfterMs) throw err;
+        } else if (options.idempotent && isRetryable(err)) delay = backoff.next();
+        else throw err;
+        await sleep(delay, { clock: this.#clock, signal: options.signal });
+      }
+    }
+  }
+
+  async #attempt<T>(method: string, target: string, bodyText: string | undefined, options: RequestOptions): Promise<Response<T>> {
+    const headers: Record<string, string> = {
+      ...signRequest(this.keypair, method, target, bodyText, this.#clock.now()),
+      Accept: 'application/json',
+    };
+    if (bodyText !== undefined) headers['Content-Type'] = 'application/json';
+    if (this.#userAgent) headers['User-Agent'] = this.#userAgent;
+    const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const signal = anySignal([options.signal, timeout]);
+    let res: globalThis.Response;
+    try {
+      res = await this.#fetch(this.#origin + target, { method, headers, ...(bodyText === undefined ? {} : { body: bodyText }), signal });
+    } catch (err) {
+      throw this.#transportError(err, method, target, options.signal, timeout, timeoutMs, false);
+    }
+    let text: string;
+    try {
+      text = await res.text();
+    } catch (err) {
+      throw this.#transportError(err, method, target, options.signal, timeout, timeoutMs, true);
+    }
+    const rate = rateOf(res.headers);
+    if (rate) this.lastRate.set(method === 'POST' && target.endsWith(PATHS.messages) ? 'send' : 'request', rate);
+    if (res.status >= 200 && res.status < 300) {
+      return { status: res.status, data: (text ? JSON.parse(text) : undefined) as T, rate, requestId: res.headers.get('x-request-id') ?? undefined };
+    }
+    throw relayErrorFromResponse(res.status, text, res.headers, this.#clock.now());
+  }
+
+  #transportError(err: unknown, method: string, target: string, userSignal: AbortSignal | undefined, timeout: AbortSignal, ms: number, sent: boolean): Error {
+    if (userSignal?.aborted) return userSignal.reason instanceof Error ? userSignal.reason : new AbortError();
+    const what = `${method} ${target.split('?')[0]}`;
+    const unsafe = method === 'POST' || method === 'PUT' || method === 'PATCH' || method === 'DELETE';
+    if (timeout.aborted) {
+      return unsafe
+        ? new OutcomeUnknownError(`${what}: no answer within ${ms} ms; the relay may or may not have applied it`, { cause: err })
+        : new TimeoutError(`${what}: no answer from ${this.#origin} within ${ms} ms`, { cause: err });
+    }
+    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const code = cause?.code ?? '';
+    const detail = code || cause?.message || (err as Error).message;
+    // Only a failure to connect proves a request was never sent.
+    const neverSent = sent ? false : NEVER_SENT.has(code);
+    if (unsafe && !neverSent) return new OutcomeUnknownError(`${what}: the connection broke before the answer (${detail})`, { cause: err });
+    return new NetworkError(`cannot reach the relay at ${this.#origin} (${detail})`, {
+      cause: err,
+      code: code === 'ECONNREFUSED' ? 'connection_refused' : 'network_error',
+      hint: code === 'ECONNREFUSED' ? 'is the relay running? (`mrp relay` starts one locally)' : 'check the relay URL and your network',
+    });
+  }
+
+  // ── §3.3 health ─────────────────────────────────────────────────────────────────────────────
+
+  /** `GET /v1/health` (unauthenticated). */
+  async health(signal?: AbortSignal): Promise<HealthResponse> {
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    let res: globalThis.Response;
+    try {
+      res = await this.#fetch(`${this.#origin}${this.#basePath}${PATHS.health}`, { signal: anySignal([signal, timeout]) });
+    } catch (err) {
+      throw this.#transportError(err, 'GET', PATHS.health, signal, timeout, this.#timeoutMs, false);
+    }
+    const text = await res.text();
+    if (!res.ok) throw relayErrorFromResponse(res.status, text, res.headers, this.#clock.now());
+    return JSON.parse(text) as HealthResponse;
+  }
+
+  // ── §3.4 agents ─────────────────────────────────────────────────────────────────────────────
+
+  async getAgent(key: string, signal?: AbortSignal): Promise<AgentProfile> {
+    return (await this.request<AgentProfile>('GET', PATHS.agent(key), { signal, idempotent: true })).data;
+  }
+
+  /** PATCH of the own profile. */
+  async updateProfile(patch: ProfilePatch, signal?: AbortSignal): Promise<AgentProfile> {
+    return (await this.request<AgentProfile>('PATCH', PATHS.agent(this.publicKey), { body: patch, signal, idempotent: true })).data;
+  }
+
+  async deleteAgent(signal?: AbortSignal): Promise<void> {
+    await this.request('DELETE', PATHS.agent(this.publicKey), { signal, idempotent: true });
+  }
+
+  async capabilitiesOf(key: string, signal?: AbortSignal): Promise<AgentCapabilitiesResponse> {
+    return (await this.request<AgentCapabilitiesResponse>('GET', PATHS.agentCapabilities(key), { signal, idempotent: true })).data;
+  }
+
+  // ── §3.5 discovery ──────────────────────────────────────────────────────────────────────────
+
+  async discover(
+    query: { tag?: string[]; q?: string; name?: string; active_since?: string; tag_prefix?: string; limit?: number; cursor?: string },
+    signal?: AbortSignal,
+  ): Promise<DiscoverResponse> {
+    return (await this.request<DiscoverResponse>('GET', PATHS.discover, { query, signal, idempotent: true })).data;
+  }
+
+  async capabilityTags(prefix?: string, signal?: AbortSignal): Promise<CapabilityTagsResponse> {
+    return (await this.request<CapabilityTagsResponse>('GET', PATHS.capabilities, { query: { prefix }, signal, idempotent: true })).data;
+  }
+
+  // ── §3.6 messages ───────────────────────────────────────────────────────────────────────────
+
+  /** Sends one message. A lost answer is an OutcomeUnknownError, never a silent resend. */
+  async send(request: SendRequest, signal?: AbortSignal): Promise<SendResponse> {
+    return (await this.request<SendResponse>('POST', PATHS.messages, { body: request, signal })).data;
+  }
+
+  /** Polls the own inbox; `status=sent` (default) marks what it returns delivered. */
+  async poll(
+    query: {
+      status?: MessageStatus;
+      limit?: number;
+      cursor?: string;
+      sender_key?: string;
+      in_reply_to?: string;
+      thread_id?: string;
+      since?: string;
+      wait?: number;
+    } = {},
+    signal?: AbortSignal,
+  ): Promise<PollResponse> {
+    const waitMs = (query.wait ?? 0) * 1000;
+    // A poll for `sent` messages is not idempotent: a lost answer loses what it marked delivered.
+    const res = await this.request<PollResponse>('GET', PATHS.messages, {
+      query,
+      signal,
+      timeoutMs: this.#timeoutMs + waitMs,
+      idempotent: query.status !== undefined && query.status !== 'sent',
+    });
+    return { ...res.data, messages: res.data.messages.map((m) => normalizeMessage(m)) };
+  }
+
+  async getMessage(id: string, signal?: AbortSignal): Promise<Message> {
+    return normalizeMessage((await this.request<Message>('GET', PATHS.message(id), { signal, idempotent: true })).data);
+  }
+
+  async messageStatus(id: string, signal?: AbortSignal): Promise<MessageStatusResponse> {
+    return (await this.request<MessageStatusResponse>('GET', PATHS.messageStatus(id), { signal, idempotent: true })).data;
+  }
+
+  async thread(id: string, query: { limit?: number; cursor?: string } = {}, signal?: AbortSignal): Promise<ThreadResponse> {
+    const res = await this.request<ThreadResponse>('GET', PATHS.thread(id), { query, signal, idempotent: true });
+    return { ...res.data, messages: res.data.messages.map((m) => normalizeMessage(m)) };
+  }
+
+  // ── §3.9 ACL ────────────────────────────────────────────────────────────────────────────────
+
+  async putAcl(peer: string, type: AclEntryType, signal?: AbortSignal): Promise<AclEntry> {
+    return (await this.request<AclEntry>('PUT', PATHS.acl(this.publicKey), { body: { peer_key: peer, entry_type: type }, signal, idempotent: true })).data;
+  }
+
+  async getAcl(peer: string, signal?: AbortSignal): Promise<AclEntry> {
+    return (await this.request<AclEntry>('GET', PATHS.aclEntry(this.publicKey, peer), { signal, idempotent: true })).data;
+  }
+
+  async listAcl(query: { entry_type?: AclEntryType; limit?: number; cursor?: string } = {}, signal?: AbortSignal): Promise<AclListResponse> {
+    return (await this.request<AclListResponse>('GET', PATHS.acl(this.publicKey), { query, signal, idempotent: true })).data;
+  }
+
+  async deleteAcl(peer: string, signal?: AbortSignal): Promise<void> {
+    await this.request('DELETE', PATHS.aclEntry(this.publicKey, peer), { signal, idempotent: true });
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * Where a runtime's messages come from: a WebSocket session or a poller behind one interface,
+ * plus the one way out (`send`): an inline WebSocket send when connected, HTTP otherwise.
+ */
+import { type Clock, systemClock } from '../core/clock.js';
+import { TypedEmitter } from '../core/emitter.js';
+import type { MrpError } from '../core/errors.js';
+import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
+import type { RelayClient } from './http.js';
+import { Poller, type PollerOptions } from './poller.js';
+import { Session, type SessionOptions } from './session.js';
+
+export interface SourceEvents extends Record<string, unknown[]> {
+  /** Messages to handle, oldest first. */
+  messages: [Message[]];
+  connecting: [];
+  connected: [{ reconnected: boolean; detail: string }];
+  disconnected: [{ explanation: string; willReconnect: boolean; delayMs: number; code?: number }];
+  warning: [MrpError];
+  fatal: [MrpError];
+}
+
+export interface MessageSource extends TypedEmitter<SourceEvents> {
+  readonly kind: 'websocket' | 'poll';
+  start(): void;
+  /** Stops taking messages; the way out (`send`, `ack`) keeps working until `close`. */
+  stopIntake(): Promise<void>;
+  /** Releases the connection. */
+  close(): Promise<void>;
+  /** Tells the relay a message is handled (§5.3). A poll already marked it delivered. */
+  ack(messageId: string): void;
+  /** Sends a message: inline over the socket when connected, else over HTTP. */
+  send(request: SendRequest): Promise<SendResponse>;
+  /** The consumer has room again (poll mode fetches more). */
+  wake(): void;
+}
+
+export class WebSocketSource extends TypedEmitter<SourceEvents> implements MessageSource {
+  readonly kind = 'websocket';
+  readonly session: Session;
+  readonly #client: RelayClient;
+  #intake = true;
+
+  constructor(client: RelayClient, options: Omit<SessionOptions, 'url' | 'keypair'> = {}) {
+    super();
+    this.#client = client;
+    this.session = new Session({ ...options, url: client.wsUrl, keypair: client.keypair });
+    this.session.on('status', (s) => {
+      if (s === 'connecting' || s === 'reconnecting') this.emit('connecting');
+    });
+    this.session.on('ready', ({ reconnected }) => this.emit('connected', { reconnected, detail: client.wsUrl }));
+    this.session.on('message', (m) => {
+      if (this.#intake) this.emit('messages', [m]);
+    });
+    this.session.on('disconnect', (d) =>
+      this.emit('disconnected', { explanation: d.explanation, willReconnect: d.willReconnect, delayMs: d.delayMs, code: d.code }),
+    );
+    this.session.on('warning', (e) => this.emit('warning', e));
+    this.session.on('fatal', (e) => this.emit('fatal', e));
+  }
+
+  start(): void {
+    this.session.start();
+  }
+
+  async stopIntake(): Promise<void> {
+    this.#intake = false;
+  }
+
+  close(): Promise<void> {
+    return this.session.close();
+  }
+
+  ack(messageId: string): void {
+    this.session.ack(messageId);
+  }
+
+  send(request: SendRequest): Promise<SendResponse> {
+    return this.session.status === 'ready' ? this.session.send(request) : this.#client.send(request);
+  }
+
+  wake(): void {
+    // Pushes are not pulled; nothing to do.
+  }
+}
+
+export class PollSource extends TypedEmitter<SourceEvents> implements MessageSource {
+  readonly kind = 'poll';
+  readonly poller: Poller;
+  readonly #client: RelayClient;
+  #connected = false;
+
+  constructor(client: RelayClient, options: Omit<PollerOptions, 'client'> & { clock?: Clock } = {}) {
+    super();
+    this.#client = client;
+    this.poller = new Poller({ clock: systemClock, ...options, client });
+    this.poller.on('batch', (messages) => {
+      this.#markConnected();
+      this.emit('messages', messages);
+    });
+    this.poller.on('retry', ({ error, delayMs }) => {
+      this.#connected = false;
+      this.emit('disconnected', { explanation: error.message, willReconnect: true, delayMs });
+    });
+    this.poller.on('recovered', () => this.#markConnected());
+    this.poller.on('mode', (mode) => this.emit('connected', { reconnected: this.#connected, detail: `poll (${mode})` }));
+    this.poller.on('fatal', (e) => this.emit('fatal', e));
+  }
+
+  #markConnected(): void {
+    if (this.#connected) return;
+    this.#connected = true;
+    this.emit('connected', { reconnected: false, detail: `poll (${this.poller.mode})` });
+  }
+
+  start(): void {
+    this.emit('connecting');
+    // Say we are connected once the relay answers: a cheap signed request before the first poll.
+    this.#client
+      .getAgent(this.#client.publicKey)
+      .then(() => this.#markConnected())
+      .catch(() => undefined);
+    this.poller.start();
+  }
+
+  stopIntake(): Promise<void> {
+    return this.poller.stop();
+  }
+
+  async close(): Promise<void> {
+    await this.poller.stop();
+  }
+
+  ack(): void {
+    // A poll marks what it returns delivered (§3.6); there is nothing to acknowledge.
+  }
+
+  send(request: SendRequest): Promise<SendResponse> {
+    return this.#client.send(request);
+  }
+
+  wake(): void {
+    this.poller.wake();
+  }
+}

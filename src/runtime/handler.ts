@@ -1,0 +1,138 @@
+/**
+ * The handler contract and loading a handler module by path. Modules load through jiti, so
+ * `.ts/.mts/.cts/.js/.mjs/.cjs` files work with no set-up, including TypeScript that imports
+ * other TypeScript files and npm packages. Load failures name the file (and line, for syntax
+ * errors) and say what was found.
+ */
+import { stat } from 'node:fs/promises';
+import { extname, relative, resolve } from 'node:path';
+import { ConfigError } from '../core/errors.js';
+import type { JsonValue, Message, SendResponse } from '../protocol/types.js';
+
+export interface HandlerLogger {
+  debug(message: string, fields?: Record<string, unknown>): void;
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+export interface SendOptions {
+  contentType?: string;
+  threadId?: string;
+  inReplyTo?: string;
+  /** Time to live in seconds. */
+  ttl?: number;
+  metadata?: Record<string, JsonValue>;
+}
+
+export interface HandlerContext {
+  /** This agent's public key. */
+  readonly self: string;
+  /** Aborted when the handler times out or the runner shuts down. */
+  readonly signal: AbortSignal;
+  readonly log: HandlerLogger;
+  /** True when this message was seen before (a crash interrupted its handling). */
+  readonly redelivered: boolean;
+  /** Sends a threaded reply now (in addition to whatever the handler returns). */
+  reply(body: JsonValue, options?: { contentType?: string }): Promise<SendResponse>;
+  /** Sends a new message to a public key (or a contact name, under `mrp run`). */
+  send(to: string, body: JsonValue, options?: SendOptions): Promise<SendResponse>;
+}
+
+/** What a handler may return: a JSON value becomes the reply; a string becomes `{"text": …}`. */
+export type HandlerResult = JsonValue | undefined | void;
+
+/** A message handler: `export default` it (or `export const handler`, or `module.exports =`). */
+export type Handler = (message: Message, ctx: HandlerContext) => HandlerResult | Promise<HandlerResult>;
+
+export const HANDLER_EXTENSIONS = ['.ts', '.mts', '.cts', '.js', '.mjs', '.cjs'] as const;
+
+export interface LoadedHandler {
+  handler: Handler;
+  file: string;
+  /** Which export was used. */
+  exportName: 'default' | 'handler' | 'default.handler' | 'module.exports';
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  return typeof value;
+}
+
+/** Picks the handler function out of a module namespace. */
+export function pickHandler(mod: unknown, file: string): Pick<LoadedHandler, 'handler' | 'exportName'> {
+  if (typeof mod === 'function') return { handler: mod as Handler, exportName: 'module.exports' };
+  const ns = (mod ?? {}) as Record<string, unknown>;
+  const def = ns['default'];
+  if (typeof def === 'function') return { handler: def as Handler, exportName: 'default' };
+  if (typeof ns['handler'] === 'function') return { handler: ns['handler'] as Handler, exportName: 'handler' };
+  if (def && typeof def === 'object' && typeof (def as Record<string, unknown>)['handler'] === 'function') {
+    return { handler: (def as Record<string, unknown>)['handler'] as Handler, exportName: 'default.handler' };
+  }
+  const found = Object.keys(ns)
+    .filter((k) => k !== '__esModule')
+    .map((k) => `${k} (${describe(ns[k])})`);
+  throw new ConfigError(
+    'handler_invalid',
+    `${file} exports no handler function (found ${found.length ? found.join(', ') : 'no exports'})`,
+    { file, hint: 'export a function: `export default async (msg, ctx) => …` or `export const handler = …`' },
+  );
+}
+
+/** Turns a module loading failure into one clear line naming the file (and line). */
+function loadError(err: unknown, file: string, cwd: string): ConfigError {
+  const e = err as Error & { code?: string };
+  const message = String(e?.message ?? err);
+  const shown = relative(cwd, file) || file;
+  const where = /(\S+\.[cm]?[jt]s):(\d+):(\d+)/.exec(message);
+  if (/ParseError|SyntaxError|Unexpected token|Expected/i.test(`${e?.name} ${message}`)) {
+    const first = message.replace(/^(ParseError|SyntaxError):\s*/, '').split('\n')[0]!.trim();
+    const at = where ? `${relative(cwd, where[1]!) || where[1]}:${where[2]}:${where[3]}` : shown;
+    return new ConfigError('handler_syntax', `syntax error in handler ${at}: ${first}`, { file, cause: err, details: { file, line: where ? Number(where[2]) : undefined } });
+  }
+  if (e?.code === 'MODULE_NOT_FOUND' || e?.code === 'ERR_MODULE_NOT_FOUND' || /Cannot find (module|package)/.test(message)) {
+    const missing = /Cannot find (?:module|package) '([^']+)'/.exec(message)?.[1];
+    return new ConfigError('handler_import', `handler ${shown} imports ${missing ? `"${missing}"` : 'a module'} that cannot be found`, {
+      file,
+      cause: err,
+      hint: missing && !missing.startsWith('.') && !missing.startsWith('/') ? `install it: npm install ${missing.split('/').slice(0, missing.startsWith('@') ? 2 : 1).join('/')}` : 'check the import path',
+    });
+  }
+  return new ConfigError('handler_load', `handler ${shown} failed while loading: ${message.split('\n')[0]}`, { file, cause: err });
+}
+
+/**
+ * Loads a handler module. `fresh` bypasses the module cache (for reloading after an edit).
+ * Throws ConfigError: `handler_not_found`, `handler_unsupported`, `handler_syntax`,
+ * `handler_import`, `handler_load` or `handler_invalid`.
+ */
+export async function loadHandler(path: string, options: { cwd?: string; fresh?: boolean } = {}): Promise<LoadedHandler> {
+  const cwd = options.cwd ?? process.cwd();
+  const file = resolve(cwd, path);
+  let info;
+  try {
+    info = await stat(file);
+  } catch {
+    throw new ConfigError('handler_not_found', `handler file ${path} does not exist (looked for ${file})`, {
+      file,
+      hint: 'check the path, or create one with `mrp init`',
+    });
+  }
+  if (info.isDirectory()) {
+    throw new ConfigError('handler_not_found', `handler ${path} is a directory; point --handler at a file`, { file });
+  }
+  const ext = extname(file);
+  if (!(HANDLER_EXTENSIONS as readonly string[]).includes(ext)) {
+    throw new ConfigError('handler_unsupported', `handler ${path} has extension "${ext}"; use one of ${HANDLER_EXTENSIONS.join(' ')}`, { file });
+  }
+  const { createJiti } = await import('jiti');
+  const jiti = createJiti(import.meta.url, { moduleCache: !options.fresh, fsCache: false });
+  let mod: unknown;
+  try {
+    mod = await jiti.import(file);
+  } catch (err) {
+    throw loadError(err, file, cwd);
+  }
+  return { file, ...pickHandler(mod, path) };
+}

@@ -1,0 +1,140 @@
+/**
+ * The way out for replies and handler sends: a queue that waits out the relay's rate limits
+ * (429 + Retry-After, X-RateLimit-Remaining: 0) instead of failing, retries transient failures
+ * with backoff, and never sends a reply twice: when a send's outcome is unknown (the connection
+ * dropped before the answer) it first looks in the thread for a reply it already made.
+ */
+import { sleep } from '../core/async.js';
+import { Backoff } from '../core/backoff.js';
+import { type Clock, systemClock } from '../core/clock.js';
+import { TypedEmitter } from '../core/emitter.js';
+import { AbortError, type MrpError, OutcomeUnknownError, RelayError, toMrpError } from '../core/errors.js';
+import type { RelayClient } from '../client/http.js';
+import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
+
+export interface OutboxEvents extends Record<string, unknown[]> {
+  retry: [{ request: SendRequest; error: MrpError; delayMs: number; attempt: number }];
+}
+
+/** Identifies a reply so an unknown outcome can be checked against the thread. */
+export interface ReplyKey {
+  parentId: string;
+  threadId: string;
+}
+
+export interface OutboxOptions {
+  /** Sends one message (inline when connected, HTTP otherwise). */
+  send(request: SendRequest): Promise<SendResponse>;
+  client: RelayClient;
+  clock?: Clock;
+}
+
+/** Relay errors that no retry can fix. */
+function isPermanent(err: MrpError): boolean {
+  if (!(err instanceof RelayError)) return err.kind === 'usage' || err.kind === 'config';
+  if (err.code === 'rate_limit_exceeded' || err.code === 'replay_detected') return false;
+  if (err.kind === 'auth') return false;
+  const status = err.status ?? 0;
+  return status >= 400 && status < 500;
+}
+
+export class Outbox extends TypedEmitter<OutboxEvents> {
+  readonly #send: (request: SendRequest) => Promise<SendResponse>;
+  readonly #client: RelayClient;
+  readonly #clock: Clock;
+  readonly #closing = new AbortController();
+  #blockedUntil = 0;
+  #pending = 0;
+
+  constructor(options: OutboxOptions) {
+    super();
+    this.#send = options.send;
+    this.#client = options.client;
+    this.#clock = options.clock ?? systemClock;
+  }
+
+  get pending(): number {
+    return this.#pending;
+  }
+
+  /** Sends `request`, retrying until it is accepted or fails for good. */
+  async send(request: SendRequest, reply?: ReplyKey): Promise<SendResponse> {
+    this.#pending++;
+    try {
+      return await this.#deliver(request, reply);
+    } finally {
+      this.#pending--;
+    }
+  }
+
+  async #deliver(request: SendRequest, reply: ReplyKey | undefined): Promise<SendResponse> {
+    const backoff = new Backoff();
+    let unknown = false;
+    for (let attempt = 1; ; attempt++) {
+      this.#check();
+      if (unknown && reply) {
+        const found = await this.#findReply(reply).catch(() => 'unknown' as const);
+        if (found === 'unknown') {
+          await this.#wait(backoff.next());
+          continue;
+        }
+        if (found) return { message_id: found.message_id, status: 'sent', created_at: found.created_at, expires_at: found.expires_at };
+      }
+      await this.#waitForRateLimit();
+      try {
+        return await this.#send(request);
+      } catch (raw) {
+        const err = toMrpError(raw);
+        if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
+        if (isPermanent(err)) throw err;
+        unknown = err instanceof OutcomeUnknownError;
+        let delayMs: number;
+        if (err instanceof RelayError && err.code === 'rate_limit_exceeded') {
+          delayMs = Math.max(1, err.retryAfter ?? 1) * 1000;
+          this.#blockedUntil = Math.max(this.#blockedUntil, this.#clock.now() + delayMs);
+        } else {
+          delayMs = backoff.next();
+        }
+        this.emit('retry', { request, error: err, delayMs, attempt });
+        await this.#wait(delayMs);
+      }
+    }
+  }
+
+  /** Looks for a reply to `parentId` that this agent already sent in the thread. */
+  async #findReply(key: ReplyKey): Promise<Message | undefined> {
+    let cursor: string | undefined;
+    for (let page = 0; page < 20; page++) {
+      const res = await this.#client.thread(key.threadId, { limit: 100, ...(cursor ? { cursor } : {}) }, this.#closing.signal);
+      const hit = res.messages.find((m) => m.sender_key === this.#client.publicKey && m.in_reply_to === key.parentId);
+      if (hit) return hit;
+      if (!res.has_more || !res.next_cursor) return undefined;
+      cursor = res.next_cursor;
+    }
+    return undefined;
+  }
+
+  async #waitForRateLimit(): Promise<void> {
+    const rate = this.#client.lastRate.get('send');
+    if (rate && rate.remaining <= 0) this.#blockedUntil = Math.max(this.#blockedUntil, rate.reset * 1000);
+    const now = this.#clock.now();
+    if (this.#blockedUntil > now) await this.#wait(this.#blockedUntil - now);
+  }
+
+  async #wait(ms: number): Promise<void> {
+    try {
+      await sleep(ms, { clock: this.#clock, signal: this.#closing.signal });
+    } catch {
+      throw new AbortError('outbox closed');
+    }
+  }
+
+  #check(): void {
+    if (this.#closing.signal.aborted) throw new AbortError('outbox closed');
+  }
+
+  /** Gives up on everything still waiting (shutdown): those sends reject with AbortError. */
+  close(): void {
+    this.#closing.abort(new AbortError('outbox closed'));
+  }
+}
