@@ -85,7 +85,8 @@ export class Directory {
   /** Applies a validated PATCH: omitted fields untouched; metadata and capabilities replaced. */
   update(key: string, patch: ProfilePatch, now: number): AgentRecord {
     const current = this.ensure(key, now);
-    const next: AgentRecord = { ...current, last_active_at: Math.max(current.last_active_at, now) };
+    // Activity is stamped by `touch` (at most once a minute), not by what the request does.
+    const next: AgentRecord = { ...current };
     if (patch.display_name !== undefined) next.display_name = patch.display_name;
     if (patch.visibility !== undefined) next.visibility = patch.visibility;
     if (patch.inbox_policy !== undefined) next.inbox_policy = patch.inbox_policy;

@@ -132,7 +132,7 @@ export function decodeCursor<T>(query: URLSearchParams, check: (value: Record<st
   return result;
 }
 
-/** `{s: <seq>}` cursors for message lists. */
-export function seqCursor(v: Record<string, unknown>): number | undefined {
-  return typeof v['s'] === 'number' && Number.isInteger(v['s']) && v['s'] >= 0 ? v['s'] : undefined;
+/** `{t: <created ms>, id: <message id>}` cursors for message lists. */
+export function messageCursor(v: Record<string, unknown>): { t: number; id: string } | undefined {
+  return typeof v['t'] === 'number' && Number.isFinite(v['t']) && typeof v['id'] === 'string' ? { t: v['t'], id: v['id'] } : undefined;
 }

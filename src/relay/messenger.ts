@@ -4,14 +4,14 @@
  * waiting long-polls. Also the poll side (take-and-mark-delivered, long-poll waits).
  */
 import type { Clock } from '../core/clock.js';
-import { formatTimestamp } from '../protocol/signing.js';
+import { formatInstant } from '../protocol/signing.js';
 import type { Message, MessageStatus, SendResponse } from '../protocol/types.js';
 import type { NormalizedSend } from '../protocol/validate.js';
 import type { Batcher } from './batcher.js';
 import type { Directory } from './directory.js';
 import { ApiError } from './errors.js';
 import { messageId } from './ids.js';
-import { type RateState, SlidingWindow } from './limits.js';
+import { rateHeaders, type RateState, SlidingWindow } from './limits.js';
 import type { InboxFilter, MessageRecord, Store } from './store.js';
 
 /** The status a client sees: `sent` past its expiry is `expired` even before the sweeper runs. */
@@ -19,7 +19,8 @@ export function effectiveStatus(record: MessageRecord, now: number): MessageStat
   return record.status === 'sent' && record.expires_at <= now ? 'expired' : record.status;
 }
 
-const iso = (ms: number): string => formatTimestamp(ms);
+/** Message times keep their milliseconds, so `(created_at, message_id)` order is arrival order. */
+const iso = (ms: number): string => formatInstant(ms);
 
 /** The §3.6 message object as JSON text, built around the stored body text (no re-serialising). */
 export function messageJson(record: MessageRecord, now: number): string {
@@ -86,15 +87,15 @@ export class Messenger {
     if (refusal === 'forbidden') throw new ApiError('forbidden', 'the recipient is suspended');
     if (refusal === 'acl_denied') throw new ApiError('acl_denied', 'recipient does not accept messages from this sender');
 
-    this.#checkRate(this.sendLimit, sender, 'sender', 'Too many messages');
-    this.#checkRate(this.#receiveLimit, input.recipient_key, 'recipient', 'The recipient is receiving too many messages');
+    this.#checkRate(this.sendLimit, sender, sender, 'sender', 'Too many messages');
+    this.#checkRate(this.#receiveLimit, input.recipient_key, sender, 'recipient', 'The recipient is receiving too many messages');
 
     let threadId = input.thread_id;
     if (threadId === null && input.in_reply_to !== null) {
       const parent = this.#store.getMessage(input.in_reply_to);
       if (parent && (parent.sender_key === sender || parent.recipient_key === sender)) threadId = parent.thread_id ?? parent.message_id;
     }
-    const created = Math.floor(now / 1000) * 1000;
+    const created = now;
     const record: MessageRecord = {
       seq: 0,
       message_id: messageId(now),
@@ -118,7 +119,11 @@ export class Messenger {
     return { record, rate };
   }
 
-  #checkRate(window: SlidingWindow, key: string, scope: 'sender' | 'recipient', text: string): void {
+  /**
+   * Refuses with 429 when `key`'s window is full. The `X-RateLimit-*` headers always describe the
+   * sender's send counter (§7, our choice), even when it is the recipient that is saturated.
+   */
+  #checkRate(window: SlidingWindow, key: string, sender: string, scope: 'sender' | 'recipient', text: string): void {
     if (!window.enabled) return;
     const state = window.peek(key);
     if (state.retryAfter === 0) return;
@@ -126,9 +131,7 @@ export class Messenger {
       details: { limit: state.limit, window: '1m', retry_after: state.retryAfter, ...(scope === 'recipient' ? { scope } : {}) },
       headers: {
         'Retry-After': String(state.retryAfter),
-        'X-RateLimit-Limit': String(state.limit),
-        'X-RateLimit-Remaining': '0',
-        'X-RateLimit-Reset': String(state.reset),
+        ...(this.sendLimit.enabled ? rateHeaders(this.sendLimit.peek(sender)) : {}),
       },
     });
   }

@@ -18,7 +18,7 @@ import {
   intParam,
   keyParam,
   parseJsonBody,
-  seqCursor,
+  messageCursor,
   stringParam,
   timeParam,
 } from './http.js';
@@ -288,7 +288,7 @@ export const ROUTES: Route[] = [
       const status = enumParam<MessageStatus>(req.query, 'status', MESSAGE_STATUSES, 'sent')!;
       const limit = intParam(req.query, 'limit', LIMITS.pollLimitDefault, 1, LIMITS.pollLimitMax);
       const wait = intParam(req.query, 'wait', 0, 0, LIMITS.pollWaitMaxSeconds);
-      const after = decodeCursor(req.query, seqCursor);
+      const after = decodeCursor(req.query, messageCursor);
       const threadId = stringParam(req.query, 'thread_id', LIMITS.threadIdMax);
       const inReplyTo = stringParam(req.query, 'in_reply_to', 128);
       const sender = keyParam(req.query, 'sender_key');
@@ -301,7 +301,7 @@ export const ROUTES: Route[] = [
           ...(inReplyTo === undefined ? {} : { in_reply_to: inReplyTo }),
           ...(threadId === undefined ? {} : { thread_id: threadId }),
           ...(since === undefined ? {} : { since }),
-          ...(after === undefined ? {} : { after_seq: after }),
+          ...(after === undefined ? {} : { after }),
         },
         limit,
         wait * 1000,
@@ -312,7 +312,7 @@ export const ROUTES: Route[] = [
       return ok({
         messages: page.messages.map((m) => messageObject(m, now)),
         has_more: page.hasMore,
-        next_cursor: page.hasMore && last ? encodeCursor({ s: last.seq }) : null,
+        next_cursor: page.hasMore && last ? encodeCursor({ t: last.created_at, id: last.message_id }) : null,
       });
     },
   },
@@ -324,7 +324,7 @@ export const ROUTES: Route[] = [
     handler: (req, svc) => {
       const threadId = req.params['thread']!;
       const limit = intParam(req.query, 'limit', LIMITS.threadLimitDefault, 1, LIMITS.threadLimitMax);
-      const after = decodeCursor(req.query, seqCursor) ?? 0;
+      const after = decodeCursor(req.query, messageCursor);
       const rows = threadId.length <= 256 ? svc.store.thread(req.caller, threadId, after, limit + 1) : [];
       const page = rows.slice(0, limit);
       const now = svc.clock.now();
@@ -333,7 +333,7 @@ export const ROUTES: Route[] = [
         thread_id: threadId,
         messages: page.map((m) => messageObject(m, now)),
         has_more: hasMore,
-        next_cursor: hasMore ? encodeCursor({ s: page[page.length - 1]!.seq }) : null,
+        next_cursor: hasMore ? encodeCursor({ t: page[page.length - 1]!.created_at, id: page[page.length - 1]!.message_id }) : null,
       });
     },
   },
@@ -354,9 +354,9 @@ export const ROUTES: Route[] = [
       return ok({
         message_id: m.message_id,
         status: effectiveStatus(m, svc.clock.now()),
-        created_at: formatTimestamp(m.created_at),
-        delivered_at: m.delivered_at === null ? null : formatTimestamp(m.delivered_at),
-        expires_at: formatTimestamp(m.expires_at),
+        created_at: formatInstant(m.created_at),
+        delivered_at: m.delivered_at === null ? null : formatInstant(m.delivered_at),
+        expires_at: formatInstant(m.expires_at),
       });
     },
   },

@@ -207,7 +207,8 @@ export function createRelay(options: RelayOptions): Relay {
     },
   };
 
-  const shutdown = new AbortController();
+  /** Aborts the handlers of in-flight requests (long polls) at shutdown. */
+  const inFlightAborts = new Set<AbortController>();
   let closing = false;
   let inFlight = 0;
   let idle: (() => void) | undefined;
@@ -279,7 +280,7 @@ export function createRelay(options: RelayOptions): Relay {
       const abort = new AbortController();
       const onGone = (): void => abort.abort();
       res.on('close', onGone);
-      shutdown.signal.addEventListener('abort', onGone, { once: true });
+      inFlightAborts.add(abort);
       let reply: Reply;
       try {
         reply = await route.handler(
@@ -288,7 +289,7 @@ export function createRelay(options: RelayOptions): Relay {
         );
       } finally {
         res.off('close', onGone);
-        shutdown.signal.removeEventListener('abort', onGone);
+        inFlightAborts.delete(abort);
       }
       if (reply.sendRate) Object.assign(headers, rateHeaders(reply.sendRate));
       status = reply.status;
@@ -325,7 +326,8 @@ export function createRelay(options: RelayOptions): Relay {
     noServer: true,
     perMessageDeflate: false,
     clientTracking: false,
-    maxPayload: o.maxEnvelopeBytes + 64 * 1024,
+    // Oversized sends get a send_result payload_too_large; only frames past this cap are cut (1009).
+    maxPayload: Math.max(16 * 1024 * 1024, 4 * o.maxEnvelopeBytes),
   });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '').split('?')[0];
@@ -385,7 +387,7 @@ export function createRelay(options: RelayOptions): Relay {
     close() {
       closed ??= (async () => {
         closing = true;
-        shutdown.abort();
+        for (const a of inFlightAborts) a.abort();
         sweeper?.cancel();
         hub.closeAll(CLOSE_CODES.goingAway, 'relay shutting down');
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { AclEntry, AclEntryType, Attachment, Capability, JsonObject, MessageStatus } from '../protocol/types.js';
 import { formatInstant } from '../protocol/signing.js';
-import type { AgentRecord, DiscoverQuery, InboxFilter, MessageRecord, Store, WriteBatch } from './store.js';
+import type { AgentRecord, DiscoverQuery, InboxFilter, MessagePosition, MessageRecord, Store, WriteBatch } from './store.js';
 
 /** Each entry moves the schema one version forward. Never edit a released entry; append. */
 const MIGRATIONS: string[] = [
@@ -51,7 +51,8 @@ const MIGRATIONS: string[] = [
     expires_at    INTEGER NOT NULL,
     delivered_at  INTEGER
   );
-  CREATE INDEX messages_inbox ON messages (recipient_key, status, seq);
+  CREATE INDEX messages_inbox ON messages (recipient_key, status, created_at, message_id);
+  CREATE INDEX messages_backlog ON messages (recipient_key, status, seq);
   CREATE INDEX messages_thread ON messages (thread_id) WHERE thread_id IS NOT NULL;
   CREATE INDEX messages_reply ON messages (in_reply_to) WHERE in_reply_to IS NOT NULL;
   CREATE INDEX messages_expiry ON messages (status, expires_at);
@@ -158,6 +159,10 @@ function tagsOf(agent: AgentRecord): string[] {
   return [...new Set(agent.capabilities.flatMap((c) => c.tags))];
 }
 
+/** Polls and threads list oldest first: `(created_at, message_id)` (spec §3.6). */
+const ORDER_SQL = 'ORDER BY created_at, message_id';
+const AFTER_SQL = '(created_at > ? OR (created_at = ? AND message_id > ?))';
+
 /** SQL and parameters for the optional inbox filters. */
 function inboxConditions(filter: InboxFilter): { sql: string; params: unknown[] } {
   const parts: string[] = [];
@@ -178,9 +183,9 @@ function inboxConditions(filter: InboxFilter): { sql: string; params: unknown[] 
     parts.push('created_at > ?');
     params.push(filter.since);
   }
-  if (filter.after_seq !== undefined) {
-    parts.push('seq > ?');
-    params.push(filter.after_seq);
+  if (filter.after !== undefined) {
+    parts.push(AFTER_SQL);
+    params.push(filter.after.t, filter.after.t, filter.after.id);
   }
   return { sql: parts.map((p) => ` AND ${p}`).join(''), params };
 }
@@ -212,7 +217,7 @@ export class SqliteStore implements Store {
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     );
     const deliver = this.#db.prepare(
-      `UPDATE messages SET status = 'delivered', delivered_at = ? WHERE message_id = ? AND recipient_key = ? AND status = 'sent'`,
+      `UPDATE messages SET status = 'delivered', delivered_at = ? WHERE message_id = ? AND recipient_key = ? AND status = 'sent' AND expires_at > ?`,
     );
     const touch = this.#db.prepare('UPDATE agents SET last_active_at = ? WHERE public_key = ? AND last_active_at < ?');
     this.#commit = this.#db.transaction((batch: WriteBatch, now: number) => {
@@ -234,7 +239,7 @@ export class SqliteStore implements Store {
         );
         m.seq = Number(info.lastInsertRowid);
       }
-      for (const d of batch.delivered) deliver.run(now, d.message_id, d.recipient_key);
+      for (const d of batch.delivered) deliver.run(now, d.message_id, d.recipient_key, now);
       for (const [key, at] of batch.active) touch.run(at, key, at);
     });
 
@@ -242,7 +247,7 @@ export class SqliteStore implements Store {
     this.#takeSent = this.#db.transaction((recipient: string, filter: InboxFilter, limit: number, now: number) => {
       const { sql, params } = inboxConditions(filter);
       const rows = this.#stmt(
-        `SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${sql} ORDER BY seq LIMIT ?`,
+        `SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${sql} ${ORDER_SQL} LIMIT ?`,
       ).all(recipient, now, ...params, limit + 1) as MessageRow[];
       const taken = rows.slice(0, limit).map(messageFromRow);
       for (const m of taken) {
@@ -391,7 +396,7 @@ export class SqliteStore implements Store {
         : filter.status === 'sent'
           ? "(status = 'sent' AND expires_at > ?)"
           : "(status = 'delivered' AND ? IS NOT NULL)";
-    const rows = this.#stmt(`SELECT * FROM messages WHERE recipient_key = ? AND ${statusSql}${sql} ORDER BY seq LIMIT ?`).all(
+    const rows = this.#stmt(`SELECT * FROM messages WHERE recipient_key = ? AND ${statusSql}${sql} ${ORDER_SQL} LIMIT ?`).all(
       recipient,
       now,
       ...params,
@@ -408,12 +413,13 @@ export class SqliteStore implements Store {
     ).map(messageFromRow);
   }
 
-  thread(caller: string, threadId: string, afterSeq: number, limit: number): MessageRecord[] {
+  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number): MessageRecord[] {
+    const at = after ?? { t: -1, id: '' };
     return (
       this.#stmt(
-        `SELECT * FROM messages WHERE (thread_id = ? OR message_id = ?) AND (sender_key = ? OR recipient_key = ?) AND seq > ?
-         ORDER BY seq LIMIT ?`,
-      ).all(threadId, threadId, caller, caller, afterSeq, limit) as MessageRow[]
+        `SELECT * FROM messages WHERE (thread_id = ? OR message_id = ?) AND (sender_key = ? OR recipient_key = ?) AND ${AFTER_SQL}
+         ${ORDER_SQL} LIMIT ?`,
+      ).all(threadId, threadId, caller, caller, at.t, at.t, at.id, limit) as MessageRow[]
     ).map(messageFromRow);
   }
 

@@ -52,8 +52,14 @@ export interface InboxFilter {
   thread_id?: string;
   /** Only messages created strictly after this instant. */
   since?: number;
-  /** Only messages after this store position (cursor). */
-  after_seq?: number;
+  /** Only messages after this position in `(created_at, message_id)` order (cursor). */
+  after?: MessagePosition;
+}
+
+/** A place in the `(created_at, message_id)` order that polls and threads use (spec §3.6). */
+export interface MessagePosition {
+  t: number;
+  id: string;
 }
 
 export interface DiscoverQuery {
@@ -96,7 +102,7 @@ export interface Store {
   listInbox(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean };
   /** `sent`, unexpired messages for `recipient` after `afterSeq`, oldest first (WebSocket backlog). */
   pending(recipient: string, afterSeq: number, limit: number, now: number): MessageRecord[];
-  thread(caller: string, threadId: string, afterSeq: number, limit: number): MessageRecord[];
+  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number): MessageRecord[];
   /** Marks overdue `sent` messages expired and purges what has outlived its retention. */
   sweep(now: number, expiredRetentionMs: number): { expired: number; purged: number };
 

@@ -302,7 +302,8 @@ export class Journal {
     if (sync) fdatasyncSync(this.#fd);
     this.#lines += count;
     for (const w of waiters) w();
-    if (this.#lines > Math.max(20_000, 4 * (this.#live.size + this.#done.size))) this.#rotate();
+    // Rewrite once the file holds about twice what memory does (plus slack): bounded, amortised.
+    if (this.#lines > 10_000 + 2 * (this.#done.size + 3 * this.#live.size)) this.#rotate();
   }
 
   #rotate(): void {

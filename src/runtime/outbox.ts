@@ -20,6 +20,8 @@ export interface OutboxEvents extends Record<string, unknown[]> {
 export interface ReplyKey {
   parentId: string;
   threadId: string;
+  /** Check the thread before the first attempt too (resuming after a crash). */
+  checkFirst?: boolean;
 }
 
 export interface OutboxOptions {
@@ -69,11 +71,11 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
 
   async #deliver(request: SendRequest, reply: ReplyKey | undefined): Promise<SendResponse> {
     const backoff = new Backoff();
-    let unknown = false;
+    let unknown = reply?.checkFirst === true;
     for (let attempt = 1; ; attempt++) {
       this.#check();
       if (unknown && reply) {
-        const found = await this.#findReply(reply).catch(() => 'unknown' as const);
+        const found = await this.#findReply(reply, request).catch(() => 'unknown' as const);
         if (found === 'unknown') {
           await this.#wait(backoff.next());
           continue;
@@ -101,12 +103,24 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
     }
   }
 
-  /** Looks for a reply to `parentId` that this agent already sent in the thread. */
-  async #findReply(key: ReplyKey): Promise<Message | undefined> {
+  /**
+   * Looks in the thread for this very reply (same parent, same body and content type) already
+   * sent by this agent. Matching the body keeps a handler's earlier `ctx.reply()` progress
+   * messages from being mistaken for the final reply.
+   */
+  async #findReply(key: ReplyKey, request: SendRequest): Promise<Message | undefined> {
+    const body = JSON.stringify(request.body ?? null);
+    const contentType = request.content_type ?? 'application/json';
     let cursor: string | undefined;
     for (let page = 0; page < 20; page++) {
       const res = await this.#client.thread(key.threadId, { limit: 100, ...(cursor ? { cursor } : {}) }, this.#closing.signal);
-      const hit = res.messages.find((m) => m.sender_key === this.#client.publicKey && m.in_reply_to === key.parentId);
+      const hit = res.messages.find(
+        (m) =>
+          m.sender_key === this.#client.publicKey &&
+          m.in_reply_to === key.parentId &&
+          m.content_type === contentType &&
+          JSON.stringify(m.body) === body,
+      );
       if (hit) return hit;
       if (!res.has_more || !res.next_cursor) return undefined;
       cursor = res.next_cursor;

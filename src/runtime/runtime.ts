@@ -10,7 +10,7 @@
  *
  * The runtime never prints: it reports through typed events.
  */
-import { type Clock, systemClock } from '../core/clock.js';
+import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, type MrpError, TimeoutError, toMrpError } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
@@ -222,7 +222,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       this.#pump();
       return;
     }
-    this.#track(this.#finish(entry.message, entry.reply ?? null, entry.replyId, this.#clock.now(), true));
+    this.#track(this.#finish(entry.message, entry.reply ?? null, entry.replyId, this.#clock.now(), true, true));
   }
 
   /** The consumer side of capacity: how many more messages a poll may bring. */
@@ -307,7 +307,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     const plan = await this.#invoke(message, item.redelivered);
     if (plan === 'aborted') return this.#abandon(message);
     await this.#journal.handled(message.message_id, plan);
-    this.#track(this.#finish(message, plan, undefined, started, item.redelivered));
+    this.#track(this.#finish(message, plan, undefined, started, item.redelivered, false));
   }
 
   #abandon(message: Message): void {
@@ -375,8 +375,18 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     };
   }
 
-  /** Reply (unless already sent) → ack → done. */
-  async #finish(message: Message, plan: PlannedReply | null, replyId: string | undefined, started: number, redelivered: boolean): Promise<void> {
+  /**
+   * Reply (unless already sent) → ack → done. `resumed`: the handler finished in an earlier run,
+   * which may have sent the reply without recording it, so the thread is checked first.
+   */
+  async #finish(
+    message: Message,
+    plan: PlannedReply | null,
+    replyId: string | undefined,
+    started: number,
+    redelivered: boolean,
+    resumed: boolean,
+  ): Promise<void> {
     const id = message.message_id;
     let outcome: Outcome = plan === null ? 'no_reply' : plan.outcome === 'ok' ? 'replied' : plan.outcome;
     let error: HandledEvent['error'];
@@ -389,6 +399,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
         const res = await this.#outbox.send(replyTo(message, plan.body, plan.content_type), {
           parentId: id,
           threadId: message.thread_id ?? id,
+          checkFirst: resumed,
         });
         replyId = res.message_id;
         this.stats.replies++;
@@ -435,13 +446,19 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.emit('draining', { running: this.#running.size, queued: queued.length, replies: this.#outbox.pending });
     await this.#source.stopIntake();
     const deadline = this.#clock.now() + this.#graceMs;
-    const untilDeadline = (): Promise<'timeout'> =>
-      new Promise((resolve) => this.#clock.setTimeout(() => resolve('timeout'), Math.max(0, deadline - this.#clock.now())));
-    if (this.#running.size > 0 && (await Promise.race([Promise.all(this.#running).then(() => 'done' as const), untilDeadline()])) === 'timeout') {
+    const inTime = async (work: Set<Promise<void>>): Promise<boolean> => {
+      if (work.size === 0) return true;
+      let timer: Timer | undefined;
+      const late = new Promise<false>((resolve) => (timer = this.#clock.setTimeout(() => resolve(false), Math.max(0, deadline - this.#clock.now()))));
+      const result = await Promise.race([Promise.all(work).then(() => true), late]);
+      timer?.cancel();
+      return result;
+    };
+    if (!(await inTime(this.#running))) {
       this.#shutdown.abort(new AbortError('the runner is shutting down'));
       await Promise.all(this.#running);
     }
-    if (this.#finishing.size > 0 && (await Promise.race([Promise.all(this.#finishing).then(() => 'done' as const), untilDeadline()])) === 'timeout') {
+    if (!(await inTime(this.#finishing))) {
       this.#outbox.close();
       await Promise.all(this.#finishing);
     }

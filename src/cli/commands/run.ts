@@ -3,7 +3,6 @@ import { relative, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
 import { loadHandler } from '../../runtime/handler.js';
-import { startAgent } from '../agent.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { EXIT, exitCodeFor } from '../exit.js';
@@ -48,6 +47,8 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
       ? await loadManifest(manifestPath, { cwd: ctx.deps.cwd, contacts: () => ctx.contacts(), contactsFile: ctx.contactsPath })
       : undefined;
 
+  // The runtime (ws, jiti) loads only here, so `mrp --help` stays fast.
+  const { startAgent } = await import('../agent.js');
   const { runtime, reporter } = await startAgent(ctx, {
     relayUrl: settings.relay.value,
     keypair,

@@ -1,0 +1,132 @@
+import assert from 'node:assert/strict';
+import { appendFile, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { ConfigError } from '../../src/core/errors.js';
+import type { Message } from '../../src/protocol/types.js';
+import { Journal } from '../../src/runtime/journal.js';
+import { tempDir } from '../helpers/cli.js';
+
+const DAY = 86_400_000;
+
+function message(id: string, expiresAt: number): Message {
+  return {
+    message_id: id,
+    sender_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ',
+    recipient_key: '5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA',
+    content_type: 'application/json',
+    body: { id },
+    attachments: [],
+    thread_id: null,
+    in_reply_to: null,
+    metadata: {},
+    status: 'sent',
+    created_at: new Date(expiresAt - 7 * DAY).toISOString(),
+    expires_at: new Date(expiresAt).toISOString(),
+    delivered_at: null,
+  };
+}
+
+describe('journal', () => {
+  it('replays: done ids are remembered, unfinished entries resume at their step', async (t) => {
+    const dir = await tempDir(t);
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const exp = clock.now() + 7 * DAY;
+    const j = Journal.open(dir, { clock });
+    await j.received(message('m1', exp));
+    await j.received(message('m2', exp));
+    await j.received(message('m3', exp));
+    await j.received(message('m4', exp));
+    await j.handled('m2', { body: { ok: 1 }, content_type: 'application/json', outcome: 'ok' });
+    await j.handled('m3', null);
+    j.replied('m3', 'msg_reply');
+    await j.handled('m4', null);
+    j.done('m4');
+    j.close();
+
+    const again = Journal.open(dir, { clock });
+    t.after(() => again.close());
+    assert.equal(again.isDone('m4'), true);
+    assert.equal(again.isDone('m1'), false);
+    const recovered = again.takeRecovered();
+    assert.deepEqual(
+      recovered.map((e) => [e.id, e.state, e.reply, e.replyId]),
+      [
+        ['m1', 'received', undefined, undefined],
+        ['m2', 'handled', { body: { ok: 1 }, content_type: 'application/json', outcome: 'ok' }, undefined],
+        ['m3', 'replied', null, 'msg_reply'],
+      ],
+    );
+    assert.deepEqual(recovered[0]!.message.body, { id: 'm1' });
+    assert.deepEqual(again.takeRecovered(), [], 'recovered entries are handed out once');
+  });
+
+  it('ignores a torn last line (crash mid-write)', async (t) => {
+    const dir = await tempDir(t);
+    const j = Journal.open(dir, {});
+    await j.received(message('a', Date.now() + DAY));
+    await j.received(message('b', Date.now() + DAY));
+    j.close();
+    const path = join(dir, 'journal.jsonl');
+    const size = (await stat(path)).size;
+    await truncate(path, size - 10);
+    await appendFile(path, '');
+    const again = Journal.open(dir, {});
+    t.after(() => again.close());
+    assert.deepEqual(again.takeRecovered().map((e) => e.id), ['a']);
+    await again.received(message('c', Date.now() + DAY));
+    again.flush();
+    const lines = (await readFile(path, 'utf8')).trim().split('\n');
+    assert.ok(lines.every((l) => JSON.parse(l)), 'the file is whole lines again after the compaction on open');
+  });
+
+  it('forgets done ids once their message can no longer come back, and compacts', async (t) => {
+    const dir = await tempDir(t);
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const j = Journal.open(dir, { clock });
+    await j.received(message('short', clock.now() + 60_000));
+    j.done('short');
+    await j.received(message('long', clock.now() + 20 * DAY));
+    j.done('long');
+    j.close();
+    clock.advance(8 * DAY);
+    let again = Journal.open(dir, { clock });
+    assert.equal(again.isDone('short'), false, 'kept 7 days (minimum), then forgotten');
+    assert.equal(again.isDone('long'), true, 'kept until its message expires');
+    again.close();
+    clock.advance(13 * DAY);
+    again = Journal.open(dir, { clock });
+    t.after(() => again.close());
+    assert.equal(again.isDone('long'), false);
+    assert.equal((await readFile(join(dir, 'journal.jsonl'), 'utf8')).trim(), '');
+  });
+
+  it('stays bounded: the file is rewritten as it grows', async (t) => {
+    const dir = await tempDir(t);
+    const j = Journal.open(dir, {});
+    t.after(() => j.close());
+    for (let i = 0; i < 30_000; i++) {
+      const m = message(`m${i}`, Date.now() + DAY);
+      void j.received(m);
+      void j.handled(m.message_id, null);
+      j.done(m.message_id);
+      if (i % 1000 === 0) j.flush();
+    }
+    j.flush();
+    assert.equal(j.doneCount, 30_000);
+    assert.equal(j.unfinishedCount, 0);
+    const lines = (await readFile(join(dir, 'journal.jsonl'), 'utf8')).trim().split('\n').length;
+    assert.ok(lines < 30_000 * 3, `compacted (${lines} lines for 90 000 records)`);
+  });
+
+  it('one runner per identity: a live lock is refused, a stale one taken over', async (t) => {
+    const dir = await tempDir(t);
+    await writeFile(join(dir, 'lock'), `${process.ppid}\n`);
+    assert.throws(() => Journal.open(dir, {}), (e: unknown) => e instanceof ConfigError && e.code === 'journal_locked' && /pid/.test(e.message));
+    await writeFile(join(dir, 'lock'), '99999999\n');
+    const j = Journal.open(dir, {});
+    j.close();
+    await assert.rejects(stat(join(dir, 'lock')), 'lock released on close');
+  });
+});
