@@ -12,7 +12,7 @@ import type { Handler } from '../runtime/handler.js';
 import { Journal } from '../runtime/journal.js';
 import { Runtime } from '../runtime/runtime.js';
 import type { CliContext } from './context.js';
-import type { Manifest } from './manifest.js';
+import { applyManifest, type Manifest } from './manifest.js';
 import { type LogFormat, Reporter } from './reporter.js';
 import { packageVersion } from './version.js';
 
@@ -36,13 +36,6 @@ export interface RunningAgent {
   runtime: Runtime;
   reporter: Reporter;
   client: RelayClient;
-}
-
-/** PATCHes the profile and PUTs the ACL entries a manifest asks for. */
-export async function applyManifest(client: RelayClient, manifest: Manifest): Promise<void> {
-  if (Object.keys(manifest.patch).length > 0) await client.updateProfile(manifest.patch);
-  for (const peer of manifest.acl?.allow ?? []) await client.putAcl(peer, 'allow');
-  for (const peer of manifest.acl?.block ?? []) await client.putAcl(peer, 'block');
 }
 
 export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<RunningAgent> {

@@ -8,7 +8,8 @@ import { main } from './main.js';
 export async function run(argv: string[]): Promise<void> {
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      // The reader went away (`mrp tail | head`, a closed terminal): nothing left to say.
+      if (err.code === 'EPIPE' || err.code === 'EIO' || err.code === 'ERR_STREAM_DESTROYED') process.exit(process.exitCode ?? 0);
       throw err;
     });
   }

@@ -4,12 +4,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type ContactBook, emptyBook, parseContacts, serializeContacts } from '../protocol/contacts.js';
+import { RelayClient } from '../client/http.js';
+import { type ContactBook, emptyBook, parseContacts, resolveRecipient, serializeContacts } from '../protocol/contacts.js';
 import { ConfigFile, ensureDir, mrpHome, resolveSettings, type Settings } from './config.js';
 import type { Deps } from './deps.js';
 import { writeFileAtomic } from './files.js';
 import { type LoadedKey, readKeyFile } from './keys.js';
 import { Output } from './output.js';
+import { packageVersion } from './version.js';
 
 export interface GlobalOptions {
   relay?: string | undefined;
@@ -52,6 +54,26 @@ export class CliContext {
     const { key_file } = await this.settings();
     const hint = key_file.source === 'default' ? 'mrp keygen' : `mrp keygen --key ${key_file.value}`;
     return readKeyFile(key_file.value, hint);
+  }
+
+  /**
+   * A signed client for the configured relay and identity. CLI calls do not sit out long rate
+   * limits: a 429 is reported (with when to retry) rather than waited for silently.
+   */
+  async client(options: { maxRetryAfterMs?: number } = {}): Promise<RelayClient> {
+    const [{ relay }, { keypair }] = await Promise.all([this.settings(), this.identity()]);
+    return new RelayClient({
+      relayUrl: relay.value,
+      keypair,
+      clock: this.deps.clock,
+      maxRetryAfterMs: options.maxRetryAfterMs ?? 2000,
+      userAgent: `mrp/${packageVersion()}`,
+    });
+  }
+
+  /** A public key, or the key of the contact with that name or alias (§1.3). */
+  async resolve(recipient: string): Promise<string> {
+    return resolveRecipient(await this.contacts(), recipient, this.contactsPath);
   }
 
   get contactsPath(): string {

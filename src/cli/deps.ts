@@ -49,11 +49,22 @@ export function processDeps(): Deps {
       return () => void process.off(signal, handler);
     },
     onUncaught(handler) {
-      process.on('unhandledRejection', handler);
-      process.on('uncaughtException', handler);
+      let inside = false;
+      const guarded = (err: unknown): void => {
+        // An error while reporting an error (e.g. stdout is gone) must not loop: give up.
+        if (inside) process.exit(1);
+        inside = true;
+        try {
+          handler(err);
+        } finally {
+          inside = false;
+        }
+      };
+      process.on('unhandledRejection', guarded);
+      process.on('uncaughtException', guarded);
       return () => {
-        process.off('unhandledRejection', handler);
-        process.off('uncaughtException', handler);
+        process.off('unhandledRejection', guarded);
+        process.off('uncaughtException', guarded);
       };
     },
   };

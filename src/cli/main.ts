@@ -3,11 +3,25 @@
  * (`exitCodeFor`), printed once by `Output.error`.
  */
 import { Command, CommanderError } from 'commander';
+import * as acl from './commands/acl.js';
+import * as announce from './commands/announce.js';
+import * as capabilities from './commands/capabilities.js';
+import * as completion from './commands/completion.js';
 import * as config from './commands/config.js';
 import * as contacts from './commands/contacts.js';
+import * as dev from './commands/dev.js';
+import * as discover from './commands/discover.js';
+import * as health from './commands/health.js';
+import * as init from './commands/init.js';
 import * as keygen from './commands/keygen.js';
+import * as message from './commands/message.js';
+import * as profile from './commands/profile.js';
+import * as recv from './commands/recv.js';
 import * as relay from './commands/relay.js';
 import * as run from './commands/run.js';
+import * as send from './commands/send.js';
+import * as tail from './commands/tail.js';
+import * as thread from './commands/thread.js';
 import * as whoami from './commands/whoami.js';
 import type { Deps } from './deps.js';
 import { EXIT, exitCodeFor } from './exit.js';
@@ -15,7 +29,29 @@ import { Output } from './output.js';
 import { addGlobalOptions, globalsOf, ReportedError } from './program.js';
 import { packageVersion } from './version.js';
 
-const COMMANDS = [keygen, whoami, run, relay, contacts, config];
+/** In help order: the everyday loop first, then the rest. */
+const COMMANDS = [
+  init,
+  dev,
+  run,
+  send,
+  tail,
+  recv,
+  thread,
+  message,
+  announce,
+  profile,
+  discover,
+  capabilities,
+  acl,
+  contacts,
+  keygen,
+  whoami,
+  health,
+  config,
+  relay,
+  completion,
+];
 
 export function buildProgram(deps: Deps): Command {
   const program = new Command('mrp')

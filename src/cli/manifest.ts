@@ -7,7 +7,8 @@ import { readFile } from 'node:fs/promises';
 import { relative } from 'node:path';
 import { ConfigError, MrpError } from '../core/errors.js';
 import { type ContactBook, resolveRecipient } from '../protocol/contacts.js';
-import type { ProfilePatch } from '../protocol/types.js';
+import type { RelayClient } from '../client/http.js';
+import type { AclEntry, AgentProfile, ProfilePatch } from '../protocol/types.js';
 import { isPlainObject, validateProfilePatch, ValidationError } from '../protocol/validate.js';
 
 export const MANIFEST_KEYS = ['name', 'visibility', 'inbox_policy', 'capabilities', 'metadata', 'acl'] as const;
@@ -133,4 +134,42 @@ export async function loadManifest(file: string, options: { cwd: string; contact
     if (both.length) fail(['acl'], 'acl', `${both[0]} is in both allow and block`);
   }
   return { file, patch, acl };
+}
+
+/** PATCHes the profile and PUTs the ACL entries a manifest asks for (entries it omits stay). */
+export async function applyManifest(client: RelayClient, manifest: Manifest): Promise<void> {
+  if (Object.keys(manifest.patch).length > 0) await client.updateProfile(manifest.patch);
+  for (const peer of manifest.acl?.allow ?? []) await client.putAcl(peer, 'allow');
+  for (const peer of manifest.acl?.block ?? []) await client.putAcl(peer, 'block');
+}
+
+export interface ManifestChange {
+  field: string;
+  from: unknown;
+  to: unknown;
+}
+
+const PATCH_TO_MANIFEST: Record<keyof ProfilePatch, string> = {
+  display_name: 'name',
+  visibility: 'visibility',
+  inbox_policy: 'inbox_policy',
+  metadata: 'metadata',
+  capabilities: 'capabilities',
+};
+
+/** What applying `manifest` would change on the relay, field by field (`name` as in the file). */
+export function manifestChanges(manifest: Manifest, profile: AgentProfile, acl: AclEntry[]): ManifestChange[] {
+  const changes: ManifestChange[] = [];
+  for (const [key, to] of Object.entries(manifest.patch) as Array<[keyof ProfilePatch, unknown]>) {
+    const from = profile[key];
+    if (JSON.stringify(from) !== JSON.stringify(to)) changes.push({ field: PATCH_TO_MANIFEST[key], from, to });
+  }
+  const current = new Map(acl.map((e) => [e.peer_key, e.entry_type]));
+  for (const type of ['allow', 'block'] as const) {
+    for (const peer of manifest.acl?.[type] ?? []) {
+      const from = current.get(peer);
+      if (from !== type) changes.push({ field: `acl.${type}`, from: from ? `${from} ${peer}` : null, to: `${type} ${peer}` });
+    }
+  }
+  return changes;
 }

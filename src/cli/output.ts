@@ -5,6 +5,7 @@
  */
 import { MrpError, RelayError } from '../core/errors.js';
 import type { Deps, OutStream } from './deps.js';
+import { hintFor } from './hints.js';
 
 type Paint = (text: string) => string;
 
@@ -131,7 +132,8 @@ export class Output {
     const message = err instanceof Error ? err.message : String(err);
     if (this.json) {
       const body: Record<string, unknown> = { code: e?.code ?? 'internal_error', message };
-      if (e?.hint) body['hint'] = e.hint;
+      const hint = hintFor(err);
+      if (hint) body['hint'] = hint;
       if (e?.details) body['details'] = e.details;
       if (err instanceof RelayError && err.requestId) body['request_id'] = err.requestId;
       this.#stderr.write(`${JSON.stringify({ error: body })}\n`);
@@ -170,6 +172,6 @@ function visibleLength(text: string): number {
 export function formatErrorLine(err: unknown, style: Style = PLAIN_STYLE): string {
   const message = err instanceof Error ? err.message : String(err);
   const text = err instanceof RelayError && !message.startsWith(err.code) ? `${err.code}: ${message}` : message;
-  const hint = err instanceof MrpError && err.hint ? ` — ${err.hint}` : '';
+  const hint = hintFor(err) ? ` — ${hintFor(err)}` : '';
   return `${style.red('error:')} ${text.replace(/\s*\n\s*/g, ' ')}${hint}`;
 }

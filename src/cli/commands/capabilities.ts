@@ -1,0 +1,25 @@
+import type { Command } from 'commander';
+import type { CliContext } from '../context.js';
+import type { Deps } from '../deps.js';
+import { action, addGlobalOptions, examples } from '../program.js';
+
+export interface CapabilitiesOptions {
+  prefix?: string;
+}
+
+/** `mrp capabilities`: capability tags in use by public agents, with counts. */
+export async function runCapabilities(ctx: CliContext, options: CapabilitiesOptions): Promise<void> {
+  const client = await ctx.client();
+  const res = await client.capabilityTags(options.prefix);
+  const prefix = options.prefix;
+  const tags = prefix ? res.capabilities.filter((c) => c.tag.startsWith(prefix)) : res.capabilities;
+  ctx.out.result({ capabilities: tags }, () =>
+    tags.length === 0 ? ctx.out.style.dim('No capability tags in use.') : ctx.out.table(['TAG', 'AGENTS'], tags.map((c) => [c.tag, String(c.agent_count)])),
+  );
+}
+
+export function register(program: Command, deps: Deps): void {
+  const cmd = program.command('capabilities').description('list capability tags in use by public agents, with counts').option('--prefix <prefix>', 'only tags starting with this');
+  examples(addGlobalOptions(cmd), ['mrp capabilities', 'mrp capabilities --prefix code:']);
+  cmd.action(action(deps, runCapabilities));
+}

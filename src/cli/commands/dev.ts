@@ -1,0 +1,170 @@
+import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { basename, dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import { MrpError, UsageError } from '../../core/errors.js';
+import { Keypair } from '../../protocol/signing.js';
+import { loadHandler } from '../../runtime/handler.js';
+import type { CliContext } from '../context.js';
+import type { Deps } from '../deps.js';
+import { EXIT } from '../exit.js';
+import { readKeyFile, writeKeyFile } from '../keys.js';
+import { loadManifest } from '../manifest.js';
+import { intOption } from '../options.js';
+import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
+import { bodyPreview } from '../render.js';
+import { shutdownSignals } from '../signals.js';
+
+export interface DevOptions {
+  handler?: string;
+  port?: string;
+  mode?: string;
+  demo?: boolean;
+  watch?: boolean;
+  once?: boolean;
+}
+
+const ECHO = fileURLToPath(new URL('../../../handlers/echo.ts', import.meta.url));
+const DEFAULT_PORT = 8787;
+
+async function devKey(path: string): Promise<Keypair> {
+  if (!existsSync(path)) {
+    const kp = Keypair.generate();
+    await writeKeyFile(path, kp);
+    return kp;
+  }
+  return (await readKeyFile(path)).keypair;
+}
+
+/**
+ * `mrp dev`: a relay and a handler on this machine, wired together. Sends a first message so
+ * the whole path is visible at once, prints a ready-to-paste `mrp send`, shows the traffic, and
+ * reloads the handler when its files change.
+ */
+export async function runDev(ctx: CliContext, options: DevOptions): Promise<void> {
+  const mode = options.mode ?? 'websocket';
+  if (mode !== 'websocket' && mode !== 'poll') throw new UsageError(`--mode: "${mode}" must be websocket or poll`, { code: 'invalid_argument' });
+  const port = intOption(options.port, '--port', DEFAULT_PORT, 0, 65535);
+  const handlerPath = options.handler ? resolve(ctx.deps.cwd, options.handler) : ECHO;
+  const shown = options.handler ? relative(ctx.deps.cwd, handlerPath) || handlerPath : 'the bundled echo handler';
+  const loaded = await loadHandler(handlerPath, { cwd: ctx.deps.cwd });
+
+  const home = join(ctx.home, 'dev');
+  const agentKey = await devKey(join(home, 'agent.key'));
+  const userKeyPath = join(home, 'user.key');
+  const userKey = await devKey(userKeyPath);
+
+  const { createRelay } = await import('../../relay/index.js');
+  const makeRelay = (p: number) =>
+    createRelay({ host: '127.0.0.1', port: p, dataDir: join(home, 'data'), sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0, clock: ctx.deps.clock });
+  let relay = makeRelay(port);
+  let url: string;
+  try {
+    url = await relay.listen();
+  } catch (err) {
+    await relay.close();
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || options.port !== undefined) throw err;
+    relay = makeRelay(0);
+    url = await relay.listen();
+  }
+
+  const manifestPath = resolve(ctx.deps.cwd, 'mrp.yaml');
+  const manifest = existsSync(manifestPath)
+    ? await loadManifest(manifestPath, { cwd: ctx.deps.cwd, contacts: () => ctx.contacts(), contactsFile: ctx.contactsPath })
+    : undefined;
+  const { startAgent } = await import('../agent.js');
+  const logFormat = ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json';
+  const { runtime, reporter } = await startAgent(ctx, {
+    relayUrl: url,
+    keypair: agentKey,
+    handler: loaded.handler,
+    handlerLabel: shown,
+    mode,
+    concurrency: 8,
+    timeoutMs: 30_000,
+    graceMs: 5_000,
+    manifest,
+    logFormat,
+    payloads: true,
+  });
+  const { style } = ctx.out;
+  const sendCommand = `mrp send --relay ${url} --key ${userKeyPath} ${agentKey.publicKey} "hello" --wait`;
+  reporter.line(`${style.green('●')} relay   ${style.bold(url)}  ${style.dim(`(data ${join(home, 'data')})`)}`);
+  reporter.line(`${style.green('●')} agent   ${agentKey.publicKey}  ${style.dim(`running ${shown}`)}`);
+  reporter.event('dev', { relay: url, agent: agentKey.publicKey, user: userKey.publicKey, handler: handlerPath, send: sendCommand });
+
+  const signals = shutdownSignals(ctx.deps);
+  const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
+  const watchers: FSWatcher[] = [];
+  let demoFailed: unknown;
+  try {
+    runtime.start();
+    await runtime.next('connected');
+    if (options.demo !== false) {
+      const { RelayClient } = await import('../../client/http.js');
+      const user = new RelayClient({ relayUrl: url, keypair: userKey, clock: ctx.deps.clock });
+      const body = { text: 'hello from mrp dev' };
+      try {
+        const sent = await user.send({ recipient_key: agentKey.publicKey, body });
+        reporter.line(`${style.cyan('→')} demo    sent ${bodyPreview(body)} ${style.dim(sent.message_id)}`);
+        const page = await user.poll({ in_reply_to: sent.message_id, wait: 10, limit: 1 });
+        const reply = page.messages[0];
+        if (reply) reporter.line(`${style.green('←')} reply   ${bodyPreview(reply.body, 200)} ${style.dim(reply.message_id)}`);
+        else reporter.line(`${style.yellow('…')} the handler did not reply to the demo message within 10 s`);
+        reporter.event('demo', { sent: sent.message_id, reply: reply ?? null });
+        if (!reply) demoFailed = new MrpError('timeout', 'reply_timeout', 'the handler did not answer the demo message within 10 s');
+      } catch (err) {
+        demoFailed = err;
+        reporter.problem('demo_failed', err);
+      }
+    }
+    reporter.line('');
+    reporter.line(`Try it from another terminal:\n  ${style.bold(sendCommand)}`);
+    if (!options.once) {
+      reporter.line(style.dim(`Watching ${basename(handlerPath)} and its folder for changes · Ctrl-C to stop`));
+      if (options.watch !== false) {
+        let pending: NodeJS.Timeout | undefined;
+        const reload = (): void => {
+          loadHandler(handlerPath, { cwd: ctx.deps.cwd, fresh: true }).then(
+            (next) => {
+              runtime.setHandler(next.handler);
+              reporter.line(`${style.cyan('↻')} reloaded ${shown}`);
+              reporter.event('reloaded', { handler: handlerPath });
+            },
+            (err: unknown) => reporter.problem('reload_failed', err instanceof MrpError ? err : new Error(String(err))),
+          );
+        };
+        const onChange = (_event: string, file: string | Buffer | null): void => {
+          if (file && !/\.(c|m)?[jt]s$/.test(String(file))) return;
+          clearTimeout(pending);
+          pending = setTimeout(reload, 150);
+        };
+        watchers.push(watch(dirname(handlerPath), onChange));
+      }
+      await Promise.race([signals.first, runtime.finished]);
+    }
+    const stopped = runtime.stop().then(() => 'stopped' as const);
+    if ((await Promise.race([stopped, signals.second.then(() => 'forced' as const)])) === 'forced') throw new ReportedError(EXIT.interrupted);
+  } finally {
+    for (const w of watchers) w.close();
+    signals.dispose();
+    offUncaught();
+    await relay.close();
+  }
+  if (options.once && demoFailed) throw new ReportedError(EXIT.failure);
+}
+
+export function register(program: Command, deps: Deps): void {
+  const cmd = program
+    .command('dev')
+    .description('run a local relay and a handler together (offline), show a message answered end to end')
+    .option('-H, --handler <path>', 'handler module (default: the bundled echo handler)')
+    .option('--port <port>', `relay port (default ${DEFAULT_PORT}, or any free one)`)
+    .option('-m, --mode <mode>', 'websocket or poll', 'websocket')
+    .option('--no-demo', 'do not send the first demo message')
+    .option('--no-watch', 'do not reload the handler when its files change')
+    .option('--once', 'send the demo message, show the reply, and exit');
+  examples(addGlobalOptions(cmd), ['mrp dev', 'mrp dev --handler ./handler.ts', 'mrp dev --once   # a quick end-to-end check']);
+  cmd.addHelpText('after', '\nKeys and data live under $MRP_HOME/dev (agent.key, user.key, data/). Rate limits are off.\n');
+  cmd.action(action(deps, runDev));
+}

@@ -1,0 +1,192 @@
+import { readFile } from 'node:fs/promises';
+import { Command, Option } from 'commander';
+import { sleep } from '../../core/async.js';
+import type { Clock } from '../../core/clock.js';
+import { formatDuration, parseDuration } from '../../core/duration.js';
+import { TimeoutError, UsageError } from '../../core/errors.js';
+import type { RelayClient } from '../../client/http.js';
+import { shortKey } from '../../protocol/encoding.js';
+import type { JsonObject, JsonValue, Message, SendRequest } from '../../protocol/types.js';
+import { validateSendRequest } from '../../protocol/validate.js';
+import type { CliContext } from '../context.js';
+import type { Deps, InStream } from '../deps.js';
+import { action, addGlobalOptions, examples } from '../program.js';
+import { messageBlock } from '../render.js';
+
+export interface SendOptions {
+  to?: string;
+  text?: string;
+  /** `--json <value>` is the body; a bare `--json` asks for JSON output. */
+  json?: string | boolean;
+  body?: string;
+  file?: string;
+  contentType?: string;
+  thread?: string;
+  inReplyTo?: string;
+  replyTo?: string;
+  ttl?: string;
+  meta?: string[];
+  wait?: string | boolean;
+}
+
+const DEFAULT_WAIT_S = 30;
+
+async function readStdin(stdin: InStream): Promise<string> {
+  if (stdin.isTTY) throw new UsageError('"-" reads the body from stdin, but stdin is a terminal; pipe something in', { code: 'invalid_argument' });
+  let text = '';
+  for await (const chunk of stdin) text += typeof chunk === 'string' ? chunk : chunk.toString('utf8');
+  return text;
+}
+
+function isJsonType(contentType: string): boolean {
+  return contentType === 'application/json' || contentType.endsWith('+json');
+}
+
+/** Parses text as the body: JSON for JSON content types, a JSON string otherwise. */
+function bodyFrom(text: string, contentType: string, where: string): JsonValue {
+  if (!isJsonType(contentType)) return text;
+  try {
+    return JSON.parse(text) as JsonValue;
+  } catch (err) {
+    throw new UsageError(`${where} is not valid JSON (${(err as Error).message})`, {
+      code: 'invalid_argument',
+      hint: 'use --text for plain text, or --content-type text/plain',
+    });
+  }
+}
+
+/** Works out recipient and body from positionals and flags: exactly one body source. */
+async function compose(ctx: CliContext, options: SendOptions, args: string[]): Promise<{ recipient: string; body: JsonValue }> {
+  const positional = [...args];
+  const recipientArg = options.to ?? positional.shift();
+  if (!recipientArg) throw new UsageError('who to send to? give a public key or contact name (first argument or --to)', { code: 'missing_argument' });
+  const contentType = options.contentType ?? 'application/json';
+  const sources: Array<[string, () => Promise<JsonValue>]> = [];
+  const text = positional.join(' ');
+  if (positional.length === 1 && positional[0] === '-') sources.push(['-', async () => bodyFrom(await readStdin(ctx.deps.stdin), contentType, 'stdin')]);
+  else if (positional.length > 0) sources.push(['text', async () => (isJsonType(contentType) ? { text } : text)]);
+  if (options.text !== undefined) sources.push(['--text', async () => (isJsonType(contentType) ? { text: options.text! } : options.text!)]);
+  const jsonBody = typeof options.json === 'string' ? options.json : options.body;
+  if (jsonBody !== undefined) sources.push(['--json', async () => bodyFrom(jsonBody, 'application/json', '--json value')]);
+  if (options.file !== undefined) {
+    const file = options.file;
+    sources.push([
+      '--file',
+      async () => bodyFrom(file === '-' ? await readStdin(ctx.deps.stdin) : await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+        throw new UsageError(`--file: cannot read ${file} (${err.code ?? err.message})`, { code: 'invalid_argument' });
+      }), contentType, file === '-' ? 'stdin' : file),
+    ]);
+  }
+  if (sources.length === 0) {
+    throw new UsageError('nothing to send: give a text, --text, --json <value>, --file <path>, or - to read stdin', { code: 'missing_argument' });
+  }
+  if (sources.length > 1) {
+    throw new UsageError(`give one body, not several (${sources.map(([n]) => n).join(', ')})`, { code: 'invalid_argument' });
+  }
+  return { recipient: await ctx.resolve(recipientArg), body: await sources[0]![1]() };
+}
+
+function metadata(pairs: string[] | undefined): JsonObject | undefined {
+  if (!pairs?.length) return undefined;
+  const out: JsonObject = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--meta "${pair}" must look like key=value`, { code: 'invalid_argument' });
+    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
+}
+
+function ttlSeconds(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDuration(value);
+  if (ms === undefined || ms < 1000) throw new UsageError(`--ttl "${value}" must be a duration of at least 1s (e.g. 3600, 1h, 7d)`, { code: 'invalid_argument' });
+  return Math.round(ms / 1000);
+}
+
+/** Waits for the reply to `messageId` with long polls filtered on `in_reply_to`. */
+async function waitForReply(client: RelayClient, messageId: string, seconds: number, clock: Clock): Promise<Message> {
+  const now = (): number => clock.now();
+  const deadline = now() + seconds * 1000;
+  for (;;) {
+    const left = Math.ceil((deadline - now()) / 1000);
+    if (left <= 0) break;
+    const started = now();
+    const page = await client.poll({ in_reply_to: messageId, limit: 1, wait: Math.min(20, left) });
+    if (page.messages[0]) return page.messages[0];
+    // A relay without long polls answers at once: do not spin.
+    if (now() - started < 900) await sleep(1000, { clock });
+  }
+  const status = await client.messageStatus(messageId).catch(() => undefined);
+  const state =
+    status?.status === 'sent' ? 'the recipient has not picked it up yet' : status?.status === 'delivered' ? 'it was delivered but not answered' : 'no status';
+  throw new TimeoutError(`no reply to ${messageId} within ${formatDuration(seconds * 1000)} (${state})`, {
+    code: 'reply_timeout',
+    hint: 'wait longer with --wait <seconds>, or check on it later with `mrp status`',
+  });
+}
+
+export async function runSend(ctx: CliContext, options: SendOptions, args: string[]): Promise<void> {
+  const { recipient, body } = await compose(ctx, options, args);
+  const request: SendRequest = { recipient_key: recipient, body, content_type: options.contentType ?? 'application/json' };
+  if (options.thread !== undefined) request.thread_id = options.thread;
+  const inReplyTo = options.inReplyTo ?? options.replyTo;
+  if (inReplyTo !== undefined) request.in_reply_to = inReplyTo;
+  const ttl = ttlSeconds(options.ttl);
+  if (ttl !== undefined) request.expires_in = ttl;
+  const meta = metadata(options.meta);
+  if (meta) request.metadata = meta;
+  validateSendRequest(request);
+
+  const waitSeconds =
+    options.wait === undefined || options.wait === false ? undefined : options.wait === true ? DEFAULT_WAIT_S : Number(options.wait);
+  if (waitSeconds !== undefined && !(Number.isFinite(waitSeconds) && waitSeconds > 0)) {
+    throw new UsageError(`--wait "${String(options.wait)}" must be a number of seconds`, { code: 'invalid_argument' });
+  }
+  const jsonOut = ctx.globals.json;
+  const client = await ctx.client();
+  const sent = await client.send(request);
+  const { style } = ctx.out;
+  const plain = !ctx.out.isTTY || ctx.out.quiet;
+  if (waitSeconds === undefined) {
+    ctx.out.result(sent, () => (plain ? sent.message_id : `${style.green('✔')} Sent ${style.bold(sent.message_id)} to ${shortKey(recipient)}`));
+    return;
+  }
+  if (!jsonOut && !plain) ctx.out.info(style.dim(`Sent ${sent.message_id}; waiting up to ${waitSeconds}s for a reply…`));
+  const reply = await waitForReply(client, sent.message_id, waitSeconds, ctx.deps.clock);
+  const contacts = await ctx.contacts();
+  ctx.out.result({ ...sent, reply }, () =>
+    plain ? JSON.stringify(reply.body) : messageBlock(reply, { style, contacts, self: client.publicKey }),
+  );
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function register(program: Command, deps: Deps): void {
+  const cmd = new Command('send')
+    .description('send a message (optionally wait for the reply)')
+    .argument('[recipient-and-text...]', 'public key or contact name, then the text (or - for stdin)')
+    .option('--to <recipient>', 'public key or contact name (instead of the first argument)')
+    .option('--text <text>', 'send {"text": <text>}')
+    .addOption(new Option('--json [value]', 'send this JSON value as the body (bare --json: JSON output)'))
+    .option('--body <json>', 'same as --json <value>')
+    .option('--file <path>', 'body from a file (- for stdin); parsed as JSON for JSON content types')
+    .option('--content-type <type>', 'content type', 'application/json')
+    .option('--thread <id>', 'thread id')
+    .option('--in-reply-to <message-id>', 'the message this answers')
+    .addOption(new Option('--reply-to <message-id>', 'alias of --in-reply-to').hideHelp())
+    .option('--ttl <duration>', 'time to live: seconds or e.g. 1h, 7d (default 7d, max 30d)')
+    .option('--meta <key=value>', 'metadata entry (repeatable)', collect)
+    .option('-w, --wait [seconds]', `wait for the reply and print it (default ${DEFAULT_WAIT_S}s)`);
+  program.addCommand(cmd);
+  examples(addGlobalOptions(cmd, { json: false }), [
+    'mrp send alice "hello there"',
+    'mrp send --to 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA --text hi',
+    `mrp send bot --content-type application/x-mrp-request+json --json '{"action":"ping"}' --wait`,
+    'echo \'{"n": 1}\' | mrp send bot - --wait 10 --json',
+    'mrp send alice --file report.json --thread q3 --meta priority=high',
+  ]);
+  cmd.action(action(deps, runSend));
+}
