@@ -53,7 +53,7 @@ export async function loadManifest(file: string, options: { cwd: string; contact
   const shown = relative(options.cwd, file) || file;
   const { parseDocument, LineCounter } = await import('yaml');
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
   const parseError = doc.errors[0];
   if (parseError) {
     const pos = parseError.linePos?.[0];

@@ -62,7 +62,8 @@ export function action<O>(deps: Deps, run: Run<O>): (...all: unknown[]) => Promi
     const cmd = all[all.length - 1] as Command;
     const ctx = await CliContext.create(deps, globalsOf(cmd));
     try {
-      await run(ctx, cmd.opts() as O, cmd.processedArgs as string[]);
+      // A variadic last argument arrives as an array: flatten so args are plain strings.
+      await run(ctx, cmd.opts() as O, (cmd.processedArgs as Array<string | string[]>).flat());
     } catch (err) {
       if (err instanceof ReportedError) throw err;
       ctx.out.error(err);
