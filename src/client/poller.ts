@@ -13,7 +13,8 @@ import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { type MrpError, RelayError, toMrpError } from '../core/errors.js';
-import { LIMITS } from '../protocol/constants.js';
+import { LIMITS, TIMING } from '../protocol/constants.js';
+import { formatTimestamp } from '../protocol/signing.js';
 import type { Message } from '../protocol/types.js';
 import type { RelayClient } from './http.js';
 
@@ -26,6 +27,8 @@ export interface PollerEvents extends Record<string, unknown[]> {
   retry: [{ error: MrpError; delayMs: number }];
   /** Recovered after failures. */
   recovered: [];
+  /** Something went wrong that the poller worked around. */
+  warning: [MrpError];
   fatal: [MrpError];
 }
 
@@ -43,6 +46,9 @@ export interface PollerOptions {
   backoff?: BackoffOptions;
   maxAuthFailures?: number;
 }
+
+/** How far back (before a cancelled poll started) to look for messages it may have taken. */
+const RECOVERY_MARGIN_MS = TIMING.timestampToleranceMs;
 
 export const POLLER_DEFAULTS = { waitSeconds: 20, intervalMs: 2000, limit: LIMITS.pollLimitMax, maxAuthFailures: 5 } as const;
 
@@ -87,15 +93,35 @@ export class Poller extends TypedEmitter<PollerEvents> {
     this.#wake?.();
   }
 
-  /**
-   * Stops polling. An in-flight poll is allowed to finish (and its batch is emitted): aborting it
-   * could lose messages the relay already marked delivered.
-   */
+  /** Stops polling: cancels a waiting long poll (recovering what it may have taken) and returns. */
   async stop(): Promise<void> {
     this.#running = false;
     this.#idle.abort();
     this.#wake?.();
     await this.#loop;
+  }
+
+  /**
+   * A long poll cancelled by `stop()` normally took nothing: the relay checks for the cancel
+   * before marking anything delivered. But a message that arrived in the instant before the
+   * cancel reached the relay was marked delivered and its answer lost. Such a message was created
+   * after the poll started waiting, so it is among the delivered messages since then (the
+   * margin covers clock skew); the consumer skips those it already has.
+   */
+  async #recover(pollStarted: number): Promise<void> {
+    const from = pollStarted - RECOVERY_MARGIN_MS;
+    let cursor: string | undefined;
+    try {
+      for (let page = 0; page < 10; page++) {
+        const res = await this.#client.poll({ status: 'delivered', since: formatTimestamp(from), limit: LIMITS.pollLimitMax, ...(cursor ? { cursor } : {}) });
+        const recent = res.messages.filter((m) => m.delivered_at !== null && Date.parse(m.delivered_at) >= from);
+        if (recent.length > 0) this.emit('batch', recent);
+        if (!res.has_more || !res.next_cursor) return;
+        cursor = res.next_cursor;
+      }
+    } catch (err) {
+      this.emit('warning', toMrpError(err));
+    }
   }
 
   async #pause(ms: number): Promise<void> {
@@ -119,7 +145,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
       const wait = this.#waitSeconds;
       const started = this.#clock.now();
       try {
-        const page = await this.#client.poll({ limit, ...(wait > 0 ? { wait } : {}) });
+        const page = await this.#client.poll({ limit, ...(wait > 0 ? { wait } : {}) }, this.#idle.signal);
         if (failures > 0) this.emit('recovered');
         failures = 0;
         authFailures = 0;
@@ -132,6 +158,11 @@ export class Poller extends TypedEmitter<PollerEvents> {
         }
         if (page.messages.length === 0 && this.#waitSeconds === 0 && this.#running) await this.#pause(this.#intervalMs);
       } catch (err) {
+        if (this.#idle.signal.aborted) {
+          // Stopped while a long poll was waiting: see what the relay may have handed it.
+          if (wait > 0) await this.#recover(started);
+          break;
+        }
         const error = toMrpError(err);
         if (error instanceof RelayError && error.code === 'bad_request' && wait > 0 && /wait/.test(error.message)) {
           this.#waitSeconds = 0;

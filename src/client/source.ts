@@ -104,6 +104,7 @@ export class PollSource extends TypedEmitter<SourceEvents> implements MessageSou
     });
     this.poller.on('recovered', () => this.#markConnected());
     this.poller.on('mode', (mode) => this.emit('connected', { reconnected: this.#connected, detail: `poll (${mode})` }));
+    this.poller.on('warning', (e) => this.emit('warning', e));
     this.poller.on('fatal', (e) => this.emit('fatal', e));
   }
 

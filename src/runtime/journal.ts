@@ -46,10 +46,13 @@ export interface JournalEntry {
   replyId?: string;
   /** Unix ms after which the relay can no longer redeliver this message. */
   expiresAt: number;
+  /** Its handler began running (so a resumed run is a redelivery). */
+  started?: boolean;
 }
 
 type Line =
   | { k: 'recv'; id: string; exp: number; m: Message }
+  | { k: 'started'; id: string }
   | { k: 'handled'; id: string; reply: PlannedReply | null }
   | { k: 'replied'; id: string; to: string }
   | { k: 'done'; id: string; until: number };
@@ -171,6 +174,11 @@ export class Journal {
         case 'recv':
           if (!this.#done.has(line.id)) this.#live.set(line.id, { id: line.id, message: line.m, state: 'received', expiresAt: line.exp });
           break;
+        case 'started': {
+          const e = this.#live.get(line.id);
+          if (e) e.started = true;
+          break;
+        }
         case 'handled': {
           const e = this.#live.get(line.id);
           if (e) Object.assign(e, { state: 'handled', reply: line.reply });
@@ -201,6 +209,7 @@ export class Journal {
     while (this.#done.size > this.#maxDone) this.#done.delete(this.#done.keys().next().value as string);
     for (const e of this.#live.values()) {
       out.push(JSON.stringify({ k: 'recv', id: e.id, exp: e.expiresAt, m: e.message } satisfies Line));
+      if (e.started) out.push(JSON.stringify({ k: 'started', id: e.id } satisfies Line));
       if (e.reply !== undefined) out.push(JSON.stringify({ k: 'handled', id: e.id, reply: e.reply } satisfies Line));
       if (e.replyId !== undefined) out.push(JSON.stringify({ k: 'replied', id: e.id, to: e.replyId } satisfies Line));
     }
@@ -249,6 +258,18 @@ export class Journal {
     };
     this.#live.set(entry.id, entry);
     return this.#append({ k: 'recv', id: entry.id, exp: entry.expiresAt, m: message }, true);
+  }
+
+  /**
+   * Records that the handler is about to run. Written at once (a handler may have effects before
+   * the next turn) but not synced: it survives the process dying, and it only refines
+   * `redelivered`.
+   */
+  started(id: string): void {
+    const e = this.#live.get(id);
+    if (e) e.started = true;
+    void this.#append({ k: 'started', id }, false);
+    this.flush();
   }
 
   /** Records the handler's result (the reply to send); resolves once it is on disk. */

@@ -16,9 +16,8 @@ export interface OutboxEvents extends Record<string, unknown[]> {
   retry: [{ request: SendRequest; error: MrpError; delayMs: number; attempt: number }];
 }
 
-/** Identifies a reply so an unknown outcome can be checked against the thread. */
+/** Where to look for a send whose outcome is unknown: the thread it belongs to. */
 export interface ReplyKey {
-  parentId: string;
   threadId: string;
   /** Check the thread before the first attempt too (resuming after a crash). */
   checkFirst?: boolean;
@@ -104,20 +103,22 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
   }
 
   /**
-   * Looks in the thread for this very reply (same parent, same body and content type) already
-   * sent by this agent. Matching the body keeps a handler's earlier `ctx.reply()` progress
-   * messages from being mistaken for the final reply.
+   * Looks in the thread for this very message (same recipient, parent, content type and body)
+   * already sent by this agent. Matching the body keeps a handler's `ctx.reply()` progress
+   * messages from being mistaken for its final reply.
    */
   async #findReply(key: ReplyKey, request: SendRequest): Promise<Message | undefined> {
     const body = JSON.stringify(request.body ?? null);
     const contentType = request.content_type ?? 'application/json';
+    const parent = request.in_reply_to ?? null;
     let cursor: string | undefined;
     for (let page = 0; page < 20; page++) {
       const res = await this.#client.thread(key.threadId, { limit: 100, ...(cursor ? { cursor } : {}) }, this.#closing.signal);
       const hit = res.messages.find(
         (m) =>
           m.sender_key === this.#client.publicKey &&
-          m.in_reply_to === key.parentId &&
+          m.recipient_key === request.recipient_key &&
+          m.in_reply_to === parent &&
           m.content_type === contentType &&
           JSON.stringify(m.body) === body,
       );

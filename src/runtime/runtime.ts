@@ -218,7 +218,9 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   #resume(entry: JournalEntry): void {
     this.#active.add(entry.id);
     if (entry.state === 'received') {
-      this.#queue.push({ message: entry.message, redelivered: true, journaled: Promise.resolve() });
+      // Redelivered only if a handler already began on it; messages that merely waited are new.
+      this.stats.received++;
+      this.#queue.push({ message: entry.message, redelivered: entry.started === true, journaled: Promise.resolve() });
       this.#pump();
       return;
     }
@@ -304,6 +306,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     const started = this.#clock.now();
     await item.journaled;
     if (this.#shutdown.signal.aborted) return this.#abandon(message);
+    this.#journal.started(message.message_id);
     const plan = await this.#invoke(message, item.redelivered);
     if (plan === 'aborted') return this.#abandon(message);
     await this.#journal.handled(message.message_id, plan);
@@ -361,7 +364,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       redelivered,
       reply: async (body, options = {}) => {
         live();
-        return this.#outbox.send(replyTo(message, body, options.contentType));
+        const request = replyTo(message, body, options.contentType);
+        return this.#outbox.send(request, { threadId: request.thread_id! });
       },
       send: async (to: string, body: JsonValue, options: SendOptions = {}): Promise<SendResponse> => {
         live();
@@ -370,7 +374,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
         if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
         if (options.ttl !== undefined) request.expires_in = options.ttl;
         if (options.metadata !== undefined) request.metadata = options.metadata;
-        return this.#outbox.send(request);
+        // Within a thread a lost answer can be checked; a send outside any thread cannot.
+        return this.#outbox.send(request, options.threadId === undefined ? undefined : { threadId: options.threadId });
       },
     };
   }
@@ -397,7 +402,6 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     if (plan && replyId === undefined) {
       try {
         const res = await this.#outbox.send(replyTo(message, plan.body, plan.content_type), {
-          parentId: id,
           threadId: message.thread_id ?? id,
           checkFirst: resumed,
         });
@@ -440,12 +444,12 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   }
 
   async #drain(error: MrpError | undefined): Promise<void> {
+    const deadline = this.#clock.now() + this.#graceMs;
     this.#intake = false;
     const queued = this.#queue.splice(0);
     for (const item of queued) this.#abandon(item.message);
     this.emit('draining', { running: this.#running.size, queued: queued.length, replies: this.#outbox.pending });
     await this.#source.stopIntake();
-    const deadline = this.#clock.now() + this.#graceMs;
     const inTime = async (work: Set<Promise<void>>): Promise<boolean> => {
       if (work.size === 0) return true;
       let timer: Timer | undefined;

@@ -2,15 +2,17 @@
  * `mrp run` as a new user runs it, under chaos, with real processes only:
  *
  *   keygen → handler.ts (importing ./helper.ts) → `mrp relay` → `mrp run` → an independent agent
- *   (hand-signed HTTP + its own WebSocket) sends dozens of messages while the relay is SIGKILLed
- *   and restarted, the runner is SIGTERMed mid-handler (it must drain and exit 0) and SIGKILLed
- *   mid-handler (the handler must run again), and some handlers fail on purpose.
+ *   (hand-signed HTTP + its own WebSocket) sends ~60 messages while (2) the relay is SIGKILLed
+ *   and restarted, (3) the runner is SIGTERMed mid-handler (it must finish it and exit 0),
+ *   (3b) SIGKILLed mid-handler (the handler must run again), (3c) SIGKILLed at an arbitrary point
+ *   of a burst, and (4) some handlers fail on purpose. Once in websocket mode, once in poll mode.
  *
  * At the end, for every message the relay stored from the agent: exactly one reply, threaded
  * (`in_reply_to` = `thread_id` = the message id), with the body the handler returned (or the error
- * shape); no reply to anything else; the handler ran once per message (twice only for the one
- * whose handler was killed). Sends whose answer was lost when the relay died are settled against
- * the relay's own database: stored → exactly one reply, not stored → none.
+ * shape); no reply to anything else; the handler ran once per message (twice only where a SIGKILL
+ * cut it short). Sends whose answer was lost when the relay died are settled against the relay's
+ * own database (read only): stored → exactly one reply, not stored → none. Last, an idle runner
+ * must exit promptly on SIGTERM.
  *
  * Needs a build (bin/mrp.js runs dist/). Run alone with:
  *   node --import tsx --test test/e2e/runner-chaos.test.ts

@@ -242,3 +242,19 @@ describe('drain', () => {
     assert.deepEqual(journal.takeRecovered().map((e) => [e.id, e.state]), [[message_id, 'received']]);
   });
 });
+
+describe('poll mode stops promptly', () => {
+  it('an idle poller cancels its long poll on stop, and nothing is lost', async (t) => {
+    const relay = await startRelay(t);
+    const agent = await startAgent(t, relay, () => 'ok', { mode: 'poll', pollWaitSeconds: 30 });
+    agent.runtime.start();
+    await connected(agent.runtime);
+    const started = performance.now();
+    await agent.runtime.stop();
+    assert.ok(performance.now() - started < 5000, 'does not sit out the 30 s long poll');
+    // A message sent now stays for the next start.
+    const peer = await Peer.connect(t, relay);
+    const { message_id } = await peer.send(agent.keypair.publicKey, {});
+    assert.equal((await peer.client.messageStatus(message_id)).status, 'sent');
+  });
+});

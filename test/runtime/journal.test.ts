@@ -38,6 +38,7 @@ describe('journal', () => {
     await j.received(message('m2', exp));
     await j.received(message('m3', exp));
     await j.received(message('m4', exp));
+    j.started('m2');
     await j.handled('m2', { body: { ok: 1 }, content_type: 'application/json', outcome: 'ok' });
     await j.handled('m3', null);
     j.replied('m3', 'msg_reply');
@@ -59,6 +60,7 @@ describe('journal', () => {
       ],
     );
     assert.deepEqual(recovered[0]!.message.body, { id: 'm1' });
+    assert.deepEqual(recovered.map((e) => e.started === true), [false, true, false], 'whether a handler had begun');
     assert.deepEqual(again.takeRecovered(), [], 'recovered entries are handed out once');
   });
 
