@@ -51,8 +51,8 @@ const log = (text: string): void => void process.stderr.write(`· ${text}\n`);
 interface RoundTrip {
   latency: ExchangeResult;
   throughput: ExchangeResult;
-  /** Responder RSS (MB) after warm-up and at each quarter of the throughput run. */
-  rss: Array<{ messages: number; mb: number }>;
+  /** Responder RSS (MB) after warm-up and at every 5% of the throughput run (`seconds` into it). */
+  rss: Array<{ messages: number; mb: number; seconds: number }>;
   /** CPU time per message during the throughput run, in µs, per process. */
   cpuUs: { relay: number; responder: number; requester: number };
 }
@@ -74,11 +74,12 @@ async function roundTrip(wsUrl: string, recipient: string, plan: Plan, procs: Pr
     await exchange(plan.warmup * 4, 200, 60_000);
     const latency = await exchange(plan.latency, 1, 90_000);
     const rss: RoundTrip['rss'] = [];
-    const sample = (messages: number): void => void rss.push({ messages, mb: rssMb(pids.responder) });
+    const step = plan.throughput / 20;
+    const started = performance.now();
+    const sample = (messages: number): void => void rss.push({ messages, mb: rssMb(pids.responder), seconds: (performance.now() - started) / 1000 });
     sample(0);
-    const quarter = plan.throughput / 4;
     const cpu0 = { relay: cpuSeconds(pids.relay), responder: cpuSeconds(pids.responder), requester: process.cpuUsage() };
-    const throughput = await exchange(plan.throughput, WINDOW, 150_000, (n) => n % quarter === 0 && sample(n));
+    const throughput = await exchange(plan.throughput, WINDOW, 150_000, (n) => n % step === 0 && sample(n));
     const perMessage = (seconds: number): number => (seconds * 1e6) / plan.throughput;
     const own = process.cpuUsage(cpu0.requester);
     const cpuUs = {
@@ -155,16 +156,25 @@ const p50Ratio = ws.latency.p50 / floorResult.latency.p50;
 const clean = (r: ExchangeResult): boolean => r.lost === 0 && r.duplicates === 0 && r.errors === 0 && !r.timedOut;
 const rssAt = (n: number): number => ws.rss.find((s) => s.messages === n)?.mb ?? Number.NaN;
 const q = PLANS.websocket.throughput / 4;
+const quarters = [q, 2 * q, 3 * q, 4 * q];
 const [rssFirst, rssHalf, rssLast] = [rssAt(q), rssAt(2 * q), rssAt(4 * q)];
-/** MB per 10k messages over the second half of the run. */
-const slope = ((rssLast - rssHalf) / (2 * q)) * 10_000;
-const flat = rssLast - rssHalf <= Math.max(2, 0.03 * rssHalf);
+/** Least-squares slope of RSS over the second half of the run, in MB per 10k messages. */
+const slope = ((): number => {
+  const pts = ws.rss.filter((s) => s.messages >= 2 * q);
+  const mx = pts.reduce((a, p) => a + p.messages, 0) / pts.length;
+  const my = pts.reduce((a, p) => a + p.mb, 0) / pts.length;
+  const sxy = pts.reduce((a, p) => a + (p.messages - mx) * (p.mb - my), 0);
+  const sxx = pts.reduce((a, p) => a + (p.messages - mx) ** 2, 0);
+  return (sxy / sxx) * 10_000;
+})();
+/** Flat: the second half adds at most 2 MB (or 3%) at that slope. */
+const flat = (slope * (2 * q)) / 10_000 <= Math.max(2, 0.03 * rssHalf);
 const versionRatio = startup.version / startup.node;
 
 const targets = {
   p50: p50Ratio <= TARGETS.p50VsFloor,
   throughput: ws.throughput.perSecond >= TARGETS.perSecond && clean(ws.throughput),
-  memory: Math.max(...ws.rss.map((s) => s.mb)) < TARGETS.rssMb && flat,
+  memory: rssLast < TARGETS.rssMb && flat,
   version: versionRatio <= TARGETS.versionVsNode,
 };
 
@@ -180,10 +190,10 @@ const rows: Array<[string, string, string, string]> = [
   ['', 'throughput', rate(ws.throughput), `≥ ${int(TARGETS.perSecond)}/s, none lost ${mark(targets.throughput)}`],
   ['', 'throughput vs floor', `${fmt(ws.throughput.perSecond / floorResult.throughput.perSecond)}×`, ''],
   ['', 'CPU per msg: relay / runner / requester', cpu(ws), ''],
-  ['Runner memory', `RSS at ${ws.rss.map((s) => `${s.messages / 1000}k`).join(' / ')} msgs`, `${ws.rss.map((s) => fmt(s.mb, 1)).join(' / ')} MB`, ''],
+  ['Runner memory', `RSS after warm-up / ${quarters.map((n) => `${n / 1000}k`).join(' / ')} msgs`, `${[0, ...quarters].map((n) => fmt(rssAt(n), 1)).join(' / ')} MB`, ''],
   [
     '',
-    'first → last, 2nd-half slope',
+    'first → last, slope over 2nd half',
     `${fmt(rssFirst, 1)} → ${fmt(rssLast, 1)} MB, ${slope >= 0 ? '+' : ''}${fmt(slope)} MB/10k msgs (${flat ? 'flat' : 'growing'})`,
     `< ${TARGETS.rssMb} MB and flat ${mark(targets.memory)}`,
   ],
@@ -218,7 +228,7 @@ if (opts.json) {
     poll,
     relayOnly: relay,
     ratios: { p50VsFloor: p50Ratio, versionVsNode: versionRatio, throughputVsFloor: ws.throughput.perSecond / floorResult.throughput.perSecond },
-    memory: { first: rssFirst, last: rssLast, slopeMbPer10k: slope, flat },
+    memory: { first: rssFirst, last: rssLast, peak: Math.max(...ws.rss.map((s) => s.mb)), slopeMbPer10k: slope, flat },
     targets,
   };
   writeFileSync(resolve(opts.json), `${JSON.stringify(report, null, 2)}\n`);

@@ -51,7 +51,7 @@ export interface Child {
 }
 
 /**
- * Spawns `node <args>` with piped stdout/stderr. Stdout is always drained (a runner logs two
+ * Spawns `node <args>` with piped stdout/stderr. Stdout is always drained (a runner logs three
  * lines per message); lines are only split and parsed while someone waits for one.
  */
 export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Child {

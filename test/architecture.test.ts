@@ -53,8 +53,8 @@ const PACKAGES: Record<Layer, string[]> = {
   protocol: ['@noble/ed25519'],
   client: ['ws'],
   relay: ['ws', 'better-sqlite3'],
-  runtime: ['jiti'],
-  cli: ['commander', 'chalk', 'ora', 'conf', 'yaml', 'valibot', 'ws'],
+  runtime: ['jiti', 'esbuild'],
+  cli: ['commander', 'chalk', 'ora', 'conf', 'yaml', 'ws'],
   index: [],
 };
 
@@ -62,7 +62,7 @@ const PACKAGES: Record<Layer, string[]> = {
 const IO_MODULES = /^node:(fs|fs\/promises|net|http|https|http2|tls|dgram|child_process|cluster|worker_threads|os|process|readline)$/;
 
 /** Packages that must never load when the CLI starts (they load inside the commands that need them). */
-const HEAVY = ['ws', 'ora', 'conf', 'yaml', 'jiti', 'better-sqlite3', 'valibot', 'chalk'];
+const HEAVY = ['ws', 'ora', 'conf', 'yaml', 'jiti', 'esbuild', 'better-sqlite3', 'chalk'];
 
 export interface SourceFile {
   path: string; // relative to src, e.g. "cli/commands/send.ts"

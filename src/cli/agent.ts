@@ -30,6 +30,8 @@ export interface AgentOptions {
   manifest: Manifest | undefined;
   logFormat: LogFormat;
   payloads: boolean;
+  /** Sync the journal to disk on the message's path (survives power cuts, not only crashes). */
+  fsync?: boolean;
 }
 
 export interface RunningAgent {
@@ -41,7 +43,7 @@ export interface RunningAgent {
 export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<RunningAgent> {
   const client = new RelayClient({ relayUrl: o.relayUrl, keypair: o.keypair, clock: ctx.deps.clock, userAgent: `mrp/${packageVersion()}` });
   const contacts = await ctx.contacts();
-  const journal = Journal.open(join(ctx.home, 'state', o.keypair.publicKey), { clock: ctx.deps.clock });
+  const journal = Journal.open(join(ctx.home, 'state', o.keypair.publicKey), { clock: ctx.deps.clock, fsync: o.fsync === true });
   let runtime: Runtime | undefined;
   const source: MessageSource =
     o.mode === 'poll'

@@ -141,9 +141,12 @@ export class Reporter {
       this.line(`${style.yellow('↺')} resuming ${count} message${count === 1 ? '' : 's'} a previous run did not finish`);
       this.event('recovered', { count });
     });
-    runtime.on('received', ({ message, redelivered }) => {
-      this.event('received', { ...this.#messageFields(message), redelivered });
-    });
+    // One line per message by default (`handled`); arrivals too with --debug.
+    if (this.#out.debugEnabled) {
+      runtime.on('received', ({ message, redelivered }) => {
+        this.event('received', { ...this.#messageFields(message), redelivered });
+      });
+    }
     runtime.on('duplicate', ({ message, reason }) => {
       this.event('duplicate', { id: message.message_id, from: message.sender_key, reason });
       if (reason === 'done') this.line(style.dim(`${this.#clockLabel()}  ${this.sender(message.sender_key)}  already answered ${message.message_id} (acked again)`));
@@ -175,11 +178,11 @@ export class Reporter {
       this.event('reply_retry', { id: messageId, code: error.code, message: error.message, delay_ms: delayMs });
     });
     runtime.on('log', ({ level, message, fields, messageId }) => {
+      // ctx.log.debug is for --debug only, in both formats.
+      if (level === 'debug' && !this.#out.debugEnabled) return;
       const paint = level === 'error' ? style.red : level === 'warn' ? style.yellow : level === 'debug' ? style.gray : (t: string) => t;
-      if (level !== 'debug' || this.#out.debugEnabled) {
-        const extra = Object.keys(fields).length ? ` ${style.dim(JSON.stringify(fields))}` : '';
-        this.line(`${style.dim(this.#clockLabel())}  ${paint(`${level}`.padEnd(5))} ${message}${extra}`);
-      }
+      const extra = Object.keys(fields).length ? ` ${style.dim(JSON.stringify(fields))}` : '';
+      this.line(`${style.dim(this.#clockLabel())}  ${paint(`${level}`.padEnd(5))} ${message}${extra}`);
       this.event('log', { level, msg: message, id: messageId, ...fields });
     });
     runtime.on('warning', (err) => {

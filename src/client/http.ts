@@ -12,7 +12,7 @@ import { type Clock, systemClock } from '../core/clock.js';
 import { AbortError, isRetryable, NetworkError, OutcomeUnknownError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
 import { PATHS } from '../protocol/constants.js';
 import { relayErrorFromResponse } from '../protocol/envelope.js';
-import { signRequest, type Keypair } from '../protocol/signing.js';
+import { bodyHash, signRequest, type Keypair } from '../protocol/signing.js';
 import type {
   AclEntry,
   AclEntryType,
@@ -110,6 +110,9 @@ export class RelayClient {
   readonly #basePath: string;
   readonly #origin: string;
   readonly #userAgent: string | undefined;
+  /** Requests signed during the current second (to spot repeats). */
+  #signedSecond = 0;
+  readonly #signedThisSecond = new Set<string>();
   /** The last rate-limit headers seen, per counter ('send' or 'request'). */
   readonly lastRate = new Map<'send' | 'request', RateInfo>();
 
@@ -166,9 +169,27 @@ export class RelayClient {
     }
   }
 
+  /**
+   * Signs one attempt. The same request twice within one second would carry identical headers
+   * (Ed25519 is deterministic, timestamps are whole seconds) and be refused as a replay, so a
+   * repeat in the same second is signed with a millisecond timestamp (any RFC 3339 form is valid).
+   */
+  #sign(method: string, target: string, bodyText: string | undefined): ReturnType<typeof signRequest> {
+    const now = this.#clock.now();
+    const key = `${method} ${target} ${bodyHash(bodyText)}`;
+    const second = Math.floor(now / 1000);
+    if (second !== this.#signedSecond) {
+      this.#signedSecond = second;
+      this.#signedThisSecond.clear();
+    }
+    const repeat = this.#signedThisSecond.has(key);
+    this.#signedThisSecond.add(key);
+    return signRequest(this.keypair, method, target, bodyText, now, { milliseconds: repeat });
+  }
+
   async #attempt<T>(method: string, target: string, bodyText: string | undefined, options: RequestOptions): Promise<Response<T>> {
     const headers: Record<string, string> = {
-      ...signRequest(this.keypair, method, target, bodyText, this.#clock.now()),
+      ...this.#sign(method, target, bodyText),
       Accept: 'application/json',
     };
     if (bodyText !== undefined) headers['Content-Type'] = 'application/json';

@@ -213,14 +213,15 @@ export class Session extends TypedEmitter<SessionEvents> {
     }
     const id = `${this.#idPrefix}-${++this.#nextId}`;
     const answer = this.#pending.add(id, options.timeoutMs ?? this.#o.sendTimeoutMs, 'inline send');
-    this.#sendRaw({ type: 'send', request_id: id, ...request });
+    const fields = JSON.stringify(request);
+    this.#sendText(`{"type":"send","request_id":"${id}"${fields.length > 2 ? `,${fields.slice(1)}` : '}'}`);
     return answer;
   }
 
   /** Acknowledges a message (§5.3); false when not connected (the relay will offer it again). */
   ack(messageId: string): boolean {
     if (this.#status !== 'ready') return false;
-    return this.#sendRaw({ type: 'ack', message_id: messageId });
+    return this.#sendText(`{"type":"ack","message_id":${JSON.stringify(messageId)}}`);
   }
 
   /** Closes with 1000 and stops reconnecting. */
@@ -245,9 +246,13 @@ export class Session extends TypedEmitter<SessionEvents> {
   }
 
   #sendRaw(frame: Record<string, unknown>): boolean {
+    return this.#sendText(JSON.stringify(frame));
+  }
+
+  #sendText(text: string): boolean {
     const ws = this.#ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-    ws.send(JSON.stringify(frame));
+    ws.send(text);
     return true;
   }
 

@@ -153,23 +153,20 @@ export function normalizeMessage(value: unknown, field = 'message'): Message {
       throw new FrameParseError('invalid', `${field}.${key} must be a string`, { field: `${field}.${key}` });
     }
   }
-  const status = value['status'];
-  return {
-    ...value,
-    message_id: value['message_id'] as string,
-    sender_key: value['sender_key'] as string,
-    recipient_key: typeof value['recipient_key'] === 'string' ? value['recipient_key'] : '',
-    content_type: typeof value['content_type'] === 'string' ? value['content_type'] : 'application/json',
-    body: (value['body'] ?? null) as JsonValue,
-    attachments: Array.isArray(value['attachments']) ? (value['attachments'] as Attachment[]) : [],
-    thread_id: optionalStringOrNull(value['thread_id']),
-    in_reply_to: optionalStringOrNull(value['in_reply_to']),
-    metadata: isPlainObject(value['metadata']) ? (value['metadata'] as JsonObject) : {},
-    status: (MESSAGE_STATUSES as readonly unknown[]).includes(status) ? (status as MessageStatus) : 'sent',
-    created_at: typeof value['created_at'] === 'string' ? value['created_at'] : '',
-    expires_at: typeof value['expires_at'] === 'string' ? value['expires_at'] : '',
-    delivered_at: optionalStringOrNull(value['delivered_at']),
-  };
+  // Filled in place: the object was just parsed from a frame and belongs to nobody else.
+  const m = value;
+  if (typeof m['recipient_key'] !== 'string') m['recipient_key'] = '';
+  if (typeof m['content_type'] !== 'string') m['content_type'] = 'application/json';
+  m['body'] ??= null;
+  if (!Array.isArray(m['attachments'])) m['attachments'] = [] satisfies Attachment[];
+  m['thread_id'] = optionalStringOrNull(m['thread_id']);
+  m['in_reply_to'] = optionalStringOrNull(m['in_reply_to']);
+  if (!isPlainObject(m['metadata'])) m['metadata'] = {} satisfies JsonObject;
+  if (!(MESSAGE_STATUSES as readonly unknown[]).includes(m['status'])) m['status'] = 'sent' satisfies MessageStatus;
+  if (typeof m['created_at'] !== 'string') m['created_at'] = '';
+  if (typeof m['expires_at'] !== 'string') m['expires_at'] = '';
+  m['delivered_at'] = optionalStringOrNull(m['delivered_at']);
+  return m as unknown as Message;
 }
 
 /** Parses a frame the relay sent to a client. */

@@ -106,8 +106,11 @@ export function signRequest(
   target: string,
   body: Uint8Array | string | undefined,
   nowMs: number,
+  options: { milliseconds?: boolean } = {},
 ): SignedHeaders {
-  const timestamp = formatTimestamp(nowMs);
+  // Whole seconds normally (§2.2); with milliseconds when the same request must go out twice
+  // within one second (identical headers would be a replay).
+  const timestamp = options.milliseconds ? new Date(nowMs).toISOString() : formatTimestamp(nowMs);
   const signature = keypair.sign(canonicalRequest(method, target, timestamp, bodyHash(body)));
   return { 'X-M2M-Public-Key': keypair.publicKey, 'X-M2M-Timestamp': timestamp, 'X-M2M-Signature': signature };
 }

@@ -45,7 +45,11 @@ export interface RelayOptions {
   maxBodyBytes?: number;
   maxEnvelopeBytes?: number;
   sweepIntervalMs?: number;
-  /** SQLite durability: `full` (default) fsyncs every commit. */
+  /**
+   * SQLite durability. `normal` (default): a stored message is written to the OS before it is
+   * acknowledged, so it survives the relay process being killed (kill -9). `full`: every commit
+   * is also fsynced, so it survives a power cut too, at the cost of one disk sync per batch.
+   */
   synchronous?: 'full' | 'normal';
   logger?: LogSink;
   logLevel?: LogLevel;
@@ -66,7 +70,7 @@ export const RELAY_DEFAULTS = {
   maxBodyBytes: LIMITS.maxBodyBytes,
   maxEnvelopeBytes: LIMITS.maxEnvelopeBytes,
   sweepIntervalMs: 30_000,
-  synchronous: 'full',
+  synchronous: 'normal',
   logLevel: 'info',
 } as const;
 

@@ -1,8 +1,9 @@
 /**
  * The SQLite store (better-sqlite3, WAL): `DATA_DIR/mrp.db`, the official relay's embedded layout.
- * Schema changes are numbered migrations tracked in `PRAGMA user_version`. With
- * `synchronous=FULL` every commit is on disk before it returns; the relay groups writes into
- * one transaction per event-loop turn so that costs one fsync per batch, not per message.
+ * Schema changes are numbered migrations tracked in `PRAGMA user_version`. Every commit is in the
+ * WAL before it returns (so it survives the process dying); with `synchronous=FULL` it is also
+ * fsynced (so it survives a power cut). The relay groups writes into one transaction per
+ * event-loop turn either way.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -191,7 +192,7 @@ function inboxConditions(filter: InboxFilter): { sql: string; params: unknown[] 
 }
 
 export interface SqliteStoreOptions {
-  /** `full` (default): every commit is fsynced. `normal`: survives a process crash, not a power cut. */
+  /** `normal` (default): survives the process crashing. `full`: fsync every commit (survives a power cut). */
   synchronous?: 'full' | 'normal';
 }
 
@@ -207,7 +208,7 @@ export class SqliteStore implements Store {
     this.location = join(dataDir, 'mrp.db');
     this.#db = new Database(this.location);
     this.#db.pragma('journal_mode = WAL');
-    this.#db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+    this.#db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
     this.#db.pragma('busy_timeout = 5000');
     this.#migrate();
 

@@ -1,5 +1,5 @@
 /**
- * The handler contract and loading a handler module by path. Modules load through jiti, so
+ * The handler contract and loading a handler module by path (see loader.ts), so
  * `.ts/.mts/.cts/.js/.mjs/.cjs` files work with no set-up, including TypeScript that imports
  * other TypeScript files and npm packages. Load failures name the file (and line, for syntax
  * errors) and say what was found.
@@ -8,6 +8,7 @@ import { stat } from 'node:fs/promises';
 import { extname, relative, resolve } from 'node:path';
 import { ConfigError } from '../core/errors.js';
 import type { JsonValue, Message, SendResponse } from '../protocol/types.js';
+import { importModule, ModuleSyntaxError } from './loader.js';
 
 export interface HandlerLogger {
   debug(message: string, fields?: Record<string, unknown>): void;
@@ -85,6 +86,13 @@ function loadError(err: unknown, file: string, cwd: string): ConfigError {
   const e = err as Error & { code?: string };
   const message = String(e?.message ?? err);
   const shown = relative(cwd, file) || file;
+  if (err instanceof ModuleSyntaxError) {
+    return new ConfigError('handler_syntax', `syntax error in handler ${relative(cwd, err.file) || err.file}:${err.line}:${err.column}: ${err.text}`, {
+      file,
+      cause: err,
+      details: { file: err.file, line: err.line },
+    });
+  }
   const where = /(\S+\.[cm]?[jt]s):(\d+):(\d+)/.exec(message);
   if (/ParseError|SyntaxError|Unexpected token|Expected/i.test(`${e?.name} ${message}`)) {
     const first = message.replace(/^(ParseError|SyntaxError):\s*/, '').split('\n')[0]!.trim();
@@ -126,11 +134,9 @@ export async function loadHandler(path: string, options: { cwd?: string; fresh?:
   if (!(HANDLER_EXTENSIONS as readonly string[]).includes(ext)) {
     throw new ConfigError('handler_unsupported', `handler ${path} has extension "${ext}"; use one of ${HANDLER_EXTENSIONS.join(' ')}`, { file });
   }
-  const { createJiti } = await import('jiti');
-  const jiti = createJiti(import.meta.url, { moduleCache: !options.fresh, fsCache: false });
   let mod: unknown;
   try {
-    mod = await jiti.import(file);
+    mod = await importModule(file, { fresh: options.fresh === true });
   } catch (err) {
     throw loadError(err, file, cwd);
   }

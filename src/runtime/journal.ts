@@ -7,8 +7,7 @@
  * file is replayed: done ids are remembered until their message can no longer be redelivered,
  * unfinished messages are resumed from where they stopped.
  *
- * Writes made in one event-loop turn share one write and, when someone waits for durability,
- * one fdatasync. The file is compacted (rewritten from memory, then renamed) as it grows, and a
+ * Writes made in one event-loop turn share one write (and, with `fsync`, one fdatasync). The file is compacted (rewritten from memory, then renamed) as it grows, and a
  * lock file keeps two runners of the same identity from sharing it.
  */
 import {
@@ -27,6 +26,7 @@ import { join } from 'node:path';
 import { type Clock, systemClock } from '../core/clock.js';
 import { ConfigError } from '../core/errors.js';
 import type { JsonValue, Message } from '../protocol/types.js';
+import { ExpiringIdSet, hash64, hashHex, parseHashHex } from './idset.js';
 
 /** The reply a finished handler asked for (`null`: no reply). */
 export interface PlannedReply {
@@ -55,7 +55,9 @@ type Line =
   | { k: 'started'; id: string }
   | { k: 'handled'; id: string; reply: PlannedReply | null }
   | { k: 'replied'; id: string; to: string }
-  | { k: 'done'; id: string; until: number };
+  | { k: 'done'; id: string; until: number }
+  /** A done id kept across compactions, as its 64-bit hash. */
+  | { k: 'done'; h: string; until: number; id?: undefined };
 
 export interface JournalOptions {
   clock?: Clock;
@@ -63,7 +65,11 @@ export interface JournalOptions {
   minRetentionMs?: number;
   /** Hard cap on remembered done ids (oldest dropped first). */
   maxDone?: number;
-  /** fdatasync durable writes (default true; tests of non-crash paths may turn it off). */
+  /**
+   * Records are always written to the OS before the runtime moves on, so they survive the process
+   * dying (kill -9). `fsync: true` also syncs them to disk (survives a power cut; one disk sync
+   * per batch on the message's path).
+   */
   fsync?: boolean;
 }
 
@@ -87,10 +93,9 @@ export class Journal {
   readonly #lockPath: string;
   readonly #clock: Clock;
   readonly #minRetention: number;
-  readonly #maxDone: number;
   readonly #fsync: boolean;
   readonly #live = new Map<string, JournalEntry>();
-  readonly #done = new Map<string, number>();
+  readonly #done: ExpiringIdSet;
   readonly #recovered: JournalEntry[] = [];
   #fd: number;
   #buffer: string[] = [];
@@ -106,8 +111,8 @@ export class Journal {
     this.#lockPath = join(dir, 'lock');
     this.#clock = options.clock ?? systemClock;
     this.#minRetention = options.minRetentionMs ?? JOURNAL_DEFAULTS.minRetentionMs;
-    this.#maxDone = options.maxDone ?? JOURNAL_DEFAULTS.maxDone;
-    this.#fsync = options.fsync ?? true;
+    this.#fsync = options.fsync ?? false;
+    this.#done = new ExpiringIdSet(options.maxDone ?? JOURNAL_DEFAULTS.maxDone);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.#lock();
     try {
@@ -172,7 +177,7 @@ export class Journal {
       }
       switch (line.k) {
         case 'recv':
-          if (!this.#done.has(line.id)) this.#live.set(line.id, { id: line.id, message: line.m, state: 'received', expiresAt: line.exp });
+          if (!this.#done.has(line.id, now)) this.#live.set(line.id, { id: line.id, message: line.m, state: 'received', expiresAt: line.exp });
           break;
         case 'started': {
           const e = this.#live.get(line.id);
@@ -189,10 +194,12 @@ export class Journal {
           if (e) Object.assign(e, { state: 'replied', replyId: line.to });
           break;
         }
-        case 'done':
-          this.#live.delete(line.id);
-          if (line.until > now) this.#done.set(line.id, line.until);
+        case 'done': {
+          if (line.id !== undefined) this.#live.delete(line.id);
+          const hash = line.id !== undefined ? hash64(line.id) : parseHashHex(line.h);
+          if (hash && line.until > now) this.#done.addHash(hash, line.until, now);
           break;
+        }
       }
     }
     this.#recovered.push(...this.#live.values());
@@ -202,11 +209,8 @@ export class Journal {
   #compact(): void {
     const now = this.#clock.now();
     const out: string[] = [];
-    for (const [id, until] of this.#done) {
-      if (until <= now) this.#done.delete(id);
-      else out.push(JSON.stringify({ k: 'done', id, until } satisfies Line));
-    }
-    while (this.#done.size > this.#maxDone) this.#done.delete(this.#done.keys().next().value as string);
+    this.#done.sweep(now);
+    for (const [hash, until] of this.#done.entries(now)) out.push(JSON.stringify({ k: 'done', h: hashHex(hash), until } satisfies Line));
     for (const e of this.#live.values()) {
       out.push(JSON.stringify({ k: 'recv', id: e.id, exp: e.expiresAt, m: e.message } satisfies Line));
       if (e.started) out.push(JSON.stringify({ k: 'started', id: e.id } satisfies Line));
@@ -236,7 +240,7 @@ export class Journal {
   }
 
   isDone(id: string): boolean {
-    return this.#done.has(id);
+    return this.#done.has(id, this.#clock.now());
   }
 
   get unfinishedCount(): number {
@@ -292,7 +296,7 @@ export class Journal {
     this.#live.delete(id);
     const now = this.#clock.now();
     const until = Math.max(e?.expiresAt ?? now + MAX_TTL_MS, now + this.#minRetention) + 3_600_000;
-    this.#done.set(id, until);
+    this.#done.add(id, until, now);
     void this.#append({ k: 'done', id, until }, false);
   }
 

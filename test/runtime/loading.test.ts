@@ -23,8 +23,8 @@ describe('loading handlers', () => {
     ['common.cjs', 'cjs', 'default'],
     ['named.js', 'js', 'handler'],
     ['module.mts', 'mts', 'default'],
-    ['commonts.cts', 'cts', 'module.exports'],
-    ['object.ts', 'object', 'handler'],
+    ['commonts.cts', 'cts', 'default'],
+    ['object.ts', 'object', 'default.handler'],
   ] as const) {
     it(`${file}`, async () => {
       const loaded = await loadHandler(join(FIXTURES, file));

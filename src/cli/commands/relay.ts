@@ -19,6 +19,7 @@ export interface RelayCommandOptions {
   timestampTolerance?: string;
   logLevel?: string;
   logFormat?: string;
+  fsync?: boolean;
 }
 
 const LEVELS = ['debug', 'info', 'warn', 'error'];
@@ -71,6 +72,7 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     clock: ctx.deps.clock,
     logger: write,
     logLevel: level as LogLevel,
+    synchronous: options.fsync ? 'full' : 'normal',
   });
   const signals = shutdownSignals(ctx.deps);
   try {
@@ -114,7 +116,8 @@ export function register(program: Command, deps: Deps): void {
     .option('--request-rate <n>', 'other authenticated requests per agent per minute (0 = unlimited)')
     .option('--timestamp-tolerance <duration>', 'allowed clock skew of signed requests (env TIMESTAMP_TOLERANCE)')
     .option('--log-level <level>', 'debug | info | warn | error (env LOG_LEVEL)')
-    .option('--log-format <format>', 'pretty | json (default: pretty on a terminal)');
+    .option('--log-format <format>', 'pretty | json (default: pretty on a terminal)')
+    .option('--fsync', 'fsync every commit: stored messages survive power cuts, not just crashes (slower)');
   examples(addGlobalOptions(cmd), [
     'mrp relay                                  # http://127.0.0.1:8080, data in ./data',
     'mrp relay --port 0 --data-dir /var/lib/mrp # any free port',

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { relative, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
@@ -21,10 +22,14 @@ export interface RunOptions {
   interval?: string;
   logFormat?: string;
   logPayloads?: boolean;
+  fsync?: boolean;
 }
 
 /** `mrp run`: keeps a handler online until SIGINT/SIGTERM. */
 export async function runRun(ctx: CliContext, options: RunOptions): Promise<void> {
+  // A runner lives long and its live data is small: have V8 keep the heap near it instead of
+  // letting it grow to several times its size under load (~30% less memory for ~5% more CPU).
+  setFlagsFromString('--optimize-for-size');
   if (!options.handler) {
     throw new UsageError('--handler <path> is required (e.g. --handler ./handler.ts)', { code: 'missing_argument', hint: 'create one with `mrp init`' });
   }
@@ -62,6 +67,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     manifest,
     logFormat,
     payloads: options.logPayloads === true,
+    fsync: options.fsync === true,
   });
 
   const signals = shutdownSignals(ctx.deps);
@@ -100,7 +106,8 @@ export function register(program: Command, deps: Deps): void {
     .option('--grace <duration>', 'on SIGINT/SIGTERM, how long running handlers may finish', '30s')
     .option('--interval <duration>', 'poll mode: pause between polls when the relay has no long poll')
     .option('--log-format <format>', 'pretty | json (default: pretty on a terminal, json when piped)')
-    .option('--log-payloads', 'include message bodies in the output');
+    .option('--log-payloads', 'include message bodies in the output')
+    .option('--fsync', 'sync the journal to disk before each step (survives power cuts, not just crashes; slower)');
   examples(addGlobalOptions(cmd), [
     'mrp run --handler ./handler.ts',
     'mrp run -H handlers/echo.ts --relay http://127.0.0.1:8080',

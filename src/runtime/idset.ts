@@ -1,0 +1,114 @@
+/**
+ * The set of finished message ids, kept for days, in constant memory per entry.
+ *
+ * A Map of id strings costs ~100 bytes and two heap objects per message; a runner that has
+ * answered millions of messages would carry hundreds of megabytes of garbage-collected heap for a
+ * yes/no question. Here each id is a 64-bit hash in an open-addressing table of typed arrays
+ * (12 bytes a slot, kept at most half full) with its expiry in minutes. The chance that a new id
+ * matches a stored hash is about n / 2^64 (1 in 10^13 with 2 million entries).
+ */
+
+/** 64-bit hash of a string as two 32-bit halves (cyrb53's mixing, both halves kept). */
+export function hash64(text: string): [number, number] {
+  let h1 = 0xdeadbeef;
+  let h2 = 0x41c6ce57;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 2654435761);
+    h2 = Math.imul(h2 ^ c, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return [h1 >>> 0, h2 >>> 0];
+}
+
+/** 16 hex characters for a hash (how the journal writes it). */
+export function hashHex([hi, lo]: [number, number]): string {
+  return hi.toString(16).padStart(8, '0') + lo.toString(16).padStart(8, '0');
+}
+
+export function parseHashHex(text: string): [number, number] | undefined {
+  if (!/^[0-9a-f]{16}$/.test(text)) return undefined;
+  return [parseInt(text.slice(0, 8), 16), parseInt(text.slice(8), 16)];
+}
+
+const MINUTE = 60_000;
+const MIN_CAPACITY = 1024;
+
+export class ExpiringIdSet {
+  #hi = new Uint32Array(MIN_CAPACITY);
+  #lo = new Uint32Array(MIN_CAPACITY);
+  /** Expiry in minutes since the epoch; 0 marks an empty slot. */
+  #until = new Uint32Array(MIN_CAPACITY);
+  #occupied = 0;
+  readonly #max: number;
+
+  constructor(maxEntries = Number.MAX_SAFE_INTEGER) {
+    this.#max = maxEntries;
+  }
+
+  /** Entries stored (some may have expired and not been swept yet). */
+  get size(): number {
+    return this.#occupied;
+  }
+
+  #slot(hi: number, lo: number): number {
+    const mask = this.#until.length - 1;
+    let i = (lo ^ Math.imul(hi, 0x9e3779b1)) & mask;
+    while (this.#until[i] !== 0 && (this.#hi[i] !== hi || this.#lo[i] !== lo)) i = (i + 1) & mask;
+    return i;
+  }
+
+  has(id: string, now: number): boolean {
+    return this.hasHash(hash64(id), now);
+  }
+
+  hasHash([hi, lo]: [number, number], now: number): boolean {
+    const i = this.#slot(hi, lo);
+    return this.#until[i] !== 0 && this.#until[i]! * MINUTE > now;
+  }
+
+  add(id: string, untilMs: number, now: number): void {
+    this.addHash(hash64(id), untilMs, now);
+  }
+
+  addHash([hi, lo]: [number, number], untilMs: number, now: number): void {
+    if ((this.#occupied + 1) * 2 > this.#until.length) this.#rebuild(now);
+    const i = this.#slot(hi, lo);
+    if (this.#until[i] === 0) this.#occupied++;
+    this.#hi[i] = hi;
+    this.#lo[i] = lo;
+    this.#until[i] = Math.max(this.#until[i]!, Math.ceil(untilMs / MINUTE));
+  }
+
+  /** Live entries as [hash, expiry ms]. */
+  *entries(now: number): Generator<[[number, number], number]> {
+    for (let i = 0; i < this.#until.length; i++) {
+      const until = this.#until[i]! * MINUTE;
+      if (until > now) yield [[this.#hi[i]!, this.#lo[i]!], until];
+    }
+  }
+
+  /** Drops expired entries (and the oldest, past the cap); resizes to fit what is left. */
+  sweep(now: number): void {
+    this.#rebuild(now);
+  }
+
+  #rebuild(now: number): void {
+    let live = [...this.entries(now)];
+    if (live.length > this.#max) live = live.sort((a, b) => b[1] - a[1]).slice(0, this.#max);
+    let capacity = MIN_CAPACITY;
+    while (capacity < live.length * 4) capacity *= 2;
+    this.#hi = new Uint32Array(capacity);
+    this.#lo = new Uint32Array(capacity);
+    this.#until = new Uint32Array(capacity);
+    this.#occupied = 0;
+    for (const [h, until] of live) {
+      const i = this.#slot(h[0], h[1]);
+      this.#hi[i] = h[0];
+      this.#lo[i] = h[1];
+      this.#until[i] = Math.ceil(until / MINUTE);
+      this.#occupied++;
+    }
+  }
+}
