@@ -371,7 +371,7 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
   const calls = s.calls();
   const cutShort = s.startedInKilledRunner();
   const callProblems: string[] = [];
-  for (const [id, n] of calls) if (!byId.has(id)) callProblems.push(`handler ran for unknown message ${id}`);
+  for (const id of calls.keys()) if (!byId.has(id)) callProblems.push(`handler ran for unknown message ${id}`);
   for (const o of originals) {
     const n = calls.get(o.message_id) ?? 0;
     if (s.killedMidHandler.has(o.message_id)) {

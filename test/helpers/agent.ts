@@ -77,19 +77,17 @@ export function handledN(runtime: Runtime, n: number): Promise<HandledEvent[]> {
 export class Peer {
   readonly keypair = Keypair.generate();
   readonly client: RelayClient;
-  readonly #socket: RawSocket;
   readonly replies: Message[] = [];
   readonly #waiters: Array<{ n: number; resolve: () => void }> = [];
 
-  private constructor(relayUrl: string, socket: RawSocket, clock?: Clock) {
+  private constructor(relayUrl: string, clock?: Clock) {
     this.client = new RelayClient({ relayUrl, keypair: this.keypair, ...(clock ? { clock } : {}) });
-    this.#socket = socket;
   }
 
   static async connect(t: TestContext, relay: Pick<TestRelay, 'url' | 'wsUrl'>, clock?: Clock): Promise<Peer> {
     const socket = await RawSocket.open(relay.wsUrl);
     t.after(() => socket.ws.terminate());
-    const peer = new Peer(relay.url, socket, clock);
+    const peer = new Peer(relay.url, clock);
     const ok = await socket.auth(peer.keypair, clock?.now() ?? Date.now());
     if (ok.status !== 'ok') throw new Error(`peer auth failed: ${JSON.stringify(ok)}`);
     socket.ws.on('message', (data) => {

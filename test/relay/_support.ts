@@ -25,6 +25,23 @@ export const BIN = join(ROOT, 'bin', 'mrp.js');
 export const KEY_RE = /^[A-Za-z0-9_-]{43}$/;
 export const MSG_ID_RE = /^msg_\d+_[0-9a-f]{12}$/;
 export const REQ_ID_RE = /^req_[0-9a-f]{16}$/;
+/** Every field of a message object (spec §3.6), sorted. */
+export const MESSAGE_FIELDS = [
+  'attachments',
+  'body',
+  'content_type',
+  'created_at',
+  'delivered_at',
+  'expires_at',
+  'in_reply_to',
+  'message_id',
+  'metadata',
+  'recipient_key',
+  'sender_key',
+  'status',
+  'thread_id',
+];
+
 /** RFC 3339, UTC. */
 export const RFC3339_UTC_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$/;
 

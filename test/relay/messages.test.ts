@@ -3,25 +3,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { newAgent, signed, startRelay } from '../helpers/relay.js';
-import { Api, expectError, expectOk, MSG_ID_RE, RFC3339_UTC_RE, startTicking } from './_support.js';
+import { Api, expectError, expectOk, MESSAGE_FIELDS, MSG_ID_RE, RFC3339_UTC_RE, startTicking } from './_support.js';
 
 const MiB = 1024 * 1024;
-const MESSAGE_FIELDS = [
-  'attachments',
-  'body',
-  'content_type',
-  'created_at',
-  'delivered_at',
-  'expires_at',
-  'in_reply_to',
-  'message_id',
-  'metadata',
-  'recipient_key',
-  'sender_key',
-  'status',
-  'thread_id',
-];
-
 describe('§3.6 POST /v1/messages', () => {
   it('→ 201 {message_id, status: sent, created_at, expires_at}; default TTL 7 days', async (t) => {
     const { url } = await startRelay(t);

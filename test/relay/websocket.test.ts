@@ -6,23 +6,7 @@ import WebSocket from 'ws';
 import { ManualClock } from '../../src/core/clock.js';
 import { authFrame } from '../../src/protocol/signing.js';
 import { newAgent, type RawSocket, startRelay } from '../helpers/relay.js';
-import { Api, expectOk, freshAuthFrame, MSG_ID_RE, openSocket, startTicking, wsConnect as connect, RFC3339_UTC_RE, roundTrip, waitForConnections } from './_support.js';
-
-const MESSAGE_FIELDS = [
-  'attachments',
-  'body',
-  'content_type',
-  'created_at',
-  'delivered_at',
-  'expires_at',
-  'in_reply_to',
-  'message_id',
-  'metadata',
-  'recipient_key',
-  'sender_key',
-  'status',
-  'thread_id',
-];
+import { Api, expectOk, freshAuthFrame, MESSAGE_FIELDS, MSG_ID_RE, openSocket, startTicking, wsConnect as connect, RFC3339_UTC_RE, roundTrip, waitForConnections } from './_support.js';
 
 /** The next frame must be a pong for this ts (proves nothing else was queued before it). */
 async function expectOnlyPong(s: RawSocket, ts: number): Promise<void> {

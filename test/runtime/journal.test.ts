@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { ConfigError } from '../../src/core/errors.js';
+import { normalizeMessage } from '../../src/protocol/frames.js';
 import type { Message } from '../../src/protocol/types.js';
 import { Journal } from '../../src/runtime/journal.js';
 import { tempDir } from '../helpers/cli.js';
@@ -11,21 +12,13 @@ import { tempDir } from '../helpers/cli.js';
 const DAY = 86_400_000;
 
 function message(id: string, expiresAt: number): Message {
-  return {
+  return normalizeMessage({
     message_id: id,
     sender_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ',
-    recipient_key: '5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA',
-    content_type: 'application/json',
     body: { id },
-    attachments: [],
-    thread_id: null,
-    in_reply_to: null,
-    metadata: {},
-    status: 'sent',
     created_at: new Date(expiresAt - 7 * DAY).toISOString(),
     expires_at: new Date(expiresAt).toISOString(),
-    delivered_at: null,
-  };
+  });
 }
 
 describe('journal', () => {

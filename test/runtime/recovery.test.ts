@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { TypedEmitter } from '../../src/core/emitter.js';
 import { RelayClient } from '../../src/client/http.js';
 import type { MessageSource, SourceEvents } from '../../src/client/source.js';
+import { normalizeMessage } from '../../src/protocol/frames.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message, SendRequest, SendResponse } from '../../src/protocol/types.js';
 import { Journal } from '../../src/runtime/journal.js';
@@ -38,21 +39,7 @@ class FakeSource extends TypedEmitter<SourceEvents> implements MessageSource {
 }
 
 function msg(id: string): Message {
-  return {
-    message_id: id,
-    sender_key: Keypair.generate().publicKey,
-    recipient_key: '',
-    content_type: 'application/json',
-    body: { id },
-    attachments: [],
-    thread_id: null,
-    in_reply_to: null,
-    metadata: {},
-    status: 'sent',
-    created_at: '',
-    expires_at: new Date(Date.now() + 86_400_000).toISOString(),
-    delivered_at: null,
-  };
+  return normalizeMessage({ message_id: id, sender_key: Keypair.generate().publicKey, body: { id }, expires_at: new Date(Date.now() + 86_400_000).toISOString() });
 }
 
 describe('exactly once over at-least-once', () => {
