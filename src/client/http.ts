@@ -6,7 +6,7 @@
  * A send whose answer was lost is not blindly retried: it fails with OutcomeUnknownError so the
  * caller can check before sending again.
  */
-import { anySignal, sleep } from '../core/async.js';
+import { sleep } from '../core/async.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { AbortError, isRetryable, NetworkError, OutcomeUnknownError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
@@ -196,7 +196,8 @@ export class RelayClient {
     if (this.#userAgent) headers['User-Agent'] = this.#userAgent;
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
     const timeout = AbortSignal.timeout(timeoutMs);
-    const signal = anySignal([options.signal, timeout]);
+    // AbortSignal.any holds its sources weakly: no listener piles up on a long-lived signal.
+    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     let res: globalThis.Response;
     try {
       res = await this.#fetch(this.#origin + target, { method, headers, ...(bodyText === undefined ? {} : { body: bodyText }), signal });
@@ -246,7 +247,7 @@ export class RelayClient {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     let res: globalThis.Response;
     try {
-      res = await this.#fetch(`${this.#origin}${this.#basePath}${PATHS.health}`, { signal: anySignal([signal, timeout]) });
+      res = await this.#fetch(`${this.#origin}${this.#basePath}${PATHS.health}`, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
     } catch (err) {
       throw this.#transportError(err, 'GET', PATHS.health, signal, timeout, this.#timeoutMs, false);
     }

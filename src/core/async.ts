@@ -76,17 +76,3 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, message: string,
     );
   });
 }
-
-/** An AbortSignal that fires when any of `signals` fires. */
-export function anySignal(signals: ReadonlyArray<AbortSignal | undefined>): AbortSignal {
-  const controller = new AbortController();
-  for (const s of signals) {
-    if (!s) continue;
-    if (s.aborted) {
-      controller.abort(s.reason);
-      break;
-    }
-    s.addEventListener('abort', () => controller.abort(s.reason), { once: true, signal: controller.signal });
-  }
-  return controller.signal;
-}

@@ -138,8 +138,10 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   readonly #queue: Item[] = [];
   readonly #running = new Set<Promise<void>>();
   readonly #finishing = new Set<Promise<void>>();
-  /** Aborts every running handler (forced shutdown). */
+  /** Set when running handlers are to be aborted (forced shutdown). */
   readonly #shutdown = new AbortController();
+  /** The signal controllers of running handlers (one list, not a listener per handler). */
+  readonly #controllers = new Set<AbortController>();
   #intake = true;
   #started = false;
   #overflowed = false;
@@ -320,8 +322,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
 
   async #invoke(message: Message, redelivered: boolean): Promise<PlannedReply | null | 'aborted'> {
     const controller = new AbortController();
-    const onShutdown = (): void => controller.abort(new AbortError('the runner is shutting down'));
-    this.#shutdown.signal.addEventListener('abort', onShutdown, { once: true });
+    this.#controllers.add(controller);
     const timer = this.#clock.setTimeout(
       () => controller.abort(new TimeoutError(`the handler did not finish within ${formatDuration(this.#timeoutMs)}`)),
       this.#timeoutMs,
@@ -345,7 +346,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       return errorReply(errorCode(err), error.message, 'error');
     } finally {
       timer.cancel();
-      this.#shutdown.signal.removeEventListener('abort', onShutdown);
+      this.#controllers.delete(controller);
     }
   }
 
@@ -460,6 +461,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     };
     if (!(await inTime(this.#running))) {
       this.#shutdown.abort(new AbortError('the runner is shutting down'));
+      for (const c of this.#controllers) c.abort(this.#shutdown.signal.reason);
       await Promise.all(this.#running);
     }
     if (!(await inTime(this.#finishing))) {

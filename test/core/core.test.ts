@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { anySignal, deferred, sleep, withTimeout } from '../../src/core/async.js';
+import { deferred, sleep, withTimeout } from '../../src/core/async.js';
 import { Backoff } from '../../src/core/backoff.js';
 import { ManualClock } from '../../src/core/clock.js';
 import {
@@ -133,16 +133,6 @@ describe('async helpers', () => {
     const ok = withTimeout(Promise.resolve(5), 100, 'x', clock);
     assert.equal(await ok, 5);
     assert.equal(clock.pending, 0);
-  });
-
-  it('anySignal follows whichever fires', () => {
-    const a = new AbortController();
-    const b = new AbortController();
-    const s = anySignal([a.signal, undefined, b.signal]);
-    assert.equal(s.aborted, false);
-    b.abort('why');
-    assert.equal(s.aborted, true);
-    assert.equal(s.reason, 'why');
   });
 });
 
