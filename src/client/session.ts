@@ -145,6 +145,8 @@ export class Session extends TypedEmitter<SessionEvents> {
   #everReady = false;
   #authError: RelayError | undefined;
   #zombie = false;
+  /** Why the socket failed (ECONNREFUSED, …), for the next disconnect's explanation. */
+  #transportError: string | undefined;
   #timers: { auth?: Timer; stable?: Timer; reconnect?: Timer } = {};
   #closed = deferred<void>();
 
@@ -260,6 +262,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.#setStatus(this.#everReady ? 'reconnecting' : 'connecting');
     this.#authError = undefined;
     this.#zombie = false;
+    this.#transportError = undefined;
     let ws: WebSocket;
     try {
       ws = this.#o.createSocket ? this.#o.createSocket(this.#o.url) : new WebSocket(this.#o.url, { perMessageDeflate: false, handshakeTimeout: this.#o.authTimeoutMs });
@@ -282,8 +285,9 @@ export class Session extends TypedEmitter<SessionEvents> {
     });
     ws.on('ping', () => this.#heartbeat.activity());
     ws.on('pong', () => this.#heartbeat.activity());
-    ws.on('error', () => {
-      // Always followed by 'close', which decides what to do.
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      // Always followed by 'close', which decides what to do; remember why for the explanation.
+      this.#transportError = err.code ?? err.message;
     });
     ws.on('close', (code, reason) => this.#onClose(ws, code, reason.toString()));
   }
@@ -357,6 +361,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     const code = this.#zombie ? CLOSE_CODES.heartbeatTimeout : wasAuthenticating && rawCode === 1006 && this.#authError ? CLOSE_CODES.authFailed : rawCode;
     const recovery = recoveryFor(code, this.#authError, this.#o);
     if (this.#zombie) recovery.explanation = `no sign of life from the relay for ${Math.round((this.#o.heartbeatIdleMs + this.#o.heartbeatTimeoutMs) / 1000)} s`;
+    else if (rawCode === 1006 && this.#transportError) recovery.explanation = `cannot reach the relay at ${this.#o.url} (${this.#transportError})`;
     if (recovery.authFailure) this.#authFailures++;
     const giveUp = recovery.action === 'stop' || (recovery.authFailure && this.#authFailures >= this.#o.maxAuthFailures);
     let delay = 0;

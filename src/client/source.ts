@@ -45,8 +45,9 @@ export class WebSocketSource extends TypedEmitter<SourceEvents> implements Messa
     super();
     this.#client = client;
     this.session = new Session({ ...options, url: client.wsUrl, keypair: client.keypair });
+    // Reconnects are announced by `disconnected` (with their delay); this is the first attempt.
     this.session.on('status', (s) => {
-      if (s === 'connecting' || s === 'reconnecting') this.emit('connecting');
+      if (s === 'connecting') this.emit('connecting');
     });
     this.session.on('ready', ({ reconnected }) => this.emit('connected', { reconnected, detail: client.wsUrl }));
     this.session.on('message', (m) => {
