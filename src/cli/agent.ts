@@ -50,6 +50,7 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
       ? new PollSource(client, {
           clock: ctx.deps.clock,
           capacity: () => runtime?.capacity() ?? 0,
+          recoverSince: journal.lastWriteBefore,
           ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
         })
       : new WebSocketSource(client, { clock: ctx.deps.clock });

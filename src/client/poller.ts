@@ -49,6 +49,8 @@ export interface PollerOptions {
 
 /** How far back (before a cancelled poll started) to look for messages it may have taken. */
 const RECOVERY_MARGIN_MS = TIMING.timestampToleranceMs;
+/** How long a cancelled long poll may take to reach the relay before the recovery look. */
+const RECOVERY_SETTLE_MS = 500;
 
 export const POLLER_DEFAULTS = { waitSeconds: 20, intervalMs: 2000, limit: LIMITS.pollLimitMax, maxAuthFailures: 5 } as const;
 
@@ -102,25 +104,27 @@ export class Poller extends TypedEmitter<PollerEvents> {
   }
 
   /**
-   * A long poll cancelled by `stop()` normally took nothing: the relay checks for the cancel
-   * before marking anything delivered. But a message that arrived in the instant before the
-   * cancel reached the relay was marked delivered and its answer lost. Such a message was created
-   * after the poll started waiting, so it is among the delivered messages since then (the
-   * margin covers clock skew); the consumer skips those it already has.
+   * Emits the messages delivered to this agent since `since` (minus a margin for clock skew).
+   * A poll marks what it returns delivered, so a poll whose answer was never read — cancelled by
+   * `stop()` in the instant the relay answered it, or cut off by a crash — loses those messages
+   * unless someone looks. They were created after that poll started, so they are in this list;
+   * the consumer skips those it already has.
    */
-  async #recover(pollStarted: number): Promise<void> {
-    const from = pollStarted - RECOVERY_MARGIN_MS;
+  async recoverSince(since: number): Promise<boolean> {
+    const from = since - RECOVERY_MARGIN_MS;
     let cursor: string | undefined;
     try {
       for (let page = 0; page < 10; page++) {
         const res = await this.#client.poll({ status: 'delivered', since: formatTimestamp(from), limit: LIMITS.pollLimitMax, ...(cursor ? { cursor } : {}) });
         const recent = res.messages.filter((m) => m.delivered_at !== null && Date.parse(m.delivered_at) >= from);
         if (recent.length > 0) this.emit('batch', recent);
-        if (!res.has_more || !res.next_cursor) return;
+        if (!res.has_more || !res.next_cursor) return true;
         cursor = res.next_cursor;
       }
+      return true;
     } catch (err) {
       this.emit('warning', toMrpError(err));
+      return false;
     }
   }
 
@@ -159,8 +163,12 @@ export class Poller extends TypedEmitter<PollerEvents> {
         if (page.messages.length === 0 && this.#waitSeconds === 0 && this.#running) await this.#pause(this.#intervalMs);
       } catch (err) {
         if (this.#idle.signal.aborted) {
-          // Stopped while a long poll was waiting: see what the relay may have handed it.
-          if (wait > 0) await this.#recover(started);
+          // Stopped while a long poll was waiting: see what the relay may have handed it, once
+          // the relay has had a moment to notice the cancelled request.
+          if (wait > 0) {
+            await sleep(RECOVERY_SETTLE_MS, { clock: this.#clock });
+            await this.recoverSince(started);
+          }
           break;
         }
         const error = toMrpError(err);

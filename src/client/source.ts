@@ -2,6 +2,7 @@
  * Where a runtime's messages come from: a WebSocket session or a poller behind one interface,
  * plus the one way out (`send`): an inline WebSocket send when connected, HTTP otherwise.
  */
+import { sleep } from '../core/async.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import type { MrpError } from '../core/errors.js';
@@ -89,12 +90,22 @@ export class PollSource extends TypedEmitter<SourceEvents> implements MessageSou
   readonly kind = 'poll';
   readonly poller: Poller;
   readonly #client: RelayClient;
+  readonly #clock: Clock;
+  readonly #recoverSince: number;
   #connected = false;
+  #stopped = false;
 
-  constructor(client: RelayClient, options: Omit<PollerOptions, 'client'> & { clock?: Clock } = {}) {
+  /**
+   * `recoverSince`: when the previous run last worked (its journal's last write). Messages the
+   * relay marked delivered after that, for a poll whose answer a crash cut off, are fetched again
+   * before polling starts (the consumer skips those it already has).
+   */
+  constructor(client: RelayClient, options: Omit<PollerOptions, 'client'> & { clock?: Clock; recoverSince?: number } = {}) {
     super();
     this.#client = client;
-    this.poller = new Poller({ clock: systemClock, ...options, client });
+    this.#clock = options.clock ?? systemClock;
+    this.#recoverSince = options.recoverSince ?? 0;
+    this.poller = new Poller({ ...options, clock: this.#clock, client });
     this.poller.on('batch', (messages) => {
       this.#markConnected();
       this.emit('messages', messages);
@@ -117,15 +128,26 @@ export class PollSource extends TypedEmitter<SourceEvents> implements MessageSou
 
   start(): void {
     this.emit('connecting');
-    // Say we are connected once the relay answers: a cheap signed request before the first poll.
-    this.#client
-      .getAgent(this.#client.publicKey)
-      .then(() => this.#markConnected())
-      .catch(() => undefined);
-    this.poller.start();
+    void this.#begin();
+  }
+
+  async #begin(): Promise<void> {
+    if (this.#recoverSince > 0) {
+      while (!this.#stopped && !(await this.poller.recoverSince(this.#recoverSince))) await sleep(2000, { clock: this.#clock });
+      if (this.#stopped) return;
+      this.#markConnected();
+    } else {
+      // Say we are connected once the relay answers: a cheap signed request before the first poll.
+      this.#client
+        .getAgent(this.#client.publicKey)
+        .then(() => this.#markConnected())
+        .catch(() => undefined);
+    }
+    if (!this.#stopped) this.poller.start();
   }
 
   stopIntake(): Promise<void> {
+    this.#stopped = true;
     return this.poller.stop();
   }
 

@@ -142,7 +142,11 @@ export class Messenger {
       const waiters = this.#waiters.get(r.recipient_key);
       if (!waiters) continue;
       this.#waiters.delete(r.recipient_key);
-      for (const w of waiters) w();
+      // One turn later: a client that went away (its close may be in this same batch of I/O
+      // events) is noticed before its long poll takes messages it will never read.
+      setImmediate(() => {
+        for (const w of waiters) w();
+      });
     }
   }
 

@@ -227,6 +227,12 @@ export function createRelay(options: RelayOptions): Relay {
     const headers: Record<string, string> = { ...CORS_HEADERS, 'X-Request-Id': id };
     let status = 500;
     let caller: string | undefined;
+    // Watch for the client going away from the first moment: a long poll whose client left while
+    // its body or auth was being handled must not take (and lose) messages.
+    const abort = new AbortController();
+    const onGone = (): void => abort.abort();
+    res.on('close', onGone);
+    inFlightAborts.add(abort);
     const fail = (err: unknown): void => {
       const api = ApiError.from(err);
       if (api.code === 'internal_error') logger.error('internal_error', { request_id: id, error: (err as Error)?.stack ?? String(err) });
@@ -281,26 +287,18 @@ export function createRelay(options: RelayOptions): Relay {
           Object.assign(headers, rateHeaders(requestLimit.peek(caller)));
         }
       }
-      const abort = new AbortController();
-      const onGone = (): void => abort.abort();
-      res.on('close', onGone);
-      inFlightAborts.add(abort);
-      let reply: Reply;
-      try {
-        reply = await route.handler(
-          { method, params, query: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)), body, caller: caller ?? '', signal: abort.signal },
-          services,
-        );
-      } finally {
-        res.off('close', onGone);
-        inFlightAborts.delete(abort);
-      }
+      const reply: Reply = await route.handler(
+        { method, params, query: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)), body, caller: caller ?? '', signal: abort.signal },
+        services,
+      );
       if (reply.sendRate) Object.assign(headers, rateHeaders(reply.sendRate));
       status = reply.status;
       writeJson(res, reply.status, reply.body, { ...headers, ...reply.headers }, method === 'HEAD');
     } catch (err) {
       fail(err);
     } finally {
+      res.off('close', onGone);
+      inFlightAborts.delete(abort);
       if (logger.enabled('info')) {
         logger.info('request', {
           method,

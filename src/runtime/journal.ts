@@ -18,6 +18,7 @@ import {
   openSync,
   readFileSync,
   renameSync,
+  statSync,
   unlinkSync,
   writeFileSync,
   writeSync,
@@ -97,6 +98,8 @@ export class Journal {
   readonly #live = new Map<string, JournalEntry>();
   readonly #done: ExpiringIdSet;
   readonly #recovered: JournalEntry[] = [];
+  /** When the previous run last wrote the journal (0 when there was none). */
+  readonly lastWriteBefore: number;
   #fd: number;
   #buffer: string[] = [];
   #waiters: Array<() => void> = [];
@@ -115,6 +118,13 @@ export class Journal {
     this.#done = new ExpiringIdSet(options.maxDone ?? JOURNAL_DEFAULTS.maxDone);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.#lock();
+    let lastWrite = 0;
+    try {
+      lastWrite = statSync(this.path).mtimeMs;
+    } catch {
+      // No journal yet.
+    }
+    this.lastWriteBefore = lastWrite;
     try {
       this.#replay();
       this.#compact();
