@@ -26,7 +26,7 @@ import * as whoami from './commands/whoami.js';
 import type { Deps } from './deps.js';
 import { EXIT, exitCodeFor } from './exit.js';
 import { Output } from './output.js';
-import { addGlobalOptions, globalsOf, ReportedError } from './program.js';
+import { addGlobalOptions, globalsOf, protectKeyArguments, ReportedError } from './program.js';
 import { packageVersion } from './version.js';
 
 /** In help order: the everyday loop first, then the rest. */
@@ -97,7 +97,7 @@ export async function main(argv: string[], deps: Deps): Promise<number> {
     return EXIT.ok;
   }
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(protectKeyArguments(argv), { from: 'user' });
     return EXIT.ok;
   } catch (err) {
     if (err instanceof CommanderError) {

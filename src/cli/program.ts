@@ -6,6 +6,7 @@ import { type Command, Option } from 'commander';
 import { CliContext, type GlobalOptions } from './context.js';
 import type { Deps } from './deps.js';
 import { exitCodeFor } from './exit.js';
+import { decodePublicKey } from '../protocol/encoding.js';
 
 const GLOBAL_GROUP = 'Global Options:';
 
@@ -42,6 +43,23 @@ export function globalsOf(cmd: Command): GlobalOptions {
   };
 }
 
+/**
+ * A public key is base64url, so 1 in 64 starts with "-" and would be read as an unknown option
+ * (`mrp send -QyX… hi`). Such arguments are disguised before commander parses the command line
+ * and restored in what the command receives.
+ */
+const DISGUISE = '\uE000';
+
+export function protectKeyArguments(argv: readonly string[]): string[] {
+  return argv.map((a) => (a.length === 43 && a.startsWith('-') && decodePublicKey(a) ? DISGUISE + a.slice(1) : a));
+}
+
+function restore<T>(value: T): T {
+  if (typeof value === 'string') return (value.startsWith(DISGUISE) ? `-${value.slice(1)}` : value) as T;
+  if (Array.isArray(value)) return value.map(restore) as T;
+  return value;
+}
+
 export type Run<O> = (ctx: CliContext, options: O, args: string[]) => Promise<void>;
 
 /** Thrown after a command has reported its failure: carries the exit code to `main`. */
@@ -63,7 +81,8 @@ export function action<O>(deps: Deps, run: Run<O>): (...all: unknown[]) => Promi
     const ctx = await CliContext.create(deps, globalsOf(cmd));
     try {
       // A variadic last argument arrives as an array: flatten so args are plain strings.
-      await run(ctx, cmd.opts() as O, (cmd.processedArgs as Array<string | string[]>).flat());
+      const options = Object.fromEntries(Object.entries(cmd.opts()).map(([k, v]) => [k, restore(v)])) as O;
+      await run(ctx, options, restore((cmd.processedArgs as Array<string | string[]>).flat()));
     } catch (err) {
       if (err instanceof ReportedError) throw err;
       ctx.out.error(err);

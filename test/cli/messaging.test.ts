@@ -45,6 +45,21 @@ describe('mrp send', () => {
     assert.equal(Date.parse(m.expires_at) - Date.parse(m.created_at), 3_600_000);
   });
 
+  it('a key that starts with "-" is an argument, not an option', async (t) => {
+    const relay = await startRelay(t);
+    const { deps } = await user(t, relay);
+    let peer = Keypair.generate();
+    while (!peer.publicKey.startsWith('-')) peer = Keypair.generate();
+    const res = await runCli(['send', peer.publicKey, 'dash', '--json'], deps);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal((await runCli(['contacts', 'add', 'dashy', peer.publicKey], deps)).code, 0);
+    assert.equal((await runCli(['send', '--to', peer.publicKey, '--text', 'again'], deps)).code, 0);
+    const inbox = await new RelayClient({ relayUrl: relay.url, keypair: peer }).poll();
+    assert.deepEqual(inbox.messages.map((m) => m.body), [{ text: 'dash' }, { text: 'again' }]);
+    const unknown = await runCli(['send', peer.publicKey, 'x', '--nope'], deps);
+    assert.equal(unknown.code, 2, 'real unknown options are still refused');
+  });
+
   it('--json <value>, stdin and --file bodies; exactly one body source', async (t) => {
     const relay = await startRelay(t);
     const peer = Keypair.generate();
@@ -84,7 +99,7 @@ describe('mrp send', () => {
     const relay = await startRelay(t);
     const { deps } = await user(t, relay);
     const res = await runCli(['send', Keypair.generate().publicKey, 'anyone?', '--wait', '1'], deps);
-    assert.equal(res.code, 3);
+    assert.equal(res.code, 3, res.stderr);
     assert.match(res.stderr, /no reply to msg_\S+ within 1s \(the recipient has not picked it up yet\)/);
   });
 
@@ -114,7 +129,7 @@ describe('mrp tail', () => {
     const tail = runCli(['tail', '--json', '--count', '3'], deps);
     const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
     // Wait until tail is connected (it says so on stderr) before sending.
-    while (!deps.stderr.text.includes('connected')) await new Promise((r) => setImmediate(r));
+    await deps.stderr.waitFor('connected');
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) ids.push((await sender.send({ recipient_key: key, body: { i } })).message_id);
     const res = await tail;
@@ -139,7 +154,8 @@ describe('mrp recv / thread / status / get', () => {
     assert.equal(got.code, 0, got.stderr);
     assert.deepEqual(JSON.parse(got.stdout).messages.map((m: { message_id: string }) => m.message_id), [first.message_id]);
     assert.equal((await other.messageStatus(first.message_id)).status, 'delivered');
-    await runCli(['send', other.publicKey, 'answer', '--in-reply-to', first.message_id], deps);
+    const answer = await runCli(['send', other.publicKey, 'answer', '--in-reply-to', first.message_id], deps);
+    assert.equal(answer.code, 0, answer.stderr);
     const thread = await runCli(['thread', first.message_id, '--json'], deps);
     assert.deepEqual(JSON.parse(thread.stdout).messages.map((m: { body: unknown }) => m.body), [{ text: 'question' }, { text: 'answer' }]);
     const status = await runCli(['status', first.message_id, '--json'], deps);

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { sleep } from '../../core/async.js';
 import type { Clock } from '../../core/clock.js';
 import { formatDuration, parseDuration } from '../../core/duration.js';
@@ -10,6 +10,7 @@ import type { JsonObject, JsonValue, Message, SendRequest } from '../../protocol
 import { validateSendRequest } from '../../protocol/validate.js';
 import type { CliContext } from '../context.js';
 import type { Deps, InStream } from '../deps.js';
+import { collect, keyValuePairs } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
 import { messageBlock } from '../render.js';
 
@@ -87,14 +88,7 @@ async function compose(ctx: CliContext, options: SendOptions, args: string[]): P
 }
 
 function metadata(pairs: string[] | undefined): JsonObject | undefined {
-  if (!pairs?.length) return undefined;
-  const out: JsonObject = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf('=');
-    if (eq <= 0) throw new UsageError(`--meta "${pair}" must look like key=value`, { code: 'invalid_argument' });
-    out[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
-  return out;
+  return pairs?.length ? Object.fromEntries(keyValuePairs(pairs, '--meta')) : undefined;
 }
 
 function ttlSeconds(value: string | undefined): number | undefined {
@@ -160,12 +154,9 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   );
 }
 
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
 export function register(program: Command, deps: Deps): void {
-  const cmd = new Command('send')
+  const cmd = program
+    .command('send')
     .description('send a message (optionally wait for the reply)')
     .argument('[recipient-and-text...]', 'public key or contact name, then the text (or - for stdin)')
     .option('--to <recipient>', 'public key or contact name (instead of the first argument)')
@@ -180,7 +171,6 @@ export function register(program: Command, deps: Deps): void {
     .option('--ttl <duration>', 'time to live: seconds or e.g. 1h, 7d (default 7d, max 30d)')
     .option('--meta <key=value>', 'metadata entry (repeatable)', collect)
     .option('-w, --wait [seconds]', `wait for the reply and print it (default ${DEFAULT_WAIT_S}s)`);
-  program.addCommand(cmd);
   examples(addGlobalOptions(cmd, { json: false }), [
     'mrp send alice "hello there"',
     'mrp send --to 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA --text hi',
