@@ -35,7 +35,7 @@ export {
   resolveRecipient,
   serializeContacts,
 } from './protocol/contacts.js';
-export { encodeFrame, FrameParseError, normalizeMessage, parseClientFrame, parseServerFrame } from './protocol/frames.js';
+export { FrameParseError, normalizeMessage, parseClientFrame, parseServerFrame } from './protocol/frames.js';
 export {
   validateProfilePatch,
   validateSendRequest,

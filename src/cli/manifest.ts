@@ -3,11 +3,13 @@
  * and its ACL. Validated locally with the very rules the relay applies (protocol/validate.ts),
  * and every error points at the file, line and field.
  */
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { relative } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { ConfigError, MrpError } from '../core/errors.js';
 import { type ContactBook, resolveRecipient } from '../protocol/contacts.js';
 import type { RelayClient } from '../client/http.js';
+import type { CliContext } from './context.js';
 import type { AclEntry, AgentProfile, ProfilePatch } from '../protocol/types.js';
 import { isPlainObject, validateProfilePatch, ValidationError } from '../protocol/validate.js';
 
@@ -172,4 +174,13 @@ export function manifestChanges(manifest: Manifest, profile: AgentProfile, acl: 
     }
   }
   return changes;
+}
+
+/** The project's manifest: `file` when given (it must exist), else ./mrp.yaml if there is one. */
+export async function projectManifest(ctx: CliContext, file: string): Promise<Manifest>;
+export async function projectManifest(ctx: CliContext, file?: string): Promise<Manifest | undefined>;
+export async function projectManifest(ctx: CliContext, file?: string): Promise<Manifest | undefined> {
+  const path = resolve(ctx.deps.cwd, file ?? 'mrp.yaml');
+  if (file === undefined && !existsSync(path)) return undefined;
+  return loadManifest(path, { cwd: ctx.deps.cwd, contacts: () => ctx.contacts(), contactsFile: ctx.contactsPath });
 }

@@ -18,3 +18,17 @@ export function intOption(value: string | undefined, flag: string, fallback: num
   if (n < min || n > max) throw new UsageError(`${flag}: ${n} is out of range (${min}–${max})`, { code: 'invalid_argument' });
   return n;
 }
+
+/** Commander argument parser for repeatable options (`--tag a --tag b`). */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+/** `key=value` pairs of a repeatable flag, in order. */
+export function keyValuePairs(pairs: readonly string[], flag: string): Array<[string, string]> {
+  return pairs.map((pair) => {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`${flag} "${pair}" must look like key=value`, { code: 'invalid_argument' });
+    return [pair.slice(0, eq), pair.slice(eq + 1)];
+  });
+}

@@ -3,12 +3,16 @@
  * one means "now" (exit 130, unfinished work is redelivered later).
  */
 import type { Deps, SignalName } from './deps.js';
+import { EXIT } from './exit.js';
+import { ReportedError } from './program.js';
 
 export interface ShutdownSignals {
   /** Resolves with the first signal. */
   first: Promise<SignalName>;
   /** Resolves with the second signal. */
   second: Promise<SignalName>;
+  /** Waits for a graceful stop; a second signal meanwhile ends the command at once (exit 130). */
+  finishOrInterrupt(stopping: Promise<unknown>): Promise<void>;
   dispose(): void;
 }
 
@@ -24,5 +28,13 @@ export function shutdownSignals(deps: Deps): ShutdownSignals {
     else resolveSecond(signal);
   };
   const offs = (['SIGINT', 'SIGTERM'] as const).map((s) => deps.onSignal(s, handler(s)));
-  return { first, second, dispose: () => offs.forEach((off) => off()) };
+  return {
+    first,
+    second,
+    async finishOrInterrupt(stopping) {
+      const forced = await Promise.race([stopping.then(() => false), second.then(() => true)]);
+      if (forced) throw new ReportedError(EXIT.interrupted);
+    },
+    dispose: () => offs.forEach((off) => off()),
+  };
 }

@@ -1,4 +1,4 @@
-import { AbortError, TimeoutError } from './errors.js';
+import { AbortError } from './errors.js';
 import { type Clock, systemClock } from './clock.js';
 
 /** A promise with its resolve/reject exposed. */
@@ -54,25 +54,5 @@ export function sleep(ms: number, options: { clock?: Clock; signal?: AbortSignal
       resolve();
     }, ms);
     signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-/**
- * Settles like `promise`, or rejects with a TimeoutError after `ms`. The timer is cancelled as
- * soon as the promise settles.
- */
-export function withTimeout<T>(promise: Promise<T>, ms: number, message: string, clock: Clock = systemClock): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = clock.setTimeout(() => reject(new TimeoutError(message)), ms);
-    promise.then(
-      (v) => {
-        timer.cancel();
-        resolve(v);
-      },
-      (e: unknown) => {
-        timer.cancel();
-        reject(e);
-      },
-    );
   });
 }

@@ -10,7 +10,6 @@ import type {
   AckFrame,
   Attachment,
   AuthFrame,
-  AuthResultFrame,
   ErrorFrame,
   FrameError,
   JsonObject,
@@ -210,9 +209,4 @@ export function parseServerFrame(text: string): ServerFrame {
     default:
       throw new FrameParseError('unknown_type', `unknown frame type "${type}"`, { frameType: type });
   }
-}
-
-/** Serialises any frame. */
-export function encodeFrame(frame: ServerFrame | AuthResultFrame | Record<string, unknown>): string {
-  return JSON.stringify(frame);
 }

@@ -5,7 +5,7 @@
  */
 import { createHash, createPublicKey, randomBytes, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import * as ed from '@noble/ed25519';
-import { EMPTY_BODY_HASH, HEADERS } from './constants.js';
+import { EMPTY_BODY_HASH } from './constants.js';
 import { decodePublicKey, fromBase64Url, toBase64Url } from './encoding.js';
 
 ed.hashes.sha512 = (message) => new Uint8Array(createHash('sha512').update(message).digest());
@@ -120,9 +120,6 @@ export function authFrame(keypair: Keypair, nowMs: number): { type: 'auth'; publ
   const timestamp = formatTimestamp(nowMs);
   return { type: 'auth', public_key: keypair.publicKey, timestamp, signature: keypair.sign(wsAuthString(timestamp)) };
 }
-
-/** Lower-case header names (as Node presents incoming headers), for relay-side lookups. */
-export const AUTH_HEADER_NAMES = [HEADERS.publicKey, HEADERS.timestamp, HEADERS.signature] as const;
 
 /** A node:crypto public key object for `publicKey`; undefined if the string is not a key. */
 export function publicKeyObject(publicKey: string): KeyObject | undefined {

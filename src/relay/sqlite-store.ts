@@ -69,8 +69,6 @@ const MIGRATIONS: string[] = [
   `,
 ];
 
-export const SCHEMA_VERSION = MIGRATIONS.length;
-
 interface AgentRow {
   public_key: string;
   display_name: string | null;

@@ -16,11 +16,6 @@ async function project(t: import('node:test').TestContext, relayUrl?: string) {
   return { cwd, deps };
 }
 
-/** Resolves once `text` appears in the captured stream. */
-async function seen(stream: { text: string }, text: string): Promise<void> {
-  while (!stream.text.includes(text)) await new Promise((r) => setTimeout(r, 5));
-}
-
 describe('mrp announce', () => {
   const bad: Array<[string, string, RegExp]> = [
     ['name: Bot\ncapabilities:\n  - name: x\n    tags: [ok-tag, "bad tag"]\n', 'tag', /^error: mrp\.yaml:4: capabilities\[0\]\.tags\[1\]: tags are 3-64 characters/],
@@ -100,7 +95,7 @@ describe('mrp init', () => {
     const fresh = await project(t, relay.url);
     await runCli(['init'], fresh.deps);
     const run = runCli(['run', '--handler', './handler.ts'], fresh.deps);
-    await seen(fresh.deps.stdout, '"event":"announced"');
+    await fresh.deps.stdout.waitFor('"event":"announced"');
     const peer = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
     const { public_key } = JSON.parse((await runCli(['whoami', '--json'], fresh.deps)).stdout);
     assert.equal((await peer.getAgent(public_key)).display_name, 'translator-bot');

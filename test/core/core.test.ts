@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { deferred, sleep, withTimeout } from '../../src/core/async.js';
+import { sleep } from '../../src/core/async.js';
 import { Backoff } from '../../src/core/backoff.js';
 import { ManualClock } from '../../src/core/clock.js';
 import {
@@ -124,16 +124,6 @@ describe('async helpers', () => {
     assert.equal(clock.pending, 0);
   });
 
-  it('withTimeout rejects with TimeoutError on the clock, and clears itself on success', async () => {
-    const clock = new ManualClock(0);
-    const d = deferred<number>();
-    const p = withTimeout(d.promise, 100, 'too slow', clock);
-    clock.advance(100);
-    await assert.rejects(p, (e: unknown) => e instanceof TimeoutError && e.message === 'too slow');
-    const ok = withTimeout(Promise.resolve(5), 100, 'x', clock);
-    assert.equal(await ok, 5);
-    assert.equal(clock.pending, 0);
-  });
 });
 
 describe('TypedEmitter', () => {

@@ -11,12 +11,23 @@ export class Capture {
   text = '';
   isTTY: boolean;
   columns = 120;
+  readonly #waiters: Array<{ text: string; resolve: () => void }> = [];
   constructor(isTTY = false) {
     this.isTTY = isTTY;
   }
   write(chunk: string): boolean {
     this.text += chunk;
+    for (const w of [...this.#waiters]) {
+      if (!this.text.includes(w.text)) continue;
+      this.#waiters.splice(this.#waiters.indexOf(w), 1);
+      w.resolve();
+    }
     return true;
+  }
+  /** Resolves as soon as `text` has been written (at once if it already was). */
+  waitFor(text: string): Promise<void> {
+    if (this.text.includes(text)) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ text, resolve }));
   }
   lines(): string[] {
     return this.text.split('\n').filter((l) => l !== '');

@@ -1,6 +1,5 @@
-import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { applyManifest, loadManifest, manifestChanges } from '../manifest.js';
+import { applyManifest, manifestChanges, projectManifest } from '../manifest.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
@@ -17,8 +16,8 @@ function show(value: unknown): string {
 
 /** `mrp announce`: validate mrp.yaml, show what changes on the relay, apply it. */
 export async function runAnnounce(ctx: CliContext, options: AnnounceOptions): Promise<void> {
-  const file = resolve(ctx.deps.cwd, options.manifest ?? 'mrp.yaml');
-  const manifest = await loadManifest(file, { cwd: ctx.deps.cwd, contacts: () => ctx.contacts(), contactsFile: ctx.contactsPath });
+  const manifest = await projectManifest(ctx, options.manifest ?? 'mrp.yaml');
+  const file = manifest.file;
   const client = await ctx.client();
   const [profile, acl] = await Promise.all([client.getAgent(client.publicKey), manifest.acl ? client.listAcl({ limit: 1000 }) : undefined]);
   const changes = manifestChanges(manifest, profile, acl?.entries ?? []);

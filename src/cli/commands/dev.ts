@@ -9,7 +9,7 @@ import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { EXIT } from '../exit.js';
 import { readKeyFile, writeKeyFile } from '../keys.js';
-import { loadManifest } from '../manifest.js';
+import { projectManifest } from '../manifest.js';
 import { intOption } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { bodyPreview } from '../render.js';
@@ -68,10 +68,7 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
     url = await relay.listen();
   }
 
-  const manifestPath = resolve(ctx.deps.cwd, 'mrp.yaml');
-  const manifest = existsSync(manifestPath)
-    ? await loadManifest(manifestPath, { cwd: ctx.deps.cwd, contacts: () => ctx.contacts(), contactsFile: ctx.contactsPath })
-    : undefined;
+  const manifest = await projectManifest(ctx);
   const { startAgent } = await import('../agent.js');
   const logFormat = ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json';
   const { runtime, reporter } = await startAgent(ctx, {
@@ -143,8 +140,7 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
       }
       await Promise.race([signals.first, runtime.finished]);
     }
-    const stopped = runtime.stop().then(() => 'stopped' as const);
-    if ((await Promise.race([stopped, signals.second.then(() => 'forced' as const)])) === 'forced') throw new ReportedError(EXIT.interrupted);
+    await signals.finishOrInterrupt(runtime.stop());
   } finally {
     for (const w of watchers) w.close();
     signals.dispose();

@@ -6,7 +6,7 @@ import { parseTimestamp } from '../../protocol/signing.js';
 import type { DiscoveredAgent } from '../../protocol/types.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { intOption } from '../options.js';
+import { collect, intOption } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
 
 export interface DiscoverOptions {
@@ -17,10 +17,6 @@ export interface DiscoverOptions {
   activeSince?: string;
   limit?: string;
   all?: boolean;
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }
 
 function since(iso: string | null, now: number): string {

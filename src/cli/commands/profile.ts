@@ -4,6 +4,7 @@ import type { ProfilePatch } from '../../protocol/types.js';
 import { validateCapability, validateProfilePatch, ValidationError } from '../../protocol/validate.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
+import { collect, keyValuePairs } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
 import { profileLines } from '../render.js';
 
@@ -14,10 +15,6 @@ export interface ProfileOptions {
   policy?: string;
   capability?: string[];
   meta?: string[];
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }
 
 /** Builds the PATCH from flags (metadata is merged into `current`; `--meta key=` removes a key). */
@@ -43,10 +40,7 @@ function patchFrom(options: ProfileOptions, currentMeta: Record<string, string>)
   }
   if (options.meta) {
     const meta = { ...currentMeta };
-    for (const pair of options.meta) {
-      const eq = pair.indexOf('=');
-      if (eq <= 0) throw new UsageError(`--meta "${pair}" must look like key=value (key= removes it)`, { code: 'invalid_argument' });
-      const [k, v] = [pair.slice(0, eq), pair.slice(eq + 1)];
+    for (const [k, v] of keyValuePairs(options.meta, '--meta')) {
       if (v === '') delete meta[k];
       else meta[k] = v;
     }

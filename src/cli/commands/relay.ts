@@ -4,9 +4,8 @@ import { UsageError } from '../../core/errors.js';
 import type { LogEntry, LogLevel } from '../../relay/index.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { EXIT } from '../exit.js';
 import { durationOption, intOption } from '../options.js';
-import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
+import { action, addGlobalOptions, examples } from '../program.js';
 import { shutdownSignals } from '../signals.js';
 
 export interface RelayCommandOptions {
@@ -94,10 +93,7 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     ]);
     const signal = await signals.first;
     ctx.out.info(style.dim(`${signal}: closing connections and flushing storage…`));
-    const done = relay.close().then(() => 'closed' as const);
-    if ((await Promise.race([done, signals.second.then(() => 'forced' as const)])) === 'forced') {
-      throw new ReportedError(EXIT.interrupted);
-    }
+    await signals.finishOrInterrupt(relay.close());
     ctx.out.info(style.dim('relay stopped'));
   } finally {
     signals.dispose();

@@ -1,13 +1,12 @@
-import { existsSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
-import { relative, resolve } from 'node:path';
+import { relative } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
 import { loadHandler } from '../../runtime/handler.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { EXIT, exitCodeFor } from '../exit.js';
-import { loadManifest } from '../manifest.js';
+import { exitCodeFor } from '../exit.js';
+import { projectManifest } from '../manifest.js';
 import { durationOption, intOption } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { shutdownSignals } from '../signals.js';
@@ -46,11 +45,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   const settings = await ctx.settings();
   const { keypair } = await ctx.identity();
   const loaded = await loadHandler(options.handler, { cwd: ctx.deps.cwd });
-  const manifestPath = options.manifest ? resolve(ctx.deps.cwd, options.manifest) : resolve(ctx.deps.cwd, 'mrp.yaml');
-  const manifest =
-    options.manifest || existsSync(manifestPath)
-      ? await loadManifest(manifestPath, { cwd: ctx.deps.cwd, contacts: () => ctx.contacts(), contactsFile: ctx.contactsPath })
-      : undefined;
+  const manifest = await projectManifest(ctx, options.manifest);
 
   // The runtime (ws, jiti) loads only here, so `mrp --help` stays fast.
   const { startAgent } = await import('../agent.js');
@@ -78,10 +73,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     runtime.start();
     const first = await Promise.race([signals.first, runtime.finished.then(() => undefined)]);
     if (first) {
-      const stopped = runtime.stop().then(() => 'stopped' as const);
-      if ((await Promise.race([stopped, signals.second.then(() => 'forced' as const)])) === 'forced') {
-        throw new ReportedError(EXIT.interrupted);
-      }
+      await signals.finishOrInterrupt(runtime.stop());
     }
     await runtime.finished;
   } finally {
