@@ -45,6 +45,8 @@ const MiB = 1024 * 1024;
 /** Size, count and range limits (§3.4, §3.6, §3.7, §7). */
 export const LIMITS = {
   maxBodyBytes: 1 * MiB,
+  /** Deepest nesting accepted in any JSON from outside (frames, bodies, files); our choice. */
+  maxJsonDepth: 128,
   maxEnvelopeBytes: 2 * MiB,
   maxAttachments: 10,
   ttlMinSeconds: 1,

@@ -1,0 +1,182 @@
+/**
+ * Bounded JSON: every JSON text that arrives from outside (frames, HTTP bodies, files) goes
+ * through here before anything else touches it. Two things make plain `JSON.parse` unsafe:
+ *
+ * - **Depth.** `JSON.parse` accepts any nesting, but the first `JSON.stringify`, structured clone
+ *   or recursive walk of a 6,000-deep value overflows the stack and, inside a socket listener,
+ *   kills the process. The depth is measured on the text, iteratively, before parsing.
+ * - **Fidelity.** Parsing and re-serialising rewrites what a peer sent (`12345678901234567890`
+ *   loses digits, `1e999` becomes `null`, duplicate keys collapse). Bodies must travel verbatim,
+ *   so `memberSpans` finds the exact source text of chosen members (such as `body`) without
+ *   re-serialising anything.
+ *
+ * The scanners are iterative (an explicit stack of path segments), so they work on inputs of any
+ * depth: a runner can still find `message_id` in a message whose body is too deep to parse.
+ */
+import { LIMITS } from './constants.js';
+
+export type JsonErrorReason = 'not_json' | 'too_deep' | 'not_utf8';
+
+/** Input that is not acceptable JSON; `reason` is stable, the message says what was wrong. */
+export class JsonInputError extends Error {
+  override name = 'JsonInputError';
+  constructor(
+    readonly reason: JsonErrorReason,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Decodes strict UTF-8 (no replacement characters); throws `JsonInputError('not_utf8')`. */
+export function decodeUtf8(bytes: Uint8Array): string {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    throw new JsonInputError('not_utf8', 'not valid UTF-8');
+  }
+}
+
+/**
+ * The deepest nesting of arrays/objects in a JSON text (0 for a scalar). Strings are skipped, so
+ * brackets inside them do not count. Stops counting early once `stopAbove` is exceeded.
+ */
+export function jsonDepth(text: string, stopAbove = Number.POSITIVE_INFINITY): number {
+  let depth = 0;
+  let max = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      i = skipString(text, i);
+    } else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
+      depth++;
+      if (depth > max) {
+        max = depth;
+        if (max > stopAbove) return max;
+      }
+    } else if (c === 0x5d /* ] */ || c === 0x7d /* } */) {
+      depth--;
+    }
+  }
+  return max;
+}
+
+/** Index of the closing quote of the string opening at `i` (or the text's end). */
+function skipString(text: string, i: number): number {
+  const n = text.length;
+  for (let j = i + 1; j < n; j++) {
+    const c = text.charCodeAt(j);
+    if (c === 0x5c /* \ */) j++;
+    else if (c === 0x22) return j;
+  }
+  return n;
+}
+
+/**
+ * `JSON.parse` with a nesting limit checked first (default `LIMITS.maxJsonDepth`).
+ * Throws `JsonInputError` with reason `too_deep` or `not_json`.
+ */
+export function parseJson(text: string, maxDepth: number = LIMITS.maxJsonDepth): unknown {
+  if (jsonDepth(text, maxDepth) > maxDepth) {
+    throw new JsonInputError('too_deep', `JSON nested deeper than ${maxDepth} levels`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new JsonInputError('not_json', `not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** [start, end) of a value in the source text. */
+export interface Span {
+  start: number;
+  end: number;
+}
+
+/**
+ * Finds the source text of object members by path, in a text already known to be valid JSON
+ * (parse it first). `paths` are member-name paths from the root object, e.g. `[['body'],
+ * ['message', 'body']]`. Like `JSON.parse`, the last occurrence of a duplicated key wins.
+ * Returns a map keyed by the path joined with `.`; absent members are absent from the map.
+ */
+export function memberSpans(text: string, paths: ReadonlyArray<ReadonlyArray<string>>): Map<string, Span> {
+  const wanted = new Set(paths.map((p) => p.join('\u0000')));
+  const maxLen = Math.max(0, ...paths.map((p) => p.length));
+  const out = new Map<string, Span>();
+  // Stack of containers; for objects, the key of the member being read (undefined in arrays).
+  const keys: Array<string | undefined> = [];
+  const kinds: number[] = []; // 0x7b object, 0x5b array
+  // A member value whose span is being recorded: the container depth it started at.
+  let pendingKey: string | undefined;
+  let pendingStart = -1;
+  let pendingDepth = -1;
+  let expectKey = false;
+  const n = text.length;
+
+  const startValue = (i: number): void => {
+    if (pendingStart === -1 && keys.length > 0 && keys.length <= maxLen && kinds[kinds.length - 1] === 0x7b) {
+      const path = keys as string[];
+      const id = path.join('\u0000');
+      if (wanted.has(id)) {
+        pendingKey = path.join('.');
+        pendingStart = i;
+        pendingDepth = keys.length;
+      }
+    }
+  };
+  const endValue = (end: number): void => {
+    if (pendingStart !== -1 && keys.length === pendingDepth) {
+      out.set(pendingKey as string, { start: pendingStart, end });
+      pendingStart = -1;
+    }
+  };
+
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09 || c === 0x2c /* , */) {
+      if (c === 0x2c && kinds[kinds.length - 1] === 0x7b) expectKey = true;
+      continue;
+    }
+    if (c === 0x3a /* : */) continue;
+    if (c === 0x22) {
+      const close = skipString(text, i);
+      if (expectKey) {
+        keys[keys.length - 1] = JSON.parse(text.slice(i, close + 1)) as string;
+        expectKey = false;
+      } else {
+        startValue(i);
+        endValue(close + 1);
+      }
+      i = close;
+      continue;
+    }
+    if (c === 0x7b || c === 0x5b) {
+      startValue(i);
+      kinds.push(c);
+      keys.push(undefined);
+      expectKey = c === 0x7b;
+      continue;
+    }
+    if (c === 0x7d || c === 0x5d) {
+      kinds.pop();
+      keys.pop();
+      expectKey = false;
+      endValue(i + 1);
+      continue;
+    }
+    // A scalar: number, true, false, null. It ends at a delimiter.
+    let j = i + 1;
+    while (j < n) {
+      const d = text.charCodeAt(j);
+      if (d === 0x2c || d === 0x7d || d === 0x5d || d === 0x20 || d === 0x0a || d === 0x0d || d === 0x09) break;
+      j++;
+    }
+    startValue(i);
+    endValue(j);
+    i = j - 1;
+  }
+  return out;
+}
