@@ -5,7 +5,8 @@
  *
  * plus: relay and client never import each other; commands never import other commands; only the
  * relay and dev commands load the relay, and only with a dynamic import(); core and protocol stay
- * pure (no I/O modules); heavy npm packages never sit on the CLI's static start-up path.
+ * pure (no I/O modules); heavy npm packages never sit on the CLI's static start-up path, and core
+ * and protocol (which every layer loads) reach heavy packages only through import().
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -50,7 +51,7 @@ const ALLOWED: Record<Layer, Layer[]> = {
 /** npm packages each layer may use. */
 const PACKAGES: Record<Layer, string[]> = {
   core: [],
-  protocol: ['@noble/ed25519'],
+  protocol: ['@noble/ed25519', '@hpke/core', '@hpke/chacha20poly1305', '@noble/curves'],
   client: ['ws'],
   relay: ['ws', 'better-sqlite3'],
   runtime: ['jiti', 'esbuild'],
@@ -62,7 +63,19 @@ const PACKAGES: Record<Layer, string[]> = {
 const IO_MODULES = /^node:(fs|fs\/promises|net|http|https|http2|tls|dgram|child_process|cluster|worker_threads|os|process|readline)$/;
 
 /** Packages that must never load when the CLI starts (they load inside the commands that need them). */
-const HEAVY = ['ws', 'ora', 'conf', 'yaml', 'jiti', 'esbuild', 'better-sqlite3', 'chalk'];
+const HEAVY = [
+  'ws',
+  'ora',
+  'conf',
+  'yaml',
+  'jiti',
+  'esbuild',
+  'better-sqlite3',
+  'chalk',
+  '@hpke/core',
+  '@hpke/chacha20poly1305',
+  '@noble/curves',
+];
 
 export interface SourceFile {
   path: string; // relative to src, e.g. "cli/commands/send.ts"
@@ -119,6 +132,10 @@ export function violations(files: SourceFile[]): string[] {
       } else if (!ref.typeOnly) {
         const pkg = packageName(ref.specifier);
         if (!PACKAGES[layer].includes(pkg)) out.push(`${where}: ${layer} may not use the package ${pkg}`);
+        // Everything loads core and protocol, so a heavy package there must wait for import().
+        if ((layer === 'core' || layer === 'protocol') && HEAVY.includes(pkg) && !ref.dynamic) {
+          out.push(`${where}: ${pkg} is heavy; ${layer} may load it only with import()`);
+        }
       } else if (!ref.specifier.startsWith('node:')) {
         // Type-only package imports are free.
       }
@@ -192,6 +209,11 @@ describe('architecture', () => {
       { path: 'cli/commands/run.ts', text: "import { createRelay } from '../../relay/index.js';" },
       { path: 'cli/commands/relay.ts', text: "const { createRelay } = await import('../../relay/index.js');" },
       { path: 'core/ok.ts', text: "// import { x } from '../cli/main.js';\n/* import('../cli/x.js') */\nexport const url = 'http://x';" },
+      { path: 'protocol/heavy.ts', text: "import { CipherSuite } from '@hpke/core';" },
+      {
+        path: 'protocol/lazy.ts',
+        text: "import type { CipherSuite } from '@hpke/core';\nconst load = () => import('@noble/curves/ed25519.js');",
+      },
     ];
     const found = violations(bad);
     const has = (text: string) => assert.ok(found.some((v) => v.includes(text)), `${text}\n${found.join('\n')}`);
@@ -204,15 +226,18 @@ describe('architecture', () => {
     has("cli/commands/send.ts imports './tail.js'");
     has("cli/commands/send.ts imports 'better-sqlite3'");
     has("cli/commands/run.ts imports '../../relay/index.js'");
+    has("protocol/heavy.ts imports '@hpke/core': @hpke/core is heavy; protocol may load it only with import()");
     assert.ok(!found.some((v) => v.startsWith('cli/commands/relay.ts')), 'dynamic relay import from the relay command is fine');
     assert.ok(!found.some((v) => v.startsWith('core/ok.ts')), 'comments are not imports');
-    assert.equal(found.length, 9, found.join('\n'));
+    assert.ok(!found.some((v) => v.startsWith('protocol/lazy.ts')), 'type-only and dynamic imports of heavy packages are fine');
+    assert.equal(found.length, 10, found.join('\n'));
   });
 
   it('sees heavy packages on the start-up path', () => {
     const files: SourceFile[] = [
       { path: 'cli/main.ts', text: "import { a } from './a.js';\nconst ora = await import('ora');" },
-      { path: 'cli/a.ts', text: "import WebSocket from 'ws';\nimport type { Spinner } from 'ora';" },
+      { path: 'cli/a.ts', text: "import WebSocket from 'ws';\nimport type { Spinner } from 'ora';\nimport { s } from '../protocol/s.js';" },
+      { path: 'protocol/s.ts', text: "export const s = async () => (await import('@hpke/core')).CipherSuite;" },
     ];
     assert.deepEqual([...staticPackages(files, 'cli/main.ts')], ['ws']);
   });
