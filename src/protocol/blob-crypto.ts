@@ -40,6 +40,11 @@ export function encryptedBlobSize(plaintextSize: number): number {
   return plaintextSize + BLOB_OVERHEAD;
 }
 
+/** A plain Uint8Array view of a Buffer (no copy), so callers see one byte type. */
+function view(buffer: Buffer): Uint8Array {
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
 function checkDek(dek: Uint8Array): void {
   if (dek.length !== DEK_BYTES) throw e2eMisuse('invalid_key', 'a blob DEK is exactly 32 bytes');
 }
@@ -63,7 +68,7 @@ export function sealBlob(dek: Uint8Array, plaintext: Uint8Array, random: RandomB
   const cipher = cipherFor(dek, nonce);
   const body = cipher.update(plaintext);
   cipher.final();
-  return Buffer.concat([nonce, body, cipher.getAuthTag()]);
+  return view(Buffer.concat([nonce, body, cipher.getAuthTag()]));
 }
 
 /**
@@ -81,7 +86,7 @@ export function openBlob(dek: Uint8Array, ciphertext: Uint8Array): Uint8Array {
   } catch (err) {
     throw tamperedOrWrongKey(err);
   }
-  return plaintext;
+  return view(plaintext);
 }
 
 /**
@@ -98,10 +103,10 @@ export async function* encryptBlobStream(
   const cipher = cipherFor(dek, nonce);
   yield nonce;
   for await (const chunk of source) {
-    if (chunk.length > 0) yield cipher.update(chunk);
+    if (chunk.length > 0) yield view(cipher.update(chunk));
   }
   cipher.final();
-  yield cipher.getAuthTag();
+  yield view(cipher.getAuthTag());
 }
 
 /**
@@ -135,11 +140,11 @@ export async function* decryptBlobStream(
       // Release the held-back tail and all of this chunk but its last 16 bytes.
       const out = Buffer.concat([decipher.update(tail), decipher.update(chunk.subarray(0, chunk.length - BLOB_TAG_BYTES))]);
       tail = Uint8Array.from(chunk.subarray(chunk.length - BLOB_TAG_BYTES));
-      if (out.length > 0) yield out;
+      if (out.length > 0) yield view(out);
     } else if (chunk.length > 0) {
       const joined = Buffer.concat([tail, chunk]);
       const release = joined.length - BLOB_TAG_BYTES;
-      if (release > 0) yield decipher.update(joined.subarray(0, release));
+      if (release > 0) yield view(decipher.update(joined.subarray(0, release)));
       tail = Uint8Array.from(joined.subarray(Math.max(0, release)));
     }
   }
