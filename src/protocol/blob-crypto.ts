@@ -138,7 +138,10 @@ export async function* decryptBlobStream(
     }
     if (chunk.length >= BLOB_TAG_BYTES) {
       // Release the held-back tail and all of this chunk but its last 16 bytes.
-      const out = Buffer.concat([decipher.update(tail), decipher.update(chunk.subarray(0, chunk.length - BLOB_TAG_BYTES))]);
+      const out = Buffer.concat([
+        decipher.update(tail),
+        decipher.update(chunk.subarray(0, chunk.length - BLOB_TAG_BYTES)),
+      ]);
       tail = Uint8Array.from(chunk.subarray(chunk.length - BLOB_TAG_BYTES));
       if (out.length > 0) yield view(out);
     } else if (chunk.length > 0) {

@@ -117,6 +117,10 @@ export function bodyOf(plaintext: Uint8Array, contentType: string): OpenedBody {
     if (!isJsonContentType(contentType)) return { body: text, json: JSON.stringify(text) };
     return { body: parseJson(text) as JsonValue, json: text };
   } catch (err) {
-    throw e2eError('invalid_plaintext', `the decrypted ${contentType} body is malformed: ${(err as Error).message}`, err);
+    throw e2eError(
+      'invalid_plaintext',
+      `the decrypted ${contentType} body is malformed: ${(err as Error).message}`,
+      err,
+    );
   }
 }

@@ -22,11 +22,11 @@ import { LIMITS } from './constants.js';
 import {
   bodyOf,
   decodeBinary,
-  e2eError as fail,
-  e2eMisuse as misuse,
   encodeBinary,
+  e2eError as fail,
   hpkeAad,
   hpkeInfo,
+  e2eMisuse as misuse,
   type OpenedBody,
   plaintextOf,
   plaintextOfJson,
@@ -92,7 +92,8 @@ export const hpkeSuite = lazy(async (): Promise<CipherSuite> => {
 
 function edPublicBytes(key: Uint8Array | string): Uint8Array {
   const bytes = typeof key === 'string' ? decodePublicKey(key) : key;
-  if (bytes?.length !== KEY_BYTES) throw fail('invalid_key', 'an Ed25519 public key is 32 bytes (43 base64url characters)');
+  if (bytes?.length !== KEY_BYTES)
+    throw fail('invalid_key', 'an Ed25519 public key is 32 bytes (43 base64url characters)');
   return bytes;
 }
 
@@ -169,11 +170,20 @@ export type SealBodyOptions = ({ body: JsonValue } | { bodyJson: string }) & {
 export async function sealBody(options: SealBodyOptions): Promise<EncryptedEnvelope> {
   if (!isContentType(options.contentType)) throw misuse('invalid_body', CONTENT_TYPE_RULE);
   const plaintext =
-    'bodyJson' in options ? plaintextOfJson(options.bodyJson, options.contentType) : plaintextOf(options.body, options.contentType);
-  if (plaintext.length + TAG_BYTES > MAX_CT_BYTES) throw misuse('payload_too_large', 'the body is too large to encrypt');
+    'bodyJson' in options
+      ? plaintextOfJson(options.bodyJson, options.contentType)
+      : plaintextOf(options.body, options.contentType);
+  if (plaintext.length + TAG_BYTES > MAX_CT_BYTES)
+    throw misuse('payload_too_large', 'the body is too large to encrypt');
   const { enc, ct } = await hpkeSeal(plaintext, options.senderSeed, options.recipientPublicKey);
-  const envelope: EncryptedEnvelope = { v: 2, enc: encodeBinary(enc), ct: encodeBinary(ct), ct_content_type: options.contentType };
-  if (JSON.stringify(envelope).length > LIMITS.maxBodyBytes) throw misuse('payload_too_large', 'the encrypted body exceeds 1 MiB');
+  const envelope: EncryptedEnvelope = {
+    v: 2,
+    enc: encodeBinary(enc),
+    ct: encodeBinary(ct),
+    ct_content_type: options.contentType,
+  };
+  if (JSON.stringify(envelope).length > LIMITS.maxBodyBytes)
+    throw misuse('payload_too_large', 'the encrypted body exceeds 1 MiB');
   return envelope;
 }
 
@@ -193,8 +203,10 @@ export interface ParsedEnvelope {
 export function parseEnvelope(value: unknown): ParsedEnvelope {
   if (!isPlainObject(value)) throw fail('invalid_envelope', 'an encrypted body must be a JSON object');
   const { v, enc, ct, ct_content_type: contentType } = value;
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw fail('invalid_envelope', 'the encrypted body has no integer "v"');
-  if (v !== ENCRYPTION_VERSION) throw fail('unsupported_encryption_version', `unsupported encryption version ${v} (only 2 is supported)`);
+  if (typeof v !== 'number' || !Number.isInteger(v))
+    throw fail('invalid_envelope', 'the encrypted body has no integer "v"');
+  if (v !== ENCRYPTION_VERSION)
+    throw fail('unsupported_encryption_version', `unsupported encryption version ${v} (only 2 is supported)`);
   const encBytes = typeof enc === 'string' && enc.length <= 64 ? decodeBinary(enc) : undefined;
   if (encBytes?.length !== KEY_BYTES) throw fail('invalid_envelope', '"enc" must be 32 bytes, base64url');
   const ctBytes = typeof ct === 'string' && ct.length <= MAX_CT_CHARS ? decodeBinary(ct) : undefined;
@@ -208,7 +220,12 @@ export function parseEnvelope(value: unknown): ParsedEnvelope {
 const CONTENT_TYPE_RULE = 'a plaintext content type is 1–255 printable ASCII characters';
 
 function isContentType(value: unknown): value is string {
-  return typeof value === 'string' && value.length > 0 && value.length <= LIMITS.contentTypeMax && /^[\x20-\x7e]+$/.test(value);
+  return (
+    typeof value === 'string' &&
+    value.length > 0 &&
+    value.length <= LIMITS.contentTypeMax &&
+    /^[\x20-\x7e]+$/.test(value)
+  );
 }
 
 /** Options of `openBody`. */

@@ -5,7 +5,16 @@
  * `@hpke/core` and our envelope layout (§8.3: empty info, empty aad, base64url) agree with a
  * second reading of the RFC and the spec. Written for clarity, not speed; test-only.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman, randomBytes } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  randomBytes,
+} from 'node:crypto';
 
 const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
 const SPKI_X25519 = Buffer.from('302a300506032b656e032100', 'hex');
@@ -20,7 +29,9 @@ function i2osp(n: number, w: number): Buffer {
 }
 
 function labeledExtract(suite: Buffer, salt: Uint8Array, label: string, ikm: Uint8Array): Buffer {
-  return createHmac('sha256', salt).update(Buffer.concat([Buffer.from('HPKE-v1'), suite, Buffer.from(label), ikm])).digest();
+  return createHmac('sha256', salt)
+    .update(Buffer.concat([Buffer.from('HPKE-v1'), suite, Buffer.from(label), ikm]))
+    .digest();
 }
 
 function labeledExpand(suite: Buffer, prk: Uint8Array, label: string, info: Uint8Array, length: number): Buffer {
@@ -28,7 +39,9 @@ function labeledExpand(suite: Buffer, prk: Uint8Array, label: string, info: Uint
   const blocks: Buffer[] = [];
   let previous = Buffer.alloc(0);
   for (let i = 1; Buffer.concat(blocks).length < length; i++) {
-    previous = createHmac('sha256', prk).update(Buffer.concat([previous, labeledInfo, Buffer.from([i])])).digest();
+    previous = createHmac('sha256', prk)
+      .update(Buffer.concat([previous, labeledInfo, Buffer.from([i])]))
+      .digest();
     blocks.push(previous);
   }
   return Buffer.concat(blocks).subarray(0, length);
@@ -63,7 +76,13 @@ export interface KeySchedule {
 }
 
 /** AuthEncap/AuthDecap's shared secret and the mode-2 key schedule (psk and psk_id empty). */
-export function authKeySchedule(dhs: Buffer, enc: Uint8Array, pkR: Uint8Array, pkS: Uint8Array, info: Uint8Array): KeySchedule {
+export function authKeySchedule(
+  dhs: Buffer,
+  enc: Uint8Array,
+  pkR: Uint8Array,
+  pkS: Uint8Array,
+  info: Uint8Array,
+): KeySchedule {
   const eaePrk = labeledExtract(KEM_SUITE, Buffer.alloc(0), 'eae_prk', dhs);
   const sharedSecret = labeledExpand(KEM_SUITE, eaePrk, 'shared_secret', Buffer.concat([enc, pkR, pkS]), 32);
   const pskIdHash = labeledExtract(HPKE_SUITE, Buffer.alloc(0), 'psk_id_hash', Buffer.alloc(0));
@@ -83,10 +102,17 @@ export function authDecapSchedule(skR: Uint8Array, enc: Uint8Array, pkS: Uint8Ar
 }
 
 /** Single-shot Auth open (sequence 0). Throws when the tag does not verify. */
-export function refAuthOpen(skR: Uint8Array, pkS: Uint8Array, enc: Uint8Array, ct: Uint8Array, info: Uint8Array, aad: Uint8Array): Buffer {
+export function refAuthOpen(
+  skR: Uint8Array,
+  pkS: Uint8Array,
+  enc: Uint8Array,
+  ct: Uint8Array,
+  info: Uint8Array,
+  aad: Uint8Array,
+): Buffer {
   const { key, baseNonce } = authDecapSchedule(skR, enc, pkS, info);
   const decipher = createDecipheriv('chacha20-poly1305', key, baseNonce, { authTagLength: 16 });
-  decipher.setAAD(aad);
+  decipher.setAAD(aad, { plaintextLength: ct.length - 16 });
   decipher.setAuthTag(ct.subarray(ct.length - 16));
   return Buffer.concat([decipher.update(ct.subarray(0, ct.length - 16)), decipher.final()]);
 }
@@ -101,9 +127,15 @@ export function refAuthSeal(
   skE: Uint8Array = randomBytes(32),
 ): { enc: Buffer; ct: Buffer } {
   const enc = x25519Public(skE);
-  const { key, baseNonce } = authKeySchedule(Buffer.concat([dh(skE, pkR), dh(skS, pkR)]), enc, pkR, x25519Public(skS), info);
+  const { key, baseNonce } = authKeySchedule(
+    Buffer.concat([dh(skE, pkR), dh(skS, pkR)]),
+    enc,
+    pkR,
+    x25519Public(skS),
+    info,
+  );
   const cipher = createCipheriv('chacha20-poly1305', key, baseNonce, { authTagLength: 16 });
-  cipher.setAAD(aad);
+  cipher.setAAD(aad, { plaintextLength: pt.length });
   const body = Buffer.concat([cipher.update(pt), cipher.final()]);
   return { enc, ct: Buffer.concat([body, cipher.getAuthTag()]) };
 }

@@ -86,7 +86,10 @@ describe('blob contents (§8.4)', () => {
       const opened = await collect(decryptBlobStream(DEK, chunks(sealed, sizes)));
       assert.deepEqual(new Uint8Array(opened), plaintext, `chunks of ${sizes}`);
     }
-    assert.deepEqual(new Uint8Array(await collect(decryptBlobStream(DEK, [sealBlob(DEK, new Uint8Array(0))]))), new Uint8Array(0));
+    assert.deepEqual(
+      new Uint8Array(await collect(decryptBlobStream(DEK, [sealBlob(DEK, new Uint8Array(0))]))),
+      new Uint8Array(0),
+    );
   });
 
   it('streaming decryption throws at the end on tampering, truncation or the wrong key', async () => {

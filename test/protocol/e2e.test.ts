@@ -2,16 +2,6 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MrpError } from '../../src/core/errors.js';
 import {
-  bodyOf,
-  decodeBinary,
-  encodeBinary,
-  hpkeAad,
-  hpkeInfo,
-  isJsonContentType,
-  plaintextOf,
-  plaintextOfJson,
-} from '../../src/protocol/e2e-layout.js';
-import {
   hpkeSuite,
   openBody,
   parseEnvelope,
@@ -21,11 +11,28 @@ import {
   x25519PublicKey,
   x25519SecretKey,
 } from '../../src/protocol/e2e.js';
+import {
+  bodyOf,
+  decodeBinary,
+  encodeBinary,
+  hpkeAad,
+  hpkeInfo,
+  isJsonContentType,
+  plaintextOf,
+  plaintextOfJson,
+} from '../../src/protocol/e2e-layout.js';
 import { Keypair } from '../../src/protocol/signing.js';
-import { authDecapSchedule, edSeedToX25519, refAuthOpen, refAuthSeal, x25519Public } from '../helpers/hpke-reference.js';
+import {
+  authDecapSchedule,
+  edSeedToX25519,
+  refAuthOpen,
+  refAuthSeal,
+  x25519Public,
+} from '../helpers/hpke-reference.js';
 
 const hex = (text: string) => new Uint8Array(Buffer.from(text.replace(/\s+/g, ''), 'hex'));
-const toHex = (bytes: ArrayBuffer | Uint8Array) => Buffer.from(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes)).toString('hex');
+const toHex = (bytes: ArrayBuffer | Uint8Array) =>
+  Buffer.from(bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes)).toString('hex');
 const b64u = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64url');
 
 /**
@@ -123,7 +130,11 @@ describe('RFC 9180 A.2.3 through the suite we use', () => {
     const params = { recipientKey, enc: hex(A23.enc), info: hex(A23.info) };
     const ct = hex(A23.encryptions[0]!.ct);
     const aad = hex(A23.encryptions[0]!.aad);
-    const pt = await suite.open({ ...params, senderPublicKey: await suite.kem.deserializePublicKey(hex(A23.pkSm)) }, ct, aad);
+    const pt = await suite.open(
+      { ...params, senderPublicKey: await suite.kem.deserializePublicKey(hex(A23.pkSm)) },
+      ct,
+      aad,
+    );
     assert.equal(toHex(pt), A23.pt);
     // Auth mode: any other sender key fails.
     const other = await suite.kem.deserializePublicKey(hex(A23.pkRm));
@@ -160,7 +171,10 @@ describe('Ed25519 → X25519 (§8.1)', () => {
 
   it('the two routes agree for other keys', async () => {
     for (const kp of [B, C]) {
-      assert.deepEqual(await x25519PublicKey(kp.publicKey), new Uint8Array(x25519Public(await x25519SecretKey(kp.exportSeed()))));
+      assert.deepEqual(
+        await x25519PublicKey(kp.publicKey),
+        new Uint8Array(x25519Public(await x25519SecretKey(kp.exportSeed()))),
+      );
     }
   });
 
@@ -215,7 +229,9 @@ describe('§8.3 layout functions', () => {
     assert.equal(Buffer.from(plaintextOfJson(verbatim, 'application/json')).toString(), verbatim);
     assert.equal(Buffer.from(plaintextOfJson('"a\\u00e9"', 'text/plain')).toString(), 'aé');
     assert.throws(() => plaintextOfJson('{"a":', 'application/json'), { code: 'invalid_body' });
-    assert.throws(() => plaintextOfJson(`${'['.repeat(200)}${']'.repeat(200)}`, 'application/json'), { code: 'invalid_body' });
+    assert.throws(() => plaintextOfJson(`${'['.repeat(200)}${']'.repeat(200)}`, 'application/json'), {
+      code: 'invalid_body',
+    });
   });
 
   it('bodyOf inverts plaintextOf and bounds what it parses', () => {
@@ -223,7 +239,9 @@ describe('§8.3 layout functions', () => {
     assert.deepEqual(bodyOf(Buffer.from('{"a"'), 'text/plain'), { body: '{"a"', json: '"{\\"a\\""' });
     assert.throws(() => bodyOf(Buffer.from('{"a"'), 'application/json'), { code: 'invalid_plaintext' });
     assert.throws(() => bodyOf(Uint8Array.of(0xff, 0xfe), 'text/plain'), { code: 'invalid_plaintext' });
-    assert.throws(() => bodyOf(Buffer.from('['.repeat(129) + ']'.repeat(129)), 'application/json'), { code: 'invalid_plaintext' });
+    assert.throws(() => bodyOf(Buffer.from('['.repeat(129) + ']'.repeat(129)), 'application/json'), {
+      code: 'invalid_plaintext',
+    });
   });
 });
 
@@ -250,7 +268,12 @@ describe('v2 envelope', () => {
 
   it('seals verbatim JSON text without re-serialising it', async () => {
     const bodyJson = '{"big": 12345678901234567890,  "x":1}';
-    const envelope = await sealBody({ bodyJson, contentType: 'application/json', senderSeed: SEED_A, recipientPublicKey: B.publicKey });
+    const envelope = await sealBody({
+      bodyJson,
+      contentType: 'application/json',
+      senderSeed: SEED_A,
+      recipientPublicKey: B.publicKey,
+    });
     assert.equal((await open(envelope)).json, bodyJson);
   });
 
@@ -264,9 +287,22 @@ describe('v2 envelope', () => {
     const envelope = await seal({ text: 'to the reference' });
     const skB = edSeedToX25519(SEED_B);
     const pkA = await x25519PublicKey(A.publicKey);
-    const pt = refAuthOpen(skB, pkA, decodeBinary(envelope.enc)!, decodeBinary(envelope.ct)!, new Uint8Array(0), new Uint8Array(0));
+    const pt = refAuthOpen(
+      skB,
+      pkA,
+      decodeBinary(envelope.enc)!,
+      decodeBinary(envelope.ct)!,
+      new Uint8Array(0),
+      new Uint8Array(0),
+    );
     assert.equal(pt.toString(), '{"text":"to the reference"}');
-    const back = refAuthSeal(edSeedToX25519(SEED_B), await x25519PublicKey(A.publicKey), Buffer.from('"from the reference"'), Buffer.alloc(0), Buffer.alloc(0));
+    const back = refAuthSeal(
+      edSeedToX25519(SEED_B),
+      await x25519PublicKey(A.publicKey),
+      Buffer.from('"from the reference"'),
+      Buffer.alloc(0),
+      Buffer.alloc(0),
+    );
     const opened = await openBody({
       envelope: { v: 2, enc: b64u(back.enc), ct: back.ct.toString('base64'), ct_content_type: 'application/json' },
       recipientSeed: SEED_A,
@@ -289,7 +325,10 @@ describe('v2 envelope', () => {
       return encodeBinary(bytes);
     };
     await rejects(open({ ...envelope, ct: flip(envelope.ct, 0) }), 'decryption_failed');
-    await rejects(open({ ...envelope, ct: flip(envelope.ct, decodeBinary(envelope.ct)!.length - 1) }), 'decryption_failed');
+    await rejects(
+      open({ ...envelope, ct: flip(envelope.ct, decodeBinary(envelope.ct)!.length - 1) }),
+      'decryption_failed',
+    );
     await rejects(open({ ...envelope, enc: flip(envelope.enc, 5) }), 'decryption_failed');
     await rejects(open({ ...envelope, enc: encodeBinary(new Uint8Array(32)) }), 'decryption_failed');
   });
@@ -337,14 +376,20 @@ describe('v2 envelope', () => {
     const pkB = await x25519PublicKey(B.publicKey);
     const deep = Buffer.from('['.repeat(200) + ']'.repeat(200));
     const { enc, ct } = refAuthSeal(skA, pkB, deep, Buffer.alloc(0), Buffer.alloc(0));
-    await rejects(open({ v: 2, enc: b64u(enc), ct: b64u(ct), ct_content_type: 'application/json' }), 'invalid_plaintext');
+    await rejects(
+      open({ v: 2, enc: b64u(enc), ct: b64u(ct), ct_content_type: 'application/json' }),
+      'invalid_plaintext',
+    );
   });
 
   it('refuses bodies it cannot represent or that would not fit', async () => {
     await rejects(seal({ a: 1 }, 'text/plain'), 'invalid_body');
     await rejects(seal('x', ''), 'invalid_body');
     await rejects(seal('x'.repeat(800_000)), 'payload_too_large');
-    await rejects(sealBody({ body: 1, contentType: 'application/json', senderSeed: SEED_A, recipientPublicKey: 'nope' }), 'invalid_key');
+    await rejects(
+      sealBody({ body: 1, contentType: 'application/json', senderSeed: SEED_A, recipientPublicKey: 'nope' }),
+      'invalid_key',
+    );
   });
 });
 
@@ -357,9 +402,18 @@ describe('DEK wrapping (§8.4)', () => {
     assert.deepEqual(await unwrapDek({ wrapped, recipientSeed: SEED_B, senderPublicKey: A.publicKey }), dek);
     await rejects(unwrapDek({ wrapped, recipientSeed: SEED_C, senderPublicKey: A.publicKey }), 'decryption_failed');
     await rejects(unwrapDek({ wrapped, recipientSeed: SEED_B, senderPublicKey: C.publicKey }), 'decryption_failed');
-    await rejects(unwrapDek({ wrapped: { dek_enc: wrapped.dek_enc }, recipientSeed: SEED_B, senderPublicKey: A.publicKey }), 'invalid_envelope');
+    await rejects(
+      unwrapDek({ wrapped: { dek_enc: wrapped.dek_enc }, recipientSeed: SEED_B, senderPublicKey: A.publicKey }),
+      'invalid_envelope',
+    );
     const short = { ...wrapped, dek_ct: encodeBinary(new Uint8Array(47)) };
-    await rejects(unwrapDek({ wrapped: short, recipientSeed: SEED_B, senderPublicKey: A.publicKey }), 'invalid_envelope');
-    await rejects(wrapDek({ dek: new Uint8Array(16), senderSeed: SEED_A, recipientPublicKey: B.publicKey }), 'invalid_key');
+    await rejects(
+      unwrapDek({ wrapped: short, recipientSeed: SEED_B, senderPublicKey: A.publicKey }),
+      'invalid_envelope',
+    );
+    await rejects(
+      wrapDek({ dek: new Uint8Array(16), senderSeed: SEED_A, recipientPublicKey: B.publicKey }),
+      'invalid_key',
+    );
   });
 });

@@ -77,11 +77,17 @@ describe('webhook signatures (§3.8)', () => {
     const secret = newWebhookSecret();
     assert.match(secret, /^[A-Za-z0-9_-]{43}$/);
     assert.notEqual(newWebhookSecret(), secret);
-    assert.equal(newWebhookSecret((n) => new Uint8Array(n).fill(0x40)), 'QEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEA');
+    assert.equal(
+      newWebhookSecret((n) => new Uint8Array(n).fill(0x40)),
+      'QEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEA',
+    );
     assert.ok(isWebhookSecret(secret));
     assert.ok(isWebhookSecret('x'.repeat(16)) && isWebhookSecret('x'.repeat(256)));
     assert.ok(!isWebhookSecret('x'.repeat(15)) && !isWebhookSecret('x'.repeat(257)) && !isWebhookSecret(42));
     assert.match(newDeliveryId(), /^dlv_[0-9a-f]{12}$/);
-    assert.equal(newDeliveryId((n) => Uint8Array.from({ length: n }, (_, i) => i)), 'dlv_000102030405');
+    assert.equal(
+      newDeliveryId((n) => Uint8Array.from({ length: n }, (_, i) => i)),
+      'dlv_000102030405',
+    );
   });
 });
