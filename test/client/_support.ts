@@ -18,24 +18,35 @@ import { ManualClock, type Timer } from '../../src/core/clock.js';
 export class WatchedClock extends ManualClock {
   /** Every `setTimeout` delay, in order. */
   readonly delays: number[] = [];
-  #waiters: Array<(ms: number) => void> = [];
+  #waiters: Array<{ n: number; resolve: (ms: number) => void }> = [];
 
   override setTimeout(fn: () => void, ms: number): Timer {
     const timer = super.setTimeout(fn, ms);
     this.delays.push(ms);
-    for (const w of this.#waiters.splice(0)) w(ms);
+    const n = this.delays.length - 1;
+    for (const w of this.#waiters.filter((x) => x.n === n)) w.resolve(ms);
+    this.#waiters = this.#waiters.filter((x) => x.n !== n);
     return timer;
+  }
+
+  /** Resolves with the delay of the `n`-th (0-based) `setTimeout` ever scheduled, now or later. */
+  timer(n: number, timeoutMs = 5000): Promise<number> {
+    if (n < this.delays.length) return Promise.resolve(this.delays[n]!);
+    return new Promise((resolve, reject) => {
+      const guard = setTimeout(() => reject(new Error(`timer #${n} was not scheduled within ${timeoutMs} ms`)), timeoutMs);
+      this.#waiters.push({
+        n,
+        resolve: (ms) => {
+          clearTimeout(guard);
+          resolve(ms);
+        },
+      });
+    });
   }
 
   /** Resolves with the delay of the next `setTimeout` scheduled from now on. */
   nextTimer(timeoutMs = 5000): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const guard = setTimeout(() => reject(new Error(`no timer scheduled within ${timeoutMs} ms`)), timeoutMs);
-      this.#waiters.push((ms) => {
-        clearTimeout(guard);
-        resolve(ms);
-      });
-    });
+    return this.timer(this.delays.length, timeoutMs);
   }
 }
 
