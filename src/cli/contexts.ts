@@ -36,6 +36,13 @@ export function checkContextName(name: string): string {
   return name;
 }
 
+export function contextNotFound(name: string, path: string): ConfigError {
+  return new ConfigError('context_not_found', `no context named "${name}"`, {
+    file: path,
+    hint: 'list them with `mrp context ls`; create one with `mrp context add <name> --relay <url> --key <path>`',
+  });
+}
+
 export class ContextStore {
   readonly dir: string;
   readonly #home: string;
@@ -55,12 +62,7 @@ export class ContextStore {
     try {
       text = await readFile(path, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new ConfigError('context_not_found', `no context named "${name}"`, {
-          file: path,
-          hint: 'list them with `mrp context ls`; create one with `mrp context add <name> --relay <url> --key <path>`',
-        });
-      }
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw contextNotFound(name, path);
       throw err;
     }
     let parsed: unknown;
