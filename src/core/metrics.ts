@@ -49,11 +49,14 @@ function escapeLabel(value: string): string {
   return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
 }
 
+/** Checks label names when a series is first seen (not on every update). */
+function checked(labels: Labels | undefined): Labels | undefined {
+  for (const k of Object.keys(labels ?? {})) if (!LABEL_RE.test(k)) throw new RangeError(`metrics: invalid label name "${k}"`);
+  return labels;
+}
+
 function labelText(labels: Labels | undefined, extra?: [string, string]): string {
-  const pairs = Object.entries(labels ?? {}).map(([k, v]) => {
-    if (!LABEL_RE.test(k)) throw new RangeError(`metrics: invalid label name "${k}"`);
-    return `${k}="${escapeLabel(String(v))}"`;
-  });
+  const pairs = Object.entries(labels ?? {}).map(([k, v]) => `${k}="${escapeLabel(String(v))}"`);
   if (extra) pairs.push(`${extra[0]}="${escapeLabel(extra[1])}"`);
   return pairs.length ? `{${pairs.join(',')}}` : '';
 }
@@ -89,7 +92,7 @@ class CounterImpl implements Counter, Metric {
     const key = seriesKey(labels);
     const s = this.#series.get(key);
     if (s) s.value += value;
-    else this.#series.set(key, { labels, value });
+    else this.#series.set(key, { labels: checked(labels), value });
   }
   lines(): string[] {
     const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
@@ -110,13 +113,16 @@ class GaugeImpl implements Gauge, Metric {
     this.#collect = options.collect;
   }
   set(value: number, labels?: Labels): void {
-    this.#series.set(seriesKey(labels), { labels, value });
+    const key = seriesKey(labels);
+    const s = this.#series.get(key);
+    if (s) s.value = value;
+    else this.#series.set(key, { labels: checked(labels), value });
   }
   inc(labels?: Labels, value = 1): void {
     const key = seriesKey(labels);
     const s = this.#series.get(key);
     if (s) s.value += value;
-    else this.#series.set(key, { labels, value });
+    else this.#series.set(key, { labels: checked(labels), value });
   }
   dec(labels?: Labels, value = 1): void {
     this.inc(labels, -value);
@@ -146,7 +152,7 @@ class HistogramImpl implements Histogram, Metric {
   observe(value: number, labels?: Labels): void {
     const key = seriesKey(labels);
     let s = this.#series.get(key);
-    if (!s) this.#series.set(key, (s = { labels, counts: this.#buckets.map(() => 0), sum: 0, count: 0 }));
+    if (!s) this.#series.set(key, (s = { labels: checked(labels), counts: this.#buckets.map(() => 0), sum: 0, count: 0 }));
     for (let i = 0; i < this.#buckets.length; i++) if (value <= this.#buckets[i]!) s.counts[i]!++;
     s.sum += value;
     s.count++;
