@@ -14,6 +14,7 @@ import { Runtime } from '../runtime/runtime.js';
 import type { CliContext } from './context.js';
 import { applyManifest, type Manifest } from './manifest.js';
 import { type LogFormat, Reporter } from './reporter.js';
+import type { Tracers } from './trace.js';
 import { packageVersion } from './version.js';
 
 export interface AgentOptions {
@@ -32,16 +33,25 @@ export interface AgentOptions {
   payloads: boolean;
   /** Sync the journal to disk on the message's path (survives power cuts, not only crashes). */
   fsync?: boolean;
+  /** Trace callbacks for the relay client and the WebSocket session (--debug, metrics). */
+  trace?: Tracers;
 }
 
 export interface RunningAgent {
   runtime: Runtime;
   reporter: Reporter;
   client: RelayClient;
+  journal: Journal;
 }
 
 export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<RunningAgent> {
-  const client = new RelayClient({ relayUrl: o.relayUrl, keypair: o.keypair, clock: ctx.deps.clock, userAgent: `mrp/${packageVersion()}` });
+  const client = new RelayClient({
+    relayUrl: o.relayUrl,
+    keypair: o.keypair,
+    clock: ctx.deps.clock,
+    userAgent: `mrp/${packageVersion()}`,
+    ...(o.trace?.http ? { trace: o.trace.http } : {}),
+  });
   const contacts = await ctx.contacts();
   const journal = Journal.open(join(ctx.home, 'state', o.keypair.publicKey), { clock: ctx.deps.clock, fsync: o.fsync === true });
   let runtime: Runtime | undefined;
@@ -53,7 +63,7 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
           recoverSince: journal.lastWriteBefore,
           ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
         })
-      : new WebSocketSource(client, { clock: ctx.deps.clock });
+      : new WebSocketSource(client, { clock: ctx.deps.clock, ...(o.trace?.ws ? { trace: o.trace.ws } : {}) });
   try {
     runtime = new Runtime({
       handler: o.handler,
@@ -94,5 +104,5 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     };
     runtime.on('connected', announce);
   }
-  return { runtime, reporter, client };
+  return { runtime, reporter, client, journal };
 }

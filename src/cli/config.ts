@@ -1,7 +1,8 @@
 /**
- * Settings with one precedence rule: flag > environment > config file > built-in default
- * (spec §1.2). The config file is `$MRP_HOME/config.json`, written through `conf` with mode 0600;
- * conf is loaded only when a config file exists or is being written.
+ * Settings with one precedence rule: flag > environment > context > config file > built-in
+ * default (spec §1.2; contexts in contexts.ts). The config file is `$MRP_HOME/config.json`,
+ * written through `conf` with mode 0600; conf is loaded only when a config file exists or is
+ * being written.
  */
 import { existsSync } from 'node:fs';
 import { chmod, mkdir } from 'node:fs/promises';
@@ -10,7 +11,7 @@ import { ConfigError, UsageError } from '../core/errors.js';
 import { DEFAULT_RELAY_URL } from '../protocol/constants.js';
 import type { Deps } from './deps.js';
 
-export type SettingSource = 'flag' | 'env' | 'config' | 'default';
+export type SettingSource = 'flag' | 'env' | 'context' | 'config' | 'default';
 
 export interface Setting {
   value: string;
@@ -151,8 +152,15 @@ export interface FlagValues {
   key?: string | undefined;
 }
 
+/** The selected context's values (see contexts.ts). */
+export interface ContextValues {
+  name: string;
+  path: string;
+  data: Readonly<Partial<Record<ConfigKey, string>>>;
+}
+
 /** Resolves every setting by precedence and says where each one came from. */
-export async function resolveSettings(flags: FlagValues, deps: Deps, home: string, file: ConfigFile): Promise<Settings> {
+export async function resolveSettings(flags: FlagValues, deps: Deps, home: string, file: ConfigFile, context?: ContextValues): Promise<Settings> {
   const stored = await file.read();
   const flagValue: Record<ConfigKey, string | undefined> = { relay: flags.relay, key_file: flags.key };
   const out = {} as Settings;
@@ -165,6 +173,7 @@ export async function resolveSettings(flags: FlagValues, deps: Deps, home: strin
     let origin: string;
     if (flagValue[key] !== undefined) [raw, source, origin] = [flagValue[key]!, 'flag', spec.flag];
     else if (envValue) [raw, source, origin] = [envValue, 'env', spec.env];
+    else if (context?.data[key]) [raw, source, origin] = [context.data[key], 'context', `context ${context.name} (${context.path})`];
     else if (typeof fileValue === 'string' && fileValue !== '') [raw, source, origin] = [fileValue, 'config', `${file.path} (${key})`];
     else [raw, source, origin] = [spec.fallback(home), 'default', 'default'];
     out[key] = { value: spec.normalize(raw, origin, deps, home), source, origin };

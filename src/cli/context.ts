@@ -7,18 +7,23 @@ import { join } from 'node:path';
 import { RelayClient } from '../client/http.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient, serializeContacts } from '../protocol/contacts.js';
 import { ConfigFile, ensureDir, mrpHome, resolveSettings, type Settings } from './config.js';
+import { type ContextSelection, ContextStore, selectContext } from './contexts.js';
 import type { Deps } from './deps.js';
 import { writeFileAtomic } from './files.js';
 import { type LoadedKey, readKeyFile } from './keys.js';
 import { Output } from './output.js';
+import { createTracers, traceCategories, type Tracers } from './trace.js';
 import { packageVersion } from './version.js';
 
 export interface GlobalOptions {
   relay?: string | undefined;
   key?: string | undefined;
+  context?: string | undefined;
   json: boolean;
   quiet: boolean;
   debug: boolean;
+  /** With tracing: print bodies too. */
+  logPayloads?: boolean;
   noColor: boolean;
 }
 
@@ -28,7 +33,10 @@ export class CliContext {
   readonly out: Output;
   readonly home: string;
   readonly config: ConfigFile;
+  readonly contexts: ContextStore;
   #settings: Promise<Settings> | undefined;
+  #selection: Promise<ContextSelection | undefined> | undefined;
+  #tracers: Tracers | undefined;
 
   private constructor(deps: Deps, globals: GlobalOptions, out: Output) {
     this.deps = deps;
@@ -36,6 +44,7 @@ export class CliContext {
     this.out = out;
     this.home = mrpHome(deps);
     this.config = new ConfigFile(this.home);
+    this.contexts = new ContextStore(this.home);
   }
 
   static async create(deps: Deps, globals: GlobalOptions): Promise<CliContext> {
@@ -43,10 +52,38 @@ export class CliContext {
     return new CliContext(deps, globals, out);
   }
 
+  /** The selected context (--context > MRP_CONTEXT > config.json), if any. */
+  selectedContext(): Promise<ContextSelection | undefined> {
+    this.#selection ??= selectContext(this.globals.context, this.deps, this.config);
+    return this.#selection;
+  }
+
   /** Relay URL and key file, resolved once by precedence. */
   settings(): Promise<Settings> {
-    this.#settings ??= resolveSettings({ relay: this.globals.relay, key: this.globals.key }, this.deps, this.home, this.config);
+    this.#settings ??= (async () => {
+      const selected = await this.selectedContext();
+      const context = selected ? await this.contexts.read(selected.name) : undefined;
+      return resolveSettings({ relay: this.globals.relay, key: this.globals.key }, this.deps, this.home, this.config, context);
+    })();
     return this.#settings;
+  }
+
+  /** `--debug` / `MRP_DEBUG` printers for the client's trace callbacks (empty when off). */
+  get tracers(): Tracers {
+    this.#tracers ??= createTracers({
+      categories: traceCategories(this.globals.debug, this.deps.env),
+      stderr: this.deps.stderr,
+      json: this.globals.json,
+      payloads: this.globals.logPayloads === true,
+      style: this.out.errStyle,
+      now: () => this.deps.clock.now(),
+    });
+    return this.#tracers;
+  }
+
+  /** Session options that trace frames, to spread into `new Session({...})`. */
+  get sessionTrace(): { trace?: NonNullable<Tracers['ws']> } {
+    return this.tracers.ws ? { trace: this.tracers.ws } : {};
   }
 
   /** The identity named by --key / MRP_KEY_FILE / config / default. */
@@ -68,6 +105,7 @@ export class CliContext {
       clock: this.deps.clock,
       maxRetryAfterMs: options.maxRetryAfterMs ?? 2000,
       userAgent: `mrp/${packageVersion()}`,
+      ...(this.tracers.http ? { trace: this.tracers.http } : {}),
     });
   }
 

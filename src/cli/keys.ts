@@ -61,7 +61,7 @@ export async function writeKeyFile(path: string, keypair: Keypair, options: { fo
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
         throw new ConfigError('key_exists', `key file ${path} already exists; refusing to overwrite it`, {
           file: path,
-          hint: 'pass --force to replace it (the old identity is lost for good), or choose another path with --key',
+          hint: 'pass --force to replace it (the old key is kept as a .bak file), or choose another path with --key',
         });
       }
       throw err;

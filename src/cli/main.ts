@@ -9,8 +9,10 @@ import * as capabilities from './commands/capabilities.js';
 import * as completion from './commands/completion.js';
 import * as config from './commands/config.js';
 import * as contacts from './commands/contacts.js';
+import * as context from './commands/context.js';
 import * as dev from './commands/dev.js';
 import * as discover from './commands/discover.js';
+import * as doctor from './commands/doctor.js';
 import * as health from './commands/health.js';
 import * as init from './commands/init.js';
 import * as keygen from './commands/keygen.js';
@@ -47,7 +49,9 @@ const COMMANDS = [
   contacts,
   keygen,
   whoami,
+  doctor,
   health,
+  context,
   config,
   relay,
   completion,
@@ -73,6 +77,8 @@ Environment:
   MRP_HOME        state directory (default ~/.mrp)
   MRP_KEY_FILE    identity key file (default $MRP_HOME/agent.key)
   MRP_RELAY_URL   relay base URL (default https://relay.mrphub.io)
+  MRP_CONTEXT     saved context to use (see mrp context)
+  MRP_DEBUG       trace http, ws or both (http,ws) on stderr
   NO_COLOR        disable colour
 
 Exit codes: 0 ok, 1 failure or relay error, 2 usage or bad file, 3 network or timeout,

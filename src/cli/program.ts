@@ -10,13 +10,20 @@ import { decodePublicKey } from '../protocol/encoding.js';
 
 const GLOBAL_GROUP = 'Global Options:';
 
-/** Adds the global options to a command. Commands with their own `--json [body]` skip that one. */
-export function addGlobalOptions(cmd: Command, options: { json?: boolean } = {}): Command {
+/**
+ * Adds the global options to a command. Commands with their own `--json [body]` or
+ * `--log-payloads` skip that one.
+ */
+export function addGlobalOptions(cmd: Command, options: { json?: boolean; logPayloads?: boolean } = {}): Command {
   cmd.addOption(new Option('--relay <url>', 'relay base URL (env MRP_RELAY_URL)').helpGroup(GLOBAL_GROUP));
   cmd.addOption(new Option('--key <path>', 'identity key file (env MRP_KEY_FILE)').helpGroup(GLOBAL_GROUP));
+  cmd.addOption(new Option('--context <name>', 'use a saved context: relay, key (env MRP_CONTEXT; see mrp context)').helpGroup(GLOBAL_GROUP));
   if (options.json !== false) cmd.addOption(new Option('--json', 'machine-readable JSON output').helpGroup(GLOBAL_GROUP));
   cmd.addOption(new Option('-q, --quiet', 'print only what was asked for').helpGroup(GLOBAL_GROUP));
-  cmd.addOption(new Option('--debug', 'verbose diagnostics on stderr').helpGroup(GLOBAL_GROUP));
+  cmd.addOption(new Option('--debug', 'diagnostics on stderr: every HTTP request and WebSocket frame (env MRP_DEBUG=http,ws)').helpGroup(GLOBAL_GROUP));
+  if (options.logPayloads !== false) {
+    cmd.addOption(new Option('--log-payloads', 'with --debug: show request, response and frame bodies').helpGroup(GLOBAL_GROUP));
+  }
   cmd.addOption(new Option('--no-color', 'disable colour (also NO_COLOR)').helpGroup(GLOBAL_GROUP));
   return cmd;
 }
@@ -35,10 +42,12 @@ export function globalsOf(cmd: Command): GlobalOptions {
   return {
     relay: typed(cmd, 'relay') as string | undefined,
     key: typed(cmd, 'key') as string | undefined,
+    context: typed(cmd, 'context') as string | undefined,
     // A command's own `--json <body>` (send) is not the output flag.
     json: json === true,
     quiet: typed(cmd, 'quiet') === true,
     debug: typed(cmd, 'debug') === true,
+    logPayloads: typed(cmd, 'logPayloads') === true,
     noColor: typed(cmd, 'color') === false,
   };
 }

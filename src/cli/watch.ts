@@ -23,7 +23,7 @@ export async function watchMessages(ctx: CliContext, options: WatchOptions): Pro
   const client = await ctx.client();
   const contacts = await ctx.contacts();
   const { Session } = await import('../client/session.js');
-  const session = new Session({ url: client.wsUrl, keypair: client.keypair, clock: ctx.deps.clock });
+  const session = new Session({ url: client.wsUrl, keypair: client.keypair, clock: ctx.deps.clock, ...ctx.sessionTrace });
   const { style } = ctx.out;
   const ndjson = ctx.globals.json || !ctx.out.isTTY;
   const status = (text: string): void => {

@@ -70,6 +70,26 @@ export interface RelayClientOptions {
   maxRetryAfterMs?: number;
   fetch?: typeof fetch;
   userAgent?: string;
+  /** Called after every HTTP attempt (for `--debug`); sees no signature headers and no key. */
+  trace?: (event: HttpTrace) => void;
+}
+
+/** One HTTP attempt as `trace` sees it. Bodies are references, for `--log-payloads` only. */
+export interface HttpTrace {
+  method: string;
+  /** The request target as signed and sent (path and query). */
+  target: string;
+  /** The HTTP status; undefined when no answer came. */
+  status: number | undefined;
+  ms: number;
+  /** 1 for the first try, 2 for the first retry, … */
+  attempt: number;
+  requestId: string | undefined;
+  /** The error code when the attempt failed. */
+  error: string | undefined;
+  requestBody: string | undefined;
+  /** The parsed answer of a successful attempt. */
+  response: unknown;
 }
 
 export interface RequestOptions {
@@ -110,6 +130,7 @@ export class RelayClient {
   readonly #basePath: string;
   readonly #origin: string;
   readonly #userAgent: string | undefined;
+  readonly #trace: ((event: HttpTrace) => void) | undefined;
   /** Requests signed during the current second (to spot repeats). */
   #signedSecond = 0;
   readonly #signedThisSecond = new Set<string>();
@@ -136,6 +157,7 @@ export class RelayClient {
     this.#maxAttempts = options.maxAttempts ?? CLIENT_DEFAULTS.maxAttempts;
     this.#maxRetryAfterMs = options.maxRetryAfterMs ?? CLIENT_DEFAULTS.maxRetryAfterMs;
     this.#userAgent = options.userAgent;
+    this.#trace = options.trace;
   }
 
   /** The WebSocket endpoint for this relay (`ws[s]://host[/base]/v1/ws`). */
@@ -153,9 +175,13 @@ export class RelayClient {
     const bodyText = options.body === undefined ? undefined : JSON.stringify(options.body);
     const backoff = new Backoff();
     for (let attempt = 1; ; attempt++) {
+      const started = performance.now();
       try {
-        return await this.#attempt<T>(method, target, bodyText, options);
+        const res = await this.#attempt<T>(method, target, bodyText, options);
+        this.#traced(method, target, bodyText, attempt, started, res);
+        return res;
       } catch (err) {
+        this.#traced(method, target, bodyText, attempt, started, undefined, err);
         if (options.signal?.aborted || attempt >= this.#maxAttempts) throw err;
         let delay: number;
         if (err instanceof RelayError && err.code === 'replay_detected') delay = 1000 - (this.#clock.now() % 1000);
@@ -167,6 +193,22 @@ export class RelayClient {
         await sleep(delay, { clock: this.#clock, signal: options.signal });
       }
     }
+  }
+
+  #traced(method: string, target: string, body: string | undefined, attempt: number, started: number, res?: Response<unknown>, err?: unknown): void {
+    if (!this.#trace) return;
+    const relayError = err instanceof RelayError ? err : undefined;
+    this.#trace({
+      method,
+      target,
+      status: res?.status ?? relayError?.status,
+      ms: performance.now() - started,
+      attempt,
+      requestId: res?.requestId ?? relayError?.requestId,
+      error: err === undefined ? undefined : ((err as { code?: string }).code ?? 'error'),
+      requestBody: body,
+      response: res?.data,
+    });
   }
 
   /**
@@ -245,6 +287,7 @@ export class RelayClient {
   /** `GET /v1/health` (unauthenticated). */
   async health(signal?: AbortSignal): Promise<HealthResponse> {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
+    const started = performance.now();
     let res: globalThis.Response;
     try {
       res = await this.#fetch(`${this.#origin}${this.#basePath}${PATHS.health}`, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
@@ -252,6 +295,7 @@ export class RelayClient {
       throw this.#transportError(err, 'GET', PATHS.health, signal, timeout, this.#timeoutMs, false);
     }
     const text = await res.text();
+    this.#traced('GET', this.#basePath + PATHS.health, undefined, 1, started, { status: res.status, data: text, rate: undefined, requestId: res.headers.get('x-request-id') ?? undefined });
     if (!res.ok) throw relayErrorFromResponse(res.status, text, res.headers, this.#clock.now());
     return JSON.parse(text) as HealthResponse;
   }

@@ -67,6 +67,22 @@ export interface SessionOptions {
   tooManyConnectionsDelayMs?: number;
   /** WebSocket factory (tests use it to reach scripted servers). */
   createSocket?: (url: string) => WebSocket;
+  /** Called for every frame sent or received (for `--debug`). */
+  trace?: (event: FrameTrace) => void;
+}
+
+/** One WebSocket frame as `trace` sees it. `text` is never given for `auth` (it holds a signature) or an unrecognised frame. */
+export interface FrameTrace {
+  direction: 'in' | 'out';
+  type: string;
+  bytes: number;
+  /** The error code an incoming `error`, `send_result` or `auth_result` carries. */
+  code: string | undefined;
+  text: string | undefined;
+}
+
+function frameTrace(direction: 'in' | 'out', type: string, text: string, code?: string): FrameTrace {
+  return { direction, type, bytes: Buffer.byteLength(text), code, text: type === 'auth' || type === 'unknown' ? undefined : text };
 }
 
 export const SESSION_DEFAULTS = {
@@ -131,7 +147,7 @@ function explainAuth(err: RelayError | undefined): string {
 }
 
 export class Session extends TypedEmitter<SessionEvents> {
-  readonly #o: Required<Omit<SessionOptions, 'createSocket' | 'backoff' | 'clock'>> & Pick<SessionOptions, 'createSocket'>;
+  readonly #o: Required<Omit<SessionOptions, 'createSocket' | 'backoff' | 'clock' | 'trace'>> & Pick<SessionOptions, 'createSocket' | 'trace'>;
   readonly #clock: Clock;
   readonly #backoff: Backoff;
   readonly #pending: PendingTable<SendResponse>;
@@ -255,6 +271,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     const ws = this.#ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
     ws.send(text);
+    if (this.#o.trace) this.#o.trace(frameTrace('out', /^\{"type":"(\w+)"/.exec(text)?.[1] ?? 'unknown', text));
     return true;
   }
 
@@ -300,6 +317,7 @@ export class Session extends TypedEmitter<SessionEvents> {
       if (err instanceof FrameParseError) this.emit('warning', err);
       return;
     }
+    if (this.#o.trace) this.#o.trace(frameTrace('in', frame.type, text, (frame as { error?: { code?: string } }).error?.code));
     switch (frame.type) {
       case 'auth_result':
         if (frame.status === 'ok') this.#onReady();

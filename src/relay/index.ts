@@ -5,3 +5,4 @@ export { createRelay, type Relay, RELAY_DEFAULTS, type RelayOptions } from './se
 export type { LogEntry, LogLevel, LogSink } from './log.js';
 export { isLogLevel } from './log.js';
 export type { Store } from './store.js';
+export { type MetricsFactory, Registry } from '../core/metrics.js';

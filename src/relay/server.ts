@@ -20,6 +20,7 @@ import { requestId as newRequestId } from './ids.js';
 import { rateHeaders, type RateState, SlidingWindow } from './limits.js';
 import { Logger, type LogLevel, type LogSink } from './log.js';
 import { Messenger } from './messenger.js';
+import { type MetricsFactory, relayMetrics } from './metrics.js';
 import { PUBLIC_ROUTES, type Reply, type Route, ROUTES, type Services } from './routes.js';
 import { SqliteStore } from './sqlite-store.js';
 import type { Store } from './store.js';
@@ -53,6 +54,8 @@ export interface RelayOptions {
   synchronous?: 'full' | 'normal';
   logger?: LogSink;
   logLevel?: LogLevel;
+  /** Where the relay's metrics go (requests, messages, sockets, store latency); default: nowhere. */
+  metrics?: MetricsFactory;
 }
 
 export const RELAY_DEFAULTS = {
@@ -74,7 +77,7 @@ export const RELAY_DEFAULTS = {
   logLevel: 'info',
 } as const;
 
-type Resolved = Required<Omit<RelayOptions, 'logger' | 'clock'>> & Pick<RelayOptions, 'logger'> & { clock: Clock };
+type Resolved = Required<Omit<RelayOptions, 'logger' | 'clock' | 'metrics'>> & Pick<RelayOptions, 'logger' | 'metrics'> & { clock: Clock };
 
 function check(options: RelayOptions): Resolved {
   if (!options || typeof options.dataDir !== 'string' || options.dataDir === '') {
@@ -161,12 +164,14 @@ export function createRelay(options: RelayOptions): Relay {
   const o = check(options);
   const clock = o.clock;
   const logger = new Logger(o.logger, o.logLevel);
-  const store: Store = new SqliteStore(o.dataDir, { synchronous: o.synchronous });
   let hub!: Hub;
+  const metrics = relayMetrics(o.metrics, { connections: () => hub.connections });
+  const store: Store = metrics.instrument(new SqliteStore(o.dataDir, { synchronous: o.synchronous }));
   let messenger!: Messenger;
   const batcher = new Batcher(store, {
     now: () => clock.now(),
     onCommit: (records) => {
+      metrics.accepted(records.length);
       hub.push(records);
       messenger.notify(records);
     },
@@ -226,6 +231,7 @@ export function createRelay(options: RelayOptions): Relay {
     const path = q < 0 ? target : target.slice(0, q);
     const headers: Record<string, string> = { ...CORS_HEADERS, 'X-Request-Id': id };
     let status = 500;
+    let routeLabel = 'unmatched';
     let caller: string | undefined;
     // Watch for the client going away from the first moment: a long poll whose client left while
     // its body or auth was being handled must not take (and lose) messages.
@@ -265,6 +271,7 @@ export function createRelay(options: RelayOptions): Relay {
         throw new ApiError('bad_request', `${method} is not allowed on ${path}`, { status: 405 });
       }
       const { route, params } = found;
+      routeLabel = route.path;
       const body = await readBody(req, o.maxEnvelopeBytes);
       let generalRate: RateState | undefined;
       if (route.auth) {
@@ -299,6 +306,7 @@ export function createRelay(options: RelayOptions): Relay {
     } finally {
       res.off('close', onGone);
       inFlightAborts.delete(abort);
+      metrics.request(method, routeLabel, status, (performance.now() - started) / 1000);
       if (logger.enabled('info')) {
         logger.info('request', {
           method,

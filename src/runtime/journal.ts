@@ -362,3 +362,15 @@ export class Journal {
     this.#unlock();
   }
 }
+
+/** The pid of a live process holding the journal lock in `dir`, if any (`mrp doctor` asks). */
+export function journalLockHolder(dir: string): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, 'lock'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const pid = Number(text.trim());
+  return Number.isInteger(pid) && pid > 0 && isAlive(pid) ? pid : undefined;
+}

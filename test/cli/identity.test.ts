@@ -33,7 +33,12 @@ describe('mrp keygen / whoami', () => {
 
     const whoami = await runCli(['whoami', '--json'], deps);
     assert.equal(whoami.code, 0, whoami.stderr);
-    assert.deepEqual(JSON.parse(whoami.stdout), { public_key: created.public_key, key_file: keyPath, relay: 'https://relay.mrphub.io' });
+    const who = JSON.parse(whoami.stdout);
+    assert.deepEqual(
+      { public_key: who.public_key, key_file: who.key_file, relay: who.relay, context: who.context },
+      { public_key: created.public_key, key_file: keyPath, relay: 'https://relay.mrphub.io', context: null },
+    );
+    assert.deepEqual(who.sources.relay, { source: 'default', origin: 'default' });
   });
 
   it('refuses to overwrite without --force and leaves the file unchanged', async (t) => {

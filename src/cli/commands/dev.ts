@@ -83,6 +83,7 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
     manifest,
     logFormat,
     payloads: true,
+    trace: ctx.tracers,
   });
   const { style } = ctx.out;
   const sendCommand = `mrp send --relay ${url} --key ${userKeyPath} ${agentKey.publicKey} "hello" --wait`;

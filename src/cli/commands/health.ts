@@ -9,7 +9,12 @@ import { action, addGlobalOptions, examples } from '../program.js';
 export async function runHealth(ctx: CliContext): Promise<void> {
   const { relay } = await ctx.settings();
   // Health needs no identity; a throwaway key satisfies the client's constructor.
-  const client = new RelayClient({ relayUrl: relay.value, keypair: Keypair.generate(), clock: ctx.deps.clock });
+  const client = new RelayClient({
+    relayUrl: relay.value,
+    keypair: Keypair.generate(),
+    clock: ctx.deps.clock,
+    ...(ctx.tracers.http ? { trace: ctx.tracers.http } : {}),
+  });
   const started = performance.now();
   const health = await client.health();
   const ms = Math.round(performance.now() - started);

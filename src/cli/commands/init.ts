@@ -1,52 +1,41 @@
-import { access } from 'node:fs/promises';
-import { basename, join, relative } from 'node:path';
+import { access, readFile } from 'node:fs/promises';
+import { userInfo } from 'node:os';
+import { basename, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
+import { UsageError } from '../../core/errors.js';
 import { Keypair } from '../../protocol/signing.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { writeExclusive } from '../files.js';
 import { writeKeyFile } from '../keys.js';
+import { durationOption, intOption } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import {
+  DEFAULT_HANDLER,
+  DOCKERIGNORE,
+  dockerfileText,
+  manifestText,
+  slug,
+  systemdUnitText,
+  type Template,
+  TEMPLATES,
+  unitFileName,
+} from '../scaffold.js';
+import { packageVersion } from '../version.js';
 
 export interface InitOptions {
   name?: string;
+  template?: string;
+  handler?: string;
+  docker?: boolean;
+  systemd?: boolean;
+  grace?: string;
+  healthPort?: string;
 }
 
-const SCHEMA = fileURLToPath(new URL('../../../schema/mrp.schema.json', import.meta.url));
-
-function manifestText(name: string, schema: string): string {
-  return `# yaml-language-server: $schema=${schema}
-# The agent's public profile. \`mrp run\` announces it at start; \`mrp announce\` does it on demand.
-name: ${JSON.stringify(name)}
-visibility: private        # public: listed by \`mrp discover\`
-inbox_policy: blocklist    # open | closed | allowlist | blocklist
-capabilities:
-  - name: echo
-    description: Replies with what it receives
-    tags: [echo, demo]
-metadata:
-  version: "0.1.0"
-# acl:
-#   allow: []              # public keys or contact names (with inbox_policy: allowlist)
-#   block: []
-`;
-}
-
-const HANDLER = `/**
- * Your agent. Runs with \`mrp run --handler ./handler.ts\` (or \`mrp dev --handler ./handler.ts\`).
- * The return value is the reply; a string becomes {"text": …}; return nothing to stay silent;
- * a thrown error becomes {"status":"error","error":{"code","message"}}.
- */
-import type { Handler } from 'mrp';
-
-const handler: Handler = async (msg, ctx) => {
-  ctx.log.info('message received', { from: msg.sender_key, content_type: msg.content_type });
-  return { echo: msg.body };
-};
-
-export default handler;
-`;
+const ROOT = new URL('../../../', import.meta.url);
+const SCHEMA = fileURLToPath(new URL('schema/mrp.schema.json', ROOT));
 
 async function exists(path: string): Promise<boolean> {
   return access(path).then(
@@ -55,15 +44,59 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/** `mrp init`: scaffold mrp.yaml and handler.ts (never overwriting), create a key if needed. */
+function template(value: string | undefined): Template | undefined {
+  if (value === undefined) return undefined;
+  if ((TEMPLATES as readonly string[]).includes(value)) return value as Template;
+  throw new UsageError(`--template: "${value}" must be one of ${TEMPLATES.join(', ')}`, { code: 'invalid_argument' });
+}
+
+/** `./handler.ts` style: relative to the project, with a leading `./`. */
+function shownPath(cwd: string, file: string): string {
+  const rel = relative(cwd, file);
+  return rel.startsWith('..') || rel === '' ? file : `./${rel}`;
+}
+
+/**
+ * `mrp init`: scaffold mrp.yaml and a handler (never overwriting), create a key if needed, and on
+ * request a Dockerfile (+ .dockerignore) and a systemd unit that run it.
+ */
 export async function runInit(ctx: CliContext, options: InitOptions): Promise<void> {
   const cwd = ctx.deps.cwd;
+  const tpl = template(options.template);
+  const graceMs = durationOption(options.grace, '--grace', 30_000);
+  const graceSeconds = Math.max(1, Math.ceil(graceMs / 1000));
+  const healthPort = intOption(options.healthPort, '--health-port', 9090, 1, 65535);
   const name = options.name ?? (basename(cwd).replace(/[^\w .-]/g, '').trim() || 'my-agent');
   const schemaRef = (await exists(SCHEMA)) ? relative(cwd, SCHEMA) || SCHEMA : 'https://mrphub.io/schemas/mrp.yaml.json';
+  const handlerFile = resolve(cwd, options.handler ?? 'handler.ts');
+  const handler = shownPath(cwd, handlerFile);
+  const handlerText = tpl ? await readFile(new URL(`handlers/${tpl}.ts`, ROOT), 'utf8') : DEFAULT_HANDLER;
+  const { key_file, relay } = await ctx.settings();
+
   const files: Array<{ path: string; text: string }> = [
-    { path: join(cwd, 'mrp.yaml'), text: manifestText(name, schemaRef) },
-    { path: join(cwd, 'handler.ts'), text: HANDLER },
+    { path: join(cwd, 'mrp.yaml'), text: manifestText(name, schemaRef, tpl) },
+    { path: handlerFile, text: handlerText },
   ];
+  if (options.docker) {
+    const packageJson = await exists(join(cwd, 'package.json'));
+    files.push({ path: join(cwd, 'Dockerfile'), text: dockerfileText({ name, handler, graceSeconds, healthPort, version: packageVersion(), packageJson }) });
+    files.push({ path: join(cwd, '.dockerignore'), text: DOCKERIGNORE });
+  }
+  if (options.systemd) {
+    files.push({
+      path: join(cwd, unitFileName(name)),
+      text: systemdUnitText({
+        name,
+        user: ctx.deps.env['USER'] || userInfo().username,
+        cwd,
+        node: process.execPath,
+        bin: fileURLToPath(new URL('bin/mrp.js', ROOT)),
+        handler,
+        graceSeconds,
+        env: { MRP_HOME: ctx.home, MRP_KEY_FILE: key_file.value, MRP_RELAY_URL: relay.value },
+      }),
+    });
+  }
   const created: string[] = [];
   const kept: string[] = [];
   for (const f of files) {
@@ -75,7 +108,6 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
       kept.push(f.path);
     }
   }
-  const { key_file } = await ctx.settings();
   let keyCreated = false;
   let publicKey: string;
   if (await exists(key_file.value)) {
@@ -86,24 +118,39 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
     keyCreated = true;
     publicKey = kp.publicKey;
   }
-  const next = 'mrp run --handler ./handler.ts';
+  const next = `mrp run --handler ${handler}`;
   const { style } = ctx.out;
-  ctx.out.result({ created, kept, key_file: key_file.value, key_created: keyCreated, public_key: publicKey, next }, () => [
+  const then: string[] = [];
+  if (options.docker) then.push(`docker build -t ${slug(name)} .   ${style.dim('(run line and key mount: see the Dockerfile header)')}`);
+  if (options.systemd) then.push(`sudo cp ${unitFileName(name)} /etc/systemd/system/ && sudo systemctl enable --now ${slug(name)}`);
+  ctx.out.result({ created, kept, key_file: key_file.value, key_created: keyCreated, public_key: publicKey, template: tpl ?? null, next }, () => [
     ...created.map((p) => `${style.green('✔')} created ${relative(cwd, p)}`),
     ...kept.map((p) => `${style.yellow('•')} kept ${relative(cwd, p)} (already there)`),
     keyCreated ? `${style.green('✔')} created identity ${key_file.value}` : `${style.dim('•')} using identity ${key_file.value}`,
     `  public key  ${style.cyan(publicKey)}`,
     '',
     `Next: ${style.bold(next)}`,
-    style.dim('  (no relay handy? `mrp dev --handler ./handler.ts` runs one locally)'),
+    ...then.map((l) => `      ${l}`),
+    style.dim('  (no relay handy? `mrp dev --handler ' + handler + '` runs one locally)'),
   ]);
 }
 
 export function register(program: Command, deps: Deps): void {
   const cmd = program
     .command('init')
-    .description('scaffold mrp.yaml and handler.ts here (never overwrites) and create a key if needed')
-    .option('--name <name>', 'display name for mrp.yaml (default: this folder)');
-  examples(addGlobalOptions(cmd), ['mkdir my-agent && cd my-agent && mrp init', 'mrp init --name TranslatorBot']);
+    .description('scaffold mrp.yaml and a handler here (never overwrites), create a key if needed; optionally a Dockerfile or systemd unit')
+    .option('--name <name>', 'display name for mrp.yaml (default: this folder)')
+    .option('-t, --template <name>', `start from an example handler: ${TEMPLATES.join(' | ')}`)
+    .option('-H, --handler <path>', 'handler file to create or use', './handler.ts')
+    .option('--docker', 'also write a Dockerfile and .dockerignore (tini as PID 1, non-root, health check)')
+    .option('--systemd', 'also write a systemd unit (<name>.service) for this machine')
+    .option('--grace <duration>', 'shutdown grace for the runner; stop timeouts are set above it', '30s')
+    .option('--health-port <port>', 'Dockerfile: port of /healthz, /readyz and /metrics', '9090');
+  examples(addGlobalOptions(cmd), [
+    'mkdir my-agent && cd my-agent && mrp init',
+    'mrp init --name TranslatorBot --template router',
+    'mrp init --docker --grace 20s',
+    'mrp init --systemd --handler ./bot.ts',
+  ]);
   cmd.action(action(deps, runInit));
 }

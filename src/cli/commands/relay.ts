@@ -19,6 +19,7 @@ export interface RelayCommandOptions {
   logLevel?: string;
   logFormat?: string;
   fsync?: boolean;
+  metricsPort?: string;
 }
 
 const LEVELS = ['debug', 'info', 'warn', 'error'];
@@ -44,8 +45,10 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
   if (format !== 'pretty' && format !== 'json') {
     throw new UsageError(`--log-format: "${format}" must be pretty or json`, { code: 'invalid_argument' });
   }
+  const metricsPort = options.metricsPort === undefined ? undefined : intOption(options.metricsPort, '--metrics-port', 0, 0, 65535);
   const { resolve } = await import('node:path');
-  const { createRelay } = await import('../../relay/index.js');
+  const { createRelay, Registry } = await import('../../relay/index.js');
+  const registry = metricsPort === undefined ? undefined : new Registry();
   const { style } = ctx.out;
   const write = (entry: LogEntry): void => {
     const time = new Date(ctx.deps.clock.now()).toISOString();
@@ -72,7 +75,9 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     logger: write,
     logLevel: level as LogLevel,
     synchronous: options.fsync ? 'full' : 'normal',
+    ...(registry ? { metrics: registry } : {}),
   });
+  let metricsServer: { url: string; close(): Promise<void> } | undefined;
   const signals = shutdownSignals(ctx.deps);
   try {
     let url: string;
@@ -86,10 +91,18 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
       }
       throw err;
     }
+    if (registry && metricsPort !== undefined) {
+      metricsServer = await serveMetrics(options.host ?? '127.0.0.1', metricsPort, registry).catch(async (err: unknown) => {
+        await relay.close();
+        throw err;
+      });
+    }
     const db = resolve(ctx.deps.cwd, dataDir, 'mrp.db');
-    ctx.out.result({ url, data_dir: resolve(ctx.deps.cwd, dataDir), database: db, pid: process.pid }, () => [
+    const metricsUrl = metricsServer ? `${metricsServer.url}/metrics` : undefined;
+    ctx.out.result({ url, data_dir: resolve(ctx.deps.cwd, dataDir), database: db, pid: process.pid, ...(metricsUrl ? { metrics_url: metricsUrl } : {}) }, () => [
       `${style.green('●')} mrp relay listening on ${style.bold(url)}`,
       style.dim(`  data ${db} · tolerance ${formatDuration(toleranceMs)} · Ctrl-C to stop`),
+      ...(metricsUrl ? [style.dim(`  metrics ${metricsUrl}`)] : []),
     ]);
     const signal = await signals.first;
     ctx.out.info(style.dim(`${signal}: closing connections and flushing storage…`));
@@ -97,6 +110,27 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     ctx.out.info(style.dim('relay stopped'));
   } finally {
     signals.dispose();
+    await metricsServer?.close();
+  }
+}
+
+/** `/metrics` (and `/healthz`) on a port of their own, so they need not be public with the API. */
+async function serveMetrics(host: string, port: number, registry: { expose(): string }): Promise<{ url: string; close(): Promise<void> }> {
+  const [{ startOpsServer }, { PROMETHEUS_CONTENT_TYPE }] = await Promise.all([import('../health-server.js'), import('../../core/metrics.js')]);
+  try {
+    return await startOpsServer({
+      host,
+      port,
+      routes: {
+        '/metrics': () => ({ status: 200, body: registry.expose(), contentType: PROMETHEUS_CONTENT_TYPE }),
+        '/healthz': () => ({ status: 200, body: '{"alive":true}\n', contentType: 'application/json' }),
+      },
+    });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new UsageError(`--metrics-port: port ${port} is already in use`, { code: 'address_in_use', hint: 'pick another with --metrics-port' });
+    }
+    throw err;
   }
 }
 
@@ -113,12 +147,14 @@ export function register(program: Command, deps: Deps): void {
     .option('--timestamp-tolerance <duration>', 'allowed clock skew of signed requests (env TIMESTAMP_TOLERANCE)')
     .option('--log-level <level>', 'debug | info | warn | error (env LOG_LEVEL)')
     .option('--log-format <format>', 'pretty | json (default: pretty on a terminal)')
-    .option('--fsync', 'fsync every commit: stored messages survive power cuts, not just crashes (slower)');
+    .option('--fsync', 'fsync every commit: stored messages survive power cuts, not just crashes (slower)')
+    .option('--metrics-port <port>', 'serve Prometheus /metrics (requests, messages, sockets, store latency) on this port, apart from the API');
   examples(addGlobalOptions(cmd), [
     'mrp relay                                  # http://127.0.0.1:8080, data in ./data',
     'mrp relay --port 0 --data-dir /var/lib/mrp # any free port',
     'mrp relay --send-rate 0 --receive-rate 0   # no rate limits (benchmarks)',
     'PORT=9000 LOG_LEVEL=debug mrp relay',
+    'mrp relay --metrics-port 9091             # curl 127.0.0.1:9091/metrics',
   ]);
   cmd.addHelpText('after', '\nDefaults: port 8080, data ./data, 30 sends/min, 120 receives/min, 300 requests/min, tolerance 5m.\n');
   cmd.action(action(deps, runRelay));

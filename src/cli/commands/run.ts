@@ -22,6 +22,8 @@ export interface RunOptions {
   logFormat?: string;
   logPayloads?: boolean;
   fsync?: boolean;
+  healthPort?: string;
+  healthHost?: string;
 }
 
 /** `mrp run`: keeps a handler online until SIGINT/SIGTERM. */
@@ -41,48 +43,75 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   if (timeoutMs <= 0) throw new UsageError('--timeout must be longer than 0', { code: 'invalid_argument' });
   const graceMs = durationOption(options.grace, '--grace', 30_000);
   const intervalMs = options.interval === undefined ? undefined : durationOption(options.interval, '--interval', 2000);
+  const healthPort = options.healthPort === undefined ? undefined : intOption(options.healthPort, '--health-port', 0, 0, 65535);
 
   const settings = await ctx.settings();
   const { keypair } = await ctx.identity();
   const loaded = await loadHandler(options.handler, { cwd: ctx.deps.cwd });
   const manifest = await projectManifest(ctx, options.manifest);
 
-  // The runtime (ws, jiti) loads only here, so `mrp --help` stays fast.
-  const { startAgent } = await import('../agent.js');
-  const { runtime, reporter } = await startAgent(ctx, {
-    relayUrl: settings.relay.value,
-    keypair,
-    handler: loaded.handler,
-    handlerLabel: relative(ctx.deps.cwd, loaded.file) || loaded.file,
-    mode,
-    concurrency,
-    timeoutMs,
-    graceMs,
-    ...(intervalMs === undefined ? {} : { intervalMs }),
-    manifest,
-    logFormat,
-    payloads: options.logPayloads === true,
-    fsync: options.fsync === true,
-  });
-
-  const signals = shutdownSignals(ctx.deps);
-  const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
-  let fatal: unknown;
-  runtime.on('fatal', (err) => (fatal = err));
+  // Health and metrics load only when asked for.
+  const ops = healthPort === undefined ? undefined : await startOps(options.healthHost ?? '127.0.0.1', healthPort);
   try {
-    runtime.start();
-    const first = await Promise.race([signals.first, runtime.finished.then(() => undefined)]);
-    if (first) {
-      await signals.finishOrInterrupt(runtime.stop());
+    // The runtime (ws, jiti) loads only here, so `mrp --help` stays fast.
+    const { startAgent } = await import('../agent.js');
+    const { runtime, reporter, journal } = await startAgent(ctx, {
+      relayUrl: settings.relay.value,
+      keypair,
+      handler: loaded.handler,
+      handlerLabel: relative(ctx.deps.cwd, loaded.file) || loaded.file,
+      mode,
+      concurrency,
+      timeoutMs,
+      graceMs,
+      ...(intervalMs === undefined ? {} : { intervalMs }),
+      manifest,
+      logFormat,
+      payloads: options.logPayloads === true,
+      fsync: options.fsync === true,
+      trace: ops ? ops.monitor.tracers(ctx.tracers) : ctx.tracers,
+    });
+    if (ops) {
+      ops.monitor.attach(runtime, journal.path);
+      reporter.line(ctx.out.style.dim(`  health ${ops.server.url}/healthz · /readyz · /metrics`));
+      reporter.event('health', { url: ops.server.url });
     }
-    await runtime.finished;
+
+    const signals = shutdownSignals(ctx.deps);
+    const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
+    let fatal: unknown;
+    runtime.on('fatal', (err) => (fatal = err));
+    try {
+      runtime.start();
+      const first = await Promise.race([signals.first, runtime.finished.then(() => undefined)]);
+      if (first) {
+        await signals.finishOrInterrupt(runtime.stop());
+      }
+      await runtime.finished;
+    } finally {
+      signals.dispose();
+      offUncaught();
+    }
+    if (fatal) {
+      reporter.problem('fatal', fatal);
+      throw new ReportedError(exitCodeFor(fatal));
+    }
   } finally {
-    signals.dispose();
-    offUncaught();
+    await ops?.server.close();
   }
-  if (fatal) {
-    reporter.problem('fatal', fatal);
-    throw new ReportedError(exitCodeFor(fatal));
+}
+
+/** The /healthz, /readyz, /metrics server, listening before the runner starts. */
+async function startOps(host: string, port: number) {
+  const [{ RunnerMonitor }, { startOpsServer }] = await Promise.all([import('../metrics.js'), import('../health-server.js')]);
+  const monitor = new RunnerMonitor();
+  try {
+    return { monitor, server: await startOpsServer({ host, port, routes: monitor.routes() }) };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new UsageError(`--health-port: port ${port} is already in use`, { code: 'address_in_use', hint: 'pick another port, or stop the other process' });
+    }
+    throw err;
   }
 }
 
@@ -99,12 +128,15 @@ export function register(program: Command, deps: Deps): void {
     .option('--interval <duration>', 'poll mode: pause between polls when the relay has no long poll')
     .option('--log-format <format>', 'pretty | json (default: pretty on a terminal, json when piped)')
     .option('--log-payloads', 'include message bodies in the output')
-    .option('--fsync', 'sync the journal to disk before each step (survives power cuts, not just crashes; slower)');
-  examples(addGlobalOptions(cmd), [
+    .option('--fsync', 'sync the journal to disk before each step (survives power cuts, not just crashes; slower)')
+    .option('--health-port <port>', 'serve /healthz, /readyz and /metrics (Prometheus) on this port (0 = any free port)')
+    .option('--health-host <host>', 'address for --health-port (use 0.0.0.0 in a container)', '127.0.0.1');
+  examples(addGlobalOptions(cmd, { logPayloads: false }), [
     'mrp run --handler ./handler.ts',
     'mrp run -H handlers/echo.ts --relay http://127.0.0.1:8080',
     'mrp run -H ./handler.ts --mode poll --concurrency 2 --timeout 10s',
     'mrp run -H ./handler.ts --log-format json | jq .',
+    'mrp run -H ./handler.ts --health-port 9090   # curl localhost:9090/readyz',
   ]);
   cmd.addHelpText(
     'after',

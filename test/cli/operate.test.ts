@@ -1,0 +1,156 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { RunnerMonitor } from '../../src/cli/metrics.js';
+import { RelayClient } from '../../src/client/http.js';
+import { Registry } from '../../src/core/metrics.js';
+import { Keypair } from '../../src/protocol/signing.js';
+import { createRelay } from '../../src/relay/index.js';
+import { runCli, tempDir, testDeps } from '../helpers/cli.js';
+import { parsePrometheus, sampleValue } from '../helpers/prometheus.js';
+
+const ECHO = fileURLToPath(new URL('../../handlers/echo.ts', import.meta.url));
+
+async function get(url: string): Promise<{ status: number; text: string; type: string | null }> {
+  const res = await fetch(url);
+  return { status: res.status, text: await res.text(), type: res.headers.get('content-type') };
+}
+
+/** The first JSON event named `event` on a captured stream, once it is there. */
+async function eventOf(stream: { waitFor(t: string): Promise<void>; text: string }, event: string): Promise<Record<string, unknown>> {
+  const needle = `"event":"${event}"`;
+  await stream.waitFor(needle);
+  return JSON.parse(stream.text.split('\n').find((l) => l.includes(needle))!) as Record<string, unknown>;
+}
+
+describe('mrp run --health-port', () => {
+  it('readyz turns 503 while the relay is down and 200 when it is back; metrics count what happened', async (t) => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'mrp-relay-'));
+    t.after(() => rm(dataDir, { recursive: true, force: true }));
+    let relay = createRelay({ port: 0, dataDir, logger: () => undefined });
+    const url = await relay.listen();
+    t.after(() => relay.close());
+    const home = await tempDir(t);
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: url } });
+    const { public_key: me } = JSON.parse((await runCli(['keygen', '--json'], deps)).stdout);
+
+    const run = runCli(['run', '--handler', ECHO, '--health-port', '0'], deps);
+    const health = (await eventOf(deps.stdout, 'health'))['url'] as string;
+    assert.match(health, /^http:\/\/127\.0\.0\.1:\d+$/);
+    await eventOf(deps.stdout, 'ready');
+    assert.deepEqual(JSON.parse((await get(`${health}/readyz`)).text), { ready: true, connected: true, journal_writable: true, draining: false });
+    assert.equal((await get(`${health}/healthz`)).status, 200);
+    assert.equal((await get(`${health}/nope`)).status, 404);
+
+    const peer = new RelayClient({ relayUrl: url, keypair: Keypair.generate() });
+    await peer.send({ recipient_key: me, body: { text: 'one' } });
+    await eventOf(deps.stdout, 'handled');
+
+    await relay.close();
+    await eventOf(deps.stdout, 'disconnected');
+    const down = await get(`${health}/readyz`);
+    assert.equal(down.status, 503);
+    assert.deepEqual(JSON.parse(down.text), { ready: false, connected: false, journal_writable: true, draining: false });
+    assert.equal((await get(`${health}/healthz`)).status, 200, 'alive while not ready');
+
+    // The same port and data directory: a restart, as an operator would do it.
+    relay = createRelay({ port: Number(new URL(url).port), dataDir, logger: () => undefined });
+    await relay.listen();
+    await eventOf(deps.stdout, 'reconnected');
+    assert.equal((await get(`${health}/readyz`)).status, 200);
+
+    const metrics = await get(`${health}/metrics`);
+    assert.equal(metrics.status, 200);
+    assert.equal(metrics.type, 'text/plain; version=0.0.4; charset=utf-8');
+    const families = parsePrometheus(metrics.text);
+    assert.equal(sampleValue(families, 'mrp_runner_messages_total', { outcome: 'replied' }), 1);
+    assert.equal(sampleValue(families, 'mrp_runner_handler_duration_seconds_count', { outcome: 'replied' }), 1);
+    assert.equal(sampleValue(families, 'mrp_runner_reconnects_total'), 1);
+    assert.ok(sampleValue(families, 'mrp_runner_disconnects_total')! >= 1);
+    assert.equal(sampleValue(families, 'mrp_runner_queue_depth'), 0);
+    assert.equal(sampleValue(families, 'mrp_runner_connected'), 1);
+    for (const name of ['mrp_runner_duplicates_suppressed_total', 'mrp_runner_rate_limited_total', 'mrp_runner_in_flight']) {
+      assert.ok(families.has(name), name);
+    }
+
+    deps.raise('SIGTERM');
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
+    await assert.rejects(fetch(`${health}/healthz`), 'the health server stops with the runner');
+  });
+
+  it('counts 429 answers from the client trace, over HTTP and WebSocket', () => {
+    const monitor = new RunnerMonitor();
+    const trace = monitor.tracers({});
+    const http = { method: 'POST', target: '/v1/messages', ms: 1, attempt: 1, requestId: undefined, error: 'rate_limit_exceeded', requestBody: undefined, response: undefined };
+    trace.http({ ...http, status: 429 });
+    trace.http({ ...http, status: 201, error: undefined });
+    trace.ws({ direction: 'in', type: 'send_result', bytes: 10, code: 'rate_limit_exceeded', text: undefined });
+    const families = parsePrometheus(monitor.registry.expose());
+    assert.equal(sampleValue(families, 'mrp_runner_rate_limited_total', { via: 'http' }), 1);
+    assert.equal(sampleValue(families, 'mrp_runner_rate_limited_total', { via: 'websocket' }), 1);
+  });
+
+  it('a taken --health-port is a usage error before anything starts', async (t) => {
+    const home = await tempDir(t);
+    const blocker = await import('node:net').then((net) => net.createServer());
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    t.after(() => blocker.close());
+    const port = (blocker.address() as import('node:net').AddressInfo).port;
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: 'http://127.0.0.1:1' } });
+    await runCli(['keygen'], deps);
+    const res = await runCli(['run', '--handler', ECHO, '--health-port', String(port), '--json'], deps);
+    assert.equal(res.code, 2);
+    assert.equal(JSON.parse(res.stderr.trim()).error.code, 'address_in_use');
+  });
+});
+
+describe('mrp relay --metrics-port', () => {
+  it('serves requests by route and status, messages accepted, open sockets and store latency', async (t) => {
+    const home = await tempDir(t);
+    const deps = testDeps({ home });
+    const run = runCli(['relay', '--port', '0', '--metrics-port', '0', '--data-dir', join(home, 'data'), '--json', '--log-level', 'error'], deps);
+    await deps.stdout.waitFor('\n');
+    const started = JSON.parse(deps.stdout.text.split('\n')[0]!);
+    assert.match(started.metrics_url, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+    assert.notEqual(new URL(started.metrics_url).port, new URL(started.url).port, 'apart from the API');
+
+    const a = new RelayClient({ relayUrl: started.url, keypair: Keypair.generate() });
+    const b = Keypair.generate();
+    await a.send({ recipient_key: b.publicKey, body: { text: 'hi' } });
+    await a.send({ recipient_key: b.publicKey, body: { text: 'again' } });
+    const { Session } = await import('../../src/client/session.js');
+    const session = new Session({ url: new RelayClient({ relayUrl: started.url, keypair: b }).wsUrl, keypair: b });
+    session.start();
+    await session.ready();
+
+    const res = await get(started.metrics_url);
+    assert.equal(res.status, 200);
+    const families = parsePrometheus(res.text);
+    assert.equal(sampleValue(families, 'mrp_relay_http_requests_total', { method: 'POST', route: '/v1/messages', status: '201' }), 2);
+    assert.equal(sampleValue(families, 'mrp_relay_messages_accepted_total'), 2);
+    assert.equal(sampleValue(families, 'mrp_relay_websockets_open'), 1);
+    assert.ok(sampleValue(families, 'mrp_relay_store_duration_seconds_count', { op: 'commit' })! >= 1);
+    assert.ok(sampleValue(families, 'mrp_relay_http_request_duration_seconds_count', { route: '/v1/messages' })! >= 2);
+    assert.equal((await get(started.metrics_url.replace('/metrics', '/healthz'))).status, 200);
+    await session.close();
+
+    deps.raise('SIGTERM');
+    assert.equal((await run).code, 0);
+  });
+
+  it('createRelay({ metrics }) counts unknown paths under one route label', async (t) => {
+    const dataDir = await tempDir(t);
+    const registry = new Registry();
+    const relay = createRelay({ port: 0, dataDir, logger: () => undefined, metrics: registry });
+    const url = await relay.listen();
+    t.after(() => relay.close());
+    const res = await fetch(`${url}/v1/nope`);
+    assert.equal(res.status, 404);
+    await res.text();
+    assert.equal(sampleValue(parsePrometheus(registry.expose()), 'mrp_relay_http_requests_total', { method: 'GET', route: 'unmatched', status: '404' }), 1);
+  });
+});

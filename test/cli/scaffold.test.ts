@@ -1,0 +1,137 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { loadHandler } from '../../src/runtime/handler.js';
+import type { HandlerContext, Message } from '../../src/index.js';
+import { runCli, tempDir, testDeps } from '../helpers/cli.js';
+
+const exec = promisify(execFile);
+
+async function project(t: import('node:test').TestContext, name = 'translator-bot') {
+  const root = await tempDir(t);
+  const cwd = join(root, name);
+  await mkdir(cwd);
+  const home = join(root, 'home');
+  return { cwd, home, deps: testDeps({ home, cwd, env: { MRP_RELAY_URL: 'http://127.0.0.1:8080' } }) };
+}
+
+const systemdAnalyze = await exec('systemd-analyze', ['--version']).then(
+  () => true,
+  () => false,
+);
+
+describe('mrp init --template', () => {
+  it('starts from an example handler that loads and works; the manifest announces it', async (t) => {
+    const { cwd, deps } = await project(t);
+    const res = await runCli(['init', '--template', 'router', '--json'], deps);
+    assert.equal(res.code, 0, res.stderr);
+    assert.equal(JSON.parse(res.stdout).template, 'router');
+    const example = await readFile(new URL('../../handlers/router.ts', import.meta.url), 'utf8');
+    assert.equal(await readFile(join(cwd, 'handler.ts'), 'utf8'), example);
+    assert.match(await readFile(join(cwd, 'mrp.yaml'), 'utf8'), /- name: router\n/);
+    const { handler } = await loadHandler('./handler.ts', { cwd });
+    const reply = await handler(
+      { content_type: 'application/x-mrp-request+json', body: { action: 'add', params: { a: 2, b: 3 } } } as unknown as Message,
+      {} as HandlerContext,
+    );
+    assert.deepEqual(reply, { status: 'ok', result: { sum: 5 } });
+  });
+
+  it('an unknown template is a usage error naming the choices', async (t) => {
+    const { deps } = await project(t);
+    const res = await runCli(['init', '--template', 'nope'], deps);
+    assert.equal(res.code, 2);
+    assert.match(res.stderr, /--template: "nope" must be one of echo, router, slow/);
+  });
+});
+
+describe('mrp init --docker / --systemd', () => {
+  it('writes a Dockerfile: exec-form CMD, tini as PID 1, non-root, STOPSIGNAL SIGTERM, stop timeout above --grace', async (t) => {
+    const { cwd, deps } = await project(t);
+    const res = await runCli(['init', '--docker', '--grace', '20s', '--template', 'slow', '--json'], deps);
+    assert.equal(res.code, 0, res.stderr);
+    const docker = await readFile(join(cwd, 'Dockerfile'), 'utf8');
+    const lines = docker.split('\n').filter((l) => l && !l.startsWith('#'));
+    const directive = (name: string) => lines.filter((l) => l.startsWith(`${name} `));
+    assert.deepEqual(directive('ENTRYPOINT'), ['ENTRYPOINT ["/usr/bin/tini", "--"]']);
+    const [cmd] = directive('CMD');
+    const argv = JSON.parse(cmd!.slice(4)) as string[];
+    assert.deepEqual(argv.slice(0, 6), ['mrp', 'run', '--handler', './handler.ts', '--grace', '20s'], 'exec form, the handler and the grace');
+    assert.ok(argv.includes('--health-port'));
+    assert.deepEqual(directive('USER'), ['USER node']);
+    assert.deepEqual(directive('STOPSIGNAL'), ['STOPSIGNAL SIGTERM']);
+    assert.ok(lines.indexOf('USER node') < lines.indexOf(cmd!), 'runs as the non-root user');
+    assert.match(docker, /--stop-timeout 35/);
+    assert.match(docker, /HEALTHCHECK[^\n]*\n\s+CMD \["node", "-e", .*\/readyz/);
+    assert.match(docker, /MRP_KEY_FILE=\/run\/secrets\/mrp\.key/);
+    assert.match(await readFile(join(cwd, '.dockerignore'), 'utf8'), /^\*\.key$/m);
+
+    // Never overwritten.
+    await writeFile(join(cwd, 'Dockerfile'), 'FROM scratch\n');
+    const again = await runCli(['init', '--docker', '--json'], deps);
+    assert.equal(again.code, 0, again.stderr);
+    assert.ok(JSON.parse(again.stdout).kept.includes(join(cwd, 'Dockerfile')));
+    assert.equal(await readFile(join(cwd, 'Dockerfile'), 'utf8'), 'FROM scratch\n');
+  });
+
+  it('writes a systemd unit: Restart=on-failure, TimeoutStopSec above --grace, KillSignal=SIGTERM, the settings in use', async (t) => {
+    const { cwd, deps, home } = await project(t, 'My Bot');
+    const res = await runCli(['init', '--systemd', '--grace', '1m', '--handler', './bot.ts', '--name', 'My Bot 100%', '--json'], deps);
+    assert.equal(res.code, 0, res.stderr);
+    const out = JSON.parse(res.stdout);
+    const file = join(cwd, 'my-bot-100.service');
+    assert.ok(out.created.includes(file), JSON.stringify(out));
+    assert.ok(out.created.includes(join(cwd, 'bot.ts')));
+    assert.equal(out.next, 'mrp run --handler ./bot.ts');
+    const unit = await readFile(file, 'utf8');
+    const value = (key: string) => unit.split('\n').filter((l) => l.startsWith(`${key}=`)).map((l) => l.slice(key.length + 1));
+    assert.deepEqual(value('Restart'), ['on-failure']);
+    assert.deepEqual(value('KillSignal'), ['SIGTERM']);
+    assert.deepEqual(value('TimeoutStopSec'), ['75'], '60 s of grace + 15');
+    assert.deepEqual(value('Description'), ['MRP agent My Bot 100%%'], '% escaped');
+    assert.deepEqual(value('WorkingDirectory'), [`"${cwd}"`], 'a path with a space is quoted');
+    assert.ok(value('Environment').includes(`"MRP_KEY_FILE=${join(home, 'agent.key')}"`) || value('Environment').includes(`MRP_KEY_FILE=${join(home, 'agent.key')}`));
+    assert.ok(value('Environment').includes('MRP_RELAY_URL=http://127.0.0.1:8080'));
+    const [execStart] = value('ExecStart');
+    assert.ok(execStart!.startsWith(`${process.execPath} `), 'an absolute node');
+    assert.match(execStart!, /bin\/mrp\.js run --handler \.\/bot\.ts --grace 60s --log-format json$/);
+    if (systemdAnalyze) {
+      const verified = await exec('systemd-analyze', ['verify', '--man=no', file]).then(
+        () => '',
+        (e: { stderr?: string }) => e.stderr ?? 'failed',
+      );
+      // Only complaints about this unit's syntax count (the test machine may lack the user).
+      assert.doesNotMatch(verified, /Unknown (key|section)|Failed to parse|Invalid/i, verified);
+    }
+  });
+});
+
+describe('mrp keygen --force', () => {
+  it('keeps the old key as a 0600 backup and prints both public keys', async (t) => {
+    const { deps, home } = await project(t);
+    const first = JSON.parse((await runCli(['keygen', '--json'], deps)).stdout);
+    const key = join(home, 'agent.key');
+    const oldBytes = await readFile(key);
+    const forced = await runCli(['keygen', '--force', '--json'], deps);
+    assert.equal(forced.code, 0, forced.stderr);
+    const out = JSON.parse(forced.stdout);
+    assert.notEqual(out.public_key, first.public_key);
+    assert.equal(out.previous.public_key, first.public_key);
+    assert.match(out.previous.backup, /agent\.key\.bak-\d{8}T\d{6}Z$/);
+    assert.deepEqual(await readFile(out.previous.backup), oldBytes);
+    assert.equal((await stat(out.previous.backup)).mode & 0o777, 0o600);
+
+    // Twice in one second: a second backup, not an overwrite.
+    const human = await runCli(['keygen', '--force'], deps);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout, new RegExp(`public key  ${out.public_key.replace(/[-]/g, '\\-')}|public key  \\S{43}`));
+    assert.match(human.stdout, new RegExp(`previous    ${out.public_key.replace(/[-]/g, '\\-')}  kept in .*agent\\.key\\.bak-`));
+    const backups = (await readdir(home)).filter((f) => f.startsWith('agent.key.bak-'));
+    assert.equal(backups.length, 2);
+    // The seed is never printed.
+    assert.ok(!human.stdout.includes(oldBytes.toString('hex')) && !forced.stdout.includes(oldBytes.toString('base64url')));
+  });
+});
