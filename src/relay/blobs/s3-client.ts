@@ -8,6 +8,7 @@
  * read with a few regular expressions; that is enough for the handful of flat answers used here
  * (keys are our own, restricted to URL- and XML-safe characters).
  */
+import { createHash } from 'node:crypto';
 import { AwsClient } from 'aws4fetch';
 import { UsageError } from '../../core/errors.js';
 import { abortedError, BlobStoreError } from './blob-store.js';
@@ -148,8 +149,23 @@ export class S3Client {
   }
 
   private async send(c: S3Call, signal: AbortSignal): Promise<Response> {
-    const init: RequestInit = { method: c.method, headers: c.headers ?? {}, signal };
-    if (c.body !== undefined) init.body = c.body;
+    const headers: Record<string, string> = { ...c.headers };
+    const init: RequestInit & { duplex?: 'half' } = { method: c.method, headers, signal };
+    if (c.body !== undefined) {
+      // Signed payload: S3 refuses a body altered on the way.
+      headers['x-amz-content-sha256'] ??= createHash('sha256').update(c.body).digest('hex');
+      // fetch copies a Uint8Array body; a one-chunk stream with an explicit length is sent as is
+      // (memory: the part buffer, not twice that) and still goes out with Content-Length.
+      headers['content-length'] = String(c.body.byteLength);
+      const bytes = c.body;
+      init.body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          if (bytes.byteLength > 0) controller.enqueue(bytes);
+          controller.close();
+        },
+      });
+      init.duplex = 'half';
+    }
     const req = await this.aws.sign(this.url(c.key, c.query).href, init);
     const res = await fetch(req);
     if (res.ok || c.accept?.includes(res.status)) return res;

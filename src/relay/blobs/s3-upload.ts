@@ -5,10 +5,9 @@
  * common case); the first byte past it starts a multipart upload. At most two part buffers live:
  * one uploading while the next fills, and waiting for the first is the back-pressure. Buffers
  * grow from 256 KiB, so small puts stay small. Every body is signed with its SHA-256 (S3 refuses
- * a part corrupted on the way). Trade-off: parts go one at a time (plus one filling), which caps
+ * a part corrupted on the way; see `S3Client`). Trade-off: parts go one at a time (plus one filling), which caps
  * throughput at one connection per upload; enough for a 100 MiB limit.
  */
-import { createHash } from 'node:crypto';
 import type { S3Client } from './s3-client.js';
 import { escapeXml, s3Error, xmlValue } from './s3-client.js';
 
@@ -80,14 +79,12 @@ export class Upload {
   private async uploadPart(partNumber: number, body: Buffer): Promise<void> {
     const uploadId = this.uploadId as string;
     this.etags.push('');
-    const headers = { 'x-amz-content-sha256': createHash('sha256').update(body).digest('hex') };
     const query = { partNumber: String(partNumber), uploadId };
     const res = await this.client.call({
       op: 'UploadPart',
       method: 'PUT',
       key: this.key,
       query,
-      headers,
       body,
       signal: this.signal,
       timeoutMs: 120_000,
