@@ -146,6 +146,67 @@ describe('S3BlobStore specifics', () => {
     assert.deepEqual(await unfinishedUploads(), []);
   });
 
+  it('a buffer budget of one part: concurrent big uploads take turns (no deadlock), memory stays at one part', async () => {
+    const store = new S3BlobStore({ ...base, partSize: 5 * MIB, maxBufferBytes: 5 * MIB });
+    const owner = newOwner();
+    const total = 11 * MIB + 5;
+    const mem = memoryProbe();
+    const ids = [newBlobId(), newBlobId(), newBlobId()];
+    const results = await Promise.all(
+      ids.map((id) =>
+        store.put(
+          owner,
+          id,
+          patternSource(total, 64 * 1024, (_, n) => mem.tick(n)),
+          { maxBytes: total, contentType: 'a/b' },
+        ),
+      ),
+    );
+    const peak = mem.peak();
+    const expected = await patternHash(total);
+    assert.deepEqual(
+      results.map((r) => r.sha256Hex),
+      ids.map(() => expected),
+    );
+    assert.ok(peak.arrayBuffers < 5 * MIB + 3e6, `arrayBuffers grew by ${peak.arrayBuffers}`);
+  });
+
+  it('an upload waiting for buffer budget gives up when its signal aborts; the budget comes back', async () => {
+    const store = new S3BlobStore({ ...base, partSize: 5 * MIB, maxBufferBytes: 5 * MIB });
+    const owner = newOwner();
+    const holder = new AbortController();
+    const stalled = {
+      async *[Symbol.asyncIterator]() {
+        yield* patternSource(MIB);
+        await new Promise(() => {});
+      },
+    };
+    const first = store.put(owner, newBlobId(), stalled, {
+      maxBytes: 20 * MIB,
+      contentType: 'a/b',
+      signal: holder.signal,
+    });
+    first.catch(() => {});
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const waiter = new AbortController();
+    const second = store.put(owner, newBlobId(), patternSource(MIB), {
+      maxBytes: 20 * MIB,
+      contentType: 'a/b',
+      signal: waiter.signal,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    waiter.abort();
+    await assert.rejects(second, { code: 'aborted' });
+    holder.abort();
+    await assert.rejects(first, { code: 'aborted' });
+    const id = newBlobId();
+    assert.equal(
+      (await store.put(owner, id, patternSource(6 * MIB), { maxBytes: 20 * MIB, contentType: 'a/b' })).size,
+      6 * MIB,
+    );
+    assert.deepEqual(await unfinishedUploads(), []);
+  });
+
   it('invalid ids cost no request', async () => {
     const store = new S3BlobStore(base);
     await assert.rejects(store.get('../x', newBlobId()), { code: 'invalid_blob_ref' });

@@ -23,7 +23,7 @@ import {
   type PutResult,
 } from './blob-store.js';
 import { escapeXml, S3Client, type S3ClientOptions, s3Error, xmlValue, xmlValues } from './s3-client.js';
-import { Upload } from './s3-upload.js';
+import { ByteBudget, Upload } from './s3-upload.js';
 
 export { s3OptionsFromEnv } from './s3-client.js';
 
@@ -32,6 +32,8 @@ export interface S3BlobStoreOptions extends S3ClientOptions {
   partSize?: number;
   /** A download whose next chunk takes longer than this is cut (default 60 s). */
   bodyIdleTimeoutMs?: number;
+  /** Part buffers held at once across all uploads (default 128 MiB); past it, uploads wait. */
+  maxBufferBytes?: number;
 }
 
 const MIB = 1024 * 1024;
@@ -41,6 +43,7 @@ export class S3BlobStore implements BlobStore {
   readonly client: S3Client;
   private readonly partSize: number;
   private readonly idleMs: number;
+  private readonly budget: ByteBudget;
   private closed = false;
 
   constructor(options: S3BlobStoreOptions) {
@@ -49,6 +52,10 @@ export class S3BlobStore implements BlobStore {
     if (!Number.isSafeInteger(this.partSize) || this.partSize < 5 * MIB)
       throw new BlobStoreError('invalid_blob_ref', 'S3 part size must be at least 5 MiB');
     this.idleMs = options.bodyIdleTimeoutMs ?? 60_000;
+    const maxBuffer = options.maxBufferBytes ?? 128 * MIB;
+    if (!Number.isSafeInteger(maxBuffer) || maxBuffer < this.partSize)
+      throw new BlobStoreError('invalid_blob_ref', 'S3 buffer budget must hold at least one part');
+    this.budget = new ByteBudget(maxBuffer);
   }
 
   key(owner: string, blobId?: string): string {
@@ -61,7 +68,14 @@ export class S3BlobStore implements BlobStore {
     this.assertOpen();
     // S3 allows 10,000 parts: bigger limits get bigger parts.
     const partSize = Math.max(this.partSize, Math.ceil(opts.maxBytes / 10_000));
-    const upload = new Upload(this.client, this.key(owner, blobId), opts.contentType, partSize, opts.signal);
+    const upload = new Upload(
+      this.client,
+      this.key(owner, blobId),
+      opts.contentType,
+      partSize,
+      opts.signal,
+      this.budget,
+    );
     try {
       const result = await drainBounded(source, opts, (chunk) => upload.write(chunk));
       await upload.finish(result.sha256Hex);
@@ -69,6 +83,8 @@ export class S3BlobStore implements BlobStore {
     } catch (err) {
       await upload.discard();
       throw err;
+    } finally {
+      upload.release();
     }
   }
 
