@@ -94,7 +94,15 @@ export class S3BlobStore implements BlobStore {
     const { signal } = opts;
     const controller = new AbortController();
     const res = await this.client.open(
-      { op: 'GetObject', method: 'GET', key: this.key(owner, blobId), accept: [404], signal },
+      // identity: fetch would otherwise undo a proxy's compression and the length would not match.
+      {
+        op: 'GetObject',
+        method: 'GET',
+        key: this.key(owner, blobId),
+        headers: { 'accept-encoding': 'identity' },
+        accept: [404],
+        signal,
+      },
       controller,
     );
     if (res.status === 404 || res.body === null) {
@@ -105,6 +113,10 @@ export class S3BlobStore implements BlobStore {
     if (!Number.isSafeInteger(size) || size < 0) {
       controller.abort();
       throw s3Error('GetObject', res.status, 'BadContentLength');
+    }
+    if (signal?.aborted) {
+      controller.abort();
+      throw abortedError(signal);
     }
     const onAbort = (): void => controller.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
