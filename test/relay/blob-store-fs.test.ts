@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { FsBlobStore } from '../../src/relay/blobs/fs-blob-store.js';
-import { blobStoreContract, newBlobId, newOwner, patternSource } from './blob-store.contract.js';
+import { blobStoreContract } from './blob-store.contract.js';
+import { newBlobId, newOwner, patternSource } from './blob-store.support.js';
 
 const dirs: string[] = [];
 after(() => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));

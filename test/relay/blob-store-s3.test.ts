@@ -17,15 +17,8 @@ import { join } from 'node:path';
 import { after, beforeEach, describe, it } from 'node:test';
 import { S3BlobStore, type S3BlobStoreOptions, s3OptionsFromEnv } from '../../src/relay/blobs/s3-blob-store.js';
 import { S3Client } from '../../src/relay/blobs/s3-client.js';
-import {
-  blobStoreContract,
-  drain,
-  memoryProbe,
-  newBlobId,
-  newOwner,
-  patternHash,
-  patternSource,
-} from './blob-store.contract.js';
+import { blobStoreContract } from './blob-store.contract.js';
+import { drain, memoryProbe, newBlobId, newOwner, patternHash, patternSource } from './blob-store.support.js';
 
 interface KoaContext {
   method: string;
