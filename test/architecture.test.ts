@@ -53,7 +53,7 @@ const PACKAGES: Record<Layer, string[]> = {
   core: [],
   protocol: ['@noble/ed25519', '@hpke/core', '@hpke/chacha20poly1305', '@noble/curves'],
   client: ['ws'],
-  relay: ['ws', 'better-sqlite3'],
+  relay: ['ws', 'better-sqlite3', 'aws4fetch'],
   runtime: ['jiti', 'esbuild'],
   cli: ['commander', 'chalk', 'ora', 'conf', 'yaml', 'ws'],
   index: [],
