@@ -15,12 +15,15 @@ import { TypedEmitter } from '../core/emitter.js';
 import { type MrpError, RelayError, toMrpError } from '../core/errors.js';
 import { LIMITS, TIMING } from '../protocol/constants.js';
 import { formatTimestamp } from '../protocol/signing.js';
+import type { RejectedMessage } from '../protocol/inbound.js';
 import type { Message } from '../protocol/types.js';
-import type { RelayClient } from './http.js';
+import type { PollPage, RelayClient } from './http.js';
 
 export interface PollerEvents extends Record<string, unknown[]> {
-  /** One poll's messages, oldest first. */
-  batch: [Message[]];
+  /** One poll's messages, oldest first, with the size of each one's text. */
+  batch: [messages: Message[], sizes: number[]];
+  /** Messages a poll returned (and so marked delivered) that cannot be handled. */
+  rejected: [RejectedMessage[]];
   /** The poller switched between long-poll and interval polling. */
   mode: ['long-poll' | 'interval'];
   /** A failed poll; the next attempt comes after `delayMs`. */
@@ -116,8 +119,8 @@ export class Poller extends TypedEmitter<PollerEvents> {
     try {
       for (let page = 0; page < 10; page++) {
         const res = await this.#client.poll({ status: 'delivered', since: formatTimestamp(from), limit: LIMITS.pollLimitMax, ...(cursor ? { cursor } : {}) });
-        const recent = res.messages.filter((m) => m.delivered_at !== null && Date.parse(m.delivered_at) >= from);
-        if (recent.length > 0) this.emit('batch', recent);
+        const keep = res.messages.map((m) => m.delivered_at !== null && Date.parse(m.delivered_at) >= from);
+        this.#hand({ ...res, messages: res.messages.filter((_, i) => keep[i]), sizes: res.sizes.filter((_, i) => keep[i]), rejected: [] });
         if (!res.has_more || !res.next_cursor) return true;
         cursor = res.next_cursor;
       }
@@ -125,6 +128,19 @@ export class Poller extends TypedEmitter<PollerEvents> {
     } catch (err) {
       this.emit('warning', toMrpError(err));
       return false;
+    }
+  }
+
+  /**
+   * Hands a page to the consumer. What the consumer does with it is not a failed poll (the relay
+   * already marked these messages delivered), so nothing it throws may reach the poll loop.
+   */
+  #hand(page: PollPage): void {
+    try {
+      if (page.messages.length > 0) this.emit('batch', page.messages, page.sizes);
+      if (page.rejected.length > 0) this.emit('rejected', page.rejected);
+    } catch (err) {
+      this.emit('warning', toMrpError(err));
     }
   }
 
@@ -154,13 +170,14 @@ export class Poller extends TypedEmitter<PollerEvents> {
         failures = 0;
         authFailures = 0;
         this.#backoff.reset();
-        if (page.messages.length > 0) this.emit('batch', page.messages);
-        else if (wait > 0 && this.#clock.now() - started < (wait - 1) * 1000 && this.#running) {
+        const empty = page.messages.length === 0 && page.rejected.length === 0;
+        this.#hand(page);
+        if (empty && wait > 0 && this.#clock.now() - started < (wait - 1) * 1000 && this.#running) {
           // An empty answer long before the wait ran out: this relay ignores `wait`.
           this.#waitSeconds = 0;
           this.emit('mode', 'interval');
         }
-        if (page.messages.length === 0 && this.#waitSeconds === 0 && this.#running) await this.#pause(this.#intervalMs);
+        if (empty && this.#waitSeconds === 0 && this.#running) await this.#pause(this.#intervalMs);
       } catch (err) {
         if (this.#idle.signal.aborted) {
           // Stopped while a long poll was waiting: see what the relay may have handed it, once

@@ -6,14 +6,20 @@ import { sleep } from '../core/async.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import type { MrpError } from '../core/errors.js';
+import type { RejectedMessage } from '../protocol/inbound.js';
 import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
 import type { RelayClient } from './http.js';
 import { Poller, type PollerOptions } from './poller.js';
 import { Session, type SessionOptions } from './session.js';
 
 export interface SourceEvents extends Record<string, unknown[]> {
-  /** Messages to handle, oldest first. */
-  messages: [Message[]];
+  /** Messages to handle, oldest first, with the size of each one's text when known. */
+  messages: [messages: Message[], sizes?: number[]];
+  /**
+   * Messages delivered that cannot be handed over (too deep, malformed). Those with an identity
+   * must be answered and acknowledged like any other; the rest can only be reported.
+   */
+  rejected: [RejectedMessage[]];
   connecting: [];
   connected: [{ reconnected: boolean; detail: string }];
   disconnected: [{ explanation: string; willReconnect: boolean; delayMs: number; code?: number }];
@@ -51,8 +57,11 @@ export class WebSocketSource extends TypedEmitter<SourceEvents> implements Messa
       if (s === 'connecting') this.emit('connecting');
     });
     this.session.on('ready', ({ reconnected }) => this.emit('connected', { reconnected, detail: client.wsUrl }));
-    this.session.on('message', (m) => {
-      if (this.#intake) this.emit('messages', [m]);
+    this.session.on('message', (m, bytes) => {
+      if (this.#intake) this.emit('messages', [m], [bytes]);
+    });
+    this.session.on('rejected', (r) => {
+      if (this.#intake) this.emit('rejected', [r]);
     });
     this.session.on('disconnect', (d) =>
       this.emit('disconnected', { explanation: d.explanation, willReconnect: d.willReconnect, delayMs: d.delayMs, code: d.code }),
@@ -106,10 +115,11 @@ export class PollSource extends TypedEmitter<SourceEvents> implements MessageSou
     this.#clock = options.clock ?? systemClock;
     this.#recoverSince = options.recoverSince ?? 0;
     this.poller = new Poller({ ...options, clock: this.#clock, client });
-    this.poller.on('batch', (messages) => {
+    this.poller.on('batch', (messages, sizes) => {
       this.#markConnected();
-      this.emit('messages', messages);
+      this.emit('messages', messages, sizes);
     });
+    this.poller.on('rejected', (rejected) => this.emit('rejected', rejected));
     this.poller.on('retry', ({ error, delayMs }) => {
       this.#connected = false;
       this.emit('disconnected', { explanation: error.message, willReconnect: true, delayMs });
