@@ -439,7 +439,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
    */
   flush(): void {
     this.#scheduled = false;
-    if (this.#closed) return;
+    // While a retry is pending, only the retry writes (the buffer keeps growing meanwhile).
+    if (this.#closed || this.#retryTimer !== undefined) return;
     if (this.#buffer.length === 0 && !this.#unwritten && !this.#unsynced) {
       if (this.#fd >= 0) this.#healthy();
       return;
