@@ -32,12 +32,15 @@ export interface AgentOptions {
   payloads: boolean;
   /** Sync the journal to disk on the message's path (survives power cuts, not only crashes). */
   fsync?: boolean;
+  /** Crashes of the process on one message before it is answered with `handler_crashed`. */
+  maxCrashes?: number;
 }
 
 export interface RunningAgent {
   runtime: Runtime;
   reporter: Reporter;
   client: RelayClient;
+  journal: Journal;
 }
 
 export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<RunningAgent> {
@@ -64,6 +67,7 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
       concurrency: o.concurrency,
       timeoutMs: o.timeoutMs,
       graceMs: o.graceMs,
+      ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
       resolveRecipient: (to) => resolveRecipient(contacts, to, ctx.contactsPath),
     });
   } catch (err) {
@@ -94,5 +98,5 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     };
     runtime.on('connected', announce);
   }
-  return { runtime, reporter, client };
+  return { runtime, reporter, client, journal };
 }

@@ -1,11 +1,12 @@
 import { setFlagsFromString } from 'node:v8';
 import { relative } from 'node:path';
 import type { Command } from 'commander';
-import { UsageError } from '../../core/errors.js';
+import { MrpError, UsageError } from '../../core/errors.js';
 import { loadHandler } from '../../runtime/handler.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { exitCodeFor } from '../exit.js';
+import { EXIT, exitCodeFor } from '../exit.js';
+import { trapHandlerExit } from '../handler-exit.js';
 import { projectManifest } from '../manifest.js';
 import { durationOption, intOption } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
@@ -22,6 +23,7 @@ export interface RunOptions {
   logFormat?: string;
   logPayloads?: boolean;
   fsync?: boolean;
+  maxCrashes?: string;
 }
 
 /** `mrp run`: keeps a handler online until SIGINT/SIGTERM. */
@@ -41,6 +43,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   if (timeoutMs <= 0) throw new UsageError('--timeout must be longer than 0', { code: 'invalid_argument' });
   const graceMs = durationOption(options.grace, '--grace', 30_000);
   const intervalMs = options.interval === undefined ? undefined : durationOption(options.interval, '--interval', 2000);
+  const maxCrashes = intOption(options.maxCrashes, '--max-crashes', 3, 1, 1000);
 
   const settings = await ctx.settings();
   const { keypair } = await ctx.identity();
@@ -49,7 +52,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
 
   // The runtime (ws, jiti) loads only here, so `mrp --help` stays fast.
   const { startAgent } = await import('../agent.js');
-  const { runtime, reporter } = await startAgent(ctx, {
+  const { runtime, reporter, journal } = await startAgent(ctx, {
     relayUrl: settings.relay.value,
     keypair,
     handler: loaded.handler,
@@ -63,10 +66,18 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     logFormat,
     payloads: options.logPayloads === true,
     fsync: options.fsync === true,
+    maxCrashes,
   });
 
   const signals = shutdownSignals(ctx.deps);
   const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
+  const exitTrap = trapHandlerExit(process, (messageId, code) => {
+    reporter.problem(
+      'handler_exit',
+      new MrpError('handler', 'handler_exit', `the handler called process.exit(${String(code ?? '')}) while handling ${messageId}; the runner exits ${EXIT.handlerExit} (after ${maxCrashes} such runs the message is answered with handler_crashed)`),
+    );
+    journal.flush();
+  });
   let fatal: unknown;
   runtime.on('fatal', (err) => (fatal = err));
   try {
@@ -77,6 +88,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     }
     await runtime.finished;
   } finally {
+    exitTrap.dispose();
     signals.dispose();
     offUncaught();
   }
@@ -99,7 +111,8 @@ export function register(program: Command, deps: Deps): void {
     .option('--interval <duration>', 'poll mode: pause between polls when the relay has no long poll')
     .option('--log-format <format>', 'pretty | json (default: pretty on a terminal, json when piped)')
     .option('--log-payloads', 'include message bodies in the output')
-    .option('--fsync', 'sync the journal to disk before each step (survives power cuts, not just crashes; slower)');
+    .option('--fsync', 'sync the journal to disk before each step (survives power cuts, not just crashes; slower)')
+    .option('--max-crashes <n>', 'runs of a handler on one message that may end the process before it is answered with handler_crashed', '3');
   examples(addGlobalOptions(cmd), [
     'mrp run --handler ./handler.ts',
     'mrp run -H handlers/echo.ts --relay http://127.0.0.1:8080',
@@ -113,6 +126,8 @@ Handler contract:
   export default async (msg, ctx) => ({ ok: true })   // the return value is the reply
   A string becomes {"text": …}; undefined/null sends no reply; a thrown error becomes
   {"status":"error","error":{"code","message"}}. ctx: self, signal, log, reply(), send(), redelivered.
+  A handler that calls process.exit ends the runner with exit code 70; after --max-crashes such
+  runs (or other crashes) on one message, it is answered with handler_crashed and not run again.
 `,
   );
   cmd.action(action(deps, runRun));
