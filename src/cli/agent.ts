@@ -53,7 +53,8 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
       ? new PollSource(client, {
           clock: ctx.deps.clock,
           capacity: () => runtime?.capacity() ?? 0,
-          recoverSince: journal.lastWriteBefore,
+          takes: { begin: (at, wait) => journal.takeBegun(at, wait), end: () => journal.takeEnded() },
+          ...(journal.openTake ? { openTake: journal.openTake } : {}),
           ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
         })
       : new WebSocketSource(client, { clock: ctx.deps.clock });

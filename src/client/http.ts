@@ -128,6 +128,7 @@ export class RelayClient {
   readonly #signedThisSecond = new Set<string>();
   /** The last rate-limit headers seen, per counter ('send' or 'request'). */
   readonly lastRate = new Map<'send' | 'request', RateInfo>();
+  #clockOffset: number | undefined;
 
   constructor(options: RelayClientOptions) {
     let url: URL;
@@ -158,6 +159,15 @@ export class RelayClient {
 
   get publicKey(): string {
     return this.keypair.publicKey;
+  }
+
+  /**
+   * The relay's clock minus ours, in ms, estimated from the `Date` header of the latest answer
+   * (whole seconds, so within about a second plus the request's latency); undefined until one
+   * arrives.
+   */
+  get clockOffsetMs(): number | undefined {
+    return this.#clockOffset;
   }
 
   /** One signed call with the retry policy of §6. */
@@ -223,6 +233,9 @@ export class RelayClient {
     } catch (err) {
       throw this.#transportError(err, method, target, options.signal, timeout, timeoutMs, true);
     }
+    const date = Date.parse(res.headers.get('date') ?? '');
+    // The header is truncated to the second: its middle is the best guess.
+    if (Number.isFinite(date)) this.#clockOffset = date + 500 - this.#clock.now();
     const rate = rateOf(res.headers);
     if (rate) this.lastRate.set(method === 'POST' && target.endsWith(PATHS.messages) ? 'send' : 'request', rate);
     if (res.status >= 200 && res.status < 300) {

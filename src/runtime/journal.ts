@@ -69,7 +69,6 @@ export interface JournalFs {
   writeSync(fd: number, buffer: Uint8Array, offset: number, length: number): number;
   fdatasyncSync(fd: number): void;
   fstatSync(fd: number): { size: number };
-  statSync(path: string): { mtimeMs: number };
   readFileSync(path: string, encoding: 'utf8'): string;
   writeFileSync(path: string, data: string, options: { flag: string; mode: number }): void;
   renameSync(from: string, to: string): void;
@@ -151,8 +150,6 @@ export class Journal extends TypedEmitter<JournalEvents> {
   readonly #done: ExpiringIdSet;
   readonly #recovered: JournalEntry[] = [];
   readonly #retry: Backoff;
-  /** When the previous run last wrote the journal (0 when there was none). */
-  readonly lastWriteBefore: number;
   /** The poll the previous run had in flight when it died, if any. */
   readonly openTake: OpenTake | undefined;
   #fd: number;
@@ -166,6 +163,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
   #scheduled = false;
   #retryTimer: Timer | undefined;
   #failing: MrpError | undefined;
+  /** The poll in flight now (poll mode), as the file says. */
+  #take: OpenTake | undefined;
   #lines = 0;
   #compactAt = 0;
   #closed = false;
@@ -183,15 +182,9 @@ export class Journal extends TypedEmitter<JournalEvents> {
     this.#done = new ExpiringIdSet(options.maxDone ?? JOURNAL_DEFAULTS.maxDone);
     this.#fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.#lock();
-    let lastWrite = 0;
-    try {
-      lastWrite = this.#fs.statSync(this.path).mtimeMs;
-    } catch {
-      // No journal yet.
-    }
-    this.lastWriteBefore = lastWrite;
     try {
       this.openTake = this.#replay();
+      this.#take = this.openTake;
       this.#compact();
       this.#fd = this.#fs.openSync(this.path, 'a', 0o600);
     } catch (err) {
@@ -306,8 +299,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
       if (e.reply !== undefined) out.push(JSON.stringify({ k: 'handled', id: e.id, reply: e.reply } satisfies Line));
       if (e.replyId !== undefined) out.push(JSON.stringify({ k: 'replied', id: e.id, to: e.replyId } satisfies Line));
     }
-    // An open take stays open: it is settled by the next poll's records or by recovery.
-    if (this.openTake) out.push(JSON.stringify({ k: 'take', at: this.openTake.at, wait: this.openTake.waitSeconds } satisfies Line));
+    // An open take stays open until it is settled (its answer journaled, or recovered).
+    if (this.#take) out.push(JSON.stringify({ k: 'take', at: this.#take.at, wait: this.#take.waitSeconds } satisfies Line));
     const tmp = `${this.path}.tmp`;
     const fd = this.#fs.openSync(tmp, 'w', 0o600);
     try {
@@ -406,12 +399,14 @@ export class Journal extends TypedEmitter<JournalEvents> {
    * dies before the poll's answer is journaled leaves this record last.
    */
   takeBegun(at: number, waitSeconds: number): void {
+    this.#take = { at, waitSeconds };
     void this.#append({ k: 'take', at, wait: waitSeconds }, false);
     this.flush();
   }
 
   /** Poll mode: the poll's answer is journaled (its messages' `recv` records precede this). */
   takeEnded(): void {
+    this.#take = undefined;
     void this.#append({ k: 'taken' }, false);
     this.flush();
   }

@@ -48,7 +48,13 @@ export async function startAgent(t: TestContext, relay: Pick<TestRelay, 'url'>, 
   let runtime: Runtime | undefined;
   const source =
     setup.mode === 'poll'
-      ? new PollSource(client, { ...(clock ? { clock } : {}), waitSeconds: setup.pollWaitSeconds ?? 5, capacity: () => runtime?.capacity() ?? 0 })
+      ? new PollSource(client, {
+          ...(clock ? { clock } : {}),
+          waitSeconds: setup.pollWaitSeconds ?? 5,
+          capacity: () => runtime?.capacity() ?? 0,
+          takes: { begin: (at, wait) => journal.takeBegun(at, wait), end: () => journal.takeEnded() },
+          ...(journal.openTake ? { openTake: journal.openTake } : {}),
+        })
       : new WebSocketSource(client, { ...(clock ? { clock } : {}), ...setup.session });
   runtime = new Runtime({ handler, source, client, journal, ...(clock ? { clock } : {}), ...setup.options });
   t.after(() => runtime!.stop());
