@@ -349,18 +349,18 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   capacity(): number {
     if (!this.#journal.writable) return 0;
     const count = Math.max(0, this.#maxQueued - this.#queue.length);
-    if (this.#heldBytes === 0) return count;
     const room = this.#maxBytes - this.#heldBytes;
     if (room <= 0) return 0;
     return Math.min(count, Math.max(1, Math.floor(room / LIMITS.maxEnvelopeBytes)));
   }
 
-  #accept(messages: Message[], sizes: number[] | undefined): void {
-    for (let i = 0; i < messages.length; i++) this.#guard(() => this.#acceptOne(messages[i]!, sizes?.[i]));
+  /** `polled`: a poll returned them (so the relay marked them delivered): they must be kept. */
+  #accept(messages: Message[], sizes: number[] | undefined, polled = this.#source.kind === 'poll'): void {
+    for (let i = 0; i < messages.length; i++) this.#guard(() => this.#acceptOne(messages[i]!, sizes?.[i], polled));
     this.#pump();
   }
 
-  #acceptOne(message: Message, size: number | undefined): void {
+  #acceptOne(message: Message, size: number | undefined, polled: boolean): void {
     const id = message.message_id;
     if (this.#journal.isDone(id)) {
       this.stats.duplicates++;
@@ -376,10 +376,10 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     if (!this.#intake) {
       // Stopping. A poll already marked these delivered, so keep them for the next start;
       // a WebSocket push that is not acked will simply come again.
-      if (this.#source.kind === 'poll') this.#journal.received(message).catch(() => undefined);
+      if (polled) this.#journal.received(message).catch(() => undefined);
       return;
     }
-    if (this.#source.kind === 'websocket' && !(this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes)) {
+    if (!polled && !(this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes)) {
       // Too much held, or nothing can be journaled: leave it unacked on the relay and fetch it
       // when there is room.
       this.#overflowed = true;
@@ -394,11 +394,11 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   }
 
   /** Messages delivered that cannot be handed over: answered (or parked) and acknowledged. */
-  #acceptRejected(rejected: RejectedMessage[]): void {
-    for (const r of rejected) this.#guard(() => this.#rejectOne(r));
+  #acceptRejected(rejected: RejectedMessage[], polled = this.#source.kind === 'poll'): void {
+    for (const r of rejected) this.#guard(() => this.#rejectOne(r, polled));
   }
 
-  #rejectOne(r: RejectedMessage): void {
+  #rejectOne(r: RejectedMessage, polled: boolean): void {
     const identity = r.identity;
     this.stats.invalid++;
     if (!identity) {
@@ -424,7 +424,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       return;
     }
     if (!this.#intake) {
-      if (this.#source.kind === 'poll') {
+      if (polled) {
         this.#journal.received(message).catch(() => undefined);
         this.#journal.handled(id, plan).catch(() => undefined);
       }
@@ -449,8 +449,10 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       this.#overflowed = false;
       try {
         const page = await this.#client.poll({ limit: Math.max(1, Math.min(LIMITS.pollLimitMax, this.capacity())) });
-        this.#accept(page.messages, page.sizes);
-        this.#acceptRejected(page.rejected);
+        this.#accept(page.messages, page.sizes, true);
+        this.#acceptRejected(page.rejected, true);
+        // The poll marked them delivered: on disk before anything else happens.
+        this.#journal.flush();
         if (page.has_more) this.#overflowed = true;
       } catch (err) {
         this.#overflowed = true;
