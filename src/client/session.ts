@@ -29,6 +29,9 @@ import { PendingTable } from './pending.js';
  */
 export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
 
+/** How a `message` frame from a relay that writes `type` first begins (large ones are skipped unread when full). */
+const MESSAGE_PREFIX = Buffer.from('{"type":"message"');
+
 export type SessionStatus = 'idle' | 'connecting' | 'authenticating' | 'ready' | 'reconnecting' | 'closed';
 
 export interface DisconnectInfo {
@@ -157,6 +160,11 @@ export class Session extends TypedEmitter<SessionEvents> {
   /** Why the socket failed (ECONNREFUSED, …), for the next disconnect's explanation. */
   #transportError: string | undefined;
   #timers: { auth?: Timer; stable?: Timer; reconnect?: Timer } = {};
+  /**
+   * The consumer has no room: pushed messages are dropped unread (they stay unacked on the
+   * relay), so a flood of large messages costs no parsing. Other frames are read as usual.
+   */
+  dropMessages = false;
   #closed = deferred<void>();
 
   constructor(options: SessionOptions) {
@@ -297,7 +305,9 @@ export class Session extends TypedEmitter<SessionEvents> {
       // socket reading no further frames while it still looks connected.
       try {
         this.#heartbeat.activity();
-        this.#onFrame(data.toString());
+        const bytes = data as Buffer;
+        if (this.dropMessages && bytes.length > 1024 && bytes.subarray(0, MESSAGE_PREFIX.length).equals(MESSAGE_PREFIX)) return;
+        this.#onFrame(bytes.toString());
       } catch (err) {
         this.#warn(err);
       }

@@ -44,8 +44,13 @@ export interface MessageSource extends TypedEmitter<SourceEvents> {
   ack(messageId: string): void;
   /** Sends a message: inline over the socket when connected, else over HTTP. */
   send(request: SendRequest): Promise<SendResponse>;
-  /** The consumer has room again (poll mode fetches more). */
+  /** The consumer has room again (poll mode fetches more; WebSocket mode reads pushes again). */
   wake(): void;
+  /**
+   * The consumer has no room: take nothing more until `wake()`. Messages not taken stay on the
+   * relay (unacked); the consumer fetches them later.
+   */
+  hold?(): void;
 }
 
 export class WebSocketSource extends TypedEmitter<SourceEvents> implements MessageSource {
@@ -97,7 +102,11 @@ export class WebSocketSource extends TypedEmitter<SourceEvents> implements Messa
   }
 
   wake(): void {
-    // Pushes are not pulled; nothing to do.
+    this.session.dropMessages = false;
+  }
+
+  hold(): void {
+    this.session.dropMessages = true;
   }
 }
 

@@ -94,7 +94,7 @@ export interface RuntimeOptions {
   graceMs?: number;
   /** Messages held waiting for a handler slot before intake pauses (default 1000). */
   maxQueued?: number;
-  /** Bytes of messages held (queued, running or replying) before intake pauses (default 64 MiB). */
+  /** Bytes of messages held (queued, running or replying) before intake pauses (default 32 MiB). */
   maxQueuedBytes?: number;
   /** Handler runs on one message that may end with the process dying before it is answered with `handler_crashed` (default 3). */
   maxCrashes?: number;
@@ -107,7 +107,7 @@ export const RUNTIME_DEFAULTS = {
   timeoutMs: 30_000,
   graceMs: 30_000,
   maxQueued: 1000,
-  maxQueuedBytes: 64 * 1024 * 1024,
+  maxQueuedBytes: 32 * 1024 * 1024,
   maxCrashes: 3,
 } as const;
 
@@ -381,8 +381,9 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     }
     if (!polled && !(this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes)) {
       // Too much held, or nothing can be journaled: leave it unacked on the relay and fetch it
-      // when there is room.
+      // when there is room. Until then the source need not even read pushes.
       this.#overflowed = true;
+      this.#source.hold?.();
       return;
     }
     this.#hold(id, size ?? estimateBytes(message));
