@@ -10,7 +10,7 @@ import { RelayClient } from '../../src/client/http.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { Journal, type PlannedReply } from '../../src/runtime/journal.js';
 import { replyTo } from '../../src/runtime/reply.js';
-import { handledN, Peer, startAgent } from '../helpers/agent.js';
+import { handledN, startAgent } from '../helpers/agent.js';
 import { tempDir } from '../helpers/cli.js';
 import { startRelay } from '../helpers/relay.js';
 
