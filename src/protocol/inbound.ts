@@ -179,6 +179,49 @@ function trimEnd(text: string, from: number, to: number): number {
   return j;
 }
 
+/**
+ * [start, end) of the value of the root object's member `name`, in a valid JSON text. Unlike
+ * `memberSpans` it decodes keys at the top level only, so a page full of messages with large
+ * bodies costs one quick pass.
+ */
+export function topLevelMemberSpan(text: string, name: string): { start: number; end: number } | undefined {
+  let depth = 0;
+  let found: { start: number; end: number } | undefined;
+  let valueStart = -1;
+  let key: string | undefined;
+  let expectKey = false;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      const open = i;
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c /* \ */) i++;
+        else if (d === 0x22) break;
+      }
+      if (depth === 1 && expectKey) {
+        key = JSON.parse(text.slice(open, i + 1)) as string;
+        expectKey = false;
+      } else if (depth === 1 && valueStart === -1 && key === name) found = { start: open, end: i + 1 };
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (depth === 1 && key === name && valueStart === -1) valueStart = i;
+      depth++;
+      if (depth === 1) expectKey = c === 0x7b;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      depth--;
+      if (depth === 1 && valueStart !== -1) {
+        found = { start: valueStart, end: i + 1 };
+        valueStart = -1;
+      }
+    } else if (c === 0x2c /* , */ && depth === 1) {
+      expectKey = true;
+      key = undefined;
+    }
+  }
+  return found;
+}
+
 /** A poll or thread page, every message read on its own. */
 export interface MessagePage {
   messages: Message[];
@@ -221,7 +264,7 @@ export function readMessagePage(text: string): MessagePage {
     if (k !== 'messages' && k !== 'has_more' && k !== 'next_cursor' && (v === null || typeof v !== 'object')) page.extra[k] = v;
   }
   const items = root['messages'] as unknown[];
-  const span = memberSpans(text, [['messages']]).get('messages');
+  const span = topLevelMemberSpan(text, 'messages');
   const spans = span ? elementSpans(text, span.start, span.end) : [];
   const aligned = spans.length === items.length;
   const shallow = jsonDepth(text, MAX_MESSAGE_DEPTH + 2) <= MAX_MESSAGE_DEPTH + 2;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { elementSpans, identify, readMessagePage, readMessageText, readServerFrame } from '../../src/protocol/inbound.js';
+import { elementSpans, identify, readMessagePage, readMessageText, readServerFrame, topLevelMemberSpan } from '../../src/protocol/inbound.js';
 
 const KEY = 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ';
 const deep = (n: number): string => '['.repeat(n) + ']'.repeat(n);
@@ -13,6 +13,13 @@ describe('inbound messages', () => {
     const spans = elementSpans(text, start, text.lastIndexOf(']') + 1);
     assert.deepEqual(spans.map((s) => text.slice(s.start, s.end)), ['{"a":"x,]}"}', '[1,[2]]', '"s"', '3']);
     assert.deepEqual(elementSpans('[]', 0, 2), []);
+  });
+
+  it('finds a top-level member, not a nested one of the same name', () => {
+    const text = '{"a":{"messages":[9]},"s":"messages","messages":[1, {"messages":2}],"z":0}';
+    const span = topLevelMemberSpan(text, 'messages')!;
+    assert.equal(text.slice(span.start, span.end), '[1, {"messages":2}]');
+    assert.equal(topLevelMemberSpan('{"x":1}', 'messages'), undefined);
   });
 
   it('identifies a message whose body is too deep to parse, without walking it', () => {
