@@ -35,6 +35,8 @@ export interface AgentOptions {
   fsync?: boolean;
   /** Trace callbacks for the relay client and the WebSocket session (--debug, metrics). */
   trace?: Tracers;
+  /** Crashes of the process on one message before it is answered with `handler_crashed`. */
+  maxCrashes?: number;
 }
 
 export interface RunningAgent {
@@ -60,7 +62,8 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
       ? new PollSource(client, {
           clock: ctx.deps.clock,
           capacity: () => runtime?.capacity() ?? 0,
-          recoverSince: journal.lastWriteBefore,
+          takes: { begin: (at, wait) => journal.takeBegun(at, wait), end: () => journal.takeEnded() },
+          ...(journal.openTake ? { openTake: journal.openTake } : {}),
           ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
         })
       : new WebSocketSource(client, { clock: ctx.deps.clock, ...(o.trace?.ws ? { trace: o.trace.ws } : {}) });
@@ -74,6 +77,7 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
       concurrency: o.concurrency,
       timeoutMs: o.timeoutMs,
       graceMs: o.graceMs,
+      ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
       resolveRecipient: (to) => resolveRecipient(contacts, to, ctx.contactsPath),
     });
   } catch (err) {

@@ -10,6 +10,8 @@ export const EXIT = {
   usage: 2,
   network: 3,
   auth: 4,
+  /** `mrp run`: a handler called process.exit (the message counts as a crash; restart the runner). */
+  handlerExit: 70,
   interrupted: 130,
 } as const;
 

@@ -173,6 +173,20 @@ export class Reporter {
       if (stack) this.line(style.gray(stack));
       this.event('handler_error', { id: message.message_id, error: { name: error.name, message: error.message, ...(stack ? { stack } : {}) } });
     });
+    runtime.on('handler_crashed', ({ message, crashes }) => {
+      this.line(`${style.red('✖')} the handler stopped the runner ${crashes} times on ${message.message_id}; answering it with handler_crashed`);
+      this.event('handler_crashed', { id: message.message_id, from: message.sender_key, crashes });
+    });
+    runtime.on('invalid_message', ({ messageId, senderKey, reason, answered }) => {
+      const what = messageId ? `message ${messageId}` : 'an unreadable message';
+      this.line(`${style.yellow('!')} ${what} cannot be handled (${reason})${answered ? '; answered with invalid_message' : messageId ? '; acknowledged' : ''}`);
+      this.event('invalid_message', { ...(messageId ? { id: messageId } : {}), ...(senderKey ? { from: senderKey } : {}), reason, answered });
+    });
+    runtime.on('readiness', ({ ready, error, retryInMs }) => {
+      if (ready) this.line(`${style.green('✔')} the journal is writable again; taking messages`);
+      else this.line(`${style.red('✖')} not ready: ${error?.message ?? 'the journal cannot be written'} (next try in ${formatDuration(retryInMs ?? 0)}; no messages are taken meanwhile)`);
+      this.event(ready ? 'ready_again' : 'not_ready', { ...(error ? { code: error.code, message: error.message } : {}), ...(retryInMs === undefined ? {} : { retry_ms: retryInMs }) });
+    });
     runtime.on('reply_retry', ({ messageId, error, delayMs }) => {
       this.line(`${style.yellow('…')} reply to ${messageId ?? 'a message'} not sent yet (${error.code}); retrying in ${formatDuration(delayMs)}`);
       this.event('reply_retry', { id: messageId, code: error.code, message: error.message, delay_ms: delayMs });

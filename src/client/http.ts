@@ -9,7 +9,7 @@
 import { sleep } from '../core/async.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
-import { AbortError, isRetryable, NetworkError, OutcomeUnknownError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
+import { AbortError, isRetryable, NetworkError, OutcomeUnknownError, ProtocolError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
 import { PATHS } from '../protocol/constants.js';
 import { relayErrorFromResponse } from '../protocol/envelope.js';
 import { bodyHash, signRequest, type Keypair } from '../protocol/signing.js';
@@ -32,6 +32,17 @@ import type {
   ThreadResponse,
 } from '../protocol/types.js';
 import { normalizeMessage } from '../protocol/frames.js';
+import { type MessagePage, readMessagePage, type RejectedMessage } from '../protocol/inbound.js';
+
+/**
+ * A poll's answer: the messages that can be handled (with the size of each one's text) and, in
+ * `rejected`, those the relay delivered but that cannot be (too deep, malformed) — a poll marked
+ * them delivered too, so they must be answered or at least reported, never silently dropped.
+ */
+export interface PollPage extends PollResponse {
+  sizes: number[];
+  rejected: RejectedMessage[];
+}
 
 /** Percent-encodes everything but unreserved characters, so no URL parser re-encodes after signing. */
 export function encodeComponent(value: string): string {
@@ -99,6 +110,8 @@ export interface RequestOptions {
   timeoutMs?: number;
   /** Retry network errors and 5xx (only safe when repeating the request is harmless). */
   idempotent?: boolean;
+  /** Reads a successful answer's text (default: `JSON.parse`). */
+  parse?: (text: string) => unknown;
 }
 
 export interface Response<T> {
@@ -136,6 +149,7 @@ export class RelayClient {
   readonly #signedThisSecond = new Set<string>();
   /** The last rate-limit headers seen, per counter ('send' or 'request'). */
   readonly lastRate = new Map<'send' | 'request', RateInfo>();
+  #clockOffset: number | undefined;
 
   constructor(options: RelayClientOptions) {
     let url: URL;
@@ -167,6 +181,15 @@ export class RelayClient {
 
   get publicKey(): string {
     return this.keypair.publicKey;
+  }
+
+  /**
+   * The relay's clock minus ours, in ms, estimated from the `Date` header of the latest answer
+   * (whole seconds, so within about a second plus the request's latency); undefined until one
+   * arrives.
+   */
+  get clockOffsetMs(): number | undefined {
+    return this.#clockOffset;
   }
 
   /** One signed call with the retry policy of §6. */
@@ -252,10 +275,19 @@ export class RelayClient {
     } catch (err) {
       throw this.#transportError(err, method, target, options.signal, timeout, timeoutMs, true);
     }
+    const date = Date.parse(res.headers.get('date') ?? '');
+    // The header is truncated to the second: its middle is the best guess.
+    if (Number.isFinite(date)) this.#clockOffset = date + 500 - this.#clock.now();
     const rate = rateOf(res.headers);
     if (rate) this.lastRate.set(method === 'POST' && target.endsWith(PATHS.messages) ? 'send' : 'request', rate);
     if (res.status >= 200 && res.status < 300) {
-      return { status: res.status, data: (text ? JSON.parse(text) : undefined) as T, rate, requestId: res.headers.get('x-request-id') ?? undefined };
+      let data: unknown;
+      try {
+        data = text ? (options.parse ?? JSON.parse)(text) : undefined;
+      } catch (err) {
+        throw new ProtocolError('invalid_response', `${method} ${target.split('?')[0]}: unreadable answer from the relay (${(err as Error).message})`, { cause: err });
+      }
+      return { status: res.status, data: data as T, rate, requestId: res.headers.get('x-request-id') ?? undefined };
     }
     throw relayErrorFromResponse(res.status, text, res.headers, this.#clock.now());
   }
@@ -352,16 +384,18 @@ export class RelayClient {
       wait?: number;
     } = {},
     signal?: AbortSignal,
-  ): Promise<PollResponse> {
+  ): Promise<PollPage> {
     const waitMs = (query.wait ?? 0) * 1000;
     // A poll for `sent` messages is not idempotent: a lost answer loses what it marked delivered.
-    const res = await this.request<PollResponse>('GET', PATHS.messages, {
+    const res = await this.request<MessagePage>('GET', PATHS.messages, {
       query,
       signal,
       timeoutMs: this.#timeoutMs + waitMs,
       idempotent: query.status !== undefined && query.status !== 'sent',
+      parse: readMessagePage,
     });
-    return { ...res.data, messages: res.data.messages.map((m) => normalizeMessage(m)) };
+    const { messages, has_more, next_cursor, sizes, rejected } = res.data;
+    return { messages, has_more, next_cursor, sizes, rejected };
   }
 
   async getMessage(id: string, signal?: AbortSignal): Promise<Message> {
@@ -372,9 +406,11 @@ export class RelayClient {
     return (await this.request<MessageStatusResponse>('GET', PATHS.messageStatus(id), { signal, idempotent: true })).data;
   }
 
-  async thread(id: string, query: { limit?: number; cursor?: string } = {}, signal?: AbortSignal): Promise<ThreadResponse> {
-    const res = await this.request<ThreadResponse>('GET', PATHS.thread(id), { query, signal, idempotent: true });
-    return { ...res.data, messages: res.data.messages.map((m) => normalizeMessage(m)) };
+  /** One page of a thread; entries that cannot be read (too deep, malformed) are in `rejected`. */
+  async thread(id: string, query: { limit?: number; cursor?: string } = {}, signal?: AbortSignal): Promise<ThreadResponse & { rejected: RejectedMessage[] }> {
+    const res = await this.request<MessagePage>('GET', PATHS.thread(id), { query, signal, idempotent: true, parse: readMessagePage });
+    const { messages, has_more, next_cursor, rejected, extra } = res.data;
+    return { thread_id: typeof extra['thread_id'] === 'string' ? extra['thread_id'] : id, messages, has_more, next_cursor, rejected };
   }
 
   // ── §3.9 ACL ────────────────────────────────────────────────────────────────────────────────

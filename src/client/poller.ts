@@ -15,12 +15,15 @@ import { TypedEmitter } from '../core/emitter.js';
 import { type MrpError, RelayError, toMrpError } from '../core/errors.js';
 import { LIMITS, TIMING } from '../protocol/constants.js';
 import { formatTimestamp } from '../protocol/signing.js';
+import type { RejectedMessage } from '../protocol/inbound.js';
 import type { Message } from '../protocol/types.js';
-import type { RelayClient } from './http.js';
+import type { PollPage, RelayClient } from './http.js';
 
 export interface PollerEvents extends Record<string, unknown[]> {
-  /** One poll's messages, oldest first. */
-  batch: [Message[]];
+  /** One poll's messages, oldest first, with the size of each one's text. */
+  batch: [messages: Message[], sizes: number[]];
+  /** Messages a poll returned (and so marked delivered) that cannot be handled. */
+  rejected: [RejectedMessage[]];
   /** The poller switched between long-poll and interval polling. */
   mode: ['long-poll' | 'interval'];
   /** A failed poll; the next attempt comes after `delayMs`. */
@@ -45,10 +48,26 @@ export interface PollerOptions {
   capacity?: () => number;
   backoff?: BackoffOptions;
   maxAuthFailures?: number;
+  /** Notes each poll in flight (see TakeLog). */
+  takes?: TakeLog;
 }
 
-/** How far back (before a cancelled poll started) to look for messages it may have taken. */
+/** Clock margin around a poll's window when the relay's clock is not known: the skew allowed at all. */
 const RECOVERY_MARGIN_MS = TIMING.timestampToleranceMs;
+/** Clock margin when it was estimated from the relay's `Date` headers (1 s resolution, plus latency). */
+const RECOVERY_MARGIN_KNOWN_CLOCK_MS = 2000;
+/** How long after its wait a poll may still be answered (reaching the relay late, a slow answer). */
+const TAKE_SLACK_MS = 3000;
+
+/**
+ * Where the poller notes what is in flight (the journal, under `mrp run`): `begin` right before a
+ * poll is sent, `end` once its answer has been handed over (and so journaled). A process that
+ * dies in between leaves a take open, and the next start looks at exactly that poll's window.
+ */
+export interface TakeLog {
+  begin(at: number, waitSeconds: number): void;
+  end(): void;
+}
 /** How long a cancelled long poll may take to reach the relay before the recovery look. */
 const RECOVERY_SETTLE_MS = 500;
 
@@ -62,6 +81,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
   readonly #capacity: () => number;
   readonly #backoff: Backoff;
   readonly #maxAuthFailures: number;
+  readonly #takes: TakeLog | undefined;
   #waitSeconds: number;
   #running = false;
   #loop: Promise<void> | undefined;
@@ -78,6 +98,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
     this.#capacity = options.capacity ?? (() => Number.POSITIVE_INFINITY);
     this.#backoff = new Backoff(options.backoff);
     this.#maxAuthFailures = options.maxAuthFailures ?? POLLER_DEFAULTS.maxAuthFailures;
+    this.#takes = options.takes;
   }
 
   get mode(): 'long-poll' | 'interval' {
@@ -104,27 +125,50 @@ export class Poller extends TypedEmitter<PollerEvents> {
   }
 
   /**
-   * Emits the messages delivered to this agent since `since` (minus a margin for clock skew).
-   * A poll marks what it returns delivered, so a poll whose answer was never read — cancelled by
-   * `stop()` in the instant the relay answered it, or cut off by a crash — loses those messages
-   * unless someone looks. They were created after that poll started, so they are in this list;
-   * the consumer skips those it already has.
+   * Looks again at what one poll may have taken without its answer being read — a long poll
+   * cancelled by `stop()` in the instant the relay answered it, or one in flight when the process
+   * died — and emits those messages (the consumer skips those it already has). `take.at` is when
+   * that poll was sent (local clock); the relay can only have taken messages for it between then
+   * and its wait running out, so only messages delivered within that window (on the relay's
+   * clock, estimated from its `Date` headers, ± a margin) are emitted. Messages `recv` or
+   * another consumer took at other times are left alone. Resolves false if the relay could not
+   * be asked (try again).
    */
-  async recoverSince(since: number): Promise<boolean> {
-    const from = since - RECOVERY_MARGIN_MS;
+  async recoverTake(take: { at: number; waitSeconds: number }, until?: number): Promise<boolean> {
+    const offset = this.#client.clockOffsetMs;
+    const margin = offset === undefined ? RECOVERY_MARGIN_MS : RECOVERY_MARGIN_KNOWN_CLOCK_MS;
+    const from = take.at + (offset ?? 0) - margin;
+    const to = (until ?? take.at + take.waitSeconds * 1000 + TAKE_SLACK_MS) + (offset ?? 0) + margin;
+    const seen = new Set<string>();
     let cursor: string | undefined;
     try {
-      for (let page = 0; page < 10; page++) {
+      for (;;) {
         const res = await this.#client.poll({ status: 'delivered', since: formatTimestamp(from), limit: LIMITS.pollLimitMax, ...(cursor ? { cursor } : {}) });
-        const recent = res.messages.filter((m) => m.delivered_at !== null && Date.parse(m.delivered_at) >= from);
-        if (recent.length > 0) this.emit('batch', recent);
-        if (!res.has_more || !res.next_cursor) return true;
+        const keep = res.messages.map((m) => {
+          const at = m.delivered_at === null ? Number.NaN : Date.parse(m.delivered_at);
+          return at >= from && at <= to;
+        });
+        this.#hand({ ...res, messages: res.messages.filter((_, i) => keep[i]), sizes: res.sizes.filter((_, i) => keep[i]), rejected: [] });
+        if (!res.has_more || !res.next_cursor || seen.has(res.next_cursor)) return true;
+        seen.add(res.next_cursor);
         cursor = res.next_cursor;
       }
-      return true;
     } catch (err) {
       this.emit('warning', toMrpError(err));
       return false;
+    }
+  }
+
+  /**
+   * Hands a page to the consumer. What the consumer does with it is not a failed poll (the relay
+   * already marked these messages delivered), so nothing it throws may reach the poll loop.
+   */
+  #hand(page: PollPage): void {
+    try {
+      if (page.messages.length > 0) this.emit('batch', page.messages, page.sizes);
+      if (page.rejected.length > 0) this.emit('rejected', page.rejected);
+    } catch (err) {
+      this.emit('warning', toMrpError(err));
     }
   }
 
@@ -139,39 +183,63 @@ export class Poller extends TypedEmitter<PollerEvents> {
     }
   }
 
+  /**
+   * Settles a poll whose answer may have been lost (see `recoverTake`). False when the relay
+   * could not be asked: the take stays open (in the journal too) and is looked at again.
+   */
+  async #settle(take: { at: number; waitSeconds: number; until: number }): Promise<boolean> {
+    if (!(await this.recoverTake(take, take.until))) return false;
+    this.#takes?.end();
+    return true;
+  }
+
   async #run(): Promise<void> {
     let failures = 0;
     let authFailures = 0;
+    /** A poll whose answer may have been lost and that is not settled yet. */
+    let lost: { at: number; waitSeconds: number; until: number } | undefined;
     while (this.#running) {
+      if (lost) {
+        if (await this.#settle(lost)) lost = undefined;
+        else {
+          await this.#pause(this.#backoff.next());
+          continue;
+        }
+      }
       await this.#waitForCapacity();
       if (!this.#running) break;
       const limit = Math.max(1, Math.min(this.#limit, this.#capacity()));
       const wait = this.#waitSeconds;
       const started = this.#clock.now();
+      this.#takes?.begin(started, wait);
       try {
         const page = await this.#client.poll({ limit, ...(wait > 0 ? { wait } : {}) }, this.#idle.signal);
         if (failures > 0) this.emit('recovered');
         failures = 0;
         authFailures = 0;
         this.#backoff.reset();
-        if (page.messages.length > 0) this.emit('batch', page.messages);
-        else if (wait > 0 && this.#clock.now() - started < (wait - 1) * 1000 && this.#running) {
+        const empty = page.messages.length === 0 && page.rejected.length === 0;
+        this.#hand(page);
+        this.#takes?.end();
+        if (empty && wait > 0 && this.#clock.now() - started < (wait - 1) * 1000 && this.#running) {
           // An empty answer long before the wait ran out: this relay ignores `wait`.
           this.#waitSeconds = 0;
           this.emit('mode', 'interval');
         }
-        if (page.messages.length === 0 && this.#waitSeconds === 0 && this.#running) await this.#pause(this.#intervalMs);
+        if (empty && this.#waitSeconds === 0 && this.#running) await this.#pause(this.#intervalMs);
       } catch (err) {
         if (this.#idle.signal.aborted) {
-          // Stopped while a long poll was waiting: see what the relay may have handed it, once
-          // the relay has had a moment to notice the cancelled request.
-          if (wait > 0) {
-            await sleep(RECOVERY_SETTLE_MS, { clock: this.#clock });
-            await this.recoverSince(started);
-          }
+          // Stopped while a poll was in flight: see what the relay may have handed it, once the
+          // relay has had a moment to notice the cancelled request. If the relay cannot be
+          // asked, the take stays open for the next start.
+          await sleep(RECOVERY_SETTLE_MS, { clock: this.#clock });
+          await this.#settle({ at: started, waitSeconds: wait, until: this.#clock.now() });
           break;
         }
         const error = toMrpError(err);
+        // A relay that answered with an error took nothing; a broken connection may have.
+        if (error instanceof RelayError) this.#takes?.end();
+        else lost = { at: started, waitSeconds: wait, until: this.#clock.now() };
         if (error instanceof RelayError && error.code === 'bad_request' && wait > 0 && /wait/.test(error.message)) {
           this.#waitSeconds = 0;
           this.emit('mode', 'interval');

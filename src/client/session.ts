@@ -17,11 +17,20 @@ import { TypedEmitter } from '../core/emitter.js';
 import { MrpError, NetworkError, OutcomeUnknownError, type RelayError } from '../core/errors.js';
 import { CLOSE_CODES, TIMING } from '../protocol/constants.js';
 import { relayErrorFromFrame } from '../protocol/envelope.js';
-import { FrameParseError, parseServerFrame } from '../protocol/frames.js';
+import { readServerFrame, type RejectedMessage } from '../protocol/inbound.js';
 import { authFrame, type Keypair } from '../protocol/signing.js';
-import type { Message, SendRequest, SendResponse, ServerFrame } from '../protocol/types.js';
+import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
 import { Heartbeat } from './heartbeat.js';
 import { PendingTable } from './pending.js';
+
+/**
+ * Largest frame read from the relay: a message is at most a 2 MiB envelope, which JSON escaping
+ * can at most triple; anything bigger closes the connection (1009) instead of filling memory.
+ */
+export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
+
+/** How a `message` frame from a relay that writes `type` first begins (large ones are skipped unread when full). */
+const MESSAGE_PREFIX = Buffer.from('{"type":"message"');
 
 export type SessionStatus = 'idle' | 'connecting' | 'authenticating' | 'ready' | 'reconnecting' | 'closed';
 
@@ -39,7 +48,10 @@ export interface DisconnectInfo {
 export interface SessionEvents extends Record<string, unknown[]> {
   status: [SessionStatus];
   ready: [{ publicKey: string; reconnected: boolean }];
-  message: [Message];
+  /** A pushed message, with the size of its frame's text. */
+  message: [message: Message, bytes: number];
+  /** A pushed message that cannot be handed over (too deep, malformed); identity null when unreadable. */
+  rejected: [RejectedMessage];
   disconnect: [DisconnectInfo];
   /** A protocol oddity that did not end the session. */
   warning: [MrpError];
@@ -164,6 +176,11 @@ export class Session extends TypedEmitter<SessionEvents> {
   /** Why the socket failed (ECONNREFUSED, …), for the next disconnect's explanation. */
   #transportError: string | undefined;
   #timers: { auth?: Timer; stable?: Timer; reconnect?: Timer } = {};
+  /**
+   * The consumer has no room: pushed messages are dropped unread (they stay unacked on the
+   * relay), so a flood of large messages costs no parsing. Other frames are read as usual.
+   */
+  dropMessages = false;
   #closed = deferred<void>();
 
   constructor(options: SessionOptions) {
@@ -282,7 +299,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.#transportError = undefined;
     let ws: WebSocket;
     try {
-      ws = this.#o.createSocket ? this.#o.createSocket(this.#o.url) : new WebSocket(this.#o.url, { perMessageDeflate: false, handshakeTimeout: this.#o.authTimeoutMs });
+      ws = this.#o.createSocket ? this.#o.createSocket(this.#o.url) : new WebSocket(this.#o.url, { perMessageDeflate: false, handshakeTimeout: this.#o.authTimeoutMs, maxPayload: MAX_FRAME_BYTES });
     } catch (err) {
       this.emit('fatal', new NetworkError(`cannot open ${this.#o.url}: ${(err as Error).message}`, { cause: err }));
       this.#finish();
@@ -290,15 +307,27 @@ export class Session extends TypedEmitter<SessionEvents> {
     }
     this.#ws = ws;
     ws.on('open', () => {
-      this.#setStatus('authenticating');
-      this.#sendRaw(authFrame(this.#o.keypair, this.#clock.now()));
-      this.#timers.auth = this.#clock.setTimeout(() => {
-        if (this.#status === 'authenticating') ws.close(CLOSE_CODES.authFailed, 'no auth_result');
-      }, this.#o.authTimeoutMs);
+      try {
+        this.#setStatus('authenticating');
+        this.#sendRaw(authFrame(this.#o.keypair, this.#clock.now()));
+        this.#timers.auth = this.#clock.setTimeout(() => {
+          if (this.#status === 'authenticating') ws.close(CLOSE_CODES.authFailed, 'no auth_result');
+        }, this.#o.authTimeoutMs);
+      } catch (err) {
+        this.#warn(err);
+      }
     });
     ws.on('message', (data) => {
-      this.#heartbeat.activity();
-      this.#onFrame(data.toString());
+      // Nothing thrown here may reach `ws`: an exception escaping this listener leaves the
+      // socket reading no further frames while it still looks connected.
+      try {
+        this.#heartbeat.activity();
+        const bytes = data as Buffer;
+        if (this.dropMessages && bytes.length > 1024 && bytes.subarray(0, MESSAGE_PREFIX.length).equals(MESSAGE_PREFIX)) return;
+        this.#onFrame(bytes.toString());
+      } catch (err) {
+        this.#warn(err);
+      }
     });
     ws.on('ping', () => this.#heartbeat.activity());
     ws.on('pong', () => this.#heartbeat.activity());
@@ -306,17 +335,35 @@ export class Session extends TypedEmitter<SessionEvents> {
       // Always followed by 'close', which decides what to do; remember why for the explanation.
       this.#transportError = err.code ?? err.message;
     });
-    ws.on('close', (code, reason) => this.#onClose(ws, code, reason.toString()));
+    ws.on('close', (code, reason) => {
+      try {
+        this.#onClose(ws, code, reason.toString());
+      } catch (err) {
+        this.#warn(err);
+      }
+    });
+  }
+
+  #warn(err: unknown): void {
+    try {
+      const e = err instanceof MrpError ? err : new MrpError('internal', 'internal_error', `while reading a frame: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      this.emit('warning', e);
+    } catch {
+      // A listener failed while being told about a failure: nothing more to do.
+    }
   }
 
   #onFrame(text: string): void {
-    let frame: ServerFrame;
-    try {
-      frame = parseServerFrame(text);
-    } catch (err) {
-      if (err instanceof FrameParseError) this.emit('warning', err);
+    const read = readServerFrame(text);
+    if (read.kind === 'error') {
+      this.emit('warning', read.error);
       return;
     }
+    if (read.kind === 'rejected') {
+      if (this.#status === 'ready') this.emit('rejected', read.rejected);
+      return;
+    }
+    const frame = read.frame;
     if (this.#o.trace) this.#o.trace(frameTrace('in', frame.type, text, (frame as { error?: { code?: string } }).error?.code));
     switch (frame.type) {
       case 'auth_result':
@@ -324,7 +371,7 @@ export class Session extends TypedEmitter<SessionEvents> {
         else this.#authError = relayErrorFromFrame(frame.error);
         return;
       case 'message':
-        if (this.#status === 'ready') this.emit('message', frame.message);
+        if (this.#status === 'ready') this.emit('message', frame.message, read.bytes);
         return;
       case 'send_result':
         if (frame.request_id === undefined) return;

@@ -6,14 +6,26 @@ import { sleep } from '../core/async.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import type { MrpError } from '../core/errors.js';
+import type { RejectedMessage } from '../protocol/inbound.js';
+
+/** A poll that was in flight when the previous run died: when it was sent (local clock) and its wait. */
+export interface OpenTake {
+  at: number;
+  waitSeconds: number;
+}
 import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
 import type { RelayClient } from './http.js';
-import { Poller, type PollerOptions } from './poller.js';
+import { Poller, type PollerOptions, type TakeLog } from './poller.js';
 import { Session, type SessionOptions } from './session.js';
 
 export interface SourceEvents extends Record<string, unknown[]> {
-  /** Messages to handle, oldest first. */
-  messages: [Message[]];
+  /** Messages to handle, oldest first, with the size of each one's text when known. */
+  messages: [messages: Message[], sizes?: number[]];
+  /**
+   * Messages delivered that cannot be handed over (too deep, malformed). Those with an identity
+   * must be answered and acknowledged like any other; the rest can only be reported.
+   */
+  rejected: [RejectedMessage[]];
   connecting: [];
   connected: [{ reconnected: boolean; detail: string }];
   disconnected: [{ explanation: string; willReconnect: boolean; delayMs: number; code?: number }];
@@ -32,8 +44,13 @@ export interface MessageSource extends TypedEmitter<SourceEvents> {
   ack(messageId: string): void;
   /** Sends a message: inline over the socket when connected, else over HTTP. */
   send(request: SendRequest): Promise<SendResponse>;
-  /** The consumer has room again (poll mode fetches more). */
+  /** The consumer has room again (poll mode fetches more; WebSocket mode reads pushes again). */
   wake(): void;
+  /**
+   * The consumer has no room: take nothing more until `wake()`. Messages not taken stay on the
+   * relay (unacked); the consumer fetches them later.
+   */
+  hold?(): void;
 }
 
 export class WebSocketSource extends TypedEmitter<SourceEvents> implements MessageSource {
@@ -51,8 +68,11 @@ export class WebSocketSource extends TypedEmitter<SourceEvents> implements Messa
       if (s === 'connecting') this.emit('connecting');
     });
     this.session.on('ready', ({ reconnected }) => this.emit('connected', { reconnected, detail: client.wsUrl }));
-    this.session.on('message', (m) => {
-      if (this.#intake) this.emit('messages', [m]);
+    this.session.on('message', (m, bytes) => {
+      if (this.#intake) this.emit('messages', [m], [bytes]);
+    });
+    this.session.on('rejected', (r) => {
+      if (this.#intake) this.emit('rejected', [r]);
     });
     this.session.on('disconnect', (d) =>
       this.emit('disconnected', { explanation: d.explanation, willReconnect: d.willReconnect, delayMs: d.delayMs, code: d.code }),
@@ -82,7 +102,11 @@ export class WebSocketSource extends TypedEmitter<SourceEvents> implements Messa
   }
 
   wake(): void {
-    // Pushes are not pulled; nothing to do.
+    this.session.dropMessages = false;
+  }
+
+  hold(): void {
+    this.session.dropMessages = true;
   }
 }
 
@@ -91,25 +115,29 @@ export class PollSource extends TypedEmitter<SourceEvents> implements MessageSou
   readonly poller: Poller;
   readonly #client: RelayClient;
   readonly #clock: Clock;
-  readonly #recoverSince: number;
+  readonly #openTake: OpenTake | undefined;
+  readonly #takes: TakeLog | undefined;
   #connected = false;
   #stopped = false;
 
   /**
-   * `recoverSince`: when the previous run last worked (its journal's last write). Messages the
-   * relay marked delivered after that, for a poll whose answer a crash cut off, are fetched again
-   * before polling starts (the consumer skips those it already has).
+   * `takes`: where each poll in flight is noted (the journal). `openTake`: the poll the previous
+   * run had in flight when it died, if any; only the messages the relay delivered within that
+   * poll's window are fetched again before polling starts (the consumer skips those it already
+   * has). Messages `recv` or `tail --ack` took at other times are never touched.
    */
-  constructor(client: RelayClient, options: Omit<PollerOptions, 'client'> & { clock?: Clock; recoverSince?: number } = {}) {
+  constructor(client: RelayClient, options: Omit<PollerOptions, 'client'> & { clock?: Clock; openTake?: OpenTake } = {}) {
     super();
     this.#client = client;
     this.#clock = options.clock ?? systemClock;
-    this.#recoverSince = options.recoverSince ?? 0;
+    this.#openTake = options.openTake;
+    this.#takes = options.takes;
     this.poller = new Poller({ ...options, clock: this.#clock, client });
-    this.poller.on('batch', (messages) => {
+    this.poller.on('batch', (messages, sizes) => {
       this.#markConnected();
-      this.emit('messages', messages);
+      this.emit('messages', messages, sizes);
     });
+    this.poller.on('rejected', (rejected) => this.emit('rejected', rejected));
     this.poller.on('retry', ({ error, delayMs }) => {
       this.#connected = false;
       this.emit('disconnected', { explanation: error.message, willReconnect: true, delayMs });
@@ -132,16 +160,19 @@ export class PollSource extends TypedEmitter<SourceEvents> implements MessageSou
   }
 
   async #begin(): Promise<void> {
-    if (this.#recoverSince > 0) {
-      while (!this.#stopped && !(await this.poller.recoverSince(this.#recoverSince))) await sleep(2000, { clock: this.#clock });
+    // Say we are connected once the relay answers: a cheap signed request, which also tells
+    // the relay's clock (to place a lost poll's window on it).
+    const answered = await this.#client
+      .getAgent(this.#client.publicKey)
+      .then(() => true)
+      .catch(() => false);
+    if (answered) this.#markConnected();
+    const take = this.#openTake;
+    if (take) {
+      while (!this.#stopped && !(await this.poller.recoverTake(take))) await sleep(2000, { clock: this.#clock });
       if (this.#stopped) return;
+      this.#takes?.end();
       this.#markConnected();
-    } else {
-      // Say we are connected once the relay answers: a cheap signed request before the first poll.
-      this.#client
-        .getAgent(this.#client.publicKey)
-        .then(() => this.#markConnected())
-        .catch(() => undefined);
     }
     if (!this.#stopped) this.poller.start();
   }

@@ -5,7 +5,8 @@
  * malformed send → send_result error).
  */
 import { ProtocolError } from '../core/errors.js';
-import { MESSAGE_STATUSES } from './constants.js';
+import { LIMITS, MESSAGE_STATUSES } from './constants.js';
+import { jsonDepth } from './json.js';
 import type {
   AckFrame,
   Attachment,
@@ -23,7 +24,7 @@ import type {
 } from './types.js';
 import { isPlainObject, type NormalizedSend, ValidationError, validateSendRequest } from './validate.js';
 
-export type FrameErrorReason = 'not_json' | 'not_object' | 'unknown_type' | 'invalid';
+export type FrameErrorReason = 'not_json' | 'not_object' | 'unknown_type' | 'invalid' | 'too_deep';
 
 /** A frame that could not be parsed or failed validation. */
 export class FrameParseError extends ProtocolError {
@@ -168,8 +169,20 @@ export function normalizeMessage(value: unknown, field = 'message'): Message {
   return m as unknown as Message;
 }
 
-/** Parses a frame the relay sent to a client. */
+/**
+ * Deepest frame a client accepts from the relay: a `message` frame (1) holding a message (2)
+ * whose body may be nested `LIMITS.maxJsonDepth` deep.
+ */
+export const MAX_SERVER_FRAME_DEPTH = LIMITS.maxJsonDepth + 2;
+
+/**
+ * Parses a frame the relay sent to a client. Nesting is checked on the text first (reason
+ * `too_deep`), so nothing parsed here can overflow the stack when it is walked later.
+ */
 export function parseServerFrame(text: string): ServerFrame {
+  if (jsonDepth(text, MAX_SERVER_FRAME_DEPTH) > MAX_SERVER_FRAME_DEPTH) {
+    throw new FrameParseError('too_deep', `frame nested deeper than ${MAX_SERVER_FRAME_DEPTH} levels`);
+  }
   const { frame, type } = decode(text);
   switch (type) {
     case 'auth_result': {
@@ -179,7 +192,12 @@ export function parseServerFrame(text: string): ServerFrame {
       throw new FrameParseError('invalid', 'auth_result status must be "ok" or "error"', { frameType: type, field: 'status' });
     }
     case 'message':
-      return { type, message: normalizeMessage(frame['message']) };
+      try {
+        return { type, message: normalizeMessage(frame['message']) };
+      } catch (err) {
+        if (!(err instanceof FrameParseError)) throw err;
+        throw new FrameParseError('invalid', err.message, { frameType: type, ...(err.field ? { field: err.field } : {}) });
+      }
     case 'send_result': {
       const rid = frame['request_id'];
       const requestId = typeof rid === 'string' ? { request_id: rid } : {};

@@ -9,23 +9,24 @@
  *
  * Writes made in one event-loop turn share one write (and, with `fsync`, one fdatasync). The file is compacted (rewritten from memory, then renamed) as it grows, and a
  * lock file keeps two runners of the same identity from sharing it.
+ *
+ * A write that fails (disk full, I/O error) is never dropped and never thrown at a caller: the
+ * unwritten bytes are kept, everyone waiting for them keeps waiting, and the write is retried
+ * with backoff (`unwritable` events report it; `writable` when it works again). The runtime
+ * stops taking messages meanwhile, because nothing it takes can be journaled. File system calls
+ * go through a small injectable interface (`JournalFs`) so tests can make the disk fail.
+ *
+ * Two more facts are kept per message and across restarts: how many times its handler started
+ * (and how many of those runs were stopped on purpose), so a handler that keeps killing the
+ * process on one message can be recognised; and, in poll mode, whether a poll was in flight when
+ * the process died (`take` records), so exactly that poll's window is looked at again.
  */
-import {
-  closeSync,
-  fdatasyncSync,
-  fstatSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
+import * as nodeFs from 'node:fs';
 import { join } from 'node:path';
-import { type Clock, systemClock } from '../core/clock.js';
-import { ConfigError } from '../core/errors.js';
+import { Backoff, type BackoffOptions } from '../core/backoff.js';
+import { type Clock, systemClock, type Timer } from '../core/clock.js';
+import { TypedEmitter } from '../core/emitter.js';
+import { AbortError, ConfigError, MrpError } from '../core/errors.js';
 import type { JsonValue, Message } from '../protocol/types.js';
 import { ExpiringIdSet, hash64, hashHex, parseHashHex } from './idset.js';
 
@@ -49,11 +50,51 @@ export interface JournalEntry {
   expiresAt: number;
   /** Its handler began running (so a resumed run is a redelivery). */
   started?: boolean;
+  /** Handler runs begun on it, in all runs so far. */
+  starts?: number;
+  /** Of those, runs stopped on purpose (shutdown), not by the process dying. */
+  aborts?: number;
+}
+
+/** Handler runs on this entry that ended with the process dying (started, never finished nor stopped). */
+export function crashesOf(entry: Pick<JournalEntry, 'starts' | 'aborts'>): number {
+  return Math.max(0, (entry.starts ?? 0) - (entry.aborts ?? 0));
+}
+
+/** The file system calls the journal makes (node:fs by default); tests inject failures. */
+export interface JournalFs {
+  mkdirSync(path: string, options: { recursive: true; mode: number }): unknown;
+  openSync(path: string, flags: string, mode?: number): number;
+  closeSync(fd: number): void;
+  writeSync(fd: number, buffer: Uint8Array, offset: number, length: number): number;
+  fdatasyncSync(fd: number): void;
+  fstatSync(fd: number): { size: number };
+  readFileSync(path: string, encoding: 'utf8'): string;
+  writeFileSync(path: string, data: string, options: { flag: string; mode: number }): void;
+  renameSync(from: string, to: string): void;
+  unlinkSync(path: string): void;
+}
+
+/** A poll in flight when the process died: its start (local clock) and long-poll wait. */
+export interface OpenTake {
+  at: number;
+  waitSeconds: number;
+}
+
+export interface JournalEvents extends Record<string, unknown[]> {
+  /** A write failed; it is retried after `retryInMs`. Messages are not taken meanwhile. */
+  unwritable: [{ error: MrpError; retryInMs: number; pendingBytes: number }];
+  /** Writes work again after failing. */
+  writable: [];
 }
 
 type Line =
   | { k: 'recv'; id: string; exp: number; m: Message }
-  | { k: 'started'; id: string }
+  /** `n`: a count (compacted form); absent means one. */
+  | { k: 'started'; id: string; n?: number }
+  | { k: 'aborted'; id: string; n?: number }
+  | { k: 'take'; at: number; wait: number }
+  | { k: 'taken' }
   | { k: 'handled'; id: string; reply: PlannedReply | null }
   | { k: 'replied'; id: string; to: string }
   | { k: 'done'; id: string; until: number }
@@ -72,12 +113,21 @@ export interface JournalOptions {
    * per batch on the message's path).
    */
   fsync?: boolean;
+  /** File system calls (default node:fs). */
+  fs?: JournalFs;
+  /** Delays between retries of a failed write (default 250 ms – 1 s, doubling to 30 s). */
+  retryBackoff?: BackoffOptions;
 }
 
 const DAY = 86_400_000;
 const MAX_TTL_MS = 30 * DAY;
 
 export const JOURNAL_DEFAULTS = { minRetentionMs: 7 * DAY, maxDone: 2_000_000 } as const;
+
+function describeFsError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  return e?.code ? `${e.code}: ${e.message}` : String((err as Error)?.message ?? err);
+}
 
 function isAlive(pid: number): boolean {
   try {
@@ -88,47 +138,55 @@ function isAlive(pid: number): boolean {
   }
 }
 
-export class Journal {
+export class Journal extends TypedEmitter<JournalEvents> {
   readonly dir: string;
   readonly path: string;
   readonly #lockPath: string;
   readonly #clock: Clock;
+  readonly #fs: JournalFs;
   readonly #minRetention: number;
   readonly #fsync: boolean;
   readonly #live = new Map<string, JournalEntry>();
   readonly #done: ExpiringIdSet;
   readonly #recovered: JournalEntry[] = [];
-  /** When the previous run last wrote the journal (0 when there was none). */
-  readonly lastWriteBefore: number;
+  readonly #retry: Backoff;
+  /** The poll the previous run had in flight when it died, if any. */
+  readonly openTake: OpenTake | undefined;
   #fd: number;
   #buffer: string[] = [];
-  #waiters: Array<() => void> = [];
+  /** Bytes a failed write left unwritten (written first, before anything newer). */
+  #unwritten: Buffer | undefined;
+  /** Written but not yet synced, for waiters who need the sync. */
+  #unsynced = false;
+  #waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   #durable = false;
   #scheduled = false;
+  #retryTimer: Timer | undefined;
+  #failing: MrpError | undefined;
+  /** The poll in flight now (poll mode), as the file says. */
+  #take: OpenTake | undefined;
   #lines = 0;
+  #compactAt = 0;
   #closed = false;
 
   private constructor(dir: string, options: JournalOptions) {
+    super();
     this.dir = dir;
     this.path = join(dir, 'journal.jsonl');
     this.#lockPath = join(dir, 'lock');
     this.#clock = options.clock ?? systemClock;
+    this.#fs = options.fs ?? (nodeFs as unknown as JournalFs);
     this.#minRetention = options.minRetentionMs ?? JOURNAL_DEFAULTS.minRetentionMs;
     this.#fsync = options.fsync ?? false;
+    this.#retry = new Backoff(options.retryBackoff);
     this.#done = new ExpiringIdSet(options.maxDone ?? JOURNAL_DEFAULTS.maxDone);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    this.#fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.#lock();
-    let lastWrite = 0;
     try {
-      lastWrite = statSync(this.path).mtimeMs;
-    } catch {
-      // No journal yet.
-    }
-    this.lastWriteBefore = lastWrite;
-    try {
-      this.#replay();
+      this.openTake = this.#replay();
+      this.#take = this.openTake;
       this.#compact();
-      this.#fd = openSync(this.path, 'a', 0o600);
+      this.#fd = this.#fs.openSync(this.path, 'a', 0o600);
     } catch (err) {
       this.#unlock();
       throw err;
@@ -143,40 +201,41 @@ export class Journal {
   #lock(): void {
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
-        writeFileSync(this.#lockPath, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        this.#fs.writeFileSync(this.#lockPath, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const pid = Number(readFileSync(this.#lockPath, 'utf8').trim());
+        const pid = Number(this.#fs.readFileSync(this.#lockPath, 'utf8').trim());
         if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
           throw new ConfigError('journal_locked', `another mrp run (pid ${pid}) is already running with this identity (${this.dir})`, {
             file: this.#lockPath,
             hint: `stop it first, or use another key with --key`,
           });
         }
-        unlinkSync(this.#lockPath);
+        this.#fs.unlinkSync(this.#lockPath);
       }
     }
   }
 
   #unlock(): void {
     try {
-      unlinkSync(this.#lockPath);
+      this.#fs.unlinkSync(this.#lockPath);
     } catch {
       // Already gone.
     }
   }
 
   /** Rebuilds memory from the file; a torn last line (crash mid-write) is ignored. */
-  #replay(): void {
+  #replay(): OpenTake | undefined {
     let text: string;
     try {
-      text = readFileSync(this.path, 'utf8');
+      text = this.#fs.readFileSync(this.path, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
     const now = this.#clock.now();
+    let take: OpenTake | undefined;
     for (const raw of text.split('\n')) {
       if (!raw) continue;
       let line: Line;
@@ -191,7 +250,12 @@ export class Journal {
           break;
         case 'started': {
           const e = this.#live.get(line.id);
-          if (e) e.started = true;
+          if (e) Object.assign(e, { started: true, starts: (e.starts ?? 0) + (line.n ?? 1) });
+          break;
+        }
+        case 'aborted': {
+          const e = this.#live.get(line.id);
+          if (e) e.aborts = (e.aborts ?? 0) + (line.n ?? 1);
           break;
         }
         case 'handled': {
@@ -210,9 +274,16 @@ export class Journal {
           if (hash && line.until > now) this.#done.addHash(hash, line.until, now);
           break;
         }
+        case 'take':
+          take = { at: line.at, waitSeconds: line.wait };
+          break;
+        case 'taken':
+          take = undefined;
+          break;
       }
     }
     this.#recovered.push(...this.#live.values());
+    return take;
   }
 
   /** Rewrites the file from memory (live entries and unexpired done ids), atomically. */
@@ -223,19 +294,25 @@ export class Journal {
     for (const [hash, until] of this.#done.entries(now)) out.push(JSON.stringify({ k: 'done', h: hashHex(hash), until } satisfies Line));
     for (const e of this.#live.values()) {
       out.push(JSON.stringify({ k: 'recv', id: e.id, exp: e.expiresAt, m: e.message } satisfies Line));
-      if (e.started) out.push(JSON.stringify({ k: 'started', id: e.id } satisfies Line));
+      if (e.started) out.push(JSON.stringify({ k: 'started', id: e.id, n: e.starts ?? 1 } satisfies Line));
+      if (e.aborts) out.push(JSON.stringify({ k: 'aborted', id: e.id, n: e.aborts } satisfies Line));
       if (e.reply !== undefined) out.push(JSON.stringify({ k: 'handled', id: e.id, reply: e.reply } satisfies Line));
       if (e.replyId !== undefined) out.push(JSON.stringify({ k: 'replied', id: e.id, to: e.replyId } satisfies Line));
     }
+    // An open take stays open until it is settled (its answer journaled, or recovered).
+    if (this.#take) out.push(JSON.stringify({ k: 'take', at: this.#take.at, wait: this.#take.waitSeconds } satisfies Line));
     const tmp = `${this.path}.tmp`;
-    const fd = openSync(tmp, 'w', 0o600);
+    const fd = this.#fs.openSync(tmp, 'w', 0o600);
     try {
-      if (out.length) writeSync(fd, `${out.join('\n')}\n`);
-      if (this.#fsync) fdatasyncSync(fd);
+      if (out.length) {
+        const bytes = Buffer.from(`${out.join('\n')}\n`);
+        for (let off = 0; off < bytes.length; ) off += this.#fs.writeSync(fd, bytes, off, bytes.length - off);
+      }
+      if (this.#fsync) this.#fs.fdatasyncSync(fd);
     } finally {
-      closeSync(fd);
+      this.#fs.closeSync(fd);
     }
-    renameSync(tmp, this.path);
+    this.#fs.renameSync(tmp, this.path);
     this.#lines = out.length;
   }
 
@@ -276,14 +353,21 @@ export class Journal {
 
   /**
    * Records that the handler is about to run. Written at once (a handler may have effects before
-   * the next turn) but not synced: it survives the process dying, and it only refines
-   * `redelivered`.
+   * the next turn, or kill the process) but not synced: it survives the process dying, and it
+   * counts handler runs that never finished.
    */
   started(id: string): void {
     const e = this.#live.get(id);
-    if (e) e.started = true;
+    if (e) Object.assign(e, { started: true, starts: (e.starts ?? 0) + 1 });
     void this.#append({ k: 'started', id }, false);
     this.flush();
+  }
+
+  /** Records that a started handler was stopped on purpose (shutdown): not a crash. */
+  aborted(id: string): void {
+    const e = this.#live.get(id);
+    if (e) e.aborts = (e.aborts ?? 0) + 1;
+    void this.#append({ k: 'aborted', id }, false);
   }
 
   /** Records the handler's result (the reply to send); resolves once it is on disk. */
@@ -310,56 +394,187 @@ export class Journal {
     void this.#append({ k: 'done', id, until }, false);
   }
 
+  /**
+   * Poll mode: a poll is about to be sent (`at`: local clock). Written at once, so a process that
+   * dies before the poll's answer is journaled leaves this record last.
+   */
+  takeBegun(at: number, waitSeconds: number): void {
+    this.#take = { at, waitSeconds };
+    void this.#append({ k: 'take', at, wait: waitSeconds }, false);
+    this.flush();
+  }
+
+  /** Poll mode: the poll's answer is journaled (its messages' `recv` records precede this). */
+  takeEnded(): void {
+    this.#take = undefined;
+    void this.#append({ k: 'taken' }, false);
+    this.flush();
+  }
+
+  /** True while writes fail (and are being retried). */
+  get writable(): boolean {
+    return this.#failing === undefined;
+  }
+
   #append(line: Line, durable: boolean): Promise<void> {
-    if (this.#closed) return Promise.resolve();
+    if (this.#closed) return durable ? Promise.reject(new AbortError('the journal is closed')) : Promise.resolve();
     this.#buffer.push(`${JSON.stringify(line)}\n`);
     this.#durable ||= durable;
-    if (!this.#scheduled) {
+    if (!this.#scheduled && this.#retryTimer === undefined) {
       this.#scheduled = true;
       setImmediate(() => this.flush());
     }
     if (!durable) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push(resolve));
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 
-  /** Writes (and, if anyone waits for it, syncs) everything buffered. */
+  /**
+   * Writes (and, if anyone waits for it, syncs) everything buffered. Never throws: a failure
+   * keeps the unwritten bytes and the waiters, and schedules a retry.
+   */
   flush(): void {
     this.#scheduled = false;
-    if (this.#buffer.length === 0 || this.#closed) return;
-    const text = this.#buffer.join('');
+    // While a retry is pending, only the retry writes (the buffer keeps growing meanwhile).
+    if (this.#closed || this.#retryTimer !== undefined) return;
+    if (this.#buffer.length === 0 && !this.#unwritten && !this.#unsynced) {
+      if (this.#fd >= 0) this.#healthy();
+      return;
+    }
     const count = this.#buffer.length;
-    const waiters = this.#waiters;
+    if (count > 0) {
+      const text = Buffer.from(this.#buffer.join(''));
+      this.#unwritten = this.#unwritten ? Buffer.concat([this.#unwritten, text]) : text;
+      this.#buffer = [];
+      this.#lines += count;
+    }
+    // No file open (a reopen after compaction is being retried): keep everything for it.
+    if (this.#fd < 0) return;
     const sync = this.#durable && this.#fsync;
-    this.#buffer = [];
+    const waiters = this.#waiters;
+    try {
+      const bytes = this.#unwritten;
+      if (bytes) {
+        let off = 0;
+        try {
+          while (off < bytes.length) off += this.#fs.writeSync(this.#fd, bytes, off, bytes.length - off);
+        } finally {
+          // What was written stays written: a retry continues after it, so no line is torn twice.
+          this.#unwritten = off < bytes.length ? bytes.subarray(off) : undefined;
+        }
+      }
+      if (sync || this.#unsynced) {
+        this.#unsynced = true;
+        this.#fs.fdatasyncSync(this.#fd);
+        this.#unsynced = false;
+      }
+    } catch (err) {
+      this.#fail(err);
+      return;
+    }
     this.#waiters = [];
     this.#durable = false;
-    writeSync(this.#fd, text);
-    if (sync) fdatasyncSync(this.#fd);
-    this.#lines += count;
-    for (const w of waiters) w();
+    this.#healthy();
+    for (const w of waiters) w.resolve();
     // Rewrite once the file holds about twice what memory does (plus slack): bounded, amortised.
-    if (this.#lines > 10_000 + 2 * (this.#done.size + 3 * this.#live.size)) this.#rotate();
+    if (this.#lines > Math.max(this.#compactAt, 10_000 + 2 * (this.#done.size + 3 * this.#live.size))) this.#rotate();
   }
 
+  #healthy(): void {
+    if (!this.#failing) return;
+    this.#failing = undefined;
+    this.#retry.reset();
+    this.emit('writable');
+  }
+
+  #fail(err: unknown): void {
+    const retryInMs = this.#retry.next();
+    this.#failing = new MrpError('internal', 'journal_unwritable', `cannot write the journal ${this.path} (${describeFsError(err)}); retrying`, {
+      cause: err,
+      hint: 'free disk space or fix the file system; nothing is lost while it retries',
+    });
+    this.#retryTimer?.cancel();
+    this.#retryTimer = this.#clock.setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.flush();
+    }, retryInMs);
+    this.emit('unwritable', { error: this.#failing, retryInMs, pendingBytes: (this.#unwritten?.length ?? 0) + this.#buffer.length });
+  }
+
+  /**
+   * Compacts into a new file and switches to it. A failure (e.g. no space for the copy) leaves
+   * the current file in use and tries again only after as many more lines.
+   */
   #rotate(): void {
-    closeSync(this.#fd);
-    this.#compact();
-    this.#fd = openSync(this.path, 'a', 0o600);
+    try {
+      this.#compact();
+    } catch {
+      this.#compactAt = this.#lines * 2;
+      return;
+    }
+    const old = this.#fd;
+    try {
+      this.#fd = this.#fs.openSync(this.path, 'a', 0o600);
+    } catch (err) {
+      // The compacted file replaced the old one but cannot be opened, and the old descriptor
+      // writes to an unlinked file: keep retrying the open; writes wait (and are kept) meanwhile.
+      this.#fd = -1;
+      this.#reopen(err);
+    }
+    try {
+      this.#fs.closeSync(old);
+    } catch {
+      // Nothing to keep from it.
+    }
+    this.#compactAt = 0;
+  }
+
+  #reopen(err: unknown): void {
+    this.#failing ??= new MrpError('internal', 'journal_unwritable', `cannot reopen the journal ${this.path} (${describeFsError(err)}); retrying`, { cause: err });
+    const retryInMs = this.#retry.next();
+    this.emit('unwritable', { error: this.#failing, retryInMs, pendingBytes: this.#unwritten?.length ?? 0 });
+    this.#retryTimer = this.#clock.setTimeout(() => {
+      this.#retryTimer = undefined;
+      try {
+        this.#fd = this.#fs.openSync(this.path, 'a', 0o600);
+      } catch (again) {
+        this.#reopen(again);
+        return;
+      }
+      this.flush();
+    }, retryInMs);
   }
 
   /** Size of the file on disk, in bytes. */
   get sizeOnDisk(): number {
-    return fstatSync(this.#fd).size;
+    return this.#fs.fstatSync(this.#fd).size;
   }
 
-  /** Flushes, syncs and releases the lock. */
+  /**
+   * Flushes, syncs and releases the lock. Throws `journal_unwritable` when what was buffered
+   * could not be written; whoever still waits for a write is rejected (the message comes again).
+   */
   close(): void {
     if (this.#closed) return;
+    this.#retryTimer?.cancel();
+    this.#retryTimer = undefined;
     this.flush();
-    if (this.#fsync) fdatasyncSync(this.#fd);
+    let error = this.#failing;
+    if (!error && this.#fsync) {
+      try {
+        this.#fs.fdatasyncSync(this.#fd);
+      } catch (err) {
+        error = new MrpError('internal', 'journal_unwritable', `cannot sync the journal ${this.path} (${describeFsError(err)})`, { cause: err });
+      }
+    }
     this.#closed = true;
-    closeSync(this.#fd);
+    for (const w of this.#waiters.splice(0)) w.reject(new AbortError('the journal closed before this record could be written'));
+    try {
+      this.#fs.closeSync(this.#fd);
+    } catch {
+      // Closing cannot be retried.
+    }
     this.#unlock();
+    if (error) throw error;
   }
 }
 
@@ -367,7 +582,7 @@ export class Journal {
 export function journalLockHolder(dir: string): number | undefined {
   let text: string;
   try {
-    text = readFileSync(join(dir, 'lock'), 'utf8');
+    text = nodeFs.readFileSync(join(dir, 'lock'), 'utf8');
   } catch {
     return undefined;
   }

@@ -8,9 +8,17 @@ import { sleep } from '../core/async.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { AbortError, type MrpError, OutcomeUnknownError, RelayError, toMrpError } from '../core/errors.js';
+import { AbortError, MrpError, OutcomeUnknownError, ProtocolError, RelayError, toMrpError } from '../core/errors.js';
 import type { RelayClient } from '../client/http.js';
+import { LIMITS } from '../protocol/constants.js';
 import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
+
+/**
+ * Most thread pages read when looking for an already-sent reply: 100,000 pages of 100 is ten
+ * million messages, more than two agents can exchange within the longest TTL at the default
+ * send rate (30/min each for 30 days is about 2.6 million).
+ */
+export const MAX_THREAD_PAGES = 100_000;
 
 export interface OutboxEvents extends Record<string, unknown[]> {
   retry: [{ request: SendRequest; error: MrpError; delayMs: number; attempt: number }];
@@ -74,9 +82,17 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
     for (let attempt = 1; ; attempt++) {
       this.#check();
       if (unknown && reply) {
-        const found = await this.#findReply(reply, request).catch(() => 'unknown' as const);
-        if (found === 'unknown') {
-          await this.#wait(backoff.next());
+        let found: Message | undefined;
+        try {
+          found = await this.#findReply(reply, request);
+        } catch (raw) {
+          const err = toMrpError(raw);
+          if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
+          if (err.code === 'thread_too_long') throw err;
+          // Not known yet whether it was sent: look again later, never send blind.
+          const delayMs = backoff.next();
+          this.emit('retry', { request, error: err, delayMs, attempt });
+          await this.#wait(delayMs);
           continue;
         }
         if (found) return { message_id: found.message_id, status: 'sent', created_at: found.created_at, expires_at: found.expires_at };
@@ -106,14 +122,20 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
    * Looks in the thread for this very message (same recipient, parent, content type and body)
    * already sent by this agent. Matching the body keeps a handler's `ctx.reply()` progress
    * messages from being mistaken for its final reply.
+   *
+   * The whole thread is read, however long: the relay lists a thread oldest first and has no
+   * newest-first or "sent by me" filter, and a reply missed because it sits past some page limit
+   * would be sent twice. The bound is a relay that stops advancing its cursor (an error, so the
+   * check is retried) and `MAX_THREAD_PAGES`, far beyond what rate limits let one relay hold.
    */
   async #findReply(key: ReplyKey, request: SendRequest): Promise<Message | undefined> {
     const body = JSON.stringify(request.body ?? null);
     const contentType = request.content_type ?? 'application/json';
     const parent = request.in_reply_to ?? null;
+    const seen = new Set<string>();
     let cursor: string | undefined;
-    for (let page = 0; page < 20; page++) {
-      const res = await this.#client.thread(key.threadId, { limit: 100, ...(cursor ? { cursor } : {}) }, this.#closing.signal);
+    for (let page = 0; page < MAX_THREAD_PAGES; page++) {
+      const res = await this.#client.thread(key.threadId, { limit: LIMITS.threadLimitMax, ...(cursor ? { cursor } : {}) }, this.#closing.signal);
       const hit = res.messages.find(
         (m) =>
           m.sender_key === this.#client.publicKey &&
@@ -124,9 +146,11 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
       );
       if (hit) return hit;
       if (!res.has_more || !res.next_cursor) return undefined;
+      if (seen.has(res.next_cursor)) throw new ProtocolError('invalid_response', `the relay repeated a thread cursor while listing thread ${key.threadId}`);
+      seen.add(res.next_cursor);
       cursor = res.next_cursor;
     }
-    return undefined;
+    throw new MrpError('protocol', 'thread_too_long', `thread ${key.threadId} is longer than ${MAX_THREAD_PAGES * LIMITS.threadLimitMax} messages; cannot check whether the reply was already sent`);
   }
 
   async #waitForRateLimit(): Promise<void> {

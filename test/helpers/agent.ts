@@ -12,7 +12,7 @@ import { PollSource, WebSocketSource } from '../../src/client/source.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
 import type { Handler } from '../../src/runtime/handler.js';
-import { Journal } from '../../src/runtime/journal.js';
+import { Journal, type JournalOptions } from '../../src/runtime/journal.js';
 import { type HandledEvent, Runtime, type RuntimeOptions } from '../../src/runtime/runtime.js';
 import { RawSocket, type TestRelay } from './relay.js';
 
@@ -33,6 +33,8 @@ export interface AgentSetup {
   /** Session options for websocket mode. */
   session?: ConstructorParameters<typeof WebSocketSource>[1];
   pollWaitSeconds?: number;
+  /** Journal options (e.g. an injected fs). */
+  journal?: Omit<JournalOptions, 'clock'>;
 }
 
 /** Starts a runtime; stopped (gracefully) when the test ends unless already stopped. */
@@ -42,11 +44,17 @@ export async function startAgent(t: TestContext, relay: Pick<TestRelay, 'url'>, 
   if (!setup.journalDir) t.after(() => rm(journalDir, { recursive: true, force: true }));
   const clock = setup.clock;
   const client = new RelayClient({ relayUrl: relay.url, keypair, ...(clock ? { clock } : {}) });
-  const journal = Journal.open(journalDir, { ...(clock ? { clock } : {}), fsync: false });
+  const journal = Journal.open(journalDir, { ...(clock ? { clock } : {}), fsync: false, ...setup.journal });
   let runtime: Runtime | undefined;
   const source =
     setup.mode === 'poll'
-      ? new PollSource(client, { ...(clock ? { clock } : {}), waitSeconds: setup.pollWaitSeconds ?? 5, capacity: () => runtime?.capacity() ?? 0 })
+      ? new PollSource(client, {
+          ...(clock ? { clock } : {}),
+          waitSeconds: setup.pollWaitSeconds ?? 5,
+          capacity: () => runtime?.capacity() ?? 0,
+          takes: { begin: (at, wait) => journal.takeBegun(at, wait), end: () => journal.takeEnded() },
+          ...(journal.openTake ? { openTake: journal.openTake } : {}),
+        })
       : new WebSocketSource(client, { ...(clock ? { clock } : {}), ...setup.session });
   runtime = new Runtime({ handler, source, client, journal, ...(clock ? { clock } : {}), ...setup.options });
   t.after(() => runtime!.stop());

@@ -1,11 +1,12 @@
 import { setFlagsFromString } from 'node:v8';
 import { relative } from 'node:path';
 import type { Command } from 'commander';
-import { UsageError } from '../../core/errors.js';
+import { MrpError, UsageError } from '../../core/errors.js';
 import { loadHandler } from '../../runtime/handler.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { exitCodeFor } from '../exit.js';
+import { EXIT, exitCodeFor } from '../exit.js';
+import { trapHandlerExit } from '../handler-exit.js';
 import { projectManifest } from '../manifest.js';
 import { durationOption, intOption } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
@@ -24,6 +25,7 @@ export interface RunOptions {
   fsync?: boolean;
   healthPort?: string;
   healthHost?: string;
+  maxCrashes?: string;
 }
 
 /** `mrp run`: keeps a handler online until SIGINT/SIGTERM. */
@@ -44,6 +46,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   const graceMs = durationOption(options.grace, '--grace', 30_000);
   const intervalMs = options.interval === undefined ? undefined : durationOption(options.interval, '--interval', 2000);
   const healthPort = options.healthPort === undefined ? undefined : intOption(options.healthPort, '--health-port', 0, 0, 65535);
+  const maxCrashes = intOption(options.maxCrashes, '--max-crashes', 3, 1, 1000);
 
   const settings = await ctx.settings();
   const { keypair } = await ctx.identity();
@@ -52,6 +55,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
 
   // Health and metrics load only when asked for.
   const ops = healthPort === undefined ? undefined : await startOps(options.healthHost ?? '127.0.0.1', healthPort);
+  let exitTrap: { dispose(): void } | undefined;
   try {
     // The runtime (ws, jiti) loads only here, so `mrp --help` stays fast.
     const { startAgent } = await import('../agent.js');
@@ -70,6 +74,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
       payloads: options.logPayloads === true,
       fsync: options.fsync === true,
       trace: ops ? ops.monitor.tracers(ctx.tracers) : ctx.tracers,
+      maxCrashes,
     });
     if (ops) {
       ops.monitor.attach(runtime, journal.path);
@@ -79,6 +84,13 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
 
     const signals = shutdownSignals(ctx.deps);
     const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
+    exitTrap = trapHandlerExit(process, (messageId, code) => {
+      reporter.problem(
+        'handler_exit',
+        new MrpError('handler', 'handler_exit', `the handler called process.exit(${String(code ?? '')}) while handling ${messageId}; the runner exits ${EXIT.handlerExit} (after ${maxCrashes} such runs the message is answered with handler_crashed)`),
+      );
+      journal.flush();
+    });
     let fatal: unknown;
     runtime.on('fatal', (err) => (fatal = err));
     try {
@@ -97,6 +109,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
       throw new ReportedError(exitCodeFor(fatal));
     }
   } finally {
+    exitTrap?.dispose();
     await ops?.server.close();
   }
 }
@@ -130,7 +143,8 @@ export function register(program: Command, deps: Deps): void {
     .option('--log-payloads', 'include message bodies in the output')
     .option('--fsync', 'sync the journal to disk before each step (survives power cuts, not just crashes; slower)')
     .option('--health-port <port>', 'serve /healthz, /readyz and /metrics (Prometheus) on this port (0 = any free port)')
-    .option('--health-host <host>', 'address for --health-port (use 0.0.0.0 in a container)', '127.0.0.1');
+    .option('--health-host <host>', 'address for --health-port (use 0.0.0.0 in a container)', '127.0.0.1')
+    .option('--max-crashes <n>', 'runs of a handler on one message that may end the process before it is answered with handler_crashed', '3');
   examples(addGlobalOptions(cmd, { logPayloads: false }), [
     'mrp run --handler ./handler.ts',
     'mrp run -H handlers/echo.ts --relay http://127.0.0.1:8080',
@@ -145,6 +159,8 @@ Handler contract:
   export default async (msg, ctx) => ({ ok: true })   // the return value is the reply
   A string becomes {"text": …}; undefined/null sends no reply; a thrown error becomes
   {"status":"error","error":{"code","message"}}. ctx: self, signal, log, reply(), send(), redelivered.
+  A handler that calls process.exit ends the runner with exit code 70; after --max-crashes such
+  runs (or other crashes) on one message, it is answered with handler_crashed and not run again.
 `,
   );
   cmd.action(action(deps, runRun));
