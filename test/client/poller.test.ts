@@ -3,6 +3,7 @@
  * what arrives during a long poll, the consumer's capacity), and against a scripted server for
  * what the real relay will not do (ignore `wait`, refuse it, a long Retry-After, refuse our key).
  */
+import { ManualClock } from '../../src/core/clock.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
@@ -33,7 +34,15 @@ function message(n: number, to: string): Record<string, unknown> {
 
 function poller(t: import('node:test').TestContext, options: ConstructorParameters<typeof Poller>[0]): Poller {
   const p = new Poller(options);
-  t.after(() => p.stop());
+  t.after(async () => {
+    // Stopping mid-poll settles on the injected clock (the relay gets a moment to notice the
+    // cancelled request): a manual clock has to be moved for stop() to finish.
+    let done = false;
+    const stopped = p.stop().finally(() => (done = true));
+    const clock = options.clock;
+    for (let i = 0; i < 600 && !done && clock instanceof ManualClock; i++) await clock.advanceAsync(100);
+    await stopped;
+  });
   return p;
 }
 
