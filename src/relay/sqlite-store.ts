@@ -561,11 +561,6 @@ export class SqliteStore implements Store {
     return (rows as AclRow[]).map(aclFromRow);
   }
 
-  aclEntries(owner: string): Map<string, AclEntryType> {
-    const rows = this.#stmt('SELECT peer_key, entry_type FROM acl WHERE owner_key = ?').all(owner) as Array<Pick<AclRow, 'peer_key' | 'entry_type'>>;
-    return new Map(rows.map((r) => [r.peer_key, r.entry_type as AclEntryType]));
-  }
-
   deleteAcl(owner: string, peer: string): boolean {
     return this.#stmt('DELETE FROM acl WHERE owner_key = ? AND peer_key = ?').run(owner, peer).changes > 0;
   }

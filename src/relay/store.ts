@@ -117,7 +117,6 @@ export interface Store {
   putAcl(owner: string, peer: string, type: AclEntryType, now: number): AclEntry;
   getAcl(owner: string, peer: string): AclEntry | undefined;
   listAcl(owner: string, type: AclEntryType | undefined, afterId: number, limit: number): AclEntry[];
-  aclEntries(owner: string): Map<string, AclEntryType>;
   deleteAcl(owner: string, peer: string): boolean;
 
   /** A cheap round trip to the storage. */
