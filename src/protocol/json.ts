@@ -132,7 +132,8 @@ export function memberSpans(text: string, paths: ReadonlyArray<ReadonlyArray<str
   };
   const endValue = (end: number): void => {
     if (pendingStart !== -1 && depth === pendingDepth) {
-      out.set(pendingKey, { start: pendingStart, end });
+      // Clamped: an unterminated string in broken text "ends" past the last character.
+      out.set(pendingKey, { start: pendingStart, end: Math.min(end, n) });
       pendingStart = -1;
     }
   };

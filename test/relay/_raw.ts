@@ -169,6 +169,8 @@ export class TextSocket {
     if (queued !== undefined) return Promise.resolve(queued);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no frame within ${timeoutMs} ms`)), timeoutMs);
+      // A waiter the test no longer cares about (the socket closed) must not hold the process open.
+      timer.unref();
       this.#waiters.push((f) => {
         clearTimeout(timer);
         resolve(f);
