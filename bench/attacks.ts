@@ -3,7 +3,8 @@
  *
  * Memory-exhaustion attacks against `mrp relay` (issue 9, items 2 and 3), each against a fresh
  * relay child process, measuring the relay's RSS (Linux /proc) before and at its peak during the
- * attack. `--root` runs the relay of another checkout (e.g. an older commit, built) so figures can
+ * attack, and once more when the attack has been held for `--hold` seconds ("settled"). WebSocket
+ * connections still open are counted by the relay itself (`/v1/health/details`). `--root` runs the relay of another checkout (e.g. an older commit, built) so figures can
  * be compared; the attacking code is this checkout's. Nothing here asserts: the tests in
  * test/relay/hostile.test.ts check the behaviour; this script reports the figures.
  *
@@ -11,7 +12,8 @@
  * - `ping-echo`: 4 unauthenticated sockets send 10 pings with a 15 MiB `ts` each and never read.
  * - `unfinished-frames`: 20 unauthenticated sockets each send most of a 15 MiB frame, then stall.
  * - `stalled-posts`: 100 POSTs declaring 2 MiB bodies send all but one byte, then stall.
- * - `slow-reader`: 2 authenticated sockets of one agent never read; 120 × 1 MiB messages are sent to it.
+ * - `slow-reader`: 120 × 1 MiB messages wait for an offline agent, which then connects twice and never reads.
+ * - `idle`: a control, 200 honest signed requests (how much a relay grows doing nothing special).
  * - `discover-shapes`: 683 `/v1/discover` requests with 1…683 `tag=` parameters (a new query shape each).
  * - `profile-cache`: 300 agents each store a ~400 KiB profile; each is read back (fills the profile cache).
  */
@@ -140,6 +142,13 @@ interface Outcome {
   note: string;
 }
 
+/** WebSocket connections the relay still holds (from /v1/health/details). */
+async function relayConnections(relay: RelayChild): Promise<number> {
+  const res = await fetch(`${relay.url}/v1/health/details`);
+  const body = (await res.json()) as { components?: { websocket?: { connections?: number } } };
+  return body.components?.websocket?.connections ?? -1;
+}
+
 const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
   async 'ping-echo'(relay) {
     const ts = 'x'.repeat(15 * MiB - 64);
@@ -155,9 +164,9 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
       }),
     );
     await sleep(holdMs);
-    const open = sockets.filter((s) => !s.destroyed && !s.readableEnded).length;
+    const open = await relayConnections(relay);
     for (const s of sockets) s.destroy();
-    return { note: `${open}/4 sockets still open after ${holdMs / 1000} s` };
+    return { note: `${open}/4 sockets still open (relay's count) after ${holdMs / 1000} s` };
   },
 
   async 'unfinished-frames'(relay) {
@@ -171,9 +180,9 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
       }),
     );
     await sleep(holdMs);
-    const open = sockets.filter((s) => !s.destroyed && !s.readableEnded).length;
+    const open = await relayConnections(relay);
     for (const s of sockets) s.destroy();
-    return { note: `${open}/20 sockets still open after ${holdMs / 1000} s` };
+    return { note: `${open}/20 sockets still open (relay's count) after ${holdMs / 1000} s` };
   },
 
   async 'stalled-posts'(relay) {
@@ -207,6 +216,26 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
 
   async 'slow-reader'(relay) {
     const victim = Keypair.generate();
+    const sender = Keypair.generate();
+    const ws = new WebSocket(`${relay.url.replace(/^http/, 'ws')}/v1/ws`);
+    await new Promise((r) => ws.once('open', r));
+    ws.send(JSON.stringify(authFrame(sender, Date.now())));
+    let results = 0;
+    let ok = 0;
+    let waiting: (() => void) | undefined;
+    ws.on('message', (d) => {
+      results++;
+      if (String(d).includes('"status":"ok"')) ok++;
+      waiting?.();
+    });
+    const body = JSON.stringify('y'.repeat(MiB - 16));
+    for (let i = 0; i < 120; i++) {
+      ws.send(`{"type":"send","request_id":"r${i}","recipient_key":"${victim.publicKey}","body":${body}}`);
+      if (i % 10 === 9) await sleep(50);
+    }
+    while (results < 121) await new Promise<void>((r) => (waiting = r));
+    ws.close();
+    // The victim connects twice, authenticates, and never reads: the backlog is 120 MiB.
     const readers = await Promise.all(
       [0, 1].map(async (i) => {
         const s = await rawWs(relay);
@@ -216,27 +245,16 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
         return s;
       }),
     );
-    const sender = Keypair.generate();
-    const ws = new WebSocket(`${relay.url.replace(/^http/, 'ws')}/v1/ws`);
-    await new Promise((r) => ws.once('open', r));
-    ws.send(JSON.stringify(authFrame(sender, Date.now())));
-    const results: unknown[] = [];
-    let waiting: (() => void) | undefined;
-    ws.on('message', (d) => {
-      results.push(JSON.parse(d.toString()));
-      waiting?.();
-    });
-    const body = JSON.stringify('y'.repeat(MiB - 16));
-    for (let i = 0; i < 120; i++) {
-      ws.send(`{"type":"send","request_id":"r${i}","recipient_key":"${victim.publicKey}","body":${body}}`);
-      if (i % 10 === 9) await sleep(50);
-    }
-    while (results.length < 121) await new Promise<void>((r) => (waiting = r));
-    const ok = results.filter((r) => (r as { status?: string }).status === 'ok').length;
     await sleep(holdMs);
-    ws.close();
     for (const s of readers) s.destroy();
-    return { note: `${ok - 1}/120 sends accepted` };
+    return { note: `${ok - 1}/120 sends accepted, then 2 readers that never read` };
+  },
+
+  async idle(relay) {
+    const kp = Keypair.generate();
+    for (let i = 0; i < 200; i++) await signedFetch(relay, kp, 'GET', `/v1/agents/me?i=${i}`);
+    await sleep(holdMs);
+    return { note: '200 honest requests' };
   },
 
   async 'discover-shapes'(relay) {
@@ -247,6 +265,7 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
       const status = await signedFetch(relay, kp, 'GET', `/v1/discover?${query}`);
       statuses.set(status, (statuses.get(status) ?? 0) + 1);
     }
+    await sleep(holdMs);
     return { note: `answers: ${[...statuses].map(([k, v]) => `${v}× ${k}`).join(', ')}` };
   },
 
@@ -262,18 +281,19 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
       const s2 = await signedFetch(relay, reader, 'GET', `/v1/agents/${kp.publicKey}`);
       for (const s of [s1, s2]) statuses.set(s, (statuses.get(s) ?? 0) + 1);
     }
+    await sleep(holdMs);
     return { note: `${(body.length / 1024).toFixed(0)} KiB profiles; answers: ${[...statuses].map(([k, v]) => `${v}× ${k}`).join(', ')}` };
   },
 };
 
 const only = opts.only ? opts.only.split(',') : Object.keys(ATTACKS);
-const report: Array<{ attack: string; baseline_mb: number; peak_mb: number; growth_mb: number; alive: boolean; note: string }> = [];
+const report: Array<{ attack: string; baseline_mb: number; peak_mb: number; growth_mb: number; settled_mb: number; alive: boolean; note: string }> = [];
 console.error(`relay under test: ${root}`);
 for (const name of only) {
   const attack = ATTACKS[name];
   if (!attack) throw new Error(`unknown attack ${name}; known: ${Object.keys(ATTACKS).join(', ')}`);
   const relay = await startRelay();
-  await sleep(500);
+  await sleep(1500);
   const baseline = rssMb(relay.pid);
   const s = sampler(relay.pid);
   let note: string;
@@ -282,6 +302,7 @@ for (const name of only) {
   } catch (err) {
     note = `attack failed: ${(err as Error).message}`;
   }
+  const settled = rssMb(relay.pid);
   const peak = s.stop();
   let alive = false;
   try {
@@ -289,8 +310,19 @@ for (const name of only) {
   } catch {
     alive = false;
   }
-  report.push({ attack: name, baseline_mb: Math.round(baseline), peak_mb: Math.round(peak), growth_mb: Math.round(peak - baseline), alive, note });
-  console.error(`${name.padEnd(18)} baseline ${baseline.toFixed(0).padStart(4)} MB  peak ${peak.toFixed(0).padStart(5)} MB  (+${(peak - baseline).toFixed(0)} MB)  ${alive ? 'alive' : 'DEAD'}  ${note}`);
+  report.push({
+    attack: name,
+    baseline_mb: Math.round(baseline),
+    peak_mb: Math.round(peak),
+    growth_mb: Math.round(peak - baseline),
+    settled_mb: Math.round(settled),
+    alive,
+    note,
+  });
+  console.error(
+    `${name.padEnd(18)} baseline ${baseline.toFixed(0).padStart(4)} MB  peak ${peak.toFixed(0).padStart(5)} MB  (+${(peak - baseline).toFixed(0)} MB)` +
+      `  settled ${settled.toFixed(0).padStart(5)} MB  ${alive ? 'alive' : 'DEAD'}  ${note}`,
+  );
   await relay.stop();
 }
 if (opts.json) writeFileSync(opts.json, `${JSON.stringify(report, null, 2)}\n`);

@@ -151,9 +151,10 @@ export class Hub {
       if (received <= LIMITS.wsPreAuthBytes) return;
       socket.off('data', countPreAuth);
       logger.info('ws_preauth_too_large', { conn: conn.id, remote: conn.remote, bytes: received });
-      // Stop reading at once (the rest of a large frame stays in the peer's send queue), say why, cut.
+      // Stop reading, say why, and cut the connection one turn later (once the close frame is
+      // written): no close handshake for a peer that is still pushing bytes we would only discard.
       socket.pause();
-      this.#close(conn, CLOSE_TOO_BIG, `at most ${LIMITS.wsPreAuthBytes} bytes before authentication`);
+      this.#close(conn, CLOSE_TOO_BIG, `at most ${LIMITS.wsPreAuthBytes} bytes before authentication`, false, 0);
     };
     socket.on('data', countPreAuth);
 
@@ -434,12 +435,17 @@ export class Hub {
   }
 
   /** Closes with a code; a peer that does not answer the close handshake is cut off. */
-  #close(conn: Connection, code: number, reason: string, force = false): void {
+  /**
+   * Closes with a code; a peer that does not answer the close handshake is cut off after
+   * `graceMs` (`force`: at once, without waiting for the close frame to go out).
+   */
+  #close(conn: Connection, code: number, reason: string, force = false, graceMs = 2000): void {
     if (conn.closed) return;
     conn.ws.close(code, reason);
     this.#forget(conn);
     if (force) conn.ws.terminate();
-    else setTimeout(() => conn.ws.terminate(), 2000).unref();
+    else if (graceMs === 0) setImmediate(() => conn.ws.terminate());
+    else setTimeout(() => conn.ws.terminate(), graceMs).unref();
   }
 
   #forget(conn: Connection): void {
