@@ -12,7 +12,7 @@ import type { Directory } from './directory.js';
 import { ApiError } from './errors.js';
 import { messageId } from './ids.js';
 import { rateHeaders, type RateState, SlidingWindow } from './limits.js';
-import type { InboxFilter, MessageRecord, Store } from './store.js';
+import { type InboxFilter, MESSAGE_PAGE_BYTES, type MessageRecord, type Store } from './store.js';
 
 /** The status a client sees: `sent` past its expiry is `expired` even before the sweeper runs. */
 export function effectiveStatus(record: MessageRecord, now: number): MessageStatus {
@@ -67,9 +67,6 @@ export interface MessagePage {
   /** Messages left out because they cannot be served (poll: left `sent`). */
   skipped: string[];
 }
-
-/** Most bytes of message JSON one poll answer holds (at least one message): memory by bytes. */
-export const POLL_PAGE_BYTES = 8 * 1024 * 1024;
 
 export function sendResponse(record: MessageRecord): SendResponse {
   return { message_id: record.message_id, status: 'sent', created_at: iso(record.created_at), expires_at: iso(record.expires_at) };
@@ -192,7 +189,7 @@ export class Messenger {
   async poll(recipient: string, filter: InboxFilter, limit: number, waitMs: number, signal: AbortSignal): Promise<MessagePage> {
     if (filter.status !== 'sent') {
       const now = this.#clock.now();
-      const { messages, hasMore } = this.#store.listInbox(recipient, filter, limit, now);
+      const { messages, hasMore } = this.#store.listInbox(recipient, filter, limit, now, MESSAGE_PAGE_BYTES);
       const { json, skipped } = renderMessages(messages, now);
       return { json, last: messages[messages.length - 1], hasMore, skipped };
     }
@@ -211,15 +208,14 @@ export class Messenger {
     const json: string[] = [];
     let bytes = 0;
     let last: MessageRecord | undefined;
-    const { hasMore, skipped } = this.#store.takeSent(recipient, filter, now, (record) => {
-      if (json.length >= limit) return 'full';
+    const { hasMore, skipped } = this.#store.takeSent(recipient, filter, limit, now, (record) => {
       let text: string;
       try {
         text = servableMessageJson(record, now);
       } catch {
         return 'skip';
       }
-      if (json.length > 0 && bytes + text.length > POLL_PAGE_BYTES) return 'full';
+      if (json.length > 0 && bytes + text.length > MESSAGE_PAGE_BYTES) return 'full';
       json.push(text);
       bytes += text.length;
       last = record;

@@ -27,7 +27,7 @@ import type { Hub } from './hub.js';
 import type { RateState } from './limits.js';
 import type { Logger } from './log.js';
 import { effectiveStatus, type MessagePage, type Messenger, renderMessages, sendResponse, servableMessageJson } from './messenger.js';
-import type { AgentRecord, MessageRecord, StorageHealth, Store } from './store.js';
+import { type AgentRecord, MESSAGE_PAGE_BYTES, type MessageRecord, type StorageHealth, type Store } from './store.js';
 
 export interface Services {
   clock: Clock;
@@ -350,11 +350,10 @@ export const ROUTES: Route[] = [
       const threadId = req.params['thread']!;
       const limit = intParam(req.query, 'limit', LIMITS.threadLimitDefault, 1, LIMITS.threadLimitMax);
       const after = decodeCursor(req.query, messageCursor);
-      const rows = threadId.length <= 256 ? svc.store.thread(req.caller, threadId, after, limit + 1) : [];
-      const page = rows.slice(0, limit);
-      const { json, skipped } = renderMessages(page, svc.clock.now());
-      const hasMore = rows.length > limit;
-      return messageList(svc, `"thread_id":${JSON.stringify(threadId)},`, { json, skipped, hasMore, last: page[page.length - 1] }, messageCursorOf);
+      const { messages, hasMore } =
+        threadId.length <= 256 ? svc.store.thread(req.caller, threadId, after, limit, MESSAGE_PAGE_BYTES) : { messages: [], hasMore: false };
+      const { json, skipped } = renderMessages(messages, svc.clock.now());
+      return messageList(svc, `"thread_id":${JSON.stringify(threadId)},`, { json, skipped, hasMore, last: messages[messages.length - 1] }, messageCursorOf);
     },
   },
   {

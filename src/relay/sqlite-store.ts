@@ -15,6 +15,7 @@ import type {
   AgentRecord,
   DiscoverQuery,
   InboxFilter,
+  MessagePageRecords,
   MessagePosition,
   MessageRecord,
   ServeVerdict,
@@ -162,16 +163,7 @@ function messageFromRow(row: MessageRow): MessageRecord {
   };
 }
 
-/** Rows that decode; a row whose stored JSON columns are damaged is left out (never throws). */
-function decodeRows(rows: MessageRow[]): MessageRecord[] {
-  const out: MessageRecord[] = [];
-  for (const row of rows) {
-    const record = tryMessage(row);
-    if (record) out.push(record);
-  }
-  return out;
-}
-
+/** The record of a row, or undefined when its stored JSON columns are damaged (never throws). */
 function tryMessage(row: MessageRow): MessageRecord | undefined {
   try {
     return messageFromRow(row);
@@ -245,7 +237,7 @@ export class SqliteStore implements Store {
   readonly #lock: DataDirLock;
   readonly #statements = new Map<string, Database.Statement>();
   readonly #commit: (batch: WriteBatch, now: number) => void;
-  readonly #takeSent: (recipient: string, filter: InboxFilter, now: number, serve: (record: MessageRecord) => ServeVerdict) => TakeResult;
+  readonly #takeSent: (recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict) => TakeResult;
   readonly #fileCheck: { minFreeBytes: number; quickCheckMaxBytes: number };
 
   /**
@@ -305,38 +297,39 @@ export class SqliteStore implements Store {
     });
 
     const markOne = this.#db.prepare(`UPDATE messages SET status = 'delivered', delivered_at = ? WHERE seq = ? AND status = 'sent'`);
-    this.#takeSent = this.#db.transaction((recipient: string, filter: InboxFilter, now: number, serve: (record: MessageRecord) => ServeVerdict) => {
-      const messages: MessageRecord[] = [];
-      const skipped: string[] = [];
-      const batch = 64;
-      let after = filter.after;
-      for (;;) {
-        const { sql, params } = inboxConditions({ ...filter, ...(after ? { after } : {}) });
+    this.#takeSent = this.#db.transaction(
+      (recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict): TakeResult => {
+        const messages: MessageRecord[] = [];
+        const skipped: string[] = [];
+        let hasMore = false;
+        const { sql, params } = inboxConditions(filter);
+        // Rows are read one at a time (a page of large bodies never sits in memory whole) and marked
+        // after the read, in the same transaction: the connection cannot write while it iterates.
         const rows = this.#stmt(
           `SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${sql} ${ORDER_SQL} LIMIT ?`,
-        ).all(recipient, now, ...params, batch) as MessageRow[];
+        ).iterate(recipient, now, ...params, limit + MAX_SKIPPED + 1) as IterableIterator<MessageRow>;
         for (const row of rows) {
-          const record = tryMessage(row);
-          let verdict: ServeVerdict = 'skip';
+          const record = messages.length < limit ? tryMessage(row) : undefined;
+          let verdict: ServeVerdict = messages.length < limit ? 'skip' : 'full';
           if (record) {
             record.status = 'delivered';
             record.delivered_at = now;
             verdict = serve(record);
           }
-          if (verdict === 'full') return { messages, hasMore: true, skipped };
-          if (verdict === 'taken') {
-            markOne.run(now, row.seq);
-            messages.push(record!);
-          } else {
-            skipped.push(row.message_id);
-            if (skipped.length > MAX_SKIPPED) return { messages, hasMore: true, skipped };
+          if (verdict === 'full') {
+            hasMore = true;
+            break;
+          }
+          if (verdict === 'taken') messages.push(record!);
+          else if (skipped.push(row.message_id) > MAX_SKIPPED) {
+            hasMore = true;
+            break;
           }
         }
-        if (rows.length < batch) return { messages, hasMore: false, skipped };
-        const last = rows[rows.length - 1]!;
-        after = { t: last.created_at, id: last.message_id };
-      }
-    });
+        for (const m of messages) markOne.run(now, m.seq);
+        return { messages, hasMore, skipped };
+      },
+    );
   }
 
   /**
@@ -480,11 +473,29 @@ export class SqliteStore implements Store {
     return row ? messageFromRow(row) : undefined;
   }
 
-  takeSent(recipient: string, filter: InboxFilter, now: number, serve: (record: MessageRecord) => ServeVerdict): TakeResult {
-    return this.#takeSent(recipient, filter, now, serve);
+  takeSent(recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict): TakeResult {
+    return this.#takeSent(recipient, filter, limit, now, serve);
   }
 
-  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean } {
+  /** Reads a page row by row: at most `limit` messages, and none past `maxBytes` of bodies once one is in. */
+  #page(stmt: Database.Statement, params: unknown[], limit: number, maxBytes: number): MessagePageRecords {
+    const messages: MessageRecord[] = [];
+    let bytes = 0;
+    let hasMore = false;
+    for (const row of stmt.iterate(...params, limit + MAX_SKIPPED + 1) as IterableIterator<MessageRow>) {
+      if (messages.length >= limit || (messages.length > 0 && bytes + row.body.length > maxBytes)) {
+        hasMore = true;
+        break;
+      }
+      const record = tryMessage(row);
+      if (!record) continue;
+      messages.push(record);
+      bytes += row.body.length;
+    }
+    return { messages, hasMore };
+  }
+
+  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number, maxBytes: number): MessagePageRecords {
     const { sql, params } = inboxConditions(filter);
     const statusSql =
       filter.status === 'expired'
@@ -492,13 +503,8 @@ export class SqliteStore implements Store {
         : filter.status === 'sent'
           ? "(status = 'sent' AND expires_at > ?)"
           : "(status = 'delivered' AND ? IS NOT NULL)";
-    const rows = this.#stmt(`SELECT * FROM messages WHERE recipient_key = ? AND ${statusSql}${sql} ${ORDER_SQL} LIMIT ?`).all(
-      recipient,
-      now,
-      ...params,
-      limit + 1,
-    ) as MessageRow[];
-    return { messages: decodeRows(rows.slice(0, limit)), hasMore: rows.length > limit };
+    const stmt = this.#stmt(`SELECT * FROM messages WHERE recipient_key = ? AND ${statusSql}${sql} ${ORDER_SQL} LIMIT ?`);
+    return this.#page(stmt, [recipient, now, ...params], limit, maxBytes);
   }
 
   pending(recipient: string, afterSeq: number, limit: number, now: number, maxBytes = Number.POSITIVE_INFINITY): MessageRecord[] {
@@ -518,14 +524,13 @@ export class SqliteStore implements Store {
     return out;
   }
 
-  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number): MessageRecord[] {
+  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number, maxBytes: number): MessagePageRecords {
     const at = after ?? { t: -1, id: '' };
-    return (
-      this.#stmt(
-        `SELECT * FROM messages WHERE (thread_id = ? OR message_id = ?) AND (sender_key = ? OR recipient_key = ?) AND ${AFTER_SQL}
-         ${ORDER_SQL} LIMIT ?`,
-      ).all(threadId, threadId, caller, caller, at.t, at.t, at.id, limit) as MessageRow[]
-    ).flatMap((row) => tryMessage(row) ?? []);
+    const stmt = this.#stmt(
+      `SELECT * FROM messages WHERE (thread_id = ? OR message_id = ?) AND (sender_key = ? OR recipient_key = ?) AND ${AFTER_SQL}
+       ${ORDER_SQL} LIMIT ?`,
+    );
+    return this.#page(stmt, [threadId, threadId, caller, caller, at.t, at.t, at.id], limit, maxBytes);
   }
 
   sweep(now: number, expiredRetentionMs: number): { expired: number; purged: number } {

@@ -97,20 +97,22 @@ export interface Store {
   commit(batch: WriteBatch, now: number): void;
   getMessage(id: string): MessageRecord | undefined;
   /**
-   * A poll: `sent`, unexpired messages for `recipient`, oldest first, each offered to `serve`
-   * (already showing `delivered` and `delivered_at = now`). Only those it takes are marked
-   * delivered, in the same transaction; one it skips (cannot be served) stays `sent`; `full` ends
-   * the page with `hasMore`. Stored rows that cannot be decoded are skipped the same way.
+   * A poll: `sent`, unexpired messages for `recipient`, oldest first, read one at a time and each
+   * offered to `serve` (already showing `delivered` and `delivered_at = now`). Only those it takes
+   * are marked delivered, in the same transaction; one it skips (cannot be served) stays `sent`;
+   * `full` ends the page with `hasMore`. Stored rows that cannot be decoded are skipped the same
+   * way. At most `limit` are taken.
    */
-  takeSent(recipient: string, filter: InboxFilter, now: number, serve: (record: MessageRecord) => ServeVerdict): TakeResult;
-  /** A read-only inbox view (delivered / expired history); undecodable rows are left out. */
-  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean };
+  takeSent(recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict): TakeResult;
+  /** A read-only inbox view (delivered / expired history): a page of at most `limit` messages and about `maxBytes` of bodies. */
+  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number, maxBytes: number): MessagePageRecords;
   /**
    * `sent`, unexpired messages for `recipient` after `afterSeq`, oldest first (WebSocket backlog):
    * at most `limit`, and no more once their bodies reach `maxBytes` (at least one).
    */
   pending(recipient: string, afterSeq: number, limit: number, now: number, maxBytes?: number): MessageRecord[];
-  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number): MessageRecord[];
+  /** A page of a thread the caller took part in: at most `limit` messages and about `maxBytes` of bodies. */
+  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number, maxBytes: number): MessagePageRecords;
   /** Marks overdue `sent` messages expired and purges what has outlived its retention. */
   sweep(now: number, expiredRetentionMs: number): { expired: number; purged: number };
 
@@ -131,6 +133,15 @@ export interface StorageHealth {
   /** Why not: `disk_full`, `corrupt`, `missing`, `write_failed`. */
   reason?: string;
   detail?: string;
+}
+
+/** Most bytes of message bodies one page of messages holds (at least one message): memory by bytes. */
+export const MESSAGE_PAGE_BYTES = 8 * 1024 * 1024;
+
+/** A page of stored messages; undecodable rows are left out. */
+export interface MessagePageRecords {
+  messages: MessageRecord[];
+  hasMore: boolean;
 }
 
 /** What `serve` says about one message offered to a poll. */
