@@ -186,7 +186,8 @@ export class Hub {
       try {
         this.#close(conn, CLOSE_INTERNAL, 'internal error', true);
       } catch {
-        // Already going away.
+        this.#forget(conn);
+        conn.ws.terminate();
       }
     }
   }

@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import * as ed from '@noble/ed25519';
 import { EMPTY_BODY_HASH, LIMITS } from '../../src/protocol/constants.js';
 import { canonicalRequest, verifySignature, wsAuthString } from '../../src/protocol/signing.js';
+import { Messenger } from '../../src/relay/messenger.js';
 import { newAgent, startRelay } from '../helpers/relay.js';
 import { deep, signedBytes, TextSocket } from './_raw.js';
 import { Api, expectError, expectOk, freshAuthFrame, openSocket, roundTrip, wsConnect } from './_support.js';
@@ -274,5 +275,25 @@ describe('item 7: small-order and non-canonical public keys are refused', () => 
       assert.equal(r.error.code, 'bad_request');
       assert.equal(r.error.details.field, 'recipient_key');
     }
+  });
+});
+
+describe('item 1: no exception escapes a listener', () => {
+  it('an unexpected throw while handling a frame closes that connection 1011 and logs; over HTTP it is a 500; the relay lives on', async (t) => {
+    const { url, wsUrl, logs } = await startRelay(t);
+    const original = Messenger.prototype.send;
+    Messenger.prototype.send = function () {
+      throw new TypeError('injected failure');
+    };
+    t.after(() => {
+      Messenger.prototype.send = original;
+    });
+    const s = await wsConnect(t, wsUrl, newAgent());
+    s.send({ type: 'send', request_id: 'boom', recipient_key: newAgent().publicKey, body: 1 });
+    assert.equal((await s.closed).code, 1011);
+    assert.ok(logs.some((e) => e.msg === 'internal_error' && String(e['error']).includes('injected failure')));
+    expectError(await new Api(url).post(newAgent(), '/v1/messages', { recipient_key: newAgent().publicKey, body: 1 }), 500, 'internal_error');
+    Messenger.prototype.send = original;
+    await stillServing(t, url, wsUrl);
   });
 });
