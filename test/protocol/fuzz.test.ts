@@ -1,6 +1,6 @@
 /**
  * Property tests over the parsers that meet outside input first: random JSON, random nesting,
- * sizes and bytes, seeded (see test/helpers/fuzz.ts). Nothing may escape but the documented typed
+ * sizes and bytes, seeded (see test/protocol/_fuzz.ts). Nothing may escape but the documented typed
  * error with a stable reason, and what is accepted must be what was sent.
  */
 import assert from 'node:assert/strict';
@@ -9,7 +9,7 @@ import { LIMITS } from '../../src/protocol/constants.js';
 import { FrameParseError, parseClientFrame } from '../../src/protocol/frames.js';
 import { decodeUtf8, JsonInputError, jsonDepth, memberSpans, parseJson } from '../../src/protocol/json.js';
 import { ValidationError, validateAclPut, validateProfilePatch, validateSendRequest } from '../../src/protocol/validate.js';
-import { Gen, SEED } from '../helpers/fuzz.js';
+import { Gen, SEED } from './_fuzz.js';
 
 const KEY = '5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA';
 const FRAME_REASONS = new Set(['not_json', 'not_object', 'unknown_type', 'invalid', 'too_deep']);

@@ -1,5 +1,5 @@
 /**
- * Property tests on the relay's input edges, seeded (test/helpers/fuzz.ts): the HTTP body parser
+ * Property tests on the relay's input edges, seeded (test/protocol/_fuzz.ts): the HTTP body parser
  * answers every byte string with a value or a documented 400, and a live relay answers every
  * random frame (before and after auth) with documented frames or a documented close code, and
  * keeps serving.
@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ApiError } from '../../src/relay/errors.js';
 import { parseJsonBody } from '../../src/relay/http.js';
-import { Gen, SEED } from '../helpers/fuzz.js';
+import { Gen, SEED } from '../protocol/_fuzz.js';
 import { newAgent, startRelay } from '../helpers/relay.js';
 import { TextSocket } from './_raw.js';
 import { Api, expectOk, freshAuthFrame } from './_support.js';
