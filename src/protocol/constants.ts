@@ -45,8 +45,19 @@ const MiB = 1024 * 1024;
 /** Size, count and range limits (§3.4, §3.6, §3.7, §7). */
 export const LIMITS = {
   maxBodyBytes: 1 * MiB,
-  /** Deepest nesting accepted in any JSON from outside (frames, bodies, files); our choice. */
+  /**
+   * Deepest nesting accepted in any JSON from outside (a whole frame, request body or file, so a
+   * message body inside a send may nest slightly less); our choice.
+   */
   maxJsonDepth: 128,
+  /** Bytes a WebSocket may send before it has authenticated (an auth frame is ~250); our choice. */
+  wsPreAuthBytes: 8 * 1024,
+  /** A pong echoes `ts` only up to this many bytes of JSON (before auth: a number or string up to 64). */
+  pongTsMaxBytes: 1024,
+  pongTsMaxBytesPreAuth: 64,
+  /** `GET /v1/discover`: at most this many `tag` parameters and `q` words; our choice. */
+  discoverMaxTags: 20,
+  discoverMaxWords: 16,
   maxEnvelopeBytes: 2 * MiB,
   maxAttachments: 10,
   ttlMinSeconds: 1,

@@ -6,7 +6,7 @@ import { RelayError } from '../core/errors.js';
 import type { ErrorEnvelope, FrameError, JsonObject } from './types.js';
 import { isPlainObject } from './validate.js';
 
-/** HTTP status of every documented error code (§6) plus our WebSocket-only code. */
+/** HTTP status of every documented error code (§6) plus our own: `too_many_connections` (WebSocket), `request_timeout`. */
 export const ERROR_STATUS = {
   bad_request: 400,
   unauthorized: 401,
@@ -19,6 +19,7 @@ export const ERROR_STATUS = {
   agent_not_found: 404,
   message_not_found: 404,
   blob_not_found: 404,
+  request_timeout: 408,
   replay_detected: 409,
   blob_referenced: 409,
   payload_too_large: 413,

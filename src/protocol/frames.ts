@@ -6,7 +6,7 @@
  */
 import { ProtocolError } from '../core/errors.js';
 import { LIMITS, MESSAGE_STATUSES } from './constants.js';
-import { jsonDepth } from './json.js';
+import { JsonInputError, jsonDepth, memberSpans, memberText, parseJson } from './json.js';
 import type {
   AckFrame,
   Attachment,
@@ -24,6 +24,11 @@ import type {
 } from './types.js';
 import { isPlainObject, type NormalizedSend, ValidationError, validateSendRequest } from './validate.js';
 
+/**
+ * Why a frame was refused. `not_json`: unparseable; `too_deep`: nested deeper than
+ * `LIMITS.maxJsonDepth` (refused before anything else looks at it); `not_object`: JSON but not an
+ * object; `unknown_type`; `invalid`: a known type with bad fields.
+ */
 export type FrameErrorReason = 'not_json' | 'not_object' | 'unknown_type' | 'invalid' | 'too_deep';
 
 /** A frame that could not be parsed or failed validation. */
@@ -53,13 +58,66 @@ export class FrameParseError extends ProtocolError {
   }
 }
 
-/** A client frame after validation; `send` carries the normalised message fields. */
+/**
+ * A client frame after validation; `send` carries the normalised message fields (with the body's
+ * verbatim text in `message.body_text`), `ping` the verbatim text of its `ts` in `ts_text`.
+ */
 export type ParsedClientFrame =
   | AuthFrame
   | AckFrame
-  | PingFrame
+  | (PingFrame & { ts_text?: string })
   | PongFrame
   | { type: 'send'; request_id?: string; message: NormalizedSend };
+
+export interface ClientFrameOptions {
+  /** Largest message body, counted in bytes of its JSON text as sent (default 1 MiB). */
+  maxBodyBytes?: number;
+  /** Deepest nesting of the whole frame (default `LIMITS.maxJsonDepth`). */
+  maxDepth?: number;
+}
+
+/** A `request_id` as the relay echoes it: a string, or a number turned into one. */
+function requestIdOf(value: unknown): string | undefined {
+  return typeof value === 'string' ? value : typeof value === 'number' ? String(value) : undefined;
+}
+
+/**
+ * The top-level `type` and `request_id` of a frame too deep to parse, read from their source text
+ * when they are short scalars, so a too-deep `send` can still be answered with its `send_result`.
+ */
+function identify(text: string): { frameType?: string; requestId?: string } {
+  const spans = memberSpans(text, [['type'], ['request_id']]);
+  const read = (key: string): string | undefined => {
+    const span = spans.get(key);
+    if (!span || span.end - span.start > 1024) return undefined;
+    const raw = text.slice(span.start, span.end);
+    if (!/^(?:"|-?\d)/.test(raw)) return undefined;
+    try {
+      return requestIdOf(JSON.parse(raw));
+    } catch {
+      return undefined;
+    }
+  };
+  const frameType = read('type');
+  const requestId = read('request_id');
+  return { ...(frameType === undefined ? {} : { frameType }), ...(requestId === undefined ? {} : { requestId }) };
+}
+
+function decodeClient(text: string, maxDepth: number): { frame: Record<string, unknown>; type: string } {
+  let value: unknown;
+  try {
+    value = parseJson(text, maxDepth);
+  } catch (err) {
+    if (err instanceof JsonInputError && err.reason === 'too_deep') {
+      throw new FrameParseError('too_deep', `frame is nested deeper than ${maxDepth} levels`, identify(text));
+    }
+    throw new FrameParseError('not_json', 'frame is not valid JSON');
+  }
+  if (!isPlainObject(value)) throw new FrameParseError('not_object', 'frame must be a JSON object');
+  const type = value['type'];
+  if (typeof type !== 'string') throw new FrameParseError('invalid', 'frame has no string "type"', { field: 'type' });
+  return { frame: value, type };
+}
 
 function decode(text: string): { frame: Record<string, unknown>; type: string } {
   let value: unknown;
@@ -86,9 +144,12 @@ function withTs<T extends 'ping' | 'pong'>(type: T, frame: Record<string, unknow
   return frame['ts'] === undefined ? { type } : { type, ts: frame['ts'] as JsonValue };
 }
 
-/** Parses a frame a client sent to the relay. */
-export function parseClientFrame(text: string, options: { maxBodyBytes?: number } = {}): ParsedClientFrame {
-  const { frame, type } = decode(text);
+/**
+ * Parses a frame a client sent to the relay. Depth is checked on the text before parsing; a send's
+ * body is measured and kept as the exact text the client sent (bodies travel verbatim).
+ */
+export function parseClientFrame(text: string, options: ClientFrameOptions = {}): ParsedClientFrame {
+  const { frame, type } = decodeClient(text, options.maxDepth ?? LIMITS.maxJsonDepth);
   switch (type) {
     case 'auth':
       return {
@@ -99,16 +160,21 @@ export function parseClientFrame(text: string, options: { maxBodyBytes?: number 
       };
     case 'ack':
       return { type, message_id: requireString(frame, type, 'message_id') };
-    case 'ping':
+    case 'ping': {
+      const ping = withTs(type, frame);
+      const tsText = ping.ts === undefined ? undefined : memberText(text, ['ts']);
+      return tsText === undefined ? ping : { ...ping, ts_text: tsText };
+    }
     case 'pong':
       return withTs(type, frame);
     case 'send': {
-      const rid = frame['request_id'];
-      const requestId = typeof rid === 'string' ? rid : typeof rid === 'number' ? String(rid) : undefined;
+      const requestId = requestIdOf(frame['request_id']);
       // Lenient form: {"type":"send","message":{...}} (spec §5.4).
-      const fields = isPlainObject(frame['message']) && frame['recipient_key'] === undefined ? frame['message'] : frame;
+      const nested = isPlainObject(frame['message']) && frame['recipient_key'] === undefined;
+      const fields = nested ? (frame['message'] as Record<string, unknown>) : frame;
       try {
-        const message = validateSendRequest(fields, options.maxBodyBytes);
+        const bodyText = Object.hasOwn(fields, 'body') ? memberText(text, nested ? ['message', 'body'] : ['body']) : undefined;
+        const message = validateSendRequest(fields, options.maxBodyBytes, bodyText);
         return requestId === undefined ? { type, message } : { type, request_id: requestId, message };
       } catch (err) {
         if (!(err instanceof ValidationError)) throw err;

@@ -97,86 +97,115 @@ export interface Span {
 }
 
 /**
- * Finds the source text of object members by path, in a text already known to be valid JSON
- * (parse it first). `paths` are member-name paths from the root object, e.g. `[['body'],
- * ['message', 'body']]`. Like `JSON.parse`, the last occurrence of a duplicated key wins.
- * Returns a map keyed by the path joined with `.`; absent members are absent from the map.
+ * Finds the source text of object members by path. `paths` are member-name paths from the root
+ * object, e.g. `[['body'], ['message', 'body']]`. Like `JSON.parse`, the last occurrence of a
+ * duplicated key wins. Returns a map keyed by the path joined with `.`; absent members are absent
+ * from the map.
+ *
+ * Meant for text already known to be valid JSON (parse it first); on any other text it still
+ * returns (possibly meaningless spans) and never throws. Memory is bounded by the longest path,
+ * not by the nesting of the text: levels deeper than that are only counted.
  */
 export function memberSpans(text: string, paths: ReadonlyArray<ReadonlyArray<string>>): Map<string, Span> {
   const wanted = new Set(paths.map((p) => p.join('\u0000')));
   const maxLen = Math.max(0, ...paths.map((p) => p.length));
   const out = new Map<string, Span>();
-  // Stack of containers; for objects, the key of the member being read (undefined in arrays).
+  // For containers at depth 1..maxLen: their kind and, for objects, the key being read.
   const keys: Array<string | undefined> = [];
   const kinds: number[] = []; // 0x7b object, 0x5b array
+  let depth = 0;
   // A member value whose span is being recorded: the container depth it started at.
-  let pendingKey: string | undefined;
+  let pendingKey = '';
   let pendingStart = -1;
   let pendingDepth = -1;
   let expectKey = false;
   const n = text.length;
 
   const startValue = (i: number): void => {
-    if (pendingStart === -1 && keys.length > 0 && keys.length <= maxLen && kinds[kinds.length - 1] === 0x7b) {
-      const path = keys as string[];
-      const id = path.join('\u0000');
-      if (wanted.has(id)) {
-        pendingKey = path.join('.');
-        pendingStart = i;
-        pendingDepth = keys.length;
-      }
+    if (pendingStart !== -1 || depth === 0 || depth > maxLen || kinds[depth - 1] !== 0x7b) return;
+    const path = keys.slice(0, depth) as string[];
+    if (wanted.has(path.join('\u0000'))) {
+      pendingKey = path.join('.');
+      pendingStart = i;
+      pendingDepth = depth;
     }
   };
   const endValue = (end: number): void => {
-    if (pendingStart !== -1 && keys.length === pendingDepth) {
-      out.set(pendingKey as string, { start: pendingStart, end });
+    if (pendingStart !== -1 && depth === pendingDepth) {
+      // Clamped: an unterminated string in broken text "ends" past the last character.
+      out.set(pendingKey, { start: pendingStart, end: Math.min(end, n) });
       pendingStart = -1;
     }
   };
 
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
-    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09 || c === 0x2c /* , */) {
-      if (c === 0x2c && kinds[kinds.length - 1] === 0x7b) expectKey = true;
+    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09 || c === 0x3a /* : */) continue;
+    if (c === 0x2c /* , */) {
+      if (depth > 0 && depth <= maxLen && kinds[depth - 1] === 0x7b) expectKey = true;
       continue;
     }
-    if (c === 0x3a /* : */) continue;
-    if (c === 0x22) {
+    if (c === 0x22 /* " */) {
       const close = skipString(text, i);
-      if (expectKey) {
-        keys[keys.length - 1] = JSON.parse(text.slice(i, close + 1)) as string;
-        expectKey = false;
-      } else {
-        startValue(i);
-        endValue(close + 1);
+      if (depth <= maxLen) {
+        if (expectKey) {
+          keys[depth - 1] = memberName(text, i, close);
+          expectKey = false;
+        } else {
+          startValue(i);
+          endValue(close + 1);
+        }
       }
       i = close;
       continue;
     }
     if (c === 0x7b || c === 0x5b) {
       startValue(i);
-      kinds.push(c);
-      keys.push(undefined);
-      expectKey = c === 0x7b;
+      depth++;
+      if (depth <= maxLen) {
+        kinds[depth - 1] = c;
+        keys[depth - 1] = undefined;
+        expectKey = c === 0x7b;
+      }
       continue;
     }
     if (c === 0x7d || c === 0x5d) {
-      kinds.pop();
-      keys.pop();
-      expectKey = false;
-      endValue(i + 1);
+      if (depth > 0) depth--;
+      if (depth <= maxLen) {
+        expectKey = false;
+        endValue(i + 1);
+      }
       continue;
     }
-    // A scalar: number, true, false, null. It ends at a delimiter.
+    // A scalar: number, true, false, null (or garbage). It ends at a delimiter.
     let j = i + 1;
     while (j < n) {
       const d = text.charCodeAt(j);
-      if (d === 0x2c || d === 0x7d || d === 0x5d || d === 0x20 || d === 0x0a || d === 0x0d || d === 0x09) break;
+      if (d === 0x2c || d === 0x7d || d === 0x5d || d === 0x20 || d === 0x0a || d === 0x0d || d === 0x09 || d === 0x22 || d === 0x3a) break;
       j++;
     }
-    startValue(i);
-    endValue(j);
+    if (depth <= maxLen) {
+      startValue(i);
+      endValue(j);
+    }
     i = j - 1;
   }
   return out;
+}
+
+/** The decoded name of the member key whose quotes are at `open` and `close`. */
+function memberName(text: string, open: number, close: number): string {
+  const raw = text.slice(open + 1, close);
+  if (!raw.includes('\\')) return raw;
+  try {
+    return JSON.parse(text.slice(open, close + 1)) as string;
+  } catch {
+    return raw;
+  }
+}
+
+/** The source text of one member (see `memberSpans`), or undefined when absent. */
+export function memberText(text: string, path: ReadonlyArray<string>): string | undefined {
+  const span = memberSpans(text, [path]).get(path.join('.'));
+  return span && text.slice(span.start, span.end);
 }

@@ -121,6 +121,45 @@ export function authFrame(keypair: Keypair, nowMs: number): { type: 'auth'; publ
   return { type: 'auth', public_key: keypair.publicKey, timestamp, signature: keypair.sign(wsAuthString(timestamp)) };
 }
 
+/**
+ * Why a public key cannot be an identity, or undefined when it can:
+ * - `malformed`: not 43 base64url characters (32 bytes);
+ * - `not_on_curve`: the bytes decode to no Ed25519 point;
+ * - `non_canonical`: a point written in a non-canonical form (y ≥ p, or x = 0 with the sign bit);
+ * - `small_order`: one of the 8 points of small order (the identity among them). Anyone can make
+ *   a signature that verifies under such a key for any message, so it proves nothing.
+ */
+export type PublicKeyProblem = 'malformed' | 'not_on_curve' | 'non_canonical' | 'small_order';
+
+/** Verdicts per key string; bounded (cleared when full: a miss only costs one decompression). */
+const keyVerdicts = new Map<string, PublicKeyProblem | null>();
+const MAX_KEY_VERDICTS = 10_000;
+
+export function publicKeyProblem(publicKey: string): PublicKeyProblem | undefined {
+  const cached = keyVerdicts.get(publicKey);
+  if (cached !== undefined) return cached ?? undefined;
+  const bytes = decodePublicKey(publicKey);
+  let verdict: PublicKeyProblem | null = null;
+  if (!bytes) verdict = 'malformed';
+  else {
+    let point: InstanceType<typeof ed.Point> | undefined;
+    try {
+      point = ed.Point.fromBytes(bytes, false);
+    } catch {
+      try {
+        ed.Point.fromBytes(bytes, true);
+        verdict = 'non_canonical';
+      } catch {
+        verdict = 'not_on_curve';
+      }
+    }
+    if (point && point.isSmallOrder()) verdict = 'small_order';
+  }
+  if (keyVerdicts.size >= MAX_KEY_VERDICTS) keyVerdicts.clear();
+  keyVerdicts.set(publicKey, verdict);
+  return verdict ?? undefined;
+}
+
 /** A node:crypto public key object for `publicKey`; undefined if the string is not a key. */
 export function publicKeyObject(publicKey: string): KeyObject | undefined {
   if (!decodePublicKey(publicKey)) return undefined;

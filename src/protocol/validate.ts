@@ -18,6 +18,7 @@ import {
   VISIBILITIES,
 } from './constants.js';
 import { isPublicKey } from './encoding.js';
+import { publicKeyProblem } from './signing.js';
 import type {
   AclEntryType,
   Attachment,
@@ -79,6 +80,11 @@ export interface NormalizedSend {
   recipient_key: string;
   content_type: string;
   body: JsonValue;
+  /**
+   * The body's JSON text exactly as the sender wrote it, when the request was parsed from text
+   * (the relay stores and forwards this, never a re-serialisation of `body`).
+   */
+  body_text?: string;
   attachments: Attachment[];
   thread_id: string | null;
   in_reply_to: string | null;
@@ -128,14 +134,26 @@ function validateAttachments(value: unknown): Attachment[] {
 }
 
 /**
- * Validates a `POST /v1/messages` body (also the fields of an inline `send` frame) and applies
- * the defaults. Throws ValidationError.
+ * Checks a peer's public key (a recipient, an ACL peer): well-formed, and a usable Ed25519 point.
+ * Small-order points (such as the identity) are refused: anyone can sign as them.
  */
-export function validateSendRequest(input: unknown, maxBodyBytes: number = LIMITS.maxBodyBytes): NormalizedSend {
+function checkPeerKey(value: unknown, field: string): string {
+  if (!isPublicKey(value)) fail(400, field, 'must be a 43-character base64url public key');
+  const problem = publicKeyProblem(value);
+  if (problem) fail(400, field, `is not a usable Ed25519 public key (${problem.replace('_', '-')} point)`);
+  return value;
+}
+
+/**
+ * Validates a `POST /v1/messages` body (also the fields of an inline `send` frame) and applies
+ * the defaults. Throws ValidationError. `bodyText` is the body's JSON text as received: its bytes
+ * are what the size limit counts, and it is kept in `body_text`.
+ */
+export function validateSendRequest(input: unknown, maxBodyBytes: number = LIMITS.maxBodyBytes, bodyText?: string): NormalizedSend {
   if (!isPlainObject(input)) fail(400, '', 'the request body must be a JSON object');
   const recipient = input['recipient_key'];
   if (recipient === undefined) fail(400, 'recipient_key', 'is required');
-  if (!isPublicKey(recipient)) fail(400, 'recipient_key', 'must be a 43-character base64url public key');
+  const recipientKey = checkPeerKey(recipient, 'recipient_key');
 
   const contentType = optionalString(input, 'content_type', LIMITS.contentTypeMax) ?? 'application/json';
   if (contentType.length === 0) fail(400, 'content_type', 'must not be empty');
@@ -144,7 +162,8 @@ export function validateSendRequest(input: unknown, maxBodyBytes: number = LIMIT
   const hasBody = Object.hasOwn(input, 'body');
   if (!hasBody && attachments.length === 0) fail(400, 'body', 'is required unless attachments are given');
   const body = (hasBody ? input['body'] : null) as JsonValue;
-  if (hasBody && jsonByteLength(body) > maxBodyBytes) {
+  const text = hasBody ? bodyText : undefined;
+  if (hasBody && (text === undefined ? jsonByteLength(body) : Buffer.byteLength(text)) > maxBodyBytes) {
     fail(413, 'body', `the body is larger than ${maxBodyBytes} bytes; upload big data as a blob`);
   }
 
@@ -165,9 +184,10 @@ export function validateSendRequest(input: unknown, maxBodyBytes: number = LIMIT
   if (metadata !== undefined && metadata !== null && !isPlainObject(metadata)) fail(400, 'metadata', 'must be an object');
 
   return {
-    recipient_key: recipient,
+    recipient_key: recipientKey,
     content_type: contentType,
     body,
+    ...(text === undefined ? {} : { body_text: text }),
     attachments,
     thread_id: threadId,
     in_reply_to: inReplyTo,
@@ -286,8 +306,7 @@ export function validateProfilePatch(input: unknown): ProfilePatch {
 /** Validates a `PUT /v1/agents/{key}/acl` body. */
 export function validateAclPut(input: unknown): { peer_key: string; entry_type: AclEntryType } {
   if (!isPlainObject(input)) fail(400, '', 'the request body must be a JSON object');
-  const peer = input['peer_key'];
-  if (!isPublicKey(peer)) fail(400, 'peer_key', 'must be a 43-character base64url public key');
+  const peer = checkPeerKey(input['peer_key'], 'peer_key');
   const type = input['entry_type'];
   if (typeof type !== 'string' || !(ACL_ENTRY_TYPES as readonly string[]).includes(type)) {
     fail(400, 'entry_type', 'must be "allow" or "block"');

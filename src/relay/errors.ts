@@ -3,6 +3,7 @@ import { ERROR_STATUS, type RelayErrorCode } from '../protocol/envelope.js';
 import type { JsonObject } from '../protocol/types.js';
 import { ValidationError } from '../protocol/validate.js';
 
+
 export class ApiError extends Error {
   override name = 'ApiError';
   readonly status: number;
@@ -27,6 +28,20 @@ export class ApiError extends Error {
         details: { field: err.field, reason: err.reason },
       });
     }
+    if (isStorageFailure(err)) {
+      // Disk full, I/O errors, a damaged file: retryable for the client, loud in the logs.
+      const code = String((err as { code?: unknown }).code);
+      return new ApiError('service_unavailable', 'storage is unavailable; retry later', {
+        details: { reason: code === 'SQLITE_FULL' ? 'disk_full' : 'storage_error', retry_after: 5 },
+        headers: { 'Retry-After': '5' },
+      });
+    }
     return new ApiError('internal_error', 'internal error');
   }
+}
+
+/** True for errors that say the storage itself is failing (not a constraint or a bug). */
+export function isStorageFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null | undefined)?.code;
+  return typeof code === 'string' && /^SQLITE_(FULL|IOERR|CORRUPT|NOTADB|CANTOPEN|READONLY|BUSY|LOCKED|PERM|PROTOCOL|NOLFS)/.test(code);
 }

@@ -3,21 +3,31 @@
  * connection limit, backlog then live pushes, acks, inline sends, JSON and control heartbeats.
  *
  * Each connection streams in one of two modes. `backlog`: pages of stored `sent` messages after
- * its cursor, the next page only once the previous one has been written to the socket (so a
- * 100 000-message backlog never sits in memory). `live`: each committed message is pushed as it
- * is stored. A slow reader whose buffer fills falls back to backlog mode and catches up from the
- * store, so nothing is skipped and nothing is buffered without bound.
+ * its cursor, bounded by count and by bytes, the next page only once the previous one has been
+ * written to the socket (so a 100 000-message backlog never sits in memory). `live`: each
+ * committed message is pushed as it is stored. A slow reader whose unsent bytes pass HIGH_WATER
+ * falls back to backlog mode and catches up from the store, so nothing is skipped and nothing is
+ * buffered without bound. A connection with more than MAX_BUFFERED bytes it has not read (pongs
+ * and results it keeps asking for) is cut with 1008.
+ *
+ * Before authentication a connection is nearly free to open, so it gets almost nothing: at most
+ * LIMITS.wsPreAuthBytes received (counted on the raw socket, so an unfinished large frame is cut
+ * while it arrives: close 1009), and a pong that echoes only a short scalar `ts`.
+ *
+ * No exception leaves a socket listener: an unexpected one is logged and closes that connection
+ * with 1011.
  */
 import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Clock, Timer } from '../core/clock.js';
-import { CLOSE_CODES } from '../protocol/constants.js';
+import { CLOSE_CODES, LIMITS } from '../protocol/constants.js';
 import { FrameParseError, parseClientFrame, type ParsedClientFrame } from '../protocol/frames.js';
 import type { FrameError, JsonObject } from '../protocol/types.js';
 import type { Authenticator } from './auth.js';
 import type { Batcher } from './batcher.js';
 import type { Directory } from './directory.js';
-import { ApiError } from './errors.js';
+import { ApiError, isStorageFailure } from './errors.js';
 import { connectionId } from './ids.js';
 import type { Logger } from './log.js';
 import { messageJson, type Messenger, sendResponse } from './messenger.js';
@@ -43,8 +53,14 @@ export interface HubDeps {
 }
 
 const BACKLOG_PAGE = 256;
-/** Above this many buffered bytes a connection stops taking live pushes and catches up from the store. */
-const HIGH_WATER = 4 * 1024 * 1024;
+/** Above this many unsent bytes a connection stops taking pushes and catches up from the store. */
+const HIGH_WATER = 1024 * 1024;
+/** A connection with more unsent bytes than this (it does not read) is cut. */
+const MAX_BUFFERED = 8 * 1024 * 1024;
+/** Close codes the relay uses beyond §5.6 (standard WebSocket codes). */
+const CLOSE_TOO_BIG = 1009;
+const CLOSE_SLOW_READER = 1008;
+const CLOSE_INTERNAL = 1011;
 
 class Connection {
   readonly id = connectionId();
@@ -106,34 +122,102 @@ export class Hub {
     return this.#byAgent.get(agent)?.size ?? 0;
   }
 
-  /** Takes over a freshly upgraded socket. */
-  accept(ws: WebSocket, req: IncomingMessage): void {
+  /**
+   * Takes over a freshly upgraded socket. `socket` is the raw connection under `ws` (its byte
+   * count before authentication is bounded here); `headBytes` arrived with the upgrade request.
+   */
+  accept(ws: WebSocket, req: IncomingMessage, socket: Duplex, headBytes = 0): void {
     const { clock, logger } = this.#deps;
     const conn = new Connection(ws, req.socket.remoteAddress ?? '', clock.now());
     this.#all.add(conn);
     logger.debug('ws_open', { conn: conn.id, remote: conn.remote });
     conn.authTimer = clock.setTimeout(() => {
-      if (conn.agent || conn.closed) return;
-      conn.send(errorFrame('auth_result', { code: 'unauthorized', message: 'no auth frame within 10 s' }));
-      this.#close(conn, CLOSE_CODES.authFailed, 'auth timeout');
+      this.#guard(conn, 'auth_timeout', () => {
+        if (conn.agent || conn.closed) return;
+        this.#send(conn, errorFrame('auth_result', { code: 'unauthorized', message: 'no auth frame within 10 s' }));
+        this.#close(conn, CLOSE_CODES.authFailed, 'auth timeout');
+      });
     }, this.#options.authTimeoutMs);
 
+    // ws has already attached its own 'data' listener, so a chunk that completes the auth frame
+    // is handled (and the connection authenticated) before this listener counts it.
+    let received = headBytes;
+    const countPreAuth = (chunk: Buffer): void => {
+      if (conn.agent || conn.closed) {
+        socket.off('data', countPreAuth);
+        return;
+      }
+      received += chunk.length;
+      if (received <= LIMITS.wsPreAuthBytes) return;
+      socket.off('data', countPreAuth);
+      logger.info('ws_preauth_too_large', { conn: conn.id, remote: conn.remote, bytes: received });
+      // Stop reading, say why, and cut the connection one turn later (once the close frame is
+      // written): no close handshake for a peer that is still pushing bytes we would only discard.
+      socket.pause();
+      this.#close(conn, CLOSE_TOO_BIG, `at most ${LIMITS.wsPreAuthBytes} bytes before authentication`, false, 0);
+    };
+    socket.on('data', countPreAuth);
+
     ws.on('message', (data, isBinary) => {
-      conn.lastSeen = clock.now();
-      const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
-      this.#onFrame(conn, text, isBinary);
+      this.#guard(conn, 'ws_message', () => {
+        conn.lastSeen = clock.now();
+        if (isBinary) {
+          this.#onBadFrame(conn, new FrameParseError('not_json', 'binary frames are not part of the protocol'));
+          return;
+        }
+        const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
+        this.#onFrame(conn, text);
+      });
     });
     ws.on('pong', () => {
       conn.lastSeen = clock.now();
     });
-    ws.on('close', (code, reason) => this.#onClosed(conn, code, reason.toString()));
+    ws.on('close', (code, reason) => this.#guard(conn, 'ws_close', () => this.#onClosed(conn, code, reason.toString())));
+    // ws closes the connection itself after an error (1007 invalid UTF-8, 1009 too big, 1002 protocol).
     ws.on('error', (err) => logger.debug('ws_error', { conn: conn.id, error: err.message }));
   }
 
-  #onFrame(conn: Connection, text: string, isBinary: boolean): void {
+  /** Runs `fn` for `conn`; an unexpected throw is logged and closes that connection (1011), never escapes. */
+  #guard(conn: Connection, where: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.#deps.logger.error('internal_error', { where, conn: conn.id, agent: conn.agent, error: (err as Error)?.stack ?? String(err) });
+      try {
+        this.#close(conn, CLOSE_INTERNAL, 'internal error', true);
+      } catch {
+        this.#forget(conn);
+        conn.ws.terminate();
+      }
+    }
+  }
+
+  /**
+   * Sends a frame that is not a pushed message (pong, results, errors). A peer that keeps asking
+   * for them without reading the answers is cut once MAX_BUFFERED bytes wait for it.
+   */
+  #send(conn: Connection, frame: string, cb?: (err?: Error) => void): void {
+    if (conn.closed) return;
+    if (conn.ws.bufferedAmount > MAX_BUFFERED) {
+      this.#deps.logger.info('ws_slow_reader', { conn: conn.id, agent: conn.agent, buffered: conn.ws.bufferedAmount });
+      this.#close(conn, CLOSE_SLOW_READER, 'slow reader: too much unread data', true);
+      return;
+    }
+    conn.send(frame, cb);
+  }
+
+  /** A pong; `ts` is echoed verbatim when short (before auth: only a short number or string). */
+  #pong(conn: Connection, frame: Extract<ParsedClientFrame, { type: 'ping' }>): void {
+    const ts = frame.ts_text;
+    const max = conn.agent ? LIMITS.pongTsMaxBytes : LIMITS.pongTsMaxBytesPreAuth;
+    const scalar = conn.agent || typeof frame.ts === 'number' || typeof frame.ts === 'string';
+    const echo = ts !== undefined && scalar && ts.length <= max && Buffer.byteLength(ts) <= max;
+    this.#send(conn, echo ? `{"type":"pong","ts":${ts}}` : '{"type":"pong"}');
+  }
+
+  #onFrame(conn: Connection, text: string): void {
     let frame: ParsedClientFrame;
     try {
-      if (isBinary) throw new FrameParseError('not_json', 'binary frames are not part of the protocol');
       frame = parseClientFrame(text, { maxBodyBytes: this.#options.maxBodyBytes });
     } catch (err) {
       this.#onBadFrame(conn, err);
@@ -141,9 +225,9 @@ export class Hub {
     }
     if (!conn.agent) {
       if (frame.type === 'auth') this.#onAuth(conn, frame);
-      else if (frame.type === 'ping') conn.send(JSON.stringify(frame.ts === undefined ? { type: 'pong' } : { type: 'pong', ts: frame.ts }));
+      else if (frame.type === 'ping') this.#pong(conn, frame);
       else {
-        conn.send(errorFrame('error', { code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
+        this.#send(conn, errorFrame('error', { code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
         this.#close(conn, CLOSE_CODES.authFailed, 'not authenticated');
       }
       return;
@@ -161,30 +245,39 @@ export class Hub {
         this.#onSend(conn, conn.agent, frame.request_id, frame.message);
         return;
       case 'ping':
-        conn.send(JSON.stringify(frame.ts === undefined ? { type: 'pong' } : { type: 'pong', ts: frame.ts }));
+        this.#pong(conn, frame);
         return;
       case 'pong':
         return;
       case 'auth':
-        conn.send(errorFrame('error', { code: 'bad_request', message: 'this connection is already authenticated' }));
+        this.#send(conn, errorFrame('error', { code: 'bad_request', message: 'this connection is already authenticated' }));
         return;
     }
   }
 
   #onBadFrame(conn: Connection, err: unknown): void {
     if (!(err instanceof FrameParseError)) throw err;
-    if (err.reason === 'not_json' || err.reason === 'not_object') {
-      conn.send(errorFrame('error', { code: 'bad_request', message: err.message }));
+    if (err.reason === 'too_deep' && conn.agent && err.frameType === 'send') {
+      // A send too deep to parse still gets its answer; the connection stays.
+      this.#sendResult(
+        conn,
+        err.requestId,
+        new ApiError('bad_request', err.message, { details: { field: '', reason: 'too_deep', limit: LIMITS.maxJsonDepth } }),
+      );
+      return;
+    }
+    if (err.reason === 'not_json' || err.reason === 'not_object' || err.reason === 'too_deep') {
+      this.#send(conn, errorFrame('error', { code: 'bad_request', message: err.message, details: { reason: err.reason } }));
       this.#close(conn, CLOSE_CODES.protocolError, 'malformed frame');
       return;
     }
     if (err.frameType === 'auth' && !conn.agent) {
-      conn.send(errorFrame('auth_result', { code: 'unauthorized', message: err.message }));
+      this.#send(conn, errorFrame('auth_result', { code: 'unauthorized', message: err.message }));
       this.#close(conn, CLOSE_CODES.authFailed, 'malformed auth frame');
       return;
     }
     if (!conn.agent) {
-      conn.send(errorFrame('error', { code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
+      this.#send(conn, errorFrame('error', { code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
       this.#close(conn, CLOSE_CODES.authFailed, 'not authenticated');
       return;
     }
@@ -198,7 +291,7 @@ export class Hub {
     }
     const extra = err.requestId ? { request_id: err.requestId } : {};
     const message = err.reason === 'unknown_type' ? 'unknown frame type' : err.message;
-    conn.send(errorFrame('error', { code: 'bad_request', message, ...(err.field ? { details: { field: err.field } } : {}) }, extra));
+    this.#send(conn, errorFrame('error', { code: 'bad_request', message, ...(err.field ? { details: { field: err.field } } : {}) }, extra));
   }
 
   #onAuth(conn: Connection, frame: Extract<ParsedClientFrame, { type: 'auth' }>): void {
@@ -208,7 +301,7 @@ export class Hub {
       agent = auth.ws(frame);
     } catch (err) {
       const api = ApiError.from(err);
-      conn.send(errorFrame('auth_result', frameError(api)));
+      this.#send(conn, errorFrame('auth_result', frameError(api)));
       logger.info('ws_auth_failed', { conn: conn.id, remote: conn.remote, code: api.code });
       this.#close(conn, CLOSE_CODES.authFailed, api.code);
       return;
@@ -216,12 +309,13 @@ export class Hub {
     const now = clock.now();
     const record = directory.ensure(agent, now);
     if (record.status === 'suspended') {
-      conn.send(errorFrame('auth_result', { code: 'agent_suspended', message: 'this agent is suspended' }));
+      this.#send(conn, errorFrame('auth_result', { code: 'agent_suspended', message: 'this agent is suspended' }));
       this.#close(conn, CLOSE_CODES.suspended, 'agent suspended');
       return;
     }
     if (this.connectionsOf(agent) >= this.#options.maxConnectionsPerAgent) {
-      conn.send(
+      this.#send(
+        conn,
         errorFrame('auth_result', {
           code: 'too_many_connections',
           message: `at most ${this.#options.maxConnectionsPerAgent} connections per agent`,
@@ -237,21 +331,31 @@ export class Hub {
     if (!set) this.#byAgent.set(agent, (set = new Set()));
     set.add(conn);
     directory.touch(agent, now);
-    conn.send(JSON.stringify({ type: 'auth_result', status: 'ok', public_key: agent }));
+    this.#send(conn, JSON.stringify({ type: 'auth_result', status: 'ok', public_key: agent }));
     logger.info('ws_auth', { conn: conn.id, agent, remote: conn.remote });
     this.#scheduleHeartbeat(conn);
     this.#drain(conn);
   }
 
   #onSend(conn: Connection, agent: string, requestId: string | undefined, message: Extract<ParsedClientFrame, { type: 'send' }>['message']): void {
-    this.#deps.messenger.send(agent, message).then(
-      ({ record }) => {
-        const { message_id, created_at, expires_at } = sendResponse(record);
-        const head = requestId === undefined ? { type: 'send_result' } : { type: 'send_result', request_id: requestId };
-        conn.send(JSON.stringify({ ...head, status: 'ok', message_id, created_at, expires_at }));
-      },
-      (err: unknown) => this.#sendResult(conn, requestId, ApiError.from(err)),
-    );
+    this.#deps.messenger
+      .send(agent, message)
+      .then(
+        ({ record }) =>
+          this.#guard(conn, 'send_result', () => {
+            const { message_id, created_at, expires_at } = sendResponse(record);
+            const head = requestId === undefined ? { type: 'send_result' } : { type: 'send_result', request_id: requestId };
+            this.#send(conn, JSON.stringify({ ...head, status: 'ok', message_id, created_at, expires_at }));
+          }),
+        (err: unknown) => {
+          const api = ApiError.from(err);
+          if (api.code === 'internal_error' || isStorageFailure(err)) {
+            this.#deps.logger.error('send_failed', { conn: conn.id, agent, error: (err as Error)?.stack ?? String(err) });
+          }
+          this.#guard(conn, 'send_result', () => this.#sendResult(conn, requestId, api));
+        },
+      )
+      .catch(() => {});
   }
 
   #sendResult(conn: Connection, requestId: string | undefined, err: ApiError): void {
@@ -259,23 +363,31 @@ export class Hub {
     if (requestId !== undefined) frame['request_id'] = requestId;
     frame['status'] = 'error';
     frame['error'] = { code: err.code, message: err.message, details: (err.details ?? {}) as JsonObject };
-    conn.send(JSON.stringify(frame));
+    this.#send(conn, JSON.stringify(frame));
   }
 
-  /** Streams the stored backlog after the cursor, one page per socket write, then goes live. */
+  /**
+   * Streams the stored backlog after the cursor, then goes live. A page holds at most
+   * BACKLOG_PAGE messages and about HIGH_WATER bytes less what is still unsent; the next page is
+   * read once the last frame of this one has been written to the socket.
+   */
   #drain(conn: Connection): void {
     if (conn.closed || !conn.agent) return;
     conn.mode = 'backlog';
     const now = this.#deps.clock.now();
-    const page = this.#deps.store.pending(conn.agent, conn.cursor, BACKLOG_PAGE, now);
+    const budget = Math.max(1, HIGH_WATER - conn.ws.bufferedAmount);
+    const page = this.#deps.store.pending(conn.agent, conn.cursor, BACKLOG_PAGE, now, budget);
+    let bytes = 0;
+    for (const record of page) bytes += record.body_json.length;
+    const more = page.length === BACKLOG_PAGE || bytes >= budget;
     for (let i = 0; i < page.length; i++) {
       const record = page[i]!;
       conn.cursor = record.seq;
       const frame = `{"type":"message","message":${messageJson(record, now)}}`;
-      if (i === page.length - 1 && page.length === BACKLOG_PAGE) conn.send(frame, (err) => !err && this.#drain(conn));
+      if (i === page.length - 1 && more) conn.send(frame, (err) => !err && this.#guard(conn, 'backlog', () => this.#drain(conn)));
       else conn.send(frame);
     }
-    if (page.length < BACKLOG_PAGE) conn.mode = 'live';
+    if (!more) conn.mode = 'live';
   }
 
   /** Pushes freshly committed messages to their recipients' live connections. */
@@ -291,7 +403,7 @@ export class Hub {
         conn.cursor = record.seq;
         if (conn.ws.bufferedAmount > HIGH_WATER) {
           conn.mode = 'backlog';
-          conn.send(frame, (err) => !err && this.#drain(conn));
+          conn.send(frame, (err) => !err && this.#guard(conn, 'backlog', () => this.#drain(conn)));
         } else {
           conn.send(frame);
         }
@@ -310,24 +422,31 @@ export class Hub {
         // The socket is already going away; the close handler cleans up.
       }
       conn.heartbeatTimer = clock.setTimeout(() => {
-        if (conn.closed) return;
-        if (conn.lastSeen < pingedAt) {
-          this.#deps.logger.info('ws_heartbeat_timeout', { conn: conn.id, agent: conn.agent });
-          this.#close(conn, CLOSE_CODES.heartbeatTimeout, 'heartbeat timeout', true);
-          return;
-        }
-        this.#scheduleHeartbeat(conn);
+        this.#guard(conn, 'heartbeat', () => {
+          if (conn.closed) return;
+          if (conn.lastSeen < pingedAt) {
+            this.#deps.logger.info('ws_heartbeat_timeout', { conn: conn.id, agent: conn.agent });
+            this.#close(conn, CLOSE_CODES.heartbeatTimeout, 'heartbeat timeout', true);
+            return;
+          }
+          this.#scheduleHeartbeat(conn);
+        });
       }, this.#options.heartbeatTimeoutMs);
     }, this.#options.heartbeatIntervalMs);
   }
 
   /** Closes with a code; a peer that does not answer the close handshake is cut off. */
-  #close(conn: Connection, code: number, reason: string, force = false): void {
+  /**
+   * Closes with a code; a peer that does not answer the close handshake is cut off after
+   * `graceMs` (`force`: at once, without waiting for the close frame to go out).
+   */
+  #close(conn: Connection, code: number, reason: string, force = false, graceMs = 2000): void {
     if (conn.closed) return;
     conn.ws.close(code, reason);
     this.#forget(conn);
     if (force) conn.ws.terminate();
-    else setTimeout(() => conn.ws.terminate(), 2000).unref();
+    else if (graceMs === 0) setImmediate(() => conn.ws.terminate());
+    else setTimeout(() => conn.ws.terminate(), graceMs).unref();
   }
 
   #forget(conn: Connection): void {

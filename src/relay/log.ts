@@ -31,8 +31,14 @@ export class Logger {
     return this.#sink !== undefined && ORDER[level] >= this.#min;
   }
 
+  /** Never throws: a failing sink must not turn a log line into a crash of the listener that logged it. */
   log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
-    if (this.enabled(level)) this.#sink!({ level, msg, ...fields });
+    if (!this.enabled(level)) return;
+    try {
+      this.#sink!({ level, msg, ...fields });
+    } catch {
+      // Nothing sensible is left to do with a line the sink refused.
+    }
   }
 
   debug(msg: string, fields?: Record<string, unknown>): void {

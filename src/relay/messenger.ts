@@ -5,14 +5,14 @@
  */
 import type { Clock } from '../core/clock.js';
 import { formatInstant } from '../protocol/signing.js';
-import type { Message, MessageStatus, SendResponse } from '../protocol/types.js';
+import type { MessageStatus, SendResponse } from '../protocol/types.js';
 import type { NormalizedSend } from '../protocol/validate.js';
 import type { Batcher } from './batcher.js';
 import type { Directory } from './directory.js';
 import { ApiError } from './errors.js';
 import { messageId } from './ids.js';
 import { rateHeaders, type RateState, SlidingWindow } from './limits.js';
-import type { InboxFilter, MessageRecord, Store } from './store.js';
+import { type InboxFilter, MESSAGE_PAGE_BYTES, type MessageRecord, type Store } from './store.js';
 
 /** The status a client sees: `sent` past its expiry is `expired` even before the sweeper runs. */
 export function effectiveStatus(record: MessageRecord, now: number): MessageStatus {
@@ -34,8 +34,38 @@ export function messageJson(record: MessageRecord, now: number): string {
   );
 }
 
-export function messageObject(record: MessageRecord, now: number): Message {
-  return JSON.parse(messageJson(record, now)) as Message;
+/**
+ * `messageJson` for an HTTP answer, checked first: the stored body is the one part not built
+ * here, so it must parse, or a single damaged row would make the whole answer unreadable (and a
+ * poll would have marked its messages delivered). Throws when it cannot be served.
+ */
+export function servableMessageJson(record: MessageRecord, now: number): string {
+  JSON.parse(record.body_json);
+  return messageJson(record, now);
+}
+
+/** Message objects as JSON texts, leaving out (and naming) those that cannot be served. */
+export function renderMessages(records: MessageRecord[], now: number): { json: string[]; skipped: string[] } {
+  const json: string[] = [];
+  const skipped: string[] = [];
+  for (const record of records) {
+    try {
+      json.push(servableMessageJson(record, now));
+    } catch {
+      skipped.push(record.message_id);
+    }
+  }
+  return { json, skipped };
+}
+
+/** A page of message objects, already JSON text, with what is needed for its cursor. */
+export interface MessagePage {
+  json: string[];
+  /** The last message on the page (cursor). */
+  last: MessageRecord | undefined;
+  hasMore: boolean;
+  /** Messages left out because they cannot be served (poll: left `sent`). */
+  skipped: string[];
 }
 
 export function sendResponse(record: MessageRecord): SendResponse {
@@ -102,7 +132,8 @@ export class Messenger {
       sender_key: sender,
       recipient_key: input.recipient_key,
       content_type: input.content_type,
-      body_json: JSON.stringify(input.body),
+      // The sender's text exactly as received; re-serialising would rewrite numbers and keys.
+      body_json: input.body_text ?? JSON.stringify(input.body),
       attachments: input.attachments,
       thread_id: threadId,
       in_reply_to: input.in_reply_to,
@@ -151,25 +182,46 @@ export class Messenger {
   }
 
   /**
-   * A poll: `sent` messages are handed out once and marked delivered atomically; with `waitMs`
-   * an empty answer waits for new messages until the deadline or until `signal` aborts.
+   * A poll: `sent` messages are handed out once and marked delivered atomically — only those that
+   * make it into the answer (see `Store.takeSent`); with `waitMs` an empty answer waits for new
+   * messages until the deadline or until `signal` aborts.
    */
-  async poll(
-    recipient: string,
-    filter: InboxFilter,
-    limit: number,
-    waitMs: number,
-    signal: AbortSignal,
-  ): Promise<{ messages: MessageRecord[]; hasMore: boolean }> {
-    if (filter.status !== 'sent') return this.#store.listInbox(recipient, filter, limit, this.#clock.now());
+  async poll(recipient: string, filter: InboxFilter, limit: number, waitMs: number, signal: AbortSignal): Promise<MessagePage> {
+    if (filter.status !== 'sent') {
+      const now = this.#clock.now();
+      const { messages, hasMore } = this.#store.listInbox(recipient, filter, limit, now, MESSAGE_PAGE_BYTES);
+      const { json, skipped } = renderMessages(messages, now);
+      return { json, last: messages[messages.length - 1], hasMore, skipped };
+    }
     const deadline = this.#clock.now() + waitMs;
     for (;;) {
-      if (signal.aborted) return { messages: [], hasMore: false };
-      const page = this.#store.takeSent(recipient, filter, limit, this.#clock.now());
+      if (signal.aborted) return { json: [], last: undefined, hasMore: false, skipped: [] };
+      const page = this.#take(recipient, filter, limit);
       const left = deadline - this.#clock.now();
-      if (page.messages.length > 0 || left <= 0) return page;
+      if (page.json.length > 0 || left <= 0) return page;
       await this.#waitFor(recipient, left, signal);
     }
+  }
+
+  #take(recipient: string, filter: InboxFilter, limit: number): MessagePage {
+    const now = this.#clock.now();
+    const json: string[] = [];
+    let bytes = 0;
+    let last: MessageRecord | undefined;
+    const { hasMore, skipped } = this.#store.takeSent(recipient, filter, limit, now, (record) => {
+      let text: string;
+      try {
+        text = servableMessageJson(record, now);
+      } catch {
+        return 'skip';
+      }
+      if (json.length > 0 && bytes + text.length > MESSAGE_PAGE_BYTES) return 'full';
+      json.push(text);
+      bytes += text.length;
+      last = record;
+      return 'taken';
+    });
+    return { json, last, hasMore, skipped };
   }
 
   #waitFor(recipient: string, ms: number, signal: AbortSignal): Promise<void> {

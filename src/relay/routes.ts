@@ -5,6 +5,7 @@
 import type { Clock } from '../core/clock.js';
 import { ACL_ENTRY_TYPES, CLOSE_CODES, LIMITS, MESSAGE_STATUSES } from '../protocol/constants.js';
 import { isPublicKey } from '../protocol/encoding.js';
+import { memberText } from '../protocol/json.js';
 import { formatInstant, formatTimestamp } from '../protocol/signing.js';
 import type { AclEntryType, AgentProfile, MessageStatus } from '../protocol/types.js';
 import { validateAclPut, validateProfilePatch, validateSendRequest } from '../protocol/validate.js';
@@ -24,8 +25,9 @@ import {
 } from './http.js';
 import type { Hub } from './hub.js';
 import type { RateState } from './limits.js';
-import { effectiveStatus, messageObject, type Messenger, sendResponse } from './messenger.js';
-import type { AgentRecord, Store } from './store.js';
+import type { Logger } from './log.js';
+import { effectiveStatus, type MessagePage, type Messenger, renderMessages, sendResponse, servableMessageJson } from './messenger.js';
+import { type AgentRecord, MESSAGE_PAGE_BYTES, type MessageRecord, type StorageHealth, type Store } from './store.js';
 
 export interface Services {
   clock: Clock;
@@ -36,8 +38,9 @@ export interface Services {
   auth: Authenticator;
   version: string;
   maxBodyBytes: number;
-  /** Whether storage answers (for readiness). */
-  storageOk(): boolean;
+  logger: Logger;
+  /** Storage health (a real probe, cached briefly). */
+  storageHealth(): StorageHealth;
 }
 
 export interface Request {
@@ -70,6 +73,18 @@ export interface Route {
 }
 
 const ok = (body: unknown, status = 200): Reply => ({ status, body });
+
+/**
+ * A list of messages as JSON text: the stored bodies go out exactly as they came in (never
+ * parsed and re-serialised). Messages that cannot be served are left out and logged.
+ */
+function messageList(svc: Services, head: string, page: MessagePage, cursor: (last: MessageRecord) => string): Reply {
+  if (page.skipped.length > 0) svc.logger.error('message_unservable', { message_ids: page.skipped.slice(0, 10), count: page.skipped.length });
+  const next = page.hasMore && page.last ? JSON.stringify(cursor(page.last)) : 'null';
+  return { status: 200, body: `{${head}"messages":[${page.json.join(',')}],"has_more":${page.hasMore},"next_cursor":${next}}` };
+}
+
+const messageCursorOf = (m: MessageRecord): string => encodeCursor({ t: m.created_at, id: m.message_id });
 const noContent: Reply = { status: 204 };
 
 function profile(agent: AgentRecord): AgentProfile {
@@ -134,7 +149,7 @@ export const ROUTES: Route[] = [
     summary: 'Update your own profile',
     handler: (req, svc) => {
       const key = ownKey(req);
-      const patch = validateProfilePatch(parseJsonBody(req.body));
+      const patch = validateProfilePatch(parseJsonBody(req.body).value);
       return ok(profile(svc.directory.update(key, patch, svc.clock.now())));
     },
   },
@@ -167,7 +182,7 @@ export const ROUTES: Route[] = [
     summary: 'Add or change an ACL entry',
     handler: (req, svc) => {
       const key = ownKey(req);
-      const { peer_key, entry_type } = validateAclPut(parseJsonBody(req.body));
+      const { peer_key, entry_type } = validateAclPut(parseJsonBody(req.body).value);
       return ok(svc.directory.putAcl(key, peer_key, entry_type, svc.clock.now()));
     },
   },
@@ -236,11 +251,25 @@ export const ROUTES: Route[] = [
       const name = stringParam(req.query, 'name');
       const tagPrefix = stringParam(req.query, 'tag_prefix', 64);
       const activeSince = timeParam(req.query, 'active_since');
+      // Each tag and word is a condition of the query: bounded, so no request builds a huge statement.
+      const tags = [...new Set(req.query.getAll('tag').filter((t) => t !== ''))];
+      if (tags.length > LIMITS.discoverMaxTags) {
+        throw new ApiError('bad_request', `query parameter tag: at most ${LIMITS.discoverMaxTags} tags (got ${tags.length})`, {
+          details: { field: 'tag', reason: `at most ${LIMITS.discoverMaxTags} tags`, limit: LIMITS.discoverMaxTags },
+        });
+      }
+      for (const tag of tags) if (tag.length > LIMITS.tagMax) throw new ApiError('bad_request', `query parameter tag: at most ${LIMITS.tagMax} characters`, { details: { field: 'tag', reason: 'too long' } });
+      const words = [...new Set((q ?? '').toLowerCase().split(/\s+/).filter(Boolean))];
+      if (words.length > LIMITS.discoverMaxWords) {
+        throw new ApiError('bad_request', `query parameter q: at most ${LIMITS.discoverMaxWords} words (got ${words.length})`, {
+          details: { field: 'q', reason: `at most ${LIMITS.discoverMaxWords} words`, limit: LIMITS.discoverMaxWords },
+        });
+      }
       const rows = svc.store.discover({
-        tags: req.query.getAll('tag').filter((t) => t !== ''),
+        tags,
         ...(tagPrefix === undefined ? {} : { tag_prefix: tagPrefix }),
         ...(name === undefined ? {} : { name }),
-        words: (q ?? '').toLowerCase().split(/\s+/).filter(Boolean),
+        words,
         ...(activeSince === undefined ? {} : { active_since: activeSince }),
         ...(after === undefined ? {} : { after }),
         limit: limit + 1,
@@ -274,7 +303,9 @@ export const ROUTES: Route[] = [
     send: true,
     summary: 'Send a message',
     handler: async (req, svc) => {
-      const input = validateSendRequest(parseJsonBody(req.body), svc.maxBodyBytes);
+      const { value, text } = parseJsonBody(req.body);
+      const bodyText = typeof value === 'object' && value !== null && Object.hasOwn(value, 'body') ? memberText(text, ['body']) : undefined;
+      const input = validateSendRequest(value, svc.maxBodyBytes, bodyText);
       const { record, rate } = await svc.messenger.send(req.caller, input);
       return { status: 201, body: sendResponse(record), sendRate: rate };
     },
@@ -307,13 +338,7 @@ export const ROUTES: Route[] = [
         wait * 1000,
         req.signal,
       );
-      const now = svc.clock.now();
-      const last = page.messages[page.messages.length - 1];
-      return ok({
-        messages: page.messages.map((m) => messageObject(m, now)),
-        has_more: page.hasMore,
-        next_cursor: page.hasMore && last ? encodeCursor({ t: last.created_at, id: last.message_id }) : null,
-      });
+      return messageList(svc, '', page, messageCursorOf);
     },
   },
   {
@@ -325,16 +350,10 @@ export const ROUTES: Route[] = [
       const threadId = req.params['thread']!;
       const limit = intParam(req.query, 'limit', LIMITS.threadLimitDefault, 1, LIMITS.threadLimitMax);
       const after = decodeCursor(req.query, messageCursor);
-      const rows = threadId.length <= 256 ? svc.store.thread(req.caller, threadId, after, limit + 1) : [];
-      const page = rows.slice(0, limit);
-      const now = svc.clock.now();
-      const hasMore = rows.length > limit;
-      return ok({
-        thread_id: threadId,
-        messages: page.map((m) => messageObject(m, now)),
-        has_more: hasMore,
-        next_cursor: hasMore ? encodeCursor({ t: page[page.length - 1]!.created_at, id: page[page.length - 1]!.message_id }) : null,
-      });
+      const { messages, hasMore } =
+        threadId.length <= 256 ? svc.store.thread(req.caller, threadId, after, limit, MESSAGE_PAGE_BYTES) : { messages: [], hasMore: false };
+      const { json, skipped } = renderMessages(messages, svc.clock.now());
+      return messageList(svc, `"thread_id":${JSON.stringify(threadId)},`, { json, skipped, hasMore, last: messages[messages.length - 1] }, messageCursorOf);
     },
   },
   {
@@ -342,7 +361,15 @@ export const ROUTES: Route[] = [
     path: '/v1/messages/:id',
     auth: true,
     summary: 'Read one message',
-    handler: (req, svc) => ok(messageObject(visibleMessage(req, svc), svc.clock.now())),
+    handler: (req, svc) => {
+      const record = visibleMessage(req, svc);
+      try {
+        return ok(servableMessageJson(record, svc.clock.now()));
+      } catch {
+        svc.logger.error('message_unservable', { message_ids: [record.message_id], count: 1 });
+        throw new ApiError('internal_error', 'this message is damaged in storage and cannot be served');
+      }
+    },
   },
   {
     method: 'GET',
@@ -373,14 +400,17 @@ export const PUBLIC_ROUTES: Route[] = [
     path: '/v1/health',
     auth: false,
     summary: 'Basic health',
-    handler: (_req, svc) => ok({ status: svc.storageOk() ? 'ok' : 'degraded', version: svc.version, timestamp: formatTimestamp(svc.clock.now()) }),
+    handler: (_req, svc) => ok({ status: svc.storageHealth().ok ? 'ok' : 'degraded', version: svc.version, timestamp: formatTimestamp(svc.clock.now()) }),
   },
   {
     method: 'GET',
     path: '/v1/health/ready',
     auth: false,
     summary: 'Readiness',
-    handler: (_req, svc) => (svc.storageOk() ? ok({ status: 'ok' }) : ok({ status: 'unavailable' }, 503)),
+    handler: (_req, svc) => {
+      const health = svc.storageHealth();
+      return health.ok ? ok({ status: 'ok' }) : ok({ status: 'unavailable', reason: health.reason }, 503);
+    },
   },
   { method: 'GET', path: '/v1/health/live', auth: false, summary: 'Liveness', handler: () => ok({ status: 'ok' }) },
   {
@@ -390,7 +420,8 @@ export const PUBLIC_ROUTES: Route[] = [
     summary: 'Per-component health',
     handler: (_req, svc) => {
       const started = performance.now();
-      const dbOk = svc.storageOk();
+      const health = svc.storageHealth();
+      const dbOk = health.ok;
       const latency = Math.round(performance.now() - started);
       return ok({
         status: dbOk ? 'ok' : 'degraded',
@@ -398,7 +429,7 @@ export const PUBLIC_ROUTES: Route[] = [
         timestamp: formatTimestamp(svc.clock.now()),
         mode: 'embedded',
         components: {
-          database: dbOk ? { status: 'ok', latency_ms: latency } : { status: 'unavailable' },
+          database: dbOk ? { status: 'ok', latency_ms: latency } : { status: 'unavailable', reason: health.reason },
           blob_store: { status: 'disabled' },
           websocket: { status: 'ok', connections: svc.hub.connections },
         },

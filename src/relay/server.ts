@@ -10,11 +10,11 @@ import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { UsageError } from '../core/errors.js';
 import { CLOSE_CODES, LIMITS, PATHS, RATE_LIMITS, TIMING } from '../protocol/constants.js';
 import { errorEnvelope } from '../protocol/envelope.js';
-import { Authenticator } from './auth.js';
+import { Authenticator, DEFAULT_MAX_REPLAY_ENTRIES } from './auth.js';
 import { Batcher } from './batcher.js';
 import { Directory } from './directory.js';
-import { ApiError } from './errors.js';
-import { CORS_HEADERS, PREFLIGHT_HEADERS, readBody, writeJson } from './http.js';
+import { ApiError, isStorageFailure } from './errors.js';
+import { type Body, BodyGate, CORS_HEADERS, PREFLIGHT_HEADERS, readBody, writeJson } from './http.js';
 import { Hub } from './hub.js';
 import { requestId as newRequestId } from './ids.js';
 import { rateHeaders, type RateState, SlidingWindow } from './limits.js';
@@ -23,7 +23,7 @@ import { Messenger } from './messenger.js';
 import { type MetricsFactory, relayMetrics } from './metrics.js';
 import { PUBLIC_ROUTES, type Reply, type Route, ROUTES, type Services } from './routes.js';
 import { SqliteStore } from './sqlite-store.js';
-import type { Store } from './store.js';
+import type { StorageHealth, Store } from './store.js';
 
 export interface RelayOptions {
   /** Where `mrp.db` lives (the official relay's `DATA_DIR`). */
@@ -52,6 +52,18 @@ export interface RelayOptions {
    * is also fsynced, so it survives a power cut too, at the cost of one disk sync per batch.
    */
   synchronous?: 'full' | 'normal';
+  /** Time a request body may take to arrive once its headers are in (408 after; default 10 s). */
+  bodyTimeoutMs?: number;
+  /** Time the request headers may take to arrive (default 10 s; node:http answers 408). */
+  headersTimeoutMs?: number;
+  /** Request bodies being read at once, across all clients (503 beyond; default 64). */
+  maxConcurrentBodies?: number;
+  /** Bytes of request bodies being read held at once (503 beyond; default 32 MiB). */
+  maxBodyBufferBytes?: number;
+  /** Signatures remembered for replay detection (503 when full of live entries; default 1,000,000). */
+  maxReplayEntries?: number;
+  /** `/v1/health/ready` answers 503 below this much free disk space (default 4 MiB). */
+  minFreeDiskBytes?: number;
   logger?: LogSink;
   logLevel?: LogLevel;
   /** Where the relay's metrics go (requests, messages, sockets, store latency); default: nowhere. */
@@ -74,6 +86,12 @@ export const RELAY_DEFAULTS = {
   maxEnvelopeBytes: LIMITS.maxEnvelopeBytes,
   sweepIntervalMs: 30_000,
   synchronous: 'normal',
+  bodyTimeoutMs: 10_000,
+  headersTimeoutMs: 10_000,
+  maxConcurrentBodies: 64,
+  maxBodyBufferBytes: 32 * 1024 * 1024,
+  maxReplayEntries: DEFAULT_MAX_REPLAY_ENTRIES,
+  minFreeDiskBytes: 4 * 1024 * 1024,
   logLevel: 'info',
 } as const;
 
@@ -89,6 +107,7 @@ function check(options: RelayOptions): Resolved {
     'receiveRatePerMinute',
     'requestRatePerMinute',
     'port',
+    'minFreeDiskBytes',
   ] as const;
   for (const name of nonNegative) {
     const v = o[name];
@@ -104,6 +123,11 @@ function check(options: RelayOptions): Resolved {
     'maxBodyBytes',
     'maxEnvelopeBytes',
     'sweepIntervalMs',
+    'bodyTimeoutMs',
+    'headersTimeoutMs',
+    'maxConcurrentBodies',
+    'maxBodyBufferBytes',
+    'maxReplayEntries',
   ] as const;
   for (const name of positive) {
     const v = o[name];
@@ -164,16 +188,25 @@ export function createRelay(options: RelayOptions): Relay {
   const o = check(options);
   const clock = o.clock;
   const logger = new Logger(o.logger, o.logLevel);
+  /** Runs `fn`; an unexpected throw becomes an error log line, never an exception out of a listener. */
+  const guard = (where: string, fn: () => void): void => {
+    try {
+      fn();
+    } catch (err) {
+      logger.error('internal_error', { where, error: (err as Error)?.stack ?? String(err) });
+    }
+  };
   let hub!: Hub;
   const metrics = relayMetrics(o.metrics, { connections: () => hub.connections });
-  const store: Store = metrics.instrument(new SqliteStore(o.dataDir, { synchronous: o.synchronous }));
+  const store: Store = metrics.instrument(new SqliteStore(o.dataDir, { synchronous: o.synchronous, minFreeBytes: o.minFreeDiskBytes }));
   let messenger!: Messenger;
   const batcher = new Batcher(store, {
     now: () => clock.now(),
     onCommit: (records) => {
       metrics.accepted(records.length);
-      hub.push(records);
-      messenger.notify(records);
+      // Each consumer on its own: a failure in one must neither stop the other nor the commit's waiters.
+      guard('push', () => hub.push(records));
+      guard('notify', () => messenger.notify(records));
     },
     onError: (err) => logger.error('storage_error', { error: (err as Error).message }),
   });
@@ -182,7 +215,7 @@ export function createRelay(options: RelayOptions): Relay {
     sendPerMinute: o.sendRatePerMinute,
     receivePerMinute: o.receiveRatePerMinute,
   });
-  const auth = new Authenticator(clock, o.timestampToleranceMs);
+  const auth = new Authenticator(clock, o.timestampToleranceMs, o.maxReplayEntries);
   hub = new Hub(
     { clock, auth, directory, messenger, batcher, store, logger },
     {
@@ -195,7 +228,24 @@ export function createRelay(options: RelayOptions): Relay {
     },
   );
   const requestLimit = new SlidingWindow(o.requestRatePerMinute, clock);
+  const bodyGate = new BodyGate(o.maxConcurrentBodies, o.maxBodyBufferBytes);
   let storageOpen = true;
+  /** The storage probe touches the disk: its verdict is reused for a second. */
+  let health: { at: number; value: StorageHealth } | undefined;
+  const storageHealth = (): StorageHealth => {
+    if (!storageOpen) return { ok: false, reason: 'closed' };
+    const now = clock.now();
+    if (health && now - health.at < 1000 && now >= health.at) return health.value;
+    let value: StorageHealth;
+    try {
+      value = store.health(now);
+    } catch (err) {
+      value = { ok: false, reason: 'probe_failed', detail: (err as Error).message };
+    }
+    if (!value.ok && (!health || health.value.ok)) logger.error('storage_unhealthy', { reason: value.reason, detail: value.detail, file: store.location });
+    health = { at: now, value };
+    return value;
+  };
   const services: Services = {
     clock,
     store,
@@ -205,15 +255,8 @@ export function createRelay(options: RelayOptions): Relay {
     auth,
     version: o.version,
     maxBodyBytes: o.maxBodyBytes,
-    storageOk: () => {
-      if (!storageOpen) return false;
-      try {
-        store.ping();
-        return true;
-      } catch {
-        return false;
-      }
-    },
+    logger,
+    storageHealth,
   };
 
   /** Aborts the handlers of in-flight requests (long polls) at shutdown. */
@@ -242,6 +285,7 @@ export function createRelay(options: RelayOptions): Relay {
     const fail = (err: unknown): void => {
       const api = ApiError.from(err);
       if (api.code === 'internal_error') logger.error('internal_error', { request_id: id, error: (err as Error)?.stack ?? String(err) });
+      else if (isStorageFailure(err)) logger.error('storage_error', { request_id: id, code: (err as { code?: string }).code, error: (err as Error).message });
       status = api.status;
       writeJson(res, api.status, errorEnvelope(api.code, api.message, id, api.details), { ...headers, ...api.headers });
     };
@@ -272,10 +316,14 @@ export function createRelay(options: RelayOptions): Relay {
       }
       const { route, params } = found;
       routeLabel = route.path;
-      const body = await readBody(req, o.maxEnvelopeBytes);
+      let body: Body | undefined;
       let generalRate: RateState | undefined;
       if (route.auth) {
-        caller = auth.http(method, target, req.headers, body);
+        // Headers, key and timestamp are checked before a byte of the body is read; the body is
+        // hashed as it arrives and the signature checked once it is in.
+        const claim = auth.claim(req.headers);
+        body = await readBody(req, { maxBytes: o.maxEnvelopeBytes, timeoutMs: o.bodyTimeoutMs }, bodyGate, clock);
+        caller = auth.verifyHttp(claim, method, target, body.hash);
         const now = clock.now();
         const agent = directory.ensure(caller, now);
         if (agent.status === 'suspended') throw new ApiError('agent_suspended', 'this agent is suspended');
@@ -295,7 +343,14 @@ export function createRelay(options: RelayOptions): Relay {
         }
       }
       const reply: Reply = await route.handler(
-        { method, params, query: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)), body, caller: caller ?? '', signal: abort.signal },
+        {
+          method,
+          params,
+          query: new URLSearchParams(q < 0 ? '' : target.slice(q + 1)),
+          body: body?.bytes ?? Buffer.alloc(0),
+          caller: caller ?? '',
+          signal: abort.signal,
+        },
         services,
       );
       if (reply.sendRate) Object.assign(headers, rateHeaders(reply.sendRate));
@@ -320,33 +375,75 @@ export function createRelay(options: RelayOptions): Relay {
     }
   }
 
-  const server: Server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
-    inFlight++;
-    handle(req, res)
-      .catch((err: unknown) => logger.error('internal_error', { error: String(err) }))
-      .finally(() => {
-        inFlight--;
-        if (inFlight === 0) idle?.();
-        // A body we refused to read must not stall the connection.
-        if (!req.complete) req.socket.destroySoon?.();
-      });
-  });
+  /** Last resort when `handle` itself failed: a 500 if nothing was answered yet, else cut the connection. */
+  const answerCrash = (res: ServerResponse, err: unknown): void => {
+    logger.error('internal_error', { error: (err as Error)?.stack ?? String(err) });
+    try {
+      if (!res.headersSent) writeJson(res, 500, errorEnvelope('internal_error', 'internal error', newRequestId()), { ...CORS_HEADERS, Connection: 'close' });
+      else res.destroy();
+    } catch {
+      res.destroy();
+    }
+  };
+
+  const server: Server = createServer(
+    {
+      // Longer than the usual load balancer idle timeout (60 s), so the balancer closes first.
+      keepAliveTimeout: 65_000,
+      headersTimeout: o.headersTimeoutMs,
+      // A backstop for the whole request (headers and body); the body timer answers first.
+      requestTimeout: Math.max(o.headersTimeoutMs, o.bodyTimeoutMs) + 20_000,
+      // How often node:http enforces those timeouts (its default of 30 s would let stalled requests linger).
+      connectionsCheckingInterval: 1_000,
+    },
+    (req, res) => {
+      inFlight++;
+      let running: Promise<void>;
+      try {
+        running = handle(req, res);
+      } catch (err) {
+        running = Promise.reject(err);
+      }
+      running
+        .catch((err: unknown) => answerCrash(res, err))
+        .finally(() => {
+          inFlight--;
+          if (inFlight === 0) idle?.();
+          // A body we refused to read must not stall the connection.
+          if (!req.complete) req.socket.destroySoon?.();
+        })
+        .catch(() => {});
+    },
+  );
 
   const wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,
     clientTracking: false,
     // Oversized sends get a send_result payload_too_large; only frames past this cap are cut (1009).
-    maxPayload: Math.max(16 * 1024 * 1024, 4 * o.maxEnvelopeBytes),
+    // Before authentication the hub allows far less (LIMITS.wsPreAuthBytes).
+    maxPayload: 4 * o.maxEnvelopeBytes,
   });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    const path = (req.url ?? '').split('?')[0];
-    if (path !== PATHS.ws || closing) {
-      const status = closing ? '503 Service Unavailable' : '404 Not Found';
-      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-      return;
+    try {
+      const path = (req.url ?? '').split('?')[0];
+      if (path !== PATHS.ws || closing) {
+        const status = closing ? '503 Service Unavailable' : '404 Not Found';
+        socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+        return;
+      }
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        try {
+          hub.accept(ws, req, socket, head.length);
+        } catch (err) {
+          logger.error('internal_error', { where: 'ws_accept', error: (err as Error)?.stack ?? String(err) });
+          ws.terminate();
+        }
+      });
+    } catch (err) {
+      logger.error('internal_error', { where: 'upgrade', error: (err as Error)?.stack ?? String(err) });
+      socket.destroy();
     }
-    wss.handleUpgrade(req, socket, head, (ws) => hub.accept(ws, req));
   });
 
   let sweeper: Timer | undefined;
@@ -357,9 +454,11 @@ export function createRelay(options: RelayOptions): Relay {
     } catch (err) {
       logger.error('storage_error', { error: (err as Error).message });
     }
-    auth.prune();
-    messenger.pruneLimits();
-    requestLimit.prune();
+    guard('sweep', () => {
+      auth.prune();
+      messenger.pruneLimits();
+      requestLimit.prune();
+    });
   };
 
   let url = '';

@@ -5,12 +5,30 @@
  * fsynced (so it survives a power cut). The relay groups writes into one transaction per
  * event-loop turn either way.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { AclEntry, AclEntryType, Attachment, Capability, JsonObject, MessageStatus } from '../protocol/types.js';
 import { formatInstant } from '../protocol/signing.js';
-import type { AgentRecord, DiscoverQuery, InboxFilter, MessagePosition, MessageRecord, Store, WriteBatch } from './store.js';
+import { DataDirLock } from './lock.js';
+import { checkDbFile, ensureDbFile, prepareDataDir, storageError } from './storage-file.js';
+import type {
+  AgentRecord,
+  DiscoverQuery,
+  InboxFilter,
+  MessagePageRecords,
+  MessagePosition,
+  MessageRecord,
+  ServeVerdict,
+  StorageHealth,
+  Store,
+  TakeResult,
+  WriteBatch,
+} from './store.js';
+
+/** Prepared statements kept (least recently used dropped): query shapes must not grow memory. */
+const MAX_STATEMENTS = 64;
+/** A poll examines at most this many undecodable or unservable messages past its page. */
+const MAX_SKIPPED = 100;
 
 /** Each entry moves the schema one version forward. Never edit a released entry; append. */
 const MIGRATIONS: string[] = [
@@ -65,6 +83,12 @@ const MIGRATIONS: string[] = [
     entry_type TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     UNIQUE (owner_key, peer_key)
+  );
+  `,
+  `
+  CREATE TABLE health_probe (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL
   );
   `,
 ];
@@ -139,6 +163,15 @@ function messageFromRow(row: MessageRow): MessageRecord {
   };
 }
 
+/** The record of a row, or undefined when its stored JSON columns are damaged (never throws). */
+function tryMessage(row: MessageRow): MessageRecord | undefined {
+  try {
+    return messageFromRow(row);
+  } catch {
+    return undefined;
+  }
+}
+
 function aclFromRow(row: AclRow): AclEntry {
   return {
     id: row.id,
@@ -192,23 +225,44 @@ function inboxConditions(filter: InboxFilter): { sql: string; params: unknown[] 
 export interface SqliteStoreOptions {
   /** `normal` (default): survives the process crashing. `full`: fsync every commit (survives a power cut). */
   synchronous?: 'full' | 'normal';
+  /** Health: less free disk than this is "disk full" (default 4 MiB). */
+  minFreeBytes?: number;
+  /** Health: databases up to this size get a full `quick_check` (default 64 MiB). */
+  quickCheckMaxBytes?: number;
 }
 
 export class SqliteStore implements Store {
   readonly location: string;
   readonly #db: Database.Database;
+  readonly #lock: DataDirLock;
   readonly #statements = new Map<string, Database.Statement>();
   readonly #commit: (batch: WriteBatch, now: number) => void;
-  readonly #takeSent: (recipient: string, filter: InboxFilter, limit: number, now: number) => { messages: MessageRecord[]; hasMore: boolean };
+  readonly #takeSent: (recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict) => TakeResult;
+  readonly #fileCheck: { minFreeBytes: number; quickCheckMaxBytes: number };
 
+  /**
+   * Opens (or creates, mode 0600) `dataDir/mrp.db` and takes the directory's lock. Every failure
+   * is a `ConfigError` whose message names the file: `data_dir_locked`, `storage_unusable`.
+   */
   constructor(dataDir: string, options: SqliteStoreOptions = {}) {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     this.location = join(dataDir, 'mrp.db');
-    this.#db = new Database(this.location);
-    this.#db.pragma('journal_mode = WAL');
-    this.#db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
-    this.#db.pragma('busy_timeout = 5000');
-    this.#migrate();
+    this.#fileCheck = { minFreeBytes: options.minFreeBytes ?? 4 * 1024 * 1024, quickCheckMaxBytes: options.quickCheckMaxBytes ?? 64 * 1024 * 1024 };
+    prepareDataDir(dataDir);
+    this.#lock = DataDirLock.acquire(dataDir);
+    let db: Database.Database | undefined;
+    try {
+      ensureDbFile(this.location);
+      this.#db = db = new Database(this.location);
+      this.#db.pragma('journal_mode = WAL');
+      this.#db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+      this.#db.pragma('busy_timeout = 5000');
+      this.#migrate();
+      this.#checkAtStart();
+    } catch (err) {
+      if (db?.open) db.close();
+      this.#lock.release();
+      throw storageError(this.location, err);
+    }
 
     const insert = this.#db.prepare(
       `INSERT INTO messages (message_id, sender_key, recipient_key, content_type, body, attachments, thread_id,
@@ -243,19 +297,51 @@ export class SqliteStore implements Store {
     });
 
     const markOne = this.#db.prepare(`UPDATE messages SET status = 'delivered', delivered_at = ? WHERE seq = ? AND status = 'sent'`);
-    this.#takeSent = this.#db.transaction((recipient: string, filter: InboxFilter, limit: number, now: number) => {
-      const { sql, params } = inboxConditions(filter);
-      const rows = this.#stmt(
-        `SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${sql} ${ORDER_SQL} LIMIT ?`,
-      ).all(recipient, now, ...params, limit + 1) as MessageRow[];
-      const taken = rows.slice(0, limit).map(messageFromRow);
-      for (const m of taken) {
-        markOne.run(now, m.seq);
-        m.status = 'delivered';
-        m.delivered_at = now;
-      }
-      return { messages: taken, hasMore: rows.length > limit };
-    });
+    this.#takeSent = this.#db.transaction(
+      (recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict): TakeResult => {
+        const messages: MessageRecord[] = [];
+        const skipped: string[] = [];
+        let hasMore = false;
+        const { sql, params } = inboxConditions(filter);
+        // Rows are read one at a time (a page of large bodies never sits in memory whole) and marked
+        // after the read, in the same transaction: the connection cannot write while it iterates.
+        const rows = this.#stmt(
+          `SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${sql} ${ORDER_SQL} LIMIT ?`,
+        ).iterate(recipient, now, ...params, limit + MAX_SKIPPED + 1) as IterableIterator<MessageRow>;
+        for (const row of rows) {
+          const record = messages.length < limit ? tryMessage(row) : undefined;
+          let verdict: ServeVerdict = messages.length < limit ? 'skip' : 'full';
+          if (record) {
+            record.status = 'delivered';
+            record.delivered_at = now;
+            verdict = serve(record);
+          }
+          if (verdict === 'full') {
+            hasMore = true;
+            break;
+          }
+          if (verdict === 'taken') messages.push(record!);
+          else if (skipped.push(row.message_id) > MAX_SKIPPED) {
+            hasMore = true;
+            break;
+          }
+        }
+        for (const m of messages) markOne.run(now, m.seq);
+        return { messages, hasMore, skipped };
+      },
+    );
+  }
+
+  /**
+   * Start-up checks beyond opening: the schema's tables answer, and a small database gets a full
+   * `quick_check` (a damaged page fails start-up with the file named instead of a later 500).
+   */
+  #checkAtStart(): void {
+    for (const table of ['agents', 'agent_tags', 'messages', 'acl']) this.#db.prepare(`SELECT 1 FROM ${table} LIMIT 1`).all();
+    const health = checkDbFile(this.location, { minFreeBytes: 0, quickCheckMaxBytes: this.#fileCheck.quickCheckMaxBytes });
+    if (!health.ok && health.reason === 'corrupt') {
+      throw Object.assign(new Error(`the database is corrupt: ${health.detail ?? ''}`), { code: 'SQLITE_CORRUPT' });
+    }
   }
 
   #migrate(): void {
@@ -271,12 +357,16 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** A prepared statement from a small LRU cache (one per query shape in use). */
   #stmt(sql: string): Database.Statement {
     let s = this.#statements.get(sql);
-    if (!s) {
+    if (s) {
+      this.#statements.delete(sql);
+    } else {
       s = this.#db.prepare(sql);
-      this.#statements.set(sql, s);
+      if (this.#statements.size >= MAX_STATEMENTS) this.#statements.delete(this.#statements.keys().next().value as string);
     }
+    this.#statements.set(sql, s);
     return s;
   }
 
@@ -383,11 +473,29 @@ export class SqliteStore implements Store {
     return row ? messageFromRow(row) : undefined;
   }
 
-  takeSent(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean } {
-    return this.#takeSent(recipient, filter, limit, now);
+  takeSent(recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict): TakeResult {
+    return this.#takeSent(recipient, filter, limit, now, serve);
   }
 
-  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean } {
+  /** Reads a page row by row: at most `limit` messages, and none past `maxBytes` of bodies once one is in. */
+  #page(stmt: Database.Statement, params: unknown[], limit: number, maxBytes: number): MessagePageRecords {
+    const messages: MessageRecord[] = [];
+    let bytes = 0;
+    let hasMore = false;
+    for (const row of stmt.iterate(...params, limit + MAX_SKIPPED + 1) as IterableIterator<MessageRow>) {
+      if (messages.length >= limit || (messages.length > 0 && bytes + row.body.length > maxBytes)) {
+        hasMore = true;
+        break;
+      }
+      const record = tryMessage(row);
+      if (!record) continue;
+      messages.push(record);
+      bytes += row.body.length;
+    }
+    return { messages, hasMore };
+  }
+
+  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number, maxBytes: number): MessagePageRecords {
     const { sql, params } = inboxConditions(filter);
     const statusSql =
       filter.status === 'expired'
@@ -395,31 +503,34 @@ export class SqliteStore implements Store {
         : filter.status === 'sent'
           ? "(status = 'sent' AND expires_at > ?)"
           : "(status = 'delivered' AND ? IS NOT NULL)";
-    const rows = this.#stmt(`SELECT * FROM messages WHERE recipient_key = ? AND ${statusSql}${sql} ${ORDER_SQL} LIMIT ?`).all(
-      recipient,
-      now,
-      ...params,
-      limit + 1,
-    ) as MessageRow[];
-    return { messages: rows.slice(0, limit).map(messageFromRow), hasMore: rows.length > limit };
+    const stmt = this.#stmt(`SELECT * FROM messages WHERE recipient_key = ? AND ${statusSql}${sql} ${ORDER_SQL} LIMIT ?`);
+    return this.#page(stmt, [recipient, now, ...params], limit, maxBytes);
   }
 
-  pending(recipient: string, afterSeq: number, limit: number, now: number): MessageRecord[] {
-    return (
-      this.#stmt(
-        "SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND seq > ? AND expires_at > ? ORDER BY seq LIMIT ?",
-      ).all(recipient, afterSeq, now, limit) as MessageRow[]
-    ).map(messageFromRow);
+  pending(recipient: string, afterSeq: number, limit: number, now: number, maxBytes = Number.POSITIVE_INFINITY): MessageRecord[] {
+    const out: MessageRecord[] = [];
+    let bytes = 0;
+    // Rows are read one at a time, so a page of large bodies stops at the byte budget.
+    const rows = this.#stmt(
+      "SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND seq > ? AND expires_at > ? ORDER BY seq LIMIT ?",
+    ).iterate(recipient, afterSeq, now, limit) as IterableIterator<MessageRow>;
+    for (const row of rows) {
+      const record = tryMessage(row);
+      if (!record) continue;
+      out.push(record);
+      bytes += row.body.length;
+      if (bytes >= maxBytes) break;
+    }
+    return out;
   }
 
-  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number): MessageRecord[] {
+  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number, maxBytes: number): MessagePageRecords {
     const at = after ?? { t: -1, id: '' };
-    return (
-      this.#stmt(
-        `SELECT * FROM messages WHERE (thread_id = ? OR message_id = ?) AND (sender_key = ? OR recipient_key = ?) AND ${AFTER_SQL}
-         ${ORDER_SQL} LIMIT ?`,
-      ).all(threadId, threadId, caller, caller, at.t, at.t, at.id, limit) as MessageRow[]
-    ).map(messageFromRow);
+    const stmt = this.#stmt(
+      `SELECT * FROM messages WHERE (thread_id = ? OR message_id = ?) AND (sender_key = ? OR recipient_key = ?) AND ${AFTER_SQL}
+       ${ORDER_SQL} LIMIT ?`,
+    );
+    return this.#page(stmt, [threadId, threadId, caller, caller, at.t, at.t, at.id], limit, maxBytes);
   }
 
   sweep(now: number, expiredRetentionMs: number): { expired: number; purged: number } {
@@ -455,11 +566,6 @@ export class SqliteStore implements Store {
     return (rows as AclRow[]).map(aclFromRow);
   }
 
-  aclEntries(owner: string): Map<string, AclEntryType> {
-    const rows = this.#stmt('SELECT peer_key, entry_type FROM acl WHERE owner_key = ?').all(owner) as Array<Pick<AclRow, 'peer_key' | 'entry_type'>>;
-    return new Map(rows.map((r) => [r.peer_key, r.entry_type as AclEntryType]));
-  }
-
   deleteAcl(owner: string, peer: string): boolean {
     return this.#stmt('DELETE FROM acl WHERE owner_key = ? AND peer_key = ?').run(owner, peer).changes > 0;
   }
@@ -468,7 +574,20 @@ export class SqliteStore implements Store {
     this.#stmt('SELECT 1').get();
   }
 
+  health(now: number): StorageHealth {
+    if (!this.#db.open) return { ok: false, reason: 'closed' };
+    const file = checkDbFile(this.location, this.#fileCheck);
+    if (!file.ok) return file;
+    try {
+      this.#stmt('INSERT INTO health_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at').run(now);
+    } catch (err) {
+      return { ok: false, reason: 'write_failed', detail: `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`.trim() };
+    }
+    return { ok: true };
+  }
+
   close(): void {
     if (this.#db.open) this.#db.close();
+    this.#lock.release();
   }
 }

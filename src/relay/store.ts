@@ -96,23 +96,60 @@ export interface Store {
   /** Applies a batch in one transaction; assigns `seq` to the inserted messages. */
   commit(batch: WriteBatch, now: number): void;
   getMessage(id: string): MessageRecord | undefined;
-  /** `sent`, unexpired messages for `recipient`, marked delivered in the same transaction. */
-  takeSent(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean };
-  /** A read-only inbox view (delivered / expired history). */
-  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number): { messages: MessageRecord[]; hasMore: boolean };
-  /** `sent`, unexpired messages for `recipient` after `afterSeq`, oldest first (WebSocket backlog). */
-  pending(recipient: string, afterSeq: number, limit: number, now: number): MessageRecord[];
-  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number): MessageRecord[];
+  /**
+   * A poll: `sent`, unexpired messages for `recipient`, oldest first, read one at a time and each
+   * offered to `serve` (already showing `delivered` and `delivered_at = now`). Only those it takes
+   * are marked delivered, in the same transaction; one it skips (cannot be served) stays `sent`;
+   * `full` ends the page with `hasMore`. Stored rows that cannot be decoded are skipped the same
+   * way. At most `limit` are taken.
+   */
+  takeSent(recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict): TakeResult;
+  /** A read-only inbox view (delivered / expired history): a page of at most `limit` messages and about `maxBytes` of bodies. */
+  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number, maxBytes: number): MessagePageRecords;
+  /**
+   * `sent`, unexpired messages for `recipient` after `afterSeq`, oldest first (WebSocket backlog):
+   * at most `limit`, and no more once their bodies reach `maxBytes` (at least one).
+   */
+  pending(recipient: string, afterSeq: number, limit: number, now: number, maxBytes?: number): MessageRecord[];
+  /** A page of a thread the caller took part in: at most `limit` messages and about `maxBytes` of bodies. */
+  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number, maxBytes: number): MessagePageRecords;
   /** Marks overdue `sent` messages expired and purges what has outlived its retention. */
   sweep(now: number, expiredRetentionMs: number): { expired: number; purged: number };
 
   putAcl(owner: string, peer: string, type: AclEntryType, now: number): AclEntry;
   getAcl(owner: string, peer: string): AclEntry | undefined;
   listAcl(owner: string, type: AclEntryType | undefined, afterId: number, limit: number): AclEntry[];
-  aclEntries(owner: string): Map<string, AclEntryType>;
   deleteAcl(owner: string, peer: string): boolean;
 
-  /** A cheap round trip to the storage, for health checks. */
+  /** A cheap round trip to the storage. */
   ping(): void;
+  /** A real check: the disk (free space, the file, its pages) and a small committed write. */
+  health(now: number): StorageHealth;
   close(): void;
+}
+
+export interface StorageHealth {
+  ok: boolean;
+  /** Why not: `disk_full`, `corrupt`, `missing`, `write_failed`. */
+  reason?: string;
+  detail?: string;
+}
+
+/** Most bytes of message bodies one page of messages holds (at least one message): memory by bytes. */
+export const MESSAGE_PAGE_BYTES = 8 * 1024 * 1024;
+
+/** A page of stored messages; undecodable rows are left out. */
+export interface MessagePageRecords {
+  messages: MessageRecord[];
+  hasMore: boolean;
+}
+
+/** What `serve` says about one message offered to a poll. */
+export type ServeVerdict = 'taken' | 'skip' | 'full';
+
+export interface TakeResult {
+  messages: MessageRecord[];
+  hasMore: boolean;
+  /** Ids of messages left `sent` because they could not be served. */
+  skipped: string[];
 }

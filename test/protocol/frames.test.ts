@@ -28,7 +28,8 @@ describe('client → relay frames', () => {
   it('ack, ping, pong', () => {
     assert.deepEqual(parseClientFrame('{"type":"ack","message_id":"msg_1_abc"}'), { type: 'ack', message_id: 'msg_1_abc' });
     assert.deepEqual(parseClientFrame('{"type":"ping"}'), { type: 'ping' });
-    assert.deepEqual(parseClientFrame('{"type":"ping","ts":123}'), { type: 'ping', ts: 123 });
+    assert.deepEqual(parseClientFrame('{"type":"ping","ts":123}'), { type: 'ping', ts: 123, ts_text: '123' });
+    assert.deepEqual(parseClientFrame('{"type":"ping","ts": 1e999 }'), { type: 'ping', ts: Infinity, ts_text: '1e999' });
     assert.deepEqual(parseClientFrame('{"type":"pong","ts":"x"}'), { type: 'pong', ts: 'x' });
     assert.equal(parseError(() => parseClientFrame('{"type":"ack"}')).field, 'message_id');
   });
@@ -42,6 +43,7 @@ describe('client → relay frames', () => {
         recipient_key: KEY_B,
         content_type: 'application/json',
         body: { text: 'Hi' },
+        body_text: '{"text":"Hi"}',
         attachments: [],
         thread_id: null,
         in_reply_to: null,
@@ -53,6 +55,7 @@ describe('client → relay frames', () => {
     assert.equal(nested.type, 'send');
     if (nested.type === 'send') {
       assert.equal(nested.message.body, 1);
+      assert.equal(nested.message.body_text, '1');
       assert.equal(nested.message.expires_in, 5);
       assert.equal(nested.request_id, 'c-18');
     }
@@ -78,6 +81,56 @@ describe('client → relay frames', () => {
     assert.equal(unknown.reason, 'unknown_type');
     assert.equal(unknown.frameType, 'subscribe');
     assert.equal(unknown.code, 'invalid_frame');
+  });
+});
+
+describe('client frames: bounded and verbatim', () => {
+  const deep = (n: number) => `${'['.repeat(n)}${']'.repeat(n)}`;
+
+  it('a frame nested deeper than 128 levels is refused before parsing: too_deep, with the send\'s request_id when readable', () => {
+    const ping = parseError(() => parseClientFrame(`{"type":"ping","ts":${deep(6000)}}`));
+    assert.equal(ping.reason, 'too_deep');
+    assert.equal(ping.frameType, 'ping');
+    const flat = parseError(() => parseClientFrame(`{"type":"send","request_id":"d1","recipient_key":"${KEY_B}","body":${deep(5000)}}`));
+    assert.equal(flat.reason, 'too_deep');
+    assert.equal(flat.frameType, 'send');
+    assert.equal(flat.requestId, 'd1');
+    const nested = parseError(() => parseClientFrame(`{"message":{"recipient_key":"${KEY_B}","body":${deep(200)}},"request_id":7,"type":"send"}`));
+    assert.equal(nested.reason, 'too_deep');
+    assert.equal(nested.requestId, '7');
+    // Exactly at the limit: the whole frame may nest 128 levels (the body one less).
+    const ok = parseClientFrame(`{"type":"send","recipient_key":"${KEY_B}","body":${deep(127)}}`);
+    assert.equal(ok.type, 'send');
+    assert.equal(parseError(() => parseClientFrame(`{"type":"send","recipient_key":"${KEY_B}","body":${deep(128)}}`)).reason, 'too_deep');
+  });
+
+  it('keeps the body text exactly as sent: big integers, 1e999, duplicate keys, spacing', () => {
+    const body = '{ "n": 12345678901234567890, "x": 1e999, "d": 1, "d": 2, "s": "\\u00e9" }';
+    for (const text of [
+      `{"type":"send","recipient_key":"${KEY_B}","body":${body}}`,
+      `{"type":"send","message":{"recipient_key":"${KEY_B}","body":${body}}}`,
+      `{"body":"decoy","type":"send","message":{"body":0,"recipient_key":"${KEY_B}","body":${body}}}`,
+    ]) {
+      const f = parseClientFrame(text);
+      assert.ok(f.type === 'send');
+      if (f.type === 'send') assert.equal(f.message.body_text, body);
+    }
+  });
+
+  it('counts the body limit in bytes of the text as sent', () => {
+    const text = (pad: string) => `{"type":"send","recipient_key":"${KEY_B}","body":[1${pad}]}`;
+    // 1000 spaces of padding: tiny once parsed, 1003 bytes as sent.
+    assert.equal(parseError(() => parseClientFrame(text(' '.repeat(1000)), { maxBodyBytes: 1000 })).validation?.status, 413);
+    assert.equal(parseClientFrame(text(' '.repeat(997)), { maxBodyBytes: 1000 }).type, 'send');
+  });
+
+  it('refuses small-order and non-canonical recipient keys (400, recipient_key)', () => {
+    for (const hex of ['01'.padEnd(64, '0'), 'ec'.padEnd(62, 'f') + '7f', '0'.repeat(64), 'ee'.padEnd(62, 'f') + '7f']) {
+      const key = Buffer.from(hex, 'hex').toString('base64url');
+      const e = parseError(() => parseClientFrame(`{"type":"send","request_id":"k","recipient_key":"${key}","body":1}`));
+      assert.equal(e.field, 'recipient_key');
+      assert.equal(e.validation?.status, 400);
+    }
   });
 });
 

@@ -1,0 +1,67 @@
+/**
+ * A least-recently-used map bounded by entry count and by an estimate of bytes. Caches in front of
+ * the store use it so that memory depends on these two numbers, never on what callers store or
+ * how many distinct keys they ask for.
+ */
+export class Lru<K, V> {
+  readonly maxEntries: number;
+  readonly maxBytes: number;
+  readonly #sizeOf: (value: V) => number;
+  readonly #map = new Map<K, { value: V; bytes: number }>();
+  #bytes = 0;
+
+  constructor(maxEntries: number, maxBytes: number, sizeOf: (value: V) => number) {
+    this.maxEntries = maxEntries;
+    this.maxBytes = maxBytes;
+    this.#sizeOf = sizeOf;
+  }
+
+  get size(): number {
+    return this.#map.size;
+  }
+
+  /** Estimated bytes held. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  has(key: K): boolean {
+    return this.#map.has(key);
+  }
+
+  /** The value, marking it recently used. */
+  get(key: K): V | undefined {
+    const entry = this.#map.get(key);
+    if (!entry) return undefined;
+    this.#map.delete(key);
+    this.#map.set(key, entry);
+    return entry.value;
+  }
+
+  /** Stores `value` (a value larger than `maxBytes` alone is not kept) and returns it. */
+  set<T extends V>(key: K, value: T): T {
+    this.delete(key);
+    const bytes = this.#sizeOf(value);
+    if (bytes > this.maxBytes) return value;
+    this.#map.set(key, { value, bytes });
+    this.#bytes += bytes;
+    while (this.#map.size > this.maxEntries || this.#bytes > this.maxBytes) {
+      const oldest = this.#map.keys().next().value as K;
+      this.delete(oldest);
+    }
+    return value;
+  }
+
+  delete(key: K): boolean {
+    const entry = this.#map.get(key);
+    if (!entry) return false;
+    this.#map.delete(key);
+    this.#bytes -= entry.bytes;
+    return true;
+  }
+
+  clear(): void {
+    this.#map.clear();
+    this.#bytes = 0;
+  }
+}

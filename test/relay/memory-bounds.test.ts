@@ -1,0 +1,180 @@
+/**
+ * Issue 9, relay items 2 and 3: memory is bounded without a key and by bytes. These tests check
+ * behaviour (connections cut, requests answered 408/413/503, nothing lost); `bench/attacks.ts`
+ * measures the relay's RSS under the same attacks.
+ */
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { describe, it } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { LIMITS } from '../../src/protocol/constants.js';
+import { type Keypair, signRequest } from '../../src/protocol/signing.js';
+import { Lru } from '../../src/relay/lru.js';
+import { newAgent, startRelay } from '../helpers/relay.js';
+import { frameHeader, tcpWs, TextSocket, textFrame, write } from './_raw.js';
+import { Api, expectError, expectOk, freshAuthFrame, roundTrip, wsConnect } from './_support.js';
+
+const MiB = 1024 * 1024;
+
+/** Resolves once `cond()` holds, checking after every turn of the event loop (no sleeping). */
+async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** A raw HTTP request that sends its headers and `sent` body bytes, then stalls; returns the first response line. */
+async function stalledPost(url: string, kp: Keypair, declared: number, sent: number): Promise<{ status: Promise<string>; destroy(): void }> {
+  const u = new URL(url);
+  const s = connect(Number(u.port), u.hostname);
+  s.on('error', () => {});
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  const headers = signRequest(kp, 'POST', '/v1/messages', `x${Math.random()}`, Date.now(), { milliseconds: true });
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  s.write(`POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n${lines}\r\n`);
+  if (sent > 0) s.write(Buffer.alloc(sent, 0x20));
+  const status = new Promise<string>((resolve) => {
+    let text = '';
+    s.setEncoding('latin1').on('data', (d: string) => {
+      text += d;
+      if (text.includes('\r\n')) resolve(text.split('\r\n')[0]!);
+    });
+    s.once('close', () => resolve(text.split('\r\n')[0] ?? ''));
+  });
+  return { status, destroy: () => s.destroy() };
+}
+
+describe('item 2: without a key, almost nothing', () => {
+  it('a large frame before auth is cut as it arrives: close 1009 after the pre-auth budget', async (t) => {
+    const { url, wsUrl, logs } = await startRelay(t);
+    const s = await tcpWs(t, wsUrl);
+    // The header of a 15 MiB frame, then 64 KiB of it: never finished.
+    await write(s.socket, frameHeader(15 * MiB));
+    await write(s.socket, Buffer.alloc(64 * 1024, 0x20));
+    assert.equal(await s.closeCode(), 1009);
+    await s.gone;
+    assert.ok(logs.some((e) => e.msg === 'ws_preauth_too_large'));
+    // Many small frames add up the same way.
+    const chatty = await TextSocket.open(t, wsUrl);
+    for (let i = 0; i < 400; i++) chatty.send('{"type":"ping","ts":1}');
+    assert.equal((await chatty.closed).code, 1009);
+    // An honest client is unaffected.
+    await roundTrip(await wsConnect(t, wsUrl, newAgent()));
+    expectOk(await new Api(url).get(newAgent(), '/v1/agents/me'));
+  });
+
+  it('the budget is for unauthenticated bytes only: an authenticated connection may send large frames', async (t) => {
+    const { wsUrl } = await startRelay(t);
+    const kp = newAgent();
+    const s = await tcpWs(t, wsUrl);
+    // Auth and a 200 KiB send in one write: the auth frame completes before the budget counts the rest.
+    const send = `{"type":"send","request_id":"big","recipient_key":"${newAgent().publicKey}","body":"${'b'.repeat(200 * 1024)}"}`;
+    await write(s.socket, Buffer.concat([textFrame(JSON.stringify(freshAuthFrame(kp))), textFrame(send)]));
+    await until(() => s.received().includes('"request_id":"big"'), 'send_result');
+    assert.ok(s.received().toString().includes('"status":"ok","message_id"'));
+  });
+
+  it('a request body that stalls is answered 408 request_timeout once bodyTimeoutMs passes (manual clock)', async (t) => {
+    const clock = new ManualClock(Date.now());
+    const { url } = await startRelay(t, { clock, bodyTimeoutMs: 10_000 });
+    const before = clock.pending;
+    const req = await stalledPost(url, newAgent(), 2 * MiB, 1000);
+    t.after(() => req.destroy());
+    await until(() => clock.pending > before, 'the body timer');
+    clock.advance(10_001);
+    assert.match(await req.status, /^HTTP\/1\.1 408/);
+  });
+
+  it('concurrent body reads are capped by count and by bytes held: 503 with Retry-After; bad headers never get a body read', async (t) => {
+    const clock = new ManualClock(Date.now());
+    const { url } = await startRelay(t, { clock, maxConcurrentBodies: 2, maxBodyBufferBytes: 2.5 * MiB });
+    const before = clock.pending;
+    const held = [await stalledPost(url, newAgent(), MiB, 10), await stalledPost(url, newAgent(), MiB, 10)];
+    t.after(() => held.forEach((h) => h.destroy()));
+    await until(() => clock.pending === before + 2, 'two body reads');
+    const third = await new Api(url).post(newAgent(), '/v1/messages', { recipient_key: newAgent().publicKey, body: 1 });
+    const err = expectError(third, 503, 'service_unavailable');
+    assert.equal(third.headers.get('retry-after'), '1');
+    assert.equal(err.details.reason, 'too_many_uploads');
+    held[0]!.destroy();
+    await until(() => clock.pending === before + 1, 'one read released');
+    // Bytes: 1 MiB is still held, so a declared 2 MiB body would pass 2.5 MiB held: 503.
+    const overBytes = await stalledPost(url, newAgent(), 2 * MiB, 10);
+    t.after(() => overBytes.destroy());
+    assert.match(await overBytes.status, /^HTTP\/1\.1 503/);
+    // Headers that cannot be right are refused before any body byte is read.
+    const u = new URL(url);
+    const s = connect(Number(u.port), u.hostname);
+    t.after(() => s.destroy());
+    s.write(`POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Length: ${2 * MiB}\r\nX-M2M-Public-Key: nope\r\n\r\n`);
+    const line = await new Promise<string>((r) => s.setEncoding('latin1').once('data', (d: string) => r(d.split('\r\n')[0]!)));
+    assert.match(line, /^HTTP\/1\.1 401/);
+  });
+});
+
+describe('item 3: memory bounded by bytes', () => {
+  it('a reader that stops reading: its backlog waits in storage, not memory, and arrives in full, in order, when it reads again', async (t) => {
+    const { wsUrl } = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0 });
+    const victim = newAgent();
+    const r = await tcpWs(t, wsUrl);
+    await write(r.socket, textFrame(JSON.stringify(freshAuthFrame(victim))));
+    await until(() => r.received().includes('"auth_result"'), 'auth');
+    r.socket.pause();
+    const sender = await wsConnect(t, wsUrl, newAgent());
+    const body = 'm'.repeat(256 * 1024);
+    for (let i = 0; i < 40; i++) sender.send({ type: 'send', request_id: `r${i}`, recipient_key: victim.publicKey, body: `${i}:${body}` });
+    for (let i = 0; i < 40; i++) assert.equal((await sender.next()).status, 'ok');
+    r.socket.resume();
+    await until(() => (r.received().toString().match(/"type":"message"/g) ?? []).length === 40, '40 messages', 20_000);
+    const order = [...r.received().toString().matchAll(/"body":"(\d+):/g)].map((m) => Number(m[1]));
+    assert.deepEqual(order, Array.from({ length: 40 }, (_, i) => i));
+  });
+
+  it('a client that asks for answers and never reads them is cut (1008) once 8 MiB wait for it', async (t) => {
+    const { logs, wsUrl } = await startRelay(t);
+    const s = await tcpWs(t, wsUrl);
+    await write(s.socket, textFrame(JSON.stringify(freshAuthFrame(newAgent()))));
+    await until(() => s.received().includes('"auth_result"'), 'auth');
+    s.socket.pause();
+    const ping = textFrame(`{"type":"ping","ts":"${'p'.repeat(LIMITS.pongTsMaxBytes - 2)}"}`);
+    const burst = Buffer.concat(Array.from({ length: 256 }, () => ping));
+    let sent = 0;
+    // Loopback socket buffers hold several MiB; keep asking until the relay gives up on us.
+    while (sent < 400 * MiB && !logs.some((e) => e.msg === 'ws_slow_reader')) {
+      if (!(await write(s.socket, burst))) break;
+      sent += burst.length;
+    }
+    await until(() => logs.some((e) => e.msg === 'ws_slow_reader'), 'the slow-reader cut', 20_000);
+  });
+
+  it('the replay cache is capped: when full of live signatures, new signed requests get 503 with Retry-After; room returns as entries expire', async (t) => {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+    const { url } = await startRelay(t, { clock, maxReplayEntries: 3 });
+    const api = new Api(url, clock);
+    const kp = newAgent();
+    for (let i = 0; i < 3; i++) expectOk(await api.get(kp, `/v1/agents/me?i=${i}`));
+    const full = await api.get(kp, '/v1/agents/me?i=3');
+    const err = expectError(full, 503, 'service_unavailable');
+    assert.equal(err.details.reason, 'replay_cache_full');
+    assert.ok(Number(full.headers.get('retry-after')) >= 1);
+    clock.advance(10 * 60_000 + 1000);
+    const fresh = new Api(url, clock);
+    expectOk(await fresh.get(kp, '/v1/agents/me?i=4'));
+  });
+
+  it('the LRU behind the profile and ACL caches holds at most its count and its bytes', () => {
+    const lru = new Lru<string, string>(3, 100, (v) => v.length);
+    lru.set('a', 'x'.repeat(40));
+    lru.set('b', 'x'.repeat(40));
+    lru.get('a');
+    lru.set('c', 'x'.repeat(40));
+    assert.equal(lru.has('b'), false, 'least recently used goes first');
+    assert.ok(lru.bytes <= 100);
+    lru.set('huge', 'x'.repeat(101));
+    assert.equal(lru.has('huge'), false, 'a value over the byte cap is not kept');
+    for (let i = 0; i < 10; i++) lru.set(`k${i}`, 'y');
+    assert.equal(lru.size, 3);
+  });
+});
