@@ -54,7 +54,7 @@ const PACKAGES: Record<Layer, string[]> = {
   client: ['ws'],
   relay: ['ws', 'better-sqlite3'],
   runtime: ['jiti', 'esbuild'],
-  cli: ['commander', 'chalk', 'ora', 'conf', 'yaml', 'ws'],
+  cli: ['commander', 'chalk', 'ora', 'yaml', 'ws'],
   index: [],
 };
 
@@ -62,7 +62,7 @@ const PACKAGES: Record<Layer, string[]> = {
 const IO_MODULES = /^node:(fs|fs\/promises|net|http|https|http2|tls|dgram|child_process|cluster|worker_threads|os|process|readline)$/;
 
 /** Packages that must never load when the CLI starts (they load inside the commands that need them). */
-const HEAVY = ['ws', 'ora', 'conf', 'yaml', 'jiti', 'esbuild', 'better-sqlite3', 'chalk'];
+const HEAVY = ['ws', 'ora', 'yaml', 'jiti', 'esbuild', 'better-sqlite3', 'chalk'];
 
 export interface SourceFile {
   path: string; // relative to src, e.g. "cli/commands/send.ts"
@@ -177,7 +177,7 @@ describe('architecture', () => {
     const entry = files.find((f) => f.path === 'index.ts');
     assert.ok(entry, 'src/index.ts exists');
     const loaded = staticPackages(files, 'index.ts');
-    for (const pkg of ['commander', 'chalk', 'ora', 'conf', 'better-sqlite3']) assert.ok(!loaded.has(pkg), pkg);
+    for (const pkg of ['commander', 'chalk', 'ora', 'better-sqlite3']) assert.ok(!loaded.has(pkg), pkg);
   });
 
   // The checker itself must be able to fail.

@@ -2,13 +2,12 @@
  * What every command gets: the merged global options, the output, and lazy access to settings,
  * the identity and the contacts file.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RelayClient } from '../client/http.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient, serializeContacts } from '../protocol/contacts.js';
 import { ConfigFile, ensureDir, mrpHome, resolveSettings, type Settings } from './config.js';
 import type { Deps } from './deps.js';
-import { writeFileAtomic } from './files.js';
+import { readLocalText, writeFileAtomic } from './files.js';
 import { type LoadedKey, readKeyFile } from './keys.js';
 import { Output } from './output.js';
 import { packageVersion } from './version.js';
@@ -82,14 +81,13 @@ export class CliContext {
 
   /** The shared contacts file (§1.3); empty when it does not exist. */
   async contacts(): Promise<ContactBook> {
-    let text: string;
-    try {
-      text = await readFile(this.contactsPath, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyBook();
-      throw err;
-    }
-    return parseContacts(text, this.contactsPath);
+    const text = await readLocalText(this.contactsPath, {
+      code: 'contacts_invalid',
+      what: 'contacts file',
+      maxBytes: 16 * 1024 * 1024,
+      hint: 'fix it by hand, or move it away to start a new one',
+    });
+    return text === undefined ? emptyBook() : parseContacts(text, this.contactsPath);
   }
 
   async saveContacts(book: ContactBook): Promise<void> {
