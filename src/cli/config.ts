@@ -138,7 +138,7 @@ export class ConfigFile {
     const known = Object.keys(CONFIG_KEYS);
     const out: Record<string, string> = {};
     for (const [key, value] of Object.entries(data)) {
-      if (!isConfigKey(key)) throw this.#invalid(`unknown key "${key}"${didYouMean(key, known)} (known: ${known.join(', ')})`, key);
+      if (!isConfigKey(key)) throw this.#invalid(`unknown key "${key}"${didYouMean(key, known)}; known keys: ${known.join(', ')}`, key);
       if (typeof value !== 'string' || value === '') throw this.#invalid(`must be a non-empty string (${CONFIG_KEYS[key].describe}), not ${JSON.stringify(value)}`, key);
       out[key] = value;
     }

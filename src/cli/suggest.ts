@@ -29,8 +29,8 @@ export function closest(word: string, candidates: readonly string[]): string | u
   return bestDistance <= limit ? best : undefined;
 }
 
-/** `; did you mean "x"?` or `` for no close candidate. */
+/** ` (did you mean "x"?)`, or `` when no candidate is close. */
 export function didYouMean(word: string, candidates: readonly string[]): string {
   const c = closest(word, candidates);
-  return c === undefined ? '' : `; did you mean "${c}"?`;
+  return c === undefined ? '' : ` (did you mean "${c}"?)`;
 }

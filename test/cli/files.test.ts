@@ -25,7 +25,7 @@ describe('config.json', () => {
       ['"http://x"', /must be a JSON object/],
       ['{"relay": 8080}', /\(relay\): must be a non-empty string .* not 8080/],
       ['{"relay": ""}', /\(relay\): must be a non-empty string/],
-      ['{"rleay": "http://127.0.0.1:1"}', /\(rleay\): unknown key "rleay"; did you mean "relay"\?/],
+      ['{"rleay": "http://127.0.0.1:1"}', /\(rleay\): unknown key "rleay" \(did you mean "relay"\?\); known keys: relay, key_file/],
       ['{"relay": "ftp://x"}', /must start with http/],
       ['{"relay": ', /not valid JSON/],
       [`${'['.repeat(5000)}${']'.repeat(5000)}`, /nested deeper than/],
