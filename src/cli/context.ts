@@ -57,7 +57,8 @@ export class CliContext {
 
   /**
    * A signed client for the configured relay and identity. CLI calls do not sit out long rate
-   * limits: a 429 is reported (with when to retry) rather than waited for silently.
+   * limits (a 429 is reported with when to retry) nor an unreachable relay (reported at once,
+   * with the URL to check): a person is waiting. Long-running commands build their own.
    */
   async client(options: { maxRetryAfterMs?: number } = {}): Promise<RelayClient> {
     const [{ relay }, { keypair }] = await Promise.all([this.settings(), this.identity()]);
@@ -66,6 +67,7 @@ export class CliContext {
       keypair,
       clock: this.deps.clock,
       maxRetryAfterMs: options.maxRetryAfterMs ?? 2000,
+      failFast: true,
       userAgent: `mrp/${packageVersion()}`,
     });
   }

@@ -111,6 +111,25 @@ export class Output {
     for (const l of Array.isArray(text) ? text : [text]) this.line(l);
   }
 
+  /**
+   * How a list of items (messages, agents) is printed, the same in every command: `json` (NDJSON,
+   * one document per line) with --json or when stdout is not a terminal, `bare` values with
+   * --quiet, else `human` lines.
+   */
+  get listMode(): 'json' | 'bare' | 'human' {
+    if (this.json) return 'json';
+    if (this.quiet) return 'bare';
+    return this.isTTY ? 'human' : 'json';
+  }
+
+  /** Prints a list in `listMode`; `human` renders them all (it may add a header or an empty note). */
+  list<T>(items: readonly T[], human: () => string[], bare: (item: T) => string): void {
+    const mode = this.listMode;
+    if (mode === 'json') for (const item of items) this.jsonLine(item);
+    else if (mode === 'bare') for (const item of items) this.line(bare(item));
+    else for (const l of human()) this.line(l);
+  }
+
   /** Progress and status for people, on stderr; silent with --quiet or --json. */
   info(text: string): void {
     if (this.quiet || this.json) return;

@@ -144,7 +144,7 @@ describe('mrp announce', () => {
     const again = await runCli(['announce', '--json'], deps);
     assert.deepEqual(JSON.parse(again.stdout).changes, []);
     const discover = await runCli(['discover', '--tag', 'i18n', '--json'], deps);
-    assert.deepEqual(JSON.parse(discover.stdout).agents.map((a: { public_key: string }) => a.public_key), [public_key]);
+    assert.deepEqual(discover.stdout.trim().split('\n').map((l) => JSON.parse(l).public_key), [public_key], 'NDJSON: one agent per line');
     const caps = await runCli(['capabilities', '--json'], deps);
     assert.deepEqual(JSON.parse(caps.stdout).capabilities.map((c: { tag: string }) => c.tag).sort(), ['chat', 'i18n', 'text']);
   });

@@ -4,12 +4,13 @@ import { Keypair } from '../../protocol/signing.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { fullTime, safeText } from '../render.js';
 
 /** `mrp health`: is the relay up? (Unauthenticated: works without a key.) */
 export async function runHealth(ctx: CliContext): Promise<void> {
   const { relay } = await ctx.settings();
   // Health needs no identity; a throwaway key satisfies the client's constructor.
-  const client = new RelayClient({ relayUrl: relay.value, keypair: Keypair.generate(), clock: ctx.deps.clock });
+  const client = new RelayClient({ relayUrl: relay.value, keypair: Keypair.generate(), clock: ctx.deps.clock, failFast: true });
   const started = performance.now();
   const health = await client.health();
   const ms = Math.round(performance.now() - started);
@@ -17,11 +18,12 @@ export async function runHealth(ctx: CliContext): Promise<void> {
   ctx.out.result({ relay: relay.value, latency_ms: ms, ...health }, () =>
     ctx.out.keyValues([
       ['relay', relay.value],
-      ['status', health.status === 'ok' ? style.green(health.status) : style.yellow(health.status)],
-      ['version', health.version],
-      ['time', health.timestamp],
+      ['status', health.status === 'ok' ? style.green(health.status) : style.yellow(safeText(String(health.status)))],
+      ['version', safeText(String(health.version))],
+      ['time', fullTime(health.timestamp)],
       ['latency', `${ms} ms`],
     ]),
+    () => safeText(String(health.status)),
   );
 }
 

@@ -19,7 +19,7 @@ export async function runKeygen(ctx: CliContext, options: KeygenOptions): Promis
     `${style.green('✔')} New identity written to ${style.bold(key_file.value)} (mode 0600)`,
     `  public key  ${style.cyan(keypair.publicKey)}`,
     style.dim('  Keep the key file secret: it is the account. Share only the public key.'),
-  ]);
+  ], () => keypair.publicKey);
 }
 
 export function register(program: Command, deps: Deps): void {

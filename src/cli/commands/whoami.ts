@@ -14,6 +14,7 @@ export async function runWhoami(ctx: CliContext): Promise<void> {
       ['key file', `${settings.key_file.value}${sourceNote(settings.key_file.source, style.dim)}`],
       ['relay', `${settings.relay.value}${sourceNote(settings.relay.source, style.dim)}`],
     ]),
+    () => keypair.publicKey,
   );
 }
 
