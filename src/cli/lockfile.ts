@@ -13,16 +13,22 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/** Locks this process holds (a file naming our own pid is ours only if it is listed here). */
+const held = new Set<string>();
+
 /**
  * Takes the lock at `path`. Returns a release function, or the pid of the live process that holds
- * it. The directory must exist.
+ * it (possibly this one). The directory must exist.
  */
 export function takeLock(path: string): { release: () => void } | { heldBy: number } {
+  if (held.has(path)) return { heldBy: process.pid };
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       writeFileSync(path, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      held.add(path);
       return {
         release: () => {
+          held.delete(path);
           try {
             unlinkSync(path);
           } catch {

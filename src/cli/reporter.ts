@@ -138,7 +138,7 @@ export class Reporter {
     runtime.on('disconnected', (d) => {
       this.stopSpinner();
       const next = d.willReconnect ? `; reconnecting in ${formatDuration(d.delayMs)}` : '';
-      const hint = everConnected ? undefined : neverConnectedHint(describe.relay);
+      const hint = everConnected ? undefined : neverConnectedHint(describe.relay, d);
       this.line(`${style.dim(this.#clockLabel())}  ${style.yellow('↻')} ${safeText(d.explanation)}${next}${hint ? style.dim(` — ${hint}`) : ''}`);
       this.event('disconnected', { reason: d.explanation, code: d.code, will_reconnect: d.willReconnect, delay_ms: d.delayMs, ...(hint ? { hint } : {}) });
       if (d.willReconnect) this.spin('Reconnecting…');

@@ -24,8 +24,13 @@ export interface WatchOptions {
   count?: number;
 }
 
-/** The hint for a connection that failed before it ever worked. */
-export function neverConnectedHint(relayUrl: string): string {
+/**
+ * The hint for a relay that never answered (no WebSocket handshake, code 1006) before any
+ * connection worked: most often a mistyped --relay. Undefined for other disconnects (auth, 4002).
+ */
+export function neverConnectedHint(relayUrl: string, d?: { code?: number | undefined; authError?: unknown }): string | undefined {
+  // Poll mode reports no close code: an HTTP failure before any success gets the hint too.
+  if (d && ((d.code !== undefined && d.code !== 1006) || d.authError)) return undefined;
   return `never connected — check --relay (${relayUrl}) and that the relay is running`;
 }
 
@@ -41,7 +46,7 @@ export function firstConnectError(d: DisconnectInfo, relayUrl: string): MrpError
     });
   }
   if (d.authError) return d.authError;
-  return new NetworkError(d.explanation, { code: 'network_error', hint: neverConnectedHint(relayUrl) });
+  return new NetworkError(d.explanation, { code: 'network_error', hint: neverConnectedHint(relayUrl)! });
 }
 
 export async function watchMessages(ctx: CliContext, options: WatchOptions): Promise<void> {
@@ -68,7 +73,7 @@ export async function watchMessages(ctx: CliContext, options: WatchOptions): Pro
     );
   });
   session.on('disconnect', (d) => {
-    const hint = everReady ? undefined : neverConnectedHint(client.relayUrl);
+    const hint = everReady ? undefined : neverConnectedHint(client.relayUrl, d);
     out.status(
       'disconnected',
       { reason: d.explanation, code: d.code, will_reconnect: d.willReconnect, delay_ms: d.delayMs, ...(hint ? { hint } : {}) },
