@@ -15,7 +15,7 @@ export function addGlobalOptions(cmd: Command, options: { json?: boolean } = {})
   cmd.addOption(new Option('--relay <url>', 'relay base URL (env MRP_RELAY_URL)').helpGroup(GLOBAL_GROUP));
   cmd.addOption(new Option('--key <path>', 'identity key file (env MRP_KEY_FILE)').helpGroup(GLOBAL_GROUP));
   if (options.json !== false) cmd.addOption(new Option('--json', 'machine-readable JSON output').helpGroup(GLOBAL_GROUP));
-  cmd.addOption(new Option('-q, --quiet', 'print only what was asked for').helpGroup(GLOBAL_GROUP));
+  cmd.addOption(new Option('-q, --quiet', 'only the bare value asked for (key, id, reply, value); no status lines').helpGroup(GLOBAL_GROUP));
   cmd.addOption(new Option('--debug', 'verbose diagnostics on stderr').helpGroup(GLOBAL_GROUP));
   cmd.addOption(new Option('--no-color', 'disable colour (also NO_COLOR)').helpGroup(GLOBAL_GROUP));
   return cmd;
