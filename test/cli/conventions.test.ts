@@ -216,6 +216,23 @@ describe('an unreachable relay', () => {
   });
 });
 
+describe('mrp run against a relay that never answers', () => {
+  it('keeps trying, each attempt an event with the never-connected hint; one SIGTERM exits 0', async (t) => {
+    const home = await tempDir(t);
+    const down = await closedPort();
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: down } });
+    await runCli(['keygen'], deps);
+    const run = runCli(['run', '--handler', join(import.meta.dirname, '../../handlers/echo.ts'), '--log-format', 'json'], deps);
+    await deps.stdout.waitFor('"event":"disconnected"');
+    deps.raise('SIGTERM');
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
+    const event = ndjson(res.stdout).find((e) => e['event'] === 'disconnected')!;
+    assert.equal(event['will_reconnect'], true);
+    assert.equal(event['hint'], `never connected — check --relay (${down}) and that the relay is running`);
+  });
+});
+
 describe('mrp dev', () => {
   it('a second one on the same MRP_HOME exits at once with advice (also --once); --key is the agent', async (t) => {
     const home = await tempDir(t);
