@@ -55,7 +55,8 @@ export class Reporter {
 
   static async create(out: Output, deps: Deps, options: ReporterOptions): Promise<Reporter> {
     let spinner: Spinner | undefined;
-    if (options.format === 'pretty' && deps.stderr.isTTY && !out.quiet) {
+    // A terminal that reports no width (a pty nobody sized) would make ora redraw forever.
+    if (options.format === 'pretty' && deps.stderr.isTTY && (deps.stderr.columns ?? 0) > 0 && !out.quiet) {
       const { default: ora } = await import('ora');
       spinner = ora({ stream: deps.stderr as NodeJS.WritableStream, discardStdin: false, color: 'cyan' }) as unknown as Spinner;
     }

@@ -231,6 +231,20 @@ describe('mrp run against a relay that never answers', () => {
     assert.equal(event['will_reconnect'], true);
     assert.equal(event['hint'], `never connected — check --relay (${down}) and that the relay is running`);
   });
+
+  it('on a terminal: the retry line has a time and the hint (also on a terminal that reports no width)', async (t) => {
+    const home = await tempDir(t);
+    const down = await closedPort();
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: down }, tty: true });
+    deps.stderr.columns = 0;
+    await runCli(['keygen'], deps);
+    const run = runCli(['run', '--handler', join(import.meta.dirname, '../../handlers/echo.ts')], deps);
+    await deps.stdout.waitFor('never connected');
+    deps.raise('SIGINT');
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /^\d\d:\d\d:\d\d {2}↻ cannot reach the relay .*; reconnecting in \S+ — never connected — check --relay/m);
+  });
 });
 
 describe('mrp dev', () => {
