@@ -46,7 +46,10 @@ export function firstConnectError(d: DisconnectInfo, relayUrl: string): MrpError
     });
   }
   if (d.authError) return d.authError;
-  return new NetworkError(d.explanation, { code: 'network_error', hint: neverConnectedHint(relayUrl)! });
+  return new NetworkError(d.explanation, {
+    code: /ECONNREFUSED/.test(d.explanation) ? 'connection_refused' : 'network_error',
+    hint: neverConnectedHint(relayUrl)!,
+  });
 }
 
 export async function watchMessages(ctx: CliContext, options: WatchOptions): Promise<void> {

@@ -198,7 +198,7 @@ describe('an unreachable relay', () => {
     const down = await closedPort();
     const deps = testDeps({ home, env: { MRP_RELAY_URL: down } });
     await runCli(['keygen'], deps);
-    for (const argv of [['discover'], ['profile'], ['recv'], ['status', 'msg_1_000000000000'], ['acl', 'ls'], ['send', Keypair.generate().publicKey, 'hi']]) {
+    for (const argv of [['discover'], ['profile'], ['recv'], ['recv', '--no-ack'], ['status', 'msg_1_000000000000'], ['acl', 'ls'], ['send', Keypair.generate().publicKey, 'hi']]) {
       const started = Date.now();
       const res = await runCli([...argv, '--json'], deps);
       assert.equal(res.code, 3, `${argv[0]}: ${res.stderr}`);
