@@ -23,7 +23,7 @@ import { connect, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
-import { authFrame, Keypair, signRequest } from '../src/protocol/signing.js';
+import { authFrame, Keypair, signRequest, uniqueTimestamp } from '../src/protocol/signing.js';
 import { cleanupAll, installCleanup, ROOT, rssMb, startNode, tempDir } from './lib.js';
 
 const { values: opts } = parseArgs({
@@ -132,7 +132,7 @@ function write(socket: Socket, data: Buffer | string): Promise<void> {
 }
 
 async function signedFetch(relay: RelayChild, kp: Keypair, method: string, target: string, body?: string): Promise<number> {
-  const headers = signRequest(kp, method, target, body ?? '', Date.now(), { milliseconds: true });
+  const headers = signRequest(kp, method, target, body ?? '', Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
   const res = await fetch(relay.url + target, { method, headers: { ...headers, 'content-type': 'application/json' }, ...(body ? { body } : {}) });
   await res.arrayBuffer();
   return res.status;
@@ -195,7 +195,7 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
         const s = connect(relay.port, relay.host);
         s.on('error', () => {});
         await new Promise<void>((res) => s.once('connect', () => res()));
-        const headers = signRequest(kp, 'POST', '/v1/messages', `stalled ${i}`, Date.now(), { milliseconds: true });
+        const headers = signRequest(kp, 'POST', '/v1/messages', `stalled ${i}`, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
         const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
         s.write(`POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${len}\r\n${lines}\r\n`);
         s.setEncoding('latin1').on('data', (d: string) => answered.push(d.split('\r\n')[0]!));

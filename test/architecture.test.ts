@@ -55,7 +55,7 @@ const PACKAGES: Record<Layer, string[]> = {
   client: ['ws'],
   relay: ['ws', 'better-sqlite3', 'aws4fetch'],
   runtime: ['jiti', 'esbuild'],
-  cli: ['commander', 'chalk', 'ora', 'conf', 'yaml', 'ws'],
+  cli: ['commander', 'chalk', 'ora', 'yaml', 'ws'],
   index: [],
 };
 
@@ -66,7 +66,6 @@ const IO_MODULES = /^node:(fs|fs\/promises|net|http|https|http2|tls|dgram|child_
 const HEAVY = [
   'ws',
   'ora',
-  'conf',
   'yaml',
   'jiti',
   'esbuild',
@@ -194,7 +193,7 @@ describe('architecture', () => {
     const entry = files.find((f) => f.path === 'index.ts');
     assert.ok(entry, 'src/index.ts exists');
     const loaded = staticPackages(files, 'index.ts');
-    for (const pkg of ['commander', 'chalk', 'ora', 'conf', 'better-sqlite3']) assert.ok(!loaded.has(pkg), pkg);
+    for (const pkg of ['commander', 'chalk', 'ora', 'better-sqlite3']) assert.ok(!loaded.has(pkg), pkg);
   });
 
   // The checker itself must be able to fail.

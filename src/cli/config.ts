@@ -1,15 +1,16 @@
 /**
  * Settings with one precedence rule: flag > environment > context > config file > built-in
- * default (spec §1.2; contexts in contexts.ts). The config file is `$MRP_HOME/config.json`,
- * written through `conf` with mode 0600; conf is loaded only when a config file exists or is
- * being written.
+ * default (spec §1.2; contexts in contexts.ts). The config file is `$MRP_HOME/config.json`
+ * (mode 0600).
  */
-import { existsSync } from 'node:fs';
 import { chmod, mkdir } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { ConfigError, UsageError } from '../core/errors.js';
 import { DEFAULT_RELAY_URL } from '../protocol/constants.js';
+import { JsonInputError, parseJson } from '../protocol/json.js';
 import type { Deps } from './deps.js';
+import { readLocalText, writeFileAtomic } from './files.js';
+import { didYouMean } from './suggest.js';
 
 export type SettingSource = 'flag' | 'env' | 'context' | 'config' | 'default';
 
@@ -81,6 +82,14 @@ export function isConfigKey(key: string): key is ConfigKey {
   return Object.hasOwn(CONFIG_KEYS, key);
 }
 
+/** What `config.json` may hold: the settings, plus the context chosen with `mrp context use`. */
+export type StoredKey = ConfigKey | 'context';
+const STORED_KEYS: Record<StoredKey, string> = {
+  relay: CONFIG_KEYS.relay.describe,
+  key_file: CONFIG_KEYS.key_file.describe,
+  context: 'the context selected with `mrp context use`',
+};
+
 /** `$MRP_HOME`, default `~/.mrp`. */
 export function mrpHome(deps: Pick<Deps, 'env' | 'cwd' | 'homedir'>): string {
   const fromEnv = deps.env['MRP_HOME'];
@@ -93,57 +102,74 @@ export async function ensureDir(dir: string): Promise<void> {
   if (created !== undefined) await chmod(dir, 0o700);
 }
 
-type ConfStore = { store: Record<string, unknown>; set(k: string, v: unknown): void; delete(k: string): void; path: string };
+/** How deep a hand-edited settings file may nest (it is flat; this only stops hostile input). */
+const CONFIG_MAX_DEPTH = 32;
 
-/** The config file, through conf. Created (mode 0600) on first write. */
+/**
+ * The config file: a flat JSON object of known string settings, mode 0600, replaced atomically on
+ * every write (own writer, no signal handlers: `conf`'s atomic writer hooked SIGINT/SIGTERM and
+ * re-raised the first signal, so a runner could not drain). A file of the wrong shape fails with
+ * `config_invalid` naming the file and field, never silently ignored.
+ */
 export class ConfigFile {
   readonly path: string;
   readonly #home: string;
-  #conf: ConfStore | undefined;
+  #cache: Record<string, string> | undefined;
 
   constructor(home: string) {
     this.#home = home;
     this.path = join(home, 'config.json');
   }
 
-  async #open(): Promise<ConfStore> {
-    if (this.#conf) return this.#conf;
-    await ensureDir(this.#home);
-    const { default: Conf } = await import('conf');
-    try {
-      this.#conf = new Conf<Record<string, unknown>>({
-        cwd: this.#home,
-        configName: 'config',
-        projectName: 'mrp',
-        configFileMode: 0o600,
-        accessPropertiesByDotNotation: false,
-        serialize: (value) => `${JSON.stringify(value, null, 2)}\n`,
-      }) as unknown as ConfStore;
-      void this.#conf.store;
-    } catch (err) {
-      this.#conf = undefined;
-      throw new ConfigError('config_invalid', `config file ${this.path} is not valid JSON (${(err as Error).message})`, {
-        file: this.path,
-        hint: 'fix it by hand or delete it',
-        cause: err,
-      });
-    }
-    return this.#conf;
+  #invalid(reason: string, field?: string): ConfigError {
+    return new ConfigError('config_invalid', `${this.path}${field ? ` (${field})` : ''}: ${reason}`, {
+      file: this.path,
+      details: { file: this.path, ...(field ? { field } : {}), reason },
+      hint: field ? `fix it with \`mrp config set ${isConfigKey(field) ? field : '<key>'} <value>\`, or edit the file` : 'fix it by hand, or delete it',
+    });
   }
 
   /** All stored values; `{}` when there is no file (without creating one). */
-  async read(): Promise<Record<string, unknown>> {
-    if (!this.#conf && !existsSync(this.path)) return {};
-    return { ...(await this.#open()).store };
+  async read(): Promise<Record<string, string>> {
+    if (this.#cache) return { ...this.#cache };
+    const text = await readLocalText(this.path, { code: 'config_invalid', what: 'config file', maxBytes: 1024 * 1024, hint: 'fix it by hand, or delete it' });
+    let data: unknown = {};
+    if (text !== undefined && text.trim() !== '') {
+      try {
+        data = parseJson(text, CONFIG_MAX_DEPTH);
+      } catch (err) {
+        throw this.#invalid(err instanceof JsonInputError ? err.message : String(err));
+      }
+    }
+    if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+      throw this.#invalid(`must be a JSON object like {"relay": "https://relay.mrphub.io"}, not ${Array.isArray(data) ? 'an array' : data === null ? 'null' : typeof data}`);
+    }
+    const known = Object.keys(STORED_KEYS);
+    const out: Record<string, string> = {};
+    for (const [key, value] of Object.entries(data)) {
+      if (!Object.hasOwn(STORED_KEYS, key)) throw this.#invalid(`unknown key "${key}"${didYouMean(key, known)}; known keys: ${known.join(', ')}`, key);
+      if (typeof value !== 'string' || value === '') throw this.#invalid(`must be a non-empty string (${STORED_KEYS[key as StoredKey]}), not ${JSON.stringify(value)}`, key);
+      out[key] = value;
+    }
+    this.#cache = out;
+    return { ...out };
   }
 
-  async set(key: string, value: string): Promise<void> {
-    (await this.#open()).set(key, value);
+  async set(key: StoredKey, value: string): Promise<void> {
+    await this.#write({ ...(await this.read()), [key]: value });
   }
 
-  async unset(key: string): Promise<void> {
-    if (!existsSync(this.path)) return;
-    (await this.#open()).delete(key);
+  async unset(key: StoredKey): Promise<void> {
+    const current = await this.read();
+    if (!Object.hasOwn(current, key)) return;
+    delete current[key];
+    await this.#write(current);
+  }
+
+  async #write(values: Record<string, string>): Promise<void> {
+    await ensureDir(this.#home);
+    await writeFileAtomic(this.path, `${JSON.stringify(values, null, 2)}\n`, 0o600);
+    this.#cache = values;
   }
 }
 
@@ -174,9 +200,21 @@ export async function resolveSettings(flags: FlagValues, deps: Deps, home: strin
     if (flagValue[key] !== undefined) [raw, source, origin] = [flagValue[key]!, 'flag', spec.flag];
     else if (envValue) [raw, source, origin] = [envValue, 'env', spec.env];
     else if (context?.data[key]) [raw, source, origin] = [context.data[key], 'context', `context ${context.name} (${context.path})`];
-    else if (typeof fileValue === 'string' && fileValue !== '') [raw, source, origin] = [fileValue, 'config', `${file.path} (${key})`];
+    else if (fileValue !== undefined) [raw, source, origin] = [fileValue, 'config', `${file.path} (${key})`];
     else [raw, source, origin] = [spec.fallback(home), 'default', 'default'];
-    out[key] = { value: spec.normalize(raw, origin, deps, home), source, origin };
+    let value: string;
+    try {
+      value = spec.normalize(raw, origin, deps, home);
+    } catch (err) {
+      // A bad value in the file is the file's problem (config_invalid), with the same message.
+      if (source !== 'config' || !(err instanceof UsageError)) throw err;
+      throw new ConfigError('config_invalid', err.message, {
+        file: file.path,
+        details: { file: file.path, field: key },
+        hint: `fix it with \`mrp config set ${key} <value>\`, or \`mrp config unset ${key}\``,
+      });
+    }
+    out[key] = { value, source, origin };
   }
   return out;
 }

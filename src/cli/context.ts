@@ -2,14 +2,13 @@
  * What every command gets: the merged global options, the output, and lazy access to settings,
  * the identity and the contacts file.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { RelayClient } from '../client/http.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient, serializeContacts } from '../protocol/contacts.js';
 import { ConfigFile, ensureDir, mrpHome, resolveSettings, type Settings } from './config.js';
 import { type ContextSelection, ContextStore, selectContext } from './contexts.js';
 import type { Deps } from './deps.js';
-import { writeFileAtomic } from './files.js';
+import { readLocalText, writeFileAtomic } from './files.js';
 import { type LoadedKey, readKeyFile } from './keys.js';
 import { Output } from './output.js';
 import { createTracers, traceCategories, type Tracers } from './trace.js';
@@ -95,7 +94,8 @@ export class CliContext {
 
   /**
    * A signed client for the configured relay and identity. CLI calls do not sit out long rate
-   * limits: a 429 is reported (with when to retry) rather than waited for silently.
+   * limits (a 429 is reported with when to retry) nor an unreachable relay (reported at once,
+   * with the URL to check): a person is waiting. Long-running commands build their own.
    */
   async client(options: { maxRetryAfterMs?: number } = {}): Promise<RelayClient> {
     const [{ relay }, { keypair }] = await Promise.all([this.settings(), this.identity()]);
@@ -104,6 +104,7 @@ export class CliContext {
       keypair,
       clock: this.deps.clock,
       maxRetryAfterMs: options.maxRetryAfterMs ?? 2000,
+      failFast: true,
       userAgent: `mrp/${packageVersion()}`,
       ...(this.tracers.http ? { trace: this.tracers.http } : {}),
     });
@@ -120,14 +121,13 @@ export class CliContext {
 
   /** The shared contacts file (§1.3); empty when it does not exist. */
   async contacts(): Promise<ContactBook> {
-    let text: string;
-    try {
-      text = await readFile(this.contactsPath, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyBook();
-      throw err;
-    }
-    return parseContacts(text, this.contactsPath);
+    const text = await readLocalText(this.contactsPath, {
+      code: 'contacts_invalid',
+      what: 'contacts file',
+      maxBytes: 16 * 1024 * 1024,
+      hint: 'fix it by hand, or move it away to start a new one',
+    });
+    return text === undefined ? emptyBook() : parseContacts(text, this.contactsPath);
   }
 
   async saveContacts(book: ContactBook): Promise<void> {

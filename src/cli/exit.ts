@@ -28,6 +28,15 @@ const BY_KIND: Record<ErrorKind, number> = {
   internal: EXIT.failure,
 };
 
+/**
+ * Codes whose kind would say otherwise. `journal_locked` is a file error, but nothing is wrong
+ * with the command or the file: another process owns the identity right now (1, not 2 = usage).
+ */
+const BY_CODE: Record<string, number> = {
+  journal_locked: EXIT.failure,
+};
+
 export function exitCodeFor(err: unknown): number {
-  return err instanceof MrpError ? BY_KIND[err.kind] : EXIT.failure;
+  if (!(err instanceof MrpError)) return EXIT.failure;
+  return BY_CODE[err.code] ?? BY_KIND[err.kind];
 }

@@ -25,6 +25,7 @@ import * as send from './commands/send.js';
 import * as tail from './commands/tail.js';
 import * as thread from './commands/thread.js';
 import * as whoami from './commands/whoami.js';
+import { UsageError } from '../core/errors.js';
 import type { Deps } from './deps.js';
 import { EXIT, exitCodeFor } from './exit.js';
 import { Output } from './output.js';
@@ -67,6 +68,8 @@ export function buildProgram(deps: Deps): Command {
     .configureOutput({
       writeOut: (s) => void deps.stdout.write(s),
       writeErr: (s) => void deps.stderr.write(s),
+      // Parse errors are reported by `main`, in the command's output mode.
+      outputError: () => undefined,
     });
   addGlobalOptions(program);
   for (const command of COMMANDS) command.register(program, deps);
@@ -81,8 +84,10 @@ Environment:
   MRP_DEBUG       trace http, ws or both (http,ws) on stderr
   NO_COLOR        disable colour
 
-Exit codes: 0 ok, 1 failure or relay error, 2 usage or bad file, 3 network or timeout,
-4 authentication refused, 130 interrupted.`,
+Exit codes: 0 ok · 1 the relay answered with an error, or another failure (e.g. another
+process holds this identity) · 2 usage error or bad local file · 3 network error or timeout ·
+4 authentication refused · 130 interrupted (Ctrl-C where nothing needs finishing, e.g. while
+send --wait waits; a second Ctrl-C while run, dev or tail are stopping).`,
   );
   // Every command (and sub-command) reports commander's own errors the same way.
   const exitOverride = (err: CommanderError): never => {
@@ -94,6 +99,50 @@ Exit codes: 0 ok, 1 failure or relay error, 2 usage or bad file, 3 network or ti
 
 function allCommands(cmd: Command): Command[] {
   return [cmd, ...cmd.commands.flatMap(allCommands)];
+}
+
+/** Commander's parse errors → our stable codes (README "Error codes"). */
+const PARSE_ERROR_CODES: Record<string, string> = {
+  'commander.unknownOption': 'unknown_option',
+  'commander.unknownCommand': 'unknown_command',
+  'commander.missingArgument': 'missing_argument',
+  'commander.optionMissingArgument': 'missing_argument',
+  'commander.missingMandatoryOptionValue': 'missing_argument',
+  'commander.invalidArgument': 'invalid_argument',
+  'commander.excessArguments': 'invalid_argument',
+  'commander.conflictingOption': 'invalid_argument',
+};
+
+/** The command path the words name (`acl ls` for `mrp acl --key K ls x`), for a help hint. */
+function commandPath(program: Command, argv: readonly string[]): string[] {
+  const path: string[] = [];
+  let cmd = program;
+  for (const word of argv) {
+    const next = cmd.commands.find((c) => c.name() === word || c.aliases().includes(word));
+    if (!next) continue;
+    path.push(next.name());
+    cmd = next;
+  }
+  return path;
+}
+
+/** A commander parse error as a UsageError: `error: unknown option '--nope' — did you mean --json?` */
+function parseError(err: CommanderError, path: string[]): UsageError {
+  const [first = '', ...rest] = err.message.replace(/^error:\s*/, '').split('\n');
+  const suggestion = rest.join(' ').trim().replace(/^\((.*)\)$/, '$1');
+  const help = `\`mrp ${[...path, '--help'].join(' ')}\``;
+  const hint = suggestion ? `${suggestion.charAt(0).toLowerCase()}${suggestion.slice(1)} (see ${help})` : `see ${help}`;
+  return new UsageError(first.replace(/\.$/, ''), { code: PARSE_ERROR_CODES[err.code] ?? 'usage', hint });
+}
+
+/**
+ * Whether the command line asks for JSON output, judged on the raw words (a parse error happens
+ * before commander knows). `send --json <value>` is a body, not the output flag.
+ */
+export function wantsJson(argv: readonly string[]): boolean {
+  const words = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
+  const sending = words.includes('send');
+  return words.some((w, i) => w === '--json' && !(sending && words[i + 1] !== undefined && !words[i + 1]!.startsWith('-')));
 }
 
 export async function main(argv: string[], deps: Deps): Promise<number> {
@@ -110,8 +159,11 @@ export async function main(argv: string[], deps: Deps): Promise<number> {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') {
         return EXIT.ok;
       }
-      // commander already printed its one-line message.
-      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      if (err.exitCode === 0) return EXIT.ok;
+      // One format for every failure: one line (or {"error":…} with --json) on stderr, exit 2.
+      const out = await Output.create(deps, { json: wantsJson(argv), quiet: false, debug: false, noColor: argv.includes('--no-color') });
+      out.error(parseError(err, commandPath(program, argv)));
+      return EXIT.usage;
     }
     if (err instanceof ReportedError) return err.exitCode;
     // Only failures outside any command (building the context itself) get here.

@@ -1,17 +1,19 @@
 /**
  * `mrp.yaml`: the agent's public face (name, visibility, inbox policy, capabilities, metadata)
  * and its ACL. Validated locally with the very rules the relay applies (protocol/validate.ts),
- * and every error points at the file, line and field.
+ * plus what the relay would silently ignore (unknown keys); every error is reported at once and
+ * points at the file, line and field.
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { relative, resolve } from 'node:path';
 import { ConfigError, MrpError } from '../core/errors.js';
 import { type ContactBook, resolveRecipient } from '../protocol/contacts.js';
 import type { RelayClient } from '../client/http.js';
 import type { CliContext } from './context.js';
-import type { AclEntry, AgentProfile, ProfilePatch } from '../protocol/types.js';
-import { isPlainObject, validateProfilePatch, ValidationError } from '../protocol/validate.js';
+import type { AclEntry, AclEntryType, AgentProfile, ProfilePatch } from '../protocol/types.js';
+import { isPlainObject, validateCapabilities, validateCapability, validateMetadata, validateProfilePatch, ValidationError } from '../protocol/validate.js';
+import { readLocalText } from './files.js';
+import { didYouMean } from './suggest.js';
 
 export const MANIFEST_KEYS = ['name', 'visibility', 'inbox_policy', 'capabilities', 'metadata', 'acl'] as const;
 
@@ -42,28 +44,89 @@ interface Located {
   col: number;
 }
 
-export async function loadManifest(file: string, options: { cwd: string; contacts?: () => Promise<ContactBook>; contactsFile?: string }): Promise<Manifest> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new ConfigError('manifest_not_found', `manifest ${file} does not exist`, { file, hint: 'create one with `mrp init`' });
-    }
-    throw err;
+/** One problem in a manifest, at its line. */
+export interface ManifestProblem {
+  line?: number;
+  col?: number;
+  field: string;
+  reason: string;
+  hint?: string;
+}
+
+/** Keys a capability object may have (schema/mrp.schema.json `$defs.capability`). */
+export const CAPABILITY_KEYS = ['name', 'description', 'tags', 'input_schema', 'version'] as const;
+const ACL_KEYS = ['allow', 'block'] as const;
+/** Aliases (`*a`) a manifest may expand: a few are handy, thousands are a "billion laughs" attack. */
+const MAX_ALIASES = 100;
+/** A manifest is shallow; deeper nesting (input_schema) is allowed up to here. */
+const MAX_DEPTH = 64;
+/** Errors listed one by one; a file with more is probably not a manifest at all. */
+const MAX_REPORTED = 20;
+/** Hand-written manifests are small. */
+const MAX_BYTES = 1024 * 1024;
+
+/** Nesting depth of a parsed value, iteratively (no recursion on hostile input). */
+function depthOf(value: unknown): number {
+  let max = 0;
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length) {
+    const [v, d] = stack.pop()!;
+    if (d > max) max = d;
+    if (max > MAX_DEPTH) return max;
+    if (v !== null && typeof v === 'object') for (const child of Object.values(v)) stack.push([child, d + 1]);
   }
+  return max;
+}
+
+function invalid(file: string, shown: string, all: ManifestProblem[]): ConfigError {
+  const problems = all.slice(0, MAX_REPORTED);
+  const at = (p: ManifestProblem): string => `${shown}${p.line ? `:${p.line}${p.col ? `:${p.col}` : ''}` : ''}: ${p.field ? `${p.field}: ` : ''}${p.reason}`;
+  const first = problems[0]!;
+  const more = all.length > problems.length ? ` (the first ${problems.length} shown)` : '';
+  const message = problems.length === 1 ? at(first) : `${shown}: ${all.length} errors${more}\n${problems.map(at).join('\n')}`;
+  return new ConfigError('manifest_invalid', message, {
+    file,
+    details: { file, ...(problems.length === 1 ? { field: first.field, line: first.line, reason: first.reason } : {}), errors: problems },
+    ...(problems.length === 1 && first.hint ? { hint: first.hint } : {}),
+  });
+}
+
+/**
+ * Reads and checks a manifest. Every problem is reported (not just the first), each with its
+ * line; unknown keys, also inside a capability, are errors with a "did you mean".
+ */
+export async function loadManifest(file: string, options: { cwd: string; contacts?: () => Promise<ContactBook>; contactsFile?: string }): Promise<Manifest> {
   const shown = relative(options.cwd, file) || file;
+  const text = await readLocalText(file, { code: 'manifest_invalid', what: 'manifest', maxBytes: MAX_BYTES });
+  if (text === undefined) throw new ConfigError('manifest_not_found', `manifest ${file} does not exist`, { file, hint: 'create one with `mrp init`' });
   const { parseDocument, LineCounter } = await import('yaml');
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
-  const parseError = doc.errors[0];
-  if (parseError) {
-    const pos = parseError.linePos?.[0];
-    throw new ConfigError('manifest_invalid', `${shown}${pos ? `:${pos.line}:${pos.col}` : ''}: ${parseError.message.split('\n')[0]}`, {
-      file,
-      details: { file, line: pos?.line },
-    });
+  const problems: ManifestProblem[] = [];
+  let doc: ReturnType<typeof parseDocument>;
+  let data: unknown;
+  try {
+    doc = parseDocument(text, { lineCounter: lines, prettyErrors: true, uniqueKeys: true });
+    if (doc.errors.some((e) => /call stack/i.test(e.message))) throw new RangeError('too deep');
+    if (doc.errors.length) {
+      for (const e of doc.errors) {
+        const pos = e.linePos?.[0];
+        problems.push({ ...(pos ? { line: pos.line, col: pos.col } : {}), field: '', reason: e.message.split('\n')[0]! });
+      }
+      throw invalid(file, shown, problems);
+    }
+    data = doc.toJS({ maxAliasCount: MAX_ALIASES });
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    // yaml throws ReferenceError for alias bombs; a stack overflow for absurd nesting.
+    const reason =
+      err instanceof RangeError
+        ? `nested too deeply (more than ${MAX_DEPTH} levels)`
+        : /alias/i.test((err as Error).message)
+          ? `too many alias references (more than ${MAX_ALIASES}): refused as a resource-exhaustion attack`
+          : (err as Error).message;
+    throw invalid(file, shown, [{ field: '', reason }]);
   }
+  if (depthOf(data) > MAX_DEPTH) throw invalid(file, shown, [{ field: '', reason: `nested too deeply (more than ${MAX_DEPTH} levels)` }]);
 
   const locate = (path: Path): Located | undefined => {
     for (let n = path.length; n >= 0; n--) {
@@ -72,77 +135,153 @@ export async function loadManifest(file: string, options: { cwd: string; contact
     }
     return undefined;
   };
-  const fail = (path: Path, field: string, reason: string, hint?: string): never => {
+  const problem = (path: Path, field: string, reason: string, hint?: string): void => {
     const at = locate(path);
-    throw new ConfigError('manifest_invalid', `${shown}${at ? `:${at.line}` : ''}: ${field ? `${field}: ` : ''}${reason}`, {
-      file,
-      details: { file, field, line: at?.line, reason },
-      ...(hint ? { hint } : {}),
-    });
+    problems.push({ ...(at ? { line: at.line } : {}), field, reason, ...(hint ? { hint } : {}) });
+  };
+  /** Runs one relay validation; a failure becomes a problem at its field. */
+  const check = <T>(rename: (field: string) => string, run: () => T): T | undefined => {
+    try {
+      return run();
+    } catch (err) {
+      if (!(err instanceof ValidationError)) throw err;
+      const field = rename(err.field);
+      problem(parsePath(field), field, err.reason);
+      return undefined;
+    }
   };
 
-  const data: unknown = doc.toJS();
   if (data === null || data === undefined) return { file, patch: {}, acl: undefined };
-  if (!isPlainObject(data)) return fail([], '', 'the manifest must be a mapping of keys (name, visibility, …)');
+  if (!isPlainObject(data)) throw invalid(file, shown, [{ line: 1, field: '', reason: 'the manifest must be a mapping of keys (name, visibility, …)' }]);
   for (const key of Object.keys(data)) {
     if (!(MANIFEST_KEYS as readonly string[]).includes(key)) {
-      fail([key], key, `unknown key; the manifest knows ${MANIFEST_KEYS.join(', ')}`);
+      problem([key], key, `unknown key${didYouMean(key, MANIFEST_KEYS)}; the manifest knows ${MANIFEST_KEYS.join(', ')}`);
     }
   }
 
-  const raw: Record<string, unknown> = {};
-  if ('name' in data) raw['display_name'] = data['name'];
-  for (const key of ['visibility', 'inbox_policy', 'capabilities', 'metadata'] as const) if (key in data) raw[key] = data[key];
+  const patch: ProfilePatch = {};
+  const same = (f: string): string => f;
+  if ('name' in data) {
+    const v = check((f) => f.replace(/^display_name/, 'name'), () => validateProfilePatch({ display_name: data['name'] }).display_name);
+    if (v !== undefined) patch.display_name = v;
+  }
+  for (const key of ['visibility', 'inbox_policy'] as const) {
+    if (!(key in data) || data[key] === null) continue;
+    const v = check(same, () => validateProfilePatch({ [key]: data[key] })[key]);
+    if (v !== undefined) (patch as Record<string, unknown>)[key] = v;
+  }
   const metadata = data['metadata'];
-  if (isPlainObject(metadata)) {
-    for (const [k, v] of Object.entries(metadata)) {
-      if (typeof v === 'number' || typeof v === 'boolean') {
-        fail(['metadata', k], `metadata.${k}`, 'values must be strings', `quote it: ${k}: "${String(v)}"`);
+  if (metadata !== undefined && metadata !== null) {
+    let typed = true;
+    if (isPlainObject(metadata)) {
+      for (const [k, v] of Object.entries(metadata)) {
+        if (typeof v === 'number' || typeof v === 'boolean') {
+          typed = false;
+          problem(['metadata', k], `metadata.${k}`, 'values must be strings', `quote it: ${k}: "${String(v)}"`);
+        }
       }
     }
+    const v = typed ? check(same, () => validateMetadata(metadata)) : undefined;
+    if (v !== undefined) patch.metadata = v;
   }
-  let patch: ProfilePatch;
-  try {
-    patch = validateProfilePatch(raw);
-  } catch (err) {
-    if (!(err instanceof ValidationError)) throw err;
-    const field = err.field.replace(/^display_name/, 'name');
-    return fail(parsePath(field), field, err.reason);
+  const capabilities = data['capabilities'];
+  if (capabilities !== undefined && capabilities !== null) {
+    if (!Array.isArray(capabilities)) {
+      problem(['capabilities'], 'capabilities', 'must be a list of capabilities (objects or tag strings)');
+    } else {
+      let ok = true;
+      for (const [i, c] of capabilities.entries()) {
+        if (isPlainObject(c)) {
+          for (const key of Object.keys(c)) {
+            if ((CAPABILITY_KEYS as readonly string[]).includes(key)) continue;
+            ok = false;
+            problem(['capabilities', i, key], `capabilities[${i}].${key}`, `unknown key${didYouMean(key, CAPABILITY_KEYS)}; a capability has ${CAPABILITY_KEYS.join(', ')}`);
+          }
+        }
+        if (check(same, () => validateCapability(c, `capabilities[${i}]`)) === undefined) ok = false;
+      }
+      const v = ok ? check(same, () => validateCapabilities(capabilities)) : undefined;
+      if (v !== undefined) patch.capabilities = v;
+    }
   }
 
   let acl: ManifestAcl | undefined;
   const rawAcl = data['acl'];
   if (rawAcl !== undefined && rawAcl !== null) {
-    if (!isPlainObject(rawAcl)) return fail(['acl'], 'acl', 'must be a mapping with `allow` and/or `block` lists');
-    acl = { allow: [], block: [] };
-    const book = options.contacts ? await options.contacts() : { contacts: [], extra: {} };
-    for (const name of Object.keys(rawAcl)) {
-      if (name !== 'allow' && name !== 'block') fail(['acl', name], `acl.${name}`, 'unknown key; use allow and block');
-      const key = name as keyof ManifestAcl;
-      const list = rawAcl[key];
-      if (list === null || list === undefined) continue;
-      if (!Array.isArray(list)) fail(['acl', key], `acl.${key}`, 'must be a list of public keys or contact names');
-      for (const [i, entry] of (list as unknown[]).entries()) {
-        if (typeof entry !== 'string') fail(['acl', key, i], `acl.${key}[${i}]`, 'must be a public key or contact name');
-        try {
-          acl[key].push(resolveRecipient(book, entry as string, options.contactsFile ?? 'contacts.json'));
-        } catch (err) {
-          if (!(err instanceof MrpError)) throw err;
-          fail(['acl', key, i], `acl.${key}[${i}]`, err.message, err.hint);
+    if (!isPlainObject(rawAcl)) {
+      problem(['acl'], 'acl', 'must be a mapping with `allow` and/or `block` lists');
+    } else {
+      const resolved: ManifestAcl = { allow: [], block: [] };
+      const book = options.contacts ? await options.contacts() : { contacts: [], extra: {} };
+      for (const name of Object.keys(rawAcl)) {
+        if (!(ACL_KEYS as readonly string[]).includes(name)) {
+          problem(['acl', name], `acl.${name}`, `unknown key${didYouMean(name, ACL_KEYS)}; use allow and block`);
+          continue;
+        }
+        const key = name as keyof ManifestAcl;
+        const list = rawAcl[key];
+        if (list === null || list === undefined) continue;
+        if (!Array.isArray(list)) {
+          problem(['acl', key], `acl.${key}`, 'must be a list of public keys or contact names');
+          continue;
+        }
+        for (const [i, entry] of (list as unknown[]).entries()) {
+          if (typeof entry !== 'string') {
+            problem(['acl', key, i], `acl.${key}[${i}]`, 'must be a public key or contact name');
+            continue;
+          }
+          try {
+            resolved[key].push(resolveRecipient(book, entry, options.contactsFile ?? 'contacts.json'));
+          } catch (err) {
+            if (!(err instanceof MrpError)) throw err;
+            problem(['acl', key, i], `acl.${key}[${i}]`, err.message, err.hint);
+          }
         }
       }
+      const both = resolved.allow.filter((k) => resolved.block.includes(k));
+      if (both.length) problem(['acl'], 'acl', `${both[0]} is in both allow and block`);
+      acl = resolved;
     }
-    const both = acl.allow.filter((k) => acl!.block.includes(k));
-    if (both.length) fail(['acl'], 'acl', `${both[0]} is in both allow and block`);
+  }
+  if (problems.length) {
+    problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+    throw invalid(file, shown, problems);
   }
   return { file, patch, acl };
 }
 
-/** PATCHes the profile and PUTs the ACL entries a manifest asks for (entries it omits stay). */
-export async function applyManifest(client: RelayClient, manifest: Manifest): Promise<void> {
+/** Every ACL entry on the relay (all pages). */
+export async function allAclEntries(client: RelayClient, type?: AclEntryType): Promise<AclEntry[]> {
+  const entries: AclEntry[] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await client.listAcl({ ...(type ? { entry_type: type } : {}), limit: 1000, ...(cursor ? { cursor } : {}) });
+    entries.push(...page.entries);
+    cursor = page.has_more ? (page.next_cursor ?? undefined) : undefined;
+  } while (cursor);
+  return entries;
+}
+
+/**
+ * ACL entries on the relay that the manifest's `acl` section does not list (none when the
+ * manifest has no `acl` section: then it does not describe the ACL). `announce --prune` removes them.
+ */
+export function aclDrift(manifest: Manifest, entries: AclEntry[]): AclEntry[] {
+  const acl = manifest.acl;
+  if (!acl) return [];
+  const listed = new Set([...acl.allow, ...acl.block]);
+  return entries.filter((e) => !listed.has(e.peer_key));
+}
+
+/**
+ * PATCHes the profile and PUTs the ACL entries a manifest asks for. Entries it omits stay unless
+ * they are passed as `prune` (see `aclDrift`).
+ */
+export async function applyManifest(client: RelayClient, manifest: Manifest, options: { prune?: readonly AclEntry[] } = {}): Promise<void> {
   if (Object.keys(manifest.patch).length > 0) await client.updateProfile(manifest.patch);
   for (const peer of manifest.acl?.allow ?? []) await client.putAcl(peer, 'allow');
   for (const peer of manifest.acl?.block ?? []) await client.putAcl(peer, 'block');
+  for (const entry of options.prune ?? []) await client.deleteAcl(entry.peer_key);
 }
 
 export interface ManifestChange {

@@ -6,6 +6,7 @@
 import { MrpError, RelayError } from '../core/errors.js';
 import type { Deps, OutStream } from './deps.js';
 import { hintFor } from './hints.js';
+import { clockTime, safeText } from './render.js';
 
 type Paint = (text: string) => string;
 
@@ -100,18 +101,52 @@ export class Output {
     this.#stdout.write(`${JSON.stringify(value)}\n`);
   }
 
-  /** A command's result: JSON with --json, otherwise the human rendering (unless --quiet). */
-  result(value: unknown, human: () => string | string[]): void {
+  /**
+   * A command's result: JSON with --json; with --quiet only the bare value asked for (`bare`: a
+   * key, an id, a value; nothing when the command has none); otherwise the human rendering.
+   */
+  result(value: unknown, human: () => string | string[], bare?: () => string | string[]): void {
     if (this.json) return this.jsonLine(value);
-    if (this.quiet) return;
-    const text = human();
+    const text = this.quiet ? (bare ? bare() : []) : human();
     for (const l of Array.isArray(text) ? text : [text]) this.line(l);
+  }
+
+  /**
+   * How a list of items (messages, agents) is printed, the same in every command: `json` (NDJSON,
+   * one document per line) with --json or when stdout is not a terminal, `bare` values with
+   * --quiet, else `human` lines.
+   */
+  get listMode(): 'json' | 'bare' | 'human' {
+    if (this.json) return 'json';
+    if (this.quiet) return 'bare';
+    return this.isTTY ? 'human' : 'json';
+  }
+
+  /** Prints a list in `listMode`; `human` renders them all (it may add a header or an empty note). */
+  list<T>(items: readonly T[], human: () => string[], bare: (item: T) => string): void {
+    const mode = this.listMode;
+    if (mode === 'json') for (const item of items) this.jsonLine(item);
+    else if (mode === 'bare') for (const item of items) this.line(bare(item));
+    else for (const l of human()) this.line(l);
   }
 
   /** Progress and status for people, on stderr; silent with --quiet or --json. */
   info(text: string): void {
     if (this.quiet || this.json) return;
     this.#stderr.write(`${text}\n`);
+  }
+
+  /**
+   * A status event of a long-running command (connected, reconnecting, …) on stderr: one JSON
+   * object `{"time","event",…}` with --json, otherwise `HH:MM:SS text`; silent with --quiet.
+   */
+  status(event: string, fields: Record<string, unknown>, text: string, nowMs: number): void {
+    if (this.quiet) return;
+    if (this.json) {
+      this.#stderr.write(`${JSON.stringify({ time: new Date(nowMs).toISOString(), event, ...fields })}\n`);
+      return;
+    }
+    this.#stderr.write(`${this.errStyle.dim(clockTime(nowMs))}  ${text}\n`);
   }
 
   warn(text: string): void {
@@ -168,10 +203,19 @@ function visibleLength(text: string): number {
   return text.replace(ANSI_RE, '').length;
 }
 
-/** `error: <message> — <hint>` on one line; relay errors lead with their code. */
+/**
+ * `error: <message> — <hint>` on one line; relay errors lead with their code. An error that lists
+ * several problems (`details.errors`, e.g. a manifest) keeps one line per problem. Messages may
+ * quote what a relay or a file said, so they pass through `safeText`.
+ */
 export function formatErrorLine(err: unknown, style: Style = PLAIN_STYLE): string {
   const message = err instanceof Error ? err.message : String(err);
   const text = err instanceof RelayError && !message.startsWith(err.code) ? `${err.code}: ${message}` : message;
-  const hint = hintFor(err) ? ` — ${hintFor(err)}` : '';
-  return `${style.red('error:')} ${text.replace(/\s*\n\s*/g, ' ')}${hint}`;
+  const hint = hintFor(err);
+  const tail = hint ? ` — ${safeText(hint)}` : '';
+  if (err instanceof MrpError && Array.isArray(err.details?.['errors']) && text.includes('\n')) {
+    const [head, ...rest] = text.split('\n').map((l) => safeText(l));
+    return [`${style.red('error:')} ${head}${tail}`, ...rest.map((l) => `  ${l}`)].join('\n');
+  }
+  return `${style.red('error:')} ${safeText(text.replace(/\s*\n\s*/g, ' '))}${tail}`;
 }

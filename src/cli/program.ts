@@ -19,7 +19,7 @@ export function addGlobalOptions(cmd: Command, options: { json?: boolean; logPay
   cmd.addOption(new Option('--key <path>', 'identity key file (env MRP_KEY_FILE)').helpGroup(GLOBAL_GROUP));
   cmd.addOption(new Option('--context <name>', 'use a saved context: relay, key (env MRP_CONTEXT; see mrp context)').helpGroup(GLOBAL_GROUP));
   if (options.json !== false) cmd.addOption(new Option('--json', 'machine-readable JSON output').helpGroup(GLOBAL_GROUP));
-  cmd.addOption(new Option('-q, --quiet', 'print only what was asked for').helpGroup(GLOBAL_GROUP));
+  cmd.addOption(new Option('-q, --quiet', 'only the bare value asked for (key, id, reply, value); no status lines').helpGroup(GLOBAL_GROUP));
   cmd.addOption(new Option('--debug', 'diagnostics on stderr: every HTTP request and WebSocket frame (env MRP_DEBUG=http,ws)').helpGroup(GLOBAL_GROUP));
   if (options.logPayloads !== false) {
     cmd.addOption(new Option('--log-payloads', 'with --debug: show request, response and frame bodies').helpGroup(GLOBAL_GROUP));

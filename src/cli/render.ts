@@ -1,8 +1,37 @@
-/** Messages for people: one-line previews (tail, run) and blocks (recv, get, thread, send --wait). */
+/**
+ * Text for people: one-line message previews (tail, run), blocks (recv, get, thread, send --wait),
+ * profiles, times, and `safeText`, which every piece of remote text passes through before it
+ * reaches a terminal.
+ *
+ * Display names, descriptions, tags, bodies and relay error messages are written by someone else.
+ * Printed raw, they could retitle the terminal (OSC), clear the screen, fake hyperlinks, move the
+ * cursor (C1 CSI) or overwrite a line with `\r`, and bidi overrides can make text read differently
+ * from what it is. JSON output is already exact and escaped; human output escapes these visibly.
+ */
 import { type ContactBook, nameForKey } from '../protocol/contacts.js';
-import { shortKey } from '../protocol/encoding.js';
 import type { AgentProfile, Message } from '../protocol/types.js';
 import type { Style } from './output.js';
+
+// C0 controls, DEL, C1 controls, bidi embeddings/overrides/isolates and marks, line/paragraph separators.
+// eslint-disable-next-line no-control-regex
+const UNSAFE_RE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+// eslint-disable-next-line no-control-regex
+const UNSAFE_MULTILINE_RE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+function escape(c: string): string {
+  const code = c.charCodeAt(0);
+  return NAMED[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`);
+}
+
+/**
+ * Remote text made safe for a terminal: control characters, ESC sequences, `\r` and bidi controls
+ * become visible escapes (`\x1b`, `\r`, `\u202e`). `multiline` keeps `\n` and `\t` (for a body
+ * shown over several lines). Use it on every string a peer or the relay chose, before painting.
+ */
+export function safeText(text: string, options: { multiline?: boolean } = {}): string {
+  return text.replace(options.multiline ? UNSAFE_MULTILINE_RE : UNSAFE_RE, escape);
+}
 
 export interface RenderContext {
   style: Style;
@@ -11,10 +40,10 @@ export interface RenderContext {
   self?: string;
 }
 
-/** A contact name, "you", or a shortened key. */
+/** A contact name, "you", or the full key (never shortened: people copy it). */
 export function who(key: string, r: RenderContext): string {
   if (r.self && key === r.self) return 'you';
-  return nameForKey(r.contacts, key) ?? shortKey(key);
+  return safeText(nameForKey(r.contacts, key) ?? key);
 }
 
 /** The body in one line: `{"text": …}` shows as the text, anything else as compact JSON. */
@@ -23,53 +52,79 @@ export function bodyPreview(body: unknown, max = 120): string {
     body !== null && typeof body === 'object' && !Array.isArray(body) && Object.keys(body).length === 1 && typeof (body as { text?: unknown }).text === 'string'
       ? (body as { text: string }).text
       : JSON.stringify(body) ?? 'null';
-  const flat = text.replace(/\s+/g, ' ');
+  const flat = safeText(text.replace(/[ \t\n]+/g, ' '));
   return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
 }
 
-function clock(iso: string): string {
-  const ms = Date.parse(iso);
+function toMs(time: string | number): number {
+  return typeof time === 'number' ? time : Date.parse(time);
+}
+
+/**
+ * The one timestamp style for people: UTC, RFC 3339 to the second (`2026-03-05T12:00:01Z`, the
+ * form `--active-since` takes and JSON carries, without the milliseconds).
+ */
+export function fullTime(time: string | number | null | undefined): string {
+  if (time === null || time === undefined) return '—';
+  const ms = toMs(time);
+  return Number.isFinite(ms) ? new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z') : safeText(String(time));
+}
+
+/** The same clock in live lines (tail, run, reconnects): `12:00:01` (UTC). */
+export function clockTime(time: string | number): string {
+  const ms = toMs(time);
   return Number.isFinite(ms) ? new Date(ms).toISOString().slice(11, 19) : '--:--:--';
 }
 
 /** `12:00:01  alice → you  application/json  #thread  hello` */
 export function messageLine(m: Message, r: RenderContext, max = 120): string {
   const { style } = r;
-  const thread = m.thread_id ? style.dim(`  #${m.thread_id.length > 24 ? `${m.thread_id.slice(0, 23)}…` : m.thread_id}`) : '';
+  const threadId = m.thread_id ? safeText(m.thread_id) : undefined;
+  const thread = threadId ? style.dim(`  #${threadId.length > 24 ? `${threadId.slice(0, 23)}…` : threadId}`) : '';
   const reply = m.in_reply_to ? style.dim('  ↩') : '';
-  return `${style.dim(clock(m.created_at))}  ${style.cyan(who(m.sender_key, r))} ${style.dim('→')} ${who(m.recipient_key, r)}  ${style.dim(m.content_type)}${thread}${reply}  ${bodyPreview(m.body, max)}`;
+  return `${style.dim(clockTime(m.created_at))}  ${style.cyan(who(m.sender_key, r))} ${style.dim('→')} ${who(m.recipient_key, r)}  ${style.dim(safeText(m.content_type))}${thread}${reply}  ${bodyPreview(m.body, max)}`;
 }
 
 /** A message in full: header lines and the pretty-printed body. */
 export function messageBlock(m: Message, r: RenderContext): string[] {
   const { style } = r;
   const head = [
-    `${style.bold(m.message_id)}  ${style.dim(m.status)}`,
-    `${style.dim('from')}     ${who(m.sender_key, r)} ${style.dim(m.sender_key)}`,
-    `${style.dim('to')}       ${who(m.recipient_key, r)} ${style.dim(m.recipient_key)}`,
-    `${style.dim('type')}     ${m.content_type}`,
-    `${style.dim('sent')}     ${m.created_at}${m.delivered_at ? style.dim(`  delivered ${m.delivered_at}`) : ''}`,
+    `${style.bold(safeText(m.message_id))}  ${style.dim(safeText(m.status))}`,
+    `${style.dim('from')}     ${who(m.sender_key, r)}${nameOrYou(m.sender_key, r) ? ` ${style.dim(m.sender_key)}` : ''}`,
+    `${style.dim('to')}       ${who(m.recipient_key, r)}${nameOrYou(m.recipient_key, r) ? ` ${style.dim(m.recipient_key)}` : ''}`,
+    `${style.dim('type')}     ${safeText(m.content_type)}`,
+    `${style.dim('sent')}     ${fullTime(m.created_at)}${m.delivered_at ? style.dim(`  delivered ${fullTime(m.delivered_at)}`) : ''}`,
   ];
-  if (m.thread_id) head.push(`${style.dim('thread')}   ${m.thread_id}`);
-  if (m.in_reply_to) head.push(`${style.dim('reply to')} ${m.in_reply_to}`);
-  if (Object.keys(m.metadata).length) head.push(`${style.dim('metadata')} ${JSON.stringify(m.metadata)}`);
-  if (m.attachments.length) head.push(`${style.dim('files')}    ${m.attachments.map((a) => a.filename ?? a.blob_id).join(', ')}`);
-  return [...head, ...JSON.stringify(m.body, null, 2).split('\n').map((l) => `  ${l}`)];
+  if (m.thread_id) head.push(`${style.dim('thread')}   ${safeText(m.thread_id)}`);
+  if (m.in_reply_to) head.push(`${style.dim('reply to')} ${safeText(m.in_reply_to)}`);
+  if (Object.keys(m.metadata).length) head.push(`${style.dim('metadata')} ${safeText(JSON.stringify(m.metadata))}`);
+  if (m.attachments.length) head.push(`${style.dim('files')}    ${m.attachments.map((a) => safeText(a.filename ?? a.blob_id)).join(', ')}`);
+  return [...head, ...safeText(JSON.stringify(m.body, null, 2) ?? 'null', { multiline: true }).split('\n').map((l) => `  ${l}`)];
+}
+
+/** True when `who` showed a name or "you" rather than the key itself. */
+function nameOrYou(key: string, r: RenderContext): boolean {
+  return (r.self !== undefined && key === r.self) || nameForKey(r.contacts, key) !== undefined;
 }
 
 /** An agent profile as aligned lines. */
 export function profileLines(p: AgentProfile, style: Style): string[] {
   const rows: Array<[string, string]> = [
-    ['key', p.public_key],
-    ['name', p.display_name ?? style.dim('(none)')],
-    ['status', p.status],
-    ['visibility', p.visibility],
-    ['inbox policy', p.inbox_policy],
-    ['created', p.created_at],
-    ['last active', p.last_active_at ?? '—'],
+    ['key', safeText(p.public_key)],
+    ['name', p.display_name === null ? style.dim('(none)') : safeText(p.display_name)],
+    ['status', safeText(p.status)],
+    ['visibility', safeText(p.visibility)],
+    ['inbox policy', safeText(p.inbox_policy)],
+    ['created', fullTime(p.created_at)],
+    ['last active', fullTime(p.last_active_at)],
   ];
-  for (const [k, v] of Object.entries(p.metadata)) rows.push([`meta ${k}`, v]);
-  for (const c of p.capabilities) rows.push(['capability', `${c.name}${c.version ? ` v${c.version}` : ''}  ${style.dim(c.tags.join(' '))}${c.description ? `  ${c.description}` : ''}`]);
+  for (const [k, v] of Object.entries(p.metadata)) rows.push([`meta ${safeText(k)}`, safeText(v)]);
+  for (const c of p.capabilities) {
+    rows.push([
+      'capability',
+      `${safeText(c.name)}${c.version ? ` v${safeText(c.version)}` : ''}  ${style.dim(safeText(c.tags.join(' ')))}${c.description ? `  ${safeText(c.description)}` : ''}`,
+    ]);
+  }
   const width = Math.max(...rows.map(([k]) => k.length));
   return rows.map(([k, v]) => `${style.dim(k.padEnd(width))}  ${v}`);
 }

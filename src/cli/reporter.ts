@@ -7,11 +7,12 @@
 import { formatDuration } from '../core/duration.js';
 import { MrpError } from '../core/errors.js';
 import { type ContactBook, nameForKey } from '../protocol/contacts.js';
-import { shortKey } from '../protocol/encoding.js';
 import type { Message } from '../protocol/types.js';
 import type { HandledEvent, Runtime } from '../runtime/runtime.js';
 import type { Deps } from './deps.js';
 import type { Output } from './output.js';
+import { clockTime, safeText } from './render.js';
+import { neverConnectedHint } from './watch.js';
 
 export type LogFormat = 'pretty' | 'json';
 
@@ -54,7 +55,8 @@ export class Reporter {
 
   static async create(out: Output, deps: Deps, options: ReporterOptions): Promise<Reporter> {
     let spinner: Spinner | undefined;
-    if (options.format === 'pretty' && deps.stderr.isTTY && !out.quiet) {
+    // A terminal that reports no width (a pty nobody sized) would make ora redraw forever.
+    if (options.format === 'pretty' && deps.stderr.isTTY && (deps.stderr.columns ?? 0) > 0 && !out.quiet) {
       const { default: ora } = await import('ora');
       spinner = ora({ stream: deps.stderr as NodeJS.WritableStream, discardStdin: false, color: 'cyan' }) as unknown as Spinner;
     }
@@ -99,8 +101,9 @@ export class Reporter {
     if (this.#spinner?.isSpinning) this.#spinner.stop();
   }
 
+  /** A contact name or the full key (copyable), safe for a terminal. */
   sender(key: string): string {
-    return nameForKey(this.#o.contacts, key) ?? shortKey(key);
+    return safeText(nameForKey(this.#o.contacts, key) ?? key);
   }
 
   #messageFields(m: Message): Record<string, unknown> {
@@ -118,27 +121,31 @@ export class Reporter {
   /** Wires a runtime's events to the output. */
   attach(runtime: Runtime, describe: { mode: string; relay: string; agent: string; handler: string }): void {
     const { style } = this.#out;
+    // Until the first connection works, every failure says to check the relay URL.
+    let everConnected = false;
     runtime.on('connecting', () => {
-      this.spin(`Connecting to ${describe.relay} as ${shortKey(describe.agent)}…`);
+      this.spin(`Connecting to ${describe.relay} as ${describe.agent}…`);
       this.event('connecting', { relay: describe.relay, agent: describe.agent });
     });
     runtime.on('connected', ({ reconnected, detail }) => {
+      everConnected = true;
       this.succeed(
         reconnected
-          ? `Reconnected ${style.dim(`(${detail})`)}`
-          : `Ready ${style.dim('·')} ${describe.mode} ${style.dim('·')} ${shortKey(describe.agent)} ${style.dim('·')} handler ${describe.handler}`,
+          ? `${style.dim(this.#clockLabel())}  Reconnected ${style.dim(`(${safeText(detail)})`)}`
+          : `Ready ${style.dim('·')} ${describe.mode} ${style.dim('·')} ${describe.agent} ${style.dim('·')} handler ${describe.handler}`,
       );
       this.event(reconnected ? 'reconnected' : 'ready', { mode: describe.mode, relay: describe.relay, agent: describe.agent, detail });
     });
     runtime.on('disconnected', (d) => {
       this.stopSpinner();
       const next = d.willReconnect ? `; reconnecting in ${formatDuration(d.delayMs)}` : '';
-      this.line(`${style.yellow('↻')} ${d.explanation}${next}`);
-      this.event('disconnected', { reason: d.explanation, code: d.code, will_reconnect: d.willReconnect, delay_ms: d.delayMs });
+      const hint = everConnected ? undefined : neverConnectedHint(describe.relay, d);
+      this.line(`${style.dim(this.#clockLabel())}  ${style.yellow('↻')} ${safeText(d.explanation)}${next}${hint ? style.dim(` — ${hint}`) : ''}`);
+      this.event('disconnected', { reason: d.explanation, code: d.code, will_reconnect: d.willReconnect, delay_ms: d.delayMs, ...(hint ? { hint } : {}) });
       if (d.willReconnect) this.spin('Reconnecting…');
     });
     runtime.on('recovered', ({ count }) => {
-      this.line(`${style.yellow('↺')} resuming ${count} message${count === 1 ? '' : 's'} a previous run did not finish`);
+      this.line(`${style.dim(this.#clockLabel())}  ${style.yellow('↺')} resuming ${count} message${count === 1 ? '' : 's'} a previous run did not finish`);
       this.event('recovered', { count });
     });
     // One line per message by default (`handled`); arrivals too with --debug.
@@ -149,15 +156,15 @@ export class Reporter {
     }
     runtime.on('duplicate', ({ message, reason }) => {
       this.event('duplicate', { id: message.message_id, from: message.sender_key, reason });
-      if (reason === 'done') this.line(style.dim(`${this.#clockLabel()}  ${this.sender(message.sender_key)}  already answered ${message.message_id} (acked again)`));
+      if (reason === 'done') this.line(style.dim(`${this.#clockLabel()}  ${this.sender(message.sender_key)}  already answered ${safeText(message.message_id)} (acked again)`));
     });
     runtime.on('handled', (h) => {
       const ok = h.outcome === 'replied' || h.outcome === 'no_reply';
       const paint = ok ? style.green : h.outcome === 'timeout' ? style.yellow : style.red;
-      const err = h.error ? `  ${style.dim(`${h.error.code}: ${h.error.message}`)}` : '';
-      const body = this.#o.payloads ? `  ${style.dim(JSON.stringify(h.message.body).slice(0, 200))}` : '';
+      const err = h.error ? `  ${style.dim(safeText(`${h.error.code}: ${h.error.message}`))}` : '';
+      const body = this.#o.payloads ? `  ${style.dim(safeText((JSON.stringify(h.message.body) ?? '').slice(0, 200)))}` : '';
       this.line(
-        `${style.dim(this.#clockLabel())}  ${style.cyan(this.sender(h.message.sender_key).padEnd(12))}  ${paint(OUTCOME_LABEL[h.outcome].padEnd(12))} ${formatDuration(h.durationMs).padStart(6)}  ${style.dim(h.message.content_type)}${h.redelivered ? style.yellow(' (redelivered)') : ''}${err}${body}`,
+        `${style.dim(this.#clockLabel())}  ${style.cyan(this.sender(h.message.sender_key).padEnd(12))}  ${paint(OUTCOME_LABEL[h.outcome].padEnd(12))} ${formatDuration(h.durationMs).padStart(6)}  ${style.dim(safeText(h.message.content_type))}${h.redelivered ? style.yellow(' (redelivered)') : ''}${err}${body}`,
       );
       this.event('handled', {
         ...this.#messageFields(h.message),
@@ -188,19 +195,19 @@ export class Reporter {
       this.event(ready ? 'ready_again' : 'not_ready', { ...(error ? { code: error.code, message: error.message } : {}), ...(retryInMs === undefined ? {} : { retry_ms: retryInMs }) });
     });
     runtime.on('reply_retry', ({ messageId, error, delayMs }) => {
-      this.line(`${style.yellow('…')} reply to ${messageId ?? 'a message'} not sent yet (${error.code}); retrying in ${formatDuration(delayMs)}`);
+      this.line(`${style.dim(this.#clockLabel())}  ${style.yellow('…')} reply to ${safeText(messageId ?? 'a message')} not sent yet (${safeText(error.code)}); retrying in ${formatDuration(delayMs)}`);
       this.event('reply_retry', { id: messageId, code: error.code, message: error.message, delay_ms: delayMs });
     });
     runtime.on('log', ({ level, message, fields, messageId }) => {
       // ctx.log.debug is for --debug only, in both formats.
       if (level === 'debug' && !this.#out.debugEnabled) return;
       const paint = level === 'error' ? style.red : level === 'warn' ? style.yellow : level === 'debug' ? style.gray : (t: string) => t;
-      const extra = Object.keys(fields).length ? ` ${style.dim(JSON.stringify(fields))}` : '';
-      this.line(`${style.dim(this.#clockLabel())}  ${paint(`${level}`.padEnd(5))} ${message}${extra}`);
+      const extra = Object.keys(fields).length ? ` ${style.dim(safeText(JSON.stringify(fields) ?? ''))}` : '';
+      this.line(`${style.dim(this.#clockLabel())}  ${paint(`${level}`.padEnd(5))} ${safeText(message)}${extra}`);
       this.event('log', { level, msg: message, id: messageId, ...fields });
     });
     runtime.on('warning', (err) => {
-      this.line(`${style.yellow('warning:')} ${err.message}`);
+      this.line(`${style.dim(this.#clockLabel())}  ${style.yellow('warning:')} ${safeText(err.message)}`);
       this.event('warning', { code: err.code, message: err.message });
     });
     runtime.on('fatal', (err) => {
@@ -224,11 +231,11 @@ export class Reporter {
   problem(event: string, err: unknown): void {
     const e = err instanceof MrpError ? err : undefined;
     const message = err instanceof Error ? err.message : String(err);
-    this.line(`${this.#out.style.red('error:')} ${message}${e?.hint ? ` — ${e.hint}` : ''}`);
+    this.line(`${this.#out.style.dim(this.#clockLabel())}  ${this.#out.style.red('error:')} ${safeText(message)}${e?.hint ? ` — ${safeText(e.hint)}` : ''}`);
     this.event(event, { code: e?.code ?? 'internal_error', message });
   }
 
   #clockLabel(): string {
-    return this.#time().slice(11, 19);
+    return clockTime(this.#deps.clock.now());
   }
 }

@@ -1,22 +1,55 @@
 /**
  * Watching an agent's incoming messages over a WebSocket until Ctrl-C (`mrp tail`, `mrp recv
- * --ws`): connection drops and returns are shown on stderr; stdout carries only messages (pretty
- * lines on a terminal, NDJSON otherwise).
+ * --ws`). stdout carries only messages, as every list of messages is printed (`Output.listMode`:
+ * NDJSON with --json or when piped, bare bodies with --quiet, lines on a terminal). Connection
+ * events go to stderr with a time (JSON with --json). A relay that never answers is not retried
+ * silently: each attempt is shown, with "never connected — check --relay" until one succeeds.
  */
 import { formatDuration } from '../core/duration.js';
+import { MrpError, NetworkError, RelayError } from '../core/errors.js';
+import type { DisconnectInfo } from '../client/session.js';
+import { CLOSE_CODES } from '../protocol/constants.js';
 import type { Message } from '../protocol/types.js';
 import type { CliContext } from './context.js';
 import { exitCodeFor } from './exit.js';
 import { ReportedError } from './program.js';
-import { messageLine } from './render.js';
+import { messageLine, safeText } from './render.js';
 import { shutdownSignals } from './signals.js';
 
 export interface WatchOptions {
   /** Acknowledge each message after printing it (the relay then stops offering it). */
   ack: boolean;
   filter: (m: Message) => boolean;
-  /** Stop after this many messages (tests, scripts). */
+  /** Print (and ack) exactly this many messages, then exit. */
   count?: number;
+}
+
+/**
+ * The hint for a relay that never answered (no WebSocket handshake, code 1006) before any
+ * connection worked: most often a mistyped --relay. Undefined for other disconnects (auth, 4002).
+ */
+export function neverConnectedHint(relayUrl: string, d?: { code?: number | undefined; authError?: unknown }): string | undefined {
+  // Poll mode reports no close code: an HTTP failure before any success gets the hint too.
+  if (d && ((d.code !== undefined && d.code !== 1006) || d.authError)) return undefined;
+  return `never connected — check --relay (${relayUrl}) and that the relay is running`;
+}
+
+/**
+ * Why a WebSocket could not be opened the first time, as an error (for one-shot commands, which
+ * fail fast instead of retrying): another 2 connections hold the key (4002), authentication was
+ * refused, or the relay could not be reached.
+ */
+export function firstConnectError(d: DisconnectInfo, relayUrl: string): MrpError {
+  if (d.code === CLOSE_CODES.tooManyConnections) {
+    return new RelayError('too_many_connections', 'this key already has 2 WebSocket connections to the relay (the most it allows), e.g. a running `mrp run` or `mrp tail`', {
+      hint: 'stop one of them, or read without peeking: `mrp recv` (marks messages delivered)',
+    });
+  }
+  if (d.authError) return d.authError;
+  return new NetworkError(d.explanation, {
+    code: /ECONNREFUSED/.test(d.explanation) ? 'connection_refused' : 'network_error',
+    hint: neverConnectedHint(relayUrl)!,
+  });
 }
 
 export async function watchMessages(ctx: CliContext, options: WatchOptions): Promise<void> {
@@ -24,27 +57,44 @@ export async function watchMessages(ctx: CliContext, options: WatchOptions): Pro
   const contacts = await ctx.contacts();
   const { Session } = await import('../client/session.js');
   const session = new Session({ url: client.wsUrl, keypair: client.keypair, clock: ctx.deps.clock, ...ctx.sessionTrace });
-  const { style } = ctx.out;
-  const ndjson = ctx.globals.json || !ctx.out.isTTY;
-  const status = (text: string): void => {
-    if (!ctx.globals.quiet) ctx.deps.stderr.write(`${text}\n`);
-  };
+  const { out } = ctx;
+  const es = out.errStyle;
+  const now = (): number => ctx.deps.clock.now();
+  const mode = out.listMode;
   let printed = 0;
+  let everReady = false;
   let resolveDone!: () => void;
   const done = new Promise<void>((r) => (resolveDone = r));
   let fatal: unknown;
-  session.on('ready', ({ reconnected }) =>
-    status(`${ctx.out.errStyle.green('●')} ${reconnected ? 'reconnected' : 'connected'} to ${client.relayUrl} as ${client.publicKey}${options.ack ? '' : ctx.out.errStyle.dim(' (watching: messages are not acknowledged)')}`),
-  );
-  session.on('disconnect', (d) => status(`${ctx.out.errStyle.yellow('↻')} ${d.explanation}${d.willReconnect ? `; reconnecting in ${formatDuration(d.delayMs)}` : ''}`));
+  session.on('ready', ({ reconnected }) => {
+    everReady = true;
+    out.status(
+      reconnected ? 'reconnected' : 'connected',
+      { relay: client.relayUrl, agent: client.publicKey, ack: options.ack },
+      `${es.green('●')} ${reconnected ? 'reconnected' : 'connected'} to ${client.relayUrl} as ${client.publicKey}${options.ack ? '' : es.dim(' (watching: messages are not acknowledged)')}`,
+      now(),
+    );
+  });
+  session.on('disconnect', (d) => {
+    const hint = everReady ? undefined : neverConnectedHint(client.relayUrl, d);
+    out.status(
+      'disconnected',
+      { reason: d.explanation, code: d.code, will_reconnect: d.willReconnect, delay_ms: d.delayMs, ...(hint ? { hint } : {}) },
+      `${es.yellow('↻')} ${safeText(d.explanation)}${d.willReconnect ? `; reconnecting in ${formatDuration(d.delayMs)}` : ''}${hint ? es.dim(` — ${hint}`) : ''}`,
+      now(),
+    );
+  });
   session.on('fatal', (err) => {
     fatal = err;
     resolveDone();
   });
   session.on('message', (m) => {
+    // Once the count is reached nothing more is printed or acknowledged: the rest stays for others.
+    if (options.count !== undefined && printed >= options.count) return;
     if (!options.filter(m)) return;
-    if (ndjson) ctx.out.jsonLine(m);
-    else ctx.out.line(messageLine(m, { style, contacts, self: client.publicKey }, Math.max(40, ctx.out.columns - 60)));
+    if (mode === 'json') out.jsonLine(m);
+    else if (mode === 'bare') out.line(JSON.stringify(m.body));
+    else out.line(messageLine(m, { style: out.style, contacts, self: client.publicKey }, Math.max(40, out.columns - 60)));
     if (options.ack) session.ack(m.message_id);
     printed++;
     if (options.count !== undefined && printed >= options.count) resolveDone();
@@ -58,7 +108,7 @@ export async function watchMessages(ctx: CliContext, options: WatchOptions): Pro
     await session.close();
   }
   if (fatal) {
-    ctx.out.error(fatal);
+    out.error(fatal);
     throw new ReportedError(exitCodeFor(fatal));
   }
 }

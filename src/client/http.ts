@@ -2,7 +2,8 @@
  * `RelayClient`: every HTTP endpoint of spec §3, signed per §2. Each attempt is signed afresh
  * (a reused signature is a replay), the request target is built once and signed exactly as sent,
  * error envelopes become typed errors, and retries follow §6: back off on network errors and
- * 5xx, honour `Retry-After` on 429, re-sign on 409 replay_detected, never retry other 4xx.
+ * 5xx (unless `failFast`: then an unreachable relay is reported at once), honour `Retry-After`
+ * on 429, re-sign on 409 replay_detected, never retry other 4xx.
  * A send whose answer was lost is not blindly retried: it fails with OutcomeUnknownError so the
  * caller can check before sending again.
  */
@@ -12,7 +13,7 @@ import { type Clock, systemClock } from '../core/clock.js';
 import { AbortError, isRetryable, NetworkError, OutcomeUnknownError, ProtocolError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
 import { PATHS } from '../protocol/constants.js';
 import { relayErrorFromResponse } from '../protocol/envelope.js';
-import { bodyHash, signRequest, type Keypair } from '../protocol/signing.js';
+import { signRequest, uniqueTimestamp, type Keypair } from '../protocol/signing.js';
 import type {
   AclEntry,
   AclEntryType,
@@ -81,6 +82,12 @@ export interface RelayClientOptions {
   maxRetryAfterMs?: number;
   fetch?: typeof fetch;
   userAgent?: string;
+  /**
+   * Report an unreachable relay (refused, unknown host, timeout) at once instead of retrying with
+   * backoff: right for one-shot commands, where a person is waiting (default false: long-running
+   * callers ride out outages).
+   */
+  failFast?: boolean;
   /** Called after every HTTP attempt (for `--debug`); sees no signature headers and no key. */
   trace?: (event: HttpTrace) => void;
 }
@@ -144,9 +151,7 @@ export class RelayClient {
   readonly #origin: string;
   readonly #userAgent: string | undefined;
   readonly #trace: ((event: HttpTrace) => void) | undefined;
-  /** Requests signed during the current second (to spot repeats). */
-  #signedSecond = 0;
-  readonly #signedThisSecond = new Set<string>();
+  readonly #failFast: boolean;
   /** The last rate-limit headers seen, per counter ('send' or 'request'). */
   readonly lastRate = new Map<'send' | 'request', RateInfo>();
   #clockOffset: number | undefined;
@@ -172,6 +177,7 @@ export class RelayClient {
     this.#maxRetryAfterMs = options.maxRetryAfterMs ?? CLIENT_DEFAULTS.maxRetryAfterMs;
     this.#userAgent = options.userAgent;
     this.#trace = options.trace;
+    this.#failFast = options.failFast === true;
   }
 
   /** The WebSocket endpoint for this relay (`ws[s]://host[/base]/v1/ws`). */
@@ -207,12 +213,14 @@ export class RelayClient {
         this.#traced(method, target, bodyText, attempt, started, undefined, err);
         if (options.signal?.aborted || attempt >= this.#maxAttempts) throw err;
         let delay: number;
-        if (err instanceof RelayError && err.code === 'replay_detected') delay = 1000 - (this.#clock.now() % 1000);
+        // Every attempt is signed with a fresh unique timestamp: a replay verdict needs no wait.
+        if (err instanceof RelayError && err.code === 'replay_detected') delay = 0;
         else if (err instanceof RelayError && err.code === 'rate_limit_exceeded') {
           delay = (err.retryAfter ?? 1) * 1000;
           if (delay > this.#maxRetryAfterMs) throw err;
-        } else if (options.idempotent && isRetryable(err)) delay = backoff.next();
-        else throw err;
+        } else if (options.idempotent && isRetryable(err) && !(this.#failFast && (err instanceof NetworkError || err instanceof TimeoutError))) {
+          delay = backoff.next();
+        } else throw err;
         await sleep(delay, { clock: this.#clock, signal: options.signal });
       }
     }
@@ -235,21 +243,13 @@ export class RelayClient {
   }
 
   /**
-   * Signs one attempt. The same request twice within one second would carry identical headers
-   * (Ed25519 is deterministic, timestamps are whole seconds) and be refused as a replay, so a
-   * repeat in the same second is signed with a millisecond timestamp (any RFC 3339 form is valid).
+   * Signs one attempt with a `uniqueTimestamp`: identical requests repeated within a second, by
+   * this process or by another one using the same key, never carry the same signature (which the
+   * relay would refuse as a replay).
    */
   #sign(method: string, target: string, bodyText: string | undefined): ReturnType<typeof signRequest> {
     const now = this.#clock.now();
-    const key = `${method} ${target} ${bodyHash(bodyText)}`;
-    const second = Math.floor(now / 1000);
-    if (second !== this.#signedSecond) {
-      this.#signedSecond = second;
-      this.#signedThisSecond.clear();
-    }
-    const repeat = this.#signedThisSecond.has(key);
-    this.#signedThisSecond.add(key);
-    return signRequest(this.keypair, method, target, bodyText, now, { milliseconds: repeat });
+    return signRequest(this.keypair, method, target, bodyText, now, { timestamp: uniqueTimestamp(now) });
   }
 
   async #attempt<T>(method: string, target: string, bodyText: string | undefined, options: RequestOptions): Promise<Response<T>> {

@@ -5,6 +5,7 @@
  */
 import { ConfigError, UsageError } from '../core/errors.js';
 import { isPublicKey } from './encoding.js';
+import { JsonInputError, parseJson } from './json.js';
 import { isPlainObject } from './validate.js';
 
 export interface Contact {
@@ -36,14 +37,23 @@ function fromEntry(value: unknown, name?: string): Contact {
   return { name: name ?? '', public_key: '', value };
 }
 
-/** Parses a contacts file in any of the §1.3 layouts. `file` names it in errors. */
+/** How deep a contacts file may nest: the layouts need 3 levels; extra fields get some room. */
+export const CONTACTS_MAX_DEPTH = 32;
+
+/**
+ * Parses a contacts file in any of the §1.3 layouts. `file` names it in errors. A leading UTF-8
+ * BOM (added by some Windows editors) is ignored; nesting deeper than `CONTACTS_MAX_DEPTH` is
+ * refused before parsing.
+ */
 export function parseContacts(text: string, file: string): ContactBook {
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   if (text.trim() === '') return emptyBook();
   let data: unknown;
   try {
-    data = JSON.parse(text);
+    data = parseJson(text, CONTACTS_MAX_DEPTH);
   } catch (err) {
-    throw new ConfigError('contacts_invalid', `contacts file ${file} is not valid JSON (${(err as Error).message})`, {
+    const reason = err instanceof JsonInputError ? err.message : String(err);
+    throw new ConfigError('contacts_invalid', `contacts file ${file} is ${reason.startsWith('not ') ? reason : `refused: ${reason}`}`, {
       file,
       hint: 'fix the JSON by hand, or move the file away to start a new one',
     });

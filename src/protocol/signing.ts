@@ -3,7 +3,7 @@
  * surprises); the relay verifies with node:crypto on its hot path (about 10x faster). Tests
  * cross-check both on the §2.5 vectors and on random inputs.
  */
-import { createHash, createPublicKey, randomBytes, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, randomInt, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import * as ed from '@noble/ed25519';
 import { EMPTY_BODY_HASH } from './constants.js';
 import { decodePublicKey, fromBase64Url, toBase64Url } from './encoding.js';
@@ -99,25 +99,54 @@ export interface SignedHeaders {
   'X-M2M-Signature': string;
 }
 
-/** The three auth headers for one request attempt (§2.1). Sign afresh on every attempt. */
+/**
+ * Per-process state of `uniqueTimestamp`: a counter for the digits below the millisecond, started
+ * at random so two processes signing in the same millisecond rarely pick the same digits.
+ */
+let subMillisecond = randomInt(1000);
+
+/**
+ * An RFC 3339 timestamp with six fractional digits for signing: the milliseconds of `nowMs`, then
+ * three digits that differ from call to call. Ed25519 is deterministic, so two identical requests
+ * signed with the same timestamp (whole seconds, §2.2) carry the same signature and the second is
+ * refused as a replay; this makes every signature of a process unique, and those of processes
+ * running side by side (two `mrp tail` started together) all but certainly so. Relays parse any
+ * RFC 3339 fraction (ours and the official Go relay alike).
+ */
+export function uniqueTimestamp(nowMs: number): string {
+  subMillisecond = (subMillisecond + 1) % 1000;
+  return `${new Date(nowMs).toISOString().slice(0, 23)}${String(subMillisecond).padStart(3, '0')}Z`;
+}
+
+/**
+ * The three auth headers for one request attempt (§2.1). Sign afresh on every attempt. The
+ * timestamp is whole seconds (§2.2's form) unless `options.timestamp` gives one (clients pass
+ * `uniqueTimestamp`).
+ */
 export function signRequest(
   keypair: Keypair,
   method: string,
   target: string,
   body: Uint8Array | string | undefined,
   nowMs: number,
-  options: { milliseconds?: boolean } = {},
+  options: { timestamp?: string } = {},
 ): SignedHeaders {
-  // Whole seconds normally (§2.2); with milliseconds when the same request must go out twice
-  // within one second (identical headers would be a replay).
-  const timestamp = options.milliseconds ? new Date(nowMs).toISOString() : formatTimestamp(nowMs);
+  const timestamp = options.timestamp ?? formatTimestamp(nowMs);
   const signature = keypair.sign(canonicalRequest(method, target, timestamp, bodyHash(body)));
   return { 'X-M2M-Public-Key': keypair.publicKey, 'X-M2M-Timestamp': timestamp, 'X-M2M-Signature': signature };
 }
 
-/** A WebSocket `auth` frame (§5.1). */
-export function authFrame(keypair: Keypair, nowMs: number): { type: 'auth'; public_key: string; timestamp: string; signature: string } {
-  const timestamp = formatTimestamp(nowMs);
+/**
+ * A WebSocket `auth` frame (§5.1), signed with a `uniqueTimestamp` so that two connections of
+ * one key opened in the same second are not mistaken for a replay (`options.timestamp`
+ * overrides it, e.g. for test vectors).
+ */
+export function authFrame(
+  keypair: Keypair,
+  nowMs: number,
+  options: { timestamp?: string } = {},
+): { type: 'auth'; public_key: string; timestamp: string; signature: string } {
+  const timestamp = options.timestamp ?? uniqueTimestamp(nowMs);
   return { type: 'auth', public_key: keypair.publicKey, timestamp, signature: keypair.sign(wsAuthString(timestamp)) };
 }
 

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { connected, startAgent } from '../helpers/agent.js';
-import { runCli, tempDir, testDeps, type TestDeps } from '../helpers/cli.js';
+import { ndjson, runCli, tempDir, testDeps, type TestDeps } from '../helpers/cli.js';
 import { startRelay, type TestRelay } from '../helpers/relay.js';
 
 async function user(t: import('node:test').TestContext, relay: TestRelay, extra: Parameters<typeof testDeps>[0] extends infer O ? Partial<O> : never = {}): Promise<{ deps: TestDeps; key: string }> {
@@ -148,16 +148,16 @@ describe('mrp recv / thread / status / get', () => {
     const other = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
     const first = await other.send({ recipient_key: key, body: { text: 'question' } });
     const peek = await runCli(['recv', '--no-ack', '--json'], deps);
-    assert.equal(JSON.parse(peek.stdout).messages.length, 1);
+    assert.equal(ndjson(peek.stdout).length, 1);
     assert.equal((await other.messageStatus(first.message_id)).status, 'sent', '--no-ack leaves it');
     const got = await runCli(['recv', '--json'], deps);
     assert.equal(got.code, 0, got.stderr);
-    assert.deepEqual(JSON.parse(got.stdout).messages.map((m: { message_id: string }) => m.message_id), [first.message_id]);
+    assert.deepEqual(ndjson(got.stdout).map((m) => m['message_id']), [first.message_id]);
     assert.equal((await other.messageStatus(first.message_id)).status, 'delivered');
     const answer = await runCli(['send', other.publicKey, 'answer', '--in-reply-to', first.message_id], deps);
     assert.equal(answer.code, 0, answer.stderr);
     const thread = await runCli(['thread', first.message_id, '--json'], deps);
-    assert.deepEqual(JSON.parse(thread.stdout).messages.map((m: { body: unknown }) => m.body), [{ text: 'question' }, { text: 'answer' }]);
+    assert.deepEqual(ndjson(thread.stdout).map((m) => m['body']), [{ text: 'question' }, { text: 'answer' }]);
     const status = await runCli(['status', first.message_id, '--json'], deps);
     assert.equal(JSON.parse(status.stdout).status, 'delivered');
     const get = await runCli(['get', first.message_id], deps);

@@ -19,7 +19,7 @@ async function project(t: import('node:test').TestContext, relayUrl?: string) {
 describe('mrp announce', () => {
   const bad: Array<[string, string, RegExp]> = [
     ['name: Bot\ncapabilities:\n  - name: x\n    tags: [ok-tag, "bad tag"]\n', 'tag', /^error: mrp\.yaml:4: capabilities\[0\]\.tags\[1\]: tags are 3-64 characters/],
-    ['name: Bot\nvisibilty: public\n', 'typo', /^error: mrp\.yaml:2: visibilty: unknown key; the manifest knows name, visibility/],
+    ['name: Bot\nvisibilty: public\n', 'typo', /^error: mrp\.yaml:2: visibilty: unknown key \(did you mean "visibility"\?\); the manifest knows name, visibility/],
     ['name: Bot\nmetadata:\n  version: 1.0\n', 'number', /^error: mrp\.yaml:3: metadata\.version: values must be strings — quote it: version: "1"/],
     ['name: [oops\nvisibility: public\n', 'yaml', /^error: mrp\.yaml:\d+:\d+: /],
     ['inbox_policy: sometimes\n', 'enum', /^error: mrp\.yaml:1: inbox_policy: must be one of open, closed, allowlist, blocklist/],
@@ -36,6 +36,82 @@ describe('mrp announce', () => {
       assert.equal(res.stderr.trim().split('\n').length, 1);
     });
   }
+
+  it('reports every error with its line, unknown keys inside a capability included', async (t) => {
+    const { cwd, deps } = await project(t, 'http://127.0.0.1:1');
+    await runCli(['keygen'], deps);
+    await writeFile(
+      join(cwd, 'mrp.yaml'),
+      'name: Bot\nvisibilty: public\ncapabilities:\n  - name: translate\n    descripton: Translate text\n    tag: [text]\ninbox_policy: sometimes\n',
+    );
+    const res = await runCli(['announce'], deps);
+    assert.equal(res.code, 2, res.stderr);
+    assert.deepEqual(res.stderr.trimEnd().split('\n'), [
+      'error: mrp.yaml: 4 errors',
+      '  mrp.yaml:2: visibilty: unknown key (did you mean "visibility"?); the manifest knows name, visibility, inbox_policy, capabilities, metadata, acl',
+      '  mrp.yaml:5: capabilities[0].descripton: unknown key (did you mean "description"?); a capability has name, description, tags, input_schema, version',
+      '  mrp.yaml:6: capabilities[0].tag: unknown key (did you mean "tags"?); a capability has name, description, tags, input_schema, version',
+      '  mrp.yaml:7: inbox_policy: must be one of open, closed, allowlist, blocklist',
+    ]);
+    const json = await runCli(['announce', '--json'], deps);
+    const err = JSON.parse(json.stderr).error;
+    assert.equal(err.code, 'manifest_invalid');
+    assert.deepEqual(err.details.errors.map((e: { line: number; field: string }) => [e.line, e.field]), [
+      [2, 'visibilty'],
+      [5, 'capabilities[0].descripton'],
+      [6, 'capabilities[0].tag'],
+      [7, 'inbox_policy'],
+    ]);
+  });
+
+  it('an alias bomb, absurd nesting or a directory is manifest_invalid, not internal_error', async (t) => {
+    const { cwd, deps } = await project(t, 'http://127.0.0.1:1');
+    await runCli(['keygen'], deps);
+    const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x"]'];
+    for (let i = 1; i < 9; i++) bomb.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+    const cases: Array<[string, RegExp]> = [
+      [`metadata:\n  x: y\n${bomb.join('\n')}\n`, /too many alias references/],
+      [`name: ${'['.repeat(20_000)}${']'.repeat(20_000)}\n`, /nested too deeply/],
+      [`capabilities:\n  - name: x\n    input_schema: ${'{a: '.repeat(100)}1${'}'.repeat(100)}\n`, /nested too deeply/],
+    ];
+    for (const [yaml, pattern] of cases) {
+      await writeFile(join(cwd, 'mrp.yaml'), yaml);
+      const res = await runCli(['announce', '--json'], deps);
+      assert.equal(res.code, 2, res.stderr.slice(0, 300));
+      const err = JSON.parse(res.stderr).error;
+      assert.equal(err.code, 'manifest_invalid');
+      assert.match(err.message, pattern);
+    }
+    await import('node:fs/promises').then((fs) => fs.rm(join(cwd, 'mrp.yaml')));
+    await mkdir(join(cwd, 'mrp.yaml'));
+    const dir = await runCli(['announce', '--json'], deps);
+    assert.equal(dir.code, 2);
+    assert.equal(JSON.parse(dir.stderr).error.code, 'manifest_invalid');
+  });
+
+  it('shows ACL entries missing from the manifest as drift; --prune removes them', async (t) => {
+    const relay = await startRelay(t);
+    const { cwd, deps } = await project(t, relay.url);
+    await runCli(['keygen'], deps);
+    const [kept, stale] = [Keypair.generate().publicKey, Keypair.generate().publicKey];
+    await runCli(['acl', 'allow', stale], deps);
+    await writeFile(join(cwd, 'mrp.yaml'), `name: Bot\nacl:\n  allow: [${kept}]\n`);
+    const first = await runCli(['announce'], deps);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, new RegExp(`- acl\\.allow +${stale} \\(on the relay, not in the manifest\\)`));
+    assert.match(first.stdout, /1 ACL entry is not in mrp\.yaml; `mrp announce --prune` removes it/);
+    const again = await runCli(['announce'], deps);
+    assert.match(again.stdout, /already matches mrp\.yaml/);
+    assert.match(again.stdout, /not in the manifest/, 'drift is shown even when nothing else changes');
+    const dry = JSON.parse((await runCli(['announce', '--prune', '--dry-run', '--json'], deps)).stdout);
+    assert.deepEqual(dry.drift, [{ peer_key: stale, entry_type: 'allow' }]);
+    assert.equal(dry.applied, false);
+    const pruned = JSON.parse((await runCli(['announce', '--prune', '--json'], deps)).stdout);
+    assert.equal(pruned.pruned, 1);
+    const acl = JSON.parse((await runCli(['acl', 'ls', '--json'], deps)).stdout);
+    assert.deepEqual(acl.entries.map((e: { peer_key: string }) => e.peer_key), [kept]);
+    assert.deepEqual(JSON.parse((await runCli(['announce', '--json'], deps)).stdout).drift, []);
+  });
 
   it('shows the changes, applies them, then reports nothing to do', async (t) => {
     const relay = await startRelay(t);
@@ -68,7 +144,7 @@ describe('mrp announce', () => {
     const again = await runCli(['announce', '--json'], deps);
     assert.deepEqual(JSON.parse(again.stdout).changes, []);
     const discover = await runCli(['discover', '--tag', 'i18n', '--json'], deps);
-    assert.deepEqual(JSON.parse(discover.stdout).agents.map((a: { public_key: string }) => a.public_key), [public_key]);
+    assert.deepEqual(discover.stdout.trim().split('\n').map((l) => JSON.parse(l).public_key), [public_key], 'NDJSON: one agent per line');
     const caps = await runCli(['capabilities', '--json'], deps);
     assert.deepEqual(JSON.parse(caps.stdout).capabilities.map((c: { tag: string }) => c.tag).sort(), ['chat', 'i18n', 'text']);
   });

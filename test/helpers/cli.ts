@@ -100,3 +100,11 @@ export async function runCli(argv: string[], deps: TestDeps): Promise<CliResult>
   const code = await main(argv, deps);
   return { code, stdout: deps.stdout.text.slice(before.out), stderr: deps.stderr.text.slice(before.err), deps };
 }
+
+/** One JSON document per line (how lists of messages and agents are printed when piped or with --json). */
+export function ndjson(text: string): Array<Record<string, unknown>> {
+  return text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}

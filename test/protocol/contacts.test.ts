@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { UsageError } from '../../src/core/errors.js';
+import { type ConfigError, UsageError } from '../../src/core/errors.js';
 import {
   addContact,
+  CONTACTS_MAX_DEPTH,
   emptyBook,
   nameForKey,
   parseContacts,
@@ -23,6 +24,14 @@ describe('contacts layouts', () => {
     assert.equal(again.version, 3);
     assert.equal(again.contacts[0].color, 'blue');
     assert.equal(again.contacts[0].alias, 'tr');
+  });
+
+  it('ignores a leading UTF-8 BOM; refuses nesting deeper than CONTACTS_MAX_DEPTH before parsing', () => {
+    const book = parseContacts(`\uFEFF${JSON.stringify({ contacts: [{ name: 'a', public_key: A }] })}`, 'f');
+    assert.equal(nameForKey(book, A), 'a');
+    const deep = `{"contacts":[{"name":"a","public_key":"${A}","x":${'['.repeat(CONTACTS_MAX_DEPTH)}${']'.repeat(CONTACTS_MAX_DEPTH)}}]}`;
+    assert.throws(() => parseContacts(deep, 'f.json'), (err: ConfigError) => err.code === 'contacts_invalid' && /f\.json is refused: JSON nested deeper than 32/.test(err.message));
+    assert.throws(() => parseContacts('{', 'f.json'), (err: ConfigError) => err.code === 'contacts_invalid' && /f\.json is not valid JSON/.test(err.message));
   });
 
   it('reads a bare array', () => {

@@ -10,6 +10,7 @@ import {
   Keypair,
   parseTimestamp,
   signRequest,
+  uniqueTimestamp,
   verifySignature,
   verifySignatureNoble,
   wsAuthString,
@@ -77,7 +78,19 @@ describe('§2.5 signing vectors', () => {
   it('signs the WebSocket auth string', () => {
     assert.equal(wsAuthString(TS), 'WS\n2026-03-05T12:00:00Z');
     assert.equal(a.sign(wsAuthString(TS)), SIG_WS);
-    assert.deepEqual(authFrame(a, Date.parse(TS)), { type: 'auth', public_key: KEY_A, timestamp: TS, signature: SIG_WS });
+    assert.deepEqual(authFrame(a, Date.parse(TS), { timestamp: TS }), { type: 'auth', public_key: KEY_A, timestamp: TS, signature: SIG_WS });
+  });
+
+  it('signs with unique sub-millisecond timestamps: the same request twice never has the same signature', () => {
+    const at = Date.parse(TS) + 250;
+    const [f1, f2] = [authFrame(a, at), authFrame(a, at)];
+    assert.match(f1.timestamp, /^2026-03-05T12:00:00\.250\d{3}Z$/);
+    assert.notEqual(f1.timestamp, f2.timestamp);
+    assert.notEqual(f1.signature, f2.signature);
+    assert.equal(parseTimestamp(f1.timestamp), at, 'parses back to the millisecond');
+    assert.equal(verifySignature(KEY_A, wsAuthString(f2.timestamp), f2.signature), true);
+    const stamps = new Set(Array.from({ length: 1000 }, () => uniqueTimestamp(at)));
+    assert.equal(stamps.size, 1000, 'a thousand in one millisecond, all different');
   });
 
   it('matches node:crypto signing on the vectors', () => {

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import type { TestContext } from 'node:test';
 import WebSocket from 'ws';
-import { type Keypair, signRequest } from '../../src/protocol/signing.js';
+import { type Keypair, signRequest, uniqueTimestamp } from '../../src/protocol/signing.js';
 import type { RawResponse } from '../helpers/relay.js';
 
 /** A client frame header: FIN, `opcode` (1 text, 2 binary, 8 close), masked with a zero key (payload unchanged). */
@@ -191,7 +191,7 @@ export class TextSocket {
 /** A signed request whose body is exactly `body` (bytes or text), signed over those bytes. */
 export async function signedBytes(baseUrl: string, kp: Keypair, method: string, target: string, body: Buffer | string): Promise<RawResponse> {
   const bytes = typeof body === 'string' ? Buffer.from(body) : body;
-  const headers = signRequest(kp, method, target, bytes, Date.now(), { milliseconds: true });
+  const headers = signRequest(kp, method, target, bytes, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
   const res = await fetch(baseUrl + target, {
     method,
     headers: { ...headers, ...(bytes.length ? { 'Content-Type': 'application/json' } : {}) },

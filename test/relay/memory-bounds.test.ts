@@ -8,7 +8,7 @@ import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { LIMITS } from '../../src/protocol/constants.js';
-import { type Keypair, signRequest } from '../../src/protocol/signing.js';
+import { type Keypair, signRequest, uniqueTimestamp } from '../../src/protocol/signing.js';
 import { Lru } from '../../src/relay/lru.js';
 import { newAgent, startRelay } from '../helpers/relay.js';
 import { frameHeader, tcpWs, TextSocket, textFrame, write } from './_raw.js';
@@ -31,7 +31,7 @@ async function stalledPost(url: string, kp: Keypair, declared: number, sent: num
   const s = connect(Number(u.port), u.hostname);
   s.on('error', () => {});
   await new Promise<void>((r) => s.once('connect', () => r()));
-  const headers = signRequest(kp, 'POST', '/v1/messages', `x${Math.random()}`, Date.now(), { milliseconds: true });
+  const headers = signRequest(kp, 'POST', '/v1/messages', `x${Math.random()}`, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
   const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
   s.write(`POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n${lines}\r\n`);
   if (sent > 0) s.write(Buffer.alloc(sent, 0x20));

@@ -2,10 +2,12 @@ import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
 import { ACL_ENTRY_TYPES, INBOX_POLICIES } from '../../protocol/constants.js';
 import { nameForKey } from '../../protocol/contacts.js';
-import type { AclEntry, AclEntryType, InboxPolicy } from '../../protocol/types.js';
+import type { AclEntryType, InboxPolicy } from '../../protocol/types.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
+import { allAclEntries } from '../manifest.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { fullTime, safeText } from '../render.js';
 
 async function setEntry(ctx: CliContext, peer: string, type: AclEntryType): Promise<void> {
   const key = await ctx.resolve(peer);
@@ -45,13 +47,7 @@ export async function runAclList(ctx: CliContext, options: { type?: string }): P
     throw new UsageError(`--type "${options.type}" must be allow or block`, { code: 'invalid_argument' });
   }
   const client = await ctx.client();
-  const entries: AclEntry[] = [];
-  let cursor: string | undefined;
-  do {
-    const page = await client.listAcl({ ...(options.type ? { entry_type: options.type as AclEntryType } : {}), limit: 1000, ...(cursor ? { cursor } : {}) });
-    entries.push(...page.entries);
-    cursor = page.has_more ? (page.next_cursor ?? undefined) : undefined;
-  } while (cursor);
+  const entries = await allAclEntries(client, options.type as AclEntryType | undefined);
   const profile = await client.getAgent(client.publicKey);
   const contacts = await ctx.contacts();
   ctx.out.result({ inbox_policy: profile.inbox_policy, entries }, () => [
@@ -60,9 +56,9 @@ export async function runAclList(ctx: CliContext, options: { type?: string }): P
       ? [ctx.out.style.dim('No ACL entries.')]
       : ctx.out.table(
           ['TYPE', 'PEER', 'NAME', 'SINCE'],
-          entries.map((e) => [e.entry_type, e.peer_key, nameForKey(contacts, e.peer_key) ?? '', e.created_at]),
+          entries.map((e) => [safeText(e.entry_type), safeText(e.peer_key), safeText(nameForKey(contacts, e.peer_key) ?? ''), fullTime(e.created_at)]),
         )),
-  ]);
+  ], () => entries.map((e) => safeText(e.peer_key)));
 }
 
 export async function runAclPolicy(ctx: CliContext, _o: unknown, args: string[]): Promise<void> {
@@ -76,12 +72,27 @@ export async function runAclPolicy(ctx: CliContext, _o: unknown, args: string[])
 }
 
 export function register(program: Command, deps: Deps): void {
-  const acl = program.command('acl').description('who may send to you: allow/block entries and the inbox policy');
+  const acl = addGlobalOptions(program.command('acl')).description('who may send to you: allow/block entries and the inbox policy');
   examples(acl, ['mrp acl allow alice', 'mrp acl block 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA', 'mrp acl ls --type allow', 'mrp acl policy allowlist', 'mrp acl rm alice']);
   acl.addHelpText('after', '\nPolicies: open (anyone), closed (no one), allowlist (only allowed), blocklist (all but blocked; the default).\n');
-  addGlobalOptions(acl.command('allow').description('allow a peer (matters with the allowlist policy)').argument('<peer>', 'key or contact')).action(action(deps, runAclAllow));
-  addGlobalOptions(acl.command('block').description('block a peer (matters with the blocklist policy)').argument('<peer>', 'key or contact')).action(action(deps, runAclBlock));
-  addGlobalOptions(acl.command('rm').alias('remove').description("remove a peer's entry").argument('<peer>', 'key or contact')).action(action(deps, runAclRemove));
-  addGlobalOptions(acl.command('ls').alias('list').description('list entries and the policy').option('--type <type>', 'allow or block')).action(action(deps, runAclList));
-  addGlobalOptions(acl.command('policy').description('set the inbox policy').argument('<policy>', INBOX_POLICIES.join(' | '))).action(action(deps, runAclPolicy));
+  const leaf = (cmd: Command, lines: string[]): Command => examples(addGlobalOptions(cmd), lines);
+  leaf(acl.command('allow').description('allow a peer (matters with the allowlist policy)').argument('<peer>', 'key or contact'), [
+    'mrp acl allow alice',
+    'mrp acl allow 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA --json',
+  ]).action(action(deps, runAclAllow));
+  leaf(acl.command('block').description('block a peer (matters with the blocklist policy)').argument('<peer>', 'key or contact'), [
+    'mrp acl block spammer',
+    'mrp acl block 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA',
+  ]).action(action(deps, runAclBlock));
+  leaf(acl.command('rm').alias('remove').description("remove a peer's entry").argument('<peer>', 'key or contact'), ['mrp acl rm alice']).action(
+    action(deps, runAclRemove),
+  );
+  leaf(acl.command('ls').alias('list').description('list entries and the policy').option('--type <type>', 'allow or block'), [
+    'mrp acl ls',
+    'mrp acl ls --type block --json',
+  ]).action(action(deps, runAclList));
+  leaf(acl.command('policy').description('set the inbox policy').argument('<policy>', INBOX_POLICIES.join(' | ')), [
+    'mrp acl policy allowlist',
+    'mrp acl policy open',
+  ]).action(action(deps, runAclPolicy));
 }

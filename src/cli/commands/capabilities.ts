@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { safeText } from '../render.js';
 
 export interface CapabilitiesOptions {
   prefix?: string;
@@ -14,7 +15,8 @@ export async function runCapabilities(ctx: CliContext, options: CapabilitiesOpti
   const prefix = options.prefix;
   const tags = prefix ? res.capabilities.filter((c) => c.tag.startsWith(prefix)) : res.capabilities;
   ctx.out.result({ capabilities: tags }, () =>
-    tags.length === 0 ? ctx.out.style.dim('No capability tags in use.') : ctx.out.table(['TAG', 'AGENTS'], tags.map((c) => [c.tag, String(c.agent_count)])),
+    tags.length === 0 ? ctx.out.style.dim('No capability tags in use.') : ctx.out.table(['TAG', 'AGENTS'], tags.map((c) => [safeText(c.tag), String(c.agent_count)])),
+    () => tags.map((c) => safeText(c.tag)),
   );
 }
 

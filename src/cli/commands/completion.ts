@@ -1,86 +1,256 @@
-import type { Command, Option } from 'commander';
+/**
+ * `mrp completion bash|zsh|fish` and `mrp completion --json`: generated from the commander tree, so
+ * they never drift from the real flags. What a value may be is known per flag (modes, statuses,
+ * policies, files, contact names) and per positional argument; a flag's value is never completed
+ * with flags, and flags are offered only once a word starts with "-". Contact names come from
+ * `mrp contacts ls -q` at completion time.
+ */
+import type { Argument, Command, Option } from 'commander';
 import { UsageError } from '../../core/errors.js';
+import { ACL_ENTRY_TYPES, INBOX_POLICIES, MESSAGE_STATUSES } from '../../protocol/constants.js';
+import { CONFIG_KEYS } from '../config.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { action, examples } from '../program.js';
+import { action, addGlobalOptions, examples } from '../program.js';
 
-interface Node {
-  path: string[];
+/** What a flag's value or an argument may be: a fixed list, a file, a contact name, or free text. */
+export type ValueKind = readonly string[] | 'file' | 'directory' | 'contact' | 'text';
+
+const SHELLS = ['bash', 'zsh', 'fish'] as const;
+
+/** Values of flags that take one, by long name. Flags not listed take free text. */
+const OPTION_VALUES: Record<string, ValueKind> = {
+  '--mode': ['websocket', 'poll'],
+  '--status': MESSAGE_STATUSES,
+  '--log-format': ['pretty', 'json'],
+  '--log-level': ['debug', 'info', 'warn', 'error'],
+  '--policy': INBOX_POLICIES,
+  '--type': ACL_ENTRY_TYPES,
+  '--content-type': ['application/json', 'application/x-mrp-request+json', 'text/plain'],
+  '--handler': 'file',
+  '--key': 'file',
+  '--manifest': 'file',
+  '--file': 'file',
+  '--data-dir': 'directory',
+  '--to': 'contact',
+  '--from': 'contact',
+};
+
+/** Values of positional arguments: `<command path>:<index>`. */
+const ARGUMENT_VALUES: Record<string, ValueKind> = {
+  'send:0': 'contact',
+  'profile:0': 'contact',
+  'acl allow:0': 'contact',
+  'acl block:0': 'contact',
+  'acl rm:0': 'contact',
+  'acl policy:0': INBOX_POLICIES,
+  'contacts rm:0': 'contact',
+  'config get:0': Object.keys(CONFIG_KEYS),
+  'config set:0': Object.keys(CONFIG_KEYS),
+  'config unset:0': Object.keys(CONFIG_KEYS),
+  'completion:0': SHELLS,
+};
+
+export interface CompletionOption {
+  flags: string[];
   description: string;
-  commands: Array<{ name: string; description: string }>;
-  options: Array<{ flags: string[]; description: string }>;
+  /** null: a switch; otherwise what its value may be. */
+  value: ValueKind | null;
 }
 
-/** Every command path with its sub-commands and options, from the commander tree. */
-function walk(cmd: Command, path: string[] = []): Node[] {
+export interface CompletionNode {
+  path: string[];
+  description: string;
+  commands: Array<{ name: string; aliases: string[]; description: string }>;
+  options: CompletionOption[];
+  arguments: Array<{ name: string; required: boolean; variadic: boolean; value: ValueKind }>;
+}
+
+/** Every command path with its sub-commands, options and arguments, from the commander tree. */
+export function completionTree(cmd: Command, path: string[] = []): CompletionNode[] {
   const visible = cmd.commands.filter((c) => !(c as unknown as { _hidden?: boolean })._hidden);
-  const node: Node = {
+  const node: CompletionNode = {
     path,
     description: cmd.description(),
-    commands: visible.map((c) => ({ name: c.name(), description: c.description() })),
+    commands: visible.map((c) => ({ name: c.name(), aliases: c.aliases(), description: c.description() })),
     options: (cmd.options as readonly Option[])
       .filter((o) => !o.hidden)
-      .map((o) => ({ flags: [o.long, o.short].filter((f): f is string => !!f), description: o.description })),
+      .map((o) => ({
+        flags: [o.long, o.short].filter((f): f is string => !!f),
+        description: o.description,
+        // An optional value (`--wait [duration]`, `send --json [value]`) is never assumed.
+        value: o.required ? (OPTION_VALUES[o.long ?? ''] ?? 'text') : null,
+      })),
+    arguments: (cmd.registeredArguments as readonly Argument[]).map((a, i) => ({
+      name: a.name(),
+      required: a.required,
+      variadic: a.variadic,
+      value: ARGUMENT_VALUES[`${path.join(' ')}:${i}`] ?? 'text',
+    })),
   };
-  return [node, ...visible.flatMap((c) => walk(c, [...path, c.name()]))];
+  return [node, ...visible.flatMap((c) => completionTree(c, [...path, c.name()]))];
 }
 
 const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
-function bash(nodes: Node[]): string {
-  const cases = nodes
-    .map((n) => `      ${quote(n.path.join(' '))}) words=${quote([...n.commands.map((c) => c.name), ...n.options.flatMap((o) => o.flags)].join(' '))}; break ;;`)
+/** Flags that take a value, anywhere in the tree (their arity agrees everywhere; a test checks). */
+function valueFlags(nodes: CompletionNode[]): Map<string, ValueKind> {
+  const out = new Map<string, ValueKind>();
+  for (const n of nodes) for (const o of n.options) if (o.value !== null) for (const f of o.flags) out.set(f, o.value);
+  return out;
+}
+
+/** `'a b')` → `cmd='a b'; return 0 ;;` lines: each command word (and alias) under its parent. */
+function commandCases(nodes: CompletionNode[]): string[] {
+  return nodes.flatMap((n) =>
+    n.commands.flatMap((c) =>
+      [c.name, ...c.aliases].map((name) => `      ${quote([...n.path, name].join(' '))}) cmd=${quote([...n.path, c.name].join(' '))}; return 0 ;;`),
+    ),
+  );
+}
+
+/** Candidates of `kind` for the word in `$cur`, as a shell snippet (bash or zsh). */
+function values(kind: ValueKind, shell: 'bash' | 'zsh'): string {
+  if (shell === 'zsh') {
+    if (kind === 'file') return '_files';
+    if (kind === 'directory') return '_files -/';
+    if (kind === 'contact') return 'compadd -- ${(f)"$(mrp contacts ls -q 2>/dev/null)"}';
+    if (kind === 'text') return ':';
+    return `compadd -- ${kind.map(quote).join(' ')}`;
+  }
+  if (kind === 'file') return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))';
+  if (kind === 'directory') return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur"))';
+  if (kind === 'contact') return 'COMPREPLY=($(compgen -W "$(mrp contacts ls -q 2>/dev/null)" -- "$cur"))';
+  if (kind === 'text') return 'COMPREPLY=()';
+  return `COMPREPLY=($(compgen -W ${quote(kind.join(' '))} -- "$cur"))`;
+}
+
+/** The case arms shared by both shells: values after a flag, per node words, per argument. */
+function arms(nodes: CompletionNode[], shell: 'bash' | 'zsh'): { flags: string; valueCases: string; argCases: string } {
+  const flags = valueFlags(nodes);
+  const byKind = new Map<string, string[]>();
+  for (const [flag, kind] of flags) byKind.set(JSON.stringify(kind), [...(byKind.get(JSON.stringify(kind)) ?? []), flag]);
+  const valueCases = [...byKind].map(([k, fl]) => `      ${fl.map(quote).join('|')}) ${values(JSON.parse(k) as ValueKind, shell)} ;;`).join('\n');
+  const argCases = nodes
+    .flatMap((n) => n.arguments.flatMap((a, i) => (a.value === 'text' ? [] : [`      ${quote(`${n.path.join(' ')}:${i}`)}) ${values(a.value, shell)} ;;`])))
+    .join('\n');
+  return { flags: [...flags.keys()].map(quote).join('|') || "''", valueCases: valueCases || "      '') ;;", argCases: argCases || "      '') ;;" };
+}
+
+function bash(nodes: CompletionNode[]): string {
+  const { flags, valueCases, argCases } = arms(nodes, 'bash');
+  const nodeCases = nodes
+    .map((n) => `    ${quote(n.path.join(' '))}) subs=${quote(n.commands.flatMap((c) => [c.name, ...c.aliases]).join(' '))}; opts=${quote(n.options.flatMap((o) => o.flags).join(' '))} ;;`)
     .join('\n');
   return `# mrp bash completion: eval "$(mrp completion bash)"
+# Sets cmd to the command path "$1" names (parent path + word); fails for anything else.
+_mrp_command() {
+  case "$1" in
+${commandCases(nodes).join('\n')}
+  esac
+  return 1
+}
 _mrp() {
-  local cur="\${COMP_WORDS[COMP_CWORD]}" path="" words="" w
-  for w in "\${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
-    case "$w" in -*) ;; *) path="\${path:+$path }$w" ;; esac
-  done
-  # Drop trailing arguments until the words name a known command.
-  while :; do
-    case "$path" in
-${cases}
+  local cur="\${COMP_WORDS[COMP_CWORD]}" cmd="" w i args=0 pending="" subs="" opts=""
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    w="\${COMP_WORDS[i]}"
+    if [ -n "$pending" ]; then pending=""; continue; fi
+    case "$w" in
+      --*=*) ;;
+      -*) case "$w" in ${flags}) pending="$w" ;; esac ;;
+      *) if [ "$args" -gt 0 ] || ! _mrp_command "\${cmd:+$cmd }$w"; then args=$((args + 1)); fi ;;
     esac
-    case "$path" in *" "*) path="\${path% *}" ;; *) path="" ;; esac
   done
-  COMPREPLY=($(compgen -W "$words" -- "$cur"))
-  [ \${#COMPREPLY[@]} -eq 0 ] && COMPREPLY=($(compgen -f -- "$cur"))
+  COMPREPLY=()
+  # The word after a flag that takes a value: only its values, never flags.
+  if [ -n "$pending" ]; then
+    case "$pending" in
+${valueCases}
+    esac
+    return
+  fi
+  case "$cmd" in
+${nodeCases}
+  esac
+  if [[ "$cur" == -* ]]; then
+    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+  elif [ "$args" -eq 0 ] && [ -n "$subs" ]; then
+    COMPREPLY=($(compgen -W "$subs" -- "$cur"))
+  else
+    # A positional argument: its values (contact names, policies, …); nothing for free text.
+    case "$cmd:$args" in
+${argCases}
+    esac
+  fi
 }
 complete -F _mrp mrp
 `;
 }
 
-function zsh(nodes: Node[]): string {
+function zsh(nodes: CompletionNode[]): string {
+  const { flags, valueCases, argCases } = arms(nodes, 'zsh');
   // _describe wants "name:description"; colons inside the name are escaped.
   const item = (name: string, description: string): string => quote(`${name.replace(/:/g, '\\:')}:${description}`);
-  const entries = nodes
+  const nodeCases = nodes
     .map((n) => {
-      const items = [...n.commands.map((c) => item(c.name, c.description)), ...n.options.flatMap((o) => o.flags.map((f) => item(f, o.description)))];
-      return `      ${quote(n.path.join(' '))}) items=(${items.join(' ')}); break ;;`;
+      const subs = n.commands.map((c) => item(c.name, c.description)).join(' ');
+      const opts = n.options.flatMap((o) => o.flags.map((f) => item(f, o.description))).join(' ');
+      return `    ${quote(n.path.join(' '))}) subs=(${subs}); opts=(${opts}) ;;`;
     })
     .join('\n');
+  // Note: never a variable named "path" in zsh (it is tied to $PATH).
   return `#compdef mrp
-# mrp zsh completion: mrp completion zsh > "\${fpath[1]}/_mrp"  (or: source <(mrp completion zsh))
+# mrp zsh completion: source <(mrp completion zsh)   (or save it as _mrp in a directory of $fpath)
+_mrp_command() {
+  case "$1" in
+${commandCases(nodes).join('\n')}
+  esac
+  return 1
+}
 _mrp() {
-  local -a items
-  local path="" w
-  for w in "\${(@)words[2,CURRENT-1]}"; do
-    [[ "$w" == -* ]] || path="\${path:+$path }$w"
-  done
-  while true; do
-    case "$path" in
-${entries}
+  local -a subs opts
+  local cmd="" w pending="" cur="\${words[CURRENT]}"
+  integer i args=0
+  for (( i = 2; i < CURRENT; i++ )); do
+    w="\${words[i]}"
+    if [[ -n "$pending" ]]; then pending=""; continue; fi
+    case "$w" in
+      --*=*) ;;
+      -*) case "$w" in ${flags}) pending="$w" ;; esac ;;
+      *) if (( args > 0 )) || ! _mrp_command "\${cmd:+$cmd }$w"; then (( args++ )); fi ;;
     esac
-    if [[ "$path" == *" "* ]]; then path="\${path% *}"; else path=""; fi
   done
-  _describe 'mrp' items || _files
+  if [[ -n "$pending" ]]; then
+    case "$pending" in
+${valueCases}
+    esac
+    return
+  fi
+  case "$cmd" in
+${nodeCases}
+  esac
+  if [[ "$cur" == -* ]]; then
+    _describe 'option' opts
+  elif (( args == 0 && \${#subs} > 0 )); then
+    _describe 'command' subs
+  else
+    case "$cmd:$args" in
+${argCases}
+    esac
+  fi
 }
 compdef _mrp mrp
 `;
 }
 
-function fish(nodes: Node[]): string {
+function fishValues(kind: ValueKind): string {
+  if (kind === 'file' || kind === 'directory') return ' -r -F';
+  if (kind === 'contact') return ` -r -f -a ${quote('(mrp contacts ls -q 2>/dev/null)')}`;
+  if (kind === 'text') return ' -r -f';
+  return ` -r -f -a ${quote(kind.join(' '))}`;
+}
+
+function fish(nodes: CompletionNode[]): string {
   const lines = ['# mrp fish completion: mrp completion fish > ~/.config/fish/completions/mrp.fish', 'complete -c mrp -f'];
   for (const n of nodes) {
     const cond =
@@ -91,24 +261,43 @@ function fish(nodes: Node[]): string {
     for (const o of n.options) {
       const long = o.flags.find((f) => f.startsWith('--'))?.slice(2);
       const short = o.flags.find((f) => /^-[^-]/.test(f))?.slice(1);
-      lines.push(`complete -c mrp -n ${quote(cond)}${long ? ` -l ${long}` : ''}${short ? ` -s ${short}` : ''} -d ${quote(o.description)}`);
+      lines.push(`complete -c mrp -n ${quote(cond)}${long ? ` -l ${long}` : ''}${short ? ` -s ${short}` : ''}${o.value === null ? '' : fishValues(o.value)} -d ${quote(o.description)}`);
+    }
+    const first = n.arguments[0];
+    if (n.commands.length === 0 && first && first.value !== 'text') {
+      lines.push(`complete -c mrp -n ${quote(cond)}${fishValues(first.value).replace(' -r', '')}`);
     }
   }
   return `${lines.join('\n')}\n`;
 }
 
+export interface CompletionOptions {
+  json?: boolean;
+}
+
 export function register(program: Command, deps: Deps): void {
   const cmd = program
     .command('completion')
-    .description('print a shell completion script')
-    .argument('<shell>', 'bash | zsh | fish');
-  examples(cmd, ['eval "$(mrp completion bash)"   # add to ~/.bashrc', 'mrp completion zsh > "${fpath[1]}/_mrp"', 'mrp completion fish > ~/.config/fish/completions/mrp.fish']);
+    .description('print a shell completion script (or, with --json, the command tree it is made from)')
+    .argument('[shell]', SHELLS.join(' | '));
+  examples(addGlobalOptions(cmd), [
+    'eval "$(mrp completion bash)"   # add to ~/.bashrc',
+    'source <(mrp completion zsh)     # add to ~/.zshrc',
+    'mrp completion fish > ~/.config/fish/completions/mrp.fish',
+    'mrp completion --json | jq ".commands[].path"',
+  ]);
   cmd.action(
-    action(deps, async (ctx: CliContext, _o: unknown, args: string[]) => {
-      const shell = args[0]!;
+    action(deps, async (ctx: CliContext, _o: CompletionOptions, args: string[]) => {
+      const nodes = completionTree(program);
+      if (ctx.globals.json) {
+        ctx.out.jsonLine({ commands: nodes });
+        return;
+      }
+      const shell = args[0];
+      if (shell === undefined) throw new UsageError('which shell? give bash, zsh or fish (or --json for the command tree)', { code: 'missing_argument' });
       const render = { bash, zsh, fish }[shell];
       if (!render) throw new UsageError(`no completion for "${shell}"; use bash, zsh or fish`, { code: 'invalid_argument' });
-      ctx.out.write(render(walk(program)));
+      ctx.out.write(render(nodes));
     }),
   );
 }

@@ -5,11 +5,14 @@ import type { Command } from 'commander';
 import { MrpError, UsageError } from '../../core/errors.js';
 import { Keypair } from '../../protocol/signing.js';
 import { loadHandler } from '../../runtime/handler.js';
+import type { Relay } from '../../relay/index.js';
+import { ensureDir, expandPath } from '../config.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { EXIT } from '../exit.js';
 import { readKeyFile, writeKeyFile } from '../keys.js';
 import { projectManifest } from '../manifest.js';
+import { takeLock } from '../lockfile.js';
 import { intOption } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { bodyPreview } from '../render.js';
@@ -44,30 +47,70 @@ async function devKey(path: string): Promise<Keypair> {
 export async function runDev(ctx: CliContext, options: DevOptions): Promise<void> {
   const mode = options.mode ?? 'websocket';
   if (mode !== 'websocket' && mode !== 'poll') throw new UsageError(`--mode: "${mode}" must be websocket or poll`, { code: 'invalid_argument' });
+  if (ctx.globals.relay !== undefined) {
+    throw new UsageError('--relay: `mrp dev` runs its own relay on this machine', {
+      code: 'invalid_argument',
+      hint: `to run a handler against another relay: \`mrp run --handler <file> --relay ${ctx.globals.relay}\``,
+    });
+  }
   const port = intOption(options.port, '--port', DEFAULT_PORT, 0, 65535);
   const handlerPath = options.handler ? resolve(ctx.deps.cwd, options.handler) : ECHO;
   const shown = options.handler ? relative(ctx.deps.cwd, handlerPath) || handlerPath : 'the bundled echo handler';
   const loaded = await loadHandler(handlerPath, { cwd: ctx.deps.cwd });
 
   const home = join(ctx.home, 'dev');
-  const agentKey = await devKey(join(home, 'agent.key'));
-  const userKeyPath = join(home, 'user.key');
-  const userKey = await devKey(userKeyPath);
-
-  const { createRelay } = await import('../../relay/index.js');
-  const makeRelay = (p: number) =>
-    createRelay({ host: '127.0.0.1', port: p, dataDir: join(home, 'data'), sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0, clock: ctx.deps.clock });
-  let relay = makeRelay(port);
-  let url: string;
-  try {
-    url = await relay.listen();
-  } catch (err) {
-    await relay.close();
-    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || options.port !== undefined) throw err;
-    relay = makeRelay(0);
-    url = await relay.listen();
+  await ensureDir(home);
+  // One `mrp dev` per MRP_HOME: a second one would share the relay data and the agent's journal.
+  const lock = takeLock(join(home, 'lock'));
+  if ('heldBy' in lock) {
+    throw new MrpError('api', 'dev_running', `another mrp dev (pid ${lock.heldBy}) is already running with MRP_HOME=${ctx.home}`, {
+      hint: `use that one (it prints its \`mrp send\` command), stop it, or start another with its own state: \`MRP_HOME=$(mktemp -d) mrp dev\``,
+    });
   }
+  let relay: Relay | undefined;
+  try {
+    // --key: the agent runs as that identity (created if missing); by default a dev-only key.
+    const agentKeyPath = ctx.globals.key === undefined ? join(home, 'agent.key') : expandPath(ctx.globals.key, ctx.deps);
+    const agentKey = await devKey(agentKeyPath);
+    const userKeyPath = join(home, 'user.key');
+    const userKey = await devKey(userKeyPath);
 
+    const { createRelay } = await import('../../relay/index.js');
+    const makeRelay = (p: number): Relay =>
+      createRelay({ host: '127.0.0.1', port: p, dataDir: join(home, 'data'), sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0, clock: ctx.deps.clock });
+    relay = makeRelay(port);
+    let url: string;
+    try {
+      url = await relay.listen();
+    } catch (err) {
+      await relay.close();
+      relay = undefined;
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || options.port !== undefined) throw err;
+      relay = makeRelay(0);
+      url = await relay.listen();
+    }
+    await runAgainst(ctx, options, { url, home, agentKey, userKey, userKeyPath, handlerPath, shown, loaded, mode });
+  } finally {
+    await relay?.close();
+    lock.release();
+  }
+}
+
+interface DevSetup {
+  url: string;
+  home: string;
+  agentKey: Keypair;
+  userKey: Keypair;
+  userKeyPath: string;
+  handlerPath: string;
+  shown: string;
+  loaded: Awaited<ReturnType<typeof loadHandler>>;
+  mode: 'websocket' | 'poll';
+}
+
+/** The agent, the demo message, the watcher: everything that runs against the dev relay. */
+async function runAgainst(ctx: CliContext, options: DevOptions, d: DevSetup): Promise<void> {
+  const { url, home, agentKey, userKey, userKeyPath, handlerPath, shown, loaded, mode } = d;
   const manifest = await projectManifest(ctx);
   const { startAgent } = await import('../agent.js');
   const logFormat = ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json';
@@ -146,7 +189,6 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
     for (const w of watchers) w.close();
     signals.dispose();
     offUncaught();
-    await relay.close();
   }
   if (options.once && demoFailed) throw new ReportedError(EXIT.failure);
 }
@@ -161,7 +203,10 @@ export function register(program: Command, deps: Deps): void {
     .option('--no-demo', 'do not send the first demo message')
     .option('--no-watch', 'do not reload the handler when its files change')
     .option('--once', 'send the demo message, show the reply, and exit');
-  examples(addGlobalOptions(cmd), ['mrp dev', 'mrp dev --handler ./handler.ts', 'mrp dev --once   # a quick end-to-end check']);
-  cmd.addHelpText('after', '\nKeys and data live under $MRP_HOME/dev (agent.key, user.key, data/). Rate limits are off.\n');
+  examples(addGlobalOptions(cmd), ['mrp dev', 'mrp dev --handler ./handler.ts', 'mrp dev --once   # a quick end-to-end check', 'mrp dev --key ./agent.key   # run the agent as this identity']);
+  cmd.addHelpText(
+    'after',
+    '\nKeys and data live under $MRP_HOME/dev (agent.key, user.key, data/); --key runs the agent as another identity\n(created if missing). One mrp dev per MRP_HOME. Rate limits are off.\n',
+  );
   cmd.action(action(deps, runDev));
 }

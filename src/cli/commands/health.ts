@@ -4,6 +4,7 @@ import { Keypair } from '../../protocol/signing.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { fullTime, safeText } from '../render.js';
 
 /** `mrp health`: is the relay up? (Unauthenticated: works without a key.) */
 export async function runHealth(ctx: CliContext): Promise<void> {
@@ -13,6 +14,7 @@ export async function runHealth(ctx: CliContext): Promise<void> {
     relayUrl: relay.value,
     keypair: Keypair.generate(),
     clock: ctx.deps.clock,
+    failFast: true,
     ...(ctx.tracers.http ? { trace: ctx.tracers.http } : {}),
   });
   const started = performance.now();
@@ -22,11 +24,12 @@ export async function runHealth(ctx: CliContext): Promise<void> {
   ctx.out.result({ relay: relay.value, latency_ms: ms, ...health }, () =>
     ctx.out.keyValues([
       ['relay', relay.value],
-      ['status', health.status === 'ok' ? style.green(health.status) : style.yellow(health.status)],
-      ['version', health.version],
-      ['time', health.timestamp],
+      ['status', health.status === 'ok' ? style.green(health.status) : style.yellow(safeText(String(health.status)))],
+      ['version', safeText(String(health.version))],
+      ['time', fullTime(health.timestamp)],
       ['latency', `${ms} ms`],
     ]),
+    () => safeText(String(health.status)),
   );
 }
 

@@ -62,7 +62,7 @@ export async function runKeygen(ctx: CliContext, options: KeygenOptions): Promis
       ? [`  previous    ${previous.public_key ?? style.yellow('(not a valid key)')}  ${style.dim(`kept in ${previous.backup} (mode 0600)`)}`]
       : []),
     style.dim('  Keep the key file secret: it is the account. Share only the public key.'),
-  ]);
+  ], () => keypair.publicKey);
 }
 
 export function register(program: Command, deps: Deps): void {

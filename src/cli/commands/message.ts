@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
-import { messageBlock } from '../render.js';
+import { fullTime, messageBlock, safeText } from '../render.js';
 
 /** `mrp status <id>`: delivery status of a message you sent or received. */
 export async function runStatus(ctx: CliContext, _o: unknown, args: string[]): Promise<void> {
@@ -12,12 +12,13 @@ export async function runStatus(ctx: CliContext, _o: unknown, args: string[]): P
   const paint = status.status === 'delivered' ? style.green : status.status === 'expired' ? style.red : style.yellow;
   ctx.out.result(status, () =>
     ctx.out.keyValues([
-      ['message', status.message_id],
-      ['status', paint(status.status)],
-      ['created', status.created_at],
-      ['delivered', status.delivered_at ?? '—'],
-      ['expires', status.expires_at],
+      ['message', safeText(status.message_id)],
+      ['status', paint(safeText(status.status))],
+      ['created', fullTime(status.created_at)],
+      ['delivered', fullTime(status.delivered_at)],
+      ['expires', fullTime(status.expires_at)],
     ]),
+    () => status.status,
   );
 }
 
@@ -26,7 +27,11 @@ export async function runGet(ctx: CliContext, _o: unknown, args: string[]): Prom
   const client = await ctx.client();
   const message = await client.getMessage(args[0]!);
   const contacts = await ctx.contacts();
-  ctx.out.result(message, () => messageBlock(message, { style: ctx.out.style, contacts, self: client.publicKey }));
+  ctx.out.result(
+    message,
+    () => messageBlock(message, { style: ctx.out.style, contacts, self: client.publicKey }),
+    () => JSON.stringify(message.body),
+  );
 }
 
 export function register(program: Command, deps: Deps): void {

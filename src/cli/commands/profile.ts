@@ -65,7 +65,7 @@ export async function runProfile(ctx: CliContext, options: ProfileOptions, args:
   const key = args[0] ? await ctx.resolve(args[0]) : client.publicKey;
   let profile = await client.getAgent(key);
   if (updating) profile = await client.updateProfile(patchFrom(options, profile.metadata));
-  ctx.out.result(profile, () => profileLines(profile, ctx.out.style));
+  ctx.out.result(profile, () => profileLines(profile, ctx.out.style), () => profile.public_key);
 }
 
 export function register(program: Command, deps: Deps): void {

@@ -1,21 +1,21 @@
 import type { Command } from 'commander';
-import { sleep } from '../../core/async.js';
+import { deferred } from '../../core/async.js';
 import { UsageError } from '../../core/errors.js';
 import { LIMITS, MESSAGE_STATUSES } from '../../protocol/constants.js';
 import type { Message, MessageStatus } from '../../protocol/types.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { intOption } from '../options.js';
+import { durationOption, intOption } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
 import { messageBlock } from '../render.js';
-import { watchMessages } from '../watch.js';
+import { firstConnectError, watchMessages } from '../watch.js';
 
 export interface RecvOptions {
   status?: string;
   limit?: string;
   from?: string;
   thread?: string;
-  wait?: string;
+  wait?: string | boolean;
   ack?: boolean;
   ws?: boolean;
 }
@@ -23,27 +23,42 @@ export interface RecvOptions {
 /** How long a `--no-ack` peek listens after the backlog stops arriving. */
 const PEEK_QUIET_MS = 400;
 
-/** Reads pending messages over a WebSocket without acknowledging them (they stay `sent`). */
-async function peek(ctx: CliContext, limit: number, filter: (m: Message) => boolean): Promise<Message[]> {
+/**
+ * Reads pending messages over a WebSocket without acknowledging them (they stay `sent`). Reads one
+ * more than asked so `hasMore` is true only when something really is left. Fails fast when the
+ * socket cannot be opened (e.g. the key already has its 2 connections) instead of waiting.
+ */
+async function peek(ctx: CliContext, limit: number, filter: (m: Message) => boolean): Promise<{ messages: Message[]; hasMore: boolean }> {
   const client = await ctx.client();
   const { Session } = await import('../../client/session.js');
   const session = new Session({ url: client.wsUrl, keypair: client.keypair, clock: ctx.deps.clock, ...ctx.sessionTrace });
+  const clock = ctx.deps.clock;
   const got: Message[] = [];
-  let last = ctx.deps.clock.now();
+  const finished = deferred<void>();
+  let quiet: ReturnType<typeof clock.setTimeout> | undefined;
+  const rearm = (): void => {
+    quiet?.cancel();
+    quiet = clock.setTimeout(() => finished.resolve(), PEEK_QUIET_MS);
+  };
+  session.on('ready', rearm);
   session.on('message', (m) => {
-    last = ctx.deps.clock.now();
-    if (filter(m) && got.length < limit) got.push(m);
+    if (!filter(m)) return rearm();
+    got.push(m);
+    if (got.length > limit) finished.resolve();
+    else rearm();
   });
-  const fatal = session.next('fatal');
+  session.on('disconnect', (d) => {
+    if (session.status !== 'ready') finished.reject(firstConnectError(d, client.relayUrl));
+  });
+  session.on('fatal', (err) => finished.reject(err));
   try {
     session.start();
-    await Promise.race([session.ready(), fatal.then(([e]) => Promise.reject(e))]);
-    last = ctx.deps.clock.now();
-    while (got.length < limit && ctx.deps.clock.now() - last < PEEK_QUIET_MS) await sleep(50, { clock: ctx.deps.clock });
+    await finished.promise;
   } finally {
+    quiet?.cancel();
     await session.close();
   }
-  return got;
+  return { messages: got.slice(0, limit), hasMore: got.length > limit };
 }
 
 /** `mrp recv`: fetch the inbox once (marking it delivered), or stream it with --ws. */
@@ -60,11 +75,16 @@ export async function runRecv(ctx: CliContext, options: RecvOptions): Promise<vo
     throw new UsageError(`--status: "${status}" must be one of ${MESSAGE_STATUSES.join(', ')}`, { code: 'invalid_argument' });
   }
   const limit = intOption(options.limit, '--limit', LIMITS.pollLimitDefault, 1, LIMITS.pollLimitMax);
-  const wait = intOption(options.wait, '--wait', 0, 0, LIMITS.pollWaitMaxSeconds);
+  // A bare --wait waits as long as the relay allows.
+  const waitMs = options.wait === true ? LIMITS.pollWaitMaxSeconds * 1000 : durationOption(options.wait || undefined, '--wait', 0);
+  if (waitMs > LIMITS.pollWaitMaxSeconds * 1000) {
+    throw new UsageError(`--wait: at most ${LIMITS.pollWaitMaxSeconds}s (the relay's longest poll)`, { code: 'invalid_argument' });
+  }
+  const wait = Math.ceil(waitMs / 1000);
   let messages: Message[];
-  let hasMore = false;
+  let hasMore: boolean;
   if (options.ack === false && status === 'sent') {
-    messages = await peek(ctx, limit, filter);
+    ({ messages, hasMore } = await peek(ctx, limit, filter));
   } else {
     const client = await ctx.client();
     const page = await client.poll({
@@ -78,24 +98,19 @@ export async function runRecv(ctx: CliContext, options: RecvOptions): Promise<vo
     hasMore = page.has_more;
   }
   const contacts = await ctx.contacts();
-  const { keypair } = await ctx.identity();
-  if (ctx.globals.json) {
-    ctx.out.jsonLine({ messages, has_more: hasMore });
-    return;
+  const self = ctx.out.listMode === 'human' ? (await ctx.identity()).keypair.publicKey : undefined;
+  const { style } = ctx.out;
+  ctx.out.list(
+    messages,
+    () =>
+      messages.length === 0
+        ? [style.dim(status === 'sent' ? 'No new messages.' : `No ${status} messages.`)]
+        : messages.flatMap((m) => [...messageBlock(m, { style, contacts, ...(self ? { self } : {}) }), '']),
+    (m) => JSON.stringify(m.body),
+  );
+  if (hasMore) {
+    ctx.out.status('has_more', { has_more: true, count: messages.length }, style.dim(`More are waiting: run \`mrp recv${options.ack === false ? ' --no-ack --limit <n>' : ''}\` again.`), ctx.deps.clock.now());
   }
-  if (!ctx.out.isTTY) {
-    for (const m of messages) ctx.out.jsonLine(m);
-    return;
-  }
-  if (messages.length === 0) {
-    ctx.out.info(ctx.out.style.dim(status === 'sent' ? 'No new messages.' : `No ${status} messages.`));
-    return;
-  }
-  for (const m of messages) {
-    for (const l of messageBlock(m, { style: ctx.out.style, contacts, self: keypair.publicKey })) ctx.out.line(l);
-    ctx.out.line();
-  }
-  if (hasMore) ctx.out.info(ctx.out.style.dim('More are waiting: run `mrp recv` again.'));
 }
 
 export function register(program: Command, deps: Deps): void {
@@ -106,9 +121,10 @@ export function register(program: Command, deps: Deps): void {
     .option('--limit <n>', `at most this many (1-${LIMITS.pollLimitMax})`)
     .option('--from <sender>', 'only from this key or contact')
     .option('--thread <id>', 'only this thread')
-    .option('--wait <seconds>', `long-poll: wait up to this long for something to arrive (max ${LIMITS.pollWaitMaxSeconds})`)
+    .option('-w, --wait [duration]', `long-poll: wait up to this long for something to arrive (e.g. 20s; bare: the most, ${LIMITS.pollWaitMaxSeconds}s)`)
     .option('--no-ack', 'peek: show new messages without marking them delivered')
     .option('--ws', 'stay connected over WebSocket and print messages as they arrive');
-  examples(addGlobalOptions(cmd), ['mrp recv', 'mrp recv --wait 20 --from alice', 'mrp recv --no-ack', 'mrp recv --ws', 'mrp recv --status delivered --limit 10 --json']);
+  examples(addGlobalOptions(cmd), ['mrp recv', 'mrp recv --wait 20s --from alice', 'mrp recv --no-ack', 'mrp recv --ws', 'mrp recv --status delivered --limit 10 --json']);
+  cmd.addHelpText('after', '\nOn a terminal: each message in full. With --json or when piped: one JSON message per line (NDJSON); "more are\nwaiting" goes to stderr (a JSON line {"event":"has_more"} with --json). -q: one body per line.\n');
   cmd.action(action(deps, runRecv));
 }

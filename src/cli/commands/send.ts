@@ -3,15 +3,16 @@ import { type Command, Option } from 'commander';
 import { sleep } from '../../core/async.js';
 import type { Clock } from '../../core/clock.js';
 import { formatDuration, parseDuration } from '../../core/duration.js';
-import { TimeoutError, UsageError } from '../../core/errors.js';
+import { AbortError, TimeoutError, UsageError } from '../../core/errors.js';
 import type { RelayClient } from '../../client/http.js';
-import { shortKey } from '../../protocol/encoding.js';
 import type { JsonObject, JsonValue, Message, SendRequest } from '../../protocol/types.js';
 import { validateSendRequest } from '../../protocol/validate.js';
 import type { CliContext } from '../context.js';
 import type { Deps, InStream } from '../deps.js';
-import { collect, keyValuePairs } from '../options.js';
-import { action, addGlobalOptions, examples } from '../program.js';
+import { EXIT } from '../exit.js';
+import { collect, durationOption, keyValuePairs } from '../options.js';
+import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
+import { shutdownSignals } from '../signals.js';
 import { messageBlock } from '../render.js';
 
 export interface SendOptions {
@@ -30,7 +31,7 @@ export interface SendOptions {
   wait?: string | boolean;
 }
 
-const DEFAULT_WAIT_S = 30;
+const DEFAULT_WAIT_MS = 30_000;
 
 async function readStdin(stdin: InStream): Promise<string> {
   if (stdin.isTTY) throw new UsageError('"-" reads the body from stdin, but stdin is a terminal; pipe something in', { code: 'invalid_argument' });
@@ -99,24 +100,24 @@ function ttlSeconds(value: string | undefined): number | undefined {
 }
 
 /** Waits for the reply to `messageId` with long polls filtered on `in_reply_to`. */
-async function waitForReply(client: RelayClient, messageId: string, seconds: number, clock: Clock): Promise<Message> {
+async function waitForReply(client: RelayClient, messageId: string, waitMs: number, clock: Clock, signal: AbortSignal): Promise<Message> {
   const now = (): number => clock.now();
-  const deadline = now() + seconds * 1000;
+  const deadline = now() + waitMs;
   for (;;) {
     const left = Math.ceil((deadline - now()) / 1000);
     if (left <= 0) break;
     const started = now();
-    const page = await client.poll({ in_reply_to: messageId, limit: 1, wait: Math.min(20, left) });
+    const page = await client.poll({ in_reply_to: messageId, limit: 1, wait: Math.min(20, left) }, signal);
     if (page.messages[0]) return page.messages[0];
     // A relay without long polls answers at once: do not spin.
-    if (now() - started < 900) await sleep(1000, { clock });
+    if (now() - started < 900) await sleep(1000, { clock, signal });
   }
   const status = await client.messageStatus(messageId).catch(() => undefined);
   const state =
     status?.status === 'sent' ? 'the recipient has not picked it up yet' : status?.status === 'delivered' ? 'it was delivered but not answered' : 'no status';
-  throw new TimeoutError(`no reply to ${messageId} within ${formatDuration(seconds * 1000)} (${state})`, {
+  throw new TimeoutError(`no reply to ${messageId} within ${formatDuration(waitMs)} (${state})`, {
     code: 'reply_timeout',
-    hint: 'wait longer with --wait <seconds>, or check on it later with `mrp status`',
+    hint: `wait longer with --wait <duration>, or check on it later with \`mrp status ${messageId}\``,
   });
 }
 
@@ -132,25 +133,48 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   if (meta) request.metadata = meta;
   validateSendRequest(request);
 
-  const waitSeconds =
-    options.wait === undefined || options.wait === false ? undefined : options.wait === true ? DEFAULT_WAIT_S : Number(options.wait);
-  if (waitSeconds !== undefined && !(Number.isFinite(waitSeconds) && waitSeconds > 0)) {
-    throw new UsageError(`--wait "${String(options.wait)}" must be a number of seconds`, { code: 'invalid_argument' });
-  }
+  const waitMs =
+    options.wait === undefined || options.wait === false ? undefined : options.wait === true ? DEFAULT_WAIT_MS : durationOption(options.wait, '--wait', DEFAULT_WAIT_MS);
+  if (waitMs !== undefined && waitMs < 1000) throw new UsageError(`--wait "${String(options.wait)}" must be at least 1s`, { code: 'invalid_argument' });
   const jsonOut = ctx.globals.json;
   const client = await ctx.client();
   const sent = await client.send(request);
   const { style } = ctx.out;
-  const plain = !ctx.out.isTTY || ctx.out.quiet;
-  if (waitSeconds === undefined) {
-    ctx.out.result(sent, () => (plain ? sent.message_id : `${style.green('✔')} Sent ${style.bold(sent.message_id)} to ${shortKey(recipient)}`));
+  const plain = !ctx.out.isTTY;
+  if (waitMs === undefined) {
+    ctx.out.result(
+      sent,
+      () => (plain ? sent.message_id : `${style.green('✔')} Sent ${style.bold(sent.message_id)} to ${recipient}`),
+      () => sent.message_id,
+    );
     return;
   }
-  if (!jsonOut && !plain) ctx.out.info(style.dim(`Sent ${sent.message_id}; waiting up to ${waitSeconds}s for a reply…`));
-  const reply = await waitForReply(client, sent.message_id, waitSeconds, ctx.deps.clock);
+  if (!jsonOut && !plain) ctx.out.info(style.dim(`Sent ${sent.message_id}; waiting up to ${formatDuration(waitMs)} for a reply…`));
+  // Ctrl-C while waiting: there is nothing to finish, so stop at once (exit 130), but say which
+  // message was sent so it is not lost.
+  const signals = shutdownSignals(ctx.deps);
+  const stop = new AbortController();
+  void signals.first.then(() => stop.abort());
+  let reply: Message;
+  try {
+    reply = await waitForReply(client, sent.message_id, waitMs, ctx.deps.clock, stop.signal);
+  } catch (err) {
+    if (!stop.signal.aborted) throw err;
+    ctx.out.error(
+      new AbortError(`interrupted while waiting for the reply to ${sent.message_id} (the message was sent)`, {
+        hint: `check on it later with \`mrp status ${sent.message_id}\``,
+        details: { message_id: sent.message_id },
+      }),
+    );
+    throw new ReportedError(EXIT.interrupted);
+  } finally {
+    signals.dispose();
+  }
   const contacts = await ctx.contacts();
-  ctx.out.result({ ...sent, reply }, () =>
-    plain ? JSON.stringify(reply.body) : messageBlock(reply, { style, contacts, self: client.publicKey }),
+  ctx.out.result(
+    { ...sent, reply },
+    () => (plain ? JSON.stringify(reply.body) : messageBlock(reply, { style, contacts, self: client.publicKey })),
+    () => JSON.stringify(reply.body),
   );
 }
 
@@ -170,12 +194,13 @@ export function register(program: Command, deps: Deps): void {
     .addOption(new Option('--reply-to <message-id>', 'alias of --in-reply-to').hideHelp())
     .option('--ttl <duration>', 'time to live: seconds or e.g. 1h, 7d (default 7d, max 30d)')
     .option('--meta <key=value>', 'metadata entry (repeatable)', collect)
-    .option('-w, --wait [seconds]', `wait for the reply and print it (default ${DEFAULT_WAIT_S}s)`);
+    .option('-w, --wait [duration]', `wait for the reply and print it (default ${formatDuration(DEFAULT_WAIT_MS)}; e.g. 10s, 2m)`);
   examples(addGlobalOptions(cmd, { json: false }), [
     'mrp send alice "hello there"',
     'mrp send --to 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA --text hi',
     `mrp send bot --content-type application/x-mrp-request+json --json '{"action":"ping"}' --wait`,
-    'echo \'{"n": 1}\' | mrp send bot - --wait 10 --json',
+    'echo \'{"n": 1}\' | mrp send bot - --wait 10s --json',
+    'id=$(mrp send -q alice hi)   # -q: only the message id (with --wait: only the reply body)',
     'mrp send alice --file report.json --thread q3 --meta priority=high',
   ]);
   cmd.action(action(deps, runSend));

@@ -37,8 +37,16 @@ export function register(program: Command, deps: Deps): void {
     .option('--thread <id>', 'only this thread')
     .option('--content-type <type>', 'only this content type')
     .option('--ack', 'acknowledge what is shown (then a runner will not get it)')
-    .option('-n, --count <n>', 'exit after this many messages');
-  examples(addGlobalOptions(cmd), ['mrp tail', 'mrp tail --from alice --content-type application/x-mrp-request+json', 'mrp tail --json | jq .body']);
-  cmd.addHelpText('after', '\nOn a terminal: one coloured line per message. With --json or when piped: one JSON message per line (NDJSON); status goes to stderr.\n');
+    .option('-n, --count <n>', 'print (and with --ack acknowledge) exactly this many messages, then exit');
+  examples(addGlobalOptions(cmd), [
+    'mrp tail',
+    'mrp tail --from alice --content-type application/x-mrp-request+json',
+    'mrp tail --json | jq .body',
+    'mrp tail -n 1 --ack   # take exactly one message',
+  ]);
+  cmd.addHelpText(
+    'after',
+    '\nOn a terminal: one coloured line per message. With --json or when piped: one JSON message per line (NDJSON).\nConnection status goes to stderr with a time (JSON lines with --json). -q: one body per line, no status.\n',
+  );
   cmd.action(action(deps, runTail));
 }

@@ -4,7 +4,7 @@ import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { intOption } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
-import { messageLine } from '../render.js';
+import { messageLine, safeText } from '../render.js';
 
 export interface ThreadOptions {
   limit?: string;
@@ -23,11 +23,18 @@ export async function runThread(ctx: CliContext, options: ThreadOptions, args: s
     cursor = page.has_more ? (page.next_cursor ?? undefined) : undefined;
   } while (cursor && messages.length < max);
   const contacts = await ctx.contacts();
-  ctx.out.result({ thread_id: threadId, messages }, () =>
-    messages.length === 0
-      ? ctx.out.style.dim(`No messages in thread ${threadId} that you sent or received.`)
-      : messages.map((m) => messageLine(m, { style: ctx.out.style, contacts, self: client.publicKey }, Math.max(40, ctx.out.columns - 50))),
+  const { style } = ctx.out;
+  ctx.out.list(
+    messages,
+    () =>
+      messages.length === 0
+        ? [style.dim(`No messages in thread ${safeText(threadId)} that you sent or received.`)]
+        : messages.map((m) => messageLine(m, { style, contacts, self: client.publicKey }, Math.max(40, ctx.out.columns - 50))),
+    (m) => JSON.stringify(m.body),
   );
+  if (cursor) {
+    ctx.out.status('has_more', { has_more: true, count: messages.length }, style.dim(`Showing the first ${messages.length}; raise --limit to see more.`), ctx.deps.clock.now());
+  }
 }
 
 export function register(program: Command, deps: Deps): void {
@@ -36,6 +43,7 @@ export function register(program: Command, deps: Deps): void {
     .description('show a conversation: the messages of a thread, oldest first')
     .argument('<thread-id>', 'thread id (or the id of its first message)')
     .option('--limit <n>', 'at most this many messages', '1000');
-  examples(addGlobalOptions(cmd), ['mrp thread msg_1772712000_0a1b2c3d4e5f', 'mrp thread conv-42 --json | jq ".messages[].body"']);
+  examples(addGlobalOptions(cmd), ['mrp thread msg_1772712000_0a1b2c3d4e5f', 'mrp thread conv-42 --json | jq .body']);
+  cmd.addHelpText('after', '\nOn a terminal: one line per message. With --json or when piped: one JSON message per line (NDJSON). -q: one body per line.\n');
   cmd.action(action(deps, runThread));
 }

@@ -30,6 +30,7 @@ export async function runWhoami(ctx: CliContext): Promise<void> {
         ['relay', `${settings.relay.value}${sourceNote(settings.relay, style.dim)}`],
         ...(selected ? ([['context', `${selected.name}${style.dim(`  (from ${selected.origin})`)}`]] as Array<[string, string]>) : []),
       ]),
+    () => keypair.publicKey,
   );
 }
 

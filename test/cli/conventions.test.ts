@@ -1,0 +1,429 @@
+/**
+ * The CLI's conventions at the edges (issue 14): exact counts, quiet, JSON everywhere, one list
+ * convention, fail fast, unique signatures, global flags anywhere, completion, help and exit codes.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import type { Command } from 'commander';
+import { RelayClient } from '../../src/client/http.js';
+import { completionTree } from '../../src/cli/commands/completion.js';
+import { buildProgram, main } from '../../src/cli/main.js';
+import { Keypair } from '../../src/protocol/signing.js';
+import type { Message } from '../../src/protocol/types.js';
+import { ndjson, runCli, tempDir, testDeps, type TestDeps } from '../helpers/cli.js';
+import { RawSocket, startRelay, type TestRelay } from '../helpers/relay.js';
+
+async function user(t: TestContext, relay: Pick<TestRelay, 'url'>, extra: Partial<Parameters<typeof testDeps>[0]> = {}): Promise<{ deps: TestDeps; key: string; home: string }> {
+  const home = await tempDir(t);
+  const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url }, ...extra });
+  const res = await runCli(['keygen', '--json'], deps);
+  return { deps, key: JSON.parse(res.stdout).public_key, home };
+}
+
+/** The URL of a port nothing listens on. */
+async function closedPort(): Promise<string> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return `http://127.0.0.1:${port}`;
+}
+
+describe('tail -n N', () => {
+  it('prints and acknowledges exactly N of a backlog, then exits; the rest stays for a runner', async (t) => {
+    const relay = await startRelay(t);
+    const { deps, key } = await user(t, relay);
+    const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await sender.send({ recipient_key: key, body: { i } })).message_id);
+    const res = await runCli(['tail', '-n', '2', '--ack'], deps);
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(ndjson(res.stdout).map((m) => m['message_id']), ids.slice(0, 2));
+    const statuses = await Promise.all(ids.map(async (id) => (await sender.messageStatus(id)).status));
+    assert.deepEqual(statuses, ['delivered', 'delivered', 'sent', 'sent', 'sent']);
+  });
+});
+
+describe('--quiet prints the bare value asked for', () => {
+  it('whoami, keygen, send (id; with --wait the reply), config get, status, get, contacts ls', async (t) => {
+    const relay = await startRelay(t);
+    const home = await tempDir(t);
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url } });
+    const keygen = await runCli(['keygen', '-q'], deps);
+    const key = keygen.stdout.trim();
+    assert.match(key, /^[\w-]{43}$/);
+    assert.equal((await runCli(['whoami', '-q'], deps)).stdout, `${key}\n`);
+    assert.equal((await runCli(['config', 'get', 'relay', '-q'], deps)).stdout, `${relay.url}\n`);
+    const peer = Keypair.generate();
+    assert.equal((await runCli(['contacts', 'add', 'bob', peer.publicKey, '-q'], deps)).stdout, '', 'an action prints nothing');
+    assert.equal((await runCli(['contacts', 'ls', '-q'], deps)).stdout, 'bob\n');
+    const sent = await runCli(['send', '-q', 'bob', 'hello'], testDeps({ home, env: { MRP_RELAY_URL: relay.url }, tty: true }));
+    assert.equal(sent.code, 0, sent.stderr);
+    assert.match(sent.stdout, /^msg_\S+\n$/, 'on a terminal too: only the id');
+    assert.equal(sent.stderr, '');
+    const id = sent.stdout.trim();
+    assert.equal((await runCli(['status', id, '-q'], deps)).stdout, 'sent\n');
+    assert.equal((await runCli(['get', id, '-q'], deps)).stdout, '{"text":"hello"}\n');
+    const bob = new RelayClient({ relayUrl: relay.url, keypair: peer });
+    const waiting = runCli(['send', '-q', '--wait', '10s', 'bob', 'ping'], deps);
+    let ping: Message | undefined;
+    while (!ping) ping = (await bob.poll({ wait: 10 })).messages.find((m) => JSON.stringify(m.body) === '{"text":"ping"}');
+    await bob.send({ recipient_key: key, body: { pong: true }, in_reply_to: ping.message_id });
+    const reply = await waiting;
+    assert.equal(reply.code, 0, reply.stderr);
+    assert.equal(reply.stdout, '{"pong":true}\n');
+  });
+});
+
+describe('--json: every failure is {"error":…} on stderr', () => {
+  it('parse errors too: unknown option, unknown command, missing argument', async (t) => {
+    const deps = testDeps({ home: await tempDir(t) });
+    const cases: Array<[string[], string]> = [
+      [['whoami', '--bogus', '--json'], 'unknown_option'],
+      [['frobnicate', '--json'], 'unknown_command'],
+      [['acl', 'allow', '--json'], 'missing_argument'],
+      [['--json', 'contacts', 'add', 'x'], 'missing_argument'],
+    ];
+    for (const [argv, code] of cases) {
+      const res = await runCli(argv, deps);
+      assert.equal(res.code, 2, argv.join(' '));
+      assert.equal(res.stdout, '');
+      const err = JSON.parse(res.stderr).error;
+      assert.equal(err.code, code, argv.join(' '));
+      assert.match(err.hint, /mrp .*--help/);
+    }
+    const plain = await runCli(['whoami', '--jsn'], deps);
+    assert.equal(plain.stderr.trim().split('\n').length, 1, 'one line without --json');
+    assert.match(plain.stderr, /^error: unknown option '--jsn' — did you mean --json\? \(see `mrp whoami --help`\)/);
+  });
+
+  it('status lines of tail are JSON on stderr; stdout carries only messages', async (t) => {
+    const relay = await startRelay(t);
+    const { deps, key } = await user(t, relay);
+    const tail = runCli(['tail', '--json', '-n', '1'], deps);
+    await deps.stderr.waitFor('"event":"connected"');
+    await new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() }).send({ recipient_key: key, body: { n: 1 } });
+    const res = await tail;
+    assert.equal(res.code, 0, res.stderr);
+    const status = ndjson(res.stderr);
+    assert.equal(status[0]!['event'], 'connected');
+    assert.equal(status[0]!['agent'], key);
+    assert.match(String(status[0]!['time']), /^\d{4}-\d{2}-\d{2}T/);
+    assert.deepEqual(ndjson(res.stdout).map((m) => m['body']), [{ n: 1 }]);
+  });
+});
+
+describe('lists of messages and agents: NDJSON when piped or with --json', () => {
+  it('recv --no-ack says has_more only when more are waiting', async (t) => {
+    const relay = await startRelay(t);
+    const { deps, key } = await user(t, relay);
+    const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    for (let i = 0; i < 3; i++) await sender.send({ recipient_key: key, body: { i } });
+    const some = await runCli(['recv', '--no-ack', '--limit', '2', '--json'], deps);
+    assert.equal(some.code, 0, some.stderr);
+    assert.deepEqual(ndjson(some.stdout).map((m) => m['body']), [{ i: 0 }, { i: 1 }]);
+    assert.equal(ndjson(some.stderr)[0]!['event'], 'has_more');
+    const all = await runCli(['recv', '--no-ack', '--limit', '3', '--json'], deps);
+    assert.equal(ndjson(all.stdout).length, 3);
+    assert.equal(all.stderr, '', 'nothing more: no has_more');
+    const piped = await runCli(['recv', '--limit', '3'], deps);
+    assert.deepEqual(ndjson(piped.stdout).map((m) => m['body']), [{ i: 0 }, { i: 1 }, { i: 2 }], 'piped: the same NDJSON');
+  });
+
+  it('recv --no-ack fails fast when the key already has its 2 connections', async (t) => {
+    const relay = await startRelay(t);
+    const { deps, home } = await user(t, relay);
+    const { keypair } = await (await import('../../src/cli/keys.js')).readKeyFile(join(home, 'agent.key'));
+    for (let i = 0; i < 2; i++) {
+      const s = await RawSocket.open(relay.wsUrl);
+      t.after(() => s.ws.terminate());
+      assert.equal((await s.auth(keypair)).status, 'ok');
+    }
+    const started = Date.now();
+    const res = await runCli(['recv', '--no-ack', '--json'], deps);
+    assert.ok(Date.now() - started < 5000, 'at once, not after the 30 s wait');
+    assert.equal(res.code, 1);
+    const err = JSON.parse(res.stderr).error;
+    assert.equal(err.code, 'too_many_connections');
+    assert.match(err.message, /already has 2 WebSocket connections/);
+  });
+
+  it('discover: a hint when more match, --all really all, full keys on a terminal', async (t) => {
+    const relay = await startRelay(t);
+    const agents = Array.from({ length: 23 }, () => Keypair.generate());
+    for (const [i, kp] of agents.entries()) {
+      await new RelayClient({ relayUrl: relay.url, keypair: kp }).updateProfile({ display_name: `agent ${i}`, visibility: 'public', capabilities: [{ name: 'x', description: '', tags: ['pagetest'] }] });
+    }
+    const { deps } = await user(t, relay);
+    const first = await runCli(['discover', '--tag', 'pagetest', '--json'], deps);
+    assert.equal(ndjson(first.stdout).length, 20);
+    assert.deepEqual(ndjson(first.stderr)[0]!['event'], 'has_more');
+    const all = await runCli(['discover', '--tag', 'pagetest', '--all', '-q'], deps);
+    assert.equal(all.stdout.trim().split('\n').length, 23, '--all: every one (bare keys with -q)');
+    assert.equal(all.stderr, '');
+    const tty = await runCli(['discover', '--tag', 'pagetest', '--limit', '30'], testDeps({ home: deps.env['MRP_HOME']!, env: { MRP_RELAY_URL: relay.url }, tty: true }));
+    for (const kp of agents) assert.ok(tty.stdout.includes(kp.publicKey), 'the full key, copyable');
+  });
+});
+
+describe('signatures never collide', () => {
+  it('identical requests in parallel and two tails started together all work', async (t) => {
+    const relay = await startRelay(t);
+    const kp = Keypair.generate();
+    const client = new RelayClient({ relayUrl: relay.url, keypair: kp, maxAttempts: 1 });
+    const results = await Promise.allSettled(Array.from({ length: 20 }, () => client.getAgent(kp.publicKey)));
+    const refused = results.flatMap((r) => (r.status === 'rejected' ? [(r.reason as { code?: string }).code] : []));
+    assert.ok(!refused.includes('replay_detected'), `no replay_detected: ${refused.join(', ')}`);
+
+    const { home, key } = await user(t, relay);
+    const [a, b] = [0, 1].map(() => testDeps({ home, env: { MRP_RELAY_URL: relay.url } })) as [TestDeps, TestDeps];
+    const tails = [runCli(['tail', '-n', '1'], a), runCli(['tail', '-n', '1'], b)];
+    await Promise.all([a.stderr.waitFor('connected'), b.stderr.waitFor('connected')]);
+    await new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() }).send({ recipient_key: key, body: { both: true } });
+    for (const res of await Promise.all(tails)) {
+      assert.equal(res.code, 0, res.stderr);
+      assert.doesNotMatch(res.stderr, /refused|replay/);
+      assert.deepEqual(ndjson(res.stdout).map((m) => m['body']), [{ both: true }]);
+    }
+  });
+});
+
+describe('an unreachable relay', () => {
+  it('one-shot commands fail at once; tail shows each attempt with a time and "never connected — check --relay"', async (t) => {
+    const home = await tempDir(t);
+    const down = await closedPort();
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: down } });
+    await runCli(['keygen'], deps);
+    for (const argv of [['discover'], ['profile'], ['recv'], ['recv', '--no-ack'], ['status', 'msg_1_000000000000'], ['acl', 'ls'], ['send', Keypair.generate().publicKey, 'hi']]) {
+      const started = Date.now();
+      const res = await runCli([...argv, '--json'], deps);
+      assert.equal(res.code, 3, `${argv[0]}: ${res.stderr}`);
+      assert.ok(Date.now() - started < 1500, `${argv[0]} failed fast (${Date.now() - started} ms)`);
+      assert.equal(JSON.parse(res.stderr).error.code, 'connection_refused');
+    }
+    const tail = runCli(['tail'], deps);
+    await deps.stderr.waitFor('reconnecting in');
+    deps.raise('SIGINT');
+    const res = await tail;
+    assert.equal(res.code, 0);
+    const line = res.stderr.split('\n')[0]!;
+    assert.match(line, /^\d\d:\d\d:\d\d {2}↻ cannot reach the relay at ws:\/\/127\.0\.0\.1:\d+\/v1\/ws \(ECONNREFUSED\); reconnecting in \S+ — never connected — check --relay/);
+    assert.ok(line.endsWith(`check --relay (${down}) and that the relay is running`), line);
+  });
+});
+
+describe('mrp run against a relay that never answers', () => {
+  it('keeps trying, each attempt an event with the never-connected hint; one SIGTERM exits 0', async (t) => {
+    const home = await tempDir(t);
+    const down = await closedPort();
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: down } });
+    await runCli(['keygen'], deps);
+    const run = runCli(['run', '--handler', join(import.meta.dirname, '../../handlers/echo.ts'), '--log-format', 'json'], deps);
+    await deps.stdout.waitFor('"event":"disconnected"');
+    deps.raise('SIGTERM');
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
+    const event = ndjson(res.stdout).find((e) => e['event'] === 'disconnected')!;
+    assert.equal(event['will_reconnect'], true);
+    assert.equal(event['hint'], `never connected — check --relay (${down}) and that the relay is running`);
+  });
+
+  it('on a terminal: the retry line has a time and the hint (also on a terminal that reports no width)', async (t) => {
+    const home = await tempDir(t);
+    const down = await closedPort();
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: down }, tty: true });
+    deps.stderr.columns = 0;
+    await runCli(['keygen'], deps);
+    const run = runCli(['run', '--handler', join(import.meta.dirname, '../../handlers/echo.ts')], deps);
+    await deps.stdout.waitFor('never connected');
+    deps.raise('SIGINT');
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /^\d\d:\d\d:\d\d {2}↻ cannot reach the relay .*; reconnecting in \S+ — never connected — check --relay/m);
+  });
+});
+
+describe('mrp dev', () => {
+  it('a second one on the same MRP_HOME exits at once with advice (also --once); --key is the agent', async (t) => {
+    const home = await tempDir(t);
+    const first = testDeps({ home });
+    const running = runCli(['dev', '--port', '0', '--no-watch'], first);
+    await first.stdout.waitFor('"event":"dev"');
+    for (const argv of [['dev', '--port', '0'], ['dev', '--once', '--port', '0', '--json']]) {
+      const second = await runCli(argv, testDeps({ home }));
+      assert.equal(second.code, 1, second.stderr);
+      assert.match(second.stderr, /another mrp dev \(pid \d+\) is already running/);
+      assert.match(second.stderr, /MRP_HOME=/);
+    }
+    first.raise('SIGINT');
+    assert.equal((await running).code, 0);
+
+    const key = join(await tempDir(t), 'mine.key');
+    const withKey = await runCli(['dev', '--once', '--port', '0', '--key', key], testDeps({ home }));
+    assert.equal(withKey.code, 0, withKey.stderr);
+    const dev = ndjson(withKey.stdout).find((e) => e['event'] === 'dev')!;
+    const mine = await (await import('../../src/cli/keys.js')).readKeyFile(key);
+    assert.equal(dev['agent'], mine.keypair.publicKey, 'the agent runs as --key');
+    const relayFlag = await runCli(['dev', '--relay', 'http://127.0.0.1:1'], testDeps({ home }));
+    assert.equal(relayFlag.code, 2);
+    assert.match(relayFlag.stderr, /mrp dev` runs its own relay/);
+  });
+});
+
+describe('peer-controlled text on a terminal', () => {
+  const EVIL = 'Bob\u001b]0;pwned\u0007\u001b[2J\r\u009b31m\u202eevil';
+  it('is shown with visible escapes in tail, thread, profile, discover, get; --json stays exact', async (t) => {
+    const relay = await startRelay(t);
+    const { key, home } = await user(t, relay);
+    const evil = Keypair.generate();
+    const peer = new RelayClient({ relayUrl: relay.url, keypair: evil });
+    await peer.updateProfile({ display_name: EVIL, visibility: 'public', metadata: { note: EVIL }, capabilities: [{ name: 'x', description: EVIL, tags: ['evil-tag'] }] });
+    const sent = await peer.send({ recipient_key: key, body: { text: EVIL }, thread_id: 'th-1' });
+    const tty = testDeps({ home, env: { MRP_RELAY_URL: relay.url }, tty: true });
+    const outputs = [
+      await runCli(['tail', '-n', '1'], tty),
+      await runCli(['thread', 'th-1'], tty),
+      await runCli(['profile', evil.publicKey], tty),
+      await runCli(['discover', '--tag', 'evil-tag'], tty),
+      await runCli(['get', sent.message_id], tty),
+    ];
+    for (const res of outputs) {
+      assert.equal(res.code, 0, res.stderr);
+      // eslint-disable-next-line no-control-regex
+      assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/, 'no raw control characters');
+      // Escaped visibly: by safeText on a line, or already by JSON inside a pretty-printed body.
+      assert.ok(
+        res.stdout.includes('\\x1b]0;pwned\\x07\\x1b[2J\\r\\x9b31m\\u202eevil') || res.stdout.includes('\\u001b]0;pwned\\u0007\\u001b[2J\\r\\x9b31m\\u202eevil'),
+        res.stdout,
+      );
+    }
+    const json = await runCli(['get', sent.message_id, '--json'], testDeps({ home, env: { MRP_RELAY_URL: relay.url } }));
+    assert.equal(JSON.parse(json.stdout).body.text, EVIL, 'JSON is exact');
+  });
+
+  it('relay error messages are escaped too', async () => {
+    const { formatErrorLine } = await import('../../src/cli/output.js');
+    const { RelayError } = await import('../../src/core/errors.js');
+    assert.equal(formatErrorLine(new RelayError('bad_request', 'no\u001b[2Jway\r')), 'error: bad_request: no\\x1b[2Jway\\r');
+  });
+});
+
+describe('global flags, help and exit codes', () => {
+  it('global flags are accepted between a group and its subcommand', async (t) => {
+    const home = await tempDir(t);
+    const deps = testDeps({ home });
+    const key = join(home, 'k');
+    await runCli(['keygen', '--key', key], deps);
+    const res = await runCli(['contacts', '--key', key, '--json', 'ls'], deps);
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), []);
+    const config = await runCli(['config', '--relay', 'http://127.0.0.1:5', 'get', 'relay'], deps);
+    assert.equal(config.stdout, 'http://127.0.0.1:5\n');
+    const acl = await runCli(['acl', '--relay', await closedPort(), '--key', key, 'ls', '--json'], deps);
+    assert.equal(JSON.parse(acl.stderr).error.code, 'connection_refused', 'parsed, then failed only on the network');
+  });
+
+  it('every leaf command has examples in --help; flags mean one thing everywhere', () => {
+    const program = buildProgram(testDeps({ home: '/nonexistent' }));
+    const leaves = (cmd: Command, path: string[] = []): Array<[string, Command]> =>
+      cmd.commands.flatMap((c) => (c.commands.length ? leaves(c, [...path, c.name()]) : [[[...path, c.name()].join(' '), c] as [string, Command]]));
+    for (const [name, cmd] of leaves(program)) {
+      let help = '';
+      cmd.configureOutput({ writeOut: (s) => void (help += s) });
+      cmd.outputHelp();
+      assert.match(help, /Examples:\n {2}[^\n]*\bmrp\b/, `mrp ${name} --help has examples`);
+      assert.match(help, /Global Options:/, `mrp ${name} takes the global options`);
+    }
+    const meaning = new Map<string, string>();
+    for (const node of completionTree(program)) {
+      for (const o of node.options) {
+        const sig = `${o.flags.join(',')} ${o.value === null ? 'switch' : 'value'}`;
+        for (const f of o.flags) {
+          if (f === '--json') continue; // send --json [value]: documented double role
+          const other = meaning.get(f);
+          assert.ok(other === undefined || other === sig, `${f} means "${other}" and "${sig}" (mrp ${node.path.join(' ')})`);
+          meaning.set(f, sig);
+        }
+      }
+    }
+    assert.equal(meaning.get('-m'), '--mode,-m value');
+  });
+
+  it('--wait takes a duration like --ttl', async (t) => {
+    const relay = await startRelay(t);
+    const { deps } = await user(t, relay);
+    const recv = await runCli(['recv', '--wait', '1s', '--json'], deps);
+    assert.equal(recv.code, 0, recv.stderr);
+    const send = await runCli(['send', Keypair.generate().publicKey, 'x', '--wait', '1s'], deps);
+    assert.equal(send.code, 3, 'a timeout, not a usage error');
+    assert.match(send.stderr, /within 1s/);
+    const bad = await runCli(['recv', '--wait', 'soon'], deps);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--wait: "soon" is not a duration/);
+  });
+
+  it('the help and the README list the same exit codes; journal_locked is 1, not 2', async () => {
+    const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8');
+    const table = readme.slice(readme.indexOf('## Exit codes'), readme.indexOf('## Error codes'));
+    const documented = [...table.matchAll(/^\| (\d+) \|/gm)].map((m) => m[1]);
+    const deps = testDeps({ home: '/nonexistent' });
+    await main(['--help'], deps);
+    const help = deps.stdout.text.slice(deps.stdout.text.indexOf('Exit codes:'));
+    const inHelp = [...help.matchAll(/(?:^|· |: )(\d+) /gm)].map((m) => m[1]);
+    assert.deepEqual(inHelp, documented);
+    const { exitCodeFor } = await import('../../src/cli/exit.js');
+    const { ConfigError } = await import('../../src/core/errors.js');
+    assert.equal(exitCodeFor(new ConfigError('journal_locked', 'x')), 1);
+    assert.equal(exitCodeFor(new ConfigError('manifest_invalid', 'x')), 2);
+  });
+
+  it('Ctrl-C while send --wait waits: exit 130 at once, naming the message that was sent', async (t) => {
+    const relay = await startRelay(t);
+    const { home } = await user(t, relay);
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url }, tty: true });
+    const waiting = runCli(['send', Keypair.generate().publicKey, 'anyone?', '--wait', '30s'], deps);
+    await deps.stderr.waitFor('waiting up to 30s for a reply');
+    deps.raise('SIGINT');
+    const res = await waiting;
+    assert.equal(res.code, 130);
+    const id = /Sent (msg_\S+);/.exec(res.stderr)![1]!;
+    assert.match(res.stderr, new RegExp(`error: interrupted while waiting for the reply to ${id} \\(the message was sent\\) — check on it later with \`mrp status ${id}\``));
+  });
+});
+
+describe('mrp completion', () => {
+  const complete = (script: string, line: string): string => {
+    const words = line.split(' ');
+    const arr = words.map((w) => `'${w}'`).join(' ');
+    return execFileSync('bash', ['-c', `${script}\nmrp() { printf 'alice\\nbob\\n'; }\nCOMP_WORDS=(${arr}); COMP_CWORD=${words.length - 1}; _mrp; echo "\${COMPREPLY[*]}"`]).toString().trim();
+  };
+  it('bash completes contact names, modes, statuses and policies; flags only after "-"', async (t) => {
+    const deps = testDeps({ home: await tempDir(t) });
+    const bash = (await runCli(['completion', 'bash'], deps)).stdout;
+    execFileSync('bash', ['-n'], { input: bash });
+    assert.equal(complete(bash, 'mrp send '), 'alice bob');
+    assert.equal(complete(bash, 'mrp send alice '), '', 'the text: nothing, certainly not "-"');
+    assert.equal(complete(bash, 'mrp tail --from a'), 'alice');
+    assert.equal(complete(bash, 'mrp run --mode '), 'websocket poll');
+    assert.equal(complete(bash, 'mrp run -m p'), 'poll');
+    assert.equal(complete(bash, 'mrp recv --status '), 'sent delivered expired');
+    assert.equal(complete(bash, 'mrp acl policy '), 'open closed allowlist blocklist');
+    assert.equal(complete(bash, 'mrp --key K acl '), 'allow block rm remove ls list policy');
+    assert.equal(complete(bash, 'mrp acl --key K ls --t'), '--type');
+    assert.equal(complete(bash, 'mrp discover --tag '), '', 'free text: no flags offered');
+    assert.equal(complete(bash, 'mrp profile --name x '), 'alice bob', 'after a flag and its value: the [key] argument');
+  });
+
+  it('--json prints the command tree the scripts are made from', async (t) => {
+    const res = await runCli(['completion', '--json'], testDeps({ home: await tempDir(t) }));
+    assert.equal(res.code, 0, res.stderr);
+    const tree = JSON.parse(res.stdout).commands as Array<{ path: string[]; options: Array<{ flags: string[]; value: unknown }> }>;
+    const run = tree.find((n) => n.path.join(' ') === 'run')!;
+    assert.deepEqual(run.options.find((o) => o.flags.includes('--mode'))!.value, ['websocket', 'poll']);
+    assert.ok(tree.some((n) => n.path.join(' ') === 'acl allow'));
+  });
+});
