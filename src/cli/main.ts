@@ -86,7 +86,7 @@ Environment:
 
 Exit codes: 0 ok · 1 the relay answered with an error, or another failure (e.g. another
 process holds this identity) · 2 usage error or bad local file · 3 network error or timeout ·
-4 authentication refused · 130 interrupted (Ctrl-C where nothing needs finishing, e.g. while
+4 authentication refused · 70 a handler ended mrp run (process.exit) · 130 interrupted (Ctrl-C where nothing needs finishing, e.g. while
 send --wait waits; a second Ctrl-C while run, dev or tail are stopping).`,
   );
   // Every command (and sub-command) reports commander's own errors the same way.

@@ -62,8 +62,8 @@ describe('RelayClient: signing every attempt', () => {
     assert.equal(a.key, c.publicKey);
     assert.notEqual(a.timestamp, b.timestamp, 'fresh timestamp');
     assert.notEqual(a.signature, b.signature, 'fresh signature (a reused one is a replay)');
-    assert.equal(a.timestamp, '2026-03-05T12:00:00Z', 'whole seconds, Z');
-    assert.equal(parseTimestamp(b.timestamp), T0 + delay);
+    assert.match(a.timestamp, /^2026-03-05T12:00:00\.000\d{3}Z$/, 'RFC 3339 UTC with a unique sub-millisecond tail');
+    assert.equal(Math.floor(parseTimestamp(b.timestamp)), T0 + delay);
   });
 
   it('signs the exact request target it sends, query and body included', async (t) => {
@@ -80,19 +80,20 @@ describe('RelayClient: signing every attempt', () => {
     auth(post);
   });
 
-  it('the same request twice within one second: the repeat is signed with milliseconds', async (t) => {
+  it('the same request twice in the same millisecond: different timestamps and signatures', async (t) => {
     const server = await scriptedHttp(t, (req, res) => json(res, 200, profile(req.headers['x-m2m-public-key'] as string)));
     const clock = new WatchedClock(T0 + 250);
     const c = client(server.url, clock);
     await c.getAgent(c.publicKey);
     await c.getAgent(c.publicKey);
     const [a, b] = [auth(server.seen[0]!), auth(server.seen[1]!)];
-    assert.equal(a.timestamp, '2026-03-05T12:00:00Z');
-    assert.equal(b.timestamp, '2026-03-05T12:00:00.250Z');
+    assert.match(a.timestamp, /^2026-03-05T12:00:00\.250\d{3}Z$/);
+    assert.match(b.timestamp, /^2026-03-05T12:00:00\.250\d{3}Z$/);
+    assert.notEqual(a.timestamp, b.timestamp);
     assert.notEqual(a.signature, b.signature);
   });
 
-  it('409 replay_detected: waits for the next second and re-signs', async (t) => {
+  it('409 replay_detected: re-signs at once with a fresh timestamp', async (t) => {
     const server = await scriptedHttp(t, (req, res, n) => {
       if (n === 0) json(res, 409, envelope('replay_detected', 'this signature was already used'));
       else json(res, 200, profile(req.headers['x-m2m-public-key'] as string));
@@ -100,10 +101,12 @@ describe('RelayClient: signing every attempt', () => {
     const clock = new WatchedClock(T0 + 400);
     const c = client(server.url, clock);
     const result = c.getAgent(c.publicKey);
-    assert.equal(await clock.nextTimer(), 600, 'until the next whole second');
-    await clock.advanceAsync(600);
+    assert.equal(await clock.nextTimer(), 0, 'no wait: a unique timestamp cannot repeat');
+    await clock.advanceAsync(0);
     await result;
-    assert.equal(auth(server.seen[1]!).timestamp, '2026-03-05T12:00:01Z');
+    const [a, b] = [auth(server.seen[0]!), auth(server.seen[1]!)];
+    assert.notEqual(a.timestamp, b.timestamp);
+    assert.notEqual(a.signature, b.signature);
   });
 });
 

@@ -58,7 +58,7 @@ export function register(program: Command, deps: Deps): void {
     .description('check this setup: node, key and its permissions, config, clock, relay, a real login, locks, manifest, handler')
     .option('-H, --handler <path>', 'also check that this handler module loads')
     .option('--manifest <file>', 'check this manifest (default: ./mrp.yaml if present)')
-    .option('--timeout <duration>', 'per network check', '10s');
+    .option('-t, --timeout <duration>', 'per network check', '10s');
   examples(addGlobalOptions(cmd), ['mrp doctor', 'mrp doctor --handler ./handler.ts', 'mrp doctor --context prod --json | jq .checks']);
   cmd.addHelpText(
     'after',

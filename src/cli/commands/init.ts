@@ -140,7 +140,7 @@ export function register(program: Command, deps: Deps): void {
     .command('init')
     .description('scaffold mrp.yaml and a handler here (never overwrites), create a key if needed; optionally a Dockerfile or systemd unit')
     .option('--name <name>', 'display name for mrp.yaml (default: this folder)')
-    .option('-t, --template <name>', `start from an example handler: ${TEMPLATES.join(' | ')}`)
+    .option('--template <name>', `start from an example handler: ${TEMPLATES.join(' | ')}`)
     .option('-H, --handler <path>', 'handler file to create or use', './handler.ts')
     .option('--docker', 'also write a Dockerfile and .dockerignore (tini as PID 1, non-root, health check)')
     .option('--systemd', 'also write a systemd unit (<name>.service) for this machine')
