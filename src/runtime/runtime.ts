@@ -8,9 +8,15 @@
  * re-sent after checking the thread for it). Concurrency is bounded, each handler has a deadline,
  * and `stop()` drains: no new work, running handlers get `graceMs`, replies and acks are flushed.
  *
+ * The runtime knows no transport: a `MessageSource` hands it batches (`deliver`, resolved once
+ * they are journaled) and is its way out (`ack`, `send`). Between a message and its handler, and
+ * between the handler's result and the journal, sits the message codec (`open`, `seal`): a reply
+ * is sealed once, journaled as the exact bytes to send, and re-sent as those bytes after a crash.
+ *
  * Nothing a source delivers stops it: a message that cannot be handed to the handler (too deep,
- * malformed) is answered with an `invalid_message` error reply and acknowledged; one that cannot
- * even be identified is reported. A message whose handler keeps killing the process is run alone
+ * malformed, or one the codec cannot open) is answered with an error reply (`invalid_message`, or
+ * the codec's code such as `decryption_failed`) and acknowledged; one that cannot even be
+ * identified is reported. A message whose handler keeps killing the process is run alone
  * after the first crash and, after `maxCrashes`, answered with `handler_crashed` instead of run.
  * Memory is bounded by bytes as well as by count: past `maxQueuedBytes` of messages held, no more
  * are taken (they stay on the relay). While the journal cannot be written, no more are taken
@@ -22,15 +28,17 @@ import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError, TimeoutError, toMrpError } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
+import { type MessageCodec, type OpenedMessage, plainCodec } from '../client/codec.js';
 import type { RelayClient } from '../client/http.js';
-import type { MessageSource } from '../client/source.js';
+import type { Batch, DeliveryReceipt, MessageSource } from '../client/source.js';
 import { LIMITS } from '../protocol/constants.js';
 import type { MessageIdentity, RejectedMessage } from '../protocol/inbound.js';
-import type { JsonValue, Message, SendRequest, SendResponse } from '../protocol/types.js';
-import type { Handler, HandlerContext, HandlerLogger, SendOptions } from './handler.js';
-import { crashesOf, type Journal, type JournalEntry, type PlannedReply } from './journal.js';
+import type { JsonValue, Message } from '../protocol/types.js';
+import { type ContextDeps, handlerContext, type LogLevel } from './context.js';
+import type { Handler } from './handler.js';
+import { crashesOf, type Journal, type JournaledReply, type JournalEntry } from './journal.js';
 import { Outbox } from './outbox.js';
-import { errorReply, planReply, replyProblem, replyTo } from './reply.js';
+import { codeOf, draftReply, errorDraft, type ReplyDraft, sealReply } from './reply.js';
 import { safeFields, safeText } from './safe.js';
 import { inHandlerScope } from './scope.js';
 
@@ -64,16 +72,16 @@ export interface RuntimeEvents extends Record<string, unknown[]> {
   /** A message whose handler stopped the process `crashes` times is answered with `handler_crashed`. */
   handler_crashed: [{ message: Message; crashes: number }];
   /**
-   * A delivered message could not be handed to the handler. With an id (and a sender), it is
-   * answered with an `invalid_message` error reply (`answered`) and acknowledged; without, it
-   * can only be reported.
+   * A delivered message could not be handed to the handler: unreadable (`invalid_message`) or
+   * refused by the codec (`code`, e.g. `decryption_failed`). With an id (and a sender), it is
+   * answered with an error reply (`answered`) and acknowledged; without, it can only be reported.
    */
-  invalid_message: [{ messageId?: string; senderKey?: string; reason: string; answered: boolean }];
+  invalid_message: [{ messageId?: string; senderKey?: string; reason: string; answered: boolean; code?: string }];
   /** A reply could not be sent yet and will be retried. */
   reply_retry: [{ messageId: string | undefined; error: MrpError; delayMs: number }];
   /** Whether messages can be taken: false while the journal cannot be written (retried meanwhile). */
   readiness: [{ ready: boolean; error?: MrpError; retryInMs?: number }];
-  log: [{ level: 'debug' | 'info' | 'warn' | 'error'; message: string; fields: Record<string, JsonValue>; messageId: string }];
+  log: [{ level: LogLevel; message: string; fields: Record<string, JsonValue>; messageId: string }];
   warning: [MrpError];
   fatal: [MrpError];
   draining: [{ running: number; queued: number; replies: number }];
@@ -85,6 +93,8 @@ export interface RuntimeOptions {
   source: MessageSource;
   client: RelayClient;
   journal: Journal;
+  /** How bodies are opened for the handler and sealed for the relay (default: pass-through). */
+  codec?: MessageCodec;
   clock?: Clock;
   /** Handlers running at once (default 8). */
   concurrency?: number;
@@ -120,9 +130,10 @@ interface Item {
   suspect: boolean;
 }
 
-function errorCode(err: unknown): string {
-  const code = (err as { code?: unknown })?.code;
-  return typeof code === 'string' && code !== '' ? code : 'handler_error';
+/** What a sealed reply came to: the journaled reply (or none), or why none could be sealed. */
+interface Sealed {
+  reply: JournaledReply | null;
+  failure?: { code: string; message: string };
 }
 
 /** Size of a message's JSON text, for memory budgets (when the source did not say). */
@@ -162,6 +173,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   readonly #source: MessageSource;
   readonly #client: RelayClient;
   readonly #journal: Journal;
+  readonly #codec: MessageCodec;
   readonly #clock: Clock;
   readonly #concurrency: number;
   readonly #outbox: Outbox;
@@ -170,7 +182,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   readonly #maxQueued: number;
   readonly #maxBytes: number;
   readonly #maxCrashes: number;
-  readonly #resolve: (to: string) => string;
+  readonly #contextDeps: ContextDeps;
   #handler: Handler;
   /** Ids queued, running or replying in this process, with the bytes each holds. */
   readonly #active = new Map<string, number>();
@@ -186,7 +198,6 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   readonly #controllers = new Set<AbortController>();
   #intake = true;
   #started = false;
-  #overflowed = false;
   /** A suspect (see Item) is running: nothing else starts until it ends. */
   #solo = false;
   #stopped: Promise<void> | undefined;
@@ -200,6 +211,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#source = options.source;
     this.#client = options.client;
     this.#journal = options.journal;
+    this.#codec = options.codec ?? plainCodec;
     this.#clock = options.clock ?? systemClock;
     this.#concurrency = positiveInteger('concurrency', options.concurrency ?? RUNTIME_DEFAULTS.concurrency);
     this.#timeoutMs = options.timeoutMs ?? RUNTIME_DEFAULTS.timeoutMs;
@@ -209,7 +221,6 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#maxCrashes = positiveInteger('maxCrashes', options.maxCrashes ?? RUNTIME_DEFAULTS.maxCrashes);
     if (!(this.#timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive (got ${this.#timeoutMs})`);
     if (!(this.#graceMs >= 0)) throw new RangeError(`graceMs must be ≥ 0 (got ${this.#graceMs})`);
-    this.#resolve = options.resolveRecipient ?? ((to) => to);
     this.#forced = new Promise<never>((_, reject) => {
       this.#shutdown.signal.addEventListener('abort', () => reject(this.#shutdown.signal.reason), { once: true });
     });
@@ -218,16 +229,19 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#outbox.on('retry', ({ request, error, delayMs }) =>
       this.emit('reply_retry', { messageId: request.in_reply_to ?? undefined, error, delayMs }),
     );
+    this.#contextDeps = {
+      self: this.#client.publicKey,
+      codec: this.#codec,
+      outbox: this.#outbox,
+      resolve: options.resolveRecipient ?? ((to) => to),
+      // Logging never fails the handler: fields are made JSON-safe and bounded first.
+      log: (messageId, level, text, fields) =>
+        this.#guard(() => this.emit('log', { level, message: safeText(text), fields: safeFields(fields), messageId })),
+    };
 
     // Listeners on sources and the journal never throw: a failure is a warning, never a stall.
-    this.#source.on('messages', (messages, sizes) => this.#guard(() => this.#accept(messages, sizes)));
-    this.#source.on('rejected', (rejected) => this.#guard(() => this.#acceptRejected(rejected)));
     this.#source.on('connecting', () => this.emit('connecting'));
-    this.#source.on('connected', (info) => {
-      // A new WebSocket connection brings the whole backlog again, overflow included.
-      if (this.#source.kind === 'websocket') this.#overflowed = false;
-      this.emit('connected', info);
-    });
+    this.#source.on('connected', (info) => this.emit('connected', info));
     this.#source.on('disconnected', (info) => this.emit('disconnected', info));
     this.#source.on('warning', (err) => this.emit('warning', err));
     this.#source.on('fatal', (err) => {
@@ -238,7 +252,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#journal.on('writable', () =>
       this.#guard(() => {
         this.emit('readiness', { ready: true });
-        this.#roomAgain();
+        this.#source.wake();
       }),
     );
   }
@@ -276,7 +290,11 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     if (recovered.length) this.emit('recovered', { count: recovered.length });
     for (const entry of recovered) this.#guard(() => this.#resume(entry));
     this.#pump();
-    this.#source.start();
+    this.#source.start({
+      deliver: (batch) => this.#deliver(batch),
+      capacity: () => this.capacity(),
+      hasRoom: () => this.#hasRoom(0.5),
+    });
   }
 
   #guard(fn: () => void): void {
@@ -302,12 +320,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     if (bytes === undefined) return;
     this.#active.delete(id);
     this.#heldBytes -= bytes;
-    this.#roomAgain();
-  }
-
-  #roomAgain(): void {
     this.#source.wake();
-    if (this.#overflowed && this.#hasRoom(0.5)) void this.#resync();
   }
 
   /** Whether at most `fraction` of the count and byte budgets are in use (and the journal works). */
@@ -322,28 +335,23 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       this.stats.received++;
       if (crashes >= this.#maxCrashes) {
         this.emit('handler_crashed', { message: entry.message, crashes });
-        const plan = errorReply(
+        const draft = errorDraft(
           'handler_crashed',
           `the handler stopped the runner ${crashes} times while handling this message; it is not run again`,
           'error',
         );
-        this.#track(
-          this.#untilJournaled(this.#journal.handled(entry.id, plan)).then(
-            () => this.#finish(entry.message, plan, undefined, this.#clock.now(), true, false),
-            () => this.#release(entry.id),
-          ),
-        );
+        this.#track(this.#answer(entry.message, draft, undefined, this.#clock.now(), true));
         return;
       }
       // Redelivered only if a handler already began on it; messages that merely waited are new.
       this.#queue.push({ message: entry.message, redelivered: entry.started === true, journaled: Promise.resolve(), suspect: crashes > 0 });
       return;
     }
-    this.#track(this.#finish(entry.message, entry.reply ?? null, entry.replyId, this.#clock.now(), true, true));
+    this.#track(this.#finish(entry.message, { reply: entry.reply ?? null }, entry.replyId, this.#clock.now(), true, true));
   }
 
   /**
-   * The consumer side of capacity: how many more messages a poll may bring. Bounded by count,
+   * The consumer side of capacity: how many more messages a source may bring. Bounded by count,
    * and by bytes assuming each may be as large as a message can be.
    */
   capacity(): number {
@@ -354,37 +362,60 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     return Math.min(count, Math.max(1, Math.floor(room / LIMITS.maxEnvelopeBytes)));
   }
 
-  /** `polled`: a poll returned them (so the relay marked them delivered): they must be kept. */
-  #accept(messages: Message[], sizes: number[] | undefined, polled = this.#source.kind === 'poll'): void {
-    for (let i = 0; i < messages.length; i++) this.#guard(() => this.#acceptOne(messages[i]!, sizes?.[i], polled));
+  /**
+   * A source's hand-off: takes in what fits (all of a taken batch), then resolves once all of it
+   * is journaled. `writes`: journal records that must be on disk before the source is told.
+   */
+  async #deliver(batch: Batch): Promise<DeliveryReceipt> {
+    const writes: Array<Promise<unknown>> = [];
+    let declined = 0;
+    let kept = 0;
+    const count = (accepted: boolean | undefined): void => {
+      if (accepted === false) declined++;
+      else kept++;
+    };
+    for (let i = 0; i < batch.messages.length; i++) {
+      let accepted: boolean | undefined;
+      this.#guard(() => (accepted = this.#acceptOne(batch.messages[i]!, batch.sizes?.[i], batch.taken)));
+      count(accepted ?? batch.taken);
+    }
+    for (const r of batch.rejected ?? []) {
+      let accepted: boolean | undefined;
+      this.#guard(() => (accepted = this.#rejectOne(r, batch.taken, writes)));
+      count(accepted ?? batch.taken);
+    }
     this.#pump();
+    if (kept === 0) return { declined };
+    // The relay already counts a taken batch delivered: on disk before anything else happens.
+    if (batch.taken) this.#journal.flush();
+    await this.#untilJournaled(Promise.all([...writes, this.#journal.durable()]));
+    return { declined };
   }
 
-  #acceptOne(message: Message, size: number | undefined, polled: boolean): void {
+  /** Takes one message in; false when it is left on the relay (full, or stopping). */
+  #acceptOne(message: Message, size: number | undefined, taken: boolean): boolean {
     const id = message.message_id;
     if (this.#journal.isDone(id)) {
       this.stats.duplicates++;
       this.#source.ack(id);
       this.emit('duplicate', { message, reason: 'done' });
-      return;
+      return true;
     }
     if (this.#active.has(id)) {
       this.stats.duplicates++;
       this.emit('duplicate', { message, reason: 'in_progress' });
-      return;
+      return true;
     }
     if (!this.#intake) {
-      // Stopping. A poll already marked these delivered, so keep them for the next start;
-      // a WebSocket push that is not acked will simply come again.
-      if (polled) this.#journal.received(message).catch(() => undefined);
-      return;
+      // Stopping. A taken message is kept for the next start; any other comes again by itself.
+      if (!taken) return false;
+      this.#journal.received(message).catch(() => undefined);
+      return true;
     }
-    if (!polled && !(this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes)) {
-      // Too much held, or nothing can be journaled: leave it unacked on the relay and fetch it
-      // when there is room. Until then the source need not even read pushes.
-      this.#overflowed = true;
-      this.#source.hold?.();
-      return;
+    if (!taken && !(this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes)) {
+      // Too much held, or nothing can be journaled: leave it on the relay (the source fetches it
+      // or has it offered again when there is room).
+      return false;
     }
     this.#hold(id, size ?? estimateBytes(message));
     this.stats.received++;
@@ -392,19 +423,16 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     journaled.catch(() => undefined);
     this.#queue.push({ message, redelivered: false, journaled, suspect: false });
     this.emit('received', { message, redelivered: false });
+    return true;
   }
 
-  /** Messages delivered that cannot be handed over: answered (or parked) and acknowledged. */
-  #acceptRejected(rejected: RejectedMessage[], polled = this.#source.kind === 'poll'): void {
-    for (const r of rejected) this.#guard(() => this.#rejectOne(r, polled));
-  }
-
-  #rejectOne(r: RejectedMessage, polled: boolean): void {
+  /** A message delivered that cannot be handed over: answered (or parked) and acknowledged. */
+  #rejectOne(r: RejectedMessage, taken: boolean, writes: Array<Promise<unknown>>): boolean {
     const identity = r.identity;
     this.stats.invalid++;
     if (!identity) {
       this.emit('invalid_message', { reason: r.reason, answered: false });
-      return;
+      return true;
     }
     const id = identity.message_id;
     const message = stubMessage(identity);
@@ -412,55 +440,56 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       this.stats.duplicates++;
       this.#source.ack(id);
       this.emit('duplicate', { message, reason: 'done' });
-      return;
+      return true;
     }
-    if (this.#active.has(id)) return;
-    const plan = identity.sender_key ? errorReply('invalid_message', r.reason, 'error') : null;
-    this.emit('invalid_message', { messageId: id, ...(identity.sender_key ? { senderKey: identity.sender_key } : {}), reason: r.reason, answered: plan !== null });
-    if (!plan) {
+    if (this.#active.has(id)) return true;
+    const sender = identity.sender_key;
+    this.emit('invalid_message', { messageId: id, ...(sender ? { senderKey: sender } : {}), reason: r.reason, answered: sender !== null });
+    if (sender === null) {
       // No one to answer: acknowledge it so it is not offered again, and remember it.
       this.#source.ack(id);
       this.#journal.done(id);
       this.emit('handled', { message, outcome: 'error', durationMs: 0, redelivered: false, error: { code: r.code, message: r.reason } });
-      return;
+      return true;
     }
+    if (!this.#intake && !taken) return false;
+    const draft = errorDraft('invalid_message', r.reason, 'error');
     if (!this.#intake) {
-      if (polled) {
-        this.#journal.received(message).catch(() => undefined);
-        this.#journal.handled(id, plan).catch(() => undefined);
-      }
-      return;
+      // Stopping: journal it with its answer, which the next start sends.
+      writes.push(this.#journal.received(message), this.#seal(message, draft, false).then((s) => this.#journal.handled(id, s.reply)));
+      return true;
     }
     this.#hold(id, 1024);
     this.stats.received++;
-    const started = this.#clock.now();
-    const written = Promise.all([this.#journal.received(message), this.#journal.handled(id, plan)]);
-    this.#track(
-      this.#untilJournaled(written).then(
-        () => this.#finish(message, plan, undefined, started, false, false),
-        () => this.#release(id),
-      ),
-    );
+    const written = this.#journal.received(message);
+    writes.push(written);
+    this.#track(this.#answer(message, draft, written, this.#clock.now(), false, writes));
+    return true;
   }
 
-  /** Fetches messages left on the relay while there was no room (WebSocket mode). */
-  async #resync(): Promise<void> {
-    if (!this.#overflowed || !this.#intake || this.#source.kind !== 'websocket') return;
-    while (this.#overflowed && this.#intake && this.#hasRoom(0.5)) {
-      this.#overflowed = false;
-      try {
-        const page = await this.#client.poll({ limit: Math.max(1, Math.min(LIMITS.pollLimitMax, this.capacity())) });
-        this.#accept(page.messages, page.sizes, true);
-        this.#acceptRejected(page.rejected, true);
-        // The poll marked them delivered: on disk before anything else happens.
-        this.#journal.flush();
-        if (page.has_more) this.#overflowed = true;
-      } catch (err) {
-        this.#overflowed = true;
-        this.emit('warning', toMrpError(err));
-        return;
-      }
+  /**
+   * Seals an error reply for a message the handler never sees, journals it, then finishes.
+   * `received`: the message's own record, when it is being written now. `writes`: where to report
+   * the reply's record, for a hand-off that waits for it.
+   */
+  async #answer(message: Message, draft: ReplyDraft, received: Promise<void> | undefined, started: number, redelivered: boolean, writes?: Array<Promise<unknown>>): Promise<void> {
+    const id = message.message_id;
+    const sealing = this.#seal(message, draft, false);
+    const handled = sealing.then((s) => this.#journal.handled(id, s.reply));
+    writes?.push(handled);
+    try {
+      await this.#untilJournaled(Promise.all([received, handled]));
+    } catch {
+      return this.#release(id);
     }
+    await this.#finish(message, await sealing, undefined, started, redelivered, false);
+  }
+
+  /** A draft reply to `message`, sealed by the codec (once). */
+  async #seal(message: Message, draft: ReplyDraft | null, encrypt: boolean): Promise<Sealed> {
+    if (!draft) return { reply: null };
+    const sealed = await sealReply(this.#codec, message, draft, encrypt);
+    return 'failed' in sealed ? { reply: null, failure: sealed.failed } : { reply: sealed };
   }
 
   #pump(): void {
@@ -489,7 +518,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     void tracked.finally(() => this.#finishing.delete(tracked));
   }
 
-  /** Waits for journal records, giving up when the shutdown is forced. */
+  /** Waits for journal records (or a codec), giving up when the shutdown is forced. */
   #untilJournaled<T>(written: Promise<T>): Promise<T> {
     return Promise.race([written, this.#forced]);
   }
@@ -504,22 +533,37 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       return this.#release(id);
     }
     if (this.#shutdown.signal.aborted) return this.#release(id);
+    let opened: OpenedMessage;
+    try {
+      opened = await this.#untilJournaled(this.#codec.open(message));
+    } catch (err) {
+      if (this.#shutdown.signal.aborted) return this.#release(id);
+      // The codec cannot open it: the sender hears why, the handler never sees it.
+      const code = codeOf(err, 'invalid_message');
+      const reason = safeText((err as Error)?.message ?? err);
+      this.stats.invalid++;
+      this.#guard(() => this.emit('invalid_message', { messageId: id, senderKey: message.sender_key, reason, answered: true, code }));
+      this.#track(this.#answer(message, errorDraft(code, reason, 'error'), undefined, started, item.redelivered));
+      return;
+    }
     this.#journal.started(id);
-    const plan = await this.#invoke(message, item.redelivered);
-    if (plan === 'aborted') {
+    const draft = await this.#invoke(message, opened, item.redelivered);
+    if (draft === 'aborted') {
       // Stopped on purpose: not a crash. Left `received`: the next start handles it again.
       this.#journal.aborted(id);
       return this.#release(id);
     }
+    let sealed: Sealed;
     try {
-      await this.#untilJournaled(this.#journal.handled(id, plan));
+      sealed = await this.#untilJournaled(this.#seal(message, draft, opened.encrypted));
+      await this.#untilJournaled(this.#journal.handled(id, sealed.reply));
     } catch {
       return this.#release(id);
     }
-    this.#track(this.#finish(message, plan, undefined, started, item.redelivered, false));
+    this.#track(this.#finish(message, sealed, undefined, started, item.redelivered, false));
   }
 
-  async #invoke(message: Message, redelivered: boolean): Promise<PlannedReply | null | 'aborted'> {
+  async #invoke(message: Message, opened: OpenedMessage, redelivered: boolean): Promise<ReplyDraft | null | 'aborted'> {
     const controller = new AbortController();
     this.#controllers.add(controller);
     const timer = this.#clock.setTimeout(
@@ -531,102 +575,46 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     });
     aborted.catch(() => undefined);
     try {
-      const ctx = this.#context(message, redelivered, controller.signal);
+      const ctx = handlerContext(this.#contextDeps, message, opened, redelivered, controller.signal);
       const handler = this.#handler;
       // The handler gets its own copy: whatever it changes, the runtime acks and replies to
       // the message it received.
-      const copy = structuredClone(message);
+      const copy = structuredClone(opened.message);
       const work = Promise.resolve().then(() => inHandlerScope(message.message_id, () => handler(copy, ctx)));
       work.catch(() => undefined);
-      return planReply(await Promise.race([work, aborted]));
+      return draftReply(await Promise.race([work, aborted]));
     } catch (err) {
       if (this.#shutdown.signal.aborted && controller.signal.reason instanceof AbortError) return 'aborted';
       const error = err instanceof Error ? err : new Error(safeText(err));
       this.stats.errors++;
       this.#guard(() => this.emit('handler_error', { message, error }));
-      if (err instanceof TimeoutError && controller.signal.reason === err) return errorReply('timeout', error.message, 'timeout');
-      return errorReply(errorCode(err), safeText(error.message), 'error');
+      if (err instanceof TimeoutError && controller.signal.reason === err) return errorDraft('timeout', error.message, 'timeout');
+      return errorDraft(codeOf(err, 'handler_error'), safeText(error.message), 'error');
     } finally {
       timer.cancel();
       this.#controllers.delete(controller);
     }
   }
 
-  #context(message: Message, redelivered: boolean, signal: AbortSignal): HandlerContext {
-    // Logging never fails the handler: fields are made JSON-safe and bounded first.
-    const log = (level: 'debug' | 'info' | 'warn' | 'error') => (text: string, fields?: Record<string, unknown>) =>
-      this.#guard(() => this.emit('log', { level, message: safeText(text), fields: safeFields(fields), messageId: message.message_id }));
-    const logger: HandlerLogger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
-    const live = (): void => {
-      // A handler that timed out (or is being shut down) may still run; it must not send.
-      if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new AbortError('handler aborted');
-    };
-    const checked = (body: JsonValue): void => {
-      let json: string | undefined;
-      try {
-        json = JSON.stringify(body);
-      } catch (err) {
-        throw new MrpError('handler', 'invalid_reply', `the body is not JSON (${(err as Error).message})`);
-      }
-      const problem = json === undefined ? { code: 'invalid_reply', message: 'the body is not JSON' } : replyProblem(json);
-      if (problem) throw new MrpError('handler', problem.code, problem.message);
-    };
-    return {
-      self: this.#client.publicKey,
-      signal,
-      log: logger,
-      redelivered,
-      reply: async (body, options = {}) => {
-        live();
-        checked(body);
-        const request = replyTo(message, body, options.contentType);
-        return this.#outbox.send(request, { threadId: request.thread_id! });
-      },
-      send: async (to: string, body: JsonValue, options: SendOptions = {}): Promise<SendResponse> => {
-        live();
-        checked(body);
-        const request: SendRequest = { recipient_key: this.#resolve(to), body, content_type: options.contentType ?? 'application/json' };
-        if (options.threadId !== undefined) request.thread_id = options.threadId;
-        if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
-        if (options.ttl !== undefined) request.expires_in = options.ttl;
-        if (options.metadata !== undefined) request.metadata = options.metadata;
-        // Within a thread a lost answer can be checked; a send outside any thread cannot.
-        return this.#outbox.send(request, options.threadId === undefined ? undefined : { threadId: options.threadId });
-      },
-    };
-  }
-
   /**
    * Reply (unless already sent) → ack → done. `resumed`: the handler finished in an earlier run,
-   * which may have sent the reply without recording it, so the thread is checked first.
+   * which may have sent the reply without recording it, so the thread is checked first. The reply
+   * is sent exactly as journaled.
    */
-  async #finish(
-    message: Message,
-    plan: PlannedReply | null,
-    replyId: string | undefined,
-    started: number,
-    redelivered: boolean,
-    resumed: boolean,
-  ): Promise<void> {
+  async #finish(message: Message, sealed: Sealed, replyId: string | undefined, started: number, redelivered: boolean, resumed: boolean): Promise<void> {
     const id = message.message_id;
-    let outcome: Outcome = plan === null ? 'no_reply' : plan.outcome === 'ok' ? 'replied' : plan.outcome;
-    let error: HandledEvent['error'];
-    if (plan?.outcome !== 'ok' && plan) {
-      const e = (plan.body as { error?: { code: string; message: string } }).error;
-      if (e) error = e;
-    }
+    const plan = sealed.reply;
+    let outcome: Outcome = sealed.failure ? 'reply_failed' : plan === null ? 'no_reply' : plan.outcome === 'ok' ? 'replied' : plan.outcome;
+    let error: HandledEvent['error'] = sealed.failure ?? plan?.error;
     if (plan && replyId === undefined) {
       try {
-        const res = await this.#outbox.send(replyTo(message, plan.body, plan.content_type), {
-          threadId: message.thread_id ?? id,
-          checkFirst: resumed,
-        });
+        const res = await this.#outbox.send(plan.request, { threadId: plan.request.thread_id ?? id, checkFirst: resumed });
         replyId = res.message_id;
         this.stats.replies++;
         this.#journal.replied(id, replyId);
       } catch (err) {
         const e = toMrpError(err);
-        if (e.kind === 'aborted') {
+        if (e instanceof AbortError) {
           // Shutting down before the relay took the reply: the journal keeps it for next time.
           this.#release(id);
           return;
@@ -665,7 +653,6 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     const queued = this.#queue.splice(0);
     for (const item of queued) this.#release(item.message.message_id);
     this.emit('draining', { running: this.#running.size, queued: queued.length, replies: this.#outbox.pending });
-    await this.#source.stopIntake();
     const inTime = async (work: Set<Promise<void>>): Promise<boolean> => {
       if (work.size === 0) return true;
       let timer: Timer | undefined;
@@ -679,6 +666,12 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       this.#shutdown.abort(new AbortError('the runner is shutting down'));
       for (const c of this.#controllers) c.abort(this.#shutdown.signal.reason);
     };
+    // A source may be handing a batch over (waiting for the journal): give it the grace too.
+    const intakeStopped = this.#source.stopIntake();
+    if (!(await inTime(new Set([intakeStopped])))) {
+      force();
+      await intakeStopped;
+    }
     if (!(await inTime(this.#running))) {
       force();
       await Promise.all(this.#running);

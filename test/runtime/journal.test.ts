@@ -10,6 +10,8 @@ import { Journal } from '../../src/runtime/journal.js';
 import { tempDir } from '../helpers/cli.js';
 
 const DAY = 86_400_000;
+/** A sealed reply as the runtime journals it: the body as its exact text. */
+const REPLY = { recipient_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ', content_type: 'application/json', body_json: '{"ok":1}', in_reply_to: 'm2', thread_id: 'm2' };
 
 function message(id: string, expiresAt: number): Message {
   return normalizeMessage({
@@ -32,7 +34,7 @@ describe('journal', () => {
     await j.received(message('m3', exp));
     await j.received(message('m4', exp));
     j.started('m2');
-    await j.handled('m2', { body: { ok: 1 }, content_type: 'application/json', outcome: 'ok' });
+    await j.handled('m2', { request: REPLY, outcome: 'ok' });
     await j.handled('m3', null);
     j.replied('m3', 'msg_reply');
     await j.handled('m4', null);
@@ -48,7 +50,7 @@ describe('journal', () => {
       recovered.map((e) => [e.id, e.state, e.reply, e.replyId]),
       [
         ['m1', 'received', undefined, undefined],
-        ['m2', 'handled', { body: { ok: 1 }, content_type: 'application/json', outcome: 'ok' }, undefined],
+        ['m2', 'handled', { request: REPLY, outcome: 'ok' }, undefined],
         ['m3', 'replied', null, 'msg_reply'],
       ],
     );
