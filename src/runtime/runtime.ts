@@ -192,8 +192,12 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   readonly #finishing = new Set<Promise<void>>();
   /** Set when running handlers are to be aborted (forced shutdown). */
   readonly #shutdown = new AbortController();
-  /** Rejects when the shutdown is forced: everything waiting for the journal gives up then. */
-  readonly #forced: Promise<never>;
+  /**
+   * Those waiting for the journal (or the codec), rejected when the shutdown is forced. A set of
+   * callbacks, not a race against one long-lived promise: each race would leave a reaction on it
+   * (~300 bytes) until shutdown, per message.
+   */
+  readonly #waiting = new Set<(reason: unknown) => void>();
   /** The signal controllers of running handlers (one list, not a listener per handler). */
   readonly #controllers = new Set<AbortController>();
   #intake = true;
@@ -221,10 +225,6 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#maxCrashes = positiveInteger('maxCrashes', options.maxCrashes ?? RUNTIME_DEFAULTS.maxCrashes);
     if (!(this.#timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive (got ${this.#timeoutMs})`);
     if (!(this.#graceMs >= 0)) throw new RangeError(`graceMs must be ≥ 0 (got ${this.#graceMs})`);
-    this.#forced = new Promise<never>((_, reject) => {
-      this.#shutdown.signal.addEventListener('abort', () => reject(this.#shutdown.signal.reason), { once: true });
-    });
-    this.#forced.catch(() => undefined);
     this.#outbox = new Outbox({ send: (r) => this.#source.send(r), client: this.#client, clock: this.#clock });
     this.#outbox.on('retry', ({ request, error, delayMs }) =>
       this.emit('reply_retry', { messageId: request.in_reply_to ?? undefined, error, delayMs }),
@@ -520,7 +520,20 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
 
   /** Waits for journal records (or a codec), giving up when the shutdown is forced. */
   #untilJournaled<T>(written: Promise<T>): Promise<T> {
-    return Promise.race([written, this.#forced]);
+    if (this.#shutdown.signal.aborted) return Promise.reject(this.#shutdown.signal.reason);
+    return new Promise<T>((resolve, reject) => {
+      this.#waiting.add(reject);
+      written.then(
+        (value) => {
+          this.#waiting.delete(reject);
+          resolve(value);
+        },
+        (err: unknown) => {
+          this.#waiting.delete(reject);
+          reject(err);
+        },
+      );
+    });
   }
 
   async #run(item: Item): Promise<void> {
@@ -665,6 +678,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       if (this.#shutdown.signal.aborted) return;
       this.#shutdown.abort(new AbortError('the runner is shutting down'));
       for (const c of this.#controllers) c.abort(this.#shutdown.signal.reason);
+      for (const reject of this.#waiting) reject(this.#shutdown.signal.reason);
+      this.#waiting.clear();
     };
     // A source may be handing a batch over (waiting for the journal): give it the grace too.
     const intakeStopped = this.#source.stopIntake();
