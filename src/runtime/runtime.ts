@@ -30,63 +30,22 @@ import { AbortError, MrpError, TimeoutError, toMrpError } from '../core/errors.j
 import { formatDuration } from '../core/duration.js';
 import { type MessageCodec, type OpenedMessage, plainCodec } from '../client/codec.js';
 import type { RelayClient } from '../client/http.js';
-import type { Batch, DeliveryReceipt, MessageSource } from '../client/source.js';
+import type { MessageSource } from '../client/source.js';
 import { LIMITS } from '../protocol/constants.js';
-import type { MessageIdentity, RejectedMessage } from '../protocol/inbound.js';
-import type { JsonValue, Message } from '../protocol/types.js';
-import { type ContextDeps, handlerContext, type LogLevel } from './context.js';
+import type { Message } from '../protocol/types.js';
+import { type ContextDeps, handlerContext } from './context.js';
 import type { Handler } from './handler.js';
-import { crashesOf, type Journal, type JournaledReply, type JournalEntry } from './journal.js';
+import type { RuntimeEvents } from './events.js';
+import { Finisher, type Sealed } from './finish.js';
+import { estimateBytes, Intake, type Item } from './intake.js';
+import { crashesOf, type Journal, type JournalEntry } from './journal.js';
 import { Outbox } from './outbox.js';
-import { codeOf, draftReply, errorDraft, type ReplyDraft, sealReply } from './reply.js';
+import { codeOf, draftReply, errorDraft, type ReplyDraft } from './reply.js';
 import { safeFields, safeText } from './safe.js';
 import { inHandlerScope } from './scope.js';
 
 export { errorReply, planReply, replyTo } from './reply.js';
-
-export type Outcome = 'replied' | 'no_reply' | 'error' | 'timeout' | 'reply_failed';
-
-export interface HandledEvent {
-  message: Message;
-  outcome: Outcome;
-  /** Handler start to ack. */
-  durationMs: number;
-  redelivered: boolean;
-  replyId?: string;
-  error?: { code: string; message: string };
-}
-
-export interface RuntimeEvents extends Record<string, unknown[]> {
-  connecting: [];
-  connected: [{ reconnected: boolean; detail: string }];
-  disconnected: [{ explanation: string; willReconnect: boolean; delayMs: number; code?: number }];
-  /** Messages resumed from the journal at start. */
-  recovered: [{ count: number }];
-  /** A message was taken in for handling. */
-  received: [{ message: Message; redelivered: boolean }];
-  /** A message that is already done or in progress was offered again. */
-  duplicate: [{ message: Message; reason: 'done' | 'in_progress' }];
-  handled: [HandledEvent];
-  /** A handler threw or timed out (the error reply is on its way). */
-  handler_error: [{ message: Message; error: Error }];
-  /** A message whose handler stopped the process `crashes` times is answered with `handler_crashed`. */
-  handler_crashed: [{ message: Message; crashes: number }];
-  /**
-   * A delivered message could not be handed to the handler: unreadable (`invalid_message`) or
-   * refused by the codec (`code`, e.g. `decryption_failed`). With an id (and a sender), it is
-   * answered with an error reply (`answered`) and acknowledged; without, it can only be reported.
-   */
-  invalid_message: [{ messageId?: string; senderKey?: string; reason: string; answered: boolean; code?: string }];
-  /** A reply could not be sent yet and will be retried. */
-  reply_retry: [{ messageId: string | undefined; error: MrpError; delayMs: number }];
-  /** Whether messages can be taken: false while the journal cannot be written (retried meanwhile). */
-  readiness: [{ ready: boolean; error?: MrpError; retryInMs?: number }];
-  log: [{ level: LogLevel; message: string; fields: Record<string, JsonValue>; messageId: string }];
-  warning: [MrpError];
-  fatal: [MrpError];
-  draining: [{ running: number; queued: number; replies: number }];
-  stopped: [{ error?: MrpError }];
-}
+export type { HandledEvent, Outcome, RuntimeEvents } from './events.js';
 
 export interface RuntimeOptions {
   handler: Handler;
@@ -121,49 +80,6 @@ export const RUNTIME_DEFAULTS = {
   maxCrashes: 3,
 } as const;
 
-interface Item {
-  message: Message;
-  redelivered: boolean;
-  /** Resolves when the `received` record is on disk. */
-  journaled: Promise<void>;
-  /** Its handler was running when the process died before: run it alone. */
-  suspect: boolean;
-}
-
-/** What a sealed reply came to: the journaled reply (or none), or why none could be sealed. */
-interface Sealed {
-  reply: JournaledReply | null;
-  failure?: { code: string; message: string };
-}
-
-/** Size of a message's JSON text, for memory budgets (when the source did not say). */
-function estimateBytes(message: Message): number {
-  try {
-    return JSON.stringify(message).length;
-  } catch {
-    return 1024;
-  }
-}
-
-/** A message object for what could be read of a message that cannot be handled. */
-function stubMessage(identity: MessageIdentity): Message {
-  return {
-    message_id: identity.message_id,
-    sender_key: identity.sender_key ?? '',
-    recipient_key: '',
-    content_type: 'application/json',
-    body: null,
-    attachments: [],
-    thread_id: identity.thread_id,
-    in_reply_to: null,
-    metadata: {},
-    status: 'delivered',
-    created_at: '',
-    expires_at: identity.expires_at ?? '',
-    delivered_at: null,
-  };
-}
-
 function positiveInteger(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a whole number ≥ 1 (got ${value})`);
   return value;
@@ -177,6 +93,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   readonly #clock: Clock;
   readonly #concurrency: number;
   readonly #outbox: Outbox;
+  readonly #finisher: Finisher;
+  readonly #intake: Intake;
   readonly #timeoutMs: number;
   readonly #graceMs: number;
   readonly #maxQueued: number;
@@ -200,7 +118,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   readonly #waiting = new Set<(reason: unknown) => void>();
   /** The signal controllers of running handlers (one list, not a listener per handler). */
   readonly #controllers = new Set<AbortController>();
-  #intake = true;
+  /** Taking new work (false once stopping). */
+  #accepting = true;
   #started = false;
   /** A suspect (see Item) is running: nothing else starts until it ends. */
   #solo = false;
@@ -229,6 +148,37 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#outbox.on('retry', ({ request, error, delayMs }) =>
       this.emit('reply_retry', { messageId: request.in_reply_to ?? undefined, error, delayMs }),
     );
+    this.#finisher = new Finisher({
+      journal: this.#journal,
+      source: this.#source,
+      outbox: this.#outbox,
+      codec: this.#codec,
+      clock: this.#clock,
+      untilJournaled: (written) => this.#untilJournaled(written),
+      release: (id) => this.#release(id),
+      replied: () => void this.stats.replies++,
+      finished: (event) => {
+        this.stats.handled++;
+        this.emit('handled', event);
+      },
+    });
+    this.#intake = new Intake({
+      journal: this.#journal,
+      finisher: this.#finisher,
+      clock: this.#clock,
+      stats: this.stats,
+      emit: (event, ...args) => this.emit(event, ...args),
+      ack: (id) => this.#source.ack(id),
+      accepting: () => this.#accepting,
+      roomForOne: () => this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes,
+      active: (id) => this.#active.has(id),
+      hold: (id, bytes) => this.#hold(id, bytes),
+      enqueue: (item) => void this.#queue.push(item),
+      pump: () => this.#pump(),
+      track: (work) => this.#track(work),
+      untilJournaled: (written) => this.#untilJournaled(written),
+      guard: (fn) => this.#guard(fn),
+    });
     this.#contextDeps = {
       self: this.#client.publicKey,
       codec: this.#codec,
@@ -291,7 +241,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     for (const entry of recovered) this.#guard(() => this.#resume(entry));
     this.#pump();
     this.#source.start({
-      deliver: (batch) => this.#deliver(batch),
+      deliver: (batch) => this.#intake.deliver(batch),
       capacity: () => this.capacity(),
       hasRoom: () => this.#hasRoom(0.5),
     });
@@ -340,14 +290,14 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
           `the handler stopped the runner ${crashes} times while handling this message; it is not run again`,
           'error',
         );
-        this.#track(this.#answer(entry.message, draft, undefined, this.#clock.now(), true));
+        this.#track(this.#finisher.answer(entry.message, draft, undefined, this.#clock.now(), true));
         return;
       }
       // Redelivered only if a handler already began on it; messages that merely waited are new.
       this.#queue.push({ message: entry.message, redelivered: entry.started === true, journaled: Promise.resolve(), suspect: crashes > 0 });
       return;
     }
-    this.#track(this.#finish(entry.message, { reply: entry.reply ?? null }, entry.replyId, this.#clock.now(), true, true));
+    this.#track(this.#finisher.finish(entry.message, { reply: entry.reply ?? null }, entry.replyId, this.#clock.now(), true, true));
   }
 
   /**
@@ -362,138 +312,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     return Math.min(count, Math.max(1, Math.floor(room / LIMITS.maxEnvelopeBytes)));
   }
 
-  /**
-   * A source's hand-off: takes in what fits (all of a taken batch), then resolves once all of it
-   * is journaled. `writes`: journal records that must be on disk before the source is told.
-   */
-  async #deliver(batch: Batch): Promise<DeliveryReceipt> {
-    const writes: Array<Promise<unknown>> = [];
-    let declined = 0;
-    let kept = 0;
-    const count = (accepted: boolean | undefined): void => {
-      if (accepted === false) declined++;
-      else kept++;
-    };
-    for (let i = 0; i < batch.messages.length; i++) {
-      let accepted: boolean | undefined;
-      this.#guard(() => (accepted = this.#acceptOne(batch.messages[i]!, batch.sizes?.[i], batch.taken)));
-      count(accepted ?? batch.taken);
-    }
-    for (const r of batch.rejected ?? []) {
-      let accepted: boolean | undefined;
-      this.#guard(() => (accepted = this.#rejectOne(r, batch.taken, writes)));
-      count(accepted ?? batch.taken);
-    }
-    this.#pump();
-    if (kept === 0) return { declined };
-    // The relay already counts a taken batch delivered: on disk before anything else happens.
-    if (batch.taken) this.#journal.flush();
-    await this.#untilJournaled(Promise.all([...writes, this.#journal.durable()]));
-    return { declined };
-  }
-
-  /** Takes one message in; false when it is left on the relay (full, or stopping). */
-  #acceptOne(message: Message, size: number | undefined, taken: boolean): boolean {
-    const id = message.message_id;
-    if (this.#journal.isDone(id)) {
-      this.stats.duplicates++;
-      this.#source.ack(id);
-      this.emit('duplicate', { message, reason: 'done' });
-      return true;
-    }
-    if (this.#active.has(id)) {
-      this.stats.duplicates++;
-      this.emit('duplicate', { message, reason: 'in_progress' });
-      return true;
-    }
-    if (!this.#intake) {
-      // Stopping. A taken message is kept for the next start; any other comes again by itself.
-      if (!taken) return false;
-      this.#journal.received(message).catch(() => undefined);
-      return true;
-    }
-    if (!taken && !(this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes)) {
-      // Too much held, or nothing can be journaled: leave it on the relay (the source fetches it
-      // or has it offered again when there is room).
-      return false;
-    }
-    this.#hold(id, size ?? estimateBytes(message));
-    this.stats.received++;
-    const journaled = this.#journal.received(message);
-    journaled.catch(() => undefined);
-    this.#queue.push({ message, redelivered: false, journaled, suspect: false });
-    this.emit('received', { message, redelivered: false });
-    return true;
-  }
-
-  /** A message delivered that cannot be handed over: answered (or parked) and acknowledged. */
-  #rejectOne(r: RejectedMessage, taken: boolean, writes: Array<Promise<unknown>>): boolean {
-    const identity = r.identity;
-    this.stats.invalid++;
-    if (!identity) {
-      this.emit('invalid_message', { reason: r.reason, answered: false });
-      return true;
-    }
-    const id = identity.message_id;
-    const message = stubMessage(identity);
-    if (this.#journal.isDone(id)) {
-      this.stats.duplicates++;
-      this.#source.ack(id);
-      this.emit('duplicate', { message, reason: 'done' });
-      return true;
-    }
-    if (this.#active.has(id)) return true;
-    const sender = identity.sender_key;
-    this.emit('invalid_message', { messageId: id, ...(sender ? { senderKey: sender } : {}), reason: r.reason, answered: sender !== null });
-    if (sender === null) {
-      // No one to answer: acknowledge it so it is not offered again, and remember it.
-      this.#source.ack(id);
-      this.#journal.done(id);
-      this.emit('handled', { message, outcome: 'error', durationMs: 0, redelivered: false, error: { code: r.code, message: r.reason } });
-      return true;
-    }
-    if (!this.#intake && !taken) return false;
-    const draft = errorDraft('invalid_message', r.reason, 'error');
-    if (!this.#intake) {
-      // Stopping: journal it with its answer, which the next start sends.
-      writes.push(this.#journal.received(message), this.#seal(message, draft, false).then((s) => this.#journal.handled(id, s.reply)));
-      return true;
-    }
-    this.#hold(id, 1024);
-    this.stats.received++;
-    const written = this.#journal.received(message);
-    writes.push(written);
-    this.#track(this.#answer(message, draft, written, this.#clock.now(), false, writes));
-    return true;
-  }
-
-  /**
-   * Seals an error reply for a message the handler never sees, journals it, then finishes.
-   * `received`: the message's own record, when it is being written now. `writes`: where to report
-   * the reply's record, for a hand-off that waits for it.
-   */
-  async #answer(message: Message, draft: ReplyDraft, received: Promise<void> | undefined, started: number, redelivered: boolean, writes?: Array<Promise<unknown>>): Promise<void> {
-    const id = message.message_id;
-    const sealing = this.#seal(message, draft, false);
-    const handled = sealing.then((s) => this.#journal.handled(id, s.reply));
-    writes?.push(handled);
-    try {
-      await this.#untilJournaled(Promise.all([received, handled]));
-    } catch {
-      return this.#release(id);
-    }
-    await this.#finish(message, await sealing, undefined, started, redelivered, false);
-  }
-
-  /** A draft reply to `message`, sealed by the codec (once). */
-  async #seal(message: Message, draft: ReplyDraft | null, encrypt: boolean): Promise<Sealed> {
-    if (!draft) return { reply: null };
-    const sealed = await sealReply(this.#codec, message, draft, encrypt);
-    return 'failed' in sealed ? { reply: null, failure: sealed.failed } : { reply: sealed };
-  }
-
   #pump(): void {
-    while (this.#intake && !this.#solo && this.#queue.length > 0 && this.#running.size < this.#concurrency) {
+    while (this.#accepting && !this.#solo && this.#queue.length > 0 && this.#running.size < this.#concurrency) {
       const head = this.#queue[0]!;
       if (head.suspect) {
         // Its handler was running when the process died: alone, a crash can only be its own.
@@ -556,7 +376,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       const reason = safeText((err as Error)?.message ?? err);
       this.stats.invalid++;
       this.#guard(() => this.emit('invalid_message', { messageId: id, senderKey: message.sender_key, reason, answered: true, code }));
-      this.#track(this.#answer(message, errorDraft(code, reason, 'error'), undefined, started, item.redelivered));
+      this.#track(this.#finisher.answer(message, errorDraft(code, reason, 'error'), undefined, started, item.redelivered));
       return;
     }
     this.#journal.started(id);
@@ -568,12 +388,12 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     }
     let sealed: Sealed;
     try {
-      sealed = await this.#untilJournaled(this.#seal(message, draft, opened.encrypted));
+      sealed = await this.#untilJournaled(this.#finisher.seal(message, draft, opened.encrypted));
       await this.#untilJournaled(this.#journal.handled(id, sealed.reply));
     } catch {
       return this.#release(id);
     }
-    this.#track(this.#finish(message, sealed, undefined, started, item.redelivered, false));
+    this.#track(this.#finisher.finish(message, sealed, undefined, started, item.redelivered, false));
   }
 
   async #invoke(message: Message, opened: OpenedMessage, redelivered: boolean): Promise<ReplyDraft | null | 'aborted'> {
@@ -610,48 +430,6 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   }
 
   /**
-   * Reply (unless already sent) → ack → done. `resumed`: the handler finished in an earlier run,
-   * which may have sent the reply without recording it, so the thread is checked first. The reply
-   * is sent exactly as journaled.
-   */
-  async #finish(message: Message, sealed: Sealed, replyId: string | undefined, started: number, redelivered: boolean, resumed: boolean): Promise<void> {
-    const id = message.message_id;
-    const plan = sealed.reply;
-    let outcome: Outcome = sealed.failure ? 'reply_failed' : plan === null ? 'no_reply' : plan.outcome === 'ok' ? 'replied' : plan.outcome;
-    let error: HandledEvent['error'] = sealed.failure ?? plan?.error;
-    if (plan && replyId === undefined) {
-      try {
-        const res = await this.#outbox.send(plan.request, { threadId: plan.request.thread_id ?? id, checkFirst: resumed });
-        replyId = res.message_id;
-        this.stats.replies++;
-        this.#journal.replied(id, replyId);
-      } catch (err) {
-        const e = toMrpError(err);
-        if (e instanceof AbortError) {
-          // Shutting down before the relay took the reply: the journal keeps it for next time.
-          this.#release(id);
-          return;
-        }
-        // The relay refuses this reply for good (e.g. acl_denied): nothing to retry.
-        outcome = 'reply_failed';
-        error = { code: e.code, message: e.message };
-      }
-    }
-    this.#source.ack(id);
-    this.#journal.done(id);
-    this.#release(id);
-    this.stats.handled++;
-    this.emit('handled', {
-      message,
-      outcome,
-      durationMs: this.#clock.now() - started,
-      redelivered,
-      ...(replyId ? { replyId } : {}),
-      ...(error ? { error } : {}),
-    });
-  }
-
-  /**
    * Graceful stop: no new messages, running handlers get `graceMs` to finish (then they are
    * aborted and left for the next start), replies and acks are flushed, the connection closes.
    */
@@ -662,7 +440,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
 
   async #drain(error: MrpError | undefined): Promise<void> {
     const deadline = this.#clock.now() + this.#graceMs;
-    this.#intake = false;
+    this.#accepting = false;
     const queued = this.#queue.splice(0);
     for (const item of queued) this.#release(item.message.message_id);
     this.emit('draining', { running: this.#running.size, queued: queued.length, replies: this.#outbox.pending });
