@@ -262,4 +262,62 @@ describe('Outbox: never twice (the already-sent check)', () => {
     assert.equal(held.length, 2);
     assert.deepEqual(held.find((m) => m.message_id === res.message_id)?.body, { result: 'final' });
   });
+
+  it('compares the exact body text it sent: a fresh encoding of the same reply (a new seal) is a different message', async (t) => {
+    const { relay, clock, to, client } = await setup(t);
+    const sealed = (nonce: string) => ({
+      recipient_key: to.publicKey,
+      content_type: 'application/json',
+      body_json: `{"sealed":"c2VjcmV0","nonce":"${nonce}"}`,
+      thread_id: 'thread-sealed',
+      in_reply_to: 'msg_1_000000000003',
+    });
+    const earlier = await client.send(sealed('n1'));
+    const page = await client.thread('thread-sealed', {}, undefined, { bodies: true });
+    assert.equal(page.bodyTexts?.get(earlier.message_id), sealed('n1').body_json, 'the relay hands the body text back as sent');
+    let calls = 0;
+    const outbox = new Outbox({
+      send: (r) => {
+        calls++;
+        return client.send(r);
+      },
+      client,
+      clock,
+    });
+    const same = await outbox.send(sealed('n1'), { threadId: 'thread-sealed', checkFirst: true });
+    assert.equal(same.message_id, earlier.message_id, 'the journaled bytes are found');
+    assert.equal(calls, 0);
+    await outbox.send(sealed('n2'), { threadId: 'thread-sealed', checkFirst: true });
+    assert.equal(calls, 1, 'other bytes are another message');
+    assert.equal((await inbox(relay.url, to)).length, 2);
+  });
+
+  it('a relay that re-formats body text is still matched, by value', async (t) => {
+    const { relay, clock, to, client } = await setup(t);
+    // The same agent, reading threads through a relay that pretty-prints every answer.
+    const reformatting: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      if (!String(input).includes('/threads/')) return res;
+      const text = JSON.stringify(JSON.parse(await res.text()), null, 2);
+      return new Response(text, { status: res.status, headers: res.headers });
+    };
+    const reader = new RelayClient({ relayUrl: relay.url, keypair: client.keypair, clock, fetch: reformatting });
+    const request = { recipient_key: to.publicKey, content_type: 'application/json', body_json: '{"done":true,"n":[1,2]}', thread_id: 'thread-pretty', in_reply_to: 'msg_1_000000000004' };
+    const earlier = await client.send(request);
+    let calls = 0;
+    const outbox = new Outbox({
+      send: (r) => {
+        calls++;
+        return reader.send(r);
+      },
+      client: reader,
+      clock,
+    });
+    const res = await outbox.send(request, { threadId: 'thread-pretty', checkFirst: true });
+    assert.equal(res.message_id, earlier.message_id);
+    assert.equal(calls, 0);
+    await outbox.send({ ...request, body_json: '{"done":false}' }, { threadId: 'thread-pretty', checkFirst: true });
+    assert.equal(calls, 1, 'a different value is not mistaken for it');
+    assert.equal((await inbox(relay.url, to)).length, 2);
+  });
 });

@@ -59,6 +59,32 @@ describe('journal', () => {
     assert.deepEqual(again.takeRecovered(), [], 'recovered entries are handed out once');
   });
 
+  it('a reply journaled by an older version (a body value) resumes as the plain JSON it would have sent', async (t) => {
+    const dir = await tempDir(t);
+    const exp = Date.now() + DAY;
+    const m = (id: string) => JSON.stringify({ k: 'recv', id, exp, m: { ...message(id, exp), thread_id: id === 'old2' ? 'th' : null } });
+    const lines = [
+      m('old1'),
+      m('old2'),
+      '{"k":"handled","id":"old1","reply":{"body":{"answer":42},"content_type":"application/json","outcome":"ok"}}',
+      '{"k":"handled","id":"old2","reply":{"body":{"status":"error","error":{"code":"boom","message":"no"}},"content_type":"application/json","outcome":"error"}}',
+    ];
+    await writeFile(join(dir, 'journal.jsonl'), `${lines.join('\n')}\n`);
+    const j = Journal.open(dir, {});
+    t.after(() => j.close());
+    const [e1, e2] = j.takeRecovered();
+    const to = 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ';
+    assert.deepEqual(e1!.reply, {
+      request: { recipient_key: to, content_type: 'application/json', body_json: '{"answer":42}', in_reply_to: 'old1', thread_id: 'old1' },
+      outcome: 'ok',
+    });
+    assert.deepEqual(e2!.reply, {
+      request: { recipient_key: to, content_type: 'application/json', body_json: '{"status":"error","error":{"code":"boom","message":"no"}}', in_reply_to: 'old2', thread_id: 'th' },
+      outcome: 'error',
+      error: { code: 'boom', message: 'no' },
+    });
+  });
+
   it('ignores a torn last line (crash mid-write)', async (t) => {
     const dir = await tempDir(t);
     const j = Journal.open(dir, {});
