@@ -176,7 +176,8 @@ export class WebSocketSource extends BaseSource implements MessageSource {
   #intake = true;
   /** Messages were left on the relay while the consumer was full: fetch them when there is room. */
   #overflowed = false;
-  #catchingUp = false;
+  /** The catch-up in progress, if any (`stopIntake` waits for it: a poll took its messages). */
+  #catchingUp: Promise<void> | undefined;
 
   constructor(client: RelayClient, options: Omit<SessionOptions, 'url' | 'keypair'> = {}) {
     super();
@@ -233,6 +234,7 @@ export class WebSocketSource extends BaseSource implements MessageSource {
   async stopIntake(): Promise<void> {
     this.#intake = false;
     this.setStatus('draining');
+    await this.#catchingUp;
   }
 
   close(): Promise<void> {
@@ -249,29 +251,25 @@ export class WebSocketSource extends BaseSource implements MessageSource {
 
   wake(): void {
     this.session.dropMessages = false;
-    if (this.#overflowed && this.consumer?.hasRoom()) void this.#catchUp();
+    if (this.#overflowed && !this.#catchingUp && this.consumer?.hasRoom()) {
+      this.#catchingUp = this.#catchUp().finally(() => (this.#catchingUp = undefined));
+    }
   }
 
   /** Fetches what was left on the relay while the consumer was full (a poll marks it delivered: taken). */
   async #catchUp(): Promise<void> {
-    if (this.#catchingUp) return;
-    this.#catchingUp = true;
-    try {
-      while (this.#overflowed && this.#intake && this.consumer?.hasRoom()) {
-        this.#overflowed = false;
-        try {
-          const limit = Math.max(1, Math.min(LIMITS.pollLimitMax, this.consumer.capacity()));
-          const page = await this.#client.poll({ limit });
-          await this.handOver({ messages: page.messages, sizes: page.sizes, rejected: page.rejected, taken: true });
-          if (page.has_more) this.#overflowed = true;
-        } catch (err) {
-          this.#overflowed = true;
-          this.emit('warning', toMrpError(err));
-          return;
-        }
+    while (this.#overflowed && this.#intake && this.consumer?.hasRoom()) {
+      this.#overflowed = false;
+      try {
+        const limit = Math.max(1, Math.min(LIMITS.pollLimitMax, this.consumer.capacity()));
+        const page = await this.#client.poll({ limit });
+        await this.handOver({ messages: page.messages, sizes: page.sizes, rejected: page.rejected, taken: true });
+        if (page.has_more) this.#overflowed = true;
+      } catch (err) {
+        this.#overflowed = true;
+        this.emit('warning', toMrpError(err));
+        return;
       }
-    } finally {
-      this.#catchingUp = false;
     }
   }
 }
