@@ -4,8 +4,9 @@
  * body is checked, sealed once by the message codec (so a reply to an encrypted message is
  * encrypted too), and the sealed bytes go to the outbox, which sends and resends exactly them.
  */
-import { AbortError, MrpError } from '../core/errors.js';
+
 import type { MessageCodec, OpenedMessage } from '../client/codec.js';
+import { AbortError, MrpError } from '../core/errors.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { JsonValue, Message, SendResponse } from '../protocol/types.js';
 import type { HandlerContext, HandlerLogger, SendOptions } from './handler.js';
@@ -42,8 +43,15 @@ function checked(body: JsonValue): string {
  * The context for one handler run on `message` (the runtime's own copy: replies go to its
  * sender whatever the handler does to the copy it got). `opened` is what the codec made of it.
  */
-export function handlerContext(deps: ContextDeps, message: Message, opened: OpenedMessage, redelivered: boolean, signal: AbortSignal): HandlerContext {
-  const log = (level: LogLevel) => (text: string, fields?: Record<string, unknown>) => deps.log(message.message_id, level, text, fields);
+export function handlerContext(
+  deps: ContextDeps,
+  message: Message,
+  opened: OpenedMessage,
+  redelivered: boolean,
+  signal: AbortSignal,
+): HandlerContext {
+  const log = (level: LogLevel) => (text: string, fields?: Record<string, unknown>) =>
+    deps.log(message.message_id, level, text, fields);
   const logger: HandlerLogger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
   const live = (): void => {
     // A handler that timed out (or is being shut down) may still run; it must not send.
@@ -72,10 +80,18 @@ export function handlerContext(deps: ContextDeps, message: Message, opened: Open
       const recipient = deps.resolve(to);
       const sealed = await deps.codec.seal(
         { bodyJson, contentType: options.contentType ?? 'application/json' },
-        { to: recipient, encrypt: options.encrypt === true, ...(options.inReplyTo === undefined ? {} : { inReplyTo: options.inReplyTo }) },
+        {
+          to: recipient,
+          encrypt: options.encrypt === true,
+          ...(options.inReplyTo === undefined ? {} : { inReplyTo: options.inReplyTo }),
+        },
       );
       live();
-      const request: EncodedSend = { recipient_key: recipient, content_type: sealed.contentType, body_json: sealed.bodyJson };
+      const request: EncodedSend = {
+        recipient_key: recipient,
+        content_type: sealed.contentType,
+        body_json: sealed.bodyJson,
+      };
       if (options.threadId !== undefined) request.thread_id = options.threadId;
       if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
       if (options.ttl !== undefined) request.expires_in = options.ttl;

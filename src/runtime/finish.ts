@@ -4,10 +4,11 @@
  * (unless it already was), the message acknowledged and journaled done. Split from the runtime,
  * which owns the queue and the lifecycle; this owns the steps after "handled".
  */
-import type { Clock } from '../core/clock.js';
-import { AbortError, toMrpError } from '../core/errors.js';
+
 import type { MessageCodec } from '../client/codec.js';
 import type { MessageSource } from '../client/source.js';
+import type { Clock } from '../core/clock.js';
+import { AbortError, toMrpError } from '../core/errors.js';
 import type { Message } from '../protocol/types.js';
 import type { HandledEvent, Outcome } from './events.js';
 import type { Journal, JournaledReply } from './journal.js';
@@ -82,15 +83,31 @@ export class Finisher {
    * which may have sent the reply without recording it, so the thread is checked first. The reply
    * is sent exactly as journaled.
    */
-  async finish(message: Message, sealed: Sealed, replyId: string | undefined, started: number, redelivered: boolean, resumed: boolean): Promise<void> {
+  async finish(
+    message: Message,
+    sealed: Sealed,
+    replyId: string | undefined,
+    started: number,
+    redelivered: boolean,
+    resumed: boolean,
+  ): Promise<void> {
     const host = this.#host;
     const id = message.message_id;
     const plan = sealed.reply;
-    let outcome: Outcome = sealed.failure ? 'reply_failed' : plan === null ? 'no_reply' : plan.outcome === 'ok' ? 'replied' : plan.outcome;
+    let outcome: Outcome = sealed.failure
+      ? 'reply_failed'
+      : plan === null
+        ? 'no_reply'
+        : plan.outcome === 'ok'
+          ? 'replied'
+          : plan.outcome;
     let error: HandledEvent['error'] = sealed.failure ?? plan?.error;
     if (plan && replyId === undefined) {
       try {
-        const res = await host.outbox.send(plan.request, { threadId: plan.request.thread_id ?? id, checkFirst: resumed });
+        const res = await host.outbox.send(plan.request, {
+          threadId: plan.request.thread_id ?? id,
+          checkFirst: resumed,
+        });
         replyId = res.message_id;
         host.replied();
         host.journal.replied(id, replyId);

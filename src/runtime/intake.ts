@@ -8,8 +8,9 @@
  * Nothing here knows the transport: "taken" (the relay will not offer it again) is all a source
  * says about where a batch came from.
  */
-import type { Clock } from '../core/clock.js';
+
 import type { Batch, DeliveryReceipt } from '../client/source.js';
+import type { Clock } from '../core/clock.js';
 import type { MessageIdentity, RejectedMessage } from '../protocol/inbound.js';
 import type { Message } from '../protocol/types.js';
 import type { RuntimeEvents } from './events.js';
@@ -180,12 +181,23 @@ export class Intake {
     }
     if (host.active(id)) return true;
     const sender = identity.sender_key;
-    host.emit('invalid_message', { messageId: id, ...(sender ? { senderKey: sender } : {}), reason: r.reason, answered: sender !== null });
+    host.emit('invalid_message', {
+      messageId: id,
+      ...(sender ? { senderKey: sender } : {}),
+      reason: r.reason,
+      answered: sender !== null,
+    });
     if (sender === null) {
       // No one to answer: acknowledge it so it is not offered again, and remember it.
       host.ack(id);
       host.journal.done(id);
-      host.emit('handled', { message, outcome: 'error', durationMs: 0, redelivered: false, error: { code: r.code, message: r.reason } });
+      host.emit('handled', {
+        message,
+        outcome: 'error',
+        durationMs: 0,
+        redelivered: false,
+        error: { code: r.code, message: r.reason },
+      });
       return true;
     }
     if (!host.accepting() && !taken) return false;

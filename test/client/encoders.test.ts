@@ -6,9 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ManualClock } from '../../src/core/clock.js';
 import { RelayClient } from '../../src/client/http.js';
 import { Session } from '../../src/client/session.js';
+import { ManualClock } from '../../src/core/clock.js';
 import {
   type EncodedSend,
   encodeAckFrame,
@@ -43,7 +43,10 @@ describe('client → relay encoders', () => {
     assert.equal(encodePongFrame({ a: [1] }), '{"type":"pong","ts":{"a":[1]}}');
     const kp = Keypair.generate();
     const auth = encodeAuthFrame(authFrame(kp, Date.UTC(2026, 2, 5)));
-    assert.match(auth, /^\{"type":"auth","public_key":"[\w-]{43}","timestamp":"2026-03-05T00:00:00Z","signature":"[\w-]+"\}$/);
+    assert.match(
+      auth,
+      /^\{"type":"auth","public_key":"[\w-]{43}","timestamp":"2026-03-05T00:00:00Z","signature":"[\w-]+"\}$/,
+    );
     assert.deepEqual(parseClientFrame(auth), JSON.parse(auth));
     assert.deepEqual(parseClientFrame(encodeAckFrame('m1')), { type: 'ack', message_id: 'm1' });
   });
@@ -58,8 +61,14 @@ describe('client → relay encoders', () => {
     assert.equal(encodeSendRequest(plain), JSON.stringify(plain));
     assert.equal(encodeSendFrame('r-2', plain), `{"type":"send","request_id":"r-2",${JSON.stringify(plain).slice(1)}`);
     const full: EncodedSend = { ...ENCODED, attachments: [], expires_in: 60, metadata: { k: 'v' } };
-    assert.match(encodeSendRequest(full), /"in_reply_to":"msg_1_000000000001","expires_in":60,"metadata":\{"k":"v"\}\}$/);
-    assert.match(encodeSendRequest(full), /"body":\{ "n" : 12345678901234567890, "s": "\\u00e9" \},"attachments":\[\],"thread_id"/);
+    assert.match(
+      encodeSendRequest(full),
+      /"in_reply_to":"msg_1_000000000001","expires_in":60,"metadata":\{"k":"v"\}\}$/,
+    );
+    assert.match(
+      encodeSendRequest(full),
+      /"body":\{ "n" : 12345678901234567890, "s": "\\u00e9" \},"attachments":\[\],"thread_id"/,
+    );
   });
 
   it('on the wire: the body text goes out exactly, inline over the socket and over HTTP', async (t) => {
@@ -73,7 +82,16 @@ describe('client → relay encoders', () => {
         if (frames.length === 2) gotTwo();
         const frame = JSON.parse(text) as { type: string; request_id?: string };
         if (frame.type === 'send') {
-          socket.send(JSON.stringify({ type: 'send_result', request_id: frame.request_id, status: 'ok', message_id: 'msg_1_000000000009', created_at: '', expires_at: '' }));
+          socket.send(
+            JSON.stringify({
+              type: 'send_result',
+              request_id: frame.request_id,
+              status: 'ok',
+              message_id: 'msg_1_000000000009',
+              created_at: '',
+              expires_at: '',
+            }),
+          );
         }
       });
     });
@@ -88,7 +106,9 @@ describe('client → relay encoders', () => {
     assert.ok(frames[0]!.includes(`"body":${BODY_TEXT},`), frames[0]);
     assert.equal(frames[1], '{"type":"ack","message_id":"msg_1_000000000002"}');
 
-    const http = await scriptedHttp(t, (_req, res) => json(res, 201, { message_id: 'msg_1_000000000010', status: 'sent', created_at: '', expires_at: '' }));
+    const http = await scriptedHttp(t, (_req, res) =>
+      json(res, 201, { message_id: 'msg_1_000000000010', status: 'sent', created_at: '', expires_at: '' }),
+    );
     const client = new RelayClient({ relayUrl: http.url, keypair: Keypair.generate() });
     await client.send(ENCODED);
     assert.equal(http.seen[0]!.body, encodeSendRequest(ENCODED), 'the signed HTTP body is the encoded text');

@@ -7,7 +7,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
-import { type Batch, type DeliveryReceipt, PollSource, type SourceConsumer, type SourceStatus, WebSocketSource } from '../../src/client/source.js';
+import {
+  type Batch,
+  type DeliveryReceipt,
+  PollSource,
+  type SourceConsumer,
+  type SourceStatus,
+  WebSocketSource,
+} from '../../src/client/source.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { startRelay } from '../helpers/relay.js';
 
@@ -73,15 +80,26 @@ describe('message sources', () => {
     assert.equal(source.status, 'ready');
 
     const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
-    const sent = [await sender.send({ recipient_key: agent.publicKey, body: { n: 1 } }), await sender.send({ recipient_key: agent.publicKey, body: { n: 2 } })];
+    const sent = [
+      await sender.send({ recipient_key: agent.publicKey, body: { n: 1 } }),
+      await sender.send({ recipient_key: agent.publicKey, body: { n: 2 } }),
+    ];
     const ids = sent.map((s) => s.message_id);
     await consumer.until(() => consumer.ids((b) => !b.taken).length >= 2, 'both pushes');
-    assert.deepEqual(consumer.ids((b) => !b.taken), ids, 'pushed, not taken, declined');
+    assert.deepEqual(
+      consumer.ids((b) => !b.taken),
+      ids,
+      'pushed, not taken, declined',
+    );
 
     consumer.room = true;
     source.wake();
     await consumer.until(() => consumer.ids((b) => b.taken).length >= 2, 'the catch-up poll');
-    assert.deepEqual(consumer.ids((b) => b.taken), ids, 'fetched by a poll (which marked them delivered): taken');
+    assert.deepEqual(
+      consumer.ids((b) => b.taken),
+      ids,
+      'fetched by a poll (which marked them delivered): taken',
+    );
 
     await source.stopIntake();
     assert.equal(source.status, 'draining');
@@ -122,8 +140,16 @@ describe('message sources', () => {
     };
     source.start(consumer);
     await takeClosed;
-    assert.deepEqual(log.slice(0, 4), ['begin', 'deliver: rejected', 'deliver: ok', 'end'], 'the take stayed open until the hand-off worked');
-    assert.deepEqual(consumer.ids(() => true), [sent.message_id, sent.message_id], 'handed over again from the same window');
+    assert.deepEqual(
+      log.slice(0, 4),
+      ['begin', 'deliver: rejected', 'deliver: ok', 'end'],
+      'the take stayed open until the hand-off worked',
+    );
+    assert.deepEqual(
+      consumer.ids(() => true),
+      [sent.message_id, sent.message_id],
+      'handed over again from the same window',
+    );
     assert.ok(consumer.batches.every((b) => b.taken));
     assert.equal(source.status, 'ready');
   });

@@ -8,9 +8,9 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { ProtocolError, UsageError } from '../../src/core/errors.js';
-import { RelayClient } from '../../src/client/http.js';
 import type { MessageCodec, OpenedMessage, PlainBody, SealContext, SealedBody } from '../../src/client/codec.js';
+import { RelayClient } from '../../src/client/http.js';
+import { ProtocolError, UsageError } from '../../src/core/errors.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { JsonValue, Message } from '../../src/protocol/types.js';
 import type { HandlerContext } from '../../src/runtime/handler.js';
@@ -29,15 +29,21 @@ class ToyCodec implements MessageCodec {
   async open(message: Message): Promise<OpenedMessage> {
     const body = message.body as { sealed?: unknown; ct?: unknown } | null;
     if (body === null || typeof body !== 'object' || !('sealed' in body)) return { message, encrypted: false };
-    if (typeof body.sealed !== 'string' || body.sealed === 'broken') throw new ProtocolError('decryption_failed', 'cannot decrypt: wrong keys or tampered data');
+    if (typeof body.sealed !== 'string' || body.sealed === 'broken')
+      throw new ProtocolError('decryption_failed', 'cannot decrypt: wrong keys or tampered data');
     const plain = JSON.parse(Buffer.from(body.sealed, 'base64url').toString()) as JsonValue;
     return { message: { ...message, body: plain, content_type: String(body.ct) }, encrypted: true };
   }
   async seal(body: PlainBody, context: SealContext): Promise<SealedBody> {
     this.seals++;
-    if (body.bodyJson.includes('"huge"')) throw new UsageError('the sealed body would exceed 1 MiB', { code: 'payload_too_large' });
+    if (body.bodyJson.includes('"huge"'))
+      throw new UsageError('the sealed body would exceed 1 MiB', { code: 'payload_too_large' });
     if (!context.encrypt) return { bodyJson: body.bodyJson, contentType: body.contentType };
-    const sealed = { sealed: Buffer.from(body.bodyJson).toString('base64url'), ct: body.contentType, nonce: randomUUID() };
+    const sealed = {
+      sealed: Buffer.from(body.bodyJson).toString('base64url'),
+      ct: body.contentType,
+      nonce: randomUUID(),
+    };
     return { bodyJson: JSON.stringify(sealed), contentType: 'application/json' };
   }
 }
@@ -79,13 +85,23 @@ describe('the message codec', () => {
     const plain = await peer.send(agent.keypair.publicKey, { q: 'plain' });
     await done;
     await peer.waitForReplies(4);
-    assert.deepEqual(texts(seen), texts([
-      [{ q: 'hi' }, true],
-      [{ q: 'plain' }, false],
-    ]));
+    assert.deepEqual(
+      texts(seen),
+      texts([
+        [{ q: 'hi' }, true],
+        [{ q: 'plain' }, false],
+      ]),
+    );
     const toSecret = peer.replyTo(secret.message_id).map((m) => opened(m.body));
-    assert.deepEqual(texts(toSecret), texts([{ answer: 'hi' }, { progress: 1 }]), 'both replies to the sealed message are sealed');
-    assert.deepEqual(texts(peer.replyTo(plain.message_id).map((m) => m.body)), texts([{ answer: 'plain' }, { progress: 1 }]));
+    assert.deepEqual(
+      texts(toSecret),
+      texts([{ answer: 'hi' }, { progress: 1 }]),
+      'both replies to the sealed message are sealed',
+    );
+    assert.deepEqual(
+      texts(peer.replyTo(plain.message_id).map((m) => m.body)),
+      texts([{ answer: 'plain' }, { progress: 1 }]),
+    );
     assert.equal(codec.seals, 4, 'each body sealed exactly once');
   });
 
@@ -138,7 +154,10 @@ describe('the message codec', () => {
     const j = Journal.open(journalDir, { fsync: false });
     const requests = [];
     for (const m of [m1!, m2!]) {
-      const sealed = await before.seal({ bodyJson: JSON.stringify({ answer: (opened(m.body) as { q: number }).q }), contentType: 'application/json' }, { to: m.sender_key, encrypt: true });
+      const sealed = await before.seal(
+        { bodyJson: JSON.stringify({ answer: (opened(m.body) as { q: number }).q }), contentType: 'application/json' },
+        { to: m.sender_key, encrypt: true },
+      );
       const request = encodedReplyTo(m, sealed);
       requests.push(request);
       await j.received(m);
