@@ -213,7 +213,8 @@ export class WebSocketSource extends BaseSource implements MessageSource {
   }
 
   #push(batch: Batch): void {
-    this.handOver(batch).then(
+    if (!this.consumer) return;
+    this.consumer.deliver(batch).then(
       (receipt) => {
         if (receipt.declined > 0) {
           // Full: leave them unacked on the relay, skip further pushes unread, fetch them later.

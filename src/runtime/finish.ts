@@ -11,15 +11,9 @@ import type { Clock } from '../core/clock.js';
 import { AbortError, toMrpError } from '../core/errors.js';
 import type { Message } from '../protocol/types.js';
 import type { HandledEvent, Outcome } from './events.js';
-import type { Journal, JournaledReply } from './journal.js';
+import type { Journal } from './journal.js';
 import type { Outbox } from './outbox.js';
-import { type ReplyDraft, sealReply } from './reply.js';
-
-/** What sealing a draft came to: the journaled reply (or none), or why none could be sealed. */
-export interface Sealed {
-  reply: JournaledReply | null;
-  failure?: { code: string; message: string };
-}
+import { type ReplyDraft, type Sealed, sealReply } from './reply.js';
 
 /** What the finisher needs from its runtime. */
 export interface FinisherHost {
@@ -46,11 +40,9 @@ export class Finisher {
     this.#host = host;
   }
 
-  /** A draft reply to `message`, sealed by the codec (once). */
-  async seal(message: Message, draft: ReplyDraft | null, encrypt: boolean): Promise<Sealed> {
-    if (!draft) return { reply: null };
-    const sealed = await sealReply(this.#host.codec, message, draft, encrypt);
-    return 'failed' in sealed ? { reply: null, failure: sealed.failed } : { reply: sealed };
+  /** A draft reply to `message`, sealed by the codec (once). Never rejects. */
+  seal(message: Message, draft: ReplyDraft | null, encrypt: boolean): Promise<Sealed> {
+    return draft ? sealReply(this.#host.codec, message, draft, encrypt) : Promise.resolve({ reply: null });
   }
 
   /**

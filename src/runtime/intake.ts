@@ -125,7 +125,8 @@ export class Intake {
     if (kept === 0) return { declined };
     // The relay already counts a taken batch delivered: on disk before anything else happens.
     if (batch.taken) host.journal.flush();
-    await host.untilJournaled(Promise.all([...writes, host.journal.durable()]));
+    const barrier = host.journal.durable();
+    await host.untilJournaled<unknown>(writes.length === 0 ? barrier : Promise.all([...writes, barrier]));
     return { declined };
   }
 

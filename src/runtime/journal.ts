@@ -153,6 +153,7 @@ export interface JournalOptions {
 }
 
 const DAY = 86_400_000;
+const RESOLVED = Promise.resolve();
 const MAX_TTL_MS = 30 * DAY;
 
 export const JOURNAL_DEFAULTS = { minRetentionMs: 7 * DAY, maxDone: 2_000_000 } as const;
@@ -192,6 +193,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
   /** Written but not yet synced, for waiters who need the sync. */
   #unsynced = false;
   #waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+  /** The promise `durable()` hands out until the next successful write (it is among `#waiters`). */
+  #barrier: Promise<void> | undefined;
   #durable = false;
   #scheduled = false;
   #retryTimer: Timer | undefined;
@@ -472,10 +475,12 @@ export class Journal extends TypedEmitter<JournalEvents> {
    */
   durable(): Promise<void> {
     if (this.#closed) return Promise.reject(new AbortError('the journal is closed'));
-    if (this.#buffer.length === 0 && this.#unwritten === undefined && this.#retryTimer === undefined && this.#fd >= 0) return Promise.resolve();
+    if (this.#buffer.length === 0 && this.#unwritten === undefined && this.#retryTimer === undefined && this.#fd >= 0) return RESOLVED;
     this.#durable = true;
     this.#schedule();
-    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    // Everyone asking before the next successful write shares one promise.
+    this.#barrier ??= new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    return this.#barrier;
   }
 
   /**
@@ -522,6 +527,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
       return;
     }
     this.#waiters = [];
+    this.#barrier = undefined;
     this.#durable = false;
     this.#healthy();
     for (const w of waiters) w.resolve();

@@ -114,28 +114,29 @@ export function planReply(result: unknown): PlannedReply | null {
   return draft && { body: JSON.parse(draft.bodyJson) as JsonValue, content_type: draft.contentType, outcome: draft.outcome };
 }
 
+/** What sealing a draft came to: the reply to journal (or none), or why none could be sealed. */
+export interface Sealed {
+  reply: JournaledReply | null;
+  failure?: { code: string; message: string };
+}
+
 /**
  * Seals a draft reply to `message` into what is journaled and sent. When the codec refuses the
  * body (too large once sealed, say), the sender gets an error reply with the codec's code
- * instead; if even that cannot be sealed, `failed` says why and nothing is sent.
+ * instead; if even that cannot be sealed, `failure` says why and nothing is sent. Never rejects.
  */
-export async function sealReply(
-  codec: MessageCodec,
-  message: Message,
-  draft: ReplyDraft,
-  encrypt: boolean,
-): Promise<JournaledReply | { failed: { code: string; message: string } }> {
+export async function sealReply(codec: MessageCodec, message: Message, draft: ReplyDraft, encrypt: boolean): Promise<Sealed> {
   const context = { to: message.sender_key, encrypt, inReplyTo: message.message_id };
   let current = draft;
   for (let attempt = 0; ; attempt++) {
     try {
       const sealed = await codec.seal({ bodyJson: current.bodyJson, contentType: current.contentType }, context);
-      const out: JournaledReply = { request: encodedReplyTo(message, sealed), outcome: current.outcome };
-      if (current.error) out.error = current.error;
-      return out;
+      const reply: JournaledReply = { request: encodedReplyTo(message, sealed), outcome: current.outcome };
+      if (current.error) reply.error = current.error;
+      return { reply };
     } catch (err) {
       const failure = { code: codeOf(err, 'reply_failed'), message: (err as Error)?.message ?? String(err) };
-      if (attempt > 0) return { failed: failure };
+      if (attempt > 0) return { reply: null, failure };
       current = errorDraft(failure.code, failure.message, 'error');
     }
   }

@@ -36,7 +36,7 @@ import type { Message } from '../protocol/types.js';
 import { type ContextDeps, handlerContext } from './context.js';
 import type { Handler } from './handler.js';
 import type { RuntimeEvents } from './events.js';
-import { Finisher, type Sealed } from './finish.js';
+import { Finisher } from './finish.js';
 import { estimateBytes, Intake, type Item } from './intake.js';
 import { crashesOf, type Journal, type JournalEntry } from './journal.js';
 import { Outbox } from './outbox.js';
@@ -368,7 +368,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     if (this.#shutdown.signal.aborted) return this.#release(id);
     let opened: OpenedMessage;
     try {
-      opened = await this.#untilJournaled(this.#codec.open(message));
+      // Not raced with a forced shutdown: a codec computes, it does not wait on the world.
+      opened = await this.#codec.open(message);
     } catch (err) {
       if (this.#shutdown.signal.aborted) return this.#release(id);
       // The codec cannot open it: the sender hears why, the handler never sees it.
@@ -379,6 +380,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       this.#track(this.#finisher.answer(message, errorDraft(code, reason, 'error'), undefined, started, item.redelivered));
       return;
     }
+    if (this.#shutdown.signal.aborted) return this.#release(id);
     this.#journal.started(id);
     const draft = await this.#invoke(message, opened, item.redelivered);
     if (draft === 'aborted') {
@@ -386,9 +388,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       this.#journal.aborted(id);
       return this.#release(id);
     }
-    let sealed: Sealed;
+    const sealed = await this.#finisher.seal(message, draft, opened.encrypted);
     try {
-      sealed = await this.#untilJournaled(this.#finisher.seal(message, draft, opened.encrypted));
       await this.#untilJournaled(this.#journal.handled(id, sealed.reply));
     } catch {
       return this.#release(id);
