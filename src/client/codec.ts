@@ -11,6 +11,8 @@
  *   crash sends, and what the already-sent check compares with the relay's copy. Nothing is ever
  *   sealed again (HPKE is randomised: a second seal would not match the first).
  * - `open` may run more than once for a message (again after a crash); it must not have effects.
+ * - Both compute and settle promptly: they are not raced with a forced shutdown (a codec that
+ *   needs the network — fetching a key, say — must bound its own wait).
  * - Failures are errors with a stable string `code` (e.g. `decryption_failed`): a message that
  *   cannot be opened is answered with `{"status":"error","error":{"code":…}}` instead of reaching
  *   the handler; a body that cannot be sealed fails `ctx.reply`/`ctx.send` with that code.
