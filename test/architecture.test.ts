@@ -164,6 +164,10 @@ export function staticPackages(files: SourceFile[], entry: string): Set<string> 
   return packages;
 }
 
+function withoutComments(source: string): string {
+  return source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:'"`\\])\/\/.*$/gm, '$1');
+}
+
 function sourceFiles(): SourceFile[] {
   return readdirSync(SRC, { recursive: true })
     .map(String)
@@ -194,6 +198,31 @@ describe('architecture', () => {
     assert.ok(entry, 'src/index.ts exists');
     const loaded = staticPackages(files, 'index.ts');
     for (const pkg of ['commander', 'chalk', 'ora', 'better-sqlite3']) assert.ok(!loaded.has(pkg), pkg);
+  });
+
+  // ARCHITECTURE.md rule 4: sources hand batches over; the runtime never asks which one it has.
+  it('the runtime knows no transport', () => {
+    const runtime = files.find((f) => f.path === 'runtime/runtime.ts');
+    assert.ok(runtime, 'src/runtime/runtime.ts exists');
+    const imports = importsOf(runtime.text).map((r) => r.specifier);
+    for (const banned of ['client/poller.js', 'client/session.js']) {
+      assert.ok(!imports.some((s) => s.endsWith(banned)), `runtime.ts imports ${banned}`);
+    }
+    const code = withoutComments(runtime.text);
+    assert.ok(!code.includes('.kind ==='), 'runtime.ts branches on a `.kind`');
+    for (const word of [/\bSession\b/, /\bWebSocket\b/, /\.poll\(/, /\bPollSource\b/, /\bWebSocketSource\b/]) {
+      assert.ok(!word.test(code), `runtime.ts mentions ${word.source}`);
+    }
+  });
+
+  // Frames a client writes are built in protocol/frames.ts only (no JSON splicing elsewhere).
+  it('client frames are encoded in one place', () => {
+    const spliced = /['"`]\{"type":"(auth|ack|send|ping|pong)"|\{\s*type\s*:\s*['"](auth|ack|send|ping|pong)['"]|JSON\.stringify\(\s*\{\s*type\s*:/;
+    const offenders = files
+      .filter((f) => f.path.startsWith('client/') || f.path.startsWith('runtime/'))
+      .filter((f) => spliced.test(withoutComments(f.text)))
+      .map((f) => f.path);
+    assert.deepEqual(offenders, []);
   });
 
   // The checker itself must be able to fail.

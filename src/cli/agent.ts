@@ -4,6 +4,7 @@
  */
 import { join } from 'node:path';
 import { MrpError, toMrpError } from '../core/errors.js';
+import type { MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
 import { PollSource, WebSocketSource, type MessageSource } from '../client/source.js';
 import { resolveRecipient } from '../protocol/contacts.js';
@@ -37,6 +38,8 @@ export interface AgentOptions {
   trace?: Tracers;
   /** Crashes of the process on one message before it is answered with `handler_crashed`. */
   maxCrashes?: number;
+  /** How message bodies are opened and sealed (default: pass-through). */
+  codec?: MessageCodec;
 }
 
 export interface RunningAgent {
@@ -56,17 +59,16 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
   });
   const contacts = await ctx.contacts();
   const journal = Journal.open(join(ctx.home, 'state', o.keypair.publicKey), { clock: ctx.deps.clock, fsync: o.fsync === true });
-  let runtime: Runtime | undefined;
   const source: MessageSource =
     o.mode === 'poll'
       ? new PollSource(client, {
           clock: ctx.deps.clock,
-          capacity: () => runtime?.capacity() ?? 0,
           takes: { begin: (at, wait) => journal.takeBegun(at, wait), end: () => journal.takeEnded() },
           ...(journal.openTake ? { openTake: journal.openTake } : {}),
           ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
         })
       : new WebSocketSource(client, { clock: ctx.deps.clock, ...(o.trace?.ws ? { trace: o.trace.ws } : {}) });
+  let runtime: Runtime;
   try {
     runtime = new Runtime({
       handler: o.handler,
@@ -78,6 +80,7 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
       timeoutMs: o.timeoutMs,
       graceMs: o.graceMs,
       ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
+      ...(o.codec === undefined ? {} : { codec: o.codec }),
       resolveRecipient: (to) => resolveRecipient(contacts, to, ctx.contactsPath),
     });
   } catch (err) {

@@ -32,8 +32,9 @@ import type {
   SendResponse,
   ThreadResponse,
 } from '../protocol/types.js';
-import { normalizeMessage } from '../protocol/frames.js';
-import { type MessagePage, readMessagePage, type RejectedMessage } from '../protocol/inbound.js';
+import { type EncodedSend, encodeSendRequest, normalizeMessage } from '../protocol/frames.js';
+import { elementSpans, type MessagePage, readMessagePage, type RejectedMessage, topLevelMemberSpan } from '../protocol/inbound.js';
+import { memberSpans } from '../protocol/json.js';
 
 /**
  * A poll's answer: the messages that can be handled (with the size of each one's text) and, in
@@ -113,6 +114,8 @@ export interface HttpTrace {
 export interface RequestOptions {
   query?: Record<string, QueryValue>;
   body?: unknown;
+  /** The request body as ready JSON text, sent (and signed) verbatim; instead of `body`. */
+  bodyText?: string;
   signal?: AbortSignal | undefined;
   timeoutMs?: number;
   /** Retry network errors and 5xx (only safe when repeating the request is harmless). */
@@ -201,7 +204,7 @@ export class RelayClient {
   /** One signed call with the retry policy of §6. */
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<Response<T>> {
     const target = this.#basePath + buildTarget(path, options.query);
-    const bodyText = options.body === undefined ? undefined : JSON.stringify(options.body);
+    const bodyText = options.bodyText ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
     const backoff = new Backoff();
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
@@ -366,9 +369,12 @@ export class RelayClient {
 
   // ── §3.6 messages ───────────────────────────────────────────────────────────────────────────
 
-  /** Sends one message. A lost answer is an OutcomeUnknownError, never a silent resend. */
-  async send(request: SendRequest, signal?: AbortSignal): Promise<SendResponse> {
-    return (await this.request<SendResponse>('POST', PATHS.messages, { body: request, signal })).data;
+  /**
+   * Sends one message. A lost answer is an OutcomeUnknownError, never a silent resend. An
+   * `EncodedSend`'s body goes out as its exact text.
+   */
+  async send(request: SendRequest | EncodedSend, signal?: AbortSignal): Promise<SendResponse> {
+    return (await this.request<SendResponse>('POST', PATHS.messages, { bodyText: encodeSendRequest(request), signal })).data;
   }
 
   /** Polls the own inbox; `status=sent` (default) marks what it returns delivered. */
@@ -406,11 +412,27 @@ export class RelayClient {
     return (await this.request<MessageStatusResponse>('GET', PATHS.messageStatus(id), { signal, idempotent: true })).data;
   }
 
-  /** One page of a thread; entries that cannot be read (too deep, malformed) are in `rejected`. */
-  async thread(id: string, query: { limit?: number; cursor?: string } = {}, signal?: AbortSignal): Promise<ThreadResponse & { rejected: RejectedMessage[] }> {
-    const res = await this.request<MessagePage>('GET', PATHS.thread(id), { query, signal, idempotent: true, parse: readMessagePage });
+  /**
+   * One page of a thread; entries that cannot be read (too deep, malformed) are in `rejected`.
+   * `bodies: true` adds `bodyTexts`: each message's body exactly as the relay wrote it, by
+   * message id (for comparing a sent body's text without re-serialising anything).
+   */
+  async thread(
+    id: string,
+    query: { limit?: number; cursor?: string } = {},
+    signal?: AbortSignal,
+    options: { bodies?: boolean } = {},
+  ): Promise<ThreadResponse & { rejected: RejectedMessage[]; bodyTexts?: Map<string, string> }> {
+    let bodyTexts: Map<string, string> | undefined;
+    const parse = (text: string): MessagePage => {
+      const page = readMessagePage(text);
+      if (options.bodies) bodyTexts = bodyTextsOf(text);
+      return page;
+    };
+    const res = await this.request<MessagePage>('GET', PATHS.thread(id), { query, signal, idempotent: true, parse });
     const { messages, has_more, next_cursor, rejected, extra } = res.data;
-    return { thread_id: typeof extra['thread_id'] === 'string' ? extra['thread_id'] : id, messages, has_more, next_cursor, rejected };
+    const page = { thread_id: typeof extra['thread_id'] === 'string' ? extra['thread_id'] : id, messages, has_more, next_cursor, rejected };
+    return bodyTexts ? { ...page, bodyTexts } : page;
   }
 
   // ── §3.9 ACL ────────────────────────────────────────────────────────────────────────────────
@@ -430,4 +452,21 @@ export class RelayClient {
   async deleteAcl(peer: string, signal?: AbortSignal): Promise<void> {
     await this.request('DELETE', PATHS.aclEntry(this.publicKey, peer), { signal, idempotent: true });
   }
+}
+
+/** message id → the body's source text, for each entry of a page's `messages` (valid JSON text). */
+function bodyTextsOf(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const list = topLevelMemberSpan(text, 'messages');
+  if (!list) return out;
+  for (const { start, end } of elementSpans(text, list.start, list.end)) {
+    const entry = text.slice(start, end);
+    const spans = memberSpans(entry, [['message_id'], ['body']]);
+    const id = spans.get('message_id');
+    const body = spans.get('body');
+    if (!id || !body) continue;
+    const messageId = JSON.parse(entry.slice(id.start, id.end)) as unknown;
+    if (typeof messageId === 'string') out.set(messageId, entry.slice(body.start, body.end));
+  }
+  return out;
 }

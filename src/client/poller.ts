@@ -5,8 +5,9 @@
  * errors, honours Retry-After, gives up after repeated authentication failures.
  *
  * A poll marks what it returns delivered, so the consumer must make each batch durable before
- * handling it: messages are emitted one batch at a time, and the poller asks `capacity()` how
- * many more it may fetch so a busy consumer is not flooded.
+ * handling it: pages are handed over one at a time (`deliver`, awaited before the poll's take is
+ * closed and the next poll is sent; without it, `batch` events), and the poller asks
+ * `capacity()` how many more it may fetch so a busy consumer is not flooded.
  */
 import { sleep } from '../core/async.js';
 import { Backoff, type BackoffOptions } from '../core/backoff.js';
@@ -50,6 +51,12 @@ export interface PollerOptions {
   maxAuthFailures?: number;
   /** Notes each poll in flight (see TakeLog). */
   takes?: TakeLog;
+  /**
+   * Takes each non-empty page and resolves once the consumer has it durably (journaled). The
+   * poll's take is closed only then; a rejection leaves the take open, so that window is looked
+   * at again (like a poll whose answer was lost). Without it, pages are emitted as events.
+   */
+  deliver?: (page: PollPage) => Promise<void>;
 }
 
 /** Clock margin around a poll's window when the relay's clock is not known: the skew allowed at all. */
@@ -82,6 +89,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
   readonly #backoff: Backoff;
   readonly #maxAuthFailures: number;
   readonly #takes: TakeLog | undefined;
+  readonly #deliver: ((page: PollPage) => Promise<void>) | undefined;
   #waitSeconds: number;
   #running = false;
   #loop: Promise<void> | undefined;
@@ -99,6 +107,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
     this.#backoff = new Backoff(options.backoff);
     this.#maxAuthFailures = options.maxAuthFailures ?? POLLER_DEFAULTS.maxAuthFailures;
     this.#takes = options.takes;
+    this.#deliver = options.deliver;
   }
 
   get mode(): 'long-poll' | 'interval' {
@@ -148,7 +157,8 @@ export class Poller extends TypedEmitter<PollerEvents> {
           const at = m.delivered_at === null ? Number.NaN : Date.parse(m.delivered_at);
           return at >= from && at <= to;
         });
-        this.#hand({ ...res, messages: res.messages.filter((_, i) => keep[i]), sizes: res.sizes.filter((_, i) => keep[i]), rejected: [] });
+        const handed = await this.#hand({ ...res, messages: res.messages.filter((_, i) => keep[i]), sizes: res.sizes.filter((_, i) => keep[i]), rejected: [] });
+        if (!handed) return false;
         if (!res.has_more || !res.next_cursor || seen.has(res.next_cursor)) return true;
         seen.add(res.next_cursor);
         cursor = res.next_cursor;
@@ -160,15 +170,23 @@ export class Poller extends TypedEmitter<PollerEvents> {
   }
 
   /**
-   * Hands a page to the consumer. What the consumer does with it is not a failed poll (the relay
-   * already marked these messages delivered), so nothing it throws may reach the poll loop.
+   * Hands a page to the consumer; false when `deliver` failed (the page is not safe yet). What the
+   * consumer does with it is not a failed poll (the relay already marked these messages
+   * delivered), so nothing it throws may reach the poll loop.
    */
-  #hand(page: PollPage): void {
+  async #hand(page: PollPage): Promise<boolean> {
     try {
+      if (page.messages.length === 0 && page.rejected.length === 0) return true;
+      if (this.#deliver) {
+        await this.#deliver(page);
+        return true;
+      }
       if (page.messages.length > 0) this.emit('batch', page.messages, page.sizes);
       if (page.rejected.length > 0) this.emit('rejected', page.rejected);
+      return true;
     } catch (err) {
       this.emit('warning', toMrpError(err));
+      return !this.#deliver;
     }
   }
 
@@ -219,8 +237,10 @@ export class Poller extends TypedEmitter<PollerEvents> {
         authFailures = 0;
         this.#backoff.reset();
         const empty = page.messages.length === 0 && page.rejected.length === 0;
-        this.#hand(page);
-        this.#takes?.end();
+        // The take closes once the page is journaled; if the hand-off failed it stays open and
+        // the window is looked at again (or at the next start, if this one is stopping).
+        if (await this.#hand(page)) this.#takes?.end();
+        else lost = { at: started, waitSeconds: wait, until: this.#clock.now() };
         if (empty && wait > 0 && this.#clock.now() - started < (wait - 1) * 1000 && this.#running) {
           // An empty answer long before the wait ran out: this relay ignores `wait`.
           this.#waitSeconds = 0;

@@ -17,6 +17,14 @@ import { TypedEmitter } from '../core/emitter.js';
 import { MrpError, NetworkError, OutcomeUnknownError, type RelayError } from '../core/errors.js';
 import { CLOSE_CODES, TIMING } from '../protocol/constants.js';
 import { relayErrorFromFrame } from '../protocol/envelope.js';
+import {
+  type EncodedSend,
+  encodeAckFrame,
+  encodeAuthFrame,
+  encodePingFrame,
+  encodePongFrame,
+  encodeSendFrame,
+} from '../protocol/frames.js';
 import { readServerFrame, type RejectedMessage } from '../protocol/inbound.js';
 import { authFrame, type Keypair } from '../protocol/signing.js';
 import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
@@ -193,7 +201,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.#heartbeat = new Heartbeat(
       this.#clock,
       {
-        ping: () => this.#sendRaw({ type: 'ping', ts: this.#clock.now() }),
+        ping: () => this.#sendText(encodePingFrame(this.#clock.now())),
         dead: () => {
           this.#zombie = true;
           this.#ws?.terminate();
@@ -241,22 +249,24 @@ export class Session extends TypedEmitter<SessionEvents> {
     });
   }
 
-  /** Inline send (§5.4). Fails fast when not connected; a drop before the answer is OutcomeUnknownError. */
-  send(request: SendRequest, options: { timeoutMs?: number } = {}): Promise<SendResponse> {
+  /**
+   * Inline send (§5.4). Fails fast when not connected; a drop before the answer is
+   * OutcomeUnknownError. An `EncodedSend`'s body goes out as its exact text.
+   */
+  send(request: SendRequest | EncodedSend, options: { timeoutMs?: number } = {}): Promise<SendResponse> {
     if (this.#status !== 'ready' || !this.#ws) {
       return Promise.reject(new NetworkError('not connected to the relay', { code: 'not_connected' }));
     }
     const id = `${this.#idPrefix}-${++this.#nextId}`;
     const answer = this.#pending.add(id, options.timeoutMs ?? this.#o.sendTimeoutMs, 'inline send');
-    const fields = JSON.stringify(request);
-    this.#sendText(`{"type":"send","request_id":"${id}"${fields.length > 2 ? `,${fields.slice(1)}` : '}'}`);
+    this.#sendText(encodeSendFrame(id, request));
     return answer;
   }
 
   /** Acknowledges a message (§5.3); false when not connected (the relay will offer it again). */
   ack(messageId: string): boolean {
     if (this.#status !== 'ready') return false;
-    return this.#sendText(`{"type":"ack","message_id":${JSON.stringify(messageId)}}`);
+    return this.#sendText(encodeAckFrame(messageId));
   }
 
   /** Closes with 1000 and stops reconnecting. */
@@ -278,10 +288,6 @@ export class Session extends TypedEmitter<SessionEvents> {
     if (this.#status === status) return;
     this.#status = status;
     this.emit('status', status);
-  }
-
-  #sendRaw(frame: Record<string, unknown>): boolean {
-    return this.#sendText(JSON.stringify(frame));
   }
 
   #sendText(text: string): boolean {
@@ -309,7 +315,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     ws.on('open', () => {
       try {
         this.#setStatus('authenticating');
-        this.#sendRaw(authFrame(this.#o.keypair, this.#clock.now()));
+        this.#sendText(encodeAuthFrame(authFrame(this.#o.keypair, this.#clock.now())));
         this.#timers.auth = this.#clock.setTimeout(() => {
           if (this.#status === 'authenticating') ws.close(CLOSE_CODES.authFailed, 'no auth_result');
         }, this.#o.authTimeoutMs);
@@ -391,7 +397,7 @@ export class Session extends TypedEmitter<SessionEvents> {
         this.emit('warning', relayErrorFromFrame(frame.error));
         return;
       case 'ping':
-        this.#sendRaw(frame.ts === undefined ? { type: 'pong' } : { type: 'pong', ts: frame.ts });
+        this.#sendText(encodePongFrame(frame.ts));
         return;
       case 'pong':
         return;

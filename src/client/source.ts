@@ -1,78 +1,199 @@
 /**
- * Where a runtime's messages come from: a WebSocket session or a poller behind one interface,
- * plus the one way out (`send`): an inline WebSocket send when connected, HTTP otherwise.
+ * Where a runtime's messages come from, behind one interface the runtime uses without knowing
+ * the transport: a source hands over batches through `deliver` and learns when they are
+ * journaled; it reports its `status`; it is the way out for acks and sends. Everything that
+ * depends on the transport — reconnecting, catching up on what was left on the relay while the
+ * consumer was full, recovering a poll whose answer was lost — happens inside the source.
+ *
+ * Two implementations live here: `WebSocketSource` (pushes, acks, inline sends) and `PollSource`
+ * (long polls, each noted before it is sent). A webhook source (an HTTP server) or a fleet
+ * source is written against the same contract, with no change to the runtime; see
+ * `MessageSource` for what each must do.
  */
 import { sleep } from '../core/async.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import type { MrpError } from '../core/errors.js';
+import { type MrpError, toMrpError } from '../core/errors.js';
+import { LIMITS } from '../protocol/constants.js';
+import type { EncodedSend } from '../protocol/frames.js';
 import type { RejectedMessage } from '../protocol/inbound.js';
+import type { Message, SendResponse } from '../protocol/types.js';
+import type { PollPage, RelayClient } from './http.js';
+import { Poller, type PollerOptions } from './poller.js';
+import { Session, type SessionOptions, type SessionStatus } from './session.js';
 
 /** A poll that was in flight when the previous run died: when it was sent (local clock) and its wait. */
 export interface OpenTake {
   at: number;
   waitSeconds: number;
 }
-import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
-import type { RelayClient } from './http.js';
-import { Poller, type PollerOptions, type TakeLog } from './poller.js';
-import { Session, type SessionOptions } from './session.js';
+
+/**
+ * Where a source stands:
+ * - `idle`: not started;
+ * - `connecting`: starting, nothing received from the relay yet;
+ * - `ready`: messages flow;
+ * - `degraded`: the connection is lost or failing and is being retried (nothing flows meanwhile);
+ * - `draining`: `stopIntake()` was called — nothing new is taken (a webhook source answers 503),
+ *   the way out (`ack`, `send`) still works;
+ * - `stopped`: closed, or given up after a fatal error.
+ */
+export type SourceStatus = 'idle' | 'connecting' | 'ready' | 'degraded' | 'draining' | 'stopped';
+
+/** What a source hands over in one go, oldest first. */
+export interface Batch {
+  messages: Message[];
+  /** The size of each message's text, when known (memory budgets). */
+  sizes?: number[];
+  /**
+   * Entries delivered that cannot be handed to a handler (too deep, malformed). Those with an
+   * identity are answered with an `invalid_message` error reply and acknowledged like any other.
+   */
+  rejected?: RejectedMessage[];
+  /**
+   * The relay already counts these as delivered and will not offer them again by itself (a poll
+   * marked them so): the consumer keeps every one — journaled even when full or stopping — and
+   * never declines any. `false` when a message left unacknowledged comes again anyway (a
+   * WebSocket push, a webhook delivery not answered 200): the consumer may then decline it.
+   */
+  taken: boolean;
+}
+
+/** What `deliver` resolves to. */
+export interface DeliveryReceipt {
+  /**
+   * Messages of the batch the consumer did not take (full, or stopping); never any for a taken
+   * batch. They are not journaled: leave them on the relay — a WebSocket source fetches them once
+   * the consumer has room, a webhook source answers 503 so the relay tries again.
+   */
+  declined: number;
+}
+
+/** The runtime side of a source: where batches go, and how much room there is. */
+export interface SourceConsumer {
+  /**
+   * Hands a batch over. Resolves once every message of it the consumer kept is journaled (on
+   * disk; synced with `--fsync`), including messages it already had: only then may a source tell
+   * the relay the batch is safe (answer a webhook 200, close a poll's take). Rejects when they
+   * cannot be journaled because the consumer is stopping (the journal closed first): treat the
+   * batch as not received.
+   */
+  deliver(batch: Batch): Promise<DeliveryReceipt>;
+  /** How many more messages the consumer can take now (0: take nothing until `wake()`). */
+  capacity(): number;
+  /**
+   * Whether at most half of the consumer's budgets are in use: the moment for a source that left
+   * messages on the relay while the consumer was full to fetch them (not sooner, or it would
+   * fetch one message at a time).
+   */
+  hasRoom(): boolean;
+}
 
 export interface SourceEvents extends Record<string, unknown[]> {
-  /** Messages to handle, oldest first, with the size of each one's text when known. */
-  messages: [messages: Message[], sizes?: number[]];
-  /**
-   * Messages delivered that cannot be handed over (too deep, malformed). Those with an identity
-   * must be answered and acknowledged like any other; the rest can only be reported.
-   */
-  rejected: [RejectedMessage[]];
+  status: [SourceStatus];
+  /** First attempt to reach the relay (reconnects are announced by `disconnected`). */
   connecting: [];
   connected: [{ reconnected: boolean; detail: string }];
   disconnected: [{ explanation: string; willReconnect: boolean; delayMs: number; code?: number }];
   warning: [MrpError];
+  /** The source gave up (repeated auth failures, a suspended agent): the consumer stops. */
   fatal: [MrpError];
 }
 
+/**
+ * A source of messages for a runtime. The contract, for whoever writes one:
+ *
+ * - **Hand-off.** `start(consumer)` begins intake; every message goes to `consumer.deliver(batch)`,
+ *   in the order received. A source must not tell its relay a message is safe before `deliver`
+ *   resolved: a webhook source answers `200` only then (`503` when the receipt declines it or
+ *   `deliver` rejects), a poll source closes its take only then. `deliver` never needs to be
+ *   serialised by the source, but a source that wants order across batches awaits each one.
+ * - **Taken or not.** A batch is `taken` when the relay will not offer it again by itself;
+ *   otherwise the consumer may decline messages (`DeliveryReceipt.declined`), which stay on the
+ *   relay. A source that can fetch them later (WebSocket: a catch-up poll) does so when
+ *   `consumer.hasRoom()` after `wake()`; one that cannot (webhook) lets the relay retry.
+ * - **Flow control.** `consumer.capacity()` says how many more messages fit; `wake()` is called
+ *   whenever room frees up. A source with nothing to fetch may ignore both.
+ * - **Status.** `status` and the `status` event follow `SourceStatus`; `connecting`,
+ *   `connected`, `disconnected` describe the transport for people; `fatal` makes the consumer
+ *   stop. Listeners may be called synchronously from `start()`.
+ * - **Draining.** `stopIntake()` stops taking messages (a webhook source keeps listening and
+ *   answers `503`; a poll source cancels its poll and settles what it may have taken); `ack` and
+ *   `send` keep working until `close()`, which releases everything.
+ * - **The way out.** `ack(id)` tells the relay a message is handled (a no-op where taking it
+ *   already did); `send(request)` sends an encoded message (its `body_json` verbatim) by whatever
+ *   path the source has (inline over the socket, HTTP). A lost answer is `OutcomeUnknownError`.
+ */
 export interface MessageSource extends TypedEmitter<SourceEvents> {
-  readonly kind: 'websocket' | 'poll';
-  start(): void;
+  readonly status: SourceStatus;
+  start(consumer: SourceConsumer): void;
   /** Stops taking messages; the way out (`send`, `ack`) keeps working until `close`. */
   stopIntake(): Promise<void>;
-  /** Releases the connection. */
+  /** Releases the connection (or server). */
   close(): Promise<void>;
-  /** Tells the relay a message is handled (§5.3). A poll already marked it delivered. */
+  /** Tells the relay a message is handled (§5.3). */
   ack(messageId: string): void;
-  /** Sends a message: inline over the socket when connected, else over HTTP. */
-  send(request: SendRequest): Promise<SendResponse>;
-  /** The consumer has room again (poll mode fetches more; WebSocket mode reads pushes again). */
+  /** Sends one message, its encoded body verbatim. */
+  send(request: EncodedSend): Promise<SendResponse>;
+  /** The consumer has room again. */
   wake(): void;
-  /**
-   * The consumer has no room: take nothing more until `wake()`. Messages not taken stay on the
-   * relay (unacked); the consumer fetches them later.
-   */
-  hold?(): void;
 }
 
-export class WebSocketSource extends TypedEmitter<SourceEvents> implements MessageSource {
-  readonly kind = 'websocket';
+/** A source's status bookkeeping (shared by the implementations here). */
+abstract class BaseSource extends TypedEmitter<SourceEvents> {
+  #status: SourceStatus = 'idle';
+  protected consumer: SourceConsumer | undefined;
+
+  get status(): SourceStatus {
+    return this.#status;
+  }
+
+  protected setStatus(status: SourceStatus): void {
+    if (this.#status === status || this.#status === 'stopped') return;
+    // Draining is left only for stopped: reconnects meanwhile are not "ready" for new work.
+    if (this.#status === 'draining' && status !== 'stopped') return;
+    this.#status = status;
+    this.emit('status', status);
+  }
+
+  /** Hands a batch over; a consumer failure is a warning, never a crash of the transport. */
+  protected async handOver(batch: Batch): Promise<DeliveryReceipt> {
+    const consumer = this.consumer;
+    if (!consumer) return { declined: batch.messages.length };
+    return consumer.deliver(batch);
+  }
+}
+
+/**
+ * Messages pushed over a WebSocket session (§5.3), acked over it, replies sent inline while
+ * connected. When the consumer declines pushes (full), later pushes are skipped unread and the
+ * source catches up with polls once the consumer has room; a new connection brings the whole
+ * backlog again, so that also ends a catch-up.
+ */
+export class WebSocketSource extends BaseSource implements MessageSource {
   readonly session: Session;
   readonly #client: RelayClient;
   #intake = true;
+  /** Messages were left on the relay while the consumer was full: fetch them when there is room. */
+  #overflowed = false;
+  /** The catch-up in progress, if any (`stopIntake` waits for it: a poll took its messages). */
+  #catchingUp: Promise<void> | undefined;
 
   constructor(client: RelayClient, options: Omit<SessionOptions, 'url' | 'keypair'> = {}) {
     super();
     this.#client = client;
     this.session = new Session({ ...options, url: client.wsUrl, keypair: client.keypair });
-    // Reconnects are announced by `disconnected` (with their delay); this is the first attempt.
-    this.session.on('status', (s) => {
-      if (s === 'connecting') this.emit('connecting');
+    this.session.on('status', (s) => this.#onSessionStatus(s));
+    this.session.on('ready', ({ reconnected }) => {
+      // A new connection brings the whole backlog again, overflow included.
+      this.#overflowed = false;
+      this.emit('connected', { reconnected, detail: client.wsUrl });
     });
-    this.session.on('ready', ({ reconnected }) => this.emit('connected', { reconnected, detail: client.wsUrl }));
     this.session.on('message', (m, bytes) => {
-      if (this.#intake) this.emit('messages', [m], [bytes]);
+      if (this.#intake) this.#push({ messages: [m], sizes: [bytes], taken: false });
     });
     this.session.on('rejected', (r) => {
-      if (this.#intake) this.emit('rejected', [r]);
+      if (this.#intake) this.#push({ messages: [], rejected: [r], taken: false });
     });
     this.session.on('disconnect', (d) =>
       this.emit('disconnected', { explanation: d.explanation, willReconnect: d.willReconnect, delayMs: d.delayMs, code: d.code }),
@@ -81,12 +202,40 @@ export class WebSocketSource extends TypedEmitter<SourceEvents> implements Messa
     this.session.on('fatal', (e) => this.emit('fatal', e));
   }
 
-  start(): void {
+  #onSessionStatus(s: SessionStatus): void {
+    if (s === 'connecting') {
+      // Reconnects are announced by `disconnected` (with their delay); this is the first attempt.
+      this.setStatus('connecting');
+      this.emit('connecting');
+    } else if (s === 'ready') this.setStatus('ready');
+    else if (s === 'reconnecting') this.setStatus('degraded');
+    else if (s === 'closed') this.setStatus('stopped');
+  }
+
+  #push(batch: Batch): void {
+    if (!this.consumer) return;
+    this.consumer.deliver(batch).then(
+      (receipt) => {
+        if (receipt.declined > 0) {
+          // Full: leave them unacked on the relay, skip further pushes unread, fetch them later.
+          this.#overflowed = true;
+          this.session.dropMessages = true;
+        }
+      },
+      // Not journaled (stopping): unacked, so the relay offers it again on the next connection.
+      () => undefined,
+    );
+  }
+
+  start(consumer: SourceConsumer): void {
+    this.consumer = consumer;
     this.session.start();
   }
 
   async stopIntake(): Promise<void> {
     this.#intake = false;
+    this.setStatus('draining');
+    await this.#catchingUp;
   }
 
   close(): Promise<void> {
@@ -97,26 +246,51 @@ export class WebSocketSource extends TypedEmitter<SourceEvents> implements Messa
     this.session.ack(messageId);
   }
 
-  send(request: SendRequest): Promise<SendResponse> {
+  send(request: EncodedSend): Promise<SendResponse> {
     return this.session.status === 'ready' ? this.session.send(request) : this.#client.send(request);
   }
 
   wake(): void {
     this.session.dropMessages = false;
+    if (this.#overflowed && !this.#catchingUp && this.consumer?.hasRoom()) {
+      this.#catchingUp = this.#catchUp().finally(() => (this.#catchingUp = undefined));
+    }
   }
 
-  hold(): void {
-    this.session.dropMessages = true;
+  /** Fetches what was left on the relay while the consumer was full (a poll marks it delivered: taken). */
+  async #catchUp(): Promise<void> {
+    while (this.#overflowed && this.#intake && this.consumer?.hasRoom()) {
+      this.#overflowed = false;
+      try {
+        const limit = Math.max(1, Math.min(LIMITS.pollLimitMax, this.consumer.capacity()));
+        const page = await this.#client.poll({ limit });
+        await this.handOver({ messages: page.messages, sizes: page.sizes, rejected: page.rejected, taken: true });
+        if (page.has_more) this.#overflowed = true;
+      } catch (err) {
+        this.#overflowed = true;
+        this.emit('warning', toMrpError(err));
+        return;
+      }
+    }
   }
 }
 
-export class PollSource extends TypedEmitter<SourceEvents> implements MessageSource {
-  readonly kind = 'poll';
+export interface PollSourceOptions extends Omit<PollerOptions, 'client' | 'deliver'> {
+  clock?: Clock;
+  /** The poll the previous run had in flight when it died (from the journal), if any. */
+  openTake?: OpenTake;
+}
+
+/**
+ * Long polls (§3.6). A poll marks what it returns delivered, so each batch is `taken` and the
+ * poll's take (noted in the journal before it is sent) is closed only after `deliver` resolved.
+ */
+export class PollSource extends BaseSource implements MessageSource {
   readonly poller: Poller;
   readonly #client: RelayClient;
   readonly #clock: Clock;
   readonly #openTake: OpenTake | undefined;
-  readonly #takes: TakeLog | undefined;
+  readonly #takes: PollerOptions['takes'];
   #connected = false;
   #stopped = false;
 
@@ -124,37 +298,52 @@ export class PollSource extends TypedEmitter<SourceEvents> implements MessageSou
    * `takes`: where each poll in flight is noted (the journal). `openTake`: the poll the previous
    * run had in flight when it died, if any; only the messages the relay delivered within that
    * poll's window are fetched again before polling starts (the consumer skips those it already
-   * has). Messages `recv` or `tail --ack` took at other times are never touched.
+   * has). Messages `recv` or `tail --ack` took at other times are never touched. `capacity`
+   * defaults to the consumer's.
    */
-  constructor(client: RelayClient, options: Omit<PollerOptions, 'client'> & { clock?: Clock; openTake?: OpenTake } = {}) {
+  constructor(client: RelayClient, options: PollSourceOptions = {}) {
     super();
     this.#client = client;
     this.#clock = options.clock ?? systemClock;
     this.#openTake = options.openTake;
     this.#takes = options.takes;
-    this.poller = new Poller({ ...options, clock: this.#clock, client });
-    this.poller.on('batch', (messages, sizes) => {
-      this.#markConnected();
-      this.emit('messages', messages, sizes);
+    const { openTake: _openTake, ...pollerOptions } = options;
+    this.poller = new Poller({
+      ...pollerOptions,
+      clock: this.#clock,
+      client,
+      capacity: options.capacity ?? (() => this.consumer?.capacity() ?? 0),
+      deliver: (page) => this.#deliver(page),
     });
-    this.poller.on('rejected', (rejected) => this.emit('rejected', rejected));
     this.poller.on('retry', ({ error, delayMs }) => {
       this.#connected = false;
+      this.setStatus('degraded');
       this.emit('disconnected', { explanation: error.message, willReconnect: true, delayMs });
     });
     this.poller.on('recovered', () => this.#markConnected());
     this.poller.on('mode', (mode) => this.emit('connected', { reconnected: this.#connected, detail: `poll (${mode})` }));
     this.poller.on('warning', (e) => this.emit('warning', e));
-    this.poller.on('fatal', (e) => this.emit('fatal', e));
+    this.poller.on('fatal', (e) => {
+      this.setStatus('stopped');
+      this.emit('fatal', e);
+    });
+  }
+
+  async #deliver(page: PollPage): Promise<void> {
+    if (page.messages.length > 0) this.#markConnected();
+    await this.handOver({ messages: page.messages, sizes: page.sizes, rejected: page.rejected, taken: true });
   }
 
   #markConnected(): void {
     if (this.#connected) return;
     this.#connected = true;
+    this.setStatus('ready');
     this.emit('connected', { reconnected: false, detail: `poll (${this.poller.mode})` });
   }
 
-  start(): void {
+  start(consumer: SourceConsumer): void {
+    this.consumer = consumer;
+    this.setStatus('connecting');
     this.emit('connecting');
     void this.#begin();
   }
@@ -179,18 +368,20 @@ export class PollSource extends TypedEmitter<SourceEvents> implements MessageSou
 
   stopIntake(): Promise<void> {
     this.#stopped = true;
+    this.setStatus('draining');
     return this.poller.stop();
   }
 
   async close(): Promise<void> {
     await this.poller.stop();
+    this.setStatus('stopped');
   }
 
   ack(): void {
     // A poll marks what it returns delivered (§3.6); there is nothing to acknowledge.
   }
 
-  send(request: SendRequest): Promise<SendResponse> {
+  send(request: EncodedSend): Promise<SendResponse> {
     return this.#client.send(request);
   }
 

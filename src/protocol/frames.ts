@@ -2,7 +2,8 @@
  * WebSocket frame codec (spec §5), both directions, pure: text in, typed frame out, or a
  * FrameParseError that says exactly what was wrong so each side can answer as §5 prescribes
  * (unparseable → close 4000, unknown type → error frame, malformed auth → auth_result error,
- * malformed send → send_result error).
+ * malformed send → send_result error). The client's way out is encoded here too (see the
+ * encoders at the end): every frame a client writes and the `POST /v1/messages` body.
  */
 import { ProtocolError } from '../core/errors.js';
 import { LIMITS, MESSAGE_STATUSES } from './constants.js';
@@ -19,6 +20,7 @@ import type {
   MessageStatus,
   PingFrame,
   PongFrame,
+  SendRequest,
   SendResultFrame,
   ServerFrame,
 } from './types.js';
@@ -293,4 +295,87 @@ export function parseServerFrame(text: string): ServerFrame {
     default:
       throw new FrameParseError('unknown_type', `unknown frame type "${type}"`, { frameType: type });
   }
+}
+
+// ── Client → relay encoders ─────────────────────────────────────────────────────────────────────
+//
+// Every frame a client writes, and the `POST /v1/messages` body, is built here and nowhere else.
+// A body travels as the exact JSON text it was encoded to (`EncodedSend.body_json`): once a reply
+// is sealed and journaled, every (re)send carries those very bytes, never a re-serialisation.
+
+/**
+ * A send whose body is already encoded: `body_json` is the exact JSON text of the body (plain, or
+ * a sealed envelope) and is written verbatim. It must be one complete JSON value — whoever builds
+ * an `EncodedSend` (the message codec) guarantees that; the encoders below do not re-check it.
+ */
+export interface EncodedSend {
+  recipient_key: string;
+  content_type: string;
+  body_json: string;
+  attachments?: Attachment[];
+  thread_id?: string | null;
+  in_reply_to?: string | null;
+  expires_in?: number;
+  metadata?: JsonObject;
+}
+
+/** True for an `EncodedSend` (its body is text), false for a `SendRequest` (its body is a value). */
+export function isEncodedSend(request: SendRequest | EncodedSend): request is EncodedSend {
+  return typeof (request as Partial<EncodedSend>).body_json === 'string';
+}
+
+/**
+ * `,"name":value` for each present member after the body, in the order of §3.6. Written with one
+ * `JSON.stringify` per member so a body never goes through it.
+ */
+function sendTail(request: EncodedSend): string {
+  let out = '';
+  if (request.attachments !== undefined) out += `,"attachments":${JSON.stringify(request.attachments)}`;
+  if (request.thread_id !== undefined) out += `,"thread_id":${JSON.stringify(request.thread_id)}`;
+  if (request.in_reply_to !== undefined) out += `,"in_reply_to":${JSON.stringify(request.in_reply_to)}`;
+  if (request.expires_in !== undefined) out += `,"expires_in":${JSON.stringify(request.expires_in)}`;
+  if (request.metadata !== undefined) out += `,"metadata":${JSON.stringify(request.metadata)}`;
+  return out;
+}
+
+function sendMembers(request: SendRequest | EncodedSend): string {
+  if (!isEncodedSend(request)) {
+    const text = JSON.stringify(request);
+    return text.length > 2 ? text.slice(1, -1) : '';
+  }
+  return (
+    `"recipient_key":${JSON.stringify(request.recipient_key)},"content_type":${JSON.stringify(request.content_type)},` +
+    `"body":${request.body_json}${sendTail(request)}`
+  );
+}
+
+/** The `POST /v1/messages` body (§3.6). An encoded body is written verbatim. */
+export function encodeSendRequest(request: SendRequest | EncodedSend): string {
+  return `{${sendMembers(request)}}`;
+}
+
+/** An inline `send` frame (§5.4): the send request's members after `type` and `request_id`. */
+export function encodeSendFrame(requestId: string, request: SendRequest | EncodedSend): string {
+  const members = sendMembers(request);
+  return `{"type":"send","request_id":${JSON.stringify(requestId)}${members ? `,${members}` : ''}}`;
+}
+
+/** The `auth` frame (§5.1); build its fields with `authFrame()` from signing.ts. */
+export function encodeAuthFrame(frame: AuthFrame): string {
+  return JSON.stringify({ type: 'auth', public_key: frame.public_key, timestamp: frame.timestamp, signature: frame.signature } satisfies AuthFrame);
+}
+
+/** An `ack` frame (§5.3). */
+export function encodeAckFrame(messageId: string): string {
+  return `{"type":"ack","message_id":${JSON.stringify(messageId)}}`;
+}
+
+/** A JSON `ping` frame (§5.5); `ts` is echoed by the relay's `pong`. */
+export function encodePingFrame(ts?: JsonValue): string {
+  return JSON.stringify(ts === undefined ? ({ type: 'ping' } satisfies PingFrame) : ({ type: 'ping', ts } satisfies PingFrame));
+}
+
+/** A `pong` frame answering a relay `ping`, echoing its `ts` when it had one. */
+export function encodePongFrame(ts?: JsonValue): string {
+  return JSON.stringify(ts === undefined ? ({ type: 'pong' } satisfies PongFrame) : ({ type: 'pong', ts } satisfies PongFrame));
 }

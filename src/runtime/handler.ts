@@ -24,6 +24,11 @@ export interface SendOptions {
   /** Time to live in seconds. */
   ttl?: number;
   metadata?: Record<string, JsonValue>;
+  /**
+   * Seal the body end-to-end for the recipient. The runner's message codec must be able to (the
+   * default one cannot: the send then fails with `encryption_unavailable`, never goes out plain).
+   */
+  encrypt?: boolean;
 }
 
 export interface HandlerContext {
@@ -34,6 +39,11 @@ export interface HandlerContext {
   readonly log: HandlerLogger;
   /** True when this message was seen before (a crash interrupted its handling). */
   readonly redelivered: boolean;
+  /**
+   * True when the message arrived end-to-end encrypted (the handler sees it opened, and replies
+   * to it are sealed for its sender automatically). Always false with the default codec.
+   */
+  readonly encrypted: boolean;
   /** Sends a threaded reply now (in addition to whatever the handler returns). */
   reply(body: JsonValue, options?: { contentType?: string }): Promise<SendResponse>;
   /** Sends a new message to a public key (or a contact name, under `mrp run`). */

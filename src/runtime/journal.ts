@@ -27,15 +27,48 @@ import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, ConfigError, MrpError } from '../core/errors.js';
+import type { EncodedSend } from '../protocol/frames.js';
 import type { JsonValue, Message } from '../protocol/types.js';
 import { ExpiringIdSet, hash64, hashHex, parseHashHex } from './idset.js';
 
-/** The reply a finished handler asked for (`null`: no reply). */
-export interface PlannedReply {
-  body: JsonValue;
-  content_type: string;
+/**
+ * The reply a finished handler asked for (`null`: no reply), already sealed: `request` is exactly
+ * what is sent, and sent again after a crash (its body is never encoded a second time).
+ */
+export interface JournaledReply {
+  request: EncodedSend;
   /** How the handler ended. */
   outcome: 'ok' | 'error' | 'timeout';
+  /** For error replies: the code and message the body carries (for reports). */
+  error?: { code: string; message: string };
+}
+
+/** A `handled` record written before replies were sealed: the body as a value. */
+interface LegacyReply {
+  body: JsonValue;
+  content_type: string;
+  outcome: 'ok' | 'error' | 'timeout';
+}
+
+/**
+ * An older journal's reply as a sealed one: it was always sent as plain JSON, threaded to its
+ * message, so that is what it becomes.
+ */
+function upgradeReply(reply: JournaledReply | LegacyReply | null, message: Message): JournaledReply | null {
+  if (reply === null || 'request' in reply) return reply;
+  const out: JournaledReply = {
+    request: {
+      recipient_key: message.sender_key,
+      content_type: reply.content_type,
+      body_json: JSON.stringify(reply.body),
+      in_reply_to: message.message_id,
+      thread_id: message.thread_id ?? message.message_id,
+    },
+    outcome: reply.outcome,
+  };
+  const error = (reply.body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+  if (reply.outcome !== 'ok' && typeof error?.code === 'string') out.error = { code: error.code, message: String(error.message ?? '') };
+  return out;
 }
 
 export type EntryState = 'received' | 'handled' | 'replied';
@@ -44,7 +77,7 @@ export interface JournalEntry {
   id: string;
   message: Message;
   state: EntryState;
-  reply?: PlannedReply | null;
+  reply?: JournaledReply | null;
   replyId?: string;
   /** Unix ms after which the relay can no longer redeliver this message. */
   expiresAt: number;
@@ -95,7 +128,7 @@ type Line =
   | { k: 'aborted'; id: string; n?: number }
   | { k: 'take'; at: number; wait: number }
   | { k: 'taken' }
-  | { k: 'handled'; id: string; reply: PlannedReply | null }
+  | { k: 'handled'; id: string; reply: JournaledReply | LegacyReply | null }
   | { k: 'replied'; id: string; to: string }
   | { k: 'done'; id: string; until: number }
   /** A done id kept across compactions, as its 64-bit hash. */
@@ -120,6 +153,7 @@ export interface JournalOptions {
 }
 
 const DAY = 86_400_000;
+const RESOLVED = Promise.resolve();
 const MAX_TTL_MS = 30 * DAY;
 
 export const JOURNAL_DEFAULTS = { minRetentionMs: 7 * DAY, maxDone: 2_000_000 } as const;
@@ -159,6 +193,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
   /** Written but not yet synced, for waiters who need the sync. */
   #unsynced = false;
   #waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
+  /** The promise `durable()` hands out until the next successful write (it is among `#waiters`). */
+  #barrier: Promise<void> | undefined;
   #durable = false;
   #scheduled = false;
   #retryTimer: Timer | undefined;
@@ -260,7 +296,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
         }
         case 'handled': {
           const e = this.#live.get(line.id);
-          if (e) Object.assign(e, { state: 'handled', reply: line.reply });
+          if (e) Object.assign(e, { state: 'handled', reply: upgradeReply(line.reply, e.message) });
           break;
         }
         case 'replied': {
@@ -370,8 +406,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
     void this.#append({ k: 'aborted', id }, false);
   }
 
-  /** Records the handler's result (the reply to send); resolves once it is on disk. */
-  handled(id: string, reply: PlannedReply | null): Promise<void> {
+  /** Records the handler's result (the sealed reply to send); resolves once it is on disk. */
+  handled(id: string, reply: JournaledReply | null): Promise<void> {
     const e = this.#live.get(id);
     if (e) Object.assign(e, { state: 'handled', reply });
     return this.#append({ k: 'handled', id, reply }, true);
@@ -420,12 +456,31 @@ export class Journal extends TypedEmitter<JournalEvents> {
     if (this.#closed) return durable ? Promise.reject(new AbortError('the journal is closed')) : Promise.resolve();
     this.#buffer.push(`${JSON.stringify(line)}\n`);
     this.#durable ||= durable;
+    this.#schedule();
+    if (!durable) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+  }
+
+  #schedule(): void {
     if (!this.#scheduled && this.#retryTimer === undefined) {
       this.#scheduled = true;
       setImmediate(() => this.flush());
     }
-    if (!durable) return Promise.resolve();
-    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Resolves once every record made so far is written (and synced, with `fsync`) — a barrier for
+   * whoever must not say "safe" before then (a source answering its relay). Rejects when the
+   * journal closes first.
+   */
+  durable(): Promise<void> {
+    if (this.#closed) return Promise.reject(new AbortError('the journal is closed'));
+    if (this.#buffer.length === 0 && this.#unwritten === undefined && this.#retryTimer === undefined && this.#fd >= 0) return RESOLVED;
+    this.#durable = true;
+    this.#schedule();
+    // Everyone asking before the next successful write shares one promise.
+    this.#barrier ??= new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    return this.#barrier;
   }
 
   /**
@@ -472,6 +527,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
       return;
     }
     this.#waiters = [];
+    this.#barrier = undefined;
     this.#durable = false;
     this.#healthy();
     for (const w of waiters) w.resolve();

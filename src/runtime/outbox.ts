@@ -3,6 +3,10 @@
  * (429 + Retry-After, X-RateLimit-Remaining: 0) instead of failing, retries transient failures
  * with backoff, and never sends a reply twice: when a send's outcome is unknown (the connection
  * dropped before the answer) it first looks in the thread for a reply it already made.
+ *
+ * It only ever handles encoded sends (`EncodedSend`: the body is the exact JSON text the codec
+ * produced, sealed or plain). Every attempt sends those bytes, and the thread check compares them
+ * with the body text the relay holds: nothing here encodes a body again.
  */
 import { sleep } from '../core/async.js';
 import { Backoff } from '../core/backoff.js';
@@ -11,7 +15,8 @@ import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError, OutcomeUnknownError, ProtocolError, RelayError, toMrpError } from '../core/errors.js';
 import type { RelayClient } from '../client/http.js';
 import { LIMITS } from '../protocol/constants.js';
-import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
+import type { EncodedSend } from '../protocol/frames.js';
+import type { Message, SendResponse } from '../protocol/types.js';
 
 /**
  * Most thread pages read when looking for an already-sent reply: 100,000 pages of 100 is ten
@@ -21,7 +26,7 @@ import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
 export const MAX_THREAD_PAGES = 100_000;
 
 export interface OutboxEvents extends Record<string, unknown[]> {
-  retry: [{ request: SendRequest; error: MrpError; delayMs: number; attempt: number }];
+  retry: [{ request: EncodedSend; error: MrpError; delayMs: number; attempt: number }];
 }
 
 /** Where to look for a send whose outcome is unknown: the thread it belongs to. */
@@ -32,8 +37,8 @@ export interface ReplyKey {
 }
 
 export interface OutboxOptions {
-  /** Sends one message (inline when connected, HTTP otherwise). */
-  send(request: SendRequest): Promise<SendResponse>;
+  /** Sends one message (inline when connected, HTTP otherwise), its body text verbatim. */
+  send(request: EncodedSend): Promise<SendResponse>;
   client: RelayClient;
   clock?: Clock;
 }
@@ -48,7 +53,7 @@ function isPermanent(err: MrpError): boolean {
 }
 
 export class Outbox extends TypedEmitter<OutboxEvents> {
-  readonly #send: (request: SendRequest) => Promise<SendResponse>;
+  readonly #send: (request: EncodedSend) => Promise<SendResponse>;
   readonly #client: RelayClient;
   readonly #clock: Clock;
   readonly #closing = new AbortController();
@@ -67,7 +72,7 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
   }
 
   /** Sends `request`, retrying until it is accepted or fails for good. */
-  async send(request: SendRequest, reply?: ReplyKey): Promise<SendResponse> {
+  async send(request: EncodedSend, reply?: ReplyKey): Promise<SendResponse> {
     this.#pending++;
     try {
       return await this.#deliver(request, reply);
@@ -76,7 +81,7 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
     }
   }
 
-  async #deliver(request: SendRequest, reply: ReplyKey | undefined): Promise<SendResponse> {
+  async #deliver(request: EncodedSend, reply: ReplyKey | undefined): Promise<SendResponse> {
     const backoff = new Backoff();
     let unknown = reply?.checkFirst === true;
     for (let attempt = 1; ; attempt++) {
@@ -123,26 +128,36 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
    * already sent by this agent. Matching the body keeps a handler's `ctx.reply()` progress
    * messages from being mistaken for its final reply.
    *
+   * The body is compared as text: the journaled `body_json` against the body's source text in
+   * the relay's answer (our relay stores and forwards bodies verbatim). A relay that re-formats
+   * bodies (whitespace, escapes) is still matched by value: the two texts parsed and compared.
+   * Either way what was sent is compared, never a fresh encoding of it.
+   *
    * The whole thread is read, however long: the relay lists a thread oldest first and has no
    * newest-first or "sent by me" filter, and a reply missed because it sits past some page limit
    * would be sent twice. The bound is a relay that stops advancing its cursor (an error, so the
    * check is retried) and `MAX_THREAD_PAGES`, far beyond what rate limits let one relay hold.
    */
-  async #findReply(key: ReplyKey, request: SendRequest): Promise<Message | undefined> {
-    const body = JSON.stringify(request.body ?? null);
-    const contentType = request.content_type ?? 'application/json';
+  async #findReply(key: ReplyKey, request: EncodedSend): Promise<Message | undefined> {
     const parent = request.in_reply_to ?? null;
+    let value: string | undefined;
+    /** The body's value, for relays that re-format body text (parsed once, on demand). */
+    const sameValue = (m: Message): boolean => {
+      value ??= JSON.stringify(JSON.parse(request.body_json));
+      return JSON.stringify(m.body) === value;
+    };
     const seen = new Set<string>();
     let cursor: string | undefined;
     for (let page = 0; page < MAX_THREAD_PAGES; page++) {
-      const res = await this.#client.thread(key.threadId, { limit: LIMITS.threadLimitMax, ...(cursor ? { cursor } : {}) }, this.#closing.signal);
+      const query = { limit: LIMITS.threadLimitMax, ...(cursor ? { cursor } : {}) };
+      const res = await this.#client.thread(key.threadId, query, this.#closing.signal, { bodies: true });
       const hit = res.messages.find(
         (m) =>
           m.sender_key === this.#client.publicKey &&
           m.recipient_key === request.recipient_key &&
           m.in_reply_to === parent &&
-          m.content_type === contentType &&
-          JSON.stringify(m.body) === body,
+          m.content_type === request.content_type &&
+          (res.bodyTexts?.get(m.message_id) === request.body_json || sameValue(m)),
       );
       if (hit) return hit;
       if (!res.has_more || !res.next_cursor) return undefined;

@@ -1,13 +1,38 @@
 /**
  * From a handler's return value to the reply that goes out: the §4.4 threading, the §4.2 error
- * convention, and the limits a reply must meet before it is journaled (JSON, at most 1 MiB, at
- * most `LIMITS.maxJsonDepth` deep). A reply the relay would refuse becomes an error reply with a
- * stable code instead of no reply at all.
+ * convention, the limits a reply must meet before it is journaled (JSON, at most 1 MiB, at most
+ * `LIMITS.maxJsonDepth` deep), and the codec seam. A reply the relay would refuse becomes an
+ * error reply with a stable code instead of no reply at all.
+ *
+ * A reply passes three stages: a *draft* (the body's JSON text, produced once from the handler's
+ * value), then *sealed* by the message codec (once, async), then an `EncodedSend` that is
+ * journaled exactly as it will be sent — and re-sent, byte for byte, after a crash.
  */
+import type { MessageCodec, SealedBody } from '../client/codec.js';
 import { LIMITS } from '../protocol/constants.js';
+import type { EncodedSend } from '../protocol/frames.js';
 import { jsonDepth } from '../protocol/json.js';
 import type { JsonValue, Message, SendRequest } from '../protocol/types.js';
-import type { PlannedReply } from './journal.js';
+import type { JournaledReply } from './journal.js';
+
+export type ReplyOutcome = 'ok' | 'error' | 'timeout';
+
+/** A reply as a value (the shape `planReply` returns; kept for library users). */
+export interface PlannedReply {
+  body: JsonValue;
+  content_type: string;
+  /** How the handler ended. */
+  outcome: ReplyOutcome;
+}
+
+/** A reply before sealing: its body as checked JSON text. */
+export interface ReplyDraft {
+  bodyJson: string;
+  contentType: string;
+  outcome: ReplyOutcome;
+  /** For error replies: what the body says, for reports (a sealed body cannot be read back). */
+  error?: { code: string; message: string };
+}
 
 /** The reply envelope for a message (§4.4): threaded, `in_reply_to` the message. */
 export function replyTo(message: Message, body: JsonValue, contentType = 'application/json'): SendRequest {
@@ -20,7 +45,28 @@ export function replyTo(message: Message, body: JsonValue, contentType = 'applic
   };
 }
 
-/** `{"status":"error","error":{"code","message"}}` (§4.2 reply convention). */
+/** `replyTo` for a body that is already encoded (sealed or plain JSON text). */
+export function encodedReplyTo(message: Message, sealed: SealedBody): EncodedSend {
+  return {
+    recipient_key: message.sender_key,
+    content_type: sealed.contentType,
+    body_json: sealed.bodyJson,
+    in_reply_to: message.message_id,
+    thread_id: message.thread_id ?? message.message_id,
+  };
+}
+
+/** `{"status":"error","error":{"code","message"}}` (§4.2 reply convention), as a draft. */
+export function errorDraft(code: string, message: string, outcome: 'error' | 'timeout'): ReplyDraft {
+  return {
+    bodyJson: JSON.stringify({ status: 'error', error: { code, message } }),
+    contentType: 'application/json',
+    outcome,
+    error: { code, message },
+  };
+}
+
+/** The same error reply as a value. */
 export function errorReply(code: string, message: string, outcome: 'error' | 'timeout'): PlannedReply {
   return { body: { status: 'error', error: { code, message } }, content_type: 'application/json', outcome };
 }
@@ -40,18 +86,58 @@ export function replyProblem(json: string): { code: 'reply_too_large' | 'invalid
   return undefined;
 }
 
-/** A handler's return value as a planned reply: strings become `{"text": …}`, nothing means no reply. */
-export function planReply(result: unknown): PlannedReply | null {
+/** The string `code` an error carries, or `fallback`. */
+export function codeOf(err: unknown, fallback: string): string {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && code !== '' ? code : fallback;
+}
+
+/** A handler's return value as a draft reply: strings become `{"text": …}`, nothing means no reply. */
+export function draftReply(result: unknown): ReplyDraft | null {
   if (result === undefined || result === null) return null;
   const body = typeof result === 'string' ? { text: result } : result;
   let json: string | undefined;
   try {
     json = JSON.stringify(body);
   } catch (err) {
-    return errorReply('invalid_reply', `the handler returned a value that is not JSON (${(err as Error).message})`, 'error');
+    return errorDraft('invalid_reply', `the handler returned a value that is not JSON (${(err as Error).message})`, 'error');
   }
-  if (json === undefined) return errorReply('invalid_reply', `the handler returned a ${typeof result}, which is not JSON`, 'error');
+  if (json === undefined) return errorDraft('invalid_reply', `the handler returned a ${typeof result}, which is not JSON`, 'error');
   const problem = replyProblem(json);
-  if (problem) return errorReply(problem.code, problem.message, 'error');
-  return { body: JSON.parse(json) as JsonValue, content_type: 'application/json', outcome: 'ok' };
+  if (problem) return errorDraft(problem.code, problem.message, 'error');
+  return { bodyJson: json, contentType: 'application/json', outcome: 'ok' };
+}
+
+/** A handler's return value as a planned reply (a value): strings become `{"text": …}`, nothing means no reply. */
+export function planReply(result: unknown): PlannedReply | null {
+  const draft = draftReply(result);
+  return draft && { body: JSON.parse(draft.bodyJson) as JsonValue, content_type: draft.contentType, outcome: draft.outcome };
+}
+
+/** What sealing a draft came to: the reply to journal (or none), or why none could be sealed. */
+export interface Sealed {
+  reply: JournaledReply | null;
+  failure?: { code: string; message: string };
+}
+
+/**
+ * Seals a draft reply to `message` into what is journaled and sent. When the codec refuses the
+ * body (too large once sealed, say), the sender gets an error reply with the codec's code
+ * instead; if even that cannot be sealed, `failure` says why and nothing is sent. Never rejects.
+ */
+export async function sealReply(codec: MessageCodec, message: Message, draft: ReplyDraft, encrypt: boolean): Promise<Sealed> {
+  const context = { to: message.sender_key, encrypt, inReplyTo: message.message_id };
+  let current = draft;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const sealed = await codec.seal({ bodyJson: current.bodyJson, contentType: current.contentType }, context);
+      const reply: JournaledReply = { request: encodedReplyTo(message, sealed), outcome: current.outcome };
+      if (current.error) reply.error = current.error;
+      return { reply };
+    } catch (err) {
+      const failure = { code: codeOf(err, 'reply_failed'), message: (err as Error)?.message ?? String(err) };
+      if (attempt > 0) return { reply: null, failure };
+      current = errorDraft(failure.code, failure.message, 'error');
+    }
+  }
 }

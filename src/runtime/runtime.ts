@@ -8,9 +8,15 @@
  * re-sent after checking the thread for it). Concurrency is bounded, each handler has a deadline,
  * and `stop()` drains: no new work, running handlers get `graceMs`, replies and acks are flushed.
  *
+ * The runtime knows no transport: a `MessageSource` hands it batches (`deliver`, resolved once
+ * they are journaled) and is its way out (`ack`, `send`). Between a message and its handler, and
+ * between the handler's result and the journal, sits the message codec (`open`, `seal`): a reply
+ * is sealed once, journaled as the exact bytes to send, and re-sent as those bytes after a crash.
+ *
  * Nothing a source delivers stops it: a message that cannot be handed to the handler (too deep,
- * malformed) is answered with an `invalid_message` error reply and acknowledged; one that cannot
- * even be identified is reported. A message whose handler keeps killing the process is run alone
+ * malformed, or one the codec cannot open) is answered with an error reply (`invalid_message`, or
+ * the codec's code such as `decryption_failed`) and acknowledged; one that cannot even be
+ * identified is reported. A message whose handler keeps killing the process is run alone
  * after the first crash and, after `maxCrashes`, answered with `handler_crashed` instead of run.
  * Memory is bounded by bytes as well as by count: past `maxQueuedBytes` of messages held, no more
  * are taken (they stay on the relay). While the journal cannot be written, no more are taken
@@ -22,69 +28,32 @@ import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError, TimeoutError, toMrpError } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
+import { type MessageCodec, type OpenedMessage, plainCodec } from '../client/codec.js';
 import type { RelayClient } from '../client/http.js';
 import type { MessageSource } from '../client/source.js';
 import { LIMITS } from '../protocol/constants.js';
-import type { MessageIdentity, RejectedMessage } from '../protocol/inbound.js';
-import type { JsonValue, Message, SendRequest, SendResponse } from '../protocol/types.js';
-import type { Handler, HandlerContext, HandlerLogger, SendOptions } from './handler.js';
-import { crashesOf, type Journal, type JournalEntry, type PlannedReply } from './journal.js';
+import type { Message } from '../protocol/types.js';
+import { type ContextDeps, handlerContext } from './context.js';
+import type { Handler } from './handler.js';
+import type { RuntimeEvents } from './events.js';
+import { Finisher } from './finish.js';
+import { estimateBytes, Intake, type Item } from './intake.js';
+import { crashesOf, type Journal, type JournalEntry } from './journal.js';
 import { Outbox } from './outbox.js';
-import { errorReply, planReply, replyProblem, replyTo } from './reply.js';
+import { codeOf, draftReply, errorDraft, type ReplyDraft } from './reply.js';
 import { safeFields, safeText } from './safe.js';
 import { inHandlerScope } from './scope.js';
 
 export { errorReply, planReply, replyTo } from './reply.js';
-
-export type Outcome = 'replied' | 'no_reply' | 'error' | 'timeout' | 'reply_failed';
-
-export interface HandledEvent {
-  message: Message;
-  outcome: Outcome;
-  /** Handler start to ack. */
-  durationMs: number;
-  redelivered: boolean;
-  replyId?: string;
-  error?: { code: string; message: string };
-}
-
-export interface RuntimeEvents extends Record<string, unknown[]> {
-  connecting: [];
-  connected: [{ reconnected: boolean; detail: string }];
-  disconnected: [{ explanation: string; willReconnect: boolean; delayMs: number; code?: number }];
-  /** Messages resumed from the journal at start. */
-  recovered: [{ count: number }];
-  /** A message was taken in for handling. */
-  received: [{ message: Message; redelivered: boolean }];
-  /** A message that is already done or in progress was offered again. */
-  duplicate: [{ message: Message; reason: 'done' | 'in_progress' }];
-  handled: [HandledEvent];
-  /** A handler threw or timed out (the error reply is on its way). */
-  handler_error: [{ message: Message; error: Error }];
-  /** A message whose handler stopped the process `crashes` times is answered with `handler_crashed`. */
-  handler_crashed: [{ message: Message; crashes: number }];
-  /**
-   * A delivered message could not be handed to the handler. With an id (and a sender), it is
-   * answered with an `invalid_message` error reply (`answered`) and acknowledged; without, it
-   * can only be reported.
-   */
-  invalid_message: [{ messageId?: string; senderKey?: string; reason: string; answered: boolean }];
-  /** A reply could not be sent yet and will be retried. */
-  reply_retry: [{ messageId: string | undefined; error: MrpError; delayMs: number }];
-  /** Whether messages can be taken: false while the journal cannot be written (retried meanwhile). */
-  readiness: [{ ready: boolean; error?: MrpError; retryInMs?: number }];
-  log: [{ level: 'debug' | 'info' | 'warn' | 'error'; message: string; fields: Record<string, JsonValue>; messageId: string }];
-  warning: [MrpError];
-  fatal: [MrpError];
-  draining: [{ running: number; queued: number; replies: number }];
-  stopped: [{ error?: MrpError }];
-}
+export type { HandledEvent, Outcome, RuntimeEvents } from './events.js';
 
 export interface RuntimeOptions {
   handler: Handler;
   source: MessageSource;
   client: RelayClient;
   journal: Journal;
+  /** How bodies are opened for the handler and sealed for the relay (default: pass-through). */
+  codec?: MessageCodec;
   clock?: Clock;
   /** Handlers running at once (default 8). */
   concurrency?: number;
@@ -111,48 +80,6 @@ export const RUNTIME_DEFAULTS = {
   maxCrashes: 3,
 } as const;
 
-interface Item {
-  message: Message;
-  redelivered: boolean;
-  /** Resolves when the `received` record is on disk. */
-  journaled: Promise<void>;
-  /** Its handler was running when the process died before: run it alone. */
-  suspect: boolean;
-}
-
-function errorCode(err: unknown): string {
-  const code = (err as { code?: unknown })?.code;
-  return typeof code === 'string' && code !== '' ? code : 'handler_error';
-}
-
-/** Size of a message's JSON text, for memory budgets (when the source did not say). */
-function estimateBytes(message: Message): number {
-  try {
-    return JSON.stringify(message).length;
-  } catch {
-    return 1024;
-  }
-}
-
-/** A message object for what could be read of a message that cannot be handled. */
-function stubMessage(identity: MessageIdentity): Message {
-  return {
-    message_id: identity.message_id,
-    sender_key: identity.sender_key ?? '',
-    recipient_key: '',
-    content_type: 'application/json',
-    body: null,
-    attachments: [],
-    thread_id: identity.thread_id,
-    in_reply_to: null,
-    metadata: {},
-    status: 'delivered',
-    created_at: '',
-    expires_at: identity.expires_at ?? '',
-    delivered_at: null,
-  };
-}
-
 function positiveInteger(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a whole number ≥ 1 (got ${value})`);
   return value;
@@ -162,15 +89,18 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   readonly #source: MessageSource;
   readonly #client: RelayClient;
   readonly #journal: Journal;
+  readonly #codec: MessageCodec;
   readonly #clock: Clock;
   readonly #concurrency: number;
   readonly #outbox: Outbox;
+  readonly #finisher: Finisher;
+  readonly #intake: Intake;
   readonly #timeoutMs: number;
   readonly #graceMs: number;
   readonly #maxQueued: number;
   readonly #maxBytes: number;
   readonly #maxCrashes: number;
-  readonly #resolve: (to: string) => string;
+  readonly #contextDeps: ContextDeps;
   #handler: Handler;
   /** Ids queued, running or replying in this process, with the bytes each holds. */
   readonly #active = new Map<string, number>();
@@ -180,13 +110,17 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   readonly #finishing = new Set<Promise<void>>();
   /** Set when running handlers are to be aborted (forced shutdown). */
   readonly #shutdown = new AbortController();
-  /** Rejects when the shutdown is forced: everything waiting for the journal gives up then. */
-  readonly #forced: Promise<never>;
+  /**
+   * Those waiting for the journal (or the codec), rejected when the shutdown is forced. A set of
+   * callbacks, not a race against one long-lived promise: each race would leave a reaction on it
+   * (~300 bytes) until shutdown, per message.
+   */
+  readonly #waiting = new Set<(reason: unknown) => void>();
   /** The signal controllers of running handlers (one list, not a listener per handler). */
   readonly #controllers = new Set<AbortController>();
-  #intake = true;
+  /** Taking new work (false once stopping). */
+  #accepting = true;
   #started = false;
-  #overflowed = false;
   /** A suspect (see Item) is running: nothing else starts until it ends. */
   #solo = false;
   #stopped: Promise<void> | undefined;
@@ -200,6 +134,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#source = options.source;
     this.#client = options.client;
     this.#journal = options.journal;
+    this.#codec = options.codec ?? plainCodec;
     this.#clock = options.clock ?? systemClock;
     this.#concurrency = positiveInteger('concurrency', options.concurrency ?? RUNTIME_DEFAULTS.concurrency);
     this.#timeoutMs = options.timeoutMs ?? RUNTIME_DEFAULTS.timeoutMs;
@@ -209,25 +144,54 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#maxCrashes = positiveInteger('maxCrashes', options.maxCrashes ?? RUNTIME_DEFAULTS.maxCrashes);
     if (!(this.#timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive (got ${this.#timeoutMs})`);
     if (!(this.#graceMs >= 0)) throw new RangeError(`graceMs must be ≥ 0 (got ${this.#graceMs})`);
-    this.#resolve = options.resolveRecipient ?? ((to) => to);
-    this.#forced = new Promise<never>((_, reject) => {
-      this.#shutdown.signal.addEventListener('abort', () => reject(this.#shutdown.signal.reason), { once: true });
-    });
-    this.#forced.catch(() => undefined);
     this.#outbox = new Outbox({ send: (r) => this.#source.send(r), client: this.#client, clock: this.#clock });
     this.#outbox.on('retry', ({ request, error, delayMs }) =>
       this.emit('reply_retry', { messageId: request.in_reply_to ?? undefined, error, delayMs }),
     );
+    this.#finisher = new Finisher({
+      journal: this.#journal,
+      source: this.#source,
+      outbox: this.#outbox,
+      codec: this.#codec,
+      clock: this.#clock,
+      untilJournaled: (written) => this.#untilJournaled(written),
+      release: (id) => this.#release(id),
+      replied: () => void this.stats.replies++,
+      finished: (event) => {
+        this.stats.handled++;
+        this.emit('handled', event);
+      },
+    });
+    this.#intake = new Intake({
+      journal: this.#journal,
+      finisher: this.#finisher,
+      clock: this.#clock,
+      stats: this.stats,
+      emit: (event, ...args) => this.emit(event, ...args),
+      ack: (id) => this.#source.ack(id),
+      accepting: () => this.#accepting,
+      roomForOne: () => this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes,
+      active: (id) => this.#active.has(id),
+      hold: (id, bytes) => this.#hold(id, bytes),
+      enqueue: (item) => void this.#queue.push(item),
+      pump: () => this.#pump(),
+      track: (work) => this.#track(work),
+      untilJournaled: (written) => this.#untilJournaled(written),
+      guard: (fn) => this.#guard(fn),
+    });
+    this.#contextDeps = {
+      self: this.#client.publicKey,
+      codec: this.#codec,
+      outbox: this.#outbox,
+      resolve: options.resolveRecipient ?? ((to) => to),
+      // Logging never fails the handler: fields are made JSON-safe and bounded first.
+      log: (messageId, level, text, fields) =>
+        this.#guard(() => this.emit('log', { level, message: safeText(text), fields: safeFields(fields), messageId })),
+    };
 
     // Listeners on sources and the journal never throw: a failure is a warning, never a stall.
-    this.#source.on('messages', (messages, sizes) => this.#guard(() => this.#accept(messages, sizes)));
-    this.#source.on('rejected', (rejected) => this.#guard(() => this.#acceptRejected(rejected)));
     this.#source.on('connecting', () => this.emit('connecting'));
-    this.#source.on('connected', (info) => {
-      // A new WebSocket connection brings the whole backlog again, overflow included.
-      if (this.#source.kind === 'websocket') this.#overflowed = false;
-      this.emit('connected', info);
-    });
+    this.#source.on('connected', (info) => this.emit('connected', info));
     this.#source.on('disconnected', (info) => this.emit('disconnected', info));
     this.#source.on('warning', (err) => this.emit('warning', err));
     this.#source.on('fatal', (err) => {
@@ -238,7 +202,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#journal.on('writable', () =>
       this.#guard(() => {
         this.emit('readiness', { ready: true });
-        this.#roomAgain();
+        this.#source.wake();
       }),
     );
   }
@@ -276,7 +240,11 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     if (recovered.length) this.emit('recovered', { count: recovered.length });
     for (const entry of recovered) this.#guard(() => this.#resume(entry));
     this.#pump();
-    this.#source.start();
+    this.#source.start({
+      deliver: (batch) => this.#intake.deliver(batch),
+      capacity: () => this.capacity(),
+      hasRoom: () => this.#hasRoom(0.5),
+    });
   }
 
   #guard(fn: () => void): void {
@@ -302,12 +270,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     if (bytes === undefined) return;
     this.#active.delete(id);
     this.#heldBytes -= bytes;
-    this.#roomAgain();
-  }
-
-  #roomAgain(): void {
     this.#source.wake();
-    if (this.#overflowed && this.#hasRoom(0.5)) void this.#resync();
   }
 
   /** Whether at most `fraction` of the count and byte budgets are in use (and the journal works). */
@@ -322,28 +285,23 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       this.stats.received++;
       if (crashes >= this.#maxCrashes) {
         this.emit('handler_crashed', { message: entry.message, crashes });
-        const plan = errorReply(
+        const draft = errorDraft(
           'handler_crashed',
           `the handler stopped the runner ${crashes} times while handling this message; it is not run again`,
           'error',
         );
-        this.#track(
-          this.#untilJournaled(this.#journal.handled(entry.id, plan)).then(
-            () => this.#finish(entry.message, plan, undefined, this.#clock.now(), true, false),
-            () => this.#release(entry.id),
-          ),
-        );
+        this.#track(this.#finisher.answer(entry.message, draft, undefined, this.#clock.now(), true));
         return;
       }
       // Redelivered only if a handler already began on it; messages that merely waited are new.
       this.#queue.push({ message: entry.message, redelivered: entry.started === true, journaled: Promise.resolve(), suspect: crashes > 0 });
       return;
     }
-    this.#track(this.#finish(entry.message, entry.reply ?? null, entry.replyId, this.#clock.now(), true, true));
+    this.#track(this.#finisher.finish(entry.message, { reply: entry.reply ?? null }, entry.replyId, this.#clock.now(), true, true));
   }
 
   /**
-   * The consumer side of capacity: how many more messages a poll may bring. Bounded by count,
+   * The consumer side of capacity: how many more messages a source may bring. Bounded by count,
    * and by bytes assuming each may be as large as a message can be.
    */
   capacity(): number {
@@ -354,117 +312,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     return Math.min(count, Math.max(1, Math.floor(room / LIMITS.maxEnvelopeBytes)));
   }
 
-  /** `polled`: a poll returned them (so the relay marked them delivered): they must be kept. */
-  #accept(messages: Message[], sizes: number[] | undefined, polled = this.#source.kind === 'poll'): void {
-    for (let i = 0; i < messages.length; i++) this.#guard(() => this.#acceptOne(messages[i]!, sizes?.[i], polled));
-    this.#pump();
-  }
-
-  #acceptOne(message: Message, size: number | undefined, polled: boolean): void {
-    const id = message.message_id;
-    if (this.#journal.isDone(id)) {
-      this.stats.duplicates++;
-      this.#source.ack(id);
-      this.emit('duplicate', { message, reason: 'done' });
-      return;
-    }
-    if (this.#active.has(id)) {
-      this.stats.duplicates++;
-      this.emit('duplicate', { message, reason: 'in_progress' });
-      return;
-    }
-    if (!this.#intake) {
-      // Stopping. A poll already marked these delivered, so keep them for the next start;
-      // a WebSocket push that is not acked will simply come again.
-      if (polled) this.#journal.received(message).catch(() => undefined);
-      return;
-    }
-    if (!polled && !(this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes)) {
-      // Too much held, or nothing can be journaled: leave it unacked on the relay and fetch it
-      // when there is room. Until then the source need not even read pushes.
-      this.#overflowed = true;
-      this.#source.hold?.();
-      return;
-    }
-    this.#hold(id, size ?? estimateBytes(message));
-    this.stats.received++;
-    const journaled = this.#journal.received(message);
-    journaled.catch(() => undefined);
-    this.#queue.push({ message, redelivered: false, journaled, suspect: false });
-    this.emit('received', { message, redelivered: false });
-  }
-
-  /** Messages delivered that cannot be handed over: answered (or parked) and acknowledged. */
-  #acceptRejected(rejected: RejectedMessage[], polled = this.#source.kind === 'poll'): void {
-    for (const r of rejected) this.#guard(() => this.#rejectOne(r, polled));
-  }
-
-  #rejectOne(r: RejectedMessage, polled: boolean): void {
-    const identity = r.identity;
-    this.stats.invalid++;
-    if (!identity) {
-      this.emit('invalid_message', { reason: r.reason, answered: false });
-      return;
-    }
-    const id = identity.message_id;
-    const message = stubMessage(identity);
-    if (this.#journal.isDone(id)) {
-      this.stats.duplicates++;
-      this.#source.ack(id);
-      this.emit('duplicate', { message, reason: 'done' });
-      return;
-    }
-    if (this.#active.has(id)) return;
-    const plan = identity.sender_key ? errorReply('invalid_message', r.reason, 'error') : null;
-    this.emit('invalid_message', { messageId: id, ...(identity.sender_key ? { senderKey: identity.sender_key } : {}), reason: r.reason, answered: plan !== null });
-    if (!plan) {
-      // No one to answer: acknowledge it so it is not offered again, and remember it.
-      this.#source.ack(id);
-      this.#journal.done(id);
-      this.emit('handled', { message, outcome: 'error', durationMs: 0, redelivered: false, error: { code: r.code, message: r.reason } });
-      return;
-    }
-    if (!this.#intake) {
-      if (polled) {
-        this.#journal.received(message).catch(() => undefined);
-        this.#journal.handled(id, plan).catch(() => undefined);
-      }
-      return;
-    }
-    this.#hold(id, 1024);
-    this.stats.received++;
-    const started = this.#clock.now();
-    const written = Promise.all([this.#journal.received(message), this.#journal.handled(id, plan)]);
-    this.#track(
-      this.#untilJournaled(written).then(
-        () => this.#finish(message, plan, undefined, started, false, false),
-        () => this.#release(id),
-      ),
-    );
-  }
-
-  /** Fetches messages left on the relay while there was no room (WebSocket mode). */
-  async #resync(): Promise<void> {
-    if (!this.#overflowed || !this.#intake || this.#source.kind !== 'websocket') return;
-    while (this.#overflowed && this.#intake && this.#hasRoom(0.5)) {
-      this.#overflowed = false;
-      try {
-        const page = await this.#client.poll({ limit: Math.max(1, Math.min(LIMITS.pollLimitMax, this.capacity())) });
-        this.#accept(page.messages, page.sizes, true);
-        this.#acceptRejected(page.rejected, true);
-        // The poll marked them delivered: on disk before anything else happens.
-        this.#journal.flush();
-        if (page.has_more) this.#overflowed = true;
-      } catch (err) {
-        this.#overflowed = true;
-        this.emit('warning', toMrpError(err));
-        return;
-      }
-    }
-  }
-
   #pump(): void {
-    while (this.#intake && !this.#solo && this.#queue.length > 0 && this.#running.size < this.#concurrency) {
+    while (this.#accepting && !this.#solo && this.#queue.length > 0 && this.#running.size < this.#concurrency) {
       const head = this.#queue[0]!;
       if (head.suspect) {
         // Its handler was running when the process died: alone, a crash can only be its own.
@@ -489,9 +338,22 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     void tracked.finally(() => this.#finishing.delete(tracked));
   }
 
-  /** Waits for journal records, giving up when the shutdown is forced. */
+  /** Waits for journal records (or a codec), giving up when the shutdown is forced. */
   #untilJournaled<T>(written: Promise<T>): Promise<T> {
-    return Promise.race([written, this.#forced]);
+    if (this.#shutdown.signal.aborted) return Promise.reject(this.#shutdown.signal.reason);
+    return new Promise<T>((resolve, reject) => {
+      this.#waiting.add(reject);
+      written.then(
+        (value) => {
+          this.#waiting.delete(reject);
+          resolve(value);
+        },
+        (err: unknown) => {
+          this.#waiting.delete(reject);
+          reject(err);
+        },
+      );
+    });
   }
 
   async #run(item: Item): Promise<void> {
@@ -504,22 +366,38 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       return this.#release(id);
     }
     if (this.#shutdown.signal.aborted) return this.#release(id);
+    let opened: OpenedMessage;
+    try {
+      // Not raced with a forced shutdown: a codec computes, it does not wait on the world.
+      opened = await this.#codec.open(message);
+    } catch (err) {
+      if (this.#shutdown.signal.aborted) return this.#release(id);
+      // The codec cannot open it: the sender hears why, the handler never sees it.
+      const code = codeOf(err, 'invalid_message');
+      const reason = safeText((err as Error)?.message ?? err);
+      this.stats.invalid++;
+      this.#guard(() => this.emit('invalid_message', { messageId: id, senderKey: message.sender_key, reason, answered: true, code }));
+      this.#track(this.#finisher.answer(message, errorDraft(code, reason, 'error'), undefined, started, item.redelivered));
+      return;
+    }
+    if (this.#shutdown.signal.aborted) return this.#release(id);
     this.#journal.started(id);
-    const plan = await this.#invoke(message, item.redelivered);
-    if (plan === 'aborted') {
+    const draft = await this.#invoke(message, opened, item.redelivered);
+    if (draft === 'aborted') {
       // Stopped on purpose: not a crash. Left `received`: the next start handles it again.
       this.#journal.aborted(id);
       return this.#release(id);
     }
+    const sealed = await this.#finisher.seal(message, draft, opened.encrypted);
     try {
-      await this.#untilJournaled(this.#journal.handled(id, plan));
+      await this.#untilJournaled(this.#journal.handled(id, sealed.reply));
     } catch {
       return this.#release(id);
     }
-    this.#track(this.#finish(message, plan, undefined, started, item.redelivered, false));
+    this.#track(this.#finisher.finish(message, sealed, undefined, started, item.redelivered, false));
   }
 
-  async #invoke(message: Message, redelivered: boolean): Promise<PlannedReply | null | 'aborted'> {
+  async #invoke(message: Message, opened: OpenedMessage, redelivered: boolean): Promise<ReplyDraft | null | 'aborted'> {
     const controller = new AbortController();
     this.#controllers.add(controller);
     const timer = this.#clock.setTimeout(
@@ -531,123 +409,25 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     });
     aborted.catch(() => undefined);
     try {
-      const ctx = this.#context(message, redelivered, controller.signal);
+      const ctx = handlerContext(this.#contextDeps, message, opened, redelivered, controller.signal);
       const handler = this.#handler;
       // The handler gets its own copy: whatever it changes, the runtime acks and replies to
       // the message it received.
-      const copy = structuredClone(message);
+      const copy = structuredClone(opened.message);
       const work = Promise.resolve().then(() => inHandlerScope(message.message_id, () => handler(copy, ctx)));
       work.catch(() => undefined);
-      return planReply(await Promise.race([work, aborted]));
+      return draftReply(await Promise.race([work, aborted]));
     } catch (err) {
       if (this.#shutdown.signal.aborted && controller.signal.reason instanceof AbortError) return 'aborted';
       const error = err instanceof Error ? err : new Error(safeText(err));
       this.stats.errors++;
       this.#guard(() => this.emit('handler_error', { message, error }));
-      if (err instanceof TimeoutError && controller.signal.reason === err) return errorReply('timeout', error.message, 'timeout');
-      return errorReply(errorCode(err), safeText(error.message), 'error');
+      if (err instanceof TimeoutError && controller.signal.reason === err) return errorDraft('timeout', error.message, 'timeout');
+      return errorDraft(codeOf(err, 'handler_error'), safeText(error.message), 'error');
     } finally {
       timer.cancel();
       this.#controllers.delete(controller);
     }
-  }
-
-  #context(message: Message, redelivered: boolean, signal: AbortSignal): HandlerContext {
-    // Logging never fails the handler: fields are made JSON-safe and bounded first.
-    const log = (level: 'debug' | 'info' | 'warn' | 'error') => (text: string, fields?: Record<string, unknown>) =>
-      this.#guard(() => this.emit('log', { level, message: safeText(text), fields: safeFields(fields), messageId: message.message_id }));
-    const logger: HandlerLogger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
-    const live = (): void => {
-      // A handler that timed out (or is being shut down) may still run; it must not send.
-      if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new AbortError('handler aborted');
-    };
-    const checked = (body: JsonValue): void => {
-      let json: string | undefined;
-      try {
-        json = JSON.stringify(body);
-      } catch (err) {
-        throw new MrpError('handler', 'invalid_reply', `the body is not JSON (${(err as Error).message})`);
-      }
-      const problem = json === undefined ? { code: 'invalid_reply', message: 'the body is not JSON' } : replyProblem(json);
-      if (problem) throw new MrpError('handler', problem.code, problem.message);
-    };
-    return {
-      self: this.#client.publicKey,
-      signal,
-      log: logger,
-      redelivered,
-      reply: async (body, options = {}) => {
-        live();
-        checked(body);
-        const request = replyTo(message, body, options.contentType);
-        return this.#outbox.send(request, { threadId: request.thread_id! });
-      },
-      send: async (to: string, body: JsonValue, options: SendOptions = {}): Promise<SendResponse> => {
-        live();
-        checked(body);
-        const request: SendRequest = { recipient_key: this.#resolve(to), body, content_type: options.contentType ?? 'application/json' };
-        if (options.threadId !== undefined) request.thread_id = options.threadId;
-        if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
-        if (options.ttl !== undefined) request.expires_in = options.ttl;
-        if (options.metadata !== undefined) request.metadata = options.metadata;
-        // Within a thread a lost answer can be checked; a send outside any thread cannot.
-        return this.#outbox.send(request, options.threadId === undefined ? undefined : { threadId: options.threadId });
-      },
-    };
-  }
-
-  /**
-   * Reply (unless already sent) → ack → done. `resumed`: the handler finished in an earlier run,
-   * which may have sent the reply without recording it, so the thread is checked first.
-   */
-  async #finish(
-    message: Message,
-    plan: PlannedReply | null,
-    replyId: string | undefined,
-    started: number,
-    redelivered: boolean,
-    resumed: boolean,
-  ): Promise<void> {
-    const id = message.message_id;
-    let outcome: Outcome = plan === null ? 'no_reply' : plan.outcome === 'ok' ? 'replied' : plan.outcome;
-    let error: HandledEvent['error'];
-    if (plan?.outcome !== 'ok' && plan) {
-      const e = (plan.body as { error?: { code: string; message: string } }).error;
-      if (e) error = e;
-    }
-    if (plan && replyId === undefined) {
-      try {
-        const res = await this.#outbox.send(replyTo(message, plan.body, plan.content_type), {
-          threadId: message.thread_id ?? id,
-          checkFirst: resumed,
-        });
-        replyId = res.message_id;
-        this.stats.replies++;
-        this.#journal.replied(id, replyId);
-      } catch (err) {
-        const e = toMrpError(err);
-        if (e.kind === 'aborted') {
-          // Shutting down before the relay took the reply: the journal keeps it for next time.
-          this.#release(id);
-          return;
-        }
-        // The relay refuses this reply for good (e.g. acl_denied): nothing to retry.
-        outcome = 'reply_failed';
-        error = { code: e.code, message: e.message };
-      }
-    }
-    this.#source.ack(id);
-    this.#journal.done(id);
-    this.#release(id);
-    this.stats.handled++;
-    this.emit('handled', {
-      message,
-      outcome,
-      durationMs: this.#clock.now() - started,
-      redelivered,
-      ...(replyId ? { replyId } : {}),
-      ...(error ? { error } : {}),
-    });
   }
 
   /**
@@ -661,11 +441,10 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
 
   async #drain(error: MrpError | undefined): Promise<void> {
     const deadline = this.#clock.now() + this.#graceMs;
-    this.#intake = false;
+    this.#accepting = false;
     const queued = this.#queue.splice(0);
     for (const item of queued) this.#release(item.message.message_id);
     this.emit('draining', { running: this.#running.size, queued: queued.length, replies: this.#outbox.pending });
-    await this.#source.stopIntake();
     const inTime = async (work: Set<Promise<void>>): Promise<boolean> => {
       if (work.size === 0) return true;
       let timer: Timer | undefined;
@@ -678,7 +457,15 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       if (this.#shutdown.signal.aborted) return;
       this.#shutdown.abort(new AbortError('the runner is shutting down'));
       for (const c of this.#controllers) c.abort(this.#shutdown.signal.reason);
+      for (const reject of this.#waiting) reject(this.#shutdown.signal.reason);
+      this.#waiting.clear();
     };
+    // A source may be handing a batch over (waiting for the journal): give it the grace too.
+    const intakeStopped = this.#source.stopIntake();
+    if (!(await inTime(new Set([intakeStopped])))) {
+      force();
+      await intakeStopped;
+    }
     if (!(await inTime(this.#running))) {
       force();
       await Promise.all(this.#running);

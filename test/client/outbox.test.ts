@@ -9,8 +9,10 @@ import { describe, it } from 'node:test';
 import { OutcomeUnknownError, RelayError } from '../../src/core/errors.js';
 import { RelayClient } from '../../src/client/http.js';
 import { Keypair } from '../../src/protocol/signing.js';
-import type { SendRequest, SendResponse } from '../../src/protocol/types.js';
+import type { EncodedSend } from '../../src/protocol/frames.js';
+import type { SendResponse } from '../../src/protocol/types.js';
 import { Outbox } from '../../src/runtime/outbox.js';
+import { plainSend } from '../../src/client/codec.js';
 import { startRelay } from '../helpers/relay.js';
 import { WatchedClock } from './_support.js';
 
@@ -37,10 +39,10 @@ describe('Outbox: rate limits', () => {
     const outbox = new Outbox({ send: (r) => client.send(r), client, clock });
     const failures: string[] = [];
     outbox.on('retry', ({ error }) => failures.push(error.code));
-    await outbox.send({ recipient_key: to.publicKey, body: { n: 1 } });
-    await outbox.send({ recipient_key: to.publicKey, body: { n: 2 } });
+    await outbox.send(plainSend({ recipient_key: to.publicKey, body: { n: 1 } }));
+    await outbox.send(plainSend({ recipient_key: to.publicKey, body: { n: 2 } }));
     const before = clock.delays.length;
-    const third = outbox.send({ recipient_key: to.publicKey, body: { n: 3 } });
+    const third = outbox.send(plainSend({ recipient_key: to.publicKey, body: { n: 3 } }));
     const wait = await clock.timer(before);
     assert.ok(wait > 55_000 && wait <= 61_000, `waits for the minute window (${wait} ms)`);
     assert.equal((await inbox(relay.url, to, clock)).length, 2, 'the third is held back meanwhile');
@@ -64,7 +66,7 @@ describe('Outbox: rate limits', () => {
       clock,
     });
     const retry = outbox.next('retry');
-    const sent = outbox.send({ recipient_key: Keypair.generate().publicKey, body: 1 });
+    const sent = outbox.send(plainSend({ recipient_key: Keypair.generate().publicKey, body: 1 }));
     const [{ error, delayMs }] = await retry;
     assert.equal(error.code, 'rate_limit_exceeded');
     assert.equal(delayMs, 5000);
@@ -79,8 +81,8 @@ describe('Outbox: rate limits', () => {
     const clock = new WatchedClock(T0);
     const bodies: unknown[] = [];
     const outbox = new Outbox({
-      send: async (r: SendRequest) => {
-        bodies.push(r.body);
+      send: async (r: EncodedSend) => {
+        bodies.push(JSON.parse(r.body_json));
         if (bodies.length === 1) throw new RelayError('rate_limit_exceeded', 'Too many messages', { status: 429, retryAfter: 10 });
         return OK;
       },
@@ -88,9 +90,9 @@ describe('Outbox: rate limits', () => {
       clock,
     });
     const retry = outbox.next('retry');
-    const first = outbox.send({ recipient_key: Keypair.generate().publicKey, body: 'first' });
+    const first = outbox.send(plainSend({ recipient_key: Keypair.generate().publicKey, body: 'first' }));
     await retry;
-    const second = outbox.send({ recipient_key: Keypair.generate().publicKey, body: 'second' });
+    const second = outbox.send(plainSend({ recipient_key: Keypair.generate().publicKey, body: 'second' }));
     await clock.advanceAsync(9_999);
     assert.deepEqual(bodies, ['first'], 'the second send waits for the same window');
     await clock.advanceAsync(1);
@@ -118,7 +120,7 @@ describe('Outbox: errors', () => {
       });
       let retries = 0;
       outbox.on('retry', () => retries++);
-      await assert.rejects(outbox.send({ recipient_key: Keypair.generate().publicKey, body: 1 }), (e: unknown) => e instanceof RelayError && e.code === code);
+      await assert.rejects(outbox.send(plainSend({ recipient_key: Keypair.generate().publicKey, body: 1 })), (e: unknown) => e instanceof RelayError && e.code === code);
       assert.equal(calls, 1);
       assert.equal(retries, 0);
       assert.equal(outbox.pending, 0);
@@ -142,7 +144,7 @@ describe('Outbox: errors', () => {
       delays.push(delayMs);
       setImmediate(() => clock.advance(delayMs));
     });
-    assert.deepEqual(await outbox.send({ recipient_key: Keypair.generate().publicKey, body: 1 }), OK);
+    assert.deepEqual(await outbox.send(plainSend({ recipient_key: Keypair.generate().publicKey, body: 1 })), OK);
     assert.equal(calls, 3);
     assert.equal(delays.length, 2);
     assert.ok(delays.every((d) => d >= 250));
@@ -158,7 +160,7 @@ describe('Outbox: errors', () => {
       clock,
     });
     const retry = outbox.next('retry');
-    const sent = outbox.send({ recipient_key: Keypair.generate().publicKey, body: 1 });
+    const sent = outbox.send(plainSend({ recipient_key: Keypair.generate().publicKey, body: 1 }));
     await retry;
     assert.equal(outbox.pending, 1);
     outbox.close();
@@ -194,7 +196,7 @@ describe('Outbox: never twice (the already-sent check)', () => {
       clock,
     });
     autoAdvance(outbox, clock);
-    const res = await outbox.send({ recipient_key: to.publicKey, thread_id: 'thread-lost-answer', body: { answer: 42 } }, { threadId: 'thread-lost-answer' });
+    const res = await outbox.send(plainSend({ recipient_key: to.publicKey, thread_id: 'thread-lost-answer', body: { answer: 42 } }), { threadId: 'thread-lost-answer' });
     assert.equal(calls, 1, 'not sent a second time');
     const held = await inbox(relay.url, to);
     assert.deepEqual(held.map((m) => m.message_id), [res.message_id], 'the one stored message is reported');
@@ -213,7 +215,7 @@ describe('Outbox: never twice (the already-sent check)', () => {
       clock,
     });
     autoAdvance(outbox, clock);
-    const res = await outbox.send({ recipient_key: to.publicKey, thread_id: 'thread-lost-request', body: { answer: 42 } }, { threadId: 'thread-lost-request' });
+    const res = await outbox.send(plainSend({ recipient_key: to.publicKey, thread_id: 'thread-lost-request', body: { answer: 42 } }), { threadId: 'thread-lost-request' });
     assert.equal(calls, 2);
     assert.deepEqual((await inbox(relay.url, to)).map((m) => m.message_id), [res.message_id]);
   });
@@ -231,7 +233,7 @@ describe('Outbox: never twice (the already-sent check)', () => {
       clock,
     });
     const res = await outbox.send(
-      { recipient_key: to.publicKey, thread_id: 'thread-resume', in_reply_to: 'msg_1_000000000001', body: { done: true } },
+      plainSend({ recipient_key: to.publicKey, thread_id: 'thread-resume', in_reply_to: 'msg_1_000000000001', body: { done: true } }),
       { threadId: 'thread-resume', checkFirst: true },
     );
     assert.equal(calls, 0);
@@ -252,12 +254,70 @@ describe('Outbox: never twice (the already-sent check)', () => {
       clock,
     });
     const res = await outbox.send(
-      { recipient_key: to.publicKey, thread_id: 'thread-progress', in_reply_to: 'msg_1_000000000002', body: { result: 'final' } },
+      plainSend({ recipient_key: to.publicKey, thread_id: 'thread-progress', in_reply_to: 'msg_1_000000000002', body: { result: 'final' } }),
       { threadId: 'thread-progress', checkFirst: true },
     );
     assert.equal(calls, 1, 'the final reply is sent');
     const held = await inbox(relay.url, to);
     assert.equal(held.length, 2);
     assert.deepEqual(held.find((m) => m.message_id === res.message_id)?.body, { result: 'final' });
+  });
+
+  it('compares the exact body text it sent: a fresh encoding of the same reply (a new seal) is a different message', async (t) => {
+    const { relay, clock, to, client } = await setup(t);
+    const sealed = (nonce: string) => ({
+      recipient_key: to.publicKey,
+      content_type: 'application/json',
+      body_json: `{"sealed":"c2VjcmV0","nonce":"${nonce}"}`,
+      thread_id: 'thread-sealed',
+      in_reply_to: 'msg_1_000000000003',
+    });
+    const earlier = await client.send(sealed('n1'));
+    const page = await client.thread('thread-sealed', {}, undefined, { bodies: true });
+    assert.equal(page.bodyTexts?.get(earlier.message_id), sealed('n1').body_json, 'the relay hands the body text back as sent');
+    let calls = 0;
+    const outbox = new Outbox({
+      send: (r) => {
+        calls++;
+        return client.send(r);
+      },
+      client,
+      clock,
+    });
+    const same = await outbox.send(sealed('n1'), { threadId: 'thread-sealed', checkFirst: true });
+    assert.equal(same.message_id, earlier.message_id, 'the journaled bytes are found');
+    assert.equal(calls, 0);
+    await outbox.send(sealed('n2'), { threadId: 'thread-sealed', checkFirst: true });
+    assert.equal(calls, 1, 'other bytes are another message');
+    assert.equal((await inbox(relay.url, to)).length, 2);
+  });
+
+  it('a relay that re-formats body text is still matched, by value', async (t) => {
+    const { relay, clock, to, client } = await setup(t);
+    // The same agent, reading threads through a relay that pretty-prints every answer.
+    const reformatting: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      if (!String(input).includes('/threads/')) return res;
+      const text = JSON.stringify(JSON.parse(await res.text()), null, 2);
+      return new Response(text, { status: res.status, headers: res.headers });
+    };
+    const reader = new RelayClient({ relayUrl: relay.url, keypair: client.keypair, clock, fetch: reformatting });
+    const request = { recipient_key: to.publicKey, content_type: 'application/json', body_json: '{"done":true,"n":[1,2]}', thread_id: 'thread-pretty', in_reply_to: 'msg_1_000000000004' };
+    const earlier = await client.send(request);
+    let calls = 0;
+    const outbox = new Outbox({
+      send: (r) => {
+        calls++;
+        return reader.send(r);
+      },
+      client: reader,
+      clock,
+    });
+    const res = await outbox.send(request, { threadId: 'thread-pretty', checkFirst: true });
+    assert.equal(res.message_id, earlier.message_id);
+    assert.equal(calls, 0);
+    await outbox.send({ ...request, body_json: '{"done":false}' }, { threadId: 'thread-pretty', checkFirst: true });
+    assert.equal(calls, 1, 'a different value is not mistaken for it');
+    assert.equal((await inbox(relay.url, to)).length, 2);
   });
 });

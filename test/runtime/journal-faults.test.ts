@@ -63,7 +63,7 @@ describe('journal write failures', () => {
     let settled = false;
     const written = j.received(message('m2')).then(() => (settled = true));
     j.started('m2');
-    const handled = j.handled('m2', { body: { ok: true }, content_type: 'application/json', outcome: 'ok' });
+    const handled = j.handled('m2', { request: { recipient_key: 'k', content_type: 'application/json', body_json: '{"ok":true}' }, outcome: 'ok' });
     await new Promise((r) => setImmediate(r));
     assert.equal(settled, false, 'not on disk, so not settled');
     assert.equal(j.writable, false);

@@ -10,6 +10,8 @@ import { Journal } from '../../src/runtime/journal.js';
 import { tempDir } from '../helpers/cli.js';
 
 const DAY = 86_400_000;
+/** A sealed reply as the runtime journals it: the body as its exact text. */
+const REPLY = { recipient_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ', content_type: 'application/json', body_json: '{"ok":1}', in_reply_to: 'm2', thread_id: 'm2' };
 
 function message(id: string, expiresAt: number): Message {
   return normalizeMessage({
@@ -32,7 +34,7 @@ describe('journal', () => {
     await j.received(message('m3', exp));
     await j.received(message('m4', exp));
     j.started('m2');
-    await j.handled('m2', { body: { ok: 1 }, content_type: 'application/json', outcome: 'ok' });
+    await j.handled('m2', { request: REPLY, outcome: 'ok' });
     await j.handled('m3', null);
     j.replied('m3', 'msg_reply');
     await j.handled('m4', null);
@@ -48,13 +50,39 @@ describe('journal', () => {
       recovered.map((e) => [e.id, e.state, e.reply, e.replyId]),
       [
         ['m1', 'received', undefined, undefined],
-        ['m2', 'handled', { body: { ok: 1 }, content_type: 'application/json', outcome: 'ok' }, undefined],
+        ['m2', 'handled', { request: REPLY, outcome: 'ok' }, undefined],
         ['m3', 'replied', null, 'msg_reply'],
       ],
     );
     assert.deepEqual(recovered[0]!.message.body, { id: 'm1' });
     assert.deepEqual(recovered.map((e) => e.started === true), [false, true, false], 'whether a handler had begun');
     assert.deepEqual(again.takeRecovered(), [], 'recovered entries are handed out once');
+  });
+
+  it('a reply journaled by an older version (a body value) resumes as the plain JSON it would have sent', async (t) => {
+    const dir = await tempDir(t);
+    const exp = Date.now() + DAY;
+    const m = (id: string) => JSON.stringify({ k: 'recv', id, exp, m: { ...message(id, exp), thread_id: id === 'old2' ? 'th' : null } });
+    const lines = [
+      m('old1'),
+      m('old2'),
+      '{"k":"handled","id":"old1","reply":{"body":{"answer":42},"content_type":"application/json","outcome":"ok"}}',
+      '{"k":"handled","id":"old2","reply":{"body":{"status":"error","error":{"code":"boom","message":"no"}},"content_type":"application/json","outcome":"error"}}',
+    ];
+    await writeFile(join(dir, 'journal.jsonl'), `${lines.join('\n')}\n`);
+    const j = Journal.open(dir, {});
+    t.after(() => j.close());
+    const [e1, e2] = j.takeRecovered();
+    const to = 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ';
+    assert.deepEqual(e1!.reply, {
+      request: { recipient_key: to, content_type: 'application/json', body_json: '{"answer":42}', in_reply_to: 'old1', thread_id: 'old1' },
+      outcome: 'ok',
+    });
+    assert.deepEqual(e2!.reply, {
+      request: { recipient_key: to, content_type: 'application/json', body_json: '{"status":"error","error":{"code":"boom","message":"no"}}', in_reply_to: 'old2', thread_id: 'th' },
+      outcome: 'error',
+      error: { code: 'boom', message: 'no' },
+    });
   });
 
   it('ignores a torn last line (crash mid-write)', async (t) => {

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
 import { Keypair } from '../../src/protocol/signing.js';
-import { Journal, type PlannedReply } from '../../src/runtime/journal.js';
+import { plainSend } from '../../src/client/codec.js';
+import { Journal } from '../../src/runtime/journal.js';
 import { replyTo } from '../../src/runtime/reply.js';
 import { handledN, startAgent } from '../helpers/agent.js';
 import { tempDir } from '../helpers/cli.js';
@@ -34,12 +35,12 @@ describe('exactly one reply in long threads', () => {
 
     // The earlier run: handled and journaled; its reply reached the relay; then the process died
     // before the journal heard of it.
-    const plan: PlannedReply = { body: { answer: 42 }, content_type: 'application/json', outcome: 'ok' };
+    const request = plainSend(replyTo(m!, { answer: 42 }));
     const j = Journal.open(journalDir, { fsync: false });
     await j.received(m!);
-    await j.handled(m!.message_id, plan);
+    await j.handled(m!.message_id, { request, outcome: 'ok' });
     j.close();
-    const first = await agentClient.send(replyTo(m!, plan.body, plan.content_type));
+    const first = await agentClient.send(request);
     const thread = await agentClient.thread(threadId, { limit: 100 });
     assert.equal(thread.has_more, true);
 

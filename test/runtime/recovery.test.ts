@@ -5,33 +5,38 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { TypedEmitter } from '../../src/core/emitter.js';
 import { RelayClient } from '../../src/client/http.js';
-import type { MessageSource, SourceEvents } from '../../src/client/source.js';
+import type { MessageSource, SourceConsumer, SourceEvents } from '../../src/client/source.js';
+import type { EncodedSend } from '../../src/protocol/frames.js';
 import { normalizeMessage } from '../../src/protocol/frames.js';
 import { Keypair } from '../../src/protocol/signing.js';
-import type { Message, SendRequest, SendResponse } from '../../src/protocol/types.js';
+import type { Message, SendResponse } from '../../src/protocol/types.js';
 import { Journal } from '../../src/runtime/journal.js';
+import { replyTo } from '../../src/runtime/reply.js';
+import { plainSend } from '../../src/client/codec.js';
 import { Runtime } from '../../src/runtime/runtime.js';
 import { connected, gate, Peer, startAgent } from '../helpers/agent.js';
 import { tempDir } from '../helpers/cli.js';
 import { startRelay } from '../helpers/relay.js';
 
-/** A source the test drives by hand: it offers messages and records acks and sends. */
+/** A source the test drives by hand: it offers messages (as pushes) and records acks and sends. */
 class FakeSource extends TypedEmitter<SourceEvents> implements MessageSource {
-  readonly kind = 'websocket';
+  readonly status = 'ready';
   readonly acks: string[] = [];
-  readonly sent: SendRequest[] = [];
-  start(): void {
+  readonly sent: EncodedSend[] = [];
+  #consumer: SourceConsumer | undefined;
+  start(consumer: SourceConsumer): void {
+    this.#consumer = consumer;
     this.emit('connected', { reconnected: false, detail: 'fake' });
   }
   offer(...messages: Message[]): void {
-    this.emit('messages', messages);
+    void this.#consumer!.deliver({ messages, taken: false });
   }
   async stopIntake(): Promise<void> {}
   async close(): Promise<void> {}
   ack(id: string): void {
     this.acks.push(id);
   }
-  async send(request: SendRequest): Promise<SendResponse> {
+  async send(request: EncodedSend): Promise<SendResponse> {
     this.sent.push(request);
     return { message_id: `msg_1_${String(this.sent.length).padStart(12, '0')}`, status: 'sent', created_at: '', expires_at: '' };
   }
@@ -141,7 +146,7 @@ describe('exactly once over at-least-once', () => {
     const j = Journal.open(journalDir, { fsync: false });
     for (const m of [m1!, m2!]) {
       await j.received(m);
-      await j.handled(m.message_id, { body: { answer: m.message_id }, content_type: 'application/json', outcome: 'ok' });
+      await j.handled(m.message_id, { request: plainSend(replyTo(m, { answer: m.message_id })), outcome: 'ok' });
     }
     j.close();
     await agentClient.send({ recipient_key: peer.publicKey, body: { answer: sent.message_id }, in_reply_to: sent.message_id, thread_id: sent.message_id });

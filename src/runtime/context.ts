@@ -1,0 +1,103 @@
+/**
+ * The `ctx` a handler gets (see handler.ts): its logger, its abort signal, and the two ways out
+ * (`ctx.reply`, `ctx.send`). Both go through the same seam as the handler's return value: the
+ * body is checked, sealed once by the message codec (so a reply to an encrypted message is
+ * encrypted too), and the sealed bytes go to the outbox, which sends and resends exactly them.
+ */
+
+import type { MessageCodec, OpenedMessage } from '../client/codec.js';
+import { AbortError, MrpError } from '../core/errors.js';
+import type { EncodedSend } from '../protocol/frames.js';
+import type { JsonValue, Message, SendResponse } from '../protocol/types.js';
+import type { HandlerContext, HandlerLogger, SendOptions } from './handler.js';
+import type { Outbox } from './outbox.js';
+import { encodedReplyTo, replyProblem } from './reply.js';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface ContextDeps {
+  self: string;
+  codec: MessageCodec;
+  outbox: Outbox;
+  /** Turns a `ctx.send` recipient (a key or a contact name) into a key. */
+  resolve: (to: string) => string;
+  /** Never throws (the runtime guards its listeners). */
+  log: (messageId: string, level: LogLevel, text: string, fields: Record<string, unknown> | undefined) => void;
+}
+
+/** The body's JSON text, or the error `ctx.reply`/`ctx.send` throw (`invalid_reply`, `reply_too_large`). */
+function checked(body: JsonValue): string {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(body);
+  } catch (err) {
+    throw new MrpError('handler', 'invalid_reply', `the body is not JSON (${(err as Error).message})`);
+  }
+  if (json === undefined) throw new MrpError('handler', 'invalid_reply', 'the body is not JSON');
+  const problem = replyProblem(json);
+  if (problem) throw new MrpError('handler', problem.code, problem.message);
+  return json;
+}
+
+/**
+ * The context for one handler run on `message` (the runtime's own copy: replies go to its
+ * sender whatever the handler does to the copy it got). `opened` is what the codec made of it.
+ */
+export function handlerContext(
+  deps: ContextDeps,
+  message: Message,
+  opened: OpenedMessage,
+  redelivered: boolean,
+  signal: AbortSignal,
+): HandlerContext {
+  const log = (level: LogLevel) => (text: string, fields?: Record<string, unknown>) =>
+    deps.log(message.message_id, level, text, fields);
+  const logger: HandlerLogger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
+  const live = (): void => {
+    // A handler that timed out (or is being shut down) may still run; it must not send.
+    if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new AbortError('handler aborted');
+  };
+  return {
+    self: deps.self,
+    signal,
+    log: logger,
+    redelivered,
+    encrypted: opened.encrypted,
+    reply: async (body, options = {}) => {
+      live();
+      const bodyJson = checked(body);
+      const sealed = await deps.codec.seal(
+        { bodyJson, contentType: options.contentType ?? 'application/json' },
+        { to: message.sender_key, encrypt: opened.encrypted, inReplyTo: message.message_id },
+      );
+      live();
+      const request = encodedReplyTo(message, sealed);
+      return deps.outbox.send(request, { threadId: request.thread_id! });
+    },
+    send: async (to: string, body: JsonValue, options: SendOptions = {}): Promise<SendResponse> => {
+      live();
+      const bodyJson = checked(body);
+      const recipient = deps.resolve(to);
+      const sealed = await deps.codec.seal(
+        { bodyJson, contentType: options.contentType ?? 'application/json' },
+        {
+          to: recipient,
+          encrypt: options.encrypt === true,
+          ...(options.inReplyTo === undefined ? {} : { inReplyTo: options.inReplyTo }),
+        },
+      );
+      live();
+      const request: EncodedSend = {
+        recipient_key: recipient,
+        content_type: sealed.contentType,
+        body_json: sealed.bodyJson,
+      };
+      if (options.threadId !== undefined) request.thread_id = options.threadId;
+      if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
+      if (options.ttl !== undefined) request.expires_in = options.ttl;
+      if (options.metadata !== undefined) request.metadata = options.metadata;
+      // Within a thread a lost answer can be checked; a send outside any thread cannot.
+      return deps.outbox.send(request, options.threadId === undefined ? undefined : { threadId: options.threadId });
+    },
+  };
+}

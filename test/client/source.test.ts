@@ -1,0 +1,156 @@
+/**
+ * The two sources against a real relay, driven by a consumer the test plays: what each hands over
+ * (taken or not), its status, and the transport-specific work that lives inside it — the
+ * WebSocket source's catch-up poll after the consumer declined pushes, and the poll source's take
+ * that stays open until a hand-off succeeded.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { RelayClient } from '../../src/client/http.js';
+import {
+  type Batch,
+  type DeliveryReceipt,
+  PollSource,
+  type SourceConsumer,
+  type SourceStatus,
+  WebSocketSource,
+} from '../../src/client/source.js';
+import { Keypair } from '../../src/protocol/signing.js';
+import { startRelay } from '../helpers/relay.js';
+
+/** A consumer whose answers the test sets; `until` waits for a condition on what it was handed. */
+class TestConsumer implements SourceConsumer {
+  readonly batches: Batch[] = [];
+  room = true;
+  answer: (batch: Batch) => Promise<DeliveryReceipt> = async () => ({ declined: 0 });
+  #waiters: Array<{ test: () => boolean; resolve: () => void }> = [];
+
+  async deliver(batch: Batch): Promise<DeliveryReceipt> {
+    this.batches.push(batch);
+    try {
+      return await this.answer(batch);
+    } finally {
+      for (const w of this.#waiters.filter((x) => x.test())) w.resolve();
+      this.#waiters = this.#waiters.filter((x) => !x.test());
+    }
+  }
+
+  capacity(): number {
+    return this.room ? 100 : 0;
+  }
+
+  hasRoom(): boolean {
+    return this.room;
+  }
+
+  until(test: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+    if (test()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+      this.#waiters.push({
+        test,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+    });
+  }
+
+  ids(filter: (b: Batch) => boolean): string[] {
+    return this.batches.filter(filter).flatMap((b) => b.messages.map((m) => m.message_id));
+  }
+}
+
+describe('message sources', () => {
+  it('WebSocket: pushes are not taken; declined ones are fetched by a catch-up poll once there is room; status follows', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const agent = Keypair.generate();
+    const source = new WebSocketSource(new RelayClient({ relayUrl: relay.url, keypair: agent }));
+    t.after(() => source.close());
+    const statuses: SourceStatus[] = [];
+    source.on('status', (s) => statuses.push(s));
+    const consumer = new TestConsumer();
+    consumer.room = false;
+    consumer.answer = async (batch) => ({ declined: batch.taken ? 0 : batch.messages.length });
+    assert.equal(source.status, 'idle');
+    const ready = source.next('connected');
+    source.start(consumer);
+    await ready;
+    assert.equal(source.status, 'ready');
+
+    const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    const sent = [
+      await sender.send({ recipient_key: agent.publicKey, body: { n: 1 } }),
+      await sender.send({ recipient_key: agent.publicKey, body: { n: 2 } }),
+    ];
+    const ids = sent.map((s) => s.message_id);
+    await consumer.until(() => consumer.ids((b) => !b.taken).length >= 2, 'both pushes');
+    assert.deepEqual(
+      consumer.ids((b) => !b.taken),
+      ids,
+      'pushed, not taken, declined',
+    );
+
+    consumer.room = true;
+    source.wake();
+    await consumer.until(() => consumer.ids((b) => b.taken).length >= 2, 'the catch-up poll');
+    assert.deepEqual(
+      consumer.ids((b) => b.taken),
+      ids,
+      'fetched by a poll (which marked them delivered): taken',
+    );
+
+    await source.stopIntake();
+    assert.equal(source.status, 'draining');
+    await source.close();
+    assert.deepEqual(statuses, ['connecting', 'ready', 'draining', 'stopped']);
+  });
+
+  it('poll: every batch is taken, and a poll’s take closes only after a hand-off succeeded', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0 });
+    const agent = Keypair.generate();
+    const log: string[] = [];
+    let closed!: () => void;
+    const takeClosed = new Promise<void>((resolve) => (closed = resolve));
+    const source = new PollSource(new RelayClient({ relayUrl: relay.url, keypair: agent }), {
+      waitSeconds: 1,
+      takes: {
+        begin: () => log.push('begin'),
+        end: () => {
+          log.push('end');
+          closed();
+        },
+      },
+    });
+    t.after(() => source.close());
+    const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    const sent = await sender.send({ recipient_key: agent.publicKey, body: { n: 1 } });
+
+    const consumer = new TestConsumer();
+    let first = true;
+    consumer.answer = async () => {
+      if (first) {
+        first = false;
+        log.push('deliver: rejected');
+        throw new Error('the journal closed');
+      }
+      log.push('deliver: ok');
+      return { declined: 0 };
+    };
+    source.start(consumer);
+    await takeClosed;
+    assert.deepEqual(
+      log.slice(0, 4),
+      ['begin', 'deliver: rejected', 'deliver: ok', 'end'],
+      'the take stayed open until the hand-off worked',
+    );
+    assert.deepEqual(
+      consumer.ids(() => true),
+      [sent.message_id, sent.message_id],
+      'handed over again from the same window',
+    );
+    assert.ok(consumer.batches.every((b) => b.taken));
+    assert.equal(source.status, 'ready');
+  });
+});
