@@ -45,7 +45,7 @@ describe('client → relay encoders', () => {
     const auth = encodeAuthFrame(authFrame(kp, Date.UTC(2026, 2, 5)));
     assert.match(
       auth,
-      /^\{"type":"auth","public_key":"[\w-]{43}","timestamp":"2026-03-05T00:00:00Z","signature":"[\w-]+"\}$/,
+      /^\{"type":"auth","public_key":"[\w-]{43}","timestamp":"2026-03-05T00:00:00\.000\d{3}Z","signature":"[\w-]+"\}$/,
     );
     assert.deepEqual(parseClientFrame(auth), JSON.parse(auth));
     assert.deepEqual(parseClientFrame(encodeAckFrame('m1')), { type: 'ack', message_id: 'm1' });
