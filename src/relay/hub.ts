@@ -22,8 +22,19 @@ import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Clock, Timer } from '../core/clock.js';
 import { CLOSE_CODES, LIMITS } from '../protocol/constants.js';
-import { FrameParseError, parseClientFrame, type ParsedClientFrame } from '../protocol/frames.js';
-import type { FrameError, JsonObject } from '../protocol/types.js';
+import {
+  encodeAuthError,
+  encodeAuthOk,
+  encodeErrorFrame,
+  encodeMessageFrame,
+  encodePong,
+  encodeSendResultError,
+  encodeSendResultOk,
+  FrameParseError,
+  parseClientFrame,
+  type ParsedClientFrame,
+} from '../protocol/frames.js';
+import type { FrameError } from '../protocol/types.js';
 import type { Authenticator } from './auth.js';
 import type { Batcher } from './batcher.js';
 import type { Directory } from './directory.js';
@@ -94,10 +105,6 @@ class Connection {
   }
 }
 
-function errorFrame(type: 'error' | 'auth_result', error: FrameError, extra: Record<string, unknown> = {}): string {
-  return JSON.stringify(type === 'auth_result' ? { type, status: 'error', error } : { type, error, ...extra });
-}
-
 function frameError(err: ApiError): FrameError {
   return err.details ? { code: err.code, message: err.message, details: err.details } : { code: err.code, message: err.message };
 }
@@ -134,7 +141,7 @@ export class Hub {
     conn.authTimer = clock.setTimeout(() => {
       this.#guard(conn, 'auth_timeout', () => {
         if (conn.agent || conn.closed) return;
-        this.#send(conn, errorFrame('auth_result', { code: 'unauthorized', message: 'no auth frame within 10 s' }));
+        this.#send(conn, encodeAuthError({ code: 'unauthorized', message: 'no auth frame within 10 s' }));
         this.#close(conn, CLOSE_CODES.authFailed, 'auth timeout');
       });
     }, this.#options.authTimeoutMs);
@@ -212,7 +219,7 @@ export class Hub {
     const max = conn.agent ? LIMITS.pongTsMaxBytes : LIMITS.pongTsMaxBytesPreAuth;
     const scalar = conn.agent || typeof frame.ts === 'number' || typeof frame.ts === 'string';
     const echo = ts !== undefined && scalar && ts.length <= max && Buffer.byteLength(ts) <= max;
-    this.#send(conn, echo ? `{"type":"pong","ts":${ts}}` : '{"type":"pong"}');
+    this.#send(conn, encodePong(echo ? ts : undefined));
   }
 
   #onFrame(conn: Connection, text: string): void {
@@ -227,7 +234,7 @@ export class Hub {
       if (frame.type === 'auth') this.#onAuth(conn, frame);
       else if (frame.type === 'ping') this.#pong(conn, frame);
       else {
-        this.#send(conn, errorFrame('error', { code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
+        this.#send(conn, encodeErrorFrame({ code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
         this.#close(conn, CLOSE_CODES.authFailed, 'not authenticated');
       }
       return;
@@ -250,7 +257,7 @@ export class Hub {
       case 'pong':
         return;
       case 'auth':
-        this.#send(conn, errorFrame('error', { code: 'bad_request', message: 'this connection is already authenticated' }));
+        this.#send(conn, encodeErrorFrame({ code: 'bad_request', message: 'this connection is already authenticated' }));
         return;
     }
   }
@@ -267,17 +274,17 @@ export class Hub {
       return;
     }
     if (err.reason === 'not_json' || err.reason === 'not_object' || err.reason === 'too_deep') {
-      this.#send(conn, errorFrame('error', { code: 'bad_request', message: err.message, details: { reason: err.reason } }));
+      this.#send(conn, encodeErrorFrame({ code: 'bad_request', message: err.message, details: { reason: err.reason } }));
       this.#close(conn, CLOSE_CODES.protocolError, 'malformed frame');
       return;
     }
     if (err.frameType === 'auth' && !conn.agent) {
-      this.#send(conn, errorFrame('auth_result', { code: 'unauthorized', message: err.message }));
+      this.#send(conn, encodeAuthError({ code: 'unauthorized', message: err.message }));
       this.#close(conn, CLOSE_CODES.authFailed, 'malformed auth frame');
       return;
     }
     if (!conn.agent) {
-      this.#send(conn, errorFrame('error', { code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
+      this.#send(conn, encodeErrorFrame({ code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
       this.#close(conn, CLOSE_CODES.authFailed, 'not authenticated');
       return;
     }
@@ -289,9 +296,8 @@ export class Hub {
       this.#sendResult(conn, err.requestId, api);
       return;
     }
-    const extra = err.requestId ? { request_id: err.requestId } : {};
     const message = err.reason === 'unknown_type' ? 'unknown frame type' : err.message;
-    this.#send(conn, errorFrame('error', { code: 'bad_request', message, ...(err.field ? { details: { field: err.field } } : {}) }, extra));
+    this.#send(conn, encodeErrorFrame({ code: 'bad_request', message, ...(err.field ? { details: { field: err.field } } : {}) }, err.requestId || undefined));
   }
 
   #onAuth(conn: Connection, frame: Extract<ParsedClientFrame, { type: 'auth' }>): void {
@@ -301,7 +307,7 @@ export class Hub {
       agent = auth.ws(frame);
     } catch (err) {
       const api = ApiError.from(err);
-      this.#send(conn, errorFrame('auth_result', frameError(api)));
+      this.#send(conn, encodeAuthError(frameError(api)));
       logger.info('ws_auth_failed', { conn: conn.id, remote: conn.remote, code: api.code });
       this.#close(conn, CLOSE_CODES.authFailed, api.code);
       return;
@@ -309,14 +315,14 @@ export class Hub {
     const now = clock.now();
     const record = directory.ensure(agent, now);
     if (record.status === 'suspended') {
-      this.#send(conn, errorFrame('auth_result', { code: 'agent_suspended', message: 'this agent is suspended' }));
+      this.#send(conn, encodeAuthError({ code: 'agent_suspended', message: 'this agent is suspended' }));
       this.#close(conn, CLOSE_CODES.suspended, 'agent suspended');
       return;
     }
     if (this.connectionsOf(agent) >= this.#options.maxConnectionsPerAgent) {
       this.#send(
         conn,
-        errorFrame('auth_result', {
+        encodeAuthError({
           code: 'too_many_connections',
           message: `at most ${this.#options.maxConnectionsPerAgent} connections per agent`,
         }),
@@ -331,7 +337,7 @@ export class Hub {
     if (!set) this.#byAgent.set(agent, (set = new Set()));
     set.add(conn);
     directory.touch(agent, now);
-    this.#send(conn, JSON.stringify({ type: 'auth_result', status: 'ok', public_key: agent }));
+    this.#send(conn, encodeAuthOk(agent));
     logger.info('ws_auth', { conn: conn.id, agent, remote: conn.remote });
     this.#scheduleHeartbeat(conn);
     this.#drain(conn);
@@ -343,9 +349,7 @@ export class Hub {
       .then(
         ({ record }) =>
           this.#guard(conn, 'send_result', () => {
-            const { message_id, created_at, expires_at } = sendResponse(record);
-            const head = requestId === undefined ? { type: 'send_result' } : { type: 'send_result', request_id: requestId };
-            this.#send(conn, JSON.stringify({ ...head, status: 'ok', message_id, created_at, expires_at }));
+            this.#send(conn, encodeSendResultOk(requestId, sendResponse(record)));
           }),
         (err: unknown) => {
           const api = ApiError.from(err);
@@ -359,11 +363,7 @@ export class Hub {
   }
 
   #sendResult(conn: Connection, requestId: string | undefined, err: ApiError): void {
-    const frame: Record<string, unknown> = { type: 'send_result' };
-    if (requestId !== undefined) frame['request_id'] = requestId;
-    frame['status'] = 'error';
-    frame['error'] = { code: err.code, message: err.message, details: (err.details ?? {}) as JsonObject };
-    this.#send(conn, JSON.stringify(frame));
+    this.#send(conn, encodeSendResultError(requestId, frameError(err)));
   }
 
   /**
@@ -383,7 +383,7 @@ export class Hub {
     for (let i = 0; i < page.length; i++) {
       const record = page[i]!;
       conn.cursor = record.seq;
-      const frame = `{"type":"message","message":${messageJson(record, now)}}`;
+      const frame = encodeMessageFrame(messageJson(record, now));
       if (i === page.length - 1 && more) conn.send(frame, (err) => !err && this.#guard(conn, 'backlog', () => this.#drain(conn)));
       else conn.send(frame);
     }
@@ -399,7 +399,7 @@ export class Hub {
       let frame: string | undefined;
       for (const conn of conns) {
         if (conn.mode !== 'live' || record.seq <= conn.cursor) continue;
-        frame ??= `{"type":"message","message":${messageJson(record, now)}}`;
+        frame ??= encodeMessageFrame(messageJson(record, now));
         conn.cursor = record.seq;
         if (conn.ws.bufferedAmount > HIGH_WATER) {
           conn.mode = 'backlog';

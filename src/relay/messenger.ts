@@ -4,6 +4,7 @@
  * waiting long-polls. Also the poll side (take-and-mark-delivered, long-poll waits).
  */
 import type { Clock } from '../core/clock.js';
+import { encodeMessageObject } from '../protocol/frames.js';
 import { formatInstant } from '../protocol/signing.js';
 import type { MessageStatus, SendResponse } from '../protocol/types.js';
 import type { NormalizedSend } from '../protocol/validate.js';
@@ -24,14 +25,21 @@ const iso = (ms: number): string => formatInstant(ms);
 
 /** The §3.6 message object as JSON text, built around the stored body text (no re-serialising). */
 export function messageJson(record: MessageRecord, now: number): string {
-  return (
-    `{"message_id":${JSON.stringify(record.message_id)},"sender_key":"${record.sender_key}","recipient_key":"${record.recipient_key}",` +
-    `"content_type":${JSON.stringify(record.content_type)},"body":${record.body_json},"attachments":${JSON.stringify(record.attachments)},` +
-    `"thread_id":${JSON.stringify(record.thread_id)},"in_reply_to":${JSON.stringify(record.in_reply_to)},` +
-    `"metadata":${JSON.stringify(record.metadata)},"status":"${effectiveStatus(record, now)}",` +
-    `"created_at":"${iso(record.created_at)}","expires_at":"${iso(record.expires_at)}",` +
-    `"delivered_at":${record.delivered_at === null ? 'null' : `"${iso(record.delivered_at)}"`}}`
-  );
+  return encodeMessageObject({
+    message_id: record.message_id,
+    sender_key: record.sender_key,
+    recipient_key: record.recipient_key,
+    content_type: record.content_type,
+    body_text: record.body_json,
+    attachments: record.attachments,
+    thread_id: record.thread_id,
+    in_reply_to: record.in_reply_to,
+    metadata: record.metadata,
+    status: effectiveStatus(record, now),
+    created_at: iso(record.created_at),
+    expires_at: iso(record.expires_at),
+    delivered_at: record.delivered_at === null ? null : iso(record.delivered_at),
+  });
 }
 
 /**
