@@ -13,6 +13,12 @@
  * After each commit the batcher publishes what happened on the bus — `message.stored` for each
  * stored message, `message.delivered` for each ack that took effect — and only then answers the
  * senders. It never calls the hub or the long polls itself.
+ *
+ * Subscribers fetch what an event names. For messages this process has just committed, the
+ * records are still in hand: `justCommitted` lends them until the end of the event-loop turn of
+ * their commit (a read-through in front of `Store.getMessages`, saving the live push a query per
+ * message). What it lends is exactly what was committed, and only for that turn, so it is never
+ * older than the event that named it.
  */
 import type { Bus, BusEvent } from './bus.js';
 import { ApiError } from './errors.js';
@@ -49,6 +55,9 @@ export class Batcher {
   #closed = false;
   /** The last commit started (commits are chained, never concurrent). */
   #tail: Promise<void> = Promise.resolve();
+  /** Records of the latest commit, until the end of its event-loop turn (see the file comment). */
+  #lent = new Map<string, MessageRecord>();
+  #lentClear = false;
 
   constructor(store: Store, options: BatcherOptions) {
     this.#store = store;
@@ -109,6 +118,21 @@ export class Batcher {
     }
   }
 
+  /** A message this process committed in the current event-loop turn, as committed. */
+  justCommitted(messageId: string): MessageRecord | undefined {
+    return this.#lent.get(messageId);
+  }
+
+  #lend(record: MessageRecord): void {
+    this.#lent.set(record.message_id, record);
+    if (this.#lentClear) return;
+    this.#lentClear = true;
+    setImmediate(() => {
+      this.#lent = new Map();
+      this.#lentClear = false;
+    });
+  }
+
   /** Publishes what a commit did, then answers the senders. */
   #published(pending: Pending[], result: CommitResult): void {
     const events: BusEvent[] = [];
@@ -116,6 +140,7 @@ export class Batcher {
     for (const { record } of pending) {
       if (result.refused.has(record.message_id)) continue;
       stored.push(record);
+      this.#lend(record);
       events.push({ type: 'message.stored', recipient: record.recipient_key, message_id: record.message_id, created_at: record.created_at, seq: record.seq });
     }
     for (const d of result.delivered) events.push({ type: 'message.delivered', recipient: d.recipient_key, message_id: d.message_id, via: 'ack' });

@@ -411,7 +411,17 @@ export class Hub {
   readonly #source = {
     pending: (recipient: string, afterSeq: number, limit: number, now: number, maxBytes: number) =>
       this.#deps.store.pending(recipient, afterSeq, limit, now, maxBytes),
-    fetch: (ids: readonly string[]) => this.#deps.store.getMessages(ids),
+    fetch: async (ids: readonly string[]): Promise<MessageRecord[]> => {
+      // What this process has just committed is still in hand (see `Batcher.justCommitted`).
+      const found: MessageRecord[] = [];
+      const missing: string[] = [];
+      for (const id of ids) {
+        const record = this.#deps.batcher.justCommitted(id);
+        if (record) found.push(record);
+        else missing.push(id);
+      }
+      return missing.length === 0 ? found : [...found, ...(await this.#deps.store.getMessages(missing))];
+    },
     now: () => this.#deps.clock.now(),
     frame: (record: MessageRecord, now: number) => encodeMessageFrame(messageJson(record, now)),
   };
