@@ -23,7 +23,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
-import type { Clock, Timer } from '../core/clock.js';
+import type { Clock } from '../core/clock.js';
 import { CLOSE_CODES, LIMITS } from '../protocol/constants.js';
 import {
   encodeAuthError,
@@ -42,14 +42,14 @@ import type { Authenticator } from './auth.js';
 import type { Batcher } from './batcher.js';
 import type { Bus } from './bus.js';
 import type { ConnectionRegistry } from './connections.js';
-import { Delivery, type PushSink } from './delivery.js';
+import { Delivery } from './delivery.js';
 import type { Directory } from './directory.js';
 import { ApiError, isStorageFailure } from './errors.js';
-import { connectionId } from './ids.js';
 import type { Logger } from './log.js';
 import { messageJson, sendResponse } from './message-json.js';
 import type { Messenger } from './messenger.js';
 import type { MessageRecord, Store } from './store/store.js';
+import { Connection } from './ws-connection.js';
 
 export interface HubOptions {
   authTimeoutMs: number;
@@ -80,54 +80,6 @@ const CLOSE_SLOW_READER = 1008;
 const CLOSE_INTERNAL = 1011;
 /** Frames held while authentication is under way, in bytes (a send frame and some). */
 const HELD_MAX_BYTES = 4 * 1024 * 1024;
-
-class Connection implements PushSink {
-  readonly id = connectionId();
-  readonly ws: WebSocket;
-  readonly remote: string;
-  readonly opened: number;
-  agent: string | undefined;
-  /** Set while an auth frame is being checked; frames meanwhile are held (`null`: a binary frame). */
-  held: Array<string | null> | undefined;
-  heldBytes = 0;
-  /** Holds a slot of the connection registry (given back when the connection goes). */
-  slot = false;
-  delivery: Delivery | undefined;
-  lastSeen: number;
-  authTimer: Timer | undefined;
-  heartbeatTimer: Timer | undefined;
-  closed = false;
-
-  constructor(ws: WebSocket, remote: string, now: number) {
-    this.ws = ws;
-    this.remote = remote;
-    this.opened = now;
-    this.lastSeen = now;
-  }
-
-  /** Unsent bytes (`PushSink`). */
-  get buffered(): number {
-    return this.ws.bufferedAmount;
-  }
-
-  /** A pushed message (`PushSink`): flow control is `Delivery`'s, by `buffered`. */
-  write(frame: string, cb?: (err?: Error) => void): void {
-    this.send(frame, cb);
-  }
-
-  send(frame: string, cb?: (err?: Error) => void): void {
-    if (this.closed) {
-      cb?.(new Error('connection closed'));
-      return;
-    }
-    this.ws.send(frame, cb);
-  }
-
-  stopTimers(): void {
-    this.authTimer?.cancel();
-    this.heartbeatTimer?.cancel();
-  }
-}
 
 function frameError(err: ApiError): FrameError {
   return err.details ? { code: err.code, message: err.message, details: err.details } : { code: err.code, message: err.message };

@@ -8,9 +8,9 @@
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { AclEntry, AclEntryType } from '../../protocol/types.js';
-import { inboxRefusal } from '../policy.js';
 import { DataDirLock } from './lock.js';
 import { checkDbFile, ensureDbFile, prepareDataDir, storageError } from './sqlite-file.js';
+import { commitTransaction, takeTransaction } from './sqlite-tx.js';
 import {
   AFTER_SQL,
   type AclRow,
@@ -30,7 +30,6 @@ import type {
   AgentRecord,
   CommitResult,
   DiscoverQuery,
-  InboxRefusal,
   InboxFilter,
   MessagePageRecords,
   MessagePosition,
@@ -44,7 +43,7 @@ import type {
 
 /** Prepared statements kept (least recently used dropped): query shapes must not grow memory. */
 const MAX_STATEMENTS = 64;
-/** A poll examines at most this many undecodable or unservable messages past its page. */
+/** A page (history, thread) examines at most this many undecodable rows past its end. */
 const MAX_SKIPPED = 100;
 
 export interface SqliteStoreOptions {
@@ -89,94 +88,8 @@ export class SqliteStore implements Store {
       throw storageError(this.location, err);
     }
 
-    const insert = this.#db.prepare(
-      `INSERT INTO messages (message_id, sender_key, recipient_key, content_type, body, attachments, thread_id,
-         in_reply_to, metadata, status, created_at, expires_at, delivered_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
-    const deliver = this.#db.prepare(
-      `UPDATE messages SET status = 'delivered', delivered_at = ? WHERE message_id = ? AND recipient_key = ? AND status = 'sent' AND expires_at > ?`,
-    );
-    const touch = this.#db.prepare('UPDATE agents SET last_active_at = ? WHERE public_key = ? AND last_active_at < ?');
-    const policyOf = this.#db.prepare('SELECT public_key, status, inbox_policy FROM agents WHERE public_key = ?');
-    const aclOf = this.#db.prepare('SELECT entry_type FROM acl WHERE owner_key = ? AND peer_key = ?').pluck();
-    this.#commit = this.#db.transaction((batch: WriteBatch, now: number): CommitResult => {
-      const refused = new Map<string, InboxRefusal>();
-      // The policy is read once per recipient (and ACL pair) per batch: nothing else writes in between.
-      const recipients = new Map<string, Pick<AgentRecord, 'public_key' | 'status' | 'inbox_policy'> | undefined>();
-      const pairs = new Map<string, AclEntryType | undefined>();
-      for (const m of batch.messages) {
-        let recipient = recipients.get(m.recipient_key);
-        if (!recipients.has(m.recipient_key)) {
-          recipient = policyOf.get(m.recipient_key) as AgentRecord | undefined;
-          recipients.set(m.recipient_key, recipient);
-        }
-        const refusal = inboxRefusal(recipient, m.sender_key, (peer) => {
-          const pair = `${m.recipient_key} ${peer}`;
-          if (!pairs.has(pair)) pairs.set(pair, aclOf.get(m.recipient_key, peer) as AclEntryType | undefined);
-          return pairs.get(pair);
-        });
-        if (refusal) {
-          refused.set(m.message_id, refusal);
-          continue;
-        }
-        const info = insert.run(
-          m.message_id,
-          m.sender_key,
-          m.recipient_key,
-          m.content_type,
-          m.body_json,
-          JSON.stringify(m.attachments),
-          m.thread_id,
-          m.in_reply_to,
-          JSON.stringify(m.metadata),
-          m.status,
-          m.created_at,
-          m.expires_at,
-          m.delivered_at,
-        );
-        m.seq = Number(info.lastInsertRowid);
-      }
-      const delivered: CommitResult['delivered'] = [];
-      for (const d of batch.delivered) if (deliver.run(now, d.message_id, d.recipient_key, now).changes > 0) delivered.push(d);
-      for (const [key, at] of batch.active) touch.run(at, key, at);
-      return { refused, delivered };
-    });
-
-    const markOne = this.#db.prepare(`UPDATE messages SET status = 'delivered', delivered_at = ? WHERE seq = ? AND status = 'sent'`);
-    this.#takeSent = this.#db.transaction(
-      (recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict): TakeResult => {
-        const messages: MessageRecord[] = [];
-        const skipped: string[] = [];
-        let hasMore = false;
-        const { sql, params } = inboxConditions(filter);
-        // Rows are read one at a time (a page of large bodies never sits in memory whole) and marked
-        // after the read, in the same transaction: the connection cannot write while it iterates.
-        const rows = this.#stmt(
-          `SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${sql} ${ORDER_SQL} LIMIT ?`,
-        ).iterate(recipient, now, ...params, limit + MAX_SKIPPED + 1) as IterableIterator<MessageRow>;
-        for (const row of rows) {
-          const record = messages.length < limit ? tryMessage(row) : undefined;
-          let verdict: ServeVerdict = messages.length < limit ? 'skip' : 'full';
-          if (record) {
-            record.status = 'delivered';
-            record.delivered_at = now;
-            verdict = serve(record);
-          }
-          if (verdict === 'full') {
-            hasMore = true;
-            break;
-          }
-          if (verdict === 'taken') messages.push(record!);
-          else if (skipped.push(row.message_id) > MAX_SKIPPED) {
-            hasMore = true;
-            break;
-          }
-        }
-        for (const m of messages) markOne.run(now, m.seq);
-        return { messages, hasMore, skipped };
-      },
-    );
+    this.#commit = commitTransaction(this.#db);
+    this.#takeSent = takeTransaction(this.#db, (sql) => this.#stmt(sql));
   }
 
   /**
