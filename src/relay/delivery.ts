@@ -17,15 +17,16 @@
  *    are fetched by id (`Store.getMessages`) and pushed in event order, if still `sent`, unexpired
  *    and not pushed already; every later event is handled the same way as it arrives.
  * 4. Duplicates (a message both read by a page and announced by an event that arrived late) are
- *    dropped with a bounded set of recently pushed ids (RECENT_IDS, more than a page).
+ *    dropped with a bounded set of the `seq`s recently pushed (RECENT, two pages: numbers, not
+ *    ids, so a connection's set costs a few kilobytes).
  * 5. Flow control: a socket holding more than HIGH_WATER unsent bytes goes back to backlog mode
  *    (from its cursor, which live pushes advance to the largest `seq` handled) and catches up
  *    from the store once the socket has drained: nothing is buffered without bound.
  *
  * Bounds: at most MAX_QUEUED queued events; past that, an event is dropped and the next pass
- * re-reads from the smallest `seq` dropped (duplicates beyond the recent-id set are then possible:
+ * re-reads from the smallest `seq` dropped (duplicates beyond the recent set are then possible:
  * at-least-once, receivers de-duplicate on `message_id`). The state of a connection is a cursor,
- * a queue of ids and the recent-id set: no bodies are held except the page being written.
+ * a queue of ids and the recent set: no bodies are held except the page being written.
  *
  * One pump runs per connection at a time; every error ends in `onError` (the hub closes the
  * connection with 1011), never in an exception out of a listener.
@@ -37,10 +38,10 @@ import type { MessageRecord } from './store/store.js';
 export const BACKLOG_PAGE = 256;
 /** Above this many unsent bytes a connection stops taking pushes and catches up from the store. */
 export const HIGH_WATER = 1024 * 1024;
-/** Ids of recently pushed messages remembered per connection (duplicates are dropped against it). */
-export const RECENT_IDS = 1024;
+/** `seq`s of recently pushed messages remembered per connection (duplicates are dropped against it). */
+export const RECENT = 2 * BACKLOG_PAGE;
 /** Events queued per connection before the connection falls back to re-reading from the store. */
-export const MAX_QUEUED = 4096;
+export const MAX_QUEUED = 1024;
 
 /** The socket side, as delivery needs it. */
 export interface PushSink {
@@ -74,7 +75,7 @@ export class Delivery {
   #queue: Stored[] = [];
   /** Smallest `seq` of an event dropped because the queue was full (re-read from there). */
   #rescanFrom: number | undefined;
-  readonly #recent = new Set<string>();
+  readonly #recent = new Set<number>();
   #pumping = false;
   #started = false;
 
@@ -149,7 +150,7 @@ export class Delivery {
     const full = page.length === BACKLOG_PAGE || bytes >= budget;
     const now = this.#source.now();
     let last = -1;
-    for (let i = 0; i < page.length; i++) if (!this.#recent.has(page[i]!.message_id)) last = i;
+    for (let i = 0; i < page.length; i++) if (!this.#recent.has(page[i]!.seq)) last = i;
     let written: Promise<void> | undefined;
     for (let i = 0; i < page.length; i++) {
       const record = page[i]!;
@@ -166,7 +167,7 @@ export class Delivery {
   async #pushQueued(): Promise<void> {
     const events = this.#queue;
     this.#queue = [];
-    const wanted = [...new Set(events.filter((e) => !this.#recent.has(e.message_id)).map((e) => e.message_id))];
+    const wanted = [...new Set(events.filter((e) => !this.#recent.has(e.seq)).map((e) => e.message_id))];
     const records = new Map<string, MessageRecord>();
     if (wanted.length > 0) for (const r of await this.#source.fetch(wanted)) records.set(r.message_id, r);
     if (this.#sink.closed) return;
@@ -192,12 +193,12 @@ export class Delivery {
 
   /** Writes one message unless it was pushed recently. */
   #push(record: MessageRecord, now: number, cb?: () => void): void {
-    if (this.#recent.has(record.message_id)) {
+    if (this.#recent.has(record.seq)) {
       cb?.();
       return;
     }
-    this.#recent.add(record.message_id);
-    if (this.#recent.size > RECENT_IDS) this.#recent.delete(this.#recent.values().next().value as string);
+    this.#recent.add(record.seq);
+    if (this.#recent.size > RECENT) this.#recent.delete(this.#recent.values().next().value as number);
     this.#sink.write(this.#source.frame(record, now), cb && (() => cb()));
   }
 
