@@ -58,7 +58,9 @@ function busy(what: string): ApiError {
 }
 
 function tooLarge(max: number): ApiError {
-  return new ApiError('payload_too_large', `the request body is larger than ${max} bytes`, { headers: { Connection: 'close' } });
+  return new ApiError('payload_too_large', `the request body is larger than ${max} bytes`, {
+    headers: { Connection: 'close' },
+  });
 }
 
 /**
@@ -100,14 +102,24 @@ export function readBody(req: IncomingMessage, limits: BodyLimits, gate: BodyGat
         req.pause();
         reject(err);
       } else {
-        resolve(size === 0 ? EMPTY_BODY : { bytes: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size), hash: hash.digest('base64url') });
+        resolve(
+          size === 0
+            ? EMPTY_BODY
+            : { bytes: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size), hash: hash.digest('base64url') },
+        );
       }
     };
     const onData = (chunk: Buffer): void => {
       size += chunk.length;
-      if (size > limits.maxBytes) return finish(tooLarge(limits.maxBytes));
+      if (size > limits.maxBytes) {
+        finish(tooLarge(limits.maxBytes));
+        return;
+      }
       if (size > reserved) {
-        if (gate.bytes + (size - reserved) > gate.maxBytes) return finish(busy(`${gate.bytes} bytes held`));
+        if (gate.bytes + (size - reserved) > gate.maxBytes) {
+          finish(busy(`${gate.bytes} bytes held`));
+          return;
+        }
         gate.bytes += size - reserved;
         reserved = size;
       }
@@ -115,12 +127,17 @@ export function readBody(req: IncomingMessage, limits: BodyLimits, gate: BodyGat
       chunks.push(chunk);
     };
     const onEnd = (): void => finish(undefined);
-    const onGone = (): void => finish(new ApiError('bad_request', 'the request body was cut off', { headers: { Connection: 'close' } }));
+    const onGone = (): void =>
+      finish(new ApiError('bad_request', 'the request body was cut off', { headers: { Connection: 'close' } }));
     const timer = clock.setTimeout(() => {
       finish(
-        new ApiError('request_timeout', `the request body did not arrive within ${Math.round(limits.timeoutMs / 1000)} s`, {
-          headers: { Connection: 'close' },
-        }),
+        new ApiError(
+          'request_timeout',
+          `the request body did not arrive within ${Math.round(limits.timeoutMs / 1000)} s`,
+          {
+            headers: { Connection: 'close' },
+          },
+        ),
       );
     }, limits.timeoutMs);
     req.on('data', onData);
@@ -129,7 +146,6 @@ export function readBody(req: IncomingMessage, limits: BodyLimits, gate: BodyGat
     req.on('close', onGone);
   });
 }
-
 
 /** Gate bytes a stream holds at most at once (about one socket read). */
 export const STREAM_RESERVE = 64 * 1024;
@@ -162,7 +178,14 @@ export class RequestStream implements StreamBody {
   #settle!: { resolve(caller: string): void; reject(err: unknown): void };
 
   /** Takes a place in the gate; 413 at once when Content-Length is over the limit, 503 when the gate is full. */
-  constructor(req: IncomingMessage, limits: StreamLimits, gate: BodyGate, clock: Clock, signal: AbortSignal, finish: (hash: string) => Promise<string>) {
+  constructor(
+    req: IncomingMessage,
+    limits: StreamLimits,
+    gate: BodyGate,
+    clock: Clock,
+    signal: AbortSignal,
+    finish: (hash: string) => Promise<string>,
+  ) {
     const declared = Number(req.headers['content-length'] ?? Number.NaN);
     if (Number.isFinite(declared) && declared > limits.maxBytes) throw tooLarge(limits.maxBytes);
     if (gate.active >= gate.maxActive) throw busy(`${gate.active} at once`);
@@ -251,9 +274,13 @@ export class RequestStream implements StreamBody {
       const timer = this.#clock.setTimeout(() => {
         done();
         reject(
-          new ApiError('request_timeout', `no byte of the request body arrived for ${Math.round(this.#limits.idleTimeoutMs / 1000)} s`, {
-            headers: { Connection: 'close' },
-          }),
+          new ApiError(
+            'request_timeout',
+            `no byte of the request body arrived for ${Math.round(this.#limits.idleTimeoutMs / 1000)} s`,
+            {
+              headers: { Connection: 'close' },
+            },
+          ),
         );
       }, this.#limits.idleTimeoutMs);
       this.#signal.addEventListener('abort', onAbort, { once: true });

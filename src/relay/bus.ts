@@ -80,7 +80,10 @@ export class InProcessBus implements Bus {
 
   subscribe<T extends BusEventType>(type: T, listener: BusListener<T>): () => void {
     let set = this.#listeners.get(type);
-    if (!set) this.#listeners.set(type, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.#listeners.set(type, set);
+    }
     // A wrapper per subscription, so subscribing the same function twice gives two subscriptions.
     const wrapped = (event: BusEvent): void => listener(event as BusEventOf<T>);
     set.add(wrapped);

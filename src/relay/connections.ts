@@ -25,7 +25,10 @@ export class MemoryConnectionRegistry implements ConnectionRegistry {
     let set = this.#byAgent.get(agent);
     if (set?.has(connectionId)) return true;
     if ((set?.size ?? 0) >= max) return false;
-    if (!set) this.#byAgent.set(agent, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.#byAgent.set(agent, set);
+    }
     set.add(connectionId);
     return true;
   }

@@ -177,7 +177,8 @@ export class Delivery {
       if (event.seq > this.#cursor) this.#cursor = event.seq;
       const record = records.get(event.message_id);
       records.delete(event.message_id);
-      if (!record || record.recipient_key !== this.#agent || record.status !== 'sent' || record.expires_at <= now) continue;
+      if (!record || record.recipient_key !== this.#agent || record.status !== 'sent' || record.expires_at <= now)
+        continue;
       if (this.#sink.buffered <= HIGH_WATER) {
         this.#push(record, now);
         continue;

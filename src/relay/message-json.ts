@@ -71,5 +71,10 @@ export interface MessagePage {
 }
 
 export function sendResponse(record: MessageRecord): SendResponse {
-  return { message_id: record.message_id, status: 'sent', created_at: iso(record.created_at), expires_at: iso(record.expires_at) };
+  return {
+    message_id: record.message_id,
+    status: 'sent',
+    created_at: iso(record.created_at),
+    expires_at: iso(record.expires_at),
+  };
 }

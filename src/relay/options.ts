@@ -115,12 +115,29 @@ export const RELAY_DEFAULTS = {
   logLevel: 'info',
 } as const;
 
-type Injected = 'logger' | 'metrics' | 'store' | 'bus' | 'replayCache' | 'rateLimiter' | 'connectionRegistry' | 'caches' | 'routes' | 'dataDir';
+type Injected =
+  | 'logger'
+  | 'metrics'
+  | 'store'
+  | 'bus'
+  | 'replayCache'
+  | 'rateLimiter'
+  | 'connectionRegistry'
+  | 'caches'
+  | 'routes'
+  | 'dataDir';
 
 /** Options after defaults: every number set; the injected parts as given (or absent). */
-export type ResolvedOptions = Required<Omit<RelayOptions, Injected | 'clock'>> & Pick<RelayOptions, Injected> & { clock: Clock };
+export type ResolvedOptions = Required<Omit<RelayOptions, Injected | 'clock'>> &
+  Pick<RelayOptions, Injected> & { clock: Clock };
 
-const NON_NEGATIVE = ['sendRatePerMinute', 'receiveRatePerMinute', 'requestRatePerMinute', 'port', 'minFreeDiskBytes'] as const;
+const NON_NEGATIVE = [
+  'sendRatePerMinute',
+  'receiveRatePerMinute',
+  'requestRatePerMinute',
+  'port',
+  'minFreeDiskBytes',
+] as const;
 const POSITIVE = [
   'timestampToleranceMs',
   'maxConnectionsPerAgent',
@@ -160,10 +177,16 @@ export function resolveOptions(options: RelayOptions): ResolvedOptions {
   if (o.port > 65535) throw invalid(`options.port must be at most 65535 (got ${o.port})`);
   for (const name of POSITIVE) {
     const v = o[name];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw invalid(`options.${name} must be a positive number (got ${v})`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+      throw invalid(`options.${name} must be a positive number (got ${v})`);
   }
   for (const route of o.routes ?? []) {
-    if (!route || typeof route.path !== 'string' || !route.path.startsWith('/') || typeof route.handler !== 'function') {
+    if (
+      !route ||
+      typeof route.path !== 'string' ||
+      !route.path.startsWith('/') ||
+      typeof route.handler !== 'function'
+    ) {
       throw invalid('options.routes: each route needs a path starting with "/" and a handler');
     }
   }

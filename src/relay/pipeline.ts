@@ -142,16 +142,26 @@ export function createPipeline(deps: PipelineDeps): Handle {
         // Headers, key and timestamp are checked before a byte of the body is read; the body is
         // hashed as it arrives and the signature checked once it is in.
         const claim = auth.claim(req.headers);
-        const maxBytes = route.body.kind === 'json' ? (route.body.maxBytes ?? deps.maxEnvelopeBytes) : deps.maxEnvelopeBytes;
+        const maxBytes =
+          route.body.kind === 'json' ? (route.body.maxBytes ?? deps.maxEnvelopeBytes) : deps.maxEnvelopeBytes;
         body = await readBody(req, { maxBytes, timeoutMs: deps.bodyTimeoutMs }, deps.gate, clock);
         caller = await auth.verifyHttp(claim, method, target, body.hash);
         await admit(caller, route, headers);
       } else if (route.body.kind === 'json') {
-        body = await readBody(req, { maxBytes: route.body.maxBytes ?? deps.maxEnvelopeBytes, timeoutMs: deps.bodyTimeoutMs }, deps.gate, clock);
+        body = await readBody(
+          req,
+          { maxBytes: route.body.maxBytes ?? deps.maxEnvelopeBytes, timeoutMs: deps.bodyTimeoutMs },
+          deps.gate,
+          clock,
+        );
       }
 
-      const reply = await route.handler(requestOf(route, method, params, q < 0 ? '' : target.slice(q + 1), caller ?? '', abort.signal, body, stream), services);
-      if (reply.kind !== route.reply) throw new Error(`route ${route.method} ${route.path} declares a ${route.reply} reply and gave ${reply.kind}`);
+      const reply = await route.handler(
+        requestOf(route, method, params, q < 0 ? '' : target.slice(q + 1), caller ?? '', abort.signal, body, stream),
+        services,
+      );
+      if (reply.kind !== route.reply)
+        throw new Error(`route ${route.method} ${route.path} declares a ${route.reply} reply and gave ${reply.kind}`);
       if (stream && route.auth && reply.status < 400 && stream.caller === undefined) {
         throw new Error(`route ${route.method} ${route.path} answered before its stream body was verified`);
       }
@@ -160,8 +170,14 @@ export function createPipeline(deps: PipelineDeps): Handle {
       await write(res, reply, headers, method === 'HEAD');
     } catch (err) {
       const api = ApiError.from(err);
-      if (api.code === 'internal_error') logger.error('internal_error', { request_id: id, error: (err as Error)?.stack ?? String(err) });
-      else if (isStorageFailure(err)) logger.error('storage_error', { request_id: id, code: (err as { code?: string }).code, error: (err as Error).message });
+      if (api.code === 'internal_error')
+        logger.error('internal_error', { request_id: id, error: (err as Error)?.stack ?? String(err) });
+      else if (isStorageFailure(err))
+        logger.error('storage_error', {
+          request_id: id,
+          code: (err as { code?: string }).code,
+          error: (err as Error).message,
+        });
       status = api.status;
       writeJson(res, api.status, errorEnvelope(api.code, api.message, id, api.details), { ...headers, ...api.headers });
     } finally {
@@ -212,12 +228,24 @@ function requestOf(
   };
 }
 
-function write(res: ServerResponse, reply: Reply, headers: Record<string, string>, head: boolean): Promise<void> | void {
+function write(
+  res: ServerResponse,
+  reply: Reply,
+  headers: Record<string, string>,
+  head: boolean,
+): Promise<void> | void {
   switch (reply.kind) {
     case 'json':
       return writeJson(res, reply.status, reply.body, { ...headers, ...reply.headers }, head);
     case 'text':
-      return writeText(res, reply.status, reply.text, reply.contentType ?? 'text/plain; charset=utf-8', { ...headers, ...reply.headers }, head);
+      return writeText(
+        res,
+        reply.status,
+        reply.text,
+        reply.contentType ?? 'text/plain; charset=utf-8',
+        { ...headers, ...reply.headers },
+        head,
+      );
     case 'bytes':
       return writeBytes(res, reply, { ...headers, ...reply.headers }, head);
   }

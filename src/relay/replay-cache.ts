@@ -65,10 +65,14 @@ export class MemoryReplayCache implements ReplayCache {
     }
     const oldest = this.#seen.values().next().value as number;
     const retryAfter = Math.max(1, Math.ceil(oldest - nowSec));
-    throw new ApiError('service_unavailable', `the relay is handling too many signed requests; retry in ${retryAfter} s`, {
-      details: { reason: 'replay_cache_full', retry_after: retryAfter },
-      headers: { 'Retry-After': String(retryAfter) },
-    });
+    throw new ApiError(
+      'service_unavailable',
+      `the relay is handling too many signed requests; retry in ${retryAfter} s`,
+      {
+        details: { reason: 'replay_cache_full', retry_after: retryAfter },
+        headers: { 'Retry-After': String(retryAfter) },
+      },
+    );
   }
 
   #pruneAll(): void {

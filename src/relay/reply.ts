@@ -9,7 +9,13 @@ import type { ServerResponse } from 'node:http';
 import type { BytesReply } from './router.js';
 
 /** Writes a JSON answer (or an empty one for 204/HEAD); a string body is sent as it is. */
-export function writeJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>, head = false): void {
+export function writeJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string>,
+  head = false,
+): void {
   if (res.headersSent || res.destroyed) return;
   if (status === 204 || body === undefined) {
     res.writeHead(status, headers);
@@ -25,19 +31,35 @@ export function writeJson(res: ServerResponse, status: number, body: unknown, he
   res.end(head ? undefined : text);
 }
 
-export function writeText(res: ServerResponse, status: number, text: string, contentType: string, headers: Record<string, string>, head = false): void {
+export function writeText(
+  res: ServerResponse,
+  status: number,
+  text: string,
+  contentType: string,
+  headers: Record<string, string>,
+  head = false,
+): void {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(status, { ...headers, 'Content-Type': contentType, 'Content-Length': String(Buffer.byteLength(text)) });
   res.end(head ? undefined : text);
 }
 
 /** Streams `reply.body`; resolves when it is all written, the client left, or the source failed (logged by the caller). */
-export async function writeBytes(res: ServerResponse, reply: BytesReply, headers: Record<string, string>, head: boolean): Promise<void> {
+export async function writeBytes(
+  res: ServerResponse,
+  reply: BytesReply,
+  headers: Record<string, string>,
+  head: boolean,
+): Promise<void> {
   if (res.headersSent || res.destroyed) {
     reply.cancel?.();
     return;
   }
-  res.writeHead(reply.status, { ...headers, 'Content-Type': reply.contentType, 'Content-Length': String(reply.length) });
+  res.writeHead(reply.status, {
+    ...headers,
+    'Content-Type': reply.contentType,
+    'Content-Length': String(reply.length),
+  });
   if (head) {
     reply.cancel?.();
     res.end();

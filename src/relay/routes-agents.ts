@@ -90,7 +90,11 @@ export const AGENT_ROUTES: RelayRoute[] = [
       const rows = await svc.store.listAcl(key, type, after, limit + 1);
       const entries = rows.slice(0, limit);
       const hasMore = rows.length > limit;
-      return ok({ entries, has_more: hasMore, next_cursor: hasMore ? encodeCursor({ i: entries[entries.length - 1]!.id }) : null });
+      return ok({
+        entries,
+        has_more: hasMore,
+        next_cursor: hasMore ? encodeCursor({ i: entries[entries.length - 1]!.id }) : null,
+      });
     },
   },
   {
@@ -114,7 +118,8 @@ export const AGENT_ROUTES: RelayRoute[] = [
     body: NO_BODY,
     reply: 'json',
     handler: async (req, svc) => {
-      if (!(await svc.directory.deleteAcl(ownKey(req), req.params['peer']!))) throw new ApiError('not_found', 'no ACL entry for that peer');
+      if (!(await svc.directory.deleteAcl(ownKey(req), req.params['peer']!)))
+        throw new ApiError('not_found', 'no ACL entry for that peer');
       return noContent;
     },
   },
@@ -151,16 +156,28 @@ export const AGENT_ROUTES: RelayRoute[] = [
       // Each tag and word is a condition of the query: bounded, so no request builds a huge statement.
       const tags = [...new Set(req.query.getAll('tag').filter((t) => t !== ''))];
       if (tags.length > LIMITS.discoverMaxTags) {
-        throw new ApiError('bad_request', `query parameter tag: at most ${LIMITS.discoverMaxTags} tags (got ${tags.length})`, {
-          details: { field: 'tag', reason: `at most ${LIMITS.discoverMaxTags} tags`, limit: LIMITS.discoverMaxTags },
-        });
+        throw new ApiError(
+          'bad_request',
+          `query parameter tag: at most ${LIMITS.discoverMaxTags} tags (got ${tags.length})`,
+          {
+            details: { field: 'tag', reason: `at most ${LIMITS.discoverMaxTags} tags`, limit: LIMITS.discoverMaxTags },
+          },
+        );
       }
-      for (const tag of tags) if (tag.length > LIMITS.tagMax) throw new ApiError('bad_request', `query parameter tag: at most ${LIMITS.tagMax} characters`, { details: { field: 'tag', reason: 'too long' } });
+      for (const tag of tags)
+        if (tag.length > LIMITS.tagMax)
+          throw new ApiError('bad_request', `query parameter tag: at most ${LIMITS.tagMax} characters`, {
+            details: { field: 'tag', reason: 'too long' },
+          });
       const words = [...new Set((q ?? '').toLowerCase().split(/\s+/).filter(Boolean))];
       if (words.length > LIMITS.discoverMaxWords) {
-        throw new ApiError('bad_request', `query parameter q: at most ${LIMITS.discoverMaxWords} words (got ${words.length})`, {
-          details: { field: 'q', reason: `at most ${LIMITS.discoverMaxWords} words`, limit: LIMITS.discoverMaxWords },
-        });
+        throw new ApiError(
+          'bad_request',
+          `query parameter q: at most ${LIMITS.discoverMaxWords} words (got ${words.length})`,
+          {
+            details: { field: 'q', reason: `at most ${LIMITS.discoverMaxWords} words`, limit: LIMITS.discoverMaxWords },
+          },
+        );
       }
       const rows = await svc.store.discover({
         tags,
@@ -193,6 +210,7 @@ export const AGENT_ROUTES: RelayRoute[] = [
     summary: 'Capability tags in use, with agent counts',
     body: NO_BODY,
     reply: 'json',
-    handler: async (req, svc) => ok({ capabilities: await svc.store.capabilityTags(stringParam(req.query, 'prefix', 64)) }),
+    handler: async (req, svc) =>
+      ok({ capabilities: await svc.store.capabilityTags(stringParam(req.query, 'prefix', 64)) }),
   },
 ];

@@ -9,8 +9,23 @@ import { formatInstant } from '../protocol/signing.js';
 import type { MessageStatus } from '../protocol/types.js';
 import { validateSendRequest } from '../protocol/validate.js';
 import { ApiError } from './errors.js';
-import { decodeCursor, encodeCursor, enumParam, intParam, keyParam, messageCursor, stringParam, timeParam } from './http.js';
-import { effectiveStatus, type MessagePage, renderMessages, sendResponse, servableMessageJson } from './message-json.js';
+import {
+  decodeCursor,
+  encodeCursor,
+  enumParam,
+  intParam,
+  keyParam,
+  messageCursor,
+  stringParam,
+  timeParam,
+} from './http.js';
+import {
+  effectiveStatus,
+  type MessagePage,
+  renderMessages,
+  sendResponse,
+  servableMessageJson,
+} from './message-json.js';
 import { JSON_BODY, NO_BODY, type Reply, type Request } from './router.js';
 import { notSupported, ok, type RelayRoute, type Services } from './services.js';
 import { MESSAGE_PAGE_BYTES, type MessageRecord } from './store/store.js';
@@ -20,9 +35,14 @@ import { MESSAGE_PAGE_BYTES, type MessageRecord } from './store/store.js';
  * parsed and re-serialised). Messages that cannot be served are left out and logged.
  */
 function messageList(svc: Services, head: string, page: MessagePage): Reply {
-  if (page.skipped.length > 0) svc.logger.error('message_unservable', { message_ids: page.skipped.slice(0, 10), count: page.skipped.length });
+  if (page.skipped.length > 0)
+    svc.logger.error('message_unservable', { message_ids: page.skipped.slice(0, 10), count: page.skipped.length });
   const next = page.hasMore && page.last ? JSON.stringify(messageCursorOf(page.last)) : 'null';
-  return { kind: 'json', status: 200, body: `{${head}"messages":[${page.json.join(',')}],"has_more":${page.hasMore},"next_cursor":${next}}` };
+  return {
+    kind: 'json',
+    status: 200,
+    body: `{${head}"messages":[${page.json.join(',')}],"has_more":${page.hasMore},"next_cursor":${next}}`,
+  };
 }
 
 const messageCursorOf = (m: MessageRecord): string => encodeCursor({ t: m.created_at, id: m.message_id });
@@ -46,7 +66,10 @@ export const MESSAGE_ROUTES: RelayRoute[] = [
     reply: 'json',
     handler: async (req, svc) => {
       const { value, text } = req.json();
-      const bodyText = typeof value === 'object' && value !== null && Object.hasOwn(value, 'body') ? memberText(text, ['body']) : undefined;
+      const bodyText =
+        typeof value === 'object' && value !== null && Object.hasOwn(value, 'body')
+          ? memberText(text, ['body'])
+          : undefined;
       const input = validateSendRequest(value, svc.maxBodyBytes, bodyText);
       const { record, rate } = await svc.messenger.send(req.caller, input);
       return { kind: 'json', status: 201, body: sendResponse(record), sendRate: rate };
@@ -97,9 +120,16 @@ export const MESSAGE_ROUTES: RelayRoute[] = [
       const limit = intParam(req.query, 'limit', LIMITS.threadLimitDefault, 1, LIMITS.threadLimitMax);
       const after = decodeCursor(req.query, messageCursor);
       const { messages, hasMore } =
-        threadId.length <= 256 ? await svc.store.thread(req.caller, threadId, after, limit, MESSAGE_PAGE_BYTES) : { messages: [], hasMore: false };
+        threadId.length <= 256
+          ? await svc.store.thread(req.caller, threadId, after, limit, MESSAGE_PAGE_BYTES)
+          : { messages: [], hasMore: false };
       const { json, skipped } = renderMessages(messages, svc.clock.now());
-      return messageList(svc, `"thread_id":${JSON.stringify(threadId)},`, { json, skipped, hasMore, last: messages[messages.length - 1] });
+      return messageList(svc, `"thread_id":${JSON.stringify(threadId)},`, {
+        json,
+        skipped,
+        hasMore,
+        last: messages[messages.length - 1],
+      });
     },
   },
   {
@@ -138,7 +168,15 @@ export const MESSAGE_ROUTES: RelayRoute[] = [
     },
   },
   // Blob uploads will declare { kind: 'stream', maxBytes: 100 MiB } and reply with bytes (see router.ts).
-  { method: 'POST', path: '/v1/blobs', auth: true, summary: 'Blobs (not supported by this relay)', body: NO_BODY, reply: 'json', handler: notSupported('blobs') },
+  {
+    method: 'POST',
+    path: '/v1/blobs',
+    auth: true,
+    summary: 'Blobs (not supported by this relay)',
+    body: NO_BODY,
+    reply: 'json',
+    handler: notSupported('blobs'),
+  },
   ...(['GET', 'DELETE'] as const).map(
     (method): RelayRoute => ({
       method,

@@ -88,6 +88,9 @@ function streamHeaders(kp: Keypair, method: string, target: string, sha256Hex: s
   };
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: a JSON answer, checked field by field
+type Answer = { status: number; body: any };
+
 /** Resolves once `req` takes more bytes, or is gone. */
 function drained(req: ClientRequest): Promise<void> {
   return new Promise((resolve) => {
@@ -108,7 +111,7 @@ async function upload(
   headers: Record<string, string>,
   source: AsyncIterable<Uint8Array>,
   length?: number,
-): Promise<{ status: number; body: any }> {
+): Promise<Answer> {
   const u = new URL(url);
   const req = request({
     host: u.hostname,
@@ -121,7 +124,7 @@ async function upload(
       ...(length === undefined ? {} : { 'Content-Length': String(length) }),
     },
   });
-  const answered = new Promise<{ status: number; body: any }>((resolve, reject) => {
+  const answered = new Promise<Answer>((resolve, reject) => {
     req.on('response', (res) => {
       const parts: Buffer[] = [];
       res.on('data', (d: Buffer) => parts.push(d));

@@ -5,7 +5,14 @@
  * `(created_at, message_id)` order. Apart from `sqlite-store.ts` so that the queries read on
  * their own.
  */
-import type { AclEntry, AclEntryType, Attachment, Capability, JsonObject, MessageStatus } from '../../protocol/types.js';
+import type {
+  AclEntry,
+  AclEntryType,
+  Attachment,
+  Capability,
+  JsonObject,
+  MessageStatus,
+} from '../../protocol/types.js';
 import { formatInstant } from '../../protocol/signing.js';
 import type { AgentRecord, InboxFilter, MessageRecord } from './store.js';
 
@@ -163,7 +170,9 @@ export function aclFromRow(row: AclRow): AclEntry {
 
 /** Lower-cased text `q` searches: display name, capability names and descriptions. */
 export function searchText(agent: AgentRecord): string {
-  return [agent.display_name ?? '', ...agent.capabilities.flatMap((c) => [c.name, c.description])].join('\n').toLowerCase();
+  return [agent.display_name ?? '', ...agent.capabilities.flatMap((c) => [c.name, c.description])]
+    .join('\n')
+    .toLowerCase();
 }
 
 export function tagsOf(agent: AgentRecord): string[] {

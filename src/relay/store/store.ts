@@ -143,16 +143,34 @@ export interface Store {
    * `full` ends the page with `hasMore`. Stored rows that cannot be decoded are skipped the same
    * way. At most `limit` are taken. Atomic: concurrent takes never hand out the same message.
    */
-  takeSent(recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict): Promise<TakeResult>;
+  takeSent(
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    now: number,
+    serve: (record: MessageRecord) => ServeVerdict,
+  ): Promise<TakeResult>;
   /** A read-only inbox view (delivered / expired history): a page of at most `limit` messages and about `maxBytes` of bodies. */
-  listInbox(recipient: string, filter: InboxFilter, limit: number, now: number, maxBytes: number): Promise<MessagePageRecords>;
+  listInbox(
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    now: number,
+    maxBytes: number,
+  ): Promise<MessagePageRecords>;
   /**
    * `sent`, unexpired messages for `recipient` with `seq > afterSeq`, in `seq` order (WebSocket
    * backlog): at most `limit`, and no more once their bodies reach `maxBytes` (at least one).
    */
   pending(recipient: string, afterSeq: number, limit: number, now: number, maxBytes?: number): Promise<MessageRecord[]>;
   /** A page of a thread the caller took part in: at most `limit` messages and about `maxBytes` of bodies. */
-  thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number, maxBytes: number): Promise<MessagePageRecords>;
+  thread(
+    caller: string,
+    threadId: string,
+    after: MessagePosition | undefined,
+    limit: number,
+    maxBytes: number,
+  ): Promise<MessagePageRecords>;
   /** Marks overdue `sent` messages expired and purges what has outlived its retention. */
   sweep(now: number, expiredRetentionMs: number): Promise<{ expired: number; purged: number }>;
 
