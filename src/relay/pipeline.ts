@@ -83,7 +83,9 @@ export function createPipeline(deps: PipelineDeps): Handle {
     const headers: Record<string, string> = { ...CORS_HEADERS, 'X-Request-Id': id };
     let status = 500;
     let routeLabel = 'unmatched';
+    /** The authenticated caller (logged); a stream route's handler gets the claimed key before that. */
     let caller: string | undefined;
+    let claimed: string | undefined;
     let stream: RequestStream | undefined;
     // Watch for the client going away from the first moment: a long poll whose client left while
     // its body or auth was being handled must not take (and lose) messages.
@@ -137,7 +139,7 @@ export function createPipeline(deps: PipelineDeps): Handle {
           abort.signal,
           finish,
         );
-        caller = claim?.publicKey;
+        claimed = claim?.publicKey;
       } else if (route.auth) {
         // Headers, key and timestamp are checked before a byte of the body is read; the body is
         // hashed as it arrives and the signature checked once it is in.
@@ -157,7 +159,7 @@ export function createPipeline(deps: PipelineDeps): Handle {
       }
 
       const reply = await route.handler(
-        requestOf(route, method, params, q < 0 ? '' : target.slice(q + 1), caller ?? '', abort.signal, body, stream),
+        requestOf(route, method, params, q < 0 ? '' : target.slice(q + 1), caller ?? claimed ?? '', abort.signal, body, stream),
         services,
       );
       if (reply.kind !== route.reply)

@@ -16,6 +16,9 @@
  * - `ensureAgent`: insert-if-absent, never overwriting a concurrent creation.
  *
  * Connection counting is not storage: it lives behind `ConnectionRegistry` (`../connections.ts`).
+ * Reads must see every committed write (no lagging replica behind `getMessages`): a bus event is
+ * published after its commit, and its subscriber fetches what it names.
+ *
  * What a store is NOT asked to do: order commits. `seq` is store order (assigned on insert), and
  * with several writers a smaller `seq` may commit after a larger one; readers that must not miss
  * a message (the WebSocket push) combine `seq` pages with bus events (`../delivery.ts`).
