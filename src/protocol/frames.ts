@@ -322,6 +322,16 @@ export function encodeMessageObject(m: MessageParts): string {
   );
 }
 
+/**
+ * A page of messages as the HTTP API answers it (§3.2, §3.6): `{"messages": [...], "has_more",
+ * "next_cursor"}`, preceded by `thread_id` for a thread. `messages` are message objects' JSON
+ * texts (`encodeMessageObject`), spliced as they are.
+ */
+export function encodeMessagePage(page: { thread_id?: string; messages: readonly string[]; has_more: boolean; next_cursor: string | null }): string {
+  const head = page.thread_id === undefined ? '' : `"thread_id":${JSON.stringify(page.thread_id)},`;
+  return `{${head}"messages":[${page.messages.join(',')}],"has_more":${page.has_more},"next_cursor":${JSON.stringify(page.next_cursor)}}`;
+}
+
 /** `{"type":"message","message":…}` around a message object's JSON text (`encodeMessageObject`). */
 export function encodeMessageFrame(messageText: string): string {
   return `{"type":"message","message":${messageText}}`;

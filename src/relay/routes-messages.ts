@@ -4,6 +4,7 @@
  * built around the stored bodies, which go out exactly as they came in.
  */
 import { LIMITS, MESSAGE_STATUSES } from '../protocol/constants.js';
+import { encodeMessagePage } from '../protocol/frames.js';
 import { memberText } from '../protocol/json.js';
 import { formatInstant } from '../protocol/signing.js';
 import type { MessageStatus } from '../protocol/types.js';
@@ -34,15 +35,11 @@ import { MESSAGE_PAGE_BYTES, type MessageRecord } from './store/store.js';
  * A list of messages as JSON text: the stored bodies go out exactly as they came in (never
  * parsed and re-serialised). Messages that cannot be served are left out and logged.
  */
-function messageList(svc: Services, head: string, page: MessagePage): Reply {
-  if (page.skipped.length > 0)
-    svc.logger.error('message_unservable', { message_ids: page.skipped.slice(0, 10), count: page.skipped.length });
-  const next = page.hasMore && page.last ? JSON.stringify(messageCursorOf(page.last)) : 'null';
-  return {
-    kind: 'json',
-    status: 200,
-    body: `{${head}"messages":[${page.json.join(',')}],"has_more":${page.hasMore},"next_cursor":${next}}`,
-  };
+function messageList(svc: Services, threadId: string | undefined, page: MessagePage): Reply {
+  if (page.skipped.length > 0) svc.logger.error('message_unservable', { message_ids: page.skipped.slice(0, 10), count: page.skipped.length });
+  const next = page.hasMore && page.last ? messageCursorOf(page.last) : null;
+  const body = encodeMessagePage({ ...(threadId === undefined ? {} : { thread_id: threadId }), messages: page.json, has_more: page.hasMore, next_cursor: next });
+  return { kind: 'json', status: 200, body };
 }
 
 const messageCursorOf = (m: MessageRecord): string => encodeCursor({ t: m.created_at, id: m.message_id });
@@ -105,7 +102,7 @@ export const MESSAGE_ROUTES: RelayRoute[] = [
         wait * 1000,
         req.signal,
       );
-      return messageList(svc, '', page);
+      return messageList(svc, undefined, page);
     },
   },
   {
@@ -124,7 +121,7 @@ export const MESSAGE_ROUTES: RelayRoute[] = [
           ? await svc.store.thread(req.caller, threadId, after, limit, MESSAGE_PAGE_BYTES)
           : { messages: [], hasMore: false };
       const { json, skipped } = renderMessages(messages, svc.clock.now());
-      return messageList(svc, `"thread_id":${JSON.stringify(threadId)},`, {
+      return messageList(svc, threadId, {
         json,
         skipped,
         hasMore,

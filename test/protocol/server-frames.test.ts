@@ -10,6 +10,7 @@ import {
   encodeErrorFrame,
   encodeMessageFrame,
   encodeMessageObject,
+  encodeMessagePage,
   encodePong,
   encodeSendResultError,
   encodeSendResultOk,
@@ -47,6 +48,17 @@ describe('frames the relay sends', () => {
         `"delivered_at":"${parts.created_at}"}`,
       ),
       true,
+    );
+  });
+
+  it('a page of messages splices the message texts; a thread page names its thread first', () => {
+    assert.equal(
+      encodeMessagePage({ messages: ['{"a":1}', '{"b":2}'], has_more: true, next_cursor: 'eyJ0Ijox' }),
+      '{"messages":[{"a":1},{"b":2}],"has_more":true,"next_cursor":"eyJ0Ijox"}',
+    );
+    assert.equal(
+      encodeMessagePage({ thread_id: 't"1', messages: [], has_more: false, next_cursor: null }),
+      '{"thread_id":"t\\"1","messages":[],"has_more":false,"next_cursor":null}',
     );
   });
 
