@@ -15,7 +15,8 @@
  *    those with `seq <= cursor` (committed out of order behind the cursor) stay queued.
  * 3. When a page comes back short, the pass is over and the connection goes live: queued events
  *    are fetched by id (`Store.getMessages`) and pushed in event order, if still `sent`, unexpired
- *    and not pushed already; every later event is handled the same way as it arrives.
+ *    and not pushed already; every later event is handled the same way as it arrives (at once,
+ *    without a fetch, when this process committed it and nothing is queued before it).
  * 4. Duplicates (a message both read by a page and announced by an event that arrived late) are
  *    dropped with a bounded set of the `seq`s recently pushed (RECENT, two pages: numbers, not
  *    ids, so a connection's set costs a few kilobytes).
@@ -57,6 +58,8 @@ export interface DeliverySource {
   pending(recipient: string, afterSeq: number, limit: number, now: number, maxBytes: number): Promise<MessageRecord[]>;
   /** `Store.getMessages`: records by id (missing ones left out). */
   fetch(ids: readonly string[]): Promise<MessageRecord[]>;
+  /** The record at once if this process has it in hand (just committed it), else undefined. */
+  fetchNow(id: string): MessageRecord | undefined;
   now(): number;
   /** The `message` frame for a record. */
   frame(record: MessageRecord, now: number): string;
@@ -99,6 +102,15 @@ export class Delivery {
   /** A `message.stored` event for this connection's agent. */
   onStored(event: Stored): void {
     if (this.#sink.closed) return;
+    // Live, idle, and the record in hand (committed by this process): pushed at once, in order.
+    if (this.#mode === 'live' && !this.#pumping && this.#queue.length === 0 && this.#sink.buffered <= HIGH_WATER) {
+      const record = this.#source.fetchNow(event.message_id);
+      if (record) {
+        if (event.seq > this.#cursor) this.#cursor = event.seq;
+        if (this.#pushable(record, this.#source.now())) this.#push(record, this.#source.now());
+        return;
+      }
+    }
     if (this.#queue.length >= MAX_QUEUED) {
       this.#rescanFrom = Math.min(this.#rescanFrom ?? event.seq, event.seq);
     } else {
@@ -177,8 +189,7 @@ export class Delivery {
       if (event.seq > this.#cursor) this.#cursor = event.seq;
       const record = records.get(event.message_id);
       records.delete(event.message_id);
-      if (!record || record.recipient_key !== this.#agent || record.status !== 'sent' || record.expires_at <= now)
-        continue;
+      if (!record || !this.#pushable(record, now)) continue;
       if (this.#sink.buffered <= HIGH_WATER) {
         this.#push(record, now);
         continue;
@@ -190,6 +201,11 @@ export class Delivery {
       await this.#pushAndWait(record, now);
       return;
     }
+  }
+
+  /** Still for this agent, `sent` and unexpired. */
+  #pushable(record: MessageRecord, now: number): boolean {
+    return record.recipient_key === this.#agent && record.status === 'sent' && record.expires_at > now;
   }
 
   /** Writes one message unless it was pushed recently. */

@@ -189,12 +189,31 @@ export class Directory {
     return removed;
   }
 
-  /** Whether `sender` may write to `recipientKey` now, from the caches (the commit checks again). */
-  async refusal(recipientKey: string, sender: string): Promise<InboxRefusal | undefined> {
+  /**
+   * Whether `sender` may write to `recipientKey` now, from the caches (the commit checks again).
+   * Answered at once when the caches know (the common case: no promise, no turn of the microtask
+   * queue on the send path); otherwise a promise that loads what is missing.
+   */
+  refusal(recipientKey: string, sender: string): InboxRefusal | undefined | Promise<InboxRefusal | undefined> {
+    const cached = this.#agents.get(recipientKey);
+    if (cached !== undefined) {
+      const recipient = cached ?? undefined;
+      if (!this.#needsAcl(recipient, sender)) return inboxRefusal(recipient, sender, () => undefined);
+      const entry = this.#acl.get(this.#aclKey(recipientKey, sender));
+      if (entry !== undefined) return inboxRefusal(recipient, sender, () => entry ?? undefined);
+    }
+    return this.#loadRefusal(recipientKey, sender);
+  }
+
+  async #loadRefusal(recipientKey: string, sender: string): Promise<InboxRefusal | undefined> {
     const recipient = await this.get(recipientKey);
-    const policy = recipient?.inbox_policy;
-    const needsAcl = recipient?.status === 'active' && recipientKey !== sender && (policy === 'allowlist' || policy === 'blocklist');
-    const entry = needsAcl ? await this.aclFor(recipientKey, sender) : undefined;
+    const entry = this.#needsAcl(recipient, sender) ? await this.aclFor(recipientKey, sender) : undefined;
     return inboxRefusal(recipient, sender, () => entry);
+  }
+
+  /** Whether the decision for `sender` depends on `recipient`'s ACL. */
+  #needsAcl(recipient: AgentRecord | undefined, sender: string): boolean {
+    const policy = recipient?.inbox_policy;
+    return recipient?.status === 'active' && recipient.public_key !== sender && (policy === 'allowlist' || policy === 'blocklist');
   }
 }

@@ -363,6 +363,7 @@ export class Hub {
   readonly #source = {
     pending: (recipient: string, afterSeq: number, limit: number, now: number, maxBytes: number) =>
       this.#deps.store.pending(recipient, afterSeq, limit, now, maxBytes),
+    fetchNow: (id: string) => this.#deps.batcher.justCommitted(id),
     fetch: async (ids: readonly string[]): Promise<MessageRecord[]> => {
       // What this process has just committed is still in hand (see `Batcher.justCommitted`).
       const found: MessageRecord[] = [];

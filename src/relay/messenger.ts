@@ -91,15 +91,19 @@ export class Messenger {
       });
     }
     // Early refusal from the caches; the commit checks the stored policy again (Store.commit).
-    const refusal = await directory.refusal(input.recipient_key, sender);
+    const decided = directory.refusal(input.recipient_key, sender);
+    const refusal = typeof decided === 'object' ? await decided : decided;
     if (refusal === 'forbidden') throw new ApiError('forbidden', 'the recipient is suspended');
     if (refusal === 'acl_denied') throw new ApiError('acl_denied', 'recipient does not accept messages from this sender');
 
-    await this.#checkRate(sendLimit, sender, sender, 'sender', 'Too many messages');
-    await this.#checkRate(receiveLimit, input.recipient_key, sender, 'recipient', 'The recipient is receiving too many messages');
-    await sendLimit.record(sender);
-    await receiveLimit.record(input.recipient_key);
-    const rate = limits(sendLimit) ? await sendLimit.peek(sender) : undefined;
+    // Check every window, then count in each (a refused send counts nowhere); windows of 0 are off.
+    const limitSend = limits(sendLimit);
+    const limitReceive = limits(receiveLimit);
+    if (limitSend) await this.#checkRate(sendLimit, sender, sender, 'sender', 'Too many messages');
+    if (limitReceive) await this.#checkRate(receiveLimit, input.recipient_key, sender, 'recipient', 'The recipient is receiving too many messages');
+    if (limitSend) await sendLimit.record(sender);
+    if (limitReceive) await receiveLimit.record(input.recipient_key);
+    const rate = limitSend ? await sendLimit.peek(sender) : undefined;
 
     let threadId = input.thread_id;
     if (threadId === null && input.in_reply_to !== null) {
@@ -132,7 +136,6 @@ export class Messenger {
    * sender's send counter (§7, our choice), even when it is the recipient that is saturated.
    */
   async #checkRate(window: RateLimiter, key: string, sender: string, scope: 'sender' | 'recipient', text: string): Promise<void> {
-    if (!limits(window)) return;
     const state = await window.peek(key);
     if (state.retryAfter === 0) return;
     const sendLimit = this.#deps.sendLimit;

@@ -57,6 +57,11 @@ class Fake implements DeliverySource, PushSink {
     this.holdReads = false;
     for (const r of this.#held.splice(0)) r();
   }
+  /** Ids this "process" has just committed (lent without a fetch). */
+  readonly inHand = new Set<string>();
+  fetchNow(id: string): MessageRecord | undefined {
+    return this.inHand.has(id) ? [...this.rows.values()].find((r) => r.message_id === id) : undefined;
+  }
   async fetch(ids: readonly string[]): Promise<MessageRecord[]> {
     return [...this.rows.values()].filter((r) => ids.includes(r.message_id));
   }
@@ -99,6 +104,23 @@ describe('Delivery', () => {
     d.onStored({ message_id: 'm5', seq: 5 });
     await settle();
     assert.deepEqual(fake.frames, ['m1', 'm3', 'm7', 'm5']);
+  });
+
+  it('a record in hand is pushed at once (no fetch, no turn) — unless something is queued before it', async () => {
+    const fake = new Fake();
+    const d = start(fake);
+    await settle();
+    fake.commit(record(1));
+    fake.inHand.add('m1');
+    d.onStored({ message_id: 'm1', seq: 1 });
+    assert.deepEqual(fake.frames, ['m1'], 'written synchronously');
+    fake.commit(record(2), record(3));
+    fake.inHand.add('m3');
+    d.onStored({ message_id: 'm2', seq: 2 });
+    d.onStored({ message_id: 'm3', seq: 3 });
+    assert.deepEqual(fake.frames, ['m1'], 'm3 waits behind m2, which must be fetched');
+    await settle();
+    assert.deepEqual(fake.frames, ['m1', 'm2', 'm3']);
   });
 
   it('skips what is no longer sent, has expired, or is not for this agent', async () => {
