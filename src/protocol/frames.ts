@@ -379,3 +379,81 @@ export function encodePingFrame(ts?: JsonValue): string {
 export function encodePongFrame(ts?: JsonValue): string {
   return JSON.stringify(ts === undefined ? ({ type: 'pong' } satisfies PongFrame) : ({ type: 'pong', ts } satisfies PongFrame));
 }
+
+// ── Frames the relay sends (spec §5), encoded in one place ─────────────────────────────────────
+// The relay builds every server→client frame here, so the wire shape of each lives in one
+// function and nothing in `src/relay` writes `{"type":…}` by hand. Field order is part of the
+// output (tests and clients compare text), so each encoder writes its fields in a fixed order.
+
+/** A message object (§3.6) with its body as verbatim JSON text and its times already formatted. */
+export interface MessageParts extends Omit<Message, 'body'> {
+  /** The body exactly as the sender wrote it (valid JSON text): spliced, never re-serialised. */
+  body_text: string;
+}
+
+/**
+ * The §3.6 message object as JSON text around the verbatim body text. Keys and statuses are
+ * written without escaping (base64url keys and fixed words need none); every other string is
+ * JSON-escaped. Used for pushes (`message` frames) and HTTP answers alike.
+ */
+export function encodeMessageObject(m: MessageParts): string {
+  return (
+    `{"message_id":${JSON.stringify(m.message_id)},"sender_key":"${m.sender_key}","recipient_key":"${m.recipient_key}",` +
+    `"content_type":${JSON.stringify(m.content_type)},"body":${m.body_text},"attachments":${JSON.stringify(m.attachments)},` +
+    `"thread_id":${JSON.stringify(m.thread_id)},"in_reply_to":${JSON.stringify(m.in_reply_to)},` +
+    `"metadata":${JSON.stringify(m.metadata)},"status":"${m.status}",` +
+    `"created_at":"${m.created_at}","expires_at":"${m.expires_at}",` +
+    `"delivered_at":${m.delivered_at === null ? 'null' : `"${m.delivered_at}"`}}`
+  );
+}
+
+/**
+ * A page of messages as the HTTP API answers it (§3.2, §3.6): `{"messages": [...], "has_more",
+ * "next_cursor"}`, preceded by `thread_id` for a thread. `messages` are message objects' JSON
+ * texts (`encodeMessageObject`), spliced as they are.
+ */
+export function encodeMessagePage(page: { thread_id?: string; messages: readonly string[]; has_more: boolean; next_cursor: string | null }): string {
+  const head = page.thread_id === undefined ? '' : `"thread_id":${JSON.stringify(page.thread_id)},`;
+  return `{${head}"messages":[${page.messages.join(',')}],"has_more":${page.has_more},"next_cursor":${JSON.stringify(page.next_cursor)}}`;
+}
+
+/** `{"type":"message","message":…}` around a message object's JSON text (`encodeMessageObject`). */
+export function encodeMessageFrame(messageText: string): string {
+  return `{"type":"message","message":${messageText}}`;
+}
+
+export function encodeAuthOk(publicKey: string): string {
+  return JSON.stringify({ type: 'auth_result', status: 'ok', public_key: publicKey });
+}
+
+export function encodeAuthError(error: FrameError): string {
+  return JSON.stringify({ type: 'auth_result', status: 'error', error });
+}
+
+/** An `error` frame; `request_id` (when the offending frame had one) follows the error. */
+export function encodeErrorFrame(error: FrameError, requestId?: string): string {
+  return JSON.stringify(requestId === undefined ? { type: 'error', error } : { type: 'error', error, request_id: requestId });
+}
+
+/** `send_result ok`: the §3.4 send response fields, `request_id` echoed when the send had one. */
+export function encodeSendResultOk(requestId: string | undefined, result: { message_id: string; created_at: string; expires_at: string }): string {
+  const { message_id, created_at, expires_at } = result;
+  return JSON.stringify(
+    requestId === undefined
+      ? { type: 'send_result', status: 'ok', message_id, created_at, expires_at }
+      : { type: 'send_result', request_id: requestId, status: 'ok', message_id, created_at, expires_at },
+  );
+}
+
+/** `send_result error`: `details` is always an object (`{}` when there are none). */
+export function encodeSendResultError(requestId: string | undefined, error: FrameError): string {
+  const err = { code: error.code, message: error.message, details: error.details ?? {} };
+  return JSON.stringify(
+    requestId === undefined ? { type: 'send_result', status: 'error', error: err } : { type: 'send_result', request_id: requestId, status: 'error', error: err },
+  );
+}
+
+/** A pong; `tsText` is the verbatim JSON text of the ping's `ts` (the caller bounds it). */
+export function encodePong(tsText?: string): string {
+  return tsText === undefined ? '{"type":"pong"}' : `{"type":"pong","ts":${tsText}}`;
+}

@@ -8,12 +8,11 @@
  * body is read; `verifyHttp` checks the signature over the body hash (computed while the body
  * streamed in) and the replay cache.
  *
- * The replay cache is bounded: at most `maxReplayEntries` signatures, each kept twice the
- * tolerance (§2.3). Evicting an entry that is still inside its window would let that request be
- * replayed, so when the cache is full of live entries new signed requests are refused with
- * `503 service_unavailable` (and `Retry-After`) instead. Entries are a 22-character prefix of
+ * The replay cache is a `ReplayCache` (`replay-cache.ts`: in memory by default, shareable across
+ * processes), each entry kept twice the tolerance (§2.3). Entries are a 22-character prefix of
  * the signature's R half (132 bits): Ed25519 signatures are deterministic, so R identifies the
- * (key, message) pair, and a replay repeats it exactly.
+ * (key, message) pair, and a replay repeats it exactly. The verified key objects are a cache of
+ * this process only (they are derived from the key alone).
  */
 import type { KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
@@ -22,11 +21,10 @@ import { HEADERS } from '../protocol/constants.js';
 import { canonicalRequest, parseTimestamp, publicKeyObject, publicKeyProblem, verifySignature, wsAuthString } from '../protocol/signing.js';
 import type { AuthFrame } from '../protocol/types.js';
 import { ApiError } from './errors.js';
+import type { ReplayCache } from './replay-cache.js';
 
 const SIGNATURE_RE = /^[A-Za-z0-9_-]{86}$/;
 const MAX_KEYS = 10_000;
-/** Default cap of the replay cache: about 60 MB when full. */
-export const DEFAULT_MAX_REPLAY_ENTRIES = 1_000_000;
 
 function header(headers: IncomingHttpHeaders, name: string): string | undefined {
   const v = headers[name];
@@ -43,16 +41,13 @@ export interface Claim {
 export class Authenticator {
   readonly #clock: Clock;
   readonly toleranceMs: number;
-  readonly maxReplayEntries: number;
-  /** Signature prefix → Unix second after which the entry may be forgotten. Insertion order ≈ expiry order. */
-  readonly #seen = new Map<string, number>();
+  readonly #replay: ReplayCache;
   readonly #keys = new Map<string, KeyObject>();
-  #lastFullPrune = Number.NEGATIVE_INFINITY;
 
-  constructor(clock: Clock, toleranceMs: number, maxReplayEntries: number = DEFAULT_MAX_REPLAY_ENTRIES) {
+  constructor(clock: Clock, toleranceMs: number, replay: ReplayCache) {
     this.#clock = clock;
     this.toleranceMs = toleranceMs;
-    this.maxReplayEntries = maxReplayEntries;
+    this.#replay = replay;
   }
 
   #key(publicKey: string): KeyObject | undefined {
@@ -92,38 +87,15 @@ export class Authenticator {
   }
 
   /** §2.3 steps 3–5 for a claim: the signature over `signed`, then the replay cache. */
-  #verify(claim: Claim, signed: string): string {
+  async #verify(claim: Claim, signed: string): Promise<string> {
     const key = this.#key(claim.publicKey);
     if (!key || !verifySignature(key, signed, claim.signature)) {
       throw new ApiError('invalid_signature', 'the signature does not verify');
     }
-    const id = claim.signature.slice(0, 22);
-    if (this.#seen.has(id)) throw new ApiError('replay_detected', 'this signature was already used; sign every request afresh');
-    this.#makeRoom();
-    this.#seen.set(id, Math.ceil((this.#clock.now() + 2 * this.toleranceMs) / 1000));
+    if (!(await this.#replay.remember(claim.signature.slice(0, 22), this.#clock.now() + 2 * this.toleranceMs))) {
+      throw new ApiError('replay_detected', 'this signature was already used; sign every request afresh');
+    }
     return claim.publicKey;
-  }
-
-  /** Forgets expired entries from the front; when still full, refuses (see the file comment). */
-  #makeRoom(): void {
-    const nowSec = this.#clock.now() / 1000;
-    for (const [id, until] of this.#seen) {
-      if (until > nowSec) break;
-      this.#seen.delete(id);
-    }
-    if (this.#seen.size < this.maxReplayEntries) return;
-    // Out-of-order expiries (a clock that moved back) are only found by a full scan: at most one a second.
-    if (nowSec - this.#lastFullPrune >= 1) {
-      this.#lastFullPrune = nowSec;
-      this.prune();
-      if (this.#seen.size < this.maxReplayEntries) return;
-    }
-    const oldest = this.#seen.values().next().value as number;
-    const retryAfter = Math.max(1, Math.ceil(oldest - nowSec));
-    throw new ApiError('service_unavailable', `the relay is handling too many signed requests; retry in ${retryAfter} s`, {
-      details: { reason: 'replay_cache_full', retry_after: retryAfter },
-      headers: { 'Retry-After': String(retryAfter) },
-    });
   }
 
   /** HTTP, before the body is read: throws the §2.3 error for bad headers, key or timestamp. */
@@ -132,23 +104,13 @@ export class Authenticator {
   }
 
   /** HTTP, once the body's hash is known; `target` is the raw, undecoded request target. Returns the caller. */
-  verifyHttp(claim: Claim, method: string, target: string, bodyHash: string): string {
+  verifyHttp(claim: Claim, method: string, target: string, bodyHash: string): Promise<string> {
     return this.#verify(claim, canonicalRequest(method, target, claim.timestamp, bodyHash));
   }
 
   /** Authenticates a WebSocket auth frame. */
-  ws(frame: AuthFrame): string {
+  async ws(frame: AuthFrame): Promise<string> {
     const claim = this.#claim(frame.public_key, frame.timestamp, frame.signature);
     return this.#verify(claim, wsAuthString(claim.timestamp));
-  }
-
-  /** Forgets every expired replay entry. */
-  prune(): void {
-    const nowSec = this.#clock.now() / 1000;
-    for (const [id, until] of this.#seen) if (until <= nowSec) this.#seen.delete(id);
-  }
-
-  get replayEntries(): number {
-    return this.#seen.size;
   }
 }

@@ -1,18 +1,21 @@
 /**
  * Live WebSocket connections (spec §5): the auth handshake with its 10 s deadline, the per-agent
- * connection limit, backlog then live pushes, acks, inline sends, JSON and control heartbeats.
+ * connection limit, pushes, acks, inline sends, JSON and control heartbeats.
  *
- * Each connection streams in one of two modes. `backlog`: pages of stored `sent` messages after
- * its cursor, bounded by count and by bytes, the next page only once the previous one has been
- * written to the socket (so a 100 000-message backlog never sits in memory). `live`: each
- * committed message is pushed as it is stored. A slow reader whose unsent bytes pass HIGH_WATER
- * falls back to backlog mode and catches up from the store, so nothing is skipped and nothing is
- * buffered without bound. A connection with more than MAX_BUFFERED bytes it has not read (pongs
- * and results it keeps asking for) is cut with 1008.
+ * What each connection is pushed (backlog, then live, without assuming store order is commit
+ * order) is `Delivery`'s business (`delivery.ts`); the hub routes the bus's `message.stored`
+ * events to the connections of their recipient, and closes the sockets of agents the bus says
+ * were deleted or suspended — wherever that happened. The per-agent limit is counted by a
+ * `ConnectionRegistry` (shareable across processes); the sockets stay here.
+ *
+ * Authentication is asynchronous (replay cache, store, registry). Frames that arrive while it is
+ * under way are held, in order, and handled once it succeeds — at most HELD_MAX_BYTES of them.
  *
  * Before authentication a connection is nearly free to open, so it gets almost nothing: at most
- * LIMITS.wsPreAuthBytes received (counted on the raw socket, so an unfinished large frame is cut
- * while it arrives: close 1009), and a pong that echoes only a short scalar `ts`.
+ * LIMITS.wsPreAuthBytes received up to its auth frame (counted on the raw socket, so an
+ * unfinished large frame is cut while it arrives: close 1009), and a pong that echoes only a
+ * short scalar `ts`. A connection with more than MAX_BUFFERED bytes it has not read (pongs and
+ * results it keeps asking for) is cut with 1008.
  *
  * No exception leaves a socket listener: an unexpected one is logged and closes that connection
  * with 1011.
@@ -20,18 +23,33 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
-import type { Clock, Timer } from '../core/clock.js';
+import type { Clock } from '../core/clock.js';
 import { CLOSE_CODES, LIMITS } from '../protocol/constants.js';
-import { FrameParseError, parseClientFrame, type ParsedClientFrame } from '../protocol/frames.js';
-import type { FrameError, JsonObject } from '../protocol/types.js';
+import {
+  encodeAuthError,
+  encodeAuthOk,
+  encodeErrorFrame,
+  encodeMessageFrame,
+  encodePong,
+  encodeSendResultError,
+  encodeSendResultOk,
+  FrameParseError,
+  parseClientFrame,
+  type ParsedClientFrame,
+} from '../protocol/frames.js';
+import type { FrameError } from '../protocol/types.js';
 import type { Authenticator } from './auth.js';
 import type { Batcher } from './batcher.js';
+import type { Bus } from './bus.js';
+import type { ConnectionRegistry } from './connections.js';
+import { Delivery } from './delivery.js';
 import type { Directory } from './directory.js';
 import { ApiError, isStorageFailure } from './errors.js';
-import { connectionId } from './ids.js';
 import type { Logger } from './log.js';
-import { messageJson, type Messenger, sendResponse } from './messenger.js';
-import type { MessageRecord, Store } from './store.js';
+import { messageJson, sendResponse } from './message-json.js';
+import type { Messenger } from './messenger.js';
+import type { MessageRecord, Store } from './store/store.js';
+import { Connection } from './ws-connection.js';
 
 export interface HubOptions {
   authTimeoutMs: number;
@@ -49,54 +67,19 @@ export interface HubDeps {
   messenger: Messenger;
   batcher: Batcher;
   store: Store;
+  bus: Bus;
+  registry: ConnectionRegistry;
   logger: Logger;
 }
 
-const BACKLOG_PAGE = 256;
-/** Above this many unsent bytes a connection stops taking pushes and catches up from the store. */
-const HIGH_WATER = 1024 * 1024;
 /** A connection with more unsent bytes than this (it does not read) is cut. */
 const MAX_BUFFERED = 8 * 1024 * 1024;
 /** Close codes the relay uses beyond §5.6 (standard WebSocket codes). */
 const CLOSE_TOO_BIG = 1009;
 const CLOSE_SLOW_READER = 1008;
 const CLOSE_INTERNAL = 1011;
-
-class Connection {
-  readonly id = connectionId();
-  readonly ws: WebSocket;
-  readonly remote: string;
-  readonly opened: number;
-  agent: string | undefined;
-  mode: 'backlog' | 'live' = 'backlog';
-  /** Store position of the last message pushed. */
-  cursor = 0;
-  lastSeen: number;
-  authTimer: Timer | undefined;
-  heartbeatTimer: Timer | undefined;
-  closed = false;
-
-  constructor(ws: WebSocket, remote: string, now: number) {
-    this.ws = ws;
-    this.remote = remote;
-    this.opened = now;
-    this.lastSeen = now;
-  }
-
-  send(frame: string, cb?: (err?: Error) => void): void {
-    if (this.closed) return;
-    this.ws.send(frame, cb);
-  }
-
-  stopTimers(): void {
-    this.authTimer?.cancel();
-    this.heartbeatTimer?.cancel();
-  }
-}
-
-function errorFrame(type: 'error' | 'auth_result', error: FrameError, extra: Record<string, unknown> = {}): string {
-  return JSON.stringify(type === 'auth_result' ? { type, status: 'error', error } : { type, error, ...extra });
-}
+/** Frames held while authentication is under way, in bytes (a send frame and some). */
+const HELD_MAX_BYTES = 4 * 1024 * 1024;
 
 function frameError(err: ApiError): FrameError {
   return err.details ? { code: err.code, message: err.message, details: err.details } : { code: err.code, message: err.message };
@@ -111,15 +94,18 @@ export class Hub {
   constructor(deps: HubDeps, options: HubOptions) {
     this.#deps = deps;
     this.#options = options;
+    deps.bus.subscribe('message.stored', (e) => {
+      const conns = this.#byAgent.get(e.recipient);
+      if (conns) for (const conn of conns) conn.delivery?.onStored(e);
+    });
+    deps.bus.subscribe('agent.deleted', (e) => this.closeAgent(e.agent, CLOSE_CODES.suspended, 'agent deleted'));
+    deps.bus.subscribe('agent.changed', (e) => {
+      if (e.status === 'suspended') this.closeAgent(e.agent, CLOSE_CODES.suspended, 'agent suspended');
+    });
   }
 
   get connections(): number {
     return this.#all.size;
-  }
-
-  /** Authenticated connections of one agent. */
-  connectionsOf(agent: string): number {
-    return this.#byAgent.get(agent)?.size ?? 0;
   }
 
   /**
@@ -134,7 +120,7 @@ export class Hub {
     conn.authTimer = clock.setTimeout(() => {
       this.#guard(conn, 'auth_timeout', () => {
         if (conn.agent || conn.closed) return;
-        this.#send(conn, errorFrame('auth_result', { code: 'unauthorized', message: 'no auth frame within 10 s' }));
+        this.#send(conn, encodeAuthError({ code: 'unauthorized', message: 'no auth frame within 10 s' }));
         this.#close(conn, CLOSE_CODES.authFailed, 'auth timeout');
       });
     }, this.#options.authTimeoutMs);
@@ -143,7 +129,7 @@ export class Hub {
     // is handled (and the connection authenticated) before this listener counts it.
     let received = headBytes;
     const countPreAuth = (chunk: Buffer): void => {
-      if (conn.agent || conn.closed) {
+      if (conn.agent || conn.held || conn.closed) {
         socket.off('data', countPreAuth);
         return;
       }
@@ -161,12 +147,9 @@ export class Hub {
     ws.on('message', (data, isBinary) => {
       this.#guard(conn, 'ws_message', () => {
         conn.lastSeen = clock.now();
-        if (isBinary) {
-          this.#onBadFrame(conn, new FrameParseError('not_json', 'binary frames are not part of the protocol'));
-          return;
-        }
-        const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
-        this.#onFrame(conn, text);
+        const text = isBinary ? null : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
+        if (conn.held) this.#hold(conn, text);
+        else this.#onMessage(conn, text);
       });
     });
     ws.on('pong', () => {
@@ -192,6 +175,31 @@ export class Hub {
     }
   }
 
+  /** `#guard` for work that finishes later: a rejection is logged and closes the connection (1011). */
+  #guardAsync(conn: Connection, where: string, work: Promise<void>): void {
+    work.catch((err: unknown) => {
+      if (isStorageFailure(err)) this.#deps.logger.error('storage_error', { where, conn: conn.id, code: (err as { code?: string }).code, error: (err as Error).message });
+      this.#guard(conn, where, () => {
+        throw err;
+      });
+    });
+  }
+
+  /** A frame that arrived while authentication is under way: kept for later, within HELD_MAX_BYTES. */
+  #hold(conn: Connection, text: string | null): void {
+    conn.heldBytes += text?.length ?? 0;
+    if (conn.heldBytes > HELD_MAX_BYTES) {
+      this.#close(conn, CLOSE_TOO_BIG, 'too much data while authenticating', false, 0);
+      return;
+    }
+    conn.held!.push(text);
+  }
+
+  #onMessage(conn: Connection, text: string | null): void {
+    if (text === null) this.#onBadFrame(conn, new FrameParseError('not_json', 'binary frames are not part of the protocol'));
+    else this.#onFrame(conn, text);
+  }
+
   /**
    * Sends a frame that is not a pushed message (pong, results, errors). A peer that keeps asking
    * for them without reading the answers is cut once MAX_BUFFERED bytes wait for it.
@@ -212,7 +220,7 @@ export class Hub {
     const max = conn.agent ? LIMITS.pongTsMaxBytes : LIMITS.pongTsMaxBytesPreAuth;
     const scalar = conn.agent || typeof frame.ts === 'number' || typeof frame.ts === 'string';
     const echo = ts !== undefined && scalar && ts.length <= max && Buffer.byteLength(ts) <= max;
-    this.#send(conn, echo ? `{"type":"pong","ts":${ts}}` : '{"type":"pong"}');
+    this.#send(conn, encodePong(echo ? ts : undefined));
   }
 
   #onFrame(conn: Connection, text: string): void {
@@ -224,10 +232,12 @@ export class Hub {
       return;
     }
     if (!conn.agent) {
-      if (frame.type === 'auth') this.#onAuth(conn, frame);
-      else if (frame.type === 'ping') this.#pong(conn, frame);
+      if (frame.type === 'auth') {
+        conn.held = [];
+        this.#guardAsync(conn, 'ws_auth', this.#onAuth(conn, frame));
+      } else if (frame.type === 'ping') this.#pong(conn, frame);
       else {
-        this.#send(conn, errorFrame('error', { code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
+        this.#send(conn, encodeErrorFrame({ code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
         this.#close(conn, CLOSE_CODES.authFailed, 'not authenticated');
       }
       return;
@@ -250,7 +260,7 @@ export class Hub {
       case 'pong':
         return;
       case 'auth':
-        this.#send(conn, errorFrame('error', { code: 'bad_request', message: 'this connection is already authenticated' }));
+        this.#send(conn, encodeErrorFrame({ code: 'bad_request', message: 'this connection is already authenticated' }));
         return;
     }
   }
@@ -267,17 +277,17 @@ export class Hub {
       return;
     }
     if (err.reason === 'not_json' || err.reason === 'not_object' || err.reason === 'too_deep') {
-      this.#send(conn, errorFrame('error', { code: 'bad_request', message: err.message, details: { reason: err.reason } }));
+      this.#send(conn, encodeErrorFrame({ code: 'bad_request', message: err.message, details: { reason: err.reason } }));
       this.#close(conn, CLOSE_CODES.protocolError, 'malformed frame');
       return;
     }
     if (err.frameType === 'auth' && !conn.agent) {
-      this.#send(conn, errorFrame('auth_result', { code: 'unauthorized', message: err.message }));
+      this.#send(conn, encodeAuthError({ code: 'unauthorized', message: err.message }));
       this.#close(conn, CLOSE_CODES.authFailed, 'malformed auth frame');
       return;
     }
     if (!conn.agent) {
-      this.#send(conn, errorFrame('error', { code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
+      this.#send(conn, encodeErrorFrame({ code: 'unauthorized', message: 'authenticate first: send an auth frame' }));
       this.#close(conn, CLOSE_CODES.authFailed, 'not authenticated');
       return;
     }
@@ -289,53 +299,85 @@ export class Hub {
       this.#sendResult(conn, err.requestId, api);
       return;
     }
-    const extra = err.requestId ? { request_id: err.requestId } : {};
     const message = err.reason === 'unknown_type' ? 'unknown frame type' : err.message;
-    this.#send(conn, errorFrame('error', { code: 'bad_request', message, ...(err.field ? { details: { field: err.field } } : {}) }, extra));
+    this.#send(conn, encodeErrorFrame({ code: 'bad_request', message, ...(err.field ? { details: { field: err.field } } : {}) }, err.requestId || undefined));
   }
 
-  #onAuth(conn: Connection, frame: Extract<ParsedClientFrame, { type: 'auth' }>): void {
-    const { auth, directory, clock, logger } = this.#deps;
+  /** The auth frame (§5.1): signature and replay, the agent (created on first sight), its status, a slot. */
+  async #onAuth(conn: Connection, frame: Extract<ParsedClientFrame, { type: 'auth' }>): Promise<void> {
+    const { auth, directory, registry, clock, logger } = this.#deps;
+    const refuse = (code: number, error: FrameError, reason: string): void => {
+      this.#send(conn, encodeAuthError(error));
+      this.#close(conn, code, reason);
+    };
     let agent: string;
     try {
-      agent = auth.ws(frame);
+      agent = await auth.ws(frame);
     } catch (err) {
       const api = ApiError.from(err);
-      this.#send(conn, errorFrame('auth_result', frameError(api)));
       logger.info('ws_auth_failed', { conn: conn.id, remote: conn.remote, code: api.code });
-      this.#close(conn, CLOSE_CODES.authFailed, api.code);
+      refuse(CLOSE_CODES.authFailed, frameError(api), api.code);
       return;
     }
-    const now = clock.now();
-    const record = directory.ensure(agent, now);
+    if (conn.closed) return;
+    const record = await directory.ensure(agent, clock.now());
+    if (conn.closed) return;
     if (record.status === 'suspended') {
-      this.#send(conn, errorFrame('auth_result', { code: 'agent_suspended', message: 'this agent is suspended' }));
-      this.#close(conn, CLOSE_CODES.suspended, 'agent suspended');
+      refuse(CLOSE_CODES.suspended, { code: 'agent_suspended', message: 'this agent is suspended' }, 'agent suspended');
       return;
     }
-    if (this.connectionsOf(agent) >= this.#options.maxConnectionsPerAgent) {
-      this.#send(
-        conn,
-        errorFrame('auth_result', {
-          code: 'too_many_connections',
-          message: `at most ${this.#options.maxConnectionsPerAgent} connections per agent`,
-        }),
-      );
+    const max = this.#options.maxConnectionsPerAgent;
+    const acquired = await registry.tryAcquire(agent, conn.id, max);
+    if (conn.closed) {
+      if (acquired) void registry.release(agent, conn.id).catch(() => {});
+      return;
+    }
+    if (!acquired) {
       logger.info('ws_auth_failed', { conn: conn.id, agent, code: 'too_many_connections' });
-      this.#close(conn, CLOSE_CODES.tooManyConnections, 'too many connections');
+      refuse(CLOSE_CODES.tooManyConnections, { code: 'too_many_connections', message: `at most ${max} connections per agent` }, 'too many connections');
       return;
     }
+    conn.slot = true;
     conn.authTimer?.cancel();
     conn.agent = agent;
+    // Routed events first, then the first backlog read: see `Delivery`, step 1.
+    conn.delivery = new Delivery(agent, conn, this.#source, (err) => this.#guardAsync(conn, 'push', Promise.reject(err)));
     let set = this.#byAgent.get(agent);
     if (!set) this.#byAgent.set(agent, (set = new Set()));
     set.add(conn);
-    directory.touch(agent, now);
-    this.#send(conn, JSON.stringify({ type: 'auth_result', status: 'ok', public_key: agent }));
+    directory.touch(agent, clock.now());
+    this.#send(conn, encodeAuthOk(agent));
     logger.info('ws_auth', { conn: conn.id, agent, remote: conn.remote });
     this.#scheduleHeartbeat(conn);
-    this.#drain(conn);
+    conn.delivery.start();
+    const held = conn.held ?? [];
+    conn.held = undefined;
+    conn.heldBytes = 0;
+    for (const text of held) {
+      if (conn.closed) return;
+      this.#onMessage(conn, text);
+    }
   }
+
+  /** Where deliveries read from: the store, and the one place a message frame is built. */
+  readonly #source = {
+    pending: (recipient: string, afterSeq: number, limit: number, now: number, maxBytes: number) =>
+      this.#deps.store.pending(recipient, afterSeq, limit, now, maxBytes),
+    fetchNow: (id: string) => this.#deps.batcher.justCommitted(id),
+    fetch: async (ids: readonly string[]): Promise<MessageRecord[]> => {
+      // What this process has just committed is still in hand (see `Batcher.justCommitted`).
+      const found: MessageRecord[] = [];
+      const missing: string[] = [];
+      for (const id of ids) {
+        const record = this.#deps.batcher.justCommitted(id);
+        if (record) found.push(record);
+        else missing.push(id);
+      }
+      return missing.length === 0 ? found : [...found, ...(await this.#deps.store.getMessages(missing))];
+    },
+    now: () => this.#deps.clock.now(),
+    frame: (record: MessageRecord, now: number) => encodeMessageFrame(messageJson(record, now)),
+  };
 
   #onSend(conn: Connection, agent: string, requestId: string | undefined, message: Extract<ParsedClientFrame, { type: 'send' }>['message']): void {
     this.#deps.messenger
@@ -343,9 +385,7 @@ export class Hub {
       .then(
         ({ record }) =>
           this.#guard(conn, 'send_result', () => {
-            const { message_id, created_at, expires_at } = sendResponse(record);
-            const head = requestId === undefined ? { type: 'send_result' } : { type: 'send_result', request_id: requestId };
-            this.#send(conn, JSON.stringify({ ...head, status: 'ok', message_id, created_at, expires_at }));
+            this.#send(conn, encodeSendResultOk(requestId, sendResponse(record)));
           }),
         (err: unknown) => {
           const api = ApiError.from(err);
@@ -359,56 +399,7 @@ export class Hub {
   }
 
   #sendResult(conn: Connection, requestId: string | undefined, err: ApiError): void {
-    const frame: Record<string, unknown> = { type: 'send_result' };
-    if (requestId !== undefined) frame['request_id'] = requestId;
-    frame['status'] = 'error';
-    frame['error'] = { code: err.code, message: err.message, details: (err.details ?? {}) as JsonObject };
-    this.#send(conn, JSON.stringify(frame));
-  }
-
-  /**
-   * Streams the stored backlog after the cursor, then goes live. A page holds at most
-   * BACKLOG_PAGE messages and about HIGH_WATER bytes less what is still unsent; the next page is
-   * read once the last frame of this one has been written to the socket.
-   */
-  #drain(conn: Connection): void {
-    if (conn.closed || !conn.agent) return;
-    conn.mode = 'backlog';
-    const now = this.#deps.clock.now();
-    const budget = Math.max(1, HIGH_WATER - conn.ws.bufferedAmount);
-    const page = this.#deps.store.pending(conn.agent, conn.cursor, BACKLOG_PAGE, now, budget);
-    let bytes = 0;
-    for (const record of page) bytes += record.body_json.length;
-    const more = page.length === BACKLOG_PAGE || bytes >= budget;
-    for (let i = 0; i < page.length; i++) {
-      const record = page[i]!;
-      conn.cursor = record.seq;
-      const frame = `{"type":"message","message":${messageJson(record, now)}}`;
-      if (i === page.length - 1 && more) conn.send(frame, (err) => !err && this.#guard(conn, 'backlog', () => this.#drain(conn)));
-      else conn.send(frame);
-    }
-    if (!more) conn.mode = 'live';
-  }
-
-  /** Pushes freshly committed messages to their recipients' live connections. */
-  push(records: MessageRecord[]): void {
-    const now = this.#deps.clock.now();
-    for (const record of records) {
-      const conns = this.#byAgent.get(record.recipient_key);
-      if (!conns) continue;
-      let frame: string | undefined;
-      for (const conn of conns) {
-        if (conn.mode !== 'live' || record.seq <= conn.cursor) continue;
-        frame ??= `{"type":"message","message":${messageJson(record, now)}}`;
-        conn.cursor = record.seq;
-        if (conn.ws.bufferedAmount > HIGH_WATER) {
-          conn.mode = 'backlog';
-          conn.send(frame, (err) => !err && this.#guard(conn, 'backlog', () => this.#drain(conn)));
-        } else {
-          conn.send(frame);
-        }
-      }
-    }
+    this.#send(conn, encodeSendResultError(requestId, frameError(err)));
   }
 
   #scheduleHeartbeat(conn: Connection): void {
@@ -454,10 +445,17 @@ export class Hub {
     conn.closed = true;
     conn.stopTimers();
     this.#all.delete(conn);
+    conn.held = undefined;
     if (conn.agent) {
       const set = this.#byAgent.get(conn.agent);
       set?.delete(conn);
       if (set?.size === 0) this.#byAgent.delete(conn.agent);
+    }
+    if (conn.slot) {
+      conn.slot = false;
+      this.#deps.registry.release(conn.agent!, conn.id).catch((err: unknown) => {
+        this.#deps.logger.error('internal_error', { where: 'connection_release', conn: conn.id, error: (err as Error)?.message ?? String(err) });
+      });
     }
   }
 

@@ -1,8 +1,38 @@
 /**
  * `mrp/relay`: a self-hostable MRP relay. `createRelay({ dataDir })` → `{ listen, close, url }`.
+ *
+ * Also the seams a deployment can replace (storage, bus, process-local state) with their types
+ * and default implementations, and what a store written elsewhere needs: the record types and
+ * the inbox policy it must apply inside `commit`. `test/relay/store.contract.ts` is the suite
+ * such a store must pass.
  */
 export { createRelay, type Relay, RELAY_DEFAULTS, type RelayOptions } from './server.js';
 export type { LogEntry, LogLevel, LogSink } from './log.js';
 export { isLogLevel } from './log.js';
-export type { Store } from './store.js';
+export type {
+  AgentRecord,
+  CommitResult,
+  DiscoverQuery,
+  InboxFilter,
+  InboxRefusal,
+  MessagePageRecords,
+  MessagePosition,
+  MessageRecord,
+  ServeVerdict,
+  StorageHealth,
+  Store,
+  TakeResult,
+  WriteBatch,
+} from './store/store.js';
+export { MESSAGE_PAGE_BYTES } from './store/store.js';
+export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
+export { inboxRefusal } from './policy.js';
+export { type Bus, type BusEvent, type BusEventType, type BusListener, InProcessBus } from './bus.js';
+export { MemoryReplayCache, type ReplayCache } from './replay-cache.js';
+export { type RateLimiter, type RateLimiterFactory, type RateScope, type RateState, SlidingWindow } from './limits.js';
+export { type ConnectionRegistry, MemoryConnectionRegistry } from './connections.js';
+export { type Cache, Lru } from './lru.js';
+export type { AclCache, AgentCache } from './directory.js';
+export type { BodyMode, BytesReply, JsonReply, Reply, ReplyMode, Request, Route, StreamBody, TextReply } from './router.js';
+export type { Services } from './services.js';
 export { type MetricsFactory, Registry } from '../core/metrics.js';

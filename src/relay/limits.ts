@@ -1,7 +1,14 @@
 /**
- * Per-agent sliding-window rate limits (spec §7): a message counts for exactly one minute after
- * it was accepted. Exact (a log of accept times, at most `limit` per key) and configurable; a
- * limit of 0 means unlimited.
+ * Per-agent rate limits (spec §7) behind the `RateLimiter` interface, because the windows are
+ * process-local state: with several relay processes a shared limiter (Postgres, Redis) must count
+ * across them. `SlidingWindow` is the one-process version: a message counts for exactly one
+ * minute after it was accepted; exact (a log of accept times, at most `limit` per key). A limit
+ * of 0 means unlimited.
+ *
+ * `peek` then `record` is the protocol (check every window a request touches, then count it in
+ * each only once all agreed), so a refused request counts nowhere. Across processes the pair is
+ * not atomic: a shared limiter may admit a few more than `limit` under concurrent requests of one
+ * key (at most one per process in flight), which §7 tolerates.
  */
 import type { Clock } from '../core/clock.js';
 
@@ -14,7 +21,32 @@ export interface RateState {
   retryAfter: number;
 }
 
-export class SlidingWindow {
+export interface RateLimiter {
+  /** Events per window and key; 0 = unlimited (then `peek` always allows and `record` does nothing). */
+  readonly limit: number;
+  /** The state for `key` now, without counting anything. */
+  peek(key: string): Promise<RateState>;
+  /** Counts one event for `key` (call only for accepted events). */
+  record(key: string): Promise<void>;
+  /** Drops what no longer counts (the sweeper calls it). */
+  prune(): Promise<void>;
+}
+
+/** The three windows a relay keeps (§7). */
+export type RateScope = 'send' | 'receive' | 'request';
+
+/** Makes a limiter per scope: `createRelay({ rateLimiter })` takes one of these. */
+export type RateLimiterFactory = (scope: RateScope, limitPerMinute: number, clock: Clock) => RateLimiter;
+
+/** The default factory: one in-memory sliding window per scope. */
+export const memoryRateLimiter: RateLimiterFactory = (_scope, limit, clock) => new SlidingWindow(limit, clock);
+
+/** Whether a limiter limits at all. */
+export function limits(limiter: RateLimiter): boolean {
+  return limiter.limit > 0;
+}
+
+export class SlidingWindow implements RateLimiter {
   readonly limit: number;
   readonly windowMs: number;
   readonly #clock: Clock;
@@ -40,8 +72,12 @@ export class SlidingWindow {
     return events;
   }
 
-  /** The state for `key` now, without counting anything. */
-  peek(key: string): RateState {
+  async peek(key: string): Promise<RateState> {
+    return this.peekNow(key);
+  }
+
+  /** `peek`, synchronously. */
+  peekNow(key: string): RateState {
     const now = this.#clock.now();
     const events = this.#events(key, now);
     const oldest = events[0];
@@ -55,8 +91,12 @@ export class SlidingWindow {
     };
   }
 
-  /** Counts one event for `key` (call only for accepted events). */
-  record(key: string): void {
+  async record(key: string): Promise<void> {
+    this.recordNow(key);
+  }
+
+  /** `record`, synchronously. */
+  recordNow(key: string): void {
     if (!this.enabled) return;
     const now = this.#clock.now();
     let events = this.#log.get(key);
@@ -66,7 +106,7 @@ export class SlidingWindow {
   }
 
   /** Drops keys whose windows are empty (memory hygiene). */
-  prune(): void {
+  async prune(): Promise<void> {
     const now = this.#clock.now();
     for (const key of [...this.#log.keys()]) this.#events(key, now);
   }

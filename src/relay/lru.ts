@@ -2,8 +2,22 @@
  * A least-recently-used map bounded by entry count and by an estimate of bytes. Caches in front of
  * the store use it so that memory depends on these two numbers, never on what callers store or
  * how many distinct keys they ask for.
+ *
+ * `Cache` is the interface the directory's caches are typed with, so that another one (with a
+ * TTL, or with metrics) can be passed to `createRelay({ caches })`. Caches are per process by
+ * nature; with several processes they stay correct because the directory drops entries when the
+ * bus says the agent or ACL changed elsewhere.
  */
-export class Lru<K, V> {
+export interface Cache<K, V> {
+  /** The value, or undefined when not cached. */
+  get(key: K): V | undefined;
+  /** Caches `value` (a cache may decline to keep it) and returns it. */
+  set<T extends V>(key: K, value: T): T;
+  delete(key: K): boolean;
+  clear(): void;
+}
+
+export class Lru<K, V> implements Cache<K, V> {
   readonly maxEntries: number;
   readonly maxBytes: number;
   readonly #sizeOf: (value: V) => number;

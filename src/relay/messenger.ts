@@ -1,80 +1,33 @@
 /**
  * The message pipeline shared by `POST /v1/messages` and the WebSocket `send` frame: policy,
- * rate limits, thread filling, ids, durable storage, then fan-out to live connections and
- * waiting long-polls. Also the poll side (take-and-mark-delivered, long-poll waits).
+ * rate limits, thread filling, ids, durable storage (the batcher, which publishes on the bus once
+ * the message is committed). Also the poll side: take-and-mark-delivered (one atomic store call)
+ * and long-poll waits.
+ *
+ * A long poll is woken by `message.stored` events on the bus, wherever the message was committed.
+ * It starts watching BEFORE it reads the inbox, so a message committed while the read is in
+ * flight (possible with an asynchronous store, or another process) wakes it instead of being
+ * noticed only at the deadline.
  */
 import type { Clock } from '../core/clock.js';
-import { formatInstant } from '../protocol/signing.js';
-import type { MessageStatus, SendResponse } from '../protocol/types.js';
 import type { NormalizedSend } from '../protocol/validate.js';
 import type { Batcher } from './batcher.js';
+import type { Bus } from './bus.js';
 import type { Directory } from './directory.js';
 import { ApiError } from './errors.js';
 import { messageId } from './ids.js';
-import { rateHeaders, type RateState, SlidingWindow } from './limits.js';
-import { type InboxFilter, MESSAGE_PAGE_BYTES, type MessageRecord, type Store } from './store.js';
+import { limits, type RateLimiter, rateHeaders, type RateState } from './limits.js';
+import { type MessagePage, renderMessages, servableMessageJson } from './message-json.js';
+import { type InboxFilter, MESSAGE_PAGE_BYTES, type MessageRecord, type Store } from './store/store.js';
 
-/** The status a client sees: `sent` past its expiry is `expired` even before the sweeper runs. */
-export function effectiveStatus(record: MessageRecord, now: number): MessageStatus {
-  return record.status === 'sent' && record.expires_at <= now ? 'expired' : record.status;
-}
-
-/** Message times keep their milliseconds, so `(created_at, message_id)` order is arrival order. */
-const iso = (ms: number): string => formatInstant(ms);
-
-/** The §3.6 message object as JSON text, built around the stored body text (no re-serialising). */
-export function messageJson(record: MessageRecord, now: number): string {
-  return (
-    `{"message_id":${JSON.stringify(record.message_id)},"sender_key":"${record.sender_key}","recipient_key":"${record.recipient_key}",` +
-    `"content_type":${JSON.stringify(record.content_type)},"body":${record.body_json},"attachments":${JSON.stringify(record.attachments)},` +
-    `"thread_id":${JSON.stringify(record.thread_id)},"in_reply_to":${JSON.stringify(record.in_reply_to)},` +
-    `"metadata":${JSON.stringify(record.metadata)},"status":"${effectiveStatus(record, now)}",` +
-    `"created_at":"${iso(record.created_at)}","expires_at":"${iso(record.expires_at)}",` +
-    `"delivered_at":${record.delivered_at === null ? 'null' : `"${iso(record.delivered_at)}"`}}`
-  );
-}
-
-/**
- * `messageJson` for an HTTP answer, checked first: the stored body is the one part not built
- * here, so it must parse, or a single damaged row would make the whole answer unreadable (and a
- * poll would have marked its messages delivered). Throws when it cannot be served.
- */
-export function servableMessageJson(record: MessageRecord, now: number): string {
-  JSON.parse(record.body_json);
-  return messageJson(record, now);
-}
-
-/** Message objects as JSON texts, leaving out (and naming) those that cannot be served. */
-export function renderMessages(records: MessageRecord[], now: number): { json: string[]; skipped: string[] } {
-  const json: string[] = [];
-  const skipped: string[] = [];
-  for (const record of records) {
-    try {
-      json.push(servableMessageJson(record, now));
-    } catch {
-      skipped.push(record.message_id);
-    }
-  }
-  return { json, skipped };
-}
-
-/** A page of message objects, already JSON text, with what is needed for its cursor. */
-export interface MessagePage {
-  json: string[];
-  /** The last message on the page (cursor). */
-  last: MessageRecord | undefined;
-  hasMore: boolean;
-  /** Messages left out because they cannot be served (poll: left `sent`). */
-  skipped: string[];
-}
-
-export function sendResponse(record: MessageRecord): SendResponse {
-  return { message_id: record.message_id, status: 'sent', created_at: iso(record.created_at), expires_at: iso(record.expires_at) };
-}
-
-export interface MessengerOptions {
-  sendPerMinute: number;
-  receivePerMinute: number;
+export interface MessengerDeps {
+  store: Store;
+  batcher: Batcher;
+  directory: Directory;
+  bus: Bus;
+  clock: Clock;
+  sendLimit: RateLimiter;
+  receiveLimit: RateLimiter;
 }
 
 export interface SendOutcome {
@@ -83,28 +36,52 @@ export interface SendOutcome {
   rate: RateState | undefined;
 }
 
-type Waiter = () => void;
+/** A long poll's interest in one recipient's new messages, taken before its read. */
+class Watch {
+  woken = false;
+  #wake: (() => void) | undefined;
+
+  fire(): void {
+    this.woken = true;
+    this.#wake?.();
+  }
+
+  /** Resolves when fired (at once if it already was), after `ms`, or when `signal` aborts. */
+  wait(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
+    if (this.woken || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.#wake = undefined;
+        timer.cancel();
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = clock.setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+      this.#wake = done;
+    });
+  }
+}
 
 export class Messenger {
-  readonly #store: Store;
-  readonly #batcher: Batcher;
-  readonly #directory: Directory;
+  readonly #deps: MessengerDeps;
   readonly #clock: Clock;
-  readonly sendLimit: SlidingWindow;
-  readonly #receiveLimit: SlidingWindow;
-  readonly #waiters = new Map<string, Set<Waiter>>();
+  readonly #watches = new Map<string, Set<Watch>>();
 
-  constructor(store: Store, batcher: Batcher, directory: Directory, clock: Clock, options: MessengerOptions) {
-    this.#store = store;
-    this.#batcher = batcher;
-    this.#directory = directory;
-    this.#clock = clock;
-    this.sendLimit = new SlidingWindow(options.sendPerMinute, clock);
-    this.#receiveLimit = new SlidingWindow(options.receivePerMinute, clock);
+  constructor(deps: MessengerDeps) {
+    this.#deps = deps;
+    this.#clock = deps.clock;
+    deps.bus.subscribe('message.stored', (e) => this.#wake(e.recipient));
+  }
+
+  /** The sender's send window (its state goes into the `X-RateLimit-*` headers of sends). */
+  get sendLimit(): RateLimiter {
+    return this.#deps.sendLimit;
   }
 
   /** Accepts a validated message from `sender`; resolves once it is durably stored. */
   async send(sender: string, input: NormalizedSend): Promise<SendOutcome> {
+    const { directory, store, batcher, sendLimit, receiveLimit } = this.#deps;
     const now = this.#clock.now();
     const first = input.attachments[0];
     if (first) {
@@ -113,19 +90,26 @@ export class Messenger {
         details: { field: 'attachments[0].blob_id', reason: 'unknown blob', blob_id: first.blob_id },
       });
     }
-    const refusal = this.#directory.refusal(input.recipient_key, sender);
+    // Early refusal from the caches; the commit checks the stored policy again (Store.commit).
+    const decided = directory.refusal(input.recipient_key, sender);
+    const refusal = typeof decided === 'object' ? await decided : decided;
     if (refusal === 'forbidden') throw new ApiError('forbidden', 'the recipient is suspended');
     if (refusal === 'acl_denied') throw new ApiError('acl_denied', 'recipient does not accept messages from this sender');
 
-    this.#checkRate(this.sendLimit, sender, sender, 'sender', 'Too many messages');
-    this.#checkRate(this.#receiveLimit, input.recipient_key, sender, 'recipient', 'The recipient is receiving too many messages');
+    // Check every window, then count in each (a refused send counts nowhere); windows of 0 are off.
+    const limitSend = limits(sendLimit);
+    const limitReceive = limits(receiveLimit);
+    if (limitSend) await this.#checkRate(sendLimit, sender, sender, 'sender', 'Too many messages');
+    if (limitReceive) await this.#checkRate(receiveLimit, input.recipient_key, sender, 'recipient', 'The recipient is receiving too many messages');
+    if (limitSend) await sendLimit.record(sender);
+    if (limitReceive) await receiveLimit.record(input.recipient_key);
+    const rate = limitSend ? await sendLimit.peek(sender) : undefined;
 
     let threadId = input.thread_id;
     if (threadId === null && input.in_reply_to !== null) {
-      const parent = this.#store.getMessage(input.in_reply_to);
+      const parent = await store.getMessage(input.in_reply_to);
       if (parent && (parent.sender_key === sender || parent.recipient_key === sender)) threadId = parent.thread_id ?? parent.message_id;
     }
-    const created = now;
     const record: MessageRecord = {
       seq: 0,
       message_id: messageId(now),
@@ -139,14 +123,11 @@ export class Messenger {
       in_reply_to: input.in_reply_to,
       metadata: input.metadata,
       status: 'sent',
-      created_at: created,
-      expires_at: created + input.expires_in * 1000,
+      created_at: now,
+      expires_at: now + input.expires_in * 1000,
       delivered_at: null,
     };
-    this.sendLimit.record(sender);
-    this.#receiveLimit.record(input.recipient_key);
-    const rate = this.sendLimit.enabled ? this.sendLimit.peek(sender) : undefined;
-    await this.#batcher.addMessage(record);
+    await batcher.addMessage(record);
     return { record, rate };
   }
 
@@ -154,31 +135,43 @@ export class Messenger {
    * Refuses with 429 when `key`'s window is full. The `X-RateLimit-*` headers always describe the
    * sender's send counter (§7, our choice), even when it is the recipient that is saturated.
    */
-  #checkRate(window: SlidingWindow, key: string, sender: string, scope: 'sender' | 'recipient', text: string): void {
-    if (!window.enabled) return;
-    const state = window.peek(key);
+  async #checkRate(window: RateLimiter, key: string, sender: string, scope: 'sender' | 'recipient', text: string): Promise<void> {
+    const state = await window.peek(key);
     if (state.retryAfter === 0) return;
+    const sendLimit = this.#deps.sendLimit;
     throw new ApiError('rate_limit_exceeded', `${text}; retry in ${state.retryAfter} s.`, {
       details: { limit: state.limit, window: '1m', retry_after: state.retryAfter, ...(scope === 'recipient' ? { scope } : {}) },
       headers: {
         'Retry-After': String(state.retryAfter),
-        ...(this.sendLimit.enabled ? rateHeaders(this.sendLimit.peek(sender)) : {}),
+        ...(limits(sendLimit) ? rateHeaders(await sendLimit.peek(sender)) : {}),
       },
     });
   }
 
-  /** Called after each commit: wakes long-polls of the recipients. */
-  notify(records: MessageRecord[]): void {
-    for (const r of records) {
-      const waiters = this.#waiters.get(r.recipient_key);
-      if (!waiters) continue;
-      this.#waiters.delete(r.recipient_key);
-      // One turn later: a client that went away (its close may be in this same batch of I/O
-      // events) is noticed before its long poll takes messages it will never read.
-      setImmediate(() => {
-        for (const w of waiters) w();
-      });
-    }
+  /** A message was committed for `recipient` (any process): wakes its long polls one turn later. */
+  #wake(recipient: string): void {
+    const watches = this.#watches.get(recipient);
+    if (!watches) return;
+    this.#watches.delete(recipient);
+    // One turn later: a client that went away (its close may be in this same batch of I/O
+    // events) is noticed before its long poll takes messages it will never read.
+    setImmediate(() => {
+      for (const w of watches) w.fire();
+    });
+  }
+
+  #watch(recipient: string): Watch {
+    const watch = new Watch();
+    let set = this.#watches.get(recipient);
+    if (!set) this.#watches.set(recipient, (set = new Set()));
+    set.add(watch);
+    return watch;
+  }
+
+  #unwatch(recipient: string, watch: Watch): void {
+    const set = this.#watches.get(recipient);
+    if (!set?.delete(watch)) return;
+    if (set.size === 0) this.#watches.delete(recipient);
   }
 
   /**
@@ -189,26 +182,33 @@ export class Messenger {
   async poll(recipient: string, filter: InboxFilter, limit: number, waitMs: number, signal: AbortSignal): Promise<MessagePage> {
     if (filter.status !== 'sent') {
       const now = this.#clock.now();
-      const { messages, hasMore } = this.#store.listInbox(recipient, filter, limit, now, MESSAGE_PAGE_BYTES);
+      const { messages, hasMore } = await this.#deps.store.listInbox(recipient, filter, limit, now, MESSAGE_PAGE_BYTES);
       const { json, skipped } = renderMessages(messages, now);
       return { json, last: messages[messages.length - 1], hasMore, skipped };
     }
     const deadline = this.#clock.now() + waitMs;
     for (;;) {
       if (signal.aborted) return { json: [], last: undefined, hasMore: false, skipped: [] };
-      const page = this.#take(recipient, filter, limit);
-      const left = deadline - this.#clock.now();
-      if (page.json.length > 0 || left <= 0) return page;
-      await this.#waitFor(recipient, left, signal);
+      const watch = waitMs > 0 ? this.#watch(recipient) : undefined;
+      try {
+        const page = await this.#take(recipient, filter, limit, signal);
+        const left = deadline - this.#clock.now();
+        if (page.json.length > 0 || left <= 0 || !watch) return page;
+        await watch.wait(this.#clock, left, signal);
+      } finally {
+        if (watch) this.#unwatch(recipient, watch);
+      }
     }
   }
 
-  #take(recipient: string, filter: InboxFilter, limit: number): MessagePage {
+  async #take(recipient: string, filter: InboxFilter, limit: number, signal: AbortSignal): Promise<MessagePage> {
+    // A client that left while this poll waited for its turn takes nothing.
+    if (signal.aborted) return { json: [], last: undefined, hasMore: false, skipped: [] };
     const now = this.#clock.now();
     const json: string[] = [];
     let bytes = 0;
     let last: MessageRecord | undefined;
-    const { hasMore, skipped } = this.#store.takeSent(recipient, filter, limit, now, (record) => {
+    const { messages, hasMore, skipped } = await this.#deps.store.takeSent(recipient, filter, limit, now, (record) => {
       let text: string;
       try {
         text = servableMessageJson(record, now);
@@ -221,27 +221,9 @@ export class Messenger {
       last = record;
       return 'taken';
     });
+    if (messages.length > 0) {
+      this.#deps.bus.publish(messages.map((m) => ({ type: 'message.delivered', recipient, message_id: m.message_id, via: 'poll' })));
+    }
     return { json, last, hasMore, skipped };
-  }
-
-  #waitFor(recipient: string, ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      let set = this.#waiters.get(recipient);
-      if (!set) this.#waiters.set(recipient, (set = new Set()));
-      const done = (): void => {
-        timer.cancel();
-        signal.removeEventListener('abort', done);
-        this.#waiters.get(recipient)?.delete(done);
-        resolve();
-      };
-      const timer = this.#clock.setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-      set.add(done);
-    });
-  }
-
-  pruneLimits(): void {
-    this.sendLimit.prune();
-    this.#receiveLimit.prune();
   }
 }

@@ -5,7 +5,7 @@
  * The CLI passes a `Registry` and serves its text on `--metrics-port`.
  */
 import { type MetricsFactory, NOOP_METRICS } from '../core/metrics.js';
-import type { Store } from './store.js';
+import type { Store } from './store/store.js';
 
 export type { MetricsFactory } from '../core/metrics.js';
 

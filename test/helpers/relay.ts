@@ -5,12 +5,14 @@
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { TestContext } from 'node:test';
 import WebSocket from 'ws';
 import { Keypair, signRequest } from '../../src/protocol/signing.js';
 import { createRelay, type Relay, type RelayOptions } from '../../src/relay/index.js';
 import type { LogEntry } from '../../src/relay/log.js';
+import type { Store } from '../../src/relay/store/store.js';
 
 export interface TestRelay {
   relay: Relay;
@@ -20,11 +22,34 @@ export interface TestRelay {
   logs: LogEntry[];
 }
 
+/**
+ * `MRP_TEST_STORE=<module>`: every relay started here runs on a store from that module's
+ * `openStore(dataDir, options): Promise<Store>` (`options`: the relay's, for a store that honours
+ * some) instead of the one `createRelay` builds — the relay
+ * conformance suite against a store written elsewhere (`test/relay/_external-store.ts` is one;
+ * see docs/architecture.md §5.1). The store is closed when its relay closes.
+ */
+const EXTERNAL_STORE = process.env['MRP_TEST_STORE'];
+
+async function externalStore(dataDir: string, options: Partial<RelayOptions>): Promise<Store | undefined> {
+  if (!EXTERNAL_STORE) return undefined;
+  const mod = (await import(pathToFileURL(resolve(EXTERNAL_STORE)).href)) as {
+    openStore(dataDir: string, options: Partial<RelayOptions>): Promise<Store>;
+  };
+  return mod.openStore(dataDir, options);
+}
+
 /** Starts a relay on 127.0.0.1:0; closed (and its directory removed) when the test ends. */
 export async function startRelay(t: TestContext, options: Partial<RelayOptions> = {}): Promise<TestRelay> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'mrp-relay-')));
   const logs: LogEntry[] = [];
-  const relay = createRelay({ port: 0, logger: (e) => logs.push(e), logLevel: 'debug', ...options, dataDir });
+  const store = options.store ? undefined : await externalStore(dataDir, options);
+  const relay = createRelay({ port: 0, logger: (e) => logs.push(e), logLevel: 'debug', ...options, dataDir, ...(store ? { store } : {}) });
+  if (store) {
+    const close = relay.close.bind(relay);
+    let closed: Promise<void> | undefined;
+    relay.close = () => (closed ??= close().then(() => store.close()));
+  }
   const url = await relay.listen();
   t.after(async () => {
     await relay.close();

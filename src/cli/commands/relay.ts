@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { formatDuration } from '../../core/duration.js';
 import { UsageError } from '../../core/errors.js';
+import { RATE_LIMITS, TIMING } from '../../protocol/constants.js';
 import type { LogEntry, LogLevel } from '../../relay/index.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
@@ -27,9 +28,11 @@ const LEVELS = ['debug', 'info', 'warn', 'error'];
 /** `mrp relay`: a faithful, durable MRP relay on this machine. Stops cleanly on SIGINT/SIGTERM. */
 export async function runRelay(ctx: CliContext, options: RelayCommandOptions): Promise<void> {
   const env = ctx.deps.env;
-  const port = intOption(options.port ?? env['PORT'], options.port ? '--port' : 'PORT', 8080, 0, 65535);
-  const dataDir = options.dataDir ?? env['DATA_DIR'] ?? './data';
-  const level = (options.logLevel ?? env['LOG_LEVEL'] ?? 'info').toLowerCase();
+  // The relay's defaults are named once, in the relay (`RELAY_DEFAULTS`); loaded only for this command.
+  const { createRelay, Registry, RELAY_DEFAULTS } = await import('../../relay/index.js');
+  const port = intOption(options.port ?? env['PORT'], options.port ? '--port' : 'PORT', RELAY_DEFAULTS.port, 0, 65535);
+  const dataDir = options.dataDir ?? env['DATA_DIR'] ?? RELAY_DEFAULTS.dataDir;
+  const level = (options.logLevel ?? env['LOG_LEVEL'] ?? RELAY_DEFAULTS.logLevel).toLowerCase();
   if (!LEVELS.includes(level)) {
     throw new UsageError(`${options.logLevel ? '--log-level' : 'LOG_LEVEL'}: "${level}" must be one of ${LEVELS.join(', ')}`, {
       code: 'invalid_argument',
@@ -38,7 +41,7 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
   const toleranceMs = durationOption(
     options.timestampTolerance ?? env['TIMESTAMP_TOLERANCE'],
     options.timestampTolerance ? '--timestamp-tolerance' : 'TIMESTAMP_TOLERANCE',
-    5 * 60_000,
+    RELAY_DEFAULTS.timestampToleranceMs,
   );
   if (toleranceMs <= 0) throw new UsageError('--timestamp-tolerance must be longer than 0', { code: 'invalid_argument' });
   const format = options.logFormat ?? (ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json');
@@ -47,7 +50,6 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
   }
   const metricsPort = options.metricsPort === undefined ? undefined : intOption(options.metricsPort, '--metrics-port', 0, 0, 65535);
   const { resolve } = await import('node:path');
-  const { createRelay, Registry } = await import('../../relay/index.js');
   const registry = metricsPort === undefined ? undefined : new Registry();
   const { style } = ctx.out;
   const write = (entry: LogEntry): void => {
@@ -64,12 +66,12 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     ctx.deps.stderr.write(`${style.dim(time.slice(11, 19))} ${paint(msg)} ${rest}\n`);
   };
   const relay = createRelay({
-    host: options.host ?? '127.0.0.1',
+    host: options.host ?? RELAY_DEFAULTS.host,
     port,
     dataDir: resolve(ctx.deps.cwd, dataDir),
-    sendRatePerMinute: intOption(options.sendRate, '--send-rate', 30),
-    receiveRatePerMinute: intOption(options.receiveRate, '--receive-rate', 120),
-    requestRatePerMinute: intOption(options.requestRate, '--request-rate', 300),
+    sendRatePerMinute: intOption(options.sendRate, '--send-rate', RELAY_DEFAULTS.sendRatePerMinute),
+    receiveRatePerMinute: intOption(options.receiveRate, '--receive-rate', RELAY_DEFAULTS.receiveRatePerMinute),
+    requestRatePerMinute: intOption(options.requestRate, '--request-rate', RELAY_DEFAULTS.requestRatePerMinute),
     timestampToleranceMs: toleranceMs,
     clock: ctx.deps.clock,
     logger: write,
@@ -92,7 +94,7 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
       throw err;
     }
     if (registry && metricsPort !== undefined) {
-      metricsServer = await serveMetrics(options.host ?? '127.0.0.1', metricsPort, registry).catch(async (err: unknown) => {
+      metricsServer = await serveMetrics(options.host ?? RELAY_DEFAULTS.host, metricsPort, registry).catch(async (err: unknown) => {
         await relay.close();
         throw err;
       });
@@ -138,7 +140,7 @@ export function register(program: Command, deps: Deps): void {
   const cmd = program
     .command('relay')
     .description('run an MRP relay (HTTP + WebSocket, SQLite storage) on this machine')
-    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .option('--host <host>', 'address to bind (default 127.0.0.1)')
     .option('--port <port>', 'port to listen on (env PORT; 0 = any free port)')
     .option('--data-dir <dir>', 'directory for mrp.db (env DATA_DIR)', undefined)
     .option('--send-rate <n>', 'messages a sender may send per minute (0 = unlimited)')
@@ -156,6 +158,12 @@ export function register(program: Command, deps: Deps): void {
     'PORT=9000 LOG_LEVEL=debug mrp relay',
     'mrp relay --metrics-port 9091             # curl 127.0.0.1:9091/metrics',
   ]);
-  cmd.addHelpText('after', '\nDefaults: port 8080, data ./data, 30 sends/min, 120 receives/min, 300 requests/min, tolerance 5m.\n');
+  // The rates and tolerance are the protocol's (RELAY_DEFAULTS takes them from there too); the
+  // relay module itself is loaded only when the command runs, so its constants cannot be read here.
+  cmd.addHelpText(
+    'after',
+    `\nDefaults: port 8080, data ./data, ${RATE_LIMITS.sendPerMinute} sends/min, ${RATE_LIMITS.receivePerMinute} receives/min, ` +
+      `${RATE_LIMITS.requestsPerMinute} requests/min, tolerance ${formatDuration(TIMING.timestampToleranceMs)}.\n`,
+  );
   cmd.action(action(deps, runRelay));
 }

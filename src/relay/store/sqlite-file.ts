@@ -7,7 +7,7 @@
 import { closeSync, mkdirSync, openSync, readSync, statfsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError } from '../../core/errors.js';
 import type { StorageHealth } from './store.js';
 
 const HINT = 'move the file away to start with an empty database, or restore a backup';

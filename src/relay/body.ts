@@ -1,0 +1,303 @@
+/**
+ * Reading request bodies, bounded where they enter. Two ways, chosen by the route (`router.ts`):
+ *
+ * - `readBody`: the whole body into memory, hashed as it arrives, for JSON routes: 413 past
+ *   `maxBytes` (before any byte is read when Content-Length says so), 408 when it takes longer
+ *   than the body timeout, 503 when the relay-wide gate is full. Never buffers more than
+ *   `maxBytes`.
+ * - `openStream`: the raw body as an async iterable for stream routes: never buffered (one
+ *   chunk at a time, with TCP backpressure), refused past `maxBytes`, 408 after an idle gap,
+ *   hashed as it streams, and its end is the signature verdict (see `StreamBody`).
+ *
+ * `BodyGate` bounds the body reads in progress at once, by count and by bytes held, so stalled or
+ * slow uploads cannot pile up memory: a read that would go past either is refused with `503`
+ * and `Retry-After: 1`. The bytes of a body with a Content-Length are reserved up front; a stream
+ * holds a chunk at a time and reserves STREAM_RESERVE.
+ */
+import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Clock } from '../core/clock.js';
+import { EMPTY_BODY_HASH } from '../protocol/constants.js';
+import { ApiError } from './errors.js';
+import type { StreamBody } from './router.js';
+
+/** Limits of one body read. */
+export interface BodyLimits {
+  /** Most bytes of one body (413 beyond). */
+  maxBytes: number;
+  /** Time allowed for the whole body to arrive once reading starts (408 beyond). */
+  timeoutMs: number;
+}
+
+/** See the file comment. */
+export class BodyGate {
+  readonly maxActive: number;
+  readonly maxBytes: number;
+  active = 0;
+  bytes = 0;
+
+  constructor(maxActive: number, maxBytes: number) {
+    this.maxActive = maxActive;
+    this.maxBytes = maxBytes;
+  }
+}
+
+/** A request body and the SHA-256 (base64url) of its bytes, hashed while it streamed in. */
+export interface Body {
+  bytes: Buffer;
+  hash: string;
+}
+
+const EMPTY_BODY: Body = { bytes: Buffer.alloc(0), hash: EMPTY_BODY_HASH };
+
+function busy(what: string): ApiError {
+  return new ApiError('service_unavailable', `the relay is reading too many request bodies (${what}); retry shortly`, {
+    details: { reason: 'too_many_uploads', retry_after: 1 },
+    headers: { 'Retry-After': '1', Connection: 'close' },
+  });
+}
+
+function tooLarge(max: number): ApiError {
+  return new ApiError('payload_too_large', `the request body is larger than ${max} bytes`, {
+    headers: { Connection: 'close' },
+  });
+}
+
+/**
+ * Reads a request body, hashing it as it arrives: refused with 413 past `maxBytes` (before any
+ * byte is read when Content-Length says so), 408 when it takes longer than `timeoutMs`, 503 when
+ * the gate is full. Never buffers more than `maxBytes`.
+ */
+export function readBody(req: IncomingMessage, limits: BodyLimits, gate: BodyGate, clock: Clock): Promise<Body> {
+  const lengthHeader = req.headers['content-length'];
+  const declared = lengthHeader === undefined ? Number.NaN : Number(lengthHeader);
+  const chunked = req.headers['transfer-encoding'] !== undefined;
+  if (!chunked && (lengthHeader === undefined || declared === 0)) {
+    req.resume();
+    return Promise.resolve(EMPTY_BODY);
+  }
+  if (Number.isFinite(declared) && declared > limits.maxBytes) return Promise.reject(tooLarge(limits.maxBytes));
+  if (gate.active >= gate.maxActive) return Promise.reject(busy(`${gate.active} at once`));
+  let reserved = chunked || !Number.isFinite(declared) ? 0 : declared;
+  if (gate.bytes + reserved > gate.maxBytes) return Promise.reject(busy(`${gate.bytes} bytes held`));
+  gate.active++;
+  gate.bytes += reserved;
+
+  return new Promise((resolve, reject) => {
+    const hash = createHash('sha256');
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    const finish = (err: ApiError | undefined): void => {
+      if (settled) return;
+      settled = true;
+      timer.cancel();
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onGone);
+      req.off('close', onGone);
+      gate.active--;
+      gate.bytes -= reserved;
+      if (err) {
+        req.pause();
+        reject(err);
+      } else {
+        resolve(
+          size === 0
+            ? EMPTY_BODY
+            : { bytes: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size), hash: hash.digest('base64url') },
+        );
+      }
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limits.maxBytes) {
+        finish(tooLarge(limits.maxBytes));
+        return;
+      }
+      if (size > reserved) {
+        if (gate.bytes + (size - reserved) > gate.maxBytes) {
+          finish(busy(`${gate.bytes} bytes held`));
+          return;
+        }
+        gate.bytes += size - reserved;
+        reserved = size;
+      }
+      hash.update(chunk);
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => finish(undefined);
+    const onGone = (): void =>
+      finish(new ApiError('bad_request', 'the request body was cut off', { headers: { Connection: 'close' } }));
+    const timer = clock.setTimeout(() => {
+      finish(
+        new ApiError(
+          'request_timeout',
+          `the request body did not arrive within ${Math.round(limits.timeoutMs / 1000)} s`,
+          {
+            headers: { Connection: 'close' },
+          },
+        ),
+      );
+    }, limits.timeoutMs);
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onGone);
+    req.on('close', onGone);
+  });
+}
+
+/** Gate bytes a stream holds at most at once (about one socket read). */
+export const STREAM_RESERVE = 64 * 1024;
+
+export interface StreamLimits {
+  /** Most bytes of the body (413 beyond, as soon as it is passed). */
+  maxBytes: number;
+  /** 408 when no byte arrives for this long while the handler waits for one. */
+  idleTimeoutMs: number;
+}
+
+/**
+ * The body of a stream route. Iterate it once. Its last step runs `finish` with the body's hash
+ * (the signature check and what follows authentication); the iteration ends only if that passes,
+ * otherwise it throws — so a consumer that reached the end saw an authentic body.
+ */
+export class RequestStream implements StreamBody {
+  readonly #req: IncomingMessage;
+  readonly #limits: StreamLimits;
+  readonly #gate: BodyGate;
+  readonly #clock: Clock;
+  readonly #signal: AbortSignal;
+  readonly #finish: (hash: string) => Promise<string>;
+  #received = 0;
+  #state: 'new' | 'reading' | 'done' = 'new';
+  #holdsGate = true;
+  /** The caller once verified. */
+  caller: string | undefined;
+  readonly #verdict: Promise<string>;
+  #settle!: { resolve(caller: string): void; reject(err: unknown): void };
+
+  /** Takes a place in the gate; 413 at once when Content-Length is over the limit, 503 when the gate is full. */
+  constructor(
+    req: IncomingMessage,
+    limits: StreamLimits,
+    gate: BodyGate,
+    clock: Clock,
+    signal: AbortSignal,
+    finish: (hash: string) => Promise<string>,
+  ) {
+    const declared = Number(req.headers['content-length'] ?? Number.NaN);
+    if (Number.isFinite(declared) && declared > limits.maxBytes) throw tooLarge(limits.maxBytes);
+    if (gate.active >= gate.maxActive) throw busy(`${gate.active} at once`);
+    if (gate.bytes + STREAM_RESERVE > gate.maxBytes) throw busy(`${gate.bytes} bytes held`);
+    gate.active++;
+    gate.bytes += STREAM_RESERVE;
+    this.#req = req;
+    this.#limits = limits;
+    this.#gate = gate;
+    this.#clock = clock;
+    this.#signal = signal;
+    this.#finish = finish;
+    this.#verdict = new Promise<string>((resolve, reject) => (this.#settle = { resolve, reject }));
+    this.#verdict.catch(() => {});
+  }
+
+  get received(): number {
+    return this.#received;
+  }
+
+  /** Gives the gate place back (the pipeline calls it when the request ends, read or not). */
+  release(): void {
+    if (!this.#holdsGate) return;
+    this.#holdsGate = false;
+    this.#gate.active--;
+    this.#gate.bytes -= STREAM_RESERVE;
+  }
+
+  verified(): Promise<string> {
+    if (this.#state === 'new') {
+      return (async () => {
+        for await (const _chunk of this) {
+          // Read to the end (and dropped): only the verdict is wanted.
+        }
+        return this.#verdict;
+      })();
+    }
+    return this.#verdict;
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
+    if (this.#state !== 'new') throw new Error('a stream body can be read once');
+    this.#state = 'reading';
+    const hash = createHash('sha256');
+    const source = this.#req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    let ended = false;
+    try {
+      for (;;) {
+        const next = await this.#next(source);
+        if (next.done) break;
+        const chunk = next.value;
+        this.#received += chunk.length;
+        if (this.#received > this.#limits.maxBytes) throw tooLarge(this.#limits.maxBytes);
+        hash.update(chunk);
+        yield chunk;
+      }
+      ended = true;
+      this.release();
+      const caller = await this.#finish(this.#received === 0 ? EMPTY_BODY_HASH : hash.digest('base64url'));
+      this.caller = caller;
+      this.#settle.resolve(caller);
+    } catch (err) {
+      const api = err instanceof ApiError ? err : ended ? err : cutOff();
+      this.#settle.reject(api);
+      throw api;
+    } finally {
+      this.release();
+      this.#state = 'done';
+      // A consumer that stopped early leaves the rest unread: the pipeline closes the connection.
+      this.#settle.reject(new ApiError('bad_request', 'the request body was not read to its end'));
+    }
+  }
+
+  /** The next chunk, or 408 after an idle gap, or 503 when the relay stops. */
+  #next(source: AsyncIterator<Buffer>): Promise<IteratorResult<Buffer>> {
+    if (this.#signal.aborted) return Promise.reject(cutOff());
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        timer.cancel();
+        this.#signal.removeEventListener('abort', onAbort);
+      };
+      const onAbort = (): void => {
+        done();
+        reject(cutOff());
+      };
+      const timer = this.#clock.setTimeout(() => {
+        done();
+        reject(
+          new ApiError(
+            'request_timeout',
+            `no byte of the request body arrived for ${Math.round(this.#limits.idleTimeoutMs / 1000)} s`,
+            {
+              headers: { Connection: 'close' },
+            },
+          ),
+        );
+      }, this.#limits.idleTimeoutMs);
+      this.#signal.addEventListener('abort', onAbort, { once: true });
+      source.next().then(
+        (r) => {
+          done();
+          resolve(r);
+        },
+        (err: unknown) => {
+          done();
+          reject(err);
+        },
+      );
+    });
+  }
+}
+
+function cutOff(): ApiError {
+  return new ApiError('bad_request', 'the request body was cut off', { headers: { Connection: 'close' } });
+}

@@ -1,0 +1,194 @@
+/**
+ * `createRelay`'s options: what can be set, the defaults (named once, here: `RELAY_DEFAULTS`,
+ * which `mrp relay` uses too), and the one check that turns a bad option into an error naming it
+ * (habit 6). Protocol numbers come from `protocol/constants.ts`.
+ *
+ * Storage and process-local state are injectable. Left out, each gets its one-process default:
+ * the SQLite store in `dataDir`, the in-process bus, in-memory replay cache, rate windows,
+ * connection registry and LRU caches. A relay that shares its database with other processes
+ * passes shared ones (see docs/architecture.md §5 for what each must do).
+ *
+ * `dataDir` is required unless a `store` is given. It is the SQLite store's directory (mrp.db and
+ * its lock file, `mrp.lock`); a relay on an injected store keeps no files of its own, so there is
+ * nothing to lock, and blob files (when blobs land) go to an injected `BlobStore` or to `dataDir`.
+ * An injected store or bus belongs to the caller: the relay does not close it.
+ */
+import { type Clock, systemClock } from '../core/clock.js';
+import { UsageError } from '../core/errors.js';
+import type { MetricsFactory } from '../core/metrics.js';
+import { LIMITS, RATE_LIMITS, TIMING } from '../protocol/constants.js';
+import type { Bus } from './bus.js';
+import type { ConnectionRegistry } from './connections.js';
+import type { AclCache, AgentCache } from './directory.js';
+import type { RateLimiterFactory } from './limits.js';
+import type { LogLevel, LogSink } from './log.js';
+import { DEFAULT_MAX_REPLAY_ENTRIES, type ReplayCache } from './replay-cache.js';
+import type { Route } from './router.js';
+import type { Services } from './services.js';
+import type { Store } from './store/store.js';
+
+export interface RelayOptions {
+  /** Where `mrp.db` lives (the official relay's `DATA_DIR`). Required unless `store` is given. */
+  dataDir?: string;
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  clock?: Clock;
+  version?: string;
+  /** Allowed clock difference for signed requests (default 5 minutes). */
+  timestampToleranceMs?: number;
+  /** Per agent per minute; 0 = unlimited. */
+  sendRatePerMinute?: number;
+  receiveRatePerMinute?: number;
+  requestRatePerMinute?: number;
+  maxConnectionsPerAgent?: number;
+  authTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  heartbeatTimeoutMs?: number;
+  maxBodyBytes?: number;
+  maxEnvelopeBytes?: number;
+  sweepIntervalMs?: number;
+  /**
+   * SQLite durability (the default store only). `normal` (default): a stored message is written
+   * to the OS before it is acknowledged, so it survives the relay process being killed (kill -9).
+   * `full`: every commit is also fsynced, so it survives a power cut too, at the cost of one disk
+   * sync per batch.
+   */
+  synchronous?: 'full' | 'normal';
+  /** Time a request body may take to arrive once its headers are in (408 after; default 10 s); for streams, the longest gap between bytes. */
+  bodyTimeoutMs?: number;
+  /** Time the request headers may take to arrive (default 10 s; node:http answers 408). */
+  headersTimeoutMs?: number;
+  /** Request bodies being read at once, across all clients (503 beyond; default 64). */
+  maxConcurrentBodies?: number;
+  /** Bytes of request bodies being read held at once (503 beyond; default 32 MiB). */
+  maxBodyBufferBytes?: number;
+  /** Signatures remembered for replay detection by the default replay cache (503 when full of live entries; default 1,000,000). */
+  maxReplayEntries?: number;
+  /** `/v1/health/ready` answers 503 below this much free disk space (default store; default 4 MiB). */
+  minFreeDiskBytes?: number;
+  logger?: LogSink;
+  logLevel?: LogLevel;
+  /** Where the relay's metrics go (requests, messages, sockets, store latency); default: nowhere. */
+  metrics?: MetricsFactory;
+
+  /** The storage (default: `SqliteStore` in `dataDir`). Not closed by the relay. */
+  store?: Store;
+  /** Cross-connection events (default: `InProcessBus`). Not closed by the relay. */
+  bus?: Bus;
+  /** Replay detection (default: `MemoryReplayCache` of `maxReplayEntries`). */
+  replayCache?: ReplayCache;
+  /** Makes the send, receive and request windows (default: in-memory sliding windows). */
+  rateLimiter?: RateLimiterFactory;
+  /** Per-agent WebSocket connection counting (default: `MemoryConnectionRegistry`). */
+  connectionRegistry?: ConnectionRegistry;
+  /** The directory's caches (default: bounded LRUs); invalidated through the bus either way. */
+  caches?: { agents?: AgentCache; acl?: AclCache };
+  /** Extra routes, matched like the built-in ones (which win ties): extensions and tests. */
+  routes?: Route<Services>[];
+}
+
+export const RELAY_DEFAULTS = {
+  host: '127.0.0.1',
+  port: 8080,
+  /** Not a library default (the library needs a directory): what `mrp relay` uses without `--data-dir`/`DATA_DIR`. */
+  dataDir: './data',
+  version: '1.0.0',
+  timestampToleranceMs: TIMING.timestampToleranceMs,
+  sendRatePerMinute: RATE_LIMITS.sendPerMinute,
+  receiveRatePerMinute: RATE_LIMITS.receivePerMinute,
+  requestRatePerMinute: RATE_LIMITS.requestsPerMinute,
+  maxConnectionsPerAgent: RATE_LIMITS.wsConnectionsPerAgent,
+  authTimeoutMs: TIMING.wsAuthTimeoutMs,
+  heartbeatIntervalMs: TIMING.heartbeatIntervalMs,
+  heartbeatTimeoutMs: TIMING.heartbeatTimeoutMs,
+  maxBodyBytes: LIMITS.maxBodyBytes,
+  maxEnvelopeBytes: LIMITS.maxEnvelopeBytes,
+  sweepIntervalMs: 30_000,
+  synchronous: 'normal',
+  bodyTimeoutMs: 10_000,
+  headersTimeoutMs: 10_000,
+  maxConcurrentBodies: 64,
+  maxBodyBufferBytes: 32 * 1024 * 1024,
+  maxReplayEntries: DEFAULT_MAX_REPLAY_ENTRIES,
+  minFreeDiskBytes: 4 * 1024 * 1024,
+  logLevel: 'info',
+} as const;
+
+type Injected =
+  | 'logger'
+  | 'metrics'
+  | 'store'
+  | 'bus'
+  | 'replayCache'
+  | 'rateLimiter'
+  | 'connectionRegistry'
+  | 'caches'
+  | 'routes'
+  | 'dataDir';
+
+/** Options after defaults: every number set; the injected parts as given (or absent). */
+export type ResolvedOptions = Required<Omit<RelayOptions, Injected | 'clock'>> &
+  Pick<RelayOptions, Injected> & { clock: Clock };
+
+const NON_NEGATIVE = [
+  'sendRatePerMinute',
+  'receiveRatePerMinute',
+  'requestRatePerMinute',
+  'port',
+  'minFreeDiskBytes',
+] as const;
+const POSITIVE = [
+  'timestampToleranceMs',
+  'maxConnectionsPerAgent',
+  'authTimeoutMs',
+  'heartbeatIntervalMs',
+  'heartbeatTimeoutMs',
+  'maxBodyBytes',
+  'maxEnvelopeBytes',
+  'sweepIntervalMs',
+  'bodyTimeoutMs',
+  'headersTimeoutMs',
+  'maxConcurrentBodies',
+  'maxBodyBufferBytes',
+  'maxReplayEntries',
+] as const;
+
+function invalid(message: string): UsageError {
+  return new UsageError(`createRelay: ${message}`, { code: 'invalid_option' });
+}
+
+/** Merges the defaults and checks every option; throws a `UsageError` naming the first bad one. */
+export function resolveOptions(options: RelayOptions): ResolvedOptions {
+  if (!options || typeof options !== 'object') throw invalid('options are required');
+  if (options.store === undefined && (typeof options.dataDir !== 'string' || options.dataDir === '')) {
+    throw invalid('options.dataDir is required (the directory for mrp.db) unless options.store is given');
+  }
+  if (options.dataDir !== undefined && (typeof options.dataDir !== 'string' || options.dataDir === '')) {
+    throw invalid('options.dataDir must be a directory path');
+  }
+  // `RELAY_DEFAULTS.dataDir` is the command line's default, not the library's.
+  const { dataDir: _commandLineDefault, ...defaults } = RELAY_DEFAULTS;
+  const o = { ...defaults, clock: systemClock, ...options } as ResolvedOptions;
+  for (const name of NON_NEGATIVE) {
+    const v = o[name];
+    if (!Number.isInteger(v) || v < 0) throw invalid(`options.${name} must be a whole number ≥ 0 (got ${v})`);
+  }
+  if (o.port > 65535) throw invalid(`options.port must be at most 65535 (got ${o.port})`);
+  for (const name of POSITIVE) {
+    const v = o[name];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+      throw invalid(`options.${name} must be a positive number (got ${v})`);
+  }
+  for (const route of o.routes ?? []) {
+    if (
+      !route ||
+      typeof route.path !== 'string' ||
+      !route.path.startsWith('/') ||
+      typeof route.handler !== 'function'
+    ) {
+      throw invalid('options.routes: each route needs a path starting with "/" and a handler');
+    }
+  }
+  return o;
+}

@@ -1,0 +1,100 @@
+/**
+ * Writing replies in the three modes routes declare (`router.ts`): JSON (an object, or verbatim
+ * JSON text), text, and bytes — a stream with a known Content-Length, written with backpressure
+ * (never more than the socket's buffer ahead of the client), cut short when the client goes
+ * away, and not read at all for HEAD. Once the status line is out, a failing byte source can only
+ * end the connection: the client sees a short body against its Content-Length.
+ */
+import type { ServerResponse } from 'node:http';
+import type { BytesReply } from './router.js';
+
+/** Writes a JSON answer (or an empty one for 204/HEAD); a string body is sent as it is. */
+export function writeJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string>,
+  head = false,
+): void {
+  if (res.headersSent || res.destroyed) return;
+  if (status === 204 || body === undefined) {
+    res.writeHead(status, headers);
+    res.end();
+    return;
+  }
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  res.writeHead(status, {
+    ...headers,
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(text)),
+  });
+  res.end(head ? undefined : text);
+}
+
+export function writeText(
+  res: ServerResponse,
+  status: number,
+  text: string,
+  contentType: string,
+  headers: Record<string, string>,
+  head = false,
+): void {
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, { ...headers, 'Content-Type': contentType, 'Content-Length': String(Buffer.byteLength(text)) });
+  res.end(head ? undefined : text);
+}
+
+/** Streams `reply.body`; resolves when it is all written, the client left, or the source failed (logged by the caller). */
+export async function writeBytes(
+  res: ServerResponse,
+  reply: BytesReply,
+  headers: Record<string, string>,
+  head: boolean,
+): Promise<void> {
+  if (res.headersSent || res.destroyed) {
+    reply.cancel?.();
+    return;
+  }
+  res.writeHead(reply.status, {
+    ...headers,
+    'Content-Type': reply.contentType,
+    'Content-Length': String(reply.length),
+  });
+  if (head) {
+    reply.cancel?.();
+    res.end();
+    return;
+  }
+  let sent = 0;
+  try {
+    for await (const chunk of reply.body) {
+      if (res.destroyed) break;
+      sent += chunk.length;
+      if (!res.write(chunk)) await drained(res);
+    }
+  } catch (err) {
+    res.destroy();
+    throw err;
+  }
+  // The client left (breaking out of the loop released the source).
+  if (res.destroyed) return;
+  if (sent !== reply.length) {
+    // A source that yields more or less than it declared would corrupt the connection's framing.
+    res.destroy();
+    throw new Error(`a bytes reply declared ${reply.length} bytes and yielded ${sent}`);
+  }
+  res.end();
+}
+
+/** Resolves once the response can take more (or is gone). */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}

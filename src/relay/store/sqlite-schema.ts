@@ -1,0 +1,227 @@
+/**
+ * What the SQLite store keeps on disk and how rows become records: the numbered migrations (the
+ * schema's history, never edited once released), the row shapes, the conversions (a damaged row
+ * decodes to `undefined` instead of throwing) and the SQL for the inbox filters and the
+ * `(created_at, message_id)` order. Apart from `sqlite-store.ts` so that the queries read on
+ * their own.
+ */
+import type {
+  AclEntry,
+  AclEntryType,
+  Attachment,
+  Capability,
+  JsonObject,
+  MessageStatus,
+} from '../../protocol/types.js';
+import { formatInstant } from '../../protocol/signing.js';
+import type { AgentRecord, InboxFilter, MessageRecord } from './store.js';
+
+/** Each entry moves the schema one version forward. Never edit a released entry; append. */
+export const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE agents (
+    public_key     TEXT PRIMARY KEY,
+    display_name   TEXT,
+    status         TEXT NOT NULL,
+    visibility     TEXT NOT NULL,
+    inbox_policy   TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    last_active_at INTEGER NOT NULL,
+    metadata       TEXT NOT NULL,
+    capabilities   TEXT NOT NULL,
+    search_text    TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX agents_activity ON agents (visibility, last_active_at DESC, public_key);
+
+  CREATE TABLE agent_tags (
+    agent_key TEXT NOT NULL,
+    tag       TEXT NOT NULL,
+    PRIMARY KEY (agent_key, tag)
+  ) WITHOUT ROWID;
+  CREATE INDEX agent_tags_by_tag ON agent_tags (tag, agent_key);
+
+  CREATE TABLE messages (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id    TEXT NOT NULL UNIQUE,
+    sender_key    TEXT NOT NULL,
+    recipient_key TEXT NOT NULL,
+    content_type  TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    attachments   TEXT NOT NULL,
+    thread_id     TEXT,
+    in_reply_to   TEXT,
+    metadata      TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    delivered_at  INTEGER
+  );
+  CREATE INDEX messages_inbox ON messages (recipient_key, status, created_at, message_id);
+  CREATE INDEX messages_backlog ON messages (recipient_key, status, seq);
+  CREATE INDEX messages_thread ON messages (thread_id) WHERE thread_id IS NOT NULL;
+  CREATE INDEX messages_reply ON messages (in_reply_to) WHERE in_reply_to IS NOT NULL;
+  CREATE INDEX messages_expiry ON messages (status, expires_at);
+
+  CREATE TABLE acl (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_key  TEXT NOT NULL,
+    peer_key   TEXT NOT NULL,
+    entry_type TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (owner_key, peer_key)
+  );
+  `,
+  `
+  CREATE TABLE health_probe (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL
+  );
+  `,
+];
+
+export interface AgentRow {
+  public_key: string;
+  display_name: string | null;
+  status: string;
+  visibility: string;
+  inbox_policy: string;
+  created_at: number;
+  last_active_at: number;
+  metadata: string;
+  capabilities: string;
+}
+
+export interface MessageRow {
+  seq: number;
+  message_id: string;
+  sender_key: string;
+  recipient_key: string;
+  content_type: string;
+  body: string;
+  attachments: string;
+  thread_id: string | null;
+  in_reply_to: string | null;
+  metadata: string;
+  status: string;
+  created_at: number;
+  expires_at: number;
+  delivered_at: number | null;
+}
+
+export interface AclRow {
+  id: number;
+  owner_key: string;
+  peer_key: string;
+  entry_type: string;
+  created_at: number;
+}
+
+export function agentFromRow(row: AgentRow): AgentRecord {
+  return {
+    public_key: row.public_key,
+    display_name: row.display_name,
+    status: row.status as AgentRecord['status'],
+    visibility: row.visibility as AgentRecord['visibility'],
+    inbox_policy: row.inbox_policy as AgentRecord['inbox_policy'],
+    created_at: row.created_at,
+    last_active_at: row.last_active_at,
+    metadata: JSON.parse(row.metadata) as Record<string, string>,
+    capabilities: JSON.parse(row.capabilities) as Capability[],
+  };
+}
+
+export function messageFromRow(row: MessageRow): MessageRecord {
+  return {
+    seq: row.seq,
+    message_id: row.message_id,
+    sender_key: row.sender_key,
+    recipient_key: row.recipient_key,
+    content_type: row.content_type,
+    body_json: row.body,
+    attachments: JSON.parse(row.attachments) as Attachment[],
+    thread_id: row.thread_id,
+    in_reply_to: row.in_reply_to,
+    metadata: JSON.parse(row.metadata) as JsonObject,
+    status: row.status as MessageStatus,
+    created_at: row.created_at,
+    expires_at: row.expires_at,
+    delivered_at: row.delivered_at,
+  };
+}
+
+/** The record of a row, or undefined when its stored JSON columns are damaged (never throws). */
+export function tryMessage(row: MessageRow): MessageRecord | undefined {
+  try {
+    return messageFromRow(row);
+  } catch {
+    return undefined;
+  }
+}
+
+export function aclFromRow(row: AclRow): AclEntry {
+  return {
+    id: row.id,
+    owner_key: row.owner_key,
+    peer_key: row.peer_key,
+    entry_type: row.entry_type as AclEntryType,
+    created_at: formatInstant(row.created_at),
+  };
+}
+
+/** Lower-cased text `q` searches: display name, capability names and descriptions. */
+export function searchText(agent: AgentRecord): string {
+  return [agent.display_name ?? '', ...agent.capabilities.flatMap((c) => [c.name, c.description])]
+    .join('\n')
+    .toLowerCase();
+}
+
+export function tagsOf(agent: AgentRecord): string[] {
+  return [...new Set(agent.capabilities.flatMap((c) => c.tags))];
+}
+
+/** The agents table's columns in insert order. */
+export function agentParams(record: AgentRecord): unknown[] {
+  return [
+    record.public_key,
+    record.display_name,
+    record.status,
+    record.visibility,
+    record.inbox_policy,
+    record.created_at,
+    record.last_active_at,
+    JSON.stringify(record.metadata),
+    JSON.stringify(record.capabilities),
+    searchText(record),
+  ];
+}
+
+/** Polls and threads list oldest first: `(created_at, message_id)` (spec §3.6). */
+export const ORDER_SQL = 'ORDER BY created_at, message_id';
+export const AFTER_SQL = '(created_at > ? OR (created_at = ? AND message_id > ?))';
+
+/** SQL and parameters for the optional inbox filters. */
+export function inboxConditions(filter: InboxFilter): { sql: string; params: unknown[] } {
+  const parts: string[] = [];
+  const params: unknown[] = [];
+  if (filter.sender_key !== undefined) {
+    parts.push('sender_key = ?');
+    params.push(filter.sender_key);
+  }
+  if (filter.in_reply_to !== undefined) {
+    parts.push('in_reply_to = ?');
+    params.push(filter.in_reply_to);
+  }
+  if (filter.thread_id !== undefined) {
+    parts.push('(thread_id = ? OR message_id = ?)');
+    params.push(filter.thread_id, filter.thread_id);
+  }
+  if (filter.since !== undefined) {
+    parts.push('created_at > ?');
+    params.push(filter.since);
+  }
+  if (filter.after !== undefined) {
+    parts.push(AFTER_SQL);
+    params.push(filter.after.t, filter.after.t, filter.after.id);
+  }
+  return { sql: parts.map((p) => ` AND ${p}`).join(''), params };
+}

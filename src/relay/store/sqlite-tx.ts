@@ -1,0 +1,136 @@
+/**
+ * The SQLite store's two transactions that must be atomic (see `Store`): a commit that inserts
+ * each message only if the recipient's policy, read inside the transaction, lets it in; and a
+ * poll that reads a page and marks what it hands out in one transaction. better-sqlite3 runs a
+ * transaction synchronously on the one connection, so nothing interleaves with either.
+ */
+import type Database from 'better-sqlite3';
+import type { AclEntryType } from '../../protocol/types.js';
+import { inboxRefusal } from '../policy.js';
+import { inboxConditions, type MessageRow, ORDER_SQL, tryMessage } from './sqlite-schema.js';
+import type {
+  AgentRecord,
+  CommitResult,
+  InboxFilter,
+  InboxRefusal,
+  MessageRecord,
+  ServeVerdict,
+  TakeResult,
+  WriteBatch,
+} from './store.js';
+
+/** A poll examines at most this many undecodable or unservable messages past its page. */
+const MAX_SKIPPED = 100;
+
+/** `Store.commit`: messages (the policy checked again, inside), acks, activity stamps — one transaction. */
+export function commitTransaction(db: Database.Database): (batch: WriteBatch, now: number) => CommitResult {
+  const insert = db.prepare(
+    `INSERT INTO messages (message_id, sender_key, recipient_key, content_type, body, attachments, thread_id,
+       in_reply_to, metadata, status, created_at, expires_at, delivered_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  );
+  const deliver = db.prepare(
+    `UPDATE messages SET status = 'delivered', delivered_at = ? WHERE message_id = ? AND recipient_key = ? AND status = 'sent' AND expires_at > ?`,
+  );
+  const touch = db.prepare('UPDATE agents SET last_active_at = ? WHERE public_key = ? AND last_active_at < ?');
+  const policyOf = db.prepare('SELECT public_key, status, inbox_policy FROM agents WHERE public_key = ?');
+  const aclOf = db.prepare('SELECT entry_type FROM acl WHERE owner_key = ? AND peer_key = ?').pluck();
+  return db.transaction((batch: WriteBatch, now: number): CommitResult => {
+    const refused = new Map<string, InboxRefusal>();
+    // The policy is read once per recipient (and ACL pair) per batch: nothing else writes in between.
+    const recipients = new Map<string, Pick<AgentRecord, 'public_key' | 'status' | 'inbox_policy'> | undefined>();
+    const pairs = new Map<string, AclEntryType | undefined>();
+    for (const m of batch.messages) {
+      let recipient = recipients.get(m.recipient_key);
+      if (!recipients.has(m.recipient_key)) {
+        recipient = policyOf.get(m.recipient_key) as AgentRecord | undefined;
+        recipients.set(m.recipient_key, recipient);
+      }
+      const refusal = inboxRefusal(recipient, m.sender_key, (peer) => {
+        const pair = `${m.recipient_key} ${peer}`;
+        if (!pairs.has(pair)) pairs.set(pair, aclOf.get(m.recipient_key, peer) as AclEntryType | undefined);
+        return pairs.get(pair);
+      });
+      if (refusal) {
+        refused.set(m.message_id, refusal);
+        continue;
+      }
+      const info = insert.run(
+        m.message_id,
+        m.sender_key,
+        m.recipient_key,
+        m.content_type,
+        m.body_json,
+        JSON.stringify(m.attachments),
+        m.thread_id,
+        m.in_reply_to,
+        JSON.stringify(m.metadata),
+        m.status,
+        m.created_at,
+        m.expires_at,
+        m.delivered_at,
+      );
+      m.seq = Number(info.lastInsertRowid);
+    }
+    const delivered: CommitResult['delivered'] = [];
+    for (const d of batch.delivered)
+      if (deliver.run(now, d.message_id, d.recipient_key, now).changes > 0) delivered.push(d);
+    for (const [key, at] of batch.active) touch.run(at, key, at);
+    return { refused, delivered };
+  });
+}
+
+/** `Store.takeSent`: read a page row by row, mark what `serve` took — one transaction. */
+export function takeTransaction(
+  db: Database.Database,
+  stmt: (sql: string) => Database.Statement,
+): (
+  recipient: string,
+  filter: InboxFilter,
+  limit: number,
+  now: number,
+  serve: (record: MessageRecord) => ServeVerdict,
+) => TakeResult {
+  const markOne = db.prepare(
+    `UPDATE messages SET status = 'delivered', delivered_at = ? WHERE seq = ? AND status = 'sent'`,
+  );
+  return db.transaction(
+    (
+      recipient: string,
+      filter: InboxFilter,
+      limit: number,
+      now: number,
+      serve: (record: MessageRecord) => ServeVerdict,
+    ): TakeResult => {
+      const messages: MessageRecord[] = [];
+      const skipped: string[] = [];
+      let hasMore = false;
+      const { sql, params } = inboxConditions(filter);
+      // Rows are read one at a time (a page of large bodies never sits in memory whole) and marked
+      // after the read, in the same transaction: the connection cannot write while it iterates.
+      const rows = stmt(
+        `SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${sql} ${ORDER_SQL} LIMIT ?`,
+      ).iterate(recipient, now, ...params, limit + MAX_SKIPPED + 1) as IterableIterator<MessageRow>;
+      for (const row of rows) {
+        const record = messages.length < limit ? tryMessage(row) : undefined;
+        let verdict: ServeVerdict = messages.length < limit ? 'skip' : 'full';
+        if (record) {
+          record.status = 'delivered';
+          record.delivered_at = now;
+          verdict = serve(record);
+        }
+        if (verdict === 'full') {
+          hasMore = true;
+          break;
+        }
+        if (verdict === 'taken') messages.push(record!);
+        else if (skipped.push(row.message_id) > MAX_SKIPPED) {
+          hasMore = true;
+          break;
+        }
+      }
+      for (const m of messages) markOne.run(now, m.seq);
+      return { messages, hasMore, skipped };
+    },
+  );
+}

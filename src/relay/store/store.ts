@@ -1,0 +1,218 @@
+/**
+ * The relay's storage contract. Asynchronous, so that any backend fits: SQLite in this process
+ * (`sqlite-store.ts`) or a database several relay processes share. Times are Unix milliseconds.
+ *
+ * A single-threaded server on a synchronous store got some atomicity for free: "select a page,
+ * then mark it delivered" or "check the ACL, then insert" could not be interleaved with anything.
+ * With an asynchronous store and several writers that is no longer true, so each such step is
+ * ONE method here, atomic on its own, and `test/relay/store.contract.ts` proves it for every
+ * backend:
+ *
+ * - `takeSent`: a poll page is read and marked delivered in one transaction; concurrent callers
+ *   (in this process or another) never get the same message.
+ * - `commit`: the recipient's inbox policy (§3.9) is checked again inside the transaction that
+ *   inserts each message, against the stored agent and ACL, so an ACL change that committed first
+ *   is never overtaken by a message that was checked against an older cache.
+ * - `ensureAgent`: insert-if-absent, never overwriting a concurrent creation.
+ *
+ * Connection counting is not storage: it lives behind `ConnectionRegistry` (`../connections.ts`).
+ * Reads must see every committed write (no lagging replica behind `getMessages`): a bus event is
+ * published after its commit, and its subscriber fetches what it names.
+ *
+ * What a store is NOT asked to do: order commits. `seq` is store order (assigned on insert), and
+ * with several writers a smaller `seq` may commit after a larger one; readers that must not miss
+ * a message (the WebSocket push) combine `seq` pages with bus events (`../delivery.ts`).
+ */
+import type {
+  AclEntry,
+  AclEntryType,
+  Attachment,
+  Capability,
+  InboxPolicy,
+  JsonObject,
+  MessageStatus,
+  Visibility,
+} from '../../protocol/types.js';
+
+export interface AgentRecord {
+  public_key: string;
+  display_name: string | null;
+  status: 'active' | 'suspended';
+  visibility: Visibility;
+  inbox_policy: InboxPolicy;
+  created_at: number;
+  last_active_at: number;
+  metadata: Record<string, string>;
+  capabilities: Capability[];
+}
+
+export interface MessageRecord {
+  /** Store order; assigned on insert (not commit order: see the file comment). */
+  seq: number;
+  message_id: string;
+  sender_key: string;
+  recipient_key: string;
+  content_type: string;
+  /** The body, serialised once: the sender's verbatim JSON text. */
+  body_json: string;
+  attachments: Attachment[];
+  thread_id: string | null;
+  in_reply_to: string | null;
+  metadata: JsonObject;
+  status: MessageStatus;
+  created_at: number;
+  expires_at: number;
+  delivered_at: number | null;
+}
+
+export interface InboxFilter {
+  status: MessageStatus;
+  sender_key?: string;
+  in_reply_to?: string;
+  thread_id?: string;
+  /** Only messages created strictly after this instant. */
+  since?: number;
+  /** Only messages after this position in `(created_at, message_id)` order (cursor). */
+  after?: MessagePosition;
+}
+
+/** A place in the `(created_at, message_id)` order that polls and threads use (spec §3.6). */
+export interface MessagePosition {
+  t: number;
+  id: string;
+}
+
+export interface DiscoverQuery {
+  tags: string[];
+  tag_prefix?: string;
+  name?: string;
+  /** Lower-case words that must all appear in the agent's searchable text. */
+  words: string[];
+  active_since?: number;
+  /** Cursor: continue after (last_active_at, public_key). */
+  after?: { t: number; k: string };
+  limit: number;
+}
+
+/** Writes the relay groups into one transaction (group commit). */
+export interface WriteBatch {
+  messages: MessageRecord[];
+  /** Acknowledgements: `sent` and unexpired → `delivered`. */
+  delivered: Array<{ message_id: string; recipient_key: string }>;
+  /** Activity stamps: agent → time (only ever moves forward). */
+  active: Map<string, number>;
+}
+
+/** Why the recipient's side refuses a message (§3.9): its policy, or it is suspended. */
+export type InboxRefusal = 'acl_denied' | 'forbidden';
+
+export interface CommitResult {
+  /** Messages of the batch NOT stored, with the reason the recipient's policy gave at commit time. */
+  refused: Map<string, InboxRefusal>;
+  /** Acknowledgements that moved a message from `sent` to `delivered`. */
+  delivered: Array<{ message_id: string; recipient_key: string }>;
+}
+
+export interface Store {
+  /** Where the data lives, for logs and errors (a file path, a database name without secrets). */
+  readonly location: string;
+
+  getAgent(key: string): Promise<AgentRecord | undefined>;
+  /** Inserts the agent unless it exists (atomically); returns the stored record and whether it was created. */
+  ensureAgent(record: AgentRecord): Promise<{ agent: AgentRecord; created: boolean }>;
+  /** Inserts or replaces the agent; `last_active_at` never moves backwards. */
+  saveAgent(record: AgentRecord): Promise<void>;
+  /** Removes the agent, its capability tags, the ACL entries it owns and every message addressed to it. */
+  deleteAgent(key: string): Promise<void>;
+  /** Public, active agents matching every condition, most recently active first, then by key. */
+  discover(query: DiscoverQuery): Promise<AgentRecord[]>;
+  /** Tags of public, active agents with their agent counts, most used first, then by tag. */
+  capabilityTags(prefix: string | undefined): Promise<Array<{ tag: string; agent_count: number }>>;
+
+  /**
+   * Applies a batch in one transaction: each message is inserted unless the recipient's policy
+   * refuses its sender at that moment (see `inboxRefusal` in `../policy.ts`; a recipient without
+   * an agent record is open), which assigns its `seq`; then the acknowledgements and the
+   * activity stamps. All or nothing: on a failure nothing of the batch is stored.
+   */
+  commit(batch: WriteBatch, now: number): Promise<CommitResult>;
+  getMessage(id: string): Promise<MessageRecord | undefined>;
+  /** The messages with these ids that exist and can be decoded, in any order. */
+  getMessages(ids: readonly string[]): Promise<MessageRecord[]>;
+  /**
+   * A poll: `sent`, unexpired messages for `recipient`, oldest first, read one at a time and each
+   * offered to `serve` (already showing `delivered` and `delivered_at = now`). Only those it takes
+   * are marked delivered, in the same transaction; one it skips (cannot be served) stays `sent`;
+   * `full` ends the page with `hasMore`. Stored rows that cannot be decoded are skipped the same
+   * way. At most `limit` are taken. Atomic: concurrent takes never hand out the same message.
+   */
+  takeSent(
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    now: number,
+    serve: (record: MessageRecord) => ServeVerdict,
+  ): Promise<TakeResult>;
+  /** A read-only inbox view (delivered / expired history): a page of at most `limit` messages and about `maxBytes` of bodies. */
+  listInbox(
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    now: number,
+    maxBytes: number,
+  ): Promise<MessagePageRecords>;
+  /**
+   * `sent`, unexpired messages for `recipient` with `seq > afterSeq`, in `seq` order (WebSocket
+   * backlog): at most `limit`, and no more once their bodies reach `maxBytes` (at least one).
+   */
+  pending(recipient: string, afterSeq: number, limit: number, now: number, maxBytes?: number): Promise<MessageRecord[]>;
+  /** A page of a thread the caller took part in: at most `limit` messages and about `maxBytes` of bodies. */
+  thread(
+    caller: string,
+    threadId: string,
+    after: MessagePosition | undefined,
+    limit: number,
+    maxBytes: number,
+  ): Promise<MessagePageRecords>;
+  /** Marks overdue `sent` messages expired and purges what has outlived its retention. */
+  sweep(now: number, expiredRetentionMs: number): Promise<{ expired: number; purged: number }>;
+
+  /** Adds or changes the entry (its `id` and `created_at` stay those of the first put). */
+  putAcl(owner: string, peer: string, type: AclEntryType, now: number): Promise<AclEntry>;
+  getAcl(owner: string, peer: string): Promise<AclEntry | undefined>;
+  /** Entries of `owner` with `id > afterId`, by `id`, optionally of one type. */
+  listAcl(owner: string, type: AclEntryType | undefined, afterId: number, limit: number): Promise<AclEntry[]>;
+  deleteAcl(owner: string, peer: string): Promise<boolean>;
+
+  /** A cheap round trip to the storage. */
+  ping(): Promise<void>;
+  /** A real check: the disk or server, and a small committed write. Never rejects. */
+  health(now: number): Promise<StorageHealth>;
+  close(): Promise<void>;
+}
+
+export interface StorageHealth {
+  ok: boolean;
+  /** Why not: `disk_full`, `corrupt`, `missing`, `write_failed`, `closed`. */
+  reason?: string;
+  detail?: string;
+}
+
+/** Most bytes of message bodies one page of messages holds (at least one message): memory by bytes. */
+export const MESSAGE_PAGE_BYTES = 8 * 1024 * 1024;
+
+/** A page of stored messages; undecodable rows are left out. */
+export interface MessagePageRecords {
+  messages: MessageRecord[];
+  hasMore: boolean;
+}
+
+/** What `serve` says about one message offered to a poll. */
+export type ServeVerdict = 'taken' | 'skip' | 'full';
+
+export interface TakeResult {
+  messages: MessageRecord[];
+  hasMore: boolean;
+  /** Ids of messages left `sent` because they could not be served. */
+  skipped: string[];
+}
