@@ -7,6 +7,7 @@
  * the handler loader, none of which belong on the CLI's start-up path.
  */
 import { stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { RelayClient } from '../client/http.js';
 import { MrpError } from '../core/errors.js';
@@ -91,7 +92,7 @@ async function checkConfig(ctx: CliContext): Promise<{ result: CheckResult; sett
 }
 
 async function checkKey(ctx: CliContext, path: string): Promise<{ result: CheckResult; keypair?: Keypair }> {
-  let info;
+  let info: Stats;
   try {
     info = await stat(path);
   } catch (err) {

@@ -4,6 +4,7 @@
  * other users can read is refused, as ssh does.
  */
 import { readFile, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { dirname } from 'node:path';
 import { ConfigError } from '../core/errors.js';
 import { decodeKeyFile, encodeKeyFile, type KeyFileFormat } from '../protocol/keyfile.js';
@@ -21,7 +22,7 @@ export interface LoadedKey {
 
 /** Reads an identity file. Missing → `key_not_found` (says to run keygen); too open → `key_permissions`. */
 export async function readKeyFile(path: string, keygenHint = 'mrp keygen'): Promise<LoadedKey> {
-  let info;
+  let info: Stats;
   try {
     info = await stat(path);
   } catch (err) {

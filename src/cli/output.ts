@@ -106,7 +106,10 @@ export class Output {
    * key, an id, a value; nothing when the command has none); otherwise the human rendering.
    */
   result(value: unknown, human: () => string | string[], bare?: () => string | string[]): void {
-    if (this.json) return this.jsonLine(value);
+    if (this.json) {
+      this.jsonLine(value);
+      return;
+    }
     const text = this.quiet ? (bare ? bare() : []) : human();
     for (const l of Array.isArray(text) ? text : [text]) this.line(l);
   }

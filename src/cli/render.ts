@@ -19,7 +19,7 @@ const UNSAFE_RE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u20
 const UNSAFE_MULTILINE_RE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
-function escape(c: string): string {
+function escapeChar(c: string): string {
   const code = c.charCodeAt(0);
   return NAMED[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`);
 }
@@ -30,7 +30,7 @@ function escape(c: string): string {
  * shown over several lines). Use it on every string a peer or the relay chose, before painting.
  */
 export function safeText(text: string, options: { multiline?: boolean } = {}): string {
-  return text.replace(options.multiline ? UNSAFE_MULTILINE_RE : UNSAFE_RE, escape);
+  return text.replace(options.multiline ? UNSAFE_MULTILINE_RE : UNSAFE_RE, escapeChar);
 }
 
 export interface RenderContext {

@@ -35,6 +35,8 @@ export function shutdownSignals(deps: Deps): ShutdownSignals {
       const forced = await Promise.race([stopping.then(() => false), second.then(() => true)]);
       if (forced) throw new ReportedError(EXIT.interrupted);
     },
-    dispose: () => offs.forEach((off) => off()),
+    dispose: () => {
+      for (const off of offs) off();
+    },
   };
 }

@@ -6,7 +6,7 @@
  * silently: each attempt is shown, with "never connected — check --relay" until one succeeds.
  */
 import { formatDuration } from '../core/duration.js';
-import { MrpError, NetworkError, RelayError } from '../core/errors.js';
+import { type MrpError, NetworkError, RelayError } from '../core/errors.js';
 import type { DisconnectInfo } from '../client/session.js';
 import { CLOSE_CODES } from '../protocol/constants.js';
 import type { Message } from '../protocol/types.js';

@@ -161,7 +161,9 @@ class HistogramImpl implements Histogram, Metric {
     const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
     const series = this.#series.size ? [...this.#series.values()] : [{ labels: undefined, counts: this.#buckets.map(() => 0), sum: 0, count: 0 }];
     for (const s of series) {
-      this.#buckets.forEach((le, i) => out.push(`${this.name}_bucket${labelText(s.labels, ['le', number(le)])} ${s.counts[i]}`));
+      this.#buckets.forEach((le, i) => {
+        out.push(`${this.name}_bucket${labelText(s.labels, ['le', number(le)])} ${s.counts[i]}`);
+      });
       out.push(`${this.name}_bucket${labelText(s.labels, ['le', '+Inf'])} ${s.count}`);
       out.push(`${this.name}_sum${labelText(s.labels)} ${number(s.sum)}`);
       out.push(`${this.name}_count${labelText(s.labels)} ${s.count}`);

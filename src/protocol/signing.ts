@@ -182,7 +182,7 @@ export function publicKeyProblem(publicKey: string): PublicKeyProblem | undefine
         verdict = 'not_on_curve';
       }
     }
-    if (point && point.isSmallOrder()) verdict = 'small_order';
+    if (point?.isSmallOrder()) verdict = 'small_order';
   }
   if (keyVerdicts.size >= MAX_KEY_VERDICTS) keyVerdicts.clear();
   keyVerdicts.set(publicKey, verdict);
@@ -207,7 +207,7 @@ export function verifySignature(key: KeyObject | string, message: Uint8Array | s
   const keyObject = typeof key === 'string' ? publicKeyObject(key) : key;
   if (!keyObject) return false;
   const sig = signature.length === 86 ? fromBase64Url(signature) : undefined;
-  if (!sig || sig.length !== 64) return false;
+  if (sig?.length !== 64) return false;
   return cryptoVerify(null, bytesOf(message), keyObject, sig);
 }
 

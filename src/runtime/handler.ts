@@ -5,6 +5,7 @@
  * errors) and say what was found.
  */
 import { stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import { extname, relative, resolve } from 'node:path';
 import { ConfigError } from '../core/errors.js';
 import type { JsonValue, Message, SendResponse } from '../protocol/types.js';
@@ -51,6 +52,7 @@ export interface HandlerContext {
 }
 
 /** What a handler may return: a JSON value becomes the reply; a string becomes `{"text": …}`. */
+// biome-ignore lint/suspicious/noConfusingVoidType: a handler may return nothing (void), the natural TypeScript type for that
 export type HandlerResult = JsonValue | undefined | void;
 
 /** A message handler: `export default` it (or `export const handler`, or `module.exports =`). */
@@ -128,7 +130,7 @@ function loadError(err: unknown, file: string, cwd: string): ConfigError {
 export async function loadHandler(path: string, options: { cwd?: string; fresh?: boolean } = {}): Promise<LoadedHandler> {
   const cwd = options.cwd ?? process.cwd();
   const file = resolve(cwd, path);
-  let info;
+  let info: Stats;
   try {
     info = await stat(file);
   } catch {

@@ -26,7 +26,7 @@
  */
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { AbortError, MrpError, TimeoutError, toMrpError } from '../core/errors.js';
+import { AbortError, type MrpError, TimeoutError, toMrpError } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
 import { type MessageCodec, type OpenedMessage, plainCodec } from '../client/codec.js';
 import type { RelayClient } from '../client/http.js';

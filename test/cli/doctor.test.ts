@@ -73,7 +73,7 @@ describe('mrp doctor', () => {
     const piped = await runCli(['doctor'], testDeps({ home: deps.env['MRP_HOME']!, env: { MRP_RELAY_URL: relay.url }, clock: skewed(1000) }));
     assert.equal(piped.code, 0, piped.stderr);
     const lines = piped.stdout.trim().split('\n').filter(Boolean);
-    assert.match(lines[0]!, /^ok   node {5}v\d+\.\d+\.\d+$/);
+    assert.match(lines[0]!, /^ok {3}node {5}v\d+\.\d+\.\d+$/);
     assert.ok(lines.some((l) => /^skip manifest /.test(l)));
     assert.match(piped.stdout, /All checks passed\./);
     assert.ok(!piped.stdout.includes('✓'), 'plain words when piped');

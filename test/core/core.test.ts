@@ -7,7 +7,7 @@ import {
   AbortError,
   ConfigError,
   isRetryable,
-  MrpError,
+  type MrpError,
   NetworkError,
   OutcomeUnknownError,
   RelayError,

@@ -125,7 +125,7 @@ describe('client frames: bounded and verbatim', () => {
   });
 
   it('refuses small-order and non-canonical recipient keys (400, recipient_key)', () => {
-    for (const hex of ['01'.padEnd(64, '0'), 'ec'.padEnd(62, 'f') + '7f', '0'.repeat(64), 'ee'.padEnd(62, 'f') + '7f']) {
+    for (const hex of ['01'.padEnd(64, '0'), `${'ec'.padEnd(62, 'f')}7f`, '0'.repeat(64), `${'ee'.padEnd(62, 'f')}7f`]) {
       const key = Buffer.from(hex, 'hex').toString('base64url');
       const e = parseError(() => parseClientFrame(`{"type":"send","request_id":"k","recipient_key":"${key}","body":1}`));
       assert.equal(e.field, 'recipient_key');

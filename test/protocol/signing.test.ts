@@ -112,7 +112,7 @@ describe('§2.5 signing vectors', () => {
   });
 
   it('rejects tampered messages, signatures and malformed inputs', () => {
-    assert.equal(verifySignature(KEY_A, CANONICAL_POST + 'x', SIG_POST), false);
+    assert.equal(verifySignature(KEY_A, `${CANONICAL_POST}x`, SIG_POST), false);
     const flipped = (SIG_POST[0] === 'A' ? 'B' : 'A') + SIG_POST.slice(1);
     assert.equal(verifySignature(KEY_A, CANONICAL_POST, flipped), false);
     assert.equal(verifySignature(KEY_A, CANONICAL_POST, SIG_POST.slice(1)), false);

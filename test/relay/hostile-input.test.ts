@@ -282,7 +282,7 @@ describe('item 1: no exception escapes a listener', () => {
   it('an unexpected throw while handling a frame closes that connection 1011 and logs; over HTTP it is a 500; the relay lives on', async (t) => {
     const { url, wsUrl, logs } = await startRelay(t);
     const original = Messenger.prototype.send;
-    Messenger.prototype.send = function () {
+    Messenger.prototype.send = () => {
       throw new TypeError('injected failure');
     };
     t.after(() => {

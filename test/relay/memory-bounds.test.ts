@@ -92,7 +92,9 @@ describe('item 2: without a key, almost nothing', () => {
     const { url } = await startRelay(t, { clock, maxConcurrentBodies: 2, maxBodyBufferBytes: 2.5 * MiB });
     const before = clock.pending;
     const held = [await stalledPost(url, newAgent(), MiB, 10), await stalledPost(url, newAgent(), MiB, 10)];
-    t.after(() => held.forEach((h) => h.destroy()));
+    t.after(() => {
+      for (const h of held) h.destroy();
+    });
     await until(() => clock.pending === before + 2, 'two body reads');
     const third = await new Api(url).post(newAgent(), '/v1/messages', { recipient_key: newAgent().publicKey, body: 1 });
     const err = expectError(third, 503, 'service_unavailable');

@@ -114,6 +114,7 @@ function values(kind: ValueKind, shell: 'bash' | 'zsh'): string {
   if (shell === 'zsh') {
     if (kind === 'file') return '_files';
     if (kind === 'directory') return '_files -/';
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: zsh parameter expansion, not a JS template
     if (kind === 'contact') return 'compadd -- ${(f)"$(mrp contacts ls -q 2>/dev/null)"}';
     if (kind === 'text') return ':';
     return `compadd -- ${kind.map(quote).join(' ')}`;

@@ -131,7 +131,7 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
     '',
     `Next: ${style.bold(next)}`,
     ...then.map((l) => `      ${l}`),
-    style.dim('  (no relay handy? `mrp dev --handler ' + handler + '` runs one locally)'),
+    style.dim(`  (no relay handy? \`mrp dev --handler ${handler}\` runs one locally)`),
   ]);
 }
 
