@@ -199,7 +199,6 @@ export class Output {
   }
 }
 
-// eslint-disable-next-line no-control-regex
 const ANSI_RE = /\u001b\[[0-9;]*m/g;
 
 function visibleLength(text: string): number {

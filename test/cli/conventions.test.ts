@@ -293,7 +293,6 @@ describe('peer-controlled text on a terminal', () => {
     ];
     for (const res of outputs) {
       assert.equal(res.code, 0, res.stderr);
-      // eslint-disable-next-line no-control-regex
       assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/, 'no raw control characters');
       // Escaped visibly: by safeText on a line, or already by JSON inside a pretty-printed body.
       assert.ok(

@@ -263,7 +263,7 @@ export async function startRelay(scene: Scene, dataDir: string, port: number, na
 
 export interface HttpResult {
   status: number;
-  json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  json: any;
 }
 
 /** The code of a fetch failure (walks `cause`): ECONNREFUSED, ECONNRESET, UND_ERR_SOCKET, … */

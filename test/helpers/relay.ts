@@ -61,7 +61,7 @@ export async function startRelay(t: TestContext, options: Partial<RelayOptions> 
 export interface RawResponse {
   status: number;
   headers: Headers;
-  body: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  body: any;
   text: string;
 }
 
@@ -107,7 +107,7 @@ export async function signed(
 /** A raw WebSocket with a frame queue: `next()` waits for the next frame, never sleeps. */
 export class RawSocket {
   readonly ws: WebSocket;
-  readonly frames: any[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
+  readonly frames: any[] = [];
   readonly #waiters: Array<(f: unknown) => void> = [];
   closed: Promise<{ code: number; reason: string }>;
 
@@ -135,7 +135,6 @@ export class RawSocket {
     this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
   }
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   next(timeoutMs = 5000): Promise<any> {
     const queued = this.frames.shift();
     if (queued !== undefined) return Promise.resolve(queued);
@@ -149,7 +148,7 @@ export class RawSocket {
   }
 
   /** Authenticates with a fresh signature; returns the auth_result frame. */
-  async auth(kp: Keypair, at = Date.now()): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  async auth(kp: Keypair, at = Date.now()): Promise<any> {
     const { authFrame } = await import('../../src/protocol/signing.js');
     this.send(authFrame(kp, at));
     return this.next();

@@ -10,7 +10,7 @@ import type { TestContext } from 'node:test';
 import type WebSocket from 'ws';
 import { WebSocketServer } from 'ws';
 
-export type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type Json = Record<string, any>;
 
 /** What a scripted relay saw the runner do. */
 export class Seen {

@@ -48,7 +48,6 @@ export const RFC3339_UTC_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?Z$/
 const describeRes = (res: RawResponse): string => `${res.status} ${res.text.slice(0, 400)}`;
 
 /** Asserts a §6 error envelope with the given status and code; returns `error`. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function expectError(res: RawResponse, status: number, code: string): any {
   assert.equal(res.status, status, `expected ${status} ${code}, got ${describeRes(res)}`);
   assert.ok(res.body && typeof res.body === 'object', `error body must be JSON: ${res.text}`);
@@ -68,7 +67,6 @@ export function expectError(res: RawResponse, status: number, code: string): any
 }
 
 /** Asserts a JSON success with the given status; every response carries X-Request-Id (§3.2). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export function expectOk(res: RawResponse, status = 200): any {
   assert.equal(res.status, status, `expected ${status}, got ${describeRes(res)}`);
   assert.match(res.headers.get('x-request-id') ?? '', REQ_ID_RE, 'every response carries X-Request-Id');
@@ -125,7 +123,6 @@ export class Api {
   }
 
   /** POST /v1/messages; asserts 201 and returns the send response. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   async send(kp: Keypair, to: string, body: unknown = { text: 'hi' }, extra: Record<string, unknown> = {}): Promise<any> {
     const res = await this.post(kp, '/v1/messages', { recipient_key: to, body, ...extra });
     if (this.tickMs && this.clock instanceof ManualClock) this.clock.advance(this.tickMs);
@@ -179,7 +176,6 @@ export function connectAt(t: TestContext, wsUrl: string, kp: Keypair, at: number
 }
 
 /** Waits until `frames` contains a frame matching `pred` (frames read via `next`). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function nextMatching(s: RawSocket, pred: (f: any) => boolean, timeoutMs = 5000): Promise<any> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {

@@ -20,7 +20,6 @@ async function publish(api: Api, kp: Keypair, patch: Record<string, unknown>): P
   await api.profile(kp, { visibility: 'public', ...patch });
 }
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 const keys = (res: any): string[] => res.agents.map((a: { public_key: string }) => a.public_key);
 
 describe('§3.5 GET /v1/discover', () => {

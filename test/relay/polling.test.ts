@@ -5,7 +5,6 @@ import { ManualClock } from '../../src/core/clock.js';
 import { newAgent, signed, startRelay } from '../helpers/relay.js';
 import { Api, expectError, expectOk, startTicking } from './_support.js';
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 const ids = (res: any): string[] => res.messages.map((m: { message_id: string }) => m.message_id);
 
 describe('§3.6 GET /v1/messages', () => {
