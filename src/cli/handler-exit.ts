@@ -1,11 +1,11 @@
 /**
- * `process.exit` called by handler code must not end a runner as if all were well. While a runner
- * is active, `process.exit` is replaced: a call made from inside a handler (known through the
- * runtime's handler scope) reports it, writes out the journal — whose `started` record already
- * counts this run against the message — and exits with `EXIT.handlerExit` (70), so a supervisor
- * restarts the runner and, after `--max-crashes` such runs, the message is answered with
- * `handler_crashed` instead of being run again. Calls from anywhere else (the CLI itself) pass
- * through untouched.
+ * `process.exit` (or the internal `process.reallyExit` it ends in) called by handler code must not
+ * end a runner as if all were well. While a runner is active, both are replaced: a call made from
+ * inside a handler (known through the runtime's handler scope) reports it, writes out the journal
+ * — whose `started` record already counts this run against the message — and exits with
+ * `EXIT.handlerExit` (70), so a supervisor restarts the runner and, after `--max-crashes` such
+ * runs, the message is answered with `handler_crashed` instead of being run again. Calls from
+ * anywhere else (the CLI itself) pass through untouched.
  *
  * Why exit rather than throw inside the handler: code that calls `process.exit` expects nothing
  * after the call to run; turning it into an exception would run the handler's `finally` blocks
@@ -15,30 +15,55 @@ import { currentHandlerMessage } from '../runtime/scope.js';
 import { EXIT } from './exit.js';
 
 export interface ExitTrap {
-  /** Restores the original `process.exit`. */
+  /** Restores the original `process.exit` and `process.reallyExit`. */
   dispose(): void;
 }
 
+/** The process-ending calls that are trapped: `exit`, and the internal `reallyExit` it ends in. */
+export type ExitCall = 'exit' | 'reallyExit';
+
+/** What `trapHandlerExit` replaces (`process`, or a stand-in in tests). */
+export interface ExitingProcess {
+  exit: (code?: number | string | null) => never;
+  /** Node's undocumented binding behind `process.exit` (skips 'exit' listeners); callable by anyone. */
+  reallyExit?: (code?: number) => void;
+}
+
 /**
- * Replaces `proc.exit` until `dispose()`. `onHandlerExit` runs first (report, flush); it must
- * not throw (anything it throws is ignored).
+ * Replaces `proc.exit` and `proc.reallyExit` until `dispose()`. `onHandlerExit` runs first
+ * (report, flush); it must not throw (anything it throws is ignored). It runs once, however the
+ * handler ended the process (`process.exit` itself ends in `process.reallyExit`).
  */
-export function trapHandlerExit(proc: { exit: (code?: number | string | null) => never }, onHandlerExit: (messageId: string, code: unknown) => void): ExitTrap {
-  const original = proc.exit;
-  const trapped = ((code?: number | string | null): never => {
+export function trapHandlerExit(proc: ExitingProcess, onHandlerExit: (messageId: string, code: unknown, call: ExitCall) => void): ExitTrap {
+  const originalExit = proc.exit;
+  const originalReallyExit = proc.reallyExit;
+  /** Set once a handler's exit was reported: what follows (exit → reallyExit) passes through. */
+  let ending = false;
+  const report = (call: ExitCall, code: unknown): boolean => {
+    if (ending) return false;
     const messageId = currentHandlerMessage();
-    if (messageId === undefined) return original.call(proc, code);
+    if (messageId === undefined) return false;
+    ending = true;
     try {
-      onHandlerExit(messageId, code);
+      onHandlerExit(messageId, code, call);
     } catch {
       // Exiting is what matters now.
     }
-    return original.call(proc, EXIT.handlerExit);
-  }) as typeof proc.exit;
-  proc.exit = trapped;
+    return true;
+  };
+  const trappedExit = ((code?: number | string | null): never =>
+    originalExit.call(proc, report('exit', code) ? EXIT.handlerExit : code)) as typeof proc.exit;
+  proc.exit = trappedExit;
+  let trappedReallyExit: ExitingProcess['reallyExit'];
+  if (originalReallyExit !== undefined) {
+    const trapped = (code?: number): void => originalReallyExit.call(proc, report('reallyExit', code) ? EXIT.handlerExit : code);
+    proc.reallyExit = trapped;
+    trappedReallyExit = trapped;
+  }
   return {
     dispose: () => {
-      if (proc.exit === trapped) proc.exit = original;
+      if (proc.exit === trappedExit) proc.exit = originalExit;
+      if (originalReallyExit !== undefined && proc.reallyExit === trappedReallyExit) proc.reallyExit = originalReallyExit;
     },
   };
 }

@@ -5,6 +5,9 @@
  *   /healthz  200 while the process answers (liveness).
  *   /readyz   200 when connected (or polling successfully), the journal is writable and the
  *             runner is not draining; 503 otherwise. The body says which check failed.
+ *             "Writable" follows the runtime's `readiness` events (a journal write failed, e.g.
+ *             disk full, until one works again) as well as the file's write permission: a
+ *             permission check alone says yes on a full disk.
  *   /metrics  Prometheus text: messages by outcome, handler latency, queue depth, in flight,
  *             reconnects, duplicates suppressed, 429 answers.
  */
@@ -35,6 +38,8 @@ export class RunnerMonitor {
   #journalPath: string | undefined;
   #connected = false;
   #draining = false;
+  /** Why the journal cannot be written now (an error code from the runtime's `readiness` events). */
+  #journalFailure: string | undefined;
 
   /** For the client's trace callbacks: counts 429s. */
   readonly onHttp = (e: HttpTrace): void => {
@@ -80,6 +85,10 @@ export class RunnerMonitor {
     });
     runtime.on('handler_error', () => this.#handlerErrors.inc());
     runtime.on('duplicate', ({ reason }) => this.#duplicates.inc({ reason }));
+    runtime.on('readiness', ({ ready, error }) => {
+      // The code only: the message names local paths, and /readyz may be reachable from outside.
+      this.#journalFailure = ready ? undefined : (error?.code ?? 'journal_unwritable');
+    });
     runtime.on('draining', () => (this.#draining = true));
     runtime.on('stopped', () => {
       this.#draining = true;
@@ -88,16 +97,23 @@ export class RunnerMonitor {
   }
 
   /** The readiness checks, each true when fine. */
-  async readiness(): Promise<{ ready: boolean; connected: boolean; journal_writable: boolean; draining: boolean }> {
+  async readiness(): Promise<{ ready: boolean; connected: boolean; journal_writable: boolean; draining: boolean; journal_error?: string }> {
+    const failure = this.#journalFailure;
     let journalWritable = false;
-    if (this.#journalPath) {
+    if (this.#journalPath && failure === undefined) {
       journalWritable = await access(this.#journalPath, constants.W_OK).then(
         () => true,
         () => false,
       );
     }
     const connected = this.#runtime !== undefined && this.#connected;
-    return { ready: connected && journalWritable && !this.#draining, connected, journal_writable: journalWritable, draining: this.#draining };
+    return {
+      ready: connected && journalWritable && !this.#draining,
+      connected,
+      journal_writable: journalWritable,
+      draining: this.#draining,
+      ...(failure === undefined ? {} : { journal_error: failure }),
+    };
   }
 
   routes(): Routes {

@@ -605,15 +605,22 @@ export class Journal extends TypedEmitter<JournalEvents> {
     return this.#fs.fstatSync(this.#fd).size;
   }
 
+  #cancelRetry(): void {
+    this.#retryTimer?.cancel();
+    this.#retryTimer = undefined;
+  }
+
   /**
    * Flushes, syncs and releases the lock. Throws `journal_unwritable` when what was buffered
    * could not be written; whoever still waits for a write is rejected (the message comes again).
    */
   close(): void {
     if (this.#closed) return;
-    this.#retryTimer?.cancel();
-    this.#retryTimer = undefined;
+    this.#cancelRetry();
     this.flush();
+    // A last write that failed scheduled a retry that will never be made: a pending timer would
+    // keep the process alive up to a backoff (30 s) past the shutdown's grace.
+    this.#cancelRetry();
     let error = this.#failing;
     if (!error && this.#fsync) {
       try {

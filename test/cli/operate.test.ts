@@ -9,8 +9,11 @@ import { RelayClient } from '../../src/client/http.js';
 import { Registry } from '../../src/core/metrics.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { createRelay } from '../../src/relay/index.js';
+import { connected, Peer, startAgent } from '../helpers/agent.js';
 import { runCli, tempDir, testDeps } from '../helpers/cli.js';
+import { FlakyDisk } from '../helpers/flaky-disk.js';
 import { parsePrometheus, sampleValue } from '../helpers/prometheus.js';
+import { startRelay } from '../helpers/relay.js';
 
 const ECHO = fileURLToPath(new URL('../../handlers/echo.ts', import.meta.url));
 
@@ -80,6 +83,39 @@ describe('mrp run --health-port', () => {
     const res = await run;
     assert.equal(res.code, 0, res.stderr);
     await assert.rejects(fetch(`${health}/healthz`), 'the health server stops with the runner');
+  });
+
+  it('readyz is 503 while journal writes fail (disk full, still W_OK) and 200 once they work again', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0 });
+    const disk = new FlakyDisk();
+    const agent = await startAgent(t, relay, () => 'ok', { journal: { fs: disk.fs, retryBackoff: { firstMinMs: 20, firstMaxMs: 20, maxMs: 40 } } });
+    const monitor = new RunnerMonitor();
+    monitor.attach(agent.runtime, join(agent.journalDir, 'journal.jsonl'));
+    const readyz = monitor.routes()['/readyz']!;
+    const probe = async () => {
+      const p = await readyz();
+      return { status: p.status, body: JSON.parse(p.body) as Record<string, unknown> };
+    };
+    agent.runtime.start();
+    await connected(agent.runtime);
+    assert.deepEqual(await probe(), { status: 200, body: { ready: true, connected: true, journal_writable: true, draining: false } });
+
+    const peer = await Peer.connect(t, relay);
+    disk.full = true;
+    const notReady = agent.runtime.next('readiness');
+    await peer.send(agent.keypair.publicKey, { n: 1 });
+    assert.equal((await notReady)[0].ready, false);
+    assert.deepEqual(await probe(), {
+      status: 503,
+      body: { ready: false, connected: true, journal_writable: false, draining: false, journal_error: 'journal_unwritable' },
+    });
+
+    const readyAgain = agent.runtime.next('readiness');
+    disk.full = false;
+    assert.equal((await readyAgain)[0].ready, true);
+    assert.deepEqual(await probe(), { status: 200, body: { ready: true, connected: true, journal_writable: true, draining: false } });
+    await peer.waitForReplies(1);
+    await agent.runtime.stop();
   });
 
   it('counts 429 answers from the client trace, over HTTP and WebSocket', () => {

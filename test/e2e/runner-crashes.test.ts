@@ -3,7 +3,8 @@
  * that calls `process.exit(0)` on one message ends `mrp run` with exit code 70 (never 0); each
  * restart runs that message again (alone) until `--max-crashes` runs ended that way, then it is
  * answered with `handler_crashed` and the runner keeps serving. A handler that SIGKILLs its own
- * process is counted the same way, through the journal.
+ * process is counted the same way, through the journal; so is one that calls the internal
+ * `process.reallyExit(0)` (what `process.exit` ends in).
  *
  * Needs a build (bin/mrp.js runs dist/).
  */
@@ -14,8 +15,10 @@ import { describe, it } from 'node:test';
 import { Agent, Inbox, type RelayProc, type Scene as SceneT, Scene, startRelay } from './_support.js';
 
 const HANDLER = `// handler.ts — exits or kills its own process on request
-export default async function handler(msg: { body: { exit?: boolean; kill?: boolean; n?: number } }) {
+export default async function handler(msg: { body: { exit?: boolean; reallyExit?: boolean; kill?: boolean; n?: number } }) {
   if (msg.body?.exit) process.exit(0);
+  // Node's internal exit (what process.exit ends in): skips 'exit' listeners, same effect.
+  if (msg.body?.reallyExit) (process as unknown as { reallyExit(code: number): void }).reallyExit(0);
   if (msg.body?.kill) process.kill(process.pid, 'SIGKILL');
   return { ok: msg.body?.n ?? null };
 }
@@ -66,6 +69,22 @@ describe('a handler that ends the process', () => {
     assert.equal(exit.code, 0, r.tail());
     assert.equal(inbox.repliesTo(bad.id).length, 1, 'one reply, ever');
     assert.equal(inbox.repliesTo(good.id).length, 1);
+  });
+
+  it('process.reallyExit(0) in a handler is trapped too: exit 70 (not 0), reported once, counted as a crash', { timeout: 60_000 }, async (t) => {
+    const { scene, relay, key, agent, inbox } = await setUp(t, 'really-exit');
+    const bad = await agent.send(key, { reallyExit: true });
+    const first = runner(scene, relay, 1, ['--max-crashes', '1']);
+    const exit = await first.waitExit('the handler to end the runner', 30_000);
+    assert.equal(exit.code, 70, `exit code 70, not 0\n${first.tail()}`);
+    const reported = first.events('handler_exit');
+    assert.equal(reported.length, 1, `reports handler_exit once\n${first.tail()}`);
+    assert.match(JSON.stringify(reported[0]), /process\.reallyExit\(0\)/);
+    const second = runner(scene, relay, 2, ['--max-crashes', '1']);
+    await inbox.waitUntil(() => inbox.repliesTo(bad.id).length > 0, 'the handler_crashed reply', 30_000, () => second.tail());
+    assert.equal((inbox.repliesTo(bad.id)[0]!.body as { error: { code: string } }).error.code, 'handler_crashed');
+    second.kill('SIGTERM');
+    assert.equal((await second.waitExit('SIGTERM', 20_000)).code, 0, second.tail());
   });
 
   it('a handler that SIGKILLs its process is counted through the journal (--max-crashes 1)', { timeout: 60_000 }, async (t) => {

@@ -6,43 +6,17 @@
  * the journal's file system interface, never by patching globals.
  */
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { normalizeMessage } from '../../src/protocol/frames.js';
-import { Journal, type JournalFs } from '../../src/runtime/journal.js';
+import { Journal } from '../../src/runtime/journal.js';
 import type { RuntimeEvents } from '../../src/runtime/runtime.js';
 import { connected, handledN, Peer, startAgent } from '../helpers/agent.js';
 import { tempDir } from '../helpers/cli.js';
+import { FlakyDisk } from '../helpers/flaky-disk.js';
 import { startRelay } from '../helpers/relay.js';
-
-/** node:fs, except that writes fail with ENOSPC while `full` (after writing `partial` bytes once). */
-class FlakyDisk {
-  full = false;
-  /** Bytes the next failing write still manages to write before failing. */
-  partial = 0;
-  failures = 0;
-  readonly fs: JournalFs;
-  constructor() {
-    this.fs = {
-      ...(fs as unknown as JournalFs),
-      writeSync: (fd, buffer, offset, length) => {
-        if (this.full) {
-          if (this.partial > 0) {
-            const n = fs.writeSync(fd, buffer, offset, Math.min(length, this.partial));
-            this.partial = 0;
-            return n;
-          }
-          this.failures++;
-          throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
-        }
-        return fs.writeSync(fd, buffer, offset, length);
-      },
-    };
-  }
-}
 
 const message = (id: string) =>
   normalizeMessage({ message_id: id, sender_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ', body: { id, pad: 'p'.repeat(100) }, expires_at: new Date(Date.now() + 86_400_000).toISOString() });
@@ -98,6 +72,7 @@ describe('journal write failures', () => {
     await new Promise((r) => setImmediate(r));
     assert.throws(() => j.close(), (err: Error & { code?: string }) => err.code === 'journal_unwritable');
     await assert.rejects(pending, /journal closed/);
+    assert.equal(clock.pending, 0, 'no retry left scheduled: it would keep the process alive past its grace');
     // The lock was released: the journal opens again.
     Journal.open(dir, { clock }).close();
   });
@@ -139,5 +114,45 @@ describe('journal write failures', () => {
     assert.equal(calls, 5);
     assert.deepEqual(readiness.at(-1), [{ ready: true }]);
     assert.equal(new Set(peer.replies.map((r) => r.in_reply_to)).size, 5, 'one reply each');
+  });
+  it('stopping while writes fail ends within the grace, reports journal_unwritable and leaves no timer behind', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0 });
+    const clock = new ManualClock(Date.now());
+    const disk = new FlakyDisk();
+    let calls = 0;
+    const agent = await startAgent(
+      t,
+      relay,
+      () => {
+        calls++;
+        return 'ok';
+      },
+      { clock, journal: { fs: disk.fs, retryBackoff: { random: () => 0 } }, options: { graceMs: 5000 } },
+    );
+    agent.runtime.start();
+    await connected(agent.runtime);
+    const peer = await Peer.connect(t, relay);
+    disk.full = true;
+    const notReady = agent.runtime.next('readiness');
+    await peer.send(agent.keypair.publicKey, { n: 0 });
+    await notReady;
+    // Several retries fail: the backoff has grown well past the grace (250 ms, 1 s, 2 s, 4 s, 8 s…).
+    await clock.advanceAsync(250 + 1000 + 2000 + 4000);
+    assert.ok(disk.failures >= 4, `retried (${disk.failures} failed writes)`);
+    assert.ok(clock.nextDelay()! > 5000, `the next retry is after the grace (${clock.nextDelay()} ms)`);
+
+    const stopped = agent.runtime.next('stopped');
+    const begun = clock.now();
+    let done = false;
+    const stopping = agent.runtime.stop().then(() => (done = true));
+    await clock.advanceAsync(4999);
+    assert.equal(done, false, 'the message waiting for the journal gets the grace');
+    await clock.advanceAsync(1);
+    await stopping; // no more clock time needed: the grace bounds the whole stop
+    assert.equal(clock.now() - begun, 5000);
+    const [event] = await stopped;
+    assert.equal(event.error?.code, 'journal_unwritable');
+    assert.equal(calls, 0, 'nothing ran without being journaled');
+    assert.equal(clock.pending, 0, 'no journal retry (nor anything else) left to keep the process alive');
   });
 });

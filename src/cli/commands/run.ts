@@ -84,10 +84,10 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
 
     const signals = shutdownSignals(ctx.deps);
     const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
-    exitTrap = trapHandlerExit(process, (messageId, code) => {
+    exitTrap = trapHandlerExit(process, (messageId, code, call) => {
       reporter.problem(
         'handler_exit',
-        new MrpError('handler', 'handler_exit', `the handler called process.exit(${String(code ?? '')}) while handling ${messageId}; the runner exits ${EXIT.handlerExit} (after ${maxCrashes} such runs the message is answered with handler_crashed)`),
+        new MrpError('handler', 'handler_exit', `the handler called process.${call}(${String(code ?? '')}) while handling ${messageId}; the runner exits ${EXIT.handlerExit} (after ${maxCrashes} such runs the message is answered with handler_crashed)`),
       );
       journal.flush();
     });
