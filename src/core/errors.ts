@@ -1,8 +1,9 @@
 /**
- * One error hierarchy for the whole project. The `code` is the contract (stable, snake_case,
- * listed in the README); the message is for people. `kind` groups codes into the few categories
- * the CLI maps to exit codes and the runtime maps to recovery decisions.
+ * One error hierarchy for the whole project. The `code` is the contract (stable, snake_case, one
+ * table in `./codes.ts`, printed into the README); the message is for people. `kind` groups codes
+ * into the few categories the CLI maps to exit codes and the runtime maps to recovery decisions.
  */
+import { errorCodeInfo } from './codes.js';
 
 /** Broad category of an error; decides exit codes and whether a retry can help. */
 export type ErrorKind =
@@ -61,14 +62,6 @@ export class ConfigError extends MrpError {
   }
 }
 
-/** Relay error codes that mean "the relay does not accept who you are". */
-const AUTH_CODES = new Set([
-  'unauthorized',
-  'invalid_signature',
-  'timestamp_expired',
-  'agent_suspended',
-]);
-
 /** An error answered by the relay (HTTP error envelope, `send_result` or `auth_result` error). */
 export class RelayError extends MrpError {
   override name = 'RelayError';
@@ -83,7 +76,7 @@ export class RelayError extends MrpError {
     message: string,
     options: MrpErrorOptions & { status?: number; requestId?: string; retryAfter?: number } = {},
   ) {
-    super(AUTH_CODES.has(code) ? 'auth' : 'api', code, message, options);
+    super(errorCodeInfo(code)?.kind === 'auth' ? 'auth' : 'api', code, message, options);
     this.status = options.status;
     this.requestId = options.requestId;
     this.retryAfter = options.retryAfter;
