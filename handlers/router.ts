@@ -1,5 +1,5 @@
 /**
- * A request router for `application/x-mrp-request+json` (spec §4.2): `{action, params}` in,
+ * A request router for `application/x-mrp-request+json` (docs/protocol.md §4.2): `{action, params}` in,
  * `{status: "ok", result}` or `{status: "error", error: {code, message}}` out.
  *
  *   mrp send <key> --content-type application/x-mrp-request+json \

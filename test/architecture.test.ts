@@ -1,5 +1,5 @@
 /**
- * Enforces the layering of ARCHITECTURE.md on every src/**\/*.ts file:
+ * Enforces the layering of docs/architecture.md on every src/**\/*.ts file:
  *
  *   core ← protocol ← client ← runtime ← cli        protocol ← relay ← (cli, dynamically)
  *
@@ -200,7 +200,7 @@ describe('architecture', () => {
     for (const pkg of ['commander', 'chalk', 'ora', 'better-sqlite3']) assert.ok(!loaded.has(pkg), pkg);
   });
 
-  // ARCHITECTURE.md rule 4: sources hand batches over; the runtime never asks which one it has.
+  // docs/architecture.md rule 4: sources hand batches over; the runtime never asks which one it has.
   it('the runtime knows no transport', () => {
     const runtime = files.find((f) => f.path === 'runtime/runtime.ts');
     assert.ok(runtime, 'src/runtime/runtime.ts exists');

@@ -1,6 +1,6 @@
 /**
  * Settings with one precedence rule: flag > environment > context > config file > built-in
- * default (spec §1.2; contexts in contexts.ts). The config file is `$MRP_HOME/config.json`
+ * default (docs/protocol.md §1.2; contexts in contexts.ts). The config file is `$MRP_HOME/config.json`
  * (mode 0600).
  */
 import { chmod, mkdir } from 'node:fs/promises';

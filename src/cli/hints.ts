@@ -1,5 +1,5 @@
 /**
- * What a person can do about a relay error, by code (the code is the contract, spec §6). The
+ * What a person can do about a relay error, by code (the code is the contract, docs/protocol.md §6). The
  * hints are in the one error-code table (`src/core/codes.ts`); the few that depend on the answer's
  * details are computed here. Errors that carry their own hint keep it.
  */

@@ -1,5 +1,5 @@
 /**
- * Identity files on disk (spec §1.2). Written as 32 raw seed bytes, mode 0600, in a 0700
+ * Identity files on disk (docs/protocol.md §1.2). Written as 32 raw seed bytes, mode 0600, in a 0700
  * directory; never overwritten without `force`, and then atomically. Read tolerantly, but a file
  * other users can read is refused, as ssh does.
  */

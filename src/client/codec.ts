@@ -1,6 +1,6 @@
 /**
  * How a message body is opened on the way in and sealed on the way out: the one seam where
- * end-to-end encryption (spec §8) plugs in. The runtime opens every message before its handler
+ * end-to-end encryption (docs/protocol.md §8) plugs in. The runtime opens every message before its handler
  * sees it and seals every reply and `ctx.send` before anything is journaled or sent; the CLI's
  * `send`/`recv`/`thread` are meant to use the same codec, which is why it lives in `client/` (the
  * lowest layer both import) rather than in `runtime/`.

@@ -1,5 +1,5 @@
 /**
- * Client-side liveness (spec §5.5, our choice): after `idleMs` without any frame from the relay,
+ * Client-side liveness (docs/protocol.md §5.5, our choice): after `idleMs` without any frame from the relay,
  * send a JSON ping; if nothing at all arrives within `timeoutMs` more, the connection is a zombie.
  * Takes a tiny target interface and a clock, so tests drive it without sockets or sleeps.
  */

@@ -1,5 +1,5 @@
 /**
- * `RelayClient`: every HTTP endpoint of spec §3, signed per §2. Each attempt is signed afresh
+ * `RelayClient`: every HTTP endpoint of docs/protocol.md §3, signed per §2. Each attempt is signed afresh
  * (a reused signature is a replay), the request target is built once and signed exactly as sent,
  * error envelopes become typed errors, and retries follow §6: back off on network errors and
  * 5xx (unless `failFast`: then an unreachable relay is reported at once), honour `Retry-After`

@@ -1,5 +1,5 @@
 /**
- * Poll mode (spec §3.6): `GET /v1/messages` in a loop, every attempt freshly signed. Uses the
+ * Poll mode (docs/protocol.md §3.6): `GET /v1/messages` in a loop, every attempt freshly signed. Uses the
  * long-poll `wait` parameter where the relay honours it and falls back to a fixed interval where
  * it does not (an empty answer that comes back well before the wait ran out). Backs off on
  * errors, honours Retry-After, gives up after repeated authentication failures.

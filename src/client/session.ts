@@ -1,5 +1,5 @@
 /**
- * A WebSocket session that stays connected (spec §5). Status is a typed union:
+ * A WebSocket session that stays connected (docs/protocol.md §5). Status is a typed union:
  *
  *   idle → connecting → authenticating → ready ⇄ reconnecting → … → closed
  *

@@ -1,5 +1,5 @@
 /**
- * Reconnect/retry delays (spec §5.7, our choice): the first retry after a random delay between
+ * Reconnect/retry delays (docs/protocol.md §5.7, our choice): the first retry after a random delay between
  * `firstMinMs` and `firstMaxMs`, then doubling up to `maxMs` with equal jitter (half fixed, half
  * random). `reset()` after a stable period starts over.
  */

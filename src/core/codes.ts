@@ -199,7 +199,7 @@ export const ERROR_CODES = {
     doc: 'reply: the message could not be handed to the handler (too deep or malformed)',
   },
 
-  // Answered by the relay (spec §6).
+  // Answered by the relay (docs/protocol.md §6).
   bad_request: { ...api, doc: 'relay (400): a malformed request; `details.field` names the field' },
   unauthorized: {
     ...auth,

@@ -1,5 +1,5 @@
 /**
- * Contents of encrypted blobs (spec §8.4, our layout): 12-byte random nonce ‖
+ * Contents of encrypted blobs (docs/protocol.md §8.4, our layout): 12-byte random nonce ‖
  * ChaCha20-Poly1305(DEK, nonce, file bytes, aad = empty) ‖ 16-byte tag, under a random 32-byte
  * DEK that `e2e.ts` wraps per recipient with HPKE.
  *

@@ -1,4 +1,4 @@
-/** Wire constants from spec/PROTOCOL.md. Relay and client both read them from here. */
+/** Wire constants from docs/protocol.md. Relay and client both read them from here. */
 
 export const DEFAULT_RELAY_URL = 'https://relay.mrphub.io';
 

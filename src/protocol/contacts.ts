@@ -1,5 +1,5 @@
 /**
- * Contacts file codec and name resolution (spec §1.3). Reading accepts every layout §1.3 lists;
+ * Contacts file codec and name resolution (docs/protocol.md §1.3). Reading accepts every layout §1.3 lists;
  * writing always produces the canonical `{"contacts": [...]}` layout and keeps every field it
  * does not know, so a file shared with the official CLI, MCP server and plugin loses nothing.
  */

@@ -1,5 +1,5 @@
 /**
- * End-to-end encryption of message bodies and blob keys (spec §8): HPKE Auth mode (RFC 9180,
+ * End-to-end encryption of message bodies and blob keys (docs/protocol.md §8): HPKE Auth mode (RFC 9180,
  * mode 0x02) with DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / ChaCha20-Poly1305, keyed by X25519
  * keys converted from the agents' Ed25519 identities.
  *

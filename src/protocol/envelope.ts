@@ -1,5 +1,5 @@
 /**
- * The error envelope (spec §6): `{"error":{"code","message","details?","request_id"}}`. The relay
+ * The error envelope (docs/protocol.md §6): `{"error":{"code","message","details?","request_id"}}`. The relay
  * builds it; clients turn it (or a frame's error object) into a RelayError.
  */
 import { RelayError } from '../core/errors.js';

@@ -1,5 +1,5 @@
 /**
- * WebSocket frame codec (spec §5), both directions, pure: text in, typed frame out, or a
+ * WebSocket frame codec (docs/protocol.md §5), both directions, pure: text in, typed frame out, or a
  * FrameParseError that says exactly what was wrong so each side can answer as §5 prescribes
  * (unparseable → close 4000, unknown type → error frame, malformed auth → auth_result error,
  * malformed send → send_result error). The client's way out is encoded here too (see the
@@ -171,7 +171,7 @@ export function parseClientFrame(text: string, options: ClientFrameOptions = {})
       return withTs(type, frame);
     case 'send': {
       const requestId = requestIdOf(frame['request_id']);
-      // Lenient form: {"type":"send","message":{...}} (spec §5.4).
+      // Lenient form: {"type":"send","message":{...}} (docs/protocol.md §5.4).
       const nested = isPlainObject(frame['message']) && frame['recipient_key'] === undefined;
       const fields = nested ? (frame['message'] as Record<string, unknown>) : frame;
       try {
@@ -380,7 +380,7 @@ export function encodePongFrame(ts?: JsonValue): string {
   return JSON.stringify(ts === undefined ? ({ type: 'pong' } satisfies PongFrame) : ({ type: 'pong', ts } satisfies PongFrame));
 }
 
-// ── Frames the relay sends (spec §5), encoded in one place ─────────────────────────────────────
+// ── Frames the relay sends (docs/protocol.md §5), encoded in one place ─────────────────────────────────────
 // The relay builds every server→client frame here, so the wire shape of each lives in one
 // function and nothing in `src/relay` writes `{"type":…}` by hand. Field order is part of the
 // output (tests and clients compare text), so each encoder writes its fields in a fixed order.

@@ -1,5 +1,5 @@
 /**
- * Key file codec (spec §1.2, our choice). Files are written as exactly 32 raw seed bytes; reading
+ * Key file codec (docs/protocol.md §1.2, our choice). Files are written as exactly 32 raw seed bytes; reading
  * is tolerant: text forms first (64-char hex, 43-char base64url, 44-char base64), then raw bytes
  * (32 = seed, 64 = seed‖public as libsodium lays it out). Pure: the CLI does the file I/O.
  */

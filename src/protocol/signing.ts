@@ -1,5 +1,5 @@
 /**
- * Request authentication (spec §2). Clients sign with @noble/ed25519 (pure JS, no native
+ * Request authentication (docs/protocol.md §2). Clients sign with @noble/ed25519 (pure JS, no native
  * surprises); the relay verifies with node:crypto on its hot path (about 10x faster). Tests
  * cross-check both on the §2.5 vectors and on random inputs.
  */

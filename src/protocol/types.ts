@@ -1,5 +1,5 @@
 /**
- * Wire types, exactly as on the wire (spec §3–§6): snake_case field names, `null` where the relay
+ * Wire types, exactly as on the wire (docs/protocol.md §3–§6): snake_case field names, `null` where the relay
  * sends null. Nothing here is camelCased.
  */
 import type { ACL_ENTRY_TYPES, INBOX_POLICIES, MESSAGE_STATUSES, VISIBILITIES } from './constants.js';

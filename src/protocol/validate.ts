@@ -3,7 +3,7 @@
  * error these functions throw; clients run the same checks before sending so mistakes are caught
  * locally with the same field names.
  *
- * Status rule (spec §3.4, §6): 400 `bad_request` when a value has the wrong JSON type or a send
+ * Status rule (docs/protocol.md §3.4, §6): 400 `bad_request` when a value has the wrong JSON type or a send
  * parameter is out of range; 422 `unprocessable_entity` when a profile value is well-typed but
  * breaks a rule (enum, length, count, character set); 413 when a size limit is exceeded.
  * `details` is always `{field, reason}` with `field` a JSON path such as `capabilities[0].tags[1]`.

@@ -1,5 +1,5 @@
 /**
- * Webhook delivery signatures (spec §3.8): the relay signs the exact raw body of each delivery
+ * Webhook delivery signatures (docs/protocol.md §3.8): the relay signs the exact raw body of each delivery
  * with HMAC-SHA256 and sends it as lowercase hex in `X-M2M-Webhook-Signature`; a receiver
  * recomputes it over the bytes it received and compares in constant time. Relay and runner both
  * use this file, so they cannot disagree.

@@ -1,5 +1,5 @@
 /**
- * Request authentication exactly as spec §2.3, in its order: headers → timestamp window →
+ * Request authentication exactly as docs/protocol.md §2.3, in its order: headers → timestamp window →
  * signature over the raw request target → replay cache. The same checks serve the WebSocket
  * auth frame (§5.1), sharing the replay cache.
  *

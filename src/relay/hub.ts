@@ -1,5 +1,5 @@
 /**
- * Live WebSocket connections (spec §5): the auth handshake with its 10 s deadline, the per-agent
+ * Live WebSocket connections (docs/protocol.md §5): the auth handshake with its 10 s deadline, the per-agent
  * connection limit, pushes, acks, inline sends, JSON and control heartbeats.
  *
  * What each connection is pushed (backlog, then live, without assuming store order is commit

@@ -1,5 +1,5 @@
 /**
- * Identifiers (spec §0, our choice): `msg_<unix seconds>_<12 hex>` and `req_<16 hex>`, from a
+ * Identifiers (docs/protocol.md §0, our choice): `msg_<unix seconds>_<12 hex>` and `req_<16 hex>`, from a
  * CSPRNG. Random bytes are drawn in blocks: one syscall per 4 KiB instead of per message.
  */
 import { randomFillSync } from 'node:crypto';

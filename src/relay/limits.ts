@@ -1,5 +1,5 @@
 /**
- * Per-agent rate limits (spec §7) behind the `RateLimiter` interface, because the windows are
+ * Per-agent rate limits (docs/protocol.md §7) behind the `RateLimiter` interface, because the windows are
  * process-local state: with several relay processes a shared limiter (Postgres, Redis) must count
  * across them. `SlidingWindow` is the one-process version: a message counts for exactly one
  * minute after it was accepted; exact (a log of accept times, at most `limit` per key). A limit

@@ -1,5 +1,5 @@
 /**
- * The inbox policy decision (spec §3.9), pure, in one place: the directory asks it from its
+ * The inbox policy decision (docs/protocol.md §3.9), pure, in one place: the directory asks it from its
  * caches to refuse early, and every store asks it again inside the transaction that inserts the
  * message (`Store.commit`), so the stored ACL has the last word.
  */

@@ -1,5 +1,5 @@
 /**
- * The agent half of the HTTP API (spec §3): profiles, capabilities, ACLs, discovery, and the
+ * The agent half of the HTTP API (docs/protocol.md §3): profiles, capabilities, ACLs, discovery, and the
  * webhook routes this relay answers with 404. Handlers get the authenticated caller and return a
  * reply; errors are thrown as ApiError and become §6 envelopes.
  */

@@ -1,5 +1,5 @@
 /**
- * The message half of the HTTP API (spec §3): send, poll (with long polls), threads, one message
+ * The message half of the HTTP API (docs/protocol.md §3): send, poll (with long polls), threads, one message
  * and its status, and the blob routes this relay answers with 404. Message lists are JSON text
  * built around the stored bodies, which go out exactly as they came in.
  */

@@ -1,5 +1,5 @@
 /**
- * The HTTP API (spec §3) as one table: the unauthenticated health and OpenAPI routes (§3.3)
+ * The HTTP API (docs/protocol.md §3) as one table: the unauthenticated health and OpenAPI routes (§3.3)
  * here, the agent and message routes in `routes-agents.ts` and `routes-messages.ts`, and any
  * extra routes a caller of `createRelay` adds. The OpenAPI document is built from the table.
  */

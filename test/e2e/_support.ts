@@ -259,7 +259,7 @@ export async function startRelay(scene: Scene, dataDir: string, port: number, na
 }
 
 // ---------------------------------------------------------------------------------------------
-// The independent agent (spec §2, §3.6, §5), not using src/client.
+// The independent agent (docs/protocol.md §2, §3.6, §5), not using src/client.
 
 export interface HttpResult {
   status: number;

@@ -76,7 +76,7 @@ export interface SignOptions {
   signBody?: string;
 }
 
-/** One signed request, built by hand from spec §2 (no SDK code involved). */
+/** One signed request, built by hand from docs/protocol.md §2 (no SDK code involved). */
 export async function signed(
   baseUrl: string,
   kp: Keypair | undefined,

@@ -69,7 +69,7 @@ const A23 = {
   exportedEmptyContext: '070cffafd89b67b7f0eeb800235303a223e6ff9d1e774dce8eac585c8688c872',
 };
 
-// spec §2.5 and §8.1.
+// docs/protocol.md §2.5 and §8.1.
 const SEED_A = hex('0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20');
 const SEED_B = Uint8Array.from({ length: 32 }, (_, i) => 0x21 + i);
 const SEED_C = Uint8Array.from({ length: 32 }, (_, i) => 0x41 + i);

@@ -16,7 +16,7 @@ import {
   wsAuthString,
 } from '../../src/protocol/signing.js';
 
-// spec/PROTOCOL.md §2.5, byte for byte.
+// docs/protocol.md §2.5, byte for byte.
 const SEED_A = Buffer.from('0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20', 'hex');
 const SEED_B = Buffer.from(Array.from({ length: 32 }, (_, i) => 0x21 + i));
 const KEY_A = 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ';

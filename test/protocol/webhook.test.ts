@@ -11,7 +11,7 @@ import {
   webhookSignature,
 } from '../../src/protocol/webhook.js';
 
-// spec/PROTOCOL.md §3.8, byte for byte.
+// docs/protocol.md §3.8, byte for byte.
 const SECRET = 'QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8';
 const BODY =
   '{"delivery_id":"dlv_0a1b2c3d4e5f","message":{"message_id":"msg_1772712000_0a1b2c3d4e5f","sender_key":"ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ","content_type":"application/json","body":{"text":"Hello!"},"attachments":[]}}';

@@ -1,5 +1,5 @@
 /**
- * Extra helpers for the relay conformance suite (written from spec/PROTOCOL.md). Not a test file.
+ * Extra helpers for the relay conformance suite (written from docs/protocol.md). Not a test file.
  *
  * - `expectError` checks the §6 error envelope, its `request_id`, and the `X-Request-Id` header.
  * - `Api` signs every request afresh and never sends the same (method, target, body, timestamp)
@@ -25,7 +25,7 @@ export const BIN = join(ROOT, 'bin', 'mrp.js');
 export const KEY_RE = /^[A-Za-z0-9_-]{43}$/;
 export const MSG_ID_RE = /^msg_\d+_[0-9a-f]{12}$/;
 export const REQ_ID_RE = /^req_[0-9a-f]{16}$/;
-/** Every field of a message object (spec §3.6), sorted. */
+/** Every field of a message object (docs/protocol.md §3.6), sorted. */
 export const MESSAGE_FIELDS = [
   'attachments',
   'body',

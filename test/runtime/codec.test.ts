@@ -1,5 +1,5 @@
 /**
- * The codec seam (ARCHITECTURE.md rule 5): a message is opened before its handler sees it; a
+ * The codec seam (docs/architecture.md rule 5): a message is opened before its handler sees it; a
  * reply (and `ctx.reply`, `ctx.send`) is sealed once, before it is journaled; a resend after a
  * crash sends exactly the journaled bytes and the already-sent check compares them. The codec here
  * is a toy stand-in for end-to-end encryption whose seals, like HPKE's, differ every time — so a

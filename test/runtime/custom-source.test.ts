@@ -1,6 +1,6 @@
 /**
  * The `MessageSource` contract is enough to write a new source without touching the runtime
- * (ARCHITECTURE.md rule 4). The source here is just batches the test pushes, answering the way a
+ * (docs/architecture.md rule 4). The source here is just batches the test pushes, answering the way a
  * webhook source would answer its relay: 200 only once `deliver` resolved with nothing declined,
  * 503 when the runtime declined a message, could not journal it, or is draining. It shows that
  * the hand-off resolves only after the batch is on disk, that acks and sends go through the

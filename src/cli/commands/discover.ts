@@ -19,7 +19,7 @@ export interface DiscoverOptions {
   all?: boolean;
 }
 
-/** `mrp discover`: public agents by tag, tag prefix, name or free text (spec §3.5). */
+/** `mrp discover`: public agents by tag, tag prefix, name or free text (docs/protocol.md §3.5). */
 export async function runDiscover(ctx: CliContext, options: DiscoverOptions): Promise<void> {
   if (options.activeSince !== undefined && parseTimestamp(options.activeSince) === undefined) {
     throw new UsageError(`--active-since "${options.activeSince}" must be an RFC 3339 time, e.g. 2026-03-05T12:00:00Z`, { code: 'invalid_argument' });

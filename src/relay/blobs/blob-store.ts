@@ -1,5 +1,5 @@
 /**
- * The relay's blob *bytes* behind one interface (spec §3.7, §10), so the blob routes do not care
+ * The relay's blob *bytes* behind one interface (docs/protocol.md §3.7, §10), so the blob routes do not care
  * whether the bytes sit in a directory (embedded mode) or in an S3-compatible bucket (several
  * relay processes). Only bytes live here: content type, expiry, quotas and references are the
  * relay Store's business; a store keeps nothing in memory about the blobs it holds.

@@ -1,5 +1,5 @@
 /**
- * Blob bytes on the local disk, in the official relay's embedded layout (spec §10) so an operator
+ * Blob bytes on the local disk, in the official relay's embedded layout (docs/protocol.md §10) so an operator
  * can swap implementations on one data directory: `<dataDir>/blobs/blobs/<owner>/<blobId>` plus
  * `<blobId>.meta` holding the content type.
  *

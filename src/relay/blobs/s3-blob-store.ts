@@ -1,6 +1,6 @@
 /**
  * Blob bytes in an S3-compatible bucket (AWS, MinIO, R2, …), for relays that run as several
- * processes (spec §10 external mode). Keys are `<prefix><owner>/<blobId>`; the content type is
+ * processes (docs/protocol.md §10 external mode). Keys are `<prefix><owner>/<blobId>`; the content type is
  * the object's `Content-Type`. Uploads go through `Upload` (one PUT, or multipart past one part);
  * the object appears only when its last request succeeds, which makes a put atomic, and any
  * failure aborts the multipart upload (and deletes the key if the last request's outcome is

@@ -195,7 +195,7 @@ export function agentParams(record: AgentRecord): unknown[] {
   ];
 }
 
-/** Polls and threads list oldest first: `(created_at, message_id)` (spec §3.6). */
+/** Polls and threads list oldest first: `(created_at, message_id)` (docs/protocol.md §3.6). */
 export const ORDER_SQL = 'ORDER BY created_at, message_id';
 export const AFTER_SQL = '(created_at > ? OR (created_at = ? AND message_id > ?))';
 

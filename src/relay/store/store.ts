@@ -76,7 +76,7 @@ export interface InboxFilter {
   after?: MessagePosition;
 }
 
-/** A place in the `(created_at, message_id)` order that polls and threads use (spec §3.6). */
+/** A place in the `(created_at, message_id)` order that polls and threads use (docs/protocol.md §3.6). */
 export interface MessagePosition {
   t: number;
   id: string;
