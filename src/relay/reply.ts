@@ -8,6 +8,15 @@
 import type { ServerResponse } from 'node:http';
 import type { BytesReply } from './router.js';
 
+/**
+ * A request whose body was not read to its end leaves unread bytes on the connection; the server
+ * then ends that connection (server.ts), so the answer must say `Connection: close` rather than
+ * promise a keep-alive that the next pooled request would find reset.
+ */
+function framing(res: ServerResponse, headers: Record<string, string>): Record<string, string> {
+  return res.req && !res.req.complete ? { ...headers, Connection: 'close' } : headers;
+}
+
 /** Writes a JSON answer (or an empty one for 204/HEAD); a string body is sent as it is. */
 export function writeJson(
   res: ServerResponse,
@@ -17,6 +26,7 @@ export function writeJson(
   head = false,
 ): void {
   if (res.headersSent || res.destroyed) return;
+  headers = framing(res, headers);
   if (status === 204 || body === undefined) {
     res.writeHead(status, headers);
     res.end();
@@ -40,7 +50,7 @@ export function writeText(
   head = false,
 ): void {
   if (res.headersSent || res.destroyed) return;
-  res.writeHead(status, { ...headers, 'Content-Type': contentType, 'Content-Length': String(Buffer.byteLength(text)) });
+  res.writeHead(status, { ...framing(res, headers), 'Content-Type': contentType, 'Content-Length': String(Buffer.byteLength(text)) });
   res.end(head ? undefined : text);
 }
 
@@ -56,7 +66,7 @@ export async function writeBytes(
     return;
   }
   res.writeHead(reply.status, {
-    ...headers,
+    ...framing(res, headers),
     'Content-Type': reply.contentType,
     'Content-Length': String(reply.length),
   });
