@@ -9,6 +9,14 @@ export class FlakyDisk {
   partial = 0;
   failures = 0;
   readonly fs: JournalFs;
+  #waiters: Array<{ n: number; resolve: () => void }> = [];
+
+  /** Resolves once `n` writes have failed in all (an event to wait for, not a time). */
+  failed(n: number): Promise<void> {
+    if (this.failures >= n) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ n, resolve }));
+  }
+
   constructor() {
     this.fs = {
       ...(fs as unknown as JournalFs),
@@ -20,6 +28,8 @@ export class FlakyDisk {
             return n;
           }
           this.failures++;
+          for (const w of this.#waiters.filter((x) => x.n <= this.failures)) w.resolve();
+          this.#waiters = this.#waiters.filter((x) => x.n > this.failures);
           throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
         }
         return fs.writeSync(fd, buffer, offset, length);

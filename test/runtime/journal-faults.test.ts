@@ -105,7 +105,7 @@ describe('journal write failures', () => {
     assert.equal(agent.runtime.capacity(), 0, 'takes nothing while it cannot journal');
     for (let i = 1; i < 5; i++) await peer.send(agent.keypair.publicKey, { n: i });
     assert.equal(calls, 0, 'no handler runs before its message is journaled');
-    await new Promise((r) => setTimeout(r, 100)); // several retries fail meanwhile
+    await disk.failed(2); // the failed write is retried, and fails again while the disk is full
     assert.ok(disk.failures >= 2, `retried (${disk.failures} failed writes)`);
     const all = handledN(agent.runtime, 5);
     disk.full = false;
