@@ -117,6 +117,11 @@ export const ERROR_CODES = {
     source: 'local',
     doc: '`mrp run` cannot write its journal (disk full, I/O error); retried while running, fatal at stop',
   },
+  journal_unreachable: {
+    ...config,
+    exit: EXIT.failure,
+    doc: '`mrp run --journal postgres://…` / `mrp fleet`: the shared journal\'s database cannot be reached or used (the message names host and database, never the password)',
+  },
   data_dir_locked: {
     ...config,
     doc: "`mrp relay`: another relay is using this data directory (the message names it and the holder's pid)",

@@ -11,13 +11,13 @@ import type { Clock } from '../core/clock.js';
 import { AbortError, toMrpError } from '../core/errors.js';
 import type { Message } from '../protocol/types.js';
 import type { HandledEvent, Outcome } from './events.js';
-import type { Journal } from './journal.js';
+import type { RuntimeJournal } from './journal-port.js';
 import type { Outbox } from './outbox.js';
 import { type ReplyDraft, type Sealed, sealReply } from './reply.js';
 
 /** What the finisher needs from its runtime. */
 export interface FinisherHost {
-  journal: Journal;
+  journal: RuntimeJournal;
   /** For acknowledgements. */
   source: MessageSource;
   outbox: Outbox;

@@ -15,7 +15,7 @@ import type { MessageIdentity, RejectedMessage } from '../protocol/inbound.js';
 import type { Message } from '../protocol/types.js';
 import type { RuntimeEvents } from './events.js';
 import type { Finisher } from './finish.js';
-import type { Journal } from './journal.js';
+import type { RuntimeJournal } from './journal-port.js';
 import { errorDraft } from './reply.js';
 
 /** A message waiting for (or running in) a handler slot. */
@@ -37,7 +37,7 @@ export interface IntakeStats {
 
 /** What intake needs from its runtime. */
 export interface IntakeHost {
-  journal: Journal;
+  journal: RuntimeJournal;
   finisher: Finisher;
   clock: Clock;
   stats: IntakeStats;

@@ -119,6 +119,8 @@ export interface JournalEvents extends Record<string, unknown[]> {
   unwritable: [{ error: MrpError; retryInMs: number; pendingBytes: number }];
   /** Writes work again after failing. */
   writable: [];
+  /** Unfinished entries taken over while running (a shared journal: another runner died). */
+  recovered: [JournalEntry[]];
 }
 
 type Line =

@@ -38,7 +38,8 @@ import type { Handler } from './handler.js';
 import type { RuntimeEvents } from './events.js';
 import { Finisher } from './finish.js';
 import { estimateBytes, Intake, type Item } from './intake.js';
-import { crashesOf, type Journal, type JournalEntry } from './journal.js';
+import { crashesOf, type JournalEntry } from './journal.js';
+import type { RuntimeJournal } from './journal-port.js';
 import { Outbox } from './outbox.js';
 import { codeOf, draftReply, errorDraft, type ReplyDraft } from './reply.js';
 import { safeFields, safeText } from './safe.js';
@@ -51,7 +52,8 @@ export interface RuntimeOptions {
   handler: Handler;
   source: MessageSource;
   client: RelayClient;
-  journal: Journal;
+  /** The default is a local `Journal`; a fleet shares a `SharedJournal`. */
+  journal: RuntimeJournal;
   /** How bodies are opened for the handler and sealed for the relay (default: pass-through). */
   codec?: MessageCodec;
   clock?: Clock;
@@ -88,7 +90,7 @@ function positiveInteger(name: string, value: number): number {
 export class Runtime extends TypedEmitter<RuntimeEvents> {
   readonly #source: MessageSource;
   readonly #client: RelayClient;
-  readonly #journal: Journal;
+  readonly #journal: RuntimeJournal;
   readonly #codec: MessageCodec;
   readonly #clock: Clock;
   readonly #concurrency: number;
@@ -203,6 +205,17 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       this.#guard(() => {
         this.emit('readiness', { ready: true });
         this.#source.wake();
+      }),
+    );
+    // A shared journal hands over what a dead runner of the fleet left unfinished.
+    this.#journal.on('recovered', (entries) =>
+      this.#guard(() => {
+        if (!this.#accepting) return;
+        for (const entry of entries) {
+          if (this.#active.has(entry.id)) this.#journal.skipped?.(entry.id);
+          else this.#guard(() => this.#resume(entry));
+        }
+        this.#pump();
       }),
     );
   }
@@ -381,6 +394,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       return;
     }
     if (this.#shutdown.signal.aborted) return this.#release(id);
+    // A shared journal may say a handler already began on it elsewhere (a takeover).
+    if (!item.redelivered && this.#journal.get(id)?.started === true) item.redelivered = true;
     this.#journal.started(id);
     const draft = await this.#invoke(message, opened, item.redelivered);
     if (draft === 'aborted') {
@@ -479,7 +494,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     await this.#source.close();
     let failure = error;
     try {
-      this.#journal.close();
+      await this.#journal.close();
     } catch (err) {
       // What could not be written is not lost: unacked messages come again, and replies are
       // checked against the thread before being sent again.

@@ -1,0 +1,45 @@
+/**
+ * What the runtime needs from a journal (docs/architecture.md §2, "journal contract"). Two
+ * implementations: `Journal` (the default: a local JSON-lines file, synchronous bookkeeping with
+ * batched writes) and `SharedJournal` (opt-in, `mrp run --journal postgres://…`: one journal for a
+ * fleet of runners serving one identity, loaded only when asked for).
+ *
+ * The contract, for whoever writes one:
+ * - `received(message)` resolves once the message is recorded *and this runner may handle it*; it
+ *   rejects when it may not (another runner holds or finished it, or the journal closed): the
+ *   runtime then drops the message without acknowledging it. When the record shows that a handler
+ *   already began on it (`get(id).started`), the runtime runs it as a redelivery.
+ * - `handled(id, reply)` resolves once the sealed reply is recorded; a rejection means this runner
+ *   lost the message (nothing is sent). `started`, `aborted`, `replied`, `done` never throw.
+ * - `recovered` events hand over entries taken over while running (another runner died): the
+ *   runtime resumes them like the entries `takeRecovered()` returns at start.
+ * - `unwritable` / `writable` events: while not `writable`, no new messages are taken.
+ */
+import type { TypedEmitter } from '../core/emitter.js';
+import type { Message } from '../protocol/types.js';
+import type { JournaledReply, JournalEntry, JournalEvents } from './journal.js';
+
+export interface RuntimeJournal extends Pick<TypedEmitter<JournalEvents>, 'on' | 'off'> {
+  /** False while writes fail (and are retried): no new messages are taken meanwhile. */
+  readonly writable: boolean;
+  /** Entries a previous run left unfinished. Called once, at start. */
+  takeRecovered(): JournalEntry[];
+  /** The unfinished entry this runner holds for `id`, if any. */
+  get(id: string): JournalEntry | undefined;
+  /** Known to be finished (acknowledge it again, do not handle it). */
+  isDone(id: string): boolean;
+  received(message: Message): Promise<void>;
+  started(id: string): void;
+  aborted(id: string): void;
+  handled(id: string, reply: JournaledReply | null): Promise<void>;
+  replied(id: string, replyId: string): void;
+  done(id: string): void;
+  /** Resolves once every record made so far is written. */
+  durable(): Promise<void>;
+  /** Writes what is buffered now (a hint; never throws). */
+  flush(): void;
+  /** A `recovered` entry the runtime did not take (it is already working on that message). */
+  skipped?(id: string): void;
+  /** Writes what is left and releases the journal; may be asynchronous. */
+  close(): void | Promise<void>;
+}

@@ -1,0 +1,652 @@
+/**
+ * A journal shared by a fleet of runners serving one identity, in PostgreSQL (`mrp run --journal
+ * postgres://…`; docs/architecture.md §2 "shared journal"). Loaded only when asked for: it is the
+ * only module that imports the `postgres` driver (with `mrp fleet`, which reads the same tables).
+ *
+ * Every message is a row claimed by one runner at a time under a lease:
+ * - `received` claims it: `INSERT … ON CONFLICT DO UPDATE … WHERE` the row is not done and its
+ *   lease ran out (a takeover) or is this runner's. A message found done elsewhere is
+ *   acknowledged and skipped; one held by a live runner is skipped without an ack (its owner acks).
+ * - The row keeps the whole message, so a message a dead runner polled (the relay counts it
+ *   delivered and will not offer it again) is still here: every heartbeat (a third of the lease)
+ *   scans for rows whose lease ran out and takes them over (`recovered` events). Handler starts
+ *   are counted in the row, so a taken-over message runs as a redelivery (`ctx.redelivered`) and a
+ *   message that keeps killing runners is answered with `handler_crashed` fleet-wide.
+ * - `handled` stores the sealed reply (the exact request) only while this runner owns the row:
+ *   a runner that lost its lease sends nothing. A takeover of a handled-but-not-replied row sends
+ *   the stored request through the outbox, which first checks the thread for it (a reply is never
+ *   sent twice, even if the dead runner's send did reach the relay).
+ * - Leases of the rows this runner works on are renewed by the heartbeat; a graceful stop ends
+ *   them at once so others take over without waiting.
+ * - WebSocket slots (`mrp_fleet_slots`, slot 0 and 1): the protocol allows two connections per
+ *   agent, so at most two runners hold one (under a lease too); the others poll or wait.
+ *
+ * Times are the injected clock's milliseconds, passed into every statement (never the database's
+ * `now()`), so tests drive leases with a manual clock. Writes that fail on the connection are
+ * retried with backoff (`unwritable` / `writable` events, as the local journal's).
+ */
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { Backoff } from '../core/backoff.js';
+import { type Clock, systemClock, type Timer } from '../core/clock.js';
+import { TypedEmitter } from '../core/emitter.js';
+import { AbortError, ConfigError, MrpError } from '../core/errors.js';
+import type { Message } from '../protocol/types.js';
+import { ExpiringIdSet } from './idset.js';
+import type { JournaledReply, JournalEntry, JournalEvents } from './journal.js';
+import type { RuntimeJournal } from './journal-port.js';
+
+export const SHARED_JOURNAL_DEFAULTS = {
+  leaseMs: 30_000,
+  /** Rows taken over per heartbeat at most. */
+  scanLimit: 64,
+  /** Dead runners stay listed (by `mrp fleet`) this long after their last heartbeat. */
+  keepDeadRunnersMs: 3_600_000,
+  /** WebSocket slots per identity (docs/protocol.md §7: two connections per agent). */
+  slots: 2,
+} as const;
+
+/** Bump with every change to the tables below (and add the step to `migrate`). */
+export const SHARED_JOURNAL_SCHEMA_VERSION = 1;
+
+const SCHEMA = [
+  `CREATE TABLE IF NOT EXISTS mrp_fleet_schema (version integer NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS mrp_fleet_runners (
+     runner_id text PRIMARY KEY, identity text NOT NULL, host text NOT NULL, pid integer NOT NULL,
+     mode text NOT NULL, started_at bigint NOT NULL, heartbeat_at bigint NOT NULL)`,
+  `CREATE INDEX IF NOT EXISTS mrp_fleet_runners_identity ON mrp_fleet_runners (identity)`,
+  `CREATE TABLE IF NOT EXISTS mrp_fleet_entries (
+     identity text NOT NULL, message_id text NOT NULL, message text,
+     state text NOT NULL CHECK (state IN ('received', 'handled', 'replied', 'done')),
+     owner text, lease_until bigint NOT NULL DEFAULT 0, starts integer NOT NULL DEFAULT 0,
+     aborts integer NOT NULL DEFAULT 0, reply text, reply_id text, expires_at bigint NOT NULL,
+     received_at bigint NOT NULL, done_at bigint,
+     PRIMARY KEY (identity, message_id))`,
+  `CREATE INDEX IF NOT EXISTS mrp_fleet_entries_open ON mrp_fleet_entries (identity, lease_until) WHERE state <> 'done'`,
+  `CREATE TABLE IF NOT EXISTS mrp_fleet_slots (
+     identity text NOT NULL, slot integer NOT NULL, runner_id text NOT NULL, lease_until bigint NOT NULL,
+     PRIMARY KEY (identity, slot))`,
+];
+
+const DAY = 86_400_000;
+
+export interface SharedJournalOptions {
+  /** `postgres://user:pass@host:port/db` (the password never appears in output). */
+  url: string;
+  /** The public key the fleet serves. */
+  identity: string;
+  clock?: Clock;
+  /** How long a claim holds without a heartbeat (default 30 s); renewed every third of it. */
+  leaseMs?: number;
+  /** Default: host-pid-random. */
+  runnerId?: string;
+  /** What this runner does, as `mrp fleet` shows it (updated by `setMode`). */
+  mode?: string;
+  /** Acknowledges a message another runner already finished (the runtime never sees it). */
+  ack?: (id: string) => void;
+  /** Heartbeat on a timer (default true); tests call `tick()` themselves to freeze a runner. */
+  heartbeat?: boolean;
+  /** Connections in the pool (default 4). */
+  maxConnections?: number;
+}
+
+/** `postgres host:port/db` without user or password, for banners and errors. */
+export function describePostgresUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    const db = u.pathname.replace(/^\//, '') || 'postgres';
+    const host = u.host || u.searchParams.get('host') || 'localhost';
+    return `postgres ${host}/${db}`;
+  } catch {
+    return 'postgres (unparsable URL)';
+  }
+}
+
+/** Whether `value` names a shared journal (`postgres://` or `postgresql://`). */
+export function isPostgresUrl(value: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(value);
+}
+
+type Sql = postgres.Sql<Record<string, never>>;
+
+interface EntryRow {
+  message_id: string;
+  message: string | null;
+  state: 'received' | 'handled' | 'replied' | 'done';
+  starts: number;
+  aborts: number;
+  reply: string | null;
+  reply_id: string | null;
+  expires_at: string | number;
+}
+
+/** A connection failure or a transient server state: worth retrying. Anything else is a bug or bad input. */
+function isTransient(err: unknown): boolean {
+  const e = err as { code?: unknown; severity?: unknown; errno?: unknown };
+  const code = typeof e?.code === 'string' ? e.code : '';
+  if (typeof e?.severity === 'string') return /^(08|53|57P|40001|40P01)/.test(code);
+  return true;
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown };
+  return `${typeof e?.code === 'string' ? `${e.code}: ` : ''}${String(e?.message ?? err)}`;
+}
+
+function toEntry(row: EntryRow): JournalEntry | undefined {
+  if (row.message === null) return undefined;
+  let message: Message;
+  let reply: JournaledReply | null | undefined;
+  try {
+    message = JSON.parse(row.message) as Message;
+    reply = row.reply === null ? undefined : (JSON.parse(row.reply) as JournaledReply | null);
+  } catch {
+    return undefined;
+  }
+  const entry: JournalEntry = {
+    id: row.message_id,
+    message,
+    state: row.state === 'done' ? 'replied' : row.state,
+    expiresAt: Number(row.expires_at),
+    starts: Number(row.starts),
+    aborts: Number(row.aborts),
+  };
+  if (row.starts > 0) entry.started = true;
+  if (reply !== undefined) entry.reply = reply;
+  if (row.reply_id !== null) entry.replyId = row.reply_id;
+  return entry;
+}
+
+export class SharedJournal extends TypedEmitter<JournalEvents> implements RuntimeJournal {
+  readonly runnerId: string;
+  readonly identity: string;
+  readonly leaseMs: number;
+  /** Where it lives, for people (no credentials). */
+  readonly location: string;
+  readonly #sql: Sql;
+  readonly #clock: Clock;
+  readonly #ack: (id: string) => void;
+  /** Rows this runner holds and works on (their leases are renewed). */
+  readonly #live = new Map<string, JournalEntry>();
+  readonly #done = new ExpiringIdSet(1_000_000);
+  readonly #pending = new Set<Promise<unknown>>();
+  readonly #retry = new Backoff({ firstMinMs: 100, firstMaxMs: 400, maxMs: 5000 });
+  #recovered: JournalEntry[] | undefined = [];
+  #adopt: JournalEntry[] = [];
+  #heartbeat: Timer | undefined;
+  #ticking: Promise<void> | undefined;
+  #failing: MrpError | undefined;
+  #mode: string;
+  #slot: number | undefined;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  private constructor(sql: Sql, options: SharedJournalOptions) {
+    super();
+    this.#sql = sql;
+    this.identity = options.identity;
+    this.#clock = options.clock ?? systemClock;
+    this.leaseMs = options.leaseMs ?? SHARED_JOURNAL_DEFAULTS.leaseMs;
+    this.runnerId = options.runnerId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+    this.#mode = options.mode ?? 'starting';
+    this.#ack = options.ack ?? (() => undefined);
+    this.location = describePostgresUrl(options.url);
+  }
+
+  /**
+   * Connects, creates the tables if needed, registers this runner and takes over what dead runners
+   * left (handed out by `takeRecovered`). Throws `journal_unreachable` when the database cannot be
+   * reached or used.
+   */
+  static async open(options: SharedJournalOptions): Promise<SharedJournal> {
+    const leaseMs = options.leaseMs ?? SHARED_JOURNAL_DEFAULTS.leaseMs;
+    if (!Number.isInteger(leaseMs) || leaseMs < 300) throw new RangeError(`leaseMs must be a whole number ≥ 300 (got ${leaseMs})`);
+    const sql = connect(options.url, options.maxConnections ?? 4);
+    const journal = new SharedJournal(sql, options);
+    try {
+      await migrate(sql);
+      const now = journal.#clock.now();
+      await sql`INSERT INTO mrp_fleet_runners (runner_id, identity, host, pid, mode, started_at, heartbeat_at)
+        VALUES (${journal.runnerId}, ${journal.identity}, ${hostname()}, ${process.pid}, ${journal.#mode}, ${now}, ${now})
+        ON CONFLICT (runner_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, mode = EXCLUDED.mode`;
+      journal.#recovered!.push(...(await journal.#scan()));
+    } catch (err) {
+      await sql.end({ timeout: 1 }).catch(() => undefined);
+      throw unreachable(options.url, err);
+    }
+    if (options.heartbeat !== false) {
+      const every = Math.max(100, Math.floor(journal.leaseMs / 3));
+      journal.#heartbeat = journal.#clock.setInterval(() => void journal.tick(), every);
+      journal.#heartbeat.unref();
+    }
+    return journal;
+  }
+
+  get writable(): boolean {
+    return this.#failing === undefined;
+  }
+
+  /** The WebSocket slot this runner holds, if any. */
+  get slot(): number | undefined {
+    return this.#slot;
+  }
+
+  get unfinishedCount(): number {
+    return this.#live.size;
+  }
+
+  takeRecovered(): JournalEntry[] {
+    const out = this.#recovered ?? [];
+    this.#recovered = undefined;
+    for (const e of out) this.#live.set(e.id, e);
+    return out;
+  }
+
+  get(id: string): JournalEntry | undefined {
+    return this.#live.get(id);
+  }
+
+  isDone(id: string): boolean {
+    return this.#done.has(id, this.#clock.now());
+  }
+
+  received(message: Message): Promise<void> {
+    const id = message.message_id;
+    const parsed = Date.parse(message.expires_at);
+    const entry: JournalEntry = { id, message, state: 'received', expiresAt: Number.isFinite(parsed) ? parsed : this.#clock.now() + 30 * DAY };
+    this.#live.set(id, entry);
+    const text = JSON.stringify(message);
+    return this.#write(async () => {
+      const now = this.#clock.now();
+      const rows = await this.#sql<EntryRow[]>`
+        INSERT INTO mrp_fleet_entries (identity, message_id, message, state, owner, lease_until, expires_at, received_at)
+        VALUES (${this.identity}, ${id}, ${text}, 'received', ${this.runnerId}, ${now + this.leaseMs}, ${entry.expiresAt}, ${now})
+        ON CONFLICT (identity, message_id) DO UPDATE SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until,
+          message = COALESCE(mrp_fleet_entries.message, EXCLUDED.message)
+        WHERE mrp_fleet_entries.state <> 'done'
+          AND (mrp_fleet_entries.owner = EXCLUDED.owner OR mrp_fleet_entries.owner IS NULL OR mrp_fleet_entries.lease_until < ${now})
+        RETURNING message_id, message, state, starts, aborts, reply, reply_id, expires_at`;
+      if (rows.length > 0) return rows[0]!;
+      const [row] = await this.#sql<Array<{ state: string }>>`
+        SELECT state FROM mrp_fleet_entries WHERE identity = ${this.identity} AND message_id = ${id}`;
+      return row?.state === 'done' ? 'done' : 'held';
+    }).then(
+      (claim) => {
+        if (claim === 'done' || claim === 'held') {
+          this.#drop(id, entry);
+          if (claim === 'done') {
+            this.#remember(id, entry.expiresAt);
+            this.#ack(id);
+          }
+          throw new AbortError(claim === 'done' ? `message ${id} was already handled by another runner` : `message ${id} is being handled by another runner`);
+        }
+        if (claim.state !== 'received') {
+          // Its handler finished on a runner that died: resumed (reply checked, then sent), not run again.
+          this.#drop(id, entry);
+          const resumed = toEntry(claim);
+          if (resumed) this.#adopt.push(resumed);
+          throw new AbortError(`message ${id} was handled by a runner that stopped; its reply is resumed`);
+        }
+        entry.starts = claim.starts;
+        entry.aborts = claim.aborts;
+        if (claim.starts > 0) entry.started = true;
+      },
+      (err: unknown) => {
+        this.#drop(id, entry);
+        throw err;
+      },
+    );
+  }
+
+  started(id: string): void {
+    const e = this.#live.get(id);
+    if (e) Object.assign(e, { started: true, starts: (e.starts ?? 0) + 1 });
+    this.#background(() => this.#sql`UPDATE mrp_fleet_entries SET starts = starts + 1
+      WHERE identity = ${this.identity} AND message_id = ${id} AND owner = ${this.runnerId}`);
+  }
+
+  aborted(id: string): void {
+    const e = this.#live.get(id);
+    if (e) e.aborts = (e.aborts ?? 0) + 1;
+    this.#live.delete(id);
+    // Stopped on purpose: another runner may take it at once.
+    this.#background(() => this.#sql`UPDATE mrp_fleet_entries SET aborts = aborts + 1, lease_until = 0
+      WHERE identity = ${this.identity} AND message_id = ${id} AND owner = ${this.runnerId}`);
+  }
+
+  handled(id: string, reply: JournaledReply | null): Promise<void> {
+    const e = this.#live.get(id);
+    if (e) Object.assign(e, { state: 'handled', reply });
+    const text = JSON.stringify(reply);
+    return this.#write(async () => {
+      const rows = await this.#sql`UPDATE mrp_fleet_entries SET state = 'handled', reply = ${text}
+        WHERE identity = ${this.identity} AND message_id = ${id} AND owner = ${this.runnerId} AND state = 'received'
+        RETURNING 1 AS ok`;
+      return rows.length > 0;
+    }).then((owned) => {
+      if (!owned) {
+        // The lease ran out and another runner took the message: it answers, this one must not.
+        this.#live.delete(id);
+        throw new AbortError(`message ${id} was taken over by another runner`);
+      }
+    });
+  }
+
+  replied(id: string, replyId: string): void {
+    const e = this.#live.get(id);
+    if (e) Object.assign(e, { state: 'replied', replyId });
+    this.#background(() => this.#sql`UPDATE mrp_fleet_entries SET state = 'replied', reply_id = ${replyId}
+      WHERE identity = ${this.identity} AND message_id = ${id} AND state IN ('received', 'handled')`);
+  }
+
+  done(id: string): void {
+    const e = this.#live.get(id);
+    this.#live.delete(id);
+    const now = this.#clock.now();
+    const expiresAt = e?.expiresAt ?? now + 30 * DAY;
+    this.#remember(id, expiresAt);
+    this.#background(() => this.#sql`
+      INSERT INTO mrp_fleet_entries (identity, message_id, state, owner, lease_until, expires_at, received_at, done_at)
+      VALUES (${this.identity}, ${id}, 'done', ${this.runnerId}, 0, ${expiresAt}, ${now}, ${now})
+      ON CONFLICT (identity, message_id) DO UPDATE SET state = 'done', done_at = EXCLUDED.done_at, lease_until = 0`);
+  }
+
+  durable(): Promise<void> {
+    if (this.#closed) return Promise.reject(new AbortError('the journal is closed'));
+    if (this.#pending.size === 0) return Promise.resolve();
+    return Promise.allSettled([...this.#pending]).then(() => undefined);
+  }
+
+  flush(): void {
+    // Every record is sent as it is made.
+  }
+
+  #remember(id: string, expiresAt: number): void {
+    const now = this.#clock.now();
+    this.#done.add(id, Math.max(expiresAt, now) + 3_600_000, now);
+  }
+
+  #drop(id: string, entry: JournalEntry): void {
+    if (this.#live.get(id) === entry) this.#live.delete(id);
+  }
+
+  /** Runs a statement, retrying while the database is unreachable; tracked for `durable()`. */
+  #write<T>(query: () => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new AbortError('the journal is closed'));
+    const p = this.#retrying(query);
+    this.#pending.add(p);
+    const untrack = (): void => void this.#pending.delete(p);
+    p.then(untrack, untrack);
+    return p;
+  }
+
+  /** A record nobody waits for: a failure that is not transient is reported, never thrown. */
+  #background(query: () => Promise<unknown>): void {
+    this.#write(query).catch(() => undefined);
+  }
+
+  async #retrying<T>(query: () => Promise<T>): Promise<T> {
+    for (;;) {
+      try {
+        const result = await query();
+        this.#healthy();
+        return result;
+      } catch (err) {
+        if (this.#closed || !isTransient(err)) throw err;
+        const retryInMs = this.#retry.next();
+        this.#fail(err, retryInMs);
+        await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, retryInMs));
+        if (this.#closed) throw new AbortError('the journal closed before this record could be written');
+      }
+    }
+  }
+
+  #fail(err: unknown, retryInMs: number): void {
+    const first = this.#failing === undefined;
+    this.#failing = new MrpError('internal', 'journal_unwritable', `cannot write the shared journal (${this.location}: ${describe(err)}); retrying`, {
+      cause: err,
+      hint: 'check that the database is up and reachable; nothing is lost while it retries',
+    });
+    if (first) this.emit('unwritable', { error: this.#failing, retryInMs, pendingBytes: 0 });
+  }
+
+  #healthy(): void {
+    if (!this.#failing) return;
+    this.#failing = undefined;
+    this.#retry.reset();
+    this.emit('writable');
+  }
+
+  /** Takes over up to `scanLimit` rows whose lease ran out, oldest first. */
+  async #scan(): Promise<JournalEntry[]> {
+    const now = this.#clock.now();
+    const rows = await this.#sql<EntryRow[]>`
+      UPDATE mrp_fleet_entries SET owner = ${this.runnerId}, lease_until = ${now + this.leaseMs}
+      WHERE identity = ${this.identity} AND message_id IN (
+        SELECT message_id FROM mrp_fleet_entries
+        WHERE identity = ${this.identity} AND state <> 'done' AND lease_until < ${now} AND message IS NOT NULL
+        ORDER BY received_at LIMIT ${SHARED_JOURNAL_DEFAULTS.scanLimit} FOR UPDATE SKIP LOCKED)
+      AND state <> 'done' AND lease_until < ${now}
+      RETURNING message_id, message, state, starts, aborts, reply, reply_id, expires_at`;
+    const out: JournalEntry[] = [];
+    for (const row of rows) {
+      const entry = toEntry(row);
+      if (entry && !this.#live.has(entry.id)) out.push(entry);
+    }
+    return out;
+  }
+
+  /**
+   * One heartbeat: this runner is alive, its leases (rows and slot) are renewed, rows whose lease
+   * ran out are taken over and handed to the runtime. Exposed for tests (which drive a manual clock).
+   */
+  tick(): Promise<void> {
+    this.#ticking ??= this.#tick().finally(() => (this.#ticking = undefined));
+    return this.#ticking;
+  }
+
+  async #tick(): Promise<void> {
+    if (this.#closed) return;
+    const now = this.#clock.now();
+    const until = now + this.leaseMs;
+    try {
+      await this.#sql`UPDATE mrp_fleet_runners SET heartbeat_at = ${now}, mode = ${this.#mode} WHERE runner_id = ${this.runnerId}`;
+      const ids = [...this.#live.keys()];
+      if (ids.length > 0) {
+        await this.#sql`UPDATE mrp_fleet_entries SET lease_until = ${until}
+          WHERE identity = ${this.identity} AND owner = ${this.runnerId} AND state <> 'done' AND message_id = ANY(${ids})`;
+      }
+      if (this.#slot !== undefined) {
+        const kept = await this.#sql`UPDATE mrp_fleet_slots SET lease_until = ${until}
+          WHERE identity = ${this.identity} AND slot = ${this.#slot} AND runner_id = ${this.runnerId} RETURNING 1 AS ok`;
+        if (kept.length === 0) this.#slot = undefined;
+      }
+      await this.#sql`DELETE FROM mrp_fleet_entries WHERE identity = ${this.identity} AND state = 'done' AND expires_at + 3600000 < ${now}`;
+      await this.#sql`DELETE FROM mrp_fleet_runners WHERE identity = ${this.identity} AND heartbeat_at < ${now - SHARED_JOURNAL_DEFAULTS.keepDeadRunnersMs}`;
+      this.#healthy();
+      // Until the runtime has taken what was recovered at start, nothing more is taken over.
+      if (this.#recovered !== undefined || this.#closed || this.listenerCount('recovered') === 0) return;
+      const entries = [...this.#adopt.splice(0), ...(await this.#scan())];
+      if (entries.length === 0) return;
+      for (const e of entries) this.#live.set(e.id, e);
+      this.emit('recovered', entries);
+    } catch (err) {
+      if (this.#closed) return;
+      if (isTransient(err)) this.#fail(err, Math.floor(this.leaseMs / 3));
+      else this.emit('unwritable', { error: unreachable(this.location, err), retryInMs: Math.floor(this.leaseMs / 3), pendingBytes: 0 });
+    }
+  }
+
+  /** What the runtime skipped from a `recovered` hand-over (already working on it): not renewed. */
+  skipped(id: string): void {
+    this.#live.delete(id);
+  }
+
+  /** Records what this runner does, for `mrp fleet`. */
+  setMode(mode: string): void {
+    this.#mode = mode;
+  }
+
+  /** Takes a free WebSocket slot (or one whose lease ran out); its number, or undefined when both are held. */
+  async acquireSlot(): Promise<number | undefined> {
+    if (this.#slot !== undefined) return this.#slot;
+    const now = this.#clock.now();
+    for (let slot = 0; slot < SHARED_JOURNAL_DEFAULTS.slots; slot++) {
+      const rows = await this.#sql`
+        INSERT INTO mrp_fleet_slots (identity, slot, runner_id, lease_until)
+        VALUES (${this.identity}, ${slot}, ${this.runnerId}, ${now + this.leaseMs})
+        ON CONFLICT (identity, slot) DO UPDATE SET runner_id = EXCLUDED.runner_id, lease_until = EXCLUDED.lease_until
+        WHERE mrp_fleet_slots.lease_until < ${now} OR mrp_fleet_slots.runner_id = EXCLUDED.runner_id
+        RETURNING slot`;
+      if (rows.length > 0) {
+        this.#slot = slot;
+        return slot;
+      }
+    }
+    return undefined;
+  }
+
+  /** Waits (a heartbeat at a time) until a slot is free and takes it. Rejects when `signal` aborts or the journal closes. */
+  async waitForSlot(signal?: AbortSignal): Promise<number> {
+    const every = Math.max(100, Math.floor(this.leaseMs / 3));
+    for (;;) {
+      if (this.#closed) throw new AbortError('the journal closed');
+      signal?.throwIfAborted();
+      const slot = await this.acquireSlot().catch((err: unknown) => {
+        if (!isTransient(err)) throw err;
+        return undefined;
+      });
+      if (slot !== undefined) return slot;
+      await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, every));
+    }
+  }
+
+  /**
+   * Ends the leases of what this runner still holds (others take over at once), gives back its
+   * slot, removes its row and disconnects. Records still being written get a few seconds.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#heartbeat?.cancel();
+    await this.#ticking?.catch(() => undefined);
+    let timer: Timer | undefined;
+    const late = new Promise<void>((resolve) => (timer = this.#clock.setTimeout(resolve, 5000)));
+    await Promise.race([Promise.allSettled([...this.#pending]), late]);
+    timer?.cancel();
+    this.#closed = true;
+    try {
+      await this.#sql`UPDATE mrp_fleet_entries SET lease_until = 0
+        WHERE identity = ${this.identity} AND owner = ${this.runnerId} AND state <> 'done'`;
+      await this.#sql`DELETE FROM mrp_fleet_slots WHERE identity = ${this.identity} AND runner_id = ${this.runnerId}`;
+      await this.#sql`DELETE FROM mrp_fleet_runners WHERE runner_id = ${this.runnerId}`;
+    } catch {
+      // Leases and the slot run out by themselves; the row shows a stale heartbeat.
+    } finally {
+      this.#slot = undefined;
+      await this.#sql.end({ timeout: 2 }).catch(() => undefined);
+    }
+  }
+}
+
+function connect(url: string, max: number): Sql {
+  return postgres(url, {
+    max,
+    onnotice: () => undefined,
+    connect_timeout: 10,
+    idle_timeout: 60,
+  }) as unknown as Sql;
+}
+
+/** Creates the tables (once per database; concurrent runners serialise on an advisory lock). */
+async function migrate(sql: Sql): Promise<void> {
+  await sql.begin(async (tx) => {
+    await tx`SELECT pg_advisory_xact_lock(727274001)`;
+    for (const statement of SCHEMA) await tx.unsafe(statement);
+    const [row] = await tx<Array<{ version: number }>>`SELECT max(version) AS version FROM mrp_fleet_schema`;
+    const version = row?.version ?? 0;
+    if (version > SHARED_JOURNAL_SCHEMA_VERSION) {
+      throw new ConfigError('journal_unreachable', `the shared journal's tables are version ${version}, newer than this mrp understands (${SHARED_JOURNAL_SCHEMA_VERSION})`, {
+        hint: 'upgrade mrp on this machine to match the rest of the fleet',
+      });
+    }
+    if (version < SHARED_JOURNAL_SCHEMA_VERSION) await tx`INSERT INTO mrp_fleet_schema (version) VALUES (${SHARED_JOURNAL_SCHEMA_VERSION})`;
+  });
+}
+
+function unreachable(where: string, err: unknown): MrpError {
+  if (err instanceof MrpError) return err;
+  const location = isPostgresUrl(where) ? describePostgresUrl(where) : where;
+  return new ConfigError('journal_unreachable', `cannot use the shared journal (${location}): ${describe(err)}`, {
+    cause: err,
+    hint: 'check --journal (postgres://user:password@host:port/database) and that the database accepts connections',
+  });
+}
+
+/** One runner of a fleet, as `mrp fleet` lists it. */
+export interface FleetRunner {
+  runner_id: string;
+  identity: string;
+  host: string;
+  pid: number;
+  mode: string;
+  started_at: number;
+  heartbeat_at: number;
+  /** Milliseconds since its last heartbeat. */
+  heartbeat_age_ms: number;
+  /** Within its lease (heartbeat younger than the lease). */
+  alive: boolean;
+  slot: number | null;
+  /** Unfinished messages it holds under a live lease. */
+  leased: number;
+}
+
+export interface FleetStatus {
+  runners: FleetRunner[];
+  /** Unfinished messages: held under a live lease, and waiting for a takeover (lease ran out). */
+  entries: { in_flight: number; expired: number; done: number };
+}
+
+/** Reads who holds what (`identity`: one identity; all when undefined). */
+export async function fleetStatus(url: string, options: { identity?: string; now?: number; leaseMs?: number } = {}): Promise<FleetStatus> {
+  const sql = connect(url, 1);
+  try {
+    await migrate(sql);
+    const now = options.now ?? Date.now();
+    const lease = options.leaseMs ?? SHARED_JOURNAL_DEFAULTS.leaseMs;
+    const identity = options.identity ?? null;
+    const runners = await sql<Array<Omit<FleetRunner, 'heartbeat_age_ms' | 'alive'>>>`
+      SELECT r.runner_id, r.identity, r.host, r.pid, r.mode, r.started_at, r.heartbeat_at,
+        (SELECT s.slot FROM mrp_fleet_slots s WHERE s.runner_id = r.runner_id AND s.lease_until >= ${now} LIMIT 1) AS slot,
+        (SELECT count(*)::int FROM mrp_fleet_entries e WHERE e.identity = r.identity AND e.owner = r.runner_id
+          AND e.state <> 'done' AND e.lease_until >= ${now}) AS leased
+      FROM mrp_fleet_runners r WHERE (${identity}::text IS NULL OR r.identity = ${identity}::text)
+      ORDER BY r.identity, r.started_at, r.runner_id`;
+    const [counts] = await sql<Array<{ in_flight: number; expired: number; done: number }>>`
+      SELECT count(*) FILTER (WHERE state <> 'done' AND lease_until >= ${now})::int AS in_flight,
+        count(*) FILTER (WHERE state <> 'done' AND lease_until < ${now})::int AS expired,
+        count(*) FILTER (WHERE state = 'done')::int AS done
+      FROM mrp_fleet_entries WHERE (${identity}::text IS NULL OR identity = ${identity}::text)`;
+    return {
+      runners: runners.map((r) => ({
+        ...r,
+        pid: Number(r.pid),
+        started_at: Number(r.started_at),
+        heartbeat_at: Number(r.heartbeat_at),
+        heartbeat_age_ms: Math.max(0, now - Number(r.heartbeat_at)),
+        alive: now - Number(r.heartbeat_at) < lease,
+        slot: r.slot === null ? null : Number(r.slot),
+        leased: Number(r.leased),
+      })),
+      entries: counts ?? { in_flight: 0, expired: 0, done: 0 },
+    };
+  } catch (err) {
+    throw unreachable(url, err);
+  } finally {
+    await sql.end({ timeout: 1 }).catch(() => undefined);
+  }
+}

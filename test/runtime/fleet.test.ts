@@ -1,0 +1,223 @@
+/**
+ * The shared journal (`mrp run --journal postgres://…`) on a real throwaway PostgreSQL cluster:
+ * claims, leases, takeovers, fencing of a runner that lost its lease, WebSocket slots and the
+ * `mrp fleet` listing. Time is a manual clock (every statement gets the clock's time).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it, type TestContext } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import type { JournalEntry } from '../../src/runtime/journal.js';
+import { describePostgresUrl, fleetStatus, SharedJournal } from '../../src/runtime/shared-journal.js';
+import type { Message } from '../../src/protocol/types.js';
+import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
+
+const skip = postgresAvailable();
+const IDENTITY = 'A'.repeat(43);
+const LEASE = 3000;
+
+function message(n: number, clock: ManualClock): Message {
+  return {
+    message_id: `msg_1772712000_${String(n).padStart(12, '0')}`,
+    sender_key: 'S'.repeat(43),
+    recipient_key: IDENTITY,
+    content_type: 'application/json',
+    body: { n },
+    attachments: [],
+    thread_id: null,
+    in_reply_to: null,
+    metadata: {},
+    status: 'delivered',
+    created_at: new Date(clock.now()).toISOString(),
+    expires_at: new Date(clock.now() + 86_400_000).toISOString(),
+    delivered_at: null,
+  };
+}
+
+const rejected = (p: Promise<unknown>): Promise<boolean> =>
+  p.then(
+    () => false,
+    () => true,
+  );
+
+describe('shared journal (PostgreSQL)', { skip }, () => {
+  let cluster: PostgresCluster;
+  before(async () => {
+    cluster = await startPostgres();
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  async function fleet(t: TestContext, n: number, clock: ManualClock, acks: string[][] = []) {
+    const url = await cluster.database(t);
+    const journals: SharedJournal[] = [];
+    for (let i = 0; i < n; i++) {
+      const list: string[] = [];
+      acks.push(list);
+      journals.push(await SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs: LEASE, runnerId: `r${i}`, heartbeat: false, ack: (id) => list.push(id) }));
+    }
+    t.after(async () => {
+      for (const j of journals) await j.close();
+    });
+    return { url, journals };
+  }
+
+  it('one runner claims a message; another skips it while held, and acks it once done', async (t) => {
+    const clock = new ManualClock();
+    const acks: string[][] = [];
+    const { journals: [a, b, c] } = await fleet(t, 3, clock, acks);
+    const m = message(1, clock);
+    await a!.received(m);
+    assert.equal(await rejected(b!.received(m)), true, 'held by a live runner: not handled here');
+    assert.deepEqual(acks[1], [], 'and not acknowledged (the owner does that)');
+    assert.equal(b!.get(m.message_id), undefined);
+    a!.started(m.message_id);
+    await a!.handled(m.message_id, null);
+    a!.done(m.message_id);
+    await a!.durable();
+    assert.equal(a!.isDone(m.message_id), true);
+    assert.equal(await rejected(c!.received(m)), true, 'done elsewhere: skipped');
+    assert.deepEqual(acks[2], [m.message_id], 'and acknowledged again');
+    assert.equal(c!.isDone(m.message_id), true, 'remembered');
+    // Even after every lease would have run out, a done message stays done.
+    clock.advance(LEASE * 10);
+    assert.equal(await rejected(b!.received(m)), true);
+  });
+
+  it('a runner that stops heartbeating loses its messages to a scan after the lease: redelivered, and fenced off', async (t) => {
+    const clock = new ManualClock();
+    const { journals: [a, b] } = await fleet(t, 2, clock);
+    const m1 = message(1, clock);
+    const m2 = message(2, clock);
+    await a!.received(m1);
+    await a!.received(m2);
+    a!.started(m1.message_id);
+    await a!.durable();
+    const recovered: JournalEntry[] = [];
+    b!.on('recovered', (entries) => recovered.push(...entries));
+    assert.deepEqual(b!.takeRecovered(), []);
+    // Within the lease (and renewed by a's heartbeat), nothing moves.
+    clock.advance(LEASE - 1);
+    await a!.tick();
+    await b!.tick();
+    assert.deepEqual(recovered, []);
+    // a is frozen (no heartbeat); the lease runs out.
+    clock.advance(LEASE + 1);
+    await b!.tick();
+    const byId = new Map(recovered.map((e) => [e.id, e]));
+    assert.equal(byId.size, 2, 'both taken over');
+    assert.equal(byId.get(m1.message_id)!.started, true, 'its handler had begun: a redelivery');
+    assert.equal(byId.get(m1.message_id)!.starts, 1);
+    assert.equal(byId.get(m2.message_id)!.started, undefined, 'never started: a first delivery');
+    assert.deepEqual(byId.get(m1.message_id)!.message.body, { n: 1 }, 'the whole message is in the row');
+    // a wakes up and tries to finish m1: it lost the lease, so it must not reply.
+    assert.equal(await rejected(a!.handled(m1.message_id, null)), true, 'fenced: the reply is not journaled');
+    await b!.handled(m1.message_id, null);
+    // A second scan takes nothing b holds.
+    recovered.length = 0;
+    await b!.tick();
+    assert.deepEqual(recovered, []);
+  });
+
+  it('a handled-but-not-replied message taken over keeps its sealed reply (sent, after a thread check, not re-run)', async (t) => {
+    const clock = new ManualClock();
+    const { journals: [a, b] } = await fleet(t, 2, clock);
+    const m = message(7, clock);
+    await a!.received(m);
+    a!.started(m.message_id);
+    const reply = {
+      request: { recipient_key: m.sender_key, content_type: 'application/json', body_json: '{"ok":7}', in_reply_to: m.message_id, thread_id: m.message_id },
+      outcome: 'ok' as const,
+    };
+    await a!.handled(m.message_id, reply);
+    clock.advance(LEASE + 1);
+    // Pushed again to b (a WebSocket redelivery): not run again; resumed from the row.
+    assert.equal(await rejected(b!.received(m)), true, 'not handed to a handler');
+    const recovered: JournalEntry[] = [];
+    b!.on('recovered', (entries) => recovered.push(...entries));
+    b!.takeRecovered();
+    await b!.tick();
+    assert.equal(recovered.length, 1);
+    assert.equal(recovered[0]!.state, 'handled');
+    assert.deepEqual(recovered[0]!.reply, reply, 'the exact request journaled by the dead runner');
+  });
+
+  it('a graceful close hands what was left over at once (no lease wait)', async (t) => {
+    const clock = new ManualClock();
+    const url = await cluster.database(t);
+    const a = await SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
+    const b = await SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs: LEASE, runnerId: 'b', heartbeat: false });
+    t.after(() => b.close());
+    const m = message(3, clock);
+    await a.received(m);
+    a.started(m.message_id);
+    a.aborted(m.message_id);
+    await a.close();
+    const c = await SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs: LEASE, runnerId: 'c', heartbeat: false });
+    t.after(() => c.close());
+    const recovered = c.takeRecovered();
+    assert.deepEqual(
+      recovered.map((e) => [e.id, e.starts, e.aborts]),
+      [[m.message_id, 1, 1]],
+      'taken at start by the next runner; one start, stopped on purpose (not a crash)',
+    );
+    assert.equal(b.get(m.message_id), undefined);
+  });
+
+  it('at most two runners hold a WebSocket slot; a freed or expired slot is taken by the next', async (t) => {
+    const clock = new ManualClock();
+    const { url, journals: [a, b, c] } = await fleet(t, 3, clock);
+    assert.equal(await a!.acquireSlot(), 0);
+    assert.equal(await b!.acquireSlot(), 1);
+    assert.equal(await c!.acquireSlot(), undefined, 'both slots held');
+    assert.equal(await a!.acquireSlot(), 0, 'idempotent for the holder');
+    const waiting = c!.waitForSlot();
+    await a!.close();
+    clock.advance(LEASE);
+    assert.equal(await waiting, 0, 'the standby takes the freed slot');
+    // b stops heartbeating: its slot lease runs out and is taken over.
+    const d = await SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs: LEASE, runnerId: 'd', heartbeat: false });
+    t.after(() => d.close());
+    assert.equal(await d.acquireSlot(), undefined);
+    clock.advance(LEASE + 1);
+    await c!.tick(); // c heartbeats (keeps slot 0); b does not
+    assert.equal(await d.acquireSlot(), 1);
+    await b!.tick();
+    assert.equal(b!.slot, undefined, 'b learns it lost the slot');
+  });
+
+  it('fleetStatus lists runners, their slots and leases; the URL is shown without the password', async (t) => {
+    const clock = new ManualClock();
+    const { url, journals: [a, b] } = await fleet(t, 2, clock);
+    a!.setMode('websocket');
+    await a!.acquireSlot();
+    await a!.tick();
+    await a!.received(message(1, clock));
+    await b!.received(message(2, clock));
+    const status = await fleetStatus(url, { identity: IDENTITY, now: clock.now(), leaseMs: LEASE });
+    assert.deepEqual(
+      status.runners.map((r) => [r.runner_id, r.mode, r.slot, r.leased, r.alive]),
+      [
+        ['r0', 'websocket', 0, 1, true],
+        ['r1', 'starting', null, 1, true],
+      ],
+    );
+    assert.deepEqual(status.entries, { in_flight: 2, expired: 0, done: 0 });
+    const later = await fleetStatus(url, { identity: IDENTITY, now: clock.now() + LEASE + 1, leaseMs: LEASE });
+    assert.deepEqual(later.entries, { in_flight: 0, expired: 2, done: 0 });
+    assert.equal(later.runners.every((r) => !r.alive), true);
+    assert.equal(describePostgresUrl('postgres://u:s3cret@db.example:5433/mrp'), 'postgres db.example:5433/mrp');
+  });
+
+  it('an unreachable database is one clear error naming host and database, never the password', async () => {
+    await assert.rejects(
+      SharedJournal.open({ url: 'postgres://u:s3cret@127.0.0.1:1/nodb', identity: IDENTITY }),
+      (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'journal_unreachable');
+        assert.match(err.message, /postgres 127\.0\.0\.1:1\/nodb/);
+        assert.doesNotMatch(err.message, /s3cret/);
+        return true;
+      },
+    );
+  });
+});
