@@ -54,7 +54,8 @@ const PACKAGES: Record<Layer, string[]> = {
   protocol: ['@noble/ed25519', '@hpke/core', '@hpke/chacha20poly1305', '@noble/curves'],
   client: ['ws'],
   relay: ['ws', 'better-sqlite3', 'aws4fetch'],
-  runtime: ['jiti', 'esbuild'],
+  // postgres: only runtime/shared-journal.ts (the opt-in shared journal), loaded with import().
+  runtime: ['jiti', 'esbuild', 'postgres'],
   cli: ['commander', 'chalk', 'ora', 'yaml', 'ws'],
   index: [],
 };
@@ -70,6 +71,7 @@ const HEAVY = [
   'jiti',
   'esbuild',
   'better-sqlite3',
+  'postgres',
   'chalk',
   '@hpke/core',
   '@hpke/chacha20poly1305',

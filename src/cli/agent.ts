@@ -11,6 +11,7 @@ import { resolveRecipient } from '../protocol/contacts.js';
 import type { Keypair } from '../protocol/signing.js';
 import type { Handler } from '../runtime/handler.js';
 import { Journal } from '../runtime/journal.js';
+import type { RuntimeJournal } from '../runtime/journal-port.js';
 import { Runtime } from '../runtime/runtime.js';
 import type { CliContext } from './context.js';
 import { applyManifest, type Manifest } from './manifest.js';
@@ -40,13 +41,21 @@ export interface AgentOptions {
   maxCrashes?: number;
   /** How message bodies are opened and sealed (default: pass-through). */
   codec?: MessageCodec;
+  /**
+   * A shared journal (`postgres://…`): this runner joins a fleet serving the identity. Its mode is
+   * then chosen by the fleet: a WebSocket when one of the two slots is free, else polling (or, with
+   * `standby`, waiting for a slot); `mode: 'poll'` always polls.
+   */
+  sharedJournal?: { url: string; leaseMs?: number; standby?: boolean };
 }
 
 export interface RunningAgent {
   runtime: Runtime;
   reporter: Reporter;
   client: RelayClient;
-  journal: Journal;
+  journal: RuntimeJournal;
+  /** A path whose writability /readyz checks (the local journal's file, or the state directory). */
+  journalPath: string;
 }
 
 export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<RunningAgent> {
@@ -58,13 +67,31 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     ...(o.trace?.http ? { trace: o.trace.http } : {}),
   });
   const contacts = await ctx.contacts();
-  const journal = Journal.open(join(ctx.home, 'state', o.keypair.publicKey), { clock: ctx.deps.clock, fsync: o.fsync === true });
-  const source: MessageSource =
-    o.mode === 'poll'
+  let source: MessageSource | undefined;
+  let journal: RuntimeJournal;
+  let journalPath: string;
+  let mode: string = o.mode;
+  let journalLine: string;
+  if (o.sharedJournal) {
+    const fleet = await joinFleet(ctx, o, (id) => source?.ack(id));
+    ({ journal, mode } = fleet);
+    journalPath = ctx.home;
+    journalLine = `journal: shared (${fleet.journal.location}, runner id ${fleet.journal.runnerId}${fleet.journal.slot === undefined ? '' : `, ws slot ${fleet.journal.slot}`})`;
+    ctx.out.info(journalLine);
+  } else {
+    const local = Journal.open(join(ctx.home, 'state', o.keypair.publicKey), { clock: ctx.deps.clock, fsync: o.fsync === true });
+    journal = local;
+    journalPath = local.path;
+    journalLine = `journal: local (${local.path})`;
+  }
+  const takes = journal instanceof Journal ? journal : undefined;
+  source =
+    mode === 'poll'
       ? new PollSource(client, {
           clock: ctx.deps.clock,
-          takes: { begin: (at, wait) => journal.takeBegun(at, wait), end: () => journal.takeEnded() },
-          ...(journal.openTake ? { openTake: journal.openTake } : {}),
+          // A shared journal keeps each polled message (whole) in the database, claimed: no take records.
+          ...(takes ? { takes: { begin: (at: number, wait: number) => takes.takeBegun(at, wait), end: () => takes.takeEnded() } } : {}),
+          ...(takes?.openTake ? { openTake: takes.openTake } : {}),
           ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
         })
       : new WebSocketSource(client, { clock: ctx.deps.clock, ...(o.trace?.ws ? { trace: o.trace.ws } : {}) });
@@ -84,11 +111,16 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
       resolveRecipient: (to) => resolveRecipient(contacts, to, ctx.contactsPath),
     });
   } catch (err) {
-    journal.close();
+    await journal.close();
     throw err;
   }
   const reporter = await Reporter.create(ctx.out, ctx.deps, { format: o.logFormat, payloads: o.payloads, contacts });
-  reporter.attach(runtime, { mode: o.mode, relay: o.relayUrl, agent: o.keypair.publicKey, handler: o.handlerLabel });
+  reporter.attach(runtime, { mode, relay: o.relayUrl, agent: o.keypair.publicKey, handler: o.handlerLabel });
+  reporter.line(ctx.out.style.dim(`  ${journalLine}`));
+  if (o.sharedJournal) {
+    const shared = journal as import('../runtime/shared-journal.js').SharedJournal;
+    reporter.event('journal', { journal: 'shared', location: shared.location, runner_id: shared.runnerId, mode, slot: shared.slot ?? null });
+  }
 
   if (o.manifest) {
     const manifest = o.manifest;
@@ -111,5 +143,40 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     };
     runtime.on('connected', announce);
   }
-  return { runtime, reporter, client, journal };
+  return { runtime, reporter, client, journal, journalPath };
+}
+
+/**
+ * Opens the shared journal (the driver loads only here) and picks this runner's mode: a WebSocket
+ * if a slot is free, else polling — or, with `standby`, waiting until a slot frees up.
+ */
+async function joinFleet(ctx: CliContext, o: AgentOptions, ack: (id: string) => void) {
+  const { SharedJournal } = await import('../runtime/shared-journal.js');
+  const shared = o.sharedJournal!;
+  const journal = await SharedJournal.open({
+    url: shared.url,
+    identity: o.keypair.publicKey,
+    clock: ctx.deps.clock,
+    ack,
+    ...(shared.leaseMs === undefined ? {} : { leaseMs: shared.leaseMs }),
+  });
+  try {
+    let mode: 'websocket' | 'poll' = 'poll';
+    if (o.mode !== 'poll') {
+      let slot = await journal.acquireSlot();
+      if (slot === undefined && shared.standby) {
+        journal.setMode('standby');
+        await journal.tick();
+        ctx.out.info(`standby: both WebSocket slots of this identity are held; waiting for one (runner id ${journal.runnerId})`);
+        slot = await journal.waitForSlot();
+      }
+      if (slot !== undefined) mode = 'websocket';
+    }
+    journal.setMode(mode);
+    await journal.tick();
+    return { journal, mode };
+  } catch (err) {
+    await journal.close();
+    throw err;
+  }
 }

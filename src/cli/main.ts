@@ -13,6 +13,7 @@ import * as context from './commands/context.js';
 import * as dev from './commands/dev.js';
 import * as discover from './commands/discover.js';
 import * as doctor from './commands/doctor.js';
+import * as fleet from './commands/fleet.js';
 import * as health from './commands/health.js';
 import * as init from './commands/init.js';
 import * as keygen from './commands/keygen.js';
@@ -52,6 +53,7 @@ const COMMANDS = [
   whoami,
   doctor,
   health,
+  fleet,
   context,
   config,
   relay,

@@ -32,3 +32,12 @@ export function keyValuePairs(pairs: readonly string[], flag: string): Array<[st
     return [pair.slice(0, eq), pair.slice(eq + 1)];
   });
 }
+
+/** The `--journal` URL (flag, else `MRP_JOURNAL`), checked: a shared journal is a postgres:// URL. */
+export function sharedJournalUrl(value: string | undefined, flag = '--journal'): string | undefined {
+  if (value === undefined || value === '' || value === 'local') return undefined;
+  if (!/^postgres(ql)?:\/\/\S+$/i.test(value)) {
+    throw new UsageError(`${flag}: expected a postgres://user:password@host:port/database URL (or "local")`, { code: 'invalid_argument' });
+  }
+  return value;
+}

@@ -8,7 +8,7 @@ import type { Deps } from '../deps.js';
 import { EXIT, exitCodeFor } from '../exit.js';
 import { trapHandlerExit } from '../handler-exit.js';
 import { projectManifest } from '../manifest.js';
-import { durationOption, intOption } from '../options.js';
+import { durationOption, intOption, sharedJournalUrl } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { shutdownSignals } from '../signals.js';
 
@@ -26,6 +26,9 @@ export interface RunOptions {
   healthPort?: string;
   healthHost?: string;
   maxCrashes?: string;
+  journal?: string;
+  lease?: string;
+  standby?: boolean;
 }
 
 /** `mrp run`: keeps a handler online until SIGINT/SIGTERM. */
@@ -47,6 +50,9 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   const intervalMs = options.interval === undefined ? undefined : durationOption(options.interval, '--interval', 2000);
   const healthPort = options.healthPort === undefined ? undefined : intOption(options.healthPort, '--health-port', 0, 0, 65535);
   const maxCrashes = intOption(options.maxCrashes, '--max-crashes', 3, 1, 1000);
+  const journalUrl = sharedJournalUrl(options.journal ?? ctx.deps.env['MRP_JOURNAL']);
+  const leaseMs = options.lease === undefined ? undefined : durationOption(options.lease, '--lease', 30_000);
+  if (leaseMs !== undefined && leaseMs < 1000) throw new UsageError('--lease must be at least 1s', { code: 'invalid_argument' });
 
   const settings = await ctx.settings();
   const { keypair } = await ctx.identity();
@@ -59,7 +65,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   try {
     // The runtime (ws, jiti) loads only here, so `mrp --help` stays fast.
     const { startAgent } = await import('../agent.js');
-    const { runtime, reporter, journal } = await startAgent(ctx, {
+    const { runtime, reporter, journal, journalPath } = await startAgent(ctx, {
       relayUrl: settings.relay.value,
       keypair,
       handler: loaded.handler,
@@ -75,9 +81,10 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
       fsync: options.fsync === true,
       trace: ops ? ops.monitor.tracers(ctx.tracers) : ctx.tracers,
       maxCrashes,
+      ...(journalUrl ? { sharedJournal: { url: journalUrl, standby: options.standby === true, ...(leaseMs === undefined ? {} : { leaseMs }) } } : {}),
     });
     if (ops) {
-      ops.monitor.attach(runtime, journal.path);
+      ops.monitor.attach(runtime, journalPath);
       reporter.line(ctx.out.style.dim(`  health ${ops.server.url}/healthz · /readyz · /metrics`));
       reporter.event('health', { url: ops.server.url });
     }
@@ -144,6 +151,9 @@ export function register(program: Command, deps: Deps): void {
     .option('--fsync', 'sync the journal to disk before each step (survives power cuts, not just crashes; slower)')
     .option('--health-port <port>', 'serve /healthz, /readyz and /metrics (Prometheus) on this port (0 = any free port)')
     .option('--health-host <host>', 'address for --health-port (use 0.0.0.0 in a container)', '127.0.0.1')
+    .option('--journal <url>', 'share the journal with a fleet of runners of this identity: postgres://… (default: local; $MRP_JOURNAL)')
+    .option('--lease <duration>', 'with a shared journal: how long a dead runner holds its messages before another takes them over', '30s')
+    .option('--standby', 'with a shared journal: when both WebSocket slots are held, wait for one instead of polling')
     .option('--max-crashes <n>', 'runs of a handler on one message that may end the process before it is answered with handler_crashed', '3');
   examples(addGlobalOptions(cmd, { logPayloads: false }), [
     'mrp run --handler ./handler.ts',
@@ -151,6 +161,7 @@ export function register(program: Command, deps: Deps): void {
     'mrp run -H ./handler.ts --mode poll --concurrency 2 --timeout 10s',
     'mrp run -H ./handler.ts --log-format json | jq .',
     'mrp run -H ./handler.ts --health-port 9090   # curl localhost:9090/readyz',
+    'mrp run -H ./handler.ts --journal postgres://mrp@db/mrp   # one of a fleet',
   ]);
   cmd.addHelpText(
     'after',
