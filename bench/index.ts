@@ -11,6 +11,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Keypair } from '../src/protocol/signing.js';
 import { type Child, cleanupAll, cpuSeconds, installCleanup, rssMb } from './lib.js';
+import { fleetThroughput } from './fleet.js';
 import { nodeFlags, startFloor, startRelay, startRunner } from './processes.js';
 import { relayThroughput } from './relay-throughput.js';
 import { type ExchangeResult, Requester } from './requester.js';
@@ -140,6 +141,9 @@ log('round trip: mrp relay + mrp run --mode poll');
 const poll = await product('poll');
 log('relay only: inline send → push → ack');
 const relay = await relayOnly();
+const FLEET = 10_000 * scale;
+log(`fleet: 3 × mrp run --journal postgres://… (throwaway cluster), ${FLEET} messages`);
+const fleet = await fleetThroughput(FLEET, WINDOW);
 const totalSeconds = (performance.now() - t0) / 1000;
 
 // ── report ─────────────────────────────────────────────────────────────────────────────────
@@ -200,6 +204,12 @@ const rows: Array<[string, string, string, string]> = [
   ['Poll mode', 'p50 / p95 / p99', ms(poll.latency), ''],
   ['', 'throughput', rate(poll.throughput), ''],
   ['Relay only', 'send → push → ack', rate(relay), ''],
+  ...(('skipped' in fleet
+    ? [['Fleet (3 runners)', 'shared journal on PostgreSQL', `skipped: ${fleet.skipped}`, '']]
+    : [
+        ['Fleet (3 runners)', 'throughput, shared journal (PostgreSQL)', rate(fleet.throughput), ''],
+        ['', 'vs one runner, local journal', `${fmt(fleet.throughput.perSecond / ws.throughput.perSecond)}×`, ''],
+      ]) as Array<[string, string, string, string]>),
 ];
 
 const header = ['Benchmark', 'Cores', 'Figure', 'Value', 'Target'];
@@ -227,6 +237,7 @@ if (opts.json) {
     websocket: ws,
     poll,
     relayOnly: relay,
+    fleet,
     ratios: { p50VsFloor: p50Ratio, versionVsNode: versionRatio, throughputVsFloor: ws.throughput.perSecond / floorResult.throughput.perSecond },
     memory: { first: rssFirst, last: rssLast, peak: Math.max(...ws.rss.map((s) => s.mb)), slopeMbPer10k: slope, flat },
     targets,

@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
 import { startRelay } from '../helpers/relay.js';
-import { Agent, type Child, Inbox, Scene } from './_support.js';
+import { Agent, type Child, Inbox, Scene, type Sent } from './_support.js';
 
 const HANDLER = `// handler.ts — records each start and end (pid, redelivered), takes a little while
 import { appendFileSync } from 'node:fs';
@@ -100,7 +100,7 @@ describe('a fleet of runners sharing one journal', { skip: postgresAvailable() }
     t.after(() => inbox.close());
     inbox.start();
     await inbox.waitUntil(() => inbox.authenticated > 0, "the sender's WebSocket", 10_000);
-    const sent = [];
+    const sent: Sent[] = [];
     for (let n = 1; n <= N; n++) sent.push(await sender.send(key, { n }));
 
     // Kill runner #0 while one of its handlers runs (a start without an end).
