@@ -118,8 +118,7 @@ export const ERROR_CODES = {
     doc: '`mrp run` cannot write its journal (disk full, I/O error); retried while running, fatal at stop',
   },
   journal_unreachable: {
-    ...config,
-    exit: EXIT.failure,
+    ...network,
     doc: '`mrp run --journal postgres://…` / `mrp fleet`: the shared journal\'s database cannot be reached or used (the message names host and database, never the password)',
   },
   data_dir_locked: {

@@ -98,7 +98,8 @@ export class Finisher {
       try {
         const res = await host.outbox.send(plan.request, {
           threadId: plan.request.thread_id ?? id,
-          checkFirst: resumed,
+          // Also when the journal no longer holds it (a fleet member took it over): it may have replied.
+          checkFirst: resumed || host.journal.get(id) === undefined,
         });
         replyId = res.message_id;
         host.replied();

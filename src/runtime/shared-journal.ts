@@ -31,7 +31,7 @@ import postgres from 'postgres';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { AbortError, ConfigError, MrpError } from '../core/errors.js';
+import { AbortError, MrpError } from '../core/errors.js';
 import type { Message } from '../protocol/types.js';
 import { ExpiringIdSet } from './idset.js';
 import type { JournaledReply, JournalEntry, JournalEvents } from './journal.js';
@@ -170,7 +170,12 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   /** Rows this runner holds and works on (their leases are renewed). */
   readonly #live = new Map<string, JournalEntry>();
   readonly #done = new ExpiringIdSet(1_000_000);
+  /** Every write in flight (close waits for them). */
   readonly #pending = new Set<Promise<unknown>>();
+  /** Writes someone waits for (claims, handled): what `durable()` waits for. */
+  readonly #awaited = new Set<Promise<unknown>>();
+  /** Heartbeats on their own connection: never queued behind message writes (a lease must not lapse under load). */
+  readonly #hb: Sql;
   readonly #retry = new Backoff({ firstMinMs: 100, firstMaxMs: 400, maxMs: 5000 });
   #recovered: JournalEntry[] | undefined = [];
   #adopt: JournalEntry[] = [];
@@ -185,6 +190,7 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   private constructor(sql: Sql, options: SharedJournalOptions) {
     super();
     this.#sql = sql;
+    this.#hb = connect(options.url, 1);
     this.identity = options.identity;
     this.#clock = options.clock ?? systemClock;
     this.leaseMs = options.leaseMs ?? SHARED_JOURNAL_DEFAULTS.leaseMs;
@@ -202,7 +208,7 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   static async open(options: SharedJournalOptions): Promise<SharedJournal> {
     const leaseMs = options.leaseMs ?? SHARED_JOURNAL_DEFAULTS.leaseMs;
     if (!Number.isInteger(leaseMs) || leaseMs < 300) throw new RangeError(`leaseMs must be a whole number ≥ 300 (got ${leaseMs})`);
-    const sql = connect(options.url, options.maxConnections ?? 4);
+    const sql = connect(options.url, options.maxConnections ?? 8);
     const journal = new SharedJournal(sql, options);
     try {
       await migrate(sql);
@@ -213,6 +219,7 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
       journal.#recovered!.push(...(await journal.#scan()));
     } catch (err) {
       await sql.end({ timeout: 1 }).catch(() => undefined);
+      await journal.#hb.end({ timeout: 1 }).catch(() => undefined);
       throw unreachable(options.url, err);
     }
     if (options.heartbeat !== false) {
@@ -354,8 +361,8 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
 
   durable(): Promise<void> {
     if (this.#closed) return Promise.reject(new AbortError('the journal is closed'));
-    if (this.#pending.size === 0) return Promise.resolve();
-    return Promise.allSettled([...this.#pending]).then(() => undefined);
+    if (this.#awaited.size === 0) return Promise.resolve();
+    return Promise.allSettled([...this.#awaited]).then(() => undefined);
   }
 
   flush(): void {
@@ -372,18 +379,22 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   }
 
   /** Runs a statement, retrying while the database is unreachable; tracked for `durable()`. */
-  #write<T>(query: () => Promise<T>): Promise<T> {
+  #write<T>(query: () => Promise<T>, awaited = true): Promise<T> {
     if (this.#closed) return Promise.reject(new AbortError('the journal is closed'));
     const p = this.#retrying(query);
     this.#pending.add(p);
-    const untrack = (): void => void this.#pending.delete(p);
+    if (awaited) this.#awaited.add(p);
+    const untrack = (): void => {
+      this.#pending.delete(p);
+      this.#awaited.delete(p);
+    };
     p.then(untrack, untrack);
     return p;
   }
 
   /** A record nobody waits for: a failure that is not transient is reported, never thrown. */
   #background(query: () => Promise<unknown>): void {
-    this.#write(query).catch(() => undefined);
+    this.#write(query, false).catch(() => undefined);
   }
 
   async #retrying<T>(query: () => Promise<T>): Promise<T> {
@@ -421,7 +432,8 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   /** Takes over up to `scanLimit` rows whose lease ran out, oldest first. */
   async #scan(): Promise<JournalEntry[]> {
     const now = this.#clock.now();
-    const rows = await this.#sql<EntryRow[]>`
+    // On the heartbeat's connection: a scan queued behind message writes would hold up heartbeats.
+    const rows = await this.#hb<EntryRow[]>`
       UPDATE mrp_fleet_entries SET owner = ${this.runnerId}, lease_until = ${now + this.leaseMs}
       WHERE identity = ${this.identity} AND message_id IN (
         SELECT message_id FROM mrp_fleet_entries
@@ -451,19 +463,24 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     const now = this.#clock.now();
     const until = now + this.leaseMs;
     try {
-      await this.#sql`UPDATE mrp_fleet_runners SET heartbeat_at = ${now}, mode = ${this.#mode} WHERE runner_id = ${this.runnerId}`;
+      await this.#hb`UPDATE mrp_fleet_runners SET heartbeat_at = ${now}, mode = ${this.#mode} WHERE runner_id = ${this.runnerId}`;
       const ids = [...this.#live.keys()];
       if (ids.length > 0) {
-        await this.#sql`UPDATE mrp_fleet_entries SET lease_until = ${until}
-          WHERE identity = ${this.identity} AND owner = ${this.runnerId} AND state <> 'done' AND message_id = ANY(${ids})`;
+        const kept = await this.#hb<Array<{ message_id: string }>>`UPDATE mrp_fleet_entries SET lease_until = ${until}
+          WHERE identity = ${this.identity} AND owner = ${this.runnerId} AND message_id = ANY(${ids})
+          RETURNING message_id`;
+        // Rows another runner took over (this one stalled past its lease) are no longer this
+        // runner's: `get` says so, and a reply still to be sent is checked against the thread first.
+        const still = new Set(kept.map((r) => r.message_id));
+        for (const id of ids) if (!still.has(id)) this.#live.delete(id);
       }
       if (this.#slot !== undefined) {
-        const kept = await this.#sql`UPDATE mrp_fleet_slots SET lease_until = ${until}
+        const kept = await this.#hb`UPDATE mrp_fleet_slots SET lease_until = ${until}
           WHERE identity = ${this.identity} AND slot = ${this.#slot} AND runner_id = ${this.runnerId} RETURNING 1 AS ok`;
         if (kept.length === 0) this.#slot = undefined;
       }
-      await this.#sql`DELETE FROM mrp_fleet_entries WHERE identity = ${this.identity} AND state = 'done' AND expires_at + 3600000 < ${now}`;
-      await this.#sql`DELETE FROM mrp_fleet_runners WHERE identity = ${this.identity} AND heartbeat_at < ${now - SHARED_JOURNAL_DEFAULTS.keepDeadRunnersMs}`;
+      await this.#hb`DELETE FROM mrp_fleet_entries WHERE identity = ${this.identity} AND state = 'done' AND expires_at + 3600000 < ${now}`;
+      await this.#hb`DELETE FROM mrp_fleet_runners WHERE identity = ${this.identity} AND heartbeat_at < ${now - SHARED_JOURNAL_DEFAULTS.keepDeadRunnersMs}`;
       this.#healthy();
       // Until the runtime has taken what was recovered at start, nothing more is taken over.
       if (this.#recovered !== undefined || this.#closed || this.listenerCount('recovered') === 0) return;
@@ -549,6 +566,7 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     } finally {
       this.#slot = undefined;
       await this.#sql.end({ timeout: 2 }).catch(() => undefined);
+      await this.#hb.end({ timeout: 1 }).catch(() => undefined);
     }
   }
 }
@@ -570,7 +588,7 @@ async function migrate(sql: Sql): Promise<void> {
     const [row] = await tx<Array<{ version: number }>>`SELECT max(version) AS version FROM mrp_fleet_schema`;
     const version = row?.version ?? 0;
     if (version > SHARED_JOURNAL_SCHEMA_VERSION) {
-      throw new ConfigError('journal_unreachable', `the shared journal's tables are version ${version}, newer than this mrp understands (${SHARED_JOURNAL_SCHEMA_VERSION})`, {
+      throw new MrpError('network', 'journal_unreachable', `the shared journal's tables are version ${version}, newer than this mrp understands (${SHARED_JOURNAL_SCHEMA_VERSION})`, {
         hint: 'upgrade mrp on this machine to match the rest of the fleet',
       });
     }
@@ -581,7 +599,7 @@ async function migrate(sql: Sql): Promise<void> {
 function unreachable(where: string, err: unknown): MrpError {
   if (err instanceof MrpError) return err;
   const location = isPostgresUrl(where) ? describePostgresUrl(where) : where;
-  return new ConfigError('journal_unreachable', `cannot use the shared journal (${location}): ${describe(err)}`, {
+  return new MrpError('network', 'journal_unreachable', `cannot use the shared journal (${location}): ${describe(err)}`, {
     cause: err,
     hint: 'check --journal (postgres://user:password@host:port/database) and that the database accepts connections',
   });
