@@ -3,11 +3,14 @@
  * journal, runtime and reporter, plus announcing the manifest once the relay answers.
  */
 import { join } from 'node:path';
-import { MrpError, toMrpError } from '../core/errors.js';
+import { MrpError, UsageError, toMrpError } from '../core/errors.js';
 import type { MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
 import { PollSource, WebSocketSource, type MessageSource } from '../client/source.js';
+import type { WebhookSource } from '../client/webhook-source.js';
+import { PATHS } from '../protocol/constants.js';
 import { resolveRecipient } from '../protocol/contacts.js';
+import { newWebhookSecret } from '../protocol/webhook.js';
 import type { Keypair } from '../protocol/signing.js';
 import type { Handler } from '../runtime/handler.js';
 import { Journal } from '../runtime/journal.js';
@@ -23,7 +26,9 @@ export interface AgentOptions {
   keypair: Keypair;
   handler: Handler;
   handlerLabel: string;
-  mode: 'websocket' | 'poll';
+  mode: 'websocket' | 'poll' | 'webhook';
+  /** Webhook mode: where to listen, and the URL the relay posts to when it is not that address. */
+  webhook?: WebhookListen;
   concurrency: number;
   timeoutMs: number;
   graceMs: number;
@@ -42,11 +47,59 @@ export interface AgentOptions {
   codec?: MessageCodec;
 }
 
+export interface WebhookListen {
+  host: string;
+  port: number;
+  publicUrl?: string;
+}
+
 export interface RunningAgent {
   runtime: Runtime;
   reporter: Reporter;
   client: RelayClient;
   journal: Journal;
+  /** Webhook mode: the listening source. */
+  webhook?: WebhookSource;
+}
+
+/** The file (0600, next to the journal) holding the webhook secret this run registered. */
+export const WEBHOOK_SECRET_FILE = 'webhook-secret';
+
+/**
+ * Webhook mode's source: a fresh secret (kept 0600 in the state directory, for whoever must
+ * verify deliveries too, e.g. a proxy), an HTTP server listening before the runtime starts, and
+ * the registration `PUT /v1/agents/{key}/webhook`.
+ *
+ * The registration is a plain signed request through a relay client of its own, without the
+ * trace callbacks: `--debug --log-payloads` print request bodies, and this one holds the
+ * secret. (Once the relay client has `setWebhook`, `register` becomes that call.)
+ */
+async function webhookSource(ctx: CliContext, o: AgentOptions, client: RelayClient, stateDir: string): Promise<WebhookSource> {
+  const listen = o.webhook ?? { host: '127.0.0.1', port: 8787 };
+  const [{ WebhookSource }, { writeFileAtomic }] = await Promise.all([import('../client/webhook-source.js'), import('./files.js')]);
+  const secret = newWebhookSecret();
+  await writeFileAtomic(join(stateDir, WEBHOOK_SECRET_FILE), `${secret}\n`, 0o600);
+  const registrar = new RelayClient({ relayUrl: o.relayUrl, keypair: o.keypair, clock: ctx.deps.clock, userAgent: `mrp/${packageVersion()}` });
+  const source = new WebhookSource({
+    client,
+    secret,
+    host: listen.host,
+    port: listen.port,
+    ...(listen.publicUrl === undefined ? {} : { publicUrl: listen.publicUrl }),
+    clock: ctx.deps.clock,
+    register: async (url, key) => {
+      await registrar.request('PUT', PATHS.webhook(registrar.publicKey), { body: { url, secret: key }, idempotent: true });
+    },
+  });
+  try {
+    await source.listen();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new UsageError(`--listen: ${listen.host}:${listen.port} is already in use`, { code: 'address_in_use', hint: 'pick another port (or 0 for any free one), or stop the other process' });
+    }
+    throw new UsageError(`--listen: cannot listen on ${listen.host}:${listen.port} (${(err as Error).message})`, { code: 'invalid_argument' });
+  }
+  return source;
 }
 
 export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<RunningAgent> {
@@ -58,9 +111,18 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     ...(o.trace?.http ? { trace: o.trace.http } : {}),
   });
   const contacts = await ctx.contacts();
-  const journal = Journal.open(join(ctx.home, 'state', o.keypair.publicKey), { clock: ctx.deps.clock, fsync: o.fsync === true });
-  const source: MessageSource =
-    o.mode === 'poll'
+  const stateDir = join(ctx.home, 'state', o.keypair.publicKey);
+  const journal = Journal.open(stateDir, { clock: ctx.deps.clock, fsync: o.fsync === true });
+  let webhook: WebhookSource | undefined;
+  try {
+    if (o.mode === 'webhook') webhook = await webhookSource(ctx, o, client, stateDir);
+  } catch (err) {
+    journal.close();
+    throw err;
+  }
+  const source: MessageSource = webhook
+    ? webhook
+    : o.mode === 'poll'
       ? new PollSource(client, {
           clock: ctx.deps.clock,
           takes: { begin: (at, wait) => journal.takeBegun(at, wait), end: () => journal.takeEnded() },
@@ -85,10 +147,16 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     });
   } catch (err) {
     journal.close();
+    await webhook?.close();
     throw err;
   }
   const reporter = await Reporter.create(ctx.out, ctx.deps, { format: o.logFormat, payloads: o.payloads, contacts });
   reporter.attach(runtime, { mode: o.mode, relay: o.relayUrl, agent: o.keypair.publicKey, handler: o.handlerLabel });
+  if (webhook) {
+    // The secret itself is never printed: only where it is kept.
+    reporter.line(ctx.out.style.dim(`  webhook: listening on ${webhook.url} · relay posts to ${webhook.deliveryUrl} · secret in ${join(stateDir, WEBHOOK_SECRET_FILE)}`));
+    reporter.event('webhook', { listen: webhook.url, url: webhook.deliveryUrl, secret_file: join(stateDir, WEBHOOK_SECRET_FILE) });
+  }
 
   if (o.manifest) {
     const manifest = o.manifest;
@@ -111,5 +179,5 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     };
     runtime.on('connected', announce);
   }
-  return { runtime, reporter, client, journal };
+  return { runtime, reporter, client, journal, ...(webhook ? { webhook } : {}) };
 }
