@@ -3,11 +3,14 @@
  * journal, runtime and reporter, plus announcing the manifest once the relay answers.
  */
 import { join } from 'node:path';
-import { MrpError, toMrpError } from '../core/errors.js';
+import { MrpError, UsageError, toMrpError } from '../core/errors.js';
 import type { MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
 import { PollSource, WebSocketSource, type MessageSource } from '../client/source.js';
+import type { WebhookSource } from '../client/webhook-source.js';
+import { PATHS } from '../protocol/constants.js';
 import { resolveRecipient } from '../protocol/contacts.js';
+import { newWebhookSecret } from '../protocol/webhook.js';
 import type { Keypair } from '../protocol/signing.js';
 import type { Handler } from '../runtime/handler.js';
 import { Journal } from '../runtime/journal.js';
@@ -24,7 +27,9 @@ export interface AgentOptions {
   keypair: Keypair;
   handler: Handler;
   handlerLabel: string;
-  mode: 'websocket' | 'poll';
+  mode: 'websocket' | 'poll' | 'webhook';
+  /** Webhook mode: where to listen, and the URL the relay posts to when it is not that address. */
+  webhook?: WebhookListen;
   concurrency: number;
   timeoutMs: number;
   graceMs: number;
@@ -49,6 +54,12 @@ export interface AgentOptions {
   sharedJournal?: { url: string; leaseMs?: number; standby?: boolean };
 }
 
+export interface WebhookListen {
+  host: string;
+  port: number;
+  publicUrl?: string;
+}
+
 export interface RunningAgent {
   runtime: Runtime;
   reporter: Reporter;
@@ -56,6 +67,48 @@ export interface RunningAgent {
   journal: RuntimeJournal;
   /** A path whose writability /readyz checks (the local journal's file, or the state directory). */
   journalPath: string;
+  /** Webhook mode: the listening source. */
+  webhook?: WebhookSource;
+}
+
+/** The file (0600, next to the journal) holding the webhook secret this run registered. */
+export const WEBHOOK_SECRET_FILE = 'webhook-secret';
+
+/**
+ * Webhook mode's source: a fresh secret (kept 0600 in the state directory, for whoever must
+ * verify deliveries too, e.g. a proxy), an HTTP server listening before the runtime starts, and
+ * the registration `PUT /v1/agents/{key}/webhook`.
+ *
+ * The registration is a plain signed request through a relay client of its own, without the
+ * trace callbacks: `--debug --log-payloads` print request bodies, and this one holds the
+ * secret. (Once the relay client has `setWebhook`, `register` becomes that call.)
+ */
+async function webhookSource(ctx: CliContext, o: AgentOptions, client: RelayClient, stateDir: string): Promise<WebhookSource> {
+  const listen = o.webhook ?? { host: '127.0.0.1', port: 8787 };
+  const [{ WebhookSource }, { writeFileAtomic }] = await Promise.all([import('../client/webhook-source.js'), import('./files.js')]);
+  const secret = newWebhookSecret();
+  await writeFileAtomic(join(stateDir, WEBHOOK_SECRET_FILE), `${secret}\n`, 0o600);
+  const registrar = new RelayClient({ relayUrl: o.relayUrl, keypair: o.keypair, clock: ctx.deps.clock, userAgent: `mrp/${packageVersion()}` });
+  const source = new WebhookSource({
+    client,
+    secret,
+    host: listen.host,
+    port: listen.port,
+    ...(listen.publicUrl === undefined ? {} : { publicUrl: listen.publicUrl }),
+    clock: ctx.deps.clock,
+    register: async (url, key) => {
+      await registrar.request('PUT', PATHS.webhook(registrar.publicKey), { body: { url, secret: key }, idempotent: true });
+    },
+  });
+  try {
+    await source.listen();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new UsageError(`--listen: ${listen.host}:${listen.port} is already in use`, { code: 'address_in_use', hint: 'pick another port (or 0 for any free one), or stop the other process' });
+    }
+    throw new UsageError(`--listen: cannot listen on ${listen.host}:${listen.port} (${(err as Error).message})`, { code: 'invalid_argument' });
+  }
+  return source;
 }
 
 export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<RunningAgent> {
@@ -67,6 +120,7 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     ...(o.trace?.http ? { trace: o.trace.http } : {}),
   });
   const contacts = await ctx.contacts();
+  const stateDir = join(ctx.home, 'state', o.keypair.publicKey);
   let source: MessageSource | undefined;
   let journal: RuntimeJournal;
   let journalPath: string;
@@ -79,14 +133,22 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     journalLine = `journal: shared (${fleet.journal.location}, runner id ${fleet.journal.runnerId}${fleet.journal.slot === undefined ? '' : `, ws slot ${fleet.journal.slot}`})`;
     ctx.out.info(journalLine);
   } else {
-    const local = Journal.open(join(ctx.home, 'state', o.keypair.publicKey), { clock: ctx.deps.clock, fsync: o.fsync === true });
+    const local = Journal.open(stateDir, { clock: ctx.deps.clock, fsync: o.fsync === true });
     journal = local;
     journalPath = local.path;
     journalLine = `journal: local (${local.path})`;
   }
   const takes = journal instanceof Journal ? journal : undefined;
-  source =
-    mode === 'poll'
+  let webhook: WebhookSource | undefined;
+  try {
+    if (mode === 'webhook') webhook = await webhookSource(ctx, o, client, stateDir);
+  } catch (err) {
+    await journal.close();
+    throw err;
+  }
+  source = webhook
+    ? webhook
+    : mode === 'poll'
       ? new PollSource(client, {
           clock: ctx.deps.clock,
           // A shared journal keeps each polled message (whole) in the database, claimed: no take records.
@@ -112,6 +174,7 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     });
   } catch (err) {
     await journal.close();
+    await webhook?.close();
     throw err;
   }
   const reporter = await Reporter.create(ctx.out, ctx.deps, { format: o.logFormat, payloads: o.payloads, contacts });
@@ -120,6 +183,11 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
   if (o.sharedJournal) {
     const shared = journal as import('../runtime/shared-journal.js').SharedJournal;
     reporter.event('journal', { journal: 'shared', location: shared.location, runner_id: shared.runnerId, mode, slot: shared.slot ?? null });
+  }
+  if (webhook) {
+    // The secret itself is never printed: only where it is kept.
+    reporter.line(ctx.out.style.dim(`  webhook: listening on ${webhook.url} · relay posts to ${webhook.deliveryUrl} · secret in ${join(stateDir, WEBHOOK_SECRET_FILE)}`));
+    reporter.event('webhook', { listen: webhook.url, url: webhook.deliveryUrl, secret_file: join(stateDir, WEBHOOK_SECRET_FILE) });
   }
 
   if (o.manifest) {
@@ -143,7 +211,7 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     };
     runtime.on('connected', announce);
   }
-  return { runtime, reporter, client, journal, journalPath };
+  return { runtime, reporter, client, journal, journalPath, ...(webhook ? { webhook } : {}) };
 }
 
 /**
@@ -161,8 +229,9 @@ async function joinFleet(ctx: CliContext, o: AgentOptions, ack: (id: string) => 
     ...(shared.leaseMs === undefined ? {} : { leaseMs: shared.leaseMs }),
   });
   try {
-    let mode: 'websocket' | 'poll' = 'poll';
-    if (o.mode !== 'poll') {
+    // Webhook mode needs no slot: the relay posts to the runner (any number of them).
+    let mode: 'websocket' | 'poll' | 'webhook' = o.mode === 'webhook' ? 'webhook' : 'poll';
+    if (o.mode === 'websocket') {
       let slot = await journal.acquireSlot();
       if (slot === undefined && shared.standby) {
         journal.setMode('standby');

@@ -35,6 +35,7 @@ export class RunnerMonitor {
   readonly #rateLimited = this.registry.counter('mrp_runner_rate_limited_total', 'Answers refused for a rate limit (HTTP 429 or rate_limit_exceeded frames)');
   readonly #handlerErrors = this.registry.counter('mrp_runner_handler_errors_total', 'Handlers that threw or timed out');
   #runtime: Runtime | undefined;
+  #mode: string | undefined;
   #journalPath: string | undefined;
   #connected = false;
   #draining = false;
@@ -64,9 +65,13 @@ export class RunnerMonitor {
     };
   }
 
-  /** Starts listening to a runtime; `journalPath` is the file whose writability /readyz checks. */
-  attach(runtime: Runtime, journalPath: string): void {
+  /**
+   * Starts listening to a runtime; `journalPath` is the file whose writability /readyz checks;
+   * `mode` (websocket, poll, webhook) is shown by /healthz.
+   */
+  attach(runtime: Runtime, journalPath: string, mode?: string): void {
     this.#runtime = runtime;
+    this.#mode = mode;
     this.#journalPath = journalPath;
     this.registry.gauge('mrp_runner_queue_depth', 'Messages waiting for a handler slot', { collect: () => runtime.queued });
     this.registry.gauge('mrp_runner_in_flight', 'Handlers running now', { collect: () => runtime.running });
@@ -119,7 +124,7 @@ export class RunnerMonitor {
   routes(): Routes {
     const json = (status: number, value: unknown): Probe => ({ status, body: `${JSON.stringify(value)}\n`, contentType: 'application/json' });
     return {
-      '/healthz': () => json(200, { alive: true }),
+      '/healthz': () => json(200, { alive: true, ...(this.#mode === undefined ? {} : { mode: this.#mode }) }),
       '/readyz': async () => {
         const r = await this.readiness();
         return json(r.ready ? 200 : 503, r);

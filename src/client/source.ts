@@ -140,7 +140,7 @@ export interface MessageSource extends TypedEmitter<SourceEvents> {
 }
 
 /** A source's status bookkeeping (shared by the implementations here). */
-abstract class BaseSource extends TypedEmitter<SourceEvents> {
+export abstract class BaseSource extends TypedEmitter<SourceEvents> {
   #status: SourceStatus = 'idle';
   protected consumer: SourceConsumer | undefined;
 

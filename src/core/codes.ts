@@ -131,7 +131,17 @@ export const ERROR_CODES = {
   },
   address_in_use: {
     ...usage,
-    doc: '`mrp relay` (`--port`, `--metrics-port`) or `mrp run --health-port`: the port is taken',
+    doc: '`mrp relay` (`--port`, `--metrics-port`) or `mrp run` (`--health-port`, `--listen`): the port is taken',
+  },
+  public_url_required: {
+    ...usage,
+    doc: '`mrp run --mode webhook`: `--listen` is not a loopback address, so the URL the relay posts to cannot be inferred; give `--public-url`',
+  },
+  webhook_unsupported: {
+    kind: 'api',
+    exit: EXIT.failure,
+    source: 'local',
+    doc: '`mrp run --mode webhook`: the relay answers 404 to `PUT …/webhook` (it has no webhooks); a warning, the runner keeps listening',
   },
   dev_running: { kind: 'api', exit: EXIT.failure, source: 'local', doc: 'another `mrp dev` uses the same `MRP_HOME`' },
   handler_exit: {

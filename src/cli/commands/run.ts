@@ -29,6 +29,49 @@ export interface RunOptions {
   journal?: string;
   lease?: string;
   standby?: boolean;
+  listen?: string;
+  publicUrl?: string;
+}
+
+/** Where `--mode webhook` listens when `--listen` is not given. */
+export const DEFAULT_WEBHOOK_LISTEN = '127.0.0.1:8787';
+
+/**
+ * `--listen host:port` (also `:port`, `port`, `[::1]:port`; port 0 = any free port). A host that
+ * is not a loopback address needs `--public-url`: the URL the relay must reach cannot be inferred
+ * from `0.0.0.0` or an interface address (NAT, proxies, TLS in front).
+ */
+export function webhookListen(listen: string | undefined, publicUrl: string | undefined): { host: string; port: number; publicUrl?: string } {
+  const value = listen ?? DEFAULT_WEBHOOK_LISTEN;
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || !(port >= 0 && port <= 65535)) {
+    throw new UsageError(`--listen: "${value}" must be host:port (e.g. 127.0.0.1:8787, 0.0.0.0:8787, :0)`, { code: 'invalid_argument' });
+  }
+  const host = m[1] || m[2] || '127.0.0.1';
+  if (publicUrl !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(publicUrl);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash) {
+      throw new UsageError(`--public-url: "${publicUrl}" must be an absolute http:// or https:// URL without query or fragment (e.g. https://agent.example.com/hook)`, { code: 'invalid_argument' });
+    }
+    return { host, port, publicUrl: url.href };
+  }
+  if (!isLoopback(host)) {
+    throw new UsageError(`--listen ${value}: the relay cannot be told where to post from "${host}"; add --public-url (the URL the relay reaches this runner at)`, {
+      code: 'public_url_required',
+      hint: 'e.g. --public-url https://agent.example.com/hook behind a TLS proxy that forwards to this port',
+    });
+  }
+  return { host, port };
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 /** `mrp run`: keeps a handler online until SIGINT/SIGTERM. */
@@ -40,7 +83,13 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     throw new UsageError('--handler <path> is required (e.g. --handler ./handler.ts)', { code: 'missing_argument', hint: 'create one with `mrp init`' });
   }
   const mode = options.mode ?? 'websocket';
-  if (mode !== 'websocket' && mode !== 'poll') throw new UsageError(`--mode: "${mode}" must be websocket or poll`, { code: 'invalid_argument' });
+  if (mode !== 'websocket' && mode !== 'poll' && mode !== 'webhook') {
+    throw new UsageError(`--mode: "${mode}" must be websocket, poll or webhook`, { code: 'invalid_argument' });
+  }
+  if (mode !== 'webhook' && (options.listen !== undefined || options.publicUrl !== undefined)) {
+    throw new UsageError(`--${options.listen !== undefined ? 'listen' : 'public-url'} only applies to --mode webhook`, { code: 'invalid_argument' });
+  }
+  const webhook = mode === 'webhook' ? webhookListen(options.listen, options.publicUrl) : undefined;
   const logFormat = options.logFormat ?? (ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json');
   if (logFormat !== 'pretty' && logFormat !== 'json') throw new UsageError(`--log-format: "${logFormat}" must be pretty or json`, { code: 'invalid_argument' });
   const concurrency = intOption(options.concurrency, '--concurrency', 8, 1, 10_000);
@@ -71,6 +120,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
       handler: loaded.handler,
       handlerLabel: relative(ctx.deps.cwd, loaded.file) || loaded.file,
       mode,
+      ...(webhook ? { webhook } : {}),
       concurrency,
       timeoutMs,
       graceMs,
@@ -84,7 +134,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
       ...(journalUrl ? { sharedJournal: { url: journalUrl, standby: options.standby === true, ...(leaseMs === undefined ? {} : { leaseMs }) } } : {}),
     });
     if (ops) {
-      ops.monitor.attach(runtime, journalPath);
+      ops.monitor.attach(runtime, journalPath, mode);
       reporter.line(ctx.out.style.dim(`  health ${ops.server.url}/healthz · /readyz · /metrics`));
       reporter.event('health', { url: ops.server.url });
     }
@@ -140,7 +190,9 @@ export function register(program: Command, deps: Deps): void {
     .command('run')
     .description('run a handler as an agent: stays connected, answers every message exactly once')
     .option('-H, --handler <path>', 'handler module (.ts .mts .cts .js .mjs .cjs)')
-    .option('-m, --mode <mode>', 'websocket (push) or poll', 'websocket')
+    .option('-m, --mode <mode>', 'websocket (push), poll, or webhook (the relay POSTs to --listen)', 'websocket')
+    .option('--listen <host:port>', `webhook mode: where to serve deliveries (0 = any free port; default ${DEFAULT_WEBHOOK_LISTEN})`)
+    .option('--public-url <url>', 'webhook mode: the URL the relay posts to, when it is not http://<listen>/ (a TLS proxy, a load balancer); its path is served')
     .option('--manifest <file>', 'announce this profile at start (default: ./mrp.yaml if present)')
     .option('-c, --concurrency <n>', 'handlers running at once', '8')
     .option('-t, --timeout <duration>', 'per-message handler deadline', '30s')
@@ -159,6 +211,7 @@ export function register(program: Command, deps: Deps): void {
     'mrp run --handler ./handler.ts',
     'mrp run -H handlers/echo.ts --relay http://127.0.0.1:8080',
     'mrp run -H ./handler.ts --mode poll --concurrency 2 --timeout 10s',
+    'mrp run -H ./handler.ts --mode webhook --listen 0.0.0.0:8787 --public-url https://agent.example.com/hook',
     'mrp run -H ./handler.ts --log-format json | jq .',
     'mrp run -H ./handler.ts --health-port 9090   # curl localhost:9090/readyz',
     'mrp run -H ./handler.ts --journal postgres://mrp@db/mrp   # one of a fleet',
