@@ -26,6 +26,7 @@ import { DEFAULT_MAX_REPLAY_ENTRIES, type ReplayCache } from './replay-cache.js'
 import type { Route } from './router.js';
 import type { Services } from './services.js';
 import type { Store } from './store/store.js';
+import type { HostResolver } from './webhook-target.js';
 
 export interface RelayOptions {
   /** Where `mrp.db` lives (the official relay's `DATA_DIR`). Required unless `store` is given. */
@@ -75,6 +76,8 @@ export interface RelayOptions {
   webhookConcurrency?: number;
   /** Webhook requests in flight at once per agent in this process (default 2). */
   webhookConcurrencyPerAgent?: number;
+  /** How webhook host names are resolved (default: the system's `dns.lookup`); every address is checked unless `allowPrivateWebhooks`. */
+  webhookResolver?: HostResolver;
   logger?: LogSink;
   logLevel?: LogLevel;
   /** Where the relay's metrics go (requests, messages, sockets, store latency); default: nowhere. */
@@ -137,6 +140,7 @@ type Injected =
   | 'connectionRegistry'
   | 'caches'
   | 'routes'
+  | 'webhookResolver'
   | 'dataDir';
 
 /** Options after defaults: every number set; the injected parts as given (or absent). */

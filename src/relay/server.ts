@@ -143,6 +143,7 @@ export function createRelay(options: RelayOptions): Relay {
       concurrency: o.webhookConcurrency,
       perAgent: o.webhookConcurrencyPerAgent,
       allowPrivate: o.allowPrivateWebhooks,
+      ...(o.webhookResolver ? { resolver: o.webhookResolver } : {}),
     },
   );
 

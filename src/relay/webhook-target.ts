@@ -86,11 +86,22 @@ export function checkWebhookUrl(value: unknown, allowPrivate: boolean): string {
   return text;
 }
 
-/** A URL's host without the brackets of an IPv6 literal, lower-cased. */
+/** A URL's host without the brackets of an IPv6 literal or a final dot, lower-cased. */
 export function hostOf(url: URL): string {
-  const h = url.hostname.toLowerCase();
+  const h = url.hostname.toLowerCase().replace(/\.$/, '');
   return h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h;
 }
+
+/** Resolves a host name to all its addresses (`dns.lookup` with `all: true`; injectable for tests). */
+export type HostResolver = (
+  hostname: string,
+  family: number,
+  callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void,
+) => void;
+
+/** The system resolver (what node:http would have used). */
+export const systemResolver: HostResolver = (hostname, family, callback) =>
+  dnsLookup(hostname, { all: true, family }, (err, addresses) => callback(err, err ? [] : addresses));
 
 /** The error a guarded lookup fails with; the delivery counts as failed. */
 export class RefusedAddressError extends Error {
@@ -103,9 +114,10 @@ export class RefusedAddressError extends Error {
  * any resolved address is refused (so a name cannot smuggle a private address in among public
  * ones either).
  */
-export function guardedLookup(resolve: typeof dnsLookup = dnsLookup): LookupFunction {
+export function guardedLookup(resolve: HostResolver = systemResolver): LookupFunction {
   return (hostname, options, callback) => {
-    resolve(hostname, { ...options, all: true }, (err, addresses: LookupAddress[] | string) => {
+    const family = options.family === 'IPv4' ? 4 : options.family === 'IPv6' ? 6 : typeof options.family === 'number' ? options.family : 0;
+    resolve(hostname, family, (err, addresses) => {
       if (err) return callback(err, '', 0);
       const list = Array.isArray(addresses) ? addresses : [];
       const bad = list.find((a) => isRefusedAddress(a.address));

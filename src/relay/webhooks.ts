@@ -28,7 +28,7 @@ import type { Bus } from './bus.js';
 import type { Logger } from './log.js';
 import { servableMessageJson } from './message-json.js';
 import type { DeliveryClaim, Store } from './store/store.js';
-import { guardedLookup, hostOf, isRefusedAddress } from './webhook-target.js';
+import { guardedLookup, type HostResolver, hostOf, isRefusedAddress } from './webhook-target.js';
 
 /** Waits after the 1st, 2nd, … failure (§3.8, our choice); past the list, hourly. */
 export const RETRY_DELAYS_MS = [10_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000] as const;
@@ -51,6 +51,8 @@ export interface WebhookWorkerOptions {
   perAgent: number;
   /** Deliver to loopback, private and link-local addresses too (development). */
   allowPrivate: boolean;
+  /** How host names are resolved (default: the system's `dns.lookup`). */
+  resolver?: HostResolver;
 }
 
 export interface WebhookWorkerDeps {
@@ -221,7 +223,7 @@ export class WebhookWorker {
         headers: { ...headers, 'Content-Length': String(Buffer.byteLength(body)) },
         // A connection of its own per attempt (bounded by the concurrency), checked addresses.
         agent: false,
-        ...(this.#o.allowPrivate ? {} : { lookup: guardedLookup() }),
+        ...(this.#o.allowPrivate ? {} : { lookup: guardedLookup(this.#o.resolver) }),
       });
       const finish = (): void => {
         timer.cancel();
