@@ -55,7 +55,7 @@ export async function runWebhookSet(ctx: CliContext, options: WebhookSetOptions,
       ...(given === undefined
         ? [
             `${style.dim('secret')}  ${secret}`,
-            style.yellow('  Shown once: give it to your receiver (mrp run --mode webhook --webhook-secret …); the relay never returns it.'),
+            style.yellow('  Shown once: give it to your receiver (e.g. mrp run --mode webhook); the relay never returns it.'),
           ]
         : [style.dim('  Deliveries are signed with the secret you gave (HMAC-SHA256, X-M2M-Webhook-Signature).')]),
     ],
