@@ -77,6 +77,7 @@ export class WebhookWorker {
   #timer: Timer | undefined;
   #running: Promise<void> | undefined;
   #again = false;
+  #pendingWake = false;
   #closed = false;
   #unsubscribe: (() => void) | undefined;
 
@@ -87,8 +88,18 @@ export class WebhookWorker {
 
   /** Subscribes to new messages and looks for due deliveries (left over from before a restart, too). */
   start(): void {
-    this.#unsubscribe ??= this.#deps.bus.subscribe('message.stored', () => this.wake());
-    this.wake();
+    this.#unsubscribe ??= this.#deps.bus.subscribe('message.stored', () => this.#soon());
+    void this.wake();
+  }
+
+  /** One wake for all the events of a turn (a commit publishes one per message), outside the publisher. */
+  #soon(): void {
+    if (this.#pendingWake || this.#closed) return;
+    this.#pendingWake = true;
+    setImmediate(() => {
+      this.#pendingWake = false;
+      void this.wake();
+    });
   }
 
   /** Claims and starts what is due (one run at a time; a wake during a run runs again after it). */

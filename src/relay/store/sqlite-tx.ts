@@ -150,47 +150,61 @@ export function takeTransaction(
 /** A claim looks at most this many due rows past what it can take (agents at their limit, gone messages). */
 const MAX_CLAIM_SCAN = 1000;
 
-interface DueRow extends MessageRow {
-  d_delivery_id: string;
-  d_agent_key: string;
-  d_attempts: number;
-  w_url: string;
-  w_secret: string;
+interface DueRow {
+  delivery_id: string;
+  agent_key: string;
+  attempts: number;
+  message_id: string;
+  url: string;
+  secret: string;
   deliverable: number;
 }
 
-/** `Store.claimDeliveries`: read due deliveries oldest first, lease what fits, drop the dead — one transaction. */
+/**
+ * `Store.claimDeliveries`: read due deliveries oldest first (light rows; agents already at their
+ * limit left out by the query), lease what fits, drop the dead — one transaction. Message bodies
+ * are read only for what is claimed.
+ */
 export function claimTransaction(db: Database.Database): (now: number, options: ClaimOptions) => DeliveryClaim[] {
   const due = db.prepare(
-    `SELECT d.delivery_id AS d_delivery_id, d.agent_key AS d_agent_key, d.attempts AS d_attempts, w.url AS w_url,
-       w.secret AS w_secret, m.*, (m.status = 'sent' AND m.expires_at > ?) AS deliverable
+    `SELECT d.delivery_id, d.agent_key, d.attempts, d.message_id, w.url, w.secret,
+       EXISTS (SELECT 1 FROM messages m WHERE m.message_id = d.message_id AND m.status = 'sent' AND m.expires_at > ?) AS deliverable
      FROM webhook_deliveries d
      JOIN webhooks w ON w.agent_key = d.agent_key AND w.enabled = 1
-     LEFT JOIN messages m ON m.message_id = d.message_id
-     WHERE d.next_attempt_at <= ?
+     WHERE d.next_attempt_at <= ? AND d.agent_key NOT IN (SELECT value FROM json_each(?))
      ORDER BY d.next_attempt_at, d.delivery_id
      LIMIT ?`,
   );
+  const messageOf = db.prepare('SELECT * FROM messages WHERE message_id = ?');
   const lease = db.prepare('UPDATE webhook_deliveries SET next_attempt_at = ? WHERE delivery_id = ?');
   const drop = db.prepare('DELETE FROM webhook_deliveries WHERE delivery_id = ?');
   return db.transaction((now: number, options: ClaimOptions): DeliveryClaim[] => {
-    const claims: DeliveryClaim[] = [];
+    const full = [...options.inFlight].filter(([, n]) => n >= options.perAgent).map(([agent]) => agent);
+    const picked: DueRow[] = [];
     const dead: string[] = [];
     const taken = new Map<string, number>();
     // Rows are read one at a time and written after the read (the connection cannot write while it iterates).
-    for (const row of due.iterate(now, now, options.limit + MAX_CLAIM_SCAN) as IterableIterator<DueRow>) {
-      if (claims.length >= options.limit) break;
-      const record = row.deliverable === 1 ? tryMessage(row) : undefined;
-      if (!record) {
-        dead.push(row.d_delivery_id);
+    for (const row of due.iterate(now, now, JSON.stringify(full), options.limit + MAX_CLAIM_SCAN) as IterableIterator<DueRow>) {
+      if (picked.length >= options.limit) break;
+      if (row.deliverable !== 1) {
+        dead.push(row.delivery_id);
         continue;
       }
-      const agentCount = (options.inFlight.get(row.d_agent_key) ?? 0) + (taken.get(row.d_agent_key) ?? 0);
-      if (agentCount >= options.perAgent) continue;
-      taken.set(row.d_agent_key, (taken.get(row.d_agent_key) ?? 0) + 1);
-      claims.push({ delivery_id: row.d_delivery_id, attempts: row.d_attempts, url: row.w_url, secret: row.w_secret, message: record });
+      const count = (options.inFlight.get(row.agent_key) ?? 0) + (taken.get(row.agent_key) ?? 0);
+      if (count >= options.perAgent) continue;
+      taken.set(row.agent_key, (taken.get(row.agent_key) ?? 0) + 1);
+      picked.push(row);
     }
-    for (const c of claims) lease.run(now + options.leaseMs, c.delivery_id);
+    const claims: DeliveryClaim[] = [];
+    for (const row of picked) {
+      const message = tryMessage(messageOf.get(row.message_id) as MessageRow);
+      if (!message) {
+        dead.push(row.delivery_id);
+        continue;
+      }
+      lease.run(now + options.leaseMs, row.delivery_id);
+      claims.push({ delivery_id: row.delivery_id, attempts: row.attempts, url: row.url, secret: row.secret, message });
+    }
     for (const id of dead) drop.run(id);
     return claims;
   });
