@@ -8,7 +8,6 @@ import type { MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
 import { PollSource, WebSocketSource, type MessageSource } from '../client/source.js';
 import type { WebhookSource } from '../client/webhook-source.js';
-import { PATHS } from '../protocol/constants.js';
 import { resolveRecipient } from '../protocol/contacts.js';
 import { newWebhookSecret } from '../protocol/webhook.js';
 import type { Keypair } from '../protocol/signing.js';
@@ -79,16 +78,14 @@ export const WEBHOOK_SECRET_FILE = 'webhook-secret';
  * verify deliveries too, e.g. a proxy), an HTTP server listening before the runtime starts, and
  * the registration `PUT /v1/agents/{key}/webhook`.
  *
- * The registration is a plain signed request through a relay client of its own, without the
- * trace callbacks: `--debug --log-payloads` print request bodies, and this one holds the
- * secret. (Once the relay client has `setWebhook`, `register` becomes that call.)
+ * The registration is `RelayClient.setWebhook`, whose request body (holding the secret) is
+ * redacted from `--debug --log-payloads` traces (`secretBody`).
  */
 async function webhookSource(ctx: CliContext, o: AgentOptions, client: RelayClient, stateDir: string): Promise<WebhookSource> {
   const listen = o.webhook ?? { host: '127.0.0.1', port: 8787 };
   const [{ WebhookSource }, { writeFileAtomic }] = await Promise.all([import('../client/webhook-source.js'), import('./files.js')]);
   const secret = newWebhookSecret();
   await writeFileAtomic(join(stateDir, WEBHOOK_SECRET_FILE), `${secret}\n`, 0o600);
-  const registrar = new RelayClient({ relayUrl: o.relayUrl, keypair: o.keypair, clock: ctx.deps.clock, userAgent: `mrp/${packageVersion()}` });
   const source = new WebhookSource({
     client,
     secret,
@@ -97,7 +94,7 @@ async function webhookSource(ctx: CliContext, o: AgentOptions, client: RelayClie
     ...(listen.publicUrl === undefined ? {} : { publicUrl: listen.publicUrl }),
     clock: ctx.deps.clock,
     register: async (url, key) => {
-      await registrar.request('PUT', PATHS.webhook(registrar.publicKey), { body: { url, secret: key }, idempotent: true });
+      await client.setWebhook(url, key);
     },
   });
   try {

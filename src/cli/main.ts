@@ -25,6 +25,7 @@ import * as run from './commands/run.js';
 import * as send from './commands/send.js';
 import * as tail from './commands/tail.js';
 import * as thread from './commands/thread.js';
+import * as webhook from './commands/webhook.js';
 import * as whoami from './commands/whoami.js';
 import { UsageError } from '../core/errors.js';
 import type { Deps } from './deps.js';
@@ -48,6 +49,7 @@ const COMMANDS = [
   discover,
   capabilities,
   acl,
+  webhook,
   contacts,
   keygen,
   whoami,

@@ -18,6 +18,7 @@ import type {
   AclEntry,
   AclEntryType,
   AclListResponse,
+  WebhookConfig,
   AgentCapabilitiesResponse,
   AgentProfile,
   CapabilityTagsResponse,
@@ -122,7 +123,12 @@ export interface RequestOptions {
   idempotent?: boolean;
   /** Reads a successful answer's text (default: `JSON.parse`). */
   parse?: (text: string) => unknown;
+  /** The body holds a secret: `trace` sees a placeholder instead (never `--log-payloads` output). */
+  secretBody?: boolean;
 }
+
+/** What `trace` sees instead of a body that holds a secret. */
+export const REDACTED_BODY = '"[redacted: the body holds a secret]"';
 
 export interface Response<T> {
   status: number;
@@ -205,15 +211,16 @@ export class RelayClient {
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<Response<T>> {
     const target = this.#basePath + buildTarget(path, options.query);
     const bodyText = options.bodyText ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
+    const tracedBody = options.secretBody && bodyText !== undefined ? REDACTED_BODY : bodyText;
     const backoff = new Backoff();
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
       try {
         const res = await this.#attempt<T>(method, target, bodyText, options);
-        this.#traced(method, target, bodyText, attempt, started, res);
+        this.#traced(method, target, tracedBody, attempt, started, res);
         return res;
       } catch (err) {
-        this.#traced(method, target, bodyText, attempt, started, undefined, err);
+        this.#traced(method, target, tracedBody, attempt, started, undefined, err);
         if (options.signal?.aborted || attempt >= this.#maxAttempts) throw err;
         let delay: number;
         // Every attempt is signed with a fresh unique timestamp: a replay verdict needs no wait.
@@ -451,6 +458,23 @@ export class RelayClient {
 
   async deleteAcl(peer: string, signal?: AbortSignal): Promise<void> {
     await this.request('DELETE', PATHS.aclEntry(this.publicKey, peer), { signal, idempotent: true });
+  }
+
+  // ── §3.8 Webhooks ───────────────────────────────────────────────────────────────────────────
+
+  /** Registers or replaces this agent's webhook (re-enables it). The secret never reaches `trace`. */
+  async setWebhook(url: string, secret: string, signal?: AbortSignal): Promise<WebhookConfig> {
+    return (await this.request<WebhookConfig>('PUT', PATHS.webhook(this.publicKey), { body: { url, secret }, signal, idempotent: true, secretBody: true })).data;
+  }
+
+  /** This agent's webhook (without its secret); `not_found` when none is registered. */
+  async getWebhook(signal?: AbortSignal): Promise<WebhookConfig> {
+    return (await this.request<WebhookConfig>('GET', PATHS.webhook(this.publicKey), { signal, idempotent: true })).data;
+  }
+
+  /** Removes this agent's webhook and its pending deliveries. */
+  async deleteWebhook(signal?: AbortSignal): Promise<void> {
+    await this.request('DELETE', PATHS.webhook(this.publicKey), { signal, idempotent: true });
   }
 }
 

@@ -270,6 +270,11 @@ export const ERROR_CODES = {
     ...api,
     doc: 'relay (422): a well-formed request with a bad value; `details.field` names it',
   },
+  webhook_url_refused: {
+    ...api,
+    hint: 'webhooks must reach a public address; for local development run the relay with --allow-private-webhooks (mrp dev does)',
+    doc: 'relay (422): the webhook URL points at a loopback, private, link-local or reserved address',
+  },
   rate_limit_exceeded: {
     ...api,
     hint: 'retry in a minute',

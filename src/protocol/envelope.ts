@@ -6,7 +6,7 @@ import { RelayError } from '../core/errors.js';
 import type { ErrorEnvelope, FrameError, JsonObject } from './types.js';
 import { isPlainObject } from './validate.js';
 
-/** HTTP status of every documented error code (§6) plus our own: `too_many_connections` (WebSocket), `request_timeout`. */
+/** HTTP status of every documented error code (§6) plus our own: `too_many_connections` (WebSocket), `request_timeout`, `webhook_url_refused`. */
 export const ERROR_STATUS = {
   bad_request: 400,
   unauthorized: 401,
@@ -24,6 +24,7 @@ export const ERROR_STATUS = {
   blob_referenced: 409,
   payload_too_large: 413,
   unprocessable_entity: 422,
+  webhook_url_refused: 422,
   rate_limit_exceeded: 429,
   too_many_connections: 429,
   internal_error: 500,

@@ -1,6 +1,6 @@
 /**
- * The relay's own metrics: requests by route and status, messages accepted, open sockets and
- * store latency. The relay asks a `MetricsFactory` (core/metrics.ts) for its instruments; the
+ * The relay's own metrics: requests by route and status, messages accepted, webhook attempts,
+ * open sockets and store latency. The relay asks a `MetricsFactory` (core/metrics.ts) for its instruments; the
  * default factory records nothing, so a relay without `metrics` pays one no-op call per event.
  * The CLI passes a `Registry` and serves its text on `--metrics-port`.
  */
@@ -17,6 +17,8 @@ export interface RelayMetrics {
   request(method: string, route: string, status: number, seconds: number): void;
   /** Messages committed to storage. */
   accepted(count: number): void;
+  /** One webhook delivery attempt ended (§3.8). */
+  webhook(result: 'succeeded' | 'failed'): void;
   /** Wraps the store so that every call's duration is observed, by operation. */
   instrument(store: Store): Store;
 }
@@ -26,6 +28,7 @@ export function relayMetrics(factory: MetricsFactory | undefined, live: { connec
   const requests = f.counter('mrp_relay_http_requests_total', 'HTTP requests answered, by method, route and status');
   const requestSeconds = f.histogram('mrp_relay_http_request_duration_seconds', 'Time to answer an HTTP request, by route');
   const accepted = f.counter('mrp_relay_messages_accepted_total', 'Messages committed to storage (HTTP and WebSocket sends)');
+  const webhooks = f.counter('mrp_relay_webhook_attempts_total', 'Webhook delivery attempts, by result (succeeded: a 200; failed: anything else)');
   f.gauge('mrp_relay_websockets_open', 'Open WebSocket connections', { collect: live.connections });
   const storeSeconds = f.histogram('mrp_relay_store_duration_seconds', 'Time of a storage call, by operation', { buckets: STORE_BUCKETS });
   return {
@@ -35,6 +38,9 @@ export function relayMetrics(factory: MetricsFactory | undefined, live: { connec
     },
     accepted(count) {
       if (count > 0) accepted.inc(undefined, count);
+    },
+    webhook(result) {
+      webhooks.inc({ result });
     },
     instrument(store) {
       if (f === NOOP_METRICS) return store;

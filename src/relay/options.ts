@@ -26,6 +26,7 @@ import { DEFAULT_MAX_REPLAY_ENTRIES, type ReplayCache } from './replay-cache.js'
 import type { Route } from './router.js';
 import type { Services } from './services.js';
 import type { Store } from './store/store.js';
+import type { HostResolver } from './webhook-target.js';
 
 export interface RelayOptions {
   /** Where `mrp.db` lives (the official relay's `DATA_DIR`). Required unless `store` is given. */
@@ -67,6 +68,16 @@ export interface RelayOptions {
   maxReplayEntries?: number;
   /** `/v1/health/ready` answers 503 below this much free disk space (default store; default 4 MiB). */
   minFreeDiskBytes?: number;
+  /** Deliver webhooks to loopback, private, link-local and CGNAT addresses too (development only; default false). */
+  allowPrivateWebhooks?: boolean;
+  /** Time a webhook receiver has to answer `200` (default 10 s, §3.8). */
+  webhookTimeoutMs?: number;
+  /** Webhook requests in flight at once in this process (default 32). */
+  webhookConcurrency?: number;
+  /** Webhook requests in flight at once per agent in this process (default 2). */
+  webhookConcurrencyPerAgent?: number;
+  /** How webhook host names are resolved (default: the system's `dns.lookup`); every address is checked unless `allowPrivateWebhooks`. */
+  webhookResolver?: HostResolver;
   logger?: LogSink;
   logLevel?: LogLevel;
   /** Where the relay's metrics go (requests, messages, sockets, store latency); default: nowhere. */
@@ -112,6 +123,10 @@ export const RELAY_DEFAULTS = {
   maxBodyBufferBytes: 32 * 1024 * 1024,
   maxReplayEntries: DEFAULT_MAX_REPLAY_ENTRIES,
   minFreeDiskBytes: 4 * 1024 * 1024,
+  allowPrivateWebhooks: false,
+  webhookTimeoutMs: 10_000,
+  webhookConcurrency: 32,
+  webhookConcurrencyPerAgent: 2,
   logLevel: 'info',
 } as const;
 
@@ -125,6 +140,7 @@ type Injected =
   | 'connectionRegistry'
   | 'caches'
   | 'routes'
+  | 'webhookResolver'
   | 'dataDir';
 
 /** Options after defaults: every number set; the injected parts as given (or absent). */
@@ -152,6 +168,9 @@ const POSITIVE = [
   'maxConcurrentBodies',
   'maxBodyBufferBytes',
   'maxReplayEntries',
+  'webhookTimeoutMs',
+  'webhookConcurrency',
+  'webhookConcurrencyPerAgent',
 ] as const;
 
 function invalid(message: string): UsageError {
@@ -179,6 +198,10 @@ export function resolveOptions(options: RelayOptions): ResolvedOptions {
     const v = o[name];
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
       throw invalid(`options.${name} must be a positive number (got ${v})`);
+  }
+  if (typeof o.allowPrivateWebhooks !== 'boolean') throw invalid(`options.allowPrivateWebhooks must be true or false (got ${o.allowPrivateWebhooks})`);
+  for (const name of ['webhookConcurrency', 'webhookConcurrencyPerAgent'] as const) {
+    if (!Number.isInteger(o[name])) throw invalid(`options.${name} must be a whole number (got ${o[name]})`);
   }
   for (const route of o.routes ?? []) {
     if (

@@ -1,16 +1,24 @@
 /**
- * The agent half of the HTTP API (docs/protocol.md §3): profiles, capabilities, ACLs, discovery, and the
- * webhook routes this relay answers with 404. Handlers get the authenticated caller and return a
+ * The agent half of the HTTP API (docs/protocol.md §3): profiles, capabilities, ACLs, discovery and
+ * webhooks (§3.8; deliveries are `webhooks.ts`). Handlers get the authenticated caller and return a
  * reply; errors are thrown as ApiError and become §6 envelopes.
  */
 import { ACL_ENTRY_TYPES, LIMITS } from '../protocol/constants.js';
 import { formatInstant } from '../protocol/signing.js';
 import type { AclEntryType } from '../protocol/types.js';
-import { validateAclPut, validateProfilePatch } from '../protocol/validate.js';
+import { isPlainObject, validateAclPut, validateProfilePatch } from '../protocol/validate.js';
+import { isWebhookSecret, WEBHOOK_SECRET_LIMITS } from '../protocol/webhook.js';
 import { ApiError } from './errors.js';
 import { decodeCursor, encodeCursor, enumParam, intParam, stringParam, timeParam } from './http.js';
 import { JSON_BODY, NO_BODY } from './router.js';
-import { existingAgent, noContent, notSupported, ok, ownKey, pathKey, profile, type RelayRoute } from './services.js';
+import { existingAgent, noContent, ok, ownKey, pathKey, profile, type RelayRoute } from './services.js';
+import type { WebhookRecord } from './store/store.js';
+import { checkWebhookUrl } from './webhook-target.js';
+
+/** The GET shape of a webhook (§3.8): never the secret. */
+function webhookJson(hook: WebhookRecord) {
+  return { url: hook.url, enabled: hook.enabled, consecutive_failures: hook.consecutive_failures, created_at: formatInstant(hook.created_at) };
+}
 
 export const AGENT_ROUTES: RelayRoute[] = [
   {
@@ -123,20 +131,51 @@ export const AGENT_ROUTES: RelayRoute[] = [
       return noContent;
     },
   },
-  ...(['PUT', 'GET', 'DELETE'] as const).map(
-    (method): RelayRoute => ({
-      method,
-      path: '/v1/agents/:key/webhook',
-      auth: true,
-      summary: 'Webhooks (not supported by this relay)',
-      body: method === 'PUT' ? JSON_BODY : NO_BODY,
-      reply: 'json',
-      handler: (req) => {
-        ownKey(req);
-        return notSupported('webhooks')();
-      },
-    }),
-  ),
+  {
+    method: 'PUT',
+    path: '/v1/agents/:key/webhook',
+    auth: true,
+    summary: 'Register or replace your webhook (re-enables it, resets its failure count)',
+    body: JSON_BODY,
+    reply: 'json',
+    handler: async (req, svc) => {
+      const key = ownKey(req);
+      const input = req.json().value;
+      if (!isPlainObject(input)) throw new ApiError('bad_request', 'body must be a JSON object {url, secret}', { details: { field: 'body' } });
+      const url = checkWebhookUrl(input['url'], svc.allowPrivateWebhooks);
+      const secret = input['secret'];
+      if (!isWebhookSecret(secret)) {
+        const reason = `must be a string of ${WEBHOOK_SECRET_LIMITS.min}–${WEBHOOK_SECRET_LIMITS.max} characters`;
+        throw new ApiError('bad_request', `secret: ${reason}`, { details: { field: 'secret', reason } });
+      }
+      return ok(webhookJson(await svc.store.putWebhook(key, url, secret, svc.clock.now())));
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/agents/:key/webhook',
+    auth: true,
+    summary: 'Your webhook (never its secret)',
+    body: NO_BODY,
+    reply: 'json',
+    handler: async (req, svc) => {
+      const hook = await svc.store.getWebhook(ownKey(req));
+      if (!hook) throw new ApiError('not_found', 'no webhook is registered for this agent');
+      return ok(webhookJson(hook));
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/agents/:key/webhook',
+    auth: true,
+    summary: 'Remove your webhook and its pending deliveries',
+    body: NO_BODY,
+    reply: 'json',
+    handler: async (req, svc) => {
+      await svc.store.deleteWebhook(ownKey(req));
+      return noContent;
+    },
+  },
   {
     method: 'GET',
     path: '/v1/discover',

@@ -34,6 +34,7 @@ import type { Services } from './services.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { StorageHealth } from './store/store.js';
 import { Sweeper } from './sweeper.js';
+import { WebhookWorker } from './webhooks.js';
 
 export { RELAY_DEFAULTS, type RelayOptions } from './options.js';
 
@@ -133,7 +134,18 @@ export function createRelay(options: RelayOptions): Relay {
     logger,
     storageHealth,
     connections: () => hub.connections,
+    allowPrivateWebhooks: o.allowPrivateWebhooks,
   };
+  const webhooks = new WebhookWorker(
+    { store, bus, clock, logger, onAttempt: (result) => metrics.webhook(result) },
+    {
+      timeoutMs: o.webhookTimeoutMs,
+      concurrency: o.webhookConcurrency,
+      perAgent: o.webhookConcurrencyPerAgent,
+      allowPrivate: o.allowPrivateWebhooks,
+      ...(o.webhookResolver ? { resolver: o.webhookResolver } : {}),
+    },
+  );
 
   /** Aborts the handlers of in-flight requests (long polls, streams) at shutdown. */
   const inFlightAborts = new Set<AbortController>();
@@ -241,6 +253,8 @@ export function createRelay(options: RelayOptions): Relay {
     },
     { name: 'replay_cache', run: () => replayCache.prune() },
     { name: 'rate_limits', run: async () => void (await Promise.all([sendLimit.prune(), receiveLimit.prune(), requestLimit.prune()])) },
+    // A catch-up: deliveries whose bus event was lost (another process committed them) or whose lease ended.
+    { name: 'webhooks', run: () => webhooks.wake() },
   ]);
 
   let url = '';
@@ -270,6 +284,7 @@ export function createRelay(options: RelayOptions): Relay {
           const host = o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host.includes(':') ? `[${o.host}]` : o.host;
           url = `http://${host}:${port}`;
           sweeper.start();
+          webhooks.start();
           logger.info('listening', { url, ...(o.dataDir ? { data_dir: o.dataDir } : { store: store.location }) });
           resolve(url);
         });
@@ -280,6 +295,7 @@ export function createRelay(options: RelayOptions): Relay {
         closing = true;
         for (const a of inFlightAborts) a.abort();
         await sweeper.stop();
+        await webhooks.close();
         hub.closeAll(CLOSE_CODES.goingAway, 'relay shutting down');
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();

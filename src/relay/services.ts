@@ -25,6 +25,8 @@ export interface Services {
   storageHealth(): Promise<StorageHealth>;
   /** Open WebSocket connections of this process. */
   connections(): number;
+  /** Webhook URLs may name private addresses (`allowPrivateWebhooks`). */
+  allowPrivateWebhooks: boolean;
 }
 
 /** A route of the relay's own tables. */

@@ -130,6 +130,13 @@ class HeldStore implements Store {
   getAcl = (owner: string, peer: string) => this.inner.getAcl(owner, peer);
   listAcl = (...a: Parameters<Store['listAcl']>) => this.inner.listAcl(...a);
   deleteAcl = (owner: string, peer: string) => this.inner.deleteAcl(owner, peer);
+  putWebhook = (...a: Parameters<Store['putWebhook']>) => this.inner.putWebhook(...a);
+  getWebhook = (agent: string) => this.inner.getWebhook(agent);
+  deleteWebhook = (agent: string) => this.inner.deleteWebhook(agent);
+  claimDeliveries = (...a: Parameters<Store['claimDeliveries']>) => this.inner.claimDeliveries(...a);
+  nextDeliveryAt = () => this.inner.nextDeliveryAt();
+  completeDelivery = (...a: Parameters<Store['completeDelivery']>) => this.inner.completeDelivery(...a);
+  failDelivery = (...a: Parameters<Store['failDelivery']>) => this.inner.failDelivery(...a);
   ping = () => this.inner.ping();
   health = (now: number) => this.inner.health(now);
   close = () => this.inner.close();

@@ -19,6 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { Capability } from '../../src/protocol/types.js';
 import type { AgentRecord, MessageRecord, ServeVerdict, Store, WriteBatch } from '../../src/relay/store/store.js';
+import { webhookContract } from './store-webhooks.contract.js';
 
 export interface StoreHarness {
   store: Store;
@@ -576,6 +577,8 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
         assert.equal(await store.getAcl(owner, p2), undefined);
       });
     });
+
+    webhookContract({ store: () => store, newKey, message, T0 });
 
     describe('health', () => {
       it('ping resolves; health says ok', async () => {

@@ -77,7 +77,7 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
 
     const { createRelay } = await import('../../relay/index.js');
     const makeRelay = (p: number): Relay =>
-      createRelay({ host: '127.0.0.1', port: p, dataDir: join(home, 'data'), sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0, clock: ctx.deps.clock });
+      createRelay({ host: '127.0.0.1', port: p, dataDir: join(home, 'data'), sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0, clock: ctx.deps.clock, allowPrivateWebhooks: true });
     relay = makeRelay(port);
     let url: string;
     try {

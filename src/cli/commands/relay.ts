@@ -21,6 +21,7 @@ export interface RelayCommandOptions {
   logFormat?: string;
   fsync?: boolean;
   metricsPort?: string;
+  allowPrivateWebhooks?: boolean;
 }
 
 const LEVELS = ['debug', 'info', 'warn', 'error'];
@@ -77,6 +78,7 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     logger: write,
     logLevel: level as LogLevel,
     synchronous: options.fsync ? 'full' : 'normal',
+    allowPrivateWebhooks: options.allowPrivateWebhooks === true,
     ...(registry ? { metrics: registry } : {}),
   });
   let metricsServer: { url: string; close(): Promise<void> } | undefined;
@@ -150,13 +152,15 @@ export function register(program: Command, deps: Deps): void {
     .option('--log-level <level>', 'debug | info | warn | error (env LOG_LEVEL)')
     .option('--log-format <format>', 'pretty | json (default: pretty on a terminal)')
     .option('--fsync', 'fsync every commit: stored messages survive power cuts, not just crashes (slower)')
-    .option('--metrics-port <port>', 'serve Prometheus /metrics (requests, messages, sockets, store latency) on this port, apart from the API');
+    .option('--metrics-port <port>', 'serve Prometheus /metrics (requests, messages, sockets, store latency) on this port, apart from the API')
+    .option('--allow-private-webhooks', 'let webhooks reach loopback, private and link-local addresses (local development only)');
   examples(addGlobalOptions(cmd), [
     'mrp relay                                  # http://127.0.0.1:8080, data in ./data',
     'mrp relay --port 0 --data-dir /var/lib/mrp # any free port',
     'mrp relay --send-rate 0 --receive-rate 0   # no rate limits (benchmarks)',
     'PORT=9000 LOG_LEVEL=debug mrp relay',
     'mrp relay --metrics-port 9091             # curl 127.0.0.1:9091/metrics',
+    'mrp relay --allow-private-webhooks        # webhooks to http://127.0.0.1:… (development)',
   ]);
   // The rates and tolerance are the protocol's (RELAY_DEFAULTS takes them from there too); the
   // relay module itself is loaded only when the command runs, so its constants cannot be read here.

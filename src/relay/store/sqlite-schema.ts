@@ -14,7 +14,7 @@ import type {
   MessageStatus,
 } from '../../protocol/types.js';
 import { formatInstant } from '../../protocol/signing.js';
-import type { AgentRecord, InboxFilter, MessageRecord } from './store.js';
+import type { AgentRecord, InboxFilter, MessageRecord, WebhookRecord } from './store.js';
 
 /** Each entry moves the schema one version forward. Never edit a released entry; append. */
 export const MIGRATIONS: string[] = [
@@ -77,6 +77,28 @@ export const MIGRATIONS: string[] = [
     at INTEGER NOT NULL
   );
   `,
+  // Webhooks (docs/protocol.md §3.8): one config per agent, and the pending deliveries (created in
+  // the commit that stores the message, so a crash between the two cannot lose one).
+  `
+  CREATE TABLE webhooks (
+    agent_key            TEXT PRIMARY KEY,
+    url                  TEXT NOT NULL,
+    secret               TEXT NOT NULL,
+    enabled              INTEGER NOT NULL,
+    consecutive_failures INTEGER NOT NULL,
+    created_at           INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE webhook_deliveries (
+    delivery_id     TEXT PRIMARY KEY,
+    message_id      TEXT NOT NULL UNIQUE,
+    agent_key       TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at);
+  CREATE INDEX webhook_deliveries_agent ON webhook_deliveries (agent_key);
+  `,
 ];
 
 export interface AgentRow {
@@ -106,6 +128,26 @@ export interface MessageRow {
   created_at: number;
   expires_at: number;
   delivered_at: number | null;
+}
+
+export interface WebhookRow {
+  agent_key: string;
+  url: string;
+  secret: string;
+  enabled: number;
+  consecutive_failures: number;
+  created_at: number;
+}
+
+export function webhookFromRow(row: WebhookRow): WebhookRecord {
+  return {
+    agent_key: row.agent_key,
+    url: row.url,
+    secret: row.secret,
+    enabled: row.enabled === 1,
+    consecutive_failures: row.consecutive_failures,
+    created_at: row.created_at,
+  };
 }
 
 export interface AclRow {

@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import type { AclEntry, AclEntryType } from '../../protocol/types.js';
 import { DataDirLock } from './lock.js';
 import { checkDbFile, ensureDbFile, prepareDataDir, storageError } from './sqlite-file.js';
-import { commitTransaction, takeTransaction } from './sqlite-tx.js';
+import { claimTransaction, commitTransaction, takeTransaction } from './sqlite-tx.js';
 import {
   AFTER_SQL,
   type AclRow,
@@ -25,10 +25,16 @@ import {
   ORDER_SQL,
   tagsOf,
   tryMessage,
+  type WebhookRow,
+  webhookFromRow,
 } from './sqlite-schema.js';
 import type {
   AgentRecord,
+  ClaimOptions,
   CommitResult,
+  DeliveryClaim,
+  DeliveryCompletion,
+  DeliveryFailure,
   DiscoverQuery,
   InboxFilter,
   MessagePageRecords,
@@ -38,6 +44,7 @@ import type {
   StorageHealth,
   Store,
   TakeResult,
+  WebhookRecord,
   WriteBatch,
 } from './store.js';
 
@@ -62,6 +69,7 @@ export class SqliteStore implements Store {
   readonly #statements = new Map<string, Database.Statement>();
   readonly #commit: (batch: WriteBatch, now: number) => CommitResult;
   readonly #takeSent: (recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict) => TakeResult;
+  readonly #claim: (now: number, options: ClaimOptions) => DeliveryClaim[];
   readonly #fileCheck: { minFreeBytes: number; quickCheckMaxBytes: number };
 
   /**
@@ -90,6 +98,7 @@ export class SqliteStore implements Store {
 
     this.#commit = commitTransaction(this.#db);
     this.#takeSent = takeTransaction(this.#db, (sql) => this.#stmt(sql));
+    this.#claim = claimTransaction(this.#db);
   }
 
   /**
@@ -97,7 +106,7 @@ export class SqliteStore implements Store {
    * `quick_check` (a damaged page fails start-up with the file named instead of a later 500).
    */
   #checkAtStart(): void {
-    for (const table of ['agents', 'agent_tags', 'messages', 'acl']) this.#db.prepare(`SELECT 1 FROM ${table} LIMIT 1`).all();
+    for (const table of ['agents', 'agent_tags', 'messages', 'acl', 'webhooks', 'webhook_deliveries']) this.#db.prepare(`SELECT 1 FROM ${table} LIMIT 1`).all();
     const health = checkDbFile(this.location, { minFreeBytes: 0, quickCheckMaxBytes: this.#fileCheck.quickCheckMaxBytes });
     if (!health.ok && health.reason === 'corrupt') {
       throw Object.assign(new Error(`the database is corrupt: ${health.detail ?? ''}`), { code: 'SQLITE_CORRUPT' });
@@ -177,6 +186,8 @@ export class SqliteStore implements Store {
       this.#stmt('DELETE FROM agent_tags WHERE agent_key = ?').run(key);
       this.#stmt('DELETE FROM acl WHERE owner_key = ?').run(key);
       this.#stmt('DELETE FROM messages WHERE recipient_key = ?').run(key);
+      this.#stmt('DELETE FROM webhooks WHERE agent_key = ?').run(key);
+      this.#stmt('DELETE FROM webhook_deliveries WHERE agent_key = ?').run(key);
     })();
   }
 
@@ -315,6 +326,11 @@ export class SqliteStore implements Store {
       const purged = this.#stmt(
         "DELETE FROM messages WHERE (status = 'delivered' AND expires_at <= ?) OR (status = 'expired' AND expires_at <= ?)",
       ).run(now, now - expiredRetentionMs).changes;
+      // Deliveries whose message was delivered by another channel, expired or purged.
+      this.#stmt(
+        `DELETE FROM webhook_deliveries WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.message_id = webhook_deliveries.message_id
+           AND m.status = 'sent' AND m.expires_at > ?)`,
+      ).run(now);
       return { expired, purged };
     })();
   }
@@ -344,6 +360,79 @@ export class SqliteStore implements Store {
 
   async deleteAcl(owner: string, peer: string): Promise<boolean> {
     return this.#stmt('DELETE FROM acl WHERE owner_key = ? AND peer_key = ?').run(owner, peer).changes > 0;
+  }
+
+  // ── webhooks ────────────────────────────────────────────────────────────────────────────────
+
+  async putWebhook(agent: string, url: string, secret: string, now: number): Promise<WebhookRecord> {
+    this.#stmt(
+      `INSERT INTO webhooks (agent_key, url, secret, enabled, consecutive_failures, created_at) VALUES (?, ?, ?, 1, 0, ?)
+       ON CONFLICT (agent_key) DO UPDATE SET url = excluded.url, secret = excluded.secret, enabled = 1,
+         consecutive_failures = 0, created_at = excluded.created_at`,
+    ).run(agent, url, secret, now);
+    return { agent_key: agent, url, secret, enabled: true, consecutive_failures: 0, created_at: now };
+  }
+
+  async getWebhook(agent: string): Promise<WebhookRecord | undefined> {
+    const row = this.#stmt('SELECT * FROM webhooks WHERE agent_key = ?').get(agent) as WebhookRow | undefined;
+    return row ? webhookFromRow(row) : undefined;
+  }
+
+  async deleteWebhook(agent: string): Promise<boolean> {
+    return this.#db.transaction(() => {
+      this.#stmt('DELETE FROM webhook_deliveries WHERE agent_key = ?').run(agent);
+      return this.#stmt('DELETE FROM webhooks WHERE agent_key = ?').run(agent).changes > 0;
+    })();
+  }
+
+  async claimDeliveries(now: number, options: ClaimOptions): Promise<DeliveryClaim[]> {
+    return this.#claim(now, options);
+  }
+
+  async nextDeliveryAt(): Promise<number | undefined> {
+    const at = this.#stmt(
+      `SELECT d.next_attempt_at FROM webhook_deliveries d
+       WHERE EXISTS (SELECT 1 FROM webhooks w WHERE w.agent_key = d.agent_key AND w.enabled = 1)
+       ORDER BY d.next_attempt_at LIMIT 1`,
+    )
+      .pluck()
+      .get() as number | undefined;
+    return at ?? undefined;
+  }
+
+  async completeDelivery(deliveryId: string, now: number): Promise<DeliveryCompletion | undefined> {
+    return this.#db.transaction((): DeliveryCompletion | undefined => {
+      const row = this.#stmt('SELECT message_id, agent_key FROM webhook_deliveries WHERE delivery_id = ?').get(deliveryId) as
+        | { message_id: string; agent_key: string }
+        | undefined;
+      if (!row) return undefined;
+      this.#stmt('DELETE FROM webhook_deliveries WHERE delivery_id = ?').run(deliveryId);
+      this.#stmt('UPDATE webhooks SET consecutive_failures = 0 WHERE agent_key = ?').run(row.agent_key);
+      const delivered =
+        this.#stmt(
+          `UPDATE messages SET status = 'delivered', delivered_at = ? WHERE message_id = ? AND recipient_key = ? AND status = 'sent' AND expires_at > ?`,
+        ).run(now, row.message_id, row.agent_key, now).changes > 0;
+      return { recipient_key: row.agent_key, message_id: row.message_id, delivered };
+    })();
+  }
+
+  async failDelivery(deliveryId: string, _now: number, nextAttemptAt: number | null, disableAfter: number): Promise<DeliveryFailure | undefined> {
+    return this.#db.transaction((): DeliveryFailure | undefined => {
+      const agent = this.#stmt('SELECT agent_key FROM webhook_deliveries WHERE delivery_id = ?').pluck().get(deliveryId) as string | undefined;
+      if (agent === undefined) return undefined;
+      if (nextAttemptAt === null) this.#stmt('DELETE FROM webhook_deliveries WHERE delivery_id = ?').run(deliveryId);
+      else this.#stmt('UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ? WHERE delivery_id = ?').run(nextAttemptAt, deliveryId);
+      const failures = this.#stmt(
+        'UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE agent_key = ? RETURNING consecutive_failures, enabled',
+      ).get(agent) as { consecutive_failures: number; enabled: number } | undefined;
+      if (!failures) return { consecutive_failures: 0, disabled: false };
+      const disabled = failures.enabled === 1 && failures.consecutive_failures >= disableAfter;
+      if (disabled) {
+        this.#stmt('UPDATE webhooks SET enabled = 0 WHERE agent_key = ?').run(agent);
+        this.#stmt('DELETE FROM webhook_deliveries WHERE agent_key = ?').run(agent);
+      }
+      return { consecutive_failures: failures.consecutive_failures, disabled };
+    })();
   }
 
   async ping(): Promise<void> {

@@ -1,16 +1,20 @@
 /**
- * The SQLite store's two transactions that must be atomic (see `Store`): a commit that inserts
- * each message only if the recipient's policy, read inside the transaction, lets it in; and a
- * poll that reads a page and marks what it hands out in one transaction. better-sqlite3 runs a
- * transaction synchronously on the one connection, so nothing interleaves with either.
+ * The SQLite store's transactions that must be atomic (see `Store`): a commit that inserts each
+ * message only if the recipient's policy, read inside the transaction, lets it in (and creates
+ * its webhook delivery when the recipient has an enabled webhook); a poll that reads a page and
+ * marks what it hands out; and the claim of due webhook deliveries. better-sqlite3 runs a
+ * transaction synchronously on the one connection, so nothing interleaves with any of them.
  */
 import type Database from 'better-sqlite3';
 import type { AclEntryType } from '../../protocol/types.js';
+import { newDeliveryId } from '../../protocol/webhook.js';
 import { inboxRefusal } from '../policy.js';
 import { inboxConditions, type MessageRow, ORDER_SQL, tryMessage } from './sqlite-schema.js';
 import type {
   AgentRecord,
+  ClaimOptions,
   CommitResult,
+  DeliveryClaim,
   InboxFilter,
   InboxRefusal,
   MessageRecord,
@@ -35,8 +39,13 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
   const touch = db.prepare('UPDATE agents SET last_active_at = ? WHERE public_key = ? AND last_active_at < ?');
   const policyOf = db.prepare('SELECT public_key, status, inbox_policy FROM agents WHERE public_key = ?');
   const aclOf = db.prepare('SELECT entry_type FROM acl WHERE owner_key = ? AND peer_key = ?').pluck();
+  const hookOf = db.prepare('SELECT enabled FROM webhooks WHERE agent_key = ?').pluck();
+  const addDelivery = db.prepare(
+    'INSERT INTO webhook_deliveries (delivery_id, message_id, agent_key, attempts, next_attempt_at) VALUES (?, ?, ?, 0, ?)',
+  );
   return db.transaction((batch: WriteBatch, now: number): CommitResult => {
     const refused = new Map<string, InboxRefusal>();
+    const hooks = new Map<string, boolean>();
     // The policy is read once per recipient (and ACL pair) per batch: nothing else writes in between.
     const recipients = new Map<string, Pick<AgentRecord, 'public_key' | 'status' | 'inbox_policy'> | undefined>();
     const pairs = new Map<string, AclEntryType | undefined>();
@@ -71,6 +80,9 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
         m.delivered_at,
       );
       m.seq = Number(info.lastInsertRowid);
+      let hook = hooks.get(m.recipient_key);
+      if (hook === undefined) hooks.set(m.recipient_key, (hook = hookOf.get(m.recipient_key) === 1));
+      if (hook) addDelivery.run(newDeliveryId(), m.message_id, m.recipient_key, now);
     }
     const delivered: CommitResult['delivered'] = [];
     for (const d of batch.delivered)
@@ -133,4 +145,67 @@ export function takeTransaction(
       return { messages, hasMore, skipped };
     },
   );
+}
+
+/** A claim looks at most this many due rows past what it can take (agents at their limit, gone messages). */
+const MAX_CLAIM_SCAN = 1000;
+
+interface DueRow {
+  delivery_id: string;
+  agent_key: string;
+  attempts: number;
+  message_id: string;
+  url: string;
+  secret: string;
+  deliverable: number;
+}
+
+/**
+ * `Store.claimDeliveries`: read due deliveries oldest first (light rows; agents already at their
+ * limit left out by the query), lease what fits, drop the dead — one transaction. Message bodies
+ * are read only for what is claimed.
+ */
+export function claimTransaction(db: Database.Database): (now: number, options: ClaimOptions) => DeliveryClaim[] {
+  const due = db.prepare(
+    `SELECT d.delivery_id, d.agent_key, d.attempts, d.message_id, w.url, w.secret,
+       EXISTS (SELECT 1 FROM messages m WHERE m.message_id = d.message_id AND m.status = 'sent' AND m.expires_at > ?) AS deliverable
+     FROM webhook_deliveries d
+     JOIN webhooks w ON w.agent_key = d.agent_key AND w.enabled = 1
+     WHERE d.next_attempt_at <= ? AND d.agent_key NOT IN (SELECT value FROM json_each(?))
+     ORDER BY d.next_attempt_at, d.delivery_id
+     LIMIT ?`,
+  );
+  const messageOf = db.prepare('SELECT * FROM messages WHERE message_id = ?');
+  const lease = db.prepare('UPDATE webhook_deliveries SET next_attempt_at = ? WHERE delivery_id = ?');
+  const drop = db.prepare('DELETE FROM webhook_deliveries WHERE delivery_id = ?');
+  return db.transaction((now: number, options: ClaimOptions): DeliveryClaim[] => {
+    const full = [...options.inFlight].filter(([, n]) => n >= options.perAgent).map(([agent]) => agent);
+    const picked: DueRow[] = [];
+    const dead: string[] = [];
+    const taken = new Map<string, number>();
+    // Rows are read one at a time and written after the read (the connection cannot write while it iterates).
+    for (const row of due.iterate(now, now, JSON.stringify(full), options.limit + MAX_CLAIM_SCAN) as IterableIterator<DueRow>) {
+      if (picked.length >= options.limit) break;
+      if (row.deliverable !== 1) {
+        dead.push(row.delivery_id);
+        continue;
+      }
+      const count = (options.inFlight.get(row.agent_key) ?? 0) + (taken.get(row.agent_key) ?? 0);
+      if (count >= options.perAgent) continue;
+      taken.set(row.agent_key, (taken.get(row.agent_key) ?? 0) + 1);
+      picked.push(row);
+    }
+    const claims: DeliveryClaim[] = [];
+    for (const row of picked) {
+      const message = tryMessage(messageOf.get(row.message_id) as MessageRow);
+      if (!message) {
+        dead.push(row.delivery_id);
+        continue;
+      }
+      lease.run(now + options.leaseMs, row.delivery_id);
+      claims.push({ delivery_id: row.delivery_id, attempts: row.attempts, url: row.url, secret: row.secret, message });
+    }
+    for (const id of dead) drop.run(id);
+    return claims;
+  });
 }

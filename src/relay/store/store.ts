@@ -14,6 +14,13 @@
  *   inserts each message, against the stored agent and ACL, so an ACL change that committed first
  *   is never overtaken by a message that was checked against an older cache.
  * - `ensureAgent`: insert-if-absent, never overwriting a concurrent creation.
+ * - `commit` also creates a pending webhook delivery for each message it stores whose recipient
+ *   has an enabled webhook at that moment (same transaction: a crash loses none).
+ * - `claimDeliveries`: due deliveries are handed out under a lease (their next attempt moved to
+ *   `now + leaseMs`); concurrent claimers never get the same one (Postgres: `FOR UPDATE SKIP
+ *   LOCKED`), and a claimer that dies leaves them due again when the lease ends.
+ * - `completeDelivery` / `failDelivery`: an attempt's outcome, with the message's transition and
+ *   the webhook's failure count, in one transaction.
  *
  * Connection counting is not storage: it lives behind `ConnectionRegistry` (`../connections.ts`).
  * Reads must see every committed write (no lagging replica behind `getMessages`): a bus event is
@@ -122,7 +129,7 @@ export interface Store {
   ensureAgent(record: AgentRecord): Promise<{ agent: AgentRecord; created: boolean }>;
   /** Inserts or replaces the agent; `last_active_at` never moves backwards. */
   saveAgent(record: AgentRecord): Promise<void>;
-  /** Removes the agent, its capability tags, the ACL entries it owns and every message addressed to it. */
+  /** Removes the agent, its capability tags, the ACL entries it owns, its webhook and pending deliveries, and every message addressed to it. */
   deleteAgent(key: string): Promise<void>;
   /** Public, active agents matching every condition, most recently active first, then by key. */
   discover(query: DiscoverQuery): Promise<AgentRecord[]>;
@@ -184,11 +191,85 @@ export interface Store {
   listAcl(owner: string, type: AclEntryType | undefined, afterId: number, limit: number): Promise<AclEntry[]>;
   deleteAcl(owner: string, peer: string): Promise<boolean>;
 
+  /** Registers or replaces `agent`'s webhook: enabled, `consecutive_failures` 0, `created_at` now. */
+  putWebhook(agent: string, url: string, secret: string, now: number): Promise<WebhookRecord>;
+  getWebhook(agent: string): Promise<WebhookRecord | undefined>;
+  /** Removes the webhook and its pending deliveries; false when there was none. */
+  deleteWebhook(agent: string): Promise<boolean>;
+  /**
+   * Atomically claims due deliveries (`next_attempt_at <= now`) of enabled webhooks whose message
+   * is still `sent` and unexpired, oldest due first: at most `limit` in all and, per agent, at
+   * most `perAgent` minus what `inFlight` says that agent already has in flight. Each claimed
+   * delivery's next attempt moves to `now + leaseMs` (so a claimer that dies leaves it due again
+   * later, and concurrent claimers never get the same one). Due deliveries whose message was
+   * delivered by another channel, expired or is gone are removed on the way.
+   */
+  claimDeliveries(now: number, options: ClaimOptions): Promise<DeliveryClaim[]>;
+  /** The earliest `next_attempt_at` of a pending delivery of an enabled webhook, if any. */
+  nextDeliveryAt(): Promise<number | undefined>;
+  /**
+   * A `200`: removes the delivery, marks its message delivered (if still `sent` and unexpired:
+   * `delivered` true) and resets the webhook's `consecutive_failures` — one transaction.
+   * Undefined when the delivery no longer exists.
+   */
+  completeDelivery(deliveryId: string, now: number): Promise<DeliveryCompletion | undefined>;
+  /**
+   * A failed attempt: `attempts` + 1 and the webhook's `consecutive_failures` + 1; the delivery is
+   * due again at `nextAttemptAt`, or removed when that is null (its message expires first). When
+   * the failures reach `disableAfter` the webhook is disabled and every pending delivery of that
+   * agent removed — one transaction. Undefined when the delivery no longer exists.
+   */
+  failDelivery(deliveryId: string, now: number, nextAttemptAt: number | null, disableAfter: number): Promise<DeliveryFailure | undefined>;
+
   /** A cheap round trip to the storage. */
   ping(): Promise<void>;
   /** A real check: the disk or server, and a small committed write. Never rejects. */
   health(now: number): Promise<StorageHealth>;
   close(): Promise<void>;
+}
+
+/** A registered webhook (§3.8). The secret never leaves the relay except to sign. */
+export interface WebhookRecord {
+  agent_key: string;
+  url: string;
+  secret: string;
+  enabled: boolean;
+  consecutive_failures: number;
+  created_at: number;
+}
+
+export interface ClaimOptions {
+  /** Most deliveries claimed in all. */
+  limit: number;
+  /** How long a claim holds a delivery before it is due again (longer than an attempt can take). */
+  leaseMs: number;
+  /** Most deliveries per agent in flight at once (in this claimer). */
+  perAgent: number;
+  /** Deliveries the claimer already has in flight, by agent. */
+  inFlight: ReadonlyMap<string, number>;
+}
+
+/** A delivery handed to one claimer: what to send and where. */
+export interface DeliveryClaim {
+  delivery_id: string;
+  /** Failed attempts so far. */
+  attempts: number;
+  url: string;
+  secret: string;
+  message: MessageRecord;
+}
+
+export interface DeliveryCompletion {
+  recipient_key: string;
+  message_id: string;
+  /** The message moved from `sent` to `delivered` now (false: another channel was first). */
+  delivered: boolean;
+}
+
+export interface DeliveryFailure {
+  consecutive_failures: number;
+  /** This failure disabled the webhook. */
+  disabled: boolean;
 }
 
 export interface StorageHealth {
