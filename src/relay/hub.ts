@@ -12,8 +12,9 @@
  * under way are held, in order, and handled once it succeeds — at most HELD_MAX_BYTES of them.
  *
  * Before authentication a connection is nearly free to open, so it gets almost nothing: at most
- * LIMITS.wsPreAuthBytes received up to its auth frame (counted on the raw socket, so an
- * unfinished large frame is cut while it arrives: close 1009), and a pong that echoes only a
+ * LIMITS.wsPreAuthBytes received up to its auth frame (counted on the raw socket before ws
+ * parses it, so an unfinished large frame is cut while it arrives and one large write is not
+ * parsed past the auth frame: close 1009), and a pong that echoes only a
  * short scalar `ts`. A connection with more than MAX_BUFFERED bytes it has not read (pongs and
  * results it keeps asking for) is cut with 1008.
  *
@@ -81,6 +82,16 @@ const CLOSE_INTERNAL = 1011;
 /** Frames held while authentication is under way, in bytes (a send frame and some). */
 const HELD_MAX_BYTES = 4 * 1024 * 1024;
 
+/** Whether a frame that arrived past the pre-auth budget is the auth frame (the one frame still accepted then). */
+function isAuthFrame(text: string | null): boolean {
+  if (text === null || text.length > LIMITS.wsPreAuthBytes) return false;
+  try {
+    return parseClientFrame(text, { maxBodyBytes: 0 }).type === 'auth';
+  } catch (err) {
+    return err instanceof FrameParseError && err.frameType === 'auth';
+  }
+}
+
 function frameError(err: ApiError): FrameError {
   return err.details ? { code: err.code, message: err.message, details: err.details } : { code: err.code, message: err.message };
 }
@@ -110,9 +121,9 @@ export class Hub {
 
   /**
    * Takes over a freshly upgraded socket. `socket` is the raw connection under `ws` (its byte
-   * count before authentication is bounded here); `headBytes` arrived with the upgrade request.
+   * count before authentication is bounded here).
    */
-  accept(ws: WebSocket, req: IncomingMessage, socket: Duplex, headBytes = 0): void {
+  accept(ws: WebSocket, req: IncomingMessage, socket: Duplex): void {
     const { clock, logger } = this.#deps;
     const conn = new Connection(ws, req.socket.remoteAddress ?? '', clock.now());
     this.#all.add(conn);
@@ -125,30 +136,40 @@ export class Hub {
       });
     }, this.#options.authTimeoutMs);
 
-    // ws has already attached its own 'data' listener, so a chunk that completes the auth frame
-    // is handled (and the connection authenticated) before this listener counts it.
-    let received = headBytes;
-    const countPreAuth = (chunk: Buffer): void => {
-      if (conn.agent || conn.held || conn.closed) {
-        socket.off('data', countPreAuth);
-        return;
-      }
-      received += chunk.length;
-      if (received <= LIMITS.wsPreAuthBytes) return;
+    // The pre-auth budget is counted on the raw socket, before ws parses a byte (a prepended
+    // listener), so no amount of data sent in one write or trickled into one unfinished frame
+    // gets past it. A chunk that crosses the budget is still handed to ws, because it may hold the
+    // auth frame (an honest client may write auth and its first sends at once); within that chunk
+    // only an auth frame is accepted (see `#preAuthOver`), and once ws has parsed it (the listener
+    // after ws's own), a connection that is still unauthenticated is cut. ws buffers at most that
+    // one chunk. The upgrade's `head` bytes are unshifted into the socket by ws and counted here
+    // as they flow.
+    let received = 0;
+    const detach = (): void => {
       socket.off('data', countPreAuth);
-      logger.info('ws_preauth_too_large', { conn: conn.id, remote: conn.remote, bytes: received });
-      // Stop reading, say why, and cut the connection one turn later (once the close frame is
-      // written): no close handshake for a peer that is still pushing bytes we would only discard.
-      socket.pause();
-      this.#close(conn, CLOSE_TOO_BIG, `at most ${LIMITS.wsPreAuthBytes} bytes before authentication`, false, 0);
+      socket.off('data', judgePreAuth);
     };
-    socket.on('data', countPreAuth);
+    const pastAuth = (): boolean => conn.agent !== undefined || conn.held !== undefined || conn.closed;
+    const countPreAuth = (chunk: Buffer): void => {
+      if (pastAuth()) return detach();
+      received += chunk.length;
+      if (received > LIMITS.wsPreAuthBytes) conn.preAuthOver = true;
+    };
+    const judgePreAuth = (): void => {
+      if (!conn.preAuthOver) return;
+      detach();
+      if (pastAuth()) return;
+      this.#cutPreAuth(conn, socket, received);
+    };
+    socket.prependListener('data', countPreAuth);
+    socket.on('data', judgePreAuth);
 
     ws.on('message', (data, isBinary) => {
       this.#guard(conn, 'ws_message', () => {
         conn.lastSeen = clock.now();
         const text = isBinary ? null : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
         if (conn.held) this.#hold(conn, text);
+        else if (conn.preAuthOver && !conn.agent && !isAuthFrame(text)) this.#cutPreAuth(conn, socket, received);
         else this.#onMessage(conn, text);
       });
     });
@@ -158,6 +179,16 @@ export class Hub {
     ws.on('close', (code, reason) => this.#guard(conn, 'ws_close', () => this.#onClosed(conn, code, reason.toString())));
     // ws closes the connection itself after an error (1007 invalid UTF-8, 1009 too big, 1002 protocol).
     ws.on('error', (err) => logger.debug('ws_error', { conn: conn.id, error: err.message }));
+  }
+
+  /** Past the pre-auth budget without an auth frame: stop reading, say why, cut one turn later. */
+  #cutPreAuth(conn: Connection, socket: Duplex, bytes: number): void {
+    if (conn.closed) return;
+    this.#deps.logger.info('ws_preauth_too_large', { conn: conn.id, remote: conn.remote, bytes });
+    // No close handshake for a peer that is still pushing bytes we would only discard: the close
+    // frame is written, then the connection is destroyed.
+    socket.pause();
+    this.#close(conn, CLOSE_TOO_BIG, `at most ${LIMITS.wsPreAuthBytes} bytes before authentication`, false, 0);
   }
 
   /** Runs `fn` for `conn`; an unexpected throw is logged and closes that connection (1011), never escapes. */

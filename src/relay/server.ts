@@ -219,7 +219,7 @@ export function createRelay(options: RelayOptions): Relay {
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
         try {
-          hub.accept(ws, req, socket, head.length);
+          hub.accept(ws, req, socket);
         } catch (err) {
           logger.error('internal_error', { where: 'ws_accept', error: errorText(err) });
           ws.terminate();

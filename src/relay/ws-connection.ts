@@ -19,6 +19,8 @@ export class Connection implements PushSink {
   /** Set while an auth frame is being checked; frames meanwhile are held (`null`: a binary frame). */
   held: Array<string | null> | undefined;
   heldBytes = 0;
+  /** More than the pre-auth budget arrived before authentication: only an auth frame is still accepted. */
+  preAuthOver = false;
   /** Holds a slot of the connection registry (given back when the connection goes). */
   slot = false;
   delivery: Delivery | undefined;

@@ -65,6 +65,41 @@ describe('item 2: without a key, almost nothing', () => {
     expectOk(await new Api(url).get(newAgent(), '/v1/agents/me'));
   });
 
+  it('before auth the budget is per byte on the raw socket: a 1 MiB frame trickled in is cut within a piece of the budget', async (t) => {
+    const { wsUrl, logs } = await startRelay(t);
+    const s = await tcpWs(t, wsUrl);
+    s.socket.setNoDelay(true);
+    await write(s.socket, frameHeader(MiB));
+    let sent = 0;
+    const piece = Buffer.alloc(512, 0x20);
+    // Trickle (a piece per millisecond, so the relay reads them one by one) until the relay cuts
+    // the connection, or far past the budget, which fails below.
+    while (sent < 256 * 1024 && (await write(s.socket, piece))) {
+      sent += piece.length;
+      await new Promise((r) => setTimeout(r, 1));
+      if (s.received().length > 0) break;
+    }
+    assert.equal(await s.closeCode(), 1009);
+    await s.gone;
+    // The relay counts what it read; a loaded machine may coalesce a few pieces into one read.
+    const entry = logs.find((e) => e.msg === 'ws_preauth_too_large');
+    const read = entry?.['bytes'] as number;
+    assert.ok(read > LIMITS.wsPreAuthBytes && read <= LIMITS.wsPreAuthBytes + 8 * piece.length, `cut after ${read} bytes read`);
+    assert.ok(sent < 64 * 1024, `${sent} bytes sent before the cut`);
+  });
+
+  it('before auth one large write is not parsed past the budget: 60 KB of pings in one write get no pong, close 1009', async (t) => {
+    const { wsUrl } = await startRelay(t);
+    const s = await tcpWs(t, wsUrl);
+    const ping = textFrame('{"type":"ping","ts":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}');
+    await write(s.socket, Buffer.concat(Array.from({ length: Math.floor(60_000 / ping.length) }, () => ping)));
+    assert.equal(await s.closeCode(), 1009);
+    await s.gone;
+    const pongs = s.received().toString('latin1').split('"pong"').length - 1;
+    // The kernel may split the write: pings in a first read within the budget are answered, no more.
+    assert.ok(pongs * ping.length <= LIMITS.wsPreAuthBytes, `${pongs} pongs`);
+  });
+
   it('the budget is for unauthenticated bytes only: an authenticated connection may send large frames', async (t) => {
     const { wsUrl } = await startRelay(t);
     const kp = newAgent();
