@@ -61,6 +61,15 @@ export interface RelayOptions {
   headersTimeoutMs?: number;
   /** Request bodies being read at once, across all clients (503 beyond; default 64). */
   maxConcurrentBodies?: number;
+  /**
+   * Request bodies being read at once from one client address (an IPv4 address or an IPv6 /64;
+   * 503 beyond; default 8). Behind a reverse proxy every client shares the proxy's address.
+   */
+  maxConcurrentBodiesPerAddress?: number;
+  /** A JSON request body must bring at least this many bytes (or all that is left of it) in every `bodyRateWindowMs` (408 otherwise; default 16 KiB). */
+  minBodyBytesPerWindow?: number;
+  /** The window of `minBodyBytesPerWindow` (default 2 s). */
+  bodyRateWindowMs?: number;
   /** Bytes of request bodies being read held at once (503 beyond; default 32 MiB). */
   maxBodyBufferBytes?: number;
   /** Signatures remembered for replay detection by the default replay cache (503 when full of live entries; default 1,000,000). */
@@ -109,6 +118,9 @@ export const RELAY_DEFAULTS = {
   bodyTimeoutMs: 10_000,
   headersTimeoutMs: 10_000,
   maxConcurrentBodies: 64,
+  maxConcurrentBodiesPerAddress: 8,
+  minBodyBytesPerWindow: 16 * 1024,
+  bodyRateWindowMs: 2_000,
   maxBodyBufferBytes: 32 * 1024 * 1024,
   maxReplayEntries: DEFAULT_MAX_REPLAY_ENTRIES,
   minFreeDiskBytes: 4 * 1024 * 1024,
@@ -137,6 +149,7 @@ const NON_NEGATIVE = [
   'requestRatePerMinute',
   'port',
   'minFreeDiskBytes',
+  'minBodyBytesPerWindow',
 ] as const;
 const POSITIVE = [
   'timestampToleranceMs',
@@ -150,6 +163,8 @@ const POSITIVE = [
   'bodyTimeoutMs',
   'headersTimeoutMs',
   'maxConcurrentBodies',
+  'maxConcurrentBodiesPerAddress',
+  'bodyRateWindowMs',
   'maxBodyBufferBytes',
   'maxReplayEntries',
 ] as const;
