@@ -151,7 +151,10 @@ export class Hub {
     };
     const pastAuth = (): boolean => conn.agent !== undefined || conn.held !== undefined || conn.closed;
     const countPreAuth = (chunk: Buffer): void => {
-      if (pastAuth()) return detach();
+      if (pastAuth()) {
+        detach();
+        return;
+      }
       received += chunk.length;
       if (received > LIMITS.wsPreAuthBytes) conn.preAuthOver = true;
     };
