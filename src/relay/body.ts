@@ -26,6 +26,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Clock, Timer } from '../core/clock.js';
 import { EMPTY_BODY_HASH } from '../protocol/constants.js';
+import { AddressCounter, addressKey } from './address.js';
 import { ApiError } from './errors.js';
 import type { StreamBody } from './router.js';
 
@@ -40,19 +41,6 @@ export interface BodyLimits {
   rateWindowMs: number;
 }
 
-/** The key a client's body reads are counted under: the IPv4 address, or the /64 of an IPv6 one (our choice). */
-export function addressKey(remote: string | undefined): string {
-  if (!remote) return '';
-  if (remote.startsWith('::ffff:') && remote.includes('.')) return remote.slice(7);
-  if (!remote.includes(':')) return remote;
-  // Expand "::" to count groups, then keep the first four (the /64).
-  const [head = '', tail] = remote.split('%')[0]!.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail === undefined ? [] : tail ? tail.split(':') : [];
-  const groups = [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
-  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
-}
-
 /** See the file comment. */
 export class BodyGate {
   readonly maxActive: number;
@@ -60,17 +48,18 @@ export class BodyGate {
   readonly maxPerAddress: number;
   active = 0;
   bytes = 0;
-  readonly #byAddress = new Map<string, number>();
+  readonly #reads: AddressCounter;
 
   constructor(maxActive: number, maxBytes: number, maxPerAddress: number = maxActive) {
     this.maxActive = maxActive;
     this.maxBytes = maxBytes;
     this.maxPerAddress = maxPerAddress;
+    this.#reads = new AddressCounter(maxActive, maxPerAddress);
   }
 
   /** Body reads in progress for `address` (an `addressKey`). */
   heldBy(address: string): number {
-    return this.#byAddress.get(address) ?? 0;
+    return this.#reads.count(address);
   }
 
   /** Takes a place for `address`, reserving `bytes`; throws 503 when the address, the count or the bytes are at their cap. */
@@ -81,16 +70,14 @@ export class BodyGate {
     if (this.bytes + bytes > this.maxBytes) throw busy(`${this.bytes} bytes held`);
     this.active++;
     this.bytes += bytes;
-    this.#byAddress.set(address, mine + 1);
+    this.#reads.add(address);
   }
 
   /** Gives back a place taken with `take` and the bytes it holds now. */
   release(address: string, bytes: number): void {
     this.active--;
     this.bytes -= bytes;
-    const mine = this.heldBy(address) - 1;
-    if (mine > 0) this.#byAddress.set(address, mine);
-    else this.#byAddress.delete(address);
+    this.#reads.remove(address);
   }
 }
 

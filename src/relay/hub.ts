@@ -59,6 +59,8 @@ export interface HubOptions {
   maxConnectionsPerAgent: number;
   maxEnvelopeBytes: number;
   maxBodyBytes: number;
+  /** Bytes of unfinished inbound frames held across all connections; past it the largest holder is cut (1013). */
+  maxInboundFrameBytes: number;
 }
 
 export interface HubDeps {
@@ -79,6 +81,8 @@ const MAX_BUFFERED = 8 * 1024 * 1024;
 const CLOSE_TOO_BIG = 1009;
 const CLOSE_SLOW_READER = 1008;
 const CLOSE_INTERNAL = 1011;
+/** The relay-wide budget of unfinished inbound frames is spent: retry later (standard "try again later"). */
+const CLOSE_BUSY = 1013;
 /** Frames held while authentication is under way, in bytes (a send frame and some). */
 const HELD_MAX_BYTES = 4 * 1024 * 1024;
 
@@ -101,6 +105,8 @@ export class Hub {
   readonly #options: HubOptions;
   readonly #all = new Set<Connection>();
   readonly #byAgent = new Map<string, Set<Connection>>();
+  /** Bytes received on all connections since each one's last complete frame (see `#countInbound`). */
+  #inbound = 0;
 
   constructor(deps: HubDeps, options: HubOptions) {
     this.#deps = deps;
@@ -117,6 +123,37 @@ export class Hub {
 
   get connections(): number {
     return this.#all.size;
+  }
+
+  /** Bytes of unfinished inbound frames held now, across all connections (tests and diagnostics). */
+  get inboundBytes(): number {
+    return this.#inbound;
+  }
+
+  /**
+   * The relay-wide budget of unfinished frames. ws's `maxPayload` bounds one frame per
+   * connection, but keys are free: many connections each holding most of a large frame add up.
+   * Bytes are counted on the raw socket before ws parses them and forgotten when a frame
+   * completes (so a chunk that ends one frame and starts the next under-counts by at most that
+   * chunk); past the budget, the connection holding the most is cut with 1013 until it fits.
+   */
+  #countInbound(conn: Connection, bytes: number): void {
+    conn.partial += bytes;
+    this.#inbound += bytes;
+    while (this.#inbound > this.#options.maxInboundFrameBytes) {
+      let largest: Connection | undefined;
+      for (const c of this.#all) if (c.partial > (largest?.partial ?? 0)) largest = c;
+      if (!largest) break;
+      this.#deps.logger.info('ws_inbound_budget', { conn: largest.id, agent: largest.agent, remote: largest.remote, bytes: largest.partial, total: this.#inbound });
+      largest.socket?.pause();
+      this.#close(largest, CLOSE_BUSY, 'relay busy: too many unfinished frames', false, 0);
+    }
+  }
+
+  /** A frame (data or control) completed on `conn`: its bytes no longer count as unfinished. */
+  #frameDone(conn: Connection): void {
+    this.#inbound -= conn.partial;
+    conn.partial = 0;
   }
 
   /**
@@ -166,8 +203,13 @@ export class Hub {
     };
     socket.prependListener('data', countPreAuth);
     socket.on('data', judgePreAuth);
+    conn.socket = socket;
+    socket.prependListener('data', (chunk: Buffer) => {
+      if (!conn.closed) this.#countInbound(conn, chunk.length);
+    });
 
     ws.on('message', (data, isBinary) => {
+      this.#frameDone(conn);
       this.#guard(conn, 'ws_message', () => {
         conn.lastSeen = clock.now();
         const text = isBinary ? null : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
@@ -177,7 +219,13 @@ export class Hub {
       });
     });
     ws.on('pong', () => {
+      this.#frameDone(conn);
       conn.lastSeen = clock.now();
+    });
+    // ws answers a control ping itself (autoPong): a peer that pings without reading gets cut here.
+    ws.on('ping', () => {
+      this.#frameDone(conn);
+      this.#guard(conn, 'ws_ping', () => this.#checkUnread(conn));
     });
     ws.on('close', (code, reason) => this.#guard(conn, 'ws_close', () => this.#onClosed(conn, code, reason.toString())));
     // ws closes the connection itself after an error (1007 invalid UTF-8, 1009 too big, 1002 protocol).
@@ -239,13 +287,17 @@ export class Hub {
    * for them without reading the answers is cut once MAX_BUFFERED bytes wait for it.
    */
   #send(conn: Connection, frame: string, cb?: (err?: Error) => void): void {
-    if (conn.closed) return;
-    if (conn.ws.bufferedAmount > MAX_BUFFERED) {
-      this.#deps.logger.info('ws_slow_reader', { conn: conn.id, agent: conn.agent, buffered: conn.ws.bufferedAmount });
-      this.#close(conn, CLOSE_SLOW_READER, 'slow reader: too much unread data', true);
-      return;
-    }
+    if (conn.closed || !this.#checkUnread(conn)) return;
     conn.send(frame, cb);
+  }
+
+  /** False (and the connection cut with 1008) when more than MAX_BUFFERED bytes wait unread. */
+  #checkUnread(conn: Connection): boolean {
+    if (conn.closed) return false;
+    if (conn.ws.bufferedAmount <= MAX_BUFFERED) return true;
+    this.#deps.logger.info('ws_slow_reader', { conn: conn.id, agent: conn.agent, buffered: conn.ws.bufferedAmount });
+    this.#close(conn, CLOSE_SLOW_READER, 'slow reader: too much unread data', true);
+    return false;
   }
 
   /** A pong; `ts` is echoed verbatim when short (before auth: only a short number or string). */
@@ -477,6 +529,7 @@ export class Hub {
   #forget(conn: Connection): void {
     if (conn.closed) return;
     conn.closed = true;
+    this.#frameDone(conn);
     conn.stopTimers();
     this.#all.delete(conn);
     conn.held = undefined;

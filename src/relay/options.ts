@@ -42,6 +42,15 @@ export interface RelayOptions {
   receiveRatePerMinute?: number;
   requestRatePerMinute?: number;
   maxConnectionsPerAgent?: number;
+  /** WebSocket connections held at once, in total (upgrades beyond get 503; default 10,000). */
+  maxConnections?: number;
+  /** WebSocket connections held at once from one client address (IPv4, or IPv6 /64; 503 beyond; default 256). */
+  maxConnectionsPerAddress?: number;
+  /**
+   * Bytes of unfinished inbound WebSocket frames held across all connections (default 64 MiB):
+   * past it, the connection holding the most is closed with 1013 (try again later).
+   */
+  maxInboundFrameBytes?: number;
   authTimeoutMs?: number;
   heartbeatIntervalMs?: number;
   heartbeatTimeoutMs?: number;
@@ -108,6 +117,9 @@ export const RELAY_DEFAULTS = {
   receiveRatePerMinute: RATE_LIMITS.receivePerMinute,
   requestRatePerMinute: RATE_LIMITS.requestsPerMinute,
   maxConnectionsPerAgent: RATE_LIMITS.wsConnectionsPerAgent,
+  maxConnections: 10_000,
+  maxConnectionsPerAddress: 256,
+  maxInboundFrameBytes: 64 * 1024 * 1024,
   authTimeoutMs: TIMING.wsAuthTimeoutMs,
   heartbeatIntervalMs: TIMING.heartbeatIntervalMs,
   heartbeatTimeoutMs: TIMING.heartbeatTimeoutMs,
@@ -154,6 +166,9 @@ const NON_NEGATIVE = [
 const POSITIVE = [
   'timestampToleranceMs',
   'maxConnectionsPerAgent',
+  'maxConnections',
+  'maxConnectionsPerAddress',
+  'maxInboundFrameBytes',
   'authTimeoutMs',
   'heartbeatIntervalMs',
   'heartbeatTimeoutMs',

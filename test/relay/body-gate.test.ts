@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { type Keypair, signRequest, uniqueTimestamp } from '../../src/protocol/signing.js';
-import { addressKey } from '../../src/relay/body.js';
+import { addressKey } from '../../src/relay/address.js';
 import { newAgent, startRelay } from '../helpers/relay.js';
 
 /** Resolves once `cond()` holds, checking after every turn of the event loop (no sleeping). */
