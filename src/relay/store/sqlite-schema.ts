@@ -77,6 +77,11 @@ export const MIGRATIONS: string[] = [
     at INTEGER NOT NULL
   );
   `,
+  // 4: the take id of the poll that marked a message delivered (a runner's recovery asks for exactly its take).
+  `
+  ALTER TABLE messages ADD COLUMN take_id TEXT;
+  CREATE INDEX messages_take ON messages (recipient_key, take_id) WHERE take_id IS NOT NULL;
+  `,
 ];
 
 export interface AgentRow {
@@ -222,6 +227,10 @@ export function inboxConditions(filter: InboxFilter): { sql: string; params: unk
   if (filter.after !== undefined) {
     parts.push(AFTER_SQL);
     params.push(filter.after.t, filter.after.t, filter.after.id);
+  }
+  if (filter.take !== undefined && filter.status === 'delivered') {
+    parts.push('take_id = ?');
+    params.push(filter.take);
   }
   return { sql: parts.map((p) => ` AND ${p}`).join(''), params };
 }
