@@ -16,6 +16,11 @@
  * - `idle`: a control, 200 honest signed requests (how much a relay grows doing nothing special).
  * - `discover-shapes`: 683 `/v1/discover` requests with 1…683 `tag=` parameters (a new query shape each).
  * - `profile-cache`: 300 agents each store a ~400 KiB profile; each is read back (fills the profile cache).
+ * - `freekey-frames`: 30 fresh (free) keys authenticate, each sends all but 10 bytes of a 7.9 MiB frame, then stalls.
+ * - `unread-pongs`: 10 fresh keys each send 10,000 JSON pings with a 1 KiB `ts` and never read the pongs.
+ * - `control-pings`: 10 fresh keys each send 20,000 WebSocket control pings (125-byte payload) and never read.
+ * - `body-gate`: 70 POSTs from one address declare a body and never send it (junk signatures); an
+ *   honest sender on another address (127.0.0.2) sends meanwhile: its latencies are the note.
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -101,9 +106,9 @@ async function rawWs(relay: RelayChild): Promise<Socket> {
   return socket;
 }
 
-/** A client frame header (FIN, text opcode, mask bit, zero masking key) for a payload of `len` bytes. */
-function frameHeader(len: number): Buffer {
-  if (len < 126) return Buffer.from([0x81, 0x80 | len, 0, 0, 0, 0]);
+/** A client frame header (FIN, `opcode` (text), mask bit, zero masking key) for a payload of `len` bytes. */
+function frameHeader(len: number, opcode = 1): Buffer {
+  if (len < 126) return Buffer.from([0x80 | opcode, 0x80 | len, 0, 0, 0, 0]);
   if (len < 65536) {
     const b = Buffer.alloc(8);
     b[0] = 0x81;
@@ -112,7 +117,7 @@ function frameHeader(len: number): Buffer {
     return b;
   }
   const b = Buffer.alloc(14);
-  b[0] = 0x81;
+  b[0] = 0x80 | opcode;
   b[1] = 0x80 | 127;
   b.writeBigUInt64BE(BigInt(len), 2);
   return b;
@@ -149,7 +154,158 @@ async function relayConnections(relay: RelayChild): Promise<number> {
   return body.components?.websocket?.connections ?? -1;
 }
 
+/** A raw socket authenticated with a fresh key (its answers are left unread once `pause`d). */
+async function authedRawWs(relay: RelayChild): Promise<Socket> {
+  const s = await rawWs(relay);
+  const auth = Buffer.from(JSON.stringify(authFrame(Keypair.generate(), Date.now())));
+  let seen = '';
+  const ok = new Promise<void>((res) => {
+    const onData = (d: Buffer): void => {
+      seen += d.toString('latin1');
+      if (seen.includes('"status":"ok"') || s.destroyed) {
+        s.off('data', onData);
+        res();
+      }
+    };
+    s.on('data', onData);
+    s.once('close', () => res());
+  });
+  await write(s, Buffer.concat([frameHeader(auth.length), auth]));
+  await ok;
+  return s;
+}
+
+/** One signed send from `localAddress`; resolves with the status and milliseconds taken. */
+function sendFrom(relay: RelayChild, localAddress: string, kp: Keypair, to: string): Promise<{ status: number; ms: number }> {
+  const body = JSON.stringify({ recipient_key: to, body: { text: 'hi' } });
+  const headers = signRequest(kp, 'POST', '/v1/messages', body, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
+  const started = performance.now();
+  return new Promise((res) => {
+    const s = connect({ port: relay.port, host: relay.host, localAddress });
+    s.on('error', () => res({ status: 0, ms: performance.now() - started }));
+    const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+    s.write(`POST /v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${lines}\r\n${body}`);
+    let text = '';
+    s.setEncoding('latin1').on('data', (d: string) => {
+      text += d;
+      if (text.includes('\r\n')) {
+        res({ status: Number(text.slice(9, 12)), ms: performance.now() - started });
+        s.destroy();
+      }
+    });
+  });
+}
+
 const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
+  async 'freekey-frames'(relay) {
+    const len = Math.floor(7.9 * MiB);
+    const chunk = Buffer.alloc(MiB, 0x20);
+    const sockets: Socket[] = [];
+    for (let i = 0; i < 30; i++) sockets.push(await authedRawWs(relay));
+    await Promise.all(
+      sockets.map(async (s) => {
+        await write(s, frameHeader(len));
+        let sent = 0;
+        for (; sent + chunk.length <= len - 10 && !s.destroyed; sent += chunk.length) await write(s, chunk);
+        await write(s, chunk.subarray(0, len - 10 - sent));
+      }),
+    );
+    await sleep(holdMs);
+    const open = await relayConnections(relay);
+    for (const s of sockets) s.destroy();
+    return { note: `${open}/30 sockets still open (relay's count) after ${holdMs / 1000} s` };
+  },
+
+  async 'unread-pongs'(relay) {
+    const ping = (() => {
+      const p = Buffer.from(`{"type":"ping","ts":"${'x'.repeat(1000)}"}`);
+      return Buffer.concat([frameHeader(p.length), p]);
+    })();
+    const sockets: Socket[] = [];
+    for (let i = 0; i < 10; i++) {
+      const s = await authedRawWs(relay);
+      s.pause();
+      sockets.push(s);
+    }
+    await Promise.all(
+      sockets.map(async (s) => {
+        for (let j = 0; j < 20 && !s.destroyed; j++) await write(s, Buffer.concat(Array(500).fill(ping)));
+      }),
+    );
+    await sleep(holdMs);
+    const open = await relayConnections(relay);
+    for (const s of sockets) s.destroy();
+    return { note: `${open}/10 sockets still open (relay's count) after ${holdMs / 1000} s` };
+  },
+
+  async 'control-pings'(relay) {
+    const ping = Buffer.concat([frameHeader(125, 9), Buffer.alloc(125, 0x70)]);
+    const sockets: Socket[] = [];
+    for (let i = 0; i < 10; i++) {
+      const s = await authedRawWs(relay);
+      s.pause();
+      sockets.push(s);
+    }
+    await Promise.all(
+      sockets.map(async (s) => {
+        for (let j = 0; j < 40 && !s.destroyed; j++) await write(s, Buffer.concat(Array(500).fill(ping)));
+      }),
+    );
+    await sleep(holdMs);
+    const open = await relayConnections(relay);
+    for (const s of sockets) s.destroy();
+    return { note: `${open}/10 sockets still open (relay's count) after ${holdMs / 1000} s` };
+  },
+
+  async 'body-gate'(relay) {
+    const sockets = new Set<Socket>();
+    let stop = false;
+    let opened = 0;
+    const attacker = (async () => {
+      while (!stop) {
+        while (sockets.size < 70 && !stop) {
+          const s = connect({ port: relay.port, host: relay.host, localAddress: '127.0.0.1' });
+          s.on('error', () => {});
+          await new Promise<void>((res) => {
+            s.once('connect', () => res());
+            s.once('error', () => res());
+          });
+          const kp = Keypair.generate();
+          s.write(
+            `POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n` +
+              `X-M2M-Public-Key: ${kp.publicKey}\r\nX-M2M-Timestamp: ${uniqueTimestamp(Date.now())}\r\nX-M2M-Signature: ${'A'.repeat(86)}\r\n\r\n`,
+          );
+          s.on('data', () => s.destroy());
+          s.on('close', () => sockets.delete(s));
+          sockets.add(s);
+          opened++;
+        }
+        await sleep(50);
+      }
+    })();
+    await sleep(1000);
+    const kp = Keypair.generate();
+    const to = Keypair.generate().publicKey;
+    const statuses = new Map<number, number>();
+    const ms: number[] = [];
+    const until = Date.now() + holdMs;
+    while (Date.now() < until) {
+      const r = await sendFrom(relay, '127.0.0.2', kp, to);
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      if (r.status === 201) ms.push(r.ms);
+      await sleep(200);
+    }
+    stop = true;
+    await attacker;
+    for (const s of sockets) s.destroy();
+    ms.sort((a, b) => a - b);
+    const pct = (p: number): string => (ms.length ? ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]!.toFixed(1) : '-');
+    return {
+      note: `${opened} attacker connections; honest sends ${[...statuses].map(([k, v]) => `${v}× ${k}`).join(', ')}; 201 latency p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms`,
+    };
+  },
+
+
   async 'ping-echo'(relay) {
     const ts = 'x'.repeat(15 * MiB - 64);
     const payload = Buffer.from(`{"type":"ping","ts":"${ts}"}`);

@@ -38,7 +38,12 @@ export const HEADERS = {
   storageUsed: 'x-m2m-storage-used',
   storageLimit: 'x-m2m-storage-limit',
   blobHash: 'x-m2m-blob-hash',
+  /** Our extension (docs/protocol.md §3.6): echoes a poll's `take` id when the relay records it. */
+  take: 'x-mrp-take',
 } as const;
+
+/** A poll's `take` id (our extension): 1–64 characters of base64url. */
+export const TAKE_ID_RE = /^[A-Za-z0-9_-]{1,64}$/;
 
 const MiB = 1024 * 1024;
 

@@ -31,6 +31,15 @@ function header(headers: IncomingHttpHeaders, name: string): string | undefined 
   return typeof v === 'string' ? v : undefined;
 }
 
+/** The replay cache's id of a signature (see the file comment). */
+function replayId(claim: Claim): string {
+  return claim.signature.slice(0, 22);
+}
+
+function replayed(): ApiError {
+  return new ApiError('replay_detected', 'this signature was already used; sign every request afresh');
+}
+
 /** Headers that passed the checks possible before the body is read. */
 export interface Claim {
   publicKey: string;
@@ -92,15 +101,21 @@ export class Authenticator {
     if (!key || !verifySignature(key, signed, claim.signature)) {
       throw new ApiError('invalid_signature', 'the signature does not verify');
     }
-    if (!(await this.#replay.remember(claim.signature.slice(0, 22), this.#clock.now() + 2 * this.toleranceMs))) {
-      throw new ApiError('replay_detected', 'this signature was already used; sign every request afresh');
-    }
+    if (!(await this.#replay.remember(replayId(claim), this.#clock.now() + 2 * this.toleranceMs))) throw replayed();
     return claim.publicKey;
   }
 
   /** HTTP, before the body is read: throws the §2.3 error for bad headers, key or timestamp. */
   claim(headers: IncomingHttpHeaders): Claim {
     return this.#claim(header(headers, HEADERS.publicKey), header(headers, HEADERS.timestamp), header(headers, HEADERS.signature));
+  }
+
+  /**
+   * HTTP, before the body is read: refuses a signature the replay cache already holds (when the
+   * cache can tell without remembering), so a replayed request does not get a body read.
+   */
+  async refuseKnownReplay(claim: Claim): Promise<void> {
+    if (this.#replay.seen && (await this.#replay.seen(replayId(claim)))) throw replayed();
   }
 
   /** HTTP, once the body's hash is known; `target` is the raw, undecoded request target. Returns the caller. */

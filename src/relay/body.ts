@@ -13,11 +13,20 @@
  * slow uploads cannot pile up memory: a read that would go past either is refused with `503`
  * and `Retry-After: 1`. The bytes of a body with a Content-Length are reserved up front; a stream
  * holds a chunk at a time and reserves STREAM_RESERVE.
+ *
+ * The gate is shared by every client, and a body is read before its signature can be checked, so
+ * one client must not be able to hold all of it: each client address (`addressKey`: an IPv4
+ * address, or an IPv6 /64, the block one host usually has) holds at most `maxPerAddress` places,
+ * and a JSON body must keep arriving at `minBytesPerWindow` (or what is left of it) in every
+ * `rateWindowMs`, or it is cut with 408 — a body that never comes gives its place back within
+ * one window instead of after the whole body timeout. Behind a reverse proxy every client has
+ * the proxy's address: raise `maxConcurrentBodiesPerAddress` there.
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { Clock } from '../core/clock.js';
+import type { Clock, Timer } from '../core/clock.js';
 import { EMPTY_BODY_HASH } from '../protocol/constants.js';
+import { AddressCounter, addressKey } from './address.js';
 import { ApiError } from './errors.js';
 import type { StreamBody } from './router.js';
 
@@ -27,18 +36,48 @@ export interface BodyLimits {
   maxBytes: number;
   /** Time allowed for the whole body to arrive once reading starts (408 beyond). */
   timeoutMs: number;
+  /** At least this many bytes (or the rest of the body) must arrive in every `rateWindowMs` (408 otherwise). */
+  minBytesPerWindow: number;
+  rateWindowMs: number;
 }
 
 /** See the file comment. */
 export class BodyGate {
   readonly maxActive: number;
   readonly maxBytes: number;
+  readonly maxPerAddress: number;
   active = 0;
   bytes = 0;
+  readonly #reads: AddressCounter;
 
-  constructor(maxActive: number, maxBytes: number) {
+  constructor(maxActive: number, maxBytes: number, maxPerAddress: number = maxActive) {
     this.maxActive = maxActive;
     this.maxBytes = maxBytes;
+    this.maxPerAddress = maxPerAddress;
+    this.#reads = new AddressCounter(maxActive, maxPerAddress);
+  }
+
+  /** Body reads in progress for `address` (an `addressKey`). */
+  heldBy(address: string): number {
+    return this.#reads.count(address);
+  }
+
+  /** Takes a place for `address`, reserving `bytes`; throws 503 when the address, the count or the bytes are at their cap. */
+  take(address: string, bytes: number): void {
+    const mine = this.heldBy(address);
+    if (mine >= this.maxPerAddress) throw busy(`${mine} at once from your address`);
+    if (this.active >= this.maxActive) throw busy(`${this.active} at once`);
+    if (this.bytes + bytes > this.maxBytes) throw busy(`${this.bytes} bytes held`);
+    this.active++;
+    this.bytes += bytes;
+    this.#reads.add(address);
+  }
+
+  /** Gives back a place taken with `take` and the bytes it holds now. */
+  release(address: string, bytes: number): void {
+    this.active--;
+    this.bytes -= bytes;
+    this.#reads.remove(address);
   }
 }
 
@@ -55,6 +94,10 @@ function busy(what: string): ApiError {
     details: { reason: 'too_many_uploads', retry_after: 1 },
     headers: { 'Retry-After': '1', Connection: 'close' },
   });
+}
+
+function timedOut(message: string): ApiError {
+  return new ApiError('request_timeout', message, { headers: { Connection: 'close' } });
 }
 
 function tooLarge(max: number): ApiError {
@@ -77,27 +120,30 @@ export function readBody(req: IncomingMessage, limits: BodyLimits, gate: BodyGat
     return Promise.resolve(EMPTY_BODY);
   }
   if (Number.isFinite(declared) && declared > limits.maxBytes) return Promise.reject(tooLarge(limits.maxBytes));
-  if (gate.active >= gate.maxActive) return Promise.reject(busy(`${gate.active} at once`));
+  const address = addressKey(req.socket.remoteAddress);
   let reserved = chunked || !Number.isFinite(declared) ? 0 : declared;
-  if (gate.bytes + reserved > gate.maxBytes) return Promise.reject(busy(`${gate.bytes} bytes held`));
-  gate.active++;
-  gate.bytes += reserved;
+  try {
+    gate.take(address, reserved);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  const started = clock.now();
 
   return new Promise((resolve, reject) => {
     const hash = createHash('sha256');
     const chunks: Buffer[] = [];
     let size = 0;
     let settled = false;
+    let timer: Timer | undefined;
     const finish = (err: ApiError | undefined): void => {
       if (settled) return;
       settled = true;
-      timer.cancel();
+      timer?.cancel();
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onGone);
       req.off('close', onGone);
-      gate.active--;
-      gate.bytes -= reserved;
+      gate.release(address, reserved);
       if (err) {
         req.pause();
         reject(err);
@@ -129,17 +175,32 @@ export function readBody(req: IncomingMessage, limits: BodyLimits, gate: BodyGat
     const onEnd = (): void => finish(undefined);
     const onGone = (): void =>
       finish(new ApiError('bad_request', 'the request body was cut off', { headers: { Connection: 'close' } }));
-    const timer = clock.setTimeout(() => {
-      finish(
-        new ApiError(
-          'request_timeout',
-          `the request body did not arrive within ${Math.round(limits.timeoutMs / 1000)} s`,
-          {
-            headers: { Connection: 'close' },
-          },
-        ),
-      );
-    }, limits.timeoutMs);
+    // One timer at a time: the end of the current rate window, or the body deadline if sooner.
+    const deadline = started + limits.timeoutMs;
+    let windowStart = started;
+    let sizeAtWindow = 0;
+    const check = (): void => {
+      const now = clock.now();
+      if (now >= deadline) {
+        finish(timedOut(`the request body did not arrive within ${Math.round(limits.timeoutMs / 1000)} s`));
+        return;
+      }
+      if (now - windowStart >= limits.rateWindowMs) {
+        const left = Number.isFinite(declared) && !chunked ? declared - sizeAtWindow : Number.POSITIVE_INFINITY;
+        if (size - sizeAtWindow < Math.min(limits.minBytesPerWindow, left)) {
+          finish(
+            timedOut(
+              `the request body arrives too slowly (${size - sizeAtWindow} bytes in ${Math.round(limits.rateWindowMs / 100) / 10} s; at least ${limits.minBytesPerWindow} needed)`,
+            ),
+          );
+          return;
+        }
+        windowStart = now;
+        sizeAtWindow = size;
+      }
+      timer = clock.setTimeout(check, Math.max(1, Math.min(windowStart + limits.rateWindowMs, deadline) - now));
+    };
+    timer = clock.setTimeout(check, Math.min(limits.rateWindowMs, limits.timeoutMs));
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onGone);
@@ -169,6 +230,7 @@ export class RequestStream implements StreamBody {
   readonly #clock: Clock;
   readonly #signal: AbortSignal;
   readonly #finish: (hash: string) => Promise<string>;
+  readonly #address: string;
   #received = 0;
   #state: 'new' | 'reading' | 'done' = 'new';
   #holdsGate = true;
@@ -188,10 +250,8 @@ export class RequestStream implements StreamBody {
   ) {
     const declared = Number(req.headers['content-length'] ?? Number.NaN);
     if (Number.isFinite(declared) && declared > limits.maxBytes) throw tooLarge(limits.maxBytes);
-    if (gate.active >= gate.maxActive) throw busy(`${gate.active} at once`);
-    if (gate.bytes + STREAM_RESERVE > gate.maxBytes) throw busy(`${gate.bytes} bytes held`);
-    gate.active++;
-    gate.bytes += STREAM_RESERVE;
+    this.#address = addressKey(req.socket.remoteAddress);
+    gate.take(this.#address, STREAM_RESERVE);
     this.#req = req;
     this.#limits = limits;
     this.#gate = gate;
@@ -210,8 +270,7 @@ export class RequestStream implements StreamBody {
   release(): void {
     if (!this.#holdsGate) return;
     this.#holdsGate = false;
-    this.#gate.active--;
-    this.#gate.bytes -= STREAM_RESERVE;
+    this.#gate.release(this.#address, STREAM_RESERVE);
   }
 
   verified(): Promise<string> {

@@ -12,7 +12,7 @@ import { ApiError } from './errors.js';
 export const CORS_HEADERS: Record<string, string> = {
   'Access-Control-Allow-Origin': '*',
   'Access-Control-Expose-Headers':
-    'X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, X-Request-Id, X-M2M-Storage-Used, X-M2M-Storage-Limit, X-M2M-Blob-Hash',
+    'X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, X-Request-Id, X-M2M-Storage-Used, X-M2M-Storage-Limit, X-M2M-Blob-Hash, X-MRP-Take',
 };
 
 export const PREFLIGHT_HEADERS: Record<string, string> = {

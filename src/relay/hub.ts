@@ -12,8 +12,9 @@
  * under way are held, in order, and handled once it succeeds — at most HELD_MAX_BYTES of them.
  *
  * Before authentication a connection is nearly free to open, so it gets almost nothing: at most
- * LIMITS.wsPreAuthBytes received up to its auth frame (counted on the raw socket, so an
- * unfinished large frame is cut while it arrives: close 1009), and a pong that echoes only a
+ * LIMITS.wsPreAuthBytes received up to its auth frame (counted on the raw socket before ws
+ * parses it, so an unfinished large frame is cut while it arrives and one large write is not
+ * parsed past the auth frame: close 1009), and a pong that echoes only a
  * short scalar `ts`. A connection with more than MAX_BUFFERED bytes it has not read (pongs and
  * results it keeps asking for) is cut with 1008.
  *
@@ -58,6 +59,8 @@ export interface HubOptions {
   maxConnectionsPerAgent: number;
   maxEnvelopeBytes: number;
   maxBodyBytes: number;
+  /** Bytes of unfinished inbound frames held across all connections; past it the largest holder is cut (1013). */
+  maxInboundFrameBytes: number;
 }
 
 export interface HubDeps {
@@ -78,8 +81,20 @@ const MAX_BUFFERED = 8 * 1024 * 1024;
 const CLOSE_TOO_BIG = 1009;
 const CLOSE_SLOW_READER = 1008;
 const CLOSE_INTERNAL = 1011;
+/** The relay-wide budget of unfinished inbound frames is spent: retry later (standard "try again later"). */
+const CLOSE_BUSY = 1013;
 /** Frames held while authentication is under way, in bytes (a send frame and some). */
 const HELD_MAX_BYTES = 4 * 1024 * 1024;
+
+/** Whether a frame that arrived past the pre-auth budget is the auth frame (the one frame still accepted then). */
+function isAuthFrame(text: string | null): boolean {
+  if (text === null || text.length > LIMITS.wsPreAuthBytes) return false;
+  try {
+    return parseClientFrame(text, { maxBodyBytes: 0 }).type === 'auth';
+  } catch (err) {
+    return err instanceof FrameParseError && err.frameType === 'auth';
+  }
+}
 
 function frameError(err: ApiError): FrameError {
   return err.details ? { code: err.code, message: err.message, details: err.details } : { code: err.code, message: err.message };
@@ -90,6 +105,8 @@ export class Hub {
   readonly #options: HubOptions;
   readonly #all = new Set<Connection>();
   readonly #byAgent = new Map<string, Set<Connection>>();
+  /** Bytes received on all connections since each one's last complete frame (see `#countInbound`). */
+  #inbound = 0;
 
   constructor(deps: HubDeps, options: HubOptions) {
     this.#deps = deps;
@@ -108,11 +125,42 @@ export class Hub {
     return this.#all.size;
   }
 
+  /** Bytes of unfinished inbound frames held now, across all connections (tests and diagnostics). */
+  get inboundBytes(): number {
+    return this.#inbound;
+  }
+
+  /**
+   * The relay-wide budget of unfinished frames. ws's `maxPayload` bounds one frame per
+   * connection, but keys are free: many connections each holding most of a large frame add up.
+   * Bytes are counted on the raw socket before ws parses them and forgotten when a frame
+   * completes (so a chunk that ends one frame and starts the next under-counts by at most that
+   * chunk); past the budget, the connection holding the most is cut with 1013 until it fits.
+   */
+  #countInbound(conn: Connection, bytes: number): void {
+    conn.partial += bytes;
+    this.#inbound += bytes;
+    while (this.#inbound > this.#options.maxInboundFrameBytes) {
+      let largest: Connection | undefined;
+      for (const c of this.#all) if (c.partial > (largest?.partial ?? 0)) largest = c;
+      if (!largest) break;
+      this.#deps.logger.info('ws_inbound_budget', { conn: largest.id, agent: largest.agent, remote: largest.remote, bytes: largest.partial, total: this.#inbound });
+      largest.socket?.pause();
+      this.#close(largest, CLOSE_BUSY, 'relay busy: too many unfinished frames', false, 0);
+    }
+  }
+
+  /** A frame (data or control) completed on `conn`: its bytes no longer count as unfinished. */
+  #frameDone(conn: Connection): void {
+    this.#inbound -= conn.partial;
+    conn.partial = 0;
+  }
+
   /**
    * Takes over a freshly upgraded socket. `socket` is the raw connection under `ws` (its byte
-   * count before authentication is bounded here); `headBytes` arrived with the upgrade request.
+   * count before authentication is bounded here).
    */
-  accept(ws: WebSocket, req: IncomingMessage, socket: Duplex, headBytes = 0): void {
+  accept(ws: WebSocket, req: IncomingMessage, socket: Duplex): void {
     const { clock, logger } = this.#deps;
     const conn = new Connection(ws, req.socket.remoteAddress ?? '', clock.now());
     this.#all.add(conn);
@@ -125,39 +173,73 @@ export class Hub {
       });
     }, this.#options.authTimeoutMs);
 
-    // ws has already attached its own 'data' listener, so a chunk that completes the auth frame
-    // is handled (and the connection authenticated) before this listener counts it.
-    let received = headBytes;
+    // The pre-auth budget is counted on the raw socket, before ws parses a byte (a prepended
+    // listener), so no amount of data sent in one write or trickled into one unfinished frame
+    // gets past it. A chunk that crosses the budget is still handed to ws, because it may hold the
+    // auth frame (an honest client may write auth and its first sends at once); within that chunk
+    // only an auth frame is accepted (see `#preAuthOver`), and once ws has parsed it (the listener
+    // after ws's own), a connection that is still unauthenticated is cut. ws buffers at most that
+    // one chunk. The upgrade's `head` bytes are unshifted into the socket by ws and counted here
+    // as they flow.
+    let received = 0;
+    const detach = (): void => {
+      socket.off('data', countPreAuth);
+      socket.off('data', judgePreAuth);
+    };
+    const pastAuth = (): boolean => conn.agent !== undefined || conn.held !== undefined || conn.closed;
     const countPreAuth = (chunk: Buffer): void => {
-      if (conn.agent || conn.held || conn.closed) {
-        socket.off('data', countPreAuth);
+      if (pastAuth()) {
+        detach();
         return;
       }
       received += chunk.length;
-      if (received <= LIMITS.wsPreAuthBytes) return;
-      socket.off('data', countPreAuth);
-      logger.info('ws_preauth_too_large', { conn: conn.id, remote: conn.remote, bytes: received });
-      // Stop reading, say why, and cut the connection one turn later (once the close frame is
-      // written): no close handshake for a peer that is still pushing bytes we would only discard.
-      socket.pause();
-      this.#close(conn, CLOSE_TOO_BIG, `at most ${LIMITS.wsPreAuthBytes} bytes before authentication`, false, 0);
+      if (received > LIMITS.wsPreAuthBytes) conn.preAuthOver = true;
     };
-    socket.on('data', countPreAuth);
+    const judgePreAuth = (): void => {
+      if (!conn.preAuthOver) return;
+      detach();
+      if (pastAuth()) return;
+      this.#cutPreAuth(conn, socket, received);
+    };
+    socket.prependListener('data', countPreAuth);
+    socket.on('data', judgePreAuth);
+    conn.socket = socket;
+    socket.prependListener('data', (chunk: Buffer) => {
+      if (!conn.closed) this.#countInbound(conn, chunk.length);
+    });
 
     ws.on('message', (data, isBinary) => {
+      this.#frameDone(conn);
       this.#guard(conn, 'ws_message', () => {
         conn.lastSeen = clock.now();
         const text = isBinary ? null : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
         if (conn.held) this.#hold(conn, text);
+        else if (conn.preAuthOver && !conn.agent && !isAuthFrame(text)) this.#cutPreAuth(conn, socket, received);
         else this.#onMessage(conn, text);
       });
     });
     ws.on('pong', () => {
+      this.#frameDone(conn);
       conn.lastSeen = clock.now();
+    });
+    // ws answers a control ping itself (autoPong): a peer that pings without reading gets cut here.
+    ws.on('ping', () => {
+      this.#frameDone(conn);
+      this.#guard(conn, 'ws_ping', () => this.#checkUnread(conn));
     });
     ws.on('close', (code, reason) => this.#guard(conn, 'ws_close', () => this.#onClosed(conn, code, reason.toString())));
     // ws closes the connection itself after an error (1007 invalid UTF-8, 1009 too big, 1002 protocol).
     ws.on('error', (err) => logger.debug('ws_error', { conn: conn.id, error: err.message }));
+  }
+
+  /** Past the pre-auth budget without an auth frame: stop reading, say why, cut one turn later. */
+  #cutPreAuth(conn: Connection, socket: Duplex, bytes: number): void {
+    if (conn.closed) return;
+    this.#deps.logger.info('ws_preauth_too_large', { conn: conn.id, remote: conn.remote, bytes });
+    // No close handshake for a peer that is still pushing bytes we would only discard: the close
+    // frame is written, then the connection is destroyed.
+    socket.pause();
+    this.#close(conn, CLOSE_TOO_BIG, `at most ${LIMITS.wsPreAuthBytes} bytes before authentication`, false, 0);
   }
 
   /** Runs `fn` for `conn`; an unexpected throw is logged and closes that connection (1011), never escapes. */
@@ -205,13 +287,17 @@ export class Hub {
    * for them without reading the answers is cut once MAX_BUFFERED bytes wait for it.
    */
   #send(conn: Connection, frame: string, cb?: (err?: Error) => void): void {
-    if (conn.closed) return;
-    if (conn.ws.bufferedAmount > MAX_BUFFERED) {
-      this.#deps.logger.info('ws_slow_reader', { conn: conn.id, agent: conn.agent, buffered: conn.ws.bufferedAmount });
-      this.#close(conn, CLOSE_SLOW_READER, 'slow reader: too much unread data', true);
-      return;
-    }
+    if (conn.closed || !this.#checkUnread(conn)) return;
     conn.send(frame, cb);
+  }
+
+  /** False (and the connection cut with 1008) when more than MAX_BUFFERED bytes wait unread. */
+  #checkUnread(conn: Connection): boolean {
+    if (conn.closed) return false;
+    if (conn.ws.bufferedAmount <= MAX_BUFFERED) return true;
+    this.#deps.logger.info('ws_slow_reader', { conn: conn.id, agent: conn.agent, buffered: conn.ws.bufferedAmount });
+    this.#close(conn, CLOSE_SLOW_READER, 'slow reader: too much unread data', true);
+    return false;
   }
 
   /** A pong; `ts` is echoed verbatim when short (before auth: only a short number or string). */
@@ -443,6 +529,7 @@ export class Hub {
   #forget(conn: Connection): void {
     if (conn.closed) return;
     conn.closed = true;
+    this.#frameDone(conn);
     conn.stopTimers();
     this.#all.delete(conn);
     conn.held = undefined;

@@ -43,6 +43,15 @@ export interface RelayOptions {
   receiveRatePerMinute?: number;
   requestRatePerMinute?: number;
   maxConnectionsPerAgent?: number;
+  /** WebSocket connections held at once, in total (upgrades beyond get 503; default 10,000). */
+  maxConnections?: number;
+  /** WebSocket connections held at once from one client address (IPv4, or IPv6 /64; 503 beyond; default 256). */
+  maxConnectionsPerAddress?: number;
+  /**
+   * Bytes of unfinished inbound WebSocket frames held across all connections (default 64 MiB):
+   * past it, the connection holding the most is closed with 1013 (try again later).
+   */
+  maxInboundFrameBytes?: number;
   authTimeoutMs?: number;
   heartbeatIntervalMs?: number;
   heartbeatTimeoutMs?: number;
@@ -62,6 +71,15 @@ export interface RelayOptions {
   headersTimeoutMs?: number;
   /** Request bodies being read at once, across all clients (503 beyond; default 64). */
   maxConcurrentBodies?: number;
+  /**
+   * Request bodies being read at once from one client address (an IPv4 address or an IPv6 /64;
+   * 503 beyond; default 8). Behind a reverse proxy every client shares the proxy's address.
+   */
+  maxConcurrentBodiesPerAddress?: number;
+  /** A JSON request body must bring at least this many bytes (or all that is left of it) in every `bodyRateWindowMs` (408 otherwise; default 16 KiB). */
+  minBodyBytesPerWindow?: number;
+  /** The window of `minBodyBytesPerWindow` (default 2 s). */
+  bodyRateWindowMs?: number;
   /** Bytes of request bodies being read held at once (503 beyond; default 32 MiB). */
   maxBodyBufferBytes?: number;
   /** Signatures remembered for replay detection by the default replay cache (503 when full of live entries; default 1,000,000). */
@@ -110,6 +128,9 @@ export const RELAY_DEFAULTS = {
   receiveRatePerMinute: RATE_LIMITS.receivePerMinute,
   requestRatePerMinute: RATE_LIMITS.requestsPerMinute,
   maxConnectionsPerAgent: RATE_LIMITS.wsConnectionsPerAgent,
+  maxConnections: 10_000,
+  maxConnectionsPerAddress: 256,
+  maxInboundFrameBytes: 64 * 1024 * 1024,
   authTimeoutMs: TIMING.wsAuthTimeoutMs,
   heartbeatIntervalMs: TIMING.heartbeatIntervalMs,
   heartbeatTimeoutMs: TIMING.heartbeatTimeoutMs,
@@ -120,6 +141,9 @@ export const RELAY_DEFAULTS = {
   bodyTimeoutMs: 10_000,
   headersTimeoutMs: 10_000,
   maxConcurrentBodies: 64,
+  maxConcurrentBodiesPerAddress: 8,
+  minBodyBytesPerWindow: 16 * 1024,
+  bodyRateWindowMs: 2_000,
   maxBodyBufferBytes: 32 * 1024 * 1024,
   maxReplayEntries: DEFAULT_MAX_REPLAY_ENTRIES,
   minFreeDiskBytes: 4 * 1024 * 1024,
@@ -153,10 +177,14 @@ const NON_NEGATIVE = [
   'requestRatePerMinute',
   'port',
   'minFreeDiskBytes',
+  'minBodyBytesPerWindow',
 ] as const;
 const POSITIVE = [
   'timestampToleranceMs',
   'maxConnectionsPerAgent',
+  'maxConnections',
+  'maxConnectionsPerAddress',
+  'maxInboundFrameBytes',
   'authTimeoutMs',
   'heartbeatIntervalMs',
   'heartbeatTimeoutMs',
@@ -166,6 +194,8 @@ const POSITIVE = [
   'bodyTimeoutMs',
   'headersTimeoutMs',
   'maxConcurrentBodies',
+  'maxConcurrentBodiesPerAddress',
+  'bodyRateWindowMs',
   'maxBodyBufferBytes',
   'maxReplayEntries',
   'webhookTimeoutMs',

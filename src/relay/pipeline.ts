@@ -15,7 +15,7 @@ import type { Clock } from '../core/clock.js';
 import { PATHS } from '../protocol/constants.js';
 import { errorEnvelope } from '../protocol/envelope.js';
 import type { Authenticator, Claim } from './auth.js';
-import { type Body, type BodyGate, readBody, RequestStream } from './body.js';
+import { type Body, type BodyGate, type BodyLimits, readBody, RequestStream } from './body.js';
 import type { Directory } from './directory.js';
 import { ApiError, isStorageFailure } from './errors.js';
 import { CORS_HEADERS, PREFLIGHT_HEADERS, parseJsonBody } from './http.js';
@@ -40,6 +40,9 @@ export interface PipelineDeps {
   metrics: RelayMetrics;
   maxEnvelopeBytes: number;
   bodyTimeoutMs: number;
+  /** A JSON body must bring at least this many bytes (or its rest) in every `bodyRateWindowMs` (408 otherwise). */
+  minBodyBytesPerWindow: number;
+  bodyRateWindowMs: number;
   /** True once the relay is shutting down (new requests get 503). */
   closing(): boolean;
   /** Abort handles of requests in flight (long polls, streams), aborted at shutdown. */
@@ -72,6 +75,13 @@ export function createPipeline(deps: PipelineDeps): Handle {
     await deps.requestLimit.record(caller);
     Object.assign(headers, rateHeaders(await deps.requestLimit.peek(caller)));
   }
+
+  const bodyLimits = (maxBytes: number): BodyLimits => ({
+    maxBytes,
+    timeoutMs: deps.bodyTimeoutMs,
+    minBytesPerWindow: deps.minBodyBytesPerWindow,
+    rateWindowMs: deps.bodyRateWindowMs,
+  });
 
   return async function handle(req, res) {
     const started = performance.now();
@@ -124,6 +134,7 @@ export function createPipeline(deps: PipelineDeps): Handle {
       let body: Body | undefined;
       if (route.body.kind === 'stream') {
         const claim: Claim | undefined = route.auth ? auth.claim(req.headers) : undefined;
+        if (claim) await auth.refuseKnownReplay(claim);
         const finish = async (hash: string): Promise<string> => {
           if (!claim) return '';
           const verified = await auth.verifyHttp(claim, method, target, hash);
@@ -144,18 +155,14 @@ export function createPipeline(deps: PipelineDeps): Handle {
         // Headers, key and timestamp are checked before a byte of the body is read; the body is
         // hashed as it arrives and the signature checked once it is in.
         const claim = auth.claim(req.headers);
+        await auth.refuseKnownReplay(claim);
         const maxBytes =
           route.body.kind === 'json' ? (route.body.maxBytes ?? deps.maxEnvelopeBytes) : deps.maxEnvelopeBytes;
-        body = await readBody(req, { maxBytes, timeoutMs: deps.bodyTimeoutMs }, deps.gate, clock);
+        body = await readBody(req, bodyLimits(maxBytes), deps.gate, clock);
         caller = await auth.verifyHttp(claim, method, target, body.hash);
         await admit(caller, route, headers);
       } else if (route.body.kind === 'json') {
-        body = await readBody(
-          req,
-          { maxBytes: route.body.maxBytes ?? deps.maxEnvelopeBytes, timeoutMs: deps.bodyTimeoutMs },
-          deps.gate,
-          clock,
-        );
+        body = await readBody(req, bodyLimits(route.body.maxBytes ?? deps.maxEnvelopeBytes), deps.gate, clock);
       }
 
       const reply = await route.handler(

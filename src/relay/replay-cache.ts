@@ -19,6 +19,12 @@ export interface ReplayCache {
    * `true`. Rejects with an `ApiError` (503) when it cannot remember more right now.
    */
   remember(id: string, forgetAt: number): Promise<boolean>;
+  /**
+   * Optional: whether `id` is remembered now, without remembering it. Lets the relay refuse a
+   * replayed request before it reads the body (a signature can only be verified after); a cache
+   * without it is asked only once the body is in.
+   */
+  seen?(id: string): Promise<boolean> | boolean;
   /** Forgets every expired entry (the sweeper calls it). */
   prune(): Promise<void>;
 }
@@ -40,6 +46,11 @@ export class MemoryReplayCache implements ReplayCache {
 
   get size(): number {
     return this.#seen.size;
+  }
+
+  seen(id: string): boolean {
+    const until = this.#seen.get(id);
+    return until !== undefined && until > this.#clock.now() / 1000;
   }
 
   async remember(id: string, forgetAt: number): Promise<boolean> {

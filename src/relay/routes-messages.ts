@@ -3,7 +3,7 @@
  * and its status, and the blob routes this relay answers with 404. Message lists are JSON text
  * built around the stored bodies, which go out exactly as they came in.
  */
-import { LIMITS, MESSAGE_STATUSES } from '../protocol/constants.js';
+import { LIMITS, MESSAGE_STATUSES, TAKE_ID_RE } from '../protocol/constants.js';
 import { encodeMessagePage } from '../protocol/frames.js';
 import { memberText } from '../protocol/json.js';
 import { formatInstant } from '../protocol/signing.js';
@@ -40,6 +40,16 @@ function messageList(svc: Services, threadId: string | undefined, page: MessageP
   const next = page.hasMore && page.last ? messageCursorOf(page.last) : null;
   const body = encodeMessagePage({ ...(threadId === undefined ? {} : { thread_id: threadId }), messages: page.json, has_more: page.hasMore, next_cursor: next });
   return { kind: 'json', status: 200, body };
+}
+
+/** `take=<id>` (our extension, docs/protocol.md §3.6): the poll's take id, recorded on what it marks delivered. */
+function takeParam(query: URLSearchParams): string | undefined {
+  const raw = query.get('take');
+  if (raw === null || raw === '') return undefined;
+  if (!TAKE_ID_RE.test(raw)) {
+    throw new ApiError('bad_request', 'take must be 1–64 characters of A–Z, a–z, 0–9, "_" or "-"', { details: { field: 'take', reason: 'invalid' } });
+  }
+  return raw;
 }
 
 const messageCursorOf = (m: MessageRecord): string => encodeCursor({ t: m.created_at, id: m.message_id });
@@ -88,6 +98,7 @@ export const MESSAGE_ROUTES: RelayRoute[] = [
       const inReplyTo = stringParam(req.query, 'in_reply_to', 128);
       const sender = keyParam(req.query, 'sender_key');
       const since = timeParam(req.query, 'since');
+      const take = takeParam(req.query);
       const page = await svc.messenger.poll(
         req.caller,
         {
@@ -97,12 +108,16 @@ export const MESSAGE_ROUTES: RelayRoute[] = [
           ...(threadId === undefined ? {} : { thread_id: threadId }),
           ...(since === undefined ? {} : { since }),
           ...(after === undefined ? {} : { after }),
+          ...(take === undefined ? {} : { take }),
         },
         limit,
         wait * 1000,
         req.signal,
       );
-      return messageList(svc, undefined, page);
+      const reply = messageList(svc, undefined, page);
+      // Says this relay records take ids, so a client may rely on `status=delivered&take=` later.
+      if (take !== undefined && reply.kind === 'json') reply.headers = { ...reply.headers, 'X-MRP-Take': take };
+      return reply;
     },
   },
   {

@@ -13,6 +13,7 @@ import { CLOSE_CODES, PATHS, TIMING } from '../protocol/constants.js';
 import { errorEnvelope } from '../protocol/envelope.js';
 import { Authenticator } from './auth.js';
 import { Batcher } from './batcher.js';
+import { AddressCounter, addressKey } from './address.js';
 import { BodyGate } from './body.js';
 import { InProcessBus, ScopedBus } from './bus.js';
 import { MemoryConnectionRegistry } from './connections.js';
@@ -97,6 +98,7 @@ export function createRelay(options: RelayOptions): Relay {
       maxConnectionsPerAgent: o.maxConnectionsPerAgent,
       maxEnvelopeBytes: o.maxEnvelopeBytes,
       maxBodyBytes: o.maxBodyBytes,
+      maxInboundFrameBytes: o.maxInboundFrameBytes,
     },
   );
 
@@ -160,12 +162,14 @@ export function createRelay(options: RelayOptions): Relay {
     directory,
     sendLimit,
     requestLimit,
-    gate: new BodyGate(o.maxConcurrentBodies, o.maxBodyBufferBytes),
+    gate: new BodyGate(o.maxConcurrentBodies, o.maxBodyBufferBytes, o.maxConcurrentBodiesPerAddress),
     clock,
     logger,
     metrics,
     maxEnvelopeBytes: o.maxEnvelopeBytes,
     bodyTimeoutMs: o.bodyTimeoutMs,
+    minBodyBytesPerWindow: o.minBodyBytesPerWindow,
+    bodyRateWindowMs: o.bodyRateWindowMs,
     closing: () => closing,
     inFlight: inFlightAborts,
   });
@@ -221,6 +225,8 @@ export function createRelay(options: RelayOptions): Relay {
     // Before authentication the hub allows far less (LIMITS.wsPreAuthBytes).
     maxPayload: 4 * o.maxEnvelopeBytes,
   });
+  /** WebSocket connections (from the upgrade until the socket closes), in total and per client address. */
+  const wsSockets = new AddressCounter(o.maxConnections, o.maxConnectionsPerAddress);
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     try {
       const path = (req.url ?? '').split('?')[0];
@@ -229,9 +235,19 @@ export function createRelay(options: RelayOptions): Relay {
         socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
         return;
       }
+      const address = addressKey(req.socket.remoteAddress);
+      const refused = wsSockets.refusal(address);
+      if (refused) {
+        logger.info('ws_refused', { remote: req.socket.remoteAddress, reason: refused === 'total' ? 'max_connections' : 'max_connections_per_address' });
+        const why = refused === 'total' ? 'too many connections' : 'too many connections from your address';
+        socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: ${why.length}\r\n\r\n${why}`);
+        return;
+      }
+      wsSockets.add(address);
+      socket.once('close', () => wsSockets.remove(address));
       wss.handleUpgrade(req, socket, head, (ws) => {
         try {
-          hub.accept(ws, req, socket, head.length);
+          hub.accept(ws, req, socket);
         } catch (err) {
           logger.error('internal_error', { where: 'ws_accept', error: errorText(err) });
           ws.terminate();

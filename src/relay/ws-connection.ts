@@ -5,6 +5,7 @@
  * flow-controlled there, by `buffered`; everything else the hub sends goes through its own
  * MAX_BUFFERED check.
  */
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Timer } from '../core/clock.js';
 import type { Delivery, PushSink } from './delivery.js';
@@ -19,6 +20,12 @@ export class Connection implements PushSink {
   /** Set while an auth frame is being checked; frames meanwhile are held (`null`: a binary frame). */
   held: Array<string | null> | undefined;
   heldBytes = 0;
+  /** More than the pre-auth budget arrived before authentication: only an auth frame is still accepted. */
+  preAuthOver = false;
+  /** Bytes received since the last complete frame (the hub's relay-wide budget of unfinished frames). */
+  partial = 0;
+  /** The raw socket under `ws`. */
+  socket: Duplex | undefined;
   /** Holds a slot of the connection registry (given back when the connection goes). */
   slot = false;
   delivery: Delivery | undefined;

@@ -45,9 +45,9 @@ export interface TcpWs {
 }
 
 /** A WebSocket handshake over a bare TCP socket; everything after is up to the test. Destroyed at test end. */
-export async function tcpWs(t: TestContext, url: string): Promise<TcpWs> {
+export async function tcpWs(t: TestContext, url: string, localAddress?: string): Promise<TcpWs> {
   const u = new URL(url);
-  const socket = connect(Number(u.port), u.hostname);
+  const socket = connect({ port: Number(u.port), host: u.hostname, ...(localAddress ? { localAddress } : {}) });
   t.after(() => socket.destroy());
   socket.on('error', () => {});
   const gone = new Promise<void>((resolve) => socket.once('close', () => resolve()));

@@ -65,6 +65,41 @@ describe('item 2: without a key, almost nothing', () => {
     expectOk(await new Api(url).get(newAgent(), '/v1/agents/me'));
   });
 
+  it('before auth the budget is per byte on the raw socket: a 1 MiB frame trickled in is cut within a piece of the budget', async (t) => {
+    const { wsUrl, logs } = await startRelay(t);
+    const s = await tcpWs(t, wsUrl);
+    s.socket.setNoDelay(true);
+    await write(s.socket, frameHeader(MiB));
+    let sent = 0;
+    const piece = Buffer.alloc(512, 0x20);
+    // Trickle (a piece per millisecond, so the relay reads them one by one) until the relay cuts
+    // the connection, or far past the budget, which fails below.
+    while (sent < 256 * 1024 && (await write(s.socket, piece))) {
+      sent += piece.length;
+      await new Promise((r) => setTimeout(r, 1));
+      if (s.received().length > 0) break;
+    }
+    assert.equal(await s.closeCode(), 1009);
+    await s.gone;
+    // The relay counts what it read; a loaded machine may coalesce a few pieces into one read.
+    const entry = logs.find((e) => e.msg === 'ws_preauth_too_large');
+    const read = entry?.['bytes'] as number;
+    assert.ok(read > LIMITS.wsPreAuthBytes && read <= LIMITS.wsPreAuthBytes + 8 * piece.length, `cut after ${read} bytes read`);
+    assert.ok(sent < 64 * 1024, `${sent} bytes sent before the cut`);
+  });
+
+  it('before auth one large write is not parsed past the budget: 60 KB of pings in one write get no pong, close 1009', async (t) => {
+    const { wsUrl } = await startRelay(t);
+    const s = await tcpWs(t, wsUrl);
+    const ping = textFrame('{"type":"ping","ts":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}');
+    await write(s.socket, Buffer.concat(Array.from({ length: Math.floor(60_000 / ping.length) }, () => ping)));
+    assert.equal(await s.closeCode(), 1009);
+    await s.gone;
+    const pongs = s.received().toString('latin1').split('"pong"').length - 1;
+    // The kernel may split the write: pings in a first read within the budget are answered, no more.
+    assert.ok(pongs * ping.length <= LIMITS.wsPreAuthBytes, `${pongs} pongs`);
+  });
+
   it('the budget is for unauthenticated bytes only: an authenticated connection may send large frames', async (t) => {
     const { wsUrl } = await startRelay(t);
     const kp = newAgent();
@@ -178,5 +213,48 @@ describe('item 3: memory bounded by bytes', () => {
     assert.equal(lru.has('huge'), false, 'a value over the byte cap is not kept');
     for (let i = 0; i < 10; i++) lru.set(`k${i}`, 'y');
     assert.equal(lru.size, 3);
+  });
+});
+
+/** A raw WebSocket (bare TCP) authenticated with a fresh key. */
+async function authedTcpWs(t: Parameters<typeof tcpWs>[0], wsUrl: string, localAddress?: string): Promise<Awaited<ReturnType<typeof tcpWs>>> {
+  const s = await tcpWs(t, wsUrl, localAddress);
+  await write(s.socket, textFrame(JSON.stringify(freshAuthFrame(newAgent()))));
+  await until(() => s.received().includes('"status":"ok"'), 'auth_result ok');
+  return s;
+}
+
+describe('free keys: relay-wide caps', () => {
+  it('unfinished frames have one relay-wide budget: past it the connection holding the most is cut (1013); honest traffic goes on', async (t) => {
+    const { wsUrl, relay, logs } = await startRelay(t, { maxInboundFrameBytes: 4 * MiB });
+    const holders = [];
+    for (let i = 0; i < 3; i++) holders.push(await authedTcpWs(t, wsUrl));
+    // Two hold 1 MiB of a 3 MiB frame each (2 MiB in all, within the budget) …
+    for (const s of holders.slice(0, 2)) {
+      await write(s.socket, frameHeader(3 * MiB));
+      await write(s.socket, Buffer.alloc(MiB, 0x20));
+    }
+    await until(() => logs.filter((e) => e.msg === 'ws_auth').length === 3 && relay.connections === 3, 'three connections');
+    // … a third sends 3 MiB of a 4 MiB frame: past 4 MiB in all, it is the largest holder, and is cut.
+    await write(holders[2]!.socket, frameHeader(4 * MiB));
+    await write(holders[2]!.socket, Buffer.alloc(3 * MiB, 0x20));
+    assert.equal(await holders[2]!.closeCode(), 1013);
+    await holders[2]!.gone;
+    const entry = logs.find((e) => e.msg === 'ws_inbound_budget');
+    assert.ok(entry && (entry['bytes'] as number) > MiB, JSON.stringify(entry));
+    // The other two keep their connections and can finish their frames (a send too big: its answer, not a cut).
+    assert.equal(holders[0]!.socket.destroyed, false);
+    await roundTrip(await wsConnect(t, wsUrl, newAgent()));
+  });
+
+  it('WebSocket connections are capped per client address and in total: 503 at the upgrade', async (t) => {
+    const { wsUrl } = await startRelay(t, { host: '0.0.0.0', maxConnectionsPerAddress: 2, maxConnections: 3 });
+    const url = wsUrl.replace('0.0.0.0', '127.0.0.1');
+    await tcpWs(t, url, '127.0.0.1');
+    await tcpWs(t, url, '127.0.0.1');
+    await assert.rejects(tcpWs(t, url, '127.0.0.1'), /503/);
+    // Another address still gets one, then the total (3) is reached.
+    await tcpWs(t, url, '127.0.0.2');
+    await assert.rejects(tcpWs(t, url, '127.0.0.3'), /503/);
   });
 });

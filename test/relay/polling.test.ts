@@ -84,6 +84,25 @@ describe('§3.6 GET /v1/messages', () => {
     assert.deepEqual(expectOk(await api.get(a, '/v1/messages?status=delivered')).messages, []);
   });
 
+  it('take ids (our extension): a poll with take=<id> is echoed in X-MRP-Take; status=delivered&take=<id> lists exactly what it took', async (t) => {
+    const { api } = await startTicking(t);
+    const a = newAgent();
+    const b = newAgent();
+    const m1 = await api.send(a, b.publicKey, { n: 1 });
+    const m2 = await api.send(a, b.publicKey, { n: 2 });
+    const first = await api.get(b, '/v1/messages?limit=1&take=tk_1');
+    assert.equal(first.headers.get('x-mrp-take'), 'tk_1');
+    assert.deepEqual(ids(expectOk(first)), [m1.message_id]);
+    // Another consumer (recv) takes the rest without a take id: not part of tk_1.
+    const other = await api.get(b, '/v1/messages');
+    assert.equal(other.headers.get('x-mrp-take'), null);
+    assert.deepEqual(ids(expectOk(other)), [m2.message_id]);
+    assert.deepEqual(ids(expectOk(await api.get(b, '/v1/messages?status=delivered&take=tk_1'))), [m1.message_id]);
+    assert.deepEqual(expectOk(await api.get(b, '/v1/messages?status=delivered&take=tk_2')).messages, []);
+    const bad = expectError(await api.get(b, '/v1/messages?take=no%20spaces'), 400, 'bad_request');
+    assert.equal(bad.details.field, 'take');
+  });
+
   it('a limited poll only marks what it returned', async (t) => {
     const { api } = await startTicking(t);
     

@@ -3,7 +3,7 @@
  * file, readiness that looks at the disk, and start-up errors that name the file.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, closeSync, mkdirSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
@@ -81,6 +81,25 @@ describe('item 6: storage', () => {
     const details = (await (await fetch(`${url}/v1/health/details`)).json()) as { status: string; components: { database: { status: string } } };
     assert.equal(details.status, 'degraded');
     assert.equal(details.components.database.status, 'unavailable');
+  });
+
+  it('/v1/health/ready turns 503 when mrp.db is truncated to 0 bytes while the relay runs', async (t) => {
+    const clock = new ManualClock(Date.now());
+    const { url, dataDir } = await startRelay(t, { clock });
+    const a = newAgent();
+    await new Api(url).send(a, newAgent().publicKey);
+    assert.equal((await fetch(`${url}/v1/health/ready`)).status, 200);
+    truncateSync(join(dataDir, 'mrp.db'), 0);
+    clock.advance(1001);
+    const ready = await fetch(`${url}/v1/health/ready`);
+    assert.equal(ready.status, 503);
+    assert.equal(((await ready.json()) as { reason: string }).reason, 'corrupt');
+  });
+
+  it('a fresh relay is ready (its database has a header from the start, so 0 bytes is never "fresh" later)', async (t) => {
+    const { url, dataDir } = await startRelay(t);
+    assert.equal((await fetch(`${url}/v1/health/ready`)).status, 200);
+    assert.ok(statSync(join(dataDir, 'mrp.db')).size > 0);
   });
 
   it('start-up errors name the file: a corrupt mrp.db, a directory in its place, a data dir that is a file', async (t) => {

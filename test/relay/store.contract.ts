@@ -427,6 +427,18 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
         assert.equal((await store.getMessage(fromC!.message_id))!.status, 'sent', 'filtered out: untouched');
       });
 
+      it('take ids: a take records its id on what it marks delivered; a delivered view by take shows exactly those', async () => {
+        const [a, b] = [newKey(), newKey()];
+        const [m1, m2, m3] = await put(message(a, b, { created_at: T0 + 1 }), message(a, b, { created_at: T0 + 2 }), message(a, b, { created_at: T0 + 3 }));
+        await store.takeSent(b, { status: 'sent', take: 'takeOne' }, 2, T0 + 5, takeAll);
+        await store.takeSent(b, { status: 'sent' }, 10, T0 + 5, takeAll);
+        const one = await store.listInbox(b, { status: 'delivered', take: 'takeOne' }, 10, T0 + 10, 1 << 20);
+        assert.deepEqual(ids(one.messages), [m1!.message_id, m2!.message_id]);
+        assert.deepEqual((await store.listInbox(b, { status: 'delivered', take: 'other' }, 10, T0 + 10, 1 << 20)).messages, []);
+        assert.deepEqual((await store.listInbox(a, { status: 'delivered', take: 'takeOne' }, 10, T0 + 10, 1 << 20)).messages, [], 'another recipient sees none');
+        assert.deepEqual(ids((await store.listInbox(b, { status: 'delivered' }, 10, T0 + 10, 1 << 20)).messages), ids([m1!, m2!, m3!]));
+      });
+
       it('inbox views: delivered history, expired (stored or overdue), paged by (created_at, message_id), bounded by bytes', async () => {
         const [a, b] = [newKey(), newKey()];
         const [d1, d2, overdue] = await put(

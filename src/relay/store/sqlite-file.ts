@@ -68,6 +68,27 @@ export interface FileCheckOptions {
   minFreeBytes: number;
   /** Files up to this size also get a `PRAGMA quick_check` through a fresh read-only connection. */
   quickCheckMaxBytes: number;
+  /**
+   * The file has had a valid header before (see `hasDbHeader`): an empty file is then a truncated
+   * database, not a fresh one. A new WAL-mode database can be 0 bytes until its first
+   * checkpoint, so emptiness alone proves nothing.
+   */
+  headerSeen?: boolean;
+}
+
+/** Whether the file starts with the SQLite header (false for a missing or empty file). */
+export function hasDbHeader(path: string): boolean {
+  const header = Buffer.alloc(16);
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      return readSync(fd, header, 0, 16, 0) === 16 && header.toString('latin1') === MAGIC;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -98,6 +119,7 @@ export function checkDbFile(path: string, options: FileCheckOptions): StorageHea
   } catch (err) {
     return { ok: false, reason: 'missing', detail: (err as Error).message };
   }
+  if (size === 0 && options.headerSeen) return { ok: false, reason: 'corrupt', detail: 'the file was truncated to 0 bytes' };
   if (size > 0) {
     if (header.toString('latin1', 0, 16) !== MAGIC) return { ok: false, reason: 'corrupt', detail: 'bad file header' };
     const pageSize = header.readUInt16BE(16) === 1 ? 65_536 : header.readUInt16BE(16);

@@ -77,7 +77,7 @@ export const MIGRATIONS: string[] = [
     at INTEGER NOT NULL
   );
   `,
-  // Webhooks (docs/protocol.md §3.8): one config per agent, and the pending deliveries (created in
+  // 3: webhooks (docs/protocol.md §3.8): one config per agent, and the pending deliveries (created in
   // the commit that stores the message, so a crash between the two cannot lose one).
   `
   CREATE TABLE webhooks (
@@ -98,6 +98,11 @@ export const MIGRATIONS: string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at);
   CREATE INDEX webhook_deliveries_agent ON webhook_deliveries (agent_key);
+  `,
+  // 4: the take id of the poll that marked a message delivered (a runner's recovery asks for exactly its take).
+  `
+  ALTER TABLE messages ADD COLUMN take_id TEXT;
+  CREATE INDEX messages_take ON messages (recipient_key, take_id) WHERE take_id IS NOT NULL;
   `,
 ];
 
@@ -264,6 +269,10 @@ export function inboxConditions(filter: InboxFilter): { sql: string; params: unk
   if (filter.after !== undefined) {
     parts.push(AFTER_SQL);
     params.push(filter.after.t, filter.after.t, filter.after.id);
+  }
+  if (filter.take !== undefined && filter.status === 'delivered') {
+    parts.push('take_id = ?');
+    params.push(filter.take);
   }
   return { sql: parts.map((p) => ` AND ${p}`).join(''), params };
 }

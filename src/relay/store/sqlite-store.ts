@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import type { AclEntry, AclEntryType } from '../../protocol/types.js';
 import { DataDirLock } from './lock.js';
-import { checkDbFile, ensureDbFile, prepareDataDir, storageError } from './sqlite-file.js';
+import { checkDbFile, ensureDbFile, hasDbHeader, prepareDataDir, storageError } from './sqlite-file.js';
 import { claimTransaction, commitTransaction, takeTransaction } from './sqlite-tx.js';
 import {
   AFTER_SQL,
@@ -71,6 +71,8 @@ export class SqliteStore implements Store {
   readonly #takeSent: (recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict) => TakeResult;
   readonly #claim: (now: number, options: ClaimOptions) => DeliveryClaim[];
   readonly #fileCheck: { minFreeBytes: number; quickCheckMaxBytes: number };
+  /** mrp.db has had a valid header while open: 0 bytes later means it was truncated under us. */
+  #headerSeen = false;
 
   /**
    * Opens (or creates, mode 0600) `dataDir/mrp.db` and takes the directory's lock. Every failure
@@ -107,6 +109,10 @@ export class SqliteStore implements Store {
    */
   #checkAtStart(): void {
     for (const table of ['agents', 'agent_tags', 'messages', 'acl', 'webhooks', 'webhook_deliveries']) this.#db.prepare(`SELECT 1 FROM ${table} LIMIT 1`).all();
+    // Put the schema into the main file now, so it has a header from the start: a fresh WAL-mode
+    // database is otherwise 0 bytes until its first checkpoint, indistinguishable from a truncated one.
+    this.#db.pragma('wal_checkpoint(PASSIVE)');
+    this.#headerSeen = hasDbHeader(this.location);
     const health = checkDbFile(this.location, { minFreeBytes: 0, quickCheckMaxBytes: this.#fileCheck.quickCheckMaxBytes });
     if (!health.ok && health.reason === 'corrupt') {
       throw Object.assign(new Error(`the database is corrupt: ${health.detail ?? ''}`), { code: 'SQLITE_CORRUPT' });
@@ -442,7 +448,8 @@ export class SqliteStore implements Store {
   async health(now: number): Promise<StorageHealth> {
     if (!this.#db.open) return { ok: false, reason: 'closed' };
     try {
-      const file = checkDbFile(this.location, this.#fileCheck);
+      this.#headerSeen ||= hasDbHeader(this.location);
+      const file = checkDbFile(this.location, { ...this.#fileCheck, headerSeen: this.#headerSeen });
       if (!file.ok) return file;
       this.#stmt('INSERT INTO health_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at').run(now);
     } catch (err) {

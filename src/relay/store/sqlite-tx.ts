@@ -104,7 +104,7 @@ export function takeTransaction(
   serve: (record: MessageRecord) => ServeVerdict,
 ) => TakeResult {
   const markOne = db.prepare(
-    `UPDATE messages SET status = 'delivered', delivered_at = ? WHERE seq = ? AND status = 'sent'`,
+    `UPDATE messages SET status = 'delivered', delivered_at = ?, take_id = ? WHERE seq = ? AND status = 'sent'`,
   );
   return db.transaction(
     (
@@ -141,7 +141,7 @@ export function takeTransaction(
           break;
         }
       }
-      for (const m of messages) markOne.run(now, m.seq);
+      for (const m of messages) markOne.run(now, filter.take ?? null, m.seq);
       return { messages, hasMore, skipped };
     },
   );

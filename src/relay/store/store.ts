@@ -81,6 +81,11 @@ export interface InboxFilter {
   since?: number;
   /** Only messages after this position in `(created_at, message_id)` order (cursor). */
   after?: MessagePosition;
+  /**
+   * A poll's take id (docs/protocol.md §3.6, our extension): `takeSent` records it on the messages
+   * it marks delivered; a `delivered` listing keeps only the messages taken under it.
+   */
+  take?: string;
 }
 
 /** A place in the `(created_at, message_id)` order that polls and threads use (docs/protocol.md §3.6). */

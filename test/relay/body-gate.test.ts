@@ -1,0 +1,154 @@
+/**
+ * Issue 9, body gate starvation: slow, never-finished bodies with junk signatures from one client
+ * address must not starve honest senders elsewhere — a per-address cap on body reads, a minimum
+ * arrival rate (408), and a known replay refused before its body is read.
+ */
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import { describe, it } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { type Keypair, signRequest, uniqueTimestamp } from '../../src/protocol/signing.js';
+import { addressKey } from '../../src/relay/address.js';
+import { newAgent, startRelay } from '../helpers/relay.js';
+
+/** Resolves once `cond()` holds, checking after every turn of the event loop (no sleeping). */
+async function until(cond: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+interface Stalled {
+  /** The first response line ('' when the connection closed without one). */
+  status: Promise<string>;
+  destroy(): void;
+}
+
+/** POST /v1/messages from `localAddress` with a junk signature, declaring `declared` bytes and sending `sent`. */
+async function slowPost(url: string, localAddress: string, declared: number, sent: number, kp: Keypair = newAgent()): Promise<Stalled> {
+  const u = new URL(url);
+  const s = connect({ port: Number(u.port), host: u.hostname, localAddress });
+  s.on('error', () => {});
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  s.write(
+    `POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n` +
+      `X-M2M-Public-Key: ${kp.publicKey}\r\nX-M2M-Timestamp: ${uniqueTimestamp(Date.now())}\r\nX-M2M-Signature: ${'A'.repeat(86)}\r\n\r\n`,
+  );
+  if (sent > 0) s.write(Buffer.alloc(sent, 0x20));
+  const status = new Promise<string>((resolve) => {
+    let text = '';
+    s.setEncoding('latin1').on('data', (d: string) => {
+      text += d;
+      if (text.includes('\r\n')) resolve(text.split('\r\n')[0]!);
+    });
+    s.once('close', () => resolve(text.split('\r\n')[0] ?? ''));
+  });
+  return { status, destroy: () => s.destroy() };
+}
+
+/** A properly signed send over node:http from `localAddress`; resolves with the status and the time it took. */
+function honestSend(url: string, localAddress: string, kp: Keypair, to: string): Promise<{ status: number; ms: number }> {
+  const body = JSON.stringify({ recipient_key: to, body: { text: 'hi' } });
+  const headers = signRequest(kp, 'POST', '/v1/messages', body, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const req = request(
+      `${url}/v1/messages`,
+      { method: 'POST', localAddress, agent: false, headers: { ...headers, 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) } },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - started }));
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('issue 9: body gate starvation', () => {
+  it('70 never-finished bodies from one address: past 8 it gets 503, an honest client on another address gets 201 at once', async (t) => {
+    // A manual clock: on a loaded machine opening 70 connections may take longer than a rate
+    // window, and this test is about the per-address cap (the window has its own test).
+    const clock = new ManualClock(Date.now());
+    const { url, logs } = await startRelay(t, { host: '0.0.0.0', clock });
+    const relayUrl = url.replace('0.0.0.0', '127.0.0.1');
+    const attack: Stalled[] = [];
+    t.after(() => {
+      for (const a of attack) a.destroy();
+    });
+    for (let i = 0; i < 70; i++) attack.push(await slowPost(relayUrl, '127.0.0.1', 100, 0));
+    // The ones past the per-address cap are refused at once (503 too_many_uploads).
+    const refused = (await Promise.all(attack.slice(8).map((a) => a.status))).filter((s) => /^HTTP\/1\.1 503/.test(s));
+    assert.equal(refused.length, 62);
+    const sender = newAgent();
+    const to = newAgent().publicKey;
+    for (let i = 0; i < 5; i++) {
+      const { status, ms } = await honestSend(relayUrl, '127.0.0.2', sender, to);
+      assert.equal(status, 201);
+      assert.ok(ms < 1000, `honest send took ${ms} ms`);
+    }
+    assert.ok(!logs.some((e) => e.msg === 'internal_error'));
+  });
+
+  it('a body that does not keep arriving at the minimum rate is cut with 408 after one window (manual clock)', async (t) => {
+    const clock = new ManualClock(Date.now());
+    const { url } = await startRelay(t, { clock, bodyRateWindowMs: 2000, minBodyBytesPerWindow: 16 * 1024, bodyTimeoutMs: 10_000 });
+    const before = clock.pending;
+    // 1 KiB of a 1 MiB body, then nothing.
+    const slow = await slowPost(url, '127.0.0.1', 1024 * 1024, 1024);
+    t.after(() => slow.destroy());
+    await until(() => clock.pending > before, 'the body timer');
+    clock.advance(1999);
+    await new Promise((r) => setImmediate(r));
+    clock.advance(2);
+    assert.match(await slow.status, /^HTTP\/1\.1 408/);
+  });
+
+  it('a body that arrives in full within the window is not cut, however small its rate', async (t) => {
+    const clock = new ManualClock(Date.now());
+    const { url } = await startRelay(t, { clock, bodyRateWindowMs: 2000, minBodyBytesPerWindow: 16 * 1024 });
+    const before = clock.pending;
+    // 100 bytes declared, 50 sent: the rest (50 bytes) is what the window asks for.
+    const half = await slowPost(url, '127.0.0.1', 100, 50);
+    t.after(() => half.destroy());
+    await until(() => clock.pending > before, 'the body timer');
+    clock.advance(2001);
+    assert.match(await half.status, /^HTTP\/1\.1 408/);
+    // The whole body at once: read and checked (401 for the junk signature), not a timeout.
+    const whole = await slowPost(url, '127.0.0.1', 100, 100);
+    t.after(() => whole.destroy());
+    assert.match(await whole.status, /^HTTP\/1\.1 401/);
+  });
+
+  it('a replayed signature is refused before its body is read (409 with no body sent)', async (t) => {
+    const { url } = await startRelay(t);
+    const kp = newAgent();
+    const body = JSON.stringify({ recipient_key: newAgent().publicKey, body: 1 });
+    const headers = signRequest(kp, 'POST', '/v1/messages', body, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
+    const init = { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' } };
+    assert.equal((await fetch(`${url}/v1/messages`, { ...init, body })).status, 201);
+    // Same headers, a body declared and never sent: answered at once.
+    const u = new URL(url);
+    const s = connect(Number(u.port), u.hostname);
+    t.after(() => s.destroy());
+    s.on('error', () => {});
+    const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+    s.write(`POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n${lines}\r\n`);
+    const first = await new Promise<string>((resolve) => s.setEncoding('latin1').once('data', (d: string) => resolve(d.split('\r\n')[0]!)));
+    assert.match(first, /^HTTP\/1\.1 409/);
+  });
+
+  it('addressKey: IPv4 as is (mapped too), IPv6 by its /64', () => {
+    assert.equal(addressKey('203.0.113.7'), '203.0.113.7');
+    assert.equal(addressKey('::ffff:203.0.113.7'), '203.0.113.7');
+    assert.equal(addressKey('2001:db8:0:1:aaaa::1'), '2001:db8:0:1::/64');
+    assert.equal(addressKey('2001:0db8::1'), '2001:db8:0:0::/64');
+    assert.equal(addressKey('2001:db8::5'), addressKey('2001:db8:0:0:ffff::9'));
+    assert.notEqual(addressKey('2001:db8:0:1::1'), addressKey('2001:db8:0:2::1'));
+    assert.equal(addressKey('::1'), '0:0:0:0::/64');
+    assert.equal(addressKey(undefined), '');
+  });
+});
