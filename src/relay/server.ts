@@ -13,6 +13,7 @@ import { CLOSE_CODES, PATHS, TIMING } from '../protocol/constants.js';
 import { errorEnvelope } from '../protocol/envelope.js';
 import { Authenticator } from './auth.js';
 import { Batcher } from './batcher.js';
+import type { BlobStore } from './blobs/blob-store.js';
 import { BodyGate } from './body.js';
 import { InProcessBus, ScopedBus } from './bus.js';
 import { MemoryConnectionRegistry } from './connections.js';
@@ -33,7 +34,7 @@ import { relayRoutes } from './routes.js';
 import type { Services } from './services.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { StorageHealth } from './store/store.js';
-import { Sweeper } from './sweeper.js';
+import { blobSweep, Sweeper } from './sweeper.js';
 
 export { RELAY_DEFAULTS, type RelayOptions } from './options.js';
 
@@ -123,9 +124,31 @@ export function createRelay(options: RelayOptions): Relay {
     });
     return probing;
   };
+  // Blob bytes: the given store, or files under the data directory, opened on first use
+  // (createRelay is synchronous; `listen` starts the opening). Without either, no blobs.
+  let blobStoreOpening: Promise<BlobStore | undefined> | undefined;
+  const blobStore = (): Promise<BlobStore | undefined> => {
+    blobStoreOpening ??= (async () => {
+      if (o.blobStore) return o.blobStore;
+      if (o.dataDir === undefined) return undefined;
+      const { FsBlobStore } = await import('./blobs/fs-blob-store.js');
+      return FsBlobStore.open({ dataDir: o.dataDir });
+    })();
+    // A failed opening (an unwritable directory) is tried again by the next request.
+    blobStoreOpening.catch(() => {
+      blobStoreOpening = undefined;
+    });
+    return blobStoreOpening;
+  };
   const services: Services = {
     clock,
     store,
+    blobs: {
+      store: blobStore,
+      maxBytes: o.maxBlobBytes,
+      quota: { maxCount: o.maxBlobsPerAgent, maxBytes: o.maxBlobStorageBytes },
+      ttlMs: o.blobTtlMs,
+    },
     directory,
     messenger,
     version: o.version,
@@ -140,7 +163,7 @@ export function createRelay(options: RelayOptions): Relay {
   let closing = false;
   let inFlight = 0;
   let idle: (() => void) | undefined;
-  const router = new Router(relayRoutes(o.routes));
+  const router = new Router(relayRoutes(o.routes, { maxBlobBytes: o.maxBlobBytes }));
   const handle = createPipeline({
     router,
     services,
@@ -239,6 +262,7 @@ export function createRelay(options: RelayOptions): Relay {
         if (expired || purged) logger.debug('sweep', { expired, purged });
       },
     },
+    blobSweep(store, blobStore, logger),
     { name: 'replay_cache', run: () => replayCache.prune() },
     { name: 'rate_limits', run: async () => void (await Promise.all([sendLimit.prune(), receiveLimit.prune(), requestLimit.prune()])) },
   ]);
@@ -270,6 +294,7 @@ export function createRelay(options: RelayOptions): Relay {
           const host = o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host.includes(':') ? `[${o.host}]` : o.host;
           url = `http://${host}:${port}`;
           sweeper.start();
+          void blobStore().catch((err: unknown) => logger.error('storage_error', { where: 'blob_store_open', error: (err as Error)?.message ?? String(err) }));
           logger.info('listening', { url, ...(o.dataDir ? { data_dir: o.dataDir } : { store: store.location }) });
           resolve(url);
         });
@@ -297,6 +322,7 @@ export function createRelay(options: RelayOptions): Relay {
         if (o.bus === undefined) await sharedBus.close();
         storageOpen = false;
         if (ownStore) await store.close();
+        if (!o.blobStore && blobStoreOpening) await (await blobStoreOpening.catch(() => undefined))?.close();
         logger.info('closed', {});
       })();
       return closed;

@@ -60,6 +60,11 @@ export interface BlobStore {
   delete(owner: string, blobId: string): Promise<boolean>;
   /** Removes every blob of an agent (agent deletion); returns how many objects were removed. */
   deleteOwner(owner: string): Promise<number>;
+  /**
+   * Every stored blob with its last write time (Unix ms), for reclaiming orphans (bytes whose
+   * metadata is gone). Optional: a store that cannot list cheaply leaves it out.
+   */
+  list?(): AsyncIterable<{ owner: string; blobId: string; modifiedAt: number }>;
   /** Health probe: `'ok'` or a short reason for people (never secrets). */
   check(): Promise<'ok' | string>;
   /** Refuses new operations; operations in flight finish. */

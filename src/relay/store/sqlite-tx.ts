@@ -10,9 +10,9 @@ import { inboxRefusal } from '../policy.js';
 import { inboxConditions, type MessageRow, ORDER_SQL, tryMessage } from './sqlite-schema.js';
 import type {
   AgentRecord,
+  CommitRefusal,
   CommitResult,
   InboxFilter,
-  InboxRefusal,
   MessageRecord,
   ServeVerdict,
   TakeResult,
@@ -35,8 +35,21 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
   const touch = db.prepare('UPDATE agents SET last_active_at = ? WHERE public_key = ? AND last_active_at < ?');
   const policyOf = db.prepare('SELECT public_key, status, inbox_policy FROM agents WHERE public_key = ?');
   const aclOf = db.prepare('SELECT entry_type FROM acl WHERE owner_key = ? AND peer_key = ?').pluck();
+  const blobOf = db.prepare('SELECT owner_key, expires_at FROM blobs WHERE blob_id = ?');
+  const addRef = db.prepare(
+    'INSERT OR IGNORE INTO blob_refs (blob_id, message_id, sender_key, recipient_key, expires_at) VALUES (?, ?, ?, ?, ?)',
+  );
+  const extend = db.prepare('UPDATE blobs SET expires_at = MAX(expires_at, ?) WHERE blob_id = ?');
+  /** The first attachment that is not the sender's unexpired blob. */
+  const missingBlob = (m: WriteBatch['messages'][number], now: number): string | undefined => {
+    for (const a of m.attachments) {
+      const blob = blobOf.get(a.blob_id) as { owner_key: string; expires_at: number } | undefined;
+      if (!blob || blob.owner_key !== m.sender_key || blob.expires_at <= now) return a.blob_id;
+    }
+    return undefined;
+  };
   return db.transaction((batch: WriteBatch, now: number): CommitResult => {
-    const refused = new Map<string, InboxRefusal>();
+    const refused = new Map<string, CommitRefusal>();
     // The policy is read once per recipient (and ACL pair) per batch: nothing else writes in between.
     const recipients = new Map<string, Pick<AgentRecord, 'public_key' | 'status' | 'inbox_policy'> | undefined>();
     const pairs = new Map<string, AclEntryType | undefined>();
@@ -55,6 +68,11 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
         refused.set(m.message_id, refusal);
         continue;
       }
+      const missing = m.attachments.length === 0 ? undefined : missingBlob(m, now);
+      if (missing !== undefined) {
+        refused.set(m.message_id, { blob_missing: missing });
+        continue;
+      }
       const info = insert.run(
         m.message_id,
         m.sender_key,
@@ -71,6 +89,10 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
         m.delivered_at,
       );
       m.seq = Number(info.lastInsertRowid);
+      for (const a of m.attachments) {
+        addRef.run(a.blob_id, m.message_id, m.sender_key, m.recipient_key, m.expires_at);
+        extend.run(m.expires_at, a.blob_id);
+      }
     }
     const delivered: CommitResult['delivered'] = [];
     for (const d of batch.delivered)
