@@ -17,7 +17,6 @@ import { connect, newAgent, startRelay } from '../helpers/relay.js';
 import { Api, expectError, expectOk } from './_support.js';
 import { MIB, patternHash, patternSource } from './blob-store.support.js';
 
-// biome-ignore lint/suspicious/noExplicitAny: JSON answers, checked field by field
 type Answer = { status: number; body: any; headers: Record<string, string | string[] | undefined> };
 
 function drained(req: ClientRequest): Promise<void> {
