@@ -289,7 +289,10 @@ export class RelayClient {
       const body = options.body?.();
       let res: globalThis.Response;
       try {
-        const init: RequestInit & { duplex?: 'half' } = { method, headers, signal };
+        // `redirect: 'error'`: a signed target cannot move anyway, and following redirects makes
+        // fetch tee a streamed body to replay it — one branch never read, so it would hold the
+        // whole upload in memory.
+        const init: RequestInit & { duplex?: 'half' } = { method, headers, signal, redirect: 'error' };
         if (body !== undefined) {
           init.body = (body instanceof Uint8Array ? body : progress(body, touch)) as unknown as NonNullable<RequestInit['body']>;
           init.duplex = 'half';

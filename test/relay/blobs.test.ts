@@ -15,7 +15,7 @@ import { ManualClock } from '../../src/core/clock.js';
 import { canonicalRequest, formatTimestamp, type Keypair } from '../../src/protocol/signing.js';
 import { connect, newAgent, startRelay } from '../helpers/relay.js';
 import { Api, expectError, expectOk } from './_support.js';
-import { MIB, patternHash, patternSource } from './blob-store.support.js';
+import { MIB, memoryProbe, patternHash, patternSource } from './blob-store.support.js';
 
 type Answer = { status: number; body: any; headers: Record<string, string | string[] | undefined> };
 
@@ -112,6 +112,19 @@ describe('blob uploads', () => {
     assert.equal(exact.status, 201, JSON.stringify(exact.body));
     assert.equal(exact.body.size, 100 * MIB);
     assert.equal((await fetch(`${url}/v1/health`)).status, 200);
+  });
+
+  it('an upload is stored without holding it: 50 MiB through POST /v1/blobs keeps arrayBuffers under 16 MiB', async (t) => {
+    const { url } = await startRelay(t, { requestRatePerMinute: 0 });
+    const a = newAgent();
+    const size = 50 * MIB;
+    const hash = await patternHash(size);
+    // Sampled after full GCs: what is held, not garbage waiting to be collected.
+    const probe = memoryProbe();
+    const res = await postBlob(url, a, patternSource(size, 64 * 1024, (_pulled, n) => probe.tick(n)), hash, { length: size });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    const peak = probe.peak();
+    assert.ok(peak.arrayBuffers < 16 * MIB, `arrayBuffers grew by ${(peak.arrayBuffers / MIB).toFixed(1)} MiB`);
   });
 
   it('a bad signature is refused after the stream and leaves no bytes and no metadata; missing Content-Type → application/octet-stream', async (t) => {
