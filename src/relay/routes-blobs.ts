@@ -32,9 +32,14 @@ function notFound(id: string): ApiError {
   return new ApiError('blob_not_found', `no blob ${id} visible to you`);
 }
 
-function noStorage(svcUsage: BlobUsage | undefined, limit: number, reason: string): ApiError {
+/**
+ * 507. With `usage` (the verified owner's, at commit) the answer says it, headers included; the
+ * early refusal (the key only claimed yet) says no more than the limit.
+ */
+function noStorage(usage: BlobUsage | undefined, limit: number, reason: string, byteLimit?: number): ApiError {
   return new ApiError('insufficient_storage', reason, {
-    details: { limit, ...(svcUsage ? { used: svcUsage.bytes, count: svcUsage.count } : {}) },
+    details: { limit, ...(usage ? { used: usage.bytes, count: usage.count } : {}) },
+    ...(usage && byteLimit !== undefined ? { headers: storageHeaders(usage, byteLimit) } : {}),
   });
 }
 
@@ -131,8 +136,8 @@ async function upload(req: Request, svc: Services) {
     const result = await svc.store.insertBlob(record, quota, now);
     if (!result.inserted) {
       throw result.reason === 'count'
-        ? noStorage(result.usage, quota.maxCount, `at most ${quota.maxCount} blobs per agent`)
-        : noStorage(result.usage, quota.maxBytes, `at most ${quota.maxBytes} bytes of blobs per agent`);
+        ? noStorage(result.usage, quota.maxCount, `at most ${quota.maxCount} blobs per agent`, quota.maxBytes)
+        : noStorage(result.usage, quota.maxBytes, `at most ${quota.maxBytes} bytes of blobs per agent`, quota.maxBytes);
     }
     stored = true;
     return {

@@ -164,6 +164,8 @@ describe('blob uploads', () => {
     const chunked = await postBlob(url, b, bytesOf('z'.repeat(50)), sha('z'.repeat(50)));
     assert.equal(chunked.status, 507);
     assert.equal(chunked.body.error.code, 'insufficient_storage');
+    assert.equal(chunked.headers['x-m2m-storage-used'], '60');
+    assert.equal(chunked.headers['x-m2m-storage-limit'], '100');
     assert.equal((await blobFiles(dataDir)).filter((f) => f.startsWith(b.publicKey)).length, 2);
   });
 });
