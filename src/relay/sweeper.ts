@@ -79,7 +79,7 @@ export const ORPHAN_GRACE_MS = 10 * 60_000;
  * The blob task: expired blobs lose their metadata (`Store.sweepBlobs`), then their bytes; a
  * crash in between (or a failed delete) leaves orphan files, which a scan every `ORPHAN_SCAN_MS`
  * removes once they are `ORPHAN_GRACE_MS` old (younger ones may be an upload whose metadata is
- * being written). Stores without `list` (S3) are not scanned.
+ * being written). A store without `list` is not scanned.
  */
 export function blobSweep(store: Store, blobs: () => Promise<BlobStore | undefined>, logger: Logger): SweepTask & { lastScan: number } {
   const task = {
