@@ -262,10 +262,13 @@ export function createRelay(options: RelayOptions): Relay {
         if (expired || purged) logger.debug('sweep', { expired, purged });
       },
     },
-    blobSweep(store, blobStore, logger),
     { name: 'replay_cache', run: () => replayCache.prune() },
     { name: 'rate_limits', run: async () => void (await Promise.all([sendLimit.prune(), receiveLimit.prune(), requestLimit.prune()])) },
   ]);
+
+  // Its own timer: blob deletes and orphan scans touch the disk or an object store and may take a
+  // while; message expiry must not wait behind them (a tick that finds a sweep running is skipped).
+  const blobSweeper = new Sweeper(clock, o.sweepIntervalMs, logger, [blobSweep(store, blobStore, logger)]);
 
   let url = '';
   let port = o.port;
@@ -294,6 +297,7 @@ export function createRelay(options: RelayOptions): Relay {
           const host = o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host.includes(':') ? `[${o.host}]` : o.host;
           url = `http://${host}:${port}`;
           sweeper.start();
+          blobSweeper.start();
           void blobStore().catch((err: unknown) => logger.error('storage_error', { where: 'blob_store_open', error: (err as Error)?.message ?? String(err) }));
           logger.info('listening', { url, ...(o.dataDir ? { data_dir: o.dataDir } : { store: store.location }) });
           resolve(url);
@@ -305,6 +309,7 @@ export function createRelay(options: RelayOptions): Relay {
         closing = true;
         for (const a of inFlightAborts) a.abort();
         await sweeper.stop();
+        await blobSweeper.stop();
         hub.closeAll(CLOSE_CODES.goingAway, 'relay shutting down');
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();

@@ -1,9 +1,10 @@
 /**
  * The relay's housekeeping, every `sweepIntervalMs` (30 s by default): expire and purge messages
  * (§4.3) in the store, and let the process-local state forget what no longer counts (replay
- * entries past their window, empty rate windows), delete expired blobs (`blobSweep`: metadata
- * first, bytes after, and now and then the orphan files a crash left between the two). Webhook
- * retries will be a task here too.
+ * entries past their window, empty rate windows); and, on a sweeper of its own so that message
+ * expiry never waits behind file I/O, delete expired blobs (`blobSweep`: metadata first, bytes
+ * after, and now and then the orphan files a crash left between the two). Webhook retries will
+ * be a task here too.
  *
  * Tasks run one after another; a failing task is logged and the next one still runs; a tick that
  * comes while the previous sweep still runs is skipped (a slow store never piles sweeps up).
