@@ -11,7 +11,7 @@
  * wherever `fetch` streams.
  */
 import { createHash } from 'node:crypto';
-import { ProtocolError, RelayError, UsageError } from '../core/errors.js';
+import { AbortError, MrpError, NetworkError, ProtocolError, RelayError, UsageError } from '../core/errors.js';
 import { HEADERS, PATHS } from '../protocol/constants.js';
 import type { BlobInfo } from '../protocol/types.js';
 import type { RelayClient } from './http.js';
@@ -216,6 +216,11 @@ export async function downloadBlob(
           opts.onProgress?.(received, info.size);
         }
       }
+    } catch (err) {
+      // fetch reports a cut-off body as a bare TypeError ("terminated"): say what broke.
+      if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new AbortError();
+      if (err instanceof MrpError) throw err;
+      throw new NetworkError(`blob ${id}: the download broke off after ${received} of ${info.size} bytes (${(err as Error)?.message ?? String(err)})`, { cause: err });
     } finally {
       done();
     }

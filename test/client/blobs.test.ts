@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileBlobInput } from '../../src/client/blob-file.js';
 import { RelayClient } from '../../src/client/http.js';
-import { ProtocolError, RelayError, UsageError } from '../../src/core/errors.js';
+import { NetworkError, ProtocolError, RelayError, UsageError } from '../../src/core/errors.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { startRelay } from '../helpers/relay.js';
 import { memoryProbe, patternHash, patternSource } from '../relay/blob-store.support.js';
@@ -118,8 +118,15 @@ describe('RelayClient blobs', () => {
     assert.equal((await b.downloadBlobBytes(info.blob_id, { maxBytes: 10 })).toString(), 'one');
   });
 
-  it('a download whose bytes do not match X-M2M-Blob-Hash throws blob_hash_mismatch at the end of the stream', async (t) => {
+  it('a download whose bytes do not match X-M2M-Blob-Hash throws blob_hash_mismatch at the end of the stream; one cut off, network_error', async (t) => {
     const server = createServer((req, res) => {
+      if (req.url?.endsWith('c0ffee000000')) {
+        // Declares 100 bytes, sends 10, hangs up.
+        res.writeHead(200, { 'Content-Length': 100, 'X-M2M-Blob-Hash': hex('x') });
+        res.write(Buffer.alloc(10));
+        setTimeout(() => res.destroy(), 20);
+        return;
+      }
       const bytes = Buffer.from('tampered');
       res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': bytes.length, 'X-M2M-Blob-Hash': hex('original') });
       res.end(req.method === 'HEAD' ? undefined : bytes);
@@ -138,5 +145,7 @@ describe('RelayClient blobs', () => {
     );
     assert.equal(Buffer.concat(received).toString(), 'tampered', 'bytes stream before the verdict; the verdict ends the loop');
     await rejectsWith(a.downloadBlobBytes('blob_0123456789ab', { maxBytes: 100 }), ProtocolError, 'blob_hash_mismatch');
+    // A body cut off mid-way is a NetworkError naming the blob, not fetch's bare "terminated".
+    await rejectsWith(a.downloadBlobBytes('blob_c0ffee000000', { maxBytes: 1000 }), NetworkError, 'network_error');
   });
 });
