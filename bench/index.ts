@@ -13,6 +13,7 @@ import { Keypair } from '../src/protocol/signing.js';
 import { type Child, cleanupAll, cpuSeconds, installCleanup, rssMb } from './lib.js';
 import { fleetThroughput } from './fleet.js';
 import { nodeFlags, startFloor, startRelay, startRunner } from './processes.js';
+import { type BlobFigures, blobTransfer } from './blobs.js';
 import { relayThroughput } from './relay-throughput.js';
 import { type ExchangeResult, Requester } from './requester.js';
 import { startupTimes } from './startup.js';
@@ -36,7 +37,8 @@ const PLANS = {
 } satisfies Record<string, Plan>;
 const STARTUP = { runs: opts.quick ? 5 : 20, warmup: 3 };
 const RELAY_ONLY = 20_000 * scale;
-const TARGETS = { p50VsFloor: 3, perSecond: 5000, rssMb: 100, versionVsNode: 1.5 };
+const TARGETS = { p50VsFloor: 3, perSecond: 5000, rssMb: 100, versionVsNode: 1.5, blobRssMb: 64 };
+const BLOB_MIB = opts.quick ? 20 : 100;
 const cores = availableParallelism();
 
 installCleanup();
@@ -128,6 +130,15 @@ async function relayOnly(): Promise<Awaited<ReturnType<typeof relayThroughput>>>
   }
 }
 
+async function blobs(): Promise<BlobFigures> {
+  const relay = await startRelay();
+  try {
+    return await blobTransfer(relay.url, relay.child.pid, BLOB_MIB);
+  } finally {
+    await relay.child.stop();
+  }
+}
+
 // ── run ────────────────────────────────────────────────────────────────────────────────────
 const t0 = performance.now();
 const loadBefore = loadavg();
@@ -144,6 +155,8 @@ const relay = await relayOnly();
 const FLEET = 10_000 * scale;
 log(`fleet: 3 × mrp run --journal postgres://… (throwaway cluster), ${FLEET} messages`);
 const fleet = await fleetThroughput(FLEET, WINDOW);
+log(`blobs: one ${BLOB_MIB} MiB upload and download through mrp relay`);
+const blob = await blobs();
 const totalSeconds = (performance.now() - t0) / 1000;
 
 // ── report ─────────────────────────────────────────────────────────────────────────────────
@@ -180,6 +193,7 @@ const targets = {
   throughput: ws.throughput.perSecond >= TARGETS.perSecond && clean(ws.throughput),
   memory: rssLast < TARGETS.rssMb && flat,
   version: versionRatio <= TARGETS.versionVsNode,
+  blobMemory: Math.max(blob.relayPutRssMB, blob.relayGetRssMB, blob.clientRssMB) < TARGETS.blobRssMb,
 };
 
 const rows: Array<[string, string, string, string]> = [
@@ -210,6 +224,13 @@ const rows: Array<[string, string, string, string]> = [
         ['Fleet (3 runners)', 'throughput, shared journal (PostgreSQL)', rate(fleet.throughput), ''],
         ['', 'vs one runner, local journal', `${fmt(fleet.throughput.perSecond / ws.throughput.perSecond)}×`, ''],
       ]) as Array<[string, string, string, string]>),
+  [`Blobs (${BLOB_MIB} MiB)`, 'put / get (loopback, fs store)', `${fmt(blob.putMBps, 0)} / ${fmt(blob.getMBps, 0)} MB/s`, ''],
+  [
+    '',
+    'RSS growth: relay put / relay get / client',
+    `${fmt(blob.relayPutRssMB, 1)} / ${fmt(blob.relayGetRssMB, 1)} / ${fmt(blob.clientRssMB, 1)} MB`,
+    `< ${TARGETS.blobRssMb} MB each ${mark(targets.blobMemory)}`,
+  ],
 ];
 
 const header = ['Benchmark', 'Cores', 'Figure', 'Value', 'Target'];
@@ -238,6 +259,7 @@ if (opts.json) {
     poll,
     relayOnly: relay,
     fleet,
+    blobs: blob,
     ratios: { p50VsFloor: p50Ratio, versionVsNode: versionRatio, throughputVsFloor: ws.throughput.perSecond / floorResult.throughput.perSecond },
     memory: { first: rssFirst, last: rssLast, peak: Math.max(...ws.rss.map((s) => s.mb)), slopeMbPer10k: slope, flat },
     targets,

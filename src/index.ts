@@ -43,6 +43,8 @@ export {
 } from './protocol/validate.js';
 export { errorEnvelope, relayErrorFromFrame, relayErrorFromResponse } from './protocol/envelope.js';
 export { RelayClient, type RelayClientOptions, type RateInfo, buildTarget } from './client/http.js';
+export type { BlobHead, BlobInfo, BlobInput, DownloadOptions, UploadOptions } from './client/blobs.js';
+export { fileBlobInput } from './client/blob-file.js';
 export { Session, type SessionOptions, type SessionStatus, recoveryFor } from './client/session.js';
 export { Poller, type PollerOptions } from './client/poller.js';
 export { type MessageSource, PollSource, WebSocketSource } from './client/source.js';

@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import * as acl from './commands/acl.js';
 import * as announce from './commands/announce.js';
+import * as blob from './commands/blob.js';
 import * as capabilities from './commands/capabilities.js';
 import * as completion from './commands/completion.js';
 import * as config from './commands/config.js';
@@ -44,6 +45,7 @@ const COMMANDS = [
   recv,
   thread,
   message,
+  blob,
   announce,
   profile,
   discover,

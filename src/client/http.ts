@@ -13,7 +13,7 @@ import { type Clock, systemClock } from '../core/clock.js';
 import { AbortError, isRetryable, NetworkError, OutcomeUnknownError, ProtocolError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
 import { PATHS } from '../protocol/constants.js';
 import { relayErrorFromResponse } from '../protocol/envelope.js';
-import { signRequest, uniqueTimestamp, type Keypair } from '../protocol/signing.js';
+import { bodyHash, canonicalRequest, signRequest, uniqueTimestamp, type Keypair } from '../protocol/signing.js';
 import type {
   AclEntry,
   AclEntryType,
@@ -21,6 +21,7 @@ import type {
   WebhookConfig,
   AgentCapabilitiesResponse,
   AgentProfile,
+  BlobInfo,
   CapabilityTagsResponse,
   DiscoverResponse,
   HealthResponse,
@@ -36,6 +37,17 @@ import type {
 import { type EncodedSend, encodeSendRequest, normalizeMessage } from '../protocol/frames.js';
 import { elementSpans, type MessagePage, readMessagePage, type RejectedMessage, topLevelMemberSpan } from '../protocol/inbound.js';
 import { memberSpans } from '../protocol/json.js';
+import {
+  type BlobHead,
+  type BlobInput,
+  type DownloadOptions,
+  deleteBlob,
+  downloadBlob,
+  downloadBlobBytes,
+  headBlob,
+  type UploadOptions,
+  uploadBlob,
+} from './blobs.js';
 
 /**
  * A poll's answer: the messages that can be handled (with the size of each one's text) and, in
@@ -129,6 +141,42 @@ export interface RequestOptions {
 
 /** What `trace` sees instead of a body that holds a secret. */
 export const REDACTED_BODY = '"[redacted: the body holds a secret]"';
+/** What `request` and `exchange` share: cancellation and whether repeating is harmless. */
+export interface RetryOptions {
+  signal?: AbortSignal | undefined;
+  /** Retry network errors and 5xx (only safe when repeating the request is harmless). */
+  idempotent?: boolean;
+  /** The body holds a secret: `trace` sees `REDACTED_BODY` instead. */
+  secretBody?: boolean;
+}
+
+export interface ExchangeOptions extends RetryOptions {
+  /** SHA-256 of the body, base64url (§2.2); the empty body's hash when there is no body. */
+  bodyHash?: string;
+  /** The body of one attempt (called again for each retry). */
+  body?: () => Uint8Array | AsyncIterable<Uint8Array>;
+  headers?: Record<string, string>;
+  /** Idle limit in ms: no byte moved for this long fails the call (default: the client's timeout). */
+  timeoutMs?: number;
+}
+
+/** A 2xx answer whose body is still to be read. */
+export interface Exchange {
+  response: globalThis.Response;
+  requestId: string | undefined;
+  /** Tells the idle limit a byte moved (call while reading the answer). */
+  touch(): void;
+  /** Ends the idle limit (call once the answer is read or dropped). */
+  done(): void;
+}
+
+/** Passes chunks through, telling `touch` each time one is taken (upload progress). */
+async function* progress(source: AsyncIterable<Uint8Array>, touch: () => void): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) {
+    touch();
+    yield chunk;
+  }
+}
 
 export interface Response<T> {
   status: number;
@@ -211,17 +259,87 @@ export class RelayClient {
   async request<T>(method: string, path: string, options: RequestOptions = {}): Promise<Response<T>> {
     const target = this.#basePath + buildTarget(path, options.query);
     const bodyText = options.bodyText ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
+    return this.#retrying(method, target, bodyText, options, () => this.#attempt<T>(method, target, bodyText, options));
+  }
+
+  /**
+   * One signed call whose body and answer stream (blobs, §3.7), with the retry policy of §6.
+   * The body is signed by its hash (`bodyHash`, base64url of its SHA-256) and `body()` is called
+   * again for every attempt. `timeoutMs` is an idle limit: the call fails when no byte moved for
+   * that long, however long the whole transfer takes. Resolves with the 2xx answer unread (its
+   * body streams; `signal` and the idle limit keep applying until `done()` is called); any other
+   * answer becomes a typed error, as with `request`.
+   */
+  async exchange(method: string, path: string, options: ExchangeOptions = {}): Promise<Exchange> {
+    const target = this.#basePath + path;
+    return this.#retrying(method, target, undefined, options, async () => {
+      const hash = options.bodyHash ?? bodyHash(undefined);
+      const timestamp = uniqueTimestamp(this.#clock.now());
+      const headers: Record<string, string> = {
+        'X-M2M-Public-Key': this.keypair.publicKey,
+        'X-M2M-Timestamp': timestamp,
+        'X-M2M-Signature': this.keypair.sign(canonicalRequest(method, target, timestamp, hash)),
+        ...options.headers,
+      };
+      if (this.#userAgent) headers['User-Agent'] = this.#userAgent;
+      const idleMs = options.timeoutMs ?? this.#timeoutMs;
+      const idle = new AbortController();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const touch = (): void => {
+        clearTimeout(timer);
+        timer = setTimeout(() => idle.abort(new Error(`no byte moved for ${idleMs} ms`)), idleMs);
+        timer.unref?.();
+      };
+      const done = (): void => clearTimeout(timer);
+      const signal = options.signal ? AbortSignal.any([options.signal, idle.signal]) : idle.signal;
+      touch();
+      const body = options.body?.();
+      let res: globalThis.Response;
+      try {
+        // `redirect: 'error'`: a signed target cannot move anyway, and following redirects makes
+        // fetch tee a streamed body to replay it — one branch never read, so it would hold the
+        // whole upload in memory.
+        const init: RequestInit & { duplex?: 'half' } = { method, headers, signal, redirect: 'error' };
+        if (body !== undefined) {
+          init.body = (body instanceof Uint8Array ? body : progress(body, touch)) as unknown as NonNullable<RequestInit['body']>;
+          init.duplex = 'half';
+        }
+        res = await this.#fetch(this.#origin + target, init);
+      } catch (err) {
+        done();
+        throw this.#transportError(err, method, target, options.signal, idle.signal, idleMs, false);
+      }
+      const rate = rateOf(res.headers);
+      if (rate) this.lastRate.set('request', rate);
+      if (res.status >= 200 && res.status < 300) {
+        touch();
+        return { response: res, touch, done, requestId: res.headers.get('x-request-id') ?? undefined };
+      }
+      let text = '';
+      try {
+        text = await res.text();
+      } catch {
+        // The error envelope was cut off: the status still says what happened.
+      } finally {
+        done();
+      }
+      throw relayErrorFromResponse(res.status, text, res.headers, this.#clock.now());
+    });
+  }
+
+  /** Tries `attempt` under the retry policy of §6 (see the file comment). */
+  async #retrying<R>(method: string, target: string, bodyText: string | undefined, options: RetryOptions, attempt: () => Promise<R>): Promise<R> {
     const tracedBody = options.secretBody && bodyText !== undefined ? REDACTED_BODY : bodyText;
     const backoff = new Backoff();
-    for (let attempt = 1; ; attempt++) {
+    for (let n = 1; ; n++) {
       const started = performance.now();
       try {
-        const res = await this.#attempt<T>(method, target, bodyText, options);
-        this.#traced(method, target, tracedBody, attempt, started, res);
+        const res = await attempt();
+        this.#traced(method, target, tracedBody, n, started, res as Response<unknown>);
         return res;
       } catch (err) {
-        this.#traced(method, target, tracedBody, attempt, started, undefined, err);
-        if (options.signal?.aborted || attempt >= this.#maxAttempts) throw err;
+        this.#traced(method, target, tracedBody, n, started, undefined, err);
+        if (options.signal?.aborted || n >= this.#maxAttempts) throw err;
         let delay: number;
         // Every attempt is signed with a fresh unique timestamp: a replay verdict needs no wait.
         if (err instanceof RelayError && err.code === 'replay_detected') delay = 0;
@@ -475,6 +593,33 @@ export class RelayClient {
   /** Removes this agent's webhook and its pending deliveries. */
   async deleteWebhook(signal?: AbortSignal): Promise<void> {
     await this.request('DELETE', PATHS.webhook(this.publicKey), { signal, idempotent: true });
+  }
+
+  // ── §3.7 blobs (./blobs.ts) ─────────────────────────────────────────────────────────────────
+
+  /** `POST /v1/blobs`: uploads bytes or a stream that knows its size and hash (`fileBlobInput`). */
+  uploadBlob(input: BlobInput, opts?: UploadOptions): Promise<BlobInfo> {
+    return uploadBlob(this, input, opts);
+  }
+
+  /** `GET /v1/blobs/{id}`: headers now, bytes streaming; the body throws `blob_hash_mismatch` at its end if damaged. */
+  downloadBlob(id: string, opts?: DownloadOptions): Promise<{ info: BlobHead; body: AsyncIterable<Uint8Array> }> {
+    return downloadBlob(this, id, opts);
+  }
+
+  /** A whole (verified) blob in memory, refused past `maxBytes`. */
+  downloadBlobBytes(id: string, opts: DownloadOptions & { maxBytes: number }): Promise<Buffer> {
+    return downloadBlobBytes(this, id, opts);
+  }
+
+  /** `HEAD /v1/blobs/{id}`. */
+  headBlob(id: string, signal?: AbortSignal): Promise<BlobHead> {
+    return headBlob(this, id, signal);
+  }
+
+  /** `DELETE /v1/blobs/{id}` (yours only; 409 `blob_referenced` while an unexpired message lists it). */
+  deleteBlob(id: string, signal?: AbortSignal): Promise<void> {
+    return deleteBlob(this, id, signal);
   }
 }
 

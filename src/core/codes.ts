@@ -184,6 +184,10 @@ export const ERROR_CODES = {
     ...protocol,
     doc: 'the relay answered with something unreadable (not JSON, no `messages` list, a repeated cursor)',
   },
+  blob_hash_mismatch: {
+    ...protocol,
+    doc: 'a downloaded blob does not match its `X-M2M-Blob-Hash` (or its length): damaged in transit or storage; nothing was kept',
+  },
   invalid_frame: { ...protocol, doc: 'a peer broke the WebSocket protocol (`details.reason` says how)' },
   thread_too_long: {
     ...protocol,
@@ -252,19 +256,27 @@ export const ERROR_CODES = {
     hint: 'unknown message id, or a message you neither sent nor received',
     doc: 'relay (404): no such message (for you)',
   },
-  blob_not_found: { ...api, doc: 'relay (404): no such blob' },
+  blob_not_found: {
+    ...api,
+    hint: 'unknown blob id, an expired blob, or one attached to no message of yours',
+    doc: 'relay (404): no such blob (for you)',
+  },
   request_timeout: { ...api, doc: 'relay (408): a request body did not arrive within 10 s' },
   replay_detected: {
     ...api,
     hint: 'the same signed request was sent twice; run the command again',
     doc: 'relay (409): the same signed request was seen before (retryable with a fresh signature)',
   },
-  blob_referenced: { ...api, doc: 'relay (409): the blob is still referenced by a message' },
+  blob_referenced: {
+    ...api,
+    hint: 'a message that has not expired lists it; it can be deleted once the message expires',
+    doc: 'relay (409): the blob is still referenced by an unexpired message',
+  },
   conflict: { ...api, doc: 'relay (409) without an error envelope (e.g. from a proxy)' },
   payload_too_large: {
     ...api,
-    hint: 'the limit is 1 MiB per body and 2 MiB per message',
-    doc: 'relay (413): a body or message over the size limit',
+    hint: 'the limit is 1 MiB per body, 2 MiB per message and 100 MiB per blob',
+    doc: 'relay (413): a body, message or blob over the size limit',
   },
   unprocessable_entity: {
     ...api,
@@ -286,7 +298,11 @@ export const ERROR_CODES = {
     hint: 'the relay is shutting down; try again shortly',
     doc: 'relay (503): shutting down or storage unavailable; retry later',
   },
-  insufficient_storage: { ...api, doc: 'relay (507): the relay is out of storage' },
+  insufficient_storage: {
+    ...api,
+    hint: 'at most 100 blobs and 1 GiB per agent: delete blobs you no longer need (`mrp blob delete`)',
+    doc: 'relay (507): the blob quota of this agent (count or bytes) is used up',
+  },
 } as const satisfies Record<string, ErrorCodeInfo>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

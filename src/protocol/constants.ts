@@ -112,6 +112,8 @@ export const TIMING = {
   heartbeatIntervalMs: 30_000,
   heartbeatTimeoutMs: 10_000,
   expiredRetentionMs: 24 * 3_600_000,
+  /** A blob lives this long after its upload unless a message extends it (§3.7, our choice). */
+  blobTtlMs: 7 * 86_400_000,
   lastActiveResolutionMs: 60_000,
 } as const;
 

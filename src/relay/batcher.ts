@@ -45,6 +45,14 @@ const REFUSALS = {
   forbidden: () => new ApiError('forbidden', 'the recipient is suspended'),
 } as const;
 
+/** An attachment's blob went away (deleted, expired) between the send's check and the commit (§3.7). */
+function blobMissing(blobId: string, record: MessageRecord): ApiError {
+  const index = Math.max(0, record.attachments.findIndex((a) => a.blob_id === blobId));
+  return new ApiError('unprocessable_entity', `blob ${blobId} does not exist or is not yours`, {
+    details: { field: `attachments[${index}].blob_id`, reason: 'unknown blob', blob_id: blobId },
+  });
+}
+
 export class Batcher {
   readonly #store: Store;
   readonly #options: Required<Pick<BatcherOptions, 'maxBatch'>> & BatcherOptions;
@@ -154,7 +162,8 @@ export class Batcher {
     }
     for (const p of pending) {
       const refusal = result.refused.get(p.record.message_id);
-      if (refusal) p.reject(REFUSALS[refusal]());
+      if (typeof refusal === 'object') p.reject(blobMissing(refusal.blob_missing, p.record));
+      else if (refusal) p.reject(REFUSALS[refusal]());
       else p.resolve();
     }
   }

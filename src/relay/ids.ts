@@ -28,3 +28,8 @@ export function requestId(): string {
 export function connectionId(): string {
   return `ws_${randomHex(6)}`;
 }
+
+/** `blob_<12 hex>` (docs/protocol.md §3.7): 48 random bits, unguessable enough that ids are not secrets. */
+export function blobId(): string {
+  return `blob_${randomHex(6)}`;
+}

@@ -10,6 +10,7 @@
  * noticed only at the deadline.
  */
 import type { Clock } from '../core/clock.js';
+import type { Attachment } from '../protocol/types.js';
 import type { NormalizedSend } from '../protocol/validate.js';
 import type { Batcher } from './batcher.js';
 import type { Bus } from './bus.js';
@@ -74,6 +75,35 @@ export class Messenger {
     deps.bus.subscribe('message.stored', (e) => this.#wake(e.recipient));
   }
 
+  /**
+   * Checks and fills a send's attachments (§3.7, our choice): each blob must exist, be unexpired
+   * and be the sender's (422 `unprocessable_entity` with `details.blob_id` otherwise); `size` and
+   * `hash` always come from the blob, `content_type` from the blob unless the sender gave one;
+   * `filename`, `encrypted`, `dek_enc`, `dek_ct` pass through. The commit checks the blobs again
+   * (`Store.commit`), so one deleted in between is refused there.
+   */
+  async #attachments(sender: string, given: readonly Attachment[], now: number): Promise<Attachment[]> {
+    const out: Attachment[] = [];
+    for (const [i, a] of given.entries()) {
+      const blob = await this.#deps.store.getBlob(a.blob_id);
+      if (!blob || blob.owner_key !== sender || blob.expires_at <= now) {
+        throw new ApiError('unprocessable_entity', `blob ${a.blob_id} does not exist or is not yours`, {
+          details: { field: `attachments[${i}].blob_id`, reason: 'unknown blob', blob_id: a.blob_id },
+        });
+      }
+      const filled: Attachment = { blob_id: a.blob_id };
+      if (a.filename !== undefined) filled.filename = a.filename;
+      filled.content_type = a.content_type ?? blob.content_type;
+      filled.size = blob.size;
+      filled.hash = blob.hash;
+      if (a.encrypted !== undefined) filled.encrypted = a.encrypted;
+      if (a.dek_enc !== undefined) filled.dek_enc = a.dek_enc;
+      if (a.dek_ct !== undefined) filled.dek_ct = a.dek_ct;
+      out.push(filled);
+    }
+    return out;
+  }
+
   /** The sender's send window (its state goes into the `X-RateLimit-*` headers of sends). */
   get sendLimit(): RateLimiter {
     return this.#deps.sendLimit;
@@ -83,13 +113,7 @@ export class Messenger {
   async send(sender: string, input: NormalizedSend): Promise<SendOutcome> {
     const { directory, store, batcher, sendLimit, receiveLimit } = this.#deps;
     const now = this.#clock.now();
-    const first = input.attachments[0];
-    if (first) {
-      // This relay stores no blobs yet, so no blob id can be valid (§3.7: 422 with details.blob_id).
-      throw new ApiError('unprocessable_entity', `blob ${first.blob_id} does not exist or is not yours`, {
-        details: { field: 'attachments[0].blob_id', reason: 'unknown blob', blob_id: first.blob_id },
-      });
-    }
+    const attachments = await this.#attachments(sender, input.attachments, now);
     // Early refusal from the caches; the commit checks the stored policy again (Store.commit).
     const decided = directory.refusal(input.recipient_key, sender);
     const refusal = typeof decided === 'object' ? await decided : decided;
@@ -118,7 +142,7 @@ export class Messenger {
       content_type: input.content_type,
       // The sender's text exactly as received; re-serialising would rewrite numbers and keys.
       body_json: input.body_text ?? JSON.stringify(input.body),
-      attachments: input.attachments,
+      attachments,
       thread_id: threadId,
       in_reply_to: input.in_reply_to,
       metadata: input.metadata,

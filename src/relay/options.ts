@@ -10,13 +10,15 @@
  *
  * `dataDir` is required unless a `store` is given. It is the SQLite store's directory (mrp.db and
  * its lock file, `mrp.lock`); a relay on an injected store keeps no files of its own, so there is
- * nothing to lock, and blob files (when blobs land) go to an injected `BlobStore` or to `dataDir`.
+ * nothing to lock, and blob bytes go to an injected `blobStore` or to `dataDir/blobs/blobs/` (without
+either, the blob routes answer `404 not_found`: this relay keeps no blobs).
  * An injected store or bus belongs to the caller: the relay does not close it.
  */
 import { type Clock, systemClock } from '../core/clock.js';
 import { UsageError } from '../core/errors.js';
 import type { MetricsFactory } from '../core/metrics.js';
 import { LIMITS, RATE_LIMITS, TIMING } from '../protocol/constants.js';
+import type { BlobStore } from './blobs/blob-store.js';
 import type { Bus } from './bus.js';
 import type { ConnectionRegistry } from './connections.js';
 import type { AclCache, AgentCache } from './directory.js';
@@ -84,6 +86,14 @@ export interface RelayOptions {
   maxBodyBufferBytes?: number;
   /** Signatures remembered for replay detection by the default replay cache (503 when full of live entries; default 1,000,000). */
   maxReplayEntries?: number;
+  /** Largest blob in bytes (§3.7, §7: 100 MiB; one byte more → 413 `payload_too_large`). */
+  maxBlobBytes?: number;
+  /** Bytes of unexpired blobs per agent (1 GiB; beyond → 507 `insufficient_storage`). */
+  maxBlobStorageBytes?: number;
+  /** Unexpired blobs per agent (100; beyond → 507 `insufficient_storage`). */
+  maxBlobsPerAgent?: number;
+  /** A blob's lifetime from its upload (7 days; messages referencing it extend it). */
+  blobTtlMs?: number;
   /** `/v1/health/ready` answers 503 below this much free disk space (default store; default 4 MiB). */
   minFreeDiskBytes?: number;
   /** Deliver webhooks to loopback, private, link-local and CGNAT addresses too (development only; default false). */
@@ -101,6 +111,8 @@ export interface RelayOptions {
   /** Where the relay's metrics go (requests, messages, sockets, store latency); default: nowhere. */
   metrics?: MetricsFactory;
 
+  /** Blob bytes (default: `FsBlobStore` under `dataDir`). Not closed by the relay. */
+  blobStore?: BlobStore;
   /** The storage (default: `SqliteStore` in `dataDir`). Not closed by the relay. */
   store?: Store;
   /** Cross-connection events (default: `InProcessBus`). Not closed by the relay. */
@@ -151,6 +163,10 @@ export const RELAY_DEFAULTS = {
   webhookTimeoutMs: 10_000,
   webhookConcurrency: 32,
   webhookConcurrencyPerAgent: 2,
+  maxBlobBytes: LIMITS.maxBlobBytes,
+  maxBlobStorageBytes: LIMITS.maxBlobStorageBytes,
+  maxBlobsPerAgent: LIMITS.maxBlobsPerAgent,
+  blobTtlMs: TIMING.blobTtlMs,
   logLevel: 'info',
 } as const;
 
@@ -158,6 +174,7 @@ type Injected =
   | 'logger'
   | 'metrics'
   | 'store'
+  | 'blobStore'
   | 'bus'
   | 'replayCache'
   | 'rateLimiter'
@@ -201,6 +218,10 @@ const POSITIVE = [
   'webhookTimeoutMs',
   'webhookConcurrency',
   'webhookConcurrencyPerAgent',
+  'maxBlobBytes',
+  'maxBlobStorageBytes',
+  'maxBlobsPerAgent',
+  'blobTtlMs',
 ] as const;
 
 function invalid(message: string): UsageError {

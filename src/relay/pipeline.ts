@@ -166,7 +166,7 @@ export function createPipeline(deps: PipelineDeps): Handle {
       }
 
       const reply = await route.handler(
-        requestOf(route, method, params, q < 0 ? '' : target.slice(q + 1), caller ?? claimed ?? '', abort.signal, body, stream),
+        requestOf(route, req, params, q < 0 ? '' : target.slice(q + 1), caller ?? claimed ?? '', abort.signal, body, stream),
         services,
       );
       if (reply.kind !== route.reply)
@@ -210,7 +210,7 @@ export function createPipeline(deps: PipelineDeps): Handle {
 
 function requestOf(
   route: Route<Services>,
-  method: string,
+  req: IncomingMessage,
   params: Record<string, string>,
   query: string,
   caller: string,
@@ -220,8 +220,12 @@ function requestOf(
 ): Request {
   let json: JsonBody | undefined;
   return {
-    method,
+    method: req.method ?? 'GET',
     params,
+    header(name) {
+      const v = req.headers[name.toLowerCase()];
+      return Array.isArray(v) ? v[0] : v;
+    },
     query: new URLSearchParams(query),
     caller,
     signal,

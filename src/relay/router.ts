@@ -68,6 +68,8 @@ export interface Request {
   query: URLSearchParams;
   /** The authenticated caller (authenticated routes); for `stream` routes the claimed key until verified. */
   caller: string;
+  /** A request header (the first value if repeated), by case-insensitive name. */
+  header(name: string): string | undefined;
   /** Aborts when the client goes away or the relay shuts down (long polls, streams). */
   signal: AbortSignal;
   /** `json` routes: the body parsed (once; 400 `bad_request` when it is not JSON). */

@@ -52,7 +52,11 @@ export const AGENT_ROUTES: RelayRoute[] = [
     reply: 'json',
     handler: async (req, svc) => {
       // Its sockets, wherever they are, are closed (4003) by the hub that holds them (bus: agent.deleted).
-      await svc.directory.delete(ownKey(req));
+      const key = ownKey(req);
+      await svc.directory.delete(key);
+      // Blob metadata went with the agent; the bytes follow (a failure leaves orphans the sweeper reclaims).
+      const blobs = await svc.blobs.store().catch(() => undefined);
+      await blobs?.deleteOwner(key).catch((err: unknown) => svc.logger.error('storage_error', { where: 'blob_delete_owner', error: (err as Error)?.message ?? String(err) }));
       return noContent;
     },
   },

@@ -1,6 +1,6 @@
 /**
  * The message half of the HTTP API (docs/protocol.md §3): send, poll (with long polls), threads, one message
- * and its status, and the blob routes this relay answers with 404. Message lists are JSON text
+ * and its status. Message lists are JSON text
  * built around the stored bodies, which go out exactly as they came in.
  */
 import { LIMITS, MESSAGE_STATUSES, TAKE_ID_RE } from '../protocol/constants.js';
@@ -28,7 +28,7 @@ import {
   servableMessageJson,
 } from './message-json.js';
 import { JSON_BODY, NO_BODY, type Reply, type Request } from './router.js';
-import { notSupported, ok, type RelayRoute, type Services } from './services.js';
+import { ok, type RelayRoute, type Services } from './services.js';
 import { MESSAGE_PAGE_BYTES, type MessageRecord } from './store/store.js';
 
 /**
@@ -179,25 +179,4 @@ export const MESSAGE_ROUTES: RelayRoute[] = [
       });
     },
   },
-  // Blob uploads will declare { kind: 'stream', maxBytes: 100 MiB } and reply with bytes (see router.ts).
-  {
-    method: 'POST',
-    path: '/v1/blobs',
-    auth: true,
-    summary: 'Blobs (not supported by this relay)',
-    body: NO_BODY,
-    reply: 'json',
-    handler: notSupported('blobs'),
-  },
-  ...(['GET', 'DELETE'] as const).map(
-    (method): RelayRoute => ({
-      method,
-      path: '/v1/blobs/:blob',
-      auth: true,
-      summary: 'Blobs (not supported by this relay)',
-      body: NO_BODY,
-      reply: 'json',
-      handler: notSupported('blobs'),
-    }),
-  ),
 ];

@@ -1,10 +1,13 @@
 /**
  * The HTTP API (docs/protocol.md §3) as one table: the unauthenticated health and OpenAPI routes (§3.3)
- * here, the agent and message routes in `routes-agents.ts` and `routes-messages.ts`, and any
+ * here, the agent, message and blob routes in `routes-agents.ts`, `routes-messages.ts` and
+ * `routes-blobs.ts`, and any
  * extra routes a caller of `createRelay` adds. The OpenAPI document is built from the table.
  */
+import { LIMITS } from '../protocol/constants.js';
 import { formatTimestamp } from '../protocol/signing.js';
 import { AGENT_ROUTES } from './routes-agents.js';
+import { blobRoutes } from './routes-blobs.js';
 import { MESSAGE_ROUTES } from './routes-messages.js';
 import { NO_BODY } from './router.js';
 import { ok, type RelayRoute } from './services.js';
@@ -46,6 +49,8 @@ export const PUBLIC_ROUTES: RelayRoute[] = [
       const health = await svc.storageHealth();
       const dbOk = health.ok;
       const latency = Math.round(performance.now() - started);
+      const blobs = await svc.blobs.store().catch(() => undefined);
+      const blobCheck = blobs ? await blobs.check().catch((err: unknown) => String((err as Error)?.message ?? err)) : 'disabled';
       return ok({
         status: dbOk ? 'ok' : 'degraded',
         version: svc.version,
@@ -53,7 +58,7 @@ export const PUBLIC_ROUTES: RelayRoute[] = [
         mode: 'embedded',
         components: {
           database: dbOk ? { status: 'ok', latency_ms: latency } : { status: 'unavailable', reason: health.reason },
-          blob_store: { status: 'disabled' },
+          blob_store: blobCheck === 'ok' || blobCheck === 'disabled' ? { status: blobCheck } : { status: 'unavailable', reason: blobCheck },
           websocket: { status: 'ok', connections: svc.connections() },
         },
       });
@@ -62,8 +67,8 @@ export const PUBLIC_ROUTES: RelayRoute[] = [
 ];
 
 /** Every route of a relay, built-in ones first (they win ties), the OpenAPI route last. */
-export function relayRoutes(extra: readonly RelayRoute[] = []): RelayRoute[] {
-  const table: RelayRoute[] = [...PUBLIC_ROUTES, ...AGENT_ROUTES, ...MESSAGE_ROUTES, ...extra];
+export function relayRoutes(extra: readonly RelayRoute[] = [], limits: { maxBlobBytes: number } = { maxBlobBytes: LIMITS.maxBlobBytes }): RelayRoute[] {
+  const table: RelayRoute[] = [...PUBLIC_ROUTES, ...AGENT_ROUTES, ...MESSAGE_ROUTES, ...blobRoutes(limits.maxBlobBytes), ...extra];
   const document = (version: string): unknown => openApi(version, table);
   table.push({
     method: 'GET',

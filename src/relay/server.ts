@@ -14,6 +14,7 @@ import { errorEnvelope } from '../protocol/envelope.js';
 import { Authenticator } from './auth.js';
 import { Batcher } from './batcher.js';
 import { AddressCounter, addressKey } from './address.js';
+import type { BlobStore } from './blobs/blob-store.js';
 import { BodyGate } from './body.js';
 import { InProcessBus, ScopedBus } from './bus.js';
 import { MemoryConnectionRegistry } from './connections.js';
@@ -34,7 +35,7 @@ import { relayRoutes } from './routes.js';
 import type { Services } from './services.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { StorageHealth } from './store/store.js';
-import { Sweeper } from './sweeper.js';
+import { blobSweep, Sweeper } from './sweeper.js';
 import { WebhookWorker } from './webhooks.js';
 
 export { RELAY_DEFAULTS, type RelayOptions } from './options.js';
@@ -126,9 +127,31 @@ export function createRelay(options: RelayOptions): Relay {
     });
     return probing;
   };
+  // Blob bytes: the given store, or files under the data directory, opened on first use
+  // (createRelay is synchronous; `listen` starts the opening). Without either, no blobs.
+  let blobStoreOpening: Promise<BlobStore | undefined> | undefined;
+  const blobStore = (): Promise<BlobStore | undefined> => {
+    blobStoreOpening ??= (async () => {
+      if (o.blobStore) return o.blobStore;
+      if (o.dataDir === undefined) return undefined;
+      const { FsBlobStore } = await import('./blobs/fs-blob-store.js');
+      return FsBlobStore.open({ dataDir: o.dataDir });
+    })();
+    // A failed opening (an unwritable directory) is tried again by the next request.
+    blobStoreOpening.catch(() => {
+      blobStoreOpening = undefined;
+    });
+    return blobStoreOpening;
+  };
   const services: Services = {
     clock,
     store,
+    blobs: {
+      store: blobStore,
+      maxBytes: o.maxBlobBytes,
+      quota: { maxCount: o.maxBlobsPerAgent, maxBytes: o.maxBlobStorageBytes },
+      ttlMs: o.blobTtlMs,
+    },
     directory,
     messenger,
     version: o.version,
@@ -154,7 +177,7 @@ export function createRelay(options: RelayOptions): Relay {
   let closing = false;
   let inFlight = 0;
   let idle: (() => void) | undefined;
-  const router = new Router(relayRoutes(o.routes));
+  const router = new Router(relayRoutes(o.routes, { maxBlobBytes: o.maxBlobBytes }));
   const handle = createPipeline({
     router,
     services,
@@ -273,6 +296,10 @@ export function createRelay(options: RelayOptions): Relay {
     { name: 'webhooks', run: () => webhooks.wake() },
   ]);
 
+  // Its own timer: blob deletes and orphan scans touch the disk or an object store and may take a
+  // while; message expiry must not wait behind them (a tick that finds a sweep running is skipped).
+  const blobSweeper = new Sweeper(clock, o.sweepIntervalMs, logger, [blobSweep(store, blobStore, logger)]);
+
   let url = '';
   let port = o.port;
   let closed: Promise<void> | undefined;
@@ -301,6 +328,8 @@ export function createRelay(options: RelayOptions): Relay {
           url = `http://${host}:${port}`;
           sweeper.start();
           webhooks.start();
+          blobSweeper.start();
+          void blobStore().catch((err: unknown) => logger.error('storage_error', { where: 'blob_store_open', error: (err as Error)?.message ?? String(err) }));
           logger.info('listening', { url, ...(o.dataDir ? { data_dir: o.dataDir } : { store: store.location }) });
           resolve(url);
         });
@@ -312,6 +341,7 @@ export function createRelay(options: RelayOptions): Relay {
         for (const a of inFlightAborts) a.abort();
         await sweeper.stop();
         await webhooks.close();
+        await blobSweeper.stop();
         hub.closeAll(CLOSE_CODES.goingAway, 'relay shutting down');
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
@@ -329,6 +359,7 @@ export function createRelay(options: RelayOptions): Relay {
         if (o.bus === undefined) await sharedBus.close();
         storageOpen = false;
         if (ownStore) await store.close();
+        if (!o.blobStore && blobStoreOpening) await (await blobStoreOpening.catch(() => undefined))?.close();
         logger.info('closed', {});
       })();
       return closed;

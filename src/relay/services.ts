@@ -11,11 +11,22 @@ import { ApiError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Messenger } from './messenger.js';
 import type { JsonReply, Request, Route } from './router.js';
-import type { AgentRecord, StorageHealth, Store } from './store/store.js';
+import type { BlobStore } from './blobs/blob-store.js';
+import type { AgentRecord, BlobQuota, StorageHealth, Store } from './store/store.js';
+
+/** The blob side of a relay: its bytes store (opened on first use) and its limits. */
+export interface BlobServices {
+  /** The bytes store, or undefined when this relay keeps no blobs (no `blobStore`, no `dataDir`). */
+  store(): Promise<BlobStore | undefined>;
+  maxBytes: number;
+  quota: BlobQuota;
+  ttlMs: number;
+}
 
 export interface Services {
   clock: Clock;
   store: Store;
+  blobs: BlobServices;
   directory: Directory;
   messenger: Messenger;
   version: string;

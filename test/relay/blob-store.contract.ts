@@ -251,6 +251,20 @@ export function blobStoreContract(name: string, open: () => Promise<BlobStoreHar
       assert.equal(await store.deleteOwner(newOwner()), 0);
     });
 
+    it('list names every stored blob with its owner and a recent modification time (orphan scans)', async () => {
+      if (!store.list) return;
+      const owner = newOwner();
+      const ids = [newBlobId(), newBlobId()];
+      const before = Date.now() - 60_000;
+      for (const id of ids) await put(owner, id, patternSource(10));
+      const listed: Array<{ owner: string; blobId: string; modifiedAt: number }> = [];
+      for await (const entry of store.list()) listed.push(entry);
+      const mine = listed.filter((e) => e.owner === owner);
+      assert.deepEqual(mine.map((e) => e.blobId).sort(), [...ids].sort());
+      for (const e of mine) assert.ok(e.modifiedAt >= before && e.modifiedAt <= Date.now() + 60_000, `modifiedAt ${e.modifiedAt}`);
+      await store.deleteOwner(owner);
+    });
+
     it('a reader released early (or never read) frees its resources; an aborted read rejects', async () => {
       const owner = newOwner();
       const id = newBlobId();

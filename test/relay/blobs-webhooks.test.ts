@@ -1,8 +1,6 @@
 /**
- * Conformance: blobs (§3.7) and webhooks (§3.8). The relay currently answers the blob routes with
- * 404 "not supported", so the blob tests are marked `todo`: they run, their failure is reported as
- * a TODO and does not fail the suite. Drop the `todo` option once the feature lands. (Webhooks
- * landed; the rest of their tests are in webhooks.test.ts.)
+ * Conformance: blobs (§3.7) and webhooks (§3.8), both implemented; the rest of their tests are in
+ * blobs.test.ts and webhooks.test.ts.
  */
 import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
@@ -14,14 +12,13 @@ import { type Keypair, signRequest } from '../../src/protocol/signing.js';
 import { newAgent, signed, startRelay } from '../helpers/relay.js';
 import { Api, expectError, expectOk, RFC3339_UTC_RE } from './_support.js';
 
-const TODO = { todo: 'blobs are not implemented by the relay yet (routes answer 404 not_found)' };
 
 function upload(url: string, kp: Keypair, bytes: string, contentType = 'application/pdf') {
   return signed(url, kp, 'POST', '/v1/blobs', bytes, { headers: { 'Content-Type': contentType } });
 }
 
 describe('§3.7 blobs', () => {
-  it('POST /v1/blobs → 201 {blob_id, hash, size, content_type, created_at, expires_at} and storage headers', TODO, async (t) => {
+  it('POST /v1/blobs → 201 {blob_id, hash, size, content_type, created_at, expires_at} and storage headers', async (t) => {
     const { url } = await startRelay(t);
     const a = newAgent();
     const bytes = 'hello blob';
@@ -37,14 +34,15 @@ describe('§3.7 blobs', () => {
     assert.match(res.headers.get('x-m2m-storage-limit') ?? '', /^\d+$/);
   });
 
-  it('GET/HEAD return bytes and headers to the owner; others get 404 blob_not_found; DELETE → 204', TODO, async (t) => {
+  it('GET/HEAD return bytes and headers to the owner; others get 404 blob_not_found; DELETE → 204', async (t) => {
     const { url } = await startRelay(t);
     const api = new Api(url);
     const a = newAgent();
     const bytes = 'some bytes';
     const blob = expectOk(await upload(url, a, bytes, 'text/plain'), 201);
+    // Signed a minute back: the `api.get(a, …)` below signs this same request at the current second.
     const res = await fetch(`${url}/v1/blobs/${blob.blob_id}`, {
-      headers: { ...signRequest(a, 'GET', `/v1/blobs/${blob.blob_id}`, '', Date.now()) },
+      headers: { ...signRequest(a, 'GET', `/v1/blobs/${blob.blob_id}`, '', Date.now() - 60_000) },
     });
     assert.equal(res.status, 200);
     assert.equal(await res.text(), bytes);
@@ -60,7 +58,7 @@ describe('§3.7 blobs', () => {
     expectError(await api.get(a, `/v1/blobs/${blob.blob_id}`), 404, 'blob_not_found');
   });
 
-  it('attachments are filled from the blob; the recipient may download; a referenced blob cannot be deleted', TODO, async (t) => {
+  it('attachments are filled from the blob; the recipient may download; a referenced blob cannot be deleted', async (t) => {
     const { url } = await startRelay(t);
     const api = new Api(url);
     const a = newAgent();
@@ -72,7 +70,9 @@ describe('§3.7 blobs', () => {
     assert.deepEqual(m.attachments, [
       { blob_id: blob.blob_id, filename: 'x.pdf', content_type: 'application/pdf', size: bytes.length, hash: blob.hash },
     ]);
-    expectOk(await api.get(b, `/v1/blobs/${blob.blob_id}`));
+    const download = await api.get(b, `/v1/blobs/${blob.blob_id}`);
+    assert.equal(download.status, 200);
+    assert.equal(download.text, bytes);
     expectError(await api.delete(a, `/v1/blobs/${blob.blob_id}`), 409, 'blob_referenced');
   });
 });

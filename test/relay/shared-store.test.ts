@@ -126,6 +126,12 @@ class HeldStore implements Store {
   discover = (...a: Parameters<Store['discover']>) => this.inner.discover(...a);
   capabilityTags = (prefix: string | undefined) => this.inner.capabilityTags(prefix);
   sweep = (now: number, retention: number) => this.inner.sweep(now, retention);
+  insertBlob = (...a: Parameters<Store['insertBlob']>) => this.inner.insertBlob(...a);
+  getBlob = (...a: Parameters<Store['getBlob']>) => this.inner.getBlob(...a);
+  readableBlob = (...a: Parameters<Store['readableBlob']>) => this.inner.readableBlob(...a);
+  blobUsage = (...a: Parameters<Store['blobUsage']>) => this.inner.blobUsage(...a);
+  deleteBlob = (...a: Parameters<Store['deleteBlob']>) => this.inner.deleteBlob(...a);
+  sweepBlobs = (...a: Parameters<Store['sweepBlobs']>) => this.inner.sweepBlobs(...a);
   putAcl = (...a: Parameters<Store['putAcl']>) => this.inner.putAcl(...a);
   getAcl = (owner: string, peer: string) => this.inner.getAcl(owner, peer);
   listAcl = (...a: Parameters<Store['listAcl']>) => this.inner.listAcl(...a);

@@ -9,7 +9,8 @@
  * the inbox policy re-checked inside the commit, insert-if-absent agents), the two orders
  * (`seq` for the WebSocket backlog; `(created_at, message_id)` with cursors for polls and
  * threads), sweeping, ACLs, what deleting an agent removes, discovery filters and capability
- * tags. Every test gets a fresh store from `open` and passes every time explicitly: a store
+ * tags, blobs (quota check and insert as one step, references from messages: access, expiry,
+ * deletion refused, commit refusing a missing blob, sweeping). Every test gets a fresh store from `open` and passes every time explicitly: a store
  * never reads a clock.
  *
  * This file imports nothing from the relay but types, so it runs against any implementation.
@@ -18,7 +19,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { Capability } from '../../src/protocol/types.js';
-import type { AgentRecord, MessageRecord, ServeVerdict, Store, WriteBatch } from '../../src/relay/store/store.js';
+import type { AgentRecord, BlobRecord, MessageRecord, ServeVerdict, Store, WriteBatch } from '../../src/relay/store/store.js';
 import { webhookContract } from './store-webhooks.contract.js';
 
 export interface StoreHarness {
@@ -591,6 +592,127 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
     });
 
     webhookContract({ store: () => store, newKey, message, T0 });
+    describe('blobs', () => {
+      const DAY = 24 * HOUR;
+      const QUOTA = { maxCount: 3, maxBytes: 1000 };
+      let blobCounter = 0;
+      const blob = (owner: string, over: Partial<BlobRecord> = {}): BlobRecord => ({
+        blob_id: `blob_${(++blobCounter).toString(16).padStart(4, '0')}${randomBytes(4).toString('hex')}`,
+        owner_key: owner,
+        hash: 'ab'.repeat(32),
+        size: 100,
+        content_type: 'application/pdf',
+        created_at: T0,
+        expires_at: T0 + 7 * DAY,
+        ...over,
+      });
+      const withBlob = (m: MessageRecord, ...ids: string[]): MessageRecord => ({ ...m, attachments: ids.map((blob_id) => ({ blob_id })) });
+
+      it('insertBlob stores metadata and refuses past the count or bytes quota; usage counts unexpired blobs only', async () => {
+        const owner = newKey();
+        const first = blob(owner, { size: 600 });
+        assert.deepEqual(await store.insertBlob(first, QUOTA, T0), { inserted: true, usage: { count: 1, bytes: 600 } });
+        assert.deepEqual(await store.getBlob(first.blob_id), first);
+        assert.deepEqual(await store.insertBlob(blob(owner, { size: 401 }), QUOTA, T0), { inserted: false, reason: 'bytes', usage: { count: 1, bytes: 600 } });
+        assert.equal((await store.insertBlob(blob(owner, { size: 400 }), QUOTA, T0)).inserted, true);
+        assert.equal((await store.insertBlob(blob(owner, { size: 0 }), QUOTA, T0)).inserted, true);
+        assert.deepEqual(await store.insertBlob(blob(owner, { size: 0 }), QUOTA, T0), { inserted: false, reason: 'count', usage: { count: 3, bytes: 1000 } });
+        // Another agent has its own quota; expired blobs no longer count.
+        assert.equal((await store.insertBlob(blob(newKey()), QUOTA, T0)).inserted, true);
+        assert.deepEqual(await store.blobUsage(owner, T0 + 7 * DAY), { count: 0, bytes: 0 });
+        assert.equal(await store.getBlob('blob_000000000000'), undefined);
+      });
+
+      it('insertBlob is atomic: concurrent inserts of one owner never go over the quota together', async () => {
+        const owner = newKey();
+        const results = await Promise.all(Array.from({ length: 10 }, () => store.insertBlob(blob(owner, { size: 10 }), QUOTA, T0)));
+        assert.equal(results.filter((r) => r.inserted).length, 3);
+        assert.deepEqual(await store.blobUsage(owner, T0), { count: 3, bytes: 30 });
+      });
+
+      it('a committed message references its blobs: readable by its sender and recipient, extends expiry, blocks deletion', async () => {
+        const a = newKey();
+        const b = newKey();
+        const stranger = newKey();
+        const x = blob(a);
+        await store.insertBlob(x, QUOTA, T0);
+        assert.deepEqual(await store.readableBlob(x.blob_id, a, T0), x);
+        assert.equal(await store.readableBlob(x.blob_id, b, T0), undefined);
+        const m = withBlob(message(a, b, { expires_at: T0 + 30 * DAY }), x.blob_id);
+        assert.equal((await store.commit(batch([m]), T0)).refused.size, 0);
+        assert.equal((await store.readableBlob(x.blob_id, b, T0))?.blob_id, x.blob_id);
+        assert.equal(await store.readableBlob(x.blob_id, stranger, T0), undefined);
+        assert.equal((await store.getBlob(x.blob_id))?.expires_at, T0 + 30 * DAY);
+        assert.equal(await store.deleteBlob(b, x.blob_id, T0), 'not_found');
+        assert.equal(await store.deleteBlob(a, x.blob_id, T0), 'referenced');
+        // Once the message expired, the recipient loses access and the owner may delete.
+        const later = T0 + 30 * DAY;
+        assert.equal(await store.readableBlob(x.blob_id, b, later), undefined);
+        assert.equal(await store.deleteBlob(a, x.blob_id, later), 'deleted');
+        assert.equal(await store.getBlob(x.blob_id), undefined);
+        assert.equal(await store.deleteBlob(a, x.blob_id, later), 'not_found');
+      });
+
+      it('commit refuses a message whose blob is missing, someone else\'s or expired ({ blob_missing }), storing nothing of it', async () => {
+        const a = newKey();
+        const b = newKey();
+        const mine = blob(a);
+        const theirs = blob(b);
+        const old = blob(a, { expires_at: T0 });
+        for (const x of [mine, theirs, old]) await store.insertBlob(x, { maxCount: 10, maxBytes: 10_000 }, T0 - 1);
+        const ok = withBlob(message(a, b), mine.blob_id);
+        const missing = withBlob(message(a, b), mine.blob_id, 'blob_ffffffffffff');
+        const foreign = withBlob(message(a, b), theirs.blob_id);
+        const expired = withBlob(message(a, b), old.blob_id);
+        const result = await store.commit(batch([ok, missing, foreign, expired]), T0);
+        assert.deepEqual(result.refused.get(missing.message_id), { blob_missing: 'blob_ffffffffffff' });
+        assert.deepEqual(result.refused.get(foreign.message_id), { blob_missing: theirs.blob_id });
+        assert.deepEqual(result.refused.get(expired.message_id), { blob_missing: old.blob_id });
+        assert.equal(result.refused.has(ok.message_id), false);
+        assert.equal(await store.getMessage(missing.message_id), undefined);
+        assert.equal(await store.readableBlob(theirs.blob_id, a, T0), undefined);
+        assert.deepEqual((await store.getMessage(ok.message_id))?.attachments, [{ blob_id: mine.blob_id }]);
+      });
+
+      it('sweepBlobs removes expired, unreferenced metadata (bounded by limit) and returns it for the bytes', async () => {
+        const a = newKey();
+        const b = newKey();
+        const keep = blob(a);
+        const gone1 = blob(a, { expires_at: T0 + HOUR });
+        const gone2 = blob(a, { expires_at: T0 + HOUR });
+        const held = blob(a, { expires_at: T0 + HOUR });
+        for (const x of [keep, gone1, gone2, held]) await store.insertBlob(x, { maxCount: 10, maxBytes: 10_000 }, T0);
+        await store.commit(batch([withBlob(message(a, b, { expires_at: T0 + 2 * DAY }), held.blob_id)]), T0);
+        const at = T0 + 2 * HOUR;
+        const first = await store.sweepBlobs(at, 1);
+        const second = await store.sweepBlobs(at, 10);
+        assert.deepEqual([...first, ...second].map((g) => g.blob_id).sort(), [gone1.blob_id, gone2.blob_id].sort());
+        assert.deepEqual([...first, ...second].map((g) => g.owner_key), [a, a]);
+        assert.deepEqual(await store.sweepBlobs(at, 10), []);
+        assert.ok(await store.getBlob(keep.blob_id));
+        assert.ok(await store.getBlob(held.blob_id), 'referenced by an unexpired message: its expiry was extended');
+        // After the message expired and the message sweep ran, the blob goes too.
+        const end = T0 + 8 * DAY;
+        await store.sweep(end, HOUR);
+        assert.deepEqual((await store.sweepBlobs(end, 10)).map((g) => g.blob_id).sort(), [keep.blob_id, held.blob_id].sort());
+      });
+
+      it('deleteAgent removes its blobs and the references of messages to and from it', async () => {
+        const a = newKey();
+        const b = newKey();
+        const x = blob(a);
+        const y = blob(b);
+        await store.insertBlob(x, QUOTA, T0);
+        await store.insertBlob(y, QUOTA, T0);
+        await store.commit(batch([withBlob(message(b, a), y.blob_id)]), T0);
+        assert.ok(await store.readableBlob(y.blob_id, a, T0));
+        await store.deleteAgent(a);
+        assert.equal(await store.getBlob(x.blob_id), undefined);
+        assert.deepEqual(await store.blobUsage(a, T0), { count: 0, bytes: 0 });
+        assert.equal(await store.readableBlob(y.blob_id, a, T0), undefined);
+        assert.equal(await store.deleteBlob(b, y.blob_id, T0), 'deleted', 'the message to the deleted agent is gone, so is its reference');
+      });
+    });
 
     describe('health', () => {
       it('ping resolves; health says ok', async () => {

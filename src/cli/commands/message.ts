@@ -1,4 +1,9 @@
+import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { UsageError } from '../../core/errors.js';
+import type { RelayClient } from '../../client/http.js';
+import type { Message } from '../../protocol/types.js';
+import { progressFor, safeFilename, writeStreamNew } from '../attachments.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
@@ -22,14 +27,67 @@ export async function runStatus(ctx: CliContext, _o: unknown, args: string[]): P
   );
 }
 
+export interface GetOptions {
+  /** Download every attachment into this directory. */
+  saveAttachments?: string;
+}
+
+/** What `--save-attachments` did with one attachment. */
+interface Saved {
+  blob_id: string;
+  path?: string;
+  skipped?: string;
+}
+
+/**
+ * Downloads a message's attachments into `dir`: names from the sender made safe (`safeFilename`),
+ * never overwriting (`name (1).ext`), each verified before it is kept. Encrypted attachments are
+ * left for the encryption-aware download (`-e`).
+ */
+async function saveAttachments(ctx: CliContext, client: RelayClient, message: Message, dir: string): Promise<Saved[]> {
+  const info = await stat(dir).catch(() => undefined);
+  if (!info?.isDirectory()) throw new UsageError(`--save-attachments ${dir}: not a directory`, { code: 'invalid_argument', hint: 'create it first, e.g. mkdir -p <dir>' });
+  const saved: Saved[] = [];
+  const quiet = ctx.globals.json || ctx.globals.quiet;
+  for (const a of message.attachments) {
+    if (a.encrypted === true) {
+      saved.push({ blob_id: a.blob_id, skipped: 'encrypted' });
+      ctx.out.warn(`${a.blob_id}: encrypted attachment not saved (it needs end-to-end decryption)`);
+      continue;
+    }
+    const bars: Array<{ done(): void }> = [];
+    try {
+      const { info: head, body } = await client.downloadBlob(a.blob_id);
+      const name = safeFilename(a.filename, a.blob_id);
+      const onProgress = progressFor(ctx.deps.stderr, quiet, name, head.size, bars);
+      let n = 0;
+      const counted = (async function* () {
+        for await (const chunk of body) {
+          n += chunk.byteLength;
+          onProgress?.(n);
+          yield chunk;
+        }
+      })();
+      saved.push({ blob_id: a.blob_id, path: await writeStreamNew(dir, name, counted) });
+    } finally {
+      for (const b of bars) b.done();
+    }
+  }
+  return saved;
+}
+
 /** `mrp get <id>`: a whole message you sent or received. */
-export async function runGet(ctx: CliContext, _o: unknown, args: string[]): Promise<void> {
+export async function runGet(ctx: CliContext, options: GetOptions, args: string[]): Promise<void> {
   const client = await ctx.client();
   const message = await client.getMessage(args[0]!);
   const contacts = await ctx.contacts();
+  const saved = options.saveAttachments === undefined ? undefined : await saveAttachments(ctx, client, message, options.saveAttachments);
   ctx.out.result(
-    message,
-    () => messageBlock(message, { style: ctx.out.style, contacts, self: client.publicKey }),
+    saved === undefined ? message : { ...message, saved_attachments: saved },
+    () => [
+      ...messageBlock(message, { style: ctx.out.style, contacts, self: client.publicKey }),
+      ...(saved ?? []).map((s) => (s.path ? `saved ${s.blob_id} → ${safeText(s.path)}` : `skipped ${s.blob_id} (${s.skipped})`)),
+    ],
     () => JSON.stringify(message.body),
   );
 }
@@ -38,7 +96,15 @@ export function register(program: Command, deps: Deps): void {
   const status = program.command('status').description('delivery status of a message (sent, delivered, expired)').argument('<message-id>');
   examples(addGlobalOptions(status), ['mrp status msg_1772712000_0a1b2c3d4e5f', 'mrp status "$(mrp send bob hi)" --json']);
   status.action(action(deps, runStatus));
-  const get = program.command('get').description('show a message you sent or received').argument('<message-id>');
-  examples(addGlobalOptions(get), ['mrp get msg_1772712000_0a1b2c3d4e5f', 'mrp get msg_1772712000_0a1b2c3d4e5f --json | jq .body']);
+  const get = program
+    .command('get')
+    .description('show a message you sent or received')
+    .argument('<message-id>')
+    .option('--save-attachments <dir>', 'download its attachments into <dir> (safe names, never overwriting)');
+  examples(addGlobalOptions(get), [
+    'mrp get msg_1772712000_0a1b2c3d4e5f',
+    'mrp get msg_1772712000_0a1b2c3d4e5f --json | jq .body',
+    'mrp get msg_1772712000_0a1b2c3d4e5f --save-attachments ./inbox',
+  ]);
   get.action(action(deps, runGet));
 }

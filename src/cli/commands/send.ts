@@ -14,6 +14,8 @@ import { collect, durationOption, keyValuePairs } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { shutdownSignals } from '../signals.js';
 import { messageBlock } from '../render.js';
+import { progressFor, uploadFiles } from '../attachments.js';
+import { LIMITS } from '../../protocol/constants.js';
 
 export interface SendOptions {
   to?: string;
@@ -29,6 +31,10 @@ export interface SendOptions {
   ttl?: string;
   meta?: string[];
   wait?: string | boolean;
+  /** Blob ids to attach (repeatable). */
+  attach?: string[];
+  /** Files to upload and attach (repeatable). */
+  attachFile?: string[];
 }
 
 const DEFAULT_WAIT_MS = 30_000;
@@ -57,8 +63,8 @@ function bodyFrom(text: string, contentType: string, where: string): JsonValue {
   }
 }
 
-/** Works out recipient and body from positionals and flags: exactly one body source. */
-async function compose(ctx: CliContext, options: SendOptions, args: string[]): Promise<{ recipient: string; body: JsonValue }> {
+/** Works out recipient and body from positionals and flags: exactly one body source (none is fine with attachments). */
+async function compose(ctx: CliContext, options: SendOptions, args: string[]): Promise<{ recipient: string; body: JsonValue | undefined }> {
   const positional = [...args];
   const recipientArg = options.to ?? positional.shift();
   if (!recipientArg) throw new UsageError('who to send to? give a public key or contact name (first argument or --to)', { code: 'missing_argument' });
@@ -78,6 +84,9 @@ async function compose(ctx: CliContext, options: SendOptions, args: string[]): P
         throw new UsageError(`--file: cannot read ${file} (${err.code ?? err.message})`, { code: 'invalid_argument' });
       }), contentType, file === '-' ? 'stdin' : file),
     ]);
+  }
+  if (sources.length === 0 && (options.attach?.length || options.attachFile?.length)) {
+    return { recipient: await ctx.resolve(recipientArg), body: undefined };
   }
   if (sources.length === 0) {
     throw new UsageError('nothing to send: give a text, --text, --json <value>, --file <path>, or - to read stdin', { code: 'missing_argument' });
@@ -123,7 +132,13 @@ async function waitForReply(client: RelayClient, messageId: string, waitMs: numb
 
 export async function runSend(ctx: CliContext, options: SendOptions, args: string[]): Promise<void> {
   const { recipient, body } = await compose(ctx, options, args);
-  const request: SendRequest = { recipient_key: recipient, body, content_type: options.contentType ?? 'application/json' };
+  const request: SendRequest = { recipient_key: recipient, content_type: options.contentType ?? 'application/json' };
+  if (body !== undefined) request.body = body;
+  const attachCount = (options.attach?.length ?? 0) + (options.attachFile?.length ?? 0);
+  if (attachCount > LIMITS.maxAttachments) {
+    throw new UsageError(`at most ${LIMITS.maxAttachments} attachments per message (got ${attachCount})`, { code: 'invalid_argument' });
+  }
+  if (options.attach?.length) request.attachments = options.attach.map((blob_id) => ({ blob_id }));
   if (options.thread !== undefined) request.thread_id = options.thread;
   const inReplyTo = options.inReplyTo ?? options.replyTo;
   if (inReplyTo !== undefined) request.in_reply_to = inReplyTo;
@@ -131,13 +146,28 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   if (ttl !== undefined) request.expires_in = ttl;
   const meta = metadata(options.meta);
   if (meta) request.metadata = meta;
-  validateSendRequest(request);
+  // Checked before any file is uploaded (each file stands in as a placeholder attachment).
+  const files = options.attachFile ?? [];
+  validateSendRequest(files.length ? { ...request, attachments: [...(request.attachments ?? []), ...files.map(() => ({ blob_id: 'blob_000000000000' }))] } : request);
 
   const waitMs =
     options.wait === undefined || options.wait === false ? undefined : options.wait === true ? DEFAULT_WAIT_MS : durationOption(options.wait, '--wait', DEFAULT_WAIT_MS);
   if (waitMs !== undefined && waitMs < 1000) throw new UsageError(`--wait "${String(options.wait)}" must be at least 1s`, { code: 'invalid_argument' });
   const jsonOut = ctx.globals.json;
   const client = await ctx.client();
+  if (options.attachFile?.length) {
+    // Uploaded first (each file streamed, a bar on a terminal for big ones), then attached.
+    const bars: Array<{ done(): void }> = [];
+    const quiet = jsonOut || ctx.globals.quiet;
+    try {
+      const uploaded = await uploadFiles(client, options.attachFile, recipient, {
+        progress: (label, total) => progressFor(ctx.deps.stderr, quiet, label, total, bars),
+      });
+      request.attachments = [...(request.attachments ?? []), ...uploaded];
+    } finally {
+      for (const b of bars) b.done();
+    }
+  }
   const sent = await client.send(request);
   const { style } = ctx.out;
   const plain = !ctx.out.isTTY;
@@ -194,6 +224,8 @@ export function register(program: Command, deps: Deps): void {
     .addOption(new Option('--reply-to <message-id>', 'alias of --in-reply-to').hideHelp())
     .option('--ttl <duration>', 'time to live: seconds or e.g. 1h, 7d (default 7d, max 30d)')
     .option('--meta <key=value>', 'metadata entry (repeatable)', collect)
+    .option('--attach <blob-id>', 'attach a blob you uploaded (repeatable)', collect)
+    .option('--attach-file <path>', 'upload a file and attach it (after any --attach), with its name and a media type from its extension (repeatable)', collect)
     .option('-w, --wait [duration]', `wait for the reply and print it (default ${formatDuration(DEFAULT_WAIT_MS)}; e.g. 10s, 2m)`);
   examples(addGlobalOptions(cmd, { json: false }), [
     'mrp send alice "hello there"',
@@ -202,6 +234,7 @@ export function register(program: Command, deps: Deps): void {
     'echo \'{"n": 1}\' | mrp send bot - --wait 10s --json',
     'id=$(mrp send -q alice hi)   # -q: only the message id (with --wait: only the reply body)',
     'mrp send alice --file report.json --thread q3 --meta priority=high',
+    'mrp send alice "the report" --attach-file report.pdf --attach-file data.csv',
   ]);
   cmd.action(action(deps, runSend));
 }

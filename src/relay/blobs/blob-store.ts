@@ -60,6 +60,11 @@ export interface BlobStore {
   delete(owner: string, blobId: string): Promise<boolean>;
   /** Removes every blob of an agent (agent deletion); returns how many objects were removed. */
   deleteOwner(owner: string): Promise<number>;
+  /**
+   * Every stored blob with its last write time (Unix ms), for reclaiming orphans (bytes whose
+   * metadata is gone). Optional: a store that cannot list cheaply leaves it out.
+   */
+  list?(): AsyncIterable<{ owner: string; blobId: string; modifiedAt: number }>;
   /** Health probe: `'ok'` or a short reason for people (never secrets). */
   check(): Promise<'ok' | string>;
   /** Refuses new operations; operations in flight finish. */
@@ -135,15 +140,6 @@ export async function drainBounded(
   const hash = createHash('sha256');
   let size = 0;
   let finished = false;
-  let onAbort: (() => void) | undefined;
-  const aborted =
-    signal === undefined
-      ? undefined
-      : new Promise<never>((_, reject) => {
-          onAbort = () => reject(abortedError(signal));
-          signal.addEventListener('abort', onAbort, { once: true });
-        });
-  aborted?.catch(() => {});
   let it: AsyncIterator<Uint8Array> | undefined;
   try {
     if (signal?.aborted) throw abortedError(signal);
@@ -157,7 +153,7 @@ export async function drainBounded(
       pending.catch(() => {});
       let step: IteratorResult<Uint8Array>;
       try {
-        step = await (aborted === undefined ? pending : Promise.race([pending, aborted]));
+        step = await (signal === undefined ? pending : untilAborted(pending, signal));
       } catch (err) {
         if (err instanceof BlobStoreError) throw err;
         throw new BlobStoreError('source_failed', 'the blob source failed', { cause: err });
@@ -175,11 +171,33 @@ export async function drainBounded(
     }
     finished = true;
   } finally {
-    if (signal !== undefined && onAbort !== undefined) signal.removeEventListener('abort', onAbort);
     if (!finished && it !== undefined) stopQuietly(it);
   }
   const digest = hash.digest();
   return { size, sha256Hex: digest.toString('hex'), sha256Base64url: digest.toString('base64url') };
+}
+
+/**
+ * `step`, or `aborted` as soon as the signal fires. One listener per step, removed when the step
+ * settles: racing every step against one long-lived "aborted" promise would leave a reaction on
+ * it per step, each keeping its step's chunk reachable (a 100 MiB upload held whole).
+ */
+function untilAborted<T>(step: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(abortedError(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(abortedError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    step.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 function stopQuietly(it: AsyncIterator<Uint8Array>): void {

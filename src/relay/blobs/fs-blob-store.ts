@@ -16,6 +16,7 @@ import { createReadStream } from 'node:fs';
 import { access, constants, type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { addAbortSignal } from 'node:stream';
+import { PUBLIC_KEY_RE } from '../../protocol/constants.js';
 import {
   assertBlobRef,
   assertPutOptions,
@@ -175,6 +176,19 @@ export class FsBlobStore implements BlobStore {
     const names = await readdir(dir).catch(() => [] as string[]);
     await rm(dir, { recursive: true, force: true }).catch(storageError('rm'));
     return names.filter((n) => BLOB_ID_RE.test(n)).length;
+  }
+
+  async *list(): AsyncIterable<{ owner: string; blobId: string; modifiedAt: number }> {
+    this.assertOpen();
+    for (const owner of await readdir(this.root).catch(() => [] as string[])) {
+      if (!PUBLIC_KEY_RE.test(owner)) continue;
+      const dir = join(this.root, owner);
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        if (!BLOB_ID_RE.test(name)) continue;
+        const info = await stat(join(dir, name)).catch(() => undefined);
+        if (info?.isFile()) yield { owner, blobId: name, modifiedAt: info.mtimeMs };
+      }
+    }
   }
 
   async check(): Promise<'ok' | string> {

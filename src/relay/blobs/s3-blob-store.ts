@@ -10,10 +10,12 @@
  * "AbortIncompleteMultipartUpload after 1 day".
  */
 import { createHash } from 'node:crypto';
+import { PUBLIC_KEY_RE } from '../../protocol/constants.js';
 import {
   abortedError,
   assertBlobRef,
   assertPutOptions,
+  BLOB_ID_RE,
   type BlobHead,
   type BlobReader,
   type BlobStore,
@@ -173,6 +175,25 @@ export class S3BlobStore implements BlobStore {
       removed += keys.length;
     } while (token !== undefined);
     return removed;
+  }
+
+  async *list(): AsyncIterable<{ owner: string; blobId: string; modifiedAt: number }> {
+    this.assertOpen();
+    let token: string | undefined;
+    do {
+      const query: Record<string, string> = { 'list-type': '2', prefix: this.client.prefix, 'max-keys': '1000' };
+      if (token !== undefined) query['continuation-token'] = token;
+      const list = await this.client.call({ op: 'ListObjectsV2', method: 'GET', query });
+      token = xmlValue(list.text, 'IsTruncated') === 'true' ? xmlValue(list.text, 'NextContinuationToken') : undefined;
+      for (const [, entry = ''] of list.text.matchAll(/<Contents>([\s\S]*?)<\/Contents>/g)) {
+        const key = xmlValue(entry, 'Key') ?? '';
+        const [owner, blobId, ...rest] = key.slice(this.client.prefix.length).split('/');
+        if (rest.length > 0 || owner === undefined || blobId === undefined) continue;
+        if (!PUBLIC_KEY_RE.test(owner) || !BLOB_ID_RE.test(blobId)) continue;
+        const modifiedAt = Date.parse(xmlValue(entry, 'LastModified') ?? '');
+        yield { owner, blobId, modifiedAt: Number.isFinite(modifiedAt) ? modifiedAt : 0 };
+      }
+    } while (token !== undefined);
   }
 
   async check(): Promise<'ok' | string> {

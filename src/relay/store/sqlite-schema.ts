@@ -104,6 +104,31 @@ export const MIGRATIONS: string[] = [
   ALTER TABLE messages ADD COLUMN take_id TEXT;
   CREATE INDEX messages_take ON messages (recipient_key, take_id) WHERE take_id IS NOT NULL;
   `,
+  // 5: blobs (§3.7) and the references of messages to them (who may read a blob, what may not be deleted).
+  `
+  CREATE TABLE blobs (
+    blob_id      TEXT PRIMARY KEY,
+    owner_key    TEXT NOT NULL,
+    hash         TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX blobs_owner ON blobs (owner_key, expires_at);
+  CREATE INDEX blobs_expiry ON blobs (expires_at);
+
+  CREATE TABLE blob_refs (
+    blob_id       TEXT NOT NULL,
+    message_id    TEXT NOT NULL,
+    sender_key    TEXT NOT NULL,
+    recipient_key TEXT NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    PRIMARY KEY (blob_id, message_id)
+  ) WITHOUT ROWID;
+  CREATE INDEX blob_refs_expiry ON blob_refs (expires_at);
+  CREATE INDEX blob_refs_recipient ON blob_refs (recipient_key);
+  `,
 ];
 
 export interface AgentRow {

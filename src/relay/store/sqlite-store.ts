@@ -30,11 +30,15 @@ import {
 } from './sqlite-schema.js';
 import type {
   AgentRecord,
+  BlobQuota,
+  BlobRecord,
+  BlobUsage,
   ClaimOptions,
   CommitResult,
   DeliveryClaim,
   DeliveryCompletion,
   DeliveryFailure,
+  InsertBlobResult,
   DiscoverQuery,
   InboxFilter,
   MessagePageRecords,
@@ -108,7 +112,7 @@ export class SqliteStore implements Store {
    * `quick_check` (a damaged page fails start-up with the file named instead of a later 500).
    */
   #checkAtStart(): void {
-    for (const table of ['agents', 'agent_tags', 'messages', 'acl', 'webhooks', 'webhook_deliveries']) this.#db.prepare(`SELECT 1 FROM ${table} LIMIT 1`).all();
+    for (const table of ['agents', 'agent_tags', 'messages', 'acl', 'webhooks', 'webhook_deliveries', 'blobs', 'blob_refs']) this.#db.prepare(`SELECT 1 FROM ${table} LIMIT 1`).all();
     // Put the schema into the main file now, so it has a header from the start: a fresh WAL-mode
     // database is otherwise 0 bytes until its first checkpoint, indistinguishable from a truncated one.
     this.#db.pragma('wal_checkpoint(PASSIVE)');
@@ -194,6 +198,8 @@ export class SqliteStore implements Store {
       this.#stmt('DELETE FROM messages WHERE recipient_key = ?').run(key);
       this.#stmt('DELETE FROM webhooks WHERE agent_key = ?').run(key);
       this.#stmt('DELETE FROM webhook_deliveries WHERE agent_key = ?').run(key);
+      this.#stmt('DELETE FROM blob_refs WHERE recipient_key = ? OR sender_key = ?').run(key, key);
+      this.#stmt('DELETE FROM blobs WHERE owner_key = ?').run(key);
     })();
   }
 
@@ -337,7 +343,69 @@ export class SqliteStore implements Store {
         `DELETE FROM webhook_deliveries WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.message_id = webhook_deliveries.message_id
            AND m.status = 'sent' AND m.expires_at > ?)`,
       ).run(now);
+      // A reference only matters while its message is unexpired (access, 409 on delete).
+      this.#stmt('DELETE FROM blob_refs WHERE expires_at <= ?').run(now);
       return { expired, purged };
+    })();
+  }
+
+  // ── blobs ───────────────────────────────────────────────────────────────────────────────────
+
+  async insertBlob(record: BlobRecord, quota: BlobQuota, now: number): Promise<InsertBlobResult> {
+    return this.#db.transaction((): InsertBlobResult => {
+      const usage = this.#usage(record.owner_key, now);
+      if (usage.count + 1 > quota.maxCount) return { inserted: false, reason: 'count', usage };
+      if (usage.bytes + record.size > quota.maxBytes) return { inserted: false, reason: 'bytes', usage };
+      this.#stmt(
+        'INSERT INTO blobs (blob_id, owner_key, hash, size, content_type, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      ).run(record.blob_id, record.owner_key, record.hash, record.size, record.content_type, record.created_at, record.expires_at);
+      return { inserted: true, usage: { count: usage.count + 1, bytes: usage.bytes + record.size } };
+    })();
+  }
+
+  #usage(owner: string, now: number): BlobUsage {
+    const row = this.#stmt('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM blobs WHERE owner_key = ? AND expires_at > ?').get(owner, now) as BlobUsage;
+    return { count: row.count, bytes: row.bytes };
+  }
+
+  async blobUsage(owner: string, now: number): Promise<BlobUsage> {
+    return this.#usage(owner, now);
+  }
+
+  async getBlob(blobId: string): Promise<BlobRecord | undefined> {
+    return this.#stmt('SELECT * FROM blobs WHERE blob_id = ?').get(blobId) as BlobRecord | undefined;
+  }
+
+  async readableBlob(blobId: string, agent: string, now: number): Promise<BlobRecord | undefined> {
+    return this.#stmt(
+      `SELECT b.* FROM blobs b WHERE b.blob_id = ? AND b.expires_at > ? AND (b.owner_key = ? OR EXISTS (
+         SELECT 1 FROM blob_refs r WHERE r.blob_id = b.blob_id AND r.expires_at > ? AND (r.sender_key = ? OR r.recipient_key = ?)))`,
+    ).get(blobId, now, agent, now, agent, agent) as BlobRecord | undefined;
+  }
+
+  async deleteBlob(owner: string, blobId: string, now: number): Promise<'deleted' | 'not_found' | 'referenced'> {
+    return this.#db.transaction(() => {
+      if (!this.#stmt('SELECT 1 FROM blobs WHERE blob_id = ? AND owner_key = ?').get(blobId, owner)) return 'not_found';
+      if (this.#stmt('SELECT 1 FROM blob_refs WHERE blob_id = ? AND expires_at > ? LIMIT 1').get(blobId, now)) return 'referenced';
+      this.#stmt('DELETE FROM blobs WHERE blob_id = ?').run(blobId);
+      this.#stmt('DELETE FROM blob_refs WHERE blob_id = ?').run(blobId);
+      return 'deleted';
+    })();
+  }
+
+  async sweepBlobs(now: number, limit: number): Promise<Array<{ owner_key: string; blob_id: string }>> {
+    return this.#db.transaction(() => {
+      const gone = this.#stmt(
+        `SELECT owner_key, blob_id FROM blobs b WHERE b.expires_at <= ? AND NOT EXISTS (
+           SELECT 1 FROM blob_refs r WHERE r.blob_id = b.blob_id AND r.expires_at > ?) LIMIT ?`,
+      ).all(now, now, limit) as Array<{ owner_key: string; blob_id: string }>;
+      const remove = this.#stmt('DELETE FROM blobs WHERE blob_id = ?');
+      const unref = this.#stmt('DELETE FROM blob_refs WHERE blob_id = ?');
+      for (const g of gone) {
+        remove.run(g.blob_id);
+        unref.run(g.blob_id);
+      }
+      return gone;
     })();
   }
 

@@ -13,10 +13,10 @@ import { inboxConditions, type MessageRow, ORDER_SQL, tryMessage } from './sqlit
 import type {
   AgentRecord,
   ClaimOptions,
+  CommitRefusal,
   CommitResult,
   DeliveryClaim,
   InboxFilter,
-  InboxRefusal,
   MessageRecord,
   ServeVerdict,
   TakeResult,
@@ -43,8 +43,21 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
   const addDelivery = db.prepare(
     'INSERT INTO webhook_deliveries (delivery_id, message_id, agent_key, attempts, next_attempt_at) VALUES (?, ?, ?, 0, ?)',
   );
+  const blobOf = db.prepare('SELECT owner_key, expires_at FROM blobs WHERE blob_id = ?');
+  const addRef = db.prepare(
+    'INSERT OR IGNORE INTO blob_refs (blob_id, message_id, sender_key, recipient_key, expires_at) VALUES (?, ?, ?, ?, ?)',
+  );
+  const extend = db.prepare('UPDATE blobs SET expires_at = MAX(expires_at, ?) WHERE blob_id = ?');
+  /** The first attachment that is not the sender's unexpired blob. */
+  const missingBlob = (m: WriteBatch['messages'][number], now: number): string | undefined => {
+    for (const a of m.attachments) {
+      const blob = blobOf.get(a.blob_id) as { owner_key: string; expires_at: number } | undefined;
+      if (!blob || blob.owner_key !== m.sender_key || blob.expires_at <= now) return a.blob_id;
+    }
+    return undefined;
+  };
   return db.transaction((batch: WriteBatch, now: number): CommitResult => {
-    const refused = new Map<string, InboxRefusal>();
+    const refused = new Map<string, CommitRefusal>();
     const hooks = new Map<string, boolean>();
     // The policy is read once per recipient (and ACL pair) per batch: nothing else writes in between.
     const recipients = new Map<string, Pick<AgentRecord, 'public_key' | 'status' | 'inbox_policy'> | undefined>();
@@ -62,6 +75,11 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
       });
       if (refusal) {
         refused.set(m.message_id, refusal);
+        continue;
+      }
+      const missing = m.attachments.length === 0 ? undefined : missingBlob(m, now);
+      if (missing !== undefined) {
+        refused.set(m.message_id, { blob_missing: missing });
         continue;
       }
       const info = insert.run(
@@ -83,6 +101,10 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
       let hook = hooks.get(m.recipient_key);
       if (hook === undefined) hooks.set(m.recipient_key, (hook = hookOf.get(m.recipient_key) === 1));
       if (hook) addDelivery.run(newDeliveryId(), m.message_id, m.recipient_key, now);
+      for (const a of m.attachments) {
+        addRef.run(a.blob_id, m.message_id, m.sender_key, m.recipient_key, m.expires_at);
+        extend.run(m.expires_at, a.blob_id);
+      }
     }
     const delivered: CommitResult['delivered'] = [];
     for (const d of batch.delivered)

@@ -118,12 +118,51 @@ export interface WriteBatch {
 /** Why the recipient's side refuses a message (§3.9): its policy, or it is suspended. */
 export type InboxRefusal = 'acl_denied' | 'forbidden';
 
+/**
+ * Why a commit did not store a message: the recipient's policy, or an attachment whose blob no
+ * longer exists, is not the sender's or has expired (it was deleted between the send's check and
+ * the commit).
+ */
+export type CommitRefusal = InboxRefusal | { blob_missing: string };
+
 export interface CommitResult {
-  /** Messages of the batch NOT stored, with the reason the recipient's policy gave at commit time. */
-  refused: Map<string, InboxRefusal>;
+  /** Messages of the batch NOT stored, with the reason (policy or a missing blob) at commit time. */
+  refused: Map<string, CommitRefusal>;
   /** Acknowledgements that moved a message from `sent` to `delivered`. */
   delivered: Array<{ message_id: string; recipient_key: string }>;
 }
+
+/** Metadata of one blob (docs/protocol.md §3.7); the bytes live in a `BlobStore`. */
+export interface BlobRecord {
+  /** `blob_` + 12 hex digits. */
+  blob_id: string;
+  /** The uploader. */
+  owner_key: string;
+  /** SHA-256 of the bytes, lowercase hex. */
+  hash: string;
+  size: number;
+  content_type: string;
+  created_at: number;
+  /** Upload time + 7 days, extended to at least the `expires_at` of every message referencing it. */
+  expires_at: number;
+}
+
+/** What an agent's unexpired blobs take. */
+export interface BlobUsage {
+  count: number;
+  bytes: number;
+}
+
+/** Per-agent limits (§7): `507 insufficient_storage` beyond. */
+export interface BlobQuota {
+  maxCount: number;
+  maxBytes: number;
+}
+
+export type InsertBlobResult =
+  | { inserted: true; usage: BlobUsage }
+  /** Over quota (`count` or `bytes`); `usage` is what the owner has without this blob. */
+  | { inserted: false; reason: 'count' | 'bytes'; usage: BlobUsage };
 
 export interface Store {
   /** Where the data lives, for logs and errors (a file path, a database name without secrets). */
@@ -134,7 +173,11 @@ export interface Store {
   ensureAgent(record: AgentRecord): Promise<{ agent: AgentRecord; created: boolean }>;
   /** Inserts or replaces the agent; `last_active_at` never moves backwards. */
   saveAgent(record: AgentRecord): Promise<void>;
-  /** Removes the agent, its capability tags, the ACL entries it owns, its webhook and pending deliveries, and every message addressed to it. */
+  /**
+   * Removes the agent, its capability tags, the ACL entries it owns, its webhook and pending
+   * deliveries, every message addressed to it and the metadata of its blobs (the caller deletes
+   * the bytes: `BlobStore.deleteOwner`).
+   */
   deleteAgent(key: string): Promise<void>;
   /** Public, active agents matching every condition, most recently active first, then by key. */
   discover(query: DiscoverQuery): Promise<AgentRecord[]>;
@@ -144,8 +187,12 @@ export interface Store {
   /**
    * Applies a batch in one transaction: each message is inserted unless the recipient's policy
    * refuses its sender at that moment (see `inboxRefusal` in `../policy.ts`; a recipient without
-   * an agent record is open), which assigns its `seq`; then the acknowledgements and the
-   * activity stamps. All or nothing: on a failure nothing of the batch is stored.
+   * an agent record is open), which assigns its `seq`; or unless one of its attachments names a
+   * blob that is not (any more) the sender's unexpired blob (`{ blob_missing }`). A stored
+   * message references its blobs (they become readable by its recipient and cannot be deleted
+   * while it is unexpired) and extends each blob's `expires_at` to at least its own. Then the
+   * acknowledgements and the activity stamps. All or nothing: on a failure nothing of the batch
+   * is stored.
    */
   commit(batch: WriteBatch, now: number): Promise<CommitResult>;
   getMessage(id: string): Promise<MessageRecord | undefined>;
@@ -186,8 +233,36 @@ export interface Store {
     limit: number,
     maxBytes: number,
   ): Promise<MessagePageRecords>;
-  /** Marks overdue `sent` messages expired and purges what has outlived its retention. */
+  /** Marks overdue `sent` messages expired, purges what has outlived its retention, and drops references of expired messages to blobs. */
   sweep(now: number, expiredRetentionMs: number): Promise<{ expired: number; purged: number }>;
+
+  // ── blobs (§3.7): metadata, quotas, message references ──
+  /**
+   * Inserts the blob's metadata unless that would put its owner over `quota` (counting the
+   * owner's unexpired blobs at `now`). Check and insert are ONE atomic step: concurrent uploads
+   * of one agent never exceed the quota together.
+   */
+  insertBlob(record: BlobRecord, quota: BlobQuota, now: number): Promise<InsertBlobResult>;
+  /** The metadata of a blob, expired or not. */
+  getBlob(blobId: string): Promise<BlobRecord | undefined>;
+  /**
+   * The unexpired blob if `agent` may read it: its owner, or the sender or recipient of an
+   * unexpired message listing it as an attachment. Otherwise undefined.
+   */
+  readableBlob(blobId: string, agent: string, now: number): Promise<BlobRecord | undefined>;
+  /** Count and bytes of `owner`'s unexpired blobs. */
+  blobUsage(owner: string, now: number): Promise<BlobUsage>;
+  /**
+   * Removes the metadata of `owner`'s blob, atomically refusing while an unexpired message
+   * references it. `not_found` when there is no such blob of that owner.
+   */
+  deleteBlob(owner: string, blobId: string, now: number): Promise<'deleted' | 'not_found' | 'referenced'>;
+  /**
+   * Removes the metadata of at most `limit` expired, unreferenced blobs and returns them, so that
+   * their bytes can be deleted after (a crash in between leaves an orphan file, never a record
+   * without bytes that a message could still point to).
+   */
+  sweepBlobs(now: number, limit: number): Promise<Array<{ owner_key: string; blob_id: string }>>;
 
   /** Adds or changes the entry (its `id` and `created_at` stay those of the first put). */
   putAcl(owner: string, peer: string, type: AclEntryType, now: number): Promise<AclEntry>;

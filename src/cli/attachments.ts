@@ -1,0 +1,226 @@
+/**
+ * Files ↔ blobs for the commands (`mrp blob`, `mrp send --attach-file`, `mrp get
+ * --save-attachments`): guessing a media type, turning a file into an upload plus the fields of
+ * its attachment (`FilePreparer`: the plain one here; end-to-end encryption plugs in its own,
+ * which seals the file and adds `encrypted`/`dek_enc`/`dek_ct`), writing a download atomically,
+ * naming saved files safely (a peer's `filename` is never trusted as a path), and a progress bar
+ * on stderr for big transfers on a terminal.
+ */
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { link, open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, extname, join } from 'node:path';
+import { UsageError } from '../core/errors.js';
+import type { BlobInput, UploadOptions } from '../client/blobs.js';
+import { fileBlobInput } from '../client/blob-file.js';
+import type { RelayClient } from '../client/http.js';
+import type { Attachment } from '../protocol/types.js';
+import type { OutStream } from './deps.js';
+import { syncDir } from './files.js';
+
+/** Media types by extension: a small table of the common ones; anything else is octet-stream. */
+const MEDIA_TYPES: Readonly<Record<string, string>> = {
+  '.txt': 'text/plain',
+  '.md': 'text/markdown',
+  '.csv': 'text/csv',
+  '.html': 'text/html',
+  '.htm': 'text/html',
+  '.css': 'text/css',
+  '.js': 'text/javascript',
+  '.json': 'application/json',
+  '.xml': 'application/xml',
+  '.yaml': 'application/yaml',
+  '.yml': 'application/yaml',
+  '.pdf': 'application/pdf',
+  '.zip': 'application/zip',
+  '.gz': 'application/gzip',
+  '.tar': 'application/x-tar',
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg',
+  '.gif': 'image/gif',
+  '.webp': 'image/webp',
+  '.svg': 'image/svg+xml',
+  '.mp3': 'audio/mpeg',
+  '.wav': 'audio/wav',
+  '.mp4': 'video/mp4',
+  '.webm': 'video/webm',
+};
+
+export const OCTET_STREAM = 'application/octet-stream';
+
+export function guessContentType(path: string): string {
+  return MEDIA_TYPES[extname(path).toLowerCase()] ?? OCTET_STREAM;
+}
+
+/** What to upload for a file, and the attachment fields (besides `blob_id`) a message lists for it. */
+export interface PreparedFile {
+  input: BlobInput;
+  /** The upload's Content-Type (ciphertext: application/octet-stream). */
+  uploadType: string;
+  attachment: Omit<Attachment, 'blob_id'>;
+}
+
+/** Turns a file into an upload for one recipient; `mrp send -e` passes an encrypting one. */
+export type FilePreparer = (path: string, recipient: string) => Promise<PreparedFile>;
+
+/** The plain preparer: the file as it is, with its name and a media type guessed from its extension. */
+export const plainFile: FilePreparer = async (path) => {
+  const contentType = guessContentType(path);
+  return { input: await fileBlobInput(path), uploadType: contentType, attachment: { filename: basename(path), content_type: contentType } };
+};
+
+/** Uploads each file (in order) and returns the attachments to send. */
+export async function uploadFiles(
+  client: RelayClient,
+  paths: readonly string[],
+  recipient: string,
+  options: { prepare?: FilePreparer; progress?: (label: string, total: number) => UploadOptions['onProgress'] } = {},
+): Promise<Attachment[]> {
+  const prepare = options.prepare ?? plainFile;
+  const out: Attachment[] = [];
+  for (const path of paths) {
+    const file = await prepare(path, recipient);
+    const size = file.input instanceof Uint8Array ? file.input.byteLength : file.input.size;
+    const onProgress = options.progress?.(basename(path), size);
+    const info = await client.uploadBlob(file.input, { contentType: file.uploadType, ...(onProgress ? { onProgress } : {}) });
+    out.push({ blob_id: info.blob_id, ...file.attachment });
+  }
+  return out;
+}
+
+/**
+ * A file name from a peer made safe to create in a directory: the last path part only, no
+ * control or reserved characters, no leading dots, bounded length; `fallback` when nothing is left.
+ */
+export function safeFilename(name: unknown, fallback: string): string {
+  const raw = typeof name === 'string' ? name : '';
+  const last = raw.split(/[/\\]/).pop() ?? '';
+  let clean = last
+    .replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/g, '')
+    .replace(/[<>:"|?*]/g, '_')
+    .replace(/^[.\s]+/, '')
+    .replace(/[.\s]+$/, '')
+    .trim();
+  if (Buffer.byteLength(clean) > 200) {
+    const ext = extname(clean).slice(0, 16);
+    clean = `${Buffer.from(clean).subarray(0, 180).toString('utf8').replace(/\uFFFD+$/, '')}${ext}`;
+  }
+  return clean === '' ? fallback : clean;
+}
+
+/** A stream of bytes to a file: temp file in the same directory, fsync, then `place(temp)`; removed on failure. */
+async function writeVia(path: string, body: AsyncIterable<Uint8Array>, place: (temp: string) => Promise<string>): Promise<string> {
+  const temp = join(dirname(path), `.${basename(path).slice(0, 100)}.${randomBytes(6).toString('hex')}.tmp`);
+  const out = createWriteStream(temp, { flags: 'wx', mode: 0o600 });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      out.once('open', () => resolve());
+      out.once('error', reject);
+    });
+    for await (const chunk of body) {
+      if (!out.write(chunk)) await new Promise<void>((resolve, reject) => {
+        out.once('drain', resolve);
+        out.once('error', reject);
+      });
+    }
+    await new Promise<void>((resolve, reject) => {
+      out.once('error', reject);
+      out.end(() => resolve());
+    });
+    const handle = await open(temp, 'r');
+    await handle.sync().finally(() => handle.close());
+    const final = await place(temp);
+    await syncDir(dirname(final));
+    return final;
+  } catch (err) {
+    out.destroy();
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Streams `body` into `path`, replacing it atomically only once the whole (verified) body is in. */
+export function writeStreamAtomic(path: string, body: AsyncIterable<Uint8Array>): Promise<string> {
+  return writeVia(path, body, async (temp) => {
+    await rename(temp, path);
+    return path;
+  });
+}
+
+/**
+ * Streams `body` into a new file named `name` in `dir`, never overwriting: `name`, then
+ * `name (1).ext`, `name (2).ext`, … (the first that does not exist at the moment it is linked).
+ */
+export function writeStreamNew(dir: string, name: string, body: AsyncIterable<Uint8Array>): Promise<string> {
+  return writeVia(join(dir, name), body, async (temp) => {
+    const ext = extname(name);
+    const stem = ext ? name.slice(0, -ext.length) : name;
+    for (let i = 0; i < 1000; i++) {
+      const candidate = join(dir, i === 0 ? name : `${stem} (${i})${ext}`);
+      try {
+        await link(temp, candidate);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
+        throw err;
+      }
+      await unlink(temp).catch(() => undefined);
+      return candidate;
+    }
+    throw new UsageError(`too many files named like ${name} in ${dir}`, { code: 'invalid_argument' });
+  });
+}
+
+/** Bytes to stdout (or any byte stream), with back-pressure when the stream offers it. */
+export async function writeToStream(stream: OutStream, body: AsyncIterable<Uint8Array>): Promise<void> {
+  const s = stream as OutStream & { write(chunk: Uint8Array): boolean; once?(event: 'drain', fn: () => void): unknown };
+  for await (const chunk of body) {
+    // As a Buffer: streams that take text (and tests' captures) handle it; a bare Uint8Array would print as numbers.
+    if (s.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)) === false && typeof s.once === 'function') await new Promise<void>((resolve) => s.once!('drain', resolve));
+  }
+}
+
+/** Transfers above this size get a progress bar (on a terminal). */
+export const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
+
+/**
+ * A one-line progress bar redrawn on `stream` (a terminal's stderr), at most every 100 ms; the
+ * caller decides whether to show one at all (`progressFor`).
+ */
+export function progressBar(stream: OutStream, label: string, total: number, now: () => number = Date.now): { update(n: number): void; done(): void } {
+  let last = -Infinity;
+  let shown = false;
+  const draw = (n: number): void => {
+    const width = 24;
+    const part = total === 0 ? 1 : Math.min(1, n / total);
+    const filled = Math.round(part * width);
+    const mib = (x: number): string => (x / 1048576).toFixed(1);
+    stream.write(`\r${label.slice(0, 40)} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.floor(part * 100)}% ${mib(n)}/${mib(total)} MiB`);
+    shown = true;
+  };
+  return {
+    update(n) {
+      const t = now();
+      if (t - last < 100 && n < total) return;
+      last = t;
+      draw(n);
+    },
+    done() {
+      if (shown) stream.write('\r\x1b[2K');
+    },
+  };
+}
+
+/** A progress callback for a transfer of `total` bytes, or undefined when no bar should show (not a TTY, small, --json/--quiet). */
+export function progressFor(
+  stream: OutStream,
+  quietOrJson: boolean,
+  label: string,
+  total: number,
+  bars: Array<{ done(): void }>,
+): ((n: number) => void) | undefined {
+  if (quietOrJson || stream.isTTY !== true || total < PROGRESS_MIN_BYTES) return undefined;
+  const bar = progressBar(stream, label, total);
+  bars.push(bar);
+  return (n) => bar.update(n);
+}

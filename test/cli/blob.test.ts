@@ -1,0 +1,112 @@
+/**
+ * `mrp blob upload|download|info|delete`, `mrp send --attach/--attach-file` and `mrp get
+ * --save-attachments`, in process against a real relay: ids and JSON out, verified atomic
+ * downloads (to a file or stdout), typed failures with their exit codes, safe names for a peer's
+ * filenames (no path parts, no control characters, never overwriting), and the progress bar only
+ * on a terminal.
+ */
+import assert from 'node:assert/strict';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import { RelayClient } from '../../src/client/http.js';
+import { Keypair } from '../../src/protocol/signing.js';
+import { runCli, tempDir, testDeps, type TestDeps } from '../helpers/cli.js';
+import { startRelay, type TestRelay } from '../helpers/relay.js';
+
+async function user(t: TestContext, relay: TestRelay, extra: { tty?: boolean } = {}): Promise<{ deps: TestDeps; key: string; home: string }> {
+  const home = await tempDir(t);
+  const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url }, ...extra });
+  const res = await runCli(['keygen', '--json'], deps);
+  return { deps, key: JSON.parse(res.stdout).public_key, home };
+}
+
+describe('mrp blob', () => {
+  it('upload prints the id (--json the record), info, download -o file and -o -, delete; then blob_not_found (exit 1)', async (t) => {
+    const relay = await startRelay(t);
+    const { deps } = await user(t, relay);
+    const dir = await tempDir(t);
+    const file = join(dir, 'report.pdf');
+    await writeFile(file, 'not really a pdf');
+    const up = await runCli(['blob', 'upload', file], deps);
+    assert.equal(up.code, 0, up.stderr);
+    const id = up.stdout.trim();
+    assert.match(id, /^blob_[0-9a-f]{12}$/);
+    const upJson = await runCli(['blob', 'upload', file, '--content-type', 'text/plain', '--json'], deps);
+    const record = JSON.parse(upJson.stdout);
+    assert.equal(record.content_type, 'text/plain');
+    assert.equal(record.size, 16);
+    const info = JSON.parse((await runCli(['blob', 'info', id, '--json'], deps)).stdout);
+    assert.deepEqual(info, { blob_id: id, size: 16, hash: record.hash, content_type: 'application/pdf' });
+    const out = join(dir, 'copy.pdf');
+    const down = await runCli(['blob', 'download', id, '-o', out], deps);
+    assert.equal(down.code, 0, down.stderr);
+    assert.equal(await readFile(out, 'utf8'), 'not really a pdf');
+    const toStdout = await runCli(['blob', 'download', id, '-o', '-'], deps);
+    assert.equal(toStdout.stdout, 'not really a pdf');
+    assert.deepEqual((await readdir(dir)).sort(), ['copy.pdf', 'report.pdf'], 'no temp file left');
+    assert.equal((await runCli(['blob', 'delete', id], deps)).code, 0);
+    const gone = await runCli(['blob', 'info', id, '--json'], deps);
+    assert.equal(gone.code, 1);
+    assert.match(gone.stderr, /blob_not_found/);
+    const missing = await runCli(['blob', 'upload', join(dir, 'nope.bin')], deps);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /nope\.bin/);
+    const noOut = await runCli(['blob', 'download', record.blob_id], deps);
+    assert.equal(noOut.code, 2);
+    assert.match(noOut.stderr, /-o/);
+  });
+
+  it('a progress bar on a terminal for transfers over 4 MB, never when piped', async (t) => {
+    const relay = await startRelay(t);
+    const dir = await tempDir(t);
+    const file = join(dir, 'big.bin');
+    await writeFile(file, Buffer.alloc(5 * 1024 * 1024, 1));
+    const tty = await user(t, relay, { tty: true });
+    const shown = await runCli(['blob', 'upload', file], tty.deps);
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stderr, /big\.bin \[#+-*\] \d+% [\d.]+\/5\.0 MiB/);
+    const piped = await user(t, relay);
+    const hidden = await runCli(['blob', 'upload', file], piped.deps);
+    assert.equal(hidden.code, 0);
+    assert.equal(hidden.stderr, '');
+  });
+});
+
+describe('attachments from the command line', () => {
+  it('send --attach-file/--attach (no body needed); get --save-attachments writes safe, new names', async (t) => {
+    const relay = await startRelay(t);
+    const alice = await user(t, relay);
+    const bob = await user(t, relay);
+    const dir = await tempDir(t);
+    const notes = join(dir, 'notes.md');
+    await writeFile(notes, '# notes');
+    const blobId = (await runCli(['blob', 'upload', notes], alice.deps)).stdout.trim();
+    const sent = await runCli(['send', bob.key, '--attach-file', notes, '--attach', blobId, '--json'], alice.deps);
+    assert.equal(sent.code, 0, sent.stderr);
+    const messageId = JSON.parse(sent.stdout).message_id;
+    const got = JSON.parse((await runCli(['get', messageId, '--json'], bob.deps)).stdout);
+    assert.equal(got.attachments.length, 2);
+    // --attach ids first, then the --attach-file uploads.
+    assert.deepEqual(got.attachments[0], { blob_id: blobId, content_type: 'text/markdown', size: 7, hash: got.attachments[1].hash });
+    assert.deepEqual({ ...got.attachments[1], blob_id: undefined }, { blob_id: undefined, filename: 'notes.md', content_type: 'text/markdown', size: 7, hash: got.attachments[1].hash });
+    assert.notEqual(got.attachments[1].blob_id, blobId);
+
+    // A hostile filename from a peer: path parts and control characters go.
+    const mallory = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    const evil = await mallory.uploadBlob(Buffer.from('evil'));
+    const m = await mallory.send({ recipient_key: bob.key, body: {}, attachments: [{ blob_id: evil.blob_id, filename: '../../.bashrc\u001b[2J' }] });
+    const inbox = await tempDir(t);
+    for (let i = 0; i < 2; i++) {
+      const res = await runCli(['get', m.message_id, '--save-attachments', inbox], bob.deps);
+      assert.equal(res.code, 0, res.stderr);
+    }
+    assert.deepEqual((await readdir(inbox)).sort(), ['bashrc[2J', 'bashrc[2J (1)']);
+    assert.equal(await readFile(join(inbox, 'bashrc[2J'), 'utf8'), 'evil');
+    const both = await tempDir(t);
+    const saved = JSON.parse((await runCli(['get', messageId, '--save-attachments', both, '--json'], bob.deps)).stdout).saved_attachments;
+    assert.deepEqual(saved.map((s: { path: string }) => s.path.slice(both.length + 1)), [blobId, 'notes.md']);
+    const notDir = await runCli(['get', messageId, '--save-attachments', join(both, 'missing')], bob.deps);
+    assert.equal(notDir.code, 2);
+  });
+});

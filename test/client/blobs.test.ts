@@ -1,0 +1,151 @@
+/**
+ * The client's blob API (src/client/blobs.ts) against a real relay in process: upload from memory
+ * and from a file (streamed, signed by its hash), progress, HEAD, streamed and whole downloads,
+ * delete, typed errors for 404/409/413/507; and against a lying server, the download's check of
+ * `X-M2M-Blob-Hash` at the end of the stream.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { fileBlobInput } from '../../src/client/blob-file.js';
+import { RelayClient } from '../../src/client/http.js';
+import { NetworkError, ProtocolError, RelayError, UsageError } from '../../src/core/errors.js';
+import { Keypair } from '../../src/protocol/signing.js';
+import { startRelay } from '../helpers/relay.js';
+import { memoryProbe, patternHash, patternSource } from '../relay/blob-store.support.js';
+
+const MIB = 1024 * 1024;
+const hex = (b: Uint8Array | string): string => createHash('sha256').update(b).digest('hex');
+const client = (url: string): RelayClient => new RelayClient({ relayUrl: url, keypair: Keypair.generate() });
+
+async function collect(body: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for await (const c of body) parts.push(c);
+  return Buffer.concat(parts);
+}
+
+async function rejectsWith(p: Promise<unknown>, cls: new (...a: never[]) => Error, code: string): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof cls, `expected ${cls.name}, got ${String(err)}`);
+    assert.equal((err as { code?: string }).code, code);
+    return true;
+  });
+}
+
+describe('RelayClient blobs', () => {
+  it('uploads bytes (progress to the total), heads, downloads streamed and whole, deletes', async (t) => {
+    const { url } = await startRelay(t);
+    const a = client(url);
+    const bytes = Buffer.alloc(MIB + 123, 7);
+    const progress: number[] = [];
+    const info = await a.uploadBlob(bytes, { contentType: 'image/png', onProgress: (sent, total) => progress.push(sent / total) });
+    assert.match(info.blob_id, /^blob_[0-9a-f]{12}$/);
+    assert.equal(info.size, bytes.length);
+    assert.equal(info.hash, hex(bytes));
+    assert.equal(info.content_type, 'image/png');
+    assert.equal(progress.at(-1), 1);
+    assert.deepEqual(await a.headBlob(info.blob_id), { blob_id: info.blob_id, size: bytes.length, hash: hex(bytes), content_type: 'image/png' });
+    const seen: number[] = [];
+    const { info: head, body } = await a.downloadBlob(info.blob_id, { onProgress: (n) => seen.push(n) });
+    assert.equal(head.size, bytes.length);
+    assert.ok((await collect(body)).equals(bytes));
+    assert.equal(seen.at(-1), bytes.length);
+    assert.ok((await a.downloadBlobBytes(info.blob_id, { maxBytes: 2 * MIB })).equals(bytes));
+    await rejectsWith(a.downloadBlobBytes(info.blob_id, { maxBytes: 100 }), UsageError, 'payload_too_large');
+    await a.deleteBlob(info.blob_id);
+    await rejectsWith(a.headBlob(info.blob_id), RelayError, 'blob_not_found');
+    await rejectsWith(a.downloadBlob(info.blob_id), RelayError, 'blob_not_found');
+    await rejectsWith(a.headBlob('../etc/passwd'), UsageError, 'invalid_argument');
+  });
+
+  it('uploads a file streamed from disk (fileBlobInput), the content type defaulting to application/octet-stream', async (t) => {
+    const { url } = await startRelay(t);
+    const dir = await mkdtemp(join(tmpdir(), 'mrp-blob-file-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'data.bin');
+    const bytes = Buffer.from(Array.from({ length: 3 * MIB }, (_, i) => (i * 31) % 251));
+    await writeFile(file, bytes);
+    const input = await fileBlobInput(file);
+    assert.equal(input.size, bytes.length);
+    assert.equal(Buffer.from(input.sha256).toString('hex'), hex(bytes));
+    const a = client(url);
+    const info = await a.uploadBlob(input);
+    assert.equal(info.content_type, 'application/octet-stream');
+    assert.equal(info.hash, hex(bytes));
+    assert.ok((await a.downloadBlobBytes(info.blob_id, { maxBytes: 4 * MIB })).equals(bytes));
+    await rejectsWith(fileBlobInput(join(dir, 'missing')), UsageError, 'invalid_argument');
+    await rejectsWith(fileBlobInput(dir), UsageError, 'invalid_argument');
+    // An input that yields other than it declared fails locally.
+    await rejectsWith(a.uploadBlob({ ...input, size: input.size + 1 }), UsageError, 'invalid_argument');
+  });
+
+  it('uploads and downloads stream: 40 MiB each way holds under 16 MiB of buffers (client and relay, after GCs)', async (t) => {
+    const { url } = await startRelay(t, { requestRatePerMinute: 0 });
+    const a = client(url);
+    const size = 40 * MIB;
+    const sha256 = Buffer.from(await patternHash(size), 'hex');
+    const probe = memoryProbe();
+    let last = 0;
+    const tick = (n: number): void => {
+      probe.tick(n - last);
+      last = n;
+    };
+    const info = await a.uploadBlob({ size, sha256, open: () => patternSource(size) }, { onProgress: tick });
+    last = 0;
+    const { body } = await a.downloadBlob(info.blob_id, { onProgress: tick });
+    for await (const _chunk of body) {
+      // Dropped: only the verdict at the end matters.
+    }
+    const peak = probe.peak();
+    assert.ok(peak.arrayBuffers < 16 * MIB, `arrayBuffers grew by ${(peak.arrayBuffers / MIB).toFixed(1)} MiB`);
+  });
+
+  it('typed errors: 413 payload_too_large, 507 insufficient_storage, 409 blob_referenced', async (t) => {
+    const { url } = await startRelay(t, { maxBlobBytes: 1000, maxBlobsPerAgent: 1 });
+    const a = client(url);
+    const b = client(url);
+    await rejectsWith(a.uploadBlob(Buffer.alloc(1001)), RelayError, 'payload_too_large');
+    const info = await a.uploadBlob(Buffer.from('one'));
+    await rejectsWith(a.uploadBlob(Buffer.from('two')), RelayError, 'insufficient_storage');
+    await a.send({ recipient_key: b.publicKey, body: {}, attachments: [{ blob_id: info.blob_id, filename: 'one.txt' }] });
+    await rejectsWith(a.deleteBlob(info.blob_id), RelayError, 'blob_referenced');
+    assert.equal((await b.downloadBlobBytes(info.blob_id, { maxBytes: 10 })).toString(), 'one');
+  });
+
+  it('a download whose bytes do not match X-M2M-Blob-Hash throws blob_hash_mismatch at the end of the stream; one cut off, network_error', async (t) => {
+    const server = createServer((req, res) => {
+      if (req.url?.endsWith('c0ffee000000')) {
+        // Declares 100 bytes, sends 10, hangs up.
+        res.writeHead(200, { 'Content-Length': 100, 'X-M2M-Blob-Hash': hex('x') });
+        res.write(Buffer.alloc(10));
+        setTimeout(() => res.destroy(), 20);
+        return;
+      }
+      const bytes = Buffer.from('tampered');
+      res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': bytes.length, 'X-M2M-Blob-Hash': hex('original') });
+      res.end(req.method === 'HEAD' ? undefined : bytes);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => server.close());
+    const a = client(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    const { body } = await a.downloadBlob('blob_0123456789ab');
+    const received: Uint8Array[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const c of body) received.push(c);
+      })(),
+      (err: unknown) => err instanceof ProtocolError && err.code === 'blob_hash_mismatch',
+    );
+    assert.equal(Buffer.concat(received).toString(), 'tampered', 'bytes stream before the verdict; the verdict ends the loop');
+    await rejectsWith(a.downloadBlobBytes('blob_0123456789ab', { maxBytes: 100 }), ProtocolError, 'blob_hash_mismatch');
+    // A body cut off mid-way is a NetworkError naming the blob, not fetch's bare "terminated".
+    await rejectsWith(a.downloadBlobBytes('blob_c0ffee000000', { maxBytes: 1000 }), NetworkError, 'network_error');
+  });
+});
