@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { fullTime, messageBlock, safeText } from '../render.js';
 
 /** `mrp status <id>`: delivery status of a message you sent or received. */
@@ -25,13 +26,14 @@ export async function runStatus(ctx: CliContext, _o: unknown, args: string[]): P
 /** `mrp get <id>`: a whole message you sent or received. */
 export async function runGet(ctx: CliContext, _o: unknown, args: string[]): Promise<void> {
   const client = await ctx.client();
-  const message = await client.getMessage(args[0]!);
+  const shown = await new MessageOpener(client.keypair).open(await client.getMessage(args[0]!));
   const contacts = await ctx.contacts();
   ctx.out.result(
-    message,
-    () => messageBlock(message, { style: ctx.out.style, contacts, self: client.publicKey }),
-    () => JSON.stringify(message.body),
+    shownJson(shown),
+    () => messageBlock(shown.message, { style: ctx.out.style, contacts, self: client.publicKey }, shown),
+    () => JSON.stringify(shown.message.body),
   );
+  if (shown.sealed && ctx.globals.quiet && !ctx.globals.json) ctx.out.warn(sealedNote(shown)!);
 }
 
 export function register(program: Command, deps: Deps): void {
