@@ -10,6 +10,7 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Keypair } from '../src/protocol/signing.js';
+import { cryptoBench } from './crypto.js';
 import { type Child, cleanupAll, cpuSeconds, installCleanup, rssMb } from './lib.js';
 import { nodeFlags, startFloor, startRelay, startRunner } from './processes.js';
 import { relayThroughput } from './relay-throughput.js';
@@ -132,6 +133,8 @@ const t0 = performance.now();
 const loadBefore = loadavg();
 log(`start-up (${STARTUP.runs} runs each after ${STARTUP.warmup} warm-up)`);
 const startup = startupTimes(STARTUP.runs, STARTUP.warmup);
+log('end-to-end encryption: seal + open per message, blob streaming (in process)');
+const e2eCrypto = await cryptoBench({ quick: opts.quick });
 log('floor: bare ws relay + bare responder');
 const floorResult = await floor();
 log(`round trip: mrp relay + mrp run (websocket), ${PLANS.websocket.throughput} messages for throughput and memory`);
@@ -200,6 +203,10 @@ const rows: Array<[string, string, string, string]> = [
   ['Poll mode', 'p50 / p95 / p99', ms(poll.latency), ''],
   ['', 'throughput', rate(poll.throughput), ''],
   ['Relay only', 'send → push → ack', rate(relay), ''],
+  ['E2E crypto', `seal + open per ${e2eCrypto.body_bytes}-byte body`, `${int(e2eCrypto.seal_open_us)} µs (seal ${int(e2eCrypto.seal_us)} + open ${int(e2eCrypto.open_us)})`, ''],
+  ['', 'seal + open through the codec', `${int(e2eCrypto.codec_seal_open_us)} µs`, ''],
+  ['', 'first use (lazy HPKE import + first seal)', `${int(e2eCrypto.first_use_ms)} ms`, ''],
+  ['', `blob ${e2eCrypto.blob_mib} MiB encrypt / decrypt`, `${int(e2eCrypto.blob_encrypt_mb_s)} / ${int(e2eCrypto.blob_decrypt_mb_s)} MB/s`, ''],
 ];
 
 const header = ['Benchmark', 'Cores', 'Figure', 'Value', 'Target'];
@@ -227,6 +234,7 @@ if (opts.json) {
     websocket: ws,
     poll,
     relayOnly: relay,
+    crypto: e2eCrypto,
     ratios: { p50VsFloor: p50Ratio, versionVsNode: versionRatio, throughputVsFloor: ws.throughput.perSecond / floorResult.throughput.perSecond },
     memory: { first: rssFirst, last: rssLast, peak: Math.max(...ws.rss.map((s) => s.mb)), slopeMbPer10k: slope, flat },
     targets,
