@@ -41,7 +41,7 @@ function loadE2e(): Promise<E2e> {
 
 /** Whether a message carries an end-to-end encrypted body (§8.2), judged by its content type. */
 export function isEncryptedMessage(message: Pick<Message, 'content_type'>): boolean {
-  return message.content_type.trim().toLowerCase() === CONTENT_TYPES.encrypted;
+  return typeof message.content_type === 'string' && message.content_type.trim().toLowerCase() === CONTENT_TYPES.encrypted;
 }
 
 /** Room for the envelope's JSON syntax and field names around a ciphertext of the body limit. */
