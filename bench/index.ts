@@ -10,6 +10,7 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Keypair } from '../src/protocol/signing.js';
+import { cryptoBench } from './crypto.js';
 import { type Child, cleanupAll, cpuSeconds, installCleanup, rssMb } from './lib.js';
 import { fleetThroughput } from './fleet.js';
 import { nodeFlags, startFloor, startRelay, startRunner } from './processes.js';
@@ -144,6 +145,8 @@ const t0 = performance.now();
 const loadBefore = loadavg();
 log(`start-up (${STARTUP.runs} runs each after ${STARTUP.warmup} warm-up)`);
 const startup = startupTimes(STARTUP.runs, STARTUP.warmup);
+log('end-to-end encryption: seal + open per message, blob streaming (in process)');
+const e2eCrypto = await cryptoBench({ quick: opts.quick });
 log('floor: bare ws relay + bare responder');
 const floorResult = await floor();
 log(`round trip: mrp relay + mrp run (websocket), ${PLANS.websocket.throughput} messages for throughput and memory`);
@@ -231,6 +234,10 @@ const rows: Array<[string, string, string, string]> = [
     `${fmt(blob.relayPutRssMB, 1)} / ${fmt(blob.relayGetRssMB, 1)} / ${fmt(blob.clientRssMB, 1)} MB`,
     `< ${TARGETS.blobRssMb} MB each ${mark(targets.blobMemory)}`,
   ],
+  ['E2E crypto', `seal + open per ${e2eCrypto.body_bytes}-byte body`, `${int(e2eCrypto.seal_open_us)} µs (seal ${int(e2eCrypto.seal_us)} + open ${int(e2eCrypto.open_us)})`, ''],
+  ['', 'seal + open through the codec', `${int(e2eCrypto.codec_seal_open_us)} µs`, ''],
+  ['', 'first use (lazy HPKE import + first seal)', `${int(e2eCrypto.first_use_ms)} ms`, ''],
+  ['', `blob ${e2eCrypto.blob_mib} MiB encrypt / decrypt`, `${int(e2eCrypto.blob_encrypt_mb_s)} / ${int(e2eCrypto.blob_decrypt_mb_s)} MB/s`, ''],
 ];
 
 const header = ['Benchmark', 'Cores', 'Figure', 'Value', 'Target'];
@@ -260,6 +267,7 @@ if (opts.json) {
     relayOnly: relay,
     fleet,
     blobs: blob,
+    crypto: e2eCrypto,
     ratios: { p50VsFloor: p50Ratio, versionVsNode: versionRatio, throughputVsFloor: ws.throughput.perSecond / floorResult.throughput.perSecond },
     memory: { first: rssFirst, last: rssLast, peak: Math.max(...ws.rss.map((s) => s.mb)), slopeMbPer10k: slope, flat },
     targets,

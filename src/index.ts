@@ -48,6 +48,8 @@ export { fileBlobInput } from './client/blob-file.js';
 export { Session, type SessionOptions, type SessionStatus, recoveryFor } from './client/session.js';
 export { Poller, type PollerOptions } from './client/poller.js';
 export { type MessageSource, PollSource, WebSocketSource } from './client/source.js';
+export { type MessageCodec, type OpenedMessage, plainCodec } from './client/codec.js';
+export { e2eCodec, isEncryptedMessage } from './client/e2e-codec.js';
 export type { Handler, HandlerContext, HandlerLogger, HandlerResult, SendOptions } from './runtime/handler.js';
 export { loadHandler } from './runtime/handler.js';
 export { Journal, type JournalOptions } from './runtime/journal.js';

@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { MrpError, UsageError, toMrpError } from '../core/errors.js';
 import type { MessageCodec } from '../client/codec.js';
+import { e2eCodec } from '../client/e2e-codec.js';
 import { RelayClient } from '../client/http.js';
 import { PollSource, WebSocketSource, type MessageSource } from '../client/source.js';
 import type { WebhookSource } from '../client/webhook-source.js';
@@ -43,7 +44,10 @@ export interface AgentOptions {
   trace?: Tracers;
   /** Crashes of the process on one message before it is answered with `handler_crashed`. */
   maxCrashes?: number;
-  /** How message bodies are opened and sealed (default: pass-through). */
+  /**
+   * How message bodies are opened and sealed (default: end-to-end encryption with this key pair,
+   * docs/protocol.md §8; its crypto loads on the first encrypted message).
+   */
   codec?: MessageCodec;
   /**
    * A shared journal (`postgres://…`): this runner joins a fleet serving the identity. Its mode is
@@ -166,7 +170,7 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
       timeoutMs: o.timeoutMs,
       graceMs: o.graceMs,
       ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
-      ...(o.codec === undefined ? {} : { codec: o.codec }),
+      codec: o.codec ?? e2eCodec(o.keypair),
       resolveRecipient: (to) => resolveRecipient(contacts, to, ctx.contactsPath),
     });
   } catch (err) {

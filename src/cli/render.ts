@@ -31,6 +31,20 @@ export function safeText(text: string, options: { multiline?: boolean } = {}): s
   return text.replace(options.multiline ? UNSAFE_MULTILINE_RE : UNSAFE_RE, escapeChar);
 }
 
+/** How a message arrived, for the 🔒 marker (see `cli/opener.ts`). */
+export interface Sealing {
+  encrypted: boolean;
+  /** Why it is shown still encrypted. */
+  sealed?: { message: string };
+}
+
+/** `🔒 encrypted`, `🔒 cannot decrypt: …`, or nothing for a plaintext message. */
+export function lockMark(sealing: Sealing | undefined, style: Style): string {
+  if (!sealing?.encrypted) return '';
+  if (sealing.sealed) return style.yellow(`🔒 ${safeText(sealing.sealed.message)}`);
+  return style.green('🔒 encrypted');
+}
+
 export interface RenderContext {
   style: Style;
   contacts: ContactBook;
@@ -75,22 +89,26 @@ export function clockTime(time: string | number): string {
 }
 
 /** `12:00:01  alice → you  application/json  #thread  hello` */
-export function messageLine(m: Message, r: RenderContext, max = 120): string {
+export function messageLine(m: Message, r: RenderContext, max = 120, sealing?: Sealing): string {
   const { style } = r;
   const threadId = m.thread_id ? safeText(m.thread_id) : undefined;
   const thread = threadId ? style.dim(`  #${threadId.length > 24 ? `${threadId.slice(0, 23)}…` : threadId}`) : '';
   const reply = m.in_reply_to ? style.dim('  ↩') : '';
-  return `${style.dim(clockTime(m.created_at))}  ${style.cyan(who(m.sender_key, r))} ${style.dim('→')} ${who(m.recipient_key, r)}  ${style.dim(safeText(m.content_type))}${thread}${reply}  ${bodyPreview(m.body, max)}`;
+  const lock = lockMark(sealing, style);
+  // A message that could not be opened shows why instead of its ciphertext.
+  const body = sealing?.sealed ? lock : `${lock ? `${lock}  ` : ''}${bodyPreview(m.body, max)}`;
+  return `${style.dim(clockTime(m.created_at))}  ${style.cyan(who(m.sender_key, r))} ${style.dim('→')} ${who(m.recipient_key, r)}  ${style.dim(safeText(m.content_type))}${thread}${reply}  ${body}`;
 }
 
 /** A message in full: header lines and the pretty-printed body. */
-export function messageBlock(m: Message, r: RenderContext): string[] {
+export function messageBlock(m: Message, r: RenderContext, sealing?: Sealing): string[] {
   const { style } = r;
+  const lock = lockMark(sealing, style);
   const head = [
     `${style.bold(safeText(m.message_id))}  ${style.dim(safeText(m.status))}`,
     `${style.dim('from')}     ${who(m.sender_key, r)}${nameOrYou(m.sender_key, r) ? ` ${style.dim(m.sender_key)}` : ''}`,
     `${style.dim('to')}       ${who(m.recipient_key, r)}${nameOrYou(m.recipient_key, r) ? ` ${style.dim(m.recipient_key)}` : ''}`,
-    `${style.dim('type')}     ${safeText(m.content_type)}`,
+    `${style.dim('type')}     ${safeText(m.content_type)}${lock ? `  ${lock}` : ''}`,
     `${style.dim('sent')}     ${fullTime(m.created_at)}${m.delivered_at ? style.dim(`  delivered ${fullTime(m.delivered_at)}`) : ''}`,
   ];
   if (m.thread_id) head.push(`${style.dim('thread')}   ${safeText(m.thread_id)}`);

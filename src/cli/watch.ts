@@ -13,6 +13,7 @@ import type { Message } from '../protocol/types.js';
 import type { CliContext } from './context.js';
 import { exitCodeFor } from './exit.js';
 import { ReportedError } from './program.js';
+import { MessageOpener, sealedNote, shownJson } from './opener.js';
 import { messageLine, safeText } from './render.js';
 import { shutdownSignals } from './signals.js';
 
@@ -88,21 +89,35 @@ export async function watchMessages(ctx: CliContext, options: WatchOptions): Pro
     fatal = err;
     resolveDone();
   });
-  session.on('message', (m) => {
-    // Once the count is reached nothing more is printed or acknowledged: the rest stays for others.
-    if (options.count !== undefined && printed >= options.count) return;
-    if (!options.filter(m)) return;
-    if (mode === 'json') out.jsonLine(m);
-    else if (mode === 'bare') out.line(JSON.stringify(m.body));
-    else out.line(messageLine(m, { style: out.style, contacts, self: client.publicKey }, Math.max(40, out.columns - 60)));
+  const opener = new MessageOpener(client.keypair);
+  // Opening is async (encrypted bodies): messages are opened and printed one after another, in
+  // the order they arrived; the filter sees the opened message (so --content-type means the
+  // plaintext's type). Once the count is reached nothing more is printed or acknowledged: the
+  // rest stays for others.
+  const full = (): boolean => options.count !== undefined && printed >= options.count;
+  const show = async (m: Message): Promise<void> => {
+    if (full()) return;
+    const shown = await opener.open(m);
+    if (full() || !options.filter(shown.message)) return;
+    if (mode === 'json') out.jsonLine(shownJson(shown));
+    else if (mode === 'bare') {
+      out.line(JSON.stringify(shown.message.body));
+      if (shown.sealed) out.warn(sealedNote(shown)!);
+    } else out.line(messageLine(shown.message, { style: out.style, contacts, self: client.publicKey }, Math.max(40, out.columns - 60), shown));
     if (options.ack) session.ack(m.message_id);
     printed++;
-    if (options.count !== undefined && printed >= options.count) resolveDone();
+    if (full()) resolveDone();
+  };
+  let chain: Promise<void> = Promise.resolve();
+  session.on('message', (m) => {
+    chain = chain.then(() => show(m)).catch((err: unknown) => out.warn(`${safeText(m.message_id)}: ${safeText(String((err as Error)?.message ?? err))}`));
   });
   const signals = shutdownSignals(ctx.deps);
   try {
     session.start();
     await Promise.race([done, signals.first]);
+    // What arrived is finished (opening only computes), and acknowledged while the socket is open.
+    await chain;
   } finally {
     signals.dispose();
     await session.close();

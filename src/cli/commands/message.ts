@@ -7,6 +7,7 @@ import { progressFor, safeFilename, writeStreamNew } from '../attachments.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { fullTime, messageBlock, safeText } from '../render.js';
 
 /** `mrp status <id>`: delivery status of a message you sent or received. */
@@ -79,17 +80,18 @@ async function saveAttachments(ctx: CliContext, client: RelayClient, message: Me
 /** `mrp get <id>`: a whole message you sent or received. */
 export async function runGet(ctx: CliContext, options: GetOptions, args: string[]): Promise<void> {
   const client = await ctx.client();
-  const message = await client.getMessage(args[0]!);
+  const shown = await new MessageOpener(client.keypair).open(await client.getMessage(args[0]!));
   const contacts = await ctx.contacts();
-  const saved = options.saveAttachments === undefined ? undefined : await saveAttachments(ctx, client, message, options.saveAttachments);
+  const saved = options.saveAttachments === undefined ? undefined : await saveAttachments(ctx, client, shown.message, options.saveAttachments);
   ctx.out.result(
-    saved === undefined ? message : { ...message, saved_attachments: saved },
+    saved === undefined ? shownJson(shown) : { ...shownJson(shown), saved_attachments: saved },
     () => [
-      ...messageBlock(message, { style: ctx.out.style, contacts, self: client.publicKey }),
+      ...messageBlock(shown.message, { style: ctx.out.style, contacts, self: client.publicKey }, shown),
       ...(saved ?? []).map((s) => (s.path ? `saved ${s.blob_id} → ${safeText(s.path)}` : `skipped ${s.blob_id} (${s.skipped})`)),
     ],
-    () => JSON.stringify(message.body),
+    () => JSON.stringify(shown.message.body),
   );
+  if (shown.sealed && ctx.globals.quiet && !ctx.globals.json) ctx.out.warn(sealedNote(shown)!);
 }
 
 export function register(program: Command, deps: Deps): void {

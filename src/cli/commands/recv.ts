@@ -7,6 +7,7 @@ import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { durationOption, intOption } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { messageBlock } from '../render.js';
 import { firstConnectError, watchMessages } from '../watch.js';
 
@@ -98,16 +99,19 @@ export async function runRecv(ctx: CliContext, options: RecvOptions): Promise<vo
     hasMore = page.has_more;
   }
   const contacts = await ctx.contacts();
-  const self = ctx.out.listMode === 'human' ? (await ctx.identity()).keypair.publicKey : undefined;
+  const { keypair } = await ctx.identity();
+  const self = keypair.publicKey;
+  const shown = await new MessageOpener(keypair).openAll(messages);
   const { style } = ctx.out;
   ctx.out.list(
-    messages,
+    shown.map(shownJson),
     () =>
-      messages.length === 0
+      shown.length === 0
         ? [style.dim(status === 'sent' ? 'No new messages.' : `No ${status} messages.`)]
-        : messages.flatMap((m) => [...messageBlock(m, { style, contacts, ...(self ? { self } : {}) }), '']),
-    (m) => JSON.stringify(m.body),
+        : shown.flatMap((s) => [...messageBlock(s.message, { style, contacts, self }, s), '']),
+    (m) => JSON.stringify(m['body']),
   );
+  if (ctx.out.listMode === 'bare') for (const s of shown) if (s.sealed) ctx.out.warn(sealedNote(s)!);
   if (hasMore) {
     ctx.out.status('has_more', { has_more: true, count: messages.length }, style.dim(`More are waiting: run \`mrp recv${options.ack === false ? ' --no-ack --limit <n>' : ''}\` again.`), ctx.deps.clock.now());
   }

@@ -4,6 +4,7 @@ import { sleep } from '../../core/async.js';
 import type { Clock } from '../../core/clock.js';
 import { formatDuration, parseDuration } from '../../core/duration.js';
 import { AbortError, TimeoutError, UsageError } from '../../core/errors.js';
+import { e2eCodec } from '../../client/e2e-codec.js';
 import type { RelayClient } from '../../client/http.js';
 import type { JsonObject, JsonValue, Message, SendRequest } from '../../protocol/types.js';
 import { validateSendRequest } from '../../protocol/validate.js';
@@ -13,6 +14,7 @@ import { EXIT } from '../exit.js';
 import { collect, durationOption, keyValuePairs } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { shutdownSignals } from '../signals.js';
+import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { messageBlock } from '../render.js';
 import { progressFor, uploadFiles } from '../attachments.js';
 import { LIMITS } from '../../protocol/constants.js';
@@ -35,6 +37,8 @@ export interface SendOptions {
   attach?: string[];
   /** Files to upload and attach (repeatable). */
   attachFile?: string[];
+  /** End-to-end encrypt the body for the recipient (docs/protocol.md §8). */
+  encrypt?: boolean;
 }
 
 const DEFAULT_WAIT_MS = 30_000;
@@ -149,6 +153,10 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   // Checked before any file is uploaded (each file stands in as a placeholder attachment).
   const files = options.attachFile ?? [];
   validateSendRequest(files.length ? { ...request, attachments: [...(request.attachments ?? []), ...files.map(() => ({ blob_id: 'blob_000000000000' }))] } : request);
+  if (options.encrypt && files.length) {
+    throw new UsageError('-e with --attach-file: encrypted attachments are not supported yet; upload with `mrp blob upload` and attach with --attach, or send without -e', { code: 'invalid_argument' });
+  }
+  if (options.encrypt) await seal(ctx, request);
 
   const waitMs =
     options.wait === undefined || options.wait === false ? undefined : options.wait === true ? DEFAULT_WAIT_MS : durationOption(options.wait, '--wait', DEFAULT_WAIT_MS);
@@ -171,10 +179,11 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   const sent = await client.send(request);
   const { style } = ctx.out;
   const plain = !ctx.out.isTTY;
+  const encrypted = options.encrypt === true;
   if (waitMs === undefined) {
     ctx.out.result(
-      sent,
-      () => (plain ? sent.message_id : `${style.green('✔')} Sent ${style.bold(sent.message_id)} to ${recipient}`),
+      encrypted ? { ...sent, encrypted } : sent,
+      () => (plain ? sent.message_id : `${style.green('✔')} Sent ${style.bold(sent.message_id)} to ${recipient}${encrypted ? style.green('  🔒 encrypted') : ''}`),
       () => sent.message_id,
     );
     return;
@@ -201,11 +210,30 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
     signals.dispose();
   }
   const contacts = await ctx.contacts();
+  const shown = await new MessageOpener(client.keypair).open(reply);
+  const replyBody = shown.message.body;
   ctx.out.result(
-    { ...sent, reply },
-    () => (plain ? JSON.stringify(reply.body) : messageBlock(reply, { style, contacts, self: client.publicKey })),
-    () => JSON.stringify(reply.body),
+    { ...sent, ...(encrypted ? { encrypted } : {}), reply: shownJson(shown) },
+    () => (plain ? JSON.stringify(replyBody) : messageBlock(shown.message, { style, contacts, self: client.publicKey }, shown)),
+    () => JSON.stringify(replyBody),
   );
+  if (shown.sealed && !ctx.globals.json && (plain || ctx.globals.quiet)) ctx.out.warn(sealedNote(shown)!);
+}
+
+/**
+ * `-e`: replaces the request's body by its v2 envelope sealed for the recipient (§8.2); thread,
+ * reply-to, metadata and TTL stay in clear (§8.3). The plaintext request was validated first, so
+ * a bad body is reported as such, not as a bad envelope.
+ */
+async function seal(ctx: CliContext, request: SendRequest): Promise<void> {
+  const { keypair } = await ctx.identity();
+  const sealed = await e2eCodec(keypair).seal(
+    { bodyJson: JSON.stringify(request.body ?? null), contentType: request.content_type ?? 'application/json' },
+    { to: request.recipient_key, encrypt: true },
+  );
+  request.body = JSON.parse(sealed.bodyJson) as JsonValue;
+  request.content_type = sealed.contentType;
+  validateSendRequest(request);
 }
 
 export function register(program: Command, deps: Deps): void {
@@ -218,7 +246,8 @@ export function register(program: Command, deps: Deps): void {
     .addOption(new Option('--json [value]', 'send this JSON value as the body (bare --json: JSON output)'))
     .option('--body <json>', 'same as --json <value>')
     .option('--file <path>', 'body from a file (- for stdin); parsed as JSON for JSON content types')
-    .option('--content-type <type>', 'content type', 'application/json')
+    .option('--content-type <type>', 'content type (of the plaintext, with -e)', 'application/json')
+    .option('-e, --encrypt', 'end-to-end encrypt the body for the recipient (only they can read it)')
     .option('--thread <id>', 'thread id')
     .option('--in-reply-to <message-id>', 'the message this answers')
     .addOption(new Option('--reply-to <message-id>', 'alias of --in-reply-to').hideHelp())
@@ -235,6 +264,7 @@ export function register(program: Command, deps: Deps): void {
     'id=$(mrp send -q alice hi)   # -q: only the message id (with --wait: only the reply body)',
     'mrp send alice --file report.json --thread q3 --meta priority=high',
     'mrp send alice "the report" --attach-file report.pdf --attach-file data.csv',
+    'mrp send -e alice "only you can read this"   # end-to-end encrypted',
   ]);
   cmd.action(action(deps, runSend));
 }

@@ -4,6 +4,7 @@ import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { intOption } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { messageLine, safeText } from '../render.js';
 
 export interface ThreadOptions {
@@ -23,15 +24,17 @@ export async function runThread(ctx: CliContext, options: ThreadOptions, args: s
     cursor = page.has_more ? (page.next_cursor ?? undefined) : undefined;
   } while (cursor && messages.length < max);
   const contacts = await ctx.contacts();
+  const shown = await new MessageOpener(client.keypair).openAll(messages);
   const { style } = ctx.out;
   ctx.out.list(
-    messages,
+    shown.map(shownJson),
     () =>
-      messages.length === 0
+      shown.length === 0
         ? [style.dim(`No messages in thread ${safeText(threadId)} that you sent or received.`)]
-        : messages.map((m) => messageLine(m, { style, contacts, self: client.publicKey }, Math.max(40, ctx.out.columns - 50))),
-    (m) => JSON.stringify(m.body),
+        : shown.map((s) => messageLine(s.message, { style, contacts, self: client.publicKey }, Math.max(40, ctx.out.columns - 50), s)),
+    (m) => JSON.stringify(m['body']),
   );
+  if (ctx.out.listMode === 'bare') for (const s of shown) if (s.sealed) ctx.out.warn(sealedNote(s)!);
   if (cursor) {
     ctx.out.status('has_more', { has_more: true, count: messages.length }, style.dim(`Showing the first ${messages.length}; raise --limit to see more.`), ctx.deps.clock.now());
   }
