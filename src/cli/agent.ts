@@ -6,12 +6,13 @@ import { join } from 'node:path';
 import { MrpError, toMrpError } from '../core/errors.js';
 import type { MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
-import { PollSource, WebSocketSource, type MessageSource } from '../client/source.js';
 import { resolveRecipient } from '../protocol/contacts.js';
 import type { Keypair } from '../protocol/signing.js';
 import type { Handler } from '../runtime/handler.js';
-import { Journal } from '../runtime/journal.js';
-import { Runtime } from '../runtime/runtime.js';
+import { assembleRuntime } from '../runtime/assemble.js';
+import type { AgentMode } from '../runtime/mode.js';
+import type { Journal } from '../runtime/journal.js';
+import type { Runtime } from '../runtime/runtime.js';
 import type { CliContext } from './context.js';
 import { applyManifest, type Manifest } from './manifest.js';
 import { type LogFormat, Reporter } from './reporter.js';
@@ -23,7 +24,7 @@ export interface AgentOptions {
   keypair: Keypair;
   handler: Handler;
   handlerLabel: string;
-  mode: 'websocket' | 'poll';
+  mode: AgentMode;
   concurrency: number;
   timeoutMs: number;
   graceMs: number;
@@ -58,35 +59,22 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     ...(o.trace?.http ? { trace: o.trace.http } : {}),
   });
   const contacts = await ctx.contacts();
-  const journal = Journal.open(join(ctx.home, 'state', o.keypair.publicKey), { clock: ctx.deps.clock, fsync: o.fsync === true });
-  const source: MessageSource =
-    o.mode === 'poll'
-      ? new PollSource(client, {
-          clock: ctx.deps.clock,
-          takes: { begin: (at, wait) => journal.takeBegun(at, wait), end: () => journal.takeEnded() },
-          ...(journal.openTake ? { openTake: journal.openTake } : {}),
-          ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
-        })
-      : new WebSocketSource(client, { clock: ctx.deps.clock, ...(o.trace?.ws ? { trace: o.trace.ws } : {}) });
-  let runtime: Runtime;
-  try {
-    runtime = new Runtime({
-      handler: o.handler,
-      source,
-      client,
-      journal,
-      clock: ctx.deps.clock,
-      concurrency: o.concurrency,
-      timeoutMs: o.timeoutMs,
-      graceMs: o.graceMs,
-      ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
-      ...(o.codec === undefined ? {} : { codec: o.codec }),
-      resolveRecipient: (to) => resolveRecipient(contacts, to, ctx.contactsPath),
-    });
-  } catch (err) {
-    journal.close();
-    throw err;
-  }
+  const { runtime, journal } = assembleRuntime({
+    client,
+    handler: o.handler,
+    mode: o.mode,
+    journalDir: join(ctx.home, 'state', o.keypair.publicKey),
+    fsync: o.fsync === true,
+    clock: ctx.deps.clock,
+    concurrency: o.concurrency,
+    timeoutMs: o.timeoutMs,
+    graceMs: o.graceMs,
+    ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
+    ...(o.trace?.ws ? { wsTrace: o.trace.ws } : {}),
+    ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
+    ...(o.codec === undefined ? {} : { codec: o.codec }),
+    resolveRecipient: (to) => resolveRecipient(contacts, to, ctx.contactsPath),
+  });
   const reporter = await Reporter.create(ctx.out, ctx.deps, { format: o.logFormat, payloads: o.payloads, contacts });
   reporter.attach(runtime, { mode: o.mode, relay: o.relayUrl, agent: o.keypair.publicKey, handler: o.handlerLabel });
 

@@ -2,6 +2,7 @@ import { setFlagsFromString } from 'node:v8';
 import { relative } from 'node:path';
 import type { Command } from 'commander';
 import { MrpError, UsageError } from '../../core/errors.js';
+import { parseMode } from '../../runtime/mode.js';
 import { loadHandler } from '../../runtime/handler.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
@@ -36,8 +37,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   if (!options.handler) {
     throw new UsageError('--handler <path> is required (e.g. --handler ./handler.ts)', { code: 'missing_argument', hint: 'create one with `mrp init`' });
   }
-  const mode = options.mode ?? 'websocket';
-  if (mode !== 'websocket' && mode !== 'poll') throw new UsageError(`--mode: "${mode}" must be websocket or poll`, { code: 'invalid_argument' });
+  const mode = parseMode(options.mode ?? 'websocket', '--mode');
   const logFormat = options.logFormat ?? (ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json');
   if (logFormat !== 'pretty' && logFormat !== 'json') throw new UsageError(`--log-format: "${logFormat}" must be pretty or json`, { code: 'invalid_argument' });
   const concurrency = intOption(options.concurrency, '--concurrency', 8, 1, 10_000);
