@@ -130,6 +130,7 @@ export const ERROR_CODES = {
     doc: '`mrp relay` (`--port`, `--metrics-port`) or `mrp run --health-port`: the port is taken',
   },
   dev_running: { kind: 'api', exit: EXIT.failure, source: 'local', doc: 'another `mrp dev` uses the same `MRP_HOME`' },
+  agent_busy: { ...usage, doc: 'the library `Agent` is already running or iterating `messages()` (one at a time; `stop()` first)' },
   handler_exit: {
     kind: 'handler',
     exit: EXIT.handlerExit,
