@@ -216,9 +216,8 @@ describe('Agent key file and options', () => {
   });
 
   it('names a bad option', async () => {
-    const keypair = undefined;
     assert.throws(() => new Agent('http://127.0.0.1:1', {}), /keyFile/);
-    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: '/nonexistent-dir-for-sure/x.key', keypair, concurrency: 0 }), { code: 'invalid_option', message: /concurrency/ });
+    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: '/nonexistent-dir-for-sure/x.key', concurrency: 0 }), { code: 'invalid_option', message: /concurrency/ });
     const dir = mkdtempSync(join(tmpdir(), 'mrp-sdk-'));
     try {
       const keyFile = join(dir, 'k.key');
