@@ -508,11 +508,11 @@ export class Agent extends TypedEmitter<AgentEvents> {
     try {
       json = JSON.stringify(body);
     } catch (err) {
-      throw new MrpError('usage', 'invalid_body', `the body is not JSON (${(err as Error).message})`);
+      throw new MrpError('usage', 'invalid_argument', `the body is not JSON (${(err as Error).message})`);
     }
-    if (json === undefined) throw new MrpError('usage', 'invalid_body', 'the body is not JSON');
+    if (json === undefined) throw new MrpError('usage', 'invalid_argument', 'the body is not JSON');
     const problem = replyProblem(json);
-    if (problem) throw new MrpError('usage', problem.code === 'reply_too_large' ? 'payload_too_large' : 'invalid_body', problem.message);
+    if (problem) throw new MrpError('usage', problem.code === 'reply_too_large' ? 'payload_too_large' : 'invalid_argument', problem.message);
     return json;
   }
 
