@@ -78,7 +78,7 @@ export {
   type SealedBody,
 } from './client/codec.js';
 export type { EncodedSend } from './protocol/frames.js';
-export { type Assembled, type AssembleOptions, assembleRuntime, createSource, type SourceOptions } from './runtime/assemble.js';
+export { type Assembled, type AssembleOptions, assembleRuntime, createSource, defaultCodec, type SourceOptions } from './runtime/assemble.js';
 export type { Outcome, RuntimeEvents } from './runtime/events.js';
 export { invoke, type InvokeMessage, type InvokeOptions, type InvokeResult, type InvokeSent, testMessage } from './runtime/invoke.js';
 export { type KeyFileIdentity, loadOrCreateKeyFile } from './runtime/identity.js';

@@ -19,7 +19,7 @@ import { join, resolve } from 'node:path';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { MrpError, UsageError, toMrpError } from '../core/errors.js';
-import { type MessageCodec, plainCodec } from '../client/codec.js';
+import type { MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
 import type { SourceConsumer } from '../client/source.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient } from '../protocol/contacts.js';
@@ -39,7 +39,7 @@ import type {
   Visibility,
 } from '../protocol/types.js';
 import { validateProfilePatch, ValidationError } from '../protocol/validate.js';
-import { assembleRuntime, createSource } from './assemble.js';
+import { assembleRuntime, createSource, defaultCodec } from './assemble.js';
 import type { RuntimeEvents } from './events.js';
 import type { Handler, SendOptions } from './handler.js';
 import { loadOrCreateKeyFile } from './identity.js';
@@ -238,7 +238,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
     const keyFile = options.keyFile === undefined ? undefined : resolve(options.keyFile);
     this.#keypair = options.keypair ?? loadOrCreateKeyFile(keyFile!).keypair;
     this.#clock = options.clock ?? systemClock;
-    this.#codec = options.codec ?? plainCodec;
+    this.#codec = options.codec ?? defaultCodec(this.#keypair);
     this.relayUrl = relayUrl;
     this.client = new RelayClient({
       relayUrl,

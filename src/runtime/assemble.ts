@@ -8,9 +8,10 @@
  * server, say) is one more case in it, with no change to its callers.
  */
 import type { Clock } from '../core/clock.js';
-import type { MessageCodec } from '../client/codec.js';
+import { type MessageCodec, plainCodec } from '../client/codec.js';
 import type { RelayClient } from '../client/http.js';
 import type { SessionOptions } from '../client/session.js';
+import type { Keypair } from '../protocol/signing.js';
 import { type MessageSource, PollSource, WebSocketSource } from '../client/source.js';
 import type { Handler } from './handler.js';
 import { Journal } from './journal.js';
@@ -19,6 +20,15 @@ import type { AgentMode } from './mode.js';
 export type { AgentMode };
 import { Runtime } from './runtime.js';
 
+
+/**
+ * The codec an agent gets when none is given — `mrp run`, `mrp dev` and `Agent` alike. Today the
+ * pass-through; end-to-end encryption (a codec built from the agent's keypair, loaded lazily)
+ * plugs in here, and every kind of agent has it at once.
+ */
+export function defaultCodec(_keypair: Keypair): MessageCodec {
+  return plainCodec;
+}
 
 export interface SourceOptions {
   clock?: Clock;
@@ -86,7 +96,7 @@ export function assembleRuntime(o: AssembleOptions): Assembled {
       ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }),
       ...(o.graceMs === undefined ? {} : { graceMs: o.graceMs }),
       ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
-      ...(o.codec === undefined ? {} : { codec: o.codec }),
+      codec: o.codec ?? defaultCodec(o.client.keypair),
       ...(o.resolveRecipient === undefined ? {} : { resolveRecipient: o.resolveRecipient }),
     });
     return { runtime, journal, source };
