@@ -1,7 +1,18 @@
 /**
- * The `mrp` library: what a handler author imports. Protocol types and codecs, signing, errors,
- * the relay client (HTTP, WebSocket session, poller) and the handler runtime.
+ * The `mrp` library: what a handler author imports. First `Agent` (an identity that announces,
+ * serves a handler, iterates its inbox, sends and keeps its ACL), then the parts it is made of:
+ * protocol types and codecs, signing, errors, the relay client (HTTP, WebSocket session,
+ * poller), the message source and codec seams, and the handler runtime. Loads no relay, no
+ * SQLite and no HPKE (`mrp/testing` and `mrp/relay` do, when imported).
  */
+export {
+  Agent,
+  type AgentCapability,
+  type AgentEvents,
+  type AgentOptions,
+  type RunOptions as AgentRunOptions,
+} from './runtime/agent.js';
+export { type AgentMode, AGENT_MODES, parseMode } from './runtime/mode.js';
 export * from './core/errors.js';
 export { type Clock, ManualClock, systemClock, type Timer } from './core/clock.js';
 export { Backoff, type BackoffOptions } from './core/backoff.js';
@@ -47,11 +58,35 @@ export type { BlobHead, BlobInfo, BlobInput, DownloadOptions, UploadOptions } fr
 export { fileBlobInput } from './client/blob-file.js';
 export { Session, type SessionOptions, type SessionStatus, recoveryFor } from './client/session.js';
 export { Poller, type PollerOptions } from './client/poller.js';
-export { type MessageSource, PollSource, WebSocketSource } from './client/source.js';
-export { type MessageCodec, type OpenedMessage, plainCodec } from './client/codec.js';
+export {
+  type Batch,
+  type DeliveryReceipt,
+  type MessageSource,
+  type OpenTake,
+  PollSource,
+  type PollSourceOptions,
+  type SourceConsumer,
+  type SourceEvents,
+  type SourceStatus,
+  WebSocketSource,
+} from './client/source.js';
+export {
+  type MessageCodec,
+  type OpenedMessage,
+  type PlainBody,
+  plainCodec,
+  plainSend,
+  type SealContext,
+  type SealedBody,
+} from './client/codec.js';
 export { e2eCodec, isEncryptedMessage } from './client/e2e-codec.js';
+export type { EncodedSend } from './protocol/frames.js';
+export { type Assembled, type AssembleOptions, assembleRuntime, createSource, defaultCodec, type SourceOptions } from './runtime/assemble.js';
+export type { Outcome, RuntimeEvents } from './runtime/events.js';
+export { invoke, type InvokeMessage, type InvokeOptions, type InvokeResult, type InvokeSent, testMessage } from './runtime/invoke.js';
+export { type KeyFileIdentity, loadOrCreateKeyFile } from './runtime/identity.js';
 export type { Handler, HandlerContext, HandlerLogger, HandlerResult, SendOptions } from './runtime/handler.js';
 export { loadHandler } from './runtime/handler.js';
 export { Journal, type JournalOptions } from './runtime/journal.js';
-export { Runtime, type RuntimeOptions, type HandledEvent, planReply, replyTo } from './runtime/runtime.js';
+export { Runtime, RUNTIME_DEFAULTS, type RuntimeOptions, type HandledEvent, planReply, replyTo } from './runtime/runtime.js';
 export { Outbox } from './runtime/outbox.js';

@@ -36,7 +36,7 @@ export function importsOf(source: string): ImportRef[] {
   return refs;
 }
 
-type Layer = 'core' | 'protocol' | 'client' | 'relay' | 'runtime' | 'cli' | 'index';
+type Layer = 'core' | 'protocol' | 'client' | 'relay' | 'runtime' | 'cli' | 'index' | 'testing';
 
 const ALLOWED: Record<Layer, Layer[]> = {
   core: ['core'],
@@ -46,6 +46,8 @@ const ALLOWED: Record<Layer, Layer[]> = {
   runtime: ['core', 'protocol', 'client', 'runtime'],
   cli: ['core', 'protocol', 'client', 'runtime', 'cli'],
   index: ['core', 'protocol', 'client', 'runtime'],
+  // `mrp/testing` (src/testing.ts): a public entry point like `mrp/relay`, so it may load the relay.
+  testing: ['core', 'protocol', 'client', 'runtime', 'relay'],
 };
 
 /** npm packages each layer may use. */
@@ -58,6 +60,7 @@ const PACKAGES: Record<Layer, string[]> = {
   runtime: ['jiti', 'esbuild', 'postgres'],
   cli: ['commander', 'chalk', 'ora', 'yaml', 'ws'],
   index: [],
+  testing: [],
 };
 
 /** Node modules that do I/O; core and protocol must not use them. */
@@ -86,6 +89,7 @@ export interface SourceFile {
 function layerOf(path: string): Layer {
   const top = path.split('/')[0]!;
   if (top === 'index.ts') return 'index';
+  if (top === 'testing.ts') return 'testing';
   if (['core', 'protocol', 'client', 'relay', 'runtime', 'cli'].includes(top)) return top as Layer;
   throw new Error(`${path} is in no known layer`);
 }
@@ -109,7 +113,7 @@ export function violations(files: SourceFile[]): string[] {
       if (ref.specifier.startsWith('.')) {
         const target = resolveRelative(file.path, ref.specifier);
         const targetLayer = layerOf(target);
-        if (targetLayer === 'relay' && layer !== 'relay') {
+        if (targetLayer === 'relay' && layer !== 'relay' && layer !== 'testing') {
           const ok = ref.typeOnly || (ref.dynamic && /^cli\/commands\/(relay|dev)\.ts$/.test(file.path));
           if (!ok) out.push(`${where}: only cli/commands/relay.ts and dev.ts may load the relay, with import()`);
           continue;
@@ -199,7 +203,19 @@ describe('architecture', () => {
     const entry = files.find((f) => f.path === 'index.ts');
     assert.ok(entry, 'src/index.ts exists');
     const loaded = staticPackages(files, 'index.ts');
-    for (const pkg of ['commander', 'chalk', 'ora', 'better-sqlite3']) assert.ok(!loaded.has(pkg), pkg);
+    for (const pkg of ['commander', 'chalk', 'ora', 'better-sqlite3', '@hpke/core', '@hpke/chacha20poly1305', '@noble/curves']) {
+      assert.ok(!loaded.has(pkg), pkg);
+    }
+    assert.ok(loaded.has('ws'), 'sanity: the walk sees the client');
+  });
+
+  it('mrp/testing loads the relay only when a test relay is created', () => {
+    const entry = files.find((f) => f.path === 'testing.ts');
+    assert.ok(entry, 'src/testing.ts exists');
+    const loaded = staticPackages(files, 'testing.ts');
+    assert.ok(!loaded.has('better-sqlite3'), 'invoke alone must not load SQLite');
+    assert.deepEqual(violations([{ path: 'testing.ts', text: "import { createRelay } from './relay/server.js';" }]), []);
+    assert.deepEqual(violations([{ path: 'testing.ts', text: "import { main } from './cli/main.js';" }]).length, 1);
   });
 
   // docs/architecture.md rule 4: sources hand batches over; the runtime never asks which one it has.

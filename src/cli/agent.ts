@@ -5,17 +5,18 @@
 import { join } from 'node:path';
 import { MrpError, UsageError, toMrpError } from '../core/errors.js';
 import type { MessageCodec } from '../client/codec.js';
-import { e2eCodec } from '../client/e2e-codec.js';
 import { RelayClient } from '../client/http.js';
-import { PollSource, WebSocketSource, type MessageSource } from '../client/source.js';
+import type { MessageSource } from '../client/source.js';
 import type { WebhookSource } from '../client/webhook-source.js';
 import { resolveRecipient } from '../protocol/contacts.js';
 import { newWebhookSecret } from '../protocol/webhook.js';
 import type { Keypair } from '../protocol/signing.js';
 import type { Handler } from '../runtime/handler.js';
+import { assembleRuntime } from '../runtime/assemble.js';
 import { Journal } from '../runtime/journal.js';
 import type { RuntimeJournal } from '../runtime/journal-port.js';
-import { Runtime } from '../runtime/runtime.js';
+import type { AgentMode } from '../runtime/mode.js';
+import type { Runtime } from '../runtime/runtime.js';
 import type { CliContext } from './context.js';
 import { applyManifest, type Manifest } from './manifest.js';
 import { type LogFormat, Reporter } from './reporter.js';
@@ -27,7 +28,7 @@ export interface AgentOptions {
   keypair: Keypair;
   handler: Handler;
   handlerLabel: string;
-  mode: 'websocket' | 'poll' | 'webhook';
+  mode: AgentMode;
   /** Webhook mode: where to listen, and the URL the relay posts to when it is not that address. */
   webhook?: WebhookListen;
   concurrency: number;
@@ -139,7 +140,6 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     journalPath = local.path;
     journalLine = `journal: local (${local.path})`;
   }
-  const takes = journal instanceof Journal ? journal : undefined;
   let webhook: WebhookSource | undefined;
   try {
     if (mode === 'webhook') webhook = await webhookSource(ctx, o, client, stateDir);
@@ -147,34 +147,26 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     await journal.close();
     throw err;
   }
-  source = webhook
-    ? webhook
-    : mode === 'poll'
-      ? new PollSource(client, {
-          clock: ctx.deps.clock,
-          // A shared journal keeps each polled message (whole) in the database, claimed: no take records.
-          ...(takes ? { takes: { begin: (at: number, wait: number) => takes.takeBegun(at, wait), end: () => takes.takeEnded() } } : {}),
-          ...(takes?.openTake ? { openTake: takes.openTake } : {}),
-          ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
-        })
-      : new WebSocketSource(client, { clock: ctx.deps.clock, ...(o.trace?.ws ? { trace: o.trace.ws } : {}) });
+  source = webhook;
   let runtime: Runtime;
   try {
-    runtime = new Runtime({
-      handler: o.handler,
-      source,
+    ({ runtime, source } = assembleRuntime({
       client,
+      handler: o.handler,
+      mode: mode as AgentMode,
       journal,
+      ...(source ? { source } : {}),
       clock: ctx.deps.clock,
       concurrency: o.concurrency,
       timeoutMs: o.timeoutMs,
       graceMs: o.graceMs,
+      ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
+      ...(o.trace?.ws ? { wsTrace: o.trace.ws } : {}),
       ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
-      codec: o.codec ?? e2eCodec(o.keypair),
+      ...(o.codec === undefined ? {} : { codec: o.codec }),
       resolveRecipient: (to) => resolveRecipient(contacts, to, ctx.contactsPath),
-    });
+    }));
   } catch (err) {
-    await journal.close();
     await webhook?.close();
     throw err;
   }

@@ -55,6 +55,46 @@ const handler: Handler = async (msg, ctx) => {
 export default handler;
 `;
 
+/**
+ * The test `mrp init` writes next to the default handler (\`handler.test.ts\` for \`handler.ts\`):
+ * `invoke` from `mrp/testing` runs the handler once with a real ctx and no network. Written in
+ * TypeScript Node can strip (no enums, type-only imports), so it runs with `node --test` on
+ * Node ≥ 23.6 and with `npx tsx --test` before that.
+ */
+export function handlerTestText(handlerImport: string): string {
+  // The import lines are plain strings (not template lines) so the import scanners of
+  // test/architecture.test.ts never mistake them for imports of this file.
+  const imports = [
+    "import assert from 'node:assert/strict';",
+    "import { test } from 'node:test';",
+    "import { invoke } from 'mrp/testing';",
+    `import handler from '${handlerImport}';`,
+  ].join('\n');
+  return `/**
+ * A test for ${handlerImport}: runs the handler once with a real ctx and no network, and checks
+ * what it would send. Run it with \`node --test\` (Node ≥ 23.6) or \`npx tsx --test\`.
+ */
+${imports}
+
+test('echoes the body back, threaded', async () => {
+  const result = await invoke(handler, { message_id: 'msg-1', body: { text: 'hello' } });
+  assert.equal(result.outcome, 'ok');
+  assert.deepEqual(result.reply?.body, { echo: { text: 'hello' } });
+  assert.equal(result.reply?.inReplyTo, 'msg-1');
+  assert.equal(result.logs[0]?.message, 'message received');
+});
+
+test('a thrown error becomes the error reply', async () => {
+  const failing = async () => {
+    throw new Error('not today');
+  };
+  const result = await invoke(failing, {});
+  assert.equal(result.outcome, 'error');
+  assert.deepEqual(result.reply?.body, { status: 'error', error: { code: 'handler_error', message: 'not today' } });
+});
+`;
+}
+
 /** A name fit for an image tag or a unit file: lowercase letters, digits and dashes. */
 export function slug(name: string): string {
   return (

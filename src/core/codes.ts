@@ -144,6 +144,7 @@ export const ERROR_CODES = {
     doc: '`mrp run --mode webhook`: the relay answers 404 to `PUT …/webhook` (it has no webhooks); a warning, the runner keeps listening',
   },
   dev_running: { kind: 'api', exit: EXIT.failure, source: 'local', doc: 'another `mrp dev` uses the same `MRP_HOME`' },
+  agent_busy: { ...usage, doc: 'the library `Agent` is already running or iterating `messages()` (one at a time; `stop()` first)' },
   handler_exit: {
     kind: 'handler',
     exit: EXIT.handlerExit,

@@ -18,7 +18,8 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export interface ContextDeps {
   self: string;
   codec: MessageCodec;
-  outbox: Outbox;
+  /** Where `ctx.reply`/`ctx.send` go: the runtime's outbox (or `invoke`'s record of what would be sent). */
+  outbox: Pick<Outbox, 'send'>;
   /** Turns a `ctx.send` recipient (a key or a contact name) into a key. */
   resolve: (to: string) => string;
   /** Never throws (the runtime guards its listeners). */

@@ -35,7 +35,7 @@ describe('mrp run --mode webhook: flags', () => {
     const home = await tempDir(t);
     const cases: Array<[string[], RegExp]> = [
       [['--mode', 'webhook', '--listen', '0.0.0.0:8787'], /--public-url/],
-      [['--mode', 'webhooks'], /--mode: "webhooks" must be websocket, poll or webhook/],
+      [['--mode', 'webhooks'], /--mode: "webhooks" must be websocket \(ws\), poll or webhook/],
       [['--listen', '127.0.0.1:0'], /--listen only applies to --mode webhook/],
       [['--mode', 'poll', '--public-url', 'https://x/hook'], /--public-url only applies to --mode webhook/],
     ];

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { MrpError, UsageError } from '../../core/errors.js';
 import { Keypair } from '../../protocol/signing.js';
 import { loadHandler } from '../../runtime/handler.js';
+import { type AgentMode, parseMode } from '../../runtime/mode.js';
 import type { Relay } from '../../relay/index.js';
 import { ensureDir, expandPath } from '../config.js';
 import type { CliContext } from '../context.js';
@@ -45,8 +46,7 @@ async function devKey(path: string): Promise<Keypair> {
  * reloads the handler when its files change.
  */
 export async function runDev(ctx: CliContext, options: DevOptions): Promise<void> {
-  const mode = options.mode ?? 'websocket';
-  if (mode !== 'websocket' && mode !== 'poll') throw new UsageError(`--mode: "${mode}" must be websocket or poll`, { code: 'invalid_argument' });
+  const mode = parseMode(options.mode ?? 'websocket', '--mode', ['websocket', 'poll'] as const);
   if (ctx.globals.relay !== undefined) {
     throw new UsageError('--relay: `mrp dev` runs its own relay on this machine', {
       code: 'invalid_argument',
@@ -105,7 +105,7 @@ interface DevSetup {
   handlerPath: string;
   shown: string;
   loaded: Awaited<ReturnType<typeof loadHandler>>;
-  mode: 'websocket' | 'poll';
+  mode: AgentMode;
 }
 
 /** The agent, the demo message, the watcher: everything that runs against the dev relay. */

@@ -1,6 +1,6 @@
 import { access, readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { basename, join, relative, resolve } from 'node:path';
+import { basename, extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
@@ -15,6 +15,7 @@ import {
   DEFAULT_HANDLER,
   DOCKERIGNORE,
   dockerfileText,
+  handlerTestText,
   manifestText,
   slug,
   systemdUnitText,
@@ -77,6 +78,9 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
     { path: join(cwd, 'mrp.yaml'), text: manifestText(name, schemaRef, tpl) },
     { path: handlerFile, text: handlerText },
   ];
+  // The default handler comes with its test (mrp/testing's invoke), unless the handler is there already.
+  const handlerTest = !tpl && extname(handlerFile) === '.ts' && !(await exists(handlerFile)) ? handlerFile.replace(/\.ts$/, '.test.ts') : undefined;
+  if (handlerTest) files.push({ path: handlerTest, text: handlerTestText(`./${basename(handlerFile)}`) });
   if (options.docker) {
     const packageJson = await exists(join(cwd, 'package.json'));
     files.push({ path: join(cwd, 'Dockerfile'), text: dockerfileText({ name, handler, graceSeconds, healthPort, version: packageVersion(), packageJson }) });
@@ -131,6 +135,7 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
     '',
     `Next: ${style.bold(next)}`,
     ...then.map((l) => `      ${l}`),
+    ...(handlerTest ? [style.dim(`  test it: npx tsx --test ${shownPath(cwd, handlerTest)}   (Node ≥ 23.6: node --test)`)] : []),
     style.dim(`  (no relay handy? \`mrp dev --handler ${handler}\` runs one locally)`),
   ]);
 }

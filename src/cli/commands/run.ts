@@ -2,6 +2,7 @@ import { setFlagsFromString } from 'node:v8';
 import { relative } from 'node:path';
 import type { Command } from 'commander';
 import { MrpError, UsageError } from '../../core/errors.js';
+import { parseMode } from '../../runtime/mode.js';
 import { loadHandler } from '../../runtime/handler.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
@@ -82,10 +83,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   if (!options.handler) {
     throw new UsageError('--handler <path> is required (e.g. --handler ./handler.ts)', { code: 'missing_argument', hint: 'create one with `mrp init`' });
   }
-  const mode = options.mode ?? 'websocket';
-  if (mode !== 'websocket' && mode !== 'poll' && mode !== 'webhook') {
-    throw new UsageError(`--mode: "${mode}" must be websocket, poll or webhook`, { code: 'invalid_argument' });
-  }
+  const mode = parseMode(options.mode ?? 'websocket', '--mode');
   if (mode !== 'webhook' && (options.listen !== undefined || options.publicUrl !== undefined)) {
     throw new UsageError(`--${options.listen !== undefined ? 'listen' : 'public-url'} only applies to --mode webhook`, { code: 'invalid_argument' });
   }

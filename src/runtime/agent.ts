@@ -1,0 +1,590 @@
+/**
+ * `Agent`: the library as the MRP guides teach it — one object per identity that announces its
+ * profile, serves a handler (`onMessage` + `run`) with the very machinery of `mrp run` (built by
+ * assemble.ts: exactly-once journal, reconnects, rate-limit handling, the codec seam that brings
+ * end-to-end encryption), iterates its inbox (`messages()`), and sends, replies, discovers and
+ * keeps its ACL.
+ *
+ * It never prints (unless `log` asks it to) and never exits: what happens is reported through
+ * events (`handled`, `connected`, `disconnected`, `announced`, `warning`, …). Nothing heavy is
+ * loaded by importing it: no relay, no SQLite, no HPKE.
+ *
+ * State on disk: the key file (created 0600 if missing) and, next to it, `<keyFile>.state/`:
+ * `run/` is the journal of `run()` and `messages/` that of `messages()` (each locked while in
+ * use, so a second process with the same key is refused instead of answering twice).
+ */
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { type Clock, systemClock } from '../core/clock.js';
+import { TypedEmitter } from '../core/emitter.js';
+import { MrpError, UsageError, toMrpError } from '../core/errors.js';
+import type { MessageCodec } from '../client/codec.js';
+import { RelayClient } from '../client/http.js';
+import type { SourceConsumer } from '../client/source.js';
+import { type ContactBook, emptyBook, parseContacts, resolveRecipient } from '../protocol/contacts.js';
+import type { EncodedSend } from '../protocol/frames.js';
+import type { Keypair } from '../protocol/signing.js';
+import type {
+  AclEntry,
+  AclEntryType,
+  AclListResponse,
+  AgentProfile,
+  DiscoverResponse,
+  InboxPolicy,
+  JsonObject,
+  JsonValue,
+  Message,
+  ProfilePatch,
+  Visibility,
+} from '../protocol/types.js';
+import { validateProfilePatch, ValidationError } from '../protocol/validate.js';
+import { assembleRuntime, createSource, defaultCodec } from './assemble.js';
+import type { RuntimeEvents } from './events.js';
+import type { Handler, SendOptions } from './handler.js';
+import { loadOrCreateKeyFile } from './identity.js';
+import { Journal } from './journal.js';
+import { type AgentMode, parseMode } from './mode.js';
+import { Outbox } from './outbox.js';
+import { encodedReplyTo, replyProblem } from './reply.js';
+import type { Runtime } from './runtime.js';
+
+/** A capability as the library spells it (camelCase; `inputSchema` is `input_schema` on the wire). */
+export interface AgentCapability {
+  name: string;
+  description: string;
+  tags: string[];
+  inputSchema?: JsonObject;
+  version?: string;
+}
+
+export interface AgentOptions {
+  /** The identity file: read in any form `mrp keygen` or an MRP SDK writes; created (0600) if missing. */
+  keyFile?: string;
+  /** The identity itself, instead of `keyFile`. */
+  keypair?: Keypair;
+  /** Announced as the profile's `display_name`. */
+  name?: string;
+  capabilities?: AgentCapability[];
+  /** String values only (§3.4). */
+  metadata?: Record<string, string>;
+  visibility?: Visibility;
+  inboxPolicy?: InboxPolicy;
+  /** Handlers running at once under `run()` (default 8). */
+  concurrency?: number;
+  /** Per-message handler deadline (default 30 s). */
+  timeoutMs?: number;
+  /** How long `stop()` lets running handlers finish (default 30 s). */
+  graceMs?: number;
+  /** Handler runs on one message that may kill the process before it is answered with `handler_crashed` (default 3). */
+  maxCrashes?: number;
+  /** Poll mode and `messages()`: pause between polls when the relay has no long poll. */
+  intervalMs?: number;
+  /**
+   * Where the journal lives: a directory (`run/` and `messages/` go in it); default
+   * `<keyFile>.state`. `false`: a temporary directory removed on `stop()` — handling is
+   * exactly-once within this process only. With `keypair` and no `keyFile` the default is `false`.
+   */
+  journal?: string | false;
+  /** Sync the journal to disk before each step (survives power cuts, not only crashes; slower). */
+  fsync?: boolean;
+  /** How message bodies are opened and sealed (default: the one `mrp run` uses). */
+  codec?: MessageCodec;
+  /** Contact names for `send`, `ctx.send` and the ACL calls: a contacts file (the CLI's format) or a book. */
+  contacts?: string | ContactBook;
+  /** Print one line per event: `true` to stderr, or a function given each line. Default: silent. */
+  log?: boolean | ((line: string) => void);
+  clock?: Clock;
+  /** Per-request timeout of the HTTP client (default 30 s). */
+  requestTimeoutMs?: number;
+}
+
+export interface RunOptions {
+  /** `websocket` (or `ws`, the default) or `poll`. */
+  mode?: AgentMode | 'ws';
+}
+
+export interface AgentEvents extends RuntimeEvents {
+  /** The profile was announced (PATCH accepted); the relay's view of it. */
+  announced: [AgentProfile];
+}
+
+/** The runtime events an `Agent` passes on (all of them). */
+const FORWARDED = [
+  'connecting',
+  'connected',
+  'disconnected',
+  'recovered',
+  'received',
+  'duplicate',
+  'handled',
+  'handler_error',
+  'handler_crashed',
+  'invalid_message',
+  'reply_retry',
+  'readiness',
+  'log',
+  'warning',
+  'fatal',
+  'draining',
+] as const satisfies ReadonlyArray<keyof RuntimeEvents>;
+
+/** A contacts file is small; anything bigger is not one. */
+const MAX_CONTACTS_BYTES = 1024 * 1024;
+
+function optionError(field: string, reason: string): UsageError {
+  return new UsageError(`Agent option ${field}: ${reason}`, { code: 'invalid_option' });
+}
+
+/** The profile patch the options ask for (only what they set), checked with the relay's rules. */
+function profilePatch(o: AgentOptions): ProfilePatch | undefined {
+  const patch: Record<string, unknown> = {};
+  if (o.name !== undefined) patch['display_name'] = o.name;
+  if (o.visibility !== undefined) patch['visibility'] = o.visibility;
+  if (o.inboxPolicy !== undefined) patch['inbox_policy'] = o.inboxPolicy;
+  if (o.metadata !== undefined) patch['metadata'] = o.metadata;
+  if (o.capabilities !== undefined) {
+    if (!Array.isArray(o.capabilities)) throw optionError('capabilities', 'must be an array of { name, description, tags }');
+    patch['capabilities'] = o.capabilities.map((c) => {
+      if (c === null || typeof c !== 'object') return c;
+      const { inputSchema, ...rest } = c;
+      return inputSchema === undefined ? rest : { ...rest, input_schema: inputSchema };
+    });
+  }
+  if (Object.keys(patch).length === 0) return undefined;
+  try {
+    return validateProfilePatch(patch);
+  } catch (err) {
+    if (!(err instanceof ValidationError)) throw err;
+    const field = err.field
+      .replace(/^display_name/, 'name')
+      .replace(/^inbox_policy/, 'inboxPolicy')
+      .replace(/input_schema/, 'inputSchema');
+    throw optionError(field || 'profile', err.reason);
+  }
+}
+
+function positive(name: string, value: number | undefined, min: number): void {
+  if (value !== undefined && !(typeof value === 'number' && Number.isFinite(value) && value >= min)) {
+    throw optionError(name, `must be a number ≥ ${min} (got ${String(value)})`);
+  }
+}
+
+/** One line for `log`: what a person running the agent wants to see. Never a body or a key seed. */
+function describe(event: string, args: unknown[]): string | undefined {
+  const a = args[0] as Record<string, unknown> | undefined;
+  switch (event) {
+    case 'connected':
+      return `connected ${String(a?.['detail'] ?? '')}`;
+    case 'disconnected':
+      return `disconnected: ${String(a?.['explanation'] ?? '')}`;
+    case 'handled': {
+      const m = a?.['message'] as Message | undefined;
+      return `handled ${m?.message_id ?? '?'} from ${m?.sender_key ?? '?'}: ${String(a?.['outcome'])} in ${String(a?.['durationMs'])} ms`;
+    }
+    case 'announced':
+      return 'announced the profile';
+    case 'warning':
+    case 'fatal':
+      return `${event}: ${(args[0] as Error)?.message ?? String(args[0])}`;
+    case 'log':
+      return `[${String(a?.['level'])}] ${String(a?.['message'])}`;
+    case 'stopped':
+      return 'stopped';
+    default:
+      return undefined;
+  }
+}
+
+export class Agent extends TypedEmitter<AgentEvents> {
+  /** The relay client this agent uses (every endpoint, signed). */
+  readonly client: RelayClient;
+  readonly relayUrl: string;
+  readonly #keypair: Keypair;
+  readonly #options: AgentOptions;
+  readonly #patch: ProfilePatch | undefined;
+  readonly #clock: Clock;
+  readonly #codec: MessageCodec;
+  readonly #outbox: Outbox;
+  /** The journal directory, or undefined for a temporary one. */
+  readonly #stateDir: string | undefined;
+  #tempDir: string | undefined;
+  #contacts: { book: ContactBook; file: string } | undefined;
+  #handler: Handler | undefined;
+  /** What is using the journal now. */
+  #busy: 'run' | 'messages' | undefined;
+  #runtime: Runtime | undefined;
+  /** Ends a `messages()` loop; set while one runs. */
+  #endMessages: ((graceMs: number) => Promise<void>) | undefined;
+  /** Messages `messages()` yielded opened from an encrypted body: `reply` seals to them. */
+  readonly #encrypted = new WeakSet<Message>();
+
+  constructor(relayUrl: string, options: AgentOptions = {}) {
+    super();
+    if (typeof relayUrl !== 'string' || relayUrl === '') throw optionError('relayUrl', 'a relay URL is required (e.g. https://relay.mrphub.io)');
+    if (options.keyFile === undefined && options.keypair === undefined) {
+      throw optionError('keyFile', 'give a key file (created if missing) or a keypair');
+    }
+    positive('concurrency', options.concurrency, 1);
+    positive('timeoutMs', options.timeoutMs, 1);
+    positive('graceMs', options.graceMs, 0);
+    positive('maxCrashes', options.maxCrashes, 1);
+    positive('intervalMs', options.intervalMs, 0);
+    if (options.journal !== undefined && options.journal !== false && (typeof options.journal !== 'string' || options.journal === '')) {
+      throw optionError('journal', 'must be a directory path or false');
+    }
+    this.#options = options;
+    this.#patch = profilePatch(options);
+    const keyFile = options.keyFile === undefined ? undefined : resolve(options.keyFile);
+    this.#keypair = options.keypair ?? loadOrCreateKeyFile(keyFile!).keypair;
+    this.#clock = options.clock ?? systemClock;
+    this.#codec = options.codec ?? defaultCodec(this.#keypair);
+    this.relayUrl = relayUrl;
+    this.client = new RelayClient({
+      relayUrl,
+      keypair: this.#keypair,
+      clock: this.#clock,
+      ...(options.requestTimeoutMs === undefined ? {} : { timeoutMs: options.requestTimeoutMs }),
+    });
+    this.#outbox = new Outbox({ send: (r) => this.client.send(r), client: this.client, clock: this.#clock });
+    this.#stateDir =
+      options.journal === false ? undefined : options.journal !== undefined ? resolve(options.journal) : keyFile ? `${keyFile}.state` : undefined;
+    if (options.log) {
+      const print = typeof options.log === 'function' ? options.log : (line: string) => process.stderr.write(`${line}\n`);
+      for (const event of [...FORWARDED, 'announced', 'stopped'] as const) {
+        this.on(event, (...args: unknown[]) => {
+          const line = describe(event, args);
+          if (line !== undefined) print(`mrp ${line}`);
+        });
+      }
+    }
+  }
+
+  /** This agent's public key (its address). */
+  get publicKey(): string {
+    return this.#keypair.publicKey;
+  }
+
+  /** The runtime of a `run()` in progress (stats, running, queued), if any. */
+  get runtime(): Runtime | undefined {
+    return this.#runtime;
+  }
+
+  /** Sets the handler `run()` serves (the handler contract of `mrp run`). Returns the agent. */
+  onMessage(handler: Handler): this {
+    if (typeof handler !== 'function') throw optionError('onMessage', 'the handler must be a function (msg, ctx) => reply');
+    this.#handler = handler;
+    this.#runtime?.setHandler(handler);
+    return this;
+  }
+
+  #journalDir(kind: 'run' | 'messages'): string {
+    if (this.#stateDir) return join(this.#stateDir, kind);
+    this.#tempDir ??= mkdtempSync(join(tmpdir(), 'mrp-agent-'));
+    return join(this.#tempDir, kind);
+  }
+
+  #claim(what: 'run' | 'messages'): void {
+    if (this.#busy) {
+      throw new UsageError(`the agent is already ${this.#busy === 'run' ? 'running' : 'iterating messages()'}; one at a time`, {
+        code: 'agent_busy',
+        hint: 'call agent.stop() first',
+      });
+    }
+    this.#busy = what;
+  }
+
+  #release(): void {
+    this.#busy = undefined;
+    if (this.#tempDir) {
+      rmSync(this.#tempDir, { recursive: true, force: true });
+      this.#tempDir = undefined;
+    }
+  }
+
+  /**
+   * Announces the profile (when the options set one) on the first connection, then serves the
+   * handler until `stop()`. Resolves once stopped and drained; rejects when the agent had to stop
+   * (a fatal error: refused authentication, a suspended agent).
+   */
+  async run(options: RunOptions = {}): Promise<void> {
+    const mode = parseMode(options.mode ?? 'websocket', 'run({ mode })', ['websocket', 'poll'] as const);
+    const handler = this.#handler;
+    if (!handler) throw new UsageError('no handler: call agent.onMessage(handler) before agent.run()', { code: 'missing_argument' });
+    this.#claim('run');
+    let fatal: MrpError | undefined;
+    try {
+      const { runtime } = assembleRuntime({
+        client: this.client,
+        handler,
+        mode,
+        journalDir: this.#journalDir('run'),
+        clock: this.#clock,
+        fsync: this.#options.fsync === true,
+        codec: this.#codec,
+        resolveRecipient: (to) => this.#resolve(to),
+        ...(this.#options.concurrency === undefined ? {} : { concurrency: this.#options.concurrency }),
+        ...(this.#options.timeoutMs === undefined ? {} : { timeoutMs: this.#options.timeoutMs }),
+        ...(this.#options.graceMs === undefined ? {} : { graceMs: this.#options.graceMs }),
+        ...(this.#options.maxCrashes === undefined ? {} : { maxCrashes: this.#options.maxCrashes }),
+        ...(this.#options.intervalMs === undefined ? {} : { intervalMs: this.#options.intervalMs }),
+      });
+      this.#runtime = runtime;
+      for (const event of FORWARDED) runtime.on(event, (...args) => this.emit(event, ...(args as AgentEvents[typeof event])));
+      runtime.on('fatal', (err) => (fatal ??= err));
+      this.#announceOnConnect(runtime);
+      runtime.start();
+      await runtime.finished;
+    } finally {
+      this.#runtime = undefined;
+      this.#release();
+    }
+    this.emit('stopped', fatal ? { error: fatal } : {});
+    if (fatal) throw fatal;
+  }
+
+  #announceOnConnect(runtime: Runtime): void {
+    if (!this.#patch) return;
+    let announced = false;
+    runtime.on('connected', () => {
+      if (announced) return;
+      announced = true;
+      this.announce().catch((err: unknown) => {
+        const e = toMrpError(err);
+        // Try again on the next connection unless the relay refused the profile itself.
+        if (e.kind === 'network' || e.kind === 'timeout') announced = false;
+        this.emit('warning', e);
+      });
+    });
+  }
+
+  /** Sends the profile the options describe (`name`, `capabilities`, …) now; `run()` does it by itself. */
+  async announce(): Promise<AgentProfile> {
+    const profile = await this.client.updateProfile(this.#patch ?? {});
+    this.emit('announced', profile);
+    return profile;
+  }
+
+  /**
+   * Stops like SIGTERM stops `mrp run`: nothing new is taken, running handlers get `graceMs`,
+   * replies and acks are flushed; a `messages()` loop ends when its consumer asks for the next
+   * message (or after `graceMs`). Resolves when stopped.
+   */
+  async stop(): Promise<void> {
+    const graceMs = this.#options.graceMs ?? 30_000;
+    if (this.#runtime) {
+      const runtime = this.#runtime;
+      await runtime.stop();
+      await runtime.finished;
+    }
+    if (this.#endMessages) await this.#endMessages(graceMs);
+  }
+
+  // ── the inbox as an async iterator ─────────────────────────────────────────────────────────
+
+  /**
+   * Polls the inbox and yields each message once, opened by the codec. Each message is journaled
+   * (on disk) before it is yielded and marked done when the loop asks for the next one, so it is
+   * yielded once even across restarts; one the loop did not finish (it broke out, threw, or the
+   * process died) is yielded again by the next `messages()`. Breaking out stops polling cleanly.
+   */
+  async *messages(): AsyncGenerator<Message, void, undefined> {
+    this.#claim('messages');
+    let journal: Journal;
+    try {
+      journal = Journal.open(this.#journalDir('messages'), { clock: this.#clock, fsync: this.#options.fsync === true });
+    } catch (err) {
+      this.#release();
+      throw err;
+    }
+    const source = createSource('poll', this.client, journal, {
+      clock: this.#clock,
+      ...(this.#options.intervalMs === undefined ? {} : { intervalMs: this.#options.intervalMs }),
+    });
+    const queue: Message[] = journal.takeRecovered().map((e) => e.message);
+    let wake: (() => void) | undefined;
+    let ending = false;
+    let failure: MrpError | undefined;
+    const poke = (): void => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    let ended!: () => void;
+    const finished = new Promise<void>((r) => (ended = r));
+    this.#endMessages = async (graceMs) => {
+      ending = true;
+      poke();
+      let timer: ReturnType<Clock['setTimeout']> | undefined;
+      const late = new Promise<void>((r) => (timer = this.#clock.setTimeout(r, graceMs)));
+      await Promise.race([finished, late]);
+      timer?.cancel();
+    };
+    source.on('connected', (info) => this.emit('connected', info));
+    source.on('disconnected', (info) => this.emit('disconnected', info));
+    source.on('warning', (err) => this.emit('warning', err));
+    source.on('fatal', (err) => {
+      failure = err;
+      this.emit('fatal', err);
+      poke();
+    });
+    const budget = 100;
+    const consumer: SourceConsumer = {
+      deliver: async (batch) => {
+        const fresh = batch.messages.filter((m) => !journal.isDone(m.message_id) && !journal.get(m.message_id));
+        await Promise.all(fresh.map((m) => journal.received(m)));
+        queue.push(...fresh);
+        for (const r of batch.rejected ?? []) {
+          const who = r.identity ? { messageId: r.identity.message_id, ...(r.identity.sender_key ? { senderKey: r.identity.sender_key } : {}) } : {};
+          this.emit('invalid_message', { ...who, reason: r.reason, answered: false, code: r.code });
+        }
+        poke();
+        return { declined: 0 };
+      },
+      capacity: () => Math.max(0, budget - queue.length),
+      hasRoom: () => queue.length <= budget / 2,
+    };
+    let current: string | undefined;
+    try {
+      source.start(consumer);
+      for (;;) {
+        if (current !== undefined) {
+          journal.done(current);
+          current = undefined;
+        }
+        while (queue.length === 0 && !ending && !failure) await new Promise<void>((r) => (wake = r));
+        if (failure) throw failure;
+        if (ending) return;
+        const message = queue.shift()!;
+        source.wake();
+        current = message.message_id;
+        let opened: Awaited<ReturnType<MessageCodec['open']>>;
+        try {
+          opened = await this.#codec.open(message);
+        } catch (err) {
+          this.emit('invalid_message', { messageId: message.message_id, senderKey: message.sender_key, reason: (err as Error)?.message ?? String(err), answered: false, code: (err as { code?: string })?.code ?? 'invalid_message' });
+          continue;
+        }
+        if (opened.encrypted) this.#encrypted.add(opened.message);
+        yield opened.message;
+      }
+    } finally {
+      this.#endMessages = undefined;
+      try {
+        await source.stopIntake();
+        await source.close();
+      } finally {
+        journal.close();
+        this.#release();
+        ended();
+      }
+    }
+  }
+
+  // ── sending ───────────────────────────────────────────────────────────────────────────────
+
+  #resolve(to: string): string {
+    if (this.#contacts === undefined) {
+      const c = this.#options.contacts;
+      if (c === undefined) this.#contacts = { book: emptyBook(), file: 'the contacts (none given: pass the contacts option)' };
+      else if (typeof c === 'string') {
+        const file = resolve(c);
+        let text = '';
+        try {
+          if (statSync(file).size > MAX_CONTACTS_BYTES) throw new UsageError(`contacts file ${file} is larger than 1 MiB`, { code: 'contacts_invalid' });
+          text = readFileSync(file, 'utf8');
+        } catch (err) {
+          if (err instanceof MrpError) throw err;
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new UsageError(`cannot read contacts file ${file}: ${(err as Error).message}`, { code: 'contacts_invalid' });
+        }
+        this.#contacts = { book: text ? parseContacts(text, file) : emptyBook(), file };
+      } else this.#contacts = { book: c, file: 'the contacts option' };
+    }
+    return resolveRecipient(this.#contacts.book, to, this.#contacts.file);
+  }
+
+  #encode(body: JsonValue): string {
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(body);
+    } catch (err) {
+      throw new MrpError('usage', 'invalid_argument', `the body is not JSON (${(err as Error).message})`);
+    }
+    if (json === undefined) throw new MrpError('usage', 'invalid_argument', 'the body is not JSON');
+    const problem = replyProblem(json);
+    if (problem) throw new MrpError('usage', problem.code === 'reply_too_large' ? 'payload_too_large' : 'invalid_argument', problem.message);
+    return json;
+  }
+
+  /**
+   * Sends `body` to `to` (a public key, or a contact name with the `contacts` option). Rate limits
+   * are waited out and network failures retried; resolves with the relay's message id.
+   */
+  async send(to: string, body: JsonValue, options: SendOptions = {}): Promise<string> {
+    const recipient = this.#resolve(to);
+    const sealed = await this.#codec.seal(
+      { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
+      { to: recipient, encrypt: options.encrypt === true, ...(options.inReplyTo === undefined ? {} : { inReplyTo: options.inReplyTo }) },
+    );
+    const request: EncodedSend = { recipient_key: recipient, content_type: sealed.contentType, body_json: sealed.bodyJson };
+    if (options.threadId !== undefined) request.thread_id = options.threadId;
+    if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
+    if (options.ttl !== undefined) request.expires_in = options.ttl;
+    if (options.metadata !== undefined) request.metadata = options.metadata;
+    const sent = await this.#outbox.send(request, options.threadId === undefined ? undefined : { threadId: options.threadId });
+    return sent.message_id;
+  }
+
+  /**
+   * Replies to `message` in its thread (§4.4). A reply to a message that arrived encrypted is
+   * sealed for its sender. Resolves with the reply's message id.
+   */
+  async reply(message: Message, body: JsonValue, options: { contentType?: string; encrypt?: boolean } = {}): Promise<string> {
+    const sealed = await this.#codec.seal(
+      { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
+      { to: message.sender_key, encrypt: options.encrypt ?? this.#encrypted.has(message), inReplyTo: message.message_id },
+    );
+    const request = encodedReplyTo(message, sealed);
+    const sent = await this.#outbox.send(request, { threadId: request.thread_id! });
+    return sent.message_id;
+  }
+
+  // ── discovery and the ACL ─────────────────────────────────────────────────────────────────
+
+  /** Public agents matching all given filters (§3.5). */
+  async discover(query: { tag?: string | string[]; q?: string; name?: string; activeSince?: string; limit?: number; cursor?: string } = {}): Promise<DiscoverResponse> {
+    const tags = query.tag === undefined ? undefined : Array.isArray(query.tag) ? query.tag : [query.tag];
+    return this.client.discover({
+      ...(tags ? { tag: tags } : {}),
+      ...(query.q === undefined ? {} : { q: query.q }),
+      ...(query.name === undefined ? {} : { name: query.name }),
+      ...(query.activeSince === undefined ? {} : { active_since: query.activeSince }),
+      ...(query.limit === undefined ? {} : { limit: query.limit }),
+      ...(query.cursor === undefined ? {} : { cursor: query.cursor }),
+    });
+  }
+
+  /** Allows a peer (a key or a contact name) into the inbox (with `inboxPolicy: 'allowlist'`). */
+  allow(peer: string): Promise<AclEntry> {
+    return this.client.putAcl(this.#resolve(peer), 'allow');
+  }
+
+  /** Blocks a peer (a key or a contact name). */
+  block(peer: string): Promise<AclEntry> {
+    return this.client.putAcl(this.#resolve(peer), 'block');
+  }
+
+  /** Removes a peer's ACL entry (allow or block). */
+  unblock(peer: string): Promise<void> {
+    return this.client.deleteAcl(this.#resolve(peer));
+  }
+
+  /** The ACL, one page. */
+  listAcl(query: { type?: AclEntryType; limit?: number; cursor?: string } = {}): Promise<AclListResponse> {
+    return this.client.listAcl({
+      ...(query.type === undefined ? {} : { entry_type: query.type }),
+      ...(query.limit === undefined ? {} : { limit: query.limit }),
+      ...(query.cursor === undefined ? {} : { cursor: query.cursor }),
+    });
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * How a running agent is put together, shared by `mrp run`/`mrp dev` (cli/agent.ts) and the
+ * library's `Agent` (agent.ts): the journal, the message source for a mode, the codec and the
+ * runtime, built the same way for both so that whatever one gets (exactly-once journal,
+ * reconnects, rate-limit handling, end-to-end encryption through the codec) the other gets too.
+ *
+ * The mode switch is here and only here (`createSource`; the names in mode.ts): a new kind of source (a webhook
+ * server, say) is one more case in it, with no change to its callers.
+ */
+import type { MessageCodec } from '../client/codec.js';
+import { e2eCodec } from '../client/e2e-codec.js';
+import type { RelayClient } from '../client/http.js';
+import type { SessionOptions } from '../client/session.js';
+import { type MessageSource, PollSource, WebSocketSource } from '../client/source.js';
+import type { Clock } from '../core/clock.js';
+import { UsageError } from '../core/errors.js';
+import type { Keypair } from '../protocol/signing.js';
+import type { Handler } from './handler.js';
+import { Journal } from './journal.js';
+import type { RuntimeJournal } from './journal-port.js';
+import type { AgentMode } from './mode.js';
+import { Runtime } from './runtime.js';
+
+export type { AgentMode };
+
+/**
+ * The codec an agent gets when none is given — `mrp run`, `mrp dev` and `Agent` alike: end-to-end
+ * encryption (docs/protocol.md §8) built from the agent's keypair. HPKE loads on the first
+ * encrypted message or `encrypt: true` send, so plaintext-only agents never pay for it.
+ */
+export function defaultCodec(keypair: Keypair): MessageCodec {
+  return e2eCodec(keypair);
+}
+
+export interface SourceOptions {
+  clock?: Clock;
+  /** Poll mode: pause between polls when the relay has no long poll. */
+  intervalMs?: number;
+  /** WebSocket mode: trace callbacks for the session. */
+  wsTrace?: SessionOptions['trace'];
+}
+
+/**
+ * The message source for `mode`. A local journal notes each poll's take (crash recovery); a shared
+ * journal keeps each polled message whole in the database, claimed, so it needs no take records.
+ * A webhook source listens and registers itself with the relay, which only its caller can set up
+ * (`cli/agent.ts`): it is passed in built (`AssembleOptions.source`).
+ */
+export function createSource(mode: AgentMode, client: RelayClient, journal: RuntimeJournal, o: SourceOptions = {}): MessageSource {
+  const clock = o.clock === undefined ? {} : { clock: o.clock };
+  switch (mode) {
+    case 'poll': {
+      const takes = journal instanceof Journal ? journal : undefined;
+      return new PollSource(client, {
+        ...clock,
+        ...(takes ? { takes: { begin: (at: number, wait: number) => takes.takeBegun(at, wait), end: () => takes.takeEnded() } } : {}),
+        ...(takes?.openTake ? { openTake: takes.openTake } : {}),
+        ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
+      });
+    }
+    case 'websocket':
+      return new WebSocketSource(client, { ...clock, ...(o.wsTrace ? { trace: o.wsTrace } : {}) });
+    case 'webhook':
+      throw new UsageError('mode "webhook" needs a listening webhook source (mrp run --mode webhook builds one)', { code: 'invalid_argument' });
+  }
+}
+
+export interface AssembleOptions extends SourceOptions {
+  client: RelayClient;
+  handler: Handler;
+  mode: AgentMode;
+  /** The journal's directory (one per identity; locked while open), unless `journal` is given. */
+  journalDir?: string;
+  /** A journal already open (a fleet's shared one); closed like an own one if assembling fails. */
+  journal?: RuntimeJournal;
+  /** A source already built (webhook mode: listening and registered); else one for `mode`. */
+  source?: MessageSource;
+  /** Sync the journal to disk on the message's path (survives power cuts, not only crashes). */
+  fsync?: boolean;
+  concurrency?: number;
+  timeoutMs?: number;
+  graceMs?: number;
+  maxCrashes?: number;
+  /** How message bodies are opened and sealed (default: see `defaultCodec`). */
+  codec?: MessageCodec;
+  /** Turns a `ctx.send` recipient (a key or a contact name) into a key. */
+  resolveRecipient?: (to: string) => string;
+}
+
+export interface Assembled {
+  runtime: Runtime;
+  journal: RuntimeJournal;
+  source: MessageSource;
+}
+
+/**
+ * Opens the journal and builds the source and the runtime (not started). The journal is closed
+ * again when anything after it fails.
+ */
+export function assembleRuntime(o: AssembleOptions): Assembled {
+  let journal = o.journal;
+  if (!journal) {
+    if (o.journalDir === undefined) throw new UsageError('assembleRuntime: give journalDir or journal', { code: 'invalid_argument' });
+    journal = Journal.open(o.journalDir, { ...(o.clock ? { clock: o.clock } : {}), fsync: o.fsync === true });
+  }
+  try {
+    const source = o.source ?? createSource(o.mode, o.client, journal, o);
+    const runtime = new Runtime({
+      handler: o.handler,
+      source,
+      client: o.client,
+      journal,
+      ...(o.clock === undefined ? {} : { clock: o.clock }),
+      ...(o.concurrency === undefined ? {} : { concurrency: o.concurrency }),
+      ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }),
+      ...(o.graceMs === undefined ? {} : { graceMs: o.graceMs }),
+      ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
+      codec: o.codec ?? defaultCodec(o.client.keypair),
+      ...(o.resolveRecipient === undefined ? {} : { resolveRecipient: o.resolveRecipient }),
+    });
+    return { runtime, journal, source };
+  } catch (err) {
+    const opened = journal;
+    void Promise.resolve()
+      .then(() => opened.close())
+      .catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The library's identity file (docs/protocol.md §1.2): read one in any form `mrp keygen` and the
+ * other SDKs write, or create it when it is missing — 32 raw seed bytes, mode 0600, like the
+ * Python SDK. Synchronous on purpose: `new Agent(…)` knows its public key as soon as it returns.
+ *
+ * Creation is atomic: the seed is written (and synced) to a private temporary file which is then
+ * hard-linked to the path, so nobody ever sees a half-written key, and two processes creating
+ * the same file at once end up with the same key (the second one reads the first one's).
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, fstatSync, fsyncSync, linkSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { ConfigError } from '../core/errors.js';
+import { decodeKeyFile, encodeKeyFile, type KeyFileFormat } from '../protocol/keyfile.js';
+import { Keypair } from '../protocol/signing.js';
+
+/** No key file form is longer than this (a hex seed with a newline is 65 bytes). */
+const MAX_KEY_FILE_BYTES = 4096;
+const checkPermissions = process.platform !== 'win32';
+
+export interface KeyFileIdentity {
+  keypair: Keypair;
+  format: KeyFileFormat;
+  /** Whether this call created the file. */
+  created: boolean;
+}
+
+/** Reads the key file at `path`, creating it (0600, in a 0700 directory if new) when missing. */
+export function loadOrCreateKeyFile(path: string): KeyFileIdentity {
+  const existing = readKeyFileSync(path);
+  if (existing) return { ...existing, created: false };
+  const keypair = Keypair.generate();
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const temp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    const fd = openSync(temp, 'wx', 0o600);
+    try {
+      writeSync(fd, encodeKeyFile(keypair));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    try {
+      linkSync(temp, path);
+    } catch (err) {
+      // Someone else created it meanwhile: theirs is the key.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const theirs = readKeyFileSync(path);
+      if (theirs) return { ...theirs, created: false };
+      throw err;
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError('key_unreadable', `cannot create key file ${path}: ${(err as Error).message}`, { file: path, cause: err });
+  } finally {
+    try {
+      unlinkSync(temp);
+    } catch {
+      // Not created, or already gone.
+    }
+  }
+  syncDirectory(dirname(path));
+  return { keypair, format: 'raw-seed', created: true };
+}
+
+/** The key in `path`, or undefined when there is no such file. Typed errors name the file. */
+function readKeyFileSync(path: string): Omit<KeyFileIdentity, 'created'> | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new ConfigError('key_unreadable', `cannot read key file ${path}: ${(err as Error).message}`, { file: path, cause: err });
+  }
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) throw new ConfigError('key_invalid', `key file ${path} is not a regular file`, { file: path });
+    if (checkPermissions && (info.mode & 0o077) !== 0) {
+      const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
+      throw new ConfigError('key_permissions', `key file ${path} is accessible by other users (mode ${mode}); it must be private`, {
+        file: path,
+        hint: `run \`chmod 600 ${path}\``,
+      });
+    }
+    if (info.size > MAX_KEY_FILE_BYTES) {
+      throw new ConfigError('key_invalid', `key file ${path} is ${info.size} bytes; no Ed25519 key file is larger than ${MAX_KEY_FILE_BYTES}`, {
+        file: path,
+        hint: 'point keyFile at a key created by `mrp keygen` or an MRP SDK',
+      });
+    }
+    const bytes = Buffer.alloc(info.size);
+    let read = 0;
+    while (read < bytes.length) {
+      const n = readSync(fd, bytes, read, bytes.length - read, read);
+      if (n === 0) break;
+      read += n;
+    }
+    return decodeKeyFile(bytes.subarray(0, read), path);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function syncDirectory(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // Not every platform can sync a directory; the file itself is synced.
+  }
+}

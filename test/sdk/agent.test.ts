@@ -1,0 +1,231 @@
+/**
+ * The library's `Agent` against a real relay in process: announce, serve (threaded replies, the
+ * error convention of `mrp run`), send, iterate the inbox once per message across restarts, drain
+ * on stop, and the key file it creates or reads.
+ */
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it, type TestContext } from 'node:test';
+import { Agent } from '../../src/index.js';
+import type { Message } from '../../src/protocol/types.js';
+import { invoke } from '../../src/testing.js';
+import { gate, Peer } from '../helpers/agent.js';
+import { newAgent, signed, startRelay } from '../helpers/relay.js';
+
+function tempDir(t: TestContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'mrp-sdk-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Runs the agent until the test ends; resolves once it is connected, with run()'s promise. */
+async function serve(t: TestContext, agent: Agent, mode: 'websocket' | 'ws' | 'poll' = 'websocket'): Promise<{ running: Promise<void> }> {
+  const connected = agent.next('connected');
+  const running = agent.run({ mode });
+  running.catch(() => undefined);
+  t.after(() => agent.stop());
+  await connected;
+  return { running };
+}
+
+describe('Agent', () => {
+  for (const mode of ['ws', 'poll'] as const) {
+    it(`announces its profile and answers threaded (${mode})`, async (t) => {
+      const relay = await startRelay(t, { sendRatePerMinute: 0 });
+      const dir = tempDir(t);
+      const keyFile = join(dir, 'realtime.key');
+      const agent = new Agent(relay.url, {
+        keyFile,
+        name: 'RealtimeBot',
+        capabilities: [{ name: 'translate', description: 'Translate text', tags: ['text', 'i18n'] }],
+        metadata: { version: '1' },
+        graceMs: 5000,
+      });
+      assert.equal(statSync(keyFile).mode & 0o777, 0o600, 'key file created 0600');
+      const seen: Message[] = [];
+      agent.onMessage(async (msg, ctx) => {
+        seen.push(msg);
+        assert.equal(ctx.self, agent.publicKey);
+        return { translation: 'Hola' };
+      });
+      const announced = agent.next('announced');
+      const { running } = await serve(t, agent, mode);
+      await announced;
+      const profile = await signed(relay.url, newAgent(), 'GET', `/v1/agents/${agent.publicKey}`);
+      assert.equal(profile.status, 200);
+      assert.equal(profile.body.display_name, 'RealtimeBot');
+      assert.deepEqual(profile.body.capabilities, [{ name: 'translate', description: 'Translate text', tags: ['text', 'i18n'] }]);
+      assert.deepEqual(profile.body.metadata, { version: '1' });
+
+      const peer = await Peer.connect(t, relay);
+      const handled = agent.next('handled');
+      const { message_id } = await peer.send(agent.publicKey, { text: 'Hello' });
+      const [reply] = await peer.waitForReplies(1);
+      assert.deepEqual(reply!.body, { translation: 'Hola' });
+      assert.equal(reply!.in_reply_to, message_id);
+      assert.equal(reply!.thread_id, message_id);
+      assert.equal(reply!.sender_key, agent.publicKey);
+      const [event] = await handled;
+      assert.equal(event.outcome, 'replied');
+      assert.equal(event.message.message_id, message_id);
+      assert.equal(seen.length, 1);
+
+      // agent.send: a key in, the relay's id out; the peer gets exactly that message.
+      const id = await agent.send(peer.publicKey, { hello: 'peer' });
+      const got = await peer.waitForReplies(2);
+      assert.equal(got[1]!.message_id, id);
+      assert.deepEqual(got[1]!.body, { hello: 'peer' });
+
+      await agent.stop();
+      await running;
+    });
+  }
+
+  it("sends a thrown error back exactly as invoke (and mrp run) shape it", async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const handler = async (msg: Message) => {
+      if ((msg.body as { n: number }).n === 1) throw Object.assign(new Error('no such language'), { code: 'unsupported_language' });
+      throw new Error('boom');
+    };
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key') });
+    agent.onMessage(handler);
+    await serve(t, agent);
+    const peer = await Peer.connect(t, relay);
+    for (const n of [1, 2]) {
+      const { message_id } = await peer.send(agent.publicKey, { n });
+      const replies = await peer.waitForReplies(n);
+      const reply = replies.find((r) => r.in_reply_to === message_id)!;
+      const local = await invoke(handler, { body: { n } });
+      assert.deepEqual(reply.body, local.reply!.body);
+      assert.equal(reply.content_type, local.reply!.contentType);
+    }
+    assert.deepEqual(peer.replies[0]!.body, { status: 'error', error: { code: 'unsupported_language', message: 'no such language' } });
+  });
+
+  it('messages() yields each message once, across restarts; breaking out leaves the current one', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const keyFile = join(tempDir(t), 'inbox.key');
+    const peer = await Peer.connect(t, relay);
+    const first = new Agent(relay.url, { keyFile });
+    const ids: string[] = [];
+    for (let n = 1; n <= 3; n++) ids.push((await peer.send(first.publicKey, { n })).message_id);
+
+    const loop1: string[] = [];
+    for await (const msg of first.messages()) {
+      loop1.push(msg.message_id);
+      if (loop1.length === 2) break; // the second is not finished: it comes again
+    }
+    assert.deepEqual(loop1, ids.slice(0, 2));
+
+    // A new process (a new Agent on the same key file): the first message never comes again.
+    const second = new Agent(relay.url, { keyFile, graceMs: 5000 });
+    assert.equal(second.publicKey, first.publicKey);
+    const loop2: string[] = [];
+    for await (const msg of second.messages()) {
+      loop2.push(msg.message_id);
+      if (loop2.length === 2) void second.stop(); // ends the loop when it asks for the next one
+    }
+    assert.deepEqual(loop2, ids.slice(1, 3));
+
+    const third = new Agent(relay.url, { keyFile });
+    const later = (await peer.send(third.publicKey, { n: 4 })).message_id;
+    const reply = third.reply.bind(third);
+    for await (const msg of third.messages()) {
+      assert.equal(msg.message_id, later, 'done messages are never yielded again');
+      const replyId = await reply(msg, { got: msg.body });
+      const [r] = await peer.waitForReplies(1);
+      assert.equal(r!.message_id, replyId);
+      assert.equal(r!.in_reply_to, later);
+      assert.equal(r!.thread_id, later);
+      break;
+    }
+  });
+
+  it('stop() drains: a running handler finishes and its reply goes out', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key'), graceMs: 10_000 });
+    const started = gate();
+    const release = gate();
+    agent.onMessage(async () => {
+      started.open();
+      await release.wait;
+      return { done: true };
+    });
+    const { running } = await serve(t, agent);
+    const peer = await Peer.connect(t, relay);
+    const { message_id } = await peer.send(agent.publicKey, {});
+    await started.wait;
+    const draining = agent.next('draining');
+    const stopped = agent.stop();
+    const [d] = await draining;
+    assert.equal(d.running, 1);
+    release.open();
+    await stopped;
+    await running;
+    const [reply] = await peer.waitForReplies(1);
+    assert.equal(reply!.in_reply_to, message_id);
+    assert.deepEqual(reply!.body, { done: true });
+  });
+
+  it('one thing at a time: run() while messages() runs is agent_busy', async (t) => {
+    const relay = await startRelay(t);
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key'), journal: false, graceMs: 1000 });
+    agent.onMessage(() => undefined);
+    const iterator = agent.messages();
+    const pending = iterator.next();
+    await assert.rejects(agent.run(), { code: 'agent_busy' });
+    await agent.stop();
+    assert.deepEqual(await pending, { value: undefined, done: true });
+  });
+
+  it('ACL and discovery', async (t) => {
+    const relay = await startRelay(t);
+    const agent = new Agent(relay.url, {
+      keyFile: join(tempDir(t), 'k.key'),
+      name: 'Finder',
+      visibility: 'public',
+      capabilities: [{ name: 'find', description: 'Finds', tags: ['search'] }],
+    });
+    const other = new Agent(relay.url, { keyFile: join(tempDir(t), 'o.key'), contacts: { contacts: [], extra: {} } });
+    await agent.announce();
+    const found = await other.discover({ tag: 'search' });
+    assert.deepEqual(found.agents.map((a) => a.public_key), [agent.publicKey]);
+    await agent.block(other.publicKey);
+    assert.deepEqual((await agent.listAcl()).entries.map((e) => [e.peer_key, e.entry_type]), [[other.publicKey, 'block']]);
+    await assert.rejects(other.send(agent.publicKey, { hi: 1 }), { code: 'acl_denied' });
+    await agent.unblock(other.publicKey);
+    assert.equal((await agent.listAcl()).entries.length, 0);
+    await assert.rejects(other.send('nobody', {}), { code: 'unknown_contact' });
+  });
+});
+
+describe('Agent key file and options', () => {
+  it('reuses an existing key file; refuses a malformed or open one, naming it', (t) => {
+    const dir = tempDir(t);
+    const keyFile = join(dir, 'sub', 'a.key');
+    const a = new Agent('http://127.0.0.1:1', { keyFile });
+    assert.equal(statSync(join(dir, 'sub')).mode & 0o777, 0o700);
+    assert.equal(new Agent('http://127.0.0.1:1', { keyFile }).publicKey, a.publicKey);
+    const bad = join(dir, 'bad.key');
+    writeFileSync(bad, 'not a key', { mode: 0o600 });
+    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: bad }), (err: Error & { code?: string }) => err.code === 'key_invalid' && err.message.includes(bad));
+    chmodSync(keyFile, 0o644);
+    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile }), { code: 'key_permissions' });
+  });
+
+  it('names a bad option', async () => {
+    assert.throws(() => new Agent('http://127.0.0.1:1', {}), /keyFile/);
+    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: '/nonexistent-dir-for-sure/x.key', concurrency: 0 }), { code: 'invalid_option', message: /concurrency/ });
+    const dir = mkdtempSync(join(tmpdir(), 'mrp-sdk-'));
+    try {
+      const keyFile = join(dir, 'k.key');
+      assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile, inboxPolicy: 'sometimes' as never }), { code: 'invalid_option', message: /inboxPolicy/ });
+      assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile, capabilities: [{ name: '', description: 'x', tags: [] }] }), { code: 'invalid_option', message: /capabilities/ });
+      await assert.rejects(new Agent('http://127.0.0.1:1', { keyFile }).run({ mode: 'carrier-pigeon' as never }), { code: 'invalid_argument' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

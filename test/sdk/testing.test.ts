@@ -1,0 +1,114 @@
+/**
+ * `mrp/testing`: `invoke` (a handler once, a real ctx, no network) and `createTestRelay`.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { Agent } from '../../src/index.js';
+import type { Handler } from '../../src/runtime/handler.js';
+import { createTestRelay, invoke } from '../../src/testing.js';
+
+describe('invoke', () => {
+  it('a return value is the reply: body, content type, threading', async () => {
+    const result = await invoke(async (msg) => ({ translation: 'Hola', got: msg.body }), { message_id: 'm-1', body: { text: 'Hello' } });
+    assert.equal(result.outcome, 'ok');
+    assert.deepEqual(result.reply?.body, { translation: 'Hola', got: { text: 'Hello' } });
+    assert.equal(result.reply?.contentType, 'application/json');
+    assert.equal(result.reply?.inReplyTo, 'm-1');
+    assert.equal(result.reply?.threadId, 'm-1');
+    assert.deepEqual((await invoke(() => 'hi')).reply?.body, { text: 'hi' });
+    const none = await invoke(() => undefined);
+    assert.equal(none.outcome, 'no_reply');
+    assert.equal(none.reply, null);
+  });
+
+  it('a thrown error is the error reply mrp run sends', async () => {
+    const coded = await invoke(() => {
+      throw Object.assign(new Error('no such language'), { code: 'unsupported_language' });
+    });
+    assert.equal(coded.outcome, 'error');
+    assert.deepEqual(coded.reply?.body, { status: 'error', error: { code: 'unsupported_language', message: 'no such language' } });
+    assert.deepEqual(coded.error, { code: 'unsupported_language', message: 'no such language' });
+    assert.equal(coded.thrown?.message, 'no such language');
+    const plain = await invoke(async () => Promise.reject(new TypeError('bad')));
+    assert.deepEqual(plain.reply?.body, { status: 'error', error: { code: 'handler_error', message: 'bad' } });
+    const unsendable = await invoke(() => ({ n: 1n }) as never);
+    assert.equal(unsendable.error?.code, 'invalid_reply');
+  });
+
+  it('the deadline is enforced like --timeout, and ctx.signal aborts', async () => {
+    let aborted = false;
+    const result = await invoke(
+      (_msg, ctx) =>
+        new Promise((resolve) => {
+          ctx.signal.addEventListener('abort', () => {
+            aborted = true;
+            resolve({ late: true });
+          });
+        }),
+      {},
+      { timeoutMs: 20 },
+    );
+    assert.equal(result.outcome, 'timeout');
+    assert.equal(result.error?.code, 'timeout');
+    assert.ok(aborted);
+  });
+
+  it('captures ctx.reply progress, ctx.send and ctx.log; gives ctx what it asks for', async () => {
+    const self = 'A'.repeat(43);
+    const handler: Handler = async (msg, ctx) => {
+      await ctx.reply({ progress: 50 });
+      await ctx.reply({ progress: 100 }, { contentType: 'application/x-progress+json' });
+      const sent = await ctx.send('bob', { hello: 1 }, { threadId: 't-9', ttl: 60 });
+      ctx.log.info('sent', { id: sent.message_id });
+      return { self: ctx.self, redelivered: ctx.redelivered, encrypted: ctx.encrypted, from: msg.sender_key };
+    };
+    const result = await invoke(handler, { sender_key: 'B'.repeat(43) }, {
+      self,
+      redelivered: true,
+      encrypted: true,
+      resolveRecipient: (to) => (to === 'bob' ? 'C'.repeat(43) : to),
+    });
+    assert.deepEqual(
+      result.replies.map((r) => [r.body, r.contentType, r.to, r.encrypted]),
+      [
+        [{ progress: 50 }, 'application/json', 'B'.repeat(43), true],
+        [{ progress: 100 }, 'application/x-progress+json', 'B'.repeat(43), true],
+      ],
+    );
+    assert.equal(result.sent.length, 1);
+    assert.deepEqual(
+      { to: result.sent[0]!.to, body: result.sent[0]!.body, threadId: result.sent[0]!.threadId, ttl: result.sent[0]!.ttl, encrypted: result.sent[0]!.encrypted },
+      { to: 'C'.repeat(43), body: { hello: 1 }, threadId: 't-9', ttl: 60, encrypted: false },
+    );
+    assert.deepEqual(result.logs, [{ level: 'info', message: 'sent', fields: { id: result.sent[0]!.messageId } }]);
+    assert.deepEqual(result.reply?.body, { self, redelivered: true, encrypted: true, from: 'B'.repeat(43) });
+  });
+
+  it('the handler gets a copy: what it changes does not change the reply target', async () => {
+    const result = await invoke((msg) => {
+      msg.sender_key = 'someone else';
+      return { ok: true };
+    }, { sender_key: 'B'.repeat(43) });
+    assert.equal(result.reply?.to, 'B'.repeat(43));
+  });
+});
+
+describe('createTestRelay', () => {
+  it('a real relay on a free port in a temporary directory, gone after close()', async () => {
+    const relay = await createTestRelay();
+    try {
+      assert.match(relay.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+      assert.ok(existsSync(relay.dataDir));
+      const health = await fetch(`${relay.url}/v1/health`);
+      assert.equal(health.status, 200);
+      const agent = new Agent(relay.url, { keypair: (await import('../../src/protocol/signing.js')).Keypair.generate(), name: 'T' });
+      assert.equal((await agent.announce()).display_name, 'T');
+    } finally {
+      await relay.close();
+      await relay.close();
+    }
+    assert.ok(!existsSync(relay.dataDir));
+    await assert.rejects(fetch(`${relay.url}/v1/health`));
+  });
+});
