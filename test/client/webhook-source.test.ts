@@ -297,33 +297,38 @@ describe('WebhookSource', () => {
     assert.equal((await post(`${s.url}/other`, d.text, d.headers)).status, 404);
   });
 
-  it('registering with a real relay: without webhooks (404) it is a warning and the source stays up; a refusal (400) would be fatal, failures to reach it retried', async (t) => {
-    const relay = await startRelay(t);
+  it('registering with a real relay: registered (no warning); a relay refusing the URL is fatal; the outcome table', async (t) => {
+    const relay = await startRelay(t, { allowPrivateWebhooks: true });
     const keypair = Keypair.generate();
     const client = new RelayClient({ relayUrl: relay.url, keypair });
-    // The relay in this tree answers the webhook routes 404: register for real and see.
-    const source = new WebhookSource({
-      client,
-      secret: newWebhookSecret(),
-      port: 0,
-      register: async (url, secret) => void (await client.request('PUT', `/v1/agents/${keypair.publicKey}/webhook`, { body: { url, secret } })),
-    });
+    const source = new WebhookSource({ client, secret: newWebhookSecret(), port: 0, register: (url, secret) => client.setWebhook(url, secret).then(() => {}) });
     t.after(() => source.close());
     const warnings: Error[] = [];
     source.on('warning', (w) => void warnings.push(w));
     const ready = source.next('connected');
     source.start({ deliver: async () => ({ declined: 0 }), capacity: () => 1, hasRoom: () => true });
     await ready;
-    const webhook = await client.request<{ url: string }>('GET', `/v1/agents/${keypair.publicKey}/webhook`).catch((err: RelayError) => err);
-    if (webhook instanceof RelayError) {
-      assert.equal(webhook.status, 404);
-      assert.deepEqual(warnings.map((w) => (w as RelayError).code), ['webhook_unsupported']);
-    } else {
-      // A relay with webhooks (issue 12, relay side): registered, no warning.
-      assert.equal(webhook.data.url, source.deliveryUrl);
-      assert.deepEqual(warnings, []);
-    }
+    const webhook = await client.getWebhook();
+    assert.equal(webhook.url, source.deliveryUrl);
+    assert.equal(webhook.enabled, true);
+    assert.deepEqual(warnings, []);
     assert.equal(source.status, 'ready');
+
+    // A relay that refuses loopback targets (the default): the registration is fatal, not retried.
+    const strict = await startRelay(t);
+    const strictClient = new RelayClient({ relayUrl: strict.url, keypair: Keypair.generate() });
+    const refused = new WebhookSource({
+      client: strictClient,
+      secret: newWebhookSecret(),
+      port: 0,
+      register: (url, secret) => strictClient.setWebhook(url, secret).then(() => {}),
+    });
+    t.after(() => refused.close());
+    const fatal = refused.next('fatal');
+    refused.start({ deliver: async () => ({ declined: 0 }), capacity: () => 1, hasRoom: () => true });
+    const [err] = (await fatal) as [RelayError];
+    assert.equal(err.code, 'webhook_url_refused');
+    assert.equal(refused.status, 'stopped');
 
     assert.equal(registrationOutcome(new RelayError('not_found', 'no', { status: 404 })), 'unsupported');
     assert.equal(registrationOutcome(new RelayError('bad_request', 'bad url', { status: 400 })), 'fatal');
