@@ -44,6 +44,7 @@ import { Outbox } from './outbox.js';
 import { codeOf, draftReply, errorDraft, type ReplyDraft } from './reply.js';
 import { safeFields, safeText } from './safe.js';
 import { inHandlerScope } from './scope.js';
+import { RUNTIME_DEFAULTS } from './defaults.js';
 
 export { errorReply, planReply, replyTo } from './reply.js';
 export type { HandledEvent, Outcome, RuntimeEvents } from './events.js';
@@ -73,14 +74,7 @@ export interface RuntimeOptions {
   resolveRecipient?: (to: string) => string;
 }
 
-export const RUNTIME_DEFAULTS = {
-  concurrency: 8,
-  timeoutMs: 30_000,
-  graceMs: 30_000,
-  maxQueued: 1000,
-  maxQueuedBytes: 32 * 1024 * 1024,
-  maxCrashes: 3,
-} as const;
+export { RUNTIME_DEFAULTS };
 
 function positiveInteger(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 1) throw new RangeError(`${name} must be a whole number ≥ 1 (got ${value})`);

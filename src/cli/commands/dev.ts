@@ -1,6 +1,7 @@
 import { existsSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import type { Command } from 'commander';
 import { MrpError, UsageError } from '../../core/errors.js';
 import { Keypair } from '../../protocol/signing.js';
@@ -120,8 +121,9 @@ async function runAgainst(ctx: CliContext, options: DevOptions, d: DevSetup): Pr
     handler: loaded.handler,
     handlerLabel: shown,
     mode,
-    concurrency: 8,
-    timeoutMs: 30_000,
+    concurrency: RUNTIME_DEFAULTS.concurrency,
+    timeoutMs: RUNTIME_DEFAULTS.timeoutMs,
+    // Shorter than a runner's: `mrp dev` restarts on every change and Ctrl-C should feel instant.
     graceMs: 5_000,
     manifest,
     logFormat,

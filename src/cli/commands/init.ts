@@ -2,6 +2,8 @@ import { access, readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { basename, extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { formatDuration } from '../../core/duration.js';
+import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
 import { Keypair } from '../../protocol/signing.js';
@@ -64,7 +66,7 @@ function shownPath(cwd: string, file: string): string {
 export async function runInit(ctx: CliContext, options: InitOptions): Promise<void> {
   const cwd = ctx.deps.cwd;
   const tpl = template(options.template);
-  const graceMs = durationOption(options.grace, '--grace', 30_000);
+  const graceMs = durationOption(options.grace, '--grace', RUNTIME_DEFAULTS.graceMs);
   const graceSeconds = Math.max(1, Math.ceil(graceMs / 1000));
   const healthPort = intOption(options.healthPort, '--health-port', 9090, 1, 65535);
   const name = options.name ?? (basename(cwd).replace(/[^\w .-]/g, '').trim() || 'my-agent');
@@ -149,7 +151,7 @@ export function register(program: Command, deps: Deps): void {
     .option('-H, --handler <path>', 'handler file to create or use', './handler.ts')
     .option('--docker', 'also write a Dockerfile and .dockerignore (tini as PID 1, non-root, health check)')
     .option('--systemd', 'also write a systemd unit (<name>.service) for this machine')
-    .option('--grace <duration>', 'shutdown grace for the runner; stop timeouts are set above it', '30s')
+    .option('--grace <duration>', 'shutdown grace for the runner; stop timeouts are set above it', formatDuration(RUNTIME_DEFAULTS.graceMs))
     .option('--health-port <port>', 'Dockerfile: port of /healthz, /readyz and /metrics', '9090');
   examples(addGlobalOptions(cmd), [
     'mkdir my-agent && cd my-agent && mrp init',

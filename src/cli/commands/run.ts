@@ -2,6 +2,8 @@ import { setFlagsFromString } from 'node:v8';
 import { relative } from 'node:path';
 import type { Command } from 'commander';
 import { MrpError, UsageError } from '../../core/errors.js';
+import { formatDuration } from '../../core/duration.js';
+import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import { parseMode } from '../../runtime/mode.js';
 import { loadHandler } from '../../runtime/handler.js';
 import type { CliContext } from '../context.js';
@@ -90,13 +92,13 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   const webhook = mode === 'webhook' ? webhookListen(options.listen, options.publicUrl) : undefined;
   const logFormat = options.logFormat ?? (ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json');
   if (logFormat !== 'pretty' && logFormat !== 'json') throw new UsageError(`--log-format: "${logFormat}" must be pretty or json`, { code: 'invalid_argument' });
-  const concurrency = intOption(options.concurrency, '--concurrency', 8, 1, 10_000);
-  const timeoutMs = durationOption(options.timeout, '--timeout', 30_000);
+  const concurrency = intOption(options.concurrency, '--concurrency', RUNTIME_DEFAULTS.concurrency, 1, 10_000);
+  const timeoutMs = durationOption(options.timeout, '--timeout', RUNTIME_DEFAULTS.timeoutMs);
   if (timeoutMs <= 0) throw new UsageError('--timeout must be longer than 0', { code: 'invalid_argument' });
-  const graceMs = durationOption(options.grace, '--grace', 30_000);
+  const graceMs = durationOption(options.grace, '--grace', RUNTIME_DEFAULTS.graceMs);
   const intervalMs = options.interval === undefined ? undefined : durationOption(options.interval, '--interval', 2000);
   const healthPort = options.healthPort === undefined ? undefined : intOption(options.healthPort, '--health-port', 0, 0, 65535);
-  const maxCrashes = intOption(options.maxCrashes, '--max-crashes', 3, 1, 1000);
+  const maxCrashes = intOption(options.maxCrashes, '--max-crashes', RUNTIME_DEFAULTS.maxCrashes, 1, 1000);
   const journalUrl = sharedJournalUrl(options.journal ?? ctx.deps.env['MRP_JOURNAL']);
   const leaseMs = options.lease === undefined ? undefined : durationOption(options.lease, '--lease', 30_000);
   if (leaseMs !== undefined && leaseMs < 1000) throw new UsageError('--lease must be at least 1s', { code: 'invalid_argument' });
@@ -192,9 +194,9 @@ export function register(program: Command, deps: Deps): void {
     .option('--listen <host:port>', `webhook mode: where to serve deliveries (0 = any free port; default ${DEFAULT_WEBHOOK_LISTEN})`)
     .option('--public-url <url>', 'webhook mode: the URL the relay posts to, when it is not http://<listen>/ (a TLS proxy, a load balancer); its path is served')
     .option('--manifest <file>', 'announce this profile at start (default: ./mrp.yaml if present)')
-    .option('-c, --concurrency <n>', 'handlers running at once', '8')
-    .option('-t, --timeout <duration>', 'per-message handler deadline', '30s')
-    .option('--grace <duration>', 'on SIGINT/SIGTERM, how long running handlers may finish', '30s')
+    .option('-c, --concurrency <n>', 'handlers running at once', String(RUNTIME_DEFAULTS.concurrency))
+    .option('-t, --timeout <duration>', 'per-message handler deadline', formatDuration(RUNTIME_DEFAULTS.timeoutMs))
+    .option('--grace <duration>', 'on SIGINT/SIGTERM, how long running handlers may finish', formatDuration(RUNTIME_DEFAULTS.graceMs))
     .option('--interval <duration>', 'poll mode: pause between polls when the relay has no long poll')
     .option('--log-format <format>', 'pretty | json (default: pretty on a terminal, json when piped)')
     .option('--log-payloads', 'include message bodies in the output')
@@ -204,7 +206,7 @@ export function register(program: Command, deps: Deps): void {
     .option('--journal <url>', 'share the journal with a fleet of runners of this identity: postgres://… (default: local; $MRP_JOURNAL)')
     .option('--lease <duration>', 'with a shared journal: how long a dead runner holds its messages before another takes them over', '30s')
     .option('--standby', 'with a shared journal: when both WebSocket slots are held, wait for one instead of polling')
-    .option('--max-crashes <n>', 'runs of a handler on one message that may end the process before it is answered with handler_crashed', '3');
+    .option('--max-crashes <n>', 'runs of a handler on one message that may end the process before it is answered with handler_crashed', String(RUNTIME_DEFAULTS.maxCrashes));
   examples(addGlobalOptions(cmd, { logPayloads: false }), [
     'mrp run --handler ./handler.ts',
     'mrp run -H handlers/echo.ts --relay http://127.0.0.1:8080',
