@@ -11,7 +11,7 @@ import { sleep } from '../core/async.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { AbortError, isRetryable, NetworkError, OutcomeUnknownError, ProtocolError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
-import { PATHS } from '../protocol/constants.js';
+import { HEADERS, PATHS } from '../protocol/constants.js';
 import { relayErrorFromResponse } from '../protocol/envelope.js';
 import { bodyHash, canonicalRequest, signRequest, uniqueTimestamp, type Keypair } from '../protocol/signing.js';
 import type {
@@ -57,6 +57,11 @@ import {
 export interface PollPage extends PollResponse {
   sizes: number[];
   rejected: RejectedMessage[];
+  /**
+   * The query's `take` id came back in `X-MRP-Take`: this relay records take ids (on a `sent`
+   * poll) and filtered this listing by it (on a `delivered` one). Absent when no `take` was asked.
+   */
+  takeEchoed?: boolean;
 }
 
 /** Percent-encodes everything but unreserved characters, so no URL parser re-encodes after signing. */
@@ -183,6 +188,8 @@ export interface Response<T> {
   data: T;
   rate: RateInfo | undefined;
   requestId: string | undefined;
+  /** The `X-MRP-Take` header (docs/protocol.md §3.6, our extension), when the relay sent one. */
+  take?: string | undefined;
 }
 
 function rateOf(headers: Headers): RateInfo | undefined {
@@ -415,7 +422,8 @@ export class RelayClient {
       } catch (err) {
         throw new ProtocolError('invalid_response', `${method} ${target.split('?')[0]}: unreadable answer from the relay (${(err as Error).message})`, { cause: err });
       }
-      return { status: res.status, data: data as T, rate, requestId: res.headers.get('x-request-id') ?? undefined };
+      const take = res.headers.get(HEADERS.take) ?? undefined;
+      return { status: res.status, data: data as T, rate, requestId: res.headers.get('x-request-id') ?? undefined, ...(take === undefined ? {} : { take }) };
     }
     throw relayErrorFromResponse(res.status, text, res.headers, this.#clock.now());
   }
@@ -513,6 +521,8 @@ export class RelayClient {
       thread_id?: string;
       since?: string;
       wait?: number;
+      /** Our extension (docs/protocol.md §3.6): the take id to record, or to list by. */
+      take?: string;
     } = {},
     signal?: AbortSignal,
   ): Promise<PollPage> {
@@ -526,7 +536,7 @@ export class RelayClient {
       parse: readMessagePage,
     });
     const { messages, has_more, next_cursor, sizes, rejected } = res.data;
-    return { messages, has_more, next_cursor, sizes, rejected };
+    return { messages, has_more, next_cursor, sizes, rejected, ...(query.take === undefined ? {} : { takeEchoed: res.take === query.take }) };
   }
 
   async getMessage(id: string, signal?: AbortSignal): Promise<Message> {

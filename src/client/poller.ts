@@ -9,6 +9,7 @@
  * closed and the next poll is sent; without it, `batch` events), and the poller asks
  * `capacity()` how many more it may fetch so a busy consumer is not flooded.
  */
+import { randomBytes } from 'node:crypto';
 import { sleep } from '../core/async.js';
 import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
@@ -51,6 +52,8 @@ export interface PollerOptions {
   maxAuthFailures?: number;
   /** Notes each poll in flight (see TakeLog). */
   takes?: TakeLog;
+  /** A fresh take id for each poll (docs/protocol.md §3.6; default: 16 random bytes, base64url). */
+  takeId?: () => string;
   /**
    * Takes each non-empty page and resolves once the consumer has it durably (journaled). The
    * poll's take is closed only then; a rejection leaves the take open, so that window is looked
@@ -68,12 +71,24 @@ const TAKE_SLACK_MS = 3000;
 
 /**
  * Where the poller notes what is in flight (the journal, under `mrp run`): `begin` right before a
- * poll is sent, `end` once its answer has been handed over (and so journaled). A process that
- * dies in between leaves a take open, and the next start looks at exactly that poll's window.
+ * poll is sent (with the take id the poll carries), `end` once its answer has been handed over
+ * (and so journaled). A process that dies in between leaves a take open, and the next start
+ * looks at exactly what that poll took (by its id; by its window on a relay without take ids).
  */
 export interface TakeLog {
-  begin(at: number, waitSeconds: number): void;
+  begin(at: number, waitSeconds: number, id: string): void;
   end(): void;
+}
+
+/** A poll whose answer may not have been read: when it was sent (local clock), its wait, its take id. */
+export interface Take {
+  at: number;
+  waitSeconds: number;
+  id?: string;
+}
+
+function randomTakeId(): string {
+  return randomBytes(16).toString('base64url');
 }
 /** How long a cancelled long poll may take to reach the relay before the recovery look. */
 const RECOVERY_SETTLE_MS = 500;
@@ -90,6 +105,12 @@ export class Poller extends TypedEmitter<PollerEvents> {
   readonly #maxAuthFailures: number;
   readonly #takes: TakeLog | undefined;
   readonly #deliver: ((page: PollPage) => Promise<void>) | undefined;
+  readonly #takeId: () => string;
+  /**
+   * Whether this relay records take ids: true once a poll's answer echoed its id, false once one
+   * did not (or a take listing came back unfiltered); unknown before either.
+   */
+  #recordsTakes: boolean | undefined;
   #waitSeconds: number;
   #running = false;
   #loop: Promise<void> | undefined;
@@ -108,6 +129,12 @@ export class Poller extends TypedEmitter<PollerEvents> {
     this.#maxAuthFailures = options.maxAuthFailures ?? POLLER_DEFAULTS.maxAuthFailures;
     this.#takes = options.takes;
     this.#deliver = options.deliver;
+    this.#takeId = options.takeId ?? randomTakeId;
+  }
+
+  /** Whether the relay is known to record take ids (undefined: not known yet). */
+  get recordsTakes(): boolean | undefined {
+    return this.#recordsTakes;
   }
 
   get mode(): 'long-poll' | 'interval' {
@@ -136,36 +163,77 @@ export class Poller extends TypedEmitter<PollerEvents> {
   /**
    * Looks again at what one poll may have taken without its answer being read — a long poll
    * cancelled by `stop()` in the instant the relay answered it, or one in flight when the process
-   * died — and emits those messages (the consumer skips those it already has). `take.at` is when
-   * that poll was sent (local clock); the relay can only have taken messages for it between then
-   * and its wait running out, so only messages delivered within that window (on the relay's
-   * clock, estimated from its `Date` headers, ± a margin) are emitted. Messages `recv` or
-   * another consumer took at other times are left alone. Resolves false if the relay could not
-   * be asked (try again).
+   * died — and hands those messages over (the consumer skips those it already has). Messages
+   * `recv` or another consumer took are left alone: with the poll's take id, on a relay that
+   * records take ids, exactly what that poll took is listed (`status=delivered&take=<id>`);
+   * otherwise the time window of the poll (see `#recoverWindow`). Resolves false if the relay
+   * could not be asked (try again).
    */
-  async recoverTake(take: { at: number; waitSeconds: number }, until?: number): Promise<boolean> {
+  async recoverTake(take: Take, until?: number): Promise<boolean> {
+    try {
+      if (take.id !== undefined && this.#recordsTakes !== false) {
+        const exact = await this.#recoverById(take.id);
+        if (exact !== 'ignored') return exact;
+      }
+      return await this.#recoverWindow(take, until);
+    } catch (err) {
+      this.emit('warning', toMrpError(err));
+      return false;
+    }
+  }
+
+  /**
+   * Hands over the messages delivered under take `id`. A relay that does not echo the id in
+   * `X-MRP-Take` ignored the parameter (its listing is every delivered message): 'ignored', and
+   * the caller falls back to the window.
+   */
+  async #recoverById(id: string): Promise<boolean | 'ignored'> {
+    return this.#recoverPages({ take: id }, (res) => {
+      if (!res.takeEchoed) {
+        this.#recordsTakes = false;
+        return 'ignored';
+      }
+      this.#recordsTakes = true;
+      return res.messages.map(() => true);
+    });
+  }
+
+  /**
+   * `take.at` is when that poll was sent (local clock); the relay can only have taken messages for
+   * it between then and its wait running out, so only messages delivered within that window (on
+   * the relay's clock, estimated from its `Date` headers, ± a margin) are handed over. What `recv`
+   * took inside that window cannot be told apart: relays that record take ids avoid this.
+   */
+  async #recoverWindow(take: Take, until?: number): Promise<boolean> {
     const offset = this.#client.clockOffsetMs;
     const margin = offset === undefined ? RECOVERY_MARGIN_MS : RECOVERY_MARGIN_KNOWN_CLOCK_MS;
     const from = take.at + (offset ?? 0) - margin;
     const to = (until ?? take.at + take.waitSeconds * 1000 + TAKE_SLACK_MS) + (offset ?? 0) + margin;
+    const result = await this.#recoverPages({ since: formatTimestamp(from) }, (res) =>
+      res.messages.map((m) => {
+        const at = m.delivered_at === null ? Number.NaN : Date.parse(m.delivered_at);
+        return at >= from && at <= to;
+      }),
+    );
+    return result === true;
+  }
+
+  /**
+   * Walks a `status=delivered` listing, handing over what `pick` keeps on each page; `pick` may
+   * stop the walk with 'ignored' (before anything is handed over). False when a hand-off failed.
+   */
+  async #recoverPages(query: { take?: string; since?: string }, pick: (res: PollPage) => boolean[] | 'ignored'): Promise<boolean | 'ignored'> {
     const seen = new Set<string>();
     let cursor: string | undefined;
-    try {
-      for (;;) {
-        const res = await this.#client.poll({ status: 'delivered', since: formatTimestamp(from), limit: LIMITS.pollLimitMax, ...(cursor ? { cursor } : {}) });
-        const keep = res.messages.map((m) => {
-          const at = m.delivered_at === null ? Number.NaN : Date.parse(m.delivered_at);
-          return at >= from && at <= to;
-        });
-        const handed = await this.#hand({ ...res, messages: res.messages.filter((_, i) => keep[i]), sizes: res.sizes.filter((_, i) => keep[i]), rejected: [] });
-        if (!handed) return false;
-        if (!res.has_more || !res.next_cursor || seen.has(res.next_cursor)) return true;
-        seen.add(res.next_cursor);
-        cursor = res.next_cursor;
-      }
-    } catch (err) {
-      this.emit('warning', toMrpError(err));
-      return false;
+    for (;;) {
+      const res = await this.#client.poll({ status: 'delivered', ...query, limit: LIMITS.pollLimitMax, ...(cursor ? { cursor } : {}) });
+      const keep = pick(res);
+      if (keep === 'ignored') return 'ignored';
+      const handed = await this.#hand({ ...res, messages: res.messages.filter((_, i) => keep[i]), sizes: res.sizes.filter((_, i) => keep[i]), rejected: [] });
+      if (!handed) return false;
+      if (!res.has_more || !res.next_cursor || seen.has(res.next_cursor)) return true;
+      seen.add(res.next_cursor);
+      cursor = res.next_cursor;
     }
   }
 
@@ -205,7 +273,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
    * Settles a poll whose answer may have been lost (see `recoverTake`). False when the relay
    * could not be asked: the take stays open (in the journal too) and is looked at again.
    */
-  async #settle(take: { at: number; waitSeconds: number; until: number }): Promise<boolean> {
+  async #settle(take: Take & { until: number }): Promise<boolean> {
     if (!(await this.recoverTake(take, take.until))) return false;
     this.#takes?.end();
     return true;
@@ -215,7 +283,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
     let failures = 0;
     let authFailures = 0;
     /** A poll whose answer may have been lost and that is not settled yet. */
-    let lost: { at: number; waitSeconds: number; until: number } | undefined;
+    let lost: (Take & { until: number }) | undefined;
     while (this.#running) {
       if (lost) {
         if (await this.#settle(lost)) lost = undefined;
@@ -229,9 +297,12 @@ export class Poller extends TypedEmitter<PollerEvents> {
       const limit = Math.max(1, Math.min(this.#limit, this.#capacity()));
       const wait = this.#waitSeconds;
       const started = this.#clock.now();
-      this.#takes?.begin(started, wait);
+      const id = this.#takeId();
+      // On disk before the poll is sent: a process that dies with it in flight recovers this id.
+      this.#takes?.begin(started, wait, id);
       try {
-        const page = await this.#client.poll({ limit, ...(wait > 0 ? { wait } : {}) }, this.#idle.signal);
+        const page = await this.#client.poll({ limit, ...(wait > 0 ? { wait } : {}), take: id }, this.#idle.signal);
+        this.#recordsTakes = page.takeEchoed === true;
         if (failures > 0) this.emit('recovered');
         failures = 0;
         authFailures = 0;
@@ -240,7 +311,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
         // The take closes once the page is journaled; if the hand-off failed it stays open and
         // the window is looked at again (or at the next start, if this one is stopping).
         if (await this.#hand(page)) this.#takes?.end();
-        else lost = { at: started, waitSeconds: wait, until: this.#clock.now() };
+        else lost = { at: started, waitSeconds: wait, id, until: this.#clock.now() };
         if (empty && wait > 0 && this.#clock.now() - started < (wait - 1) * 1000 && this.#running) {
           // An empty answer long before the wait ran out: this relay ignores `wait`.
           this.#waitSeconds = 0;
@@ -253,13 +324,13 @@ export class Poller extends TypedEmitter<PollerEvents> {
           // relay has had a moment to notice the cancelled request. If the relay cannot be
           // asked, the take stays open for the next start.
           await sleep(RECOVERY_SETTLE_MS, { clock: this.#clock });
-          await this.#settle({ at: started, waitSeconds: wait, until: this.#clock.now() });
+          await this.#settle({ at: started, waitSeconds: wait, id, until: this.#clock.now() });
           break;
         }
         const error = toMrpError(err);
         // A relay that answered with an error took nothing; a broken connection may have.
         if (error instanceof RelayError) this.#takes?.end();
-        else lost = { at: started, waitSeconds: wait, until: this.#clock.now() };
+        else lost = { at: started, waitSeconds: wait, id, until: this.#clock.now() };
         if (error instanceof RelayError && error.code === 'bad_request' && wait > 0 && /wait/.test(error.message)) {
           this.#waitSeconds = 0;
           this.emit('mode', 'interval');

@@ -15,8 +15,11 @@
  * LIMITS.wsPreAuthBytes received up to its auth frame (counted on the raw socket before ws
  * parses it, so an unfinished large frame is cut while it arrives and one large write is not
  * parsed past the auth frame: close 1009), and a pong that echoes only a
- * short scalar `ts`. A connection with more than MAX_BUFFERED bytes it has not read (pongs and
- * results it keeps asking for) is cut with 1008.
+ * short scalar `ts`. A connection with more than MAX_CONTROL_UNSENT bytes of answers it has not
+ * read (pongs — JSON and control —, results, errors it keeps asking for), or more than
+ * MAX_BUFFERED bytes unsent in all, is cut with 1008. Unsent bytes are also counted across all
+ * connections (`maxOutboundBytes`): past that budget, the connection with the most is cut (1013).
+ * An unfinished frame that makes no progress for `partialFrameTimeoutMs` is cut with 1008.
  *
  * No exception leaves a socket listener: an unexpected one is logged and closes that connection
  * with 1011.
@@ -50,7 +53,7 @@ import type { Logger } from './log.js';
 import { messageJson, sendResponse } from './message-json.js';
 import type { Messenger } from './messenger.js';
 import type { MessageRecord, Store } from './store/store.js';
-import { Connection } from './ws-connection.js';
+import { Connection, type Outbound } from './ws-connection.js';
 
 export interface HubOptions {
   authTimeoutMs: number;
@@ -61,6 +64,10 @@ export interface HubOptions {
   maxBodyBytes: number;
   /** Bytes of unfinished inbound frames held across all connections; past it the largest holder is cut (1013). */
   maxInboundFrameBytes: number;
+  /** Bytes written to sockets and not yet taken by the kernel, across all connections; past it the largest holder is cut (1013). */
+  maxOutboundBytes: number;
+  /** An unfinished inbound frame that gets no new byte for this long is cut (1008). */
+  partialFrameTimeoutMs: number;
 }
 
 export interface HubDeps {
@@ -77,8 +84,11 @@ export interface HubDeps {
 
 /** A connection with more unsent bytes than this (it does not read) is cut. */
 const MAX_BUFFERED = 8 * 1024 * 1024;
+/** A connection with more unsent answers than this (pongs, results, errors: not pushes) is cut. */
+export const MAX_CONTROL_UNSENT = 256 * 1024;
 /** Close codes the relay uses beyond §5.6 (standard WebSocket codes). */
 const CLOSE_TOO_BIG = 1009;
+/** Policy violation (1008): a peer that does not read its answers, or stalls mid-frame. */
 const CLOSE_SLOW_READER = 1008;
 const CLOSE_INTERNAL = 1011;
 /** The relay-wide budget of unfinished inbound frames is spent: retry later (standard "try again later"). */
@@ -107,6 +117,17 @@ export class Hub {
   readonly #byAgent = new Map<string, Set<Connection>>();
   /** Bytes received on all connections since each one's last complete frame (see `#countInbound`). */
   #inbound = 0;
+  /** Bytes written to all connections and not yet handed to the kernel (see `#overOutbound`). */
+  #outbound = 0;
+  readonly #ledger: Outbound = {
+    grew: (_conn, bytes) => {
+      this.#outbound += bytes;
+      if (this.#outbound > this.#options.maxOutboundBytes) this.#overOutbound();
+    },
+    shrank: (bytes) => {
+      this.#outbound -= bytes;
+    },
+  };
 
   constructor(deps: HubDeps, options: HubOptions) {
     this.#deps = deps;
@@ -130,6 +151,27 @@ export class Hub {
     return this.#inbound;
   }
 
+  /** Bytes written to sockets and not yet taken by the kernel, across all connections (tests and diagnostics). */
+  get outboundBytes(): number {
+    return this.#outbound;
+  }
+
+  /**
+   * The relay-wide budget of unsent bytes. Each connection is bounded (pushes pause at a window,
+   * answers at MAX_CONTROL_UNSENT, all at MAX_BUFFERED), but keys are free: many connections that
+   * do not read add up. Past the budget, the connection with the most unsent bytes is cut at once
+   * (its socket destroyed, which frees them) with 1013 until the total fits.
+   */
+  #overOutbound(): void {
+    while (this.#outbound > this.#options.maxOutboundBytes) {
+      let largest: Connection | undefined;
+      for (const c of this.#all) if (c.unsent > (largest?.unsent ?? 0)) largest = c;
+      if (!largest) break;
+      this.#deps.logger.info('ws_outbound_budget', { conn: largest.id, agent: largest.agent, remote: largest.remote, bytes: largest.unsent, total: this.#outbound });
+      this.#close(largest, CLOSE_BUSY, 'relay busy: too much unsent data', true);
+    }
+  }
+
   /**
    * The relay-wide budget of unfinished frames. ws's `maxPayload` bounds one frame per
    * connection, but keys are free: many connections each holding most of a large frame add up.
@@ -150,6 +192,34 @@ export class Hub {
     }
   }
 
+  /**
+   * Bytes arrived: progress. While the stream stops inside a frame (or a fragmented message), one
+   * timer per connection looks again when the timeout could have run out; a frame still unfinished
+   * with no byte since is cut (1008) — its bytes would otherwise be held until the heartbeat or the
+   * inbound budget cuts it.
+   */
+  #watchPartial(conn: Connection, chunk: Buffer): void {
+    const { clock } = this.#deps;
+    conn.scan.push(chunk);
+    conn.partialAt = clock.now();
+    if (conn.partialTimer || !conn.scan.unfinished) return;
+    const check = (): void => {
+      conn.partialTimer = undefined;
+      this.#guard(conn, 'partial_frame', () => {
+        if (conn.closed || !conn.scan.unfinished) return;
+        const idle = clock.now() - conn.partialAt;
+        if (idle < this.#options.partialFrameTimeoutMs) {
+          conn.partialTimer = clock.setTimeout(check, this.#options.partialFrameTimeoutMs - idle);
+          return;
+        }
+        this.#deps.logger.info('ws_frame_stalled', { conn: conn.id, agent: conn.agent, remote: conn.remote, bytes: conn.partial });
+        conn.socket?.pause();
+        this.#close(conn, CLOSE_SLOW_READER, 'unfinished frame stalled', false, 0);
+      });
+    };
+    conn.partialTimer = clock.setTimeout(check, this.#options.partialFrameTimeoutMs);
+  }
+
   /** A frame (data or control) completed on `conn`: its bytes no longer count as unfinished. */
   #frameDone(conn: Connection): void {
     this.#inbound -= conn.partial;
@@ -162,7 +232,7 @@ export class Hub {
    */
   accept(ws: WebSocket, req: IncomingMessage, socket: Duplex): void {
     const { clock, logger } = this.#deps;
-    const conn = new Connection(ws, req.socket.remoteAddress ?? '', clock.now());
+    const conn = new Connection(ws, req.socket.remoteAddress ?? '', clock.now(), this.#ledger);
     this.#all.add(conn);
     logger.debug('ws_open', { conn: conn.id, remote: conn.remote });
     conn.authTimer = clock.setTimeout(() => {
@@ -205,7 +275,9 @@ export class Hub {
     socket.on('data', judgePreAuth);
     conn.socket = socket;
     socket.prependListener('data', (chunk: Buffer) => {
-      if (!conn.closed) this.#countInbound(conn, chunk.length);
+      if (conn.closed) return;
+      this.#countInbound(conn, chunk.length);
+      this.#watchPartial(conn, chunk);
     });
 
     ws.on('message', (data, isBinary) => {
@@ -222,10 +294,13 @@ export class Hub {
       this.#frameDone(conn);
       conn.lastSeen = clock.now();
     });
-    // ws answers a control ping itself (autoPong): a peer that pings without reading gets cut here.
-    ws.on('ping', () => {
+    // Control pings are answered here (the server turns ws's autoPong off), so the answers count
+    // toward the connection's unread answers: a peer that pings without reading gets cut.
+    ws.on('ping', (data) => {
       this.#frameDone(conn);
-      this.#guard(conn, 'ws_ping', () => this.#checkUnread(conn));
+      this.#guard(conn, 'ws_ping', () => {
+        if (this.#checkUnread(conn)) conn.pong(data);
+      });
     });
     ws.on('close', (code, reason) => this.#guard(conn, 'ws_close', () => this.#onClosed(conn, code, reason.toString())));
     // ws closes the connection itself after an error (1007 invalid UTF-8, 1009 too big, 1002 protocol).
@@ -291,11 +366,14 @@ export class Hub {
     conn.send(frame, cb);
   }
 
-  /** False (and the connection cut with 1008) when more than MAX_BUFFERED bytes wait unread. */
+  /**
+   * False (and the connection cut with 1008) when more than MAX_CONTROL_UNSENT bytes of answers,
+   * or more than MAX_BUFFERED bytes in all, wait unread.
+   */
   #checkUnread(conn: Connection): boolean {
     if (conn.closed) return false;
-    if (conn.ws.bufferedAmount <= MAX_BUFFERED) return true;
-    this.#deps.logger.info('ws_slow_reader', { conn: conn.id, agent: conn.agent, buffered: conn.ws.bufferedAmount });
+    if (conn.controlUnsent <= MAX_CONTROL_UNSENT && conn.ws.bufferedAmount <= MAX_BUFFERED) return true;
+    this.#deps.logger.info('ws_slow_reader', { conn: conn.id, agent: conn.agent, buffered: conn.ws.bufferedAmount, answers: conn.controlUnsent });
     this.#close(conn, CLOSE_SLOW_READER, 'slow reader: too much unread data', true);
     return false;
   }
@@ -530,6 +608,7 @@ export class Hub {
     if (conn.closed) return;
     conn.closed = true;
     this.#frameDone(conn);
+    conn.release();
     conn.stopTimers();
     this.#all.delete(conn);
     conn.held = undefined;

@@ -54,6 +54,14 @@ export interface RelayOptions {
    * past it, the connection holding the most is closed with 1013 (try again later).
    */
   maxInboundFrameBytes?: number;
+  /**
+   * Bytes written to WebSockets that their peers have not read yet (not taken by the kernel),
+   * across all connections (default 256 MiB): past it, the connection with the most is closed
+   * with 1013 (try again later).
+   */
+  maxOutboundBytes?: number;
+  /** An unfinished inbound WebSocket frame that gets no new byte for this long is closed with 1008 (default 30 s). */
+  partialFrameTimeoutMs?: number;
   authTimeoutMs?: number;
   heartbeatIntervalMs?: number;
   heartbeatTimeoutMs?: number;
@@ -143,6 +151,8 @@ export const RELAY_DEFAULTS = {
   maxConnections: 10_000,
   maxConnectionsPerAddress: 256,
   maxInboundFrameBytes: 64 * 1024 * 1024,
+  maxOutboundBytes: 256 * 1024 * 1024,
+  partialFrameTimeoutMs: 30_000,
   authTimeoutMs: TIMING.wsAuthTimeoutMs,
   heartbeatIntervalMs: TIMING.heartbeatIntervalMs,
   heartbeatTimeoutMs: TIMING.heartbeatTimeoutMs,
@@ -202,6 +212,8 @@ const POSITIVE = [
   'maxConnections',
   'maxConnectionsPerAddress',
   'maxInboundFrameBytes',
+  'maxOutboundBytes',
+  'partialFrameTimeoutMs',
   'authTimeoutMs',
   'heartbeatIntervalMs',
   'heartbeatTimeoutMs',

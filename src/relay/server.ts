@@ -100,6 +100,8 @@ export function createRelay(options: RelayOptions): Relay {
       maxEnvelopeBytes: o.maxEnvelopeBytes,
       maxBodyBytes: o.maxBodyBytes,
       maxInboundFrameBytes: o.maxInboundFrameBytes,
+      maxOutboundBytes: o.maxOutboundBytes,
+      partialFrameTimeoutMs: o.partialFrameTimeoutMs,
     },
   );
 
@@ -247,6 +249,8 @@ export function createRelay(options: RelayOptions): Relay {
     // Oversized sends get a send_result payload_too_large; only frames past this cap are cut (1009).
     // Before authentication the hub allows far less (LIMITS.wsPreAuthBytes).
     maxPayload: 4 * o.maxEnvelopeBytes,
+    // The hub answers control pings itself, so the answers count toward a peer's unread bytes.
+    autoPong: false,
   });
   /** WebSocket connections (from the upgrade until the socket closes), in total and per client address. */
   const wsSockets = new AddressCounter(o.maxConnections, o.maxConnectionsPerAddress);

@@ -3,13 +3,31 @@
  * frames held while its auth frame is checked, its registry slot, its delivery (what it is
  * pushed), its timers. Also the socket side `Delivery` writes to (`PushSink`): pushes are
  * flow-controlled there, by `buffered`; everything else the hub sends goes through its own
- * MAX_BUFFERED check.
+ * checks (`controlUnsent`, MAX_BUFFERED).
+ *
+ * Every frame written here is counted until ws has handed it to the kernel (its write callback):
+ * `unsent` in all, `controlUnsent` for what is not a pushed message (pongs, results, errors),
+ * and the relay-wide total through `Outbound` (the hub's outbound budget).
  */
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Timer } from '../core/clock.js';
 import type { Delivery, PushSink } from './delivery.js';
+import { FrameScanner } from './frame-scan.js';
 import { connectionId } from './ids.js';
+
+/** The relay-wide count of unsent bytes (the hub's): told each frame queued and each one written or dropped. */
+export interface Outbound {
+  grew(conn: Connection, bytes: number): void;
+  shrank(bytes: number): void;
+}
+
+/**
+ * What one queued frame costs beyond its payload: its header (at most 10 bytes; the relay never
+ * masks) and the write request, callback and buffers that hold it until the kernel takes it — so
+ * a flood of tiny answers (control pongs) is counted near what it really holds.
+ */
+const FRAME_OVERHEAD_BYTES = 128;
 
 export class Connection implements PushSink {
   readonly id = connectionId();
@@ -33,12 +51,24 @@ export class Connection implements PushSink {
   authTimer: Timer | undefined;
   heartbeatTimer: Timer | undefined;
   closed = false;
+  /** Bytes written to `ws` that it has not handed to the kernel yet. */
+  unsent = 0;
+  /** The part of `unsent` that is not pushed messages (pongs, results, errors, control pongs). */
+  controlUnsent = 0;
+  /** Frame boundaries in what the peer sends (is it stopped inside a frame?). */
+  readonly scan = new FrameScanner();
+  /** When the peer's last byte arrived, and the timer that cuts a stalled unfinished frame. */
+  partialAt = 0;
+  partialTimer: Timer | undefined;
+  readonly #outbound: Outbound | undefined;
+  #released = false;
 
-  constructor(ws: WebSocket, remote: string, now: number) {
+  constructor(ws: WebSocket, remote: string, now: number, outbound?: Outbound) {
     this.ws = ws;
     this.remote = remote;
     this.opened = now;
     this.lastSeen = now;
+    this.#outbound = outbound;
   }
 
   /** Unsent bytes (`PushSink`). */
@@ -48,19 +78,56 @@ export class Connection implements PushSink {
 
   /** A pushed message (`PushSink`): flow control is `Delivery`'s, by `buffered`. */
   write(frame: string, cb?: (err?: Error) => void): void {
-    this.send(frame, cb);
+    this.send(frame, cb, false);
   }
 
-  send(frame: string, cb?: (err?: Error) => void): void {
+  /** A text frame; `control` (default): not a pushed message, so it counts toward `controlUnsent`. */
+  send(frame: string, cb?: (err?: Error) => void, control = true): void {
     if (this.closed) {
       cb?.(new Error('connection closed'));
       return;
     }
-    this.ws.send(frame, cb);
+    const bytes = Buffer.byteLength(frame) + FRAME_OVERHEAD_BYTES;
+    this.#queued(bytes, control);
+    this.ws.send(frame, (err) => {
+      this.#written(bytes, control);
+      cb?.(err);
+    });
+  }
+
+  /** Answers a control ping (the relay does it, not ws's autoPong, so the answer is counted). */
+  pong(data: Buffer): void {
+    if (this.closed) return;
+    const bytes = data.length + FRAME_OVERHEAD_BYTES;
+    this.#queued(bytes, true);
+    this.ws.pong(data, false, () => this.#written(bytes, true));
+  }
+
+  #queued(bytes: number, control: boolean): void {
+    this.unsent += bytes;
+    if (control) this.controlUnsent += bytes;
+    this.#outbound?.grew(this, bytes);
+  }
+
+  #written(bytes: number, control: boolean): void {
+    if (this.#released) return;
+    this.unsent -= bytes;
+    if (control) this.controlUnsent -= bytes;
+    this.#outbound?.shrank(bytes);
+  }
+
+  /** The connection is gone: what it still had unsent no longer counts (its socket is being destroyed). */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#outbound?.shrank(this.unsent);
+    this.unsent = 0;
+    this.controlUnsent = 0;
   }
 
   stopTimers(): void {
     this.authTimer?.cancel();
     this.heartbeatTimer?.cancel();
+    this.partialTimer?.cancel();
   }
 }

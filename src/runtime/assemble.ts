@@ -53,7 +53,7 @@ export function createSource(mode: AgentMode, client: RelayClient, journal: Runt
       const takes = journal instanceof Journal ? journal : undefined;
       return new PollSource(client, {
         ...clock,
-        ...(takes ? { takes: { begin: (at: number, wait: number) => takes.takeBegun(at, wait), end: () => takes.takeEnded() } } : {}),
+        ...(takes ? { takes: { begin: (at: number, wait: number, id: string) => takes.takeBegun(at, wait, id), end: () => takes.takeEnded() } } : {}),
         ...(takes?.openTake ? { openTake: takes.openTake } : {}),
         ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
       });

@@ -27,6 +27,7 @@ import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, ConfigError, MrpError } from '../core/errors.js';
+import { TAKE_ID_RE } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { JsonValue, Message } from '../protocol/types.js';
 import { ExpiringIdSet, hash64, hashHex, parseHashHex } from './idset.js';
@@ -108,10 +109,14 @@ export interface JournalFs {
   unlinkSync(path: string): void;
 }
 
-/** A poll in flight when the process died: its start (local clock) and long-poll wait. */
+/**
+ * A poll in flight when the process died: its start (local clock), long-poll wait and the take id
+ * it sent (docs/protocol.md §3.6; absent in journals written before take ids).
+ */
 export interface OpenTake {
   at: number;
   waitSeconds: number;
+  id?: string;
 }
 
 export interface JournalEvents extends Record<string, unknown[]> {
@@ -128,7 +133,7 @@ type Line =
   /** `n`: a count (compacted form); absent means one. */
   | { k: 'started'; id: string; n?: number }
   | { k: 'aborted'; id: string; n?: number }
-  | { k: 'take'; at: number; wait: number }
+  | { k: 'take'; at: number; wait: number; id?: string }
   | { k: 'taken' }
   | { k: 'handled'; id: string; reply: JournaledReply | LegacyReply | null }
   | { k: 'replied'; id: string; to: string }
@@ -313,7 +318,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
           break;
         }
         case 'take':
-          take = { at: line.at, waitSeconds: line.wait };
+          take = openTakeOf(line);
           break;
         case 'taken':
           take = undefined;
@@ -338,7 +343,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
       if (e.replyId !== undefined) out.push(JSON.stringify({ k: 'replied', id: e.id, to: e.replyId } satisfies Line));
     }
     // An open take stays open until it is settled (its answer journaled, or recovered).
-    if (this.#take) out.push(JSON.stringify({ k: 'take', at: this.#take.at, wait: this.#take.waitSeconds } satisfies Line));
+    if (this.#take) out.push(JSON.stringify(takeLine(this.#take)));
     const tmp = `${this.path}.tmp`;
     const fd = this.#fs.openSync(tmp, 'w', 0o600);
     try {
@@ -433,12 +438,12 @@ export class Journal extends TypedEmitter<JournalEvents> {
   }
 
   /**
-   * Poll mode: a poll is about to be sent (`at`: local clock). Written at once, so a process that
+   * Poll mode: a poll is about to be sent (`at`: local clock; `id`: the take id it carries). Written at once, so a process that
    * dies before the poll's answer is journaled leaves this record last.
    */
-  takeBegun(at: number, waitSeconds: number): void {
-    this.#take = { at, waitSeconds };
-    void this.#append({ k: 'take', at, wait: waitSeconds }, false);
+  takeBegun(at: number, waitSeconds: number, id?: string): void {
+    this.#take = { at, waitSeconds, ...(id === undefined ? {} : { id }) };
+    void this.#append(takeLine(this.#take), false);
     this.flush();
   }
 
@@ -653,4 +658,14 @@ export function journalLockHolder(dir: string): number | undefined {
   }
   const pid = Number(text.trim());
   return Number.isInteger(pid) && pid > 0 && isAlive(pid) ? pid : undefined;
+}
+
+function takeLine(take: OpenTake): Line {
+  return { k: 'take', at: take.at, wait: take.waitSeconds, ...(take.id === undefined ? {} : { id: take.id }) };
+}
+
+/** A `take` record back as an open take; an id that is not a valid take id is dropped (window recovery). */
+function openTakeOf(line: { at: number; wait: number; id?: unknown }): OpenTake {
+  const id = typeof line.id === 'string' && TAKE_ID_RE.test(line.id) ? line.id : undefined;
+  return { at: line.at, waitSeconds: line.wait, ...(id === undefined ? {} : { id }) };
 }

@@ -52,7 +52,7 @@ export async function startAgent(t: TestContext, relay: Pick<TestRelay, 'url'>, 
           ...(clock ? { clock } : {}),
           waitSeconds: setup.pollWaitSeconds ?? 5,
           capacity: () => runtime?.capacity() ?? 0,
-          takes: { begin: (at, wait) => journal.takeBegun(at, wait), end: () => journal.takeEnded() },
+          takes: { begin: (at, wait, id) => journal.takeBegun(at, wait, id), end: () => journal.takeEnded() },
           ...(journal.openTake ? { openTake: journal.openTake } : {}),
         })
       : new WebSocketSource(client, { ...(clock ? { clock } : {}), ...setup.session });

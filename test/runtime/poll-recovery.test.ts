@@ -6,6 +6,7 @@
  * `tail --ack` took while it was stopped.
  */
 import assert from 'node:assert/strict';
+import { appendFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { RelayClient } from '../../src/client/http.js';
@@ -86,5 +87,26 @@ describe('poll mode recovers exactly what it took', () => {
     const again = Journal.open(journalDir);
     assert.equal(again.openTake, undefined, 'no poll left open after a clean stop');
     again.close();
+  });
+
+  it("the journal keeps an open poll's take id across restarts and compactions; a bad id falls back to the window", async (t) => {
+    const dir = await tempDir(t);
+    const j = Journal.open(dir);
+    j.takeBegun(1_000, 20, 'take_A-1');
+    j.close();
+    const again = Journal.open(dir); // replays, then compacts
+    assert.deepEqual(again.openTake, { at: 1_000, waitSeconds: 20, id: 'take_A-1' });
+    again.close();
+    const third = Journal.open(dir);
+    assert.deepEqual(third.openTake, { at: 1_000, waitSeconds: 20, id: 'take_A-1' });
+    third.close();
+    appendFileSync(third.path, `${JSON.stringify({ k: 'take', at: 2_000, wait: 5, id: 'not a take id!' })}\n`);
+    const fourth = Journal.open(dir);
+    assert.deepEqual(fourth.openTake, { at: 2_000, waitSeconds: 5 });
+    fourth.takeEnded();
+    fourth.close();
+    const fifth = Journal.open(dir);
+    assert.equal(fifth.openTake, undefined);
+    fifth.close();
   });
 });
