@@ -146,7 +146,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#maxCrashes = positiveInteger('maxCrashes', options.maxCrashes ?? RUNTIME_DEFAULTS.maxCrashes);
     if (!(this.#timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive (got ${this.#timeoutMs})`);
     if (!(this.#graceMs >= 0)) throw new RangeError(`graceMs must be ≥ 0 (got ${this.#graceMs})`);
-    this.#outbox = new Outbox({ send: (r) => this.#source.send(r), client: this.#client, clock: this.#clock });
+    this.#outbox = new Outbox({ send: (r, timeoutMs) => this.#source.send(r, timeoutMs === undefined ? undefined : { timeoutMs }), client: this.#client, clock: this.#clock });
     this.#outbox.on('retry', ({ request, error, delayMs }) =>
       this.emit('reply_retry', { messageId: request.in_reply_to ?? undefined, error, delayMs }),
     );

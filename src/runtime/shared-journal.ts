@@ -359,6 +359,76 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
       ON CONFLICT (identity, message_id) DO UPDATE SET state = 'done', done_at = EXCLUDED.done_at, lease_until = 0`);
   }
 
+  /**
+   * The fence before a reply is sent (docs/architecture.md §2 "shared journal", fencing): one
+   * statement checks that this runner still owns the row and extends its lease to `t0 + lease`
+   * (`t0`: the clock just before the statement). Nobody can take the row over before `t0 + lease`,
+   * so a send that finishes — or is given up as "outcome unknown" — by `t0 + lease - margin` is
+   * over before any taker starts; the `margin` (a third of the lease) leaves a request already
+   * written to the relay time to land before the taker's thread check. Resolves with the
+   * milliseconds the send may take, or `undefined` when the row is no longer this runner's (the
+   * reply must not be sent: the taker answers). Fences made in one event-loop turn share one
+   * statement. A fence that came back too late to leave a useful window is taken again.
+   */
+  async fence(id: string): Promise<number | undefined> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const t0 = await this.#fenceOnce(id);
+      if (t0 === undefined) {
+        this.#live.delete(id);
+        return undefined;
+      }
+      const windowMs = t0 + this.leaseMs - this.sendMarginMs - this.#clock.now();
+      if (windowMs >= this.minSendWindowMs) return windowMs;
+    }
+    throw new MrpError('network', 'journal_unwritable', `the shared journal (${this.location}) answers too slowly to fence a reply within its lease; retrying`);
+  }
+
+  /** Milliseconds of a lease kept free of sends after a fence (see `fence`). */
+  get sendMarginMs(): number {
+    return Math.floor(this.leaseMs / 3);
+  }
+
+  /** The shortest send window a fence hands out (shorter: fenced again). */
+  get minSendWindowMs(): number {
+    return Math.min(2000, Math.floor(this.leaseMs / 6));
+  }
+
+  #fences: Map<string, Array<(t0: number | undefined) => void>> | undefined;
+
+  #fenceOnce(id: string): Promise<number | undefined> {
+    return new Promise<number | undefined>((resolve, reject) => {
+      if (this.#closed) return reject(new AbortError('the journal is closed'));
+      if (!this.#fences) {
+        this.#fences = new Map();
+        setImmediate(() => this.#flushFences());
+      }
+      const waiting = this.#fences.get(id);
+      const settle = (t0: number | undefined | Error): void => (t0 instanceof Error ? reject(t0) : resolve(t0));
+      if (waiting) waiting.push(settle as (t0: number | undefined) => void);
+      else this.#fences.set(id, [settle as (t0: number | undefined) => void]);
+    });
+  }
+
+  #flushFences(): void {
+    const batch = this.#fences;
+    this.#fences = undefined;
+    if (!batch || batch.size === 0) return;
+    const ids = [...batch.keys()];
+    const settleAll = (value: (id: string) => number | undefined | Error): void => {
+      for (const [id, waiters] of batch) for (const w of waiters) (w as (v: number | undefined | Error) => void)(value(id));
+    };
+    this.#write(async () => {
+      const t0 = this.#clock.now();
+      const rows = await this.#sql<Array<{ message_id: string }>>`UPDATE mrp_fleet_entries SET lease_until = GREATEST(lease_until, ${t0 + this.leaseMs})
+        WHERE identity = ${this.identity} AND owner = ${this.runnerId} AND state <> 'done' AND message_id = ANY(${ids})
+        RETURNING message_id`;
+      return { t0, owned: new Set(rows.map((r) => r.message_id)) };
+    }).then(
+      ({ t0, owned }) => settleAll((id) => (owned.has(id) ? t0 : undefined)),
+      (err: unknown) => settleAll(() => (err instanceof Error ? err : new Error(String(err)))),
+    );
+  }
+
   durable(): Promise<void> {
     if (this.#closed) return Promise.reject(new AbortError('the journal is closed'));
     if (this.#awaited.size === 0) return Promise.resolve();
