@@ -190,10 +190,10 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     const keypair = Keypair.generate();
     const identity = keypair.publicKey;
     const peer = await Peer.connect(t, relay);
-    // b's clock runs ahead by more than a lease: to b, a has been silent (stalled) past its lease.
+    // The journals' clock jumps by more than a lease while a is paused: a stall (no heartbeat).
     let skew = 0;
     const ahead: Clock = { ...systemClock, now: () => Date.now() + skew };
-    const aJournal = await SharedJournal.open({ url, identity, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
+    const aJournal = await SharedJournal.open({ url, identity, clock: ahead, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
     const bJournal = await SharedJournal.open({ url, identity, clock: ahead, leaseMs: LEASE, runnerId: 'b', heartbeat: false });
     // a pauses right after its reply is journaled (where a stalled event loop would sit).
     const stall = gate();
