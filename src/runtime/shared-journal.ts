@@ -755,7 +755,9 @@ class TurnBatch<I, R> {
     this.#running++;
     this.#run(batch.map((b) => b.item))
       .then(
-        (results) => batch.forEach((b, i) => b.resolve(results[i] as R)),
+        (results) => {
+          for (const [i, b] of batch.entries()) b.resolve(results[i] as R);
+        },
         (err: unknown) => {
           for (const b of batch) b.reject(err);
         },
