@@ -16,6 +16,7 @@ import { describePostgresUrl, fleetStatus, SharedJournal } from '../../src/runti
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
 import { gate, Peer } from '../helpers/agent.js';
+import postgres from 'postgres';
 import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
 import { startRelay } from '../helpers/relay.js';
 
@@ -259,6 +260,33 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.equal(peer.replyTo(sent.message_id).length, 1);
     assert.equal(fences.length, 1);
     assert.equal(await fences[0], undefined, 'a asked before sending and learned it lost the lease');
+  });
+
+  it('a message that crashed runners, offered again over a WebSocket and claimed there, gets the --max-crashes answer', { timeout: 30_000 }, async (t) => {
+    const url = await cluster.database(t);
+    const relay = await startRelay(t);
+    const keypair = Keypair.generate();
+    const identity = keypair.publicKey;
+    const peer = await Peer.connect(t, relay);
+    const sent = await peer.send(identity, { n: 1 });
+    // What runners that died on it left: three handler starts, no reply, the lease long gone. (No
+    // message text: a row a scan cannot take over, so only the WebSocket's offer brings it back.)
+    const db = postgres(url, { max: 1, onnotice: () => undefined });
+    t.after(() => db.end({ timeout: 1 }));
+    const journal = await SharedJournal.open({ url, identity, leaseMs: LEASE, runnerId: 'b', heartbeat: false });
+    await db`INSERT INTO mrp_fleet_entries (identity, message_id, state, owner, lease_until, starts, expires_at, received_at)
+      VALUES (${identity}, ${sent.message_id}, 'received', 'dead', 0, 3, ${Date.now() + 86_400_000}, ${Date.now()})`;
+    const client = new RelayClient({ relayUrl: relay.url, keypair });
+    let calls = 0;
+    const runtime = new Runtime({ handler: () => void calls++, source: new WebSocketSource(client), client, journal, codec, maxCrashes: 3 });
+    t.after(() => runtime.stop());
+    const crashed = runtime.next('handler_crashed');
+    runtime.start();
+    const [event] = await crashed;
+    assert.equal(event.crashes, 3);
+    const [reply] = await peer.waitForReplies(1);
+    assert.deepEqual((reply!.body as { error: { code: string } }).error.code, 'handler_crashed');
+    assert.equal(calls, 0, 'not run a fourth time');
   });
 
   it('a graceful close hands what was left over at once (no lease wait)', async (t) => {
