@@ -412,6 +412,10 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
         WHERE e.identity = ${this.identity} AND e.message_id = v.id AND e.owner = ${this.runnerId}`;
       return ids.map(() => undefined);
     }, false),
+    // A handler start is what counts crashes (`--max-crashes`): it leaves before the handler's
+    // first await, not a turn later, and never waits for other batches.
+    8,
+    queueMicrotask,
   );
   readonly #handleds = new TurnBatch<{ id: string; text: string }, boolean>((items) =>
     this.#write(async () => {
@@ -728,9 +732,13 @@ class TurnBatch<I, R> {
   #running = 0;
   #scheduled = false;
 
-  constructor(run: (items: I[]) => Promise<R[]>, inFlight = 2) {
+  readonly #soon: (fn: () => void) => void;
+
+  /** `soon`: when a batch goes out (default: the end of the event-loop turn). */
+  constructor(run: (items: I[]) => Promise<R[]>, inFlight = 2, soon: (fn: () => void) => void = setImmediate) {
     this.#run = run;
     this.#inFlight = inFlight;
+    this.#soon = soon;
   }
 
   add(item: I): Promise<R> {
@@ -743,7 +751,7 @@ class TurnBatch<I, R> {
   #kick(): void {
     if (this.#scheduled || this.#running >= this.#inFlight || this.#items.length === 0) return;
     this.#scheduled = true;
-    setImmediate(() => {
+    this.#soon(() => {
       this.#scheduled = false;
       this.#flush();
     });
