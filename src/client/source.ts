@@ -13,7 +13,7 @@
 import { sleep } from '../core/async.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { type MrpError, toMrpError } from '../core/errors.js';
+import { type MrpError, OutcomeUnknownError, toMrpError } from '../core/errors.js';
 import { LIMITS } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { RejectedMessage } from '../protocol/inbound.js';
@@ -133,10 +133,26 @@ export interface MessageSource extends TypedEmitter<SourceEvents> {
   close(): Promise<void>;
   /** Tells the relay a message is handled (§5.3). */
   ack(messageId: string): void;
-  /** Sends one message, its encoded body verbatim. */
-  send(request: EncodedSend): Promise<SendResponse>;
+  /**
+   * Sends one message, its encoded body verbatim. With `timeoutMs`, an answer not in by then
+   * rejects with `OutcomeUnknownError` and the attempt is given up (a fleet's fenced reply).
+   */
+  send(request: EncodedSend, options?: SendOptions): Promise<SendResponse>;
   /** The consumer has room again. */
   wake(): void;
+}
+
+export interface SendOptions {
+  timeoutMs?: number;
+}
+
+/** An HTTP send given up after `timeoutMs` (outcome unknown), or a plain one without it. */
+export function sendOverHttp(client: RelayClient, request: EncodedSend, options: SendOptions = {}): Promise<SendResponse> {
+  const ms = options.timeoutMs;
+  if (ms === undefined) return client.send(request);
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(new OutcomeUnknownError(`POST /v1/messages: given up after ${ms} ms; the relay may or may not have it`)), Math.max(1, ms));
+  return client.send(request, deadline.signal).finally(() => clearTimeout(timer));
 }
 
 /** A source's status bookkeeping (shared by the implementations here). */
@@ -246,8 +262,8 @@ export class WebSocketSource extends BaseSource implements MessageSource {
     this.session.ack(messageId);
   }
 
-  send(request: EncodedSend): Promise<SendResponse> {
-    return this.session.status === 'ready' ? this.session.send(request) : this.#client.send(request);
+  send(request: EncodedSend, options: SendOptions = {}): Promise<SendResponse> {
+    return this.session.status === 'ready' ? this.session.send(request, options) : sendOverHttp(this.#client, request, options);
   }
 
   wake(): void {
@@ -381,8 +397,8 @@ export class PollSource extends BaseSource implements MessageSource {
     // A poll marks what it returns delivered (§3.6); there is nothing to acknowledge.
   }
 
-  send(request: EncodedSend): Promise<SendResponse> {
-    return this.#client.send(request);
+  send(request: EncodedSend, options: SendOptions = {}): Promise<SendResponse> {
+    return sendOverHttp(this.#client, request, options);
   }
 
   wake(): void {

@@ -34,7 +34,7 @@ import type { SendResponse } from '../protocol/types.js';
 import { isPlainObject } from '../protocol/validate.js';
 import { WEBHOOK_HEADERS, WEBHOOK_TIMESTAMP_TOLERANCE_MS, checkWebhookTimestamp, verifyWebhookSignature } from '../protocol/webhook.js';
 import type { RelayClient } from './http.js';
-import { type Batch, BaseSource, type MessageSource, type SourceConsumer } from './source.js';
+import { type Batch, BaseSource, type MessageSource, type SendOptions, type SourceConsumer, sendOverHttp } from './source.js';
 
 export const WEBHOOK_SOURCE_DEFAULTS = {
   host: '127.0.0.1',
@@ -302,8 +302,8 @@ export class WebhookSource extends BaseSource implements MessageSource {
     // nothing more to tell it once the handler is done.
   }
 
-  send(request: EncodedSend): Promise<SendResponse> {
-    return this.#client.send(request);
+  send(request: EncodedSend, options: SendOptions = {}): Promise<SendResponse> {
+    return sendOverHttp(this.#client, request, options);
   }
 
   wake(): void {

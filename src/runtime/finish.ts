@@ -100,6 +100,7 @@ export class Finisher {
           threadId: plan.request.thread_id ?? id,
           // Also when the journal no longer holds it (a fleet member took it over): it may have replied.
           checkFirst: resumed || host.journal.get(id) === undefined,
+          ...(host.journal.fence ? { fence: () => host.journal.fence!(id) } : {}),
         });
         replyId = res.message_id;
         host.replied();
@@ -108,6 +109,7 @@ export class Finisher {
         const e = toMrpError(err);
         if (e instanceof AbortError) {
           // Shutting down before the relay took the reply: the journal keeps it for next time.
+          // Or (TakenOverError) a fleet member took the message over: it replies and acks.
           host.release(id);
           return;
         }

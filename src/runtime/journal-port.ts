@@ -10,7 +10,8 @@
  *   runtime then drops the message without acknowledging it. When the record shows that a handler
  *   already began on it (`get(id).started`), the runtime runs it as a redelivery.
  * - `handled(id, reply)` resolves once the sealed reply is recorded; a rejection means this runner
- *   lost the message (nothing is sent). `started`, `aborted`, `replied`, `done` never throw.
+ *   lost the message (nothing is sent). `fence(id)`, when present, is asked before every send of
+ *   that reply and bounds how long the send may take (a fleet never sends a reply twice). `started`, `aborted`, `replied`, `done` never throw.
  * - `recovered` events hand over entries taken over while running (another runner died): the
  *   runtime resumes them like the entries `takeRecovered()` returns at start.
  * - `unwritable` / `writable` events: while not `writable`, no new messages are taken.
@@ -38,6 +39,13 @@ export interface RuntimeJournal extends Pick<TypedEmitter<JournalEvents>, 'on' |
   durable(): Promise<void>;
   /** Writes what is buffered now (a hint; never throws). */
   flush(): void;
+  /**
+   * Immediately before each attempt to send `id`'s reply (a fleet's journal; the local one has no
+   * rivals and leaves it out): resolves with the milliseconds the send may take — it must be over
+   * or given up by then — or `undefined` when this runner no longer owns the message (nothing is
+   * sent; the runner that took it over answers). A rejection is transient: try again later.
+   */
+  fence?(id: string): Promise<number | undefined>;
   /** A `recovered` entry the runtime did not take (it is already working on that message). */
   skipped?(id: string): void;
   /** Writes what is left and releases the journal; may be asynchronous. */

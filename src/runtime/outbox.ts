@@ -34,11 +34,28 @@ export interface ReplyKey {
   threadId: string;
   /** Check the thread before the first attempt too (resuming after a crash). */
   checkFirst?: boolean;
+  /**
+   * Asked immediately before every send attempt (a fleet's lease, `RuntimeJournal.fence`): the
+   * milliseconds the attempt may take, or `undefined` when the reply must not be sent (the send
+   * rejects with `TakenOverError`). An attempt cut off by that deadline has an unknown outcome.
+   */
+  fence?: () => Promise<number | undefined>;
+}
+
+/** The reply's message was taken over by another runner of the fleet: it answers, not this one. */
+export class TakenOverError extends AbortError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TakenOverError';
+  }
 }
 
 export interface OutboxOptions {
-  /** Sends one message (inline when connected, HTTP otherwise), its body text verbatim. */
-  send(request: EncodedSend): Promise<SendResponse>;
+  /**
+   * Sends one message (inline when connected, HTTP otherwise), its body text verbatim; with
+   * `timeoutMs`, an answer not in by then is `OutcomeUnknownError` (the attempt is given up).
+   */
+  send(request: EncodedSend, timeoutMs?: number): Promise<SendResponse>;
   client: RelayClient;
   clock?: Clock;
 }
@@ -53,7 +70,7 @@ function isPermanent(err: MrpError): boolean {
 }
 
 export class Outbox extends TypedEmitter<OutboxEvents> {
-  readonly #send: (request: EncodedSend) => Promise<SendResponse>;
+  readonly #send: (request: EncodedSend, timeoutMs?: number) => Promise<SendResponse>;
   readonly #client: RelayClient;
   readonly #clock: Clock;
   readonly #closing = new AbortController();
@@ -103,8 +120,24 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
         if (found) return { message_id: found.message_id, status: 'sent', created_at: found.created_at, expires_at: found.expires_at };
       }
       await this.#waitForRateLimit();
+      let timeoutMs: number | undefined;
+      if (reply?.fence) {
+        try {
+          timeoutMs = await reply.fence();
+        } catch (raw) {
+          // The fence could not be taken (the journal is unreachable): not sent; try again later.
+          const err = toMrpError(raw);
+          if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
+          const delayMs = backoff.next();
+          this.emit('retry', { request, error: err, delayMs, attempt });
+          await this.#wait(delayMs);
+          continue;
+        }
+        if (timeoutMs === undefined) throw new TakenOverError(`the message ${request.in_reply_to ?? ''} was taken over by another runner; it sends the reply`);
+        this.#check();
+      }
       try {
-        return await this.#send(request);
+        return await this.#send(request, timeoutMs);
       } catch (raw) {
         const err = toMrpError(raw);
         if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });

@@ -140,7 +140,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#maxCrashes = positiveInteger('maxCrashes', options.maxCrashes ?? RUNTIME_DEFAULTS.maxCrashes);
     if (!(this.#timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive (got ${this.#timeoutMs})`);
     if (!(this.#graceMs >= 0)) throw new RangeError(`graceMs must be ≥ 0 (got ${this.#graceMs})`);
-    this.#outbox = new Outbox({ send: (r) => this.#source.send(r), client: this.#client, clock: this.#clock });
+    this.#outbox = new Outbox({ send: (r, timeoutMs) => this.#source.send(r, timeoutMs === undefined ? undefined : { timeoutMs }), client: this.#client, clock: this.#clock });
     this.#outbox.on('retry', ({ request, error, delayMs }) =>
       this.emit('reply_retry', { messageId: request.in_reply_to ?? undefined, error, delayMs }),
     );
@@ -373,6 +373,16 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       return this.#release(id);
     }
     if (this.#shutdown.signal.aborted) return this.#release(id);
+    // A shared journal's claim may bring back a message that stopped other runners of the fleet
+    // (offered again over a WebSocket): the crash limit holds for it too.
+    const claimed = item.suspect ? undefined : this.#journal.get(id);
+    const crashes = claimed?.state === 'received' ? crashesOf(claimed) : 0;
+    if (crashes >= this.#maxCrashes) {
+      this.#guard(() => this.emit('handler_crashed', { message, crashes }));
+      const draft = errorDraft('handler_crashed', `the handler stopped the runner ${crashes} times while handling this message; it is not run again`, 'error');
+      this.#track(this.#finisher.answer(message, draft, undefined, started, true));
+      return;
+    }
     let opened: OpenedMessage;
     try {
       // Not raced with a forced shutdown: a codec computes, it does not wait on the world.

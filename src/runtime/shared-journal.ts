@@ -263,22 +263,7 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     const parsed = Date.parse(message.expires_at);
     const entry: JournalEntry = { id, message, state: 'received', expiresAt: Number.isFinite(parsed) ? parsed : this.#clock.now() + 30 * DAY };
     this.#live.set(id, entry);
-    const text = JSON.stringify(message);
-    return this.#write(async () => {
-      const now = this.#clock.now();
-      const rows = await this.#sql<EntryRow[]>`
-        INSERT INTO mrp_fleet_entries (identity, message_id, message, state, owner, lease_until, expires_at, received_at)
-        VALUES (${this.identity}, ${id}, ${text}, 'received', ${this.runnerId}, ${now + this.leaseMs}, ${entry.expiresAt}, ${now})
-        ON CONFLICT (identity, message_id) DO UPDATE SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until,
-          message = COALESCE(mrp_fleet_entries.message, EXCLUDED.message)
-        WHERE mrp_fleet_entries.state <> 'done'
-          AND (mrp_fleet_entries.owner = EXCLUDED.owner OR mrp_fleet_entries.owner IS NULL OR mrp_fleet_entries.lease_until < ${now})
-        RETURNING message_id, message, state, starts, aborts, reply, reply_id, expires_at`;
-      if (rows.length > 0) return rows[0]!;
-      const [row] = await this.#sql<Array<{ state: string }>>`
-        SELECT state FROM mrp_fleet_entries WHERE identity = ${this.identity} AND message_id = ${id}`;
-      return row?.state === 'done' ? 'done' : 'held';
-    }).then(
+    return this.#track(this.#claims.add({ id, text: JSON.stringify(message), expiresAt: entry.expiresAt })).then(
       (claim) => {
         if (claim === 'done' || claim === 'held') {
           this.#drop(id, entry);
@@ -309,14 +294,14 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   started(id: string): void {
     const e = this.#live.get(id);
     if (e) Object.assign(e, { started: true, starts: (e.starts ?? 0) + 1 });
-    this.#background(() => this.#sql`UPDATE mrp_fleet_entries SET starts = starts + 1
-      WHERE identity = ${this.identity} AND message_id = ${id} AND owner = ${this.runnerId}`);
+    this.#track(this.#starts.add(id), false).catch(() => undefined);
   }
 
   aborted(id: string): void {
     const e = this.#live.get(id);
     if (e) e.aborts = (e.aborts ?? 0) + 1;
     this.#live.delete(id);
+    this.#fencedAt.delete(id);
     // Stopped on purpose: another runner may take it at once.
     this.#background(() => this.#sql`UPDATE mrp_fleet_entries SET aborts = aborts + 1, lease_until = 0
       WHERE identity = ${this.identity} AND message_id = ${id} AND owner = ${this.runnerId}`);
@@ -325,13 +310,7 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   handled(id: string, reply: JournaledReply | null): Promise<void> {
     const e = this.#live.get(id);
     if (e) Object.assign(e, { state: 'handled', reply });
-    const text = JSON.stringify(reply);
-    return this.#write(async () => {
-      const rows = await this.#sql`UPDATE mrp_fleet_entries SET state = 'handled', reply = ${text}
-        WHERE identity = ${this.identity} AND message_id = ${id} AND owner = ${this.runnerId} AND state = 'received'
-        RETURNING 1 AS ok`;
-      return rows.length > 0;
-    }).then((owned) => {
+    return this.#track(this.#handleds.add({ id, text: JSON.stringify(reply) })).then((owned) => {
       if (!owned) {
         // The lease ran out and another runner took the message: it answers, this one must not.
         this.#live.delete(id);
@@ -343,8 +322,9 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   replied(id: string, replyId: string): void {
     const e = this.#live.get(id);
     if (e) Object.assign(e, { state: 'replied', replyId });
-    this.#background(() => this.#sql`UPDATE mrp_fleet_entries SET state = 'replied', reply_id = ${replyId}
-      WHERE identity = ${this.identity} AND message_id = ${id} AND state IN ('received', 'handled')`);
+    // Usually followed by `done` in the same turn: then only the `done` record is written (with the reply id).
+    this.#replieds.set(id, replyId);
+    this.#schedule();
   }
 
   done(id: string): void {
@@ -353,10 +333,164 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     const now = this.#clock.now();
     const expiresAt = e?.expiresAt ?? now + 30 * DAY;
     this.#remember(id, expiresAt);
-    this.#background(() => this.#sql`
-      INSERT INTO mrp_fleet_entries (identity, message_id, state, owner, lease_until, expires_at, received_at, done_at)
-      VALUES (${this.identity}, ${id}, 'done', ${this.runnerId}, 0, ${expiresAt}, ${now}, ${now})
-      ON CONFLICT (identity, message_id) DO UPDATE SET state = 'done', done_at = EXCLUDED.done_at, lease_until = 0`);
+    this.#fencedAt.delete(id);
+    this.#dones.set(id, { expiresAt, replyId: this.#replieds.get(id) ?? e?.replyId ?? null });
+    this.#replieds.delete(id);
+    this.#schedule();
+  }
+
+  /**
+   * The fence before a reply is sent (docs/architecture.md §2 "shared journal", fencing): one
+   * statement checks that this runner still owns the row and extends its lease to `t0 + lease`
+   * (`t0`: the clock just before the statement). Nobody can take the row over before `t0 + lease`,
+   * so a send that finishes — or is given up as "outcome unknown" — by `t0 + lease - margin` is
+   * over before any taker starts; the `margin` (a third of the lease) leaves a request already
+   * written to the relay time to land before the taker's thread check. Resolves with the
+   * milliseconds the send may take, or `undefined` when the row is no longer this runner's (the
+   * reply must not be sent: the taker answers). Fences made in one event-loop turn share one
+   * statement. A fence that came back too late to leave a useful window is taken again.
+   */
+  async fence(id: string): Promise<number | undefined> {
+    // The statement that journaled the reply checked ownership and extended the lease: when that
+    // was recent enough, it is this send's fence (one round trip less per message).
+    const journaledAt = this.#fencedAt.get(id);
+    this.#fencedAt.delete(id);
+    if (journaledAt !== undefined) {
+      const windowMs = journaledAt + this.leaseMs - this.sendMarginMs - this.#clock.now();
+      if (windowMs >= this.minSendWindowMs) return windowMs;
+    }
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const t0 = await this.#fenceOnce(id);
+      if (t0 === undefined) {
+        this.#live.delete(id);
+        return undefined;
+      }
+      const windowMs = t0 + this.leaseMs - this.sendMarginMs - this.#clock.now();
+      if (windowMs >= this.minSendWindowMs) return windowMs;
+    }
+    throw new MrpError('network', 'journal_unwritable', `the shared journal (${this.location}) answers too slowly to fence a reply within its lease; retrying`);
+  }
+
+  /** Milliseconds of a lease kept free of sends after a fence (see `fence`). */
+  get sendMarginMs(): number {
+    return Math.floor(this.leaseMs / 3);
+  }
+
+  /** The shortest send window a fence hands out (shorter: fenced again). */
+  get minSendWindowMs(): number {
+    return Math.min(2000, Math.floor(this.leaseMs / 6));
+  }
+
+  /** When the statement that journaled a reply checked and extended its lease (a first fence). */
+  readonly #fencedAt = new Map<string, number>();
+
+  /** The clock time the lease of `id` was verified and extended from, or undefined when it is not this runner's. */
+  #fenceOnce(id: string): Promise<number | undefined> {
+    return this.#fences.add(id);
+  }
+
+  readonly #fences = new TurnBatch<string, number | undefined>((ids) =>
+    this.#write(async () => {
+      const t0 = this.#clock.now();
+      const rows = await this.#sql<Array<{ message_id: string }>>`UPDATE mrp_fleet_entries SET lease_until = GREATEST(lease_until, ${t0 + this.leaseMs})
+        WHERE identity = ${this.identity} AND owner = ${this.runnerId} AND state <> 'done' AND message_id = ANY(${[...new Set(ids)]}::text[])
+        RETURNING message_id`;
+      const owned = new Set(rows.map((r) => r.message_id));
+      return ids.map((id) => (owned.has(id) ? t0 : undefined));
+    }),
+  );
+
+  // ── Batching: the records of one event-loop turn go out as one statement per kind ──────────
+
+  readonly #claims = new TurnBatch<{ id: string; text: string; expiresAt: number }, EntryRow | 'done' | 'held'>((items) => this.#write(() => this.#claimAll(items)));
+  readonly #starts = new TurnBatch<string, void>((ids) =>
+    this.#write(async () => {
+      const counts = new Map<string, number>();
+      for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+      await this.#sql`UPDATE mrp_fleet_entries e SET starts = e.starts + v.n
+        FROM unnest(${[...counts.keys()]}::text[], ${[...counts.values()]}::int[]) AS v(id, n)
+        WHERE e.identity = ${this.identity} AND e.message_id = v.id AND e.owner = ${this.runnerId}`;
+      return ids.map(() => undefined);
+    }, false),
+    // A handler start is what counts crashes (`--max-crashes`): it leaves before the handler's
+    // first await, not a turn later, and never waits for other batches.
+    8,
+    queueMicrotask,
+  );
+  readonly #handleds = new TurnBatch<{ id: string; text: string }, boolean>((items) =>
+    this.#write(async () => {
+      // Owned and extended in one statement: this is also the first fence of the reply (see `fence`).
+      const t0 = this.#clock.now();
+      const rows = await this.#sql<Array<{ message_id: string }>>`UPDATE mrp_fleet_entries e SET state = 'handled', reply = v.reply,
+          lease_until = GREATEST(e.lease_until, ${t0 + this.leaseMs})
+        FROM unnest(${items.map((i) => i.id)}::text[], ${items.map((i) => i.text)}::text[]) AS v(id, reply)
+        WHERE e.identity = ${this.identity} AND e.message_id = v.id AND e.owner = ${this.runnerId} AND e.state = 'received'
+        RETURNING e.message_id`;
+      const owned = new Set(rows.map((r) => r.message_id));
+      for (const id of owned) this.#fencedAt.set(id, t0);
+      return items.map((i) => owned.has(i.id));
+    }),
+  );
+  /** `replied` / `done` records of this turn (written by `#flushFinished`, nobody waits for them). */
+  readonly #replieds = new Map<string, string>();
+  readonly #dones = new Map<string, { expiresAt: number; replyId: string | null }>();
+  #finishScheduled = false;
+
+  #schedule(): void {
+    if (this.#finishScheduled) return;
+    this.#finishScheduled = true;
+    setImmediate(() => {
+      this.#finishScheduled = false;
+      this.#flushFinished();
+    });
+  }
+
+  #flushFinished(): void {
+    const replied = [...this.#replieds];
+    const done = [...this.#dones];
+    this.#replieds.clear();
+    this.#dones.clear();
+    if (replied.length > 0) {
+      this.#background(() => this.#sql`UPDATE mrp_fleet_entries e SET state = 'replied', reply_id = v.reply_id
+        FROM unnest(${replied.map((r) => r[0])}::text[], ${replied.map((r) => r[1])}::text[]) AS v(id, reply_id)
+        WHERE e.identity = ${this.identity} AND e.message_id = v.id AND e.state IN ('received', 'handled')`);
+    }
+    if (done.length > 0) {
+      const now = this.#clock.now();
+      this.#background(() => this.#sql`
+        INSERT INTO mrp_fleet_entries (identity, message_id, state, owner, lease_until, expires_at, received_at, done_at, reply_id)
+        SELECT ${this.identity}, v.id, 'done', ${this.runnerId}, 0, v.expires_at, ${now}, ${now}, v.reply_id
+        FROM unnest(${done.map((d) => d[0])}::text[], ${done.map((d) => d[1].expiresAt)}::bigint[], ${done.map((d) => d[1].replyId)}::text[]) AS v(id, expires_at, reply_id)
+        ON CONFLICT (identity, message_id) DO UPDATE SET state = 'done', done_at = EXCLUDED.done_at, lease_until = 0,
+          reply_id = COALESCE(EXCLUDED.reply_id, mrp_fleet_entries.reply_id)`);
+    }
+  }
+
+  /**
+   * Claims many messages in one statement (a multi-row `INSERT … ON CONFLICT DO UPDATE … WHERE`);
+   * those not claimed are looked up in a second one (done elsewhere, or held by a live runner).
+   */
+  async #claimAll(items: Array<{ id: string; text: string; expiresAt: number }>): Promise<Array<EntryRow | 'done' | 'held'>> {
+    const now = this.#clock.now();
+    const unique = [...new Map(items.map((i) => [i.id, i])).values()];
+    const rows = await this.#sql<EntryRow[]>`
+      INSERT INTO mrp_fleet_entries (identity, message_id, message, state, owner, lease_until, expires_at, received_at)
+      SELECT ${this.identity}, v.id, v.message, 'received', ${this.runnerId}, ${now + this.leaseMs}, v.expires_at, ${now}
+      FROM unnest(${unique.map((i) => i.id)}::text[], ${unique.map((i) => i.text)}::text[], ${unique.map((i) => i.expiresAt)}::bigint[]) AS v(id, message, expires_at)
+      ON CONFLICT (identity, message_id) DO UPDATE SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until,
+        message = COALESCE(mrp_fleet_entries.message, EXCLUDED.message)
+      WHERE mrp_fleet_entries.state <> 'done'
+        AND (mrp_fleet_entries.owner = EXCLUDED.owner OR mrp_fleet_entries.owner IS NULL OR mrp_fleet_entries.lease_until < ${now})
+      RETURNING message_id, message, state, starts, aborts, reply, reply_id, expires_at`;
+    const claimed = new Map(rows.map((r) => [r.message_id, r]));
+    const missing = unique.filter((i) => !claimed.has(i.id)).map((i) => i.id);
+    const states = new Map<string, string>();
+    if (missing.length > 0) {
+      const found = await this.#sql<Array<{ message_id: string; state: string }>>`
+        SELECT message_id, state FROM mrp_fleet_entries WHERE identity = ${this.identity} AND message_id = ANY(${missing}::text[])`;
+      for (const r of found) states.set(r.message_id, r.state);
+    }
+    return items.map((i) => claimed.get(i.id) ?? (states.get(i.id) === 'done' ? 'done' : 'held'));
   }
 
   durable(): Promise<void> {
@@ -376,6 +510,18 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
 
   #drop(id: string, entry: JournalEntry): void {
     if (this.#live.get(id) === entry) this.#live.delete(id);
+  }
+
+  /** A batched record, tracked from the moment it is made (for `durable()` and `close()`). */
+  #track<T>(p: Promise<T>, awaited = true): Promise<T> {
+    this.#pending.add(p);
+    if (awaited) this.#awaited.add(p);
+    const untrack = (): void => {
+      this.#pending.delete(p);
+      this.#awaited.delete(p);
+    };
+    p.then(untrack, untrack);
+    return p;
   }
 
   /** Runs a statement, retrying while the database is unreachable; tracked for `durable()`. */
@@ -555,6 +701,8 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     const late = new Promise<void>((resolve) => (timer = this.#clock.setTimeout(resolve, 5000)));
     await Promise.race([Promise.allSettled([...this.#pending]), late]);
     timer?.cancel();
+    this.#flushFinished();
+    await Promise.race([Promise.allSettled([...this.#pending]), new Promise<void>((resolve) => this.#clock.setTimeout(resolve, 2000))]);
     this.#closed = true;
     try {
       await this.#sql`UPDATE mrp_fleet_entries SET lease_until = 0
@@ -568,6 +716,64 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
       await this.#sql.end({ timeout: 2 }).catch(() => undefined);
       await this.#hb.end({ timeout: 1 }).catch(() => undefined);
     }
+  }
+}
+
+/**
+ * Group commit: the calls made while earlier batches of the same kind are in flight (at most
+ * `inFlight` at a time), or in one event-loop turn, go out as one batch (`run` answers item by
+ * item, in order); a failure rejects every call of the batch. Under load batches grow by
+ * themselves; when idle a call waits only for the end of its turn.
+ */
+class TurnBatch<I, R> {
+  readonly #run: (items: I[]) => Promise<R[]>;
+  readonly #inFlight: number;
+  #items: Array<{ item: I; resolve: (r: R) => void; reject: (err: unknown) => void }> = [];
+  #running = 0;
+  #scheduled = false;
+
+  readonly #soon: (fn: () => void) => void;
+
+  /** `soon`: when a batch goes out (default: the end of the event-loop turn). */
+  constructor(run: (items: I[]) => Promise<R[]>, inFlight = 2, soon: (fn: () => void) => void = setImmediate) {
+    this.#run = run;
+    this.#inFlight = inFlight;
+    this.#soon = soon;
+  }
+
+  add(item: I): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.#items.push({ item, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  #kick(): void {
+    if (this.#scheduled || this.#running >= this.#inFlight || this.#items.length === 0) return;
+    this.#scheduled = true;
+    this.#soon(() => {
+      this.#scheduled = false;
+      this.#flush();
+    });
+  }
+
+  #flush(): void {
+    if (this.#running >= this.#inFlight || this.#items.length === 0) return;
+    const batch = this.#items.splice(0, 1000);
+    this.#running++;
+    this.#run(batch.map((b) => b.item))
+      .then(
+        (results) => {
+          for (const [i, b] of batch.entries()) b.resolve(results[i] as R);
+        },
+        (err: unknown) => {
+          for (const b of batch) b.reject(err);
+        },
+      )
+      .finally(() => {
+        this.#running--;
+        this.#kick();
+      });
   }
 }
 

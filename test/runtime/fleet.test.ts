@@ -5,11 +5,20 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { ManualClock } from '../../src/core/clock.js';
+import { type Clock, ManualClock, systemClock } from '../../src/core/clock.js';
+import { RelayClient } from '../../src/client/http.js';
+import { PollSource, WebSocketSource } from '../../src/client/source.js';
+import { plainCodec as codec } from '../../src/client/codec.js';
 import type { JournalEntry } from '../../src/runtime/journal.js';
+import type { RuntimeJournal } from '../../src/runtime/journal-port.js';
+import { Runtime } from '../../src/runtime/runtime.js';
 import { describePostgresUrl, fleetStatus, SharedJournal } from '../../src/runtime/shared-journal.js';
+import { Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
+import { gate, Peer } from '../helpers/agent.js';
+import postgres from 'postgres';
 import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
+import { startRelay } from '../helpers/relay.js';
 
 const skip = postgresAvailable();
 const IDENTITY = 'A'.repeat(43);
@@ -140,6 +149,144 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.equal(recovered.length, 1);
     assert.equal(recovered[0]!.state, 'handled');
     assert.deepEqual(recovered[0]!.reply, reply, 'the exact request journaled by the dead runner');
+  });
+
+  it('a fence before each send extends the lease: no takeover until it ends; a runner that lost the row gets no fence', async (t) => {
+    const clock = new ManualClock();
+    const { journals: [a, b] } = await fleet(t, 2, clock);
+    const m = message(8, clock);
+    await a!.received(m);
+    a!.started(m.message_id);
+    await a!.handled(m.message_id, null);
+    const recovered: JournalEntry[] = [];
+    b!.on('recovered', (entries) => recovered.push(...entries));
+    b!.takeRecovered();
+    clock.advance(LEASE - 10);
+    const window = await a!.fence(m.message_id);
+    assert.equal(window, LEASE - a!.sendMarginMs, 'the send must be over a third of the lease before anyone may take over');
+    // Past the original lease, but within the fenced one: nobody takes it.
+    clock.advance(LEASE - 1);
+    await b!.tick();
+    assert.equal(recovered.length, 0);
+    assert.equal(await rejected(b!.received(m)), true, 'a redelivery to b is not handled either');
+    // a stalls (no heartbeat) past the fenced lease: b takes over; a's next fence fails.
+    clock.advance(2);
+    await b!.tick();
+    assert.equal(recovered.length, 1);
+    assert.equal(await a!.fence(m.message_id), undefined, 'a lost the row: it must not send');
+    assert.equal(a!.get(m.message_id), undefined);
+    assert.equal((await b!.fence(m.message_id))! > 0, true, 'the taker may send');
+    // Fences made in one turn share one statement and each get their answer.
+    const m2 = message(9, clock);
+    await b!.received(m2);
+    const [f1, f2, f3] = await Promise.all([b!.fence(m.message_id), b!.fence(m2.message_id), a!.fence(m2.message_id)]);
+    assert.equal(f1, LEASE - b!.sendMarginMs);
+    assert.equal(f2, LEASE - b!.sendMarginMs);
+    assert.equal(f3, undefined);
+  });
+
+  it('a runner stalled between journaling its reply and sending it, while another takes over: exactly one reply', { timeout: 30_000 }, async (t) => {
+    const url = await cluster.database(t);
+    const relay = await startRelay(t);
+    const keypair = Keypair.generate();
+    const identity = keypair.publicKey;
+    const peer = await Peer.connect(t, relay);
+    // The journals' clock jumps by more than a lease while a is paused: a stall (no heartbeat).
+    let skew = 0;
+    const ahead: Clock = { ...systemClock, now: () => Date.now() + skew };
+    const aJournal = await SharedJournal.open({ url, identity, clock: ahead, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
+    const bJournal = await SharedJournal.open({ url, identity, clock: ahead, leaseMs: LEASE, runnerId: 'b', heartbeat: false });
+    // a pauses right after its reply is journaled (where a stalled event loop would sit).
+    const stall = gate();
+    const journaled = gate();
+    const fences: Array<Promise<number | undefined>> = [];
+    const stalled = new Proxy(aJournal, {
+      get(target, prop) {
+        if (prop === 'handled') {
+          return async (id: string, reply: never) => {
+            await target.handled(id, reply);
+            journaled.open();
+            await stall.wait;
+          };
+        }
+        if (prop === 'fence') {
+          return (id: string) => {
+            const f = target.fence(id);
+            fences.push(f);
+            return f;
+          };
+        }
+        const v = Reflect.get(target, prop, target) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    }) as unknown as RuntimeJournal;
+    const runtimes: Runtime[] = [];
+    t.after(async () => {
+      stall.open();
+      for (const r of runtimes) await r.stop();
+    });
+    const aClient = new RelayClient({ relayUrl: relay.url, keypair });
+    const a = new Runtime({ handler: (m) => ({ echo: m.body }), source: new WebSocketSource(aClient), client: aClient, journal: stalled, codec });
+    runtimes.push(a);
+    a.start();
+    await a.next('connected');
+    const sent = await peer.send(identity, { n: 1 });
+    await journaled.wait;
+    // b joins (polling: the message is delivered to a, so only the journal hands it over).
+    const bClient = new RelayClient({ relayUrl: relay.url, keypair, clock: ahead });
+    let bRuntime: Runtime | undefined;
+    const bSource = new PollSource(bClient, { waitSeconds: 1, capacity: () => bRuntime?.capacity() ?? 0 });
+    bRuntime = new Runtime({ handler: () => assert.fail('a handled message is resumed, not run again'), source: bSource, client: bClient, journal: bJournal, codec });
+    runtimes.push(bRuntime);
+    const bHandled = bRuntime.next('handled');
+    bRuntime.start();
+    skew = LEASE + 1;
+    // b's heartbeat (driven here): it takes over once its runtime listens for hand-overs.
+    let handled = false;
+    void bHandled.then(() => (handled = true));
+    while (!handled) {
+      await bJournal.tick();
+      await Promise.race([bHandled, new Promise((r) => setTimeout(r, 50))]);
+    }
+    const [event] = await bHandled;
+    assert.equal(event.outcome, 'replied', 'b sent the journaled reply (after checking the thread)');
+    await peer.waitForReplies(1);
+    // a wakes up: its fence fails, it sends nothing.
+    stall.open();
+    await a.stop();
+    const thread = await peer.client.thread(sent.message_id, { limit: 100 });
+    const replies = thread.messages.filter((m) => m.sender_key === identity && m.in_reply_to === sent.message_id);
+    assert.equal(replies.length, 1, 'exactly one reply at the sender');
+    assert.equal(peer.replyTo(sent.message_id).length, 1);
+    assert.equal(fences.length, 1);
+    assert.equal(await fences[0], undefined, 'a asked before sending and learned it lost the lease');
+  });
+
+  it('a message that crashed runners, offered again over a WebSocket and claimed there, gets the --max-crashes answer', { timeout: 30_000 }, async (t) => {
+    const url = await cluster.database(t);
+    const relay = await startRelay(t);
+    const keypair = Keypair.generate();
+    const identity = keypair.publicKey;
+    const peer = await Peer.connect(t, relay);
+    const sent = await peer.send(identity, { n: 1 });
+    // What runners that died on it left: three handler starts, no reply, the lease long gone. (No
+    // message text: a row a scan cannot take over, so only the WebSocket's offer brings it back.)
+    const db = postgres(url, { max: 1, onnotice: () => undefined });
+    t.after(() => db.end({ timeout: 1 }));
+    const journal = await SharedJournal.open({ url, identity, leaseMs: LEASE, runnerId: 'b', heartbeat: false });
+    await db`INSERT INTO mrp_fleet_entries (identity, message_id, state, owner, lease_until, starts, expires_at, received_at)
+      VALUES (${identity}, ${sent.message_id}, 'received', 'dead', 0, 3, ${Date.now() + 86_400_000}, ${Date.now()})`;
+    const client = new RelayClient({ relayUrl: relay.url, keypair });
+    let calls = 0;
+    const runtime = new Runtime({ handler: () => void calls++, source: new WebSocketSource(client), client, journal, codec, maxCrashes: 3 });
+    t.after(() => runtime.stop());
+    const crashed = runtime.next('handler_crashed');
+    runtime.start();
+    const [event] = await crashed;
+    assert.equal(event.crashes, 3);
+    const [reply] = await peer.waitForReplies(1);
+    assert.deepEqual((reply!.body as { error: { code: string } }).error.code, 'handler_crashed');
+    assert.equal(calls, 0, 'not run a fourth time');
   });
 
   it('a graceful close hands what was left over at once (no lease wait)', async (t) => {
