@@ -13,7 +13,7 @@ export {
   type RunOptions as AgentRunOptions,
 } from './runtime/agent.js';
 export { type AgentMode, AGENT_MODES, parseMode } from './runtime/mode.js';
-export { type CtxDownloadOptions, type CtxUploadOptions, ReplyWithAttachments, withAttachments } from './runtime/attachments.js';
+export { type CtxDownloadOptions, type CtxUploadOptions, isReplyWithAttachments, ReplyWithAttachments, withAttachments } from './runtime/attachments.js';
 export * from './core/errors.js';
 export { type Clock, ManualClock, systemClock, type Timer } from './core/clock.js';
 export { Backoff, type BackoffOptions } from './core/backoff.js';

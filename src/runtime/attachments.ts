@@ -26,14 +26,26 @@ import { LIMITS } from '../protocol/constants.js';
 import type { Attachment, JsonValue, Message } from '../protocol/types.js';
 import type { RuntimeJournal } from './journal-port.js';
 
+/**
+ * The mark of a `ReplyWithAttachments`: a registered symbol rather than `instanceof`, so a handler
+ * that imports another copy of `mrp` than the runner's (its own node_modules) is still understood.
+ */
+const REPLY_MARK = Symbol.for('mrp.replyWithAttachments');
+
 /** A reply body with attachments: return `withAttachments(body, attachments)` from a handler. */
 export class ReplyWithAttachments {
   readonly body: JsonValue;
   readonly attachments: readonly Attachment[];
+  readonly [REPLY_MARK] = true;
   constructor(body: JsonValue, attachments: readonly Attachment[]) {
     this.body = body;
     this.attachments = attachments;
   }
+}
+
+/** True for what `withAttachments` returns (from any copy of this module). */
+export function isReplyWithAttachments(value: unknown): value is ReplyWithAttachments {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[REPLY_MARK] === true;
 }
 
 /**

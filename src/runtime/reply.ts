@@ -13,7 +13,7 @@ import { LIMITS } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import { jsonDepth } from '../protocol/json.js';
 import type { Attachment, JsonValue, Message, SendRequest } from '../protocol/types.js';
-import { ReplyWithAttachments } from './attachments.js';
+import { isReplyWithAttachments } from './attachments.js';
 import type { JournaledReply } from './journal.js';
 
 export type ReplyOutcome = 'ok' | 'error' | 'timeout';
@@ -109,9 +109,10 @@ export function codeOf(err: unknown, fallback: string): string {
  * `withAttachments(body, attachments)` is `body` with attachments.
  */
 export function draftReply(returned: unknown): ReplyDraft | null {
-  if (returned instanceof ReplyWithAttachments) {
+  if (isReplyWithAttachments(returned)) {
     const draft = draftReply(returned.body ?? null);
     if (draft?.outcome !== 'ok') return draft ?? errorDraft('invalid_reply', 'withAttachments needs a body (not null)', 'error');
+    if (!Array.isArray(returned.attachments)) return errorDraft('invalid_reply', 'withAttachments: attachments must be an array', 'error');
     const problem = attachmentsProblem(returned.attachments);
     if (problem) return errorDraft('invalid_reply', problem, 'error');
     if (returned.attachments.length) draft.attachments = returned.attachments.map((a) => ({ ...a }));

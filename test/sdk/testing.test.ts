@@ -109,6 +109,14 @@ describe('invoke', () => {
     assert.equal(missing.error?.code, 'blob_not_found');
     const bad = await invoke(() => withAttachments({ a: 1 }, [{ nope: 1 } as never]));
     assert.equal(bad.error?.code, 'invalid_reply');
+    // Understood from another copy of the module too (a handler with its own node_modules/mrp): the mark is a registered symbol.
+    const foreign = { body: { a: 1 }, attachments: [{ blob_id: 'blob_000000000002' }], [Symbol.for('mrp.replyWithAttachments')]: true };
+    const other = await invoke(() => foreign as never);
+    assert.deepEqual(other.reply?.body, { a: 1 });
+    assert.deepEqual(other.reply?.attachments, [{ blob_id: 'blob_000000000002' }]);
+    // A plain object that merely looks like one is a JSON body.
+    const plain = await invoke(() => ({ body: { a: 1 }, attachments: [] }));
+    assert.deepEqual(plain.reply?.body, { body: { a: 1 }, attachments: [] });
   });
 
   it('the handler gets a copy: what it changes does not change the reply target', async () => {
