@@ -13,6 +13,7 @@ export {
   type RunOptions as AgentRunOptions,
 } from './runtime/agent.js';
 export { type AgentMode, AGENT_MODES, parseMode } from './runtime/mode.js';
+export { type CtxDownloadOptions, type CtxUploadOptions, isReplyWithAttachments, ReplyWithAttachments, withAttachments } from './runtime/attachments.js';
 export * from './core/errors.js';
 export { type Clock, ManualClock, systemClock, type Timer } from './core/clock.js';
 export { Backoff, type BackoffOptions } from './core/backoff.js';
@@ -56,6 +57,7 @@ export { errorEnvelope, relayErrorFromFrame, relayErrorFromResponse } from './pr
 export { RelayClient, type RelayClientOptions, type RateInfo, buildTarget } from './client/http.js';
 export type { BlobHead, BlobInfo, BlobInput, DownloadOptions, UploadOptions } from './client/blobs.js';
 export { fileBlobInput } from './client/blob-file.js';
+export { downloadAttachmentBytes, openAttachment, type OpenedAttachment, type PreparedUpload, sealUpload } from './client/blob-e2e.js';
 export { Session, type SessionOptions, type SessionStatus, recoveryFor } from './client/session.js';
 export { Poller, type PollerOptions } from './client/poller.js';
 export {
@@ -83,7 +85,7 @@ export { e2eCodec, isEncryptedMessage } from './client/e2e-codec.js';
 export type { EncodedSend } from './protocol/frames.js';
 export { type Assembled, type AssembleOptions, assembleRuntime, createSource, defaultCodec, type SourceOptions } from './runtime/assemble.js';
 export type { Outcome, RuntimeEvents } from './runtime/events.js';
-export { invoke, type InvokeMessage, type InvokeOptions, type InvokeResult, type InvokeSent, testMessage } from './runtime/invoke.js';
+export { invoke, type InvokeMessage, type InvokeOptions, type InvokeResult, type InvokeSent, type InvokeUpload, testMessage } from './runtime/invoke.js';
 export { type KeyFileIdentity, loadOrCreateKeyFile } from './runtime/identity.js';
 export type { Handler, HandlerContext, HandlerLogger, HandlerResult, SendOptions } from './runtime/handler.js';
 export { loadHandler } from './runtime/handler.js';

@@ -17,6 +17,7 @@ export {
   type InvokeOptions,
   type InvokeResult,
   type InvokeSent,
+  type InvokeUpload,
   testMessage,
 } from './runtime/invoke.js';
 

@@ -7,13 +7,14 @@
  * on stderr for big transfers on a terminal.
  */
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { link, open, rename, unlink } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { link, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import { UsageError } from '../core/errors.js';
 import type { BlobInput, UploadOptions } from '../client/blobs.js';
 import { fileBlobInput } from '../client/blob-file.js';
 import type { RelayClient } from '../client/http.js';
+import type { Keypair } from '../protocol/signing.js';
 import type { Attachment } from '../protocol/types.js';
 import type { OutStream } from './deps.js';
 import { syncDir } from './files.js';
@@ -69,6 +70,31 @@ export const plainFile: FilePreparer = async (path) => {
   const contentType = guessContentType(path);
   return { input: await fileBlobInput(path), uploadType: contentType, attachment: { filename: basename(path), content_type: contentType } };
 };
+
+/**
+ * The `-e` preparer (docs/protocol.md §8.4): the file encrypted for its recipient under a fresh
+ * DEK, uploaded as application/octet-stream, its attachment `encrypted` with the wrapped DEK and
+ * the plaintext name and guessed media type. Streamed twice (measure + hash, then upload: see
+ * `client/blob-e2e.ts`), so memory stays bounded whatever the size and no temp file is written.
+ */
+export function encryptedFile(keypair: Keypair): FilePreparer {
+  return async (path, recipient) => {
+    const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
+      throw new UsageError(`cannot read ${path}${err.code ? ` (${err.code})` : ''}`, { code: 'invalid_argument', cause: err });
+    });
+    if (!info.isFile()) throw new UsageError(`${path} is not a regular file`, { code: 'invalid_argument' });
+    const { sealUpload } = await import('../client/blob-e2e.js');
+    const source = (): AsyncIterable<Uint8Array> => createReadStream(path, { highWaterMark: 256 * 1024 });
+    try {
+      const prepared = await sealUpload(keypair, recipient, source, { filename: basename(path), contentType: guessContentType(path) });
+      return prepared;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (err instanceof UsageError || typeof code !== 'string' || !code.startsWith('E')) throw err;
+      throw new UsageError(`cannot read ${path} (${code})`, { code: 'invalid_argument', cause: err });
+    }
+  };
+}
 
 /** Uploads each file (in order) and returns the attachments to send. */
 export async function uploadFiles(

@@ -30,6 +30,7 @@ import type {
   AclEntryType,
   AclListResponse,
   AgentProfile,
+  Attachment,
   DiscoverResponse,
   InboxPolicy,
   JsonObject,
@@ -527,6 +528,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       { to: recipient, encrypt: options.encrypt === true, ...(options.inReplyTo === undefined ? {} : { inReplyTo: options.inReplyTo }) },
     );
     const request: EncodedSend = { recipient_key: recipient, content_type: sealed.contentType, body_json: sealed.bodyJson };
+    if (options.attachments?.length) request.attachments = options.attachments.map((a) => ({ ...a }));
     if (options.threadId !== undefined) request.thread_id = options.threadId;
     if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
     if (options.ttl !== undefined) request.expires_in = options.ttl;
@@ -539,12 +541,12 @@ export class Agent extends TypedEmitter<AgentEvents> {
    * Replies to `message` in its thread (§4.4). A reply to a message that arrived encrypted is
    * sealed for its sender. Resolves with the reply's message id.
    */
-  async reply(message: Message, body: JsonValue, options: { contentType?: string; encrypt?: boolean } = {}): Promise<string> {
+  async reply(message: Message, body: JsonValue, options: { contentType?: string; encrypt?: boolean; attachments?: Attachment[] } = {}): Promise<string> {
     const sealed = await this.#codec.seal(
       { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
       { to: message.sender_key, encrypt: options.encrypt ?? this.#encrypted.has(message), inReplyTo: message.message_id },
     );
-    const request = encodedReplyTo(message, sealed);
+    const request = encodedReplyTo(message, sealed, options.attachments);
     const sent = await this.#outbox.send(request, { threadId: request.thread_id! });
     return sent.message_id;
   }

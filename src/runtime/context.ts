@@ -1,6 +1,7 @@
 /**
- * The `ctx` a handler gets (see handler.ts): its logger, its abort signal, and the two ways out
- * (`ctx.reply`, `ctx.send`). Both go through the same seam as the handler's return value: the
+ * The `ctx` a handler gets (see handler.ts): its logger, its abort signal, its attachments
+ * (`ctx.download`, `ctx.upload`: runtime/attachments.ts), and the two ways out (`ctx.reply`,
+ * `ctx.send`, both able to carry attachments). Both go through the same seam as the handler's return value: the
  * body is checked, sealed once by the message codec (so a reply to an encrypted message is
  * encrypted too), and the sealed bytes go to the outbox, which sends and resends exactly them.
  */
@@ -8,10 +9,11 @@
 import type { MessageCodec, OpenedMessage } from '../client/codec.js';
 import { AbortError, MrpError } from '../core/errors.js';
 import type { EncodedSend } from '../protocol/frames.js';
-import type { JsonValue, Message, SendResponse } from '../protocol/types.js';
+import type { Attachment, JsonValue, Message, SendResponse } from '../protocol/types.js';
+import { type AttachmentPort, checkAttachment, uploadBytes } from './attachments.js';
 import type { HandlerContext, HandlerLogger, SendOptions } from './handler.js';
 import type { Outbox } from './outbox.js';
-import { encodedReplyTo, replyProblem } from './reply.js';
+import { attachmentsProblem, encodedReplyTo, replyProblem } from './reply.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -24,6 +26,17 @@ export interface ContextDeps {
   resolve: (to: string) => string;
   /** Never throws (the runtime guards its listeners). */
   log: (messageId: string, level: LogLevel, text: string, fields: Record<string, unknown> | undefined) => void;
+  /** Where `ctx.upload`/`ctx.download` go (runtime/attachments.ts). */
+  attachments: AttachmentPort;
+}
+
+/** Attachments for `ctx.reply`/`ctx.send`, checked, or the error they throw. */
+function checkedAttachments(attachments: readonly Attachment[] | undefined): Attachment[] | undefined {
+  if (attachments === undefined) return undefined;
+  if (!Array.isArray(attachments)) throw new MrpError('handler', 'invalid_reply', 'attachments must be an array');
+  const problem = attachmentsProblem(attachments);
+  if (problem) throw new MrpError('handler', 'invalid_reply', problem);
+  return attachments.map((a) => ({ ...a }));
 }
 
 /** The body's JSON text, or the error `ctx.reply`/`ctx.send` throw (`invalid_reply`, `reply_too_large`). */
@@ -67,17 +80,38 @@ export function handlerContext(
     reply: async (body, options = {}) => {
       live();
       const bodyJson = checked(body);
+      const attachments = checkedAttachments(options.attachments);
       const sealed = await deps.codec.seal(
         { bodyJson, contentType: options.contentType ?? 'application/json' },
         { to: message.sender_key, encrypt: opened.encrypted, inReplyTo: message.message_id },
       );
       live();
-      const request = encodedReplyTo(message, sealed);
+      const request = encodedReplyTo(message, sealed, attachments);
       return deps.outbox.send(request, { threadId: request.thread_id! });
+    },
+    download: async (attachment, options = {}) => {
+      live();
+      return deps.attachments.download(message, checkAttachment(attachment), options, signal);
+    },
+    upload: async (data, options = {}) => {
+      live();
+      const bytes = uploadBytes(data);
+      const encrypt = options.encrypt ?? opened.encrypted;
+      const to = options.to === undefined ? message.sender_key : deps.resolve(options.to);
+      const contentType = options.contentType ?? 'application/octet-stream';
+      const attachment = await deps.attachments.upload(
+        message,
+        bytes,
+        { ...(options.filename === undefined ? {} : { filename: options.filename }), contentType, encrypt, to },
+        signal,
+      );
+      live();
+      return attachment;
     },
     send: async (to: string, body: JsonValue, options: SendOptions = {}): Promise<SendResponse> => {
       live();
       const bodyJson = checked(body);
+      const attachments = checkedAttachments(options.attachments);
       const recipient = deps.resolve(to);
       const sealed = await deps.codec.seal(
         { bodyJson, contentType: options.contentType ?? 'application/json' },
@@ -93,6 +127,7 @@ export function handlerContext(
         content_type: sealed.contentType,
         body_json: sealed.bodyJson,
       };
+      if (attachments?.length) request.attachments = attachments;
       if (options.threadId !== undefined) request.thread_id = options.threadId;
       if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
       if (options.ttl !== undefined) request.expires_in = options.ttl;

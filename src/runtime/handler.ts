@@ -8,7 +8,8 @@ import { stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { extname, relative, resolve } from 'node:path';
 import { ConfigError } from '../core/errors.js';
-import type { JsonValue, Message, SendResponse } from '../protocol/types.js';
+import type { Attachment, JsonValue, Message, SendResponse } from '../protocol/types.js';
+import type { CtxDownloadOptions, CtxUploadOptions, ReplyWithAttachments } from './attachments.js';
 import { importModule, ModuleSyntaxError } from './loader.js';
 
 export interface HandlerLogger {
@@ -30,6 +31,8 @@ export interface SendOptions {
    * default one cannot: the send then fails with `encryption_unavailable`, never goes out plain).
    */
   encrypt?: boolean;
+  /** Attachments (from `ctx.upload`); an encrypted one must have been uploaded `to` this recipient. */
+  attachments?: Attachment[];
 }
 
 export interface HandlerContext {
@@ -45,15 +48,29 @@ export interface HandlerContext {
    * to it are sealed for its sender automatically). Always false with the default codec.
    */
   readonly encrypted: boolean;
-  /** Sends a threaded reply now (in addition to whatever the handler returns). */
-  reply(body: JsonValue, options?: { contentType?: string }): Promise<SendResponse>;
+  /** Sends a threaded reply now (in addition to whatever the handler returns), optionally with attachments. */
+  reply(body: JsonValue, options?: { contentType?: string; attachments?: Attachment[] }): Promise<SendResponse>;
+  /**
+   * The bytes of one of the message's attachments: hash-checked, and decrypted when it is
+   * encrypted (§8.4), all before it resolves. Refuses attachments over `maxBytes` (100 MiB).
+   */
+  download(attachment: Attachment, options?: CtxDownloadOptions): Promise<Buffer>;
+  /**
+   * Uploads `data` (a string is UTF-8) and returns the attachment to reply with. `encrypt`
+   * defaults to `encrypted` (this message's); encrypted uploads are for `to` (default: the sender).
+   * A handler re-run after a crash that uploads the same data gets the same attachment back.
+   */
+  upload(data: Uint8Array | string, options?: CtxUploadOptions): Promise<Attachment>;
   /** Sends a new message to a public key (or a contact name, under `mrp run`). */
   send(to: string, body: JsonValue, options?: SendOptions): Promise<SendResponse>;
 }
 
-/** What a handler may return: a JSON value becomes the reply; a string becomes `{"text": …}`. */
+/**
+ * What a handler may return: a JSON value becomes the reply; a string becomes `{"text": …}`;
+ * `withAttachments(body, attachments)` replies with attachments.
+ */
 // biome-ignore lint/suspicious/noConfusingVoidType: a handler may return nothing (void), the natural TypeScript type for that
-export type HandlerResult = JsonValue | undefined | void;
+export type HandlerResult = JsonValue | ReplyWithAttachments | undefined | void;
 
 /** A message handler: `export default` it (or `export const handler`, or `module.exports =`). */
 export type Handler = (message: Message, ctx: HandlerContext) => HandlerResult | Promise<HandlerResult>;

@@ -5,13 +5,14 @@
  * handler authors' tests (`mrp/testing`); it uses the very functions the runtime uses to turn a
  * return value or an error into a reply (reply.ts), so the two cannot disagree.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { MessageCodec } from '../client/codec.js';
-import { TimeoutError } from '../core/errors.js';
+import { MrpError, RelayError, TimeoutError } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import { Keypair } from '../protocol/signing.js';
-import type { JsonValue, Message, SendResponse } from '../protocol/types.js';
+import type { Attachment, JsonValue, Message, SendResponse } from '../protocol/types.js';
+import type { AttachmentPort } from './attachments.js';
 import { handlerContext, type LogLevel } from './context.js';
 import type { Handler, HandlerContext } from './handler.js';
 import { codeOf, draftReply, errorDraft, type ReplyDraft, type ReplyOutcome } from './reply.js';
@@ -30,6 +31,24 @@ export interface InvokeOptions {
   signal?: AbortSignal;
   /** Turns a `ctx.send` recipient (a contact name, say) into a key (default: as given). */
   resolveRecipient?: (to: string) => string;
+  /**
+   * What `ctx.download` finds, by blob id: the PLAINTEXT bytes (a string is UTF-8), encrypted
+   * attachment or not (nothing is decrypted here). A blob id not in the map fails like a missing
+   * blob (`blob_not_found`). Blobs `ctx.upload`ed during the run are found too.
+   */
+  blobs?: Record<string, Uint8Array | string>;
+}
+
+/** One `ctx.upload` the handler made (nothing left the process). */
+export interface InvokeUpload {
+  /** The attachment `ctx.upload` returned (blob id `blob_` + the first 12 hex digits of the data's SHA-256). */
+  attachment: Attachment;
+  data: Buffer;
+  filename?: string;
+  contentType: string;
+  /** Whether it would have been encrypted (§8.4) for `to`. */
+  encrypt: boolean;
+  to: string;
 }
 
 /** One message the handler would have sent. */
@@ -46,6 +65,8 @@ export interface InvokeSent {
   encrypted: boolean;
   /** The id `ctx.reply`/`ctx.send` resolved with (made up here). */
   messageId: string;
+  /** Attachments it carries (`withAttachments`, or the `attachments` option of `ctx.reply`/`ctx.send`). */
+  attachments?: Attachment[];
 }
 
 export interface InvokeResult {
@@ -66,6 +87,8 @@ export interface InvokeResult {
   sent: InvokeSent[];
   /** What the handler logged through `ctx.log`. */
   logs: Array<{ level: LogLevel; message: string; fields: Record<string, JsonValue> }>;
+  /** What `ctx.upload` uploaded while the handler ran, in order. */
+  uploads: InvokeUpload[];
 }
 
 /** A message to invoke a handler with: any field left out gets a plausible value. */
@@ -104,7 +127,32 @@ function sentOf(request: EncodedSend, encrypted: boolean, messageId: string): In
   if (request.in_reply_to != null) out.inReplyTo = request.in_reply_to;
   if (request.expires_in !== undefined) out.ttl = request.expires_in;
   if (request.metadata !== undefined) out.metadata = request.metadata as JsonValue;
+  if (request.attachments?.length) out.attachments = request.attachments;
   return out;
+}
+
+/** `ctx.upload`/`ctx.download` with no network: uploads are recorded, downloads read `blobs`. */
+function offlineAttachments(blobs: Record<string, Uint8Array | string>, uploads: InvokeUpload[]): AttachmentPort {
+  const stored = new Map<string, Buffer>(Object.entries(blobs).map(([id, data]) => [id, Buffer.from(data)]));
+  return {
+    async upload(_message, data, o) {
+      const hash = createHash('sha256').update(data).digest('hex');
+      const bytes = Buffer.from(data);
+      const attachment: Attachment = { blob_id: `blob_${hash.slice(0, 12)}`, content_type: o.contentType, size: bytes.byteLength, hash, encrypted: o.encrypt };
+      if (o.filename !== undefined) attachment.filename = o.filename;
+      stored.set(attachment.blob_id, bytes);
+      uploads.push({ attachment: { ...attachment }, data: bytes, ...(o.filename === undefined ? {} : { filename: o.filename }), contentType: o.contentType, encrypt: o.encrypt, to: o.to });
+      return attachment;
+    },
+    async download(_message, attachment, o) {
+      const bytes = stored.get(attachment.blob_id);
+      if (!bytes) throw new RelayError('blob_not_found', `blob ${attachment.blob_id} is not in invoke's blobs option`);
+      if (o.maxBytes !== undefined && bytes.byteLength > o.maxBytes) {
+        throw new MrpError('usage', 'payload_too_large', `attachment ${attachment.blob_id} is ${bytes.byteLength} bytes, more than the ${o.maxBytes} allowed here`);
+      }
+      return Buffer.from(bytes);
+    },
+  };
 }
 
 /** Runs `handler` once on `message` (completed by `testMessage`) and reports what would be sent. */
@@ -116,6 +164,7 @@ export async function invoke(handler: Handler, message: InvokeMessage = {}, opti
   const replies: InvokeSent[] = [];
   const sent: InvokeSent[] = [];
   const logs: InvokeResult['logs'] = [];
+  const uploads: InvokeUpload[] = [];
   // Seals nothing (a test reads the plaintext); what would have been sealed is marked `encrypted`.
   const codec: MessageCodec = {
     open: async (m) => ({ message: m, encrypted }),
@@ -153,6 +202,7 @@ export async function invoke(handler: Handler, message: InvokeMessage = {}, opti
       outbox,
       resolve: options.resolveRecipient ?? ((to) => to),
       log: (_id, level, text, fields) => void logs.push({ level, message: safeText(text), fields: safeFields(fields) }),
+      attachments: offlineAttachments(options.blobs ?? {}, uploads),
     },
     full,
     { message: full, encrypted },
@@ -182,7 +232,7 @@ export async function invoke(handler: Handler, message: InvokeMessage = {}, opti
     options.signal?.removeEventListener('abort', onAbort);
   }
 
-  const result: InvokeResult = { outcome: draft ? draft.outcome : 'no_reply', reply: null, replies, sent, logs };
+  const result: InvokeResult = { outcome: draft ? draft.outcome : 'no_reply', reply: null, replies, sent, logs, uploads };
   if (draft) {
     result.reply = {
       to: full.sender_key,
@@ -193,6 +243,7 @@ export async function invoke(handler: Handler, message: InvokeMessage = {}, opti
       encrypted,
       messageId: randomUUID(),
     };
+    if (draft.attachments?.length) result.reply.attachments = draft.attachments;
     if (draft.error) result.error = draft.error;
   }
   if (thrown) result.thrown = thrown;

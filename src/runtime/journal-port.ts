@@ -17,7 +17,7 @@
  * - `unwritable` / `writable` events: while not `writable`, no new messages are taken.
  */
 import type { TypedEmitter } from '../core/emitter.js';
-import type { Message } from '../protocol/types.js';
+import type { Attachment, Message } from '../protocol/types.js';
 import type { JournaledReply, JournalEntry, JournalEvents } from './journal.js';
 
 export interface RuntimeJournal extends Pick<TypedEmitter<JournalEvents>, 'on' | 'off'> {
@@ -33,6 +33,12 @@ export interface RuntimeJournal extends Pick<TypedEmitter<JournalEvents>, 'on' |
   started(id: string): void;
   aborted(id: string): void;
   handled(id: string, reply: JournaledReply | null): Promise<void>;
+  /**
+   * Records a blob the handler uploaded for `id` under `key` (kept in `get(id).uploads`, so a
+   * handler re-run after a crash reuses it). Optional: without it uploads are not deduplicated
+   * across crashes (the shared journal does not keep them yet).
+   */
+  uploaded?(id: string, key: string, attachment: Attachment): Promise<void>;
   replied(id: string, replyId: string): void;
   done(id: string): void;
   /** Resolves once every record made so far is written. */

@@ -29,7 +29,7 @@ import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, ConfigError, MrpError } from '../core/errors.js';
 import { TAKE_ID_RE } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
-import type { JsonValue, Message } from '../protocol/types.js';
+import type { Attachment, JsonValue, Message } from '../protocol/types.js';
 import { ExpiringIdSet, hash64, hashHex, parseHashHex } from './idset.js';
 
 /**
@@ -88,6 +88,8 @@ export interface JournalEntry {
   starts?: number;
   /** Of those, runs stopped on purpose (shutdown), not by the process dying. */
   aborts?: number;
+  /** Blobs its handler uploaded (`ctx.upload`), by upload key (runtime/attachments.ts). */
+  uploads?: Record<string, Attachment>;
 }
 
 /** Handler runs on this entry that ended with the process dying (started, never finished nor stopped). */
@@ -136,6 +138,8 @@ type Line =
   | { k: 'take'; at: number; wait: number; id?: string }
   | { k: 'taken' }
   | { k: 'handled'; id: string; reply: JournaledReply | LegacyReply | null }
+  /** A blob the handler uploaded, so a re-run after a crash reuses it. */
+  | { k: 'upload'; id: string; key: string; a: Attachment }
   | { k: 'replied'; id: string; to: string }
   | { k: 'done'; id: string; until: number }
   /** A done id kept across compactions, as its 64-bit hash. */
@@ -301,6 +305,11 @@ export class Journal extends TypedEmitter<JournalEvents> {
           if (e) e.aborts = (e.aborts ?? 0) + (line.n ?? 1);
           break;
         }
+        case 'upload': {
+          const e = this.#live.get(line.id);
+          if (e) e.uploads = { ...e.uploads, [line.key]: line.a };
+          break;
+        }
         case 'handled': {
           const e = this.#live.get(line.id);
           if (e) Object.assign(e, { state: 'handled', reply: upgradeReply(line.reply, e.message) });
@@ -339,6 +348,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
       out.push(JSON.stringify({ k: 'recv', id: e.id, exp: e.expiresAt, m: e.message } satisfies Line));
       if (e.started) out.push(JSON.stringify({ k: 'started', id: e.id, n: e.starts ?? 1 } satisfies Line));
       if (e.aborts) out.push(JSON.stringify({ k: 'aborted', id: e.id, n: e.aborts } satisfies Line));
+      for (const [key, a] of Object.entries(e.uploads ?? {})) out.push(JSON.stringify({ k: 'upload', id: e.id, key, a } satisfies Line));
       if (e.reply !== undefined) out.push(JSON.stringify({ k: 'handled', id: e.id, reply: e.reply } satisfies Line));
       if (e.replyId !== undefined) out.push(JSON.stringify({ k: 'replied', id: e.id, to: e.replyId } satisfies Line));
     }
@@ -411,6 +421,13 @@ export class Journal extends TypedEmitter<JournalEvents> {
     const e = this.#live.get(id);
     if (e) e.aborts = (e.aborts ?? 0) + 1;
     void this.#append({ k: 'aborted', id }, false);
+  }
+
+  /** Records a blob the handler uploaded (`ctx.upload`); resolves once it is on disk. */
+  uploaded(id: string, key: string, attachment: Attachment): Promise<void> {
+    const e = this.#live.get(id);
+    if (e) e.uploads = { ...e.uploads, [key]: attachment };
+    return this.#append({ k: 'upload', id, key, a: attachment }, true);
   }
 
   /** Records the handler's result (the sealed reply to send); resolves once it is on disk. */

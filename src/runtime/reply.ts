@@ -12,7 +12,8 @@ import type { MessageCodec, SealedBody } from '../client/codec.js';
 import { LIMITS } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import { jsonDepth } from '../protocol/json.js';
-import type { JsonValue, Message, SendRequest } from '../protocol/types.js';
+import type { Attachment, JsonValue, Message, SendRequest } from '../protocol/types.js';
+import { isReplyWithAttachments } from './attachments.js';
 import type { JournaledReply } from './journal.js';
 
 export type ReplyOutcome = 'ok' | 'error' | 'timeout';
@@ -32,6 +33,8 @@ export interface ReplyDraft {
   outcome: ReplyOutcome;
   /** For error replies: what the body says, for reports (a sealed body cannot be read back). */
   error?: { code: string; message: string };
+  /** Attachments the reply carries (`withAttachments`). */
+  attachments?: Attachment[];
 }
 
 /** The reply envelope for a message (§4.4): threaded, `in_reply_to` the message. */
@@ -45,15 +48,24 @@ export function replyTo(message: Message, body: JsonValue, contentType = 'applic
   };
 }
 
-/** `replyTo` for a body that is already encoded (sealed or plain JSON text). */
-export function encodedReplyTo(message: Message, sealed: SealedBody): EncodedSend {
-  return {
+/** `replyTo` for a body that is already encoded (sealed or plain JSON text), with any attachments. */
+export function encodedReplyTo(message: Message, sealed: SealedBody, attachments?: readonly Attachment[]): EncodedSend {
+  const request: EncodedSend = {
     recipient_key: message.sender_key,
     content_type: sealed.contentType,
     body_json: sealed.bodyJson,
     in_reply_to: message.message_id,
     thread_id: message.thread_id ?? message.message_id,
   };
+  if (attachments?.length) request.attachments = attachments.map((a) => ({ ...a }));
+  return request;
+}
+
+/** Why a list of attachments cannot go out (too many, not objects with a blob id), or undefined. */
+export function attachmentsProblem(attachments: readonly unknown[]): string | undefined {
+  if (attachments.length > LIMITS.maxAttachments) return `a message carries at most ${LIMITS.maxAttachments} attachments (got ${attachments.length})`;
+  const bad = attachments.findIndex((a) => !a || typeof a !== 'object' || typeof (a as Attachment).blob_id !== 'string');
+  return bad >= 0 ? `attachment ${bad} is not an attachment object with a blob_id (use ctx.upload)` : undefined;
 }
 
 /** `{"status":"error","error":{"code","message"}}` (§4.2 reply convention), as a draft. */
@@ -92,8 +104,21 @@ export function codeOf(err: unknown, fallback: string): string {
   return typeof code === 'string' && code !== '' ? code : fallback;
 }
 
-/** A handler's return value as a draft reply: strings become `{"text": …}`, nothing means no reply. */
-export function draftReply(result: unknown): ReplyDraft | null {
+/**
+ * A handler's return value as a draft reply: strings become `{"text": …}`, nothing means no reply,
+ * `withAttachments(body, attachments)` is `body` with attachments.
+ */
+export function draftReply(returned: unknown): ReplyDraft | null {
+  if (isReplyWithAttachments(returned)) {
+    const draft = draftReply(returned.body ?? null);
+    if (draft?.outcome !== 'ok') return draft ?? errorDraft('invalid_reply', 'withAttachments needs a body (not null)', 'error');
+    if (!Array.isArray(returned.attachments)) return errorDraft('invalid_reply', 'withAttachments: attachments must be an array', 'error');
+    const problem = attachmentsProblem(returned.attachments);
+    if (problem) return errorDraft('invalid_reply', problem, 'error');
+    if (returned.attachments.length) draft.attachments = returned.attachments.map((a) => ({ ...a }));
+    return draft;
+  }
+  const result = returned;
   if (result === undefined || result === null) return null;
   const body = typeof result === 'string' ? { text: result } : result;
   let json: string | undefined;
@@ -131,7 +156,7 @@ export async function sealReply(codec: MessageCodec, message: Message, draft: Re
   for (let attempt = 0; ; attempt++) {
     try {
       const sealed = await codec.seal({ bodyJson: current.bodyJson, contentType: current.contentType }, context);
-      const reply: JournaledReply = { request: encodedReplyTo(message, sealed), outcome: current.outcome };
+      const reply: JournaledReply = { request: encodedReplyTo(message, sealed, current.attachments), outcome: current.outcome };
       if (current.error) reply.error = current.error;
       return { reply };
     } catch (err) {

@@ -33,6 +33,7 @@ import type { RelayClient } from '../client/http.js';
 import type { MessageSource } from '../client/source.js';
 import { LIMITS } from '../protocol/constants.js';
 import type { Message } from '../protocol/types.js';
+import { relayAttachments } from './attachments.js';
 import { type ContextDeps, handlerContext } from './context.js';
 import type { Handler } from './handler.js';
 import type { RuntimeEvents } from './events.js';
@@ -183,6 +184,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       // Logging never fails the handler: fields are made JSON-safe and bounded first.
       log: (messageId, level, text, fields) =>
         this.#guard(() => this.emit('log', { level, message: safeText(text), fields: safeFields(fields), messageId })),
+      attachments: relayAttachments(this.#client, this.#journal),
     };
 
     // Listeners on sources and the journal never throw: a failure is a warning, never a stall.

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { Agent } from '../../src/index.js';
+import { Agent, withAttachments } from '../../src/index.js';
 import type { Handler } from '../../src/runtime/handler.js';
 import { createTestRelay, invoke } from '../../src/testing.js';
 
@@ -83,6 +83,40 @@ describe('invoke', () => {
     );
     assert.deepEqual(result.logs, [{ level: 'info', message: 'sent', fields: { id: result.sent[0]!.messageId } }]);
     assert.deepEqual(result.reply?.body, { self, redelivered: true, encrypted: true, from: 'B'.repeat(43) });
+  });
+
+  it('attachments offline: ctx.download reads the blobs option, ctx.upload is recorded, the reply carries attachments', async () => {
+    const result = await invoke(
+      async (msg, ctx) => {
+        const text = (await ctx.download(msg.attachments[0]!)).toString();
+        const out = await ctx.upload(text.toUpperCase(), { filename: 'up.txt', contentType: 'text/plain' });
+        await ctx.reply({ progress: 1 }, { attachments: [out] });
+        const again = await ctx.download(out);
+        return withAttachments({ done: again.toString() }, [out]);
+      },
+      { attachments: [{ blob_id: 'blob_000000000001', filename: 'in.txt', encrypted: true }] },
+      { encrypted: true, blobs: { blob_000000000001: 'hello' } },
+    );
+    assert.equal(result.outcome, 'ok', JSON.stringify(result.error));
+    assert.deepEqual(result.reply?.body, { done: 'HELLO' });
+    const [upload] = result.uploads;
+    assert.equal(upload?.data.toString(), 'HELLO');
+    assert.equal(upload?.encrypt, true, 'encrypt defaults to ctx.encrypted');
+    assert.equal(upload?.attachment.blob_id, 'blob_3733cd977ff8', 'deterministic: the first 12 hex digits of the SHA-256');
+    assert.deepEqual(result.reply?.attachments, [upload!.attachment]);
+    assert.deepEqual(result.replies[0]?.attachments, [upload!.attachment]);
+    const missing = await invoke(async (msg, ctx) => ctx.download(msg.attachments[0]!).then(() => 'found'), { attachments: [{ blob_id: 'blob_00000000000f' }] });
+    assert.equal(missing.error?.code, 'blob_not_found');
+    const bad = await invoke(() => withAttachments({ a: 1 }, [{ nope: 1 } as never]));
+    assert.equal(bad.error?.code, 'invalid_reply');
+    // Understood from another copy of the module too (a handler with its own node_modules/mrp): the mark is a registered symbol.
+    const foreign = { body: { a: 1 }, attachments: [{ blob_id: 'blob_000000000002' }], [Symbol.for('mrp.replyWithAttachments')]: true };
+    const other = await invoke(() => foreign as never);
+    assert.deepEqual(other.reply?.body, { a: 1 });
+    assert.deepEqual(other.reply?.attachments, [{ blob_id: 'blob_000000000002' }]);
+    // A plain object that merely looks like one is a JSON body.
+    const plain = await invoke(() => ({ body: { a: 1 }, attachments: [] }));
+    assert.deepEqual(plain.reply?.body, { body: { a: 1 }, attachments: [] });
   });
 
   it('the handler gets a copy: what it changes does not change the reply target', async () => {

@@ -37,39 +37,47 @@ export interface GetOptions {
 interface Saved {
   blob_id: string;
   path?: string;
+  /** It was end-to-end encrypted and is saved decrypted. */
+  decrypted?: boolean;
+  /** Why it was not saved: `sealed_for_recipient`, `decryption_failed`. */
   skipped?: string;
 }
 
 /**
  * Downloads a message's attachments into `dir`: names from the sender made safe (`safeFilename`),
- * never overwriting (`name (1).ext`), each verified before it is kept. Encrypted attachments are
- * left for the encryption-aware download (`-e`).
+ * never overwriting (`name (1).ext`), each verified before it is kept. Encrypted attachments
+ * (§8.4) are decrypted on the way into a temp file that is renamed into place only once the
+ * Poly1305 tag at the end has verified; one that cannot be decrypted is skipped with a warning
+ * (and no file). One this agent sent encrypted cannot be opened by it (the key is wrapped for the
+ * recipient alone): skipped too.
  */
 async function saveAttachments(ctx: CliContext, client: RelayClient, message: Message, dir: string): Promise<Saved[]> {
   const info = await stat(dir).catch(() => undefined);
   if (!info?.isDirectory()) throw new UsageError(`--save-attachments ${dir}: not a directory`, { code: 'invalid_argument', hint: 'create it first, e.g. mkdir -p <dir>' });
   const saved: Saved[] = [];
   const quiet = ctx.globals.json || ctx.globals.quiet;
+  const { openAttachment } = await import('../../client/blob-e2e.js');
   for (const a of message.attachments) {
-    if (a.encrypted === true) {
-      saved.push({ blob_id: a.blob_id, skipped: 'encrypted' });
-      ctx.out.warn(`${a.blob_id}: encrypted attachment not saved (it needs end-to-end decryption)`);
+    if (a.encrypted === true && message.sender_key === client.publicKey && message.recipient_key !== client.publicKey) {
+      saved.push({ blob_id: a.blob_id, skipped: 'sealed_for_recipient' });
+      ctx.out.warn(`${a.blob_id}: sent by you encrypted; only the recipient can decrypt it`);
       continue;
     }
     const bars: Array<{ done(): void }> = [];
+    const name = safeFilename(a.filename, a.blob_id);
+    let bar: { update?: ((n: number) => void) | undefined } | undefined;
     try {
-      const { info: head, body } = await client.downloadBlob(a.blob_id);
-      const name = safeFilename(a.filename, a.blob_id);
-      const onProgress = progressFor(ctx.deps.stderr, quiet, name, head.size, bars);
-      let n = 0;
-      const counted = (async function* () {
-        for await (const chunk of body) {
-          n += chunk.byteLength;
-          onProgress?.(n);
-          yield chunk;
-        }
-      })();
-      saved.push({ blob_id: a.blob_id, path: await writeStreamNew(dir, name, counted) });
+      const opened = await openAttachment(client, a, message.sender_key, {
+        onProgress: (n, total) => {
+          bar ??= { update: progressFor(ctx.deps.stderr, quiet, name, total, bars) };
+          bar.update?.(n);
+        },
+      });
+      saved.push({ blob_id: a.blob_id, path: await writeStreamNew(dir, name, opened.body), ...(opened.encrypted ? { decrypted: true } : {}) });
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'decryption_failed') throw err;
+      saved.push({ blob_id: a.blob_id, skipped: 'decryption_failed' });
+      ctx.out.warn(safeText(`${a.blob_id}: not saved: ${(err as Error).message}`));
     } finally {
       for (const b of bars) b.done();
     }

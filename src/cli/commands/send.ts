@@ -16,7 +16,7 @@ import { action, addGlobalOptions, examples, ReportedError } from '../program.js
 import { shutdownSignals } from '../signals.js';
 import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { messageBlock } from '../render.js';
-import { progressFor, uploadFiles } from '../attachments.js';
+import { encryptedFile, progressFor, uploadFiles } from '../attachments.js';
 import { LIMITS } from '../../protocol/constants.js';
 
 export interface SendOptions {
@@ -153,8 +153,9 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   // Checked before any file is uploaded (each file stands in as a placeholder attachment).
   const files = options.attachFile ?? [];
   validateSendRequest(files.length ? { ...request, attachments: [...(request.attachments ?? []), ...files.map(() => ({ blob_id: 'blob_000000000000' }))] } : request);
-  if (options.encrypt && files.length) {
-    throw new UsageError('-e with --attach-file: encrypted attachments are not supported yet; upload with `mrp blob upload` and attach with --attach, or send without -e', { code: 'invalid_argument' });
+  if (options.encrypt && options.attach?.length) {
+    // An uploaded blob cannot be encrypted after the fact (its bytes and hash are fixed): sent as it is.
+    ctx.out.warn(`-e: --attach ${options.attach.join(', ')} ${options.attach.length === 1 ? 'is' : 'are'} attached as uploaded, NOT encrypted (use --attach-file to encrypt a file)`);
   }
   if (options.encrypt) await seal(ctx, request);
 
@@ -169,6 +170,7 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
     const quiet = jsonOut || ctx.globals.quiet;
     try {
       const uploaded = await uploadFiles(client, options.attachFile, recipient, {
+        ...(options.encrypt ? { prepare: encryptedFile(client.keypair) } : {}),
         progress: (label, total) => progressFor(ctx.deps.stderr, quiet, label, total, bars),
       });
       request.attachments = [...(request.attachments ?? []), ...uploaded];
@@ -247,7 +249,7 @@ export function register(program: Command, deps: Deps): void {
     .option('--body <json>', 'same as --json <value>')
     .option('--file <path>', 'body from a file (- for stdin); parsed as JSON for JSON content types')
     .option('--content-type <type>', 'content type (of the plaintext, with -e)', 'application/json')
-    .option('-e, --encrypt', 'end-to-end encrypt the body for the recipient (only they can read it)')
+    .option('-e, --encrypt', 'end-to-end encrypt the body and every --attach-file for the recipient (only they can read them)')
     .option('--thread <id>', 'thread id')
     .option('--in-reply-to <message-id>', 'the message this answers')
     .addOption(new Option('--reply-to <message-id>', 'alias of --in-reply-to').hideHelp())
@@ -264,6 +266,7 @@ export function register(program: Command, deps: Deps): void {
     'id=$(mrp send -q alice hi)   # -q: only the message id (with --wait: only the reply body)',
     'mrp send alice --file report.json --thread q3 --meta priority=high',
     'mrp send alice "the report" --attach-file report.pdf --attach-file data.csv',
+    'mrp send -e alice "for your eyes only" --attach-file secret.pdf',
     'mrp send -e alice "only you can read this"   # end-to-end encrypted',
   ]);
   cmd.action(action(deps, runSend));
