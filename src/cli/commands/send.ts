@@ -253,7 +253,7 @@ export function register(program: Command, deps: Deps): void {
     .option('--thread <id>', 'thread id')
     .option('--in-reply-to <message-id>', 'the message this answers')
     .addOption(new Option('--reply-to <message-id>', 'alias of --in-reply-to').hideHelp())
-    .option('--ttl <duration>', 'time to live: seconds or e.g. 1h, 7d (default 7d, max 30d)')
+    .option('--ttl <duration>', `time to live: seconds or e.g. 1h, 7d (default ${LIMITS.ttlDefaultSeconds / 86_400}d, max ${LIMITS.ttlMaxSeconds / 86_400}d)`)
     .option('--meta <key=value>', 'metadata entry (repeatable)', collect)
     .option('--attach <blob-id>', 'attach a blob you uploaded (repeatable)', collect)
     .option('--attach-file <path>', 'upload a file and attach it (after any --attach), with its name and a media type from its extension (repeatable)', collect)
