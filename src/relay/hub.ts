@@ -369,11 +369,18 @@ export class Hub {
   /**
    * False (and the connection cut with 1008) when more than MAX_CONTROL_UNSENT bytes of answers,
    * or more than MAX_BUFFERED bytes in all, wait unread.
+   *
+   * "Unread" needs both counts: `controlUnsent` is released by write callbacks, which run only
+   * after the turn that queued the frames, so a burst of answers the kernel took at once (a
+   * thousand inline sends committed together get a thousand `send_result`s in one turn) would
+   * look unread; `bufferedAmount` (what the socket still holds, the kernel refused) is then 0.
+   * A client that really does not read has both grow.
    */
   #checkUnread(conn: Connection): boolean {
     if (conn.closed) return false;
-    if (conn.controlUnsent <= MAX_CONTROL_UNSENT && conn.ws.bufferedAmount <= MAX_BUFFERED) return true;
-    this.#deps.logger.info('ws_slow_reader', { conn: conn.id, agent: conn.agent, buffered: conn.ws.bufferedAmount, answers: conn.controlUnsent });
+    const buffered = conn.ws.bufferedAmount;
+    if ((conn.controlUnsent <= MAX_CONTROL_UNSENT || buffered <= MAX_CONTROL_UNSENT) && buffered <= MAX_BUFFERED) return true;
+    this.#deps.logger.info('ws_slow_reader', { conn: conn.id, agent: conn.agent, buffered, answers: conn.controlUnsent });
     this.#close(conn, CLOSE_SLOW_READER, 'slow reader: too much unread data', true);
     return false;
   }
