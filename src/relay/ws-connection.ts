@@ -33,6 +33,10 @@ export class Connection implements PushSink {
   authTimer: Timer | undefined;
   heartbeatTimer: Timer | undefined;
   closed = false;
+  /** An ack arrived since the last ping: the next pong waits for it to be stored. */
+  acked = false;
+  /** Pongs waiting for stored acks, in order (later pings queue behind). */
+  pongs: Promise<void> | undefined;
 
   constructor(ws: WebSocket, remote: string, now: number) {
     this.ws = ws;

@@ -1,0 +1,53 @@
+/**
+ * The relay conformance suite on PostgreSQL (test/helpers/relay.ts):
+ *
+ *     MRP_TEST_STORE=test/relay/_pg-store.ts node scripts/test.mjs test/relay
+ *
+ * Every relay a test starts gets a fresh database of one throwaway cluster per test file
+ * (started on first use, stopped when the file's process is about to exit).
+ *
+ * `openShared` goes further (`MRP_TEST_PAIR=1` as well): each relay a test starts is TWO relays,
+ * each with its own external-mode state (pool, bus, registry, caches) on that database, behind a
+ * proxy that alternates requests and WebSocket connections between them.
+ */
+import { openExternal } from '../../src/relay/external.js';
+import type { RelayOptions } from '../../src/relay/options.js';
+import { PgStore } from '../../src/relay/store/pg-store.js';
+import type { Store } from '../../src/relay/store/store.js';
+import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
+
+let cluster: Promise<PostgresCluster> | undefined;
+
+function theCluster(): Promise<PostgresCluster> {
+  const why = postgresAvailable();
+  if (why) throw new Error(`MRP_TEST_STORE=_pg-store.ts: ${why}`);
+  if (!cluster) {
+    cluster = startPostgres();
+    let stopping = false;
+    process.on('beforeExit', () => {
+      if (stopping) return;
+      stopping = true;
+      void cluster!.then((c) => c.stop());
+    });
+  }
+  return cluster;
+}
+
+export async function openStore(_dataDir: string, _options: Partial<RelayOptions> = {}): Promise<Store> {
+  const url = await (await theCluster()).database();
+  return PgStore.open(url, { max: 4 });
+}
+
+/** Two sets of external-mode parts on one fresh database (the relay's clock for both). */
+export async function openShared(_dataDir: string, options: Partial<RelayOptions> = {}) {
+  const url = await (await theCluster()).database();
+  const parts = await Promise.all(
+    [1, 2].map(() => openExternal({ databaseUrl: url, maxConnections: 4, ...(options.clock ? { clock: options.clock } : {}) })),
+  );
+  return {
+    relayOptions: parts.map((p) => p.relayOptions),
+    close: async () => {
+      for (const p of parts) await p.close();
+    },
+  };
+}
