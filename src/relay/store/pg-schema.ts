@@ -1,8 +1,8 @@
 /**
  * What the PostgreSQL store keeps (docs/protocol.md §10, external mode): the numbered migrations,
- * one list per concern, applied in one order. Never edit a released entry; append to the list of
- * its concern and give it the next number. A new concern (blob metadata, webhooks) adds its own
- * list and is appended to `MIGRATIONS`.
+ * one list per concern, each entry carrying its version. Never edit a released entry; append a new
+ * entry to the list of its concern with the next free version (`MIGRATIONS` sorts them all and
+ * refuses a gap or a duplicate, so appending to one concern never renumbers another).
  *
  * Conventions: times are `bigint` Unix milliseconds; keys, ids and tags are `TEXT COLLATE "C"`
  * (byte order, the same as SQLite's, whatever the database's locale); message bodies are `text`,
@@ -15,15 +15,16 @@
 import type postgres from 'postgres';
 
 export interface Migration {
-  /** Position in `MIGRATIONS` + 1; stored in `mrp_migrations`. */
+  /** 1, 2, 3, … without gaps across every concern; stored in `mrp_migrations`. */
   version: number;
   name: string;
   sql: string;
 }
 
 /** Agents, tags, messages, ACL, the health probe: the `Store` (pg-store.ts). */
-const STORE_MIGRATIONS = [
+const STORE_MIGRATIONS: Migration[] = [
   {
+    version: 1,
     name: 'store',
     sql: `
     CREATE TABLE agents (
@@ -87,8 +88,9 @@ const STORE_MIGRATIONS = [
 ];
 
 /** Replay cache, connection slots with process leases, rate windows: the shared process state (pg-shared.ts). */
-const SHARED_STATE_MIGRATIONS = [
+const SHARED_STATE_MIGRATIONS: Migration[] = [
   {
+    version: 2,
     name: 'shared_state',
     sql: `
     CREATE TABLE replay_cache (
@@ -123,17 +125,98 @@ const SHARED_STATE_MIGRATIONS = [
   },
 ];
 
-/** Every migration, numbered in this order. Append only. */
-export const MIGRATIONS: readonly Migration[] = [...STORE_MIGRATIONS, ...SHARED_STATE_MIGRATIONS].map((m, i) => ({
-  version: i + 1,
-  ...m,
-}));
+/** Webhook config per agent and the pending deliveries (docs/protocol.md §3.8), created in the message's commit. */
+const WEBHOOK_MIGRATIONS: Migration[] = [
+  {
+    version: 3,
+    name: 'webhooks',
+    sql: `
+    CREATE TABLE webhooks (
+      agent_key            TEXT COLLATE "C" PRIMARY KEY,
+      url                  TEXT NOT NULL,
+      secret               TEXT NOT NULL,
+      enabled              INTEGER NOT NULL,
+      consecutive_failures INTEGER NOT NULL,
+      created_at           BIGINT NOT NULL
+    );
+
+    CREATE TABLE webhook_deliveries (
+      delivery_id     TEXT COLLATE "C" PRIMARY KEY,
+      message_id      TEXT COLLATE "C" NOT NULL UNIQUE,
+      agent_key       TEXT COLLATE "C" NOT NULL,
+      attempts        INTEGER NOT NULL,
+      next_attempt_at BIGINT NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, delivery_id);
+    CREATE INDEX webhook_deliveries_agent ON webhook_deliveries (agent_key);
+    `,
+  },
+];
+
+/** Poll take ids (docs/protocol.md §3.6): the take that marked a message delivered. */
+const TAKE_MIGRATIONS: Migration[] = [
+  {
+    version: 4,
+    name: 'take_ids',
+    sql: `
+    ALTER TABLE messages ADD COLUMN take_id TEXT COLLATE "C";
+    CREATE INDEX messages_take ON messages (recipient_key, take_id) WHERE take_id IS NOT NULL;
+    `,
+  },
+];
+
+/** Blob metadata and the references of messages to blobs (docs/protocol.md §3.7); the bytes live in a `BlobStore`. */
+const BLOB_MIGRATIONS: Migration[] = [
+  {
+    version: 5,
+    name: 'blobs',
+    sql: `
+    CREATE TABLE blobs (
+      blob_id      TEXT COLLATE "C" PRIMARY KEY,
+      owner_key    TEXT COLLATE "C" NOT NULL,
+      hash         TEXT NOT NULL,
+      size         BIGINT NOT NULL,
+      content_type TEXT NOT NULL,
+      created_at   BIGINT NOT NULL,
+      expires_at   BIGINT NOT NULL
+    );
+    CREATE INDEX blobs_owner ON blobs (owner_key, expires_at);
+    CREATE INDEX blobs_expiry ON blobs (expires_at);
+
+    CREATE TABLE blob_refs (
+      blob_id       TEXT COLLATE "C" NOT NULL,
+      message_id    TEXT COLLATE "C" NOT NULL,
+      sender_key    TEXT COLLATE "C" NOT NULL,
+      recipient_key TEXT COLLATE "C" NOT NULL,
+      expires_at    BIGINT NOT NULL,
+      PRIMARY KEY (blob_id, message_id)
+    );
+    CREATE INDEX blob_refs_expiry ON blob_refs (expires_at);
+    CREATE INDEX blob_refs_recipient ON blob_refs (recipient_key);
+    CREATE INDEX blob_refs_sender ON blob_refs (sender_key);
+    `,
+  },
+];
+
+/** Every migration, by version. A gap or a duplicate is a programming error caught at load (and by the tests). */
+export const MIGRATIONS: readonly Migration[] = [
+  ...STORE_MIGRATIONS,
+  ...SHARED_STATE_MIGRATIONS,
+  ...WEBHOOK_MIGRATIONS,
+  ...TAKE_MIGRATIONS,
+  ...BLOB_MIGRATIONS,
+].sort((a, b) => a.version - b.version);
+MIGRATIONS.forEach((m, i) => {
+  if (m.version !== i + 1) throw new Error(`pg-schema: migration "${m.name}" has version ${m.version}, expected ${i + 1}`);
+});
 
 /** Advisory lock keys (namespace, id) of this project: one namespace, one id per purpose. */
 export const LOCKS = {
   namespace: 0x6d7270, // "mrp"
   migrate: 1,
   sweep: 2,
+  /** `(blobs, hashtext(owner))`: one agent's blob quota (check and insert). */
+  blobs: 0x6d7272,
   /** `(namespace2, hashtext(agent))`: one agent's connection slots. */
   slots: 0x6d7271,
 } as const;

@@ -14,8 +14,20 @@
  *   one transaction: concurrent polls, in any process, never get the same message.
  * - `ensureAgent`: `INSERT … ON CONFLICT DO NOTHING`.
  * - `sweep`: under `pg_try_advisory_xact_lock`: one process at a time sweeps, the others skip.
+ * - `insertBlob`: quota check and insert under a per-owner advisory transaction lock
+ *   (`LOCKS.blobs`, `hashtext(owner)`): concurrent uploads of one agent, in any process, queue.
+ * - blob references: `commit` locks the attachments' blob rows (`FOR NO KEY UPDATE`, in id order)
+ *   before checking them; `deleteBlob` / `sweepBlobs` lock the blob row before looking for
+ *   references. So a delete and a commit naming the same blob serialize: either the message is
+ *   refused (`blob_missing`) or the delete sees its reference (`referenced`).
+ * - webhook deliveries: inserted in the message's commit when the recipient's webhook is enabled
+ *   (its row read `FOR KEY SHARE`, so a concurrent `deleteWebhook` waits and then removes them);
+ *   `claimDeliveries` is `SELECT … FOR UPDATE OF d SKIP LOCKED` + a lease update in one
+ *   transaction; `completeDelivery` / `failDelivery` lock the webhook row first, then the delivery.
+ * Transactions that lose a deadlock or serialization race with another process are retried.
  */
 import type { AclEntry, AclEntryType } from '../../protocol/types.js';
+import { newDeliveryId } from '../../protocol/webhook.js';
 import { inboxRefusal } from '../policy.js';
 import { connectPostgres, type PgConnectOptions, redactUrl, type Sql, startupError } from './pg-connect.js';
 import { LOCKS, migrate } from './pg-schema.js';
@@ -24,6 +36,8 @@ import {
   type AclRow,
   type AgentRow,
   agentFromRow,
+  type WebhookRow,
+  webhookFromRow,
   agentParams,
   aclFromRow,
   inboxConditions,
@@ -34,10 +48,18 @@ import {
 } from './sqlite-schema.js';
 import type {
   AgentRecord,
+  BlobQuota,
+  BlobRecord,
+  BlobUsage,
+  ClaimOptions,
+  CommitRefusal,
   CommitResult,
+  DeliveryClaim,
+  DeliveryCompletion,
+  DeliveryFailure,
   DiscoverQuery,
   InboxFilter,
-  InboxRefusal,
+  InsertBlobResult,
   MessagePageRecords,
   MessagePosition,
   MessageRecord,
@@ -45,6 +67,7 @@ import type {
   StorageHealth,
   Store,
   TakeResult,
+  WebhookRecord,
   WriteBatch,
 } from './store.js';
 
@@ -52,8 +75,10 @@ import type {
 const MAX_SKIPPED = 100;
 /** Rows fetched per cursor round trip. */
 const CURSOR_ROWS = 16;
-/** Attempts of a commit that lost a deadlock or serialization race with another process. */
-const COMMIT_ATTEMPTS = 5;
+/** Attempts of a transaction that lost a deadlock or serialization race with another process. */
+const TX_ATTEMPTS = 5;
+/** A claim looks at most this many due rows past what it can take (agents at their limit, dead deliveries). */
+const MAX_CLAIM_SCAN = 1000;
 
 export interface PgStoreOptions extends PgConnectOptions {}
 
@@ -78,6 +103,34 @@ async function eachRow(db: Runner, text: string, params: unknown[], take: (row: 
   }
 }
 
+/** Deadlock detected, serialization failure: the transaction did nothing and may run again. */
+function retryable(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return code === '40P01' || code === '40001';
+}
+
+interface BlobRow {
+  blob_id: string;
+  owner_key: string;
+  hash: string;
+  size: number;
+  content_type: string;
+  created_at: number;
+  expires_at: number;
+}
+
+function blobFromRow(row: BlobRow): BlobRecord {
+  return {
+    blob_id: row.blob_id,
+    owner_key: row.owner_key,
+    hash: row.hash,
+    size: Number(row.size),
+    content_type: row.content_type,
+    created_at: Number(row.created_at),
+    expires_at: Number(row.expires_at),
+  };
+}
+
 const AGENT_INSERT = `INSERT INTO agents (public_key, display_name, status, visibility, inbox_policy, created_at, last_active_at,
   metadata, capabilities, search_text) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`;
 
@@ -100,7 +153,7 @@ export class PgStore implements Store {
     const sql = await connectPostgres(url, options);
     try {
       await migrate(sql, location);
-      for (const table of ['agents', 'agent_tags', 'messages', 'acl']) await sql.unsafe(`SELECT 1 FROM ${table} LIMIT 1`);
+      for (const table of ['agents', 'agent_tags', 'messages', 'acl', 'webhooks', 'webhook_deliveries', 'blobs', 'blob_refs']) await sql.unsafe(`SELECT 1 FROM ${table} LIMIT 1`);
     } catch (err) {
       await sql.end({ timeout: 0 }).catch(() => {});
       throw startupError(location, err);
@@ -111,6 +164,17 @@ export class PgStore implements Store {
   /** The pool, for the shared process state and the bus (`pg-shared.ts`, `../pg-bus.ts`) on the same database. */
   get sql(): Sql {
     return this.#sql;
+  }
+
+  /** One transaction, run again (whole) when it lost a deadlock or serialization race with another process. */
+  async #tx<T>(body: (tx: Runner) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await this.#sql.begin((tx) => body(tx))) as T;
+      } catch (err) {
+        if (attempt >= TX_ATTEMPTS || !retryable(err)) throw err;
+      }
+    }
   }
 
   // ── agents ──────────────────────────────────────────────────────────────────────────────────
@@ -153,11 +217,15 @@ export class PgStore implements Store {
   }
 
   async deleteAgent(key: string): Promise<void> {
-    await this.#sql.begin(async (tx) => {
+    await this.#tx(async (tx) => {
       await run(tx, 'DELETE FROM agents WHERE public_key = $1', [key]);
       await run(tx, 'DELETE FROM agent_tags WHERE agent_key = $1', [key]);
       await run(tx, 'DELETE FROM acl WHERE owner_key = $1', [key]);
+      await run(tx, 'DELETE FROM webhooks WHERE agent_key = $1', [key]);
+      await run(tx, 'DELETE FROM webhook_deliveries WHERE agent_key = $1', [key]);
       await run(tx, 'DELETE FROM messages WHERE recipient_key = $1', [key]);
+      await run(tx, 'DELETE FROM blob_refs WHERE recipient_key = $1 OR sender_key = $1', [key]);
+      await run(tx, 'DELETE FROM blobs WHERE owner_key = $1', [key]);
     });
   }
 
@@ -195,18 +263,12 @@ export class PgStore implements Store {
   // ── messages ────────────────────────────────────────────────────────────────────────────────
 
   async commit(batch: WriteBatch, now: number): Promise<CommitResult> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.#sql.begin((tx) => this.#commitIn(tx, batch, now));
-      } catch (err) {
-        const code = (err as { code?: unknown }).code;
-        if (attempt >= COMMIT_ATTEMPTS || (code !== '40P01' && code !== '40001')) throw err;
-      }
-    }
+    return this.#tx((tx) => this.#commitIn(tx, batch, now));
   }
 
   async #commitIn(tx: Runner, batch: WriteBatch, now: number): Promise<CommitResult> {
-    const refused = new Map<string, InboxRefusal>();
+    const refused = new Map<string, CommitRefusal>();
+    const allowed: MessageRecord[] = [];
     const accepted: MessageRecord[] = [];
     if (batch.messages.length > 0) {
       // The policies, read inside the transaction: everything committed before is seen.
@@ -241,8 +303,30 @@ export class PgStore implements Store {
       for (const m of batch.messages) {
         const refusal = inboxRefusal(recipients.get(m.recipient_key), m.sender_key, (peer) => pairs.get(`${m.recipient_key} ${peer}`));
         if (refusal) refused.set(m.message_id, refusal);
-        else accepted.push(m);
+        else allowed.push(m);
       }
+    }
+    // Attachments: each must be the sender's unexpired blob. The rows are locked (in id order, so
+    // two commits naming the same blobs queue instead of deadlocking) until this commit ends: a
+    // concurrent deleteBlob / sweepBlobs waits, then sees the reference made here.
+    const blobIds = [...new Set(allowed.flatMap((m) => m.attachments.map((a) => a.blob_id)))].sort();
+    const blobs = new Map<string, { owner_key: string; expires_at: number }>();
+    if (blobIds.length > 0) {
+      for (const r of await run<{ blob_id: string; owner_key: string; expires_at: number }>(
+        tx,
+        'SELECT blob_id, owner_key, expires_at FROM blobs WHERE blob_id = ANY($1::text[]) ORDER BY blob_id FOR NO KEY UPDATE',
+        [blobIds],
+      )) {
+        blobs.set(r.blob_id, { owner_key: r.owner_key, expires_at: Number(r.expires_at) });
+      }
+    }
+    for (const m of allowed) {
+      const missing = m.attachments.find((a) => {
+        const blob = blobs.get(a.blob_id);
+        return !blob || blob.owner_key !== m.sender_key || blob.expires_at <= now;
+      });
+      if (missing) refused.set(m.message_id, { blob_missing: missing.blob_id });
+      else accepted.push(m);
     }
     if (accepted.length > 0) {
       const col = <T>(f: (m: MessageRecord) => T): T[] => accepted.map(f);
@@ -274,6 +358,8 @@ export class PgStore implements Store {
       );
       const seqs = new Map(rows.map((r) => [r.message_id, Number(r.seq)]));
       for (const m of accepted) m.seq = seqs.get(m.message_id)!;
+      await this.#addDeliveries(tx, accepted, now);
+      await this.#addBlobRefs(tx, accepted);
     }
     const delivered: CommitResult['delivered'] = [];
     if (batch.delivered.length > 0) {
@@ -302,6 +388,56 @@ export class PgStore implements Store {
       );
     }
     return { refused, delivered };
+  }
+
+  /** A pending delivery (due now) for each stored message whose recipient has an enabled webhook. */
+  async #addDeliveries(tx: Runner, stored: MessageRecord[], now: number): Promise<void> {
+    const recipients = [...new Set(stored.map((m) => m.recipient_key))].sort();
+    // KEY SHARE: a concurrent deleteWebhook (which deletes the row first) waits for this commit,
+    // then removes the deliveries made here; failure counting (no key update) is not blocked.
+    const hooked = new Set(
+      (
+        await run<{ agent_key: string }>(
+          tx,
+          'SELECT agent_key FROM webhooks WHERE agent_key = ANY($1::text[]) AND enabled = 1 ORDER BY agent_key FOR KEY SHARE',
+          [recipients],
+        )
+      ).map((r) => r.agent_key),
+    );
+    const due = stored.filter((m) => hooked.has(m.recipient_key));
+    if (due.length === 0) return;
+    await run(
+      tx,
+      `INSERT INTO webhook_deliveries (delivery_id, message_id, agent_key, attempts, next_attempt_at)
+       SELECT d, m, a, 0, $4::bigint FROM unnest($1::text[], $2::text[], $3::text[]) AS v(d, m, a)`,
+      [due.map(() => newDeliveryId()), due.map((m) => m.message_id), due.map((m) => m.recipient_key), now],
+    );
+  }
+
+  /** References of stored messages to their blobs (access for the recipient, no delete while unexpired) and the blobs' expiry extended. */
+  async #addBlobRefs(tx: Runner, stored: MessageRecord[]): Promise<void> {
+    const refs = stored.flatMap((m) => m.attachments.map((a) => ({ blob_id: a.blob_id, m })));
+    if (refs.length === 0) return;
+    await run(
+      tx,
+      `INSERT INTO blob_refs (blob_id, message_id, sender_key, recipient_key, expires_at)
+       SELECT b, m, s, r, e FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS v(b, m, s, r, e)
+       ON CONFLICT DO NOTHING`,
+      [
+        refs.map((x) => x.blob_id),
+        refs.map((x) => x.m.message_id),
+        refs.map((x) => x.m.sender_key),
+        refs.map((x) => x.m.recipient_key),
+        refs.map((x) => x.m.expires_at),
+      ],
+    );
+    await run(
+      tx,
+      `UPDATE blobs b SET expires_at = v.e FROM (
+         SELECT b AS id, max(e) AS e FROM unnest($1::text[], $2::bigint[]) AS u(b, e) GROUP BY b
+       ) v WHERE b.blob_id = v.id AND b.expires_at < v.e`,
+      [refs.map((x) => x.blob_id), refs.map((x) => x.m.expires_at)],
+    );
   }
 
   async getMessage(id: string): Promise<MessageRecord | undefined> {
@@ -348,10 +484,11 @@ export class PgStore implements Store {
         return true;
       });
       if (messages.length > 0) {
-        await run(tx, "UPDATE messages SET status = 'delivered', delivered_at = $1 WHERE seq = ANY($2::bigint[]) AND status = 'sent'", [
-          now,
-          messages.map((m) => m.seq),
-        ]);
+        await run(
+          tx,
+          "UPDATE messages SET status = 'delivered', delivered_at = $1, take_id = $3 WHERE seq = ANY($2::bigint[]) AND status = 'sent'",
+          [now, messages.map((m) => m.seq), filter.take ?? null],
+        );
       }
       return { messages, hasMore, skipped };
     }) as Promise<TakeResult>;
@@ -424,8 +561,100 @@ export class PgStore implements Store {
         "DELETE FROM messages WHERE (status = 'delivered' AND expires_at <= $1) OR (status = 'expired' AND expires_at <= $2)",
         [now, now - expiredRetentionMs],
       );
+      // Deliveries whose message was delivered by another channel, expired or purged.
+      await tx.unsafe(
+        `DELETE FROM webhook_deliveries d WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.message_id = d.message_id
+           AND m.status = 'sent' AND m.expires_at > $1)`,
+        [now],
+      );
+      // A reference only matters while its message is unexpired (access, 409 on delete).
+      await tx.unsafe('DELETE FROM blob_refs WHERE expires_at <= $1', [now]);
       return { expired: expired.count, purged: purged.count };
     }) as Promise<{ expired: number; purged: number }>;
+  }
+
+  // ── blobs ───────────────────────────────────────────────────────────────────────────────────
+
+  async insertBlob(record: BlobRecord, quota: BlobQuota, now: number): Promise<InsertBlobResult> {
+    return this.#tx(async (tx): Promise<InsertBlobResult> => {
+      // One owner's uploads queue here, in every process: check and insert cannot interleave.
+      await run(tx, 'SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCKS.blobs, record.owner_key]);
+      const usage = await this.#usage(tx, record.owner_key, now);
+      if (usage.count + 1 > quota.maxCount) return { inserted: false, reason: 'count', usage };
+      if (usage.bytes + record.size > quota.maxBytes) return { inserted: false, reason: 'bytes', usage };
+      await run(
+        tx,
+        'INSERT INTO blobs (blob_id, owner_key, hash, size, content_type, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+        [record.blob_id, record.owner_key, record.hash, record.size, record.content_type, record.created_at, record.expires_at],
+      );
+      return { inserted: true, usage: { count: usage.count + 1, bytes: usage.bytes + record.size } };
+    });
+  }
+
+  async #usage(db: Runner, owner: string, now: number): Promise<BlobUsage> {
+    const [row] = await run<{ count: number; bytes: number }>(
+      db,
+      'SELECT COUNT(*) AS count, COALESCE(SUM(size), 0)::bigint AS bytes FROM blobs WHERE owner_key = $1 AND expires_at > $2',
+      [owner, now],
+    );
+    return { count: Number(row?.count ?? 0), bytes: Number(row?.bytes ?? 0) };
+  }
+
+  async blobUsage(owner: string, now: number): Promise<BlobUsage> {
+    return this.#usage(this.#sql, owner, now);
+  }
+
+  async getBlob(blobId: string): Promise<BlobRecord | undefined> {
+    const [row] = await run<BlobRow & Row>(this.#sql, 'SELECT * FROM blobs WHERE blob_id = $1', [blobId]);
+    return row ? blobFromRow(row) : undefined;
+  }
+
+  async readableBlob(blobId: string, agent: string, now: number): Promise<BlobRecord | undefined> {
+    const [row] = await run<BlobRow & Row>(
+      this.#sql,
+      `SELECT b.* FROM blobs b WHERE b.blob_id = $1 AND b.expires_at > $2 AND (b.owner_key = $3 OR EXISTS (
+         SELECT 1 FROM blob_refs r WHERE r.blob_id = b.blob_id AND r.expires_at > $2 AND (r.sender_key = $3 OR r.recipient_key = $3)))`,
+      [blobId, now, agent],
+    );
+    return row ? blobFromRow(row) : undefined;
+  }
+
+  async deleteBlob(owner: string, blobId: string, now: number): Promise<'deleted' | 'not_found' | 'referenced'> {
+    return this.#tx(async (tx) => {
+      // The row lock first: a commit referencing this blob either finished (its reference is seen
+      // below) or waits, then finds the blob gone.
+      const [mine] = await run(tx, 'SELECT 1 FROM blobs WHERE blob_id = $1 AND owner_key = $2 FOR UPDATE', [blobId, owner]);
+      if (!mine) return 'not_found' as const;
+      const [ref] = await run(tx, 'SELECT 1 FROM blob_refs WHERE blob_id = $1 AND expires_at > $2 LIMIT 1', [blobId, now]);
+      if (ref) return 'referenced' as const;
+      await run(tx, 'DELETE FROM blobs WHERE blob_id = $1', [blobId]);
+      await run(tx, 'DELETE FROM blob_refs WHERE blob_id = $1', [blobId]);
+      return 'deleted' as const;
+    });
+  }
+
+  async sweepBlobs(now: number, limit: number): Promise<Array<{ owner_key: string; blob_id: string }>> {
+    return this.#tx(async (tx) => {
+      // Locked (skipping rows a commit or another sweeper holds), then the references checked
+      // again: this statement's snapshot is taken after the locks.
+      const candidates = await run<{ blob_id: string }>(
+        tx,
+        'SELECT blob_id FROM blobs WHERE expires_at <= $1 ORDER BY expires_at, blob_id LIMIT $2 FOR UPDATE SKIP LOCKED',
+        [now, limit + MAX_CLAIM_SCAN],
+      );
+      if (candidates.length === 0) return [];
+      const gone = await run<{ owner_key: string; blob_id: string }>(
+        tx,
+        `DELETE FROM blobs b WHERE b.blob_id IN (
+           SELECT c.id FROM unnest($1::text[]) AS c(id)
+           WHERE NOT EXISTS (SELECT 1 FROM blob_refs r WHERE r.blob_id = c.id AND r.expires_at > $2)
+           LIMIT $3)
+         RETURNING b.owner_key, b.blob_id`,
+        [candidates.map((c) => c.blob_id), now, limit],
+      );
+      if (gone.length > 0) await run(tx, 'DELETE FROM blob_refs WHERE blob_id = ANY($1::text[])', [gone.map((g) => g.blob_id)]);
+      return gone.map((g) => ({ owner_key: g.owner_key, blob_id: g.blob_id }));
+    });
   }
 
   // ── ACL ─────────────────────────────────────────────────────────────────────────────────────
@@ -460,6 +689,164 @@ export class PgStore implements Store {
 
   async deleteAcl(owner: string, peer: string): Promise<boolean> {
     return (await this.#sql.unsafe('DELETE FROM acl WHERE owner_key = $1 AND peer_key = $2', [owner, peer])).count > 0;
+  }
+
+  // ── webhooks ────────────────────────────────────────────────────────────────────────────────
+
+  async putWebhook(agent: string, url: string, secret: string, now: number): Promise<WebhookRecord> {
+    await run(
+      this.#sql,
+      `INSERT INTO webhooks (agent_key, url, secret, enabled, consecutive_failures, created_at) VALUES ($1, $2, $3, 1, 0, $4)
+       ON CONFLICT (agent_key) DO UPDATE SET url = excluded.url, secret = excluded.secret, enabled = 1,
+         consecutive_failures = 0, created_at = excluded.created_at`,
+      [agent, url, secret, now],
+    );
+    return { agent_key: agent, url, secret, enabled: true, consecutive_failures: 0, created_at: now };
+  }
+
+  async getWebhook(agent: string): Promise<WebhookRecord | undefined> {
+    const [row] = await run<WebhookRow & Row>(this.#sql, 'SELECT * FROM webhooks WHERE agent_key = $1', [agent]);
+    return row ? webhookFromRow({ ...row, created_at: Number(row.created_at) }) : undefined;
+  }
+
+  async deleteWebhook(agent: string): Promise<boolean> {
+    return this.#tx(async (tx) => {
+      // The webhook row first (a commit adding a delivery holds it KEY SHARE: this waits), then
+      // the deliveries, read after that commit.
+      const gone = await tx.unsafe('DELETE FROM webhooks WHERE agent_key = $1', [agent]);
+      await tx.unsafe('DELETE FROM webhook_deliveries WHERE agent_key = $1', [agent]);
+      return gone.count > 0;
+    });
+  }
+
+  async claimDeliveries(now: number, options: ClaimOptions): Promise<DeliveryClaim[]> {
+    if (options.limit <= 0) return [];
+    return this.#tx(async (tx) => {
+      const full = [...options.inFlight].filter(([, n]) => n >= options.perAgent).map(([agent]) => agent);
+      // Rows another claimer holds are skipped; a row leased (and committed) since this statement's
+      // snapshot is re-checked after its lock and no longer due.
+      const due = await run<{
+        delivery_id: string;
+        agent_key: string;
+        attempts: number;
+        message_id: string;
+        url: string;
+        secret: string;
+        deliverable: boolean;
+      }>(
+        tx,
+        `SELECT d.delivery_id, d.agent_key, d.attempts, d.message_id, w.url, w.secret,
+           EXISTS (SELECT 1 FROM messages m WHERE m.message_id = d.message_id AND m.status = 'sent' AND m.expires_at > $1) AS deliverable
+         FROM webhook_deliveries d
+         JOIN webhooks w ON w.agent_key = d.agent_key AND w.enabled = 1
+         WHERE d.next_attempt_at <= $1 AND NOT (d.agent_key = ANY($2::text[]))
+         ORDER BY d.next_attempt_at, d.delivery_id
+         LIMIT $3
+         FOR UPDATE OF d SKIP LOCKED`,
+        [now, full, options.limit + MAX_CLAIM_SCAN],
+      );
+      const picked: typeof due = [];
+      const dead: string[] = [];
+      const taken = new Map<string, number>();
+      for (const row of due) {
+        if (picked.length >= options.limit) break;
+        if (!row.deliverable) {
+          dead.push(row.delivery_id);
+          continue;
+        }
+        const count = (options.inFlight.get(row.agent_key) ?? 0) + (taken.get(row.agent_key) ?? 0);
+        if (count >= options.perAgent) continue;
+        taken.set(row.agent_key, (taken.get(row.agent_key) ?? 0) + 1);
+        picked.push(row);
+      }
+      const messages = new Map<string, MessageRecord>();
+      if (picked.length > 0) {
+        const rows = await run<MessageRow & Row>(tx, 'SELECT * FROM messages WHERE message_id = ANY($1::text[])', [picked.map((p) => p.message_id)]);
+        for (const row of rows) {
+          const record = tryMessage(row);
+          if (record) messages.set(record.message_id, record);
+        }
+      }
+      const claims: DeliveryClaim[] = [];
+      for (const row of picked) {
+        const message = messages.get(row.message_id);
+        if (!message) {
+          dead.push(row.delivery_id);
+          continue;
+        }
+        claims.push({ delivery_id: row.delivery_id, attempts: Number(row.attempts), url: row.url, secret: row.secret, message });
+      }
+      if (claims.length > 0) {
+        await run(tx, 'UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE delivery_id = ANY($2::text[])', [
+          now + options.leaseMs,
+          claims.map((c) => c.delivery_id),
+        ]);
+      }
+      if (dead.length > 0) await run(tx, 'DELETE FROM webhook_deliveries WHERE delivery_id = ANY($1::text[])', [dead]);
+      return claims;
+    });
+  }
+
+  async nextDeliveryAt(): Promise<number | undefined> {
+    const [row] = await run<{ at: number }>(
+      this.#sql,
+      `SELECT d.next_attempt_at AS at FROM webhook_deliveries d
+       WHERE EXISTS (SELECT 1 FROM webhooks w WHERE w.agent_key = d.agent_key AND w.enabled = 1)
+       ORDER BY d.next_attempt_at LIMIT 1`,
+    );
+    return row ? Number(row.at) : undefined;
+  }
+
+  /** The delivery's agent, with its webhook row locked first (the order every delivery outcome takes). */
+  async #lockDelivery(tx: Runner, deliveryId: string): Promise<{ message_id: string; agent_key: string; webhook: { consecutive_failures: number; enabled: number } | undefined } | undefined> {
+    const [peek] = await run<{ agent_key: string }>(tx, 'SELECT agent_key FROM webhook_deliveries WHERE delivery_id = $1', [deliveryId]);
+    if (!peek) return undefined;
+    const [webhook] = await run<{ consecutive_failures: number; enabled: number }>(
+      tx,
+      'SELECT consecutive_failures, enabled FROM webhooks WHERE agent_key = $1 FOR NO KEY UPDATE',
+      [peek.agent_key],
+    );
+    const [row] = await run<{ message_id: string; agent_key: string }>(
+      tx,
+      'SELECT message_id, agent_key FROM webhook_deliveries WHERE delivery_id = $1 FOR UPDATE',
+      [deliveryId],
+    );
+    return row ? { ...row, webhook } : undefined;
+  }
+
+  async completeDelivery(deliveryId: string, now: number): Promise<DeliveryCompletion | undefined> {
+    return this.#tx(async (tx): Promise<DeliveryCompletion | undefined> => {
+      const row = await this.#lockDelivery(tx, deliveryId);
+      if (!row) return undefined;
+      await run(tx, 'DELETE FROM webhook_deliveries WHERE delivery_id = $1', [deliveryId]);
+      await run(tx, 'UPDATE webhooks SET consecutive_failures = 0 WHERE agent_key = $1', [row.agent_key]);
+      const done = await tx.unsafe(
+        "UPDATE messages SET status = 'delivered', delivered_at = $1 WHERE message_id = $2 AND recipient_key = $3 AND status = 'sent' AND expires_at > $1",
+        [now, row.message_id, row.agent_key],
+      );
+      return { recipient_key: row.agent_key, message_id: row.message_id, delivered: done.count > 0 };
+    });
+  }
+
+  async failDelivery(deliveryId: string, _now: number, nextAttemptAt: number | null, disableAfter: number): Promise<DeliveryFailure | undefined> {
+    return this.#tx(async (tx): Promise<DeliveryFailure | undefined> => {
+      const row = await this.#lockDelivery(tx, deliveryId);
+      if (!row) return undefined;
+      if (nextAttemptAt === null) await run(tx, 'DELETE FROM webhook_deliveries WHERE delivery_id = $1', [deliveryId]);
+      else await run(tx, 'UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1 WHERE delivery_id = $2', [nextAttemptAt, deliveryId]);
+      const [failures] = await run<{ consecutive_failures: number; enabled: number }>(
+        tx,
+        'UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE agent_key = $1 RETURNING consecutive_failures, enabled',
+        [row.agent_key],
+      );
+      if (!failures) return { consecutive_failures: 0, disabled: false };
+      const disabled = failures.enabled === 1 && failures.consecutive_failures >= disableAfter;
+      if (disabled) {
+        await run(tx, 'UPDATE webhooks SET enabled = 0 WHERE agent_key = $1', [row.agent_key]);
+        await run(tx, 'DELETE FROM webhook_deliveries WHERE agent_key = $1', [row.agent_key]);
+      }
+      return { consecutive_failures: failures.consecutive_failures, disabled };
+    });
   }
 
   async ping(): Promise<void> {
