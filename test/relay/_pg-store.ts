@@ -8,8 +8,11 @@
  *
  * `openShared` goes further (`MRP_TEST_PAIR=1` as well): each relay a test starts is TWO relays,
  * each with its own external-mode state (pool, bus, registry, caches) on that database, behind a
- * proxy that alternates requests and WebSocket connections between them.
+ * proxy that alternates requests and WebSocket connections between them; blob bytes go to one
+ * shared directory (the test's data directory), each relay with its own `FsBlobStore` on it, as
+ * two processes started with `--blob-store file:///dir` would have.
  */
+import { FsBlobStore } from '../../src/relay/blobs/fs-blob-store.js';
 import { openExternal } from '../../src/relay/external.js';
 import type { RelayOptions } from '../../src/relay/options.js';
 import { PgStore } from '../../src/relay/store/pg-store.js';
@@ -38,16 +41,18 @@ export async function openStore(_dataDir: string, _options: Partial<RelayOptions
   return PgStore.open(url, { max: 4 });
 }
 
-/** Two sets of external-mode parts on one fresh database (the relay's clock for both). */
-export async function openShared(_dataDir: string, options: Partial<RelayOptions> = {}) {
+/** Two sets of external-mode parts on one fresh database and one blob directory (the relay's clock for both). */
+export async function openShared(dataDir: string, options: Partial<RelayOptions> = {}) {
   const url = await (await theCluster()).database();
   const parts = await Promise.all(
     [1, 2].map(() => openExternal({ databaseUrl: url, maxConnections: 4, ...(options.clock ? { clock: options.clock } : {}) })),
   );
+  const blobs = await Promise.all(parts.map(() => FsBlobStore.open({ dataDir })));
   return {
-    relayOptions: parts.map((p) => p.relayOptions),
+    relayOptions: parts.map((p, i) => ({ ...p.relayOptions, blobStore: blobs[i]! })),
     close: async () => {
       for (const p of parts) await p.close();
+      for (const b of blobs) await b.close();
     },
   };
 }

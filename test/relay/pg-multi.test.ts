@@ -6,7 +6,15 @@
  * SIGKILLs it while traffic flows. One throwaway cluster for the file; skipped without PostgreSQL.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
+import { FsBlobStore } from '../../src/relay/blobs/fs-blob-store.js';
 import { type External, openExternal } from '../../src/relay/external.js';
 import { createRelay, type RelayOptions } from '../../src/relay/index.js';
 import type { LogEntry } from '../../src/relay/log.js';
@@ -67,6 +75,9 @@ class Api {
   }
   patch(kp: Keypair, target: string, body: unknown) {
     return this.req(kp, 'PATCH', target, body);
+  }
+  put(kp: Keypair, target: string, body: unknown) {
+    return this.req(kp, 'PUT', target, body);
   }
   async send(kp: Keypair, to: string, body: unknown): Promise<any> {
     return expectOk(await this.post(kp, '/v1/messages', { recipient_key: to, body }), 201);
@@ -224,6 +235,82 @@ if (skip) {
       let f = await sock.next(10_000);
       while (f.message?.message_id === sent.message_id) f = await sock.next(10_000);
       assert.equal(f.message.message_id, later.message_id);
+    });
+
+    it('a webhook delivery is claimed by exactly one of two relays, both running a worker', async (t) => {
+      // The receiver holds its first answers until 4 requests are in flight at once: each process
+      // sends at most 2 per agent at a time (webhookConcurrencyPerAgent), so both must be delivering.
+      const held: ServerResponse[] = [];
+      const hits = new Map<string, number>();
+      let released = false;
+      const server = createServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (c: Buffer) => chunks.push(c));
+        req.on('end', () => {
+          const id = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { message: { message_id: string } }).message.message_id;
+          hits.set(id, (hits.get(id) ?? 0) + 1);
+          if (released) return void res.writeHead(200).end();
+          held.push(res);
+          if (held.length >= 4) {
+            released = true;
+            for (const r of held) r.writeHead(200).end();
+          }
+        });
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      t.after(() => {
+        server.closeAllConnections();
+        server.close();
+      });
+      const hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/in`;
+      const [one, two] = await pair(t, { ...UNLIMITED, allowPrivateWebhooks: true, webhookConcurrencyPerAgent: 2, logLevel: 'debug' });
+      const sender = newAgent();
+      const rcpt = newAgent();
+      const apis = [new Api(one.url), new Api(two.url)];
+      expectOk(await apis[0]!.put(rcpt, `/v1/agents/${rcpt.publicKey}/webhook`, { url: hookUrl, secret: 'QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8' }));
+      const sent: string[] = [];
+      for (let i = 0; i < 20; i++) sent.push((await apis[i % 2]!.send(sender, rcpt.publicKey, { i })).message_id);
+      await until('every message delivered by webhook', async () => {
+        if ((await one.ext.store.nextDeliveryAt()) !== undefined) return false;
+        const stored = await one.ext.store.getMessages(sent);
+        return stored.length === sent.length && stored.every((m) => m.status === 'delivered');
+      }, 20_000);
+      // No delivery is pending or leased any more, so no further request can start: the count is final.
+      assert.deepEqual([...hits.keys()].sort(), [...sent].sort());
+      for (const [id, n] of hits) assert.equal(n, 1, `${id} was delivered ${n} times`);
+      const delivered = (node: Node) => node.logs.filter((e) => e.msg === 'webhook_delivered').length;
+      assert.ok(delivered(one) > 0 && delivered(two) > 0, `both processes delivered (${delivered(one)} + ${delivered(two)})`);
+      assert.equal(delivered(one) + delivered(two), sent.length);
+    });
+
+    it('a blob uploaded through one relay is downloadable through the other (FsBlobStore on one shared directory)', async (t) => {
+      const dir = await mkdtemp(join(tmpdir(), 'mrp-pg-blobs-'));
+      t.after(() => rm(dir, { recursive: true, force: true }));
+      const db = await cluster.database(t);
+      const stores = await Promise.all([1, 2].map(() => FsBlobStore.open({ dataDir: dir })));
+      t.after(async () => {
+        for (const b of stores) await b.close();
+      });
+      const one = await startNode(t, db, { ...UNLIMITED, blobStore: stores[0]! });
+      const two = await startNode(t, db, { ...UNLIMITED, blobStore: stores[1]! });
+      const [a, b] = [newAgent(), newAgent()];
+      const bytes = `shared bytes ${Date.now()}`;
+      const blob = expectOk(await signed(one.url, a, 'POST', '/v1/blobs', bytes, { headers: { 'Content-Type': 'text/plain' } }), 201);
+      assert.equal(blob.hash, createHash('sha256').update(bytes).digest('hex'));
+      const [api1, api2] = [new Api(one.url), new Api(two.url)];
+      const got = await api2.get(a, `/v1/blobs/${blob.blob_id}`);
+      assert.equal(got.status, 200);
+      assert.equal(got.text, bytes);
+      // Attached to a message sent through the second relay, readable by the recipient through the first.
+      expectError(await api1.get(b, `/v1/blobs/${blob.blob_id}`), 404, 'blob_not_found');
+      const sent = expectOk(await api2.post(a, '/v1/messages', { recipient_key: b.publicKey, body: { see: 'attached' }, attachments: [{ blob_id: blob.blob_id }] }), 201);
+      assert.equal((await one.ext.store.getMessage(sent.message_id))?.attachments[0]?.blob_id, blob.blob_id);
+      const forB = await api1.get(b, `/v1/blobs/${blob.blob_id}`);
+      assert.equal(forB.status, 200);
+      assert.equal(forB.text, bytes);
+      // Referenced: the owner cannot delete it through either relay.
+      expectError(await api1.req(a, 'DELETE', `/v1/blobs/${blob.blob_id}`), 409, 'blob_referenced');
     });
 
     it('one process SIGKILLed while traffic flows loses nothing acknowledged', async (t) => {
