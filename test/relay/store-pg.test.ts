@@ -93,6 +93,52 @@ if (skip) {
       });
     });
 
+    it('two processes claiming webhook deliveries at once share the due work: none twice, none left behind', async (t) => {
+      const url = await cluster.database(t);
+      const [one, two] = await Promise.all([PgStore.open(url, { max: 4 }), PgStore.open(url, { max: 4 })]);
+      t.after(async () => {
+        await one.close();
+        await two.close();
+      });
+      const T = Date.UTC(2026, 0, 1);
+      const s = newKey();
+      const rs = [newKey(), newKey(), newKey(), newKey()];
+      for (const r of rs) await one.putWebhook(r, 'https://x.example/', 'secret-secret-secret', T);
+      const ms = Array.from({ length: 24 }, (_, i) => message(s, rs[i % rs.length]!));
+      await one.commit({ messages: ms, delivered: [], active: new Map() }, T);
+      const claim = { limit: 2, leaseMs: 60_000, perAgent: 10, inFlight: new Map<string, number>() };
+      // Twelve claimers of two each, at once, half through each process: exactly the 24 due, each once.
+      const got = (await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 ? one : two).claimDeliveries(T, claim)))).flat();
+      const ids = got.map((c) => c.message.message_id);
+      assert.equal(new Set(ids).size, ids.length, 'no delivery handed out twice');
+      assert.equal(ids.length, ms.length, 'no claimer came back empty while work was due');
+      assert.deepEqual(await one.claimDeliveries(T, claim), []);
+    });
+
+    it('a blob quota holds across processes: concurrent uploads through two stores never exceed it together', async (t) => {
+      const url = await cluster.database(t);
+      const [one, two] = await Promise.all([PgStore.open(url, { max: 4 }), PgStore.open(url, { max: 4 })]);
+      t.after(async () => {
+        await one.close();
+        await two.close();
+      });
+      const T = Date.UTC(2026, 0, 1);
+      const owner = newKey();
+      const blob = (i: number) => ({
+        blob_id: `blob_${i.toString(16).padStart(12, '0')}`,
+        owner_key: owner,
+        hash: 'ab'.repeat(32),
+        size: 10,
+        content_type: 'text/plain',
+        created_at: T,
+        expires_at: T + 86_400_000,
+      });
+      const quota = { maxCount: 5, maxBytes: 1_000_000 };
+      const results = await Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 ? one : two).insertBlob(blob(i), quota, T)));
+      assert.equal(results.filter((r) => r.inserted).length, 5);
+      assert.deepEqual(await two.blobUsage(owner, T), { count: 5, bytes: 50 });
+    });
+
     it('sweep runs in one process at a time: a second sweeper skips while the lock is held', async (t) => {
       const url = await cluster.database(t);
       const [one, two] = await Promise.all([PgStore.open(url, { max: 2 }), PgStore.open(url, { max: 2 })]);

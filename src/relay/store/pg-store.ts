@@ -79,6 +79,19 @@ const CURSOR_ROWS = 16;
 const TX_ATTEMPTS = 5;
 /** A claim looks at most this many due rows past what it can take (agents at their limit, dead deliveries). */
 const MAX_CLAIM_SCAN = 1000;
+/** Rounds of one claim (each locks what it may take; dead rows and agents at their limit make more). */
+const CLAIM_ROUNDS = 8;
+
+/** A due delivery as a claim reads it (no body). */
+type DueRow = {
+  delivery_id: string;
+  agent_key: string;
+  attempts: number;
+  message_id: string;
+  url: string;
+  secret: string;
+  deliverable: boolean;
+};
 
 export interface PgStoreOptions extends PgConnectOptions {}
 
@@ -639,8 +652,10 @@ export class PgStore implements Store {
       // again: this statement's snapshot is taken after the locks.
       const candidates = await run<{ blob_id: string }>(
         tx,
-        'SELECT blob_id FROM blobs WHERE expires_at <= $1 ORDER BY expires_at, blob_id LIMIT $2 FOR UPDATE SKIP LOCKED',
-        [now, limit + MAX_CLAIM_SCAN],
+        `SELECT b.blob_id FROM blobs b WHERE b.expires_at <= $1
+           AND NOT EXISTS (SELECT 1 FROM blob_refs r WHERE r.blob_id = b.blob_id AND r.expires_at > $1)
+         ORDER BY b.expires_at, b.blob_id LIMIT $2 FOR UPDATE OF b SKIP LOCKED`,
+        [now, limit],
       );
       if (candidates.length === 0) return [];
       const gone = await run<{ owner_key: string; blob_id: string }>(
@@ -722,42 +737,47 @@ export class PgStore implements Store {
   async claimDeliveries(now: number, options: ClaimOptions): Promise<DeliveryClaim[]> {
     if (options.limit <= 0) return [];
     return this.#tx(async (tx) => {
-      const full = [...options.inFlight].filter(([, n]) => n >= options.perAgent).map(([agent]) => agent);
-      // Rows another claimer holds are skipped; a row leased (and committed) since this statement's
-      // snapshot is re-checked after its lock and no longer due.
-      const due = await run<{
-        delivery_id: string;
-        agent_key: string;
-        attempts: number;
-        message_id: string;
-        url: string;
-        secret: string;
-        deliverable: boolean;
-      }>(
-        tx,
-        `SELECT d.delivery_id, d.agent_key, d.attempts, d.message_id, w.url, w.secret,
-           EXISTS (SELECT 1 FROM messages m WHERE m.message_id = d.message_id AND m.status = 'sent' AND m.expires_at > $1) AS deliverable
-         FROM webhook_deliveries d
-         JOIN webhooks w ON w.agent_key = d.agent_key AND w.enabled = 1
-         WHERE d.next_attempt_at <= $1 AND NOT (d.agent_key = ANY($2::text[]))
-         ORDER BY d.next_attempt_at, d.delivery_id
-         LIMIT $3
-         FOR UPDATE OF d SKIP LOCKED`,
-        [now, full, options.limit + MAX_CLAIM_SCAN],
-      );
-      const picked: typeof due = [];
-      const dead: string[] = [];
       const taken = new Map<string, number>();
-      for (const row of due) {
-        if (picked.length >= options.limit) break;
-        if (!row.deliverable) {
-          dead.push(row.delivery_id);
-          continue;
+      const picked: DueRow[] = [];
+      const dead: string[] = [];
+      /** Rows this claim locked but will not take (their agent reached its limit in this claim). */
+      const kept: string[] = [];
+      // The queue pattern: `FOR UPDATE SKIP LOCKED` under a LIMIT counts only rows this claim could
+      // lock (a row another claimer holds is skipped, one it leased meanwhile is re-checked and no
+      // longer due), so concurrent claimers split the due work instead of waiting or coming back
+      // empty. Agents at their limit are left out by the query; a round that locked more of one
+      // agent than it may take keeps the extra rows locked (untaken) until this transaction ends.
+      for (let round = 0; round < CLAIM_ROUNDS && picked.length < options.limit; round++) {
+        const full = new Set([...options.inFlight].filter(([, n]) => n >= options.perAgent).map(([agent]) => agent));
+        for (const [agent, n] of taken) if ((options.inFlight.get(agent) ?? 0) + n >= options.perAgent) full.add(agent);
+        // Rows this transaction locked already are not skipped by SKIP LOCKED: they are left out by id.
+        const mine = [...dead, ...kept, ...picked.map((p) => p.delivery_id)];
+        const due = await run<DueRow>(
+          tx,
+          `SELECT d.delivery_id, d.agent_key, d.attempts, d.message_id, w.url, w.secret,
+             EXISTS (SELECT 1 FROM messages m WHERE m.message_id = d.message_id AND m.status = 'sent' AND m.expires_at > $1) AS deliverable
+           FROM webhook_deliveries d
+           JOIN webhooks w ON w.agent_key = d.agent_key AND w.enabled = 1
+           WHERE d.next_attempt_at <= $1 AND NOT (d.agent_key = ANY($2::text[])) AND NOT (d.delivery_id = ANY($3::text[]))
+           ORDER BY d.next_attempt_at, d.delivery_id
+           LIMIT $4
+           FOR UPDATE OF d SKIP LOCKED`,
+          [now, [...full], mine, options.limit - picked.length],
+        );
+        for (const row of due) {
+          if (!row.deliverable) {
+            dead.push(row.delivery_id);
+            continue;
+          }
+          const count = (options.inFlight.get(row.agent_key) ?? 0) + (taken.get(row.agent_key) ?? 0);
+          if (count >= options.perAgent || picked.length >= options.limit) {
+            kept.push(row.delivery_id);
+            continue;
+          }
+          taken.set(row.agent_key, (taken.get(row.agent_key) ?? 0) + 1);
+          picked.push(row);
         }
-        const count = (options.inFlight.get(row.agent_key) ?? 0) + (taken.get(row.agent_key) ?? 0);
-        if (count >= options.perAgent) continue;
-        taken.set(row.agent_key, (taken.get(row.agent_key) ?? 0) + 1);
-        picked.push(row);
+        if (due.length === 0 || dead.length + kept.length > MAX_CLAIM_SCAN) break;
       }
       const messages = new Map<string, MessageRecord>();
       if (picked.length > 0) {
