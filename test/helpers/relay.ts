@@ -42,6 +42,15 @@ async function externalStore(dataDir: string, options: Partial<RelayOptions>): P
 }
 
 /**
+ * Whether a relay started here keeps its storage as `mrp.db` in its data directory (SQLite: no
+ * `MRP_TEST_STORE`, or a module that does too). A module whose store lives elsewhere (PostgreSQL)
+ * exports `dataDirFiles = false`; tests that inspect or damage `mrp.db` skip then.
+ */
+export const STORE_IN_DATA_DIR: boolean = EXTERNAL_STORE
+  ? ((await import(pathToFileURL(resolve(EXTERNAL_STORE)).href)) as { dataDirFiles?: boolean }).dataDirFiles !== false
+  : true;
+
+/**
  * `MRP_TEST_PAIR=1` with an `MRP_TEST_STORE` module that exports `openShared(dataDir, options)`
  * (`test/relay/_pg-store.ts` does): every relay started here is two relays sharing that state,
  * behind a proxy that sends each HTTP request and each WebSocket connection to the next one in

@@ -3,8 +3,9 @@
  *
  *     MRP_TEST_STORE=test/relay/_pg-store.ts node scripts/test.mjs test/relay
  *
- * Every relay a test starts gets a fresh database of one throwaway cluster per test file
- * (started on first use, stopped when the file's process is about to exit).
+ * Every relay a test starts gets a database of one throwaway cluster per test file (started on
+ * first use, stopped when the file's process is about to exit): a fresh one per data directory,
+ * the same one again for a relay restarted on the same directory.
  *
  * `openShared` goes further (`MRP_TEST_PAIR=1` as well): each relay a test starts is TWO relays,
  * each with its own external-mode state (pool, bus, registry, caches) on that database, behind a
@@ -36,14 +37,28 @@ function theCluster(): Promise<PostgresCluster> {
   return cluster;
 }
 
-export async function openStore(_dataDir: string, _options: Partial<RelayOptions> = {}): Promise<Store> {
-  const url = await (await theCluster()).database();
-  return PgStore.open(url, { max: 4 });
+/** The relays' storage is a database, not `mrp.db` in their data directory (test/helpers/relay.ts). */
+export const dataDirFiles = false;
+
+/** One database per data directory: a relay restarted on the same directory finds its data again. */
+const databases = new Map<string, Promise<string>>();
+
+function databaseFor(dataDir: string): Promise<string> {
+  let url = databases.get(dataDir);
+  if (!url) {
+    url = theCluster().then((c) => c.database());
+    databases.set(dataDir, url);
+  }
+  return url;
+}
+
+export async function openStore(dataDir: string, _options: Partial<RelayOptions> = {}): Promise<Store> {
+  return PgStore.open(await databaseFor(dataDir), { max: 4 });
 }
 
 /** Two sets of external-mode parts on one fresh database and one blob directory (the relay's clock for both). */
 export async function openShared(dataDir: string, options: Partial<RelayOptions> = {}) {
-  const url = await (await theCluster()).database();
+  const url = await databaseFor(dataDir);
   const parts = await Promise.all(
     [1, 2].map(() => openExternal({ databaseUrl: url, maxConnections: 4, ...(options.clock ? { clock: options.clock } : {}) })),
   );
