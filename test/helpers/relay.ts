@@ -81,7 +81,12 @@ async function startPair(t: TestContext, options: Partial<RelayOptions>, dataDir
     up.on('error', () => res.destroy());
     req.pipe(up);
   });
+  // Upgraded (WebSocket) sockets are no longer the HTTP server's to close: tracked here, so that
+  // closing the pair never waits on a socket a test left open.
+  const upgraded = new Set<{ destroy(): void }>();
   proxy.on('upgrade', (req, socket, head) => {
+    upgraded.add(socket);
+    socket.on('close', () => upgraded.delete(socket));
     const up = netConnect(next(), '127.0.0.1', () => {
       const lines = [`${req.method} ${req.url} HTTP/1.1`];
       for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
@@ -97,8 +102,10 @@ async function startPair(t: TestContext, options: Partial<RelayOptions>, dataDir
   const first = relays[0]!;
   const closers = relays.map((r) => r.close.bind(r));
   const close = async (): Promise<void> => {
+    const proxyClosed = new Promise<void>((r) => proxy.close(() => r()));
     proxy.closeAllConnections();
-    await new Promise<void>((r) => proxy.close(() => r()));
+    for (const s of upgraded) s.destroy();
+    await proxyClosed;
     for (const c of closers) await c();
     await shared.close();
   };
