@@ -1,9 +1,11 @@
 /**
- * `npm run bench [-- --json out.json] [--quick] [--profile <dir>]`
+ * `npm run bench [-- --json out.json] [--quick] [--profile <dir>] [--pg]`
  *
  * Everything runs on loopback: `mrp relay` and `mrp run` (echo handler) as child processes, this
  * process as the requester. Prints one table with the targets next to the figures; never fails
  * on a missed target. `--profile <dir>` adds `--cpu-prof` to the relay and runner processes.
+ * `--pg` adds external mode: two relay processes on PostgreSQL against one on SQLite (bench/pg.ts;
+ * skipped without PostgreSQL server binaries).
  */
 import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
@@ -13,6 +15,7 @@ import { Keypair } from '../src/protocol/signing.js';
 import { cryptoBench } from './crypto.js';
 import { type Child, cleanupAll, cpuSeconds, installCleanup, rssMb } from './lib.js';
 import { fleetThroughput } from './fleet.js';
+import { type PgBenchRow, pgBench, printPgBench } from './pg.js';
 import { nodeFlags, startFloor, startRelay, startRunner } from './processes.js';
 import { type BlobFigures, blobTransfer } from './blobs.js';
 import { relayThroughput } from './relay-throughput.js';
@@ -20,7 +23,7 @@ import { type ExchangeResult, Requester } from './requester.js';
 import { startupTimes } from './startup.js';
 
 const { values: opts } = parseArgs({
-  options: { json: { type: 'string' }, quick: { type: 'boolean', default: false }, profile: { type: 'string' } },
+  options: { json: { type: 'string' }, quick: { type: 'boolean', default: false }, profile: { type: 'string' }, pg: { type: 'boolean', default: false } },
 });
 const scale = opts.quick ? 0.1 : 1;
 /** Per scenario: warm-up (one in flight, then a window of 200), latency samples, throughput messages. */
@@ -160,6 +163,11 @@ log(`fleet: 3 × mrp run --journal postgres://… (throwaway cluster), ${FLEET} 
 const fleet = await fleetThroughput(FLEET, WINDOW);
 log(`blobs: one ${BLOB_MIB} MiB upload and download through mrp relay`);
 const blob = await blobs();
+let external: PgBenchRow[] | undefined;
+if (opts.pg) {
+  log('external mode: two relays on PostgreSQL vs one on SQLite');
+  external = await pgBench(opts.quick ?? false);
+}
 const totalSeconds = (performance.now() - t0) / 1000;
 
 // ── report ─────────────────────────────────────────────────────────────────────────────────
@@ -251,6 +259,7 @@ console.log(line(header));
 console.log(line(header.map((_, i) => '─'.repeat(width(i)))));
 for (const row of table) console.log(line(row));
 console.log(`\nTargets met: ${Object.values(targets).filter(Boolean).length}/${Object.keys(targets).length}`);
+if (external) printPgBench(external);
 
 if (opts.json) {
   const report = {
@@ -268,6 +277,7 @@ if (opts.json) {
     fleet,
     blobs: blob,
     crypto: e2eCrypto,
+    ...(external ? { external } : {}),
     ratios: { p50VsFloor: p50Ratio, versionVsNode: versionRatio, throughputVsFloor: ws.throughput.perSecond / floorResult.throughput.perSecond },
     memory: { first: rssFirst, last: rssLast, peak: Math.max(...ws.rss.map((s) => s.mb)), slopeMbPer10k: slope, flat },
     targets,

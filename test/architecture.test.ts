@@ -55,7 +55,7 @@ const PACKAGES: Record<Layer, string[]> = {
   core: [],
   protocol: ['@noble/ed25519', '@hpke/core', '@hpke/chacha20poly1305', '@noble/curves'],
   client: ['ws'],
-  relay: ['ws', 'better-sqlite3', 'aws4fetch'],
+  relay: ['ws', 'better-sqlite3', 'aws4fetch', 'postgres'],
   // postgres: only runtime/shared-journal.ts (the opt-in shared journal), loaded with import().
   runtime: ['jiti', 'esbuild', 'postgres'],
   cli: ['commander', 'chalk', 'ora', 'yaml', 'ws'],

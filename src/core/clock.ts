@@ -98,7 +98,9 @@ export class ManualClock implements Clock {
     const target = this.#now + ms;
     await yieldToEventLoop();
     for (let t = this.#nextDue(target); t; t = this.#nextDue(target)) {
-      this.#fire(t);
+      const result = this.#fire(t);
+      // A timer whose work is asynchronous (a sweep on a database) is waited for.
+      if (result instanceof Promise) await result.catch(() => {});
       await yieldToEventLoop();
     }
     this.#now = target;
@@ -130,11 +132,12 @@ export class ManualClock implements Clock {
     return best;
   }
 
-  #fire(t: ManualEntry): void {
+  /** Runs a due timer; returns what its function returned (a promise `advanceAsync` waits for). */
+  #fire(t: ManualEntry): unknown {
     this.#now = Math.max(this.#now, t.due);
     if (t.every === undefined) this.#timers.delete(t.id);
     else t.due += t.every;
-    t.fn();
+    return (t.fn as () => unknown)();
   }
 }
 

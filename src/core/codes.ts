@@ -129,6 +129,14 @@ export const ERROR_CODES = {
     ...config,
     doc: '`mrp relay`: the data directory or `mrp.db` cannot be used (corrupt, not a file, not a directory, no permission)',
   },
+  database_unreachable: {
+    ...config,
+    doc: '`mrp relay --database-url`: PostgreSQL cannot be reached, the database does not exist or its schema is newer than this mrp (the message names the URL without its password)',
+  },
+  database_auth_failed: {
+    ...config,
+    doc: '`mrp relay --database-url`: PostgreSQL refused the user or password (the message names the URL without its password)',
+  },
   address_in_use: {
     ...usage,
     doc: '`mrp relay` (`--port`, `--metrics-port`) or `mrp run` (`--health-port`, `--listen`): the port is taken',

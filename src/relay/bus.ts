@@ -1,6 +1,6 @@
 /**
  * The bus: everything that crosses connections goes through it, so that a second relay process
- * sharing the store can subscribe (Postgres `LISTEN/NOTIFY` later, `store/pg-bus.ts`). Nothing in
+ * sharing the store can subscribe (Postgres `LISTEN/NOTIFY`: `pg-bus.ts`). Nothing in
  * the relay calls from one connection into another: the batcher publishes after its commit, and
  * the hub (live pushes, sockets of deleted or suspended agents), long polls (wake-ups) and the
  * directory (cache invalidation) subscribe.
@@ -29,7 +29,13 @@ export type BusEvent =
   /** An agent and everything it owned were deleted. */
   | { type: 'agent.deleted'; agent: string }
   /** `owner`'s ACL entry for `peer` was added, changed or removed. */
-  | { type: 'acl.changed'; owner: string; peer: string };
+  | { type: 'acl.changed'; owner: string; peer: string }
+  /**
+   * Local only, never sent to other processes: events may have been missed (a shared bus lost its
+   * connection and is back). Subscribers catch up from the store: deliveries re-read their
+   * backlog, long polls poll again, caches are dropped.
+   */
+  | { type: 'bus.resync' };
 
 export type BusEventType = BusEvent['type'];
 export type BusEventOf<T extends BusEventType> = Extract<BusEvent, { type: T }>;

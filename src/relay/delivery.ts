@@ -24,6 +24,9 @@
  *    (from its cursor, which live pushes advance to the largest `seq` handled) and catches up
  *    from the store once the socket has drained: nothing is buffered without bound.
  *
+ * 6. A `bus.resync` (the shared bus reconnected: events may have been lost) sends the connection
+ *    back to backlog mode from `seq` 0 (`resync`).
+ *
  * Bounds: at most MAX_QUEUED queued events; past that, an event is dropped and the next pass
  * re-reads from the smallest `seq` dropped (duplicates beyond the recent set are then possible:
  * at-least-once, receivers de-duplicate on `message_id`). The state of a connection is a cursor,
@@ -116,6 +119,17 @@ export class Delivery {
     } else {
       this.#queue.push({ message_id: event.message_id, seq: event.seq });
     }
+    if (this.#started) this.#run();
+  }
+
+  /**
+   * Events may have been missed (the bus reconnected): the next pass re-reads the whole backlog
+   * (from `seq` 0: a missed message may sit behind the cursor). Messages pushed recently are
+   * dropped against the recent set; older unacknowledged ones may be pushed again (at-least-once).
+   */
+  resync(): void {
+    if (this.#sink.closed) return;
+    this.#rescanFrom = 1;
     if (this.#started) this.#run();
   }
 

@@ -80,6 +80,11 @@ export class Directory {
       this.#acl.clear();
     });
     this.#bus.subscribe('acl.changed', (e) => this.#acl.delete(this.#aclKey(e.owner, e.peer)));
+    // Invalidations may have been missed: forget everything cached.
+    this.#bus.subscribe('bus.resync', () => {
+      this.#agents.clear();
+      this.#acl.clear();
+    });
   }
 
   async get(key: string): Promise<AgentRecord | undefined> {

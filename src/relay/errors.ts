@@ -43,5 +43,14 @@ export class ApiError extends Error {
 /** True for errors that say the storage itself is failing (not a constraint or a bug). */
 export function isStorageFailure(err: unknown): boolean {
   const code = (err as { code?: unknown } | null | undefined)?.code;
-  return typeof code === 'string' && /^SQLITE_(FULL|IOERR|CORRUPT|NOTADB|CANTOPEN|READONLY|BUSY|LOCKED|PERM|PROTOCOL|NOLFS)/.test(code);
+  if (typeof code !== 'string') return false;
+  if (/^SQLITE_(FULL|IOERR|CORRUPT|NOTADB|CANTOPEN|READONLY|BUSY|LOCKED|PERM|PROTOCOL|NOLFS)/.test(code)) return true;
+  // PostgreSQL (postgres.js): lost or refused connections, SQLSTATE classes 08 (connection),
+  // 53 (insufficient resources), 57P (shutdown), 58 (system error), 40001/40P01 (retry).
+  return (
+    /^(CONNECTION_(CLOSED|ENDED|DESTROYED)|CONNECT_TIMEOUT|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE)$/.test(code) ||
+    /^(08|53|57P|58)[0-9A-Z]+$/.test(code) ||
+    code === '40001' ||
+    code === '40P01'
+  );
 }

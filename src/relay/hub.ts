@@ -136,6 +136,9 @@ export class Hub {
       const conns = this.#byAgent.get(e.recipient);
       if (conns) for (const conn of conns) conn.delivery?.onStored(e);
     });
+    deps.bus.subscribe('bus.resync', () => {
+      for (const conns of this.#byAgent.values()) for (const conn of conns) conn.delivery?.resync();
+    });
     deps.bus.subscribe('agent.deleted', (e) => this.closeAgent(e.agent, CLOSE_CODES.suspended, 'agent deleted'));
     deps.bus.subscribe('agent.changed', (e) => {
       if (e.status === 'suspended') this.closeAgent(e.agent, CLOSE_CODES.suspended, 'agent suspended');
@@ -394,6 +397,25 @@ export class Hub {
     this.#send(conn, encodePong(echo ? ts : undefined));
   }
 
+  /**
+   * A pong after the acks the connection sent before its ping are stored (our choice): a client
+   * can ping to know its acks are durable, and a read through any process then sees them. With an
+   * asynchronous store that takes one group commit; without acks the pong goes at once.
+   */
+  #pongAfterAcks(conn: Connection, frame: Extract<ParsedClientFrame, { type: 'ping' }>): void {
+    if (!conn.acked && !conn.pongs) {
+      this.#pong(conn, frame);
+      return;
+    }
+    const stored = conn.acked ? this.#deps.batcher.flush().catch(() => {}) : undefined;
+    conn.acked = false;
+    const chain: Promise<void> = Promise.all([conn.pongs, stored]).then(() => {
+      if (conn.pongs === chain) conn.pongs = undefined;
+      if (!conn.closed) this.#pong(conn, frame);
+    }).catch(() => {});
+    conn.pongs = chain;
+  }
+
   #onFrame(conn: Connection, text: string): void {
     let frame: ParsedClientFrame;
     try {
@@ -417,6 +439,7 @@ export class Hub {
     switch (frame.type) {
       case 'ack':
         this.#deps.batcher.addDelivered(frame.message_id, conn.agent);
+        conn.acked = true;
         return;
       case 'send':
         if (Buffer.byteLength(text) > this.#options.maxEnvelopeBytes) {
@@ -426,7 +449,7 @@ export class Hub {
         this.#onSend(conn, conn.agent, frame.request_id, frame.message);
         return;
       case 'ping':
-        this.#pong(conn, frame);
+        this.#pongAfterAcks(conn, frame);
         return;
       case 'pong':
         return;

@@ -26,6 +26,11 @@ export type {
 } from './store/store.js';
 export { MESSAGE_PAGE_BYTES } from './store/store.js';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
+// External mode (PostgreSQL): the driver loads only when one of these opens a connection.
+export { PgStore, type PgStoreOptions } from './store/pg-store.js';
+export { PgBus, type PgBusOptions } from './pg-bus.js';
+export { PgConnectionRegistry, PgRateLimiter, PgReplayCache, pgRateLimiter } from './pg-shared.js';
+export { type External, type ExternalOptions, openExternal } from './external.js';
 export { inboxRefusal } from './policy.js';
 export { type Bus, type BusEvent, type BusEventType, type BusListener, InProcessBus } from './bus.js';
 export { MemoryReplayCache, type ReplayCache } from './replay-cache.js';

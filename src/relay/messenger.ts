@@ -73,6 +73,10 @@ export class Messenger {
     this.#deps = deps;
     this.#clock = deps.clock;
     deps.bus.subscribe('message.stored', (e) => this.#wake(e.recipient));
+    // Events may have been missed: every held poll polls again.
+    deps.bus.subscribe('bus.resync', () => {
+      for (const recipient of [...this.#watches.keys()]) this.#wake(recipient);
+    });
   }
 
   /**
@@ -112,8 +116,7 @@ export class Messenger {
   /** Accepts a validated message from `sender`; resolves once it is durably stored. */
   async send(sender: string, input: NormalizedSend): Promise<SendOutcome> {
     const { directory, store, batcher, sendLimit, receiveLimit } = this.#deps;
-    const now = this.#clock.now();
-    const attachments = await this.#attachments(sender, input.attachments, now);
+    const attachments = await this.#attachments(sender, input.attachments, this.#clock.now());
     // Early refusal from the caches; the commit checks the stored policy again (Store.commit).
     const decided = directory.refusal(input.recipient_key, sender);
     const refusal = typeof decided === 'object' ? await decided : decided;
@@ -134,6 +137,9 @@ export class Messenger {
       const parent = await store.getMessage(input.in_reply_to);
       if (parent && (parent.sender_key === sender || parent.recipient_key === sender)) threadId = parent.thread_id ?? parent.message_id;
     }
+    // Stamped after every asynchronous check, right before it joins the write batch: within one
+    // process, `created_at` order is then `seq` order (the order pushes and backlogs follow).
+    const now = this.#clock.now();
     const record: MessageRecord = {
       seq: 0,
       message_id: messageId(now),

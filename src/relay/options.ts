@@ -119,7 +119,10 @@ export interface RelayOptions {
   /** Where the relay's metrics go (requests, messages, sockets, store latency); default: nowhere. */
   metrics?: MetricsFactory;
 
-  /** Blob bytes (default: `FsBlobStore` under `dataDir`). Not closed by the relay. */
+  /**
+   * Blob bytes (default: `FsBlobStore` under `dataDir`; external mode passes an `FsBlobStore` on a
+   * shared directory or an `S3BlobStore`). Not closed by the relay.
+   */
   blobStore?: BlobStore;
   /** The storage (default: `SqliteStore` in `dataDir`). Not closed by the relay. */
   store?: Store;
@@ -190,6 +193,7 @@ type Injected =
   | 'rateLimiter'
   | 'connectionRegistry'
   | 'caches'
+  | 'blobStore'
   | 'routes'
   | 'webhookResolver'
   | 'dataDir';

@@ -8,9 +8,9 @@
  *
  * Tasks run one after another; a failing task is logged and the next one still runs; a tick that
  * comes while the previous sweep still runs is skipped (a slow store never piles sweeps up).
- * With several relay processes on one database every process prunes its own state, but the
- * store task should run in one of them at a time (a lease or an advisory lock around it: a
- * shared store can take one in `sweep`).
+ * With several relay processes on one database every process runs every task; the store task
+ * does its work in one of them at a time (`PgStore.sweep` takes an advisory lock and skips when
+ * another process holds it), and the shared prunes are idempotent deletes.
  */
 import type { Clock, Timer } from '../core/clock.js';
 import type { BlobStore } from './blobs/blob-store.js';
@@ -40,7 +40,8 @@ export class Sweeper {
   }
 
   start(): void {
-    this.#timer ??= this.#clock.setInterval(() => void this.sweep(), this.#intervalMs).unref();
+    // The returned promise (never rejected) lets a test clock's `advanceAsync` wait for the sweep.
+    this.#timer ??= this.#clock.setInterval(() => this.sweep(), this.#intervalMs).unref();
   }
 
   /** Runs every task once (unless a sweep is already running: then waits for that one). */

@@ -123,8 +123,10 @@ export class WebhookWorker {
 
   async #run(): Promise<void> {
     const { store, clock } = this.#deps;
+    let claimedAt = clock.now();
     while (!this.#closed && this.#total < this.#o.concurrency) {
-      const claims = await store.claimDeliveries(clock.now(), {
+      claimedAt = clock.now();
+      const claims = await store.claimDeliveries(claimedAt, {
         limit: this.#o.concurrency - this.#total,
         // Longer than an attempt can take, so a live claimer's delivery is never due elsewhere.
         leaseMs: this.#o.timeoutMs + 60_000,
@@ -134,19 +136,25 @@ export class WebhookWorker {
       if (claims.length === 0) break;
       for (const claim of claims) this.#start(claim);
     }
-    await this.#schedule();
+    await this.#schedule(claimedAt);
   }
 
   /** The timer for the next due delivery (none while attempts in flight will wake the worker anyway). */
-  async #schedule(): Promise<void> {
+  async #schedule(claimedAt: number): Promise<void> {
     const at = await this.#deps.store.nextDeliveryAt();
     if (this.#closed) return;
     this.#timer?.cancel();
     this.#timer = undefined;
     if (at === undefined) return;
-    const wait = at - this.#deps.clock.now();
+    const now = this.#deps.clock.now();
+    const wait = at - now;
     // Due but not claimable (agents at their limit): the end of an attempt wakes the worker.
     if (wait <= 0 && this.#total > 0) return;
+    // Became due after the last claim looked (the clock moved during the store's round trips): claim again now.
+    if (wait <= 0 && at > claimedAt) {
+      this.#again = true;
+      return;
+    }
     this.#timer = this.#deps.clock.setTimeout(() => void this.wake(), wait > 0 ? wait : 1000).unref();
   }
 

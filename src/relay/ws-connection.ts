@@ -62,6 +62,10 @@ export class Connection implements PushSink {
   partialTimer: Timer | undefined;
   readonly #outbound: Outbound | undefined;
   #released = false;
+  /** An ack arrived since the last ping: the next pong waits for it to be stored. */
+  acked = false;
+  /** Pongs waiting for stored acks, in order (later pings queue behind). */
+  pongs: Promise<void> | undefined;
 
   constructor(ws: WebSocket, remote: string, now: number, outbound?: Outbound) {
     this.ws = ws;

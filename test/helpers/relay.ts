@@ -4,6 +4,8 @@
  * src/client.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, request as httpRequest } from 'node:http';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -39,9 +41,95 @@ async function externalStore(dataDir: string, options: Partial<RelayOptions>): P
   return mod.openStore(dataDir, options);
 }
 
+/**
+ * Whether a relay started here keeps its storage as `mrp.db` in its data directory (SQLite: no
+ * `MRP_TEST_STORE`, or a module that does too). A module whose store lives elsewhere (PostgreSQL)
+ * exports `dataDirFiles = false`; tests that inspect or damage `mrp.db` skip then.
+ */
+export const STORE_IN_DATA_DIR: boolean = EXTERNAL_STORE
+  ? ((await import(pathToFileURL(resolve(EXTERNAL_STORE)).href)) as { dataDirFiles?: boolean }).dataDirFiles !== false
+  : true;
+
+/**
+ * `MRP_TEST_PAIR=1` with an `MRP_TEST_STORE` module that exports `openShared(dataDir, options)`
+ * (`test/relay/_pg-store.ts` does): every relay started here is two relays sharing that state,
+ * behind a proxy that sends each HTTP request and each WebSocket connection to the next one in
+ * turn. `relay` (operator actions, connection counts) is the first; logs are both relays'.
+ */
+const PAIR = process.env['MRP_TEST_PAIR'] === '1' && EXTERNAL_STORE !== undefined;
+/**
+ * Whether relays started here are such pairs: a test that depends on the relay answering before it
+ * reads the request body (the proxy's upload leg fails with EPIPE and loses that answer) skips then.
+ */
+export const PAIRED = PAIR;
+
+type Shared = { relayOptions: Array<Partial<RelayOptions>>; close(): Promise<void> };
+
+async function startPair(t: TestContext, options: Partial<RelayOptions>, dataDir: string): Promise<TestRelay | undefined> {
+  const mod = (await import(pathToFileURL(resolve(EXTERNAL_STORE!)).href)) as { openShared?: (d: string, o: Partial<RelayOptions>) => Promise<Shared> };
+  if (!mod.openShared) return undefined;
+  const shared = await mod.openShared(dataDir, options);
+  const logs: LogEntry[] = [];
+  const relays = shared.relayOptions.map((parts) => createRelay({ port: 0, logger: (e) => logs.push(e), logLevel: 'debug', ...options, ...parts }));
+  const ports: number[] = [];
+  for (const r of relays) {
+    await r.listen();
+    ports.push(r.port);
+  }
+  let turn = 0;
+  const next = (): number => ports[turn++ % ports.length]!;
+  const proxy = createServer((req, res) => {
+    const up = httpRequest({ host: '127.0.0.1', port: next(), method: req.method, path: req.url, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode ?? 502, answer.headers);
+      answer.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  // Upgraded (WebSocket) sockets are no longer the HTTP server's to close: tracked here, so that
+  // closing the pair never waits on a socket a test left open.
+  const upgraded = new Set<{ destroy(): void }>();
+  proxy.on('upgrade', (req, socket, head) => {
+    upgraded.add(socket);
+    socket.on('close', () => upgraded.delete(socket));
+    const up = netConnect(next(), '127.0.0.1', () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      up.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (head.length) up.write(head);
+      up.pipe(socket).pipe(up);
+    });
+    up.on('error', () => socket.destroy());
+    socket.on('error', () => up.destroy());
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+  const url = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
+  const first = relays[0]!;
+  const closers = relays.map((r) => r.close.bind(r));
+  const close = async (): Promise<void> => {
+    const proxyClosed = new Promise<void>((r) => proxy.close(() => r()));
+    proxy.closeAllConnections();
+    for (const s of upgraded) s.destroy();
+    await proxyClosed;
+    for (const c of closers) await c();
+    await shared.close();
+  };
+  let closed: Promise<void> | undefined;
+  first.close = () => (closed ??= close());
+  t.after(async () => {
+    await first.close();
+    if (!options.dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+  return { relay: first, url, wsUrl: `${url.replace(/^http/, 'ws')}/v1/ws`, dataDir, logs };
+}
+
 /** Starts a relay on 127.0.0.1:0; closed (and its directory removed) when the test ends. */
 export async function startRelay(t: TestContext, options: Partial<RelayOptions> = {}): Promise<TestRelay> {
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'mrp-relay-')));
+  if (PAIR && !options.store) {
+    const pair = await startPair(t, options, dataDir);
+    if (pair) return pair;
+  }
   const logs: LogEntry[] = [];
   const store = options.store ? undefined : await externalStore(dataDir, options);
   const relay = createRelay({ port: 0, logger: (e) => logs.push(e), logLevel: 'debug', ...options, dataDir, ...(store ? { store } : {}) });

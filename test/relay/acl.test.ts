@@ -198,7 +198,7 @@ describe('§3.9 inbox policies enforced at send time', () => {
     const r = newAgent();
     const s = newAgent();
     await api.profile(r, { inbox_policy: 'open' });
-    relay.setAgentStatus(r.publicKey, 'suspended');
+    await relay.setAgentStatus(r.publicKey, 'suspended');
     expectError(await api.post(s, '/v1/messages', { recipient_key: r.publicKey, body: {} }), 403, 'forbidden');
   });
 

@@ -262,7 +262,7 @@ describe('§2.3 request authentication', () => {
     const api = new Api(url);
     const a = newAgent();
     await api.touch(a);
-    relay.setAgentStatus(a.publicKey, 'suspended');
+    await relay.setAgentStatus(a.publicKey, 'suspended');
     expectError(await api.get(a, '/v1/messages'), 403, 'agent_suspended');
   });
 });

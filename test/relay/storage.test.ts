@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { createRelay } from '../../src/relay/index.js';
-import { newAgent, startRelay } from '../helpers/relay.js';
+import { newAgent, STORE_IN_DATA_DIR, startRelay } from '../helpers/relay.js';
 import { Api, expectOk, spawnRelay, tempDir } from './_support.js';
 
 function startError(dataDir: string): ConfigError {
@@ -22,8 +22,11 @@ function startError(dataDir: string): ConfigError {
   assert.fail('the relay started');
 }
 
+/** These look at the relay's `mrp.db` (SQLite in its data directory): nothing to see on a store kept elsewhere. */
+const sqliteOnly = { skip: STORE_IN_DATA_DIR ? false : 'the test store (MRP_TEST_STORE) keeps no mrp.db in the data directory' };
+
 describe('item 6: storage', () => {
-  it('a second relay on the same data directory is refused, naming the directory and the holder; it starts once the first is gone', async (t) => {
+  it('a second relay on the same data directory is refused, naming the directory and the holder; it starts once the first is gone', sqliteOnly, async (t) => {
     const dataDir = await tempDir(t);
     const { relay } = await startRelay(t, { dataDir });
     const err = startError(dataDir);
@@ -47,7 +50,7 @@ describe('item 6: storage', () => {
     expectOk(await new Api(third.url).get(newAgent(), '/v1/agents/me'));
   });
 
-  it('mrp.db, -wal and -shm are created 0600 even in an existing, world-readable directory', async (t) => {
+  it('mrp.db, -wal and -shm are created 0600 even in an existing, world-readable directory', sqliteOnly, async (t) => {
     const parent = await tempDir(t);
     const dataDir = join(parent, 'data');
     mkdirSync(dataDir);
@@ -59,7 +62,7 @@ describe('item 6: storage', () => {
     }
   });
 
-  it('/v1/health/ready is 503 and /v1/health degraded when the disk is (nearly) full', async (t) => {
+  it('/v1/health/ready is 503 and /v1/health degraded when the disk is (nearly) full', sqliteOnly, async (t) => {
     const { url } = await startRelay(t, { minFreeDiskBytes: Number.MAX_SAFE_INTEGER });
     const ready = await fetch(`${url}/v1/health/ready`);
     assert.equal(ready.status, 503);
@@ -67,7 +70,7 @@ describe('item 6: storage', () => {
     assert.equal(((await (await fetch(`${url}/v1/health`)).json()) as { status: string }).status, 'degraded');
   });
 
-  it('/v1/health/ready turns 503 when mrp.db is damaged on disk while the relay runs (probe cached for a second)', async (t) => {
+  it('/v1/health/ready turns 503 when mrp.db is damaged on disk while the relay runs (probe cached for a second)', sqliteOnly, async (t) => {
     const clock = new ManualClock(Date.now());
     const { url, dataDir } = await startRelay(t, { clock });
     assert.equal((await fetch(`${url}/v1/health/ready`)).status, 200);
@@ -83,7 +86,7 @@ describe('item 6: storage', () => {
     assert.equal(details.components.database.status, 'unavailable');
   });
 
-  it('/v1/health/ready turns 503 when mrp.db is truncated to 0 bytes while the relay runs', async (t) => {
+  it('/v1/health/ready turns 503 when mrp.db is truncated to 0 bytes while the relay runs', sqliteOnly, async (t) => {
     const clock = new ManualClock(Date.now());
     const { url, dataDir } = await startRelay(t, { clock });
     const a = newAgent();
@@ -96,7 +99,7 @@ describe('item 6: storage', () => {
     assert.equal(((await ready.json()) as { reason: string }).reason, 'corrupt');
   });
 
-  it('a fresh relay is ready (its database has a header from the start, so 0 bytes is never "fresh" later)', async (t) => {
+  it('a fresh relay is ready (its database has a header from the start, so 0 bytes is never "fresh" later)', sqliteOnly, async (t) => {
     const { url, dataDir } = await startRelay(t);
     assert.equal((await fetch(`${url}/v1/health/ready`)).status, 200);
     assert.ok(statSync(join(dataDir, 'mrp.db')).size > 0);

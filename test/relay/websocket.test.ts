@@ -130,7 +130,7 @@ describe('§5.1 WebSocket authentication', () => {
     const { url, wsUrl, relay } = await startRelay(t);
     const kp = newAgent();
     await new Api(url).touch(kp);
-    relay.setAgentStatus(kp.publicKey, 'suspended');
+    await relay.setAgentStatus(kp.publicKey, 'suspended');
     const s = await openSocket(t, wsUrl);
     const res = await s.auth(kp);
     assert.equal(res.type, 'auth_result');

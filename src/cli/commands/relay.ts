@@ -22,6 +22,67 @@ export interface RelayCommandOptions {
   fsync?: boolean;
   metricsPort?: string;
   allowPrivateWebhooks?: boolean;
+  databaseUrl?: string;
+  blobStore?: string;
+  dbPool?: string;
+  connectionLease?: string;
+}
+
+export type RelayMode = { mode: 'embedded' } | { mode: 'external'; databaseUrl: string };
+
+/**
+ * Which storage `mrp relay` runs on (docs/protocol.md §10): `MRP_MODE=embedded|external`;
+ * otherwise external when a database URL is given (`--database-url`, else `DATABASE_URL`), else
+ * embedded. External without a URL, or an unknown `MRP_MODE`, is a usage error.
+ */
+export function relayMode(flagUrl: string | undefined, env: Record<string, string | undefined>): RelayMode {
+  const raw = env['MRP_MODE']?.trim().toLowerCase();
+  const url = flagUrl ?? (env['DATABASE_URL']?.trim() || undefined);
+  if (raw !== undefined && raw !== '' && raw !== 'embedded' && raw !== 'external') {
+    throw new UsageError(`MRP_MODE: "${env['MRP_MODE']}" must be embedded or external`, { code: 'invalid_argument' });
+  }
+  if (raw === 'embedded') {
+    if (flagUrl !== undefined) {
+      throw new UsageError('--database-url was given but MRP_MODE=embedded', {
+        code: 'invalid_argument',
+        hint: 'unset MRP_MODE (or set it to external) to run on PostgreSQL',
+      });
+    }
+    return { mode: 'embedded' };
+  }
+  if (url !== undefined) return { mode: 'external', databaseUrl: url };
+  if (raw === 'external') {
+    throw new UsageError('MRP_MODE=external needs a PostgreSQL URL', {
+      code: 'missing_argument',
+      hint: 'pass --database-url postgres://user:password@host:5432/db or set DATABASE_URL',
+    });
+  }
+  return { mode: 'embedded' };
+}
+
+/**
+ * `--blob-store s3://bucket/prefix` (endpoint and credentials from the AWS_* variables) or
+ * `file:///shared/dir` (the file store on a directory every process mounts). Loaded lazily.
+ */
+export async function openBlobStore(spec: string, env: Record<string, string | undefined>) {
+  if (/^s3:\/\//i.test(spec)) {
+    const { S3BlobStore, s3OptionsFromEnv } = await import('../../relay/blobs/s3-blob-store.js');
+    if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(spec)) {
+      throw new UsageError(`--blob-store: "${spec}" is not s3://bucket or s3://bucket/prefix`, { code: 'invalid_argument' });
+    }
+    return new S3BlobStore({ url: spec, ...s3OptionsFromEnv(env) });
+  }
+  if (/^file:\/\//i.test(spec)) {
+    const [{ fileURLToPath }, { FsBlobStore }] = await Promise.all([import('node:url'), import('../../relay/blobs/fs-blob-store.js')]);
+    let dir: string;
+    try {
+      dir = fileURLToPath(spec);
+    } catch (err) {
+      throw new UsageError(`--blob-store: "${spec}" is not a file:///absolute/path URL (${(err as Error).message})`, { code: 'invalid_argument' });
+    }
+    return FsBlobStore.open({ dataDir: dir });
+  }
+  throw new UsageError(`--blob-store: "${spec}" must be s3://bucket/prefix or file:///shared/dir`, { code: 'invalid_argument' });
 }
 
 const LEVELS = ['debug', 'info', 'warn', 'error'];
@@ -50,6 +111,10 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     throw new UsageError(`--log-format: "${format}" must be pretty or json`, { code: 'invalid_argument' });
   }
   const metricsPort = options.metricsPort === undefined ? undefined : intOption(options.metricsPort, '--metrics-port', 0, 0, 65535);
+  const mode = relayMode(options.databaseUrl, env);
+  const pool = intOption(options.dbPool, '--db-pool', 10, 1, 1000);
+  const leaseMs = durationOption(options.connectionLease, '--connection-lease', 15_000);
+  if (leaseMs < 300) throw new UsageError('--connection-lease must be at least 300ms', { code: 'invalid_argument' });
   const { resolve } = await import('node:path');
   const registry = metricsPort === undefined ? undefined : new Registry();
   const { style } = ctx.out;
@@ -66,10 +131,34 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
       .join(' ');
     ctx.deps.stderr.write(`${style.dim(time.slice(11, 19))} ${paint(msg)} ${rest}\n`);
   };
+  // External mode: the store, bus and shared state on PostgreSQL (the driver loads only here).
+  let external: import('../../relay/external.js').External | undefined;
+  let blobs: import('../../relay/blobs/blob-store.js').BlobStore | undefined;
+  const closeStorage = async (): Promise<void> => {
+    await external?.close();
+    await blobs?.close();
+  };
+  try {
+    if (mode.mode === 'external') {
+      const { openExternal } = await import('../../relay/external.js');
+      external = await openExternal({
+        databaseUrl: mode.databaseUrl,
+        clock: ctx.deps.clock,
+        maxConnections: pool,
+        leaseMs,
+        onEvent: (what, detail) => write({ level: what === 'bus_reconnected' ? 'info' : 'warn', msg: what, ...(detail ? { detail } : {}) }),
+      });
+    }
+    if (options.blobStore !== undefined) blobs = await openBlobStore(options.blobStore, env);
+  } catch (err) {
+    await closeStorage();
+    throw err;
+  }
   const relay = createRelay({
     host: options.host ?? RELAY_DEFAULTS.host,
     port,
-    dataDir: resolve(ctx.deps.cwd, dataDir),
+    ...(external ? external.relayOptions : { dataDir: resolve(ctx.deps.cwd, dataDir) }),
+    ...(blobs ? { blobStore: blobs } : {}),
     sendRatePerMinute: intOption(options.sendRate, '--send-rate', RELAY_DEFAULTS.sendRatePerMinute),
     receiveRatePerMinute: intOption(options.receiveRate, '--receive-rate', RELAY_DEFAULTS.receiveRatePerMinute),
     requestRatePerMinute: intOption(options.requestRate, '--request-rate', RELAY_DEFAULTS.requestRatePerMinute),
@@ -89,6 +178,7 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
       url = await relay.listen();
     } catch (err) {
       await relay.close();
+      await closeStorage();
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EADDRINUSE') {
         throw new UsageError(`port ${port} is already in use`, { code: 'address_in_use', hint: 'pick another with --port, or stop the other process' });
@@ -98,19 +188,26 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     if (registry && metricsPort !== undefined) {
       metricsServer = await serveMetrics(options.host ?? RELAY_DEFAULTS.host, metricsPort, registry).catch(async (err: unknown) => {
         await relay.close();
+        await closeStorage();
         throw err;
       });
     }
-    const db = resolve(ctx.deps.cwd, dataDir, 'mrp.db');
+    const db = external ? external.store.location : resolve(ctx.deps.cwd, dataDir, 'mrp.db');
     const metricsUrl = metricsServer ? `${metricsServer.url}/metrics` : undefined;
-    ctx.out.result({ url, data_dir: resolve(ctx.deps.cwd, dataDir), database: db, pid: process.pid, ...(metricsUrl ? { metrics_url: metricsUrl } : {}) }, () => [
+    const storage = external ? { mode: 'external' } : { mode: 'embedded', data_dir: resolve(ctx.deps.cwd, dataDir) };
+    const blobText = options.blobStore === undefined ? '' : ` · blobs ${options.blobStore}`;
+    ctx.out.result({ url, ...storage, database: db, pid: process.pid, ...(options.blobStore ? { blob_store: options.blobStore } : {}), ...(metricsUrl ? { metrics_url: metricsUrl } : {}) }, () => [
       `${style.green('●')} mrp relay listening on ${style.bold(url)}`,
-      style.dim(`  data ${db} · tolerance ${formatDuration(toleranceMs)} · Ctrl-C to stop`),
+      style.dim(
+        external
+          ? `  external mode: PostgreSQL ${db}${blobText} · tolerance ${formatDuration(toleranceMs)} · Ctrl-C to stop`
+          : `  embedded mode: data ${db}${blobText} · tolerance ${formatDuration(toleranceMs)} · Ctrl-C to stop`,
+      ),
       ...(metricsUrl ? [style.dim(`  metrics ${metricsUrl}`)] : []),
     ]);
     const signal = await signals.first;
     ctx.out.info(style.dim(`${signal}: closing connections and flushing storage…`));
-    await signals.finishOrInterrupt(relay.close());
+    await signals.finishOrInterrupt(relay.close().then(closeStorage));
     ctx.out.info(style.dim('relay stopped'));
   } finally {
     signals.dispose();
@@ -141,7 +238,7 @@ async function serveMetrics(host: string, port: number, registry: { expose(): st
 export function register(program: Command, deps: Deps): void {
   const cmd = program
     .command('relay')
-    .description('run an MRP relay (HTTP + WebSocket, SQLite storage) on this machine')
+    .description('run an MRP relay (HTTP + WebSocket; SQLite, or PostgreSQL shared by several processes)')
     .option('--host <host>', 'address to bind (default 127.0.0.1)')
     .option('--port <port>', 'port to listen on (env PORT; 0 = any free port)')
     .option('--data-dir <dir>', 'directory for mrp.db (env DATA_DIR)', undefined)
@@ -153,7 +250,11 @@ export function register(program: Command, deps: Deps): void {
     .option('--log-format <format>', 'pretty | json (default: pretty on a terminal)')
     .option('--fsync', 'fsync every commit: stored messages survive power cuts, not just crashes (slower)')
     .option('--metrics-port <port>', 'serve Prometheus /metrics (requests, messages, sockets, store latency) on this port, apart from the API')
-    .option('--allow-private-webhooks', 'let webhooks reach loopback, private and link-local addresses (local development only)');
+    .option('--allow-private-webhooks', 'let webhooks reach loopback, private and link-local addresses (local development only)')
+    .option('--database-url <url>', 'external mode: PostgreSQL shared by any number of relay processes (env DATABASE_URL; MRP_MODE=embedded|external)')
+    .option('--db-pool <n>', 'external mode: database connections of this process at most (default 10)')
+    .option('--connection-lease <duration>', "external mode: a dead process's WebSocket slots free up after this (default 15s)")
+    .option('--blob-store <url>', 'where blobs go: s3://bucket/prefix (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or file:///shared/dir');
   examples(addGlobalOptions(cmd), [
     'mrp relay                                  # http://127.0.0.1:8080, data in ./data',
     'mrp relay --port 0 --data-dir /var/lib/mrp # any free port',
@@ -161,6 +262,7 @@ export function register(program: Command, deps: Deps): void {
     'PORT=9000 LOG_LEVEL=debug mrp relay',
     'mrp relay --metrics-port 9091             # curl 127.0.0.1:9091/metrics',
     'mrp relay --allow-private-webhooks        # webhooks to http://127.0.0.1:… (development)',
+    'mrp relay --database-url postgres://mrp:pw@db:5432/mrp --blob-store s3://bucket/blobs  # external mode',
   ]);
   // The rates and tolerance are the protocol's (RELAY_DEFAULTS takes them from there too); the
   // relay module itself is loaded only when the command runs, so its constants cannot be read here.
