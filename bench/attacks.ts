@@ -55,7 +55,22 @@ interface RelayChild {
 
 async function startRelay(): Promise<RelayChild> {
   const dir = tempDir('attack');
-  const args = ['relay', '--port', '0', '--data-dir', dir, '--send-rate', '0', '--receive-rate', '0', '--request-rate', '0', '--json', '--log-level', 'error'];
+  const args = [
+    'relay',
+    '--port',
+    '0',
+    '--data-dir',
+    dir,
+    '--send-rate',
+    '0',
+    '--receive-rate',
+    '0',
+    '--request-rate',
+    '0',
+    '--json',
+    '--log-level',
+    'error',
+  ];
   const child = startNode('mrp relay', [join(root, 'bin', 'mrp.js'), ...args]);
   const { url } = await child.waitForJson((v) => typeof v['url'] === 'string', 15_000);
   const u = new URL(String(url));
@@ -136,9 +151,19 @@ function write(socket: Socket, data: Buffer | string): Promise<void> {
   });
 }
 
-async function signedFetch(relay: RelayChild, kp: Keypair, method: string, target: string, body?: string): Promise<number> {
+async function signedFetch(
+  relay: RelayChild,
+  kp: Keypair,
+  method: string,
+  target: string,
+  body?: string,
+): Promise<number> {
   const headers = signRequest(kp, method, target, body ?? '', Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
-  const res = await fetch(relay.url + target, { method, headers: { ...headers, 'content-type': 'application/json' }, ...(body ? { body } : {}) });
+  const res = await fetch(relay.url + target, {
+    method,
+    headers: { ...headers, 'content-type': 'application/json' },
+    ...(body ? { body } : {}),
+  });
   await res.arrayBuffer();
   return res.status;
 }
@@ -176,15 +201,24 @@ async function authedRawWs(relay: RelayChild): Promise<Socket> {
 }
 
 /** One signed send from `localAddress`; resolves with the status and milliseconds taken. */
-function sendFrom(relay: RelayChild, localAddress: string, kp: Keypair, to: string): Promise<{ status: number; ms: number }> {
+function sendFrom(
+  relay: RelayChild,
+  localAddress: string,
+  kp: Keypair,
+  to: string,
+): Promise<{ status: number; ms: number }> {
   const body = JSON.stringify({ recipient_key: to, body: { text: 'hi' } });
   const headers = signRequest(kp, 'POST', '/v1/messages', body, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
   const started = performance.now();
   return new Promise((res) => {
     const s = connect({ port: relay.port, host: relay.host, localAddress });
     s.on('error', () => res({ status: 0, ms: performance.now() - started }));
-    const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-    s.write(`POST /v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${lines}\r\n${body}`);
+    const lines = Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+    s.write(
+      `POST /v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${lines}\r\n${body}`,
+    );
     let text = '';
     s.setEncoding('latin1').on('data', (d: string) => {
       text += d;
@@ -299,12 +333,12 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
     await attacker;
     for (const s of sockets) s.destroy();
     ms.sort((a, b) => a - b);
-    const pct = (p: number): string => (ms.length ? ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]!.toFixed(1) : '-');
+    const pct = (p: number): string =>
+      ms.length ? ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]!.toFixed(1) : '-';
     return {
       note: `${opened} attacker connections; honest sends ${[...statuses].map(([k, v]) => `${v}× ${k}`).join(', ')}; 201 latency p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms`,
     };
   },
-
 
   async 'ping-echo'(relay) {
     const ts = 'x'.repeat(15 * MiB - 64);
@@ -351,9 +385,15 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
         const s = connect(relay.port, relay.host);
         s.on('error', () => {});
         await new Promise<void>((res) => s.once('connect', () => res()));
-        const headers = signRequest(kp, 'POST', '/v1/messages', `stalled ${i}`, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
-        const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-        s.write(`POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${len}\r\n${lines}\r\n`);
+        const headers = signRequest(kp, 'POST', '/v1/messages', `stalled ${i}`, Date.now(), {
+          timestamp: uniqueTimestamp(Date.now()),
+        });
+        const lines = Object.entries(headers)
+          .map(([k, v]) => `${k}: ${v}\r\n`)
+          .join('');
+        s.write(
+          `POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${len}\r\n${lines}\r\n`,
+        );
         s.setEncoding('latin1').on('data', (d: string) => answered.push(d.split('\r\n')[0]!));
         // All but the last byte, then silence.
         let sent = 0;
@@ -367,7 +407,9 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
     for (const s of sockets) s.destroy();
     const statuses = new Map<string, number>();
     for (const a of answered) statuses.set(a, (statuses.get(a) ?? 0) + 1);
-    return { note: `${open}/100 still open after ${holdMs / 1000} s; answers: ${[...statuses].map(([k, v]) => `${v}× ${k}`).join(', ') || 'none'}` };
+    return {
+      note: `${open}/100 still open after ${holdMs / 1000} s; answers: ${[...statuses].map(([k, v]) => `${v}× ${k}`).join(', ') || 'none'}`,
+    };
   },
 
   async 'slow-reader'(relay) {
@@ -427,7 +469,12 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
 
   async 'profile-cache'(relay) {
     const schema = { type: 'object', description: 'd'.repeat(16 * 1024 - 64) };
-    const capabilities = Array.from({ length: 20 }, (_, i) => ({ name: `cap${i}`, description: 'e'.repeat(1000), tags: [`tag${i}`], input_schema: schema }));
+    const capabilities = Array.from({ length: 20 }, (_, i) => ({
+      name: `cap${i}`,
+      description: 'e'.repeat(1000),
+      tags: [`tag${i}`],
+      input_schema: schema,
+    }));
     const body = JSON.stringify({ display_name: 'big', capabilities });
     const statuses = new Map<number, number>();
     const reader = Keypair.generate();
@@ -438,12 +485,22 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
       for (const s of [s1, s2]) statuses.set(s, (statuses.get(s) ?? 0) + 1);
     }
     await sleep(holdMs);
-    return { note: `${(body.length / 1024).toFixed(0)} KiB profiles; answers: ${[...statuses].map(([k, v]) => `${v}× ${k}`).join(', ')}` };
+    return {
+      note: `${(body.length / 1024).toFixed(0)} KiB profiles; answers: ${[...statuses].map(([k, v]) => `${v}× ${k}`).join(', ')}`,
+    };
   },
 };
 
 const only = opts.only ? opts.only.split(',') : Object.keys(ATTACKS);
-const report: Array<{ attack: string; baseline_mb: number; peak_mb: number; growth_mb: number; settled_mb: number; alive: boolean; note: string }> = [];
+const report: Array<{
+  attack: string;
+  baseline_mb: number;
+  peak_mb: number;
+  growth_mb: number;
+  settled_mb: number;
+  alive: boolean;
+  note: string;
+}> = [];
 console.error(`relay under test: ${root}`);
 for (const name of only) {
   const attack = ATTACKS[name];

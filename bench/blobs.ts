@@ -66,7 +66,10 @@ export async function blobTransfer(relayUrl: string, relayPid: number, mib: numb
 
   const putWatch = watch(relayPid);
   let t = performance.now();
-  const info = await client.uploadBlob({ size: total, sha256, open: () => pattern(total) }, { onProgress: sampleClient });
+  const info = await client.uploadBlob(
+    { size: total, sha256, open: () => pattern(total) },
+    { onProgress: sampleClient },
+  );
   const putSeconds = (performance.now() - t) / 1000;
   const relayPutRssMB = putWatch.stop();
   if (info.size !== total || info.hash !== sha256.toString('hex')) throw new Error('the relay stored other bytes');
@@ -84,7 +87,14 @@ export async function blobTransfer(relayUrl: string, relayPid: number, mib: numb
   if (received !== total) throw new Error(`downloaded ${received} of ${total} bytes`);
   await client.deleteBlob(info.blob_id);
   const mb = total / 1e6;
-  return { mib, putMBps: mb / putSeconds, getMBps: mb / getSeconds, relayPutRssMB, relayGetRssMB, clientRssMB: clientPeak / 1048576 };
+  return {
+    mib,
+    putMBps: mb / putSeconds,
+    getMBps: mb / getSeconds,
+    relayPutRssMB,
+    relayGetRssMB,
+    clientRssMB: clientPeak / 1048576,
+  };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

@@ -10,13 +10,14 @@
  * through the protocol functions (`sealBody`/`openBody`) and through the codec the runner and the
  * CLI use (`client/e2e-codec.ts`: seed copy and wipe, envelope serialisation and bounds included).
  */
-import { decryptBlobStream, encryptBlobStream, encryptedBlobSize, newDek } from '../src/protocol/blob-crypto.js';
-import { e2eCodec } from '../src/client/e2e-codec.js';
-import { hpkeSuite, openBody, sealBody } from '../src/protocol/e2e.js';
-import type { Message } from '../src/protocol/types.js';
-import { Keypair } from '../src/protocol/signing.js';
-import { median } from './lib.js';
+
 import { pathToFileURL } from 'node:url';
+import { e2eCodec } from '../src/client/e2e-codec.js';
+import { decryptBlobStream, encryptBlobStream, encryptedBlobSize, newDek } from '../src/protocol/blob-crypto.js';
+import { hpkeSuite, openBody, sealBody } from '../src/protocol/e2e.js';
+import { Keypair } from '../src/protocol/signing.js';
+import type { Message } from '../src/protocol/types.js';
+import { median } from './lib.js';
 
 const SENDER = Keypair.fromSeed(Uint8Array.from({ length: 32 }, (_, i) => i + 1));
 const RECIPIENT = Keypair.fromSeed(Uint8Array.from({ length: 32 }, (_, i) => i + 0x21));
@@ -75,7 +76,10 @@ async function codecMicros(batches: number, perBatch: number): Promise<number> {
   for (let b = 0; b < batches; b++) {
     const t0 = performance.now();
     for (let i = 0; i < perBatch; i++) {
-      const sealed = await sender.seal({ bodyJson, contentType: 'application/json' }, { to: RECIPIENT.publicKey, encrypt: true });
+      const sealed = await sender.seal(
+        { bodyJson, contentType: 'application/json' },
+        { to: RECIPIENT.publicKey, encrypt: true },
+      );
       const message: Message = {
         message_id: `msg_1_${i}`,
         sender_key: SENDER.publicKey,

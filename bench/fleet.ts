@@ -27,11 +27,26 @@ export async function fleetThroughput(count: number, window: number): Promise<Fl
     const journal = await cluster.database();
     const home = tempDir('fleet-home');
     const env = { MRP_HOME: home, MRP_KEY_FILE: join(home, 'agent.key') };
-    const keygen = spawnSync(process.execPath, [MRP, 'keygen', '--json'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    const keygen = spawnSync(process.execPath, [MRP, 'keygen', '--json'], {
+      env: { ...process.env, ...env },
+      encoding: 'utf8',
+    });
     if (keygen.status !== 0) throw new Error(`mrp keygen failed: ${keygen.stderr}`);
     const publicKey = String((JSON.parse(keygen.stdout) as { public_key: string }).public_key);
     for (let i = 0; i < 3; i++) {
-      const args = ['run', '--handler', 'handlers/echo.ts', '--relay', relay.url, '--log-format', 'json', '--concurrency', '64', '--journal', journal];
+      const args = [
+        'run',
+        '--handler',
+        'handlers/echo.ts',
+        '--relay',
+        relay.url,
+        '--log-format',
+        'json',
+        '--concurrency',
+        '64',
+        '--journal',
+        journal,
+      ];
       const child = startNode(`mrp run (fleet #${i})`, [...nodeFlags, MRP, ...args], env);
       runners.push(child);
       await child.waitForJson((v) => v['event'] === 'ready', 30_000);

@@ -12,7 +12,14 @@
 import { randomUUID } from 'node:crypto';
 import WebSocket, { WebSocketServer } from 'ws';
 
-type Frame = { type?: string; public_key?: string; request_id?: string; recipient_key?: string; body?: unknown; in_reply_to?: string | null };
+type Frame = {
+  type?: string;
+  public_key?: string;
+  request_id?: string;
+  recipient_key?: string;
+  body?: unknown;
+  in_reply_to?: string | null;
+};
 
 function relay(): void {
   const peers = new Map<string, WebSocket>();
@@ -49,13 +56,24 @@ function responder(url: string, key: string): void {
   const ws = new WebSocket(url, { perMessageDeflate: false });
   ws.on('open', () => ws.send(JSON.stringify({ type: 'auth', public_key: key })));
   ws.on('message', (data) => {
-    const frame = JSON.parse(String(data)) as { type: string; message?: { message_id: string; sender_key: string; body: unknown } };
+    const frame = JSON.parse(String(data)) as {
+      type: string;
+      message?: { message_id: string; sender_key: string; body: unknown };
+    };
     if (frame.type === 'auth_result') console.log(JSON.stringify({ ready: true }));
     const m = frame.message;
     if (frame.type !== 'message' || !m) return;
     ws.send(`{"type":"ack","message_id":"${m.message_id}"}`);
     const body = { echo: m.body, from: m.sender_key, message_id: m.message_id };
-    ws.send(JSON.stringify({ type: 'send', recipient_key: m.sender_key, in_reply_to: m.message_id, thread_id: m.message_id, body }));
+    ws.send(
+      JSON.stringify({
+        type: 'send',
+        recipient_key: m.sender_key,
+        in_reply_to: m.message_id,
+        thread_id: m.message_id,
+        body,
+      }),
+    );
   });
   ws.on('close', () => process.exit(0));
 }

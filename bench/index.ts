@@ -12,18 +12,23 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Keypair } from '../src/protocol/signing.js';
+import { type BlobFigures, blobTransfer } from './blobs.js';
 import { cryptoBench } from './crypto.js';
-import { type Child, cleanupAll, cpuSeconds, installCleanup, rssMb } from './lib.js';
 import { fleetThroughput } from './fleet.js';
+import { type Child, cleanupAll, cpuSeconds, installCleanup, rssMb } from './lib.js';
 import { type PgBenchRow, pgBench, printPgBench } from './pg.js';
 import { nodeFlags, startFloor, startRelay, startRunner } from './processes.js';
-import { type BlobFigures, blobTransfer } from './blobs.js';
 import { relayThroughput } from './relay-throughput.js';
 import { type ExchangeResult, Requester } from './requester.js';
 import { startupTimes } from './startup.js';
 
 const { values: opts } = parseArgs({
-  options: { json: { type: 'string' }, quick: { type: 'boolean', default: false }, profile: { type: 'string' }, pg: { type: 'boolean', default: false } },
+  options: {
+    json: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    profile: { type: 'string' },
+    pg: { type: 'boolean', default: false },
+  },
 });
 const scale = opts.quick ? 0.1 : 1;
 /** Per scenario: warm-up (one in flight, then a window of 200), latency samples, throughput messages. */
@@ -74,8 +79,17 @@ async function roundTrip(wsUrl: string, recipient: string, plan: Plan, procs: Pr
   const requester = await Requester.open(wsUrl, Keypair.generate(), recipient);
   const pids = { relay: procs.relay.pid, responder: procs.responder.pid };
   // A process under test that dies ends the benchmark with its stderr, not with a timeout.
-  const exchange = (count: number, window: number, timeoutMs: number, progress?: (n: number) => void): Promise<ExchangeResult> =>
-    Promise.race([requester.exchange(count, window, timeoutMs, progress), procs.relay.crashed(), procs.responder.crashed()]);
+  const exchange = (
+    count: number,
+    window: number,
+    timeoutMs: number,
+    progress?: (n: number) => void,
+  ): Promise<ExchangeResult> =>
+    Promise.race([
+      requester.exchange(count, window, timeoutMs, progress),
+      procs.relay.crashed(),
+      procs.responder.crashed(),
+    ]);
   try {
     await exchange(plan.warmup, 1, 60_000);
     await exchange(plan.warmup * 4, 200, 60_000);
@@ -83,9 +97,14 @@ async function roundTrip(wsUrl: string, recipient: string, plan: Plan, procs: Pr
     const rss: RoundTrip['rss'] = [];
     const step = plan.throughput / 20;
     const started = performance.now();
-    const sample = (messages: number): void => void rss.push({ messages, mb: rssMb(pids.responder), seconds: (performance.now() - started) / 1000 });
+    const sample = (messages: number): void =>
+      void rss.push({ messages, mb: rssMb(pids.responder), seconds: (performance.now() - started) / 1000 });
     sample(0);
-    const cpu0 = { relay: cpuSeconds(pids.relay), responder: cpuSeconds(pids.responder), requester: process.cpuUsage() };
+    const cpu0 = {
+      relay: cpuSeconds(pids.relay),
+      responder: cpuSeconds(pids.responder),
+      requester: process.cpuUsage(),
+    };
     const throughput = await exchange(plan.throughput, WINDOW, 150_000, (n) => n % step === 0 && sample(n));
     const perMessage = (seconds: number): number => (seconds * 1e6) / plan.throughput;
     const own = process.cpuUsage(cpu0.requester);
@@ -116,7 +135,10 @@ async function product(mode: 'websocket' | 'poll'): Promise<RoundTrip> {
   try {
     const runner = await startRunner(relay.url, mode);
     try {
-      return await roundTrip(relay.wsUrl, runner.publicKey, PLANS[mode], { relay: relay.child, responder: runner.child });
+      return await roundTrip(relay.wsUrl, runner.publicKey, PLANS[mode], {
+        relay: relay.child,
+        responder: runner.child,
+      });
     } finally {
       await runner.child.stop();
     }
@@ -173,8 +195,16 @@ const totalSeconds = (performance.now() - t0) / 1000;
 // ── report ─────────────────────────────────────────────────────────────────────────────────
 const fmt = (n: number, digits = 2): string => n.toFixed(digits);
 const int = (n: number): string => Math.round(n).toLocaleString('en-US');
-const ms = (r: ExchangeResult): string => `${fmt(r.p50)} / ${fmt(r.p95)} / ${fmt(r.p99)} ms (n=${int(r.count)}${r.lost ? `, lost ${r.lost}` : ''})`;
-const rate = (r: { perSecond: number; lost: number; duplicates: number; count: number; window: number; timedOut: boolean }): string =>
+const ms = (r: ExchangeResult): string =>
+  `${fmt(r.p50)} / ${fmt(r.p95)} / ${fmt(r.p99)} ms (n=${int(r.count)}${r.lost ? `, lost ${r.lost}` : ''})`;
+const rate = (r: {
+  perSecond: number;
+  lost: number;
+  duplicates: number;
+  count: number;
+  window: number;
+  timedOut: boolean;
+}): string =>
   `${int(r.perSecond)}/s (${int(r.count)} msgs, window ${r.window}; lost ${r.lost}, dup ${r.duplicates}${r.timedOut ? ', TIMED OUT' : ''})`;
 const cpu = (r: RoundTrip): string =>
   `${int(r.cpuUs.relay)} / ${int(r.cpuUs.responder)} / ${int(r.cpuUs.requester)} µs (wall ${int(1e6 / r.throughput.perSecond)} µs/msg)`;
@@ -209,7 +239,12 @@ const targets = {
 
 const rows: Array<[string, string, string, string]> = [
   ['Start-up', 'node -e 0 (median)', `${fmt(startup.node, 1)} ms`, ''],
-  ['', 'mrp --version (median)', `${fmt(startup.version, 1)} ms = ${fmt(versionRatio)}× node`, `≤ ${TARGETS.versionVsNode}× node ${mark(targets.version)}`],
+  [
+    '',
+    'mrp --version (median)',
+    `${fmt(startup.version, 1)} ms = ${fmt(versionRatio)}× node`,
+    `≤ ${TARGETS.versionVsNode}× node ${mark(targets.version)}`,
+  ],
   ['', 'mrp --help (median)', `${fmt(startup.help, 1)} ms = ${fmt(startup.help / startup.node)}× node`, ''],
   ['Floor (bare ws)', 'round trip p50 / p95 / p99', ms(floorResult.latency), ''],
   ['', 'throughput', rate(floorResult.throughput), ''],
@@ -219,7 +254,12 @@ const rows: Array<[string, string, string, string]> = [
   ['', 'throughput', rate(ws.throughput), `≥ ${int(TARGETS.perSecond)}/s, none lost ${mark(targets.throughput)}`],
   ['', 'throughput vs floor', `${fmt(ws.throughput.perSecond / floorResult.throughput.perSecond)}×`, ''],
   ['', 'CPU per msg: relay / runner / requester', cpu(ws), ''],
-  ['Runner memory', `RSS after warm-up / ${quarters.map((n) => `${n / 1000}k`).join(' / ')} msgs`, `${[0, ...quarters].map((n) => fmt(rssAt(n), 1)).join(' / ')} MB`, ''],
+  [
+    'Runner memory',
+    `RSS after warm-up / ${quarters.map((n) => `${n / 1000}k`).join(' / ')} msgs`,
+    `${[0, ...quarters].map((n) => fmt(rssAt(n), 1)).join(' / ')} MB`,
+    '',
+  ],
   [
     '',
     'first → last, slope over 2nd half',
@@ -235,26 +275,49 @@ const rows: Array<[string, string, string, string]> = [
         ['Fleet (3 runners)', 'throughput, shared journal (PostgreSQL)', rate(fleet.throughput), ''],
         ['', 'vs one runner, local journal', `${fmt(fleet.throughput.perSecond / ws.throughput.perSecond)}×`, ''],
       ]) as Array<[string, string, string, string]>),
-  [`Blobs (${BLOB_MIB} MiB)`, 'put / get (loopback, fs store)', `${fmt(blob.putMBps, 0)} / ${fmt(blob.getMBps, 0)} MB/s`, ''],
+  [
+    `Blobs (${BLOB_MIB} MiB)`,
+    'put / get (loopback, fs store)',
+    `${fmt(blob.putMBps, 0)} / ${fmt(blob.getMBps, 0)} MB/s`,
+    '',
+  ],
   [
     '',
     'RSS growth: relay put / relay get / client',
     `${fmt(blob.relayPutRssMB, 1)} / ${fmt(blob.relayGetRssMB, 1)} / ${fmt(blob.clientRssMB, 1)} MB`,
     `< ${TARGETS.blobRssMb} MB each ${mark(targets.blobMemory)}`,
   ],
-  ['E2E crypto', `seal + open per ${e2eCrypto.body_bytes}-byte body`, `${int(e2eCrypto.seal_open_us)} µs (seal ${int(e2eCrypto.seal_us)} + open ${int(e2eCrypto.open_us)})`, ''],
+  [
+    'E2E crypto',
+    `seal + open per ${e2eCrypto.body_bytes}-byte body`,
+    `${int(e2eCrypto.seal_open_us)} µs (seal ${int(e2eCrypto.seal_us)} + open ${int(e2eCrypto.open_us)})`,
+    '',
+  ],
   ['', 'seal + open through the codec', `${int(e2eCrypto.codec_seal_open_us)} µs`, ''],
   ['', 'first use (lazy HPKE import + first seal)', `${int(e2eCrypto.first_use_ms)} ms`, ''],
-  ['', `blob ${e2eCrypto.blob_mib} MiB encrypt / decrypt`, `${int(e2eCrypto.blob_encrypt_mb_s)} / ${int(e2eCrypto.blob_decrypt_mb_s)} MB/s`, ''],
+  [
+    '',
+    `blob ${e2eCrypto.blob_mib} MiB encrypt / decrypt`,
+    `${int(e2eCrypto.blob_encrypt_mb_s)} / ${int(e2eCrypto.blob_decrypt_mb_s)} MB/s`,
+    '',
+  ],
 ];
 
 const header = ['Benchmark', 'Cores', 'Figure', 'Value', 'Target'];
 const table = rows.map(([section, figure, value, target]) => [section, String(cores), figure, value, target]);
 const width = (i: number): number => Math.max(...[header, ...table].map((r) => r[i]!.length));
-const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(width(i))).join('  ').trimEnd();
+const line = (cells: string[]): string =>
+  cells
+    .map((c, i) => c.padEnd(width(i)))
+    .join('  ')
+    .trimEnd();
 const load = (l: number[]): string => l.map((x) => fmt(x)).join(' ');
-console.log(`\nmrp benchmark · ${cores} cores (os.availableParallelism) · ${cpus()[0]?.model ?? 'unknown CPU'} · node ${process.version}`);
-console.log(`${fmt(totalSeconds, 0)} s · load average before ${load(loadBefore)}, after ${load(loadavg())} (other work on the machine skews every figure)\n`);
+console.log(
+  `\nmrp benchmark · ${cores} cores (os.availableParallelism) · ${cpus()[0]?.model ?? 'unknown CPU'} · node ${process.version}`,
+);
+console.log(
+  `${fmt(totalSeconds, 0)} s · load average before ${load(loadBefore)}, after ${load(loadavg())} (other work on the machine skews every figure)\n`,
+);
 console.log(line(header));
 console.log(line(header.map((_, i) => '─'.repeat(width(i)))));
 for (const row of table) console.log(line(row));
@@ -278,7 +341,11 @@ if (opts.json) {
     blobs: blob,
     crypto: e2eCrypto,
     ...(external ? { external } : {}),
-    ratios: { p50VsFloor: p50Ratio, versionVsNode: versionRatio, throughputVsFloor: ws.throughput.perSecond / floorResult.throughput.perSecond },
+    ratios: {
+      p50VsFloor: p50Ratio,
+      versionVsNode: versionRatio,
+      throughputVsFloor: ws.throughput.perSecond / floorResult.throughput.perSecond,
+    },
     memory: { first: rssFirst, last: rssLast, peak: Math.max(...ws.rss.map((s) => s.mb)), slopeMbPer10k: slope, flat },
     targets,
   };

@@ -39,12 +39,35 @@ const relay = await startRelay();
 const home = tempDir('home');
 const bin = values.bin ?? join(process.cwd(), 'bin', 'mrp.js');
 const env = { MRP_HOME: home, MRP_KEY_FILE: join(home, 'agent.key') };
-const keygen = spawnSync(process.execPath, [bin, 'keygen', '--json'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+const keygen = spawnSync(process.execPath, [bin, 'keygen', '--json'], {
+  env: { ...process.env, ...env },
+  encoding: 'utf8',
+});
 if (keygen.status !== 0) throw new Error(`mrp keygen failed: ${keygen.stderr}`);
 const runnerKey = String((JSON.parse(keygen.stdout) as { public_key: string }).public_key);
 const handler = join(home, 'busy.mjs');
-writeFileSync(handler, `export default async (msg) => { await new Promise((r) => setTimeout(r, ${Number(values['handler-ms'])})); return { n: msg.body.n }; };\n`);
-const runner = startNode('mrp run', [bin, 'run', '--handler', handler, '--relay', relay.url, '--log-format', 'json', '--concurrency', String(values.concurrency), '--mode', mode], env);
+writeFileSync(
+  handler,
+  `export default async (msg) => { await new Promise((r) => setTimeout(r, ${Number(values['handler-ms'])})); return { n: msg.body.n }; };\n`,
+);
+const runner = startNode(
+  'mrp run',
+  [
+    bin,
+    'run',
+    '--handler',
+    handler,
+    '--relay',
+    relay.url,
+    '--log-format',
+    'json',
+    '--concurrency',
+    String(values.concurrency),
+    '--mode',
+    mode,
+  ],
+  env,
+);
 await runner.waitForJson((v) => v['event'] === 'ready', 20_000);
 
 const sender = Keypair.generate();

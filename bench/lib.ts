@@ -55,14 +55,22 @@ export interface Child {
  * lines per message); lines are only split and parsed while someone waits for one.
  */
 export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Child {
-  const proc = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.add(proc);
   let stderr = '';
   let partial = '';
   let stopping = false;
   let exit: string | undefined;
   const onExit = new Set<() => void>();
-  const waiters = new Set<{ match: (v: Record<string, unknown>) => boolean; resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }>();
+  const waiters = new Set<{
+    match: (v: Record<string, unknown>) => boolean;
+    resolve: (v: Record<string, unknown>) => void;
+    reject: (e: Error) => void;
+  }>();
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
   proc.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -77,14 +85,20 @@ export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv =
         continue;
       }
       if (typeof value !== 'object' || value === null) continue;
-      for (const w of waiters) if (w.match(value as Record<string, unknown>)) w.resolve(value as Record<string, unknown>);
+      for (const w of waiters)
+        if (w.match(value as Record<string, unknown>)) w.resolve(value as Record<string, unknown>);
     }
   });
   proc.once('exit', (code, signal) => {
     children.delete(proc);
     exit = String(code ?? signal);
     for (const f of onExit) f();
-    for (const w of waiters) w.reject(new Error(`${name} exited (${code ?? signal}) before the expected output; stderr: ${stderr.trim() || '(empty)'}`));
+    for (const w of waiters)
+      w.reject(
+        new Error(
+          `${name} exited (${code ?? signal}) before the expected output; stderr: ${stderr.trim() || '(empty)'}`,
+        ),
+      );
   });
   return {
     name,
@@ -96,7 +110,10 @@ export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv =
           resolve: (v: Record<string, unknown>) => done(() => resolve(v)),
           reject: (e: Error) => done(() => reject(e)),
         };
-        const timer = setTimeout(() => w.reject(new Error(`${name}: no matching output within ${timeoutMs} ms; stderr: ${stderr.trim()}`)), timeoutMs);
+        const timer = setTimeout(
+          () => w.reject(new Error(`${name}: no matching output within ${timeoutMs} ms; stderr: ${stderr.trim()}`)),
+          timeoutMs,
+        );
         const done = (fn: () => void): void => {
           clearTimeout(timer);
           waiters.delete(w);
@@ -108,7 +125,8 @@ export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv =
     crashed() {
       return new Promise<never>((_, reject) => {
         const fire = (): void => {
-          if (!stopping) reject(new Error(`${name} exited unexpectedly (${exit}); stderr: ${stderr.trim() || '(empty)'}`));
+          if (!stopping)
+            reject(new Error(`${name} exited unexpectedly (${exit}); stderr: ${stderr.trim() || '(empty)'}`));
         };
         if (exit === undefined) onExit.add(fire);
         else fire();
@@ -141,7 +159,10 @@ export function percentile(sorted: readonly number[], p: number): number {
 }
 
 export function median(values: readonly number[]): number {
-  return percentile([...values].sort((a, b) => a - b), 50);
+  return percentile(
+    [...values].sort((a, b) => a - b),
+    50,
+  );
 }
 
 /** CPU time (user + system) a process has used so far, in seconds (Linux /proc, 100 ticks/s). */

@@ -37,7 +37,13 @@ async function relay(args: string[]): Promise<{ child: Child; wsUrl: string }> {
 }
 
 /** Latency samples (one in flight), then a throughput run (window of 200). */
-async function measure(setup: string, senderUrl: string, receiverUrl: string, latencyN: number, throughputN: number): Promise<PgBenchRow> {
+async function measure(
+  setup: string,
+  senderUrl: string,
+  receiverUrl: string,
+  latencyN: number,
+  throughputN: number,
+): Promise<PgBenchRow> {
   const recipient = Keypair.generate();
   const arrived = new Map<number, number>();
   let waiter: (() => void) | undefined;
@@ -140,9 +146,13 @@ export async function pgBench(quick: boolean): Promise<PgBenchRow[] | undefined>
 
 export function printPgBench(rows: PgBenchRow[]): void {
   console.log('\nExternal mode (PostgreSQL) vs embedded (SQLite): WebSocket round trips, limits off');
-  console.log(`${'setup'.padEnd(32)} ${'msg/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'lost'.padStart(5)}`);
+  console.log(
+    `${'setup'.padEnd(32)} ${'msg/s'.padStart(8)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} ${'lost'.padStart(5)}`,
+  );
   for (const r of rows) {
-    console.log(`${r.setup.padEnd(32)} ${String(r.perSecond).padStart(8)} ${String(r.p50Ms).padStart(8)} ${String(r.p99Ms).padStart(8)} ${String(r.lost).padStart(5)}`);
+    console.log(
+      `${r.setup.padEnd(32)} ${String(r.perSecond).padStart(8)} ${String(r.p50Ms).padStart(8)} ${String(r.p99Ms).padStart(8)} ${String(r.lost).padStart(5)}`,
+    );
   }
 }
 

@@ -14,7 +14,22 @@ export interface Relay {
 
 export async function startRelay(): Promise<Relay> {
   const dir = tempDir('relay');
-  const args = ['relay', '--port', '0', '--data-dir', dir, '--send-rate', '0', '--receive-rate', '0', '--request-rate', '0', '--json', '--log-level', 'warn'];
+  const args = [
+    'relay',
+    '--port',
+    '0',
+    '--data-dir',
+    dir,
+    '--send-rate',
+    '0',
+    '--receive-rate',
+    '0',
+    '--request-rate',
+    '0',
+    '--json',
+    '--log-level',
+    'warn',
+  ];
   const child = startNode('mrp relay', [...nodeFlags, MRP, ...args]);
   const { url } = await child.waitForJson((v) => typeof v['url'] === 'string', 15_000);
   return { child, url: String(url), wsUrl: `${String(url).replace(/^http/, 'ws')}/v1/ws` };
@@ -29,10 +44,25 @@ export interface Runner {
 export async function startRunner(relayUrl: string, mode: 'websocket' | 'poll'): Promise<Runner> {
   const home = tempDir('home');
   const env = { MRP_HOME: home, MRP_KEY_FILE: join(home, 'agent.key') };
-  const keygen = spawnSync(process.execPath, [MRP, 'keygen', '--json'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+  const keygen = spawnSync(process.execPath, [MRP, 'keygen', '--json'], {
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+  });
   if (keygen.status !== 0) throw new Error(`mrp keygen failed: ${keygen.stderr}`);
   const publicKey = String((JSON.parse(keygen.stdout) as { public_key: string }).public_key);
-  const args = ['run', '--handler', 'handlers/echo.ts', '--relay', relayUrl, '--log-format', 'json', '--concurrency', '64', '--mode', mode];
+  const args = [
+    'run',
+    '--handler',
+    'handlers/echo.ts',
+    '--relay',
+    relayUrl,
+    '--log-format',
+    'json',
+    '--concurrency',
+    '64',
+    '--mode',
+    mode,
+  ];
   const child = startNode(`mrp run (${mode})`, [...nodeFlags, MRP, ...args], env);
   await child.waitForJson((v) => v['event'] === 'ready', 20_000);
   return { child, publicKey };

@@ -20,7 +20,8 @@ interface Profile {
   timeDeltas: number[];
 }
 
-const short = (url: string): string => url.replace(/^file:\/\/\/.*?\/node_modules\//, '').replace(/^file:\/\/\/.*?\/(dist|src|handlers)\//, '$1/');
+const short = (url: string): string =>
+  url.replace(/^file:\/\/\/.*?\/node_modules\//, '').replace(/^file:\/\/\/.*?\/(dist|src|handlers)\//, '$1/');
 
 function summarize(file: string, top = 15): void {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;

@@ -18,7 +18,12 @@ export interface RelayThroughput {
   timedOut: boolean;
 }
 
-export async function relayThroughput(wsUrl: string, count: number, window: number, timeoutMs: number): Promise<RelayThroughput> {
+export async function relayThroughput(
+  wsUrl: string,
+  count: number,
+  window: number,
+  timeoutMs: number,
+): Promise<RelayThroughput> {
   const seen = new Set<number>();
   let duplicates = 0;
   let errors = 0;
@@ -45,17 +50,31 @@ export async function relayThroughput(wsUrl: string, count: number, window: numb
   });
   const pump = (): void => {
     while (sent < count && sent - results < window) {
-      sender.send(`{"type":"send","request_id":"${sent}","recipient_key":"${recipient.publicKey}","body":{"n":${sent}}}`);
+      sender.send(
+        `{"type":"send","request_id":"${sent}","recipient_key":"${recipient.publicKey}","body":{"n":${sent}}}`,
+      );
       sent++;
     }
   };
   const started = performance.now();
   pump();
   let timer: NodeJS.Timeout | undefined;
-  const timedOut = await Promise.race([received.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)))]);
+  const timedOut = await Promise.race([
+    received.then(() => false),
+    new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs))),
+  ]);
   clearTimeout(timer);
   const seconds = (performance.now() - started) / 1000;
   sender.close();
   receiver.close();
-  return { count, window, seconds, perSecond: seen.size / seconds, lost: count - seen.size, duplicates, errors, timedOut };
+  return {
+    count,
+    window,
+    seconds,
+    perSecond: seen.size / seconds,
+    lost: count - seen.size,
+    duplicates,
+    errors,
+    timedOut,
+  };
 }

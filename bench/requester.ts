@@ -9,7 +9,11 @@ import { percentile } from './lib.js';
 type Frame = Record<string, unknown> & { type?: unknown };
 
 /** Opens a socket to `wsUrl` and authenticates (§5.1); `onFrame` sees every later frame. */
-export async function connect(wsUrl: string, keypair: Keypair, onFrame: (frame: Frame, at: number) => void): Promise<WebSocket> {
+export async function connect(
+  wsUrl: string,
+  keypair: Keypair,
+  onFrame: (frame: Frame, at: number) => void,
+): Promise<WebSocket> {
   const ws = new WebSocket(wsUrl, { perMessageDeflate: false });
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
@@ -91,7 +95,12 @@ export class Requester {
    * Sends `count` requests keeping at most `window` unanswered, until all are answered or
    * `timeoutMs` passes. `window` 1 measures latency; a large window, throughput.
    */
-  exchange(count: number, window: number, timeoutMs: number, progress?: (answered: number) => void): Promise<ExchangeResult> {
+  exchange(
+    count: number,
+    window: number,
+    timeoutMs: number,
+    progress?: (answered: number) => void,
+  ): Promise<ExchangeResult> {
     return new Promise((resolve) => {
       const started = performance.now();
       let timer: NodeJS.Timeout | undefined;
@@ -149,7 +158,11 @@ export class Requester {
 
   #onFrame(frame: Frame, at: number): void {
     if (frame.type === 'message') {
-      const message = frame['message'] as { message_id: string; in_reply_to?: string | null; body?: { echo?: { run?: number; n?: number } } };
+      const message = frame['message'] as {
+        message_id: string;
+        in_reply_to?: string | null;
+        body?: { echo?: { run?: number; n?: number } };
+      };
       this.#ws.send(`{"type":"ack","message_id":"${message.message_id}"}`);
       const run = this.#run;
       const echo = message.body?.echo;

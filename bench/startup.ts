@@ -1,6 +1,6 @@
 /** Start-up: wall time of short commands (spawnSync), medians over interleaved runs. */
 import { spawnSync } from 'node:child_process';
-import { median, MRP, ROOT } from './lib.js';
+import { MRP, median, ROOT } from './lib.js';
 
 export const STARTUP_COMMANDS = {
   node: ['-e', '0'],

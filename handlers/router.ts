@@ -20,7 +20,8 @@ class ActionError extends Error {
 
 function number(params: Params, name: string): number {
   const v = params[name];
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ActionError('invalid_params', `params.${name} must be a number`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new ActionError('invalid_params', `params.${name} must be a number`);
   return v;
 }
 
@@ -36,14 +37,23 @@ const actions: Record<string, Action> = {
 
 const router: Handler = async (msg, ctx) => {
   if (msg.content_type !== 'application/x-mrp-request+json') {
-    return { status: 'error', error: { code: 'unsupported_content_type', message: `send application/x-mrp-request+json, not ${msg.content_type}` } };
+    return {
+      status: 'error',
+      error: {
+        code: 'unsupported_content_type',
+        message: `send application/x-mrp-request+json, not ${msg.content_type}`,
+      },
+    };
   }
   const body = (msg.body ?? {}) as { action?: unknown; params?: unknown };
   const action = typeof body.action === 'string' ? actions[body.action] : undefined;
   if (!action) {
     return {
       status: 'error',
-      error: { code: 'unsupported_action', message: `unknown action ${JSON.stringify(body.action)}; try one of ${Object.keys(actions).join(', ')}` },
+      error: {
+        code: 'unsupported_action',
+        message: `unknown action ${JSON.stringify(body.action)}; try one of ${Object.keys(actions).join(', ')}`,
+      },
     };
   }
   try {

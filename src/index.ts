@@ -5,61 +5,29 @@
  * poller), the message source and codec seams, and the handler runtime. Loads no relay, no
  * SQLite and no HPKE (`mrp/testing` and `mrp/relay` do, when imported).
  */
+
 export {
-  Agent,
-  type AgentCapability,
-  type AgentEvents,
-  type AgentOptions,
-  type RunOptions as AgentRunOptions,
-} from './runtime/agent.js';
-export { type AgentMode, AGENT_MODES, parseMode } from './runtime/mode.js';
-export { type CtxDownloadOptions, type CtxUploadOptions, isReplyWithAttachments, ReplyWithAttachments, withAttachments } from './runtime/attachments.js';
-export * from './core/errors.js';
-export { type Clock, ManualClock, systemClock, type Timer } from './core/clock.js';
-export { Backoff, type BackoffOptions } from './core/backoff.js';
-export * from './protocol/constants.js';
-export type * from './protocol/types.js';
-export {
-  decodePublicKey,
-  fromBase64Url,
-  isPublicKey,
-  shortKey,
-  toBase64Url,
-} from './protocol/encoding.js';
-export {
-  authFrame,
-  bodyHash,
-  canonicalRequest,
-  formatTimestamp,
-  Keypair,
-  parseTimestamp,
-  signRequest,
-  type SignedHeaders,
-  verifySignature,
-  wsAuthString,
-} from './protocol/signing.js';
-export { decodeKeyFile, encodeKeyFile, type KeyFileFormat } from './protocol/keyfile.js';
-export {
-  type Contact,
-  type ContactBook,
-  findContact,
-  parseContacts,
-  resolveRecipient,
-  serializeContacts,
-} from './protocol/contacts.js';
-export { FrameParseError, normalizeMessage, parseClientFrame, parseServerFrame } from './protocol/frames.js';
-export {
-  validateProfilePatch,
-  validateSendRequest,
-  ValidationError,
-} from './protocol/validate.js';
-export { errorEnvelope, relayErrorFromFrame, relayErrorFromResponse } from './protocol/envelope.js';
-export { RelayClient, type RelayClientOptions, type RateInfo, buildTarget } from './client/http.js';
-export type { BlobHead, BlobInfo, BlobInput, DownloadOptions, UploadOptions } from './client/blobs.js';
+  downloadAttachmentBytes,
+  type OpenedAttachment,
+  openAttachment,
+  type PreparedUpload,
+  sealUpload,
+} from './client/blob-e2e.js';
 export { fileBlobInput } from './client/blob-file.js';
-export { downloadAttachmentBytes, openAttachment, type OpenedAttachment, type PreparedUpload, sealUpload } from './client/blob-e2e.js';
-export { Session, type SessionOptions, type SessionStatus, recoveryFor } from './client/session.js';
+export type { BlobHead, BlobInfo, BlobInput, DownloadOptions, UploadOptions } from './client/blobs.js';
+export {
+  type MessageCodec,
+  type OpenedMessage,
+  type PlainBody,
+  plainCodec,
+  plainSend,
+  type SealContext,
+  type SealedBody,
+} from './client/codec.js';
+export { e2eCodec, isEncryptedMessage } from './client/e2e-codec.js';
+export { buildTarget, type RateInfo, RelayClient, type RelayClientOptions } from './client/http.js';
 export { Poller, type PollerOptions } from './client/poller.js';
+export { recoveryFor, Session, type SessionOptions, type SessionStatus } from './client/session.js';
 export {
   type Batch,
   type DeliveryReceipt,
@@ -72,23 +40,90 @@ export {
   type SourceStatus,
   WebSocketSource,
 } from './client/source.js';
+export { Backoff, type BackoffOptions } from './core/backoff.js';
+export { type Clock, ManualClock, systemClock, type Timer } from './core/clock.js';
+export * from './core/errors.js';
+export * from './protocol/constants.js';
 export {
-  type MessageCodec,
-  type OpenedMessage,
-  type PlainBody,
-  plainCodec,
-  plainSend,
-  type SealContext,
-  type SealedBody,
-} from './client/codec.js';
-export { e2eCodec, isEncryptedMessage } from './client/e2e-codec.js';
+  type Contact,
+  type ContactBook,
+  findContact,
+  parseContacts,
+  resolveRecipient,
+  serializeContacts,
+} from './protocol/contacts.js';
+export {
+  decodePublicKey,
+  fromBase64Url,
+  isPublicKey,
+  shortKey,
+  toBase64Url,
+} from './protocol/encoding.js';
+export { errorEnvelope, relayErrorFromFrame, relayErrorFromResponse } from './protocol/envelope.js';
 export type { EncodedSend } from './protocol/frames.js';
-export { type Assembled, type AssembleOptions, assembleRuntime, createSource, defaultCodec, type SourceOptions } from './runtime/assemble.js';
+export { FrameParseError, normalizeMessage, parseClientFrame, parseServerFrame } from './protocol/frames.js';
+export { decodeKeyFile, encodeKeyFile, type KeyFileFormat } from './protocol/keyfile.js';
+export {
+  authFrame,
+  bodyHash,
+  canonicalRequest,
+  formatTimestamp,
+  Keypair,
+  parseTimestamp,
+  type SignedHeaders,
+  signRequest,
+  verifySignature,
+  wsAuthString,
+} from './protocol/signing.js';
+export type * from './protocol/types.js';
+export {
+  ValidationError,
+  validateProfilePatch,
+  validateSendRequest,
+} from './protocol/validate.js';
+export {
+  Agent,
+  type AgentCapability,
+  type AgentEvents,
+  type AgentOptions,
+  type RunOptions as AgentRunOptions,
+} from './runtime/agent.js';
+export {
+  type Assembled,
+  type AssembleOptions,
+  assembleRuntime,
+  createSource,
+  defaultCodec,
+  type SourceOptions,
+} from './runtime/assemble.js';
+export {
+  type CtxDownloadOptions,
+  type CtxUploadOptions,
+  isReplyWithAttachments,
+  ReplyWithAttachments,
+  withAttachments,
+} from './runtime/attachments.js';
 export type { Outcome, RuntimeEvents } from './runtime/events.js';
-export { invoke, type InvokeMessage, type InvokeOptions, type InvokeResult, type InvokeSent, type InvokeUpload, testMessage } from './runtime/invoke.js';
-export { type KeyFileIdentity, loadOrCreateKeyFile } from './runtime/identity.js';
 export type { Handler, HandlerContext, HandlerLogger, HandlerResult, SendOptions } from './runtime/handler.js';
 export { loadHandler } from './runtime/handler.js';
+export { type KeyFileIdentity, loadOrCreateKeyFile } from './runtime/identity.js';
+export {
+  type InvokeMessage,
+  type InvokeOptions,
+  type InvokeResult,
+  type InvokeSent,
+  type InvokeUpload,
+  invoke,
+  testMessage,
+} from './runtime/invoke.js';
 export { Journal, type JournalOptions } from './runtime/journal.js';
-export { Runtime, RUNTIME_DEFAULTS, type RuntimeOptions, type HandledEvent, planReply, replyTo } from './runtime/runtime.js';
+export { AGENT_MODES, type AgentMode, parseMode } from './runtime/mode.js';
 export { Outbox } from './runtime/outbox.js';
+export {
+  type HandledEvent,
+  planReply,
+  RUNTIME_DEFAULTS,
+  Runtime,
+  type RuntimeOptions,
+  replyTo,
+} from './runtime/runtime.js';

@@ -12,12 +12,12 @@ import { join } from 'node:path';
 import type { Relay, RelayOptions } from './relay/index.js';
 
 export {
-  invoke,
   type InvokeMessage,
   type InvokeOptions,
   type InvokeResult,
   type InvokeSent,
   type InvokeUpload,
+  invoke,
   testMessage,
 } from './runtime/invoke.js';
 

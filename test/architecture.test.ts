@@ -64,7 +64,8 @@ const PACKAGES: Record<Layer, string[]> = {
 };
 
 /** Node modules that do I/O; core and protocol must not use them. */
-const IO_MODULES = /^node:(fs|fs\/promises|net|http|https|http2|tls|dgram|child_process|cluster|worker_threads|os|process|readline)$/;
+const IO_MODULES =
+  /^node:(fs|fs\/promises|net|http|https|http2|tls|dgram|child_process|cluster|worker_threads|os|process|readline)$/;
 
 /** Packages that must never load when the CLI starts (they load inside the commands that need them). */
 const HEAVY = [
@@ -186,7 +187,11 @@ describe('architecture', () => {
 
   it('finds the source tree', () => {
     assert.ok(files.length > 10);
-    for (const layer of ['core', 'protocol', 'cli']) assert.ok(files.some((f) => f.path.startsWith(`${layer}/`)), layer);
+    for (const layer of ['core', 'protocol', 'cli'])
+      assert.ok(
+        files.some((f) => f.path.startsWith(`${layer}/`)),
+        layer,
+      );
   });
 
   it('every import goes the allowed way', () => {
@@ -195,7 +200,10 @@ describe('architecture', () => {
 
   it('the CLI starts without heavy packages', () => {
     const loaded = staticPackages(files, 'cli/main.ts');
-    assert.deepEqual(HEAVY.filter((p) => loaded.has(p)), []);
+    assert.deepEqual(
+      HEAVY.filter((p) => loaded.has(p)),
+      [],
+    );
     assert.ok(loaded.has('commander'), 'sanity: the walk sees static packages');
   });
 
@@ -203,7 +211,15 @@ describe('architecture', () => {
     const entry = files.find((f) => f.path === 'index.ts');
     assert.ok(entry, 'src/index.ts exists');
     const loaded = staticPackages(files, 'index.ts');
-    for (const pkg of ['commander', 'chalk', 'ora', 'better-sqlite3', '@hpke/core', '@hpke/chacha20poly1305', '@noble/curves']) {
+    for (const pkg of [
+      'commander',
+      'chalk',
+      'ora',
+      'better-sqlite3',
+      '@hpke/core',
+      '@hpke/chacha20poly1305',
+      '@noble/curves',
+    ]) {
       assert.ok(!loaded.has(pkg), pkg);
     }
     assert.ok(loaded.has('ws'), 'sanity: the walk sees the client');
@@ -214,7 +230,10 @@ describe('architecture', () => {
     assert.ok(entry, 'src/testing.ts exists');
     const loaded = staticPackages(files, 'testing.ts');
     assert.ok(!loaded.has('better-sqlite3'), 'invoke alone must not load SQLite');
-    assert.deepEqual(violations([{ path: 'testing.ts', text: "import { createRelay } from './relay/server.js';" }]), []);
+    assert.deepEqual(
+      violations([{ path: 'testing.ts', text: "import { createRelay } from './relay/server.js';" }]),
+      [],
+    );
     assert.deepEqual(violations([{ path: 'testing.ts', text: "import { main } from './cli/main.js';" }]).length, 1);
   });
 
@@ -235,7 +254,8 @@ describe('architecture', () => {
 
   // Frames a client writes are built in protocol/frames.ts only (no JSON splicing elsewhere).
   it('client frames are encoded in one place', () => {
-    const spliced = /['"`]\{"type":"(auth|ack|send|ping|pong)"|\{\s*type\s*:\s*['"](auth|ack|send|ping|pong)['"]|JSON\.stringify\(\s*\{\s*type\s*:/;
+    const spliced =
+      /['"`]\{"type":"(auth|ack|send|ping|pong)"|\{\s*type\s*:\s*['"](auth|ack|send|ping|pong)['"]|JSON\.stringify\(\s*\{\s*type\s*:/;
     const offenders = files
       .filter((f) => f.path.startsWith('client/') || f.path.startsWith('runtime/'))
       .filter((f) => spliced.test(withoutComments(f.text)))
@@ -247,14 +267,23 @@ describe('architecture', () => {
   it('catches a lower layer importing a higher one', () => {
     const bad: SourceFile[] = [
       { path: 'core/x.ts', text: "import { y } from '../protocol/y.js';" },
-      { path: 'protocol/y.ts', text: "export { run } from '../runtime/run.js';\nimport { readFile } from 'node:fs/promises';" },
+      {
+        path: 'protocol/y.ts',
+        text: "export { run } from '../runtime/run.js';\nimport { readFile } from 'node:fs/promises';",
+      },
       { path: 'client/c.ts', text: "import { createRelay } from '../relay/index.js';" },
       { path: 'relay/r.ts', text: "import type { Session } from '../client/session.js';" },
       { path: 'runtime/run.ts', text: "const m = await import('../cli/main.js');" },
-      { path: 'cli/commands/send.ts', text: "import { register } from './tail.js';\nimport Database from 'better-sqlite3';" },
+      {
+        path: 'cli/commands/send.ts',
+        text: "import { register } from './tail.js';\nimport Database from 'better-sqlite3';",
+      },
       { path: 'cli/commands/run.ts', text: "import { createRelay } from '../../relay/index.js';" },
       { path: 'cli/commands/relay.ts', text: "const { createRelay } = await import('../../relay/index.js');" },
-      { path: 'core/ok.ts', text: "// import { x } from '../cli/main.js';\n/* import('../cli/x.js') */\nexport const url = 'http://x';" },
+      {
+        path: 'core/ok.ts',
+        text: "// import { x } from '../cli/main.js';\n/* import('../cli/x.js') */\nexport const url = 'http://x';",
+      },
       { path: 'protocol/heavy.ts', text: "import { CipherSuite } from '@hpke/core';" },
       {
         path: 'protocol/lazy.ts',
@@ -262,7 +291,11 @@ describe('architecture', () => {
       },
     ];
     const found = violations(bad);
-    const has = (text: string) => assert.ok(found.some((v) => v.includes(text)), `${text}\n${found.join('\n')}`);
+    const has = (text: string) =>
+      assert.ok(
+        found.some((v) => v.includes(text)),
+        `${text}\n${found.join('\n')}`,
+      );
     has("core/x.ts imports '../protocol/y.js'");
     has("protocol/y.ts imports '../runtime/run.js'");
     has("protocol/y.ts imports 'node:fs/promises'");
@@ -273,16 +306,25 @@ describe('architecture', () => {
     has("cli/commands/send.ts imports 'better-sqlite3'");
     has("cli/commands/run.ts imports '../../relay/index.js'");
     has("protocol/heavy.ts imports '@hpke/core': @hpke/core is heavy; protocol may load it only with import()");
-    assert.ok(!found.some((v) => v.startsWith('cli/commands/relay.ts')), 'dynamic relay import from the relay command is fine');
+    assert.ok(
+      !found.some((v) => v.startsWith('cli/commands/relay.ts')),
+      'dynamic relay import from the relay command is fine',
+    );
     assert.ok(!found.some((v) => v.startsWith('core/ok.ts')), 'comments are not imports');
-    assert.ok(!found.some((v) => v.startsWith('protocol/lazy.ts')), 'type-only and dynamic imports of heavy packages are fine');
+    assert.ok(
+      !found.some((v) => v.startsWith('protocol/lazy.ts')),
+      'type-only and dynamic imports of heavy packages are fine',
+    );
     assert.equal(found.length, 10, found.join('\n'));
   });
 
   it('sees heavy packages on the start-up path', () => {
     const files: SourceFile[] = [
       { path: 'cli/main.ts', text: "import { a } from './a.js';\nconst ora = await import('ora');" },
-      { path: 'cli/a.ts', text: "import WebSocket from 'ws';\nimport type { Spinner } from 'ora';\nimport { s } from '../protocol/s.js';" },
+      {
+        path: 'cli/a.ts',
+        text: "import WebSocket from 'ws';\nimport type { Spinner } from 'ora';\nimport { s } from '../protocol/s.js';",
+      },
       { path: 'protocol/s.ts', text: "export const s = async () => (await import('@hpke/core')).CipherSuite;" },
     ];
     assert.deepEqual([...staticPackages(files, 'cli/main.ts')], ['ws']);

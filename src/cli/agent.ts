@@ -3,16 +3,16 @@
  * journal, runtime and reporter, plus announcing the manifest once the relay answers.
  */
 import { join } from 'node:path';
-import { MrpError, UsageError, toMrpError } from '../core/errors.js';
 import type { MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
 import type { MessageSource } from '../client/source.js';
 import type { WebhookSource } from '../client/webhook-source.js';
+import { MrpError, toMrpError, UsageError } from '../core/errors.js';
 import { resolveRecipient } from '../protocol/contacts.js';
-import { newWebhookSecret } from '../protocol/webhook.js';
 import type { Keypair } from '../protocol/signing.js';
-import type { Handler } from '../runtime/handler.js';
+import { newWebhookSecret } from '../protocol/webhook.js';
 import { assembleRuntime } from '../runtime/assemble.js';
+import type { Handler } from '../runtime/handler.js';
 import { Journal } from '../runtime/journal.js';
 import type { RuntimeJournal } from '../runtime/journal-port.js';
 import type { AgentMode } from '../runtime/mode.js';
@@ -86,9 +86,17 @@ export const WEBHOOK_SECRET_FILE = 'webhook-secret';
  * The registration is `RelayClient.setWebhook`, whose request body (holding the secret) is
  * redacted from `--debug --log-payloads` traces (`secretBody`).
  */
-async function webhookSource(ctx: CliContext, o: AgentOptions, client: RelayClient, stateDir: string): Promise<WebhookSource> {
+async function webhookSource(
+  ctx: CliContext,
+  o: AgentOptions,
+  client: RelayClient,
+  stateDir: string,
+): Promise<WebhookSource> {
   const listen = o.webhook ?? { host: '127.0.0.1', port: 8787 };
-  const [{ WebhookSource }, { writeFileAtomic }] = await Promise.all([import('../client/webhook-source.js'), import('./files.js')]);
+  const [{ WebhookSource }, { writeFileAtomic }] = await Promise.all([
+    import('../client/webhook-source.js'),
+    import('./files.js'),
+  ]);
   const secret = newWebhookSecret();
   await writeFileAtomic(join(stateDir, WEBHOOK_SECRET_FILE), `${secret}\n`, 0o600);
   const source = new WebhookSource({
@@ -106,9 +114,14 @@ async function webhookSource(ctx: CliContext, o: AgentOptions, client: RelayClie
     await source.listen();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new UsageError(`--listen: ${listen.host}:${listen.port} is already in use`, { code: 'address_in_use', hint: 'pick another port (or 0 for any free one), or stop the other process' });
+      throw new UsageError(`--listen: ${listen.host}:${listen.port} is already in use`, {
+        code: 'address_in_use',
+        hint: 'pick another port (or 0 for any free one), or stop the other process',
+      });
     }
-    throw new UsageError(`--listen: cannot listen on ${listen.host}:${listen.port} (${(err as Error).message})`, { code: 'invalid_argument' });
+    throw new UsageError(`--listen: cannot listen on ${listen.host}:${listen.port} (${(err as Error).message})`, {
+      code: 'invalid_argument',
+    });
   }
   return source;
 }
@@ -175,12 +188,26 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
   reporter.line(ctx.out.style.dim(`  ${journalLine}`));
   if (o.sharedJournal) {
     const shared = journal as import('../runtime/shared-journal.js').SharedJournal;
-    reporter.event('journal', { journal: 'shared', location: shared.location, runner_id: shared.runnerId, mode, slot: shared.slot ?? null });
+    reporter.event('journal', {
+      journal: 'shared',
+      location: shared.location,
+      runner_id: shared.runnerId,
+      mode,
+      slot: shared.slot ?? null,
+    });
   }
   if (webhook) {
     // The secret itself is never printed: only where it is kept.
-    reporter.line(ctx.out.style.dim(`  webhook: listening on ${webhook.url} · relay posts to ${webhook.deliveryUrl} · secret in ${join(stateDir, WEBHOOK_SECRET_FILE)}`));
-    reporter.event('webhook', { listen: webhook.url, url: webhook.deliveryUrl, secret_file: join(stateDir, WEBHOOK_SECRET_FILE) });
+    reporter.line(
+      ctx.out.style.dim(
+        `  webhook: listening on ${webhook.url} · relay posts to ${webhook.deliveryUrl} · secret in ${join(stateDir, WEBHOOK_SECRET_FILE)}`,
+      ),
+    );
+    reporter.event('webhook', {
+      listen: webhook.url,
+      url: webhook.deliveryUrl,
+      secret_file: join(stateDir, WEBHOOK_SECRET_FILE),
+    });
   }
 
   if (o.manifest) {
@@ -229,7 +256,9 @@ async function joinFleet(ctx: CliContext, o: AgentOptions, ack: (id: string) => 
       if (slot === undefined && shared.standby) {
         journal.setMode('standby');
         await journal.tick();
-        ctx.out.info(`standby: both WebSocket slots of this identity are held; waiting for one (runner id ${journal.runnerId})`);
+        ctx.out.info(
+          `standby: both WebSocket slots of this identity are held; waiting for one (runner id ${journal.runnerId})`,
+        );
         slot = await journal.waitForSlot();
       }
       if (slot !== undefined) mode = 'websocket';

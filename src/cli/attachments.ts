@@ -10,10 +10,10 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { link, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
-import { UsageError } from '../core/errors.js';
-import type { BlobInput, UploadOptions } from '../client/blobs.js';
 import { fileBlobInput } from '../client/blob-file.js';
+import type { BlobInput, UploadOptions } from '../client/blobs.js';
 import type { RelayClient } from '../client/http.js';
+import { UsageError } from '../core/errors.js';
 import type { Keypair } from '../protocol/signing.js';
 import type { Attachment } from '../protocol/types.js';
 import type { OutStream } from './deps.js';
@@ -68,7 +68,11 @@ export type FilePreparer = (path: string, recipient: string) => Promise<Prepared
 /** The plain preparer: the file as it is, with its name and a media type guessed from its extension. */
 export const plainFile: FilePreparer = async (path) => {
   const contentType = guessContentType(path);
-  return { input: await fileBlobInput(path), uploadType: contentType, attachment: { filename: basename(path), content_type: contentType } };
+  return {
+    input: await fileBlobInput(path),
+    uploadType: contentType,
+    attachment: { filename: basename(path), content_type: contentType },
+  };
 };
 
 /**
@@ -80,13 +84,19 @@ export const plainFile: FilePreparer = async (path) => {
 export function encryptedFile(keypair: Keypair): FilePreparer {
   return async (path, recipient) => {
     const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
-      throw new UsageError(`cannot read ${path}${err.code ? ` (${err.code})` : ''}`, { code: 'invalid_argument', cause: err });
+      throw new UsageError(`cannot read ${path}${err.code ? ` (${err.code})` : ''}`, {
+        code: 'invalid_argument',
+        cause: err,
+      });
     });
     if (!info.isFile()) throw new UsageError(`${path} is not a regular file`, { code: 'invalid_argument' });
     const { sealUpload } = await import('../client/blob-e2e.js');
     const source = (): AsyncIterable<Uint8Array> => createReadStream(path, { highWaterMark: 256 * 1024 });
     try {
-      const prepared = await sealUpload(keypair, recipient, source, { filename: basename(path), contentType: guessContentType(path) });
+      const prepared = await sealUpload(keypair, recipient, source, {
+        filename: basename(path),
+        contentType: guessContentType(path),
+      });
       return prepared;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -109,7 +119,10 @@ export async function uploadFiles(
     const file = await prepare(path, recipient);
     const size = file.input instanceof Uint8Array ? file.input.byteLength : file.input.size;
     const onProgress = options.progress?.(basename(path), size);
-    const info = await client.uploadBlob(file.input, { contentType: file.uploadType, ...(onProgress ? { onProgress } : {}) });
+    const info = await client.uploadBlob(file.input, {
+      contentType: file.uploadType,
+      ...(onProgress ? { onProgress } : {}),
+    });
     out.push({ blob_id: info.blob_id, ...file.attachment });
   }
   return out;
@@ -130,13 +143,20 @@ export function safeFilename(name: unknown, fallback: string): string {
     .trim();
   if (Buffer.byteLength(clean) > 200) {
     const ext = extname(clean).slice(0, 16);
-    clean = `${Buffer.from(clean).subarray(0, 180).toString('utf8').replace(/\uFFFD+$/, '')}${ext}`;
+    clean = `${Buffer.from(clean)
+      .subarray(0, 180)
+      .toString('utf8')
+      .replace(/\uFFFD+$/, '')}${ext}`;
   }
   return clean === '' ? fallback : clean;
 }
 
 /** A stream of bytes to a file: temp file in the same directory, fsync, then `place(temp)`; removed on failure. */
-async function writeVia(path: string, body: AsyncIterable<Uint8Array>, place: (temp: string) => Promise<string>): Promise<string> {
+async function writeVia(
+  path: string,
+  body: AsyncIterable<Uint8Array>,
+  place: (temp: string) => Promise<string>,
+): Promise<string> {
   const temp = join(dirname(path), `.${basename(path).slice(0, 100)}.${randomBytes(6).toString('hex')}.tmp`);
   const out = createWriteStream(temp, { flags: 'wx', mode: 0o600 });
   try {
@@ -145,10 +165,11 @@ async function writeVia(path: string, body: AsyncIterable<Uint8Array>, place: (t
       out.once('error', reject);
     });
     for await (const chunk of body) {
-      if (!out.write(chunk)) await new Promise<void>((resolve, reject) => {
-        out.once('drain', resolve);
-        out.once('error', reject);
-      });
+      if (!out.write(chunk))
+        await new Promise<void>((resolve, reject) => {
+          out.once('drain', resolve);
+          out.once('error', reject);
+        });
     }
     await new Promise<void>((resolve, reject) => {
       out.once('error', reject);
@@ -202,7 +223,11 @@ export async function writeToStream(stream: OutStream, body: AsyncIterable<Uint8
   const s = stream as OutStream & { write(chunk: Uint8Array): boolean; once?(event: 'drain', fn: () => void): unknown };
   for await (const chunk of body) {
     // As a Buffer: streams that take text (and tests' captures) handle it; a bare Uint8Array would print as numbers.
-    if (s.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)) === false && typeof s.once === 'function') await new Promise<void>((resolve) => s.once!('drain', resolve));
+    if (
+      s.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)) === false &&
+      typeof s.once === 'function'
+    )
+      await new Promise<void>((resolve) => s.once!('drain', resolve));
   }
 }
 
@@ -213,7 +238,12 @@ export const PROGRESS_MIN_BYTES = 4 * 1024 * 1024;
  * A one-line progress bar redrawn on `stream` (a terminal's stderr), at most every 100 ms; the
  * caller decides whether to show one at all (`progressFor`).
  */
-export function progressBar(stream: OutStream, label: string, total: number, now: () => number = Date.now): { update(n: number): void; done(): void } {
+export function progressBar(
+  stream: OutStream,
+  label: string,
+  total: number,
+  now: () => number = Date.now,
+): { update(n: number): void; done(): void } {
   let last = -Infinity;
   let shown = false;
   const draw = (n: number): void => {
@@ -221,7 +251,9 @@ export function progressBar(stream: OutStream, label: string, total: number, now
     const part = total === 0 ? 1 : Math.min(1, n / total);
     const filled = Math.round(part * width);
     const mib = (x: number): string => (x / 1048576).toFixed(1);
-    stream.write(`\r${label.slice(0, 40)} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.floor(part * 100)}% ${mib(n)}/${mib(total)} MiB`);
+    stream.write(
+      `\r${label.slice(0, 40)} [${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${Math.floor(part * 100)}% ${mib(n)}/${mib(total)} MiB`,
+    );
     shown = true;
   };
   return {

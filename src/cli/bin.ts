@@ -9,7 +9,8 @@ export async function run(argv: string[]): Promise<void> {
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
       // The reader went away (`mrp tail | head`, a closed terminal): nothing left to say.
-      if (err.code === 'EPIPE' || err.code === 'EIO' || err.code === 'ERR_STREAM_DESTROYED') process.exit(process.exitCode ?? 0);
+      if (err.code === 'EPIPE' || err.code === 'EIO' || err.code === 'ERR_STREAM_DESTROYED')
+        process.exit(process.exitCode ?? 0);
       throw err;
     });
   }

@@ -48,9 +48,12 @@ export function normalizeRelayUrl(value: string, where: string): string {
   try {
     url = new URL(value);
   } catch {
-    throw new UsageError(`${where}: "${value}" is not a URL; use e.g. https://relay.mrphub.io or http://127.0.0.1:8080`, {
-      code: 'invalid_relay_url',
-    });
+    throw new UsageError(
+      `${where}: "${value}" is not a URL; use e.g. https://relay.mrphub.io or http://127.0.0.1:8080`,
+      {
+        code: 'invalid_relay_url',
+      },
+    );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new UsageError(`${where}: "${value}" must start with http:// or https://`, { code: 'invalid_relay_url' });
@@ -125,14 +128,21 @@ export class ConfigFile {
     return new ConfigError('config_invalid', `${this.path}${field ? ` (${field})` : ''}: ${reason}`, {
       file: this.path,
       details: { file: this.path, ...(field ? { field } : {}), reason },
-      hint: field ? `fix it with \`mrp config set ${isConfigKey(field) ? field : '<key>'} <value>\`, or edit the file` : 'fix it by hand, or delete it',
+      hint: field
+        ? `fix it with \`mrp config set ${isConfigKey(field) ? field : '<key>'} <value>\`, or edit the file`
+        : 'fix it by hand, or delete it',
     });
   }
 
   /** All stored values; `{}` when there is no file (without creating one). */
   async read(): Promise<Record<string, string>> {
     if (this.#cache) return { ...this.#cache };
-    const text = await readLocalText(this.path, { code: 'config_invalid', what: 'config file', maxBytes: 1024 * 1024, hint: 'fix it by hand, or delete it' });
+    const text = await readLocalText(this.path, {
+      code: 'config_invalid',
+      what: 'config file',
+      maxBytes: 1024 * 1024,
+      hint: 'fix it by hand, or delete it',
+    });
     let data: unknown = {};
     if (text !== undefined && text.trim() !== '') {
       try {
@@ -142,13 +152,20 @@ export class ConfigFile {
       }
     }
     if (typeof data !== 'object' || data === null || Array.isArray(data)) {
-      throw this.#invalid(`must be a JSON object like {"relay": "https://relay.mrphub.io"}, not ${Array.isArray(data) ? 'an array' : data === null ? 'null' : typeof data}`);
+      throw this.#invalid(
+        `must be a JSON object like {"relay": "https://relay.mrphub.io"}, not ${Array.isArray(data) ? 'an array' : data === null ? 'null' : typeof data}`,
+      );
     }
     const known = Object.keys(STORED_KEYS);
     const out: Record<string, string> = {};
     for (const [key, value] of Object.entries(data)) {
-      if (!Object.hasOwn(STORED_KEYS, key)) throw this.#invalid(`unknown key "${key}"${didYouMean(key, known)}; known keys: ${known.join(', ')}`, key);
-      if (typeof value !== 'string' || value === '') throw this.#invalid(`must be a non-empty string (${STORED_KEYS[key as StoredKey]}), not ${JSON.stringify(value)}`, key);
+      if (!Object.hasOwn(STORED_KEYS, key))
+        throw this.#invalid(`unknown key "${key}"${didYouMean(key, known)}; known keys: ${known.join(', ')}`, key);
+      if (typeof value !== 'string' || value === '')
+        throw this.#invalid(
+          `must be a non-empty string (${STORED_KEYS[key as StoredKey]}), not ${JSON.stringify(value)}`,
+          key,
+        );
       out[key] = value;
     }
     this.#cache = out;
@@ -186,7 +203,13 @@ export interface ContextValues {
 }
 
 /** Resolves every setting by precedence and says where each one came from. */
-export async function resolveSettings(flags: FlagValues, deps: Deps, home: string, file: ConfigFile, context?: ContextValues): Promise<Settings> {
+export async function resolveSettings(
+  flags: FlagValues,
+  deps: Deps,
+  home: string,
+  file: ConfigFile,
+  context?: ContextValues,
+): Promise<Settings> {
   const stored = await file.read();
   const flagValue: Record<ConfigKey, string | undefined> = { relay: flags.relay, key_file: flags.key };
   const out = {} as Settings;
@@ -199,7 +222,8 @@ export async function resolveSettings(flags: FlagValues, deps: Deps, home: strin
     let origin: string;
     if (flagValue[key] !== undefined) [raw, source, origin] = [flagValue[key]!, 'flag', spec.flag];
     else if (envValue) [raw, source, origin] = [envValue, 'env', spec.env];
-    else if (context?.data[key]) [raw, source, origin] = [context.data[key], 'context', `context ${context.name} (${context.path})`];
+    else if (context?.data[key])
+      [raw, source, origin] = [context.data[key], 'context', `context ${context.name} (${context.path})`];
     else if (fileValue !== undefined) [raw, source, origin] = [fileValue, 'config', `${file.path} (${key})`];
     else [raw, source, origin] = [spec.fallback(home), 'default', 'default'];
     let value: string;

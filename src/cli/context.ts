@@ -4,14 +4,20 @@
  */
 import { join } from 'node:path';
 import { RelayClient } from '../client/http.js';
-import { type ContactBook, emptyBook, parseContacts, resolveRecipient, serializeContacts } from '../protocol/contacts.js';
+import {
+  type ContactBook,
+  emptyBook,
+  parseContacts,
+  resolveRecipient,
+  serializeContacts,
+} from '../protocol/contacts.js';
 import { ConfigFile, ensureDir, mrpHome, resolveSettings, type Settings } from './config.js';
 import { type ContextSelection, ContextStore, selectContext } from './contexts.js';
 import type { Deps } from './deps.js';
 import { readLocalText, writeFileAtomic } from './files.js';
 import { type LoadedKey, readKeyFile } from './keys.js';
 import { Output } from './output.js';
-import { createTracers, traceCategories, type Tracers } from './trace.js';
+import { createTracers, type Tracers, traceCategories } from './trace.js';
 import { packageVersion } from './version.js';
 
 export interface GlobalOptions {
@@ -62,7 +68,13 @@ export class CliContext {
     this.#settings ??= (async () => {
       const selected = await this.selectedContext();
       const context = selected ? await this.contexts.read(selected.name) : undefined;
-      return resolveSettings({ relay: this.globals.relay, key: this.globals.key }, this.deps, this.home, this.config, context);
+      return resolveSettings(
+        { relay: this.globals.relay, key: this.globals.key },
+        this.deps,
+        this.home,
+        this.config,
+        context,
+      );
     })();
     return this.#settings;
   }

@@ -29,9 +29,12 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 export function checkContextName(name: string): string {
   if (!NAME_RE.test(name)) {
-    throw new UsageError(`context name "${name}" must be 1-64 letters, digits, '.', '_' or '-' (not starting with a symbol)`, {
-      code: 'invalid_argument',
-    });
+    throw new UsageError(
+      `context name "${name}" must be 1-64 letters, digits, '.', '_' or '-' (not starting with a symbol)`,
+      {
+        code: 'invalid_argument',
+      },
+    );
   }
   return name;
 }
@@ -69,7 +72,9 @@ export class ContextStore {
     try {
       parsed = JSON.parse(text);
     } catch (err) {
-      throw new ConfigError('context_invalid', `context file ${path} is not valid JSON (${(err as Error).message})`, { file: path });
+      throw new ConfigError('context_invalid', `context file ${path} is not valid JSON (${(err as Error).message})`, {
+        file: path,
+      });
     }
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
       throw new ConfigError('context_invalid', `context file ${path} must hold a JSON object`, { file: path });
@@ -77,7 +82,8 @@ export class ContextStore {
     const data: ContextData = {};
     for (const [k, v] of Object.entries(parsed)) {
       if (k !== 'description' && !Object.hasOwn(CONFIG_KEYS, k)) continue;
-      if (typeof v !== 'string') throw new ConfigError('context_invalid', `context file ${path}: "${k}" must be a string`, { file: path });
+      if (typeof v !== 'string')
+        throw new ConfigError('context_invalid', `context file ${path}: "${k}" must be a string`, { file: path });
       data[k as keyof ContextData] = v;
     }
     return { name, path, data };
@@ -112,7 +118,10 @@ export class ContextStore {
       await writeExclusive(path, text);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      throw new ConfigError('context_exists', `a context named "${name}" already exists`, { file: path, hint: 'pass --force to replace it' });
+      throw new ConfigError('context_exists', `a context named "${name}" already exists`, {
+        file: path,
+        hint: 'pass --force to replace it',
+      });
     }
     return path;
   }
@@ -133,12 +142,17 @@ export class ContextStore {
 export const SELECTED_KEY = 'context';
 
 /** Which context is selected, and by what: --context > MRP_CONTEXT > config.json. */
-export async function selectContext(flag: string | undefined, deps: Pick<Deps, 'env'>, config: ConfigFile): Promise<ContextSelection | undefined> {
+export async function selectContext(
+  flag: string | undefined,
+  deps: Pick<Deps, 'env'>,
+  config: ConfigFile,
+): Promise<ContextSelection | undefined> {
   if (flag !== undefined && flag !== '') return { name: flag, source: 'flag', origin: '--context' };
   const env = deps.env['MRP_CONTEXT'];
   if (env) return { name: env, source: 'env', origin: 'MRP_CONTEXT' };
   const stored = (await config.read())[SELECTED_KEY];
-  if (typeof stored === 'string' && stored !== '') return { name: stored, source: 'config', origin: `${config.path} (context)` };
+  if (typeof stored === 'string' && stored !== '')
+    return { name: stored, source: 'config', origin: `${config.path} (context)` };
   return undefined;
 }
 

@@ -6,8 +6,9 @@
  * Loaded only by the doctor command; it pulls in the WebSocket session, the manifest reader and
  * the handler loader, none of which belong on the CLI's start-up path.
  */
-import { stat } from 'node:fs/promises';
+
 import type { Stats } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { RelayClient } from '../client/http.js';
 import { MrpError } from '../core/errors.js';
@@ -68,7 +69,13 @@ function message(err: unknown): string {
 
 function failure(name: string, err: unknown): CheckResult {
   const hint = err instanceof MrpError ? err.hint : undefined;
-  return { name, status: 'fail', summary: message(err), ...(hint ? { hint } : {}), ...(err instanceof MrpError ? { details: { code: err.code } } : {}) };
+  return {
+    name,
+    status: 'fail',
+    summary: message(err),
+    ...(hint ? { hint } : {}),
+    ...(err instanceof MrpError ? { details: { code: err.code } } : {}),
+  };
 }
 
 export function checkNode(version: string): CheckResult {
@@ -76,16 +83,30 @@ export function checkNode(version: string): CheckResult {
   const ok = major > MIN_NODE[0] || (major === MIN_NODE[0] && minor >= MIN_NODE[1]);
   return ok
     ? { name: 'node', status: 'ok', summary: `v${version.replace(/^v/, '')}` }
-    : { name: 'node', status: 'fail', summary: `v${version.replace(/^v/, '')} is too old`, hint: `install Node.js ${MIN_NODE.join('.')} or newer` };
+    : {
+        name: 'node',
+        status: 'fail',
+        summary: `v${version.replace(/^v/, '')} is too old`,
+        hint: `install Node.js ${MIN_NODE.join('.')} or newer`,
+      };
 }
 
 async function checkConfig(ctx: CliContext): Promise<{ result: CheckResult; settings?: Settings }> {
   try {
     const selected = await ctx.selectedContext();
     const settings = await ctx.settings();
-    const where = (s: { source: string; origin: string }): string => (s.source === 'default' ? 'default' : s.source === 'context' ? s.origin.replace(/ \(.*\)$/, '') : s.origin);
+    const where = (s: { source: string; origin: string }): string =>
+      s.source === 'default' ? 'default' : s.source === 'context' ? s.origin.replace(/ \(.*\)$/, '') : s.origin;
     const summary = `relay ${settings.relay.value} (${where(settings.relay)}) · key ${settings.key_file.value} (${where(settings.key_file)})${selected ? ` · context ${selected.name}` : ''}`;
-    return { result: { name: 'config', status: 'ok', summary, details: { relay: settings.relay, key_file: settings.key_file, context: selected?.name ?? null } }, settings };
+    return {
+      result: {
+        name: 'config',
+        status: 'ok',
+        summary,
+        details: { relay: settings.relay, key_file: settings.key_file, context: selected?.name ?? null },
+      },
+      settings,
+    };
   } catch (err) {
     return { result: failure('config', err) };
   }
@@ -97,7 +118,14 @@ async function checkKey(ctx: CliContext, path: string): Promise<{ result: CheckR
     info = await stat(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      return { result: { name: 'key', status: 'fail', summary: `no key file at ${path}`, hint: 'create one with `mrp keygen`, or point --key / MRP_KEY_FILE at yours' } };
+      return {
+        result: {
+          name: 'key',
+          status: 'fail',
+          summary: `no key file at ${path}`,
+          hint: 'create one with `mrp keygen`, or point --key / MRP_KEY_FILE at yours',
+        },
+      };
     }
     return { result: failure('key', err) };
   }
@@ -125,11 +153,20 @@ async function checkKey(ctx: CliContext, path: string): Promise<{ result: CheckR
   const dirInfo = await stat(dir).catch(() => undefined);
   if (checkPermissions && dirInfo && dir === ctx.home && (dirInfo.mode & 0o077) !== 0) {
     return {
-      result: { name: 'key', status: 'warn', summary: `${keypair.publicKey} · but ${dir} is mode ${mode(dirInfo.mode)}`, hint: `run \`chmod 700 ${dir}\``, details },
+      result: {
+        name: 'key',
+        status: 'warn',
+        summary: `${keypair.publicKey} · but ${dir} is mode ${mode(dirInfo.mode)}`,
+        hint: `run \`chmod 700 ${dir}\``,
+        details,
+      },
       keypair,
     };
   }
-  return { result: { name: 'key', status: 'ok', summary: `${keypair.publicKey} (${path}, mode ${mode(info.mode)})`, details }, keypair };
+  return {
+    result: { name: 'key', status: 'ok', summary: `${keypair.publicKey} (${path}, mode ${mode(info.mode)})`, details },
+    keypair,
+  };
 }
 
 interface HealthProbe {
@@ -147,7 +184,10 @@ async function checkRelay(ctx: CliContext, relayUrl: string, timeoutMs: number):
   let res: Response;
   let body: unknown;
   try {
-    res = await fetch(`${url.origin}${target}`, { signal: AbortSignal.timeout(timeoutMs), headers: { Accept: 'application/json' } });
+    res = await fetch(`${url.origin}${target}`, {
+      signal: AbortSignal.timeout(timeoutMs),
+      headers: { Accept: 'application/json' },
+    });
     const text = await res.text();
     try {
       body = JSON.parse(text);
@@ -156,54 +196,139 @@ async function checkRelay(ctx: CliContext, relayUrl: string, timeoutMs: number):
     }
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-    const why = (err as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : (cause?.code ?? cause?.message ?? message(err));
-    ctx.tracers.http?.({ method: 'GET', target, status: undefined, ms: performance.now() - started, attempt: 1, requestId: undefined, error: cause?.code ?? 'network_error', requestBody: undefined, response: undefined });
+    const why =
+      (err as Error).name === 'TimeoutError'
+        ? `no answer within ${timeoutMs} ms`
+        : (cause?.code ?? cause?.message ?? message(err));
+    ctx.tracers.http?.({
+      method: 'GET',
+      target,
+      status: undefined,
+      ms: performance.now() - started,
+      attempt: 1,
+      requestId: undefined,
+      error: cause?.code ?? 'network_error',
+      requestBody: undefined,
+      response: undefined,
+    });
     return {
       result: {
         name: 'relay',
         status: 'fail',
         summary: `cannot reach ${relayUrl} (${why})`,
-        hint: cause?.code === 'ECONNREFUSED' ? 'is the relay running? (`mrp relay` starts one locally)' : 'check the relay URL (--relay, MRP_RELAY_URL, context or config) and the network',
+        hint:
+          cause?.code === 'ECONNREFUSED'
+            ? 'is the relay running? (`mrp relay` starts one locally)'
+            : 'check the relay URL (--relay, MRP_RELAY_URL, context or config) and the network',
       },
     };
   }
   const after = ctx.deps.clock.now();
   const ms = performance.now() - started;
-  ctx.tracers.http?.({ method: 'GET', target, status: res.status, ms, attempt: 1, requestId: res.headers.get('x-request-id') ?? undefined, error: undefined, requestBody: undefined, response: body });
+  ctx.tracers.http?.({
+    method: 'GET',
+    target,
+    status: res.status,
+    ms,
+    attempt: 1,
+    requestId: res.headers.get('x-request-id') ?? undefined,
+    error: undefined,
+    requestBody: undefined,
+    response: body,
+  });
   const health = (body ?? {}) as { status?: unknown; version?: unknown; timestamp?: unknown };
   // The Date header has whole seconds: the relay's clock was somewhere in [date, date + 1 s).
   const date = Date.parse(res.headers.get('date') ?? '');
   const stamp = typeof health.timestamp === 'string' ? Date.parse(health.timestamp) : NaN;
   const relayMs = Number.isFinite(date) ? date + 500 : Number.isFinite(stamp) ? stamp : undefined;
   const probe = { localMs: (before + after) / 2, ...(relayMs === undefined ? {} : { relayMs }) };
-  if (!res.ok) return { ...probe, result: { name: 'relay', status: 'fail', summary: `${relayUrl} answered HTTP ${res.status} to ${PATHS.health}`, hint: 'is this an MRP relay URL?' } };
-  const details = { url: relayUrl, status: health.status ?? null, version: health.version ?? null, latency_ms: Math.round(ms) };
+  if (!res.ok)
+    return {
+      ...probe,
+      result: {
+        name: 'relay',
+        status: 'fail',
+        summary: `${relayUrl} answered HTTP ${res.status} to ${PATHS.health}`,
+        hint: 'is this an MRP relay URL?',
+      },
+    };
+  const details = {
+    url: relayUrl,
+    status: health.status ?? null,
+    version: health.version ?? null,
+    latency_ms: Math.round(ms),
+  };
   const summary = `${relayUrl} · ${String(health.status ?? '?')} · version ${String(health.version ?? '?')} · ${Math.round(ms)} ms`;
-  if (health.status !== 'ok') return { ...probe, result: { name: 'relay', status: 'warn', summary, hint: 'the relay reports it is not fully healthy', details } };
+  if (health.status !== 'ok')
+    return {
+      ...probe,
+      result: { name: 'relay', status: 'warn', summary, hint: 'the relay reports it is not fully healthy', details },
+    };
   return { ...probe, result: { name: 'relay', status: 'ok', summary, details } };
 }
 
 export function checkClock(localMs: number | undefined, relayMs: number | undefined): CheckResult {
-  if (localMs === undefined || relayMs === undefined) return { name: 'clock', status: 'skip', summary: 'the relay sent no Date header' };
+  if (localMs === undefined || relayMs === undefined)
+    return { name: 'clock', status: 'skip', summary: 'the relay sent no Date header' };
   const offset = localMs - relayMs;
-  const details = { offset_ms: Math.round(offset), local: new Date(localMs).toISOString(), relay: new Date(relayMs).toISOString() };
+  const details = {
+    offset_ms: Math.round(offset),
+    local: new Date(localMs).toISOString(),
+    relay: new Date(relayMs).toISOString(),
+  };
   const summary = `offset ${seconds(offset)} (this machine ${isoSeconds(localMs)}, relay ${isoSeconds(relayMs)})`;
   const abs = Math.abs(offset);
-  if (abs >= CLOCK_FAIL_MS) return { name: 'clock', status: 'fail', summary, hint: 'the relay refuses signatures more than 5 minutes off; sync this clock (NTP)', details };
-  if (abs >= CLOCK_WARN_MS) return { name: 'clock', status: 'warn', summary, hint: 'more than a minute off; sync this clock (NTP) before it reaches 5 minutes', details };
+  if (abs >= CLOCK_FAIL_MS)
+    return {
+      name: 'clock',
+      status: 'fail',
+      summary,
+      hint: 'the relay refuses signatures more than 5 minutes off; sync this clock (NTP)',
+      details,
+    };
+  if (abs >= CLOCK_WARN_MS)
+    return {
+      name: 'clock',
+      status: 'warn',
+      summary,
+      hint: 'more than a minute off; sync this clock (NTP) before it reaches 5 minutes',
+      details,
+    };
   return { name: 'clock', status: 'ok', summary, details };
 }
 
 /** A real WebSocket handshake: auth frame, auth_result, close 1000. Also answers "are the key's sockets taken?". */
-async function checkAuth(ctx: CliContext, relayUrl: string, keypair: Keypair, timeoutMs: number): Promise<CheckResult[]> {
+async function checkAuth(
+  ctx: CliContext,
+  relayUrl: string,
+  keypair: Keypair,
+  timeoutMs: number,
+): Promise<CheckResult[]> {
   const { Session } = await import('../client/session.js');
   const wsUrl = new RelayClient({ relayUrl, keypair }).wsUrl;
-  const session = new Session({ url: wsUrl, keypair, clock: ctx.deps.clock, authTimeoutMs: timeoutMs, ...ctx.sessionTrace });
-  type Outcome = { kind: 'ready' } | { kind: 'closed'; code: number; explanation: string; authCode?: string } | { kind: 'fatal'; err: MrpError } | { kind: 'timeout' };
+  const session = new Session({
+    url: wsUrl,
+    keypair,
+    clock: ctx.deps.clock,
+    authTimeoutMs: timeoutMs,
+    ...ctx.sessionTrace,
+  });
+  type Outcome =
+    | { kind: 'ready' }
+    | { kind: 'closed'; code: number; explanation: string; authCode?: string }
+    | { kind: 'fatal'; err: MrpError }
+    | { kind: 'timeout' };
   let timer: NodeJS.Timeout | undefined;
   const outcome = await new Promise<Outcome>((resolve) => {
     session.once('ready', () => resolve({ kind: 'ready' }));
-    session.once('disconnect', (d) => resolve({ kind: 'closed', code: d.code, explanation: d.explanation, ...(d.authError ? { authCode: d.authError.code } : {}) }));
+    session.once('disconnect', (d) =>
+      resolve({
+        kind: 'closed',
+        code: d.code,
+        explanation: d.explanation,
+        ...(d.authError ? { authCode: d.authError.code } : {}),
+      }),
+    );
     session.once('fatal', (err) => resolve({ kind: 'fatal', err }));
     timer = setTimeout(() => resolve({ kind: 'timeout' }), timeoutMs + 1000);
     session.start();
@@ -265,27 +390,41 @@ function checkJournal(ctx: CliContext, publicKey: string): CheckResult {
 async function checkManifest(ctx: CliContext, file: string | undefined): Promise<CheckResult> {
   try {
     const manifest = await projectManifest(ctx, file);
-    if (!manifest) return { name: 'manifest', status: 'skip', summary: 'no mrp.yaml here (--manifest <file> checks another)' };
+    if (!manifest)
+      return { name: 'manifest', status: 'skip', summary: 'no mrp.yaml here (--manifest <file> checks another)' };
     const shown = relative(ctx.deps.cwd, manifest.file) || manifest.file;
     const caps = manifest.patch.capabilities?.length ?? 0;
-    return { name: 'manifest', status: 'ok', summary: `${shown} is valid (${caps} capabilit${caps === 1 ? 'y' : 'ies'})` };
+    return {
+      name: 'manifest',
+      status: 'ok',
+      summary: `${shown} is valid (${caps} capabilit${caps === 1 ? 'y' : 'ies'})`,
+    };
   } catch (err) {
     return failure('manifest', err);
   }
 }
 
 async function checkHandler(ctx: CliContext, path: string | undefined): Promise<CheckResult> {
-  if (path === undefined) return { name: 'handler', status: 'skip', summary: 'pass --handler <file> to check that it loads' };
+  if (path === undefined)
+    return { name: 'handler', status: 'skip', summary: 'pass --handler <file> to check that it loads' };
   try {
     const loaded = await loadHandler(path, { cwd: ctx.deps.cwd });
-    return { name: 'handler', status: 'ok', summary: `${relative(ctx.deps.cwd, loaded.file) || loaded.file} loads (export: ${loaded.exportName})` };
+    return {
+      name: 'handler',
+      status: 'ok',
+      summary: `${relative(ctx.deps.cwd, loaded.file) || loaded.file} loads (export: ${loaded.exportName})`,
+    };
   } catch (err) {
     return failure('handler', err);
   }
 }
 
 /** Runs every check in order; `report` sees each result as soon as it is known. */
-export async function runChecks(ctx: CliContext, o: DoctorOptions, report: (r: CheckResult) => void): Promise<CheckResult[]> {
+export async function runChecks(
+  ctx: CliContext,
+  o: DoctorOptions,
+  report: (r: CheckResult) => void,
+): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   const add = (r: CheckResult): void => {
     results.push(r);

@@ -66,7 +66,11 @@ export async function readLocalText(path: string, options: LocalTextOptions): Pr
   const { code, what } = options;
   const max = options.maxBytes ?? 4 * 1024 * 1024;
   const fail = (reason: string, hint = options.hint, cause?: unknown): never => {
-    throw new ConfigError(code, `${what} ${path} ${reason}`, { file: path, ...(hint ? { hint } : {}), ...(cause ? { cause } : {}) });
+    throw new ConfigError(code, `${what} ${path} ${reason}`, {
+      file: path,
+      ...(hint ? { hint } : {}),
+      ...(cause ? { cause } : {}),
+    });
   };
   let bytes: Buffer;
   try {
@@ -80,7 +84,11 @@ export async function readLocalText(path: string, options: LocalTextOptions): Pr
     const errno = (err as NodeJS.ErrnoException).code;
     if (errno === 'ENOENT') return undefined;
     if (errno === 'EISDIR') fail('is a directory, not a file', `move it away (\`mv ${path} ${path}.bak\`)`);
-    return fail(`cannot be read (${errno ?? (err as Error).message})`, errno === 'EACCES' ? `check its permissions (\`ls -l ${path}\`)` : options.hint, err);
+    return fail(
+      `cannot be read (${errno ?? (err as Error).message})`,
+      errno === 'EACCES' ? `check its permissions (\`ls -l ${path}\`)` : options.hint,
+      err,
+    );
   }
   let text: string;
   try {

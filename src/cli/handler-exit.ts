@@ -34,7 +34,10 @@ export interface ExitingProcess {
  * (report, flush); it must not throw (anything it throws is ignored). It runs once, however the
  * handler ended the process (`process.exit` itself ends in `process.reallyExit`).
  */
-export function trapHandlerExit(proc: ExitingProcess, onHandlerExit: (messageId: string, code: unknown, call: ExitCall) => void): ExitTrap {
+export function trapHandlerExit(
+  proc: ExitingProcess,
+  onHandlerExit: (messageId: string, code: unknown, call: ExitCall) => void,
+): ExitTrap {
   const originalExit = proc.exit;
   const originalReallyExit = proc.reallyExit;
   /** Set once a handler's exit was reported: what follows (exit → reallyExit) passes through. */
@@ -56,14 +59,16 @@ export function trapHandlerExit(proc: ExitingProcess, onHandlerExit: (messageId:
   proc.exit = trappedExit;
   let trappedReallyExit: ExitingProcess['reallyExit'];
   if (originalReallyExit !== undefined) {
-    const trapped = (code?: number): void => originalReallyExit.call(proc, report('reallyExit', code) ? EXIT.handlerExit : code);
+    const trapped = (code?: number): void =>
+      originalReallyExit.call(proc, report('reallyExit', code) ? EXIT.handlerExit : code);
     proc.reallyExit = trapped;
     trappedReallyExit = trapped;
   }
   return {
     dispose: () => {
       if (proc.exit === trappedExit) proc.exit = originalExit;
-      if (originalReallyExit !== undefined && proc.reallyExit === trappedReallyExit) proc.reallyExit = originalReallyExit;
+      if (originalReallyExit !== undefined && proc.reallyExit === trappedReallyExit)
+        proc.reallyExit = originalReallyExit;
     },
   };
 }

@@ -25,7 +25,10 @@ export async function startOpsServer(options: { host: string; port: number; rout
     const path = (req.url ?? '/').split('?')[0]!;
     const route = Object.hasOwn(options.routes, path) ? options.routes[path] : undefined;
     const answer = (p: Probe): void => {
-      res.writeHead(p.status, { 'Content-Type': p.contentType ?? 'text/plain; charset=utf-8', 'Cache-Control': 'no-store' });
+      res.writeHead(p.status, {
+        'Content-Type': p.contentType ?? 'text/plain; charset=utf-8',
+        'Cache-Control': 'no-store',
+      });
       res.end(req.method === 'HEAD' ? undefined : p.body);
     };
     if (!route) return answer({ status: 404, body: `not found; try ${Object.keys(options.routes).join(' ')}\n` });

@@ -3,8 +3,9 @@
  * directory; never overwritten without `force`, and then atomically. Read tolerantly, but a file
  * other users can read is refused, as ssh does.
  */
-import { readFile, stat } from 'node:fs/promises';
+
 import type { Stats } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { ConfigError } from '../core/errors.js';
 import { decodeKeyFile, encodeKeyFile, type KeyFileFormat } from '../protocol/keyfile.js';
@@ -32,15 +33,22 @@ export async function readKeyFile(path: string, keygenHint = 'mrp keygen'): Prom
         hint: `run \`${keygenHint}\` to create one, or point --key / MRP_KEY_FILE at an existing key`,
       });
     }
-    throw new ConfigError('key_unreadable', `cannot read key file ${path}: ${(err as Error).message}`, { file: path, cause: err });
+    throw new ConfigError('key_unreadable', `cannot read key file ${path}: ${(err as Error).message}`, {
+      file: path,
+      cause: err,
+    });
   }
   if (!info.isFile()) throw new ConfigError('key_invalid', `key file ${path} is not a regular file`, { file: path });
   if (checkPermissions && (info.mode & 0o077) !== 0) {
     const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
-    throw new ConfigError('key_permissions', `key file ${path} is accessible by other users (mode ${mode}); it must be private`, {
-      file: path,
-      hint: `run \`chmod 600 ${path}\``,
-    });
+    throw new ConfigError(
+      'key_permissions',
+      `key file ${path} is accessible by other users (mode ${mode}); it must be private`,
+      {
+        file: path,
+        hint: `run \`chmod 600 ${path}\``,
+      },
+    );
   }
   const bytes = await readFile(path);
   const { keypair, format } = decodeKeyFile(bytes, path);

@@ -3,6 +3,7 @@
  * (`exitCodeFor`), printed once by `Output.error`.
  */
 import { Command, CommanderError } from 'commander';
+import { UsageError } from '../core/errors.js';
 import * as acl from './commands/acl.js';
 import * as announce from './commands/announce.js';
 import * as blob from './commands/blob.js';
@@ -28,7 +29,6 @@ import * as tail from './commands/tail.js';
 import * as thread from './commands/thread.js';
 import * as webhook from './commands/webhook.js';
 import * as whoami from './commands/whoami.js';
-import { UsageError } from '../core/errors.js';
 import type { Deps } from './deps.js';
 import { EXIT, exitCodeFor } from './exit.js';
 import { Output } from './output.js';
@@ -66,7 +66,9 @@ const COMMANDS = [
 
 export function buildProgram(deps: Deps): Command {
   const program = new Command('mrp')
-    .description('Run MRP agents: keys, a reliable handler runtime, a self-hostable relay, and tools to talk to agents.')
+    .description(
+      'Run MRP agents: keys, a reliable handler runtime, a self-hostable relay, and tools to talk to agents.',
+    )
     .version(packageVersion(), '-V, --version', 'print the version')
     .enablePositionalOptions()
     .showSuggestionAfterError(true)
@@ -135,7 +137,10 @@ function commandPath(program: Command, argv: readonly string[]): string[] {
 /** A commander parse error as a UsageError: `error: unknown option '--nope' — did you mean --json?` */
 function parseError(err: CommanderError, path: string[]): UsageError {
   const [first = '', ...rest] = err.message.replace(/^error:\s*/, '').split('\n');
-  const suggestion = rest.join(' ').trim().replace(/^\((.*)\)$/, '$1');
+  const suggestion = rest
+    .join(' ')
+    .trim()
+    .replace(/^\((.*)\)$/, '$1');
   const help = `\`mrp ${[...path, '--help'].join(' ')}\``;
   const hint = suggestion ? `${suggestion.charAt(0).toLowerCase()}${suggestion.slice(1)} (see ${help})` : `see ${help}`;
   return new UsageError(first.replace(/\.$/, ''), { code: PARSE_ERROR_CODES[err.code] ?? 'usage', hint });
@@ -148,7 +153,9 @@ function parseError(err: CommanderError, path: string[]): UsageError {
 export function wantsJson(argv: readonly string[]): boolean {
   const words = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
   const sending = words.includes('send');
-  return words.some((w, i) => w === '--json' && !(sending && words[i + 1] !== undefined && !words[i + 1]!.startsWith('-')));
+  return words.some(
+    (w, i) => w === '--json' && !(sending && words[i + 1] !== undefined && !words[i + 1]!.startsWith('-')),
+  );
 }
 
 export async function main(argv: string[], deps: Deps): Promise<number> {
@@ -167,7 +174,12 @@ export async function main(argv: string[], deps: Deps): Promise<number> {
       }
       if (err.exitCode === 0) return EXIT.ok;
       // One format for every failure: one line (or {"error":…} with --json) on stderr, exit 2.
-      const out = await Output.create(deps, { json: wantsJson(argv), quiet: false, debug: false, noColor: argv.includes('--no-color') });
+      const out = await Output.create(deps, {
+        json: wantsJson(argv),
+        quiet: false,
+        debug: false,
+        noColor: argv.includes('--no-color'),
+      });
       out.error(parseError(err, commandPath(program, argv)));
       return EXIT.usage;
     }

@@ -6,12 +6,19 @@
  */
 import { existsSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
+import type { RelayClient } from '../client/http.js';
 import { ConfigError, MrpError } from '../core/errors.js';
 import { type ContactBook, resolveRecipient } from '../protocol/contacts.js';
-import type { RelayClient } from '../client/http.js';
-import type { CliContext } from './context.js';
 import type { AclEntry, AclEntryType, AgentProfile, ProfilePatch } from '../protocol/types.js';
-import { isPlainObject, validateCapabilities, validateCapability, validateMetadata, validateProfilePatch, ValidationError } from '../protocol/validate.js';
+import {
+  isPlainObject,
+  ValidationError,
+  validateCapabilities,
+  validateCapability,
+  validateMetadata,
+  validateProfilePatch,
+} from '../protocol/validate.js';
+import type { CliContext } from './context.js';
 import { readLocalText } from './files.js';
 import { didYouMean } from './suggest.js';
 
@@ -80,13 +87,19 @@ function depthOf(value: unknown): number {
 
 function invalid(file: string, shown: string, all: ManifestProblem[]): ConfigError {
   const problems = all.slice(0, MAX_REPORTED);
-  const at = (p: ManifestProblem): string => `${shown}${p.line ? `:${p.line}${p.col ? `:${p.col}` : ''}` : ''}: ${p.field ? `${p.field}: ` : ''}${p.reason}`;
+  const at = (p: ManifestProblem): string =>
+    `${shown}${p.line ? `:${p.line}${p.col ? `:${p.col}` : ''}` : ''}: ${p.field ? `${p.field}: ` : ''}${p.reason}`;
   const first = problems[0]!;
   const more = all.length > problems.length ? ` (the first ${problems.length} shown)` : '';
-  const message = problems.length === 1 ? at(first) : `${shown}: ${all.length} errors${more}\n${problems.map(at).join('\n')}`;
+  const message =
+    problems.length === 1 ? at(first) : `${shown}: ${all.length} errors${more}\n${problems.map(at).join('\n')}`;
   return new ConfigError('manifest_invalid', message, {
     file,
-    details: { file, ...(problems.length === 1 ? { field: first.field, line: first.line, reason: first.reason } : {}), errors: problems },
+    details: {
+      file,
+      ...(problems.length === 1 ? { field: first.field, line: first.line, reason: first.reason } : {}),
+      errors: problems,
+    },
     ...(problems.length === 1 && first.hint ? { hint: first.hint } : {}),
   });
 }
@@ -95,10 +108,17 @@ function invalid(file: string, shown: string, all: ManifestProblem[]): ConfigErr
  * Reads and checks a manifest. Every problem is reported (not just the first), each with its
  * line; unknown keys, also inside a capability, are errors with a "did you mean".
  */
-export async function loadManifest(file: string, options: { cwd: string; contacts?: () => Promise<ContactBook>; contactsFile?: string }): Promise<Manifest> {
+export async function loadManifest(
+  file: string,
+  options: { cwd: string; contacts?: () => Promise<ContactBook>; contactsFile?: string },
+): Promise<Manifest> {
   const shown = relative(options.cwd, file) || file;
   const text = await readLocalText(file, { code: 'manifest_invalid', what: 'manifest', maxBytes: MAX_BYTES });
-  if (text === undefined) throw new ConfigError('manifest_not_found', `manifest ${file} does not exist`, { file, hint: 'create one with `mrp init`' });
+  if (text === undefined)
+    throw new ConfigError('manifest_not_found', `manifest ${file} does not exist`, {
+      file,
+      hint: 'create one with `mrp init`',
+    });
   const { parseDocument, LineCounter } = await import('yaml');
   const lines = new LineCounter();
   const problems: ManifestProblem[] = [];
@@ -110,7 +130,11 @@ export async function loadManifest(file: string, options: { cwd: string; contact
     if (doc.errors.length) {
       for (const e of doc.errors) {
         const pos = e.linePos?.[0];
-        problems.push({ ...(pos ? { line: pos.line, col: pos.col } : {}), field: '', reason: e.message.split('\n')[0]! });
+        problems.push({
+          ...(pos ? { line: pos.line, col: pos.col } : {}),
+          field: '',
+          reason: e.message.split('\n')[0]!,
+        });
       }
       throw invalid(file, shown, problems);
     }
@@ -126,11 +150,14 @@ export async function loadManifest(file: string, options: { cwd: string; contact
           : (err as Error).message;
     throw invalid(file, shown, [{ field: '', reason }]);
   }
-  if (depthOf(data) > MAX_DEPTH) throw invalid(file, shown, [{ field: '', reason: `nested too deeply (more than ${MAX_DEPTH} levels)` }]);
+  if (depthOf(data) > MAX_DEPTH)
+    throw invalid(file, shown, [{ field: '', reason: `nested too deeply (more than ${MAX_DEPTH} levels)` }]);
 
   const locate = (path: Path): Located | undefined => {
     for (let n = path.length; n >= 0; n--) {
-      const node = (n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true)) as { range?: [number, number, number] } | undefined;
+      const node = (n === 0 ? doc.contents : doc.getIn(path.slice(0, n), true)) as
+        | { range?: [number, number, number] }
+        | undefined;
       if (node?.range) return lines.linePos(node.range[0]);
     }
     return undefined;
@@ -152,17 +179,27 @@ export async function loadManifest(file: string, options: { cwd: string; contact
   };
 
   if (data === null || data === undefined) return { file, patch: {}, acl: undefined };
-  if (!isPlainObject(data)) throw invalid(file, shown, [{ line: 1, field: '', reason: 'the manifest must be a mapping of keys (name, visibility, …)' }]);
+  if (!isPlainObject(data))
+    throw invalid(file, shown, [
+      { line: 1, field: '', reason: 'the manifest must be a mapping of keys (name, visibility, …)' },
+    ]);
   for (const key of Object.keys(data)) {
     if (!(MANIFEST_KEYS as readonly string[]).includes(key)) {
-      problem([key], key, `unknown key${didYouMean(key, MANIFEST_KEYS)}; the manifest knows ${MANIFEST_KEYS.join(', ')}`);
+      problem(
+        [key],
+        key,
+        `unknown key${didYouMean(key, MANIFEST_KEYS)}; the manifest knows ${MANIFEST_KEYS.join(', ')}`,
+      );
     }
   }
 
   const patch: ProfilePatch = {};
   const same = (f: string): string => f;
   if ('name' in data) {
-    const v = check((f) => f.replace(/^display_name/, 'name'), () => validateProfilePatch({ display_name: data['name'] }).display_name);
+    const v = check(
+      (f) => f.replace(/^display_name/, 'name'),
+      () => validateProfilePatch({ display_name: data['name'] }).display_name,
+    );
     if (v !== undefined) patch.display_name = v;
   }
   for (const key of ['visibility', 'inbox_policy'] as const) {
@@ -195,7 +232,11 @@ export async function loadManifest(file: string, options: { cwd: string; contact
           for (const key of Object.keys(c)) {
             if ((CAPABILITY_KEYS as readonly string[]).includes(key)) continue;
             ok = false;
-            problem(['capabilities', i, key], `capabilities[${i}].${key}`, `unknown key${didYouMean(key, CAPABILITY_KEYS)}; a capability has ${CAPABILITY_KEYS.join(', ')}`);
+            problem(
+              ['capabilities', i, key],
+              `capabilities[${i}].${key}`,
+              `unknown key${didYouMean(key, CAPABILITY_KEYS)}; a capability has ${CAPABILITY_KEYS.join(', ')}`,
+            );
           }
         }
         if (check(same, () => validateCapability(c, `capabilities[${i}]`)) === undefined) ok = false;
@@ -255,7 +296,11 @@ export async function allAclEntries(client: RelayClient, type?: AclEntryType): P
   const entries: AclEntry[] = [];
   let cursor: string | undefined;
   do {
-    const page = await client.listAcl({ ...(type ? { entry_type: type } : {}), limit: 1000, ...(cursor ? { cursor } : {}) });
+    const page = await client.listAcl({
+      ...(type ? { entry_type: type } : {}),
+      limit: 1000,
+      ...(cursor ? { cursor } : {}),
+    });
     entries.push(...page.entries);
     cursor = page.has_more ? (page.next_cursor ?? undefined) : undefined;
   } while (cursor);
@@ -277,7 +322,11 @@ export function aclDrift(manifest: Manifest, entries: AclEntry[]): AclEntry[] {
  * PATCHes the profile and PUTs the ACL entries a manifest asks for. Entries it omits stay unless
  * they are passed as `prune` (see `aclDrift`).
  */
-export async function applyManifest(client: RelayClient, manifest: Manifest, options: { prune?: readonly AclEntry[] } = {}): Promise<void> {
+export async function applyManifest(
+  client: RelayClient,
+  manifest: Manifest,
+  options: { prune?: readonly AclEntry[] } = {},
+): Promise<void> {
   if (Object.keys(manifest.patch).length > 0) await client.updateProfile(manifest.patch);
   for (const peer of manifest.acl?.allow ?? []) await client.putAcl(peer, 'allow');
   for (const peer of manifest.acl?.block ?? []) await client.putAcl(peer, 'block');
@@ -309,7 +358,8 @@ export function manifestChanges(manifest: Manifest, profile: AgentProfile, acl: 
   for (const type of ['allow', 'block'] as const) {
     for (const peer of manifest.acl?.[type] ?? []) {
       const from = current.get(peer);
-      if (from !== type) changes.push({ field: `acl.${type}`, from: from ? `${from} ${peer}` : null, to: `${type} ${peer}` });
+      if (from !== type)
+        changes.push({ field: `acl.${type}`, from: from ? `${from} ${peer}` : null, to: `${type} ${peer}` });
     }
   }
   return changes;

@@ -25,15 +25,34 @@ const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 
 export class RunnerMonitor {
   readonly registry = new Registry();
-  readonly #messages = this.registry.counter('mrp_runner_messages_total', 'Messages handled, by outcome (replied, no_reply, error, timeout, reply_failed)');
-  readonly #latency = this.registry.histogram('mrp_runner_handler_duration_seconds', 'From handler start to acknowledgement, by outcome', {
-    buckets: LATENCY_BUCKETS,
-  });
-  readonly #reconnects = this.registry.counter('mrp_runner_reconnects_total', 'Connections re-established after a drop');
+  readonly #messages = this.registry.counter(
+    'mrp_runner_messages_total',
+    'Messages handled, by outcome (replied, no_reply, error, timeout, reply_failed)',
+  );
+  readonly #latency = this.registry.histogram(
+    'mrp_runner_handler_duration_seconds',
+    'From handler start to acknowledgement, by outcome',
+    {
+      buckets: LATENCY_BUCKETS,
+    },
+  );
+  readonly #reconnects = this.registry.counter(
+    'mrp_runner_reconnects_total',
+    'Connections re-established after a drop',
+  );
   readonly #disconnects = this.registry.counter('mrp_runner_disconnects_total', 'Connections lost (or polls failed)');
-  readonly #duplicates = this.registry.counter('mrp_runner_duplicates_suppressed_total', 'Messages offered again and not handled twice, by reason');
-  readonly #rateLimited = this.registry.counter('mrp_runner_rate_limited_total', 'Answers refused for a rate limit (HTTP 429 or rate_limit_exceeded frames)');
-  readonly #handlerErrors = this.registry.counter('mrp_runner_handler_errors_total', 'Handlers that threw or timed out');
+  readonly #duplicates = this.registry.counter(
+    'mrp_runner_duplicates_suppressed_total',
+    'Messages offered again and not handled twice, by reason',
+  );
+  readonly #rateLimited = this.registry.counter(
+    'mrp_runner_rate_limited_total',
+    'Answers refused for a rate limit (HTTP 429 or rate_limit_exceeded frames)',
+  );
+  readonly #handlerErrors = this.registry.counter(
+    'mrp_runner_handler_errors_total',
+    'Handlers that threw or timed out',
+  );
   #runtime: Runtime | undefined;
   #mode: string | undefined;
   #journalPath: string | undefined;
@@ -73,9 +92,13 @@ export class RunnerMonitor {
     this.#runtime = runtime;
     this.#mode = mode;
     this.#journalPath = journalPath;
-    this.registry.gauge('mrp_runner_queue_depth', 'Messages waiting for a handler slot', { collect: () => runtime.queued });
+    this.registry.gauge('mrp_runner_queue_depth', 'Messages waiting for a handler slot', {
+      collect: () => runtime.queued,
+    });
     this.registry.gauge('mrp_runner_in_flight', 'Handlers running now', { collect: () => runtime.running });
-    this.registry.gauge('mrp_runner_connected', '1 when connected to the relay (or polling successfully)', { collect: () => (this.#connected ? 1 : 0) });
+    this.registry.gauge('mrp_runner_connected', '1 when connected to the relay (or polling successfully)', {
+      collect: () => (this.#connected ? 1 : 0),
+    });
     runtime.on('connected', ({ reconnected }) => {
       this.#connected = true;
       if (reconnected) this.#reconnects.inc();
@@ -102,7 +125,13 @@ export class RunnerMonitor {
   }
 
   /** The readiness checks, each true when fine. */
-  async readiness(): Promise<{ ready: boolean; connected: boolean; journal_writable: boolean; draining: boolean; journal_error?: string }> {
+  async readiness(): Promise<{
+    ready: boolean;
+    connected: boolean;
+    journal_writable: boolean;
+    draining: boolean;
+    journal_error?: string;
+  }> {
     const failure = this.#journalFailure;
     let journalWritable = false;
     if (this.#journalPath && failure === undefined) {
@@ -122,7 +151,11 @@ export class RunnerMonitor {
   }
 
   routes(): Routes {
-    const json = (status: number, value: unknown): Probe => ({ status, body: `${JSON.stringify(value)}\n`, contentType: 'application/json' });
+    const json = (status: number, value: unknown): Probe => ({
+      status,
+      body: `${JSON.stringify(value)}\n`,
+      contentType: 'application/json',
+    });
     return {
       '/healthz': () => json(200, { alive: true, ...(this.#mode === undefined ? {} : { mode: this.#mode }) }),
       '/readyz': async () => {

@@ -63,7 +63,11 @@ export class MessageOpener {
       const e = err as { code?: unknown; message?: unknown; details?: { reason?: unknown } };
       const code = typeof e?.code === 'string' ? e.code : 'decryption_failed';
       const reason = typeof e?.details?.reason === 'string' ? e.details.reason : code;
-      return { message, encrypted: true, sealed: { code, reason, message: typeof e?.message === 'string' ? e.message : String(err) } };
+      return {
+        message,
+        encrypted: true,
+        sealed: { code, reason, message: typeof e?.message === 'string' ? e.message : String(err) },
+      };
     }
   }
 

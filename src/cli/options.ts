@@ -6,16 +6,26 @@ export function durationOption(value: string | undefined, flag: string, fallback
   if (value === undefined) return fallbackMs;
   const ms = parseDuration(value);
   if (ms === undefined || ms < 0) {
-    throw new UsageError(`${flag}: "${value}" is not a duration; use e.g. 30s, 5m, 1h30m or 500ms`, { code: 'invalid_argument' });
+    throw new UsageError(`${flag}: "${value}" is not a duration; use e.g. 30s, 5m, 1h30m or 500ms`, {
+      code: 'invalid_argument',
+    });
   }
   return ms;
 }
 
-export function intOption(value: string | undefined, flag: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+export function intOption(
+  value: string | undefined,
+  flag: string,
+  fallback: number,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (value === undefined) return fallback;
-  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: "${value}" is not a whole number`, { code: 'invalid_argument' });
+  if (!/^\d+$/.test(value.trim()))
+    throw new UsageError(`${flag}: "${value}" is not a whole number`, { code: 'invalid_argument' });
   const n = Number(value);
-  if (n < min || n > max) throw new UsageError(`${flag}: ${n} is out of range (${min}–${max})`, { code: 'invalid_argument' });
+  if (n < min || n > max)
+    throw new UsageError(`${flag}: ${n} is out of range (${min}–${max})`, { code: 'invalid_argument' });
   return n;
 }
 
@@ -37,7 +47,9 @@ export function keyValuePairs(pairs: readonly string[], flag: string): Array<[st
 export function sharedJournalUrl(value: string | undefined, flag = '--journal'): string | undefined {
   if (value === undefined || value === '' || value === 'local') return undefined;
   if (!/^postgres(ql)?:\/\/\S+$/i.test(value)) {
-    throw new UsageError(`${flag}: expected a postgres://user:password@host:port/database URL (or "local")`, { code: 'invalid_argument' });
+    throw new UsageError(`${flag}: expected a postgres://user:password@host:port/database URL (or "local")`, {
+      code: 'invalid_argument',
+    });
   }
   return value;
 }

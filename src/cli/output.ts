@@ -22,7 +22,16 @@ export interface Style {
 }
 
 const plain: Paint = (t) => t;
-const PLAIN_STYLE: Style = { bold: plain, dim: plain, red: plain, green: plain, yellow: plain, cyan: plain, magenta: plain, gray: plain };
+const PLAIN_STYLE: Style = {
+  bold: plain,
+  dim: plain,
+  red: plain,
+  green: plain,
+  yellow: plain,
+  cyan: plain,
+  magenta: plain,
+  gray: plain,
+};
 
 export interface OutputOptions {
   json: boolean;
@@ -178,7 +187,8 @@ export class Output {
     } else {
       this.#stderr.write(`${formatErrorLine(err, this.errStyle)}\n`);
     }
-    if (this.debugEnabled && err instanceof Error && err.stack) this.#stderr.write(`${this.errStyle.gray(err.stack)}\n`);
+    if (this.debugEnabled && err instanceof Error && err.stack)
+      this.#stderr.write(`${this.errStyle.gray(err.stack)}\n`);
   }
 
   /** Aligned `label  value` lines. */

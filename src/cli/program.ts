@@ -3,10 +3,10 @@
  * command name), merging them, and turning `runX(ctx, options, args)` into a commander action.
  */
 import { type Command, Option } from 'commander';
+import { decodePublicKey } from '../protocol/encoding.js';
 import { CliContext, type GlobalOptions } from './context.js';
 import type { Deps } from './deps.js';
 import { exitCodeFor } from './exit.js';
-import { decodePublicKey } from '../protocol/encoding.js';
 
 const GLOBAL_GROUP = 'Global Options:';
 
@@ -17,12 +17,28 @@ const GLOBAL_GROUP = 'Global Options:';
 export function addGlobalOptions(cmd: Command, options: { json?: boolean; logPayloads?: boolean } = {}): Command {
   cmd.addOption(new Option('--relay <url>', 'relay base URL (env MRP_RELAY_URL)').helpGroup(GLOBAL_GROUP));
   cmd.addOption(new Option('--key <path>', 'identity key file (env MRP_KEY_FILE)').helpGroup(GLOBAL_GROUP));
-  cmd.addOption(new Option('--context <name>', 'use a saved context: relay, key (env MRP_CONTEXT; see mrp context)').helpGroup(GLOBAL_GROUP));
-  if (options.json !== false) cmd.addOption(new Option('--json', 'machine-readable JSON output').helpGroup(GLOBAL_GROUP));
-  cmd.addOption(new Option('-q, --quiet', 'only the bare value asked for (key, id, reply, value); no status lines').helpGroup(GLOBAL_GROUP));
-  cmd.addOption(new Option('--debug', 'diagnostics on stderr: every HTTP request and WebSocket frame (env MRP_DEBUG=http,ws)').helpGroup(GLOBAL_GROUP));
+  cmd.addOption(
+    new Option('--context <name>', 'use a saved context: relay, key (env MRP_CONTEXT; see mrp context)').helpGroup(
+      GLOBAL_GROUP,
+    ),
+  );
+  if (options.json !== false)
+    cmd.addOption(new Option('--json', 'machine-readable JSON output').helpGroup(GLOBAL_GROUP));
+  cmd.addOption(
+    new Option('-q, --quiet', 'only the bare value asked for (key, id, reply, value); no status lines').helpGroup(
+      GLOBAL_GROUP,
+    ),
+  );
+  cmd.addOption(
+    new Option(
+      '--debug',
+      'diagnostics on stderr: every HTTP request and WebSocket frame (env MRP_DEBUG=http,ws)',
+    ).helpGroup(GLOBAL_GROUP),
+  );
   if (options.logPayloads !== false) {
-    cmd.addOption(new Option('--log-payloads', 'with --debug: show request, response and frame bodies').helpGroup(GLOBAL_GROUP));
+    cmd.addOption(
+      new Option('--log-payloads', 'with --debug: show request, response and frame bodies').helpGroup(GLOBAL_GROUP),
+    );
   }
   cmd.addOption(new Option('--no-color', 'disable colour (also NO_COLOR)').helpGroup(GLOBAL_GROUP));
   return cmd;

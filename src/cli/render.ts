@@ -14,12 +14,15 @@ import type { Style } from './output.js';
 
 // C0 controls, DEL, C1 controls, bidi embeddings/overrides/isolates and marks, line/paragraph separators.
 const UNSAFE_RE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
-const UNSAFE_MULTILINE_RE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const UNSAFE_MULTILINE_RE =
+  /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
 function escapeChar(c: string): string {
   const code = c.charCodeAt(0);
-  return NAMED[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`);
+  return (
+    NAMED[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`)
+  );
 }
 
 /**
@@ -61,9 +64,13 @@ export function who(key: string, r: RenderContext): string {
 /** The body in one line: `{"text": …}` shows as the text, anything else as compact JSON. */
 export function bodyPreview(body: unknown, max = 120): string {
   const text =
-    body !== null && typeof body === 'object' && !Array.isArray(body) && Object.keys(body).length === 1 && typeof (body as { text?: unknown }).text === 'string'
+    body !== null &&
+    typeof body === 'object' &&
+    !Array.isArray(body) &&
+    Object.keys(body).length === 1 &&
+    typeof (body as { text?: unknown }).text === 'string'
       ? (body as { text: string }).text
-      : JSON.stringify(body) ?? 'null';
+      : (JSON.stringify(body) ?? 'null');
   const flat = safeText(text.replace(/[ \t\n]+/g, ' '));
   return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
 }
@@ -114,8 +121,14 @@ export function messageBlock(m: Message, r: RenderContext, sealing?: Sealing): s
   if (m.thread_id) head.push(`${style.dim('thread')}   ${safeText(m.thread_id)}`);
   if (m.in_reply_to) head.push(`${style.dim('reply to')} ${safeText(m.in_reply_to)}`);
   if (Object.keys(m.metadata).length) head.push(`${style.dim('metadata')} ${safeText(JSON.stringify(m.metadata))}`);
-  if (m.attachments.length) head.push(`${style.dim('files')}    ${m.attachments.map((a) => safeText(a.filename ?? a.blob_id)).join(', ')}`);
-  return [...head, ...safeText(JSON.stringify(m.body, null, 2) ?? 'null', { multiline: true }).split('\n').map((l) => `  ${l}`)];
+  if (m.attachments.length)
+    head.push(`${style.dim('files')}    ${m.attachments.map((a) => safeText(a.filename ?? a.blob_id)).join(', ')}`);
+  return [
+    ...head,
+    ...safeText(JSON.stringify(m.body, null, 2) ?? 'null', { multiline: true })
+      .split('\n')
+      .map((l) => `  ${l}`),
+  ];
 }
 
 /** True when `who` showed a name or "you" rather than the key itself. */

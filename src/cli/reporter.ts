@@ -58,7 +58,11 @@ export class Reporter {
     // A terminal that reports no width (a pty nobody sized) would make ora redraw forever.
     if (options.format === 'pretty' && deps.stderr.isTTY && (deps.stderr.columns ?? 0) > 0 && !out.quiet) {
       const { default: ora } = await import('ora');
-      spinner = ora({ stream: deps.stderr as NodeJS.WritableStream, discardStdin: false, color: 'cyan' }) as unknown as Spinner;
+      spinner = ora({
+        stream: deps.stderr as NodeJS.WritableStream,
+        discardStdin: false,
+        color: 'cyan',
+      }) as unknown as Spinner;
     }
     return new Reporter(out, deps, options, spinner);
   }
@@ -134,18 +138,33 @@ export class Reporter {
           ? `${style.dim(this.#clockLabel())}  Reconnected ${style.dim(`(${safeText(detail)})`)}`
           : `Ready ${style.dim('·')} ${describe.mode} ${style.dim('·')} ${describe.agent} ${style.dim('·')} handler ${describe.handler}`,
       );
-      this.event(reconnected ? 'reconnected' : 'ready', { mode: describe.mode, relay: describe.relay, agent: describe.agent, detail });
+      this.event(reconnected ? 'reconnected' : 'ready', {
+        mode: describe.mode,
+        relay: describe.relay,
+        agent: describe.agent,
+        detail,
+      });
     });
     runtime.on('disconnected', (d) => {
       this.stopSpinner();
       const next = d.willReconnect ? `; reconnecting in ${formatDuration(d.delayMs)}` : '';
       const hint = everConnected ? undefined : neverConnectedHint(describe.relay, d);
-      this.line(`${style.dim(this.#clockLabel())}  ${style.yellow('↻')} ${safeText(d.explanation)}${next}${hint ? style.dim(` — ${hint}`) : ''}`);
-      this.event('disconnected', { reason: d.explanation, code: d.code, will_reconnect: d.willReconnect, delay_ms: d.delayMs, ...(hint ? { hint } : {}) });
+      this.line(
+        `${style.dim(this.#clockLabel())}  ${style.yellow('↻')} ${safeText(d.explanation)}${next}${hint ? style.dim(` — ${hint}`) : ''}`,
+      );
+      this.event('disconnected', {
+        reason: d.explanation,
+        code: d.code,
+        will_reconnect: d.willReconnect,
+        delay_ms: d.delayMs,
+        ...(hint ? { hint } : {}),
+      });
       if (d.willReconnect) this.spin('Reconnecting…');
     });
     runtime.on('recovered', ({ count }) => {
-      this.line(`${style.dim(this.#clockLabel())}  ${style.yellow('↺')} resuming ${count} message${count === 1 ? '' : 's'} a previous run did not finish`);
+      this.line(
+        `${style.dim(this.#clockLabel())}  ${style.yellow('↺')} resuming ${count} message${count === 1 ? '' : 's'} a previous run did not finish`,
+      );
       this.event('recovered', { count });
     });
     // One line per message by default (`handled`); arrivals too with --debug.
@@ -156,13 +175,20 @@ export class Reporter {
     }
     runtime.on('duplicate', ({ message, reason }) => {
       this.event('duplicate', { id: message.message_id, from: message.sender_key, reason });
-      if (reason === 'done') this.line(style.dim(`${this.#clockLabel()}  ${this.sender(message.sender_key)}  already answered ${safeText(message.message_id)} (acked again)`));
+      if (reason === 'done')
+        this.line(
+          style.dim(
+            `${this.#clockLabel()}  ${this.sender(message.sender_key)}  already answered ${safeText(message.message_id)} (acked again)`,
+          ),
+        );
     });
     runtime.on('handled', (h) => {
       const ok = h.outcome === 'replied' || h.outcome === 'no_reply';
       const paint = ok ? style.green : h.outcome === 'timeout' ? style.yellow : style.red;
       const err = h.error ? `  ${style.dim(safeText(`${h.error.code}: ${h.error.message}`))}` : '';
-      const body = this.#o.payloads ? `  ${style.dim(safeText((JSON.stringify(h.message.body) ?? '').slice(0, 200)))}` : '';
+      const body = this.#o.payloads
+        ? `  ${style.dim(safeText((JSON.stringify(h.message.body) ?? '').slice(0, 200)))}`
+        : '';
       this.line(
         `${style.dim(this.#clockLabel())}  ${style.cyan(this.sender(h.message.sender_key).padEnd(12))}  ${paint(OUTCOME_LABEL[h.outcome].padEnd(12))} ${formatDuration(h.durationMs).padStart(6)}  ${style.dim(safeText(h.message.content_type))}${h.redelivered ? style.yellow(' (redelivered)') : ''}${err}${body}`,
       );
@@ -178,30 +204,57 @@ export class Reporter {
     runtime.on('handler_error', ({ message, error }) => {
       const stack = this.#out.debugEnabled && error.stack ? error.stack : undefined;
       if (stack) this.line(style.gray(stack));
-      this.event('handler_error', { id: message.message_id, error: { name: error.name, message: error.message, ...(stack ? { stack } : {}) } });
+      this.event('handler_error', {
+        id: message.message_id,
+        error: { name: error.name, message: error.message, ...(stack ? { stack } : {}) },
+      });
     });
     runtime.on('handler_crashed', ({ message, crashes }) => {
-      this.line(`${style.red('✖')} the handler stopped the runner ${crashes} times on ${message.message_id}; answering it with handler_crashed`);
+      this.line(
+        `${style.red('✖')} the handler stopped the runner ${crashes} times on ${message.message_id}; answering it with handler_crashed`,
+      );
       this.event('handler_crashed', { id: message.message_id, from: message.sender_key, crashes });
     });
     runtime.on('invalid_message', ({ messageId, senderKey, reason, answered }) => {
       const what = messageId ? `message ${messageId}` : 'an unreadable message';
-      this.line(`${style.yellow('!')} ${what} cannot be handled (${reason})${answered ? '; answered with invalid_message' : messageId ? '; acknowledged' : ''}`);
-      this.event('invalid_message', { ...(messageId ? { id: messageId } : {}), ...(senderKey ? { from: senderKey } : {}), reason, answered });
+      this.line(
+        `${style.yellow('!')} ${what} cannot be handled (${reason})${answered ? '; answered with invalid_message' : messageId ? '; acknowledged' : ''}`,
+      );
+      this.event('invalid_message', {
+        ...(messageId ? { id: messageId } : {}),
+        ...(senderKey ? { from: senderKey } : {}),
+        reason,
+        answered,
+      });
     });
     runtime.on('readiness', ({ ready, error, retryInMs }) => {
       if (ready) this.line(`${style.green('✔')} the journal is writable again; taking messages`);
-      else this.line(`${style.red('✖')} not ready: ${error?.message ?? 'the journal cannot be written'} (next try in ${formatDuration(retryInMs ?? 0)}; no messages are taken meanwhile)`);
-      this.event(ready ? 'ready_again' : 'not_ready', { ...(error ? { code: error.code, message: error.message } : {}), ...(retryInMs === undefined ? {} : { retry_ms: retryInMs }) });
+      else
+        this.line(
+          `${style.red('✖')} not ready: ${error?.message ?? 'the journal cannot be written'} (next try in ${formatDuration(retryInMs ?? 0)}; no messages are taken meanwhile)`,
+        );
+      this.event(ready ? 'ready_again' : 'not_ready', {
+        ...(error ? { code: error.code, message: error.message } : {}),
+        ...(retryInMs === undefined ? {} : { retry_ms: retryInMs }),
+      });
     });
     runtime.on('reply_retry', ({ messageId, error, delayMs }) => {
-      this.line(`${style.dim(this.#clockLabel())}  ${style.yellow('…')} reply to ${safeText(messageId ?? 'a message')} not sent yet (${safeText(error.code)}); retrying in ${formatDuration(delayMs)}`);
+      this.line(
+        `${style.dim(this.#clockLabel())}  ${style.yellow('…')} reply to ${safeText(messageId ?? 'a message')} not sent yet (${safeText(error.code)}); retrying in ${formatDuration(delayMs)}`,
+      );
       this.event('reply_retry', { id: messageId, code: error.code, message: error.message, delay_ms: delayMs });
     });
     runtime.on('log', ({ level, message, fields, messageId }) => {
       // ctx.log.debug is for --debug only, in both formats.
       if (level === 'debug' && !this.#out.debugEnabled) return;
-      const paint = level === 'error' ? style.red : level === 'warn' ? style.yellow : level === 'debug' ? style.gray : (t: string) => t;
+      const paint =
+        level === 'error'
+          ? style.red
+          : level === 'warn'
+            ? style.yellow
+            : level === 'debug'
+              ? style.gray
+              : (t: string) => t;
       const extra = Object.keys(fields).length ? ` ${style.dim(safeText(JSON.stringify(fields) ?? ''))}` : '';
       this.line(`${style.dim(this.#clockLabel())}  ${paint(`${level}`.padEnd(5))} ${safeText(message)}${extra}`);
       this.event('log', { level, msg: message, id: messageId, ...fields });
@@ -216,7 +269,11 @@ export class Reporter {
     });
     runtime.on('draining', ({ running, queued, replies }) => {
       this.stopSpinner();
-      this.line(style.dim(`Stopping: ${running} handler${running === 1 ? '' : 's'} running, ${replies} repl${replies === 1 ? 'y' : 'ies'} pending…`));
+      this.line(
+        style.dim(
+          `Stopping: ${running} handler${running === 1 ? '' : 's'} running, ${replies} repl${replies === 1 ? 'y' : 'ies'} pending…`,
+        ),
+      );
       this.event('draining', { running, queued, replies });
     });
     runtime.on('stopped', ({ error }) => {
@@ -231,7 +288,9 @@ export class Reporter {
   problem(event: string, err: unknown): void {
     const e = err instanceof MrpError ? err : undefined;
     const message = err instanceof Error ? err.message : String(err);
-    this.line(`${this.#out.style.dim(this.#clockLabel())}  ${this.#out.style.red('error:')} ${safeText(message)}${e?.hint ? ` — ${safeText(e.hint)}` : ''}`);
+    this.line(
+      `${this.#out.style.dim(this.#clockLabel())}  ${this.#out.style.red('error:')} ${safeText(message)}${e?.hint ? ` — ${safeText(e.hint)}` : ''}`,
+    );
     this.event(event, { code: e?.code ?? 'internal_error', message });
   }
 

@@ -17,8 +17,16 @@ interface CapabilityText {
 const CAPABILITY: Record<Template | 'default', CapabilityText> = {
   default: { name: 'echo', description: 'Replies with what it receives', tags: '[echo, demo]' },
   echo: { name: 'echo', description: 'Replies with what it receives', tags: '[echo, demo]' },
-  router: { name: 'router', description: 'Answers application/x-mrp-request+json actions: ping, add, upper, whoami', tags: '[rpc, demo]' },
-  slow: { name: 'slow', description: 'Works for body.ms milliseconds, honouring timeouts and shutdown', tags: '[demo]' },
+  router: {
+    name: 'router',
+    description: 'Answers application/x-mrp-request+json actions: ping, add, upper, whoami',
+    tags: '[rpc, demo]',
+  },
+  slow: {
+    name: 'slow',
+    description: 'Works for body.ms milliseconds, honouring timeouts and shutdown',
+    tags: '[demo]',
+  },
 };
 
 export function manifestText(name: string, schema: string, template: Template | undefined): string {
@@ -119,8 +127,23 @@ export interface DockerOptions {
 export function dockerfileText(o: DockerOptions): string {
   const tag = slug(o.name);
   const stop = o.graceSeconds + 15;
-  const deps = o.packageJson ? '\n# The handler\'s own npm dependencies.\nCOPY --chown=node:node package*.json ./\nRUN npm ci --omit=dev && npm cache clean --force\n' : '';
-  const cmd = ['mrp', 'run', '--handler', o.handler, '--grace', `${o.graceSeconds}s`, '--health-port', String(o.healthPort), '--health-host', '0.0.0.0', '--log-format', 'json'];
+  const deps = o.packageJson
+    ? "\n# The handler's own npm dependencies.\nCOPY --chown=node:node package*.json ./\nRUN npm ci --omit=dev && npm cache clean --force\n"
+    : '';
+  const cmd = [
+    'mrp',
+    'run',
+    '--handler',
+    o.handler,
+    '--grace',
+    `${o.graceSeconds}s`,
+    '--health-port',
+    String(o.healthPort),
+    '--health-host',
+    '0.0.0.0',
+    '--log-format',
+    'json',
+  ];
   return `# syntax=docker/dockerfile:1
 # Written by \`mrp init --docker\`.
 #   docker build -t ${tag} .
@@ -194,7 +217,9 @@ export function unitFileName(name: string): string {
 
 export function systemdUnitText(o: SystemdOptions): string {
   const unit = unitFileName(o.name);
-  const exec = [o.node, o.bin, 'run', '--handler', o.handler, '--grace', `${o.graceSeconds}s`, '--log-format', 'json'].map(unitValue).join(' ');
+  const exec = [o.node, o.bin, 'run', '--handler', o.handler, '--grace', `${o.graceSeconds}s`, '--log-format', 'json']
+    .map(unitValue)
+    .join(' ');
   const env = Object.entries(o.env)
     .map(([k, v]) => `Environment=${unitValue(`${k}=${v}`)}`)
     .join('\n');

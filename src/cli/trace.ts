@@ -69,7 +69,12 @@ export function createTracers(options: {
         );
         return;
       }
-      const status = e.status === undefined ? style.red(e.error ?? 'no answer') : e.status >= 400 ? style.yellow(String(e.status)) : String(e.status);
+      const status =
+        e.status === undefined
+          ? style.red(e.error ?? 'no answer')
+          : e.status >= 400
+            ? style.yellow(String(e.status))
+            : String(e.status);
       const parts = [`debug http ${e.method} ${e.target} → ${status} ${ms(e.ms)}`];
       if (e.attempt > 1) parts.push(`retry ${e.attempt - 1}`);
       if (e.requestId) parts.push(e.requestId);

@@ -5,15 +5,16 @@
  * events go to stderr with a time (JSON with --json). A relay that never answers is not retried
  * silently: each attempt is shown, with "never connected — check --relay" until one succeeds.
  */
+
+import type { DisconnectInfo } from '../client/session.js';
 import { formatDuration } from '../core/duration.js';
 import { type MrpError, NetworkError, RelayError } from '../core/errors.js';
-import type { DisconnectInfo } from '../client/session.js';
 import { CLOSE_CODES } from '../protocol/constants.js';
 import type { Message } from '../protocol/types.js';
 import type { CliContext } from './context.js';
 import { exitCodeFor } from './exit.js';
-import { ReportedError } from './program.js';
 import { MessageOpener, sealedNote, shownJson } from './opener.js';
+import { ReportedError } from './program.js';
 import { messageLine, safeText } from './render.js';
 import { shutdownSignals } from './signals.js';
 
@@ -29,7 +30,10 @@ export interface WatchOptions {
  * The hint for a relay that never answered (no WebSocket handshake, code 1006) before any
  * connection worked: most often a mistyped --relay. Undefined for other disconnects (auth, 4002).
  */
-export function neverConnectedHint(relayUrl: string, d?: { code?: number | undefined; authError?: unknown }): string | undefined {
+export function neverConnectedHint(
+  relayUrl: string,
+  d?: { code?: number | undefined; authError?: unknown },
+): string | undefined {
   // Poll mode reports no close code: an HTTP failure before any success gets the hint too.
   if (d && ((d.code !== undefined && d.code !== 1006) || d.authError)) return undefined;
   return `never connected — check --relay (${relayUrl}) and that the relay is running`;
@@ -42,9 +46,13 @@ export function neverConnectedHint(relayUrl: string, d?: { code?: number | undef
  */
 export function firstConnectError(d: DisconnectInfo, relayUrl: string): MrpError {
   if (d.code === CLOSE_CODES.tooManyConnections) {
-    return new RelayError('too_many_connections', 'this key already has 2 WebSocket connections to the relay (the most it allows), e.g. a running `mrp run` or `mrp tail`', {
-      hint: 'stop one of them, or read without peeking: `mrp recv` (marks messages delivered)',
-    });
+    return new RelayError(
+      'too_many_connections',
+      'this key already has 2 WebSocket connections to the relay (the most it allows), e.g. a running `mrp run` or `mrp tail`',
+      {
+        hint: 'stop one of them, or read without peeking: `mrp recv` (marks messages delivered)',
+      },
+    );
   }
   if (d.authError) return d.authError;
   return new NetworkError(d.explanation, {
@@ -57,7 +65,12 @@ export async function watchMessages(ctx: CliContext, options: WatchOptions): Pro
   const client = await ctx.client();
   const contacts = await ctx.contacts();
   const { Session } = await import('../client/session.js');
-  const session = new Session({ url: client.wsUrl, keypair: client.keypair, clock: ctx.deps.clock, ...ctx.sessionTrace });
+  const session = new Session({
+    url: client.wsUrl,
+    keypair: client.keypair,
+    clock: ctx.deps.clock,
+    ...ctx.sessionTrace,
+  });
   const { out } = ctx;
   const es = out.errStyle;
   const now = (): number => ctx.deps.clock.now();
@@ -80,7 +93,13 @@ export async function watchMessages(ctx: CliContext, options: WatchOptions): Pro
     const hint = everReady ? undefined : neverConnectedHint(client.relayUrl, d);
     out.status(
       'disconnected',
-      { reason: d.explanation, code: d.code, will_reconnect: d.willReconnect, delay_ms: d.delayMs, ...(hint ? { hint } : {}) },
+      {
+        reason: d.explanation,
+        code: d.code,
+        will_reconnect: d.willReconnect,
+        delay_ms: d.delayMs,
+        ...(hint ? { hint } : {}),
+      },
       `${es.yellow('↻')} ${safeText(d.explanation)}${d.willReconnect ? `; reconnecting in ${formatDuration(d.delayMs)}` : ''}${hint ? es.dim(` — ${hint}`) : ''}`,
       now(),
     );
@@ -103,14 +122,26 @@ export async function watchMessages(ctx: CliContext, options: WatchOptions): Pro
     else if (mode === 'bare') {
       out.line(JSON.stringify(shown.message.body));
       if (shown.sealed) out.warn(sealedNote(shown)!);
-    } else out.line(messageLine(shown.message, { style: out.style, contacts, self: client.publicKey }, Math.max(40, out.columns - 60), shown));
+    } else
+      out.line(
+        messageLine(
+          shown.message,
+          { style: out.style, contacts, self: client.publicKey },
+          Math.max(40, out.columns - 60),
+          shown,
+        ),
+      );
     if (options.ack) session.ack(m.message_id);
     printed++;
     if (full()) resolveDone();
   };
   let chain: Promise<void> = Promise.resolve();
   session.on('message', (m) => {
-    chain = chain.then(() => show(m)).catch((err: unknown) => out.warn(`${safeText(m.message_id)}: ${safeText(String((err as Error)?.message ?? err))}`));
+    chain = chain
+      .then(() => show(m))
+      .catch((err: unknown) =>
+        out.warn(`${safeText(m.message_id)}: ${safeText(String((err as Error)?.message ?? err))}`),
+      );
   });
   const signals = shutdownSignals(ctx.deps);
   try {

@@ -95,7 +95,8 @@ export async function sealUpload(
     hash.update(chunk);
     size += chunk.byteLength;
   }
-  if (size !== encryptedBlobSize(plainSize)) throw new UsageError('sealUpload: the plaintext source changed while it was read', { code: 'invalid_argument' });
+  if (size !== encryptedBlobSize(plainSize))
+    throw new UsageError('sealUpload: the plaintext source changed while it was read', { code: 'invalid_argument' });
   const wrapped = await wrapFor(keypair, recipient, dek);
   const attachment: Omit<Attachment, 'blob_id'> = { encrypted: true, ...wrapped };
   if (meta.filename !== undefined) attachment.filename = meta.filename;
@@ -115,10 +116,14 @@ async function dekOf(keypair: Keypair, attachment: Attachment, senderKey: string
     return await e2e.unwrapDek({ wrapped: attachment, recipientSeed: seed, senderPublicKey: senderKey });
   } catch (err) {
     const code = (err as { code?: unknown })?.code;
-    throw new ProtocolError('decryption_failed', `attachment ${attachment.blob_id}: cannot unwrap its key (${(err as Error).message})`, {
-      cause: err,
-      details: { blob_id: attachment.blob_id, reason: typeof code === 'string' ? code : 'decryption_failed' },
-    });
+    throw new ProtocolError(
+      'decryption_failed',
+      `attachment ${attachment.blob_id}: cannot unwrap its key (${(err as Error).message})`,
+      {
+        cause: err,
+        details: { blob_id: attachment.blob_id, reason: typeof code === 'string' ? code : 'decryption_failed' },
+      },
+    );
   } finally {
     seed.fill(0);
   }
@@ -131,7 +136,15 @@ function checkAgainstAttachment(attachment: Attachment, info: BlobHead): void {
     throw new ProtocolError(
       'blob_hash_mismatch',
       `attachment ${attachment.blob_id}: the message says ${attachment.size ?? '?'} bytes hashing to ${String(attachment.hash ?? '?').slice(0, 12)}…, the blob is ${info.size} bytes hashing to ${info.hash.slice(0, 12)}…`,
-      { details: { blob_id: attachment.blob_id, expected_hash: attachment.hash, actual_hash: info.hash, expected_size: attachment.size, actual_size: info.size } },
+      {
+        details: {
+          blob_id: attachment.blob_id,
+          expected_hash: attachment.hash,
+          actual_hash: info.hash,
+          expected_size: attachment.size,
+          actual_size: info.size,
+        },
+      },
     );
   }
 }
@@ -189,10 +202,13 @@ export async function downloadAttachmentBytes(
   const opened = await openAttachment(client, attachment, senderKey, { ...opts, signal });
   if (opened.info.size > maxBytes + (opened.encrypted ? 28 : 0)) {
     stop.abort();
-    throw new UsageError(`attachment ${attachment.blob_id} is ${opened.info.size} bytes, more than the ${maxBytes} allowed here`, {
-      code: 'payload_too_large',
-      details: { size: opened.info.size, limit: maxBytes },
-    });
+    throw new UsageError(
+      `attachment ${attachment.blob_id} is ${opened.info.size} bytes, more than the ${maxBytes} allowed here`,
+      {
+        code: 'payload_too_large',
+        details: { size: opened.info.size, limit: maxBytes },
+      },
+    );
   }
   const parts: Uint8Array[] = [];
   for await (const chunk of opened.body) parts.push(chunk);

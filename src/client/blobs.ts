@@ -60,7 +60,9 @@ const CONTENT_TYPE_RE = /^[\x20-\x7e]{1,255}$/;
 
 function blobPath(id: string): string {
   if (typeof id !== 'string' || !BLOB_ID_RE.test(id)) {
-    throw new UsageError(`"${String(id).slice(0, 40)}" is not a blob id (blob_ followed by 12 hex digits)`, { code: 'invalid_argument' });
+    throw new UsageError(`"${String(id).slice(0, 40)}" is not a blob id (blob_ followed by 12 hex digits)`, {
+      code: 'invalid_argument',
+    });
   }
   return `${PATHS.blobs}/${id}`;
 }
@@ -77,7 +79,9 @@ function normalize(input: BlobInput): { size: number; sha256: Uint8Array; open()
     throw new UsageError('uploadBlob: input.size must be a whole number of bytes', { code: 'invalid_argument' });
   }
   if (!(input.sha256 instanceof Uint8Array) || input.sha256.byteLength !== 32) {
-    throw new UsageError('uploadBlob: input.sha256 must be the 32-byte SHA-256 of the bytes', { code: 'invalid_argument' });
+    throw new UsageError('uploadBlob: input.sha256 must be the 32-byte SHA-256 of the bytes', {
+      code: 'invalid_argument',
+    });
   }
   return { size: input.size, sha256: input.sha256, open: () => input.open() as AsyncIterable<Uint8Array> };
 }
@@ -101,11 +105,17 @@ async function* counted(
     for await (const raw of source) {
       const chunk = typeof raw === 'string' ? Buffer.from(raw) : raw;
       sent += chunk.byteLength;
-      if (sent > size) throw new UsageError(`uploadBlob: the input yielded more than its declared ${size} bytes`, { code: 'invalid_argument' });
+      if (sent > size)
+        throw new UsageError(`uploadBlob: the input yielded more than its declared ${size} bytes`, {
+          code: 'invalid_argument',
+        });
       yield chunk;
       onProgress?.(sent, size);
     }
-    if (sent !== size) throw new UsageError(`uploadBlob: the input yielded ${sent} bytes, not its declared ${size}`, { code: 'invalid_argument' });
+    if (sent !== size)
+      throw new UsageError(`uploadBlob: the input yielded ${sent} bytes, not its declared ${size}`, {
+        code: 'invalid_argument',
+      });
   } catch (err) {
     failed(err);
     throw err;
@@ -116,7 +126,9 @@ async function* counted(
 export async function uploadBlob(client: RelayClient, input: BlobInput, opts: UploadOptions = {}): Promise<BlobInfo> {
   const blob = normalize(input);
   if (opts.contentType !== undefined && !CONTENT_TYPE_RE.test(opts.contentType)) {
-    throw new UsageError('uploadBlob: contentType must be 1-255 printable ASCII characters', { code: 'invalid_argument' });
+    throw new UsageError('uploadBlob: contentType must be 1-255 printable ASCII characters', {
+      code: 'invalid_argument',
+    });
   }
   const headers: Record<string, string> = { 'Content-Length': String(blob.size) };
   if (opts.contentType !== undefined) headers['Content-Type'] = opts.contentType;
@@ -127,7 +139,10 @@ export async function uploadBlob(client: RelayClient, input: BlobInput, opts: Up
     inputFailed.abort(
       err instanceof UsageError
         ? err
-        : new UsageError(`uploadBlob: reading the input failed (${(err as Error)?.message ?? String(err)})`, { code: 'invalid_argument', cause: err }),
+        : new UsageError(`uploadBlob: reading the input failed (${(err as Error)?.message ?? String(err)})`, {
+            code: 'invalid_argument',
+            cause: err,
+          }),
     );
   const exchange = await client.exchange('POST', PATHS.blobs, {
     bodyHash: Buffer.from(blob.sha256).toString('base64url'),
@@ -143,7 +158,11 @@ export async function uploadBlob(client: RelayClient, input: BlobInput, opts: Up
     if (typeof info?.blob_id !== 'string' || typeof info.hash !== 'string') throw new Error('not a blob record');
     return info;
   } catch (err) {
-    throw new ProtocolError('invalid_response', `POST ${PATHS.blobs}: unreadable answer from the relay (${(err as Error).message})`, { cause: err });
+    throw new ProtocolError(
+      'invalid_response',
+      `POST ${PATHS.blobs}: unreadable answer from the relay (${(err as Error).message})`,
+      { cause: err },
+    );
   } finally {
     done();
   }
@@ -153,7 +172,10 @@ function headOf(id: string, headers: Headers): BlobHead {
   const size = Number(headers.get('content-length'));
   const hash = (headers.get(HEADERS.blobHash) ?? '').toLowerCase();
   if (!Number.isSafeInteger(size) || size < 0 || !HEX64_RE.test(hash)) {
-    throw new ProtocolError('invalid_response', `blob ${id}: the relay sent no usable Content-Length or X-M2M-Blob-Hash`);
+    throw new ProtocolError(
+      'invalid_response',
+      `blob ${id}: the relay sent no usable Content-Length or X-M2M-Blob-Hash`,
+    );
   }
   return { blob_id: id, size, hash, content_type: headers.get('content-type') ?? 'application/octet-stream' };
 }
@@ -165,7 +187,11 @@ export async function headBlob(client: RelayClient, id: string, signal?: AbortSi
     exchange = await client.exchange('HEAD', blobPath(id), { idempotent: true, ...(signal ? { signal } : {}) });
   } catch (err) {
     if (err instanceof RelayError && err.status === 404 && err.code === 'not_found') {
-      throw new RelayError('blob_not_found', `no blob ${id} visible to you`, { status: 404, cause: err, ...(err.requestId ? { requestId: err.requestId } : {}) });
+      throw new RelayError('blob_not_found', `no blob ${id} visible to you`, {
+        status: 404,
+        cause: err,
+        ...(err.requestId ? { requestId: err.requestId } : {}),
+      });
     }
     throw err;
   }
@@ -175,7 +201,10 @@ export async function headBlob(client: RelayClient, id: string, signal?: AbortSi
 
 /** `DELETE /v1/blobs/{id}` (owner only; 409 `blob_referenced` while a message lists it). */
 export async function deleteBlob(client: RelayClient, id: string, signal?: AbortSignal): Promise<void> {
-  const { response, done } = await client.exchange('DELETE', blobPath(id), { idempotent: true, ...(signal ? { signal } : {}) });
+  const { response, done } = await client.exchange('DELETE', blobPath(id), {
+    idempotent: true,
+    ...(signal ? { signal } : {}),
+  });
   await response.arrayBuffer().catch(() => undefined);
   done();
 }
@@ -191,7 +220,10 @@ export async function downloadBlob(
   id: string,
   opts: DownloadOptions = {},
 ): Promise<{ info: BlobHead; body: AsyncIterable<Uint8Array> }> {
-  const exchange = await client.exchange('GET', blobPath(id), { idempotent: true, ...(opts.signal ? { signal: opts.signal } : {}) });
+  const exchange = await client.exchange('GET', blobPath(id), {
+    idempotent: true,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
   const { response, touch, done } = exchange;
   let info: BlobHead;
   try {
@@ -220,7 +252,10 @@ export async function downloadBlob(
       // fetch reports a cut-off body as a bare TypeError ("terminated"): say what broke.
       if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new AbortError();
       if (err instanceof MrpError) throw err;
-      throw new NetworkError(`blob ${id}: the download broke off after ${received} of ${info.size} bytes (${(err as Error)?.message ?? String(err)})`, { cause: err });
+      throw new NetworkError(
+        `blob ${id}: the download broke off after ${received} of ${info.size} bytes (${(err as Error)?.message ?? String(err)})`,
+        { cause: err },
+      );
     } finally {
       done();
     }
@@ -229,7 +264,15 @@ export async function downloadBlob(
       throw new ProtocolError(
         'blob_hash_mismatch',
         `blob ${id}: received ${received} bytes hashing to ${actual.slice(0, 12)}…, expected ${info.size} bytes hashing to ${info.hash.slice(0, 12)}…`,
-        { details: { blob_id: id, expected_hash: info.hash, actual_hash: actual, expected_size: info.size, actual_size: received } },
+        {
+          details: {
+            blob_id: id,
+            expected_hash: info.hash,
+            actual_hash: actual,
+            expected_size: info.size,
+            actual_size: received,
+          },
+        },
       );
     }
   }

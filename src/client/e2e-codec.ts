@@ -41,7 +41,9 @@ function loadE2e(): Promise<E2e> {
 
 /** Whether a message carries an end-to-end encrypted body (§8.2), judged by its content type. */
 export function isEncryptedMessage(message: Pick<Message, 'content_type'>): boolean {
-  return typeof message.content_type === 'string' && message.content_type.trim().toLowerCase() === CONTENT_TYPES.encrypted;
+  return (
+    typeof message.content_type === 'string' && message.content_type.trim().toLowerCase() === CONTENT_TYPES.encrypted
+  );
 }
 
 /** Room for the envelope's JSON syntax and field names around a ciphertext of the body limit. */
@@ -73,7 +75,11 @@ export function e2eCodec(keypair: Keypair): MessageCodec {
       const e2e = await loadE2e();
       const seed = keypair.exportSeed();
       try {
-        const opened = await e2e.openBody({ envelope: message.body, recipientSeed: seed, senderPublicKey: message.sender_key });
+        const opened = await e2e.openBody({
+          envelope: message.body,
+          recipientSeed: seed,
+          senderPublicKey: message.sender_key,
+        });
         return { message: { ...message, body: opened.body, content_type: opened.contentType }, encrypted: true };
       } catch (err) {
         const code = (err as { code?: unknown })?.code;

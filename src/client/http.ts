@@ -10,15 +10,32 @@
 import { sleep } from '../core/async.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
-import { AbortError, isRetryable, NetworkError, OutcomeUnknownError, ProtocolError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
+import {
+  AbortError,
+  isRetryable,
+  NetworkError,
+  OutcomeUnknownError,
+  ProtocolError,
+  RelayError,
+  TimeoutError,
+  UsageError,
+} from '../core/errors.js';
 import { HEADERS, PATHS } from '../protocol/constants.js';
 import { relayErrorFromResponse } from '../protocol/envelope.js';
-import { bodyHash, canonicalRequest, signRequest, uniqueTimestamp, type Keypair } from '../protocol/signing.js';
+import { type EncodedSend, encodeSendRequest, normalizeMessage } from '../protocol/frames.js';
+import {
+  elementSpans,
+  type MessagePage,
+  type RejectedMessage,
+  readMessagePage,
+  topLevelMemberSpan,
+} from '../protocol/inbound.js';
+import { memberSpans } from '../protocol/json.js';
+import { bodyHash, canonicalRequest, type Keypair, signRequest, uniqueTimestamp } from '../protocol/signing.js';
 import type {
   AclEntry,
   AclEntryType,
   AclListResponse,
-  WebhookConfig,
   AgentCapabilitiesResponse,
   AgentProfile,
   BlobInfo,
@@ -33,10 +50,8 @@ import type {
   SendRequest,
   SendResponse,
   ThreadResponse,
+  WebhookConfig,
 } from '../protocol/types.js';
-import { type EncodedSend, encodeSendRequest, normalizeMessage } from '../protocol/frames.js';
-import { elementSpans, type MessagePage, readMessagePage, type RejectedMessage, topLevelMemberSpan } from '../protocol/inbound.js';
-import { memberSpans } from '../protocol/json.js';
 import {
   type BlobHead,
   type BlobInput,
@@ -195,11 +210,22 @@ export interface Response<T> {
 function rateOf(headers: Headers): RateInfo | undefined {
   const limit = headers.get('x-ratelimit-limit');
   if (limit === null) return undefined;
-  return { limit: Number(limit), remaining: Number(headers.get('x-ratelimit-remaining') ?? 0), reset: Number(headers.get('x-ratelimit-reset') ?? 0) };
+  return {
+    limit: Number(limit),
+    remaining: Number(headers.get('x-ratelimit-remaining') ?? 0),
+    reset: Number(headers.get('x-ratelimit-reset') ?? 0),
+  };
 }
 
 /** Connection failures that prove nothing reached the relay. */
-const NEVER_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+const NEVER_SENT = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
 
 export const CLIENT_DEFAULTS = { timeoutMs: 30_000, maxAttempts: 4, maxRetryAfterMs: 60_000 } as const;
 
@@ -228,7 +254,9 @@ export class RelayClient {
       throw new UsageError(`relayUrl: "${options.relayUrl}" is not a URL`, { code: 'invalid_relay_url' });
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw new UsageError(`relayUrl: "${options.relayUrl}" must be http:// or https://`, { code: 'invalid_relay_url' });
+      throw new UsageError(`relayUrl: "${options.relayUrl}" must be http:// or https://`, {
+        code: 'invalid_relay_url',
+      });
     }
     this.relayUrl = options.relayUrl.replace(/\/+$/, '');
     this.#origin = url.origin;
@@ -308,7 +336,9 @@ export class RelayClient {
         // whole upload in memory.
         const init: RequestInit & { duplex?: 'half' } = { method, headers, signal, redirect: 'error' };
         if (body !== undefined) {
-          init.body = (body instanceof Uint8Array ? body : progress(body, touch)) as unknown as NonNullable<RequestInit['body']>;
+          init.body = (body instanceof Uint8Array ? body : progress(body, touch)) as unknown as NonNullable<
+            RequestInit['body']
+          >;
           init.duplex = 'half';
         }
         res = await this.#fetch(this.#origin + target, init);
@@ -335,7 +365,13 @@ export class RelayClient {
   }
 
   /** Tries `attempt` under the retry policy of §6 (see the file comment). */
-  async #retrying<R>(method: string, target: string, bodyText: string | undefined, options: RetryOptions, attempt: () => Promise<R>): Promise<R> {
+  async #retrying<R>(
+    method: string,
+    target: string,
+    bodyText: string | undefined,
+    options: RetryOptions,
+    attempt: () => Promise<R>,
+  ): Promise<R> {
     const tracedBody = options.secretBody && bodyText !== undefined ? REDACTED_BODY : bodyText;
     const backoff = new Backoff();
     for (let n = 1; ; n++) {
@@ -353,7 +389,11 @@ export class RelayClient {
         else if (err instanceof RelayError && err.code === 'rate_limit_exceeded') {
           delay = (err.retryAfter ?? 1) * 1000;
           if (delay > this.#maxRetryAfterMs) throw err;
-        } else if (options.idempotent && isRetryable(err) && !(this.#failFast && (err instanceof NetworkError || err instanceof TimeoutError))) {
+        } else if (
+          options.idempotent &&
+          isRetryable(err) &&
+          !(this.#failFast && (err instanceof NetworkError || err instanceof TimeoutError))
+        ) {
           delay = backoff.next();
         } else throw err;
         await sleep(delay, { clock: this.#clock, signal: options.signal });
@@ -361,7 +401,15 @@ export class RelayClient {
     }
   }
 
-  #traced(method: string, target: string, body: string | undefined, attempt: number, started: number, res?: Response<unknown>, err?: unknown): void {
+  #traced(
+    method: string,
+    target: string,
+    body: string | undefined,
+    attempt: number,
+    started: number,
+    res?: Response<unknown>,
+    err?: unknown,
+  ): void {
     if (!this.#trace) return;
     const relayError = err instanceof RelayError ? err : undefined;
     this.#trace({
@@ -387,7 +435,12 @@ export class RelayClient {
     return signRequest(this.keypair, method, target, bodyText, now, { timestamp: uniqueTimestamp(now) });
   }
 
-  async #attempt<T>(method: string, target: string, bodyText: string | undefined, options: RequestOptions): Promise<Response<T>> {
+  async #attempt<T>(
+    method: string,
+    target: string,
+    bodyText: string | undefined,
+    options: RequestOptions,
+  ): Promise<Response<T>> {
     const headers: Record<string, string> = {
       ...this.#sign(method, target, bodyText),
       Accept: 'application/json',
@@ -400,7 +453,12 @@ export class RelayClient {
     const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
     let res: globalThis.Response;
     try {
-      res = await this.#fetch(this.#origin + target, { method, headers, ...(bodyText === undefined ? {} : { body: bodyText }), signal });
+      res = await this.#fetch(this.#origin + target, {
+        method,
+        headers,
+        ...(bodyText === undefined ? {} : { body: bodyText }),
+        signal,
+      });
     } catch (err) {
       throw this.#transportError(err, method, target, options.signal, timeout, timeoutMs, false);
     }
@@ -420,21 +478,41 @@ export class RelayClient {
       try {
         data = text ? (options.parse ?? JSON.parse)(text) : undefined;
       } catch (err) {
-        throw new ProtocolError('invalid_response', `${method} ${target.split('?')[0]}: unreadable answer from the relay (${(err as Error).message})`, { cause: err });
+        throw new ProtocolError(
+          'invalid_response',
+          `${method} ${target.split('?')[0]}: unreadable answer from the relay (${(err as Error).message})`,
+          { cause: err },
+        );
       }
       const take = res.headers.get(HEADERS.take) ?? undefined;
-      return { status: res.status, data: data as T, rate, requestId: res.headers.get('x-request-id') ?? undefined, ...(take === undefined ? {} : { take }) };
+      return {
+        status: res.status,
+        data: data as T,
+        rate,
+        requestId: res.headers.get('x-request-id') ?? undefined,
+        ...(take === undefined ? {} : { take }),
+      };
     }
     throw relayErrorFromResponse(res.status, text, res.headers, this.#clock.now());
   }
 
-  #transportError(err: unknown, method: string, target: string, userSignal: AbortSignal | undefined, timeout: AbortSignal, ms: number, sent: boolean): Error {
+  #transportError(
+    err: unknown,
+    method: string,
+    target: string,
+    userSignal: AbortSignal | undefined,
+    timeout: AbortSignal,
+    ms: number,
+    sent: boolean,
+  ): Error {
     if (userSignal?.aborted) return userSignal.reason instanceof Error ? userSignal.reason : new AbortError();
     const what = `${method} ${target.split('?')[0]}`;
     const unsafe = method === 'POST' || method === 'PUT' || method === 'PATCH' || method === 'DELETE';
     if (timeout.aborted) {
       return unsafe
-        ? new OutcomeUnknownError(`${what}: no answer within ${ms} ms; the relay may or may not have applied it`, { cause: err })
+        ? new OutcomeUnknownError(`${what}: no answer within ${ms} ms; the relay may or may not have applied it`, {
+            cause: err,
+          })
         : new TimeoutError(`${what}: no answer from ${this.#origin} within ${ms} ms`, { cause: err });
     }
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
@@ -442,11 +520,15 @@ export class RelayClient {
     const detail = code || cause?.message || (err as Error).message;
     // Only a failure to connect proves a request was never sent.
     const neverSent = sent ? false : NEVER_SENT.has(code);
-    if (unsafe && !neverSent) return new OutcomeUnknownError(`${what}: the connection broke before the answer (${detail})`, { cause: err });
+    if (unsafe && !neverSent)
+      return new OutcomeUnknownError(`${what}: the connection broke before the answer (${detail})`, { cause: err });
     return new NetworkError(`cannot reach the relay at ${this.#origin} (${detail})`, {
       cause: err,
       code: code === 'ECONNREFUSED' ? 'connection_refused' : 'network_error',
-      hint: code === 'ECONNREFUSED' ? 'is the relay running? (`mrp relay` starts one locally)' : 'check the relay URL and your network',
+      hint:
+        code === 'ECONNREFUSED'
+          ? 'is the relay running? (`mrp relay` starts one locally)'
+          : 'check the relay URL and your network',
     });
   }
 
@@ -458,12 +540,19 @@ export class RelayClient {
     const started = performance.now();
     let res: globalThis.Response;
     try {
-      res = await this.#fetch(`${this.#origin}${this.#basePath}${PATHS.health}`, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+      res = await this.#fetch(`${this.#origin}${this.#basePath}${PATHS.health}`, {
+        signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+      });
     } catch (err) {
       throw this.#transportError(err, 'GET', PATHS.health, signal, timeout, this.#timeoutMs, false);
     }
     const text = await res.text();
-    this.#traced('GET', this.#basePath + PATHS.health, undefined, 1, started, { status: res.status, data: text, rate: undefined, requestId: res.headers.get('x-request-id') ?? undefined });
+    this.#traced('GET', this.#basePath + PATHS.health, undefined, 1, started, {
+      status: res.status,
+      data: text,
+      rate: undefined,
+      requestId: res.headers.get('x-request-id') ?? undefined,
+    });
     if (!res.ok) throw relayErrorFromResponse(res.status, text, res.headers, this.#clock.now());
     return JSON.parse(text) as HealthResponse;
   }
@@ -476,7 +565,9 @@ export class RelayClient {
 
   /** PATCH of the own profile. */
   async updateProfile(patch: ProfilePatch, signal?: AbortSignal): Promise<AgentProfile> {
-    return (await this.request<AgentProfile>('PATCH', PATHS.agent(this.publicKey), { body: patch, signal, idempotent: true })).data;
+    return (
+      await this.request<AgentProfile>('PATCH', PATHS.agent(this.publicKey), { body: patch, signal, idempotent: true })
+    ).data;
   }
 
   async deleteAgent(signal?: AbortSignal): Promise<void> {
@@ -484,20 +575,36 @@ export class RelayClient {
   }
 
   async capabilitiesOf(key: string, signal?: AbortSignal): Promise<AgentCapabilitiesResponse> {
-    return (await this.request<AgentCapabilitiesResponse>('GET', PATHS.agentCapabilities(key), { signal, idempotent: true })).data;
+    return (
+      await this.request<AgentCapabilitiesResponse>('GET', PATHS.agentCapabilities(key), { signal, idempotent: true })
+    ).data;
   }
 
   // ── §3.5 discovery ──────────────────────────────────────────────────────────────────────────
 
   async discover(
-    query: { tag?: string[]; q?: string; name?: string; active_since?: string; tag_prefix?: string; limit?: number; cursor?: string },
+    query: {
+      tag?: string[];
+      q?: string;
+      name?: string;
+      active_since?: string;
+      tag_prefix?: string;
+      limit?: number;
+      cursor?: string;
+    },
     signal?: AbortSignal,
   ): Promise<DiscoverResponse> {
     return (await this.request<DiscoverResponse>('GET', PATHS.discover, { query, signal, idempotent: true })).data;
   }
 
   async capabilityTags(prefix?: string, signal?: AbortSignal): Promise<CapabilityTagsResponse> {
-    return (await this.request<CapabilityTagsResponse>('GET', PATHS.capabilities, { query: { prefix }, signal, idempotent: true })).data;
+    return (
+      await this.request<CapabilityTagsResponse>('GET', PATHS.capabilities, {
+        query: { prefix },
+        signal,
+        idempotent: true,
+      })
+    ).data;
   }
 
   // ── §3.6 messages ───────────────────────────────────────────────────────────────────────────
@@ -507,7 +614,8 @@ export class RelayClient {
    * `EncodedSend`'s body goes out as its exact text.
    */
   async send(request: SendRequest | EncodedSend, signal?: AbortSignal): Promise<SendResponse> {
-    return (await this.request<SendResponse>('POST', PATHS.messages, { bodyText: encodeSendRequest(request), signal })).data;
+    return (await this.request<SendResponse>('POST', PATHS.messages, { bodyText: encodeSendRequest(request), signal }))
+      .data;
   }
 
   /** Polls the own inbox; `status=sent` (default) marks what it returns delivered. */
@@ -536,7 +644,14 @@ export class RelayClient {
       parse: readMessagePage,
     });
     const { messages, has_more, next_cursor, sizes, rejected } = res.data;
-    return { messages, has_more, next_cursor, sizes, rejected, ...(query.take === undefined ? {} : { takeEchoed: res.take === query.take }) };
+    return {
+      messages,
+      has_more,
+      next_cursor,
+      sizes,
+      rejected,
+      ...(query.take === undefined ? {} : { takeEchoed: res.take === query.take }),
+    };
   }
 
   async getMessage(id: string, signal?: AbortSignal): Promise<Message> {
@@ -544,7 +659,8 @@ export class RelayClient {
   }
 
   async messageStatus(id: string, signal?: AbortSignal): Promise<MessageStatusResponse> {
-    return (await this.request<MessageStatusResponse>('GET', PATHS.messageStatus(id), { signal, idempotent: true })).data;
+    return (await this.request<MessageStatusResponse>('GET', PATHS.messageStatus(id), { signal, idempotent: true }))
+      .data;
   }
 
   /**
@@ -566,22 +682,39 @@ export class RelayClient {
     };
     const res = await this.request<MessagePage>('GET', PATHS.thread(id), { query, signal, idempotent: true, parse });
     const { messages, has_more, next_cursor, rejected, extra } = res.data;
-    const page = { thread_id: typeof extra['thread_id'] === 'string' ? extra['thread_id'] : id, messages, has_more, next_cursor, rejected };
+    const page = {
+      thread_id: typeof extra['thread_id'] === 'string' ? extra['thread_id'] : id,
+      messages,
+      has_more,
+      next_cursor,
+      rejected,
+    };
     return bodyTexts ? { ...page, bodyTexts } : page;
   }
 
   // ── §3.9 ACL ────────────────────────────────────────────────────────────────────────────────
 
   async putAcl(peer: string, type: AclEntryType, signal?: AbortSignal): Promise<AclEntry> {
-    return (await this.request<AclEntry>('PUT', PATHS.acl(this.publicKey), { body: { peer_key: peer, entry_type: type }, signal, idempotent: true })).data;
+    return (
+      await this.request<AclEntry>('PUT', PATHS.acl(this.publicKey), {
+        body: { peer_key: peer, entry_type: type },
+        signal,
+        idempotent: true,
+      })
+    ).data;
   }
 
   async getAcl(peer: string, signal?: AbortSignal): Promise<AclEntry> {
-    return (await this.request<AclEntry>('GET', PATHS.aclEntry(this.publicKey, peer), { signal, idempotent: true })).data;
+    return (await this.request<AclEntry>('GET', PATHS.aclEntry(this.publicKey, peer), { signal, idempotent: true }))
+      .data;
   }
 
-  async listAcl(query: { entry_type?: AclEntryType; limit?: number; cursor?: string } = {}, signal?: AbortSignal): Promise<AclListResponse> {
-    return (await this.request<AclListResponse>('GET', PATHS.acl(this.publicKey), { query, signal, idempotent: true })).data;
+  async listAcl(
+    query: { entry_type?: AclEntryType; limit?: number; cursor?: string } = {},
+    signal?: AbortSignal,
+  ): Promise<AclListResponse> {
+    return (await this.request<AclListResponse>('GET', PATHS.acl(this.publicKey), { query, signal, idempotent: true }))
+      .data;
   }
 
   async deleteAcl(peer: string, signal?: AbortSignal): Promise<void> {
@@ -592,7 +725,14 @@ export class RelayClient {
 
   /** Registers or replaces this agent's webhook (re-enables it). The secret never reaches `trace`. */
   async setWebhook(url: string, secret: string, signal?: AbortSignal): Promise<WebhookConfig> {
-    return (await this.request<WebhookConfig>('PUT', PATHS.webhook(this.publicKey), { body: { url, secret }, signal, idempotent: true, secretBody: true })).data;
+    return (
+      await this.request<WebhookConfig>('PUT', PATHS.webhook(this.publicKey), {
+        body: { url, secret },
+        signal,
+        idempotent: true,
+        secretBody: true,
+      })
+    ).data;
   }
 
   /** This agent's webhook (without its secret); `not_found` when none is registered. */

@@ -16,8 +16,8 @@ import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { type MrpError, RelayError, toMrpError } from '../core/errors.js';
 import { LIMITS, TIMING } from '../protocol/constants.js';
-import { formatTimestamp } from '../protocol/signing.js';
 import type { RejectedMessage } from '../protocol/inbound.js';
+import { formatTimestamp } from '../protocol/signing.js';
 import type { Message } from '../protocol/types.js';
 import type { PollPage, RelayClient } from './http.js';
 
@@ -93,7 +93,12 @@ function randomTakeId(): string {
 /** How long a cancelled long poll may take to reach the relay before the recovery look. */
 const RECOVERY_SETTLE_MS = 500;
 
-export const POLLER_DEFAULTS = { waitSeconds: 20, intervalMs: 2000, limit: LIMITS.pollLimitMax, maxAuthFailures: 5 } as const;
+export const POLLER_DEFAULTS = {
+  waitSeconds: 20,
+  intervalMs: 2000,
+  limit: LIMITS.pollLimitMax,
+  maxAuthFailures: 5,
+} as const;
 
 export class Poller extends TypedEmitter<PollerEvents> {
   readonly #client: RelayClient;
@@ -222,14 +227,27 @@ export class Poller extends TypedEmitter<PollerEvents> {
    * Walks a `status=delivered` listing, handing over what `pick` keeps on each page; `pick` may
    * stop the walk with 'ignored' (before anything is handed over). False when a hand-off failed.
    */
-  async #recoverPages(query: { take?: string; since?: string }, pick: (res: PollPage) => boolean[] | 'ignored'): Promise<boolean | 'ignored'> {
+  async #recoverPages(
+    query: { take?: string; since?: string },
+    pick: (res: PollPage) => boolean[] | 'ignored',
+  ): Promise<boolean | 'ignored'> {
     const seen = new Set<string>();
     let cursor: string | undefined;
     for (;;) {
-      const res = await this.#client.poll({ status: 'delivered', ...query, limit: LIMITS.pollLimitMax, ...(cursor ? { cursor } : {}) });
+      const res = await this.#client.poll({
+        status: 'delivered',
+        ...query,
+        limit: LIMITS.pollLimitMax,
+        ...(cursor ? { cursor } : {}),
+      });
       const keep = pick(res);
       if (keep === 'ignored') return 'ignored';
-      const handed = await this.#hand({ ...res, messages: res.messages.filter((_, i) => keep[i]), sizes: res.sizes.filter((_, i) => keep[i]), rejected: [] });
+      const handed = await this.#hand({
+        ...res,
+        messages: res.messages.filter((_, i) => keep[i]),
+        sizes: res.sizes.filter((_, i) => keep[i]),
+        rejected: [],
+      });
       if (!handed) return false;
       if (!res.has_more || !res.next_cursor || seen.has(res.next_cursor)) return true;
       seen.add(res.next_cursor);

@@ -10,8 +10,8 @@
  * to their `send_result` through one pending table; a drop fails them as "outcome unknown".
  */
 import WebSocket from 'ws';
-import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { deferred } from '../core/async.js';
+import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { MrpError, NetworkError, OutcomeUnknownError, type RelayError } from '../core/errors.js';
@@ -25,7 +25,7 @@ import {
   encodePongFrame,
   encodeSendFrame,
 } from '../protocol/frames.js';
-import { readServerFrame, type RejectedMessage } from '../protocol/inbound.js';
+import { type RejectedMessage, readServerFrame } from '../protocol/inbound.js';
 import { authFrame, type Keypair } from '../protocol/signing.js';
 import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
 import { Heartbeat } from './heartbeat.js';
@@ -102,7 +102,13 @@ export interface FrameTrace {
 }
 
 function frameTrace(direction: 'in' | 'out', type: string, text: string, code?: string): FrameTrace {
-  return { direction, type, bytes: Buffer.byteLength(text), code, text: type === 'auth' || type === 'unknown' ? undefined : text };
+  return {
+    direction,
+    type,
+    bytes: Buffer.byteLength(text),
+    code,
+    text: type === 'auth' || type === 'unknown' ? undefined : text,
+  };
 }
 
 export const SESSION_DEFAULTS = {
@@ -125,14 +131,28 @@ export interface Recovery {
 }
 
 /** Close code (§5.6) → recovery. The one place that decides. */
-export function recoveryFor(code: number, authError: RelayError | undefined, options: { tooManyConnectionsDelayMs: number }): Recovery {
+export function recoveryFor(
+  code: number,
+  authError: RelayError | undefined,
+  options: { tooManyConnectionsDelayMs: number },
+): Recovery {
   switch (code) {
     case CLOSE_CODES.normal:
-      return { action: 'reconnect', delay: 'backoff', authFailure: false, explanation: 'the relay closed the connection' };
+      return {
+        action: 'reconnect',
+        delay: 'backoff',
+        authFailure: false,
+        explanation: 'the relay closed the connection',
+      };
     case CLOSE_CODES.goingAway:
       return { action: 'reconnect', delay: 'backoff', authFailure: false, explanation: 'the relay is restarting' };
     case CLOSE_CODES.protocolError:
-      return { action: 'reconnect', delay: 'backoff', authFailure: false, explanation: 'the relay refused a malformed frame' };
+      return {
+        action: 'reconnect',
+        delay: 'backoff',
+        authFailure: false,
+        explanation: 'the relay refused a malformed frame',
+      };
     case CLOSE_CODES.authFailed:
       return { action: 'reconnect', delay: 'backoff', authFailure: true, explanation: explainAuth(authError) };
     case CLOSE_CODES.tooManyConnections:
@@ -143,11 +163,26 @@ export function recoveryFor(code: number, authError: RelayError | undefined, opt
         explanation: 'another process is already connected with this key (the relay allows 2 connections per agent)',
       };
     case CLOSE_CODES.suspended:
-      return { action: 'stop', delay: 'backoff', authFailure: false, explanation: 'the relay says this agent is suspended or deleted' };
+      return {
+        action: 'stop',
+        delay: 'backoff',
+        authFailure: false,
+        explanation: 'the relay says this agent is suspended or deleted',
+      };
     case CLOSE_CODES.heartbeatTimeout:
-      return { action: 'reconnect', delay: 'immediate', authFailure: false, explanation: 'the relay missed our heartbeat' };
+      return {
+        action: 'reconnect',
+        delay: 'immediate',
+        authFailure: false,
+        explanation: 'the relay missed our heartbeat',
+      };
     default:
-      return { action: 'reconnect', delay: 'backoff', authFailure: false, explanation: `connection lost (code ${code})` };
+      return {
+        action: 'reconnect',
+        delay: 'backoff',
+        authFailure: false,
+        explanation: `connection lost (code ${code})`,
+      };
   }
 }
 
@@ -167,7 +202,8 @@ function explainAuth(err: RelayError | undefined): string {
 }
 
 export class Session extends TypedEmitter<SessionEvents> {
-  readonly #o: Required<Omit<SessionOptions, 'createSocket' | 'backoff' | 'clock' | 'trace'>> & Pick<SessionOptions, 'createSocket' | 'trace'>;
+  readonly #o: Required<Omit<SessionOptions, 'createSocket' | 'backoff' | 'clock' | 'trace'>> &
+    Pick<SessionOptions, 'createSocket' | 'trace'>;
   readonly #clock: Clock;
   readonly #backoff: Backoff;
   readonly #pending: PendingTable<SendResponse>;
@@ -193,7 +229,8 @@ export class Session extends TypedEmitter<SessionEvents> {
 
   constructor(options: SessionOptions) {
     super();
-    if (!/^wss?:\/\//.test(options.url)) throw new TypeError(`Session: url must start with ws:// or wss:// (got ${options.url})`);
+    if (!/^wss?:\/\//.test(options.url))
+      throw new TypeError(`Session: url must start with ws:// or wss:// (got ${options.url})`);
     this.#o = { ...SESSION_DEFAULTS, ...options };
     this.#clock = options.clock ?? systemClock;
     this.#backoff = new Backoff(options.backoff);
@@ -305,7 +342,13 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.#transportError = undefined;
     let ws: WebSocket;
     try {
-      ws = this.#o.createSocket ? this.#o.createSocket(this.#o.url) : new WebSocket(this.#o.url, { perMessageDeflate: false, handshakeTimeout: this.#o.authTimeoutMs, maxPayload: MAX_FRAME_BYTES });
+      ws = this.#o.createSocket
+        ? this.#o.createSocket(this.#o.url)
+        : new WebSocket(this.#o.url, {
+            perMessageDeflate: false,
+            handshakeTimeout: this.#o.authTimeoutMs,
+            maxPayload: MAX_FRAME_BYTES,
+          });
     } catch (err) {
       this.emit('fatal', new NetworkError(`cannot open ${this.#o.url}: ${(err as Error).message}`, { cause: err }));
       this.#finish();
@@ -329,7 +372,8 @@ export class Session extends TypedEmitter<SessionEvents> {
       try {
         this.#heartbeat.activity();
         const bytes = data as Buffer;
-        if (this.dropMessages && bytes.length > 1024 && bytes.subarray(0, MESSAGE_PREFIX.length).equals(MESSAGE_PREFIX)) return;
+        if (this.dropMessages && bytes.length > 1024 && bytes.subarray(0, MESSAGE_PREFIX.length).equals(MESSAGE_PREFIX))
+          return;
         this.#onFrame(bytes.toString());
       } catch (err) {
         this.#warn(err);
@@ -352,7 +396,15 @@ export class Session extends TypedEmitter<SessionEvents> {
 
   #warn(err: unknown): void {
     try {
-      const e = err instanceof MrpError ? err : new MrpError('internal', 'internal_error', `while reading a frame: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      const e =
+        err instanceof MrpError
+          ? err
+          : new MrpError(
+              'internal',
+              'internal_error',
+              `while reading a frame: ${(err as Error)?.message ?? String(err)}`,
+              { cause: err },
+            );
       this.emit('warning', e);
     } catch {
       // A listener failed while being told about a failure: nothing more to do.
@@ -370,7 +422,8 @@ export class Session extends TypedEmitter<SessionEvents> {
       return;
     }
     const frame = read.frame;
-    if (this.#o.trace) this.#o.trace(frameTrace('in', frame.type, text, (frame as { error?: { code?: string } }).error?.code));
+    if (this.#o.trace)
+      this.#o.trace(frameTrace('in', frame.type, text, (frame as { error?: { code?: string } }).error?.code));
     switch (frame.type) {
       case 'auth_result':
         if (frame.status === 'ok') this.#onReady();
@@ -393,7 +446,11 @@ export class Session extends TypedEmitter<SessionEvents> {
         }
         return;
       case 'error':
-        if (frame.request_id && this.#pending.reject(frame.request_id, relayErrorFromFrame(frame.error, frame.request_id))) return;
+        if (
+          frame.request_id &&
+          this.#pending.reject(frame.request_id, relayErrorFromFrame(frame.error, frame.request_id))
+        )
+          return;
         this.emit('warning', relayErrorFromFrame(frame.error));
         return;
       case 'ping':
@@ -423,18 +480,30 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.#heartbeat.stop();
     this.#timers.auth?.cancel();
     this.#timers.stable?.cancel();
-    this.#pending.rejectAll(() => new OutcomeUnknownError('the connection closed before the relay answered; the send may or may not have happened'));
+    this.#pending.rejectAll(
+      () =>
+        new OutcomeUnknownError(
+          'the connection closed before the relay answered; the send may or may not have happened',
+        ),
+    );
     const wasAuthenticating = this.#status === 'authenticating';
     if (!this.#wanted) {
       this.#finish();
       return;
     }
-    const code = this.#zombie ? CLOSE_CODES.heartbeatTimeout : wasAuthenticating && rawCode === 1006 && this.#authError ? CLOSE_CODES.authFailed : rawCode;
+    const code = this.#zombie
+      ? CLOSE_CODES.heartbeatTimeout
+      : wasAuthenticating && rawCode === 1006 && this.#authError
+        ? CLOSE_CODES.authFailed
+        : rawCode;
     const recovery = recoveryFor(code, this.#authError, this.#o);
-    if (this.#zombie) recovery.explanation = `no sign of life from the relay for ${Math.round((this.#o.heartbeatIdleMs + this.#o.heartbeatTimeoutMs) / 1000)} s`;
-    else if (rawCode === 1006 && this.#transportError) recovery.explanation = `cannot reach the relay at ${this.#o.url} (${this.#transportError})`;
+    if (this.#zombie)
+      recovery.explanation = `no sign of life from the relay for ${Math.round((this.#o.heartbeatIdleMs + this.#o.heartbeatTimeoutMs) / 1000)} s`;
+    else if (rawCode === 1006 && this.#transportError)
+      recovery.explanation = `cannot reach the relay at ${this.#o.url} (${this.#transportError})`;
     if (recovery.authFailure) this.#authFailures++;
-    const giveUp = recovery.action === 'stop' || (recovery.authFailure && this.#authFailures >= this.#o.maxAuthFailures);
+    const giveUp =
+      recovery.action === 'stop' || (recovery.authFailure && this.#authFailures >= this.#o.maxAuthFailures);
     let delay = 0;
     if (!giveUp) {
       if (recovery.delay === 'immediate' && this.#backoff.attempt === 0) {
@@ -458,8 +527,18 @@ export class Session extends TypedEmitter<SessionEvents> {
       this.emit(
         'fatal',
         recovery.authFailure
-          ? new MrpError('auth', this.#authError?.code ?? 'unauthorized', `${recovery.explanation} (${this.#authFailures} attempts)`, { cause: base })
-          : new MrpError(this.#authError ? 'auth' : 'network', this.#authError?.code ?? 'agent_suspended', recovery.explanation, { cause: base }),
+          ? new MrpError(
+              'auth',
+              this.#authError?.code ?? 'unauthorized',
+              `${recovery.explanation} (${this.#authFailures} attempts)`,
+              { cause: base },
+            )
+          : new MrpError(
+              this.#authError ? 'auth' : 'network',
+              this.#authError?.code ?? 'agent_suspended',
+              recovery.explanation,
+              { cause: base },
+            ),
       );
       this.#wanted = false;
       this.#finish();

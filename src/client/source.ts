@@ -147,11 +147,21 @@ export interface SendOptions {
 }
 
 /** An HTTP send given up after `timeoutMs` (outcome unknown), or a plain one without it. */
-export function sendOverHttp(client: RelayClient, request: EncodedSend, options: SendOptions = {}): Promise<SendResponse> {
+export function sendOverHttp(
+  client: RelayClient,
+  request: EncodedSend,
+  options: SendOptions = {},
+): Promise<SendResponse> {
   const ms = options.timeoutMs;
   if (ms === undefined) return client.send(request);
   const deadline = new AbortController();
-  const timer = setTimeout(() => deadline.abort(new OutcomeUnknownError(`POST /v1/messages: given up after ${ms} ms; the relay may or may not have it`)), Math.max(1, ms));
+  const timer = setTimeout(
+    () =>
+      deadline.abort(
+        new OutcomeUnknownError(`POST /v1/messages: given up after ${ms} ms; the relay may or may not have it`),
+      ),
+    Math.max(1, ms),
+  );
   return client.send(request, deadline.signal).finally(() => clearTimeout(timer));
 }
 
@@ -212,7 +222,12 @@ export class WebSocketSource extends BaseSource implements MessageSource {
       if (this.#intake) this.#push({ messages: [], rejected: [r], taken: false });
     });
     this.session.on('disconnect', (d) =>
-      this.emit('disconnected', { explanation: d.explanation, willReconnect: d.willReconnect, delayMs: d.delayMs, code: d.code }),
+      this.emit('disconnected', {
+        explanation: d.explanation,
+        willReconnect: d.willReconnect,
+        delayMs: d.delayMs,
+        code: d.code,
+      }),
     );
     this.session.on('warning', (e) => this.emit('warning', e));
     this.session.on('fatal', (e) => this.emit('fatal', e));
@@ -263,7 +278,9 @@ export class WebSocketSource extends BaseSource implements MessageSource {
   }
 
   send(request: EncodedSend, options: SendOptions = {}): Promise<SendResponse> {
-    return this.session.status === 'ready' ? this.session.send(request, options) : sendOverHttp(this.#client, request, options);
+    return this.session.status === 'ready'
+      ? this.session.send(request, options)
+      : sendOverHttp(this.#client, request, options);
   }
 
   wake(): void {
@@ -337,7 +354,9 @@ export class PollSource extends BaseSource implements MessageSource {
       this.emit('disconnected', { explanation: error.message, willReconnect: true, delayMs });
     });
     this.poller.on('recovered', () => this.#markConnected());
-    this.poller.on('mode', (mode) => this.emit('connected', { reconnected: this.#connected, detail: `poll (${mode})` }));
+    this.poller.on('mode', (mode) =>
+      this.emit('connected', { reconnected: this.#connected, detail: `poll (${mode})` }),
+    );
     this.poller.on('warning', (e) => this.emit('warning', e));
     this.poller.on('fatal', (e) => {
       this.setStatus('stopped');

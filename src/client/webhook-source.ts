@@ -25,16 +25,28 @@ import type { AddressInfo } from 'node:net';
 import { sleep } from '../core/async.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
-import { MrpError, RelayError, isRetryable, toMrpError } from '../core/errors.js';
+import { isRetryable, MrpError, RelayError, toMrpError } from '../core/errors.js';
 import { LIMITS } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import { readMessageText } from '../protocol/inbound.js';
 import { memberSpans } from '../protocol/json.js';
 import type { SendResponse } from '../protocol/types.js';
 import { isPlainObject } from '../protocol/validate.js';
-import { WEBHOOK_HEADERS, WEBHOOK_TIMESTAMP_TOLERANCE_MS, checkWebhookTimestamp, verifyWebhookSignature } from '../protocol/webhook.js';
+import {
+  checkWebhookTimestamp,
+  verifyWebhookSignature,
+  WEBHOOK_HEADERS,
+  WEBHOOK_TIMESTAMP_TOLERANCE_MS,
+} from '../protocol/webhook.js';
 import type { RelayClient } from './http.js';
-import { type Batch, BaseSource, type MessageSource, type SendOptions, type SourceConsumer, sendOverHttp } from './source.js';
+import {
+  BaseSource,
+  type Batch,
+  type MessageSource,
+  type SendOptions,
+  type SourceConsumer,
+  sendOverHttp,
+} from './source.js';
 
 export const WEBHOOK_SOURCE_DEFAULTS = {
   host: '127.0.0.1',
@@ -87,7 +99,11 @@ export interface WebhookSourceOptions {
 }
 
 /** Whether a delivery's `X-M2M-Webhook-Timestamp` is acceptable now (our window: ±5 minutes). */
-export function deliveryIsFresh(header: string | undefined, nowMs: number, toleranceMs: number = WEBHOOK_TIMESTAMP_TOLERANCE_MS): boolean {
+export function deliveryIsFresh(
+  header: string | undefined,
+  nowMs: number,
+  toleranceMs: number = WEBHOOK_TIMESTAMP_TOLERANCE_MS,
+): boolean {
   return checkWebhookTimestamp(header, nowMs, toleranceMs) === 'ok';
 }
 
@@ -163,7 +179,11 @@ export class WebhookSource extends BaseSource implements MessageSource {
       timestampToleranceMs: positive('timestampToleranceMs', options.timestampToleranceMs ?? d.timestampToleranceMs),
     };
     if (!Number.isInteger(this.#port) || this.#port < 0 || this.#port > 65535) {
-      throw new MrpError('usage', 'invalid_option', `WebhookSource: options.port must be 0–65535 (got ${String(options.port)})`);
+      throw new MrpError(
+        'usage',
+        'invalid_option',
+        `WebhookSource: options.port must be 0–65535 (got ${String(options.port)})`,
+      );
     }
     this.#path = '/';
     if (this.#publicUrl !== undefined) {
@@ -171,10 +191,18 @@ export class WebhookSource extends BaseSource implements MessageSource {
       try {
         url = new URL(this.#publicUrl);
       } catch {
-        throw new MrpError('usage', 'invalid_option', `WebhookSource: options.publicUrl "${this.#publicUrl}" is not a URL`);
+        throw new MrpError(
+          'usage',
+          'invalid_option',
+          `WebhookSource: options.publicUrl "${this.#publicUrl}" is not a URL`,
+        );
       }
       if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-        throw new MrpError('usage', 'invalid_option', `WebhookSource: options.publicUrl "${this.#publicUrl}" must be http:// or https://`);
+        throw new MrpError(
+          'usage',
+          'invalid_option',
+          `WebhookSource: options.publicUrl "${this.#publicUrl}" must be http:// or https://`,
+        );
       }
       this.#path = url.pathname || '/';
     }
@@ -246,10 +274,15 @@ export class WebhookSource extends BaseSource implements MessageSource {
           if (outcome === 'unsupported') {
             this.emit(
               'warning',
-              new MrpError('api', 'webhook_unsupported', `the relay has no webhooks (404 on PUT /v1/agents/…/webhook): nothing will be delivered to ${url} by it`, {
-                hint: 'use --mode websocket or --mode poll with this relay',
-                cause: err,
-              }),
+              new MrpError(
+                'api',
+                'webhook_unsupported',
+                `the relay has no webhooks (404 on PUT /v1/agents/…/webhook): nothing will be delivered to ${url} by it`,
+                {
+                  hint: 'use --mode websocket or --mode poll with this relay',
+                  cause: err,
+                },
+              ),
             );
             break;
           }
@@ -260,7 +293,11 @@ export class WebhookSource extends BaseSource implements MessageSource {
           }
           const delayMs = backoff.next();
           this.setStatus('degraded');
-          this.emit('disconnected', { explanation: `registering the webhook failed: ${err.message}`, willReconnect: true, delayMs });
+          this.emit('disconnected', {
+            explanation: `registering the webhook failed: ${err.message}`,
+            willReconnect: true,
+            delayMs,
+          });
           try {
             await sleep(delayMs, { clock: this.#clock, signal: this.#stop.signal });
           } catch {
@@ -334,8 +371,14 @@ export class WebhookSource extends BaseSource implements MessageSource {
     if ((method === 'GET' || method === 'HEAD') && (path === '/' || path === this.#path)) {
       return this.#write(req, res, { status: 200, body: this.health() });
     }
-    if (path !== this.#path && path !== '/') return this.#refuse(req, res, { status: 404, body: { error: 'not_found' } });
-    if (method !== 'POST') return this.#refuse(req, res, { status: 405, body: { error: 'method_not_allowed' }, headers: { Allow: 'POST, GET, HEAD' } });
+    if (path !== this.#path && path !== '/')
+      return this.#refuse(req, res, { status: 404, body: { error: 'not_found' } });
+    if (method !== 'POST')
+      return this.#refuse(req, res, {
+        status: 405,
+        body: { error: 'method_not_allowed' },
+        headers: { Allow: 'POST, GET, HEAD' },
+      });
     if (!this.#intake || !this.consumer) return this.#refuse(req, res, this.#busy('draining'));
     const declared = Number(req.headers['content-length'] ?? Number.NaN);
     if (declared > this.#o.maxBodyBytes) return this.#refuse(req, res, tooLarge(this.#o.maxBodyBytes));
@@ -374,7 +417,10 @@ export class WebhookSource extends BaseSource implements MessageSource {
     const recipient = read.batch.messages[0]?.recipient_key;
     if (recipient && recipient !== this.#client.publicKey) {
       this.counts.invalid++;
-      return this.#write(req, res, { status: 400, body: { error: 'invalid_delivery', reason: 'the message is addressed to another agent' } });
+      return this.#write(req, res, {
+        status: 400,
+        body: { error: 'invalid_delivery', reason: 'the message is addressed to another agent' },
+      });
     }
     const answer = await this.#handOver(read.deliveryId, read.batch);
     return this.#write(req, res, answer);
@@ -457,7 +503,12 @@ export class WebhookSource extends BaseSource implements MessageSource {
 }
 
 function positive(name: string, value: number): number {
-  if (!(Number.isFinite(value) && value > 0)) throw new MrpError('usage', 'invalid_option', `WebhookSource: options.${name} must be a positive number (got ${String(value)})`);
+  if (!(Number.isFinite(value) && value > 0))
+    throw new MrpError(
+      'usage',
+      'invalid_option',
+      `WebhookSource: options.${name} must be a positive number (got ${String(value)})`,
+    );
   return value;
 }
 

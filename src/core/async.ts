@@ -1,5 +1,5 @@
-import { AbortError } from './errors.js';
 import { type Clock, systemClock } from './clock.js';
+import { AbortError } from './errors.js';
 
 /** A promise with its resolve/reject exposed. */
 export interface Deferred<T> {

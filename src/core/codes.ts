@@ -119,7 +119,7 @@ export const ERROR_CODES = {
   },
   journal_unreachable: {
     ...network,
-    doc: '`mrp run --journal postgres://…` / `mrp fleet`: the shared journal\'s database cannot be reached or used (the message names host and database, never the password)',
+    doc: "`mrp run --journal postgres://…` / `mrp fleet`: the shared journal's database cannot be reached or used (the message names host and database, never the password)",
   },
   data_dir_locked: {
     ...config,
@@ -152,7 +152,10 @@ export const ERROR_CODES = {
     doc: '`mrp run --mode webhook`: the relay answers 404 to `PUT …/webhook` (it has no webhooks); a warning, the runner keeps listening',
   },
   dev_running: { kind: 'api', exit: EXIT.failure, source: 'local', doc: 'another `mrp dev` uses the same `MRP_HOME`' },
-  agent_busy: { ...usage, doc: 'the library `Agent` is already running or iterating `messages()` (one at a time; `stop()` first)' },
+  agent_busy: {
+    ...usage,
+    doc: 'the library `Agent` is already running or iterating `messages()` (one at a time; `stop()` first)',
+  },
   handler_exit: {
     kind: 'handler',
     exit: EXIT.handlerExit,

@@ -51,7 +51,8 @@ function escapeLabel(value: string): string {
 
 /** Checks label names when a series is first seen (not on every update). */
 function checked(labels: Labels | undefined): Labels | undefined {
-  for (const k of Object.keys(labels ?? {})) if (!LABEL_RE.test(k)) throw new RangeError(`metrics: invalid label name "${k}"`);
+  for (const k of Object.keys(labels ?? {}))
+    if (!LABEL_RE.test(k)) throw new RangeError(`metrics: invalid label name "${k}"`);
   return labels;
 }
 
@@ -71,7 +72,11 @@ function number(n: number): string {
 /** A stable key for a label set (sorted, so `{a,b}` and `{b,a}` are one series). */
 function seriesKey(labels: Labels | undefined): string {
   if (!labels) return '';
-  return JSON.stringify(Object.keys(labels).sort().map((k) => [k, String(labels[k])]));
+  return JSON.stringify(
+    Object.keys(labels)
+      .sort()
+      .map((k) => [k, String(labels[k])]),
+  );
 }
 
 interface Metric {
@@ -152,14 +157,17 @@ class HistogramImpl implements Histogram, Metric {
   observe(value: number, labels?: Labels): void {
     const key = seriesKey(labels);
     let s = this.#series.get(key);
-    if (!s) this.#series.set(key, (s = { labels: checked(labels), counts: this.#buckets.map(() => 0), sum: 0, count: 0 }));
+    if (!s)
+      this.#series.set(key, (s = { labels: checked(labels), counts: this.#buckets.map(() => 0), sum: 0, count: 0 }));
     for (let i = 0; i < this.#buckets.length; i++) if (value <= this.#buckets[i]!) s.counts[i]!++;
     s.sum += value;
     s.count++;
   }
   lines(): string[] {
     const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
-    const series = this.#series.size ? [...this.#series.values()] : [{ labels: undefined, counts: this.#buckets.map(() => 0), sum: 0, count: 0 }];
+    const series = this.#series.size
+      ? [...this.#series.values()]
+      : [{ labels: undefined, counts: this.#buckets.map(() => 0), sum: 0, count: 0 }];
     for (const s of series) {
       this.#buckets.forEach((le, i) => {
         out.push(`${this.name}_bucket${labelText(s.labels, ['le', number(le)])} ${s.counts[i]}`);

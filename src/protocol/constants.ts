@@ -17,8 +17,7 @@ export const PATHS = {
   agent: (key: string) => `/v1/agents/${encodeURIComponent(key)}`,
   agentCapabilities: (key: string) => `/v1/agents/${encodeURIComponent(key)}/capabilities`,
   acl: (key: string) => `/v1/agents/${encodeURIComponent(key)}/acl`,
-  aclEntry: (key: string, peer: string) =>
-    `/v1/agents/${encodeURIComponent(key)}/acl/${encodeURIComponent(peer)}`,
+  aclEntry: (key: string, peer: string) => `/v1/agents/${encodeURIComponent(key)}/acl/${encodeURIComponent(peer)}`,
   webhook: (key: string) => `/v1/agents/${encodeURIComponent(key)}/webhook`,
   message: (id: string) => `/v1/messages/${encodeURIComponent(id)}`,
   messageStatus: (id: string) => `/v1/messages/${encodeURIComponent(id)}/status`,

@@ -53,10 +53,14 @@ export function parseContacts(text: string, file: string): ContactBook {
     data = parseJson(text, CONTACTS_MAX_DEPTH);
   } catch (err) {
     const reason = err instanceof JsonInputError ? err.message : String(err);
-    throw new ConfigError('contacts_invalid', `contacts file ${file} is ${reason.startsWith('not ') ? reason : `refused: ${reason}`}`, {
-      file,
-      hint: 'fix the JSON by hand, or move the file away to start a new one',
-    });
+    throw new ConfigError(
+      'contacts_invalid',
+      `contacts file ${file} is ${reason.startsWith('not ') ? reason : `refused: ${reason}`}`,
+      {
+        file,
+        hint: 'fix the JSON by hand, or move the file away to start a new one',
+      },
+    );
   }
   if (Array.isArray(data)) return { contacts: data.map((e) => fromEntry(e)), extra: {} };
   if (isPlainObject(data)) {
@@ -81,10 +85,13 @@ function usable(c: Contact): boolean {
 function pick(matches: Contact[], query: string, how: string): Contact | undefined {
   if (matches.length === 1) return matches[0];
   if (matches.length > 1) {
-    throw new UsageError(`"${query}" matches ${matches.length} contacts by ${how}: ${matches.map((c) => c.name).join(', ')}`, {
-      code: 'ambiguous_contact',
-      hint: 'use the public key, or rename one of them in contacts.json',
-    });
+    throw new UsageError(
+      `"${query}" matches ${matches.length} contacts by ${how}: ${matches.map((c) => c.name).join(', ')}`,
+      {
+        code: 'ambiguous_contact',
+        hint: 'use the public key, or rename one of them in contacts.json',
+      },
+    );
   }
   return undefined;
 }
@@ -93,9 +100,21 @@ function pick(matches: Contact[], query: string, how: string): Contact | undefin
 export function findContact(book: ContactBook, query: string): Contact | undefined {
   const list = book.contacts.filter(usable);
   return (
-    pick(list.filter((c) => c.name === query), query, 'name') ??
-    pick(list.filter((c) => c.alias === query), query, 'alias') ??
-    pick(list.filter((c) => c.name.toLowerCase() === query.toLowerCase()), query, 'name (ignoring case)')
+    pick(
+      list.filter((c) => c.name === query),
+      query,
+      'name',
+    ) ??
+    pick(
+      list.filter((c) => c.alias === query),
+      query,
+      'alias',
+    ) ??
+    pick(
+      list.filter((c) => c.name.toLowerCase() === query.toLowerCase()),
+      query,
+      'name (ignoring case)',
+    )
   );
 }
 
@@ -122,10 +141,14 @@ export function nameForKey(book: ContactBook, key: string): string | undefined {
 export function addContact(book: ContactBook, contact: Contact, options: { replace?: boolean } = {}): ContactBook {
   const keyLike: (s: string) => boolean = isPublicKey;
   if (!contact.name || keyLike(contact.name)) {
-    throw new UsageError('a contact name must be non-empty and must not look like a public key', { code: 'invalid_argument' });
+    throw new UsageError('a contact name must be non-empty and must not look like a public key', {
+      code: 'invalid_argument',
+    });
   }
   if (!keyLike(contact.public_key)) {
-    throw new UsageError(`"${contact.public_key}" is not a public key (43 base64url characters)`, { code: 'invalid_argument' });
+    throw new UsageError(`"${contact.public_key}" is not a public key (43 base64url characters)`, {
+      code: 'invalid_argument',
+    });
   }
   const lower = contact.name.toLowerCase();
   const existing = book.contacts.findIndex((c) => typeof c.name === 'string' && c.name.toLowerCase() === lower);
@@ -138,7 +161,8 @@ export function addContact(book: ContactBook, contact: Contact, options: { repla
   const clash = (s: string | undefined): boolean =>
     s !== undefined &&
     book.contacts.some(
-      (c, i) => i !== existing && [c.name, c.alias].some((v) => typeof v === 'string' && v.toLowerCase() === s.toLowerCase()),
+      (c, i) =>
+        i !== existing && [c.name, c.alias].some((v) => typeof v === 'string' && v.toLowerCase() === s.toLowerCase()),
     );
   if (clash(contact.alias) || clash(contact.name)) {
     throw new UsageError(`the alias or name "${contact.alias ?? contact.name}" is already used by another contact`, {
@@ -154,8 +178,10 @@ export function addContact(book: ContactBook, contact: Contact, options: { repla
 /** Removes the contact with this name (exact, else ignoring case). */
 export function removeContact(book: ContactBook, name: string): { book: ContactBook; removed: Contact } {
   let index = book.contacts.findIndex((c) => c.name === name);
-  if (index < 0) index = book.contacts.findIndex((c) => typeof c.name === 'string' && c.name.toLowerCase() === name.toLowerCase());
-  if (index < 0) throw new UsageError(`no contact named "${name}"`, { code: 'unknown_contact', hint: 'see `mrp contacts ls`' });
+  if (index < 0)
+    index = book.contacts.findIndex((c) => typeof c.name === 'string' && c.name.toLowerCase() === name.toLowerCase());
+  if (index < 0)
+    throw new UsageError(`no contact named "${name}"`, { code: 'unknown_contact', hint: 'see `mrp contacts ls`' });
   const contacts = [...book.contacts];
   const [removed] = contacts.splice(index, 1);
   return { book: { ...book, contacts }, removed: removed! };

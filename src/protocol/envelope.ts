@@ -35,7 +35,9 @@ export const ERROR_STATUS = {
 export type RelayErrorCode = keyof typeof ERROR_STATUS;
 
 export function errorEnvelope(code: string, message: string, requestId: string, details?: JsonObject): ErrorEnvelope {
-  return { error: details ? { code, message, details, request_id: requestId } : { code, message, request_id: requestId } };
+  return {
+    error: details ? { code, message, details, request_id: requestId } : { code, message, request_id: requestId },
+  };
 }
 
 /** Seconds from a `Retry-After` header (delta-seconds or HTTP date). */

@@ -175,7 +175,9 @@ export function parseClientFrame(text: string, options: ClientFrameOptions = {})
       const nested = isPlainObject(frame['message']) && frame['recipient_key'] === undefined;
       const fields = nested ? (frame['message'] as Record<string, unknown>) : frame;
       try {
-        const bodyText = Object.hasOwn(fields, 'body') ? memberText(text, nested ? ['message', 'body'] : ['body']) : undefined;
+        const bodyText = Object.hasOwn(fields, 'body')
+          ? memberText(text, nested ? ['message', 'body'] : ['body'])
+          : undefined;
         const message = validateSendRequest(fields, options.maxBodyBytes, bodyText);
         return requestId === undefined ? { type, message } : { type, request_id: requestId, message };
       } catch (err) {
@@ -195,7 +197,10 @@ export function parseClientFrame(text: string, options: ClientFrameOptions = {})
 
 function parseFrameError(value: unknown, type: string): FrameError {
   if (!isPlainObject(value) || typeof value['code'] !== 'string') {
-    throw new FrameParseError('invalid', `${type} frame needs an "error" object with a "code"`, { frameType: type, field: 'error' });
+    throw new FrameParseError('invalid', `${type} frame needs an "error" object with a "code"`, {
+      frameType: type,
+      field: 'error',
+    });
   }
   const error: FrameError = {
     code: value['code'],
@@ -255,25 +260,40 @@ export function parseServerFrame(text: string): ServerFrame {
   switch (type) {
     case 'auth_result': {
       const status = frame['status'];
-      if (status === 'ok') return { type, status, public_key: typeof frame['public_key'] === 'string' ? frame['public_key'] : '' };
+      if (status === 'ok')
+        return { type, status, public_key: typeof frame['public_key'] === 'string' ? frame['public_key'] : '' };
       if (status === 'error') return { type, status, error: parseFrameError(frame['error'], type) };
-      throw new FrameParseError('invalid', 'auth_result status must be "ok" or "error"', { frameType: type, field: 'status' });
+      throw new FrameParseError('invalid', 'auth_result status must be "ok" or "error"', {
+        frameType: type,
+        field: 'status',
+      });
     }
     case 'message':
       try {
         return { type, message: normalizeMessage(frame['message']) };
       } catch (err) {
         if (!(err instanceof FrameParseError)) throw err;
-        throw new FrameParseError('invalid', err.message, { frameType: type, ...(err.field ? { field: err.field } : {}) });
+        throw new FrameParseError('invalid', err.message, {
+          frameType: type,
+          ...(err.field ? { field: err.field } : {}),
+        });
       }
     case 'send_result': {
       const rid = frame['request_id'];
       const requestId = typeof rid === 'string' ? { request_id: rid } : {};
       if (frame['status'] === 'error') {
-        return { type, status: 'error', ...requestId, error: parseFrameError(frame['error'], type) } satisfies SendResultFrame;
+        return {
+          type,
+          status: 'error',
+          ...requestId,
+          error: parseFrameError(frame['error'], type),
+        } satisfies SendResultFrame;
       }
       if (frame['status'] !== 'ok' && frame['status'] !== 'sent') {
-        throw new FrameParseError('invalid', 'send_result status must be "ok" or "error"', { frameType: type, field: 'status' });
+        throw new FrameParseError('invalid', 'send_result status must be "ok" or "error"', {
+          frameType: type,
+          field: 'status',
+        });
       }
       return {
         type,
@@ -362,7 +382,12 @@ export function encodeSendFrame(requestId: string, request: SendRequest | Encode
 
 /** The `auth` frame (§5.1); build its fields with `authFrame()` from signing.ts. */
 export function encodeAuthFrame(frame: AuthFrame): string {
-  return JSON.stringify({ type: 'auth', public_key: frame.public_key, timestamp: frame.timestamp, signature: frame.signature } satisfies AuthFrame);
+  return JSON.stringify({
+    type: 'auth',
+    public_key: frame.public_key,
+    timestamp: frame.timestamp,
+    signature: frame.signature,
+  } satisfies AuthFrame);
 }
 
 /** An `ack` frame (§5.3). */
@@ -372,12 +397,16 @@ export function encodeAckFrame(messageId: string): string {
 
 /** A JSON `ping` frame (§5.5); `ts` is echoed by the relay's `pong`. */
 export function encodePingFrame(ts?: JsonValue): string {
-  return JSON.stringify(ts === undefined ? ({ type: 'ping' } satisfies PingFrame) : ({ type: 'ping', ts } satisfies PingFrame));
+  return JSON.stringify(
+    ts === undefined ? ({ type: 'ping' } satisfies PingFrame) : ({ type: 'ping', ts } satisfies PingFrame),
+  );
 }
 
 /** A `pong` frame answering a relay `ping`, echoing its `ts` when it had one. */
 export function encodePongFrame(ts?: JsonValue): string {
-  return JSON.stringify(ts === undefined ? ({ type: 'pong' } satisfies PongFrame) : ({ type: 'pong', ts } satisfies PongFrame));
+  return JSON.stringify(
+    ts === undefined ? ({ type: 'pong' } satisfies PongFrame) : ({ type: 'pong', ts } satisfies PongFrame),
+  );
 }
 
 // ── Frames the relay sends (docs/protocol.md §5), encoded in one place ─────────────────────────────────────
@@ -412,7 +441,12 @@ export function encodeMessageObject(m: MessageParts): string {
  * "next_cursor"}`, preceded by `thread_id` for a thread. `messages` are message objects' JSON
  * texts (`encodeMessageObject`), spliced as they are.
  */
-export function encodeMessagePage(page: { thread_id?: string; messages: readonly string[]; has_more: boolean; next_cursor: string | null }): string {
+export function encodeMessagePage(page: {
+  thread_id?: string;
+  messages: readonly string[];
+  has_more: boolean;
+  next_cursor: string | null;
+}): string {
   const head = page.thread_id === undefined ? '' : `"thread_id":${JSON.stringify(page.thread_id)},`;
   return `{${head}"messages":[${page.messages.join(',')}],"has_more":${page.has_more},"next_cursor":${JSON.stringify(page.next_cursor)}}`;
 }
@@ -432,11 +466,16 @@ export function encodeAuthError(error: FrameError): string {
 
 /** An `error` frame; `request_id` (when the offending frame had one) follows the error. */
 export function encodeErrorFrame(error: FrameError, requestId?: string): string {
-  return JSON.stringify(requestId === undefined ? { type: 'error', error } : { type: 'error', error, request_id: requestId });
+  return JSON.stringify(
+    requestId === undefined ? { type: 'error', error } : { type: 'error', error, request_id: requestId },
+  );
 }
 
 /** `send_result ok`: the §3.4 send response fields, `request_id` echoed when the send had one. */
-export function encodeSendResultOk(requestId: string | undefined, result: { message_id: string; created_at: string; expires_at: string }): string {
+export function encodeSendResultOk(
+  requestId: string | undefined,
+  result: { message_id: string; created_at: string; expires_at: string },
+): string {
   const { message_id, created_at, expires_at } = result;
   return JSON.stringify(
     requestId === undefined
@@ -449,7 +488,9 @@ export function encodeSendResultOk(requestId: string | undefined, result: { mess
 export function encodeSendResultError(requestId: string | undefined, error: FrameError): string {
   const err = { code: error.code, message: error.message, details: error.details ?? {} };
   return JSON.stringify(
-    requestId === undefined ? { type: 'send_result', status: 'error', error: err } : { type: 'send_result', request_id: requestId, status: 'error', error: err },
+    requestId === undefined
+      ? { type: 'send_result', status: 'error', error: err }
+      : { type: 'send_result', request_id: requestId, status: 'error', error: err },
   );
 }
 

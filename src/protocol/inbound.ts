@@ -65,7 +65,8 @@ export function identify(text: string, prefix: readonly string[] = []): MessageI
     text,
     fields.map((f) => [...prefix, f]),
   );
-  const at = (f: (typeof fields)[number], max: number): string | null => stringAt(text, spans.get([...prefix, f].join('.')), max);
+  const at = (f: (typeof fields)[number], max: number): string | null =>
+    stringAt(text, spans.get([...prefix, f].join('.')), max);
   const id = at('message_id', MAX_MESSAGE_ID_LENGTH);
   if (id === null) return null;
   const sender = at('sender_key', 64);
@@ -127,11 +128,17 @@ export function readMessageText(text: string): InboundMessage {
  */
 export function readServerFrame(
   text: string,
-): { kind: 'frame'; frame: ServerFrame; bytes: number } | { kind: 'rejected'; rejected: RejectedMessage } | { kind: 'error'; error: FrameParseError } {
+):
+  | { kind: 'frame'; frame: ServerFrame; bytes: number }
+  | { kind: 'rejected'; rejected: RejectedMessage }
+  | { kind: 'error'; error: FrameParseError } {
   try {
     return { kind: 'frame', frame: parseServerFrame(text), bytes: text.length };
   } catch (raw) {
-    const error = raw instanceof FrameParseError ? raw : new FrameParseError('invalid', `unreadable frame (${(raw as Error)?.message ?? String(raw)})`);
+    const error =
+      raw instanceof FrameParseError
+        ? raw
+        : new FrameParseError('invalid', `unreadable frame (${(raw as Error)?.message ?? String(raw)})`);
     let type = error.frameType;
     if (error.reason === 'too_deep') type = stringAt(text, memberSpans(text, [['type']]).get('type'), 64) ?? undefined;
     if (type !== 'message') return { kind: 'error', error };
@@ -251,7 +258,8 @@ export function readMessagePage(text: string): MessagePage {
   } catch (err) {
     throw new PageError(`the relay answered with invalid JSON (${(err as Error).message})`);
   }
-  if (!isPlainObject(root) || !Array.isArray(root['messages'])) throw new PageError('the relay answered without a "messages" list');
+  if (!isPlainObject(root) || !Array.isArray(root['messages']))
+    throw new PageError('the relay answered without a "messages" list');
   const page: MessagePage = {
     messages: [],
     sizes: [],
@@ -261,7 +269,8 @@ export function readMessagePage(text: string): MessagePage {
     extra: {},
   };
   for (const [k, v] of Object.entries(root)) {
-    if (k !== 'messages' && k !== 'has_more' && k !== 'next_cursor' && (v === null || typeof v !== 'object')) page.extra[k] = v;
+    if (k !== 'messages' && k !== 'has_more' && k !== 'next_cursor' && (v === null || typeof v !== 'object'))
+      page.extra[k] = v;
   }
   const items = root['messages'] as unknown[];
   const span = topLevelMemberSpan(text, 'messages');

@@ -181,7 +181,18 @@ export function memberSpans(text: string, paths: ReadonlyArray<ReadonlyArray<str
     let j = i + 1;
     while (j < n) {
       const d = text.charCodeAt(j);
-      if (d === 0x2c || d === 0x7d || d === 0x5d || d === 0x20 || d === 0x0a || d === 0x0d || d === 0x09 || d === 0x22 || d === 0x3a) break;
+      if (
+        d === 0x2c ||
+        d === 0x7d ||
+        d === 0x5d ||
+        d === 0x20 ||
+        d === 0x0a ||
+        d === 0x0d ||
+        d === 0x09 ||
+        d === 0x22 ||
+        d === 0x3a
+      )
+        break;
       j++;
     }
     if (depth <= maxLen) {

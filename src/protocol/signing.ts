@@ -3,7 +3,14 @@
  * surprises); the relay verifies with node:crypto on its hot path (about 10x faster). Tests
  * cross-check both on the §2.5 vectors and on random inputs.
  */
-import { createHash, createPublicKey, randomBytes, randomInt, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import {
+  createHash,
+  createPublicKey,
+  verify as cryptoVerify,
+  type KeyObject,
+  randomBytes,
+  randomInt,
+} from 'node:crypto';
 import * as ed from '@noble/ed25519';
 import { EMPTY_BODY_HASH } from './constants.js';
 import { decodePublicKey, fromBase64Url, toBase64Url } from './encoding.js';

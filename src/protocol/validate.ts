@@ -9,14 +9,7 @@
  * `details` is always `{field, reason}` with `field` a JSON path such as `capabilities[0].tags[1]`.
  */
 import { MrpError } from '../core/errors.js';
-import {
-  ACL_ENTRY_TYPES,
-  INBOX_POLICIES,
-  LIMITS,
-  TAG_RE,
-  THREAD_ID_RE,
-  VISIBILITIES,
-} from './constants.js';
+import { ACL_ENTRY_TYPES, INBOX_POLICIES, LIMITS, TAG_RE, THREAD_ID_RE, VISIBILITIES } from './constants.js';
 import { isPublicKey } from './encoding.js';
 import { publicKeyProblem } from './signing.js';
 import type {
@@ -105,7 +98,12 @@ function optionalString(input: Record<string, unknown>, key: string, max: number
   return v;
 }
 
-function nullableId(input: Record<string, unknown>, key: string, check: (s: string) => boolean, what: string): string | null {
+function nullableId(
+  input: Record<string, unknown>,
+  key: string,
+  check: (s: string) => boolean,
+  what: string,
+): string | null {
   const v = input[key];
   if (v === undefined || v === null) return null;
   if (typeof v !== 'string' || !check(v)) fail(400, key, what);
@@ -149,7 +147,11 @@ function checkPeerKey(value: unknown, field: string): string {
  * the defaults. Throws ValidationError. `bodyText` is the body's JSON text as received: its bytes
  * are what the size limit counts, and it is kept in `body_text`.
  */
-export function validateSendRequest(input: unknown, maxBodyBytes: number = LIMITS.maxBodyBytes, bodyText?: string): NormalizedSend {
+export function validateSendRequest(
+  input: unknown,
+  maxBodyBytes: number = LIMITS.maxBodyBytes,
+  bodyText?: string,
+): NormalizedSend {
   if (!isPlainObject(input)) fail(400, '', 'the request body must be a JSON object');
   const recipient = input['recipient_key'];
   if (recipient === undefined) fail(400, 'recipient_key', 'is required');
@@ -167,13 +169,19 @@ export function validateSendRequest(input: unknown, maxBodyBytes: number = LIMIT
     fail(413, 'body', `the body is larger than ${maxBodyBytes} bytes; upload big data as a blob`);
   }
 
-  const threadId = nullableId(input, 'thread_id', isThreadId, 'must be at most 128 characters from A-Z a-z 0-9 _ - . :');
+  const threadId = nullableId(
+    input,
+    'thread_id',
+    isThreadId,
+    'must be at most 128 characters from A-Z a-z 0-9 _ - . :',
+  );
   const inReplyTo = nullableId(input, 'in_reply_to', (s) => s.length > 0 && s.length <= 128, 'must be a message id');
 
   let expiresIn: number = LIMITS.ttlDefaultSeconds;
   const ttl = input['expires_in'];
   if (ttl !== undefined && ttl !== null) {
-    if (typeof ttl !== 'number' || !Number.isInteger(ttl)) fail(400, 'expires_in', 'must be an integer number of seconds');
+    if (typeof ttl !== 'number' || !Number.isInteger(ttl))
+      fail(400, 'expires_in', 'must be an integer number of seconds');
     if (ttl < LIMITS.ttlMinSeconds || ttl > LIMITS.ttlMaxSeconds) {
       fail(400, 'expires_in', `must be between ${LIMITS.ttlMinSeconds} and ${LIMITS.ttlMaxSeconds} seconds`);
     }
@@ -181,7 +189,8 @@ export function validateSendRequest(input: unknown, maxBodyBytes: number = LIMIT
   }
 
   const metadata = input['metadata'];
-  if (metadata !== undefined && metadata !== null && !isPlainObject(metadata)) fail(400, 'metadata', 'must be an object');
+  if (metadata !== undefined && metadata !== null && !isPlainObject(metadata))
+    fail(400, 'metadata', 'must be an object');
 
   return {
     recipient_key: recipientKey,
@@ -249,7 +258,8 @@ export function validateCapability(input: unknown, field: string): Capability {
 
 export function validateCapabilities(input: unknown, field = 'capabilities'): Capability[] {
   if (!Array.isArray(input)) fail(400, field, 'must be an array');
-  if (input.length > LIMITS.maxCapabilities) fail(422, field, `at most ${LIMITS.maxCapabilities} capabilities per agent`);
+  if (input.length > LIMITS.maxCapabilities)
+    fail(422, field, `at most ${LIMITS.maxCapabilities} capabilities per agent`);
   return input.map((c, i) => validateCapability(c, join(field, i)));
 }
 

@@ -18,7 +18,14 @@ import type { KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Clock } from '../core/clock.js';
 import { HEADERS } from '../protocol/constants.js';
-import { canonicalRequest, parseTimestamp, publicKeyObject, publicKeyProblem, verifySignature, wsAuthString } from '../protocol/signing.js';
+import {
+  canonicalRequest,
+  parseTimestamp,
+  publicKeyObject,
+  publicKeyProblem,
+  verifySignature,
+  wsAuthString,
+} from '../protocol/signing.js';
 import type { AuthFrame } from '../protocol/types.js';
 import { ApiError } from './errors.js';
 import type { ReplayCache } from './replay-cache.js';
@@ -77,9 +84,13 @@ export class Authenticator {
     }
     const problem = publicKeyProblem(publicKey);
     if (problem) {
-      throw new ApiError('unauthorized', `the public key is not a usable Ed25519 key (${problem.replace('_', '-')} point)`, {
-        details: { reason: problem },
-      });
+      throw new ApiError(
+        'unauthorized',
+        `the public key is not a usable Ed25519 key (${problem.replace('_', '-')} point)`,
+        {
+          details: { reason: problem },
+        },
+      );
     }
     if (typeof timestamp !== 'string' || typeof signature !== 'string' || !SIGNATURE_RE.test(signature)) {
       throw new ApiError('unauthorized', 'missing or malformed timestamp or signature');
@@ -88,9 +99,13 @@ export class Authenticator {
     if (at === undefined) throw new ApiError('unauthorized', 'the timestamp is not RFC 3339');
     const now = this.#clock.now();
     if (Math.abs(now - at) > this.toleranceMs) {
-      throw new ApiError('timestamp_expired', `the timestamp is more than ${Math.round(this.toleranceMs / 1000)} s away from the relay's clock`, {
-        details: { server_time: new Date(Math.floor(now / 1000) * 1000).toISOString().replace('.000Z', 'Z') },
-      });
+      throw new ApiError(
+        'timestamp_expired',
+        `the timestamp is more than ${Math.round(this.toleranceMs / 1000)} s away from the relay's clock`,
+        {
+          details: { server_time: new Date(Math.floor(now / 1000) * 1000).toISOString().replace('.000Z', 'Z') },
+        },
+      );
     }
     return { publicKey, timestamp, signature };
   }
@@ -107,7 +122,11 @@ export class Authenticator {
 
   /** HTTP, before the body is read: throws the §2.3 error for bad headers, key or timestamp. */
   claim(headers: IncomingHttpHeaders): Claim {
-    return this.#claim(header(headers, HEADERS.publicKey), header(headers, HEADERS.timestamp), header(headers, HEADERS.signature));
+    return this.#claim(
+      header(headers, HEADERS.publicKey),
+      header(headers, HEADERS.timestamp),
+      header(headers, HEADERS.signature),
+    );
   }
 
   /**

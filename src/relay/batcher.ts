@@ -47,7 +47,10 @@ const REFUSALS = {
 
 /** An attachment's blob went away (deleted, expired) between the send's check and the commit (§3.7). */
 function blobMissing(blobId: string, record: MessageRecord): ApiError {
-  const index = Math.max(0, record.attachments.findIndex((a) => a.blob_id === blobId));
+  const index = Math.max(
+    0,
+    record.attachments.findIndex((a) => a.blob_id === blobId),
+  );
   return new ApiError('unprocessable_entity', `blob ${blobId} does not exist or is not yours`, {
     details: { field: `attachments[${index}].blob_id`, reason: 'unknown blob', blob_id: blobId },
   });
@@ -111,7 +114,11 @@ export class Batcher {
   async #commitQueued(): Promise<void> {
     while (this.#messages.length > 0 || this.#delivered.length > 0 || this.#active.size > 0) {
       const pending = this.#messages.splice(0, this.#options.maxBatch);
-      const batch: WriteBatch = { messages: pending.map((p) => p.record), delivered: this.#delivered, active: this.#active };
+      const batch: WriteBatch = {
+        messages: pending.map((p) => p.record),
+        delivered: this.#delivered,
+        active: this.#active,
+      };
       this.#delivered = [];
       this.#active = new Map();
       let result: CommitResult;
@@ -149,9 +156,16 @@ export class Batcher {
       if (result.refused.has(record.message_id)) continue;
       stored.push(record);
       this.#lend(record);
-      events.push({ type: 'message.stored', recipient: record.recipient_key, message_id: record.message_id, created_at: record.created_at, seq: record.seq });
+      events.push({
+        type: 'message.stored',
+        recipient: record.recipient_key,
+        message_id: record.message_id,
+        created_at: record.created_at,
+        seq: record.seq,
+      });
     }
-    for (const d of result.delivered) events.push({ type: 'message.delivered', recipient: d.recipient_key, message_id: d.message_id, via: 'ack' });
+    for (const d of result.delivered)
+      events.push({ type: 'message.delivered', recipient: d.recipient_key, message_id: d.message_id, via: 'ack' });
     this.#options.bus.publish(events);
     if (stored.length > 0) {
       try {

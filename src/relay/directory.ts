@@ -30,7 +30,12 @@ const MAX_ACL_PAIRS = 100_000;
 /** A rough size of a cached profile: what its variable parts serialise to, plus overhead. */
 function agentBytes(agent: AgentRecord | null): number {
   if (!agent) return 128;
-  return 512 + 2 * (agent.display_name?.length ?? 0) + 2 * JSON.stringify(agent.metadata).length + 2 * JSON.stringify(agent.capabilities).length;
+  return (
+    512 +
+    2 * (agent.display_name?.length ?? 0) +
+    2 * JSON.stringify(agent.metadata).length +
+    2 * JSON.stringify(agent.capabilities).length
+  );
 }
 
 /** Profiles by key (`null`: "no such agent"). */
@@ -219,6 +224,10 @@ export class Directory {
   /** Whether the decision for `sender` depends on `recipient`'s ACL. */
   #needsAcl(recipient: AgentRecord | undefined, sender: string): boolean {
     const policy = recipient?.inbox_policy;
-    return recipient?.status === 'active' && recipient.public_key !== sender && (policy === 'allowlist' || policy === 'blocklist');
+    return (
+      recipient?.status === 'active' &&
+      recipient.public_key !== sender &&
+      (policy === 'allowlist' || policy === 'blocklist')
+    );
   }
 }

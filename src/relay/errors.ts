@@ -3,7 +3,6 @@ import { ERROR_STATUS, type RelayErrorCode } from '../protocol/envelope.js';
 import type { JsonObject } from '../protocol/types.js';
 import { ValidationError } from '../protocol/validate.js';
 
-
 export class ApiError extends Error {
   override name = 'ApiError';
   readonly status: number;
@@ -12,7 +11,11 @@ export class ApiError extends Error {
   /** Extra response headers (Retry-After, Allow, …). */
   readonly headers: Record<string, string>;
 
-  constructor(code: RelayErrorCode, message: string, options: { details?: JsonObject; headers?: Record<string, string>; status?: number } = {}) {
+  constructor(
+    code: RelayErrorCode,
+    message: string,
+    options: { details?: JsonObject; headers?: Record<string, string>; status?: number } = {},
+  ) {
     super(message);
     this.code = code;
     this.status = options.status ?? ERROR_STATUS[code];

@@ -3,9 +3,9 @@
  * opaque cursors. Reading bodies is `body.ts`; writing replies is `reply.ts`.
  */
 import { LIMITS } from '../protocol/constants.js';
+import { fromBase64Url, isPublicKey, toBase64Url } from '../protocol/encoding.js';
 import { decodeUtf8, JsonInputError, parseJson } from '../protocol/json.js';
 import { parseTimestamp } from '../protocol/signing.js';
-import { fromBase64Url, isPublicKey, toBase64Url } from '../protocol/encoding.js';
 import { isPlainObject } from '../protocol/validate.js';
 import { ApiError } from './errors.js';
 
@@ -28,7 +28,8 @@ export const PREFLIGHT_HEADERS: Record<string, string> = {
  * `empty`, `not_utf8`, `too_deep`, `not_json`. Returns the value and the decoded text.
  */
 export function parseJsonBody(body: Buffer): { value: unknown; text: string } {
-  if (body.length === 0) throw new ApiError('bad_request', 'a JSON request body is required', { details: { reason: 'empty' } });
+  if (body.length === 0)
+    throw new ApiError('bad_request', 'a JSON request body is required', { details: { reason: 'empty' } });
   try {
     const text = decodeUtf8(body);
     return { value: parseJson(text), text };
@@ -60,7 +61,12 @@ export function intParam(query: URLSearchParams, name: string, fallback: number,
   return n;
 }
 
-export function enumParam<T extends string>(query: URLSearchParams, name: string, allowed: readonly T[], fallback: T | undefined): T | undefined {
+export function enumParam<T extends string>(
+  query: URLSearchParams,
+  name: string,
+  allowed: readonly T[],
+  fallback: T | undefined,
+): T | undefined {
   const raw = query.get(name);
   if (raw === null || raw === '') return fallback;
   if (!(allowed as readonly string[]).includes(raw)) throw badParam(name, `must be one of ${allowed.join(', ')}`);
@@ -94,7 +100,10 @@ export function encodeCursor(value: Record<string, string | number>): string {
   return toBase64Url(Buffer.from(JSON.stringify(value)));
 }
 
-export function decodeCursor<T>(query: URLSearchParams, check: (value: Record<string, unknown>) => T | undefined): T | undefined {
+export function decodeCursor<T>(
+  query: URLSearchParams,
+  check: (value: Record<string, unknown>) => T | undefined,
+): T | undefined {
   const raw = query.get('cursor');
   if (raw === null || raw === '') return undefined;
   const bytes = fromBase64Url(raw);
@@ -111,5 +120,7 @@ export function decodeCursor<T>(query: URLSearchParams, check: (value: Record<st
 
 /** `{t: <created ms>, id: <message id>}` cursors for message lists. */
 export function messageCursor(v: Record<string, unknown>): { t: number; id: string } | undefined {
-  return typeof v['t'] === 'number' && Number.isFinite(v['t']) && typeof v['id'] === 'string' ? { t: v['t'], id: v['id'] } : undefined;
+  return typeof v['t'] === 'number' && Number.isFinite(v['t']) && typeof v['id'] === 'string'
+    ? { t: v['t'], id: v['id'] }
+    : undefined;
 }

@@ -38,8 +38,8 @@ import {
   encodeSendResultError,
   encodeSendResultOk,
   FrameParseError,
-  parseClientFrame,
   type ParsedClientFrame,
+  parseClientFrame,
 } from '../protocol/frames.js';
 import type { FrameError } from '../protocol/types.js';
 import type { Authenticator } from './auth.js';
@@ -107,7 +107,9 @@ function isAuthFrame(text: string | null): boolean {
 }
 
 function frameError(err: ApiError): FrameError {
-  return err.details ? { code: err.code, message: err.message, details: err.details } : { code: err.code, message: err.message };
+  return err.details
+    ? { code: err.code, message: err.message, details: err.details }
+    : { code: err.code, message: err.message };
 }
 
 export class Hub {
@@ -170,7 +172,13 @@ export class Hub {
       let largest: Connection | undefined;
       for (const c of this.#all) if (c.unsent > (largest?.unsent ?? 0)) largest = c;
       if (!largest) break;
-      this.#deps.logger.info('ws_outbound_budget', { conn: largest.id, agent: largest.agent, remote: largest.remote, bytes: largest.unsent, total: this.#outbound });
+      this.#deps.logger.info('ws_outbound_budget', {
+        conn: largest.id,
+        agent: largest.agent,
+        remote: largest.remote,
+        bytes: largest.unsent,
+        total: this.#outbound,
+      });
       this.#close(largest, CLOSE_BUSY, 'relay busy: too much unsent data', true);
     }
   }
@@ -189,7 +197,13 @@ export class Hub {
       let largest: Connection | undefined;
       for (const c of this.#all) if (c.partial > (largest?.partial ?? 0)) largest = c;
       if (!largest) break;
-      this.#deps.logger.info('ws_inbound_budget', { conn: largest.id, agent: largest.agent, remote: largest.remote, bytes: largest.partial, total: this.#inbound });
+      this.#deps.logger.info('ws_inbound_budget', {
+        conn: largest.id,
+        agent: largest.agent,
+        remote: largest.remote,
+        bytes: largest.partial,
+        total: this.#inbound,
+      });
       largest.socket?.pause();
       this.#close(largest, CLOSE_BUSY, 'relay busy: too many unfinished frames', false, 0);
     }
@@ -215,7 +229,12 @@ export class Hub {
           conn.partialTimer = clock.setTimeout(check, this.#options.partialFrameTimeoutMs - idle);
           return;
         }
-        this.#deps.logger.info('ws_frame_stalled', { conn: conn.id, agent: conn.agent, remote: conn.remote, bytes: conn.partial });
+        this.#deps.logger.info('ws_frame_stalled', {
+          conn: conn.id,
+          agent: conn.agent,
+          remote: conn.remote,
+          bytes: conn.partial,
+        });
         conn.socket?.pause();
         this.#close(conn, CLOSE_SLOW_READER, 'unfinished frame stalled', false, 0);
       });
@@ -287,7 +306,11 @@ export class Hub {
       this.#frameDone(conn);
       this.#guard(conn, 'ws_message', () => {
         conn.lastSeen = clock.now();
-        const text = isBinary ? null : Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
+        const text = isBinary
+          ? null
+          : Array.isArray(data)
+            ? Buffer.concat(data).toString('utf8')
+            : Buffer.from(data as ArrayBuffer).toString('utf8');
         if (conn.held) this.#hold(conn, text);
         else if (conn.preAuthOver && !conn.agent && !isAuthFrame(text)) this.#cutPreAuth(conn, socket, received);
         else this.#onMessage(conn, text);
@@ -305,7 +328,9 @@ export class Hub {
         if (this.#checkUnread(conn)) conn.pong(data);
       });
     });
-    ws.on('close', (code, reason) => this.#guard(conn, 'ws_close', () => this.#onClosed(conn, code, reason.toString())));
+    ws.on('close', (code, reason) =>
+      this.#guard(conn, 'ws_close', () => this.#onClosed(conn, code, reason.toString())),
+    );
     // ws closes the connection itself after an error (1007 invalid UTF-8, 1009 too big, 1002 protocol).
     ws.on('error', (err) => logger.debug('ws_error', { conn: conn.id, error: err.message }));
   }
@@ -325,7 +350,12 @@ export class Hub {
     try {
       fn();
     } catch (err) {
-      this.#deps.logger.error('internal_error', { where, conn: conn.id, agent: conn.agent, error: (err as Error)?.stack ?? String(err) });
+      this.#deps.logger.error('internal_error', {
+        where,
+        conn: conn.id,
+        agent: conn.agent,
+        error: (err as Error)?.stack ?? String(err),
+      });
       try {
         this.#close(conn, CLOSE_INTERNAL, 'internal error', true);
       } catch {
@@ -338,7 +368,13 @@ export class Hub {
   /** `#guard` for work that finishes later: a rejection is logged and closes the connection (1011). */
   #guardAsync(conn: Connection, where: string, work: Promise<void>): void {
     work.catch((err: unknown) => {
-      if (isStorageFailure(err)) this.#deps.logger.error('storage_error', { where, conn: conn.id, code: (err as { code?: string }).code, error: (err as Error).message });
+      if (isStorageFailure(err))
+        this.#deps.logger.error('storage_error', {
+          where,
+          conn: conn.id,
+          code: (err as { code?: string }).code,
+          error: (err as Error).message,
+        });
       this.#guard(conn, where, () => {
         throw err;
       });
@@ -356,7 +392,8 @@ export class Hub {
   }
 
   #onMessage(conn: Connection, text: string | null): void {
-    if (text === null) this.#onBadFrame(conn, new FrameParseError('not_json', 'binary frames are not part of the protocol'));
+    if (text === null)
+      this.#onBadFrame(conn, new FrameParseError('not_json', 'binary frames are not part of the protocol'));
     else this.#onFrame(conn, text);
   }
 
@@ -382,8 +419,14 @@ export class Hub {
   #checkUnread(conn: Connection): boolean {
     if (conn.closed) return false;
     const buffered = conn.ws.bufferedAmount;
-    if ((conn.controlUnsent <= MAX_CONTROL_UNSENT || buffered <= MAX_CONTROL_UNSENT) && buffered <= MAX_BUFFERED) return true;
-    this.#deps.logger.info('ws_slow_reader', { conn: conn.id, agent: conn.agent, buffered, answers: conn.controlUnsent });
+    if ((conn.controlUnsent <= MAX_CONTROL_UNSENT || buffered <= MAX_CONTROL_UNSENT) && buffered <= MAX_BUFFERED)
+      return true;
+    this.#deps.logger.info('ws_slow_reader', {
+      conn: conn.id,
+      agent: conn.agent,
+      buffered,
+      answers: conn.controlUnsent,
+    });
     this.#close(conn, CLOSE_SLOW_READER, 'slow reader: too much unread data', true);
     return false;
   }
@@ -409,10 +452,12 @@ export class Hub {
     }
     const stored = conn.acked ? this.#deps.batcher.flush().catch(() => {}) : undefined;
     conn.acked = false;
-    const chain: Promise<void> = Promise.all([conn.pongs, stored]).then(() => {
-      if (conn.pongs === chain) conn.pongs = undefined;
-      if (!conn.closed) this.#pong(conn, frame);
-    }).catch(() => {});
+    const chain: Promise<void> = Promise.all([conn.pongs, stored])
+      .then(() => {
+        if (conn.pongs === chain) conn.pongs = undefined;
+        if (!conn.closed) this.#pong(conn, frame);
+      })
+      .catch(() => {});
     conn.pongs = chain;
   }
 
@@ -443,7 +488,11 @@ export class Hub {
         return;
       case 'send':
         if (Buffer.byteLength(text) > this.#options.maxEnvelopeBytes) {
-          this.#sendResult(conn, frame.request_id, new ApiError('payload_too_large', `the message is larger than ${this.#options.maxEnvelopeBytes} bytes`));
+          this.#sendResult(
+            conn,
+            frame.request_id,
+            new ApiError('payload_too_large', `the message is larger than ${this.#options.maxEnvelopeBytes} bytes`),
+          );
           return;
         }
         this.#onSend(conn, conn.agent, frame.request_id, frame.message);
@@ -454,7 +503,10 @@ export class Hub {
       case 'pong':
         return;
       case 'auth':
-        this.#send(conn, encodeErrorFrame({ code: 'bad_request', message: 'this connection is already authenticated' }));
+        this.#send(
+          conn,
+          encodeErrorFrame({ code: 'bad_request', message: 'this connection is already authenticated' }),
+        );
         return;
     }
   }
@@ -466,12 +518,17 @@ export class Hub {
       this.#sendResult(
         conn,
         err.requestId,
-        new ApiError('bad_request', err.message, { details: { field: '', reason: 'too_deep', limit: LIMITS.maxJsonDepth } }),
+        new ApiError('bad_request', err.message, {
+          details: { field: '', reason: 'too_deep', limit: LIMITS.maxJsonDepth },
+        }),
       );
       return;
     }
     if (err.reason === 'not_json' || err.reason === 'not_object' || err.reason === 'too_deep') {
-      this.#send(conn, encodeErrorFrame({ code: 'bad_request', message: err.message, details: { reason: err.reason } }));
+      this.#send(
+        conn,
+        encodeErrorFrame({ code: 'bad_request', message: err.message, details: { reason: err.reason } }),
+      );
       this.#close(conn, CLOSE_CODES.protocolError, 'malformed frame');
       return;
     }
@@ -488,13 +545,22 @@ export class Hub {
     if (err.frameType === 'send') {
       const v = err.validation;
       const api = v
-        ? new ApiError(v.code as 'bad_request', v.message, { status: v.status, details: { field: v.field, reason: v.reason } })
+        ? new ApiError(v.code as 'bad_request', v.message, {
+            status: v.status,
+            details: { field: v.field, reason: v.reason },
+          })
         : new ApiError('bad_request', err.message);
       this.#sendResult(conn, err.requestId, api);
       return;
     }
     const message = err.reason === 'unknown_type' ? 'unknown frame type' : err.message;
-    this.#send(conn, encodeErrorFrame({ code: 'bad_request', message, ...(err.field ? { details: { field: err.field } } : {}) }, err.requestId || undefined));
+    this.#send(
+      conn,
+      encodeErrorFrame(
+        { code: 'bad_request', message, ...(err.field ? { details: { field: err.field } } : {}) },
+        err.requestId || undefined,
+      ),
+    );
   }
 
   /** The auth frame (§5.1): signature and replay, the agent (created on first sight), its status, a slot. */
@@ -528,14 +594,20 @@ export class Hub {
     }
     if (!acquired) {
       logger.info('ws_auth_failed', { conn: conn.id, agent, code: 'too_many_connections' });
-      refuse(CLOSE_CODES.tooManyConnections, { code: 'too_many_connections', message: `at most ${max} connections per agent` }, 'too many connections');
+      refuse(
+        CLOSE_CODES.tooManyConnections,
+        { code: 'too_many_connections', message: `at most ${max} connections per agent` },
+        'too many connections',
+      );
       return;
     }
     conn.slot = true;
     conn.authTimer?.cancel();
     conn.agent = agent;
     // Routed events first, then the first backlog read: see `Delivery`, step 1.
-    conn.delivery = new Delivery(agent, conn, this.#source, (err) => this.#guardAsync(conn, 'push', Promise.reject(err)));
+    conn.delivery = new Delivery(agent, conn, this.#source, (err) =>
+      this.#guardAsync(conn, 'push', Promise.reject(err)),
+    );
     let set = this.#byAgent.get(agent);
     if (!set) this.#byAgent.set(agent, (set = new Set()));
     set.add(conn);
@@ -573,7 +645,12 @@ export class Hub {
     frame: (record: MessageRecord, now: number) => encodeMessageFrame(messageJson(record, now)),
   };
 
-  #onSend(conn: Connection, agent: string, requestId: string | undefined, message: Extract<ParsedClientFrame, { type: 'send' }>['message']): void {
+  #onSend(
+    conn: Connection,
+    agent: string,
+    requestId: string | undefined,
+    message: Extract<ParsedClientFrame, { type: 'send' }>['message'],
+  ): void {
     this.#deps.messenger
       .send(agent, message)
       .then(
@@ -584,7 +661,11 @@ export class Hub {
         (err: unknown) => {
           const api = ApiError.from(err);
           if (api.code === 'internal_error' || isStorageFailure(err)) {
-            this.#deps.logger.error('send_failed', { conn: conn.id, agent, error: (err as Error)?.stack ?? String(err) });
+            this.#deps.logger.error('send_failed', {
+              conn: conn.id,
+              agent,
+              error: (err as Error)?.stack ?? String(err),
+            });
           }
           this.#guard(conn, 'send_result', () => this.#sendResult(conn, requestId, api));
         },
@@ -650,7 +731,11 @@ export class Hub {
     if (conn.slot) {
       conn.slot = false;
       this.#deps.registry.release(conn.agent!, conn.id).catch((err: unknown) => {
-        this.#deps.logger.error('internal_error', { where: 'connection_release', conn: conn.id, error: (err as Error)?.message ?? String(err) });
+        this.#deps.logger.error('internal_error', {
+          where: 'connection_release',
+          conn: conn.id,
+          error: (err as Error)?.message ?? String(err),
+        });
       });
     }
   }

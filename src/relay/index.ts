@@ -6,9 +6,36 @@
  * the inbox policy it must apply inside `commit`. `test/relay/store.contract.ts` is the suite
  * such a store must pass.
  */
-export { createRelay, type Relay, RELAY_DEFAULTS, type RelayOptions } from './server.js';
+
+export { type MetricsFactory, Registry } from '../core/metrics.js';
+export { type Bus, type BusEvent, type BusEventType, type BusListener, InProcessBus } from './bus.js';
+export { type ConnectionRegistry, MemoryConnectionRegistry } from './connections.js';
+export type { AclCache, AgentCache } from './directory.js';
+export { type External, type ExternalOptions, openExternal } from './external.js';
+export { type RateLimiter, type RateLimiterFactory, type RateScope, type RateState, SlidingWindow } from './limits.js';
 export type { LogEntry, LogLevel, LogSink } from './log.js';
 export { isLogLevel } from './log.js';
+export { type Cache, Lru } from './lru.js';
+export { PgBus, type PgBusOptions } from './pg-bus.js';
+export { PgConnectionRegistry, PgRateLimiter, PgReplayCache, pgRateLimiter } from './pg-shared.js';
+export { inboxRefusal } from './policy.js';
+export { MemoryReplayCache, type ReplayCache } from './replay-cache.js';
+export type {
+  BodyMode,
+  BytesReply,
+  JsonReply,
+  Reply,
+  ReplyMode,
+  Request,
+  Route,
+  StreamBody,
+  TextReply,
+} from './router.js';
+export { createRelay, RELAY_DEFAULTS, type Relay, type RelayOptions } from './server.js';
+export type { Services } from './services.js';
+// External mode (PostgreSQL): the driver loads only when one of these opens a connection.
+export { PgStore, type PgStoreOptions } from './store/pg-store.js';
+export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
 export type {
   AgentRecord,
   CommitResult,
@@ -25,19 +52,3 @@ export type {
   WriteBatch,
 } from './store/store.js';
 export { MESSAGE_PAGE_BYTES } from './store/store.js';
-export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
-// External mode (PostgreSQL): the driver loads only when one of these opens a connection.
-export { PgStore, type PgStoreOptions } from './store/pg-store.js';
-export { PgBus, type PgBusOptions } from './pg-bus.js';
-export { PgConnectionRegistry, PgRateLimiter, PgReplayCache, pgRateLimiter } from './pg-shared.js';
-export { type External, type ExternalOptions, openExternal } from './external.js';
-export { inboxRefusal } from './policy.js';
-export { type Bus, type BusEvent, type BusEventType, type BusListener, InProcessBus } from './bus.js';
-export { MemoryReplayCache, type ReplayCache } from './replay-cache.js';
-export { type RateLimiter, type RateLimiterFactory, type RateScope, type RateState, SlidingWindow } from './limits.js';
-export { type ConnectionRegistry, MemoryConnectionRegistry } from './connections.js';
-export { type Cache, Lru } from './lru.js';
-export type { AclCache, AgentCache } from './directory.js';
-export type { BodyMode, BytesReply, JsonReply, Reply, ReplyMode, Request, Route, StreamBody, TextReply } from './router.js';
-export type { Services } from './services.js';
-export { type MetricsFactory, Registry } from '../core/metrics.js';

@@ -17,7 +17,7 @@ import type { Bus } from './bus.js';
 import type { Directory } from './directory.js';
 import { ApiError } from './errors.js';
 import { messageId } from './ids.js';
-import { limits, type RateLimiter, rateHeaders, type RateState } from './limits.js';
+import { limits, type RateLimiter, type RateState, rateHeaders } from './limits.js';
 import { type MessagePage, renderMessages, servableMessageJson } from './message-json.js';
 import { type InboxFilter, MESSAGE_PAGE_BYTES, type MessageRecord, type Store } from './store/store.js';
 
@@ -121,13 +121,21 @@ export class Messenger {
     const decided = directory.refusal(input.recipient_key, sender);
     const refusal = typeof decided === 'object' ? await decided : decided;
     if (refusal === 'forbidden') throw new ApiError('forbidden', 'the recipient is suspended');
-    if (refusal === 'acl_denied') throw new ApiError('acl_denied', 'recipient does not accept messages from this sender');
+    if (refusal === 'acl_denied')
+      throw new ApiError('acl_denied', 'recipient does not accept messages from this sender');
 
     // Check every window, then count in each (a refused send counts nowhere); windows of 0 are off.
     const limitSend = limits(sendLimit);
     const limitReceive = limits(receiveLimit);
     if (limitSend) await this.#checkRate(sendLimit, sender, sender, 'sender', 'Too many messages');
-    if (limitReceive) await this.#checkRate(receiveLimit, input.recipient_key, sender, 'recipient', 'The recipient is receiving too many messages');
+    if (limitReceive)
+      await this.#checkRate(
+        receiveLimit,
+        input.recipient_key,
+        sender,
+        'recipient',
+        'The recipient is receiving too many messages',
+      );
     if (limitSend) await sendLimit.record(sender);
     if (limitReceive) await receiveLimit.record(input.recipient_key);
     const rate = limitSend ? await sendLimit.peek(sender) : undefined;
@@ -135,7 +143,8 @@ export class Messenger {
     let threadId = input.thread_id;
     if (threadId === null && input.in_reply_to !== null) {
       const parent = await store.getMessage(input.in_reply_to);
-      if (parent && (parent.sender_key === sender || parent.recipient_key === sender)) threadId = parent.thread_id ?? parent.message_id;
+      if (parent && (parent.sender_key === sender || parent.recipient_key === sender))
+        threadId = parent.thread_id ?? parent.message_id;
     }
     // Stamped after every asynchronous check, right before it joins the write batch: within one
     // process, `created_at` order is then `seq` order (the order pushes and backlogs follow).
@@ -165,12 +174,23 @@ export class Messenger {
    * Refuses with 429 when `key`'s window is full. The `X-RateLimit-*` headers always describe the
    * sender's send counter (§7, our choice), even when it is the recipient that is saturated.
    */
-  async #checkRate(window: RateLimiter, key: string, sender: string, scope: 'sender' | 'recipient', text: string): Promise<void> {
+  async #checkRate(
+    window: RateLimiter,
+    key: string,
+    sender: string,
+    scope: 'sender' | 'recipient',
+    text: string,
+  ): Promise<void> {
     const state = await window.peek(key);
     if (state.retryAfter === 0) return;
     const sendLimit = this.#deps.sendLimit;
     throw new ApiError('rate_limit_exceeded', `${text}; retry in ${state.retryAfter} s.`, {
-      details: { limit: state.limit, window: '1m', retry_after: state.retryAfter, ...(scope === 'recipient' ? { scope } : {}) },
+      details: {
+        limit: state.limit,
+        window: '1m',
+        retry_after: state.retryAfter,
+        ...(scope === 'recipient' ? { scope } : {}),
+      },
       headers: {
         'Retry-After': String(state.retryAfter),
         ...(limits(sendLimit) ? rateHeaders(await sendLimit.peek(sender)) : {}),
@@ -209,7 +229,13 @@ export class Messenger {
    * make it into the answer (see `Store.takeSent`); with `waitMs` an empty answer waits for new
    * messages until the deadline or until `signal` aborts.
    */
-  async poll(recipient: string, filter: InboxFilter, limit: number, waitMs: number, signal: AbortSignal): Promise<MessagePage> {
+  async poll(
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    waitMs: number,
+    signal: AbortSignal,
+  ): Promise<MessagePage> {
     if (filter.status !== 'sent') {
       const now = this.#clock.now();
       const { messages, hasMore } = await this.#deps.store.listInbox(recipient, filter, limit, now, MESSAGE_PAGE_BYTES);
@@ -252,7 +278,9 @@ export class Messenger {
       return 'taken';
     });
     if (messages.length > 0) {
-      this.#deps.bus.publish(messages.map((m) => ({ type: 'message.delivered', recipient, message_id: m.message_id, via: 'poll' })));
+      this.#deps.bus.publish(
+        messages.map((m) => ({ type: 'message.delivered', recipient, message_id: m.message_id, via: 'poll' })),
+      );
     }
     return { json, last, hasMore, skipped };
   }

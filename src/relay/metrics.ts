@@ -26,11 +26,22 @@ export interface RelayMetrics {
 export function relayMetrics(factory: MetricsFactory | undefined, live: { connections: () => number }): RelayMetrics {
   const f = factory ?? NOOP_METRICS;
   const requests = f.counter('mrp_relay_http_requests_total', 'HTTP requests answered, by method, route and status');
-  const requestSeconds = f.histogram('mrp_relay_http_request_duration_seconds', 'Time to answer an HTTP request, by route');
-  const accepted = f.counter('mrp_relay_messages_accepted_total', 'Messages committed to storage (HTTP and WebSocket sends)');
-  const webhooks = f.counter('mrp_relay_webhook_attempts_total', 'Webhook delivery attempts, by result (succeeded: a 200; failed: anything else)');
+  const requestSeconds = f.histogram(
+    'mrp_relay_http_request_duration_seconds',
+    'Time to answer an HTTP request, by route',
+  );
+  const accepted = f.counter(
+    'mrp_relay_messages_accepted_total',
+    'Messages committed to storage (HTTP and WebSocket sends)',
+  );
+  const webhooks = f.counter(
+    'mrp_relay_webhook_attempts_total',
+    'Webhook delivery attempts, by result (succeeded: a 200; failed: anything else)',
+  );
   f.gauge('mrp_relay_websockets_open', 'Open WebSocket connections', { collect: live.connections });
-  const storeSeconds = f.histogram('mrp_relay_store_duration_seconds', 'Time of a storage call, by operation', { buckets: STORE_BUCKETS });
+  const storeSeconds = f.histogram('mrp_relay_store_duration_seconds', 'Time of a storage call, by operation', {
+    buckets: STORE_BUCKETS,
+  });
   return {
     request(method, route, status, seconds) {
       requests.inc({ method, route, status });

@@ -266,7 +266,8 @@ export function resolveOptions(options: RelayOptions): ResolvedOptions {
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
       throw invalid(`options.${name} must be a positive number (got ${v})`);
   }
-  if (typeof o.allowPrivateWebhooks !== 'boolean') throw invalid(`options.allowPrivateWebhooks must be true or false (got ${o.allowPrivateWebhooks})`);
+  if (typeof o.allowPrivateWebhooks !== 'boolean')
+    throw invalid(`options.allowPrivateWebhooks must be true or false (got ${o.allowPrivateWebhooks})`);
   for (const name of ['webhookConcurrency', 'webhookConcurrencyPerAgent'] as const) {
     if (!Number.isInteger(o[name])) throw invalid(`options.${name} must be a whole number (got ${o[name]})`);
   }

@@ -158,10 +158,10 @@ export class PgBus implements Bus {
       while (this.#outbox.length > 0 && !this.#closed) {
         const payloads = this.#outbox.splice(0, 64);
         try {
-          await this.#pool.unsafe('SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS x(p, n) ORDER BY n', [
-            this.#channel,
-            payloads,
-          ] as never[]);
+          await this.#pool.unsafe(
+            'SELECT pg_notify($1, p) FROM unnest($2::text[]) WITH ORDINALITY AS x(p, n) ORDER BY n',
+            [this.#channel, payloads] as never[],
+          );
         } catch (err) {
           // The others miss these events; they catch up from the store (see the file comment).
           this.#onStatus('notify_failed', (err as Error)?.message ?? String(err));
@@ -215,10 +215,18 @@ export function checkEvent(e: unknown): BusEvent | undefined {
   switch (x['type']) {
     case 'message.stored':
       return str(x['recipient']) && str(x['message_id']) && int(x['created_at']) && int(x['seq'])
-        ? { type: 'message.stored', recipient: x['recipient'], message_id: x['message_id'], created_at: x['created_at'], seq: x['seq'] }
+        ? {
+            type: 'message.stored',
+            recipient: x['recipient'],
+            message_id: x['message_id'],
+            created_at: x['created_at'],
+            seq: x['seq'],
+          }
         : undefined;
     case 'message.delivered':
-      return str(x['recipient']) && str(x['message_id']) && (x['via'] === 'ack' || x['via'] === 'poll' || x['via'] === 'webhook')
+      return str(x['recipient']) &&
+        str(x['message_id']) &&
+        (x['via'] === 'ack' || x['via'] === 'poll' || x['via'] === 'webhook')
         ? { type: 'message.delivered', recipient: x['recipient'], message_id: x['message_id'], via: x['via'] }
         : undefined;
     case 'agent.changed':
@@ -228,7 +236,9 @@ export function checkEvent(e: unknown): BusEvent | undefined {
     case 'agent.deleted':
       return str(x['agent']) ? { type: 'agent.deleted', agent: x['agent'] } : undefined;
     case 'acl.changed':
-      return str(x['owner']) && str(x['peer']) ? { type: 'acl.changed', owner: x['owner'], peer: x['peer'] } : undefined;
+      return str(x['owner']) && str(x['peer'])
+        ? { type: 'acl.changed', owner: x['owner'], peer: x['peer'] }
+        : undefined;
     default:
       return undefined;
   }

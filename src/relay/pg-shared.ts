@@ -95,14 +95,17 @@ export class PgConnectionRegistry implements ConnectionRegistry {
   static async open(sql: Sql, options: PgConnectionRegistryOptions = {}): Promise<PgConnectionRegistry> {
     const registry = new PgConnectionRegistry(sql, options);
     await registry.heartbeat();
-    registry.#timer = setInterval(() => {
-      registry.#beating ??= registry
-        .heartbeat()
-        .catch((err: unknown) => registry.#onError(err))
-        .finally(() => {
-          registry.#beating = undefined;
-        });
-    }, Math.max(50, Math.floor(registry.#leaseMs / 3)));
+    registry.#timer = setInterval(
+      () => {
+        registry.#beating ??= registry
+          .heartbeat()
+          .catch((err: unknown) => registry.#onError(err))
+          .finally(() => {
+            registry.#beating = undefined;
+          });
+      },
+      Math.max(50, Math.floor(registry.#leaseMs / 3)),
+    );
     registry.#timer.unref();
     return registry;
   }
@@ -138,17 +141,18 @@ export class PgConnectionRegistry implements ConnectionRegistry {
       );
       if (held.some((r) => r.connection_id === slot)) return true;
       if (held.length >= max) return false;
-      await tx.unsafe('INSERT INTO ws_slots (connection_id, agent_key, process_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [
-        slot,
-        agent,
-        this.processId,
-      ] as never[]);
+      await tx.unsafe(
+        'INSERT INTO ws_slots (connection_id, agent_key, process_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+        [slot, agent, this.processId] as never[],
+      );
       return true;
     }) as Promise<boolean>;
   }
 
   async release(_agent: string, connectionId: string): Promise<void> {
-    await this.#sql.unsafe('DELETE FROM ws_slots WHERE connection_id = $1', [this.#slot(connectionId)] as never[], { prepare: true });
+    await this.#sql.unsafe('DELETE FROM ws_slots WHERE connection_id = $1', [this.#slot(connectionId)] as never[], {
+      prepare: true,
+    });
   }
 
   /** Slots `agent` holds in live processes (tests and diagnostics). */
@@ -168,7 +172,9 @@ export class PgConnectionRegistry implements ConnectionRegistry {
     clearInterval(this.#timer);
     await this.#beating;
     await this.#sql.unsafe('DELETE FROM ws_slots WHERE process_id = $1', [this.processId] as never[]).catch(() => {});
-    await this.#sql.unsafe('DELETE FROM relay_processes WHERE process_id = $1', [this.processId] as never[]).catch(() => {});
+    await this.#sql
+      .unsafe('DELETE FROM relay_processes WHERE process_id = $1', [this.processId] as never[])
+      .catch(() => {});
   }
 }
 
@@ -226,7 +232,10 @@ export class PgRateLimiter implements RateLimiter {
 
   async prune(): Promise<void> {
     if (this.limit <= 0) return;
-    await this.#sql.unsafe('DELETE FROM rate_counts WHERE scope = $1 AND bucket <= $2', [this.#scope, this.#floor(this.#clock.now())] as never[]);
+    await this.#sql.unsafe('DELETE FROM rate_counts WHERE scope = $1 AND bucket <= $2', [
+      this.#scope,
+      this.#floor(this.#clock.now()),
+    ] as never[]);
   }
 }
 

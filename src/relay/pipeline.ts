@@ -15,7 +15,7 @@ import type { Clock } from '../core/clock.js';
 import { PATHS } from '../protocol/constants.js';
 import { errorEnvelope } from '../protocol/envelope.js';
 import type { Authenticator, Claim } from './auth.js';
-import { type Body, type BodyGate, type BodyLimits, readBody, RequestStream } from './body.js';
+import { type Body, type BodyGate, type BodyLimits, RequestStream, readBody } from './body.js';
 import type { Directory } from './directory.js';
 import { ApiError, isStorageFailure } from './errors.js';
 import { CORS_HEADERS, PREFLIGHT_HEADERS, parseJsonBody } from './http.js';
@@ -166,7 +166,16 @@ export function createPipeline(deps: PipelineDeps): Handle {
       }
 
       const reply = await route.handler(
-        requestOf(route, req, params, q < 0 ? '' : target.slice(q + 1), caller ?? claimed ?? '', abort.signal, body, stream),
+        requestOf(
+          route,
+          req,
+          params,
+          q < 0 ? '' : target.slice(q + 1),
+          caller ?? claimed ?? '',
+          abort.signal,
+          body,
+          stream,
+        ),
         services,
       );
       if (reply.kind !== route.reply)

@@ -50,7 +50,11 @@ export function writeText(
   head = false,
 ): void {
   if (res.headersSent || res.destroyed) return;
-  res.writeHead(status, { ...framing(res, headers), 'Content-Type': contentType, 'Content-Length': String(Buffer.byteLength(text)) });
+  res.writeHead(status, {
+    ...framing(res, headers),
+    'Content-Type': contentType,
+    'Content-Length': String(Buffer.byteLength(text)),
+  });
   res.end(head ? undefined : text);
 }
 

@@ -17,7 +17,12 @@ import { checkWebhookUrl } from './webhook-target.js';
 
 /** The GET shape of a webhook (§3.8): never the secret. */
 function webhookJson(hook: WebhookRecord) {
-  return { url: hook.url, enabled: hook.enabled, consecutive_failures: hook.consecutive_failures, created_at: formatInstant(hook.created_at) };
+  return {
+    url: hook.url,
+    enabled: hook.enabled,
+    consecutive_failures: hook.consecutive_failures,
+    created_at: formatInstant(hook.created_at),
+  };
 }
 
 export const AGENT_ROUTES: RelayRoute[] = [
@@ -56,7 +61,12 @@ export const AGENT_ROUTES: RelayRoute[] = [
       await svc.directory.delete(key);
       // Blob metadata went with the agent; the bytes follow (a failure leaves orphans the sweeper reclaims).
       const blobs = await svc.blobs.store().catch(() => undefined);
-      await blobs?.deleteOwner(key).catch((err: unknown) => svc.logger.error('storage_error', { where: 'blob_delete_owner', error: (err as Error)?.message ?? String(err) }));
+      await blobs?.deleteOwner(key).catch((err: unknown) =>
+        svc.logger.error('storage_error', {
+          where: 'blob_delete_owner',
+          error: (err as Error)?.message ?? String(err),
+        }),
+      );
       return noContent;
     },
   },
@@ -145,7 +155,8 @@ export const AGENT_ROUTES: RelayRoute[] = [
     handler: async (req, svc) => {
       const key = ownKey(req);
       const input = req.json().value;
-      if (!isPlainObject(input)) throw new ApiError('bad_request', 'body must be a JSON object {url, secret}', { details: { field: 'body' } });
+      if (!isPlainObject(input))
+        throw new ApiError('bad_request', 'body must be a JSON object {url, secret}', { details: { field: 'body' } });
       const url = checkWebhookUrl(input['url'], svc.allowPrivateWebhooks);
       const secret = input['secret'];
       if (!isWebhookSecret(secret)) {

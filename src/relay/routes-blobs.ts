@@ -104,7 +104,8 @@ async function upload(req: Request, svc: Services) {
   // answer says no more than the limits). The commit below checks again, atomically.
   const declared = Number(req.header('content-length') ?? Number.NaN);
   const before = await svc.store.blobUsage(req.caller, svc.clock.now());
-  if (before.count + 1 > quota.maxCount) throw noStorage(undefined, quota.maxCount, `at most ${quota.maxCount} blobs per agent`);
+  if (before.count + 1 > quota.maxCount)
+    throw noStorage(undefined, quota.maxCount, `at most ${quota.maxCount} blobs per agent`);
   if (Number.isFinite(declared) && before.bytes + declared > quota.maxBytes) {
     throw noStorage(undefined, quota.maxBytes, `at most ${quota.maxBytes} bytes of blobs per agent`);
   }
@@ -147,7 +148,14 @@ async function upload(req: Request, svc: Services) {
       headers: storageHeaders(result.usage, quota.maxBytes),
     };
   } finally {
-    if (!stored) await bytes.delete(owner, id).catch((err: unknown) => svc.logger.error('storage_error', { where: 'blob_cleanup', blob_id: id, error: (err as Error)?.message ?? String(err) }));
+    if (!stored)
+      await bytes.delete(owner, id).catch((err: unknown) =>
+        svc.logger.error('storage_error', {
+          where: 'blob_cleanup',
+          blob_id: id,
+          error: (err as Error)?.message ?? String(err),
+        }),
+      );
   }
 }
 
@@ -182,7 +190,11 @@ export function blobRoutes(maxBlobBytes: number): RelayRoute[] {
         }
         if (reader.size !== record.size) {
           reader.cancel();
-          svc.logger.error('storage_error', { where: 'blob_get', blob_id: id, error: `size ${reader.size} differs from the recorded ${record.size}` });
+          svc.logger.error('storage_error', {
+            where: 'blob_get',
+            blob_id: id,
+            error: `size ${reader.size} differs from the recorded ${record.size}`,
+          });
           throw new ApiError('internal_error', 'the stored blob is damaged');
         }
         return {
@@ -209,9 +221,16 @@ export function blobRoutes(maxBlobBytes: number): RelayRoute[] {
         const bytes = await blobStore(svc);
         const outcome = await svc.store.deleteBlob(req.caller, id, svc.clock.now());
         if (outcome === 'not_found') throw notFound(id);
-        if (outcome === 'referenced') throw new ApiError('blob_referenced', `blob ${id} is attached to a message that has not expired`);
+        if (outcome === 'referenced')
+          throw new ApiError('blob_referenced', `blob ${id} is attached to a message that has not expired`);
         // Metadata first, bytes after: a failure here leaves an orphan file the sweeper reclaims.
-        await bytes.delete(req.caller, id).catch((err: unknown) => svc.logger.error('storage_error', { where: 'blob_delete', blob_id: id, error: (err as Error)?.message ?? String(err) }));
+        await bytes.delete(req.caller, id).catch((err: unknown) =>
+          svc.logger.error('storage_error', {
+            where: 'blob_delete',
+            blob_id: id,
+            error: (err as Error)?.message ?? String(err),
+          }),
+        );
         return noContent;
       },
     },

@@ -36,9 +36,15 @@ import { MESSAGE_PAGE_BYTES, type MessageRecord } from './store/store.js';
  * parsed and re-serialised). Messages that cannot be served are left out and logged.
  */
 function messageList(svc: Services, threadId: string | undefined, page: MessagePage): Reply {
-  if (page.skipped.length > 0) svc.logger.error('message_unservable', { message_ids: page.skipped.slice(0, 10), count: page.skipped.length });
+  if (page.skipped.length > 0)
+    svc.logger.error('message_unservable', { message_ids: page.skipped.slice(0, 10), count: page.skipped.length });
   const next = page.hasMore && page.last ? messageCursorOf(page.last) : null;
-  const body = encodeMessagePage({ ...(threadId === undefined ? {} : { thread_id: threadId }), messages: page.json, has_more: page.hasMore, next_cursor: next });
+  const body = encodeMessagePage({
+    ...(threadId === undefined ? {} : { thread_id: threadId }),
+    messages: page.json,
+    has_more: page.hasMore,
+    next_cursor: next,
+  });
   return { kind: 'json', status: 200, body };
 }
 
@@ -47,7 +53,9 @@ function takeParam(query: URLSearchParams): string | undefined {
   const raw = query.get('take');
   if (raw === null || raw === '') return undefined;
   if (!TAKE_ID_RE.test(raw)) {
-    throw new ApiError('bad_request', 'take must be 1–64 characters of A–Z, a–z, 0–9, "_" or "-"', { details: { field: 'take', reason: 'invalid' } });
+    throw new ApiError('bad_request', 'take must be 1–64 characters of A–Z, a–z, 0–9, "_" or "-"', {
+      details: { field: 'take', reason: 'invalid' },
+    });
   }
   return raw;
 }

@@ -6,10 +6,10 @@
  */
 import { LIMITS } from '../protocol/constants.js';
 import { formatTimestamp } from '../protocol/signing.js';
+import { NO_BODY } from './router.js';
 import { AGENT_ROUTES } from './routes-agents.js';
 import { blobRoutes } from './routes-blobs.js';
 import { MESSAGE_ROUTES } from './routes-messages.js';
-import { NO_BODY } from './router.js';
 import { ok, type RelayRoute } from './services.js';
 
 /** Unauthenticated routes (§3.3). */
@@ -22,7 +22,11 @@ export const PUBLIC_ROUTES: RelayRoute[] = [
     body: NO_BODY,
     reply: 'json',
     handler: async (_req, svc) =>
-      ok({ status: (await svc.storageHealth()).ok ? 'ok' : 'degraded', version: svc.version, timestamp: formatTimestamp(svc.clock.now()) }),
+      ok({
+        status: (await svc.storageHealth()).ok ? 'ok' : 'degraded',
+        version: svc.version,
+        timestamp: formatTimestamp(svc.clock.now()),
+      }),
   },
   {
     method: 'GET',
@@ -36,7 +40,15 @@ export const PUBLIC_ROUTES: RelayRoute[] = [
       return health.ok ? ok({ status: 'ok' }) : ok({ status: 'unavailable', reason: health.reason }, 503);
     },
   },
-  { method: 'GET', path: '/v1/health/live', auth: false, summary: 'Liveness', body: NO_BODY, reply: 'json', handler: () => ok({ status: 'ok' }) },
+  {
+    method: 'GET',
+    path: '/v1/health/live',
+    auth: false,
+    summary: 'Liveness',
+    body: NO_BODY,
+    reply: 'json',
+    handler: () => ok({ status: 'ok' }),
+  },
   {
     method: 'GET',
     path: '/v1/health/details',
@@ -50,7 +62,9 @@ export const PUBLIC_ROUTES: RelayRoute[] = [
       const dbOk = health.ok;
       const latency = Math.round(performance.now() - started);
       const blobs = await svc.blobs.store().catch(() => undefined);
-      const blobCheck = blobs ? await blobs.check().catch((err: unknown) => String((err as Error)?.message ?? err)) : 'disabled';
+      const blobCheck = blobs
+        ? await blobs.check().catch((err: unknown) => String((err as Error)?.message ?? err))
+        : 'disabled';
       return ok({
         status: dbOk ? 'ok' : 'degraded',
         version: svc.version,
@@ -58,7 +72,10 @@ export const PUBLIC_ROUTES: RelayRoute[] = [
         mode: 'embedded',
         components: {
           database: dbOk ? { status: 'ok', latency_ms: latency } : { status: 'unavailable', reason: health.reason },
-          blob_store: blobCheck === 'ok' || blobCheck === 'disabled' ? { status: blobCheck } : { status: 'unavailable', reason: blobCheck },
+          blob_store:
+            blobCheck === 'ok' || blobCheck === 'disabled'
+              ? { status: blobCheck }
+              : { status: 'unavailable', reason: blobCheck },
           websocket: { status: 'ok', connections: svc.connections() },
         },
       });
@@ -67,8 +84,17 @@ export const PUBLIC_ROUTES: RelayRoute[] = [
 ];
 
 /** Every route of a relay, built-in ones first (they win ties), the OpenAPI route last. */
-export function relayRoutes(extra: readonly RelayRoute[] = [], limits: { maxBlobBytes: number } = { maxBlobBytes: LIMITS.maxBlobBytes }): RelayRoute[] {
-  const table: RelayRoute[] = [...PUBLIC_ROUTES, ...AGENT_ROUTES, ...MESSAGE_ROUTES, ...blobRoutes(limits.maxBlobBytes), ...extra];
+export function relayRoutes(
+  extra: readonly RelayRoute[] = [],
+  limits: { maxBlobBytes: number } = { maxBlobBytes: LIMITS.maxBlobBytes },
+): RelayRoute[] {
+  const table: RelayRoute[] = [
+    ...PUBLIC_ROUTES,
+    ...AGENT_ROUTES,
+    ...MESSAGE_ROUTES,
+    ...blobRoutes(limits.maxBlobBytes),
+    ...extra,
+  ];
   const document = (version: string): unknown => openApi(version, table);
   table.push({
     method: 'GET',

@@ -11,14 +11,14 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import { CLOSE_CODES, PATHS, TIMING } from '../protocol/constants.js';
 import { errorEnvelope } from '../protocol/envelope.js';
+import { AddressCounter, addressKey } from './address.js';
 import { Authenticator } from './auth.js';
 import { Batcher } from './batcher.js';
-import { AddressCounter, addressKey } from './address.js';
 import type { BlobStore } from './blobs/blob-store.js';
 import { BodyGate } from './body.js';
 import { InProcessBus, ScopedBus } from './bus.js';
 import { MemoryConnectionRegistry } from './connections.js';
-import { defaultCaches, Directory } from './directory.js';
+import { Directory, defaultCaches } from './directory.js';
 import { CORS_HEADERS } from './http.js';
 import { Hub } from './hub.js';
 import { requestId as newRequestId } from './ids.js';
@@ -63,8 +63,11 @@ export function createRelay(options: RelayOptions): Relay {
   let hub!: Hub;
   const metrics = relayMetrics(o.metrics, { connections: () => hub.connections });
   const ownStore = o.store === undefined;
-  const store = metrics.instrument(o.store ?? new SqliteStore(o.dataDir!, { synchronous: o.synchronous, minFreeBytes: o.minFreeDiskBytes }));
-  const onListenerError = (err: unknown, event: { type: string }): void => logger.error('internal_error', { where: `bus_${event.type}`, error: errorText(err) });
+  const store = metrics.instrument(
+    o.store ?? new SqliteStore(o.dataDir!, { synchronous: o.synchronous, minFreeBytes: o.minFreeDiskBytes }),
+  );
+  const onListenerError = (err: unknown, event: { type: string }): void =>
+    logger.error('internal_error', { where: `bus_${event.type}`, error: errorText(err) });
   const sharedBus = o.bus ?? new InProcessBus({ onListenerError });
   const bus = new ScopedBus(sharedBus, onListenerError);
   const limiter = o.rateLimiter ?? memoryRateLimiter;
@@ -86,7 +89,8 @@ export function createRelay(options: RelayOptions): Relay {
     batcher,
     bus,
     caches: { agents: o.caches?.agents ?? caches.agents, acl: o.caches?.acl ?? caches.acl },
-    onError: (err) => logger.error('storage_error', { where: 'activity', error: (err as Error)?.message ?? String(err) }),
+    onError: (err) =>
+      logger.error('storage_error', { where: 'activity', error: (err as Error)?.message ?? String(err) }),
   });
   const messenger = new Messenger({ store, batcher, directory, bus, clock, sendLimit, receiveLimit });
   const auth = new Authenticator(clock, o.timestampToleranceMs, replayCache);
@@ -116,7 +120,8 @@ export function createRelay(options: RelayOptions): Relay {
     } catch (err) {
       value = { ok: false, reason: 'probe_failed', detail: (err as Error).message };
     }
-    if (!value.ok && (!health || health.value.ok)) logger.error('storage_unhealthy', { reason: value.reason, detail: value.detail, file: store.location });
+    if (!value.ok && (!health || health.value.ok))
+      logger.error('storage_unhealthy', { reason: value.reason, detail: value.detail, file: store.location });
     health = { at: now, value };
     return value;
   };
@@ -203,7 +208,11 @@ export function createRelay(options: RelayOptions): Relay {
   const answerCrash = (res: Parameters<typeof handle>[1], err: unknown): void => {
     logger.error('internal_error', { error: errorText(err) });
     try {
-      if (!res.headersSent) writeJson(res, 500, errorEnvelope('internal_error', 'internal error', newRequestId()), { ...CORS_HEADERS, Connection: 'close' });
+      if (!res.headersSent)
+        writeJson(res, 500, errorEnvelope('internal_error', 'internal error', newRequestId()), {
+          ...CORS_HEADERS,
+          Connection: 'close',
+        });
       else res.destroy();
     } catch {
       res.destroy();
@@ -218,7 +227,9 @@ export function createRelay(options: RelayOptions): Relay {
       // A backstop for the whole request (headers and body); the body timer answers first. With a
       // stream route (a large upload reads for as long as bytes keep coming, each gap bounded by
       // the idle timeout) there is no total limit; JSON bodies keep their own total timeout.
-      requestTimeout: router.routes.some((r) => r.body.kind === 'stream') ? 0 : Math.max(o.headersTimeoutMs, o.bodyTimeoutMs) + 20_000,
+      requestTimeout: router.routes.some((r) => r.body.kind === 'stream')
+        ? 0
+        : Math.max(o.headersTimeoutMs, o.bodyTimeoutMs) + 20_000,
       // How often node:http enforces those timeouts (its default of 30 s would let stalled requests linger).
       connectionsCheckingInterval: 1_000,
     },
@@ -265,9 +276,14 @@ export function createRelay(options: RelayOptions): Relay {
       const address = addressKey(req.socket.remoteAddress);
       const refused = wsSockets.refusal(address);
       if (refused) {
-        logger.info('ws_refused', { remote: req.socket.remoteAddress, reason: refused === 'total' ? 'max_connections' : 'max_connections_per_address' });
+        logger.info('ws_refused', {
+          remote: req.socket.remoteAddress,
+          reason: refused === 'total' ? 'max_connections' : 'max_connections_per_address',
+        });
         const why = refused === 'total' ? 'too many connections' : 'too many connections from your address';
-        socket.end(`HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: ${why.length}\r\n\r\n${why}`);
+        socket.end(
+          `HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: ${why.length}\r\n\r\n${why}`,
+        );
         return;
       }
       wsSockets.add(address);
@@ -295,7 +311,10 @@ export function createRelay(options: RelayOptions): Relay {
       },
     },
     { name: 'replay_cache', run: () => replayCache.prune() },
-    { name: 'rate_limits', run: async () => void (await Promise.all([sendLimit.prune(), receiveLimit.prune(), requestLimit.prune()])) },
+    {
+      name: 'rate_limits',
+      run: async () => void (await Promise.all([sendLimit.prune(), receiveLimit.prune(), requestLimit.prune()])),
+    },
     // A catch-up: deliveries whose bus event was lost (another process committed them) or whose lease ended.
     { name: 'webhooks', run: () => webhooks.wake() },
   ]);
@@ -328,12 +347,15 @@ export function createRelay(options: RelayOptions): Relay {
         server.listen(o.port, o.host, () => {
           server.off('error', reject);
           port = (server.address() as AddressInfo).port;
-          const host = o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host.includes(':') ? `[${o.host}]` : o.host;
+          const host =
+            o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host.includes(':') ? `[${o.host}]` : o.host;
           url = `http://${host}:${port}`;
           sweeper.start();
           webhooks.start();
           blobSweeper.start();
-          void blobStore().catch((err: unknown) => logger.error('storage_error', { where: 'blob_store_open', error: (err as Error)?.message ?? String(err) }));
+          void blobStore().catch((err: unknown) =>
+            logger.error('storage_error', { where: 'blob_store_open', error: (err as Error)?.message ?? String(err) }),
+          );
           logger.info('listening', { url, ...(o.dataDir ? { data_dir: o.dataDir } : { store: store.location }) });
           resolve(url);
         });

@@ -6,12 +6,12 @@ import type { Clock } from '../core/clock.js';
 import { isPublicKey } from '../protocol/encoding.js';
 import { formatInstant } from '../protocol/signing.js';
 import type { AgentProfile } from '../protocol/types.js';
+import type { BlobStore } from './blobs/blob-store.js';
 import type { Directory } from './directory.js';
 import { ApiError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Messenger } from './messenger.js';
 import type { JsonReply, Request, Route } from './router.js';
-import type { BlobStore } from './blobs/blob-store.js';
 import type { AgentRecord, BlobQuota, StorageHealth, Store } from './store/store.js';
 
 /** The blob side of a relay: its bytes store (opened on first use) and its limits. */

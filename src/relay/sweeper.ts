@@ -83,7 +83,11 @@ export const ORPHAN_GRACE_MS = 10 * 60_000;
  * removes once they are `ORPHAN_GRACE_MS` old (younger ones may be an upload whose metadata is
  * being written). A store without `list` is not scanned.
  */
-export function blobSweep(store: Store, blobs: () => Promise<BlobStore | undefined>, logger: Logger): SweepTask & { lastScan: number } {
+export function blobSweep(
+  store: Store,
+  blobs: () => Promise<BlobStore | undefined>,
+  logger: Logger,
+): SweepTask & { lastScan: number } {
   const task = {
     name: 'blobs',
     lastScan: Number.NEGATIVE_INFINITY,

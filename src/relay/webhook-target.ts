@@ -64,7 +64,8 @@ function refused(url: string, why: string): ApiError {
  * normalised URL text. Throws an `ApiError` naming the field.
  */
 export function checkWebhookUrl(value: unknown, allowPrivate: boolean): string {
-  const bad = (reason: string): ApiError => new ApiError('bad_request', `url: ${reason}`, { details: { field: 'url', reason } });
+  const bad = (reason: string): ApiError =>
+    new ApiError('bad_request', `url: ${reason}`, { details: { field: 'url', reason } });
   if (typeof value !== 'string' || value === '') throw bad('must be an absolute http or https URL');
   if (value.length > WEBHOOK_URL_MAX) throw bad(`must be at most ${WEBHOOK_URL_MAX} characters`);
   let url: URL;
@@ -80,7 +81,8 @@ export function checkWebhookUrl(value: unknown, allowPrivate: boolean): string {
   if (text.length > WEBHOOK_URL_MAX) throw bad(`must be at most ${WEBHOOK_URL_MAX} characters`);
   if (!allowPrivate) {
     const host = hostOf(url);
-    if (isIP(host) !== 0 && isRefusedAddress(host)) throw refused(value, 'is a loopback, private, link-local or reserved address');
+    if (isIP(host) !== 0 && isRefusedAddress(host))
+      throw refused(value, 'is a loopback, private, link-local or reserved address');
     if (host === 'localhost' || host.endsWith('.localhost')) throw refused(value, 'names this machine');
   }
   return text;
@@ -116,13 +118,24 @@ export class RefusedAddressError extends Error {
  */
 export function guardedLookup(resolve: HostResolver = systemResolver): LookupFunction {
   return (hostname, options, callback) => {
-    const family = options.family === 'IPv4' ? 4 : options.family === 'IPv6' ? 6 : typeof options.family === 'number' ? options.family : 0;
+    const family =
+      options.family === 'IPv4'
+        ? 4
+        : options.family === 'IPv6'
+          ? 6
+          : typeof options.family === 'number'
+            ? options.family
+            : 0;
     resolve(hostname, family, (err, addresses) => {
       if (err) return callback(err, '', 0);
       const list = Array.isArray(addresses) ? addresses : [];
       const bad = list.find((a) => isRefusedAddress(a.address));
       if (list.length === 0 || bad) {
-        return callback(new RefusedAddressError(`${hostname} resolves to ${bad?.address ?? 'nothing'}, which webhooks may not reach`), '', 0);
+        return callback(
+          new RefusedAddressError(`${hostname} resolves to ${bad?.address ?? 'nothing'}, which webhooks may not reach`),
+          '',
+          0,
+        );
       }
       if (options.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, list);
       callback(null, list[0]!.address, list[0]!.family);

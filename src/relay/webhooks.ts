@@ -110,7 +110,9 @@ export class WebhookWorker {
       return this.#running;
     }
     this.#running = this.#run()
-      .catch((err: unknown) => this.#deps.logger.error('storage_error', { where: 'webhooks', error: (err as Error)?.message ?? String(err) }))
+      .catch((err: unknown) =>
+        this.#deps.logger.error('storage_error', { where: 'webhooks', error: (err as Error)?.message ?? String(err) }),
+      )
       .finally(() => {
         this.#running = undefined;
         if (this.#again) {
@@ -163,7 +165,12 @@ export class WebhookWorker {
     this.#total++;
     this.#inFlight.set(agent, (this.#inFlight.get(agent) ?? 0) + 1);
     const attempt = this.#attempt(claim)
-      .catch((err: unknown) => this.#deps.logger.error('internal_error', { where: 'webhook_attempt', error: (err as Error)?.stack ?? String(err) }))
+      .catch((err: unknown) =>
+        this.#deps.logger.error('internal_error', {
+          where: 'webhook_attempt',
+          error: (err as Error)?.stack ?? String(err),
+        }),
+      )
       .finally(() => {
         this.#total--;
         const left = (this.#inFlight.get(agent) ?? 1) - 1;
@@ -186,12 +193,17 @@ export class WebhookWorker {
       const abort = new AbortController();
       this.#aborts.add(abort);
       try {
-        result = await this.#post(claim.url, body, {
-          'Content-Type': 'application/json',
-          'X-M2M-Webhook-Signature': webhookSignature(claim.secret, body),
-          'X-M2M-Webhook-Timestamp': formatTimestamp(now),
-          'X-M2M-Delivery-ID': id,
-        }, abort.signal);
+        result = await this.#post(
+          claim.url,
+          body,
+          {
+            'Content-Type': 'application/json',
+            'X-M2M-Webhook-Signature': webhookSignature(claim.secret, body),
+            'X-M2M-Webhook-Timestamp': formatTimestamp(now),
+            'X-M2M-Delivery-ID': id,
+          },
+          abort.signal,
+        );
       } finally {
         this.#aborts.delete(abort);
       }
@@ -204,17 +216,39 @@ export class WebhookWorker {
     if ('status' in result && result.status === 200) {
       this.#deps.onAttempt?.('succeeded');
       const done = await store.completeDelivery(id, ended);
-      if (done?.delivered) bus.publish([{ type: 'message.delivered', recipient: done.recipient_key, message_id: done.message_id, via: 'webhook' }]);
-      logger.debug('webhook_delivered', { delivery_id: id, message_id: message.message_id, agent: message.recipient_key });
+      if (done?.delivered)
+        bus.publish([
+          { type: 'message.delivered', recipient: done.recipient_key, message_id: done.message_id, via: 'webhook' },
+        ]);
+      logger.debug('webhook_delivered', {
+        delivery_id: id,
+        message_id: message.message_id,
+        agent: message.recipient_key,
+      });
       return;
     }
     this.#deps.onAttempt?.('failed');
     const failures = claim.attempts + 1;
     const next = ended + retryDelayMs(failures);
-    const outcome = await store.failDelivery(id, ended, next < message.expires_at ? next : null, DISABLE_AFTER_FAILURES);
+    const outcome = await store.failDelivery(
+      id,
+      ended,
+      next < message.expires_at ? next : null,
+      DISABLE_AFTER_FAILURES,
+    );
     const why = 'status' in result ? { status: result.status } : { error: result.error };
-    logger.info('webhook_failed', { delivery_id: id, agent: message.recipient_key, attempt: failures, ...why, consecutive_failures: outcome?.consecutive_failures });
-    if (outcome?.disabled) logger.warn('webhook_disabled', { agent: message.recipient_key, consecutive_failures: outcome.consecutive_failures });
+    logger.info('webhook_failed', {
+      delivery_id: id,
+      agent: message.recipient_key,
+      attempt: failures,
+      ...why,
+      consecutive_failures: outcome?.consecutive_failures,
+    });
+    if (outcome?.disabled)
+      logger.warn('webhook_disabled', {
+        agent: message.recipient_key,
+        consecutive_failures: outcome.consecutive_failures,
+      });
   }
 
   /** One POST with every bound applied; never rejects. */
@@ -226,7 +260,10 @@ export class WebhookWorker {
       return Promise.resolve({ error: 'bad_url' });
     }
     const host = hostOf(url);
-    if (!this.#o.allowPrivate && ((isIP(host) !== 0 && isRefusedAddress(host)) || host === 'localhost' || host.endsWith('.localhost'))) {
+    if (
+      !this.#o.allowPrivate &&
+      ((isIP(host) !== 0 && isRefusedAddress(host)) || host === 'localhost' || host.endsWith('.localhost'))
+    ) {
       return Promise.resolve({ error: 'refused_address' });
     }
     return new Promise<PostResult>((resolve) => {

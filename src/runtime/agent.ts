@@ -16,12 +16,12 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { type Clock, systemClock } from '../core/clock.js';
-import { TypedEmitter } from '../core/emitter.js';
-import { MrpError, UsageError, toMrpError } from '../core/errors.js';
 import type { MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
 import type { SourceConsumer } from '../client/source.js';
+import { type Clock, systemClock } from '../core/clock.js';
+import { TypedEmitter } from '../core/emitter.js';
+import { MrpError, toMrpError, UsageError } from '../core/errors.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient } from '../protocol/contacts.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { Keypair } from '../protocol/signing.js';
@@ -39,7 +39,7 @@ import type {
   ProfilePatch,
   Visibility,
 } from '../protocol/types.js';
-import { validateProfilePatch, ValidationError } from '../protocol/validate.js';
+import { ValidationError, validateProfilePatch } from '../protocol/validate.js';
 import { assembleRuntime, createSource, defaultCodec } from './assemble.js';
 import type { RuntimeEvents } from './events.js';
 import type { Handler, SendOptions } from './handler.js';
@@ -145,7 +145,8 @@ function profilePatch(o: AgentOptions): ProfilePatch | undefined {
   if (o.inboxPolicy !== undefined) patch['inbox_policy'] = o.inboxPolicy;
   if (o.metadata !== undefined) patch['metadata'] = o.metadata;
   if (o.capabilities !== undefined) {
-    if (!Array.isArray(o.capabilities)) throw optionError('capabilities', 'must be an array of { name, description, tags }');
+    if (!Array.isArray(o.capabilities))
+      throw optionError('capabilities', 'must be an array of { name, description, tags }');
     patch['capabilities'] = o.capabilities.map((c) => {
       if (c === null || typeof c !== 'object') return c;
       const { inputSchema, ...rest } = c;
@@ -222,7 +223,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
 
   constructor(relayUrl: string, options: AgentOptions = {}) {
     super();
-    if (typeof relayUrl !== 'string' || relayUrl === '') throw optionError('relayUrl', 'a relay URL is required (e.g. https://relay.mrphub.io)');
+    if (typeof relayUrl !== 'string' || relayUrl === '')
+      throw optionError('relayUrl', 'a relay URL is required (e.g. https://relay.mrphub.io)');
     if (options.keyFile === undefined && options.keypair === undefined) {
       throw optionError('keyFile', 'give a key file (created if missing) or a keypair');
     }
@@ -231,7 +233,11 @@ export class Agent extends TypedEmitter<AgentEvents> {
     positive('graceMs', options.graceMs, 0);
     positive('maxCrashes', options.maxCrashes, 1);
     positive('intervalMs', options.intervalMs, 0);
-    if (options.journal !== undefined && options.journal !== false && (typeof options.journal !== 'string' || options.journal === '')) {
+    if (
+      options.journal !== undefined &&
+      options.journal !== false &&
+      (typeof options.journal !== 'string' || options.journal === '')
+    ) {
       throw optionError('journal', 'must be a directory path or false');
     }
     this.#options = options;
@@ -249,9 +255,16 @@ export class Agent extends TypedEmitter<AgentEvents> {
     });
     this.#outbox = new Outbox({ send: (r) => this.client.send(r), client: this.client, clock: this.#clock });
     this.#stateDir =
-      options.journal === false ? undefined : options.journal !== undefined ? resolve(options.journal) : keyFile ? `${keyFile}.state` : undefined;
+      options.journal === false
+        ? undefined
+        : options.journal !== undefined
+          ? resolve(options.journal)
+          : keyFile
+            ? `${keyFile}.state`
+            : undefined;
     if (options.log) {
-      const print = typeof options.log === 'function' ? options.log : (line: string) => process.stderr.write(`${line}\n`);
+      const print =
+        typeof options.log === 'function' ? options.log : (line: string) => process.stderr.write(`${line}\n`);
       for (const event of [...FORWARDED, 'announced', 'stopped'] as const) {
         this.on(event, (...args: unknown[]) => {
           const line = describe(event, args);
@@ -273,7 +286,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
 
   /** Sets the handler `run()` serves (the handler contract of `mrp run`). Returns the agent. */
   onMessage(handler: Handler): this {
-    if (typeof handler !== 'function') throw optionError('onMessage', 'the handler must be a function (msg, ctx) => reply');
+    if (typeof handler !== 'function')
+      throw optionError('onMessage', 'the handler must be a function (msg, ctx) => reply');
     this.#handler = handler;
     this.#runtime?.setHandler(handler);
     return this;
@@ -287,10 +301,13 @@ export class Agent extends TypedEmitter<AgentEvents> {
 
   #claim(what: 'run' | 'messages'): void {
     if (this.#busy) {
-      throw new UsageError(`the agent is already ${this.#busy === 'run' ? 'running' : 'iterating messages()'}; one at a time`, {
-        code: 'agent_busy',
-        hint: 'call agent.stop() first',
-      });
+      throw new UsageError(
+        `the agent is already ${this.#busy === 'run' ? 'running' : 'iterating messages()'}; one at a time`,
+        {
+          code: 'agent_busy',
+          hint: 'call agent.stop() first',
+        },
+      );
     }
     this.#busy = what;
   }
@@ -311,7 +328,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
   async run(options: RunOptions = {}): Promise<void> {
     const mode = parseMode(options.mode ?? 'websocket', 'run({ mode })', ['websocket', 'poll'] as const);
     const handler = this.#handler;
-    if (!handler) throw new UsageError('no handler: call agent.onMessage(handler) before agent.run()', { code: 'missing_argument' });
+    if (!handler)
+      throw new UsageError('no handler: call agent.onMessage(handler) before agent.run()', {
+        code: 'missing_argument',
+      });
     this.#claim('run');
     let fatal: MrpError | undefined;
     try {
@@ -331,7 +351,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
         ...(this.#options.intervalMs === undefined ? {} : { intervalMs: this.#options.intervalMs }),
       });
       this.#runtime = runtime;
-      for (const event of FORWARDED) runtime.on(event, (...args) => this.emit(event, ...(args as AgentEvents[typeof event])));
+      for (const event of FORWARDED)
+        runtime.on(event, (...args) => this.emit(event, ...(args as AgentEvents[typeof event])));
       runtime.on('fatal', (err) => (fatal ??= err));
       this.#announceOnConnect(runtime);
       runtime.start();
@@ -436,7 +457,12 @@ export class Agent extends TypedEmitter<AgentEvents> {
         await Promise.all(fresh.map((m) => journal.received(m)));
         queue.push(...fresh);
         for (const r of batch.rejected ?? []) {
-          const who = r.identity ? { messageId: r.identity.message_id, ...(r.identity.sender_key ? { senderKey: r.identity.sender_key } : {}) } : {};
+          const who = r.identity
+            ? {
+                messageId: r.identity.message_id,
+                ...(r.identity.sender_key ? { senderKey: r.identity.sender_key } : {}),
+              }
+            : {};
           this.emit('invalid_message', { ...who, reason: r.reason, answered: false, code: r.code });
         }
         poke();
@@ -463,7 +489,13 @@ export class Agent extends TypedEmitter<AgentEvents> {
         try {
           opened = await this.#codec.open(message);
         } catch (err) {
-          this.emit('invalid_message', { messageId: message.message_id, senderKey: message.sender_key, reason: (err as Error)?.message ?? String(err), answered: false, code: (err as { code?: string })?.code ?? 'invalid_message' });
+          this.emit('invalid_message', {
+            messageId: message.message_id,
+            senderKey: message.sender_key,
+            reason: (err as Error)?.message ?? String(err),
+            answered: false,
+            code: (err as { code?: string })?.code ?? 'invalid_message',
+          });
           continue;
         }
         if (opened.encrypted) this.#encrypted.add(opened.message);
@@ -487,16 +519,21 @@ export class Agent extends TypedEmitter<AgentEvents> {
   #resolve(to: string): string {
     if (this.#contacts === undefined) {
       const c = this.#options.contacts;
-      if (c === undefined) this.#contacts = { book: emptyBook(), file: 'the contacts (none given: pass the contacts option)' };
+      if (c === undefined)
+        this.#contacts = { book: emptyBook(), file: 'the contacts (none given: pass the contacts option)' };
       else if (typeof c === 'string') {
         const file = resolve(c);
         let text = '';
         try {
-          if (statSync(file).size > MAX_CONTACTS_BYTES) throw new UsageError(`contacts file ${file} is larger than 1 MiB`, { code: 'contacts_invalid' });
+          if (statSync(file).size > MAX_CONTACTS_BYTES)
+            throw new UsageError(`contacts file ${file} is larger than 1 MiB`, { code: 'contacts_invalid' });
           text = readFileSync(file, 'utf8');
         } catch (err) {
           if (err instanceof MrpError) throw err;
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new UsageError(`cannot read contacts file ${file}: ${(err as Error).message}`, { code: 'contacts_invalid' });
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+            throw new UsageError(`cannot read contacts file ${file}: ${(err as Error).message}`, {
+              code: 'contacts_invalid',
+            });
         }
         this.#contacts = { book: text ? parseContacts(text, file) : emptyBook(), file };
       } else this.#contacts = { book: c, file: 'the contacts option' };
@@ -513,7 +550,12 @@ export class Agent extends TypedEmitter<AgentEvents> {
     }
     if (json === undefined) throw new MrpError('usage', 'invalid_argument', 'the body is not JSON');
     const problem = replyProblem(json);
-    if (problem) throw new MrpError('usage', problem.code === 'reply_too_large' ? 'payload_too_large' : 'invalid_argument', problem.message);
+    if (problem)
+      throw new MrpError(
+        'usage',
+        problem.code === 'reply_too_large' ? 'payload_too_large' : 'invalid_argument',
+        problem.message,
+      );
     return json;
   }
 
@@ -525,15 +567,26 @@ export class Agent extends TypedEmitter<AgentEvents> {
     const recipient = this.#resolve(to);
     const sealed = await this.#codec.seal(
       { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
-      { to: recipient, encrypt: options.encrypt === true, ...(options.inReplyTo === undefined ? {} : { inReplyTo: options.inReplyTo }) },
+      {
+        to: recipient,
+        encrypt: options.encrypt === true,
+        ...(options.inReplyTo === undefined ? {} : { inReplyTo: options.inReplyTo }),
+      },
     );
-    const request: EncodedSend = { recipient_key: recipient, content_type: sealed.contentType, body_json: sealed.bodyJson };
+    const request: EncodedSend = {
+      recipient_key: recipient,
+      content_type: sealed.contentType,
+      body_json: sealed.bodyJson,
+    };
     if (options.attachments?.length) request.attachments = options.attachments.map((a) => ({ ...a }));
     if (options.threadId !== undefined) request.thread_id = options.threadId;
     if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
     if (options.ttl !== undefined) request.expires_in = options.ttl;
     if (options.metadata !== undefined) request.metadata = options.metadata;
-    const sent = await this.#outbox.send(request, options.threadId === undefined ? undefined : { threadId: options.threadId });
+    const sent = await this.#outbox.send(
+      request,
+      options.threadId === undefined ? undefined : { threadId: options.threadId },
+    );
     return sent.message_id;
   }
 
@@ -541,10 +594,18 @@ export class Agent extends TypedEmitter<AgentEvents> {
    * Replies to `message` in its thread (§4.4). A reply to a message that arrived encrypted is
    * sealed for its sender. Resolves with the reply's message id.
    */
-  async reply(message: Message, body: JsonValue, options: { contentType?: string; encrypt?: boolean; attachments?: Attachment[] } = {}): Promise<string> {
+  async reply(
+    message: Message,
+    body: JsonValue,
+    options: { contentType?: string; encrypt?: boolean; attachments?: Attachment[] } = {},
+  ): Promise<string> {
     const sealed = await this.#codec.seal(
       { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
-      { to: message.sender_key, encrypt: options.encrypt ?? this.#encrypted.has(message), inReplyTo: message.message_id },
+      {
+        to: message.sender_key,
+        encrypt: options.encrypt ?? this.#encrypted.has(message),
+        inReplyTo: message.message_id,
+      },
     );
     const request = encodedReplyTo(message, sealed, options.attachments);
     const sent = await this.#outbox.send(request, { threadId: request.thread_id! });
@@ -554,7 +615,16 @@ export class Agent extends TypedEmitter<AgentEvents> {
   // ── discovery and the ACL ─────────────────────────────────────────────────────────────────
 
   /** Public agents matching all given filters (§3.5). */
-  async discover(query: { tag?: string | string[]; q?: string; name?: string; activeSince?: string; limit?: number; cursor?: string } = {}): Promise<DiscoverResponse> {
+  async discover(
+    query: {
+      tag?: string | string[];
+      q?: string;
+      name?: string;
+      activeSince?: string;
+      limit?: number;
+      cursor?: string;
+    } = {},
+  ): Promise<DiscoverResponse> {
     const tags = query.tag === undefined ? undefined : Array.isArray(query.tag) ? query.tag : [query.tag];
     return this.client.discover({
       ...(tags ? { tag: tags } : {}),

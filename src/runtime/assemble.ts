@@ -46,14 +46,26 @@ export interface SourceOptions {
  * A webhook source listens and registers itself with the relay, which only its caller can set up
  * (`cli/agent.ts`): it is passed in built (`AssembleOptions.source`).
  */
-export function createSource(mode: AgentMode, client: RelayClient, journal: RuntimeJournal, o: SourceOptions = {}): MessageSource {
+export function createSource(
+  mode: AgentMode,
+  client: RelayClient,
+  journal: RuntimeJournal,
+  o: SourceOptions = {},
+): MessageSource {
   const clock = o.clock === undefined ? {} : { clock: o.clock };
   switch (mode) {
     case 'poll': {
       const takes = journal instanceof Journal ? journal : undefined;
       return new PollSource(client, {
         ...clock,
-        ...(takes ? { takes: { begin: (at: number, wait: number, id: string) => takes.takeBegun(at, wait, id), end: () => takes.takeEnded() } } : {}),
+        ...(takes
+          ? {
+              takes: {
+                begin: (at: number, wait: number, id: string) => takes.takeBegun(at, wait, id),
+                end: () => takes.takeEnded(),
+              },
+            }
+          : {}),
         ...(takes?.openTake ? { openTake: takes.openTake } : {}),
         ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
       });
@@ -61,7 +73,9 @@ export function createSource(mode: AgentMode, client: RelayClient, journal: Runt
     case 'websocket':
       return new WebSocketSource(client, { ...clock, ...(o.wsTrace ? { trace: o.wsTrace } : {}) });
     case 'webhook':
-      throw new UsageError('mode "webhook" needs a listening webhook source (mrp run --mode webhook builds one)', { code: 'invalid_argument' });
+      throw new UsageError('mode "webhook" needs a listening webhook source (mrp run --mode webhook builds one)', {
+        code: 'invalid_argument',
+      });
   }
 }
 
@@ -100,7 +114,8 @@ export interface Assembled {
 export function assembleRuntime(o: AssembleOptions): Assembled {
   let journal = o.journal;
   if (!journal) {
-    if (o.journalDir === undefined) throw new UsageError('assembleRuntime: give journalDir or journal', { code: 'invalid_argument' });
+    if (o.journalDir === undefined)
+      throw new UsageError('assembleRuntime: give journalDir or journal', { code: 'invalid_argument' });
     journal = Journal.open(o.journalDir, { ...(o.clock ? { clock: o.clock } : {}), fsync: o.fsync === true });
   }
   try {

@@ -54,7 +54,8 @@ export function isReplyWithAttachments(value: unknown): value is ReplyWithAttach
  * plain object returned is always a JSON body: only this marker carries attachments.
  */
 export function withAttachments(body: JsonValue, attachments: readonly Attachment[]): ReplyWithAttachments {
-  if (!Array.isArray(attachments)) throw new UsageError('withAttachments: attachments must be an array', { code: 'invalid_argument' });
+  if (!Array.isArray(attachments))
+    throw new UsageError('withAttachments: attachments must be an array', { code: 'invalid_argument' });
   return new ReplyWithAttachments(body, attachments);
 }
 
@@ -78,7 +79,12 @@ export interface CtxDownloadOptions {
 
 /** What a context needs to move attachments (the runtime's relay client; `invoke`'s offline record). */
 export interface AttachmentPort {
-  upload(message: Message, data: Uint8Array, o: { filename?: string; contentType: string; encrypt: boolean; to: string }, signal: AbortSignal): Promise<Attachment>;
+  upload(
+    message: Message,
+    data: Uint8Array,
+    o: { filename?: string; contentType: string; encrypt: boolean; to: string },
+    signal: AbortSignal,
+  ): Promise<Attachment>;
   download(message: Message, attachment: Attachment, o: CtxDownloadOptions, signal: AbortSignal): Promise<Buffer>;
 }
 
@@ -90,9 +96,20 @@ export function uploadBytes(data: unknown): Uint8Array {
 }
 
 /** The key an upload is journaled under: what was uploaded, to whom, how. */
-export function uploadKey(data: Uint8Array, o: { filename?: string; contentType: string; encrypt: boolean; to: string }): string {
+export function uploadKey(
+  data: Uint8Array,
+  o: { filename?: string; contentType: string; encrypt: boolean; to: string },
+): string {
   return createHash('sha256')
-    .update(JSON.stringify([createHash('sha256').update(data).digest('hex'), o.filename ?? null, o.contentType, o.encrypt, o.to]))
+    .update(
+      JSON.stringify([
+        createHash('sha256').update(data).digest('hex'),
+        o.filename ?? null,
+        o.contentType,
+        o.encrypt,
+        o.to,
+      ]),
+    )
     .digest('hex');
 }
 
@@ -100,7 +117,11 @@ export function uploadKey(data: Uint8Array, o: { filename?: string; contentType:
 export function checkAttachment(attachment: unknown): Attachment {
   const a = attachment as Attachment | null;
   if (!a || typeof a !== 'object' || typeof a.blob_id !== 'string') {
-    throw new MrpError('handler', 'invalid_argument', 'ctx.download: pass an attachment object (one of message.attachments)');
+    throw new MrpError(
+      'handler',
+      'invalid_argument',
+      'ctx.download: pass an attachment object (one of message.attachments)',
+    );
   }
   return a;
 }
@@ -110,7 +131,11 @@ export function relayAttachments(client: RelayClient, journal: RuntimeJournal): 
   return {
     async upload(message, data, o, signal) {
       if (data.byteLength > LIMITS.maxBlobBytes) {
-        throw new MrpError('handler', 'payload_too_large', `ctx.upload: ${data.byteLength} bytes is more than a blob may be (${LIMITS.maxBlobBytes})`);
+        throw new MrpError(
+          'handler',
+          'payload_too_large',
+          `ctx.upload: ${data.byteLength} bytes is more than a blob may be (${LIMITS.maxBlobBytes})`,
+        );
       }
       const id = message.message_id;
       const key = uploadKey(data, o);
@@ -124,10 +149,22 @@ export function relayAttachments(client: RelayClient, journal: RuntimeJournal): 
         }
       }
       const prepared = o.encrypt
-        ? await sealUpload(client.keypair, o.to, () => [data], { ...(o.filename === undefined ? {} : { filename: o.filename }), contentType: o.contentType })
-        : { input: data, uploadType: o.contentType, attachment: { ...(o.filename === undefined ? {} : { filename: o.filename }), content_type: o.contentType } };
+        ? await sealUpload(client.keypair, o.to, () => [data], {
+            ...(o.filename === undefined ? {} : { filename: o.filename }),
+            contentType: o.contentType,
+          })
+        : {
+            input: data,
+            uploadType: o.contentType,
+            attachment: { ...(o.filename === undefined ? {} : { filename: o.filename }), content_type: o.contentType },
+          };
       const info = await client.uploadBlob(prepared.input, { contentType: prepared.uploadType, signal });
-      const attachment: Attachment = { blob_id: info.blob_id, ...prepared.attachment, size: info.size, hash: info.hash };
+      const attachment: Attachment = {
+        blob_id: info.blob_id,
+        ...prepared.attachment,
+        size: info.size,
+        hash: info.hash,
+      };
       if (!o.encrypt) attachment.encrypted = false;
       await journal.uploaded?.(id, key, attachment);
       return attachment;

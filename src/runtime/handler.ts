@@ -4,8 +4,9 @@
  * other TypeScript files and npm packages. Load failures name the file (and line, for syntax
  * errors) and say what was found.
  */
-import { stat } from 'node:fs/promises';
+
 import type { Stats } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { extname, relative, resolve } from 'node:path';
 import { ConfigError } from '../core/errors.js';
 import type { Attachment, JsonValue, Message, SendResponse } from '../protocol/types.js';
@@ -116,27 +117,55 @@ function loadError(err: unknown, file: string, cwd: string): ConfigError {
   const message = String(e?.message ?? err);
   const shown = relative(cwd, file) || file;
   if (err instanceof ModuleSyntaxError) {
-    return new ConfigError('handler_syntax', `syntax error in handler ${relative(cwd, err.file) || err.file}:${err.line}:${err.column}: ${err.text}`, {
-      file,
-      cause: err,
-      details: { file: err.file, line: err.line },
-    });
+    return new ConfigError(
+      'handler_syntax',
+      `syntax error in handler ${relative(cwd, err.file) || err.file}:${err.line}:${err.column}: ${err.text}`,
+      {
+        file,
+        cause: err,
+        details: { file: err.file, line: err.line },
+      },
+    );
   }
   const where = /(\S+\.[cm]?[jt]s):(\d+):(\d+)/.exec(message);
   if (/ParseError|SyntaxError|Unexpected token|Expected/i.test(`${e?.name} ${message}`)) {
-    const first = message.replace(/^(ParseError|SyntaxError):\s*/, '').split('\n')[0]!.trim();
+    const first = message
+      .replace(/^(ParseError|SyntaxError):\s*/, '')
+      .split('\n')[0]!
+      .trim();
     const at = where ? `${relative(cwd, where[1]!) || where[1]}:${where[2]}:${where[3]}` : shown;
-    return new ConfigError('handler_syntax', `syntax error in handler ${at}: ${first}`, { file, cause: err, details: { file, line: where ? Number(where[2]) : undefined } });
-  }
-  if (e?.code === 'MODULE_NOT_FOUND' || e?.code === 'ERR_MODULE_NOT_FOUND' || /Cannot find (module|package)/.test(message)) {
-    const missing = /Cannot find (?:module|package) '([^']+)'/.exec(message)?.[1];
-    return new ConfigError('handler_import', `handler ${shown} imports ${missing ? `"${missing}"` : 'a module'} that cannot be found`, {
+    return new ConfigError('handler_syntax', `syntax error in handler ${at}: ${first}`, {
       file,
       cause: err,
-      hint: missing && !missing.startsWith('.') && !missing.startsWith('/') ? `install it: npm install ${missing.split('/').slice(0, missing.startsWith('@') ? 2 : 1).join('/')}` : 'check the import path',
+      details: { file, line: where ? Number(where[2]) : undefined },
     });
   }
-  return new ConfigError('handler_load', `handler ${shown} failed while loading: ${message.split('\n')[0]}`, { file, cause: err });
+  if (
+    e?.code === 'MODULE_NOT_FOUND' ||
+    e?.code === 'ERR_MODULE_NOT_FOUND' ||
+    /Cannot find (module|package)/.test(message)
+  ) {
+    const missing = /Cannot find (?:module|package) '([^']+)'/.exec(message)?.[1];
+    return new ConfigError(
+      'handler_import',
+      `handler ${shown} imports ${missing ? `"${missing}"` : 'a module'} that cannot be found`,
+      {
+        file,
+        cause: err,
+        hint:
+          missing && !missing.startsWith('.') && !missing.startsWith('/')
+            ? `install it: npm install ${missing
+                .split('/')
+                .slice(0, missing.startsWith('@') ? 2 : 1)
+                .join('/')}`
+            : 'check the import path',
+      },
+    );
+  }
+  return new ConfigError('handler_load', `handler ${shown} failed while loading: ${message.split('\n')[0]}`, {
+    file,
+    cause: err,
+  });
 }
 
 /**
@@ -144,7 +173,10 @@ function loadError(err: unknown, file: string, cwd: string): ConfigError {
  * Throws ConfigError: `handler_not_found`, `handler_unsupported`, `handler_syntax`,
  * `handler_import`, `handler_load` or `handler_invalid`.
  */
-export async function loadHandler(path: string, options: { cwd?: string; fresh?: boolean } = {}): Promise<LoadedHandler> {
+export async function loadHandler(
+  path: string,
+  options: { cwd?: string; fresh?: boolean } = {},
+): Promise<LoadedHandler> {
   const cwd = options.cwd ?? process.cwd();
   const file = resolve(cwd, path);
   let info: Stats;
@@ -161,7 +193,11 @@ export async function loadHandler(path: string, options: { cwd?: string; fresh?:
   }
   const ext = extname(file);
   if (!(HANDLER_EXTENSIONS as readonly string[]).includes(ext)) {
-    throw new ConfigError('handler_unsupported', `handler ${path} has extension "${ext}"; use one of ${HANDLER_EXTENSIONS.join(' ')}`, { file });
+    throw new ConfigError(
+      'handler_unsupported',
+      `handler ${path} has extension "${ext}"; use one of ${HANDLER_EXTENSIONS.join(' ')}`,
+      { file },
+    );
   }
   let mod: unknown;
   try {

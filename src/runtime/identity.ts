@@ -8,7 +8,17 @@
  * the same file at once end up with the same key (the second one reads the first one's).
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, linkSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  fsyncSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import { ConfigError } from '../core/errors.js';
 import { decodeKeyFile, encodeKeyFile, type KeyFileFormat } from '../protocol/keyfile.js';
@@ -51,7 +61,10 @@ export function loadOrCreateKeyFile(path: string): KeyFileIdentity {
     }
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    throw new ConfigError('key_unreadable', `cannot create key file ${path}: ${(err as Error).message}`, { file: path, cause: err });
+    throw new ConfigError('key_unreadable', `cannot create key file ${path}: ${(err as Error).message}`, {
+      file: path,
+      cause: err,
+    });
   } finally {
     try {
       unlinkSync(temp);
@@ -70,23 +83,34 @@ function readKeyFileSync(path: string): Omit<KeyFileIdentity, 'created'> | undef
     fd = openSync(path, 'r');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new ConfigError('key_unreadable', `cannot read key file ${path}: ${(err as Error).message}`, { file: path, cause: err });
+    throw new ConfigError('key_unreadable', `cannot read key file ${path}: ${(err as Error).message}`, {
+      file: path,
+      cause: err,
+    });
   }
   try {
     const info = fstatSync(fd);
     if (!info.isFile()) throw new ConfigError('key_invalid', `key file ${path} is not a regular file`, { file: path });
     if (checkPermissions && (info.mode & 0o077) !== 0) {
       const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
-      throw new ConfigError('key_permissions', `key file ${path} is accessible by other users (mode ${mode}); it must be private`, {
-        file: path,
-        hint: `run \`chmod 600 ${path}\``,
-      });
+      throw new ConfigError(
+        'key_permissions',
+        `key file ${path} is accessible by other users (mode ${mode}); it must be private`,
+        {
+          file: path,
+          hint: `run \`chmod 600 ${path}\``,
+        },
+      );
     }
     if (info.size > MAX_KEY_FILE_BYTES) {
-      throw new ConfigError('key_invalid', `key file ${path} is ${info.size} bytes; no Ed25519 key file is larger than ${MAX_KEY_FILE_BYTES}`, {
-        file: path,
-        hint: 'point keyFile at a key created by `mrp keygen` or an MRP SDK',
-      });
+      throw new ConfigError(
+        'key_invalid',
+        `key file ${path} is ${info.size} bytes; no Ed25519 key file is larger than ${MAX_KEY_FILE_BYTES}`,
+        {
+          file: path,
+          hint: 'point keyFile at a key created by `mrp keygen` or an MRP SDK',
+        },
+      );
     }
     const bytes = Buffer.alloc(info.size);
     let read = 0;

@@ -7,8 +7,8 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { MessageCodec } from '../client/codec.js';
-import { MrpError, RelayError, TimeoutError } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
+import { MrpError, RelayError, TimeoutError } from '../core/errors.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import { Keypair } from '../protocol/signing.js';
 import type { Attachment, JsonValue, Message, SendResponse } from '../protocol/types.js';
@@ -138,17 +138,34 @@ function offlineAttachments(blobs: Record<string, Uint8Array | string>, uploads:
     async upload(_message, data, o) {
       const hash = createHash('sha256').update(data).digest('hex');
       const bytes = Buffer.from(data);
-      const attachment: Attachment = { blob_id: `blob_${hash.slice(0, 12)}`, content_type: o.contentType, size: bytes.byteLength, hash, encrypted: o.encrypt };
+      const attachment: Attachment = {
+        blob_id: `blob_${hash.slice(0, 12)}`,
+        content_type: o.contentType,
+        size: bytes.byteLength,
+        hash,
+        encrypted: o.encrypt,
+      };
       if (o.filename !== undefined) attachment.filename = o.filename;
       stored.set(attachment.blob_id, bytes);
-      uploads.push({ attachment: { ...attachment }, data: bytes, ...(o.filename === undefined ? {} : { filename: o.filename }), contentType: o.contentType, encrypt: o.encrypt, to: o.to });
+      uploads.push({
+        attachment: { ...attachment },
+        data: bytes,
+        ...(o.filename === undefined ? {} : { filename: o.filename }),
+        contentType: o.contentType,
+        encrypt: o.encrypt,
+        to: o.to,
+      });
       return attachment;
     },
     async download(_message, attachment, o) {
       const bytes = stored.get(attachment.blob_id);
       if (!bytes) throw new RelayError('blob_not_found', `blob ${attachment.blob_id} is not in invoke's blobs option`);
       if (o.maxBytes !== undefined && bytes.byteLength > o.maxBytes) {
-        throw new MrpError('usage', 'payload_too_large', `attachment ${attachment.blob_id} is ${bytes.byteLength} bytes, more than the ${o.maxBytes} allowed here`);
+        throw new MrpError(
+          'usage',
+          'payload_too_large',
+          `attachment ${attachment.blob_id} is ${bytes.byteLength} bytes, more than the ${o.maxBytes} allowed here`,
+        );
       }
       return Buffer.from(bytes);
     },
@@ -156,7 +173,11 @@ function offlineAttachments(blobs: Record<string, Uint8Array | string>, uploads:
 }
 
 /** Runs `handler` once on `message` (completed by `testMessage`) and reports what would be sent. */
-export async function invoke(handler: Handler, message: InvokeMessage = {}, options: InvokeOptions = {}): Promise<InvokeResult> {
+export async function invoke(
+  handler: Handler,
+  message: InvokeMessage = {},
+  options: InvokeOptions = {},
+): Promise<InvokeResult> {
   const self = options.self ?? message.recipient_key ?? Keypair.generate().publicKey;
   const full = testMessage(message, self);
   const encrypted = options.encrypted === true;
@@ -176,7 +197,12 @@ export async function invoke(handler: Handler, message: InvokeMessage = {}, opti
       const id = randomUUID();
       outgoing.set(id, request);
       const now = new Date();
-      return { message_id: id, status: 'sent', created_at: now.toISOString(), expires_at: new Date(now.getTime() + 86_400_000).toISOString() };
+      return {
+        message_id: id,
+        status: 'sent',
+        created_at: now.toISOString(),
+        expires_at: new Date(now.getTime() + 86_400_000).toISOString(),
+      };
     },
   };
   const record = (into: InvokeSent[], response: SendResponse, sealed: boolean): SendResponse => {
@@ -189,7 +215,10 @@ export async function invoke(handler: Handler, message: InvokeMessage = {}, opti
   const onAbort = (): void => controller.abort(options.signal?.reason);
   if (options.signal?.aborted) onAbort();
   else options.signal?.addEventListener('abort', onAbort, { once: true });
-  const timer = setTimeout(() => controller.abort(new TimeoutError(`the handler did not finish within ${formatDuration(timeoutMs)}`)), timeoutMs);
+  const timer = setTimeout(
+    () => controller.abort(new TimeoutError(`the handler did not finish within ${formatDuration(timeoutMs)}`)),
+    timeoutMs,
+  );
   const aborted = new Promise<never>((_, reject) => {
     if (controller.signal.aborted) reject(controller.signal.reason);
     controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
@@ -232,7 +261,14 @@ export async function invoke(handler: Handler, message: InvokeMessage = {}, opti
     options.signal?.removeEventListener('abort', onAbort);
   }
 
-  const result: InvokeResult = { outcome: draft ? draft.outcome : 'no_reply', reply: null, replies, sent, logs, uploads };
+  const result: InvokeResult = {
+    outcome: draft ? draft.outcome : 'no_reply',
+    reply: null,
+    replies,
+    sent,
+    logs,
+    uploads,
+  };
   if (draft) {
     result.reply = {
       to: full.sender_key,

@@ -18,7 +18,7 @@
  */
 import type { TypedEmitter } from '../core/emitter.js';
 import type { Attachment, Message } from '../protocol/types.js';
-import type { JournaledReply, JournalEntry, JournalEvents } from './journal.js';
+import type { JournalEntry, JournalEvents, JournaledReply } from './journal.js';
 
 export interface RuntimeJournal extends Pick<TypedEmitter<JournalEvents>, 'on' | 'off'> {
   /** False while writes fail (and are retried): no new messages are taken meanwhile. */

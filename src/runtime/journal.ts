@@ -68,7 +68,8 @@ function upgradeReply(reply: JournaledReply | LegacyReply | null, message: Messa
     outcome: reply.outcome,
   };
   const error = (reply.body as { error?: { code?: unknown; message?: unknown } } | null)?.error;
-  if (reply.outcome !== 'ok' && typeof error?.code === 'string') out.error = { code: error.code, message: String(error.message ?? '') };
+  if (reply.outcome !== 'ok' && typeof error?.code === 'string')
+    out.error = { code: error.code, message: String(error.message ?? '') };
   return out;
 }
 
@@ -254,10 +255,14 @@ export class Journal extends TypedEmitter<JournalEvents> {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
         const pid = Number(this.#fs.readFileSync(this.#lockPath, 'utf8').trim());
         if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-          throw new ConfigError('journal_locked', `another mrp run (pid ${pid}) is already running with this identity (${this.dir})`, {
-            file: this.#lockPath,
-            hint: `stop it first, or use another key with --key`,
-          });
+          throw new ConfigError(
+            'journal_locked',
+            `another mrp run (pid ${pid}) is already running with this identity (${this.dir})`,
+            {
+              file: this.#lockPath,
+              hint: `stop it first, or use another key with --key`,
+            },
+          );
         }
         this.#fs.unlinkSync(this.#lockPath);
       }
@@ -293,7 +298,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
       }
       switch (line.k) {
         case 'recv':
-          if (!this.#done.has(line.id, now)) this.#live.set(line.id, { id: line.id, message: line.m, state: 'received', expiresAt: line.exp });
+          if (!this.#done.has(line.id, now))
+            this.#live.set(line.id, { id: line.id, message: line.m, state: 'received', expiresAt: line.exp });
           break;
         case 'started': {
           const e = this.#live.get(line.id);
@@ -343,12 +349,14 @@ export class Journal extends TypedEmitter<JournalEvents> {
     const now = this.#clock.now();
     const out: string[] = [];
     this.#done.sweep(now);
-    for (const [hash, until] of this.#done.entries(now)) out.push(JSON.stringify({ k: 'done', h: hashHex(hash), until } satisfies Line));
+    for (const [hash, until] of this.#done.entries(now))
+      out.push(JSON.stringify({ k: 'done', h: hashHex(hash), until } satisfies Line));
     for (const e of this.#live.values()) {
       out.push(JSON.stringify({ k: 'recv', id: e.id, exp: e.expiresAt, m: e.message } satisfies Line));
       if (e.started) out.push(JSON.stringify({ k: 'started', id: e.id, n: e.starts ?? 1 } satisfies Line));
       if (e.aborts) out.push(JSON.stringify({ k: 'aborted', id: e.id, n: e.aborts } satisfies Line));
-      for (const [key, a] of Object.entries(e.uploads ?? {})) out.push(JSON.stringify({ k: 'upload', id: e.id, key, a } satisfies Line));
+      for (const [key, a] of Object.entries(e.uploads ?? {}))
+        out.push(JSON.stringify({ k: 'upload', id: e.id, key, a } satisfies Line));
       if (e.reply !== undefined) out.push(JSON.stringify({ k: 'handled', id: e.id, reply: e.reply } satisfies Line));
       if (e.replyId !== undefined) out.push(JSON.stringify({ k: 'replied', id: e.id, to: e.replyId } satisfies Line));
     }
@@ -499,7 +507,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
    */
   durable(): Promise<void> {
     if (this.#closed) return Promise.reject(new AbortError('the journal is closed'));
-    if (this.#buffer.length === 0 && this.#unwritten === undefined && this.#retryTimer === undefined && this.#fd >= 0) return RESOLVED;
+    if (this.#buffer.length === 0 && this.#unwritten === undefined && this.#retryTimer === undefined && this.#fd >= 0)
+      return RESOLVED;
     this.#durable = true;
     this.#schedule();
     // Everyone asking before the next successful write shares one promise.
@@ -568,16 +577,25 @@ export class Journal extends TypedEmitter<JournalEvents> {
 
   #fail(err: unknown): void {
     const retryInMs = this.#retry.next();
-    this.#failing = new MrpError('internal', 'journal_unwritable', `cannot write the journal ${this.path} (${describeFsError(err)}); retrying`, {
-      cause: err,
-      hint: 'free disk space or fix the file system; nothing is lost while it retries',
-    });
+    this.#failing = new MrpError(
+      'internal',
+      'journal_unwritable',
+      `cannot write the journal ${this.path} (${describeFsError(err)}); retrying`,
+      {
+        cause: err,
+        hint: 'free disk space or fix the file system; nothing is lost while it retries',
+      },
+    );
     this.#retryTimer?.cancel();
     this.#retryTimer = this.#clock.setTimeout(() => {
       this.#retryTimer = undefined;
       this.flush();
     }, retryInMs);
-    this.emit('unwritable', { error: this.#failing, retryInMs, pendingBytes: (this.#unwritten?.length ?? 0) + this.#buffer.length });
+    this.emit('unwritable', {
+      error: this.#failing,
+      retryInMs,
+      pendingBytes: (this.#unwritten?.length ?? 0) + this.#buffer.length,
+    });
   }
 
   /**
@@ -609,7 +627,12 @@ export class Journal extends TypedEmitter<JournalEvents> {
   }
 
   #reopen(err: unknown): void {
-    this.#failing ??= new MrpError('internal', 'journal_unwritable', `cannot reopen the journal ${this.path} (${describeFsError(err)}); retrying`, { cause: err });
+    this.#failing ??= new MrpError(
+      'internal',
+      'journal_unwritable',
+      `cannot reopen the journal ${this.path} (${describeFsError(err)}); retrying`,
+      { cause: err },
+    );
     const retryInMs = this.#retry.next();
     this.emit('unwritable', { error: this.#failing, retryInMs, pendingBytes: this.#unwritten?.length ?? 0 });
     this.#retryTimer = this.#clock.setTimeout(() => {
@@ -650,11 +673,17 @@ export class Journal extends TypedEmitter<JournalEvents> {
       try {
         this.#fs.fdatasyncSync(this.#fd);
       } catch (err) {
-        error = new MrpError('internal', 'journal_unwritable', `cannot sync the journal ${this.path} (${describeFsError(err)})`, { cause: err });
+        error = new MrpError(
+          'internal',
+          'journal_unwritable',
+          `cannot sync the journal ${this.path} (${describeFsError(err)})`,
+          { cause: err },
+        );
       }
     }
     this.#closed = true;
-    for (const w of this.#waiters.splice(0)) w.reject(new AbortError('the journal closed before this record could be written'));
+    for (const w of this.#waiters.splice(0))
+      w.reject(new AbortError('the journal closed before this record could be written'));
     try {
       this.#fs.closeSync(this.#fd);
     } catch {

@@ -87,7 +87,9 @@ async function bundle(file: string): Promise<Bundle | undefined> {
       .map((i) => i.path);
     return { code, packages };
   } catch (err) {
-    const first = (err as { errors?: Array<{ text: string; location?: { file: string; line: number; column: number } | null }> }).errors?.[0];
+    const first = (
+      err as { errors?: Array<{ text: string; location?: { file: string; line: number; column: number } | null }> }
+    ).errors?.[0];
     if (first?.location) {
       const at = first.location;
       throw new ModuleSyntaxError(first.text, resolve(dirname(file), at.file), at.line, at.column + 1);

@@ -8,12 +8,13 @@
  * produced, sealed or plain). Every attempt sends those bytes, and the thread check compares them
  * with the body text the relay holds: nothing here encodes a body again.
  */
+
+import type { RelayClient } from '../client/http.js';
 import { sleep } from '../core/async.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError, OutcomeUnknownError, ProtocolError, RelayError, toMrpError } from '../core/errors.js';
-import type { RelayClient } from '../client/http.js';
 import { LIMITS } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { Message, SendResponse } from '../protocol/types.js';
@@ -117,7 +118,13 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
           await this.#wait(delayMs);
           continue;
         }
-        if (found) return { message_id: found.message_id, status: 'sent', created_at: found.created_at, expires_at: found.expires_at };
+        if (found)
+          return {
+            message_id: found.message_id,
+            status: 'sent',
+            created_at: found.created_at,
+            expires_at: found.expires_at,
+          };
       }
       await this.#waitForRateLimit();
       let timeoutMs: number | undefined;
@@ -133,7 +140,10 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
           await this.#wait(delayMs);
           continue;
         }
-        if (timeoutMs === undefined) throw new TakenOverError(`the message ${request.in_reply_to ?? ''} was taken over by another runner; it sends the reply`);
+        if (timeoutMs === undefined)
+          throw new TakenOverError(
+            `the message ${request.in_reply_to ?? ''} was taken over by another runner; it sends the reply`,
+          );
         this.#check();
       }
       try {
@@ -194,11 +204,19 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
       );
       if (hit) return hit;
       if (!res.has_more || !res.next_cursor) return undefined;
-      if (seen.has(res.next_cursor)) throw new ProtocolError('invalid_response', `the relay repeated a thread cursor while listing thread ${key.threadId}`);
+      if (seen.has(res.next_cursor))
+        throw new ProtocolError(
+          'invalid_response',
+          `the relay repeated a thread cursor while listing thread ${key.threadId}`,
+        );
       seen.add(res.next_cursor);
       cursor = res.next_cursor;
     }
-    throw new MrpError('protocol', 'thread_too_long', `thread ${key.threadId} is longer than ${MAX_THREAD_PAGES * LIMITS.threadLimitMax} messages; cannot check whether the reply was already sent`);
+    throw new MrpError(
+      'protocol',
+      'thread_too_long',
+      `thread ${key.threadId} is longer than ${MAX_THREAD_PAGES * LIMITS.threadLimitMax} messages; cannot check whether the reply was already sent`,
+    );
   }
 
   async #waitForRateLimit(): Promise<void> {

@@ -63,8 +63,11 @@ export function encodedReplyTo(message: Message, sealed: SealedBody, attachments
 
 /** Why a list of attachments cannot go out (too many, not objects with a blob id), or undefined. */
 export function attachmentsProblem(attachments: readonly unknown[]): string | undefined {
-  if (attachments.length > LIMITS.maxAttachments) return `a message carries at most ${LIMITS.maxAttachments} attachments (got ${attachments.length})`;
-  const bad = attachments.findIndex((a) => !a || typeof a !== 'object' || typeof (a as Attachment).blob_id !== 'string');
+  if (attachments.length > LIMITS.maxAttachments)
+    return `a message carries at most ${LIMITS.maxAttachments} attachments (got ${attachments.length})`;
+  const bad = attachments.findIndex(
+    (a) => !a || typeof a !== 'object' || typeof (a as Attachment).blob_id !== 'string',
+  );
   return bad >= 0 ? `attachment ${bad} is not an attachment object with a blob_id (use ctx.upload)` : undefined;
 }
 
@@ -90,7 +93,10 @@ export function errorReply(code: string, message: string, outcome: 'error' | 'ti
 export function replyProblem(json: string): { code: 'reply_too_large' | 'invalid_reply'; message: string } | undefined {
   const bytes = Buffer.byteLength(json);
   if (bytes > LIMITS.maxBodyBytes) {
-    return { code: 'reply_too_large', message: `the reply is ${bytes} bytes; the most a message body may be is ${LIMITS.maxBodyBytes} bytes (1 MiB)` };
+    return {
+      code: 'reply_too_large',
+      message: `the reply is ${bytes} bytes; the most a message body may be is ${LIMITS.maxBodyBytes} bytes (1 MiB)`,
+    };
   }
   if (jsonDepth(json, LIMITS.maxJsonDepth) > LIMITS.maxJsonDepth) {
     return { code: 'invalid_reply', message: `the reply is nested deeper than ${LIMITS.maxJsonDepth} levels` };
@@ -111,8 +117,10 @@ export function codeOf(err: unknown, fallback: string): string {
 export function draftReply(returned: unknown): ReplyDraft | null {
   if (isReplyWithAttachments(returned)) {
     const draft = draftReply(returned.body ?? null);
-    if (draft?.outcome !== 'ok') return draft ?? errorDraft('invalid_reply', 'withAttachments needs a body (not null)', 'error');
-    if (!Array.isArray(returned.attachments)) return errorDraft('invalid_reply', 'withAttachments: attachments must be an array', 'error');
+    if (draft?.outcome !== 'ok')
+      return draft ?? errorDraft('invalid_reply', 'withAttachments needs a body (not null)', 'error');
+    if (!Array.isArray(returned.attachments))
+      return errorDraft('invalid_reply', 'withAttachments: attachments must be an array', 'error');
     const problem = attachmentsProblem(returned.attachments);
     if (problem) return errorDraft('invalid_reply', problem, 'error');
     if (returned.attachments.length) draft.attachments = returned.attachments.map((a) => ({ ...a }));
@@ -125,9 +133,14 @@ export function draftReply(returned: unknown): ReplyDraft | null {
   try {
     json = JSON.stringify(body);
   } catch (err) {
-    return errorDraft('invalid_reply', `the handler returned a value that is not JSON (${(err as Error).message})`, 'error');
+    return errorDraft(
+      'invalid_reply',
+      `the handler returned a value that is not JSON (${(err as Error).message})`,
+      'error',
+    );
   }
-  if (json === undefined) return errorDraft('invalid_reply', `the handler returned a ${typeof result}, which is not JSON`, 'error');
+  if (json === undefined)
+    return errorDraft('invalid_reply', `the handler returned a ${typeof result}, which is not JSON`, 'error');
   const problem = replyProblem(json);
   if (problem) return errorDraft(problem.code, problem.message, 'error');
   return { bodyJson: json, contentType: 'application/json', outcome: 'ok' };
@@ -136,7 +149,9 @@ export function draftReply(returned: unknown): ReplyDraft | null {
 /** A handler's return value as a planned reply (a value): strings become `{"text": …}`, nothing means no reply. */
 export function planReply(result: unknown): PlannedReply | null {
   const draft = draftReply(result);
-  return draft && { body: JSON.parse(draft.bodyJson) as JsonValue, content_type: draft.contentType, outcome: draft.outcome };
+  return (
+    draft && { body: JSON.parse(draft.bodyJson) as JsonValue, content_type: draft.contentType, outcome: draft.outcome }
+  );
 }
 
 /** What sealing a draft came to: the reply to journal (or none), or why none could be sealed. */
@@ -150,13 +165,21 @@ export interface Sealed {
  * body (too large once sealed, say), the sender gets an error reply with the codec's code
  * instead; if even that cannot be sealed, `failure` says why and nothing is sent. Never rejects.
  */
-export async function sealReply(codec: MessageCodec, message: Message, draft: ReplyDraft, encrypt: boolean): Promise<Sealed> {
+export async function sealReply(
+  codec: MessageCodec,
+  message: Message,
+  draft: ReplyDraft,
+  encrypt: boolean,
+): Promise<Sealed> {
   const context = { to: message.sender_key, encrypt, inReplyTo: message.message_id };
   let current = draft;
   for (let attempt = 0; ; attempt++) {
     try {
       const sealed = await codec.seal({ bodyJson: current.bodyJson, contentType: current.contentType }, context);
-      const reply: JournaledReply = { request: encodedReplyTo(message, sealed, current.attachments), outcome: current.outcome };
+      const reply: JournaledReply = {
+        request: encodedReplyTo(message, sealed, current.attachments),
+        outcome: current.outcome,
+      };
       if (current.error) reply.error = current.error;
       return { reply };
     } catch (err) {

@@ -24,20 +24,22 @@
  *
  * The runtime never prints: it reports through typed events.
  */
-import { type Clock, systemClock, type Timer } from '../core/clock.js';
-import { TypedEmitter } from '../core/emitter.js';
-import { AbortError, type MrpError, TimeoutError, toMrpError } from '../core/errors.js';
-import { formatDuration } from '../core/duration.js';
+
 import { type MessageCodec, type OpenedMessage, plainCodec } from '../client/codec.js';
 import type { RelayClient } from '../client/http.js';
 import type { MessageSource } from '../client/source.js';
+import { type Clock, systemClock, type Timer } from '../core/clock.js';
+import { formatDuration } from '../core/duration.js';
+import { TypedEmitter } from '../core/emitter.js';
+import { AbortError, type MrpError, TimeoutError, toMrpError } from '../core/errors.js';
 import { LIMITS } from '../protocol/constants.js';
 import type { Message } from '../protocol/types.js';
 import { relayAttachments } from './attachments.js';
 import { type ContextDeps, handlerContext } from './context.js';
-import type { Handler } from './handler.js';
+import { RUNTIME_DEFAULTS } from './defaults.js';
 import type { RuntimeEvents } from './events.js';
 import { Finisher } from './finish.js';
+import type { Handler } from './handler.js';
 import { estimateBytes, Intake, type Item } from './intake.js';
 import { crashesOf, type JournalEntry } from './journal.js';
 import type { RuntimeJournal } from './journal-port.js';
@@ -45,10 +47,9 @@ import { Outbox } from './outbox.js';
 import { codeOf, draftReply, errorDraft, type ReplyDraft } from './reply.js';
 import { safeFields, safeText } from './safe.js';
 import { inHandlerScope } from './scope.js';
-import { RUNTIME_DEFAULTS } from './defaults.js';
 
-export { errorReply, planReply, replyTo } from './reply.js';
 export type { HandledEvent, Outcome, RuntimeEvents } from './events.js';
+export { errorReply, planReply, replyTo } from './reply.js';
 
 export interface RuntimeOptions {
   handler: Handler;
@@ -141,7 +142,11 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     this.#maxCrashes = positiveInteger('maxCrashes', options.maxCrashes ?? RUNTIME_DEFAULTS.maxCrashes);
     if (!(this.#timeoutMs > 0)) throw new RangeError(`timeoutMs must be positive (got ${this.#timeoutMs})`);
     if (!(this.#graceMs >= 0)) throw new RangeError(`graceMs must be ≥ 0 (got ${this.#graceMs})`);
-    this.#outbox = new Outbox({ send: (r, timeoutMs) => this.#source.send(r, timeoutMs === undefined ? undefined : { timeoutMs }), client: this.#client, clock: this.#clock });
+    this.#outbox = new Outbox({
+      send: (r, timeoutMs) => this.#source.send(r, timeoutMs === undefined ? undefined : { timeoutMs }),
+      client: this.#client,
+      clock: this.#clock,
+    });
     this.#outbox.on('retry', ({ request, error, delayMs }) =>
       this.emit('reply_retry', { messageId: request.in_reply_to ?? undefined, error, delayMs }),
     );
@@ -167,7 +172,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       emit: (event, ...args) => this.emit(event, ...args),
       ack: (id) => this.#source.ack(id),
       accepting: () => this.#accepting,
-      roomForOne: () => this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes,
+      roomForOne: () =>
+        this.#journal.writable && this.#queue.length < this.#maxQueued && this.#heldBytes < this.#maxBytes,
       active: (id) => this.#active.has(id),
       hold: (id, bytes) => this.#hold(id, bytes),
       enqueue: (item) => void this.#queue.push(item),
@@ -196,7 +202,9 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       this.emit('fatal', err);
       void this.stop(err);
     });
-    this.#journal.on('unwritable', ({ error, retryInMs }) => this.#guard(() => this.emit('readiness', { ready: false, error, retryInMs })));
+    this.#journal.on('unwritable', ({ error, retryInMs }) =>
+      this.#guard(() => this.emit('readiness', { ready: false, error, retryInMs })),
+    );
     this.#journal.on('writable', () =>
       this.#guard(() => {
         this.emit('readiness', { ready: true });
@@ -284,7 +292,11 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
 
   /** Whether at most `fraction` of the count and byte budgets are in use (and the journal works). */
   #hasRoom(fraction: number): boolean {
-    return this.#journal.writable && this.#queue.length <= this.#maxQueued * fraction && this.#heldBytes <= this.#maxBytes * fraction;
+    return (
+      this.#journal.writable &&
+      this.#queue.length <= this.#maxQueued * fraction &&
+      this.#heldBytes <= this.#maxBytes * fraction
+    );
   }
 
   #resume(entry: JournalEntry): void {
@@ -303,10 +315,24 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
         return;
       }
       // Redelivered only if a handler already began on it; messages that merely waited are new.
-      this.#queue.push({ message: entry.message, redelivered: entry.started === true, journaled: Promise.resolve(), suspect: crashes > 0 });
+      this.#queue.push({
+        message: entry.message,
+        redelivered: entry.started === true,
+        journaled: Promise.resolve(),
+        suspect: crashes > 0,
+      });
       return;
     }
-    this.#track(this.#finisher.finish(entry.message, { reply: entry.reply ?? null }, entry.replyId, this.#clock.now(), true, true));
+    this.#track(
+      this.#finisher.finish(
+        entry.message,
+        { reply: entry.reply ?? null },
+        entry.replyId,
+        this.#clock.now(),
+        true,
+        true,
+      ),
+    );
   }
 
   /**
@@ -381,7 +407,11 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     const crashes = claimed?.state === 'received' ? crashesOf(claimed) : 0;
     if (crashes >= this.#maxCrashes) {
       this.#guard(() => this.emit('handler_crashed', { message, crashes }));
-      const draft = errorDraft('handler_crashed', `the handler stopped the runner ${crashes} times while handling this message; it is not run again`, 'error');
+      const draft = errorDraft(
+        'handler_crashed',
+        `the handler stopped the runner ${crashes} times while handling this message; it is not run again`,
+        'error',
+      );
       this.#track(this.#finisher.answer(message, draft, undefined, started, true));
       return;
     }
@@ -395,8 +425,12 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       const code = codeOf(err, 'invalid_message');
       const reason = safeText((err as Error)?.message ?? err);
       this.stats.invalid++;
-      this.#guard(() => this.emit('invalid_message', { messageId: id, senderKey: message.sender_key, reason, answered: true, code }));
-      this.#track(this.#finisher.answer(message, errorDraft(code, reason, 'error'), undefined, started, item.redelivered));
+      this.#guard(() =>
+        this.emit('invalid_message', { messageId: id, senderKey: message.sender_key, reason, answered: true, code }),
+      );
+      this.#track(
+        this.#finisher.answer(message, errorDraft(code, reason, 'error'), undefined, started, item.redelivered),
+      );
       return;
     }
     if (this.#shutdown.signal.aborted) return this.#release(id);
@@ -443,7 +477,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       const error = err instanceof Error ? err : new Error(safeText(err));
       this.stats.errors++;
       this.#guard(() => this.emit('handler_error', { message, error }));
-      if (err instanceof TimeoutError && controller.signal.reason === err) return errorDraft('timeout', error.message, 'timeout');
+      if (err instanceof TimeoutError && controller.signal.reason === err)
+        return errorDraft('timeout', error.message, 'timeout');
       return errorDraft(codeOf(err, 'handler_error'), safeText(error.message), 'error');
     } finally {
       timer.cancel();
@@ -469,7 +504,9 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     const inTime = async (work: Set<Promise<void>>): Promise<boolean> => {
       if (work.size === 0) return true;
       let timer: Timer | undefined;
-      const late = new Promise<false>((resolve) => (timer = this.#clock.setTimeout(() => resolve(false), Math.max(0, deadline - this.#clock.now()))));
+      const late = new Promise<false>(
+        (resolve) => (timer = this.#clock.setTimeout(() => resolve(false), Math.max(0, deadline - this.#clock.now()))),
+      );
       const result = await Promise.race([Promise.all(work).then(() => true), late]);
       timer?.cancel();
       return result;

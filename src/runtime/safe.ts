@@ -63,7 +63,11 @@ function safe(value: unknown, depth: number, ancestors: Set<object>, budget: Bud
   try {
     if (obj instanceof Error) {
       const code = (obj as { code?: unknown }).code;
-      return { name: text(obj.name, budget), message: text(obj.message, budget), ...(typeof code === 'string' ? { code: text(code, budget) } : {}) };
+      return {
+        name: text(obj.name, budget),
+        message: text(obj.message, budget),
+        ...(typeof code === 'string' ? { code: text(code, budget) } : {}),
+      };
     }
     if (obj instanceof Date) return Number.isNaN(obj.getTime()) ? 'Invalid Date' : obj.toISOString();
     if (ArrayBuffer.isView(obj)) return `[${obj.constructor.name} ${obj.byteLength} bytes]`;

@@ -25,8 +25,9 @@
  * `now()`), so tests drive leases with a manual clock. Writes that fail on the connection are
  * retried with backoff (`unwritable` / `writable` events, as the local journal's).
  */
-import { hostname } from 'node:os';
+
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import postgres from 'postgres';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
@@ -34,7 +35,7 @@ import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError } from '../core/errors.js';
 import type { Message } from '../protocol/types.js';
 import { ExpiringIdSet } from './idset.js';
-import type { JournaledReply, JournalEntry, JournalEvents } from './journal.js';
+import type { JournalEntry, JournalEvents, JournaledReply } from './journal.js';
 import type { RuntimeJournal } from './journal-port.js';
 
 export const SHARED_JOURNAL_DEFAULTS = {
@@ -207,7 +208,8 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
    */
   static async open(options: SharedJournalOptions): Promise<SharedJournal> {
     const leaseMs = options.leaseMs ?? SHARED_JOURNAL_DEFAULTS.leaseMs;
-    if (!Number.isInteger(leaseMs) || leaseMs < 300) throw new RangeError(`leaseMs must be a whole number ≥ 300 (got ${leaseMs})`);
+    if (!Number.isInteger(leaseMs) || leaseMs < 300)
+      throw new RangeError(`leaseMs must be a whole number ≥ 300 (got ${leaseMs})`);
     const sql = connect(options.url, options.maxConnections ?? 8);
     const journal = new SharedJournal(sql, options);
     try {
@@ -261,7 +263,12 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   received(message: Message): Promise<void> {
     const id = message.message_id;
     const parsed = Date.parse(message.expires_at);
-    const entry: JournalEntry = { id, message, state: 'received', expiresAt: Number.isFinite(parsed) ? parsed : this.#clock.now() + 30 * DAY };
+    const entry: JournalEntry = {
+      id,
+      message,
+      state: 'received',
+      expiresAt: Number.isFinite(parsed) ? parsed : this.#clock.now() + 30 * DAY,
+    };
     this.#live.set(id, entry);
     return this.#track(this.#claims.add({ id, text: JSON.stringify(message), expiresAt: entry.expiresAt })).then(
       (claim) => {
@@ -271,7 +278,11 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
             this.#remember(id, entry.expiresAt);
             this.#ack(id);
           }
-          throw new AbortError(claim === 'done' ? `message ${id} was already handled by another runner` : `message ${id} is being handled by another runner`);
+          throw new AbortError(
+            claim === 'done'
+              ? `message ${id} was already handled by another runner`
+              : `message ${id} is being handled by another runner`,
+          );
         }
         if (claim.state !== 'received') {
           // Its handler finished on a runner that died: resumed (reply checked, then sent), not run again.
@@ -303,8 +314,10 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     this.#live.delete(id);
     this.#fencedAt.delete(id);
     // Stopped on purpose: another runner may take it at once.
-    this.#background(() => this.#sql`UPDATE mrp_fleet_entries SET aborts = aborts + 1, lease_until = 0
-      WHERE identity = ${this.identity} AND message_id = ${id} AND owner = ${this.runnerId}`);
+    this.#background(
+      () => this.#sql`UPDATE mrp_fleet_entries SET aborts = aborts + 1, lease_until = 0
+      WHERE identity = ${this.identity} AND message_id = ${id} AND owner = ${this.runnerId}`,
+    );
   }
 
   handled(id: string, reply: JournaledReply | null): Promise<void> {
@@ -368,7 +381,11 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
       const windowMs = t0 + this.leaseMs - this.sendMarginMs - this.#clock.now();
       if (windowMs >= this.minSendWindowMs) return windowMs;
     }
-    throw new MrpError('network', 'journal_unwritable', `the shared journal (${this.location}) answers too slowly to fence a reply within its lease; retrying`);
+    throw new MrpError(
+      'network',
+      'journal_unwritable',
+      `the shared journal (${this.location}) answers too slowly to fence a reply within its lease; retrying`,
+    );
   }
 
   /** Milliseconds of a lease kept free of sends after a fence (see `fence`). */
@@ -392,7 +409,9 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   readonly #fences = new TurnBatch<string, number | undefined>((ids) =>
     this.#write(async () => {
       const t0 = this.#clock.now();
-      const rows = await this.#sql<Array<{ message_id: string }>>`UPDATE mrp_fleet_entries SET lease_until = GREATEST(lease_until, ${t0 + this.leaseMs})
+      const rows = await this.#sql<
+        Array<{ message_id: string }>
+      >`UPDATE mrp_fleet_entries SET lease_until = GREATEST(lease_until, ${t0 + this.leaseMs})
         WHERE identity = ${this.identity} AND owner = ${this.runnerId} AND state <> 'done' AND message_id = ANY(${[...new Set(ids)]}::text[])
         RETURNING message_id`;
       const owned = new Set(rows.map((r) => r.message_id));
@@ -402,16 +421,19 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
 
   // ── Batching: the records of one event-loop turn go out as one statement per kind ──────────
 
-  readonly #claims = new TurnBatch<{ id: string; text: string; expiresAt: number }, EntryRow | 'done' | 'held'>((items) => this.#write(() => this.#claimAll(items)));
-  readonly #starts = new TurnBatch<string, void>((ids) =>
-    this.#write(async () => {
-      const counts = new Map<string, number>();
-      for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
-      await this.#sql`UPDATE mrp_fleet_entries e SET starts = e.starts + v.n
+  readonly #claims = new TurnBatch<{ id: string; text: string; expiresAt: number }, EntryRow | 'done' | 'held'>(
+    (items) => this.#write(() => this.#claimAll(items)),
+  );
+  readonly #starts = new TurnBatch<string, void>(
+    (ids) =>
+      this.#write(async () => {
+        const counts = new Map<string, number>();
+        for (const id of ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+        await this.#sql`UPDATE mrp_fleet_entries e SET starts = e.starts + v.n
         FROM unnest(${[...counts.keys()]}::text[], ${[...counts.values()]}::int[]) AS v(id, n)
         WHERE e.identity = ${this.identity} AND e.message_id = v.id AND e.owner = ${this.runnerId}`;
-      return ids.map(() => undefined);
-    }, false),
+        return ids.map(() => undefined);
+      }, false),
     // A handler start is what counts crashes (`--max-crashes`): it leaves before the handler's
     // first await, not a turn later, and never waits for other batches.
     8,
@@ -421,7 +443,9 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     this.#write(async () => {
       // Owned and extended in one statement: this is also the first fence of the reply (see `fence`).
       const t0 = this.#clock.now();
-      const rows = await this.#sql<Array<{ message_id: string }>>`UPDATE mrp_fleet_entries e SET state = 'handled', reply = v.reply,
+      const rows = await this.#sql<
+        Array<{ message_id: string }>
+      >`UPDATE mrp_fleet_entries e SET state = 'handled', reply = v.reply,
           lease_until = GREATEST(e.lease_until, ${t0 + this.leaseMs})
         FROM unnest(${items.map((i) => i.id)}::text[], ${items.map((i) => i.text)}::text[]) AS v(id, reply)
         WHERE e.identity = ${this.identity} AND e.message_id = v.id AND e.owner = ${this.runnerId} AND e.state = 'received'
@@ -451,18 +475,22 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     this.#replieds.clear();
     this.#dones.clear();
     if (replied.length > 0) {
-      this.#background(() => this.#sql`UPDATE mrp_fleet_entries e SET state = 'replied', reply_id = v.reply_id
+      this.#background(
+        () => this.#sql`UPDATE mrp_fleet_entries e SET state = 'replied', reply_id = v.reply_id
         FROM unnest(${replied.map((r) => r[0])}::text[], ${replied.map((r) => r[1])}::text[]) AS v(id, reply_id)
-        WHERE e.identity = ${this.identity} AND e.message_id = v.id AND e.state IN ('received', 'handled')`);
+        WHERE e.identity = ${this.identity} AND e.message_id = v.id AND e.state IN ('received', 'handled')`,
+      );
     }
     if (done.length > 0) {
       const now = this.#clock.now();
-      this.#background(() => this.#sql`
+      this.#background(
+        () => this.#sql`
         INSERT INTO mrp_fleet_entries (identity, message_id, state, owner, lease_until, expires_at, received_at, done_at, reply_id)
         SELECT ${this.identity}, v.id, 'done', ${this.runnerId}, 0, v.expires_at, ${now}, ${now}, v.reply_id
         FROM unnest(${done.map((d) => d[0])}::text[], ${done.map((d) => d[1].expiresAt)}::bigint[], ${done.map((d) => d[1].replyId)}::text[]) AS v(id, expires_at, reply_id)
         ON CONFLICT (identity, message_id) DO UPDATE SET state = 'done', done_at = EXCLUDED.done_at, lease_until = 0,
-          reply_id = COALESCE(EXCLUDED.reply_id, mrp_fleet_entries.reply_id)`);
+          reply_id = COALESCE(EXCLUDED.reply_id, mrp_fleet_entries.reply_id)`,
+      );
     }
   }
 
@@ -470,7 +498,9 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
    * Claims many messages in one statement (a multi-row `INSERT … ON CONFLICT DO UPDATE … WHERE`);
    * those not claimed are looked up in a second one (done elsewhere, or held by a live runner).
    */
-  async #claimAll(items: Array<{ id: string; text: string; expiresAt: number }>): Promise<Array<EntryRow | 'done' | 'held'>> {
+  async #claimAll(
+    items: Array<{ id: string; text: string; expiresAt: number }>,
+  ): Promise<Array<EntryRow | 'done' | 'held'>> {
     const now = this.#clock.now();
     const unique = [...new Map(items.map((i) => [i.id, i])).values()];
     const rows = await this.#sql<EntryRow[]>`
@@ -561,10 +591,15 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
 
   #fail(err: unknown, retryInMs: number): void {
     const first = this.#failing === undefined;
-    this.#failing = new MrpError('internal', 'journal_unwritable', `cannot write the shared journal (${this.location}: ${describe(err)}); retrying`, {
-      cause: err,
-      hint: 'check that the database is up and reachable; nothing is lost while it retries',
-    });
+    this.#failing = new MrpError(
+      'internal',
+      'journal_unwritable',
+      `cannot write the shared journal (${this.location}: ${describe(err)}); retrying`,
+      {
+        cause: err,
+        hint: 'check that the database is up and reachable; nothing is lost while it retries',
+      },
+    );
     if (first) this.emit('unwritable', { error: this.#failing, retryInMs, pendingBytes: 0 });
   }
 
@@ -609,7 +644,8 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     const now = this.#clock.now();
     const until = now + this.leaseMs;
     try {
-      await this.#hb`UPDATE mrp_fleet_runners SET heartbeat_at = ${now}, mode = ${this.#mode} WHERE runner_id = ${this.runnerId}`;
+      await this
+        .#hb`UPDATE mrp_fleet_runners SET heartbeat_at = ${now}, mode = ${this.#mode} WHERE runner_id = ${this.runnerId}`;
       const ids = [...this.#live.keys()];
       if (ids.length > 0) {
         const kept = await this.#hb<Array<{ message_id: string }>>`UPDATE mrp_fleet_entries SET lease_until = ${until}
@@ -625,8 +661,10 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
           WHERE identity = ${this.identity} AND slot = ${this.#slot} AND runner_id = ${this.runnerId} RETURNING 1 AS ok`;
         if (kept.length === 0) this.#slot = undefined;
       }
-      await this.#hb`DELETE FROM mrp_fleet_entries WHERE identity = ${this.identity} AND state = 'done' AND expires_at + 3600000 < ${now}`;
-      await this.#hb`DELETE FROM mrp_fleet_runners WHERE identity = ${this.identity} AND heartbeat_at < ${now - SHARED_JOURNAL_DEFAULTS.keepDeadRunnersMs}`;
+      await this
+        .#hb`DELETE FROM mrp_fleet_entries WHERE identity = ${this.identity} AND state = 'done' AND expires_at + 3600000 < ${now}`;
+      await this
+        .#hb`DELETE FROM mrp_fleet_runners WHERE identity = ${this.identity} AND heartbeat_at < ${now - SHARED_JOURNAL_DEFAULTS.keepDeadRunnersMs}`;
       this.#healthy();
       // Until the runtime has taken what was recovered at start, nothing more is taken over.
       if (this.#recovered !== undefined || this.#closed || this.listenerCount('recovered') === 0) return;
@@ -637,7 +675,12 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     } catch (err) {
       if (this.#closed) return;
       if (isTransient(err)) this.#fail(err, Math.floor(this.leaseMs / 3));
-      else this.emit('unwritable', { error: unreachable(this.location, err), retryInMs: Math.floor(this.leaseMs / 3), pendingBytes: 0 });
+      else
+        this.emit('unwritable', {
+          error: unreachable(this.location, err),
+          retryInMs: Math.floor(this.leaseMs / 3),
+          pendingBytes: 0,
+        });
     }
   }
 
@@ -702,7 +745,10 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     await Promise.race([Promise.allSettled([...this.#pending]), late]);
     timer?.cancel();
     this.#flushFinished();
-    await Promise.race([Promise.allSettled([...this.#pending]), new Promise<void>((resolve) => this.#clock.setTimeout(resolve, 2000))]);
+    await Promise.race([
+      Promise.allSettled([...this.#pending]),
+      new Promise<void>((resolve) => this.#clock.setTimeout(resolve, 2000)),
+    ]);
     this.#closed = true;
     try {
       await this.#sql`UPDATE mrp_fleet_entries SET lease_until = 0
@@ -794,21 +840,32 @@ async function migrate(sql: Sql): Promise<void> {
     const [row] = await tx<Array<{ version: number }>>`SELECT max(version) AS version FROM mrp_fleet_schema`;
     const version = row?.version ?? 0;
     if (version > SHARED_JOURNAL_SCHEMA_VERSION) {
-      throw new MrpError('network', 'journal_unreachable', `the shared journal's tables are version ${version}, newer than this mrp understands (${SHARED_JOURNAL_SCHEMA_VERSION})`, {
-        hint: 'upgrade mrp on this machine to match the rest of the fleet',
-      });
+      throw new MrpError(
+        'network',
+        'journal_unreachable',
+        `the shared journal's tables are version ${version}, newer than this mrp understands (${SHARED_JOURNAL_SCHEMA_VERSION})`,
+        {
+          hint: 'upgrade mrp on this machine to match the rest of the fleet',
+        },
+      );
     }
-    if (version < SHARED_JOURNAL_SCHEMA_VERSION) await tx`INSERT INTO mrp_fleet_schema (version) VALUES (${SHARED_JOURNAL_SCHEMA_VERSION})`;
+    if (version < SHARED_JOURNAL_SCHEMA_VERSION)
+      await tx`INSERT INTO mrp_fleet_schema (version) VALUES (${SHARED_JOURNAL_SCHEMA_VERSION})`;
   });
 }
 
 function unreachable(where: string, err: unknown): MrpError {
   if (err instanceof MrpError) return err;
   const location = isPostgresUrl(where) ? describePostgresUrl(where) : where;
-  return new MrpError('network', 'journal_unreachable', `cannot use the shared journal (${location}): ${describe(err)}`, {
-    cause: err,
-    hint: 'check --journal (postgres://user:password@host:port/database) and that the database accepts connections',
-  });
+  return new MrpError(
+    'network',
+    'journal_unreachable',
+    `cannot use the shared journal (${location}): ${describe(err)}`,
+    {
+      cause: err,
+      hint: 'check --journal (postgres://user:password@host:port/database) and that the database accepts connections',
+    },
+  );
 }
 
 /** One runner of a fleet, as `mrp fleet` lists it. */
@@ -836,7 +893,10 @@ export interface FleetStatus {
 }
 
 /** Reads who holds what (`identity`: one identity; all when undefined). */
-export async function fleetStatus(url: string, options: { identity?: string; now?: number; leaseMs?: number } = {}): Promise<FleetStatus> {
+export async function fleetStatus(
+  url: string,
+  options: { identity?: string; now?: number; leaseMs?: number } = {},
+): Promise<FleetStatus> {
   const sql = connect(url, 1);
   try {
     await migrate(sql);

@@ -18,14 +18,17 @@ import { readKeyFile } from '../../src/cli/keys.js';
 import { RelayClient } from '../../src/client/http.js';
 import { openBlob, sealBlob } from '../../src/protocol/blob-crypto.js';
 import { Keypair } from '../../src/protocol/signing.js';
-import { runCli, tempDir, testDeps, type TestDeps } from '../helpers/cli.js';
+import { runCli, type TestDeps, tempDir, testDeps } from '../helpers/cli.js';
 import { edSeedToX25519, refAuthOpen, refAuthSeal, x25519Public } from '../helpers/hpke-reference.js';
 import { startRelay, type TestRelay } from '../helpers/relay.js';
 
 const EMPTY = new Uint8Array(0);
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
-async function user(t: TestContext, relay: TestRelay): Promise<{ deps: TestDeps; key: string; home: string; keypair: Keypair }> {
+async function user(
+  t: TestContext,
+  relay: TestRelay,
+): Promise<{ deps: TestDeps; key: string; home: string; keypair: Keypair }> {
   const home = await tempDir(t);
   const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url } });
   const res = await runCli(['keygen', '--json'], deps);
@@ -57,14 +60,25 @@ describe('encrypted attachments in the CLI', () => {
     assert.equal(a.size, original.length + 28, 'size/hash describe the ciphertext');
     assert.notEqual(a.hash, createHash('sha256').update(original).digest('hex'));
     // The independent reference opens it: the layout is §8.4's.
-    const dek = refAuthOpen(edSeedToX25519(bob.keypair.exportSeed()), x25519Public(edSeedToX25519(alice.keypair.exportSeed())), Buffer.from(a.dek_enc, 'base64url'), Buffer.from(a.dek_ct, 'base64url'), EMPTY, EMPTY);
+    const dek = refAuthOpen(
+      edSeedToX25519(bob.keypair.exportSeed()),
+      x25519Public(edSeedToX25519(alice.keypair.exportSeed())),
+      Buffer.from(a.dek_enc, 'base64url'),
+      Buffer.from(a.dek_ct, 'base64url'),
+      EMPTY,
+      EMPTY,
+    );
     const bobClient = new RelayClient({ relayUrl: relay.url, keypair: bob.keypair });
-    assert.ok(Buffer.from(openBlob(dek, await bobClient.downloadBlobBytes(a.blob_id, { maxBytes: 1 << 20 }))).equals(original));
+    assert.ok(
+      Buffer.from(openBlob(dek, await bobClient.downloadBlobBytes(a.blob_id, { maxBytes: 1 << 20 }))).equals(original),
+    );
 
     const inbox = await tempDir(t);
     const res = await runCli(['get', messageId, '--save-attachments', inbox, '--json'], bob.deps);
     assert.equal(res.code, 0, res.stderr);
-    assert.deepEqual(JSON.parse(res.stdout).saved_attachments, [{ blob_id: a.blob_id, path: join(inbox, 'data.csv'), decrypted: true }]);
+    assert.deepEqual(JSON.parse(res.stdout).saved_attachments, [
+      { blob_id: a.blob_id, path: join(inbox, 'data.csv'), decrypted: true },
+    ]);
     assert.ok((await readFile(join(inbox, 'data.csv'))).equals(original));
 
     // The sender cannot open what it sealed for bob: skipped, said so, nothing written.
@@ -80,15 +94,29 @@ describe('encrypted attachments in the CLI', () => {
     const bob = await user(t, relay);
     const mallory = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
     const plain = Buffer.from('x'.repeat(100_000));
-    const blob = await mallory.uploadBlob(sealBlob(randomBytes(32), plain), { contentType: 'application/octet-stream' });
+    const blob = await mallory.uploadBlob(sealBlob(randomBytes(32), plain), {
+      contentType: 'application/octet-stream',
+    });
     const good = await mallory.uploadBlob(Buffer.from('fine'), { contentType: 'text/plain' });
     // The wrapped DEK is a different one than the blob's: the tag fails at the very end.
-    const { enc, ct } = refAuthSeal(edSeedToX25519(mallory.keypair.exportSeed()), x25519Public(edSeedToX25519(bob.keypair.exportSeed())), randomBytes(32), EMPTY, EMPTY);
+    const { enc, ct } = refAuthSeal(
+      edSeedToX25519(mallory.keypair.exportSeed()),
+      x25519Public(edSeedToX25519(bob.keypair.exportSeed())),
+      randomBytes(32),
+      EMPTY,
+      EMPTY,
+    );
     const m = await mallory.send({
       recipient_key: bob.key,
       body: {},
       attachments: [
-        { blob_id: blob.blob_id, filename: 'bad.bin', encrypted: true, dek_enc: enc.toString('base64url'), dek_ct: ct.toString('base64url') },
+        {
+          blob_id: blob.blob_id,
+          filename: 'bad.bin',
+          encrypted: true,
+          dek_enc: enc.toString('base64url'),
+          dek_ct: ct.toString('base64url'),
+        },
         { blob_id: good.blob_id, filename: 'good.txt' },
       ],
     });
@@ -111,7 +139,9 @@ describe('encrypted attachments in the CLI', () => {
     assert.match(sent.stderr, /attached as uploaded, NOT encrypted/);
   });
 
-  it('send -e / get --save-attachments of a 50 MiB file: bounded RSS growth in a real mrp process', { timeout: 180_000 }, async (t) => {
+  it('send -e / get --save-attachments of a 50 MiB file: bounded RSS growth in a real mrp process', {
+    timeout: 180_000,
+  }, async (t) => {
     const SIZE = 50 * 1024 * 1024;
     const relay = await startRelay(t);
     const alice = await user(t, relay);
@@ -156,7 +186,9 @@ describe('encrypted attachments in the CLI', () => {
     const small = await measure(tiny);
     const large = await measure(big);
     const mib = (n: number): string => (n / 1048576).toFixed(1);
-    t.diagnostic(`peak RSS tiny: send ${mib(small.send)} MiB, get ${mib(small.get)} MiB; 50 MiB file: send ${mib(large.send)} MiB, get ${mib(large.get)} MiB`);
+    t.diagnostic(
+      `peak RSS tiny: send ${mib(small.send)} MiB, get ${mib(small.get)} MiB; 50 MiB file: send ${mib(large.send)} MiB, get ${mib(large.get)} MiB`,
+    );
     // Bounded: less than the file (anything holding the file or its ciphertext in memory grows by
     // ≥ 50 MiB). What growth there is, is garbage not yet collected (~30 MiB whatever the size:
     // measured the same for 32 and 80 MiB files).

@@ -11,10 +11,14 @@ import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
 import { Keypair } from '../../src/protocol/signing.js';
-import { runCli, tempDir, testDeps, type TestDeps } from '../helpers/cli.js';
+import { runCli, type TestDeps, tempDir, testDeps } from '../helpers/cli.js';
 import { startRelay, type TestRelay } from '../helpers/relay.js';
 
-async function user(t: TestContext, relay: TestRelay, extra: { tty?: boolean } = {}): Promise<{ deps: TestDeps; key: string; home: string }> {
+async function user(
+  t: TestContext,
+  relay: TestRelay,
+  extra: { tty?: boolean } = {},
+): Promise<{ deps: TestDeps; key: string; home: string }> {
   const home = await tempDir(t);
   const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url }, ...extra });
   const res = await runCli(['keygen', '--json'], deps);
@@ -88,14 +92,32 @@ describe('attachments from the command line', () => {
     const got = JSON.parse((await runCli(['get', messageId, '--json'], bob.deps)).stdout);
     assert.equal(got.attachments.length, 2);
     // --attach ids first, then the --attach-file uploads.
-    assert.deepEqual(got.attachments[0], { blob_id: blobId, content_type: 'text/markdown', size: 7, hash: got.attachments[1].hash });
-    assert.deepEqual({ ...got.attachments[1], blob_id: undefined }, { blob_id: undefined, filename: 'notes.md', content_type: 'text/markdown', size: 7, hash: got.attachments[1].hash });
+    assert.deepEqual(got.attachments[0], {
+      blob_id: blobId,
+      content_type: 'text/markdown',
+      size: 7,
+      hash: got.attachments[1].hash,
+    });
+    assert.deepEqual(
+      { ...got.attachments[1], blob_id: undefined },
+      {
+        blob_id: undefined,
+        filename: 'notes.md',
+        content_type: 'text/markdown',
+        size: 7,
+        hash: got.attachments[1].hash,
+      },
+    );
     assert.notEqual(got.attachments[1].blob_id, blobId);
 
     // A hostile filename from a peer: path parts and control characters go.
     const mallory = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
     const evil = await mallory.uploadBlob(Buffer.from('evil'));
-    const m = await mallory.send({ recipient_key: bob.key, body: {}, attachments: [{ blob_id: evil.blob_id, filename: '../../.bashrc\u001b[2J' }] });
+    const m = await mallory.send({
+      recipient_key: bob.key,
+      body: {},
+      attachments: [{ blob_id: evil.blob_id, filename: '../../.bashrc\u001b[2J' }],
+    });
     const inbox = await tempDir(t);
     for (let i = 0; i < 2; i++) {
       const res = await runCli(['get', m.message_id, '--save-attachments', inbox], bob.deps);
@@ -104,8 +126,13 @@ describe('attachments from the command line', () => {
     assert.deepEqual((await readdir(inbox)).sort(), ['bashrc[2J', 'bashrc[2J (1)']);
     assert.equal(await readFile(join(inbox, 'bashrc[2J'), 'utf8'), 'evil');
     const both = await tempDir(t);
-    const saved = JSON.parse((await runCli(['get', messageId, '--save-attachments', both, '--json'], bob.deps)).stdout).saved_attachments;
-    assert.deepEqual(saved.map((s: { path: string }) => s.path.slice(both.length + 1)), [blobId, 'notes.md']);
+    const saved = JSON.parse(
+      (await runCli(['get', messageId, '--save-attachments', both, '--json'], bob.deps)).stdout,
+    ).saved_attachments;
+    assert.deepEqual(
+      saved.map((s: { path: string }) => s.path.slice(both.length + 1)),
+      [blobId, 'notes.md'],
+    );
     const notDir = await runCli(['get', messageId, '--save-attachments', join(both, 'missing')], bob.deps);
     assert.equal(notDir.code, 2);
   });

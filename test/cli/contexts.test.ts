@@ -9,18 +9,39 @@ describe('mrp context', () => {
   it('add, ls, show, use, rm; files are 0600 JSON; the selection lives in config.json', async (t) => {
     const home = await tempDir(t);
     const deps = testDeps({ home });
-    const add = await runCli(['context', 'add', 'prod', '--relay', 'https://relay.example/', '--key', '~/prod.key', '--description', 'production', '--json'], deps);
+    const add = await runCli(
+      [
+        'context',
+        'add',
+        'prod',
+        '--relay',
+        'https://relay.example/',
+        '--key',
+        '~/prod.key',
+        '--description',
+        'production',
+        '--json',
+      ],
+      deps,
+    );
     assert.equal(add.code, 0, add.stderr);
     const file = join(home, 'contexts', 'prod.json');
     assert.equal(JSON.parse(add.stdout).file, file);
-    assert.deepEqual(JSON.parse(await readFile(file, 'utf8')), { description: 'production', relay: 'https://relay.example', key_file: join(home, 'prod.key') });
+    assert.deepEqual(JSON.parse(await readFile(file, 'utf8')), {
+      description: 'production',
+      relay: 'https://relay.example',
+      key_file: join(home, 'prod.key'),
+    });
     assert.equal((await stat(file)).mode & 0o777, 0o600);
     assert.equal((await stat(join(home, 'contexts'))).mode & 0o777, 0o700);
 
     const again = await runCli(['context', 'add', 'prod', '--relay', 'http://other:1'], deps);
     assert.equal(again.code, 2);
     assert.match(again.stderr, /already exists — pass --force/);
-    assert.equal((await runCli(['context', 'add', 'local', '--relay', 'http://127.0.0.1:8080', '--use'], deps)).code, 0);
+    assert.equal(
+      (await runCli(['context', 'add', 'local', '--relay', 'http://127.0.0.1:8080', '--use'], deps)).code,
+      0,
+    );
     const bad = await runCli(['context', 'add', '../evil', '--relay', 'http://x:1', '--json'], deps);
     assert.equal(bad.code, 2);
     assert.equal(JSON.parse(bad.stderr).error.code, 'invalid_argument');
@@ -29,7 +50,10 @@ describe('mrp context', () => {
     const ls = JSON.parse((await runCli(['context', 'ls', '--json'], deps)).stdout);
     assert.deepEqual(
       ls.contexts.map((c: { name: string; selected: boolean }) => [c.name, c.selected]),
-      [['local', true], ['prod', false]],
+      [
+        ['local', true],
+        ['prod', false],
+      ],
     );
     assert.equal(ls.selected, 'local');
     assert.equal(JSON.parse(await readFile(join(home, 'config.json'), 'utf8')).context, 'local');
@@ -70,7 +94,10 @@ describe('mrp context', () => {
     assert.deepEqual([w.relay, w.sources.relay.source, w.context], ['http://config.example:1', 'config', null]);
     // --context: context over config; the key comes from the context too.
     w = await who(['--context', 'a']);
-    assert.deepEqual([w.relay, w.sources.relay.source, w.key_file, w.sources.key_file.source], ['http://context-a:2', 'context', keyA, 'context']);
+    assert.deepEqual(
+      [w.relay, w.sources.relay.source, w.key_file, w.sources.key_file.source],
+      ['http://context-a:2', 'context', keyA, 'context'],
+    );
     assert.match(w.sources.relay.origin, /^context a \(.*contexts\/a\.json\)$/);
     assert.deepEqual(w.sources.context, { source: 'flag', origin: '--context' });
     // The environment beats the context; the flag beats the environment.
@@ -102,7 +129,10 @@ describe('mrp context', () => {
     const home = await tempDir(t);
     const deps = testDeps({ home });
     const key = join(home, 'k.key');
-    assert.equal((await runCli(['context', 'add', 'local', '--relay', relay.url, '--key', key, '--use'], deps)).code, 0);
+    assert.equal(
+      (await runCli(['context', 'add', 'local', '--relay', relay.url, '--key', key, '--use'], deps)).code,
+      0,
+    );
     const gen = await runCli(['keygen', '--json'], deps);
     assert.equal(gen.code, 0, gen.stderr);
     assert.equal(JSON.parse(gen.stdout).key_file, key, 'keygen writes the context key');

@@ -9,15 +9,19 @@ import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import type { Command } from 'commander';
-import { RelayClient } from '../../src/client/http.js';
 import { completionTree } from '../../src/cli/commands/completion.js';
 import { buildProgram, main } from '../../src/cli/main.js';
+import { RelayClient } from '../../src/client/http.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
-import { ndjson, runCli, tempDir, testDeps, type TestDeps } from '../helpers/cli.js';
+import { ndjson, runCli, type TestDeps, tempDir, testDeps } from '../helpers/cli.js';
 import { RawSocket, startRelay, type TestRelay } from '../helpers/relay.js';
 
-async function user(t: TestContext, relay: Pick<TestRelay, 'url'>, extra: Partial<Parameters<typeof testDeps>[0]> = {}): Promise<{ deps: TestDeps; key: string; home: string }> {
+async function user(
+  t: TestContext,
+  relay: Pick<TestRelay, 'url'>,
+  extra: Partial<Parameters<typeof testDeps>[0]> = {},
+): Promise<{ deps: TestDeps; key: string; home: string }> {
   const home = await tempDir(t);
   const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url }, ...extra });
   const res = await runCli(['keygen', '--json'], deps);
@@ -42,7 +46,10 @@ describe('tail -n N', () => {
     for (let i = 0; i < 5; i++) ids.push((await sender.send({ recipient_key: key, body: { i } })).message_id);
     const res = await runCli(['tail', '-n', '2', '--ack'], deps);
     assert.equal(res.code, 0, res.stderr);
-    assert.deepEqual(ndjson(res.stdout).map((m) => m['message_id']), ids.slice(0, 2));
+    assert.deepEqual(
+      ndjson(res.stdout).map((m) => m['message_id']),
+      ids.slice(0, 2),
+    );
     const statuses = await Promise.all(ids.map(async (id) => (await sender.messageStatus(id)).status));
     assert.deepEqual(statuses, ['delivered', 'delivered', 'sent', 'sent', 'sent']);
   });
@@ -59,9 +66,16 @@ describe('--quiet prints the bare value asked for', () => {
     assert.equal((await runCli(['whoami', '-q'], deps)).stdout, `${key}\n`);
     assert.equal((await runCli(['config', 'get', 'relay', '-q'], deps)).stdout, `${relay.url}\n`);
     const peer = Keypair.generate();
-    assert.equal((await runCli(['contacts', 'add', 'bob', peer.publicKey, '-q'], deps)).stdout, '', 'an action prints nothing');
+    assert.equal(
+      (await runCli(['contacts', 'add', 'bob', peer.publicKey, '-q'], deps)).stdout,
+      '',
+      'an action prints nothing',
+    );
     assert.equal((await runCli(['contacts', 'ls', '-q'], deps)).stdout, 'bob\n');
-    const sent = await runCli(['send', '-q', 'bob', 'hello'], testDeps({ home, env: { MRP_RELAY_URL: relay.url }, tty: true }));
+    const sent = await runCli(
+      ['send', '-q', 'bob', 'hello'],
+      testDeps({ home, env: { MRP_RELAY_URL: relay.url }, tty: true }),
+    );
     assert.equal(sent.code, 0, sent.stderr);
     assert.match(sent.stdout, /^msg_\S+\n$/, 'on a terminal too: only the id');
     assert.equal(sent.stderr, '');
@@ -71,7 +85,8 @@ describe('--quiet prints the bare value asked for', () => {
     const bob = new RelayClient({ relayUrl: relay.url, keypair: peer });
     const waiting = runCli(['send', '-q', '--wait', '10s', 'bob', 'ping'], deps);
     let ping: Message | undefined;
-    while (!ping) ping = (await bob.poll({ wait: 10 })).messages.find((m) => JSON.stringify(m.body) === '{"text":"ping"}');
+    while (!ping)
+      ping = (await bob.poll({ wait: 10 })).messages.find((m) => JSON.stringify(m.body) === '{"text":"ping"}');
     await bob.send({ recipient_key: key, body: { pong: true }, in_reply_to: ping.message_id });
     const reply = await waiting;
     assert.equal(reply.code, 0, reply.stderr);
@@ -106,14 +121,20 @@ describe('--json: every failure is {"error":…} on stderr', () => {
     const { deps, key } = await user(t, relay);
     const tail = runCli(['tail', '--json', '-n', '1'], deps);
     await deps.stderr.waitFor('"event":"connected"');
-    await new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() }).send({ recipient_key: key, body: { n: 1 } });
+    await new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() }).send({
+      recipient_key: key,
+      body: { n: 1 },
+    });
     const res = await tail;
     assert.equal(res.code, 0, res.stderr);
     const status = ndjson(res.stderr);
     assert.equal(status[0]!['event'], 'connected');
     assert.equal(status[0]!['agent'], key);
     assert.match(String(status[0]!['time']), /^\d{4}-\d{2}-\d{2}T/);
-    assert.deepEqual(ndjson(res.stdout).map((m) => m['body']), [{ n: 1 }]);
+    assert.deepEqual(
+      ndjson(res.stdout).map((m) => m['body']),
+      [{ n: 1 }],
+    );
   });
 });
 
@@ -125,13 +146,20 @@ describe('lists of messages and agents: NDJSON when piped or with --json', () =>
     for (let i = 0; i < 3; i++) await sender.send({ recipient_key: key, body: { i } });
     const some = await runCli(['recv', '--no-ack', '--limit', '2', '--json'], deps);
     assert.equal(some.code, 0, some.stderr);
-    assert.deepEqual(ndjson(some.stdout).map((m) => m['body']), [{ i: 0 }, { i: 1 }]);
+    assert.deepEqual(
+      ndjson(some.stdout).map((m) => m['body']),
+      [{ i: 0 }, { i: 1 }],
+    );
     assert.equal(ndjson(some.stderr)[0]!['event'], 'has_more');
     const all = await runCli(['recv', '--no-ack', '--limit', '3', '--json'], deps);
     assert.equal(ndjson(all.stdout).length, 3);
     assert.equal(all.stderr, '', 'nothing more: no has_more');
     const piped = await runCli(['recv', '--limit', '3'], deps);
-    assert.deepEqual(ndjson(piped.stdout).map((m) => m['body']), [{ i: 0 }, { i: 1 }, { i: 2 }], 'piped: the same NDJSON');
+    assert.deepEqual(
+      ndjson(piped.stdout).map((m) => m['body']),
+      [{ i: 0 }, { i: 1 }, { i: 2 }],
+      'piped: the same NDJSON',
+    );
   });
 
   it('recv --no-ack fails fast when the key already has its 2 connections', async (t) => {
@@ -156,7 +184,11 @@ describe('lists of messages and agents: NDJSON when piped or with --json', () =>
     const relay = await startRelay(t);
     const agents = Array.from({ length: 23 }, () => Keypair.generate());
     for (const [i, kp] of agents.entries()) {
-      await new RelayClient({ relayUrl: relay.url, keypair: kp }).updateProfile({ display_name: `agent ${i}`, visibility: 'public', capabilities: [{ name: 'x', description: '', tags: ['pagetest'] }] });
+      await new RelayClient({ relayUrl: relay.url, keypair: kp }).updateProfile({
+        display_name: `agent ${i}`,
+        visibility: 'public',
+        capabilities: [{ name: 'x', description: '', tags: ['pagetest'] }],
+      });
     }
     const { deps } = await user(t, relay);
     const first = await runCli(['discover', '--tag', 'pagetest', '--json'], deps);
@@ -165,7 +197,10 @@ describe('lists of messages and agents: NDJSON when piped or with --json', () =>
     const all = await runCli(['discover', '--tag', 'pagetest', '--all', '-q'], deps);
     assert.equal(all.stdout.trim().split('\n').length, 23, '--all: every one (bare keys with -q)');
     assert.equal(all.stderr, '');
-    const tty = await runCli(['discover', '--tag', 'pagetest', '--limit', '30'], testDeps({ home: deps.env['MRP_HOME']!, env: { MRP_RELAY_URL: relay.url }, tty: true }));
+    const tty = await runCli(
+      ['discover', '--tag', 'pagetest', '--limit', '30'],
+      testDeps({ home: deps.env['MRP_HOME']!, env: { MRP_RELAY_URL: relay.url }, tty: true }),
+    );
     for (const kp of agents) assert.ok(tty.stdout.includes(kp.publicKey), 'the full key, copyable');
   });
 });
@@ -183,11 +218,17 @@ describe('signatures never collide', () => {
     const [a, b] = [0, 1].map(() => testDeps({ home, env: { MRP_RELAY_URL: relay.url } })) as [TestDeps, TestDeps];
     const tails = [runCli(['tail', '-n', '1'], a), runCli(['tail', '-n', '1'], b)];
     await Promise.all([a.stderr.waitFor('connected'), b.stderr.waitFor('connected')]);
-    await new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() }).send({ recipient_key: key, body: { both: true } });
+    await new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() }).send({
+      recipient_key: key,
+      body: { both: true },
+    });
     for (const res of await Promise.all(tails)) {
       assert.equal(res.code, 0, res.stderr);
       assert.doesNotMatch(res.stderr, /refused|replay/);
-      assert.deepEqual(ndjson(res.stdout).map((m) => m['body']), [{ both: true }]);
+      assert.deepEqual(
+        ndjson(res.stdout).map((m) => m['body']),
+        [{ both: true }],
+      );
     }
   });
 });
@@ -198,7 +239,15 @@ describe('an unreachable relay', () => {
     const down = await closedPort();
     const deps = testDeps({ home, env: { MRP_RELAY_URL: down } });
     await runCli(['keygen'], deps);
-    for (const argv of [['discover'], ['profile'], ['recv'], ['recv', '--no-ack'], ['status', 'msg_1_000000000000'], ['acl', 'ls'], ['send', Keypair.generate().publicKey, 'hi']]) {
+    for (const argv of [
+      ['discover'],
+      ['profile'],
+      ['recv'],
+      ['recv', '--no-ack'],
+      ['status', 'msg_1_000000000000'],
+      ['acl', 'ls'],
+      ['send', Keypair.generate().publicKey, 'hi'],
+    ]) {
       const started = Date.now();
       const res = await runCli([...argv, '--json'], deps);
       assert.equal(res.code, 3, `${argv[0]}: ${res.stderr}`);
@@ -211,7 +260,10 @@ describe('an unreachable relay', () => {
     const res = await tail;
     assert.equal(res.code, 0);
     const line = res.stderr.split('\n')[0]!;
-    assert.match(line, /^\d\d:\d\d:\d\d {2}↻ cannot reach the relay at ws:\/\/127\.0\.0\.1:\d+\/v1\/ws \(ECONNREFUSED\); reconnecting in \S+ — never connected — check --relay/);
+    assert.match(
+      line,
+      /^\d\d:\d\d:\d\d {2}↻ cannot reach the relay at ws:\/\/127\.0\.0\.1:\d+\/v1\/ws \(ECONNREFUSED\); reconnecting in \S+ — never connected — check --relay/,
+    );
     assert.ok(line.endsWith(`check --relay (${down}) and that the relay is running`), line);
   });
 });
@@ -222,7 +274,10 @@ describe('mrp run against a relay that never answers', () => {
     const down = await closedPort();
     const deps = testDeps({ home, env: { MRP_RELAY_URL: down } });
     await runCli(['keygen'], deps);
-    const run = runCli(['run', '--handler', join(import.meta.dirname, '../../handlers/echo.ts'), '--log-format', 'json'], deps);
+    const run = runCli(
+      ['run', '--handler', join(import.meta.dirname, '../../handlers/echo.ts'), '--log-format', 'json'],
+      deps,
+    );
     await deps.stdout.waitFor('"event":"disconnected"');
     deps.raise('SIGTERM');
     const res = await run;
@@ -243,7 +298,10 @@ describe('mrp run against a relay that never answers', () => {
     deps.raise('SIGINT');
     const res = await run;
     assert.equal(res.code, 0, res.stderr);
-    assert.match(res.stdout, /^\d\d:\d\d:\d\d {2}↻ cannot reach the relay .*; reconnecting in \S+ — never connected — check --relay/m);
+    assert.match(
+      res.stdout,
+      /^\d\d:\d\d:\d\d {2}↻ cannot reach the relay .*; reconnecting in \S+ — never connected — check --relay/m,
+    );
   });
 });
 
@@ -253,7 +311,10 @@ describe('mrp dev', () => {
     const first = testDeps({ home });
     const running = runCli(['dev', '--port', '0', '--no-watch'], first);
     await first.stdout.waitFor('"event":"dev"');
-    for (const argv of [['dev', '--port', '0'], ['dev', '--once', '--port', '0', '--json']]) {
+    for (const argv of [
+      ['dev', '--port', '0'],
+      ['dev', '--once', '--port', '0', '--json'],
+    ]) {
       const second = await runCli(argv, testDeps({ home }));
       assert.equal(second.code, 1, second.stderr);
       assert.match(second.stderr, /another mrp dev \(pid \d+\) is already running/);
@@ -281,7 +342,12 @@ describe('peer-controlled text on a terminal', () => {
     const { key, home } = await user(t, relay);
     const evil = Keypair.generate();
     const peer = new RelayClient({ relayUrl: relay.url, keypair: evil });
-    await peer.updateProfile({ display_name: EVIL, visibility: 'public', metadata: { note: EVIL }, capabilities: [{ name: 'x', description: EVIL, tags: ['evil-tag'] }] });
+    await peer.updateProfile({
+      display_name: EVIL,
+      visibility: 'public',
+      metadata: { note: EVIL },
+      capabilities: [{ name: 'x', description: EVIL, tags: ['evil-tag'] }],
+    });
     const sent = await peer.send({ recipient_key: key, body: { text: EVIL }, thread_id: 'th-1' });
     const tty = testDeps({ home, env: { MRP_RELAY_URL: relay.url }, tty: true });
     const outputs = [
@@ -293,21 +359,32 @@ describe('peer-controlled text on a terminal', () => {
     ];
     for (const res of outputs) {
       assert.equal(res.code, 0, res.stderr);
-      assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/, 'no raw control characters');
+      assert.doesNotMatch(
+        res.stdout + res.stderr,
+        /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/,
+        'no raw control characters',
+      );
       // Escaped visibly: by safeText on a line, or already by JSON inside a pretty-printed body.
       assert.ok(
-        res.stdout.includes('\\x1b]0;pwned\\x07\\x1b[2J\\r\\x9b31m\\u202eevil') || res.stdout.includes('\\u001b]0;pwned\\u0007\\u001b[2J\\r\\x9b31m\\u202eevil'),
+        res.stdout.includes('\\x1b]0;pwned\\x07\\x1b[2J\\r\\x9b31m\\u202eevil') ||
+          res.stdout.includes('\\u001b]0;pwned\\u0007\\u001b[2J\\r\\x9b31m\\u202eevil'),
         res.stdout,
       );
     }
-    const json = await runCli(['get', sent.message_id, '--json'], testDeps({ home, env: { MRP_RELAY_URL: relay.url } }));
+    const json = await runCli(
+      ['get', sent.message_id, '--json'],
+      testDeps({ home, env: { MRP_RELAY_URL: relay.url } }),
+    );
     assert.equal(JSON.parse(json.stdout).body.text, EVIL, 'JSON is exact');
   });
 
   it('relay error messages are escaped too', async () => {
     const { formatErrorLine } = await import('../../src/cli/output.js');
     const { RelayError } = await import('../../src/core/errors.js');
-    assert.equal(formatErrorLine(new RelayError('bad_request', 'no\u001b[2Jway\r')), 'error: bad_request: no\\x1b[2Jway\\r');
+    assert.equal(
+      formatErrorLine(new RelayError('bad_request', 'no\u001b[2Jway\r')),
+      'error: bad_request: no\\x1b[2Jway\\r',
+    );
   });
 });
 
@@ -329,7 +406,9 @@ describe('global flags, help and exit codes', () => {
   it('every leaf command has examples in --help; flags mean one thing everywhere', () => {
     const program = buildProgram(testDeps({ home: '/nonexistent' }));
     const leaves = (cmd: Command, path: string[] = []): Array<[string, Command]> =>
-      cmd.commands.flatMap((c) => (c.commands.length ? leaves(c, [...path, c.name()]) : [[[...path, c.name()].join(' '), c] as [string, Command]]));
+      cmd.commands.flatMap((c) =>
+        c.commands.length ? leaves(c, [...path, c.name()]) : [[[...path, c.name()].join(' '), c] as [string, Command]],
+      );
     for (const [name, cmd] of leaves(program)) {
       let help = '';
       cmd.configureOutput({ writeOut: (s) => void (help += s) });
@@ -344,7 +423,10 @@ describe('global flags, help and exit codes', () => {
         for (const f of o.flags) {
           if (f === '--json') continue; // send --json [value]: documented double role
           const other = meaning.get(f);
-          assert.ok(other === undefined || other === sig, `${f} means "${other}" and "${sig}" (mrp ${node.path.join(' ')})`);
+          assert.ok(
+            other === undefined || other === sig,
+            `${f} means "${other}" and "${sig}" (mrp ${node.path.join(' ')})`,
+          );
           meaning.set(f, sig);
         }
       }
@@ -390,7 +472,12 @@ describe('global flags, help and exit codes', () => {
     const res = await waiting;
     assert.equal(res.code, 130);
     const id = /Sent (msg_\S+);/.exec(res.stderr)![1]!;
-    assert.match(res.stderr, new RegExp(`error: interrupted while waiting for the reply to ${id} \\(the message was sent\\) — check on it later with \`mrp status ${id}\``));
+    assert.match(
+      res.stderr,
+      new RegExp(
+        `error: interrupted while waiting for the reply to ${id} \\(the message was sent\\) — check on it later with \`mrp status ${id}\``,
+      ),
+    );
   });
 });
 
@@ -398,7 +485,12 @@ describe('mrp completion', () => {
   const complete = (script: string, line: string): string => {
     const words = line.split(' ');
     const arr = words.map((w) => `'${w}'`).join(' ');
-    return execFileSync('bash', ['-c', `${script}\nmrp() { printf 'alice\\nbob\\n'; }\nCOMP_WORDS=(${arr}); COMP_CWORD=${words.length - 1}; _mrp; echo "\${COMPREPLY[*]}"`]).toString().trim();
+    return execFileSync('bash', [
+      '-c',
+      `${script}\nmrp() { printf 'alice\\nbob\\n'; }\nCOMP_WORDS=(${arr}); COMP_CWORD=${words.length - 1}; _mrp; echo "\${COMPREPLY[*]}"`,
+    ])
+      .toString()
+      .trim();
   };
   it('bash completes contact names, modes, statuses and policies; flags only after "-"', async (t) => {
     const deps = testDeps({ home: await tempDir(t) });
@@ -414,13 +506,20 @@ describe('mrp completion', () => {
     assert.equal(complete(bash, 'mrp --key K acl '), 'allow block rm remove ls list policy');
     assert.equal(complete(bash, 'mrp acl --key K ls --t'), '--type');
     assert.equal(complete(bash, 'mrp discover --tag '), '', 'free text: no flags offered');
-    assert.equal(complete(bash, 'mrp profile --name x '), 'alice bob', 'after a flag and its value: the [key] argument');
+    assert.equal(
+      complete(bash, 'mrp profile --name x '),
+      'alice bob',
+      'after a flag and its value: the [key] argument',
+    );
   });
 
   it('--json prints the command tree the scripts are made from', async (t) => {
     const res = await runCli(['completion', '--json'], testDeps({ home: await tempDir(t) }));
     assert.equal(res.code, 0, res.stderr);
-    const tree = JSON.parse(res.stdout).commands as Array<{ path: string[]; options: Array<{ flags: string[]; value: unknown }> }>;
+    const tree = JSON.parse(res.stdout).commands as Array<{
+      path: string[];
+      options: Array<{ flags: string[]; value: unknown }>;
+    }>;
     const run = tree.find((n) => n.path.join(' ') === 'run')!;
     assert.deepEqual(run.options.find((o) => o.flags.includes('--mode'))!.value, ['websocket', 'poll']);
     assert.ok(tree.some((n) => n.path.join(' ') === 'acl allow'));

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -60,17 +60,27 @@ describe('mrp doctor', () => {
       doc.checks.map((c) => c.name),
       ['node', 'config', 'key', 'relay', 'clock', 'auth', 'sockets', 'journal', 'manifest', 'handler'],
     );
-    for (const name of ['node', 'config', 'key', 'relay', 'clock', 'auth', 'sockets', 'journal', 'handler']) assert.equal(by[name]!.status, 'ok', `${name}: ${by[name]!.summary}`);
+    for (const name of ['node', 'config', 'key', 'relay', 'clock', 'auth', 'sockets', 'journal', 'handler'])
+      assert.equal(by[name]!.status, 'ok', `${name}: ${by[name]!.summary}`);
     assert.equal(by['manifest']!.status, 'skip');
     assert.equal(by['key']!.details!['public_key'], publicKey);
-    assert.match(by['clock']!.summary, /^offset [+−]\d+\.\d s \(this machine \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, relay \d{4}-.*Z\)$/);
+    assert.match(
+      by['clock']!.summary,
+      /^offset [+−]\d+\.\d s \(this machine \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, relay \d{4}-.*Z\)$/,
+    );
     assert.match(by['auth']!.summary, /closed cleanly \(1000\)/);
     // The handshake really happened: the relay logged the auth and the clean close.
-    assert.ok(relay.logs.some((l) => l.msg === 'ws_auth' || JSON.stringify(l).includes(publicKey)), 'relay saw the agent');
+    assert.ok(
+      relay.logs.some((l) => l.msg === 'ws_auth' || JSON.stringify(l).includes(publicKey)),
+      'relay saw the agent',
+    );
 
     // A WebSocket auth frame carries a whole-second timestamp, and the relay refuses a repeat
     // within the same second (replay); the later runs sign one and two seconds ahead.
-    const piped = await runCli(['doctor'], testDeps({ home: deps.env['MRP_HOME']!, env: { MRP_RELAY_URL: relay.url }, clock: skewed(1000) }));
+    const piped = await runCli(
+      ['doctor'],
+      testDeps({ home: deps.env['MRP_HOME']!, env: { MRP_RELAY_URL: relay.url }, clock: skewed(1000) }),
+    );
     assert.equal(piped.code, 0, piped.stderr);
     const lines = piped.stdout.trim().split('\n').filter(Boolean);
     assert.match(lines[0]!, /^ok {3}node {5}v\d+\.\d+\.\d+$/);
@@ -78,7 +88,10 @@ describe('mrp doctor', () => {
     assert.match(piped.stdout, /All checks passed\./);
     assert.ok(!piped.stdout.includes('✓'), 'plain words when piped');
 
-    const tty = await runCli(['doctor'], testDeps({ home: deps.env['MRP_HOME']!, env: { MRP_RELAY_URL: relay.url }, tty: true, clock: skewed(2000) }));
+    const tty = await runCli(
+      ['doctor'],
+      testDeps({ home: deps.env['MRP_HOME']!, env: { MRP_RELAY_URL: relay.url }, tty: true, clock: skewed(2000) }),
+    );
     assert.match(tty.stdout, /^✓ node /m);
     assert.match(tty.stdout, /^- manifest /m);
   });

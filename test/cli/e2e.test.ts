@@ -8,9 +8,9 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import { readKeyFile } from '../../src/cli/keys.js';
 import { e2eCodec } from '../../src/client/e2e-codec.js';
 import { RelayClient } from '../../src/client/http.js';
-import { readKeyFile } from '../../src/cli/keys.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { JsonValue, Message } from '../../src/protocol/types.js';
 import { connected, startAgent } from '../helpers/agent.js';
@@ -67,7 +67,10 @@ describe('mrp send -e and the readers', () => {
     const relay = await startRelay(t);
     const alice = await user(t, relay);
     const bob = await user(t, relay);
-    const sent = await runCli(['send', '-e', bob.key, 'meet at noon', '--thread', 'plan', '--meta', 'k=v', '--json'], alice.deps);
+    const sent = await runCli(
+      ['send', '-e', bob.key, 'meet at noon', '--thread', 'plan', '--meta', 'k=v', '--json'],
+      alice.deps,
+    );
     assert.equal(sent.code, 0, sent.stderr);
     const { message_id: id, encrypted } = JSON.parse(sent.stdout);
     assert.equal(encrypted, true);
@@ -89,7 +92,10 @@ describe('mrp send -e and the readers', () => {
     const recv = await runCli(['recv', '--json'], bob.deps);
     assert.equal(recv.code, 0, recv.stderr);
     const [r] = ndjson(recv.stdout);
-    assert.deepEqual([r!['message_id'], r!['body'], r!['encrypted'], r!['decryption_error']], [id, { text: 'meet at noon' }, true, undefined]);
+    assert.deepEqual(
+      [r!['message_id'], r!['body'], r!['encrypted'], r!['decryption_error']],
+      [id, { text: 'meet at noon' }, true, undefined],
+    );
 
     const quiet = await runCli(['thread', 'plan', '-q'], bob.deps);
     assert.equal(quiet.stdout.trim(), JSON.stringify({ text: 'meet at noon' }));
@@ -107,7 +113,11 @@ describe('mrp send -e and the readers', () => {
     const bob = await user(t, relay, true);
     const stranger = Keypair.generate();
     const other = new RelayClient({ relayUrl: relay.url, keypair: stranger });
-    await other.send({ recipient_key: bob.key, content_type: ENCRYPTED, body: refSeal(stranger, bob.keypair, { text: 'psst' }) });
+    await other.send({
+      recipient_key: bob.key,
+      content_type: ENCRYPTED,
+      body: refSeal(stranger, bob.keypair, { text: 'psst' }),
+    });
     const broken = refSeal(stranger, bob.keypair, { text: 'lost' }) as Record<string, unknown>;
     await other.send({ recipient_key: bob.key, content_type: ENCRYPTED, body: { ...broken, v: 3 } });
     const res = await runCli(['recv'], bob.deps);
@@ -129,14 +139,27 @@ describe('mrp send -e and the readers', () => {
     ct[ct.length - 1]! ^= 0x80;
     const ids = [
       (await refClient.send({ recipient_key: bob.key, content_type: ENCRYPTED, body: good })).message_id,
-      (await refClient.send({ recipient_key: bob.key, content_type: ENCRYPTED, body: { ...good, ct: ct.toString('base64url') } })).message_id,
+      (
+        await refClient.send({
+          recipient_key: bob.key,
+          content_type: ENCRYPTED,
+          body: { ...good, ct: ct.toString('base64url') },
+        })
+      ).message_id,
       (await refClient.send({ recipient_key: bob.key, body: { n: 3 } })).message_id,
     ];
     const res = await tail;
     assert.equal(res.code, 0, res.stderr);
     const lines = ndjson(res.stdout);
-    assert.deepEqual(lines.map((l) => l['message_id']), ids, 'in order, none dropped');
-    assert.deepEqual([lines[0]!['body'], lines[0]!['content_type'], lines[0]!['encrypted']], [{ n: 1 }, 'application/json', true]);
+    assert.deepEqual(
+      lines.map((l) => l['message_id']),
+      ids,
+      'in order, none dropped',
+    );
+    assert.deepEqual(
+      [lines[0]!['body'], lines[0]!['content_type'], lines[0]!['encrypted']],
+      [{ n: 1 }, 'application/json', true],
+    );
     const failed = lines[1]!['decryption_error'] as { code: string; reason: string; message: string };
     assert.equal(lines[1]!['content_type'], ENCRYPTED);
     assert.deepEqual([failed.code, failed.reason], ['decryption_failed', 'decryption_failed']);
@@ -149,10 +172,11 @@ describe('mrp send -e and the readers', () => {
     await bob.deps.stdout.waitFor('{"n":3}');
     bob.deps.raise('SIGINT');
     const streamed = await ws;
-    assert.deepEqual(
-      streamed.stdout.trim().split('\n'),
-      [JSON.stringify({ n: 1 }), JSON.stringify(JSON.parse(JSON.stringify({ ...good, ct: ct.toString('base64url') }))), JSON.stringify({ n: 3 })],
-    );
+    assert.deepEqual(streamed.stdout.trim().split('\n'), [
+      JSON.stringify({ n: 1 }),
+      JSON.stringify(JSON.parse(JSON.stringify({ ...good, ct: ct.toString('base64url') }))),
+      JSON.stringify({ n: 3 }),
+    ]);
     assert.match(streamed.stderr, new RegExp(`${ids[1]}: cannot open the encrypted message`));
   });
 
@@ -166,7 +190,10 @@ describe('mrp send -e and the readers', () => {
     });
     agent.runtime.start();
     await connected(agent.runtime);
-    const res = await runCli(['send', '-e', agentKeys.publicKey, '--body', '{"q":"ping"}', '--wait', '10s', '--json'], alice.deps);
+    const res = await runCli(
+      ['send', '-e', agentKeys.publicKey, '--body', '{"q":"ping"}', '--wait', '10s', '--json'],
+      alice.deps,
+    );
     assert.equal(res.code, 0, res.stderr);
     const out = JSON.parse(res.stdout);
     assert.equal(out.encrypted, true);

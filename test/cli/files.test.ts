@@ -25,7 +25,10 @@ describe('config.json', () => {
       ['"http://x"', /must be a JSON object/],
       ['{"relay": 8080}', /\(relay\): must be a non-empty string .* not 8080/],
       ['{"relay": ""}', /\(relay\): must be a non-empty string/],
-      ['{"rleay": "http://127.0.0.1:1"}', /\(rleay\): unknown key "rleay" \(did you mean "relay"\?\); known keys: relay, key_file/],
+      [
+        '{"rleay": "http://127.0.0.1:1"}',
+        /\(rleay\): unknown key "rleay" \(did you mean "relay"\?\); known keys: relay, key_file/,
+      ],
       ['{"relay": "ftp://x"}', /must start with http/],
       ['{"relay": ', /not valid JSON/],
       [`${'['.repeat(5000)}${']'.repeat(5000)}`, /nested deeper than/],
@@ -95,7 +98,15 @@ describe('mrp run with a config.json (the README set-up)', () => {
       join(scene.dir, 'handler.mjs'),
       `export default async (msg, ctx) => { ctx.log.info('started'); await new Promise((r) => setTimeout(r, 400)); return { done: true }; };\n`,
     );
-    const runner = scene.spawn('mrp run', ['run', '--handler', './handler.mjs', '--grace', '10s', '--log-format', 'json']);
+    const runner = scene.spawn('mrp run', [
+      'run',
+      '--handler',
+      './handler.mjs',
+      '--grace',
+      '10s',
+      '--log-format',
+      'json',
+    ]);
     const ready = await runner.waitEvent('ready', {}, 'ready', 15_000);
     const peer = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
     const sent = await peer.send({ recipient_key: ready['agent'] as string, body: { n: 1 } });

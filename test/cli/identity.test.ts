@@ -123,7 +123,12 @@ describe('mrp keygen / whoami', () => {
     await runCli(['whoami', '--json', '--debug'], deps);
     const seed = await readFile(join(home, 'agent.key'));
     const all = deps.stdout.text + deps.stderr.text;
-    for (const form of [seed.toString('hex'), seed.toString('base64url'), seed.toString('base64'), seed.toString('latin1')]) {
+    for (const form of [
+      seed.toString('hex'),
+      seed.toString('base64url'),
+      seed.toString('base64'),
+      seed.toString('latin1'),
+    ]) {
       assert.ok(!all.includes(form));
     }
   });
@@ -139,7 +144,12 @@ describe('settings precedence: flag > env > config > default', () => {
       assert.equal(res.code, 0, res.stderr);
       return JSON.parse(res.stdout) as { value: string; source: string };
     };
-    assert.deepEqual(await get([]), { key: 'relay', value: 'https://relay.mrphub.io', source: 'default', origin: 'default' });
+    assert.deepEqual(await get([]), {
+      key: 'relay',
+      value: 'https://relay.mrphub.io',
+      source: 'default',
+      origin: 'default',
+    });
     assert.equal((await runCli(['config', 'set', 'relay', 'http://config.example:1/'], deps)).code, 0);
     assert.equal((await get([])).value, 'http://config.example:1');
     assert.equal((await get([])).source, 'config');
@@ -151,7 +161,10 @@ describe('settings precedence: flag > env > config > default', () => {
     const ls = await runCli(['config', 'ls', '--json'], deps);
     assert.deepEqual(
       JSON.parse(ls.stdout).map((r: { key: string; source: string }) => [r.key, r.source]),
-      [['relay', 'config'], ['key_file', 'default']],
+      [
+        ['relay', 'config'],
+        ['key_file', 'default'],
+      ],
     );
     assert.equal((await runCli(['config', 'unset', 'relay'], deps)).code, 0);
     assert.equal((await get([])).source, 'default');
@@ -185,8 +198,14 @@ describe('mrp contacts', () => {
   it('add, ls, rm; canonical file, mode 0600, unknown fields kept', async (t) => {
     const home = await tempDir(t);
     const deps = testDeps({ home });
-    await writeFile(join(home, 'contacts.json'), JSON.stringify({ old: { public_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ', color: 'red' } }));
-    const add = await runCli(['contacts', 'add', 'TranslateBot', B, '--alias', 'tr', '--note', 'fast translator'], deps);
+    await writeFile(
+      join(home, 'contacts.json'),
+      JSON.stringify({ old: { public_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ', color: 'red' } }),
+    );
+    const add = await runCli(
+      ['contacts', 'add', 'TranslateBot', B, '--alias', 'tr', '--note', 'fast translator'],
+      deps,
+    );
     assert.equal(add.code, 0, add.stderr);
     const file = JSON.parse(await readFile(join(home, 'contacts.json'), 'utf8'));
     assert.equal(file.contacts.length, 2);
@@ -200,7 +219,10 @@ describe('mrp contacts', () => {
     assert.match(dup.stderr, /already exists/);
 
     const ls = await runCli(['contacts', 'ls', '--json'], deps);
-    assert.deepEqual(JSON.parse(ls.stdout).map((c: { name: string }) => c.name), ['old', 'TranslateBot']);
+    assert.deepEqual(
+      JSON.parse(ls.stdout).map((c: { name: string }) => c.name),
+      ['old', 'TranslateBot'],
+    );
     const human = await runCli(['contacts', 'ls'], deps);
     assert.match(human.stdout, /NAME\s+ALIAS\s+PUBLIC KEY/);
     assert.match(human.stdout, /TranslateBot\s+tr\s+5_FioQ/);
@@ -248,7 +270,10 @@ describe('the installed binary', () => {
     assert.equal(seed.length, 32);
     assert.equal((await stat(key)).mode & 0o777, 0o600);
     assert.equal(JSON.parse(who.stdout).public_key, independentPublicKey(seed));
-    await assert.rejects(run(process.execPath, [BIN, 'keygen', '--key', key], { env }), (e: { code?: number }) => e.code === 2);
+    await assert.rejects(
+      run(process.execPath, [BIN, 'keygen', '--key', key], { env }),
+      (e: { code?: number }) => e.code === 2,
+    );
     assert.deepEqual(await readFile(key), seed);
   });
 

@@ -3,10 +3,14 @@ import { describe, it } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { connected, startAgent } from '../helpers/agent.js';
-import { ndjson, runCli, tempDir, testDeps, type TestDeps } from '../helpers/cli.js';
+import { ndjson, runCli, type TestDeps, tempDir, testDeps } from '../helpers/cli.js';
 import { startRelay, type TestRelay } from '../helpers/relay.js';
 
-async function user(t: import('node:test').TestContext, relay: TestRelay, extra: Parameters<typeof testDeps>[0] extends infer O ? Partial<O> : never = {}): Promise<{ deps: TestDeps; key: string }> {
+async function user(
+  t: import('node:test').TestContext,
+  relay: TestRelay,
+  extra: Parameters<typeof testDeps>[0] extends infer O ? Partial<O> : never = {},
+): Promise<{ deps: TestDeps; key: string }> {
   const home = await tempDir(t);
   const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url }, ...extra });
   const res = await runCli(['keygen', '--json'], deps);
@@ -33,7 +37,10 @@ describe('mrp send', () => {
     const { deps } = await user(t, relay);
     const peer = Keypair.generate();
     await runCli(['contacts', 'add', 'bob', peer.publicKey], deps);
-    const res = await runCli(['send', 'bob', 'hi', 'bob!', '--json', '--thread', 'conv-1', '--meta', 'prio=high', '--ttl', '1h'], deps);
+    const res = await runCli(
+      ['send', 'bob', 'hi', 'bob!', '--json', '--thread', 'conv-1', '--meta', 'prio=high', '--ttl', '1h'],
+      deps,
+    );
     assert.equal(res.code, 0, res.stderr);
     const sent = JSON.parse(res.stdout);
     assert.equal(sent.status, 'sent');
@@ -55,7 +62,10 @@ describe('mrp send', () => {
     assert.equal((await runCli(['contacts', 'add', 'dashy', peer.publicKey], deps)).code, 0);
     assert.equal((await runCli(['send', '--to', peer.publicKey, '--text', 'again'], deps)).code, 0);
     const inbox = await new RelayClient({ relayUrl: relay.url, keypair: peer }).poll();
-    assert.deepEqual(inbox.messages.map((m) => m.body), [{ text: 'dash' }, { text: 'again' }]);
+    assert.deepEqual(
+      inbox.messages.map((m) => m.body),
+      [{ text: 'dash' }, { text: 'again' }],
+    );
     const unknown = await runCli(['send', peer.publicKey, 'x', '--nope'], deps);
     assert.equal(unknown.code, 2, 'real unknown options are still refused');
   });
@@ -85,14 +95,31 @@ describe('mrp send', () => {
     agent.runtime.start();
     await connected(agent.runtime);
     const { deps } = await user(t, relay);
-    const res = await runCli(['send', agent.keypair.publicKey, '--content-type', 'application/x-mrp-request+json', '--body', '{"action":"ping"}', '--wait', '10', '--json'], deps);
+    const res = await runCli(
+      [
+        'send',
+        agent.keypair.publicKey,
+        '--content-type',
+        'application/x-mrp-request+json',
+        '--body',
+        '{"action":"ping"}',
+        '--wait',
+        '10',
+        '--json',
+      ],
+      deps,
+    );
     assert.equal(res.code, 0, res.stderr);
     const out = JSON.parse(res.stdout);
     assert.equal(out.reply.in_reply_to, out.message_id);
     assert.deepEqual(out.reply.body, { status: 'ok', result: { got: { action: 'ping' } } });
     const plain = await runCli(['send', agent.keypair.publicKey, 'again', '--wait'], deps);
     assert.equal(plain.code, 0, plain.stderr);
-    assert.deepEqual(JSON.parse(plain.stdout), { status: 'ok', result: { got: { text: 'again' } } }, 'piped: the reply body');
+    assert.deepEqual(
+      JSON.parse(plain.stdout),
+      { status: 'ok', result: { got: { text: 'again' } } },
+      'piped: the reply body',
+    );
   });
 
   it('--wait times out with exit 3 and says why', async (t) => {
@@ -136,7 +163,10 @@ describe('mrp tail', () => {
     assert.equal(res.code, 0, res.stderr);
     const lines = res.stdout.trim().split('\n');
     assert.equal(lines.length, 3);
-    assert.deepEqual(lines.map((l) => JSON.parse(l).message_id), ids);
+    assert.deepEqual(
+      lines.map((l) => JSON.parse(l).message_id),
+      ids,
+    );
     for (const id of ids) assert.equal((await sender.messageStatus(id)).status, 'sent', 'not acknowledged');
   });
 });
@@ -152,12 +182,18 @@ describe('mrp recv / thread / status / get', () => {
     assert.equal((await other.messageStatus(first.message_id)).status, 'sent', '--no-ack leaves it');
     const got = await runCli(['recv', '--json'], deps);
     assert.equal(got.code, 0, got.stderr);
-    assert.deepEqual(ndjson(got.stdout).map((m) => m['message_id']), [first.message_id]);
+    assert.deepEqual(
+      ndjson(got.stdout).map((m) => m['message_id']),
+      [first.message_id],
+    );
     assert.equal((await other.messageStatus(first.message_id)).status, 'delivered');
     const answer = await runCli(['send', other.publicKey, 'answer', '--in-reply-to', first.message_id], deps);
     assert.equal(answer.code, 0, answer.stderr);
     const thread = await runCli(['thread', first.message_id, '--json'], deps);
-    assert.deepEqual(ndjson(thread.stdout).map((m) => m['body']), [{ text: 'question' }, { text: 'answer' }]);
+    assert.deepEqual(
+      ndjson(thread.stdout).map((m) => m['body']),
+      [{ text: 'question' }, { text: 'answer' }],
+    );
     const status = await runCli(['status', first.message_id, '--json'], deps);
     assert.equal(JSON.parse(status.stdout).status, 'delivered');
     const get = await runCli(['get', first.message_id], deps);

@@ -23,7 +23,10 @@ async function get(url: string): Promise<{ status: number; text: string; type: s
 }
 
 /** The first JSON event named `event` on a captured stream, once it is there. */
-async function eventOf(stream: { waitFor(t: string): Promise<void>; text: string }, event: string): Promise<Record<string, unknown>> {
+async function eventOf(
+  stream: { waitFor(t: string): Promise<void>; text: string },
+  event: string,
+): Promise<Record<string, unknown>> {
   const needle = `"event":"${event}"`;
   await stream.waitFor(needle);
   return JSON.parse(stream.text.split('\n').find((l) => l.includes(needle))!) as Record<string, unknown>;
@@ -44,7 +47,12 @@ describe('mrp run --health-port', () => {
     const health = (await eventOf(deps.stdout, 'health'))['url'] as string;
     assert.match(health, /^http:\/\/127\.0\.0\.1:\d+$/);
     await eventOf(deps.stdout, 'ready');
-    assert.deepEqual(JSON.parse((await get(`${health}/readyz`)).text), { ready: true, connected: true, journal_writable: true, draining: false });
+    assert.deepEqual(JSON.parse((await get(`${health}/readyz`)).text), {
+      ready: true,
+      connected: true,
+      journal_writable: true,
+      draining: false,
+    });
     assert.equal((await get(`${health}/healthz`)).status, 200);
     assert.equal((await get(`${health}/nope`)).status, 404);
 
@@ -56,7 +64,12 @@ describe('mrp run --health-port', () => {
     await eventOf(deps.stdout, 'disconnected');
     const down = await get(`${health}/readyz`);
     assert.equal(down.status, 503);
-    assert.deepEqual(JSON.parse(down.text), { ready: false, connected: false, journal_writable: true, draining: false });
+    assert.deepEqual(JSON.parse(down.text), {
+      ready: false,
+      connected: false,
+      journal_writable: true,
+      draining: false,
+    });
     assert.equal((await get(`${health}/healthz`)).status, 200, 'alive while not ready');
 
     // The same port and data directory: a restart, as an operator would do it.
@@ -75,7 +88,11 @@ describe('mrp run --health-port', () => {
     assert.ok(sampleValue(families, 'mrp_runner_disconnects_total')! >= 1);
     assert.equal(sampleValue(families, 'mrp_runner_queue_depth'), 0);
     assert.equal(sampleValue(families, 'mrp_runner_connected'), 1);
-    for (const name of ['mrp_runner_duplicates_suppressed_total', 'mrp_runner_rate_limited_total', 'mrp_runner_in_flight']) {
+    for (const name of [
+      'mrp_runner_duplicates_suppressed_total',
+      'mrp_runner_rate_limited_total',
+      'mrp_runner_in_flight',
+    ]) {
       assert.ok(families.has(name), name);
     }
 
@@ -88,7 +105,9 @@ describe('mrp run --health-port', () => {
   it('readyz is 503 while journal writes fail (disk full, still W_OK) and 200 once they work again', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0 });
     const disk = new FlakyDisk();
-    const agent = await startAgent(t, relay, () => 'ok', { journal: { fs: disk.fs, retryBackoff: { firstMinMs: 20, firstMaxMs: 20, maxMs: 40 } } });
+    const agent = await startAgent(t, relay, () => 'ok', {
+      journal: { fs: disk.fs, retryBackoff: { firstMinMs: 20, firstMaxMs: 20, maxMs: 40 } },
+    });
     const monitor = new RunnerMonitor();
     monitor.attach(agent.runtime, join(agent.journalDir, 'journal.jsonl'));
     const readyz = monitor.routes()['/readyz']!;
@@ -98,7 +117,10 @@ describe('mrp run --health-port', () => {
     };
     agent.runtime.start();
     await connected(agent.runtime);
-    assert.deepEqual(await probe(), { status: 200, body: { ready: true, connected: true, journal_writable: true, draining: false } });
+    assert.deepEqual(await probe(), {
+      status: 200,
+      body: { ready: true, connected: true, journal_writable: true, draining: false },
+    });
 
     const peer = await Peer.connect(t, relay);
     disk.full = true;
@@ -107,13 +129,22 @@ describe('mrp run --health-port', () => {
     assert.equal((await notReady)[0].ready, false);
     assert.deepEqual(await probe(), {
       status: 503,
-      body: { ready: false, connected: true, journal_writable: false, draining: false, journal_error: 'journal_unwritable' },
+      body: {
+        ready: false,
+        connected: true,
+        journal_writable: false,
+        draining: false,
+        journal_error: 'journal_unwritable',
+      },
     });
 
     const readyAgain = agent.runtime.next('readiness');
     disk.full = false;
     assert.equal((await readyAgain)[0].ready, true);
-    assert.deepEqual(await probe(), { status: 200, body: { ready: true, connected: true, journal_writable: true, draining: false } });
+    assert.deepEqual(await probe(), {
+      status: 200,
+      body: { ready: true, connected: true, journal_writable: true, draining: false },
+    });
     await peer.waitForReplies(1);
     await agent.runtime.stop();
   });
@@ -121,7 +152,16 @@ describe('mrp run --health-port', () => {
   it('counts 429 answers from the client trace, over HTTP and WebSocket', () => {
     const monitor = new RunnerMonitor();
     const trace = monitor.tracers({});
-    const http = { method: 'POST', target: '/v1/messages', ms: 1, attempt: 1, requestId: undefined, error: 'rate_limit_exceeded', requestBody: undefined, response: undefined };
+    const http = {
+      method: 'POST',
+      target: '/v1/messages',
+      ms: 1,
+      attempt: 1,
+      requestId: undefined,
+      error: 'rate_limit_exceeded',
+      requestBody: undefined,
+      response: undefined,
+    };
     trace.http({ ...http, status: 429 });
     trace.http({ ...http, status: 201, error: undefined });
     trace.ws({ direction: 'in', type: 'send_result', bytes: 10, code: 'rate_limit_exceeded', text: undefined });
@@ -148,7 +188,21 @@ describe('mrp relay --metrics-port', () => {
   it('serves requests by route and status, messages accepted, open sockets and store latency', async (t) => {
     const home = await tempDir(t);
     const deps = testDeps({ home });
-    const run = runCli(['relay', '--port', '0', '--metrics-port', '0', '--data-dir', join(home, 'data'), '--json', '--log-level', 'error'], deps);
+    const run = runCli(
+      [
+        'relay',
+        '--port',
+        '0',
+        '--metrics-port',
+        '0',
+        '--data-dir',
+        join(home, 'data'),
+        '--json',
+        '--log-level',
+        'error',
+      ],
+      deps,
+    );
     await deps.stdout.waitFor('\n');
     const started = JSON.parse(deps.stdout.text.split('\n')[0]!);
     assert.match(started.metrics_url, /^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
@@ -166,7 +220,10 @@ describe('mrp relay --metrics-port', () => {
     const res = await get(started.metrics_url);
     assert.equal(res.status, 200);
     const families = parsePrometheus(res.text);
-    assert.equal(sampleValue(families, 'mrp_relay_http_requests_total', { method: 'POST', route: '/v1/messages', status: '201' }), 2);
+    assert.equal(
+      sampleValue(families, 'mrp_relay_http_requests_total', { method: 'POST', route: '/v1/messages', status: '201' }),
+      2,
+    );
     assert.equal(sampleValue(families, 'mrp_relay_messages_accepted_total'), 2);
     assert.equal(sampleValue(families, 'mrp_relay_websockets_open'), 1);
     assert.ok(sampleValue(families, 'mrp_relay_store_duration_seconds_count', { op: 'commit' })! >= 1);
@@ -187,6 +244,13 @@ describe('mrp relay --metrics-port', () => {
     const res = await fetch(`${url}/v1/nope`);
     assert.equal(res.status, 404);
     await res.text();
-    assert.equal(sampleValue(parsePrometheus(registry.expose()), 'mrp_relay_http_requests_total', { method: 'GET', route: 'unmatched', status: '404' }), 1);
+    assert.equal(
+      sampleValue(parsePrometheus(registry.expose()), 'mrp_relay_http_requests_total', {
+        method: 'GET',
+        route: 'unmatched',
+        status: '404',
+      }),
+      1,
+    );
   });
 });

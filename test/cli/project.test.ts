@@ -18,12 +18,32 @@ async function project(t: import('node:test').TestContext, relayUrl?: string) {
 
 describe('mrp announce', () => {
   const bad: Array<[string, string, RegExp]> = [
-    ['name: Bot\ncapabilities:\n  - name: x\n    tags: [ok-tag, "bad tag"]\n', 'tag', /^error: mrp\.yaml:4: capabilities\[0\]\.tags\[1\]: tags are 3-64 characters/],
-    ['name: Bot\nvisibilty: public\n', 'typo', /^error: mrp\.yaml:2: visibilty: unknown key \(did you mean "visibility"\?\); the manifest knows name, visibility/],
-    ['name: Bot\nmetadata:\n  version: 1.0\n', 'number', /^error: mrp\.yaml:3: metadata\.version: values must be strings — quote it: version: "1"/],
+    [
+      'name: Bot\ncapabilities:\n  - name: x\n    tags: [ok-tag, "bad tag"]\n',
+      'tag',
+      /^error: mrp\.yaml:4: capabilities\[0\]\.tags\[1\]: tags are 3-64 characters/,
+    ],
+    [
+      'name: Bot\nvisibilty: public\n',
+      'typo',
+      /^error: mrp\.yaml:2: visibilty: unknown key \(did you mean "visibility"\?\); the manifest knows name, visibility/,
+    ],
+    [
+      'name: Bot\nmetadata:\n  version: 1.0\n',
+      'number',
+      /^error: mrp\.yaml:3: metadata\.version: values must be strings — quote it: version: "1"/,
+    ],
     ['name: [oops\nvisibility: public\n', 'yaml', /^error: mrp\.yaml:\d+:\d+: /],
-    ['inbox_policy: sometimes\n', 'enum', /^error: mrp\.yaml:1: inbox_policy: must be one of open, closed, allowlist, blocklist/],
-    ['acl:\n  allow: [nobody-we-know]\n', 'acl', /^error: mrp\.yaml:2: acl\.allow\[0\]: "nobody-we-know" is neither a public key nor a contact/],
+    [
+      'inbox_policy: sometimes\n',
+      'enum',
+      /^error: mrp\.yaml:1: inbox_policy: must be one of open, closed, allowlist, blocklist/,
+    ],
+    [
+      'acl:\n  allow: [nobody-we-know]\n',
+      'acl',
+      /^error: mrp\.yaml:2: acl\.allow\[0\]: "nobody-we-know" is neither a public key nor a contact/,
+    ],
   ];
   for (const [yaml, name, pattern] of bad) {
     it(`an error points at the line (${name})`, async (t) => {
@@ -56,19 +76,27 @@ describe('mrp announce', () => {
     const json = await runCli(['announce', '--json'], deps);
     const err = JSON.parse(json.stderr).error;
     assert.equal(err.code, 'manifest_invalid');
-    assert.deepEqual(err.details.errors.map((e: { line: number; field: string }) => [e.line, e.field]), [
-      [2, 'visibilty'],
-      [5, 'capabilities[0].descripton'],
-      [6, 'capabilities[0].tag'],
-      [7, 'inbox_policy'],
-    ]);
+    assert.deepEqual(
+      err.details.errors.map((e: { line: number; field: string }) => [e.line, e.field]),
+      [
+        [2, 'visibilty'],
+        [5, 'capabilities[0].descripton'],
+        [6, 'capabilities[0].tag'],
+        [7, 'inbox_policy'],
+      ],
+    );
   });
 
   it('an alias bomb, absurd nesting or a directory is manifest_invalid, not internal_error', async (t) => {
     const { cwd, deps } = await project(t, 'http://127.0.0.1:1');
     await runCli(['keygen'], deps);
     const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x"]'];
-    for (let i = 1; i < 9; i++) bomb.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+    for (let i = 1; i < 9; i++)
+      bomb.push(
+        `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9)
+          .fill(`*${String.fromCharCode(96 + i)}`)
+          .join(',')}]`,
+      );
     const cases: Array<[string, RegExp]> = [
       [`metadata:\n  x: y\n${bomb.join('\n')}\n`, /too many alias references/],
       [`name: ${'['.repeat(20_000)}${']'.repeat(20_000)}\n`, /nested too deeply/],
@@ -109,7 +137,10 @@ describe('mrp announce', () => {
     const pruned = JSON.parse((await runCli(['announce', '--prune', '--json'], deps)).stdout);
     assert.equal(pruned.pruned, 1);
     const acl = JSON.parse((await runCli(['acl', 'ls', '--json'], deps)).stdout);
-    assert.deepEqual(acl.entries.map((e: { peer_key: string }) => e.peer_key), [kept]);
+    assert.deepEqual(
+      acl.entries.map((e: { peer_key: string }) => e.peer_key),
+      [kept],
+    );
     assert.deepEqual(JSON.parse((await runCli(['announce', '--json'], deps)).stdout).drift, []);
   });
 
@@ -127,7 +158,14 @@ describe('mrp announce', () => {
     assert.equal(dry.code, 0, dry.stderr);
     const plan = JSON.parse(dry.stdout);
     assert.equal(plan.applied, false);
-    assert.deepEqual(plan.changes.map((c: { field: string }) => c.field).sort(), ['acl.allow', 'capabilities', 'inbox_policy', 'metadata', 'name', 'visibility']);
+    assert.deepEqual(plan.changes.map((c: { field: string }) => c.field).sort(), [
+      'acl.allow',
+      'capabilities',
+      'inbox_policy',
+      'metadata',
+      'name',
+      'visibility',
+    ]);
     const client = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
     const { public_key } = JSON.parse((await runCli(['whoami', '--json'], deps)).stdout);
     assert.equal((await client.getAgent(public_key)).display_name, null, 'dry run sent nothing');
@@ -140,13 +178,28 @@ describe('mrp announce', () => {
     assert.equal(profile.inbox_policy, 'allowlist');
     assert.deepEqual(profile.capabilities[1], { name: 'chat', description: '', tags: ['chat'] });
     const acl = JSON.parse((await runCli(['acl', 'ls', '--json'], deps)).stdout);
-    assert.deepEqual(acl.entries.map((e: { peer_key: string; entry_type: string }) => [e.peer_key, e.entry_type]), [[friend, 'allow']]);
+    assert.deepEqual(
+      acl.entries.map((e: { peer_key: string; entry_type: string }) => [e.peer_key, e.entry_type]),
+      [[friend, 'allow']],
+    );
     const again = await runCli(['announce', '--json'], deps);
     assert.deepEqual(JSON.parse(again.stdout).changes, []);
     const discover = await runCli(['discover', '--tag', 'i18n', '--json'], deps);
-    assert.deepEqual(discover.stdout.trim().split('\n').map((l) => JSON.parse(l).public_key), [public_key], 'NDJSON: one agent per line');
+    assert.deepEqual(
+      discover.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).public_key),
+      [public_key],
+      'NDJSON: one agent per line',
+    );
     const caps = await runCli(['capabilities', '--json'], deps);
-    assert.deepEqual(JSON.parse(caps.stdout).capabilities.map((c: { tag: string }) => c.tag).sort(), ['chat', 'i18n', 'text']);
+    assert.deepEqual(
+      JSON.parse(caps.stdout)
+        .capabilities.map((c: { tag: string }) => c.tag)
+        .sort(),
+      ['chat', 'i18n', 'text'],
+    );
   });
 });
 
@@ -159,7 +212,10 @@ describe('mrp init', () => {
     const out = JSON.parse(init.stdout);
     assert.equal(out.key_created, true);
     assert.equal(out.next, 'mrp run --handler ./handler.ts');
-    assert.match(await readFile(join(cwd, 'mrp.yaml'), 'utf8'), /# yaml-language-server: \$schema=.*schema\/mrp\.schema\.json/);
+    assert.match(
+      await readFile(join(cwd, 'mrp.yaml'), 'utf8'),
+      /# yaml-language-server: \$schema=.*schema\/mrp\.schema\.json/,
+    );
 
     await writeFile(join(cwd, 'handler.ts'), '// mine\n');
     const second = await runCli(['init', '--json'], deps);
@@ -190,7 +246,10 @@ describe('mrp dev', () => {
     const { deps } = await project(t);
     const res = await runCli(['dev', '--once', '--port', '0'], deps);
     assert.equal(res.code, 0, res.stderr);
-    const events = res.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const events = res.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const dev = events.find((e) => e.event === 'dev');
     assert.match(dev.send, /^mrp send --relay http:\/\/127\.0\.0\.1:\d+ --key .*user\.key \S{43} "hello" --wait$/);
     const demo = events.find((e) => e.event === 'demo');
@@ -205,13 +264,20 @@ describe('mrp completion', () => {
     for (const shell of ['bash', 'zsh', 'fish']) {
       const res = await runCli(['completion', shell], deps);
       assert.equal(res.code, 0);
-      for (const word of ['send', 'tail', 'announce', shell === 'fish' ? '-l wait' : '--wait', 'allow']) assert.ok(res.stdout.includes(word), `${shell}: ${word}`);
+      for (const word of ['send', 'tail', 'announce', shell === 'fish' ? '-l wait' : '--wait', 'allow'])
+        assert.ok(res.stdout.includes(word), `${shell}: ${word}`);
     }
     const bash = (await runCli(['completion', 'bash'], deps)).stdout;
     execFileSync('bash', ['-n'], { input: bash });
-    const completions = execFileSync('bash', ['-c', `${bash}\nCOMP_WORDS=(mrp acl a); COMP_CWORD=2; _mrp; echo "\${COMPREPLY[@]}"`]).toString();
+    const completions = execFileSync('bash', [
+      '-c',
+      `${bash}\nCOMP_WORDS=(mrp acl a); COMP_CWORD=2; _mrp; echo "\${COMPREPLY[@]}"`,
+    ]).toString();
     assert.equal(completions.trim(), 'allow');
-    const deep = execFileSync('bash', ['-c', `${bash}\nCOMP_WORDS=(mrp send bob --wa); COMP_CWORD=3; _mrp; echo "\${COMPREPLY[@]}"`]).toString();
+    const deep = execFileSync('bash', [
+      '-c',
+      `${bash}\nCOMP_WORDS=(mrp send bob --wa); COMP_CWORD=3; _mrp; echo "\${COMPREPLY[@]}"`,
+    ]).toString();
     assert.equal(deep.trim(), '--wait');
     assert.equal((await runCli(['completion', 'tcsh'], deps)).code, 2);
   });

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { openBlobStore, relayMode } from '../../src/cli/commands/relay.js';
 import { UsageError } from '../../src/core/errors.js';
 
@@ -18,21 +18,44 @@ const usage = (code: string, text: RegExp) => (err: unknown) => {
 describe('mrp relay: embedded or external', () => {
   it('nothing configured → embedded; a URL (flag or DATABASE_URL) → external; the flag wins over the variable', () => {
     assert.deepEqual(relayMode(undefined, {}), { mode: 'embedded' });
-    assert.deepEqual(relayMode(undefined, { DATABASE_URL: 'postgres://h/db' }), { mode: 'external', databaseUrl: 'postgres://h/db' });
-    assert.deepEqual(relayMode('postgres://flag/db', { DATABASE_URL: 'postgres://env/db' }), { mode: 'external', databaseUrl: 'postgres://flag/db' });
+    assert.deepEqual(relayMode(undefined, { DATABASE_URL: 'postgres://h/db' }), {
+      mode: 'external',
+      databaseUrl: 'postgres://h/db',
+    });
+    assert.deepEqual(relayMode('postgres://flag/db', { DATABASE_URL: 'postgres://env/db' }), {
+      mode: 'external',
+      databaseUrl: 'postgres://flag/db',
+    });
     assert.deepEqual(relayMode(undefined, { DATABASE_URL: '  ' }), { mode: 'embedded' });
   });
 
   it('MRP_MODE decides: embedded ignores DATABASE_URL; external needs a URL; other values are refused', () => {
-    assert.deepEqual(relayMode(undefined, { MRP_MODE: 'embedded', DATABASE_URL: 'postgres://h/db' }), { mode: 'embedded' });
-    assert.deepEqual(relayMode(undefined, { MRP_MODE: 'EXTERNAL', DATABASE_URL: 'postgres://h/db' }), { mode: 'external', databaseUrl: 'postgres://h/db' });
-    assert.throws(() => relayMode(undefined, { MRP_MODE: 'external' }), usage('missing_argument', /MRP_MODE=external needs a PostgreSQL URL/));
-    assert.throws(() => relayMode('postgres://h/db', { MRP_MODE: 'embedded' }), usage('invalid_argument', /--database-url.*MRP_MODE=embedded/));
-    assert.throws(() => relayMode(undefined, { MRP_MODE: 'cluster' }), usage('invalid_argument', /MRP_MODE: "cluster" must be embedded or external/));
+    assert.deepEqual(relayMode(undefined, { MRP_MODE: 'embedded', DATABASE_URL: 'postgres://h/db' }), {
+      mode: 'embedded',
+    });
+    assert.deepEqual(relayMode(undefined, { MRP_MODE: 'EXTERNAL', DATABASE_URL: 'postgres://h/db' }), {
+      mode: 'external',
+      databaseUrl: 'postgres://h/db',
+    });
+    assert.throws(
+      () => relayMode(undefined, { MRP_MODE: 'external' }),
+      usage('missing_argument', /MRP_MODE=external needs a PostgreSQL URL/),
+    );
+    assert.throws(
+      () => relayMode('postgres://h/db', { MRP_MODE: 'embedded' }),
+      usage('invalid_argument', /--database-url.*MRP_MODE=embedded/),
+    );
+    assert.throws(
+      () => relayMode(undefined, { MRP_MODE: 'cluster' }),
+      usage('invalid_argument', /MRP_MODE: "cluster" must be embedded or external/),
+    );
   });
 
   it('--blob-store: s3:// needs credentials and a bucket; file:// opens the file store there; anything else is refused', async (t) => {
-    await assert.rejects(openBlobStore('s3://bucket/prefix', {}), (err: unknown) => (err as UsageError).code === 'missing_credentials');
+    await assert.rejects(
+      openBlobStore('s3://bucket/prefix', {}),
+      (err: unknown) => (err as UsageError).code === 'missing_credentials',
+    );
     const env = { AWS_ACCESS_KEY_ID: 'id', AWS_SECRET_ACCESS_KEY: 'secret', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' };
     const s3 = await openBlobStore('s3://bucket/prefix', env);
     assert.equal(s3.kind, 's3');
@@ -43,6 +66,9 @@ describe('mrp relay: embedded or external', () => {
     const fs = await openBlobStore(pathToFileURL(dir).href, {});
     assert.equal(fs.kind, 'fs');
     await fs.close();
-    await assert.rejects(openBlobStore('/shared/dir', {}), usage('invalid_argument', /must be s3:\/\/bucket\/prefix or file:\/\/\/shared\/dir/));
+    await assert.rejects(
+      openBlobStore('/shared/dir', {}),
+      usage('invalid_argument', /must be s3:\/\/bucket\/prefix or file:\/\/\/shared\/dir/),
+    );
   });
 });

@@ -4,8 +4,8 @@ import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { loadHandler } from '../../src/runtime/handler.js';
 import type { HandlerContext, Message } from '../../src/index.js';
+import { loadHandler } from '../../src/runtime/handler.js';
 import { runCli, tempDir, testDeps } from '../helpers/cli.js';
 
 const exec = promisify(execFile);
@@ -34,7 +34,10 @@ describe('mrp init --template', () => {
     assert.match(await readFile(join(cwd, 'mrp.yaml'), 'utf8'), /- name: router\n/);
     const { handler } = await loadHandler('./handler.ts', { cwd });
     const reply = await handler(
-      { content_type: 'application/x-mrp-request+json', body: { action: 'add', params: { a: 2, b: 3 } } } as unknown as Message,
+      {
+        content_type: 'application/x-mrp-request+json',
+        body: { action: 'add', params: { a: 2, b: 3 } },
+      } as unknown as Message,
       {} as HandlerContext,
     );
     assert.deepEqual(reply, { status: 'ok', result: { sum: 5 } });
@@ -59,7 +62,11 @@ describe('mrp init --docker / --systemd', () => {
     assert.deepEqual(directive('ENTRYPOINT'), ['ENTRYPOINT ["/usr/bin/tini", "--"]']);
     const [cmd] = directive('CMD');
     const argv = JSON.parse(cmd!.slice(4)) as string[];
-    assert.deepEqual(argv.slice(0, 6), ['mrp', 'run', '--handler', './handler.ts', '--grace', '20s'], 'exec form, the handler and the grace');
+    assert.deepEqual(
+      argv.slice(0, 6),
+      ['mrp', 'run', '--handler', './handler.ts', '--grace', '20s'],
+      'exec form, the handler and the grace',
+    );
     assert.ok(argv.includes('--health-port'));
     assert.deepEqual(directive('USER'), ['USER node']);
     assert.deepEqual(directive('STOPSIGNAL'), ['STOPSIGNAL SIGTERM']);
@@ -79,7 +86,10 @@ describe('mrp init --docker / --systemd', () => {
 
   it('writes a systemd unit: Restart=on-failure, TimeoutStopSec above --grace, KillSignal=SIGTERM, the settings in use', async (t) => {
     const { cwd, deps, home } = await project(t, 'My Bot');
-    const res = await runCli(['init', '--systemd', '--grace', '1m', '--handler', './bot.ts', '--name', 'My Bot 100%', '--json'], deps);
+    const res = await runCli(
+      ['init', '--systemd', '--grace', '1m', '--handler', './bot.ts', '--name', 'My Bot 100%', '--json'],
+      deps,
+    );
     assert.equal(res.code, 0, res.stderr);
     const out = JSON.parse(res.stdout);
     const file = join(cwd, 'my-bot-100.service');
@@ -87,13 +97,20 @@ describe('mrp init --docker / --systemd', () => {
     assert.ok(out.created.includes(join(cwd, 'bot.ts')));
     assert.equal(out.next, 'mrp run --handler ./bot.ts');
     const unit = await readFile(file, 'utf8');
-    const value = (key: string) => unit.split('\n').filter((l) => l.startsWith(`${key}=`)).map((l) => l.slice(key.length + 1));
+    const value = (key: string) =>
+      unit
+        .split('\n')
+        .filter((l) => l.startsWith(`${key}=`))
+        .map((l) => l.slice(key.length + 1));
     assert.deepEqual(value('Restart'), ['on-failure']);
     assert.deepEqual(value('KillSignal'), ['SIGTERM']);
     assert.deepEqual(value('TimeoutStopSec'), ['75'], '60 s of grace + 15');
     assert.deepEqual(value('Description'), ['MRP agent My Bot 100%%'], '% escaped');
     assert.deepEqual(value('WorkingDirectory'), [`"${cwd}"`], 'a path with a space is quoted');
-    assert.ok(value('Environment').includes(`"MRP_KEY_FILE=${join(home, 'agent.key')}"`) || value('Environment').includes(`MRP_KEY_FILE=${join(home, 'agent.key')}`));
+    assert.ok(
+      value('Environment').includes(`"MRP_KEY_FILE=${join(home, 'agent.key')}"`) ||
+        value('Environment').includes(`MRP_KEY_FILE=${join(home, 'agent.key')}`),
+    );
     assert.ok(value('Environment').includes('MRP_RELAY_URL=http://127.0.0.1:8080'));
     const [execStart] = value('ExecStart');
     assert.ok(execStart!.startsWith(`${process.execPath} `), 'an absolute node');
@@ -128,10 +145,15 @@ describe('mrp keygen --force', () => {
     const human = await runCli(['keygen', '--force'], deps);
     assert.equal(human.code, 0, human.stderr);
     assert.match(human.stdout, new RegExp(`public key  ${out.public_key.replace(/[-]/g, '\\-')}|public key  \\S{43}`));
-    assert.match(human.stdout, new RegExp(`previous    ${out.public_key.replace(/[-]/g, '\\-')}  kept in .*agent\\.key\\.bak-`));
+    assert.match(
+      human.stdout,
+      new RegExp(`previous    ${out.public_key.replace(/[-]/g, '\\-')}  kept in .*agent\\.key\\.bak-`),
+    );
     const backups = (await readdir(home)).filter((f) => f.startsWith('agent.key.bak-'));
     assert.equal(backups.length, 2);
     // The seed is never printed.
-    assert.ok(!human.stdout.includes(oldBytes.toString('hex')) && !forced.stdout.includes(oldBytes.toString('base64url')));
+    assert.ok(
+      !human.stdout.includes(oldBytes.toString('hex')) && !forced.stdout.includes(oldBytes.toString('base64url')),
+    );
   });
 });

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
-import { INBOX_POLICIES, LIMITS, TAG_RE, VISIBILITIES } from '../../src/protocol/constants.js';
 import { MANIFEST_KEYS } from '../../src/cli/manifest.js';
+import { INBOX_POLICIES, LIMITS, TAG_RE, VISIBILITIES } from '../../src/protocol/constants.js';
 
 describe('schema/mrp.schema.json', () => {
   it('says what the validator enforces (one set of rules, two forms)', async () => {

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { traceCategories } from '../../src/cli/trace.js';
 import { type HttpTrace, RelayClient } from '../../src/client/http.js';
 import { ManualClock } from '../../src/core/clock.js';
-import { traceCategories } from '../../src/cli/trace.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { runCli, tempDir, testDeps } from '../helpers/cli.js';
 import { startRelay } from '../helpers/relay.js';
@@ -12,7 +12,8 @@ import { startRelay } from '../helpers/relay.js';
 async function agent(t: import('node:test').TestContext, env: Record<string, string> = {}) {
   const relay = await startRelay(t);
   const home = await tempDir(t);
-  const deps = (extra: Record<string, string> = {}) => testDeps({ home, env: { MRP_RELAY_URL: relay.url, ...env, ...extra } });
+  const deps = (extra: Record<string, string> = {}) =>
+    testDeps({ home, env: { MRP_RELAY_URL: relay.url, ...env, ...extra } });
   const gen = await runCli(['keygen', '--json'], deps());
   const me = JSON.parse(gen.stdout).public_key as string;
   const seed = await readFile(join(home, 'agent.key'));
@@ -21,7 +22,8 @@ async function agent(t: import('node:test').TestContext, env: Record<string, str
 
 /** Nothing secret: no seed in any encoding, no signature header or value. */
 function assertNoSecrets(text: string, seed: Buffer): void {
-  for (const form of [seed.toString('hex'), seed.toString('base64url'), seed.toString('base64')]) assert.ok(!text.includes(form), 'seed leaked');
+  for (const form of [seed.toString('hex'), seed.toString('base64url'), seed.toString('base64')])
+    assert.ok(!text.includes(form), 'seed leaked');
   assert.doesNotMatch(text, /x-signature|signature"?\s*[:=]/i);
 }
 
@@ -59,10 +61,19 @@ describe('--debug / MRP_DEBUG tracing', () => {
     const res = await runCli(['recv', '--no-ack', '--log-payloads'], deps({ MRP_DEBUG: 'ws' }));
     assert.equal(res.code, 0, res.stderr);
     const lines = res.stderr.split('\n').filter((l) => l.startsWith('debug '));
-    assert.ok(lines.every((l) => l.startsWith('debug ws ')), 'only ws with MRP_DEBUG=ws');
+    assert.ok(
+      lines.every((l) => l.startsWith('debug ws ')),
+      'only ws with MRP_DEBUG=ws',
+    );
     assert.match(lines[0]!, /^debug ws → auth {2}\d+ B$/);
-    assert.ok(lines.some((l) => /^debug ws ← auth_result {2}\d+ B$/.test(l)), res.stderr);
-    assert.ok(lines.some((l) => /^debug ws ← message {2}\d+ B$/.test(l)), res.stderr);
+    assert.ok(
+      lines.some((l) => /^debug ws ← auth_result {2}\d+ B$/.test(l)),
+      res.stderr,
+    );
+    assert.ok(
+      lines.some((l) => /^debug ws ← message {2}\d+ B$/.test(l)),
+      res.stderr,
+    );
     assert.match(res.stderr, /"pushed body"/, 'frame bodies with --log-payloads');
     assert.ok(!res.stderr.includes('"type":"auth"'), 'the auth frame text is never shown');
     assertNoSecrets(res.stderr, seed);
@@ -72,7 +83,10 @@ describe('--debug / MRP_DEBUG tracing', () => {
     const { deps, me } = await agent(t);
     const res = await runCli(['send', me, 'hi', '--json', '--debug'], deps());
     assert.equal(res.code, 0, res.stderr);
-    const traces = res.stderr.trim().split('\n').map((l) => JSON.parse(l));
+    const traces = res.stderr
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const post = traces.find((e) => e.debug === 'http' && e.method === 'POST');
     assert.equal(post.target, '/v1/messages');
     assert.equal(post.status, 201);
@@ -89,10 +103,19 @@ describe('--debug / MRP_DEBUG tracing', () => {
     const fetchStub = (async () => {
       calls++;
       return calls === 1
-        ? new Response(JSON.stringify({ error: { code: 'internal_error', message: 'boom', request_id: 'req_1' } }), { status: 503, headers: { 'x-request-id': 'req_1' } })
+        ? new Response(JSON.stringify({ error: { code: 'internal_error', message: 'boom', request_id: 'req_1' } }), {
+            status: 503,
+            headers: { 'x-request-id': 'req_1' },
+          })
         : new Response(JSON.stringify({ public_key: 'k' }), { status: 200, headers: { 'x-request-id': 'req_2' } });
     }) as typeof fetch;
-    const client = new RelayClient({ relayUrl: 'http://relay.test', keypair: Keypair.generate(), clock, fetch: fetchStub, trace: (e) => events.push(e) });
+    const client = new RelayClient({
+      relayUrl: 'http://relay.test',
+      keypair: Keypair.generate(),
+      clock,
+      fetch: fetchStub,
+      trace: (e) => events.push(e),
+    });
     const got = client.getAgent('k');
     await clock.advanceAsync(5000);
     await got;
@@ -105,8 +128,24 @@ describe('--debug / MRP_DEBUG tracing', () => {
     );
     const line = (await import('../../src/cli/trace.js')).createTracers;
     const out: string[] = [];
-    const style = { bold: String, dim: String, red: String, green: String, yellow: String, cyan: String, magenta: String, gray: String } as never;
-    line({ categories: new Set(['http']), stderr: { write: (s: string) => out.push(s) }, json: false, payloads: false, style, now: () => 0 }).http!(events[1]!);
+    const style = {
+      bold: String,
+      dim: String,
+      red: String,
+      green: String,
+      yellow: String,
+      cyan: String,
+      magenta: String,
+      gray: String,
+    } as never;
+    line({
+      categories: new Set(['http']),
+      stderr: { write: (s: string) => out.push(s) },
+      json: false,
+      payloads: false,
+      style,
+      now: () => 0,
+    }).http!(events[1]!);
     assert.match(out[0]!, /^debug http GET \/v1\/agents\/k → 200 \d+(\.\d)? ms {2}retry 1 {2}req_2\n$/);
   });
 });

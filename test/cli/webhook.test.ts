@@ -49,13 +49,24 @@ describe('mrp webhook', () => {
     assert.match(out.secret, /^[A-Za-z0-9_-]{43}$/);
 
     const hit = once(server, 'hit');
-    await new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() }).send({ recipient_key: key, body: { text: 'hi' } });
+    await new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() }).send({
+      recipient_key: key,
+      body: { text: 'hi' },
+    });
     await hit;
-    assert.ok(verifyWebhookSignature(out.secret, bodies[0]!.body, bodies[0]!.signature), 'signed with the printed secret');
+    assert.ok(
+      verifyWebhookSignature(out.secret, bodies[0]!.body, bodies[0]!.signature),
+      'signed with the printed secret',
+    );
 
     const get = await runCli(['webhook', 'get', '--json'], deps());
     assert.equal(get.code, 0, get.stderr);
-    assert.deepEqual(Object.keys(JSON.parse(get.stdout)).sort(), ['consecutive_failures', 'created_at', 'enabled', 'url']);
+    assert.deepEqual(Object.keys(JSON.parse(get.stdout)).sort(), [
+      'consecutive_failures',
+      'created_at',
+      'enabled',
+      'url',
+    ]);
     const human = await runCli(['webhook', 'get'], deps());
     assert.ok(!human.stdout.includes(out.secret) && !human.stderr.includes(out.secret));
 

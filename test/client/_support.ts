@@ -33,7 +33,10 @@ export class WatchedClock extends ManualClock {
   timer(n: number, timeoutMs = 5000): Promise<number> {
     if (n < this.delays.length) return Promise.resolve(this.delays[n]!);
     return new Promise((resolve, reject) => {
-      const guard = setTimeout(() => reject(new Error(`timer #${n} was not scheduled within ${timeoutMs} ms`)), timeoutMs);
+      const guard = setTimeout(
+        () => reject(new Error(`timer #${n} was not scheduled within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       this.#waiters.push({
         n,
         resolve: (ms) => {
@@ -71,7 +74,11 @@ export interface ScriptedHttp {
 /** Writes a JSON answer. */
 export function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(text)), ...headers });
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Content-Length': String(Buffer.byteLength(text)),
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -88,7 +95,12 @@ export async function scriptedHttp(t: TestContext, script: Script): Promise<Scri
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const n = seen.length;
-      const r: SeenRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') };
+      const r: SeenRequest = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      };
       seen.push(r);
       script(r, res, n);
       waiters.get(n)?.();
@@ -107,7 +119,10 @@ export async function scriptedHttp(t: TestContext, script: Script): Promise<Scri
     request(n, timeoutMs = 5000) {
       if (seen[n]) return Promise.resolve(seen[n]);
       return new Promise((resolve, reject) => {
-        const guard = setTimeout(() => reject(new Error(`request #${n} did not arrive within ${timeoutMs} ms`)), timeoutMs);
+        const guard = setTimeout(
+          () => reject(new Error(`request #${n} did not arrive within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         waiters.set(n, () => {
           clearTimeout(guard);
           resolve(seen[n]!);
@@ -132,7 +147,11 @@ export interface ScriptedWs {
 export async function scriptedWs(
   t: TestContext,
   after: (ws: WebSocket, n: number) => void,
-  onAuth: (frame: { public_key: string }, n: number) => unknown = (f) => ({ type: 'auth_result', status: 'ok', public_key: f.public_key }),
+  onAuth: (frame: { public_key: string }, n: number) => unknown = (f) => ({
+    type: 'auth_result',
+    status: 'ok',
+    public_key: f.public_key,
+  }),
 ): Promise<ScriptedWs> {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   await once(wss, 'listening');
@@ -163,7 +182,10 @@ export async function scriptedWs(
     authenticated(n, timeoutMs = 5000) {
       if (sockets[n]) return Promise.resolve(sockets[n]);
       return new Promise((resolve, reject) => {
-        const guard = setTimeout(() => reject(new Error(`connection #${n} did not authenticate within ${timeoutMs} ms`)), timeoutMs);
+        const guard = setTimeout(
+          () => reject(new Error(`connection #${n} did not authenticate within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         waiters.set(n, (ws) => {
           clearTimeout(guard);
           resolve(ws);

@@ -44,13 +44,21 @@ describe('RelayClient blobs', () => {
     const a = client(url);
     const bytes = Buffer.alloc(MIB + 123, 7);
     const progress: number[] = [];
-    const info = await a.uploadBlob(bytes, { contentType: 'image/png', onProgress: (sent, total) => progress.push(sent / total) });
+    const info = await a.uploadBlob(bytes, {
+      contentType: 'image/png',
+      onProgress: (sent, total) => progress.push(sent / total),
+    });
     assert.match(info.blob_id, /^blob_[0-9a-f]{12}$/);
     assert.equal(info.size, bytes.length);
     assert.equal(info.hash, hex(bytes));
     assert.equal(info.content_type, 'image/png');
     assert.equal(progress.at(-1), 1);
-    assert.deepEqual(await a.headBlob(info.blob_id), { blob_id: info.blob_id, size: bytes.length, hash: hex(bytes), content_type: 'image/png' });
+    assert.deepEqual(await a.headBlob(info.blob_id), {
+      blob_id: info.blob_id,
+      size: bytes.length,
+      hash: hex(bytes),
+      content_type: 'image/png',
+    });
     const seen: number[] = [];
     const { info: head, body } = await a.downloadBlob(info.blob_id, { onProgress: (n) => seen.push(n) });
     assert.equal(head.size, bytes.length);
@@ -113,7 +121,11 @@ describe('RelayClient blobs', () => {
     await rejectsWith(a.uploadBlob(Buffer.alloc(1001)), RelayError, 'payload_too_large');
     const info = await a.uploadBlob(Buffer.from('one'));
     await rejectsWith(a.uploadBlob(Buffer.from('two')), RelayError, 'insufficient_storage');
-    await a.send({ recipient_key: b.publicKey, body: {}, attachments: [{ blob_id: info.blob_id, filename: 'one.txt' }] });
+    await a.send({
+      recipient_key: b.publicKey,
+      body: {},
+      attachments: [{ blob_id: info.blob_id, filename: 'one.txt' }],
+    });
     await rejectsWith(a.deleteBlob(info.blob_id), RelayError, 'blob_referenced');
     assert.equal((await b.downloadBlobBytes(info.blob_id, { maxBytes: 10 })).toString(), 'one');
   });
@@ -128,7 +140,11 @@ describe('RelayClient blobs', () => {
         return;
       }
       const bytes = Buffer.from('tampered');
-      res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': bytes.length, 'X-M2M-Blob-Hash': hex('original') });
+      res.writeHead(200, {
+        'Content-Type': 'text/plain',
+        'Content-Length': bytes.length,
+        'X-M2M-Blob-Hash': hex('original'),
+      });
       res.end(req.method === 'HEAD' ? undefined : bytes);
     });
     server.listen(0, '127.0.0.1');
@@ -143,7 +159,11 @@ describe('RelayClient blobs', () => {
       })(),
       (err: unknown) => err instanceof ProtocolError && err.code === 'blob_hash_mismatch',
     );
-    assert.equal(Buffer.concat(received).toString(), 'tampered', 'bytes stream before the verdict; the verdict ends the loop');
+    assert.equal(
+      Buffer.concat(received).toString(),
+      'tampered',
+      'bytes stream before the verdict; the verdict ends the loop',
+    );
     await rejectsWith(a.downloadBlobBytes('blob_0123456789ab', { maxBytes: 100 }), ProtocolError, 'blob_hash_mismatch');
     // A body cut off mid-way is a NetworkError naming the blob, not fetch's bare "terminated".
     await rejectsWith(a.downloadBlobBytes('blob_c0ffee000000', { maxBytes: 1000 }), NetworkError, 'network_error');

@@ -35,7 +35,13 @@ function message(body: JsonValue, from = alice, contentType = ENCRYPTED): Messag
 }
 
 function refEnvelope(plaintext: string, contentType = 'application/json', from = alice, to = bob): JsonValue {
-  const { enc, ct } = refAuthSeal(edSeedToX25519(from.exportSeed()), x25519Public(edSeedToX25519(to.exportSeed())), Buffer.from(plaintext), EMPTY, EMPTY);
+  const { enc, ct } = refAuthSeal(
+    edSeedToX25519(from.exportSeed()),
+    x25519Public(edSeedToX25519(to.exportSeed())),
+    Buffer.from(plaintext),
+    EMPTY,
+    EMPTY,
+  );
   return { v: 2, enc: enc.toString('base64url'), ct: ct.toString('base64url'), ct_content_type: contentType };
 }
 
@@ -55,7 +61,10 @@ describe('e2eCodec', () => {
     assert.equal(opened.message, plain, 'the very object');
     assert.equal(opened.encrypted, false);
     assert.equal(isEncryptedMessage({ content_type: ' Application/X-M2M-Encrypted ' }), true);
-    const sealed = await codec.seal({ bodyJson: '{"a":1}', contentType: 'application/json' }, { to: alice.publicKey, encrypt: false });
+    const sealed = await codec.seal(
+      { bodyJson: '{"a":1}', contentType: 'application/json' },
+      { to: alice.publicKey, encrypt: false },
+    );
     assert.deepEqual(sealed, { bodyJson: '{"a":1}', contentType: 'application/json' });
   });
 
@@ -68,7 +77,10 @@ describe('e2eCodec', () => {
     assert.deepEqual([text.message.body, text.message.content_type], ['plain words', 'text/plain']);
 
     const bodyJson = '{ "kept":  "as written" }';
-    const out = await e2eCodec(alice).seal({ bodyJson, contentType: 'application/json' }, { to: bob.publicKey, encrypt: true });
+    const out = await e2eCodec(alice).seal(
+      { bodyJson, contentType: 'application/json' },
+      { to: bob.publicKey, encrypt: true },
+    );
     assert.equal(out.contentType, ENCRYPTED);
     const env = JSON.parse(out.bodyJson) as { enc: string; ct: string; ct_content_type: string; v: number };
     assert.equal(env.v, 2);
@@ -102,8 +114,19 @@ describe('e2eCodec', () => {
       assert.match(f.message, /^cannot open the encrypted message: /, name);
     }
     // Invalid UTF-8 inside a valid ciphertext.
-    const { enc, ct } = refAuthSeal(edSeedToX25519(alice.exportSeed()), x25519Public(edSeedToX25519(bob.exportSeed())), Buffer.from([0x22, 0xff, 0x22]), EMPTY, EMPTY);
-    const bad = { v: 2, enc: enc.toString('base64url'), ct: ct.toString('base64url'), ct_content_type: 'application/json' };
+    const { enc, ct } = refAuthSeal(
+      edSeedToX25519(alice.exportSeed()),
+      x25519Public(edSeedToX25519(bob.exportSeed())),
+      Buffer.from([0x22, 0xff, 0x22]),
+      EMPTY,
+      EMPTY,
+    );
+    const bad = {
+      v: 2,
+      enc: enc.toString('base64url'),
+      ct: ct.toString('base64url'),
+      ct_content_type: 'application/json',
+    };
     assert.equal((await failure(codec.open(message(bad)))).reason, 'invalid_plaintext');
   });
 
@@ -115,10 +138,14 @@ describe('e2eCodec', () => {
 
   it('seal fails with a code for an unusable recipient or a body too large once sealed', async () => {
     const codec = e2eCodec(alice);
-    const notKey = await failure(codec.seal({ bodyJson: '1', contentType: 'application/json' }, { to: 'nope', encrypt: true }));
+    const notKey = await failure(
+      codec.seal({ bodyJson: '1', contentType: 'application/json' }, { to: 'nope', encrypt: true }),
+    );
     assert.equal(notKey.code, 'invalid_key');
     const big = JSON.stringify('x'.repeat(1024 * 1024 - 10));
-    const tooBig = await failure(codec.seal({ bodyJson: big, contentType: 'application/json' }, { to: bob.publicKey, encrypt: true }));
+    const tooBig = await failure(
+      codec.seal({ bodyJson: big, contentType: 'application/json' }, { to: bob.publicKey, encrypt: true }),
+    );
     assert.equal(tooBig.code, 'payload_too_large');
   });
 });

@@ -4,13 +4,17 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ManualClock } from '../../src/core/clock.js';
 import { Heartbeat } from '../../src/client/heartbeat.js';
+import { ManualClock } from '../../src/core/clock.js';
 
 function setup(options = { idleMs: 30_000, timeoutMs: 10_000 }) {
   const clock = new ManualClock();
   const calls: string[] = [];
-  const hb = new Heartbeat(clock, { ping: () => calls.push(`ping@${clock.now() - start}`), dead: () => calls.push(`dead@${clock.now() - start}`) }, options);
+  const hb = new Heartbeat(
+    clock,
+    { ping: () => calls.push(`ping@${clock.now() - start}`), dead: () => calls.push(`dead@${clock.now() - start}`) },
+    options,
+  );
   const start = clock.now();
   return { clock, hb, calls };
 }

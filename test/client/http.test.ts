@@ -7,8 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { NetworkError, OutcomeUnknownError, RelayError } from '../../src/core/errors.js';
 import { RelayClient } from '../../src/client/http.js';
+import { NetworkError, OutcomeUnknownError, RelayError } from '../../src/core/errors.js';
 import { bodyHash, canonicalRequest, Keypair, parseTimestamp, verifySignature } from '../../src/protocol/signing.js';
 import type { AgentProfile } from '../../src/protocol/types.js';
 import { envelope, json, type SeenRequest, scriptedHttp, WatchedClock } from './_support.js';
@@ -67,7 +67,9 @@ describe('RelayClient: signing every attempt', () => {
   });
 
   it('signs the exact request target it sends, query and body included', async (t) => {
-    const server = await scriptedHttp(t, (_req, res) => json(res, 201, { message_id: 'msg_1_000000000001', status: 'sent', created_at: 'c', expires_at: 'e' }));
+    const server = await scriptedHttp(t, (_req, res) =>
+      json(res, 201, { message_id: 'msg_1_000000000001', status: 'sent', created_at: 'c', expires_at: 'e' }),
+    );
     const clock = new WatchedClock(T0);
     const c = client(server.url, clock);
     await c.discover({ tag: ['a b', "it's"], q: 'x&y=z', limit: 5 });
@@ -81,7 +83,9 @@ describe('RelayClient: signing every attempt', () => {
   });
 
   it('the same request twice in the same millisecond: different timestamps and signatures', async (t) => {
-    const server = await scriptedHttp(t, (req, res) => json(res, 200, profile(req.headers['x-m2m-public-key'] as string)));
+    const server = await scriptedHttp(t, (req, res) =>
+      json(res, 200, profile(req.headers['x-m2m-public-key'] as string)),
+    );
     const clock = new WatchedClock(T0 + 250);
     const c = client(server.url, clock);
     await c.getAgent(c.publicKey);
@@ -113,7 +117,14 @@ describe('RelayClient: signing every attempt', () => {
 describe('RelayClient: errors', () => {
   it('maps the error envelope to a RelayError with the stable code, details and request id', async (t) => {
     const server = await scriptedHttp(t, (_req, res) =>
-      json(res, 422, envelope('unprocessable_entity', 'capabilities[0].tags[1]: bad tag', { field: 'capabilities[0].tags[1]', reason: 'bad tag' })),
+      json(
+        res,
+        422,
+        envelope('unprocessable_entity', 'capabilities[0].tags[1]: bad tag', {
+          field: 'capabilities[0].tags[1]',
+          reason: 'bad tag',
+        }),
+      ),
     );
     const c = client(server.url, new WatchedClock(T0));
     const err = await c.updateProfile({ display_name: 'x' }).then(
@@ -132,7 +143,10 @@ describe('RelayClient: errors', () => {
   it('authentication refusals are errors of kind auth', async (t) => {
     const server = await scriptedHttp(t, (_req, res) => json(res, 401, envelope('timestamp_expired', 'clock skew')));
     const c = client(server.url, new WatchedClock(T0));
-    await assert.rejects(c.getAgent(c.publicKey), (e: unknown) => e instanceof RelayError && e.code === 'timestamp_expired' && e.kind === 'auth');
+    await assert.rejects(
+      c.getAgent(c.publicKey),
+      (e: unknown) => e instanceof RelayError && e.code === 'timestamp_expired' && e.kind === 'auth',
+    );
   });
 
   it('a body that is not an envelope still gives a code derived from the status', async (t) => {
@@ -161,7 +175,10 @@ describe('RelayClient: errors', () => {
       const server = await scriptedHttp(t, (_req, res) => json(res, status, envelope(code)));
       const clock = new WatchedClock(T0);
       const c = client(server.url, clock);
-      await assert.rejects(c.getAgent(c.publicKey), (e: unknown) => e instanceof RelayError && e.code === code && e.status === status);
+      await assert.rejects(
+        c.getAgent(c.publicKey),
+        (e: unknown) => e instanceof RelayError && e.code === code && e.status === status,
+      );
       assert.equal(server.seen.length, 1);
       assert.deepEqual(clock.delays, [], 'no wait was scheduled');
     });
@@ -171,7 +188,13 @@ describe('RelayClient: errors', () => {
 describe('RelayClient: retries', () => {
   it('429: waits exactly Retry-After, then retries (a send too: a 429 was not acted on)', async (t) => {
     const server = await scriptedHttp(t, (_req, res, n) => {
-      if (n === 0) json(res, 429, envelope('rate_limit_exceeded', 'Too many messages', { limit: 30, window: '1m', retry_after: 7 }), { 'Retry-After': '7' });
+      if (n === 0)
+        json(
+          res,
+          429,
+          envelope('rate_limit_exceeded', 'Too many messages', { limit: 30, window: '1m', retry_after: 7 }),
+          { 'Retry-After': '7' },
+        );
       else json(res, 201, { message_id: 'msg_1_000000000002', status: 'sent', created_at: 'c', expires_at: 'e' });
     });
     const clock = new WatchedClock(T0);
@@ -200,10 +223,15 @@ describe('RelayClient: retries', () => {
   });
 
   it('429 with a Retry-After longer than the client waits inside one call: thrown with retryAfter', async (t) => {
-    const server = await scriptedHttp(t, (_req, res) => json(res, 429, envelope('rate_limit_exceeded'), { 'Retry-After': '120' }));
+    const server = await scriptedHttp(t, (_req, res) =>
+      json(res, 429, envelope('rate_limit_exceeded'), { 'Retry-After': '120' }),
+    );
     const clock = new WatchedClock(T0);
     const c = client(server.url, clock);
-    await assert.rejects(c.getAgent(c.publicKey), (e: unknown) => e instanceof RelayError && e.code === 'rate_limit_exceeded' && e.retryAfter === 120);
+    await assert.rejects(
+      c.getAgent(c.publicKey),
+      (e: unknown) => e instanceof RelayError && e.code === 'rate_limit_exceeded' && e.retryAfter === 120,
+    );
     assert.equal(server.seen.length, 1);
   });
 
@@ -244,7 +272,10 @@ describe('RelayClient: retries', () => {
     const server = await scriptedHttp(t, (_req, res) => json(res, 503, envelope('service_unavailable')));
     const clock = new WatchedClock(T0);
     const c = client(server.url, clock);
-    await assert.rejects(c.send({ recipient_key: Keypair.generate().publicKey, body: 1 }), (e: unknown) => e instanceof RelayError && e.status === 503);
+    await assert.rejects(
+      c.send({ recipient_key: Keypair.generate().publicKey, body: 1 }),
+      (e: unknown) => e instanceof RelayError && e.status === 503,
+    );
     assert.equal(server.seen.length, 1);
     assert.deepEqual(clock.delays, []);
   });
@@ -253,7 +284,10 @@ describe('RelayClient: retries', () => {
     const server = await scriptedHttp(t, (_req, res) => res.socket?.destroy());
     const clock = new WatchedClock(T0);
     const c = client(server.url, clock);
-    await assert.rejects(c.send({ recipient_key: Keypair.generate().publicKey, body: 1 }), (e: unknown) => e instanceof OutcomeUnknownError && e.code === 'outcome_unknown');
+    await assert.rejects(
+      c.send({ recipient_key: Keypair.generate().publicKey, body: 1 }),
+      (e: unknown) => e instanceof OutcomeUnknownError && e.code === 'outcome_unknown',
+    );
     assert.equal(server.seen.length, 1);
   });
 
@@ -261,7 +295,8 @@ describe('RelayClient: retries', () => {
     const c = client(await deadPort(t), new WatchedClock(T0));
     await assert.rejects(
       c.send({ recipient_key: Keypair.generate().publicKey, body: 1 }),
-      (e: unknown) => e instanceof NetworkError && e.code === 'connection_refused' && /is the relay running/.test(e.hint ?? ''),
+      (e: unknown) =>
+        e instanceof NetworkError && e.code === 'connection_refused' && /is the relay running/.test(e.hint ?? ''),
     );
   });
 });

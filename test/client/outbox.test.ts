@@ -6,18 +6,23 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { OutcomeUnknownError, RelayError } from '../../src/core/errors.js';
+import { plainSend } from '../../src/client/codec.js';
 import { RelayClient } from '../../src/client/http.js';
-import { Keypair } from '../../src/protocol/signing.js';
+import { OutcomeUnknownError, RelayError } from '../../src/core/errors.js';
 import type { EncodedSend } from '../../src/protocol/frames.js';
+import { Keypair } from '../../src/protocol/signing.js';
 import type { SendResponse } from '../../src/protocol/types.js';
 import { Outbox } from '../../src/runtime/outbox.js';
-import { plainSend } from '../../src/client/codec.js';
 import { startRelay } from '../helpers/relay.js';
 import { WatchedClock } from './_support.js';
 
 const T0 = Date.UTC(2026, 2, 5, 12, 0, 0);
-const OK: SendResponse = { message_id: 'msg_1772712000_00000000000a', status: 'sent', created_at: '2026-03-05T12:00:00Z', expires_at: '2026-03-12T12:00:00Z' };
+const OK: SendResponse = {
+  message_id: 'msg_1772712000_00000000000a',
+  status: 'sent',
+  created_at: '2026-03-05T12:00:00Z',
+  expires_at: '2026-03-12T12:00:00Z',
+};
 
 /** A client that is never contacted (the outbox only reads its rate headers and identity). */
 function idleClient(clock: WatchedClock): RelayClient {
@@ -25,7 +30,11 @@ function idleClient(clock: WatchedClock): RelayClient {
 }
 
 /** Everything addressed to `to` that is still waiting on the relay (taking it marks it delivered). */
-async function inbox(relayUrl: string, to: Keypair, clock?: WatchedClock): Promise<Array<{ message_id: string; body: unknown }>> {
+async function inbox(
+  relayUrl: string,
+  to: Keypair,
+  clock?: WatchedClock,
+): Promise<Array<{ message_id: string; body: unknown }>> {
   const client = new RelayClient({ relayUrl, keypair: to, ...(clock ? { clock } : {}) });
   return (await client.poll({ limit: 100 })).messages;
 }
@@ -49,8 +58,15 @@ describe('Outbox: rate limits', () => {
     await clock.advanceAsync(wait);
     const res = await third;
     const after = await inbox(relay.url, to, clock);
-    assert.deepEqual(after.map((m) => [m.message_id, m.body]), [[res.message_id, { n: 3 }]], 'sent once, after the wait');
-    assert.ok(failures.every((c) => c === 'rate_limit_exceeded'), `only rate limits were waited out: ${failures.join(', ')}`);
+    assert.deepEqual(
+      after.map((m) => [m.message_id, m.body]),
+      [[res.message_id, { n: 3 }]],
+      'sent once, after the wait',
+    );
+    assert.ok(
+      failures.every((c) => c === 'rate_limit_exceeded'),
+      `only rate limits were waited out: ${failures.join(', ')}`,
+    );
   });
 
   it('a 429 from the send: waits Retry-After, then sends again', async () => {
@@ -59,7 +75,8 @@ describe('Outbox: rate limits', () => {
     const outbox = new Outbox({
       send: async () => {
         calls++;
-        if (calls === 1) throw new RelayError('rate_limit_exceeded', 'Too many messages', { status: 429, retryAfter: 5 });
+        if (calls === 1)
+          throw new RelayError('rate_limit_exceeded', 'Too many messages', { status: 429, retryAfter: 5 });
         return OK;
       },
       client: idleClient(clock),
@@ -83,7 +100,8 @@ describe('Outbox: rate limits', () => {
     const outbox = new Outbox({
       send: async (r: EncodedSend) => {
         bodies.push(JSON.parse(r.body_json));
-        if (bodies.length === 1) throw new RelayError('rate_limit_exceeded', 'Too many messages', { status: 429, retryAfter: 10 });
+        if (bodies.length === 1)
+          throw new RelayError('rate_limit_exceeded', 'Too many messages', { status: 429, retryAfter: 10 });
         return OK;
       },
       client: idleClient(clock),
@@ -120,7 +138,10 @@ describe('Outbox: errors', () => {
       });
       let retries = 0;
       outbox.on('retry', () => retries++);
-      await assert.rejects(outbox.send(plainSend({ recipient_key: Keypair.generate().publicKey, body: 1 })), (e: unknown) => e instanceof RelayError && e.code === code);
+      await assert.rejects(
+        outbox.send(plainSend({ recipient_key: Keypair.generate().publicKey, body: 1 })),
+        (e: unknown) => e instanceof RelayError && e.code === code,
+      );
       assert.equal(calls, 1);
       assert.equal(retries, 0);
       assert.equal(outbox.pending, 0);
@@ -164,7 +185,10 @@ describe('Outbox: errors', () => {
     await retry;
     assert.equal(outbox.pending, 1);
     outbox.close();
-    await assert.rejects(sent, (e: unknown) => (e as { kind?: string }).kind === 'aborted' && (e as { code?: string }).code === 'aborted');
+    await assert.rejects(
+      sent,
+      (e: unknown) => (e as { kind?: string }).kind === 'aborted' && (e as { code?: string }).code === 'aborted',
+    );
   });
 });
 
@@ -196,10 +220,17 @@ describe('Outbox: never twice (the already-sent check)', () => {
       clock,
     });
     autoAdvance(outbox, clock);
-    const res = await outbox.send(plainSend({ recipient_key: to.publicKey, thread_id: 'thread-lost-answer', body: { answer: 42 } }), { threadId: 'thread-lost-answer' });
+    const res = await outbox.send(
+      plainSend({ recipient_key: to.publicKey, thread_id: 'thread-lost-answer', body: { answer: 42 } }),
+      { threadId: 'thread-lost-answer' },
+    );
     assert.equal(calls, 1, 'not sent a second time');
     const held = await inbox(relay.url, to);
-    assert.deepEqual(held.map((m) => m.message_id), [res.message_id], 'the one stored message is reported');
+    assert.deepEqual(
+      held.map((m) => m.message_id),
+      [res.message_id],
+      'the one stored message is reported',
+    );
   });
 
   it('a request lost before it reached the relay: nothing in the thread, so it is sent again, once', async (t) => {
@@ -215,14 +246,25 @@ describe('Outbox: never twice (the already-sent check)', () => {
       clock,
     });
     autoAdvance(outbox, clock);
-    const res = await outbox.send(plainSend({ recipient_key: to.publicKey, thread_id: 'thread-lost-request', body: { answer: 42 } }), { threadId: 'thread-lost-request' });
+    const res = await outbox.send(
+      plainSend({ recipient_key: to.publicKey, thread_id: 'thread-lost-request', body: { answer: 42 } }),
+      { threadId: 'thread-lost-request' },
+    );
     assert.equal(calls, 2);
-    assert.deepEqual((await inbox(relay.url, to)).map((m) => m.message_id), [res.message_id]);
+    assert.deepEqual(
+      (await inbox(relay.url, to)).map((m) => m.message_id),
+      [res.message_id],
+    );
   });
 
   it('resuming after a crash (checkFirst): a reply already in the thread is not sent again', async (t) => {
     const { relay, clock, to, client } = await setup(t);
-    const earlier = await client.send({ recipient_key: to.publicKey, thread_id: 'thread-resume', in_reply_to: 'msg_1_000000000001', body: { done: true } });
+    const earlier = await client.send({
+      recipient_key: to.publicKey,
+      thread_id: 'thread-resume',
+      in_reply_to: 'msg_1_000000000001',
+      body: { done: true },
+    });
     let calls = 0;
     const outbox = new Outbox({
       send: (r) => {
@@ -233,7 +275,12 @@ describe('Outbox: never twice (the already-sent check)', () => {
       clock,
     });
     const res = await outbox.send(
-      plainSend({ recipient_key: to.publicKey, thread_id: 'thread-resume', in_reply_to: 'msg_1_000000000001', body: { done: true } }),
+      plainSend({
+        recipient_key: to.publicKey,
+        thread_id: 'thread-resume',
+        in_reply_to: 'msg_1_000000000001',
+        body: { done: true },
+      }),
       { threadId: 'thread-resume', checkFirst: true },
     );
     assert.equal(calls, 0);
@@ -243,7 +290,12 @@ describe('Outbox: never twice (the already-sent check)', () => {
 
   it('a different message in the same thread (a progress update) is not mistaken for this one', async (t) => {
     const { relay, clock, to, client } = await setup(t);
-    await client.send({ recipient_key: to.publicKey, thread_id: 'thread-progress', in_reply_to: 'msg_1_000000000002', body: { progress: 0.5 } });
+    await client.send({
+      recipient_key: to.publicKey,
+      thread_id: 'thread-progress',
+      in_reply_to: 'msg_1_000000000002',
+      body: { progress: 0.5 },
+    });
     let calls = 0;
     const outbox = new Outbox({
       send: (r) => {
@@ -254,7 +306,12 @@ describe('Outbox: never twice (the already-sent check)', () => {
       clock,
     });
     const res = await outbox.send(
-      plainSend({ recipient_key: to.publicKey, thread_id: 'thread-progress', in_reply_to: 'msg_1_000000000002', body: { result: 'final' } }),
+      plainSend({
+        recipient_key: to.publicKey,
+        thread_id: 'thread-progress',
+        in_reply_to: 'msg_1_000000000002',
+        body: { result: 'final' },
+      }),
       { threadId: 'thread-progress', checkFirst: true },
     );
     assert.equal(calls, 1, 'the final reply is sent');
@@ -274,7 +331,11 @@ describe('Outbox: never twice (the already-sent check)', () => {
     });
     const earlier = await client.send(sealed('n1'));
     const page = await client.thread('thread-sealed', {}, undefined, { bodies: true });
-    assert.equal(page.bodyTexts?.get(earlier.message_id), sealed('n1').body_json, 'the relay hands the body text back as sent');
+    assert.equal(
+      page.bodyTexts?.get(earlier.message_id),
+      sealed('n1').body_json,
+      'the relay hands the body text back as sent',
+    );
     let calls = 0;
     const outbox = new Outbox({
       send: (r) => {
@@ -302,7 +363,13 @@ describe('Outbox: never twice (the already-sent check)', () => {
       return new Response(text, { status: res.status, headers: res.headers });
     };
     const reader = new RelayClient({ relayUrl: relay.url, keypair: client.keypair, clock, fetch: reformatting });
-    const request = { recipient_key: to.publicKey, content_type: 'application/json', body_json: '{"done":true,"n":[1,2]}', thread_id: 'thread-pretty', in_reply_to: 'msg_1_000000000004' };
+    const request = {
+      recipient_key: to.publicKey,
+      content_type: 'application/json',
+      body_json: '{"done":true,"n":[1,2]}',
+      thread_id: 'thread-pretty',
+      in_reply_to: 'msg_1_000000000004',
+    };
     const earlier = await client.send(request);
     let calls = 0;
     const outbox = new Outbox({

@@ -4,10 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ManualClock } from '../../src/core/clock.js';
-import { OutcomeUnknownError, RelayError } from '../../src/core/errors.js';
 import { PendingTable } from '../../src/client/pending.js';
 import { Session } from '../../src/client/session.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { OutcomeUnknownError, RelayError } from '../../src/core/errors.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { scriptedWs } from './_support.js';
 
@@ -89,7 +89,14 @@ describe('PendingTable', () => {
       made++;
       return new OutcomeUnknownError('the connection closed; the outcome is unknown');
     });
-    const errors = await Promise.all(ps.map((p) => p.then(() => undefined, (e: unknown) => e)));
+    const errors = await Promise.all(
+      ps.map((p) =>
+        p.then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      ),
+    );
     assert.equal(made, 3, 'one error per entry');
     assert.equal(new Set(errors).size, 3);
     for (const e of errors) {
@@ -112,7 +119,16 @@ describe('pending inline sends in a Session', () => {
         frames.push(frame);
         // Answer the first send; drop the connection on the third, leaving the second unanswered.
         if (frames.length === 1) {
-          ws.send(JSON.stringify({ type: 'send_result', request_id: frame.request_id, status: 'ok', message_id: 'msg_1_000000000001', created_at: 'c', expires_at: 'e' }));
+          ws.send(
+            JSON.stringify({
+              type: 'send_result',
+              request_id: frame.request_id,
+              status: 'ok',
+              message_id: 'msg_1_000000000001',
+              created_at: 'c',
+              expires_at: 'e',
+            }),
+          );
         }
         if (frames.length === 3) ws.terminate();
       });
@@ -136,13 +152,22 @@ describe('pending inline sends in a Session', () => {
     }
     assert.equal(session.inFlight, 0);
     assert.equal(new Set(frames.map((f) => f.request_id)).size, 3, 'every send has its own request_id');
-    assert.deepEqual(frames.map((f) => f.body), [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    assert.deepEqual(
+      frames.map((f) => f.body),
+      [{ n: 1 }, { n: 2 }, { n: 3 }],
+    );
   });
 
   it('a send that gets no answer fails as outcome unknown after its timeout', async (t) => {
     const server = await scriptedWs(t, () => {});
     const clock = new ManualClock(Date.now());
-    const session = new Session({ url: server.url, keypair: Keypair.generate(), clock, sendTimeoutMs: 5000, heartbeatIdleMs: 3_600_000 });
+    const session = new Session({
+      url: server.url,
+      keypair: Keypair.generate(),
+      clock,
+      sendTimeoutMs: 5000,
+      heartbeatIdleMs: 3_600_000,
+    });
     t.after(() => session.close());
     session.start();
     await session.ready();

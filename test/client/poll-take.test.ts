@@ -29,7 +29,8 @@ async function relayIgnoringTake(t: TestContext): Promise<TestRelay> {
     get(target, prop) {
       const value = Reflect.get(target, prop, target) as unknown;
       if (prop === 'takeSent' || prop === 'listInbox') {
-        return (recipient: string, filter: InboxFilter, ...rest: unknown[]) => (value as (...a: unknown[]) => unknown).call(target, recipient, strip(filter), ...rest);
+        return (recipient: string, filter: InboxFilter, ...rest: unknown[]) =>
+          (value as (...a: unknown[]) => unknown).call(target, recipient, strip(filter), ...rest);
       }
       return typeof value === 'function' ? value.bind(target) : value;
     },

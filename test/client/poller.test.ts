@@ -3,11 +3,12 @@
  * what arrives during a long poll, the consumer's capacity), and against a scripted server for
  * what the real relay will not do (ignore `wait`, refuse it, a long Retry-After, refuse our key).
  */
-import { ManualClock } from '../../src/core/clock.js';
+
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
 import { Poller } from '../../src/client/poller.js';
+import { ManualClock } from '../../src/core/clock.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { startRelay } from '../helpers/relay.js';
 import { envelope, json, scriptedHttp, WatchedClock } from './_support.js';
@@ -51,20 +52,29 @@ describe('Poller against a real relay', () => {
     const relay = await startRelay(t);
     const me = Keypair.generate();
     const peer = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
-    const waiting = [await peer.send({ recipient_key: me.publicKey, body: { n: 1 } }), await peer.send({ recipient_key: me.publicKey, body: { n: 2 } })];
+    const waiting = [
+      await peer.send({ recipient_key: me.publicKey, body: { n: 1 } }),
+      await peer.send({ recipient_key: me.publicKey, body: { n: 2 } }),
+    ];
     const p = poller(t, { client: new RelayClient({ relayUrl: relay.url, keypair: me }), waitSeconds: 10 });
     const first = p.next('batch');
     p.start();
     const [batch1] = await first;
     assert.deepEqual(batch1.map((m) => m.message_id).sort(), waiting.map((m) => m.message_id).sort());
-    assert.deepEqual(batch1.map((m) => m.body).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))), [{ n: 1 }, { n: 2 }]);
+    assert.deepEqual(
+      batch1.map((m) => m.body).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+      [{ n: 1 }, { n: 2 }],
+    );
     for (const m of waiting) assert.equal((await peer.messageStatus(m.message_id)).status, 'delivered');
     assert.equal(p.mode, 'long-poll');
 
     const second = p.next('batch');
     const later = await peer.send({ recipient_key: me.publicKey, body: { n: 3 } });
     const [batch2] = await second;
-    assert.deepEqual(batch2.map((m) => m.message_id), [later.message_id]);
+    assert.deepEqual(
+      batch2.map((m) => m.message_id),
+      [later.message_id],
+    );
     assert.equal(batch2[0]!.recipient_key, me.publicKey);
   });
 
@@ -75,7 +85,11 @@ describe('Poller against a real relay', () => {
     const sent = [];
     for (let n = 1; n <= 3; n++) sent.push(await peer.send({ recipient_key: me.publicKey, body: { n } }));
     let room = 0;
-    const p = poller(t, { client: new RelayClient({ relayUrl: relay.url, keypair: me }), waitSeconds: 5, capacity: () => room });
+    const p = poller(t, {
+      client: new RelayClient({ relayUrl: relay.url, keypair: me }),
+      waitSeconds: 5,
+      capacity: () => room,
+    });
     const batches: string[][] = [];
     p.on('batch', (ms) => {
       batches.push(ms.map((m) => m.message_id));
@@ -117,7 +131,8 @@ describe('Poller against a scripted relay', () => {
 
   it('a relay that refuses `wait` with 400: polls again at once without it', async (t) => {
     const server = await scriptedHttp(t, (_req, res, n) => {
-      if (n === 0) json(res, 400, envelope('bad_request', 'query parameter wait: unknown parameter', { field: 'wait' }));
+      if (n === 0)
+        json(res, 400, envelope('bad_request', 'query parameter wait: unknown parameter', { field: 'wait' }));
       else json(res, 200, EMPTY);
     });
     const clock = new WatchedClock(Date.now());
@@ -135,11 +150,19 @@ describe('Poller against a scripted relay', () => {
     const page = { messages: [message(1, me.publicKey), message(2, me.publicKey)], has_more: false, next_cursor: null };
     const server = await scriptedHttp(t, (_req, res, n) => json(res, 200, n === 0 ? page : EMPTY));
     const clock = new WatchedClock(Date.now());
-    const p = poller(t, { client: new RelayClient({ relayUrl: server.url, keypair: me, clock }), clock, waitSeconds: 0, limit: 7 });
+    const p = poller(t, {
+      client: new RelayClient({ relayUrl: server.url, keypair: me, clock }),
+      clock,
+      waitSeconds: 0,
+      limit: 7,
+    });
     const batch = p.next('batch');
     p.start();
     const [messages] = await batch;
-    assert.deepEqual(messages.map((m) => m.body), [{ n: 1 }, { n: 2 }]);
+    assert.deepEqual(
+      messages.map((m) => m.body),
+      [{ n: 1 }, { n: 2 }],
+    );
     assert.match(server.seen[0]!.url, /[?&]limit=7(&|$)/);
   });
 
@@ -165,7 +188,9 @@ describe('Poller against a scripted relay', () => {
   });
 
   it('gives up after repeated authentication refusals, with the relay’s code', async (t) => {
-    const server = await scriptedHttp(t, (_req, res) => json(res, 401, envelope('invalid_signature', 'the signature does not verify')));
+    const server = await scriptedHttp(t, (_req, res) =>
+      json(res, 401, envelope('invalid_signature', 'the signature does not verify')),
+    );
     const clock = new WatchedClock(Date.now());
     const client = new RelayClient({ relayUrl: server.url, keypair: Keypair.generate(), clock });
     const p = poller(t, { client, clock, waitSeconds: 0, maxAuthFailures: 3, backoff: { random: () => 0 } });
@@ -189,7 +214,10 @@ describe('Poller against a scripted relay', () => {
     const server = await scriptedHttp(t, (req, res) => {
       if (/[?&]status=delivered(&|$)/.test(req.url)) json(res, 200, EMPTY);
     });
-    const p = new Poller({ client: new RelayClient({ relayUrl: server.url, keypair: Keypair.generate() }), waitSeconds: 30 });
+    const p = new Poller({
+      client: new RelayClient({ relayUrl: server.url, keypair: Keypair.generate() }),
+      waitSeconds: 30,
+    });
     p.start();
     await server.request(0);
     const started = performance.now();

@@ -5,9 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { type DisconnectInfo, recoveryFor, Session } from '../../src/client/session.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { RelayError } from '../../src/core/errors.js';
-import { type DisconnectInfo, recoveryFor, Session } from '../../src/client/session.js';
 import { CLOSE_CODES } from '../../src/protocol/constants.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { scriptedWs } from './_support.js';
@@ -65,8 +65,20 @@ describe('recoveryFor: the close-code table of §5.6', () => {
 });
 
 /** A session against a scripted server, on a manual clock with deterministic backoff (random 0). */
-function session(t: import('node:test').TestContext, url: string, clock: ManualClock, extra: Partial<ConstructorParameters<typeof Session>[0]> = {}): Session {
-  const s = new Session({ url, keypair: Keypair.generate(), clock, backoff: { random: () => 0 }, heartbeatIdleMs: 3_600_000, ...extra });
+function session(
+  t: import('node:test').TestContext,
+  url: string,
+  clock: ManualClock,
+  extra: Partial<ConstructorParameters<typeof Session>[0]> = {},
+): Session {
+  const s = new Session({
+    url,
+    keypair: Keypair.generate(),
+    clock,
+    backoff: { random: () => 0 },
+    heartbeatIdleMs: 3_600_000,
+    ...extra,
+  });
   t.after(() => s.close());
   return s;
 }
@@ -151,7 +163,11 @@ describe('Session acts on the table', () => {
     const server = await scriptedWs(
       t,
       (ws) => ws.close(4001, 'invalid_signature'),
-      () => ({ type: 'auth_result', status: 'error', error: { code: 'invalid_signature', message: 'the signature does not verify' } }),
+      () => ({
+        type: 'auth_result',
+        status: 'error',
+        error: { code: 'invalid_signature', message: 'the signature does not verify' },
+      }),
     );
     const clock = new ManualClock(Date.now());
     const s = session(t, server.url, clock, { maxAuthFailures: 3 });
@@ -163,7 +179,10 @@ describe('Session acts on the table', () => {
     const fatal = s.next('fatal');
     s.start();
     const [err] = await fatal;
-    assert.deepEqual(infos.map((i) => i.willReconnect), [true, true, false]);
+    assert.deepEqual(
+      infos.map((i) => i.willReconnect),
+      [true, true, false],
+    );
     assert.ok(infos.every((i) => /key file/.test(i.explanation)));
     assert.equal(err.kind, 'auth');
     assert.equal(err.code, 'invalid_signature');

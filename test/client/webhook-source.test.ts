@@ -11,7 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
-import { WebhookSource, type WebhookSourceOptions, deliveryIsFresh, readDelivery, registrationOutcome } from '../../src/client/webhook-source.js';
+import {
+  deliveryIsFresh,
+  readDelivery,
+  registrationOutcome,
+  WebhookSource,
+  type WebhookSourceOptions,
+} from '../../src/client/webhook-source.js';
 import { NetworkError, RelayError } from '../../src/core/errors.js';
 import { formatTimestamp, Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
@@ -86,27 +92,36 @@ function post(url: string, body: string | Buffer, headers: Record<string, string
     const req = httpRequest(url, { method, headers: { 'Content-Type': 'application/json', ...headers } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }),
+      );
     });
     req.on('error', reject);
     req.end(body);
   });
 }
 
-function delivery(s: Setup, message: Message, options: { deliveryId?: string; at?: number; secret?: string; signature?: string | null } = {}) {
+function delivery(
+  s: Setup,
+  message: Message,
+  options: { deliveryId?: string; at?: number; secret?: string; signature?: string | null } = {},
+) {
   const deliveryId = options.deliveryId ?? newDeliveryId();
   const text = JSON.stringify({ delivery_id: deliveryId, message });
   const headers: Record<string, string> = {
     'X-M2M-Webhook-Timestamp': formatTimestamp(options.at ?? Date.now()),
     'X-M2M-Delivery-ID': deliveryId,
   };
-  if (options.signature !== null) headers['X-M2M-Webhook-Signature'] = options.signature ?? webhookSignature(options.secret ?? s.secret, text);
+  if (options.signature !== null)
+    headers['X-M2M-Webhook-Signature'] = options.signature ?? webhookSignature(options.secret ?? s.secret, text);
   return { deliveryId, text, headers, send: () => post(`${s.url}/`, text, headers) };
 }
 
 async function journalText(dir: string): Promise<string> {
   const files = await readdir(dir);
-  const parts = await Promise.all(files.filter((f) => f.startsWith('journal')).map((f) => readFile(join(dir, f), 'utf8')));
+  const parts = await Promise.all(
+    files.filter((f) => f.startsWith('journal')).map((f) => readFile(join(dir, f), 'utf8')),
+  );
   return parts.join('');
 }
 
@@ -152,7 +167,11 @@ describe('WebhookSource', () => {
     assert.deepEqual(s.calls, [message.message_id], 'the handler ran once');
     assert.equal(replies.length, 1);
     const thread = await s.peer.client.thread(message.thread_id ?? message.message_id);
-    assert.equal(thread.messages.filter((m) => m.in_reply_to === message.message_id).length, 1, 'one reply in the relay');
+    assert.equal(
+      thread.messages.filter((m) => m.in_reply_to === message.message_id).length,
+      1,
+      'one reply in the relay',
+    );
     assert.ok(s.source.counts.duplicates >= 2);
   });
 
@@ -230,7 +249,11 @@ describe('WebhookSource', () => {
     assert.equal(res.status, 200, res.body);
     const [reply] = await replies;
     assert.equal(reply!.in_reply_to, message.message_id);
-    assert.equal((reply!.body as { error?: { code: string } }).error?.code, 'invalid_message', JSON.stringify(reply!.body));
+    assert.equal(
+      (reply!.body as { error?: { code: string } }).error?.code,
+      'invalid_message',
+      JSON.stringify(reply!.body),
+    );
     assert.deepEqual(s.calls, []);
   });
 
@@ -282,7 +305,7 @@ describe('WebhookSource', () => {
     assert.deepEqual(s.calls, [m1.message_id]);
   });
 
-  it('registers its delivery URL and secret once listening; the public URL\'s path is served', async (t) => {
+  it("registers its delivery URL and secret once listening; the public URL's path is served", async (t) => {
     const seen: Array<{ url: string; secret: string }> = [];
     const s = await setUp(t, async () => ({ ok: true }), {
       source: {
@@ -301,7 +324,12 @@ describe('WebhookSource', () => {
     const relay = await startRelay(t, { allowPrivateWebhooks: true });
     const keypair = Keypair.generate();
     const client = new RelayClient({ relayUrl: relay.url, keypair });
-    const source = new WebhookSource({ client, secret: newWebhookSecret(), port: 0, register: (url, secret) => client.setWebhook(url, secret).then(() => {}) });
+    const source = new WebhookSource({
+      client,
+      secret: newWebhookSecret(),
+      port: 0,
+      register: (url, secret) => client.setWebhook(url, secret).then(() => {}),
+    });
     t.after(() => source.close());
     const warnings: Error[] = [];
     source.on('warning', (w) => void warnings.push(w));
@@ -350,7 +378,11 @@ describe('WebhookSource', () => {
     assert.equal(read.deliveryId, 'dlv_0a1b2c3d4e5f');
     assert.equal(read.batch.messages[0]!.message_id, 'msg_1772712000_0a1b2c3d4e5f');
     assert.equal(read.batch.taken, false);
-    const deep = readDelivery(Buffer.from(`{"delivery_id":"d","message":{"message_id":"msg_1","sender_key":"ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ","body":${'['.repeat(200)}${']'.repeat(200)}}}`));
+    const deep = readDelivery(
+      Buffer.from(
+        `{"delivery_id":"d","message":{"message_id":"msg_1","sender_key":"ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ","body":${'['.repeat(200)}${']'.repeat(200)}}}`,
+      ),
+    );
     assert.ok(typeof deep !== 'string');
     assert.equal(deep.batch.messages.length, 0);
     assert.equal(deep.batch.rejected![0]!.identity!.message_id, 'msg_1');

@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { exitCodeFor } from '../../src/cli/exit.js';
 import { hintFor } from '../../src/cli/hints.js';
-import { ERROR_CODES, EXIT_BY_KIND, type ErrorCode, errorCodeInfo } from '../../src/core/codes.js';
+import { ERROR_CODES, type ErrorCode, EXIT_BY_KIND, errorCodeInfo } from '../../src/core/codes.js';
 import { ConfigError, MrpError, RelayError, UsageError } from '../../src/core/errors.js';
 import { ERROR_STATUS } from '../../src/protocol/envelope.js';
 

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { sleep } from '../../src/core/async.js';
 import { Backoff } from '../../src/core/backoff.js';
 import { ManualClock } from '../../src/core/clock.js';
+import { TypedEmitter } from '../../src/core/emitter.js';
 import {
   AbortError,
   ConfigError,
@@ -15,7 +16,6 @@ import {
   toMrpError,
   UsageError,
 } from '../../src/core/errors.js';
-import { TypedEmitter } from '../../src/core/emitter.js';
 
 describe('errors', () => {
   it('classifies relay codes into auth and api', () => {
@@ -123,7 +123,6 @@ describe('async helpers', () => {
     await assert.rejects(p, /stop/);
     assert.equal(clock.pending, 0);
   });
-
 });
 
 describe('TypedEmitter', () => {

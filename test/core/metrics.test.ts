@@ -22,7 +22,11 @@ describe('core/metrics', () => {
     r.histogram('empty_seconds', 'Never observed');
     const families = parsePrometheus(r.expose());
     assert.equal(sampleValue(families, 'jobs_total', { outcome: 'ok' }), 3);
-    assert.equal(sampleValue(families, 'jobs_total', { outcome: 'say "hi"\\\n' }), 1, 'label values escaped and read back');
+    assert.equal(
+      sampleValue(families, 'jobs_total', { outcome: 'say "hi"\\\n' }),
+      1,
+      'label values escaped and read back',
+    );
     assert.equal(sampleValue(families, 'queue_depth'), 7);
     depth = 3;
     assert.equal(sampleValue(parsePrometheus(r.expose()), 'queue_depth'), 3, 'collected at exposition');

@@ -56,7 +56,11 @@ export class Child {
 
   constructor(name: string, args: string[], options: { cwd: string; env: NodeJS.ProcessEnv }) {
     this.name = name;
-    this.proc = spawn(process.execPath, [BIN, ...args], { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn(process.execPath, [BIN, ...args], {
+      cwd: options.cwd,
+      env: options.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const rl = createInterface({ input: this.proc.stdout!, crlfDelay: Infinity });
     rl.on('line', (text) => {
       let json: Json | undefined;
@@ -106,7 +110,11 @@ export class Child {
 
   tail(n = 15): string {
     const out = this.lines.slice(-n).map((l) => `  | ${l.text.length > 400 ? `${l.text.slice(0, 400)}…` : l.text}`);
-    const err = this.stderr.trim().split('\n').slice(-8).map((l) => `  ! ${l.length > 400 ? `${l.slice(0, 400)}…` : l}`);
+    const err = this.stderr
+      .trim()
+      .split('\n')
+      .slice(-8)
+      .map((l) => `  ! ${l.length > 400 ? `${l.slice(0, 400)}…` : l}`);
     return [
       `--- ${this.name} (pid ${this.pid}, ${this.exit ? `exited: ${describeExit(this.exit)}` : 'running'}): last stdout lines`,
       ...(out.length ? out : ['  | (none)']),
@@ -133,7 +141,9 @@ export class Child {
         }
         if (this.exit) {
           done();
-          reject(new Error(`${this.name} exited (${describeExit(this.exit)}) while we waited for ${what}\n${this.tail()}`));
+          reject(
+            new Error(`${this.name} exited (${describeExit(this.exit)}) while we waited for ${what}\n${this.tail()}`),
+          );
         }
       };
       const timer = setTimeout(() => {
@@ -148,7 +158,8 @@ export class Child {
   /** Waits for a JSON event line whose fields include `fields` (shallow equality). */
   waitEvent(event: string, fields: Json, what: string, timeoutMs: number, from = 0): Promise<Json> {
     return this.waitFor(
-      (l) => l.json !== undefined && l.json['event'] === event && Object.entries(fields).every(([k, v]) => l.json![k] === v),
+      (l) =>
+        l.json !== undefined && l.json['event'] === event && Object.entries(fields).every(([k, v]) => l.json![k] === v),
       `${this.name}: ${what} (event "${event}" ${JSON.stringify(fields)})`,
       timeoutMs,
       from,
@@ -158,7 +169,13 @@ export class Child {
   async waitExit(what: string, timeoutMs: number): Promise<ExitInfo> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${this.name} to exit (${what})\n${this.tail()}`)), timeoutMs);
+      timer = setTimeout(
+        () =>
+          reject(
+            new Error(`timed out after ${timeoutMs} ms waiting for ${this.name} to exit (${what})\n${this.tail()}`),
+          ),
+        timeoutMs,
+      );
     });
     try {
       return await Promise.race([this.exited, late]);
@@ -217,10 +234,19 @@ export class Scene {
   }
 
   /** Runs `mrp <args>` to completion. */
-  async mrp(args: string[], timeoutMs = 15_000): Promise<{ exit: ExitInfo; stdout: string; stderr: string; ms: number; child: Child }> {
+  async mrp(
+    args: string[],
+    timeoutMs = 15_000,
+  ): Promise<{ exit: ExitInfo; stdout: string; stderr: string; ms: number; child: Child }> {
     const child = this.spawn(`mrp ${args[0] ?? ''}`, args);
     const exit = await child.waitExit(`mrp ${args.join(' ')}`, timeoutMs);
-    return { exit, stdout: child.lines.map((l) => `${l.text}\n`).join(''), stderr: child.stderr, ms: exit.at - child.started, child };
+    return {
+      exit,
+      stdout: child.lines.map((l) => `${l.text}\n`).join(''),
+      stderr: child.stderr,
+      ms: exit.at - child.started,
+      child,
+    };
   }
 
   async killAll(): Promise<void> {
@@ -241,7 +267,20 @@ export interface RelayProc {
  * if the port is still held (it should not be: the listener closes with the killed process).
  */
 export async function startRelay(scene: Scene, dataDir: string, port: number, name: string): Promise<RelayProc> {
-  const args = ['relay', '--port', String(port), '--data-dir', dataDir, '--json', '--log-format', 'json', '--send-rate', '0', '--receive-rate', '0'];
+  const args = [
+    'relay',
+    '--port',
+    String(port),
+    '--data-dir',
+    dataDir,
+    '--json',
+    '--log-format',
+    'json',
+    '--send-rate',
+    '0',
+    '--receive-rate',
+    '0',
+  ];
   for (let attempt = 1; ; attempt++) {
     const child = scene.spawn(attempt === 1 ? name : `${name} (try ${attempt})`, args);
     try {
@@ -406,7 +445,9 @@ export class Agent {
       if (res.status !== 429 && res.status < 500) throw new Error(`POST /v1/messages refused: ${attempt.detail}`);
       await delay(200);
     }
-    throw new Error(`send #${seq} ${JSON.stringify(extra)}: no 201 within ${deadlineMs} ms (attempts: ${attempts.map((a) => a.detail).join(', ')})`);
+    throw new Error(
+      `send #${seq} ${JSON.stringify(extra)}: no 201 within ${deadlineMs} ms (attempts: ${attempts.map((a) => a.detail).join(', ')})`,
+    );
   }
 
   uncertain(): Attempt[] {

@@ -65,11 +65,17 @@ describe('a fleet of runners sharing one journal', { skip: postgresAvailable() }
     await cluster?.stop();
   });
 
-  it('three runners, one SIGKILLed mid-handler: every message answered exactly once', { timeout: 60_000 }, async (t) => {
+  it('three runners, one SIGKILLed mid-handler: every message answered exactly once', {
+    timeout: 60_000,
+  }, async (t) => {
     const N = 30;
     const scene = await Scene.create(t, 'fleet');
     const journal = await cluster.database(t);
-    const relay = await startRelay(t, { sendRatePerMinute: 100_000, receiveRatePerMinute: 100_000, requestRatePerMinute: 100_000 });
+    const relay = await startRelay(t, {
+      sendRatePerMinute: 100_000,
+      receiveRatePerMinute: 100_000,
+      requestRatePerMinute: 100_000,
+    });
     const keygen = await scene.mrp(['keygen', '--json']);
     assert.equal(keygen.exit.code, 0, keygen.stderr);
     const key = (JSON.parse(keygen.stdout) as { public_key: string }).public_key;
@@ -79,7 +85,23 @@ describe('a fleet of runners sharing one journal', { skip: postgresAvailable() }
 
     const runners: Child[] = [];
     for (let i = 0; i < 3; i++) {
-      const r = scene.spawn(`runner#${i}`, ['run', '-H', './handler.ts', '--relay', relay.url, '--log-format', 'json', '--journal', journal, '--lease', '2s', '--concurrency', '4', '--grace', '5s']);
+      const r = scene.spawn(`runner#${i}`, [
+        'run',
+        '-H',
+        './handler.ts',
+        '--relay',
+        relay.url,
+        '--log-format',
+        'json',
+        '--journal',
+        journal,
+        '--lease',
+        '2s',
+        '--concurrency',
+        '4',
+        '--grace',
+        '5s',
+      ]);
       runners.push(r);
       // One at a time, so slots go in order: #0 and #1 take the WebSockets, #2 polls.
       const joined = await r.waitEvent('journal', { journal: 'shared' }, 'joins the fleet', 20_000);
@@ -91,7 +113,9 @@ describe('a fleet of runners sharing one journal', { skip: postgresAvailable() }
     const fleet = JSON.parse(status.stdout) as { runners: Array<{ pid: number; mode: string; slot: number | null }> };
     assert.deepEqual(
       fleet.runners.map((r) => [r.pid, r.mode, r.slot]).sort((a, b) => Number(a[0]) - Number(b[0])),
-      runners.map((r, i) => [r.pid, i < 2 ? 'websocket' : 'poll', i < 2 ? i : null]).sort((a, b) => Number(a[0]) - Number(b[0])),
+      runners
+        .map((r, i) => [r.pid, i < 2 ? 'websocket' : 'poll', i < 2 ? i : null])
+        .sort((a, b) => Number(a[0]) - Number(b[0])),
       '`mrp fleet` lists the three runners and their slots',
     );
 
@@ -110,7 +134,12 @@ describe('a fleet of runners sharing one journal', { skip: postgresAvailable() }
       const ended = new Set(rs.filter((r) => r.phase === 'end').map((r) => r.id));
       return rs.filter((r) => r.phase === 'start' && !ended.has(r.id)).map((r) => r.id);
     };
-    await until(() => open().length > 0, 'runner #0 to be inside a handler', 20_000, () => victim.tail());
+    await until(
+      () => open().length > 0,
+      'runner #0 to be inside a handler',
+      20_000,
+      () => victim.tail(),
+    );
     victim.kill('SIGKILL');
     await victim.waitExit('SIGKILL', 5000);
     const interrupted = open();
@@ -118,7 +147,12 @@ describe('a fleet of runners sharing one journal', { skip: postgresAvailable() }
 
     const detail = (): string =>
       `${sent.filter((s) => inbox.repliesTo(s.id).length === 0).length} unanswered\n${runners.map((r) => r.tail(8)).join('\n')}`;
-    await inbox.waitUntil(() => sent.every((s) => inbox.repliesTo(s.id).length >= 1), `replies to all ${N} messages`, 30_000, detail);
+    await inbox.waitUntil(
+      () => sent.every((s) => inbox.repliesTo(s.id).length >= 1),
+      `replies to all ${N} messages`,
+      30_000,
+      detail,
+    );
     // The survivors drain and stop; a reply sent twice would have arrived by then.
     for (const r of runners.slice(1)) r.kill('SIGTERM');
     for (const r of runners.slice(1)) assert.equal((await r.waitExit('SIGTERM', 15_000)).code, 0, r.tail());
@@ -129,7 +163,10 @@ describe('a fleet of runners sharing one journal', { skip: postgresAvailable() }
     const rs = records(log);
     for (const s of sent) {
       const ends = rs.filter((r) => r.id === s.id && r.phase === 'end' && r.pid !== victim.pid);
-      assert.ok(ends.length <= 1, `at most one completed handling of #${String(s.body['n'])} by the survivors: ${JSON.stringify(ends)}`);
+      assert.ok(
+        ends.length <= 1,
+        `at most one completed handling of #${String(s.body['n'])} by the survivors: ${JSON.stringify(ends)}`,
+      );
     }
     // What the dead runner had begun ran again elsewhere, flagged as a redelivery.
     for (const id of interrupted) {
@@ -137,6 +174,8 @@ describe('a fleet of runners sharing one journal', { skip: postgresAvailable() }
       assert.equal(again.length, 1, `${id} taken over once`);
       assert.equal(again[0]!.redelivered, true, `${id}: ctx.redelivered`);
     }
-    t.diagnostic(`handled: ${runners.map((r) => `pid ${r.pid}: ${rs.filter((x) => x.pid === r.pid && x.phase === 'end').length}`).join(', ')}; taken over: ${interrupted.length}`);
+    t.diagnostic(
+      `handled: ${runners.map((r) => `pid ${r.pid}: ${rs.filter((x) => x.pid === r.pid && x.phase === 'end').length}`).join(', ')}; taken over: ${interrupted.length}`,
+    );
   });
 });

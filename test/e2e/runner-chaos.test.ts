@@ -24,7 +24,17 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import type { Message } from '../../src/protocol/types.js';
-import { Agent, type Child, Inbox, type Json, type RelayProc, Scene, type Sent, startRelay, storedMessages } from './_support.js';
+import {
+  Agent,
+  type Child,
+  Inbox,
+  type Json,
+  type RelayProc,
+  Scene,
+  type Sent,
+  startRelay,
+  storedMessages,
+} from './_support.js';
 
 const HELPER_TS = `// helper.ts — builds the reply (imported by handler.ts)
 export interface Answer {
@@ -68,7 +78,8 @@ export default async function handler(msg: { message_id: string; body: Body }, c
 
 /** The reply the handler must produce for an original message body. */
 function expectedReply(id: string, body: Json): Json {
-  if (body['fail'] === true) return { status: 'error', error: { code: 'bad_input', message: `cannot handle ${String(body['nonce'])}` } };
+  if (body['fail'] === true)
+    return { status: 'error', error: { code: 'bad_input', message: `cannot handle ${String(body['nonce'])}` } };
   return { status: 'ok', result: { handled: id, echo: body, by: 'helper.ts' } };
 }
 
@@ -212,7 +223,10 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
 
   // --- (1) Normal traffic.
   const p1 = await s.sendMany(10);
-  await s.replies(p1.map((m) => m.id), 'phase 1: normal');
+  await s.replies(
+    p1.map((m) => m.id),
+    'phase 1: normal',
+  );
   s.stage('1 normal');
 
   // --- (2) SIGKILL the relay while messages are in flight: slow handlers running, replies
@@ -228,7 +242,10 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
   await s.startRelay(port);
   assert.equal(s.relay.port, port, 'the relay restarted on the same port');
   const p2 = [...slow, ...(await Promise.all(burst)), ...(await Promise.all(whileDown)), ...(await s.sendMany(6))];
-  await s.replies(p2.map((m) => m.id), 'phase 2: relay SIGKILLed and restarted');
+  await s.replies(
+    p2.map((m) => m.id),
+    'phase 2: relay SIGKILLed and restarted',
+  );
   s.stage('2 relay SIGKILL');
 
   // --- (3) SIGTERM the runner while a slow handler runs: it finishes that handler, replies,
@@ -245,13 +262,22 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
     `the runner must exit 0 after SIGTERM\n${s.runner.tail()}`,
   );
   const handledOnStop = s.runner.events('handled').find((e) => e['id'] === drained.id);
-  assert.ok(handledOnStop, `the runner stopped without finishing the running handler of ${drained.id}\n${s.runner.tail()}`);
+  assert.ok(
+    handledOnStop,
+    `the runner stopped without finishing the running handler of ${drained.id}\n${s.runner.tail()}`,
+  );
   assert.equal(handledOnStop['outcome'], 'replied');
-  assert.ok(s.runner.lines.slice(from).some((l) => l.json?.['event'] === 'stopped'), 'a "stopped" event before exit');
+  assert.ok(
+    s.runner.lines.slice(from).some((l) => l.json?.['event'] === 'stopped'),
+    'a "stopped" event before exit',
+  );
   const p3 = [drained, ...(await duringStop), ...(await s.sendMany(2))]; // the last two while no runner runs
   await s.startRunner();
   p3.push(...(await s.sendMany(2)));
-  await s.replies(p3.map((m) => m.id), 'phase 3: runner SIGTERMed mid-handler and restarted');
+  await s.replies(
+    p3.map((m) => m.id),
+    'phase 3: runner SIGTERMed mid-handler and restarted',
+  );
   s.stage('3 runner SIGTERM');
 
   // --- (3b) SIGKILL the runner mid-handler: on restart that message is handled again
@@ -262,26 +288,45 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
   s.killedMidHandler.add(victim.id);
   const p3b = [victim, ...(await s.sendMany(2))];
   await s.startRunner();
-  const again = await s.runner.waitEvent('handled', { id: victim.id }, `the killed message ${victim.id} to be handled again`, 20_000);
+  const again = await s.runner.waitEvent(
+    'handled',
+    { id: victim.id },
+    `the killed message ${victim.id} to be handled again`,
+    20_000,
+  );
   assert.equal(again['outcome'], 'replied');
   assert.equal(again['redelivered'], true, 'the re-run is flagged as redelivered');
-  await s.replies(p3b.map((m) => m.id), 'phase 3b: runner SIGKILLed mid-handler and restarted');
+  await s.replies(
+    p3b.map((m) => m.id),
+    'phase 3b: runner SIGKILLed mid-handler and restarted',
+  );
   s.stage('3b runner SIGKILL');
 
   // --- (3c) SIGKILL the runner at an arbitrary point of a burst: handlers running, replies on
   // the wire, acks pending. Whatever state each message was in, it is answered exactly once.
   const from3c = s.runner.mark();
   const burst3c = s.sendMany(12, { slow_ms: 150 });
-  await s.runner.waitFor((l) => l.json?.['event'] === 'handled', 'the first handled event of the burst', 15_000, from3c);
+  await s.runner.waitFor(
+    (l) => l.json?.['event'] === 'handled',
+    'the first handled event of the burst',
+    15_000,
+    from3c,
+  );
   await s.killRunner();
   const p3c = await burst3c;
   await s.startRunner();
-  await s.replies(p3c.map((m) => m.id), 'phase 3c: runner SIGKILLed during a burst');
+  await s.replies(
+    p3c.map((m) => m.id),
+    'phase 3c: runner SIGKILLed during a burst',
+  );
   s.stage('3c runner SIGKILL in a burst');
 
   // --- (4) Failing handlers → error replies; normal ones still fine.
   const p4 = await Promise.all([...range(4).map(() => s.send({ fail: true })), ...range(3).map(() => s.send())]);
-  await s.replies(p4.map((m) => m.id), 'phase 4: failing handlers');
+  await s.replies(
+    p4.map((m) => m.id),
+    'phase 4: failing handlers',
+  );
   for (const m of p4.filter((x) => x.body['fail'] === true)) {
     // The reply can reach the agent before the runner's stdout line reaches us: wait for it.
     const h = await s.runner.waitEvent('handled', { id: m.id }, `the handled event of failing ${m.id}`, 10_000);
@@ -321,7 +366,8 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
 
   // Every 201 is stored; every stored original is one of our attempts, stored at most once; an
   // attempt that never reached the relay is not stored.
-  for (const sent of s.agent.sent) assert.ok(byId.has(sent.id), `message ${sent.id} got a 201 but is not in the relay's database`);
+  for (const sent of s.agent.sent)
+    assert.ok(byId.has(sent.id), `message ${sent.id} got a 201 but is not in the relay's database`);
   const nonces = new Map<string, string>();
   for (const r of originals) {
     const nonce = String(r.body['nonce']);
@@ -340,20 +386,29 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
   // Replies: what the agent received (WebSocket + HTTP history) is exactly what the relay stored.
   const replies: Message[] = [...s.inbox.messages.values()].filter((m) => m.sender_key === s.runnerKey);
   const strangers = [...s.inbox.messages.values()].filter((m) => m.sender_key !== s.runnerKey);
-  assert.deepEqual(strangers.map((m) => m.message_id), [], 'the agent received messages from someone other than the runner');
+  assert.deepEqual(
+    strangers.map((m) => m.message_id),
+    [],
+    'the agent received messages from someone other than the runner',
+  );
   assert.deepEqual(
     replies.map((m) => m.message_id).sort(),
     storedReplies.map((r) => r.message_id).sort(),
     'the replies the agent saw are the replies the relay stored',
   );
   for (const r of replies) {
-    assert.ok(r.in_reply_to !== null && byId.has(r.in_reply_to), `reply ${r.message_id} answers an unknown message ${r.in_reply_to}`);
+    assert.ok(
+      r.in_reply_to !== null && byId.has(r.in_reply_to),
+      `reply ${r.message_id} answers an unknown message ${r.in_reply_to}`,
+    );
   }
   const problems: string[] = [];
   for (const o of originals) {
     const mine = replies.filter((r) => r.in_reply_to === o.message_id);
     if (mine.length !== 1) {
-      problems.push(`${o.message_id} ${JSON.stringify(o.body)}: ${mine.length} replies ${mine.map((r) => `${r.message_id}=${JSON.stringify(r.body)}`).join(' ')}`);
+      problems.push(
+        `${o.message_id} ${JSON.stringify(o.body)}: ${mine.length} replies ${mine.map((r) => `${r.message_id}=${JSON.stringify(r.body)}`).join(' ')}`,
+      );
       continue;
     }
     const reply = mine[0]!;
@@ -362,10 +417,16 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
     try {
       assert.deepEqual(reply.body, expectedReply(o.message_id, o.body));
     } catch {
-      problems.push(`${o.message_id}: reply body ${JSON.stringify(reply.body)}, expected ${JSON.stringify(expectedReply(o.message_id, o.body))}`);
+      problems.push(
+        `${o.message_id}: reply body ${JSON.stringify(reply.body)}, expected ${JSON.stringify(expectedReply(o.message_id, o.body))}`,
+      );
     }
   }
-  assert.deepEqual(problems, [], `every stored message gets exactly one correct, threaded reply (${problems.length} wrong)`);
+  assert.deepEqual(
+    problems,
+    [],
+    `every stored message gets exactly one correct, threaded reply (${problems.length} wrong)`,
+  );
 
   // The handler ran once per message; twice only where it was killed mid-run.
   const calls = s.calls();
@@ -375,11 +436,18 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
   for (const o of originals) {
     const n = calls.get(o.message_id) ?? 0;
     if (s.killedMidHandler.has(o.message_id)) {
-      if (n !== 2) callProblems.push(`${o.message_id} ${JSON.stringify(o.body)}: handler killed mid-run, then ran ${n}× in all (expected 2)`);
+      if (n !== 2)
+        callProblems.push(
+          `${o.message_id} ${JSON.stringify(o.body)}: handler killed mid-run, then ran ${n}× in all (expected 2)`,
+        );
     } else if (cutShort.has(o.message_id)) {
       // Started in a runner that was SIGKILLed during a burst: it may have been cut short.
-      if (n < 1 || n > 2) callProblems.push(`${o.message_id} ${JSON.stringify(o.body)}: handler ran ${n}× (expected 1, or 2 after the SIGKILL)`);
-    } else if (n !== 1) callProblems.push(`${o.message_id} ${JSON.stringify(o.body)}: handler ran ${n}× (expected exactly 1)`);
+      if (n < 1 || n > 2)
+        callProblems.push(
+          `${o.message_id} ${JSON.stringify(o.body)}: handler ran ${n}× (expected 1, or 2 after the SIGKILL)`,
+        );
+    } else if (n !== 1)
+      callProblems.push(`${o.message_id} ${JSON.stringify(o.body)}: handler ran ${n}× (expected exactly 1)`);
   }
   assert.deepEqual(callProblems, [], 'handler invocations per message');
 
@@ -391,7 +459,10 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
       `${uncertainStored.length} of them stored), ${replies.length} replies, ${s.inbox.redeliveries} reply redeliveries, ` +
       `${s.relays} relay starts, ${s.runners} runner starts, ${reruns} handler re-runs after SIGKILL, idle stop ${idleStopMs} ms`,
   );
-  if (uncertain.length) t.diagnostic(`uncertain attempts: ${uncertain.map((a) => `${a.nonce} (${a.detail}) ${nonces.has(a.nonce) ? 'stored' : 'not stored'}`).join(', ')}`);
+  if (uncertain.length)
+    t.diagnostic(
+      `uncertain attempts: ${uncertain.map((a) => `${a.nonce} (${a.detail}) ${nonces.has(a.nonce) ? 'stored' : 'not stored'}`).join(', ')}`,
+    );
   t.diagnostic(`${mode} timings: ${s.stages.map((x) => `${x.name} ${x.ms} ms`).join(' · ')} · total ${total} ms`);
 
   // An idle runner (no handler running, nothing queued) stops promptly on SIGTERM.
@@ -402,8 +473,10 @@ async function chaos(t: TestContext, mode: Mode): Promise<void> {
 }
 
 describe('mrp run under chaos (real processes)', () => {
-  it('websocket mode: relay SIGKILL/restart, runner SIGTERM and SIGKILL mid-handler, failing handlers', { timeout: 120_000 }, (t) =>
-    chaos(t, 'websocket'),
+  it(
+    'websocket mode: relay SIGKILL/restart, runner SIGTERM and SIGKILL mid-handler, failing handlers',
+    { timeout: 120_000 },
+    (t) => chaos(t, 'websocket'),
   );
 
   it('poll mode: the same scenario with --mode poll', { timeout: 120_000 }, (t) => chaos(t, 'poll'));
@@ -425,7 +498,14 @@ describe('mrp run under chaos (real processes)', () => {
 
     await writeFile(
       join(scene.dir, 'broken.ts'),
-      ['// a handler with a syntax error on line 4', 'export default async function handler() {', "  const greeting = 'hi';", '  return { text: greeting +  };', '}', ''].join('\n'),
+      [
+        '// a handler with a syntax error on line 4',
+        'export default async function handler() {',
+        "  const greeting = 'hi';",
+        '  return { text: greeting +  };',
+        '}',
+        '',
+      ].join('\n'),
     );
     const broken = await scene.mrp(['run', '--handler', './broken.ts', '--relay', relay], 10_000);
     assert.equal(broken.exit.code, 2, `syntax error: exit code\n${broken.stderr}`);

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { Agent, Inbox, type RelayProc, type Scene as SceneT, Scene, startRelay } from './_support.js';
+import { Agent, Inbox, type RelayProc, Scene, type Scene as SceneT, startRelay } from './_support.js';
 
 const HANDLER = `// handler.ts — exits or kills its own process on request
 export default async function handler(msg: { body: { exit?: boolean; reallyExit?: boolean; kill?: boolean; n?: number } }) {
@@ -24,7 +24,10 @@ export default async function handler(msg: { body: { exit?: boolean; reallyExit?
 }
 `;
 
-async function setUp(t: Parameters<typeof Scene.create>[0], name: string): Promise<{ scene: SceneT; relay: RelayProc; key: string; agent: Agent; inbox: Inbox }> {
+async function setUp(
+  t: Parameters<typeof Scene.create>[0],
+  name: string,
+): Promise<{ scene: SceneT; relay: RelayProc; key: string; agent: Agent; inbox: Inbox }> {
   const scene = await Scene.create(t, name);
   const keygen = await scene.mrp(['keygen', '--json']);
   assert.equal(keygen.exit.code, 0, keygen.stderr);
@@ -40,11 +43,22 @@ async function setUp(t: Parameters<typeof Scene.create>[0], name: string): Promi
 }
 
 function runner(scene: SceneT, relay: RelayProc, n: number, extra: string[] = []) {
-  return scene.spawn(`runner#${n}`, ['run', '--handler', './handler.ts', '--relay', relay.url, '--log-format', 'json', ...extra]);
+  return scene.spawn(`runner#${n}`, [
+    'run',
+    '--handler',
+    './handler.ts',
+    '--relay',
+    relay.url,
+    '--log-format',
+    'json',
+    ...extra,
+  ]);
 }
 
 describe('a handler that ends the process', () => {
-  it('process.exit(0) in a handler: exit 70 each time, then handler_crashed after 3, and the runner keeps serving', { timeout: 120_000 }, async (t) => {
+  it('process.exit(0) in a handler: exit 70 each time, then handler_crashed after 3, and the runner keeps serving', {
+    timeout: 120_000,
+  }, async (t) => {
     const { scene, relay, key, agent, inbox } = await setUp(t, 'exit');
     const bad = await agent.send(key, { exit: true });
     const good = await agent.send(key, { n: 1 });
@@ -55,7 +69,12 @@ describe('a handler that ends the process', () => {
       assert.ok(r.events('handler_exit').length === 1, `reports handler_exit\n${r.tail()}`);
     }
     const r = runner(scene, relay, 4);
-    await inbox.waitUntil(() => inbox.repliesTo(bad.id).length > 0 && inbox.repliesTo(good.id).length > 0, 'replies to both messages', 30_000, () => r.tail());
+    await inbox.waitUntil(
+      () => inbox.repliesTo(bad.id).length > 0 && inbox.repliesTo(good.id).length > 0,
+      'replies to both messages',
+      30_000,
+      () => r.tail(),
+    );
     const crashed = inbox.repliesTo(bad.id)[0]!.body as { status: string; error: { code: string; message: string } };
     assert.equal(crashed.status, 'error');
     assert.equal(crashed.error.code, 'handler_crashed');
@@ -63,7 +82,12 @@ describe('a handler that ends the process', () => {
     assert.deepEqual(inbox.repliesTo(good.id)[0]!.body, { ok: 1 });
     // Still serving.
     const after = await agent.send(key, { n: 2 });
-    await inbox.waitUntil(() => inbox.repliesTo(after.id).length > 0, 'a reply to a later message', 20_000, () => r.tail());
+    await inbox.waitUntil(
+      () => inbox.repliesTo(after.id).length > 0,
+      'a reply to a later message',
+      20_000,
+      () => r.tail(),
+    );
     r.kill('SIGTERM');
     const exit = await r.waitExit('SIGTERM', 20_000);
     assert.equal(exit.code, 0, r.tail());
@@ -71,7 +95,9 @@ describe('a handler that ends the process', () => {
     assert.equal(inbox.repliesTo(good.id).length, 1);
   });
 
-  it('process.reallyExit(0) in a handler is trapped too: exit 70 (not 0), reported once, counted as a crash', { timeout: 60_000 }, async (t) => {
+  it('process.reallyExit(0) in a handler is trapped too: exit 70 (not 0), reported once, counted as a crash', {
+    timeout: 60_000,
+  }, async (t) => {
     const { scene, relay, key, agent, inbox } = await setUp(t, 'really-exit');
     const bad = await agent.send(key, { reallyExit: true });
     const first = runner(scene, relay, 1, ['--max-crashes', '1']);
@@ -81,20 +107,32 @@ describe('a handler that ends the process', () => {
     assert.equal(reported.length, 1, `reports handler_exit once\n${first.tail()}`);
     assert.match(JSON.stringify(reported[0]), /process\.reallyExit\(0\)/);
     const second = runner(scene, relay, 2, ['--max-crashes', '1']);
-    await inbox.waitUntil(() => inbox.repliesTo(bad.id).length > 0, 'the handler_crashed reply', 30_000, () => second.tail());
+    await inbox.waitUntil(
+      () => inbox.repliesTo(bad.id).length > 0,
+      'the handler_crashed reply',
+      30_000,
+      () => second.tail(),
+    );
     assert.equal((inbox.repliesTo(bad.id)[0]!.body as { error: { code: string } }).error.code, 'handler_crashed');
     second.kill('SIGTERM');
     assert.equal((await second.waitExit('SIGTERM', 20_000)).code, 0, second.tail());
   });
 
-  it('a handler that SIGKILLs its process is counted through the journal (--max-crashes 1)', { timeout: 60_000 }, async (t) => {
+  it('a handler that SIGKILLs its process is counted through the journal (--max-crashes 1)', {
+    timeout: 60_000,
+  }, async (t) => {
     const { scene, relay, key, agent, inbox } = await setUp(t, 'kill');
     const bad = await agent.send(key, { kill: true });
     const first = runner(scene, relay, 1, ['--max-crashes', '1']);
     const exit = await first.waitExit('the handler to kill the runner', 30_000);
     assert.equal(exit.signal, 'SIGKILL');
     const second = runner(scene, relay, 2, ['--max-crashes', '1']);
-    await inbox.waitUntil(() => inbox.repliesTo(bad.id).length > 0, 'the handler_crashed reply', 30_000, () => second.tail());
+    await inbox.waitUntil(
+      () => inbox.repliesTo(bad.id).length > 0,
+      'the handler_crashed reply',
+      30_000,
+      () => second.tail(),
+    );
     assert.equal((inbox.repliesTo(bad.id)[0]!.body as { error: { code: string } }).error.code, 'handler_crashed');
     await second.waitEvent('handler_crashed', { id: bad.id }, 'the handler_crashed event', 5000);
     second.kill('SIGTERM');

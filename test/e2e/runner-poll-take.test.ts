@@ -60,7 +60,9 @@ async function waitHandled(scene: Scene, runner: Child, want: string, timeoutMs:
 }
 
 describe('poll mode after a SIGKILL mid-poll', () => {
-  it('the restarted runner handles its own taken message once and never what recv took', { timeout: 90_000 }, async (t) => {
+  it('the restarted runner handles its own taken message once and never what recv took', {
+    timeout: 90_000,
+  }, async (t) => {
     const scene = await Scene.create(t, 'poll-take');
     const keygen = await scene.mrp(['keygen', '--json']);
     assert.equal(keygen.exit.code, 0, keygen.stderr);

@@ -34,7 +34,10 @@ interface Listening {
   secret: string;
 }
 
-async function setUp(t: TestContext, name: string): Promise<{ scene: Scene; relay: TestRelay; key: string; peer: Peer }> {
+async function setUp(
+  t: TestContext,
+  name: string,
+): Promise<{ scene: Scene; relay: TestRelay; key: string; peer: Peer }> {
   const scene = await Scene.create(t, name);
   const keygen = await scene.mrp(['keygen', '--json']);
   assert.equal(keygen.exit.code, 0, keygen.stderr);
@@ -46,7 +49,20 @@ async function setUp(t: TestContext, name: string): Promise<{ scene: Scene; rela
 }
 
 function runner(scene: Scene, relay: TestRelay, n: number, extra: string[] = []): Child {
-  return scene.spawn(`runner#${n}`, ['run', '--handler', './handler.ts', '--relay', relay.url, '--mode', 'webhook', '--listen', '127.0.0.1:0', '--log-format', 'json', ...extra]);
+  return scene.spawn(`runner#${n}`, [
+    'run',
+    '--handler',
+    './handler.ts',
+    '--relay',
+    relay.url,
+    '--mode',
+    'webhook',
+    '--listen',
+    '127.0.0.1:0',
+    '--log-format',
+    'json',
+    ...extra,
+  ]);
 }
 
 /** Waits for the runner to say where it listens and to be ready; reads the secret it registered. */
@@ -98,7 +114,9 @@ async function repliesInRelay(peer: Peer, message: Message): Promise<Message[]> 
 }
 
 describe('mrp run --mode webhook', () => {
-  it('serves signed deliveries, replies through the relay, answers duplicates once, exits 0 on SIGTERM', { timeout: 90_000 }, async (t) => {
+  it('serves signed deliveries, replies through the relay, answers duplicates once, exits 0 on SIGTERM', {
+    timeout: 90_000,
+  }, async (t) => {
     const { scene, relay, key, peer } = await setUp(t, 'webhook');
     const r = runner(scene, relay, 1);
     const to = await listening(r);
@@ -122,7 +140,9 @@ describe('mrp run --mode webhook', () => {
     assert.equal((await repliesInRelay(peer, message)).length, 1, 'one reply in the relay');
   });
 
-  it('killed after journaling a delivery the relay never saw answered: the restart finishes it, the retry gets 200, one handling, one reply', { timeout: 120_000 }, async (t) => {
+  it('killed after journaling a delivery the relay never saw answered: the restart finishes it, the retry gets 200, one handling, one reply', {
+    timeout: 120_000,
+  }, async (t) => {
     const { scene, relay, key, peer } = await setUp(t, 'webhook-crash');
     const first = runner(scene, relay, 1, ['--concurrency', '1']);
     const to1 = await listening(first);

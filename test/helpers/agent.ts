@@ -6,9 +6,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import type { Clock } from '../../src/core/clock.js';
 import { RelayClient } from '../../src/client/http.js';
 import { PollSource, WebSocketSource } from '../../src/client/source.js';
+import type { Clock } from '../../src/core/clock.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
 import type { Handler } from '../../src/runtime/handler.js';
@@ -38,7 +38,12 @@ export interface AgentSetup {
 }
 
 /** Starts a runtime; stopped (gracefully) when the test ends unless already stopped. */
-export async function startAgent(t: TestContext, relay: Pick<TestRelay, 'url'>, handler: Handler, setup: AgentSetup = {}): Promise<TestAgent> {
+export async function startAgent(
+  t: TestContext,
+  relay: Pick<TestRelay, 'url'>,
+  handler: Handler,
+  setup: AgentSetup = {},
+): Promise<TestAgent> {
   const keypair = setup.keypair ?? Keypair.generate();
   const journalDir = setup.journalDir ?? (await mkdtemp(join(tmpdir(), 'mrp-journal-')));
   if (!setup.journalDir) t.after(() => rm(journalDir, { recursive: true, force: true }));
@@ -127,7 +132,10 @@ export class Peer {
   waitForReplies(n: number, timeoutMs = 10_000): Promise<Message[]> {
     if (this.replies.length >= n) return Promise.resolve(this.replies);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`only ${this.replies.length}/${n} replies within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new Error(`only ${this.replies.length}/${n} replies within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
       this.#waiters.push({
         n,
         resolve: () => {

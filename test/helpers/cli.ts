@@ -3,9 +3,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import { type Clock, systemClock } from '../../src/core/clock.js';
 import type { Deps, SignalName } from '../../src/cli/deps.js';
 import { main } from '../../src/cli/main.js';
+import { type Clock, systemClock } from '../../src/core/clock.js';
 
 export class Capture {
   text = '';

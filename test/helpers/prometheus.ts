@@ -81,7 +81,8 @@ export function parsePrometheus(text: string): Map<string, Family> {
       if (kind === 'HELP') f.help = rest;
       else {
         if (f.samples.length) throw new Error(`TYPE after samples in: ${line}`);
-        if (!['counter', 'gauge', 'histogram', 'summary', 'untyped'].includes(rest)) throw new Error(`bad type in: ${line}`);
+        if (!['counter', 'gauge', 'histogram', 'summary', 'untyped'].includes(rest))
+          throw new Error(`bad type in: ${line}`);
         f.type = rest as Family['type'];
       }
       families.set(name, f);
@@ -95,7 +96,8 @@ export function parsePrometheus(text: string): Map<string, Family> {
     f.samples.push({ name, labels: m[3] ? parseLabels(m[3], line) : {}, value: parseValue(m[4]!, line) });
   }
   for (const f of families.values()) {
-    if (f.type === 'counter') for (const s of f.samples) if (!(s.value >= 0)) throw new Error(`${s.name}: a counter below 0`);
+    if (f.type === 'counter')
+      for (const s of f.samples) if (!(s.value >= 0)) throw new Error(`${s.name}: a counter below 0`);
     if (f.type !== 'histogram') continue;
     const series = new Map<string, Sample[]>();
     for (const s of f.samples.filter((x) => x.name === `${f.name}_bucket`)) {
@@ -115,7 +117,9 @@ export function parsePrometheus(text: string): Map<string, Family> {
         prevCount = b.value;
       }
       if (prev !== Infinity) throw new Error(`${f.name}: no +Inf bucket`);
-      const count = f.samples.find((s) => s.name === `${f.name}_count` && JSON.stringify(Object.entries(s.labels).sort()) === key);
+      const count = f.samples.find(
+        (s) => s.name === `${f.name}_count` && JSON.stringify(Object.entries(s.labels).sort()) === key,
+      );
       if (!count || count.value !== prevCount) throw new Error(`${f.name}: _count differs from the +Inf bucket`);
     }
   }
@@ -123,7 +127,11 @@ export function parsePrometheus(text: string): Map<string, Family> {
 }
 
 /** The value of one sample (labels must match exactly). */
-export function sampleValue(families: Map<string, Family>, name: string, labels: Record<string, string> = {}): number | undefined {
+export function sampleValue(
+  families: Map<string, Family>,
+  name: string,
+  labels: Record<string, string> = {},
+): number | undefined {
   for (const f of families.values()) {
     for (const s of f.samples) {
       if (s.name !== name) continue;

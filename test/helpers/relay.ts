@@ -8,8 +8,8 @@ import { createServer, request as httpRequest } from 'node:http';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import type { TestContext } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
 import { Keypair, signRequest } from '../../src/protocol/signing.js';
 import { createRelay, type Relay, type RelayOptions } from '../../src/relay/index.js';
@@ -65,12 +65,20 @@ export const PAIRED = PAIR;
 
 type Shared = { relayOptions: Array<Partial<RelayOptions>>; close(): Promise<void> };
 
-async function startPair(t: TestContext, options: Partial<RelayOptions>, dataDir: string): Promise<TestRelay | undefined> {
-  const mod = (await import(pathToFileURL(resolve(EXTERNAL_STORE!)).href)) as { openShared?: (d: string, o: Partial<RelayOptions>) => Promise<Shared> };
+async function startPair(
+  t: TestContext,
+  options: Partial<RelayOptions>,
+  dataDir: string,
+): Promise<TestRelay | undefined> {
+  const mod = (await import(pathToFileURL(resolve(EXTERNAL_STORE!)).href)) as {
+    openShared?: (d: string, o: Partial<RelayOptions>) => Promise<Shared>;
+  };
   if (!mod.openShared) return undefined;
   const shared = await mod.openShared(dataDir, options);
   const logs: LogEntry[] = [];
-  const relays = shared.relayOptions.map((parts) => createRelay({ port: 0, logger: (e) => logs.push(e), logLevel: 'debug', ...options, ...parts }));
+  const relays = shared.relayOptions.map((parts) =>
+    createRelay({ port: 0, logger: (e) => logs.push(e), logLevel: 'debug', ...options, ...parts }),
+  );
   const ports: number[] = [];
   for (const r of relays) {
     await r.listen();
@@ -79,10 +87,13 @@ async function startPair(t: TestContext, options: Partial<RelayOptions>, dataDir
   let turn = 0;
   const next = (): number => ports[turn++ % ports.length]!;
   const proxy = createServer((req, res) => {
-    const up = httpRequest({ host: '127.0.0.1', port: next(), method: req.method, path: req.url, headers: req.headers }, (answer) => {
-      res.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(res);
-    });
+    const up = httpRequest(
+      { host: '127.0.0.1', port: next(), method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
     up.on('error', () => res.destroy());
     req.pipe(up);
   });
@@ -132,7 +143,14 @@ export async function startRelay(t: TestContext, options: Partial<RelayOptions> 
   }
   const logs: LogEntry[] = [];
   const store = options.store ? undefined : await externalStore(dataDir, options);
-  const relay = createRelay({ port: 0, logger: (e) => logs.push(e), logLevel: 'debug', ...options, dataDir, ...(store ? { store } : {}) });
+  const relay = createRelay({
+    port: 0,
+    logger: (e) => logs.push(e),
+    logLevel: 'debug',
+    ...options,
+    dataDir,
+    ...(store ? { store } : {}),
+  });
   if (store) {
     const close = relay.close.bind(relay);
     let closed: Promise<void> | undefined;
@@ -207,7 +225,9 @@ export class RawSocket {
       if (w) w(frame);
       else this.frames.push(frame);
     });
-    this.closed = new Promise((resolve) => this.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.closed = new Promise((resolve) =>
+      this.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
   }
 
   static async open(url: string): Promise<RawSocket> {

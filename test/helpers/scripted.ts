@@ -54,7 +54,10 @@ function messageId(): string {
  * A WebSocket relay: authenticates anything, then sends `frames` (raw texts) in order; answers
  * `send` frames with `send_result` ok and records them and acks. `url` is the HTTP base URL.
  */
-export async function scriptedWsRelay(t: TestContext, frames: () => string[]): Promise<{ url: string; record: Seen; sockets: WebSocket[] }> {
+export async function scriptedWsRelay(
+  t: TestContext,
+  frames: () => string[],
+): Promise<{ url: string; record: Seen; sockets: WebSocket[] }> {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
   await once(wss, 'listening');
   const record = new Seen();
@@ -69,7 +72,16 @@ export async function scriptedWsRelay(t: TestContext, frames: () => string[]): P
       } else if (frame['type'] === 'send') {
         record.sends.push(frame);
         const id = messageId();
-        ws.send(JSON.stringify({ type: 'send_result', request_id: frame['request_id'], status: 'ok', message_id: id, created_at: new Date().toISOString(), expires_at: new Date(Date.now() + 86_400_000).toISOString() }));
+        ws.send(
+          JSON.stringify({
+            type: 'send_result',
+            request_id: frame['request_id'],
+            status: 'ok',
+            message_id: id,
+            created_at: new Date().toISOString(),
+            expires_at: new Date(Date.now() + 86_400_000).toISOString(),
+          }),
+        );
       } else if (frame['type'] === 'ack') {
         record.acks.push(frame['message_id'] as string);
       }
@@ -88,7 +100,10 @@ export async function scriptedWsRelay(t: TestContext, frames: () => string[]): P
  * `page` (raw text), later ones with an empty page; `POST /v1/messages` is recorded and accepted;
  * anything else answers `{}`.
  */
-export async function scriptedPollRelay(t: TestContext, pages: string[]): Promise<{ url: string; record: Seen; polls: () => number }> {
+export async function scriptedPollRelay(
+  t: TestContext,
+  pages: string[],
+): Promise<{ url: string; record: Seen; polls: () => number }> {
   const record = new Seen();
   let polls = 0;
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -98,7 +113,11 @@ export async function scriptedPollRelay(t: TestContext, pages: string[]): Promis
     req.on('end', () => {
       const url = new URL(req.url ?? '/', 'http://x');
       res.setHeader('Content-Type', 'application/json');
-      if (req.method === 'GET' && url.pathname === '/v1/messages' && (url.searchParams.get('status') ?? 'sent') === 'sent') {
+      if (
+        req.method === 'GET' &&
+        url.pathname === '/v1/messages' &&
+        (url.searchParams.get('status') ?? 'sent') === 'sent'
+      ) {
         polls++;
         res.end(pages.shift() ?? '{"messages":[],"has_more":false,"next_cursor":null}');
         record.notify();
@@ -107,7 +126,14 @@ export async function scriptedPollRelay(t: TestContext, pages: string[]): Promis
       if (req.method === 'POST' && url.pathname === '/v1/messages') {
         record.sends.push(JSON.parse(body) as Json);
         res.statusCode = 201;
-        res.end(JSON.stringify({ message_id: messageId(), status: 'sent', created_at: new Date().toISOString(), expires_at: new Date(Date.now() + 86_400_000).toISOString() }));
+        res.end(
+          JSON.stringify({
+            message_id: messageId(),
+            status: 'sent',
+            created_at: new Date().toISOString(),
+            expires_at: new Date(Date.now() + 86_400_000).toISOString(),
+          }),
+        );
         record.notify();
         return;
       }

@@ -37,7 +37,25 @@ export class Gen {
 
   /** A JSON string literal (quotes included) with escapes, unicode and the odd lone surrogate escape. */
   stringLiteral(): string {
-    const parts = ['a', 'é', '😀', '\\n', '\\"', '\\\\', '\\u0000', '\\ud800', '[', '{', ']', '}', ',', ':', ' ', 'body', 'type'];
+    const parts = [
+      'a',
+      'é',
+      '😀',
+      '\\n',
+      '\\"',
+      '\\\\',
+      '\\u0000',
+      '\\ud800',
+      '[',
+      '{',
+      ']',
+      '}',
+      ',',
+      ':',
+      ' ',
+      'body',
+      'type',
+    ];
     let s = '';
     for (let i = this.int(8); i > 0; i--) s += this.pick(parts);
     return `"${s}"`;
@@ -78,7 +96,9 @@ export class Gen {
         return text.slice(0, this.int(text.length + 1));
       case 1: {
         const at = this.int(text.length + 1);
-        return text.slice(0, at) + this.pick(['{', '}', '[', ']', '"', ',', ':', '\\', 'null', '\u0000']) + text.slice(at);
+        return (
+          text.slice(0, at) + this.pick(['{', '}', '[', ']', '"', ',', ':', '\\', 'null', '\u0000']) + text.slice(at)
+        );
       }
       case 2: {
         const at = this.int(Math.max(1, text.length));

@@ -17,7 +17,19 @@ const B = '5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA';
 
 describe('contacts layouts', () => {
   it('reads the canonical layout and keeps unknown fields on rewrite', () => {
-    const text = JSON.stringify({ version: 3, contacts: [{ name: 'TranslateBot', public_key: B, alias: 'tr', note: 'fast', added_at: '2026-03-05T12:00:00Z', color: 'blue' }] });
+    const text = JSON.stringify({
+      version: 3,
+      contacts: [
+        {
+          name: 'TranslateBot',
+          public_key: B,
+          alias: 'tr',
+          note: 'fast',
+          added_at: '2026-03-05T12:00:00Z',
+          color: 'blue',
+        },
+      ],
+    });
     const book = parseContacts(text, 'f');
     assert.equal(book.contacts[0]?.['color'], 'blue');
     const again = JSON.parse(serializeContacts(book));
@@ -30,8 +42,15 @@ describe('contacts layouts', () => {
     const book = parseContacts(`\uFEFF${JSON.stringify({ contacts: [{ name: 'a', public_key: A }] })}`, 'f');
     assert.equal(nameForKey(book, A), 'a');
     const deep = `{"contacts":[{"name":"a","public_key":"${A}","x":${'['.repeat(CONTACTS_MAX_DEPTH)}${']'.repeat(CONTACTS_MAX_DEPTH)}}]}`;
-    assert.throws(() => parseContacts(deep, 'f.json'), (err: ConfigError) => err.code === 'contacts_invalid' && /f\.json is refused: JSON nested deeper than 32/.test(err.message));
-    assert.throws(() => parseContacts('{', 'f.json'), (err: ConfigError) => err.code === 'contacts_invalid' && /f\.json is not valid JSON/.test(err.message));
+    assert.throws(
+      () => parseContacts(deep, 'f.json'),
+      (err: ConfigError) =>
+        err.code === 'contacts_invalid' && /f\.json is refused: JSON nested deeper than 32/.test(err.message),
+    );
+    assert.throws(
+      () => parseContacts('{', 'f.json'),
+      (err: ConfigError) => err.code === 'contacts_invalid' && /f\.json is not valid JSON/.test(err.message),
+    );
   });
 
   it('reads a bare array', () => {
@@ -80,13 +99,25 @@ describe('resolution (§1.3)', () => {
     assert.equal(resolveRecipient(book, 'CAROL', 'f'), B);
   });
   it('no match is an error with a fix', () => {
-    assert.throws(() => resolveRecipient(book, 'dave', '/h/contacts.json'), (e: unknown) => e instanceof UsageError && e.code === 'unknown_contact' && /contacts add dave/.test(e.hint ?? ''));
+    assert.throws(
+      () => resolveRecipient(book, 'dave', '/h/contacts.json'),
+      (e: unknown) => e instanceof UsageError && e.code === 'unknown_contact' && /contacts add dave/.test(e.hint ?? ''),
+    );
   });
   it('an ambiguous match is an error', () => {
-    const twins = parseContacts(JSON.stringify([{ name: 'Sam', public_key: A }, { name: 'SAM', public_key: B }]), 'f');
+    const twins = parseContacts(
+      JSON.stringify([
+        { name: 'Sam', public_key: A },
+        { name: 'SAM', public_key: B },
+      ]),
+      'f',
+    );
     assert.equal(resolveRecipient(twins, 'Sam', 'f'), A);
     assert.equal(resolveRecipient(twins, 'SAM', 'f'), B);
-    assert.throws(() => resolveRecipient(twins, 'sam', 'f'), (e: unknown) => e instanceof UsageError && e.code === 'ambiguous_contact');
+    assert.throws(
+      () => resolveRecipient(twins, 'sam', 'f'),
+      (e: unknown) => e instanceof UsageError && e.code === 'ambiguous_contact',
+    );
   });
   it('names the contact of a key', () => {
     assert.equal(nameForKey(book, A), 'Alice');
@@ -97,7 +128,10 @@ describe('resolution (§1.3)', () => {
 describe('editing', () => {
   it('adds, refuses duplicates ignoring case, replaces with force, removes', () => {
     let book = addContact(emptyBook(), { name: 'alice', public_key: A });
-    assert.throws(() => addContact(book, { name: 'ALICE', public_key: B }), (e: unknown) => e instanceof UsageError && e.code === 'contact_exists');
+    assert.throws(
+      () => addContact(book, { name: 'ALICE', public_key: B }),
+      (e: unknown) => e instanceof UsageError && e.code === 'contact_exists',
+    );
     book = addContact(book, { name: 'alice', public_key: B, note: 'new' }, { replace: true });
     assert.deepEqual(book.contacts, [{ name: 'alice', public_key: B, note: 'new' }]);
     assert.throws(() => addContact(book, { name: 'eve', public_key: 'nope' }));
@@ -106,6 +140,9 @@ describe('editing', () => {
     const { book: after, removed } = removeContact(book, 'ALICE');
     assert.equal(removed.name, 'alice');
     assert.equal(after.contacts.length, 0);
-    assert.throws(() => removeContact(after, 'alice'), (e: unknown) => e instanceof UsageError && e.code === 'unknown_contact');
+    assert.throws(
+      () => removeContact(after, 'alice'),
+      (e: unknown) => e instanceof UsageError && e.code === 'unknown_contact',
+    );
   });
 });

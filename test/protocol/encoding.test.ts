@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { decodePublicKey, fromBase64, fromBase64Url, fromHex, isPublicKey, shortKey, toBase64Url, toHex } from '../../src/protocol/encoding.js';
+import {
+  decodePublicKey,
+  fromBase64,
+  fromBase64Url,
+  fromHex,
+  isPublicKey,
+  shortKey,
+  toBase64Url,
+  toHex,
+} from '../../src/protocol/encoding.js';
 
 const KEY_A = 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ';
 

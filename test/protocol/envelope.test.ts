@@ -1,15 +1,30 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { errorEnvelope, parseRetryAfter, relayErrorFromFrame, relayErrorFromResponse } from '../../src/protocol/envelope.js';
+import {
+  errorEnvelope,
+  parseRetryAfter,
+  relayErrorFromFrame,
+  relayErrorFromResponse,
+} from '../../src/protocol/envelope.js';
 
 const headers = (h: Record<string, string>) => ({ get: (n: string) => h[n.toLowerCase()] ?? null });
 
 describe('error envelope (§6)', () => {
   it('builds the documented shape', () => {
-    assert.deepEqual(errorEnvelope('rate_limit_exceeded', 'slow down', 'req_1', { limit: 30, window: '1m', retry_after: 12 }), {
-      error: { code: 'rate_limit_exceeded', message: 'slow down', details: { limit: 30, window: '1m', retry_after: 12 }, request_id: 'req_1' },
+    assert.deepEqual(
+      errorEnvelope('rate_limit_exceeded', 'slow down', 'req_1', { limit: 30, window: '1m', retry_after: 12 }),
+      {
+        error: {
+          code: 'rate_limit_exceeded',
+          message: 'slow down',
+          details: { limit: 30, window: '1m', retry_after: 12 },
+          request_id: 'req_1',
+        },
+      },
+    );
+    assert.deepEqual(errorEnvelope('not_found', 'x', 'req_2'), {
+      error: { code: 'not_found', message: 'x', request_id: 'req_2' },
     });
-    assert.deepEqual(errorEnvelope('not_found', 'x', 'req_2'), { error: { code: 'not_found', message: 'x', request_id: 'req_2' } });
   });
 
   it('parses an envelope into a RelayError, preferring Retry-After', () => {

@@ -8,7 +8,12 @@ import { describe, it } from 'node:test';
 import { LIMITS } from '../../src/protocol/constants.js';
 import { FrameParseError, parseClientFrame } from '../../src/protocol/frames.js';
 import { decodeUtf8, JsonInputError, jsonDepth, memberSpans, parseJson } from '../../src/protocol/json.js';
-import { ValidationError, validateAclPut, validateProfilePatch, validateSendRequest } from '../../src/protocol/validate.js';
+import {
+  ValidationError,
+  validateAclPut,
+  validateProfilePatch,
+  validateSendRequest,
+} from '../../src/protocol/validate.js';
 import { Gen, SEED } from './_fuzz.js';
 
 const KEY = '5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA';
@@ -33,8 +38,10 @@ function frameText(g: Gen): string {
   const type = g.pick(['auth', 'ack', 'ping', 'pong', 'send', 'subscribe', '']);
   const body = g.chance(0.1) ? g.nested(100 + g.int(400)) : g.json(6);
   const choices = [
-    () => `{"type":"${type}","request_id":${g.pick(['"r1"', '7', 'null', '{}'])},"recipient_key":"${KEY}","body":${body}}`,
-    () => `{"type":"send","message":{"recipient_key":"${g.pick([KEY, 'short', 'A'.repeat(43)])}","body":${body}},"request_id":"n"}`,
+    () =>
+      `{"type":"${type}","request_id":${g.pick(['"r1"', '7', 'null', '{}'])},"recipient_key":"${KEY}","body":${body}}`,
+    () =>
+      `{"type":"send","message":{"recipient_key":"${g.pick([KEY, 'short', 'A'.repeat(43)])}","body":${body}},"request_id":"n"}`,
     () => `{"type":"ping","ts":${g.json(4)}}`,
     () => `{"type":"auth","public_key":${g.json(1)},"timestamp":${g.json(1)},"signature":${g.json(1)}}`,
     () => g.json(8),
@@ -71,7 +78,11 @@ describe('fuzz: protocol parsers', () => {
 
   it('parseJson: a value at most 128 deep, or JsonInputError not_json / too_deep', () => {
     cases('json', 1500, (g) => {
-      const text = g.chance(0.5) ? g.mutate(g.json(10)) : g.chance(0.5) ? g.nested(g.int(400)) : g.bytes(64).toString('latin1');
+      const text = g.chance(0.5)
+        ? g.mutate(g.json(10))
+        : g.chance(0.5)
+          ? g.nested(g.int(400))
+          : g.bytes(64).toString('latin1');
       try {
         parseJson(text);
         assert.ok(jsonDepth(text) <= LIMITS.maxJsonDepth);
@@ -110,7 +121,13 @@ describe('fuzz: protocol parsers', () => {
       for (const [key, get] of [
         ['body', () => v['body']],
         ['type', () => v['type']],
-        ['message.body', () => (typeof v['message'] === 'object' && v['message'] !== null && !Array.isArray(v['message']) ? (v['message'] as Record<string, unknown>)['body'] : undefined)],
+        [
+          'message.body',
+          () =>
+            typeof v['message'] === 'object' && v['message'] !== null && !Array.isArray(v['message'])
+              ? (v['message'] as Record<string, unknown>)['body']
+              : undefined,
+        ],
       ] as const) {
         const expected = get();
         const span = spans.get(key);
@@ -132,7 +149,11 @@ describe('fuzz: protocol parsers', () => {
       if (g.chance(0.5) && typeof input === 'object' && input !== null && !Array.isArray(input)) {
         (input as Record<string, unknown>)['recipient_key'] = g.pick([KEY, 'x']);
       }
-      for (const validate of [() => validateSendRequest(input, 1024), () => validateProfilePatch(input), () => validateAclPut(input)]) {
+      for (const validate of [
+        () => validateSendRequest(input, 1024),
+        () => validateProfilePatch(input),
+        () => validateAclPut(input),
+      ]) {
         try {
           validate();
         } catch (err) {

@@ -11,13 +11,20 @@ describe('bounded JSON', () => {
   });
 
   it('refuses nesting over the limit before parsing, and bad JSON, with a stable reason', () => {
-    assert.throws(() => parseJson(`${'['.repeat(129)}${']'.repeat(129)}`), (e: unknown) => e instanceof JsonInputError && e.reason === 'too_deep');
+    assert.throws(
+      () => parseJson(`${'['.repeat(129)}${']'.repeat(129)}`),
+      (e: unknown) => e instanceof JsonInputError && e.reason === 'too_deep',
+    );
     assert.deepEqual(parseJson(`${'['.repeat(128)}${']'.repeat(128)}`, 128) !== undefined, true);
-    assert.throws(() => parseJson('{"a":'), (e: unknown) => e instanceof JsonInputError && e.reason === 'not_json');
+    assert.throws(
+      () => parseJson('{"a":'),
+      (e: unknown) => e instanceof JsonInputError && e.reason === 'not_json',
+    );
   });
 
   it('finds the verbatim source text of members, last duplicate wins, at any depth', () => {
-    const text = '{"type":"send","message":{"to":"x","body":{"n":12345678901234567890,"x":1e999,"d":1,"d":2}},"body":[1, 2 ,3] }';
+    const text =
+      '{"type":"send","message":{"to":"x","body":{"n":12345678901234567890,"x":1e999,"d":1,"d":2}},"body":[1, 2 ,3] }';
     const spans = memberSpans(text, [['body'], ['message', 'body'], ['type']]);
     const get = (k: string) => {
       const s = spans.get(k);
@@ -30,7 +37,10 @@ describe('bounded JSON', () => {
     const s = memberSpans(dup, [['body']]).get('body');
     assert.equal(s && dup.slice(s.start, s.end), '"two"');
     const deep = `{"message":{"message_id":"m1","body":${'['.repeat(50_000)}${']'.repeat(50_000)},"sender_key":"k"}}`;
-    const ds = memberSpans(deep, [['message', 'message_id'], ['message', 'sender_key']]);
+    const ds = memberSpans(deep, [
+      ['message', 'message_id'],
+      ['message', 'sender_key'],
+    ]);
     assert.equal(ds.size, 2);
     const b = memberSpans('{"body": true }', [['body']]).get('body');
     assert.deepEqual(b, { start: 9, end: 13 });
@@ -38,6 +48,9 @@ describe('bounded JSON', () => {
 
   it('decodes strict UTF-8 only', () => {
     assert.equal(decodeUtf8(Buffer.from('héllo')), 'héllo');
-    assert.throws(() => decodeUtf8(Buffer.from([0x7b, 0xff, 0x7d])), (e: unknown) => e instanceof JsonInputError && e.reason === 'not_utf8');
+    assert.throws(
+      () => decodeUtf8(Buffer.from([0x7b, 0xff, 0x7d])),
+      (e: unknown) => e instanceof JsonInputError && e.reason === 'not_utf8',
+    );
   });
 });

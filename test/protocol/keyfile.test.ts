@@ -37,7 +37,10 @@ describe('key file codec', () => {
 
   it('refuses a 64-byte file whose public half does not match', () => {
     const bad = Buffer.concat([SEED, Buffer.alloc(32, 7)]);
-    assert.throws(() => decodeKeyFile(bad, '/x/agent.key'), (e: unknown) => e instanceof ConfigError && e.code === 'key_invalid' && e.message.includes('/x/agent.key'));
+    assert.throws(
+      () => decodeKeyFile(bad, '/x/agent.key'),
+      (e: unknown) => e instanceof ConfigError && e.code === 'key_invalid' && e.message.includes('/x/agent.key'),
+    );
   });
 
   it('refuses other lengths with a message naming the file', () => {

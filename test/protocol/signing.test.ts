@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createPrivateKey, createPublicKey, randomBytes, sign as cryptoSign } from 'node:crypto';
+import { createPrivateKey, createPublicKey, sign as cryptoSign, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { EMPTY_BODY_HASH } from '../../src/protocol/constants.js';
 import {
@@ -38,7 +38,9 @@ function nodePublicKey(seed: Uint8Array): string {
 
 function nodeSign(seed: Uint8Array, message: string): string {
   const der = Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]);
-  return cryptoSign(null, Buffer.from(message), createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).toString('base64url');
+  return cryptoSign(null, Buffer.from(message), createPrivateKey({ key: der, format: 'der', type: 'pkcs8' })).toString(
+    'base64url',
+  );
 }
 
 describe('§2.5 signing vectors', () => {
@@ -78,7 +80,12 @@ describe('§2.5 signing vectors', () => {
   it('signs the WebSocket auth string', () => {
     assert.equal(wsAuthString(TS), 'WS\n2026-03-05T12:00:00Z');
     assert.equal(a.sign(wsAuthString(TS)), SIG_WS);
-    assert.deepEqual(authFrame(a, Date.parse(TS), { timestamp: TS }), { type: 'auth', public_key: KEY_A, timestamp: TS, signature: SIG_WS });
+    assert.deepEqual(authFrame(a, Date.parse(TS), { timestamp: TS }), {
+      type: 'auth',
+      public_key: KEY_A,
+      timestamp: TS,
+      signature: SIG_WS,
+    });
   });
 
   it('signs with unique sub-millisecond timestamps: the same request twice never has the same signature', () => {

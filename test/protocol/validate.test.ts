@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  ValidationError,
   validateAclPut,
   validateProfilePatch,
   validateSendRequest,
-  ValidationError,
 } from '../../src/protocol/validate.js';
 
 const KEY_B = '5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA';
@@ -53,7 +53,11 @@ describe('send requests', () => {
       [{ recipient_key: KEY_B, body: 1, thread_id: 'x'.repeat(129) }, 400, 'thread_id'],
       [{ recipient_key: KEY_B, body: 1, metadata: [] }, 400, 'metadata'],
       [{ recipient_key: KEY_B, body: 1, attachments: {} }, 400, 'attachments'],
-      [{ recipient_key: KEY_B, attachments: Array.from({ length: 11 }, () => ({ blob_id: 'blob_1' })) }, 400, 'attachments'],
+      [
+        { recipient_key: KEY_B, attachments: Array.from({ length: 11 }, () => ({ blob_id: 'blob_1' })) },
+        400,
+        'attachments',
+      ],
       [{ recipient_key: KEY_B, attachments: [{ filename: 'x' }] }, 400, 'attachments[0].blob_id'],
       [{ recipient_key: KEY_B, body: 'x'.repeat(1024 * 1024) }, 413, 'body'],
     ];
@@ -93,7 +97,15 @@ describe('profile patches', () => {
       visibility: 'public',
       inbox_policy: 'allowlist',
       metadata: { role: 'translator' },
-      capabilities: [{ name: 'translate', description: 'Translate text', tags: ['text', 'i18n'], input_schema: { type: 'object' }, version: '1.0' }],
+      capabilities: [
+        {
+          name: 'translate',
+          description: 'Translate text',
+          tags: ['text', 'i18n'],
+          input_schema: { type: 'object' },
+          version: '1.0',
+        },
+      ],
     });
     assert.equal(patch.capabilities?.[0]?.version, '1.0');
     assert.deepEqual(patch.metadata, { role: 'translator' });
@@ -117,7 +129,11 @@ describe('profile patches', () => {
       [{ capabilities: [{ tags: [] }] }, 400, 'capabilities[0].name'],
       [{ capabilities: [{ name: '' }] }, 422, 'capabilities[0].name'],
       [{ capabilities: [{ name: 'x', description: 'd'.repeat(1025) }] }, 422, 'capabilities[0].description'],
-      [{ capabilities: [{ name: 'x', tags: Array.from({ length: 21 }, (_, i) => `tag${i}`) }] }, 422, 'capabilities[0].tags'],
+      [
+        { capabilities: [{ name: 'x', tags: Array.from({ length: 21 }, (_, i) => `tag${i}`) }] },
+        422,
+        'capabilities[0].tags',
+      ],
       [{ capabilities: [{ name: 'x', input_schema: [] }] }, 400, 'capabilities[0].input_schema'],
       [{ capabilities: [{ name: 'x', input_schema: { d: 'x'.repeat(16384) } }] }, 422, 'capabilities[0].input_schema'],
       [{ capabilities: [{ name: 'x', version: 'v'.repeat(33) }] }, 422, 'capabilities[0].version'],
@@ -133,7 +149,10 @@ describe('profile patches', () => {
 
 describe('ACL entries', () => {
   it('validates peer and type', () => {
-    assert.deepEqual(validateAclPut({ peer_key: KEY_B, entry_type: 'block' }), { peer_key: KEY_B, entry_type: 'block' });
+    assert.deepEqual(validateAclPut({ peer_key: KEY_B, entry_type: 'block' }), {
+      peer_key: KEY_B,
+      entry_type: 'block',
+    });
     assert.equal(invalid(() => validateAclPut({ peer_key: 'x', entry_type: 'allow' })).field, 'peer_key');
     assert.equal(invalid(() => validateAclPut({ peer_key: KEY_B, entry_type: 'deny' })).field, 'entry_type');
   });

@@ -60,7 +60,9 @@ export async function openStore(dataDir: string, _options: Partial<RelayOptions>
 export async function openShared(dataDir: string, options: Partial<RelayOptions> = {}) {
   const url = await databaseFor(dataDir);
   const parts = await Promise.all(
-    [1, 2].map(() => openExternal({ databaseUrl: url, maxConnections: 4, ...(options.clock ? { clock: options.clock } : {}) })),
+    [1, 2].map(() =>
+      openExternal({ databaseUrl: url, maxConnections: 4, ...(options.clock ? { clock: options.clock } : {}) }),
+    ),
   );
   const blobs = await Promise.all(parts.map(() => FsBlobStore.open({ dataDir })));
   return {

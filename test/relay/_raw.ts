@@ -147,7 +147,9 @@ export class TextSocket {
       if (w) w(text);
       else this.#frames.push(text);
     });
-    this.closed = new Promise((resolve) => this.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.closed = new Promise((resolve) =>
+      this.ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
   }
 
   static async open(t: TestContext, url: string): Promise<TextSocket> {
@@ -189,7 +191,13 @@ export class TextSocket {
 }
 
 /** A signed request whose body is exactly `body` (bytes or text), signed over those bytes. */
-export async function signedBytes(baseUrl: string, kp: Keypair, method: string, target: string, body: Buffer | string): Promise<RawResponse> {
+export async function signedBytes(
+  baseUrl: string,
+  kp: Keypair,
+  method: string,
+  target: string,
+  body: Buffer | string,
+): Promise<RawResponse> {
   const bytes = typeof body === 'string' ? Buffer.from(body) : body;
   const headers = signRequest(kp, method, target, bytes, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
   const res = await fetch(baseUrl + target, {

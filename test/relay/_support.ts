@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { type Clock, ManualClock } from '../../src/core/clock.js';
 import { authFrame, type Keypair } from '../../src/protocol/signing.js';
-import { RawSocket, type RawResponse, signed, startRelay } from '../helpers/relay.js';
+import { type RawResponse, RawSocket, signed, startRelay } from '../helpers/relay.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BIN = join(ROOT, 'bin', 'mrp.js');
@@ -61,8 +61,10 @@ export function expectError(res: RawResponse, status: number, code: string): any
   assert.match(err.request_id, REQ_ID_RE);
   assert.equal(res.headers.get('x-request-id'), err.request_id, 'X-Request-Id header must equal error.request_id');
   assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
-  if (err.details !== undefined) assert.ok(err.details !== null && typeof err.details === 'object' && !Array.isArray(err.details));
-  for (const k of Object.keys(err)) assert.ok(['code', 'message', 'details', 'request_id'].includes(k), `unexpected error field ${k}`);
+  if (err.details !== undefined)
+    assert.ok(err.details !== null && typeof err.details === 'object' && !Array.isArray(err.details));
+  for (const k of Object.keys(err))
+    assert.ok(['code', 'message', 'details', 'request_id'].includes(k), `unexpected error field ${k}`);
   return err;
 }
 
@@ -123,7 +125,12 @@ export class Api {
   }
 
   /** POST /v1/messages; asserts 201 and returns the send response. */
-  async send(kp: Keypair, to: string, body: unknown = { text: 'hi' }, extra: Record<string, unknown> = {}): Promise<any> {
+  async send(
+    kp: Keypair,
+    to: string,
+    body: unknown = { text: 'hi' },
+    extra: Record<string, unknown> = {},
+  ): Promise<any> {
     const res = await this.post(kp, '/v1/messages', { recipient_key: to, body, ...extra });
     if (this.tickMs && this.clock instanceof ManualClock) this.clock.advance(this.tickMs);
     return expectOk(res, 201);
@@ -198,7 +205,8 @@ export async function waitForConnections(url: string, n: number, timeoutMs = 500
     const res = await fetch(`${url}/v1/health/details`);
     const body = (await res.json()) as { components?: { websocket?: { connections?: number } } };
     if (body.components?.websocket?.connections === n) return;
-    if (Date.now() > deadline) throw new Error(`connections never became ${n} (last ${JSON.stringify(body.components?.websocket)})`);
+    if (Date.now() > deadline)
+      throw new Error(`connections never became ${n} (last ${JSON.stringify(body.components?.websocket)})`);
     await new Promise((r) => setImmediate(r));
   }
 }
@@ -227,7 +235,12 @@ export interface SpawnedRelay {
  * its first stdout line. With `--json` that line is JSON carrying `url`; otherwise the text line
  * holds the URL.
  */
-export async function spawnRelay(t: TestContext, args: string[], env: Record<string, string> = {}, cwd: string = ROOT): Promise<SpawnedRelay> {
+export async function spawnRelay(
+  t: TestContext,
+  args: string[],
+  env: Record<string, string> = {},
+  cwd: string = ROOT,
+): Promise<SpawnedRelay> {
   if (!existsSync(join(ROOT, 'dist', 'cli', 'bin.js'))) {
     throw new Error('bin/mrp.js needs a build: run `npx tsc -p tsconfig.json` (CI builds before testing)');
   }

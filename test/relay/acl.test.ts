@@ -82,7 +82,11 @@ describe('§3.9 ACL entries', () => {
     const api = new Api(url);
     const a = newAgent();
     const base = `/v1/agents/${a.publicKey}/acl`;
-    await Promise.all(Array.from({ length: 101 }, () => api.put(a, base, { peer_key: newAgent().publicKey, entry_type: 'block' }).then((r) => expectOk(r))));
+    await Promise.all(
+      Array.from({ length: 101 }, () =>
+        api.put(a, base, { peer_key: newAgent().publicKey, entry_type: 'block' }).then((r) => expectOk(r)),
+      ),
+    );
     const page = expectOk(await api.get(a, base));
     assert.equal(page.entries.length, 100);
     assert.equal(page.has_more, true);
@@ -114,7 +118,11 @@ describe('§3.9 ACL entries', () => {
     const base = `/v1/agents/${a.publicKey}/acl`;
     const e1 = expectError(await api.put(a, base, { peer_key: 'short', entry_type: 'allow' }), 400, 'bad_request');
     assert.equal(e1.details?.field, 'peer_key');
-    const e2 = expectError(await api.put(a, base, { peer_key: newAgent().publicKey, entry_type: 'deny' }), 400, 'bad_request');
+    const e2 = expectError(
+      await api.put(a, base, { peer_key: newAgent().publicKey, entry_type: 'deny' }),
+      400,
+      'bad_request',
+    );
     assert.equal(e2.details?.field, 'entry_type');
     expectError(await api.put(a, base, '{"peer_key"'), 400, 'bad_request');
   });
@@ -124,7 +132,9 @@ describe('§3.9 ACL entries', () => {
     const api = new Api(url);
     const a = newAgent();
     const ghost = newAgent();
-    const entry = expectOk(await api.put(a, `/v1/agents/${a.publicKey}/acl`, { peer_key: ghost.publicKey, entry_type: 'block' }));
+    const entry = expectOk(
+      await api.put(a, `/v1/agents/${a.publicKey}/acl`, { peer_key: ghost.publicKey, entry_type: 'block' }),
+    );
     assert.equal(entry.peer_key, ghost.publicKey);
     // The ghost still has no agent record.
     expectError(await api.get(a, `/v1/agents/${ghost.publicKey}`), 404, 'agent_not_found');
@@ -142,7 +152,11 @@ describe('§3.9 inbox policies enforced at send time', () => {
     await api.profile(r, { inbox_policy: 'open' });
     await api.send(s, r.publicKey, { n: 1 });
     await api.profile(r, { inbox_policy: 'closed' });
-    const err = expectError(await api.post(s, '/v1/messages', { recipient_key: r.publicKey, body: { n: 2 } }), 403, 'acl_denied');
+    const err = expectError(
+      await api.post(s, '/v1/messages', { recipient_key: r.publicKey, body: { n: 2 } }),
+      403,
+      'acl_denied',
+    );
     assert.equal(typeof err.message, 'string');
     // An allow entry does not open a closed inbox.
     expectOk(await api.put(r, `/v1/agents/${r.publicKey}/acl`, { peer_key: s.publicKey, entry_type: 'allow' }));
@@ -164,10 +178,18 @@ describe('§3.9 inbox policies enforced at send time', () => {
     expectError(await api.post(stranger, '/v1/messages', { recipient_key: r.publicKey, body: {} }), 403, 'acl_denied');
     // A block entry is not an allow entry.
     expectOk(await api.put(r, `/v1/agents/${r.publicKey}/acl`, { peer_key: stranger.publicKey, entry_type: 'block' }));
-    expectError(await api.post(stranger, '/v1/messages', { recipient_key: r.publicKey, body: { x: 2 } }), 403, 'acl_denied');
+    expectError(
+      await api.post(stranger, '/v1/messages', { recipient_key: r.publicKey, body: { x: 2 } }),
+      403,
+      'acl_denied',
+    );
     // Removing the allow entry closes the door again.
     assert.equal((await api.delete(r, `/v1/agents/${r.publicKey}/acl/${friend.publicKey}`)).status, 204);
-    expectError(await api.post(friend, '/v1/messages', { recipient_key: r.publicKey, body: { x: 3 } }), 403, 'acl_denied');
+    expectError(
+      await api.post(friend, '/v1/messages', { recipient_key: r.publicKey, body: { x: 3 } }),
+      403,
+      'acl_denied',
+    );
   });
 
   it('blocklist (the default): everyone except blocked keys', async (t) => {
@@ -187,7 +209,11 @@ describe('§3.9 inbox policies enforced at send time', () => {
     await api.send(bad, r.publicKey, { n: 4 });
     // Deleting a block entry unblocks.
     expectOk(await api.put(r, `/v1/agents/${r.publicKey}/acl`, { peer_key: good.publicKey, entry_type: 'block' }));
-    expectError(await api.post(good, '/v1/messages', { recipient_key: r.publicKey, body: { n: 5 } }), 403, 'acl_denied');
+    expectError(
+      await api.post(good, '/v1/messages', { recipient_key: r.publicKey, body: { n: 5 } }),
+      403,
+      'acl_denied',
+    );
     assert.equal((await api.delete(r, `/v1/agents/${r.publicKey}/acl/${good.publicKey}`)).status, 204);
     await api.send(good, r.publicKey, { n: 6 });
   });

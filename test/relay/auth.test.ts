@@ -39,7 +39,10 @@ describe('§2.3 request authentication', () => {
       ['timestamp not RFC 3339', { ...good, 'X-M2M-Timestamp': 'yesterday' }],
       ['timestamp as unix seconds', { ...good, 'X-M2M-Timestamp': String(Math.floor(Date.now() / 1000)) }],
       ['signature too short', { ...good, 'X-M2M-Signature': 'abc' }],
-      ['signature standard base64 with padding', { ...good, 'X-M2M-Signature': `${Buffer.alloc(64, 1).toString('base64')}` }],
+      [
+        'signature standard base64 with padding',
+        { ...good, 'X-M2M-Signature': `${Buffer.alloc(64, 1).toString('base64')}` },
+      ],
     ];
     for (const [name, headers] of cases) {
       const res = await signed(url, undefined, 'GET', target, undefined, { headers });
@@ -53,8 +56,16 @@ describe('§2.3 request authentication', () => {
     const { url } = await startRelay(t, { clock });
     const kp = newAgent();
     const now = clock.now();
-    expectError(await signed(url, kp, 'GET', '/v1/messages?limit=1', undefined, { at: now - 5 * MIN - 1000 }), 401, 'timestamp_expired');
-    expectError(await signed(url, kp, 'GET', '/v1/messages?limit=2', undefined, { at: now + 5 * MIN + 1000 }), 401, 'timestamp_expired');
+    expectError(
+      await signed(url, kp, 'GET', '/v1/messages?limit=1', undefined, { at: now - 5 * MIN - 1000 }),
+      401,
+      'timestamp_expired',
+    );
+    expectError(
+      await signed(url, kp, 'GET', '/v1/messages?limit=2', undefined, { at: now + 5 * MIN + 1000 }),
+      401,
+      'timestamp_expired',
+    );
     expectOk(await signed(url, kp, 'GET', '/v1/messages?limit=3', undefined, { at: now - 5 * MIN + 1000 }));
     expectOk(await signed(url, kp, 'GET', '/v1/messages?limit=4', undefined, { at: now + 5 * MIN - 1000 }));
   });
@@ -64,8 +75,16 @@ describe('§2.3 request authentication', () => {
     const { url } = await startRelay(t, { clock, timestampToleranceMs: 10_000 });
     const kp = newAgent();
     const now = clock.now();
-    expectError(await signed(url, kp, 'GET', '/v1/messages?limit=1', undefined, { at: now - 30_000 }), 401, 'timestamp_expired');
-    expectError(await signed(url, kp, 'GET', '/v1/messages?limit=2', undefined, { at: now + 11_000 }), 401, 'timestamp_expired');
+    expectError(
+      await signed(url, kp, 'GET', '/v1/messages?limit=1', undefined, { at: now - 30_000 }),
+      401,
+      'timestamp_expired',
+    );
+    expectError(
+      await signed(url, kp, 'GET', '/v1/messages?limit=2', undefined, { at: now + 11_000 }),
+      401,
+      'timestamp_expired',
+    );
     expectOk(await signed(url, kp, 'GET', '/v1/messages?limit=3', undefined, { at: now - 9_000 }));
     expectOk(await signed(url, kp, 'GET', '/v1/messages?limit=4', undefined, { at: now + 9_000 }));
   });
@@ -74,7 +93,10 @@ describe('§2.3 request authentication', () => {
     const { url } = await startRelay(t);
     const kp = newAgent();
     const stale = signRequest(kp, 'GET', '/v1/messages', '', Date.now() - 10 * MIN);
-    const headers = { ...stale, 'X-M2M-Signature': signRequest(kp, 'GET', '/v1/other', '', Date.now())['X-M2M-Signature'] };
+    const headers = {
+      ...stale,
+      'X-M2M-Signature': signRequest(kp, 'GET', '/v1/other', '', Date.now())['X-M2M-Signature'],
+    };
     expectError(await signed(url, undefined, 'GET', '/v1/messages', undefined, { headers }), 401, 'timestamp_expired');
   });
 
@@ -107,9 +129,21 @@ describe('§2.3 request authentication', () => {
     const good = signRequest(kp, 'GET', target, '', Date.now());
     // 86 base64url chars, 64 bytes, but not a signature by this key.
     const foreign = signRequest(other, 'GET', target, '', Date.now());
-    expectError(await signed(url, undefined, 'GET', target, undefined, { headers: { ...good, 'X-M2M-Signature': foreign['X-M2M-Signature'] } }), 401, 'invalid_signature');
-    const flipped = good['X-M2M-Signature'].startsWith('A') ? `B${good['X-M2M-Signature'].slice(1)}` : `A${good['X-M2M-Signature'].slice(1)}`;
-    expectError(await signed(url, undefined, 'GET', target, undefined, { headers: { ...good, 'X-M2M-Signature': flipped } }), 401, 'invalid_signature');
+    expectError(
+      await signed(url, undefined, 'GET', target, undefined, {
+        headers: { ...good, 'X-M2M-Signature': foreign['X-M2M-Signature'] },
+      }),
+      401,
+      'invalid_signature',
+    );
+    const flipped = good['X-M2M-Signature'].startsWith('A')
+      ? `B${good['X-M2M-Signature'].slice(1)}`
+      : `A${good['X-M2M-Signature'].slice(1)}`;
+    expectError(
+      await signed(url, undefined, 'GET', target, undefined, { headers: { ...good, 'X-M2M-Signature': flipped } }),
+      401,
+      'invalid_signature',
+    );
     // A timestamp header that differs from the one signed.
     const later = signRequest(kp, 'GET', target, '', Date.now());
     expectError(
@@ -128,19 +162,33 @@ describe('§2.3 request authentication', () => {
     const body = { recipient_key: b.publicKey, body: { text: 'hi' } };
     // Different body.
     expectError(
-      await signed(url, kp, 'POST', '/v1/messages', body, { signBody: JSON.stringify({ ...body, body: { text: 'bye' } }) }),
+      await signed(url, kp, 'POST', '/v1/messages', body, {
+        signBody: JSON.stringify({ ...body, body: { text: 'bye' } }),
+      }),
       401,
       'invalid_signature',
     );
     // Body signed with whitespace differences is a different body (raw bytes are hashed).
-    expectError(await signed(url, kp, 'POST', '/v1/messages', body, { signBody: JSON.stringify(body, null, 1) }), 401, 'invalid_signature');
+    expectError(
+      await signed(url, kp, 'POST', '/v1/messages', body, { signBody: JSON.stringify(body, null, 1) }),
+      401,
+      'invalid_signature',
+    );
     // Empty-body hash used for a request that has a body.
     expectError(await signed(url, kp, 'POST', '/v1/messages', body, { signBody: '' }), 401, 'invalid_signature');
     // Different target.
-    expectError(await signed(url, kp, 'GET', '/v1/messages', undefined, { signTarget: `/v1/agents/${kp.publicKey}` }), 401, 'invalid_signature');
+    expectError(
+      await signed(url, kp, 'GET', '/v1/messages', undefined, { signTarget: `/v1/agents/${kp.publicKey}` }),
+      401,
+      'invalid_signature',
+    );
     // Different method.
     const headers = { ...signRequest(kp, 'PUT', `/v1/agents/${kp.publicKey}`, '', Date.now()) };
-    expectError(await signed(url, undefined, 'GET', `/v1/agents/${kp.publicKey}`, undefined, { headers }), 401, 'invalid_signature');
+    expectError(
+      await signed(url, undefined, 'GET', `/v1/agents/${kp.publicKey}`, undefined, { headers }),
+      401,
+      'invalid_signature',
+    );
     // Lower-case method in the canonical string is not the canonical form.
     const ts = new Date(Math.floor(Date.now() / 1000) * 1000).toISOString().replace('.000Z', 'Z');
     const lower = {
@@ -148,7 +196,11 @@ describe('§2.3 request authentication', () => {
       'X-M2M-Timestamp': ts,
       'X-M2M-Signature': kp.sign(`get\n/v1/messages\n${ts}\n${bodyHash('')}`),
     };
-    expectError(await signed(url, undefined, 'GET', '/v1/messages', undefined, { headers: lower }), 401, 'invalid_signature');
+    expectError(
+      await signed(url, undefined, 'GET', '/v1/messages', undefined, { headers: lower }),
+      401,
+      'invalid_signature',
+    );
     // Sanity: the correct signature works.
     expectOk(await signed(url, kp, 'POST', '/v1/messages', body), 201);
   });
@@ -157,20 +209,42 @@ describe('§2.3 request authentication', () => {
     const { url } = await startRelay(t);
     const kp = newAgent();
     // Query string omitted from the signed target.
-    expectError(await signed(url, kp, 'GET', '/v1/messages?limit=10', undefined, { signTarget: '/v1/messages' }), 401, 'invalid_signature');
+    expectError(
+      await signed(url, kp, 'GET', '/v1/messages?limit=10', undefined, { signTarget: '/v1/messages' }),
+      401,
+      'invalid_signature',
+    );
     // Different query value.
-    expectError(await signed(url, kp, 'GET', '/v1/messages?limit=10', undefined, { signTarget: '/v1/messages?limit=11' }), 401, 'invalid_signature');
+    expectError(
+      await signed(url, kp, 'GET', '/v1/messages?limit=10', undefined, { signTarget: '/v1/messages?limit=11' }),
+      401,
+      'invalid_signature',
+    );
     // Reordered parameters.
     expectError(
-      await signed(url, kp, 'GET', '/v1/messages?limit=10&status=sent', undefined, { signTarget: '/v1/messages?status=sent&limit=10' }),
+      await signed(url, kp, 'GET', '/v1/messages?limit=10&status=sent', undefined, {
+        signTarget: '/v1/messages?status=sent&limit=10',
+      }),
       401,
       'invalid_signature',
     );
     // Percent-encoding is not decoded before verification.
-    expectError(await signed(url, kp, 'GET', '/v1/discover?name=a%2Db', undefined, { signTarget: '/v1/discover?name=a-b' }), 401, 'invalid_signature');
-    expectError(await signed(url, kp, 'GET', '/v1/discover?q=x%20y', undefined, { signTarget: '/v1/discover?q=x y' }), 401, 'invalid_signature');
+    expectError(
+      await signed(url, kp, 'GET', '/v1/discover?name=a%2Db', undefined, { signTarget: '/v1/discover?name=a-b' }),
+      401,
+      'invalid_signature',
+    );
+    expectError(
+      await signed(url, kp, 'GET', '/v1/discover?q=x%20y', undefined, { signTarget: '/v1/discover?q=x y' }),
+      401,
+      'invalid_signature',
+    );
     // Scheme/host are not part of the canonical string.
-    expectError(await signed(url, kp, 'GET', '/v1/messages?limit=12', undefined, { signTarget: `${url}/v1/messages?limit=12` }), 401, 'invalid_signature');
+    expectError(
+      await signed(url, kp, 'GET', '/v1/messages?limit=12', undefined, { signTarget: `${url}/v1/messages?limit=12` }),
+      401,
+      'invalid_signature',
+    );
     // Signing exactly what is sent works, with query, encoding and order as on the wire.
     expectOk(await signed(url, kp, 'GET', '/v1/messages?status=sent&limit=10'));
     expectOk(await signed(url, kp, 'GET', '/v1/discover?name=a%2Db'));
@@ -216,7 +290,11 @@ describe('§2.3 request authentication', () => {
     const { url } = await startRelay(t);
     const kp = newAgent();
     const at = Date.now();
-    expectError(await signed(url, kp, 'GET', '/v1/messages?limit=7', undefined, { at, signTarget: '/v1/messages?limit=8' }), 401, 'invalid_signature');
+    expectError(
+      await signed(url, kp, 'GET', '/v1/messages?limit=7', undefined, { at, signTarget: '/v1/messages?limit=8' }),
+      401,
+      'invalid_signature',
+    );
     expectOk(await signed(url, kp, 'GET', '/v1/messages?limit=8', undefined, { at }));
   });
 
@@ -318,7 +396,13 @@ describe('§3.3 health and unauthenticated endpoints', () => {
       ['PATCH', `/v1/agents/${k}`],
       ['DELETE', `/v1/agents/${k}`],
     ] as const) {
-      const res = await signed(url, undefined, m, target, m === 'POST' || m === 'PUT' || m === 'PATCH' ? {} : undefined);
+      const res = await signed(
+        url,
+        undefined,
+        m,
+        target,
+        m === 'POST' || m === 'PUT' || m === 'PATCH' ? {} : undefined,
+      );
       assert.equal(res.status, 401, `${m} ${target}: ${res.text}`);
       expectError(res, 401, 'unauthorized');
     }
@@ -369,15 +453,21 @@ describe('§3.1/§3.2 routing and response rules', () => {
     const { url } = await startRelay(t);
     const res = await fetch(`${url}/v1/messages`, {
       method: 'OPTIONS',
-      headers: { Origin: 'https://example.com', 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'x-m2m-signature' },
+      headers: {
+        Origin: 'https://example.com',
+        'Access-Control-Request-Method': 'POST',
+        'Access-Control-Request-Headers': 'x-m2m-signature',
+      },
     });
     assert.ok(res.status >= 200 && res.status < 300, String(res.status));
     assert.equal(res.headers.get('access-control-allow-origin'), '*');
     const allowed = (res.headers.get('access-control-allow-headers') ?? '').toLowerCase();
-    for (const h of ['content-type', 'x-m2m-public-key', 'x-m2m-timestamp', 'x-m2m-signature']) assert.ok(allowed.includes(h), allowed);
+    for (const h of ['content-type', 'x-m2m-public-key', 'x-m2m-timestamp', 'x-m2m-signature'])
+      assert.ok(allowed.includes(h), allowed);
     const api = new Api(url);
     const r = await api.get(newAgent(), '/v1/messages');
     const exposed = (r.headers.get('access-control-expose-headers') ?? '').toLowerCase();
-    for (const h of ['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset', 'retry-after', 'x-request-id']) assert.ok(exposed.includes(h), exposed);
+    for (const h of ['x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset', 'retry-after', 'x-request-id'])
+      assert.ok(exposed.includes(h), exposed);
   });
 });

@@ -261,7 +261,8 @@ export function blobStoreContract(name: string, open: () => Promise<BlobStoreHar
       for await (const entry of store.list()) listed.push(entry);
       const mine = listed.filter((e) => e.owner === owner);
       assert.deepEqual(mine.map((e) => e.blobId).sort(), [...ids].sort());
-      for (const e of mine) assert.ok(e.modifiedAt >= before && e.modifiedAt <= Date.now() + 60_000, `modifiedAt ${e.modifiedAt}`);
+      for (const e of mine)
+        assert.ok(e.modifiedAt >= before && e.modifiedAt <= Date.now() + 60_000, `modifiedAt ${e.modifiedAt}`);
       await store.deleteOwner(owner);
     });
 

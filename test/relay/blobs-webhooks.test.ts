@@ -12,7 +12,6 @@ import { type Keypair, signRequest } from '../../src/protocol/signing.js';
 import { newAgent, signed, startRelay } from '../helpers/relay.js';
 import { Api, expectError, expectOk, RFC3339_UTC_RE } from './_support.js';
 
-
 function upload(url: string, kp: Keypair, bytes: string, contentType = 'application/pdf') {
   return signed(url, kp, 'POST', '/v1/blobs', bytes, { headers: { 'Content-Type': contentType } });
 }
@@ -65,10 +64,21 @@ describe('§3.7 blobs', () => {
     const b = newAgent();
     const bytes = 'attachment bytes';
     const blob = expectOk(await upload(url, a, bytes), 201);
-    const sent = await api.send(a, b.publicKey, { see: 'attached' }, { attachments: [{ blob_id: blob.blob_id, filename: 'x.pdf' }] });
+    const sent = await api.send(
+      a,
+      b.publicKey,
+      { see: 'attached' },
+      { attachments: [{ blob_id: blob.blob_id, filename: 'x.pdf' }] },
+    );
     const m = expectOk(await api.get(b, `/v1/messages/${sent.message_id}`));
     assert.deepEqual(m.attachments, [
-      { blob_id: blob.blob_id, filename: 'x.pdf', content_type: 'application/pdf', size: bytes.length, hash: blob.hash },
+      {
+        blob_id: blob.blob_id,
+        filename: 'x.pdf',
+        content_type: 'application/pdf',
+        size: bytes.length,
+        hash: blob.hash,
+      },
     ]);
     const download = await api.get(b, `/v1/blobs/${blob.blob_id}`);
     assert.equal(download.status, 200);
@@ -83,7 +93,12 @@ describe('§3.8 webhooks', () => {
     const api = new Api(url);
     const a = newAgent();
     const target = `/v1/agents/${a.publicKey}/webhook`;
-    const put = expectOk(await api.put(a, target, { url: 'https://example.com/incoming', secret: 'QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8' }));
+    const put = expectOk(
+      await api.put(a, target, {
+        url: 'https://example.com/incoming',
+        secret: 'QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8',
+      }),
+    );
     assert.deepEqual(Object.keys(put).sort(), ['consecutive_failures', 'created_at', 'enabled', 'url']);
     assert.equal(put.enabled, true);
     assert.equal(put.consecutive_failures, 0);

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readdir, utimes, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
 import { type ClientRequest, request } from 'node:http';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -60,7 +60,11 @@ async function postBlob(
       const parts: Buffer[] = [];
       res.on('data', (d: Buffer) => parts.push(d));
       res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(Buffer.concat(parts).toString() || 'null') }),
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body: JSON.parse(Buffer.concat(parts).toString() || 'null'),
+        }),
       );
     });
     req.on('error', reject);
@@ -121,7 +125,13 @@ describe('blob uploads', () => {
     const hash = await patternHash(size);
     // Sampled after full GCs: what is held, not garbage waiting to be collected.
     const probe = memoryProbe();
-    const res = await postBlob(url, a, patternSource(size, 64 * 1024, (_pulled, n) => probe.tick(n)), hash, { length: size });
+    const res = await postBlob(
+      url,
+      a,
+      patternSource(size, 64 * 1024, (_pulled, n) => probe.tick(n)),
+      hash,
+      { length: size },
+    );
     assert.equal(res.status, 201, JSON.stringify(res.body));
     const peak = probe.peak();
     assert.ok(peak.arrayBuffers < 16 * MIB, `arrayBuffers grew by ${(peak.arrayBuffers / MIB).toFixed(1)} MiB`);
@@ -148,14 +158,26 @@ describe('blob uploads', () => {
   });
 
   it('quotas: count → 507; bytes → 507 before reading (Content-Length) or at commit (chunked, bytes removed); concurrent uploads never exceed', async (t) => {
-    const { url, dataDir } = await startRelay(t, { maxBlobsPerAgent: 3, maxBlobStorageBytes: 100, requestRatePerMinute: 0 });
+    const { url, dataDir } = await startRelay(t, {
+      maxBlobsPerAgent: 3,
+      maxBlobStorageBytes: 100,
+      requestRatePerMinute: 0,
+    });
     const a = newAgent();
     const b = newAgent();
     // Concurrent uploads of one agent: exactly three win.
-    const many = await Promise.all(Array.from({ length: 6 }, (_, i) => postBlob(url, a, bytesOf(`blob ${i}`), sha(`blob ${i}`), { at: Date.now() - i * 1000 })));
+    const many = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        postBlob(url, a, bytesOf(`blob ${i}`), sha(`blob ${i}`), { at: Date.now() - i * 1000 }),
+      ),
+    );
     assert.deepEqual(many.map((r) => r.status).sort(), [201, 201, 201, 507, 507, 507]);
     for (const r of many.filter((x) => x.status === 507)) assert.equal(r.body.error.code, 'insufficient_storage');
-    assert.equal((await blobFiles(dataDir)).length, 6, 'three blobs and their .meta files; the refused ones left nothing');
+    assert.equal(
+      (await blobFiles(dataDir)).length,
+      6,
+      'three blobs and their .meta files; the refused ones left nothing',
+    );
     const big = 'x'.repeat(101);
     const declared = await postBlob(url, b, bytesOf(big), sha(big), { length: 101 });
     assert.equal(declared.status, 507);
@@ -180,17 +202,34 @@ describe('blob access and attachments', () => {
     const blob = (await postBlob(url, a, bytesOf('shared'), sha('shared'), { contentType: 'text/plain' })).body;
     expectError(await api.get(b, `/v1/blobs/${blob.blob_id}`), 404, 'blob_not_found');
     expectError(await api.get(a, '/v1/blobs/..%2F..%2Fetc'), 404, 'blob_not_found');
-    const sent = await api.send(a, b.publicKey, { see: 'attached' }, { attachments: [{ blob_id: blob.blob_id, content_type: 'text/markdown', encrypted: false }] });
+    const sent = await api.send(
+      a,
+      b.publicKey,
+      { see: 'attached' },
+      { attachments: [{ blob_id: blob.blob_id, content_type: 'text/markdown', encrypted: false }] },
+    );
     const m = expectOk(await api.get(b, `/v1/messages/${sent.message_id}`));
-    assert.deepEqual(m.attachments, [{ blob_id: blob.blob_id, content_type: 'text/markdown', size: 6, hash: sha('shared'), encrypted: false }]);
+    assert.deepEqual(m.attachments, [
+      { blob_id: blob.blob_id, content_type: 'text/markdown', size: 6, hash: sha('shared'), encrypted: false },
+    ]);
     assert.equal((await api.get(b, `/v1/blobs/${blob.blob_id}`)).text, 'shared');
     expectError(await api.get(c, `/v1/blobs/${blob.blob_id}`), 404, 'blob_not_found');
     // b cannot forward a's blob as its own attachment, nor delete it.
-    const err = expectError(await api.post(b, '/v1/messages', { recipient_key: c.publicKey, attachments: [{ blob_id: blob.blob_id }] }), 422, 'unprocessable_entity');
+    const err = expectError(
+      await api.post(b, '/v1/messages', { recipient_key: c.publicKey, attachments: [{ blob_id: blob.blob_id }] }),
+      422,
+      'unprocessable_entity',
+    );
     assert.equal(err.details.blob_id, blob.blob_id);
     expectError(await api.delete(b, `/v1/blobs/${blob.blob_id}`), 404, 'blob_not_found');
     const s = await connect(t, wsUrl, b);
-    s.send({ type: 'send', request_id: 'r1', recipient_key: c.publicKey, body: {}, attachments: [{ blob_id: blob.blob_id }] });
+    s.send({
+      type: 'send',
+      request_id: 'r1',
+      recipient_key: c.publicKey,
+      body: {},
+      attachments: [{ blob_id: blob.blob_id }],
+    });
     let result = await s.next();
     while (result.type === 'message') result = await s.next();
     assert.equal(result.type, 'send_result');
@@ -219,7 +258,9 @@ describe('blob lifetime', () => {
     // b's blob is attached to a message that lives 30 days, so it outlives the 7 days.
     await api.send(b, a.publicKey, {}, { attachments: [{ blob_id: y.blob_id }], expires_in: 30 * 86_400 });
     await clock.advanceAsync(7 * 86_400_000 + 60_000);
-    await waitFor(async () => !(await blobFiles(dataDir)).some((f) => f.includes(x.blob_id) || f.includes('blob_0123456789ab')));
+    await waitFor(
+      async () => !(await blobFiles(dataDir)).some((f) => f.includes(x.blob_id) || f.includes('blob_0123456789ab')),
+    );
     expectError(await api.get(a, `/v1/blobs/${x.blob_id}`), 404, 'blob_not_found');
     assert.equal((await api.get(a, `/v1/blobs/${y.blob_id}`)).text, 'stays');
     assert.equal((await api.delete(b, `/v1/agents/${b.publicKey}`)).status, 204);

@@ -28,7 +28,13 @@ interface Stalled {
 }
 
 /** POST /v1/messages from `localAddress` with a junk signature, declaring `declared` bytes and sending `sent`. */
-async function slowPost(url: string, localAddress: string, declared: number, sent: number, kp: Keypair = newAgent()): Promise<Stalled> {
+async function slowPost(
+  url: string,
+  localAddress: string,
+  declared: number,
+  sent: number,
+  kp: Keypair = newAgent(),
+): Promise<Stalled> {
   const u = new URL(url);
   const s = connect({ port: Number(u.port), host: u.hostname, localAddress });
   s.on('error', () => {});
@@ -50,14 +56,24 @@ async function slowPost(url: string, localAddress: string, declared: number, sen
 }
 
 /** A properly signed send over node:http from `localAddress`; resolves with the status and the time it took. */
-function honestSend(url: string, localAddress: string, kp: Keypair, to: string): Promise<{ status: number; ms: number }> {
+function honestSend(
+  url: string,
+  localAddress: string,
+  kp: Keypair,
+  to: string,
+): Promise<{ status: number; ms: number }> {
   const body = JSON.stringify({ recipient_key: to, body: { text: 'hi' } });
   const headers = signRequest(kp, 'POST', '/v1/messages', body, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const req = request(
       `${url}/v1/messages`,
-      { method: 'POST', localAddress, agent: false, headers: { ...headers, 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) } },
+      {
+        method: 'POST',
+        localAddress,
+        agent: false,
+        headers: { ...headers, 'Content-Type': 'application/json', 'Content-Length': String(Buffer.byteLength(body)) },
+      },
       (res) => {
         res.resume();
         res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: performance.now() - started }));
@@ -95,7 +111,12 @@ describe('issue 9: body gate starvation', () => {
 
   it('a body that does not keep arriving at the minimum rate is cut with 408 after one window (manual clock)', async (t) => {
     const clock = new ManualClock(Date.now());
-    const { url } = await startRelay(t, { clock, bodyRateWindowMs: 2000, minBodyBytesPerWindow: 16 * 1024, bodyTimeoutMs: 10_000 });
+    const { url } = await startRelay(t, {
+      clock,
+      bodyRateWindowMs: 2000,
+      minBodyBytesPerWindow: 16 * 1024,
+      bodyTimeoutMs: 10_000,
+    });
     const before = clock.pending;
     // 1 KiB of a 1 MiB body, then nothing.
     const slow = await slowPost(url, '127.0.0.1', 1024 * 1024, 1024);
@@ -127,7 +148,9 @@ describe('issue 9: body gate starvation', () => {
     const { url } = await startRelay(t);
     const kp = newAgent();
     const body = JSON.stringify({ recipient_key: newAgent().publicKey, body: 1 });
-    const headers = signRequest(kp, 'POST', '/v1/messages', body, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
+    const headers = signRequest(kp, 'POST', '/v1/messages', body, Date.now(), {
+      timestamp: uniqueTimestamp(Date.now()),
+    });
     const init = { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' } };
     assert.equal((await fetch(`${url}/v1/messages`, { ...init, body })).status, 201);
     // Same headers, a body declared and never sent: answered at once.
@@ -135,9 +158,15 @@ describe('issue 9: body gate starvation', () => {
     const s = connect(Number(u.port), u.hostname);
     t.after(() => s.destroy());
     s.on('error', () => {});
-    const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-    s.write(`POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n${lines}\r\n`);
-    const first = await new Promise<string>((resolve) => s.setEncoding('latin1').once('data', (d: string) => resolve(d.split('\r\n')[0]!)));
+    const lines = Object.entries(headers)
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+    s.write(
+      `POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n${lines}\r\n`,
+    );
+    const first = await new Promise<string>((resolve) =>
+      s.setEncoding('latin1').once('data', (d: string) => resolve(d.split('\r\n')[0]!)),
+    );
     assert.match(first, /^HTTP\/1\.1 409/);
   });
 

@@ -36,7 +36,10 @@ describe('mrp relay (as a user starts it)', () => {
 
     const a = newAgent();
     const b = newAgent();
-    const sent = await signed(relay.url, a, 'POST', '/v1/messages', { recipient_key: b.publicKey, body: { text: 'hello from a' } });
+    const sent = await signed(relay.url, a, 'POST', '/v1/messages', {
+      recipient_key: b.publicKey,
+      body: { text: 'hello from a' },
+    });
     const s = expectOk(sent, 201);
     assert.match(s.message_id, MSG_ID_RE);
     assert.equal(s.status, 'sent');
@@ -57,11 +60,20 @@ describe('mrp relay (as a user starts it)', () => {
     const home = await tempDir(t);
     const dataDir = join(dir, 'env-data');
     const port = await freePort();
-    const relay = await spawnRelay(t, [], { MRP_HOME: home, PORT: String(port), DATA_DIR: dataDir, TIMESTAMP_TOLERANCE: '10s' });
+    const relay = await spawnRelay(t, [], {
+      MRP_HOME: home,
+      PORT: String(port),
+      DATA_DIR: dataDir,
+      TIMESTAMP_TOLERANCE: '10s',
+    });
     assert.equal(relay.url, `http://127.0.0.1:${port}`);
     assert.ok(existsSync(join(dataDir, 'mrp.db')));
     const kp = newAgent();
-    expectError(await signed(relay.url, kp, 'GET', '/v1/messages', undefined, { at: Date.now() - 30_000 }), 401, 'timestamp_expired');
+    expectError(
+      await signed(relay.url, kp, 'GET', '/v1/messages', undefined, { at: Date.now() - 30_000 }),
+      401,
+      'timestamp_expired',
+    );
     expectOk(await signed(relay.url, kp, 'GET', '/v1/messages', undefined, { at: Date.now() - 2_000 }));
     relay.child.kill('SIGTERM');
     assert.equal((await relay.exited).code, 0);

@@ -61,7 +61,10 @@ describe('§3.5 GET /v1/discover', () => {
     const tiedSorted = tied.map((k) => k.publicKey).sort();
     assert.deepEqual(keys(res), [late.publicKey, ...tiedSorted, early.publicKey]);
     const times = res.agents.map((a: { last_active_at: string }) => Date.parse(a.last_active_at));
-    assert.deepEqual(times, [...times].sort((x, y) => y - x));
+    assert.deepEqual(
+      times,
+      [...times].sort((x, y) => y - x),
+    );
   });
 
   it('tag is repeatable and ANDed', async (t) => {
@@ -69,11 +72,19 @@ describe('§3.5 GET /v1/discover', () => {
     const both = newAgent();
     const onlyX = newAgent();
     const onlyY = newAgent();
-    await publish(api, both, { capabilities: [{ name: 'a', description: '', tags: ['xxx'] }, { name: 'b', description: '', tags: ['yyy'] }] });
+    await publish(api, both, {
+      capabilities: [
+        { name: 'a', description: '', tags: ['xxx'] },
+        { name: 'b', description: '', tags: ['yyy'] },
+      ],
+    });
     await publish(api, onlyX, { capabilities: ['xxx'] });
     await publish(api, onlyY, { capabilities: ['yyy'] });
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?tag=xxx&tag=yyy'))), [both.publicKey]);
-    assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?tag=xxx'))).sort(), [both.publicKey, onlyX.publicKey].sort());
+    assert.deepEqual(
+      keys(expectOk(await api.get(searcher, '/v1/discover?tag=xxx'))).sort(),
+      [both.publicKey, onlyX.publicKey].sort(),
+    );
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?tag=zzz'))), []);
     // tags match exactly, not as substrings
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?tag=xx'))), []);
@@ -86,9 +97,18 @@ describe('§3.5 GET /v1/discover', () => {
     const byDesc = newAgent();
     const none = newAgent();
     await publish(api, byName, { display_name: 'PolyglotBot' });
-    await publish(api, byCap, { display_name: 'Bob', capabilities: [{ name: 'summarize', description: 'shorten', tags: ['text'] }] });
-    await publish(api, byDesc, { display_name: 'Carl', capabilities: [{ name: 'law', description: 'Reads legal documents', tags: ['text'] }] });
-    await publish(api, none, { display_name: 'Dora', capabilities: [{ name: 'paint', description: 'pictures', tags: ['img'] }] });
+    await publish(api, byCap, {
+      display_name: 'Bob',
+      capabilities: [{ name: 'summarize', description: 'shorten', tags: ['text'] }],
+    });
+    await publish(api, byDesc, {
+      display_name: 'Carl',
+      capabilities: [{ name: 'law', description: 'Reads legal documents', tags: ['text'] }],
+    });
+    await publish(api, none, {
+      display_name: 'Dora',
+      capabilities: [{ name: 'paint', description: 'pictures', tags: ['img'] }],
+    });
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?q=polyglot'))), [byName.publicKey]);
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?q=summarize'))), [byCap.publicKey]);
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?q=legal'))), [byDesc.publicKey]);
@@ -103,7 +123,10 @@ describe('§3.5 GET /v1/discover', () => {
     const poly = newAgent();
     const other = newAgent();
     await publish(api, poly, { display_name: 'PolyglotBot' });
-    await publish(api, other, { display_name: 'Helper', capabilities: [{ name: 'polyglot', description: 'polyglot', tags: ['poly'] }] });
+    await publish(api, other, {
+      display_name: 'Helper',
+      capabilities: [{ name: 'polyglot', description: 'polyglot', tags: ['poly'] }],
+    });
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?name=GLOTb'))), [poly.publicKey]);
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?name=polyglot'))), [poly.publicKey]);
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?name=xyz'))), []);
@@ -119,7 +142,10 @@ describe('§3.5 GET /v1/discover', () => {
     const at = new Date(clock.now()).toISOString().replace('.000Z', 'Z');
     assert.deepEqual(keys(expectOk(await api.get(searcher, `/v1/discover?active_since=${at}`))), [recent.publicKey]);
     const before = new Date(clock.now() - 11 * MIN).toISOString().replace('.000Z', 'Z');
-    assert.deepEqual(keys(expectOk(await api.get(searcher, `/v1/discover?active_since=${before}`))), [recent.publicKey, old.publicKey]);
+    assert.deepEqual(keys(expectOk(await api.get(searcher, `/v1/discover?active_since=${before}`))), [
+      recent.publicKey,
+      old.publicKey,
+    ]);
     const after = new Date(clock.now() + 1000).toISOString().replace('.000Z', 'Z');
     assert.deepEqual(keys(expectOk(await api.get(searcher, `/v1/discover?active_since=${after}`))), []);
     expectError(await api.get(searcher, '/v1/discover?active_since=yesterday'), 400, 'bad_request');
@@ -133,7 +159,10 @@ describe('§3.5 GET /v1/discover', () => {
     await publish(api, review, { capabilities: ['code:review'] });
     await publish(api, lint, { capabilities: ['code:lint'] });
     await publish(api, codex, { capabilities: ['codex'] });
-    assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?tag_prefix=code%3A'))).sort(), [review.publicKey, lint.publicKey].sort());
+    assert.deepEqual(
+      keys(expectOk(await api.get(searcher, '/v1/discover?tag_prefix=code%3A'))).sort(),
+      [review.publicKey, lint.publicKey].sort(),
+    );
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?tag_prefix=code'))).length, 3);
     assert.deepEqual(keys(expectOk(await api.get(searcher, '/v1/discover?tag_prefix=zz'))), []);
   });
@@ -196,7 +225,12 @@ describe('§3.5 GET /v1/capabilities', () => {
     await publish(api, newAgent(), { capabilities: ['translate', 'code:review'] });
     await publish(api, newAgent(), { capabilities: ['translate', 'code:lint'] });
     await publish(api, newAgent(), { capabilities: ['translate', 'code:review', 'alpha'] });
-    await publish(api, newAgent(), { capabilities: [{ name: 'x', description: '', tags: ['beta', 'beta2'] }, { name: 'y', description: '', tags: ['beta'] }] });
+    await publish(api, newAgent(), {
+      capabilities: [
+        { name: 'x', description: '', tags: ['beta', 'beta2'] },
+        { name: 'y', description: '', tags: ['beta'] },
+      ],
+    });
     // private agents do not count
     await api.profile(newAgent(), { capabilities: ['translate', 'secret'] });
     const res = expectOk(await api.get(searcher, '/v1/capabilities'));

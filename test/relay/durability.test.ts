@@ -47,7 +47,19 @@ describe('durability (§4.1 at-least-once: accepted messages are stored)', () =>
     const home = await tempDir(t);
     const dataDir = join(dir, 'data');
     const env = { MRP_HOME: home };
-    const args = ['--port', '0', '--data-dir', dataDir, '--log-format', 'json', '--json', '--send-rate', '0', '--receive-rate', '0'];
+    const args = [
+      '--port',
+      '0',
+      '--data-dir',
+      dataDir,
+      '--log-format',
+      'json',
+      '--json',
+      '--send-rate',
+      '0',
+      '--receive-rate',
+      '0',
+    ];
     const first = await spawnRelay(t, args, env);
     const api = new Api(first.url);
     const a = newAgent();
@@ -84,7 +96,11 @@ describe('mrp relay process', () => {
   it('SIGTERM: WebSocket clients see close 1001 and the process exits 0', async (t) => {
     const dir = await tempDir(t);
     const home = await tempDir(t);
-    const relay = await spawnRelay(t, ['--port', '0', '--data-dir', join(dir, 'data'), '--log-format', 'json', '--json'], { MRP_HOME: home });
+    const relay = await spawnRelay(
+      t,
+      ['--port', '0', '--data-dir', join(dir, 'data'), '--log-format', 'json', '--json'],
+      { MRP_HOME: home },
+    );
     const kp = newAgent();
     const s = await RawSocket.open(relay.wsUrl);
     t.after(() => s.ws.terminate());

@@ -27,7 +27,13 @@ describe('FrameScanner', () => {
   it('16- and 64-bit lengths, and a frame that completes with the start of the next in one chunk', () => {
     const mid = Buffer.concat([frameHeader(300), Buffer.alloc(300, 0x20)]);
     const big = Buffer.concat([frameHeader(70_000), Buffer.alloc(70_000, 0x20)]);
-    assert.deepEqual(feed(Buffer.concat([mid, big]), [3, mid.length + 5, mid.length + 14, mid.length + 14 + 69_999]), [true, true, true, true, false]);
+    assert.deepEqual(feed(Buffer.concat([mid, big]), [3, mid.length + 5, mid.length + 14, mid.length + 14 + 69_999]), [
+      true,
+      true,
+      true,
+      true,
+      false,
+    ]);
     // A whole ping and 10 bytes of a 1000-byte frame in one chunk: unfinished.
     assert.deepEqual(feed(Buffer.concat([textFrame('{}'), frameHeader(1000), Buffer.alloc(10)]), []), [true]);
   });

@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ApiError } from '../../src/relay/errors.js';
 import { parseJsonBody } from '../../src/relay/http.js';
-import { Gen, SEED } from '../protocol/_fuzz.js';
 import { newAgent, startRelay } from '../helpers/relay.js';
+import { Gen, SEED } from '../protocol/_fuzz.js';
 import { TextSocket } from './_raw.js';
 import { Api, expectOk, freshAuthFrame } from './_support.js';
 
@@ -24,7 +24,13 @@ describe('fuzz: relay input edges', () => {
     for (let i = 0; i < 2000; i++) {
       const kind = g.int(4);
       const bytes =
-        kind === 0 ? g.bytes(48) : kind === 1 ? Buffer.from(g.mutate(g.json(6))) : kind === 2 ? Buffer.from(g.nested(g.int(400))) : Buffer.from(g.json(6));
+        kind === 0
+          ? g.bytes(48)
+          : kind === 1
+            ? Buffer.from(g.mutate(g.json(6)))
+            : kind === 2
+              ? Buffer.from(g.nested(g.int(400)))
+              : Buffer.from(g.json(6));
       try {
         parseJsonBody(bytes);
       } catch (err) {
@@ -69,19 +75,30 @@ describe('fuzz: relay input edges', () => {
       for (;;) {
         const next = await Promise.race([current.next(10_000).then((f) => ({ frame: f })), closed]);
         if ('closed' in next) {
-          assert.ok(CLOSE_CODES.has(next.closed), `[FUZZ_SEED=${SEED} frame ${i}] close ${next.closed} after ${text.slice(0, 120)}`);
+          assert.ok(
+            CLOSE_CODES.has(next.closed),
+            `[FUZZ_SEED=${SEED} frame ${i}] close ${next.closed} after ${text.slice(0, 120)}`,
+          );
           closes++;
           socket = undefined;
           break;
         }
-        const frame = JSON.parse(next.frame) as { type: string; ts?: number; status?: string; error?: { code: string } };
+        const frame = JSON.parse(next.frame) as {
+          type: string;
+          ts?: number;
+          status?: string;
+          error?: { code: string };
+        };
         assert.ok(SERVER_TYPES.has(frame.type), next.frame);
         if (frame.type === 'pong' && frame.ts === marker) break;
         if (frame.type === 'error' || frame.status === 'error') assert.equal(typeof frame.error?.code, 'string');
       }
     }
     assert.ok(closes > 0 && closes < 400);
-    assert.ok(!logs.some((e) => e.msg === 'internal_error'), JSON.stringify(logs.find((e) => e.msg === 'internal_error')));
+    assert.ok(
+      !logs.some((e) => e.msg === 'internal_error'),
+      JSON.stringify(logs.find((e) => e.msg === 'internal_error')),
+    );
     expectOk(await new Api(url).get(newAgent(), '/v1/agents/me'));
   });
 });

@@ -98,7 +98,13 @@ describe('item 1: nesting and size are bounded on every WebSocket frame', () => 
     const post = await TextSocket.open(t, wsUrl);
     post.send(JSON.stringify(freshAuthFrame(kp)));
     await post.next();
-    post.send(Buffer.concat([Buffer.from(`{"type":"send","recipient_key":"${newAgent().publicKey}","body":"`), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]));
+    post.send(
+      Buffer.concat([
+        Buffer.from(`{"type":"send","recipient_key":"${newAgent().publicKey}","body":"`),
+        Buffer.from([0xc3, 0x28]),
+        Buffer.from('"}'),
+      ]),
+    );
     assert.equal((await post.closed).code, 1007);
     await stillServing(t, url, wsUrl);
   });
@@ -113,7 +119,11 @@ describe('item 1: nesting and size are bounded on every HTTP body and query', ()
       ['POST', '/v1/messages', `{"recipient_key":"${to}","body":${deep(4100)}}`],
       ['POST', '/v1/messages', `{"recipient_key":"${to}","body":${deep(LIMITS.maxJsonDepth)}}`],
       ['PATCH', `/v1/agents/${kp.publicKey}`, `{"metadata":{"a":${deep(5000)}}}`],
-      ['PATCH', `/v1/agents/${kp.publicKey}`, `{"capabilities":[{"name":"x","tags":["abc"],"input_schema":{"a":${deep(5000)}}}]}`],
+      [
+        'PATCH',
+        `/v1/agents/${kp.publicKey}`,
+        `{"capabilities":[{"name":"x","tags":["abc"],"input_schema":{"a":${deep(5000)}}}]}`,
+      ],
       ['PUT', `/v1/agents/${kp.publicKey}/acl`, `{"peer_key":${deep(9000)}}`],
     ];
     for (const [method, target, body] of cases) {
@@ -123,7 +133,10 @@ describe('item 1: nesting and size are bounded on every HTTP body and query', ()
     }
     // One level less fits: stored and answered verbatim.
     const body = deep(LIMITS.maxJsonDepth - 1);
-    const sent = expectOk(await signedBytes(url, kp, 'POST', '/v1/messages', `{"recipient_key":"${to}","body":${body}}`), 201);
+    const sent = expectOk(
+      await signedBytes(url, kp, 'POST', '/v1/messages', `{"recipient_key":"${to}","body":${body}}`),
+      201,
+    );
     const got = await signedBytes(url, kp, 'GET', `/v1/messages/${sent.message_id}`, '');
     assert.ok(got.text.includes(`"body":${body},`));
     await stillServing(t, url, wsUrl);
@@ -132,10 +145,21 @@ describe('item 1: nesting and size are bounded on every HTTP body and query', ()
   it('invalid UTF-8 in a JSON body is 400 bad_request (reason not_utf8), never replaced', async (t) => {
     const { url } = await startRelay(t);
     const kp = newAgent();
-    const bytes = Buffer.concat([Buffer.from(`{"recipient_key":"${newAgent().publicKey}","body":"a`), Buffer.from([0xff, 0xfe]), Buffer.from('"}')]);
-    assert.equal(expectError(await signedBytes(url, kp, 'POST', '/v1/messages', bytes), 400, 'bad_request').details.reason, 'not_utf8');
+    const bytes = Buffer.concat([
+      Buffer.from(`{"recipient_key":"${newAgent().publicKey}","body":"a`),
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from('"}'),
+    ]);
+    assert.equal(
+      expectError(await signedBytes(url, kp, 'POST', '/v1/messages', bytes), 400, 'bad_request').details.reason,
+      'not_utf8',
+    );
     const patch = Buffer.concat([Buffer.from('{"display_name":"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')]);
-    assert.equal(expectError(await signedBytes(url, kp, 'PATCH', `/v1/agents/${kp.publicKey}`, patch), 400, 'bad_request').details.reason, 'not_utf8');
+    assert.equal(
+      expectError(await signedBytes(url, kp, 'PATCH', `/v1/agents/${kp.publicKey}`, patch), 400, 'bad_request').details
+        .reason,
+      'not_utf8',
+    );
   });
 
   it('/v1/discover: more than 20 tags or 16 words is 400 with the limit; 1,100 tags too; 20 tags work', async (t) => {
@@ -166,16 +190,30 @@ describe('item 5: bodies travel verbatim', () => {
     recv.send(JSON.stringify(freshAuthFrame(b)));
     assert.match(await recv.next(), /"status":"ok"/);
 
-    const viaHttp = expectOk(await signedBytes(url, a, 'POST', '/v1/messages', `{"recipient_key":"${b.publicKey}","thread_id":"th","body":${BODY}}`), 201);
+    const viaHttp = expectOk(
+      await signedBytes(
+        url,
+        a,
+        'POST',
+        '/v1/messages',
+        `{"recipient_key":"${b.publicKey}","thread_id":"th","body":${BODY}}`,
+      ),
+      201,
+    );
     const sender = await TextSocket.open(t, wsUrl);
     sender.send(JSON.stringify(freshAuthFrame(a)));
     await sender.next();
     sender.send(`{"type":"send","request_id":"f","recipient_key":"${b.publicKey}","thread_id":"th","body":${BODY}}`);
     const flat = JSON.parse(await sender.next());
-    sender.send(`{"type":"send","request_id":"n","message":{"recipient_key":"${b.publicKey}","thread_id":"th","body":${BODY}}}`);
+    sender.send(
+      `{"type":"send","request_id":"n","message":{"recipient_key":"${b.publicKey}","thread_id":"th","body":${BODY}}}`,
+    );
     const nested = JSON.parse(await sender.next());
     const ids = [viaHttp.message_id, flat.message_id, nested.message_id];
-    assert.ok(ids.every((id) => typeof id === 'string'), JSON.stringify([flat, nested]));
+    assert.ok(
+      ids.every((id) => typeof id === 'string'),
+      JSON.stringify([flat, nested]),
+    );
 
     for (const id of ids) {
       const push = await recv.nextMatching((f) => f.includes(id));
@@ -195,9 +233,16 @@ describe('item 5: bodies travel verbatim', () => {
     const kp = newAgent();
     const to = newAgent().publicKey;
     const padded = `[1${' '.repeat(MiB)}]`;
-    const err = expectError(await signedBytes(url, kp, 'POST', '/v1/messages', `{"recipient_key":"${to}","body":${padded}}`), 413, 'payload_too_large');
+    const err = expectError(
+      await signedBytes(url, kp, 'POST', '/v1/messages', `{"recipient_key":"${to}","body":${padded}}`),
+      413,
+      'payload_too_large',
+    );
     assert.equal(err.details.field, 'body');
-    expectOk(await signedBytes(url, kp, 'POST', '/v1/messages', `{"recipient_key":"${to}","body":[1${' '.repeat(MiB - 3)}]}`), 201);
+    expectOk(
+      await signedBytes(url, kp, 'POST', '/v1/messages', `{"recipient_key":"${to}","body":[1${' '.repeat(MiB - 3)}]}`),
+      201,
+    );
   });
 });
 
@@ -235,14 +280,22 @@ describe('item 7: small-order and non-canonical public keys are refused', () => 
     const sig = forgeForIdentity();
     const ts = new Date(Math.floor(Date.now() / 1000) * 1000).toISOString().replace('.000Z', 'Z');
     const target = '/v1/agents/me';
-    assert.equal(verifySignature(IDENTITY, canonicalRequest('GET', target, ts, EMPTY_BODY_HASH), sig), true, 'the forgery is valid Ed25519');
-    const res = await fetch(url + target, { headers: { 'X-M2M-Public-Key': IDENTITY, 'X-M2M-Timestamp': ts, 'X-M2M-Signature': sig } });
+    assert.equal(
+      verifySignature(IDENTITY, canonicalRequest('GET', target, ts, EMPTY_BODY_HASH), sig),
+      true,
+      'the forgery is valid Ed25519',
+    );
+    const res = await fetch(url + target, {
+      headers: { 'X-M2M-Public-Key': IDENTITY, 'X-M2M-Timestamp': ts, 'X-M2M-Signature': sig },
+    });
     const body = (await res.json()) as { error: { code: string; details?: { reason?: string } } };
     assert.equal(res.status, 401);
     assert.equal(body.error.code, 'unauthorized');
     assert.equal(body.error.details?.reason, 'small_order');
     for (const hex of SMALL_ORDER.slice(1)) {
-      const r = await fetch(url + target, { headers: { 'X-M2M-Public-Key': b64(hex), 'X-M2M-Timestamp': ts, 'X-M2M-Signature': sig } });
+      const r = await fetch(url + target, {
+        headers: { 'X-M2M-Public-Key': b64(hex), 'X-M2M-Timestamp': ts, 'X-M2M-Signature': sig },
+      });
       assert.equal(r.status, 401, hex);
       await r.arrayBuffer();
     }
@@ -268,8 +321,19 @@ describe('item 7: small-order and non-canonical public keys are refused', () => 
     const s = await wsConnect(t, wsUrl, kp);
     for (const hex of SMALL_ORDER) {
       const key = b64(hex);
-      assert.equal(expectError(await api.post(kp, '/v1/messages', { recipient_key: key, body: 1 }), 400, 'bad_request').details.field, 'recipient_key');
-      assert.equal(expectError(await api.put(kp, `/v1/agents/${kp.publicKey}/acl`, { peer_key: key, entry_type: 'block' }), 400, 'bad_request').details.field, 'peer_key');
+      assert.equal(
+        expectError(await api.post(kp, '/v1/messages', { recipient_key: key, body: 1 }), 400, 'bad_request').details
+          .field,
+        'recipient_key',
+      );
+      assert.equal(
+        expectError(
+          await api.put(kp, `/v1/agents/${kp.publicKey}/acl`, { peer_key: key, entry_type: 'block' }),
+          400,
+          'bad_request',
+        ).details.field,
+        'peer_key',
+      );
       s.send({ type: 'send', request_id: hex.slice(0, 8), recipient_key: key, body: 1 });
       const r = await s.next();
       assert.equal(r.error.code, 'bad_request');
@@ -292,7 +356,11 @@ describe('item 1: no exception escapes a listener', () => {
     s.send({ type: 'send', request_id: 'boom', recipient_key: newAgent().publicKey, body: 1 });
     assert.equal((await s.closed).code, 1011);
     assert.ok(logs.some((e) => e.msg === 'internal_error' && String(e['error']).includes('injected failure')));
-    expectError(await new Api(url).post(newAgent(), '/v1/messages', { recipient_key: newAgent().publicKey, body: 1 }), 500, 'internal_error');
+    expectError(
+      await new Api(url).post(newAgent(), '/v1/messages', { recipient_key: newAgent().publicKey, body: 1 }),
+      500,
+      'internal_error',
+    );
     Messenger.prototype.send = original;
     await stillServing(t, url, wsUrl);
   });

@@ -30,7 +30,10 @@ function rawHead(url: string, request: string): Promise<string> {
 describe('keep-alive only when the request was read whole', () => {
   it('a POST refused on its headers before its body arrived is answered with Connection: close', async (t) => {
     const relay = await startRelay(t);
-    const head = await rawHead(relay.url, 'POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n{"rec');
+    const head = await rawHead(
+      relay.url,
+      'POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n{"rec',
+    );
     assert.match(head, /^HTTP\/1\.1 401/);
     assert.match(head, /\r\nconnection: close/i);
   });

@@ -10,7 +10,10 @@ function rateHeaders(res: RawResponse): { limit: number; remaining: number; rese
   const limit = res.headers.get('x-ratelimit-limit');
   const remaining = res.headers.get('x-ratelimit-remaining');
   const reset = res.headers.get('x-ratelimit-reset');
-  assert.ok(limit !== null && remaining !== null && reset !== null, `X-RateLimit-* headers missing (${res.status} ${res.text.slice(0, 200)})`);
+  assert.ok(
+    limit !== null && remaining !== null && reset !== null,
+    `X-RateLimit-* headers missing (${res.status} ${res.text.slice(0, 200)})`,
+  );
   for (const v of [limit, remaining, reset]) assert.match(v, /^\d+$/);
   return { limit: Number(limit), remaining: Number(remaining), reset: Number(reset) };
 }
@@ -124,7 +127,7 @@ describe('§7 receive rate', () => {
     assert.equal(expectOk(await api.get(r, '/v1/messages')).messages.length, 3);
   });
 
-  it('on a receive-limit 429 the X-RateLimit-* headers still describe the sender\'s send counter', async (t) => {
+  it("on a receive-limit 429 the X-RateLimit-* headers still describe the sender's send counter", async (t) => {
     const clock = new ManualClock();
     const { url } = await startRelay(t, { clock, receiveRatePerMinute: 1, sendRatePerMinute: 5 });
     const api = new Api(url, clock);
@@ -135,7 +138,11 @@ describe('§7 receive rate', () => {
     const err = expectError(res, 429, 'rate_limit_exceeded');
     assert.equal(err.details?.scope, 'recipient');
     const h = rateHeaders(res);
-    assert.equal(h.limit, 5, 'X-RateLimit-Limit must be the send limit (§7: on POST /v1/messages the headers describe the send counter)');
+    assert.equal(
+      h.limit,
+      5,
+      'X-RateLimit-Limit must be the send limit (§7: on POST /v1/messages the headers describe the send counter)',
+    );
     assert.ok(h.remaining >= 4, `X-RateLimit-Remaining ${h.remaining}: the sender has not used its send allowance`);
   });
 
@@ -146,7 +153,10 @@ describe('§7 receive rate', () => {
     const r = newAgent();
     const senders = Array.from({ length: 5 }, () => newAgent());
     for (let i = 0; i < 120; i++) await api.send(senders[i % 5]!, r.publicKey, { i });
-    const { details } = expect429(await api.post(senders[4]!, '/v1/messages', { recipient_key: r.publicKey, body: { i: 120 } }), 120);
+    const { details } = expect429(
+      await api.post(senders[4]!, '/v1/messages', { recipient_key: r.publicKey, body: { i: 120 } }),
+      120,
+    );
     assert.equal(details.scope, 'recipient');
   });
 });
@@ -173,10 +183,12 @@ describe('§7 general request rate', () => {
     assert.equal(rateHeaders(send).limit, 30);
     // Another agent is not affected; health is not limited.
     expectOk(await api.get(b, '/v1/messages'));
-    expectOk(await (async () => {
-      const r = await fetch(`${url}/v1/health`);
-      return { status: r.status, headers: r.headers, body: await r.json(), text: '' };
-    })());
+    expectOk(
+      await (async () => {
+        const r = await fetch(`${url}/v1/health`);
+        return { status: r.status, headers: r.headers, body: await r.json(), text: '' };
+      })(),
+    );
     clock.advance(60_000);
     expectOk(await api.get(a, '/v1/agents/me'));
   });
@@ -197,7 +209,12 @@ describe('§7 general request rate', () => {
 
   it('limits of 0 mean unlimited', async (t) => {
     const clock = new ManualClock();
-    const { url } = await startRelay(t, { clock, sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0 });
+    const { url } = await startRelay(t, {
+      clock,
+      sendRatePerMinute: 0,
+      receiveRatePerMinute: 0,
+      requestRatePerMinute: 0,
+    });
     const api = new Api(url, clock);
     const a = newAgent();
     const b = newAgent();

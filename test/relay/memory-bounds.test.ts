@@ -11,7 +11,7 @@ import { LIMITS } from '../../src/protocol/constants.js';
 import { type Keypair, signRequest, uniqueTimestamp } from '../../src/protocol/signing.js';
 import { Lru } from '../../src/relay/lru.js';
 import { newAgent, startRelay } from '../helpers/relay.js';
-import { frameHeader, tcpWs, TextSocket, textFrame, write } from './_raw.js';
+import { frameHeader, TextSocket, tcpWs, textFrame, write } from './_raw.js';
 import { Api, expectError, expectOk, freshAuthFrame, roundTrip, wsConnect } from './_support.js';
 
 const MiB = 1024 * 1024;
@@ -26,14 +26,25 @@ async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promi
 }
 
 /** A raw HTTP request that sends its headers and `sent` body bytes, then stalls; returns the first response line. */
-async function stalledPost(url: string, kp: Keypair, declared: number, sent: number): Promise<{ status: Promise<string>; destroy(): void }> {
+async function stalledPost(
+  url: string,
+  kp: Keypair,
+  declared: number,
+  sent: number,
+): Promise<{ status: Promise<string>; destroy(): void }> {
   const u = new URL(url);
   const s = connect(Number(u.port), u.hostname);
   s.on('error', () => {});
   await new Promise<void>((r) => s.once('connect', () => r()));
-  const headers = signRequest(kp, 'POST', '/v1/messages', `x${Math.random()}`, Date.now(), { timestamp: uniqueTimestamp(Date.now()) });
-  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-  s.write(`POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n${lines}\r\n`);
+  const headers = signRequest(kp, 'POST', '/v1/messages', `x${Math.random()}`, Date.now(), {
+    timestamp: uniqueTimestamp(Date.now()),
+  });
+  const lines = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  s.write(
+    `POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n${lines}\r\n`,
+  );
   if (sent > 0) s.write(Buffer.alloc(sent, 0x20));
   const status = new Promise<string>((resolve) => {
     let text = '';
@@ -84,7 +95,10 @@ describe('item 2: without a key, almost nothing', () => {
     // The relay counts what it read; a loaded machine may coalesce a few pieces into one read.
     const entry = logs.find((e) => e.msg === 'ws_preauth_too_large');
     const read = entry?.['bytes'] as number;
-    assert.ok(read > LIMITS.wsPreAuthBytes && read <= LIMITS.wsPreAuthBytes + 8 * piece.length, `cut after ${read} bytes read`);
+    assert.ok(
+      read > LIMITS.wsPreAuthBytes && read <= LIMITS.wsPreAuthBytes + 8 * piece.length,
+      `cut after ${read} bytes read`,
+    );
     assert.ok(sent < 64 * 1024, `${sent} bytes sent before the cut`);
   });
 
@@ -145,8 +159,12 @@ describe('item 2: without a key, almost nothing', () => {
     const u = new URL(url);
     const s = connect(Number(u.port), u.hostname);
     t.after(() => s.destroy());
-    s.write(`POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Length: ${2 * MiB}\r\nX-M2M-Public-Key: nope\r\n\r\n`);
-    const line = await new Promise<string>((r) => s.setEncoding('latin1').once('data', (d: string) => r(d.split('\r\n')[0]!)));
+    s.write(
+      `POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Length: ${2 * MiB}\r\nX-M2M-Public-Key: nope\r\n\r\n`,
+    );
+    const line = await new Promise<string>((r) =>
+      s.setEncoding('latin1').once('data', (d: string) => r(d.split('\r\n')[0]!)),
+    );
     assert.match(line, /^HTTP\/1\.1 401/);
   });
 });
@@ -161,12 +179,31 @@ describe('item 3: memory bounded by bytes', () => {
     r.socket.pause();
     const sender = await wsConnect(t, wsUrl, newAgent());
     const body = 'm'.repeat(256 * 1024);
-    for (let i = 0; i < 40; i++) sender.send({ type: 'send', request_id: `r${i}`, recipient_key: victim.publicKey, body: `${i}:${body}` });
+    for (let i = 0; i < 40; i++)
+      sender.send({ type: 'send', request_id: `r${i}`, recipient_key: victim.publicKey, body: `${i}:${body}` });
     for (let i = 0; i < 40; i++) assert.equal((await sender.next()).status, 'ok');
     r.socket.resume();
-    await until(() => (r.received().toString().match(/"type":"message"/g) ?? []).length === 40, '40 messages', 20_000);
-    const order = [...r.received().toString().matchAll(/"body":"(\d+):/g)].map((m) => Number(m[1]));
-    assert.deepEqual(order, Array.from({ length: 40 }, (_, i) => i));
+    await until(
+      () =>
+        (
+          r
+            .received()
+            .toString()
+            .match(/"type":"message"/g) ?? []
+        ).length === 40,
+      '40 messages',
+      20_000,
+    );
+    const order = [
+      ...r
+        .received()
+        .toString()
+        .matchAll(/"body":"(\d+):/g),
+    ].map((m) => Number(m[1]));
+    assert.deepEqual(
+      order,
+      Array.from({ length: 40 }, (_, i) => i),
+    );
   });
 
   it('a client that asks for answers and never reads them is cut (1008) once 256 KiB of them wait unsent', async (t) => {
@@ -217,7 +254,11 @@ describe('item 3: memory bounded by bytes', () => {
 });
 
 /** A raw WebSocket (bare TCP) authenticated with a fresh key. */
-async function authedTcpWs(t: Parameters<typeof tcpWs>[0], wsUrl: string, localAddress?: string): Promise<Awaited<ReturnType<typeof tcpWs>>> {
+async function authedTcpWs(
+  t: Parameters<typeof tcpWs>[0],
+  wsUrl: string,
+  localAddress?: string,
+): Promise<Awaited<ReturnType<typeof tcpWs>>> {
   const s = await tcpWs(t, wsUrl, localAddress);
   await write(s.socket, textFrame(JSON.stringify(freshAuthFrame(newAgent()))));
   await until(() => s.received().includes('"status":"ok"'), 'auth_result ok');
@@ -234,7 +275,10 @@ describe('free keys: relay-wide caps', () => {
       await write(s.socket, frameHeader(3 * MiB));
       await write(s.socket, Buffer.alloc(MiB, 0x20));
     }
-    await until(() => logs.filter((e) => e.msg === 'ws_auth').length === 3 && relay.connections === 3, 'three connections');
+    await until(
+      () => logs.filter((e) => e.msg === 'ws_auth').length === 3 && relay.connections === 3,
+      'three connections',
+    );
     // … a third sends 3 MiB of a 4 MiB frame: past 4 MiB in all, it is the largest holder, and is cut.
     await write(holders[2]!.socket, frameHeader(4 * MiB));
     await write(holders[2]!.socket, Buffer.alloc(3 * MiB, 0x20));

@@ -78,7 +78,9 @@ describe('§3.6 POST /v1/messages', () => {
     assert.deepEqual(m.body, body);
     assert.equal(m.thread_id, 'conv-1:a.b_c');
     assert.deepEqual(m.metadata, { trace: 'abc', nested: { n: 1 } });
-    for (const [i, value] of (['plain text', 42, [1, 'two', { three: 3 }], false, null, { 'ü': '😀' }] as unknown[]).entries()) {
+    for (const [i, value] of (
+      ['plain text', 42, [1, 'two', { three: 3 }], false, null, { ü: '😀' }] as unknown[]
+    ).entries()) {
       const s = await api.send(a, b.publicKey, value, { content_type: i === 0 ? 'text/plain' : 'application/json' });
       const got = expectOk(await api.get(a, `/v1/messages/${s.message_id}`));
       assert.deepEqual(got.body, value);
@@ -92,7 +94,14 @@ describe('§3.6 POST /v1/messages', () => {
     const body = { recipient_key: b.publicKey, body: { ct: 'text/plain' } };
     const res = await signed(url, a, 'POST', '/v1/messages', body, { headers: { 'Content-Type': 'text/plain' } });
     expectOk(res, 201);
-    const res2 = await signed(url, a, 'POST', '/v1/messages', { ...body, body: { ct: 'octet' } }, { headers: { 'Content-Type': 'application/octet-stream' } });
+    const res2 = await signed(
+      url,
+      a,
+      'POST',
+      '/v1/messages',
+      { ...body, body: { ct: 'octet' } },
+      { headers: { 'Content-Type': 'application/octet-stream' } },
+    );
     expectOk(res2, 201);
   });
 
@@ -131,7 +140,13 @@ describe('§3.6 POST /v1/messages', () => {
       ['attachments not an array', { recipient_key: b, body: {}, attachments: 'blob_a1b2c3d4e5f6' }, 'attachments'],
       [
         '11 attachments',
-        { recipient_key: b, body: {}, attachments: Array.from({ length: 11 }, (_, i) => ({ blob_id: `blob_a1b2c3d4e5${String(i).padStart(2, '0')}` })) },
+        {
+          recipient_key: b,
+          body: {},
+          attachments: Array.from({ length: 11 }, (_, i) => ({
+            blob_id: `blob_a1b2c3d4e5${String(i).padStart(2, '0')}`,
+          })),
+        },
         'attachments',
       ],
     ];
@@ -161,11 +176,18 @@ describe('§3.6 POST /v1/messages', () => {
     const api = new Api(url);
     const a = newAgent();
     const b = newAgent();
-    const res = await api.post(a, '/v1/messages', { recipient_key: b.publicKey, body: {}, attachments: [{ blob_id: 'blob_000000000000' }] });
+    const res = await api.post(a, '/v1/messages', {
+      recipient_key: b.publicKey,
+      body: {},
+      attachments: [{ blob_id: 'blob_000000000000' }],
+    });
     const err = expectError(res, 422, 'unprocessable_entity');
     assert.equal(err.details?.blob_id, 'blob_000000000000');
     // attachments alone (no body) are a valid shape; the unknown blob is still 422
-    const res2 = await api.post(a, '/v1/messages', { recipient_key: b.publicKey, attachments: [{ blob_id: 'blob_111111111111', filename: 'a.pdf' }] });
+    const res2 = await api.post(a, '/v1/messages', {
+      recipient_key: b.publicKey,
+      attachments: [{ blob_id: 'blob_111111111111', filename: 'a.pdf' }],
+    });
     expectError(res2, 422, 'unprocessable_entity');
   });
 
@@ -188,13 +210,19 @@ describe('§3.6 POST /v1/messages', () => {
   });
 
   it('whole request over 2 MiB → 413 payload_too_large; a 1.9 MiB envelope with a small-enough body is accepted', {
-    skip: PAIRED ? 'MRP_TEST_PAIR: the test proxy loses an answer sent before the body is read (413, then close: EPIPE upstream)' : false,
+    skip: PAIRED
+      ? 'MRP_TEST_PAIR: the test proxy loses an answer sent before the body is read (413, then close: EPIPE upstream)'
+      : false,
   }, async (t) => {
     const { url } = await startRelay(t);
     const api = new Api(url);
     const a = newAgent();
     const b = newAgent();
-    const big = await api.post(a, '/v1/messages', { recipient_key: b.publicKey, body: { t: 1 }, metadata: { pad: 'p'.repeat(2 * MiB + 16) } });
+    const big = await api.post(a, '/v1/messages', {
+      recipient_key: b.publicKey,
+      body: { t: 1 },
+      metadata: { pad: 'p'.repeat(2 * MiB + 16) },
+    });
     expectError(big, 413, 'payload_too_large');
     const okRes = await api.post(a, '/v1/messages', {
       recipient_key: b.publicKey,
@@ -335,7 +363,7 @@ describe('§4.3 TTL expiry', () => {
 describe('§4.4 threads', () => {
   it('GET /v1/messages/threads/{id}: root and replies the caller took part in, oldest first', async (t) => {
     const { api } = await startTicking(t);
-    
+
     const a = newAgent();
     const b = newAgent();
     const c = newAgent();
@@ -385,15 +413,19 @@ describe('§4.4 threads', () => {
 
   it('thread pagination with limit and cursor; limit bounds', async (t) => {
     const { api } = await startTicking(t);
-    
+
     const a = newAgent();
     const b = newAgent();
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) ids.push((await api.send(a, b.publicKey, { i }, { thread_id: 'topic-1' })).message_id);
     const p1 = expectOk(await api.get(a, '/v1/messages/threads/topic-1?limit=2'));
     assert.equal(p1.has_more, true);
-    const p2 = expectOk(await api.get(a, `/v1/messages/threads/topic-1?limit=2&cursor=${encodeURIComponent(p1.next_cursor)}`));
-    const p3 = expectOk(await api.get(a, `/v1/messages/threads/topic-1?limit=2&cursor=${encodeURIComponent(p2.next_cursor)}`));
+    const p2 = expectOk(
+      await api.get(a, `/v1/messages/threads/topic-1?limit=2&cursor=${encodeURIComponent(p1.next_cursor)}`),
+    );
+    const p3 = expectOk(
+      await api.get(a, `/v1/messages/threads/topic-1?limit=2&cursor=${encodeURIComponent(p2.next_cursor)}`),
+    );
     assert.equal(p3.has_more, false);
     assert.equal(p3.next_cursor, null);
     assert.deepEqual(

@@ -59,7 +59,10 @@ describe('unsent bytes are bounded per connection and relay-wide', () => {
     // in the kernel's socket buffer.
     assert.ok((entry['answers'] as number) > MAX_CONTROL_UNSENT, JSON.stringify(entry));
     assert.ok((entry['buffered'] as number) > MAX_CONTROL_UNSENT, JSON.stringify(entry));
-    assert.ok((entry['buffered'] as number) <= MAX_CONTROL_UNSENT + 2 * 1024, `one pong past the cap at most: ${JSON.stringify(entry)}`);
+    assert.ok(
+      (entry['buffered'] as number) <= MAX_CONTROL_UNSENT + 2 * 1024,
+      `one pong past the cap at most: ${JSON.stringify(entry)}`,
+    );
     await s.gone;
     await roundTrip(reader);
     assert.equal(relay.connections, 1);
@@ -86,7 +89,14 @@ describe('unsent bytes are bounded per connection and relay-wide', () => {
       const frame = JSON.parse(data.toString()) as { type: string };
       if (frame.type === 'send_result') results.push(frame);
     });
-    const frames = Array.from({ length: 1000 }, (_, n) => JSON.stringify({ type: 'send', request_id: `r${n}-${'x'.repeat(200)}`, recipient_key: recipient.publicKey, body: { n } }));
+    const frames = Array.from({ length: 1000 }, (_, n) =>
+      JSON.stringify({
+        type: 'send',
+        request_id: `r${n}-${'x'.repeat(200)}`,
+        recipient_key: recipient.publicKey,
+        body: { n },
+      }),
+    );
     for (const f of frames) s.ws.send(f);
     await until(() => results.length === 1000, '1,000 send_results', 30_000);
     assert.equal(logs.filter((e) => e.msg === 'ws_slow_reader').length, 0);
@@ -98,7 +108,14 @@ describe('unsent bytes are bounded per connection and relay-wide', () => {
     const mark = s.received().length;
     await write(s.socket, Buffer.concat([frameHeader(5, 9), Buffer.from('hello')]));
     // A pong frame: opcode 10, unmasked, length 5, "hello".
-    await until(() => s.received().subarray(mark).equals(Buffer.from([0x8a, 5, ...Buffer.from('hello')])), 'the control pong');
+    await until(
+      () =>
+        s
+          .received()
+          .subarray(mark)
+          .equals(Buffer.from([0x8a, 5, ...Buffer.from('hello')])),
+      'the control pong',
+    );
   });
 
   it('past the relay-wide budget the connection with the most unsent bytes is cut (1013); the others go on', async (t) => {

@@ -14,12 +14,12 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
+import type { Keypair } from '../../src/protocol/signing.js';
 import { FsBlobStore } from '../../src/relay/blobs/fs-blob-store.js';
 import { type External, openExternal } from '../../src/relay/external.js';
 import { createRelay, type RelayOptions } from '../../src/relay/index.js';
 import type { LogEntry } from '../../src/relay/log.js';
 import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
-import type { Keypair } from '../../src/protocol/signing.js';
 import { connect, newAgent, type RawResponse, signed } from '../helpers/relay.js';
 import { expectError, expectOk, freshAuthFrame, openSocket, spawnRelay } from './_support.js';
 
@@ -35,7 +35,12 @@ interface Node {
 }
 
 /** A relay on `databaseUrl` with its own shared-state connections; closed when the test ends. */
-async function startNode(t: TestContext, databaseUrl: string, options: Partial<RelayOptions> = {}, leaseMs?: number): Promise<Node> {
+async function startNode(
+  t: TestContext,
+  databaseUrl: string,
+  options: Partial<RelayOptions> = {},
+  leaseMs?: number,
+): Promise<Node> {
   const ext = await openExternal({ databaseUrl, maxConnections: 4, ...(leaseMs ? { leaseMs } : {}) });
   const logs: LogEntry[] = [];
   const relay = createRelay({ port: 0, logger: (e) => logs.push(e), ...options, ...ext.relayOptions });
@@ -109,7 +114,10 @@ if (skip) {
       const sender = newAgent();
       const rcpt = newAgent();
       const sock = await connect(t, two.wsUrl, rcpt);
-      const sent = expectOk(await new Api(one.url).post(sender, '/v1/messages', { recipient_key: rcpt.publicKey, body: { n: 1e21 } }), 201);
+      const sent = expectOk(
+        await new Api(one.url).post(sender, '/v1/messages', { recipient_key: rcpt.publicKey, body: { n: 1e21 } }),
+        201,
+      );
       const frame = await sock.next();
       assert.equal(frame.type, 'message');
       assert.equal(frame.message.message_id, sent.message_id);
@@ -146,9 +154,10 @@ if (skip) {
       assert.ok(await dead.registry.tryAcquire(kp.publicKey, 'x1', 2));
       assert.ok(await dead.registry.tryAcquire(kp.publicKey, 'x2', 2));
       await dead.bus.close();
-      await dead.store.sql.unsafe("UPDATE relay_processes SET lease_until = clock_timestamp() + interval '1 hour' WHERE process_id <> $1", [
-        dead.registry.processId,
-      ]);
+      await dead.store.sql.unsafe(
+        "UPDATE relay_processes SET lease_until = clock_timestamp() + interval '1 hour' WHERE process_id <> $1",
+        [dead.registry.processId],
+      );
       // Simulate the kill: stop the heartbeat without releasing anything.
       (dead.registry as unknown as { close(): Promise<void> }).close = async () => {};
       const c = await openSocket(t, one.wsUrl);
@@ -182,7 +191,8 @@ if (skip) {
       const kp = newAgent();
       const to = newAgent().publicKey;
       const apis = [new Api(one.url), new Api(two.url)];
-      for (let i = 0; i < 3; i++) expectOk(await apis[i % 2]!.post(kp, '/v1/messages', { recipient_key: to, body: { i } }), 201);
+      for (let i = 0; i < 3; i++)
+        expectOk(await apis[i % 2]!.post(kp, '/v1/messages', { recipient_key: to, body: { i } }), 201);
       for (const api of apis) {
         const res = await api.post(kp, '/v1/messages', { recipient_key: to, body: { over: true } });
         expectError(res, 429, 'rate_limit_exceeded');
@@ -199,7 +209,9 @@ if (skip) {
       for (let i = 0; i < 40; i++) sent.add((await apis[i % 2]!.send(sender, rcpt.publicKey, { i })).message_id);
       const got: string[] = [];
       for (let round = 0; round < 10 && got.length < sent.size; round++) {
-        const pages = await Promise.all(Array.from({ length: 8 }, (_, i) => apis[i % 2]!.get(rcpt, `/v1/messages?limit=3`)));
+        const pages = await Promise.all(
+          Array.from({ length: 8 }, (_, i) => apis[i % 2]!.get(rcpt, `/v1/messages?limit=3`)),
+        );
         for (const p of pages) for (const m of expectOk(p).messages) got.push(m.message_id);
       }
       assert.equal(got.length, new Set(got).size, 'no message handed out twice');
@@ -213,9 +225,15 @@ if (skip) {
       const a2 = new Api(two.url);
       await a2.send(sender, rcpt.publicKey, { warm: 'cache' }); // two caches rcpt's profile (open)
       expectOk(await new Api(one.url).patch(rcpt, '/v1/agents/me', { inbox_policy: 'closed' }));
-      await until('the other process to refuse', async () => (await a2.post(sender, '/v1/messages', { recipient_key: rcpt.publicKey, body: {} })).status === 403);
+      await until(
+        'the other process to refuse',
+        async () => (await a2.post(sender, '/v1/messages', { recipient_key: rcpt.publicKey, body: {} })).status === 403,
+      );
       expectOk(await new Api(one.url).patch(rcpt, '/v1/agents/me', { inbox_policy: 'open' }));
-      await until('the other process to accept', async () => (await a2.post(sender, '/v1/messages', { recipient_key: rcpt.publicKey, body: {} })).status === 201);
+      await until(
+        'the other process to accept',
+        async () => (await a2.post(sender, '/v1/messages', { recipient_key: rcpt.publicKey, body: {} })).status === 201,
+      );
     });
 
     it('the bus reconnects after losing its connection and catches up (a message published meanwhile still arrives)', async (t) => {
@@ -247,7 +265,8 @@ if (skip) {
         const chunks: Buffer[] = [];
         req.on('data', (c: Buffer) => chunks.push(c));
         req.on('end', () => {
-          const id = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { message: { message_id: string } }).message.message_id;
+          const id = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { message: { message_id: string } }).message
+            .message_id;
           hits.set(id, (hits.get(id) ?? 0) + 1);
           if (released) return void res.writeHead(200).end();
           held.push(res);
@@ -264,23 +283,40 @@ if (skip) {
         server.close();
       });
       const hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/in`;
-      const [one, two] = await pair(t, { ...UNLIMITED, allowPrivateWebhooks: true, webhookConcurrencyPerAgent: 2, logLevel: 'debug' });
+      const [one, two] = await pair(t, {
+        ...UNLIMITED,
+        allowPrivateWebhooks: true,
+        webhookConcurrencyPerAgent: 2,
+        logLevel: 'debug',
+      });
       const sender = newAgent();
       const rcpt = newAgent();
       const apis = [new Api(one.url), new Api(two.url)];
-      expectOk(await apis[0]!.put(rcpt, `/v1/agents/${rcpt.publicKey}/webhook`, { url: hookUrl, secret: 'QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8' }));
+      expectOk(
+        await apis[0]!.put(rcpt, `/v1/agents/${rcpt.publicKey}/webhook`, {
+          url: hookUrl,
+          secret: 'QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8',
+        }),
+      );
       const sent: string[] = [];
       for (let i = 0; i < 20; i++) sent.push((await apis[i % 2]!.send(sender, rcpt.publicKey, { i })).message_id);
-      await until('every message delivered by webhook', async () => {
-        if ((await one.ext.store.nextDeliveryAt()) !== undefined) return false;
-        const stored = await one.ext.store.getMessages(sent);
-        return stored.length === sent.length && stored.every((m) => m.status === 'delivered');
-      }, 20_000);
+      await until(
+        'every message delivered by webhook',
+        async () => {
+          if ((await one.ext.store.nextDeliveryAt()) !== undefined) return false;
+          const stored = await one.ext.store.getMessages(sent);
+          return stored.length === sent.length && stored.every((m) => m.status === 'delivered');
+        },
+        20_000,
+      );
       // No delivery is pending or leased any more, so no further request can start: the count is final.
       assert.deepEqual([...hits.keys()].sort(), [...sent].sort());
       for (const [id, n] of hits) assert.equal(n, 1, `${id} was delivered ${n} times`);
       const delivered = (node: Node) => node.logs.filter((e) => e.msg === 'webhook_delivered').length;
-      assert.ok(delivered(one) > 0 && delivered(two) > 0, `both processes delivered (${delivered(one)} + ${delivered(two)})`);
+      assert.ok(
+        delivered(one) > 0 && delivered(two) > 0,
+        `both processes delivered (${delivered(one)} + ${delivered(two)})`,
+      );
       assert.equal(delivered(one) + delivered(two), sent.length);
     });
 
@@ -296,7 +332,10 @@ if (skip) {
       const two = await startNode(t, db, { ...UNLIMITED, blobStore: stores[1]! });
       const [a, b] = [newAgent(), newAgent()];
       const bytes = `shared bytes ${Date.now()}`;
-      const blob = expectOk(await signed(one.url, a, 'POST', '/v1/blobs', bytes, { headers: { 'Content-Type': 'text/plain' } }), 201);
+      const blob = expectOk(
+        await signed(one.url, a, 'POST', '/v1/blobs', bytes, { headers: { 'Content-Type': 'text/plain' } }),
+        201,
+      );
       assert.equal(blob.hash, createHash('sha256').update(bytes).digest('hex'));
       const [api1, api2] = [new Api(one.url), new Api(two.url)];
       const got = await api2.get(a, `/v1/blobs/${blob.blob_id}`);
@@ -304,7 +343,14 @@ if (skip) {
       assert.equal(got.text, bytes);
       // Attached to a message sent through the second relay, readable by the recipient through the first.
       expectError(await api1.get(b, `/v1/blobs/${blob.blob_id}`), 404, 'blob_not_found');
-      const sent = expectOk(await api2.post(a, '/v1/messages', { recipient_key: b.publicKey, body: { see: 'attached' }, attachments: [{ blob_id: blob.blob_id }] }), 201);
+      const sent = expectOk(
+        await api2.post(a, '/v1/messages', {
+          recipient_key: b.publicKey,
+          body: { see: 'attached' },
+          attachments: [{ blob_id: blob.blob_id }],
+        }),
+        201,
+      );
       assert.equal((await one.ext.store.getMessage(sent.message_id))?.attachments[0]?.blob_id, blob.blob_id);
       const forB = await api1.get(b, `/v1/blobs/${blob.blob_id}`);
       assert.equal(forB.status, 200);
@@ -316,7 +362,23 @@ if (skip) {
     it('one process SIGKILLed while traffic flows loses nothing acknowledged', async (t) => {
       const db = await cluster.database(t);
       const survivor = await startNode(t, db, UNLIMITED);
-      const child = await spawnRelay(t, ['--port', '0', '--json', '--database-url', db, '--db-pool', '4', '--log-level', 'error', '--send-rate', '0', '--receive-rate', '0', '--request-rate', '0']);
+      const child = await spawnRelay(t, [
+        '--port',
+        '0',
+        '--json',
+        '--database-url',
+        db,
+        '--db-pool',
+        '4',
+        '--log-level',
+        'error',
+        '--send-rate',
+        '0',
+        '--receive-rate',
+        '0',
+        '--request-rate',
+        '0',
+      ]);
       const started = JSON.parse(child.stdout().split('\n')[0]!) as { mode: string; database: string };
       assert.equal(started.mode, 'external');
       assert.equal(started.database, db);
@@ -328,7 +390,10 @@ if (skip) {
       const senders = Array.from({ length: 4 }, async () => {
         while (!stop) {
           try {
-            const res = await api.post(sender, '/v1/messages', { recipient_key: rcpt.publicKey, body: { t: Date.now() } });
+            const res = await api.post(sender, '/v1/messages', {
+              recipient_key: rcpt.publicKey,
+              body: { t: Date.now() },
+            });
             if (res.status === 201) acked.add(res.body.message_id);
           } catch {
             return; // the process is gone: the connection failed

@@ -14,7 +14,10 @@ import { newAgent } from '../helpers/relay.js';
 import { deep, signedBytes } from './_raw.js';
 import { Api, expectOk, tempDir } from './_support.js';
 
-function insertRow(dataDir: string, row: { id: string; recipient: string; sender: string; body: string; metadata?: string; at: number }): void {
+function insertRow(
+  dataDir: string,
+  row: { id: string; recipient: string; sender: string; body: string; metadata?: string; at: number },
+): void {
   const db = new Database(join(dataDir, 'mrp.db'));
   try {
     db.prepare(
@@ -30,7 +33,8 @@ function insertRow(dataDir: string, row: { id: string; recipient: string; sender
 function statusOf(dataDir: string, id: string): string | undefined {
   const db = new Database(join(dataDir, 'mrp.db'), { readonly: true });
   try {
-    return (db.prepare('SELECT status FROM messages WHERE message_id = ?').get(id) as { status: string } | undefined)?.status;
+    return (db.prepare('SELECT status FROM messages WHERE message_id = ?').get(id) as { status: string } | undefined)
+      ?.status;
   } finally {
     db.close();
   }
@@ -50,11 +54,36 @@ describe('item 4: a poll never loses messages', () => {
 
     const now = Date.now();
     // A body nested 5,000 deep, as relays before the depth limit accepted: valid JSON, served verbatim.
-    insertRow(dataDir, { id: 'msg_1_deepdeepdeep', sender: a.publicKey, recipient: b.publicKey, body: `{"x":${deep(5000)}}`, at: now + 1 });
+    insertRow(dataDir, {
+      id: 'msg_1_deepdeepdeep',
+      sender: a.publicKey,
+      recipient: b.publicKey,
+      body: `{"x":${deep(5000)}}`,
+      at: now + 1,
+    });
     // Damaged rows: a body that is not JSON, metadata that is not JSON.
-    insertRow(dataDir, { id: 'msg_1_badbodybadbo', sender: a.publicKey, recipient: b.publicKey, body: '{"unterminated":', at: now + 2 });
-    insertRow(dataDir, { id: 'msg_1_badmetabadme', sender: a.publicKey, recipient: b.publicKey, body: '1', metadata: 'not json', at: now + 3 });
-    insertRow(dataDir, { id: 'msg_1_lastlastlast', sender: a.publicKey, recipient: b.publicKey, body: '"after the damage"', at: now + 4 });
+    insertRow(dataDir, {
+      id: 'msg_1_badbodybadbo',
+      sender: a.publicKey,
+      recipient: b.publicKey,
+      body: '{"unterminated":',
+      at: now + 2,
+    });
+    insertRow(dataDir, {
+      id: 'msg_1_badmetabadme',
+      sender: a.publicKey,
+      recipient: b.publicKey,
+      body: '1',
+      metadata: 'not json',
+      at: now + 3,
+    });
+    insertRow(dataDir, {
+      id: 'msg_1_lastlastlast',
+      sender: a.publicKey,
+      recipient: b.publicKey,
+      body: '"after the damage"',
+      at: now + 4,
+    });
 
     const logs: LogEntry[] = [];
     const second = createRelay({ dataDir, port: 0, logger: (e) => logs.push(e), logLevel: 'info' });
@@ -66,13 +95,17 @@ describe('item 4: a poll never loses messages', () => {
     assert.ok(page.text.includes(`"body":{"x":${deep(5000)}}`), 'the deep legacy body is served verbatim');
     const ids = (page.body as { messages: Array<{ message_id: string }> }).messages.map((m) => m.message_id);
     assert.deepEqual(ids, [...honest, 'msg_1_deepdeepdeep', 'msg_1_lastlastlast']);
-    assert.ok(logs.some((e) => e.msg === 'message_unservable'), 'the damaged rows are logged');
+    assert.ok(
+      logs.some((e) => e.msg === 'message_unservable'),
+      'the damaged rows are logged',
+    );
 
     // Nothing answered twice, nothing answered lost; the damaged ones are still waiting.
     const again = expectOk(await new Api(url2).get(b, '/v1/messages'));
     assert.deepEqual(again.messages, []);
     await second.close();
-    for (const id of [...honest, 'msg_1_deepdeepdeep', 'msg_1_lastlastlast']) assert.equal(statusOf(dataDir, id), 'delivered', id);
+    for (const id of [...honest, 'msg_1_deepdeepdeep', 'msg_1_lastlastlast'])
+      assert.equal(statusOf(dataDir, id), 'delivered', id);
     assert.equal(statusOf(dataDir, 'msg_1_badbodybadbo'), 'sent');
     assert.equal(statusOf(dataDir, 'msg_1_badmetabadme'), 'sent');
   });
@@ -95,7 +128,11 @@ describe('item 4: a poll never loses messages', () => {
       seen.push(body.messages.length);
       if (body.messages.length < 12) assert.equal(body.has_more, seen.reduce((x, y) => x + y, 0) < 12);
     }
-    assert.equal(seen.reduce((x, y) => x + y, 0), 12, `pages ${seen.join(', ')}`);
+    assert.equal(
+      seen.reduce((x, y) => x + y, 0),
+      12,
+      `pages ${seen.join(', ')}`,
+    );
     assert.ok(seen.length > 1);
   });
 });

@@ -10,7 +10,7 @@ const ids = (res: any): string[] => res.messages.map((m: { message_id: string })
 describe('§3.6 GET /v1/messages', () => {
   it('defaults to status=sent and limit=50; answers {messages, has_more, next_cursor}', async (t) => {
     const { api } = await startTicking(t, { sendRatePerMinute: 0 });
-    
+
     const a = newAgent();
     const b = newAgent();
     const sent: string[] = [];
@@ -59,7 +59,7 @@ describe('§3.6 GET /v1/messages', () => {
 
   it('a poll marks returned messages delivered: second poll empty, status delivered, history view has them', async (t) => {
     const { api } = await startTicking(t);
-    
+
     const a = newAgent();
     const b = newAgent();
     const m1 = await api.send(a, b.publicKey, { n: 1 });
@@ -105,7 +105,7 @@ describe('§3.6 GET /v1/messages', () => {
 
   it('a limited poll only marks what it returned', async (t) => {
     const { api } = await startTicking(t);
-    
+
     const a = newAgent();
     const b = newAgent();
     const sent = [];
@@ -119,7 +119,7 @@ describe('§3.6 GET /v1/messages', () => {
 
   it('filters: sender_key, in_reply_to, thread_id (only matching messages are taken)', async (t) => {
     const { api } = await startTicking(t);
-    
+
     const a = newAgent();
     const c = newAgent();
     const b = newAgent();
@@ -129,16 +129,18 @@ describe('§3.6 GET /v1/messages', () => {
     const reply = await api.send(a, b.publicKey, { r: 1 }, { in_reply_to: parent.message_id });
     const threaded = await api.send(c, b.publicKey, { t: 1 }, { thread_id: 'T-42' });
 
-    assert.deepEqual(ids(expectOk(await api.get(b, `/v1/messages?in_reply_to=${parent.message_id}`))), [reply.message_id]);
+    assert.deepEqual(ids(expectOk(await api.get(b, `/v1/messages?in_reply_to=${parent.message_id}`))), [
+      reply.message_id,
+    ]);
     assert.deepEqual(ids(expectOk(await api.get(b, '/v1/messages?thread_id=T-42'))), [threaded.message_id]);
     assert.deepEqual(ids(expectOk(await api.get(b, `/v1/messages?sender_key=${a.publicKey}`))), [fromA.message_id]);
     // The rest is still there for an unfiltered poll.
     assert.deepEqual(ids(expectOk(await api.get(b, '/v1/messages'))), [fromC.message_id]);
     // Filters apply to history views too.
-    assert.deepEqual(
-      ids(expectOk(await api.get(b, `/v1/messages?status=delivered&sender_key=${c.publicKey}`))),
-      [fromC.message_id, threaded.message_id],
-    );
+    assert.deepEqual(ids(expectOk(await api.get(b, `/v1/messages?status=delivered&sender_key=${c.publicKey}`))), [
+      fromC.message_id,
+      threaded.message_id,
+    ]);
     expectError(await api.get(b, '/v1/messages?sender_key=not-a-key'), 400, 'bad_request');
   });
 
@@ -152,10 +154,16 @@ describe('§3.6 GET /v1/messages', () => {
     clock.advance(10_000);
     const second = await api.send(a, b.publicKey, { n: 2 });
     // Exactly the first message's created_at: "after" excludes it.
-    assert.deepEqual(ids(expectOk(await api.get(b, `/v1/messages?status=sent&since=${encodeURIComponent(first.created_at)}&limit=9`))), [second.message_id]);
+    assert.deepEqual(
+      ids(expectOk(await api.get(b, `/v1/messages?status=sent&since=${encodeURIComponent(first.created_at)}&limit=9`))),
+      [second.message_id],
+    );
     // An instant between the two (with fractional seconds), on the history view.
     const mid = new Date(Date.parse(first.created_at) + 5000).toISOString();
-    assert.deepEqual(ids(expectOk(await api.get(b, `/v1/messages?status=delivered&since=${encodeURIComponent(mid)}&limit=10`))), [second.message_id]);
+    assert.deepEqual(
+      ids(expectOk(await api.get(b, `/v1/messages?status=delivered&since=${encodeURIComponent(mid)}&limit=10`))),
+      [second.message_id],
+    );
     // The older one was not taken.
     assert.deepEqual(ids(expectOk(await api.get(b, '/v1/messages'))), [first.message_id]);
     expectError(await api.get(b, '/v1/messages?since=last-week'), 400, 'bad_request');
@@ -194,7 +202,7 @@ describe('§3.6 GET /v1/messages', () => {
 
   it('cursor pagination over the history view: no duplicates, nothing missing, oldest first', async (t) => {
     const { api } = await startTicking(t);
-    
+
     const a = newAgent();
     const b = newAgent();
     const sent: string[] = [];
@@ -217,7 +225,7 @@ describe('§3.6 GET /v1/messages', () => {
 
   it('cursor pagination over sent messages hands each out once', async (t) => {
     const { api } = await startTicking(t);
-    
+
     const a = newAgent();
     const b = newAgent();
     const sent: string[] = [];

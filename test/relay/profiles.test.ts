@@ -111,8 +111,14 @@ describe('§3.4 PATCH /v1/agents/{publicKey}', () => {
     const { url } = await startRelay(t);
     const api = new Api(url);
     const a = newAgent();
-    await api.profile(a, { metadata: { a: '1', b: '2' }, capabilities: [CAP, { name: 'x', description: 'y', tags: ['zzz'] }] });
-    const p = await api.profile(a, { metadata: { c: '3' }, capabilities: [{ name: 'only', description: 'one', tags: ['one'] }] });
+    await api.profile(a, {
+      metadata: { a: '1', b: '2' },
+      capabilities: [CAP, { name: 'x', description: 'y', tags: ['zzz'] }],
+    });
+    const p = await api.profile(a, {
+      metadata: { c: '3' },
+      capabilities: [{ name: 'only', description: 'one', tags: ['one'] }],
+    });
     assert.deepEqual(p.metadata, { c: '3' });
     assert.deepEqual(p.capabilities, [{ name: 'only', description: 'one', tags: ['one'] }]);
     const cleared = await api.profile(a, { metadata: {}, capabilities: [] });
@@ -184,8 +190,14 @@ describe('§3.4 PATCH /v1/agents/{publicKey}', () => {
     await check({ capabilities: [{ name: '', description: 'd', tags: [] }] }, /^capabilities/);
     await check({ capabilities: [{ name: 'x'.repeat(65), description: 'd', tags: [] }] }, /^capabilities/);
     await check({ capabilities: [{ name: 'n', description: 'd'.repeat(1025), tags: [] }] }, /^capabilities/);
-    await check({ capabilities: [{ name: 'n', description: 'd', tags: [], version: 'v'.repeat(33) }] }, /^capabilities/);
-    await check({ capabilities: [{ name: 'n', description: 'd', tags: [], input_schema: { big: 'x'.repeat(17 * 1024) } }] }, /^capabilities/);
+    await check(
+      { capabilities: [{ name: 'n', description: 'd', tags: [], version: 'v'.repeat(33) }] },
+      /^capabilities/,
+    );
+    await check(
+      { capabilities: [{ name: 'n', description: 'd', tags: [], input_schema: { big: 'x'.repeat(17 * 1024) } }] },
+      /^capabilities/,
+    );
     // Not an object at all, and invalid JSON: 400.
     expectError(await api.patch(a, target, [1, 2]), 400, 'bad_request');
     expectError(await api.patch(a, target, '{"display_name": '), 400, 'bad_request');
@@ -204,7 +216,10 @@ describe('§3.4 PATCH /v1/agents/{publicKey}', () => {
     const p = await api.profile(a, {
       display_name: 'n'.repeat(256),
       metadata: Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`k${i}`, 'v'.repeat(256)])),
-      capabilities: [...Array.from({ length: 19 }, (_, i) => `tag${i}`), { name: 'n', description: '', tags: ['t'.repeat(64), 'a:b.c-d_e'] }],
+      capabilities: [
+        ...Array.from({ length: 19 }, (_, i) => `tag${i}`),
+        { name: 'n', description: '', tags: ['t'.repeat(64), 'a:b.c-d_e'] },
+      ],
     });
     assert.equal((p.display_name as string).length, 256);
     assert.equal(Object.keys(p.metadata as object).length, 16);

@@ -13,6 +13,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
+import { systemClock } from '../../src/core/clock.js';
 import { InProcessBus } from '../../src/relay/bus.js';
 import { MemoryConnectionRegistry } from '../../src/relay/connections.js';
 import { MemoryReplayCache } from '../../src/relay/replay-cache.js';
@@ -26,7 +27,6 @@ import type {
   Store,
   WriteBatch,
 } from '../../src/relay/store/store.js';
-import { systemClock } from '../../src/core/clock.js';
 import { newAgent, signed, startRelay } from '../helpers/relay.js';
 import { Api, expectError, expectOk, freshAuthFrame, openSocket, wsConnect } from './_support.js';
 

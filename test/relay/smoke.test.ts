@@ -35,7 +35,10 @@ describe('relay smoke', () => {
     assert.equal(res.status, 'ok');
     assert.equal(res.request_id, 'c-1');
     // Different targets: identical requests in the same second would be replays.
-    const [p1, p2] = await Promise.all([signed(url, b, 'GET', '/v1/messages?limit=10'), signed(url, b, 'GET', '/v1/messages?limit=11')]);
+    const [p1, p2] = await Promise.all([
+      signed(url, b, 'GET', '/v1/messages?limit=10'),
+      signed(url, b, 'GET', '/v1/messages?limit=11'),
+    ]);
     assert.equal(p1.body.messages.length + p2.body.messages.length, 1);
   });
 });

@@ -3,7 +3,17 @@
  * file, readiness that looks at the disk, and start-up errors that name the file.
  */
 import assert from 'node:assert/strict';
-import { chmodSync, closeSync, mkdirSync, openSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
@@ -23,27 +33,39 @@ function startError(dataDir: string): ConfigError {
 }
 
 /** These look at the relay's `mrp.db` (SQLite in its data directory): nothing to see on a store kept elsewhere. */
-const sqliteOnly = { skip: STORE_IN_DATA_DIR ? false : 'the test store (MRP_TEST_STORE) keeps no mrp.db in the data directory' };
+const sqliteOnly = {
+  skip: STORE_IN_DATA_DIR ? false : 'the test store (MRP_TEST_STORE) keeps no mrp.db in the data directory',
+};
 
 describe('item 6: storage', () => {
-  it('a second relay on the same data directory is refused, naming the directory and the holder; it starts once the first is gone', sqliteOnly, async (t) => {
-    const dataDir = await tempDir(t);
-    const { relay } = await startRelay(t, { dataDir });
-    const err = startError(dataDir);
-    assert.equal(err.code, 'data_dir_locked');
-    assert.ok(err.message.includes(dataDir), err.message);
-    assert.match(err.message, /another relay/);
-    await relay.close();
-    const again = createRelay({ dataDir, port: 0 });
-    await again.listen();
-    await again.close();
-  });
+  it(
+    'a second relay on the same data directory is refused, naming the directory and the holder; it starts once the first is gone',
+    sqliteOnly,
+    async (t) => {
+      const dataDir = await tempDir(t);
+      const { relay } = await startRelay(t, { dataDir });
+      const err = startError(dataDir);
+      assert.equal(err.code, 'data_dir_locked');
+      assert.ok(err.message.includes(dataDir), err.message);
+      assert.match(err.message, /another relay/);
+      await relay.close();
+      const again = createRelay({ dataDir, port: 0 });
+      await again.listen();
+      await again.close();
+    },
+  );
 
   it('mrp relay: a second process is refused (exit 2, one line naming the directory); after kill -9 of the first, a restart works', async (t) => {
     const dataDir = await tempDir(t);
     const first = await spawnRelay(t, ['--port', '0', '--data-dir', dataDir]);
     const second = spawnRelay(t, ['--port', '0', '--data-dir', dataDir]);
-    await assert.rejects(second, (e: Error) => /exited early \(2\)/.test(e.message) && e.message.includes(dataDir) && /another relay is using the data directory/.test(e.message));
+    await assert.rejects(
+      second,
+      (e: Error) =>
+        /exited early \(2\)/.test(e.message) &&
+        e.message.includes(dataDir) &&
+        /another relay is using the data directory/.test(e.message),
+    );
     first.child.kill('SIGKILL');
     await first.exited;
     const third = await spawnRelay(t, ['--port', '0', '--data-dir', dataDir]);
@@ -70,21 +92,28 @@ describe('item 6: storage', () => {
     assert.equal(((await (await fetch(`${url}/v1/health`)).json()) as { status: string }).status, 'degraded');
   });
 
-  it('/v1/health/ready turns 503 when mrp.db is damaged on disk while the relay runs (probe cached for a second)', sqliteOnly, async (t) => {
-    const clock = new ManualClock(Date.now());
-    const { url, dataDir } = await startRelay(t, { clock });
-    assert.equal((await fetch(`${url}/v1/health/ready`)).status, 200);
-    const fd = openSync(join(dataDir, 'mrp.db'), 'r+');
-    writeSync(fd, Buffer.from('this is not sqlite'), 0, 18, 0);
-    closeSync(fd);
-    clock.advance(1001);
-    const ready = await fetch(`${url}/v1/health/ready`);
-    assert.equal(ready.status, 503);
-    assert.equal(((await ready.json()) as { reason: string }).reason, 'corrupt');
-    const details = (await (await fetch(`${url}/v1/health/details`)).json()) as { status: string; components: { database: { status: string } } };
-    assert.equal(details.status, 'degraded');
-    assert.equal(details.components.database.status, 'unavailable');
-  });
+  it(
+    '/v1/health/ready turns 503 when mrp.db is damaged on disk while the relay runs (probe cached for a second)',
+    sqliteOnly,
+    async (t) => {
+      const clock = new ManualClock(Date.now());
+      const { url, dataDir } = await startRelay(t, { clock });
+      assert.equal((await fetch(`${url}/v1/health/ready`)).status, 200);
+      const fd = openSync(join(dataDir, 'mrp.db'), 'r+');
+      writeSync(fd, Buffer.from('this is not sqlite'), 0, 18, 0);
+      closeSync(fd);
+      clock.advance(1001);
+      const ready = await fetch(`${url}/v1/health/ready`);
+      assert.equal(ready.status, 503);
+      assert.equal(((await ready.json()) as { reason: string }).reason, 'corrupt');
+      const details = (await (await fetch(`${url}/v1/health/details`)).json()) as {
+        status: string;
+        components: { database: { status: string } };
+      };
+      assert.equal(details.status, 'degraded');
+      assert.equal(details.components.database.status, 'unavailable');
+    },
+  );
 
   it('/v1/health/ready turns 503 when mrp.db is truncated to 0 bytes while the relay runs', sqliteOnly, async (t) => {
     const clock = new ManualClock(Date.now());
@@ -99,11 +128,15 @@ describe('item 6: storage', () => {
     assert.equal(((await ready.json()) as { reason: string }).reason, 'corrupt');
   });
 
-  it('a fresh relay is ready (its database has a header from the start, so 0 bytes is never "fresh" later)', sqliteOnly, async (t) => {
-    const { url, dataDir } = await startRelay(t);
-    assert.equal((await fetch(`${url}/v1/health/ready`)).status, 200);
-    assert.ok(statSync(join(dataDir, 'mrp.db')).size > 0);
-  });
+  it(
+    'a fresh relay is ready (its database has a header from the start, so 0 bytes is never "fresh" later)',
+    sqliteOnly,
+    async (t) => {
+      const { url, dataDir } = await startRelay(t);
+      assert.equal((await fetch(`${url}/v1/health/ready`)).status, 200);
+      assert.ok(statSync(join(dataDir, 'mrp.db')).size > 0);
+    },
+  );
 
   it('start-up errors name the file: a corrupt mrp.db, a directory in its place, a data dir that is a file', async (t) => {
     const garbage = await tempDir(t);

@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError } from '../../src/core/errors.js';
-import { PgStore } from '../../src/relay/store/pg-store.js';
 import { MIGRATIONS } from '../../src/relay/store/pg-schema.js';
+import { PgStore } from '../../src/relay/store/pg-store.js';
 import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
 import { agent, message, newKey, storeContract } from './store.contract.js';
 
@@ -68,7 +68,10 @@ if (skip) {
       for (const s of stores) await s.close();
       const dbName = new URL(url).pathname.slice(1);
       assert.equal(await cluster.psql('SELECT count(*) FROM mrp_migrations', dbName), String(MIGRATIONS.length));
-      await cluster.psql(`INSERT INTO mrp_migrations (version, name) VALUES (${MIGRATIONS.length + 1}, 'future')`, dbName);
+      await cluster.psql(
+        `INSERT INTO mrp_migrations (version, name) VALUES (${MIGRATIONS.length + 1}, 'future')`,
+        dbName,
+      );
       await assert.rejects(PgStore.open(url), (err: unknown) => {
         assert.ok(err instanceof ConfigError);
         assert.match(err.message, /newer than this relay understands/);
@@ -78,19 +81,25 @@ if (skip) {
     });
 
     it('start-up errors: unreachable server and failed login name the URL without its password', async () => {
-      await assert.rejects(PgStore.open('postgres://u:s3cret@127.0.0.1:1/db', { connectTimeoutSeconds: 2 }), (err: unknown) => {
-        assert.ok(err instanceof ConfigError);
-        assert.equal(err.code, 'database_unreachable');
-        assert.match(err.message, /127\.0\.0\.1:1\/db/);
-        assert.doesNotMatch(err.message, /s3cret/);
-        return true;
-      });
-      await assert.rejects(PgStore.open(`postgres://nobody:s3cret@127.0.0.1:${cluster.port}/postgres`), (err: unknown) => {
-        assert.ok(err instanceof ConfigError);
-        assert.match(err.code, /^database_(auth_failed|unreachable)$/);
-        assert.doesNotMatch(err.message, /s3cret/);
-        return true;
-      });
+      await assert.rejects(
+        PgStore.open('postgres://u:s3cret@127.0.0.1:1/db', { connectTimeoutSeconds: 2 }),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError);
+          assert.equal(err.code, 'database_unreachable');
+          assert.match(err.message, /127\.0\.0\.1:1\/db/);
+          assert.doesNotMatch(err.message, /s3cret/);
+          return true;
+        },
+      );
+      await assert.rejects(
+        PgStore.open(`postgres://nobody:s3cret@127.0.0.1:${cluster.port}/postgres`),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError);
+          assert.match(err.code, /^database_(auth_failed|unreachable)$/);
+          assert.doesNotMatch(err.message, /s3cret/);
+          return true;
+        },
+      );
     });
 
     it('two processes claiming webhook deliveries at once share the due work: none twice, none left behind', async (t) => {
@@ -108,7 +117,9 @@ if (skip) {
       await one.commit({ messages: ms, delivered: [], active: new Map() }, T);
       const claim = { limit: 2, leaseMs: 60_000, perAgent: 10, inFlight: new Map<string, number>() };
       // Twelve claimers of two each, at once, half through each process: exactly the 24 due, each once.
-      const got = (await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 ? one : two).claimDeliveries(T, claim)))).flat();
+      const got = (
+        await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 ? one : two).claimDeliveries(T, claim)))
+      ).flat();
       const ids = got.map((c) => c.message.message_id);
       assert.equal(new Set(ids).size, ids.length, 'no delivery handed out twice');
       assert.equal(ids.length, ms.length, 'no claimer came back empty while work was due');
@@ -134,7 +145,9 @@ if (skip) {
         expires_at: T + 86_400_000,
       });
       const quota = { maxCount: 5, maxBytes: 1_000_000 };
-      const results = await Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 ? one : two).insertBlob(blob(i), quota, T)));
+      const results = await Promise.all(
+        Array.from({ length: 16 }, (_, i) => (i % 2 ? one : two).insertBlob(blob(i), quota, T)),
+      );
       assert.equal(results.filter((r) => r.inserted).length, 5);
       assert.deepEqual(await two.blobUsage(owner, T), { count: 5, bytes: 50 });
     });
@@ -149,7 +162,10 @@ if (skip) {
       const [a, b] = [newKey(), newKey()];
       const T = Date.UTC(2026, 0, 1);
       await one.saveAgent(agent(b));
-      await one.commit({ messages: [message(a, b, { created_at: T, expires_at: T + 10 })], delivered: [], active: new Map() }, T);
+      await one.commit(
+        { messages: [message(a, b, { created_at: T, expires_at: T + 10 })], delivered: [], active: new Map() },
+        T,
+      );
       // Hold the sweep lock from another session, as a sweeping process would.
       let release!: () => void;
       const held = new Promise<void>((r) => (release = r));

@@ -17,8 +17,19 @@ export interface WebhookContractTools {
 }
 
 const LEASE = 60_000;
-const claim = (over: Partial<ClaimOptions> = {}): ClaimOptions => ({ limit: 10, leaseMs: LEASE, perAgent: 10, inFlight: new Map(), ...over });
-const batch = (messages: MessageRecord[], over: Partial<WriteBatch> = {}): WriteBatch => ({ messages, delivered: [], active: new Map(), ...over });
+const claim = (over: Partial<ClaimOptions> = {}): ClaimOptions => ({
+  limit: 10,
+  leaseMs: LEASE,
+  perAgent: 10,
+  inFlight: new Map(),
+  ...over,
+});
+const batch = (messages: MessageRecord[], over: Partial<WriteBatch> = {}): WriteBatch => ({
+  messages,
+  delivered: [],
+  active: new Map(),
+  ...over,
+});
 
 export function webhookContract(t: WebhookContractTools): void {
   const { newKey, message, T0 } = t;
@@ -29,7 +40,14 @@ export function webhookContract(t: WebhookContractTools): void {
       const a = newKey();
       assert.equal(await store.getWebhook(a), undefined);
       const put = await store.putWebhook(a, 'https://x.example/in', 'secret-secret-secret', T0);
-      assert.deepEqual(put, { agent_key: a, url: 'https://x.example/in', secret: 'secret-secret-secret', enabled: true, consecutive_failures: 0, created_at: T0 });
+      assert.deepEqual(put, {
+        agent_key: a,
+        url: 'https://x.example/in',
+        secret: 'secret-secret-secret',
+        enabled: true,
+        consecutive_failures: 0,
+        created_at: T0,
+      });
       assert.deepEqual(await store.getWebhook(a), put);
       const [m] = [message(newKey(), a)];
       await store.commit(batch([m!]), T0);
@@ -65,10 +83,18 @@ export function webhookContract(t: WebhookContractTools): void {
       assert.equal(c.message.message_id, m1.message_id);
       assert.equal(c.message.body_json, '{"text":"hi"}');
       assert.equal(c.message.status, 'sent');
-      assert.deepEqual(await store.claimDeliveries(T0 + 2, claim()), [], 'claimed: not handed out again during the lease');
+      assert.deepEqual(
+        await store.claimDeliveries(T0 + 2, claim()),
+        [],
+        'claimed: not handed out again during the lease',
+      );
       assert.equal(await store.nextDeliveryAt(), T0 + 1 + LEASE);
       const after = await store.claimDeliveries(T0 + 1 + LEASE, claim());
-      assert.deepEqual(after.map((x) => x.delivery_id), [c.delivery_id], 'a claimer that died: due again after the lease, same id');
+      assert.deepEqual(
+        after.map((x) => x.delivery_id),
+        [c.delivery_id],
+        'a claimer that died: due again after the lease, same id',
+      );
     });
 
     it('concurrent claims never overlap; limit and per-agent limits (counting what is in flight) hold', async () => {
@@ -76,13 +102,19 @@ export function webhookContract(t: WebhookContractTools): void {
       const [s, r1, r2] = [newKey(), newKey(), newKey()];
       await store.putWebhook(r1, 'https://one.example/', 'secret-secret-secret', T0);
       await store.putWebhook(r2, 'https://two.example/', 'secret-secret-secret', T0);
-      const ms = [...Array.from({ length: 6 }, () => message(s, r1)), ...Array.from({ length: 6 }, () => message(s, r2))];
+      const ms = [
+        ...Array.from({ length: 6 }, () => message(s, r1)),
+        ...Array.from({ length: 6 }, () => message(s, r2)),
+      ];
       await store.commit(batch(ms), T0);
       const perAgent = await store.claimDeliveries(T0, claim({ perAgent: 2, inFlight: new Map([[r1, 1]]) }));
-      const byAgent = (list: typeof perAgent, key: string) => list.filter((c) => c.message.recipient_key === key).length;
+      const byAgent = (list: typeof perAgent, key: string) =>
+        list.filter((c) => c.message.recipient_key === key).length;
       assert.equal(byAgent(perAgent, r1), 1, 'r1 had one in flight already');
       assert.equal(byAgent(perAgent, r2), 2);
-      const results = await Promise.all(Array.from({ length: 4 }, () => store.claimDeliveries(T0, claim({ limit: 3 }))));
+      const results = await Promise.all(
+        Array.from({ length: 4 }, () => store.claimDeliveries(T0, claim({ limit: 3 }))),
+      );
       const all = [...perAgent, ...results.flat()].map((c) => c.delivery_id);
       assert.equal(new Set(all).size, all.length, 'no delivery handed out twice');
       assert.equal(all.length, 12);
@@ -119,16 +151,25 @@ export function webhookContract(t: WebhookContractTools): void {
       const [m1, m2] = [message(s, r), message(s, r)];
       await store.commit(batch([m1, m2]), T0);
       const [c] = await store.claimDeliveries(T0, claim({ limit: 1 }));
-      assert.deepEqual(await store.failDelivery(c!.delivery_id, T0, T0 + 10_000, 3), { consecutive_failures: 1, disabled: false });
+      assert.deepEqual(await store.failDelivery(c!.delivery_id, T0, T0 + 10_000, 3), {
+        consecutive_failures: 1,
+        disabled: false,
+      });
       const both = await store.claimDeliveries(T0 + 10_000, claim());
       assert.equal(both.length, 2);
       const again = both.find((x) => x.delivery_id === c!.delivery_id);
       const other = both.find((x) => x.delivery_id !== c!.delivery_id);
       assert.equal(again!.attempts, 1, 'same id, one failed attempt so far');
       assert.equal(other!.attempts, 0);
-      assert.deepEqual(await store.failDelivery(again!.delivery_id, T0, null, 3), { consecutive_failures: 2, disabled: false });
+      assert.deepEqual(await store.failDelivery(again!.delivery_id, T0, null, 3), {
+        consecutive_failures: 2,
+        disabled: false,
+      });
       assert.equal(await store.failDelivery(again!.delivery_id, T0, T0, 3), undefined, 'dropped');
-      assert.deepEqual(await store.failDelivery(other!.delivery_id, T0, T0 + 20_000, 3), { consecutive_failures: 3, disabled: true });
+      assert.deepEqual(await store.failDelivery(other!.delivery_id, T0, T0 + 20_000, 3), {
+        consecutive_failures: 3,
+        disabled: true,
+      });
       const hook = await store.getWebhook(r);
       assert.equal(hook!.enabled, false);
       assert.equal(await store.nextDeliveryAt(), undefined);

@@ -19,7 +19,14 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { Capability } from '../../src/protocol/types.js';
-import type { AgentRecord, BlobRecord, MessageRecord, ServeVerdict, Store, WriteBatch } from '../../src/relay/store/store.js';
+import type {
+  AgentRecord,
+  BlobRecord,
+  MessageRecord,
+  ServeVerdict,
+  Store,
+  WriteBatch,
+} from '../../src/relay/store/store.js';
 import { webhookContract } from './store-webhooks.contract.js';
 
 export interface StoreHarness {
@@ -430,14 +437,28 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
 
       it('take ids: a take records its id on what it marks delivered; a delivered view by take shows exactly those', async () => {
         const [a, b] = [newKey(), newKey()];
-        const [m1, m2, m3] = await put(message(a, b, { created_at: T0 + 1 }), message(a, b, { created_at: T0 + 2 }), message(a, b, { created_at: T0 + 3 }));
+        const [m1, m2, m3] = await put(
+          message(a, b, { created_at: T0 + 1 }),
+          message(a, b, { created_at: T0 + 2 }),
+          message(a, b, { created_at: T0 + 3 }),
+        );
         await store.takeSent(b, { status: 'sent', take: 'takeOne' }, 2, T0 + 5, takeAll);
         await store.takeSent(b, { status: 'sent' }, 10, T0 + 5, takeAll);
         const one = await store.listInbox(b, { status: 'delivered', take: 'takeOne' }, 10, T0 + 10, 1 << 20);
         assert.deepEqual(ids(one.messages), [m1!.message_id, m2!.message_id]);
-        assert.deepEqual((await store.listInbox(b, { status: 'delivered', take: 'other' }, 10, T0 + 10, 1 << 20)).messages, []);
-        assert.deepEqual((await store.listInbox(a, { status: 'delivered', take: 'takeOne' }, 10, T0 + 10, 1 << 20)).messages, [], 'another recipient sees none');
-        assert.deepEqual(ids((await store.listInbox(b, { status: 'delivered' }, 10, T0 + 10, 1 << 20)).messages), ids([m1!, m2!, m3!]));
+        assert.deepEqual(
+          (await store.listInbox(b, { status: 'delivered', take: 'other' }, 10, T0 + 10, 1 << 20)).messages,
+          [],
+        );
+        assert.deepEqual(
+          (await store.listInbox(a, { status: 'delivered', take: 'takeOne' }, 10, T0 + 10, 1 << 20)).messages,
+          [],
+          'another recipient sees none',
+        );
+        assert.deepEqual(
+          ids((await store.listInbox(b, { status: 'delivered' }, 10, T0 + 10, 1 << 20)).messages),
+          ids([m1!, m2!, m3!]),
+        );
       });
 
       it('inbox views: delivered history, expired (stored or overdue), paged by (created_at, message_id), bounded by bytes', async () => {
@@ -606,17 +627,28 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
         expires_at: T0 + 7 * DAY,
         ...over,
       });
-      const withBlob = (m: MessageRecord, ...ids: string[]): MessageRecord => ({ ...m, attachments: ids.map((blob_id) => ({ blob_id })) });
+      const withBlob = (m: MessageRecord, ...ids: string[]): MessageRecord => ({
+        ...m,
+        attachments: ids.map((blob_id) => ({ blob_id })),
+      });
 
       it('insertBlob stores metadata and refuses past the count or bytes quota; usage counts unexpired blobs only', async () => {
         const owner = newKey();
         const first = blob(owner, { size: 600 });
         assert.deepEqual(await store.insertBlob(first, QUOTA, T0), { inserted: true, usage: { count: 1, bytes: 600 } });
         assert.deepEqual(await store.getBlob(first.blob_id), first);
-        assert.deepEqual(await store.insertBlob(blob(owner, { size: 401 }), QUOTA, T0), { inserted: false, reason: 'bytes', usage: { count: 1, bytes: 600 } });
+        assert.deepEqual(await store.insertBlob(blob(owner, { size: 401 }), QUOTA, T0), {
+          inserted: false,
+          reason: 'bytes',
+          usage: { count: 1, bytes: 600 },
+        });
         assert.equal((await store.insertBlob(blob(owner, { size: 400 }), QUOTA, T0)).inserted, true);
         assert.equal((await store.insertBlob(blob(owner, { size: 0 }), QUOTA, T0)).inserted, true);
-        assert.deepEqual(await store.insertBlob(blob(owner, { size: 0 }), QUOTA, T0), { inserted: false, reason: 'count', usage: { count: 3, bytes: 1000 } });
+        assert.deepEqual(await store.insertBlob(blob(owner, { size: 0 }), QUOTA, T0), {
+          inserted: false,
+          reason: 'count',
+          usage: { count: 3, bytes: 1000 },
+        });
         // Another agent has its own quota; expired blobs no longer count.
         assert.equal((await store.insertBlob(blob(newKey()), QUOTA, T0)).inserted, true);
         assert.deepEqual(await store.blobUsage(owner, T0 + 7 * DAY), { count: 0, bytes: 0 });
@@ -625,7 +657,9 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
 
       it('insertBlob is atomic: concurrent inserts of one owner never go over the quota together', async () => {
         const owner = newKey();
-        const results = await Promise.all(Array.from({ length: 10 }, () => store.insertBlob(blob(owner, { size: 10 }), QUOTA, T0)));
+        const results = await Promise.all(
+          Array.from({ length: 10 }, () => store.insertBlob(blob(owner, { size: 10 }), QUOTA, T0)),
+        );
         assert.equal(results.filter((r) => r.inserted).length, 3);
         assert.deepEqual(await store.blobUsage(owner, T0), { count: 3, bytes: 30 });
       });
@@ -653,7 +687,7 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
         assert.equal(await store.deleteBlob(a, x.blob_id, later), 'not_found');
       });
 
-      it('commit refuses a message whose blob is missing, someone else\'s or expired ({ blob_missing }), storing nothing of it', async () => {
+      it("commit refuses a message whose blob is missing, someone else's or expired ({ blob_missing }), storing nothing of it", async () => {
         const a = newKey();
         const b = newKey();
         const mine = blob(a);
@@ -687,14 +721,20 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
         const first = await store.sweepBlobs(at, 1);
         const second = await store.sweepBlobs(at, 10);
         assert.deepEqual([...first, ...second].map((g) => g.blob_id).sort(), [gone1.blob_id, gone2.blob_id].sort());
-        assert.deepEqual([...first, ...second].map((g) => g.owner_key), [a, a]);
+        assert.deepEqual(
+          [...first, ...second].map((g) => g.owner_key),
+          [a, a],
+        );
         assert.deepEqual(await store.sweepBlobs(at, 10), []);
         assert.ok(await store.getBlob(keep.blob_id));
         assert.ok(await store.getBlob(held.blob_id), 'referenced by an unexpired message: its expiry was extended');
         // After the message expired and the message sweep ran, the blob goes too.
         const end = T0 + 8 * DAY;
         await store.sweep(end, HOUR);
-        assert.deepEqual((await store.sweepBlobs(end, 10)).map((g) => g.blob_id).sort(), [keep.blob_id, held.blob_id].sort());
+        assert.deepEqual(
+          (await store.sweepBlobs(end, 10)).map((g) => g.blob_id).sort(),
+          [keep.blob_id, held.blob_id].sort(),
+        );
       });
 
       it('deleteAgent removes its blobs and the references of messages to and from it', async () => {
@@ -710,7 +750,11 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
         assert.equal(await store.getBlob(x.blob_id), undefined);
         assert.deepEqual(await store.blobUsage(a, T0), { count: 0, bytes: 0 });
         assert.equal(await store.readableBlob(y.blob_id, a, T0), undefined);
-        assert.equal(await store.deleteBlob(b, y.blob_id, T0), 'deleted', 'the message to the deleted agent is gone, so is its reference');
+        assert.equal(
+          await store.deleteBlob(b, y.blob_id, T0),
+          'deleted',
+          'the message to the deleted agent is gone, so is its reference',
+        );
       });
     });
 

@@ -12,7 +12,7 @@ import { describe, it } from 'node:test';
 import { canonicalRequest, formatTimestamp, type Keypair } from '../../src/protocol/signing.js';
 import type { Route, Services } from '../../src/relay/index.js';
 import { newAgent, startRelay } from '../helpers/relay.js';
-import { memoryProbe, MIB, patternHash, patternSource } from './blob-store.support.js';
+import { MIB, memoryProbe, patternHash, patternSource } from './blob-store.support.js';
 
 const SIZE = 50 * MIB;
 /** Far below the 50 MiB a buffered body would hold. */
@@ -88,7 +88,6 @@ function streamHeaders(kp: Keypair, method: string, target: string, sha256Hex: s
   };
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: a JSON answer, checked field by field
 type Answer = { status: number; body: any };
 
 /** Resolves once `req` takes more bytes, or is gone. */

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { newAgent } from '../helpers/relay.js';
-import { deep, signedBytes, tcpWs, TextSocket, textFrame, write } from './_raw.js';
+import { deep, signedBytes, TextSocket, tcpWs, textFrame, write } from './_raw.js';
 import { Api, expectOk, freshAuthFrame, roundTrip, spawnRelay, tempDir, wsConnect } from './_support.js';
 
 describe('the relay process survives hostile input', () => {
@@ -16,7 +16,12 @@ describe('the relay process survives hostile input', () => {
     const to = newAgent().publicKey;
 
     // Before auth: the issue's 12 KB ping, a deep send, garbage, binary, an unfinished 15 MiB frame.
-    for (const frame of [`{"type":"ping","ts":${deep(6000)}}`, `{"type":"send","recipient_key":"${to}","body":${deep(6000)}}`, '{"type":', '[[[[']) {
+    for (const frame of [
+      `{"type":"ping","ts":${deep(6000)}}`,
+      `{"type":"send","recipient_key":"${to}","body":${deep(6000)}}`,
+      '{"type":',
+      '[[[[',
+    ]) {
       const s = await TextSocket.open(t, relay.wsUrl);
       s.send(frame);
       await s.closed;
@@ -25,7 +30,15 @@ describe('the relay process survives hostile input', () => {
     bin.send(Buffer.from([0, 1, 2]), true);
     await bin.closed;
     const unfinished = await tcpWs(t, relay.wsUrl);
-    await write(unfinished.socket, Buffer.concat([Buffer.from([0x81, 0xff]), Buffer.from([0, 0, 0, 0, 0, 0xf0, 0, 0]), Buffer.alloc(4), Buffer.alloc(32 * 1024)]));
+    await write(
+      unfinished.socket,
+      Buffer.concat([
+        Buffer.from([0x81, 0xff]),
+        Buffer.from([0, 0, 0, 0, 0, 0xf0, 0, 0]),
+        Buffer.alloc(4),
+        Buffer.alloc(32 * 1024),
+      ]),
+    );
     await unfinished.gone;
 
     // After auth: deep sends (flat, nested), deep ping, deep ack, invalid UTF-8.
@@ -38,7 +51,13 @@ describe('the relay process survives hostile input', () => {
     s.send(`{"type":"ack","message_id":${deep(6000)}}`);
     await s.closed;
     const u = await tcpWs(t, relay.wsUrl);
-    await write(u.socket, Buffer.concat([textFrame(JSON.stringify(freshAuthFrame(newAgent()))), textFrame(Buffer.from([0x22, 0xff, 0x22]))]));
+    await write(
+      u.socket,
+      Buffer.concat([
+        textFrame(JSON.stringify(freshAuthFrame(newAgent()))),
+        textFrame(Buffer.from([0x22, 0xff, 0x22])),
+      ]),
+    );
     await u.gone;
 
     // HTTP: deep bodies on every JSON route, 1,100 tags, invalid UTF-8.
@@ -50,10 +69,14 @@ describe('the relay process survives hostile input', () => {
       ['PUT', `/v1/agents/${kp.publicKey}/acl`, deep(6000)],
       ['POST', '/v1/messages', '\u0000\u0001'],
     ];
-    for (const [method, target, body] of bodies) assert.equal((await signedBytes(relay.url, kp, method, target, body)).status, 400, `${method} ${target}`);
+    for (const [method, target, body] of bodies)
+      assert.equal((await signedBytes(relay.url, kp, method, target, body)).status, 400, `${method} ${target}`);
     const tags = Array.from({ length: 1100 }, (_, i) => `tag=t${i}x`).join('&');
     assert.equal((await new Api(relay.url).get(kp, `/v1/discover?${tags}`)).status, 400);
-    assert.equal((await signedBytes(relay.url, kp, 'POST', '/v1/messages', Buffer.from([0x7b, 0xff, 0x7d]))).status, 400);
+    assert.equal(
+      (await signedBytes(relay.url, kp, 'POST', '/v1/messages', Buffer.from([0x7b, 0xff, 0x7d]))).status,
+      400,
+    );
 
     // Still the same process, still serving.
     assert.equal(exited, false, `the relay exited: ${relay.stderr().slice(-2000)}`);

@@ -39,7 +39,20 @@ describe('webhooks and kill -9', () => {
     const hookUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/in`;
 
     const dataDir = join(await tempDir(t), 'data');
-    const args = ['--port', '0', '--data-dir', dataDir, '--json', '--log-format', 'json', '--allow-private-webhooks', '--send-rate', '0', '--receive-rate', '0'];
+    const args = [
+      '--port',
+      '0',
+      '--data-dir',
+      dataDir,
+      '--json',
+      '--log-format',
+      'json',
+      '--allow-private-webhooks',
+      '--send-rate',
+      '0',
+      '--receive-rate',
+      '0',
+    ];
     const first = await spawnRelay(t, args, { MRP_HOME: await tempDir(t) });
     const api = new Api(first.url);
     const [a, b] = [newAgent(), newAgent()];
@@ -64,7 +77,12 @@ describe('webhooks and kill -9', () => {
     // The two cut mid-attempt are still pending (due when their lease ends), nothing else is.
     const store = new SqliteStore(dataDir);
     t.after(() => store.close());
-    const later = await store.claimDeliveries(Date.now() + 10 * 60_000, { limit: 100, leaseMs: 1000, perAgent: 100, inFlight: new Map() });
+    const later = await store.claimDeliveries(Date.now() + 10 * 60_000, {
+      limit: 100,
+      leaseMs: 1000,
+      perAgent: 100,
+      inFlight: new Map(),
+    });
     assert.deepEqual(later.map((c) => c.message.message_id).sort(), [...cut].sort());
     for (const id of rest) assert.equal((await store.getMessage(id))!.status, 'delivered');
   });

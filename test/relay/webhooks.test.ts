@@ -31,7 +31,10 @@ interface Hit {
 }
 
 /** A webhook receiver: every request is queued; `answer` decides (a status, or 'hold' to never answer). */
-async function receiver(t: TestContext, answer: (hit: Hit) => number | 'hold' | ((res: ServerResponse) => void) = () => 200) {
+async function receiver(
+  t: TestContext,
+  answer: (hit: Hit) => number | 'hold' | ((res: ServerResponse) => void) = () => 200,
+) {
   const queue: Hit[] = [];
   const waiters: Array<(h: Hit) => void> = [];
   const all: Hit[] = [];
@@ -99,10 +102,16 @@ describe('§3.8 webhook deliveries', () => {
     const [a, b] = [newAgent(), newAgent()];
     expectOk(await api.put(b, `/v1/agents/${b.publicKey}/webhook`, { url: hook.url, secret: SECRET }));
     // Raw text, so the body's own spelling (1.50, key order) can be checked in the delivery.
-    const sent = expectOk(await api.post(a, '/v1/messages', `{"recipient_key":"${b.publicKey}","body":{"text":"Hello!","n":1.50}}`), 201);
+    const sent = expectOk(
+      await api.post(a, '/v1/messages', `{"recipient_key":"${b.publicKey}","body":{"text":"Hello!","n":1.50}}`),
+      201,
+    );
     const hit = await hook.next();
     assert.equal(hit.headers['content-type'], 'application/json');
-    assert.ok(verifyWebhookSignature(SECRET, hit.body, hit.headers['x-m2m-webhook-signature'] as string), 'signature verifies');
+    assert.ok(
+      verifyWebhookSignature(SECRET, hit.body, hit.headers['x-m2m-webhook-signature'] as string),
+      'signature verifies',
+    );
     assert.ok(!verifyWebhookSignature(`${SECRET}x`, hit.body, hit.headers['x-m2m-webhook-signature'] as string));
     assert.equal(checkWebhookTimestamp(hit.headers['x-m2m-webhook-timestamp'] as string, clock.now()), 'ok');
     const payload = JSON.parse(hit.body);
@@ -135,7 +144,11 @@ describe('§3.8 webhook deliveries', () => {
     await clock.advanceAsync(1);
     const second = await hook.next();
     await failedAgain;
-    assert.equal(second.headers['x-m2m-delivery-id'], first.headers['x-m2m-delivery-id'], 'a retry keeps its delivery id');
+    assert.equal(
+      second.headers['x-m2m-delivery-id'],
+      first.headers['x-m2m-delivery-id'],
+      'a retry keeps its delivery id',
+    );
     assert.equal(expectOk(await api.get(b, target)).consecutive_failures, 2);
 
     status = 200;
@@ -260,7 +273,11 @@ describe('§3.8 webhook deliveries', () => {
     expectOk(await api.post(newAgent(), '/v1/messages', { recipient_key: b.publicKey, body: { n: 1 } }), 201);
     await hook.next();
     assert.equal((await failed).status, 302);
-    assert.deepEqual(hook.all.map((h) => h.path), ['/incoming'], 'the Location was not visited');
+    assert.deepEqual(
+      hook.all.map((h) => h.path),
+      ['/incoming'],
+      'the Location was not visited',
+    );
     assert.equal(expectOk(await api.get(b, `/v1/agents/${b.publicKey}/webhook`)).consecutive_failures, 1);
   });
 
@@ -353,11 +370,19 @@ describe('§3.8 webhook targets', () => {
   it('at delivery, a host name that resolves to a private address is refused (DNS rebinding); nothing is sent', async (t) => {
     const hook = await receiver(t);
     // The name passes the PUT check (it is not an address); it resolves to loopback at delivery.
-    const resolver = (_h: string, _f: number, cb: (e: NodeJS.ErrnoException | null, a: Array<{ address: string; family: number }>) => void) =>
-      cb(null, [{ address: '127.0.0.1', family: 4 }]);
+    const resolver = (
+      _h: string,
+      _f: number,
+      cb: (e: NodeJS.ErrnoException | null, a: Array<{ address: string; family: number }>) => void,
+    ) => cb(null, [{ address: '127.0.0.1', family: 4 }]);
     const { api, logged } = await relayWithLog(t, { allowPrivateWebhooks: false, webhookResolver: resolver });
     const b = newAgent();
-    expectOk(await api.put(b, `/v1/agents/${b.publicKey}/webhook`, { url: `http://rebind.example:${hook.port}/incoming`, secret: SECRET }));
+    expectOk(
+      await api.put(b, `/v1/agents/${b.publicKey}/webhook`, {
+        url: `http://rebind.example:${hook.port}/incoming`,
+        secret: SECRET,
+      }),
+    );
     const failed = logged('webhook_failed');
     expectOk(await api.post(newAgent(), '/v1/messages', { recipient_key: b.publicKey, body: { n: 1 } }), 201);
     assert.equal((await failed).error, 'EWEBHOOKREFUSED');
@@ -365,15 +390,35 @@ describe('§3.8 webhook targets', () => {
   });
 
   it('address rules: refused and allowed examples; the guarded lookup refuses a mix of public and private', async () => {
-    for (const a of ['127.0.0.1', '::1', '10.0.0.1', '::ffff:10.0.0.1', '::ffff:7f00:1', '169.254.1.1', '100.100.0.1', 'fc00::1', 'ff02::1', '0.0.0.0', '::', 'nonsense'])
+    for (const a of [
+      '127.0.0.1',
+      '::1',
+      '10.0.0.1',
+      '::ffff:10.0.0.1',
+      '::ffff:7f00:1',
+      '169.254.1.1',
+      '100.100.0.1',
+      'fc00::1',
+      'ff02::1',
+      '0.0.0.0',
+      '::',
+      'nonsense',
+    ])
       assert.equal(isRefusedAddress(a), true, a);
     for (const a of ['93.184.215.14', '8.8.8.8', '2606:4700::1111', '100.128.0.1', '172.32.0.1'])
       assert.equal(isRefusedAddress(a), false, a);
-    const lookup = guardedLookup((_h, _f, cb) => cb(null, [{ address: '93.184.215.14', family: 4 }, { address: '10.0.0.1', family: 4 }]));
+    const lookup = guardedLookup((_h, _f, cb) =>
+      cb(null, [
+        { address: '93.184.215.14', family: 4 },
+        { address: '10.0.0.1', family: 4 },
+      ]),
+    );
     const err = await new Promise<Error | null>((resolve) => lookup('mixed.example', {}, (e) => resolve(e)));
     assert.equal((err as NodeJS.ErrnoException | null)?.code, 'EWEBHOOKREFUSED');
     const fine = guardedLookup((_h, _f, cb) => cb(null, [{ address: '93.184.215.14', family: 4 }]));
-    const got = await new Promise<string>((resolve) => fine('ok.example', {}, (_e, address) => resolve(address as string)));
+    const got = await new Promise<string>((resolve) =>
+      fine('ok.example', {}, (_e, address) => resolve(address as string)),
+    );
     assert.equal(got, '93.184.215.14');
   });
 });

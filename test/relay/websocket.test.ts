@@ -6,7 +6,19 @@ import WebSocket from 'ws';
 import { ManualClock } from '../../src/core/clock.js';
 import { authFrame } from '../../src/protocol/signing.js';
 import { newAgent, type RawSocket, startRelay } from '../helpers/relay.js';
-import { Api, expectOk, freshAuthFrame, MESSAGE_FIELDS, MSG_ID_RE, openSocket, startTicking, wsConnect as connect, RFC3339_UTC_RE, roundTrip, waitForConnections } from './_support.js';
+import {
+  Api,
+  wsConnect as connect,
+  expectOk,
+  freshAuthFrame,
+  MESSAGE_FIELDS,
+  MSG_ID_RE,
+  openSocket,
+  RFC3339_UTC_RE,
+  roundTrip,
+  startTicking,
+  waitForConnections,
+} from './_support.js';
 
 /** The next frame must be a pong for this ts (proves nothing else was queued before it). */
 async function expectOnlyPong(s: RawSocket, ts: number): Promise<void> {
@@ -15,7 +27,12 @@ async function expectOnlyPong(s: RawSocket, ts: number): Promise<void> {
   assert.deepEqual(f, { type: 'pong', ts }, `expected only a pong, got ${JSON.stringify(f).slice(0, 200)}`);
 }
 
-async function authFails(wsUrl: string, t: Parameters<typeof startRelay>[0], frame: unknown, code: string): Promise<void> {
+async function authFails(
+  wsUrl: string,
+  t: Parameters<typeof startRelay>[0],
+  frame: unknown,
+  code: string,
+): Promise<void> {
   const s = await openSocket(t, wsUrl);
   s.send(frame);
   const res = await s.next();
@@ -42,9 +59,19 @@ describe('§5.1 WebSocket authentication', () => {
     const { wsUrl } = await startRelay(t);
     const kp = newAgent();
     const frame = authFrame(kp, Date.now());
-    await authFails(wsUrl, t, { ...frame, signature: authFrame(newAgent(), Date.now()).signature }, 'invalid_signature');
+    await authFails(
+      wsUrl,
+      t,
+      { ...frame, signature: authFrame(newAgent(), Date.now()).signature },
+      'invalid_signature',
+    );
     // Signature over the HTTP canonical form instead of "WS\n"+timestamp.
-    await authFails(wsUrl, t, { ...frame, signature: kp.sign(`GET\n/v1/ws\n${frame.timestamp}\n47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU`) }, 'invalid_signature');
+    await authFails(
+      wsUrl,
+      t,
+      { ...frame, signature: kp.sign(`GET\n/v1/ws\n${frame.timestamp}\n47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU`) },
+      'invalid_signature',
+    );
   });
 
   it('stale or future timestamp → auth_result error timestamp_expired, close 4001', async (t) => {
@@ -179,7 +206,7 @@ describe('§5.2 frames after auth', () => {
 describe('§5.3 delivery over WebSocket', () => {
   it('pushes the backlog oldest first after auth, then live messages, as full message objects', async (t) => {
     const { wsUrl, api } = await startTicking(t);
-    
+
     const a = newAgent();
     const b = newAgent();
     const backlog: string[] = [];
@@ -208,13 +235,19 @@ describe('§5.3 delivery over WebSocket', () => {
   });
 
   it('a large backlog arrives completely and in order, and live messages sent meanwhile follow without gaps or duplicates', async (t) => {
-    const { url, wsUrl } = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0 });
+    const { url, wsUrl } = await startRelay(t, {
+      sendRatePerMinute: 0,
+      receiveRatePerMinute: 0,
+      requestRatePerMinute: 0,
+    });
     const api = new Api(url);
     const a = newAgent();
     const b = newAgent();
     const expected: string[] = [];
     for (let batch = 0; batch < 12; batch++) {
-      const res = await Promise.all(Array.from({ length: 50 }, (_, i) => api.send(a, b.publicKey, { n: batch * 50 + i, pad: 'x'.repeat(200) })));
+      const res = await Promise.all(
+        Array.from({ length: 50 }, (_, i) => api.send(a, b.publicKey, { n: batch * 50 + i, pad: 'x'.repeat(200) })),
+      );
       expected.push(...res.map((r) => r.message_id as string));
     }
     const s = await connect(t, wsUrl, b);
@@ -225,7 +258,9 @@ describe('§5.3 delivery over WebSocket', () => {
       assert.equal(f.type, 'message');
       got.push(f.message.message_id);
       // Start sending live messages while the backlog is still streaming.
-      if (got.length === 10) for (let i = 0; i < 20; i++) live.push(api.send(a, b.publicKey, { live: i }).then((r) => r.message_id as string));
+      if (got.length === 10)
+        for (let i = 0; i < 20; i++)
+          live.push(api.send(a, b.publicKey, { live: i }).then((r) => r.message_id as string));
     }
     const liveIds = await Promise.all(live);
     assert.equal(new Set(got).size, got.length, 'a message was pushed twice');
@@ -284,7 +319,11 @@ describe('§5.3 delivery over WebSocket', () => {
   });
 
   it('a slow reader loses nothing: pushes resume in order after the client catches up', async (t) => {
-    const { url, wsUrl } = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0 });
+    const { url, wsUrl } = await startRelay(t, {
+      sendRatePerMinute: 0,
+      receiveRatePerMinute: 0,
+      requestRatePerMinute: 0,
+    });
     const api = new Api(url);
     const a = newAgent();
     const b = newAgent();
@@ -294,7 +333,9 @@ describe('§5.3 delivery over WebSocket', () => {
     const big = 'y'.repeat(200 * 1024);
     const sent: string[] = [];
     for (let batch = 0; batch < 8; batch++) {
-      const res = await Promise.all(Array.from({ length: 10 }, (_, i) => api.send(a, b.publicKey, { n: batch * 10 + i, big })));
+      const res = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => api.send(a, b.publicKey, { n: batch * 10 + i, big })),
+      );
       sent.push(...res.map((r) => r.message_id as string));
     }
     sock.resume();
@@ -308,7 +349,11 @@ describe('§5.3 delivery over WebSocket', () => {
     }
     assert.equal(new Set(got).size, got.length, 'duplicate push');
     assert.deepEqual(new Set(got), new Set(sent));
-    assert.deepEqual(times, [...times].sort((x, y) => x - y), 'oldest first');
+    assert.deepEqual(
+      times,
+      [...times].sort((x, y) => x - y),
+      'oldest first',
+    );
     await expectOnlyPong(s, 98);
     // and live pushes still work afterwards
     const after = await api.send(a, b.publicKey, { after: true });
@@ -338,7 +383,7 @@ describe('§5.3 delivery over WebSocket', () => {
 
   it('unacked messages stay sent, are not re-pushed on the same connection, and are pushed again on the next one', async (t) => {
     const { wsUrl, api } = await startTicking(t);
-    
+
     const a = newAgent();
     const b = newAgent();
     const s = await connect(t, wsUrl, b);
@@ -463,7 +508,13 @@ describe('§5.4 inline send', () => {
     await expectOnlyPong(s, 13);
 
     // A frame larger than the 2 MiB envelope limit (body within 1 MiB, padding in metadata).
-    s.send({ type: 'send', request_id: 'e4b', recipient_key: newAgent().publicKey, body: {}, metadata: { pad: 'p'.repeat(2 * 1024 * 1024 + 16) } });
+    s.send({
+      type: 'send',
+      request_id: 'e4b',
+      recipient_key: newAgent().publicKey,
+      body: {},
+      metadata: { pad: 'p'.repeat(2 * 1024 * 1024 + 16) },
+    });
     const r4b = await s.next();
     assert.equal(r4b.type, 'send_result');
     assert.equal(r4b.request_id, 'e4b');
@@ -471,7 +522,13 @@ describe('§5.4 inline send', () => {
     assert.equal(r4b.error.code, 'payload_too_large');
     await expectOnlyPong(s, 14);
 
-    s.send({ type: 'send', request_id: 'e5', recipient_key: newAgent().publicKey, body: {}, attachments: [{ blob_id: 'blob_000000000000' }] });
+    s.send({
+      type: 'send',
+      request_id: 'e5',
+      recipient_key: newAgent().publicKey,
+      body: {},
+      attachments: [{ blob_id: 'blob_000000000000' }],
+    });
     const r5 = await s.next();
     assert.equal(r5.error.code, 'unprocessable_entity');
 
@@ -487,9 +544,18 @@ describe('§5.4 inline send: size limit far above the envelope', () => {
   it('a 4 MiB send frame gets send_result payload_too_large and the connection stays open', async (t) => {
     const { wsUrl } = await startRelay(t);
     const s = await connect(t, wsUrl, newAgent());
-    s.send({ type: 'send', request_id: 'huge', recipient_key: newAgent().publicKey, body: 'z'.repeat(4 * 1024 * 1024) });
+    s.send({
+      type: 'send',
+      request_id: 'huge',
+      recipient_key: newAgent().publicKey,
+      body: 'z'.repeat(4 * 1024 * 1024),
+    });
     const r = await Promise.race([s.next(), s.closed.then((c) => ({ closed: c.code }))]);
-    assert.equal(r.closed, undefined, `the relay dropped the connection (close ${r.closed}) instead of answering send_result payload_too_large`);
+    assert.equal(
+      r.closed,
+      undefined,
+      `the relay dropped the connection (close ${r.closed}) instead of answering send_result payload_too_large`,
+    );
     assert.equal(r.type, 'send_result');
     assert.equal(r.request_id, 'huge');
     assert.equal(r.status, 'error');

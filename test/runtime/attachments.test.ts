@@ -9,8 +9,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { RelayClient } from '../../src/client/http.js';
 import { e2eCodec } from '../../src/client/e2e-codec.js';
+import { RelayClient } from '../../src/client/http.js';
 import { openBlob, sealBlob } from '../../src/protocol/blob-crypto.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Attachment, JsonValue, Message } from '../../src/protocol/types.js';
@@ -26,24 +26,57 @@ const ENCRYPTED = 'application/x-m2m-encrypted';
 const EMPTY = new Uint8Array(0);
 
 function refSealBody(from: Keypair, to: Keypair, body: JsonValue): JsonValue {
-  const { enc, ct } = refAuthSeal(edSeedToX25519(from.exportSeed()), x25519Public(edSeedToX25519(to.exportSeed())), Buffer.from(JSON.stringify(body)), EMPTY, EMPTY);
+  const { enc, ct } = refAuthSeal(
+    edSeedToX25519(from.exportSeed()),
+    x25519Public(edSeedToX25519(to.exportSeed())),
+    Buffer.from(JSON.stringify(body)),
+    EMPTY,
+    EMPTY,
+  );
   return { v: 2, enc: enc.toString('base64url'), ct: ct.toString('base64url'), ct_content_type: 'application/json' };
 }
 
 /** The peer uploads `plaintext` encrypted for `to` (§8.4) and returns the attachment to send. */
-async function refEncryptedAttachment(client: RelayClient, from: Keypair, to: Keypair, plaintext: Uint8Array, filename: string, otherDek?: Buffer): Promise<Attachment> {
+async function refEncryptedAttachment(
+  client: RelayClient,
+  from: Keypair,
+  to: Keypair,
+  plaintext: Uint8Array,
+  filename: string,
+  otherDek?: Buffer,
+): Promise<Attachment> {
   const dek = randomBytes(32);
   const info = await client.uploadBlob(sealBlob(dek, plaintext), { contentType: 'application/octet-stream' });
   // `otherDek`: wrap that instead (the attachment then cannot be decrypted).
   const wrapped = otherDek ?? dek;
-  const { enc, ct } = refAuthSeal(edSeedToX25519(from.exportSeed()), x25519Public(edSeedToX25519(to.exportSeed())), wrapped, EMPTY, EMPTY);
-  return { blob_id: info.blob_id, filename, content_type: 'text/plain', encrypted: true, dek_enc: enc.toString('base64url'), dek_ct: ct.toString('base64url') };
+  const { enc, ct } = refAuthSeal(
+    edSeedToX25519(from.exportSeed()),
+    x25519Public(edSeedToX25519(to.exportSeed())),
+    wrapped,
+    EMPTY,
+    EMPTY,
+  );
+  return {
+    blob_id: info.blob_id,
+    filename,
+    content_type: 'text/plain',
+    encrypted: true,
+    dek_enc: enc.toString('base64url'),
+    dek_ct: ct.toString('base64url'),
+  };
 }
 
 /** Opens an encrypted attachment sent by `from` to `to` with the reference: its plaintext. */
 async function refOpenAttachment(client: RelayClient, a: Attachment, to: Keypair, from: Keypair): Promise<Buffer> {
   assert.equal(a.encrypted, true);
-  const dek = refAuthOpen(edSeedToX25519(to.exportSeed()), x25519Public(edSeedToX25519(from.exportSeed())), Buffer.from(a.dek_enc!, 'base64url'), Buffer.from(a.dek_ct!, 'base64url'), EMPTY, EMPTY);
+  const dek = refAuthOpen(
+    edSeedToX25519(to.exportSeed()),
+    x25519Public(edSeedToX25519(from.exportSeed())),
+    Buffer.from(a.dek_enc!, 'base64url'),
+    Buffer.from(a.dek_ct!, 'base64url'),
+    EMPTY,
+    EMPTY,
+  );
   const bytes = await client.downloadBlobBytes(a.blob_id, { maxBytes: 1 << 20 });
   return Buffer.from(openBlob(dek, bytes));
 }
@@ -59,7 +92,10 @@ describe('attachments in the handler', () => {
       async (msg: Message, ctx: HandlerContext) => {
         const bytes = await ctx.download(msg.attachments[0]!);
         got.push({ text: bytes.toString('utf8'), encrypted: ctx.encrypted });
-        const back = await ctx.upload(Buffer.from(bytes.toString('utf8').toUpperCase()), { filename: 'upper.txt', contentType: 'text/plain' });
+        const back = await ctx.upload(Buffer.from(bytes.toString('utf8').toUpperCase()), {
+          filename: 'upper.txt',
+          contentType: 'text/plain',
+        });
         const progress = await ctx.upload('progress file', { filename: 'p.txt', encrypt: false });
         await ctx.reply({ progress: true }, { attachments: [progress] });
         return withAttachments({ done: true }, [back]);
@@ -69,9 +105,18 @@ describe('attachments in the handler', () => {
     agent.runtime.start();
     await connected(agent.runtime);
     const peer = await Peer.connect(t, relay);
-    const attachment = await refEncryptedAttachment(peer.client, peer.keypair, agentKeys, Buffer.from('secret file'), 'secret.txt');
+    const attachment = await refEncryptedAttachment(
+      peer.client,
+      peer.keypair,
+      agentKeys,
+      Buffer.from('secret file'),
+      'secret.txt',
+    );
     const done = handledN(agent.runtime, 1);
-    const sent = await peer.send(agentKeys.publicKey, refSealBody(peer.keypair, agentKeys, { q: 1 }), { content_type: ENCRYPTED, attachments: [attachment] });
+    const sent = await peer.send(agentKeys.publicKey, refSealBody(peer.keypair, agentKeys, { q: 1 }), {
+      content_type: ENCRYPTED,
+      attachments: [attachment],
+    });
     const [event] = await done;
     assert.equal(event!.outcome, 'replied', JSON.stringify(event!.error));
     assert.deepEqual(got, [{ text: 'secret file', encrypted: true }]);
@@ -84,7 +129,10 @@ describe('attachments in the handler', () => {
     assert.equal((await refOpenAttachment(peer.client, a, peer.keypair, agentKeys)).toString(), 'SECRET FILE');
     const progress = replies.find((m) => m.attachments.some((x) => x.filename === 'p.txt'))!.attachments[0]!;
     assert.equal(progress.encrypted, false);
-    assert.equal((await peer.client.downloadBlobBytes(progress.blob_id, { maxBytes: 100 })).toString(), 'progress file');
+    assert.equal(
+      (await peer.client.downloadBlobBytes(progress.blob_id, { maxBytes: 100 })).toString(),
+      'progress file',
+    );
   });
 
   it('a hash that does not match the blob is blob_hash_mismatch; a DEK that does not open the blob is decryption_failed', async (t) => {
@@ -111,7 +159,14 @@ describe('attachments in the handler', () => {
     await connected(agent.runtime);
     const peer = await Peer.connect(t, relay);
     const good = await refEncryptedAttachment(peer.client, peer.keypair, agentKeys, Buffer.from('fine'), 'a.txt');
-    const wrongKey = await refEncryptedAttachment(peer.client, peer.keypair, agentKeys, Buffer.from('fine'), 'b.txt', randomBytes(32));
+    const wrongKey = await refEncryptedAttachment(
+      peer.client,
+      peer.keypair,
+      agentKeys,
+      Buffer.from('fine'),
+      'b.txt',
+      randomBytes(32),
+    );
     const done = handledN(agent.runtime, 1);
     await peer.send(agentKeys.publicKey, { q: 1 }, { attachments: [good, wrongKey] });
     await done;
@@ -174,7 +229,10 @@ describe('attachments in the handler', () => {
     assert.equal(reply!.attachments[0]!.blob_id, firstRun[0]!.blob_id, 'the journaled upload is reused');
     assert.equal(reply!.attachments[0]!.dek_ct, firstRun[0]!.dek_ct, 'with its wrapped key');
     assert.notEqual(reply!.attachments[1]!.blob_id, firstRun[1]!.blob_id);
-    assert.equal((await refOpenAttachment(peer.client, reply!.attachments[0]!, peer.keypair, keypair)).toString(), 'report');
+    assert.equal(
+      (await refOpenAttachment(peer.client, reply!.attachments[0]!, peer.keypair, keypair)).toString(),
+      'report',
+    );
     await b.runtime.stop();
     assert.equal(peer.replies.length, 1, 'one reply');
   });
@@ -191,7 +249,14 @@ describe('attachments in the handler', () => {
     const j = Journal.open(journalDir, { fsync: false });
     await j.received(m!);
     await j.handled(m!.message_id, {
-      request: { recipient_key: peer.publicKey, content_type: 'application/json', body_json: '{"ok":1}', attachments: [{ blob_id: blob.blob_id, filename: 'd.txt' }], in_reply_to: m!.message_id, thread_id: m!.message_id },
+      request: {
+        recipient_key: peer.publicKey,
+        content_type: 'application/json',
+        body_json: '{"ok":1}',
+        attachments: [{ blob_id: blob.blob_id, filename: 'd.txt' }],
+        in_reply_to: m!.message_id,
+        thread_id: m!.message_id,
+      },
       outcome: 'ok',
     });
     j.close();
@@ -201,6 +266,9 @@ describe('attachments in the handler', () => {
     const [reply] = await peer.waitForReplies(1);
     assert.equal(calls, 0);
     assert.equal(reply!.in_reply_to, sent.message_id);
-    assert.deepEqual(reply!.attachments.map((x) => [x.blob_id, x.filename, x.size]), [[blob.blob_id, 'd.txt', 4]]);
+    assert.deepEqual(
+      reply!.attachments.map((x) => [x.blob_id, x.filename, x.size]),
+      [[blob.blob_id, 'd.txt', 4]],
+    );
   });
 });

@@ -8,15 +8,23 @@ for (const mode of ['websocket', 'poll'] as const) {
     it('answers each message once, threaded, and acks it', async (t) => {
       const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0 });
       let calls = 0;
-      const agent = await startAgent(t, relay, (msg) => {
-        calls++;
-        return { echo: msg.body };
-      }, { mode });
+      const agent = await startAgent(
+        t,
+        relay,
+        (msg) => {
+          calls++;
+          return { echo: msg.body };
+        },
+        { mode },
+      );
       agent.runtime.start();
       await connected(agent.runtime);
       const peer = await Peer.connect(t, relay);
       const ids: string[] = [];
-      for (let i = 0; i < 25; i++) ids.push((await peer.send(agent.keypair.publicKey, { n: i }, i === 3 ? { thread_id: 'conv-1' } : {})).message_id);
+      for (let i = 0; i < 25; i++)
+        ids.push(
+          (await peer.send(agent.keypair.publicKey, { n: i }, i === 3 ? { thread_id: 'conv-1' } : {})).message_id,
+        );
       const replies = await peer.waitForReplies(25);
       assert.equal(calls, 25);
       for (const [i, id] of ids.entries()) {
@@ -58,14 +66,31 @@ describe('return values and errors', () => {
     await connected(agent.runtime);
     const peer = await Peer.connect(t, relay);
     const send = async (kind: string) => (await peer.send(agent.keypair.publicKey, { kind })).message_id;
-    const ids = { text: await send('text'), none: await send('none'), nul: await send('null'), coded: await send('coded'), thrown: await send('throw'), reject: await send('reject'), last: await send('ok') };
+    const ids = {
+      text: await send('text'),
+      none: await send('none'),
+      nul: await send('null'),
+      coded: await send('coded'),
+      thrown: await send('throw'),
+      reject: await send('reject'),
+      last: await send('ok'),
+    };
     await peer.waitForReplies(5);
     assert.deepEqual(peer.replyTo(ids.text)[0]!.body, { text: 'hola' });
     assert.equal(peer.replyTo(ids.none).length, 0);
     assert.equal(peer.replyTo(ids.nul).length, 0);
-    assert.deepEqual(peer.replyTo(ids.coded)[0]!.body, { status: 'error', error: { code: 'unsupported_language', message: 'no such language' } });
-    assert.deepEqual(peer.replyTo(ids.thrown)[0]!.body, { status: 'error', error: { code: 'handler_error', message: 'boom' } });
-    assert.deepEqual(peer.replyTo(ids.reject)[0]!.body, { status: 'error', error: { code: 'handler_error', message: 'bad type' } });
+    assert.deepEqual(peer.replyTo(ids.coded)[0]!.body, {
+      status: 'error',
+      error: { code: 'unsupported_language', message: 'no such language' },
+    });
+    assert.deepEqual(peer.replyTo(ids.thrown)[0]!.body, {
+      status: 'error',
+      error: { code: 'handler_error', message: 'boom' },
+    });
+    assert.deepEqual(peer.replyTo(ids.reject)[0]!.body, {
+      status: 'error',
+      error: { code: 'handler_error', message: 'bad type' },
+    });
     assert.deepEqual(peer.replyTo(ids.last)[0]!.body, { ok: true });
     assert.equal(agent.runtime.stats.errors, 3);
   });
@@ -169,4 +194,3 @@ describe('ctx', () => {
     assert.deepEqual(logs, [{ level: 'info', message: 'working', fields: { n: 1 }, messageId: message_id }]);
   });
 });
-

@@ -3,12 +3,12 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
-import { ManualClock } from '../../src/core/clock.js';
 import { Session } from '../../src/client/session.js';
+import { ManualClock } from '../../src/core/clock.js';
 import { Keypair } from '../../src/protocol/signing.js';
+import { Journal } from '../../src/runtime/journal.js';
 import { connected, gate, Peer, startAgent } from '../helpers/agent.js';
 import { RawSocket, startRelay } from '../helpers/relay.js';
-import { Journal } from '../../src/runtime/journal.js';
 
 /** A scripted relay that authenticates anyone, then never says another word. */
 async function silentServer(t: import('node:test').TestContext): Promise<{ url: string; connections: () => number }> {
@@ -19,7 +19,8 @@ async function silentServer(t: import('node:test').TestContext): Promise<{ url: 
     count++;
     ws.on('message', (data) => {
       const frame = JSON.parse(data.toString());
-      if (frame.type === 'auth') ws.send(JSON.stringify({ type: 'auth_result', status: 'ok', public_key: frame.public_key }));
+      if (frame.type === 'auth')
+        ws.send(JSON.stringify({ type: 'auth_result', status: 'ok', public_key: frame.public_key }));
     });
   });
   t.after(() => {
@@ -29,7 +30,13 @@ async function silentServer(t: import('node:test').TestContext): Promise<{ url: 
   return { url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/v1/ws`, connections: () => count };
 }
 
-function session(t: import('node:test').TestContext, url: string, clock: ManualClock, keypair = Keypair.generate(), sockets: WebSocket[] = []): Session {
+function session(
+  t: import('node:test').TestContext,
+  url: string,
+  clock: ManualClock,
+  keypair = Keypair.generate(),
+  sockets: WebSocket[] = [],
+): Session {
   const s = new Session({
     url,
     keypair,
@@ -123,7 +130,10 @@ describe('session: staying connected', () => {
     const [err] = await fatal;
     assert.equal(infos.length, 5);
     assert.ok(infos.every((i) => /clock/.test(i.explanation)));
-    assert.deepEqual(infos.map((i) => i.willReconnect), [true, true, true, true, false]);
+    assert.deepEqual(
+      infos.map((i) => i.willReconnect),
+      [true, true, true, true, false],
+    );
     assert.ok(infos[1]!.delayMs > infos[0]!.delayMs, 'backs off');
     assert.equal(err.kind, 'auth');
     assert.equal(err.code, 'timestamp_expired');
@@ -239,7 +249,10 @@ describe('drain', () => {
     assert.equal((await peer.client.messageStatus(message_id)).status, 'sent', 'not acked');
     const journal = Journal.open(agent.journalDir);
     t.after(() => journal.close());
-    assert.deepEqual(journal.takeRecovered().map((e) => [e.id, e.state]), [[message_id, 'received']]);
+    assert.deepEqual(
+      journal.takeRecovered().map((e) => [e.id, e.state]),
+      [[message_id, 'received']],
+    );
   });
 });
 

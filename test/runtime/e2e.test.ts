@@ -8,8 +8,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { MessageCodec } from '../../src/client/codec.js';
-import { RelayClient } from '../../src/client/http.js';
 import { e2eCodec } from '../../src/client/e2e-codec.js';
+import { RelayClient } from '../../src/client/http.js';
 import { NetworkError, OutcomeUnknownError } from '../../src/core/errors.js';
 import type { EncodedSend } from '../../src/protocol/frames.js';
 import { Keypair } from '../../src/protocol/signing.js';
@@ -72,7 +72,9 @@ describe('end-to-end encryption in the runtime', () => {
     await connected(agent.runtime);
     const peer = await Peer.connect(t, relay);
     const done = handledN(agent.runtime, 2);
-    const secret = await peer.send(agentKeys.publicKey, refSeal(peer.keypair, agentKeys, { q: 'secret' }), { content_type: ENCRYPTED });
+    const secret = await peer.send(agentKeys.publicKey, refSeal(peer.keypair, agentKeys, { q: 'secret' }), {
+      content_type: ENCRYPTED,
+    });
     const plain = await peer.send(agentKeys.publicKey, { q: 'plain' });
     const events = await done;
     await peer.waitForReplies(4);
@@ -84,21 +86,33 @@ describe('end-to-end encryption in the runtime', () => {
 
     const sealedReplies = peer.replyTo(secret.message_id);
     assert.equal(sealedReplies.length, 2);
-    const openedReplies = sealedReplies.map((m) => refOpen(m, peer.keypair, agentKeys)).map((o) => JSON.stringify(o.body)).sort();
-    assert.deepEqual(openedReplies, [JSON.stringify({ echo: { q: 'secret' } }), JSON.stringify({ progress: 1 })].sort());
+    const openedReplies = sealedReplies
+      .map((m) => refOpen(m, peer.keypair, agentKeys))
+      .map((o) => JSON.stringify(o.body))
+      .sort();
+    assert.deepEqual(
+      openedReplies,
+      [JSON.stringify({ echo: { q: 'secret' } }), JSON.stringify({ progress: 1 })].sort(),
+    );
     for (const m of sealedReplies) {
       assert.equal(m.thread_id, secret.message_id, 'threading stays in clear (§8.3)');
       assert.equal(m.in_reply_to, secret.message_id);
     }
     const plainReplies = peer.replyTo(plain.message_id);
-    assert.deepEqual(plainReplies.map((m) => m.content_type), ['application/json', 'application/json']);
+    assert.deepEqual(
+      plainReplies.map((m) => m.content_type),
+      ['application/json', 'application/json'],
+    );
   });
 
   it('a message that cannot be opened gets a plaintext decryption_failed reply; the handler never runs; it is acked and done', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const agentKeys = Keypair.generate();
     let calls = 0;
-    const agent = await startAgent(t, relay, () => void calls++, { keypair: agentKeys, options: { codec: e2eCodec(agentKeys) } });
+    const agent = await startAgent(t, relay, () => void calls++, {
+      keypair: agentKeys,
+      options: { codec: e2eCodec(agentKeys) },
+    });
     agent.runtime.start();
     await connected(agent.runtime);
     const peer = await Peer.connect(t, relay);
@@ -124,7 +138,10 @@ describe('end-to-end encryption in the runtime', () => {
     const events = await done;
     await peer.waitForReplies(sent.size);
     assert.equal(calls, 0, 'the handler never sees a message it cannot read');
-    assert.deepEqual(invalid, [...sent.keys()].map(() => 'decryption_failed'));
+    assert.deepEqual(
+      invalid,
+      [...sent.keys()].map(() => 'decryption_failed'),
+    );
     assert.ok(events.every((e) => e.outcome === 'error' && e.error?.code === 'decryption_failed'));
     for (const [id, name] of sent) {
       const [reply] = peer.replyTo(id);
@@ -135,7 +152,9 @@ describe('end-to-end encryption in the runtime', () => {
       assert.equal(body.error.code, 'decryption_failed', name);
       assert.match(body.error.message, /cannot open the encrypted message/);
     }
-    const version = peer.replyTo([...sent].find(([, n]) => n === 'version 1')![0])[0]!.body as { error: { message: string } };
+    const version = peer.replyTo([...sent].find(([, n]) => n === 'version 1')![0])[0]!.body as {
+      error: { message: string };
+    };
     assert.match(version.error.message, /unsupported encryption version 1/);
     // Acknowledged: nothing is left for the agent on the relay.
     const status = await agent.client.messageStatus([...sent.keys()][0]!);
@@ -175,8 +194,12 @@ describe('end-to-end encryption in the runtime', () => {
     const journalDir = await tempDir(t);
     const peer = await Peer.connect(t, relay);
     // lost: the relay never got the reply. unheard: the relay stored it, the answer was lost.
-    const lost = await peer.send(agentKeys.publicKey, refSeal(peer.keypair, agentKeys, { n: 'lost' }), { content_type: ENCRYPTED });
-    const unheard = await peer.send(agentKeys.publicKey, refSeal(peer.keypair, agentKeys, { n: 'unheard' }), { content_type: ENCRYPTED });
+    const lost = await peer.send(agentKeys.publicKey, refSeal(peer.keypair, agentKeys, { n: 'lost' }), {
+      content_type: ENCRYPTED,
+    });
+    const unheard = await peer.send(agentKeys.publicKey, refSeal(peer.keypair, agentKeys, { n: 'unheard' }), {
+      content_type: ENCRYPTED,
+    });
     let calls = 0;
     const handler = (msg: Message) => {
       calls++;
@@ -185,7 +208,11 @@ describe('end-to-end encryption in the runtime', () => {
 
     // Run 1: both handled, both replies sealed and journaled; then every send "loses its connection".
     const attempted = new Map<string, EncodedSend>();
-    const first = await startAgent(t, relay, handler, { keypair: agentKeys, journalDir, options: { codec: e2eCodec(agentKeys), graceMs: 0 } });
+    const first = await startAgent(t, relay, handler, {
+      keypair: agentKeys,
+      journalDir,
+      options: { codec: e2eCodec(agentKeys), graceMs: 0 },
+    });
     const realSend = first.source.send.bind(first.source);
     let bothAttempted!: () => void;
     const attemptedBoth = new Promise<void>((r) => (bothAttempted = r));
@@ -226,7 +253,11 @@ describe('end-to-end encryption in the runtime', () => {
         return codec.seal(body, context);
       },
     };
-    const second = await startAgent(t, relay, handler, { keypair: agentKeys, journalDir, options: { codec: counting } });
+    const second = await startAgent(t, relay, handler, {
+      keypair: agentKeys,
+      journalDir,
+      options: { codec: counting },
+    });
     const done = handledN(second.runtime, 2);
     second.runtime.start();
     await done;
@@ -236,8 +267,14 @@ describe('end-to-end encryption in the runtime', () => {
     for (const sent of [lost, unheard]) {
       const replies = peer.replyTo(sent.message_id);
       assert.equal(replies.length, 1, `exactly one reply to ${sent === lost ? 'lost' : 'unheard'}`);
-      assert.deepEqual(replies[0]!.body, JSON.parse(attempted.get(sent.message_id)!.body_json), 'the journaled ciphertext, same enc');
-      assert.deepEqual(refOpen(replies[0]!, peer.keypair, agentKeys).body, { got: { n: sent === lost ? 'lost' : 'unheard' } });
+      assert.deepEqual(
+        replies[0]!.body,
+        JSON.parse(attempted.get(sent.message_id)!.body_json),
+        'the journaled ciphertext, same enc',
+      );
+      assert.deepEqual(refOpen(replies[0]!, peer.keypair, agentKeys).body, {
+        got: { n: sent === lost ? 'lost' : 'unheard' },
+      });
     }
   });
 });

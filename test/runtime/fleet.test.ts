@@ -5,18 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { type Clock, ManualClock, systemClock } from '../../src/core/clock.js';
+import postgres from 'postgres';
+import { plainCodec as codec } from '../../src/client/codec.js';
 import { RelayClient } from '../../src/client/http.js';
 import { PollSource, WebSocketSource } from '../../src/client/source.js';
-import { plainCodec as codec } from '../../src/client/codec.js';
+import { type Clock, ManualClock, systemClock } from '../../src/core/clock.js';
+import { Keypair } from '../../src/protocol/signing.js';
+import type { Message } from '../../src/protocol/types.js';
 import type { JournalEntry } from '../../src/runtime/journal.js';
 import type { RuntimeJournal } from '../../src/runtime/journal-port.js';
 import { Runtime } from '../../src/runtime/runtime.js';
 import { describePostgresUrl, fleetStatus, SharedJournal } from '../../src/runtime/shared-journal.js';
-import { Keypair } from '../../src/protocol/signing.js';
-import type { Message } from '../../src/protocol/types.js';
 import { gate, Peer } from '../helpers/agent.js';
-import postgres from 'postgres';
 import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
 import { startRelay } from '../helpers/relay.js';
 
@@ -63,7 +63,17 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     for (let i = 0; i < n; i++) {
       const list: string[] = [];
       acks.push(list);
-      journals.push(await SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs: LEASE, runnerId: `r${i}`, heartbeat: false, ack: (id) => list.push(id) }));
+      journals.push(
+        await SharedJournal.open({
+          url,
+          identity: IDENTITY,
+          clock,
+          leaseMs: LEASE,
+          runnerId: `r${i}`,
+          heartbeat: false,
+          ack: (id) => list.push(id),
+        }),
+      );
     }
     t.after(async () => {
       for (const j of journals) await j.close();
@@ -74,7 +84,9 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
   it('one runner claims a message; another skips it while held, and acks it once done', async (t) => {
     const clock = new ManualClock();
     const acks: string[][] = [];
-    const { journals: [a, b, c] } = await fleet(t, 3, clock, acks);
+    const {
+      journals: [a, b, c],
+    } = await fleet(t, 3, clock, acks);
     const m = message(1, clock);
     await a!.received(m);
     assert.equal(await rejected(b!.received(m)), true, 'held by a live runner: not handled here');
@@ -95,7 +107,9 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
 
   it('a runner that stops heartbeating loses its messages to a scan after the lease: redelivered, and fenced off', async (t) => {
     const clock = new ManualClock();
-    const { journals: [a, b] } = await fleet(t, 2, clock);
+    const {
+      journals: [a, b],
+    } = await fleet(t, 2, clock);
     const m1 = message(1, clock);
     const m2 = message(2, clock);
     await a!.received(m1);
@@ -130,12 +144,20 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
 
   it('a handled-but-not-replied message taken over keeps its sealed reply (sent, after a thread check, not re-run)', async (t) => {
     const clock = new ManualClock();
-    const { journals: [a, b] } = await fleet(t, 2, clock);
+    const {
+      journals: [a, b],
+    } = await fleet(t, 2, clock);
     const m = message(7, clock);
     await a!.received(m);
     a!.started(m.message_id);
     const reply = {
-      request: { recipient_key: m.sender_key, content_type: 'application/json', body_json: '{"ok":7}', in_reply_to: m.message_id, thread_id: m.message_id },
+      request: {
+        recipient_key: m.sender_key,
+        content_type: 'application/json',
+        body_json: '{"ok":7}',
+        in_reply_to: m.message_id,
+        thread_id: m.message_id,
+      },
       outcome: 'ok' as const,
     };
     await a!.handled(m.message_id, reply);
@@ -153,7 +175,9 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
 
   it('a fence before each send extends the lease: no takeover until it ends; a runner that lost the row gets no fence', async (t) => {
     const clock = new ManualClock();
-    const { journals: [a, b] } = await fleet(t, 2, clock);
+    const {
+      journals: [a, b],
+    } = await fleet(t, 2, clock);
     const m = message(8, clock);
     await a!.received(m);
     a!.started(m.message_id);
@@ -163,7 +187,11 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     b!.takeRecovered();
     clock.advance(LEASE - 10);
     const window = await a!.fence(m.message_id);
-    assert.equal(window, LEASE - a!.sendMarginMs, 'the send must be over a third of the lease before anyone may take over');
+    assert.equal(
+      window,
+      LEASE - a!.sendMarginMs,
+      'the send must be over a third of the lease before anyone may take over',
+    );
     // Past the original lease, but within the fenced one: nobody takes it.
     clock.advance(LEASE - 1);
     await b!.tick();
@@ -185,7 +213,9 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.equal(f3, undefined);
   });
 
-  it('a runner stalled between journaling its reply and sending it, while another takes over: exactly one reply', { timeout: 30_000 }, async (t) => {
+  it('a runner stalled between journaling its reply and sending it, while another takes over: exactly one reply', {
+    timeout: 30_000,
+  }, async (t) => {
     const url = await cluster.database(t);
     const relay = await startRelay(t);
     const keypair = Keypair.generate();
@@ -194,8 +224,22 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     // The journals' clock jumps by more than a lease while a is paused: a stall (no heartbeat).
     let skew = 0;
     const ahead: Clock = { ...systemClock, now: () => Date.now() + skew };
-    const aJournal = await SharedJournal.open({ url, identity, clock: ahead, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
-    const bJournal = await SharedJournal.open({ url, identity, clock: ahead, leaseMs: LEASE, runnerId: 'b', heartbeat: false });
+    const aJournal = await SharedJournal.open({
+      url,
+      identity,
+      clock: ahead,
+      leaseMs: LEASE,
+      runnerId: 'a',
+      heartbeat: false,
+    });
+    const bJournal = await SharedJournal.open({
+      url,
+      identity,
+      clock: ahead,
+      leaseMs: LEASE,
+      runnerId: 'b',
+      heartbeat: false,
+    });
     // a pauses right after its reply is journaled (where a stalled event loop would sit).
     const stall = gate();
     const journaled = gate();
@@ -226,7 +270,13 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
       for (const r of runtimes) await r.stop();
     });
     const aClient = new RelayClient({ relayUrl: relay.url, keypair });
-    const a = new Runtime({ handler: (m) => ({ echo: m.body }), source: new WebSocketSource(aClient), client: aClient, journal: stalled, codec });
+    const a = new Runtime({
+      handler: (m) => ({ echo: m.body }),
+      source: new WebSocketSource(aClient),
+      client: aClient,
+      journal: stalled,
+      codec,
+    });
     runtimes.push(a);
     a.start();
     await a.next('connected');
@@ -236,7 +286,13 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     const bClient = new RelayClient({ relayUrl: relay.url, keypair, clock: ahead });
     let bRuntime: Runtime | undefined;
     const bSource = new PollSource(bClient, { waitSeconds: 1, capacity: () => bRuntime?.capacity() ?? 0 });
-    bRuntime = new Runtime({ handler: () => assert.fail('a handled message is resumed, not run again'), source: bSource, client: bClient, journal: bJournal, codec });
+    bRuntime = new Runtime({
+      handler: () => assert.fail('a handled message is resumed, not run again'),
+      source: bSource,
+      client: bClient,
+      journal: bJournal,
+      codec,
+    });
     runtimes.push(bRuntime);
     const bHandled = bRuntime.next('handled');
     bRuntime.start();
@@ -262,7 +318,9 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.equal(await fences[0], undefined, 'a asked before sending and learned it lost the lease');
   });
 
-  it('a message that crashed runners, offered again over a WebSocket and claimed there, gets the --max-crashes answer', { timeout: 30_000 }, async (t) => {
+  it('a message that crashed runners, offered again over a WebSocket and claimed there, gets the --max-crashes answer', {
+    timeout: 30_000,
+  }, async (t) => {
     const url = await cluster.database(t);
     const relay = await startRelay(t);
     const keypair = Keypair.generate();
@@ -278,7 +336,14 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
       VALUES (${identity}, ${sent.message_id}, 'received', 'dead', 0, 3, ${Date.now() + 86_400_000}, ${Date.now()})`;
     const client = new RelayClient({ relayUrl: relay.url, keypair });
     let calls = 0;
-    const runtime = new Runtime({ handler: () => void calls++, source: new WebSocketSource(client), client, journal, codec, maxCrashes: 3 });
+    const runtime = new Runtime({
+      handler: () => void calls++,
+      source: new WebSocketSource(client),
+      client,
+      journal,
+      codec,
+      maxCrashes: 3,
+    });
     t.after(() => runtime.stop());
     const crashed = runtime.next('handler_crashed');
     runtime.start();
@@ -292,15 +357,36 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
   it('a graceful close hands what was left over at once (no lease wait)', async (t) => {
     const clock = new ManualClock();
     const url = await cluster.database(t);
-    const a = await SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
-    const b = await SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs: LEASE, runnerId: 'b', heartbeat: false });
+    const a = await SharedJournal.open({
+      url,
+      identity: IDENTITY,
+      clock,
+      leaseMs: LEASE,
+      runnerId: 'a',
+      heartbeat: false,
+    });
+    const b = await SharedJournal.open({
+      url,
+      identity: IDENTITY,
+      clock,
+      leaseMs: LEASE,
+      runnerId: 'b',
+      heartbeat: false,
+    });
     t.after(() => b.close());
     const m = message(3, clock);
     await a.received(m);
     a.started(m.message_id);
     a.aborted(m.message_id);
     await a.close();
-    const c = await SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs: LEASE, runnerId: 'c', heartbeat: false });
+    const c = await SharedJournal.open({
+      url,
+      identity: IDENTITY,
+      clock,
+      leaseMs: LEASE,
+      runnerId: 'c',
+      heartbeat: false,
+    });
     t.after(() => c.close());
     const recovered = c.takeRecovered();
     assert.deepEqual(
@@ -313,7 +399,10 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
 
   it('at most two runners hold a WebSocket slot; a freed or expired slot is taken by the next', async (t) => {
     const clock = new ManualClock();
-    const { url, journals: [a, b, c] } = await fleet(t, 3, clock);
+    const {
+      url,
+      journals: [a, b, c],
+    } = await fleet(t, 3, clock);
     assert.equal(await a!.acquireSlot(), 0);
     assert.equal(await b!.acquireSlot(), 1);
     assert.equal(await c!.acquireSlot(), undefined, 'both slots held');
@@ -323,7 +412,14 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     clock.advance(LEASE);
     assert.equal(await waiting, 0, 'the standby takes the freed slot');
     // b stops heartbeating: its slot lease runs out and is taken over.
-    const d = await SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs: LEASE, runnerId: 'd', heartbeat: false });
+    const d = await SharedJournal.open({
+      url,
+      identity: IDENTITY,
+      clock,
+      leaseMs: LEASE,
+      runnerId: 'd',
+      heartbeat: false,
+    });
     t.after(() => d.close());
     assert.equal(await d.acquireSlot(), undefined);
     clock.advance(LEASE + 1);
@@ -335,7 +431,10 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
 
   it('fleetStatus lists runners, their slots and leases; the URL is shown without the password', async (t) => {
     const clock = new ManualClock();
-    const { url, journals: [a, b] } = await fleet(t, 2, clock);
+    const {
+      url,
+      journals: [a, b],
+    } = await fleet(t, 2, clock);
     a!.setMode('websocket');
     await a!.acquireSlot();
     await a!.tick();
@@ -352,7 +451,10 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.deepEqual(status.entries, { in_flight: 2, expired: 0, done: 0 });
     const later = await fleetStatus(url, { identity: IDENTITY, now: clock.now() + LEASE + 1, leaseMs: LEASE });
     assert.deepEqual(later.entries, { in_flight: 0, expired: 2, done: 0 });
-    assert.equal(later.runners.every((r) => !r.alive), true);
+    assert.equal(
+      later.runners.every((r) => !r.alive),
+      true,
+    );
     assert.equal(describePostgresUrl('postgres://u:s3cret@db.example:5433/mrp'), 'postgres db.example:5433/mrp');
   });
 

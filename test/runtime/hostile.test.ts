@@ -59,7 +59,9 @@ describe('hostile messages never stop an agent', () => {
       `{"type":"ping","ts":${deepBody(6000)}}`,
       `{"type":"message","x":${deepBody(5000)}}`,
       frame(messageText('m_huge', '{"big":123456789012345678901234567890,"inf":1e999,"neg":-1e-999}')),
-      frame(`{"message_id":"m_types","sender_key":"${SENDER}","body":"just a string","thread_id":7,"metadata":[],"attachments":{},"status":9,"created_at":1,"expires_at":false}`),
+      frame(
+        `{"message_id":"m_types","sender_key":"${SENDER}","body":"just a string","thread_id":7,"metadata":[],"attachments":{},"status":9,"created_at":1,"expires_at":false}`,
+      ),
       frame(messageText('m_ok', '{"q":"hello"}')),
     ];
     const relay = await scriptedWsRelay(t, () => frames);
@@ -83,7 +85,8 @@ describe('hostile messages never stop an agent', () => {
 
     await relay.record.until(() => relay.record.acks.includes('m_ok'), 'the normal message to be answered and acked');
     await relay.record.until(
-      () => ['m_deep4111', 'm_deep100k', 'm_nosender', 'm_huge', 'm_types'].every((id) => relay.record.acks.includes(id)),
+      () =>
+        ['m_deep4111', 'm_deep100k', 'm_nosender', 'm_huge', 'm_types'].every((id) => relay.record.acks.includes(id)),
       'every identifiable message to be acked',
     );
     assert.deepEqual(relay.record.repliesTo('m_ok')[0]!['body'], { ok: 'm_ok' });
@@ -91,7 +94,11 @@ describe('hostile messages never stop an agent', () => {
     assertErrorReply(relay.record.repliesTo('m_deep100k')[0], 'm_deep100k');
     assert.equal(relay.record.repliesTo('m_nosender').length, 0, 'no sender: nothing to answer, only acked');
     assert.deepEqual(relay.record.repliesTo('m_huge')[0]!['body'], { ok: 'm_huge' }, 'huge numbers are just numbers');
-    assert.deepEqual(relay.record.repliesTo('m_types')[0]!['body'], { ok: 'm_types' }, 'wrong optional fields get their defaults');
+    assert.deepEqual(
+      relay.record.repliesTo('m_types')[0]!['body'],
+      { ok: 'm_types' },
+      'wrong optional fields get their defaults',
+    );
     const types = seen.find((m) => m.message_id === 'm_types')!;
     assert.equal(types.body, 'just a string');
     assert.equal(types.thread_id, null);
@@ -105,7 +112,10 @@ describe('hostile messages never stop an agent', () => {
     assert.ok(invalid.length >= 6, `invalid_message events: ${JSON.stringify(invalid)}`);
     assert.ok(invalid.some(([e]) => e.messageId === 'm_deep100k' && e.answered));
     assert.ok(invalid.some(([e]) => e.messageId === 'm_nosender' && !e.answered));
-    assert.ok(invalid.some(([e]) => e.messageId === undefined), 'unidentifiable messages are reported');
+    assert.ok(
+      invalid.some(([e]) => e.messageId === undefined),
+      'unidentifiable messages are reported',
+    );
     assert.equal(disconnects.length, 0, 'the connection was never dropped');
 
     // Still serving: one more normal message on the same connection.
@@ -147,7 +157,10 @@ describe('hostile messages never stop an agent', () => {
     assert.deepEqual(handledIds.sort(), ['p_ok1', 'p_ok2']);
     assertErrorReply(relay.record.repliesTo('p_deep')[0], 'p_deep');
     assertErrorReply(relay.record.repliesTo('p_deep2')[0], 'p_deep2');
-    assert.ok(invalid.some(([e]) => e.messageId === undefined), 'the garbage entry is reported');
+    assert.ok(
+      invalid.some(([e]) => e.messageId === undefined),
+      'the garbage entry is reported',
+    );
     assert.ok(invalid.some(([e]) => e.messageId === 'p_nosender' && !e.answered));
     const pollsBefore = relay.polls();
     await relay.record.until(() => relay.polls() > pollsBefore + 1, 'polling goes on');

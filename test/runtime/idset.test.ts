@@ -6,7 +6,8 @@ describe('ExpiringIdSet', () => {
   it('remembers ids until they expire, across growth', () => {
     const set = new ExpiringIdSet();
     const now = Date.UTC(2026, 0, 1);
-    for (let i = 0; i < 50_000; i++) set.add(`msg_1772712000_${i.toString(16).padStart(12, '0')}`, now + (i % 2 ? 3_600_000 : 60_000), now);
+    for (let i = 0; i < 50_000; i++)
+      set.add(`msg_1772712000_${i.toString(16).padStart(12, '0')}`, now + (i % 2 ? 3_600_000 : 60_000), now);
     assert.equal(set.size, 50_000);
     assert.equal(set.has('msg_1772712000_000000000001', now), true);
     assert.equal(set.has('msg_1772712000_000000000000', now), true);

@@ -6,8 +6,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { LIMITS } from '../../src/protocol/constants.js';
 import type { Message } from '../../src/protocol/types.js';
-import type { RuntimeEvents } from '../../src/runtime/runtime.js';
 import { planReply } from '../../src/runtime/reply.js';
+import type { RuntimeEvents } from '../../src/runtime/runtime.js';
 import { safeFields } from '../../src/runtime/safe.js';
 import { connected, handledN, Peer, startAgent } from '../helpers/agent.js';
 import { startRelay } from '../helpers/relay.js';
@@ -44,8 +44,21 @@ describe('the handler cannot corrupt the runtime', () => {
     const agent = await startAgent(t, relay, (_msg, ctx) => {
       const circular: Record<string, unknown> = { name: 'loop' };
       circular['self'] = circular;
-      const getter = Object.defineProperty({}, 'boom', { enumerable: true, get: () => { throw new Error('no'); } });
-      ctx.log.info('with fields', { circular, big: 12345678901234567890n, getter, fn: () => 1, sym: Symbol('s'), huge: 'x'.repeat(1_000_000), err: new Error('inner') });
+      const getter = Object.defineProperty({}, 'boom', {
+        enumerable: true,
+        get: () => {
+          throw new Error('no');
+        },
+      });
+      ctx.log.info('with fields', {
+        circular,
+        big: 12345678901234567890n,
+        getter,
+        fn: () => 1,
+        sym: Symbol('s'),
+        huge: 'x'.repeat(1_000_000),
+        err: new Error('inner'),
+      });
       ctx.log.warn({ not: 'a string' } as unknown as string, 'not an object' as unknown as Record<string, unknown>);
       return 'fine';
     });

@@ -19,7 +19,12 @@ import { FlakyDisk } from '../helpers/flaky-disk.js';
 import { startRelay } from '../helpers/relay.js';
 
 const message = (id: string) =>
-  normalizeMessage({ message_id: id, sender_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ', body: { id, pad: 'p'.repeat(100) }, expires_at: new Date(Date.now() + 86_400_000).toISOString() });
+  normalizeMessage({
+    message_id: id,
+    sender_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ',
+    body: { id, pad: 'p'.repeat(100) },
+    expires_at: new Date(Date.now() + 86_400_000).toISOString(),
+  });
 
 describe('journal write failures', () => {
   it('keeps the unwritten bytes and the waiters, retries with backoff, and resumes without a torn line', async (t) => {
@@ -37,7 +42,10 @@ describe('journal write failures', () => {
     let settled = false;
     const written = j.received(message('m2')).then(() => (settled = true));
     j.started('m2');
-    const handled = j.handled('m2', { request: { recipient_key: 'k', content_type: 'application/json', body_json: '{"ok":true}' }, outcome: 'ok' });
+    const handled = j.handled('m2', {
+      request: { recipient_key: 'k', content_type: 'application/json', body_json: '{"ok":true}' },
+      outcome: 'ok',
+    });
     await new Promise((r) => setImmediate(r));
     assert.equal(settled, false, 'not on disk, so not settled');
     assert.equal(j.writable, false);
@@ -59,7 +67,13 @@ describe('journal write failures', () => {
     const again = Journal.open(dir, { clock });
     t.after(() => again.close());
     const recovered = again.takeRecovered();
-    assert.deepEqual(recovered.map((e) => [e.id, e.state, e.starts ?? 0]), [['m1', 'received', 0], ['m2', 'handled', 1]]);
+    assert.deepEqual(
+      recovered.map((e) => [e.id, e.state, e.starts ?? 0]),
+      [
+        ['m1', 'received', 0],
+        ['m2', 'handled', 1],
+      ],
+    );
   });
 
   it('closing while writes fail rejects the waiters and throws journal_unwritable', async (t) => {
@@ -70,7 +84,10 @@ describe('journal write failures', () => {
     disk.full = true;
     const pending = j.received(message('m1'));
     await new Promise((r) => setImmediate(r));
-    assert.throws(() => j.close(), (err: Error & { code?: string }) => err.code === 'journal_unwritable');
+    assert.throws(
+      () => j.close(),
+      (err: Error & { code?: string }) => err.code === 'journal_unwritable',
+    );
     await assert.rejects(pending, /journal closed/);
     assert.equal(clock.pending, 0, 'no retry left scheduled: it would keep the process alive past its grace');
     // The lock was released: the journal opens again.

@@ -11,7 +11,13 @@ import { tempDir } from '../helpers/cli.js';
 
 const DAY = 86_400_000;
 /** A sealed reply as the runtime journals it: the body as its exact text. */
-const REPLY = { recipient_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ', content_type: 'application/json', body_json: '{"ok":1}', in_reply_to: 'm2', thread_id: 'm2' };
+const REPLY = {
+  recipient_key: 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ',
+  content_type: 'application/json',
+  body_json: '{"ok":1}',
+  in_reply_to: 'm2',
+  thread_id: 'm2',
+};
 
 function message(id: string, expiresAt: number): Message {
   return normalizeMessage({
@@ -55,14 +61,19 @@ describe('journal', () => {
       ],
     );
     assert.deepEqual(recovered[0]!.message.body, { id: 'm1' });
-    assert.deepEqual(recovered.map((e) => e.started === true), [false, true, false], 'whether a handler had begun');
+    assert.deepEqual(
+      recovered.map((e) => e.started === true),
+      [false, true, false],
+      'whether a handler had begun',
+    );
     assert.deepEqual(again.takeRecovered(), [], 'recovered entries are handed out once');
   });
 
   it('a reply journaled by an older version (a body value) resumes as the plain JSON it would have sent', async (t) => {
     const dir = await tempDir(t);
     const exp = Date.now() + DAY;
-    const m = (id: string) => JSON.stringify({ k: 'recv', id, exp, m: { ...message(id, exp), thread_id: id === 'old2' ? 'th' : null } });
+    const m = (id: string) =>
+      JSON.stringify({ k: 'recv', id, exp, m: { ...message(id, exp), thread_id: id === 'old2' ? 'th' : null } });
     const lines = [
       m('old1'),
       m('old2'),
@@ -75,11 +86,23 @@ describe('journal', () => {
     const [e1, e2] = j.takeRecovered();
     const to = 'ebVWLo_mVPlAeLES6KmLp5AfhTrmlb7X4OORC60ElmQ';
     assert.deepEqual(e1!.reply, {
-      request: { recipient_key: to, content_type: 'application/json', body_json: '{"answer":42}', in_reply_to: 'old1', thread_id: 'old1' },
+      request: {
+        recipient_key: to,
+        content_type: 'application/json',
+        body_json: '{"answer":42}',
+        in_reply_to: 'old1',
+        thread_id: 'old1',
+      },
       outcome: 'ok',
     });
     assert.deepEqual(e2!.reply, {
-      request: { recipient_key: to, content_type: 'application/json', body_json: '{"status":"error","error":{"code":"boom","message":"no"}}', in_reply_to: 'old2', thread_id: 'th' },
+      request: {
+        recipient_key: to,
+        content_type: 'application/json',
+        body_json: '{"status":"error","error":{"code":"boom","message":"no"}}',
+        in_reply_to: 'old2',
+        thread_id: 'th',
+      },
       outcome: 'error',
       error: { code: 'boom', message: 'no' },
     });
@@ -97,11 +120,17 @@ describe('journal', () => {
     await appendFile(path, '');
     const again = Journal.open(dir, {});
     t.after(() => again.close());
-    assert.deepEqual(again.takeRecovered().map((e) => e.id), ['a']);
+    assert.deepEqual(
+      again.takeRecovered().map((e) => e.id),
+      ['a'],
+    );
     await again.received(message('c', Date.now() + DAY));
     again.flush();
     const lines = (await readFile(path, 'utf8')).trim().split('\n');
-    assert.ok(lines.every((l) => JSON.parse(l)), 'the file is whole lines again after the compaction on open');
+    assert.ok(
+      lines.every((l) => JSON.parse(l)),
+      'the file is whole lines again after the compaction on open',
+    );
   });
 
   it('forgets done ids once their message can no longer come back, and compacts', async (t) => {
@@ -146,7 +175,10 @@ describe('journal', () => {
   it('one runner per identity: a live lock is refused, a stale one taken over', async (t) => {
     const dir = await tempDir(t);
     await writeFile(join(dir, 'lock'), `${process.ppid}\n`);
-    assert.throws(() => Journal.open(dir, {}), (e: unknown) => e instanceof ConfigError && e.code === 'journal_locked' && /pid/.test(e.message));
+    assert.throws(
+      () => Journal.open(dir, {}),
+      (e: unknown) => e instanceof ConfigError && e.code === 'journal_locked' && /pid/.test(e.message),
+    );
     await writeFile(join(dir, 'lock'), '99999999\n');
     const j = Journal.open(dir, {});
     j.close();

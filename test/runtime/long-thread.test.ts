@@ -6,9 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { plainSend } from '../../src/client/codec.js';
 import { RelayClient } from '../../src/client/http.js';
 import { Keypair } from '../../src/protocol/signing.js';
-import { plainSend } from '../../src/client/codec.js';
 import { Journal } from '../../src/runtime/journal.js';
 import { replyTo } from '../../src/runtime/reply.js';
 import { handledN, startAgent } from '../helpers/agent.js';
@@ -26,7 +26,9 @@ describe('exactly one reply in long threads', () => {
     // 2,050 earlier messages of the conversation, sent by the agent (so nothing waits in its inbox).
     for (let i = 0; i < 2050; i += 50) {
       await Promise.all(
-        Array.from({ length: Math.min(50, 2050 - i) }, (_, k) => agentClient.send({ recipient_key: peer.publicKey, body: { n: i + k }, thread_id: threadId })),
+        Array.from({ length: Math.min(50, 2050 - i) }, (_, k) =>
+          agentClient.send({ recipient_key: peer.publicKey, body: { n: i + k }, thread_id: threadId }),
+        ),
       );
     }
     const sent = await peer.send({ recipient_key: keypair.publicKey, body: { q: 'last' }, thread_id: threadId });

@@ -14,7 +14,9 @@ const BODY = 'x'.repeat(400_000);
 
 for (const mode of ['websocket', 'poll'] as const) {
   describe(`memory by bytes (${mode})`, () => {
-    it('holds at most the byte budget while the handler is busy, then answers everything once', { timeout: 60_000 }, async (t) => {
+    it('holds at most the byte budget while the handler is busy, then answers everything once', {
+      timeout: 60_000,
+    }, async (t) => {
       const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0 });
       const busy = gate();
       let calls = 0;

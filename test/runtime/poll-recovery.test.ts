@@ -36,9 +36,16 @@ describe('poll mode recovers exactly what it took', () => {
     await a.runtime.stop();
 
     // While the runner is stopped, `mrp recv` (a plain poll) takes three messages.
-    const sent = [await peer.send(keypair.publicKey, { n: 1 }), await peer.send(keypair.publicKey, { n: 2 }), await peer.send(keypair.publicKey, { n: 3 })];
+    const sent = [
+      await peer.send(keypair.publicKey, { n: 1 }),
+      await peer.send(keypair.publicKey, { n: 2 }),
+      await peer.send(keypair.publicKey, { n: 3 }),
+    ];
     const recv = await new RelayClient({ relayUrl: relay.url, keypair }).poll({ limit: 10 });
-    assert.deepEqual(recv.messages.map((m) => m.message_id), sent.map((m) => m.message_id));
+    assert.deepEqual(
+      recv.messages.map((m) => m.message_id),
+      sent.map((m) => m.message_id),
+    );
 
     const b = await startAgent(t, relay, handler, { mode: 'poll', keypair, journalDir });
     b.runtime.start();
@@ -48,7 +55,9 @@ describe('poll mode recovers exactly what it took', () => {
     assert.deepEqual(handled, [m0.message_id, m4.message_id], 'only what the runner itself took');
   });
 
-  it('after a crash mid-poll, only messages delivered within that poll window are fetched again', { timeout: 30_000 }, async (t) => {
+  it('after a crash mid-poll, only messages delivered within that poll window are fetched again', {
+    timeout: 30_000,
+  }, async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0 });
     const keypair = Keypair.generate();
     const journalDir = await tempDir(t);
@@ -68,10 +77,17 @@ describe('poll mode recovers exactly what it took', () => {
     j.takeBegun(at, 5);
     j.close();
     const lost = await peer.send(keypair.publicKey, { n: 'lost' });
-    assert.deepEqual((await consumer.poll()).messages.map((m) => m.message_id), [lost.message_id]);
+    assert.deepEqual(
+      (await consumer.poll()).messages.map((m) => m.message_id),
+      [lost.message_id],
+    );
 
     const handled: string[] = [];
-    const b = await startAgent(t, relay, (msg) => void handled.push(msg.message_id), { mode: 'poll', keypair, journalDir });
+    const b = await startAgent(t, relay, (msg) => void handled.push(msg.message_id), {
+      mode: 'poll',
+      keypair,
+      journalDir,
+    });
     const one = handledN(b.runtime, 1);
     b.runtime.start();
     const [e] = await one;

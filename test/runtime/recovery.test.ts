@@ -3,16 +3,16 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { TypedEmitter } from '../../src/core/emitter.js';
+import { plainSend } from '../../src/client/codec.js';
 import { RelayClient } from '../../src/client/http.js';
 import type { MessageSource, SourceConsumer, SourceEvents } from '../../src/client/source.js';
+import { TypedEmitter } from '../../src/core/emitter.js';
 import type { EncodedSend } from '../../src/protocol/frames.js';
 import { normalizeMessage } from '../../src/protocol/frames.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message, SendResponse } from '../../src/protocol/types.js';
 import { Journal } from '../../src/runtime/journal.js';
 import { replyTo } from '../../src/runtime/reply.js';
-import { plainSend } from '../../src/client/codec.js';
 import { Runtime } from '../../src/runtime/runtime.js';
 import { connected, gate, Peer, startAgent } from '../helpers/agent.js';
 import { tempDir } from '../helpers/cli.js';
@@ -38,13 +38,23 @@ class FakeSource extends TypedEmitter<SourceEvents> implements MessageSource {
   }
   async send(request: EncodedSend): Promise<SendResponse> {
     this.sent.push(request);
-    return { message_id: `msg_1_${String(this.sent.length).padStart(12, '0')}`, status: 'sent', created_at: '', expires_at: '' };
+    return {
+      message_id: `msg_1_${String(this.sent.length).padStart(12, '0')}`,
+      status: 'sent',
+      created_at: '',
+      expires_at: '',
+    };
   }
   wake(): void {}
 }
 
 function msg(id: string): Message {
-  return normalizeMessage({ message_id: id, sender_key: Keypair.generate().publicKey, body: { id }, expires_at: new Date(Date.now() + 86_400_000).toISOString() });
+  return normalizeMessage({
+    message_id: id,
+    sender_key: Keypair.generate().publicKey,
+    body: { id },
+    expires_at: new Date(Date.now() + 86_400_000).toISOString(),
+  });
 }
 
 describe('exactly once over at-least-once', () => {
@@ -149,7 +159,12 @@ describe('exactly once over at-least-once', () => {
       await j.handled(m.message_id, { request: plainSend(replyTo(m, { answer: m.message_id })), outcome: 'ok' });
     }
     j.close();
-    await agentClient.send({ recipient_key: peer.publicKey, body: { answer: sent.message_id }, in_reply_to: sent.message_id, thread_id: sent.message_id });
+    await agentClient.send({
+      recipient_key: peer.publicKey,
+      body: { answer: sent.message_id },
+      in_reply_to: sent.message_id,
+      thread_id: sent.message_id,
+    });
     await peer.waitForReplies(1);
 
     let calls = 0;

@@ -21,7 +21,11 @@ function tempDir(t: TestContext): string {
 }
 
 /** Runs the agent until the test ends; resolves once it is connected, with run()'s promise. */
-async function serve(t: TestContext, agent: Agent, mode: 'websocket' | 'ws' | 'poll' = 'websocket'): Promise<{ running: Promise<void> }> {
+async function serve(
+  t: TestContext,
+  agent: Agent,
+  mode: 'websocket' | 'ws' | 'poll' = 'websocket',
+): Promise<{ running: Promise<void> }> {
   const connected = agent.next('connected');
   const running = agent.run({ mode });
   running.catch(() => undefined);
@@ -56,7 +60,9 @@ describe('Agent', () => {
       const profile = await signed(relay.url, newAgent(), 'GET', `/v1/agents/${agent.publicKey}`);
       assert.equal(profile.status, 200);
       assert.equal(profile.body.display_name, 'RealtimeBot');
-      assert.deepEqual(profile.body.capabilities, [{ name: 'translate', description: 'Translate text', tags: ['text', 'i18n'] }]);
+      assert.deepEqual(profile.body.capabilities, [
+        { name: 'translate', description: 'Translate text', tags: ['text', 'i18n'] },
+      ]);
       assert.deepEqual(profile.body.metadata, { version: '1' });
 
       const peer = await Peer.connect(t, relay);
@@ -83,10 +89,11 @@ describe('Agent', () => {
     });
   }
 
-  it("sends a thrown error back exactly as invoke (and mrp run) shape it", async (t) => {
+  it('sends a thrown error back exactly as invoke (and mrp run) shape it', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const handler = async (msg: Message) => {
-      if ((msg.body as { n: number }).n === 1) throw Object.assign(new Error('no such language'), { code: 'unsupported_language' });
+      if ((msg.body as { n: number }).n === 1)
+        throw Object.assign(new Error('no such language'), { code: 'unsupported_language' });
       throw new Error('boom');
     };
     const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key') });
@@ -101,7 +108,10 @@ describe('Agent', () => {
       assert.deepEqual(reply.body, local.reply!.body);
       assert.equal(reply.content_type, local.reply!.contentType);
     }
-    assert.deepEqual(peer.replies[0]!.body, { status: 'error', error: { code: 'unsupported_language', message: 'no such language' } });
+    assert.deepEqual(peer.replies[0]!.body, {
+      status: 'error',
+      error: { code: 'unsupported_language', message: 'no such language' },
+    });
   });
 
   it('messages() yields each message once, across restarts; breaking out leaves the current one', async (t) => {
@@ -191,9 +201,15 @@ describe('Agent', () => {
     const other = new Agent(relay.url, { keyFile: join(tempDir(t), 'o.key'), contacts: { contacts: [], extra: {} } });
     await agent.announce();
     const found = await other.discover({ tag: 'search' });
-    assert.deepEqual(found.agents.map((a) => a.public_key), [agent.publicKey]);
+    assert.deepEqual(
+      found.agents.map((a) => a.public_key),
+      [agent.publicKey],
+    );
     await agent.block(other.publicKey);
-    assert.deepEqual((await agent.listAcl()).entries.map((e) => [e.peer_key, e.entry_type]), [[other.publicKey, 'block']]);
+    assert.deepEqual(
+      (await agent.listAcl()).entries.map((e) => [e.peer_key, e.entry_type]),
+      [[other.publicKey, 'block']],
+    );
     await assert.rejects(other.send(agent.publicKey, { hi: 1 }), { code: 'acl_denied' });
     await agent.unblock(other.publicKey);
     assert.equal((await agent.listAcl()).entries.length, 0);
@@ -210,20 +226,34 @@ describe('Agent key file and options', () => {
     assert.equal(new Agent('http://127.0.0.1:1', { keyFile }).publicKey, a.publicKey);
     const bad = join(dir, 'bad.key');
     writeFileSync(bad, 'not a key', { mode: 0o600 });
-    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: bad }), (err: Error & { code?: string }) => err.code === 'key_invalid' && err.message.includes(bad));
+    assert.throws(
+      () => new Agent('http://127.0.0.1:1', { keyFile: bad }),
+      (err: Error & { code?: string }) => err.code === 'key_invalid' && err.message.includes(bad),
+    );
     chmodSync(keyFile, 0o644);
     assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile }), { code: 'key_permissions' });
   });
 
   it('names a bad option', async () => {
     assert.throws(() => new Agent('http://127.0.0.1:1', {}), /keyFile/);
-    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: '/nonexistent-dir-for-sure/x.key', concurrency: 0 }), { code: 'invalid_option', message: /concurrency/ });
+    assert.throws(
+      () => new Agent('http://127.0.0.1:1', { keyFile: '/nonexistent-dir-for-sure/x.key', concurrency: 0 }),
+      { code: 'invalid_option', message: /concurrency/ },
+    );
     const dir = mkdtempSync(join(tmpdir(), 'mrp-sdk-'));
     try {
       const keyFile = join(dir, 'k.key');
-      assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile, inboxPolicy: 'sometimes' as never }), { code: 'invalid_option', message: /inboxPolicy/ });
-      assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile, capabilities: [{ name: '', description: 'x', tags: [] }] }), { code: 'invalid_option', message: /capabilities/ });
-      await assert.rejects(new Agent('http://127.0.0.1:1', { keyFile }).run({ mode: 'carrier-pigeon' as never }), { code: 'invalid_argument' });
+      assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile, inboxPolicy: 'sometimes' as never }), {
+        code: 'invalid_option',
+        message: /inboxPolicy/,
+      });
+      assert.throws(
+        () => new Agent('http://127.0.0.1:1', { keyFile, capabilities: [{ name: '', description: 'x', tags: [] }] }),
+        { code: 'invalid_option', message: /capabilities/ },
+      );
+      await assert.rejects(new Agent('http://127.0.0.1:1', { keyFile }).run({ mode: 'carrier-pigeon' as never }), {
+        code: 'invalid_argument',
+      });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

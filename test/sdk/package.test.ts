@@ -23,13 +23,25 @@ async function installedProject(): Promise<{ dir: string; cleanup(): Promise<voi
   const packs = join(dir, 'packs');
   await mkdir(packs);
   // --ignore-scripts: dist is built once below, not by every pack.
-  const { stdout } = await exec('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', packs], { cwd: ROOT });
+  const { stdout } = await exec('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', packs], {
+    cwd: ROOT,
+  });
   const [info] = JSON.parse(stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
   const files = new Set(info!.files.map((f) => f.path));
-  for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/testing.js', 'dist/testing.d.ts', 'dist/runtime/agent.js', 'bin/mrp.js']) {
+  for (const f of [
+    'dist/index.js',
+    'dist/index.d.ts',
+    'dist/testing.js',
+    'dist/testing.d.ts',
+    'dist/runtime/agent.js',
+    'bin/mrp.js',
+  ]) {
     assert.ok(files.has(f), `the package contains ${f}`);
   }
-  assert.ok(![...files].some((f) => f.startsWith('test/') || f.startsWith('src/')), 'no tests or sources in the package');
+  assert.ok(
+    ![...files].some((f) => f.startsWith('test/') || f.startsWith('src/')),
+    'no tests or sources in the package',
+  );
   const target = join(dir, 'node_modules', 'mrp');
   await mkdir(target, { recursive: true });
   await exec('tar', ['xzf', join(packs, info!.filename), '-C', target, '--strip-components=1']);
@@ -78,7 +90,10 @@ console.log(JSON.stringify({
 
 describe('the installed package', () => {
   before(async () => {
-    if (!existsSync(join(ROOT, 'dist', 'testing.js')) || statSync(join(ROOT, 'dist', 'testing.js')).mtimeMs < statSync(join(ROOT, 'src', 'testing.ts')).mtimeMs) {
+    if (
+      !existsSync(join(ROOT, 'dist', 'testing.js')) ||
+      statSync(join(ROOT, 'dist', 'testing.js')).mtimeMs < statSync(join(ROOT, 'src', 'testing.ts')).mtimeMs
+    ) {
       await exec('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT });
     }
   });
@@ -93,7 +108,12 @@ describe('the installed package', () => {
     assert.equal(lines.length, 1, `the library printed nothing to stdout:\n${stdout}`);
     const out = JSON.parse(lines[0]!);
     assert.equal(out.keyMode, '600');
-    assert.deepEqual(out.reply, { body: { translation: 'Hola' }, in_reply_to: out.sentId, thread_id: out.sentId, sender_key: out.agentKey });
+    assert.deepEqual(out.reply, {
+      body: { translation: 'Hola' },
+      in_reply_to: out.sentId,
+      thread_id: out.sentId,
+      sender_key: out.agentKey,
+    });
     assert.deepEqual(out.profile, {
       display_name: 'RealtimeBot',
       capabilities: [{ name: 'translate', description: 'Translate text', tags: ['text', 'i18n'] }],
@@ -107,10 +127,17 @@ describe('the installed package', () => {
     // Without NODE_TEST_CONTEXT: the inner `node --test` must report as on its own, not to this runner.
     const { NODE_TEST_CONTEXT: _, ...outer } = process.env;
     const env = { ...outer, MRP_HOME: join(project.dir, '.mrp'), MRP_RELAY_URL: 'http://127.0.0.1:9' };
-    await exec(process.execPath, [join(project.dir, 'node_modules', 'mrp', 'bin', 'mrp.js'), 'init', '--json'], { cwd: project.dir, env });
+    await exec(process.execPath, [join(project.dir, 'node_modules', 'mrp', 'bin', 'mrp.js'), 'init', '--json'], {
+      cwd: project.dir,
+      env,
+    });
     assert.ok(existsSync(join(project.dir, 'handler.test.ts')));
     const tsx = import.meta.resolve('tsx');
-    const { stdout } = await exec(process.execPath, ['--import', tsx, '--test', '--test-reporter', 'tap', 'handler.test.ts'], { cwd: project.dir, env, timeout: 60_000 });
+    const { stdout } = await exec(
+      process.execPath,
+      ['--import', tsx, '--test', '--test-reporter', 'tap', 'handler.test.ts'],
+      { cwd: project.dir, env, timeout: 60_000 },
+    );
     assert.match(stdout, /# pass 2\n/);
     assert.match(stdout, /# fail 0\n/);
   });

@@ -10,7 +10,10 @@ import { createTestRelay, invoke } from '../../src/testing.js';
 
 describe('invoke', () => {
   it('a return value is the reply: body, content type, threading', async () => {
-    const result = await invoke(async (msg) => ({ translation: 'Hola', got: msg.body }), { message_id: 'm-1', body: { text: 'Hello' } });
+    const result = await invoke(async (msg) => ({ translation: 'Hola', got: msg.body }), {
+      message_id: 'm-1',
+      body: { text: 'Hello' },
+    });
     assert.equal(result.outcome, 'ok');
     assert.deepEqual(result.reply?.body, { translation: 'Hola', got: { text: 'Hello' } });
     assert.equal(result.reply?.contentType, 'application/json');
@@ -27,7 +30,10 @@ describe('invoke', () => {
       throw Object.assign(new Error('no such language'), { code: 'unsupported_language' });
     });
     assert.equal(coded.outcome, 'error');
-    assert.deepEqual(coded.reply?.body, { status: 'error', error: { code: 'unsupported_language', message: 'no such language' } });
+    assert.deepEqual(coded.reply?.body, {
+      status: 'error',
+      error: { code: 'unsupported_language', message: 'no such language' },
+    });
     assert.deepEqual(coded.error, { code: 'unsupported_language', message: 'no such language' });
     assert.equal(coded.thrown?.message, 'no such language');
     const plain = await invoke(async () => Promise.reject(new TypeError('bad')));
@@ -63,12 +69,16 @@ describe('invoke', () => {
       ctx.log.info('sent', { id: sent.message_id });
       return { self: ctx.self, redelivered: ctx.redelivered, encrypted: ctx.encrypted, from: msg.sender_key };
     };
-    const result = await invoke(handler, { sender_key: 'B'.repeat(43) }, {
-      self,
-      redelivered: true,
-      encrypted: true,
-      resolveRecipient: (to) => (to === 'bob' ? 'C'.repeat(43) : to),
-    });
+    const result = await invoke(
+      handler,
+      { sender_key: 'B'.repeat(43) },
+      {
+        self,
+        redelivered: true,
+        encrypted: true,
+        resolveRecipient: (to) => (to === 'bob' ? 'C'.repeat(43) : to),
+      },
+    );
     assert.deepEqual(
       result.replies.map((r) => [r.body, r.contentType, r.to, r.encrypted]),
       [
@@ -78,7 +88,13 @@ describe('invoke', () => {
     );
     assert.equal(result.sent.length, 1);
     assert.deepEqual(
-      { to: result.sent[0]!.to, body: result.sent[0]!.body, threadId: result.sent[0]!.threadId, ttl: result.sent[0]!.ttl, encrypted: result.sent[0]!.encrypted },
+      {
+        to: result.sent[0]!.to,
+        body: result.sent[0]!.body,
+        threadId: result.sent[0]!.threadId,
+        ttl: result.sent[0]!.ttl,
+        encrypted: result.sent[0]!.encrypted,
+      },
       { to: 'C'.repeat(43), body: { hello: 1 }, threadId: 't-9', ttl: 60, encrypted: false },
     );
     assert.deepEqual(result.logs, [{ level: 'info', message: 'sent', fields: { id: result.sent[0]!.messageId } }]);
@@ -102,15 +118,25 @@ describe('invoke', () => {
     const [upload] = result.uploads;
     assert.equal(upload?.data.toString(), 'HELLO');
     assert.equal(upload?.encrypt, true, 'encrypt defaults to ctx.encrypted');
-    assert.equal(upload?.attachment.blob_id, 'blob_3733cd977ff8', 'deterministic: the first 12 hex digits of the SHA-256');
+    assert.equal(
+      upload?.attachment.blob_id,
+      'blob_3733cd977ff8',
+      'deterministic: the first 12 hex digits of the SHA-256',
+    );
     assert.deepEqual(result.reply?.attachments, [upload!.attachment]);
     assert.deepEqual(result.replies[0]?.attachments, [upload!.attachment]);
-    const missing = await invoke(async (msg, ctx) => ctx.download(msg.attachments[0]!).then(() => 'found'), { attachments: [{ blob_id: 'blob_00000000000f' }] });
+    const missing = await invoke(async (msg, ctx) => ctx.download(msg.attachments[0]!).then(() => 'found'), {
+      attachments: [{ blob_id: 'blob_00000000000f' }],
+    });
     assert.equal(missing.error?.code, 'blob_not_found');
     const bad = await invoke(() => withAttachments({ a: 1 }, [{ nope: 1 } as never]));
     assert.equal(bad.error?.code, 'invalid_reply');
     // Understood from another copy of the module too (a handler with its own node_modules/mrp): the mark is a registered symbol.
-    const foreign = { body: { a: 1 }, attachments: [{ blob_id: 'blob_000000000002' }], [Symbol.for('mrp.replyWithAttachments')]: true };
+    const foreign = {
+      body: { a: 1 },
+      attachments: [{ blob_id: 'blob_000000000002' }],
+      [Symbol.for('mrp.replyWithAttachments')]: true,
+    };
     const other = await invoke(() => foreign as never);
     assert.deepEqual(other.reply?.body, { a: 1 });
     assert.deepEqual(other.reply?.attachments, [{ blob_id: 'blob_000000000002' }]);
@@ -120,10 +146,13 @@ describe('invoke', () => {
   });
 
   it('the handler gets a copy: what it changes does not change the reply target', async () => {
-    const result = await invoke((msg) => {
-      msg.sender_key = 'someone else';
-      return { ok: true };
-    }, { sender_key: 'B'.repeat(43) });
+    const result = await invoke(
+      (msg) => {
+        msg.sender_key = 'someone else';
+        return { ok: true };
+      },
+      { sender_key: 'B'.repeat(43) },
+    );
     assert.equal(result.reply?.to, 'B'.repeat(43));
   });
 });
@@ -136,7 +165,10 @@ describe('createTestRelay', () => {
       assert.ok(existsSync(relay.dataDir));
       const health = await fetch(`${relay.url}/v1/health`);
       assert.equal(health.status, 200);
-      const agent = new Agent(relay.url, { keypair: (await import('../../src/protocol/signing.js')).Keypair.generate(), name: 'T' });
+      const agent = new Agent(relay.url, {
+        keypair: (await import('../../src/protocol/signing.js')).Keypair.generate(),
+        name: 'T',
+      });
       assert.equal((await agent.announce()).display_name, 'T');
     } finally {
       await relay.close();

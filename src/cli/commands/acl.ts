@@ -16,12 +16,22 @@ async function setEntry(ctx: CliContext, peer: string, type: AclEntryType): Prom
   const profile = await client.getAgent(client.publicKey);
   const { style } = ctx.out;
   ctx.out.result(entry, () => {
-    const lines = [`${style.green('✔')} ${type === 'allow' ? 'Allowed' : 'Blocked'} ${peer}${peer === key ? '' : style.dim(` (${key})`)}`];
+    const lines = [
+      `${style.green('✔')} ${type === 'allow' ? 'Allowed' : 'Blocked'} ${peer}${peer === key ? '' : style.dim(` (${key})`)}`,
+    ];
     if (type === 'allow' && profile.inbox_policy !== 'allowlist') {
-      lines.push(style.dim(`  note: your inbox policy is ${profile.inbox_policy}; allow entries matter with \`mrp acl policy allowlist\``));
+      lines.push(
+        style.dim(
+          `  note: your inbox policy is ${profile.inbox_policy}; allow entries matter with \`mrp acl policy allowlist\``,
+        ),
+      );
     }
     if (type === 'block' && profile.inbox_policy !== 'blocklist') {
-      lines.push(style.dim(`  note: your inbox policy is ${profile.inbox_policy}; block entries matter with \`mrp acl policy blocklist\``));
+      lines.push(
+        style.dim(
+          `  note: your inbox policy is ${profile.inbox_policy}; block entries matter with \`mrp acl policy blocklist\``,
+        ),
+      );
     }
     return lines;
   });
@@ -39,7 +49,10 @@ export async function runAclRemove(ctx: CliContext, _o: unknown, args: string[])
   const key = await ctx.resolve(args[0]!);
   const client = await ctx.client();
   await client.deleteAcl(key);
-  ctx.out.result({ peer_key: key, removed: true }, () => `${ctx.out.style.green('✔')} Removed the ACL entry for ${args[0]}`);
+  ctx.out.result(
+    { peer_key: key, removed: true },
+    () => `${ctx.out.style.green('✔')} Removed the ACL entry for ${args[0]}`,
+  );
 }
 
 export async function runAclList(ctx: CliContext, options: { type?: string }): Promise<void> {
@@ -50,21 +63,32 @@ export async function runAclList(ctx: CliContext, options: { type?: string }): P
   const entries = await allAclEntries(client, options.type as AclEntryType | undefined);
   const profile = await client.getAgent(client.publicKey);
   const contacts = await ctx.contacts();
-  ctx.out.result({ inbox_policy: profile.inbox_policy, entries }, () => [
-    `${ctx.out.style.dim('inbox policy')} ${profile.inbox_policy}`,
-    ...(entries.length === 0
-      ? [ctx.out.style.dim('No ACL entries.')]
-      : ctx.out.table(
-          ['TYPE', 'PEER', 'NAME', 'SINCE'],
-          entries.map((e) => [safeText(e.entry_type), safeText(e.peer_key), safeText(nameForKey(contacts, e.peer_key) ?? ''), fullTime(e.created_at)]),
-        )),
-  ], () => entries.map((e) => safeText(e.peer_key)));
+  ctx.out.result(
+    { inbox_policy: profile.inbox_policy, entries },
+    () => [
+      `${ctx.out.style.dim('inbox policy')} ${profile.inbox_policy}`,
+      ...(entries.length === 0
+        ? [ctx.out.style.dim('No ACL entries.')]
+        : ctx.out.table(
+            ['TYPE', 'PEER', 'NAME', 'SINCE'],
+            entries.map((e) => [
+              safeText(e.entry_type),
+              safeText(e.peer_key),
+              safeText(nameForKey(contacts, e.peer_key) ?? ''),
+              fullTime(e.created_at),
+            ]),
+          )),
+    ],
+    () => entries.map((e) => safeText(e.peer_key)),
+  );
 }
 
 export async function runAclPolicy(ctx: CliContext, _o: unknown, args: string[]): Promise<void> {
   const policy = args[0]!;
   if (!(INBOX_POLICIES as readonly string[]).includes(policy)) {
-    throw new UsageError(`"${policy}" is not an inbox policy; use one of ${INBOX_POLICIES.join(', ')}`, { code: 'invalid_argument' });
+    throw new UsageError(`"${policy}" is not an inbox policy; use one of ${INBOX_POLICIES.join(', ')}`, {
+      code: 'invalid_argument',
+    });
   }
   const client = await ctx.client();
   const profile = await client.updateProfile({ inbox_policy: policy as InboxPolicy });
@@ -72,25 +96,46 @@ export async function runAclPolicy(ctx: CliContext, _o: unknown, args: string[])
 }
 
 export function register(program: Command, deps: Deps): void {
-  const acl = addGlobalOptions(program.command('acl')).description('who may send to you: allow/block entries and the inbox policy');
-  examples(acl, ['mrp acl allow alice', 'mrp acl block 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA', 'mrp acl ls --type allow', 'mrp acl policy allowlist', 'mrp acl rm alice']);
-  acl.addHelpText('after', '\nPolicies: open (anyone), closed (no one), allowlist (only allowed), blocklist (all but blocked; the default).\n');
-  const leaf = (cmd: Command, lines: string[]): Command => examples(addGlobalOptions(cmd), lines);
-  leaf(acl.command('allow').description('allow a peer (matters with the allowlist policy)').argument('<peer>', 'key or contact'), [
-    'mrp acl allow alice',
-    'mrp acl allow 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA --json',
-  ]).action(action(deps, runAclAllow));
-  leaf(acl.command('block').description('block a peer (matters with the blocklist policy)').argument('<peer>', 'key or contact'), [
-    'mrp acl block spammer',
-    'mrp acl block 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA',
-  ]).action(action(deps, runAclBlock));
-  leaf(acl.command('rm').alias('remove').description("remove a peer's entry").argument('<peer>', 'key or contact'), ['mrp acl rm alice']).action(
-    action(deps, runAclRemove),
+  const acl = addGlobalOptions(program.command('acl')).description(
+    'who may send to you: allow/block entries and the inbox policy',
   );
-  leaf(acl.command('ls').alias('list').description('list entries and the policy').option('--type <type>', 'allow or block'), [
-    'mrp acl ls',
-    'mrp acl ls --type block --json',
-  ]).action(action(deps, runAclList));
+  examples(acl, [
+    'mrp acl allow alice',
+    'mrp acl block 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA',
+    'mrp acl ls --type allow',
+    'mrp acl policy allowlist',
+    'mrp acl rm alice',
+  ]);
+  acl.addHelpText(
+    'after',
+    '\nPolicies: open (anyone), closed (no one), allowlist (only allowed), blocklist (all but blocked; the default).\n',
+  );
+  const leaf = (cmd: Command, lines: string[]): Command => examples(addGlobalOptions(cmd), lines);
+  leaf(
+    acl
+      .command('allow')
+      .description('allow a peer (matters with the allowlist policy)')
+      .argument('<peer>', 'key or contact'),
+    ['mrp acl allow alice', 'mrp acl allow 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA --json'],
+  ).action(action(deps, runAclAllow));
+  leaf(
+    acl
+      .command('block')
+      .description('block a peer (matters with the blocklist policy)')
+      .argument('<peer>', 'key or contact'),
+    ['mrp acl block spammer', 'mrp acl block 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA'],
+  ).action(action(deps, runAclBlock));
+  leaf(acl.command('rm').alias('remove').description("remove a peer's entry").argument('<peer>', 'key or contact'), [
+    'mrp acl rm alice',
+  ]).action(action(deps, runAclRemove));
+  leaf(
+    acl
+      .command('ls')
+      .alias('list')
+      .description('list entries and the policy')
+      .option('--type <type>', 'allow or block'),
+    ['mrp acl ls', 'mrp acl ls --type block --json'],
+  ).action(action(deps, runAclList));
   leaf(acl.command('policy').description('set the inbox policy').argument('<policy>', INBOX_POLICIES.join(' | ')), [
     'mrp acl policy allowlist',
     'mrp acl policy open',

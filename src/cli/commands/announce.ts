@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { aclDrift, allAclEntries, applyManifest, manifestChanges, projectManifest } from '../manifest.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
+import { aclDrift, allAclEntries, applyManifest, manifestChanges, projectManifest } from '../manifest.js';
 import { action, addGlobalOptions, examples } from '../program.js';
 import { safeText } from '../render.js';
 
@@ -21,7 +21,10 @@ export async function runAnnounce(ctx: CliContext, options: AnnounceOptions): Pr
   const shown = options.manifest ?? 'mrp.yaml';
   const manifest = await projectManifest(ctx, shown);
   const client = await ctx.client();
-  const [profile, acl] = await Promise.all([client.getAgent(client.publicKey), manifest.acl ? allAclEntries(client) : []]);
+  const [profile, acl] = await Promise.all([
+    client.getAgent(client.publicKey),
+    manifest.acl ? allAclEntries(client) : [],
+  ]);
   const changes = manifestChanges(manifest, profile, acl);
   const drift = aclDrift(manifest, acl);
   const prune = options.prune === true ? drift : [];
@@ -36,25 +39,37 @@ export async function runAnnounce(ctx: CliContext, options: AnnounceOptions): Pr
     pruned: apply ? prune.length : 0,
     applied: apply,
   };
-  ctx.out.result(result, () => {
-    const lines = changes.map((c) => `  ${style.yellow('~')} ${c.field.padEnd(13)} ${style.red(show(c.from))} ${style.dim('→')} ${style.green(show(c.to))}`);
-    const pruning = options.prune === true;
-    lines.push(
-      ...drift.map(
-        (e) =>
-          `  ${style.red('-')} ${`acl.${e.entry_type}`.padEnd(13)} ${e.peer_key} ${style.dim(pruning ? (options.dryRun ? '(not in the manifest: would be removed)' : '(not in the manifest: removed)') : '(on the relay, not in the manifest)')}`,
-      ),
-    );
-    const n = changes.length + (pruning ? drift.length : 0);
-    const head =
-      n === 0
-        ? `${style.green('✔')} ${client.publicKey} already matches ${shown}`
-        : options.dryRun
-          ? `Would change ${n} field${n === 1 ? '' : 's'} (dry run, nothing sent):`
-          : `${style.green('✔')} Announced ${shown}: ${n} change${n === 1 ? '' : 's'}`;
-    if (drift.length && !pruning) lines.push(style.dim(`  ${drift.length} ACL entr${drift.length === 1 ? 'y is' : 'ies are'} not in ${shown}; \`mrp announce --prune\` removes ${drift.length === 1 ? 'it' : 'them'}`));
-    return [head, ...lines];
-  }, () => []);
+  ctx.out.result(
+    result,
+    () => {
+      const lines = changes.map(
+        (c) =>
+          `  ${style.yellow('~')} ${c.field.padEnd(13)} ${style.red(show(c.from))} ${style.dim('→')} ${style.green(show(c.to))}`,
+      );
+      const pruning = options.prune === true;
+      lines.push(
+        ...drift.map(
+          (e) =>
+            `  ${style.red('-')} ${`acl.${e.entry_type}`.padEnd(13)} ${e.peer_key} ${style.dim(pruning ? (options.dryRun ? '(not in the manifest: would be removed)' : '(not in the manifest: removed)') : '(on the relay, not in the manifest)')}`,
+        ),
+      );
+      const n = changes.length + (pruning ? drift.length : 0);
+      const head =
+        n === 0
+          ? `${style.green('✔')} ${client.publicKey} already matches ${shown}`
+          : options.dryRun
+            ? `Would change ${n} field${n === 1 ? '' : 's'} (dry run, nothing sent):`
+            : `${style.green('✔')} Announced ${shown}: ${n} change${n === 1 ? '' : 's'}`;
+      if (drift.length && !pruning)
+        lines.push(
+          style.dim(
+            `  ${drift.length} ACL entr${drift.length === 1 ? 'y is' : 'ies are'} not in ${shown}; \`mrp announce --prune\` removes ${drift.length === 1 ? 'it' : 'them'}`,
+          ),
+        );
+      return [head, ...lines];
+    },
+    () => [],
+  );
 }
 
 export function register(program: Command, deps: Deps): void {
@@ -64,7 +79,12 @@ export function register(program: Command, deps: Deps): void {
     .option('--manifest <file>', 'the manifest', 'mrp.yaml')
     .option('--dry-run', 'validate and show the changes without applying them')
     .option('--prune', 'also remove ACL entries on the relay that the manifest does not list');
-  examples(addGlobalOptions(cmd), ['mrp announce', 'mrp announce --dry-run', 'mrp announce --prune', 'mrp announce --manifest agents/translator.yaml --json']);
+  examples(addGlobalOptions(cmd), [
+    'mrp announce',
+    'mrp announce --dry-run',
+    'mrp announce --prune',
+    'mrp announce --manifest agents/translator.yaml --json',
+  ]);
   cmd.addHelpText(
     'after',
     '\nWhen the manifest has an `acl` section, it is the whole ACL: entries on the relay it does not list are shown\n(drift) and removed with --prune. Editors: point YAML language servers at schema/mrp.schema.json (mrp init adds\nthe comment that does it).\n',

@@ -1,9 +1,9 @@
 import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
+import { plainFile, progressFor, writeStreamAtomic, writeToStream } from '../attachments.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { plainFile, progressFor, writeStreamAtomic, writeToStream } from '../attachments.js';
 import { action, addGlobalOptions, examples } from '../program.js';
 import { safeText } from '../render.js';
 
@@ -30,26 +30,44 @@ export async function runBlobUpload(ctx: CliContext, options: BlobUploadOptions,
   const onProgress = progressFor(ctx.deps.stderr, quiet, path, size, bars);
   let info: Awaited<ReturnType<typeof client.uploadBlob>>;
   try {
-    info = await client.uploadBlob(file.input, { contentType: options.contentType ?? file.uploadType, ...(onProgress ? { onProgress } : {}) });
+    info = await client.uploadBlob(file.input, {
+      contentType: options.contentType ?? file.uploadType,
+      ...(onProgress ? { onProgress } : {}),
+    });
   } finally {
     for (const b of bars) b.done();
   }
-  ctx.out.result(info, () => (ctx.out.isTTY ? `${ctx.out.style.green('✔')} Uploaded ${ctx.out.style.bold(info.blob_id)} (${info.size} bytes, ${safeText(info.content_type)})` : info.blob_id), () => info.blob_id);
+  ctx.out.result(
+    info,
+    () =>
+      ctx.out.isTTY
+        ? `${ctx.out.style.green('✔')} Uploaded ${ctx.out.style.bold(info.blob_id)} (${info.size} bytes, ${safeText(info.content_type)})`
+        : info.blob_id,
+    () => info.blob_id,
+  );
 }
 
 /** `mrp blob download <id> -o <file|->`: streamed, verified, written atomically (or to stdout). */
 export async function runBlobDownload(ctx: CliContext, options: BlobDownloadOptions, args: string[]): Promise<void> {
   const id = args[0]!;
   const output = options.output;
-  if (output === undefined) throw new UsageError('where to? give -o <file>, or -o - for stdout', { code: 'missing_argument' });
+  if (output === undefined)
+    throw new UsageError('where to? give -o <file>, or -o - for stdout', { code: 'missing_argument' });
   if (output !== '-') {
     const info = await stat(output).catch(() => undefined);
-    if (info?.isDirectory()) throw new UsageError(`-o ${output} is a directory; give a file path`, { code: 'invalid_argument' });
+    if (info?.isDirectory())
+      throw new UsageError(`-o ${output} is a directory; give a file path`, { code: 'invalid_argument' });
   }
   const client = await ctx.client();
   const { info, body } = await client.downloadBlob(id, {});
   const { bars, quiet } = barsOf(ctx);
-  const onProgress = progressFor(ctx.deps.stderr, quiet || output === '-' && ctx.deps.stdout.isTTY === true, id, info.size, bars);
+  const onProgress = progressFor(
+    ctx.deps.stderr,
+    quiet || (output === '-' && ctx.deps.stdout.isTTY === true),
+    id,
+    info.size,
+    bars,
+  );
   const counted = (async function* () {
     let n = 0;
     for await (const chunk of body) {
@@ -65,7 +83,11 @@ export async function runBlobDownload(ctx: CliContext, options: BlobDownloadOpti
     for (const b of bars) b.done();
   }
   if (output === '-') return;
-  ctx.out.result({ ...info, path: output }, () => (ctx.out.isTTY ? `${ctx.out.style.green('✔')} Saved ${info.size} bytes to ${safeText(output)}` : output), () => output);
+  ctx.out.result(
+    { ...info, path: output },
+    () => (ctx.out.isTTY ? `${ctx.out.style.green('✔')} Saved ${info.size} bytes to ${safeText(output)}` : output),
+    () => output,
+  );
 }
 
 /** `mrp blob info <id>`: size, hash, media type. */
@@ -90,7 +112,11 @@ export async function runBlobDelete(ctx: CliContext, _o: unknown, args: string[]
   const id = args[0]!;
   const client = await ctx.client();
   await client.deleteBlob(id);
-  ctx.out.result({ blob_id: id, deleted: true }, () => (ctx.out.isTTY ? `${ctx.out.style.green('✔')} Deleted ${id}` : id), () => id);
+  ctx.out.result(
+    { blob_id: id, deleted: true },
+    () => (ctx.out.isTTY ? `${ctx.out.style.green('✔')} Deleted ${id}` : id),
+    () => id,
+  );
 }
 
 export function register(program: Command, deps: Deps): void {
@@ -100,19 +126,30 @@ export function register(program: Command, deps: Deps): void {
     .description('upload a file; prints its blob id (--json: the blob record)')
     .argument('<file>')
     .option('--content-type <type>', 'media type to store (default: guessed from the extension)');
-  examples(addGlobalOptions(upload), ['mrp blob upload report.pdf', 'id=$(mrp blob upload -q data.bin)', 'mrp blob upload photo.jpg --json']);
+  examples(addGlobalOptions(upload), [
+    'mrp blob upload report.pdf',
+    'id=$(mrp blob upload -q data.bin)',
+    'mrp blob upload photo.jpg --json',
+  ]);
   upload.action(action(deps, runBlobUpload));
   const download = blob
     .command('download')
     .description('download a blob (yours, or attached to a message you sent or received); verified before it is kept')
     .argument('<blob-id>')
     .option('-o, --output <file>', 'where to write it (- for stdout)');
-  examples(addGlobalOptions(download), ['mrp blob download blob_7c2e91a04bd3 -o report.pdf', 'mrp blob download blob_7c2e91a04bd3 -o - | less']);
+  examples(addGlobalOptions(download), [
+    'mrp blob download blob_7c2e91a04bd3 -o report.pdf',
+    'mrp blob download blob_7c2e91a04bd3 -o - | less',
+  ]);
   download.action(action(deps, runBlobDownload));
   const info = blob.command('info').description('size, SHA-256 and media type of a blob').argument('<blob-id>');
   examples(addGlobalOptions(info), ['mrp blob info blob_7c2e91a04bd3', 'mrp blob info blob_7c2e91a04bd3 --json']);
   info.action(action(deps, runBlobInfo));
-  const del = blob.command('delete').alias('rm').description('delete your blob (refused while an unexpired message lists it)').argument('<blob-id>');
+  const del = blob
+    .command('delete')
+    .alias('rm')
+    .description('delete your blob (refused while an unexpired message lists it)')
+    .argument('<blob-id>');
   examples(addGlobalOptions(del), ['mrp blob delete blob_7c2e91a04bd3']);
   del.action(action(deps, runBlobDelete));
 }

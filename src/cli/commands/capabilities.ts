@@ -14,14 +14,24 @@ export async function runCapabilities(ctx: CliContext, options: CapabilitiesOpti
   const res = await client.capabilityTags(options.prefix);
   const prefix = options.prefix;
   const tags = prefix ? res.capabilities.filter((c) => c.tag.startsWith(prefix)) : res.capabilities;
-  ctx.out.result({ capabilities: tags }, () =>
-    tags.length === 0 ? ctx.out.style.dim('No capability tags in use.') : ctx.out.table(['TAG', 'AGENTS'], tags.map((c) => [safeText(c.tag), String(c.agent_count)])),
+  ctx.out.result(
+    { capabilities: tags },
+    () =>
+      tags.length === 0
+        ? ctx.out.style.dim('No capability tags in use.')
+        : ctx.out.table(
+            ['TAG', 'AGENTS'],
+            tags.map((c) => [safeText(c.tag), String(c.agent_count)]),
+          ),
     () => tags.map((c) => safeText(c.tag)),
   );
 }
 
 export function register(program: Command, deps: Deps): void {
-  const cmd = program.command('capabilities').description('list capability tags in use by public agents, with counts').option('--prefix <prefix>', 'only tags starting with this');
+  const cmd = program
+    .command('capabilities')
+    .description('list capability tags in use by public agents, with counts')
+    .option('--prefix <prefix>', 'only tags starting with this');
   examples(addGlobalOptions(cmd), ['mrp capabilities', 'mrp capabilities --prefix code:']);
   cmd.action(action(deps, runCapabilities));
 }

@@ -104,7 +104,10 @@ function valueFlags(nodes: CompletionNode[]): Map<string, ValueKind> {
 function commandCases(nodes: CompletionNode[]): string[] {
   return nodes.flatMap((n) =>
     n.commands.flatMap((c) =>
-      [c.name, ...c.aliases].map((name) => `      ${quote([...n.path, name].join(' '))}) cmd=${quote([...n.path, c.name].join(' '))}; return 0 ;;`),
+      [c.name, ...c.aliases].map(
+        (name) =>
+          `      ${quote([...n.path, name].join(' '))}) cmd=${quote([...n.path, c.name].join(' '))}; return 0 ;;`,
+      ),
     ),
   );
 }
@@ -130,18 +133,32 @@ function values(kind: ValueKind, shell: 'bash' | 'zsh'): string {
 function arms(nodes: CompletionNode[], shell: 'bash' | 'zsh'): { flags: string; valueCases: string; argCases: string } {
   const flags = valueFlags(nodes);
   const byKind = new Map<string, string[]>();
-  for (const [flag, kind] of flags) byKind.set(JSON.stringify(kind), [...(byKind.get(JSON.stringify(kind)) ?? []), flag]);
-  const valueCases = [...byKind].map(([k, fl]) => `      ${fl.map(quote).join('|')}) ${values(JSON.parse(k) as ValueKind, shell)} ;;`).join('\n');
-  const argCases = nodes
-    .flatMap((n) => n.arguments.flatMap((a, i) => (a.value === 'text' ? [] : [`      ${quote(`${n.path.join(' ')}:${i}`)}) ${values(a.value, shell)} ;;`])))
+  for (const [flag, kind] of flags)
+    byKind.set(JSON.stringify(kind), [...(byKind.get(JSON.stringify(kind)) ?? []), flag]);
+  const valueCases = [...byKind]
+    .map(([k, fl]) => `      ${fl.map(quote).join('|')}) ${values(JSON.parse(k) as ValueKind, shell)} ;;`)
     .join('\n');
-  return { flags: [...flags.keys()].map(quote).join('|') || "''", valueCases: valueCases || "      '') ;;", argCases: argCases || "      '') ;;" };
+  const argCases = nodes
+    .flatMap((n) =>
+      n.arguments.flatMap((a, i) =>
+        a.value === 'text' ? [] : [`      ${quote(`${n.path.join(' ')}:${i}`)}) ${values(a.value, shell)} ;;`],
+      ),
+    )
+    .join('\n');
+  return {
+    flags: [...flags.keys()].map(quote).join('|') || "''",
+    valueCases: valueCases || "      '') ;;",
+    argCases: argCases || "      '') ;;",
+  };
 }
 
 function bash(nodes: CompletionNode[]): string {
   const { flags, valueCases, argCases } = arms(nodes, 'bash');
   const nodeCases = nodes
-    .map((n) => `    ${quote(n.path.join(' '))}) subs=${quote(n.commands.flatMap((c) => [c.name, ...c.aliases]).join(' '))}; opts=${quote(n.options.flatMap((o) => o.flags).join(' '))} ;;`)
+    .map(
+      (n) =>
+        `    ${quote(n.path.join(' '))}) subs=${quote(n.commands.flatMap((c) => [c.name, ...c.aliases]).join(' '))}; opts=${quote(n.options.flatMap((o) => o.flags).join(' '))} ;;`,
+    )
     .join('\n');
   return `# mrp bash completion: eval "$(mrp completion bash)"
 # Sets cmd to the command path "$1" names (parent path + word); fails for anything else.
@@ -252,17 +269,23 @@ function fishValues(kind: ValueKind): string {
 }
 
 function fish(nodes: CompletionNode[]): string {
-  const lines = ['# mrp fish completion: mrp completion fish > ~/.config/fish/completions/mrp.fish', 'complete -c mrp -f'];
+  const lines = [
+    '# mrp fish completion: mrp completion fish > ~/.config/fish/completions/mrp.fish',
+    'complete -c mrp -f',
+  ];
   for (const n of nodes) {
     const cond =
       n.path.length === 0
         ? '__fish_use_subcommand'
         : `__fish_seen_subcommand_from ${n.path[n.path.length - 1]}${n.path.length > 1 ? `; and __fish_seen_subcommand_from ${n.path[0]}` : ''}`;
-    for (const c of n.commands) lines.push(`complete -c mrp -n ${quote(cond)} -a ${quote(c.name)} -d ${quote(c.description)}`);
+    for (const c of n.commands)
+      lines.push(`complete -c mrp -n ${quote(cond)} -a ${quote(c.name)} -d ${quote(c.description)}`);
     for (const o of n.options) {
       const long = o.flags.find((f) => f.startsWith('--'))?.slice(2);
       const short = o.flags.find((f) => /^-[^-]/.test(f))?.slice(1);
-      lines.push(`complete -c mrp -n ${quote(cond)}${long ? ` -l ${long}` : ''}${short ? ` -s ${short}` : ''}${o.value === null ? '' : fishValues(o.value)} -d ${quote(o.description)}`);
+      lines.push(
+        `complete -c mrp -n ${quote(cond)}${long ? ` -l ${long}` : ''}${short ? ` -s ${short}` : ''}${o.value === null ? '' : fishValues(o.value)} -d ${quote(o.description)}`,
+      );
     }
     const first = n.arguments[0];
     if (n.commands.length === 0 && first && first.value !== 'text') {
@@ -295,9 +318,13 @@ export function register(program: Command, deps: Deps): void {
         return;
       }
       const shell = args[0];
-      if (shell === undefined) throw new UsageError('which shell? give bash, zsh or fish (or --json for the command tree)', { code: 'missing_argument' });
+      if (shell === undefined)
+        throw new UsageError('which shell? give bash, zsh or fish (or --json for the command tree)', {
+          code: 'missing_argument',
+        });
       const render = { bash, zsh, fish }[shell];
-      if (!render) throw new UsageError(`no completion for "${shell}"; use bash, zsh or fish`, { code: 'invalid_argument' });
+      if (!render)
+        throw new UsageError(`no completion for "${shell}"; use bash, zsh or fish`, { code: 'invalid_argument' });
       ctx.out.write(render(nodes));
     }),
   );

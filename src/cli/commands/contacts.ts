@@ -25,13 +25,19 @@ export async function runContactsAdd(ctx: CliContext, options: ContactAddOptions
 
 export async function runContactsList(ctx: CliContext): Promise<void> {
   const { contacts } = await ctx.contacts();
-  ctx.out.result(contacts, () =>
-    contacts.length === 0
-      ? `No contacts yet (${ctx.contactsPath}). Add one with \`mrp contacts add <name> <public-key>\`.`
-      : ctx.out.table(
-          ['NAME', 'ALIAS', 'PUBLIC KEY', 'NOTE'],
-          contacts.map((c) => [c.name, c.alias, c.public_key, c.note].map((v) => safeText(typeof v === 'string' ? v : v === undefined ? '' : JSON.stringify(v)))),
-        ),
+  ctx.out.result(
+    contacts,
+    () =>
+      contacts.length === 0
+        ? `No contacts yet (${ctx.contactsPath}). Add one with \`mrp contacts add <name> <public-key>\`.`
+        : ctx.out.table(
+            ['NAME', 'ALIAS', 'PUBLIC KEY', 'NOTE'],
+            contacts.map((c) =>
+              [c.name, c.alias, c.public_key, c.note].map((v) =>
+                safeText(typeof v === 'string' ? v : v === undefined ? '' : JSON.stringify(v)),
+              ),
+            ),
+          ),
     () => contacts.flatMap((c) => (typeof c.name === 'string' && c.name !== '' ? [safeText(c.name)] : [])),
   );
 }
@@ -43,8 +49,14 @@ export async function runContactsRemove(ctx: CliContext, _options: unknown, args
 }
 
 export function register(program: Command, deps: Deps): void {
-  const contacts = addGlobalOptions(program.command('contacts')).description(`named peers, shared with the official CLI (~/.mrp/contacts.json)`);
-  examples(contacts, ['mrp contacts add alice 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA --alias a', 'mrp contacts ls', 'mrp contacts rm alice']);
+  const contacts = addGlobalOptions(program.command('contacts')).description(
+    `named peers, shared with the official CLI (~/.mrp/contacts.json)`,
+  );
+  examples(contacts, [
+    'mrp contacts add alice 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA --alias a',
+    'mrp contacts ls',
+    'mrp contacts rm alice',
+  ]);
 
   const add = contacts
     .command('add')
@@ -54,12 +66,17 @@ export function register(program: Command, deps: Deps): void {
     .option('--alias <alias>', 'a short alternative name')
     .option('--note <text>', 'a free-form note')
     .option('-f, --force', 'replace a contact with the same name');
-  examples(addGlobalOptions(add), ['mrp contacts add alice 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA', 'mrp contacts add bot <key> --alias b --note "translation bot" --force']).action(
-    action(deps, runContactsAdd),
-  );
+  examples(addGlobalOptions(add), [
+    'mrp contacts add alice 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA',
+    'mrp contacts add bot <key> --alias b --note "translation bot" --force',
+  ]).action(action(deps, runContactsAdd));
 
   const ls = contacts.command('ls').alias('list').description('list contacts');
-  examples(addGlobalOptions(ls), ['mrp contacts ls', 'mrp contacts ls --json', 'mrp contacts ls -q   # names only']).action(action(deps, runContactsList));
+  examples(addGlobalOptions(ls), [
+    'mrp contacts ls',
+    'mrp contacts ls --json',
+    'mrp contacts ls -q   # names only',
+  ]).action(action(deps, runContactsList));
 
   const rm = contacts.command('rm').alias('remove').description('remove a contact').argument('<name>', 'contact name');
   examples(addGlobalOptions(rm), ['mrp contacts rm alice']).action(action(deps, runContactsRemove));

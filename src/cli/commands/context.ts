@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
 import { CONFIG_KEYS } from '../config.js';
 import type { CliContext } from '../context.js';
-import { checkContextName, type ContextData, contextKeys, contextNotFound, SELECTED_KEY } from '../contexts.js';
+import { type ContextData, checkContextName, contextKeys, contextNotFound, SELECTED_KEY } from '../contexts.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
 
@@ -32,7 +32,9 @@ export async function runContextAdd(ctx: CliContext, options: ContextAddOptions,
   ctx.out.result({ name, file: path, selected: options.use === true, ...data }, () => [
     `${style.green('✔')} context ${style.bold(name)} saved ${style.dim(`(${path})`)}`,
     ...ctx.out.keyValues(contextRows(data)).map((l) => `  ${l}`),
-    options.use ? `  selected: commands now use it (unless --context, MRP_CONTEXT or flags say otherwise)` : style.dim(`  select it with \`mrp context use ${name}\` or --context ${name}`),
+    options.use
+      ? `  selected: commands now use it (unless --context, MRP_CONTEXT or flags say otherwise)`
+      : style.dim(`  select it with \`mrp context use ${name}\` or --context ${name}`),
   ]);
 }
 
@@ -52,9 +54,13 @@ export interface ContextUseOptions {
 export async function runContextUse(ctx: CliContext, options: ContextUseOptions, args: string[]): Promise<void> {
   const { style } = ctx.out;
   if (options.none || args[0] === undefined) {
-    if (!options.none) throw new UsageError('name a context to use, or pass --none to stop using one', { code: 'missing_argument' });
+    if (!options.none)
+      throw new UsageError('name a context to use, or pass --none to stop using one', { code: 'missing_argument' });
     await ctx.config.unset(SELECTED_KEY);
-    ctx.out.result({ selected: null }, () => `${style.green('✔')} no context selected: settings come from flags, environment and config.json`);
+    ctx.out.result(
+      { selected: null },
+      () => `${style.green('✔')} no context selected: settings come from flags, environment and config.json`,
+    );
     return;
   }
   const loaded = await ctx.contexts.read(args[0]);
@@ -62,7 +68,9 @@ export async function runContextUse(ctx: CliContext, options: ContextUseOptions,
   const env = ctx.deps.env['MRP_CONTEXT'];
   ctx.out.result({ selected: loaded.name, file: loaded.path }, () => [
     `${style.green('✔')} using context ${style.bold(loaded.name)}`,
-    ...(env && env !== loaded.name ? [style.yellow(`  note: MRP_CONTEXT=${env} is set and wins over this choice`)] : []),
+    ...(env && env !== loaded.name
+      ? [style.yellow(`  note: MRP_CONTEXT=${env} is set and wins over this choice`)]
+      : []),
   ]);
 }
 
@@ -90,16 +98,26 @@ export async function runContextShow(ctx: CliContext, _o: unknown, args: string[
   const selected = await ctx.selectedContext();
   const name = args[0] ?? selected?.name;
   if (name === undefined) {
-    throw new UsageError('no context is selected; name one, or select one with `mrp context use <name>`', { code: 'missing_argument' });
+    throw new UsageError('no context is selected; name one, or select one with `mrp context use <name>`', {
+      code: 'missing_argument',
+    });
   }
   const loaded = await ctx.contexts.read(name);
   const isSelected = selected?.name === loaded.name;
-  ctx.out.result({ name: loaded.name, file: loaded.path, selected: isSelected, ...(isSelected ? { selected_by: selected.origin } : {}), ...loaded.data }, () =>
-    ctx.out.keyValues([
-      ['name', `${loaded.name}${isSelected ? ctx.out.style.dim(`  (selected by ${selected.origin})`) : ''}`],
-      ...contextRows(loaded.data),
-      ['file', loaded.path],
-    ]),
+  ctx.out.result(
+    {
+      name: loaded.name,
+      file: loaded.path,
+      selected: isSelected,
+      ...(isSelected ? { selected_by: selected.origin } : {}),
+      ...loaded.data,
+    },
+    () =>
+      ctx.out.keyValues([
+        ['name', `${loaded.name}${isSelected ? ctx.out.style.dim(`  (selected by ${selected.origin})`) : ''}`],
+        ...contextRows(loaded.data),
+        ['file', loaded.path],
+      ]),
   );
 }
 
@@ -111,11 +129,16 @@ export async function runContextRemove(ctx: CliContext, _o: unknown, args: strin
   const unselected = stored === name;
   if (unselected) await ctx.config.unset(SELECTED_KEY);
   if (!removed && !unselected) throw contextNotFound(name, ctx.contexts.path(name));
-  ctx.out.result({ name, removed, unselected }, () => `${ctx.out.style.green('✔')} context ${name} removed${unselected ? ' (and no longer selected)' : ''}`);
+  ctx.out.result(
+    { name, removed, unselected },
+    () => `${ctx.out.style.green('✔')} context ${name} removed${unselected ? ' (and no longer selected)' : ''}`,
+  );
 }
 
 export function register(program: Command, deps: Deps): void {
-  const context = program.command('context').description('named relay + key pairs to switch between (like `nats context`)');
+  const context = program
+    .command('context')
+    .description('named relay + key pairs to switch between (like `nats context`)');
   examples(context, [
     'mrp context add prod --relay https://relay.mrphub.io --key ~/.mrp/prod.key --description "production"',
     'mrp context add local --relay http://127.0.0.1:8080 --key ~/.mrp/dev.key --use',
@@ -123,7 +146,10 @@ export function register(program: Command, deps: Deps): void {
     'mrp --context local whoami      # or MRP_CONTEXT=local',
     'mrp context ls',
   ]);
-  context.addHelpText('after', '\nPrecedence: flag > environment > context > config.json > default. `mrp whoami` shows where each value came from.\n');
+  context.addHelpText(
+    'after',
+    '\nPrecedence: flag > environment > context > config.json > default. `mrp whoami` shows where each value came from.\n',
+  );
   const add = context
     .command('add')
     .description('save a context: --relay and/or --key (mode 0600, in $MRP_HOME/contexts)')
@@ -131,13 +157,28 @@ export function register(program: Command, deps: Deps): void {
     .option('--description <text>', 'what this context is for')
     .option('-f, --force', 'replace a context of that name')
     .option('--use', 'also select it');
-  examples(addGlobalOptions(add), ['mrp context add prod --relay https://relay.mrphub.io --key ~/.mrp/prod.key']).action(action(deps, runContextAdd));
-  const use = context.command('use').alias('select').description('use a context by default').argument('[name]').option('--none', 'stop using a context');
-  examples(addGlobalOptions(use), ['mrp context use prod', 'mrp context use --none']).action(action(deps, runContextUse));
+  examples(addGlobalOptions(add), [
+    'mrp context add prod --relay https://relay.mrphub.io --key ~/.mrp/prod.key',
+  ]).action(action(deps, runContextAdd));
+  const use = context
+    .command('use')
+    .alias('select')
+    .description('use a context by default')
+    .argument('[name]')
+    .option('--none', 'stop using a context');
+  examples(addGlobalOptions(use), ['mrp context use prod', 'mrp context use --none']).action(
+    action(deps, runContextUse),
+  );
   const ls = context.command('ls').alias('list').description('list contexts; * marks the one in use');
   examples(addGlobalOptions(ls), ['mrp context ls', 'mrp context ls --json']).action(action(deps, runContextList));
-  const show = context.command('show').alias('info').description('show a context (default: the one in use)').argument('[name]');
-  examples(addGlobalOptions(show), ['mrp context show', 'mrp context show prod --json']).action(action(deps, runContextShow));
+  const show = context
+    .command('show')
+    .alias('info')
+    .description('show a context (default: the one in use)')
+    .argument('[name]');
+  examples(addGlobalOptions(show), ['mrp context show', 'mrp context show prod --json']).action(
+    action(deps, runContextShow),
+  );
   const rm = context.command('rm').alias('remove').description('delete a context').argument('<name>');
   examples(addGlobalOptions(rm), ['mrp context rm old']).action(action(deps, runContextRemove));
 }

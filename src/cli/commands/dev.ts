@@ -1,20 +1,20 @@
-import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, type FSWatcher, watch } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import type { Command } from 'commander';
 import { MrpError, UsageError } from '../../core/errors.js';
 import { Keypair } from '../../protocol/signing.js';
+import type { Relay } from '../../relay/index.js';
+import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import { loadHandler } from '../../runtime/handler.js';
 import { type AgentMode, parseMode } from '../../runtime/mode.js';
-import type { Relay } from '../../relay/index.js';
 import { ensureDir, expandPath } from '../config.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { EXIT } from '../exit.js';
 import { readKeyFile, writeKeyFile } from '../keys.js';
-import { projectManifest } from '../manifest.js';
 import { takeLock } from '../lockfile.js';
+import { projectManifest } from '../manifest.js';
 import { intOption } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { bodyPreview } from '../render.js';
@@ -64,21 +64,36 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
   // One `mrp dev` per MRP_HOME: a second one would share the relay data and the agent's journal.
   const lock = takeLock(join(home, 'lock'));
   if ('heldBy' in lock) {
-    throw new MrpError('api', 'dev_running', `another mrp dev (pid ${lock.heldBy}) is already running with MRP_HOME=${ctx.home}`, {
-      hint: `use that one (it prints its \`mrp send\` command), stop it, or start another with its own state: \`MRP_HOME=$(mktemp -d) mrp dev\``,
-    });
+    throw new MrpError(
+      'api',
+      'dev_running',
+      `another mrp dev (pid ${lock.heldBy}) is already running with MRP_HOME=${ctx.home}`,
+      {
+        hint: `use that one (it prints its \`mrp send\` command), stop it, or start another with its own state: \`MRP_HOME=$(mktemp -d) mrp dev\``,
+      },
+    );
   }
   let relay: Relay | undefined;
   try {
     // --key: the agent runs as that identity (created if missing); by default a dev-only key.
-    const agentKeyPath = ctx.globals.key === undefined ? join(home, 'agent.key') : expandPath(ctx.globals.key, ctx.deps);
+    const agentKeyPath =
+      ctx.globals.key === undefined ? join(home, 'agent.key') : expandPath(ctx.globals.key, ctx.deps);
     const agentKey = await devKey(agentKeyPath);
     const userKeyPath = join(home, 'user.key');
     const userKey = await devKey(userKeyPath);
 
     const { createRelay } = await import('../../relay/index.js');
     const makeRelay = (p: number): Relay =>
-      createRelay({ host: '127.0.0.1', port: p, dataDir: join(home, 'data'), sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0, clock: ctx.deps.clock, allowPrivateWebhooks: true });
+      createRelay({
+        host: '127.0.0.1',
+        port: p,
+        dataDir: join(home, 'data'),
+        sendRatePerMinute: 0,
+        receiveRatePerMinute: 0,
+        requestRatePerMinute: 0,
+        clock: ctx.deps.clock,
+        allowPrivateWebhooks: true,
+      });
     relay = makeRelay(port);
     let url: string;
     try {
@@ -134,7 +149,13 @@ async function runAgainst(ctx: CliContext, options: DevOptions, d: DevSetup): Pr
   const sendCommand = `mrp send --relay ${url} --key ${userKeyPath} ${agentKey.publicKey} "hello" --wait`;
   reporter.line(`${style.green('●')} relay   ${style.bold(url)}  ${style.dim(`(data ${join(home, 'data')})`)}`);
   reporter.line(`${style.green('●')} agent   ${agentKey.publicKey}  ${style.dim(`running ${shown}`)}`);
-  reporter.event('dev', { relay: url, agent: agentKey.publicKey, user: userKey.publicKey, handler: handlerPath, send: sendCommand });
+  reporter.event('dev', {
+    relay: url,
+    agent: agentKey.publicKey,
+    user: userKey.publicKey,
+    handler: handlerPath,
+    send: sendCommand,
+  });
 
   const signals = shutdownSignals(ctx.deps);
   const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
@@ -152,10 +173,16 @@ async function runAgainst(ctx: CliContext, options: DevOptions, d: DevSetup): Pr
         reporter.line(`${style.cyan('→')} demo    sent ${bodyPreview(body)} ${style.dim(sent.message_id)}`);
         const page = await user.poll({ in_reply_to: sent.message_id, wait: 10, limit: 1 });
         const reply = page.messages[0];
-        if (reply) reporter.line(`${style.green('←')} reply   ${bodyPreview(reply.body, 200)} ${style.dim(reply.message_id)}`);
+        if (reply)
+          reporter.line(`${style.green('←')} reply   ${bodyPreview(reply.body, 200)} ${style.dim(reply.message_id)}`);
         else reporter.line(`${style.yellow('…')} the handler did not reply to the demo message within 10 s`);
         reporter.event('demo', { sent: sent.message_id, reply: reply ?? null });
-        if (!reply) demoFailed = new MrpError('timeout', 'reply_timeout', 'the handler did not answer the demo message within 10 s');
+        if (!reply)
+          demoFailed = new MrpError(
+            'timeout',
+            'reply_timeout',
+            'the handler did not answer the demo message within 10 s',
+          );
       } catch (err) {
         demoFailed = err;
         reporter.problem('demo_failed', err);
@@ -205,7 +232,12 @@ export function register(program: Command, deps: Deps): void {
     .option('--no-demo', 'do not send the first demo message')
     .option('--no-watch', 'do not reload the handler when its files change')
     .option('--once', 'send the demo message, show the reply, and exit');
-  examples(addGlobalOptions(cmd), ['mrp dev', 'mrp dev --handler ./handler.ts', 'mrp dev --once   # a quick end-to-end check', 'mrp dev --key ./agent.key   # run the agent as this identity']);
+  examples(addGlobalOptions(cmd), [
+    'mrp dev',
+    'mrp dev --handler ./handler.ts',
+    'mrp dev --once   # a quick end-to-end check',
+    'mrp dev --key ./agent.key   # run the agent as this identity',
+  ]);
   cmd.addHelpText(
     'after',
     '\nKeys and data live under $MRP_HOME/dev (agent.key, user.key, data/); --key runs the agent as another identity\n(created if missing). One mrp dev per MRP_HOME. Rate limits are off.\n',

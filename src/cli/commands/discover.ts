@@ -22,11 +22,19 @@ export interface DiscoverOptions {
 /** `mrp discover`: public agents by tag, tag prefix, name or free text (docs/protocol.md §3.5). */
 export async function runDiscover(ctx: CliContext, options: DiscoverOptions): Promise<void> {
   if (options.activeSince !== undefined && parseTimestamp(options.activeSince) === undefined) {
-    throw new UsageError(`--active-since "${options.activeSince}" must be an RFC 3339 time, e.g. 2026-03-05T12:00:00Z`, { code: 'invalid_argument' });
+    throw new UsageError(
+      `--active-since "${options.activeSince}" must be an RFC 3339 time, e.g. 2026-03-05T12:00:00Z`,
+      { code: 'invalid_argument' },
+    );
   }
-  if (options.all && options.limit !== undefined) throw new UsageError('--all and --limit contradict each other: --all fetches every match', { code: 'invalid_argument' });
+  if (options.all && options.limit !== undefined)
+    throw new UsageError('--all and --limit contradict each other: --all fetches every match', {
+      code: 'invalid_argument',
+    });
   // --limit follows pages until it is reached; --all follows them to the end.
-  const limit = options.all ? Number.POSITIVE_INFINITY : intOption(options.limit, '--limit', LIMITS.discoverLimitDefault, 1, 100_000);
+  const limit = options.all
+    ? Number.POSITIVE_INFINITY
+    : intOption(options.limit, '--limit', LIMITS.discoverLimitDefault, 1, 100_000);
   const client = await ctx.client();
   const agents: DiscoveredAgent[] = [];
   const seen = new Set<string>();
@@ -44,7 +52,11 @@ export async function runDiscover(ctx: CliContext, options: DiscoverOptions): Pr
     });
     // `tag_prefix` is this relay's extension: filter here too, for relays that ignore it.
     const prefix = options.prefix;
-    agents.push(...(prefix ? page.agents.filter((a) => a.capabilities.some((c) => c.tags.some((t) => t.startsWith(prefix)))) : page.agents));
+    agents.push(
+      ...(prefix
+        ? page.agents.filter((a) => a.capabilities.some((c) => c.tags.some((t) => t.startsWith(prefix))))
+        : page.agents),
+    );
     const next = page.has_more ? (page.next_cursor ?? undefined) : undefined;
     // A cursor seen before (or an empty page claiming more) would loop forever.
     more = next !== undefined && !seen.has(next) && page.agents.length > 0;
@@ -89,7 +101,15 @@ export function register(program: Command, deps: Deps): void {
     .option('--active-since <time>', 'active at or after this RFC 3339 time')
     .option('--limit <n>', `at most this many (default ${LIMITS.discoverLimitDefault}; follows pages)`)
     .option('--all', 'every match (follows every page)');
-  examples(addGlobalOptions(cmd), ['mrp discover --tag translate', 'mrp discover --prefix code: --json', 'mrp discover --q "pdf summary" --limit 200', 'mrp discover --tag i18n --all -q   # every key']);
-  cmd.addHelpText('after', '\nOn a terminal: a table with full keys. With --json or when piped: one JSON agent per line (NDJSON); "more match"\ngoes to stderr (a JSON line {"event":"has_more"} with --json). -q: one key per line.\n');
+  examples(addGlobalOptions(cmd), [
+    'mrp discover --tag translate',
+    'mrp discover --prefix code: --json',
+    'mrp discover --q "pdf summary" --limit 200',
+    'mrp discover --tag i18n --all -q   # every key',
+  ]);
+  cmd.addHelpText(
+    'after',
+    '\nOn a terminal: a table with full keys. With --json or when piped: one JSON agent per line (NDJSON); "more match"\ngoes to stderr (a JSON line {"event":"has_more"} with --json). -q: one key per line.\n',
+  );
   cmd.action(action(deps, runDiscover));
 }

@@ -19,7 +19,8 @@ const WORD: Record<CheckStatus, string> = { ok: 'ok', warn: 'warn', fail: 'fail'
 
 /** One line per check: `✓ name  summary — hint` on a terminal, `ok    name  summary — hint` piped. */
 export function checkLine(r: CheckResult, tty: boolean, style: Style): string {
-  const paint = r.status === 'ok' ? style.green : r.status === 'warn' ? style.yellow : r.status === 'fail' ? style.red : style.dim;
+  const paint =
+    r.status === 'ok' ? style.green : r.status === 'warn' ? style.yellow : r.status === 'fail' ? style.red : style.dim;
   const mark = tty ? paint(SYMBOL[r.status]) : WORD[r.status].padEnd(4);
   const hint = r.hint ? style.dim(` — ${r.hint}`) : '';
   const summary = r.status === 'skip' ? style.dim(r.summary) : r.summary;
@@ -39,14 +40,23 @@ export async function runDoctor(ctx: CliContext, options: DoctorCommandOptions):
   const warned = results.filter((r) => r.status === 'warn');
   if (out.json) out.jsonLine({ ok: failed.length === 0, checks: results });
   else if (streaming && failed.length === 0) {
-    out.line(warned.length ? out.style.yellow(`\nNo failures; ${warned.length} warning${warned.length === 1 ? '' : 's'}.`) : out.style.green('\nAll checks passed.'));
+    out.line(
+      warned.length
+        ? out.style.yellow(`\nNo failures; ${warned.length} warning${warned.length === 1 ? '' : 's'}.`)
+        : out.style.green('\nAll checks passed.'),
+    );
   }
   if (failed.length) {
     const names = failed.map((r) => r.name).join(', ');
     out.error(
-      new MrpError('config', 'doctor_failed', `${failed.length} check${failed.length === 1 ? '' : 's'} failed: ${names}`, {
-        details: { failed: failed.map((r) => r.name) },
-      }),
+      new MrpError(
+        'config',
+        'doctor_failed',
+        `${failed.length} check${failed.length === 1 ? '' : 's'} failed: ${names}`,
+        {
+          details: { failed: failed.map((r) => r.name) },
+        },
+      ),
     );
     throw new ReportedError(EXIT.failure);
   }
@@ -55,14 +65,20 @@ export async function runDoctor(ctx: CliContext, options: DoctorCommandOptions):
 export function register(program: Command, deps: Deps): void {
   const cmd = program
     .command('doctor')
-    .description('check this setup: node, key and its permissions, config, clock, relay, a real login, locks, manifest, handler')
+    .description(
+      'check this setup: node, key and its permissions, config, clock, relay, a real login, locks, manifest, handler',
+    )
     .option('-H, --handler <path>', 'also check that this handler module loads')
     .option('--manifest <file>', 'check this manifest (default: ./mrp.yaml if present)')
     .option('-t, --timeout <duration>', 'per network check', '10s');
-  examples(addGlobalOptions(cmd), ['mrp doctor', 'mrp doctor --handler ./handler.ts', 'mrp doctor --context prod --json | jq .checks']);
+  examples(addGlobalOptions(cmd), [
+    'mrp doctor',
+    'mrp doctor --handler ./handler.ts',
+    'mrp doctor --context prod --json | jq .checks',
+  ]);
   cmd.addHelpText(
     'after',
-    '\nEach line: ✓ ok, ! warning, ✗ failure, - skipped (piped: ok/warn/fail/skip). Exit 1 when a check fails.\nThe clock warns from 60 s off the relay\'s Date header and fails from 5 min (the relay\'s limit).\n',
+    "\nEach line: ✓ ok, ! warning, ✗ failure, - skipped (piped: ok/warn/fail/skip). Exit 1 when a check fails.\nThe clock warns from 60 s off the relay's Date header and fails from 5 min (the relay's limit).\n",
   );
   cmd.action(action(deps, runDoctor));
 }

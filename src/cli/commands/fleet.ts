@@ -20,7 +20,10 @@ function age(ms: number): string {
 /** `mrp fleet`: the runners sharing a journal, who holds a WebSocket slot, and what is in flight. */
 export async function runFleet(ctx: CliContext, options: FleetOptions): Promise<void> {
   const url = sharedJournalUrl(options.journal ?? ctx.deps.env['MRP_JOURNAL']);
-  if (!url) throw new UsageError('--journal postgres://… is required (the shared journal the fleet uses)', { code: 'missing_argument' });
+  if (!url)
+    throw new UsageError('--journal postgres://… is required (the shared journal the fleet uses)', {
+      code: 'missing_argument',
+    });
   const identity = options.all ? undefined : (await ctx.identity()).keypair.publicKey;
   const { fleetStatus, describePostgresUrl } = await import('../../runtime/shared-journal.js');
   const status = await fleetStatus(url, { now: ctx.deps.clock.now(), ...(identity ? { identity } : {}) });
@@ -52,6 +55,9 @@ export function register(program: Command, deps: Deps): void {
     .description('list the runners sharing a journal (mrp run --journal postgres://…): modes, WebSocket slots, leases')
     .option('--journal <url>', 'the shared journal (postgres://…; default: $MRP_JOURNAL)')
     .option('--all', 'every identity in that journal, not only this key');
-  examples(addGlobalOptions(cmd), ['mrp fleet --journal postgres://mrp@db/mrp', 'MRP_JOURNAL=postgres://mrp@db/mrp mrp fleet --all --json']);
+  examples(addGlobalOptions(cmd), [
+    'mrp fleet --journal postgres://mrp@db/mrp',
+    'MRP_JOURNAL=postgres://mrp@db/mrp mrp fleet --all --json',
+  ]);
   cmd.action(action(deps, runFleet));
 }

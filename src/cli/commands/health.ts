@@ -21,14 +21,16 @@ export async function runHealth(ctx: CliContext): Promise<void> {
   const health = await client.health();
   const ms = Math.round(performance.now() - started);
   const { style } = ctx.out;
-  ctx.out.result({ relay: relay.value, latency_ms: ms, ...health }, () =>
-    ctx.out.keyValues([
-      ['relay', relay.value],
-      ['status', health.status === 'ok' ? style.green(health.status) : style.yellow(safeText(String(health.status)))],
-      ['version', safeText(String(health.version))],
-      ['time', fullTime(health.timestamp)],
-      ['latency', `${ms} ms`],
-    ]),
+  ctx.out.result(
+    { relay: relay.value, latency_ms: ms, ...health },
+    () =>
+      ctx.out.keyValues([
+        ['relay', relay.value],
+        ['status', health.status === 'ok' ? style.green(health.status) : style.yellow(safeText(String(health.status)))],
+        ['version', safeText(String(health.version))],
+        ['time', fullTime(health.timestamp)],
+        ['latency', `${ms} ms`],
+      ]),
     () => safeText(String(health.status)),
   );
 }

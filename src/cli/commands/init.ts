@@ -2,11 +2,11 @@ import { access, readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { basename, extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { formatDuration } from '../../core/duration.js';
-import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import type { Command } from 'commander';
+import { formatDuration } from '../../core/duration.js';
 import { UsageError } from '../../core/errors.js';
 import { Keypair } from '../../protocol/signing.js';
+import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { writeExclusive } from '../files.js';
@@ -21,8 +21,8 @@ import {
   manifestText,
   slug,
   systemdUnitText,
-  type Template,
   TEMPLATES,
+  type Template,
   unitFileName,
 } from '../scaffold.js';
 import { packageVersion } from '../version.js';
@@ -69,8 +69,15 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
   const graceMs = durationOption(options.grace, '--grace', RUNTIME_DEFAULTS.graceMs);
   const graceSeconds = Math.max(1, Math.ceil(graceMs / 1000));
   const healthPort = intOption(options.healthPort, '--health-port', 9090, 1, 65535);
-  const name = options.name ?? (basename(cwd).replace(/[^\w .-]/g, '').trim() || 'my-agent');
-  const schemaRef = (await exists(SCHEMA)) ? relative(cwd, SCHEMA) || SCHEMA : 'https://mrphub.io/schemas/mrp.yaml.json';
+  const name =
+    options.name ??
+    (basename(cwd)
+      .replace(/[^\w .-]/g, '')
+      .trim() ||
+      'my-agent');
+  const schemaRef = (await exists(SCHEMA))
+    ? relative(cwd, SCHEMA) || SCHEMA
+    : 'https://mrphub.io/schemas/mrp.yaml.json';
   const handlerFile = resolve(cwd, options.handler ?? 'handler.ts');
   const handler = shownPath(cwd, handlerFile);
   const handlerText = tpl ? await readFile(new URL(`handlers/${tpl}.ts`, ROOT), 'utf8') : DEFAULT_HANDLER;
@@ -81,11 +88,17 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
     { path: handlerFile, text: handlerText },
   ];
   // The default handler comes with its test (mrp/testing's invoke), unless the handler is there already.
-  const handlerTest = !tpl && extname(handlerFile) === '.ts' && !(await exists(handlerFile)) ? handlerFile.replace(/\.ts$/, '.test.ts') : undefined;
+  const handlerTest =
+    !tpl && extname(handlerFile) === '.ts' && !(await exists(handlerFile))
+      ? handlerFile.replace(/\.ts$/, '.test.ts')
+      : undefined;
   if (handlerTest) files.push({ path: handlerTest, text: handlerTestText(`./${basename(handlerFile)}`) });
   if (options.docker) {
     const packageJson = await exists(join(cwd, 'package.json'));
-    files.push({ path: join(cwd, 'Dockerfile'), text: dockerfileText({ name, handler, graceSeconds, healthPort, version: packageVersion(), packageJson }) });
+    files.push({
+      path: join(cwd, 'Dockerfile'),
+      text: dockerfileText({ name, handler, graceSeconds, healthPort, version: packageVersion(), packageJson }),
+    });
     files.push({ path: join(cwd, '.dockerignore'), text: DOCKERIGNORE });
   }
   if (options.systemd) {
@@ -127,31 +140,54 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
   const next = `mrp run --handler ${handler}`;
   const { style } = ctx.out;
   const then: string[] = [];
-  if (options.docker) then.push(`docker build -t ${slug(name)} .   ${style.dim('(run line and key mount: see the Dockerfile header)')}`);
-  if (options.systemd) then.push(`sudo cp ${unitFileName(name)} /etc/systemd/system/ && sudo systemctl enable --now ${slug(name)}`);
-  ctx.out.result({ created, kept, key_file: key_file.value, key_created: keyCreated, public_key: publicKey, template: tpl ?? null, next }, () => [
-    ...created.map((p) => `${style.green('✔')} created ${relative(cwd, p)}`),
-    ...kept.map((p) => `${style.yellow('•')} kept ${relative(cwd, p)} (already there)`),
-    keyCreated ? `${style.green('✔')} created identity ${key_file.value}` : `${style.dim('•')} using identity ${key_file.value}`,
-    `  public key  ${style.cyan(publicKey)}`,
-    '',
-    `Next: ${style.bold(next)}`,
-    ...then.map((l) => `      ${l}`),
-    ...(handlerTest ? [style.dim(`  test it: npx tsx --test ${shownPath(cwd, handlerTest)}   (Node ≥ 23.6: node --test)`)] : []),
-    style.dim(`  (no relay handy? \`mrp dev --handler ${handler}\` runs one locally)`),
-  ]);
+  if (options.docker)
+    then.push(`docker build -t ${slug(name)} .   ${style.dim('(run line and key mount: see the Dockerfile header)')}`);
+  if (options.systemd)
+    then.push(`sudo cp ${unitFileName(name)} /etc/systemd/system/ && sudo systemctl enable --now ${slug(name)}`);
+  ctx.out.result(
+    {
+      created,
+      kept,
+      key_file: key_file.value,
+      key_created: keyCreated,
+      public_key: publicKey,
+      template: tpl ?? null,
+      next,
+    },
+    () => [
+      ...created.map((p) => `${style.green('✔')} created ${relative(cwd, p)}`),
+      ...kept.map((p) => `${style.yellow('•')} kept ${relative(cwd, p)} (already there)`),
+      keyCreated
+        ? `${style.green('✔')} created identity ${key_file.value}`
+        : `${style.dim('•')} using identity ${key_file.value}`,
+      `  public key  ${style.cyan(publicKey)}`,
+      '',
+      `Next: ${style.bold(next)}`,
+      ...then.map((l) => `      ${l}`),
+      ...(handlerTest
+        ? [style.dim(`  test it: npx tsx --test ${shownPath(cwd, handlerTest)}   (Node ≥ 23.6: node --test)`)]
+        : []),
+      style.dim(`  (no relay handy? \`mrp dev --handler ${handler}\` runs one locally)`),
+    ],
+  );
 }
 
 export function register(program: Command, deps: Deps): void {
   const cmd = program
     .command('init')
-    .description('scaffold mrp.yaml and a handler here (never overwrites), create a key if needed; optionally a Dockerfile or systemd unit')
+    .description(
+      'scaffold mrp.yaml and a handler here (never overwrites), create a key if needed; optionally a Dockerfile or systemd unit',
+    )
     .option('--name <name>', 'display name for mrp.yaml (default: this folder)')
     .option('--template <name>', `start from an example handler: ${TEMPLATES.join(' | ')}`)
     .option('-H, --handler <path>', 'handler file to create or use', './handler.ts')
     .option('--docker', 'also write a Dockerfile and .dockerignore (tini as PID 1, non-root, health check)')
     .option('--systemd', 'also write a systemd unit (<name>.service) for this machine')
-    .option('--grace <duration>', 'shutdown grace for the runner; stop timeouts are set above it', formatDuration(RUNTIME_DEFAULTS.graceMs))
+    .option(
+      '--grace <duration>',
+      'shutdown grace for the runner; stop timeouts are set above it',
+      formatDuration(RUNTIME_DEFAULTS.graceMs),
+    )
     .option('--health-port <port>', 'Dockerfile: port of /healthz, /readyz and /metrics', '9090');
   examples(addGlobalOptions(cmd), [
     'mkdir my-agent && cd my-agent && mrp init',

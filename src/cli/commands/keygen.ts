@@ -36,7 +36,10 @@ async function backUp(path: string, now: number): Promise<Previous | undefined> 
   } catch {
     publicKey = undefined;
   }
-  const stamp = new Date(now).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const stamp = new Date(now)
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
   for (let n = 0; ; n++) {
     const backup = `${path}.bak-${stamp}${n ? `-${n}` : ''}`;
     try {
@@ -55,14 +58,20 @@ export async function runKeygen(ctx: CliContext, options: KeygenOptions): Promis
   const previous = options.force ? await backUp(key_file.value, ctx.deps.clock.now()) : undefined;
   await writeKeyFile(key_file.value, keypair, { force: options.force === true });
   const { style } = ctx.out;
-  ctx.out.result({ public_key: keypair.publicKey, key_file: key_file.value, created: true, ...(previous ? { previous } : {}) }, () => [
-    `${style.green('✔')} New identity written to ${style.bold(key_file.value)} (mode 0600)`,
-    `  public key  ${style.cyan(keypair.publicKey)}`,
-    ...(previous
-      ? [`  previous    ${previous.public_key ?? style.yellow('(not a valid key)')}  ${style.dim(`kept in ${previous.backup} (mode 0600)`)}`]
-      : []),
-    style.dim('  Keep the key file secret: it is the account. Share only the public key.'),
-  ], () => keypair.publicKey);
+  ctx.out.result(
+    { public_key: keypair.publicKey, key_file: key_file.value, created: true, ...(previous ? { previous } : {}) },
+    () => [
+      `${style.green('✔')} New identity written to ${style.bold(key_file.value)} (mode 0600)`,
+      `  public key  ${style.cyan(keypair.publicKey)}`,
+      ...(previous
+        ? [
+            `  previous    ${previous.public_key ?? style.yellow('(not a valid key)')}  ${style.dim(`kept in ${previous.backup} (mode 0600)`)}`,
+          ]
+        : []),
+      style.dim('  Keep the key file secret: it is the account. Share only the public key.'),
+    ],
+    () => keypair.publicKey,
+  );
 }
 
 export function register(program: Command, deps: Deps): void {
@@ -70,6 +79,10 @@ export function register(program: Command, deps: Deps): void {
     .command('keygen')
     .description('create a new identity key (a 32-byte Ed25519 seed, mode 0600)')
     .option('-f, --force', 'replace an existing key file (the old one is kept as <file>.bak-<time>)');
-  examples(addGlobalOptions(cmd), ['mrp keygen', 'mrp keygen --key ./agent.key', 'mrp keygen --force --json   # .previous has the old key and its backup']);
+  examples(addGlobalOptions(cmd), [
+    'mrp keygen',
+    'mrp keygen --key ./agent.key',
+    'mrp keygen --force --json   # .previous has the old key and its backup',
+  ]);
   cmd.action(action(deps, runKeygen));
 }

@@ -1,13 +1,13 @@
 import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { UsageError } from '../../core/errors.js';
 import type { RelayClient } from '../../client/http.js';
+import { UsageError } from '../../core/errors.js';
 import type { Message } from '../../protocol/types.js';
 import { progressFor, safeFilename, writeStreamNew } from '../attachments.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { action, addGlobalOptions, examples } from '../program.js';
 import { MessageOpener, sealedNote, shownJson } from '../opener.js';
+import { action, addGlobalOptions, examples } from '../program.js';
 import { fullTime, messageBlock, safeText } from '../render.js';
 
 /** `mrp status <id>`: delivery status of a message you sent or received. */
@@ -16,14 +16,16 @@ export async function runStatus(ctx: CliContext, _o: unknown, args: string[]): P
   const status = await client.messageStatus(args[0]!);
   const { style } = ctx.out;
   const paint = status.status === 'delivered' ? style.green : status.status === 'expired' ? style.red : style.yellow;
-  ctx.out.result(status, () =>
-    ctx.out.keyValues([
-      ['message', safeText(status.message_id)],
-      ['status', paint(safeText(status.status))],
-      ['created', fullTime(status.created_at)],
-      ['delivered', fullTime(status.delivered_at)],
-      ['expires', fullTime(status.expires_at)],
-    ]),
+  ctx.out.result(
+    status,
+    () =>
+      ctx.out.keyValues([
+        ['message', safeText(status.message_id)],
+        ['status', paint(safeText(status.status))],
+        ['created', fullTime(status.created_at)],
+        ['delivered', fullTime(status.delivered_at)],
+        ['expires', fullTime(status.expires_at)],
+      ]),
     () => status.status,
   );
 }
@@ -53,7 +55,11 @@ interface Saved {
  */
 async function saveAttachments(ctx: CliContext, client: RelayClient, message: Message, dir: string): Promise<Saved[]> {
   const info = await stat(dir).catch(() => undefined);
-  if (!info?.isDirectory()) throw new UsageError(`--save-attachments ${dir}: not a directory`, { code: 'invalid_argument', hint: 'create it first, e.g. mkdir -p <dir>' });
+  if (!info?.isDirectory())
+    throw new UsageError(`--save-attachments ${dir}: not a directory`, {
+      code: 'invalid_argument',
+      hint: 'create it first, e.g. mkdir -p <dir>',
+    });
   const saved: Saved[] = [];
   const quiet = ctx.globals.json || ctx.globals.quiet;
   const { openAttachment } = await import('../../client/blob-e2e.js');
@@ -73,7 +79,11 @@ async function saveAttachments(ctx: CliContext, client: RelayClient, message: Me
           bar.update?.(n);
         },
       });
-      saved.push({ blob_id: a.blob_id, path: await writeStreamNew(dir, name, opened.body), ...(opened.encrypted ? { decrypted: true } : {}) });
+      saved.push({
+        blob_id: a.blob_id,
+        path: await writeStreamNew(dir, name, opened.body),
+        ...(opened.encrypted ? { decrypted: true } : {}),
+      });
     } catch (err) {
       if ((err as { code?: unknown }).code !== 'decryption_failed') throw err;
       saved.push({ blob_id: a.blob_id, skipped: 'decryption_failed' });
@@ -90,12 +100,17 @@ export async function runGet(ctx: CliContext, options: GetOptions, args: string[
   const client = await ctx.client();
   const shown = await new MessageOpener(client.keypair).open(await client.getMessage(args[0]!));
   const contacts = await ctx.contacts();
-  const saved = options.saveAttachments === undefined ? undefined : await saveAttachments(ctx, client, shown.message, options.saveAttachments);
+  const saved =
+    options.saveAttachments === undefined
+      ? undefined
+      : await saveAttachments(ctx, client, shown.message, options.saveAttachments);
   ctx.out.result(
     saved === undefined ? shownJson(shown) : { ...shownJson(shown), saved_attachments: saved },
     () => [
       ...messageBlock(shown.message, { style: ctx.out.style, contacts, self: client.publicKey }, shown),
-      ...(saved ?? []).map((s) => (s.path ? `saved ${s.blob_id} → ${safeText(s.path)}` : `skipped ${s.blob_id} (${s.skipped})`)),
+      ...(saved ?? []).map((s) =>
+        s.path ? `saved ${s.blob_id} → ${safeText(s.path)}` : `skipped ${s.blob_id} (${s.skipped})`,
+      ),
     ],
     () => JSON.stringify(shown.message.body),
   );
@@ -103,8 +118,14 @@ export async function runGet(ctx: CliContext, options: GetOptions, args: string[
 }
 
 export function register(program: Command, deps: Deps): void {
-  const status = program.command('status').description('delivery status of a message (sent, delivered, expired)').argument('<message-id>');
-  examples(addGlobalOptions(status), ['mrp status msg_1772712000_0a1b2c3d4e5f', 'mrp status "$(mrp send bob hi)" --json']);
+  const status = program
+    .command('status')
+    .description('delivery status of a message (sent, delivered, expired)')
+    .argument('<message-id>');
+  examples(addGlobalOptions(status), [
+    'mrp status msg_1772712000_0a1b2c3d4e5f',
+    'mrp status "$(mrp send bob hi)" --json',
+  ]);
   status.action(action(deps, runStatus));
   const get = program
     .command('get')

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
 import type { ProfilePatch } from '../../protocol/types.js';
-import { validateCapability, validateProfilePatch, ValidationError } from '../../protocol/validate.js';
+import { ValidationError, validateCapability, validateProfilePatch } from '../../protocol/validate.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { collect, keyValuePairs } from '../options.js';
@@ -21,7 +21,8 @@ export interface ProfileOptions {
 function patchFrom(options: ProfileOptions, currentMeta: Record<string, string>): ProfilePatch {
   const patch: Record<string, unknown> = {};
   if (options.name !== undefined) patch['display_name'] = options.name === '' ? null : options.name;
-  if (options.public && options.private) throw new UsageError('--public and --private contradict each other', { code: 'invalid_argument' });
+  if (options.public && options.private)
+    throw new UsageError('--public and --private contradict each other', { code: 'invalid_argument' });
   if (options.public) patch['visibility'] = 'public';
   if (options.private) patch['visibility'] = 'private';
   if (options.policy !== undefined) patch['inbox_policy'] = options.policy;
@@ -32,7 +33,9 @@ function patchFrom(options: ProfileOptions, currentMeta: Record<string, string>)
         try {
           value = JSON.parse(text);
         } catch (err) {
-          throw new UsageError(`--capability #${i + 1} is not valid JSON (${(err as Error).message})`, { code: 'invalid_argument' });
+          throw new UsageError(`--capability #${i + 1} is not valid JSON (${(err as Error).message})`, {
+            code: 'invalid_argument',
+          });
         }
       }
       return validateCapability(value, `--capability #${i + 1}`);
@@ -50,7 +53,10 @@ function patchFrom(options: ProfileOptions, currentMeta: Record<string, string>)
     return validateProfilePatch(patch);
   } catch (err) {
     if (err instanceof ValidationError) {
-      const flag = { display_name: '--name', inbox_policy: '--policy', metadata: '--meta', capabilities: '--capability' }[err.field.split(/[.[]/)[0]!] ?? err.field;
+      const flag =
+        { display_name: '--name', inbox_policy: '--policy', metadata: '--meta', capabilities: '--capability' }[
+          err.field.split(/[.[]/)[0]!
+        ] ?? err.field;
       throw new UsageError(`${flag}: ${err.reason}`, { code: 'invalid_argument' });
     }
     throw err;
@@ -60,12 +66,19 @@ function patchFrom(options: ProfileOptions, currentMeta: Record<string, string>)
 /** `mrp profile [key]`: show a profile, or update your own with flags. */
 export async function runProfile(ctx: CliContext, options: ProfileOptions, args: string[]): Promise<void> {
   const client = await ctx.client();
-  const updating = ['name', 'public', 'private', 'policy', 'capability', 'meta'].some((k) => options[k as keyof ProfileOptions] !== undefined);
-  if (updating && args[0]) throw new UsageError('you can only update your own profile; drop the key argument', { code: 'invalid_argument' });
+  const updating = ['name', 'public', 'private', 'policy', 'capability', 'meta'].some(
+    (k) => options[k as keyof ProfileOptions] !== undefined,
+  );
+  if (updating && args[0])
+    throw new UsageError('you can only update your own profile; drop the key argument', { code: 'invalid_argument' });
   const key = args[0] ? await ctx.resolve(args[0]) : client.publicKey;
   let profile = await client.getAgent(key);
   if (updating) profile = await client.updateProfile(patchFrom(options, profile.metadata));
-  ctx.out.result(profile, () => profileLines(profile, ctx.out.style), () => profile.public_key);
+  ctx.out.result(
+    profile,
+    () => profileLines(profile, ctx.out.style),
+    () => profile.public_key,
+  );
 }
 
 export function register(program: Command, deps: Deps): void {

@@ -5,9 +5,9 @@ import { LIMITS, MESSAGE_STATUSES } from '../../protocol/constants.js';
 import type { Message, MessageStatus } from '../../protocol/types.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
+import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { durationOption, intOption } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
-import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { messageBlock } from '../render.js';
 import { firstConnectError, watchMessages } from '../watch.js';
 
@@ -29,10 +29,19 @@ const PEEK_QUIET_MS = 400;
  * more than asked so `hasMore` is true only when something really is left. Fails fast when the
  * socket cannot be opened (e.g. the key already has its 2 connections) instead of waiting.
  */
-async function peek(ctx: CliContext, limit: number, filter: (m: Message) => boolean): Promise<{ messages: Message[]; hasMore: boolean }> {
+async function peek(
+  ctx: CliContext,
+  limit: number,
+  filter: (m: Message) => boolean,
+): Promise<{ messages: Message[]; hasMore: boolean }> {
   const client = await ctx.client();
   const { Session } = await import('../../client/session.js');
-  const session = new Session({ url: client.wsUrl, keypair: client.keypair, clock: ctx.deps.clock, ...ctx.sessionTrace });
+  const session = new Session({
+    url: client.wsUrl,
+    keypair: client.keypair,
+    clock: ctx.deps.clock,
+    ...ctx.sessionTrace,
+  });
   const clock = ctx.deps.clock;
   const got: Message[] = [];
   const finished = deferred<void>();
@@ -66,20 +75,26 @@ async function peek(ctx: CliContext, limit: number, filter: (m: Message) => bool
 export async function runRecv(ctx: CliContext, options: RecvOptions): Promise<void> {
   const from = options.from === undefined ? undefined : await ctx.resolve(options.from);
   const filter = (m: Message): boolean =>
-    (from === undefined || m.sender_key === from) && (options.thread === undefined || m.thread_id === options.thread || m.message_id === options.thread);
+    (from === undefined || m.sender_key === from) &&
+    (options.thread === undefined || m.thread_id === options.thread || m.message_id === options.thread);
   if (options.ws) {
     await watchMessages(ctx, { ack: options.ack !== false, filter });
     return;
   }
   const status = (options.status ?? 'sent') as MessageStatus;
   if (!(MESSAGE_STATUSES as readonly string[]).includes(status)) {
-    throw new UsageError(`--status: "${status}" must be one of ${MESSAGE_STATUSES.join(', ')}`, { code: 'invalid_argument' });
+    throw new UsageError(`--status: "${status}" must be one of ${MESSAGE_STATUSES.join(', ')}`, {
+      code: 'invalid_argument',
+    });
   }
   const limit = intOption(options.limit, '--limit', LIMITS.pollLimitDefault, 1, LIMITS.pollLimitMax);
   // A bare --wait waits as long as the relay allows.
-  const waitMs = options.wait === true ? LIMITS.pollWaitMaxSeconds * 1000 : durationOption(options.wait || undefined, '--wait', 0);
+  const waitMs =
+    options.wait === true ? LIMITS.pollWaitMaxSeconds * 1000 : durationOption(options.wait || undefined, '--wait', 0);
   if (waitMs > LIMITS.pollWaitMaxSeconds * 1000) {
-    throw new UsageError(`--wait: at most ${LIMITS.pollWaitMaxSeconds}s (the relay's longest poll)`, { code: 'invalid_argument' });
+    throw new UsageError(`--wait: at most ${LIMITS.pollWaitMaxSeconds}s (the relay's longest poll)`, {
+      code: 'invalid_argument',
+    });
   }
   const wait = Math.ceil(waitMs / 1000);
   let messages: Message[];
@@ -113,7 +128,12 @@ export async function runRecv(ctx: CliContext, options: RecvOptions): Promise<vo
   );
   if (ctx.out.listMode === 'bare') for (const s of shown) if (s.sealed) ctx.out.warn(sealedNote(s)!);
   if (hasMore) {
-    ctx.out.status('has_more', { has_more: true, count: messages.length }, style.dim(`More are waiting: run \`mrp recv${options.ack === false ? ' --no-ack --limit <n>' : ''}\` again.`), ctx.deps.clock.now());
+    ctx.out.status(
+      'has_more',
+      { has_more: true, count: messages.length },
+      style.dim(`More are waiting: run \`mrp recv${options.ack === false ? ' --no-ack --limit <n>' : ''}\` again.`),
+      ctx.deps.clock.now(),
+    );
   }
 }
 
@@ -125,10 +145,22 @@ export function register(program: Command, deps: Deps): void {
     .option('--limit <n>', `at most this many (1-${LIMITS.pollLimitMax})`)
     .option('--from <sender>', 'only from this key or contact')
     .option('--thread <id>', 'only this thread')
-    .option('-w, --wait [duration]', `long-poll: wait up to this long for something to arrive (e.g. 20s; bare: the most, ${LIMITS.pollWaitMaxSeconds}s)`)
+    .option(
+      '-w, --wait [duration]',
+      `long-poll: wait up to this long for something to arrive (e.g. 20s; bare: the most, ${LIMITS.pollWaitMaxSeconds}s)`,
+    )
     .option('--no-ack', 'peek: show new messages without marking them delivered')
     .option('--ws', 'stay connected over WebSocket and print messages as they arrive');
-  examples(addGlobalOptions(cmd), ['mrp recv', 'mrp recv --wait 20s --from alice', 'mrp recv --no-ack', 'mrp recv --ws', 'mrp recv --status delivered --limit 10 --json']);
-  cmd.addHelpText('after', '\nOn a terminal: each message in full. With --json or when piped: one JSON message per line (NDJSON); "more are\nwaiting" goes to stderr (a JSON line {"event":"has_more"} with --json). -q: one body per line.\n');
+  examples(addGlobalOptions(cmd), [
+    'mrp recv',
+    'mrp recv --wait 20s --from alice',
+    'mrp recv --no-ack',
+    'mrp recv --ws',
+    'mrp recv --status delivered --limit 10 --json',
+  ]);
+  cmd.addHelpText(
+    'after',
+    '\nOn a terminal: each message in full. With --json or when piped: one JSON message per line (NDJSON); "more are\nwaiting" goes to stderr (a JSON line {"event":"has_more"} with --json). -q: one body per line.\n',
+  );
   cmd.action(action(deps, runRecv));
 }

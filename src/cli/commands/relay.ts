@@ -68,21 +68,30 @@ export async function openBlobStore(spec: string, env: Record<string, string | u
   if (/^s3:\/\//i.test(spec)) {
     const { S3BlobStore, s3OptionsFromEnv } = await import('../../relay/blobs/s3-blob-store.js');
     if (!/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(spec)) {
-      throw new UsageError(`--blob-store: "${spec}" is not s3://bucket or s3://bucket/prefix`, { code: 'invalid_argument' });
+      throw new UsageError(`--blob-store: "${spec}" is not s3://bucket or s3://bucket/prefix`, {
+        code: 'invalid_argument',
+      });
     }
     return new S3BlobStore({ url: spec, ...s3OptionsFromEnv(env) });
   }
   if (/^file:\/\//i.test(spec)) {
-    const [{ fileURLToPath }, { FsBlobStore }] = await Promise.all([import('node:url'), import('../../relay/blobs/fs-blob-store.js')]);
+    const [{ fileURLToPath }, { FsBlobStore }] = await Promise.all([
+      import('node:url'),
+      import('../../relay/blobs/fs-blob-store.js'),
+    ]);
     let dir: string;
     try {
       dir = fileURLToPath(spec);
     } catch (err) {
-      throw new UsageError(`--blob-store: "${spec}" is not a file:///absolute/path URL (${(err as Error).message})`, { code: 'invalid_argument' });
+      throw new UsageError(`--blob-store: "${spec}" is not a file:///absolute/path URL (${(err as Error).message})`, {
+        code: 'invalid_argument',
+      });
     }
     return FsBlobStore.open({ dataDir: dir });
   }
-  throw new UsageError(`--blob-store: "${spec}" must be s3://bucket/prefix or file:///shared/dir`, { code: 'invalid_argument' });
+  throw new UsageError(`--blob-store: "${spec}" must be s3://bucket/prefix or file:///shared/dir`, {
+    code: 'invalid_argument',
+  });
 }
 
 const LEVELS = ['debug', 'info', 'warn', 'error'];
@@ -96,21 +105,26 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
   const dataDir = options.dataDir ?? env['DATA_DIR'] ?? RELAY_DEFAULTS.dataDir;
   const level = (options.logLevel ?? env['LOG_LEVEL'] ?? RELAY_DEFAULTS.logLevel).toLowerCase();
   if (!LEVELS.includes(level)) {
-    throw new UsageError(`${options.logLevel ? '--log-level' : 'LOG_LEVEL'}: "${level}" must be one of ${LEVELS.join(', ')}`, {
-      code: 'invalid_argument',
-    });
+    throw new UsageError(
+      `${options.logLevel ? '--log-level' : 'LOG_LEVEL'}: "${level}" must be one of ${LEVELS.join(', ')}`,
+      {
+        code: 'invalid_argument',
+      },
+    );
   }
   const toleranceMs = durationOption(
     options.timestampTolerance ?? env['TIMESTAMP_TOLERANCE'],
     options.timestampTolerance ? '--timestamp-tolerance' : 'TIMESTAMP_TOLERANCE',
     RELAY_DEFAULTS.timestampToleranceMs,
   );
-  if (toleranceMs <= 0) throw new UsageError('--timestamp-tolerance must be longer than 0', { code: 'invalid_argument' });
+  if (toleranceMs <= 0)
+    throw new UsageError('--timestamp-tolerance must be longer than 0', { code: 'invalid_argument' });
   const format = options.logFormat ?? (ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json');
   if (format !== 'pretty' && format !== 'json') {
     throw new UsageError(`--log-format: "${format}" must be pretty or json`, { code: 'invalid_argument' });
   }
-  const metricsPort = options.metricsPort === undefined ? undefined : intOption(options.metricsPort, '--metrics-port', 0, 0, 65535);
+  const metricsPort =
+    options.metricsPort === undefined ? undefined : intOption(options.metricsPort, '--metrics-port', 0, 0, 65535);
   const mode = relayMode(options.databaseUrl, env);
   const pool = intOption(options.dbPool, '--db-pool', 10, 1, 1000);
   const leaseMs = durationOption(options.connectionLease, '--connection-lease', 15_000);
@@ -121,11 +135,14 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
   const write = (entry: LogEntry): void => {
     const time = new Date(ctx.deps.clock.now()).toISOString();
     if (format === 'json') {
-      ctx.deps.stderr.write(`${JSON.stringify({ time, ...entry, ...(env['PUBLIC_URL'] ? { public_url: env['PUBLIC_URL'] } : {}) })}\n`);
+      ctx.deps.stderr.write(
+        `${JSON.stringify({ time, ...entry, ...(env['PUBLIC_URL'] ? { public_url: env['PUBLIC_URL'] } : {}) })}\n`,
+      );
       return;
     }
     const { level: lvl, msg, ...fields } = entry;
-    const paint = lvl === 'error' ? style.red : lvl === 'warn' ? style.yellow : lvl === 'debug' ? style.gray : (t: string) => t;
+    const paint =
+      lvl === 'error' ? style.red : lvl === 'warn' ? style.yellow : lvl === 'debug' ? style.gray : (t: string) => t;
     const rest = Object.entries(fields)
       .map(([k, v]) => `${style.dim(`${k}=`)}${typeof v === 'string' ? v : JSON.stringify(v)}`)
       .join(' ');
@@ -146,7 +163,8 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
         clock: ctx.deps.clock,
         maxConnections: pool,
         leaseMs,
-        onEvent: (what, detail) => write({ level: what === 'bus_reconnected' ? 'info' : 'warn', msg: what, ...(detail ? { detail } : {}) }),
+        onEvent: (what, detail) =>
+          write({ level: what === 'bus_reconnected' ? 'info' : 'warn', msg: what, ...(detail ? { detail } : {}) }),
       });
     }
     if (options.blobStore !== undefined) blobs = await openBlobStore(options.blobStore, env);
@@ -181,30 +199,45 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
       await closeStorage();
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'EADDRINUSE') {
-        throw new UsageError(`port ${port} is already in use`, { code: 'address_in_use', hint: 'pick another with --port, or stop the other process' });
+        throw new UsageError(`port ${port} is already in use`, {
+          code: 'address_in_use',
+          hint: 'pick another with --port, or stop the other process',
+        });
       }
       throw err;
     }
     if (registry && metricsPort !== undefined) {
-      metricsServer = await serveMetrics(options.host ?? RELAY_DEFAULTS.host, metricsPort, registry).catch(async (err: unknown) => {
-        await relay.close();
-        await closeStorage();
-        throw err;
-      });
+      metricsServer = await serveMetrics(options.host ?? RELAY_DEFAULTS.host, metricsPort, registry).catch(
+        async (err: unknown) => {
+          await relay.close();
+          await closeStorage();
+          throw err;
+        },
+      );
     }
     const db = external ? external.store.location : resolve(ctx.deps.cwd, dataDir, 'mrp.db');
     const metricsUrl = metricsServer ? `${metricsServer.url}/metrics` : undefined;
     const storage = external ? { mode: 'external' } : { mode: 'embedded', data_dir: resolve(ctx.deps.cwd, dataDir) };
     const blobText = options.blobStore === undefined ? '' : ` · blobs ${options.blobStore}`;
-    ctx.out.result({ url, ...storage, database: db, pid: process.pid, ...(options.blobStore ? { blob_store: options.blobStore } : {}), ...(metricsUrl ? { metrics_url: metricsUrl } : {}) }, () => [
-      `${style.green('●')} mrp relay listening on ${style.bold(url)}`,
-      style.dim(
-        external
-          ? `  external mode: PostgreSQL ${db}${blobText} · tolerance ${formatDuration(toleranceMs)} · Ctrl-C to stop`
-          : `  embedded mode: data ${db}${blobText} · tolerance ${formatDuration(toleranceMs)} · Ctrl-C to stop`,
-      ),
-      ...(metricsUrl ? [style.dim(`  metrics ${metricsUrl}`)] : []),
-    ]);
+    ctx.out.result(
+      {
+        url,
+        ...storage,
+        database: db,
+        pid: process.pid,
+        ...(options.blobStore ? { blob_store: options.blobStore } : {}),
+        ...(metricsUrl ? { metrics_url: metricsUrl } : {}),
+      },
+      () => [
+        `${style.green('●')} mrp relay listening on ${style.bold(url)}`,
+        style.dim(
+          external
+            ? `  external mode: PostgreSQL ${db}${blobText} · tolerance ${formatDuration(toleranceMs)} · Ctrl-C to stop`
+            : `  embedded mode: data ${db}${blobText} · tolerance ${formatDuration(toleranceMs)} · Ctrl-C to stop`,
+        ),
+        ...(metricsUrl ? [style.dim(`  metrics ${metricsUrl}`)] : []),
+      ],
+    );
     const signal = await signals.first;
     ctx.out.info(style.dim(`${signal}: closing connections and flushing storage…`));
     await signals.finishOrInterrupt(relay.close().then(closeStorage));
@@ -216,8 +249,15 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
 }
 
 /** `/metrics` (and `/healthz`) on a port of their own, so they need not be public with the API. */
-async function serveMetrics(host: string, port: number, registry: { expose(): string }): Promise<{ url: string; close(): Promise<void> }> {
-  const [{ startOpsServer }, { PROMETHEUS_CONTENT_TYPE }] = await Promise.all([import('../health-server.js'), import('../../core/metrics.js')]);
+async function serveMetrics(
+  host: string,
+  port: number,
+  registry: { expose(): string },
+): Promise<{ url: string; close(): Promise<void> }> {
+  const [{ startOpsServer }, { PROMETHEUS_CONTENT_TYPE }] = await Promise.all([
+    import('../health-server.js'),
+    import('../../core/metrics.js'),
+  ]);
   try {
     return await startOpsServer({
       host,
@@ -229,7 +269,10 @@ async function serveMetrics(host: string, port: number, registry: { expose(): st
     });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new UsageError(`--metrics-port: port ${port} is already in use`, { code: 'address_in_use', hint: 'pick another with --metrics-port' });
+      throw new UsageError(`--metrics-port: port ${port} is already in use`, {
+        code: 'address_in_use',
+        hint: 'pick another with --metrics-port',
+      });
     }
     throw err;
   }
@@ -249,12 +292,27 @@ export function register(program: Command, deps: Deps): void {
     .option('--log-level <level>', 'debug | info | warn | error (env LOG_LEVEL)')
     .option('--log-format <format>', 'pretty | json (default: pretty on a terminal)')
     .option('--fsync', 'fsync every commit: stored messages survive power cuts, not just crashes (slower)')
-    .option('--metrics-port <port>', 'serve Prometheus /metrics (requests, messages, sockets, store latency) on this port, apart from the API')
-    .option('--allow-private-webhooks', 'let webhooks reach loopback, private and link-local addresses (local development only)')
-    .option('--database-url <url>', 'external mode: PostgreSQL shared by any number of relay processes (env DATABASE_URL; MRP_MODE=embedded|external)')
+    .option(
+      '--metrics-port <port>',
+      'serve Prometheus /metrics (requests, messages, sockets, store latency) on this port, apart from the API',
+    )
+    .option(
+      '--allow-private-webhooks',
+      'let webhooks reach loopback, private and link-local addresses (local development only)',
+    )
+    .option(
+      '--database-url <url>',
+      'external mode: PostgreSQL shared by any number of relay processes (env DATABASE_URL; MRP_MODE=embedded|external)',
+    )
     .option('--db-pool <n>', 'external mode: database connections of this process at most (default 10)')
-    .option('--connection-lease <duration>', "external mode: a dead process's WebSocket slots free up after this (default 15s)")
-    .option('--blob-store <url>', 'where blobs go: s3://bucket/prefix (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or file:///shared/dir');
+    .option(
+      '--connection-lease <duration>',
+      "external mode: a dead process's WebSocket slots free up after this (default 15s)",
+    )
+    .option(
+      '--blob-store <url>',
+      'where blobs go: s3://bucket/prefix (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or file:///shared/dir',
+    );
   examples(addGlobalOptions(cmd), [
     'mrp relay                                  # http://127.0.0.1:8080, data in ./data',
     'mrp relay --port 0 --data-dir /var/lib/mrp # any free port',

@@ -1,11 +1,11 @@
-import { setFlagsFromString } from 'node:v8';
 import { relative } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import type { Command } from 'commander';
-import { MrpError, UsageError } from '../../core/errors.js';
 import { formatDuration } from '../../core/duration.js';
+import { MrpError, UsageError } from '../../core/errors.js';
 import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
-import { parseMode } from '../../runtime/mode.js';
 import { loadHandler } from '../../runtime/handler.js';
+import { parseMode } from '../../runtime/mode.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { EXIT, exitCodeFor } from '../exit.js';
@@ -44,12 +44,17 @@ export const DEFAULT_WEBHOOK_LISTEN = '127.0.0.1:8787';
  * is not a loopback address needs `--public-url`: the URL the relay must reach cannot be inferred
  * from `0.0.0.0` or an interface address (NAT, proxies, TLS in front).
  */
-export function webhookListen(listen: string | undefined, publicUrl: string | undefined): { host: string; port: number; publicUrl?: string } {
+export function webhookListen(
+  listen: string | undefined,
+  publicUrl: string | undefined,
+): { host: string; port: number; publicUrl?: string } {
   const value = listen ?? DEFAULT_WEBHOOK_LISTEN;
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
   const port = m ? Number(m[3]) : Number.NaN;
   if (!m || !(port >= 0 && port <= 65535)) {
-    throw new UsageError(`--listen: "${value}" must be host:port (e.g. 127.0.0.1:8787, 0.0.0.0:8787, :0)`, { code: 'invalid_argument' });
+    throw new UsageError(`--listen: "${value}" must be host:port (e.g. 127.0.0.1:8787, 0.0.0.0:8787, :0)`, {
+      code: 'invalid_argument',
+    });
   }
   const host = m[1] || m[2] || '127.0.0.1';
   if (publicUrl !== undefined) {
@@ -60,15 +65,21 @@ export function webhookListen(listen: string | undefined, publicUrl: string | un
       url = undefined;
     }
     if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash) {
-      throw new UsageError(`--public-url: "${publicUrl}" must be an absolute http:// or https:// URL without query or fragment (e.g. https://agent.example.com/hook)`, { code: 'invalid_argument' });
+      throw new UsageError(
+        `--public-url: "${publicUrl}" must be an absolute http:// or https:// URL without query or fragment (e.g. https://agent.example.com/hook)`,
+        { code: 'invalid_argument' },
+      );
     }
     return { host, port, publicUrl: url.href };
   }
   if (!isLoopback(host)) {
-    throw new UsageError(`--listen ${value}: the relay cannot be told where to post from "${host}"; add --public-url (the URL the relay reaches this runner at)`, {
-      code: 'public_url_required',
-      hint: 'e.g. --public-url https://agent.example.com/hook behind a TLS proxy that forwards to this port',
-    });
+    throw new UsageError(
+      `--listen ${value}: the relay cannot be told where to post from "${host}"; add --public-url (the URL the relay reaches this runner at)`,
+      {
+        code: 'public_url_required',
+        hint: 'e.g. --public-url https://agent.example.com/hook behind a TLS proxy that forwards to this port',
+      },
+    );
   }
   return { host, port };
 }
@@ -83,25 +94,33 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   // letting it grow to several times its size under load (~30% less memory for ~5% more CPU).
   setFlagsFromString('--optimize-for-size');
   if (!options.handler) {
-    throw new UsageError('--handler <path> is required (e.g. --handler ./handler.ts)', { code: 'missing_argument', hint: 'create one with `mrp init`' });
+    throw new UsageError('--handler <path> is required (e.g. --handler ./handler.ts)', {
+      code: 'missing_argument',
+      hint: 'create one with `mrp init`',
+    });
   }
   const mode = parseMode(options.mode ?? 'websocket', '--mode');
   if (mode !== 'webhook' && (options.listen !== undefined || options.publicUrl !== undefined)) {
-    throw new UsageError(`--${options.listen !== undefined ? 'listen' : 'public-url'} only applies to --mode webhook`, { code: 'invalid_argument' });
+    throw new UsageError(`--${options.listen !== undefined ? 'listen' : 'public-url'} only applies to --mode webhook`, {
+      code: 'invalid_argument',
+    });
   }
   const webhook = mode === 'webhook' ? webhookListen(options.listen, options.publicUrl) : undefined;
   const logFormat = options.logFormat ?? (ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json');
-  if (logFormat !== 'pretty' && logFormat !== 'json') throw new UsageError(`--log-format: "${logFormat}" must be pretty or json`, { code: 'invalid_argument' });
+  if (logFormat !== 'pretty' && logFormat !== 'json')
+    throw new UsageError(`--log-format: "${logFormat}" must be pretty or json`, { code: 'invalid_argument' });
   const concurrency = intOption(options.concurrency, '--concurrency', RUNTIME_DEFAULTS.concurrency, 1, 10_000);
   const timeoutMs = durationOption(options.timeout, '--timeout', RUNTIME_DEFAULTS.timeoutMs);
   if (timeoutMs <= 0) throw new UsageError('--timeout must be longer than 0', { code: 'invalid_argument' });
   const graceMs = durationOption(options.grace, '--grace', RUNTIME_DEFAULTS.graceMs);
   const intervalMs = options.interval === undefined ? undefined : durationOption(options.interval, '--interval', 2000);
-  const healthPort = options.healthPort === undefined ? undefined : intOption(options.healthPort, '--health-port', 0, 0, 65535);
+  const healthPort =
+    options.healthPort === undefined ? undefined : intOption(options.healthPort, '--health-port', 0, 0, 65535);
   const maxCrashes = intOption(options.maxCrashes, '--max-crashes', RUNTIME_DEFAULTS.maxCrashes, 1, 1000);
   const journalUrl = sharedJournalUrl(options.journal ?? ctx.deps.env['MRP_JOURNAL']);
   const leaseMs = options.lease === undefined ? undefined : durationOption(options.lease, '--lease', 30_000);
-  if (leaseMs !== undefined && leaseMs < 1000) throw new UsageError('--lease must be at least 1s', { code: 'invalid_argument' });
+  if (leaseMs !== undefined && leaseMs < 1000)
+    throw new UsageError('--lease must be at least 1s', { code: 'invalid_argument' });
 
   const settings = await ctx.settings();
   const { keypair } = await ctx.identity();
@@ -131,7 +150,15 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
       fsync: options.fsync === true,
       trace: ops ? ops.monitor.tracers(ctx.tracers) : ctx.tracers,
       maxCrashes,
-      ...(journalUrl ? { sharedJournal: { url: journalUrl, standby: options.standby === true, ...(leaseMs === undefined ? {} : { leaseMs }) } } : {}),
+      ...(journalUrl
+        ? {
+            sharedJournal: {
+              url: journalUrl,
+              standby: options.standby === true,
+              ...(leaseMs === undefined ? {} : { leaseMs }),
+            },
+          }
+        : {}),
     });
     if (ops) {
       ops.monitor.attach(runtime, journalPath, mode);
@@ -144,7 +171,11 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     exitTrap = trapHandlerExit(process, (messageId, code, call) => {
       reporter.problem(
         'handler_exit',
-        new MrpError('handler', 'handler_exit', `the handler called process.${call}(${String(code ?? '')}) while handling ${messageId}; the runner exits ${EXIT.handlerExit} (after ${maxCrashes} such runs the message is answered with handler_crashed)`),
+        new MrpError(
+          'handler',
+          'handler_exit',
+          `the handler called process.${call}(${String(code ?? '')}) while handling ${messageId}; the runner exits ${EXIT.handlerExit} (after ${maxCrashes} such runs the message is answered with handler_crashed)`,
+        ),
       );
       journal.flush();
     });
@@ -173,13 +204,19 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
 
 /** The /healthz, /readyz, /metrics server, listening before the runner starts. */
 async function startOps(host: string, port: number) {
-  const [{ RunnerMonitor }, { startOpsServer }] = await Promise.all([import('../metrics.js'), import('../health-server.js')]);
+  const [{ RunnerMonitor }, { startOpsServer }] = await Promise.all([
+    import('../metrics.js'),
+    import('../health-server.js'),
+  ]);
   const monitor = new RunnerMonitor();
   try {
     return { monitor, server: await startOpsServer({ host, port, routes: monitor.routes() }) };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new UsageError(`--health-port: port ${port} is already in use`, { code: 'address_in_use', hint: 'pick another port, or stop the other process' });
+      throw new UsageError(`--health-port: port ${port} is already in use`, {
+        code: 'address_in_use',
+        hint: 'pick another port, or stop the other process',
+      });
     }
     throw err;
   }
@@ -191,22 +228,46 @@ export function register(program: Command, deps: Deps): void {
     .description('run a handler as an agent: stays connected, answers every message exactly once')
     .option('-H, --handler <path>', 'handler module (.ts .mts .cts .js .mjs .cjs)')
     .option('-m, --mode <mode>', 'websocket (push), poll, or webhook (the relay POSTs to --listen)', 'websocket')
-    .option('--listen <host:port>', `webhook mode: where to serve deliveries (0 = any free port; default ${DEFAULT_WEBHOOK_LISTEN})`)
-    .option('--public-url <url>', 'webhook mode: the URL the relay posts to, when it is not http://<listen>/ (a TLS proxy, a load balancer); its path is served')
+    .option(
+      '--listen <host:port>',
+      `webhook mode: where to serve deliveries (0 = any free port; default ${DEFAULT_WEBHOOK_LISTEN})`,
+    )
+    .option(
+      '--public-url <url>',
+      'webhook mode: the URL the relay posts to, when it is not http://<listen>/ (a TLS proxy, a load balancer); its path is served',
+    )
     .option('--manifest <file>', 'announce this profile at start (default: ./mrp.yaml if present)')
     .option('-c, --concurrency <n>', 'handlers running at once', String(RUNTIME_DEFAULTS.concurrency))
     .option('-t, --timeout <duration>', 'per-message handler deadline', formatDuration(RUNTIME_DEFAULTS.timeoutMs))
-    .option('--grace <duration>', 'on SIGINT/SIGTERM, how long running handlers may finish', formatDuration(RUNTIME_DEFAULTS.graceMs))
+    .option(
+      '--grace <duration>',
+      'on SIGINT/SIGTERM, how long running handlers may finish',
+      formatDuration(RUNTIME_DEFAULTS.graceMs),
+    )
     .option('--interval <duration>', 'poll mode: pause between polls when the relay has no long poll')
     .option('--log-format <format>', 'pretty | json (default: pretty on a terminal, json when piped)')
     .option('--log-payloads', 'include message bodies in the output')
     .option('--fsync', 'sync the journal to disk before each step (survives power cuts, not just crashes; slower)')
-    .option('--health-port <port>', 'serve /healthz, /readyz and /metrics (Prometheus) on this port (0 = any free port)')
+    .option(
+      '--health-port <port>',
+      'serve /healthz, /readyz and /metrics (Prometheus) on this port (0 = any free port)',
+    )
     .option('--health-host <host>', 'address for --health-port (use 0.0.0.0 in a container)', '127.0.0.1')
-    .option('--journal <url>', 'share the journal with a fleet of runners of this identity: postgres://… (default: local; $MRP_JOURNAL)')
-    .option('--lease <duration>', 'with a shared journal: how long a dead runner holds its messages before another takes them over', '30s')
+    .option(
+      '--journal <url>',
+      'share the journal with a fleet of runners of this identity: postgres://… (default: local; $MRP_JOURNAL)',
+    )
+    .option(
+      '--lease <duration>',
+      'with a shared journal: how long a dead runner holds its messages before another takes them over',
+      '30s',
+    )
     .option('--standby', 'with a shared journal: when both WebSocket slots are held, wait for one instead of polling')
-    .option('--max-crashes <n>', 'runs of a handler on one message that may end the process before it is answered with handler_crashed', String(RUNTIME_DEFAULTS.maxCrashes));
+    .option(
+      '--max-crashes <n>',
+      'runs of a handler on one message that may end the process before it is answered with handler_crashed',
+      String(RUNTIME_DEFAULTS.maxCrashes),
+    );
   examples(addGlobalOptions(cmd, { logPayloads: false }), [
     'mrp run --handler ./handler.ts',
     'mrp run -H handlers/echo.ts --relay http://127.0.0.1:8080',

@@ -1,23 +1,23 @@
 import { readFile } from 'node:fs/promises';
 import { type Command, Option } from 'commander';
+import { e2eCodec } from '../../client/e2e-codec.js';
+import type { RelayClient } from '../../client/http.js';
 import { sleep } from '../../core/async.js';
 import type { Clock } from '../../core/clock.js';
 import { formatDuration, parseDuration } from '../../core/duration.js';
 import { AbortError, TimeoutError, UsageError } from '../../core/errors.js';
-import { e2eCodec } from '../../client/e2e-codec.js';
-import type { RelayClient } from '../../client/http.js';
+import { LIMITS } from '../../protocol/constants.js';
 import type { JsonObject, JsonValue, Message, SendRequest } from '../../protocol/types.js';
 import { validateSendRequest } from '../../protocol/validate.js';
+import { encryptedFile, progressFor, uploadFiles } from '../attachments.js';
 import type { CliContext } from '../context.js';
 import type { Deps, InStream } from '../deps.js';
 import { EXIT } from '../exit.js';
+import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { collect, durationOption, keyValuePairs } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
-import { shutdownSignals } from '../signals.js';
-import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { messageBlock } from '../render.js';
-import { encryptedFile, progressFor, uploadFiles } from '../attachments.js';
-import { LIMITS } from '../../protocol/constants.js';
+import { shutdownSignals } from '../signals.js';
 
 export interface SendOptions {
   to?: string;
@@ -44,7 +44,10 @@ export interface SendOptions {
 const DEFAULT_WAIT_MS = 30_000;
 
 async function readStdin(stdin: InStream): Promise<string> {
-  if (stdin.isTTY) throw new UsageError('"-" reads the body from stdin, but stdin is a terminal; pipe something in', { code: 'invalid_argument' });
+  if (stdin.isTTY)
+    throw new UsageError('"-" reads the body from stdin, but stdin is a terminal; pipe something in', {
+      code: 'invalid_argument',
+    });
   let text = '';
   for await (const chunk of stdin) text += typeof chunk === 'string' ? chunk : chunk.toString('utf8');
   return text;
@@ -68,35 +71,58 @@ function bodyFrom(text: string, contentType: string, where: string): JsonValue {
 }
 
 /** Works out recipient and body from positionals and flags: exactly one body source (none is fine with attachments). */
-async function compose(ctx: CliContext, options: SendOptions, args: string[]): Promise<{ recipient: string; body: JsonValue | undefined }> {
+async function compose(
+  ctx: CliContext,
+  options: SendOptions,
+  args: string[],
+): Promise<{ recipient: string; body: JsonValue | undefined }> {
   const positional = [...args];
   const recipientArg = options.to ?? positional.shift();
-  if (!recipientArg) throw new UsageError('who to send to? give a public key or contact name (first argument or --to)', { code: 'missing_argument' });
+  if (!recipientArg)
+    throw new UsageError('who to send to? give a public key or contact name (first argument or --to)', {
+      code: 'missing_argument',
+    });
   const contentType = options.contentType ?? 'application/json';
   const sources: Array<[string, () => Promise<JsonValue>]> = [];
   const text = positional.join(' ');
-  if (positional.length === 1 && positional[0] === '-') sources.push(['-', async () => bodyFrom(await readStdin(ctx.deps.stdin), contentType, 'stdin')]);
+  if (positional.length === 1 && positional[0] === '-')
+    sources.push(['-', async () => bodyFrom(await readStdin(ctx.deps.stdin), contentType, 'stdin')]);
   else if (positional.length > 0) sources.push(['text', async () => (isJsonType(contentType) ? { text } : text)]);
-  if (options.text !== undefined) sources.push(['--text', async () => (isJsonType(contentType) ? { text: options.text! } : options.text!)]);
+  if (options.text !== undefined)
+    sources.push(['--text', async () => (isJsonType(contentType) ? { text: options.text! } : options.text!)]);
   const jsonBody = typeof options.json === 'string' ? options.json : options.body;
-  if (jsonBody !== undefined) sources.push(['--json', async () => bodyFrom(jsonBody, 'application/json', '--json value')]);
+  if (jsonBody !== undefined)
+    sources.push(['--json', async () => bodyFrom(jsonBody, 'application/json', '--json value')]);
   if (options.file !== undefined) {
     const file = options.file;
     sources.push([
       '--file',
-      async () => bodyFrom(file === '-' ? await readStdin(ctx.deps.stdin) : await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
-        throw new UsageError(`--file: cannot read ${file} (${err.code ?? err.message})`, { code: 'invalid_argument' });
-      }), contentType, file === '-' ? 'stdin' : file),
+      async () =>
+        bodyFrom(
+          file === '-'
+            ? await readStdin(ctx.deps.stdin)
+            : await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+                throw new UsageError(`--file: cannot read ${file} (${err.code ?? err.message})`, {
+                  code: 'invalid_argument',
+                });
+              }),
+          contentType,
+          file === '-' ? 'stdin' : file,
+        ),
     ]);
   }
   if (sources.length === 0 && (options.attach?.length || options.attachFile?.length)) {
     return { recipient: await ctx.resolve(recipientArg), body: undefined };
   }
   if (sources.length === 0) {
-    throw new UsageError('nothing to send: give a text, --text, --json <value>, --file <path>, or - to read stdin', { code: 'missing_argument' });
+    throw new UsageError('nothing to send: give a text, --text, --json <value>, --file <path>, or - to read stdin', {
+      code: 'missing_argument',
+    });
   }
   if (sources.length > 1) {
-    throw new UsageError(`give one body, not several (${sources.map(([n]) => n).join(', ')})`, { code: 'invalid_argument' });
+    throw new UsageError(`give one body, not several (${sources.map(([n]) => n).join(', ')})`, {
+      code: 'invalid_argument',
+    });
   }
   return { recipient: await ctx.resolve(recipientArg), body: await sources[0]![1]() };
 }
@@ -108,12 +134,21 @@ function metadata(pairs: string[] | undefined): JsonObject | undefined {
 function ttlSeconds(value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const ms = parseDuration(value);
-  if (ms === undefined || ms < 1000) throw new UsageError(`--ttl "${value}" must be a duration of at least 1s (e.g. 3600, 1h, 7d)`, { code: 'invalid_argument' });
+  if (ms === undefined || ms < 1000)
+    throw new UsageError(`--ttl "${value}" must be a duration of at least 1s (e.g. 3600, 1h, 7d)`, {
+      code: 'invalid_argument',
+    });
   return Math.round(ms / 1000);
 }
 
 /** Waits for the reply to `messageId` with long polls filtered on `in_reply_to`. */
-async function waitForReply(client: RelayClient, messageId: string, waitMs: number, clock: Clock, signal: AbortSignal): Promise<Message> {
+async function waitForReply(
+  client: RelayClient,
+  messageId: string,
+  waitMs: number,
+  clock: Clock,
+  signal: AbortSignal,
+): Promise<Message> {
   const now = (): number => clock.now();
   const deadline = now() + waitMs;
   for (;;) {
@@ -127,7 +162,11 @@ async function waitForReply(client: RelayClient, messageId: string, waitMs: numb
   }
   const status = await client.messageStatus(messageId).catch(() => undefined);
   const state =
-    status?.status === 'sent' ? 'the recipient has not picked it up yet' : status?.status === 'delivered' ? 'it was delivered but not answered' : 'no status';
+    status?.status === 'sent'
+      ? 'the recipient has not picked it up yet'
+      : status?.status === 'delivered'
+        ? 'it was delivered but not answered'
+        : 'no status';
   throw new TimeoutError(`no reply to ${messageId} within ${formatDuration(waitMs)} (${state})`, {
     code: 'reply_timeout',
     hint: `wait longer with --wait <duration>, or check on it later with \`mrp status ${messageId}\``,
@@ -140,7 +179,9 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   if (body !== undefined) request.body = body;
   const attachCount = (options.attach?.length ?? 0) + (options.attachFile?.length ?? 0);
   if (attachCount > LIMITS.maxAttachments) {
-    throw new UsageError(`at most ${LIMITS.maxAttachments} attachments per message (got ${attachCount})`, { code: 'invalid_argument' });
+    throw new UsageError(`at most ${LIMITS.maxAttachments} attachments per message (got ${attachCount})`, {
+      code: 'invalid_argument',
+    });
   }
   if (options.attach?.length) request.attachments = options.attach.map((blob_id) => ({ blob_id }));
   if (options.thread !== undefined) request.thread_id = options.thread;
@@ -152,16 +193,30 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   if (meta) request.metadata = meta;
   // Checked before any file is uploaded (each file stands in as a placeholder attachment).
   const files = options.attachFile ?? [];
-  validateSendRequest(files.length ? { ...request, attachments: [...(request.attachments ?? []), ...files.map(() => ({ blob_id: 'blob_000000000000' }))] } : request);
+  validateSendRequest(
+    files.length
+      ? {
+          ...request,
+          attachments: [...(request.attachments ?? []), ...files.map(() => ({ blob_id: 'blob_000000000000' }))],
+        }
+      : request,
+  );
   if (options.encrypt && options.attach?.length) {
     // An uploaded blob cannot be encrypted after the fact (its bytes and hash are fixed): sent as it is.
-    ctx.out.warn(`-e: --attach ${options.attach.join(', ')} ${options.attach.length === 1 ? 'is' : 'are'} attached as uploaded, NOT encrypted (use --attach-file to encrypt a file)`);
+    ctx.out.warn(
+      `-e: --attach ${options.attach.join(', ')} ${options.attach.length === 1 ? 'is' : 'are'} attached as uploaded, NOT encrypted (use --attach-file to encrypt a file)`,
+    );
   }
   if (options.encrypt) await seal(ctx, request);
 
   const waitMs =
-    options.wait === undefined || options.wait === false ? undefined : options.wait === true ? DEFAULT_WAIT_MS : durationOption(options.wait, '--wait', DEFAULT_WAIT_MS);
-  if (waitMs !== undefined && waitMs < 1000) throw new UsageError(`--wait "${String(options.wait)}" must be at least 1s`, { code: 'invalid_argument' });
+    options.wait === undefined || options.wait === false
+      ? undefined
+      : options.wait === true
+        ? DEFAULT_WAIT_MS
+        : durationOption(options.wait, '--wait', DEFAULT_WAIT_MS);
+  if (waitMs !== undefined && waitMs < 1000)
+    throw new UsageError(`--wait "${String(options.wait)}" must be at least 1s`, { code: 'invalid_argument' });
   const jsonOut = ctx.globals.json;
   const client = await ctx.client();
   if (options.attachFile?.length) {
@@ -185,12 +240,16 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   if (waitMs === undefined) {
     ctx.out.result(
       encrypted ? { ...sent, encrypted } : sent,
-      () => (plain ? sent.message_id : `${style.green('✔')} Sent ${style.bold(sent.message_id)} to ${recipient}${encrypted ? style.green('  🔒 encrypted') : ''}`),
+      () =>
+        plain
+          ? sent.message_id
+          : `${style.green('✔')} Sent ${style.bold(sent.message_id)} to ${recipient}${encrypted ? style.green('  🔒 encrypted') : ''}`,
       () => sent.message_id,
     );
     return;
   }
-  if (!jsonOut && !plain) ctx.out.info(style.dim(`Sent ${sent.message_id}; waiting up to ${formatDuration(waitMs)} for a reply…`));
+  if (!jsonOut && !plain)
+    ctx.out.info(style.dim(`Sent ${sent.message_id}; waiting up to ${formatDuration(waitMs)} for a reply…`));
   // Ctrl-C while waiting: there is nothing to finish, so stop at once (exit 130), but say which
   // message was sent so it is not lost.
   const signals = shutdownSignals(ctx.deps);
@@ -216,7 +275,10 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   const replyBody = shown.message.body;
   ctx.out.result(
     { ...sent, ...(encrypted ? { encrypted } : {}), reply: shownJson(shown) },
-    () => (plain ? JSON.stringify(replyBody) : messageBlock(shown.message, { style, contacts, self: client.publicKey }, shown)),
+    () =>
+      plain
+        ? JSON.stringify(replyBody)
+        : messageBlock(shown.message, { style, contacts, self: client.publicKey }, shown),
     () => JSON.stringify(replyBody),
   );
   if (shown.sealed && !ctx.globals.json && (plain || ctx.globals.quiet)) ctx.out.warn(sealedNote(shown)!);
@@ -249,15 +311,28 @@ export function register(program: Command, deps: Deps): void {
     .option('--body <json>', 'same as --json <value>')
     .option('--file <path>', 'body from a file (- for stdin); parsed as JSON for JSON content types')
     .option('--content-type <type>', 'content type (of the plaintext, with -e)', 'application/json')
-    .option('-e, --encrypt', 'end-to-end encrypt the body and every --attach-file for the recipient (only they can read them)')
+    .option(
+      '-e, --encrypt',
+      'end-to-end encrypt the body and every --attach-file for the recipient (only they can read them)',
+    )
     .option('--thread <id>', 'thread id')
     .option('--in-reply-to <message-id>', 'the message this answers')
     .addOption(new Option('--reply-to <message-id>', 'alias of --in-reply-to').hideHelp())
-    .option('--ttl <duration>', `time to live: seconds or e.g. 1h, 7d (default ${LIMITS.ttlDefaultSeconds / 86_400}d, max ${LIMITS.ttlMaxSeconds / 86_400}d)`)
+    .option(
+      '--ttl <duration>',
+      `time to live: seconds or e.g. 1h, 7d (default ${LIMITS.ttlDefaultSeconds / 86_400}d, max ${LIMITS.ttlMaxSeconds / 86_400}d)`,
+    )
     .option('--meta <key=value>', 'metadata entry (repeatable)', collect)
     .option('--attach <blob-id>', 'attach a blob you uploaded (repeatable)', collect)
-    .option('--attach-file <path>', 'upload a file and attach it (after any --attach), with its name and a media type from its extension (repeatable)', collect)
-    .option('-w, --wait [duration]', `wait for the reply and print it (default ${formatDuration(DEFAULT_WAIT_MS)}; e.g. 10s, 2m)`);
+    .option(
+      '--attach-file <path>',
+      'upload a file and attach it (after any --attach), with its name and a media type from its extension (repeatable)',
+      collect,
+    )
+    .option(
+      '-w, --wait [duration]',
+      `wait for the reply and print it (default ${formatDuration(DEFAULT_WAIT_MS)}; e.g. 10s, 2m)`,
+    );
   examples(addGlobalOptions(cmd, { json: false }), [
     'mrp send alice "hello there"',
     'mrp send --to 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA --text hi',

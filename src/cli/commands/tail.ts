@@ -18,7 +18,8 @@ export interface TailOptions {
 export async function runTail(ctx: CliContext, options: TailOptions): Promise<void> {
   const from = options.from === undefined ? undefined : await ctx.resolve(options.from);
   const count = options.count === undefined ? undefined : intOption(options.count, '--count', 0, 1);
-  if (options.contentType === '') throw new UsageError('--content-type must not be empty', { code: 'invalid_argument' });
+  if (options.contentType === '')
+    throw new UsageError('--content-type must not be empty', { code: 'invalid_argument' });
   await watchMessages(ctx, {
     ack: options.ack === true,
     ...(count === undefined ? {} : { count }),

@@ -2,9 +2,9 @@ import type { Command } from 'commander';
 import type { Message } from '../../protocol/types.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
+import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { intOption } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
-import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { messageLine, safeText } from '../render.js';
 
 export interface ThreadOptions {
@@ -19,7 +19,10 @@ export async function runThread(ctx: CliContext, options: ThreadOptions, args: s
   const messages: Message[] = [];
   let cursor: string | undefined;
   do {
-    const page = await client.thread(threadId, { limit: Math.min(100, max - messages.length), ...(cursor ? { cursor } : {}) });
+    const page = await client.thread(threadId, {
+      limit: Math.min(100, max - messages.length),
+      ...(cursor ? { cursor } : {}),
+    });
     messages.push(...page.messages);
     cursor = page.has_more ? (page.next_cursor ?? undefined) : undefined;
   } while (cursor && messages.length < max);
@@ -31,12 +34,19 @@ export async function runThread(ctx: CliContext, options: ThreadOptions, args: s
     () =>
       shown.length === 0
         ? [style.dim(`No messages in thread ${safeText(threadId)} that you sent or received.`)]
-        : shown.map((s) => messageLine(s.message, { style, contacts, self: client.publicKey }, Math.max(40, ctx.out.columns - 50), s)),
+        : shown.map((s) =>
+            messageLine(s.message, { style, contacts, self: client.publicKey }, Math.max(40, ctx.out.columns - 50), s),
+          ),
     (m) => JSON.stringify(m['body']),
   );
   if (ctx.out.listMode === 'bare') for (const s of shown) if (s.sealed) ctx.out.warn(sealedNote(s)!);
   if (cursor) {
-    ctx.out.status('has_more', { has_more: true, count: messages.length }, style.dim(`Showing the first ${messages.length}; raise --limit to see more.`), ctx.deps.clock.now());
+    ctx.out.status(
+      'has_more',
+      { has_more: true, count: messages.length },
+      style.dim(`Showing the first ${messages.length}; raise --limit to see more.`),
+      ctx.deps.clock.now(),
+    );
   }
 }
 
@@ -47,6 +57,9 @@ export function register(program: Command, deps: Deps): void {
     .argument('<thread-id>', 'thread id (or the id of its first message)')
     .option('--limit <n>', 'at most this many messages', '1000');
   examples(addGlobalOptions(cmd), ['mrp thread msg_1772712000_0a1b2c3d4e5f', 'mrp thread conv-42 --json | jq .body']);
-  cmd.addHelpText('after', '\nOn a terminal: one line per message. With --json or when piped: one JSON message per line (NDJSON). -q: one body per line.\n');
+  cmd.addHelpText(
+    'after',
+    '\nOn a terminal: one line per message. With --json or when piped: one JSON message per line (NDJSON). -q: one body per line.\n',
+  );
   cmd.action(action(deps, runThread));
 }

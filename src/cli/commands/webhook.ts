@@ -36,13 +36,19 @@ export async function runWebhookSet(ctx: CliContext, options: WebhookSetOptions,
     parsed = undefined;
   }
   if (!parsed || (parsed.protocol !== 'https:' && parsed.protocol !== 'http:')) {
-    throw new UsageError(`<url> "${url}" must be an absolute http or https URL, e.g. https://my-agent.example.com/incoming`, { code: 'invalid_argument' });
+    throw new UsageError(
+      `<url> "${url}" must be an absolute http or https URL, e.g. https://my-agent.example.com/incoming`,
+      { code: 'invalid_argument' },
+    );
   }
   const given = options.secret;
   if (given !== undefined && !isWebhookSecret(given)) {
-    throw new UsageError(`--secret must be ${WEBHOOK_SECRET_LIMITS.min}–${WEBHOOK_SECRET_LIMITS.max} characters (leave it out to generate one)`, {
-      code: 'invalid_argument',
-    });
+    throw new UsageError(
+      `--secret must be ${WEBHOOK_SECRET_LIMITS.min}–${WEBHOOK_SECRET_LIMITS.max} characters (leave it out to generate one)`,
+      {
+        code: 'invalid_argument',
+      },
+    );
   }
   const secret = given ?? newWebhookSecret();
   const client = await ctx.client();
@@ -55,7 +61,9 @@ export async function runWebhookSet(ctx: CliContext, options: WebhookSetOptions,
       ...(given === undefined
         ? [
             `${style.dim('secret')}  ${secret}`,
-            style.yellow('  Shown once: give it to your receiver (e.g. mrp run --mode webhook); the relay never returns it.'),
+            style.yellow(
+              '  Shown once: give it to your receiver (e.g. mrp run --mode webhook); the relay never returns it.',
+            ),
           ]
         : [style.dim('  Deliveries are signed with the secret you gave (HMAC-SHA256, X-M2M-Webhook-Signature).')]),
     ],
@@ -66,17 +74,26 @@ export async function runWebhookSet(ctx: CliContext, options: WebhookSetOptions,
 export async function runWebhookGet(ctx: CliContext): Promise<void> {
   const client = await ctx.client();
   const hook = await client.getWebhook();
-  ctx.out.result(hook, () => describe(ctx, hook), () => hook.url);
+  ctx.out.result(
+    hook,
+    () => describe(ctx, hook),
+    () => hook.url,
+  );
 }
 
 export async function runWebhookRemove(ctx: CliContext): Promise<void> {
   const client = await ctx.client();
   await client.deleteWebhook();
-  ctx.out.result({ removed: true }, () => `${ctx.out.style.green('✔')} Webhook removed; pending deliveries dropped (messages stay in your inbox)`);
+  ctx.out.result(
+    { removed: true },
+    () => `${ctx.out.style.green('✔')} Webhook removed; pending deliveries dropped (messages stay in your inbox)`,
+  );
 }
 
 export function register(program: Command, deps: Deps): void {
-  const hook = addGlobalOptions(program.command('webhook')).description('have the relay POST your messages to a URL (signed), instead of connecting');
+  const hook = addGlobalOptions(program.command('webhook')).description(
+    'have the relay POST your messages to a URL (signed), instead of connecting',
+  );
   examples(hook, ['mrp webhook set https://my-agent.example.com/incoming', 'mrp webhook get --json', 'mrp webhook rm']);
   const leaf = (cmd: Command, lines: string[]): Command => examples(addGlobalOptions(cmd), lines);
   leaf(
@@ -84,11 +101,20 @@ export function register(program: Command, deps: Deps): void {
       .command('set')
       .description('register or replace your webhook (re-enables it); prints a generated secret once')
       .argument('<url>', 'absolute http(s) URL the relay POSTs each message to')
-      .option('--secret <secret>', `the signing secret (${WEBHOOK_SECRET_LIMITS.min}–${WEBHOOK_SECRET_LIMITS.max} characters; default: generate one)`),
-    ['mrp webhook set https://my-agent.example.com/incoming', 'mrp webhook set https://my-agent.example.com/incoming --secret "$SECRET" --json'],
+      .option(
+        '--secret <secret>',
+        `the signing secret (${WEBHOOK_SECRET_LIMITS.min}–${WEBHOOK_SECRET_LIMITS.max} characters; default: generate one)`,
+      ),
+    [
+      'mrp webhook set https://my-agent.example.com/incoming',
+      'mrp webhook set https://my-agent.example.com/incoming --secret "$SECRET" --json',
+    ],
   ).action(action(deps, runWebhookSet));
-  leaf(hook.command('get').alias('show').description('your webhook: URL, enabled, failures in a row (never the secret)'), ['mrp webhook get', 'mrp webhook get --json']).action(
-    action(deps, runWebhookGet),
-  );
-  leaf(hook.command('rm').alias('remove').description('remove your webhook and its pending deliveries'), ['mrp webhook rm']).action(action(deps, runWebhookRemove));
+  leaf(
+    hook.command('get').alias('show').description('your webhook: URL, enabled, failures in a row (never the secret)'),
+    ['mrp webhook get', 'mrp webhook get --json'],
+  ).action(action(deps, runWebhookGet));
+  leaf(hook.command('rm').alias('remove').description('remove your webhook and its pending deliveries'), [
+    'mrp webhook rm',
+  ]).action(action(deps, runWebhookRemove));
 }

@@ -28,7 +28,9 @@ export async function runWhoami(ctx: CliContext): Promise<void> {
         ['public key', style.cyan(keypair.publicKey)],
         ['key file', `${settings.key_file.value}${sourceNote(settings.key_file, style.dim)}`],
         ['relay', `${settings.relay.value}${sourceNote(settings.relay, style.dim)}`],
-        ...(selected ? ([['context', `${selected.name}${style.dim(`  (from ${selected.origin})`)}`]] as Array<[string, string]>) : []),
+        ...(selected
+          ? ([['context', `${selected.name}${style.dim(`  (from ${selected.origin})`)}`]] as Array<[string, string]>)
+          : []),
       ]),
     () => keypair.publicKey,
   );
@@ -37,12 +39,20 @@ export async function runWhoami(ctx: CliContext): Promise<void> {
 function sourceNote(s: Setting, dim: (t: string) => string): string {
   if (s.source === 'default') return dim('  (default)');
   // A context's origin names the context and its file; the name is enough here.
-  const origin = s.source === 'context' ? s.origin.replace(/ \(.*\)$/, '') : s.source === 'config' ? 'config.json' : s.origin;
+  const origin =
+    s.source === 'context' ? s.origin.replace(/ \(.*\)$/, '') : s.source === 'config' ? 'config.json' : s.origin;
   return dim(`  (from ${origin})`);
 }
 
 export function register(program: Command, deps: Deps): void {
-  const cmd = program.command('whoami').description('show this identity: public key, key file and relay, and where each came from');
-  examples(addGlobalOptions(cmd), ['mrp whoami', 'mrp whoami --json | jq -r .public_key', 'mrp --key ./agent.key whoami', 'mrp --context prod whoami']);
+  const cmd = program
+    .command('whoami')
+    .description('show this identity: public key, key file and relay, and where each came from');
+  examples(addGlobalOptions(cmd), [
+    'mrp whoami',
+    'mrp whoami --json | jq -r .public_key',
+    'mrp --key ./agent.key whoami',
+    'mrp --context prod whoami',
+  ]);
   cmd.action(action(deps, runWhoami));
 }

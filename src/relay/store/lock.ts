@@ -33,7 +33,10 @@ export class DataDirLock {
     try {
       closeSync(openSync(path, 'a', 0o600));
     } catch (err) {
-      throw new ConfigError('storage_unusable', `cannot create ${path}: ${(err as Error).message}`, { file: path, cause: err });
+      throw new ConfigError('storage_unusable', `cannot create ${path}: ${(err as Error).message}`, {
+        file: path,
+        cause: err,
+      });
     }
     let db: Database.Database;
     try {
@@ -47,8 +50,14 @@ export class DataDirLock {
       });
     }
     try {
-      db.exec('CREATE TABLE IF NOT EXISTS holder (id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL, host TEXT NOT NULL, since TEXT NOT NULL)');
-      db.prepare('INSERT OR REPLACE INTO holder (id, pid, host, since) VALUES (1, ?, ?, ?)').run(process.pid, hostname(), new Date().toISOString());
+      db.exec(
+        'CREATE TABLE IF NOT EXISTS holder (id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL, host TEXT NOT NULL, since TEXT NOT NULL)',
+      );
+      db.prepare('INSERT OR REPLACE INTO holder (id, pid, host, since) VALUES (1, ?, ?, ?)').run(
+        process.pid,
+        hostname(),
+        new Date().toISOString(),
+      );
       db.exec('BEGIN IMMEDIATE');
     } catch (err) {
       const code = (err as { code?: string }).code;
@@ -61,7 +70,10 @@ export class DataDirLock {
           hint: `no relay should be using ${dataDir}; delete ${path} and start again`,
         });
       }
-      const who = holder && holder.pid !== process.pid ? `pid ${holder.pid} on ${holder.host}, since ${holder.since}` : 'another process';
+      const who =
+        holder && holder.pid !== process.pid
+          ? `pid ${holder.pid} on ${holder.host}, since ${holder.since}`
+          : 'another process';
       throw new ConfigError('data_dir_locked', `another relay is using the data directory ${dataDir} (${who})`, {
         file: dataDir,
         hint: 'stop that relay first, or give this one its own --data-dir',
@@ -86,7 +98,9 @@ export class DataDirLock {
 
 function readHolder(db: Database.Database): { pid: number; host: string; since: string } | undefined {
   try {
-    return db.prepare('SELECT pid, host, since FROM holder WHERE id = 1').get() as { pid: number; host: string; since: string } | undefined;
+    return db.prepare('SELECT pid, host, since FROM holder WHERE id = 1').get() as
+      | { pid: number; host: string; since: string }
+      | undefined;
   } catch {
     return undefined;
   }

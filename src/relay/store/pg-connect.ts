@@ -4,8 +4,9 @@
  * read as numbers (times in ms and `seq` fit), and start-up failures turned into one-line errors
  * that name the database URL without its password.
  */
-import { ConfigError } from '../../core/errors.js';
+
 import type postgres from 'postgres';
+import { ConfigError } from '../../core/errors.js';
 
 export type Sql = postgres.Sql;
 
@@ -83,7 +84,9 @@ export function startupError(where: string, err: unknown): ConfigError {
     });
   }
   if (code === '3D000') {
-    return new ConfigError('database_unreachable', `${where}: ${message}`, { hint: 'create the database first (createdb)' });
+    return new ConfigError('database_unreachable', `${where}: ${message}`, {
+      hint: 'create the database first (createdb)',
+    });
   }
   return new ConfigError('database_unreachable', `${where}: cannot connect (${code ? `${code} ` : ''}${message})`, {
     hint: 'check that PostgreSQL is running and reachable at that host and port',

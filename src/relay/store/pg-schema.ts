@@ -207,7 +207,8 @@ export const MIGRATIONS: readonly Migration[] = [
   ...BLOB_MIGRATIONS,
 ].sort((a, b) => a.version - b.version);
 MIGRATIONS.forEach((m, i) => {
-  if (m.version !== i + 1) throw new Error(`pg-schema: migration "${m.name}" has version ${m.version}, expected ${i + 1}`);
+  if (m.version !== i + 1)
+    throw new Error(`pg-schema: migration "${m.name}" has version ${m.version}, expected ${i + 1}`);
 });
 
 /** Advisory lock keys (namespace, id) of this project: one namespace, one id per purpose. */
@@ -237,7 +238,9 @@ export async function migrate(sql: postgres.Sql, location: string): Promise<numb
     const [row] = await tx<Array<{ v: number | null }>>`SELECT max(version) AS v FROM mrp_migrations`;
     const current = Number(row?.v ?? 0);
     if (current > MIGRATIONS.length) {
-      throw new Error(`${location} has schema version ${current}, newer than this relay understands (${MIGRATIONS.length}); upgrade mrp`);
+      throw new Error(
+        `${location} has schema version ${current}, newer than this relay understands (${MIGRATIONS.length}); upgrade mrp`,
+      );
     }
     for (const m of MIGRATIONS.slice(current)) {
       await tx.unsafe(m.sql);

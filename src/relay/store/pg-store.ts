@@ -32,19 +32,19 @@ import { inboxRefusal } from '../policy.js';
 import { connectPostgres, type PgConnectOptions, redactUrl, type Sql, startupError } from './pg-connect.js';
 import { LOCKS, migrate } from './pg-schema.js';
 import {
-  AFTER_SQL,
   type AclRow,
+  AFTER_SQL,
   type AgentRow,
-  agentFromRow,
-  type WebhookRow,
-  webhookFromRow,
-  agentParams,
   aclFromRow,
+  agentFromRow,
+  agentParams,
   inboxConditions,
   type MessageRow,
   ORDER_SQL,
   tagsOf,
   tryMessage,
+  type WebhookRow,
+  webhookFromRow,
 } from './sqlite-schema.js';
 import type {
   AgentRecord,
@@ -166,7 +166,17 @@ export class PgStore implements Store {
     const sql = await connectPostgres(url, options);
     try {
       await migrate(sql, location);
-      for (const table of ['agents', 'agent_tags', 'messages', 'acl', 'webhooks', 'webhook_deliveries', 'blobs', 'blob_refs']) await sql.unsafe(`SELECT 1 FROM ${table} LIMIT 1`);
+      for (const table of [
+        'agents',
+        'agent_tags',
+        'messages',
+        'acl',
+        'webhooks',
+        'webhook_deliveries',
+        'blobs',
+        'blob_refs',
+      ])
+        await sql.unsafe(`SELECT 1 FROM ${table} LIMIT 1`);
     } catch (err) {
       await sql.end({ timeout: 0 }).catch(() => {});
       throw startupError(location, err);
@@ -199,11 +209,17 @@ export class PgStore implements Store {
 
   async ensureAgent(record: AgentRecord): Promise<{ agent: AgentRecord; created: boolean }> {
     const created = await this.#sql.begin(async (tx) => {
-      const inserted = await run(tx, `${AGENT_INSERT} ON CONFLICT (public_key) DO NOTHING RETURNING public_key`, agentParams(record));
+      const inserted = await run(
+        tx,
+        `${AGENT_INSERT} ON CONFLICT (public_key) DO NOTHING RETURNING public_key`,
+        agentParams(record),
+      );
       if (inserted.length > 0) await this.#saveTags(tx, record);
       return inserted.length > 0;
     });
-    return created ? { agent: record, created } : { agent: (await this.getAgent(record.public_key)) ?? record, created };
+    return created
+      ? { agent: record, created }
+      : { agent: (await this.getAgent(record.public_key)) ?? record, created };
   }
 
   async saveAgent(record: AgentRecord): Promise<void> {
@@ -225,7 +241,11 @@ export class PgStore implements Store {
     await run(tx, 'DELETE FROM agent_tags WHERE agent_key = $1', [record.public_key]);
     const tags = tagsOf(record);
     if (tags.length > 0) {
-      await run(tx, 'INSERT INTO agent_tags (agent_key, tag) SELECT $1, t FROM unnest($2::text[]) t ON CONFLICT DO NOTHING', [record.public_key, tags]);
+      await run(
+        tx,
+        'INSERT INTO agent_tags (agent_key, tag) SELECT $1, t FROM unnest($2::text[]) t ON CONFLICT DO NOTHING',
+        [record.public_key, tags],
+      );
     }
   }
 
@@ -246,11 +266,15 @@ export class PgStore implements Store {
     const where: string[] = ["a.visibility = 'public'", "a.status = 'active'"];
     const params: unknown[] = [];
     const p = (v: unknown): string => `$${params.push(v)}`;
-    for (const tag of query.tags) where.push(`EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_key = a.public_key AND t.tag = ${p(tag)})`);
+    for (const tag of query.tags)
+      where.push(`EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_key = a.public_key AND t.tag = ${p(tag)})`);
     if (query.tag_prefix !== undefined) {
-      where.push(`EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_key = a.public_key AND starts_with(t.tag, ${p(query.tag_prefix)}))`);
+      where.push(
+        `EXISTS (SELECT 1 FROM agent_tags t WHERE t.agent_key = a.public_key AND starts_with(t.tag, ${p(query.tag_prefix)}))`,
+      );
     }
-    if (query.name !== undefined) where.push(`strpos(lower(coalesce(a.display_name, '')), ${p(query.name.toLowerCase())}) > 0`);
+    if (query.name !== undefined)
+      where.push(`strpos(lower(coalesce(a.display_name, '')), ${p(query.name.toLowerCase())}) > 0`);
     for (const word of query.words) where.push(`strpos(a.search_text, ${p(word)}) > 0`);
     if (query.active_since !== undefined) where.push(`a.last_active_at >= ${p(query.active_since)}`);
     if (query.after) {
@@ -314,7 +338,9 @@ export class PgStore implements Store {
         }
       }
       for (const m of batch.messages) {
-        const refusal = inboxRefusal(recipients.get(m.recipient_key), m.sender_key, (peer) => pairs.get(`${m.recipient_key} ${peer}`));
+        const refusal = inboxRefusal(recipients.get(m.recipient_key), m.sender_key, (peer) =>
+          pairs.get(`${m.recipient_key} ${peer}`),
+        );
         if (refusal) refused.set(m.message_id, refusal);
         else allowed.push(m);
       }
@@ -460,7 +486,9 @@ export class PgStore implements Store {
 
   async getMessages(ids: readonly string[]): Promise<MessageRecord[]> {
     if (ids.length === 0) return [];
-    const rows = await run<MessageRow & Row>(this.#sql, 'SELECT * FROM messages WHERE message_id = ANY($1::text[])', [[...ids]]);
+    const rows = await run<MessageRow & Row>(this.#sql, 'SELECT * FROM messages WHERE message_id = ANY($1::text[])', [
+      [...ids],
+    ]);
     const out: MessageRecord[] = [];
     for (const row of rows) {
       const record = tryMessage(row);
@@ -469,7 +497,13 @@ export class PgStore implements Store {
     return out;
   }
 
-  async takeSent(recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict): Promise<TakeResult> {
+  async takeSent(
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    now: number,
+    serve: (record: MessageRecord) => ServeVerdict,
+  ): Promise<TakeResult> {
     return this.#sql.begin(async (tx) => {
       const messages: MessageRecord[] = [];
       const skipped: string[] = [];
@@ -527,7 +561,13 @@ export class PgStore implements Store {
     return { messages, hasMore };
   }
 
-  async listInbox(recipient: string, filter: InboxFilter, limit: number, now: number, maxBytes: number): Promise<MessagePageRecords> {
+  async listInbox(
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    now: number,
+    maxBytes: number,
+  ): Promise<MessagePageRecords> {
     const { sql, params } = inboxConditions(filter);
     const statusSql =
       filter.status === 'expired'
@@ -539,7 +579,13 @@ export class PgStore implements Store {
     return this.#page(text, [recipient, now, ...params], limit, maxBytes);
   }
 
-  async pending(recipient: string, afterSeq: number, limit: number, now: number, maxBytes = Number.POSITIVE_INFINITY): Promise<MessageRecord[]> {
+  async pending(
+    recipient: string,
+    afterSeq: number,
+    limit: number,
+    now: number,
+    maxBytes = Number.POSITIVE_INFINITY,
+  ): Promise<MessageRecord[]> {
     const out: MessageRecord[] = [];
     let bytes = 0;
     await eachRow(
@@ -557,7 +603,13 @@ export class PgStore implements Store {
     return out;
   }
 
-  async thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number, maxBytes: number): Promise<MessagePageRecords> {
+  async thread(
+    caller: string,
+    threadId: string,
+    after: MessagePosition | undefined,
+    limit: number,
+    maxBytes: number,
+  ): Promise<MessagePageRecords> {
     const at = after ?? { t: -1, id: '' };
     const text = `SELECT * FROM messages WHERE (thread_id = $1 OR message_id = $2) AND (sender_key = $3 OR recipient_key = $4) AND ${numbered(AFTER_SQL, 5)}
        ${ORDER_SQL} LIMIT $8`;
@@ -567,9 +619,15 @@ export class PgStore implements Store {
   /** One process at a time (an advisory lock held for the transaction); the others skip their turn. */
   async sweep(now: number, expiredRetentionMs: number): Promise<{ expired: number; purged: number }> {
     return this.#sql.begin(async (tx) => {
-      const [lock] = await run<{ ok: boolean }>(tx, 'SELECT pg_try_advisory_xact_lock($1, $2) AS ok', [LOCKS.namespace, LOCKS.sweep]);
+      const [lock] = await run<{ ok: boolean }>(tx, 'SELECT pg_try_advisory_xact_lock($1, $2) AS ok', [
+        LOCKS.namespace,
+        LOCKS.sweep,
+      ]);
       if (!lock?.ok) return { expired: 0, purged: 0 };
-      const expired = await tx.unsafe("UPDATE messages SET status = 'expired' WHERE status = 'sent' AND expires_at <= $1", [now]);
+      const expired = await tx.unsafe(
+        "UPDATE messages SET status = 'expired' WHERE status = 'sent' AND expires_at <= $1",
+        [now],
+      );
       const purged = await tx.unsafe(
         "DELETE FROM messages WHERE (status = 'delivered' AND expires_at <= $1) OR (status = 'expired' AND expires_at <= $2)",
         [now, now - expiredRetentionMs],
@@ -598,7 +656,15 @@ export class PgStore implements Store {
       await run(
         tx,
         'INSERT INTO blobs (blob_id, owner_key, hash, size, content_type, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)',
-        [record.blob_id, record.owner_key, record.hash, record.size, record.content_type, record.created_at, record.expires_at],
+        [
+          record.blob_id,
+          record.owner_key,
+          record.hash,
+          record.size,
+          record.content_type,
+          record.created_at,
+          record.expires_at,
+        ],
       );
       return { inserted: true, usage: { count: usage.count + 1, bytes: usage.bytes + record.size } };
     });
@@ -636,9 +702,15 @@ export class PgStore implements Store {
     return this.#tx(async (tx) => {
       // The row lock first: a commit referencing this blob either finished (its reference is seen
       // below) or waits, then finds the blob gone.
-      const [mine] = await run(tx, 'SELECT 1 FROM blobs WHERE blob_id = $1 AND owner_key = $2 FOR UPDATE', [blobId, owner]);
+      const [mine] = await run(tx, 'SELECT 1 FROM blobs WHERE blob_id = $1 AND owner_key = $2 FOR UPDATE', [
+        blobId,
+        owner,
+      ]);
       if (!mine) return 'not_found' as const;
-      const [ref] = await run(tx, 'SELECT 1 FROM blob_refs WHERE blob_id = $1 AND expires_at > $2 LIMIT 1', [blobId, now]);
+      const [ref] = await run(tx, 'SELECT 1 FROM blob_refs WHERE blob_id = $1 AND expires_at > $2 LIMIT 1', [
+        blobId,
+        now,
+      ]);
       if (ref) return 'referenced' as const;
       await run(tx, 'DELETE FROM blobs WHERE blob_id = $1', [blobId]);
       await run(tx, 'DELETE FROM blob_refs WHERE blob_id = $1', [blobId]);
@@ -667,7 +739,8 @@ export class PgStore implements Store {
          RETURNING b.owner_key, b.blob_id`,
         [candidates.map((c) => c.blob_id), now, limit],
       );
-      if (gone.length > 0) await run(tx, 'DELETE FROM blob_refs WHERE blob_id = ANY($1::text[])', [gone.map((g) => g.blob_id)]);
+      if (gone.length > 0)
+        await run(tx, 'DELETE FROM blob_refs WHERE blob_id = ANY($1::text[])', [gone.map((g) => g.blob_id)]);
       return gone.map((g) => ({ owner_key: g.owner_key, blob_id: g.blob_id }));
     });
   }
@@ -685,20 +758,26 @@ export class PgStore implements Store {
   }
 
   async getAcl(owner: string, peer: string): Promise<AclEntry | undefined> {
-    const [row] = await run<AclRow & Row>(this.#sql, 'SELECT * FROM acl WHERE owner_key = $1 AND peer_key = $2', [owner, peer]);
+    const [row] = await run<AclRow & Row>(this.#sql, 'SELECT * FROM acl WHERE owner_key = $1 AND peer_key = $2', [
+      owner,
+      peer,
+    ]);
     return row ? aclFromRow(row) : undefined;
   }
 
   async listAcl(owner: string, type: AclEntryType | undefined, afterId: number, limit: number): Promise<AclEntry[]> {
     const rows =
       type === undefined
-        ? await run<AclRow & Row>(this.#sql, 'SELECT * FROM acl WHERE owner_key = $1 AND id > $2 ORDER BY id LIMIT $3', [owner, afterId, limit])
-        : await run<AclRow & Row>(this.#sql, 'SELECT * FROM acl WHERE owner_key = $1 AND entry_type = $2 AND id > $3 ORDER BY id LIMIT $4', [
-            owner,
-            type,
-            afterId,
-            limit,
-          ]);
+        ? await run<AclRow & Row>(
+            this.#sql,
+            'SELECT * FROM acl WHERE owner_key = $1 AND id > $2 ORDER BY id LIMIT $3',
+            [owner, afterId, limit],
+          )
+        : await run<AclRow & Row>(
+            this.#sql,
+            'SELECT * FROM acl WHERE owner_key = $1 AND entry_type = $2 AND id > $3 ORDER BY id LIMIT $4',
+            [owner, type, afterId, limit],
+          );
     return rows.map(aclFromRow);
   }
 
@@ -781,7 +860,9 @@ export class PgStore implements Store {
       }
       const messages = new Map<string, MessageRecord>();
       if (picked.length > 0) {
-        const rows = await run<MessageRow & Row>(tx, 'SELECT * FROM messages WHERE message_id = ANY($1::text[])', [picked.map((p) => p.message_id)]);
+        const rows = await run<MessageRow & Row>(tx, 'SELECT * FROM messages WHERE message_id = ANY($1::text[])', [
+          picked.map((p) => p.message_id),
+        ]);
         for (const row of rows) {
           const record = tryMessage(row);
           if (record) messages.set(record.message_id, record);
@@ -794,7 +875,13 @@ export class PgStore implements Store {
           dead.push(row.delivery_id);
           continue;
         }
-        claims.push({ delivery_id: row.delivery_id, attempts: Number(row.attempts), url: row.url, secret: row.secret, message });
+        claims.push({
+          delivery_id: row.delivery_id,
+          attempts: Number(row.attempts),
+          url: row.url,
+          secret: row.secret,
+          message,
+        });
       }
       if (claims.length > 0) {
         await run(tx, 'UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE delivery_id = ANY($2::text[])', [
@@ -818,8 +905,18 @@ export class PgStore implements Store {
   }
 
   /** The delivery's agent, with its webhook row locked first (the order every delivery outcome takes). */
-  async #lockDelivery(tx: Runner, deliveryId: string): Promise<{ message_id: string; agent_key: string; webhook: { consecutive_failures: number; enabled: number } | undefined } | undefined> {
-    const [peek] = await run<{ agent_key: string }>(tx, 'SELECT agent_key FROM webhook_deliveries WHERE delivery_id = $1', [deliveryId]);
+  async #lockDelivery(
+    tx: Runner,
+    deliveryId: string,
+  ): Promise<
+    | { message_id: string; agent_key: string; webhook: { consecutive_failures: number; enabled: number } | undefined }
+    | undefined
+  > {
+    const [peek] = await run<{ agent_key: string }>(
+      tx,
+      'SELECT agent_key FROM webhook_deliveries WHERE delivery_id = $1',
+      [deliveryId],
+    );
     if (!peek) return undefined;
     const [webhook] = await run<{ consecutive_failures: number; enabled: number }>(
       tx,
@@ -848,12 +945,22 @@ export class PgStore implements Store {
     });
   }
 
-  async failDelivery(deliveryId: string, _now: number, nextAttemptAt: number | null, disableAfter: number): Promise<DeliveryFailure | undefined> {
+  async failDelivery(
+    deliveryId: string,
+    _now: number,
+    nextAttemptAt: number | null,
+    disableAfter: number,
+  ): Promise<DeliveryFailure | undefined> {
     return this.#tx(async (tx): Promise<DeliveryFailure | undefined> => {
       const row = await this.#lockDelivery(tx, deliveryId);
       if (!row) return undefined;
       if (nextAttemptAt === null) await run(tx, 'DELETE FROM webhook_deliveries WHERE delivery_id = $1', [deliveryId]);
-      else await run(tx, 'UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1 WHERE delivery_id = $2', [nextAttemptAt, deliveryId]);
+      else
+        await run(
+          tx,
+          'UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1 WHERE delivery_id = $2',
+          [nextAttemptAt, deliveryId],
+        );
       const [failures] = await run<{ consecutive_failures: number; enabled: number }>(
         tx,
         'UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE agent_key = $1 RETURNING consecutive_failures, enabled',
@@ -879,7 +986,11 @@ export class PgStore implements Store {
     try {
       await this.#sql.begin(async (tx) => {
         await tx.unsafe("SET LOCAL statement_timeout = '5s'");
-        await run(tx, 'INSERT INTO health_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at', [now]);
+        await run(
+          tx,
+          'INSERT INTO health_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at',
+          [now],
+        );
       });
     } catch (err) {
       const code = String((err as { code?: unknown })?.code ?? '');

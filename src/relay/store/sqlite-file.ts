@@ -19,7 +19,10 @@ export function prepareDataDir(dataDir: string): void {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'it is not a directory' : (err as Error).message;
-    throw new ConfigError('storage_unusable', `cannot use the data directory ${dataDir}: ${why}`, { file: dataDir, cause: err });
+    throw new ConfigError('storage_unusable', `cannot use the data directory ${dataDir}: ${why}`, {
+      file: dataDir,
+      cause: err,
+    });
   }
 }
 
@@ -31,7 +34,11 @@ export function ensureDbFile(path: string): void {
   } catch {
     isFile = undefined;
   }
-  if (isFile === false) throw new ConfigError('storage_unusable', `cannot use ${path}: it is not a regular file`, { file: path, hint: HINT });
+  if (isFile === false)
+    throw new ConfigError('storage_unusable', `cannot use ${path}: it is not a regular file`, {
+      file: path,
+      hint: HINT,
+    });
   if (isFile) return;
   try {
     closeSync(openSync(path, 'wx', 0o600));
@@ -56,9 +63,17 @@ const REASONS: Record<string, string> = {
 export function storageError(path: string, err: unknown): ConfigError {
   if (err instanceof ConfigError) return err;
   const code = String((err as { code?: unknown }).code ?? '');
-  const base = code.startsWith('SQLITE_IOERR') ? 'SQLITE_IOERR' : code.startsWith('SQLITE_CORRUPT') ? 'SQLITE_CORRUPT' : code;
+  const base = code.startsWith('SQLITE_IOERR')
+    ? 'SQLITE_IOERR'
+    : code.startsWith('SQLITE_CORRUPT')
+      ? 'SQLITE_CORRUPT'
+      : code;
   const why = REASONS[base] ?? (err as Error).message ?? String(err);
-  return new ConfigError('storage_unusable', `cannot use ${path}: ${why}${code ? ` (${code})` : ''}`, { file: path, cause: err, hint: HINT });
+  return new ConfigError('storage_unusable', `cannot use ${path}: ${why}${code ? ` (${code})` : ''}`, {
+    file: path,
+    cause: err,
+    hint: HINT,
+  });
 }
 
 const MAGIC = 'SQLite format 3\u0000';
@@ -119,7 +134,8 @@ export function checkDbFile(path: string, options: FileCheckOptions): StorageHea
   } catch (err) {
     return { ok: false, reason: 'missing', detail: (err as Error).message };
   }
-  if (size === 0 && options.headerSeen) return { ok: false, reason: 'corrupt', detail: 'the file was truncated to 0 bytes' };
+  if (size === 0 && options.headerSeen)
+    return { ok: false, reason: 'corrupt', detail: 'the file was truncated to 0 bytes' };
   if (size > 0) {
     if (header.toString('latin1', 0, 16) !== MAGIC) return { ok: false, reason: 'corrupt', detail: 'bad file header' };
     const pageSize = header.readUInt16BE(16) === 1 ? 65_536 : header.readUInt16BE(16);
@@ -135,10 +151,12 @@ export function checkDbFile(path: string, options: FileCheckOptions): StorageHea
       db = new Database(path, { readonly: true, fileMustExist: true });
       db.pragma('busy_timeout = 1000');
       const rows = db.pragma('quick_check') as Array<{ quick_check: string }>;
-      if (rows[0]?.quick_check !== 'ok') return { ok: false, reason: 'corrupt', detail: rows[0]?.quick_check ?? 'quick_check failed' };
+      if (rows[0]?.quick_check !== 'ok')
+        return { ok: false, reason: 'corrupt', detail: rows[0]?.quick_check ?? 'quick_check failed' };
     } catch (err) {
       // Busy means a writer is checkpointing: no verdict this time, not a failure.
-      if ((err as { code?: string }).code !== 'SQLITE_BUSY') return { ok: false, reason: 'corrupt', detail: (err as Error).message };
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY')
+        return { ok: false, reason: 'corrupt', detail: (err as Error).message };
     } finally {
       db?.close();
     }

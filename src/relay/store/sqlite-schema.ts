@@ -5,6 +5,8 @@
  * `(created_at, message_id)` order. Apart from `sqlite-store.ts` so that the queries read on
  * their own.
  */
+
+import { formatInstant } from '../../protocol/signing.js';
 import type {
   AclEntry,
   AclEntryType,
@@ -13,7 +15,6 @@ import type {
   JsonObject,
   MessageStatus,
 } from '../../protocol/types.js';
-import { formatInstant } from '../../protocol/signing.js';
 import type { AgentRecord, InboxFilter, MessageRecord, WebhookRecord } from './store.js';
 
 /** Each entry moves the schema one version forward. Never edit a released entry; append. */

@@ -10,17 +10,16 @@ import Database from 'better-sqlite3';
 import type { AclEntry, AclEntryType } from '../../protocol/types.js';
 import { DataDirLock } from './lock.js';
 import { checkDbFile, ensureDbFile, hasDbHeader, prepareDataDir, storageError } from './sqlite-file.js';
-import { claimTransaction, commitTransaction, takeTransaction } from './sqlite-tx.js';
 import {
-  AFTER_SQL,
   type AclRow,
+  AFTER_SQL,
   type AgentRow,
+  aclFromRow,
   agentFromRow,
   agentParams,
-  aclFromRow,
   inboxConditions,
-  MIGRATIONS,
   type MessageRow,
+  MIGRATIONS,
   messageFromRow,
   ORDER_SQL,
   tagsOf,
@@ -28,6 +27,7 @@ import {
   type WebhookRow,
   webhookFromRow,
 } from './sqlite-schema.js';
+import { claimTransaction, commitTransaction, takeTransaction } from './sqlite-tx.js';
 import type {
   AgentRecord,
   BlobQuota,
@@ -38,9 +38,9 @@ import type {
   DeliveryClaim,
   DeliveryCompletion,
   DeliveryFailure,
-  InsertBlobResult,
   DiscoverQuery,
   InboxFilter,
+  InsertBlobResult,
   MessagePageRecords,
   MessagePosition,
   MessageRecord,
@@ -72,7 +72,13 @@ export class SqliteStore implements Store {
   readonly #lock: DataDirLock;
   readonly #statements = new Map<string, Database.Statement>();
   readonly #commit: (batch: WriteBatch, now: number) => CommitResult;
-  readonly #takeSent: (recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict) => TakeResult;
+  readonly #takeSent: (
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    now: number,
+    serve: (record: MessageRecord) => ServeVerdict,
+  ) => TakeResult;
   readonly #claim: (now: number, options: ClaimOptions) => DeliveryClaim[];
   readonly #fileCheck: { minFreeBytes: number; quickCheckMaxBytes: number };
   /** mrp.db has had a valid header while open: 0 bytes later means it was truncated under us. */
@@ -84,7 +90,10 @@ export class SqliteStore implements Store {
    */
   constructor(dataDir: string, options: SqliteStoreOptions = {}) {
     this.location = join(dataDir, 'mrp.db');
-    this.#fileCheck = { minFreeBytes: options.minFreeBytes ?? 4 * 1024 * 1024, quickCheckMaxBytes: options.quickCheckMaxBytes ?? 64 * 1024 * 1024 };
+    this.#fileCheck = {
+      minFreeBytes: options.minFreeBytes ?? 4 * 1024 * 1024,
+      quickCheckMaxBytes: options.quickCheckMaxBytes ?? 64 * 1024 * 1024,
+    };
     prepareDataDir(dataDir);
     this.#lock = DataDirLock.acquire(dataDir);
     let db: Database.Database | undefined;
@@ -112,12 +121,25 @@ export class SqliteStore implements Store {
    * `quick_check` (a damaged page fails start-up with the file named instead of a later 500).
    */
   #checkAtStart(): void {
-    for (const table of ['agents', 'agent_tags', 'messages', 'acl', 'webhooks', 'webhook_deliveries', 'blobs', 'blob_refs']) this.#db.prepare(`SELECT 1 FROM ${table} LIMIT 1`).all();
+    for (const table of [
+      'agents',
+      'agent_tags',
+      'messages',
+      'acl',
+      'webhooks',
+      'webhook_deliveries',
+      'blobs',
+      'blob_refs',
+    ])
+      this.#db.prepare(`SELECT 1 FROM ${table} LIMIT 1`).all();
     // Put the schema into the main file now, so it has a header from the start: a fresh WAL-mode
     // database is otherwise 0 bytes until its first checkpoint, indistinguishable from a truncated one.
     this.#db.pragma('wal_checkpoint(PASSIVE)');
     this.#headerSeen = hasDbHeader(this.location);
-    const health = checkDbFile(this.location, { minFreeBytes: 0, quickCheckMaxBytes: this.#fileCheck.quickCheckMaxBytes });
+    const health = checkDbFile(this.location, {
+      minFreeBytes: 0,
+      quickCheckMaxBytes: this.#fileCheck.quickCheckMaxBytes,
+    });
     if (!health.ok && health.reason === 'corrupt') {
       throw Object.assign(new Error(`the database is corrupt: ${health.detail ?? ''}`), { code: 'SQLITE_CORRUPT' });
     }
@@ -126,7 +148,9 @@ export class SqliteStore implements Store {
   #migrate(): void {
     const current = this.#db.pragma('user_version', { simple: true }) as number;
     if (current > MIGRATIONS.length) {
-      throw new Error(`${this.location} has schema version ${current}, newer than this relay understands (${MIGRATIONS.length}); upgrade mrp`);
+      throw new Error(
+        `${this.location} has schema version ${current}, newer than this relay understands (${MIGRATIONS.length}); upgrade mrp`,
+      );
     }
     for (let v = current; v < MIGRATIONS.length; v++) {
       this.#db.transaction(() => {
@@ -143,7 +167,8 @@ export class SqliteStore implements Store {
       this.#statements.delete(sql);
     } else {
       s = this.#db.prepare(sql);
-      if (this.#statements.size >= MAX_STATEMENTS) this.#statements.delete(this.#statements.keys().next().value as string);
+      if (this.#statements.size >= MAX_STATEMENTS)
+        this.#statements.delete(this.#statements.keys().next().value as string);
     }
     this.#statements.set(sql, s);
     return s;
@@ -158,15 +183,18 @@ export class SqliteStore implements Store {
 
   async ensureAgent(record: AgentRecord): Promise<{ agent: AgentRecord; created: boolean }> {
     const created = this.#db.transaction(() => {
-      const inserted = this.#stmt(
-        `INSERT INTO agents (public_key, display_name, status, visibility, inbox_policy, created_at, last_active_at,
+      const inserted =
+        this.#stmt(
+          `INSERT INTO agents (public_key, display_name, status, visibility, inbox_policy, created_at, last_active_at,
            metadata, capabilities, search_text)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (public_key) DO NOTHING`,
-      ).run(...agentParams(record)).changes > 0;
+        ).run(...agentParams(record)).changes > 0;
       if (inserted) this.#saveTags(record);
       return inserted;
     })();
-    return created ? { agent: record, created } : { agent: (await this.getAgent(record.public_key)) ?? record, created };
+    return created
+      ? { agent: record, created }
+      : { agent: (await this.getAgent(record.public_key)) ?? record, created };
   }
 
   async saveAgent(record: AgentRecord): Promise<void> {
@@ -263,7 +291,9 @@ export class SqliteStore implements Store {
       return record ? [record] : [];
     }
     // One statement shape for any number of ids: the list travels as one JSON parameter.
-    const rows = this.#stmt('SELECT * FROM messages WHERE message_id IN (SELECT value FROM json_each(?))').all(JSON.stringify(ids)) as MessageRow[];
+    const rows = this.#stmt('SELECT * FROM messages WHERE message_id IN (SELECT value FROM json_each(?))').all(
+      JSON.stringify(ids),
+    ) as MessageRow[];
     const out: MessageRecord[] = [];
     for (const row of rows) {
       const record = tryMessage(row);
@@ -272,7 +302,13 @@ export class SqliteStore implements Store {
     return out;
   }
 
-  async takeSent(recipient: string, filter: InboxFilter, limit: number, now: number, serve: (record: MessageRecord) => ServeVerdict): Promise<TakeResult> {
+  async takeSent(
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    now: number,
+    serve: (record: MessageRecord) => ServeVerdict,
+  ): Promise<TakeResult> {
     return this.#takeSent(recipient, filter, limit, now, serve);
   }
 
@@ -294,7 +330,13 @@ export class SqliteStore implements Store {
     return { messages, hasMore };
   }
 
-  async listInbox(recipient: string, filter: InboxFilter, limit: number, now: number, maxBytes: number): Promise<MessagePageRecords> {
+  async listInbox(
+    recipient: string,
+    filter: InboxFilter,
+    limit: number,
+    now: number,
+    maxBytes: number,
+  ): Promise<MessagePageRecords> {
     const { sql, params } = inboxConditions(filter);
     const statusSql =
       filter.status === 'expired'
@@ -302,11 +344,19 @@ export class SqliteStore implements Store {
         : filter.status === 'sent'
           ? "(status = 'sent' AND expires_at > ?)"
           : "(status = 'delivered' AND ? IS NOT NULL)";
-    const stmt = this.#stmt(`SELECT * FROM messages WHERE recipient_key = ? AND ${statusSql}${sql} ${ORDER_SQL} LIMIT ?`);
+    const stmt = this.#stmt(
+      `SELECT * FROM messages WHERE recipient_key = ? AND ${statusSql}${sql} ${ORDER_SQL} LIMIT ?`,
+    );
     return this.#page(stmt, [recipient, now, ...params], limit, maxBytes);
   }
 
-  async pending(recipient: string, afterSeq: number, limit: number, now: number, maxBytes = Number.POSITIVE_INFINITY): Promise<MessageRecord[]> {
+  async pending(
+    recipient: string,
+    afterSeq: number,
+    limit: number,
+    now: number,
+    maxBytes = Number.POSITIVE_INFINITY,
+  ): Promise<MessageRecord[]> {
     const out: MessageRecord[] = [];
     let bytes = 0;
     // Rows are read one at a time, so a page of large bodies stops at the byte budget.
@@ -323,7 +373,13 @@ export class SqliteStore implements Store {
     return out;
   }
 
-  async thread(caller: string, threadId: string, after: MessagePosition | undefined, limit: number, maxBytes: number): Promise<MessagePageRecords> {
+  async thread(
+    caller: string,
+    threadId: string,
+    after: MessagePosition | undefined,
+    limit: number,
+    maxBytes: number,
+  ): Promise<MessagePageRecords> {
     const at = after ?? { t: -1, id: '' };
     const stmt = this.#stmt(
       `SELECT * FROM messages WHERE (thread_id = ? OR message_id = ?) AND (sender_key = ? OR recipient_key = ?) AND ${AFTER_SQL}
@@ -334,7 +390,9 @@ export class SqliteStore implements Store {
 
   async sweep(now: number, expiredRetentionMs: number): Promise<{ expired: number; purged: number }> {
     return this.#db.transaction(() => {
-      const expired = this.#stmt("UPDATE messages SET status = 'expired' WHERE status = 'sent' AND expires_at <= ?").run(now).changes;
+      const expired = this.#stmt(
+        "UPDATE messages SET status = 'expired' WHERE status = 'sent' AND expires_at <= ?",
+      ).run(now).changes;
       const purged = this.#stmt(
         "DELETE FROM messages WHERE (status = 'delivered' AND expires_at <= ?) OR (status = 'expired' AND expires_at <= ?)",
       ).run(now, now - expiredRetentionMs).changes;
@@ -358,13 +416,23 @@ export class SqliteStore implements Store {
       if (usage.bytes + record.size > quota.maxBytes) return { inserted: false, reason: 'bytes', usage };
       this.#stmt(
         'INSERT INTO blobs (blob_id, owner_key, hash, size, content_type, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
-      ).run(record.blob_id, record.owner_key, record.hash, record.size, record.content_type, record.created_at, record.expires_at);
+      ).run(
+        record.blob_id,
+        record.owner_key,
+        record.hash,
+        record.size,
+        record.content_type,
+        record.created_at,
+        record.expires_at,
+      );
       return { inserted: true, usage: { count: usage.count + 1, bytes: usage.bytes + record.size } };
     })();
   }
 
   #usage(owner: string, now: number): BlobUsage {
-    const row = this.#stmt('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM blobs WHERE owner_key = ? AND expires_at > ?').get(owner, now) as BlobUsage;
+    const row = this.#stmt(
+      'SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM blobs WHERE owner_key = ? AND expires_at > ?',
+    ).get(owner, now) as BlobUsage;
     return { count: row.count, bytes: row.bytes };
   }
 
@@ -386,7 +454,8 @@ export class SqliteStore implements Store {
   async deleteBlob(owner: string, blobId: string, now: number): Promise<'deleted' | 'not_found' | 'referenced'> {
     return this.#db.transaction(() => {
       if (!this.#stmt('SELECT 1 FROM blobs WHERE blob_id = ? AND owner_key = ?').get(blobId, owner)) return 'not_found';
-      if (this.#stmt('SELECT 1 FROM blob_refs WHERE blob_id = ? AND expires_at > ? LIMIT 1').get(blobId, now)) return 'referenced';
+      if (this.#stmt('SELECT 1 FROM blob_refs WHERE blob_id = ? AND expires_at > ? LIMIT 1').get(blobId, now))
+        return 'referenced';
       this.#stmt('DELETE FROM blobs WHERE blob_id = ?').run(blobId);
       this.#stmt('DELETE FROM blob_refs WHERE blob_id = ?').run(blobId);
       return 'deleted';
@@ -420,7 +489,9 @@ export class SqliteStore implements Store {
   }
 
   async getAcl(owner: string, peer: string): Promise<AclEntry | undefined> {
-    const row = this.#stmt('SELECT * FROM acl WHERE owner_key = ? AND peer_key = ?').get(owner, peer) as AclRow | undefined;
+    const row = this.#stmt('SELECT * FROM acl WHERE owner_key = ? AND peer_key = ?').get(owner, peer) as
+      | AclRow
+      | undefined;
     return row ? aclFromRow(row) : undefined;
   }
 
@@ -428,7 +499,12 @@ export class SqliteStore implements Store {
     const rows =
       type === undefined
         ? this.#stmt('SELECT * FROM acl WHERE owner_key = ? AND id > ? ORDER BY id LIMIT ?').all(owner, afterId, limit)
-        : this.#stmt('SELECT * FROM acl WHERE owner_key = ? AND entry_type = ? AND id > ? ORDER BY id LIMIT ?').all(owner, type, afterId, limit);
+        : this.#stmt('SELECT * FROM acl WHERE owner_key = ? AND entry_type = ? AND id > ? ORDER BY id LIMIT ?').all(
+            owner,
+            type,
+            afterId,
+            limit,
+          );
     return (rows as AclRow[]).map(aclFromRow);
   }
 
@@ -476,9 +552,9 @@ export class SqliteStore implements Store {
 
   async completeDelivery(deliveryId: string, now: number): Promise<DeliveryCompletion | undefined> {
     return this.#db.transaction((): DeliveryCompletion | undefined => {
-      const row = this.#stmt('SELECT message_id, agent_key FROM webhook_deliveries WHERE delivery_id = ?').get(deliveryId) as
-        | { message_id: string; agent_key: string }
-        | undefined;
+      const row = this.#stmt('SELECT message_id, agent_key FROM webhook_deliveries WHERE delivery_id = ?').get(
+        deliveryId,
+      ) as { message_id: string; agent_key: string } | undefined;
       if (!row) return undefined;
       this.#stmt('DELETE FROM webhook_deliveries WHERE delivery_id = ?').run(deliveryId);
       this.#stmt('UPDATE webhooks SET consecutive_failures = 0 WHERE agent_key = ?').run(row.agent_key);
@@ -490,12 +566,22 @@ export class SqliteStore implements Store {
     })();
   }
 
-  async failDelivery(deliveryId: string, _now: number, nextAttemptAt: number | null, disableAfter: number): Promise<DeliveryFailure | undefined> {
+  async failDelivery(
+    deliveryId: string,
+    _now: number,
+    nextAttemptAt: number | null,
+    disableAfter: number,
+  ): Promise<DeliveryFailure | undefined> {
     return this.#db.transaction((): DeliveryFailure | undefined => {
-      const agent = this.#stmt('SELECT agent_key FROM webhook_deliveries WHERE delivery_id = ?').pluck().get(deliveryId) as string | undefined;
+      const agent = this.#stmt('SELECT agent_key FROM webhook_deliveries WHERE delivery_id = ?')
+        .pluck()
+        .get(deliveryId) as string | undefined;
       if (agent === undefined) return undefined;
       if (nextAttemptAt === null) this.#stmt('DELETE FROM webhook_deliveries WHERE delivery_id = ?').run(deliveryId);
-      else this.#stmt('UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ? WHERE delivery_id = ?').run(nextAttemptAt, deliveryId);
+      else
+        this.#stmt(
+          'UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ? WHERE delivery_id = ?',
+        ).run(nextAttemptAt, deliveryId);
       const failures = this.#stmt(
         'UPDATE webhooks SET consecutive_failures = consecutive_failures + 1 WHERE agent_key = ? RETURNING consecutive_failures, enabled',
       ).get(agent) as { consecutive_failures: number; enabled: number } | undefined;
@@ -519,9 +605,15 @@ export class SqliteStore implements Store {
       this.#headerSeen ||= hasDbHeader(this.location);
       const file = checkDbFile(this.location, { ...this.#fileCheck, headerSeen: this.#headerSeen });
       if (!file.ok) return file;
-      this.#stmt('INSERT INTO health_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at').run(now);
+      this.#stmt('INSERT INTO health_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at').run(
+        now,
+      );
     } catch (err) {
-      return { ok: false, reason: 'write_failed', detail: `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`.trim() };
+      return {
+        ok: false,
+        reason: 'write_failed',
+        detail: `${(err as { code?: string }).code ?? ''} ${(err as Error).message}`.trim(),
+      };
     }
     return { ok: true };
   }

@@ -206,7 +206,12 @@ export function claimTransaction(db: Database.Database): (now: number, options: 
     const dead: string[] = [];
     const taken = new Map<string, number>();
     // Rows are read one at a time and written after the read (the connection cannot write while it iterates).
-    for (const row of due.iterate(now, now, JSON.stringify(full), options.limit + MAX_CLAIM_SCAN) as IterableIterator<DueRow>) {
+    for (const row of due.iterate(
+      now,
+      now,
+      JSON.stringify(full),
+      options.limit + MAX_CLAIM_SCAN,
+    ) as IterableIterator<DueRow>) {
       if (picked.length >= options.limit) break;
       if (row.deliverable !== 1) {
         dead.push(row.delivery_id);

@@ -299,7 +299,12 @@ export interface Store {
    * the failures reach `disableAfter` the webhook is disabled and every pending delivery of that
    * agent removed — one transaction. Undefined when the delivery no longer exists.
    */
-  failDelivery(deliveryId: string, now: number, nextAttemptAt: number | null, disableAfter: number): Promise<DeliveryFailure | undefined>;
+  failDelivery(
+    deliveryId: string,
+    now: number,
+    nextAttemptAt: number | null,
+    disableAfter: number,
+  ): Promise<DeliveryFailure | undefined>;
 
   /** A cheap round trip to the storage. */
   ping(): Promise<void>;
