@@ -10,10 +10,9 @@ import { dirname } from 'node:path';
 import { ConfigError } from '../core/errors.js';
 import { decodeKeyFile, encodeKeyFile, type KeyFileFormat } from '../protocol/keyfile.js';
 import type { Keypair } from '../protocol/signing.js';
+import { checkKeyFileStat } from '../runtime/identity.js';
 import { ensureDir } from './config.js';
 import { syncDir, writeExclusive, writeFileAtomic } from './files.js';
-
-const checkPermissions = process.platform !== 'win32';
 
 export interface LoadedKey {
   keypair: Keypair;
@@ -38,18 +37,7 @@ export async function readKeyFile(path: string, keygenHint = 'mrp keygen'): Prom
       cause: err,
     });
   }
-  if (!info.isFile()) throw new ConfigError('key_invalid', `key file ${path} is not a regular file`, { file: path });
-  if (checkPermissions && (info.mode & 0o077) !== 0) {
-    const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
-    throw new ConfigError(
-      'key_permissions',
-      `key file ${path} is accessible by other users (mode ${mode}); it must be private`,
-      {
-        file: path,
-        hint: `run \`chmod 600 ${path}\``,
-      },
-    );
-  }
+  checkKeyFileStat(path, info);
   const bytes = await readFile(path);
   const { keypair, format } = decodeKeyFile(bytes, path);
   return { keypair, format, path };

@@ -31,22 +31,13 @@ import {
 import type { Keypair } from '../protocol/signing.js';
 import type { Attachment } from '../protocol/types.js';
 import type { BlobHead, BlobInput, DownloadOptions } from './blobs.js';
+import { loadE2e } from './e2e-codec.js';
 import type { RelayClient } from './http.js';
 
 /** Content type every encrypted blob is uploaded as (§8.4). */
 export const ENCRYPTED_BLOB_TYPE = 'application/octet-stream';
 /** Default cap of `downloadAttachmentBytes` (the relay's per-blob limit). */
 export const DEFAULT_MAX_ATTACHMENT_BYTES = 100 * 1024 * 1024;
-
-type E2e = typeof import('../protocol/e2e.js');
-let loading: Promise<E2e> | undefined;
-function loadE2e(): Promise<E2e> {
-  loading ??= import('../protocol/e2e.js').catch((err: unknown) => {
-    loading = undefined;
-    throw err;
-  });
-  return loading;
-}
 
 /** An upload ready to go: the bytes to send, their Content-Type, and the attachment's fields besides `blob_id`. */
 export interface PreparedUpload {

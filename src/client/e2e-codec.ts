@@ -30,8 +30,8 @@ type E2e = typeof import('../protocol/e2e.js');
 
 let loading: Promise<E2e> | undefined;
 
-/** `protocol/e2e.ts`, imported once on first use (a failed import is retried next time). */
-function loadE2e(): Promise<E2e> {
+/** `protocol/e2e.ts`, imported once on first use (a failed import is retried next time); shared with `blob-e2e.ts`. */
+export function loadE2e(): Promise<E2e> {
   loading ??= import('../protocol/e2e.js').catch((err: unknown) => {
     loading = undefined;
     throw err;

@@ -28,6 +28,25 @@ import { Keypair } from '../protocol/signing.js';
 const MAX_KEY_FILE_BYTES = 4096;
 const checkPermissions = process.platform !== 'win32';
 
+/**
+ * A key file must be a regular file nobody else can read (as ssh insists; not checked on
+ * Windows). Shared by the library (`loadOrCreateKeyFile`) and the CLI (`cli/keys.ts`).
+ */
+export function checkKeyFileStat(path: string, info: { isFile(): boolean; mode: number }): void {
+  if (!info.isFile()) throw new ConfigError('key_invalid', `key file ${path} is not a regular file`, { file: path });
+  if (checkPermissions && (info.mode & 0o077) !== 0) {
+    const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
+    throw new ConfigError(
+      'key_permissions',
+      `key file ${path} is accessible by other users (mode ${mode}); it must be private`,
+      {
+        file: path,
+        hint: `run \`chmod 600 ${path}\``,
+      },
+    );
+  }
+}
+
 export interface KeyFileIdentity {
   keypair: Keypair;
   format: KeyFileFormat;
@@ -90,18 +109,7 @@ function readKeyFileSync(path: string): Omit<KeyFileIdentity, 'created'> | undef
   }
   try {
     const info = fstatSync(fd);
-    if (!info.isFile()) throw new ConfigError('key_invalid', `key file ${path} is not a regular file`, { file: path });
-    if (checkPermissions && (info.mode & 0o077) !== 0) {
-      const mode = (info.mode & 0o777).toString(8).padStart(4, '0');
-      throw new ConfigError(
-        'key_permissions',
-        `key file ${path} is accessible by other users (mode ${mode}); it must be private`,
-        {
-          file: path,
-          hint: `run \`chmod 600 ${path}\``,
-        },
-      );
-    }
+    checkKeyFileStat(path, info);
     if (info.size > MAX_KEY_FILE_BYTES) {
       throw new ConfigError(
         'key_invalid',
