@@ -8,28 +8,16 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
-import { type ClientRequest, request } from 'node:http';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { canonicalRequest, formatTimestamp, type Keypair } from '../../src/protocol/signing.js';
 import { connect, newAgent, startRelay } from '../helpers/relay.js';
-import { Api, expectError, expectOk } from './_support.js';
+import { Api, drained, expectError, expectOk } from './_support.js';
 import { MIB, memoryProbe, patternHash, patternSource } from './blob-store.support.js';
 
 type Answer = { status: number; body: any; headers: Record<string, string | string[] | undefined> };
-
-function drained(req: ClientRequest): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      req.off('drain', done);
-      req.off('close', done);
-      resolve();
-    };
-    req.on('drain', done);
-    req.on('close', done);
-  });
-}
 
 /** POST /v1/blobs streaming `source`, signed over `sha256Hex` (the real hash unless forging). */
 async function postBlob(

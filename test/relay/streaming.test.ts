@@ -7,11 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { type ClientRequest, request } from 'node:http';
+import { request } from 'node:http';
 import { describe, it } from 'node:test';
 import { canonicalRequest, formatTimestamp, type Keypair } from '../../src/protocol/signing.js';
 import type { Route, Services } from '../../src/relay/index.js';
 import { newAgent, startRelay } from '../helpers/relay.js';
+import { drained } from './_support.js';
 import { MIB, memoryProbe, patternHash, patternSource } from './blob-store.support.js';
 
 const SIZE = 50 * MIB;
@@ -89,19 +90,6 @@ function streamHeaders(kp: Keypair, method: string, target: string, sha256Hex: s
 }
 
 type Answer = { status: number; body: any };
-
-/** Resolves once `req` takes more bytes, or is gone. */
-function drained(req: ClientRequest): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      req.off('drain', done);
-      req.off('close', done);
-      resolve();
-    };
-    req.on('drain', done);
-    req.on('close', done);
-  });
-}
 
 /** POSTs `source` with backpressure; resolves with the status and the JSON answer. */
 async function upload(
