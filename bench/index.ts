@@ -1,11 +1,15 @@
 /**
- * `npm run bench [-- --json out.json] [--quick] [--profile <dir>] [--pg]`
+ * `npm run bench [-- --json out.json] [--quick] [--rounds N] [--profile <dir>] [--pg]`
  *
  * Everything runs on loopback: `mrp relay` and `mrp run` (echo handler) as child processes, this
- * process as the requester. Prints one table with the targets next to the figures; never fails
- * on a missed target. `--profile <dir>` adds `--cpu-prof` to the relay and runner processes.
- * `--pg` adds external mode: two relay processes on PostgreSQL against one on SQLite (bench/pg.ts;
- * skipped without PostgreSQL server binaries).
+ * process as the requester. Next to them, in the same run: the floor (a bare `ws` forwarder and
+ * responder, bench/floor.ts) and, when `nats-server` is installed, the NATS core request-reply
+ * anchor (bench/nats.ts). Prints one table with the targets next to the figures and one side-by-side
+ * table with every round-trip figure as a ratio to the floor and to NATS; never fails on a missed
+ * target. `--rounds N` alternates the systems N times (floor, NATS, ws, poll, relay only, floor, …)
+ * and reports the median per system. `--profile <dir>` adds `--cpu-prof` to the relay and runner
+ * processes. `--pg` adds external mode: two relay processes on PostgreSQL against one on SQLite
+ * (bench/pg.ts; skipped without PostgreSQL server binaries).
  */
 import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg } from 'node:os';
@@ -16,20 +20,38 @@ import { type BlobFigures, blobTransfer } from './blobs.js';
 import { cryptoBench } from './crypto.js';
 import { fleetThroughput } from './fleet.js';
 import { type Child, cleanupAll, cpuSeconds, installCleanup, rssMb } from './lib.js';
+import { NatsRequester, natsAvailable, startNats } from './nats.js';
 import { type PgBenchRow, pgBench, printPgBench } from './pg.js';
 import { nodeFlags, startFloor, startRelay, startRunner } from './processes.js';
-import { relayThroughput } from './relay-throughput.js';
-import { type ExchangeResult, Requester } from './requester.js';
+import { type RelayThroughput, relayThroughput } from './relay-throughput.js';
+import { type ExchangeResult, type Exchanger, Requester } from './requester.js';
 import { startupTimes } from './startup.js';
+import {
+  combine,
+  combineMemory,
+  type Memory,
+  memory,
+  type RoundTrip,
+  ratios,
+  type SideBySideRow,
+  sideBySide,
+  spread,
+} from './summary.js';
 
 const { values: opts } = parseArgs({
   options: {
     json: { type: 'string' },
     quick: { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '1' },
     profile: { type: 'string' },
     pg: { type: 'boolean', default: false },
   },
 });
+const ROUNDS = Number(opts.rounds);
+if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || ROUNDS > 9) {
+  console.error(`--rounds must be a whole number from 1 to 9 (got "${opts.rounds}"); e.g. --rounds 3`);
+  process.exit(2);
+}
 const scale = opts.quick ? 0.1 : 1;
 /** Per scenario: warm-up (one in flight, then a window of 200), latency samples, throughput messages. */
 interface Plan {
@@ -40,34 +62,37 @@ interface Plan {
 const WINDOW = 1000;
 const PLANS = {
   floor: { warmup: 500 * scale, latency: 3000 * scale, throughput: 50_000 * scale },
+  nats: { warmup: 500 * scale, latency: 3000 * scale, throughput: 50_000 * scale },
   websocket: { warmup: 500 * scale, latency: 3000 * scale, throughput: 100_000 * scale },
-  // Poll mode answers about once a second (see the report), so it gets few samples.
+  // Poll mode answered a few hundred a second when this was written, so it gets few latency samples.
   poll: { warmup: 2, latency: opts.quick ? 5 : 20, throughput: 2000 * scale },
 } satisfies Record<string, Plan>;
 const STARTUP = { runs: opts.quick ? 5 : 20, warmup: 3 };
 const RELAY_ONLY = 20_000 * scale;
-const TARGETS = { p50VsFloor: 3, perSecond: 5000, rssMb: 100, versionVsNode: 1.5, blobRssMb: 64 };
+/** Issue 15's targets; ratios are to the floor measured in the same run. */
+const TARGETS = {
+  p50VsFloor: 1.5,
+  throughputVsFloor: 0.6,
+  rssMb: 60,
+  rssSlopeMbPer10k: 0.3,
+  pollPerSecond: 2000,
+  relayPerSecond: 30_000,
+  versionVsNode: 1.2,
+  blobRssMb: 64,
+};
 const BLOB_MIB = opts.quick ? 20 : 100;
 const cores = availableParallelism();
 
 installCleanup();
+const budgetMinutes = 5 + 3 * ROUNDS;
 setTimeout(() => {
-  console.error('the benchmark ran for 8 minutes without finishing; giving up');
+  console.error(`the benchmark ran for ${budgetMinutes} minutes without finishing; giving up`);
   cleanupAll();
   process.exit(1);
-}, 8 * 60_000).unref();
+}, budgetMinutes * 60_000).unref();
 if (opts.profile) nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${resolve(opts.profile)}`);
 
 const log = (text: string): void => void process.stderr.write(`· ${text}\n`);
-
-interface RoundTrip {
-  latency: ExchangeResult;
-  throughput: ExchangeResult;
-  /** Responder RSS (MB) after warm-up and at every 5% of the throughput run (`seconds` into it). */
-  rss: Array<{ messages: number; mb: number; seconds: number }>;
-  /** CPU time per message during the throughput run, in µs, per process. */
-  cpuUs: { relay: number; responder: number; requester: number };
-}
 
 interface Processes {
   relay: Child;
@@ -75,8 +100,8 @@ interface Processes {
 }
 
 /** Warm-up, then latency (one in flight), then throughput (a window of WINDOW). */
-async function roundTrip(wsUrl: string, recipient: string, plan: Plan, procs: Processes): Promise<RoundTrip> {
-  const requester = await Requester.open(wsUrl, Keypair.generate(), recipient);
+async function roundTrip(open: () => Promise<Exchanger>, plan: Plan, procs: Processes): Promise<RoundTrip> {
+  const requester = await open();
   const pids = { relay: procs.relay.pid, responder: procs.responder.pid };
   // A process under test that dies ends the benchmark with its stderr, not with a timeout.
   const exchange = (
@@ -123,10 +148,24 @@ async function floor(): Promise<RoundTrip> {
   const responder = Keypair.generate();
   const f = await startFloor(responder.publicKey);
   try {
-    return await roundTrip(f.wsUrl, responder.publicKey, PLANS.floor, f);
+    return await roundTrip(() => Requester.open(f.wsUrl, Keypair.generate(), responder.publicKey), PLANS.floor, f);
   } finally {
     await f.responder.stop();
     await f.relay.stop();
+  }
+}
+
+/** nats-server + nats.js responder + nats.js requester; "relay" CPU is nats-server's. */
+async function nats(): Promise<RoundTrip> {
+  const anchor = await startNats(Keypair.generate().publicKey);
+  try {
+    return await roundTrip(() => NatsRequester.open(anchor.url, anchor.subject), PLANS.nats, {
+      relay: anchor.server,
+      responder: anchor.responder,
+    });
+  } finally {
+    await anchor.responder.stop();
+    await anchor.server.stop();
   }
 }
 
@@ -135,7 +174,7 @@ async function product(mode: 'websocket' | 'poll'): Promise<RoundTrip> {
   try {
     const runner = await startRunner(relay.url, mode);
     try {
-      return await roundTrip(relay.wsUrl, runner.publicKey, PLANS[mode], {
+      return await roundTrip(() => Requester.open(relay.wsUrl, Keypair.generate(), runner.publicKey), PLANS[mode], {
         relay: relay.child,
         responder: runner.child,
       });
@@ -147,10 +186,17 @@ async function product(mode: 'websocket' | 'poll'): Promise<RoundTrip> {
   }
 }
 
-async function relayOnly(): Promise<Awaited<ReturnType<typeof relayThroughput>>> {
+type RelayOnly = RelayThroughput & { cpuUs: number };
+
+async function relayOnly(): Promise<RelayOnly> {
   const relay = await startRelay();
   try {
-    return await relayThroughput(relay.wsUrl, RELAY_ONLY, WINDOW, 90_000);
+    const cpu0 = cpuSeconds(relay.child.pid);
+    const result = await Promise.race([
+      relayThroughput(relay.wsUrl, RELAY_ONLY, WINDOW, 90_000),
+      relay.child.crashed(),
+    ]);
+    return { ...result, cpuUs: ((cpuSeconds(relay.child.pid) - cpu0) * 1e6) / RELAY_ONLY };
   } finally {
     await relay.child.stop();
   }
@@ -165,6 +211,15 @@ async function blobs(): Promise<BlobFigures> {
   }
 }
 
+/** One pass over the systems compared side by side. */
+interface Round {
+  floor: RoundTrip;
+  nats?: RoundTrip;
+  websocket: RoundTrip;
+  poll: RoundTrip;
+  relayOnly: RelayOnly;
+}
+
 // ── run ────────────────────────────────────────────────────────────────────────────────────
 const t0 = performance.now();
 const loadBefore = loadavg();
@@ -172,14 +227,28 @@ log(`start-up (${STARTUP.runs} runs each after ${STARTUP.warmup} warm-up)`);
 const startup = startupTimes(STARTUP.runs, STARTUP.warmup);
 log('end-to-end encryption: seal + open per message, blob streaming (in process)');
 const e2eCrypto = await cryptoBench({ quick: opts.quick });
-log('floor: bare ws relay + bare responder');
-const floorResult = await floor();
-log(`round trip: mrp relay + mrp run (websocket), ${PLANS.websocket.throughput} messages for throughput and memory`);
-const ws = await product('websocket');
-log('round trip: mrp relay + mrp run --mode poll');
-const poll = await product('poll');
-log('relay only: inline send → push → ack');
-const relay = await relayOnly();
+const natsInfo = await natsAvailable();
+if ('skipped' in natsInfo) log(`NATS anchor skipped: ${natsInfo.skipped}`);
+const rounds: Round[] = [];
+for (let i = 1; i <= ROUNDS; i++) {
+  const of = ROUNDS > 1 ? ` (round ${i} of ${ROUNDS})` : '';
+  log(`floor: bare ws relay + bare responder${of}`);
+  const floorTrip = await floor();
+  let natsTrip: RoundTrip | undefined;
+  if (!('skipped' in natsInfo)) {
+    log(`NATS core request-reply: nats-server ${natsInfo.server} + nats.js ${natsInfo.client}${of}`);
+    natsTrip = await nats();
+  }
+  log(
+    `round trip: mrp relay + mrp run (websocket), ${PLANS.websocket.throughput} messages for throughput and memory${of}`,
+  );
+  const websocket = await product('websocket');
+  log(`round trip: mrp relay + mrp run --mode poll${of}`);
+  const poll = await product('poll');
+  log(`relay only: inline send → push → ack${of}`);
+  const relayAlone = await relayOnly();
+  rounds.push({ floor: floorTrip, ...(natsTrip ? { nats: natsTrip } : {}), websocket, poll, relayOnly: relayAlone });
+}
 const FLEET = 10_000 * scale;
 log(`fleet: 3 × mrp run --journal postgres://… (throwaway cluster), ${FLEET} messages`);
 const fleet = await fleetThroughput(FLEET, WINDOW);
@@ -192,11 +261,34 @@ if (opts.pg) {
 }
 const totalSeconds = (performance.now() - t0) / 1000;
 
+// ── medians over the rounds ────────────────────────────────────────────────────────────────
+const floorResult = combine(rounds.map((r) => r.floor));
+const natsRounds = rounds.flatMap((r) => (r.nats ? [r.nats] : []));
+const natsResult = natsRounds.length ? combine(natsRounds) : undefined;
+const ws = combine(rounds.map((r) => r.websocket));
+const poll = combine(rounds.map((r) => r.poll));
+const relay: RelayOnly = ((): RelayOnly => {
+  const all = rounds.map((r) => r.relayOnly);
+  const sum = (pick: (r: RelayOnly) => number): number => all.reduce((a, r) => a + pick(r), 0);
+  return {
+    ...all[0]!,
+    seconds: spread(all.map((r) => r.seconds)).median,
+    perSecond: spread(all.map((r) => r.perSecond)).median,
+    cpuUs: spread(all.map((r) => r.cpuUs)).median,
+    lost: sum((r) => r.lost),
+    duplicates: sum((r) => r.duplicates),
+    errors: sum((r) => r.errors),
+    timedOut: all.some((r) => r.timedOut),
+  };
+})();
+const mem: Memory = combineMemory(rounds.map((r) => memory(r.websocket, PLANS.websocket.throughput)));
+
 // ── report ─────────────────────────────────────────────────────────────────────────────────
 const fmt = (n: number, digits = 2): string => n.toFixed(digits);
 const int = (n: number): string => Math.round(n).toLocaleString('en-US');
+const summed = ROUNDS > 1 ? `, over ${ROUNDS} rounds` : '';
 const ms = (r: ExchangeResult): string =>
-  `${fmt(r.p50)} / ${fmt(r.p95)} / ${fmt(r.p99)} ms (n=${int(r.count)}${r.lost ? `, lost ${r.lost}` : ''})`;
+  `${fmt(r.p50)} / ${fmt(r.p95)} / ${fmt(r.p99)} ms (n=${int(r.count)}${r.lost ? `, lost ${r.lost}${summed}` : ''})`;
 const rate = (r: {
   perSecond: number;
   lost: number;
@@ -205,39 +297,46 @@ const rate = (r: {
   window: number;
   timedOut: boolean;
 }): string =>
-  `${int(r.perSecond)}/s (${int(r.count)} msgs, window ${r.window}; lost ${r.lost}, dup ${r.duplicates}${r.timedOut ? ', TIMED OUT' : ''})`;
+  `${int(r.perSecond)}/s (${int(r.count)} msgs, window ${r.window}; lost ${r.lost}, dup ${r.duplicates}${summed}${r.timedOut ? ', TIMED OUT' : ''})`;
 const cpu = (r: RoundTrip): string =>
   `${int(r.cpuUs.relay)} / ${int(r.cpuUs.responder)} / ${int(r.cpuUs.requester)} µs (wall ${int(1e6 / r.throughput.perSecond)} µs/msg)`;
 const mark = (ok: boolean): string => (ok ? '✓' : '✗');
 
-const p50Ratio = ws.latency.p50 / floorResult.latency.p50;
-const clean = (r: ExchangeResult): boolean => r.lost === 0 && r.duplicates === 0 && r.errors === 0 && !r.timedOut;
-const rssAt = (n: number): number => ws.rss.find((s) => s.messages === n)?.mb ?? Number.NaN;
-const q = PLANS.websocket.throughput / 4;
-const quarters = [q, 2 * q, 3 * q, 4 * q];
-const [rssFirst, rssHalf, rssLast] = [rssAt(q), rssAt(2 * q), rssAt(4 * q)];
-/** Least-squares slope of RSS over the second half of the run, in MB per 10k messages. */
-const slope = ((): number => {
-  const pts = ws.rss.filter((s) => s.messages >= 2 * q);
-  const mx = pts.reduce((a, p) => a + p.messages, 0) / pts.length;
-  const my = pts.reduce((a, p) => a + p.mb, 0) / pts.length;
-  const sxy = pts.reduce((a, p) => a + (p.messages - mx) * (p.mb - my), 0);
-  const sxx = pts.reduce((a, p) => a + (p.messages - mx) ** 2, 0);
-  return (sxy / sxx) * 10_000;
-})();
-/** Flat: the second half adds at most 2 MB (or 3%) at that slope. */
-const flat = (slope * (2 * q)) / 10_000 <= Math.max(2, 0.03 * rssHalf);
+const clean = (r: ExchangeResult | RelayOnly): boolean =>
+  r.lost === 0 && r.duplicates === 0 && r.errors === 0 && !r.timedOut;
+const vsFloor = {
+  websocket: ratios(ws, floorResult),
+  poll: ratios(poll, floorResult),
+  ...(natsResult ? { nats: ratios(natsResult, floorResult) } : {}),
+};
+const vsNats = natsResult
+  ? { floor: ratios(floorResult, natsResult), websocket: ratios(ws, natsResult), poll: ratios(poll, natsResult) }
+  : undefined;
+const [rssWarm, rssFirst, rssHalf, , rssLast] = mem.quarters as [number, number, number, number, number];
+const flat = mem.slopeMbPer10k <= TARGETS.rssSlopeMbPer10k;
 const versionRatio = startup.version / startup.node;
 
 const targets = {
-  p50: p50Ratio <= TARGETS.p50VsFloor,
-  throughput: ws.throughput.perSecond >= TARGETS.perSecond && clean(ws.throughput),
-  memory: rssLast < TARGETS.rssMb && flat,
+  p50: vsFloor.websocket.p50 <= TARGETS.p50VsFloor,
+  throughput: vsFloor.websocket.throughput >= TARGETS.throughputVsFloor && clean(ws.throughput),
+  memory: rssLast <= TARGETS.rssMb && flat,
+  poll: poll.throughput.perSecond >= TARGETS.pollPerSecond && clean(poll.throughput),
+  relayOnly: relay.perSecond >= TARGETS.relayPerSecond && clean(relay),
   version: versionRatio <= TARGETS.versionVsNode,
   blobMemory: Math.max(blob.relayPutRssMB, blob.relayGetRssMB, blob.clientRssMB) < TARGETS.blobRssMb,
 };
 
-const rows: Array<[string, string, string, string]> = [
+type Row = [string, string, string, string];
+const natsRows: Row[] =
+  'skipped' in natsInfo || !natsResult
+    ? [['NATS anchor', 'core request-reply', `skipped: ${'skipped' in natsInfo ? natsInfo.skipped : 'no result'}`, '']]
+    : [
+        [`NATS ${natsInfo.server}`, 'p50 / p95 / p99 (nats.js, not durable)', ms(natsResult.latency), ''],
+        ['', 'throughput', rate(natsResult.throughput), ''],
+        ['', 'CPU per msg: server / responder / requester', cpu(natsResult), ''],
+      ];
+const quarterLabels = [1, 2, 3, 4].map((k) => `${(k * PLANS.websocket.throughput) / 4000}k`).join(' / ');
+const rows: Row[] = [
   ['Start-up', 'node -e 0 (median)', `${fmt(startup.node, 1)} ms`, ''],
   [
     '',
@@ -249,32 +348,48 @@ const rows: Array<[string, string, string, string]> = [
   ['Floor (bare ws)', 'round trip p50 / p95 / p99', ms(floorResult.latency), ''],
   ['', 'throughput', rate(floorResult.throughput), ''],
   ['', 'CPU per msg: relay / responder / requester', cpu(floorResult), ''],
-  ['Round trip (ws)', 'p50 / p95 / p99', ms(ws.latency), `p50 ≤ ${TARGETS.p50VsFloor}× floor ${mark(targets.p50)}`],
-  ['', 'p50 vs floor', `${fmt(p50Ratio)}×`, ''],
-  ['', 'throughput', rate(ws.throughput), `≥ ${int(TARGETS.perSecond)}/s, none lost ${mark(targets.throughput)}`],
-  ['', 'throughput vs floor', `${fmt(ws.throughput.perSecond / floorResult.throughput.perSecond)}×`, ''],
+  ...natsRows,
+  [
+    'Round trip (ws)',
+    'p50 / p95 / p99',
+    ms(ws.latency),
+    `p50 ≤ ${TARGETS.p50VsFloor}× floor (${fmt(vsFloor.websocket.p50)}×) ${mark(targets.p50)}`,
+  ],
+  [
+    '',
+    'throughput',
+    rate(ws.throughput),
+    `≥ ${TARGETS.throughputVsFloor}× floor (${fmt(vsFloor.websocket.throughput)}×), none lost ${mark(targets.throughput)}`,
+  ],
   ['', 'CPU per msg: relay / runner / requester', cpu(ws), ''],
   [
     'Runner memory',
-    `RSS after warm-up / ${quarters.map((n) => `${n / 1000}k`).join(' / ')} msgs`,
-    `${[0, ...quarters].map((n) => fmt(rssAt(n), 1)).join(' / ')} MB`,
+    `RSS after warm-up / ${quarterLabels} msgs`,
+    `${mem.quarters.map((mb) => fmt(mb, 1)).join(' / ')} MB`,
     '',
   ],
   [
     '',
     'first → last, slope over 2nd half',
-    `${fmt(rssFirst, 1)} → ${fmt(rssLast, 1)} MB, ${slope >= 0 ? '+' : ''}${fmt(slope)} MB/10k msgs (${flat ? 'flat' : 'growing'})`,
-    `< ${TARGETS.rssMb} MB and flat ${mark(targets.memory)}`,
+    `${fmt(rssFirst, 1)} → ${fmt(rssLast, 1)} MB, ${mem.slopeMbPer10k >= 0 ? '+' : ''}${fmt(mem.slopeMbPer10k)} MB/10k msgs (${flat ? 'flat' : 'growing'})`,
+    `≤ ${TARGETS.rssMb} MB, ≤ ${TARGETS.rssSlopeMbPer10k} MB/10k ${mark(targets.memory)}`,
   ],
   ['Poll mode', 'p50 / p95 / p99', ms(poll.latency), ''],
-  ['', 'throughput', rate(poll.throughput), ''],
-  ['Relay only', 'send → push → ack', rate(relay), ''],
+  ['', 'throughput', rate(poll.throughput), `≥ ${int(TARGETS.pollPerSecond)}/s, none lost ${mark(targets.poll)}`],
+  ['', 'CPU per msg: relay / runner / requester', cpu(poll), ''],
+  [
+    'Relay only',
+    'send → push → ack',
+    rate(relay),
+    `≥ ${int(TARGETS.relayPerSecond)}/s, none lost ${mark(targets.relayOnly)}`,
+  ],
+  ['', 'CPU per msg: relay', `${int(relay.cpuUs)} µs`, ''],
   ...(('skipped' in fleet
     ? [['Fleet (3 runners)', 'shared journal on PostgreSQL', `skipped: ${fleet.skipped}`, '']]
     : [
         ['Fleet (3 runners)', 'throughput, shared journal (PostgreSQL)', rate(fleet.throughput), ''],
         ['', 'vs one runner, local journal', `${fmt(fleet.throughput.perSecond / ws.throughput.perSecond)}×`, ''],
-      ]) as Array<[string, string, string, string]>),
+      ]) as Row[]),
   [
     `Blobs (${BLOB_MIB} MiB)`,
     'put / get (loopback, fs store)',
@@ -316,11 +431,26 @@ console.log(
   `\nmrp benchmark · ${cores} cores (os.availableParallelism) · ${cpus()[0]?.model ?? 'unknown CPU'} · node ${process.version}`,
 );
 console.log(
-  `${fmt(totalSeconds, 0)} s · load average before ${load(loadBefore)}, after ${load(loadavg())} (other work on the machine skews every figure)\n`,
+  `${fmt(totalSeconds, 0)} s · load average before ${load(loadBefore)}, after ${load(loadavg())} (other work on the machine skews every figure)`,
 );
+if (ROUNDS > 1)
+  console.log(`${ROUNDS} alternating rounds; every round-trip figure is the median per system, lost/dup summed`);
+console.log('');
 console.log(line(header));
 console.log(line(header.map((_, i) => '─'.repeat(width(i)))));
 for (const row of table) console.log(line(row));
+
+const sideRows: SideBySideRow[] = [
+  ...(natsResult ? [{ system: 'NATS core (not durable)', rounds: natsRounds, combined: natsResult }] : []),
+  { system: 'floor (bare ws)', rounds: rounds.map((r) => r.floor), combined: floorResult },
+  { system: 'mrp relay + mrp run (ws)', rounds: rounds.map((r) => r.websocket), combined: ws },
+  { system: 'mrp relay + mrp run (poll)', rounds: rounds.map((r) => r.poll), combined: poll },
+];
+console.log(
+  `\nSide by side${ROUNDS > 1 ? ` (median of ${ROUNDS} rounds, range in brackets)` : ''}: ×floor and ×NATS divide by the floor's and NATS's figure`,
+);
+console.log('(CPU: relay = the relay process or nats-server, responder = the runner or responder process)\n');
+for (const l of sideBySide(sideRows, floorResult, natsResult)) console.log(l);
 console.log(`\nTargets met: ${Object.values(targets).filter(Boolean).length}/${Object.keys(targets).length}`);
 if (external) printPgBench(external);
 
@@ -331,9 +461,11 @@ if (opts.json) {
     node: process.version,
     seconds: totalSeconds,
     load: { before: loadBefore, after: loadavg() },
+    rounds: ROUNDS,
     plans: PLANS,
     startup,
     floor: floorResult,
+    nats: natsResult ? { ...natsResult, versions: natsInfo } : natsInfo,
     websocket: ws,
     poll,
     relayOnly: relay,
@@ -342,12 +474,14 @@ if (opts.json) {
     crypto: e2eCrypto,
     ...(external ? { external } : {}),
     ratios: {
-      p50VsFloor: p50Ratio,
       versionVsNode: versionRatio,
-      throughputVsFloor: ws.throughput.perSecond / floorResult.throughput.perSecond,
+      vsFloor,
+      ...(vsNats ? { vsNats } : {}),
     },
-    memory: { first: rssFirst, last: rssLast, peak: Math.max(...ws.rss.map((s) => s.mb)), slopeMbPer10k: slope, flat },
+    memory: { ...mem, first: rssFirst, half: rssHalf, last: rssLast, warm: rssWarm, flat },
+    targetValues: TARGETS,
     targets,
+    perRound: rounds,
   };
   writeFileSync(resolve(opts.json), `${JSON.stringify(report, null, 2)}\n`);
   console.log(`JSON written to ${resolve(opts.json)}`);

@@ -44,18 +44,32 @@ export interface Child {
   readonly pid: number;
   /** Resolves with the first stdout line that parses as JSON and satisfies `match`. */
   waitForJson(match: (value: Record<string, unknown>) => boolean, timeoutMs: number): Promise<Record<string, unknown>>;
+  /** Resolves once the tail of stderr (the last 4,000 characters) matches `pattern` (for non-JSON loggers). */
+  waitForStderr(pattern: RegExp, timeoutMs: number): Promise<void>;
   /** Rejects if the process exits before `stop()` was called (race it against the work). */
   crashed(): Promise<never>;
   /** SIGTERM, then SIGKILL after `graceMs`. */
   stop(graceMs?: number): Promise<void>;
 }
 
+/** `node <args>` as a benchmark child (see startProcess). */
+export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Child {
+  return startProcess(name, process.execPath, args, env);
+}
+
+interface Waiter {
+  /** A parsed stdout JSON line, or undefined when stderr grew: true when the wait is over. */
+  test: (value: Record<string, unknown> | undefined) => boolean;
+  resolve: (v: Record<string, unknown>) => void;
+  reject: (e: Error) => void;
+}
+
 /**
- * Spawns `node <args>` with piped stdout/stderr. Stdout is always drained (a runner logs three
+ * Spawns `command <args>` with piped stdout/stderr. Stdout is always drained (a runner logs three
  * lines per message); lines are only split and parsed while someone waits for one.
  */
-export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Child {
-  const proc = spawn(process.execPath, args, {
+export function startProcess(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Child {
+  const proc = spawn(command, args, {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -66,13 +80,17 @@ export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv =
   let stopping = false;
   let exit: string | undefined;
   const onExit = new Set<() => void>();
-  const waiters = new Set<{
-    match: (v: Record<string, unknown>) => boolean;
-    resolve: (v: Record<string, unknown>) => void;
-    reject: (e: Error) => void;
-  }>();
+  const waiters = new Set<Waiter>();
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  proc.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
+  // A command that cannot start (ENOENT) emits 'error' and then, maybe, no 'exit'.
+  proc.once('error', (e) => {
+    stderr += `\n${e.message}`;
+    proc.emit('exit', null, 'spawn error');
+  });
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr = (stderr + d).slice(-4000);
+    for (const w of waiters) if (w.test(undefined)) w.resolve({});
+  });
   proc.stdout.setEncoding('utf8').on('data', (d: string) => {
     if (waiters.size === 0) return;
     const lines = (partial + d).split('\n');
@@ -86,7 +104,7 @@ export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv =
       }
       if (typeof value !== 'object' || value === null) continue;
       for (const w of waiters)
-        if (w.match(value as Record<string, unknown>)) w.resolve(value as Record<string, unknown>);
+        if (w.test(value as Record<string, unknown>)) w.resolve(value as Record<string, unknown>);
     }
   });
   proc.once('exit', (code, signal) => {
@@ -100,27 +118,34 @@ export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv =
         ),
       );
   });
+  const wait = (test: Waiter['test'], timeoutMs: number): Promise<Record<string, unknown>> =>
+    new Promise((resolve, reject) => {
+      const w: Waiter = {
+        test,
+        resolve: (v) => done(() => resolve(v)),
+        reject: (e) => done(() => reject(e)),
+      };
+      const timer = setTimeout(
+        () => w.reject(new Error(`${name}: no matching output within ${timeoutMs} ms; stderr: ${stderr.trim()}`)),
+        timeoutMs,
+      );
+      const done = (fn: () => void): void => {
+        clearTimeout(timer);
+        waiters.delete(w);
+        fn();
+      };
+      if (exit !== undefined) w.reject(new Error(`${name} already exited (${exit}); stderr: ${stderr.trim()}`));
+      else waiters.add(w);
+    });
   return {
     name,
     pid: proc.pid ?? -1,
     waitForJson(match, timeoutMs) {
-      return new Promise((resolve, reject) => {
-        const w = {
-          match,
-          resolve: (v: Record<string, unknown>) => done(() => resolve(v)),
-          reject: (e: Error) => done(() => reject(e)),
-        };
-        const timer = setTimeout(
-          () => w.reject(new Error(`${name}: no matching output within ${timeoutMs} ms; stderr: ${stderr.trim()}`)),
-          timeoutMs,
-        );
-        const done = (fn: () => void): void => {
-          clearTimeout(timer);
-          waiters.delete(w);
-          fn();
-        };
-        waiters.add(w);
-      });
+      return wait((value) => value !== undefined && match(value), timeoutMs);
+    },
+    async waitForStderr(pattern, timeoutMs) {
+      if (pattern.test(stderr)) return;
+      await wait((value) => value === undefined && pattern.test(stderr), timeoutMs);
     },
     crashed() {
       return new Promise<never>((_, reject) => {
@@ -134,7 +159,7 @@ export function startNode(name: string, args: string[], env: NodeJS.ProcessEnv =
     },
     async stop(graceMs = 5000) {
       stopping = true;
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      if (proc.exitCode !== null || proc.signalCode !== null || exit !== undefined) return;
       proc.kill('SIGTERM');
       const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
       await exited;

@@ -52,6 +52,21 @@ export interface ExchangeResult {
   timedOut: boolean;
 }
 
+/** A requester as the round-trip plan drives it: the WebSocket one here, the NATS one in bench/nats.ts. */
+export interface Exchanger {
+  /**
+   * Sends `count` requests keeping at most `window` unanswered, until all are answered or
+   * `timeoutMs` passes; `progress` sees the number answered after each reply.
+   */
+  exchange(
+    count: number,
+    window: number,
+    timeoutMs: number,
+    progress?: (answered: number) => void,
+  ): Promise<ExchangeResult>;
+  close(): void;
+}
+
 interface Run {
   id: number;
   count: number;
@@ -70,7 +85,7 @@ interface Run {
   finish: () => void;
 }
 
-export class Requester {
+export class Requester implements Exchanger {
   readonly #recipient: string;
   #ws!: WebSocket;
   #run: Run | undefined;
