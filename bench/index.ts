@@ -289,15 +289,12 @@ const int = (n: number): string => Math.round(n).toLocaleString('en-US');
 const summed = ROUNDS > 1 ? `, over ${ROUNDS} rounds` : '';
 const ms = (r: ExchangeResult): string =>
   `${fmt(r.p50)} / ${fmt(r.p95)} / ${fmt(r.p99)} ms (n=${int(r.count)}${r.lost ? `, lost ${r.lost}${summed}` : ''})`;
-const rate = (r: {
-  perSecond: number;
-  lost: number;
-  duplicates: number;
-  count: number;
-  window: number;
-  timedOut: boolean;
-}): string =>
-  `${int(r.perSecond)}/s (${int(r.count)} msgs, window ${r.window}; lost ${r.lost}, dup ${r.duplicates}${summed}${r.timedOut ? ', TIMED OUT' : ''})`;
+/** `rounds`: how many rounds the lost/dup counts are summed over (the fleet runs once). */
+const rate = (
+  r: { perSecond: number; lost: number; duplicates: number; count: number; window: number; timedOut: boolean },
+  rounds = ROUNDS,
+): string =>
+  `${int(r.perSecond)}/s (${int(r.count)} msgs, window ${r.window}; lost ${r.lost}, dup ${r.duplicates}${rounds > 1 ? `, over ${rounds} rounds` : ''}${r.timedOut ? ', TIMED OUT' : ''})`;
 const cpu = (r: RoundTrip): string =>
   `${int(r.cpuUs.relay)} / ${int(r.cpuUs.responder)} / ${int(r.cpuUs.requester)} µs (wall ${int(1e6 / r.throughput.perSecond)} µs/msg)`;
 const mark = (ok: boolean): string => (ok ? '✓' : '✗');
@@ -387,7 +384,7 @@ const rows: Row[] = [
   ...(('skipped' in fleet
     ? [['Fleet (3 runners)', 'shared journal on PostgreSQL', `skipped: ${fleet.skipped}`, '']]
     : [
-        ['Fleet (3 runners)', 'throughput, shared journal (PostgreSQL)', rate(fleet.throughput), ''],
+        ['Fleet (3 runners)', 'throughput, shared journal (PostgreSQL)', rate(fleet.throughput, 1), ''],
         ['', 'vs one runner, local journal', `${fmt(fleet.throughput.perSecond / ws.throughput.perSecond)}×`, ''],
       ]) as Row[]),
   [

@@ -50,7 +50,7 @@ function combineExchange(results: readonly ExchangeResult[]): ExchangeResult {
 
 /**
  * One RoundTrip standing for several: the median of every timing and CPU figure, lost/dup/errors
- * summed over the rounds, and the RSS curve of the round whose last sample is the median one.
+ * summed over the rounds, and the RSS curve of the round whose last sample is nearest the median.
  */
 export function combine(trips: readonly RoundTrip[]): RoundTrip {
   if (trips.length === 1) return trips[0]!;
@@ -60,7 +60,7 @@ export function combine(trips: readonly RoundTrip[]): RoundTrip {
   return {
     latency: combineExchange(trips.map((t) => t.latency)),
     throughput: combineExchange(trips.map((t) => t.throughput)),
-    rss: trips.find((t) => last(t) === middle)?.rss ?? trips[0]!.rss,
+    rss: trips.reduce((a, t) => (Math.abs(last(t) - middle) < Math.abs(last(a) - middle) ? t : a)).rss,
     cpuUs: {
       relay: med((t) => t.cpuUs.relay),
       responder: med((t) => t.cpuUs.responder),
