@@ -58,7 +58,7 @@ describe('bench NATS anchor', { skip }, () => {
     const requester = await NatsRequester.open(anchor.url, subject);
     try {
       // Nothing signals "the dropped ones will never come": the exchange ends at its deadline.
-      const r = await requester.exchange(100, 100, 3000);
+      const r = await requester.exchange(100, 100, 5000);
       assert.equal(r.timedOut, true);
       assert.equal(r.lost, 10);
       assert.equal(r.duplicates, 10);
