@@ -207,7 +207,12 @@ export interface Response<T> {
   take?: string | undefined;
 }
 
-function rateOf(headers: Headers): RateInfo | undefined {
+/** Response headers as both transports expose them (names are case-insensitive). */
+interface HeaderSource {
+  get(name: string): string | null;
+}
+
+function rateOf(headers: HeaderSource): RateInfo | undefined {
   const limit = headers.get('x-ratelimit-limit');
   if (limit === null) return undefined;
   return {
@@ -229,11 +234,53 @@ const NEVER_SENT = new Set([
 
 export const CLIENT_DEFAULTS = { timeoutMs: 30_000, maxAttempts: 4, maxRetryAfterMs: 60_000 } as const;
 
+/** One answer, read whole: what `request` needs from either transport. */
+interface Answer {
+  status: number;
+  headers: HeaderSource;
+  text: string;
+}
+
+/** A transport failure and what is known about it (for `#transportError`). */
+class TransportFailure {
+  constructor(
+    readonly error: unknown,
+    /** The answer had begun to arrive (so the request surely reached the relay). */
+    readonly sent: boolean,
+    readonly timedOut: boolean,
+  ) {}
+}
+
+type NodeHttp = typeof import('node:http');
+type NodeHttps = typeof import('node:https');
+/** node:http and node:https, loaded on the first request (`mrp --version` never loads them). */
+let nodeHttp: Promise<{ http: NodeHttp; https: NodeHttps }> | undefined;
+function loadNodeHttp(): Promise<{ http: NodeHttp; https: NodeHttps }> {
+  nodeHttp ??= Promise.all([import('node:http'), import('node:https')]).then(([http, https]) => ({ http, https }));
+  return nodeHttp;
+}
+
+/**
+ * Where `request` sends: node:http(s) on a keep-alive agent of this client. Much cheaper per call
+ * than `fetch` (no WHATWG streams, Headers, or AbortSignal per request), which matters to a
+ * poll-mode runner: one request per poll and one per reply.
+ */
+interface NodeTransport {
+  request: NodeHttp['request'];
+  agent: import('node:http').Agent;
+}
+
 export class RelayClient {
   readonly relayUrl: string;
   readonly keypair: Keypair;
   readonly #clock: Clock;
   readonly #fetch: typeof fetch;
+  /** `request` goes through `fetch` only when one was passed in (tests); node:http otherwise. */
+  readonly #customFetch: boolean;
+  readonly #hostname: string;
+  readonly #port: string;
+  readonly #secure: boolean;
+  #transport: NodeTransport | undefined;
   readonly #timeoutMs: number;
   readonly #maxAttempts: number;
   readonly #maxRetryAfterMs: number;
@@ -264,6 +311,11 @@ export class RelayClient {
     this.keypair = options.keypair;
     this.#clock = options.clock ?? systemClock;
     this.#fetch = options.fetch ?? fetch;
+    this.#customFetch = options.fetch !== undefined;
+    this.#secure = url.protocol === 'https:';
+    // `[::1]` in a URL is `::1` to the socket layer.
+    this.#hostname = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    this.#port = url.port;
     this.#timeoutMs = options.timeoutMs ?? CLIENT_DEFAULTS.timeoutMs;
     this.#maxAttempts = options.maxAttempts ?? CLIENT_DEFAULTS.maxAttempts;
     this.#maxRetryAfterMs = options.maxRetryAfterMs ?? CLIENT_DEFAULTS.maxRetryAfterMs;
@@ -344,7 +396,7 @@ export class RelayClient {
         res = await this.#fetch(this.#origin + target, init);
       } catch (err) {
         done();
-        throw this.#transportError(err, method, target, options.signal, idle.signal, idleMs, false);
+        throw this.#transportError(err, method, target, options.signal, idle.signal.aborted, idleMs, false);
       }
       const rate = rateOf(res.headers);
       if (rate) this.lastRate.set('request', rate);
@@ -448,31 +500,21 @@ export class RelayClient {
     if (bodyText !== undefined) headers['Content-Type'] = 'application/json';
     if (this.#userAgent) headers['User-Agent'] = this.#userAgent;
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
-    const timeout = AbortSignal.timeout(timeoutMs);
-    // AbortSignal.any holds its sources weakly: no listener piles up on a long-lived signal.
-    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-    let res: globalThis.Response;
+    let res: Answer;
     try {
-      res = await this.#fetch(this.#origin + target, {
-        method,
-        headers,
-        ...(bodyText === undefined ? {} : { body: bodyText }),
-        signal,
-      });
+      res = this.#customFetch
+        ? await this.#viaFetch(method, target, headers, bodyText, timeoutMs, options.signal)
+        : await this.#viaNodeHttp(method, target, headers, bodyText, timeoutMs, options.signal);
     } catch (err) {
-      throw this.#transportError(err, method, target, options.signal, timeout, timeoutMs, false);
-    }
-    let text: string;
-    try {
-      text = await res.text();
-    } catch (err) {
-      throw this.#transportError(err, method, target, options.signal, timeout, timeoutMs, true);
+      if (!(err instanceof TransportFailure)) throw err;
+      throw this.#transportError(err.error, method, target, options.signal, err.timedOut, timeoutMs, err.sent);
     }
     const date = Date.parse(res.headers.get('date') ?? '');
     // The header is truncated to the second: its middle is the best guess.
     if (Number.isFinite(date)) this.#clockOffset = date + 500 - this.#clock.now();
     const rate = rateOf(res.headers);
     if (rate) this.lastRate.set(method === 'POST' && target.endsWith(PATHS.messages) ? 'send' : 'request', rate);
+    const text = res.text;
     if (res.status >= 200 && res.status < 300) {
       let data: unknown;
       try {
@@ -496,26 +538,146 @@ export class RelayClient {
     throw relayErrorFromResponse(res.status, text, res.headers, this.#clock.now());
   }
 
+  /** One attempt through the `fetch` passed in; failures are `TransportFailure`s. */
+  async #viaFetch(
+    method: string,
+    target: string,
+    headers: Record<string, string>,
+    bodyText: string | undefined,
+    timeoutMs: number,
+    userSignal: AbortSignal | undefined,
+  ): Promise<Answer> {
+    const timeout = AbortSignal.timeout(timeoutMs);
+    // AbortSignal.any holds its sources weakly: no listener piles up on a long-lived signal.
+    const signal = userSignal ? AbortSignal.any([userSignal, timeout]) : timeout;
+    let res: globalThis.Response;
+    try {
+      res = await this.#fetch(this.#origin + target, {
+        method,
+        headers,
+        ...(bodyText === undefined ? {} : { body: bodyText }),
+        signal,
+      });
+    } catch (err) {
+      throw new TransportFailure(err, false, timeout.aborted);
+    }
+    try {
+      return { status: res.status, headers: res.headers, text: await res.text() };
+    } catch (err) {
+      throw new TransportFailure(err, true, timeout.aborted);
+    }
+  }
+
+  async #nodeTransport(): Promise<NodeTransport> {
+    if (this.#transport) return this.#transport;
+    const { http, https } = await loadNodeHttp();
+    // Keep-alive, most recently used socket first (the others may time out and close); the agent
+    // drops an idle socket a second before the relay's `Keep-Alive: timeout` hint says it would.
+    const options = { keepAlive: true, scheduling: 'lifo' as const };
+    this.#transport ??= this.#secure
+      ? { request: https.request, agent: new https.Agent(options) }
+      : { request: http.request, agent: new http.Agent(options) };
+    return this.#transport;
+  }
+
+  /**
+   * One attempt over node:http(s); failures are `TransportFailure`s. `timeoutMs` bounds the whole
+   * attempt (answer read included); `userSignal` cancels it.
+   */
+  async #viaNodeHttp(
+    method: string,
+    target: string,
+    headers: Record<string, string>,
+    bodyText: string | undefined,
+    timeoutMs: number,
+    userSignal: AbortSignal | undefined,
+  ): Promise<Answer> {
+    const transport = this.#transport ?? (await this.#nodeTransport());
+    if (userSignal?.aborted) throw new TransportFailure(userSignal.reason, false, false);
+    if (bodyText !== undefined) headers['Content-Length'] = String(Buffer.byteLength(bodyText, 'utf8'));
+    return new Promise<Answer>((resolve, reject) => {
+      let answered = false;
+      let timedOut = false;
+      let settled = false;
+      const req = transport.request({
+        hostname: this.#hostname,
+        port: this.#port,
+        path: target,
+        method,
+        headers,
+        agent: transport.agent,
+      });
+      const onAbort = (): void => {
+        req.destroy(userSignal?.reason instanceof Error ? userSignal.reason : new AbortError());
+      };
+      const timer = setTimeout(() => {
+        timedOut = true;
+        req.destroy(new Error(`no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      timer.unref?.();
+      userSignal?.addEventListener('abort', onAbort, { once: true });
+      const settle = (): boolean => {
+        if (settled) return false;
+        settled = true;
+        clearTimeout(timer);
+        userSignal?.removeEventListener('abort', onAbort);
+        return true;
+      };
+      const fail = (err: unknown): void => {
+        if (settle()) reject(new TransportFailure(err, answered, timedOut));
+      };
+      req.on('error', fail);
+      req.on('response', (res) => {
+        answered = true;
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('error', fail);
+        res.on('close', () => {
+          if (!res.complete) fail(new Error('the connection closed before the whole answer arrived'));
+        });
+        res.on('end', () => {
+          if (!settle()) return;
+          const raw = res.headers;
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: {
+              get(name: string): string | null {
+                const v = raw[name.toLowerCase()];
+                return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v;
+              },
+            },
+            text: chunks.length === 1 ? chunks[0]!.toString('utf8') : Buffer.concat(chunks).toString('utf8'),
+          });
+        });
+      });
+      // A string body goes out in one write with the head (a Buffer would take a second one).
+      if (bodyText === undefined) req.end();
+      else req.end(bodyText, 'utf8');
+    });
+  }
+
   #transportError(
     err: unknown,
     method: string,
     target: string,
     userSignal: AbortSignal | undefined,
-    timeout: AbortSignal,
+    timedOut: boolean,
     ms: number,
     sent: boolean,
   ): Error {
     if (userSignal?.aborted) return userSignal.reason instanceof Error ? userSignal.reason : new AbortError();
     const what = `${method} ${target.split('?')[0]}`;
     const unsafe = method === 'POST' || method === 'PUT' || method === 'PATCH' || method === 'DELETE';
-    if (timeout.aborted) {
+    if (timedOut) {
       return unsafe
         ? new OutcomeUnknownError(`${what}: no answer within ${ms} ms; the relay may or may not have applied it`, {
             cause: err,
           })
         : new TimeoutError(`${what}: no answer from ${this.#origin} within ${ms} ms`, { cause: err });
     }
-    const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    // fetch wraps the socket's error in `cause`; node:http hands it over as it is.
+    type Cause = { code?: string; message?: string };
+    const cause = (err as { cause?: Cause }).cause ?? (err as Cause);
     const code = cause?.code ?? '';
     const detail = code || cause?.message || (err as Error).message;
     // Only a failure to connect proves a request was never sent.
@@ -544,7 +706,7 @@ export class RelayClient {
         signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
       });
     } catch (err) {
-      throw this.#transportError(err, 'GET', PATHS.health, signal, timeout, this.#timeoutMs, false);
+      throw this.#transportError(err, 'GET', PATHS.health, signal, timeout.aborted, this.#timeoutMs, false);
     }
     const text = await res.text();
     this.#traced('GET', this.#basePath + PATHS.health, undefined, 1, started, {

@@ -1,11 +1,14 @@
 /**
- * Request authentication (docs/protocol.md §2). Clients sign with @noble/ed25519 (pure JS, no native
- * surprises); the relay verifies with node:crypto on its hot path (about 10x faster). Tests
- * cross-check both on the §2.5 vectors and on random inputs.
+ * Request authentication (docs/protocol.md §2). Signing and verifying use node:crypto (OpenSSL, about
+ * 10x faster than pure JS: a poll-mode runner signs every request); @noble/ed25519 derives public
+ * keys and judges them (`publicKeyProblem`). Ed25519 is deterministic, so both produce the same
+ * bytes: tests cross-check them on the §2.5 vectors and on random inputs.
  */
 import {
   createHash,
+  createPrivateKey,
   createPublicKey,
+  sign as cryptoSign,
   verify as cryptoVerify,
   type KeyObject,
   randomBytes,
@@ -26,7 +29,7 @@ function bytesOf(data: Uint8Array | string): Uint8Array {
 /** SHA-256 of `data`, base64url without padding (the canonical string's BODY_HASH). */
 export function bodyHash(data: Uint8Array | string | undefined): string {
   if (data === undefined || data.length === 0) return EMPTY_BODY_HASH;
-  return createHash('sha256').update(bytesOf(data)).digest('base64url');
+  return createHash('sha256').update(data).digest('base64url');
 }
 
 /** `METHOD\nPATH_WITH_QUERY\nTIMESTAMP\nBODY_HASH` (§2.2). `target` is signed exactly as given. */
@@ -58,12 +61,17 @@ export function parseTimestamp(text: string): number | undefined {
   return Number.isFinite(ms) ? ms : undefined;
 }
 
+/** PKCS#8 DER for an Ed25519 private key, up to the 32 seed bytes (RFC 8410). */
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
 /**
- * An Ed25519 identity. The seed is kept in a private field: it never appears in `inspect`,
- * `JSON.stringify` or logs.
+ * An Ed25519 identity. The seed (and the node:crypto key object made from it) is kept in private
+ * fields: it never appears in `inspect`, `JSON.stringify` or logs.
  */
 export class Keypair {
   readonly #seed: Uint8Array;
+  /** The private key as node:crypto holds it, made on the first signature. */
+  #key: KeyObject | undefined;
   /** The 32 public key bytes. */
   readonly publicKeyBytes: Uint8Array;
   /** The public key, base64url (43 characters): the agent's address. */
@@ -92,7 +100,18 @@ export class Keypair {
 
   /** Ed25519 signature of `message` (UTF-8 when a string), base64url. */
   sign(message: Uint8Array | string): string {
-    return toBase64Url(ed.sign(bytesOf(message), this.#seed));
+    this.#key ??= Keypair.#privateKey(this.#seed);
+    const data = typeof message === 'string' ? Buffer.from(message, 'utf8') : message;
+    return cryptoSign(null, data, this.#key).toString('base64url');
+  }
+
+  static #privateKey(seed: Uint8Array): KeyObject {
+    const der = Buffer.concat([PKCS8_ED25519_PREFIX, seed]);
+    try {
+      return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+    } finally {
+      der.fill(0);
+    }
   }
 
   toJSON(): { public_key: string } {

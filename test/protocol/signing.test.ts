@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey, sign as cryptoSign, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { inspect } from 'node:util';
+import * as ed from '@noble/ed25519';
 import { EMPTY_BODY_HASH } from '../../src/protocol/constants.js';
 import {
   authFrame,
@@ -129,6 +131,39 @@ describe('§2.5 signing vectors', () => {
   });
 });
 
+/** A signature by @noble/ed25519 alone (independent of node:crypto's signing). */
+function nobleSign(seed: Uint8Array, message: Uint8Array | string): string {
+  const bytes = typeof message === 'string' ? Buffer.from(message) : message;
+  return Buffer.from(ed.sign(bytes, seed)).toString('base64url');
+}
+
+describe('Keypair.sign (node:crypto) matches @noble/ed25519 byte for byte', () => {
+  it('on the §2.5 vectors', () => {
+    const a = Keypair.fromSeed(SEED_A);
+    assert.equal(a.sign(CANONICAL_POST), SIG_POST);
+    assert.equal(nobleSign(SEED_A, CANONICAL_POST), SIG_POST);
+    assert.equal(a.sign(wsAuthString(TS)), SIG_WS);
+    assert.equal(nobleSign(SEED_A, wsAuthString(TS)), SIG_WS);
+  });
+  it('on random seeds and messages, strings (UTF-8) and bytes', () => {
+    for (let i = 0; i < 100; i++) {
+      const seed = randomBytes(32);
+      const kp = Keypair.fromSeed(seed);
+      const bytes = randomBytes(i * 7);
+      assert.equal(kp.sign(bytes), nobleSign(seed, bytes));
+      const text = `POST\n/v1/x?q=${encodeURIComponent('é☃')}${i}\n${TS}\n€ ${bytes.toString('base64')}`;
+      assert.equal(kp.sign(text), nobleSign(seed, text));
+      assert.equal(kp.sign(text), kp.sign(Buffer.from(text)), 'a string is signed as its UTF-8 bytes');
+    }
+  });
+  it('keeps working after the seed passed in is wiped (it holds its own copy)', () => {
+    const seed = Buffer.from(SEED_A);
+    const kp = Keypair.fromSeed(seed);
+    seed.fill(0);
+    assert.equal(kp.sign(CANONICAL_POST), SIG_POST);
+  });
+});
+
 describe('noble and node:crypto agree on random inputs', () => {
   it('sign with one, verify with the other, 300 times', () => {
     for (let i = 0; i < 300; i++) {
@@ -136,7 +171,7 @@ describe('noble and node:crypto agree on random inputs', () => {
       const kp = Keypair.fromSeed(seed);
       assert.equal(kp.publicKey, nodePublicKey(seed));
       const message = randomBytes(1 + (i % 200)).toString('latin1');
-      const nobleSig = kp.sign(Buffer.from(message, 'latin1'));
+      const nobleSig = nobleSign(seed, Buffer.from(message, 'latin1'));
       assert.equal(verifySignature(kp.publicKey, Buffer.from(message, 'latin1'), nobleSig), true);
       const text = `GET\n/v1/x?i=${i}\n${TS}\n${bodyHash(message)}`;
       const nodeSig = nodeSign(seed, text);
@@ -165,11 +200,15 @@ describe('timestamps', () => {
 });
 
 describe('Keypair', () => {
-  it('never exposes the seed through JSON or inspect', async () => {
+  it('never exposes the seed through JSON or inspect, before or after signing', async () => {
     const kp = Keypair.fromSeed(SEED_A);
-    const { inspect } = await import('node:util');
+    const before = inspect(kp, { depth: 5, showHidden: true });
+    kp.sign('x'); // makes the private key object
     const seedForms = [Buffer.from(SEED_A).toString('hex'), Buffer.from(SEED_A).toString('base64url'), '1, 2, 3, 4, 5'];
-    for (const text of [JSON.stringify(kp), inspect(kp, { depth: 5, showHidden: true }), String(kp)]) {
+    const after = inspect(kp, { depth: 5, showHidden: true });
+    assert.equal(after, before, 'the key object made for signing is not visible');
+    assert.ok(!/KeyObject|pkcs8|302e0201/i.test(after), after);
+    for (const text of [JSON.stringify(kp), after, String(kp), JSON.stringify({ kp }), `${kp}`]) {
       for (const form of seedForms) assert.ok(!text.includes(form), text);
     }
     assert.deepEqual(JSON.parse(JSON.stringify(kp)), { public_key: KEY_A });

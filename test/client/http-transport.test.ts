@@ -1,0 +1,182 @@
+/**
+ * `RelayClient`'s own transport (node:http on a keep-alive agent; `fetch` only when one is passed
+ * in) against real servers on port 0: connections are reused, a body goes out whole and signed as
+ * sent, an answer split anywhere (even inside a UTF-8 character) reads back intact, and every way
+ * an attempt can fail maps to the same errors as before: no answer in time (a timeout for a GET,
+ * outcome unknown for a send), a cancel (the caller's reason, the request torn down), an answer
+ * cut off half way (retried when idempotent, outcome unknown for a send).
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { describe, it, type TestContext } from 'node:test';
+import { RelayClient } from '../../src/client/http.js';
+import { OutcomeUnknownError, TimeoutError } from '../../src/core/errors.js';
+import { bodyHash, canonicalRequest, Keypair, verifySignature } from '../../src/protocol/signing.js';
+
+interface Seen {
+  method: string;
+  url: string;
+  body: string;
+  socket: Socket;
+  headers: IncomingMessage['headers'];
+}
+
+/** A server answering each request with `script`; `seen` lists what arrived, `closed` counts torn requests. */
+async function server(
+  t: TestContext,
+  script: (req: Seen, res: ServerResponse, n: number) => void,
+): Promise<{ url: string; seen: Seen[]; closed: () => number }> {
+  const seen: Seen[] = [];
+  let closed = 0;
+  const s = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const r = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        body: Buffer.concat(chunks).toString('utf8'),
+        socket: req.socket,
+        headers: req.headers,
+      };
+      seen.push(r);
+      res.on('close', () => {
+        if (!res.writableFinished) closed++;
+      });
+      script(r, res, seen.length - 1);
+    });
+  });
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  t.after(async () => {
+    s.closeAllConnections();
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  });
+  return { url: `http://127.0.0.1:${(s.address() as AddressInfo).port}`, seen, closed: () => closed };
+}
+
+function profileOf(key: string): Record<string, unknown> {
+  return { public_key: key, display_name: null, status: 'active', capabilities: [], metadata: {} };
+}
+
+function answer(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+const sendRequest = () => ({ recipient_key: Keypair.generate().publicKey, body: { text: 'héllo ☃' } });
+const SENT = { message_id: 'msg_1', status: 'sent', created_at: '2026-03-05T12:00:00Z', expires_at: null };
+
+describe('RelayClient transport', () => {
+  it('reuses one keep-alive connection for requests made one after another', async (t) => {
+    const s = await server(t, (req, res) => answer(res, 200, profileOf(String(req.headers['x-m2m-public-key']))));
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate() });
+    for (let i = 0; i < 5; i++) await c.getAgent(c.publicKey);
+    assert.equal(s.seen.length, 5);
+    assert.ok(
+      s.seen.every((r) => r.socket === s.seen[0]!.socket),
+      'all five came over the first connection',
+    );
+  });
+
+  it('sends a body whole, with its length, signed over exactly those bytes', async (t) => {
+    const s = await server(t, (_req, res) => answer(res, 201, SENT));
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate() });
+    const request = sendRequest();
+    assert.equal((await c.send(request)).message_id, 'msg_1');
+    const [r] = s.seen;
+    assert.equal(r!.body, JSON.stringify(request));
+    assert.equal(Number(r!.headers['content-length']), Buffer.byteLength(r!.body));
+    assert.equal(r!.headers['content-type'], 'application/json');
+    const canonical = canonicalRequest('POST', r!.url, String(r!.headers['x-m2m-timestamp']), bodyHash(r!.body));
+    assert.ok(verifySignature(c.publicKey, canonical, String(r!.headers['x-m2m-signature'])));
+  });
+
+  it('reads an answer that arrives in pieces split inside a UTF-8 character', async (t) => {
+    const text = JSON.stringify({ ...profileOf('k'), display_name: '☃☃☃ snow' });
+    const bytes = Buffer.from(text);
+    const cut = bytes.indexOf(Buffer.from('☃')) + 1; // inside the first ☃
+    const s = await server(t, (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': bytes.length });
+      res.write(bytes.subarray(0, cut));
+      setTimeout(() => res.end(bytes.subarray(cut)), 20);
+    });
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate() });
+    assert.equal((await c.getAgent('k')).display_name, '☃☃☃ snow');
+  });
+
+  it('no answer within the timeout: a timeout for a GET, outcome unknown for a send', async (t) => {
+    const s = await server(t, () => undefined); // never answers
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate(), timeoutMs: 150, maxAttempts: 1 });
+    await assert.rejects(
+      c.getAgent(c.publicKey),
+      (e: unknown) => e instanceof TimeoutError && /150 ms/.test(e.message),
+    );
+    await assert.rejects(c.send(sendRequest()), (e: unknown) => e instanceof OutcomeUnknownError);
+  });
+
+  it('the timeout also covers an answer that stops half way', async (t) => {
+    const s = await server(t, (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': 1000 });
+      res.write('{"public_key":');
+    });
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate(), timeoutMs: 150, maxAttempts: 1 });
+    await assert.rejects(c.getAgent(c.publicKey), (e: unknown) => e instanceof TimeoutError);
+  });
+
+  it("a cancel rejects with the caller's reason at once and tears the request down", async (t) => {
+    const s = await server(t, () => undefined);
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate() });
+    const controller = new AbortController();
+    const reason = new Error('stop now');
+    const polling = c.poll({ wait: 20 }, controller.signal);
+    while (s.seen.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    controller.abort(reason);
+    await assert.rejects(polling, (e: unknown) => e === reason);
+    while (s.closed() === 0) await new Promise((resolve) => setImmediate(resolve));
+    // Already cancelled: nothing is sent at all.
+    await assert.rejects(c.poll({ wait: 20 }, controller.signal), (e: unknown) => e === reason);
+    assert.equal(s.seen.length, 1);
+  });
+
+  it('an answer cut off half way: a GET is retried, a send is outcome unknown (never resent)', async (t) => {
+    const s = await server(t, (req, res, n) => {
+      if (n === 0 || req.method === 'POST') {
+        res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': 1000 });
+        res.write('{"message_id":');
+        setImmediate(() => res.socket?.destroy());
+      } else answer(res, 200, profileOf('k'));
+    });
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate() });
+    assert.equal((await c.getAgent('k')).public_key, 'k');
+    assert.equal(s.seen.length, 2);
+    await assert.rejects(c.send(sendRequest()), (e: unknown) => e instanceof OutcomeUnknownError);
+    assert.equal(s.seen.filter((r) => r.method === 'POST').length, 1);
+  });
+
+  it('many requests at once all complete, each on a connection of its own or a reused one', async (t) => {
+    const s = await server(t, (_req, res) => setTimeout(() => answer(res, 201, SENT), 5));
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate() });
+    const results = await Promise.all(Array.from({ length: 50 }, () => c.send(sendRequest())));
+    assert.equal(results.length, 50);
+    for (let i = 0; i < 10; i++) await c.send(sendRequest());
+    const sockets = new Set(s.seen.map((r) => r.socket));
+    assert.ok(sockets.size <= 50, `${sockets.size} connections for 60 requests`);
+    assert.equal(s.seen.length, 60);
+  });
+
+  it('goes through a fetch passed in, when there is one', async (t) => {
+    const s = await server(t, (_req, res) => answer(res, 200, profileOf('k')));
+    let calls = 0;
+    const counting: typeof fetch = (input, init) => {
+      calls++;
+      return fetch(input, init);
+    };
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate(), fetch: counting });
+    assert.equal((await c.getAgent('k')).public_key, 'k');
+    assert.equal(calls, 1);
+  });
+});
