@@ -7,6 +7,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { MessageCodec } from '../client/codec.js';
+import { cloneJson } from '../core/clone.js';
 import { formatDuration } from '../core/duration.js';
 import { MrpError, RelayError, TimeoutError } from '../core/errors.js';
 import type { EncodedSend } from '../protocol/frames.js';
@@ -247,7 +248,7 @@ export async function invoke(
   let draft: ReplyDraft | null;
   let thrown: Error | undefined;
   try {
-    const work = Promise.resolve().then(() => handler(structuredClone(full), ctx));
+    const work = Promise.resolve().then(() => handler(cloneJson(full), ctx));
     work.catch(() => undefined);
     draft = draftReply(await Promise.race([work, aborted]));
   } catch (err) {

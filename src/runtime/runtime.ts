@@ -29,6 +29,7 @@ import { type MessageCodec, type OpenedMessage, plainCodec } from '../client/cod
 import type { RelayClient } from '../client/http.js';
 import type { MessageSource } from '../client/source.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
+import { cloneJson } from '../core/clone.js';
 import { formatDuration } from '../core/duration.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, type MrpError, TimeoutError, toMrpError } from '../core/errors.js';
@@ -74,6 +75,8 @@ export interface RuntimeOptions {
   maxCrashes?: number;
   /** Turns a `ctx.send` recipient (a key or a contact name) into a key. */
   resolveRecipient?: (to: string) => string;
+  /** Emit `ctx.log.debug` lines as `log` events (default true; `mrp run` without --debug: false). */
+  debugLogs?: boolean;
 }
 
 export { RUNTIME_DEFAULTS };
@@ -182,14 +185,17 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       untilJournaled: (written) => this.#untilJournaled(written),
       guard: (fn) => this.#guard(fn),
     });
+    const debugLogs = options.debugLogs ?? true;
     this.#contextDeps = {
       self: this.#client.publicKey,
       codec: this.#codec,
       outbox: this.#outbox,
       resolve: options.resolveRecipient ?? ((to) => to),
       // Logging never fails the handler: fields are made JSON-safe and bounded first.
-      log: (messageId, level, text, fields) =>
-        this.#guard(() => this.emit('log', { level, message: safeText(text), fields: safeFields(fields), messageId })),
+      log: (messageId, level, text, fields) => {
+        if (level === 'debug' && !debugLogs) return;
+        this.#guard(() => this.emit('log', { level, message: safeText(text), fields: safeFields(fields), messageId }));
+      },
       attachments: relayAttachments(this.#client, this.#journal),
     };
 
@@ -464,7 +470,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       const handler = this.#handler;
       // The handler gets its own copy: whatever it changes, the runtime acks and replies to
       // the message it received.
-      const copy = structuredClone(opened.message);
+      const copy = cloneJson(opened.message);
       const id = message.message_id;
       // Called in a later microtask (after the `started` record is written), raced against the
       // run's abort without a Promise.race: one settle function for both.
