@@ -1,7 +1,7 @@
 /**
  * A short run of the hot-path scenarios only, for iterating on performance:
  *
- *   npm run build && node --import tsx bench/quick.ts [ws|poll|relay|floor ...] [--n 20000] [--profile dir]
+ *   npm run build && node --import tsx bench/quick.ts [ws|poll|relay|floor ...] [--n 20000] [--profile dir] [--heap dir] [--flag=--a-node-flag]
  *
  * Prints p50, throughput and CPU per message for each; `npm run bench` is the full report.
  */
@@ -16,9 +16,16 @@ import { Requester } from './requester.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { n: { type: 'string', default: '20000' }, profile: { type: 'string' } },
+  options: {
+    n: { type: 'string', default: '20000' },
+    profile: { type: 'string' },
+    heap: { type: 'string' },
+    flag: { type: 'string', multiple: true },
+  },
 });
 const n = Number(values.n);
+if (values.flag) nodeFlags.push(...values.flag);
+if (values.heap) nodeFlags.push('--heap-prof', `--heap-prof-dir=${resolve(values.heap)}`, '--heap-prof-interval=65536');
 if (values.profile) nodeFlags.push('--cpu-prof', `--cpu-prof-dir=${resolve(values.profile)}`);
 const which = positionals.length ? positionals : ['floor', 'ws', 'poll', 'relay'];
 installCleanup();

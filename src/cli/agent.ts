@@ -178,6 +178,8 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
       ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
       ...(o.codec === undefined ? {} : { codec: o.codec }),
       resolveRecipient: (to) => resolveRecipient(contacts, to, ctx.contactsPath),
+      // ctx.log.debug is printed only with --debug: without it, not even made into an event.
+      debugLogs: ctx.out.debugEnabled,
     }));
   } catch (err) {
     await webhook?.close();

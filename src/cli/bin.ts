@@ -3,6 +3,7 @@
  * (`mrp tail | head`).
  */
 import { processDeps } from './deps.js';
+import { cliExit } from './handler-exit.js';
 import { main } from './main.js';
 
 export async function run(argv: string[]): Promise<void> {
@@ -10,7 +11,7 @@ export async function run(argv: string[]): Promise<void> {
     stream.on('error', (err: NodeJS.ErrnoException) => {
       // The reader went away (`mrp tail | head`, a closed terminal): nothing left to say.
       if (err.code === 'EPIPE' || err.code === 'EIO' || err.code === 'ERR_STREAM_DESTROYED')
-        process.exit(process.exitCode ?? 0);
+        cliExit(Number(process.exitCode ?? 0));
       throw err;
     });
   }

@@ -4,6 +4,7 @@
  */
 import { homedir } from 'node:os';
 import { type Clock, systemClock } from '../core/clock.js';
+import { cliExit } from './handler-exit.js';
 
 export interface OutStream {
   write(chunk: string): unknown;
@@ -52,7 +53,7 @@ export function processDeps(): Deps {
       let inside = false;
       const guarded = (err: unknown): void => {
         // An error while reporting an error (e.g. stdout is gone) must not loop: give up.
-        if (inside) process.exit(1);
+        if (inside) cliExit(1);
         inside = true;
         try {
           handler(err);

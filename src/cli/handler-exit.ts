@@ -4,8 +4,9 @@
  * inside a handler (known through the runtime's handler scope) reports it, writes out the journal
  * — whose `started` record already counts this run against the message — and exits with
  * `EXIT.handlerExit` (70), so a supervisor restarts the runner and, after `--max-crashes` such
- * runs, the message is answered with `handler_crashed` instead of being run again. Calls from
- * anywhere else (the CLI itself) pass through untouched.
+ * runs, the message is answered with `handler_crashed` instead of being run again. Calls made
+ * while no handler is running pass through untouched, and so do the CLI's own, which go through
+ * `cliExit`.
  *
  * Why exit rather than throw inside the handler: code that calls `process.exit` expects nothing
  * after the call to run; turning it into an exception would run the handler's `finally` blocks
@@ -21,6 +22,15 @@ export interface ExitTrap {
 
 /** The process-ending calls that are trapped: `exit`, and the internal `reallyExit` it ends in. */
 export type ExitCall = 'exit' | 'reallyExit';
+
+/** Set by `cliExit`: the CLI itself is ending the process, whatever handlers are running. */
+let cliExiting = false;
+
+/** The CLI's own `process.exit` (a closed stdout, an error while reporting one): never a handler's. */
+export function cliExit(code: number): never {
+  cliExiting = true;
+  return process.exit(code);
+}
 
 /** What `trapHandlerExit` replaces (`process`, or a stand-in in tests). */
 export interface ExitingProcess {
@@ -43,7 +53,7 @@ export function trapHandlerExit(
   /** Set once a handler's exit was reported: what follows (exit → reallyExit) passes through. */
   let ending = false;
   const report = (call: ExitCall, code: unknown): boolean => {
-    if (ending) return false;
+    if (ending || cliExiting) return false;
     const messageId = currentHandlerMessage();
     if (messageId === undefined) return false;
     ending = true;

@@ -75,9 +75,40 @@ export class Reporter {
     return new Date(this.#deps.clock.now()).toISOString();
   }
 
-  /** A JSON event line (json format) — the machine-readable contract. */
+  /**
+   * A JSON event line (json format) — the machine-readable contract. Lines are gathered and
+   * written once per event-loop turn (stdout to a pipe or file is a synchronous write per call:
+   * at thousands of messages a second, one write per line cost the runner more than the message
+   * did). `stopped` and `fatal` write everything at once; so does `flush()`.
+   */
   event(event: string, fields: Record<string, unknown>): void {
-    if (this.#o.format === 'json') this.#out.jsonLine({ time: this.#time(), event, ...fields });
+    if (this.#o.format !== 'json') return;
+    this.#queue(
+      `${JSON.stringify({ time: this.#time(), event, ...fields })}\n`,
+      event === 'stopped' || event === 'fatal',
+    );
+  }
+
+  #queue(line: string, now: boolean): void {
+    this.#pending.push(line);
+    if (now) this.flush();
+    else if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flushSoon);
+    }
+  }
+
+  readonly #pending: string[] = [];
+  #flushScheduled = false;
+  readonly #flushSoon = (): void => this.flush();
+
+  /** Writes the JSON lines gathered so far (before the process ends, or before other output). */
+  flush(): void {
+    this.#flushScheduled = false;
+    if (this.#pending.length === 0) return;
+    const text = this.#pending.join('');
+    this.#pending.length = 0;
+    this.#out.write(text);
   }
 
   /** A human line (pretty format), printed around the spinner. */
@@ -183,6 +214,28 @@ export class Reporter {
         );
     });
     runtime.on('handled', (h) => {
+      if (this.#o.format === 'json') {
+        // The busiest line of all: one object, in the order `event` would give it.
+        const m = h.message;
+        const line: Record<string, unknown> = {
+          time: this.#time(),
+          event: 'handled',
+          id: m.message_id,
+          from: m.sender_key,
+        };
+        const name = nameForKey(this.#o.contacts, m.sender_key);
+        if (name) line['from_name'] = name;
+        line['content_type'] = m.content_type;
+        line['thread_id'] = m.thread_id;
+        if (this.#o.payloads) line['body'] = m.body;
+        line['outcome'] = h.outcome;
+        line['ms'] = h.durationMs;
+        line['redelivered'] = h.redelivered;
+        if (h.replyId) line['reply_id'] = h.replyId;
+        if (h.error) line['error'] = h.error;
+        this.#queue(`${JSON.stringify(line)}\n`, false);
+        return;
+      }
       const ok = h.outcome === 'replied' || h.outcome === 'no_reply';
       const paint = ok ? style.green : h.outcome === 'timeout' ? style.yellow : style.red;
       const err = h.error ? `  ${style.dim(safeText(`${h.error.code}: ${h.error.message}`))}` : '';
@@ -192,14 +245,6 @@ export class Reporter {
       this.line(
         `${style.dim(this.#clockLabel())}  ${style.cyan(this.sender(h.message.sender_key).padEnd(12))}  ${paint(OUTCOME_LABEL[h.outcome].padEnd(12))} ${formatDuration(h.durationMs).padStart(6)}  ${style.dim(safeText(h.message.content_type))}${h.redelivered ? style.yellow(' (redelivered)') : ''}${err}${body}`,
       );
-      this.event('handled', {
-        ...this.#messageFields(h.message),
-        outcome: h.outcome,
-        ms: h.durationMs,
-        redelivered: h.redelivered,
-        ...(h.replyId ? { reply_id: h.replyId } : {}),
-        ...(h.error ? { error: h.error } : {}),
-      });
     });
     runtime.on('handler_error', ({ message, error }) => {
       const stack = this.#out.debugEnabled && error.stack ? error.stack : undefined;

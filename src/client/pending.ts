@@ -1,8 +1,10 @@
 /**
- * Requests waiting for their answer on a connection, matched by id (habit 9, after nats.js):
- * one table, one timer per entry. When the connection drops, everything pending is rejected with
- * an OutcomeUnknownError: the relay may or may not have acted, and only the caller knows whether
- * resending is safe.
+ * Requests waiting for their answer on a connection, matched by id (habit 9, after nats.js). One
+ * table and one timer for all of it: the timer is armed for the earliest deadline, and when it
+ * fires every entry past its deadline is rejected and it is armed again. (A timer per request
+ * costs a timer object and two timer-list operations per message, for timeouts that almost never
+ * fire.) When the connection drops, everything pending is rejected with an OutcomeUnknownError:
+ * the relay may or may not have acted, and only the caller knows whether resending is safe.
  */
 import type { Clock, Timer } from '../core/clock.js';
 import { OutcomeUnknownError } from '../core/errors.js';
@@ -10,12 +12,18 @@ import { OutcomeUnknownError } from '../core/errors.js';
 interface Entry<T> {
   resolve(value: T): void;
   reject(err: unknown): void;
-  timer: Timer;
+  /** Clock time after which it is given up. */
+  deadline: number;
+  timeoutMs: number;
+  what: string;
 }
 
 export class PendingTable<T> {
   readonly #clock: Clock;
   readonly #entries = new Map<string, Entry<T>>();
+  #timer: Timer | undefined;
+  /** When the armed timer fires. */
+  #armedFor = Number.POSITIVE_INFINITY;
 
   constructor(clock: Clock) {
     this.#clock = clock;
@@ -27,12 +35,10 @@ export class PendingTable<T> {
 
   /** Waits for the answer to `id`; rejects with OutcomeUnknownError after `timeoutMs`. */
   add(id: string, timeoutMs: number, what: string): Promise<T> {
+    const deadline = this.#clock.now() + timeoutMs;
     return new Promise<T>((resolve, reject) => {
-      const timer = this.#clock.setTimeout(() => {
-        this.#entries.delete(id);
-        reject(new OutcomeUnknownError(`${what}: no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#entries.set(id, { resolve, reject, timer });
+      this.#entries.set(id, { resolve, reject, deadline, timeoutMs, what });
+      if (deadline < this.#armedFor) this.#arm(deadline);
     });
   }
 
@@ -52,17 +58,44 @@ export class PendingTable<T> {
   rejectAll(err: () => Error): void {
     const entries = [...this.#entries.values()];
     this.#entries.clear();
-    for (const e of entries) {
-      e.timer.cancel();
-      e.reject(err());
-    }
+    this.#disarm();
+    for (const e of entries) e.reject(err());
   }
 
   #take(id: string): Entry<T> | undefined {
     const e = this.#entries.get(id);
     if (!e) return undefined;
     this.#entries.delete(id);
-    e.timer.cancel();
+    if (this.#entries.size === 0) this.#disarm();
     return e;
+  }
+
+  #arm(at: number): void {
+    this.#timer?.cancel();
+    this.#armedFor = at;
+    this.#timer = this.#clock.setTimeout(() => this.#expire(), Math.max(0, at - this.#clock.now()));
+  }
+
+  #disarm(): void {
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    this.#armedFor = Number.POSITIVE_INFINITY;
+  }
+
+  /** Rejects what is past its deadline; arms the timer for the earliest deadline left. */
+  #expire(): void {
+    this.#timer = undefined;
+    this.#armedFor = Number.POSITIVE_INFINITY;
+    const now = this.#clock.now();
+    const expired: Entry<T>[] = [];
+    let next = Number.POSITIVE_INFINITY;
+    for (const [id, e] of this.#entries) {
+      if (e.deadline <= now) {
+        this.#entries.delete(id);
+        expired.push(e);
+      } else if (e.deadline < next) next = e.deadline;
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.#arm(next);
+    for (const e of expired) e.reject(new OutcomeUnknownError(`${e.what}: no answer within ${e.timeoutMs} ms`));
   }
 }

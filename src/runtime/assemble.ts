@@ -99,6 +99,8 @@ export interface AssembleOptions extends SourceOptions {
   codec?: MessageCodec;
   /** Turns a `ctx.send` recipient (a key or a contact name) into a key. */
   resolveRecipient?: (to: string) => string;
+  /** Emit `ctx.log.debug` lines as `log` events (default true). */
+  debugLogs?: boolean;
 }
 
 export interface Assembled {
@@ -132,6 +134,7 @@ export function assembleRuntime(o: AssembleOptions): Assembled {
       ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
       codec: o.codec ?? defaultCodec(o.client.keypair),
       ...(o.resolveRecipient === undefined ? {} : { resolveRecipient: o.resolveRecipient }),
+      ...(o.debugLogs === undefined ? {} : { debugLogs: o.debugLogs }),
     });
     return { runtime, journal, source };
   } catch (err) {

@@ -54,6 +54,46 @@ function checked(body: JsonValue): string {
 }
 
 /**
+ * The abort state of one handler run. The `AbortSignal` handlers see as `ctx.signal` is made only
+ * when a handler asks for it: most never do, and a controller, its signal and the listener that
+ * would race it against the handler cost more per message than the rest of the run's bookkeeping.
+ */
+export class HandlerRun {
+  #controller: AbortController | undefined;
+  #aborted = false;
+  #reason: unknown;
+  /** Called once, with the reason, when the run is aborted (the runtime's race against the handler). */
+  onAbort: ((reason: unknown) => void) | undefined;
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  get reason(): unknown {
+    return this.#reason;
+  }
+
+  /** `ctx.signal`: made on first use, already aborted if the run was. */
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+    const onAbort = this.onAbort;
+    this.onAbort = undefined;
+    onAbort?.(reason);
+  }
+}
+
+/**
  * The context for one handler run on `message` (the runtime's own copy: replies go to its
  * sender whatever the handler does to the copy it got). `opened` is what the codec made of it.
  */
@@ -62,19 +102,26 @@ export function handlerContext(
   message: Message,
   opened: OpenedMessage,
   redelivered: boolean,
-  signal: AbortSignal,
+  run: HandlerRun,
 ): HandlerContext {
-  const log = (level: LogLevel) => (text: string, fields?: Record<string, unknown>) =>
-    deps.log(message.message_id, level, text, fields);
-  const logger: HandlerLogger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
+  let logger: HandlerLogger | undefined;
   const live = (): void => {
     // A handler that timed out (or is being shut down) may still run; it must not send.
-    if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new AbortError('handler aborted');
+    if (run.aborted) throw run.reason instanceof Error ? run.reason : new AbortError('handler aborted');
   };
   return {
     self: deps.self,
-    signal,
-    log: logger,
+    get signal() {
+      return run.signal;
+    },
+    get log() {
+      if (!logger) {
+        const log = (level: LogLevel) => (text: string, fields?: Record<string, unknown>) =>
+          deps.log(message.message_id, level, text, fields);
+        logger = { debug: log('debug'), info: log('info'), warn: log('warn'), error: log('error') };
+      }
+      return logger;
+    },
     redelivered,
     encrypted: opened.encrypted,
     reply: async (body, options = {}) => {
@@ -91,7 +138,7 @@ export function handlerContext(
     },
     download: async (attachment, options = {}) => {
       live();
-      return deps.attachments.download(message, checkAttachment(attachment), options, signal);
+      return deps.attachments.download(message, checkAttachment(attachment), options, run.signal);
     },
     upload: async (data, options = {}) => {
       live();
@@ -103,7 +150,7 @@ export function handlerContext(
         message,
         bytes,
         { ...(options.filename === undefined ? {} : { filename: options.filename }), contentType, encrypt, to },
-        signal,
+        run.signal,
       );
       live();
       return attachment;

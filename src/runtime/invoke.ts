@@ -7,13 +7,14 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import type { MessageCodec } from '../client/codec.js';
+import { cloneJson } from '../core/clone.js';
 import { formatDuration } from '../core/duration.js';
 import { MrpError, RelayError, TimeoutError } from '../core/errors.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import { Keypair } from '../protocol/signing.js';
 import type { Attachment, JsonValue, Message, SendResponse } from '../protocol/types.js';
 import type { AttachmentPort } from './attachments.js';
-import { handlerContext, type LogLevel } from './context.js';
+import { HandlerRun, handlerContext, type LogLevel } from './context.js';
 import type { Handler, HandlerContext } from './handler.js';
 import { codeOf, draftReply, errorDraft, type ReplyDraft, type ReplyOutcome } from './reply.js';
 import { safeFields, safeText } from './safe.js';
@@ -211,17 +212,17 @@ export async function invoke(
     return response;
   };
 
-  const controller = new AbortController();
-  const onAbort = (): void => controller.abort(options.signal?.reason);
+  const run = new HandlerRun();
+  const onAbort = (): void => run.abort(options.signal?.reason);
   if (options.signal?.aborted) onAbort();
   else options.signal?.addEventListener('abort', onAbort, { once: true });
   const timer = setTimeout(
-    () => controller.abort(new TimeoutError(`the handler did not finish within ${formatDuration(timeoutMs)}`)),
+    () => run.abort(new TimeoutError(`the handler did not finish within ${formatDuration(timeoutMs)}`)),
     timeoutMs,
   );
   const aborted = new Promise<never>((_, reject) => {
-    if (controller.signal.aborted) reject(controller.signal.reason);
-    controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
+    if (run.aborted) reject(run.reason);
+    else run.onAbort = reject;
   });
   aborted.catch(() => undefined);
   const real = handlerContext(
@@ -236,7 +237,7 @@ export async function invoke(
     full,
     { message: full, encrypted },
     options.redelivered === true,
-    controller.signal,
+    run,
   );
   const ctx: HandlerContext = {
     ...real,
@@ -247,13 +248,13 @@ export async function invoke(
   let draft: ReplyDraft | null;
   let thrown: Error | undefined;
   try {
-    const work = Promise.resolve().then(() => handler(structuredClone(full), ctx));
+    const work = Promise.resolve().then(() => handler(cloneJson(full), ctx));
     work.catch(() => undefined);
     draft = draftReply(await Promise.race([work, aborted]));
   } catch (err) {
     thrown = err instanceof Error ? err : new Error(safeText(err));
     draft =
-      err instanceof TimeoutError && controller.signal.reason === err
+      err instanceof TimeoutError && run.reason === err
         ? errorDraft('timeout', thrown.message, 'timeout')
         : errorDraft(codeOf(err, 'handler_error'), safeText(thrown.message), 'error');
   } finally {

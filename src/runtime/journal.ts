@@ -419,10 +419,24 @@ export class Journal extends TypedEmitter<JournalEvents> {
    */
   started(id: string): void {
     const e = this.#live.get(id);
-    if (e) Object.assign(e, { started: true, starts: (e.starts ?? 0) + 1 });
-    void this.#append({ k: 'started', id }, false);
-    this.flush();
+    if (e) {
+      e.started = true;
+      e.starts = (e.starts ?? 0) + 1;
+    }
+    this.#appendText(`{"k":"started","id":${JSON.stringify(id)}}\n`, false);
+    // Written before the handler runs (it is called in a later microtask than this one), and
+    // shared by every handler that starts before then: one write, not one per message.
+    if (!this.#flushQueued) {
+      this.#flushQueued = true;
+      queueMicrotask(this.#flushNow);
+    }
   }
+
+  #flushQueued = false;
+  readonly #flushNow = (): void => {
+    this.#flushQueued = false;
+    this.flush();
+  };
 
   /** Records that a started handler was stopped on purpose (shutdown): not a crash. */
   aborted(id: string): void {
@@ -448,8 +462,11 @@ export class Journal extends TypedEmitter<JournalEvents> {
   /** Records the relay's id for the reply. */
   replied(id: string, replyId: string): void {
     const e = this.#live.get(id);
-    if (e) Object.assign(e, { state: 'replied', replyId });
-    void this.#append({ k: 'replied', id, to: replyId }, false);
+    if (e) {
+      e.state = 'replied';
+      e.replyId = replyId;
+    }
+    this.#appendText(`{"k":"replied","id":${JSON.stringify(id)},"to":${JSON.stringify(replyId)}}\n`, false);
   }
 
   /** Marks a message finished (acknowledged); it will be recognised if it comes again. */
@@ -459,7 +476,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
     const now = this.#clock.now();
     const until = Math.max(e?.expiresAt ?? now + MAX_TTL_MS, now + this.#minRetention) + 3_600_000;
     this.#done.add(id, until, now);
-    void this.#append({ k: 'done', id, until }, false);
+    this.#appendText(`{"k":"done","id":${JSON.stringify(id)},"until":${until}}\n`, false);
   }
 
   /**
@@ -486,11 +503,17 @@ export class Journal extends TypedEmitter<JournalEvents> {
 
   #append(line: Line, durable: boolean): Promise<void> {
     if (this.#closed) return durable ? Promise.reject(new AbortError('the journal is closed')) : Promise.resolve();
-    this.#buffer.push(`${JSON.stringify(line)}\n`);
+    this.#appendText(`${JSON.stringify(line)}\n`, durable);
+    if (!durable) return RESOLVED;
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+  }
+
+  /** Buffers one record's line (`JSON.stringify` of a `Line`, or the same text built by hand). */
+  #appendText(text: string, durable: boolean): void {
+    if (this.#closed) return;
+    this.#buffer.push(text);
     this.#durable ||= durable;
     this.#schedule();
-    if (!durable) return Promise.resolve();
-    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 
   #schedule(): void {

@@ -126,7 +126,8 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
             expires_at: found.expires_at,
           };
       }
-      await this.#waitForRateLimit();
+      const rateWait = this.#rateLimitWait();
+      if (rateWait > 0) await this.#wait(rateWait);
       let timeoutMs: number | undefined;
       if (reply?.fence) {
         try {
@@ -219,11 +220,11 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
     );
   }
 
-  async #waitForRateLimit(): Promise<void> {
+  /** How long to wait before sending, for the relay's rate limit (0: now). */
+  #rateLimitWait(): number {
     const rate = this.#client.lastRate.get('send');
     if (rate && rate.remaining <= 0) this.#blockedUntil = Math.max(this.#blockedUntil, rate.reset * 1000);
-    const now = this.#clock.now();
-    if (this.#blockedUntil > now) await this.#wait(this.#blockedUntil - now);
+    return Math.max(0, this.#blockedUntil - this.#clock.now());
   }
 
   async #wait(ms: number): Promise<void> {

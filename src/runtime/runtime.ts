@@ -29,13 +29,14 @@ import { type MessageCodec, type OpenedMessage, plainCodec } from '../client/cod
 import type { RelayClient } from '../client/http.js';
 import type { MessageSource } from '../client/source.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
+import { cloneJson } from '../core/clone.js';
 import { formatDuration } from '../core/duration.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, type MrpError, TimeoutError, toMrpError } from '../core/errors.js';
 import { LIMITS } from '../protocol/constants.js';
 import type { Message } from '../protocol/types.js';
 import { relayAttachments } from './attachments.js';
-import { type ContextDeps, handlerContext } from './context.js';
+import { type ContextDeps, HandlerRun, handlerContext } from './context.js';
 import { RUNTIME_DEFAULTS } from './defaults.js';
 import type { RuntimeEvents } from './events.js';
 import { Finisher } from './finish.js';
@@ -74,6 +75,8 @@ export interface RuntimeOptions {
   maxCrashes?: number;
   /** Turns a `ctx.send` recipient (a key or a contact name) into a key. */
   resolveRecipient?: (to: string) => string;
+  /** Emit `ctx.log.debug` lines as `log` events (default true; `mrp run` without --debug: false). */
+  debugLogs?: boolean;
 }
 
 export { RUNTIME_DEFAULTS };
@@ -114,8 +117,8 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
    * (~300 bytes) until shutdown, per message.
    */
   readonly #waiting = new Set<(reason: unknown) => void>();
-  /** The signal controllers of running handlers (one list, not a listener per handler). */
-  readonly #controllers = new Set<AbortController>();
+  /** The abort states of running handlers (one list, not a listener per handler). */
+  readonly #controllers = new Set<HandlerRun>();
   /** Taking new work (false once stopping). */
   #accepting = true;
   #started = false;
@@ -182,14 +185,17 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
       untilJournaled: (written) => this.#untilJournaled(written),
       guard: (fn) => this.#guard(fn),
     });
+    const debugLogs = options.debugLogs ?? true;
     this.#contextDeps = {
       self: this.#client.publicKey,
       codec: this.#codec,
       outbox: this.#outbox,
       resolve: options.resolveRecipient ?? ((to) => to),
       // Logging never fails the handler: fields are made JSON-safe and bounded first.
-      log: (messageId, level, text, fields) =>
-        this.#guard(() => this.emit('log', { level, message: safeText(text), fields: safeFields(fields), messageId })),
+      log: (messageId, level, text, fields) => {
+        if (level === 'debug' && !debugLogs) return;
+        this.#guard(() => this.emit('log', { level, message: safeText(text), fields: safeFields(fields), messageId }));
+      },
       attachments: relayAttachments(this.#client, this.#journal),
     };
 
@@ -453,36 +459,39 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   }
 
   async #invoke(message: Message, opened: OpenedMessage, redelivered: boolean): Promise<ReplyDraft | null | 'aborted'> {
-    const controller = new AbortController();
-    this.#controllers.add(controller);
+    const run = new HandlerRun();
+    this.#controllers.add(run);
     const timer = this.#clock.setTimeout(
-      () => controller.abort(new TimeoutError(`the handler did not finish within ${formatDuration(this.#timeoutMs)}`)),
+      () => run.abort(new TimeoutError(`the handler did not finish within ${formatDuration(this.#timeoutMs)}`)),
       this.#timeoutMs,
     );
-    const aborted = new Promise<never>((_, reject) => {
-      controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true });
-    });
-    aborted.catch(() => undefined);
     try {
-      const ctx = handlerContext(this.#contextDeps, message, opened, redelivered, controller.signal);
+      const ctx = handlerContext(this.#contextDeps, message, opened, redelivered, run);
       const handler = this.#handler;
       // The handler gets its own copy: whatever it changes, the runtime acks and replies to
       // the message it received.
-      const copy = structuredClone(opened.message);
-      const work = Promise.resolve().then(() => inHandlerScope(message.message_id, () => handler(copy, ctx)));
-      work.catch(() => undefined);
-      return draftReply(await Promise.race([work, aborted]));
+      const copy = cloneJson(opened.message);
+      const id = message.message_id;
+      // Called in a later microtask (after the `started` record is written), raced against the
+      // run's abort without a Promise.race: one settle function for both.
+      const result = await new Promise<unknown>((resolve, reject) => {
+        run.onAbort = reject;
+        Promise.resolve()
+          .then(() => inHandlerScope(id, () => handler(copy, ctx)))
+          .then(resolve, reject);
+      });
+      return draftReply(result);
     } catch (err) {
-      if (this.#shutdown.signal.aborted && controller.signal.reason instanceof AbortError) return 'aborted';
+      if (this.#shutdown.signal.aborted && run.reason instanceof AbortError) return 'aborted';
       const error = err instanceof Error ? err : new Error(safeText(err));
       this.stats.errors++;
       this.#guard(() => this.emit('handler_error', { message, error }));
-      if (err instanceof TimeoutError && controller.signal.reason === err)
-        return errorDraft('timeout', error.message, 'timeout');
+      if (err instanceof TimeoutError && run.reason === err) return errorDraft('timeout', error.message, 'timeout');
       return errorDraft(codeOf(err, 'handler_error'), safeText(error.message), 'error');
     } finally {
+      run.onAbort = undefined;
       timer.cancel();
-      this.#controllers.delete(controller);
+      this.#controllers.delete(run);
     }
   }
 

@@ -1,5 +1,5 @@
 /**
- * The pending table (habit 9): request id → answer, one timer per entry on an injected clock, and
+ * The pending table (habit 9): request id → answer, deadlines on one timer of an injected clock, and
  * "outcome unknown" for everything pending when the connection drops — alone, and inside a Session.
  */
 import assert from 'node:assert/strict';

@@ -177,6 +177,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
           `the handler called process.${call}(${String(code ?? '')}) while handling ${messageId}; the runner exits ${EXIT.handlerExit} (after ${maxCrashes} such runs the message is answered with handler_crashed)`,
         ),
       );
+      reporter.flush();
       journal.flush();
     });
     let fatal: unknown;
