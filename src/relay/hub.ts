@@ -413,8 +413,9 @@ export class Hub {
    * "Unread" needs both counts: `controlUnsent` is released by write callbacks, which run only
    * after the turn that queued the frames, so a burst of answers the kernel took at once (a
    * thousand inline sends committed together get a thousand `send_result`s in one turn) would
-   * look unread; `bufferedAmount` (what the socket still holds, the kernel refused) is then 0.
-   * A client that really does not read has both grow.
+   * look unread; `bufferedAmount` (what the socket still holds: the kernel refused it, or it waits
+   * corked for the end of the turn, at most CORK_MAX_BYTES) then stays small. A client that
+   * really does not read has both grow.
    */
   #checkUnread(conn: Connection): boolean {
     if (conn.closed) return false;
@@ -708,6 +709,8 @@ export class Hub {
    */
   #close(conn: Connection, code: number, reason: string, force = false, graceMs = 2000): void {
     if (conn.closed) return;
+    // What waits corked leaves before the close frame (and before a terminate could drop it).
+    conn.uncork();
     conn.ws.close(code, reason);
     this.#forget(conn);
     if (force) conn.ws.terminate();
