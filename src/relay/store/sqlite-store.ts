@@ -536,6 +536,10 @@ export class SqliteStore implements Store {
   }
 
   async claimDeliveries(now: number, options: ClaimOptions): Promise<DeliveryClaim[]> {
+    // The worker wakes after every commit; nothing due (no webhooks, the usual case) is one
+    // indexed read instead of a transaction.
+    const first = this.#stmt('SELECT MIN(next_attempt_at) FROM webhook_deliveries').pluck().get() as number | null;
+    if (first === null || first > now) return [];
     return this.#claim(now, options);
   }
 
