@@ -306,11 +306,14 @@ export class Hub {
       this.#frameDone(conn);
       this.#guard(conn, 'ws_message', () => {
         conn.lastSeen = clock.now();
+        // ws hands a Buffer (binaryType 'nodebuffer'): decoded in place, not copied first.
         const text = isBinary
           ? null
-          : Array.isArray(data)
-            ? Buffer.concat(data).toString('utf8')
-            : Buffer.from(data as ArrayBuffer).toString('utf8');
+          : Buffer.isBuffer(data)
+            ? data.toString('utf8')
+            : Array.isArray(data)
+              ? Buffer.concat(data).toString('utf8')
+              : Buffer.from(data).toString('utf8');
         if (conn.held) this.#hold(conn, text);
         else if (conn.preAuthOver && !conn.agent && !isAuthFrame(text)) this.#cutPreAuth(conn, socket, received);
         else this.#onMessage(conn, text);
