@@ -306,11 +306,14 @@ export class Hub {
       this.#frameDone(conn);
       this.#guard(conn, 'ws_message', () => {
         conn.lastSeen = clock.now();
+        // ws hands a Buffer (binaryType 'nodebuffer'): decoded in place, not copied first.
         const text = isBinary
           ? null
-          : Array.isArray(data)
-            ? Buffer.concat(data).toString('utf8')
-            : Buffer.from(data as ArrayBuffer).toString('utf8');
+          : Buffer.isBuffer(data)
+            ? data.toString('utf8')
+            : Array.isArray(data)
+              ? Buffer.concat(data).toString('utf8')
+              : Buffer.from(data).toString('utf8');
         if (conn.held) this.#hold(conn, text);
         else if (conn.preAuthOver && !conn.agent && !isAuthFrame(text)) this.#cutPreAuth(conn, socket, received);
         else this.#onMessage(conn, text);
@@ -413,8 +416,9 @@ export class Hub {
    * "Unread" needs both counts: `controlUnsent` is released by write callbacks, which run only
    * after the turn that queued the frames, so a burst of answers the kernel took at once (a
    * thousand inline sends committed together get a thousand `send_result`s in one turn) would
-   * look unread; `bufferedAmount` (what the socket still holds, the kernel refused) is then 0.
-   * A client that really does not read has both grow.
+   * look unread; `bufferedAmount` (what the socket still holds: the kernel refused it, or it waits
+   * corked for the end of the turn, at most CORK_MAX_BYTES) then stays small. A client that
+   * really does not read has both grow.
    */
   #checkUnread(conn: Connection): boolean {
     if (conn.closed) return false;
@@ -708,6 +712,8 @@ export class Hub {
    */
   #close(conn: Connection, code: number, reason: string, force = false, graceMs = 2000): void {
     if (conn.closed) return;
+    // What waits corked leaves before the close frame (and before a terminate could drop it).
+    conn.uncork();
     conn.ws.close(code, reason);
     this.#forget(conn);
     if (force) conn.ws.terminate();

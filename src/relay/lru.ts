@@ -1,5 +1,6 @@
 /**
- * A least-recently-used map bounded by entry count and by an estimate of bytes. Caches in front of
+ * A least-recently-used map (CLOCK: a read marks, eviction gives marked entries a second chance)
+ * bounded by entry count and by an estimate of bytes. Caches in front of
  * the store use it so that memory depends on these two numbers, never on what callers store or
  * how many distinct keys they ask for.
  *
@@ -21,7 +22,7 @@ export class Lru<K, V> implements Cache<K, V> {
   readonly maxEntries: number;
   readonly maxBytes: number;
   readonly #sizeOf: (value: V) => number;
-  readonly #map = new Map<K, { value: V; bytes: number }>();
+  readonly #map = new Map<K, { value: V; bytes: number; used: boolean }>();
   #bytes = 0;
 
   constructor(maxEntries: number, maxBytes: number, sizeOf: (value: V) => number) {
@@ -43,12 +44,15 @@ export class Lru<K, V> implements Cache<K, V> {
     return this.#map.has(key);
   }
 
-  /** The value, marking it recently used. */
+  /**
+   * The value, marking it recently used. A mark, not a move (a hit is on every message's path):
+   * eviction gives a marked entry a second chance (moves it to the young end, unmarked) and takes
+   * the oldest unmarked one — the CLOCK approximation of least recently used.
+   */
   get(key: K): V | undefined {
     const entry = this.#map.get(key);
     if (!entry) return undefined;
-    this.#map.delete(key);
-    this.#map.set(key, entry);
+    entry.used = true;
     return entry.value;
   }
 
@@ -57,10 +61,18 @@ export class Lru<K, V> implements Cache<K, V> {
     this.delete(key);
     const bytes = this.#sizeOf(value);
     if (bytes > this.maxBytes) return value;
-    this.#map.set(key, { value, bytes });
+    this.#map.set(key, { value, bytes, used: false });
     this.#bytes += bytes;
     while (this.#map.size > this.maxEntries || this.#bytes > this.maxBytes) {
-      const oldest = this.#map.keys().next().value as K;
+      const [oldest, entry] = this.#map.entries().next().value as [K, { value: V; bytes: number; used: boolean }];
+      // The entry just set is the most recently used one: passed over like a marked one.
+      if ((entry.used || oldest === key) && this.#map.size > 1) {
+        // Each entry is moved at most once per eviction (its mark is cleared): this ends.
+        entry.used = false;
+        this.#map.delete(oldest);
+        this.#map.set(oldest, entry);
+        continue;
+      }
       this.delete(oldest);
     }
     return value;

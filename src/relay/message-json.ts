@@ -14,8 +14,29 @@ export function effectiveStatus(record: MessageRecord, now: number): MessageStat
   return record.status === 'sent' && record.expires_at <= now ? 'expired' : record.status;
 }
 
-/** Message times keep their milliseconds, so `(created_at, message_id)` order is arrival order. */
-const iso = (ms: number): string => formatInstant(ms);
+/** `YYYY-MM-DDTHH:MM:SS` of recent whole seconds (a message's times repeat across a batch). */
+const secondPrefixes = new Map<number, string>();
+const MAX_PREFIXES = 64;
+/** Whole milliseconds from year 0 to 9999: `toISOString` gives exactly 24 characters. */
+const LAST_PLAIN_MS = 253_402_300_799_999;
+
+/**
+ * Message times keep their milliseconds, so `(created_at, message_id)` order is arrival order.
+ * Exactly `formatInstant`, with the seconds' part cached: this runs several times per message.
+ */
+export function iso(ms: number): string {
+  if (!Number.isInteger(ms) || ms < 0 || ms > LAST_PLAIN_MS) return formatInstant(ms);
+  const milli = ms % 1000;
+  const second = ms - milli;
+  let prefix = secondPrefixes.get(second);
+  if (prefix === undefined) {
+    if (secondPrefixes.size >= MAX_PREFIXES) secondPrefixes.clear();
+    prefix = new Date(second).toISOString().slice(0, 19);
+    secondPrefixes.set(second, prefix);
+  }
+  if (milli === 0) return `${prefix}Z`;
+  return `${prefix}.${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}Z`;
+}
 
 /** The §3.6 message object as JSON text, built around the stored body text (no re-serialising). */
 export function messageJson(record: MessageRecord, now: number): string {

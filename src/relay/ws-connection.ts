@@ -8,6 +8,14 @@
  * Every frame written here is counted until ws has handed it to the kernel (its write callback):
  * `unsent` in all, `controlUnsent` for what is not a pushed message (pongs, results, errors),
  * and the relay-wide total through `Outbound` (the hub's outbound budget).
+ *
+ * Frames written during one turn leave together: the first one corks the raw socket and a
+ * `process.nextTick` uncorks it, so the turn's frames (a commit's thousand `send_result`s and
+ * pushes) cost one `writev` instead of one each. At most CORK_MAX_BYTES wait corked (past that
+ * the socket is uncorked at once): corked bytes count in `buffered` like refused ones, and a burst
+ * of answers a reader takes at once still stays far below the hub's MAX_CONTROL_UNSENT. The hub
+ * uncorks before it closes or destroys a socket, so a close frame and what preceded it still
+ * leave first.
  */
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
@@ -28,6 +36,9 @@ export interface Outbound {
  * a flood of tiny answers (control pongs) is counted near what it really holds.
  */
 const FRAME_OVERHEAD_BYTES = 128;
+
+/** Bytes written corked in one turn before the socket is uncorked early (see the file comment). */
+export const CORK_MAX_BYTES = 64 * 1024;
 
 export class Connection implements PushSink {
   readonly id = connectionId();
@@ -66,6 +77,13 @@ export class Connection implements PushSink {
   acked = false;
   /** Pongs waiting for stored acks, in order (later pings queue behind). */
   pongs: Promise<void> | undefined;
+  /** Bytes written since the socket was corked (0: not corked by us). */
+  #corked = 0;
+  #uncorkScheduled = false;
+  readonly #uncorkSoon = (): void => {
+    this.#uncorkScheduled = false;
+    this.uncork();
+  };
 
   constructor(ws: WebSocket, remote: string, now: number, outbound?: Outbound) {
     this.ws = ws;
@@ -75,9 +93,30 @@ export class Connection implements PushSink {
     this.#outbound = outbound;
   }
 
-  /** Unsent bytes (`PushSink`). */
+  /** Unsent bytes (`PushSink`), corked ones included. */
   get buffered(): number {
     return this.ws.bufferedAmount;
+  }
+
+  /** Hands what waits corked to the kernel now (one write). */
+  uncork(): void {
+    if (this.#corked === 0) return;
+    this.#corked = 0;
+    this.socket?.uncork();
+  }
+
+  /** Corks the socket for the rest of the turn before a write of `bytes` (see the file comment). */
+  #cork(bytes: number): void {
+    const socket = this.socket;
+    if (!socket || socket.destroyed) return;
+    if (this.#corked === 0) {
+      socket.cork();
+      if (!this.#uncorkScheduled) {
+        this.#uncorkScheduled = true;
+        process.nextTick(this.#uncorkSoon);
+      }
+    }
+    this.#corked += bytes;
   }
 
   /** A pushed message (`PushSink`): flow control is `Delivery`'s, by `buffered`. */
@@ -93,10 +132,12 @@ export class Connection implements PushSink {
     }
     const bytes = Buffer.byteLength(frame) + FRAME_OVERHEAD_BYTES;
     this.#queued(bytes, control);
+    this.#cork(bytes);
     this.ws.send(frame, (err) => {
       this.#written(bytes, control);
       cb?.(err);
     });
+    if (this.#corked > CORK_MAX_BYTES) this.uncork();
   }
 
   /** Answers a control ping (the relay does it, not ws's autoPong, so the answer is counted). */
@@ -104,7 +145,9 @@ export class Connection implements PushSink {
     if (this.closed) return;
     const bytes = data.length + FRAME_OVERHEAD_BYTES;
     this.#queued(bytes, true);
+    this.#cork(bytes);
     this.ws.pong(data, false, () => this.#written(bytes, true));
+    if (this.#corked > CORK_MAX_BYTES) this.uncork();
   }
 
   #queued(bytes: number, control: boolean): void {
