@@ -89,26 +89,50 @@ export class ExpiringIdSet {
     }
   }
 
+  /** Calls `fn` for each live entry (no tuple per entry: compaction walks millions of them). */
+  forEach(now: number, fn: (hi: number, lo: number, untilMs: number) => void): void {
+    for (let i = 0; i < this.#until.length; i++) {
+      const until = this.#until[i]! * MINUTE;
+      if (until > now) fn(this.#hi[i]!, this.#lo[i]!, until);
+    }
+  }
+
   /** Drops expired entries (and the oldest, past the cap); resizes to fit what is left. */
   sweep(now: number): void {
     this.#rebuild(now);
   }
 
   #rebuild(now: number): void {
+    let count = 0;
+    this.forEach(now, () => void count++);
+    if (count <= this.#max) {
+      // Everything stays: re-insert straight from the old arrays.
+      const [hi, lo, until] = [this.#hi, this.#lo, this.#until];
+      this.#allocate(count);
+      for (let j = 0; j < until.length; j++) if (until[j]! * MINUTE > now) this.#insert(hi[j]!, lo[j]!, until[j]!);
+      return;
+    }
     let live = [...this.entries(now)];
     if (live.length > this.#max) live = live.sort((a, b) => b[1] - a[1]).slice(0, this.#max);
+    this.#allocate(live.length);
+    for (const [h, until] of live) this.#insert(h[0], h[1], Math.ceil(until / MINUTE));
+  }
+
+  /** Empty tables with room for `count` entries at most a quarter full. */
+  #allocate(count: number): void {
     let capacity = MIN_CAPACITY;
-    while (capacity < live.length * 4) capacity *= 2;
+    while (capacity < count * 4) capacity *= 2;
     this.#hi = new Uint32Array(capacity);
     this.#lo = new Uint32Array(capacity);
     this.#until = new Uint32Array(capacity);
     this.#occupied = 0;
-    for (const [h, until] of live) {
-      const i = this.#slot(h[0], h[1]);
-      this.#hi[i] = h[0];
-      this.#lo[i] = h[1];
-      this.#until[i] = Math.ceil(until / MINUTE);
-      this.#occupied++;
-    }
+  }
+
+  #insert(hi: number, lo: number, untilMinutes: number): void {
+    const i = this.#slot(hi, lo);
+    this.#hi[i] = hi;
+    this.#lo[i] = lo;
+    this.#until[i] = untilMinutes;
+    this.#occupied++;
   }
 }
