@@ -71,9 +71,19 @@ export class Reporter {
     return this.#o.format;
   }
 
+  /** `new Date(now).toISOString()`, with the part up to the second made once per second. */
   #time(): string {
-    return new Date(this.#deps.clock.now()).toISOString();
+    const now = Math.floor(this.#deps.clock.now());
+    const second = Math.floor(now / 1000);
+    if (second !== this.#second) {
+      this.#second = second;
+      this.#secondIso = new Date(second * 1000).toISOString().slice(0, 19);
+    }
+    return `${this.#secondIso}.${String(now - second * 1000).padStart(3, '0')}Z`;
   }
+
+  #second = Number.NaN;
+  #secondIso = '';
 
   /**
    * A JSON event line (json format) — the machine-readable contract. Lines are gathered and

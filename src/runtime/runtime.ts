@@ -382,6 +382,18 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
   /** Waits for journal records (or a codec), giving up when the shutdown is forced. */
   #untilJournaled<T>(written: Promise<T>): Promise<T> {
     if (this.#shutdown.signal.aborted) return Promise.reject(this.#shutdown.signal.reason);
+    // The local journal hands every record of one write the same promise: wrap it once.
+    if (written === this.#lastWritten) return this.#lastWrapped as Promise<T>;
+    const wrapped = this.#wrapJournaled(written);
+    this.#lastWritten = written;
+    this.#lastWrapped = wrapped;
+    return wrapped;
+  }
+
+  #lastWritten: Promise<unknown> | undefined;
+  #lastWrapped: Promise<unknown> | undefined;
+
+  #wrapJournaled<T>(written: Promise<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.#waiting.add(reject);
       written.then(
