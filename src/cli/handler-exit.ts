@@ -4,9 +4,9 @@
  * inside a handler (known through the runtime's handler scope) reports it, writes out the journal
  * — whose `started` record already counts this run against the message — and exits with
  * `EXIT.handlerExit` (70), so a supervisor restarts the runner and, after `--max-crashes` such
- * runs, the message is answered with `handler_crashed` instead of being run again. Calls made
- * while no handler is running pass through untouched, and so do the CLI's own, which go through
- * `cliExit`.
+ * runs, the message is answered with `handler_crashed` instead of being run again. The CLI's
+ * own calls go through `cliExit` and pass untouched; any other call while the trap is set comes
+ * from handler code (also code a handler left running after it returned: a timer, a promise).
  *
  * Why exit rather than throw inside the handler: code that calls `process.exit` expects nothing
  * after the call to run; turning it into an exception would run the handler's `finally` blocks
@@ -26,10 +26,13 @@ export type ExitCall = 'exit' | 'reallyExit';
 /** Set by `cliExit`: the CLI itself is ending the process, whatever handlers are running. */
 let cliExiting = false;
 
-/** The CLI's own `process.exit` (a closed stdout, an error while reporting one): never a handler's. */
-export function cliExit(code: number): never {
+/**
+ * The CLI's own `process.exit` (a closed stdout, an error while reporting one): never a handler's.
+ * While a runner is active, every other call is taken for one made by handler code.
+ */
+export function cliExit(code: number, proc: Pick<ExitingProcess, 'exit'> = process): never {
   cliExiting = true;
-  return process.exit(code);
+  return proc.exit(code);
 }
 
 /** What `trapHandlerExit` replaces (`process`, or a stand-in in tests). */
@@ -54,8 +57,9 @@ export function trapHandlerExit(
   let ending = false;
   const report = (call: ExitCall, code: unknown): boolean => {
     if (ending || cliExiting) return false;
-    const messageId = currentHandlerMessage();
-    if (messageId === undefined) return false;
+    // Handler code may call it after its handler returned (a timer, a promise it left running):
+    // still the handler's, even though no message can be named then.
+    const messageId = currentHandlerMessage() ?? 'no message (code a handler left running)';
     ending = true;
     try {
       onHandlerExit(messageId, code, call);
@@ -76,6 +80,7 @@ export function trapHandlerExit(
   }
   return {
     dispose: () => {
+      cliExiting = false;
       if (proc.exit === trappedExit) proc.exit = originalExit;
       if (originalReallyExit !== undefined && proc.reallyExit === trappedReallyExit)
         proc.reallyExit = originalReallyExit;

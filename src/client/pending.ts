@@ -38,7 +38,7 @@ export class PendingTable<T> {
     const deadline = this.#clock.now() + timeoutMs;
     return new Promise<T>((resolve, reject) => {
       this.#entries.set(id, { resolve, reject, deadline, timeoutMs, what });
-      if (deadline < this.#armedFor) this.#arm(deadline);
+      if (deadline < this.#armedFor) this.#arm(deadline, timeoutMs);
     });
   }
 
@@ -70,10 +70,11 @@ export class PendingTable<T> {
     return e;
   }
 
-  #arm(at: number): void {
+  /** Arms the timer for deadline `at`, `delay` from now. */
+  #arm(at: number, delay: number): void {
     this.#timer?.cancel();
     this.#armedFor = at;
-    this.#timer = this.#clock.setTimeout(() => this.#expire(), Math.max(0, at - this.#clock.now()));
+    this.#timer = this.#clock.setTimeout(() => this.#expire(), Math.max(0, delay));
   }
 
   #disarm(): void {
@@ -82,20 +83,25 @@ export class PendingTable<T> {
     this.#armedFor = Number.POSITIVE_INFINITY;
   }
 
-  /** Rejects what is past its deadline; arms the timer for the earliest deadline left. */
+  /**
+   * The timer for deadline `armedFor` fired: rejects every entry due by then, and arms the timer
+   * for the earliest deadline left. Deadlines are compared with each other, never with the clock
+   * again: the timer measures the time (monotonic), so a wall clock stepped back or forward
+   * neither stretches nor cuts a timeout.
+   */
   #expire(): void {
+    const firedFor = this.#armedFor;
     this.#timer = undefined;
     this.#armedFor = Number.POSITIVE_INFINITY;
-    const now = this.#clock.now();
     const expired: Entry<T>[] = [];
     let next = Number.POSITIVE_INFINITY;
     for (const [id, e] of this.#entries) {
-      if (e.deadline <= now) {
+      if (e.deadline <= firedFor) {
         this.#entries.delete(id);
         expired.push(e);
       } else if (e.deadline < next) next = e.deadline;
     }
-    if (next !== Number.POSITIVE_INFINITY) this.#arm(next);
+    if (next !== Number.POSITIVE_INFINITY) this.#arm(next, next - firedFor);
     for (const e of expired) e.reject(new OutcomeUnknownError(`${e.what}: no answer within ${e.timeoutMs} ms`));
   }
 }

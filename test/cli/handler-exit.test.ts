@@ -1,12 +1,12 @@
 /**
- * The handler-exit trap on a stand-in process (the real one would end the test run): calls from a
- * handler's scope — `exit` or the internal `reallyExit` it ends in — are reported once and end
- * with 70; calls from elsewhere pass through; `dispose` restores both.
+ * The handler-exit trap on a stand-in process (the real one would end the test run): calls from
+ * handler code — `exit` or the internal `reallyExit` it ends in, also after the handler returned —
+ * are reported once and end with 70; the CLI's own (`cliExit`) pass through; `dispose` restores both.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { EXIT } from '../../src/cli/exit.js';
-import { type ExitCall, trapHandlerExit } from '../../src/cli/handler-exit.js';
+import { cliExit, type ExitCall, trapHandlerExit } from '../../src/cli/handler-exit.js';
 import { inHandlerScope } from '../../src/runtime/scope.js';
 
 class Ended extends Error {}
@@ -40,14 +40,24 @@ describe('trapHandlerExit', () => {
     });
   }
 
-  it('calls from outside a handler pass through; dispose restores both', () => {
+  it('a call after the handler returned (code it left running) is still the handler’s', () => {
+    const { proc, ended } = standIn();
+    const reports: Array<[string, unknown, ExitCall]> = [];
+    const trap = trapHandlerExit(proc, (id, code, via) => reports.push([id, code, via]));
+    inHandlerScope('m1', () => 'returned');
+    assert.throws(() => proc.exit(0), Ended);
+    assert.deepEqual(reports, [['no message (code a handler left running)', 0, 'exit']]);
+    assert.deepEqual(ended, [EXIT.handlerExit]);
+    trap.dispose();
+  });
+
+  it('the CLI’s own calls (cliExit) pass through; dispose restores both', () => {
     const { proc, ended, original } = standIn();
     const reports: unknown[] = [];
     const trap = trapHandlerExit(proc, (...args) => reports.push(args));
     assert.notEqual(proc.reallyExit, original.reallyExit);
-    assert.throws(() => proc.exit(3), Ended);
-    assert.throws(() => proc.reallyExit(4), Ended);
-    assert.deepEqual(ended, [3, 4]);
+    assert.throws(() => inHandlerScope('m1', () => cliExit(3, proc)), Ended);
+    assert.deepEqual(ended, [3]);
     assert.deepEqual(reports, []);
     trap.dispose();
     assert.equal(proc.exit, original.exit);

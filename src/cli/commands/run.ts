@@ -187,8 +187,8 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
           `the handler called process.${call}(${String(code ?? '')}) while handling ${messageId}; the runner exits ${EXIT.handlerExit} (after ${maxCrashes} such runs the message is answered with handler_crashed)`,
         ),
       );
-      reporter.flush();
       journal.flush();
+      reporter.flush();
     });
     let fatal: unknown;
     runtime.on('fatal', (err) => (fatal = err));
@@ -202,6 +202,8 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     } finally {
       signals.dispose();
       offUncaught();
+      // A second Ctrl-C ends the process at once (exit 130): what was logged goes out first.
+      reporter.flush();
     }
     if (fatal) {
       reporter.problem('fatal', fatal);
