@@ -118,10 +118,10 @@ export class ExpiringIdSet {
     for (const [h, until] of live) this.#insert(h[0], h[1], Math.ceil(until / MINUTE));
   }
 
-  /** Empty tables with room for `count` entries at most a quarter full. */
+  /** Empty tables with room for `count` entries, at most a third full (so ~30 bytes an entry). */
   #allocate(count: number): void {
     let capacity = MIN_CAPACITY;
-    while (capacity < count * 4) capacity *= 2;
+    while (capacity < count * 3) capacity *= 2;
     this.#hi = new Uint32Array(capacity);
     this.#lo = new Uint32Array(capacity);
     this.#until = new Uint32Array(capacity);
