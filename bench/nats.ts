@@ -15,8 +15,8 @@ import { accessSync, constants, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import type { Msg, NatsConnection } from 'nats';
-import { type Child, percentile, ROOT, startNode, startProcess } from './lib.js';
-import type { ExchangeResult, Exchanger } from './requester.js';
+import { type Child, ROOT, startNode, startProcess } from './lib.js';
+import { type ExchangeResult, type Exchanger, exchangeResult } from './requester.js';
 
 /** Versions of what the anchor runs, for the report. */
 export interface NatsVersions {
@@ -166,21 +166,7 @@ export class NatsRequester implements Exchanger {
       const finish = (timedOut: boolean): void => {
         clearTimeout(timer);
         this.#run = undefined;
-        const seconds = (performance.now() - started) / 1000;
-        const sorted = run.latencies.sort((a, b) => a - b);
-        resolve({
-          count,
-          window,
-          seconds,
-          perSecond: run.ok / seconds,
-          p50: percentile(sorted, 50),
-          p95: percentile(sorted, 95),
-          p99: percentile(sorted, 99),
-          lost: count - run.ok,
-          duplicates: run.duplicates,
-          errors: 0,
-          timedOut,
-        });
+        resolve(exchangeResult({ started, ...run, errors: 0, timedOut }));
       };
       const run: Run = {
         id: ++this.#runs,

@@ -35,6 +35,34 @@ export async function connect(
   return ws;
 }
 
+/** An exchange's figures from what it counted (`started`: `performance.now()` at its start). */
+export function exchangeResult(r: {
+  count: number;
+  window: number;
+  started: number;
+  ok: number;
+  duplicates: number;
+  errors: number;
+  latencies: number[];
+  timedOut: boolean;
+}): ExchangeResult {
+  const seconds = (performance.now() - r.started) / 1000;
+  const sorted = r.latencies.sort((a, b) => a - b);
+  return {
+    count: r.count,
+    window: r.window,
+    seconds,
+    perSecond: r.ok / seconds,
+    p50: percentile(sorted, 50),
+    p95: percentile(sorted, 95),
+    p99: percentile(sorted, 99),
+    lost: r.count - r.ok,
+    duplicates: r.duplicates,
+    errors: r.errors,
+    timedOut: r.timedOut,
+  };
+}
+
 export interface ExchangeResult {
   count: number;
   window: number;
@@ -122,23 +150,9 @@ export class Requester implements Exchanger {
       const finish = (timedOut: boolean): void => {
         clearTimeout(timer);
         this.#run = undefined;
-        const seconds = (performance.now() - started) / 1000;
         let ok = 0;
         for (const [replyTo, n] of run.replies) if (run.ids.get(replyTo) === n) ok++;
-        const sorted = run.latencies.sort((a, b) => a - b);
-        resolve({
-          count,
-          window,
-          seconds,
-          perSecond: ok / seconds,
-          p50: percentile(sorted, 50),
-          p95: percentile(sorted, 95),
-          p99: percentile(sorted, 99),
-          lost: count - ok,
-          duplicates: run.duplicates,
-          errors: run.errors,
-          timedOut,
-        });
+        resolve(exchangeResult({ started, ok, ...run, timedOut }));
       };
       const run: Run = {
         id: ++this.#runs,
