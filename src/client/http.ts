@@ -234,6 +234,16 @@ const NEVER_SENT = new Set([
 
 export const CLIENT_DEFAULTS = { timeoutMs: 30_000, maxAttempts: 4, maxRetryAfterMs: 60_000 } as const;
 
+/** One attempt of a request, as the transports take it. */
+interface Attempt {
+  method: string;
+  target: string;
+  headers: Record<string, string>;
+  bodyText: string | undefined;
+  timeoutMs: number;
+  userSignal: AbortSignal | undefined;
+}
+
 /** One answer, read whole: what `request` needs from either transport. */
 interface Answer {
   status: number;
@@ -503,8 +513,8 @@ export class RelayClient {
     let res: Answer;
     try {
       res = this.#customFetch
-        ? await this.#viaFetch(method, target, headers, bodyText, timeoutMs, options.signal)
-        : await this.#viaNodeHttp(method, target, headers, bodyText, timeoutMs, options.signal);
+        ? await this.#viaFetch({ method, target, headers, bodyText, timeoutMs, userSignal: options.signal })
+        : await this.#viaNodeHttp({ method, target, headers, bodyText, timeoutMs, userSignal: options.signal });
     } catch (err) {
       if (!(err instanceof TransportFailure)) throw err;
       throw this.#transportError(err.error, method, target, options.signal, err.timedOut, timeoutMs, err.sent);
@@ -539,14 +549,7 @@ export class RelayClient {
   }
 
   /** One attempt through the `fetch` passed in; failures are `TransportFailure`s. */
-  async #viaFetch(
-    method: string,
-    target: string,
-    headers: Record<string, string>,
-    bodyText: string | undefined,
-    timeoutMs: number,
-    userSignal: AbortSignal | undefined,
-  ): Promise<Answer> {
+  async #viaFetch({ method, target, headers, bodyText, timeoutMs, userSignal }: Attempt): Promise<Answer> {
     const timeout = AbortSignal.timeout(timeoutMs);
     // AbortSignal.any holds its sources weakly: no listener piles up on a long-lived signal.
     const signal = userSignal ? AbortSignal.any([userSignal, timeout]) : timeout;
@@ -584,14 +587,7 @@ export class RelayClient {
    * One attempt over node:http(s); failures are `TransportFailure`s. `timeoutMs` bounds the whole
    * attempt (answer read included); `userSignal` cancels it.
    */
-  async #viaNodeHttp(
-    method: string,
-    target: string,
-    headers: Record<string, string>,
-    bodyText: string | undefined,
-    timeoutMs: number,
-    userSignal: AbortSignal | undefined,
-  ): Promise<Answer> {
+  async #viaNodeHttp({ method, target, headers, bodyText, timeoutMs, userSignal }: Attempt): Promise<Answer> {
     const transport = this.#transport ?? (await this.#nodeTransport());
     if (userSignal?.aborted) throw new TransportFailure(userSignal.reason, false, false);
     if (bodyText !== undefined) headers['Content-Length'] = String(Buffer.byteLength(bodyText, 'utf8'));
