@@ -234,6 +234,12 @@ const NEVER_SENT = new Set([
 
 export const CLIENT_DEFAULTS = { timeoutMs: 30_000, maxAttempts: 4, maxRetryAfterMs: 60_000 } as const;
 
+/**
+ * The largest answer read (node:http transport): a page of 100 messages at the 1 MiB body limit,
+ * with room to spare. Blobs are streamed elsewhere (`exchange`), never read whole here.
+ */
+const MAX_ANSWER_BYTES = 256 * 1024 * 1024;
+
 /** One attempt of a request, as the transports take it. */
 interface Attempt {
   method: string;
@@ -626,7 +632,24 @@ export class RelayClient {
       req.on('response', (res) => {
         answered = true;
         const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        let bytes = 0;
+        res.on('data', (chunk: Buffer) => {
+          bytes += chunk.length;
+          if (bytes <= MAX_ANSWER_BYTES) {
+            chunks.push(chunk);
+            return;
+          }
+          // A relay that never stops answering must not take the process's memory with it.
+          chunks.length = 0;
+          if (settle())
+            reject(
+              new ProtocolError(
+                'invalid_response',
+                `${method} ${target.split('?')[0]}: the answer is larger than ${MAX_ANSWER_BYTES / 1024 / 1024} MiB`,
+              ),
+            );
+          req.destroy();
+        });
         res.on('error', fail);
         res.on('close', () => {
           if (!res.complete) fail(new Error('the connection closed before the whole answer arrived'));

@@ -12,7 +12,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo, Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
-import { OutcomeUnknownError, TimeoutError } from '../../src/core/errors.js';
+import { OutcomeUnknownError, ProtocolError, TimeoutError } from '../../src/core/errors.js';
 import { bodyHash, canonicalRequest, Keypair, verifySignature } from '../../src/protocol/signing.js';
 
 interface Seen {
@@ -106,6 +106,28 @@ describe('RelayClient transport', () => {
     });
     const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate() });
     assert.equal((await c.getAgent('k')).display_name, '☃☃☃ snow');
+  });
+
+  it('an answer that never ends is cut at 256 MiB as invalid_response, not read into memory', async (t) => {
+    const mib = Buffer.alloc(1024 * 1024, 0x20);
+    let written = 0;
+    const s = await server(t, (_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      const more = (): void => {
+        while (!res.destroyed && written < 300 && res.write(mib)) written++;
+        if (written >= 300) res.end();
+        else if (!res.destroyed) res.once('drain', more);
+      };
+      more();
+    });
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate(), maxAttempts: 1 });
+    const before = process.memoryUsage().rss;
+    await assert.rejects(
+      c.getAgent('k'),
+      (e: unknown) => e instanceof ProtocolError && e.code === 'invalid_response' && /256 MiB/.test(e.message),
+    );
+    assert.ok(written < 300, 'the request was torn down before the server finished');
+    assert.ok(process.memoryUsage().rss - before < 400 * 1024 * 1024);
   });
 
   it('no answer within the timeout: a timeout for a GET, outcome unknown for a send', async (t) => {
