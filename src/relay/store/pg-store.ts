@@ -41,6 +41,9 @@ import {
   inboxConditions,
   type MessageRow,
   ORDER_SQL,
+  PageReader,
+  rowsToRead,
+  TakeReader,
   tagsOf,
   tryMessage,
   type WebhookRow,
@@ -71,8 +74,6 @@ import type {
   WriteBatch,
 } from './store.js';
 
-/** A page or poll examines at most this many undecodable or unservable rows past its end. */
-const MAX_SKIPPED = 100;
 /** Rows fetched per cursor round trip. */
 const CURSOR_ROWS = 16;
 /** Attempts of a transaction that lost a deadlock or serialization race with another process. */
@@ -505,60 +506,27 @@ export class PgStore implements Store {
     serve: (record: MessageRecord) => ServeVerdict,
   ): Promise<TakeResult> {
     return this.#sql.begin(async (tx) => {
-      const messages: MessageRecord[] = [];
-      const skipped: string[] = [];
-      let hasMore = false;
+      const take = new TakeReader(limit, now, serve);
       const { sql, params } = inboxConditions(filter);
       const text = `SELECT * FROM messages WHERE recipient_key = $1 AND status = 'sent' AND expires_at > $2${numbered(sql, 3)}
         ${ORDER_SQL} LIMIT $${3 + params.length} FOR UPDATE SKIP LOCKED`;
-      await eachRow(tx, text, [recipient, now, ...params, limit + MAX_SKIPPED + 1], (row) => {
-        const record = messages.length < limit ? tryMessage(row) : undefined;
-        let verdict: ServeVerdict = messages.length < limit ? 'skip' : 'full';
-        if (record) {
-          record.status = 'delivered';
-          record.delivered_at = now;
-          verdict = serve(record);
-        }
-        if (verdict === 'full') {
-          hasMore = true;
-          return false;
-        }
-        if (verdict === 'taken') messages.push(record!);
-        else if (skipped.push(row.message_id) > MAX_SKIPPED) {
-          hasMore = true;
-          return false;
-        }
-        return true;
-      });
-      if (messages.length > 0) {
+      await eachRow(tx, text, [recipient, now, ...params, rowsToRead(limit)], (row) => take.add(row));
+      if (take.messages.length > 0) {
         await run(
           tx,
           "UPDATE messages SET status = 'delivered', delivered_at = $1, take_id = $3 WHERE seq = ANY($2::bigint[]) AND status = 'sent'",
-          [now, messages.map((m) => m.seq), filter.take ?? null],
+          [now, take.messages.map((m) => m.seq), filter.take ?? null],
         );
       }
-      return { messages, hasMore, skipped };
+      return take.result;
     }) as Promise<TakeResult>;
   }
 
   /** A page read row by row: at most `limit` messages, and none past `maxBytes` of bodies once one is in. */
   async #page(text: string, params: unknown[], limit: number, maxBytes: number): Promise<MessagePageRecords> {
-    const messages: MessageRecord[] = [];
-    let bytes = 0;
-    let hasMore = false;
-    await eachRow(this.#sql, text, [...params, limit + MAX_SKIPPED + 1], (row) => {
-      if (messages.length >= limit || (messages.length > 0 && bytes + row.body.length > maxBytes)) {
-        hasMore = true;
-        return false;
-      }
-      const record = tryMessage(row);
-      if (record) {
-        messages.push(record);
-        bytes += row.body.length;
-      }
-      return true;
-    });
-    return { messages, hasMore };
+    const page = new PageReader(limit, maxBytes);
+    await eachRow(this.#sql, text, [...params, rowsToRead(limit)], (row) => page.add(row));
+    return page.result;
   }
 
   async listInbox(

@@ -15,7 +15,15 @@ import type {
   JsonObject,
   MessageStatus,
 } from '../../protocol/types.js';
-import type { AgentRecord, InboxFilter, MessageRecord, WebhookRecord } from './store.js';
+import type {
+  AgentRecord,
+  InboxFilter,
+  MessagePageRecords,
+  MessageRecord,
+  ServeVerdict,
+  TakeResult,
+  WebhookRecord,
+} from './store.js';
 
 /** Each entry moves the schema one version forward. Never edit a released entry; append. */
 export const MIGRATIONS: string[] = [
@@ -228,6 +236,92 @@ export function tryMessage(row: MessageRow): MessageRecord | undefined {
     return messageFromRow(row);
   } catch {
     return undefined;
+  }
+}
+
+/** A page or poll examines at most this many undecodable or unservable rows past its end. */
+export const MAX_SKIPPED = 100;
+
+/** Rows a page of `limit` reads at most: the page, what it may skip, and one to know there is more. */
+export function rowsToRead(limit: number): number {
+  return limit + MAX_SKIPPED + 1;
+}
+
+/**
+ * A page (history, thread, inbox) read row by row, for both stores: at most `limit` messages, and
+ * none past `maxBytes` of bodies once one is in; damaged rows are passed over. `add` says whether
+ * to read on.
+ */
+export class PageReader {
+  readonly messages: MessageRecord[] = [];
+  hasMore = false;
+  #bytes = 0;
+
+  constructor(
+    readonly limit: number,
+    readonly maxBytes: number,
+  ) {}
+
+  add(row: MessageRow): boolean {
+    if (
+      this.messages.length >= this.limit ||
+      (this.messages.length > 0 && this.#bytes + row.body.length > this.maxBytes)
+    ) {
+      this.hasMore = true;
+      return false;
+    }
+    const record = tryMessage(row);
+    if (record) {
+      this.messages.push(record);
+      this.#bytes += row.body.length;
+    }
+    return true;
+  }
+
+  get result(): MessagePageRecords {
+    return { messages: this.messages, hasMore: this.hasMore };
+  }
+}
+
+/**
+ * A poll's page (`Store.takeSent`) read row by row, for both stores: each readable row is offered
+ * to `serve` as delivered at `now`; what it takes is kept (the store marks those rows), what it
+ * skips — and rows that cannot be read — are listed in `skipped`, at most `MAX_SKIPPED` of them.
+ * `add` says whether to read on.
+ */
+export class TakeReader {
+  readonly messages: MessageRecord[] = [];
+  readonly skipped: string[] = [];
+  hasMore = false;
+
+  constructor(
+    readonly limit: number,
+    readonly now: number,
+    readonly serve: (record: MessageRecord) => ServeVerdict,
+  ) {}
+
+  add(row: MessageRow): boolean {
+    const record = this.messages.length < this.limit ? tryMessage(row) : undefined;
+    let verdict: ServeVerdict = this.messages.length < this.limit ? 'skip' : 'full';
+    if (record) {
+      record.status = 'delivered';
+      record.delivered_at = this.now;
+      verdict = this.serve(record);
+    }
+    if (verdict === 'full') {
+      this.hasMore = true;
+      return false;
+    }
+    if (verdict === 'taken') this.messages.push(record!);
+    else if (this.skipped.push(row.message_id) > MAX_SKIPPED) {
+      this.hasMore = true;
+      return false;
+    }
+    return true;
+  }
+
+  get result(): TakeResult {
+    return { messages: this.messages, hasMore: this.hasMore, skipped: this.skipped };
   }
 }
 

@@ -24,6 +24,8 @@ import {
   MIGRATIONS,
   messageFromRow,
   ORDER_SQL,
+  PageReader,
+  rowsToRead,
   tagsOf,
   tryMessage,
   type WebhookRow,
@@ -56,8 +58,6 @@ import type {
 
 /** Prepared statements kept (least recently used dropped): query shapes must not grow memory. */
 const MAX_STATEMENTS = 64;
-/** A page (history, thread) examines at most this many undecodable rows past its end. */
-const MAX_SKIPPED = 100;
 
 export interface SqliteStoreOptions {
   /** `normal` (default): survives the process crashing. `full`: fsync every commit (survives a power cut). */
@@ -341,20 +341,10 @@ export class SqliteStore implements Store {
 
   /** Reads a page row by row: at most `limit` messages, and none past `maxBytes` of bodies once one is in. */
   #page(stmt: Database.Statement, params: unknown[], limit: number, maxBytes: number): MessagePageRecords {
-    const messages: MessageRecord[] = [];
-    let bytes = 0;
-    let hasMore = false;
-    for (const row of stmt.iterate(...params, limit + MAX_SKIPPED + 1) as IterableIterator<MessageRow>) {
-      if (messages.length >= limit || (messages.length > 0 && bytes + row.body.length > maxBytes)) {
-        hasMore = true;
-        break;
-      }
-      const record = tryMessage(row);
-      if (!record) continue;
-      messages.push(record);
-      bytes += row.body.length;
-    }
-    return { messages, hasMore };
+    const page = new PageReader(limit, maxBytes);
+    for (const row of stmt.iterate(...params, rowsToRead(limit)) as IterableIterator<MessageRow>)
+      if (!page.add(row)) break;
+    return page.result;
   }
 
   async listInbox(

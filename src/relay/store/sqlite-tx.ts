@@ -9,7 +9,7 @@ import type Database from 'better-sqlite3';
 import type { AclEntryType } from '../../protocol/types.js';
 import { newDeliveryId } from '../../protocol/webhook.js';
 import { inboxRefusal } from '../policy.js';
-import { inboxConditions, type MessageRow, ORDER_SQL, tryMessage } from './sqlite-schema.js';
+import { inboxConditions, type MessageRow, ORDER_SQL, rowsToRead, TakeReader, tryMessage } from './sqlite-schema.js';
 import type {
   AgentRecord,
   ClaimOptions,
@@ -22,9 +22,6 @@ import type {
   TakeResult,
   WriteBatch,
 } from './store.js';
-
-/** A poll examines at most this many undecodable or unservable messages past its page. */
-const MAX_SKIPPED = 100;
 
 /** `Store.commit`: messages (the policy checked again, inside), acks, activity stamps — one transaction. */
 export function commitTransaction(db: Database.Database): (batch: WriteBatch, now: number) => CommitResult {
@@ -136,35 +133,16 @@ export function takeTransaction(
       now: number,
       serve: (record: MessageRecord) => ServeVerdict,
     ): TakeResult => {
-      const messages: MessageRecord[] = [];
-      const skipped: string[] = [];
-      let hasMore = false;
+      const take = new TakeReader(limit, now, serve);
       const { sql, params } = inboxConditions(filter);
       // Rows are read one at a time (a page of large bodies never sits in memory whole) and marked
       // after the read, in the same transaction: the connection cannot write while it iterates.
       const rows = stmt(
         `SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${sql} ${ORDER_SQL} LIMIT ?`,
-      ).iterate(recipient, now, ...params, limit + MAX_SKIPPED + 1) as IterableIterator<MessageRow>;
-      for (const row of rows) {
-        const record = messages.length < limit ? tryMessage(row) : undefined;
-        let verdict: ServeVerdict = messages.length < limit ? 'skip' : 'full';
-        if (record) {
-          record.status = 'delivered';
-          record.delivered_at = now;
-          verdict = serve(record);
-        }
-        if (verdict === 'full') {
-          hasMore = true;
-          break;
-        }
-        if (verdict === 'taken') messages.push(record!);
-        else if (skipped.push(row.message_id) > MAX_SKIPPED) {
-          hasMore = true;
-          break;
-        }
-      }
-      for (const m of messages) markOne.run(now, filter.take ?? null, m.seq);
-      return { messages, hasMore, skipped };
+      ).iterate(recipient, now, ...params, rowsToRead(limit)) as IterableIterator<MessageRow>;
+      for (const row of rows) if (!take.add(row)) break;
+      for (const m of take.messages) markOne.run(now, filter.take ?? null, m.seq);
+      return take.result;
     },
   );
 }
