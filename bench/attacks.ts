@@ -29,7 +29,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { authFrame, Keypair, signRequest, uniqueTimestamp } from '../src/protocol/signing.js';
-import { cleanupAll, installCleanup, ROOT, rssMb, startNode, tempDir } from './lib.js';
+import { cleanupAll, installCleanup, ROOT, rssMb } from './lib.js';
+import { startRelay as startProductRelay } from './processes.js';
 
 const { values: opts } = parseArgs({
   options: {
@@ -54,27 +55,15 @@ interface RelayChild {
 }
 
 async function startRelay(): Promise<RelayChild> {
-  const dir = tempDir('attack');
-  const args = [
-    'relay',
-    '--port',
-    '0',
-    '--data-dir',
-    dir,
-    '--send-rate',
-    '0',
-    '--receive-rate',
-    '0',
-    '--request-rate',
-    '0',
-    '--json',
-    '--log-level',
-    'error',
-  ];
-  const child = startNode('mrp relay', [join(root, 'bin', 'mrp.js'), ...args]);
-  const { url } = await child.waitForJson((v) => typeof v['url'] === 'string', 15_000);
-  const u = new URL(String(url));
-  return { pid: child.pid, url: String(url), host: u.hostname, port: Number(u.port), stop: () => child.stop() };
+  const relay = await startProductRelay({ bin: join(root, 'bin', 'mrp.js'), logLevel: 'error' });
+  const u = new URL(relay.url);
+  return {
+    pid: relay.child.pid,
+    url: relay.url,
+    host: u.hostname,
+    port: Number(u.port),
+    stop: () => relay.child.stop(),
+  };
 }
 
 /** Samples the relay's RSS every 50 ms until stopped; returns the peak. */
@@ -93,6 +82,29 @@ function sampler(pid: number): { stop(): number } {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * 10 authenticated sockets that never read, each writing `rounds` × 500 copies of `frame` (each
+ * answered by the relay), then held for the hold time: how many the relay still keeps open.
+ */
+async function floodUnread(relay: RelayChild, frame: Buffer, rounds: number): Promise<{ note: string }> {
+  const sockets: Socket[] = [];
+  for (let i = 0; i < 10; i++) {
+    const s = await authedRawWs(relay);
+    s.pause();
+    sockets.push(s);
+  }
+  const burst = Buffer.concat(Array(500).fill(frame));
+  await Promise.all(
+    sockets.map(async (s) => {
+      for (let j = 0; j < rounds && !s.destroyed; j++) await write(s, burst);
+    }),
+  );
+  await sleep(holdMs);
+  const open = await relayConnections(relay);
+  for (const s of sockets) s.destroy();
+  return { note: `${open}/10 sockets still open (relay's count) after ${holdMs / 1000} s` };
+}
 
 /** A raw WebSocket client over TCP: handshake by hand, masked frames (zero mask), reads nothing after the handshake. */
 async function rawWs(relay: RelayChild): Promise<Socket> {
@@ -251,44 +263,12 @@ const ATTACKS: Record<string, (relay: RelayChild) => Promise<Outcome>> = {
   },
 
   async 'unread-pongs'(relay) {
-    const ping = (() => {
-      const p = Buffer.from(`{"type":"ping","ts":"${'x'.repeat(1000)}"}`);
-      return Buffer.concat([frameHeader(p.length), p]);
-    })();
-    const sockets: Socket[] = [];
-    for (let i = 0; i < 10; i++) {
-      const s = await authedRawWs(relay);
-      s.pause();
-      sockets.push(s);
-    }
-    await Promise.all(
-      sockets.map(async (s) => {
-        for (let j = 0; j < 20 && !s.destroyed; j++) await write(s, Buffer.concat(Array(500).fill(ping)));
-      }),
-    );
-    await sleep(holdMs);
-    const open = await relayConnections(relay);
-    for (const s of sockets) s.destroy();
-    return { note: `${open}/10 sockets still open (relay's count) after ${holdMs / 1000} s` };
+    const p = Buffer.from(`{"type":"ping","ts":"${'x'.repeat(1000)}"}`);
+    return floodUnread(relay, Buffer.concat([frameHeader(p.length), p]), 20);
   },
 
   async 'control-pings'(relay) {
-    const ping = Buffer.concat([frameHeader(125, 9), Buffer.alloc(125, 0x70)]);
-    const sockets: Socket[] = [];
-    for (let i = 0; i < 10; i++) {
-      const s = await authedRawWs(relay);
-      s.pause();
-      sockets.push(s);
-    }
-    await Promise.all(
-      sockets.map(async (s) => {
-        for (let j = 0; j < 40 && !s.destroyed; j++) await write(s, Buffer.concat(Array(500).fill(ping)));
-      }),
-    );
-    await sleep(holdMs);
-    const open = await relayConnections(relay);
-    for (const s of sockets) s.destroy();
-    return { note: `${open}/10 sockets still open (relay's count) after ${holdMs / 1000} s` };
+    return floodUnread(relay, Buffer.concat([frameHeader(125, 9), Buffer.alloc(125, 0x70)]), 40);
   },
 
   async 'body-gate'(relay) {

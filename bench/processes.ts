@@ -12,7 +12,11 @@ export interface Relay {
   wsUrl: string;
 }
 
-export async function startRelay(): Promise<Relay> {
+/**
+ * `mrp relay` on a free port with its limits off. `bin`: the `mrp.js` to run (another checkout's,
+ * to compare); `logLevel`: what it prints.
+ */
+export async function startRelay(options: { bin?: string; logLevel?: string } = {}): Promise<Relay> {
   const dir = tempDir('relay');
   const args = [
     'relay',
@@ -28,9 +32,9 @@ export async function startRelay(): Promise<Relay> {
     '0',
     '--json',
     '--log-level',
-    'warn',
+    options.logLevel ?? 'warn',
   ];
-  const child = startNode('mrp relay', [...nodeFlags, MRP, ...args]);
+  const child = startNode('mrp relay', [...nodeFlags, options.bin ?? MRP, ...args]);
   const { url } = await child.waitForJson((v) => typeof v['url'] === 'string', 15_000);
   return { child, url: String(url), wsUrl: `${String(url).replace(/^http/, 'ws')}/v1/ws` };
 }
