@@ -264,7 +264,14 @@ export class WebSocketSource extends BaseSource implements MessageSource {
   readonly #handOverGathered = (): void => {
     const batch = this.#gathered;
     this.#gathered = undefined;
-    if (batch) this.#push({ ...batch, taken: false });
+    if (!batch) return;
+    try {
+      this.#push({ ...batch, taken: false });
+    } catch (err) {
+      // A consumer that throws instead of rejecting: a warning (they stay unacked on the relay),
+      // never an exception out of this tick.
+      this.emit('warning', toMrpError(err));
+    }
   };
 
   #push(batch: Batch): void {

@@ -557,15 +557,7 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   /** Runs a statement, retrying while the database is unreachable; tracked for `durable()`. */
   #write<T>(query: () => Promise<T>, awaited = true): Promise<T> {
     if (this.#closed) return Promise.reject(new AbortError('the journal is closed'));
-    const p = this.#retrying(query);
-    this.#pending.add(p);
-    if (awaited) this.#awaited.add(p);
-    const untrack = (): void => {
-      this.#pending.delete(p);
-      this.#awaited.delete(p);
-    };
-    p.then(untrack, untrack);
-    return p;
+    return this.#track(this.#retrying(query), awaited);
   }
 
   /** A record nobody waits for: a failure that is not transient is reported, never thrown. */

@@ -107,6 +107,33 @@ describe('message sources', () => {
     assert.deepEqual(statuses, ['connecting', 'ready', 'draining', 'stopped']);
   });
 
+  it('WebSocket: a consumer that throws instead of rejecting is a warning; later pushes still arrive', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const agent = Keypair.generate();
+    const source = new WebSocketSource(new RelayClient({ relayUrl: relay.url, keypair: agent }));
+    t.after(() => source.close());
+    const consumer = new TestConsumer();
+    let throwNext = true;
+    const deliver = consumer.deliver.bind(consumer);
+    consumer.deliver = (batch: Batch): Promise<DeliveryReceipt> => {
+      if (throwNext) {
+        throwNext = false;
+        throw new Error('consumer broke');
+      }
+      return deliver(batch);
+    };
+    const ready = source.next('connected');
+    source.start(consumer);
+    await ready;
+    const warned = source.next('warning');
+    const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    await sender.send({ recipient_key: agent.publicKey, body: { n: 1 } });
+    const [warning] = await warned;
+    assert.match(warning.message, /consumer broke/);
+    const second = await sender.send({ recipient_key: agent.publicKey, body: { n: 2 } });
+    await consumer.until(() => consumer.ids(() => true).includes(second.message_id), 'the next push');
+  });
+
   it('poll: every batch is taken, and a poll’s take closes only after a hand-off succeeded', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0 });
     const agent = Keypair.generate();

@@ -123,15 +123,9 @@ function retryable(err: unknown): boolean {
   return code === '40P01' || code === '40001';
 }
 
-interface BlobRow {
-  blob_id: string;
-  owner_key: string;
-  hash: string;
-  size: number;
-  content_type: string;
-  created_at: number;
-  expires_at: number;
-}
+/** A `blobs` row as read: a `BlobRecord` whose BIGINT columns may arrive as strings. */
+type BlobRow = Omit<BlobRecord, 'size' | 'created_at' | 'expires_at'> &
+  Record<'size' | 'created_at' | 'expires_at', number | string>;
 
 function blobFromRow(row: BlobRow): BlobRecord {
   return {
