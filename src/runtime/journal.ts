@@ -23,6 +23,7 @@
  */
 import * as nodeFs from 'node:fs';
 import { join } from 'node:path';
+import { type Deferred, deferred } from '../core/async.js';
 import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
@@ -204,9 +205,11 @@ export class Journal extends TypedEmitter<JournalEvents> {
   #unwritten: Buffer | undefined;
   /** Written but not yet synced, for waiters who need the sync. */
   #unsynced = false;
-  #waiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
-  /** The promise `durable()` hands out until the next successful write (it is among `#waiters`). */
-  #barrier: Promise<void> | undefined;
+  /**
+   * Settled by the next successful write: handed to every durable record and `durable()` caller
+   * until then (one promise a write, not one a record).
+   */
+  #barrier: Deferred<void> | undefined;
   #durable = false;
   #scheduled = false;
   #retryTimer: Timer | undefined;
@@ -516,11 +519,11 @@ export class Journal extends TypedEmitter<JournalEvents> {
    */
   #nextWrite(): Promise<void> {
     if (!this.#barrier) {
-      this.#barrier = new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+      this.#barrier = deferred();
       // Whoever waits on it handles a rejection; one nobody waits on is not unhandled.
-      this.#barrier.catch(() => undefined);
+      this.#barrier.promise.catch(() => undefined);
     }
-    return this.#barrier;
+    return this.#barrier.promise;
   }
 
   /** Buffers one record's line (`JSON.stringify` of a `Line`, or the same text built by hand). */
@@ -575,7 +578,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
     // No file open (a reopen after compaction is being retried): keep everything for it.
     if (this.#fd < 0) return;
     const sync = this.#durable && this.#fsync;
-    const waiters = this.#waiters;
+    const barrier = this.#barrier;
     try {
       const bytes = this.#unwritten;
       if (bytes) {
@@ -596,11 +599,10 @@ export class Journal extends TypedEmitter<JournalEvents> {
       this.#fail(err);
       return;
     }
-    this.#waiters = [];
     this.#barrier = undefined;
     this.#durable = false;
     this.#healthy();
-    for (const w of waiters) w.resolve();
+    barrier?.resolve();
     // Rewrite once the file holds about twice what memory does (plus slack): bounded, amortised.
     if (this.#lines > Math.max(this.#compactAt, 10_000 + 2 * (this.#done.size + 3 * this.#live.size))) this.#rotate();
   }
@@ -719,8 +721,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
       }
     }
     this.#closed = true;
-    for (const w of this.#waiters.splice(0))
-      w.reject(new AbortError('the journal closed before this record could be written'));
+    this.#barrier?.reject(new AbortError('the journal closed before this record could be written'));
+    this.#barrier = undefined;
     try {
       this.#fs.closeSync(this.#fd);
     } catch {

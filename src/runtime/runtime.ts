@@ -118,7 +118,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
    */
   readonly #waiting = new Set<(reason: unknown) => void>();
   /** The abort states of running handlers (one list, not a listener per handler). */
-  readonly #controllers = new Set<HandlerRun>();
+  readonly #runs = new Set<HandlerRun>();
   /** Taking new work (false once stopping). */
   #accepting = true;
   #started = false;
@@ -472,7 +472,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
 
   async #invoke(message: Message, opened: OpenedMessage, redelivered: boolean): Promise<ReplyDraft | null | 'aborted'> {
     const run = new HandlerRun();
-    this.#controllers.add(run);
+    this.#runs.add(run);
     const timer = this.#clock.setTimeout(
       () => run.abort(new TimeoutError(`the handler did not finish within ${formatDuration(this.#timeoutMs)}`)),
       this.#timeoutMs,
@@ -503,7 +503,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     } finally {
       run.onAbort = undefined;
       timer.cancel();
-      this.#controllers.delete(run);
+      this.#runs.delete(run);
     }
   }
 
@@ -535,7 +535,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     const force = (): void => {
       if (this.#shutdown.signal.aborted) return;
       this.#shutdown.abort(new AbortError('the runner is shutting down'));
-      for (const c of this.#controllers) c.abort(this.#shutdown.signal.reason);
+      for (const c of this.#runs) c.abort(this.#shutdown.signal.reason);
       for (const reject of this.#waiting) reject(this.#shutdown.signal.reason);
       this.#waiting.clear();
     };
