@@ -121,8 +121,12 @@ export function memberSpans(text: string, paths: ReadonlyArray<ReadonlyArray<str
   let expectKey = false;
   const n = text.length;
 
+  // The last segment of every wanted path: most values are ruled out by their own key alone,
+  // without building their path.
+  const lastNames = new Set(paths.map((p) => p[p.length - 1]));
   const startValue = (i: number): void => {
     if (pendingStart !== -1 || depth === 0 || depth > maxLen || kinds[depth - 1] !== 0x7b) return;
+    if (!lastNames.has(keys[depth - 1])) return;
     const path = keys.slice(0, depth) as string[];
     if (wanted.has(path.join('\u0000'))) {
       pendingKey = path.join('.');

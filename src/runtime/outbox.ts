@@ -100,7 +100,8 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
   }
 
   async #deliver(request: EncodedSend, reply: ReplyKey | undefined): Promise<SendResponse> {
-    const backoff = new Backoff();
+    // Made on the first retry: most replies are accepted at once.
+    let backoff: Backoff | undefined;
     let unknown = reply?.checkFirst === true;
     for (let attempt = 1; ; attempt++) {
       this.#check();
@@ -113,7 +114,7 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
           if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
           if (err.code === 'thread_too_long') throw err;
           // Not known yet whether it was sent: look again later, never send blind.
-          const delayMs = backoff.next();
+          const delayMs = (backoff ??= new Backoff()).next();
           this.emit('retry', { request, error: err, delayMs, attempt });
           await this.#wait(delayMs);
           continue;
@@ -136,7 +137,7 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
           // The fence could not be taken (the journal is unreachable): not sent; try again later.
           const err = toMrpError(raw);
           if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
-          const delayMs = backoff.next();
+          const delayMs = (backoff ??= new Backoff()).next();
           this.emit('retry', { request, error: err, delayMs, attempt });
           await this.#wait(delayMs);
           continue;
@@ -159,7 +160,7 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
           delayMs = Math.max(1, err.retryAfter ?? 1) * 1000;
           this.#blockedUntil = Math.max(this.#blockedUntil, this.#clock.now() + delayMs);
         } else {
-          delayMs = backoff.next();
+          delayMs = (backoff ??= new Backoff()).next();
         }
         this.emit('retry', { request, error: err, delayMs, attempt });
         await this.#wait(delayMs);
