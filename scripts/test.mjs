@@ -26,9 +26,21 @@ if (files.length === 0) {
 }
 
 const concurrency = Math.max(2, availableParallelism());
+// A safety net, far above any test's own waits: a test that hangs fails after 5 minutes instead of
+// holding the whole run (and CI) until it is killed. A --test-timeout given here wins.
+const timeout = flags.some((f) => f.startsWith('--test-timeout')) ? [] : ['--test-timeout=300000'];
 const child = spawn(
   process.execPath,
-  ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...flags, ...files],
+  [
+    '--import',
+    'tsx',
+    '--test',
+    `--test-concurrency=${concurrency}`,
+    '--test-reporter=spec',
+    ...timeout,
+    ...flags,
+    ...files,
+  ],
   { cwd: root, stdio: 'inherit', env: { ...process.env, NO_COLOR: process.env.NO_COLOR ?? '' } },
 );
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

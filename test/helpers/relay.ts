@@ -180,6 +180,8 @@ export interface SignOptions {
   signTarget?: string;
   /** Sign this body instead of the one sent. */
   signBody?: string;
+  /** Give up (the test fails) after this long: a stuck relay fails one test, not the whole file. Default 60 s. */
+  timeoutMs?: number;
 }
 
 /** One signed request, built by hand from docs/protocol.md §2 (no SDK code involved). */
@@ -199,6 +201,7 @@ export async function signed(
     method,
     headers: { ...auth, ...(text ? { 'Content-Type': 'application/json' } : {}), ...options.headers },
     ...(text ? { body: text } : {}),
+    signal: AbortSignal.timeout(options.timeoutMs ?? 60_000),
   });
   const raw = await res.text();
   let parsed: unknown;
