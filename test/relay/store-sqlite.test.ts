@@ -1,11 +1,17 @@
 /**
  * The SQLite store on the store contract (test/relay/store.contract.ts): a fresh database in a
- * temporary directory per test.
+ * temporary directory per test; and the query plans of its inbox reads.
  */
+
+import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { inboxConditions, inboxSql } from '../../src/relay/store/sqlite-schema.js';
 import { SqliteStore } from '../../src/relay/store/sqlite-store.js';
+import type { InboxFilter } from '../../src/relay/store/store.js';
 import { storeContract } from './store.contract.js';
 
 storeContract('sqlite', async () => {
@@ -18,4 +24,40 @@ storeContract('sqlite', async () => {
       await rm(dir, { recursive: true, force: true });
     },
   };
+});
+
+describe('sqlite inbox queries', () => {
+  const filters: InboxFilter[] = [];
+  for (const status of ['sent', 'delivered'] as const)
+    for (const extra of [
+      {},
+      { sender_key: 'k' },
+      { in_reply_to: 'm' },
+      { thread_id: 't' },
+      { since: 1 },
+      { after: { t: 1, id: 'm' } },
+      { take: 'tk' },
+    ])
+      filters.push({ status, ...extra });
+
+  it("read only the recipient's own rows through its index, in page order (no relay-wide scan, no sort)", async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'mrp-store-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const store = new SqliteStore(dir);
+    await store.close();
+    const db = new Database(join(dir, 'mrp.db'));
+    t.after(() => db.close());
+    const plan = (f: InboxFilter): string => {
+      const params = [1, 1, ...inboxConditions(f).params, 1];
+      return (db.prepare(`EXPLAIN QUERY PLAN ${inboxSql(f)}`).all(...params) as Array<{ detail: string }>)
+        .map((r) => r.detail)
+        .join(' | ');
+    };
+    for (const f of filters) {
+      const p = plan(f);
+      const index = f.status === 'delivered' && f.take !== undefined ? 'messages_take' : 'messages_inbox';
+      assert.match(p, new RegExp(`^SEARCH messages USING INDEX ${index} \\(recipient_key=\\?`), JSON.stringify(f));
+      if (index === 'messages_inbox') assert.doesNotMatch(p, /TEMP B-TREE/, JSON.stringify(f));
+    }
+  });
 });

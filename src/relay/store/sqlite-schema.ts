@@ -366,6 +366,31 @@ export function agentParams(record: AgentRecord): unknown[] {
 export const ORDER_SQL = 'ORDER BY created_at, message_id';
 export const AFTER_SQL = '(created_at > ? OR (created_at = ? AND message_id > ?))';
 
+/**
+ * The SQLite inbox query (history pages and poll takes) for `filter`; its parameters are the
+ * recipient, the current time, `inboxConditions(filter).params`, then the row limit.
+ *
+ * The index is named, not left to the planner: without statistics SQLite walks
+ * `messages_expiry` for `status = 'sent'` — every unexpired pending message of every recipient,
+ * then a sort — so one poll cost as much as the whole relay's backlog. `messages_inbox` reads
+ * only this recipient's rows of that status, already in page order; a take id has its own index.
+ */
+export function inboxSql(filter: InboxFilter): string {
+  const { sql } = inboxConditions(filter);
+  const page = `${sql} ${ORDER_SQL} LIMIT ?`;
+  switch (filter.status) {
+    case 'sent':
+      return `SELECT * FROM messages INDEXED BY messages_inbox WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${page}`;
+    case 'delivered':
+      return filter.take !== undefined
+        ? `SELECT * FROM messages INDEXED BY messages_take WHERE recipient_key = ? AND status = 'delivered' AND ? IS NOT NULL${page}`
+        : `SELECT * FROM messages INDEXED BY messages_inbox WHERE recipient_key = ? AND status = 'delivered' AND ? IS NOT NULL${page}`;
+    case 'expired':
+      // Two statuses (a pending message past its expiry counts): the recipient's rows, sorted.
+      return `SELECT * FROM messages WHERE recipient_key = ? AND (status = 'expired' OR (status = 'sent' AND expires_at <= ?))${page}`;
+  }
+}
+
 /** SQL and parameters for the optional inbox filters. */
 export function inboxConditions(filter: InboxFilter): { sql: string; params: unknown[] } {
   const parts: string[] = [];

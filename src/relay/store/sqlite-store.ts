@@ -20,6 +20,7 @@ import {
   agentFromRow,
   agentParams,
   inboxConditions,
+  inboxSql,
   type MessageRow,
   MIGRATIONS,
   messageFromRow,
@@ -354,17 +355,8 @@ export class SqliteStore implements Store {
     now: number,
     maxBytes: number,
   ): Promise<MessagePageRecords> {
-    const { sql, params } = inboxConditions(filter);
-    const statusSql =
-      filter.status === 'expired'
-        ? "(status = 'expired' OR (status = 'sent' AND expires_at <= ?))"
-        : filter.status === 'sent'
-          ? "(status = 'sent' AND expires_at > ?)"
-          : "(status = 'delivered' AND ? IS NOT NULL)";
-    const stmt = this.#stmt(
-      `SELECT * FROM messages WHERE recipient_key = ? AND ${statusSql}${sql} ${ORDER_SQL} LIMIT ?`,
-    );
-    return this.#page(stmt, [recipient, now, ...params], limit, maxBytes);
+    const { params } = inboxConditions(filter);
+    return this.#page(this.#stmt(inboxSql(filter)), [recipient, now, ...params], limit, maxBytes);
   }
 
   async pending(

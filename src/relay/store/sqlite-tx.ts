@@ -9,7 +9,7 @@ import type Database from 'better-sqlite3';
 import type { AclEntryType } from '../../protocol/types.js';
 import { newDeliveryId } from '../../protocol/webhook.js';
 import { inboxRefusal } from '../policy.js';
-import { inboxConditions, type MessageRow, ORDER_SQL, rowsToRead, TakeReader, tryMessage } from './sqlite-schema.js';
+import { inboxConditions, inboxSql, type MessageRow, rowsToRead, TakeReader, tryMessage } from './sqlite-schema.js';
 import type {
   AgentRecord,
   ClaimOptions,
@@ -134,12 +134,15 @@ export function takeTransaction(
       serve: (record: MessageRecord) => ServeVerdict,
     ): TakeResult => {
       const take = new TakeReader(limit, now, serve);
-      const { sql, params } = inboxConditions(filter);
+      const { params } = inboxConditions(filter);
       // Rows are read one at a time (a page of large bodies never sits in memory whole) and marked
       // after the read, in the same transaction: the connection cannot write while it iterates.
-      const rows = stmt(
-        `SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${sql} ${ORDER_SQL} LIMIT ?`,
-      ).iterate(recipient, now, ...params, rowsToRead(limit)) as IterableIterator<MessageRow>;
+      const rows = stmt(inboxSql({ ...filter, status: 'sent' })).iterate(
+        recipient,
+        now,
+        ...params,
+        rowsToRead(limit),
+      ) as IterableIterator<MessageRow>;
       for (const row of rows) if (!take.add(row)) break;
       for (const m of take.messages) markOne.run(now, filter.take ?? null, m.seq);
       return take.result;
