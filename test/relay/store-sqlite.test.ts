@@ -28,7 +28,7 @@ storeContract('sqlite', async () => {
 
 describe('sqlite inbox queries', () => {
   const filters: InboxFilter[] = [];
-  for (const status of ['sent', 'delivered'] as const)
+  for (const status of ['sent', 'delivered', 'expired'] as const)
     for (const extra of [
       {},
       { sender_key: 'k' },
@@ -40,7 +40,7 @@ describe('sqlite inbox queries', () => {
     ])
       filters.push({ status, ...extra });
 
-  it("read only the recipient's own rows through its index, in page order (no relay-wide scan, no sort)", async (t) => {
+  it("read only the recipient's own rows of the statuses asked for, through its index (no relay-wide scan)", async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'mrp-store-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
     const store = new SqliteStore(dir);
@@ -57,7 +57,9 @@ describe('sqlite inbox queries', () => {
       const p = plan(f);
       const index = f.status === 'delivered' && f.take !== undefined ? 'messages_take' : 'messages_inbox';
       assert.match(p, new RegExp(`^SEARCH messages USING INDEX ${index} \\(recipient_key=\\?`), JSON.stringify(f));
-      if (index === 'messages_inbox') assert.doesNotMatch(p, /TEMP B-TREE/, JSON.stringify(f));
+      // `expired` is two status ranges, merged by a sort.
+      if (index === 'messages_inbox' && f.status !== 'expired')
+        assert.doesNotMatch(p, /TEMP B-TREE/, JSON.stringify(f));
     }
   });
 });

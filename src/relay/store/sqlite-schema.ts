@@ -386,8 +386,9 @@ export function inboxSql(filter: InboxFilter): string {
         ? `SELECT * FROM messages INDEXED BY messages_take WHERE recipient_key = ? AND status = 'delivered' AND ? IS NOT NULL${page}`
         : `SELECT * FROM messages INDEXED BY messages_inbox WHERE recipient_key = ? AND status = 'delivered' AND ? IS NOT NULL${page}`;
     case 'expired':
-      // Two statuses (a pending message past its expiry counts): the recipient's rows, sorted.
-      return `SELECT * FROM messages WHERE recipient_key = ? AND (status = 'expired' OR (status = 'sent' AND expires_at <= ?))${page}`;
+      // Two statuses (a pending message past its expiry counts): both ranges of the recipient's
+      // entries, merged by a sort — never its delivered history.
+      return `SELECT * FROM messages INDEXED BY messages_inbox WHERE recipient_key = ? AND status IN ('expired', 'sent') AND (status = 'expired' OR expires_at <= ?)${page}`;
   }
 }
 
