@@ -162,6 +162,7 @@ export class Batcher {
         message_id: record.message_id,
         created_at: record.created_at,
         seq: record.seq,
+        ...(result.webhooks ? { webhook: result.webhooks.has(record.message_id) } : {}),
       });
     }
     for (const d of result.delivered)

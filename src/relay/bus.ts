@@ -21,7 +21,15 @@ export type DeliveredVia = 'ack' | 'poll' | 'webhook';
 
 export type BusEvent =
   /** A message was committed for `recipient` (`seq`: its store order, see `Store`). Also the long-poll wake-up. */
-  | { type: 'message.stored'; recipient: string; message_id: string; created_at: number; seq: number }
+  | {
+      type: 'message.stored';
+      recipient: string;
+      message_id: string;
+      created_at: number;
+      seq: number;
+      /** False: its commit made no webhook delivery for it. Absent: not known (e.g. from another process). */
+      webhook?: boolean;
+    }
   /** A message left `sent` for `delivered`. */
   | { type: 'message.delivered'; recipient: string; message_id: string; via: DeliveredVia }
   /** An agent was created or its profile or status changed. */

@@ -88,7 +88,10 @@ export class WebhookWorker {
 
   /** Subscribes to new messages and looks for due deliveries (left over from before a restart, too). */
   start(): void {
-    this.#unsubscribe ??= this.#deps.bus.subscribe('message.stored', () => this.#soon());
+    // A message its commit gave no delivery (no enabled webhook) has nothing for the worker.
+    this.#unsubscribe ??= this.#deps.bus.subscribe('message.stored', (e) => {
+      if (e.webhook !== false) this.#soon();
+    });
     void this.wake();
   }
 

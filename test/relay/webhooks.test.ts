@@ -162,6 +162,36 @@ describe('§3.8 webhook deliveries', () => {
     assert.equal(expectOk(await api.get(b, '/v1/messages')).messages.length, 0, 'delivered: not handed out again');
   });
 
+  it('only a message its commit gave a delivery wakes the worker: traffic to agents without a webhook claims nothing', async (t) => {
+    const hook = await receiver(t);
+    const dir = await mkdtemp(join(tmpdir(), 'mrp-hooks-'));
+    let claims = 0;
+    class CountingStore extends SqliteStore {
+      override claimDeliveries(...args: Parameters<SqliteStore['claimDeliveries']>) {
+        claims++;
+        return super.claimDeliveries(...args);
+      }
+    }
+    const store = new CountingStore(dir);
+    t.after(async () => {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    });
+    const { api } = await relayWithLog(t, { store });
+    const [a, plain, hooked] = [newAgent(), newAgent(), newAgent()];
+    expectOk(await api.put(hooked, `/v1/agents/${hooked.publicKey}/webhook`, { url: hook.url, secret: SECRET }));
+    const before = claims;
+    // Each send is answered after its commit, whose wake-up (if any) runs in the next turn: by the
+    // next answer it has happened.
+    for (let i = 0; i < 5; i++)
+      expectOk(await api.post(a, '/v1/messages', { recipient_key: plain.publicKey, body: { i } }), 201);
+    expectOk(await api.get(plain, '/v1/messages?wait=0'));
+    assert.equal(claims, before, 'no claim for messages to an agent without a webhook');
+    expectOk(await api.post(a, '/v1/messages', { recipient_key: hooked.publicKey, body: { n: 1 } }), 201);
+    await hook.next();
+    assert.ok(claims > before, 'a message with a delivery wakes the worker');
+  });
+
   it(`${DISABLE_AFTER_FAILURES} consecutive failures disable the webhook; nothing more is sent; messages stay pollable; re-PUT re-enables`, async (t) => {
     const hook = await receiver(t, () => 503);
     const dir = await mkdtemp(join(tmpdir(), 'mrp-hooks-'));

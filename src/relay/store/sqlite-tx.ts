@@ -56,6 +56,7 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
   return db.transaction((batch: WriteBatch, now: number): CommitResult => {
     const refused = new Map<string, CommitRefusal>();
     const hooks = new Map<string, boolean>();
+    const webhooks = new Set<string>();
     // The policy is read once per recipient (and ACL pair) per batch: nothing else writes in between.
     const recipients = new Map<string, Pick<AgentRecord, 'public_key' | 'status' | 'inbox_policy'> | undefined>();
     const pairs = new Map<string, AclEntryType | undefined>();
@@ -97,7 +98,10 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
       m.seq = Number(info.lastInsertRowid);
       let hook = hooks.get(m.recipient_key);
       if (hook === undefined) hooks.set(m.recipient_key, (hook = hookOf.get(m.recipient_key) === 1));
-      if (hook) addDelivery.run(newDeliveryId(), m.message_id, m.recipient_key, now);
+      if (hook) {
+        addDelivery.run(newDeliveryId(), m.message_id, m.recipient_key, now);
+        webhooks.add(m.message_id);
+      }
       for (const a of m.attachments) {
         addRef.run(a.blob_id, m.message_id, m.sender_key, m.recipient_key, m.expires_at);
         extend.run(m.expires_at, a.blob_id);
@@ -107,7 +111,7 @@ export function commitTransaction(db: Database.Database): (batch: WriteBatch, no
     for (const d of batch.delivered)
       if (deliver.run(now, d.message_id, d.recipient_key, now).changes > 0) delivered.push(d);
     for (const [key, at] of batch.active) touch.run(at, key, at);
-    return { refused, delivered };
+    return { refused, delivered, webhooks };
   });
 }
 

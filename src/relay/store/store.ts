@@ -130,6 +130,11 @@ export interface CommitResult {
   refused: Map<string, CommitRefusal>;
   /** Acknowledgements that moved a message from `sent` to `delivered`. */
   delivered: Array<{ message_id: string; recipient_key: string }>;
+  /**
+   * The stored messages given a webhook delivery, when the store says (SQLite does): only those
+   * wake the webhook worker. Absent: not known, and every stored message wakes it.
+   */
+  webhooks?: ReadonlySet<string>;
 }
 
 /** Metadata of one blob (docs/protocol.md §3.7); the bytes live in a `BlobStore`. */
