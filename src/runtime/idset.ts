@@ -34,6 +34,8 @@ export function parseHashHex(text: string): [number, number] | undefined {
 
 const MINUTE = 60_000;
 const MIN_CAPACITY = 1024;
+/** Bytes of one packed entry (`pack`): the hash's two halves and the expiry minute, uint32 LE each. */
+export const PACKED_ENTRY_BYTES = 12;
 
 export class ExpiringIdSet {
   #hi = new Uint32Array(MIN_CAPACITY);
@@ -73,12 +75,62 @@ export class ExpiringIdSet {
   }
 
   addHash([hi, lo]: [number, number], untilMs: number, now: number): void {
+    this.#put(hi, lo, Math.ceil(untilMs / MINUTE), now);
+  }
+
+  #put(hi: number, lo: number, untilMinutes: number, now: number): void {
     if ((this.#occupied + 1) * 2 > this.#until.length) this.#rebuild(now);
     const i = this.#slot(hi, lo);
     if (this.#until[i] === 0) this.#occupied++;
     this.#hi[i] = hi;
     this.#lo[i] = lo;
-    this.#until[i] = Math.max(this.#until[i]!, Math.ceil(untilMs / MINUTE));
+    this.#until[i] = Math.max(this.#until[i]!, untilMinutes);
+  }
+
+  /** Makes room for `count` more entries at once (instead of one doubling after another). */
+  reserve(count: number, now: number): void {
+    if ((this.#occupied + count) * 2 > this.#until.length) this.#rebuild(now, count);
+  }
+
+  /**
+   * The live entries, `PACKED_ENTRY_BYTES` each, in buffers of at most `perChunk` entries: how
+   * the journal's compaction writes millions of them (a copy, not a string per id).
+   */
+  pack(now: number, perChunk: number): Buffer[] {
+    const chunks: Buffer[] = [];
+    const next = (): [Buffer, DataView] => {
+      const b = Buffer.allocUnsafe(perChunk * PACKED_ENTRY_BYTES);
+      return [b, new DataView(b.buffer, b.byteOffset, b.byteLength)];
+    };
+    let [chunk, view] = next();
+    let n = 0;
+    for (let i = 0; i < this.#until.length; i++) {
+      const until = this.#until[i]!;
+      if (until * MINUTE <= now) continue;
+      const at = n * PACKED_ENTRY_BYTES;
+      view.setUint32(at, this.#hi[i]!, true);
+      view.setUint32(at + 4, this.#lo[i]!, true);
+      view.setUint32(at + 8, until, true);
+      if (++n === perChunk) {
+        chunks.push(chunk);
+        [chunk, view] = next();
+        n = 0;
+      }
+    }
+    if (n > 0) chunks.push(chunk.subarray(0, n * PACKED_ENTRY_BYTES));
+    return chunks;
+  }
+
+  /** Adds the unexpired entries of what `pack` wrote; false (nothing added) when `bytes` is not whole entries. */
+  addPacked(bytes: Uint8Array, now: number): boolean {
+    if (bytes.length % PACKED_ENTRY_BYTES !== 0) return false;
+    this.reserve(bytes.length / PACKED_ENTRY_BYTES, now);
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    for (let at = 0; at < bytes.length; at += PACKED_ENTRY_BYTES) {
+      const until = view.getUint32(at + 8, true);
+      if (until * MINUTE > now) this.#put(view.getUint32(at, true), view.getUint32(at + 4, true), until, now);
+    }
+    return true;
   }
 
   /** Live entries as [hash, expiry ms]. */
@@ -99,22 +151,27 @@ export class ExpiringIdSet {
 
   /** Drops expired entries (and the oldest, past the cap); resizes to fit what is left. */
   sweep(now: number): void {
+    let live = 0;
+    this.forEach(now, () => void live++);
+    // Nothing expired and under the cap: nothing to rebuild (compaction sweeps millions of ids).
+    if (live === this.#occupied && live <= this.#max) return;
     this.#rebuild(now);
   }
 
-  #rebuild(now: number): void {
+  /** `room`: entries about to be added, made room for now. */
+  #rebuild(now: number, room = 0): void {
     let count = 0;
     this.forEach(now, () => void count++);
     if (count <= this.#max) {
       // Everything stays: re-insert straight from the old arrays.
       const [hi, lo, until] = [this.#hi, this.#lo, this.#until];
-      this.#allocate(count);
+      this.#allocate(count + room);
       for (let j = 0; j < until.length; j++) if (until[j]! * MINUTE > now) this.#insert(hi[j]!, lo[j]!, until[j]!);
       return;
     }
     let live = [...this.entries(now)];
     if (live.length > this.#max) live = live.sort((a, b) => b[1] - a[1]).slice(0, this.#max);
-    this.#allocate(live.length);
+    this.#allocate(live.length + room);
     for (const [h, until] of live) this.#insert(h[0], h[1], Math.ceil(until / MINUTE));
   }
 

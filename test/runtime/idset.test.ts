@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ExpiringIdSet, hash64, hashHex, parseHashHex } from '../../src/runtime/idset.js';
+import { ExpiringIdSet, hash64, hashHex, PACKED_ENTRY_BYTES, parseHashHex } from '../../src/runtime/idset.js';
 
 describe('ExpiringIdSet', () => {
   it('remembers ids until they expire, across growth', () => {
@@ -28,6 +28,30 @@ describe('ExpiringIdSet', () => {
     assert.equal(set.size, 1000);
     assert.equal(set.has('id2999', now), true);
     assert.equal(set.has('id0', now), false);
+  });
+
+  it('packs its live entries into chunks and reads them back, expiries to the minute, expired ones left out', () => {
+    const now = Date.UTC(2026, 0, 1);
+    const set = new ExpiringIdSet();
+    for (let i = 0; i < 10_000; i++) set.add(`m${i}`, now + (i % 3 === 0 ? 30_000 : (i + 1) * 60_000), now);
+    const later = now + 60_000;
+    const chunks = set.pack(later, 1000);
+    const live = [...set.entries(later)].length;
+    assert.equal(
+      chunks.reduce((n, c) => n + c.length, 0),
+      live * PACKED_ENTRY_BYTES,
+    );
+    assert.ok(chunks.every((c) => c.length <= 1000 * PACKED_ENTRY_BYTES));
+    const copy = new ExpiringIdSet();
+    for (const c of chunks) assert.equal(copy.addPacked(Buffer.from(c.toString('base64'), 'base64'), later), true);
+    assert.equal(copy.size, live);
+    assert.deepEqual(new Map(copy.entries(later)), new Map(set.entries(later)));
+    assert.equal(copy.has('m0', later), false, 'expired before the pack');
+    assert.equal(copy.has('m1', later), true);
+    assert.equal(copy.has('m9998', now + 9_999 * 60_000 - 1), true);
+    assert.equal(copy.has('m9998', now + 9_999 * 60_000), false, 'its expiry minute kept');
+    assert.equal(copy.addPacked(Buffer.alloc(PACKED_ENTRY_BYTES + 1), later), false, 'not whole entries');
+    assert.equal(copy.size, live);
   });
 
   it('hashes round-trip through hex and spread well', () => {

@@ -6,6 +6,7 @@ import { ManualClock } from '../../src/core/clock.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { normalizeMessage } from '../../src/protocol/frames.js';
 import type { Message } from '../../src/protocol/types.js';
+import { hash64, hashHex } from '../../src/runtime/idset.js';
 import { Journal } from '../../src/runtime/journal.js';
 import { tempDir } from '../helpers/cli.js';
 
@@ -154,6 +155,35 @@ describe('journal', () => {
     assert.equal((await readFile(join(dir, 'journal.jsonl'), 'utf8')).trim(), '');
   });
 
+  it('keeps done ids packed (~16 bytes each) and still reads the one-line-per-id form of older files', async (t) => {
+    const dir = await tempDir(t);
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const until = clock.now() + 7 * DAY;
+    // An older compaction wrote one line per done id (its hash in hex).
+    const old = Array.from(
+      { length: 50_000 },
+      (_, i) => `{"k":"done","h":"${hashHex(hash64(`old${i}`))}","until":${until}}`,
+    ).join('\n');
+    await writeFile(join(dir, 'journal.jsonl'), `${old}\n`);
+    const j = Journal.open(dir, { clock });
+    assert.equal(j.doneCount, 50_000);
+    assert.equal(j.isDone('old0'), true);
+    assert.equal(j.isDone('old49999'), true);
+    assert.equal(j.isDone('new0'), false);
+    j.close();
+    // Opening compacted it into packed lines.
+    const text = await readFile(join(dir, 'journal.jsonl'), 'utf8');
+    const lines = text.trim().split('\n');
+    assert.ok(lines.every((l) => JSON.parse(l).k === 'dones'));
+    assert.ok(text.length < 50_000 * 17, `${text.length} bytes for 50,000 done ids`);
+    const again = Journal.open(dir, { clock });
+    t.after(() => again.close());
+    assert.equal(again.doneCount, 50_000);
+    assert.equal(again.isDone('old12345'), true);
+    clock.advance(7 * DAY);
+    assert.equal(again.isDone('old12345'), false, 'expired');
+  });
+
   it('stays bounded: the file is rewritten as it grows', async (t) => {
     const dir = await tempDir(t);
     const j = Journal.open(dir, {});
@@ -170,6 +200,24 @@ describe('journal', () => {
     assert.equal(j.unfinishedCount, 0);
     const lines = (await readFile(join(dir, 'journal.jsonl'), 'utf8')).trim().split('\n').length;
     assert.ok(lines < 30_000 * 3, `compacted (${lines} lines for 90 000 records)`);
+  });
+
+  it('is compacted by size: large messages do not let it grow past about twice what memory holds', async (t) => {
+    const dir = await tempDir(t);
+    const j = Journal.open(dir, {});
+    t.after(() => j.close());
+    const big = 'x'.repeat(100_000);
+    let peak = 0;
+    for (let i = 0; i < 300; i++) {
+      const m = normalizeMessage({ ...message(`big${i}`, Date.now() + DAY), body: { big } });
+      await j.received(m);
+      j.done(m.message_id);
+      j.flush();
+      peak = Math.max(peak, (await stat(join(dir, 'journal.jsonl'))).size);
+    }
+    // 30 MB went through; nothing is live, so the file is rewritten every 8 MiB or so.
+    assert.ok(peak < 12 * 1024 * 1024, `peak ${peak} bytes`);
+    assert.equal(j.doneCount, 300);
   });
 
   it('one runner per identity: a live lock is refused, a stale one taken over', async (t) => {
