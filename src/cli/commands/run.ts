@@ -14,6 +14,7 @@ import { projectManifest } from '../manifest.js';
 import { durationOption, intOption, sharedJournalUrl } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { shutdownSignals } from '../signals.js';
+import { capYoungGeneration } from '../young-generation.js';
 
 export interface RunOptions {
   handler?: string;
@@ -90,21 +91,25 @@ function isLoopback(host: string): boolean {
 
 /**
  * How V8 sizes a runner's heap. A runner lives long and its live data is small, so the heap is
- * kept near it: the young generation stays at its first size (it would otherwise grow to 2 × 16
- * MiB under load, all of it resident) and the old generation grows by 15% at a time. Measured with
- * `bench/quick.ts ws` (100,000 echo messages, 1,000 in flight): ~82 µs of runner CPU per message
- * and ~90 MB RSS at the end, against ~185 µs and ~96 MB with `--optimize-for-size` (used before:
- * its frequent memory-reducing full collections cost twice the CPU of everything else) and ~62 µs
- * and ~120–150 MB with V8's defaults. Only flags V8 reads while running take effect here (the
+ * kept near it: the old generation grows by 15% at a time, and the young generation may grow
+ * under load to 2 × 8 MiB, then no further (`young-generation.ts`; V8 alone would go to 2 × 16
+ * MiB, all of it resident; held at its first 2 × 1 MiB, the messages waiting their turn outlive
+ * it and are copied at every scavenge). Measured with `bench/quick.ts ws` (100,000 echo messages,
+ * 1,000 in flight), runner CPU per message and RSS at the end: ~79 µs and ~100 MB; held at 1 MiB
+ * ~95 µs and ~89 MB (the previous setting); `--optimize-for-size` (before that) ~185 µs and ~96 MB;
+ * V8's defaults ~62 µs and ~120–150 MB. Only flags V8 reads while running take effect here (the
  * semi-space *size* flags are read once, at start-up).
  */
-export const RUNNER_V8_FLAGS = '--semi-space-growth-factor=1 --heap-growing-percent=15';
-// `MRP_RUNNER_V8_FLAGS` replaces them (empty: V8's defaults, ~20% less CPU per message under
-// load for ~30–50 MB more RSS); README, "Performance".
+export const RUNNER_V8_FLAGS = '--heap-growing-percent=15';
+/** The new space (both semi-spaces) at which the young generation stops growing. */
+export const RUNNER_YOUNG_GENERATION_BYTES = 16 * 1024 * 1024;
+// `MRP_RUNNER_V8_FLAGS` replaces both (empty: V8's defaults); README, "Performance".
 
 /** `mrp run`: keeps a handler online until SIGINT/SIGTERM. */
 export async function runRun(ctx: CliContext, options: RunOptions): Promise<void> {
-  setFlagsFromString(process.env['MRP_RUNNER_V8_FLAGS'] ?? RUNNER_V8_FLAGS);
+  const v8Flags = process.env['MRP_RUNNER_V8_FLAGS'];
+  setFlagsFromString(v8Flags ?? RUNNER_V8_FLAGS);
+  if (v8Flags === undefined) capYoungGeneration(RUNNER_YOUNG_GENERATION_BYTES);
   if (!options.handler) {
     throw new UsageError('--handler <path> is required (e.g. --handler ./handler.ts)', {
       code: 'missing_argument',
