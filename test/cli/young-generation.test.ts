@@ -15,7 +15,7 @@ function newSpaceAfterLoad(capBytes: number | undefined): number {
   const script = `
     import { getHeapSpaceStatistics } from 'node:v8';
     const { capYoungGeneration } = await import(${JSON.stringify(MODULE)});
-    ${capBytes === undefined ? '' : `capYoungGeneration(${capBytes}, 5);`}
+    ${capBytes === undefined ? '' : `capYoungGeneration(${capBytes});`}
     // Objects that live a while (a ring of 200,000), as messages waiting their turn do.
     const ring = new Array(200_000);
     for (let round = 0; round < 60; round++) {
