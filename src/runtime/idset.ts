@@ -89,7 +89,9 @@ export class ExpiringIdSet {
 
   /** Makes room for `count` more entries at once (instead of one doubling after another). */
   reserve(count: number, now: number): void {
-    if ((this.#occupied + count) * 2 > this.#until.length) this.#rebuild(now, count);
+    // Never room for more than the cap keeps (what a file says it holds is only a claim).
+    const room = Math.min(count, this.#max);
+    if ((this.#occupied + room) * 2 > this.#until.length) this.#rebuild(now, room);
   }
 
   /**
@@ -153,8 +155,10 @@ export class ExpiringIdSet {
   sweep(now: number): void {
     let live = 0;
     this.forEach(now, () => void live++);
-    // Nothing expired and under the cap: nothing to rebuild (compaction sweeps millions of ids).
-    if (live === this.#occupied && live <= this.#max) return;
+    // Nothing expired, under the cap and not oversized (a reserve that was not used): nothing to
+    // rebuild — compaction sweeps millions of ids.
+    const oversized = this.#until.length > MIN_CAPACITY && live * 6 < this.#until.length;
+    if (live === this.#occupied && live <= this.#max && !oversized) return;
     this.#rebuild(now);
   }
 

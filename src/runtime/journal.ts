@@ -321,8 +321,12 @@ export class Journal extends TypedEmitter<JournalEvents> {
       } catch {
         continue;
       }
+      // A damaged line (not a record, or a record without its id) is skipped like a torn one.
+      if (!line || typeof line !== 'object') continue;
+      if ('id' in line && line.id !== undefined && typeof line.id !== 'string') continue;
       switch (line.k) {
         case 'recv':
+          if (typeof line.id !== 'string' || !line.m || typeof line.m !== 'object') break;
           if (!this.#done.has(line.id, now))
             this.#live.set(line.id, { id: line.id, message: line.m, state: 'received', expiresAt: line.exp });
           break;

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { growthSteer } from '../../src/cli/young-generation.js';
 
 const MODULE = fileURLToPath(new URL('../../src/cli/young-generation.ts', import.meta.url));
 
@@ -34,6 +35,24 @@ function newSpaceAfterLoad(capBytes: number | undefined): number {
 }
 
 describe('young generation cap', () => {
+  it('steers by size: growth on below the cap, off at it, on again once V8 shrank it (only on changes)', () => {
+    const MiB = 1024 * 1024;
+    const sizes = [2, 4, 8, 16, 16, 32, 2, 2, 4, 16].map((n) => n * MiB);
+    const flags: string[] = [];
+    const steer = growthSteer(
+      16 * MiB,
+      () => sizes.shift()!,
+      (f) => flags.push(f),
+    );
+    for (let i = 0; i < 10; i++) steer();
+    assert.deepEqual(flags, [
+      '--semi-space-growth-factor=2',
+      '--semi-space-growth-factor=1',
+      '--semi-space-growth-factor=2',
+      '--semi-space-growth-factor=1',
+    ]);
+  });
+
   it('grows under load to the cap, then stops (V8 alone goes on to its own maximum)', () => {
     const MiB = 1024 * 1024;
     const capped = newSpaceAfterLoad(4 * MiB);

@@ -54,6 +54,13 @@ describe('ExpiringIdSet', () => {
     assert.equal(copy.size, live);
   });
 
+  it('reserves no more room than its cap keeps', () => {
+    const before = process.memoryUsage().arrayBuffers;
+    const set = new ExpiringIdSet(10);
+    set.reserve(1_000_000, Date.now());
+    assert.ok(process.memoryUsage().arrayBuffers - before < 1_000_000, 'a few KB, not ~36 MB');
+  });
+
   it('hashes round-trip through hex and spread well', () => {
     const h = hash64('msg_1772712000_0a1b2c3d4e5f');
     assert.deepEqual(parseHashHex(hashHex(h)), h);

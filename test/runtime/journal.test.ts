@@ -109,6 +109,34 @@ describe('journal', () => {
     });
   });
 
+  it('skips damaged lines (not a record, or a record without a usable id) and replays the rest', async (t) => {
+    const dir = await tempDir(t);
+    const j = Journal.open(dir, {});
+    await j.received(message('a', Date.now() + DAY));
+    await j.received(message('b', Date.now() + DAY));
+    j.done('b');
+    j.flush();
+    j.close();
+    const damaged = [
+      'null',
+      '42',
+      '"text"',
+      '[]',
+      '{"k":"recv"}',
+      '{"k":"recv","id":5,"m":{}}',
+      '{"k":"recv","id":"x"}',
+    ];
+    damaged.push('{"k":"done","id":{}}', '{"k":"started","id":[1]}', '{"k":"dones","b":7}', '{"k":"dones","b":"!!!"}');
+    await appendFile(join(dir, 'journal.jsonl'), `${damaged.join('\n')}\n`);
+    const again = Journal.open(dir, {});
+    t.after(() => again.close());
+    assert.deepEqual(
+      again.takeRecovered().map((e) => e.id),
+      ['a'],
+    );
+    assert.equal(again.isDone('b'), true);
+  });
+
   it('ignores a torn last line (crash mid-write)', async (t) => {
     const dir = await tempDir(t);
     const j = Journal.open(dir, {});

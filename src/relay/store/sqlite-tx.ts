@@ -138,10 +138,11 @@ export function takeTransaction(
       serve: (record: MessageRecord) => ServeVerdict,
     ): TakeResult => {
       const take = new TakeReader(limit, now, serve);
-      const { params } = inboxConditions(filter);
+      const pending: InboxFilter = { ...filter, status: 'sent' };
+      const { params } = inboxConditions(pending);
       // Rows are read one at a time (a page of large bodies never sits in memory whole) and marked
       // after the read, in the same transaction: the connection cannot write while it iterates.
-      const rows = stmt(inboxSql({ ...filter, status: 'sent' })).iterate(
+      const rows = stmt(inboxSql(pending)).iterate(
         recipient,
         now,
         ...params,
