@@ -27,7 +27,7 @@ import { Logger } from './log.js';
 import { Messenger } from './messenger.js';
 import { relayMetrics } from './metrics.js';
 import { type RelayOptions, resolveOptions } from './options.js';
-import { createPipeline } from './pipeline.js';
+import { createPipeline, type RequestAbort } from './pipeline.js';
 import { MemoryReplayCache } from './replay-cache.js';
 import { writeJson } from './reply.js';
 import { Router } from './router.js';
@@ -180,7 +180,7 @@ export function createRelay(options: RelayOptions): Relay {
   );
 
   /** Aborts the handlers of in-flight requests (long polls, streams) at shutdown. */
-  const inFlightAborts = new Set<AbortController>();
+  const inFlightAborts = new Set<RequestAbort>();
   let closing = false;
   let inFlight = 0;
   let idle: (() => void) | undefined;
