@@ -13,6 +13,7 @@ import WebSocket from 'ws';
 import { deferred } from '../core/async.js';
 import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
+import { type Corkable, TurnCork } from '../core/cork.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { MrpError, NetworkError, OutcomeUnknownError, type RelayError } from '../core/errors.js';
 import { CLOSE_CODES, TIMING } from '../protocol/constants.js';
@@ -330,36 +331,18 @@ export class Session extends TypedEmitter<SessionEvents> {
   #sendText(text: string): boolean {
     const ws = this.#ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-    this.#cork(ws);
+    // `ws` exposes its socket only as `_socket`; without it (another implementation) frames go one by one.
+    this.#cork.hold((ws as unknown as { _socket?: Corkable })._socket, text.length);
     ws.send(text);
     if (this.#o.trace) this.#o.trace(frameTrace('out', /^\{"type":"(\w+)"/.exec(text)?.[1] ?? 'unknown', text));
     return true;
   }
 
-  /** The socket corked until the end of this event-loop turn, if any. */
-  #corked: { uncork(): void } | undefined;
-  readonly #uncork = (): void => {
-    const socket = this.#corked;
-    this.#corked = undefined;
-    socket?.uncork();
-  };
-
   /**
    * Frames sent while one batch of callbacks runs (the replies and acks of every message that
-   * finished on one read from the relay) leave in one write: the socket is corked at the first
-   * and uncorked once the microtasks have run (process.nextTick), before any timer can fire — so
-   * a frame never waits in this process while its send times out. One `writev` instead of a
-   * syscall per frame. `ws` exposes its socket only as `_socket`; without it (another WebSocket
-   * implementation) frames go one by one.
+   * finished on one read from the relay) leave in one write instead of a syscall each.
    */
-  #cork(ws: WebSocket): void {
-    if (this.#corked) return;
-    const socket = (ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
-    if (!socket || typeof socket.cork !== 'function') return;
-    socket.cork();
-    this.#corked = socket;
-    process.nextTick(this.#uncork);
-  }
+  readonly #cork = new TurnCork();
 
   #connect(): void {
     this.#setStatus(this.#everReady ? 'reconnecting' : 'connecting');

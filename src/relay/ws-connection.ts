@@ -9,10 +9,10 @@
  * `unsent` in all, `controlUnsent` for what is not a pushed message (pongs, results, errors),
  * and the relay-wide total through `Outbound` (the hub's outbound budget).
  *
- * Frames written during one turn leave together: the first one corks the raw socket and a
- * `process.nextTick` uncorks it, so the turn's frames (a commit's thousand `send_result`s and
- * pushes) cost one `writev` instead of one each. At most CORK_MAX_BYTES wait corked (past that
- * the socket is uncorked at once): corked bytes count in `buffered` like refused ones, and a burst
+ * Frames written during one turn leave together (`TurnCork`, core/cork.ts: the first one corks
+ * the raw socket, a `process.nextTick` uncorks it), so the turn's frames (a commit's thousand
+ * `send_result`s and pushes) cost one `writev` instead of one each. At most CORK_MAX_BYTES wait
+ * corked (past that the socket is uncorked at once): corked bytes count in `buffered` like refused ones, and a burst
  * of answers a reader takes at once still stays far below the hub's MAX_CONTROL_UNSENT. The hub
  * uncorks before it closes or destroys a socket, so a close frame and what preceded it still
  * leave first.
@@ -20,6 +20,7 @@
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Timer } from '../core/clock.js';
+import { TurnCork } from '../core/cork.js';
 import type { Delivery, PushSink } from './delivery.js';
 import { FrameScanner } from './frame-scan.js';
 import { connectionId } from './ids.js';
@@ -77,13 +78,8 @@ export class Connection implements PushSink {
   acked = false;
   /** Pongs waiting for stored acks, in order (later pings queue behind). */
   pongs: Promise<void> | undefined;
-  /** Bytes written since the socket was corked (0: not corked by us). */
-  #corked = 0;
-  #uncorkScheduled = false;
-  readonly #uncorkSoon = (): void => {
-    this.#uncorkScheduled = false;
-    this.uncork();
-  };
+  /** The turn's frames, corked together (see the file comment). */
+  readonly #cork = new TurnCork(CORK_MAX_BYTES);
 
   constructor(ws: WebSocket, remote: string, now: number, outbound?: Outbound) {
     this.ws = ws;
@@ -100,23 +96,7 @@ export class Connection implements PushSink {
 
   /** Hands what waits corked to the kernel now (one write). */
   uncork(): void {
-    if (this.#corked === 0) return;
-    this.#corked = 0;
-    this.socket?.uncork();
-  }
-
-  /** Corks the socket for the rest of the turn before a write of `bytes` (see the file comment). */
-  #cork(bytes: number): void {
-    const socket = this.socket;
-    if (!socket || socket.destroyed) return;
-    if (this.#corked === 0) {
-      socket.cork();
-      if (!this.#uncorkScheduled) {
-        this.#uncorkScheduled = true;
-        process.nextTick(this.#uncorkSoon);
-      }
-    }
-    this.#corked += bytes;
+    this.#cork.flush();
   }
 
   /** A pushed message (`PushSink`): flow control is `Delivery`'s, by `buffered`. */
@@ -132,12 +112,12 @@ export class Connection implements PushSink {
     }
     const bytes = Buffer.byteLength(frame) + FRAME_OVERHEAD_BYTES;
     this.#queued(bytes, control);
-    this.#cork(bytes);
+    this.#cork.hold(this.socket, bytes);
     this.ws.send(frame, (err) => {
       this.#written(bytes, control);
       cb?.(err);
     });
-    if (this.#corked > CORK_MAX_BYTES) this.uncork();
+    this.#cork.check();
   }
 
   /** Answers a control ping (the relay does it, not ws's autoPong, so the answer is counted). */
@@ -145,9 +125,9 @@ export class Connection implements PushSink {
     if (this.closed) return;
     const bytes = data.length + FRAME_OVERHEAD_BYTES;
     this.#queued(bytes, true);
-    this.#cork(bytes);
+    this.#cork.hold(this.socket, bytes);
     this.ws.pong(data, false, () => this.#written(bytes, true));
-    if (this.#corked > CORK_MAX_BYTES) this.uncork();
+    this.#cork.check();
   }
 
   #queued(bytes: number, control: boolean): void {
