@@ -16,7 +16,7 @@ import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import type { Msg, NatsConnection } from 'nats';
 import { type Child, ROOT, startNode, startProcess } from './lib.js';
-import { type ExchangeResult, type Exchanger, exchangeResult } from './requester.js';
+import { type ExchangeResult, type Exchanger, exchangeResult, exchangeRun } from './requester.js';
 
 /** Versions of what the anchor runs, for the report. */
 export interface NatsVersions {
@@ -160,32 +160,33 @@ export class NatsRequester implements Exchanger {
     timeoutMs: number,
     progress?: (answered: number) => void,
   ): Promise<ExchangeResult> {
-    return new Promise((resolve) => {
-      const started = performance.now();
-      let timer: NodeJS.Timeout | undefined;
-      const finish = (timedOut: boolean): void => {
-        clearTimeout(timer);
+    const started = performance.now();
+    let run!: Run;
+    return exchangeRun(
+      timeoutMs,
+      (finish) => {
+        run = {
+          id: ++this.#runs,
+          count,
+          window,
+          sent: 0,
+          answered: 0,
+          ok: 0,
+          duplicates: 0,
+          sentAt: new Float64Array(count),
+          seen: new Uint8Array(count),
+          latencies: [],
+          progress,
+          finish,
+        };
+        this.#run = run;
+        this.#pump(run);
+      },
+      (timedOut) => {
         this.#run = undefined;
-        resolve(exchangeResult({ started, ...run, errors: 0, timedOut }));
-      };
-      const run: Run = {
-        id: ++this.#runs,
-        count,
-        window,
-        sent: 0,
-        answered: 0,
-        ok: 0,
-        duplicates: 0,
-        sentAt: new Float64Array(count),
-        seen: new Uint8Array(count),
-        latencies: [],
-        progress,
-        finish: () => finish(false),
-      };
-      this.#run = run;
-      timer = setTimeout(() => finish(true), timeoutMs);
-      this.#pump(run);
-    });
+        return exchangeResult({ started, ...run, errors: 0, timedOut });
+      },
+    );
   }
 
   #pump(run: Run): void {

@@ -81,6 +81,27 @@ export interface ExchangeResult {
 }
 
 /** A requester as the round-trip plan drives it: the WebSocket one here, the NATS one in bench/nats.ts. */
+/**
+ * The scaffolding of one `exchange`, shared by the requesters: `begin(finish)` makes the run and
+ * starts sending (`finish` ends it once all are answered); the result is `end(timedOut)`'s, when
+ * it finishes or `timeoutMs` passes, whichever comes first.
+ */
+export function exchangeRun(
+  timeoutMs: number,
+  begin: (finish: () => void) => void,
+  end: (timedOut: boolean) => ExchangeResult,
+): Promise<ExchangeResult> {
+  return new Promise((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (timedOut: boolean): void => {
+      clearTimeout(timer);
+      resolve(end(timedOut));
+    };
+    timer = setTimeout(() => finish(true), timeoutMs);
+    begin(() => finish(false));
+  });
+}
+
 export interface Exchanger {
   /**
    * Sends `count` requests keeping at most `window` unanswered, until all are answered or
@@ -144,35 +165,36 @@ export class Requester implements Exchanger {
     timeoutMs: number,
     progress?: (answered: number) => void,
   ): Promise<ExchangeResult> {
-    return new Promise((resolve) => {
-      const started = performance.now();
-      let timer: NodeJS.Timeout | undefined;
-      const finish = (timedOut: boolean): void => {
-        clearTimeout(timer);
+    const started = performance.now();
+    let run!: Run;
+    return exchangeRun(
+      timeoutMs,
+      (finish) => {
+        run = {
+          id: ++this.#runs,
+          count,
+          window,
+          sent: 0,
+          answered: 0,
+          errors: 0,
+          duplicates: 0,
+          sentAt: new Float64Array(count),
+          ids: new Map(),
+          replies: new Map(),
+          latencies: [],
+          progress,
+          finish,
+        };
+        this.#run = run;
+        this.#pump(run);
+      },
+      (timedOut) => {
         this.#run = undefined;
         let ok = 0;
         for (const [replyTo, n] of run.replies) if (run.ids.get(replyTo) === n) ok++;
-        resolve(exchangeResult({ started, ok, ...run, timedOut }));
-      };
-      const run: Run = {
-        id: ++this.#runs,
-        count,
-        window,
-        sent: 0,
-        answered: 0,
-        errors: 0,
-        duplicates: 0,
-        sentAt: new Float64Array(count),
-        ids: new Map(),
-        replies: new Map(),
-        latencies: [],
-        progress,
-        finish: () => finish(false),
-      };
-      this.#run = run;
-      timer = setTimeout(() => finish(true), timeoutMs);
-      this.#pump(run);
-    });
+        return exchangeResult({ started, ok, ...run, timedOut });
+      },
+    );
   }
 
   #pump(run: Run): void {
