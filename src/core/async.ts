@@ -56,3 +56,38 @@ export function sleep(ms: number, options: { clock?: Clock; signal?: AbortSignal
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/**
+ * An abort state whose `AbortSignal` is made only when someone asks for it: most users (a handler
+ * run, an HTTP request) never do, and a controller with its signal per message or request costs
+ * more than the rest of their bookkeeping. A signal made after `abort` is already aborted.
+ */
+export class LazyAbort {
+  #controller: AbortController | undefined;
+  #aborted = false;
+  #reason: unknown;
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  get reason(): unknown {
+    return this.#reason;
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  /** Aborts (once; later calls do nothing). */
+  abort(reason?: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+  }
+}

@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
+import type { LazyAbort } from '../core/async.js';
 import { CLOSE_CODES, PATHS, TIMING } from '../protocol/constants.js';
 import { errorEnvelope } from '../protocol/envelope.js';
 import { AddressCounter, addressKey } from './address.js';
@@ -27,7 +28,7 @@ import { Logger } from './log.js';
 import { Messenger } from './messenger.js';
 import { relayMetrics } from './metrics.js';
 import { type RelayOptions, resolveOptions } from './options.js';
-import { createPipeline, type RequestAbort } from './pipeline.js';
+import { createPipeline } from './pipeline.js';
 import { MemoryReplayCache } from './replay-cache.js';
 import { writeJson } from './reply.js';
 import { Router } from './router.js';
@@ -180,7 +181,7 @@ export function createRelay(options: RelayOptions): Relay {
   );
 
   /** Aborts the handlers of in-flight requests (long polls, streams) at shutdown. */
-  const inFlightAborts = new Set<RequestAbort>();
+  const inFlightAborts = new Set<LazyAbort>();
   let closing = false;
   let inFlight = 0;
   let idle: (() => void) | undefined;

@@ -7,6 +7,7 @@
  */
 
 import type { MessageCodec, OpenedMessage } from '../client/codec.js';
+import { LazyAbort } from '../core/async.js';
 import { AbortError, MrpError } from '../core/errors.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { Attachment, JsonValue, Message, SendResponse } from '../protocol/types.js';
@@ -54,39 +55,16 @@ function checked(body: JsonValue): string {
 }
 
 /**
- * The abort state of one handler run. The `AbortSignal` handlers see as `ctx.signal` is made only
- * when a handler asks for it: most never do, and a controller, its signal and the listener that
- * would race it against the handler cost more per message than the rest of the run's bookkeeping.
+ * The abort state of one handler run: `ctx.signal` is made only when a handler asks for it
+ * (`LazyAbort`), and the runtime races the handler through `onAbort` rather than a listener.
  */
-export class HandlerRun {
-  #controller: AbortController | undefined;
-  #aborted = false;
-  #reason: unknown;
+export class HandlerRun extends LazyAbort {
   /** Called once, with the reason, when the run is aborted (the runtime's race against the handler). */
   onAbort: ((reason: unknown) => void) | undefined;
 
-  get aborted(): boolean {
-    return this.#aborted;
-  }
-
-  get reason(): unknown {
-    return this.#reason;
-  }
-
-  /** `ctx.signal`: made on first use, already aborted if the run was. */
-  get signal(): AbortSignal {
-    if (!this.#controller) {
-      this.#controller = new AbortController();
-      if (this.#aborted) this.#controller.abort(this.#reason);
-    }
-    return this.#controller.signal;
-  }
-
-  abort(reason: unknown): void {
-    if (this.#aborted) return;
-    this.#aborted = true;
-    this.#reason = reason;
-    this.#controller?.abort(reason);
+  override abort(reason: unknown): void {
+    if (this.aborted) return;
+    super.abort(reason);
     const onAbort = this.onAbort;
     this.onAbort = undefined;
     onAbort?.(reason);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { sleep } from '../../src/core/async.js';
+import { LazyAbort, sleep } from '../../src/core/async.js';
 import { Backoff } from '../../src/core/backoff.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { TypedEmitter } from '../../src/core/emitter.js';
@@ -146,5 +146,24 @@ describe('TypedEmitter', () => {
     e.fire(7);
     assert.deepEqual(await next, [7]);
     assert.equal(e.listenerCount('tick'), 0);
+  });
+});
+
+describe('LazyAbort', () => {
+  it('makes its signal only when asked, aborted with the first reason even when made afterwards', () => {
+    const before = new LazyAbort();
+    const early = before.signal;
+    before.abort(new Error('first'));
+    before.abort(new Error('second'));
+    assert.equal(early.aborted, true);
+    assert.equal((early.reason as Error).message, 'first');
+
+    const after = new LazyAbort();
+    after.abort('gone');
+    assert.equal(after.aborted, true);
+    assert.equal(after.reason, 'gone');
+    assert.equal(after.signal.aborted, true, 'a signal made after the abort is aborted');
+    assert.equal(after.signal.reason, 'gone');
+    assert.equal(new LazyAbort().signal.aborted, false);
   });
 });
