@@ -6,6 +6,7 @@
  */
 import { formatDuration } from '../core/duration.js';
 import { MrpError } from '../core/errors.js';
+import { isoTime } from '../core/iso-time.js';
 import { type ContactBook, nameForKey } from '../protocol/contacts.js';
 import type { Message } from '../protocol/types.js';
 import type { HandledEvent, Runtime } from '../runtime/runtime.js';
@@ -71,19 +72,10 @@ export class Reporter {
     return this.#o.format;
   }
 
-  /** `new Date(now).toISOString()`, with the part up to the second made once per second. */
+  /** `new Date(now).toISOString()` (the seconds' part cached: one line per message). */
   #time(): string {
-    const now = Math.floor(this.#deps.clock.now());
-    const second = Math.floor(now / 1000);
-    if (second !== this.#second) {
-      this.#second = second;
-      this.#secondIso = new Date(second * 1000).toISOString().slice(0, 19);
-    }
-    return `${this.#secondIso}.${String(now - second * 1000).padStart(3, '0')}Z`;
+    return isoTime(Math.floor(this.#deps.clock.now()));
   }
-
-  #second = Number.NaN;
-  #secondIso = '';
 
   /**
    * A JSON event line (json format) — the machine-readable contract. Lines are gathered and

@@ -15,6 +15,7 @@ import {
   randomInt,
 } from 'node:crypto';
 import * as ed from '@noble/ed25519';
+import { isoInstant } from '../core/iso-time.js';
 import { EMPTY_BODY_HASH } from './constants.js';
 import { decodePublicKey, fromBase64Url, toBase64Url } from './encoding.js';
 
@@ -47,9 +48,12 @@ export function formatTimestamp(ms: number): string {
   return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z');
 }
 
-/** RFC 3339 with milliseconds, for timestamps the relay stores and returns. */
+/**
+ * RFC 3339 with milliseconds (`.000` left out), for timestamps the relay stores and returns;
+ * several per message on the relay's path, so the seconds' part is cached (`isoInstant`).
+ */
 export function formatInstant(ms: number): string {
-  return new Date(ms).toISOString().replace('.000Z', 'Z');
+  return isoInstant(ms);
 }
 
 const RFC3339_RE = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$/;

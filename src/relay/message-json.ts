@@ -14,30 +14,6 @@ export function effectiveStatus(record: MessageRecord, now: number): MessageStat
   return record.status === 'sent' && record.expires_at <= now ? 'expired' : record.status;
 }
 
-/** `YYYY-MM-DDTHH:MM:SS` of recent whole seconds (a message's times repeat across a batch). */
-const secondPrefixes = new Map<number, string>();
-const MAX_PREFIXES = 64;
-/** Whole milliseconds from year 0 to 9999: `toISOString` gives exactly 24 characters. */
-const LAST_PLAIN_MS = 253_402_300_799_999;
-
-/**
- * Message times keep their milliseconds, so `(created_at, message_id)` order is arrival order.
- * Exactly `formatInstant`, with the seconds' part cached: this runs several times per message.
- */
-export function iso(ms: number): string {
-  if (!Number.isInteger(ms) || ms < 0 || ms > LAST_PLAIN_MS) return formatInstant(ms);
-  const milli = ms % 1000;
-  const second = ms - milli;
-  let prefix = secondPrefixes.get(second);
-  if (prefix === undefined) {
-    if (secondPrefixes.size >= MAX_PREFIXES) secondPrefixes.clear();
-    prefix = new Date(second).toISOString().slice(0, 19);
-    secondPrefixes.set(second, prefix);
-  }
-  if (milli === 0) return `${prefix}Z`;
-  return `${prefix}.${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}Z`;
-}
-
 /** The §3.6 message object as JSON text, built around the stored body text (no re-serialising). */
 export function messageJson(record: MessageRecord, now: number): string {
   return encodeMessageObject({
@@ -51,9 +27,9 @@ export function messageJson(record: MessageRecord, now: number): string {
     in_reply_to: record.in_reply_to,
     metadata: record.metadata,
     status: effectiveStatus(record, now),
-    created_at: iso(record.created_at),
-    expires_at: iso(record.expires_at),
-    delivered_at: record.delivered_at === null ? null : iso(record.delivered_at),
+    created_at: formatInstant(record.created_at),
+    expires_at: formatInstant(record.expires_at),
+    delivered_at: record.delivered_at === null ? null : formatInstant(record.delivered_at),
   });
 }
 
@@ -95,7 +71,7 @@ export function sendResponse(record: MessageRecord): SendResponse {
   return {
     message_id: record.message_id,
     status: 'sent',
-    created_at: iso(record.created_at),
-    expires_at: iso(record.expires_at),
+    created_at: formatInstant(record.created_at),
+    expires_at: formatInstant(record.expires_at),
   };
 }

@@ -9,9 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { describe, it, type TestContext } from 'node:test';
 import { WebSocket, WebSocketServer } from 'ws';
-import { formatInstant } from '../../src/protocol/signing.js';
 import { Lru } from '../../src/relay/lru.js';
-import { iso } from '../../src/relay/message-json.js';
 import { CORK_MAX_BYTES, Connection } from '../../src/relay/ws-connection.js';
 
 /** A real server-side `Connection` (raw socket attached, as the hub does) and the client talking to it. */
@@ -80,30 +78,6 @@ describe('relay hot path', () => {
     conn.ws.terminate();
     assert.equal(await closed, 4000);
     assert.deepEqual(frames, ['"last words"']);
-  });
-
-  it('iso() is formatInstant, cached or not', () => {
-    const samples = [
-      0,
-      1,
-      999,
-      1000,
-      Date.UTC(2026, 0, 1, 12, 0, 0),
-      Date.UTC(2026, 0, 1, 12, 0, 0, 7),
-      Date.UTC(2026, 0, 1, 12, 0, 0, 70),
-      Date.UTC(2026, 0, 1, 12, 0, 0, 700),
-      Date.UTC(2026, 11, 31, 23, 59, 59, 999),
-      253_402_300_799_999,
-      253_402_300_800_000,
-      -1,
-      -62_167_219_200_001,
-      1.5,
-      Date.now(),
-    ];
-    for (let i = 0; i < 500; i++) samples.push(Math.floor(Math.random() * 4_000_000_000_000));
-    // Twice: the second pass is served from the cache of seconds.
-    for (const pass of [1, 2])
-      for (const ms of samples) assert.equal(iso(ms), formatInstant(ms), `pass ${pass}: ${ms}`);
   });
 
   it('LRU (second chance): a recently read entry survives eviction, bounds hold', () => {
