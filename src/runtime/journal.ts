@@ -33,6 +33,7 @@ import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, ConfigError, MrpError } from '../core/errors.js';
 import { TAKE_ID_RE } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
+import { isPlainObject } from '../protocol/validate.js';
 import type { Attachment, JsonValue, Message } from '../protocol/types.js';
 import { ExpiringIdSet, hash64, PACKED_ENTRY_BYTES, parseHashHex } from './idset.js';
 
@@ -75,6 +76,22 @@ function upgradeReply(reply: JournaledReply | LegacyReply | null, message: Messa
   if (reply.outcome !== 'ok' && typeof error?.code === 'string')
     out.error = { code: error.code, message: String(error.message ?? '') };
   return out;
+}
+
+/** A `handled` record's reply as written (sealed, legacy or none), not something damaged into another shape. */
+function replyShaped(reply: unknown): reply is JournaledReply | LegacyReply | null {
+  if (reply === null) return true;
+  if (!isPlainObject(reply)) return false;
+  if ('request' in reply) {
+    const request = reply['request'];
+    return (
+      isPlainObject(request) &&
+      typeof request['recipient_key'] === 'string' &&
+      typeof request['content_type'] === 'string' &&
+      typeof request['body_json'] === 'string'
+    );
+  }
+  return typeof reply['content_type'] === 'string' && 'body' in reply;
 }
 
 export type EntryState = 'received' | 'handled' | 'replied';
@@ -321,59 +338,73 @@ export class Journal extends TypedEmitter<JournalEvents> {
       } catch {
         continue;
       }
-      // A damaged line (not a record, or a record without its id) is skipped like a torn one.
+      // A damaged line (not a record, a record without its id, a field of the wrong type) is
+      // skipped like a torn one: at worst a handler runs again, never does the runner stay down.
       if (!line || typeof line !== 'object') continue;
       if ('id' in line && line.id !== undefined && typeof line.id !== 'string') continue;
-      switch (line.k) {
-        case 'recv':
-          if (typeof line.id !== 'string' || !line.m || typeof line.m !== 'object') break;
-          if (!this.#done.has(line.id, now))
-            this.#live.set(line.id, { id: line.id, message: line.m, state: 'received', expiresAt: line.exp });
-          break;
-        case 'started': {
-          const e = this.#live.get(line.id);
-          if (e) Object.assign(e, { started: true, starts: (e.starts ?? 0) + (line.n ?? 1) });
-          break;
-        }
-        case 'aborted': {
-          const e = this.#live.get(line.id);
-          if (e) e.aborts = (e.aborts ?? 0) + (line.n ?? 1);
-          break;
-        }
-        case 'upload': {
-          const e = this.#live.get(line.id);
-          if (e) e.uploads = { ...e.uploads, [line.key]: line.a };
-          break;
-        }
-        case 'handled': {
-          const e = this.#live.get(line.id);
-          if (e) Object.assign(e, { state: 'handled', reply: upgradeReply(line.reply, e.message) });
-          break;
-        }
-        case 'replied': {
-          const e = this.#live.get(line.id);
-          if (e) Object.assign(e, { state: 'replied', replyId: line.to });
-          break;
-        }
-        case 'done': {
-          if (line.id !== undefined) this.#live.delete(line.id);
-          const hash = line.id !== undefined ? hash64(line.id) : parseHashHex(line.h);
-          if (hash && line.until > now) this.#done.addHash(hash, line.until, now);
-          break;
-        }
-        case 'dones':
-          if (typeof line.b === 'string') this.#done.addPacked(Buffer.from(line.b, 'base64'), now);
-          break;
-        case 'take':
-          take = openTakeOf(line);
-          break;
-        case 'taken':
-          take = undefined;
-          break;
+      try {
+        if (line.k === 'take') take = openTakeOf(line);
+        else if (line.k === 'taken') take = undefined;
+        else this.#replayLine(line, now);
+      } catch {
+        // Skipped (see above).
       }
     }
     this.#recovered.push(...this.#live.values());
     return take;
+  }
+
+  /** One record of `#replay` (not `take`/`taken`); a field of the wrong type makes it a no-op. */
+  #replayLine(line: Exclude<Line, { k: 'take' } | { k: 'taken' }>, now: number): void {
+    const count = (n: unknown): number => (Number.isSafeInteger(n) && (n as number) > 0 ? (n as number) : 1);
+    switch (line.k) {
+      case 'recv':
+        if (typeof line.id !== 'string' || !line.m || typeof line.m !== 'object') return;
+        if (!this.#done.has(line.id, now))
+          this.#live.set(line.id, {
+            id: line.id,
+            message: line.m,
+            state: 'received',
+            expiresAt: Number.isFinite(line.exp) ? line.exp : now + MAX_TTL_MS,
+          });
+        return;
+      case 'started': {
+        const e = this.#live.get(line.id);
+        if (e) Object.assign(e, { started: true, starts: (e.starts ?? 0) + count(line.n) });
+        return;
+      }
+      case 'aborted': {
+        const e = this.#live.get(line.id);
+        if (e) e.aborts = (e.aborts ?? 0) + count(line.n);
+        return;
+      }
+      case 'upload': {
+        const e = this.#live.get(line.id);
+        if (e && typeof line.key === 'string' && isPlainObject(line.a)) e.uploads = { ...e.uploads, [line.key]: line.a };
+        return;
+      }
+      case 'handled': {
+        const e = this.#live.get(line.id);
+        if (!e || !replyShaped(line.reply)) return;
+        Object.assign(e, { state: 'handled', reply: upgradeReply(line.reply, e.message) });
+        return;
+      }
+      case 'replied': {
+        const e = this.#live.get(line.id);
+        if (e && typeof line.to === 'string') Object.assign(e, { state: 'replied', replyId: line.to });
+        return;
+      }
+      case 'done': {
+        if (typeof line.until !== 'number') return;
+        if (line.id !== undefined) this.#live.delete(line.id);
+        const hash = line.id !== undefined ? hash64(line.id) : parseHashHex(String(line.h));
+        if (hash && line.until > now) this.#done.addHash(hash, line.until, now);
+        return;
+      }
+      case 'dones':
+        if (typeof line.b === 'string') this.#done.addPacked(Buffer.from(line.b, 'base64'), now);
+        return;
+    }
   }
 
   /** Rewrites the file from memory (live entries and unexpired done ids), atomically. */

@@ -137,6 +137,48 @@ describe('journal', () => {
     assert.equal(again.isDone('b'), true);
   });
 
+  it('skips records whose fields are damaged: the entry stays as the good records left it', async (t) => {
+    const dir = await tempDir(t);
+    const j = Journal.open(dir, {});
+    await j.received(message('a', Date.now() + DAY));
+    await j.received(message('b', Date.now() + DAY));
+    j.started('a');
+    j.flush();
+    j.close();
+    const damaged = [
+      '{"k":"handled","id":"a"}',
+      '{"k":"handled","id":"a","reply":7}',
+      '{"k":"handled","id":"a","reply":{"request":"x","outcome":"ok"}}',
+      '{"k":"handled","id":"a","reply":{"outcome":"ok"}}',
+      '{"k":"replied","id":"a","to":{}}',
+      '{"k":"upload","id":"a","key":3,"a":{}}',
+      '{"k":"upload","id":"a","key":"k","a":null}',
+      '{"k":"started","id":"a","n":"many"}',
+      '{"k":"aborted","id":"a","n":-4}',
+      '{"k":"done","id":"b"}',
+      '{"k":"done","id":"b","until":"later"}',
+      '{"k":"done","h":5,"until":99999999999999}',
+      '{"k":"recv","id":"c","exp":"soon","m":{"message_id":"c"}}',
+    ];
+    await appendFile(join(dir, 'journal.jsonl'), `${damaged.join('\n')}\n`);
+    const again = Journal.open(dir, {});
+    t.after(() => again.close());
+    const recovered = again.takeRecovered();
+    assert.deepEqual(
+      recovered.map((e) => e.id),
+      ['a', 'b', 'c'],
+    );
+    const a = recovered[0]!;
+    assert.equal(a.state, 'received');
+    assert.equal(a.reply, undefined);
+    assert.equal(a.replyId, undefined);
+    assert.equal(a.uploads, undefined);
+    assert.equal(a.starts, 2);
+    assert.equal(a.aborts, 1);
+    assert.equal(again.isDone('b'), false);
+    assert.ok(Number.isFinite(recovered[2]!.expiresAt));
+  });
+
   it('ignores a torn last line (crash mid-write)', async (t) => {
     const dir = await tempDir(t);
     const j = Journal.open(dir, {});
