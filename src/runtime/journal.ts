@@ -33,8 +33,8 @@ import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, ConfigError, MrpError } from '../core/errors.js';
 import { TAKE_ID_RE } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
-import { isPlainObject } from '../protocol/validate.js';
 import type { Attachment, JsonValue, Message } from '../protocol/types.js';
+import { isPlainObject } from '../protocol/validate.js';
 import { ExpiringIdSet, hash64, PACKED_ENTRY_BYTES, parseHashHex } from './idset.js';
 
 /**
@@ -380,7 +380,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
       }
       case 'upload': {
         const e = this.#live.get(line.id);
-        if (e && typeof line.key === 'string' && isPlainObject(line.a)) e.uploads = { ...e.uploads, [line.key]: line.a };
+        if (e && typeof line.key === 'string' && isPlainObject(line.a))
+          e.uploads = { ...e.uploads, [line.key]: line.a };
         return;
       }
       case 'handled': {
