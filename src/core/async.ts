@@ -83,11 +83,11 @@ export class LazyAbort {
     return this.#controller.signal;
   }
 
-  /** Aborts (once; later calls do nothing). */
+  /** Aborts (once; later calls do nothing). Without a reason, the reason is an `AbortError` DOMException, as `AbortController`'s. */
   abort(reason?: unknown): void {
     if (this.#aborted) return;
     this.#aborted = true;
-    this.#reason = reason;
-    this.#controller?.abort(reason);
+    this.#reason = reason === undefined ? new DOMException('This operation was aborted', 'AbortError') : reason;
+    this.#controller?.abort(this.#reason);
   }
 }

@@ -31,6 +31,12 @@ export interface MessengerDeps {
   receiveLimit: RateLimiter;
 }
 
+/** A poll's client-gone state (the route's `Request`): `aborted` is read freely, `signal` only to wait. */
+export interface PollAbort {
+  readonly aborted: boolean;
+  readonly signal: AbortSignal;
+}
+
 export interface SendOutcome {
   record: MessageRecord;
   /** The sender's rate state after this send (for X-RateLimit-* headers). */
@@ -227,14 +233,15 @@ export class Messenger {
   /**
    * A poll: `sent` messages are handed out once and marked delivered atomically — only those that
    * make it into the answer (see `Store.takeSent`); with `waitMs` an empty answer waits for new
-   * messages until the deadline or until `signal` aborts.
+   * messages until the deadline or until `abort.signal` aborts (read only then: a poll that does
+   * not wait never makes one).
    */
   async poll(
     recipient: string,
     filter: InboxFilter,
     limit: number,
     waitMs: number,
-    signal: AbortSignal,
+    abort: PollAbort,
   ): Promise<MessagePage> {
     if (filter.status !== 'sent') {
       const now = this.#clock.now();
@@ -244,22 +251,22 @@ export class Messenger {
     }
     const deadline = this.#clock.now() + waitMs;
     for (;;) {
-      if (signal.aborted) return { json: [], last: undefined, hasMore: false, skipped: [] };
+      if (abort.aborted) return { json: [], last: undefined, hasMore: false, skipped: [] };
       const watch = waitMs > 0 ? this.#watch(recipient) : undefined;
       try {
-        const page = await this.#take(recipient, filter, limit, signal);
+        const page = await this.#take(recipient, filter, limit, abort);
         const left = deadline - this.#clock.now();
         if (page.json.length > 0 || left <= 0 || !watch) return page;
-        await watch.wait(this.#clock, left, signal);
+        await watch.wait(this.#clock, left, abort.signal);
       } finally {
         if (watch) this.#unwatch(recipient, watch);
       }
     }
   }
 
-  async #take(recipient: string, filter: InboxFilter, limit: number, signal: AbortSignal): Promise<MessagePage> {
+  async #take(recipient: string, filter: InboxFilter, limit: number, abort: PollAbort): Promise<MessagePage> {
     // A client that left while this poll waited for its turn takes nothing.
-    if (signal.aborted) return { json: [], last: undefined, hasMore: false, skipped: [] };
+    if (abort.aborted) return { json: [], last: undefined, hasMore: false, skipped: [] };
     const now = this.#clock.now();
     const json: string[] = [];
     let bytes = 0;

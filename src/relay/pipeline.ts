@@ -234,6 +234,9 @@ function requestOf(
     get signal() {
       return abort.signal;
     },
+    get aborted() {
+      return abort.aborted;
+    },
     json() {
       if (route.body.kind !== 'json') throw new Error(`route ${route.path} has no JSON body`);
       json ??= parseJsonBody(body?.bytes ?? Buffer.alloc(0));

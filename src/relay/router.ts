@@ -70,8 +70,10 @@ export interface Request {
   caller: string;
   /** A request header (the first value if repeated), by case-insensitive name. */
   header(name: string): string | undefined;
-  /** Aborts when the client goes away or the relay shuts down (long polls, streams). */
+  /** Aborts when the client goes away or the relay shuts down (long polls, streams). Made when first read. */
   signal: AbortSignal;
+  /** Whether `signal` has aborted, without making it (a request that never waits needs no signal). */
+  readonly aborted: boolean;
   /** `json` routes: the body parsed (once; 400 `bad_request` when it is not JSON). */
   json(): JsonBody;
   /** `stream` routes: the raw body. */

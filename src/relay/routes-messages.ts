@@ -120,7 +120,7 @@ export const MESSAGE_ROUTES: RelayRoute[] = [
         },
         limit,
         wait * 1000,
-        req.signal,
+        req,
       );
       const reply = messageList(svc, undefined, page);
       // Says this relay records take ids, so a client may rely on `status=delivered&take=` later.

@@ -17,11 +17,13 @@ function newSpaceAfterLoad(capBytes: number | undefined): number {
     import { getHeapSpaceStatistics } from 'node:v8';
     const { capYoungGeneration } = await import(${JSON.stringify(MODULE)});
     ${capBytes === undefined ? '' : `capYoungGeneration(${capBytes});`}
-    // Objects that live a while (a ring of 200,000), as messages waiting their turn do.
+    // Objects that live a while (a ring of 200,000), as messages waiting their turn do. Made in
+    // turns of ~1 MB, as a runner's do: the steering looks between turns, and a longer synchronous
+    // stretch could see several scavenges (and doublings) before it does.
     const ring = new Array(200_000);
-    for (let round = 0; round < 60; round++) {
-      for (let i = 0; i < 50_000; i++) ring[(round * 50_000 + i) % ring.length] = { n: i, s: 'x' + i, a: [i] };
-      await new Promise((r) => setTimeout(r, 2));
+    for (let round = 0; round < 300; round++) {
+      for (let i = 0; i < 10_000; i++) ring[(round * 10_000 + i) % ring.length] = { n: i, s: 'x' + i, a: [i] };
+      await new Promise((r) => setImmediate(r));
     }
     const ns = getHeapSpaceStatistics().find((s) => s.space_name === 'new_space');
     console.log(ns.space_size);

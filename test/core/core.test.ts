@@ -166,4 +166,14 @@ describe('LazyAbort', () => {
     assert.equal(after.signal.reason, 'gone');
     assert.equal(new LazyAbort().signal.aborted, false);
   });
+
+  it('without a reason, reports the same AbortError as its signal, whenever the signal is made', () => {
+    for (const early of [true, false]) {
+      const a = new LazyAbort();
+      const signal = early ? a.signal : undefined;
+      a.abort();
+      assert.equal((a.reason as DOMException).name, 'AbortError');
+      assert.equal((signal ?? a.signal).reason, a.reason);
+    }
+  });
 });

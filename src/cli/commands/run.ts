@@ -107,9 +107,6 @@ export const RUNNER_YOUNG_GENERATION_BYTES = 16 * 1024 * 1024;
 
 /** `mrp run`: keeps a handler online until SIGINT/SIGTERM. */
 export async function runRun(ctx: CliContext, options: RunOptions): Promise<void> {
-  const v8Flags = process.env['MRP_RUNNER_V8_FLAGS'];
-  setFlagsFromString(v8Flags ?? RUNNER_V8_FLAGS);
-  if (v8Flags === undefined) capYoungGeneration(RUNNER_YOUNG_GENERATION_BYTES);
   if (!options.handler) {
     throw new UsageError('--handler <path> is required (e.g. --handler ./handler.ts)', {
       code: 'missing_argument',
@@ -147,6 +144,10 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   // Health and metrics load only when asked for.
   const ops = healthPort === undefined ? undefined : await startOps(options.healthHost ?? '127.0.0.1', healthPort);
   let exitTrap: { dispose(): void } | undefined;
+  // Process-wide: set once the command line is known to be good, undone when the runner ends.
+  const v8Flags = process.env['MRP_RUNNER_V8_FLAGS'];
+  setFlagsFromString(v8Flags ?? RUNNER_V8_FLAGS);
+  const uncapYoungGeneration = v8Flags === undefined ? capYoungGeneration(RUNNER_YOUNG_GENERATION_BYTES) : undefined;
   try {
     // The runtime (ws, jiti) loads only here, so `mrp --help` stays fast.
     const { startAgent } = await import('../agent.js');
@@ -218,6 +219,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     }
   } finally {
     exitTrap?.dispose();
+    uncapYoungGeneration?.();
     await ops?.server.close();
   }
 }
