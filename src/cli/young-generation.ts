@@ -5,11 +5,12 @@
  * (no flags). What it does read while running is the growth factor: 2 lets the young generation
  * double at a scavenge that kept much alive, 1 holds it where it is. So after each garbage
  * collection the factor is set by where the new space stands: 2 below the cap, 1 at or above it.
- * An idle runner stays at V8's 1 MiB semi-spaces (and nothing runs for this while it is idle); a
+ * An idle runner's young generation stays where start-up left it (nothing runs for this while it
+ * is idle: ~8 MiB here, the same with growth held from the first line); a
  * busy one stops at `capBytes` instead of V8's 2 × 16 MiB, and grows back to it after V8 shrank
  * it during a quiet spell. The size is looked at between event-loop turns (V8 reports collections
  * then), so a long synchronous stretch of allocation can take it past the cap, a doubling per
- * scavenge in that stretch, before growth stops; a runner's turns allocate about a megabyte.
+ * scavenge in that stretch, before growth stops (a runner's turns are short: a socket read of frames).
  *
  * Why: messages waiting their turn (a thousand in flight) outlive a 1 MiB young generation and are
  * copied at every scavenge; at 8 MiB most die young.
