@@ -68,7 +68,8 @@ const PLANS = {
   poll: { warmup: 50, latency: opts.quick ? 50 : 300, throughput: 5000 * scale },
 } satisfies Record<string, Plan>;
 const STARTUP = { runs: opts.quick ? 5 : 20, warmup: 3 };
-const RELAY_ONLY = 20_000 * scale;
+/** Relay only: warmed up like the round trips (a window of 200), then measured over as many messages as the floor's throughput. */
+const RELAY_ONLY = { warmup: 2000 * scale, throughput: 50_000 * scale };
 /** Issue 15's targets; ratios are to the floor measured in the same run. */
 const TARGETS = {
   p50VsFloor: 1.5,
@@ -192,12 +193,14 @@ type RelayOnly = RelayThroughput & { cpuUs: number };
 async function relayOnly(): Promise<RelayOnly> {
   const relay = await startRelay();
   try {
+    const crashed = relay.child.crashed();
+    await Promise.race([relayThroughput(relay.wsUrl, RELAY_ONLY.warmup, 200, 90_000), crashed]);
     const cpu0 = cpuSeconds(relay.child.pid);
     const result = await Promise.race([
-      relayThroughput(relay.wsUrl, RELAY_ONLY, WINDOW, 90_000),
-      relay.child.crashed(),
+      relayThroughput(relay.wsUrl, RELAY_ONLY.throughput, WINDOW, 90_000),
+      crashed,
     ]);
-    return { ...result, cpuUs: ((cpuSeconds(relay.child.pid) - cpu0) * 1e6) / RELAY_ONLY };
+    return { ...result, cpuUs: ((cpuSeconds(relay.child.pid) - cpu0) * 1e6) / RELAY_ONLY.throughput };
   } finally {
     await relay.child.stop();
   }
@@ -468,7 +471,7 @@ if (opts.json) {
     seconds: totalSeconds,
     load: { before: loadBefore, after: loadavg() },
     rounds: ROUNDS,
-    plans: PLANS,
+    plans: { ...PLANS, relayOnly: RELAY_ONLY },
     startup,
     startupPasses: [startupFirst, startupLast],
     floor: floorResult,

@@ -63,6 +63,7 @@ for (const w of which) {
     await relay.child.stop();
   } else if (w === 'relay') {
     const relay = await startRelay();
+    await relayThroughput(relay.wsUrl, Math.min(n, 2000), 200, 90_000);
     const c0 = cpuSeconds(relay.child.pid);
     const r = await relayThroughput(relay.wsUrl, n, 1000, 90_000);
     console.log(
