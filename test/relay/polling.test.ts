@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
+import { signRequest } from '../../src/protocol/signing.js';
+import type { LogEntry } from '../../src/relay/log.js';
 import { newAgent, signed, startRelay } from '../helpers/relay.js';
 import { Api, expectError, expectOk, startTicking } from './_support.js';
 
@@ -268,6 +270,47 @@ describe('§3.6 GET /v1/messages', () => {
     assert.deepEqual(body.messages[0].body, { wake: 'up' });
     // It was handed out (delivered) by the long poll.
     assert.equal(expectOk(await api.get(a, `/v1/messages/${sent.message_id}/status`)).status, 'delivered');
+  });
+
+  it('long poll: a client that leaves ends the wait at once, and the poll takes nothing', async (t) => {
+    const clock = new ManualClock(Date.now());
+    let onLog: ((e: LogEntry) => void) | undefined;
+    const { url } = await startRelay(t, { clock, logger: (e) => onLog?.(e) });
+    const api = new Api(url, clock);
+    const a = newAgent();
+    const b = newAgent();
+    const c = newAgent();
+    await api.touch(b);
+    const target = '/v1/messages?wait=30';
+    const ended = new Promise<LogEntry>((resolve) => {
+      onLog = (e) => {
+        // Its end is logged (the path without its query): the only poll of b's until then.
+        if (e.msg === 'request' && e['path'] === '/v1/messages' && e['agent'] === b.publicKey) resolve(e);
+      };
+    });
+    const gone = new AbortController();
+    const left = fetch(url + target, {
+      headers: { ...signRequest(b, 'GET', target, '', clock.now()) },
+      signal: gone.signal,
+    }).then(
+      () => 'answered',
+      () => 'left',
+    );
+    // Let the poll reach the relay and start waiting (full round trips on other connections).
+    await api.touch(c);
+    await api.touch(c);
+    gone.abort();
+    assert.equal(await left, 'left');
+    // The clock does not move: only the client leaving can end the wait.
+    let deadline: NodeJS.Timeout | undefined;
+    await Promise.race([
+      ended,
+      new Promise((_, reject) => {
+        deadline = setTimeout(() => reject(new Error('the abandoned long poll kept waiting')), 10_000);
+      }),
+    ]).finally(() => clearTimeout(deadline));
+    const sent = await api.send(a, b.publicKey, { after: 'left' });
+    assert.deepEqual(ids(expectOk(await api.get(b, '/v1/messages'))), [sent.message_id]);
   });
 
   it('long poll: an empty list when the time runs out', async (t) => {
