@@ -396,10 +396,11 @@ export class Journal extends TypedEmitter<JournalEvents> {
         return;
       }
       case 'done': {
-        if (typeof line.until !== 'number') return;
+        // Finished either way; a damaged `until` is remembered as long as any message could live.
+        const until = Number.isFinite(line.until) ? line.until : now + MAX_TTL_MS;
         if (line.id !== undefined) this.#live.delete(line.id);
         const hash = line.id !== undefined ? hash64(line.id) : parseHashHex(String(line.h));
-        if (hash && line.until > now) this.#done.addHash(hash, line.until, now);
+        if (hash && until > now) this.#done.addHash(hash, until, now);
         return;
       }
       case 'dones':
