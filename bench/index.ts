@@ -196,10 +196,7 @@ async function relayOnly(): Promise<RelayOnly> {
     const crashed = relay.child.crashed();
     await Promise.race([relayThroughput(relay.wsUrl, RELAY_ONLY.warmup, 200, 90_000), crashed]);
     const cpu0 = cpuSeconds(relay.child.pid);
-    const result = await Promise.race([
-      relayThroughput(relay.wsUrl, RELAY_ONLY.throughput, WINDOW, 90_000),
-      crashed,
-    ]);
+    const result = await Promise.race([relayThroughput(relay.wsUrl, RELAY_ONLY.throughput, WINDOW, 90_000), crashed]);
     return { ...result, cpuUs: ((cpuSeconds(relay.child.pid) - cpu0) * 1e6) / RELAY_ONLY.throughput };
   } finally {
     await relay.child.stop();
