@@ -16,7 +16,7 @@ import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import type { Msg, NatsConnection } from 'nats';
 import { type Child, ROOT, startNode, startProcess } from './lib.js';
-import { type ExchangeResult, type Exchanger, exchangeResult, exchangeRun } from './requester.js';
+import { type ExchangeResult, type Exchanger, exchangeResult, exchangeRun, newRun, type RunBase } from './requester.js';
 
 /** Versions of what the anchor runs, for the report. */
 export interface NatsVersions {
@@ -107,20 +107,10 @@ export async function startNats(from: string): Promise<NatsAnchor> {
   }
 }
 
-interface Run {
-  id: number;
-  count: number;
-  window: number;
-  sent: number;
-  answered: number;
+interface Run extends RunBase {
   ok: number;
-  duplicates: number;
-  sentAt: Float64Array;
   /** 1 once request n has had its reply. */
   seen: Uint8Array;
-  latencies: number[];
-  progress: ((answered: number) => void) | undefined;
-  finish: () => void;
 }
 
 const encoder = new TextEncoder();
@@ -165,20 +155,7 @@ export class NatsRequester implements Exchanger {
     return exchangeRun(
       timeoutMs,
       (finish) => {
-        run = {
-          id: ++this.#runs,
-          count,
-          window,
-          sent: 0,
-          answered: 0,
-          ok: 0,
-          duplicates: 0,
-          sentAt: new Float64Array(count),
-          seen: new Uint8Array(count),
-          latencies: [],
-          progress,
-          finish,
-        };
+        run = { ...newRun(++this.#runs, count, window, progress, finish), ok: 0, seen: new Uint8Array(count) };
         this.#run = run;
         this.#pump(run);
       },

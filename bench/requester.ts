@@ -116,22 +116,48 @@ export interface Exchanger {
   close(): void;
 }
 
-interface Run {
+/** The bookkeeping of one `exchange` that every requester keeps. */
+export interface RunBase {
   id: number;
   count: number;
   window: number;
   sent: number;
   answered: number;
-  errors: number;
   duplicates: number;
   sentAt: Float64Array;
+  latencies: number[];
+  progress: ((answered: number) => void) | undefined;
+  finish: () => void;
+}
+
+/** A fresh `RunBase`: nothing sent yet. */
+export function newRun(
+  id: number,
+  count: number,
+  window: number,
+  progress: ((answered: number) => void) | undefined,
+  finish: () => void,
+): RunBase {
+  return {
+    id,
+    count,
+    window,
+    sent: 0,
+    answered: 0,
+    duplicates: 0,
+    sentAt: new Float64Array(count),
+    latencies: [],
+    progress,
+    finish,
+  };
+}
+
+interface Run extends RunBase {
+  errors: number;
   /** message_id (from send_result) → request number. */
   ids: Map<string, number>;
   /** in_reply_to → request number echoed in the reply body. */
   replies: Map<string, number>;
-  latencies: number[];
-  progress: ((answered: number) => void) | undefined;
-  finish: () => void;
 }
 
 export class Requester implements Exchanger {
@@ -171,19 +197,10 @@ export class Requester implements Exchanger {
       timeoutMs,
       (finish) => {
         run = {
-          id: ++this.#runs,
-          count,
-          window,
-          sent: 0,
-          answered: 0,
+          ...newRun(++this.#runs, count, window, progress, finish),
           errors: 0,
-          duplicates: 0,
-          sentAt: new Float64Array(count),
           ids: new Map(),
           replies: new Map(),
-          latencies: [],
-          progress,
-          finish,
         };
         this.#run = run;
         this.#pump(run);

@@ -67,7 +67,7 @@ export class HandlerRun extends LazyAbort {
     super.abort(reason);
     const onAbort = this.onAbort;
     this.onAbort = undefined;
-    onAbort?.(reason);
+    onAbort?.(this.reason);
   }
 }
 

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { inboxConditions, inboxSql } from '../../src/relay/store/sqlite-schema.js';
+import { inboxSql } from '../../src/relay/store/sqlite-schema.js';
 import { SqliteStore } from '../../src/relay/store/sqlite-store.js';
 import type { InboxFilter } from '../../src/relay/store/store.js';
 import { storeContract } from './store.contract.js';
@@ -48,8 +48,8 @@ describe('sqlite inbox queries', () => {
     const db = new Database(join(dir, 'mrp.db'));
     t.after(() => db.close());
     const plan = (f: InboxFilter): string => {
-      const params = [1, 1, ...inboxConditions(f).params, 1];
-      return (db.prepare(`EXPLAIN QUERY PLAN ${inboxSql(f)}`).all(...params) as Array<{ detail: string }>)
+      const { sql, params } = inboxSql(f);
+      return (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(1, 1, ...params, 1) as Array<{ detail: string }>)
         .map((r) => r.detail)
         .join(' | ');
     };

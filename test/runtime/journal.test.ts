@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { appendFile, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { normalizeMessage } from '../../src/protocol/frames.js';
@@ -28,6 +28,14 @@ function message(id: string, expiresAt: number): Message {
     created_at: new Date(expiresAt - 7 * DAY).toISOString(),
     expires_at: new Date(expiresAt).toISOString(),
   });
+}
+
+/** Appends `lines` to the journal in `dir` as they are, then opens it again (closed after the test). */
+async function reopenWith(t: TestContext, dir: string, lines: string[]): Promise<Journal> {
+  await appendFile(join(dir, 'journal.jsonl'), `${lines.join('\n')}\n`);
+  const journal = Journal.open(dir, {});
+  t.after(() => journal.close());
+  return journal;
 }
 
 describe('journal', () => {
@@ -127,9 +135,7 @@ describe('journal', () => {
       '{"k":"recv","id":"x"}',
     ];
     damaged.push('{"k":"done","id":{}}', '{"k":"started","id":[1]}', '{"k":"dones","b":7}', '{"k":"dones","b":"!!!"}');
-    await appendFile(join(dir, 'journal.jsonl'), `${damaged.join('\n')}\n`);
-    const again = Journal.open(dir, {});
-    t.after(() => again.close());
+    const again = await reopenWith(t, dir, damaged);
     assert.deepEqual(
       again.takeRecovered().map((e) => e.id),
       ['a'],
@@ -159,9 +165,7 @@ describe('journal', () => {
       '{"k":"done","h":5,"until":99999999999999}',
       '{"k":"recv","id":"c","exp":"soon","m":{"message_id":"c"}}',
     ];
-    await appendFile(join(dir, 'journal.jsonl'), `${damaged.join('\n')}\n`);
-    const again = Journal.open(dir, {});
-    t.after(() => again.close());
+    const again = await reopenWith(t, dir, damaged);
     const recovered = again.takeRecovered();
     assert.deepEqual(
       recovered.map((e) => e.id),

@@ -367,28 +367,31 @@ export const ORDER_SQL = 'ORDER BY created_at, message_id';
 export const AFTER_SQL = '(created_at > ? OR (created_at = ? AND message_id > ?))';
 
 /**
- * The SQLite inbox query (history pages and poll takes) for `filter`; its parameters are the
- * recipient, the current time, `inboxConditions(filter).params`, then the row limit.
+ * The SQLite inbox query (history pages and poll takes) for `filter`, with the filter's own
+ * parameters: the statement takes the recipient, the current time, `params`, then the row limit.
  *
  * The index is named, not left to the planner: without statistics SQLite walks
  * `messages_expiry` for `status = 'sent'` — every unexpired pending message of every recipient,
  * then a sort — so one poll cost as much as the whole relay's backlog. `messages_inbox` reads
  * only this recipient's rows of that status, already in page order; a take id has its own index.
  */
-export function inboxSql(filter: InboxFilter): string {
-  const { sql } = inboxConditions(filter);
+export function inboxSql(filter: InboxFilter): { sql: string; params: unknown[] } {
+  const { sql, params } = inboxConditions(filter);
   const page = `${sql} ${ORDER_SQL} LIMIT ?`;
+  return { sql: `SELECT * FROM messages INDEXED BY ${inboxWhere(filter)}${page}`, params };
+}
+
+/** The index and the status conditions of `inboxSql`. */
+function inboxWhere(filter: InboxFilter): string {
   switch (filter.status) {
     case 'sent':
-      return `SELECT * FROM messages INDEXED BY messages_inbox WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?${page}`;
+      return "messages_inbox WHERE recipient_key = ? AND status = 'sent' AND expires_at > ?";
     case 'delivered':
-      return filter.take !== undefined
-        ? `SELECT * FROM messages INDEXED BY messages_take WHERE recipient_key = ? AND status = 'delivered' AND ? IS NOT NULL${page}`
-        : `SELECT * FROM messages INDEXED BY messages_inbox WHERE recipient_key = ? AND status = 'delivered' AND ? IS NOT NULL${page}`;
+      return `${filter.take !== undefined ? 'messages_take' : 'messages_inbox'} WHERE recipient_key = ? AND status = 'delivered' AND ? IS NOT NULL`;
     case 'expired':
       // Two statuses (a pending message past its expiry counts): both ranges of the recipient's
       // entries, merged by a sort — never its delivered history.
-      return `SELECT * FROM messages INDEXED BY messages_inbox WHERE recipient_key = ? AND status IN ('expired', 'sent') AND (status = 'expired' OR expires_at <= ?)${page}`;
+      return "messages_inbox WHERE recipient_key = ? AND status IN ('expired', 'sent') AND (status = 'expired' OR expires_at <= ?)";
   }
 }
 

@@ -19,7 +19,6 @@ import {
   aclFromRow,
   agentFromRow,
   agentParams,
-  inboxConditions,
   inboxSql,
   type MessageRow,
   MIGRATIONS,
@@ -355,8 +354,8 @@ export class SqliteStore implements Store {
     now: number,
     maxBytes: number,
   ): Promise<MessagePageRecords> {
-    const { params } = inboxConditions(filter);
-    return this.#page(this.#stmt(inboxSql(filter)), [recipient, now, ...params], limit, maxBytes);
+    const { sql, params } = inboxSql(filter);
+    return this.#page(this.#stmt(sql), [recipient, now, ...params], limit, maxBytes);
   }
 
   async pending(

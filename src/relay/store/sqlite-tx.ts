@@ -9,7 +9,7 @@ import type Database from 'better-sqlite3';
 import type { AclEntryType } from '../../protocol/types.js';
 import { newDeliveryId } from '../../protocol/webhook.js';
 import { inboxRefusal } from '../policy.js';
-import { inboxConditions, inboxSql, type MessageRow, rowsToRead, TakeReader, tryMessage } from './sqlite-schema.js';
+import { inboxSql, type MessageRow, rowsToRead, TakeReader, tryMessage } from './sqlite-schema.js';
 import type {
   AgentRecord,
   ClaimOptions,
@@ -138,16 +138,10 @@ export function takeTransaction(
       serve: (record: MessageRecord) => ServeVerdict,
     ): TakeResult => {
       const take = new TakeReader(limit, now, serve);
-      const pending: InboxFilter = { ...filter, status: 'sent' };
-      const { params } = inboxConditions(pending);
+      const { sql, params } = inboxSql({ ...filter, status: 'sent' });
       // Rows are read one at a time (a page of large bodies never sits in memory whole) and marked
       // after the read, in the same transaction: the connection cannot write while it iterates.
-      const rows = stmt(inboxSql(pending)).iterate(
-        recipient,
-        now,
-        ...params,
-        rowsToRead(limit),
-      ) as IterableIterator<MessageRow>;
+      const rows = stmt(sql).iterate(recipient, now, ...params, rowsToRead(limit)) as IterableIterator<MessageRow>;
       for (const row of rows) if (!take.add(row)) break;
       for (const m of take.messages) markOne.run(now, filter.take ?? null, m.seq);
       return take.result;
