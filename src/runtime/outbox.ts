@@ -89,82 +89,81 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
     return this.#pending;
   }
 
-  /** Sends `request`, retrying until it is accepted or fails for good. */
+  /**
+   * Sends `request`, retrying until it is accepted or fails for good. One async frame per send:
+   * a runner holds one for every reply the relay has not answered yet, hundreds under load.
+   */
   async send(request: EncodedSend, reply?: ReplyKey): Promise<SendResponse> {
     this.#pending++;
     try {
-      return await this.#deliver(request, reply);
+      // Made on the first retry: most replies are accepted at once.
+      let backoff: Backoff | undefined;
+      let unknown = reply?.checkFirst === true;
+      for (let attempt = 1; ; attempt++) {
+        this.#check();
+        if (unknown && reply) {
+          let found: Message | undefined;
+          try {
+            found = await this.#findReply(reply, request);
+          } catch (raw) {
+            const err = toMrpError(raw);
+            if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
+            if (err.code === 'thread_too_long') throw err;
+            // Not known yet whether it was sent: look again later, never send blind.
+            const delayMs = (backoff ??= new Backoff()).next();
+            this.emit('retry', { request, error: err, delayMs, attempt });
+            await this.#wait(delayMs);
+            continue;
+          }
+          if (found)
+            return {
+              message_id: found.message_id,
+              status: 'sent',
+              created_at: found.created_at,
+              expires_at: found.expires_at,
+            };
+        }
+        const rateWait = this.#rateLimitWait();
+        if (rateWait > 0) await this.#wait(rateWait);
+        let timeoutMs: number | undefined;
+        if (reply?.fence) {
+          try {
+            timeoutMs = await reply.fence();
+          } catch (raw) {
+            // The fence could not be taken (the journal is unreachable): not sent; try again later.
+            const err = toMrpError(raw);
+            if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
+            const delayMs = (backoff ??= new Backoff()).next();
+            this.emit('retry', { request, error: err, delayMs, attempt });
+            await this.#wait(delayMs);
+            continue;
+          }
+          if (timeoutMs === undefined)
+            throw new TakenOverError(
+              `the message ${request.in_reply_to ?? ''} was taken over by another runner; it sends the reply`,
+            );
+          this.#check();
+        }
+        try {
+          return await this.#send(request, timeoutMs);
+        } catch (raw) {
+          const err = toMrpError(raw);
+          if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
+          if (isPermanent(err)) throw err;
+          unknown = err instanceof OutcomeUnknownError;
+          let delayMs: number;
+          if (err instanceof RelayError && err.code === 'rate_limit_exceeded') {
+            delayMs = Math.max(1, err.retryAfter ?? 1) * 1000;
+            this.#blockedUntil = Math.max(this.#blockedUntil, this.#clock.now() + delayMs);
+          } else {
+            delayMs = (backoff ??= new Backoff()).next();
+          }
+          this.emit('retry', { request, error: err, delayMs, attempt });
+          await this.#wait(delayMs);
+        }
+      }
     } finally {
       this.#pending--;
-    }
-  }
-
-  async #deliver(request: EncodedSend, reply: ReplyKey | undefined): Promise<SendResponse> {
-    // Made on the first retry: most replies are accepted at once.
-    let backoff: Backoff | undefined;
-    let unknown = reply?.checkFirst === true;
-    for (let attempt = 1; ; attempt++) {
-      this.#check();
-      if (unknown && reply) {
-        let found: Message | undefined;
-        try {
-          found = await this.#findReply(reply, request);
-        } catch (raw) {
-          const err = toMrpError(raw);
-          if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
-          if (err.code === 'thread_too_long') throw err;
-          // Not known yet whether it was sent: look again later, never send blind.
-          const delayMs = (backoff ??= new Backoff()).next();
-          this.emit('retry', { request, error: err, delayMs, attempt });
-          await this.#wait(delayMs);
-          continue;
-        }
-        if (found)
-          return {
-            message_id: found.message_id,
-            status: 'sent',
-            created_at: found.created_at,
-            expires_at: found.expires_at,
-          };
-      }
-      const rateWait = this.#rateLimitWait();
-      if (rateWait > 0) await this.#wait(rateWait);
-      let timeoutMs: number | undefined;
-      if (reply?.fence) {
-        try {
-          timeoutMs = await reply.fence();
-        } catch (raw) {
-          // The fence could not be taken (the journal is unreachable): not sent; try again later.
-          const err = toMrpError(raw);
-          if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
-          const delayMs = (backoff ??= new Backoff()).next();
-          this.emit('retry', { request, error: err, delayMs, attempt });
-          await this.#wait(delayMs);
-          continue;
-        }
-        if (timeoutMs === undefined)
-          throw new TakenOverError(
-            `the message ${request.in_reply_to ?? ''} was taken over by another runner; it sends the reply`,
-          );
-        this.#check();
-      }
-      try {
-        return await this.#send(request, timeoutMs);
-      } catch (raw) {
-        const err = toMrpError(raw);
-        if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
-        if (isPermanent(err)) throw err;
-        unknown = err instanceof OutcomeUnknownError;
-        let delayMs: number;
-        if (err instanceof RelayError && err.code === 'rate_limit_exceeded') {
-          delayMs = Math.max(1, err.retryAfter ?? 1) * 1000;
-          this.#blockedUntil = Math.max(this.#blockedUntil, this.#clock.now() + delayMs);
-        } else {
-          delayMs = (backoff ??= new Backoff()).next();
-        }
-        this.emit('retry', { request, error: err, delayMs, attempt });
-        await this.#wait(delayMs);
-      }
     }
   }
 

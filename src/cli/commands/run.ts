@@ -97,10 +97,13 @@ function isLoopback(host: string): boolean {
  * it and are copied at every scavenge). Measured with `bench/quick.ts ws` (100,000 echo messages,
  * 1,000 in flight), runner CPU per message and RSS at the end: ~79 µs and ~100 MB; held at 1 MiB
  * ~95 µs and ~89 MB (the previous setting); `--optimize-for-size` (before that) ~185 µs and ~96 MB;
- * V8's defaults ~62 µs and ~120–150 MB. Only flags V8 reads while running take effect here (the
- * semi-space *size* flags are read once, at start-up).
+ * V8's defaults ~62 µs and ~120–150 MB. Scavenges run on the main thread alone
+ * (`--no-parallel-scavenge`): a runner's young generation is small, and handing a few MB of
+ * survivors to helper threads cost more CPU than it saved (~4 µs per message, 7 of 7 alternating
+ * runs on 2 cores; an agent host runs many runners, each with its own helpers). Only flags V8
+ * reads while running take effect here (the semi-space *size* flags are read once, at start-up).
  */
-export const RUNNER_V8_FLAGS = '--heap-growing-percent=15';
+export const RUNNER_V8_FLAGS = '--heap-growing-percent=15 --no-parallel-scavenge';
 /** The new space (both semi-spaces) at which the young generation stops growing. */
 export const RUNNER_YOUNG_GENERATION_BYTES = 16 * 1024 * 1024;
 // `MRP_RUNNER_V8_FLAGS` replaces both (empty: V8's defaults); README, "Performance".
