@@ -1,7 +1,7 @@
 /**
  * Request authentication (docs/protocol.md §2). Signing and verifying use node:crypto (OpenSSL, about
- * 10x faster than pure JS: a poll-mode runner signs every request); @noble/ed25519 derives public
- * keys and judges them (`publicKeyProblem`). Ed25519 is deterministic, so both produce the same
+ * 10x faster than pure JS: a poll-mode runner signs every request) and derive public keys;
+ * @noble/ed25519 judges public keys (`publicKeyProblem`). Ed25519 is deterministic, so both produce the same
  * bytes: tests cross-check them on the §2.5 vectors and on random inputs.
  */
 import {
@@ -74,8 +74,8 @@ const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'he
  */
 export class Keypair {
   readonly #seed: Uint8Array;
-  /** The private key as node:crypto holds it, made on the first signature. */
-  #key: KeyObject | undefined;
+  /** The private key as node:crypto holds it. */
+  readonly #key: KeyObject;
   /** The 32 public key bytes. */
   readonly publicKeyBytes: Uint8Array;
   /** The public key, base64url (43 characters): the agent's address. */
@@ -84,7 +84,12 @@ export class Keypair {
   private constructor(seed: Uint8Array) {
     if (seed.length !== 32) throw new RangeError('an Ed25519 seed is exactly 32 bytes');
     this.#seed = Uint8Array.from(seed);
-    this.publicKeyBytes = ed.getPublicKey(this.#seed);
+    // node:crypto derives the public key: ~0.05 ms, where @noble/ed25519's first derivation builds
+    // its base-point tables (~45 ms and ~17 MB of short-lived objects, which grew every runner's
+    // young generation at start-up).
+    this.#key = Keypair.#privateKey(this.#seed);
+    const spki = createPublicKey(this.#key).export({ format: 'der', type: 'spki' });
+    this.publicKeyBytes = new Uint8Array(spki.subarray(spki.length - 32));
     this.publicKey = toBase64Url(this.publicKeyBytes);
   }
 
@@ -104,7 +109,6 @@ export class Keypair {
 
   /** Ed25519 signature of `message` (UTF-8 when a string), base64url. */
   sign(message: Uint8Array | string): string {
-    this.#key ??= Keypair.#privateKey(this.#seed);
     const data = typeof message === 'string' ? Buffer.from(message, 'utf8') : message;
     return cryptoSign(null, data, this.#key).toString('base64url');
   }

@@ -170,6 +170,8 @@ describe('noble and node:crypto agree on random inputs', () => {
       const seed = randomBytes(32);
       const kp = Keypair.fromSeed(seed);
       assert.equal(kp.publicKey, nodePublicKey(seed));
+      // Keypair derives with node:crypto; @noble/ed25519 is the independent check.
+      assert.deepEqual(kp.publicKeyBytes, ed.getPublicKey(seed));
       const message = randomBytes(1 + (i % 200)).toString('latin1');
       const nobleSig = nobleSign(seed, Buffer.from(message, 'latin1'));
       assert.equal(verifySignature(kp.publicKey, Buffer.from(message, 'latin1'), nobleSig), true);
