@@ -99,8 +99,8 @@ function isLoopback(host: string): boolean {
  * ~95 µs and ~89 MB (the previous setting); `--optimize-for-size` (before that) ~185 µs and ~96 MB;
  * V8's defaults ~62 µs and ~120–150 MB. Scavenges run on the main thread alone
  * (`--no-parallel-scavenge`): a runner's young generation is small, and handing a few MB of
- * survivors to helper threads cost more CPU than it saved (~4 µs per message, 7 of 7 alternating
- * runs on 2 cores; an agent host runs many runners, each with its own helpers). Only flags V8
+ * survivors to helper threads cost more CPU than it saved (~4 µs per message, 10 of 10 alternating
+ * pairs on 2 cores; an agent host runs many runners, each with its own helpers). Only flags V8
  * reads while running take effect here (the semi-space *size* flags are read once, at start-up).
  */
 export const RUNNER_V8_FLAGS = '--heap-growing-percent=15 --no-parallel-scavenge';
