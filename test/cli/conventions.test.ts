@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import type { Command } from 'commander';
 import { completionTree } from '../../src/cli/commands/completion.js';
-import { buildProgram, main } from '../../src/cli/main.js';
+import { buildProgram, COMMANDS, loadCommands, main } from '../../src/cli/main.js';
 import { RelayClient } from '../../src/client/http.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
@@ -403,8 +403,54 @@ describe('global flags, help and exit codes', () => {
     assert.equal(JSON.parse(acl.stderr).error.code, 'connection_refused', 'parsed, then failed only on the network');
   });
 
-  it('every leaf command has examples in --help; flags mean one thing everywhere', () => {
-    const program = buildProgram(testDeps({ home: '/nonexistent' }));
+  it('commands load on demand: the table names exactly the words each module registers, in help order', async () => {
+    const deps = testDeps({ home: '/nonexistent' });
+    const words: string[] = [];
+    for (const [expected, load] of COMMANDS) {
+      const alone = buildProgram(deps, [await load()]);
+      assert.deepEqual(
+        alone.commands.map((c) => c.name()),
+        [...expected],
+        `the module for ${expected.join('/')} registers exactly those commands`,
+      );
+      words.push(...expected);
+    }
+    const all = buildProgram(deps, await loadCommands());
+    assert.deepEqual(
+      all.commands.map((c) => c.name()),
+      words,
+    );
+  });
+
+  it('one command loaded or all: root help lists them all; a command help and parsing are unchanged', async (t) => {
+    const home = await tempDir(t);
+    const deps = testDeps({ home });
+    const names = COMMANDS.flatMap(([w]) => w);
+    for (const argv of [['--help'], ['--help', 'whoami'], ['-h', 'send'], ['help'], []]) {
+      const res = await runCli(argv, deps);
+      assert.equal(res.code, 0, res.stderr);
+      for (const name of names)
+        assert.match(res.stdout, new RegExp(`^  ${name}\\b`, 'm'), `${argv.join(' ')} lists ${name}`);
+    }
+    const sendHelp = await runCli(['send', '--help'], deps);
+    assert.match(sendHelp.stdout, /^Usage: mrp send /m);
+    // A root option's value is not taken for the command word.
+    const key = join(home, 'k');
+    await runCli(['keygen', '--key', key], deps);
+    const who = await runCli(['--relay', 'http://127.0.0.1:5', '--key', key, '--json', 'whoami'], deps);
+    assert.equal(who.code, 0, who.stderr);
+    assert.equal(JSON.parse(who.stdout).relay, 'http://127.0.0.1:5');
+    // `status` is --relay's value here (whoami runs and judges it), not the command `status`.
+    const status = await runCli(['--relay', 'status', 'whoami', '--key', key, '--json'], deps);
+    assert.equal(JSON.parse(status.stderr).error.code, 'invalid_relay_url', status.stderr);
+    // A word that is no command still gets the nearest one suggested.
+    const typo = await runCli(['--key', key, 'whoamj'], deps);
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /whoami/);
+  });
+
+  it('every leaf command has examples in --help; flags mean one thing everywhere', async () => {
+    const program = buildProgram(testDeps({ home: '/nonexistent' }), await loadCommands());
     const leaves = (cmd: Command, path: string[] = []): Array<[string, Command]> =>
       cmd.commands.flatMap((c) =>
         c.commands.length ? leaves(c, [...path, c.name()]) : [[[...path, c.name()].join(' '), c] as [string, Command]],
