@@ -99,9 +99,10 @@ function isLoopback(host: string): boolean {
  * ~95 µs and ~89 MB (the previous setting); `--optimize-for-size` (before that) ~185 µs and ~96 MB;
  * V8's defaults ~62 µs and ~120–150 MB. Scavenges run on the main thread alone
  * (`--no-parallel-scavenge`): a runner's young generation is small, and handing a few MB of
- * survivors to helper threads cost more CPU than it saved (~4 µs per message, 10 of 10 alternating
- * pairs on 2 cores; an agent host runs many runners, each with its own helpers). Only flags V8
- * reads while running take effect here (the semi-space *size* flags are read once, at start-up).
+ * survivors to helper threads cost more CPU than it saved (~4 µs per message: lower in 9 of 10
+ * alternating pairs on 2 cores, equal in the tenth; an agent host runs many runners, each with its
+ * own helpers). Only flags V8 reads while running take effect here (the semi-space *size* flags
+ * are read once, at start-up).
  */
 export const RUNNER_V8_FLAGS = '--heap-growing-percent=15 --no-parallel-scavenge';
 /** The new space (both semi-spaces) at which the young generation stops growing. */
