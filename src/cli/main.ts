@@ -65,7 +65,8 @@ const VALUE_OPTIONS = new Set(['--relay', '--key', '--context']);
 function soleCommand(argv: readonly string[]): (() => Promise<CommandModule>) | undefined {
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
-    if (word === '--' || word === '-h' || word === '--help') return undefined;
+    // `-h`, also bundled (`-qh`): commander prints the root help, which lists every command.
+    if (word === '--' || word === '--help' || /^-[^-]*h/.test(word)) return undefined;
     if (word.startsWith('-')) {
       if (VALUE_OPTIONS.has(word)) i++;
       continue;

@@ -426,7 +426,7 @@ describe('global flags, help and exit codes', () => {
     const home = await tempDir(t);
     const deps = testDeps({ home });
     const names = COMMANDS.flatMap(([w]) => w);
-    for (const argv of [['--help'], ['--help', 'whoami'], ['-h', 'send'], ['help'], []]) {
+    for (const argv of [['--help'], ['--help', 'whoami'], ['-h', 'send'], ['-qh', 'whoami'], ['help'], []]) {
       const res = await runCli(argv, deps);
       assert.equal(res.code, 0, res.stderr);
       for (const name of names)
