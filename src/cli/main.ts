@@ -138,7 +138,13 @@ const PARSE_ERROR_CODES: Record<string, string> = {
 function commandPath(program: Command, argv: readonly string[]): string[] {
   const path: string[] = [];
   let cmd = program;
-  for (const word of argv) {
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    // The value of a global option (`--key acl`) is no command word.
+    if (VALUE_OPTIONS.has(word)) {
+      i++;
+      continue;
+    }
     const next = cmd.commands.find((c) => c.name() === word || c.aliases().includes(word));
     if (!next) continue;
     path.push(next.name());

@@ -443,10 +443,14 @@ describe('global flags, help and exit codes', () => {
     // `status` is --relay's value here (whoami runs and judges it), not the command `status`.
     const status = await runCli(['--relay', 'status', 'whoami', '--key', key, '--json'], deps);
     assert.equal(JSON.parse(status.stderr).error.code, 'invalid_relay_url', status.stderr);
-    // A word that is no command still gets the nearest one suggested.
+    // A word that is no command still gets the nearest one suggested; the help hint names no
+    // command from an option's value.
     const typo = await runCli(['--key', key, 'whoamj'], deps);
     assert.equal(typo.code, 2);
     assert.match(typo.stderr, /whoami/);
+    const hint = await runCli(['--context', 'acl', 'whoamj', '--json'], deps);
+    assert.equal(hint.code, 2);
+    assert.match(JSON.parse(hint.stderr).error.hint, /see `mrp --help`/);
   });
 
   it('every leaf command has examples in --help; flags mean one thing everywhere', async () => {
