@@ -40,7 +40,10 @@ export function growthSteer(
   };
 }
 
-/** Starts watching; returns a stop function. `capBytes`: the new space's size (both semi-spaces) at which growth stops. */
+/**
+ * Starts watching; returns a stop function. `capBytes`: the new space's size (both semi-spaces)
+ * at which growth stops.
+ */
 export function capYoungGeneration(capBytes: number): () => void {
   const steer = growthSteer(capBytes);
   steer();

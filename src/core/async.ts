@@ -83,7 +83,10 @@ export class LazyAbort {
     return this.#controller.signal;
   }
 
-  /** Aborts (once; later calls do nothing). Without a reason, the reason is an `AbortError` DOMException, as `AbortController`'s. */
+  /**
+   * Aborts (once; later calls do nothing). Without a reason, the reason is an `AbortError`
+   * DOMException, as `AbortController`'s.
+   */
   abort(reason?: unknown): void {
     if (this.#aborted) return;
     this.#aborted = true;

@@ -12,10 +12,10 @@
  * Frames written during one turn leave together (`TurnCork`, core/cork.ts: the first one corks
  * the raw socket, a `process.nextTick` uncorks it), so the turn's frames (a commit's thousand
  * `send_result`s and pushes) cost one `writev` instead of one each. At most CORK_MAX_BYTES wait
- * corked (past that the socket is uncorked at once): corked bytes count in `buffered` like refused ones, and a burst
- * of answers a reader takes at once still stays far below the hub's MAX_CONTROL_UNSENT. The hub
- * uncorks before it closes or destroys a socket, so a close frame and what preceded it still
- * leave first.
+ * corked (past that the socket is uncorked at once): corked bytes count in `buffered` like
+ * refused ones, and a burst of answers a reader takes at once still stays far below the hub's
+ * MAX_CONTROL_UNSENT. The hub uncorks before it closes or destroys a socket, so a close frame and
+ * what preceded it still leave first.
  */
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';

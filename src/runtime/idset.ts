@@ -22,7 +22,10 @@ export function hash64(text: string): [number, number] {
   return [h1 >>> 0, h2 >>> 0];
 }
 
-/** 16 hex characters for a hash: how journals before the packed form (`pack`) wrote done ids; `parseHashHex` reads them back. */
+/**
+ * 16 hex characters for a hash: how journals before the packed form (`pack`) wrote done ids;
+ * `parseHashHex` reads them back.
+ */
 export function hashHex([hi, lo]: [number, number]): string {
   return hi.toString(16).padStart(8, '0') + lo.toString(16).padStart(8, '0');
 }

@@ -78,7 +78,10 @@ function upgradeReply(reply: JournaledReply | LegacyReply | null, message: Messa
   return out;
 }
 
-/** A `handled` record's reply as written (sealed, legacy or none), not something damaged into another shape. */
+/**
+ * A `handled` record's reply as written (sealed, legacy or none), not something damaged into
+ * another shape.
+ */
 function replyShaped(reply: unknown): reply is JournaledReply | LegacyReply | null {
   if (reply === null) return true;
   if (!isPlainObject(reply)) return false;
