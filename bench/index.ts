@@ -19,7 +19,7 @@ import { Keypair } from '../src/protocol/signing.js';
 import { type BlobFigures, blobTransfer } from './blobs.js';
 import { cryptoBench } from './crypto.js';
 import { fleetThroughput } from './fleet.js';
-import { type Child, cleanupAll, cpuSeconds, installCleanup, rssMb } from './lib.js';
+import { type Child, cleanupAll, cpuSeconds, installCleanup, memorySplitMb, rssMb } from './lib.js';
 import { NatsRequester, natsAvailable, startNats } from './nats.js';
 import { type PgBenchRow, pgBench, printPgBench } from './pg.js';
 import { nodeFlags, startFloor, startRelay, startRunner } from './processes.js';
@@ -136,6 +136,7 @@ async function roundTrip(open: () => Promise<Exchanger>, plan: Plan, procs: Proc
       requester: process.cpuUsage(),
     };
     const throughput = await exchange(plan.throughput, WINDOW, 150_000, (n) => n % step === 0 && sample(n));
+    const split = memorySplitMb(pids.responder);
     const perMessage = (seconds: number): number => (seconds * 1e6) / plan.throughput;
     const own = process.cpuUsage(cpu0.requester);
     const cpuUs = {
@@ -143,7 +144,7 @@ async function roundTrip(open: () => Promise<Exchanger>, plan: Plan, procs: Proc
       responder: perMessage(cpuSeconds(pids.responder) - cpu0.responder),
       requester: perMessage((own.user + own.system) / 1e6),
     };
-    return { latency, throughput, rss, cpuUs };
+    return { latency, throughput, rss, cpuUs, split };
   } finally {
     requester.close();
   }
@@ -382,6 +383,14 @@ const rows: Row[] = [
     'first → last, slope over 2nd half',
     `${fmt(rssFirst, 1)} → ${fmt(rssLast, 1)} MB, ${mem.slopeMbPer10k >= 0 ? '+' : ''}${fmt(mem.slopeMbPer10k)} MB/10k msgs (${flat ? 'flat' : 'growing'})`,
     `≤ ${TARGETS.rssMb} MB, ≤ ${TARGETS.rssSlopeMbPer10k} MB/10k ${mark(targets.memory)}`,
+  ],
+  [
+    '',
+    'last RSS: private / shared with other processes',
+    ws.split
+      ? `${fmt(ws.split.private, 1)} / ${fmt(ws.split.shared, 1)} MB (private: what each further runner costs a host; shared: node's binary and libraries, once)`
+      : 'n/a (no /proc/<pid>/smaps_rollup)',
+    '',
   ],
   ['Poll mode', 'p50 / p95 / p99', ms(poll.latency), ''],
   ['', 'throughput', rate(poll.throughput), `≥ ${int(TARGETS.pollPerSecond)}/s, none lost ${mark(targets.poll)}`],

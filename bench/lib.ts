@@ -178,6 +178,26 @@ export function rssMb(pid: number): number {
   }
 }
 
+/**
+ * How a process's resident memory splits (Linux /proc smaps_rollup), in MB: `private` is its own
+ * (heap, stacks, written pages: what one more such process costs a host), `shared` is pages it
+ * shares with other processes (node's binary and libraries, loaded once per host). NaN once it is
+ * gone or where the file does not exist.
+ */
+export function memorySplitMb(pid: number): { private: number; shared: number } {
+  try {
+    const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const kb = (field: string): number =>
+      Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? Number.NaN);
+    return {
+      private: (kb('Private_Clean') + kb('Private_Dirty')) / 1024,
+      shared: (kb('Shared_Clean') + kb('Shared_Dirty')) / 1024,
+    };
+  } catch {
+    return { private: Number.NaN, shared: Number.NaN };
+  }
+}
+
 export function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;

@@ -17,6 +17,8 @@ export interface RoundTrip {
   rss: Array<{ messages: number; mb: number; seconds: number }>;
   /** CPU time per message during the throughput run, in µs, per process ("relay" is nats-server for NATS). */
   cpuUs: { relay: number; responder: number; requester: number };
+  /** The responder's RSS split at the end of the throughput run, MB (`memorySplitMb`). */
+  split?: { private: number; shared: number };
 }
 
 /** The median figure over `values`, with the smallest and the largest. */
@@ -66,6 +68,9 @@ export function combine(trips: readonly RoundTrip[]): RoundTrip {
       responder: med((t) => t.cpuUs.responder),
       requester: med((t) => t.cpuUs.requester),
     },
+    ...(trips.every((t) => t.split)
+      ? { split: { private: med((t) => t.split!.private), shared: med((t) => t.split!.shared) } }
+      : {}),
   };
 }
 

@@ -48,6 +48,9 @@ describe('bench summary', () => {
     assert.equal(c.throughput.count, 100_000, 'count stays per round');
     assert.deepEqual(spread([3, 1, 2]), { median: 2, min: 1, max: 3 });
     assert.equal(combine([rounds[0]!]), rounds[0], 'one round stands for itself');
+    assert.equal(c.split, undefined, 'no memory split when the rounds have none');
+    const split = [48, 57, 52].map((mb, i) => ({ ...rounds[i]!, split: { private: mb, shared: 42 + i } }));
+    assert.deepEqual(combine(split).split, { private: 52, shared: 43 });
   });
 
   it('measures the RSS slope over the second half in MB per 10k messages', () => {
