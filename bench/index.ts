@@ -144,7 +144,7 @@ async function roundTrip(open: () => Promise<Exchanger>, plan: Plan, procs: Proc
       responder: perMessage(cpuSeconds(pids.responder) - cpu0.responder),
       requester: perMessage((own.user + own.system) / 1e6),
     };
-    return { latency, throughput, rss, cpuUs, split };
+    return { latency, throughput, rss, cpuUs, ...(split ? { split } : {}) };
   } finally {
     requester.close();
   }

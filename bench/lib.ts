@@ -181,10 +181,10 @@ export function rssMb(pid: number): number {
 /**
  * How a process's resident memory splits (Linux /proc smaps_rollup), in MB: `private` is its own
  * (heap, stacks, written pages: what one more such process costs a host), `shared` is pages it
- * shares with other processes (node's binary and libraries, loaded once per host). NaN once it is
- * gone or where the file does not exist.
+ * shares with other processes (node's binary and libraries, loaded once per host). Undefined once
+ * it is gone or where the file does not exist (not Linux).
  */
-export function memorySplitMb(pid: number): { private: number; shared: number } {
+export function memorySplitMb(pid: number): { private: number; shared: number } | undefined {
   try {
     const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
     const kb = (field: string): number =>
@@ -194,7 +194,7 @@ export function memorySplitMb(pid: number): { private: number; shared: number } 
       shared: (kb('Shared_Clean') + kb('Shared_Dirty')) / 1024,
     };
   } catch {
-    return { private: Number.NaN, shared: Number.NaN };
+    return undefined;
   }
 }
 
