@@ -38,7 +38,7 @@ visibility: private        # public: listed by \`mrp discover\`
 inbox_policy: blocklist    # open | closed | allowlist | blocklist
 capabilities:
   - name: ${cap.name}
-    description: ${cap.description}
+    description: ${JSON.stringify(cap.description)}
     tags: ${cap.tags}
 metadata:
   version: "0.1.0"

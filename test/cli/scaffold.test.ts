@@ -4,6 +4,8 @@ import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { loadManifest } from '../../src/cli/manifest.js';
+import { TEMPLATES } from '../../src/cli/scaffold.js';
 import type { HandlerContext, Message } from '../../src/index.js';
 import { loadHandler } from '../../src/runtime/handler.js';
 import { runCli, tempDir, testDeps } from '../helpers/cli.js';
@@ -41,6 +43,18 @@ describe('mrp init --template', () => {
       {} as HandlerContext,
     );
     assert.deepEqual(reply, { status: 'ok', result: { sum: 5 } });
+  });
+
+  it("every template's manifest is valid YAML that loads, its description kept exactly (the router's has a colon)", async (t) => {
+    for (const template of [undefined, ...TEMPLATES]) {
+      const { cwd, deps } = await project(t);
+      const res = await runCli(['init', ...(template ? ['--template', template] : []), '--json'], deps);
+      assert.equal(res.code, 0, res.stderr);
+      const manifest = await loadManifest(join(cwd, 'mrp.yaml'), { cwd });
+      const text = await readFile(join(cwd, 'mrp.yaml'), 'utf8');
+      const description = /description: (.*)/.exec(text)?.[1];
+      assert.equal(manifest.patch.capabilities?.[0]?.description, JSON.parse(description ?? '""'), template);
+    }
   });
 
   it('an unknown template is a usage error naming the choices', async (t) => {
