@@ -94,7 +94,11 @@ export const ERROR_CODES = {
   context_not_found: { ...config, doc: '`mrp context`, `--context` or `MRP_CONTEXT` names no context' },
   context_invalid: { ...config, doc: 'a context name or file is not valid' },
   context_exists: { ...config, doc: 'a context with that name already exists' },
-  doctor_failed: { ...config, doc: '`mrp doctor`: at least one check failed (`details.failed` names them)' },
+  doctor_failed: {
+    ...config,
+    exit: EXIT.failure,
+    doc: '`mrp doctor`: at least one check failed (`details.failed` names them; exit 1: the command itself was right)',
+  },
   manifest_not_found: { ...config, doc: 'no `mrp.yaml` where one is needed' },
   manifest_invalid: {
     ...config,

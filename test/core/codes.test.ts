@@ -124,11 +124,12 @@ describe('error codes: one table', () => {
       .filter(([, info]) => info.exit !== EXIT_BY_KIND[info.kind])
       .map(([code]) => code)
       .sort();
-    assert.deepEqual(exceptions, ['handler_exit', 'journal_locked']);
+    assert.deepEqual(exceptions, ['doctor_failed', 'handler_exit', 'journal_locked']);
   });
 
   it('the CLI reads exit codes and hints from the table', () => {
     assert.equal(exitCodeFor(new ConfigError('journal_locked', 'x')), 1);
+    assert.equal(exitCodeFor(new ConfigError('doctor_failed', 'x')), 1, 'as mrp doctor exits');
     assert.equal(exitCodeFor(new ConfigError('key_invalid', 'x')), 2);
     assert.equal(exitCodeFor(new RelayError('invalid_signature', 'x')), 4);
     assert.equal(exitCodeFor(new RelayError('acl_denied', 'x')), 1);
