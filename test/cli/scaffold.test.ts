@@ -57,6 +57,20 @@ describe('mrp init --template', () => {
     }
   });
 
+  it('--handler in a directory that does not exist creates it; one that cannot be made is a usage error and nothing is written', async (t) => {
+    const { cwd, deps } = await project(t);
+    const res = await runCli(['init', '--handler', 'src/bot.ts', '--json'], deps);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(await readFile(join(cwd, 'src', 'bot.ts'), 'utf8'), /const handler: Handler/);
+    assert.match(await readFile(join(cwd, 'src', 'bot.test.ts'), 'utf8'), /\.\/bot\.ts/);
+    const blocked = await project(t, 'blocked');
+    await writeFile(join(blocked.cwd, 'lib'), 'a file, not a directory');
+    const bad = await runCli(['init', '--handler', 'lib/bot.ts'], blocked.deps);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--handler: cannot create the directory \.\/lib /);
+    assert.deepEqual(await readdir(blocked.cwd), ['lib']);
+  });
+
   it('an unknown template is a usage error naming the choices', async (t) => {
     const { deps } = await project(t);
     const res = await runCli(['init', '--template', 'nope'], deps);

@@ -1,6 +1,6 @@
-import { access, readFile } from 'node:fs/promises';
+import { access, mkdir, readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
-import { basename, extname, join, relative, resolve } from 'node:path';
+import { basename, dirname, extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { formatDuration } from '../../core/duration.js';
@@ -115,6 +115,17 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
         env: { MRP_HOME: ctx.home, MRP_KEY_FILE: key_file.value, MRP_RELAY_URL: relay.value },
       }),
     });
+  }
+  // A handler in a directory that does not exist yet (`--handler src/bot.ts`) gets it, before any
+  // file is written: a failure leaves nothing half-made.
+  const handlerDir = dirname(handlerFile);
+  try {
+    await mkdir(handlerDir, { recursive: true });
+  } catch (err) {
+    throw new UsageError(
+      `--handler: cannot create the directory ${shownPath(cwd, handlerDir)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      { code: 'invalid_argument' },
+    );
   }
   const created: string[] = [];
   const kept: string[] = [];
