@@ -70,3 +70,11 @@ export function processDeps(): Deps {
     },
   };
 }
+
+/**
+ * How the person typing runs this CLI, for commands printed to paste: `npx mrp` when npm launched
+ * it (`npx mrp …`, `npm exec`: `mrp` is then not on their PATH), else `mrp`.
+ */
+export function selfCommand(env: Deps['env']): string {
+  return env['npm_command'] === 'exec' ? 'npx mrp' : 'mrp';
+}

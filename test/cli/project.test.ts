@@ -256,6 +256,19 @@ describe('mrp dev', () => {
     assert.equal(demo.reply.in_reply_to, demo.sent);
     assert.deepEqual(demo.reply.body.echo, { text: 'hello from mrp dev' });
   });
+
+  it('prints its send command as `npx mrp send` when npx launched it', async (t) => {
+    const { deps } = await project(t);
+    deps.env['npm_command'] = 'exec';
+    const res = await runCli(['dev', '--once', '--port', '0'], deps);
+    assert.equal(res.code, 0, res.stderr);
+    const dev = res.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .find((e) => e.event === 'dev');
+    assert.match(dev.send, /^npx mrp send --relay http:\/\/127\.0\.0\.1:\d+ /);
+  });
 });
 
 describe('mrp completion', () => {

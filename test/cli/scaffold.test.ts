@@ -71,6 +71,23 @@ describe('mrp init --template', () => {
     assert.deepEqual(await readdir(blocked.cwd), ['lib']);
   });
 
+  it('the commands it prints to paste say `npx mrp` when npx launched it (mrp is then not on the PATH)', async (t) => {
+    const root = await tempDir(t);
+    for (const [npmCommand, mrp] of [
+      ['exec', 'npx mrp'],
+      [undefined, 'mrp'],
+      ['run-script', 'mrp'],
+    ] as const) {
+      const cwd = join(root, `p-${npmCommand}`);
+      await mkdir(cwd);
+      const deps = testDeps({ home: join(root, 'home'), cwd, env: { npm_command: npmCommand } });
+      const json = await runCli(['init', '--json'], deps);
+      assert.equal(JSON.parse(json.stdout).next, `${mrp} run --handler ./handler.ts`);
+      const text = await runCli(['init', '--handler', 'other.ts'], deps);
+      assert.match(text.stdout, new RegExp(`\\(no relay handy\\? \`${mrp} dev --handler \\./other\\.ts\``));
+    }
+  });
+
   it('an unknown template is a usage error naming the choices', async (t) => {
     const { deps } = await project(t);
     const res = await runCli(['init', '--template', 'nope'], deps);

@@ -10,7 +10,7 @@ import { loadHandler } from '../../runtime/handler.js';
 import { type AgentMode, parseMode } from '../../runtime/mode.js';
 import { ensureDir, expandPath } from '../config.js';
 import type { CliContext } from '../context.js';
-import type { Deps } from '../deps.js';
+import { type Deps, selfCommand } from '../deps.js';
 import { EXIT } from '../exit.js';
 import { readKeyFile, writeKeyFile } from '../keys.js';
 import { takeLock } from '../lockfile.js';
@@ -69,7 +69,7 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
       'dev_running',
       `another mrp dev (pid ${lock.heldBy}) is already running with MRP_HOME=${ctx.home}`,
       {
-        hint: `use that one (it prints its \`mrp send\` command), stop it, or start another with its own state: \`MRP_HOME=$(mktemp -d) mrp dev\``,
+        hint: `use that one (it prints its \`mrp send\` command), stop it, or start another with its own state: \`MRP_HOME=$(mktemp -d) ${selfCommand(ctx.deps.env)} dev\``,
       },
     );
   }
@@ -146,7 +146,7 @@ async function runAgainst(ctx: CliContext, options: DevOptions, d: DevSetup): Pr
     trace: ctx.tracers,
   });
   const { style } = ctx.out;
-  const sendCommand = `mrp send --relay ${url} --key ${userKeyPath} ${agentKey.publicKey} "hello" --wait`;
+  const sendCommand = `${selfCommand(ctx.deps.env)} send --relay ${url} --key ${userKeyPath} ${agentKey.publicKey} "hello" --wait`;
   reporter.line(`${style.green('●')} relay   ${style.bold(url)}  ${style.dim(`(data ${join(home, 'data')})`)}`);
   reporter.line(`${style.green('●')} agent   ${agentKey.publicKey}  ${style.dim(`running ${shown}`)}`);
   reporter.event('dev', {

@@ -8,7 +8,7 @@ import { UsageError } from '../../core/errors.js';
 import { Keypair } from '../../protocol/signing.js';
 import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import type { CliContext } from '../context.js';
-import type { Deps } from '../deps.js';
+import { type Deps, selfCommand } from '../deps.js';
 import { writeExclusive } from '../files.js';
 import { writeKeyFile } from '../keys.js';
 import { durationOption, intOption } from '../options.js';
@@ -148,7 +148,8 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
     keyCreated = true;
     publicKey = kp.publicKey;
   }
-  const next = `mrp run --handler ${handler}`;
+  const mrp = selfCommand(ctx.deps.env);
+  const next = `${mrp} run --handler ${handler}`;
   const { style } = ctx.out;
   const then: string[] = [];
   if (options.docker)
@@ -178,7 +179,7 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
       ...(handlerTest
         ? [style.dim(`  test it: npx tsx --test ${shownPath(cwd, handlerTest)}   (Node ≥ 23.6: node --test)`)]
         : []),
-      style.dim(`  (no relay handy? \`mrp dev --handler ${handler}\` runs one locally)`),
+      style.dim(`  (no relay handy? \`${mrp} dev --handler ${handler}\` runs one locally)`),
     ],
   );
 }
