@@ -11,6 +11,7 @@ import { type ContactBook, nameForKey } from '../protocol/contacts.js';
 import type { Message } from '../protocol/types.js';
 import type { HandledEvent, Runtime } from '../runtime/runtime.js';
 import type { Deps } from './deps.js';
+import { hintFor } from './hints.js';
 import type { Output } from './output.js';
 import { clockTime, safeText } from './render.js';
 import { neverConnectedHint } from './watch.js';
@@ -45,6 +46,8 @@ export class Reporter {
   readonly #out: Output;
   readonly #deps: Deps;
   readonly #o: ReporterOptions;
+  /** The runtime's fatal error, once its `fatal` event is out (`problem` does not repeat it). */
+  #fatal: unknown;
   #spinner: Spinner | undefined;
 
   private constructor(out: Output, deps: Deps, options: ReporterOptions, spinner: Spinner | undefined) {
@@ -312,7 +315,9 @@ export class Reporter {
     });
     runtime.on('fatal', (err) => {
       this.stopSpinner();
-      this.event('fatal', { code: err.code, message: err.message });
+      this.#fatal = err;
+      const hint = hintFor(err);
+      this.event('fatal', { code: err.code, message: err.message, ...(hint ? { hint } : {}) });
     });
     runtime.on('draining', ({ running, queued, replies }) => {
       this.stopSpinner();
@@ -335,10 +340,14 @@ export class Reporter {
   problem(event: string, err: unknown): void {
     const e = err instanceof MrpError ? err : undefined;
     const message = err instanceof Error ? err.message : String(err);
+    // The error's own hint, else the error-code table's (a relay's refusal carries none itself).
+    const hint = hintFor(err);
     this.line(
-      `${this.#out.style.dim(this.#clockLabel())}  ${this.#out.style.red('error:')} ${safeText(message)}${e?.hint ? ` — ${safeText(e.hint)}` : ''}`,
+      `${this.#out.style.dim(this.#clockLabel())}  ${this.#out.style.red('error:')} ${safeText(message)}${hint ? ` — ${safeText(hint)}` : ''}`,
     );
-    this.event(event, { code: e?.code ?? 'internal_error', message });
+    // The runtime's fatal error already has its event (the runtime's `fatal` listener above).
+    if (event === 'fatal' && err === this.#fatal) return;
+    this.event(event, { code: e?.code ?? 'internal_error', message, ...(hint ? { hint } : {}) });
   }
 
   #clockLabel(): string {

@@ -3,9 +3,12 @@
  * one-line errors (code, exit 2) for the bad cases — in process, before any handler loads.
  */
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { webhookListen } from '../../src/cli/commands/run.js';
 import { runCli, tempDir, testDeps } from '../helpers/cli.js';
+import { startRelay } from '../helpers/relay.js';
 
 describe('mrp run --mode webhook: flags', () => {
   it('--listen: host:port, :port, port, [v6]:port; loopback infers the URL, anything else needs --public-url', () => {
@@ -44,5 +47,23 @@ describe('mrp run --mode webhook: flags', () => {
       assert.equal(r.code, 2, `${flags.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message);
     }
+  });
+
+  it('a relay refusing the loopback URL stops the run with one fatal event, carrying the hint', async (t) => {
+    const relay = await startRelay(t);
+    const home = await tempDir(t);
+    const deps = () => testDeps({ home, cwd: home, env: { MRP_RELAY_URL: relay.url } });
+    assert.equal((await runCli(['keygen'], deps())).code, 0);
+    await writeFile(join(home, 'h.mjs'), 'export default async () => ({ ok: true });\n');
+    const res = await runCli(['run', '-H', './h.mjs', '--mode', 'webhook', '--listen', '127.0.0.1:0'], deps());
+    assert.equal(res.code, 1, res.stderr);
+    const fatal = res.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((e) => e['event'] === 'fatal');
+    assert.equal(fatal.length, 1, res.stdout);
+    assert.equal(fatal[0]!['code'], 'webhook_url_refused');
+    assert.match(String(fatal[0]!['hint']), /--allow-private-webhooks/);
   });
 });
