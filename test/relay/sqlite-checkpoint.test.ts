@@ -9,7 +9,8 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { type CheckpointResult, FALLBACK_PAGES } from '../../src/relay/store/sqlite-checkpoint.js';
+import Database from 'better-sqlite3';
+import type { CheckpointResult } from '../../src/relay/store/sqlite-checkpoint.js';
 import { SqliteStore } from '../../src/relay/store/sqlite-store.js';
 import type { MessageRecord } from '../../src/relay/store/store.js';
 import { tempDir } from './_support.js';
@@ -70,8 +71,8 @@ describe('SQLite WAL checkpoints in a worker thread', () => {
   });
 
   it('the writer catches up after a long WAL, so the WAL starts over instead of growing', async (t) => {
-    // 64 pages of 4 KiB: the writer catches up at ~256 KiB of WAL.
-    const { results, checkpoint, commit } = await openStore(t, 64);
+    // 64 pages of 8 KiB: the writer catches up at ~512 KiB of WAL.
+    const { store, results, checkpoint, commit } = await openStore(t, 64);
     await commit();
     await checkpoint(() => true);
     // Started over: a later checkpoint saw a shorter WAL than an earlier one that was past 64 pages.
@@ -79,9 +80,40 @@ describe('SQLite WAL checkpoints in a worker thread', () => {
       results.some((r, i) => i > 0 && r.log < results[i - 1]!.log && results[i - 1]!.log >= 64);
     for (let i = 0; i < 5000 && !restarted(); i++) await commit(10);
     assert.ok(restarted(), `the WAL never started over: ${JSON.stringify(results.map((r) => r.log))}`);
-    // Far below the backstop (FALLBACK_PAGES): the catch-up bounded it, not SQLite's own checkpoint.
+    // Well below the backstop (64 MiB; ~10–20 MiB here): the catch-up bounded it, not SQLite's own checkpoint.
     const longest = Math.max(...results.map((r) => r.log));
-    assert.ok(longest < FALLBACK_PAGES / 4, `the WAL reached ${longest} pages`);
+    assert.ok(longest < store.checkpoints.fallbackPages / 2, `the WAL reached ${longest} pages`);
+  });
+
+  it('a new database has 8 KiB pages; an existing one keeps its own, and the WAL limits follow the page size', async (t) => {
+    const pageSize = (dir: string): number => {
+      const db = new Database(join(dir, 'mrp.db'), { readonly: true });
+      try {
+        return db.pragma('page_size', { simple: true }) as number;
+      } finally {
+        db.close();
+      }
+    };
+    const fresh = await openStore(t);
+    await fresh.commit();
+    assert.equal(pageSize(fresh.dir), 8192);
+    assert.equal(fresh.store.checkpoints.fallbackPages, 8192, '64 MiB of WAL');
+    // A database made with SQLite's default 4 KiB pages (as before) keeps them and its data.
+    const old = await tempDir(t, 'mrp-ckpt-old-');
+    const made = new Database(join(old, 'mrp.db'));
+    made.pragma('page_size = 4096');
+    made.pragma('journal_mode = WAL');
+    made.close();
+    const store = new SqliteStore(old);
+    t.after(() => store.close());
+    assert.equal(pageSize(old), 4096);
+    assert.equal(store.checkpoints.fallbackPages, 16_384, '64 MiB of WAL');
+    const [sender, recipient] = [newKey(), newKey()];
+    await store.ensureAgent(agent(sender));
+    await store.ensureAgent(agent(recipient));
+    const m = message(sender, recipient);
+    await store.commit({ messages: [m], delivered: [], active: new Map() }, m.created_at);
+    assert.equal((await store.getMessages([m.message_id])).length, 1);
   });
 
   it('every commit that returned survives kill -9 during background checkpoints', async (t) => {

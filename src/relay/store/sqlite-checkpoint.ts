@@ -9,10 +9,10 @@
  * checkpoint never blocks the writer or readers: it copies the frames committed when it began.
  * The writer starts the WAL over only at a transaction that begins with everything copied, which
  * under steady load never happens by itself (commits land while the worker copies). So once the
- * WAL holds RESET_PAGES, the writer runs one passive checkpoint itself right after the worker's
+ * WAL holds RESET_BYTES, the writer runs one passive checkpoint itself right after the worker's
  * (`catchUp`): it copies only what was committed meanwhile, and its next commit starts the WAL
- * over. That costs the writer two fsyncs every RESET_PAGES instead of a full copy and two fsyncs
- * every 1000 pages. The writer keeps an automatic checkpoint as a backstop at FALLBACK_PAGES (a
+ * over. That costs the writer two fsyncs every RESET_BYTES instead of a full copy and two fsyncs
+ * every 1000 pages. The writer keeps an automatic checkpoint as a backstop at FALLBACK_BYTES (a
  * worker that lags or died cannot let the WAL grow without bound), and goes back to SQLite's
  * default if the worker fails.
  *
@@ -25,10 +25,10 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 
-/** The writer's automatic checkpoint while the worker runs (pages of 4 KiB: 64 MiB of WAL). */
-export const FALLBACK_PAGES = 16_384;
-/** A WAL this long (pages; 16 MiB) is caught up by the writer after the worker's checkpoint, to start it over. */
-export const RESET_PAGES = 4096;
+/** The writer's automatic checkpoint while the worker runs: at this much WAL (in pages of the database's size). */
+export const FALLBACK_BYTES = 64 * 1024 * 1024;
+/** A WAL this long is caught up by the writer after the worker's checkpoint, to start it over. */
+export const RESET_BYTES = 16 * 1024 * 1024;
 /** SQLite's default automatic checkpoint, for when there is no worker. */
 const DEFAULT_PAGES = 1000;
 /** At most one background checkpoint this often (while commits keep coming). */
@@ -80,8 +80,10 @@ export interface CheckpointResult {
 export interface CheckpointOptions {
   /** Commits before the worker starts (default START_AFTER_COMMITS; Infinity: never, SQLite checkpoints inside commits). */
   after?: number;
-  /** WAL pages at which the writer catches up to start the WAL over (default RESET_PAGES). */
+  /** WAL pages at which the writer catches up to start the WAL over (default RESET_BYTES in pages). */
   resetPages?: number;
+  /** The database's page size in bytes (default 4096): the byte limits above become page counts. */
+  pageSize?: number;
 }
 
 export class BackgroundCheckpoint {
@@ -89,6 +91,8 @@ export class BackgroundCheckpoint {
   readonly #synchronous: 'FULL' | 'NORMAL';
   readonly #startAfter: number;
   readonly #resetPages: number;
+  /** The writer's backstop while the worker runs, in pages (FALLBACK_BYTES). */
+  readonly fallbackPages: number;
   #worker: Worker | undefined;
   #commits = 0;
   readonly #setAutoCheckpoint: (pages: number) => void;
@@ -119,7 +123,9 @@ export class BackgroundCheckpoint {
     this.#setAutoCheckpoint = (pages) => writer.setAutoCheckpoint(pages);
     this.#catchUp = () => writer.catchUp();
     this.#startAfter = options.after ?? START_AFTER_COMMITS;
-    this.#resetPages = options.resetPages ?? RESET_PAGES;
+    const pageSize = options.pageSize ?? 4096;
+    this.#resetPages = options.resetPages ?? Math.ceil(RESET_BYTES / pageSize);
+    this.fallbackPages = Math.ceil(FALLBACK_BYTES / pageSize);
   }
 
   /** Whether the worker has been started (and has not failed). */
@@ -141,7 +147,7 @@ export class BackgroundCheckpoint {
         if (m.failed !== undefined) return this.#fail();
         if (m.ready) {
           // Until now SQLite's own checkpoints kept the WAL short; from here on they are the backstop.
-          if (!this.#closed) this.#setAutoCheckpoint(FALLBACK_PAGES);
+          if (!this.#closed) this.#setAutoCheckpoint(this.fallbackPages);
           return;
         }
         this.#inFlight = false;

@@ -58,6 +58,13 @@ import type {
 
 /** Prepared statements kept (least recently used dropped): query shapes must not grow memory. */
 const MAX_STATEMENTS = 64;
+/**
+ * The page size of a new database (SQLite's default is 4096). A group commit of a few hundred
+ * messages writes ~12% less event-loop time in 8 KiB pages (fewer WAL frames, two `pwrite`s
+ * each); a one-message commit costs about the same (`bench/relay-store.ts`). An existing database
+ * keeps the size it was made with.
+ */
+const PAGE_SIZE = 8192;
 
 export interface SqliteStoreOptions {
   /** `normal` (default): survives the process crashing. `full`: fsync every commit (survives a power cut). */
@@ -105,6 +112,8 @@ export class SqliteStore implements Store {
     try {
       ensureDbFile(this.location);
       this.#db = db = new Database(this.location);
+      // Takes effect only on an empty file (a new database), before WAL mode and the first table.
+      this.#db.pragma(`page_size = ${PAGE_SIZE}`);
       this.#db.pragma('journal_mode = WAL');
       this.#db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
       this.#db.pragma('busy_timeout = 5000');
@@ -130,7 +139,7 @@ export class SqliteStore implements Store {
           if (this.#db.open) this.#db.pragma('wal_checkpoint(PASSIVE)');
         },
       },
-      options.checkpoint,
+      { pageSize: this.#db.pragma('page_size', { simple: true }) as number, ...options.checkpoint },
     );
   }
 
