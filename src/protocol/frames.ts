@@ -7,7 +7,7 @@
  */
 import { ProtocolError } from '../core/errors.js';
 import { LIMITS, MESSAGE_STATUSES } from './constants.js';
-import { JsonInputError, jsonDepth, memberSpans, memberText, parseJson } from './json.js';
+import { jsonDepth, memberSpans, memberText, type Span, scanRootMember } from './json.js';
 import type {
   AckFrame,
   Attachment,
@@ -105,20 +105,28 @@ function identify(text: string): { frameType?: string; requestId?: string } {
   return { ...(frameType === undefined ? {} : { frameType }), ...(requestId === undefined ? {} : { requestId }) };
 }
 
-function decodeClient(text: string, maxDepth: number): { frame: Record<string, unknown>; type: string } {
+/**
+ * The frame parsed, depth checked on the text first (one scan that also finds where a top-level
+ * `body` is in the text, for a send's verbatim body).
+ */
+function decodeClient(
+  text: string,
+  maxDepth: number,
+): { frame: Record<string, unknown>; type: string; body: Span | undefined } {
+  const { depth, span } = scanRootMember(text, 'body', maxDepth);
+  if (depth > maxDepth) {
+    throw new FrameParseError('too_deep', `frame is nested deeper than ${maxDepth} levels`, identify(text));
+  }
   let value: unknown;
   try {
-    value = parseJson(text, maxDepth);
-  } catch (err) {
-    if (err instanceof JsonInputError && err.reason === 'too_deep') {
-      throw new FrameParseError('too_deep', `frame is nested deeper than ${maxDepth} levels`, identify(text));
-    }
+    value = JSON.parse(text);
+  } catch {
     throw new FrameParseError('not_json', 'frame is not valid JSON');
   }
   if (!isPlainObject(value)) throw new FrameParseError('not_object', 'frame must be a JSON object');
   const type = value['type'];
   if (typeof type !== 'string') throw new FrameParseError('invalid', 'frame has no string "type"', { field: 'type' });
-  return { frame: value, type };
+  return { frame: value, type, body: span };
 }
 
 function decode(text: string): { frame: Record<string, unknown>; type: string } {
@@ -151,7 +159,7 @@ function withTs<T extends 'ping' | 'pong'>(type: T, frame: Record<string, unknow
  * body is measured and kept as the exact text the client sent (bodies travel verbatim).
  */
 export function parseClientFrame(text: string, options: ClientFrameOptions = {}): ParsedClientFrame {
-  const { frame, type } = decodeClient(text, options.maxDepth ?? LIMITS.maxJsonDepth);
+  const { frame, type, body } = decodeClient(text, options.maxDepth ?? LIMITS.maxJsonDepth);
   switch (type) {
     case 'auth':
       return {
@@ -175,9 +183,11 @@ export function parseClientFrame(text: string, options: ClientFrameOptions = {})
       const nested = isPlainObject(frame['message']) && frame['recipient_key'] === undefined;
       const fields = nested ? (frame['message'] as Record<string, unknown>) : frame;
       try {
-        const bodyText = Object.hasOwn(fields, 'body')
-          ? memberText(text, nested ? ['message', 'body'] : ['body'])
-          : undefined;
+        const bodyText = !Object.hasOwn(fields, 'body')
+          ? undefined
+          : nested
+            ? memberText(text, ['message', 'body'])
+            : body && text.slice(body.start, body.end);
         const message = validateSendRequest(fields, options.maxBodyBytes, bodyText);
         return requestId === undefined ? { type, message } : { type, request_id: requestId, message };
       } catch (err) {

@@ -97,6 +97,122 @@ export interface Span {
 }
 
 /**
+ * One pass over a JSON text for what a relay needs before and after `JSON.parse`: its deepest
+ * nesting (as `jsonDepth`, stopping once past `stopAbove`) and the source text's span of the root
+ * object's member `name` (the last one, as `JSON.parse` keeps; the span `memberSpans` gives for
+ * `[[name]]`). A send frame's depth check and its verbatim body cost one scan instead of two;
+ * only the root's keys are compared, none is copied unless it has an escape.
+ *
+ * Meant for text that is then parsed; on any other text it still returns and never throws.
+ */
+export function scanRootMember(
+  text: string,
+  name: string,
+  stopAbove = Number.POSITIVE_INFINITY,
+): {
+  depth: number;
+  span: Span | undefined;
+} {
+  const n = text.length;
+  let depth = 0;
+  let max = 0;
+  let span: Span | undefined;
+  // Inside the root object (depth 1): the next string is a key; the key just read was `name`;
+  // where its value began (-1: not in one).
+  const rootIsObject = firstNonSpace(text) === 0x7b;
+  let expectKey = false;
+  let wanted = false;
+  let start = -1;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09 || c === 0x3a /* : */) continue;
+    if (c === 0x2c /* , */) {
+      if (depth === 1 && rootIsObject) expectKey = true;
+      continue;
+    }
+    if (c === 0x22 /* " */) {
+      const close = skipString(text, i);
+      if (depth === 1 && rootIsObject) {
+        if (expectKey) {
+          // An escaped key is decoded; any other is compared in place.
+          wanted = hasBackslash(text, i + 1, close)
+            ? memberName(text, i, close) === name
+            : close - i - 1 === name.length && text.startsWith(name, i + 1);
+          expectKey = false;
+        } else if (wanted) {
+          span = { start: i, end: Math.min(close + 1, n) };
+          wanted = false;
+        }
+      }
+      i = close;
+      continue;
+    }
+    if (c === 0x7b || c === 0x5b) {
+      if (depth === 1 && wanted) {
+        start = i;
+        wanted = false;
+      }
+      depth++;
+      if (depth > max) {
+        max = depth;
+        if (max > stopAbove) return { depth: max, span: undefined };
+      }
+      if (depth === 1) expectKey = c === 0x7b;
+      continue;
+    }
+    if (c === 0x7d || c === 0x5d) {
+      depth--; // as `jsonDepth` counts (below 0 only in broken text)
+      if (depth === 1 && start !== -1) {
+        span = { start, end: i + 1 };
+        start = -1;
+      }
+      if (depth <= 1) expectKey = false;
+      continue;
+    }
+    // A scalar: it ends at a delimiter (or at an opening bracket, so that broken text is counted
+    // as deep as `jsonDepth` counts it).
+    let j = i + 1;
+    while (j < n) {
+      const d = text.charCodeAt(j);
+      if (
+        d === 0x2c ||
+        d === 0x7d ||
+        d === 0x5d ||
+        d === 0x7b ||
+        d === 0x5b ||
+        d === 0x20 ||
+        d === 0x0a ||
+        d === 0x0d ||
+        d === 0x09 ||
+        d === 0x22 ||
+        d === 0x3a
+      )
+        break;
+      j++;
+    }
+    if (depth === 1 && wanted) {
+      span = { start: i, end: j };
+      wanted = false;
+    }
+    i = j - 1;
+  }
+  return { depth: max, span };
+}
+
+function hasBackslash(text: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (text.charCodeAt(i) === 0x5c) return true;
+  return false;
+}
+
+function firstNonSpace(text: string): number {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c !== 0x20 && c !== 0x0a && c !== 0x0d && c !== 0x09) return c;
+  }
+  return -1;
+}
+
+/**
  * Finds the source text of object members by path. `paths` are member-name paths from the root
  * object, e.g. `[['body'], ['message', 'body']]`. Like `JSON.parse`, the last occurrence of a
  * duplicated key wins. Returns a map keyed by the path joined with `.`; absent members are absent

@@ -7,7 +7,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { LIMITS } from '../../src/protocol/constants.js';
 import { FrameParseError, parseClientFrame } from '../../src/protocol/frames.js';
-import { decodeUtf8, JsonInputError, jsonDepth, memberSpans, parseJson } from '../../src/protocol/json.js';
+import {
+  decodeUtf8,
+  JsonInputError,
+  jsonDepth,
+  memberSpans,
+  parseJson,
+  scanRootMember,
+} from '../../src/protocol/json.js';
 import {
   ValidationError,
   validateAclPut,
@@ -105,6 +112,28 @@ describe('fuzz: protocol parsers', () => {
     });
   });
 
+  it('scanRootMember: the depth jsonDepth finds on any text, and on valid JSON the span memberSpans finds; never throws', () => {
+    cases('root-member', 3000, (g) => {
+      const text = g.chance(0.1) ? g.nested(100 + g.int(200)) : g.chance(0.3) ? g.mutate(g.json(7)) : g.json(7);
+      for (const name of ['body', 'type', 'message']) {
+        const stop = g.chance(0.5) ? 3 + g.int(6) : Number.POSITIVE_INFINITY;
+        const scan = scanRootMember(text, name, stop);
+        assert.equal(scan.depth, jsonDepth(text, stop), text);
+        if (scan.span)
+          assert.ok(scan.span.start >= 0 && scan.span.start <= scan.span.end && scan.span.end <= text.length);
+        if (scan.depth > stop || !valid(text)) continue;
+        assert.deepEqual(scan.span, memberSpans(text, [[name]]).get(name), `${name} in ${text}`);
+      }
+    });
+    // Escaped, duplicated and nested look-alike keys: the last root member whose decoded name matches.
+    const text = '{"body":1,"x":{"body":2},"bo\\u0064y":[3,{"body":4}],"b\\"ody":5, "body" : "6" ,"tail":{}}';
+    assert.equal(text.slice(...spanOf(scanRootMember(text, 'body').span)), '"6"');
+    const escaped = '{"bo\\u0064y":[3,{"body":4}],"body2":0}';
+    assert.equal(text.length > 0 && escaped.slice(...spanOf(scanRootMember(escaped, 'body').span)), '[3,{"body":4}]');
+    assert.equal(scanRootMember('[{"body":1}]', 'body').span, undefined, 'only the root object counts');
+    assert.deepEqual(scanRootMember('[[[[1]]]]', 'body', 2), { depth: 3, span: undefined });
+  });
+
   it('memberSpans: never throws on any text; on valid JSON the span is the member JSON.parse sees', () => {
     cases('spans', 1500, (g) => {
       const text = g.chance(0.3) ? g.mutate(g.json(7)) : g.json(7);
@@ -165,3 +194,17 @@ describe('fuzz: protocol parsers', () => {
     });
   });
 });
+
+function spanOf(span: { start: number; end: number } | undefined): [number, number] {
+  assert.ok(span, 'a span');
+  return [span.start, span.end];
+}
+
+function valid(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
