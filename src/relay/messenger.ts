@@ -122,7 +122,9 @@ export class Messenger {
   /** Accepts a validated message from `sender`; resolves once it is durably stored. */
   async send(sender: string, input: NormalizedSend): Promise<SendOutcome> {
     const { directory, store, batcher, sendLimit, receiveLimit } = this.#deps;
-    const attachments = await this.#attachments(sender, input.attachments, this.#clock.now());
+    // Most messages have none: no lookup to wait for.
+    const attachments =
+      input.attachments.length === 0 ? [] : await this.#attachments(sender, input.attachments, this.#clock.now());
     // Early refusal from the caches; the commit checks the stored policy again (Store.commit).
     const decided = directory.refusal(input.recipient_key, sender);
     const refusal = typeof decided === 'object' ? await decided : decided;
