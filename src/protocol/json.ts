@@ -169,27 +169,7 @@ export function scanRootMember(
       if (depth <= 1) expectKey = false;
       continue;
     }
-    // A scalar: it ends at a delimiter (or at an opening bracket, so that broken text is counted
-    // as deep as `jsonDepth` counts it).
-    let j = i + 1;
-    while (j < n) {
-      const d = text.charCodeAt(j);
-      if (
-        d === 0x2c ||
-        d === 0x7d ||
-        d === 0x5d ||
-        d === 0x7b ||
-        d === 0x5b ||
-        d === 0x20 ||
-        d === 0x0a ||
-        d === 0x0d ||
-        d === 0x09 ||
-        d === 0x22 ||
-        d === 0x3a
-      )
-        break;
-      j++;
-    }
+    const j = scalarEnd(text, i);
     if (depth === 1 && wanted) {
       span = { start: i, end: j };
       wanted = false;
@@ -197,6 +177,35 @@ export function scanRootMember(
     i = j - 1;
   }
   return { depth: max, span };
+}
+
+/**
+ * Where the scalar (number, true, false, null, or garbage) starting at `i` ends: at the next
+ * delimiter, whitespace, quote or bracket. Stopping at an opening bracket too keeps broken text's
+ * brackets counted, as `jsonDepth` counts them.
+ */
+function scalarEnd(text: string, i: number): number {
+  const n = text.length;
+  let j = i + 1;
+  while (j < n) {
+    const d = text.charCodeAt(j);
+    if (
+      d === 0x2c ||
+      d === 0x7d ||
+      d === 0x5d ||
+      d === 0x7b ||
+      d === 0x5b ||
+      d === 0x20 ||
+      d === 0x0a ||
+      d === 0x0d ||
+      d === 0x09 ||
+      d === 0x22 ||
+      d === 0x3a
+    )
+      break;
+    j++;
+  }
+  return j;
 }
 
 function hasBackslash(text: string, from: number, to: number): boolean {
@@ -297,24 +306,7 @@ export function memberSpans(text: string, paths: ReadonlyArray<ReadonlyArray<str
       }
       continue;
     }
-    // A scalar: number, true, false, null (or garbage). It ends at a delimiter.
-    let j = i + 1;
-    while (j < n) {
-      const d = text.charCodeAt(j);
-      if (
-        d === 0x2c ||
-        d === 0x7d ||
-        d === 0x5d ||
-        d === 0x20 ||
-        d === 0x0a ||
-        d === 0x0d ||
-        d === 0x09 ||
-        d === 0x22 ||
-        d === 0x3a
-      )
-        break;
-      j++;
-    }
+    const j = scalarEnd(text, i);
     if (depth <= maxLen) {
       startValue(i);
       endValue(j);
