@@ -3,6 +3,7 @@
  * `main(argv, deps)` in process with captured streams, a temp MRP_HOME and a manual clock.
  */
 import { homedir } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { type Clock, systemClock } from '../core/clock.js';
 import { cliExit } from './handler-exit.js';
 
@@ -72,9 +73,13 @@ export function processDeps(): Deps {
 }
 
 /**
- * How the person typing runs this CLI, for commands printed to paste: `npx mrp` when npm launched
- * it (`npx mrp …`, `npm exec`: `mrp` is then not on their PATH), else `mrp`.
+ * How the person typing runs this CLI, for commands printed to paste. `mrp` when it is installed;
+ * when npm launched it (`npx mrp …`, `npm exec`) `mrp` is not on their PATH, and `npx mrp` in
+ * another directory would fetch whatever the registry has under that name, so it is `node` and
+ * this package's own `bin/mrp.js`, which works from any directory.
  */
 export function selfCommand(env: Deps['env']): string {
-  return env['npm_command'] === 'exec' ? 'npx mrp' : 'mrp';
+  if (env['npm_command'] !== 'exec') return 'mrp';
+  const bin = fileURLToPath(new URL('../../bin/mrp.js', import.meta.url));
+  return `node ${/^[\w@%+=:,./-]+$/.test(bin) ? bin : `'${bin.replaceAll("'", "'\\''")}'`}`;
 }

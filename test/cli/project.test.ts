@@ -257,7 +257,7 @@ describe('mrp dev', () => {
     assert.deepEqual(demo.reply.body.echo, { text: 'hello from mrp dev' });
   });
 
-  it('prints its send command as `npx mrp send` when npx launched it', async (t) => {
+  it("prints its send command with the package's own bin/mrp.js when npx launched it (works from any directory)", async (t) => {
     const { deps } = await project(t);
     deps.env['npm_command'] = 'exec';
     const res = await runCli(['dev', '--once', '--port', '0'], deps);
@@ -267,7 +267,7 @@ describe('mrp dev', () => {
       .split('\n')
       .map((l) => JSON.parse(l))
       .find((e) => e.event === 'dev');
-    assert.match(dev.send, /^npx mrp send --relay http:\/\/127\.0\.0\.1:\d+ /);
+    assert.match(dev.send, /^node \S+\/bin\/mrp\.js send --relay http:\/\/127\.0\.0\.1:\d+ /);
   });
 });
 

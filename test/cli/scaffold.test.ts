@@ -3,7 +3,9 @@ import { execFile } from 'node:child_process';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { selfCommand } from '../../src/cli/deps.js';
 import { loadManifest } from '../../src/cli/manifest.js';
 import { TEMPLATES } from '../../src/cli/scaffold.js';
 import type { HandlerContext, Message } from '../../src/index.js';
@@ -71,10 +73,11 @@ describe('mrp init --template', () => {
     assert.deepEqual(await readdir(blocked.cwd), ['lib']);
   });
 
-  it('the commands it prints to paste say `npx mrp` when npx launched it (mrp is then not on the PATH)', async (t) => {
+  it('the commands it prints to paste run this package from any directory when npx launched it (mrp is not on the PATH)', async (t) => {
     const root = await tempDir(t);
+    const bin = fileURLToPath(new URL('../../bin/mrp.js', import.meta.url));
     for (const [npmCommand, mrp] of [
-      ['exec', 'npx mrp'],
+      ['exec', `node ${bin}`],
       [undefined, 'mrp'],
       ['run-script', 'mrp'],
     ] as const) {
@@ -84,8 +87,13 @@ describe('mrp init --template', () => {
       const json = await runCli(['init', '--json'], deps);
       assert.equal(JSON.parse(json.stdout).next, `${mrp} run --handler ./handler.ts`);
       const text = await runCli(['init', '--handler', 'other.ts'], deps);
-      assert.match(text.stdout, new RegExp(`\\(no relay handy\\? \`${mrp} dev --handler \\./other\\.ts\``));
+      assert.ok(text.stdout.includes(`(no relay handy? \`${mrp} dev --handler ./other.ts\``), text.stdout);
     }
+    // What it prints works from elsewhere: the same program, not a registry package named mrp.
+    const [node, path] = selfCommand({ npm_command: 'exec' }).split(' ') as [string, string];
+    assert.equal(node, 'node');
+    const { stdout } = await exec(process.execPath, [path, '--version'], { cwd: root });
+    assert.match(stdout, /^\d+\.\d+\.\d+/);
   });
 
   it('an unknown template is a usage error naming the choices', async (t) => {

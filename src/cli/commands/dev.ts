@@ -51,7 +51,7 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
   if (ctx.globals.relay !== undefined) {
     throw new UsageError('--relay: `mrp dev` runs its own relay on this machine', {
       code: 'invalid_argument',
-      hint: `to run a handler against another relay: \`mrp run --handler <file> --relay ${ctx.globals.relay}\``,
+      hint: `to run a handler against another relay: \`${selfCommand(ctx.deps.env)} run --handler <file> --relay ${ctx.globals.relay}\``,
     });
   }
   const port = intOption(options.port, '--port', DEFAULT_PORT, 0, 65535);
