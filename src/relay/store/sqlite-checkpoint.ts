@@ -1,6 +1,6 @@
 /**
  * WAL checkpoints off the relay's event loop. SQLite's automatic checkpoint runs inside the
- * commit that crosses its threshold: every ~1000 pages one commit also copies the WAL into
+ * commit that crosses its threshold: every ~4 MiB of WAL one commit also copies the WAL into
  * `mrp.db` and fsyncs both files, and better-sqlite3 is synchronous, so the whole event loop
  * (every socket, every sender waiting for its `send_result`) waits for those fsyncs.
  *
@@ -12,9 +12,9 @@
  * WAL holds RESET_BYTES, the writer runs one passive checkpoint itself right after the worker's
  * (`catchUp`): it copies only what was committed meanwhile, and its next commit starts the WAL
  * over. That costs the writer two fsyncs every RESET_BYTES instead of a full copy and two fsyncs
- * every 1000 pages. The writer keeps an automatic checkpoint as a backstop at FALLBACK_BYTES (a
+ * every 4 MiB. The writer keeps an automatic checkpoint as a backstop at FALLBACK_BYTES (a
  * worker that lags or died cannot let the WAL grow without bound), and goes back to SQLite's
- * default if the worker fails.
+ * default (4 MiB of WAL) if the worker fails.
  *
  * Durability does not depend on checkpoints: a commit is durable when it is in the WAL (written
  * before `commit` returns, and fsynced then with `synchronous=FULL`). The worker's connection
@@ -29,8 +29,8 @@ import { Worker } from 'node:worker_threads';
 export const FALLBACK_BYTES = 64 * 1024 * 1024;
 /** A WAL this long is caught up by the writer after the worker's checkpoint, to start it over. */
 export const RESET_BYTES = 16 * 1024 * 1024;
-/** SQLite's default automatic checkpoint, for when there is no worker. */
-const DEFAULT_PAGES = 1000;
+/** SQLite's default automatic checkpoint (1000 pages of its default 4 KiB), for when there is no worker. */
+const DEFAULT_BYTES = 1000 * 4096;
 /** At most one background checkpoint this often (while commits keep coming). */
 export const CHECKPOINT_EVERY_MS = 100;
 /**
@@ -93,6 +93,8 @@ export class BackgroundCheckpoint {
   readonly #resetPages: number;
   /** The writer's backstop while the worker runs, in pages (FALLBACK_BYTES). */
   readonly fallbackPages: number;
+  /** The writer's own checkpoint without a worker, in pages (DEFAULT_BYTES). */
+  readonly #defaultPages: number;
   #worker: Worker | undefined;
   #commits = 0;
   readonly #setAutoCheckpoint: (pages: number) => void;
@@ -126,6 +128,10 @@ export class BackgroundCheckpoint {
     const pageSize = options.pageSize ?? 4096;
     this.#resetPages = options.resetPages ?? Math.ceil(RESET_BYTES / pageSize);
     this.fallbackPages = Math.ceil(FALLBACK_BYTES / pageSize);
+    this.#defaultPages = Math.ceil(DEFAULT_BYTES / pageSize);
+    // Until the worker starts, the writer's own checkpoints keep the WAL as short as SQLite's
+    // default does with its default pages (whatever this database's page size).
+    this.#setAutoCheckpoint(this.#defaultPages);
   }
 
   /** Whether the worker has been started (and has not failed). */
@@ -203,7 +209,7 @@ export class BackgroundCheckpoint {
     if (this.#failed || this.#closed) return;
     this.#failed = true;
     clearTimeout(this.#timer);
-    this.#setAutoCheckpoint(DEFAULT_PAGES);
+    this.#setAutoCheckpoint(this.#defaultPages);
   }
 
   /** Stops the worker (its connection closed first); the writer's own checkpoints take over. */
