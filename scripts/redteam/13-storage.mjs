@@ -27,8 +27,12 @@ fs.mkdirSync(base, { recursive: true });
   check(/refused data_dir_locked/.test(r.stdout.toString()), `in-process createRelay twice: ${r.stdout.toString().trim().slice(0, 140)}`);
   await req(a.url, 'POST', '/v1/messages', { kp: keypair(), body: JSON.stringify({ recipient_key: keypair().pub, body: 1 }) });
   await sleep(300);
-  const modes = fs.readdirSync(D).map((f) => `${f}=${(fs.statSync(`${D}/${f}`).mode & 0o777).toString(8)}`);
-  check(modes.every((m) => m.endsWith('=600')), `file modes in an existing 0755 dir, umask 000: ${modes.join(' ')}`);
+  // Files 0600, directories (the blob store's) 0700.
+  const modes = fs.readdirSync(D).map((f) => {
+    const st = fs.statSync(`${D}/${f}`);
+    return { text: `${f}=${(st.mode & 0o777).toString(8)}`, ok: (st.mode & 0o777) === (st.isDirectory() ? 0o700 : 0o600) };
+  });
+  check(modes.every((m) => m.ok), `file modes in an existing 0755 dir, umask 000: ${modes.map((m) => m.text).join(' ')}`);
   process.umask(0o022);
   // corrupt while running
   const ready = async () => { const r = await req(a.url, 'GET', '/v1/health/ready'); const h = await req(a.url, 'GET', '/v1/health'); return `${r.status} ${r.text.trim()} | health ${JSON.parse(h.text).status}`; };
@@ -48,7 +52,11 @@ fs.mkdirSync(base, { recursive: true });
   await sleep(1500);
   const fd2 = fs.openSync(db, 'r+');
   const st = fs.fstatSync(fd2);
-  if (st.size > 8192) fs.writeSync(fd2, Buffer.alloc(st.size - 4096, 0x5a), 0, st.size - 4096, 4096);
+  // The page size from the file's header (bytes 16–17, big-endian; 1 means 65536): page 1 stays.
+  const header = Buffer.alloc(2);
+  fs.readSync(fd2, header, 0, 2, 16);
+  const page = header.readUInt16BE(0) === 1 ? 65536 : header.readUInt16BE(0);
+  if (st.size > 2 * page) fs.writeSync(fd2, Buffer.alloc(st.size - page, 0x5a), 0, st.size - page, page);
   fs.closeSync(fd2);
   await sleep(1200);
   r1 = await ready();
