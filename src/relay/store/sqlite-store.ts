@@ -60,7 +60,7 @@ import type {
 const MAX_STATEMENTS = 64;
 /**
  * The page size of a new database (SQLite's default is 4096). A group commit of a few hundred
- * messages writes ~12% less event-loop time in 8 KiB pages (fewer WAL frames, two `pwrite`s
+ * messages blocks the event loop ~12% less in 8 KiB pages (fewer WAL frames, two `pwrite`s
  * each); a one-message commit costs about the same (`bench/relay-store.ts`). An existing database
  * keeps the size it was made with.
  */
