@@ -314,10 +314,6 @@ export class Agent extends TypedEmitter<AgentEvents> {
 
   #release(): void {
     this.#busy = undefined;
-    if (this.#tempDir) {
-      rmSync(this.#tempDir, { recursive: true, force: true });
-      this.#tempDir = undefined;
-    }
   }
 
   /**
@@ -400,6 +396,12 @@ export class Agent extends TypedEmitter<AgentEvents> {
       await runtime.finished;
     }
     if (this.#endMessages) await this.#endMessages(graceMs);
+    // A temporary journal lives until `stop()`, not until the end of a loop: what a `messages()`
+    // loop did not finish is yielded again by the next one in this process.
+    if (this.#tempDir && !this.#busy) {
+      rmSync(this.#tempDir, { recursive: true, force: true });
+      this.#tempDir = undefined;
+    }
   }
 
   // ── the inbox as an async iterator ─────────────────────────────────────────────────────────

@@ -25,7 +25,7 @@
  * the process died (`take` records), so exactly that poll's window is looked at again.
  */
 import * as nodeFs from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { type Deferred, deferred } from '../core/async.js';
 import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
@@ -191,6 +191,8 @@ export interface JournalOptions {
 }
 
 const DAY = 86_400_000;
+/** Lock files of the journals open in this process (`close()` releases them). */
+const HELD = new Set<string>();
 const RESOLVED = Promise.resolve();
 const MAX_TTL_MS = 30 * DAY;
 /** Done ids per `dones` line of a compacted file (48 KiB of packed entries, 64 KiB of base64). */
@@ -260,7 +262,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
     super();
     this.dir = dir;
     this.path = join(dir, 'journal.jsonl');
-    this.#lockPath = join(dir, 'lock');
+    this.#lockPath = resolve(dir, 'lock');
     this.#clock = options.clock ?? systemClock;
     this.#fs = options.fs ?? (nodeFs as unknown as JournalFs);
     this.#minRetention = options.minRetentionMs ?? JOURNAL_DEFAULTS.minRetentionMs;
@@ -289,10 +291,20 @@ export class Journal extends TypedEmitter<JournalEvents> {
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         this.#fs.writeFileSync(this.#lockPath, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        HELD.add(this.#lockPath);
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
         const pid = Number(this.#fs.readFileSync(this.#lockPath, 'utf8').trim());
+        // Our own pid: stale only if no journal of this process holds it (two `Agent`s or
+        // runtimes on one key in one process would otherwise both serve and answer twice).
+        if (pid === process.pid && HELD.has(this.#lockPath)) {
+          throw new ConfigError(
+            'journal_locked',
+            `this identity's journal (${this.dir}) is already open in this process: another agent or runner with the same key is running`,
+            { file: this.#lockPath, hint: 'stop the other one first, or use another key' },
+          );
+        }
         if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
           throw new ConfigError(
             'journal_locked',
@@ -309,6 +321,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
   }
 
   #unlock(): void {
+    HELD.delete(this.#lockPath);
     try {
       this.#fs.unlinkSync(this.#lockPath);
     } catch {

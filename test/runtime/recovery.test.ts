@@ -120,6 +120,8 @@ describe('exactly once over at-least-once', () => {
       // Crash: the journal keeps what it has on disk, the connection dies without an ack.
       await a.source.close();
       a.runtime.stop(); // aborts the stuck handler immediately (grace 0); nothing was acked or replied
+      // The "process" is gone before the next one starts (a journal open in this process is locked).
+      await a.runtime.finished;
 
       const seen: boolean[] = [];
       const b = await startAgent(
@@ -131,7 +133,6 @@ describe('exactly once over at-least-once', () => {
         },
         { mode, keypair, journalDir },
       );
-      await a.runtime.finished;
       b.runtime.start();
       const [reply] = await peer.waitForReplies(1);
       assert.equal(reply!.in_reply_to, message_id);

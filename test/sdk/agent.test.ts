@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { Agent } from '../../src/index.js';
+import { Agent, Keypair } from '../../src/index.js';
 import type { Message } from '../../src/protocol/types.js';
 import { invoke } from '../../src/testing.js';
 import { gate, Peer } from '../helpers/agent.js';
@@ -151,6 +151,46 @@ describe('Agent', () => {
       assert.equal(r!.thread_id, later);
       break;
     }
+  });
+
+  it('messages() with a temporary journal: what a loop did not finish comes again in the next loop, until stop()', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const peer = await Peer.connect(t, relay);
+    const agent = new Agent(relay.url, { keypair: Keypair.generate(), graceMs: 5000 });
+    t.after(() => agent.stop());
+    const ids: string[] = [];
+    for (let n = 1; n <= 2; n++) ids.push((await peer.send(agent.publicKey, { n })).message_id);
+    for await (const msg of agent.messages()) {
+      assert.equal(msg.message_id, ids[0]);
+      break; // not finished: it comes again
+    }
+    const loop2: string[] = [];
+    for await (const msg of agent.messages()) {
+      loop2.push(msg.message_id);
+      if (loop2.length === 2) void agent.stop();
+    }
+    assert.deepEqual(loop2, ids);
+  });
+
+  it('two agents on one key file in one process: the second is refused while the first runs (journal_locked)', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const keyFile = join(tempDir(t), 'same.key');
+    const a = new Agent(relay.url, { keyFile, graceMs: 1000 }).onMessage(() => ({ from: 'a' }));
+    const b = new Agent(relay.url, { keyFile, graceMs: 1000 }).onMessage(() => ({ from: 'b' }));
+    const { running } = await serve(t, a);
+    await assert.rejects(b.run(), { code: 'journal_locked' });
+    const peer = await Peer.connect(t, relay);
+    await peer.send(a.publicKey, { q: 1 });
+    const [reply] = await peer.waitForReplies(1);
+    assert.deepEqual(reply!.body, { from: 'a' });
+    await a.stop();
+    await running;
+    // Once the first has stopped, the second may serve.
+    await serve(t, b);
+    await peer.send(b.publicKey, { q: 2 });
+    const replies = await peer.waitForReplies(2);
+    assert.deepEqual(replies[1]!.body, { from: 'b' });
+    assert.equal(peer.replies.length, 2, 'each message answered once');
   });
 
   it('stop() drains: a running handler finishes and its reply goes out', async (t) => {
