@@ -77,7 +77,10 @@ const loadCurves = lazy(async (): Promise<typeof Curves> => import('@noble/curve
 /**
  * The one HPKE ciphersuite of §8.1: DHKEM(X25519, HKDF-SHA256) (0x0020), HKDF-SHA256 (0x0001),
  * ChaCha20-Poly1305 (0x0003). Loaded on first use; exported so tests can run RFC 9180 vectors
- * through exactly this suite.
+ * through exactly this suite. Internal: left out of the published types, so that they do not
+ * import `@hpke/core`'s, which need the DOM library (`SubtleCrypto`) to compile.
+ *
+ * @internal
  */
 export const hpkeSuite = lazy(async (): Promise<CipherSuite> => {
   const [core, chacha] = await Promise.all([import('@hpke/core'), import('@hpke/chacha20poly1305')]);

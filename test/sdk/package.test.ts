@@ -141,4 +141,42 @@ describe('the installed package', () => {
     assert.match(stdout, /# pass 2\n/);
     assert.match(stdout, /# fail 0\n/);
   });
+
+  it("its types compile in a Node-only TypeScript project that checks libraries' types too", async (t) => {
+    const project = await installedProject();
+    t.after(() => project.cleanup());
+    await writeFile(
+      join(project.dir, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          target: 'ES2023',
+          lib: ['ES2023'],
+          module: 'NodeNext',
+          moduleResolution: 'NodeNext',
+          strict: true,
+          skipLibCheck: false,
+          noEmit: true,
+          types: ['node'],
+          typeRoots: [join(ROOT, 'node_modules', '@types')],
+        },
+        include: ['*.ts'],
+      }),
+    );
+    await writeFile(
+      join(project.dir, 'uses.ts'),
+      `import { Agent, type Handler } from 'mrp';
+import { createRelay } from 'mrp/relay';
+import { createTestRelay, invoke } from 'mrp/testing';
+const handler: Handler = async (msg) => ({ echo: msg.body });
+export const used = [Agent, createRelay, createTestRelay, invoke, handler];
+`,
+    );
+    const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    // No DOM library: the published types must not pull in ones that need it (@hpke's, SubtleCrypto).
+    const result = await exec(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: project.dir }).then(
+      () => '',
+      (err: { stdout?: string }) => err.stdout ?? String(err),
+    );
+    assert.equal(result, '');
+  });
 });
