@@ -8,6 +8,18 @@
  */
 
 export { type MetricsFactory, Registry } from '../core/metrics.js';
+// Blob stores for `createRelay({ blobStore })` (the file system's is the default; S3 as `mrp relay --blob-store s3://…`).
+export {
+  type BlobHead,
+  type BlobReader,
+  type BlobStore,
+  BlobStoreError,
+  type BlobStoreErrorCode,
+  type PutOptions,
+  type PutResult,
+} from './blobs/blob-store.js';
+export { FsBlobStore, type FsBlobStoreOptions } from './blobs/fs-blob-store.js';
+export { S3BlobStore, type S3BlobStoreOptions, s3OptionsFromEnv } from './blobs/s3-blob-store.js';
 export { type Bus, type BusEvent, type BusEventType, type BusListener, InProcessBus } from './bus.js';
 export { type ConnectionRegistry, MemoryConnectionRegistry } from './connections.js';
 export type { AclCache, AgentCache } from './directory.js';

@@ -39,6 +39,20 @@ async function rejectsWith(p: Promise<unknown>, cls: new (...a: never[]) => Erro
 }
 
 describe('RelayClient blobs', () => {
+  it("a relay given a blob store built from mrp/relay's exports keeps blobs in it", async (t) => {
+    const shared = await mkdtemp(join(tmpdir(), 'mrp-shared-blobs-'));
+    t.after(() => rm(shared, { recursive: true, force: true }));
+    const { FsBlobStore, S3BlobStore, s3OptionsFromEnv } = await import('../../src/relay/index.js');
+    assert.equal(typeof S3BlobStore, 'function');
+    assert.equal(typeof s3OptionsFromEnv, 'function');
+    const { url } = await startRelay(t, { blobStore: await FsBlobStore.open({ dataDir: shared }) });
+    const a = client(url);
+    const info = await a.uploadBlob(Buffer.from('kept in the shared store'), { contentType: 'text/plain' });
+    const store = await FsBlobStore.open({ dataDir: shared });
+    const head = await store.head(a.keypair.publicKey, info.blob_id);
+    assert.equal(head?.size, 24);
+  });
+
   it('uploads bytes (progress to the total), heads, downloads streamed and whole, deletes', async (t) => {
     const { url } = await startRelay(t);
     const a = client(url);
