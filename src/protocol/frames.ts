@@ -7,7 +7,7 @@
  */
 import { ProtocolError } from '../core/errors.js';
 import { LIMITS, MESSAGE_STATUSES } from './constants.js';
-import { jsonDepth, memberSpans, memberText, type Span, scanRootMember } from './json.js';
+import { JsonInputError, jsonDepth, memberSpans, memberText, parseJsonMember, type Span } from './json.js';
 import type {
   AckFrame,
   Attachment,
@@ -105,22 +105,19 @@ function identify(text: string): { frameType?: string; requestId?: string } {
   return { ...(frameType === undefined ? {} : { frameType }), ...(requestId === undefined ? {} : { requestId }) };
 }
 
-/**
- * The frame parsed, depth checked on the text first (one scan that also finds where a top-level
- * `body` is in the text, for a send's verbatim body).
- */
+/** The frame parsed, depth checked on the text first; with where a top-level `body` is in the text. */
 function decodeClient(
   text: string,
   maxDepth: number,
 ): { frame: Record<string, unknown>; type: string; body: Span | undefined } {
-  const { depth, span } = scanRootMember(text, 'body', maxDepth);
-  if (depth > maxDepth) {
-    throw new FrameParseError('too_deep', `frame is nested deeper than ${maxDepth} levels`, identify(text));
-  }
   let value: unknown;
+  let span: Span | undefined;
   try {
-    value = JSON.parse(text);
-  } catch {
+    ({ value, span } = parseJsonMember(text, 'body', maxDepth));
+  } catch (err) {
+    if (err instanceof JsonInputError && err.reason === 'too_deep') {
+      throw new FrameParseError('too_deep', `frame is nested deeper than ${maxDepth} levels`, identify(text));
+    }
     throw new FrameParseError('not_json', 'frame is not valid JSON');
   }
   if (!isPlainObject(value)) throw new FrameParseError('not_object', 'frame must be a JSON object');

@@ -80,9 +80,24 @@ function skipString(text: string, i: number): number {
  * Throws `JsonInputError` with reason `too_deep` or `not_json`.
  */
 export function parseJson(text: string, maxDepth: number = LIMITS.maxJsonDepth): unknown {
-  if (jsonDepth(text, maxDepth) > maxDepth) {
-    throw new JsonInputError('too_deep', `JSON nested deeper than ${maxDepth} levels`);
-  }
+  return parseMeasured(text, jsonDepth(text, maxDepth), maxDepth);
+}
+
+/**
+ * `parseJson`, and where the root object's member `name` is in the text (`scanRootMember`: the
+ * depth check and the span are one scan). A send's body is kept as this exact text.
+ */
+export function parseJsonMember(
+  text: string,
+  name: string,
+  maxDepth: number = LIMITS.maxJsonDepth,
+): { value: unknown; span: Span | undefined } {
+  const { depth, span } = scanRootMember(text, name, maxDepth);
+  return { value: parseMeasured(text, depth, maxDepth), span };
+}
+
+function parseMeasured(text: string, depth: number, maxDepth: number): unknown {
+  if (depth > maxDepth) throw new JsonInputError('too_deep', `JSON nested deeper than ${maxDepth} levels`);
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {

@@ -4,10 +4,11 @@
  */
 import { LIMITS } from '../protocol/constants.js';
 import { fromBase64Url, isPublicKey, toBase64Url } from '../protocol/encoding.js';
-import { decodeUtf8, JsonInputError, parseJson } from '../protocol/json.js';
+import { decodeUtf8, JsonInputError, parseJson, parseJsonMember } from '../protocol/json.js';
 import { parseTimestamp } from '../protocol/signing.js';
 import { isPlainObject } from '../protocol/validate.js';
 import { ApiError } from './errors.js';
+import type { JsonBody } from './router.js';
 
 export const CORS_HEADERS: Record<string, string> = {
   'Access-Control-Allow-Origin': '*',
@@ -27,12 +28,13 @@ export const PREFLIGHT_HEADERS: Record<string, string> = {
  * the text before parsing. Anything else is `400 bad_request` with `details.reason` one of
  * `empty`, `not_utf8`, `too_deep`, `not_json`. Returns the value and the decoded text.
  */
-export function parseJsonBody(body: Buffer): { value: unknown; text: string } {
+export function parseJsonBody(body: Buffer): JsonBody {
   if (body.length === 0)
     throw new ApiError('bad_request', 'a JSON request body is required', { details: { reason: 'empty' } });
   try {
     const text = decodeUtf8(body);
-    return { value: parseJson(text), text };
+    const { value, span } = parseJsonMember(text, 'body');
+    return span ? { value, text, body: span } : { value, text };
   } catch (err) {
     const reason = err instanceof JsonInputError ? err.reason : 'not_json';
     const message =

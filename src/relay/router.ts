@@ -32,6 +32,7 @@
  * `/v1/messages/:id/status`); HEAD matches GET; a path with no route for the method → 405 with
  * `Allow`.
  */
+import type { Span } from '../protocol/json.js';
 import type { RateState } from './limits.js';
 
 export type BodyMode =
@@ -49,6 +50,8 @@ export interface JsonBody {
   value: unknown;
   /** The exact text received (bodies travel verbatim). */
   text: string;
+  /** Where the root object's `body` member is in `text`, when it has one (a send's verbatim body). */
+  body?: Span;
 }
 
 /** A request body as it streams in (see the file comment for the verdict). */

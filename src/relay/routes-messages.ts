@@ -5,7 +5,6 @@
  */
 import { LIMITS, MESSAGE_STATUSES, TAKE_ID_RE } from '../protocol/constants.js';
 import { encodeMessagePage } from '../protocol/frames.js';
-import { memberText } from '../protocol/json.js';
 import { formatInstant } from '../protocol/signing.js';
 import type { MessageStatus } from '../protocol/types.js';
 import { validateSendRequest } from '../protocol/validate.js';
@@ -80,11 +79,8 @@ export const MESSAGE_ROUTES: RelayRoute[] = [
     body: JSON_BODY,
     reply: 'json',
     handler: async (req, svc) => {
-      const { value, text } = req.json();
-      const bodyText =
-        typeof value === 'object' && value !== null && Object.hasOwn(value, 'body')
-          ? memberText(text, ['body'])
-          : undefined;
+      const { value, text, body } = req.json();
+      const bodyText = body && text.slice(body.start, body.end);
       const input = validateSendRequest(value, svc.maxBodyBytes, bodyText);
       const { record, rate } = await svc.messenger.send(req.caller, input);
       return { kind: 'json', status: 201, body: sendResponse(record), sendRate: rate };
