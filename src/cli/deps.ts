@@ -72,6 +72,11 @@ export function processDeps(): Deps {
   };
 }
 
+/** This package's `bin/mrp.js`, absolute. */
+export function mrpBin(): string {
+  return fileURLToPath(new URL('../../bin/mrp.js', import.meta.url));
+}
+
 /**
  * How the person typing runs this CLI, for commands printed to paste. `mrp` when it is installed;
  * when npm launched it (`npx mrp …`, `npm exec`) `mrp` is not on their PATH, and `npx mrp` in
@@ -80,6 +85,6 @@ export function processDeps(): Deps {
  */
 export function selfCommand(env: Deps['env']): string {
   if (env['npm_command'] !== 'exec') return 'mrp';
-  const bin = fileURLToPath(new URL('../../bin/mrp.js', import.meta.url));
+  const bin = mrpBin();
   return `node ${/^[\w@%+=:,./-]+$/.test(bin) ? bin : `'${bin.replaceAll("'", "'\\''")}'`}`;
 }

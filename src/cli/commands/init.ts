@@ -8,7 +8,7 @@ import { UsageError } from '../../core/errors.js';
 import { Keypair } from '../../protocol/signing.js';
 import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import type { CliContext } from '../context.js';
-import { type Deps, selfCommand } from '../deps.js';
+import { type Deps, mrpBin, selfCommand } from '../deps.js';
 import { writeExclusive } from '../files.js';
 import { writeKeyFile } from '../keys.js';
 import { durationOption, intOption } from '../options.js';
@@ -109,7 +109,7 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
         user: ctx.deps.env['USER'] || userInfo().username,
         cwd,
         node: process.execPath,
-        bin: fileURLToPath(new URL('bin/mrp.js', ROOT)),
+        bin: mrpBin(),
         handler,
         graceSeconds,
         env: { MRP_HOME: ctx.home, MRP_KEY_FILE: key_file.value, MRP_RELAY_URL: relay.value },
