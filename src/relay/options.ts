@@ -62,6 +62,13 @@ export interface RelayOptions {
   maxOutboundBytes?: number;
   /** An unfinished inbound WebSocket frame that gets no new byte for this long is closed with 1008 (default 30 s). */
   partialFrameTimeoutMs?: number;
+  /**
+   * Bytes of HTTP answers written and not yet taken by the kernel, across all connections
+   * (default 128 MiB): past it, the connection holding the most is cut (`unsent-responses.ts`).
+   */
+  maxUnsentResponseBytes?: number;
+  /** An HTTP answer its client has stopped reading (no progress for this long) is cut (default 30 s). */
+  responseStallTimeoutMs?: number;
   authTimeoutMs?: number;
   heartbeatIntervalMs?: number;
   heartbeatTimeoutMs?: number;
@@ -156,6 +163,8 @@ export const RELAY_DEFAULTS = {
   maxInboundFrameBytes: 64 * 1024 * 1024,
   maxOutboundBytes: 256 * 1024 * 1024,
   partialFrameTimeoutMs: 30_000,
+  maxUnsentResponseBytes: 128 * 1024 * 1024,
+  responseStallTimeoutMs: 30_000,
   authTimeoutMs: TIMING.wsAuthTimeoutMs,
   heartbeatIntervalMs: TIMING.heartbeatIntervalMs,
   heartbeatTimeoutMs: TIMING.heartbeatTimeoutMs,
@@ -218,6 +227,8 @@ const POSITIVE = [
   'maxInboundFrameBytes',
   'maxOutboundBytes',
   'partialFrameTimeoutMs',
+  'maxUnsentResponseBytes',
+  'responseStallTimeoutMs',
   'authTimeoutMs',
   'heartbeatIntervalMs',
   'heartbeatTimeoutMs',

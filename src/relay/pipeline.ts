@@ -27,6 +27,7 @@ import type { RelayMetrics } from './metrics.js';
 import { writeBytes, writeJson, writeText } from './reply.js';
 import type { JsonBody, Reply, Request, Route, Router } from './router.js';
 import type { Services } from './services.js';
+import type { UnsentResponses } from './unsent-responses.js';
 
 export interface PipelineDeps {
   router: Router<Services>;
@@ -48,6 +49,8 @@ export interface PipelineDeps {
   closing(): boolean;
   /** Abort handles of requests in flight (long polls, streams), aborted at shutdown. */
   inFlight: Set<LazyAbort>;
+  /** Answers written and not yet read by their clients (a budget and a stall limit). */
+  unsent: UnsentResponses;
 }
 
 export type Handle = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
@@ -179,7 +182,7 @@ export function createPipeline(deps: PipelineDeps): Handle {
       }
       if (reply.kind === 'json' && reply.sendRate) Object.assign(headers, rateHeaders(reply.sendRate));
       status = reply.status;
-      await write(res, reply, headers, method === 'HEAD');
+      await write(res, reply, headers, method === 'HEAD', deps.unsent);
     } catch (err) {
       const api = ApiError.from(err);
       if (api.code === 'internal_error')
@@ -254,12 +257,14 @@ function write(
   reply: Reply,
   headers: Record<string, string>,
   head: boolean,
+  unsent: UnsentResponses,
 ): Promise<void> | void {
   switch (reply.kind) {
     case 'json':
-      return writeJson(res, reply.status, reply.body, { ...headers, ...reply.headers }, head);
+      writeJson(res, reply.status, reply.body, { ...headers, ...reply.headers }, head);
+      return unsent.watch(res);
     case 'text':
-      return writeText(
+      writeText(
         res,
         reply.status,
         reply.text,
@@ -267,7 +272,9 @@ function write(
         { ...headers, ...reply.headers },
         head,
       );
+      return unsent.watch(res);
     case 'bytes':
+      unsent.watch(res);
       return writeBytes(res, reply, { ...headers, ...reply.headers }, head);
   }
 }

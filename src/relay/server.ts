@@ -37,6 +37,7 @@ import type { Services } from './services.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { StorageHealth } from './store/store.js';
 import { blobSweep, Sweeper } from './sweeper.js';
+import { UnsentResponses } from './unsent-responses.js';
 import { WebhookWorker } from './webhooks.js';
 
 export { RELAY_DEFAULTS, type RelayOptions } from './options.js';
@@ -53,6 +54,8 @@ export interface Relay {
   setAgentStatus(publicKey: string, status: 'active' | 'suspended'): Promise<void>;
   /** Live WebSocket connections of this process. */
   readonly connections: number;
+  /** Bytes of HTTP answers written and not yet taken by the kernel (see `maxUnsentResponseBytes`). */
+  readonly unsentResponseBytes: number;
 }
 
 const errorText = (err: unknown): string => (err as Error)?.stack ?? String(err);
@@ -186,6 +189,12 @@ export function createRelay(options: RelayOptions): Relay {
   let inFlight = 0;
   let idle: (() => void) | undefined;
   const router = new Router(relayRoutes(o.routes, { maxBlobBytes: o.maxBlobBytes }));
+  const unsent = new UnsentResponses({
+    maxBytes: o.maxUnsentResponseBytes,
+    stallTimeoutMs: o.responseStallTimeoutMs,
+    clock,
+    logger,
+  });
   const handle = createPipeline({
     router,
     services,
@@ -203,6 +212,7 @@ export function createRelay(options: RelayOptions): Relay {
     bodyRateWindowMs: o.bodyRateWindowMs,
     closing: () => closing,
     inFlight: inFlightAborts,
+    unsent,
   });
 
   /** Last resort when `handle` itself failed: a 500 if nothing was answered yet, else cut the connection. */
@@ -338,6 +348,9 @@ export function createRelay(options: RelayOptions): Relay {
     get connections() {
       return hub.connections;
     },
+    get unsentResponseBytes() {
+      return unsent.bytes;
+    },
     async setAgentStatus(publicKey, status) {
       // Suspending closes the agent's sockets: the hub that holds them hears `agent.changed`.
       await directory.setStatus(publicKey, status, clock.now());
@@ -379,6 +392,7 @@ export function createRelay(options: RelayOptions): Relay {
           ]);
         }
         server.closeAllConnections();
+        unsent.close();
         await serverClosed;
         await new Promise<void>((resolve) => wss.close(() => resolve()));
         await batcher.close();

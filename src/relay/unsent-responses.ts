@@ -1,0 +1,137 @@
+/**
+ * HTTP answers the client has not read. node:http hands a whole JSON answer to the socket at once
+ * (`res.end(text)`), and what the kernel does not take waits in the process: a page of messages
+ * can be 8 MiB, and keys are free, so many connections that ask and never read would add up
+ * without bound (the WebSocket side has the hub's `maxOutboundBytes` for the same reason).
+ *
+ * - A relay-wide budget (`maxUnsentResponseBytes`): each answer is counted with what was still
+ *   waiting in the process right after it was written (lowered as it drains), until it is
+ *   finished (handed to the kernel) or its connection closes. Past the budget, the connection
+ *   holding the most is cut until the total fits.
+ * - A stall limit (`responseStallTimeoutMs`): an answer that makes no progress for that long is
+ *   cut. Progress is less waiting than at the last look, or a `drain` (a streamed answer, written
+ *   with backpressure, drains each time the client reads). A slow reader keeps its answer; one
+ *   that stopped reading loses its connection, and with it the open blob or buffer it held.
+ */
+import type { ServerResponse } from 'node:http';
+import type { Clock, Timer } from '../core/clock.js';
+import type { Logger } from './log.js';
+
+interface Held {
+  /** What it counts against the budget: what waited when it was written, lowered at each look as it drains. */
+  bytes: number;
+  /** What was waiting at the last look. */
+  left: number;
+  progressAt: number;
+  done(): void;
+}
+
+export interface UnsentResponsesOptions {
+  maxBytes: number;
+  stallTimeoutMs: number;
+  clock: Clock;
+  logger: Logger;
+}
+
+export class UnsentResponses {
+  readonly #o: UnsentResponsesOptions;
+  readonly #held = new Map<ServerResponse, Held>();
+  #total = 0;
+  #timer: Timer | undefined;
+
+  constructor(options: UnsentResponsesOptions) {
+    this.#o = options;
+  }
+
+  /** Bytes of unfinished answers counted now (tests and diagnostics). */
+  get bytes(): number {
+    return this.#total;
+  }
+
+  /** Answers being watched now (tests and diagnostics). */
+  get count(): number {
+    return this.#held.size;
+  }
+
+  /**
+   * Watches `res` from now until it is finished or closed: call it once its answer is written
+   * (or, for a streamed answer, as the stream starts). An answer already finished costs nothing.
+   */
+  watch(res: ServerResponse): void {
+    if (res.writableFinished || res.destroyed || this.#held.has(res)) return;
+    const waiting = res.writableLength;
+    const held: Held = {
+      bytes: waiting,
+      left: waiting,
+      progressAt: this.#o.clock.now(),
+      done: () => {
+        res.off('finish', held.done);
+        res.off('close', held.done);
+        res.off('drain', onDrain);
+        if (this.#held.delete(res)) this.#total -= held.bytes;
+        if (this.#held.size === 0) this.#stopTimer();
+      },
+    };
+    const onDrain = (): void => {
+      held.progressAt = this.#o.clock.now();
+    };
+    res.on('finish', held.done);
+    res.on('close', held.done);
+    res.on('drain', onDrain);
+    this.#held.set(res, held);
+    this.#total += held.bytes;
+    this.#startTimer();
+    while (this.#total > this.#o.maxBytes) {
+      let largest: [ServerResponse, Held] | undefined;
+      for (const entry of this.#held) if (entry[1].bytes > (largest?.[1].bytes ?? 0)) largest = entry;
+      if (!largest) break;
+      this.#cut(largest[0], largest[1], 'http_outbound_budget');
+    }
+  }
+
+  #cut(res: ServerResponse, held: Held, why: string): void {
+    this.#o.logger.info(why, {
+      remote: res.req?.socket?.remoteAddress,
+      path: res.req?.url?.split('?')[0],
+      bytes: held.bytes,
+      waiting: res.writableLength,
+      total: this.#total,
+    });
+    held.done();
+    res.destroy();
+  }
+
+  #startTimer(): void {
+    if (this.#timer) return;
+    // A look every quarter of the limit: an answer that stopped is cut within 1.25× of it.
+    const every = Math.max(250, Math.floor(this.#o.stallTimeoutMs / 4));
+    this.#timer = this.#o.clock.setInterval(() => this.#look(), every).unref();
+  }
+
+  #stopTimer(): void {
+    this.#timer?.cancel();
+    this.#timer = undefined;
+  }
+
+  #look(): void {
+    const now = this.#o.clock.now();
+    for (const [res, held] of this.#held) {
+      const waiting = res.writableLength;
+      // Nothing waiting means nothing waits on the client (a streamed answer's source may be slow).
+      if (waiting === 0 || waiting < held.left) held.progressAt = now;
+      held.left = waiting;
+      // A reader's answer counts for what still waits, not for what it was.
+      if (waiting < held.bytes) {
+        this.#total -= held.bytes - waiting;
+        held.bytes = waiting;
+      }
+      if (now - held.progressAt >= this.#o.stallTimeoutMs) this.#cut(res, held, 'http_response_stalled');
+    }
+  }
+
+  /** Stops watching (the relay is closing; its sockets go with it). */
+  close(): void {
+    for (const held of [...this.#held.values()]) held.done();
+    this.#stopTimer();
+  }
+}
