@@ -55,3 +55,25 @@ export function decodePublicKey(key: string): Uint8Array | undefined {
 export function shortKey(key: string): string {
   return key.length > 12 ? `${key.slice(0, 6)}…${key.slice(-4)}` : key;
 }
+
+/**
+ * A string's length in characters (Unicode code points), as the spec's "≤ 256 chars" limits
+ * count it: an emoji is one character, not the two UTF-16 units `.length` gives. Counts only
+ * up to `stopAbove + 1`, so a limit check on a long string stays cheap.
+ */
+export function charLength(text: string, stopAbove = Number.POSITIVE_INFINITY): number {
+  let n = 0;
+  for (let i = 0; i < text.length && n <= stopAbove; i++, n++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+  }
+  return n;
+}
+
+/** True when `text` has more than `max` characters (code points); `.length` alone decides most strings. */
+export function longerThan(text: string, max: number): boolean {
+  return text.length > max && charLength(text, max) > max;
+}

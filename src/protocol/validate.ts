@@ -10,7 +10,7 @@
  */
 import { MrpError } from '../core/errors.js';
 import { ACL_ENTRY_TYPES, INBOX_POLICIES, LIMITS, TAG_RE, THREAD_ID_RE, VISIBILITIES } from './constants.js';
-import { isPublicKey } from './encoding.js';
+import { isPublicKey, longerThan } from './encoding.js';
 import { publicKeyProblem } from './signing.js';
 import type {
   AclEntryType,
@@ -94,7 +94,7 @@ function optionalString(input: Record<string, unknown>, key: string, max: number
   const v = input[key];
   if (v === undefined) return undefined;
   if (typeof v !== 'string') fail(400, join(base, key), 'must be a string');
-  if (v.length > max) fail(400, join(base, key), `must be at most ${max} characters`);
+  if (longerThan(v, max)) fail(400, join(base, key), `must be at most ${max} characters`);
   return v;
 }
 
@@ -114,7 +114,8 @@ function validateAttachments(value: unknown): Attachment[] {
   if (value === undefined || value === null) return [];
   if (!Array.isArray(value)) fail(400, 'attachments', 'must be an array');
   if (value.length > LIMITS.maxAttachments) {
-    fail(400, 'attachments', `at most ${LIMITS.maxAttachments} attachments per message`);
+    // Well-formed but too many: semantic, like too many capabilities (issue 11: "≤ 10 … else 422").
+    fail(422, 'attachments', `at most ${LIMITS.maxAttachments} attachments per message`);
   }
   return value.map((item, i) => {
     const field = join('attachments', i);
@@ -222,12 +223,12 @@ export function validateCapability(input: unknown, field: string): Capability {
   if (!isPlainObject(input)) fail(400, field, 'must be an object or a tag string');
   const name = input['name'];
   if (typeof name !== 'string') fail(400, join(field, 'name'), 'is required and must be a string');
-  if (name.length < 1 || name.length > LIMITS.capabilityNameMax) {
+  if (name.length < 1 || longerThan(name, LIMITS.capabilityNameMax)) {
     fail(422, join(field, 'name'), `must be 1-${LIMITS.capabilityNameMax} characters`);
   }
   const description = input['description'] ?? '';
   if (typeof description !== 'string') fail(400, join(field, 'description'), 'must be a string');
-  if (description.length > LIMITS.capabilityDescriptionMax) {
+  if (longerThan(description, LIMITS.capabilityDescriptionMax)) {
     fail(422, join(field, 'description'), `must be at most ${LIMITS.capabilityDescriptionMax} characters`);
   }
   const tagsInput = input['tags'] ?? [];
@@ -248,7 +249,7 @@ export function validateCapability(input: unknown, field: string): Capability {
   const version = input['version'];
   if (version !== undefined && version !== null) {
     if (typeof version !== 'string') fail(400, join(field, 'version'), 'must be a string');
-    if (version.length > LIMITS.capabilityVersionMax) {
+    if (longerThan(version, LIMITS.capabilityVersionMax)) {
       fail(422, join(field, 'version'), `must be at most ${LIMITS.capabilityVersionMax} characters`);
     }
     capability.version = version;
@@ -270,11 +271,11 @@ export function validateMetadata(input: unknown, field = 'metadata'): Record<str
   const out: Record<string, string> = {};
   for (const key of keys) {
     const value = input[key];
-    if (key.length < 1 || key.length > LIMITS.metadataKeyMax) {
+    if (key.length < 1 || longerThan(key, LIMITS.metadataKeyMax)) {
       fail(422, join(field, key), `keys must be 1-${LIMITS.metadataKeyMax} characters`);
     }
     if (typeof value !== 'string') fail(400, join(field, key), 'values must be strings');
-    if (value.length > LIMITS.metadataValueMax) {
+    if (longerThan(value, LIMITS.metadataValueMax)) {
       fail(422, join(field, key), `values must be at most ${LIMITS.metadataValueMax} characters`);
     }
     out[key] = value;
@@ -295,7 +296,7 @@ export function validateProfilePatch(input: unknown): ProfilePatch {
   if (Object.hasOwn(input, 'display_name')) {
     const name = input['display_name'];
     if (name !== null && typeof name !== 'string') fail(400, 'display_name', 'must be a string or null');
-    if (typeof name === 'string' && name.length > LIMITS.maxDisplayName) {
+    if (typeof name === 'string' && longerThan(name, LIMITS.maxDisplayName)) {
       fail(422, 'display_name', `must be at most ${LIMITS.maxDisplayName} characters`);
     }
     patch.display_name = name;

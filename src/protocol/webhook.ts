@@ -11,7 +11,7 @@
  * de-duplication, not here.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { toBase64Url } from './encoding.js';
+import { charLength, longerThan, toBase64Url } from './encoding.js';
 import { parseTimestamp } from './signing.js';
 
 /** Delivery header names, lower-case as Node presents them (§3.8). */
@@ -91,7 +91,10 @@ export function newWebhookSecret(random: (n: number) => Uint8Array = randomBytes
 /** True for a secret the relay accepts: a string of 16–256 characters. */
 export function isWebhookSecret(value: unknown): value is string {
   return (
-    typeof value === 'string' && value.length >= WEBHOOK_SECRET_LIMITS.min && value.length <= WEBHOOK_SECRET_LIMITS.max
+    typeof value === 'string' &&
+    value.length >= WEBHOOK_SECRET_LIMITS.min &&
+    charLength(value, WEBHOOK_SECRET_LIMITS.max) >= WEBHOOK_SECRET_LIMITS.min &&
+    !longerThan(value, WEBHOOK_SECRET_LIMITS.max)
   );
 }
 

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
+  charLength,
   decodePublicKey,
   fromBase64,
   fromBase64Url,
   fromHex,
   isPublicKey,
+  longerThan,
   shortKey,
   toBase64Url,
   toHex,
@@ -55,5 +57,15 @@ describe('public keys', () => {
   });
   it('shortens for people', () => {
     assert.equal(shortKey(KEY_A), 'ebVWLo…ElmQ');
+  });
+  it('counts characters as code points (the spec\'s "chars"), lone surrogates as one each', () => {
+    assert.equal(charLength(''), 0);
+    assert.equal(charLength('abc'), 3);
+    assert.equal(charLength('😀'.repeat(200)), 200);
+    assert.equal(charLength('a😀b'), 3);
+    assert.equal(charLength('\ud800x\udc00'), 3);
+    assert.equal(charLength('😀'.repeat(1000), 10), 11, 'stops one past the limit');
+    assert.ok(!longerThan('😀'.repeat(256), 256) && longerThan('😀'.repeat(257), 256));
+    assert.ok(!longerThan('x'.repeat(256), 256) && longerThan('x'.repeat(257), 256));
   });
 });

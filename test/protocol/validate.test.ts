@@ -55,7 +55,7 @@ describe('send requests', () => {
       [{ recipient_key: KEY_B, body: 1, attachments: {} }, 400, 'attachments'],
       [
         { recipient_key: KEY_B, attachments: Array.from({ length: 11 }, () => ({ blob_id: 'blob_1' })) },
-        400,
+        422,
         'attachments',
       ],
       [{ recipient_key: KEY_B, attachments: [{ filename: 'x' }] }, 400, 'attachments[0].blob_id'],
@@ -155,5 +155,12 @@ describe('ACL entries', () => {
     });
     assert.equal(invalid(() => validateAclPut({ peer_key: 'x', entry_type: 'allow' })).field, 'peer_key');
     assert.equal(invalid(() => validateAclPut({ peer_key: KEY_B, entry_type: 'deny' })).field, 'entry_type');
+  });
+  it('counts text limits in characters, not UTF-16 units (§3.4 "≤ 256 chars")', () => {
+    const emoji = (n: number): string => '😀'.repeat(n);
+    assert.equal(validateProfilePatch({ display_name: emoji(256) }).display_name, emoji(256));
+    assert.equal(invalid(() => validateProfilePatch({ display_name: emoji(257) })).details?.['field'], 'display_name');
+    assert.equal(validateProfilePatch({ metadata: { k: emoji(256) } }).metadata?.['k'], emoji(256));
+    invalid(() => validateProfilePatch({ metadata: { k: emoji(257) } }));
   });
 });

@@ -84,6 +84,9 @@ describe('webhook signatures (§3.8)', () => {
     assert.ok(isWebhookSecret(secret));
     assert.ok(isWebhookSecret('x'.repeat(16)) && isWebhookSecret('x'.repeat(256)));
     assert.ok(!isWebhookSecret('x'.repeat(15)) && !isWebhookSecret('x'.repeat(257)) && !isWebhookSecret(42));
+    // Characters, not UTF-16 units: 200 emoji are 200 characters; 10 are too few.
+    assert.ok(isWebhookSecret('😀'.repeat(200)) && isWebhookSecret('😀'.repeat(256)));
+    assert.ok(!isWebhookSecret('😀'.repeat(10)) && !isWebhookSecret('😀'.repeat(257)));
     assert.match(newDeliveryId(), /^dlv_[0-9a-f]{12}$/);
     assert.equal(
       newDeliveryId((n) => Uint8Array.from({ length: n }, (_, i) => i)),
