@@ -6,11 +6,11 @@
 import { chmod, mkdir } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { ConfigError, UsageError } from '../core/errors.js';
+import { didYouMean } from '../core/suggest.js';
 import { DEFAULT_RELAY_URL } from '../protocol/constants.js';
 import { JsonInputError, parseJson } from '../protocol/json.js';
 import type { Deps } from './deps.js';
 import { readLocalText, writeFileAtomic } from './files.js';
-import { didYouMean } from './suggest.js';
 
 export type SettingSource = 'flag' | 'env' | 'context' | 'config' | 'default';
 

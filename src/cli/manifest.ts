@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import type { RelayClient } from '../client/http.js';
 import { ConfigError, MrpError } from '../core/errors.js';
+import { didYouMean } from '../core/suggest.js';
 import { type ContactBook, resolveRecipient } from '../protocol/contacts.js';
 import type { AclEntry, AclEntryType, AgentProfile, ProfilePatch } from '../protocol/types.js';
 import {
@@ -20,7 +21,6 @@ import {
 } from '../protocol/validate.js';
 import type { CliContext } from './context.js';
 import { readLocalText } from './files.js';
-import { didYouMean } from './suggest.js';
 
 export const MANIFEST_KEYS = ['name', 'visibility', 'inbox_policy', 'capabilities', 'metadata', 'acl'] as const;
 

@@ -22,6 +22,7 @@ import type { SourceConsumer } from '../client/source.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { MrpError, toMrpError, UsageError } from '../core/errors.js';
+import { didYouMean } from '../core/suggest.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient } from '../protocol/contacts.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { Keypair } from '../protocol/signing.js';
@@ -133,6 +134,40 @@ const FORWARDED = [
 /** A contacts file is small; anything bigger is not one. */
 const MAX_CONTACTS_BYTES = 1024 * 1024;
 
+/** Every option `AgentOptions` has: anything else is a typo the constructor names (JavaScript callers have no compiler to catch it). */
+const OPTION_KEYS = [
+  'keyFile',
+  'keypair',
+  'name',
+  'capabilities',
+  'metadata',
+  'visibility',
+  'inboxPolicy',
+  'concurrency',
+  'timeoutMs',
+  'graceMs',
+  'maxCrashes',
+  'intervalMs',
+  'journal',
+  'fsync',
+  'codec',
+  'contacts',
+  'log',
+  'clock',
+  'requestTimeoutMs',
+] as const satisfies ReadonlyArray<keyof AgentOptions>;
+const CAPABILITY_KEYS = ['name', 'description', 'tags', 'inputSchema', 'version'] as const satisfies ReadonlyArray<
+  keyof AgentCapability
+>;
+
+/** An unknown key in `given` is an `invalid_option` error naming it, with a "did you mean". */
+function knownKeys(given: object, known: readonly string[], field: (key: string) => string, what: string): void {
+  for (const key of Object.keys(given)) {
+    if (!known.includes(key))
+      throw optionError(field(key), `unknown ${what}${didYouMean(key, known)}; known: ${known.join(', ')}`);
+  }
+}
+
 function optionError(field: string, reason: string): UsageError {
   return new UsageError(`Agent option ${field}: ${reason}`, { code: 'invalid_option' });
 }
@@ -147,8 +182,9 @@ function profilePatch(o: AgentOptions): ProfilePatch | undefined {
   if (o.capabilities !== undefined) {
     if (!Array.isArray(o.capabilities))
       throw optionError('capabilities', 'must be an array of { name, description, tags }');
-    patch['capabilities'] = o.capabilities.map((c) => {
+    patch['capabilities'] = o.capabilities.map((c, i) => {
       if (c === null || typeof c !== 'object') return c;
+      knownKeys(c, CAPABILITY_KEYS, (key) => `capabilities[${i}].${key}`, 'capability key');
       const { inputSchema, ...rest } = c;
       return inputSchema === undefined ? rest : { ...rest, input_schema: inputSchema };
     });
@@ -225,6 +261,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
     super();
     if (typeof relayUrl !== 'string' || relayUrl === '')
       throw optionError('relayUrl', 'a relay URL is required (e.g. https://relay.mrphub.io)');
+    if (options === null || typeof options !== 'object') throw optionError('options', 'must be an object');
+    knownKeys(options, OPTION_KEYS, (key) => key, 'option');
     if (options.keyFile === undefined && options.keypair === undefined) {
       throw optionError('keyFile', 'give a key file (created if missing) or a keypair');
     }

@@ -291,6 +291,22 @@ describe('Agent key file and options', () => {
         () => new Agent('http://127.0.0.1:1', { keyFile, capabilities: [{ name: '', description: 'x', tags: [] }] }),
         { code: 'invalid_option', message: /capabilities/ },
       );
+      // Keys the options do not have are typos (JavaScript callers have no compiler): named, with a suggestion.
+      assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile, capabilites: [] } as never), {
+        code: 'invalid_option',
+        message: /capabilites: unknown option \(did you mean "capabilities"\?\)/,
+      });
+      assert.throws(
+        () =>
+          new Agent('http://127.0.0.1:1', {
+            keyFile,
+            capabilities: [{ name: 'x', descripton: 'y', tags: ['abc'] } as never],
+          }),
+        {
+          code: 'invalid_option',
+          message: /capabilities\[0\]\.descripton: unknown capability key \(did you mean "description"\?\)/,
+        },
+      );
       await assert.rejects(new Agent('http://127.0.0.1:1', { keyFile }).run({ mode: 'carrier-pigeon' as never }), {
         code: 'invalid_argument',
       });
