@@ -247,6 +247,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
   /** The journal directory, or undefined for a temporary one. */
   readonly #stateDir: string | undefined;
   #tempDir: string | undefined;
+  /** `stop()` was called while a `messages()` loop was still open: the loop removes the temporary journal as it ends. */
+  #stopping = false;
   #contacts: { book: ContactBook; file: string } | undefined;
   #handler: Handler | undefined;
   /** What is using the journal now. */
@@ -433,13 +435,19 @@ export class Agent extends TypedEmitter<AgentEvents> {
       await runtime.stop();
       await runtime.finished;
     }
-    if (this.#endMessages) await this.#endMessages(graceMs);
     // A temporary journal lives until `stop()`, not until the end of a loop: what a `messages()`
-    // loop did not finish is yielded again by the next one in this process.
-    if (this.#tempDir && !this.#busy) {
-      rmSync(this.#tempDir, { recursive: true, force: true });
-      this.#tempDir = undefined;
-    }
+    // loop did not finish is yielded again by the next one in this process. A loop still open
+    // (stopped from its own body) removes it as it ends.
+    this.#stopping = true;
+    if (this.#endMessages) await this.#endMessages(graceMs);
+    if (!this.#busy) this.#dropTempDir();
+  }
+
+  #dropTempDir(): void {
+    this.#stopping = false;
+    if (!this.#tempDir) return;
+    rmSync(this.#tempDir, { recursive: true, force: true });
+    this.#tempDir = undefined;
   }
 
   // ── the inbox as an async iterator ─────────────────────────────────────────────────────────
@@ -452,6 +460,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
    */
   async *messages(): AsyncGenerator<Message, void, undefined> {
     this.#claim('messages');
+    this.#stopping = false;
     let journal: Journal;
     try {
       journal = Journal.open(this.#journalDir('messages'), { clock: this.#clock, fsync: this.#options.fsync === true });
@@ -474,9 +483,19 @@ export class Agent extends TypedEmitter<AgentEvents> {
     };
     let ended!: () => void;
     const finished = new Promise<void>((r) => (ended = r));
+    /** True while the loop's body holds a message (the generator is suspended at its `yield`). */
+    let atYield = false;
     this.#endMessages = async (graceMs) => {
       ending = true;
       poke();
+      // Called from the loop's own body (`await agent.stop()` inside `for await`): the loop cannot
+      // ask for the next message until this returns, so waiting for it would only wait out
+      // `graceMs`. Stop polling now; the loop ends when its body does (the message it holds is
+      // marked done then, as always, and the journal closed).
+      if (atYield) {
+        await source.stopIntake();
+        return;
+      }
       let timer: ReturnType<Clock['setTimeout']> | undefined;
       const late = new Promise<void>((r) => (timer = this.#clock.setTimeout(r, graceMs)));
       await Promise.race([finished, late]);
@@ -539,7 +558,9 @@ export class Agent extends TypedEmitter<AgentEvents> {
           continue;
         }
         if (opened.encrypted) this.#encrypted.add(opened.message);
+        atYield = true;
         yield opened.message;
+        atYield = false;
       }
     } finally {
       this.#endMessages = undefined;
@@ -549,6 +570,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       } finally {
         journal.close();
         this.#release();
+        if (this.#stopping) this.#dropTempDir();
         ended();
       }
     }

@@ -172,6 +172,32 @@ describe('Agent', () => {
     assert.deepEqual(loop2, ids);
   });
 
+  it('await agent.stop() inside a messages() loop returns at once and the loop ends after that body', {
+    timeout: 60_000,
+  }, async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const peer = await Peer.connect(t, relay);
+    const keyFile = join(tempDir(t), 'stopper.key');
+    // graceMs far beyond the test's timeout: waiting it out would fail the test.
+    const agent = new Agent(relay.url, { keyFile, graceMs: 3_600_000 });
+    const ids: string[] = [];
+    for (let n = 1; n <= 3; n++) ids.push((await peer.send(agent.publicKey, { n })).message_id);
+    const seen: string[] = [];
+    for await (const msg of agent.messages()) {
+      seen.push(msg.message_id);
+      if (seen.length === 1) await agent.stop();
+    }
+    assert.deepEqual(seen, ids.slice(0, 1), 'nothing is yielded after stop()');
+    // The one it handled is done; the others come in the next loop.
+    const again = new Agent(relay.url, { keyFile, graceMs: 3_600_000 });
+    const next: string[] = [];
+    for await (const msg of again.messages()) {
+      next.push(msg.message_id);
+      if (next.length === 2) await again.stop();
+    }
+    assert.deepEqual(next, ids.slice(1));
+  });
+
   it('two agents on one key file in one process: the second is refused while the first runs (journal_locked)', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const keyFile = join(tempDir(t), 'same.key');
