@@ -10,9 +10,13 @@
  *   hashed as it streams, and its end is the signature verdict (see `StreamBody`).
  *
  * `BodyGate` bounds the body reads in progress at once, by count and by bytes held, so stalled or
- * slow uploads cannot pile up memory: a read that would go past either is refused with `503`
- * and `Retry-After: 1`. The bytes of a body with a Content-Length are reserved up front; a stream
- * holds a chunk at a time and reserves STREAM_RESERVE.
+ * slow uploads cannot pile up memory. A read that would go past either waits its turn in a short
+ * queue (a few times the per-address cap from one address, `MAX_WAITING` in all), for at most
+ * the body timeout: a client that fires many sends or uploads at once is served as places free
+ * up (an honest body takes milliseconds), not refused. Past the queue, or after the wait, it is
+ * refused with `503` and `Retry-After: 1`. A waiting request holds its socket and nothing else
+ * (its bytes wait in the kernel). The bytes of a body with a Content-Length are reserved up
+ * front; a stream holds a chunk at a time and reserves STREAM_RESERVE.
  *
  * The gate is shared by every client, and a body is read before its signature can be checked, so
  * one client must not be able to hold all of it: each client address (`addressKey`: an IPv4
@@ -41,6 +45,18 @@ export interface BodyLimits {
   rateWindowMs: number;
 }
 
+/** Requests waiting for a place, from all addresses together. */
+export const MAX_WAITING = 1024;
+/** Requests waiting for a place from one address, as a multiple of the per-address cap. */
+const WAITING_PER_PLACE = 4;
+
+interface Waiter {
+  address: string;
+  bytes: number;
+  granted(): void;
+  timer: Timer;
+}
+
 /** See the file comment. */
 export class BodyGate {
   readonly maxActive: number;
@@ -49,6 +65,7 @@ export class BodyGate {
   active = 0;
   bytes = 0;
   readonly #reads: AddressCounter;
+  readonly #waiting: Waiter[] = [];
 
   constructor(maxActive: number, maxBytes: number, maxPerAddress: number = maxActive) {
     this.maxActive = maxActive;
@@ -62,22 +79,76 @@ export class BodyGate {
     return this.#reads.count(address);
   }
 
-  /** Takes a place for `address`, reserving `bytes`; throws 503 when the address, the count or the bytes are at their cap. */
-  take(address: string, bytes: number): void {
-    const mine = this.heldBy(address);
-    if (mine >= this.maxPerAddress) throw busy(`${mine} at once from your address`);
-    if (this.active >= this.maxActive) throw busy(`${this.active} at once`);
-    if (this.bytes + bytes > this.maxBytes) throw busy(`${this.bytes} bytes held`);
+  /** Requests waiting for a place now (tests and diagnostics). */
+  get waiting(): number {
+    return this.#waiting.length;
+  }
+
+  #fits(address: string, bytes: number): boolean {
+    return (
+      this.heldBy(address) < this.maxPerAddress && this.active < this.maxActive && this.bytes + bytes <= this.maxBytes
+    );
+  }
+
+  #take(address: string, bytes: number): void {
     this.active++;
     this.bytes += bytes;
     this.#reads.add(address);
   }
 
-  /** Gives back a place taken with `take` and the bytes it holds now. */
+  /**
+   * Takes a place for `address`, reserving `bytes`: at once when one is free (and nobody from
+   * that address waits before it), else in turn within `waitMs`. Rejects with 503 when the
+   * queue is full or the wait ends first.
+   */
+  acquire(address: string, bytes: number, clock: Clock, waitMs: number): Promise<void> {
+    let queued = 0;
+    for (const w of this.#waiting) if (w.address === address) queued++;
+    if (queued === 0 && this.#fits(address, bytes)) {
+      this.#take(address, bytes);
+      return Promise.resolve();
+    }
+    if (queued >= this.maxPerAddress * WAITING_PER_PLACE || this.#waiting.length >= MAX_WAITING) {
+      const mine = this.heldBy(address);
+      return Promise.reject(
+        busy(
+          mine >= this.maxPerAddress
+            ? `${mine} at once from your address and ${queued} waiting`
+            : `${this.active} at once and ${this.#waiting.length} waiting`,
+        ),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        address,
+        bytes,
+        granted: resolve,
+        timer: clock.setTimeout(() => {
+          const i = this.#waiting.indexOf(waiter);
+          if (i >= 0) this.#waiting.splice(i, 1);
+          reject(busy(`no place came free within ${Math.round(waitMs / 1000)} s`));
+        }, waitMs),
+      };
+      this.#waiting.push(waiter);
+    });
+  }
+
+  /** Gives back a place taken with `acquire` and the bytes it holds now; the next waiters that fit get theirs. */
   release(address: string, bytes: number): void {
     this.active--;
     this.bytes -= bytes;
     this.#reads.remove(address);
+    for (let i = 0; i < this.#waiting.length && this.active < this.maxActive; ) {
+      const w = this.#waiting[i]!;
+      if (!this.#fits(w.address, w.bytes)) {
+        i++;
+        continue;
+      }
+      this.#waiting.splice(i, 1);
+      w.timer.cancel();
+      this.#take(w.address, w.bytes);
+      w.granted();
+    }
   }
 }
 
@@ -100,6 +171,10 @@ function timedOut(message: string): ApiError {
   return new ApiError('request_timeout', message, { headers: { Connection: 'close' } });
 }
 
+function cutOff(): ApiError {
+  return new ApiError('bad_request', 'the request body was cut off', { headers: { Connection: 'close' } });
+}
+
 function tooLarge(max: number): ApiError {
   return new ApiError('payload_too_large', `the request body is larger than ${max} bytes`, {
     headers: { Connection: 'close' },
@@ -111,21 +186,22 @@ function tooLarge(max: number): ApiError {
  * byte is read when Content-Length says so), 408 when it takes longer than `timeoutMs`, 503 when
  * the gate is full. Never buffers more than `maxBytes`.
  */
-export function readBody(req: IncomingMessage, limits: BodyLimits, gate: BodyGate, clock: Clock): Promise<Body> {
+export async function readBody(req: IncomingMessage, limits: BodyLimits, gate: BodyGate, clock: Clock): Promise<Body> {
   const lengthHeader = req.headers['content-length'];
   const declared = lengthHeader === undefined ? Number.NaN : Number(lengthHeader);
   const chunked = req.headers['transfer-encoding'] !== undefined;
   if (!chunked && (lengthHeader === undefined || declared === 0)) {
     req.resume();
-    return Promise.resolve(EMPTY_BODY);
+    return EMPTY_BODY;
   }
-  if (Number.isFinite(declared) && declared > limits.maxBytes) return Promise.reject(tooLarge(limits.maxBytes));
+  if (Number.isFinite(declared) && declared > limits.maxBytes) throw tooLarge(limits.maxBytes);
   const address = addressKey(req.socket.remoteAddress);
   let reserved = chunked || !Number.isFinite(declared) ? 0 : declared;
-  try {
-    gate.take(address, reserved);
-  } catch (err) {
-    return Promise.reject(err);
+  await gate.acquire(address, reserved, clock, limits.timeoutMs);
+  // It may have waited: a client gone meanwhile gives its place back at once.
+  if (req.destroyed || req.socket.destroyed) {
+    gate.release(address, reserved);
+    throw cutOff();
   }
   const started = clock.now();
 
@@ -173,8 +249,7 @@ export function readBody(req: IncomingMessage, limits: BodyLimits, gate: BodyGat
       chunks.push(chunk);
     };
     const onEnd = (): void => finish(undefined);
-    const onGone = (): void =>
-      finish(new ApiError('bad_request', 'the request body was cut off', { headers: { Connection: 'close' } }));
+    const onGone = (): void => finish(cutOff());
     // One timer at a time: the end of the current rate window, or the body deadline if sooner.
     const deadline = started + limits.timeoutMs;
     let windowStart = started;
@@ -233,13 +308,14 @@ export class RequestStream implements StreamBody {
   readonly #address: string;
   #received = 0;
   #state: 'new' | 'reading' | 'done' = 'new';
-  #holdsGate = true;
+  /** The gate place is taken when reading starts (it may wait its turn), and given back by `release`. */
+  #holdsGate = false;
   /** The caller once verified. */
   caller: string | undefined;
   readonly #verdict: Promise<string>;
   #settle!: { resolve(caller: string): void; reject(err: unknown): void };
 
-  /** Takes a place in the gate; 413 at once when Content-Length is over the limit, 503 when the gate is full. */
+  /** 413 at once when Content-Length is over the limit; the gate place is taken when reading starts. */
   constructor(
     req: IncomingMessage,
     limits: StreamLimits,
@@ -251,7 +327,6 @@ export class RequestStream implements StreamBody {
     const declared = Number(req.headers['content-length'] ?? Number.NaN);
     if (Number.isFinite(declared) && declared > limits.maxBytes) throw tooLarge(limits.maxBytes);
     this.#address = addressKey(req.socket.remoteAddress);
-    gate.take(this.#address, STREAM_RESERVE);
     this.#req = req;
     this.#limits = limits;
     this.#gate = gate;
@@ -292,6 +367,10 @@ export class RequestStream implements StreamBody {
     const source = this.#req[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     let ended = false;
     try {
+      if (!this.#signal.aborted) {
+        await this.#gate.acquire(this.#address, STREAM_RESERVE, this.#clock, this.#limits.idleTimeoutMs);
+        this.#holdsGate = true;
+      }
       for (;;) {
         const next = await this.#next(source);
         if (next.done) break;
@@ -355,8 +434,4 @@ export class RequestStream implements StreamBody {
       );
     });
   }
-}
-
-function cutOff(): ApiError {
-  return new ApiError('bad_request', 'the request body was cut off', { headers: { Connection: 'close' } });
 }
