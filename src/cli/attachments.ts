@@ -7,6 +7,7 @@
  * on stderr for big transfers on a terminal.
  */
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { link, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
@@ -165,11 +166,9 @@ async function writeVia(
       out.once('error', reject);
     });
     for await (const chunk of body) {
-      if (!out.write(chunk))
-        await new Promise<void>((resolve, reject) => {
-          out.once('drain', resolve);
-          out.once('error', reject);
-        });
+      // events.once removes both of its listeners ('drain' and 'error') whichever fires, so a
+      // long download does not pile up one 'error' listener per back-pressure wait.
+      if (!out.write(chunk)) await once(out, 'drain');
     }
     await new Promise<void>((resolve, reject) => {
       out.once('error', reject);

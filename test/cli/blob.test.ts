@@ -77,6 +77,39 @@ describe('mrp blob', () => {
   });
 });
 
+describe('mrp blob download of a multi-MB blob', () => {
+  it('writes through back-pressure without piling up listeners (no MaxListenersExceededWarning), to -o and --save-attachments', async (t) => {
+    const relay = await startRelay(t);
+    const alice = await user(t, relay);
+    const bob = await user(t, relay);
+    const dir = await tempDir(t);
+    const file = join(dir, 'big.bin');
+    await writeFile(file, Buffer.alloc(3 * 1024 * 1024, 7));
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    t.after(() => void process.off('warning', onWarning));
+    const sent = await runCli(['send', bob.key, '--attach-file', file, '--json'], alice.deps);
+    assert.equal(sent.code, 0, sent.stderr);
+    const { message_id } = JSON.parse(sent.stdout);
+    const got = JSON.parse((await runCli(['get', message_id, '--json'], bob.deps)).stdout);
+    const down = await runCli(['blob', 'download', got.attachments[0].blob_id, '-o', join(dir, 'copy.bin')], bob.deps);
+    assert.equal(down.code, 0, down.stderr);
+    assert.equal((await readFile(join(dir, 'copy.bin'))).byteLength, 3 * 1024 * 1024);
+    const inbox = await tempDir(t);
+    const saved = await runCli(['get', message_id, '--save-attachments', inbox], bob.deps);
+    assert.equal(saved.code, 0, saved.stderr);
+    assert.equal((await readFile(join(inbox, 'big.bin'))).byteLength, 3 * 1024 * 1024);
+    // process.emitWarning emits on the next tick: let it.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    assert.deepEqual(
+      warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map((w) => w.message),
+      [],
+    );
+    assert.equal(down.stderr + saved.stderr, '');
+  });
+});
+
 describe('attachments from the command line', () => {
   it('send --attach-file/--attach (no body needed); get --save-attachments writes safe, new names', async (t) => {
     const relay = await startRelay(t);
