@@ -54,17 +54,32 @@ export interface DownloadOptions {
 
 /** Bytes per chunk when an in-memory input is sent (progress granularity). */
 const CHUNK = 256 * 1024;
-const BLOB_ID_RE = /^blob_[0-9a-f]{12}$/;
 const HEX64_RE = /^[0-9a-f]{64}$/;
 const CONTENT_TYPE_RE = /^[\x20-\x7e]{1,255}$/;
+/** Longest blob id sent (a bound, not a format: ids are opaque, §0). */
+const MAX_ID_LENGTH = 256;
 
+/**
+ * The path of a blob. Ids are opaque (spec §0: never parsed): only bounded and percent-encoded,
+ * so a relay with another id shape works and an unknown id is the relay's 404 `blob_not_found`.
+ * Refused locally only what cannot be a path segment at all: empty, `.`/`..`, over 256
+ * characters, control characters.
+ */
 function blobPath(id: string): string {
-  if (typeof id !== 'string' || !BLOB_ID_RE.test(id)) {
-    throw new UsageError(`"${String(id).slice(0, 40)}" is not a blob id (blob_ followed by 12 hex digits)`, {
-      code: 'invalid_argument',
-    });
+  if (
+    typeof id !== 'string' ||
+    id === '' ||
+    id === '.' ||
+    id === '..' ||
+    id.length > MAX_ID_LENGTH ||
+    /[\u0000-\u001f\u007f-\u009f]/.test(id)
+  ) {
+    throw new UsageError(
+      `${JSON.stringify(String(id).slice(0, 40))} cannot be a blob id (it must be 1-${MAX_ID_LENGTH} characters, no control characters); give the id mrp blob upload printed`,
+      { code: 'invalid_argument' },
+    );
   }
-  return `${PATHS.blobs}/${id}`;
+  return `${PATHS.blobs}/${encodeURIComponent(id)}`;
 }
 
 function normalize(input: BlobInput): { size: number; sha256: Uint8Array; open(): AsyncIterable<Uint8Array> } {

@@ -56,6 +56,10 @@ describe('mrp blob', () => {
     const missing = await runCli(['blob', 'upload', join(dir, 'nope.bin')], deps);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /nope\.bin/);
+    // Ids are opaque: one of another shape is the relay's to refuse (spec §0).
+    const otherShape = await runCli(['blob', 'info', 'blob_ABCDEF123456'], deps);
+    assert.equal(otherShape.code, 1, otherShape.stderr);
+    assert.match(otherShape.stderr, /blob_not_found/);
     const noOut = await runCli(['blob', 'download', record.blob_id], deps);
     assert.equal(noOut.code, 2);
     assert.match(noOut.stderr, /-o/);

@@ -83,7 +83,41 @@ describe('RelayClient blobs', () => {
     await a.deleteBlob(info.blob_id);
     await rejectsWith(a.headBlob(info.blob_id), RelayError, 'blob_not_found');
     await rejectsWith(a.downloadBlob(info.blob_id), RelayError, 'blob_not_found');
-    await rejectsWith(a.headBlob('../etc/passwd'), UsageError, 'invalid_argument');
+  });
+
+  it('blob ids are opaque (spec §0): any other shape goes to the relay, path-encoded, and its 404 answers; only what cannot be a path segment is refused locally', async (t) => {
+    const { url } = await startRelay(t);
+    const a = client(url);
+    for (const id of ['blob_ABCDEF123456', 'blob_0123', '../etc/passwd', 'x y?z#w']) {
+      await rejectsWith(a.headBlob(id), RelayError, 'blob_not_found');
+      await rejectsWith(a.downloadBlob(id), RelayError, 'blob_not_found');
+      await rejectsWith(a.deleteBlob(id), RelayError, 'blob_not_found');
+    }
+    for (const id of ['', '.', '..', 'b'.repeat(257), 'blob_\n12', 'blob_\u0085']) {
+      await rejectsWith(a.headBlob(id), UsageError, 'invalid_argument');
+      await rejectsWith(a.downloadBlob(id), UsageError, 'invalid_argument');
+      await rejectsWith(a.deleteBlob(id), UsageError, 'invalid_argument');
+    }
+
+    // A relay whose ids have another shape: the id is one encoded path segment, and works.
+    const paths: string[] = [];
+    const server = createServer((req, res) => {
+      paths.push(`${req.method} ${req.url}`);
+      const bytes = Buffer.from('other relay');
+      if (req.method === 'DELETE') return void res.writeHead(204).end();
+      res.writeHead(200, { 'Content-Length': bytes.length, 'X-M2M-Blob-Hash': hex(bytes) });
+      res.end(req.method === 'HEAD' ? undefined : bytes);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => server.close());
+    const b = client(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    const id = 'File-42/v2 (x)';
+    assert.equal((await b.headBlob(id)).blob_id, id);
+    assert.equal((await collect((await b.downloadBlob(id)).body)).toString(), 'other relay');
+    await b.deleteBlob(id);
+    const encoded = '/v1/blobs/File-42%2Fv2%20(x)';
+    assert.deepEqual(paths, [`HEAD ${encoded}`, `GET ${encoded}`, `DELETE ${encoded}`]);
   });
 
   it('uploads a file streamed from disk (fileBlobInput), the content type defaulting to application/octet-stream', async (t) => {
