@@ -8,8 +8,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { link, open, rename, stat, unlink } from 'node:fs/promises';
+import { constants, createReadStream, createWriteStream } from 'node:fs';
+import { access, link, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import { fileBlobInput } from '../client/blob-file.js';
 import type { BlobInput, UploadOptions } from '../client/blobs.js';
@@ -150,6 +150,34 @@ export function safeFilename(name: unknown, fallback: string): string {
       .replace(/\uFFFD+$/, '')}${ext}`;
   }
   return clean === '' ? fallback : clean;
+}
+
+/**
+ * Refuses, as a usage error (exit 2) before any request, a directory a download cannot be written
+ * into: missing, not a directory, not writable. `flag` names the option and its value
+ * (`-o out/x.bin`, `--save-attachments inbox`) for the one-line message.
+ */
+export async function checkOutputDir(dir: string, flag: string): Promise<void> {
+  const info = await stat(dir).catch((err: NodeJS.ErrnoException) => err);
+  if (info instanceof Error) {
+    const missing = info.code === 'ENOENT';
+    throw new UsageError(
+      missing
+        ? `${flag}: the directory ${dir} does not exist; create it first (mkdir -p ${dir}) or give another path`
+        : `${flag}: cannot use the directory ${dir} (${info.code ?? info.message}); give another path`,
+      { code: 'invalid_argument', cause: info },
+    );
+  }
+  if (!info.isDirectory())
+    throw new UsageError(`${flag}: ${dir} is not a directory; give a path in a directory`, {
+      code: 'invalid_argument',
+    });
+  await access(dir, constants.W_OK).catch((err: NodeJS.ErrnoException) => {
+    throw new UsageError(`${flag}: cannot write into ${dir} (${err.code ?? err.message}); give another path`, {
+      code: 'invalid_argument',
+      cause: err,
+    });
+  });
 }
 
 /** A stream of bytes to a file: temp file in the same directory, fsync, then `place(temp)`; removed on failure. */

@@ -60,6 +60,17 @@ describe('mrp blob', () => {
     const otherShape = await runCli(['blob', 'info', 'blob_ABCDEF123456'], deps);
     assert.equal(otherShape.code, 1, otherShape.stderr);
     assert.match(otherShape.stderr, /blob_not_found/);
+    // Nowhere to write: a usage error naming the flag and path, before any request (an unknown
+    // id would otherwise be the relay's blob_not_found, exit 1).
+    for (const bad of [join(dir, 'missing', 'x.bin'), join(dir, 'report.pdf', 'x.bin')]) {
+      const res = await runCli(['blob', 'download', 'blob_000000000000', '-o', bad], deps);
+      assert.equal(res.code, 2, res.stderr);
+      assert.equal(res.stderr.trim().split('\n').length, 1, res.stderr);
+      assert.ok(res.stderr.includes(`-o ${bad}`), res.stderr);
+    }
+    const noDir = await runCli(['get', 'msg_1_000000000000', '--save-attachments', join(dir, 'missing')], deps);
+    assert.equal(noDir.code, 2, noDir.stderr);
+    assert.match(noDir.stderr, /--save-attachments .*missing: the directory .* does not exist; create it first/);
     const noOut = await runCli(['blob', 'download', record.blob_id], deps);
     assert.equal(noOut.code, 2);
     assert.match(noOut.stderr, /-o/);

@@ -1,7 +1,8 @@
 import { stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
-import { plainFile, progressFor, writeStreamAtomic, writeToStream } from '../attachments.js';
+import { checkOutputDir, plainFile, progressFor, writeStreamAtomic, writeToStream } from '../attachments.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
@@ -57,6 +58,8 @@ export async function runBlobDownload(ctx: CliContext, options: BlobDownloadOpti
     const info = await stat(output).catch(() => undefined);
     if (info?.isDirectory())
       throw new UsageError(`-o ${output} is a directory; give a file path`, { code: 'invalid_argument' });
+    // Before the request: a download with nowhere to go is a usage error, not an ENOENT after it.
+    await checkOutputDir(dirname(output), `-o ${output}`);
   }
   const client = await ctx.client();
   const { info, body } = await client.downloadBlob(id, {});

@@ -1,9 +1,7 @@
-import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { RelayClient } from '../../client/http.js';
-import { UsageError } from '../../core/errors.js';
 import type { Message } from '../../protocol/types.js';
-import { progressFor, safeFilename, writeStreamNew } from '../attachments.js';
+import { checkOutputDir, progressFor, safeFilename, writeStreamNew } from '../attachments.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { MessageOpener, sealedNote, shownJson } from '../opener.js';
@@ -54,12 +52,6 @@ interface Saved {
  * recipient alone): skipped too.
  */
 async function saveAttachments(ctx: CliContext, client: RelayClient, message: Message, dir: string): Promise<Saved[]> {
-  const info = await stat(dir).catch(() => undefined);
-  if (!info?.isDirectory())
-    throw new UsageError(`--save-attachments ${dir}: not a directory`, {
-      code: 'invalid_argument',
-      hint: 'create it first, e.g. mkdir -p <dir>',
-    });
   const saved: Saved[] = [];
   const quiet = ctx.globals.json || ctx.globals.quiet;
   const { openAttachment } = await import('../../client/blob-e2e.js');
@@ -97,6 +89,9 @@ async function saveAttachments(ctx: CliContext, client: RelayClient, message: Me
 
 /** `mrp get <id>`: a whole message you sent or received. */
 export async function runGet(ctx: CliContext, options: GetOptions, args: string[]): Promise<void> {
+  // Before any request: attachments with nowhere to go are a usage error.
+  if (options.saveAttachments !== undefined)
+    await checkOutputDir(options.saveAttachments, `--save-attachments ${options.saveAttachments}`);
   const client = await ctx.client();
   const shown = await new MessageOpener(client.keypair).open(await client.getMessage(args[0]!));
   const contacts = await ctx.contacts();
