@@ -11,7 +11,7 @@ import { MrpError, toMrpError, UsageError } from '../core/errors.js';
 import { resolveRecipient } from '../protocol/contacts.js';
 import type { Keypair } from '../protocol/signing.js';
 import { newWebhookSecret } from '../protocol/webhook.js';
-import { assembleRuntime } from '../runtime/assemble.js';
+import { assembleRuntime, journalTakes } from '../runtime/assemble.js';
 import type { Handler } from '../runtime/handler.js';
 import { Journal } from '../runtime/journal.js';
 import type { RuntimeJournal } from '../runtime/journal-port.js';
@@ -91,6 +91,7 @@ async function webhookSource(
   o: AgentOptions,
   client: RelayClient,
   stateDir: string,
+  journal: RuntimeJournal,
 ): Promise<WebhookSource> {
   const listen = o.webhook ?? { host: '127.0.0.1', port: 8787 };
   const [{ WebhookSource }, { writeFileAtomic }] = await Promise.all([
@@ -106,6 +107,8 @@ async function webhookSource(
     port: listen.port,
     ...(listen.publicUrl === undefined ? {} : { publicUrl: listen.publicUrl }),
     clock: ctx.deps.clock,
+    // Catch-up polls (messages the webhook does not bring) note their takes like poll mode.
+    ...journalTakes(journal),
     register: async (url, key) => {
       await client.setWebhook(url, key);
     },
@@ -155,7 +158,7 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
   }
   let webhook: WebhookSource | undefined;
   try {
-    if (mode === 'webhook') webhook = await webhookSource(ctx, o, client, stateDir);
+    if (mode === 'webhook') webhook = await webhookSource(ctx, o, client, stateDir, journal);
   } catch (err) {
     await journal.close();
     throw err;

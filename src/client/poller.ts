@@ -118,7 +118,10 @@ export class Poller extends TypedEmitter<PollerEvents> {
   #recordsTakes: boolean | undefined;
   #waitSeconds: number;
   #running = false;
-  #loop: Promise<void> | undefined;
+  /** `stop()` was called: nothing more is polled, not even a catch-up. */
+  #stopped = false;
+  #loop: Promise<unknown> | undefined;
+  #catchingUp: Promise<boolean> | undefined;
   #idle = new AbortController();
   #wake: (() => void) | undefined;
 
@@ -147,9 +150,32 @@ export class Poller extends TypedEmitter<PollerEvents> {
   }
 
   start(): void {
-    if (this.#running) return;
+    if (this.#running || this.#stopped) return;
     this.#running = true;
-    this.#loop = this.#run();
+    this.#loop = this.#run(false);
+  }
+
+  /**
+   * Polls without waiting, each poll's take noted and closed exactly like the loop's (it is the
+   * loop, run until caught up), until the relay answers a page with nothing behind it
+   * (`has_more` false): what was waiting on the relay, taken once and handed over. For a source
+   * whose messages otherwise come another way (webhook mode: what was stored before its webhook
+   * was registered, or while it was disabled). Respects `capacity()` like the loop. Resolves true
+   * once caught up; false when stopped first or given up (`fatal`). A call while one is running
+   * shares it; not for a poller that was `start`ed.
+   */
+  catchUp(): Promise<boolean> {
+    if (this.#catchingUp) return this.#catchingUp;
+    if (this.#running || this.#stopped) return Promise.resolve(false);
+    this.#running = true;
+    const run = this.#run(true).finally(() => {
+      this.#catchingUp = undefined;
+      this.#loop = undefined;
+      this.#running = false;
+    });
+    this.#catchingUp = run;
+    this.#loop = run;
+    return run;
   }
 
   /** The consumer has room again. */
@@ -159,6 +185,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
 
   /** Stops polling: cancels a waiting long poll (recovering what it may have taken) and returns. */
   async stop(): Promise<void> {
+    this.#stopped = true;
     this.#running = false;
     this.#idle.abort();
     this.#wake?.();
@@ -297,7 +324,8 @@ export class Poller extends TypedEmitter<PollerEvents> {
     return true;
   }
 
-  async #run(): Promise<void> {
+  /** The poll loop; `untilCaughtUp`: without waiting, and only until a page has nothing behind it (true then). */
+  async #run(untilCaughtUp: boolean): Promise<boolean> {
     let failures = 0;
     let authFailures = 0;
     /** A poll whose answer may have been lost and that is not settled yet. */
@@ -313,7 +341,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
       await this.#waitForCapacity();
       if (!this.#running) break;
       const limit = Math.max(1, Math.min(this.#limit, this.#capacity()));
-      const wait = this.#waitSeconds;
+      const wait = untilCaughtUp ? 0 : this.#waitSeconds;
       const started = this.#clock.now();
       const id = this.#takeId();
       // On disk before the poll is sent: a process that dies with it in flight recovers this id.
@@ -328,8 +356,10 @@ export class Poller extends TypedEmitter<PollerEvents> {
         const empty = page.messages.length === 0 && page.rejected.length === 0;
         // The take closes once the page is journaled; if the hand-off failed it stays open and
         // the window is looked at again (or at the next start, if this one is stopping).
-        if (await this.#hand(page)) this.#takes?.end();
-        else lost = { at: started, waitSeconds: wait, id, until: this.#clock.now() };
+        if (await this.#hand(page)) {
+          this.#takes?.end();
+          if (untilCaughtUp && !page.has_more) return true;
+        } else lost = { at: started, waitSeconds: wait, id, until: this.#clock.now() };
         if (empty && wait > 0 && this.#clock.now() - started < (wait - 1) * 1000 && this.#running) {
           // An empty answer long before the wait ran out: this relay ignores `wait`.
           this.#waitSeconds = 0;
@@ -367,5 +397,6 @@ export class Poller extends TypedEmitter<PollerEvents> {
         await this.#pause(delayMs);
       }
     }
+    return false;
   }
 }

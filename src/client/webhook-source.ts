@@ -16,9 +16,16 @@
  * Trade-offs: `ack` is a no-op, because the `200` already told the relay; acking again after
  * the handler would need a relay call that does not exist. When the runtime is full or
  * draining the source answers `503` with `Retry-After` and lets the relay's retry schedule do
- * the waiting (a webhook cannot fetch what it declined). Registration (`PUT …/webhook`) goes
- * through the `register` callback so that the relay client's own method can replace the call
- * without touching this file.
+ * the waiting. Registration (`PUT …/webhook`) goes through the `register` callback so that the
+ * relay client's own method can replace the call without touching this file.
+ *
+ * Catch-up: the relay pushes only messages stored while the webhook is registered and enabled
+ * (docs/protocol.md §3.8); the rest wait for a poll. So once registered, and then every
+ * `catchUpIntervalMs` (re-registering first if the relay disabled this webhook after repeated
+ * failures), and when the runtime has room again after it declined deliveries, the source polls
+ * `status=sent` until nothing is left (`Poller.catchUp`: poll mode's own loop, each poll's take
+ * id journaled before it is sent, closed once its page is journaled). Those batches are `taken`;
+ * a message that comes both ways is journaled once (the journal de-duplicates on message id).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -38,11 +45,13 @@ import {
   WEBHOOK_HEADERS,
   WEBHOOK_TIMESTAMP_TOLERANCE_MS,
 } from '../protocol/webhook.js';
-import type { RelayClient } from './http.js';
+import type { PollPage, RelayClient } from './http.js';
+import { Poller, type TakeLog } from './poller.js';
 import {
   BaseSource,
   type Batch,
   type MessageSource,
+  type OpenTake,
   type SendOptions,
   type SourceConsumer,
   sendOverHttp,
@@ -64,6 +73,8 @@ export const WEBHOOK_SOURCE_DEFAULTS = {
   /** Delivery ids remembered after their 200, to answer a retry at once. */
   recentDeliveries: 10_000,
   timestampToleranceMs: WEBHOOK_TIMESTAMP_TOLERANCE_MS,
+  /** Between catch-up polls for messages the webhook does not bring (see the file comment); 0: only at start. */
+  catchUpIntervalMs: 5 * 60_000,
 } as const;
 
 /** Longest `delivery_id` taken (ours are 16 characters). */
@@ -96,6 +107,12 @@ export interface WebhookSourceOptions {
   retryAfterSeconds?: number;
   recentDeliveries?: number;
   timestampToleranceMs?: number;
+  /** Between catch-up polls (default 5 minutes); 0: only once registered. */
+  catchUpIntervalMs?: number;
+  /** Where each catch-up poll's take is noted (the journal), as in poll mode. */
+  takes?: TakeLog;
+  /** The poll the previous run had in flight when it died (from the journal): settled first. */
+  openTake?: OpenTake & { id?: string };
 }
 
 /** Whether a delivery's `X-M2M-Webhook-Timestamp` is acceptable now (our window: ±5 minutes). */
@@ -156,8 +173,26 @@ export class WebhookSource extends BaseSource implements MessageSource {
   #intake = true;
   #closed: Promise<void> | undefined;
   readonly #stop = new AbortController();
+  /** Catch-up polls (see the file comment). */
+  readonly #poller: Poller;
+  readonly #takes: TakeLog | undefined;
+  #openTake: (OpenTake & { id?: string }) | undefined;
+  readonly #catchUpIntervalMs: number;
+  /** Cuts the wait for the next catch-up short (`wake` after declined deliveries). */
+  #nudge: AbortController | undefined;
+  /** Deliveries were declined (503): catch up as soon as the runtime has room. */
+  #declined = false;
+  #catchUps: Promise<void> | undefined;
   /** Counters for the health answer. */
-  readonly counts = { delivered: 0, duplicates: 0, unauthorized: 0, busy: 0, invalid: 0 };
+  readonly counts = {
+    delivered: 0,
+    duplicates: 0,
+    unauthorized: 0,
+    busy: 0,
+    invalid: 0,
+    /** Messages taken by catch-up polls. */
+    caught_up: 0,
+  };
 
   constructor(options: WebhookSourceOptions) {
     super();
@@ -211,6 +246,39 @@ export class WebhookSource extends BaseSource implements MessageSource {
     this.#server.requestTimeout = this.#o.requestTimeoutMs;
     this.#server.keepAliveTimeout = WEBHOOK_SOURCE_DEFAULTS.keepAliveTimeoutMs;
     this.#server.on('clientError', (_err, socket) => socket.destroy());
+    const interval = options.catchUpIntervalMs ?? WEBHOOK_SOURCE_DEFAULTS.catchUpIntervalMs;
+    if (!(Number.isFinite(interval) && interval >= 0))
+      throw new MrpError(
+        'usage',
+        'invalid_option',
+        `WebhookSource: options.catchUpIntervalMs must be 0 or more (got ${String(interval)})`,
+      );
+    this.#catchUpIntervalMs = interval;
+    this.#takes = options.takes;
+    this.#openTake = options.openTake;
+    this.#poller = new Poller({
+      client: this.#client,
+      clock: this.#clock,
+      capacity: () => this.consumer?.capacity() ?? 0,
+      deliver: (page) => this.#deliverTaken(page),
+      ...(options.takes ? { takes: options.takes } : {}),
+    });
+    this.#poller.on('retry', ({ error, delayMs }) =>
+      this.emit(
+        'warning',
+        new MrpError(
+          error.kind,
+          error.code,
+          `catching up on waiting messages (a poll) failed: ${error.message}; again in ${Math.ceil(delayMs / 1000)} s`,
+          { cause: error },
+        ),
+      ),
+    );
+    this.#poller.on('warning', (e) => this.emit('warning', e));
+    this.#poller.on('fatal', (e) => {
+      this.setStatus('stopped');
+      this.emit('fatal', e);
+    });
   }
 
   /** `http://host:port` this server listens on (after `listen`). */
@@ -309,12 +377,99 @@ export class WebhookSource extends BaseSource implements MessageSource {
     if (this.#stop.signal.aborted) return;
     this.setStatus('ready');
     this.emit('connected', { reconnected: false, detail: `webhook ${url} (listening on ${this.#listening})` });
+    this.#catchUps = this.#catchUpLoop(url);
+  }
+
+  /**
+   * What the webhook does not bring, taken by polls (see the file comment): the previous run's
+   * open take first, then a catch-up now, and again every `catchUpIntervalMs` (or sooner, when
+   * `wake` finds room after declined deliveries).
+   */
+  async #catchUpLoop(url: string): Promise<void> {
+    const stop = this.#stop.signal;
+    const take = this.#openTake;
+    if (take) {
+      while (!stop.aborted && !(await this.#poller.recoverTake(take))) {
+        if (!(await this.#pause(2000))) return;
+      }
+      if (stop.aborted) return;
+      this.#takes?.end();
+      this.#openTake = undefined;
+    }
+    for (let first = true; !stop.aborted; first = false) {
+      if (!first) await this.#reRegister(url);
+      this.#declined = false;
+      if (!(await this.#poller.catchUp())) return;
+      if (this.#catchUpIntervalMs === 0 && !this.#declined) {
+        // Only on a nudge from here on.
+        if (!(await this.#pause(Number.POSITIVE_INFINITY))) return;
+      } else if (!(await this.#pause(this.#catchUpIntervalMs))) return;
+    }
+  }
+
+  /** Waits `ms` (or until `wake` nudges); false once stopping. */
+  async #pause(ms: number): Promise<boolean> {
+    const nudge = new AbortController();
+    this.#nudge = nudge;
+    try {
+      if (Number.isFinite(ms)) {
+        await sleep(ms, { clock: this.#clock, signal: AbortSignal.any([this.#stop.signal, nudge.signal]) });
+      } else {
+        await new Promise<void>((resolve) => {
+          const signal = AbortSignal.any([this.#stop.signal, nudge.signal]);
+          if (signal.aborted) return resolve();
+          signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+      }
+    } catch {
+      // Stopped or nudged.
+    } finally {
+      if (this.#nudge === nudge) this.#nudge = undefined;
+    }
+    return !this.#stop.signal.aborted;
+  }
+
+  /**
+   * Before a periodic catch-up: if the relay disabled this webhook (20 failed attempts in a row,
+   * pending deliveries dropped), registers it again, so pushes resume; the catch-up then takes
+   * what was dropped. A webhook another process registered (another URL) or removed is left alone.
+   */
+  async #reRegister(url: string): Promise<void> {
+    if (!this.#register) return;
+    try {
+      const config = await this.#client.getWebhook(this.#stop.signal);
+      if (config.enabled !== false || config.url !== url) return;
+      await this.#register(url, this.#secret);
+      this.emit(
+        'warning',
+        new MrpError(
+          'api',
+          'webhook_reenabled',
+          `the relay had disabled this webhook after ${config.consecutive_failures} failed deliveries; registered it again`,
+        ),
+      );
+    } catch (err) {
+      if (this.#stop.signal.aborted) return;
+      if (err instanceof RelayError && err.status === 404) return;
+      this.emit('warning', toMrpError(err));
+    }
+  }
+
+  /** A catch-up poll's page: taken (the poll marked it delivered), so kept whole. */
+  async #deliverTaken(page: PollPage): Promise<void> {
+    // Never without a consumer (catch-ups begin after `start`); a taken page must not be dropped.
+    if (!this.consumer) throw new Error('WebhookSource: a catch-up page before start');
+    this.counts.caught_up += page.messages.length;
+    await this.handOver({ messages: page.messages, sizes: page.sizes, rejected: page.rejected, taken: true });
   }
 
   async stopIntake(): Promise<void> {
     this.#intake = false;
     this.setStatus('draining');
     this.#stop.abort();
+    // A catch-up poll in flight is settled (what it took is journaled, or its take left open).
+    await this.#poller.stop();
+    await this.#catchUps;
     // Deliveries already being handed over finish (and are answered); new ones get 503.
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
@@ -323,6 +478,8 @@ export class WebhookSource extends BaseSource implements MessageSource {
     this.#closed ??= (async () => {
       this.#intake = false;
       this.#stop.abort();
+      await this.#poller.stop();
+      await this.#catchUps;
       while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
       await new Promise<void>((resolve) => {
         if (!this.#listening) return resolve();
@@ -344,7 +501,10 @@ export class WebhookSource extends BaseSource implements MessageSource {
   }
 
   wake(): void {
-    // Nothing to fetch: what was declined (503) comes again on the relay's schedule.
+    this.#poller.wake();
+    // What was declined (503) would come again only on the relay's schedule (minutes, then
+    // hourly): fetch it now that there is room.
+    if (this.#declined && this.consumer?.hasRoom()) this.#nudge?.abort();
   }
 
   // ── requests ──────────────────────────────────────────────────────────────────────────────
@@ -451,6 +611,7 @@ export class WebhookSource extends BaseSource implements MessageSource {
       return this.#busy('not_journaled');
     }
     if (declined > 0) {
+      this.#declined = true;
       this.counts.busy++;
       return this.#busy(this.#intake ? 'busy' : 'draining');
     }

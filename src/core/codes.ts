@@ -155,6 +155,12 @@ export const ERROR_CODES = {
     source: 'local',
     doc: '`mrp run --mode webhook`: the relay answers 404 to `PUT …/webhook` (it has no webhooks); a warning, the runner keeps listening',
   },
+  webhook_reenabled: {
+    kind: 'api',
+    exit: EXIT.failure,
+    source: 'local',
+    doc: '`mrp run --mode webhook`: the relay had disabled the webhook (20 failed deliveries in a row); a warning, the runner registered it again and catches up on what waited',
+  },
   dev_running: { kind: 'api', exit: EXIT.failure, source: 'local', doc: 'another `mrp dev` uses the same `MRP_HOME`' },
   agent_busy: {
     ...usage,

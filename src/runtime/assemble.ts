@@ -10,13 +10,14 @@
 import type { MessageCodec } from '../client/codec.js';
 import { e2eCodec } from '../client/e2e-codec.js';
 import type { RelayClient } from '../client/http.js';
+import type { TakeLog } from '../client/poller.js';
 import type { SessionOptions } from '../client/session.js';
 import { type MessageSource, PollSource, WebSocketSource } from '../client/source.js';
 import type { Clock } from '../core/clock.js';
 import { UsageError } from '../core/errors.js';
 import type { Keypair } from '../protocol/signing.js';
 import type { Handler } from './handler.js';
-import { Journal } from './journal.js';
+import { Journal, type OpenTake } from './journal.js';
 import type { RuntimeJournal } from './journal-port.js';
 import type { AgentMode } from './mode.js';
 import { Runtime } from './runtime.js';
@@ -41,6 +42,22 @@ export interface SourceOptions {
 }
 
 /**
+ * Where a source that polls (poll mode; webhook mode's catch-up) notes each poll's take, and the
+ * take the previous run left open: a local journal's; nothing for a shared journal, which keeps
+ * each polled message whole in the database, claimed.
+ */
+export function journalTakes(journal: RuntimeJournal): { takes?: TakeLog; openTake?: OpenTake } {
+  if (!(journal instanceof Journal)) return {};
+  return {
+    takes: {
+      begin: (at: number, wait: number, id: string) => journal.takeBegun(at, wait, id),
+      end: () => journal.takeEnded(),
+    },
+    ...(journal.openTake ? { openTake: journal.openTake } : {}),
+  };
+}
+
+/**
  * The message source for `mode`. A local journal notes each poll's take (crash recovery); a shared
  * journal keeps each polled message whole in the database, claimed, so it needs no take records.
  * A webhook source listens and registers itself with the relay, which only its caller can set up
@@ -54,22 +71,12 @@ export function createSource(
 ): MessageSource {
   const clock = o.clock === undefined ? {} : { clock: o.clock };
   switch (mode) {
-    case 'poll': {
-      const takes = journal instanceof Journal ? journal : undefined;
+    case 'poll':
       return new PollSource(client, {
         ...clock,
-        ...(takes
-          ? {
-              takes: {
-                begin: (at: number, wait: number, id: string) => takes.takeBegun(at, wait, id),
-                end: () => takes.takeEnded(),
-              },
-            }
-          : {}),
-        ...(takes?.openTake ? { openTake: takes.openTake } : {}),
+        ...journalTakes(journal),
         ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
       });
-    }
     case 'websocket':
       return new WebSocketSource(client, { ...clock, ...(o.wsTrace ? { trace: o.wsTrace } : {}) });
     case 'webhook':

@@ -22,6 +22,7 @@ import { NetworkError, RelayError } from '../../src/core/errors.js';
 import { formatTimestamp, Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
 import { newDeliveryId, newWebhookSecret, webhookSignature } from '../../src/protocol/webhook.js';
+import { journalTakes } from '../../src/runtime/assemble.js';
 import type { Handler } from '../../src/runtime/handler.js';
 import { Journal } from '../../src/runtime/journal.js';
 import { Runtime, type RuntimeOptions } from '../../src/runtime/runtime.js';
@@ -44,7 +45,14 @@ interface Setup {
 async function setUp(
   t: TestContext,
   handler: Handler,
-  options: { source?: Partial<WebhookSourceOptions>; runtime?: Partial<RuntimeOptions> } = {},
+  options: {
+    source?: Partial<WebhookSourceOptions>;
+    runtime?: Partial<RuntimeOptions>;
+    /** Runs before the runtime starts (messages stored then wait on the relay). */
+    before?: (peer: Peer, keypair: Keypair) => Promise<void>;
+    /** The source's options that need the journal (its takes). */
+    withJournal?: (journal: Journal) => Partial<WebhookSourceOptions>;
+  } = {},
 ): Promise<Setup> {
   const relay = await startRelay(t);
   const peer = await Peer.connect(t, relay);
@@ -55,7 +63,14 @@ async function setUp(
   const journal = Journal.open(journalDir, { fsync: false });
   const secret = newWebhookSecret();
   const calls: string[] = [];
-  const source = new WebhookSource({ client, secret, port: 0, ...options.source });
+  await options.before?.(peer, keypair);
+  const source = new WebhookSource({
+    client,
+    secret,
+    port: 0,
+    ...options.source,
+    ...options.withJournal?.(journal),
+  });
   const runtime = new Runtime({
     handler: async (m, ctx) => {
       calls.push(m.message_id);
@@ -362,6 +377,68 @@ describe('WebhookSource', () => {
     assert.equal(registrationOutcome(new RelayError('bad_request', 'bad url', { status: 400 })), 'fatal');
     assert.equal(registrationOutcome(new RelayError('internal_error', 'oops', { status: 500 })), 'retry');
     assert.equal(registrationOutcome(new NetworkError('down')), 'retry');
+  });
+
+  it('catches up on what waited on the relay before it started: polls status=sent until has_more is false, each take journaled before its poll, each message handled once', async (t) => {
+    const early: string[] = [];
+    const takes: string[] = [];
+    const s = await setUp(t, async () => ({ ok: true }), {
+      before: async (peer, keypair) => {
+        // More than fits at once (concurrency 1, 1 queued: polls of 1-2): the catch-up follows has_more.
+        for (let n = 1; n <= 5; n++) early.push((await peer.send(keypair.publicKey, { n })).message_id);
+      },
+      runtime: { concurrency: 1, maxQueued: 1 },
+      withJournal: (journal) => {
+        const { takes: log } = journalTakes(journal);
+        return {
+          takes: {
+            begin: (at, wait, id) => {
+              log!.begin(at, wait, id);
+              takes.push(`begin ${wait}`);
+            },
+            end: () => {
+              log!.end();
+              takes.push('end');
+            },
+          },
+        };
+      },
+    });
+    await s.peer.waitForReplies(5);
+    assert.deepEqual([...s.calls].sort(), [...early].sort());
+    assert.deepEqual(takes.slice(0, 2), ['begin 0', 'end'], 'a take id noted before each poll, closed after');
+    assert.ok(takes.length >= 6, `more than one poll: ${takes.join(', ')}`);
+    assert.equal(takes.filter((x) => x === 'end').length, takes.filter((x) => x !== 'end').length);
+    assert.match(await journalText(s.journalDir), /"k":"take"/);
+    // The same message by webhook as well (the relay pushed it while the poll took it): 200, no second run.
+    const again = await s.client.getMessage(early[0]!);
+    assert.equal((await delivery(s, again).send()).status, 200);
+    assert.deepEqual([...s.calls].sort(), [...early].sort());
+    assert.equal(s.source.health()['caught_up'], 5);
+  });
+
+  it('every catchUpIntervalMs: registers again a webhook the relay disabled, then takes what waited', async (t) => {
+    const registered: string[] = [];
+    let disabled = false;
+    const s = await setUp(t, async () => ({ ok: true }), {
+      source: { register: async (url) => void registered.push(url), catchUpIntervalMs: 20 },
+    });
+    // The relay's view: our URL, disabled after 20 failures (its pending deliveries dropped).
+    s.client.getWebhook = async () => ({
+      url: registered[0]!,
+      enabled: !disabled,
+      consecutive_failures: disabled ? 20 : 0,
+      created_at: new Date().toISOString(),
+    });
+    const warned = s.runtime.next('warning');
+    disabled = true;
+    const m = await stored(s, { n: 1 });
+    const [warning] = await warned;
+    assert.equal((warning as { code?: string }).code, 'webhook_reenabled');
+    disabled = false;
+    await s.peer.waitForReplies(1);
+    assert.deepEqual(s.calls, [m.message_id]);
+    assert.equal(registered.length, 2, 'registered at start, and again once');
   });
 
   it('pure parts: the timestamp window and reading a delivery', () => {

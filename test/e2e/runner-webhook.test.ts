@@ -140,6 +140,37 @@ describe('mrp run --mode webhook', () => {
     assert.equal((await repliesInRelay(peer, message)).length, 1, 'one reply in the relay');
   });
 
+  it('catches up on messages stored before it registered (exactly once each), one delivered both by the catch-up poll and by webhook is handled once', {
+    timeout: 90_000,
+  }, async (t) => {
+    const { scene, relay, key, peer } = await setUp(t, 'webhook-catch-up');
+    // Stored with no webhook registered: the relay never pushes these (docs/protocol.md §3.8).
+    const waiting: Message[] = [];
+    for (let n = 1; n <= 3; n++) waiting.push(await storedFor(peer, key, { n }));
+    const r = runner(scene, relay, 1);
+    const to = await listening(r);
+    await peer.waitForReplies(3, 30_000);
+    for (const m of waiting) {
+      const replies = await repliesInRelay(peer, m);
+      assert.equal(replies.length, 1, `one reply to ${m.message_id}`);
+      assert.equal((await peer.client.messageStatus(m.message_id)).status, 'delivered');
+    }
+    // The same message by webhook too (a relay that pushed it while the poll took it): 200, no second run.
+    assert.equal(await delivery(waiting[0]!).send(to), 200);
+    // And one stored now comes by webhook (the relay pushes it to the runner).
+    const pushed = await storedFor(peer, key, { n: 4 });
+    await peer.waitForReplies(4, 30_000);
+    r.kill('SIGTERM');
+    assert.equal((await r.waitExit('SIGTERM', 30_000)).code, 0, r.tail());
+    const log = await calls(scene);
+    assert.deepEqual(
+      [...log].sort(),
+      [...waiting.map((m) => m.message_id), pushed.message_id].sort(),
+      `each handled once: ${log.join(', ')}`,
+    );
+    for (const m of [...waiting, pushed]) assert.equal((await repliesInRelay(peer, m)).length, 1);
+  });
+
   it('killed after journaling a delivery the relay never saw answered: the restart finishes it, the retry gets 200, one handling, one reply', {
     timeout: 120_000,
   }, async (t) => {
