@@ -15,6 +15,8 @@ import { fileBlobInput } from '../client/blob-file.js';
 import type { BlobInput, UploadOptions } from '../client/blobs.js';
 import type { RelayClient } from '../client/http.js';
 import { UsageError } from '../core/errors.js';
+import { BLOB_OVERHEAD, encryptedBlobSize } from '../protocol/blob-crypto.js';
+import { LIMITS } from '../protocol/constants.js';
 import type { Keypair } from '../protocol/signing.js';
 import type { Attachment } from '../protocol/types.js';
 import type { OutStream } from './deps.js';
@@ -105,6 +107,23 @@ export function encryptedFile(keypair: Keypair): FilePreparer {
       throw new UsageError(`cannot read ${path} (${code})`, { code: 'invalid_argument', cause: err });
     }
   };
+}
+
+/**
+ * Refuses, as a usage error (exit 2) before anything is read, signed or sent, a file whose upload
+ * would be over the per-blob limit (100 MiB): the file's size, plus the nonce and tag when it is
+ * encrypted (`encrypted`), is what the relay counts. `flag` names where the file was given. A
+ * file that cannot be read is left to the upload's own error.
+ */
+export async function checkUploadSize(path: string, flag: string, encrypted = false): Promise<void> {
+  const info = await stat(path).catch(() => undefined);
+  if (!info?.isFile()) return;
+  const bytes = encrypted ? encryptedBlobSize(info.size) : info.size;
+  if (bytes <= LIMITS.maxBlobBytes) return;
+  throw new UsageError(
+    `${flag} ${path}: ${bytes} bytes${encrypted ? ` once encrypted (${info.size} + ${BLOB_OVERHEAD})` : ''} is more than a blob may be (${LIMITS.maxBlobBytes} bytes, 100 MiB); split or compress it`,
+    { code: 'payload_too_large', details: { path, size: bytes, limit: LIMITS.maxBlobBytes } },
+  );
 }
 
 /** Uploads each file (in order) and returns the attachments to send. */

@@ -22,6 +22,7 @@ import { createHash } from 'node:crypto';
 import { downloadAttachmentBytes, sealUpload } from '../client/blob-e2e.js';
 import type { RelayClient } from '../client/http.js';
 import { MrpError, UsageError } from '../core/errors.js';
+import { BLOB_OVERHEAD, encryptedBlobSize } from '../protocol/blob-crypto.js';
 import { LIMITS } from '../protocol/constants.js';
 import type { Attachment, JsonValue, Message } from '../protocol/types.js';
 import type { RuntimeJournal } from './journal-port.js';
@@ -130,11 +131,13 @@ export function checkAttachment(attachment: unknown): Attachment {
 export function relayAttachments(client: RelayClient, journal: RuntimeJournal): AttachmentPort {
   return {
     async upload(message, data, o, signal) {
-      if (data.byteLength > LIMITS.maxBlobBytes) {
+      // The limit applies to the bytes uploaded: encrypted, the nonce and tag come on top.
+      const uploaded = o.encrypt ? encryptedBlobSize(data.byteLength) : data.byteLength;
+      if (uploaded > LIMITS.maxBlobBytes) {
         throw new MrpError(
           'handler',
           'payload_too_large',
-          `ctx.upload: ${data.byteLength} bytes is more than a blob may be (${LIMITS.maxBlobBytes})`,
+          `ctx.upload: ${uploaded} bytes${o.encrypt ? ` encrypted (${data.byteLength} + ${BLOB_OVERHEAD})` : ''} is more than a blob may be (${LIMITS.maxBlobBytes})`,
         );
       }
       const id = message.message_id;

@@ -6,7 +6,7 @@
  * on a terminal.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
@@ -122,6 +122,40 @@ describe('mrp blob download of a multi-MB blob', () => {
       [],
     );
     assert.equal(down.stderr + saved.stderr, '');
+  });
+});
+
+describe('files over the per-blob limit (100 MiB)', () => {
+  it('are refused before anything is sent: one line naming the flag, the file and the limit, exit 2 (encrypted: with its 28 bytes of nonce and tag)', async (t) => {
+    const relay = await startRelay(t);
+    const alice = await user(t, relay);
+    const bob = await user(t, relay);
+    const dir = await tempDir(t);
+    // Sparse files: nothing is written.
+    const big0 = join(dir, 'big0.bin');
+    const big1 = join(dir, 'big1.bin');
+    await writeFile(big0, '');
+    await truncate(big0, 100 * 1024 * 1024);
+    await writeFile(big1, '');
+    await truncate(big1, 100 * 1024 * 1024 + 1);
+    const upload = await runCli(['blob', 'upload', big1], alice.deps);
+    assert.equal(upload.code, 2, upload.stderr);
+    assert.equal(upload.stderr.trim().split('\n').length, 1, upload.stderr);
+    assert.ok(upload.stderr.includes(`blob upload ${big1}: 104857601 bytes`), upload.stderr);
+    assert.match(upload.stderr, /104857600 bytes, 100 MiB\); split or compress it/);
+    const encrypted = await runCli(['send', '-e', bob.key, 'x', '--attach-file', big0], alice.deps);
+    assert.equal(encrypted.code, 2, encrypted.stderr);
+    assert.equal(encrypted.stderr.trim().split('\n').length, 1, encrypted.stderr);
+    assert.ok(
+      encrypted.stderr.includes(`--attach-file ${big0}: 104857628 bytes once encrypted (104857600 + 28)`),
+      encrypted.stderr,
+    );
+    const plain = await runCli(['send', bob.key, 'x', '--attach-file', big1], alice.deps);
+    assert.equal(plain.code, 2, plain.stderr);
+    assert.ok(plain.stderr.includes(`--attach-file ${big1}: 104857601 bytes is more`), plain.stderr);
+    // Nothing was sent.
+    const inbox = await runCli(['recv', '--json'], bob.deps);
+    assert.equal(inbox.stdout.trim(), '', inbox.stderr);
   });
 });
 

@@ -12,11 +12,13 @@ import { describe, it } from 'node:test';
 import { e2eCodec } from '../../src/client/e2e-codec.js';
 import { RelayClient } from '../../src/client/http.js';
 import { openBlob, sealBlob } from '../../src/protocol/blob-crypto.js';
+import { LIMITS } from '../../src/protocol/constants.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Attachment, JsonValue, Message } from '../../src/protocol/types.js';
-import { withAttachments } from '../../src/runtime/attachments.js';
+import { relayAttachments, withAttachments } from '../../src/runtime/attachments.js';
 import type { HandlerContext } from '../../src/runtime/handler.js';
 import { Journal } from '../../src/runtime/journal.js';
+import type { RuntimeJournal } from '../../src/runtime/journal-port.js';
 import { connected, gate, handledN, Peer, startAgent } from '../helpers/agent.js';
 import { tempDir } from '../helpers/cli.js';
 import { edSeedToX25519, refAuthOpen, refAuthSeal, x25519Public } from '../helpers/hpke-reference.js';
@@ -173,6 +175,38 @@ describe('attachments in the handler', () => {
     const [reply] = await peer.waitForReplies(1);
     assert.deepEqual(codes, ['blob_hash_mismatch', 'decryption_failed', 'decryption_failed', 'payload_too_large']);
     assert.deepEqual(reply!.body, { text: 'fine' });
+  });
+
+  it('ctx.upload checks the bytes uploaded against the per-blob limit: encrypted, 100 MiB of data is 28 bytes over (payload_too_large, nothing uploaded)', async () => {
+    let touched = 0;
+    const client = new Proxy({} as RelayClient, {
+      get: () => {
+        touched++;
+        return () => Promise.reject(new Error('no request expected'));
+      },
+    });
+    const journal = { get: () => undefined } as unknown as RuntimeJournal;
+    const port = relayAttachments(client, journal);
+    const message = { message_id: 'msg_1_000000000000', sender_key: Keypair.generate().publicKey } as Message;
+    // Zero pages mapped lazily: nothing is written; only the size is looked at.
+    const signal = new AbortController().signal;
+    const cases = [
+      {
+        encrypt: true,
+        data: new Uint8Array(LIMITS.maxBlobBytes),
+        said: /104857628 bytes encrypted \(104857600 \+ 28\)/,
+      },
+      { encrypt: false, data: new Uint8Array(LIMITS.maxBlobBytes + 1), said: /104857601 bytes is more/ },
+    ];
+    for (const { encrypt, data, said } of cases) {
+      const o = { contentType: 'application/octet-stream', encrypt, to: message.sender_key };
+      await assert.rejects(port.upload(message, data, o, signal), (err: { code?: string; message?: string }) => {
+        assert.equal(err.code, 'payload_too_large');
+        assert.match(err.message ?? '', said);
+        return true;
+      });
+    }
+    assert.equal(touched, 0, 'no relay call');
   });
 
   it('a crash between ctx.upload and the reply: the re-run reuses the journaled blob (one upload), one reply; a deleted blob is uploaded again', async (t) => {

@@ -2,7 +2,14 @@ import { stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
-import { checkOutputDir, plainFile, progressFor, writeStreamAtomic, writeToStream } from '../attachments.js';
+import {
+  checkOutputDir,
+  checkUploadSize,
+  plainFile,
+  progressFor,
+  writeStreamAtomic,
+  writeToStream,
+} from '../attachments.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
@@ -24,6 +31,7 @@ function barsOf(ctx: CliContext): { bars: Array<{ done(): void }>; quiet: boolea
 /** `mrp blob upload <file>`: prints the blob id (`--json`: the whole BlobInfo). */
 export async function runBlobUpload(ctx: CliContext, options: BlobUploadOptions, args: string[]): Promise<void> {
   const path = args[0]!;
+  await checkUploadSize(path, 'blob upload');
   const file = await plainFile(path, '');
   const client = await ctx.client();
   const { bars, quiet } = barsOf(ctx);

@@ -9,7 +9,7 @@ import { AbortError, TimeoutError, UsageError } from '../../core/errors.js';
 import { LIMITS } from '../../protocol/constants.js';
 import type { JsonObject, JsonValue, Message, SendRequest } from '../../protocol/types.js';
 import { validateSendRequest } from '../../protocol/validate.js';
-import { encryptedFile, progressFor, uploadFiles } from '../attachments.js';
+import { checkUploadSize, encryptedFile, progressFor, uploadFiles } from '../attachments.js';
 import type { CliContext } from '../context.js';
 import type { Deps, InStream } from '../deps.js';
 import { EXIT } from '../exit.js';
@@ -218,6 +218,8 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   if (waitMs !== undefined && waitMs < 1000)
     throw new UsageError(`--wait "${String(options.wait)}" must be at least 1s`, { code: 'invalid_argument' });
   const jsonOut = ctx.globals.json;
+  // Every file within the per-blob limit before anything is uploaded or signed.
+  for (const path of options.attachFile ?? []) await checkUploadSize(path, '--attach-file', options.encrypt === true);
   const client = await ctx.client();
   if (options.attachFile?.length) {
     // Uploaded first (each file streamed, a bar on a terminal for big ones), then attached.
