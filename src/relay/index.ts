@@ -49,6 +49,7 @@ export type { Services } from './services.js';
 export { PgStore, type PgStoreOptions } from './store/pg-store.js';
 export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
 export type {
+  AgentPage,
   AgentRecord,
   CommitResult,
   DiscoverQuery,
@@ -63,4 +64,4 @@ export type {
   TakeResult,
   WriteBatch,
 } from './store/store.js';
-export { MESSAGE_PAGE_BYTES } from './store/store.js';
+export { DISCOVER_PAGE_BYTES, MESSAGE_PAGE_BYTES } from './store/store.js';

@@ -12,7 +12,7 @@ import { ApiError } from './errors.js';
 import { decodeCursor, encodeCursor, enumParam, intParam, stringParam, timeParam } from './http.js';
 import { JSON_BODY, NO_BODY } from './router.js';
 import { existingAgent, noContent, ok, ownKey, pathKey, profile, type RelayRoute } from './services.js';
-import type { WebhookRecord } from './store/store.js';
+import { DISCOVER_PAGE_BYTES, type WebhookRecord } from './store/store.js';
 import { checkWebhookUrl } from './webhook-target.js';
 
 /** The GET shape of a webhook (§3.8): never the secret. */
@@ -233,18 +233,19 @@ export const AGENT_ROUTES: RelayRoute[] = [
           },
         );
       }
-      const rows = await svc.store.discover({
+      // A page holds at most `limit` agents and about DISCOVER_PAGE_BYTES of their profiles (at
+      // least one): 100 agents of 20 capabilities with 16 KiB schemas each would be 35 MB.
+      const { agents: page, hasMore } = await svc.store.discover({
         tags,
         ...(tagPrefix === undefined ? {} : { tag_prefix: tagPrefix }),
         ...(name === undefined ? {} : { name }),
         words,
         ...(activeSince === undefined ? {} : { active_since: activeSince }),
         ...(after === undefined ? {} : { after }),
-        limit: limit + 1,
+        limit,
+        maxBytes: DISCOVER_PAGE_BYTES,
       });
-      const page = rows.slice(0, limit);
       const last = page[page.length - 1];
-      const hasMore = rows.length > limit;
       return ok({
         agents: page.map((a) => ({
           public_key: a.public_key,

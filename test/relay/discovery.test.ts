@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import type { Keypair } from '../../src/protocol/signing.js';
+import { DISCOVER_PAGE_BYTES } from '../../src/relay/store/store.js';
 import { newAgent, startRelay } from '../helpers/relay.js';
 import { Api, expectError, expectOk } from './_support.js';
 
@@ -211,6 +212,45 @@ describe('§3.5 GET /v1/discover', () => {
     assert.equal(pages, 4);
     assert.equal(new Set(seen).size, seen.length, 'duplicates across pages');
     assert.deepEqual(seen, full);
+  });
+
+  it('a page stops at DISCOVER_PAGE_BYTES of heavy profiles, with a cursor for the rest', async (t) => {
+    const { api, searcher, clock } = await setup(t);
+    // 20 capabilities with an input_schema of almost 16 KiB each: ~330 KB an agent.
+    const schema = { description: 'x'.repeat(16 * 1024 - 100) };
+    const heavy = Array.from({ length: 20 }, (_, i) => ({
+      name: `c${i}`,
+      description: '',
+      tags: ['heavy'],
+      input_schema: schema,
+    }));
+    const all: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const kp = newAgent();
+      all.push(kp.publicKey);
+      await publish(api, kp, { capabilities: heavy });
+      clock.advance(2 * MIN);
+    }
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const res = await api.get(
+        searcher,
+        `/v1/discover?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`,
+      );
+      const page = expectOk(res);
+      pages++;
+      assert.ok(page.agents.length >= 1);
+      // At most the budget, plus one agent and the envelope.
+      assert.ok(res.text.length <= DISCOVER_PAGE_BYTES + 400_000, `page of ${res.text.length} bytes`);
+      seen.push(...keys(page));
+      cursor = page.has_more ? page.next_cursor : null;
+      if (page.has_more) assert.equal(typeof cursor, 'string');
+      assert.ok(pages < 10, 'pagination does not terminate');
+    } while (cursor);
+    assert.ok(pages >= 2, 'six heavy agents do not fit one page');
+    assert.deepEqual(seen, [...all].reverse());
   });
 
   it('a garbage cursor → 400 bad_request', async (t) => {

@@ -211,8 +211,9 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
         await store.saveAgent(
           agent(k4, { visibility: 'public', status: 'suspended', capabilities: [cap('x', [`${ns}:a`])] }),
         );
-        const q = (over: Partial<Parameters<Store['discover']>[0]>) =>
-          store.discover({ tags: [], words: [], limit: 50, tag_prefix: `${ns}:`, ...over });
+        const page = (over: Partial<Parameters<Store['discover']>[0]>) =>
+          store.discover({ tags: [], words: [], limit: 50, maxBytes: 1 << 20, tag_prefix: `${ns}:`, ...over });
+        const q = async (over: Partial<Parameters<Store['discover']>[0]>) => (await page(over)).agents;
         const tied = [k1, k2].sort();
         assert.deepEqual(ids2(await q({})), [k0, ...tied]);
         assert.deepEqual(ids2(await q({ tags: [`${ns}:a`] })), [k0, k1]);
@@ -221,10 +222,37 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
         assert.deepEqual(ids2(await q({ words: ['spanish', 'french'] })), [k0]);
         assert.deepEqual(ids2(await q({ words: ['spanish', 'images'] })), []);
         assert.deepEqual(ids2(await q({ active_since: T0 + 2500 })), [k0]);
-        const page1 = await q({ limit: 2 });
-        assert.deepEqual(ids2(page1), [k0, tied[0]]);
-        const last = page1[1]!;
-        assert.deepEqual(ids2(await q({ limit: 2, after: { t: last.last_active_at, k: last.public_key } })), [tied[1]]);
+        const page1 = await page({ limit: 2 });
+        assert.deepEqual(ids2(page1.agents), [k0, tied[0]]);
+        assert.equal(page1.hasMore, true);
+        const last = page1.agents[1]!;
+        const page2 = await page({ limit: 2, after: { t: last.last_active_at, k: last.public_key } });
+        assert.deepEqual(ids2(page2.agents), [tied[1]]);
+        assert.equal(page2.hasMore, false);
+        assert.equal((await page({ limit: 3 })).hasMore, false);
+      });
+
+      it('a page stops at maxBytes of capabilities (at least one agent), with hasMore', async () => {
+        const ns = `nb${randomBytes(3).toString('hex')}`;
+        const heavy = (i: number) => [cap(`c${i}`, [`${ns}:t`], 'x'.repeat(1000))];
+        const keys = Array.from({ length: 4 }, newKey);
+        for (const [i, k] of keys.entries())
+          await store.saveAgent(
+            agent(k, { visibility: 'public', last_active_at: T0 + 10 - i, capabilities: heavy(i) }),
+          );
+        const page = (maxBytes: number, after?: { t: number; k: string }) =>
+          store.discover({ tags: [`${ns}:t`], words: [], limit: 100, maxBytes, ...(after ? { after } : {}) });
+        // One agent weighs a little over 1000 bytes: 2500 holds two, 10 still one.
+        const two = await page(2500);
+        assert.deepEqual(ids2(two.agents), keys.slice(0, 2));
+        assert.equal(two.hasMore, true);
+        const one = await page(10);
+        assert.deepEqual(ids2(one.agents), keys.slice(0, 1));
+        assert.equal(one.hasMore, true);
+        const last = two.agents[1]!;
+        const rest = await page(2500, { t: last.last_active_at, k: last.public_key });
+        assert.deepEqual(ids2(rest.agents), keys.slice(2));
+        assert.equal(rest.hasMore, false);
       });
 
       it('capability tags of public, active agents with counts, most used first, then by tag; by prefix', async () => {

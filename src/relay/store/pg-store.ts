@@ -34,6 +34,7 @@ import { LOCKS, migrate } from './pg-schema.js';
 import {
   type AclRow,
   AFTER_SQL,
+  AgentPageReader,
   type AgentRow,
   aclFromRow,
   agentFromRow,
@@ -50,6 +51,7 @@ import {
   webhookFromRow,
 } from './sqlite-schema.js';
 import type {
+  AgentPage,
   AgentRecord,
   BlobQuota,
   BlobRecord,
@@ -110,10 +112,15 @@ function run<T extends Row = Row>(db: Runner, text: string, params: unknown[] = 
 }
 
 /** Reads rows of `text` a few at a time until `take` says stop. */
-async function eachRow(db: Runner, text: string, params: unknown[], take: (row: MessageRow) => boolean): Promise<void> {
+async function eachRow<T = MessageRow>(
+  db: Runner,
+  text: string,
+  params: unknown[],
+  take: (row: T) => boolean,
+): Promise<void> {
   const cursor = db.unsafe(text, params as never[], { prepare: true }).cursor(CURSOR_ROWS) as AsyncIterable<Row[]>;
   for await (const rows of cursor) {
-    for (const row of rows) if (!take(row as unknown as MessageRow)) return;
+    for (const row of rows) if (!take(row as unknown as T)) return;
   }
 }
 
@@ -257,7 +264,7 @@ export class PgStore implements Store {
     });
   }
 
-  async discover(query: DiscoverQuery): Promise<AgentRecord[]> {
+  async discover(query: DiscoverQuery): Promise<AgentPage> {
     const where: string[] = ["a.visibility = 'public'", "a.status = 'active'"];
     const params: unknown[] = [];
     const p = (v: unknown): string => `$${params.push(v)}`;
@@ -276,8 +283,11 @@ export class PgStore implements Store {
       const t = p(query.after.t);
       where.push(`(a.last_active_at < ${t} OR (a.last_active_at = ${t} AND a.public_key > ${p(query.after.k)}))`);
     }
-    const sql = `SELECT a.* FROM agents a WHERE ${where.join(' AND ')} ORDER BY a.last_active_at DESC, a.public_key ASC LIMIT ${p(query.limit)}`;
-    return (await run<AgentRow & Row>(this.#sql, sql, params)).map(agentFromRow);
+    const sql = `SELECT a.* FROM agents a WHERE ${where.join(' AND ')} ORDER BY a.last_active_at DESC, a.public_key ASC LIMIT ${p(query.limit + 1)}`;
+    // A few rows at a time, so a page of heavy profiles stops at the byte budget instead of being read whole.
+    const page = new AgentPageReader(query.limit, query.maxBytes);
+    await eachRow<AgentRow>(this.#sql, sql, params, (row) => page.add(row));
+    return page.result;
   }
 
   async capabilityTags(prefix: string | undefined): Promise<Array<{ tag: string; agent_count: number }>> {

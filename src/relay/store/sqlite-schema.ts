@@ -16,6 +16,7 @@ import type {
   MessageStatus,
 } from '../../protocol/types.js';
 import type {
+  AgentPage,
   AgentRecord,
   InboxFilter,
   MessagePageRecords,
@@ -280,6 +281,41 @@ export class PageReader {
 
   get result(): MessagePageRecords {
     return { messages: this.messages, hasMore: this.hasMore };
+  }
+}
+
+/** What an agent row weighs in a discover page: its capabilities and display name as stored. */
+function agentRowBytes(row: AgentRow): number {
+  return row.capabilities.length + (row.display_name?.length ?? 0) + row.public_key.length;
+}
+
+/**
+ * A discover page (`Store.discover`) read row by row, for both stores: at most `limit` agents, and
+ * none past `maxBytes` once one is in. `add` says whether to read on.
+ */
+export class AgentPageReader {
+  readonly agents: AgentRecord[] = [];
+  hasMore = false;
+  #bytes = 0;
+
+  constructor(
+    readonly limit: number,
+    readonly maxBytes: number,
+  ) {}
+
+  add(row: AgentRow): boolean {
+    const bytes = agentRowBytes(row);
+    if (this.agents.length >= this.limit || (this.agents.length > 0 && this.#bytes + bytes > this.maxBytes)) {
+      this.hasMore = true;
+      return false;
+    }
+    this.agents.push(agentFromRow(row));
+    this.#bytes += bytes;
+    return true;
+  }
+
+  get result(): AgentPage {
+    return { agents: this.agents, hasMore: this.hasMore };
   }
 }
 

@@ -15,6 +15,7 @@ import { checkDbFile, ensureDbFile, hasDbHeader, prepareDataDir, storageError } 
 import {
   type AclRow,
   AFTER_SQL,
+  AgentPageReader,
   type AgentRow,
   aclFromRow,
   agentFromRow,
@@ -33,6 +34,7 @@ import {
 } from './sqlite-schema.js';
 import { claimTransaction, commitTransaction, takeTransaction } from './sqlite-tx.js';
 import type {
+  AgentPage,
   AgentRecord,
   BlobQuota,
   BlobRecord,
@@ -263,7 +265,7 @@ export class SqliteStore implements Store {
     })();
   }
 
-  async discover(query: DiscoverQuery): Promise<AgentRecord[]> {
+  async discover(query: DiscoverQuery): Promise<AgentPage> {
     const where: string[] = ["a.visibility = 'public'", "a.status = 'active'"];
     const params: unknown[] = [];
     for (const tag of query.tags) {
@@ -291,7 +293,11 @@ export class SqliteStore implements Store {
       params.push(query.after.t, query.after.t, query.after.k);
     }
     const sql = `SELECT a.* FROM agents a WHERE ${where.join(' AND ')} ORDER BY a.last_active_at DESC, a.public_key ASC LIMIT ?`;
-    return (this.#stmt(sql).all(...params, query.limit) as AgentRow[]).map(agentFromRow);
+    // Row by row, so a page of heavy profiles stops at the byte budget instead of being read whole.
+    const page = new AgentPageReader(query.limit, query.maxBytes);
+    for (const row of this.#stmt(sql).iterate(...params, query.limit + 1) as IterableIterator<AgentRow>)
+      if (!page.add(row)) break;
+    return page.result;
   }
 
   async capabilityTags(prefix: string | undefined): Promise<Array<{ tag: string; agent_count: number }>> {

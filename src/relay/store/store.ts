@@ -103,7 +103,19 @@ export interface DiscoverQuery {
   active_since?: number;
   /** Cursor: continue after (last_active_at, public_key). */
   after?: { t: number; k: string };
+  /** Most agents in the page. */
   limit: number;
+  /**
+   * Most bytes of stored capabilities and display names in the page, at least one agent: a page
+   * stops early (with `hasMore`) rather than read 100 agents of 350 KB each.
+   */
+  maxBytes: number;
+}
+
+/** A page of discovered agents; `hasMore` when more match past its last. */
+export interface AgentPage {
+  agents: AgentRecord[];
+  hasMore: boolean;
 }
 
 /** Writes the relay groups into one transaction (group commit). */
@@ -184,8 +196,12 @@ export interface Store {
    * the bytes: `BlobStore.deleteOwner`).
    */
   deleteAgent(key: string): Promise<void>;
-  /** Public, active agents matching every condition, most recently active first, then by key. */
-  discover(query: DiscoverQuery): Promise<AgentRecord[]>;
+  /**
+   * Public, active agents matching every condition, most recently active first, then by key: at
+   * most `limit` of them and no more once their bytes reach `maxBytes` (at least one), read row
+   * by row.
+   */
+  discover(query: DiscoverQuery): Promise<AgentPage>;
   /** Tags of public, active agents with their agent counts, most used first, then by tag. */
   capabilityTags(prefix: string | undefined): Promise<Array<{ tag: string; agent_count: number }>>;
 
@@ -371,6 +387,9 @@ export interface StorageHealth {
 
 /** Most bytes of message bodies one page of messages holds (at least one message): memory by bytes. */
 export const MESSAGE_PAGE_BYTES = 8 * 1024 * 1024;
+
+/** Most bytes of capabilities and display names one `/v1/discover` page holds (at least one agent); our choice. */
+export const DISCOVER_PAGE_BYTES = 1024 * 1024;
 
 /** A page of stored messages; undecodable rows are left out. */
 export interface MessagePageRecords {
