@@ -82,6 +82,8 @@ export interface DiscoverResponse extends Page {
 
 export interface CapabilityTagsResponse {
   capabilities: Array<{ tag: string; agent_count: number }>;
+  /** Our relay: more tags are in use than the answer lists (it lists the most used); narrow with `prefix`. */
+  has_more?: boolean;
 }
 
 // ── §3.6 Messages ──────────────────────────────────────────────────────────────────────────────

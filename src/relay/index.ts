@@ -64,4 +64,4 @@ export type {
   TakeResult,
   WriteBatch,
 } from './store/store.js';
-export { DISCOVER_PAGE_BYTES, MESSAGE_PAGE_BYTES } from './store/store.js';
+export { CAPABILITY_TAGS_MAX, DISCOVER_PAGE_BYTES, MESSAGE_PAGE_BYTES } from './store/store.js';

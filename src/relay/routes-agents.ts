@@ -12,7 +12,7 @@ import { ApiError } from './errors.js';
 import { decodeCursor, encodeCursor, enumParam, intParam, stringParam, timeParam } from './http.js';
 import { JSON_BODY, NO_BODY } from './router.js';
 import { existingAgent, noContent, ok, ownKey, pathKey, profile, type RelayRoute } from './services.js';
-import { DISCOVER_PAGE_BYTES, type WebhookRecord } from './store/store.js';
+import { CAPABILITY_TAGS_MAX, DISCOVER_PAGE_BYTES, type WebhookRecord } from './store/store.js';
 import { checkWebhookUrl } from './webhook-target.js';
 
 /** The GET shape of a webhook (§3.8): never the secret. */
@@ -265,7 +265,11 @@ export const AGENT_ROUTES: RelayRoute[] = [
     summary: 'Capability tags in use, with agent counts',
     body: NO_BODY,
     reply: 'json',
-    handler: async (req, svc) =>
-      ok({ capabilities: await svc.store.capabilityTags(stringParam(req.query, 'prefix', 64)) }),
+    handler: async (req, svc) => {
+      // The most used tags only, however many exist: each agent may bring 400 tags of its own.
+      const limit = intParam(req.query, 'limit', CAPABILITY_TAGS_MAX, 1, CAPABILITY_TAGS_MAX);
+      const tags = await svc.store.capabilityTags(stringParam(req.query, 'prefix', 64), limit + 1);
+      return ok({ capabilities: tags.slice(0, limit), has_more: tags.length > limit });
+    },
   },
 ];

@@ -180,6 +180,28 @@ describe('lists of messages and agents: NDJSON when piped or with --json', () =>
     assert.match(err.message, /already has 2 WebSocket connections/);
   });
 
+  it('capabilities: a hint when the relay lists only the most used tags', async (t) => {
+    const relay = await startRelay(t);
+    // 3 agents × 400 distinct tags: more than the relay lists (CAPABILITY_TAGS_MAX).
+    for (let a = 0; a < 3; a++) {
+      await new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() }).updateProfile({
+        visibility: 'public',
+        capabilities: Array.from({ length: 20 }, (_, c) => ({
+          name: `c${c}`,
+          description: '',
+          tags: Array.from({ length: 20 }, (_, i) => `t${a}-${c}-${i}`),
+        })),
+      });
+    }
+    const { deps } = await user(t, relay);
+    const many = await runCli(['capabilities', '--json'], deps);
+    assert.equal(many.code, 0, many.stderr);
+    assert.equal(ndjson(many.stderr)[0]!['event'], 'has_more');
+    const few = await runCli(['capabilities', '--prefix', 't1-', '--json'], deps);
+    assert.equal(few.code, 0, few.stderr);
+    assert.equal(few.stderr, '', 'all listed: no has_more');
+  });
+
   it('discover: a hint when more match, --all really all, full keys on a terminal', async (t) => {
     const relay = await startRelay(t);
     const agents = Array.from({ length: 23 }, () => Keypair.generate());

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import type { Keypair } from '../../src/protocol/signing.js';
-import { DISCOVER_PAGE_BYTES } from '../../src/relay/store/store.js';
+import { CAPABILITY_TAGS_MAX, DISCOVER_PAGE_BYTES } from '../../src/relay/store/store.js';
 import { newAgent, startRelay } from '../helpers/relay.js';
 import { Api, expectError, expectOk } from './_support.js';
 
@@ -283,6 +283,7 @@ describe('§3.5 GET /v1/capabilities', () => {
         { tag: 'beta2', agent_count: 1 },
         { tag: 'code:lint', agent_count: 1 },
       ],
+      has_more: false,
     });
     const pre = expectOk(await api.get(searcher, '/v1/capabilities?prefix=code%3A'));
     assert.deepEqual(pre, {
@@ -290,7 +291,45 @@ describe('§3.5 GET /v1/capabilities', () => {
         { tag: 'code:review', agent_count: 2 },
         { tag: 'code:lint', agent_count: 1 },
       ],
+      has_more: false,
     });
-    assert.deepEqual(expectOk(await api.get(searcher, '/v1/capabilities?prefix=zzz')), { capabilities: [] });
+    assert.deepEqual(expectOk(await api.get(searcher, '/v1/capabilities?prefix=zzz')), {
+      capabilities: [],
+      has_more: false,
+    });
+  });
+
+  it(`answers at most CAPABILITY_TAGS_MAX (${CAPABILITY_TAGS_MAX}) of the most used tags, with has_more; limit narrows`, async (t) => {
+    const { api, searcher } = await setup(t);
+    // Three agents with 400 distinct tags each (20 capabilities × 20 tags): 1200 tags in use.
+    for (let a = 0; a < 3; a++) {
+      const capabilities = Array.from({ length: 20 }, (_, c) => ({
+        name: `c${c}`,
+        description: '',
+        tags: Array.from({ length: 20 }, (_, i) => `t${a}-${c}-${i}`),
+      }));
+      await publish(api, newAgent(), { capabilities });
+    }
+    // One tag everyone shares: it is the most used, so it comes first.
+    await publish(api, newAgent(), { capabilities: ['shared'] });
+    await publish(api, newAgent(), { capabilities: ['shared'] });
+    const all = expectOk(await api.get(searcher, '/v1/capabilities'));
+    assert.equal(all.capabilities.length, CAPABILITY_TAGS_MAX);
+    assert.equal(all.has_more, true);
+    assert.deepEqual(all.capabilities[0], { tag: 'shared', agent_count: 2 });
+    const top = expectOk(await api.get(searcher, '/v1/capabilities?limit=2'));
+    assert.deepEqual(top, {
+      capabilities: [
+        { tag: 'shared', agent_count: 2 },
+        { tag: 't0-0-0', agent_count: 1 },
+      ],
+      has_more: true,
+    });
+    // A prefix that matches fewer than the cap: all of them, nothing more.
+    const one = expectOk(await api.get(searcher, '/v1/capabilities?prefix=t1-'));
+    assert.equal(one.capabilities.length, 400);
+    assert.equal(one.has_more, false);
+    for (const bad of ['0', String(CAPABILITY_TAGS_MAX + 1), 'x'])
+      expectError(await api.get(searcher, `/v1/capabilities?limit=${bad}`), 400, 'bad_request');
   });
 });

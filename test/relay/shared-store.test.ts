@@ -124,7 +124,7 @@ class HeldStore implements Store {
   saveAgent = (...a: Parameters<Store['saveAgent']>) => this.inner.saveAgent(...a);
   deleteAgent = (key: string) => this.inner.deleteAgent(key);
   discover = (...a: Parameters<Store['discover']>) => this.inner.discover(...a);
-  capabilityTags = (prefix: string | undefined) => this.inner.capabilityTags(prefix);
+  capabilityTags = (prefix: string | undefined, limit: number) => this.inner.capabilityTags(prefix, limit);
   sweep = (now: number, retention: number) => this.inner.sweep(now, retention);
   insertBlob = (...a: Parameters<Store['insertBlob']>) => this.inner.insertBlob(...a);
   getBlob = (...a: Parameters<Store['getBlob']>) => this.inner.getBlob(...a);

@@ -171,7 +171,7 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
         assert.ok(await store.getMessage(fromA!.message_id), 'messages it sent stay with their recipients');
         assert.equal(await store.getAcl(a, b), undefined);
         assert.ok(await store.getAcl(c, a), "others' entries about it stay");
-        assert.deepEqual(await store.capabilityTags('tag:deleted'), []);
+        assert.deepEqual(await store.capabilityTags('tag:deleted', 100), []);
         assert.ok(await store.getAgent(b));
       });
     });
@@ -264,11 +264,13 @@ export function storeContract(name: string, open: () => Promise<StoreHarness>): 
           agent(newKey(), { visibility: 'public', capabilities: [cap('b', [`${ns}:y`]), cap('c', [`${ns}:y`])] }),
         );
         await store.saveAgent(agent(newKey(), { visibility: 'private', capabilities: [cap('d', [`${ns}:z`])] }));
-        assert.deepEqual(await store.capabilityTags(`${ns}:`), [
+        assert.deepEqual(await store.capabilityTags(`${ns}:`, 100), [
           { tag: `${ns}:y`, agent_count: 2 },
           { tag: `${ns}:x`, agent_count: 1 },
         ]);
-        assert.deepEqual(await store.capabilityTags(`${ns}:x`), [{ tag: `${ns}:x`, agent_count: 1 }]);
+        assert.deepEqual(await store.capabilityTags(`${ns}:x`, 100), [{ tag: `${ns}:x`, agent_count: 1 }]);
+        // `limit` keeps the most used.
+        assert.deepEqual(await store.capabilityTags(`${ns}:`, 1), [{ tag: `${ns}:y`, agent_count: 2 }]);
       });
     });
 

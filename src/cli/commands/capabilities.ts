@@ -25,6 +25,15 @@ export async function runCapabilities(ctx: CliContext, options: CapabilitiesOpti
           ),
     () => tags.map((c) => safeText(c.tag)),
   );
+  // Our relay lists the most used tags only (docs/protocol.md §3.5).
+  if (res.has_more) {
+    ctx.out.status(
+      'has_more',
+      { has_more: true, count: tags.length },
+      ctx.out.style.dim(`Showing the ${tags.length} most used tags; more are in use: narrow with --prefix.`),
+      ctx.deps.clock.now(),
+    );
+  }
 }
 
 export function register(program: Command, deps: Deps): void {

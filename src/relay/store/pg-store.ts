@@ -290,14 +290,17 @@ export class PgStore implements Store {
     return page.result;
   }
 
-  async capabilityTags(prefix: string | undefined): Promise<Array<{ tag: string; agent_count: number }>> {
-    const filter = prefix === undefined ? '' : ' AND starts_with(t.tag, $1)';
+  async capabilityTags(
+    prefix: string | undefined,
+    limit: number,
+  ): Promise<Array<{ tag: string; agent_count: number }>> {
+    const filter = prefix === undefined ? '' : ' AND starts_with(t.tag, $2)';
     const rows = await run<{ tag: string; agent_count: number }>(
       this.#sql,
       `SELECT t.tag AS tag, COUNT(*) AS agent_count FROM agent_tags t JOIN agents a ON a.public_key = t.agent_key
        WHERE a.visibility = 'public' AND a.status = 'active'${filter}
-       GROUP BY t.tag ORDER BY agent_count DESC, t.tag ASC`,
-      prefix === undefined ? [] : [prefix],
+       GROUP BY t.tag ORDER BY agent_count DESC, t.tag ASC LIMIT $1`,
+      prefix === undefined ? [limit] : [limit, prefix],
     );
     return rows.map((r) => ({ tag: r.tag, agent_count: Number(r.agent_count) }));
   }

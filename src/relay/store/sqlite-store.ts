@@ -300,14 +300,17 @@ export class SqliteStore implements Store {
     return page.result;
   }
 
-  async capabilityTags(prefix: string | undefined): Promise<Array<{ tag: string; agent_count: number }>> {
+  async capabilityTags(
+    prefix: string | undefined,
+    limit: number,
+  ): Promise<Array<{ tag: string; agent_count: number }>> {
     const filter = prefix === undefined ? '' : ' AND substr(t.tag, 1, ?) = ?';
     const params = prefix === undefined ? [] : [prefix.length, prefix];
     return this.#stmt(
       `SELECT t.tag AS tag, COUNT(*) AS agent_count FROM agent_tags t JOIN agents a ON a.public_key = t.agent_key
        WHERE a.visibility = 'public' AND a.status = 'active'${filter}
-       GROUP BY t.tag ORDER BY agent_count DESC, t.tag ASC`,
-    ).all(...params) as Array<{ tag: string; agent_count: number }>;
+       GROUP BY t.tag ORDER BY agent_count DESC, t.tag ASC LIMIT ?`,
+    ).all(...params, limit) as Array<{ tag: string; agent_count: number }>;
   }
 
   // ── messages ────────────────────────────────────────────────────────────────────────────────

@@ -202,8 +202,11 @@ export interface Store {
    * by row.
    */
   discover(query: DiscoverQuery): Promise<AgentPage>;
-  /** Tags of public, active agents with their agent counts, most used first, then by tag. */
-  capabilityTags(prefix: string | undefined): Promise<Array<{ tag: string; agent_count: number }>>;
+  /**
+   * Tags of public, active agents with their agent counts, most used first, then by tag: the
+   * first `limit` of them (a `LIMIT` in the query, so the answer is bounded however many tags exist).
+   */
+  capabilityTags(prefix: string | undefined, limit: number): Promise<Array<{ tag: string; agent_count: number }>>;
 
   /**
    * Applies a batch in one transaction: each message is inserted unless the recipient's policy
@@ -390,6 +393,9 @@ export const MESSAGE_PAGE_BYTES = 8 * 1024 * 1024;
 
 /** Most bytes of capabilities and display names one `/v1/discover` page holds (at least one agent); our choice. */
 export const DISCOVER_PAGE_BYTES = 1024 * 1024;
+
+/** Most entries `GET /v1/capabilities` answers (the most used tags; `has_more` says there are others); our choice. */
+export const CAPABILITY_TAGS_MAX = 1000;
 
 /** A page of stored messages; undecodable rows are left out. */
 export interface MessagePageRecords {
