@@ -2,8 +2,10 @@
  * HTTP plumbing shared by routes: CORS headers, the JSON body parser, query parameter parsing,
  * opaque cursors. Reading bodies is `body.ts`; writing replies is `reply.ts`.
  */
+import { STATUS_CODES } from 'node:http';
 import { LIMITS } from '../protocol/constants.js';
 import { fromBase64Url, isPublicKey, toBase64Url } from '../protocol/encoding.js';
+import { errorEnvelope } from '../protocol/envelope.js';
 import { decodeUtf8, JsonInputError, parseJson, parseJsonMember } from '../protocol/json.js';
 import { parseTimestamp } from '../protocol/signing.js';
 import { isPlainObject } from '../protocol/validate.js';
@@ -15,6 +17,34 @@ export const CORS_HEADERS: Record<string, string> = {
   'Access-Control-Expose-Headers':
     'X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After, X-Request-Id, X-M2M-Storage-Used, X-M2M-Storage-Limit, X-M2M-Blob-Hash, X-MRP-Take',
 };
+
+/**
+ * The answer to a request Node's HTTP parser refused before the relay saw it (`clientError`): a
+ * whole HTTP/1.1 response with the §6 envelope, `X-Request-Id`, the CORS headers and
+ * `Connection: close`. Headers (or a request line) too large → `431`; a timeout of the headers or
+ * the request → `408 request_timeout`; anything else the parser rejects (a garbage request line,
+ * `Content-Length` with `Transfer-Encoding`, a bad chunk) → `400 bad_request`.
+ */
+export function clientErrorResponse(code: string | undefined, requestId: string): { status: number; text: string } {
+  const [status, errorCode, message] =
+    code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'bad_request', 'the request line or headers are too large']
+      : code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request_timeout', 'the request did not arrive in time']
+        : [400, 'bad_request', 'malformed HTTP request'];
+  const body = JSON.stringify(errorEnvelope(errorCode, message, requestId));
+  const headers: Record<string, string> = {
+    'Content-Type': 'application/json',
+    'Content-Length': String(Buffer.byteLength(body)),
+    Connection: 'close',
+    'X-Request-Id': requestId,
+    ...CORS_HEADERS,
+  };
+  const head = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  return { status, text: `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head}\r\n${body}` };
+}
 
 export const PREFLIGHT_HEADERS: Record<string, string> = {
   ...CORS_HEADERS,

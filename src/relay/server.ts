@@ -20,7 +20,7 @@ import { BodyGate } from './body.js';
 import { InProcessBus, ScopedBus } from './bus.js';
 import { MemoryConnectionRegistry } from './connections.js';
 import { Directory, defaultCaches } from './directory.js';
-import { CORS_HEADERS } from './http.js';
+import { CORS_HEADERS, clientErrorResponse } from './http.js';
 import { Hub } from './hub.js';
 import { requestId as newRequestId } from './ids.js';
 import { memoryRateLimiter } from './limits.js';
@@ -57,6 +57,9 @@ export interface Relay {
   /** Bytes of HTTP answers written and not yet taken by the kernel (see `maxUnsentResponseBytes`). */
   readonly unsentResponseBytes: number;
 }
+
+/** How long a socket answered from `clientError` may stay open for its peer to read and close. */
+const CLIENT_ERROR_LINGER_MS = 5_000;
 
 const errorText = (err: unknown): string => (err as Error)?.stack ?? String(err);
 
@@ -263,6 +266,34 @@ export function createRelay(options: RelayOptions): Relay {
         .catch(() => {});
     },
   );
+
+  // Requests Node's parser refuses (headers over its limit, a garbage request line, Content-Length
+  // with Transfer-Encoding, a header or request timeout) never reach the pipeline: answer them here
+  // with the §6 envelope like every other error, once, on a socket with no answer started. Never
+  // throws: a socket that cannot take an answer (reset, already answering) is just destroyed.
+  const answeredClientErrors = new WeakSet<Duplex>();
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    try {
+      // The parser sees the bytes that follow and fails again: the first answer stands.
+      if (answeredClientErrors.has(socket)) return;
+      const answering = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+      if (err.code === 'ECONNRESET' || !socket.writable || answering?.headersSent) {
+        socket.destroy();
+        return;
+      }
+      answeredClientErrors.add(socket);
+      const id = newRequestId();
+      const { status, text } = clientErrorResponse(err.code, id);
+      if (logger.enabled('info')) logger.info('client_error', { status, code: err.code, request_id: id });
+      socket.end(text);
+      // A peer that never closes its side does not keep the socket.
+      (socket as { setTimeout?: (ms: number, cb: () => void) => void }).setTimeout?.(CLIENT_ERROR_LINGER_MS, () =>
+        socket.destroy(),
+      );
+    } catch {
+      socket.destroy();
+    }
+  });
 
   const wss = new WebSocketServer({
     noServer: true,

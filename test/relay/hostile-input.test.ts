@@ -3,12 +3,13 @@
  * bodies travel verbatim, small-order keys are refused. Real relays, real sockets.
  */
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import * as ed from '@noble/ed25519';
 import { EMPTY_BODY_HASH, LIMITS } from '../../src/protocol/constants.js';
 import { canonicalRequest, verifySignature, wsAuthString } from '../../src/protocol/signing.js';
 import { Messenger } from '../../src/relay/messenger.js';
-import { newAgent, startRelay } from '../helpers/relay.js';
+import { newAgent, PAIRED, startRelay } from '../helpers/relay.js';
 import { deep, signedBytes, TextSocket } from './_raw.js';
 import { Api, expectError, expectOk, freshAuthFrame, openSocket, roundTrip, wsConnect } from './_support.js';
 
@@ -363,5 +364,85 @@ describe('item 1: no exception escapes a listener', () => {
     );
     Messenger.prototype.send = original;
     await stillServing(t, url, wsUrl);
+  });
+});
+
+/** Writes `bytes` on a fresh TCP connection and collects everything the relay sends until it closes. */
+async function rawExchange(t: Parameters<typeof startRelay>[0], url: string, bytes: string): Promise<string> {
+  const u = new URL(url);
+  const s = connect(Number(u.port), u.hostname);
+  t.after(() => s.destroy());
+  let text = '';
+  const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+  s.on('error', () => {});
+  s.setEncoding('latin1').on('data', (d: string) => {
+    text += d;
+  });
+  await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+  s.write(bytes);
+  await closed;
+  return text;
+}
+
+/** The parts of a raw HTTP/1.1 answer. */
+function parseAnswer(text: string): { status: number; headers: Map<string, string>; body: any } {
+  const end = text.indexOf('\r\n\r\n');
+  assert.ok(end > 0, `a whole HTTP answer: ${JSON.stringify(text.slice(0, 200))}`);
+  const [line, ...rest] = text.slice(0, end).split('\r\n');
+  const headers = new Map(
+    rest.map((h) => [h.slice(0, h.indexOf(':')).toLowerCase(), h.slice(h.indexOf(':') + 1).trim()] as const),
+  );
+  return { status: Number(line!.split(' ')[1]), headers, body: JSON.parse(text.slice(end + 4)) };
+}
+
+// Paired relays sit behind a test proxy whose own parser would answer these.
+describe("errors of Node's HTTP parser get the §6 envelope too", { skip: PAIRED }, () => {
+  const cases: Array<[string, (host: string) => string, number, string]> = [
+    [
+      'a 20 KB header → 431',
+      (host) => `GET /v1/health HTTP/1.1\r\nHost: ${host}\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`,
+      431,
+      'bad_request',
+    ],
+    [
+      'a URL over 16 KB → 431',
+      (host) => `GET /v1/health?${'a'.repeat(17_000)} HTTP/1.1\r\nHost: ${host}\r\n\r\n`,
+      431,
+      'bad_request',
+    ],
+    [
+      'Content-Length with Transfer-Encoding → 400',
+      (host) =>
+        `POST /v1/messages HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+      400,
+      'bad_request',
+    ],
+    ['a garbage request line → 400', () => 'HELLO THERE\r\n\r\n', 400, 'bad_request'],
+  ];
+  for (const [name, request, status, code] of cases) {
+    it(`${name}, with X-Request-Id, CORS and Connection: close; the relay lives on`, async (t) => {
+      const { url, wsUrl, logs } = await startRelay(t);
+      const answer = parseAnswer(await rawExchange(t, url, request(new URL(url).host)));
+      assert.equal(answer.status, status);
+      assert.equal(answer.headers.get('connection'), 'close');
+      assert.equal(answer.headers.get('content-type'), 'application/json');
+      assert.equal(answer.headers.get('access-control-allow-origin'), '*');
+      const id = answer.headers.get('x-request-id');
+      assert.match(id ?? '', /^req_[0-9a-f]{16}$/);
+      assert.deepEqual(Object.keys(answer.body), ['error']);
+      assert.equal(answer.body.error.code, code);
+      assert.equal(answer.body.error.request_id, id);
+      assert.equal(typeof answer.body.error.message, 'string');
+      assert.ok(logs.some((e) => e.msg === 'client_error' && e['request_id'] === id));
+      await stillServing(t, url, wsUrl);
+    });
+  }
+
+  it('headers that do not arrive within headersTimeoutMs → 408 request_timeout', async (t) => {
+    const { url } = await startRelay(t, { headersTimeoutMs: 200 });
+    const answer = parseAnswer(await rawExchange(t, url, `GET /v1/health HTTP/1.1\r\nHost: x\r\n`));
+    assert.equal(answer.status, 408);
+    assert.equal(answer.body.error.code, 'request_timeout');
+    assert.equal(answer.body.error.request_id, answer.headers.get('x-request-id'));
   });
 });
