@@ -130,8 +130,9 @@ export class Authenticator {
   }
 
   /**
-   * HTTP, before the body is read: refuses a signature the replay cache already holds (when the
-   * cache can tell without remembering), so a replayed request does not get a body read.
+   * HTTP, before a streamed body is read: refuses a signature the replay cache already holds
+   * (when the cache can tell without remembering), so a replayed upload does not get read. This
+   * answers 409 ahead of §2.3's signature check; buffered bodies do not use it (docs/protocol.md §2.3).
    */
   async refuseKnownReplay(claim: Claim): Promise<void> {
     if (this.#replay.seen && (await this.#replay.seen(replayId(claim)))) throw replayed();

@@ -5,10 +5,11 @@
  *
  * How the body is read depends on the route's body mode (`router.ts`). For `none` and `json`,
  * headers, key and timestamp are checked before a byte of the body is read (`Authenticator.claim`),
- * the body is hashed as it arrives, and the signature is checked once it is in — before the
- * handler runs. For `stream`, the handler runs while the body streams in, with the claimed key;
- * the signature check and admission run when the last byte is in, and the stream's end is their
- * verdict (a handler that answers 2xx without it is turned into a 500).
+ * the body is hashed as it arrives, and the signature (then the replay cache) is checked once it
+ * is in — before the handler runs. For `stream`, a signature already in the replay cache is
+ * refused before the body is read; the handler runs while the body streams in, with the claimed
+ * key; the signature check and admission run when the last byte is in, and the stream's end is
+ * their verdict (a handler that answers 2xx without it is turned into a 500).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LazyAbort } from '../core/async.js';
@@ -140,6 +141,9 @@ export function createPipeline(deps: PipelineDeps): Handle {
       let body: Body | undefined;
       if (route.body.kind === 'stream') {
         const claim: Claim | undefined = route.auth ? auth.claim(req.headers) : undefined;
+        // Our choice (docs/protocol.md §2.3): a stream (a blob upload, up to 100 MiB) whose
+        // signature is already in the replay cache is refused before a byte of it is read, ahead
+        // of the signature check. Buffered bodies keep the spec's order (below).
         if (claim) await auth.refuseKnownReplay(claim);
         const finish = async (hash: string): Promise<string> => {
           if (!claim) return '';
@@ -159,9 +163,9 @@ export function createPipeline(deps: PipelineDeps): Handle {
         claimed = claim?.publicKey;
       } else if (route.auth) {
         // Headers, key and timestamp are checked before a byte of the body is read; the body is
-        // hashed as it arrives and the signature checked once it is in.
+        // hashed as it arrives (under the usual limits) and then §2.3 in its order: the signature
+        // (401 invalid_signature), then the replay cache (409 replay_detected).
         const claim = auth.claim(req.headers);
-        await auth.refuseKnownReplay(claim);
         const maxBytes =
           route.body.kind === 'json' ? (route.body.maxBytes ?? deps.maxEnvelopeBytes) : deps.maxEnvelopeBytes;
         body = await readBody(req, bodyLimits(maxBytes), deps.gate, clock);

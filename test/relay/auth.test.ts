@@ -274,6 +274,20 @@ describe('§2.3 request authentication', () => {
     expectError(again, 409, 'replay_detected');
   });
 
+  it('§2.3 order: a used signature over a DIFFERENT body is 401 invalid_signature (step 4), over the same body 409 (step 5)', async (t) => {
+    const { url } = await startRelay(t);
+    const kp = newAgent();
+    const b = newAgent();
+    const body = JSON.stringify({ recipient_key: b.publicKey, body: { n: 1 } });
+    const headers = { ...signRequest(kp, 'POST', '/v1/messages', body, Date.now()) };
+    expectOk(await signed(url, undefined, 'POST', '/v1/messages', body, { headers }), 201);
+    const other = JSON.stringify({ recipient_key: b.publicKey, body: { n: 2 } });
+    expectError(await signed(url, undefined, 'POST', '/v1/messages', other, { headers }), 401, 'invalid_signature');
+    expectError(await signed(url, undefined, 'POST', '/v1/messages', body, { headers }), 409, 'replay_detected');
+    // Neither stored a message.
+    assert.equal(expectOk(await signed(url, b, 'GET', '/v1/messages')).messages.length, 1);
+  });
+
   it('replay-cache entries outlive the tolerance window (kept ≥ 2× tolerance, across sweeps)', async (t) => {
     const clock = new ManualClock();
     const { url } = await startRelay(t, { clock, sweepIntervalMs: 10_000 });

@@ -1,7 +1,7 @@
 /**
  * Issue 9, body gate starvation: slow, never-finished bodies with junk signatures from one client
  * address must not starve honest senders elsewhere — a per-address cap on body reads, a minimum
- * arrival rate (408), and a known replay refused before its body is read.
+ * arrival rate (408), and a known replay of a streamed upload refused before its body is read.
  */
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
@@ -53,6 +53,30 @@ async function slowPost(
     s.once('close', () => resolve(text.split('\r\n')[0] ?? ''));
   });
   return { status, destroy: () => s.destroy() };
+}
+
+/** Sends `requestLine` with `headers` and a declared body of `length` bytes (none sent); resolves with the first answer line. */
+async function rawHead(
+  t: { after(fn: () => void): void },
+  url: string,
+  requestLine: string,
+  headers: object,
+  length: number,
+  contentType: string,
+): Promise<string> {
+  const u = new URL(url);
+  const s = connect(Number(u.port), u.hostname);
+  t.after(() => s.destroy());
+  s.on('error', () => {});
+  const lines = Object.entries(headers as Record<string, string>)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  s.write(
+    `${requestLine} HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: ${contentType}\r\nContent-Length: ${length}\r\n${lines}\r\n`,
+  );
+  return new Promise<string>((resolve) =>
+    s.setEncoding('latin1').once('data', (d: string) => resolve(d.split('\r\n')[0]!)),
+  );
 }
 
 /** A properly signed send over node:http from `localAddress`; resolves with the status and the time it took. */
@@ -150,7 +174,21 @@ describe('issue 9: body gate starvation', () => {
     assert.match(await whole.status, /^HTTP\/1\.1 401/);
   });
 
-  it('a replayed signature is refused before its body is read (409 with no body sent)', async (t) => {
+  it('a replayed blob upload (a streamed body) is refused before its body is read (409 with no body sent)', async (t) => {
+    const { url } = await startRelay(t);
+    const kp = newAgent();
+    const bytes = Buffer.from('some file bytes');
+    const headers = signRequest(kp, 'POST', '/v1/blobs', bytes, Date.now(), {
+      timestamp: uniqueTimestamp(Date.now()),
+    });
+    const init = { method: 'POST', headers: { ...headers, 'Content-Type': 'application/octet-stream' } };
+    assert.equal((await fetch(`${url}/v1/blobs`, { ...init, body: bytes })).status, 201);
+    // Same headers, 100 MiB declared and never sent: answered at once.
+    const first = await rawHead(t, url, 'POST /v1/blobs', headers, 100 * 1024 * 1024, 'application/octet-stream');
+    assert.match(first, /^HTTP\/1\.1 409/);
+  });
+
+  it('a replayed JSON request is read like any other (no answer before its body), then 409', async (t) => {
     const { url } = await startRelay(t);
     const kp = newAgent();
     const body = JSON.stringify({ recipient_key: newAgent().publicKey, body: 1 });
@@ -159,21 +197,29 @@ describe('issue 9: body gate starvation', () => {
     });
     const init = { method: 'POST', headers: { ...headers, 'Content-Type': 'application/json' } };
     assert.equal((await fetch(`${url}/v1/messages`, { ...init, body })).status, 201);
-    // Same headers, a body declared and never sent: answered at once.
+    // Same headers, the body held back: the relay waits for it (§2.3: signature first, then the
+    // replay cache); once it is in, the replay is 409.
     const u = new URL(url);
     const s = connect(Number(u.port), u.hostname);
     t.after(() => s.destroy());
     s.on('error', () => {});
+    let answered = '';
+    s.setEncoding('latin1').on('data', (d: string) => {
+      answered += d;
+    });
     const lines = Object.entries(headers)
       .map(([k, v]) => `${k}: ${v}\r\n`)
       .join('');
     s.write(
       `POST /v1/messages HTTP/1.1\r\nHost: ${u.host}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n${lines}\r\n`,
     );
-    const first = await new Promise<string>((resolve) =>
-      s.setEncoding('latin1').once('data', (d: string) => resolve(d.split('\r\n')[0]!)),
-    );
-    assert.match(first, /^HTTP\/1\.1 409/);
+    // The headers are in (a first body byte is only read after them); nothing answered yet.
+    await new Promise<void>((resolve) => s.write(body.slice(0, 1), () => resolve()));
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(answered, '', 'no answer before the body');
+    s.write(body.slice(1));
+    await until(() => answered.includes('\r\n'), 'the answer');
+    assert.match(answered, /^HTTP\/1\.1 409/);
   });
 
   it('40 signed sends and 12 blob uploads fired at once from one address all succeed: past the cap they wait their turn', async (t) => {
