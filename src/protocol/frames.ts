@@ -175,7 +175,14 @@ export function parseClientFrame(text: string, options: ClientFrameOptions = {})
     case 'pong':
       return withTs(type, frame);
     case 'send': {
-      const requestId = requestIdOf(frame['request_id']);
+      const rawId = frame['request_id'];
+      const requestId = requestIdOf(rawId);
+      // Optional, a string or a number (echoed as a string); anything else could not be echoed,
+      // so the client could not match the answer (docs/protocol.md §5.4).
+      if (requestId === undefined && rawId !== undefined && rawId !== null) {
+        const err = new ValidationError(400, 'request_id', 'must be a string or a number');
+        throw new FrameParseError('invalid', err.message, { frameType: type, field: err.field, validation: err });
+      }
       // Lenient form: {"type":"send","message":{...}} (docs/protocol.md §5.4).
       const nested = isPlainObject(frame['message']) && frame['recipient_key'] === undefined;
       const fields = nested ? (frame['message'] as Record<string, unknown>) : frame;

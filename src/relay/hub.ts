@@ -260,7 +260,9 @@ export class Hub {
     conn.authTimer = clock.setTimeout(() => {
       this.#guard(conn, 'auth_timeout', () => {
         if (conn.agent || conn.closed) return;
-        this.#send(conn, encodeAuthError({ code: 'unauthorized', message: 'no auth frame within 10 s' }));
+        const within = this.#options.authTimeoutMs;
+        const message = `no auth frame within ${within % 1000 === 0 ? `${within / 1000} s` : `${within} ms`}`;
+        this.#send(conn, encodeAuthError({ code: 'unauthorized', message }));
         this.#close(conn, CLOSE_CODES.authFailed, 'auth timeout');
       });
     }, this.#options.authTimeoutMs);

@@ -100,10 +100,14 @@ describe('§5.1 WebSocket authentication', () => {
     await authFails(wsUrl, t, { ...good, signature: 12 }, 'unauthorized');
   });
 
-  it('no auth within authTimeoutMs → close 4001', async (t) => {
+  it('no auth within authTimeoutMs → auth_result naming the configured time, close 4001', async (t) => {
     const { wsUrl } = await startRelay(t, { authTimeoutMs: 200 });
     const s = await openSocket(t, wsUrl);
     const started = Date.now();
+    const result = await s.next();
+    assert.equal(result.type, 'auth_result');
+    assert.equal(result.error.code, 'unauthorized');
+    assert.equal(result.error.message, 'no auth frame within 200 ms');
     const closed = await s.closed;
     assert.equal(closed.code, 4001);
     assert.ok(Date.now() - started >= 150, 'closed before the auth timeout');
@@ -532,6 +536,27 @@ describe('§5.4 inline send', () => {
     });
     const r5 = await s.next();
     assert.equal(r5.error.code, 'unprocessable_entity');
+
+    // A request_id that is neither a string nor a number cannot be echoed: bad_request naming it.
+    for (const [i, bad] of [{ id: 1 }, [1], true].entries()) {
+      s.send({ type: 'send', request_id: bad, recipient_key: newAgent().publicKey, body: {} });
+      const r6 = await s.next();
+      assert.equal(r6.type, 'send_result');
+      assert.equal(r6.status, 'error');
+      assert.equal(r6.error.code, 'bad_request');
+      assert.equal(r6.error.details?.field, 'request_id');
+      assert.equal(r6.request_id, undefined);
+      await expectOnlyPong(s, 20 + i);
+    }
+    // A number is echoed as a string; null counts as absent.
+    s.send({ type: 'send', request_id: 42, recipient_key: newAgent().publicKey, body: {} });
+    const r7 = await s.next();
+    assert.equal(r7.status, 'ok');
+    assert.equal(r7.request_id, '42');
+    s.send({ type: 'send', request_id: null, recipient_key: newAgent().publicKey, body: {} });
+    const r8 = await s.next();
+    assert.equal(r8.status, 'ok');
+    assert.equal(r8.request_id, undefined);
 
     // And a good send still works afterwards.
     s.send({ type: 'send', request_id: 'ok', recipient_key: newAgent().publicKey, body: {} });
