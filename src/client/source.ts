@@ -13,13 +13,12 @@
 import { sleep } from '../core/async.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { type MrpError, OutcomeUnknownError, toMrpError } from '../core/errors.js';
-import { LIMITS } from '../protocol/constants.js';
+import { MrpError, OutcomeUnknownError, toMrpError } from '../core/errors.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { RejectedMessage } from '../protocol/inbound.js';
 import type { Message, SendResponse } from '../protocol/types.js';
 import type { PollPage, RelayClient } from './http.js';
-import { Poller, type PollerOptions } from './poller.js';
+import { Poller, type PollerOptions, type TakeLog } from './poller.js';
 import { Session, type SessionOptions, type SessionStatus } from './session.js';
 
 /** A poll that was in flight when the previous run died: when it was sent (local clock) and its wait. */
@@ -190,25 +189,67 @@ export abstract class BaseSource extends TypedEmitter<SourceEvents> {
   }
 }
 
+export interface WebSocketSourceOptions extends Omit<SessionOptions, 'url' | 'keypair'> {
+  /** Where each catch-up poll in flight is noted (the journal), as in poll mode. */
+  takes?: TakeLog;
+  /** The poll the previous run had in flight when it died (from the journal), settled first. */
+  openTake?: OpenTake & { id?: string };
+}
+
 /**
  * Messages pushed over a WebSocket session (§5.3), acked over it, replies sent inline while
  * connected. When the consumer declines pushes (full), later pushes are skipped unread and the
  * source catches up with polls once the consumer has room; a new connection brings the whole
- * backlog again, so that also ends a catch-up.
+ * backlog again, so that also ends a catch-up. A catch-up poll marks what it takes delivered, so
+ * it is poll mode's own loop (`Poller.catchUp`): each poll's take is noted in the journal before
+ * it is sent and closed once its page is journaled, and a take the previous run left open is
+ * settled at start — a process killed mid-catch-up loses nothing.
  */
 export class WebSocketSource extends BaseSource implements MessageSource {
   readonly session: Session;
   readonly #client: RelayClient;
+  readonly #poller: Poller;
+  readonly #takes: TakeLog | undefined;
+  readonly #openTake: (OpenTake & { id?: string }) | undefined;
+  readonly #clock: Clock;
   #intake = true;
   /** Messages were left on the relay while the consumer was full: fetch them when there is room. */
   #overflowed = false;
   /** The catch-up in progress, if any (`stopIntake` waits for it: a poll took its messages). */
   #catchingUp: Promise<void> | undefined;
+  /** Settling the previous run's open take, if any. */
+  #recovering: Promise<void> | undefined;
 
-  constructor(client: RelayClient, options: Omit<SessionOptions, 'url' | 'keypair'> = {}) {
+  constructor(client: RelayClient, options: WebSocketSourceOptions = {}) {
     super();
+    const { takes, openTake, ...sessionOptions } = options;
     this.#client = client;
-    this.session = new Session({ ...options, url: client.wsUrl, keypair: client.keypair });
+    this.#takes = takes;
+    this.#openTake = openTake;
+    this.#clock = options.clock ?? systemClock;
+    this.session = new Session({ ...sessionOptions, url: client.wsUrl, keypair: client.keypair });
+    this.#poller = new Poller({
+      client,
+      clock: this.#clock,
+      capacity: () => this.consumer?.capacity() ?? 0,
+      deliver: (page) =>
+        this.handOver({ messages: page.messages, sizes: page.sizes, rejected: page.rejected, taken: true }).then(
+          () => undefined,
+        ),
+      ...(takes ? { takes } : {}),
+    });
+    this.#poller.on('retry', ({ error, delayMs }) =>
+      this.emit(
+        'warning',
+        new MrpError(
+          error.kind,
+          error.code,
+          `catching up on messages left on the relay (a poll) failed: ${error.message}; again in ${Math.ceil(delayMs / 1000)} s`,
+          { cause: error },
+        ),
+      ),
+    );
+    this.#poller.on('warning', (e) => this.emit('warning', e));
     this.session.on('status', (s) => this.#onSessionStatus(s));
     this.session.on('ready', ({ reconnected }) => {
       // A new connection brings the whole backlog again, overflow included.
@@ -292,12 +333,29 @@ export class WebSocketSource extends BaseSource implements MessageSource {
   start(consumer: SourceConsumer): void {
     this.consumer = consumer;
     this.session.start();
+    const take = this.#openTake;
+    if (take) this.#recovering = this.#recover(take);
+  }
+
+  /** The previous run's catch-up poll that was in flight when it died: what it took, handed over again. */
+  async #recover(take: OpenTake & { id?: string }): Promise<void> {
+    for (;;) {
+      // Handed over (journaled): the take is closed, stopping or not.
+      if (await this.#poller.recoverTake(take)) {
+        this.#takes?.end();
+        return;
+      }
+      if (!this.#intake) return;
+      await sleep(2000, { clock: this.#clock });
+    }
   }
 
   async stopIntake(): Promise<void> {
     this.#intake = false;
     this.setStatus('draining');
+    await this.#poller.stop();
     await this.#catchingUp;
+    await this.#recovering;
   }
 
   close(): Promise<void> {
@@ -316,25 +374,18 @@ export class WebSocketSource extends BaseSource implements MessageSource {
 
   wake(): void {
     this.session.dropMessages = false;
+    this.#poller.wake();
     if (this.#overflowed && !this.#catchingUp && this.consumer?.hasRoom()) {
       this.#catchingUp = this.#catchUp().finally(() => (this.#catchingUp = undefined));
     }
   }
 
-  /** Fetches what was left on the relay while the consumer was full (a poll marks it delivered: taken). */
+  /** Fetches what was left on the relay while the consumer was full, until nothing is (`has_more` false). */
   async #catchUp(): Promise<void> {
-    while (this.#overflowed && this.#intake && this.consumer?.hasRoom()) {
+    await this.#recovering;
+    while (this.#overflowed && this.#intake) {
       this.#overflowed = false;
-      try {
-        const limit = Math.max(1, Math.min(LIMITS.pollLimitMax, this.consumer.capacity()));
-        const page = await this.#client.poll({ limit });
-        await this.handOver({ messages: page.messages, sizes: page.sizes, rejected: page.rejected, taken: true });
-        if (page.has_more) this.#overflowed = true;
-      } catch (err) {
-        this.#overflowed = true;
-        this.emit('warning', toMrpError(err));
-        return;
-      }
+      if (!(await this.#poller.catchUp())) return;
     }
   }
 }

@@ -78,7 +78,11 @@ export function createSource(
         ...(o.intervalMs === undefined ? {} : { intervalMs: o.intervalMs }),
       });
     case 'websocket':
-      return new WebSocketSource(client, { ...clock, ...(o.wsTrace ? { trace: o.wsTrace } : {}) });
+      return new WebSocketSource(client, {
+        ...clock,
+        ...journalTakes(journal),
+        ...(o.wsTrace ? { trace: o.wsTrace } : {}),
+      });
     case 'webhook':
       throw new UsageError('mode "webhook" needs a listening webhook source (mrp run --mode webhook builds one)', {
         code: 'invalid_argument',

@@ -107,6 +107,63 @@ describe('message sources', () => {
     assert.deepEqual(statuses, ['connecting', 'ready', 'draining', 'stopped']);
   });
 
+  it('WebSocket: each catch-up poll notes its take before it is sent and closes it once handed over (the journal)', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const agent = Keypair.generate();
+    const log: string[] = [];
+    const source = new WebSocketSource(new RelayClient({ relayUrl: relay.url, keypair: agent }), {
+      takes: { begin: (_at, _wait, id) => log.push(`begin ${id}`), end: () => log.push('end') },
+    });
+    t.after(() => source.close());
+    const consumer = new TestConsumer();
+    consumer.room = false;
+    consumer.answer = async (batch) => {
+      if (batch.taken) log.push(`taken ${batch.messages.length}`);
+      return { declined: batch.taken ? 0 : batch.messages.length };
+    };
+    const ready = source.next('connected');
+    source.start(consumer);
+    await ready;
+    const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    await sender.send({ recipient_key: agent.publicKey, body: { n: 1 } });
+    await consumer.until(() => consumer.ids((b) => !b.taken).length >= 1, 'the push');
+    // The source hears "declined" once deliver's promise settles, a few microtasks after the push.
+    await new Promise((r) => setImmediate(r));
+    consumer.room = true;
+    source.wake();
+    await consumer.until(() => consumer.ids((b) => b.taken).length >= 1, 'the catch-up poll');
+    await source.stopIntake();
+    // begin → the page handed over → end; an empty page says caught up.
+    assert.match(log[0]!, /^begin \S+$/);
+    assert.deepEqual(log.slice(1, 3), ['taken 1', 'end']);
+  });
+
+  it('WebSocket: a catch-up poll the previous run had in flight when it died is settled at start: its messages come again, taken', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const agent = Keypair.generate();
+    const client = new RelayClient({ relayUrl: relay.url, keypair: agent });
+    const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    const id = (await sender.send({ recipient_key: agent.publicKey, body: { lost: true } })).message_id;
+    // The dead run's poll: the relay marked the message delivered under this take; its answer was lost.
+    const at = Date.now();
+    const lost = await client.poll({ limit: 10, take: 'dead-run-take' });
+    assert.deepEqual(
+      lost.messages.map((m) => m.message_id),
+      [id],
+    );
+    const ended: string[] = [];
+    const source = new WebSocketSource(client, {
+      takes: { begin: () => ended.push('begin'), end: () => ended.push('end') },
+      openTake: { at, waitSeconds: 0, id: 'dead-run-take' },
+    });
+    t.after(() => source.close());
+    const consumer = new TestConsumer();
+    source.start(consumer);
+    await consumer.until(() => consumer.ids((b) => b.taken).includes(id), 'the recovered message');
+    await source.stopIntake();
+    assert.deepEqual(ended, ['end'], 'the open take is closed once its messages are handed over');
+  });
+
   it('WebSocket: a consumer that throws instead of rejecting is a warning; later pushes still arrive', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const agent = Keypair.generate();
