@@ -533,6 +533,9 @@ export class Session extends TypedEmitter<SessionEvents> {
     });
     if (giveUp) {
       const base = this.#authError ?? new NetworkError(recovery.explanation, { code: 'session_closed' });
+      // The only `stop` is 4003: the relay refused this identity (suspended or deleted), whether at
+      // auth or later on a live connection. It is an auth refusal (exit 4, not retryable), never a
+      // network error, or a supervisor would restart the runner forever.
       this.emit(
         'fatal',
         recovery.authFailure
@@ -543,7 +546,7 @@ export class Session extends TypedEmitter<SessionEvents> {
               { cause: base },
             )
           : new MrpError(
-              this.#authError ? 'auth' : 'network',
+              this.#authError || code === CLOSE_CODES.suspended ? 'auth' : 'network',
               this.#authError?.code ?? 'agent_suspended',
               recovery.explanation,
               { cause: base },

@@ -136,6 +136,19 @@ describe('--json: every failure is {"error":…} on stderr', () => {
       [{ n: 1 }],
     );
   });
+
+  it('tail and recv --ws exit 4 when the agent is suspended while they watch', async (t) => {
+    const relay = await startRelay(t);
+    for (const argv of [['tail'], ['recv', '--ws']]) {
+      const { deps, key } = await user(t, relay);
+      const watching = runCli([...argv, '--json'], deps);
+      await deps.stderr.waitFor('"event":"connected"');
+      await relay.relay.setAgentStatus(key, 'suspended');
+      const res = await watching;
+      assert.equal(res.code, 4, `${argv.join(' ')}: ${res.stderr}`);
+      assert.equal((ndjson(res.stderr).at(-1)!['error'] as { code: string }).code, 'agent_suspended');
+    }
+  });
 });
 
 describe('lists of messages and agents: NDJSON when piped or with --json', () => {

@@ -170,6 +170,19 @@ describe('mrp run --health-port', () => {
     assert.equal(sampleValue(families, 'mrp_runner_rate_limited_total', { via: 'websocket' }), 1);
   });
 
+  it('suspended while connected: exits 4 (auth refused), which systemd does not restart', async (t) => {
+    const relay = await startRelay(t);
+    const home = await tempDir(t);
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url } });
+    const { public_key: me } = JSON.parse((await runCli(['keygen', '--json'], deps)).stdout);
+    const run = runCli(['run', '--handler', ECHO, '--json'], deps);
+    await eventOf(deps.stdout, 'ready');
+    await relay.relay.setAgentStatus(me, 'suspended');
+    const res = await run;
+    assert.equal(res.code, 4, res.stderr);
+    assert.match(res.stdout + res.stderr, /agent_suspended/);
+  });
+
   it('a taken --health-port is a usage error before anything starts', async (t) => {
     const home = await tempDir(t);
     const blocker = await import('node:net').then((net) => net.createServer());

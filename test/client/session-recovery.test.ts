@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { type DisconnectInfo, recoveryFor, Session } from '../../src/client/session.js';
 import { ManualClock } from '../../src/core/clock.js';
-import { RelayError } from '../../src/core/errors.js';
+import { isRetryable, RelayError } from '../../src/core/errors.js';
 import { CLOSE_CODES } from '../../src/protocol/constants.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { scriptedWs } from './_support.js';
@@ -96,6 +96,8 @@ describe('Session acts on the table', () => {
     assert.equal(info.willReconnect, false);
     const [err] = await fatal;
     assert.match(err.message, /suspended or deleted/);
+    assert.equal(err.kind, 'auth', 'a refusal of this identity, not a network error (exit 4, not 3)');
+    assert.equal(isRetryable(err), false);
     assert.equal(s.status, 'closed');
     clock.advance(600_000);
     assert.equal(server.connections, 1);

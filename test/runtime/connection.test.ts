@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { Session } from '../../src/client/session.js';
 import { ManualClock } from '../../src/core/clock.js';
+import { isRetryable } from '../../src/core/errors.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { Journal } from '../../src/runtime/journal.js';
 import { connected, gate, Peer, startAgent } from '../helpers/agent.js';
@@ -138,6 +139,21 @@ describe('session: staying connected', () => {
     assert.equal(err.kind, 'auth');
     assert.equal(err.code, 'timestamp_expired');
     assert.equal(s.status, 'closed');
+  });
+});
+
+describe('suspended while connected', () => {
+  it('is an auth refusal (kind auth, not retryable), as it is when suspended before connecting', async (t) => {
+    const relay = await startRelay(t);
+    const agent = await startAgent(t, relay, () => 'ok');
+    const fatal = agent.runtime.next('fatal');
+    agent.runtime.start();
+    await connected(agent.runtime);
+    await relay.relay.setAgentStatus(agent.keypair.publicKey, 'suspended');
+    const [err] = await fatal;
+    assert.equal(err.code, 'agent_suspended');
+    assert.equal(err.kind, 'auth');
+    assert.equal(isRetryable(err), false);
   });
 });
 
