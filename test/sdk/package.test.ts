@@ -1,15 +1,15 @@
 /**
  * The package as a user gets it: `npm pack`, the tarball unpacked as node_modules/mrp of a fresh
- * project (its dependencies linked from this repository, as an offline install cannot fetch
- * them), and plain ESM that imports `mrp` and `mrp/testing` through the package's `exports`.
+ * project (its `dependencies`, and only those, linked from this repository, as an offline install
+ * cannot fetch them), and plain ESM that imports `mrp` and `mrp/testing` through the package's `exports`.
  * Also `mrp init`'s handler.test.ts, which must pass out of the box.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -45,7 +45,17 @@ async function installedProject(): Promise<{ dir: string; cleanup(): Promise<voi
   const target = join(dir, 'node_modules', 'mrp');
   await mkdir(target, { recursive: true });
   await exec('tar', ['xzf', join(packs, info!.filename), '-C', target, '--strip-components=1']);
-  await symlink(join(ROOT, 'node_modules'), join(target, 'node_modules'), 'dir');
+  // Only what `dependencies` lists is installed with the package (from this repository's
+  // node_modules, where their own dependencies resolve through the real path): a type a published
+  // .d.ts needs from a devDependency (@types/…) is then missing here as it is for a user.
+  const { dependencies } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as {
+    dependencies: Record<string, string>;
+  };
+  for (const name of Object.keys(dependencies)) {
+    const link = join(target, 'node_modules', name);
+    await mkdir(dirname(link), { recursive: true });
+    await symlink(join(ROOT, 'node_modules', name), link, 'dir');
+  }
   await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'fresh-project', private: true, type: 'module' }));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
