@@ -4,6 +4,8 @@
  * decides where they go and never overwrites.
  */
 
+import { UsageError } from '../core/errors.js';
+
 export const TEMPLATES = ['echo', 'router', 'slow'] as const;
 export type Template = (typeof TEMPLATES)[number];
 
@@ -194,10 +196,32 @@ node_modules/
 .git/
 `;
 
-/** A value for a unit file: `%` escaped, quoted when it has spaces, quotes or backslashes. */
-function unitValue(value: string): string {
+/**
+ * A word of a setting systemd splits into quoted words (Environment=, ExecStart=): `%` escaped
+ * (specifiers), quoted when it has spaces, quotes or backslashes.
+ */
+function unitWord(value: string): string {
   const escaped = value.replace(/%/g, '%%');
   return /^[\w@+=:,./-]+$/.test(escaped) ? escaped : `"${escaped.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+}
+
+/** An argument of ExecStart=, which also expands `$VAR`: a literal `$` is `$$` (systemd.service(5)). */
+function execWord(value: string): string {
+  return unitWord(value).replace(/\$/g, '$$$$');
+}
+
+/**
+ * A whole-line value systemd takes as it is (WorkingDirectory=, User=): only `%` escaped. It does
+ * not unquote these, so quotes would become part of the path ("path is not absolute").
+ */
+function unitLine(value: string, what: string): string {
+  if (/[\r\n]/.test(value) || value !== value.trim()) {
+    throw new UsageError(
+      `--systemd: the ${what} ${JSON.stringify(value)} cannot be written into a unit file (a line break, or spaces at an end); run mrp init from another directory`,
+      { code: 'invalid_argument' },
+    );
+  }
+  return value.replace(/%/g, '%%');
 }
 
 export interface SystemdOptions {
@@ -217,11 +241,20 @@ export function unitFileName(name: string): string {
 
 export function systemdUnitText(o: SystemdOptions): string {
   const unit = unitFileName(o.name);
-  const exec = [o.node, o.bin, 'run', '--handler', o.handler, '--grace', `${o.graceSeconds}s`, '--log-format', 'json']
-    .map(unitValue)
-    .join(' ');
+  // The executable is taken literally (no $VAR substitution there); its arguments are not.
+  // systemd refuses an executable path with quotes, backslashes or control characters.
+  if (/["'\\\x00-\x1f\x7f]/.test(o.node)) {
+    throw new UsageError(
+      `--systemd: systemd cannot start node at ${JSON.stringify(o.node)} (quotes, backslashes or control characters in its path); install node elsewhere or edit the unit`,
+      { code: 'invalid_argument' },
+    );
+  }
+  const exec = [
+    unitWord(o.node),
+    ...[o.bin, 'run', '--handler', o.handler, '--grace', `${o.graceSeconds}s`, '--log-format', 'json'].map(execWord),
+  ].join(' ');
   const env = Object.entries(o.env)
-    .map(([k, v]) => `Environment=${unitValue(`${k}=${v}`)}`)
+    .map(([k, v]) => `Environment=${unitWord(`${k}=${v}`)}`)
     .join('\n');
   return `# Written by \`mrp init --systemd\`.
 #   sudo cp ${unit} /etc/systemd/system/ && sudo systemctl daemon-reload
@@ -236,8 +269,8 @@ StartLimitBurst=10
 
 [Service]
 Type=simple
-User=${unitValue(o.user)}
-WorkingDirectory=${unitValue(o.cwd)}
+User=${unitLine(o.user, 'user')}
+WorkingDirectory=${unitLine(o.cwd, 'working directory')}
 ${env}
 Environment=NODE_ENV=production
 ExecStart=${exec}

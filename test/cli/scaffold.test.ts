@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { selfCommand } from '../../src/cli/deps.js';
 import { loadManifest } from '../../src/cli/manifest.js';
-import { TEMPLATES } from '../../src/cli/scaffold.js';
+import { systemdUnitText, TEMPLATES } from '../../src/cli/scaffold.js';
 import type { HandlerContext, Message } from '../../src/index.js';
 import { loadHandler } from '../../src/runtime/handler.js';
 import { runCli, tempDir, testDeps } from '../helpers/cli.js';
@@ -159,7 +160,7 @@ describe('mrp init --docker / --systemd', () => {
     assert.deepEqual(value('KillSignal'), ['SIGTERM']);
     assert.deepEqual(value('TimeoutStopSec'), ['75'], '60 s of grace + 15');
     assert.deepEqual(value('Description'), ['MRP agent My Bot 100%%'], '% escaped');
-    assert.deepEqual(value('WorkingDirectory'), [`"${cwd}"`], 'a path with a space is quoted');
+    assert.deepEqual(value('WorkingDirectory'), [cwd], 'as it is: systemd does not unquote WorkingDirectory=');
     assert.ok(
       value('Environment').includes(`"MRP_KEY_FILE=${join(home, 'agent.key')}"`) ||
         value('Environment').includes(`MRP_KEY_FILE=${join(home, 'agent.key')}`),
@@ -168,16 +169,92 @@ describe('mrp init --docker / --systemd', () => {
     const [execStart] = value('ExecStart');
     assert.ok(execStart!.startsWith(`${process.execPath} `), 'an absolute node');
     assert.match(execStart!, /bin\/mrp\.js run --handler \.\/bot\.ts --grace 60s --log-format json$/);
-    if (systemdAnalyze) {
-      const verified = await exec('systemd-analyze', ['verify', '--man=no', file]).then(
-        () => '',
-        (e: { stderr?: string }) => e.stderr ?? 'failed',
-      );
-      // Only complaints about this unit's syntax count (the test machine may lack the user).
-      assert.doesNotMatch(verified, /Unknown (key|section)|Failed to parse|Invalid/i, verified);
-    }
+    await assertUnitVerifies(file);
+  });
+
+  it('a unit for paths with spaces, %, $, quotes and backslashes: WorkingDirectory= as it is, ExecStart= quoted', async (t) => {
+    const root = await tempDir(t);
+    const dir = join(root, 'sp dir 100% $HOME "q" b\\s');
+    await mkdir(dir);
+    // systemd refuses quotes and backslashes in the executable's path (only there).
+    const nodeDir = join(root, 'node dir 100% $HOME');
+    await mkdir(nodeDir);
+    const node = join(nodeDir, 'node');
+    await symlink(process.execPath, node);
+    const text = systemdUnitText({
+      name: 'x',
+      user: userInfo().username,
+      cwd: dir,
+      node,
+      bin: join(dir, 'mrp.js'),
+      handler: './handler.ts',
+      graceSeconds: 30,
+      env: { MRP_HOME: join(dir, 'h') },
+    });
+    const line = (key: string) =>
+      text
+        .split('\n')
+        .find((l) => l.startsWith(`${key}=`))!
+        .slice(key.length + 1);
+    const written = dir.replace(/%/g, '%%');
+    assert.equal(line('WorkingDirectory'), written);
+    const quoted = (s: string) => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+    assert.equal(line('Environment'), quoted(`MRP_HOME=${join(written, 'h')}`));
+    // The executable is literal; an argument's $ is $$ (systemd substitutes $VAR there).
+    assert.ok(
+      line('ExecStart').startsWith(
+        `${quoted(node.replace(/%/g, '%%'))} ${quoted(join(written, 'mrp.js')).replace(/\$/g, '$$$$')} run `,
+      ),
+      line('ExecStart'),
+    );
+    const file = join(dir, 'x.service');
+    await writeFile(file, text);
+    await assertUnitVerifies(file);
+    assert.throws(
+      () =>
+        systemdUnitText({
+          name: 'x',
+          user: 'nobody',
+          cwd: '/tmp/a\nb',
+          node,
+          bin: 'b',
+          handler: 'h',
+          graceSeconds: 1,
+          env: {},
+        }),
+      /--systemd: the working directory .* cannot be written into a unit file/,
+    );
+    assert.throws(
+      () =>
+        systemdUnitText({
+          name: 'x',
+          user: 'u',
+          cwd: dir,
+          node: join(dir, 'node'),
+          bin: 'b',
+          handler: 'h',
+          graceSeconds: 1,
+          env: {},
+        }),
+      /--systemd: systemd cannot start node at .*quotes, backslashes/,
+    );
   });
 });
+
+/** systemd-analyze (where there is one) finds nothing wrong in the unit's settings. */
+async function assertUnitVerifies(file: string): Promise<void> {
+  if (!systemdAnalyze) return;
+  const verified = await exec('systemd-analyze', ['verify', '--man=no', file]).then(
+    () => '',
+    (e: { stderr?: string }) => e.stderr ?? 'failed',
+  );
+  // Complaints about a line of this unit or its settings count; the test machine may lack the user.
+  assert.doesNotMatch(
+    verified,
+    /\.service:\d+:|Unknown (key|section)|Failed to parse|Invalid|bad unit file setting|fatal error|not executable/i,
+    verified,
+  );
+}
 
 describe('mrp keygen --force', () => {
   it('keeps the old key as a 0600 backup and prints both public keys', async (t) => {
