@@ -197,7 +197,7 @@ describe('mrp run --health-port', () => {
   });
 });
 
-describe('mrp relay --metrics-port', () => {
+describe('mrp relay --metrics / --metrics-port', () => {
   it('serves requests by route and status, messages accepted, open sockets and store latency', async (t) => {
     const home = await tempDir(t);
     const deps = testDeps({ home });
@@ -246,6 +246,43 @@ describe('mrp relay --metrics-port', () => {
 
     deps.raise('SIGTERM');
     assert.equal((await run).code, 0);
+  });
+
+  it("--metrics serves /metrics on the relay's own port, outside /v1/; without it /metrics is 404", async (t) => {
+    const home = await tempDir(t);
+    const started = async (argv: string[]) => {
+      const deps = testDeps({ home });
+      const dataDir = join(home, `data-${argv.length}`);
+      const run = runCli(
+        ['relay', '--port', '0', '--data-dir', dataDir, '--json', '--log-level', 'error', ...argv],
+        deps,
+      );
+      const exited = await Promise.race([deps.stdout.waitFor('\n').then(() => undefined), run]);
+      assert.equal(exited, undefined, `mrp relay ${argv.join(' ')} exited: ${exited?.stderr}`);
+      return { info: JSON.parse(deps.stdout.text.split('\n')[0]!), deps, run };
+    };
+    const on = await started(['--metrics']);
+    const { url, metrics_url } = on.info as { url: string; metrics_url: string };
+    assert.equal(metrics_url, `${url}/metrics`);
+    await new RelayClient({ relayUrl: url, keypair: Keypair.generate() }).send({
+      recipient_key: Keypair.generate().publicKey,
+      body: { text: 'hi' },
+    });
+    const res = await get(metrics_url);
+    assert.equal(res.status, 200);
+    assert.equal(res.type, 'text/plain; version=0.0.4; charset=utf-8');
+    assert.equal(sampleValue(parsePrometheus(res.text), 'mrp_relay_messages_accepted_total'), 1);
+    assert.equal((await get(`${url}/v1/metrics`)).status, 404, 'not an API route');
+    on.deps.raise('SIGTERM');
+    assert.equal((await on.run).code, 0);
+
+    const off = await started([]);
+    assert.equal(off.info.metrics_url, undefined);
+    const none = await get(`${off.info.url}/metrics`);
+    assert.equal(none.status, 404);
+    assert.equal(JSON.parse(none.text).error.code, 'not_found');
+    off.deps.raise('SIGTERM');
+    assert.equal((await off.run).code, 0);
   });
 
   it('createRelay({ metrics }) counts unknown paths under one route label', async (t) => {

@@ -20,6 +20,7 @@ export interface RelayCommandOptions {
   logLevel?: string;
   logFormat?: string;
   fsync?: boolean;
+  metrics?: boolean;
   metricsPort?: string;
   allowPrivateWebhooks?: boolean;
   databaseUrl?: string;
@@ -130,7 +131,7 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
   const leaseMs = durationOption(options.connectionLease, '--connection-lease', 15_000);
   if (leaseMs < 300) throw new UsageError('--connection-lease must be at least 300ms', { code: 'invalid_argument' });
   const { resolve } = await import('node:path');
-  const registry = metricsPort === undefined ? undefined : new Registry();
+  const registry = metricsPort === undefined && !options.metrics ? undefined : new Registry();
   const { style } = ctx.out;
   const write = (entry: LogEntry): void => {
     const time = new Date(ctx.deps.clock.now()).toISOString();
@@ -172,6 +173,9 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     await closeStorage();
     throw err;
   }
+  // --metrics: GET /metrics on the relay's own listener, outside the API's /v1/ (unauthenticated,
+  // like /v1/health); --metrics-port: on a port of its own, for when the API port is public.
+  const metricsRoute = registry && options.metrics ? await ownMetricsRoute(registry) : undefined;
   const relay = createRelay({
     host: options.host ?? RELAY_DEFAULTS.host,
     port,
@@ -187,6 +191,7 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     synchronous: options.fsync ? 'full' : 'normal',
     allowPrivateWebhooks: options.allowPrivateWebhooks === true,
     ...(registry ? { metrics: registry } : {}),
+    ...(metricsRoute ? { routes: [metricsRoute] } : {}),
   });
   let metricsServer: { url: string; close(): Promise<void> } | undefined;
   const signals = shutdownSignals(ctx.deps);
@@ -216,7 +221,7 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
       );
     }
     const db = external ? external.store.location : resolve(ctx.deps.cwd, dataDir, 'mrp.db');
-    const metricsUrl = metricsServer ? `${metricsServer.url}/metrics` : undefined;
+    const metricsUrl = metricsServer ? `${metricsServer.url}/metrics` : metricsRoute ? `${url}/metrics` : undefined;
     const storage = external ? { mode: 'external' } : { mode: 'embedded', data_dir: resolve(ctx.deps.cwd, dataDir) };
     const blobText = options.blobStore === undefined ? '' : ` · blobs ${options.blobStore}`;
     ctx.out.result(
@@ -246,6 +251,28 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     signals.dispose();
     await metricsServer?.close();
   }
+}
+
+/** `GET /metrics` as a route of the relay itself (`--metrics`). */
+async function ownMetricsRoute(registry: { expose(): string }) {
+  const [{ NO_BODY }, { PROMETHEUS_CONTENT_TYPE }] = await Promise.all([
+    import('../../relay/router.js'),
+    import('../../core/metrics.js'),
+  ]);
+  return {
+    method: 'GET' as const,
+    path: '/metrics',
+    auth: false,
+    summary: 'Prometheus metrics of this relay (mrp relay --metrics)',
+    body: NO_BODY,
+    reply: 'text' as const,
+    handler: () => ({
+      kind: 'text' as const,
+      status: 200,
+      text: registry.expose(),
+      contentType: PROMETHEUS_CONTENT_TYPE,
+    }),
+  };
 }
 
 /** `/metrics` (and `/healthz`) on a port of their own, so they need not be public with the API. */
@@ -293,8 +320,12 @@ export function register(program: Command, deps: Deps): void {
     .option('--log-format <format>', 'pretty | json (default: pretty on a terminal)')
     .option('--fsync', 'fsync every commit: stored messages survive power cuts, not just crashes (slower)')
     .option(
+      '--metrics',
+      "serve Prometheus /metrics (requests, messages, sockets, store latency) on the relay's own port, next to /v1/",
+    )
+    .option(
       '--metrics-port <port>',
-      'serve Prometheus /metrics (requests, messages, sockets, store latency) on this port, apart from the API',
+      'serve Prometheus /metrics on a port of its own, apart from the API (when the API port is public)',
     )
     .option(
       '--allow-private-webhooks',
@@ -318,6 +349,7 @@ export function register(program: Command, deps: Deps): void {
     'mrp relay --port 0 --data-dir /var/lib/mrp # any free port',
     'mrp relay --send-rate 0 --receive-rate 0   # no rate limits (benchmarks)',
     'PORT=9000 LOG_LEVEL=debug mrp relay',
+    'mrp relay --metrics                       # curl 127.0.0.1:8080/metrics',
     'mrp relay --metrics-port 9091             # curl 127.0.0.1:9091/metrics',
     'mrp relay --allow-private-webhooks        # webhooks to http://127.0.0.1:… (development)',
     'mrp relay --database-url postgres://mrp:pw@db:5432/mrp --blob-store s3://bucket/blobs  # external mode',
