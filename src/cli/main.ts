@@ -76,6 +76,28 @@ function soleCommand(argv: readonly string[]): (() => Promise<CommandModule>) | 
   return undefined;
 }
 
+/**
+ * `mrp help <word>` where the word is no command: commander would print the root help and exit 0.
+ * The words without `help` instead, so it fails as `mrp <word>` does (unknown_command, exit 2,
+ * the nearest command suggested). Other command lines are returned as they are.
+ */
+function unknownHelpTopic(argv: readonly string[], program: Command): string[] | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === '--') return undefined;
+    if (word.startsWith('-')) {
+      if (VALUE_OPTIONS.has(word)) i++;
+      continue;
+    }
+    if (word !== 'help') return undefined;
+    const topic = argv.slice(i + 1).find((w) => !w.startsWith('-'));
+    if (topic === undefined || topic === 'help') return undefined;
+    if (program.commands.some((c) => c.name() === topic || c.aliases().includes(topic))) return undefined;
+    return [...argv.slice(0, i), ...argv.slice(i + 1)];
+  }
+  return undefined;
+}
+
 /** The program with `commands` registered (`loadCommands()` for all of them). */
 export function buildProgram(deps: Deps, commands: readonly CommandModule[]): Command {
   const program = new Command('mrp')
@@ -185,7 +207,7 @@ export async function main(argv: string[], deps: Deps): Promise<number> {
     return EXIT.ok;
   }
   try {
-    await program.parseAsync(protectKeyArguments(argv), { from: 'user' });
+    await program.parseAsync(protectKeyArguments(unknownHelpTopic(argv, program) ?? argv), { from: 'user' });
     return EXIT.ok;
   } catch (err) {
     if (err instanceof CommanderError) {

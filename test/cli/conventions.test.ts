@@ -100,6 +100,7 @@ describe('--json: every failure is {"error":…} on stderr', () => {
     const cases: Array<[string[], string]> = [
       [['whoami', '--bogus', '--json'], 'unknown_option'],
       [['frobnicate', '--json'], 'unknown_command'],
+      [['help', 'sned', '--json'], 'unknown_command'],
       [['acl', 'allow', '--json'], 'missing_argument'],
       [['--json', 'contacts', 'add', 'x'], 'missing_argument'],
     ];
@@ -114,6 +115,13 @@ describe('--json: every failure is {"error":…} on stderr', () => {
     const plain = await runCli(['whoami', '--jsn'], deps);
     assert.equal(plain.stderr.trim().split('\n').length, 1, 'one line without --json');
     assert.match(plain.stderr, /^error: unknown option '--jsn' — did you mean --json\? \(see `mrp whoami --help`\)/);
+    // `mrp help <word>` fails as `mrp <word>` does; `mrp help <command>` is that command's help.
+    const help = await runCli(['help', 'sned'], deps);
+    assert.deepEqual([help.code, help.stdout], [2, '']);
+    assert.match(help.stderr, /^error: unknown command 'sned' — did you mean send\?/);
+    const known = await runCli(['help', 'send'], deps);
+    assert.equal(known.code, 0);
+    assert.match(known.stdout, /^Usage: mrp send /m);
   });
 
   it('status lines of tail are JSON on stderr; stdout carries only messages', async (t) => {
