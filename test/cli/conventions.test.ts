@@ -56,7 +56,7 @@ describe('tail -n N', () => {
 });
 
 describe('--quiet prints the bare value asked for', () => {
-  it('whoami, keygen, send (id; with --wait the reply), config get, status, get, contacts ls', async (t) => {
+  it('whoami, keygen, send (id; with --wait the reply), config get, status, get, contacts ls, config ls, context ls', async (t) => {
     const relay = await startRelay(t);
     const home = await tempDir(t);
     const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url } });
@@ -72,6 +72,13 @@ describe('--quiet prints the bare value asked for', () => {
       'an action prints nothing',
     );
     assert.equal((await runCli(['contacts', 'ls', '-q'], deps)).stdout, 'bob\n');
+    assert.equal(
+      (await runCli(['config', 'ls', '-q'], deps)).stdout,
+      `relay=${relay.url}\nkey_file=${join(home, 'agent.key')}\n`,
+    );
+    assert.equal((await runCli(['context', 'add', 'prod', '--relay', relay.url, '-q'], deps)).stdout, '');
+    assert.equal((await runCli(['context', 'add', 'dev', '--relay', relay.url, '-q'], deps)).stdout, '');
+    assert.equal((await runCli(['context', 'ls', '-q'], deps)).stdout, 'dev\nprod\n');
     const sent = await runCli(
       ['send', '-q', 'bob', 'hello'],
       testDeps({ home, env: { MRP_RELAY_URL: relay.url }, tty: true }),

@@ -4,6 +4,7 @@ import { CONFIG_KEYS, type ConfigKey, isConfigKey } from '../config.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { safeText } from '../render.js';
 
 function configKey(name: string): ConfigKey {
   if (isConfigKey(name)) return name;
@@ -44,11 +45,15 @@ export async function runConfigUnset(ctx: CliContext, _o: unknown, args: string[
 export async function runConfigList(ctx: CliContext): Promise<void> {
   const settings = await ctx.settings();
   const rows = (Object.keys(CONFIG_KEYS) as ConfigKey[]).map((key) => ({ key, ...settings[key] }));
-  ctx.out.result(rows, () =>
-    ctx.out.table(
-      ['KEY', 'VALUE', 'SOURCE'],
-      rows.map((r) => [r.key, r.value, r.source === 'default' ? 'default' : r.origin]),
-    ),
+  ctx.out.result(
+    rows,
+    () =>
+      ctx.out.table(
+        ['KEY', 'VALUE', 'SOURCE'],
+        rows.map((r) => [r.key, r.value, r.source === 'default' ? 'default' : r.origin]),
+      ),
+    // Quiet: key=value, one a line (the keys alone are always the same few).
+    () => rows.map((r) => `${r.key}=${safeText(r.value)}`),
   );
 }
 

@@ -83,13 +83,16 @@ export async function runContextList(ctx: CliContext): Promise<void> {
     const { data } = await ctx.contexts.read(name);
     rows.push({ name, selected: selected?.name === name, ...data });
   }
-  ctx.out.result({ contexts: rows, selected: selected?.name ?? null, selected_by: selected?.origin ?? null }, () =>
-    rows.length === 0
-      ? [ctx.out.style.dim('no contexts yet; add one with `mrp context add <name> --relay <url> --key <path>`')]
-      : ctx.out.table(
-          ['', 'NAME', 'RELAY', 'KEY', 'DESCRIPTION'],
-          rows.map((r) => [r.selected ? '*' : '', r.name, r.relay ?? '', r.key_file ?? '', r.description ?? '']),
-        ),
+  ctx.out.result(
+    { contexts: rows, selected: selected?.name ?? null, selected_by: selected?.origin ?? null },
+    () =>
+      rows.length === 0
+        ? [ctx.out.style.dim('no contexts yet; add one with `mrp context add <name> --relay <url> --key <path>`')]
+        : ctx.out.table(
+            ['', 'NAME', 'RELAY', 'KEY', 'DESCRIPTION'],
+            rows.map((r) => [r.selected ? '*' : '', r.name, r.relay ?? '', r.key_file ?? '', r.description ?? '']),
+          ),
+    () => rows.map((r) => r.name),
   );
 }
 
