@@ -1,6 +1,10 @@
 /** Parsing of flag values, with errors that name the flag and say what is expected. */
 import { parseDuration } from '../core/duration.js';
 import { UsageError } from '../core/errors.js';
+import type { AgentMode } from '../runtime/mode.js';
+
+/** The modes `mrp dev --mode` takes (its own relay, so no webhook); shell completion offers them. */
+export const DEV_MODES = ['websocket', 'poll'] as const satisfies readonly AgentMode[];
 
 export function durationOption(value: string | undefined, flag: string, fallbackMs: number): number {
   if (value === undefined) return fallbackMs;

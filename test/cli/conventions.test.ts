@@ -587,20 +587,26 @@ describe('mrp completion', () => {
     const arr = words.map((w) => `'${w}'`).join(' ');
     return execFileSync('bash', [
       '-c',
-      `${script}\nmrp() { printf 'alice\\nbob\\n'; }\nCOMP_WORDS=(${arr}); COMP_CWORD=${words.length - 1}; _mrp; echo "\${COMPREPLY[*]}"`,
+      `${script}\nmrp() { case "$1" in contacts) printf 'alice\\nbob\\n' ;; context) printf 'dev\\nprod\\n' ;; esac; }\nCOMP_WORDS=(${arr}); COMP_CWORD=${words.length - 1}; _mrp; echo "\${COMPREPLY[*]}"`,
     ])
       .toString()
       .trim();
   };
-  it('bash completes contact names, modes, statuses and policies; flags only after "-"', async (t) => {
+  it('bash completes contact and context names, modes, statuses and policies; flags only after "-"', async (t) => {
     const deps = testDeps({ home: await tempDir(t) });
     const bash = (await runCli(['completion', 'bash'], deps)).stdout;
     execFileSync('bash', ['-n'], { input: bash });
     assert.equal(complete(bash, 'mrp send '), 'alice bob');
     assert.equal(complete(bash, 'mrp send alice '), '', 'the text: nothing, certainly not "-"');
     assert.equal(complete(bash, 'mrp tail --from a'), 'alice');
-    assert.equal(complete(bash, 'mrp run --mode '), 'websocket poll');
+    assert.equal(complete(bash, 'mrp run --mode '), 'websocket poll webhook');
+    assert.equal(complete(bash, 'mrp run -m '), 'websocket poll webhook');
     assert.equal(complete(bash, 'mrp run -m p'), 'poll');
+    assert.equal(complete(bash, 'mrp dev -m '), 'websocket poll', 'dev has no webhook mode');
+    assert.equal(complete(bash, 'mrp --context '), 'dev prod', 'saved contexts, from mrp context ls -q');
+    assert.equal(complete(bash, 'mrp send --context p'), 'prod');
+    assert.equal(complete(bash, 'mrp context use '), 'dev prod');
+    assert.equal(complete(bash, 'mrp context rm d'), 'dev');
     assert.equal(complete(bash, 'mrp recv --status '), 'sent delivered expired');
     assert.equal(complete(bash, 'mrp acl policy '), 'open closed allowlist blocklist');
     assert.equal(complete(bash, 'mrp --key K acl '), 'allow block rm remove ls list policy');
@@ -621,7 +627,10 @@ describe('mrp completion', () => {
       options: Array<{ flags: string[]; value: unknown }>;
     }>;
     const run = tree.find((n) => n.path.join(' ') === 'run')!;
-    assert.deepEqual(run.options.find((o) => o.flags.includes('--mode'))!.value, ['websocket', 'poll']);
+    assert.deepEqual(run.options.find((o) => o.flags.includes('--mode'))!.value, ['websocket', 'poll', 'webhook']);
+    const dev = tree.find((n) => n.path.join(' ') === 'dev')!;
+    assert.deepEqual(dev.options.find((o) => o.flags.includes('--mode'))!.value, ['websocket', 'poll']);
+    assert.equal(run.options.find((o) => o.flags.includes('--context'))!.value, 'context');
     assert.ok(tree.some((n) => n.path.join(' ') === 'acl allow'));
   });
 });

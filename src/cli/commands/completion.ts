@@ -3,24 +3,34 @@
  * they never drift from the real flags. What a value may be is known per flag (modes, statuses,
  * policies, files, contact names) and per positional argument; a flag's value is never completed
  * with flags, and flags are offered only once a word starts with "-". Contact names come from
- * `mrp contacts ls -q` at completion time.
+ * `mrp contacts ls -q` and context names from `mrp context ls -q` at completion time.
  */
 import type { Argument, Command, Option } from 'commander';
 import { UsageError } from '../../core/errors.js';
 import { ACL_ENTRY_TYPES, INBOX_POLICIES, MESSAGE_STATUSES } from '../../protocol/constants.js';
+import { AGENT_MODES } from '../../runtime/mode.js';
 import { CONFIG_KEYS } from '../config.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
+import { DEV_MODES } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
 
-/** What a flag's value or an argument may be: a fixed list, a file, a contact name, or free text. */
-export type ValueKind = readonly string[] | 'file' | 'directory' | 'contact' | 'text';
+/**
+ * What a flag's value or an argument may be: a fixed list, a file, a contact name, a saved
+ * context's name, or free text.
+ */
+export type ValueKind = readonly string[] | 'file' | 'directory' | 'contact' | 'context' | 'text';
 
 const SHELLS = ['bash', 'zsh', 'fish'] as const;
 
-/** Values of flags that take one, by long name. Flags not listed take free text. */
+/**
+ * Values of flags that take one, by long name, or by `<command path> <long name>` where one
+ * command takes other values than the rest. Flags not listed take free text.
+ */
 const OPTION_VALUES: Record<string, ValueKind> = {
-  '--mode': ['websocket', 'poll'],
+  '--mode': AGENT_MODES,
+  'dev --mode': DEV_MODES,
+  '--context': 'context',
   '--status': MESSAGE_STATUSES,
   '--log-format': ['pretty', 'json'],
   '--log-level': ['debug', 'info', 'warn', 'error'],
@@ -45,6 +55,9 @@ const ARGUMENT_VALUES: Record<string, ValueKind> = {
   'acl rm:0': 'contact',
   'acl policy:0': INBOX_POLICIES,
   'contacts rm:0': 'contact',
+  'context use:0': 'context',
+  'context show:0': 'context',
+  'context rm:0': 'context',
   'config get:0': Object.keys(CONFIG_KEYS),
   'config set:0': Object.keys(CONFIG_KEYS),
   'config unset:0': Object.keys(CONFIG_KEYS),
@@ -66,6 +79,11 @@ export interface CompletionNode {
   arguments: Array<{ name: string; required: boolean; variadic: boolean; value: ValueKind }>;
 }
 
+/** What the value of flag `long` of command `path` may be (`OPTION_VALUES`). */
+function optionValue(path: readonly string[], long: string | undefined): ValueKind {
+  return OPTION_VALUES[`${path.join(' ')} ${long}`] ?? OPTION_VALUES[long ?? ''] ?? 'text';
+}
+
 /** Every command path with its sub-commands, options and arguments, from the commander tree. */
 export function completionTree(cmd: Command, path: string[] = []): CompletionNode[] {
   const visible = cmd.commands.filter((c) => !(c as unknown as { _hidden?: boolean })._hidden);
@@ -79,7 +97,7 @@ export function completionTree(cmd: Command, path: string[] = []): CompletionNod
         flags: [o.long, o.short].filter((f): f is string => !!f),
         description: o.description,
         // An optional value (`--wait [duration]`, `send --json [value]`) is never assumed.
-        value: o.required ? (OPTION_VALUES[o.long ?? ''] ?? 'text') : null,
+        value: o.required ? optionValue(path, o.long) : null,
       })),
     arguments: (cmd.registeredArguments as readonly Argument[]).map((a, i) => ({
       name: a.name(),
@@ -93,11 +111,31 @@ export function completionTree(cmd: Command, path: string[] = []): CompletionNod
 
 const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
 
-/** Flags that take a value, anywhere in the tree (their arity agrees everywhere; a test checks). */
-function valueFlags(nodes: CompletionNode[]): Map<string, ValueKind> {
-  const out = new Map<string, ValueKind>();
-  for (const n of nodes) for (const o of n.options) if (o.value !== null) for (const f of o.flags) out.set(f, o.value);
-  return out;
+/**
+ * Flags that take a value, anywhere in the tree (their arity agrees everywhere; a test checks):
+ * `all` every one; `shared` those whose values are the same in every command, with them;
+ * `own` the values of a flag in a command that takes others (`dev --mode`), by `<path>:<flag>`.
+ */
+function valueFlags(nodes: CompletionNode[]): {
+  all: Set<string>;
+  shared: Map<string, ValueKind>;
+  own: Map<string, ValueKind>;
+} {
+  const all = new Set<string>();
+  const shared = new Map<string, ValueKind>();
+  const own = new Map<string, ValueKind>();
+  for (const n of nodes)
+    for (const o of n.options) {
+      if (o.value === null) continue;
+      const long = o.flags.find((f) => f.startsWith('--'));
+      const differs = JSON.stringify(o.value) !== JSON.stringify(optionValue([], long));
+      for (const f of o.flags) {
+        all.add(f);
+        if (differs) own.set(`${n.path.join(' ')}:${f}`, o.value);
+        else shared.set(f, o.value);
+      }
+    }
+  return { all, shared, own };
 }
 
 /** `'a b')` → `cmd='a b'; return 0 ;;` lines: each command word (and alias) under its parent. */
@@ -119,24 +157,33 @@ function values(kind: ValueKind, shell: 'bash' | 'zsh'): string {
     if (kind === 'directory') return '_files -/';
     // biome-ignore lint/suspicious/noTemplateCurlyInString: zsh parameter expansion, not a JS template
     if (kind === 'contact') return 'compadd -- ${(f)"$(mrp contacts ls -q 2>/dev/null)"}';
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: zsh parameter expansion, not a JS template
+    if (kind === 'context') return 'compadd -- ${(f)"$(mrp context ls -q 2>/dev/null)"}';
     if (kind === 'text') return ':';
     return `compadd -- ${kind.map(quote).join(' ')}`;
   }
   if (kind === 'file') return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))';
   if (kind === 'directory') return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur"))';
   if (kind === 'contact') return 'COMPREPLY=($(compgen -W "$(mrp contacts ls -q 2>/dev/null)" -- "$cur"))';
+  if (kind === 'context') return 'COMPREPLY=($(compgen -W "$(mrp context ls -q 2>/dev/null)" -- "$cur"))';
   if (kind === 'text') return 'COMPREPLY=()';
   return `COMPREPLY=($(compgen -W ${quote(kind.join(' '))} -- "$cur"))`;
 }
 
 /** The case arms shared by both shells: values after a flag, per node words, per argument. */
 function arms(nodes: CompletionNode[], shell: 'bash' | 'zsh'): { flags: string; valueCases: string; argCases: string } {
-  const flags = valueFlags(nodes);
+  const { all, shared, own } = valueFlags(nodes);
+  // Cases on "$cmd:$pending": a command's own values first, then a flag's everywhere else.
   const byKind = new Map<string, string[]>();
-  for (const [flag, kind] of flags)
-    byKind.set(JSON.stringify(kind), [...(byKind.get(JSON.stringify(kind)) ?? []), flag]);
-  const valueCases = [...byKind]
-    .map(([k, fl]) => `      ${fl.map(quote).join('|')}) ${values(JSON.parse(k) as ValueKind, shell)} ;;`)
+  const add = (kind: ValueKind, pattern: string): void => {
+    byKind.set(JSON.stringify(kind), [...(byKind.get(JSON.stringify(kind)) ?? []), pattern]);
+  };
+  for (const [key, kind] of own) add(kind, quote(key));
+  const ownCases = [...byKind];
+  byKind.clear();
+  for (const [flag, kind] of shared) add(kind, `*${quote(`:${flag}`)}`);
+  const valueCases = [...ownCases, ...byKind]
+    .map(([k, patterns]) => `      ${patterns.join('|')}) ${values(JSON.parse(k) as ValueKind, shell)} ;;`)
     .join('\n');
   const argCases = nodes
     .flatMap((n) =>
@@ -146,7 +193,7 @@ function arms(nodes: CompletionNode[], shell: 'bash' | 'zsh'): { flags: string; 
     )
     .join('\n');
   return {
-    flags: [...flags.keys()].map(quote).join('|') || "''",
+    flags: [...all].map(quote).join('|') || "''",
     valueCases: valueCases || "      '') ;;",
     argCases: argCases || "      '') ;;",
   };
@@ -182,7 +229,7 @@ _mrp() {
   COMPREPLY=()
   # The word after a flag that takes a value: only its values, never flags.
   if [ -n "$pending" ]; then
-    case "$pending" in
+    case "$cmd:$pending" in
 ${valueCases}
     esac
     return
@@ -239,7 +286,7 @@ _mrp() {
     esac
   done
   if [[ -n "$pending" ]]; then
-    case "$pending" in
+    case "$cmd:$pending" in
 ${valueCases}
     esac
     return
@@ -264,6 +311,7 @@ compdef _mrp mrp
 function fishValues(kind: ValueKind): string {
   if (kind === 'file' || kind === 'directory') return ' -r -F';
   if (kind === 'contact') return ` -r -f -a ${quote('(mrp contacts ls -q 2>/dev/null)')}`;
+  if (kind === 'context') return ` -r -f -a ${quote('(mrp context ls -q 2>/dev/null)')}`;
   if (kind === 'text') return ' -r -f';
   return ` -r -f -a ${quote(kind.join(' '))}`;
 }

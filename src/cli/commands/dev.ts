@@ -15,7 +15,7 @@ import { EXIT } from '../exit.js';
 import { readKeyFile, writeKeyFile } from '../keys.js';
 import { takeLock } from '../lockfile.js';
 import { projectManifest } from '../manifest.js';
-import { intOption } from '../options.js';
+import { DEV_MODES, intOption } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { bodyPreview } from '../render.js';
 import { shutdownSignals } from '../signals.js';
@@ -47,7 +47,7 @@ async function devKey(path: string): Promise<Keypair> {
  * reloads the handler when its files change.
  */
 export async function runDev(ctx: CliContext, options: DevOptions): Promise<void> {
-  const mode = parseMode(options.mode ?? 'websocket', '--mode', ['websocket', 'poll'] as const);
+  const mode = parseMode(options.mode ?? 'websocket', '--mode', DEV_MODES);
   if (ctx.globals.relay !== undefined) {
     throw new UsageError('--relay: `mrp dev` runs its own relay on this machine', {
       code: 'invalid_argument',
