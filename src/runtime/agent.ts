@@ -611,7 +611,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       throw new MrpError('usage', 'invalid_argument', `the body is not JSON (${(err as Error).message})`);
     }
     if (json === undefined) throw new MrpError('usage', 'invalid_argument', 'the body is not JSON');
-    const problem = replyProblem(json);
+    const problem = replyProblem(json, 'message');
     if (problem)
       throw new MrpError(
         'usage',

@@ -41,7 +41,7 @@ function checkedAttachments(attachments: readonly Attachment[] | undefined): Att
 }
 
 /** The body's JSON text, or the error `ctx.reply`/`ctx.send` throw (`invalid_reply`, `reply_too_large`). */
-function checked(body: JsonValue): string {
+function checked(body: JsonValue, what: 'reply' | 'message'): string {
   let json: string | undefined;
   try {
     json = JSON.stringify(body);
@@ -49,7 +49,7 @@ function checked(body: JsonValue): string {
     throw new MrpError('handler', 'invalid_reply', `the body is not JSON (${(err as Error).message})`);
   }
   if (json === undefined) throw new MrpError('handler', 'invalid_reply', 'the body is not JSON');
-  const problem = replyProblem(json);
+  const problem = replyProblem(json, what);
   if (problem) throw new MrpError('handler', problem.code, problem.message);
   return json;
 }
@@ -104,7 +104,7 @@ export function handlerContext(
     encrypted: opened.encrypted,
     reply: async (body, options = {}) => {
       live();
-      const bodyJson = checked(body);
+      const bodyJson = checked(body, 'reply');
       const attachments = checkedAttachments(options.attachments);
       const sealed = await deps.codec.seal(
         { bodyJson, contentType: options.contentType ?? 'application/json' },
@@ -135,7 +135,7 @@ export function handlerContext(
     },
     send: async (to: string, body: JsonValue, options: SendOptions = {}): Promise<SendResponse> => {
       live();
-      const bodyJson = checked(body);
+      const bodyJson = checked(body, 'message');
       const attachments = checkedAttachments(options.attachments);
       const recipient = deps.resolve(to);
       const sealed = await deps.codec.seal(

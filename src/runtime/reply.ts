@@ -88,18 +88,22 @@ export function errorReply(code: string, message: string, outcome: 'error' | 'ti
 
 /**
  * Why a body cannot be sent as it is (`reply_too_large`, `invalid_reply`), or undefined. `json`
- * is the body's serialisation.
+ * is the body's serialisation; `what` names it in the message: a `reply`, or a `message` sent on
+ * its own (`agent.send`, `ctx.send`).
  */
-export function replyProblem(json: string): { code: 'reply_too_large' | 'invalid_reply'; message: string } | undefined {
+export function replyProblem(
+  json: string,
+  what: 'reply' | 'message' = 'reply',
+): { code: 'reply_too_large' | 'invalid_reply'; message: string } | undefined {
   const bytes = Buffer.byteLength(json);
   if (bytes > LIMITS.maxBodyBytes) {
     return {
       code: 'reply_too_large',
-      message: `the reply is ${bytes} bytes; the most a message body may be is ${LIMITS.maxBodyBytes} bytes (1 MiB)`,
+      message: `the ${what} is ${bytes} bytes; the most a message body may be is ${LIMITS.maxBodyBytes} bytes (1 MiB)`,
     };
   }
   if (jsonDepth(json, LIMITS.maxJsonDepth) > LIMITS.maxJsonDepth) {
-    return { code: 'invalid_reply', message: `the reply is nested deeper than ${LIMITS.maxJsonDepth} levels` };
+    return { code: 'invalid_reply', message: `the ${what} is nested deeper than ${LIMITS.maxJsonDepth} levels` };
   }
   return undefined;
 }

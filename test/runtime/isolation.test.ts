@@ -80,9 +80,10 @@ describe('the handler cannot corrupt the runtime', () => {
     assert.deepEqual(logs[1]![0].fields, { value: 'not an object' });
   });
 
-  it('a string or object reply over 1 MiB is answered with reply_too_large; ctx.reply refuses one', async (t) => {
+  it('a string or object reply over 1 MiB is answered with reply_too_large; ctx.reply and ctx.send refuse one', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     let replyError: unknown;
+    let sendError: unknown;
     const agent = await startAgent(t, relay, async (msg, ctx) => {
       const kind = (msg.body as { kind: string }).kind;
       if (kind === 'string') return 'x'.repeat(LIMITS.maxBodyBytes + 1);
@@ -91,6 +92,11 @@ describe('the handler cannot corrupt the runtime', () => {
         await ctx.reply({ data: 'z'.repeat(LIMITS.maxBodyBytes) });
       } catch (err) {
         replyError = err;
+      }
+      try {
+        await ctx.send(msg.sender_key, { data: 'z'.repeat(LIMITS.maxBodyBytes) });
+      } catch (err) {
+        sendError = err;
       }
       return 'after';
     });
@@ -109,6 +115,9 @@ describe('the handler cannot corrupt the runtime', () => {
       assert.equal(body.error.code, 'reply_too_large');
     }
     assert.equal((replyError as { code?: string }).code, 'reply_too_large');
+    assert.match((replyError as Error).message, /^the reply is \d+ bytes/);
+    assert.equal((sendError as { code?: string }).code, 'reply_too_large');
+    assert.match((sendError as Error).message, /^the message is \d+ bytes/, 'ctx.send sends a message, not a reply');
     assert.deepEqual(peer.replyTo(r.message_id)[0]!.body, { text: 'after' });
   });
 

@@ -114,6 +114,16 @@ describe('Agent', () => {
     });
   });
 
+  it('send() refuses a body over 1 MiB before sending: payload_too_large, worded for a message', async (t) => {
+    const relay = await startRelay(t);
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key') });
+    await assert.rejects(agent.send(Keypair.generate().publicKey, { s: 'x'.repeat(1_100_000) }), (err: Error) => {
+      assert.equal((err as { code?: string }).code, 'payload_too_large');
+      assert.match(err.message, /^the message is 1100008 bytes; the most a message body may be is \d+ bytes/);
+      return true;
+    });
+  });
+
   it('messages() yields each message once, across restarts; breaking out leaves the current one', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const keyFile = join(tempDir(t), 'inbox.key');
