@@ -40,7 +40,10 @@ export class RunnerMonitor {
     'mrp_runner_reconnects_total',
     'Connections re-established after a drop',
   );
-  readonly #disconnects = this.registry.counter('mrp_runner_disconnects_total', 'Connections lost (or polls failed)');
+  readonly #disconnects = this.registry.counter(
+    'mrp_runner_disconnects_total',
+    'Connections to the relay lost (polling: failures after polls worked); failed reconnect attempts are not counted',
+  );
   readonly #duplicates = this.registry.counter(
     'mrp_runner_duplicates_suppressed_total',
     'Messages offered again and not handled twice, by reason',
@@ -103,9 +106,11 @@ export class RunnerMonitor {
       this.#connected = true;
       if (reconnected) this.#reconnects.inc();
     });
+    // A connection lost, not every failed attempt to get one back: a source reports each refused
+    // reconnect as `disconnected` too, while it was not connected.
     runtime.on('disconnected', () => {
+      if (this.#connected) this.#disconnects.inc();
       this.#connected = false;
-      this.#disconnects.inc();
     });
     runtime.on('handled', (h) => {
       this.#messages.inc({ outcome: h.outcome });

@@ -85,7 +85,7 @@ describe('mrp run --health-port', () => {
     assert.equal(sampleValue(families, 'mrp_runner_messages_total', { outcome: 'replied' }), 1);
     assert.equal(sampleValue(families, 'mrp_runner_handler_duration_seconds_count', { outcome: 'replied' }), 1);
     assert.equal(sampleValue(families, 'mrp_runner_reconnects_total'), 1);
-    assert.ok(sampleValue(families, 'mrp_runner_disconnects_total')! >= 1);
+    assert.equal(sampleValue(families, 'mrp_runner_disconnects_total'), 1, 'one connection lost');
     assert.equal(sampleValue(families, 'mrp_runner_queue_depth'), 0);
     assert.equal(sampleValue(families, 'mrp_runner_connected'), 1);
     for (const name of [
@@ -147,6 +147,33 @@ describe('mrp run --health-port', () => {
     });
     await peer.waitForReplies(1);
     await agent.runtime.stop();
+  });
+
+  it('disconnects_total counts connections lost, not the failed reconnect attempts of one outage', async (t) => {
+    const first = await startRelay(t);
+    const port = first.relay.port;
+    const agent = await startAgent(t, first, () => 'ok', {
+      session: { backoff: { firstMinMs: 5, firstMaxMs: 10, maxMs: 20 } },
+    });
+    const monitor = new RunnerMonitor();
+    monitor.attach(agent.runtime, join(agent.journalDir, 'journal.jsonl'));
+    agent.runtime.start();
+    await connected(agent.runtime);
+    let downs = 0;
+    const outage = new Promise<void>((resolve) =>
+      agent.runtime.on('disconnected', () => {
+        if (++downs === 3) resolve();
+      }),
+    );
+    await first.relay.close();
+    await outage; // the connection lost, then 2 attempts refused
+    const back = agent.runtime.next('connected');
+    await startRelay(t, { dataDir: first.dataDir, port });
+    await back;
+    const families = parsePrometheus(monitor.registry.expose());
+    assert.equal(sampleValue(families, 'mrp_runner_disconnects_total'), 1);
+    assert.equal(sampleValue(families, 'mrp_runner_reconnects_total'), 1);
+    assert.equal(sampleValue(families, 'mrp_runner_connected'), 1);
   });
 
   it('counts 429 answers from the client trace, over HTTP and WebSocket', () => {
