@@ -136,25 +136,49 @@ describe('item 2: without a key, almost nothing', () => {
     assert.match(await req.status, /^HTTP\/1\.1 408/);
   });
 
-  it('concurrent body reads are capped by count and by bytes held: 503 with Retry-After; bad headers never get a body read', async (t) => {
+  it('concurrent body reads are capped by count and by bytes held: past them a request waits its turn, past the queue 503 with Retry-After; bad headers never get a body read', async (t) => {
     const clock = new ManualClock(Date.now());
-    const { url } = await startRelay(t, { clock, maxConcurrentBodies: 2, maxBodyBufferBytes: 2.5 * MiB });
-    const before = clock.pending;
-    const held = [await stalledPost(url, newAgent(), MiB, 10), await stalledPost(url, newAgent(), MiB, 10)];
-    t.after(() => {
-      for (const h of held) h.destroy();
+    const { url } = await startRelay(t, {
+      clock,
+      maxConcurrentBodies: 2,
+      maxConcurrentBodiesPerAddress: 2,
+      maxBodyBufferBytes: 2.5 * MiB,
     });
+    const before = clock.pending;
+    const open: Array<{ destroy(): void }> = [];
+    t.after(() => {
+      for (const h of open) h.destroy();
+    });
+    const stalled = async (declared: number): Promise<Awaited<ReturnType<typeof stalledPost>>> => {
+      const p = await stalledPost(url, newAgent(), declared, 10);
+      open.push(p);
+      return p;
+    };
+    const held = [await stalled(MiB), await stalled(MiB)];
     await until(() => clock.pending === before + 2, 'two body reads');
-    const third = await new Api(url).post(newAgent(), '/v1/messages', { recipient_key: newAgent().publicKey, body: 1 });
-    const err = expectError(third, 503, 'service_unavailable');
-    assert.equal(third.headers.get('retry-after'), '1');
-    assert.equal(err.details.reason, 'too_many_uploads');
+    // A third waits its turn: each waiter has one timer (its wait), a reader two at most.
+    const third = new Api(url).post(newAgent(), '/v1/messages', { recipient_key: newAgent().publicKey, body: 1 });
+    await until(() => clock.pending === before + 3, 'the third waiting');
+    // The queue from one address is 4 × its cap (8): seven more wait, the next is refused at once.
+    for (let i = 0; i < 7; i++) await stalled(10);
+    await until(() => clock.pending === before + 10, 'eight waiting');
+    const refused = await stalled(10);
+    assert.match(await refused.status, /^HTTP\/1\.1 503/);
+    // A place frees up: the first waiter is read and stored.
     held[0]!.destroy();
-    await until(() => clock.pending === before + 1, 'one read released');
-    // Bytes: 1 MiB is still held, so a declared 2 MiB body would pass 2.5 MiB held: 503.
-    const overBytes = await stalledPost(url, newAgent(), 2 * MiB, 10);
-    t.after(() => overBytes.destroy());
-    assert.match(await overBytes.status, /^HTTP\/1\.1 503/);
+    assert.equal((await third).status, 201);
+    // Bytes: with 1 MiB still held, a declared 2 MiB body would pass 2.5 MiB held: it waits.
+    for (const h of open.slice(2)) h.destroy();
+    await until(() => clock.pending === before + 1, 'only the second held body left');
+    const big = await stalled(2 * MiB);
+    await until(() => clock.pending === before + 2, 'the big one waiting');
+    // The held one's rate window ends first (10 bytes in 2 s: 408); the big one is read in its
+    // place, so 2 s later it is cut the same way (408), long before its wait would end (503, 10 s).
+    clock.advance(2001);
+    assert.match(await held[1]!.status, /^HTTP\/1\.1 408/);
+    await until(() => clock.pending === before + 1, 'the big one read');
+    clock.advance(2001);
+    assert.match(await big.status, /^HTTP\/1\.1 408/);
     // Headers that cannot be right are refused before any body byte is read.
     const u = new URL(url);
     const s = connect(Number(u.port), u.hostname);
