@@ -67,6 +67,11 @@ export interface RelayOptions {
    * (default 128 MiB): past it, the connection holding the most is cut (`unsent-responses.ts`).
    */
   maxUnsentResponseBytes?: number;
+  /**
+   * Bytes of unread HTTP answers one client address may hold (default 32 MiB): past it, its
+   * next requests get 503 before they are handled. Raise it behind a reverse proxy.
+   */
+  maxUnsentResponseBytesPerAddress?: number;
   /** An HTTP answer its client has stopped reading (no progress for this long) is cut (default 30 s). */
   responseStallTimeoutMs?: number;
   authTimeoutMs?: number;
@@ -164,6 +169,7 @@ export const RELAY_DEFAULTS = {
   maxOutboundBytes: 256 * 1024 * 1024,
   partialFrameTimeoutMs: 30_000,
   maxUnsentResponseBytes: 128 * 1024 * 1024,
+  maxUnsentResponseBytesPerAddress: 32 * 1024 * 1024,
   responseStallTimeoutMs: 30_000,
   authTimeoutMs: TIMING.wsAuthTimeoutMs,
   heartbeatIntervalMs: TIMING.heartbeatIntervalMs,
@@ -228,6 +234,7 @@ const POSITIVE = [
   'maxOutboundBytes',
   'partialFrameTimeoutMs',
   'maxUnsentResponseBytes',
+  'maxUnsentResponseBytesPerAddress',
   'responseStallTimeoutMs',
   'authTimeoutMs',
   'heartbeatIntervalMs',

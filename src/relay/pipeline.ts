@@ -120,6 +120,14 @@ export function createPipeline(deps: PipelineDeps): Handle {
         headers['Connection'] = 'close';
         throw new ApiError('service_unavailable', 'the relay is shutting down');
       }
+      // Health checks stay answered (a small answer; a load balancer behind one address with a
+      // client that does not read must not mark the relay down).
+      if (!path.startsWith(PATHS.health) && deps.unsent.full(req.socket.remoteAddress)) {
+        throw new ApiError('service_unavailable', 'answers sent to your address wait unread; read them first', {
+          details: { reason: 'unread_answers', retry_after: 1 },
+          headers: { 'Retry-After': '1' },
+        });
+      }
       let segments: string[];
       try {
         segments = path.split('/').map((s, i) => (i === 0 ? s : decodeURIComponent(s)));

@@ -194,6 +194,7 @@ export function createRelay(options: RelayOptions): Relay {
   const router = new Router(relayRoutes(o.routes, { maxBlobBytes: o.maxBlobBytes }));
   const unsent = new UnsentResponses({
     maxBytes: o.maxUnsentResponseBytes,
+    maxBytesPerAddress: o.maxUnsentResponseBytesPerAddress,
     stallTimeoutMs: o.responseStallTimeoutMs,
     clock,
     logger,

@@ -12,12 +12,18 @@
  *   cut. Progress is less waiting than at the last look, or a `drain` (a streamed answer, written
  *   with backpressure, drains each time the client reads). A slow reader keeps its answer; one
  *   that stopped reading loses its connection, and with it the open blob or buffer it held.
+ * - A per-address share (`maxUnsentResponseBytesPerAddress`): a client address (`addressKey`)
+ *   whose unread answers already hold that much gets `503` for its next requests before any is
+ *   built (`full`), so a client that asks and never reads stops costing the work and garbage of
+ *   building pages too. Behind a reverse proxy every client has the proxy's address: raise it.
  */
 import type { ServerResponse } from 'node:http';
 import type { Clock, Timer } from '../core/clock.js';
+import { addressKey } from './address.js';
 import type { Logger } from './log.js';
 
 interface Held {
+  address: string;
   /** What it counts against the budget: what waited when it was written, lowered at each look as it drains. */
   bytes: number;
   /** What was waiting at the last look. */
@@ -28,6 +34,7 @@ interface Held {
 
 export interface UnsentResponsesOptions {
   maxBytes: number;
+  maxBytesPerAddress: number;
   stallTimeoutMs: number;
   clock: Clock;
   logger: Logger;
@@ -36,6 +43,7 @@ export interface UnsentResponsesOptions {
 export class UnsentResponses {
   readonly #o: UnsentResponsesOptions;
   readonly #held = new Map<ServerResponse, Held>();
+  readonly #byAddress = new Map<string, number>();
   #total = 0;
   #timer: Timer | undefined;
 
@@ -53,6 +61,19 @@ export class UnsentResponses {
     return this.#held.size;
   }
 
+  /** True when the client at `remote` (a socket's remote address) already holds its share: its next requests are refused. */
+  full(remote: string | undefined): boolean {
+    if (this.#byAddress.size === 0) return false;
+    return (this.#byAddress.get(addressKey(remote)) ?? 0) >= this.#o.maxBytesPerAddress;
+  }
+
+  #count(held: Held, bytes: number): void {
+    this.#total += bytes;
+    const left = (this.#byAddress.get(held.address) ?? 0) + bytes;
+    if (left > 0) this.#byAddress.set(held.address, left);
+    else this.#byAddress.delete(held.address);
+  }
+
   /**
    * Watches `res` from now until it is finished or closed: call it once its answer is written
    * (or, for a streamed answer, as the stream starts). An answer already finished costs nothing.
@@ -61,6 +82,7 @@ export class UnsentResponses {
     if (res.writableFinished || res.destroyed || this.#held.has(res)) return;
     const waiting = res.writableLength;
     const held: Held = {
+      address: addressKey(res.req?.socket?.remoteAddress),
       bytes: waiting,
       left: waiting,
       progressAt: this.#o.clock.now(),
@@ -68,7 +90,7 @@ export class UnsentResponses {
         res.off('finish', held.done);
         res.off('close', held.done);
         res.off('drain', onDrain);
-        if (this.#held.delete(res)) this.#total -= held.bytes;
+        if (this.#held.delete(res)) this.#count(held, -held.bytes);
         if (this.#held.size === 0) this.#stopTimer();
       },
     };
@@ -79,7 +101,7 @@ export class UnsentResponses {
     res.on('close', held.done);
     res.on('drain', onDrain);
     this.#held.set(res, held);
-    this.#total += held.bytes;
+    this.#count(held, held.bytes);
     this.#startTimer();
     while (this.#total > this.#o.maxBytes) {
       let largest: [ServerResponse, Held] | undefined;
@@ -122,7 +144,7 @@ export class UnsentResponses {
       held.left = waiting;
       // A reader's answer counts for what still waits, not for what it was.
       if (waiting < held.bytes) {
-        this.#total -= held.bytes - waiting;
+        this.#count(held, waiting - held.bytes);
         held.bytes = waiting;
       }
       if (now - held.progressAt >= this.#o.stallTimeoutMs) this.#cut(res, held, 'http_response_stalled');

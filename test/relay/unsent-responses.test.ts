@@ -105,6 +105,24 @@ describe('HTTP answers nobody reads', () => {
     second.socket.destroy();
   });
 
+  it('an address whose unread answers hold its share gets 503 before its next request is handled; reading frees it', async (t) => {
+    const { r, kp } = await relayWithBigThread(t, { maxUnsentResponseBytesPerAddress: 4 * 1024 * 1024 });
+    const unread = await unreadGet(r.url, kp, Date.now());
+    await until(() => r.relay.unsentResponseBytes > 4 * 1024 * 1024, 'the answer to be written');
+    const refused = await signed(r.url, kp, 'GET', `/v1/messages/threads/${THREAD}?limit=100`);
+    assert.equal(refused.status, 503);
+    assert.equal(refused.body.error.code, 'service_unavailable');
+    assert.equal(refused.body.error.details.reason, 'unread_answers');
+    assert.equal(refused.headers.get('retry-after'), '1');
+    assert.equal((await fetch(`${r.url}/v1/health`)).status, 200, 'health checks stay answered');
+    unread.read();
+    await until(() => r.relay.unsentResponseBytes === 0, 'the answer to be read');
+    const page = await signed(r.url, kp, 'GET', `/v1/messages/threads/${THREAD}?limit=100`);
+    assert.equal(page.status, 200);
+    assert.equal(page.body.messages.length, MESSAGES);
+    unread.socket.destroy();
+  });
+
   it('an answer whose client stopped reading is cut after responseStallTimeoutMs; a reader keeps its own', async (t) => {
     const clock = new ManualClock(Date.now());
     const { r, kp } = await relayWithBigThread(t, { clock, responseStallTimeoutMs: 30_000 }, clock);
