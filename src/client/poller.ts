@@ -14,7 +14,7 @@ import { sleep } from '../core/async.js';
 import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { type MrpError, RelayError, toMrpError } from '../core/errors.js';
+import { MrpError, RelayError, toMrpError } from '../core/errors.js';
 import { LIMITS, TIMING } from '../protocol/constants.js';
 import type { RejectedMessage } from '../protocol/inbound.js';
 import { formatTimestamp } from '../protocol/signing.js';
@@ -99,6 +99,19 @@ export const POLLER_DEFAULTS = {
   limit: LIMITS.pollLimitMax,
   maxAuthFailures: 5,
 } as const;
+
+/**
+ * The warning a source that catches up with polls (WebSocket overflow, webhook mode) emits for a
+ * failed poll the poller will retry: the poller's `retry` event, said as the source's.
+ */
+export function catchUpRetryWarning({ error, delayMs }: { error: MrpError; delayMs: number }): MrpError {
+  return new MrpError(
+    error.kind,
+    error.code,
+    `catching up on messages waiting on the relay (a poll) failed: ${error.message}; again in ${Math.ceil(delayMs / 1000)} s`,
+    { cause: error },
+  );
+}
 
 export class Poller extends TypedEmitter<PollerEvents> {
   readonly #client: RelayClient;

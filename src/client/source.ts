@@ -13,12 +13,12 @@
 import { sleep } from '../core/async.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { MrpError, OutcomeUnknownError, toMrpError } from '../core/errors.js';
+import { type MrpError, OutcomeUnknownError, toMrpError } from '../core/errors.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { RejectedMessage } from '../protocol/inbound.js';
 import type { Message, SendResponse } from '../protocol/types.js';
 import type { PollPage, RelayClient } from './http.js';
-import { Poller, type PollerOptions, type TakeLog } from './poller.js';
+import { catchUpRetryWarning, Poller, type PollerOptions, type TakeLog } from './poller.js';
 import { Session, type SessionOptions, type SessionStatus } from './session.js';
 
 /** A poll that was in flight when the previous run died: when it was sent (local clock) and its wait. */
@@ -238,17 +238,7 @@ export class WebSocketSource extends BaseSource implements MessageSource {
         ),
       ...(takes ? { takes } : {}),
     });
-    this.#poller.on('retry', ({ error, delayMs }) =>
-      this.emit(
-        'warning',
-        new MrpError(
-          error.kind,
-          error.code,
-          `catching up on messages left on the relay (a poll) failed: ${error.message}; again in ${Math.ceil(delayMs / 1000)} s`,
-          { cause: error },
-        ),
-      ),
-    );
+    this.#poller.on('retry', (retry) => this.emit('warning', catchUpRetryWarning(retry)));
     this.#poller.on('warning', (e) => this.emit('warning', e));
     this.session.on('status', (s) => this.#onSessionStatus(s));
     this.session.on('ready', ({ reconnected }) => {

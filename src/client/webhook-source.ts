@@ -46,7 +46,7 @@ import {
   WEBHOOK_TIMESTAMP_TOLERANCE_MS,
 } from '../protocol/webhook.js';
 import type { PollPage, RelayClient } from './http.js';
-import { Poller, type TakeLog } from './poller.js';
+import { catchUpRetryWarning, Poller, type TakeLog } from './poller.js';
 import {
   BaseSource,
   type Batch,
@@ -263,17 +263,7 @@ export class WebhookSource extends BaseSource implements MessageSource {
       deliver: (page) => this.#deliverTaken(page),
       ...(options.takes ? { takes: options.takes } : {}),
     });
-    this.#poller.on('retry', ({ error, delayMs }) =>
-      this.emit(
-        'warning',
-        new MrpError(
-          error.kind,
-          error.code,
-          `catching up on waiting messages (a poll) failed: ${error.message}; again in ${Math.ceil(delayMs / 1000)} s`,
-          { cause: error },
-        ),
-      ),
-    );
+    this.#poller.on('retry', (retry) => this.emit('warning', catchUpRetryWarning(retry)));
     this.#poller.on('warning', (e) => this.emit('warning', e));
     this.#poller.on('fatal', (e) => {
       this.setStatus('stopped');

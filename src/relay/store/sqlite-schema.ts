@@ -249,73 +249,66 @@ export function rowsToRead(limit: number): number {
 }
 
 /**
- * A page (history, thread, inbox) read row by row, for both stores: at most `limit` messages, and
- * none past `maxBytes` of bodies once one is in; damaged rows are passed over. `add` says whether
- * to read on.
+ * A page read row by row, for both stores: at most `limit` items, and none past `maxBytes` (each
+ * row weighed by `weigh`) once one is in; a row `convert` cannot read is passed over. `add` says
+ * whether to read on.
  */
-export class PageReader {
-  readonly messages: MessageRecord[] = [];
+class BoundedPage<R, T> {
+  readonly items: T[] = [];
   hasMore = false;
   #bytes = 0;
+  readonly #weigh: (row: R) => number;
+  readonly #convert: (row: R) => T | undefined;
 
   constructor(
     readonly limit: number,
     readonly maxBytes: number,
-  ) {}
+    weigh: (row: R) => number,
+    convert: (row: R) => T | undefined,
+  ) {
+    this.#weigh = weigh;
+    this.#convert = convert;
+  }
 
-  add(row: MessageRow): boolean {
-    if (
-      this.messages.length >= this.limit ||
-      (this.messages.length > 0 && this.#bytes + row.body.length > this.maxBytes)
-    ) {
+  add(row: R): boolean {
+    const bytes = this.#weigh(row);
+    if (this.items.length >= this.limit || (this.items.length > 0 && this.#bytes + bytes > this.maxBytes)) {
       this.hasMore = true;
       return false;
     }
-    const record = tryMessage(row);
-    if (record) {
-      this.messages.push(record);
-      this.#bytes += row.body.length;
+    const item = this.#convert(row);
+    if (item !== undefined) {
+      this.items.push(item);
+      this.#bytes += bytes;
     }
     return true;
+  }
+}
+
+/** A page of messages (history, thread, inbox), bounded by the bytes of its bodies; damaged rows are passed over. */
+export class PageReader extends BoundedPage<MessageRow, MessageRecord> {
+  constructor(limit: number, maxBytes: number) {
+    super(limit, maxBytes, (row) => row.body.length, tryMessage);
   }
 
   get result(): MessagePageRecords {
-    return { messages: this.messages, hasMore: this.hasMore };
+    return { messages: this.items, hasMore: this.hasMore };
   }
 }
 
-/** What an agent row weighs in a discover page: its capabilities and display name as stored. */
-function agentRowBytes(row: AgentRow): number {
-  return row.capabilities.length + (row.display_name?.length ?? 0) + row.public_key.length;
-}
-
-/**
- * A discover page (`Store.discover`) read row by row, for both stores: at most `limit` agents, and
- * none past `maxBytes` once one is in. `add` says whether to read on.
- */
-export class AgentPageReader {
-  readonly agents: AgentRecord[] = [];
-  hasMore = false;
-  #bytes = 0;
-
-  constructor(
-    readonly limit: number,
-    readonly maxBytes: number,
-  ) {}
-
-  add(row: AgentRow): boolean {
-    const bytes = agentRowBytes(row);
-    if (this.agents.length >= this.limit || (this.agents.length > 0 && this.#bytes + bytes > this.maxBytes)) {
-      this.hasMore = true;
-      return false;
-    }
-    this.agents.push(agentFromRow(row));
-    this.#bytes += bytes;
-    return true;
+/** A discover page (`Store.discover`), bounded by what its rows weigh: capabilities and display name as stored. */
+export class AgentPageReader extends BoundedPage<AgentRow, AgentRecord> {
+  constructor(limit: number, maxBytes: number) {
+    super(
+      limit,
+      maxBytes,
+      (row) => row.capabilities.length + (row.display_name?.length ?? 0) + row.public_key.length,
+      agentFromRow,
+    );
   }
 
   get result(): AgentPage {
-    return { agents: this.agents, hasMore: this.hasMore };
+    return { agents: this.items, hasMore: this.hasMore };
   }
 }
 
