@@ -72,10 +72,12 @@ function blobPath(id: string): string {
     id === '.' ||
     id === '..' ||
     id.length > MAX_ID_LENGTH ||
-    /[\u0000-\u001f\u007f-\u009f]/.test(id)
+    /[\u0000-\u001f\u007f-\u009f]/.test(id) ||
+    // A lone surrogate cannot be percent-encoded (encodeURIComponent would throw a URIError).
+    /\p{Surrogate}/u.test(id)
   ) {
     throw new UsageError(
-      `${JSON.stringify(String(id).slice(0, 40))} cannot be a blob id (it must be 1-${MAX_ID_LENGTH} characters, no control characters); give the id mrp blob upload printed`,
+      `${JSON.stringify(String(id).slice(0, 40))} cannot be a blob id (it must be 1-${MAX_ID_LENGTH} characters of well-formed text, no control characters); give the id mrp blob upload printed`,
       { code: 'invalid_argument' },
     );
   }

@@ -240,6 +240,9 @@ export class WebSocketSource extends BaseSource implements MessageSource {
     });
     this.#poller.on('retry', (retry) => this.emit('warning', catchUpRetryWarning(retry)));
     this.#poller.on('warning', (e) => this.emit('warning', e));
+    // A catch-up that gave up (the relay refused the key again and again) ends the source, as in
+    // poll and webhook mode: what it did not fetch stays on the relay.
+    this.#poller.on('fatal', (e) => this.emit('fatal', e));
     this.session.on('status', (s) => this.#onSessionStatus(s));
     this.session.on('ready', ({ reconnected }) => {
       // A new connection brings the whole backlog again, overflow included.

@@ -399,6 +399,8 @@ export class WebhookSource extends BaseSource implements MessageSource {
 
   /** Waits `ms` (or until `wake` nudges); false once stopping. */
   async #pause(ms: number): Promise<boolean> {
+    // Declined while the catch-up ran (a `wake` then found no pause to cut short): go again now.
+    if (this.#declined && this.consumer?.hasRoom()) return !this.#stop.signal.aborted;
     const nudge = new AbortController();
     this.#nudge = nudge;
     try {

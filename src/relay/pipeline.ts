@@ -273,18 +273,17 @@ function write(
 ): Promise<void> | void {
   switch (reply.kind) {
     case 'json':
-      writeJson(res, reply.status, reply.body, { ...headers, ...reply.headers }, head);
-      return unsent.watch(res);
+      return writeJson(res, reply.status, reply.body, { ...headers, ...reply.headers }, head, unsent);
     case 'text':
-      writeText(
+      return writeText(
         res,
         reply.status,
         reply.text,
         reply.contentType ?? 'text/plain; charset=utf-8',
         { ...headers, ...reply.headers },
         head,
+        unsent,
       );
-      return unsent.watch(res);
     case 'bytes':
       unsent.watch(res);
       return writeBytes(res, reply, { ...headers, ...reply.headers }, head);

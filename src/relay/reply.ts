@@ -17,14 +17,56 @@ function framing(res: ServerResponse, headers: Record<string, string>): Record<s
   return res.req && !res.req.complete ? { ...headers, Connection: 'close' } : headers;
 }
 
-/** Writes a JSON answer (or an empty one for 204/HEAD); a string body is sent as it is. */
+/** Answers longer than this (in UTF-16 units) are written in pieces of this many bytes, each when the socket has room. */
+const PIECE = 64 * 1024;
+
+/** Who watches answers until their client has read them (`unsent-responses.ts`). */
+export interface AnswerWatch {
+  watch(res: ServerResponse, pending?: number): (left: number) => void;
+}
+
+/**
+ * Sends `text` as the body and ends the answer. A short one in one write; a long one piece by
+ * piece with backpressure, so the kernel's progress is visible (a `drain` per piece read) and the
+ * process never queues more than a piece ahead of the client. `watch` is told what is left.
+ */
+function sendText(res: ServerResponse, text: string, head: boolean, watch?: AnswerWatch): void | Promise<void> {
+  if (head) {
+    res.end();
+    return;
+  }
+  if (text.length <= PIECE) {
+    res.end(text);
+    watch?.watch(res, 0);
+    return;
+  }
+  const bytes = Buffer.from(text);
+  const left = watch?.watch(res, bytes.length);
+  return (async () => {
+    for (let at = 0; at < bytes.length; ) {
+      if (res.destroyed) return;
+      const end = Math.min(at + PIECE, bytes.length);
+      const room = res.write(bytes.subarray(at, end));
+      at = end;
+      left?.(bytes.length - at);
+      if (!room && at < bytes.length) await drained(res);
+    }
+    if (!res.destroyed) res.end();
+  })();
+}
+
+/**
+ * Writes a JSON answer (or an empty one for 204/HEAD); a string body is sent as it is. Resolves
+ * once a long answer is written (handed to the socket).
+ */
 export function writeJson(
   res: ServerResponse,
   status: number,
   body: unknown,
   headers: Record<string, string>,
   head = false,
-): void {
+  watch?: AnswerWatch,
+): void | Promise<void> {
   if (res.headersSent || res.destroyed) return;
   headers = framing(res, headers);
   if (status === 204 || body === undefined) {
@@ -38,7 +80,7 @@ export function writeJson(
     'Content-Type': 'application/json; charset=utf-8',
     'Content-Length': String(Buffer.byteLength(text)),
   });
-  res.end(head ? undefined : text);
+  return sendText(res, text, head, watch);
 }
 
 export function writeText(
@@ -48,14 +90,15 @@ export function writeText(
   contentType: string,
   headers: Record<string, string>,
   head = false,
-): void {
+  watch?: AnswerWatch,
+): void | Promise<void> {
   if (res.headersSent || res.destroyed) return;
   res.writeHead(status, {
     ...framing(res, headers),
     'Content-Type': contentType,
     'Content-Length': String(Buffer.byteLength(text)),
   });
-  res.end(head ? undefined : text);
+  return sendText(res, text, head, watch);
 }
 
 /** Streams `reply.body`; resolves when it is all written, the client left, or the source failed (logged by the caller). */

@@ -287,10 +287,10 @@ export function createRelay(options: RelayOptions): Relay {
       const { status, text } = clientErrorResponse(err.code, id);
       if (logger.enabled('info')) logger.info('client_error', { status, code: err.code, request_id: id });
       socket.end(text);
-      // A peer that never closes its side does not keep the socket.
-      (socket as { setTimeout?: (ms: number, cb: () => void) => void }).setTimeout?.(CLIENT_ERROR_LINGER_MS, () =>
-        socket.destroy(),
-      );
+      // A peer that never closes its side does not keep the socket: an absolute deadline (an idle
+      // timeout would be reset by every byte a slowloris trickles in, each one a new parse error).
+      const linger = setTimeout(() => socket.destroy(), CLIENT_ERROR_LINGER_MS).unref();
+      socket.once('close', () => clearTimeout(linger));
     } catch {
       socket.destroy();
     }

@@ -9,8 +9,10 @@
  *   finished (handed to the kernel) or its connection closes. Past the budget, the connection
  *   holding the most is cut until the total fits.
  * - A stall limit (`responseStallTimeoutMs`): an answer that makes no progress for that long is
- *   cut. Progress is less waiting than at the last look, or a `drain` (a streamed answer, written
- *   with backpressure, drains each time the client reads). A slow reader keeps its answer; one
+ *   cut. Progress is less waiting than at the last look, or a `drain`. One large `write` would show
+ *   neither until the kernel took its last byte (a slow reader of an 8 MiB page would look stalled
+ *   for minutes), so large answers are written in pieces with backpressure (`reply.ts`), like
+ *   streamed ones: each piece the client reads is a `drain`. A slow reader keeps its answer; one
  *   that stopped reading loses its connection, and with it the open blob or buffer it held.
  * - A per-address share (`maxUnsentResponseBytesPerAddress`): a client address (`addressKey`)
  *   whose unread answers already hold that much gets `503` for its next requests before any is
@@ -24,6 +26,8 @@ import type { Logger } from './log.js';
 
 interface Held {
   address: string;
+  /** Bytes of the answer not yet handed to node (a large answer goes out piece by piece). */
+  extra: number;
   /** What it counts against the budget: what waited when it was written, lowered at each look as it drains. */
   bytes: number;
   /** What was waiting at the last look. */
@@ -39,6 +43,8 @@ export interface UnsentResponsesOptions {
   clock: Clock;
   logger: Logger;
 }
+
+const NOTHING = (): void => {};
 
 export class UnsentResponses {
   readonly #o: UnsentResponsesOptions;
@@ -75,14 +81,18 @@ export class UnsentResponses {
   }
 
   /**
-   * Watches `res` from now until it is finished or closed: call it once its answer is written
-   * (or, for a streamed answer, as the stream starts). An answer already finished costs nothing.
+   * Watches `res` from now until it is finished or closed. `pending`: bytes of the answer still to
+   * be written (a large answer is written piece by piece: the returned function is told what is
+   * left after each piece); once an answer is written whole, 0, and nothing waiting then costs
+   * nothing. Without `pending` (a streamed answer, as it starts) it is watched whatever waits.
    */
-  watch(res: ServerResponse): void {
-    if (res.writableFinished || res.destroyed || this.#held.has(res)) return;
-    const waiting = res.writableLength;
+  watch(res: ServerResponse, pending?: number): (left: number) => void {
+    if (res.writableFinished || res.destroyed || this.#held.has(res)) return NOTHING;
+    if (pending === 0 && res.writableLength === 0) return NOTHING;
+    const waiting = (pending ?? 0) + res.writableLength;
     const held: Held = {
       address: addressKey(res.req?.socket?.remoteAddress),
+      extra: pending ?? 0,
       bytes: waiting,
       left: waiting,
       progressAt: this.#o.clock.now(),
@@ -109,6 +119,9 @@ export class UnsentResponses {
       if (!largest) break;
       this.#cut(largest[0], largest[1], 'http_outbound_budget');
     }
+    return (left) => {
+      held.extra = left;
+    };
   }
 
   #cut(res: ServerResponse, held: Held, why: string): void {
@@ -116,7 +129,7 @@ export class UnsentResponses {
       remote: res.req?.socket?.remoteAddress,
       path: res.req?.url?.split('?')[0],
       bytes: held.bytes,
-      waiting: res.writableLength,
+      waiting: held.extra + res.writableLength,
       total: this.#total,
     });
     held.done();
@@ -138,7 +151,7 @@ export class UnsentResponses {
   #look(): void {
     const now = this.#o.clock.now();
     for (const [res, held] of this.#held) {
-      const waiting = res.writableLength;
+      const waiting = held.extra + res.writableLength;
       // Nothing waiting means nothing waits on the client (a streamed answer's source may be slow).
       if (waiting === 0 || waiting < held.left) held.progressAt = now;
       held.left = waiting;

@@ -483,19 +483,11 @@ export class Agent extends TypedEmitter<AgentEvents> {
     };
     let ended!: () => void;
     const finished = new Promise<void>((r) => (ended = r));
-    /** True while the loop's body holds a message (the generator is suspended at its `yield`). */
-    let atYield = false;
     this.#endMessages = async (graceMs) => {
       ending = true;
       poke();
-      // Called from the loop's own body (`await agent.stop()` inside `for await`): the loop cannot
-      // ask for the next message until this returns, so waiting for it would only wait out
-      // `graceMs`. Stop polling now; the loop ends when its body does (the message it holds is
-      // marked done then, as always, and the journal closed).
-      if (atYield) {
-        await source.stopIntake();
-        return;
-      }
+      // Nothing new is fetched while the loop's body finishes its message.
+      void source.stopIntake().catch(() => undefined);
       let timer: ReturnType<Clock['setTimeout']> | undefined;
       const late = new Promise<void>((r) => (timer = this.#clock.setTimeout(r, graceMs)));
       await Promise.race([finished, late]);
@@ -558,9 +550,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
           continue;
         }
         if (opened.encrypted) this.#encrypted.add(opened.message);
-        atYield = true;
         yield opened.message;
-        atYield = false;
       }
     } finally {
       this.#endMessages = undefined;

@@ -438,6 +438,31 @@ describe("errors of Node's HTTP parser get the §6 envelope too", { skip: PAIRED
     });
   }
 
+  it('a peer that keeps trickling bytes after its parse error does not keep the socket (closed within the 5 s linger)', async (t) => {
+    const { url } = await startRelay(t);
+    const u = new URL(url);
+    // allowHalfOpen: the peer never closes its side and keeps writing, one byte every 300 ms.
+    const s = connect({ port: Number(u.port), host: u.hostname, allowHalfOpen: true });
+    t.after(() => s.destroy());
+    s.on('error', () => {});
+    const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+    await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+    s.resume();
+    s.write('GARBAGE\r\n\r\n');
+    const started = Date.now();
+    const trickle = setInterval(() => {
+      if (!s.destroyed && s.writable) s.write('x');
+    }, 300);
+    t.after(() => clearInterval(trickle));
+    const cut = await Promise.race([
+      closed.then(() => true),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 15_000).unref()),
+    ]);
+    clearInterval(trickle);
+    assert.ok(cut, 'the relay closed the socket');
+    assert.ok(Date.now() - started < 10_000, `closed after ${Date.now() - started} ms`);
+  });
+
   it('headers that do not arrive within headersTimeoutMs → 408 request_timeout', async (t) => {
     const { url } = await startRelay(t, { headersTimeoutMs: 200 });
     const answer = parseAnswer(await rawExchange(t, url, `GET /v1/health HTTP/1.1\r\nHost: x\r\n`));

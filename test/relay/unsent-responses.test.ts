@@ -21,11 +21,12 @@ async function relayWithBigThread(
   t: TestContext,
   options: Partial<RelayOptions>,
   clock?: ManualClock,
+  messages = MESSAGES,
 ): Promise<{ r: TestRelay; kp: Keypair }> {
   const r = await startRelay(t, { sendRatePerMinute: 0, requestRatePerMinute: 0, ...options });
   const kp = newAgent();
   const base = clock?.now() ?? Date.now();
-  for (let i = 0; i < MESSAGES; i++) {
+  for (let i = 0; i < messages; i++) {
     const res = await signed(
       r.url,
       kp,
@@ -105,6 +106,30 @@ describe('HTTP answers nobody reads', () => {
     second.socket.destroy();
   });
 
+  it('a slow reader keeps its answer past responseStallTimeoutMs: each piece it reads is progress (manual clock)', async (t) => {
+    const clock = new ManualClock(Date.now());
+    // Eight 1 MB bodies: about half of the page is still in the relay once the kernel's buffers are full.
+    const { r, kp } = await relayWithBigThread(t, { clock, responseStallTimeoutMs: 30_000 }, clock, 8);
+    const whole = 8 * BIG.length;
+    const slow = await unreadGet(r.url, kp, clock.now());
+    await until(() => r.relay.unsentResponseBytes > 1_000_000, 'the answer to start');
+    // Manual time in 10 s steps; between steps the client reads ~512 KiB (a slow link: ~50 KB/s).
+    for (let step = 0; step < 30 && slow.received() < whole; step++) {
+      // About 512 KiB, then paused again: what the relay still holds takes over a minute of manual time.
+      const had = slow.received();
+      slow.socket.resume();
+      await until(() => slow.received() >= had + 512 * 1024 || slow.received() > whole, 'a read');
+      slow.socket.pause();
+      await clock.advanceAsync(10_000);
+      assert.equal(slow.socket.destroyed, false, `cut after ${(step + 1) * 10} s of slow reading`);
+    }
+    assert.ok(!r.logs.some((e) => e.msg === 'http_response_stalled'), 'never taken for stalled');
+    slow.read();
+    await until(() => slow.received() > whole, 'the whole answer');
+    await until(() => r.relay.unsentResponseBytes === 0, 'the budget to be released');
+    slow.socket.destroy();
+  });
+
   it('an address whose unread answers hold its share gets 503 before its next request is handled; reading frees it', async (t) => {
     const { r, kp } = await relayWithBigThread(t, { maxUnsentResponseBytesPerAddress: 4 * 1024 * 1024 });
     const unread = await unreadGet(r.url, kp, Date.now());
@@ -133,7 +158,7 @@ describe('HTTP answers nobody reads', () => {
 
     // Within the limit, nothing is cut.
     await clock.advanceAsync(20_000);
-    assert.equal(r.relay.unsentResponseBytes, held);
+    assert.ok(!r.logs.some((e) => e.msg === 'http_response_stalled'));
     assert.equal(stalled.socket.destroyed, false);
 
     // A client that reads makes progress and keeps its connection past the limit.
