@@ -247,7 +247,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
   /** The journal directory, or undefined for a temporary one. */
   readonly #stateDir: string | undefined;
   #tempDir: string | undefined;
-  /** `stop()` was called while a `messages()` loop was still open: the loop removes the temporary journal as it ends. */
+  /** `stop()` returned while a `messages()` loop was still open: the loop removes the temporary journal as it ends. */
   #stopping = false;
   #contacts: { book: ContactBook; file: string } | undefined;
   #handler: Handler | undefined;
@@ -437,7 +437,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
     }
     // A temporary journal lives until `stop()`, not until the end of a loop: what a `messages()`
     // loop did not finish is yielded again by the next one in this process. A loop still open
-    // (stopped from its own body) removes it as it ends.
+    // (its body outlived `graceMs`) removes it as it ends.
     this.#stopping = true;
     if (this.#endMessages) await this.#endMessages(graceMs);
     if (!this.#busy) this.#dropTempDir();
