@@ -3,15 +3,7 @@
  * keys). Created exclusively; a lock left by a process that no longer runs is taken over.
  */
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+import { isAlive } from '../core/pid.js';
 
 /** Locks this process holds (a file naming our own pid is ours only if it is listed here). */
 const held = new Set<string>();

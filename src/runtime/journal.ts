@@ -31,6 +31,7 @@ import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, ConfigError, MrpError } from '../core/errors.js';
+import { isAlive } from '../core/pid.js';
 import { TAKE_ID_RE } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { Attachment, JsonValue, Message } from '../protocol/types.js';
@@ -209,15 +210,6 @@ export const JOURNAL_DEFAULTS = { minRetentionMs: 7 * DAY, maxDone: 2_000_000 } 
 function describeFsError(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   return e?.code ? `${e.code}: ${e.message}` : String((err as Error)?.message ?? err);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export class Journal extends TypedEmitter<JournalEvents> {

@@ -9,6 +9,7 @@
  * with the body text the relay holds: nothing here encodes a body again.
  */
 
+import { setMaxListeners } from 'node:events';
 import type { RelayClient } from '../client/http.js';
 import { sleep } from '../core/async.js';
 import { Backoff } from '../core/backoff.js';
@@ -80,6 +81,10 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
 
   constructor(options: OutboxOptions) {
     super();
+    // Every reply waiting out a retry listens on this one signal: hundreds under a rate limit or an
+    // outage. Not a leak (each wait removes its listener), so no MaxListenersExceededWarning, which
+    // Node would print into `--log-format json`'s stream on stderr.
+    setMaxListeners(0, this.#closing.signal);
     this.#send = options.send;
     this.#client = options.client;
     this.#clock = options.clock ?? systemClock;

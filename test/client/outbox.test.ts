@@ -39,6 +39,34 @@ async function inbox(
   return (await client.poll({ limit: 100 })).messages;
 }
 
+describe('Outbox: many replies waiting at once', () => {
+  it('40 replies waiting out a rate limit together print no MaxListenersExceededWarning (it would break the JSON log stream)', async (t) => {
+    const clock = new WatchedClock(T0);
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w.name);
+    process.on('warning', onWarning);
+    t.after(() => process.off('warning', onWarning));
+    let calls = 0;
+    const outbox = new Outbox({
+      send: async () => {
+        calls++;
+        throw new RelayError('rate_limit_exceeded', 'slow down', { status: 429, retryAfter: 30 });
+      },
+      client: idleClient(clock),
+      clock,
+    });
+    const sends = Array.from({ length: 40 }, (_, n) =>
+      outbox.send(plainSend({ recipient_key: Keypair.generate().publicKey, body: { n } })).catch((e: Error) => e),
+    );
+    while (calls < 40 || clock.delays.length < 40) await new Promise((r) => setImmediate(r));
+    // Warnings are emitted on the next tick.
+    await new Promise((r) => setImmediate(r));
+    outbox.close();
+    await Promise.all(sends);
+    assert.deepEqual(warnings, []);
+  });
+});
+
 describe('Outbox: rate limits', () => {
   it('waits for the relay’s window instead of failing, and each message arrives once', async (t) => {
     const clock = new WatchedClock(Date.now());
