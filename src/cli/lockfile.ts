@@ -3,7 +3,7 @@
  * keys). Created exclusively; a lock left by a process that no longer runs is taken over.
  */
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { isAlive } from '../core/pid.js';
+import { isAlive } from '../runtime/pid.js';
 
 /** Locks this process holds (a file naming our own pid is ours only if it is listed here). */
 const held = new Set<string>();

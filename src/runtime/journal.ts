@@ -31,12 +31,12 @@ import { Backoff, type BackoffOptions } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, ConfigError, MrpError } from '../core/errors.js';
-import { isAlive } from '../core/pid.js';
 import { TAKE_ID_RE } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { Attachment, JsonValue, Message } from '../protocol/types.js';
 import { isPlainObject } from '../protocol/validate.js';
 import { ExpiringIdSet, hash64, PACKED_ENTRY_BYTES, parseHashHex } from './idset.js';
+import { isAlive } from './pid.js';
 
 /**
  * The reply a finished handler asked for (`null`: no reply), already sealed: `request` is exactly

@@ -1,4 +1,4 @@
-/** Whether a process id names a live process: what pid lock files (the journal's, `mrp dev`'s) ask. */
+/** Whether a process id names a live process (reads /proc, so not in core, which does no I/O): what pid lock files (the journal's, `mrp dev`'s) ask. */
 import { readFileSync } from 'node:fs';
 
 /**

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { isAlive } from '../../src/core/pid.js';
+import { isAlive } from '../../src/runtime/pid.js';
 
 function state(pid: number): string {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
