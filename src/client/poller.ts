@@ -328,6 +328,19 @@ export class Poller extends TypedEmitter<PollerEvents> {
   }
 
   /**
+   * The poll the previous run left open (from the journal), settled before anything else is
+   * polled: `recoverTake` until the relay could be asked, then the take is closed. `again` waits
+   * before the next attempt and says whether to go on; false when it gave up (stopping: the take
+   * stays open for the next start). One loop for every source that polls (poll mode, the
+   * WebSocket source's catch-up, webhook mode's).
+   */
+  async settleOpenTake(take: Take, again: () => Promise<boolean>): Promise<boolean> {
+    while (!(await this.recoverTake(take))) if (!(await again())) return false;
+    this.#takes?.end();
+    return true;
+  }
+
+  /**
    * Settles a poll whose answer may have been lost (see `recoverTake`). False when the relay
    * could not be asked: the take stays open (in the journal too) and is looked at again.
    */

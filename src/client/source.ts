@@ -209,7 +209,6 @@ export class WebSocketSource extends BaseSource implements MessageSource {
   readonly session: Session;
   readonly #client: RelayClient;
   readonly #poller: Poller;
-  readonly #takes: TakeLog | undefined;
   readonly #openTake: (OpenTake & { id?: string }) | undefined;
   readonly #clock: Clock;
   #intake = true;
@@ -224,7 +223,6 @@ export class WebSocketSource extends BaseSource implements MessageSource {
     super();
     const { takes, openTake, ...sessionOptions } = options;
     this.#client = client;
-    this.#takes = takes;
     this.#openTake = openTake;
     this.#clock = options.clock ?? systemClock;
     this.session = new Session({ ...sessionOptions, url: client.wsUrl, keypair: client.keypair });
@@ -332,15 +330,11 @@ export class WebSocketSource extends BaseSource implements MessageSource {
 
   /** The previous run's catch-up poll that was in flight when it died: what it took, handed over again. */
   async #recover(take: OpenTake & { id?: string }): Promise<void> {
-    for (;;) {
-      // Handed over (journaled): the take is closed, stopping or not.
-      if (await this.#poller.recoverTake(take)) {
-        this.#takes?.end();
-        return;
-      }
-      if (!this.#intake) return;
+    await this.#poller.settleOpenTake(take, async () => {
+      if (!this.#intake) return false;
       await sleep(2000, { clock: this.#clock });
-    }
+      return true;
+    });
   }
 
   async stopIntake(): Promise<void> {
@@ -398,7 +392,6 @@ export class PollSource extends BaseSource implements MessageSource {
   readonly #client: RelayClient;
   readonly #clock: Clock;
   readonly #openTake: OpenTake | undefined;
-  readonly #takes: PollerOptions['takes'];
   #connected = false;
   #stopped = false;
 
@@ -414,7 +407,6 @@ export class PollSource extends BaseSource implements MessageSource {
     this.#client = client;
     this.#clock = options.clock ?? systemClock;
     this.#openTake = options.openTake;
-    this.#takes = options.takes;
     const { openTake: _openTake, ...pollerOptions } = options;
     this.poller = new Poller({
       ...pollerOptions,
@@ -468,9 +460,12 @@ export class PollSource extends BaseSource implements MessageSource {
     if (answered) this.#markConnected();
     const take = this.#openTake;
     if (take) {
-      while (!this.#stopped && !(await this.poller.recoverTake(take))) await sleep(2000, { clock: this.#clock });
-      if (this.#stopped) return;
-      this.#takes?.end();
+      const settled = await this.poller.settleOpenTake(take, async () => {
+        if (this.#stopped) return false;
+        await sleep(2000, { clock: this.#clock });
+        return !this.#stopped;
+      });
+      if (!settled || this.#stopped) return;
       this.#markConnected();
     }
     if (!this.#stopped) this.poller.start();

@@ -175,7 +175,6 @@ export class WebhookSource extends BaseSource implements MessageSource {
   readonly #stop = new AbortController();
   /** Catch-up polls (see the file comment). */
   readonly #poller: Poller;
-  readonly #takes: TakeLog | undefined;
   #openTake: (OpenTake & { id?: string }) | undefined;
   readonly #catchUpIntervalMs: number;
   /** Cuts the wait for the next catch-up short (`wake` after declined deliveries). */
@@ -254,7 +253,6 @@ export class WebhookSource extends BaseSource implements MessageSource {
         `WebhookSource: options.catchUpIntervalMs must be 0 or more (got ${String(interval)})`,
       );
     this.#catchUpIntervalMs = interval;
-    this.#takes = options.takes;
     this.#openTake = options.openTake;
     this.#poller = new Poller({
       client: this.#client,
@@ -379,11 +377,7 @@ export class WebhookSource extends BaseSource implements MessageSource {
     const stop = this.#stop.signal;
     const take = this.#openTake;
     if (take) {
-      while (!stop.aborted && !(await this.#poller.recoverTake(take))) {
-        if (!(await this.#pause(2000))) return;
-      }
-      if (stop.aborted) return;
-      this.#takes?.end();
+      if (!(await this.#poller.settleOpenTake(take, () => this.#pause(2000))) || stop.aborted) return;
       this.#openTake = undefined;
     }
     for (let first = true; !stop.aborted; first = false) {
@@ -437,7 +431,10 @@ export class WebhookSource extends BaseSource implements MessageSource {
         new MrpError(
           'api',
           'webhook_reenabled',
-          `the relay had disabled this webhook after ${config.consecutive_failures} failed deliveries; registered it again`,
+          `the relay had disabled this webhook after ${
+            // The relay's word: a count when it is one, nothing else into the message.
+            Number.isSafeInteger(config.consecutive_failures) ? config.consecutive_failures : 'repeated'
+          } failed deliveries; registered it again`,
         ),
       );
     } catch (err) {

@@ -79,11 +79,6 @@ export class BodyGate {
     return this.#reads.count(address);
   }
 
-  /** Requests waiting for a place now (tests and diagnostics). */
-  get waiting(): number {
-    return this.#waiting.length;
-  }
-
   #fits(address: string, bytes: number): boolean {
     return (
       this.heldBy(address) < this.maxPerAddress && this.active < this.maxActive && this.bytes + bytes <= this.maxBytes

@@ -26,21 +26,30 @@ export interface AnswerWatch {
 }
 
 /**
- * Sends `text` as the body and ends the answer. A short one in one write; a long one piece by
- * piece with backpressure, so the kernel's progress is visible (a `drain` per piece read) and the
- * process never queues more than a piece ahead of the client. `watch` is told what is left.
+ * Writes the status line and headers, sends `text` as the body and ends the answer. A short one
+ * in one write; a long one as bytes, piece by piece with backpressure, so the kernel's progress
+ * is visible (a `drain` per piece read) and the process never queues more than a piece ahead of
+ * the client. `watch` is told what is left. Resolves once a long answer is written.
  */
-function sendText(res: ServerResponse, text: string, head: boolean, watch?: AnswerWatch): void | Promise<void> {
+function answerText(
+  res: ServerResponse,
+  status: number,
+  headers: Record<string, string>,
+  text: string,
+  head: boolean,
+  watch: AnswerWatch | undefined,
+): void | Promise<void> {
+  const bytes = text.length > PIECE ? Buffer.from(text) : undefined;
+  res.writeHead(status, { ...headers, 'Content-Length': String(bytes?.length ?? Buffer.byteLength(text)) });
   if (head) {
     res.end();
     return;
   }
-  if (text.length <= PIECE) {
+  if (!bytes) {
     res.end(text);
     watch?.watch(res, 0);
     return;
   }
-  const bytes = Buffer.from(text);
   const left = watch?.watch(res, bytes.length);
   return (async () => {
     for (let at = 0; at < bytes.length; ) {
@@ -75,12 +84,7 @@ export function writeJson(
     return;
   }
   const text = typeof body === 'string' ? body : JSON.stringify(body);
-  res.writeHead(status, {
-    ...headers,
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': String(Buffer.byteLength(text)),
-  });
-  return sendText(res, text, head, watch);
+  return answerText(res, status, { ...headers, 'Content-Type': 'application/json; charset=utf-8' }, text, head, watch);
 }
 
 export function writeText(
@@ -93,12 +97,7 @@ export function writeText(
   watch?: AnswerWatch,
 ): void | Promise<void> {
   if (res.headersSent || res.destroyed) return;
-  res.writeHead(status, {
-    ...framing(res, headers),
-    'Content-Type': contentType,
-    'Content-Length': String(Buffer.byteLength(text)),
-  });
-  return sendText(res, text, head, watch);
+  return answerText(res, status, { ...framing(res, headers), 'Content-Type': contentType }, text, head, watch);
 }
 
 /** Streams `reply.body`; resolves when it is all written, the client left, or the source failed (logged by the caller). */

@@ -1,8 +1,8 @@
 /**
- * HTTP answers the client has not read. node:http hands a whole JSON answer to the socket at once
- * (`res.end(text)`), and what the kernel does not take waits in the process: a page of messages
- * can be 8 MiB, and keys are free, so many connections that ask and never read would add up
- * without bound (the WebSocket side has the hub's `maxOutboundBytes` for the same reason).
+ * HTTP answers the client has not read. What the kernel does not take waits in the process (in
+ * node:http's buffers, or as the rest of a large answer written piece by piece): a page of
+ * messages can be 8 MiB, and keys are free, so many connections that ask and never read would add
+ * up without bound (the WebSocket side has the hub's `maxOutboundBytes` for the same reason).
  *
  * - A relay-wide budget (`maxUnsentResponseBytes`): each answer is counted with what was still
  *   waiting in the process right after it was written (lowered as it drains), until it is
@@ -60,11 +60,6 @@ export class UnsentResponses {
   /** Bytes of unfinished answers counted now (tests and diagnostics). */
   get bytes(): number {
     return this.#total;
-  }
-
-  /** Answers being watched now (tests and diagnostics). */
-  get count(): number {
-    return this.#held.size;
   }
 
   /** True when the client at `remote` (a socket's remote address) already holds its share: its next requests are refused. */
