@@ -35,12 +35,17 @@ function answerText(
   res: ServerResponse,
   status: number,
   headers: Record<string, string>,
+  contentType: string,
   text: string,
   head: boolean,
   watch: AnswerWatch | undefined,
 ): void | Promise<void> {
   const bytes = text.length > PIECE ? Buffer.from(text) : undefined;
-  res.writeHead(status, { ...headers, 'Content-Length': String(bytes?.length ?? Buffer.byteLength(text)) });
+  res.writeHead(status, {
+    ...headers,
+    'Content-Type': contentType,
+    'Content-Length': String(bytes?.length ?? Buffer.byteLength(text)),
+  });
   if (head) {
     res.end();
     return;
@@ -84,7 +89,7 @@ export function writeJson(
     return;
   }
   const text = typeof body === 'string' ? body : JSON.stringify(body);
-  return answerText(res, status, { ...headers, 'Content-Type': 'application/json; charset=utf-8' }, text, head, watch);
+  return answerText(res, status, headers, 'application/json; charset=utf-8', text, head, watch);
 }
 
 export function writeText(
@@ -97,7 +102,7 @@ export function writeText(
   watch?: AnswerWatch,
 ): void | Promise<void> {
   if (res.headersSent || res.destroyed) return;
-  return answerText(res, status, { ...framing(res, headers), 'Content-Type': contentType }, text, head, watch);
+  return answerText(res, status, framing(res, headers), contentType, text, head, watch);
 }
 
 /** Streams `reply.body`; resolves when it is all written, the client left, or the source failed (logged by the caller). */
