@@ -99,6 +99,11 @@ function resolveRelative(from: string, specifier: string): string {
   return relative(SRC, resolve(SRC, dirname(from), specifier)).replace(/\.js$/, '.ts');
 }
 
+/** `vendor/<name>/…` (a patched copy of an npm package, outside src): that package's name. */
+function vendoredPackage(target: string): string | undefined {
+  return /^\.\.\/vendor\/([^/]+)\//.exec(target)?.[1];
+}
+
 function packageName(specifier: string): string {
   const parts = specifier.split('/');
   return specifier.startsWith('@') ? `${parts[0]}/${parts[1]}` : parts[0]!;
@@ -111,7 +116,17 @@ export function violations(files: SourceFile[]): string[] {
     const layer = layerOf(file.path);
     for (const ref of importsOf(file.text)) {
       const where = `${file.path} imports '${ref.specifier}'`;
-      if (ref.specifier.startsWith('.')) {
+      const vendored = ref.specifier.startsWith('.')
+        ? vendoredPackage(resolveRelative(file.path, ref.specifier))
+        : undefined;
+      if (vendored !== undefined) {
+        if (!ref.typeOnly && !PACKAGES[layer].includes(vendored)) {
+          out.push(`${where}: ${layer} may not use the package ${vendored} (vendored)`);
+        }
+        if ((layer === 'core' || layer === 'protocol') && HEAVY.includes(vendored) && !ref.dynamic && !ref.typeOnly) {
+          out.push(`${where}: ${vendored} is heavy; ${layer} may load it only with import()`);
+        }
+      } else if (ref.specifier.startsWith('.')) {
         const target = resolveRelative(file.path, ref.specifier);
         const targetLayer = layerOf(target);
         if (targetLayer === 'relay' && layer !== 'relay' && layer !== 'testing') {
@@ -164,8 +179,12 @@ export function staticPackages(files: SourceFile[], entry: string): Set<string> 
     if (!file) continue;
     for (const ref of importsOf(file.text)) {
       if (ref.dynamic || ref.typeOnly) continue;
-      if (ref.specifier.startsWith('.')) stack.push(resolveRelative(path, ref.specifier));
-      else if (!ref.specifier.startsWith('node:')) packages.add(packageName(ref.specifier));
+      if (ref.specifier.startsWith('.')) {
+        const target = resolveRelative(path, ref.specifier);
+        const vendored = vendoredPackage(target);
+        if (vendored !== undefined) packages.add(vendored);
+        else stack.push(target);
+      } else if (!ref.specifier.startsWith('node:')) packages.add(packageName(ref.specifier));
     }
   }
   return packages;
@@ -335,5 +354,18 @@ describe('architecture', () => {
       { path: 'protocol/s.ts', text: "export const s = async () => (await import('@hpke/core')).CipherSuite;" },
     ];
     assert.deepEqual([...staticPackages(files, 'cli/main.ts')], ['ws']);
+  });
+
+  it('a vendored package (vendor/<name>, outside src) counts as that package', () => {
+    const files: SourceFile[] = [
+      { path: 'cli/main.ts', text: "import { j } from '../runtime/j.js';" },
+      { path: 'runtime/j.ts', text: "import postgres from '../../vendor/postgres/index.js';" },
+      { path: 'relay/store/c.ts', text: "const pg = await import('../../../vendor/postgres/index.js');" },
+      { path: 'client/x.ts', text: "const pg = await import('../../vendor/postgres/index.js');" },
+    ];
+    assert.deepEqual([...staticPackages(files, 'cli/main.ts')], ['postgres']);
+    assert.deepEqual(violations(files), [
+      "client/x.ts imports '../../vendor/postgres/index.js': client may not use the package postgres (vendored)",
+    ]);
   });
 });

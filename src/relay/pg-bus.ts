@@ -70,7 +70,7 @@ export class PgBus implements Bus {
    * Resolves once listening; rejects when the first LISTEN fails.
    */
   static async open(url: string, pool: postgres.Sql, options: PgBusOptions = {}): Promise<PgBus> {
-    const { default: postgresJs } = await import('postgres');
+    const { default: postgresJs } = await import('../../vendor/postgres/index.js');
     let bus: PgBus | undefined;
     const listener = postgresJs(url, {
       max: 1,

@@ -11,7 +11,9 @@
  *   already began on it (`get(id).started`), the runtime runs it as a redelivery.
  * - `handled(id, reply)` resolves once the sealed reply is recorded; a rejection means this runner
  *   lost the message (nothing is sent). `fence(id)`, when present, is asked before every send of
- *   that reply and bounds how long the send may take (a fleet never sends a reply twice). `started`, `aborted`, `replied`, `done` never throw.
+ *   that reply and bounds how long the send may take (a fleet never sends a reply twice).
+ * - `aborted`, `replied`, `done` never throw; nor does `started`, whose promise (a fleet's) the
+ *   runtime awaits before the handler runs.
  * - `recovered` events hand over entries taken over while running (another runner died): the
  *   runtime resumes them like the entries `takeRecovered()` returns at start.
  * - `unwritable` / `writable` events: while not `writable`, no new messages are taken.
@@ -30,7 +32,13 @@ export interface RuntimeJournal extends Pick<TypedEmitter<JournalEvents>, 'on' |
   /** Known to be finished (acknowledge it again, do not handle it). */
   isDone(id: string): boolean;
   received(message: Message): Promise<void>;
-  started(id: string): void;
+  /**
+   * The handler is about to run. A fleet's journal returns a promise: the runtime runs the handler
+   * only once the start is recorded where the other runners see it, so that a handler that kills
+   * the process is counted (`--max-crashes`) and its takeover runs as a redelivery. It rejects only
+   * when the journal closes first (the message is then left for the next start).
+   */
+  started(id: string): void | Promise<void>;
   aborted(id: string): void;
   handled(id: string, reply: JournaledReply | null): Promise<void>;
   /**

@@ -454,7 +454,14 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     if (this.#shutdown.signal.aborted) return this.#release(id);
     // A shared journal may say a handler already began on it elsewhere (a takeover).
     if (!item.redelivered && this.#journal.get(id)?.started === true) item.redelivered = true;
-    this.#journal.started(id);
+    const recorded = this.#journal.started(id);
+    if (recorded !== undefined) {
+      try {
+        await recorded;
+      } catch {
+        return this.#release(id); // the journal closed first: left for the next start
+      }
+    }
     const draft = await this.#invoke(message, opened, item.redelivered);
     if (draft === 'aborted') {
       // Stopped on purpose: not a crash. Left `received`: the next start handles it again.

@@ -28,7 +28,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import postgres from 'postgres';
+import postgres from '../../vendor/postgres/index.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
@@ -302,10 +302,13 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     );
   }
 
-  started(id: string): void {
+  started(id: string): Promise<void> {
     const e = this.#live.get(id);
     if (e) Object.assign(e, { started: true, starts: (e.starts ?? 0) + 1 });
-    this.#track(this.#starts.add(id), false).catch(() => undefined);
+    // Awaited by the runtime before the handler runs: a start the runner died before sending was
+    // not counted, so a handler that killed runners at once ran again and again, never as a
+    // redelivery, never reaching --max-crashes.
+    return this.#track(this.#starts.add(id), false);
   }
 
   aborted(id: string): void {

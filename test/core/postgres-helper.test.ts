@@ -17,7 +17,7 @@ describe('throwaway PostgreSQL cluster (test helper)', { skip }, () => {
     assert.equal(await pg.psql('SELECT 1'), '1');
     await pg.psql('CREATE TABLE x (a int); INSERT INTO x VALUES (7)', name);
     assert.equal(await pg.psql('SELECT a FROM x', name), '7');
-    const postgres = (await import('postgres')).default;
+    const postgres = (await import('../../vendor/postgres/index.js')).default;
     const sql = postgres(url, { max: 1, onnotice: () => {} });
     try {
       const rows = await sql`SELECT a FROM x`;

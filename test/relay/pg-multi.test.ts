@@ -359,6 +359,54 @@ if (skip) {
       expectError(await api1.req(a, 'DELETE', `/v1/blobs/${blob.blob_id}`), 409, 'blob_referenced');
     });
 
+    it('the database killing every connection of both processes, three times mid-traffic, costs requests, never a process', async (t) => {
+      // A database restart or failover as the relays see it. The driver used to throw from a timer
+      // when a transaction's connection died under it (vendor/postgres/README.md), which killed the process.
+      const [one, two, db] = await pair(t, UNLIMITED);
+      const name = new URL(db).pathname.slice(1);
+      const rcpt = newAgent();
+      const statuses = new Map<number, number>();
+      let created = 0;
+      let stop = false;
+      let wake: (() => void) | undefined;
+      const traffic = [0, 1, 2, 3].map(async (i) => {
+        const kp = newAgent();
+        const api = new Api(i % 2 ? one.url : two.url);
+        for (let n = 0; !stop; n++) {
+          const res = await api.post(kp, '/v1/messages', { recipient_key: rcpt.publicKey, body: { i, n } });
+          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+          if (res.status === 201) created++;
+          wake?.();
+        }
+      });
+      const createdReaches = (n: number) =>
+        new Promise<void>((resolve) => {
+          wake = () => created >= n && resolve();
+          wake();
+        });
+      for (let k = 1; k <= 3; k++) {
+        await createdReaches(k * 30);
+        const killed = await cluster.psql(
+          `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '${name}' AND pid <> pg_backend_pid()`,
+        );
+        assert.ok(Number(killed) > 0);
+      }
+      await createdReaches(120); // both processes serve again after the last kill
+      stop = true;
+      await Promise.all(traffic);
+      for (const status of statuses.keys()) assert.ok(status === 201 || status >= 500, `status ${status}`);
+      // Live pushes resume too (the bus reconnected) on both processes.
+      for (const [from, to] of [
+        [one, two],
+        [two, one],
+      ] as const) {
+        const kp = newAgent();
+        const sock = await connect(t, to.wsUrl, kp);
+        const sent = await new Api(from.url).send(newAgent(), kp.publicKey, { after: 'outage' });
+        assert.equal((await sock.next(10_000)).message.message_id, sent.message_id);
+      }
+    });
+
     it('one process SIGKILLed while traffic flows loses nothing acknowledged', async (t) => {
       const db = await cluster.database(t);
       const survivor = await startNode(t, db, UNLIMITED);

@@ -5,7 +5,6 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import postgres from 'postgres';
 import { plainCodec as codec } from '../../src/client/codec.js';
 import { RelayClient } from '../../src/client/http.js';
 import { PollSource, WebSocketSource } from '../../src/client/source.js';
@@ -16,6 +15,7 @@ import type { JournalEntry } from '../../src/runtime/journal.js';
 import type { RuntimeJournal } from '../../src/runtime/journal-port.js';
 import { Runtime } from '../../src/runtime/runtime.js';
 import { describePostgresUrl, fleetStatus, SharedJournal } from '../../src/runtime/shared-journal.js';
+import postgres from '../../vendor/postgres/index.js';
 import { gate, Peer } from '../helpers/agent.js';
 import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
 import { startRelay } from '../helpers/relay.js';
@@ -352,6 +352,39 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     const [reply] = await peer.waitForReplies(1);
     assert.deepEqual((reply!.body as { error: { code: string } }).error.code, 'handler_crashed');
     assert.equal(calls, 0, 'not run a fourth time');
+  });
+
+  it('a handler runs only once its start is recorded where the other runners see it (a runner killed in it is counted)', {
+    timeout: 30_000,
+  }, async (t) => {
+    const url = await cluster.database(t);
+    const relay = await startRelay(t);
+    const keypair = Keypair.generate();
+    const identity = keypair.publicKey;
+    const peer = await Peer.connect(t, relay);
+    const db = postgres(url, { max: 1, onnotice: () => undefined });
+    t.after(() => db.end({ timeout: 1 }));
+    const journal = await SharedJournal.open({ url, identity, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
+    const client = new RelayClient({ relayUrl: relay.url, keypair });
+    const seen: number[] = [];
+    const runtime = new Runtime({
+      // What the database says at the handler's first line: had the runner died here, a takeover
+      // would read this count (before, the start went out a turn later and read 0 here).
+      handler: async (msg) => {
+        const [row] = await db`SELECT starts FROM mrp_fleet_entries WHERE message_id = ${msg.message_id}`;
+        seen.push(Number(row?.['starts']));
+        return { ok: true };
+      },
+      source: new WebSocketSource(client),
+      client,
+      journal,
+      codec,
+    });
+    t.after(() => runtime.stop());
+    runtime.start();
+    for (let n = 1; n <= 5; n++) await peer.send(identity, { n });
+    await peer.waitForReplies(5);
+    assert.deepEqual(seen, [1, 1, 1, 1, 1]);
   });
 
   it('a graceful close hands what was left over at once (no lease wait)', async (t) => {

@@ -54,7 +54,8 @@ export async function connectPostgres(url: string, options: PgConnectOptions = {
       hint: 'pass --database-url postgres://user:password@host:5432/database',
     });
   }
-  const { default: postgresJs } = await import('postgres');
+  // The driver patched in vendor/postgres (its README says why), not node_modules' copy.
+  const { default: postgresJs } = await import('../../../vendor/postgres/index.js');
   const sql = postgresJs(url, {
     max: options.max ?? 10,
     connect_timeout: options.connectTimeoutSeconds ?? 10,
