@@ -57,6 +57,15 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     await cluster?.stop();
   });
 
+  /** A fresh database, a relay, the runners' identity and a peer that writes to it. */
+  async function withRelay(t: TestContext) {
+    const url = await cluster.database(t);
+    const relay = await startRelay(t);
+    const keypair = Keypair.generate();
+    const peer = await Peer.connect(t, relay);
+    return { url, relay, keypair, identity: keypair.publicKey, peer };
+  }
+
   async function fleet(t: TestContext, n: number, clock: ManualClock, acks: string[][] = []) {
     const url = await cluster.database(t);
     const journals: SharedJournal[] = [];
@@ -216,11 +225,7 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
   it('a runner stalled between journaling its reply and sending it, while another takes over: exactly one reply', {
     timeout: 30_000,
   }, async (t) => {
-    const url = await cluster.database(t);
-    const relay = await startRelay(t);
-    const keypair = Keypair.generate();
-    const identity = keypair.publicKey;
-    const peer = await Peer.connect(t, relay);
+    const { url, relay, keypair, identity, peer } = await withRelay(t);
     // The journals' clock jumps by more than a lease while a is paused: a stall (no heartbeat).
     let skew = 0;
     const ahead: Clock = { ...systemClock, now: () => Date.now() + skew };
@@ -321,11 +326,7 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
   it('a message that crashed runners, offered again over a WebSocket and claimed there, gets the --max-crashes answer', {
     timeout: 30_000,
   }, async (t) => {
-    const url = await cluster.database(t);
-    const relay = await startRelay(t);
-    const keypair = Keypair.generate();
-    const identity = keypair.publicKey;
-    const peer = await Peer.connect(t, relay);
+    const { url, relay, keypair, identity, peer } = await withRelay(t);
     const sent = await peer.send(identity, { n: 1 });
     // What runners that died on it left: three handler starts, no reply, the lease long gone. (No
     // message text: a row a scan cannot take over, so only the WebSocket's offer brings it back.)
@@ -357,11 +358,7 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
   it('a handler runs only once its start is recorded where the other runners see it (a runner killed in it is counted)', {
     timeout: 30_000,
   }, async (t) => {
-    const url = await cluster.database(t);
-    const relay = await startRelay(t);
-    const keypair = Keypair.generate();
-    const identity = keypair.publicKey;
-    const peer = await Peer.connect(t, relay);
+    const { url, relay, keypair, identity, peer } = await withRelay(t);
     const db = postgres(url, { max: 1, onnotice: () => undefined });
     t.after(() => db.end({ timeout: 1 }));
     const journal = await SharedJournal.open({ url, identity, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
