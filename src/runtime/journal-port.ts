@@ -35,8 +35,9 @@ export interface RuntimeJournal extends Pick<TypedEmitter<JournalEvents>, 'on' |
   /**
    * The handler is about to run. A fleet's journal returns a promise: the runtime runs the handler
    * only once the start is recorded where the other runners see it, so that a handler that kills
-   * the process is counted (`--max-crashes`) and its takeover runs as a redelivery. It rejects only
-   * when the journal closes first (the message is then left for the next start).
+   * the process is counted (`--max-crashes`) and its takeover runs as a redelivery. It waits out a
+   * database outage; an `AbortError` means the journal closed first (the message is then left for
+   * the next start); after any other rejection the handler runs anyway.
    */
   started(id: string): void | Promise<void>;
   aborted(id: string): void;

@@ -458,8 +458,10 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     if (recorded !== undefined) {
       try {
         await recorded;
-      } catch {
-        return this.#release(id); // the journal closed first: left for the next start
+      } catch (err) {
+        // The journal closed first: left for the next start. Any other failure (not one the
+        // journal retries) runs the handler as before, its start counted here only.
+        if (err instanceof AbortError) return this.#release(id);
       }
     }
     const draft = await this.#invoke(message, opened, item.redelivered);
