@@ -28,6 +28,8 @@ export interface PostgresCluster {
   database(t?: TestContext): Promise<string>;
   /** SQL on the maintenance database as the superuser, through `psql` (no driver needed). */
   psql(sql: string, db?: string): Promise<string>;
+  /** Stops the server the way a crash would (`-m immediate`) and starts it again on the same port. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -137,6 +139,9 @@ export async function startPostgres(): Promise<PostgresCluster> {
         await psql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
       });
       return `postgres://postgres@127.0.0.1:${port}/${name}`;
+    },
+    async restart() {
+      await exec('pg_ctl', ['-D', data, '-l', join(dir, 'server.log'), '-m', 'immediate', '-w', '-t', '30', 'restart']);
     },
     async stop() {
       if (stopped) return;

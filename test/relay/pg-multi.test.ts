@@ -407,6 +407,48 @@ if (skip) {
       }
     });
 
+    it('the database server crashing and restarting under traffic costs requests, never a process; both serve after', {
+      timeout: 60_000,
+    }, async (t) => {
+      const [one, two] = await pair(t, UNLIMITED);
+      const rcpt = newAgent();
+      const statuses = new Map<number, number>();
+      let created = 0;
+      let stop = false;
+      let wake: (() => void) | undefined;
+      const traffic = [0, 1].map(async (i) => {
+        const kp = newAgent();
+        const api = new Api(i ? one.url : two.url);
+        for (let n = 0; !stop; n++) {
+          const res = await api.post(kp, '/v1/messages', { recipient_key: rcpt.publicKey, body: { i, n } });
+          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+          if (res.status === 201) created++;
+          wake?.();
+        }
+      });
+      const createdReaches = (n: number) =>
+        new Promise<void>((resolve) => {
+          wake = () => created >= n && resolve();
+          wake();
+        });
+      await createdReaches(20);
+      await cluster.restart(); // every connection refused for a while, then a fresh server
+      const before = created;
+      await createdReaches(before + 40);
+      stop = true;
+      await Promise.all(traffic);
+      for (const status of statuses.keys()) assert.ok(status === 201 || status >= 500, `status ${status}`);
+      for (const [from, to] of [
+        [one, two],
+        [two, one],
+      ] as const) {
+        const kp = newAgent();
+        const sock = await connect(t, to.wsUrl, kp);
+        const sent = await new Api(from.url).send(newAgent(), kp.publicKey, { after: 'restart' });
+        assert.equal((await sock.next(15_000)).message.message_id, sent.message_id);
+      }
+    });
+
     it('one process SIGKILLed while traffic flows loses nothing acknowledged', async (t) => {
       const db = await cluster.database(t);
       const survivor = await startNode(t, db, UNLIMITED);
