@@ -384,6 +384,34 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.deepEqual(seen, [1, 1, 1, 1, 1]);
   });
 
+  it('the database crashing and restarting mid-run: the runner lives on and every message is answered exactly once', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { url, relay, keypair, identity, peer } = await withRelay(t);
+    const journal = await SharedJournal.open({ url, identity, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
+    const client = new RelayClient({ relayUrl: relay.url, keypair });
+    const runtime = new Runtime({
+      handler: (msg) => ({ n: (msg.body as { n: number }).n }),
+      source: new WebSocketSource(client),
+      client,
+      journal,
+      codec,
+    });
+    t.after(() => runtime.stop());
+    runtime.start();
+    for (let n = 1; n <= 10; n++) await peer.send(identity, { n });
+    await peer.waitForReplies(10);
+    await cluster.restart(); // -m immediate: the journal's connections die, then connecting is refused a while
+    for (let n = 11; n <= 20; n++) await peer.send(identity, { n });
+    const replies = await peer.waitForReplies(20, 30_000);
+    assert.deepEqual(
+      replies.map((r) => (r.body as { n: number }).n).sort((a, b) => a - b),
+      Array.from({ length: 20 }, (_, i) => i + 1),
+    );
+    await runtime.stop();
+    assert.equal(peer.replies.length, 20, 'no reply twice');
+  });
+
   it('a graceful close hands what was left over at once (no lease wait)', async (t) => {
     const clock = new ManualClock();
     const url = await cluster.database(t);
