@@ -224,6 +224,51 @@ const FIXES = [
       , closes // mrp: c.closes when BEGIN ran
 `,
   },
+  {
+    file: 'connection.js',
+    why: "closed() ends a COPY stream of the lost session with the error, as upstream's error() did before the rejection above made closed() skip it (left open, its reader waited forever and the connection refused every later query, or never left `connecting`)",
+    find: `    const lost = Errors.connection('CONNECTION_CLOSED', options)
+    query && queryError(query, lost)
+`,
+    replace: `    const lost = Errors.connection('CONNECTION_CLOSED', options)
+    // mrp: a COPY of the lost session ends too. Left set, \`stream\` made the next session refuse every
+    // query (COPY_IN_PROGRESS): its first query never got a ReadyForQuery, the connection never left
+    // \`connecting\`, and the pool's queries waited forever; the stream's reader waited as well.
+    stream && (stream.destroy(lost), stream = null)
+    query && queryError(query, lost)
+`,
+  },
+  {
+    file: 'connection.js',
+    why: 'a cursor whose session closed while its callback ran writes nothing afterwards, also when the callback throws (it rejected unhandled on the null query when the loop broke, ending the process, or sent its next Execute into the reconnected session)',
+    find: `  async function PortalSuspended() {
+    try {
+      const x = await Promise.resolve(query.cursorFn(result))
+      rows = 0
+      x === CLOSE
+        ? write(Close(query.portal))
+        : (result = new Result(), write(Execute('', query.cursorRows)))
+    } catch (err) {
+      write(Sync)
+`,
+    replace: `  async function PortalSuspended() {
+    const q = query // mrp: the session can close while the cursor's callback runs
+    try {
+      const x = await Promise.resolve(q.cursorFn(result))
+      // mrp: it closed (q was rejected): no Close, Execute or Sync for q, least of all into a new session,
+      // and not \`query.reject\` on the null query, which rejected unhandled and ended the process.
+      if (query !== q)
+        return
+      rows = 0
+      x === CLOSE
+        ? write(Close(query.portal))
+        : (result = new Result(), write(Execute('', query.cursorRows)))
+    } catch (err) {
+      if (query !== q) // mrp: as above (a Sync sent into a new session answered its query too early)
+        return
+      write(Sync)
+`,
+  },
 ];
 
 function build() {

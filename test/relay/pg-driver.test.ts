@@ -100,6 +100,37 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
     await serves(sql);
   });
 
+  it('a COPY whose connection is killed ends its stream with the error, and the connection serves again', async (t) => {
+    // closed() rejecting the query made it skip the error() that destroyed the stream: the reader
+    // waited forever, and the connection, still "in COPY", never finished its next session's startup.
+    const sql = await pool(t, 1);
+    const [row] = await sql`SELECT pg_backend_pid() AS pid`;
+    const stream = await sql`COPY (SELECT generate_series(1, 10000000)) TO STDOUT`.readable();
+    const ended = new Promise<string>((resolve) => {
+      stream.on('error', (err: Error & { code?: string }) => resolve(String(err.code)));
+      stream.on('end', () => resolve('end'));
+      stream.resume();
+    });
+    await kill(row!['pid']);
+    const timeout = (ms: number) => new Promise<string>((r) => setTimeout(r, ms, 'timeout').unref());
+    assert.equal(await Promise.race([ended, timeout(5000)]), 'CONNECTION_CLOSED');
+    assert.deepEqual(await Promise.race([sql`SELECT 1 AS n`.then((r) => r[0]?.['n']), timeout(5000)]), 1);
+  });
+
+  it('a cursor whose connection is killed while its loop runs: breaking out neither crashes nor disturbs the pool', async (t) => {
+    // The suspended portal's continuation used the connection's current query, which the close set to
+    // null: query.reject threw in an async function, an unhandled rejection that ends the process.
+    const sql = await pool(t, 1);
+    const [row] = await sql`SELECT pg_backend_pid() AS pid`;
+    for await (const _rows of sql`SELECT generate_series(1, 100) AS n`.cursor(10)) {
+      await kill(row!['pid']);
+      await new Promise((r) => setTimeout(r, 100));
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    await serves(sql);
+  });
+
   it('every connection killed at once, eight times under mixed load: each query settles, the pool recovers', {
     timeout: 60_000,
   }, async (t) => {

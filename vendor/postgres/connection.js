@@ -468,6 +468,10 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
     // mrp: nothing sent on the lost socket will be answered. Upstream rejected it only when the
     // close came without an error, whose handler had rejected what was in flight at that moment.
     const lost = Errors.connection('CONNECTION_CLOSED', options)
+    // mrp: a COPY of the lost session ends too. Left set, `stream` made the next session refuse every
+    // query (COPY_IN_PROGRESS): its first query never got a ReadyForQuery, the connection never left
+    // `connecting`, and the pool's queries waited forever; the stream's reader waited as well.
+    stream && (stream.destroy(lost), stream = null)
     query && queryError(query, lost)
     query = null
     while (sent.length)
@@ -863,13 +867,20 @@ function Connection(options, queues = {}, { onopen = noop, onend = noop, onclose
   }
 
   async function PortalSuspended() {
+    const q = query // mrp: the session can close while the cursor's callback runs
     try {
-      const x = await Promise.resolve(query.cursorFn(result))
+      const x = await Promise.resolve(q.cursorFn(result))
+      // mrp: it closed (q was rejected): no Close, Execute or Sync for q, least of all into a new session,
+      // and not `query.reject` on the null query, which rejected unhandled and ended the process.
+      if (query !== q)
+        return
       rows = 0
       x === CLOSE
         ? write(Close(query.portal))
         : (result = new Result(), write(Execute('', query.cursorRows)))
     } catch (err) {
+      if (query !== q) // mrp: as above (a Sync sent into a new session answered its query too early)
+        return
       write(Sync)
       query.reject(err)
     }
