@@ -32,18 +32,38 @@ export function clientErrorResponse(code: string | undefined, requestId: string)
       : code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'request_timeout', 'the request did not arrive in time']
         : [400, 'bad_request', 'malformed HTTP request'];
-  const body = JSON.stringify(errorEnvelope(errorCode, message, requestId));
+  return { status, text: rawAnswer(status, errorEnvelope(errorCode, message, requestId), requestId) };
+}
+
+/**
+ * The answer to a connection over `maxSockets` (`'total'`) or `maxSocketsPerAddress`
+ * (`'address'`), written before anything of it is read: `503 service_unavailable`,
+ * `details.reason` `too_many_connections` or `too_many_connections_from_address`.
+ */
+export function tooManySocketsResponse(refused: 'total' | 'address', requestId: string): string {
+  const [reason, message] =
+    refused === 'total'
+      ? ['too_many_connections', 'the relay holds as many connections as it takes; try again later']
+      : ['too_many_connections_from_address', 'your address holds as many connections as it may; close some first'];
+  const body = errorEnvelope('service_unavailable', message, requestId, { reason, retry_after: 5 });
+  return rawAnswer(503, body, requestId, { 'Retry-After': '5' });
+}
+
+/** A whole HTTP/1.1 answer as text, for a socket node:http does not answer itself. */
+function rawAnswer(status: number, envelope: unknown, requestId: string, extra: Record<string, string> = {}): string {
+  const body = JSON.stringify(envelope);
   const headers: Record<string, string> = {
     'Content-Type': 'application/json',
     'Content-Length': String(Buffer.byteLength(body)),
     Connection: 'close',
     'X-Request-Id': requestId,
+    ...extra,
     ...CORS_HEADERS,
   };
   const head = Object.entries(headers)
     .map(([k, v]) => `${k}: ${v}\r\n`)
     .join('');
-  return { status, text: `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head}\r\n${body}` };
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${head}\r\n${body}`;
 }
 
 export const PREFLIGHT_HEADERS: Record<string, string> = {

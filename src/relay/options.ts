@@ -50,6 +50,18 @@ export interface RelayOptions {
   /** WebSocket connections held at once from one client address (IPv4, or IPv6 /64; 503 beyond; default 256). */
   maxConnectionsPerAddress?: number;
   /**
+   * TCP connections held open at once, HTTP and WebSocket together (default 20,000). A connection
+   * beyond is answered 503 and closed before anything of it is read.
+   */
+  maxSockets?: number;
+  /**
+   * TCP connections held open at once from one client address (IPv4, or IPv6 /64), HTTP and
+   * WebSocket together (default 512: room for its 256 WebSockets and as many requests). Idle
+   * keep-alive connections count: without a cap one address could hold every file descriptor.
+   * Raise it behind a reverse proxy, where every client shares the proxy's address.
+   */
+  maxSocketsPerAddress?: number;
+  /**
    * Bytes of unfinished inbound WebSocket frames held across all connections (default 64 MiB):
    * past it, the connection holding the most is closed with 1013 (try again later).
    */
@@ -165,6 +177,8 @@ export const RELAY_DEFAULTS = {
   maxConnectionsPerAgent: RATE_LIMITS.wsConnectionsPerAgent,
   maxConnections: 10_000,
   maxConnectionsPerAddress: 256,
+  maxSockets: 20_000,
+  maxSocketsPerAddress: 512,
   maxInboundFrameBytes: 64 * 1024 * 1024,
   maxOutboundBytes: 256 * 1024 * 1024,
   partialFrameTimeoutMs: 30_000,
@@ -230,6 +244,8 @@ const POSITIVE = [
   'maxConnectionsPerAgent',
   'maxConnections',
   'maxConnectionsPerAddress',
+  'maxSockets',
+  'maxSocketsPerAddress',
   'maxInboundFrameBytes',
   'maxOutboundBytes',
   'partialFrameTimeoutMs',

@@ -6,7 +6,7 @@
  * and their defaults are `options.ts`.
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { LazyAbort } from '../core/async.js';
@@ -20,7 +20,7 @@ import { BodyGate } from './body.js';
 import { InProcessBus, ScopedBus } from './bus.js';
 import { MemoryConnectionRegistry } from './connections.js';
 import { Directory, defaultCaches } from './directory.js';
-import { CORS_HEADERS, clientErrorResponse } from './http.js';
+import { CORS_HEADERS, clientErrorResponse, tooManySocketsResponse } from './http.js';
 import { Hub } from './hub.js';
 import { requestId as newRequestId } from './ids.js';
 import { memoryRateLimiter } from './limits.js';
@@ -267,6 +267,34 @@ export function createRelay(options: RelayOptions): Relay {
         .catch(() => {});
     },
   );
+
+  // Every TCP connection, HTTP or WebSocket, counts against a total and a per-address cap before
+  // anything of it is read: idle keep-alive connections cost a file descriptor each, and one
+  // address must not be able to hold them all. A connection beyond is answered 503 and closed.
+  const tcpSockets = new AddressCounter(o.maxSockets, o.maxSocketsPerAddress);
+  server.on('connection', (socket: Socket) => {
+    try {
+      const address = addressKey(socket.remoteAddress);
+      const refused = tcpSockets.refusal(address);
+      if (!refused) {
+        tcpSockets.add(address);
+        socket.once('close', () => tcpSockets.remove(address));
+        return;
+      }
+      socket.pause(); // node:http's parser never sees a byte of it
+      if (logger.enabled('info')) {
+        logger.info('connection_refused', {
+          remote: socket.remoteAddress,
+          reason: refused === 'total' ? 'max_sockets' : 'max_sockets_per_address',
+        });
+      }
+      socket.end(tooManySocketsResponse(refused, newRequestId()));
+      const linger = setTimeout(() => socket.destroy(), CLIENT_ERROR_LINGER_MS).unref();
+      socket.once('close', () => clearTimeout(linger));
+    } catch {
+      socket.destroy();
+    }
+  });
 
   // Requests Node's parser refuses (headers over its limit, a garbage request line, Content-Length
   // with Transfer-Encoding, a header or request timeout) never reach the pipeline: answer them here

@@ -325,4 +325,57 @@ describe('free keys: relay-wide caps', () => {
     await tcpWs(t, url, '127.0.0.2');
     await assert.rejects(tcpWs(t, url, '127.0.0.3'), /503/);
   });
+
+  it('TCP connections, idle ones and WebSockets alike, are capped per address and in total: 503 before a byte is read', async (t) => {
+    const relay = await startRelay(t, { host: '0.0.0.0', maxSocketsPerAddress: 3, maxSockets: 5 });
+    const port = Number(new URL(relay.url).port);
+    /** A raw connection from `from` that sends `request` (if any) and collects what comes back until the relay closes it. */
+    const open = async (from: string, request?: string) => {
+      const socket = connect({ port, host: '127.0.0.1', localAddress: from });
+      t.after(() => socket.destroy());
+      socket.on('error', () => {});
+      let text = '';
+      socket.on('data', (d: Buffer) => {
+        text += d.toString();
+      });
+      const ended = new Promise<string>((resolve) => socket.once('close', () => resolve(text)));
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', () => resolve());
+        socket.once('error', reject);
+      });
+      if (request) socket.write(request);
+      return { socket, ended };
+    };
+    const health = `GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n`;
+    // One address: an idle connection, one that made a request and stays open (keep-alive), a WebSocket.
+    const idle = await open('127.0.0.1');
+    const kept = await open('127.0.0.1', health);
+    await tcpWs(t, relay.url.replace('http', 'ws').replace('0.0.0.0', '127.0.0.1'), '127.0.0.1');
+    const refused = await open('127.0.0.1', health);
+    const answer = await refused.ended;
+    assert.match(answer, /^HTTP\/1\.1 503 /);
+    assert.match(answer, /Retry-After: 5\r\n/);
+    const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as {
+      error: { code: string; details: { reason: string } };
+    };
+    assert.equal(body.error.code, 'service_unavailable');
+    assert.equal(body.error.details.reason, 'too_many_connections_from_address');
+    assert.ok(relay.logs.some((e) => e.msg === 'connection_refused' && e['reason'] === 'max_sockets_per_address'));
+    // Another address is served; then the total (5) is reached for everyone.
+    const other = await open('127.0.0.2', health);
+    await open('127.0.0.2');
+    const full = await (await open('127.0.0.3', health)).ended;
+    assert.match(full, /"reason":"too_many_connections"/);
+    // Closing connections frees places (the relay counts a connection until it sees it close).
+    idle.socket.destroy();
+    other.socket.destroy();
+    kept.socket.destroy();
+    for (let attempt = 0; ; attempt++) {
+      const again = await open('127.0.0.1', `GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      const text = await again.ended;
+      if (text.startsWith('HTTP/1.1 200 ')) break;
+      assert.ok(attempt < 50, `still refused after the others closed: ${text.slice(0, 40)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  });
 });
