@@ -89,6 +89,55 @@ class Api {
   }
 }
 
+/**
+ * One sender per entry of `nodes`, each sending through its node in a loop to one recipient until
+ * `stop()`, which then checks that every answer was 201 or a 5xx (a request may fail while the
+ * database is away; the relay must answer it, and live). `createdReaches(n)` waits for the n-th 201.
+ */
+function sendsThrough(nodes: Node[]) {
+  const rcpt = newAgent();
+  const statuses = new Map<number, number>();
+  let created = 0;
+  let stopping = false;
+  let wake: (() => void) | undefined;
+  const senders = nodes.map(async (node, i) => {
+    const kp = newAgent();
+    const api = new Api(node.url);
+    for (let n = 0; !stopping; n++) {
+      const res = await api.post(kp, '/v1/messages', { recipient_key: rcpt.publicKey, body: { i, n } });
+      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+      if (res.status === 201) created++;
+      wake?.();
+    }
+  });
+  return {
+    created: () => created,
+    createdReaches: (n: number) =>
+      new Promise<void>((resolve) => {
+        wake = () => created >= n && resolve();
+        wake();
+      }),
+    async stop() {
+      stopping = true;
+      await Promise.all(senders);
+      for (const status of statuses.keys()) assert.ok(status === 201 || status >= 500, `status ${status}`);
+    },
+  };
+}
+
+/** A message sent through each process is pushed live to a socket on the other (the bus works). */
+async function pushesBothWays(t: TestContext, one: Node, two: Node): Promise<void> {
+  for (const [from, to] of [
+    [one, two],
+    [two, one],
+  ] as const) {
+    const kp = newAgent();
+    const sock = await connect(t, to.wsUrl, kp);
+    const sent = await new Api(from.url).send(newAgent(), kp.publicKey, { after: 'outage' });
+    assert.equal((await sock.next(15_000)).message.message_id, sent.message_id);
+  }
+}
+
 /** Waits (polling the condition, bounded) for something another process does asynchronously. */
 async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -364,89 +413,29 @@ if (skip) {
       // when a transaction's connection died under it (vendor/postgres/README.md), which killed the process.
       const [one, two, db] = await pair(t, UNLIMITED);
       const name = new URL(db).pathname.slice(1);
-      const rcpt = newAgent();
-      const statuses = new Map<number, number>();
-      let created = 0;
-      let stop = false;
-      let wake: (() => void) | undefined;
-      const traffic = [0, 1, 2, 3].map(async (i) => {
-        const kp = newAgent();
-        const api = new Api(i % 2 ? one.url : two.url);
-        for (let n = 0; !stop; n++) {
-          const res = await api.post(kp, '/v1/messages', { recipient_key: rcpt.publicKey, body: { i, n } });
-          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
-          if (res.status === 201) created++;
-          wake?.();
-        }
-      });
-      const createdReaches = (n: number) =>
-        new Promise<void>((resolve) => {
-          wake = () => created >= n && resolve();
-          wake();
-        });
+      const traffic = sendsThrough([one, two, one, two]);
       for (let k = 1; k <= 3; k++) {
-        await createdReaches(k * 30);
+        await traffic.createdReaches(k * 30);
         const killed = await cluster.psql(
           `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '${name}' AND pid <> pg_backend_pid()`,
         );
         assert.ok(Number(killed) > 0);
       }
-      await createdReaches(120); // both processes serve again after the last kill
-      stop = true;
-      await Promise.all(traffic);
-      for (const status of statuses.keys()) assert.ok(status === 201 || status >= 500, `status ${status}`);
-      // Live pushes resume too (the bus reconnected) on both processes.
-      for (const [from, to] of [
-        [one, two],
-        [two, one],
-      ] as const) {
-        const kp = newAgent();
-        const sock = await connect(t, to.wsUrl, kp);
-        const sent = await new Api(from.url).send(newAgent(), kp.publicKey, { after: 'outage' });
-        assert.equal((await sock.next(10_000)).message.message_id, sent.message_id);
-      }
+      await traffic.createdReaches(120); // both processes serve again after the last kill
+      await traffic.stop();
+      await pushesBothWays(t, one, two);
     });
 
     it('the database server crashing and restarting under traffic costs requests, never a process; both serve after', {
       timeout: 60_000,
     }, async (t) => {
       const [one, two] = await pair(t, UNLIMITED);
-      const rcpt = newAgent();
-      const statuses = new Map<number, number>();
-      let created = 0;
-      let stop = false;
-      let wake: (() => void) | undefined;
-      const traffic = [0, 1].map(async (i) => {
-        const kp = newAgent();
-        const api = new Api(i ? one.url : two.url);
-        for (let n = 0; !stop; n++) {
-          const res = await api.post(kp, '/v1/messages', { recipient_key: rcpt.publicKey, body: { i, n } });
-          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
-          if (res.status === 201) created++;
-          wake?.();
-        }
-      });
-      const createdReaches = (n: number) =>
-        new Promise<void>((resolve) => {
-          wake = () => created >= n && resolve();
-          wake();
-        });
-      await createdReaches(20);
+      const traffic = sendsThrough([one, two]);
+      await traffic.createdReaches(20);
       await cluster.restart(); // every connection refused for a while, then a fresh server
-      const before = created;
-      await createdReaches(before + 40);
-      stop = true;
-      await Promise.all(traffic);
-      for (const status of statuses.keys()) assert.ok(status === 201 || status >= 500, `status ${status}`);
-      for (const [from, to] of [
-        [one, two],
-        [two, one],
-      ] as const) {
-        const kp = newAgent();
-        const sock = await connect(t, to.wsUrl, kp);
-        const sent = await new Api(from.url).send(newAgent(), kp.publicKey, { after: 'restart' });
-        assert.equal((await sock.next(15_000)).message.message_id, sent.message_id);
-      }
+      await traffic.createdReaches(traffic.created() + 40);
+      await traffic.stop();
+      await pushesBothWays(t, one, two);
     });
 
     it('one process SIGKILLed while traffic flows loses nothing acknowledged', async (t) => {

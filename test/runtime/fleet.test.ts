@@ -11,6 +11,7 @@ import { PollSource, WebSocketSource } from '../../src/client/source.js';
 import { type Clock, ManualClock, systemClock } from '../../src/core/clock.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
+import type { Handler } from '../../src/runtime/handler.js';
 import type { JournalEntry } from '../../src/runtime/journal.js';
 import type { RuntimeJournal } from '../../src/runtime/journal-port.js';
 import { Runtime } from '../../src/runtime/runtime.js';
@@ -64,6 +65,17 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     const keypair = Keypair.generate();
     const peer = await Peer.connect(t, relay);
     return { url, relay, keypair, identity: keypair.publicKey, peer };
+  }
+
+  /** One runner (runner id 'a', no heartbeat) on a WebSocket with a shared journal on `url`; started, stopped after the test. */
+  async function wsRunner(t: TestContext, scene: Awaited<ReturnType<typeof withRelay>>, handler: Handler) {
+    const { url, relay, keypair, identity } = scene;
+    const journal = await SharedJournal.open({ url, identity, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
+    const client = new RelayClient({ relayUrl: relay.url, keypair });
+    const runtime = new Runtime({ handler, source: new WebSocketSource(client), client, journal, codec });
+    t.after(() => runtime.stop());
+    runtime.start();
+    return runtime;
   }
 
   async function fleet(t: TestContext, n: number, clock: ManualClock, acks: string[][] = []) {
@@ -358,27 +370,18 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
   it('a handler runs only once its start is recorded where the other runners see it (a runner killed in it is counted)', {
     timeout: 30_000,
   }, async (t) => {
-    const { url, relay, keypair, identity, peer } = await withRelay(t);
+    const scene = await withRelay(t);
+    const { url, identity, peer } = scene;
     const db = postgres(url, { max: 1, onnotice: () => undefined });
     t.after(() => db.end({ timeout: 1 }));
-    const journal = await SharedJournal.open({ url, identity, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
-    const client = new RelayClient({ relayUrl: relay.url, keypair });
     const seen: number[] = [];
-    const runtime = new Runtime({
-      // What the database says at the handler's first line: had the runner died here, a takeover
-      // would read this count (before, the start went out a turn later and read 0 here).
-      handler: async (msg) => {
-        const [row] = await db`SELECT starts FROM mrp_fleet_entries WHERE message_id = ${msg.message_id}`;
-        seen.push(Number(row?.['starts']));
-        return { ok: true };
-      },
-      source: new WebSocketSource(client),
-      client,
-      journal,
-      codec,
+    // What the database says at the handler's first line: had the runner died here, a takeover
+    // would read this count (before, the start went out a turn later and read 0 here).
+    await wsRunner(t, scene, async (msg) => {
+      const [row] = await db`SELECT starts FROM mrp_fleet_entries WHERE message_id = ${msg.message_id}`;
+      seen.push(Number(row?.['starts']));
+      return { ok: true };
     });
-    t.after(() => runtime.stop());
-    runtime.start();
     for (let n = 1; n <= 5; n++) await peer.send(identity, { n });
     await peer.waitForReplies(5);
     assert.deepEqual(seen, [1, 1, 1, 1, 1]);
@@ -387,18 +390,9 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
   it('the database crashing and restarting mid-run: the runner lives on and every message is answered exactly once', {
     timeout: 60_000,
   }, async (t) => {
-    const { url, relay, keypair, identity, peer } = await withRelay(t);
-    const journal = await SharedJournal.open({ url, identity, leaseMs: LEASE, runnerId: 'a', heartbeat: false });
-    const client = new RelayClient({ relayUrl: relay.url, keypair });
-    const runtime = new Runtime({
-      handler: (msg) => ({ n: (msg.body as { n: number }).n }),
-      source: new WebSocketSource(client),
-      client,
-      journal,
-      codec,
-    });
-    t.after(() => runtime.stop());
-    runtime.start();
+    const scene = await withRelay(t);
+    const { identity, peer } = scene;
+    const runtime = await wsRunner(t, scene, (msg) => ({ n: (msg.body as { n: number }).n }));
     for (let n = 1; n <= 10; n++) await peer.send(identity, { n });
     await peer.waitForReplies(10);
     await cluster.restart(); // -m immediate: the journal's connections die, then connecting is refused a while
