@@ -269,6 +269,35 @@ const FIXES = [
       write(Sync)
 `,
   },
+  {
+    file: 'query.js',
+    why: 'a cursor loop whose session closed between two batches throws the error at its next step instead of ending as if the rows were all read (a page read through a cursor came back short, and said nothing)',
+    find: `    let prev
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: () => {
+          if (this.executed && !this.active)
+            return { done: true }
+`,
+    replace: `    let prev
+      , failed // mrp: the error that ended the query while the loop's body ran
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: () => {
+          if (this.executed && !this.active)
+            return failed ? Promise.reject(failed) : { done: true }
+`,
+  },
+  {
+    file: 'query.js',
+    why: '(with the above) the cursor remembers the error',
+    find: `            this.reject = x => (this.active = false, reject(x))
+          })
+          this.execute()`,
+    replace: `            this.reject = x => (this.active = false, failed = x, reject(x))
+          })
+          this.execute()`,
+  },
 ];
 
 function build() {

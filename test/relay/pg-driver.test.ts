@@ -131,6 +131,28 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
     await serves(sql);
   });
 
+  it('a cursor whose connection is killed between two batches throws at its next step, never ends short', async (t) => {
+    // Upstream ended the loop as if all rows were read: a page read through a cursor came back short, silently.
+    const sql = await pool(t, 1);
+    const [row] = await sql`SELECT pg_backend_pid() AS pid`;
+    let batches = 0;
+    const failed = await (async () => {
+      for await (const _rows of sql`SELECT generate_series(1, 100) AS n`.cursor(10)) {
+        if (++batches === 1) {
+          await kill(row!['pid']);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    })().then(
+      () => undefined,
+      (err: Error & { code?: string }) => err,
+    );
+    assert.equal(batches, 1, 'no batch after the kill');
+    assert.ok(failed, 'the loop must fail, not end as if it had read all 100 rows');
+    assert.match(String(failed.code), /^(CONNECTION_CLOSED|57P01|ECONNRESET)$/);
+    await serves(sql);
+  });
+
   it('every connection killed at once, eight times under mixed load: each query settles, the pool recovers', {
     timeout: 60_000,
   }, async (t) => {

@@ -84,11 +84,12 @@ export class Query extends Promise {
       return (this.cursorFn = fn, this)
 
     let prev
+      , failed // mrp: the error that ended the query while the loop's body ran
     return {
       [Symbol.asyncIterator]: () => ({
         next: () => {
           if (this.executed && !this.active)
-            return { done: true }
+            return failed ? Promise.reject(failed) : { done: true }
 
           prev && prev()
           const promise = new Promise((resolve, reject) => {
@@ -97,7 +98,7 @@ export class Query extends Promise {
               return new Promise(r => prev = r)
             }
             this.resolve = () => (this.active = false, resolve({ done: true }))
-            this.reject = x => (this.active = false, reject(x))
+            this.reject = x => (this.active = false, failed = x, reject(x))
           })
           this.execute()
           return promise
