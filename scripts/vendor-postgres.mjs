@@ -298,6 +298,19 @@ const FIXES = [
           })
           this.execute()`,
   },
+  {
+    file: 'index.js',
+    why: "a transaction's statements still waiting in its own queue (the connection was busy) are rejected when its session closes, not left pending forever",
+    find: `        new Promise((_, reject) => connection.onclose = reject)
+`,
+    replace: `        new Promise((_, reject) => connection.onclose = e => {
+          // mrp: nothing will run what waits here; each of them holds its caller (and a closure) forever
+          while (queries.length)
+            queries.shift().reject(e)
+          reject(e)
+        })
+`,
+  },
 ];
 
 function build() {

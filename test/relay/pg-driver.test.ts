@@ -153,6 +153,32 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
     await serves(sql);
   });
 
+  it("statements waiting in a transaction's own queue when its connection is killed are rejected, not left pending", async (t) => {
+    const sql = await pool(t, 1);
+    let both: Promise<unknown> | undefined;
+    await sql
+      .begin(async (tx) => {
+        const [row] = await tx`SELECT pg_backend_pid() AS pid`;
+        // The first, new and with a parameter, is described first: the connection counts as busy and
+        // the second waits in the transaction's queue.
+        both = Promise.allSettled([tx`SELECT ${1}::int AS a, pg_sleep(0.5)`, tx`SELECT 2`]);
+        await kill(row!['pid']);
+        await both;
+      })
+      .catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise((r) => {
+      timer = setTimeout(r, 5000, 'pending');
+    });
+    const outcome = await Promise.race([
+      both!.then((r) => (r as PromiseSettledResult<unknown>[]).map((x) => x.status)),
+      timeout,
+    ]);
+    clearTimeout(timer);
+    assert.deepEqual(outcome, ['rejected', 'rejected']);
+    await serves(sql);
+  });
+
   it('every connection killed at once, eight times under mixed load: each query settles, the pool recovers', {
     timeout: 60_000,
   }, async (t) => {
