@@ -62,6 +62,8 @@ export interface WebhookListen {
   host: string;
   port: number;
   publicUrl?: string;
+  /** Between catch-up polls (`--catch-up`; the source's default when left out). */
+  catchUpIntervalMs?: number;
 }
 
 export interface RunningAgent {
@@ -106,6 +108,7 @@ async function webhookSource(
     host: listen.host,
     port: listen.port,
     ...(listen.publicUrl === undefined ? {} : { publicUrl: listen.publicUrl }),
+    ...(listen.catchUpIntervalMs === undefined ? {} : { catchUpIntervalMs: listen.catchUpIntervalMs }),
     clock: ctx.deps.clock,
     // Catch-up polls (messages the webhook does not bring) note their takes like poll mode.
     ...journalTakes(journal),

@@ -41,6 +41,9 @@ describe('mrp run --mode webhook: flags', () => {
       [['--mode', 'webhooks'], /--mode: "webhooks" must be websocket \(ws\), poll or webhook/],
       [['--listen', '127.0.0.1:0'], /--listen only applies to --mode webhook/],
       [['--mode', 'poll', '--public-url', 'https://x/hook'], /--public-url only applies to --mode webhook/],
+      [['--catch-up', '1m'], /--catch-up only applies to --mode webhook/],
+      [['--mode', 'webhook', '--catch-up', 'soon'], /--catch-up: "soon" is not a duration; use e\.g\. 30s, 5m/],
+      [['--mode', 'webhook', '--catch-up', '-1s'], /--catch-up: "-1s" is not a duration/],
     ];
     for (const [flags, message] of cases) {
       const r = await runCli(['run', '--handler', './handler.ts', ...flags], testDeps({ home }));

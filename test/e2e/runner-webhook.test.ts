@@ -171,6 +171,28 @@ describe('mrp run --mode webhook', () => {
     for (const m of [...waiting, pushed]) assert.equal((await repliesInRelay(peer, m)).length, 1);
   });
 
+  it('--catch-up sets how often it polls for what deliveries did not bring', { timeout: 60_000 }, async (t) => {
+    const { scene, relay, key } = await setUp(t, 'webhook-catch-up-interval');
+    const r = runner(scene, relay, 1, ['--catch-up', '200ms']);
+    await listening(r);
+    // Each catch-up is a GET of the inbox by the runner's key (and re-registers the webhook first).
+    const polls = () =>
+      relay.logs.filter(
+        (e) =>
+          e.msg === 'request' &&
+          e['agent'] === key &&
+          e['method'] === 'GET' &&
+          String(e['path']).startsWith('/v1/messages'),
+      ).length;
+    const deadline = Date.now() + 10_000; // at the 5-minute default, only the first would come
+    while (polls() < 5) {
+      assert.ok(Date.now() < deadline, `${polls()} catch-up polls in 10 s with --catch-up 200ms\n${r.tail()}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    r.kill('SIGTERM');
+    assert.equal((await r.waitExit('SIGTERM', 30_000)).code, 0, r.tail());
+  });
+
   it('killed after journaling a delivery the relay never saw answered: the restart finishes it, the retry gets 200, one handling, one reply', {
     timeout: 120_000,
   }, async (t) => {

@@ -35,6 +35,7 @@ export interface RunOptions {
   standby?: boolean;
   listen?: string;
   publicUrl?: string;
+  catchUp?: string;
 }
 
 /** Where `--mode webhook` listens when `--listen` is not given. */
@@ -118,12 +119,23 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     });
   }
   const mode = parseMode(options.mode ?? 'websocket', '--mode');
-  if (mode !== 'webhook' && (options.listen !== undefined || options.publicUrl !== undefined)) {
-    throw new UsageError(`--${options.listen !== undefined ? 'listen' : 'public-url'} only applies to --mode webhook`, {
-      code: 'invalid_argument',
-    });
+  if (mode !== 'webhook') {
+    const flag = [
+      ['listen', options.listen],
+      ['public-url', options.publicUrl],
+      ['catch-up', options.catchUp],
+    ].find(([, value]) => value !== undefined)?.[0];
+    if (flag) throw new UsageError(`--${flag} only applies to --mode webhook`, { code: 'invalid_argument' });
   }
-  const webhook = mode === 'webhook' ? webhookListen(options.listen, options.publicUrl) : undefined;
+  const webhook =
+    mode === 'webhook'
+      ? {
+          ...webhookListen(options.listen, options.publicUrl),
+          ...(options.catchUp === undefined
+            ? {}
+            : { catchUpIntervalMs: durationOption(options.catchUp, '--catch-up', 0) }),
+        }
+      : undefined;
   const logFormat = options.logFormat ?? (ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json');
   if (logFormat !== 'pretty' && logFormat !== 'json')
     throw new UsageError(`--log-format: "${logFormat}" must be pretty or json`, { code: 'invalid_argument' });
@@ -261,6 +273,10 @@ export function register(program: Command, deps: Deps): void {
     .option(
       '--public-url <url>',
       'webhook mode: the URL the relay posts to, when it is not http://<listen>/ (a TLS proxy, a load balancer); its path is served',
+    )
+    .option(
+      '--catch-up <duration>',
+      'webhook mode: how often to poll for what deliveries did not bring (default 5m; 0 = at start and after declined deliveries only)',
     )
     .option('--manifest <file>', 'announce this profile at start (default: ./mrp.yaml if present)')
     .option('-c, --concurrency <n>', 'handlers running at once', String(RUNTIME_DEFAULTS.concurrency))
