@@ -30,13 +30,29 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
   });
   after(() => cluster?.stop());
 
+  /** Per pool: who waits for the pool to see one of its connections close (the driver's `onclose`). */
+  const closeWaiters = new Map<postgres.Sql, Array<() => void>>();
+
   async function pool(t: TestContext, max = 2): Promise<postgres.Sql> {
-    const sql = postgres(await cluster.database(t), { max, onnotice: () => {} });
+    const waiters: Array<() => void> = [];
+    const sql = postgres(await cluster.database(t), {
+      max,
+      onnotice: () => {},
+      onclose: () => {
+        for (const wake of waiters.splice(0)) wake();
+      },
+    });
+    closeWaiters.set(sql, waiters);
     t.after(() => sql.end({ timeout: 1 }));
     return sql;
   }
 
-  const kill = (pid: number) => cluster.psql(`SELECT pg_terminate_backend(${pid})`);
+  /** Terminates backend `pid` of `sql`'s pool and waits until the pool has seen its connection close. */
+  async function kill(sql: postgres.Sql, pid: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => closeWaiters.get(sql)!.push(resolve));
+    await cluster.psql(`SELECT pg_terminate_backend(${pid})`);
+    await closed;
+  }
 
   /** Answers every query again, also several at once on every connection of the pool. */
   async function serves(sql: postgres.Sql): Promise<void> {
@@ -53,9 +69,8 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
     const failed = await sql
       .begin(async (tx) => {
         const [row] = await tx`SELECT pg_backend_pid() AS pid`;
-        await kill(row!['pid']);
-        // The socket's close arrives; the next statement (and the rollback after it) meet no socket.
-        await new Promise((r) => setTimeout(r, 50));
+        // Once the pool has seen the close, the next statement (and the rollback after it) meet no socket.
+        await kill(sql, row!['pid']);
         await tx`SELECT 1`;
       })
       .then(
@@ -74,7 +89,7 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
     const failed = await sql
       .begin(async (tx) => {
         const [row] = await tx`SELECT pg_backend_pid() AS pid`;
-        await Promise.all([kill(row!['pid']), tx`SELECT pg_sleep(5)`]);
+        await Promise.all([kill(sql, row!['pid']), tx`SELECT pg_sleep(5)`]);
       })
       .then(
         () => undefined,
@@ -88,8 +103,7 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
     const sql = await pool(t);
     const reserved = await sql.reserve();
     const [row] = await reserved`SELECT pg_backend_pid() AS pid`;
-    await kill(row!['pid']);
-    await new Promise((r) => setTimeout(r, 50));
+    await kill(sql, row!['pid']);
     for (let i = 0; i < 3; i++) {
       await assert.rejects(Promise.resolve(reserved`SELECT 1`), (err: Error & { code?: string }) =>
         /^(CONNECTION_CLOSED|57P01)$/.test(String(err.code)),
@@ -111,7 +125,7 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
       stream.on('end', () => resolve('end'));
       stream.resume();
     });
-    await kill(row!['pid']);
+    await kill(sql, row!['pid']);
     const timeout = (ms: number) => new Promise<string>((r) => setTimeout(r, ms, 'timeout').unref());
     assert.equal(await Promise.race([ended, timeout(5000)]), 'CONNECTION_CLOSED');
     assert.deepEqual(await Promise.race([sql`SELECT 1 AS n`.then((r) => r[0]?.['n']), timeout(5000)]), 1);
@@ -123,11 +137,11 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
     const sql = await pool(t, 1);
     const [row] = await sql`SELECT pg_backend_pid() AS pid`;
     for await (const _rows of sql`SELECT generate_series(1, 100) AS n`.cursor(10)) {
-      await kill(row!['pid']);
-      await new Promise((r) => setTimeout(r, 100));
+      await kill(sql, row!['pid']);
       break;
     }
-    await new Promise((r) => setTimeout(r, 50));
+    // The portal's continuation runs on the break (a microtask); give it a whole turn besides.
+    await new Promise((r) => setImmediate(r));
     await serves(sql);
   });
 
@@ -138,10 +152,7 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
     let batches = 0;
     const failed = await (async () => {
       for await (const _rows of sql`SELECT generate_series(1, 100) AS n`.cursor(10)) {
-        if (++batches === 1) {
-          await kill(row!['pid']);
-          await new Promise((r) => setTimeout(r, 100));
-        }
+        if (++batches === 1) await kill(sql, row!['pid']);
       }
     })().then(
       () => undefined,
@@ -162,7 +173,7 @@ describe('the PostgreSQL driver when the server closes its connections', { skip 
         // The first, new and with a parameter, is described first: the connection counts as busy and
         // the second waits in the transaction's queue.
         both = Promise.allSettled([tx`SELECT ${1}::int AS a, pg_sleep(0.5)`, tx`SELECT 2`]);
-        await kill(row!['pid']);
+        await kill(sql, row!['pid']);
         await both;
       })
       .catch(() => undefined);
