@@ -3,13 +3,14 @@
  * acknowledged in the next commit, as the WebSocket scenario drives them. Prints CPU and wall
  * time per message, and the WAL's size at the end.
  *
- *   node --import tsx bench/relay-store.ts [--n 50000] [--batch 200] [--synchronous normal|full] [--inline-checkpoints]
+ *   node --import tsx bench/relay-store.ts [--n 50000] [--batch 200] [--synchronous normal|full] [--inline-checkpoints] [--ids relay|sequential]
  */
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Keypair } from '../src/protocol/signing.js';
+import { messageId } from '../src/relay/ids.js';
 import { SqliteStore } from '../src/relay/store/sqlite-store.js';
 import type { MessageRecord } from '../src/relay/store/store.js';
 
@@ -20,6 +21,8 @@ const { values } = parseArgs({
     synchronous: { type: 'string', default: 'normal' },
     /** Checkpoints inside commits (SQLite's automatic ones) instead of the background worker. */
     'inline-checkpoints': { type: 'boolean', default: false },
+    /** `relay`: the relay's own `messageId` (what a real relay inserts); `sequential`: a counter. */
+    ids: { type: 'string', default: 'relay' },
   },
 });
 const n = Number(values.n);
@@ -48,7 +51,7 @@ for (const key of [sender, recipient])
 
 const record = (i: number): MessageRecord => ({
   seq: 0,
-  message_id: `msg_${i.toString().padStart(22, '0')}`,
+  message_id: values.ids === 'sequential' ? `msg_${i.toString().padStart(22, '0')}` : messageId(now + i / 25), // ~25,000 per second, as a busy relay mints them
   sender_key: sender,
   recipient_key: recipient,
   content_type: 'application/json',

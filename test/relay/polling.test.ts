@@ -59,6 +59,17 @@ describe('§3.6 GET /v1/messages', () => {
     assert.deepEqual(history, specOrder, 'poll order must be (created_at, message_id)');
   });
 
+  it('messages created in the same millisecond come back in the order they arrived (ids ascend within a second)', async (t) => {
+    const clock = new ManualClock();
+    const { url } = await startRelay(t, { clock, sendRatePerMinute: 0 });
+    const api = new Api(url, clock);
+    const a = newAgent();
+    const b = newAgent();
+    const sent: string[] = [];
+    for (let i = 0; i < 20; i++) sent.push((await api.send(a, b.publicKey, { i })).message_id);
+    assert.deepEqual(ids(expectOk(await api.get(b, '/v1/messages'))), sent);
+  });
+
   it('a poll marks returned messages delivered: second poll empty, status delivered, history view has them', async (t) => {
     const { api } = await startTicking(t);
 
