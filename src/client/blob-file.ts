@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, stat } from 'node:fs/promises';
 import { UsageError } from '../core/errors.js';
 import type { BlobInput } from './blobs.js';
 
@@ -17,6 +17,10 @@ export async function fileBlobInput(path: string): Promise<Exclude<BlobInput, Ui
   let size: number;
   const hash = createHash('sha256');
   try {
+    // Checked before opening: opening a FIFO waits for a writer, so `mrp blob upload <fifo>`
+    // would hang instead of being refused.
+    if (!(await stat(path)).isFile())
+      throw new UsageError(`${path} is not a regular file`, { code: 'invalid_argument' });
     const handle = await open(path, 'r');
     try {
       const info = await handle.stat();

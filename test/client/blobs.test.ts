@@ -5,8 +5,10 @@
  * `X-M2M-Blob-Hash` at the end of the stream.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -139,6 +141,28 @@ describe('RelayClient blobs', () => {
     await rejectsWith(fileBlobInput(dir), UsageError, 'invalid_argument');
     // An input that yields other than it declared fails locally.
     await rejectsWith(a.uploadBlob({ ...input, size: input.size + 1 }), UsageError, 'invalid_argument');
+  });
+
+  it('a FIFO is refused as not a regular file at once (opening it would wait for a writer forever)', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'mrp-blob-fifo-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const fifo = join(dir, 'pipe');
+    execFileSync('mkfifo', [fifo]);
+    // Should the open block anyway, a non-blocking writer releases it so the test fails, not hangs.
+    const release = setTimeout(() => {
+      try {
+        closeSync(openSync(fifo, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK));
+      } catch {}
+    }, 2000);
+    t.after(() => clearTimeout(release));
+    const started = Date.now();
+    await assert.rejects(fileBlobInput(fifo), (err: unknown) => {
+      assert.ok(err instanceof UsageError, String(err));
+      assert.equal(err.code, 'invalid_argument');
+      assert.match(err.message, /not a regular file/);
+      return true;
+    });
+    assert.ok(Date.now() - started < 1500, `refused after ${Date.now() - started} ms: the open waited for a writer`);
   });
 
   it('uploads and downloads stream: 40 MiB each way holds under 16 MiB of buffers (client and relay, after GCs)', async (t) => {
