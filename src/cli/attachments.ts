@@ -242,6 +242,31 @@ export function writeStreamAtomic(path: string, body: AsyncIterable<Uint8Array>)
 }
 
 /**
+ * Streams `body` into an existing file that is not a regular one (`-o /dev/null`, a FIFO, a
+ * terminal): written in place, as `-o -` writes stdout. Replacing it atomically would rename a
+ * regular file over the device (as root, `/dev/null` itself).
+ */
+export async function writeStreamInPlace(path: string, body: AsyncIterable<Uint8Array>): Promise<void> {
+  const out = createWriteStream(path, { flags: 'w' });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      out.once('open', () => resolve());
+      out.once('error', reject);
+    });
+    for await (const chunk of body) {
+      if (!out.write(chunk)) await once(out, 'drain');
+    }
+    await new Promise<void>((resolve, reject) => {
+      out.once('error', reject);
+      out.end(() => resolve());
+    });
+  } catch (err) {
+    out.destroy();
+    throw err;
+  }
+}
+
+/**
  * Streams `body` into a new file named `name` in `dir`, never overwriting: `name`, then
  * `name (1).ext`, `name (2).ext`, … (the first that does not exist at the moment it is linked).
  */

@@ -6,7 +6,9 @@
  * on a terminal.
  */
 import assert from 'node:assert/strict';
-import { readdir, readFile, truncate, writeFile } from 'node:fs/promises';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { lstat, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
@@ -74,6 +76,40 @@ describe('mrp blob', () => {
     const noOut = await runCli(['blob', 'download', record.blob_id], deps);
     assert.equal(noOut.code, 2);
     assert.match(noOut.stderr, /-o/);
+  });
+
+  it('download -o onto a FIFO or a device (/dev/null) writes into it, never renames a regular file over it', async (t) => {
+    const relay = await startRelay(t);
+    const { deps } = await user(t, relay);
+    const dir = await tempDir(t);
+    const file = join(dir, 'data.txt');
+    await writeFile(file, 'through the pipe');
+    const id = (await runCli(['blob', 'upload', file], deps)).stdout.trim();
+    const fifo = join(dir, 'pipe');
+    execFileSync('mkfifo', [fifo]);
+    const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
+    t.after(() => reader.kill());
+    let read = '';
+    reader.stdout.on('data', (c: Buffer) => {
+      read += c.toString();
+    });
+    const readerDone = once(reader, 'close');
+    const res = await runCli(['blob', 'download', id, '-o', fifo], deps);
+    assert.equal(res.code, 0, res.stderr);
+    assert.ok((await lstat(fifo)).isFIFO(), 'the FIFO was replaced by a regular file');
+    await readerDone;
+    assert.equal(read, 'through the pipe');
+    assert.deepEqual((await readdir(dir)).sort(), ['data.txt', 'pipe'], 'no temp file left');
+    // A character device like /dev/null (made here only when allowed: mknod needs root).
+    const dev = join(dir, 'null');
+    try {
+      execFileSync('mknod', [dev, 'c', '1', '3'], { stdio: 'ignore' });
+    } catch {
+      return;
+    }
+    const toDev = await runCli(['blob', 'download', id, '-o', dev], deps);
+    assert.equal(toDev.code, 0, toDev.stderr);
+    assert.ok((await lstat(dev)).isCharacterDevice(), 'the device was replaced by a regular file');
   });
 
   it('a progress bar on a terminal for transfers over 4 MB, never when piped', async (t) => {

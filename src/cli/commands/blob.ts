@@ -1,4 +1,5 @@
-import { stat } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
@@ -8,6 +9,7 @@ import {
   plainFile,
   progressFor,
   writeStreamAtomic,
+  writeStreamInPlace,
   writeToStream,
 } from '../attachments.js';
 import type { CliContext } from '../context.js';
@@ -62,12 +64,24 @@ export async function runBlobDownload(ctx: CliContext, options: BlobDownloadOpti
   const output = options.output;
   if (output === undefined)
     throw new UsageError('where to? give -o <file>, or -o - for stdout', { code: 'missing_argument' });
+  // An existing file that is not a regular one (`-o /dev/null`, a FIFO) is written in place:
+  // replacing it would rename a regular file over the device.
+  let inPlace = false;
   if (output !== '-') {
     const info = await stat(output).catch(() => undefined);
     if (info?.isDirectory())
       throw new UsageError(`-o ${output} is a directory; give a file path`, { code: 'invalid_argument' });
+    if (info && !info.isFile()) {
+      inPlace = true;
+      await access(output, constants.W_OK).catch((err: NodeJS.ErrnoException) => {
+        throw new UsageError(`-o ${output}: cannot write to it (${err.code ?? err.message}); give another path`, {
+          code: 'invalid_argument',
+          cause: err,
+        });
+      });
+    }
     // Before the request: a download with nowhere to go is a usage error, not an ENOENT after it.
-    await checkOutputDir(dirname(output), `-o ${output}`);
+    else await checkOutputDir(dirname(output), `-o ${output}`);
   }
   const client = await ctx.client();
   const { info, body } = await client.downloadBlob(id, {});
@@ -89,6 +103,7 @@ export async function runBlobDownload(ctx: CliContext, options: BlobDownloadOpti
   })();
   try {
     if (output === '-') await writeToStream(ctx.deps.stdout, counted);
+    else if (inPlace) await writeStreamInPlace(output, counted);
     else await writeStreamAtomic(output, counted);
   } finally {
     for (const b of bars) b.done();
