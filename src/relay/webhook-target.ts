@@ -8,8 +8,8 @@
  *
  * Checked twice: at PUT on the URL as written (an IP literal or `localhost`), and at delivery on
  * every address the host name resolves to (`guardedLookup`), so a name that later resolves to a
- * private address (DNS rebinding) is refused when it matters. IPv4-mapped IPv6 addresses are
- * checked as the IPv4 address they carry.
+ * private address (DNS rebinding) is refused when it matters. IPv6 addresses that carry an IPv4
+ * address (mapped, compatible, translated, NAT64, 6to4) are checked as the IPv4 address they carry.
  */
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
@@ -48,8 +48,51 @@ for (const [net, bits] of [
 export function isRefusedAddress(address: string): boolean {
   const family = isIP(address);
   if (family === 0) return true;
+  if (family === 4) return REFUSED.check(address, 'ipv4');
   // BlockList checks an IPv4-mapped IPv6 address (::ffff:a.b.c.d) against the IPv4 rules too.
-  return REFUSED.check(address, family === 4 ? 'ipv4' : 'ipv6');
+  if (REFUSED.check(address, 'ipv6')) return true;
+  const embedded = embeddedIpv4(address);
+  return embedded === 'refuse' || (embedded !== undefined && REFUSED.check(embedded, 'ipv4'));
+}
+
+/**
+ * The IPv4 address an IPv6 address carries to an IPv4 host, for the forms a gateway or the host
+ * itself may translate: NAT64 (64:ff9b::/96, RFC 6052), IPv4-compatible (::/96) and
+ * IPv4-translated (::ffff:0:0/96) addresses, 6to4 (2002::/16). `refuse` for the prefixes whose
+ * IPv4 address cannot be read back but may be private: local-use NAT64 (64:ff9b:1::/48, RFC 8215)
+ * and Teredo (2001::/32). So `64:ff9b::a9fe:a9fe` does not reach 169.254.169.254 through a NAT64
+ * gateway (cloud NAT gateways translate to private addresses too).
+ */
+function embeddedIpv4(address: string): string | 'refuse' | undefined {
+  const w = ipv6Words(address);
+  if (!w) return 'refuse';
+  const v4 = (hi: number, lo: number): string => `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
+  const zero = (from: number, to: number): boolean => w.slice(from, to).every((x) => x === 0);
+  if (w[0] === 0x64 && w[1] === 0xff9b && zero(2, 6)) return v4(w[6]!, w[7]!);
+  if (w[0] === 0x64 && w[1] === 0xff9b && w[2] === 1) return 'refuse';
+  if (zero(0, 6)) return v4(w[6]!, w[7]!);
+  if (zero(0, 4) && w[4] === 0xffff && w[5] === 0) return v4(w[6]!, w[7]!);
+  if (w[0] === 0x2002) return v4(w[1]!, w[2]!);
+  if (w[0] === 0x2001 && w[1] === 0) return 'refuse';
+  return undefined;
+}
+
+/** The eight 16-bit words of a valid IPv6 address (`isIP` said 6), a zone id dropped. */
+function ipv6Words(address: string): number[] | undefined {
+  let text = address.split('%')[0]!.toLowerCase();
+  const dotted = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(2).map(Number) as [number, number, number, number];
+    text = `${dotted[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const head = halves[0] ? halves[0].split(':') : [];
+  const tail = halves.length === 2 && halves[1] ? halves[1].split(':') : [];
+  const gap = halves.length === 2 ? 8 - head.length - tail.length : 0;
+  if (gap < 0) return undefined;
+  const words = [...head, ...Array<string>(gap).fill('0'), ...tail].map((x) => Number.parseInt(x, 16));
+  return words.length === 8 && words.every((x) => Number.isInteger(x) && x >= 0 && x <= 0xffff) ? words : undefined;
 }
 
 function refused(url: string, why: string): ApiError {

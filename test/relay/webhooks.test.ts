@@ -433,9 +433,29 @@ describe('§3.8 webhook targets', () => {
       '0.0.0.0',
       '::',
       'nonsense',
+      // IPv6 forms that carry a private IPv4 address to a gateway or the host: NAT64 (cloud NAT
+      // gateways translate to private addresses), IPv4-compatible, IPv4-translated, 6to4.
+      '64:ff9b::7f00:1',
+      '64:ff9b::a9fe:a9fe',
+      '64:ff9b::10.0.0.1',
+      '64:ff9b:1::808:808',
+      '::127.0.0.1',
+      '::ffff:0:a00:1',
+      '2002:a9fe:a9fe::1',
+      '2001:0:4136:e378:8000:63bf:80ff:fffe',
     ])
       assert.equal(isRefusedAddress(a), true, a);
-    for (const a of ['93.184.215.14', '8.8.8.8', '2606:4700::1111', '100.128.0.1', '172.32.0.1'])
+    for (const a of [
+      '93.184.215.14',
+      '8.8.8.8',
+      '2606:4700::1111',
+      '100.128.0.1',
+      '172.32.0.1',
+      '64:ff9b::808:808',
+      '64:ff9b::8.8.8.8',
+      '2002:808:808::1',
+      '2001:db8:1::1',
+    ])
       assert.equal(isRefusedAddress(a), false, a);
     const lookup = guardedLookup((_h, _f, cb) =>
       cb(null, [
