@@ -55,6 +55,13 @@ describe('mrp blob', () => {
     const gone = await runCli(['blob', 'info', id, '--json'], deps);
     assert.equal(gone.code, 1);
     assert.match(gone.stderr, /blob_not_found/);
+    for (const bad of ['', 'text/\u001b[31mred', 'x'.repeat(256)]) {
+      const res = await runCli(['blob', 'upload', file, '--content-type', bad], deps);
+      assert.equal(res.code, 2, res.stderr);
+      assert.match(res.stderr, /^error: --content-type ".*" must be 1-255 printable ASCII characters/);
+      assert.equal(res.stderr.trim().split('\n').length, 1, res.stderr);
+      assert.ok(!res.stderr.includes('\u001b'), 'the bad value is shown escaped');
+    }
     const missing = await runCli(['blob', 'upload', join(dir, 'nope.bin')], deps);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /nope\.bin/);

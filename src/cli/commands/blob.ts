@@ -33,6 +33,11 @@ function barsOf(ctx: CliContext): { bars: Array<{ done(): void }>; quiet: boolea
 /** `mrp blob upload <file>`: prints the blob id (`--json`: the whole BlobInfo). */
 export async function runBlobUpload(ctx: CliContext, options: BlobUploadOptions, args: string[]): Promise<void> {
   const path = args[0]!;
+  if (options.contentType !== undefined && !/^[\x20-\x7e]{1,255}$/.test(options.contentType))
+    throw new UsageError(
+      `--content-type ${JSON.stringify(options.contentType.slice(0, 60))} must be 1-255 printable ASCII characters, e.g. application/pdf`,
+      { code: 'invalid_argument' },
+    );
   await checkUploadSize(path, 'blob upload');
   const file = await plainFile(path, '');
   const client = await ctx.client();
