@@ -84,9 +84,16 @@ function blobPath(id: string): string {
   return `${PATHS.blobs}/${encodeURIComponent(id)}`;
 }
 
-function normalize(input: BlobInput): { size: number; sha256: Uint8Array; open(): AsyncIterable<Uint8Array> } {
+function normalize(input: BlobInput): {
+  size: number;
+  sha256: Uint8Array;
+  /** Read again for the upload (a file): it may have changed since it was hashed. */
+  streamed: boolean;
+  open(): AsyncIterable<Uint8Array>;
+} {
   if (input instanceof Uint8Array) {
     return {
+      streamed: false,
       size: input.byteLength,
       sha256: createHash('sha256').update(input).digest(),
       open: () => chunksOf(input),
@@ -100,7 +107,12 @@ function normalize(input: BlobInput): { size: number; sha256: Uint8Array; open()
       code: 'invalid_argument',
     });
   }
-  return { size: input.size, sha256: input.sha256, open: () => input.open() as AsyncIterable<Uint8Array> };
+  return {
+    streamed: true,
+    size: input.size,
+    sha256: input.sha256,
+    open: () => input.open() as AsyncIterable<Uint8Array>,
+  };
 }
 
 async function* chunksOf(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
@@ -109,26 +121,43 @@ async function* chunksOf(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
 
 /**
  * Counts (and checks) what a source yields: exactly `size` bytes, else the upload fails locally
- * (`failed` hears why: fetch reports a failing body only as a broken connection).
+ * (`failed` hears why: fetch reports a failing body only as a broken connection). With `sha256`
+ * (a streamed input, hashed in an earlier pass), the bytes are hashed as they go and the last
+ * chunk is held back unless they match: a file written to between the passes fails here, saying
+ * so, instead of reaching the relay as a body its signature does not cover (`invalid_signature`,
+ * which sends the user looking at their key).
  */
 async function* counted(
   source: AsyncIterable<Uint8Array>,
   size: number,
   onProgress: UploadOptions['onProgress'],
   failed: (err: unknown) => void,
+  sha256?: Uint8Array,
 ): AsyncGenerator<Uint8Array> {
   let sent = 0;
+  const hash = sha256 ? createHash('sha256') : undefined;
+  const check = (): void => {
+    if (hash && !Buffer.from(sha256!).equals(hash.digest()))
+      throw new UsageError(
+        'the bytes to upload changed after they were hashed (a file still being written?); upload it again once it no longer changes',
+        { code: 'invalid_argument' },
+      );
+  };
   try {
     for await (const raw of source) {
       const chunk = typeof raw === 'string' ? Buffer.from(raw) : raw;
+      if (chunk.byteLength === 0) continue;
       sent += chunk.byteLength;
       if (sent > size)
         throw new UsageError(`uploadBlob: the input yielded more than its declared ${size} bytes`, {
           code: 'invalid_argument',
         });
+      hash?.update(chunk);
+      if (sent === size) check();
       yield chunk;
       onProgress?.(sent, size);
     }
+    if (size === 0) check();
     if (sent !== size)
       throw new UsageError(`uploadBlob: the input yielded ${sent} bytes, not its declared ${size}`, {
         code: 'invalid_argument',
@@ -163,7 +192,7 @@ export async function uploadBlob(client: RelayClient, input: BlobInput, opts: Up
     );
   const exchange = await client.exchange('POST', PATHS.blobs, {
     bodyHash: Buffer.from(blob.sha256).toString('base64url'),
-    body: () => counted(blob.open(), blob.size, opts.onProgress, failed),
+    body: () => counted(blob.open(), blob.size, opts.onProgress, failed, blob.streamed ? blob.sha256 : undefined),
     headers,
     signal: opts.signal ? AbortSignal.any([opts.signal, inputFailed.signal]) : inputFailed.signal,
     // A retried upload stores at most one more copy (a new id); both answers name the same bytes.

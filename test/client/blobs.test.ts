@@ -143,6 +143,26 @@ describe('RelayClient blobs', () => {
     await rejectsWith(a.uploadBlob({ ...input, size: input.size + 1 }), UsageError, 'invalid_argument');
   });
 
+  it("a file changed between its hashing pass and its upload fails locally, saying so (not as the relay's invalid_signature)", async (t) => {
+    const { url } = await startRelay(t);
+    const dir = await mkdtemp(join(tmpdir(), 'mrp-blob-changed-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'growing.log');
+    await writeFile(file, Buffer.alloc(MIB, 1));
+    const input = await fileBlobInput(file);
+    await writeFile(file, Buffer.alloc(MIB, 2)); // same size, other bytes
+    const a = client(url);
+    await assert.rejects(a.uploadBlob(input), (err: unknown) => {
+      assert.ok(err instanceof UsageError, `expected a UsageError, got ${String(err)}`);
+      assert.equal(err.code, 'invalid_argument');
+      assert.match(err.message, /changed after they were hashed/);
+      return true;
+    });
+    // The same file hashed again uploads fine; an in-memory input is not hashed twice.
+    const info = await a.uploadBlob(await fileBlobInput(file));
+    assert.equal(info.hash, hex(Buffer.alloc(MIB, 2)));
+  });
+
   it('a FIFO is refused as not a regular file at once (opening it would wait for a writer forever)', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'mrp-blob-fifo-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
