@@ -571,6 +571,18 @@ export class WebhookSource extends BaseSource implements MessageSource {
         body: { error: 'invalid_delivery', reason: 'the message is addressed to another agent' },
       });
     }
+    // The timestamp header is not signed (§3.8), so a delivery captured on the way can be sent
+    // again later with a fresh one. The journal knows a handled message until it expires (and
+    // some days more); a relay never delivers an expired message. So one that expired (beyond the
+    // clock tolerance) can only be such a replay, made once the journal may have forgotten it.
+    const expires = Date.parse(String(read.batch.messages[0]?.expires_at ?? ''));
+    if (Number.isFinite(expires) && expires < this.#clock.now() - this.#o.timestampToleranceMs) {
+      this.counts.invalid++;
+      return this.#write(req, res, {
+        status: 400,
+        body: { error: 'invalid_delivery', reason: 'the message has expired (a replayed delivery?)' },
+      });
+    }
     const answer = await this.#handOver(read.deliveryId, read.batch);
     return this.#write(req, res, answer);
   }

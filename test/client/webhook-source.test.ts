@@ -214,6 +214,24 @@ describe('WebhookSource', () => {
     assert.equal(s.runtime.stats.received, 0);
   });
 
+  it('a signed delivery replayed after its message expired (a fresh, unsigned timestamp): 400, never handled', async (t) => {
+    const s = await setUp(t, async () => ({ ok: true }));
+    const message = await stored(s, { n: 1 });
+    // What a relay signed once, sent again days later: the journal may have forgotten the id by then.
+    const expired = { ...message, expires_at: new Date(Date.now() - 6 * 60_000).toISOString() };
+    const res = await delivery(s, expired).send();
+    assert.equal(res.status, 400, res.body);
+    assert.match(res.body, /expired/);
+    assert.deepEqual(s.calls, []);
+    assert.doesNotMatch(await journalText(s.journalDir), new RegExp(message.message_id), 'nothing journaled');
+    // Within the clock tolerance of its expiry it is still taken (clocks differ a little).
+    const replies = s.peer.waitForReplies(1);
+    const justNow = { ...message, expires_at: new Date(Date.now() - 60_000).toISOString() };
+    assert.equal((await delivery(s, justNow).send()).status, 200);
+    await replies;
+    assert.deepEqual(s.calls, [message.message_id]);
+  });
+
   it('bounds the body (413, declared or streamed), refuses what is not a delivery (400), answers health on GET / and HEAD', async (t) => {
     const s = await setUp(t, async () => ({ ok: true }), { source: { maxBodyBytes: 4096 } });
     const big = Buffer.alloc(5000, 0x20);
