@@ -156,7 +156,7 @@ export function safeFilename(name: unknown, fallback: string): string {
   const raw = typeof name === 'string' ? name : '';
   const last = raw.split(/[/\\]/).pop() ?? '';
   let clean = last
-    .replace(/[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2066-\u2069]/g, '')
+    .replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g, '')
     .replace(/[<>:"|?*]/g, '_')
     .replace(/^[.\s]+/, '')
     .replace(/[.\s]+$/, '')

@@ -250,6 +250,16 @@ describe('attachments from the command line', () => {
     }
     assert.deepEqual((await readdir(inbox)).sort(), ['bashrc[2J', 'bashrc[2J (1)']);
     assert.equal(await readFile(join(inbox, 'bashrc[2J'), 'utf8'), 'evil');
+    // Invisible and direction-changing characters go too (the Arabic letter mark, line and
+    // paragraph separators, word joiners, a byte-order mark), as they do from text on a terminal.
+    const sly = await mallory.send({
+      recipient_key: bob.key,
+      body: {},
+      attachments: [{ blob_id: evil.blob_id, filename: 'in\u061cvoice\u2028\u2029\u2060\ufeff.txt' }],
+    });
+    const quiet = await tempDir(t);
+    assert.equal((await runCli(['get', sly.message_id, '--save-attachments', quiet], bob.deps)).code, 0);
+    assert.deepEqual(await readdir(quiet), ['invoice.txt']);
     const both = await tempDir(t);
     const saved = JSON.parse(
       (await runCli(['get', messageId, '--save-attachments', both, '--json'], bob.deps)).stdout,
