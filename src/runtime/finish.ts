@@ -9,11 +9,13 @@ import type { MessageCodec } from '../client/codec.js';
 import type { MessageSource } from '../client/source.js';
 import type { Clock } from '../core/clock.js';
 import { AbortError, toMrpError } from '../core/errors.js';
+import { CONTENT_TYPES } from '../protocol/constants.js';
 import type { Message } from '../protocol/types.js';
 import type { HandledEvent, Outcome } from './events.js';
+import type { JournaledReply } from './journal.js';
 import type { RuntimeJournal } from './journal-port.js';
 import type { Outbox } from './outbox.js';
-import { type ReplyDraft, type Sealed, sealReply } from './reply.js';
+import { errorDraft, type ReplyDraft, type Sealed, sealReply } from './reply.js';
 
 /** What the finisher needs from its runtime. */
 export interface FinisherHost {
@@ -113,9 +115,12 @@ export class Finisher {
           host.release(id);
           return;
         }
-        // The relay refuses this reply for good (e.g. acl_denied): nothing to retry.
+        // The relay refuses this reply for good (an attachment it does not hold, acl_denied…):
+        // nothing to retry. The sender still gets an answer if one can be sent: an error reply
+        // naming the refusal, sealed as the refused reply was.
         outcome = 'reply_failed';
         error = { code: e.code, message: e.message };
+        replyId = await this.#refusalReply(message, plan, error);
       }
     }
     host.source.ack(id);
@@ -129,5 +134,36 @@ export class Finisher {
       ...(replyId ? { replyId } : {}),
       ...(error ? { error } : {}),
     });
+  }
+
+  /**
+   * After the relay refused `refused` for good: one error reply `{"status":"error","error":{code,
+   * message}}` without attachments, so the sender is not left waiting. Unless the refused reply
+   * was an error reply already; a refusal of this one too (acl_denied, say) is the end of it.
+   * Resolves with its id, or undefined.
+   */
+  async #refusalReply(
+    message: Message,
+    refused: JournaledReply,
+    why: { code: string; message: string },
+  ): Promise<string | undefined> {
+    if (refused.error) return undefined;
+    const host = this.#host;
+    const encrypt = refused.request.content_type === CONTENT_TYPES.encrypted;
+    const draft = errorDraft(why.code, `the relay refused the reply: ${why.message}`, 'error');
+    const { reply } = await this.seal(message, draft, encrypt);
+    if (!reply) return undefined;
+    try {
+      const res = await host.outbox.send(reply.request, {
+        threadId: reply.request.thread_id ?? message.message_id,
+        checkFirst: false,
+        ...(host.journal.fence ? { fence: () => host.journal.fence!(message.message_id) } : {}),
+      });
+      host.replied();
+      host.journal.replied(message.message_id, res.message_id);
+      return res.message_id;
+    } catch {
+      return undefined;
+    }
   }
 }

@@ -38,6 +38,20 @@ function refSealBody(from: Keypair, to: Keypair, body: JsonValue): JsonValue {
   return { v: 2, enc: enc.toString('base64url'), ct: ct.toString('base64url'), ct_content_type: 'application/json' };
 }
 
+/** Opens a body `from` sealed for `to` with the reference: its JSON. */
+function refOpenBody(to: Keypair, from: Keypair, body: JsonValue): JsonValue {
+  const { enc, ct } = body as { enc: string; ct: string };
+  const plain = refAuthOpen(
+    edSeedToX25519(to.exportSeed()),
+    x25519Public(edSeedToX25519(from.exportSeed())),
+    Buffer.from(enc, 'base64url'),
+    Buffer.from(ct, 'base64url'),
+    EMPTY,
+    EMPTY,
+  );
+  return JSON.parse(plain.toString('utf8')) as JsonValue;
+}
+
 /** The peer uploads `plaintext` encrypted for `to` (§8.4) and returns the attachment to send. */
 async function refEncryptedAttachment(
   client: RelayClient,
@@ -135,6 +149,44 @@ describe('attachments in the handler', () => {
       (await peer.client.downloadBlobBytes(progress.blob_id, { maxBytes: 100 })).toString(),
       'progress file',
     );
+  });
+
+  it('a reply the relay refuses for its attachment (a blob it does not hold) becomes one error reply naming the refusal, sealed like the reply', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const agentKeys = Keypair.generate();
+    const missing: Attachment = { blob_id: 'blob_0123456789ab', filename: 'gone.txt', content_type: 'text/plain' };
+    const agent = await startAgent(t, relay, () => withAttachments({ done: true }, [missing]), {
+      keypair: agentKeys,
+      options: { codec: e2eCodec(agentKeys) },
+    });
+    agent.runtime.start();
+    await connected(agent.runtime);
+    const peer = await Peer.connect(t, relay);
+    for (const encrypted of [false, true]) {
+      const done = handledN(agent.runtime, 1);
+      const sent = encrypted
+        ? await peer.send(agentKeys.publicKey, refSealBody(peer.keypair, agentKeys, { q: 1 }), {
+            content_type: ENCRYPTED,
+          })
+        : await peer.send(agentKeys.publicKey, { q: 1 });
+      const [event] = await done;
+      assert.equal(event!.outcome, 'reply_failed');
+      assert.equal(typeof event!.replyId, 'string', 'the error reply was sent');
+      await peer.waitForReplies(encrypted ? 2 : 1);
+      const replies = peer.replyTo(sent.message_id);
+      assert.equal(replies.length, 1);
+      const reply = replies[0]!;
+      assert.equal(reply.message_id, event!.replyId);
+      assert.deepEqual(reply.attachments, []);
+      assert.equal(reply.content_type, encrypted ? ENCRYPTED : 'application/json');
+      const body = (encrypted ? refOpenBody(peer.keypair, agentKeys, reply.body) : reply.body) as {
+        status: string;
+        error: { code: string; message: string };
+      };
+      assert.equal(body.status, 'error');
+      assert.equal(body.error.code, event!.error!.code);
+      assert.match(body.error.message, /^the relay refused the reply: /);
+    }
   });
 
   it('a hash that does not match the blob is blob_hash_mismatch; a DEK that does not open the blob is decryption_failed', async (t) => {
