@@ -436,7 +436,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       await runtime.finished;
     }
     // A temporary journal lives until `stop()`, not until the end of a loop: what a `messages()`
-    // loop did not finish is yielded again by the next one in this process. A loop still open
+    // loop fetched but did not yield comes in the next one in this process. A loop still open
     // (its body outlived `graceMs`) removes it as it ends.
     this.#stopping = true;
     if (this.#endMessages) await this.#endMessages(graceMs);
@@ -454,9 +454,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
 
   /**
    * Polls the inbox and yields each message once, opened by the codec. Each message is journaled
-   * (on disk) before it is yielded and marked done when the loop asks for the next one, so it is
-   * yielded once even across restarts; one the loop did not finish (it broke out, threw, or the
-   * process died) is yielded again by the next `messages()`. Breaking out stops polling cleanly.
+   * (on disk) before it is yielded and marked done when the loop moves on (asks for the next one,
+   * breaks out or throws), so it is yielded once even across loops and restarts; only one the
+   * process died holding is yielded again by the next `messages()`. Messages fetched but not yet
+   * yielded when a loop ends come first in the next one. Breaking out stops polling cleanly.
    */
   async *messages(): AsyncGenerator<Message, void, undefined> {
     this.#claim('messages');
@@ -554,6 +555,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
       }
     } finally {
       this.#endMessages = undefined;
+      // The loop moved on from the message it held (it broke out or threw): that message was
+      // yielded, so it is done — the next loop must not yield it again. Only a process that dies
+      // holding one leaves it unfinished in the journal (yielded again after the restart).
+      if (current !== undefined) journal.done(current);
       try {
         await source.stopIntake();
         await source.close();

@@ -4,6 +4,8 @@
  * on stop, and the key file it creates or reads.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -124,33 +126,42 @@ describe('Agent', () => {
     });
   });
 
-  it('messages() yields each message once, across restarts; breaking out leaves the current one', async (t) => {
+  it('messages() yields each message once, across loops and restarts; breaking out finishes the current one', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const keyFile = join(tempDir(t), 'inbox.key');
     const peer = await Peer.connect(t, relay);
     const first = new Agent(relay.url, { keyFile });
     const ids: string[] = [];
-    for (let n = 1; n <= 3; n++) ids.push((await peer.send(first.publicKey, { n })).message_id);
+    for (let n = 1; n <= 4; n++) ids.push((await peer.send(first.publicKey, { n })).message_id);
 
     const loop1: string[] = [];
     for await (const msg of first.messages()) {
       loop1.push(msg.message_id);
-      if (loop1.length === 2) break; // the second is not finished: it comes again
+      if (loop1.length === 2) break; // the loop is done with it: it never comes again
     }
     assert.deepEqual(loop1, ids.slice(0, 2));
 
-    // A new process (a new Agent on the same key file): the first message never comes again.
+    // The same agent, a second loop: it starts after what the first yielded.
+    const again: string[] = [];
+    for await (const msg of first.messages()) {
+      again.push(msg.message_id);
+      break;
+    }
+    assert.deepEqual(again, ids.slice(2, 3));
+
+    // A new process (a new Agent on the same key file): nothing yielded before comes again.
     const second = new Agent(relay.url, { keyFile, graceMs: 5000 });
     assert.equal(second.publicKey, first.publicKey);
     const loop2: string[] = [];
+    const extra = (await peer.send(second.publicKey, { n: 5 })).message_id;
     for await (const msg of second.messages()) {
       loop2.push(msg.message_id);
       if (loop2.length === 2) void second.stop(); // ends the loop when it asks for the next one
     }
-    assert.deepEqual(loop2, ids.slice(1, 3));
+    assert.deepEqual(loop2, [ids[3], extra]);
 
     const third = new Agent(relay.url, { keyFile });
-    const later = (await peer.send(third.publicKey, { n: 4 })).message_id;
+    const later = (await peer.send(third.publicKey, { n: 6 })).message_id;
     const reply = third.reply.bind(third);
     for await (const msg of third.messages()) {
       assert.equal(msg.message_id, later, 'done messages are never yielded again');
@@ -163,23 +174,88 @@ describe('Agent', () => {
     }
   });
 
-  it('messages() with a temporary journal: what a loop did not finish comes again in the next loop, until stop()', async (t) => {
+  it('messages(): a loop that throws is done with its message too; request and reply rounds each see their own reply', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const dir = tempDir(t);
+    const server = new Agent(relay.url, { keyFile: join(dir, 's.key'), graceMs: 1000 });
+    server.onMessage((msg) => ({ echo: msg.body }));
+    await serve(t, server);
+    const user = new Agent(relay.url, { keyFile: join(dir, 'u.key') });
+    for (let round = 1; round <= 3; round++) {
+      const id = await user.send(server.publicKey, { round });
+      for await (const msg of user.messages()) {
+        assert.equal(msg.in_reply_to, id, `round ${round}: the reply to this round, not an earlier one`);
+        assert.deepEqual(msg.body, { echo: { round } });
+        break;
+      }
+    }
+    await user.send(server.publicKey, { round: 'throws' });
+    await assert.rejects(
+      (async () => {
+        for await (const _ of user.messages()) throw new Error('the body failed');
+      })(),
+      /the body failed/,
+    );
+    const last = await user.send(server.publicKey, { round: 'after' });
+    for await (const msg of user.messages()) {
+      assert.equal(msg.in_reply_to, last, 'the message the throwing loop held is not yielded again');
+      break;
+    }
+  });
+
+  it('messages(): a process that dies holding a message gets it again after the restart', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const keyFile = join(tempDir(t), 'crash.key');
+    const peer = await Peer.connect(t, relay);
+    const agent = new Agent(relay.url, { keyFile });
+    const ids: string[] = [];
+    for (let n = 1; n <= 2; n++) ids.push((await peer.send(agent.publicKey, { n })).message_id);
+    const script = `import { Agent } from ${JSON.stringify(new URL('../../src/index.ts', import.meta.url).href)};
+const agent = new Agent(process.argv[1], { keyFile: process.argv[2] });
+for await (const msg of agent.messages()) {
+  console.log(msg.message_id);
+  process.exit(9); // dies while the loop body holds it
+}`;
+    // Asynchronously: the relay answering it lives in this process.
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script, relay.url, keyFile],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const [status] = (await once(child, 'exit')) as [number | null];
+    assert.equal(status, 9, stderr);
+    assert.equal(stdout.trim(), ids[0]);
+    const seen: string[] = [];
+    for await (const msg of agent.messages()) {
+      seen.push(msg.message_id);
+      if (seen.length === 2) break;
+    }
+    assert.deepEqual(seen, ids, 'the one it died holding comes again, then the rest');
+  });
+
+  it('messages() with a temporary journal: what a loop fetched but did not yield comes in the next loop, until stop()', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const peer = await Peer.connect(t, relay);
     const agent = new Agent(relay.url, { keypair: Keypair.generate(), graceMs: 5000 });
     t.after(() => agent.stop());
     const ids: string[] = [];
-    for (let n = 1; n <= 2; n++) ids.push((await peer.send(agent.publicKey, { n })).message_id);
+    for (let n = 1; n <= 3; n++) ids.push((await peer.send(agent.publicKey, { n })).message_id);
     for await (const msg of agent.messages()) {
       assert.equal(msg.message_id, ids[0]);
-      break; // not finished: it comes again
+      break; // the poll took all three from the relay; only the journal has the other two now
     }
     const loop2: string[] = [];
     for await (const msg of agent.messages()) {
       loop2.push(msg.message_id);
       if (loop2.length === 2) void agent.stop();
     }
-    assert.deepEqual(loop2, ids);
+    assert.deepEqual(loop2, ids.slice(1));
   });
 
   it('stop() while the loop body holds a message waits for that body (the message is done once); polling stops at once', async (t) => {
