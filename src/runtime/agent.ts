@@ -22,6 +22,7 @@ import type { SourceConsumer } from '../client/source.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { MrpError, toMrpError, UsageError } from '../core/errors.js';
+import { printable } from '../core/printable.js';
 import { didYouMean } from '../core/suggest.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient } from '../protocol/contacts.js';
 import type { EncodedSend } from '../protocol/frames.js';
@@ -308,7 +309,9 @@ export class Agent extends TypedEmitter<AgentEvents> {
       for (const event of [...FORWARDED, 'announced', 'stopped'] as const) {
         this.on(event, (...args: unknown[]) => {
           const line = describe(event, args);
-          if (line !== undefined) print(`mrp ${line}`);
+          // Peer and relay text (bodies a handler logs, close reasons, error messages) reaches a
+          // terminal here: escaped, and one line.
+          if (line !== undefined) print(`mrp ${printable(line)}`);
         });
       }
     }

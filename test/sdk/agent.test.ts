@@ -116,6 +116,25 @@ describe('Agent', () => {
     });
   });
 
+  it('log: what a peer wrote reaches the log lines escaped, one line per event', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const lines: string[] = [];
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key'), log: (line) => lines.push(line) });
+    agent.onMessage((msg, ctx) => {
+      ctx.log.info(`asked: ${(msg.body as { text: string }).text}`);
+      return null;
+    });
+    await serve(t, agent);
+    const peer = await Peer.connect(t, relay);
+    const logged = agent.next('log');
+    await peer.send(agent.publicKey, { text: '\u001b]0;pwned\u0007\u001b[2J\r\nfake line\u202e' });
+    await logged;
+    const line = lines.find((l) => l.includes('asked:'));
+    assert.ok(line, lines.join('\n'));
+    assert.equal(line, 'mrp [info] asked: \\x1b]0;pwned\\x07\\x1b[2J\\r\\nfake line\\u202e');
+    assert.ok(!lines.some((l) => /[\u0000-\u001f\u007f-\u009f\u202e]/.test(l)), 'no control characters');
+  });
+
   it('send() refuses a body over 1 MiB before sending: payload_too_large, worded for a message', async (t) => {
     const relay = await startRelay(t);
     const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key') });
