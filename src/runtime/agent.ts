@@ -606,16 +606,15 @@ export class Agent extends TypedEmitter<AgentEvents> {
     try {
       json = JSON.stringify(body);
     } catch (err) {
-      throw new MrpError('usage', 'invalid_argument', `the body is not JSON (${(err as Error).message})`);
+      throw new UsageError(`the body is not JSON (${(err as Error).message})`, { code: 'invalid_argument' });
     }
-    if (json === undefined) throw new MrpError('usage', 'invalid_argument', 'the body is not JSON');
+    if (json === undefined)
+      throw new UsageError(`the body is not JSON (got ${typeof body})`, { code: 'invalid_argument' });
     const problem = replyProblem(json, 'message');
     if (problem)
-      throw new MrpError(
-        'usage',
-        problem.code === 'reply_too_large' ? 'payload_too_large' : 'invalid_argument',
-        problem.message,
-      );
+      throw new UsageError(problem.message, {
+        code: problem.code === 'reply_too_large' ? 'payload_too_large' : 'invalid_argument',
+      });
     return json;
   }
 

@@ -10,7 +10,7 @@ import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { Agent, Keypair } from '../../src/index.js';
+import { Agent, Keypair, UsageError } from '../../src/index.js';
 import type { Message } from '../../src/protocol/types.js';
 import { invoke } from '../../src/testing.js';
 import { gate, Peer } from '../helpers/agent.js';
@@ -141,6 +141,13 @@ describe('Agent', () => {
     await assert.rejects(agent.send(Keypair.generate().publicKey, { s: 'x'.repeat(1_100_000) }), (err: Error) => {
       assert.equal((err as { code?: string }).code, 'payload_too_large');
       assert.match(err.message, /^the message is 1100008 bytes; the most a message body may be is \d+ bytes/);
+      assert.ok(err instanceof UsageError, 'a typed error: the caller passed it');
+      return true;
+    });
+    await assert.rejects(agent.send(agent.publicKey, undefined as never), (err: Error) => {
+      assert.ok(err instanceof UsageError);
+      assert.equal((err as UsageError).code, 'invalid_argument');
+      assert.equal(err.message, 'the body is not JSON (got undefined)');
       return true;
     });
   });
