@@ -413,7 +413,10 @@ describe('Agent key file and options', () => {
     writeFileSync(bad, 'not a key', { mode: 0o600 });
     assert.throws(
       () => new Agent('http://127.0.0.1:1', { keyFile: bad }),
-      (err: Error & { code?: string }) => err.code === 'key_invalid' && err.message.includes(bad),
+      (err: Error & { code?: string; hint?: string }) =>
+        err.code === 'key_invalid' &&
+        err.message.includes(bad) &&
+        err.hint === 'point keyFile at a key created by `mrp keygen` or an MRP SDK',
     );
     chmodSync(keyFile, 0o644);
     assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile }), { code: 'key_permissions' });
