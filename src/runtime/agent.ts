@@ -21,7 +21,7 @@ import { RelayClient } from '../client/http.js';
 import type { SourceConsumer } from '../client/source.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { MrpError, toMrpError, UsageError } from '../core/errors.js';
+import { AbortError, MrpError, toMrpError, UsageError } from '../core/errors.js';
 import { printable } from '../core/printable.js';
 import { didYouMean } from '../core/suggest.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient } from '../protocol/contacts.js';
@@ -244,7 +244,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
   readonly #patch: ProfilePatch | undefined;
   readonly #clock: Clock;
   readonly #codec: MessageCodec;
-  readonly #outbox: Outbox;
+  /** The way out for `send` and `reply` (rate limits waited out, failures retried); a new one after `stop()`. */
+  #outbox: Outbox;
+  /** `send`/`reply` calls not settled yet: `stop()` gives them `graceMs`, then gives up on them. */
+  readonly #sending = new Set<Promise<unknown>>();
   /** The journal directory, or undefined for a temporary one. */
   readonly #stateDir: string | undefined;
   #tempDir: string | undefined;
@@ -294,7 +297,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       clock: this.#clock,
       ...(options.requestTimeoutMs === undefined ? {} : { timeoutMs: options.requestTimeoutMs }),
     });
-    this.#outbox = new Outbox({ send: (r) => this.client.send(r), client: this.client, clock: this.#clock });
+    this.#outbox = this.#newOutbox();
     this.#stateDir =
       options.journal === false
         ? undefined
@@ -314,6 +317,36 @@ export class Agent extends TypedEmitter<AgentEvents> {
           if (line !== undefined) print(`mrp ${printable(line)}`);
         });
       }
+    }
+  }
+
+  #newOutbox(): Outbox {
+    return new Outbox({
+      send: (r) => this.client.send(r),
+      client: this.client,
+      clock: this.#clock,
+      authIsFinal: true,
+    });
+  }
+
+  /** Sends through the outbox, counted for `stop()`. */
+  async #sendOut(request: EncodedSend, threadId: string | undefined): Promise<string> {
+    const outbox = this.#outbox;
+    const sending = outbox.send(request, threadId === undefined ? undefined : { threadId });
+    this.#sending.add(sending);
+    try {
+      return (await sending).message_id;
+    } catch (err) {
+      if (err instanceof AbortError && this.#outbox !== outbox) {
+        const last = err.cause instanceof Error ? ` (last attempt: ${err.cause.message})` : '';
+        throw new AbortError(
+          `agent.stop() gave up on this message before the relay accepted it; it may not have been sent${last}`,
+          { cause: err.cause },
+        );
+      }
+      throw err;
+    } finally {
+      this.#sending.delete(sending);
     }
   }
 
@@ -429,7 +462,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
   /**
    * Stops like SIGTERM stops `mrp run`: nothing new is taken, running handlers get `graceMs`,
    * replies and acks are flushed; a `messages()` loop ends when its consumer asks for the next
-   * message (or after `graceMs`). Resolves when stopped.
+   * message (or after `graceMs`); a `send`/`reply` still retrying gets `graceMs`, then rejects
+   * with `aborted`. Resolves when stopped. The agent may be started again.
    */
   async stop(): Promise<void> {
     const graceMs = this.#options.graceMs ?? 30_000;
@@ -444,6 +478,17 @@ export class Agent extends TypedEmitter<AgentEvents> {
     this.#stopping = true;
     if (this.#endMessages) await this.#endMessages(graceMs);
     if (!this.#busy) this.#dropTempDir();
+    // Sends still waiting (a rate limit, a relay that is down) get `graceMs`, then reject with
+    // `aborted`: nothing keeps retrying (or keeps the process alive) after `stop()`.
+    if (this.#sending.size > 0) {
+      let timer: ReturnType<Clock['setTimeout']> | undefined;
+      const late = new Promise<void>((r) => (timer = this.#clock.setTimeout(r, graceMs)));
+      await Promise.race([Promise.allSettled([...this.#sending]), late]);
+      timer?.cancel();
+    }
+    const outbox = this.#outbox;
+    this.#outbox = this.#newOutbox();
+    outbox.close();
   }
 
   #dropTempDir(): void {
@@ -642,11 +687,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
     if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
     if (options.ttl !== undefined) request.expires_in = options.ttl;
     if (options.metadata !== undefined) request.metadata = options.metadata;
-    const sent = await this.#outbox.send(
-      request,
-      options.threadId === undefined ? undefined : { threadId: options.threadId },
-    );
-    return sent.message_id;
+    return this.#sendOut(request, options.threadId);
   }
 
   /**
@@ -667,8 +708,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       },
     );
     const request = encodedReplyTo(message, sealed, options.attachments);
-    const sent = await this.#outbox.send(request, { threadId: request.thread_id! });
-    return sent.message_id;
+    return this.#sendOut(request, request.thread_id!);
   }
 
   // ── discovery and the ACL ─────────────────────────────────────────────────────────────────

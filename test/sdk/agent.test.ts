@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -150,6 +152,65 @@ describe('Agent', () => {
       assert.equal(err.message, 'the body is not JSON (got undefined)');
       return true;
     });
+  });
+
+  it('send() by a suspended agent fails at once with agent_suspended instead of retrying forever', {
+    timeout: 20_000,
+  }, async (t) => {
+    const relay = await startRelay(t);
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key') });
+    await agent.send(Keypair.generate().publicKey, { before: true });
+    await relay.relay.setAgentStatus(agent.publicKey, 'suspended');
+    const late = setTimeout(() => void agent.stop(), 10_000);
+    t.after(() => clearTimeout(late));
+    await assert.rejects(agent.send(Keypair.generate().publicKey, { after: true }), (err: Error) => {
+      assert.equal((err as { code?: string }).code, 'agent_suspended', String(err));
+      return true;
+    });
+  });
+
+  it('stop() gives a send still retrying (the relay is down) graceMs, then it rejects with aborted', {
+    timeout: 20_000,
+  }, async (t) => {
+    // A "relay" that drops every connection: each attempt fails, and is counted.
+    let attempts = 0;
+    let second!: () => void;
+    const retried = new Promise<void>((r) => (second = r));
+    const down = createServer((socket) => {
+      if (++attempts === 2) second();
+      socket.destroy();
+    });
+    await new Promise<void>((r) => down.listen(0, '127.0.0.1', r));
+    t.after(() => new Promise<void>((r) => down.close(() => r())));
+    const url = `http://127.0.0.1:${(down.address() as AddressInfo).port}`;
+    const agent = new Agent(url, { keyFile: join(tempDir(t), 'k.key'), graceMs: 300 });
+    let settled = false;
+    const sent = agent.send(Keypair.generate().publicKey, { n: 1 }).finally(() => (settled = true));
+    sent.catch(() => undefined);
+    await retried;
+    assert.equal(settled, false, 'still retrying while the relay is down');
+    const started = Date.now();
+    await agent.stop();
+    assert.ok(Date.now() - started < 5000, 'stop() does not wait for the relay to come back');
+    await assert.rejects(sent, (err: Error) => {
+      assert.equal((err as { code?: string }).code, 'aborted');
+      assert.match(
+        err.message,
+        /^agent\.stop\(\) gave up on this message before the relay accepted it; it may not have been sent/,
+      );
+      return true;
+    });
+    const tried = attempts;
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(attempts, tried, 'nothing retries after stop()');
+  });
+
+  it('an agent sends again after stop()', async (t) => {
+    const relay = await startRelay(t);
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key'), graceMs: 300 });
+    await agent.send(Keypair.generate().publicKey, { n: 1 });
+    await agent.stop();
+    assert.match(await agent.send(Keypair.generate().publicKey, { n: 2 }), /^msg_/);
   });
 
   it('messages() yields each message once, across loops and restarts; breaking out finishes the current one', async (t) => {
