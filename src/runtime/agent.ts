@@ -272,6 +272,18 @@ export class Agent extends TypedEmitter<AgentEvents> {
     if (options.keyFile === undefined && options.keypair === undefined) {
       throw optionError('keyFile', 'give a key file (created if missing) or a keypair');
     }
+    if (options.keyFile !== undefined && (typeof options.keyFile !== 'string' || options.keyFile.trim() === ''))
+      throw optionError(
+        'keyFile',
+        `must be a file path (got ${JSON.stringify(options.keyFile) ?? String(options.keyFile)})`,
+      );
+    if (
+      options.keypair !== undefined &&
+      (options.keypair === null ||
+        typeof options.keypair !== 'object' ||
+        typeof (options.keypair as { publicKey?: unknown }).publicKey !== 'string')
+    )
+      throw optionError('keypair', 'must be a Keypair (Keypair.generate(), Keypair.fromSeed(seed))');
     positive('concurrency', options.concurrency, 1);
     positive('timeoutMs', options.timeoutMs, 1);
     positive('graceMs', options.graceMs, 0);

@@ -485,6 +485,18 @@ describe('Agent key file and options', () => {
 
   it('names a bad option', async () => {
     assert.throws(() => new Agent('http://127.0.0.1:1', {}), /keyFile/);
+    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: '' }), {
+      code: 'invalid_option',
+      message: 'Agent option keyFile: must be a file path (got "")',
+    });
+    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: 5 as never }), {
+      code: 'invalid_option',
+      message: 'Agent option keyFile: must be a file path (got 5)',
+    });
+    assert.throws(() => new Agent('http://127.0.0.1:1', { keypair: 'seed' as never }), {
+      code: 'invalid_option',
+      message: /^Agent option keypair: must be a Keypair/,
+    });
     assert.throws(
       () => new Agent('http://127.0.0.1:1', { keyFile: '/nonexistent-dir-for-sure/x.key', concurrency: 0 }),
       { code: 'invalid_option', message: /concurrency/ },
