@@ -173,6 +173,36 @@ function optionError(field: string, reason: string): UsageError {
   return new UsageError(`Agent option ${field}: ${reason}`, { code: 'invalid_option' });
 }
 
+/**
+ * A misspelt key in a method's options (`{ threadID }`, `discover({ tags })`) would be ignored and
+ * the call would do something else than asked (an unthreaded send, every public agent): refused,
+ * named, with a "did you mean".
+ */
+function knownArgs(method: string, given: unknown, known: readonly string[]): void {
+  if (given === undefined) return;
+  if (given === null || typeof given !== 'object' || Array.isArray(given))
+    throw new UsageError(`${method}: the options must be an object`, { code: 'invalid_argument' });
+  for (const key of Object.keys(given)) {
+    if (!known.includes(key))
+      throw new UsageError(`${method}: unknown option "${key}"${didYouMean(key, known)}; known: ${known.join(', ')}`, {
+        code: 'invalid_argument',
+      });
+  }
+}
+
+const SEND_KEYS = [
+  'contentType',
+  'threadId',
+  'inReplyTo',
+  'ttl',
+  'metadata',
+  'encrypt',
+  'attachments',
+] as const satisfies ReadonlyArray<keyof SendOptions>;
+const REPLY_KEYS = ['contentType', 'encrypt', 'attachments'] as const;
+const DISCOVER_KEYS = ['tag', 'q', 'name', 'activeSince', 'limit', 'cursor'] as const;
+const ACL_LIST_KEYS = ['type', 'limit', 'cursor'] as const;
+
 /** The profile patch the options ask for (only what they set), checked with the relay's rules. */
 function profilePatch(o: AgentOptions): ProfilePatch | undefined {
   const patch: Record<string, unknown> = {};
@@ -680,6 +710,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
    * are waited out and network failures retried; resolves with the relay's message id.
    */
   async send(to: string, body: JsonValue, options: SendOptions = {}): Promise<string> {
+    knownArgs('agent.send', options, SEND_KEYS);
     const recipient = this.#resolve(to);
     const sealed = await this.#codec.seal(
       { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
@@ -711,6 +742,17 @@ export class Agent extends TypedEmitter<AgentEvents> {
     body: JsonValue,
     options: { contentType?: string; encrypt?: boolean; attachments?: Attachment[] } = {},
   ): Promise<string> {
+    knownArgs('agent.reply', options, REPLY_KEYS);
+    if (
+      message === null ||
+      typeof message !== 'object' ||
+      typeof message.message_id !== 'string' ||
+      typeof message.sender_key !== 'string'
+    )
+      throw new UsageError(
+        'agent.reply: the first argument must be a received message (with message_id and sender_key)',
+        { code: 'invalid_argument' },
+      );
     const sealed = await this.#codec.seal(
       { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
       {
@@ -736,6 +778,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       cursor?: string;
     } = {},
   ): Promise<DiscoverResponse> {
+    knownArgs('agent.discover', query, DISCOVER_KEYS);
     const tags = query.tag === undefined ? undefined : Array.isArray(query.tag) ? query.tag : [query.tag];
     return this.client.discover({
       ...(tags ? { tag: tags } : {}),
@@ -763,7 +806,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
   }
 
   /** The ACL, one page. */
-  listAcl(query: { type?: AclEntryType; limit?: number; cursor?: string } = {}): Promise<AclListResponse> {
+  async listAcl(query: { type?: AclEntryType; limit?: number; cursor?: string } = {}): Promise<AclListResponse> {
+    knownArgs('agent.listAcl', query, ACL_LIST_KEYS);
     return this.client.listAcl({
       ...(query.type === undefined ? {} : { entry_type: query.type }),
       ...(query.limit === undefined ? {} : { limit: query.limit }),

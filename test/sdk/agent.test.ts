@@ -483,6 +483,29 @@ describe('Agent key file and options', () => {
     assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile }), { code: 'key_permissions' });
   });
 
+  it("names a method's misspelt option instead of ignoring it, and a reply to something that is not a message", {
+    timeout: 10_000,
+  }, async (t) => {
+    const agent = new Agent('http://127.0.0.1:1', { keyFile: join(tempDir(t), 'k.key') });
+    const peer = Keypair.generate().publicKey;
+    await assert.rejects(agent.send(peer, {}, { threadID: 't' } as never), {
+      code: 'invalid_argument',
+      message: /^agent\.send: unknown option "threadID" \(did you mean "threadId"\?\)/,
+    });
+    await assert.rejects(agent.discover({ tags: 'x' } as never), {
+      code: 'invalid_argument',
+      message: /^agent\.discover: unknown option "tags" \(did you mean "tag"\?\)/,
+    });
+    await assert.rejects(agent.listAcl({ entry_type: 'allow' } as never), { code: 'invalid_argument' });
+    await assert.rejects(agent.reply({ message_id: 'm' } as never, {}, { encrypted: true } as never), {
+      message: /^agent\.reply: unknown option "encrypted" \(did you mean "encrypt"\?\)/,
+    });
+    await assert.rejects(agent.reply({} as never, { x: 1 }), {
+      code: 'invalid_argument',
+      message: 'agent.reply: the first argument must be a received message (with message_id and sender_key)',
+    });
+  });
+
   it('names a bad option', async () => {
     assert.throws(() => new Agent('http://127.0.0.1:1', {}), /keyFile/);
     assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: '' }), {
