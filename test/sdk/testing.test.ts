@@ -200,3 +200,21 @@ describe('createTestRelay', () => {
     await assert.rejects(fetch(`${relay.url}/v1/health`));
   });
 });
+
+describe('createTestRelay options', () => {
+  it("refuses a misspelt option or one it sets itself, naming it; takes the relay's own", async () => {
+    await assert.rejects(createTestRelay({ sendRate: 0 } as never), {
+      code: 'invalid_option',
+      message: /^createTestRelay: unknown option sendRate/,
+    });
+    await assert.rejects(createTestRelay({ sendRatePerMinut: 0 } as never), {
+      message: /did you mean "sendRatePerMinute"\?/,
+    });
+    await assert.rejects(createTestRelay({ port: 1234 } as never), {
+      code: 'invalid_option',
+      message: /^createTestRelay: option port is not taken/,
+    });
+    const relay = await createTestRelay({ sendRatePerMinute: 0, logLevel: 'error' });
+    await relay.close();
+  });
+});
