@@ -685,7 +685,28 @@ export class Agent extends TypedEmitter<AgentEvents> {
         this.#contacts = { book: text ? parseContacts(text, file) : emptyBook(), file };
       } else this.#contacts = { book: c, file: 'the contacts option' };
     }
-    return resolveRecipient(this.#contacts.book, to, this.#contacts.file);
+    if (typeof to !== 'string' || to === '')
+      throw new UsageError(
+        `the recipient must be a public key or a contact name (got ${JSON.stringify(to) ?? String(to)})`,
+        {
+          code: 'invalid_argument',
+        },
+      );
+    try {
+      return resolveRecipient(this.#contacts.book, to, this.#contacts.file);
+    } catch (err) {
+      // The codec's hint is the CLI's (`mrp contacts add`), and the library reads no contacts file
+      // unless given one: say what works here.
+      if (err instanceof UsageError && err.code === 'unknown_contact')
+        throw new UsageError(err.message, {
+          code: 'unknown_contact',
+          hint:
+            this.#options.contacts === undefined
+              ? 'pass the 43-character key, or the contacts option: a contacts file (the CLI keeps its own in ~/.mrp/contacts.json) or a book'
+              : "pass the 43-character key, or add the name to the contacts you gave (`mrp contacts add <name> <key>` writes the CLI's file)",
+        });
+      throw err;
+    }
   }
 
   #encode(body: JsonValue): string {

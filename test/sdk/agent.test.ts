@@ -460,6 +460,13 @@ for await (const msg of agent.messages()) {
     await agent.unblock(other.publicKey);
     assert.equal((await agent.listAcl()).entries.length, 0);
     await assert.rejects(other.send('nobody', {}), { code: 'unknown_contact' });
+    // Without the contacts option no file is read: the hint says what works in the library.
+    await assert.rejects(agent.send('bob', {}), (err: Error & { code?: string; hint?: string }) => {
+      assert.equal(err.code, 'unknown_contact');
+      assert.match(err.hint ?? '', /^pass the 43-character key, or the contacts option/);
+      return true;
+    });
+    await assert.rejects(agent.send(undefined as never, {}), { code: 'invalid_argument' });
   });
 });
 
