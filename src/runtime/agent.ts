@@ -479,10 +479,11 @@ export class Agent extends TypedEmitter<AgentEvents> {
     if (fatal) throw fatal;
   }
 
-  #announceOnConnect(runtime: Runtime): void {
+  /** Announces the profile on the first `connected` of `run()`'s runtime or a `messages()` loop's source. */
+  #announceOnConnect(source: { on(event: 'connected', listener: () => void): unknown }): void {
     if (!this.#patch) return;
     let announced = false;
-    runtime.on('connected', () => {
+    source.on('connected', () => {
       if (announced) return;
       announced = true;
       this.announce().catch((err: unknown) => {
@@ -585,6 +586,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
       timer?.cancel();
     };
     source.on('connected', (info) => this.emit('connected', info));
+    // The options' profile (an inbox policy, a visibility) holds while the inbox is read this way too.
+    this.#announceOnConnect(source);
     source.on('disconnected', (info) => this.emit('disconnected', info));
     source.on('warning', (err) => this.emit('warning', err));
     source.on('fatal', (err) => {

@@ -261,6 +261,29 @@ describe('Agent', () => {
     }
   });
 
+  it('messages() announces the profile in the options too (an inbox read only this way keeps its policy)', {
+    timeout: 20_000,
+  }, async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const peer = await Peer.connect(t, relay);
+    const agent = new Agent(relay.url, {
+      keyFile: join(tempDir(t), 'inbox.key'),
+      name: 'Inbox',
+      inboxPolicy: 'allowlist',
+    });
+    await peer.send(agent.publicKey, { before: 'the policy' });
+    const announced = agent.next('announced');
+    for await (const _ of agent.messages()) {
+      await announced;
+      break;
+    }
+    const stranger = new Agent(relay.url, { keyFile: join(tempDir(t), 'stranger.key') });
+    const profile = await stranger.client.getAgent(agent.publicKey);
+    assert.equal(profile.display_name, 'Inbox');
+    assert.equal(profile.inbox_policy, 'allowlist');
+    await assert.rejects(stranger.send(agent.publicKey, { hi: 1 }), { code: 'acl_denied' });
+  });
+
   it('messages(): a loop that throws is done with its message too; request and reply rounds each see their own reply', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const dir = tempDir(t);
