@@ -105,6 +105,14 @@ export interface AgentOptions {
 export interface RunOptions {
   /** `websocket` (or `ws`, the default) or `poll`. */
   mode?: AgentMode | 'ws';
+  /** Poll mode: the pause between polls when the relay has no long poll (overrides `intervalMs`). */
+  pollIntervalMs?: number;
+}
+
+/** `agent.send`'s options: the handler's `ctx.send` ones, and `expiresIn` (the MRP guides' name for `ttl`). */
+export interface AgentSendOptions extends SendOptions {
+  /** Seconds the message lives: the same as `ttl`. */
+  expiresIn?: number;
 }
 
 export interface AgentEvents extends RuntimeEvents {
@@ -198,7 +206,8 @@ const SEND_KEYS = [
   'metadata',
   'encrypt',
   'attachments',
-] as const satisfies ReadonlyArray<keyof SendOptions>;
+  'expiresIn',
+] as const satisfies ReadonlyArray<keyof AgentSendOptions>;
 const REPLY_KEYS = ['contentType', 'encrypt', 'attachments'] as const;
 const DISCOVER_KEYS = ['tag', 'q', 'name', 'activeSince', 'limit', 'cursor'] as const;
 const ACL_LIST_KEYS = ['type', 'limit', 'cursor'] as const;
@@ -440,7 +449,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
    * (a fatal error: refused authentication, a suspended agent).
    */
   async run(options: RunOptions = {}): Promise<void> {
+    knownArgs('agent.run', options, ['mode', 'pollIntervalMs']);
+    positive('run({ pollIntervalMs })', options.pollIntervalMs, 0);
     const mode = parseMode(options.mode ?? 'websocket', 'run({ mode })', ['websocket', 'poll'] as const);
+    const intervalMs = options.pollIntervalMs ?? this.#options.intervalMs;
     const handler = this.#handler;
     if (!handler)
       throw new UsageError('no handler: call agent.onMessage(handler) before agent.run()', {
@@ -462,7 +474,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
         ...(this.#options.timeoutMs === undefined ? {} : { timeoutMs: this.#options.timeoutMs }),
         ...(this.#options.graceMs === undefined ? {} : { graceMs: this.#options.graceMs }),
         ...(this.#options.maxCrashes === undefined ? {} : { maxCrashes: this.#options.maxCrashes }),
-        ...(this.#options.intervalMs === undefined ? {} : { intervalMs: this.#options.intervalMs }),
+        ...(intervalMs === undefined ? {} : { intervalMs }),
       });
       this.#runtime = runtime;
       for (const event of FORWARDED)
@@ -733,8 +745,13 @@ export class Agent extends TypedEmitter<AgentEvents> {
    * Sends `body` to `to` (a public key, or a contact name with the `contacts` option). Rate limits
    * are waited out and network failures retried; resolves with the relay's message id.
    */
-  async send(to: string, body: JsonValue, options: SendOptions = {}): Promise<string> {
+  async send(to: string, body: JsonValue, options: AgentSendOptions = {}): Promise<string> {
     knownArgs('agent.send', options, SEND_KEYS);
+    if (options.ttl !== undefined && options.expiresIn !== undefined && options.ttl !== options.expiresIn)
+      throw new UsageError('agent.send: ttl and expiresIn are the same setting; give one', {
+        code: 'invalid_argument',
+      });
+    const ttl = options.ttl ?? options.expiresIn;
     const recipient = this.#resolve(to);
     const sealed = await this.#codec.seal(
       { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
@@ -752,7 +769,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
     if (options.attachments?.length) request.attachments = options.attachments.map((a) => ({ ...a }));
     if (options.threadId !== undefined) request.thread_id = options.threadId;
     if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
-    if (options.ttl !== undefined) request.expires_in = options.ttl;
+    if (ttl !== undefined) request.expires_in = ttl;
     if (options.metadata !== undefined) request.metadata = options.metadata;
     return this.#sendOut(request, options.threadId);
   }

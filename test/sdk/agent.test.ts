@@ -536,6 +536,25 @@ describe('Agent key file and options', () => {
     });
   });
 
+  it("takes the MRP guides' names too: send's expiresIn (ttl) and run's pollIntervalMs", async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const peer = await Peer.connect(t, relay);
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key'), graceMs: 1000 });
+    await agent.send(peer.publicKey, { n: 1 }, { expiresIn: 120 });
+    const [got] = await peer.waitForReplies(1);
+    assert.equal(Date.parse(got!.expires_at) - Date.parse(got!.created_at), 120_000);
+    await assert.rejects(agent.send(peer.publicKey, {}, { ttl: 60, expiresIn: 120 }), {
+      code: 'invalid_argument',
+      message: 'agent.send: ttl and expiresIn are the same setting; give one',
+    });
+    agent.onMessage(() => null);
+    await assert.rejects(agent.run({ mode: 'poll', interval: 5 } as never), {
+      code: 'invalid_argument',
+      message: /^agent\.run: unknown option "interval"/,
+    });
+    await serve(t, agent, 'poll');
+  });
+
   it('names a bad option', async () => {
     assert.throws(() => new Agent('http://127.0.0.1:1', {}), /keyFile/);
     assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: '' }), {
