@@ -86,6 +86,7 @@ export {
   type AgentCapability,
   type AgentEvents,
   type AgentOptions,
+  type AgentSendOptions,
   type RunOptions as AgentRunOptions,
 } from './runtime/agent.js';
 export {

@@ -9,6 +9,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { UsageError } from './core/errors.js';
+import { didYouMean } from './core/suggest.js';
 import type { Relay, RelayOptions } from './relay/index.js';
 
 export {
@@ -36,11 +38,86 @@ export interface TestRelay {
 
 export type TestRelayOptions = Omit<Partial<RelayOptions>, 'port' | 'host' | 'dataDir'>;
 
+/** Every option `createTestRelay` takes (a missing or extra one is a compile error here). */
+const OPTION_KEYS: Record<keyof TestRelayOptions, true> = {
+  clock: true,
+  version: true,
+  timestampToleranceMs: true,
+  sendRatePerMinute: true,
+  receiveRatePerMinute: true,
+  requestRatePerMinute: true,
+  maxConnectionsPerAgent: true,
+  maxConnections: true,
+  maxConnectionsPerAddress: true,
+  maxSockets: true,
+  maxSocketsPerAddress: true,
+  maxInboundFrameBytes: true,
+  maxOutboundBytes: true,
+  partialFrameTimeoutMs: true,
+  maxUnsentResponseBytes: true,
+  maxUnsentResponseBytesPerAddress: true,
+  responseStallTimeoutMs: true,
+  authTimeoutMs: true,
+  heartbeatIntervalMs: true,
+  heartbeatTimeoutMs: true,
+  maxBodyBytes: true,
+  maxEnvelopeBytes: true,
+  sweepIntervalMs: true,
+  synchronous: true,
+  bodyTimeoutMs: true,
+  headersTimeoutMs: true,
+  maxConcurrentBodies: true,
+  maxConcurrentBodiesPerAddress: true,
+  minBodyBytesPerWindow: true,
+  bodyRateWindowMs: true,
+  maxBodyBufferBytes: true,
+  maxReplayEntries: true,
+  maxBlobBytes: true,
+  maxBlobStorageBytes: true,
+  maxBlobsPerAgent: true,
+  blobTtlMs: true,
+  minFreeDiskBytes: true,
+  allowPrivateWebhooks: true,
+  webhookTimeoutMs: true,
+  webhookConcurrency: true,
+  webhookConcurrencyPerAgent: true,
+  webhookResolver: true,
+  logger: true,
+  logLevel: true,
+  metrics: true,
+  blobStore: true,
+  store: true,
+  bus: true,
+  replayCache: true,
+  rateLimiter: true,
+  connectionRegistry: true,
+  caches: true,
+  routes: true,
+};
+const FIXED = ['port', 'host', 'dataDir'];
+
+/** A misspelt option (`sendRate`) would be ignored and the test would run against other limits. */
+function checkOptions(options: unknown): void {
+  const bad = (message: string): UsageError =>
+    new UsageError(`createTestRelay: ${message}`, { code: 'invalid_option' });
+  if (options === null || typeof options !== 'object' || Array.isArray(options))
+    throw bad('the options must be an object');
+  const known = Object.keys(OPTION_KEYS);
+  for (const key of Object.keys(options)) {
+    if (FIXED.includes(key))
+      throw bad(
+        `option ${key} is not taken: the test relay listens on 127.0.0.1, port 0, in a temporary directory (its url says where)`,
+      );
+    if (!known.includes(key)) throw bad(`unknown option ${key}${didYouMean(key, known)}`);
+  }
+}
+
 /**
  * Starts a relay on 127.0.0.1, port 0 (any free port), with its data in a new temporary
  * directory and its logs silenced. `options` are the relay's (`createRelay`), e.g. rate limits.
  */
 export async function createTestRelay(options: TestRelayOptions = {}): Promise<TestRelay> {
+  checkOptions(options);
   const dataDir = await mkdtemp(join(tmpdir(), 'mrp-test-relay-'));
   let relay: Relay;
   try {

@@ -8,22 +8,10 @@
  * cursor (C1 CSI) or overwrite a line with `\r`, and bidi overrides can make text read differently
  * from what it is. JSON output is already exact and escaped; human output escapes these visibly.
  */
+import { printable } from '../core/printable.js';
 import { type ContactBook, nameForKey } from '../protocol/contacts.js';
 import type { AgentProfile, Message } from '../protocol/types.js';
 import type { Style } from './output.js';
-
-// C0 controls, DEL, C1 controls, bidi embeddings/overrides/isolates and marks, line/paragraph separators.
-const UNSAFE_RE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
-const UNSAFE_MULTILINE_RE =
-  /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
-const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
-
-function escapeChar(c: string): string {
-  const code = c.charCodeAt(0);
-  return (
-    NAMED[c] ?? (code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`)
-  );
-}
 
 /**
  * Remote text made safe for a terminal: control characters, ESC sequences, `\r` and bidi controls
@@ -31,7 +19,7 @@ function escapeChar(c: string): string {
  * shown over several lines). Use it on every string a peer or the relay chose, before painting.
  */
 export function safeText(text: string, options: { multiline?: boolean } = {}): string {
-  return text.replace(options.multiline ? UNSAFE_MULTILINE_RE : UNSAFE_RE, escapeChar);
+  return printable(text, options);
 }
 
 /** How a message arrived, for the 🔒 marker (see `cli/opener.ts`). */

@@ -21,7 +21,8 @@ import { RelayClient } from '../client/http.js';
 import type { SourceConsumer } from '../client/source.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { MrpError, toMrpError, UsageError } from '../core/errors.js';
+import { AbortError, MrpError, toMrpError, UsageError } from '../core/errors.js';
+import { printable } from '../core/printable.js';
 import { didYouMean } from '../core/suggest.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient } from '../protocol/contacts.js';
 import type { EncodedSend } from '../protocol/frames.js';
@@ -104,6 +105,14 @@ export interface AgentOptions {
 export interface RunOptions {
   /** `websocket` (or `ws`, the default) or `poll`. */
   mode?: AgentMode | 'ws';
+  /** Poll mode: the pause between polls when the relay has no long poll (overrides `intervalMs`). */
+  pollIntervalMs?: number;
+}
+
+/** `agent.send`'s options: the handler's `ctx.send` ones, and `expiresIn` (the MRP guides' name for `ttl`). */
+export interface AgentSendOptions extends SendOptions {
+  /** Seconds the message lives: the same as `ttl`. */
+  expiresIn?: number;
 }
 
 export interface AgentEvents extends RuntimeEvents {
@@ -171,6 +180,37 @@ function knownKeys(given: object, known: readonly string[], field: (key: string)
 function optionError(field: string, reason: string): UsageError {
   return new UsageError(`Agent option ${field}: ${reason}`, { code: 'invalid_option' });
 }
+
+/**
+ * A misspelt key in a method's options (`{ threadID }`, `discover({ tags })`) would be ignored and
+ * the call would do something else than asked (an unthreaded send, every public agent): refused,
+ * named, with a "did you mean".
+ */
+function knownArgs(method: string, given: unknown, known: readonly string[]): void {
+  if (given === undefined) return;
+  if (given === null || typeof given !== 'object' || Array.isArray(given))
+    throw new UsageError(`${method}: the options must be an object`, { code: 'invalid_argument' });
+  for (const key of Object.keys(given)) {
+    if (!known.includes(key))
+      throw new UsageError(`${method}: unknown option "${key}"${didYouMean(key, known)}; known: ${known.join(', ')}`, {
+        code: 'invalid_argument',
+      });
+  }
+}
+
+const SEND_KEYS = [
+  'contentType',
+  'threadId',
+  'inReplyTo',
+  'ttl',
+  'metadata',
+  'encrypt',
+  'attachments',
+  'expiresIn',
+] as const satisfies ReadonlyArray<keyof AgentSendOptions>;
+const REPLY_KEYS = ['contentType', 'encrypt', 'attachments'] as const;
+const DISCOVER_KEYS = ['tag', 'q', 'name', 'activeSince', 'limit', 'cursor'] as const;
+const ACL_LIST_KEYS = ['type', 'limit', 'cursor'] as const;
 
 /** The profile patch the options ask for (only what they set), checked with the relay's rules. */
 function profilePatch(o: AgentOptions): ProfilePatch | undefined {
@@ -243,7 +283,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
   readonly #patch: ProfilePatch | undefined;
   readonly #clock: Clock;
   readonly #codec: MessageCodec;
-  readonly #outbox: Outbox;
+  /** The way out for `send` and `reply` (rate limits waited out, failures retried); a new one after `stop()`. */
+  #outbox: Outbox;
+  /** `send`/`reply` calls not settled yet: `stop()` gives them `graceMs`, then gives up on them. */
+  readonly #sending = new Set<Promise<unknown>>();
   /** The journal directory, or undefined for a temporary one. */
   readonly #stateDir: string | undefined;
   #tempDir: string | undefined;
@@ -268,6 +311,18 @@ export class Agent extends TypedEmitter<AgentEvents> {
     if (options.keyFile === undefined && options.keypair === undefined) {
       throw optionError('keyFile', 'give a key file (created if missing) or a keypair');
     }
+    if (options.keyFile !== undefined && (typeof options.keyFile !== 'string' || options.keyFile.trim() === ''))
+      throw optionError(
+        'keyFile',
+        `must be a file path (got ${JSON.stringify(options.keyFile) ?? String(options.keyFile)})`,
+      );
+    if (
+      options.keypair !== undefined &&
+      (options.keypair === null ||
+        typeof options.keypair !== 'object' ||
+        typeof (options.keypair as { publicKey?: unknown }).publicKey !== 'string')
+    )
+      throw optionError('keypair', 'must be a Keypair (Keypair.generate(), Keypair.fromSeed(seed))');
     positive('concurrency', options.concurrency, 1);
     positive('timeoutMs', options.timeoutMs, 1);
     positive('graceMs', options.graceMs, 0);
@@ -293,7 +348,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       clock: this.#clock,
       ...(options.requestTimeoutMs === undefined ? {} : { timeoutMs: options.requestTimeoutMs }),
     });
-    this.#outbox = new Outbox({ send: (r) => this.client.send(r), client: this.client, clock: this.#clock });
+    this.#outbox = this.#newOutbox();
     this.#stateDir =
       options.journal === false
         ? undefined
@@ -308,9 +363,41 @@ export class Agent extends TypedEmitter<AgentEvents> {
       for (const event of [...FORWARDED, 'announced', 'stopped'] as const) {
         this.on(event, (...args: unknown[]) => {
           const line = describe(event, args);
-          if (line !== undefined) print(`mrp ${line}`);
+          // Peer and relay text (bodies a handler logs, close reasons, error messages) reaches a
+          // terminal here: escaped, and one line.
+          if (line !== undefined) print(`mrp ${printable(line)}`);
         });
       }
+    }
+  }
+
+  #newOutbox(): Outbox {
+    return new Outbox({
+      send: (r) => this.client.send(r),
+      client: this.client,
+      clock: this.#clock,
+      authIsFinal: true,
+    });
+  }
+
+  /** Sends through the outbox, counted for `stop()`. */
+  async #sendOut(request: EncodedSend, threadId: string | undefined): Promise<string> {
+    const outbox = this.#outbox;
+    const sending = outbox.send(request, threadId === undefined ? undefined : { threadId });
+    this.#sending.add(sending);
+    try {
+      return (await sending).message_id;
+    } catch (err) {
+      if (err instanceof AbortError && this.#outbox !== outbox) {
+        const last = err.cause instanceof Error ? ` (last attempt: ${err.cause.message})` : '';
+        throw new AbortError(
+          `agent.stop() gave up on this message before the relay accepted it; it may not have been sent${last}`,
+          { cause: err.cause },
+        );
+      }
+      throw err;
+    } finally {
+      this.#sending.delete(sending);
     }
   }
 
@@ -362,7 +449,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
    * (a fatal error: refused authentication, a suspended agent).
    */
   async run(options: RunOptions = {}): Promise<void> {
+    knownArgs('agent.run', options, ['mode', 'pollIntervalMs']);
+    positive('run({ pollIntervalMs })', options.pollIntervalMs, 0);
     const mode = parseMode(options.mode ?? 'websocket', 'run({ mode })', ['websocket', 'poll'] as const);
+    const intervalMs = options.pollIntervalMs ?? this.#options.intervalMs;
     const handler = this.#handler;
     if (!handler)
       throw new UsageError('no handler: call agent.onMessage(handler) before agent.run()', {
@@ -384,7 +474,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
         ...(this.#options.timeoutMs === undefined ? {} : { timeoutMs: this.#options.timeoutMs }),
         ...(this.#options.graceMs === undefined ? {} : { graceMs: this.#options.graceMs }),
         ...(this.#options.maxCrashes === undefined ? {} : { maxCrashes: this.#options.maxCrashes }),
-        ...(this.#options.intervalMs === undefined ? {} : { intervalMs: this.#options.intervalMs }),
+        ...(intervalMs === undefined ? {} : { intervalMs }),
       });
       this.#runtime = runtime;
       for (const event of FORWARDED)
@@ -401,10 +491,11 @@ export class Agent extends TypedEmitter<AgentEvents> {
     if (fatal) throw fatal;
   }
 
-  #announceOnConnect(runtime: Runtime): void {
+  /** Announces the profile on the first `connected` of `run()`'s runtime or a `messages()` loop's source. */
+  #announceOnConnect(source: { on(event: 'connected', listener: () => void): unknown }): void {
     if (!this.#patch) return;
     let announced = false;
-    runtime.on('connected', () => {
+    source.on('connected', () => {
       if (announced) return;
       announced = true;
       this.announce().catch((err: unknown) => {
@@ -426,7 +517,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
   /**
    * Stops like SIGTERM stops `mrp run`: nothing new is taken, running handlers get `graceMs`,
    * replies and acks are flushed; a `messages()` loop ends when its consumer asks for the next
-   * message (or after `graceMs`). Resolves when stopped.
+   * message (or after `graceMs`); a `send`/`reply` still retrying gets `graceMs`, then rejects
+   * with `aborted`. Resolves when stopped. The agent may be started again.
    */
   async stop(): Promise<void> {
     const graceMs = this.#options.graceMs ?? 30_000;
@@ -436,11 +528,22 @@ export class Agent extends TypedEmitter<AgentEvents> {
       await runtime.finished;
     }
     // A temporary journal lives until `stop()`, not until the end of a loop: what a `messages()`
-    // loop did not finish is yielded again by the next one in this process. A loop still open
+    // loop fetched but did not yield comes in the next one in this process. A loop still open
     // (its body outlived `graceMs`) removes it as it ends.
     this.#stopping = true;
     if (this.#endMessages) await this.#endMessages(graceMs);
     if (!this.#busy) this.#dropTempDir();
+    // Sends still waiting (a rate limit, a relay that is down) get `graceMs`, then reject with
+    // `aborted`: nothing keeps retrying (or keeps the process alive) after `stop()`.
+    if (this.#sending.size > 0) {
+      let timer: ReturnType<Clock['setTimeout']> | undefined;
+      const late = new Promise<void>((r) => (timer = this.#clock.setTimeout(r, graceMs)));
+      await Promise.race([Promise.allSettled([...this.#sending]), late]);
+      timer?.cancel();
+    }
+    const outbox = this.#outbox;
+    this.#outbox = this.#newOutbox();
+    outbox.close();
   }
 
   #dropTempDir(): void {
@@ -454,9 +557,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
 
   /**
    * Polls the inbox and yields each message once, opened by the codec. Each message is journaled
-   * (on disk) before it is yielded and marked done when the loop asks for the next one, so it is
-   * yielded once even across restarts; one the loop did not finish (it broke out, threw, or the
-   * process died) is yielded again by the next `messages()`. Breaking out stops polling cleanly.
+   * (on disk) before it is yielded and marked done when the loop moves on (asks for the next one,
+   * breaks out or throws), so it is yielded once even across loops and restarts; only one the
+   * process died holding is yielded again by the next `messages()`. Messages fetched but not yet
+   * yielded when a loop ends come first in the next one. Breaking out stops polling cleanly.
    */
   async *messages(): AsyncGenerator<Message, void, undefined> {
     this.#claim('messages');
@@ -494,6 +598,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
       timer?.cancel();
     };
     source.on('connected', (info) => this.emit('connected', info));
+    // The options' profile (an inbox policy, a visibility) holds while the inbox is read this way too.
+    this.#announceOnConnect(source);
     source.on('disconnected', (info) => this.emit('disconnected', info));
     source.on('warning', (err) => this.emit('warning', err));
     source.on('fatal', (err) => {
@@ -554,6 +660,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
       }
     } finally {
       this.#endMessages = undefined;
+      // The loop moved on from the message it held (it broke out or threw): that message was
+      // yielded, so it is done — the next loop must not yield it again. Only a process that dies
+      // holding one leaves it unfinished in the journal (yielded again after the restart).
+      if (current !== undefined) journal.done(current);
       try {
         await source.stopIntake();
         await source.close();
@@ -590,7 +700,28 @@ export class Agent extends TypedEmitter<AgentEvents> {
         this.#contacts = { book: text ? parseContacts(text, file) : emptyBook(), file };
       } else this.#contacts = { book: c, file: 'the contacts option' };
     }
-    return resolveRecipient(this.#contacts.book, to, this.#contacts.file);
+    if (typeof to !== 'string' || to === '')
+      throw new UsageError(
+        `the recipient must be a public key or a contact name (got ${JSON.stringify(to) ?? String(to)})`,
+        {
+          code: 'invalid_argument',
+        },
+      );
+    try {
+      return resolveRecipient(this.#contacts.book, to, this.#contacts.file);
+    } catch (err) {
+      // The codec's hint is the CLI's (`mrp contacts add`), and the library reads no contacts file
+      // unless given one: say what works here.
+      if (err instanceof UsageError && err.code === 'unknown_contact')
+        throw new UsageError(err.message, {
+          code: 'unknown_contact',
+          hint:
+            this.#options.contacts === undefined
+              ? 'pass the 43-character key, or the contacts option: a contacts file (the CLI keeps its own in ~/.mrp/contacts.json) or a book'
+              : "pass the 43-character key, or add the name to the contacts you gave (`mrp contacts add <name> <key>` writes the CLI's file)",
+        });
+      throw err;
+    }
   }
 
   #encode(body: JsonValue): string {
@@ -598,16 +729,15 @@ export class Agent extends TypedEmitter<AgentEvents> {
     try {
       json = JSON.stringify(body);
     } catch (err) {
-      throw new MrpError('usage', 'invalid_argument', `the body is not JSON (${(err as Error).message})`);
+      throw new UsageError(`the body is not JSON (${(err as Error).message})`, { code: 'invalid_argument' });
     }
-    if (json === undefined) throw new MrpError('usage', 'invalid_argument', 'the body is not JSON');
+    if (json === undefined)
+      throw new UsageError(`the body is not JSON (got ${typeof body})`, { code: 'invalid_argument' });
     const problem = replyProblem(json, 'message');
     if (problem)
-      throw new MrpError(
-        'usage',
-        problem.code === 'reply_too_large' ? 'payload_too_large' : 'invalid_argument',
-        problem.message,
-      );
+      throw new UsageError(problem.message, {
+        code: problem.code === 'reply_too_large' ? 'payload_too_large' : 'invalid_argument',
+      });
     return json;
   }
 
@@ -615,7 +745,13 @@ export class Agent extends TypedEmitter<AgentEvents> {
    * Sends `body` to `to` (a public key, or a contact name with the `contacts` option). Rate limits
    * are waited out and network failures retried; resolves with the relay's message id.
    */
-  async send(to: string, body: JsonValue, options: SendOptions = {}): Promise<string> {
+  async send(to: string, body: JsonValue, options: AgentSendOptions = {}): Promise<string> {
+    knownArgs('agent.send', options, SEND_KEYS);
+    if (options.ttl !== undefined && options.expiresIn !== undefined && options.ttl !== options.expiresIn)
+      throw new UsageError('agent.send: ttl and expiresIn are the same setting; give one', {
+        code: 'invalid_argument',
+      });
+    const ttl = options.ttl ?? options.expiresIn;
     const recipient = this.#resolve(to);
     const sealed = await this.#codec.seal(
       { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
@@ -633,13 +769,9 @@ export class Agent extends TypedEmitter<AgentEvents> {
     if (options.attachments?.length) request.attachments = options.attachments.map((a) => ({ ...a }));
     if (options.threadId !== undefined) request.thread_id = options.threadId;
     if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
-    if (options.ttl !== undefined) request.expires_in = options.ttl;
+    if (ttl !== undefined) request.expires_in = ttl;
     if (options.metadata !== undefined) request.metadata = options.metadata;
-    const sent = await this.#outbox.send(
-      request,
-      options.threadId === undefined ? undefined : { threadId: options.threadId },
-    );
-    return sent.message_id;
+    return this.#sendOut(request, options.threadId);
   }
 
   /**
@@ -651,6 +783,17 @@ export class Agent extends TypedEmitter<AgentEvents> {
     body: JsonValue,
     options: { contentType?: string; encrypt?: boolean; attachments?: Attachment[] } = {},
   ): Promise<string> {
+    knownArgs('agent.reply', options, REPLY_KEYS);
+    if (
+      message === null ||
+      typeof message !== 'object' ||
+      typeof message.message_id !== 'string' ||
+      typeof message.sender_key !== 'string'
+    )
+      throw new UsageError(
+        'agent.reply: the first argument must be a received message (with message_id and sender_key)',
+        { code: 'invalid_argument' },
+      );
     const sealed = await this.#codec.seal(
       { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
       {
@@ -660,8 +803,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       },
     );
     const request = encodedReplyTo(message, sealed, options.attachments);
-    const sent = await this.#outbox.send(request, { threadId: request.thread_id! });
-    return sent.message_id;
+    return this.#sendOut(request, request.thread_id!);
   }
 
   // ── discovery and the ACL ─────────────────────────────────────────────────────────────────
@@ -677,6 +819,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       cursor?: string;
     } = {},
   ): Promise<DiscoverResponse> {
+    knownArgs('agent.discover', query, DISCOVER_KEYS);
     const tags = query.tag === undefined ? undefined : Array.isArray(query.tag) ? query.tag : [query.tag];
     return this.client.discover({
       ...(tags ? { tag: tags } : {}),
@@ -704,7 +847,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
   }
 
   /** The ACL, one page. */
-  listAcl(query: { type?: AclEntryType; limit?: number; cursor?: string } = {}): Promise<AclListResponse> {
+  async listAcl(query: { type?: AclEntryType; limit?: number; cursor?: string } = {}): Promise<AclListResponse> {
+    knownArgs('agent.listAcl', query, ACL_LIST_KEYS);
     return this.client.listAcl({
       ...(query.type === undefined ? {} : { entry_type: query.type }),
       ...(query.limit === undefined ? {} : { limit: query.limit }),

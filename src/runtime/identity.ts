@@ -127,7 +127,17 @@ function readKeyFileSync(path: string): Omit<KeyFileIdentity, 'created'> | undef
       if (n === 0) break;
       read += n;
     }
-    return decodeKeyFile(bytes.subarray(0, read), path);
+    try {
+      return decodeKeyFile(bytes.subarray(0, read), path);
+    } catch (err) {
+      // The codec's hint speaks to CLI users (`--key`); a library user names the file with `keyFile`.
+      if (err instanceof ConfigError && err.hint?.includes('--key'))
+        throw new ConfigError(err.code, err.message, {
+          file: path,
+          hint: 'point keyFile at a key created by `mrp keygen` or an MRP SDK',
+        });
+      throw err;
+    }
   } finally {
     closeSync(fd);
   }

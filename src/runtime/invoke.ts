@@ -9,7 +9,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { MessageCodec } from '../client/codec.js';
 import { cloneJson } from '../core/clone.js';
 import { formatDuration } from '../core/duration.js';
-import { MrpError, RelayError, TimeoutError } from '../core/errors.js';
+import { MrpError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
+import { didYouMean } from '../core/suggest.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import { Keypair } from '../protocol/signing.js';
 import type { Attachment, JsonValue, Message, SendResponse } from '../protocol/types.js';
@@ -173,12 +174,67 @@ function offlineAttachments(blobs: Record<string, Uint8Array | string>, uploads:
   };
 }
 
+const MESSAGE_KEYS = [
+  'message_id',
+  'sender_key',
+  'recipient_key',
+  'content_type',
+  'body',
+  'attachments',
+  'thread_id',
+  'in_reply_to',
+  'metadata',
+  'status',
+  'created_at',
+  'expires_at',
+  'delivered_at',
+] as const satisfies ReadonlyArray<keyof Message>;
+const OPTION_KEYS = [
+  'self',
+  'redelivered',
+  'encrypted',
+  'timeoutMs',
+  'signal',
+  'resolveRecipient',
+  'blobs',
+] as const satisfies ReadonlyArray<keyof InvokeOptions>;
+
+/**
+ * What a test passes is checked like any input: a body passed where the message goes
+ * (`invoke(h, { text })`), or a misspelt option (`{ timeout: 50 }`), would otherwise run the
+ * handler on something else than the test meant and pass or fail for the wrong reason.
+ */
+function checkInvokeInput(handler: unknown, message: unknown, options: unknown): void {
+  const bad = (what: string, reason: string): UsageError =>
+    new UsageError(`invoke: ${what} ${reason}`, { code: 'invalid_argument' });
+  if (typeof handler !== 'function') throw bad('handler', 'must be a function (msg, ctx) => reply');
+  if (message === null || typeof message !== 'object' || Array.isArray(message))
+    throw bad('message', 'must be an object of message fields, e.g. { body: { text: "Hello" } }');
+  for (const key of Object.keys(message)) {
+    if (!(MESSAGE_KEYS as readonly string[]).includes(key))
+      throw bad(
+        `message field "${key}"`,
+        `is not a message field${didYouMean(key, MESSAGE_KEYS)}; the body goes in { body: … } (fields: ${MESSAGE_KEYS.join(', ')})`,
+      );
+  }
+  if (options === null || typeof options !== 'object' || Array.isArray(options))
+    throw bad('options', 'must be an object');
+  for (const key of Object.keys(options)) {
+    if (!(OPTION_KEYS as readonly string[]).includes(key))
+      throw bad(`option "${key}"`, `is unknown${didYouMean(key, OPTION_KEYS)}; known: ${OPTION_KEYS.join(', ')}`);
+  }
+  const timeoutMs = (options as InvokeOptions).timeoutMs;
+  if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs >= 1 && timeoutMs <= 2_147_483_647))
+    throw bad('option timeoutMs', `must be a number of milliseconds from 1 to 2147483647 (got ${String(timeoutMs)})`);
+}
+
 /** Runs `handler` once on `message` (completed by `testMessage`) and reports what would be sent. */
 export async function invoke(
   handler: Handler,
   message: InvokeMessage = {},
   options: InvokeOptions = {},
 ): Promise<InvokeResult> {
+  checkInvokeInput(handler, message, options);
   const self = options.self ?? message.recipient_key ?? Keypair.generate().publicKey;
   const full = testMessage(message, self);
   const encrypted = options.encrypted === true;

@@ -60,13 +60,19 @@ export interface OutboxOptions {
   send(request: EncodedSend, timeoutMs?: number): Promise<SendResponse>;
   client: RelayClient;
   clock?: Clock;
+  /**
+   * A refused identity (bad signature, clock skew, a suspended agent) fails the send at once
+   * instead of being retried. The runtime keeps retrying (its connection reports the refusal and
+   * stops it); a lone send (the library's `Agent.send`) has nobody else to stop it.
+   */
+  authIsFinal?: boolean;
 }
 
 /** Relay errors that no retry can fix. */
-function isPermanent(err: MrpError): boolean {
+function isPermanent(err: MrpError, authIsFinal: boolean): boolean {
   if (!(err instanceof RelayError)) return err.kind === 'usage' || err.kind === 'config';
   if (err.code === 'rate_limit_exceeded' || err.code === 'replay_detected') return false;
-  if (err.kind === 'auth') return false;
+  if (err.kind === 'auth') return authIsFinal;
   const status = err.status ?? 0;
   return status >= 400 && status < 500;
 }
@@ -75,6 +81,7 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
   readonly #send: (request: EncodedSend, timeoutMs?: number) => Promise<SendResponse>;
   readonly #client: RelayClient;
   readonly #clock: Clock;
+  readonly #authIsFinal: boolean;
   readonly #closing = new AbortController();
   #blockedUntil = 0;
   #pending = 0;
@@ -88,6 +95,7 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
     this.#send = options.send;
     this.#client = options.client;
     this.#clock = options.clock ?? systemClock;
+    this.#authIsFinal = options.authIsFinal === true;
   }
 
   get pending(): number {
@@ -154,7 +162,7 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
         } catch (raw) {
           const err = toMrpError(raw);
           if (this.#closing.signal.aborted) throw new AbortError('outbox closed', { cause: err });
-          if (isPermanent(err)) throw err;
+          if (isPermanent(err, this.#authIsFinal)) throw err;
           unknown = err instanceof OutcomeUnknownError;
           let delayMs: number;
           if (err instanceof RelayError && err.code === 'rate_limit_exceeded') {

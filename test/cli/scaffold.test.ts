@@ -97,6 +97,27 @@ describe('mrp init --template', () => {
     assert.match(stdout, /^\d+\.\d+\.\d+/);
   });
 
+  it('the test command it prints says to install mrp first when this project cannot import it (handler.test.ts imports mrp/testing)', async (t) => {
+    const root = await tempDir(t);
+    const bare = join(root, 'bare');
+    await mkdir(bare);
+    const out = await runCli(['init', '--json'], testDeps({ home: join(root, 'home'), cwd: bare }));
+    assert.equal(JSON.parse(out.stdout).test, 'npm install --save-dev mrp tsx, then npx tsx --test ./handler.test.ts');
+    const text = await runCli(['init', '--handler', 'b.ts'], testDeps({ home: join(root, 'home'), cwd: bare }));
+    assert.ok(
+      text.stdout.includes('test it: npm install --save-dev mrp tsx, then npx tsx --test ./b.test.ts'),
+      text.stdout,
+    );
+    // Installed in the project (or a directory above it): just the test.
+    const app = join(root, 'app');
+    await mkdir(join(app, 'node_modules', 'mrp'), { recursive: true });
+    await writeFile(join(app, 'node_modules', 'mrp', 'package.json'), '{"name":"mrp"}');
+    const nested = join(app, 'src');
+    await mkdir(nested);
+    const installed = await runCli(['init', '--json'], testDeps({ home: join(root, 'home'), cwd: nested }));
+    assert.equal(JSON.parse(installed.stdout).test, 'npx tsx --test ./handler.test.ts');
+  });
+
   it('an unknown template is a usage error naming the choices', async (t) => {
     const { deps } = await project(t);
     const res = await runCli(['init', '--template', 'nope'], deps);

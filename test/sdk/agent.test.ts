@@ -4,11 +4,15 @@
  * on stop, and the key file it creates or reads.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { Agent, Keypair } from '../../src/index.js';
+import { Agent, Keypair, UsageError } from '../../src/index.js';
 import type { Message } from '../../src/protocol/types.js';
 import { invoke } from '../../src/testing.js';
 import { gate, Peer } from '../helpers/agent.js';
@@ -114,43 +118,137 @@ describe('Agent', () => {
     });
   });
 
+  it('log: what a peer wrote reaches the log lines escaped, one line per event', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const lines: string[] = [];
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key'), log: (line) => lines.push(line) });
+    agent.onMessage((msg, ctx) => {
+      ctx.log.info(`asked: ${(msg.body as { text: string }).text}`);
+      return null;
+    });
+    await serve(t, agent);
+    const peer = await Peer.connect(t, relay);
+    const logged = agent.next('log');
+    await peer.send(agent.publicKey, { text: '\u001b]0;pwned\u0007\u001b[2J\r\nfake line\u202e' });
+    await logged;
+    const line = lines.find((l) => l.includes('asked:'));
+    assert.ok(line, lines.join('\n'));
+    assert.equal(line, 'mrp [info] asked: \\x1b]0;pwned\\x07\\x1b[2J\\r\\nfake line\\u202e');
+    assert.ok(!lines.some((l) => /[\u0000-\u001f\u007f-\u009f\u202e]/.test(l)), 'no control characters');
+  });
+
   it('send() refuses a body over 1 MiB before sending: payload_too_large, worded for a message', async (t) => {
     const relay = await startRelay(t);
     const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key') });
     await assert.rejects(agent.send(Keypair.generate().publicKey, { s: 'x'.repeat(1_100_000) }), (err: Error) => {
       assert.equal((err as { code?: string }).code, 'payload_too_large');
       assert.match(err.message, /^the message is 1100008 bytes; the most a message body may be is \d+ bytes/);
+      assert.ok(err instanceof UsageError, 'a typed error: the caller passed it');
+      return true;
+    });
+    await assert.rejects(agent.send(agent.publicKey, undefined as never), (err: Error) => {
+      assert.ok(err instanceof UsageError);
+      assert.equal((err as UsageError).code, 'invalid_argument');
+      assert.equal(err.message, 'the body is not JSON (got undefined)');
       return true;
     });
   });
 
-  it('messages() yields each message once, across restarts; breaking out leaves the current one', async (t) => {
+  it('send() by a suspended agent fails at once with agent_suspended instead of retrying forever', {
+    timeout: 20_000,
+  }, async (t) => {
+    const relay = await startRelay(t);
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key') });
+    await agent.send(Keypair.generate().publicKey, { before: true });
+    await relay.relay.setAgentStatus(agent.publicKey, 'suspended');
+    const late = setTimeout(() => void agent.stop(), 10_000);
+    t.after(() => clearTimeout(late));
+    await assert.rejects(agent.send(Keypair.generate().publicKey, { after: true }), (err: Error) => {
+      assert.equal((err as { code?: string }).code, 'agent_suspended', String(err));
+      return true;
+    });
+  });
+
+  it('stop() gives a send still retrying (the relay is down) graceMs, then it rejects with aborted', {
+    timeout: 20_000,
+  }, async (t) => {
+    // A "relay" that drops every connection: each attempt fails, and is counted.
+    let attempts = 0;
+    let second!: () => void;
+    const retried = new Promise<void>((r) => (second = r));
+    const down = createServer((socket) => {
+      if (++attempts === 2) second();
+      socket.destroy();
+    });
+    await new Promise<void>((r) => down.listen(0, '127.0.0.1', r));
+    t.after(() => new Promise<void>((r) => down.close(() => r())));
+    const url = `http://127.0.0.1:${(down.address() as AddressInfo).port}`;
+    const agent = new Agent(url, { keyFile: join(tempDir(t), 'k.key'), graceMs: 300 });
+    let settled = false;
+    const sent = agent.send(Keypair.generate().publicKey, { n: 1 }).finally(() => (settled = true));
+    sent.catch(() => undefined);
+    await retried;
+    assert.equal(settled, false, 'still retrying while the relay is down');
+    const started = Date.now();
+    await agent.stop();
+    assert.ok(Date.now() - started < 5000, 'stop() does not wait for the relay to come back');
+    await assert.rejects(sent, (err: Error) => {
+      assert.equal((err as { code?: string }).code, 'aborted');
+      assert.match(
+        err.message,
+        /^agent\.stop\(\) gave up on this message before the relay accepted it; it may not have been sent/,
+      );
+      return true;
+    });
+    const tried = attempts;
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(attempts, tried, 'nothing retries after stop()');
+  });
+
+  it('an agent sends again after stop()', async (t) => {
+    const relay = await startRelay(t);
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key'), graceMs: 300 });
+    await agent.send(Keypair.generate().publicKey, { n: 1 });
+    await agent.stop();
+    assert.match(await agent.send(Keypair.generate().publicKey, { n: 2 }), /^msg_/);
+  });
+
+  it('messages() yields each message once, across loops and restarts; breaking out finishes the current one', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const keyFile = join(tempDir(t), 'inbox.key');
     const peer = await Peer.connect(t, relay);
     const first = new Agent(relay.url, { keyFile });
     const ids: string[] = [];
-    for (let n = 1; n <= 3; n++) ids.push((await peer.send(first.publicKey, { n })).message_id);
+    for (let n = 1; n <= 4; n++) ids.push((await peer.send(first.publicKey, { n })).message_id);
 
     const loop1: string[] = [];
     for await (const msg of first.messages()) {
       loop1.push(msg.message_id);
-      if (loop1.length === 2) break; // the second is not finished: it comes again
+      if (loop1.length === 2) break; // the loop is done with it: it never comes again
     }
     assert.deepEqual(loop1, ids.slice(0, 2));
 
-    // A new process (a new Agent on the same key file): the first message never comes again.
+    // The same agent, a second loop: it starts after what the first yielded.
+    const again: string[] = [];
+    for await (const msg of first.messages()) {
+      again.push(msg.message_id);
+      break;
+    }
+    assert.deepEqual(again, ids.slice(2, 3));
+
+    // A new process (a new Agent on the same key file): nothing yielded before comes again.
     const second = new Agent(relay.url, { keyFile, graceMs: 5000 });
     assert.equal(second.publicKey, first.publicKey);
     const loop2: string[] = [];
+    const extra = (await peer.send(second.publicKey, { n: 5 })).message_id;
     for await (const msg of second.messages()) {
       loop2.push(msg.message_id);
       if (loop2.length === 2) void second.stop(); // ends the loop when it asks for the next one
     }
-    assert.deepEqual(loop2, ids.slice(1, 3));
+    assert.deepEqual(loop2, [ids[3], extra]);
 
     const third = new Agent(relay.url, { keyFile });
-    const later = (await peer.send(third.publicKey, { n: 4 })).message_id;
+    const later = (await peer.send(third.publicKey, { n: 6 })).message_id;
     const reply = third.reply.bind(third);
     for await (const msg of third.messages()) {
       assert.equal(msg.message_id, later, 'done messages are never yielded again');
@@ -163,23 +261,111 @@ describe('Agent', () => {
     }
   });
 
-  it('messages() with a temporary journal: what a loop did not finish comes again in the next loop, until stop()', async (t) => {
+  it('messages() announces the profile in the options too (an inbox read only this way keeps its policy)', {
+    timeout: 20_000,
+  }, async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const peer = await Peer.connect(t, relay);
+    const agent = new Agent(relay.url, {
+      keyFile: join(tempDir(t), 'inbox.key'),
+      name: 'Inbox',
+      inboxPolicy: 'allowlist',
+    });
+    await peer.send(agent.publicKey, { before: 'the policy' });
+    const announced = agent.next('announced');
+    for await (const _ of agent.messages()) {
+      await announced;
+      break;
+    }
+    const stranger = new Agent(relay.url, { keyFile: join(tempDir(t), 'stranger.key') });
+    const profile = await stranger.client.getAgent(agent.publicKey);
+    assert.equal(profile.display_name, 'Inbox');
+    assert.equal(profile.inbox_policy, 'allowlist');
+    await assert.rejects(stranger.send(agent.publicKey, { hi: 1 }), { code: 'acl_denied' });
+  });
+
+  it('messages(): a loop that throws is done with its message too; request and reply rounds each see their own reply', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const dir = tempDir(t);
+    const server = new Agent(relay.url, { keyFile: join(dir, 's.key'), graceMs: 1000 });
+    server.onMessage((msg) => ({ echo: msg.body }));
+    await serve(t, server);
+    const user = new Agent(relay.url, { keyFile: join(dir, 'u.key') });
+    for (let round = 1; round <= 3; round++) {
+      const id = await user.send(server.publicKey, { round });
+      for await (const msg of user.messages()) {
+        assert.equal(msg.in_reply_to, id, `round ${round}: the reply to this round, not an earlier one`);
+        assert.deepEqual(msg.body, { echo: { round } });
+        break;
+      }
+    }
+    await user.send(server.publicKey, { round: 'throws' });
+    await assert.rejects(
+      (async () => {
+        for await (const _ of user.messages()) throw new Error('the body failed');
+      })(),
+      /the body failed/,
+    );
+    const last = await user.send(server.publicKey, { round: 'after' });
+    for await (const msg of user.messages()) {
+      assert.equal(msg.in_reply_to, last, 'the message the throwing loop held is not yielded again');
+      break;
+    }
+  });
+
+  it('messages(): a process that dies holding a message gets it again after the restart', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const keyFile = join(tempDir(t), 'crash.key');
+    const peer = await Peer.connect(t, relay);
+    const agent = new Agent(relay.url, { keyFile });
+    const ids: string[] = [];
+    for (let n = 1; n <= 2; n++) ids.push((await peer.send(agent.publicKey, { n })).message_id);
+    const script = `import { Agent } from ${JSON.stringify(new URL('../../src/index.ts', import.meta.url).href)};
+const agent = new Agent(process.argv[1], { keyFile: process.argv[2] });
+for await (const msg of agent.messages()) {
+  console.log(msg.message_id);
+  process.exit(9); // dies while the loop body holds it
+}`;
+    // Asynchronously: the relay answering it lives in this process.
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script, relay.url, keyFile],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const [status] = (await once(child, 'exit')) as [number | null];
+    assert.equal(status, 9, stderr);
+    assert.equal(stdout.trim(), ids[0]);
+    const seen: string[] = [];
+    for await (const msg of agent.messages()) {
+      seen.push(msg.message_id);
+      if (seen.length === 2) break;
+    }
+    assert.deepEqual(seen, ids, 'the one it died holding comes again, then the rest');
+  });
+
+  it('messages() with a temporary journal: what a loop fetched but did not yield comes in the next loop, until stop()', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const peer = await Peer.connect(t, relay);
     const agent = new Agent(relay.url, { keypair: Keypair.generate(), graceMs: 5000 });
     t.after(() => agent.stop());
     const ids: string[] = [];
-    for (let n = 1; n <= 2; n++) ids.push((await peer.send(agent.publicKey, { n })).message_id);
+    for (let n = 1; n <= 3; n++) ids.push((await peer.send(agent.publicKey, { n })).message_id);
     for await (const msg of agent.messages()) {
       assert.equal(msg.message_id, ids[0]);
-      break; // not finished: it comes again
+      break; // the poll took all three from the relay; only the journal has the other two now
     }
     const loop2: string[] = [];
     for await (const msg of agent.messages()) {
       loop2.push(msg.message_id);
       if (loop2.length === 2) void agent.stop();
     }
-    assert.deepEqual(loop2, ids);
+    assert.deepEqual(loop2, ids.slice(1));
   });
 
   it('stop() while the loop body holds a message waits for that body (the message is done once); polling stops at once', async (t) => {
@@ -297,6 +483,13 @@ describe('Agent', () => {
     await agent.unblock(other.publicKey);
     assert.equal((await agent.listAcl()).entries.length, 0);
     await assert.rejects(other.send('nobody', {}), { code: 'unknown_contact' });
+    // Without the contacts option no file is read: the hint says what works in the library.
+    await assert.rejects(agent.send('bob', {}), (err: Error & { code?: string; hint?: string }) => {
+      assert.equal(err.code, 'unknown_contact');
+      assert.match(err.hint ?? '', /^pass the 43-character key, or the contacts option/);
+      return true;
+    });
+    await assert.rejects(agent.send(undefined as never, {}), { code: 'invalid_argument' });
   });
 });
 
@@ -311,14 +504,71 @@ describe('Agent key file and options', () => {
     writeFileSync(bad, 'not a key', { mode: 0o600 });
     assert.throws(
       () => new Agent('http://127.0.0.1:1', { keyFile: bad }),
-      (err: Error & { code?: string }) => err.code === 'key_invalid' && err.message.includes(bad),
+      (err: Error & { code?: string; hint?: string }) =>
+        err.code === 'key_invalid' &&
+        err.message.includes(bad) &&
+        err.hint === 'point keyFile at a key created by `mrp keygen` or an MRP SDK',
     );
     chmodSync(keyFile, 0o644);
     assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile }), { code: 'key_permissions' });
   });
 
+  it("names a method's misspelt option instead of ignoring it, and a reply to something that is not a message", {
+    timeout: 10_000,
+  }, async (t) => {
+    const agent = new Agent('http://127.0.0.1:1', { keyFile: join(tempDir(t), 'k.key') });
+    const peer = Keypair.generate().publicKey;
+    await assert.rejects(agent.send(peer, {}, { threadID: 't' } as never), {
+      code: 'invalid_argument',
+      message: /^agent\.send: unknown option "threadID" \(did you mean "threadId"\?\)/,
+    });
+    await assert.rejects(agent.discover({ tags: 'x' } as never), {
+      code: 'invalid_argument',
+      message: /^agent\.discover: unknown option "tags" \(did you mean "tag"\?\)/,
+    });
+    await assert.rejects(agent.listAcl({ entry_type: 'allow' } as never), { code: 'invalid_argument' });
+    await assert.rejects(agent.reply({ message_id: 'm' } as never, {}, { encrypted: true } as never), {
+      message: /^agent\.reply: unknown option "encrypted" \(did you mean "encrypt"\?\)/,
+    });
+    await assert.rejects(agent.reply({} as never, { x: 1 }), {
+      code: 'invalid_argument',
+      message: 'agent.reply: the first argument must be a received message (with message_id and sender_key)',
+    });
+  });
+
+  it("takes the MRP guides' names too: send's expiresIn (ttl) and run's pollIntervalMs", async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const peer = await Peer.connect(t, relay);
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key'), graceMs: 1000 });
+    await agent.send(peer.publicKey, { n: 1 }, { expiresIn: 120 });
+    const [got] = await peer.waitForReplies(1);
+    assert.equal(Date.parse(got!.expires_at) - Date.parse(got!.created_at), 120_000);
+    await assert.rejects(agent.send(peer.publicKey, {}, { ttl: 60, expiresIn: 120 }), {
+      code: 'invalid_argument',
+      message: 'agent.send: ttl and expiresIn are the same setting; give one',
+    });
+    agent.onMessage(() => null);
+    await assert.rejects(agent.run({ mode: 'poll', interval: 5 } as never), {
+      code: 'invalid_argument',
+      message: /^agent\.run: unknown option "interval"/,
+    });
+    await serve(t, agent, 'poll');
+  });
+
   it('names a bad option', async () => {
     assert.throws(() => new Agent('http://127.0.0.1:1', {}), /keyFile/);
+    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: '' }), {
+      code: 'invalid_option',
+      message: 'Agent option keyFile: must be a file path (got "")',
+    });
+    assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: 5 as never }), {
+      code: 'invalid_option',
+      message: 'Agent option keyFile: must be a file path (got 5)',
+    });
+    assert.throws(() => new Agent('http://127.0.0.1:1', { keypair: 'seed' as never }), {
+      code: 'invalid_option',
+      message: /^Agent option keypair: must be a Keypair/,
+    });
     assert.throws(
       () => new Agent('http://127.0.0.1:1', { keyFile: '/nonexistent-dir-for-sure/x.key', concurrency: 0 }),
       { code: 'invalid_option', message: /concurrency/ },

@@ -25,6 +25,28 @@ describe('invoke', () => {
     assert.equal(none.reply, null);
   });
 
+  it('refuses what it cannot mean, naming it: a body passed as the message, a misspelt option', async () => {
+    const handler: Handler = (msg) => ({ got: msg.body });
+    await assert.rejects(invoke(handler, { text: 'Hello' } as never), {
+      code: 'invalid_argument',
+      message: /^invoke: message field "text" is not a message field; the body goes in \{ body: … \}/,
+    });
+    await assert.rejects(invoke(handler, { boddy: 1 } as never), { message: /did you mean "body"\?/ });
+    await assert.rejects(invoke(handler, 'Hello' as never), {
+      code: 'invalid_argument',
+      message: /invoke: message must be an object/,
+    });
+    await assert.rejects(invoke(handler, {}, { timeout: 50 } as never), {
+      code: 'invalid_argument',
+      message: /invoke: option "timeout" is unknown \(did you mean "timeoutMs"\?\)/,
+    });
+    await assert.rejects(invoke(handler, {}, { timeoutMs: Number.POSITIVE_INFINITY }), { message: /timeoutMs/ });
+    await assert.rejects(invoke('handler.ts' as never), { message: /invoke: handler must be a function/ });
+    // Every real field is taken.
+    const full = await invoke(handler, { body: 1, thread_id: 't', in_reply_to: null, metadata: {}, attachments: [] });
+    assert.deepEqual(full.reply?.body, { got: 1 });
+  });
+
   it('a thrown error is the error reply mrp run sends', async () => {
     const coded = await invoke(() => {
       throw Object.assign(new Error('no such language'), { code: 'unsupported_language' });
@@ -176,5 +198,23 @@ describe('createTestRelay', () => {
     }
     assert.ok(!existsSync(relay.dataDir));
     await assert.rejects(fetch(`${relay.url}/v1/health`));
+  });
+});
+
+describe('createTestRelay options', () => {
+  it("refuses a misspelt option or one it sets itself, naming it; takes the relay's own", async () => {
+    await assert.rejects(createTestRelay({ sendRate: 0 } as never), {
+      code: 'invalid_option',
+      message: /^createTestRelay: unknown option sendRate/,
+    });
+    await assert.rejects(createTestRelay({ sendRatePerMinut: 0 } as never), {
+      message: /did you mean "sendRatePerMinute"\?/,
+    });
+    await assert.rejects(createTestRelay({ port: 1234 } as never), {
+      code: 'invalid_option',
+      message: /^createTestRelay: option port is not taken/,
+    });
+    const relay = await createTestRelay({ sendRatePerMinute: 0, logLevel: 'error' });
+    await relay.close();
   });
 });

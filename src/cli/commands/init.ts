@@ -47,6 +47,17 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
+/**
+ * Whether an `import 'mrp/testing'` from `dir` finds this package: a `node_modules/mrp` in it or
+ * above it (how Node resolves a bare import). A global install (`npm i -g`, npx) is not found.
+ */
+async function projectHasMrp(dir: string): Promise<boolean> {
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    if (await exists(join(d, 'node_modules', 'mrp', 'package.json'))) return true;
+    if (dirname(d) === d) return false;
+  }
+}
+
 function template(value: string | undefined): Template | undefined {
   if (value === undefined) return undefined;
   if ((TEMPLATES as readonly string[]).includes(value)) return value as Template;
@@ -148,6 +159,10 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
     keyCreated = true;
     publicKey = kp.publicKey;
   }
+  // The test imports `mrp/testing`: it runs only where this project can import the package.
+  const testCommand = handlerTest
+    ? `${(await projectHasMrp(cwd)) ? '' : 'npm install --save-dev mrp tsx, then '}npx tsx --test ${shownPath(cwd, handlerTest)}   (Node ≥ 23.6: node --test)`
+    : undefined;
   const mrp = selfCommand(ctx.deps.env);
   const next = `${mrp} run --handler ${handler}`;
   const { style } = ctx.out;
@@ -165,6 +180,7 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
       public_key: publicKey,
       template: tpl ?? null,
       next,
+      test: testCommand?.replace(/\s+\(Node.*$/, '') ?? null,
     },
     () => [
       ...created.map((p) => `${style.green('✔')} created ${relative(cwd, p)}`),
@@ -176,9 +192,7 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
       '',
       `Next: ${style.bold(next)}`,
       ...then.map((l) => `      ${l}`),
-      ...(handlerTest
-        ? [style.dim(`  test it: npx tsx --test ${shownPath(cwd, handlerTest)}   (Node ≥ 23.6: node --test)`)]
-        : []),
+      ...(testCommand ? [style.dim(`  test it: ${testCommand}`)] : []),
       style.dim(`  (no relay handy? \`${mrp} dev --handler ${handler}\` runs one locally)`),
     ],
   );
