@@ -428,6 +428,71 @@ describe('peer-controlled text on a terminal', () => {
     assert.equal(JSON.parse(json.stdout).body.text, EVIL, 'JSON is exact');
   });
 
+  it('-q bodies and --json documents on a terminal carry no raw C1, DEL or bidi characters; their values stay exact', async (t) => {
+    const relay = await startRelay(t);
+    const { key, home } = await user(t, relay);
+    const peer = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    const sent = await peer.send({ recipient_key: key, body: { text: EVIL }, thread_id: 'th-q' });
+    const tty = testDeps({ home, env: { MRP_RELAY_URL: relay.url }, tty: true });
+    const runs: Array<[string[], 'json' | 'ndjson']> = [
+      [['thread', 'th-q', '-q'], 'json'],
+      [['get', sent.message_id, '-q'], 'json'],
+      [['tail', '-n', '1', '-q'], 'json'],
+      [['recv', '--no-ack', '-q'], 'json'],
+      [['thread', 'th-q', '--json'], 'ndjson'],
+      [['get', sent.message_id, '--json'], 'ndjson'],
+      [['recv', '--no-ack', '--json'], 'ndjson'],
+    ];
+    for (const [argv, kind] of runs) {
+      const res = await runCli(argv, tty);
+      assert.equal(res.code, 0, `${argv.join(' ')}: ${res.stderr}`);
+      assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/, argv.join(' '));
+      const doc = JSON.parse(res.stdout.trim().split('\n')[0]!) as Record<string, unknown>;
+      const body = (kind === 'json' ? doc : doc['body']) as { text: string };
+      assert.equal(body.text, EVIL, `${argv.join(' ')}: the value is exact`);
+    }
+    // Piped, -q is the bare value: the same JSON text.
+    const piped = await runCli(['get', sent.message_id, '-q'], testDeps({ home, env: { MRP_RELAY_URL: relay.url } }));
+    assert.equal(JSON.parse(piped.stdout).text, EVIL);
+  });
+
+  it('doctor and --debug traces escape what a hostile relay says', async (t) => {
+    // Answers every request with raw bytes: a health document and an error whose strings carry
+    // escapes, a latin-1 request id carrying C1 CSI (0x9b), and a text body with ESC in it.
+    const server = createServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', (chunk) => {
+        const health = chunk.toString('latin1').startsWith('GET /v1/health');
+        const body = Buffer.from(
+          health
+            ? JSON.stringify({ status: `ok${EVIL}`, version: `1${EVIL}` })
+            : JSON.stringify({ error: { code: 'bad_request', message: `no${EVIL}` } }),
+        );
+        const head = Buffer.from(
+          `HTTP/1.1 ${health ? '200 OK' : '400 Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\ndate: ${new Date().toUTCString()}\r\nx-request-id: rq\u009b31m\r\n\r\n`,
+          'latin1',
+        );
+        socket.end(Buffer.concat([head, body]));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const home = await tempDir(t);
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: url }, tty: true });
+    assert.equal((await runCli(['keygen', '-q'], deps)).code, 0);
+    const doctor = await runCli(['doctor', '--timeout', '2s'], deps);
+    const traced = await runCli(['--debug', '--log-payloads', 'status', 'msg_1'], deps);
+    for (const res of [doctor, traced]) {
+      assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001a\u001c-\u001f\u007f-\u009f\u202e]/);
+      // ESC only as the start of colour codes (ESC [ digits m), never anything else.
+      assert.doesNotMatch(res.stdout + res.stderr, /\u001b(?!\[[0-9;]*m)/);
+    }
+    assert.match(doctor.stdout, /version 1Bob\\x1b\]0;pwned\\x07/, doctor.stdout);
+    assert.match(traced.stderr, /rq\\x9b31m/, 'the request id in the trace line');
+    assert.match(traced.stderr, /RelayError: noBob\\x1b\]0;pwned/, 'the stack --debug prints');
+  });
+
   it('relay error messages are escaped too', async () => {
     const { formatErrorLine } = await import('../../src/cli/output.js');
     const { RelayError } = await import('../../src/core/errors.js');

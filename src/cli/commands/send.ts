@@ -16,7 +16,7 @@ import { EXIT } from '../exit.js';
 import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { collect, durationOption, keyValuePairs } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
-import { messageBlock } from '../render.js';
+import { jsonText, messageBlock } from '../render.js';
 import { shutdownSignals } from '../signals.js';
 
 export interface SendOptions {
@@ -278,10 +278,8 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   ctx.out.result(
     { ...sent, ...(encrypted ? { encrypted } : {}), reply: shownJson(shown) },
     () =>
-      plain
-        ? JSON.stringify(replyBody)
-        : messageBlock(shown.message, { style, contacts, self: client.publicKey }, shown),
-    () => JSON.stringify(replyBody),
+      plain ? jsonText(replyBody) : messageBlock(shown.message, { style, contacts, self: client.publicKey }, shown),
+    () => jsonText(replyBody),
   );
   if (shown.sealed && !ctx.globals.json && (plain || ctx.globals.quiet)) ctx.out.warn(sealedNote(shown)!);
 }
