@@ -87,6 +87,29 @@ describe('mrp announce', () => {
     );
   });
 
+  it('reports every error inside one capability too: each bad tag, a missing name and a bad field after it', async (t) => {
+    const { cwd, deps } = await project(t, 'http://127.0.0.1:1');
+    await runCli(['keygen'], deps);
+    await writeFile(
+      join(cwd, 'mrp.yaml'),
+      'name: Bot\ncapabilities:\n  - name: a\n    tags:\n      - UPPER CASE\n      - ab\n      - fine\n    version: 3\n  - tags: [ok-tag]\n    description: 5\n  - x\n',
+    );
+    const json = await runCli(['announce', '--dry-run', '--json'], deps);
+    assert.equal(json.code, 2, json.stderr);
+    const err = JSON.parse(json.stderr).error;
+    assert.deepEqual(
+      err.details.errors.map((e: { line: number; field: string }) => [e.line, e.field]),
+      [
+        [5, 'capabilities[0].tags[0]'],
+        [6, 'capabilities[0].tags[1]'],
+        [8, 'capabilities[0].version'],
+        [9, 'capabilities[1].name'],
+        [10, 'capabilities[1].description'],
+        [11, 'capabilities[2]'],
+      ],
+    );
+  });
+
   it('an alias bomb, absurd nesting or a directory is manifest_invalid, not internal_error', async (t) => {
     const { cwd, deps } = await project(t, 'http://127.0.0.1:1');
     await runCli(['keygen'], deps);
