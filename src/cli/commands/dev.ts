@@ -12,6 +12,7 @@ import { ensureDir, expandPath } from '../config.js';
 import type { CliContext } from '../context.js';
 import { type Deps, selfCommand } from '../deps.js';
 import { EXIT } from '../exit.js';
+import { loadWatched } from '../handler-exit.js';
 import { readKeyFile, writeKeyFile } from '../keys.js';
 import { takeLock } from '../lockfile.js';
 import { projectManifest } from '../manifest.js';
@@ -57,7 +58,10 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
   const port = intOption(options.port, '--port', DEFAULT_PORT, 0, 65535);
   const handlerPath = options.handler ? resolve(ctx.deps.cwd, options.handler) : ECHO;
   const shown = options.handler ? relative(ctx.deps.cwd, handlerPath) || handlerPath : 'the bundled echo handler';
-  const loaded = await loadHandler(handlerPath, { cwd: ctx.deps.cwd });
+  const loaded = await loadWatched(() => loadHandler(handlerPath, { cwd: ctx.deps.cwd }), {
+    onExitCall: 'exit',
+    report: (err) => ctx.out.error(err),
+  });
 
   const home = join(ctx.home, 'dev');
   await ensureDir(home);

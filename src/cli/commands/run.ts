@@ -9,7 +9,7 @@ import { parseMode } from '../../runtime/mode.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { EXIT, exitCodeFor } from '../exit.js';
-import { trapHandlerExit } from '../handler-exit.js';
+import { loadWatched, trapHandlerExit } from '../handler-exit.js';
 import { projectManifest } from '../manifest.js';
 import { durationOption, intOption, sharedJournalUrl } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
@@ -154,7 +154,11 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
 
   const settings = await ctx.settings();
   const { keypair } = await ctx.identity();
-  const loaded = await loadHandler(options.handler, { cwd: ctx.deps.cwd });
+  const handlerFile = options.handler;
+  const loaded = await loadWatched(() => loadHandler(handlerFile, { cwd: ctx.deps.cwd }), {
+    onExitCall: 'exit',
+    report: (err) => ctx.out.error(err),
+  });
   const manifest = await projectManifest(ctx, options.manifest);
 
   // Health and metrics load only when asked for.
