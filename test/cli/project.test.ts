@@ -152,7 +152,8 @@ describe('mrp announce', () => {
     assert.match(first.stdout, new RegExp(`- acl\\.allow +${stale} \\(on the relay, not in the manifest\\)`));
     assert.match(first.stdout, /1 ACL entry is not in mrp\.yaml; `mrp announce --prune` removes it/);
     const again = await runCli(['announce'], deps);
-    assert.match(again.stdout, /already matches mrp\.yaml/);
+    assert.doesNotMatch(again.stdout, /already matches/, 'not while the relay has entries the manifest does not list');
+    assert.match(again.stdout, /the profile matches mrp\.yaml, the ACL on the relay does not/);
     assert.match(again.stdout, /not in the manifest/, 'drift is shown even when nothing else changes');
     const dry = JSON.parse((await runCli(['announce', '--prune', '--dry-run', '--json'], deps)).stdout);
     assert.deepEqual(dry.drift, [{ peer_key: stale, entry_type: 'allow' }]);
