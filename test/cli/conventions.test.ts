@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -682,6 +683,26 @@ describe('mrp completion', () => {
       'alice bob',
       'after a flag and its value: the [key] argument',
     );
+  });
+
+  it('bash reads contact names as data: a name with $(…) or backquotes is never run, a space is quoted', async (t) => {
+    const dir = await tempDir(t);
+    const deps = testDeps({ home: dir });
+    const bash = (await runCli(['completion', 'bash'], deps)).stdout;
+    const marker = join(dir, 'ran');
+    const names = [`$(touch ${marker})`, `\`touch ${marker}\``, 'bo b', 'alice'];
+    await writeFile(join(dir, 'names'), `${names.join('\n')}\n`);
+    const out = execFileSync('bash', [
+      '-c',
+      `${bash}\nmrp() { cat ${JSON.stringify(join(dir, 'names'))}; }\nCOMP_WORDS=(mrp send --to ''); COMP_CWORD=3; _mrp; printf '%s\\n' "\${COMPREPLY[@]}"`,
+    ]).toString();
+    assert.equal(existsSync(marker), false, 'nothing in a name was executed');
+    assert.deepEqual(out.trim().split('\n'), [
+      `\\$\\(touch\\ ${marker}\\)`,
+      `\\\`touch\\ ${marker}\\\``,
+      'bo\\ b',
+      'alice',
+    ]);
   });
 
   it('--json prints the command tree the scripts are made from', async (t) => {
