@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -492,6 +493,39 @@ describe('peer-controlled text on a terminal', () => {
     assert.match(doctor.stdout, /version 1Bob\\x1b\]0;pwned\\x07/, doctor.stdout);
     assert.match(traced.stderr, /rq\\x9b31m/, 'the request id in the trace line');
     assert.match(traced.stderr, /RelayError: noBob\\x1b\]0;pwned/, 'the stack --debug prints');
+  });
+
+  it("send shows the relay's message id escaped (before and while --wait waits)", async (t) => {
+    const server = createHttpServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const now = new Date().toISOString();
+        const sent = req.method === 'POST';
+        res.writeHead(sent ? 201 : 404, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify(
+            sent
+              ? { message_id: `msg_${EVIL}`, status: 'sent', created_at: now, expires_at: now }
+              : { error: { code: 'not_found', message: 'no' } },
+          ),
+        );
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const home = await tempDir(t);
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const tty = testDeps({ home, env: { MRP_RELAY_URL: url }, tty: true });
+    assert.equal((await runCli(['keygen', '-q'], tty)).code, 0);
+    const peer = Keypair.generate().publicKey;
+    const sent = await runCli(['send', peer, 'hi'], tty);
+    const waited = await runCli(['send', peer, 'hi', '--wait', '1s'], tty);
+    assert.equal(sent.code, 0, sent.stderr);
+    for (const res of [sent, waited]) {
+      assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001a\u001c-\u001f\u007f-\u009f\u202e]/);
+      assert.doesNotMatch(res.stdout + res.stderr, /\u001b(?!\[[0-9;]*m)/);
+      assert.match(res.stdout + res.stderr, /msg_Bob\\x1b\]0;pwned/);
+    }
   });
 
   it('relay error messages are escaped too', async () => {
