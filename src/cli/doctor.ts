@@ -61,7 +61,7 @@ function seconds(ms: number): string {
 }
 
 function isoSeconds(ms: number): string {
-  return `${new Date(ms).toISOString().slice(0, 19)}Z`;
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
 function message(err: unknown): string {
@@ -241,7 +241,10 @@ async function checkRelay(ctx: CliContext, relayUrl: string, timeoutMs: number):
   // The Date header has whole seconds: the relay's clock was somewhere in [date, date + 1 s).
   const date = Date.parse(res.headers.get('date') ?? '');
   const stamp = typeof health.timestamp === 'string' ? Date.parse(health.timestamp) : NaN;
-  const relayMs = Number.isFinite(date) ? date + 500 : Number.isFinite(stamp) ? stamp : undefined;
+  // A time a Date can hold (±8.64e15 ms): a relay's header at the very end of that range, plus the
+  // 500 ms, would make toISOString throw and take every check after this one down with it.
+  const usable = (ms: number): boolean => Number.isFinite(ms) && Math.abs(ms) <= 8.64e15;
+  const relayMs = usable(date) ? Math.min(date + 500, 8.64e15) : usable(stamp) ? stamp : undefined;
   const probe = { localMs: (before + after) / 2, ...(relayMs === undefined ? {} : { relayMs }) };
   if (!res.ok)
     return {
