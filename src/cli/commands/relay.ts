@@ -5,7 +5,7 @@ import { RATE_LIMITS, TIMING } from '../../protocol/constants.js';
 import type { LogEntry, LogLevel } from '../../relay/index.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { durationOption, intOption } from '../options.js';
+import { durationOption, intOption, listenError } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
 import { shutdownSignals } from '../signals.js';
 
@@ -202,14 +202,13 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     } catch (err) {
       await relay.close();
       await closeStorage();
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE') {
-        throw new UsageError(`port ${port} is already in use`, {
-          code: 'address_in_use',
-          hint: 'pick another with --port, or stop the other process',
-        });
-      }
-      throw err;
+      const flag = (err as NodeJS.ErrnoException)?.code === 'EADDRINUSE' ? '--port' : '--host';
+      throw listenError(
+        err,
+        flag,
+        `${options.host ?? RELAY_DEFAULTS.host}:${port}`,
+        'pick another with --port, or stop the other process',
+      );
     }
     if (registry && metricsPort !== undefined) {
       metricsServer = await serveMetrics(options.host ?? RELAY_DEFAULTS.host, metricsPort, registry).catch(
@@ -295,13 +294,8 @@ async function serveMetrics(
       },
     });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new UsageError(`--metrics-port: port ${port} is already in use`, {
-        code: 'address_in_use',
-        hint: 'pick another with --metrics-port',
-      });
-    }
-    throw err;
+    const flag = (err as NodeJS.ErrnoException)?.code === 'EADDRINUSE' ? '--metrics-port' : '--host';
+    throw listenError(err, flag, `${host}:${port}`, 'pick another with --metrics-port');
   }
 }
 

@@ -11,7 +11,7 @@ import type { Deps } from '../deps.js';
 import { EXIT, exitCodeFor } from '../exit.js';
 import { loadWatched, trapHandlerExit } from '../handler-exit.js';
 import { projectManifest } from '../manifest.js';
-import { durationOption, intOption, sharedJournalUrl } from '../options.js';
+import { durationOption, intOption, listenError, sharedJournalUrl } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { shutdownSignals } from '../signals.js';
 import { capYoungGeneration } from '../young-generation.js';
@@ -254,13 +254,8 @@ async function startOps(host: string, port: number) {
   try {
     return { monitor, server: await startOpsServer({ host, port, routes: monitor.routes() }) };
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new UsageError(`--health-port: port ${port} is already in use`, {
-        code: 'address_in_use',
-        hint: 'pick another port, or stop the other process',
-      });
-    }
-    throw err;
+    const flag = (err as NodeJS.ErrnoException)?.code === 'EADDRINUSE' ? '--health-port' : '--health-host';
+    throw listenError(err, flag, `${host}:${port}`, 'pick another port, or stop the other process');
   }
 }
 
