@@ -146,7 +146,7 @@ export const ERROR_CODES = {
   },
   address_in_use: {
     ...usage,
-    doc: '`mrp relay` (`--port`, `--metrics-port`) or `mrp run` (`--health-port`, `--listen`): the port is taken',
+    doc: '`mrp relay` (`--port`, `--metrics-port`), `mrp run` (`--health-port`, `--listen`) or `mrp dev --port`: the port is taken',
   },
   public_url_required: {
     ...usage,

@@ -385,6 +385,18 @@ describe('mrp dev', () => {
     assert.equal(relayFlag.code, 2);
     assert.match(relayFlag.stderr, /mrp dev` runs its own relay/);
   });
+
+  it('a taken --port is a usage error naming the flag (the default port taken: any free one)', async (t) => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    t.after(() => blocker.close());
+    const port = String((blocker.address() as AddressInfo).port);
+    const res = await runCli(['dev', '--once', '--port', port, '--json'], testDeps({ home: await tempDir(t) }));
+    assert.equal(res.code, 2, res.stderr);
+    const err = JSON.parse(res.stderr.trim()).error;
+    assert.equal(err.code, 'address_in_use');
+    assert.equal(err.message, `--port: 127.0.0.1:${port} is already in use`);
+  });
 });
 
 describe('peer-controlled text on a terminal', () => {

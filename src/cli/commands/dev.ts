@@ -16,7 +16,7 @@ import { loadWatched } from '../handler-exit.js';
 import { readKeyFile, writeKeyFile } from '../keys.js';
 import { takeLock } from '../lockfile.js';
 import { projectManifest } from '../manifest.js';
-import { DEV_MODES, intOption } from '../options.js';
+import { DEV_MODES, intOption, listenError } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { bodyPreview } from '../render.js';
 import { shutdownSignals } from '../signals.js';
@@ -105,7 +105,9 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
     } catch (err) {
       await relay.close();
       relay = undefined;
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || options.port !== undefined) throw err;
+      // The default port taken: any free one. A --port given and taken: say so, naming the flag.
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || options.port !== undefined)
+        throw listenError(err, '--port', `127.0.0.1:${port}`, 'pick another with --port (0 = any free one)');
       relay = makeRelay(0);
       url = await relay.listen();
     }
