@@ -312,6 +312,30 @@ describe('mrp relay --metrics / --metrics-port', () => {
     assert.equal(JSON.parse(taken.stderr.trim()).error.code, 'address_in_use');
   });
 
+  it('pretty logs on a terminal escape what clients sent (a WebSocket close reason)', async (t) => {
+    const home = await tempDir(t);
+    const deps = testDeps({ home, tty: true });
+    const argv = ['relay', '--port', '0', '--data-dir', join(home, 'd'), '--json', '--log-format', 'pretty'];
+    const run = runCli([...argv, '--log-level', 'info'], deps);
+    await deps.stdout.waitFor('\n');
+    const { url } = JSON.parse(deps.stdout.text.split('\n')[0]!) as { url: string };
+    const { default: WebSocket } = await import('ws');
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/v1/ws`);
+    await new Promise<void>((resolve, reject) => {
+      ws.on('open', () => ws.close(4000, 'bye\u001b]0;pwned\u0007\u001b[2J\u009b31m\u202eX'));
+      ws.on('close', () => resolve());
+      ws.on('error', reject);
+    });
+    await deps.stderr.waitFor('ws_close');
+    deps.raise('SIGTERM');
+    assert.equal((await run).code, 0);
+    const line = deps.stderr.text.split('\n').find((l) => l.includes('ws_close'))!;
+    assert.match(line, /reason=(\u001b\[[0-9;]*m)?bye\\x1b\]0;pwned\\x07\\x1b\[2J\\x9b31m\\u202eX/, line);
+    assert.doesNotMatch(line, /agent=/, 'fields without a value are left out');
+    assert.doesNotMatch(deps.stderr.text, /[\u0000-\u0008\u000b-\u001a\u001c-\u001f\u007f-\u009f\u202e]/);
+    assert.doesNotMatch(deps.stderr.text, /\u001b(?!\[[0-9;]*m)/);
+  });
+
   it("--metrics serves /metrics on the relay's own port, outside /v1/; without it /metrics is 404", async (t) => {
     const home = await tempDir(t);
     const started = async (argv: string[]) => {

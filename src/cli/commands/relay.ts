@@ -7,6 +7,7 @@ import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { durationOption, intOption, listenError } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { jsonText, safeText } from '../render.js';
 import { shutdownSignals } from '../signals.js';
 
 export interface RelayCommandOptions {
@@ -137,17 +138,19 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     const time = new Date(ctx.deps.clock.now()).toISOString();
     if (format === 'json') {
       ctx.deps.stderr.write(
-        `${JSON.stringify({ time, ...entry, ...(env['PUBLIC_URL'] ? { public_url: env['PUBLIC_URL'] } : {}) })}\n`,
+        `${jsonText({ time, ...entry, ...(env['PUBLIC_URL'] ? { public_url: env['PUBLIC_URL'] } : {}) })}\n`,
       );
       return;
     }
     const { level: lvl, msg, ...fields } = entry;
     const paint =
       lvl === 'error' ? style.red : lvl === 'warn' ? style.yellow : lvl === 'debug' ? style.gray : (t: string) => t;
+    // Fields carry what clients sent (a WebSocket close reason, an error text): through safeText.
     const rest = Object.entries(fields)
-      .map(([k, v]) => `${style.dim(`${k}=`)}${typeof v === 'string' ? v : JSON.stringify(v)}`)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${style.dim(`${k}=`)}${safeText(typeof v === 'string' ? v : (JSON.stringify(v) ?? ''))}`)
       .join(' ');
-    ctx.deps.stderr.write(`${style.dim(time.slice(11, 19))} ${paint(msg)} ${rest}\n`);
+    ctx.deps.stderr.write(`${style.dim(time.slice(11, 19))} ${paint(safeText(msg))} ${rest}\n`);
   };
   // External mode: the store, bus and shared state on PostgreSQL (the driver loads only here).
   let external: import('../../relay/external.js').External | undefined;
