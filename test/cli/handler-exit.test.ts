@@ -83,17 +83,24 @@ describe('handler code that ends or stalls mrp while loading', () => {
     return { dir, home, deps };
   }
 
-  function mrp(argv: string[], cwd: string, home: string): Promise<{ code: number | null; stderr: string }> {
+  function mrp(
+    argv: string[],
+    cwd: string,
+    home: string,
+    offline = false,
+  ): Promise<{ code: number | null; stdout: string; stderr: string }> {
     return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, ...argv], {
-        cwd,
-        env: { ...process.env, MRP_HOME: home, MRP_RELAY_URL: 'http://127.0.0.1:1', NO_COLOR: '1' },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
+      const env: NodeJS.ProcessEnv = { ...process.env, MRP_HOME: home, NO_COLOR: '1' };
+      // `mrp dev` runs its own relay and refuses another one.
+      if (offline) delete env['MRP_RELAY_URL'];
+      else env['MRP_RELAY_URL'] = 'http://127.0.0.1:1';
+      const child = spawn(process.execPath, [BIN, ...argv], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
       let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
       child.stderr.on('data', (d) => (stderr += d));
       child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stderr }));
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
     });
   }
 
@@ -107,6 +114,14 @@ describe('handler code that ends or stalls mrp while loading', () => {
     const stalls = await mrp(['run', '--handler', 'stalls.mjs'], dir, home);
     assert.equal(stalls.code, EXIT.usage, stalls.stderr);
     assert.match(stalls.stderr, /^error: the handler never finished loading/m);
+  });
+
+  it('mrp dev --once: a handler calling process.exit(0) on the demo message exits 70 saying so (not 0, as if answered)', async (t) => {
+    const { dir, home } = await project(t);
+    await writeFile(join(dir, 'exits-on-message.mjs'), 'export default async () => process.exit(0);\n');
+    const res = await mrp(['dev', '--once', '--port', '0', '--handler', 'exits-on-message.mjs'], dir, home, true);
+    assert.equal(res.code, EXIT.handlerExit, res.stderr);
+    assert.match(res.stdout, /"event":"handler_exit".*the handler called process\.exit\(0\) while handling msg_/);
   });
 
   it('mrp doctor: either is a failed handler check, and doctor goes on to its summary (exit 1)', async (t) => {
