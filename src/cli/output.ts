@@ -179,7 +179,8 @@ export class Output {
       this.#stderr.write(`${jsonText({ warning: text })}\n`);
       return;
     }
-    this.#stderr.write(`${this.errStyle.yellow('warning:')} ${text}\n`);
+    // Warnings quote ids and errors from the relay or a message: through safeText (idempotent).
+    this.#stderr.write(`${this.errStyle.yellow('warning:')} ${safeText(text)}\n`);
   }
 
   debug(text: string): void {

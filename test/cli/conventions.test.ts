@@ -540,6 +540,17 @@ describe('peer-controlled text on a terminal', () => {
     }
   });
 
+  it('warnings are escaped too (they quote blob ids and errors from a message or the relay)', async (t) => {
+    const { Output } = await import('../../src/cli/output.js');
+    const deps = testDeps({ home: await tempDir(t), tty: true });
+    const out = await Output.create(deps, { json: false, quiet: false, debug: false, noColor: true });
+    out.warn(`blob_${EVIL}: sent by you encrypted`);
+    assert.equal(
+      deps.stderr.text,
+      'warning: blob_Bob\\x1b]0;pwned\\x07\\x1b[2J\\r\\x9b31m\\u202eevil: sent by you encrypted\n',
+    );
+  });
+
   it('relay error messages are escaped too', async () => {
     const { formatErrorLine } = await import('../../src/cli/output.js');
     const { RelayError } = await import('../../src/core/errors.js');

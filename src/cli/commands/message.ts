@@ -104,7 +104,7 @@ export async function runGet(ctx: CliContext, options: GetOptions, args: string[
     () => [
       ...messageBlock(shown.message, { style: ctx.out.style, contacts, self: client.publicKey }, shown),
       ...(saved ?? []).map((s) =>
-        s.path ? `saved ${s.blob_id} → ${safeText(s.path)}` : `skipped ${s.blob_id} (${s.skipped})`,
+        s.path ? `saved ${safeText(s.blob_id)} → ${safeText(s.path)}` : `skipped ${safeText(s.blob_id)} (${s.skipped})`,
       ),
     ],
     () => jsonText(shown.message.body),
