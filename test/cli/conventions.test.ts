@@ -112,6 +112,9 @@ describe('--json: every failure is {"error":…} on stderr', () => {
       [['help', 'sned', '--json'], 'unknown_command'],
       [['acl', 'allow', '--json'], 'missing_argument'],
       [['--json', 'contacts', 'add', 'x'], 'missing_argument'],
+      // Before `send`, --json is the output flag (after it, `--json <value>` is a body).
+      [['--json', 'send', 'x', 'y', '--ttl'], 'missing_argument'],
+      [['--json', 'send', 'x', 'y', '--bogus'], 'unknown_option'],
     ];
     for (const [argv, code] of cases) {
       const res = await runCli(argv, deps);
