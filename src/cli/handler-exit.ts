@@ -123,7 +123,8 @@ export async function loadWatched<T>(
   /** Set when the module's own exit call is what ends the process (reported already). */
   let exitCalled = false;
   const onProcessExit = (): void => {
-    if (exitCalled) return;
+    // Not for an exit the module asked for (reported already) or the CLI's own (cliExit).
+    if (exitCalled || cliExiting) return;
     const err = new ConfigError(
       'handler_load',
       'the handler never finished loading: its top-level code awaits something that can never settle',
