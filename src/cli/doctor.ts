@@ -11,7 +11,7 @@ import type { Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { RelayClient } from '../client/http.js';
-import { MrpError } from '../core/errors.js';
+import { ConfigError, MrpError } from '../core/errors.js';
 import { CLOSE_CODES, PATHS } from '../protocol/constants.js';
 import { shortKey } from '../protocol/encoding.js';
 import type { Keypair } from '../protocol/signing.js';
@@ -19,6 +19,7 @@ import { loadHandler } from '../runtime/handler.js';
 import { journalLockHolder } from '../runtime/journal.js';
 import type { Settings } from './config.js';
 import type { CliContext } from './context.js';
+import { loadWatched } from './handler-exit.js';
 import { readKeyFile } from './keys.js';
 import { projectManifest } from './manifest.js';
 
@@ -60,7 +61,7 @@ function seconds(ms: number): string {
 }
 
 function isoSeconds(ms: number): string {
-  return `${new Date(ms).toISOString().slice(0, 19)}Z`;
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
 function message(err: unknown): string {
@@ -240,7 +241,10 @@ async function checkRelay(ctx: CliContext, relayUrl: string, timeoutMs: number):
   // The Date header has whole seconds: the relay's clock was somewhere in [date, date + 1 s).
   const date = Date.parse(res.headers.get('date') ?? '');
   const stamp = typeof health.timestamp === 'string' ? Date.parse(health.timestamp) : NaN;
-  const relayMs = Number.isFinite(date) ? date + 500 : Number.isFinite(stamp) ? stamp : undefined;
+  // A time a Date can hold (±8.64e15 ms): a relay's header at the very end of that range, plus the
+  // 500 ms, would make toISOString throw and take every check after this one down with it.
+  const usable = (ms: number): boolean => Number.isFinite(ms) && Math.abs(ms) <= 8.64e15;
+  const relayMs = usable(date) ? Math.min(date + 500, 8.64e15) : usable(stamp) ? stamp : undefined;
   const probe = { localMs: (before + after) / 2, ...(relayMs === undefined ? {} : { relayMs }) };
   if (!res.ok)
     return {
@@ -404,11 +408,33 @@ async function checkManifest(ctx: CliContext, file: string | undefined): Promise
   }
 }
 
-async function checkHandler(ctx: CliContext, path: string | undefined): Promise<CheckResult> {
+async function checkHandler(ctx: CliContext, path: string | undefined, timeoutMs: number): Promise<CheckResult> {
   if (path === undefined)
     return { name: 'handler', status: 'skip', summary: 'pass --handler <file> to check that it loads' };
   try {
-    const loaded = await loadHandler(path, { cwd: ctx.deps.cwd });
+    // Loading runs the module's top-level code: a process.exit there fails this check (instead of
+    // ending doctor with its code), and a top-level await that never settles is reported.
+    // Loading runs the module's top-level code: a process.exit there fails this check (instead of
+    // ending doctor with its code); a top-level await that does not settle within --timeout too.
+    let timer: ReturnType<typeof ctx.deps.clock.setTimeout> | undefined;
+    const stalled = new Promise<never>((_, reject) => {
+      timer = ctx.deps.clock.setTimeout(
+        () =>
+          reject(
+            new ConfigError('handler_load', `${path} did not finish loading within ${timeoutMs} ms`, {
+              hint: 'check the `await`s at the top level of the handler module (and of the modules it imports)',
+            }),
+          ),
+        timeoutMs,
+      );
+    });
+    const loaded = await Promise.race([
+      loadWatched(() => loadHandler(path, { cwd: ctx.deps.cwd }), {
+        onExitCall: 'throw',
+        report: (err) => ctx.out.error(err),
+      }),
+      stalled,
+    ]).finally(() => timer?.cancel());
     return {
       name: 'handler',
       status: 'ok',
@@ -460,6 +486,6 @@ export async function runChecks(
   if (key?.keypair) add(checkJournal(ctx, key.keypair.publicKey));
   else skip('journal', 'no usable key');
   add(await checkManifest(ctx, o.manifest));
-  add(await checkHandler(ctx, o.handler));
+  add(await checkHandler(ctx, o.handler, o.timeoutMs));
   return results;
 }

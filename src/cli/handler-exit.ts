@@ -12,8 +12,9 @@
  * after the call to run; turning it into an exception would run the handler's `finally` blocks
  * and callers' catch blocks in a state its author never planned for.
  */
+import { ConfigError, MrpError } from '../core/errors.js';
 import { currentHandlerMessage } from '../runtime/scope.js';
-import { EXIT } from './exit.js';
+import { EXIT, exitCodeFor } from './exit.js';
 
 export interface ExitTrap {
   /** Restores the original `process.exit` and `process.reallyExit`. */
@@ -86,4 +87,79 @@ export function trapHandlerExit(
         proc.reallyExit = originalReallyExit;
     },
   };
+}
+
+/** What `loadWatched` needs of `process`: the exit calls, and its 'exit' event and code. */
+export interface LoadingProcess extends ExitingProcess {
+  once(event: 'exit', listener: (code: number) => void): unknown;
+  off(event: 'exit', listener: (code: number) => void): unknown;
+  exitCode?: number | string | null | undefined;
+}
+
+/**
+ * Loads handler code (`load`: `loadHandler(…)`) with what its top-level code does to the process
+ * watched, for the two ways it could otherwise end `mrp` silently:
+ *
+ * - it calls `process.exit` (or `reallyExit`) while loading. `exit`: `report` says so and the
+ *   process exits 70 (`handler_exit`), as it does when a handler calls it on a message; without
+ *   this, `process.exit(0)` at load ended `mrp run` with 0 and no word, and a supervisor took it
+ *   for a clean stop. `throw` (doctor): the call throws instead, so loading fails and is reported.
+ * - its top-level `await` can never settle: Node then ends the process when nothing is left to
+ *   run (exit 13, or 0), without a word. With `exit`, `report` says so and the exit code is 2
+ *   (`handler_load`).
+ */
+export async function loadWatched<T>(
+  load: () => Promise<T>,
+  options: { onExitCall: 'exit' | 'throw'; report: (err: MrpError) => void },
+  proc: LoadingProcess = process,
+): Promise<T> {
+  const exitError = (call: ExitCall, code: unknown): MrpError =>
+    new MrpError(
+      'handler',
+      'handler_exit',
+      `the handler called process.${call}(${code === undefined ? '' : String(code)}) while loading, so it cannot run`,
+      { hint: "remove that call from the module's top-level code (throw an error instead to refuse to start)" },
+    );
+  /** Set when the module's own exit call is what ends the process (reported already). */
+  let exitCalled = false;
+  const onProcessExit = (): void => {
+    // Not for an exit the module asked for (reported already) or the CLI's own (cliExit).
+    if (exitCalled || cliExiting) return;
+    const err = new ConfigError(
+      'handler_load',
+      'the handler never finished loading: its top-level code awaits something that can never settle',
+      { hint: 'check the `await`s at the top level of the handler module (and of the modules it imports)' },
+    );
+    options.report(err);
+    proc.exitCode = exitCodeFor(err);
+  };
+  // doctor (`throw`) bounds the load with its --timeout instead: its checks go on after one that hangs.
+  if (options.onExitCall === 'exit') proc.once('exit', onProcessExit);
+  let restore: () => void;
+  if (options.onExitCall === 'exit') {
+    const trap = trapHandlerExit(proc, (_messageId, code, call) => {
+      exitCalled = true;
+      options.report(exitError(call, code));
+    });
+    restore = () => trap.dispose();
+  } else {
+    const { exit, reallyExit } = proc;
+    proc.exit = ((code?: number | string | null) => {
+      throw exitError('exit', code);
+    }) as ExitingProcess['exit'];
+    if (reallyExit !== undefined)
+      proc.reallyExit = (code?: number) => {
+        throw exitError('reallyExit', code);
+      };
+    restore = () => {
+      proc.exit = exit;
+      if (reallyExit !== undefined) proc.reallyExit = reallyExit;
+    };
+  }
+  try {
+    return await load();
+  } finally {
+    restore();
+    proc.off('exit', onProcessExit);
+  }
 }

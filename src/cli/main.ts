@@ -193,9 +193,11 @@ function parseError(err: CommanderError, path: string[]): UsageError {
  */
 export function wantsJson(argv: readonly string[]): boolean {
   const words = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
-  const sending = words.includes('send');
+  // Before the `send` word, `--json` is the global output flag (`mrp --json send …`).
+  const send = words.indexOf('send');
   return words.some(
-    (w, i) => w === '--json' && !(sending && words[i + 1] !== undefined && !words[i + 1]!.startsWith('-')),
+    (w, i) =>
+      w === '--json' && !(send !== -1 && i > send && words[i + 1] !== undefined && !words[i + 1]!.startsWith('-')),
   );
 }
 

@@ -239,7 +239,7 @@ export async function loadManifest(
             );
           }
         }
-        if (check(same, () => validateCapability(c, `capabilities[${i}]`)) === undefined) ok = false;
+        if (!capabilityValid(c, `capabilities[${i}]`, check)) ok = false;
       }
       const v = ok ? check(same, () => validateCapabilities(capabilities)) : undefined;
       if (v !== undefined) patch.capabilities = v;
@@ -289,6 +289,33 @@ export async function loadManifest(
     throw invalid(file, shown, problems);
   }
   return { file, patch, acl };
+}
+
+/**
+ * Checks one capability and reports every problem in it, not only the first: the protocol's
+ * `validateCapability` stops at the first, so an object is checked one field (and one tag) at a
+ * time, each as a capability of its own. A tag string or a non-object goes through it whole.
+ */
+function capabilityValid(
+  c: unknown,
+  field: string,
+  check: <T>(rename: (field: string) => string, run: () => T) => T | undefined,
+): boolean {
+  const same = (f: string): string => f;
+  if (!isPlainObject(c)) return check(same, () => validateCapability(c, field)) !== undefined;
+  let ok = check(same, () => validateCapability({ name: c['name'] }, field)) !== undefined;
+  const alone = (key: string, value: unknown, rename = same): void => {
+    if (check(rename, () => validateCapability({ name: 'x', [key]: value }, field)) === undefined) ok = false;
+  };
+  for (const key of ['description', 'input_schema', 'version'] as const) if (key in c) alone(key, c[key]);
+  const tags = c['tags'];
+  if (Array.isArray(tags) && tags.length > 0) {
+    alone('tags', new Array<string>(tags.length).fill('tag')); // how many
+    for (const [j, tag] of tags.entries()) {
+      alone('tags', [tag], (f) => f.replace(`${field}.tags[0]`, `${field}.tags[${j}]`));
+    }
+  } else if ('tags' in c) alone('tags', tags);
+  return ok;
 }
 
 /** Every ACL entry on the relay (all pages). */

@@ -57,3 +57,23 @@ export function sharedJournalUrl(value: string | undefined, flag = '--journal'):
   }
   return value;
 }
+
+/**
+ * A server that could not listen, as a usage error naming the flag: the port is taken
+ * (`address_in_use`), or the host is not an address of this machine, does not resolve, or the
+ * port needs privileges (`invalid_argument`). Anything else is returned as it was.
+ */
+export function listenError(err: unknown, flag: string, where: string, hint: string): unknown {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'EADDRINUSE')
+    return new UsageError(`${flag}: ${where} is already in use`, { code: 'address_in_use', hint });
+  const why: Record<string, string> = {
+    EADDRNOTAVAIL: 'not an address of this machine',
+    ENOTFOUND: 'the host name does not resolve',
+    EAI_AGAIN: 'the host name does not resolve (yet)',
+    EACCES: 'permission denied: ports below 1024 need privileges',
+  };
+  if (code !== undefined && why[code] !== undefined)
+    return new UsageError(`${flag}: cannot listen on ${where} (${why[code]})`, { code: 'invalid_argument' });
+  return err;
+}

@@ -6,7 +6,7 @@
 import { MrpError, RelayError } from '../core/errors.js';
 import type { Deps, OutStream } from './deps.js';
 import { hintFor } from './hints.js';
-import { clockTime, safeText } from './render.js';
+import { clockTime, jsonText, safeText } from './render.js';
 
 type Paint = (text: string) => string;
 
@@ -107,7 +107,7 @@ export class Output {
 
   /** One JSON document (one line) to stdout. */
   jsonLine(value: unknown): void {
-    this.#stdout.write(`${JSON.stringify(value)}\n`);
+    this.#stdout.write(`${jsonText(value)}\n`);
   }
 
   /**
@@ -119,8 +119,21 @@ export class Output {
       this.jsonLine(value);
       return;
     }
-    const text = this.quiet ? (bare ? bare() : []) : human();
+    if (this.quiet) {
+      const values = bare ? bare() : [];
+      for (const v of Array.isArray(values) ? values : [values]) this.line(this.#bare(v));
+      return;
+    }
+    const text = human();
     for (const l of Array.isArray(text) ? text : [text]) this.line(l);
+  }
+
+  /**
+   * A bare value (`-q`) as printed: exact when piped (`$(mrp … -q)` gets what was asked for); on a
+   * terminal it may have come from a peer or the relay (a status, a key, a tag), so through `safeText`.
+   */
+  #bare(value: string): string {
+    return this.isTTY ? safeText(value) : value;
   }
 
   /**
@@ -138,7 +151,7 @@ export class Output {
   list<T>(items: readonly T[], human: () => string[], bare: (item: T) => string): void {
     const mode = this.listMode;
     if (mode === 'json') for (const item of items) this.jsonLine(item);
-    else if (mode === 'bare') for (const item of items) this.line(bare(item));
+    else if (mode === 'bare') for (const item of items) this.line(this.#bare(bare(item)));
     else for (const l of human()) this.line(l);
   }
 
@@ -155,7 +168,7 @@ export class Output {
   status(event: string, fields: Record<string, unknown>, text: string, nowMs: number): void {
     if (this.quiet) return;
     if (this.json) {
-      this.#stderr.write(`${JSON.stringify({ time: new Date(nowMs).toISOString(), event, ...fields })}\n`);
+      this.#stderr.write(`${jsonText({ time: new Date(nowMs).toISOString(), event, ...fields })}\n`);
       return;
     }
     this.#stderr.write(`${this.errStyle.dim(clockTime(nowMs))}  ${text}\n`);
@@ -163,10 +176,11 @@ export class Output {
 
   warn(text: string): void {
     if (this.json) {
-      this.#stderr.write(`${JSON.stringify({ warning: text })}\n`);
+      this.#stderr.write(`${jsonText({ warning: text })}\n`);
       return;
     }
-    this.#stderr.write(`${this.errStyle.yellow('warning:')} ${text}\n`);
+    // Warnings quote ids and errors from the relay or a message: through safeText (idempotent).
+    this.#stderr.write(`${this.errStyle.yellow('warning:')} ${safeText(text)}\n`);
   }
 
   debug(text: string): void {
@@ -183,12 +197,12 @@ export class Output {
       if (hint) body['hint'] = hint;
       if (e?.details) body['details'] = e.details;
       if (err instanceof RelayError && err.requestId) body['request_id'] = err.requestId;
-      this.#stderr.write(`${JSON.stringify({ error: body })}\n`);
+      this.#stderr.write(`${jsonText({ error: body })}\n`);
     } else {
       this.#stderr.write(`${formatErrorLine(err, this.errStyle)}\n`);
     }
     if (this.debugEnabled && err instanceof Error && err.stack)
-      this.#stderr.write(`${this.errStyle.gray(err.stack)}\n`);
+      this.#stderr.write(`${this.errStyle.gray(safeText(err.stack, { multiline: true }))}\n`);
   }
 
   /** Aligned `label  value` lines. */

@@ -22,6 +22,21 @@ export function safeText(text: string, options: { multiline?: boolean } = {}): s
   return printable(text, options);
 }
 
+// What JSON.stringify leaves raw inside strings but a terminal may act on: DEL and C1 controls
+// (0x9b is CSI), bidi controls, line/paragraph separators.
+const UNSAFE_IN_JSON_RE = /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * `JSON.stringify(value)` with the characters above written as `\uXXXX`: the same JSON value
+ * (they can only occur inside strings), but safe to print on a terminal. Every JSON document the
+ * CLI prints (`--json`, NDJSON, `-q` bodies) goes through it, so JSON output stays exact and a
+ * peer's text cannot reach a terminal raw through it either.
+ */
+export function jsonText(value: unknown): string {
+  const text = JSON.stringify(value) ?? 'null';
+  return text.replace(UNSAFE_IN_JSON_RE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** How a message arrived, for the 🔒 marker (see `cli/opener.ts`). */
 export interface Sealing {
   encrypted: boolean;

@@ -13,7 +13,7 @@ import type { HandledEvent, Runtime } from '../runtime/runtime.js';
 import type { Deps } from './deps.js';
 import { hintFor } from './hints.js';
 import type { Output } from './output.js';
-import { clockTime, safeText } from './render.js';
+import { clockTime, jsonText, safeText } from './render.js';
 import { neverConnectedHint } from './watch.js';
 
 export type LogFormat = 'pretty' | 'json';
@@ -88,10 +88,7 @@ export class Reporter {
    */
   event(event: string, fields: Record<string, unknown>): void {
     if (this.#o.format !== 'json') return;
-    this.#queue(
-      `${JSON.stringify({ time: this.#time(), event, ...fields })}\n`,
-      event === 'stopped' || event === 'fatal',
-    );
+    this.#queue(`${jsonText({ time: this.#time(), event, ...fields })}\n`, event === 'stopped' || event === 'fatal');
   }
 
   #queue(line: string, now: boolean): void {
@@ -238,7 +235,7 @@ export class Reporter {
         line['redelivered'] = h.redelivered;
         if (h.replyId) line['reply_id'] = h.replyId;
         if (h.error) line['error'] = h.error;
-        this.#queue(`${JSON.stringify(line)}\n`, false);
+        this.#queue(`${jsonText(line)}\n`, false);
         return;
       }
       const ok = h.outcome === 'replied' || h.outcome === 'no_reply';

@@ -241,6 +241,8 @@ export function unitFileName(name: string): string {
 
 export function systemdUnitText(o: SystemdOptions): string {
   const unit = unitFileName(o.name);
+  // The name is a display name (--name, or this folder's): a line break in it must not become a
+  // directive of its own, so control characters in Description= are spaces.
   // The executable is taken literally (no $VAR substitution there); its arguments are not.
   // systemd refuses an executable path with quotes, backslashes or control characters.
   if (/["'\\\x00-\x1f\x7f]/.test(o.node)) {
@@ -261,7 +263,7 @@ export function systemdUnitText(o: SystemdOptions): string {
 #   sudo systemctl enable --now ${unit.replace(/\.service$/, '')}
 #   journalctl -u ${unit.replace(/\.service$/, '')} -f
 [Unit]
-Description=MRP agent ${o.name.replace(/%/g, '%%')}
+Description=MRP agent ${o.name.replace(/[\x00-\x1f\x7f]+/g, ' ').replace(/%/g, '%%')}
 After=network-online.target
 Wants=network-online.target
 StartLimitIntervalSec=300

@@ -9,6 +9,7 @@ import type { HttpTrace } from '../client/http.js';
 import type { FrameTrace } from '../client/session.js';
 import type { Deps } from './deps.js';
 import type { Style } from './output.js';
+import { jsonText, safeText } from './render.js';
 
 export type TraceCategory = 'http' | 'ws';
 
@@ -35,7 +36,8 @@ function ms(n: number): string {
 
 function payload(value: unknown): string {
   const text = typeof value === 'string' ? value : JSON.stringify(value);
-  return text === undefined ? '' : text.length > 2000 ? `${text.slice(0, 1999)}…` : text;
+  // A body or frame as the relay (or a peer) wrote it: through safeText before a terminal sees it.
+  return text === undefined ? '' : safeText(text.length > 2000 ? `${text.slice(0, 1999)}…` : text);
 }
 
 /** Stderr printers for the chosen categories. */
@@ -53,7 +55,7 @@ export function createTracers(options: {
     tracers.http = (e) => {
       if (json) {
         stderr.write(
-          `${JSON.stringify({
+          `${jsonText({
             debug: 'http',
             time: new Date(options.now()).toISOString(),
             method: e.method,
@@ -71,14 +73,14 @@ export function createTracers(options: {
       }
       const status =
         e.status === undefined
-          ? style.red(e.error ?? 'no answer')
+          ? style.red(safeText(e.error ?? 'no answer'))
           : e.status >= 400
             ? style.yellow(String(e.status))
             : String(e.status);
       const parts = [`debug http ${e.method} ${e.target} → ${status} ${ms(e.ms)}`];
       if (e.attempt > 1) parts.push(`retry ${e.attempt - 1}`);
-      if (e.requestId) parts.push(e.requestId);
-      if (e.status !== undefined && e.error) parts.push(e.error);
+      if (e.requestId) parts.push(safeText(e.requestId));
+      if (e.status !== undefined && e.error) parts.push(safeText(e.error));
       let line = style.gray(parts.join('  '));
       if (payloads && e.requestBody !== undefined) line += `\n${style.gray(`  > ${payload(e.requestBody)}`)}`;
       if (payloads && e.response !== undefined) line += `\n${style.gray(`  < ${payload(e.response)}`)}`;
@@ -89,7 +91,7 @@ export function createTracers(options: {
     tracers.ws = (e) => {
       if (json) {
         stderr.write(
-          `${JSON.stringify({
+          `${jsonText({
             debug: 'ws',
             time: new Date(options.now()).toISOString(),
             direction: e.direction,
@@ -102,7 +104,9 @@ export function createTracers(options: {
         return;
       }
       const arrow = e.direction === 'in' ? '←' : '→';
-      let line = style.gray(`debug ws ${arrow} ${e.type}  ${e.bytes} B${e.code ? `  ${e.code}` : ''}`);
+      let line = style.gray(
+        `debug ws ${arrow} ${safeText(String(e.type))}  ${e.bytes} B${e.code ? `  ${safeText(e.code)}` : ''}`,
+      );
       if (payloads && e.text !== undefined) line += `\n${style.gray(`  ${payload(e.text)}`)}`;
       stderr.write(`${line}\n`);
     };

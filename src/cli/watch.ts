@@ -15,7 +15,7 @@ import type { CliContext } from './context.js';
 import { exitCodeFor } from './exit.js';
 import { MessageOpener, sealedNote, shownJson } from './opener.js';
 import { ReportedError } from './program.js';
-import { messageLine, safeText } from './render.js';
+import { jsonText, messageLine, safeText } from './render.js';
 import { shutdownSignals } from './signals.js';
 
 export interface WatchOptions {
@@ -120,7 +120,7 @@ export async function watchMessages(ctx: CliContext, options: WatchOptions): Pro
     if (full() || !options.filter(shown.message)) return;
     if (mode === 'json') out.jsonLine(shownJson(shown));
     else if (mode === 'bare') {
-      out.line(JSON.stringify(shown.message.body));
+      out.line(jsonText(shown.message.body));
       if (shown.sealed) out.warn(sealedNote(shown)!);
     } else
       out.line(

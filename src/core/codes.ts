@@ -108,7 +108,10 @@ export const ERROR_CODES = {
   handler_unsupported: { ...config, doc: 'the handler module has a type that cannot be loaded' },
   handler_syntax: { ...config, doc: 'the handler module has a syntax error' },
   handler_import: { ...config, doc: 'the handler module imports something that cannot be loaded' },
-  handler_load: { ...config, doc: 'the handler module threw while loading' },
+  handler_load: {
+    ...config,
+    doc: 'the handler module threw while loading, or never finished loading (a top-level `await` that never settles)',
+  },
   handler_invalid: { ...config, doc: 'the handler module does not export a handler function' },
   journal_locked: {
     ...config,
@@ -143,7 +146,7 @@ export const ERROR_CODES = {
   },
   address_in_use: {
     ...usage,
-    doc: '`mrp relay` (`--port`, `--metrics-port`) or `mrp run` (`--health-port`, `--listen`): the port is taken',
+    doc: '`mrp relay` (`--port`, `--metrics-port`), `mrp run` (`--health-port`, `--listen`) or `mrp dev --port`: the port is taken',
   },
   public_url_required: {
     ...usage,
@@ -170,7 +173,7 @@ export const ERROR_CODES = {
     kind: 'handler',
     exit: EXIT.handlerExit,
     source: 'local',
-    doc: '`mrp run`: a handler called `process.exit` (exit code 70)',
+    doc: '`mrp run`/`mrp dev`: a handler called `process.exit`, on a message or while its module loaded (exit code 70)',
   },
   aborted: {
     kind: 'aborted',

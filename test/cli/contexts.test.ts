@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCli, tempDir, testDeps } from '../helpers/cli.js';
@@ -73,6 +73,35 @@ describe('mrp context', () => {
     assert.equal(JSON.parse(await readFile(join(home, 'config.json'), 'utf8')).context, undefined);
     assert.equal((await runCli(['context', 'rm', 'prod'], deps)).code, 2);
     assert.equal((await runCli(['context', 'use', '--none'], deps)).code, 0);
+  });
+
+  it('a context file or contacts.json written by something else cannot put raw escapes on a terminal', async (t) => {
+    const home = await tempDir(t);
+    const tty = testDeps({ home, tty: true });
+    const EVIL = 'x\u001b]0;pwned\u0007\u001b[2J\u009b31m\u202e';
+    assert.equal((await runCli(['context', 'add', 'odd', '--relay', 'http://127.0.0.1:1'], tty)).code, 0);
+    await writeFile(
+      join(home, 'contexts', 'odd.json'),
+      JSON.stringify({ relay: 'http://127.0.0.1:1', key_file: `/tmp/k${EVIL}`, description: EVIL }),
+    );
+    const peer = 'wptgKQthWcsf9cReRaXGyUZSkcL3RxH6SBCYu4f2KnY';
+    await writeFile(
+      join(home, 'contacts.json'),
+      JSON.stringify({ contacts: [{ name: `bob${EVIL}`, public_key: peer }] }),
+    );
+    const runs = [
+      await runCli(['context', 'ls'], tty),
+      await runCli(['context', 'show', 'odd'], tty),
+      await runCli(['contacts', 'rm', `bob${EVIL}`], tty),
+      await runCli(['contacts', 'add', `eve${EVIL}`, peer], tty),
+    ];
+    for (const res of runs) {
+      assert.equal(res.code, 0, res.stderr);
+      // ESC only as the start of a colour code; no other control, C1 or bidi character.
+      assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001a\u001c-\u001f\u007f-\u009f\u202e]/);
+      assert.doesNotMatch(res.stdout + res.stderr, /\u001b(?!\[[0-9;]*m)/);
+      assert.match(res.stdout, /\\x1b\]0;pwned/);
+    }
   });
 
   it('precedence: flag > env > context > config > default, and whoami says where each came from', async (t) => {

@@ -4,7 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -110,6 +112,9 @@ describe('--json: every failure is {"error":…} on stderr', () => {
       [['help', 'sned', '--json'], 'unknown_command'],
       [['acl', 'allow', '--json'], 'missing_argument'],
       [['--json', 'contacts', 'add', 'x'], 'missing_argument'],
+      // Before `send`, --json is the output flag (after it, `--json <value>` is a body).
+      [['--json', 'send', 'x', 'y', '--ttl'], 'missing_argument'],
+      [['--json', 'send', 'x', 'y', '--bogus'], 'unknown_option'],
     ];
     for (const [argv, code] of cases) {
       const res = await runCli(argv, deps);
@@ -383,6 +388,18 @@ describe('mrp dev', () => {
     assert.equal(relayFlag.code, 2);
     assert.match(relayFlag.stderr, /mrp dev` runs its own relay/);
   });
+
+  it('a taken --port is a usage error naming the flag (the default port taken: any free one)', async (t) => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    t.after(() => blocker.close());
+    const port = String((blocker.address() as AddressInfo).port);
+    const res = await runCli(['dev', '--once', '--port', port, '--json'], testDeps({ home: await tempDir(t) }));
+    assert.equal(res.code, 2, res.stderr);
+    const err = JSON.parse(res.stderr.trim()).error;
+    assert.equal(err.code, 'address_in_use');
+    assert.equal(err.message, `--port: 127.0.0.1:${port} is already in use`);
+  });
 });
 
 describe('peer-controlled text on a terminal', () => {
@@ -426,6 +443,115 @@ describe('peer-controlled text on a terminal', () => {
       testDeps({ home, env: { MRP_RELAY_URL: relay.url } }),
     );
     assert.equal(JSON.parse(json.stdout).body.text, EVIL, 'JSON is exact');
+  });
+
+  it('-q bodies and --json documents on a terminal carry no raw C1, DEL or bidi characters; their values stay exact', async (t) => {
+    const relay = await startRelay(t);
+    const { key, home } = await user(t, relay);
+    const peer = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    const sent = await peer.send({ recipient_key: key, body: { text: EVIL }, thread_id: 'th-q' });
+    const tty = testDeps({ home, env: { MRP_RELAY_URL: relay.url }, tty: true });
+    const runs: Array<[string[], 'json' | 'ndjson']> = [
+      [['thread', 'th-q', '-q'], 'json'],
+      [['get', sent.message_id, '-q'], 'json'],
+      [['tail', '-n', '1', '-q'], 'json'],
+      [['recv', '--no-ack', '-q'], 'json'],
+      [['thread', 'th-q', '--json'], 'ndjson'],
+      [['get', sent.message_id, '--json'], 'ndjson'],
+      [['recv', '--no-ack', '--json'], 'ndjson'],
+    ];
+    for (const [argv, kind] of runs) {
+      const res = await runCli(argv, tty);
+      assert.equal(res.code, 0, `${argv.join(' ')}: ${res.stderr}`);
+      assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/, argv.join(' '));
+      const doc = JSON.parse(res.stdout.trim().split('\n')[0]!) as Record<string, unknown>;
+      const body = (kind === 'json' ? doc : doc['body']) as { text: string };
+      assert.equal(body.text, EVIL, `${argv.join(' ')}: the value is exact`);
+    }
+    // Piped, -q is the bare value: the same JSON text.
+    const piped = await runCli(['get', sent.message_id, '-q'], testDeps({ home, env: { MRP_RELAY_URL: relay.url } }));
+    assert.equal(JSON.parse(piped.stdout).text, EVIL);
+  });
+
+  it('doctor and --debug traces escape what a hostile relay says', async (t) => {
+    // Answers every request with raw bytes: a health document and an error whose strings carry
+    // escapes, a latin-1 request id carrying C1 CSI (0x9b), and a text body with ESC in it.
+    const server = createServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', (chunk) => {
+        const health = chunk.toString('latin1').startsWith('GET /v1/health');
+        const body = Buffer.from(
+          health
+            ? JSON.stringify({ status: `ok${EVIL}`, version: `1${EVIL}` })
+            : JSON.stringify({ error: { code: 'bad_request', message: `no${EVIL}` } }),
+        );
+        const head = Buffer.from(
+          `HTTP/1.1 ${health ? '200 OK' : '400 Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\ndate: ${new Date().toUTCString()}\r\nx-request-id: rq\u009b31m\r\n\r\n`,
+          'latin1',
+        );
+        socket.end(Buffer.concat([head, body]));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const home = await tempDir(t);
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: url }, tty: true });
+    assert.equal((await runCli(['keygen', '-q'], deps)).code, 0);
+    const doctor = await runCli(['doctor', '--timeout', '2s'], deps);
+    const traced = await runCli(['--debug', '--log-payloads', 'status', 'msg_1'], deps);
+    for (const res of [doctor, traced]) {
+      assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001a\u001c-\u001f\u007f-\u009f\u202e]/);
+      // ESC only as the start of colour codes (ESC [ digits m), never anything else.
+      assert.doesNotMatch(res.stdout + res.stderr, /\u001b(?!\[[0-9;]*m)/);
+    }
+    assert.match(doctor.stdout, /version 1Bob\\x1b\]0;pwned\\x07/, doctor.stdout);
+    assert.match(traced.stderr, /rq\\x9b31m/, 'the request id in the trace line');
+    assert.match(traced.stderr, /RelayError: noBob\\x1b\]0;pwned/, 'the stack --debug prints');
+  });
+
+  it("send shows the relay's message id escaped (before and while --wait waits)", async (t) => {
+    const server = createHttpServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const now = new Date().toISOString();
+        const sent = req.method === 'POST';
+        res.writeHead(sent ? 201 : 404, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify(
+            sent
+              ? { message_id: `msg_${EVIL}`, status: 'sent', created_at: now, expires_at: now }
+              : { error: { code: 'not_found', message: 'no' } },
+          ),
+        );
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const home = await tempDir(t);
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const tty = testDeps({ home, env: { MRP_RELAY_URL: url }, tty: true });
+    assert.equal((await runCli(['keygen', '-q'], tty)).code, 0);
+    const peer = Keypair.generate().publicKey;
+    const sent = await runCli(['send', peer, 'hi'], tty);
+    const waited = await runCli(['send', peer, 'hi', '--wait', '1s'], tty);
+    assert.equal(sent.code, 0, sent.stderr);
+    for (const res of [sent, waited]) {
+      assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001a\u001c-\u001f\u007f-\u009f\u202e]/);
+      assert.doesNotMatch(res.stdout + res.stderr, /\u001b(?!\[[0-9;]*m)/);
+      assert.match(res.stdout + res.stderr, /msg_Bob\\x1b\]0;pwned/);
+    }
+  });
+
+  it('warnings are escaped too (they quote blob ids and errors from a message or the relay)', async (t) => {
+    const { Output } = await import('../../src/cli/output.js');
+    const deps = testDeps({ home: await tempDir(t), tty: true });
+    const out = await Output.create(deps, { json: false, quiet: false, debug: false, noColor: true });
+    out.warn(`blob_${EVIL}: sent by you encrypted`);
+    assert.equal(
+      deps.stderr.text,
+      'warning: blob_Bob\\x1b]0;pwned\\x07\\x1b[2J\\r\\x9b31m\\u202eevil: sent by you encrypted\n',
+    );
   });
 
   it('relay error messages are escaped too', async () => {
@@ -617,6 +743,26 @@ describe('mrp completion', () => {
       'alice bob',
       'after a flag and its value: the [key] argument',
     );
+  });
+
+  it('bash reads contact names as data: a name with $(…) or backquotes is never run, a space is quoted', async (t) => {
+    const dir = await tempDir(t);
+    const deps = testDeps({ home: dir });
+    const bash = (await runCli(['completion', 'bash'], deps)).stdout;
+    const marker = join(dir, 'ran');
+    const names = [`$(touch ${marker})`, `\`touch ${marker}\``, 'bo b', 'alice'];
+    await writeFile(join(dir, 'names'), `${names.join('\n')}\n`);
+    const out = execFileSync('bash', [
+      '-c',
+      `${bash}\nmrp() { cat ${JSON.stringify(join(dir, 'names'))}; }\nCOMP_WORDS=(mrp send --to ''); COMP_CWORD=3; _mrp; printf '%s\\n' "\${COMPREPLY[@]}"`,
+    ]).toString();
+    assert.equal(existsSync(marker), false, 'nothing in a name was executed');
+    assert.deepEqual(out.trim().split('\n'), [
+      `\\$\\(touch\\ ${marker}\\)`,
+      `\\\`touch\\ ${marker}\\\``,
+      'bo\\ b',
+      'alice',
+    ]);
   });
 
   it('--json prints the command tree the scripts are made from', async (t) => {

@@ -111,6 +111,27 @@ describe('mrp doctor', () => {
     assert.deepEqual(err.details.failed, ['clock', 'auth']);
   });
 
+  it('a relay Date header at the end of time is a failed clock check, not a crash of doctor', async (t) => {
+    // Answers /v1/health with a Date a JavaScript Date can just hold; the WebSocket login then fails.
+    const server = createServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => {
+        const body = JSON.stringify({ status: 'ok', version: '1' });
+        socket.end(
+          `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\ndate: Sat, 13 Sep 275760 00:00:00 GMT\r\n\r\n${body}`,
+        );
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const { deps } = await setup(t, { relayUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}` });
+    const { res, by } = await doctor(['--timeout', '2s'], deps);
+    assert.equal(res.code, 1, res.stderr);
+    assert.equal(by['clock']!.status, 'fail');
+    assert.match(by['clock']!.summary, /relay \+?275760-09-13T00:00:00Z\)$/);
+    assert.ok(by['handler'], 'the checks after it ran');
+  });
+
   it('a clock 2 minutes slow is a warning, not a failure', async (t) => {
     const { deps } = await setup(t, { clock: skewed(-2 * 60_000) });
     const { res, by } = await doctor([], deps);

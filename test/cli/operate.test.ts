@@ -222,6 +222,19 @@ describe('mrp run --health-port', () => {
     assert.equal(res.code, 2);
     assert.equal(JSON.parse(res.stderr.trim()).error.code, 'address_in_use');
   });
+
+  it('a --health-host that is not an address of this machine is a usage error naming the flag', async (t) => {
+    const home = await tempDir(t);
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: 'http://127.0.0.1:1' } });
+    await runCli(['keygen'], deps);
+    // 192.0.2.1 is TEST-NET-1: documentation only, never a local address.
+    const argv = ['run', '--handler', ECHO, '--health-port', '0', '--health-host', '192.0.2.1', '--json'];
+    const res = await runCli(argv, deps);
+    assert.equal(res.code, 2, res.stderr);
+    const err = JSON.parse(res.stderr.trim()).error;
+    assert.equal(err.code, 'invalid_argument');
+    assert.equal(err.message, '--health-host: cannot listen on 192.0.2.1:0 (not an address of this machine)');
+  });
 });
 
 describe('mrp relay --metrics / --metrics-port', () => {
@@ -273,6 +286,54 @@ describe('mrp relay --metrics / --metrics-port', () => {
 
     deps.raise('SIGTERM');
     assert.equal((await run).code, 0);
+  });
+
+  it('a --host that is not an address of this machine, or a taken --port, is a usage error naming the flag', async (t) => {
+    const home = await tempDir(t);
+    const deps = testDeps({ home });
+    const host = await runCli(
+      ['relay', '--host', '192.0.2.1', '--port', '0', '--data-dir', join(home, 'a'), '--json', '--log-level', 'error'],
+      deps,
+    );
+    assert.equal(host.code, 2, host.stderr);
+    assert.deepEqual(JSON.parse(host.stderr.trim()).error, {
+      code: 'invalid_argument',
+      message: '--host: cannot listen on 192.0.2.1:0 (not an address of this machine)',
+    });
+    const blocker = await import('node:net').then((net) => net.createServer());
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    t.after(() => blocker.close());
+    const port = String((blocker.address() as import('node:net').AddressInfo).port);
+    const taken = await runCli(
+      ['relay', '--port', port, '--data-dir', join(home, 'b'), '--json', '--log-level', 'error'],
+      testDeps({ home }),
+    );
+    assert.equal(taken.code, 2, taken.stderr);
+    assert.equal(JSON.parse(taken.stderr.trim()).error.code, 'address_in_use');
+  });
+
+  it('pretty logs on a terminal escape what clients sent (a WebSocket close reason)', async (t) => {
+    const home = await tempDir(t);
+    const deps = testDeps({ home, tty: true });
+    const argv = ['relay', '--port', '0', '--data-dir', join(home, 'd'), '--json', '--log-format', 'pretty'];
+    const run = runCli([...argv, '--log-level', 'info'], deps);
+    await deps.stdout.waitFor('\n');
+    const { url } = JSON.parse(deps.stdout.text.split('\n')[0]!) as { url: string };
+    const { default: WebSocket } = await import('ws');
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/v1/ws`);
+    await new Promise<void>((resolve, reject) => {
+      ws.on('open', () => ws.close(4000, 'bye\u001b]0;pwned\u0007\u001b[2J\u009b31m\u202eX'));
+      ws.on('close', () => resolve());
+      ws.on('error', reject);
+    });
+    await deps.stderr.waitFor('ws_close');
+    deps.raise('SIGTERM');
+    assert.equal((await run).code, 0);
+    const line = deps.stderr.text.split('\n').find((l) => l.includes('ws_close'))!;
+    assert.match(line, /reason=(\u001b\[[0-9;]*m)?bye\\x1b\]0;pwned\\x07\\x1b\[2J\\x9b31m\\u202eX/, line);
+    assert.doesNotMatch(line, /agent=/, 'fields without a value are left out');
+    assert.doesNotMatch(deps.stderr.text, /[\u0000-\u0008\u000b-\u001a\u001c-\u001f\u007f-\u009f\u202e]/);
+    assert.doesNotMatch(deps.stderr.text, /\u001b(?!\[[0-9;]*m)/);
   });
 
   it("--metrics serves /metrics on the relay's own port, outside /v1/; without it /metrics is 404", async (t) => {

@@ -87,6 +87,29 @@ describe('mrp announce', () => {
     );
   });
 
+  it('reports every error inside one capability too: each bad tag, a missing name and a bad field after it', async (t) => {
+    const { cwd, deps } = await project(t, 'http://127.0.0.1:1');
+    await runCli(['keygen'], deps);
+    await writeFile(
+      join(cwd, 'mrp.yaml'),
+      'name: Bot\ncapabilities:\n  - name: a\n    tags:\n      - UPPER CASE\n      - ab\n      - fine\n    version: 3\n  - tags: [ok-tag]\n    description: 5\n  - x\n',
+    );
+    const json = await runCli(['announce', '--dry-run', '--json'], deps);
+    assert.equal(json.code, 2, json.stderr);
+    const err = JSON.parse(json.stderr).error;
+    assert.deepEqual(
+      err.details.errors.map((e: { line: number; field: string }) => [e.line, e.field]),
+      [
+        [5, 'capabilities[0].tags[0]'],
+        [6, 'capabilities[0].tags[1]'],
+        [8, 'capabilities[0].version'],
+        [9, 'capabilities[1].name'],
+        [10, 'capabilities[1].description'],
+        [11, 'capabilities[2]'],
+      ],
+    );
+  });
+
   it('an alias bomb, absurd nesting or a directory is manifest_invalid, not internal_error', async (t) => {
     const { cwd, deps } = await project(t, 'http://127.0.0.1:1');
     await runCli(['keygen'], deps);
@@ -129,7 +152,8 @@ describe('mrp announce', () => {
     assert.match(first.stdout, new RegExp(`- acl\\.allow +${stale} \\(on the relay, not in the manifest\\)`));
     assert.match(first.stdout, /1 ACL entry is not in mrp\.yaml; `mrp announce --prune` removes it/);
     const again = await runCli(['announce'], deps);
-    assert.match(again.stdout, /already matches mrp\.yaml/);
+    assert.doesNotMatch(again.stdout, /already matches/, 'not while the relay has entries the manifest does not list');
+    assert.match(again.stdout, /the profile matches mrp\.yaml, the ACL on the relay does not/);
     assert.match(again.stdout, /not in the manifest/, 'drift is shown even when nothing else changes');
     const dry = JSON.parse((await runCli(['announce', '--prune', '--dry-run', '--json'], deps)).stdout);
     assert.deepEqual(dry.drift, [{ peer_key: stale, entry_type: 'allow' }]);

@@ -159,6 +159,18 @@ describe('mrp init --docker / --systemd', () => {
     assert.equal(await readFile(join(cwd, 'Dockerfile'), 'utf8'), 'FROM scratch\n');
   });
 
+  it('a line break in --name does not become a directive of the unit', async (t) => {
+    const { deps } = await project(t, 'bot');
+    const res = await runCli(['init', '--systemd', '--name', 'x\nExecStartPre=/bin/false\r', '--json'], deps);
+    assert.equal(res.code, 0, res.stderr);
+    const file = (JSON.parse(res.stdout).created as string[]).find((f) => f.endsWith('.service'))!;
+    const unit = await readFile(file, 'utf8');
+    assert.deepEqual(
+      unit.split('\n').filter((l) => l.startsWith('ExecStartPre') || l.startsWith('Description')),
+      ['Description=MRP agent x ExecStartPre=/bin/false '],
+    );
+  });
+
   it('writes a systemd unit: Restart=on-failure, TimeoutStopSec above --grace, KillSignal=SIGTERM, the settings in use', async (t) => {
     const { cwd, deps, home } = await project(t, 'My Bot');
     const res = await runCli(

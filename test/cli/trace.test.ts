@@ -149,3 +149,51 @@ describe('--debug / MRP_DEBUG tracing', () => {
     assert.match(out[0]!, /^debug http GET \/v1\/agents\/k → 200 \d+(\.\d)? ms {2}retry 1 {2}req_2\n$/);
   });
 });
+
+describe('trace lines on a terminal', () => {
+  it('escape what a relay chose: frame types, codes and payloads, request ids, error texts', async () => {
+    const { createTracers } = await import('../../src/cli/trace.js');
+    const EVIL = '\u001b]0;pwned\u0007\u001b[2J\u009b31m\u202e';
+    let text = '';
+    const plain = (s: string) => s;
+    const style = {
+      bold: plain,
+      dim: plain,
+      red: plain,
+      green: plain,
+      yellow: plain,
+      cyan: plain,
+      magenta: plain,
+      gray: plain,
+    };
+    const tracers = createTracers({
+      categories: new Set(['http', 'ws']),
+      stderr: {
+        write: (s: string) => {
+          text += s;
+          return true;
+        },
+        isTTY: true,
+      },
+      json: false,
+      payloads: true,
+      style,
+      now: () => 0,
+    });
+    tracers.ws!({ direction: 'in', type: `t${EVIL}`, bytes: 9, code: `c${EVIL}`, text: `{"x":"${EVIL}"}` });
+    tracers.http!({
+      method: 'GET',
+      target: '/v1/x',
+      status: 400,
+      ms: 1,
+      attempt: 1,
+      requestId: `r${EVIL}`,
+      error: `e${EVIL}`,
+      response: `not json ${EVIL}`,
+    } as HttpTrace);
+    tracers.http!({ method: 'GET', target: '/v1/x', ms: 1, attempt: 1, error: `refused${EVIL}` } as HttpTrace);
+    assert.doesNotMatch(text, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/, text);
+    for (const part of ['t\\x1b]0;pwned', 'c\\x1b]0;pwned', 'r\\x1b]0;pwned', 'e\\x1b]0;pwned', 'refused\\x1b]0;pwned'])
+      assert.ok(text.includes(part), part);
+  });
+});

@@ -54,18 +54,24 @@ export async function runAnnounce(ctx: CliContext, options: AnnounceOptions): Pr
         ),
       );
       const n = changes.length + (pruning ? drift.length : 0);
+      const stale = drift.length > 0 && !pruning;
+      // With drift left on the relay the agent does not match the manifest: never "already matches".
       const head =
         n === 0
-          ? `${style.green('✔')} ${client.publicKey} already matches ${shown}`
+          ? stale
+            ? `${style.yellow('!')} ${client.publicKey}: the profile matches ${shown}, the ACL on the relay does not`
+            : `${style.green('✔')} ${client.publicKey} already matches ${shown}`
           : options.dryRun
             ? `Would change ${n} field${n === 1 ? '' : 's'} (dry run, nothing sent):`
             : `${style.green('✔')} Announced ${shown}: ${n} change${n === 1 ? '' : 's'}`;
-      if (drift.length && !pruning)
+      if (stale) {
+        const again = `mrp announce${options.manifest && options.manifest !== 'mrp.yaml' ? ` --manifest ${options.manifest}` : ''} --prune`;
         lines.push(
           style.dim(
-            `  ${drift.length} ACL entr${drift.length === 1 ? 'y is' : 'ies are'} not in ${shown}; \`mrp announce --prune\` removes ${drift.length === 1 ? 'it' : 'them'}`,
+            `  ${drift.length} ACL entr${drift.length === 1 ? 'y is' : 'ies are'} not in ${shown}; \`${again}\` removes ${drift.length === 1 ? 'it' : 'them'}`,
           ),
         );
+      }
       return [head, ...lines];
     },
     () => [],

@@ -164,8 +164,10 @@ function values(kind: ValueKind, shell: 'bash' | 'zsh'): string {
   }
   if (kind === 'file') return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur"))';
   if (kind === 'directory') return 'compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur"))';
-  if (kind === 'contact') return 'COMPREPLY=($(compgen -W "$(mrp contacts ls -q 2>/dev/null)" -- "$cur"))';
-  if (kind === 'context') return 'COMPREPLY=($(compgen -W "$(mrp context ls -q 2>/dev/null)" -- "$cur"))';
+  // Names are data: never through `compgen -W`, which expands `$(…)` and backquotes in its words
+  // (contacts.json is shared with other tools; a name there must not run when Tab is pressed).
+  if (kind === 'contact') return '_mrp_names mrp contacts ls -q';
+  if (kind === 'context') return '_mrp_names mrp context ls -q';
   if (kind === 'text') return 'COMPREPLY=()';
   return `COMPREPLY=($(compgen -W ${quote(kind.join(' '))} -- "$cur"))`;
 }
@@ -214,6 +216,14 @@ _mrp_command() {
 ${commandCases(nodes).join('\n')}
   esac
   return 1
+}
+# Adds the lines "$@" prints that start with $cur to COMPREPLY, shell-quoted. Read as data: compgen -W
+# would expand $(…) and backquotes inside a contact name.
+_mrp_names() {
+  local line
+  while IFS= read -r line; do
+    if [ -n "$line" ] && [[ "$line" == "$cur"* ]]; then COMPREPLY+=("$(printf '%q' "$line")"); fi
+  done < <("$@" 2>/dev/null)
 }
 _mrp() {
   local cur="\${COMP_WORDS[COMP_CWORD]}" cmd="" w i args=0 pending="" subs="" opts=""
@@ -271,6 +281,14 @@ _mrp_command() {
 ${commandCases(nodes).join('\n')}
   esac
   return 1
+}
+# Adds the lines "$@" prints that start with $cur to COMPREPLY, shell-quoted. Read as data: compgen -W
+# would expand $(…) and backquotes inside a contact name.
+_mrp_names() {
+  local line
+  while IFS= read -r line; do
+    if [ -n "$line" ] && [[ "$line" == "$cur"* ]]; then COMPREPLY+=("$(printf '%q' "$line")"); fi
+  done < <("$@" 2>/dev/null)
 }
 _mrp() {
   local -a subs opts

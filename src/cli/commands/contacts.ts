@@ -20,7 +20,7 @@ export async function runContactsAdd(ctx: CliContext, options: ContactAddOptions
   contact.added_at = formatInstant(Math.floor(ctx.deps.clock.now() / 1000) * 1000);
   const book = addContact(await ctx.contacts(), contact, { replace: options.force === true });
   await ctx.saveContacts(book);
-  ctx.out.result(contact, () => `${ctx.out.style.green('✔')} Added ${ctx.out.style.bold(name)} → ${key}`);
+  ctx.out.result(contact, () => `${ctx.out.style.green('✔')} Added ${ctx.out.style.bold(safeText(name))} → ${key}`);
 }
 
 export async function runContactsList(ctx: CliContext): Promise<void> {
@@ -45,7 +45,7 @@ export async function runContactsList(ctx: CliContext): Promise<void> {
 export async function runContactsRemove(ctx: CliContext, _options: unknown, args: string[]): Promise<void> {
   const { book, removed } = removeContact(await ctx.contacts(), args[0]!);
   await ctx.saveContacts(book);
-  ctx.out.result(removed, () => `${ctx.out.style.green('✔')} Removed ${ctx.out.style.bold(removed.name)}`);
+  ctx.out.result(removed, () => `${ctx.out.style.green('✔')} Removed ${ctx.out.style.bold(safeText(removed.name))}`);
 }
 
 export function register(program: Command, deps: Deps): void {

@@ -5,6 +5,7 @@ import type { CliContext } from '../context.js';
 import { type ContextData, checkContextName, contextKeys, contextNotFound, SELECTED_KEY } from '../contexts.js';
 import type { Deps } from '../deps.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { safeText } from '../render.js';
 
 export interface ContextAddOptions {
   description?: string;
@@ -40,9 +41,10 @@ export async function runContextAdd(ctx: CliContext, options: ContextAddOptions,
 
 function contextRows(data: ContextData): Array<[string, string]> {
   const rows: Array<[string, string]> = [];
-  if (data.relay !== undefined) rows.push(['relay', data.relay]);
-  if (data.key_file !== undefined) rows.push(['key file', data.key_file]);
-  if (data.description !== undefined) rows.push(['description', data.description]);
+  // A context file may have been edited by hand or copied from elsewhere: shown through safeText.
+  if (data.relay !== undefined) rows.push(['relay', safeText(data.relay)]);
+  if (data.key_file !== undefined) rows.push(['key file', safeText(data.key_file)]);
+  if (data.description !== undefined) rows.push(['description', safeText(data.description)]);
   return rows;
 }
 
@@ -90,7 +92,11 @@ export async function runContextList(ctx: CliContext): Promise<void> {
         ? [ctx.out.style.dim('no contexts yet; add one with `mrp context add <name> --relay <url> --key <path>`')]
         : ctx.out.table(
             ['', 'NAME', 'RELAY', 'KEY', 'DESCRIPTION'],
-            rows.map((r) => [r.selected ? '*' : '', r.name, r.relay ?? '', r.key_file ?? '', r.description ?? '']),
+            rows.map((r) =>
+              [r.selected ? '*' : '', r.name, r.relay ?? '', r.key_file ?? '', r.description ?? ''].map((c) =>
+                safeText(c),
+              ),
+            ),
           ),
     () => rows.map((r) => r.name),
   );

@@ -12,10 +12,11 @@ import { ensureDir, expandPath } from '../config.js';
 import type { CliContext } from '../context.js';
 import { type Deps, selfCommand } from '../deps.js';
 import { EXIT } from '../exit.js';
+import { loadWatched, trapHandlerExit } from '../handler-exit.js';
 import { readKeyFile, writeKeyFile } from '../keys.js';
 import { takeLock } from '../lockfile.js';
 import { projectManifest } from '../manifest.js';
-import { DEV_MODES, intOption } from '../options.js';
+import { DEV_MODES, intOption, listenError } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { bodyPreview } from '../render.js';
 import { shutdownSignals } from '../signals.js';
@@ -57,7 +58,10 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
   const port = intOption(options.port, '--port', DEFAULT_PORT, 0, 65535);
   const handlerPath = options.handler ? resolve(ctx.deps.cwd, options.handler) : ECHO;
   const shown = options.handler ? relative(ctx.deps.cwd, handlerPath) || handlerPath : 'the bundled echo handler';
-  const loaded = await loadHandler(handlerPath, { cwd: ctx.deps.cwd });
+  const loaded = await loadWatched(() => loadHandler(handlerPath, { cwd: ctx.deps.cwd }), {
+    onExitCall: 'exit',
+    report: (err) => ctx.out.error(err),
+  });
 
   const home = join(ctx.home, 'dev');
   await ensureDir(home);
@@ -101,7 +105,9 @@ export async function runDev(ctx: CliContext, options: DevOptions): Promise<void
     } catch (err) {
       await relay.close();
       relay = undefined;
-      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || options.port !== undefined) throw err;
+      // The default port taken: any free one. A --port given and taken: say so, naming the flag.
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || options.port !== undefined)
+        throw listenError(err, '--port', `127.0.0.1:${port}`, 'pick another with --port (0 = any free one)');
       relay = makeRelay(0);
       url = await relay.listen();
     }
@@ -130,7 +136,7 @@ async function runAgainst(ctx: CliContext, options: DevOptions, d: DevSetup): Pr
   const manifest = await projectManifest(ctx);
   const { startAgent } = await import('../agent.js');
   const logFormat = ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json';
-  const { runtime, reporter } = await startAgent(ctx, {
+  const { runtime, reporter, journal } = await startAgent(ctx, {
     relayUrl: url,
     keypair: agentKey,
     handler: loaded.handler,
@@ -159,6 +165,20 @@ async function runAgainst(ctx: CliContext, options: DevOptions, d: DevSetup): Pr
 
   const signals = shutdownSignals(ctx.deps);
   const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
+  // As in `mrp run`: a handler calling process.exit ends dev with 70 and says so (it ended
+  // `mrp dev --once` with 0 and no word, as if the demo had been answered).
+  const exitTrap = trapHandlerExit(process, (messageId, code, call) => {
+    reporter.problem(
+      'handler_exit',
+      new MrpError(
+        'handler',
+        'handler_exit',
+        `the handler called process.${call}(${String(code ?? '')}) while handling ${messageId}; mrp dev exits ${EXIT.handlerExit}`,
+      ),
+    );
+    journal.flush();
+    reporter.flush();
+  });
   const watchers: FSWatcher[] = [];
   let demoFailed: unknown;
   try {
@@ -218,6 +238,7 @@ async function runAgainst(ctx: CliContext, options: DevOptions, d: DevSetup): Pr
     for (const w of watchers) w.close();
     signals.dispose();
     offUncaught();
+    exitTrap.dispose();
   }
   if (options.once && demoFailed) throw new ReportedError(EXIT.failure);
 }

@@ -7,6 +7,7 @@ import { EXIT } from '../exit.js';
 import { durationOption } from '../options.js';
 import type { Style } from '../output.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
+import { safeText } from '../render.js';
 
 export interface DoctorCommandOptions {
   handler?: string;
@@ -22,9 +23,12 @@ export function checkLine(r: CheckResult, tty: boolean, style: Style): string {
   const paint =
     r.status === 'ok' ? style.green : r.status === 'warn' ? style.yellow : r.status === 'fail' ? style.red : style.dim;
   const mark = tty ? paint(SYMBOL[r.status]) : WORD[r.status].padEnd(4);
-  const hint = r.hint ? style.dim(` — ${r.hint}`) : '';
-  const summary = r.status === 'skip' ? style.dim(r.summary) : r.summary;
-  return `${mark} ${r.name.padEnd(8)} ${summary.replace(/\s*\n\s*/g, ' ')}${hint}`;
+  // Summaries and hints quote the relay (its health status and version, its error messages), a
+  // manifest or a handler's error: through safeText, like every other line a terminal shows.
+  const hint = r.hint ? style.dim(` — ${safeText(r.hint)}`) : '';
+  const text = safeText(r.summary.replace(/\s*\n\s*/g, ' '));
+  const summary = r.status === 'skip' ? style.dim(text) : text;
+  return `${mark} ${r.name.padEnd(8)} ${summary}${hint}`;
 }
 
 /** `mrp doctor`: is this machine set up to run an agent? Exits 1 when a check fails. */

@@ -6,7 +6,7 @@ import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { action, addGlobalOptions, examples } from '../program.js';
-import { fullTime, messageBlock, safeText } from '../render.js';
+import { fullTime, jsonText, messageBlock, safeText } from '../render.js';
 
 /** `mrp status <id>`: delivery status of a message you sent or received. */
 export async function runStatus(ctx: CliContext, _o: unknown, args: string[]): Promise<void> {
@@ -104,10 +104,10 @@ export async function runGet(ctx: CliContext, options: GetOptions, args: string[
     () => [
       ...messageBlock(shown.message, { style: ctx.out.style, contacts, self: client.publicKey }, shown),
       ...(saved ?? []).map((s) =>
-        s.path ? `saved ${s.blob_id} → ${safeText(s.path)}` : `skipped ${s.blob_id} (${s.skipped})`,
+        s.path ? `saved ${safeText(s.blob_id)} → ${safeText(s.path)}` : `skipped ${safeText(s.blob_id)} (${s.skipped})`,
       ),
     ],
-    () => JSON.stringify(shown.message.body),
+    () => jsonText(shown.message.body),
   );
   if (shown.sealed && ctx.globals.quiet && !ctx.globals.json) ctx.out.warn(sealedNote(shown)!);
 }

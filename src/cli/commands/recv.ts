@@ -8,7 +8,7 @@ import type { Deps } from '../deps.js';
 import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { durationOption, intOption } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
-import { messageBlock } from '../render.js';
+import { jsonText, messageBlock } from '../render.js';
 import { firstConnectError, watchMessages } from '../watch.js';
 
 export interface RecvOptions {
@@ -124,7 +124,7 @@ export async function runRecv(ctx: CliContext, options: RecvOptions): Promise<vo
       shown.length === 0
         ? [style.dim(status === 'sent' ? 'No new messages.' : `No ${status} messages.`)]
         : shown.flatMap((s) => [...messageBlock(s.message, { style, contacts, self }, s), '']),
-    (m) => JSON.stringify(m['body']),
+    (m) => jsonText(m['body']),
   );
   if (ctx.out.listMode === 'bare') for (const s of shown) if (s.sealed) ctx.out.warn(sealedNote(s)!);
   if (hasMore) {

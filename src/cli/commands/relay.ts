@@ -5,8 +5,9 @@ import { RATE_LIMITS, TIMING } from '../../protocol/constants.js';
 import type { LogEntry, LogLevel } from '../../relay/index.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { durationOption, intOption } from '../options.js';
+import { durationOption, intOption, listenError } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
+import { jsonText, safeText } from '../render.js';
 import { shutdownSignals } from '../signals.js';
 
 export interface RelayCommandOptions {
@@ -137,17 +138,19 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     const time = new Date(ctx.deps.clock.now()).toISOString();
     if (format === 'json') {
       ctx.deps.stderr.write(
-        `${JSON.stringify({ time, ...entry, ...(env['PUBLIC_URL'] ? { public_url: env['PUBLIC_URL'] } : {}) })}\n`,
+        `${jsonText({ time, ...entry, ...(env['PUBLIC_URL'] ? { public_url: env['PUBLIC_URL'] } : {}) })}\n`,
       );
       return;
     }
     const { level: lvl, msg, ...fields } = entry;
     const paint =
       lvl === 'error' ? style.red : lvl === 'warn' ? style.yellow : lvl === 'debug' ? style.gray : (t: string) => t;
+    // Fields carry what clients sent (a WebSocket close reason, an error text): through safeText.
     const rest = Object.entries(fields)
-      .map(([k, v]) => `${style.dim(`${k}=`)}${typeof v === 'string' ? v : JSON.stringify(v)}`)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${style.dim(`${k}=`)}${safeText(typeof v === 'string' ? v : (JSON.stringify(v) ?? ''))}`)
       .join(' ');
-    ctx.deps.stderr.write(`${style.dim(time.slice(11, 19))} ${paint(msg)} ${rest}\n`);
+    ctx.deps.stderr.write(`${style.dim(time.slice(11, 19))} ${paint(safeText(msg))} ${rest}\n`);
   };
   // External mode: the store, bus and shared state on PostgreSQL (the driver loads only here).
   let external: import('../../relay/external.js').External | undefined;
@@ -202,14 +205,13 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
     } catch (err) {
       await relay.close();
       await closeStorage();
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EADDRINUSE') {
-        throw new UsageError(`port ${port} is already in use`, {
-          code: 'address_in_use',
-          hint: 'pick another with --port, or stop the other process',
-        });
-      }
-      throw err;
+      const flag = (err as NodeJS.ErrnoException)?.code === 'EADDRINUSE' ? '--port' : '--host';
+      throw listenError(
+        err,
+        flag,
+        `${options.host ?? RELAY_DEFAULTS.host}:${port}`,
+        'pick another with --port, or stop the other process',
+      );
     }
     if (registry && metricsPort !== undefined) {
       metricsServer = await serveMetrics(options.host ?? RELAY_DEFAULTS.host, metricsPort, registry).catch(
@@ -295,13 +297,8 @@ async function serveMetrics(
       },
     });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new UsageError(`--metrics-port: port ${port} is already in use`, {
-        code: 'address_in_use',
-        hint: 'pick another with --metrics-port',
-      });
-    }
-    throw err;
+    const flag = (err as NodeJS.ErrnoException)?.code === 'EADDRINUSE' ? '--metrics-port' : '--host';
+    throw listenError(err, flag, `${host}:${port}`, 'pick another with --metrics-port');
   }
 }
 

@@ -9,9 +9,9 @@ import { parseMode } from '../../runtime/mode.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { EXIT, exitCodeFor } from '../exit.js';
-import { trapHandlerExit } from '../handler-exit.js';
+import { loadWatched, trapHandlerExit } from '../handler-exit.js';
 import { projectManifest } from '../manifest.js';
-import { durationOption, intOption, sharedJournalUrl } from '../options.js';
+import { durationOption, intOption, listenError, sharedJournalUrl } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
 import { shutdownSignals } from '../signals.js';
 import { capYoungGeneration } from '../young-generation.js';
@@ -154,7 +154,11 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
 
   const settings = await ctx.settings();
   const { keypair } = await ctx.identity();
-  const loaded = await loadHandler(options.handler, { cwd: ctx.deps.cwd });
+  const handlerFile = options.handler;
+  const loaded = await loadWatched(() => loadHandler(handlerFile, { cwd: ctx.deps.cwd }), {
+    onExitCall: 'exit',
+    report: (err) => ctx.out.error(err),
+  });
   const manifest = await projectManifest(ctx, options.manifest);
 
   // Health and metrics load only when asked for.
@@ -250,13 +254,8 @@ async function startOps(host: string, port: number) {
   try {
     return { monitor, server: await startOpsServer({ host, port, routes: monitor.routes() }) };
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new UsageError(`--health-port: port ${port} is already in use`, {
-        code: 'address_in_use',
-        hint: 'pick another port, or stop the other process',
-      });
-    }
-    throw err;
+    const flag = (err as NodeJS.ErrnoException)?.code === 'EADDRINUSE' ? '--health-port' : '--health-host';
+    throw listenError(err, flag, `${host}:${port}`, 'pick another port, or stop the other process');
   }
 }
 

@@ -16,7 +16,7 @@ import { EXIT } from '../exit.js';
 import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { collect, durationOption, keyValuePairs } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
-import { messageBlock } from '../render.js';
+import { jsonText, messageBlock, safeText } from '../render.js';
 import { shutdownSignals } from '../signals.js';
 
 export interface SendOptions {
@@ -245,13 +245,13 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
       () =>
         plain
           ? sent.message_id
-          : `${style.green('✔')} Sent ${style.bold(sent.message_id)} to ${recipient}${encrypted ? style.green('  🔒 encrypted') : ''}`,
+          : `${style.green('✔')} Sent ${style.bold(safeText(sent.message_id))} to ${recipient}${encrypted ? style.green('  🔒 encrypted') : ''}`,
       () => sent.message_id,
     );
     return;
   }
   if (!jsonOut && !plain)
-    ctx.out.info(style.dim(`Sent ${sent.message_id}; waiting up to ${formatDuration(waitMs)} for a reply…`));
+    ctx.out.info(style.dim(`Sent ${safeText(sent.message_id)}; waiting up to ${formatDuration(waitMs)} for a reply…`));
   // Ctrl-C while waiting: there is nothing to finish, so stop at once (exit 130), but say which
   // message was sent so it is not lost.
   const signals = shutdownSignals(ctx.deps);
@@ -278,10 +278,8 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   ctx.out.result(
     { ...sent, ...(encrypted ? { encrypted } : {}), reply: shownJson(shown) },
     () =>
-      plain
-        ? JSON.stringify(replyBody)
-        : messageBlock(shown.message, { style, contacts, self: client.publicKey }, shown),
-    () => JSON.stringify(replyBody),
+      plain ? jsonText(replyBody) : messageBlock(shown.message, { style, contacts, self: client.publicKey }, shown),
+    () => jsonText(replyBody),
   );
   if (shown.sealed && !ctx.globals.json && (plain || ctx.globals.quiet)) ctx.out.warn(sealedNote(shown)!);
 }

@@ -5,7 +5,7 @@ import type { Deps } from '../deps.js';
 import { MessageOpener, sealedNote, shownJson } from '../opener.js';
 import { intOption } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
-import { messageLine, safeText } from '../render.js';
+import { jsonText, messageLine, safeText } from '../render.js';
 
 export interface ThreadOptions {
   limit?: string;
@@ -37,7 +37,7 @@ export async function runThread(ctx: CliContext, options: ThreadOptions, args: s
         : shown.map((s) =>
             messageLine(s.message, { style, contacts, self: client.publicKey }, Math.max(40, ctx.out.columns - 50), s),
           ),
-    (m) => JSON.stringify(m['body']),
+    (m) => jsonText(m['body']),
   );
   if (ctx.out.listMode === 'bare') for (const s of shown) if (s.sealed) ctx.out.warn(sealedNote(s)!);
   if (cursor) {
