@@ -243,6 +243,25 @@ describe('architecture', () => {
     assert.deepEqual(missing, [], 'add a line for each to the module map (docs/architecture.md §2)');
   });
 
+  it("docs/protocol.md's pointers (→ `src/…`: `symbol`) name files and symbols that exist", () => {
+    const doc = readFileSync(fileURLToPath(new URL('../docs/protocol.md', import.meta.url)), 'utf8');
+    const wrong: string[] = [];
+    for (const m of doc.matchAll(/`(src\/[\w/.-]+\.ts)`(?::\s*((?:`[^`]+`(?:,\s*|\s+and\s+)?)+))?/g)) {
+      const path = m[1]!;
+      const file = files.find((f) => `src/${f.path}` === path);
+      if (!file) {
+        wrong.push(`${path} (no such file)`);
+        continue;
+      }
+      for (const [, symbol] of (m[2] ?? '').matchAll(/`([^`]+)`/g)) {
+        if (symbol!.startsWith('src/')) continue;
+        const parts = symbol!.split(/[(\s[]/)[0]!.split(/[#.]/);
+        if (parts.some((part) => part !== '' && !file.text.includes(part))) wrong.push(`${path}: ${symbol}`);
+      }
+    }
+    assert.deepEqual(wrong, [], 'point these at where the choice now lives');
+  });
+
   it('every import goes the allowed way', () => {
     assert.deepEqual(violations(files), []);
   });
