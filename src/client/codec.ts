@@ -79,7 +79,7 @@ export async function openWith(codec: MessageCodec, message: Message): Promise<O
   if (typeof opened !== 'object' || opened === null || typeof inner !== 'object' || inner === null) {
     throw new Error('the message codec opened nothing: open() must resolve with { message, encrypted }');
   }
-  return { message: inner, encrypted: (opened as OpenedMessage).encrypted === true };
+  return opened as OpenedMessage;
 }
 
 /** The pass-through codec: nothing is encrypted, bodies go out exactly as given. */
