@@ -42,6 +42,7 @@ export {
 } from './client/source.js';
 export { Backoff, type BackoffOptions } from './core/backoff.js';
 export { type Clock, ManualClock, systemClock, type Timer } from './core/clock.js';
+export { type EventMap, type Listenable, TypedEmitter } from './core/emitter.js';
 export * from './core/errors.js';
 export * from './protocol/constants.js';
 export {

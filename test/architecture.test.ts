@@ -213,6 +213,55 @@ describe('architecture', () => {
       );
   });
 
+  it("docs/architecture.md's module map names every source file", () => {
+    const doc = readFileSync(fileURLToPath(new URL('../docs/architecture.md', import.meta.url)), 'utf8');
+    const map = doc.slice(doc.indexOf('## 2. Module map'), doc.indexOf('\n## 3.'));
+    const section = (layer: string): string => {
+      const start = map.indexOf(`### \`src/${layer}/\``);
+      if (start < 0) return '';
+      const end = map.indexOf('\n### `src/', start + 1);
+      return map.slice(start, end < 0 ? undefined : end);
+    };
+    const missing: string[] = [];
+    for (const f of files) {
+      const slash = f.path.indexOf('/');
+      if (slash < 0) {
+        if (!map.includes(`\`src/${f.path}\``)) missing.push(f.path);
+        continue;
+      }
+      const [layer, rest] = [f.path.slice(0, slash), f.path.slice(slash + 1)];
+      const text = section(layer);
+      const base = rest.slice(rest.lastIndexOf('/') + 1);
+      const dir = rest.includes('/') ? rest.slice(0, rest.lastIndexOf('/') + 1) : '';
+      const named =
+        text.includes(`\`${rest}\``) ||
+        (dir === ''
+          ? text.includes(`\`${base}\``)
+          : text.split('\n').some((l) => l.includes(dir) && l.includes(`\`${base}\``)));
+      if (!named) missing.push(f.path);
+    }
+    assert.deepEqual(missing, [], 'add a line for each to the module map (docs/architecture.md §2)');
+  });
+
+  it("docs/protocol.md's pointers (→ `src/…`: `symbol`) name files and symbols that exist", () => {
+    const doc = readFileSync(fileURLToPath(new URL('../docs/protocol.md', import.meta.url)), 'utf8');
+    const wrong: string[] = [];
+    for (const m of doc.matchAll(/`(src\/[\w/.-]+\.ts)`(?::\s*((?:`[^`]+`(?:,\s*|\s+and\s+)?)+))?/g)) {
+      const path = m[1]!;
+      const file = files.find((f) => `src/${f.path}` === path);
+      if (!file) {
+        wrong.push(`${path} (no such file)`);
+        continue;
+      }
+      for (const [, symbol] of (m[2] ?? '').matchAll(/`([^`]+)`/g)) {
+        if (symbol!.startsWith('src/')) continue;
+        const parts = symbol!.split(/[(\s[]/)[0]!.split(/[#.]/);
+        if (parts.some((part) => part !== '' && !file.text.includes(part))) wrong.push(`${path}: ${symbol}`);
+      }
+    }
+    assert.deepEqual(wrong, [], 'point these at where the choice now lives');
+  });
+
   it('every import goes the allowed way', () => {
     assert.deepEqual(violations(files), []);
   });

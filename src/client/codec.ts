@@ -67,6 +67,21 @@ export interface MessageCodec {
   seal(body: PlainBody, context: SealContext): Promise<SealedBody>;
 }
 
+/**
+ * `codec.open(message)`, its answer checked: a codec written elsewhere that resolves with
+ * something other than `{ message: object, encrypted }` (or throws synchronously) fails here like
+ * a codec that cannot open the message, instead of the caller reading a field of `undefined` far
+ * from the seam (an unhandled rejection in the runtime).
+ */
+export async function openWith(codec: MessageCodec, message: Message): Promise<OpenedMessage> {
+  const opened: unknown = await codec.open(message);
+  const inner = (opened as Partial<OpenedMessage> | null)?.message;
+  if (typeof opened !== 'object' || opened === null || typeof inner !== 'object' || inner === null) {
+    throw new Error('the message codec opened nothing: open() must resolve with { message, encrypted }');
+  }
+  return opened as OpenedMessage;
+}
+
 /** The pass-through codec: nothing is encrypted, bodies go out exactly as given. */
 export const plainCodec: MessageCodec = {
   async open(message) {

@@ -12,7 +12,7 @@
  */
 import { sleep } from '../core/async.js';
 import { type Clock, systemClock } from '../core/clock.js';
-import { TypedEmitter } from '../core/emitter.js';
+import { type Listenable, TypedEmitter } from '../core/emitter.js';
 import { type MrpError, OutcomeUnknownError, toMrpError } from '../core/errors.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { RejectedMessage } from '../protocol/inbound.js';
@@ -122,8 +122,10 @@ export interface SourceEvents extends Record<string, unknown[]> {
  * - **The way out.** `ack(id)` tells the relay a message is handled (a no-op where taking it
  *   already did); `send(request)` sends an encoded message (its `body_json` verbatim) by whatever
  *   path the source has (inline over the socket, HTTP). A lost answer is `OutcomeUnknownError`.
+ * - **Events.** Only `on`/`off`/`once` are asked of the source: any emitter with those fits (a
+ *   source written outside this project may extend `TypedEmitter`, exported by `mrp`).
  */
-export interface MessageSource extends TypedEmitter<SourceEvents> {
+export interface MessageSource extends Listenable<SourceEvents> {
   readonly status: SourceStatus;
   start(consumer: SourceConsumer): void;
   /** Stops taking messages; the way out (`send`, `ack`) keeps working until `close`. */

@@ -6,7 +6,17 @@ export type EventMap = Record<string, unknown[]>;
 type Listener<A extends unknown[]> = (...args: A) => void;
 type AnyListener = (...args: unknown[]) => void;
 
-export class TypedEmitter<E extends EventMap> {
+/**
+ * What a consumer asks of something that reports through events: a contract (such as
+ * `MessageSource`) names this rather than the class, so any emitter fits.
+ */
+export interface Listenable<E extends EventMap> {
+  on<K extends keyof E>(event: K, listener: Listener<E[K]>): unknown;
+  off<K extends keyof E>(event: K, listener: Listener<E[K]>): unknown;
+  once<K extends keyof E>(event: K, listener: Listener<E[K]>): unknown;
+}
+
+export class TypedEmitter<E extends EventMap> implements Listenable<E> {
   #listeners = new Map<keyof E, Set<AnyListener>>();
 
   on<K extends keyof E>(event: K, listener: Listener<E[K]>): this {

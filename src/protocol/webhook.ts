@@ -98,6 +98,14 @@ export function isWebhookSecret(value: unknown): value is string {
   );
 }
 
+/**
+ * The body the relay POSTs (§3.8): `{"delivery_id": …, "message": …}` around the message's JSON
+ * text as given (its body stays verbatim, byte for byte what the signature covers).
+ */
+export function encodeWebhookDelivery(deliveryId: string, messageJson: string): string {
+  return `{"delivery_id":${JSON.stringify(deliveryId)},"message":${messageJson}}`;
+}
+
 /** A new delivery id, `dlv_` and 12 hex characters (the spec's example shape, our choice). */
 export function newDeliveryId(random: (n: number) => Uint8Array = randomBytes): string {
   return `dlv_${Buffer.from(random(6)).toString('hex')}`;

@@ -116,7 +116,10 @@ export class InProcessBus implements Bus {
  * A relay's view of a bus it may share with others (tests run two relays on one bus; a shared
  * bus outlives a relay): every subscription made through it is guarded (a throwing listener is
  * reported, never raised into the publisher) and dropped at once by `close()`, which leaves the
- * underlying bus open.
+ * underlying bus open. A bus whose `publish` throws after all (one written elsewhere, a lost
+ * connection) is reported the same way: what it announces is already committed, and every
+ * subscriber catches up from the store (docs/architecture.md §5.2), so the publisher — a commit
+ * whose senders wait for their answer — never sees the failure.
  */
 export class ScopedBus implements Bus {
   readonly #bus: Bus;
@@ -129,7 +132,12 @@ export class ScopedBus implements Bus {
   }
 
   publish(events: readonly BusEvent[]): void {
-    if (events.length > 0) this.#bus.publish(events);
+    if (events.length === 0) return;
+    try {
+      this.#bus.publish(events);
+    } catch (err) {
+      this.#onListenerError(err, events[0]!);
+    }
   }
 
   subscribe<T extends BusEventType>(type: T, listener: BusListener<T>): () => void {

@@ -20,7 +20,16 @@ export {
 } from './blobs/blob-store.js';
 export { FsBlobStore, type FsBlobStoreOptions } from './blobs/fs-blob-store.js';
 export { S3BlobStore, type S3BlobStoreOptions, s3OptionsFromEnv } from './blobs/s3-blob-store.js';
-export { type Bus, type BusEvent, type BusEventType, type BusListener, InProcessBus } from './bus.js';
+export {
+  type Bus,
+  type BusEvent,
+  type BusEventOf,
+  type BusEventType,
+  type BusListener,
+  type DeliveredVia,
+  InProcessBus,
+  type InProcessBusOptions,
+} from './bus.js';
 export { type ConnectionRegistry, MemoryConnectionRegistry } from './connections.js';
 export type { AclCache, AgentCache } from './directory.js';
 export { type External, type ExternalOptions, openExternal } from './external.js';
@@ -51,10 +60,19 @@ export { SqliteStore, type SqliteStoreOptions } from './store/sqlite-store.js';
 export type {
   AgentPage,
   AgentRecord,
+  BlobQuota,
+  BlobRecord,
+  BlobUsage,
+  ClaimOptions,
+  CommitRefusal,
   CommitResult,
+  DeliveryClaim,
+  DeliveryCompletion,
+  DeliveryFailure,
   DiscoverQuery,
   InboxFilter,
   InboxRefusal,
+  InsertBlobResult,
   MessagePageRecords,
   MessagePosition,
   MessageRecord,
@@ -62,6 +80,7 @@ export type {
   StorageHealth,
   Store,
   TakeResult,
+  WebhookRecord,
   WriteBatch,
 } from './store/store.js';
 export { CAPABILITY_TAGS_MAX, DISCOVER_PAGE_BYTES, MESSAGE_PAGE_BYTES } from './store/store.js';

@@ -23,7 +23,7 @@ import { request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
 import type { Clock, Timer } from '../core/clock.js';
 import { formatTimestamp } from '../protocol/signing.js';
-import { webhookSignature } from '../protocol/webhook.js';
+import { encodeWebhookDelivery, webhookSignature } from '../protocol/webhook.js';
 import type { Bus } from './bus.js';
 import type { Logger } from './log.js';
 import { servableMessageJson } from './message-json.js';
@@ -192,7 +192,7 @@ export class WebhookWorker {
     const now = clock.now();
     let result: PostResult;
     try {
-      const body = `{"delivery_id":${JSON.stringify(id)},"message":${servableMessageJson(message, now)}}`;
+      const body = encodeWebhookDelivery(id, servableMessageJson(message, now));
       const abort = new AbortController();
       this.#aborts.add(abort);
       try {

@@ -10,3 +10,6 @@ export const RUNTIME_DEFAULTS = {
   maxQueuedBytes: 32 * 1024 * 1024,
   maxCrashes: 3,
 } as const;
+
+/** A fleet's shared journal (`mrp run --journal postgres://…`): how long a dead runner holds its messages. */
+export const FLEET_LEASE_MS = 30_000;

@@ -34,12 +34,13 @@ import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError } from '../core/errors.js';
 import type { Message } from '../protocol/types.js';
+import { FLEET_LEASE_MS } from './defaults.js';
 import { ExpiringIdSet } from './idset.js';
 import type { JournalEntry, JournalEvents, JournaledReply } from './journal.js';
 import type { RuntimeJournal } from './journal-port.js';
 
 export const SHARED_JOURNAL_DEFAULTS = {
-  leaseMs: 30_000,
+  leaseMs: FLEET_LEASE_MS,
   /** Rows taken over per heartbeat at most. */
   scanLimit: 64,
   /** Dead runners stay listed (by `mrp fleet`) this long after their last heartbeat. */

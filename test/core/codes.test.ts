@@ -127,6 +127,18 @@ describe('error codes: one table', () => {
     assert.deepEqual(exceptions, ['doctor_failed', 'handler_exit', 'journal_locked']);
   });
 
+  it("docs/protocol.md §6 lists exactly the relay's codes with their statuses (ERROR_STATUS)", () => {
+    const doc = readFileSync(join(ROOT, 'docs/protocol.md'), 'utf8');
+    const section = doc.slice(doc.indexOf('\n## 6. Errors'), doc.indexOf('\n## 7.'));
+    const rows = [...section.matchAll(/^\| (\d{3}) \| `([a-z_]+)` \|/gm)].map((m) => [m[2]!, Number(m[1])] as const);
+    assert.deepEqual(
+      Object.fromEntries(rows),
+      { ...ERROR_STATUS },
+      'one row per code, with the status the relay answers it with',
+    );
+    assert.equal(rows.length, Object.keys(ERROR_STATUS).length, 'no code listed twice');
+  });
+
   it('the CLI reads exit codes and hints from the table', () => {
     assert.equal(exitCodeFor(new ConfigError('journal_locked', 'x')), 1);
     assert.equal(exitCodeFor(new ConfigError('doctor_failed', 'x')), 1, 'as mrp doctor exits');

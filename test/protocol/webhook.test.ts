@@ -3,6 +3,7 @@ import { createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
 import {
   checkWebhookTimestamp,
+  encodeWebhookDelivery,
   isWebhookSecret,
   newDeliveryId,
   newWebhookSecret,
@@ -29,6 +30,18 @@ describe('webhook signatures (§3.8)', () => {
     const alternative = createHmac('sha256', Buffer.from(SECRET, 'base64url')).update(BODY).digest('hex');
     assert.equal(alternative, ALTERNATIVE);
     assert.equal(verifyWebhookSignature(SECRET, BODY, ALTERNATIVE), false);
+  });
+
+  it('the delivery body is encoded in one place, around the message text verbatim: the spec body and signature', () => {
+    const message = BODY.slice(BODY.indexOf('"message":') + '"message":'.length, -1);
+    const body = encodeWebhookDelivery('dlv_0a1b2c3d4e5f', message);
+    assert.equal(body, BODY);
+    assert.equal(webhookSignature(SECRET, body), SIGNATURE);
+    assert.equal(
+      JSON.parse(encodeWebhookDelivery('dlv_"x', '{"a":1}')).delivery_id,
+      'dlv_"x',
+      'the id is JSON-escaped',
+    );
   });
 
   it('verifies the exact body only', () => {

@@ -5,9 +5,22 @@
  * nothing of its store but the interface — the same run works for any module exporting
  * `openStore(dataDir)`.
  */
-import type { RelayOptions } from '../../src/relay/options.js';
-import { SqliteStore } from '../../src/relay/store/sqlite-store.js';
-import type { Store } from '../../src/relay/store/store.js';
+// Only the package entry point (`mrp/relay`), as an author outside the project has: every type a
+// store's signatures name is exported there (the typed methods below fail to compile otherwise).
+import {
+  type BlobQuota,
+  type BlobRecord,
+  type BlobUsage,
+  type ClaimOptions,
+  type DeliveryClaim,
+  type DeliveryCompletion,
+  type DeliveryFailure,
+  type InsertBlobResult,
+  type RelayOptions,
+  SqliteStore,
+  type Store,
+  type WebhookRecord,
+} from '../../src/relay/index.js';
 
 /** `options` are the relay's: this store honours the two that describe a SQLite file. */
 export async function openStore(dataDir: string, options: Partial<RelayOptions> = {}): Promise<Store> {
@@ -31,23 +44,31 @@ export async function openStore(dataDir: string, options: Partial<RelayOptions> 
     pending: (...a) => inner.pending(...a),
     thread: (...a) => inner.thread(...a),
     sweep: (...a) => inner.sweep(...a),
-    insertBlob: (...a) => inner.insertBlob(...a),
-    getBlob: (...a) => inner.getBlob(...a),
+    insertBlob: (record: BlobRecord, quota: BlobQuota, now: number): Promise<InsertBlobResult> =>
+      inner.insertBlob(record, quota, now),
+    getBlob: (id: string): Promise<BlobRecord | undefined> => inner.getBlob(id),
     readableBlob: (...a) => inner.readableBlob(...a),
-    blobUsage: (...a) => inner.blobUsage(...a),
+    blobUsage: (owner: string, now: number): Promise<BlobUsage> => inner.blobUsage(owner, now),
     deleteBlob: (...a) => inner.deleteBlob(...a),
     sweepBlobs: (...a) => inner.sweepBlobs(...a),
     putAcl: (...a) => inner.putAcl(...a),
     getAcl: (...a) => inner.getAcl(...a),
     listAcl: (...a) => inner.listAcl(...a),
     deleteAcl: (...a) => inner.deleteAcl(...a),
-    putWebhook: (...a) => inner.putWebhook(...a),
+    putWebhook: (agent: string, url: string, secret: string, now: number): Promise<WebhookRecord> =>
+      inner.putWebhook(agent, url, secret, now),
     getWebhook: (...a) => inner.getWebhook(...a),
     deleteWebhook: (...a) => inner.deleteWebhook(...a),
-    claimDeliveries: (...a) => inner.claimDeliveries(...a),
+    claimDeliveries: (now: number, o: ClaimOptions): Promise<DeliveryClaim[]> => inner.claimDeliveries(now, o),
     nextDeliveryAt: () => inner.nextDeliveryAt(),
-    completeDelivery: (...a) => inner.completeDelivery(...a),
-    failDelivery: (...a) => inner.failDelivery(...a),
+    completeDelivery: (id: string, now: number): Promise<DeliveryCompletion | undefined> =>
+      inner.completeDelivery(id, now),
+    failDelivery: (
+      id: string,
+      now: number,
+      next: number | null,
+      disableAfter: number,
+    ): Promise<DeliveryFailure | undefined> => inner.failDelivery(id, now, next, disableAfter),
     ping: () => inner.ping(),
     health: (...a) => inner.health(...a),
     close: () => inner.close(),

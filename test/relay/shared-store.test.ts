@@ -328,3 +328,39 @@ async function until(cond: () => boolean, timeoutMs = 5000): Promise<void> {
     await new Promise((r) => setImmediate(r));
   }
 }
+
+describe('a bus written elsewhere that fails to publish', () => {
+  it('a committed send is still answered 201 and can be polled; the failure is logged, nothing is raised', async (t) => {
+    const inner = new InProcessBus();
+    let failing = true;
+    const bus = {
+      publish(events: Parameters<InProcessBus['publish']>[0]): void {
+        if (failing) throw new Error('bus connection lost');
+        inner.publish(events);
+      },
+      subscribe: inner.subscribe.bind(inner),
+      close: () => inner.close(),
+    };
+    const relay = await startRelay(t, { bus });
+    const sender = newAgent();
+    const r = newAgent();
+    const api = new Api(relay.url);
+    for (const n of [1, 2]) {
+      // Before: the first send got 500 although it was stored, the second an unhandled rejection.
+      expectOk(await api.post(sender, '/v1/messages', { recipient_key: r.publicKey, body: { n } }), 201);
+    }
+    const polled = expectOk(await api.get(r, '/v1/messages'));
+    assert.deepEqual(
+      polled.messages.map((m: { body: unknown }) => m.body),
+      [{ n: 1 }, { n: 2 }],
+    );
+    assert.ok(
+      relay.logs.some((e) => e.level === 'error' && JSON.stringify(e).includes('bus connection lost')),
+      'the failure is logged',
+    );
+    failing = false;
+    const sock = await wsConnect(t, relay.wsUrl, r);
+    const sent = expectOk(await api.post(sender, '/v1/messages', { recipient_key: r.publicKey, body: { n: 3 } }), 201);
+    assert.equal((await sock.next()).message.message_id, sent.message_id, 'live pushes resume with the bus');
+  });
+});

@@ -125,6 +125,46 @@ describe('the message codec', () => {
     assert.equal(calls, 0);
   });
 
+  it('a codec whose open() resolves with no message is a failed open: an error reply, the runner goes on', async (t) => {
+    const relay = await startRelay(t);
+    const seen: unknown[] = [];
+    // A codec written elsewhere, with a bug: `undefined` for one body, no `message` for another.
+    const buggy: MessageCodec = {
+      async open(message) {
+        const bad = (message.body as { bad?: string }).bad;
+        if (bad === 'undefined') return undefined as unknown as OpenedMessage;
+        if (bad === 'empty') return { encrypted: false } as unknown as OpenedMessage;
+        return { message, encrypted: false };
+      },
+      seal: async (body) => body,
+    };
+    const agent = await startAgent(
+      t,
+      relay,
+      (m) => {
+        seen.push(m.body);
+        return { done: true };
+      },
+      { options: { codec: buggy } },
+    );
+    const outcomes: string[] = [];
+    const all = new Promise<void>((resolve) =>
+      agent.runtime.on('handled', (e) => outcomes.push(`${e.outcome}:${e.error?.code ?? ''}`) === 3 && resolve()),
+    );
+    agent.runtime.start();
+    await connected(agent.runtime);
+    const peer = await Peer.connect(t, relay);
+    await peer.send(agent.keypair.publicKey, { bad: 'undefined' });
+    await peer.send(agent.keypair.publicKey, { bad: 'empty' });
+    await peer.send(agent.keypair.publicKey, { ok: true });
+    await all;
+    assert.deepEqual(outcomes.sort(), ['error:invalid_message', 'error:invalid_message', 'replied:']);
+    assert.deepEqual(seen, [{ ok: true }], 'the handler sees only the message the codec opened');
+    const replies = await peer.waitForReplies(3);
+    const codes = replies.map((r) => (r.body as { error?: { code: string } }).error?.code ?? 'ok').sort();
+    assert.deepEqual(codes, ['invalid_message', 'invalid_message', 'ok']);
+  });
+
   it('a body the codec refuses to seal becomes an error reply with the codec’s code', async (t) => {
     const relay = await startRelay(t);
     const agent = await startAgent(t, relay, () => ({ huge: true }), { options: { codec: new ToyCodec() } });

@@ -7,6 +7,7 @@
  * source, and what draining does to batches offered meanwhile.
  */
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
@@ -14,6 +15,7 @@ import { RelayClient } from '../../src/client/http.js';
 import type { Batch, MessageSource, SourceConsumer, SourceEvents, SourceStatus } from '../../src/client/source.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { TypedEmitter } from '../../src/core/emitter.js';
+import * as mrp from '../../src/index.js';
 import { type EncodedSend, normalizeMessage } from '../../src/protocol/frames.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message, SendResponse } from '../../src/protocol/types.js';
@@ -246,5 +248,79 @@ describe('a MessageSource written outside the runtime', () => {
       [['d4', 'received']],
       'only the taken message waits for the next start',
     );
+  });
+});
+
+describe('a MessageSource written outside the project, against the package entry point', () => {
+  it('can be built on the TypedEmitter `mrp` exports, or on any emitter with on/off/once (node:events here)', async (t) => {
+    assert.equal(typeof mrp.TypedEmitter, 'function', '`mrp` exports TypedEmitter for source authors');
+
+    /** Events through node's EventEmitter: the contract asks only on/off/once (a type error before). */
+    class NodeEventsSource implements mrp.MessageSource {
+      readonly #events = new EventEmitter();
+      status: mrp.SourceStatus = 'idle';
+      consumer: mrp.SourceConsumer | undefined;
+      readonly acks: string[] = [];
+      on<K extends keyof mrp.SourceEvents>(event: K, listener: (...args: mrp.SourceEvents[K]) => void): this {
+        this.#events.on(event as string, listener as (...args: unknown[]) => void);
+        return this;
+      }
+      off<K extends keyof mrp.SourceEvents>(event: K, listener: (...args: mrp.SourceEvents[K]) => void): this {
+        this.#events.off(event as string, listener as (...args: unknown[]) => void);
+        return this;
+      }
+      once<K extends keyof mrp.SourceEvents>(event: K, listener: (...args: mrp.SourceEvents[K]) => void): this {
+        this.#events.once(event as string, listener as (...args: unknown[]) => void);
+        return this;
+      }
+      start(consumer: mrp.SourceConsumer): void {
+        this.consumer = consumer;
+        this.status = 'ready';
+        this.#events.emit('status', 'ready');
+      }
+      async stopIntake(): Promise<void> {
+        this.status = 'draining';
+      }
+      async close(): Promise<void> {
+        this.status = 'stopped';
+      }
+      ack(messageId: string): void {
+        this.acks.push(messageId);
+      }
+      async send(): Promise<SendResponse> {
+        return { message_id: 'msg_1_000000000001', status: 'sent', created_at: '', expires_at: '' };
+      }
+      wake(): void {}
+    }
+    /** The same source on the exported TypedEmitter. */
+    class EmitterSource extends mrp.TypedEmitter<mrp.SourceEvents> implements mrp.MessageSource {
+      readonly inner = new NodeEventsSource();
+      get status(): mrp.SourceStatus {
+        return this.inner.status;
+      }
+      start(consumer: mrp.SourceConsumer): void {
+        this.inner.start(consumer);
+        this.emit('status', 'ready');
+      }
+      stopIntake = () => this.inner.stopIntake();
+      close = () => this.inner.close();
+      ack = (id: string) => this.inner.ack(id);
+      send = () => this.inner.send();
+      wake(): void {}
+    }
+
+    for (const source of [new NodeEventsSource(), new EmitterSource()]) {
+      const dir = await tempDir(t);
+      const journal = mrp.Journal.open(dir);
+      const runtime = new mrp.Runtime({ handler: (m) => ({ echo: m.body }), source, client, journal });
+      const handled = runtime.next('handled');
+      runtime.start();
+      const consumer = source instanceof NodeEventsSource ? source.consumer : source.inner.consumer;
+      assert.deepEqual(await consumer!.deliver({ messages: [msg('x1')], taken: true }), { declined: 0 });
+      await handled;
+      await runtime.stop();
+      const acks = source instanceof NodeEventsSource ? source.acks : source.inner.acks;
+      assert.deepEqual(acks, ['x1']);
+    }
   });
 });

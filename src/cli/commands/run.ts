@@ -3,7 +3,7 @@ import { setFlagsFromString } from 'node:v8';
 import type { Command } from 'commander';
 import { formatDuration } from '../../core/duration.js';
 import { MrpError, UsageError } from '../../core/errors.js';
-import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
+import { FLEET_LEASE_MS, RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import { loadHandler } from '../../runtime/handler.js';
 import { parseMode } from '../../runtime/mode.js';
 import type { CliContext } from '../context.js';
@@ -148,7 +148,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     options.healthPort === undefined ? undefined : intOption(options.healthPort, '--health-port', 0, 0, 65535);
   const maxCrashes = intOption(options.maxCrashes, '--max-crashes', RUNTIME_DEFAULTS.maxCrashes, 1, 1000);
   const journalUrl = sharedJournalUrl(options.journal ?? ctx.deps.env['MRP_JOURNAL']);
-  const leaseMs = options.lease === undefined ? undefined : durationOption(options.lease, '--lease', 30_000);
+  const leaseMs = options.lease === undefined ? undefined : durationOption(options.lease, '--lease', FLEET_LEASE_MS);
   if (leaseMs !== undefined && leaseMs < 1000)
     throw new UsageError('--lease must be at least 1s', { code: 'invalid_argument' });
 
@@ -301,7 +301,7 @@ export function register(program: Command, deps: Deps): void {
     .option(
       '--lease <duration>',
       'with a shared journal: how long a dead runner holds its messages before another takes them over',
-      '30s',
+      formatDuration(FLEET_LEASE_MS),
     )
     .option('--standby', 'with a shared journal: when both WebSocket slots are held, wait for one instead of polling')
     .option(
