@@ -16,7 +16,7 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { type MessageCodec, openWith } from '../client/codec.js';
+import { checkOpened, type MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
 import type { SourceConsumer } from '../client/source.js';
 import { type Clock, systemClock } from '../core/clock.js';
@@ -644,7 +644,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
         current = message.message_id;
         let opened: Awaited<ReturnType<MessageCodec['open']>>;
         try {
-          opened = await openWith(this.#codec, message);
+          opened = checkOpened(await this.#codec.open(message));
         } catch (err) {
           this.emit('invalid_message', {
             messageId: message.message_id,

@@ -25,7 +25,7 @@
  * The runtime never prints: it reports through typed events.
  */
 
-import { type MessageCodec, type OpenedMessage, openWith, plainCodec } from '../client/codec.js';
+import { checkOpened, type MessageCodec, type OpenedMessage, plainCodec } from '../client/codec.js';
 import type { RelayClient } from '../client/http.js';
 import type { MessageSource } from '../client/source.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
@@ -436,7 +436,7 @@ export class Runtime extends TypedEmitter<RuntimeEvents> {
     let opened: OpenedMessage;
     try {
       // Not raced with a forced shutdown: a codec computes, it does not wait on the world.
-      opened = await openWith(this.#codec, message);
+      opened = checkOpened(await this.#codec.open(message));
     } catch (err) {
       if (this.#shutdown.signal.aborted) return this.#release(id);
       // The codec cannot open it: the sender hears why, the handler never sees it.
