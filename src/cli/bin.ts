@@ -19,4 +19,12 @@ export async function run(argv: string[]): Promise<void> {
   process.exitCode = code;
   // A second Ctrl-C means "now": do not wait for sockets or handlers still winding down.
   if (code === 130) process.exit(code);
+  // The command is done. Handler code (`mrp run`, `mrp dev`) may have left handles open — a
+  // timer, a server, a database pool — that would keep the process alive after "stopped", so a
+  // supervisor's SIGTERM would end in its SIGKILL. Nothing of ours is pending now: exit shortly if
+  // the process has not ended by itself (unref: this timer alone keeps nothing alive).
+  setTimeout(() => cliExit(code), EXIT_AFTER_MS).unref();
 }
+
+/** How long the process may linger once the command returned (see `run`). */
+const EXIT_AFTER_MS = 500;

@@ -563,7 +563,7 @@ export class WebhookSource extends BaseSource implements MessageSource {
       this.counts.invalid++;
       return this.#write(req, res, { status: 400, body: { error: 'invalid_delivery', reason: read } });
     }
-    const recipient = read.batch.messages[0]?.recipient_key;
+    const recipient = read.recipientKey;
     if (recipient && recipient !== this.#client.publicKey) {
       this.counts.invalid++;
       return this.#write(req, res, {
@@ -575,7 +575,7 @@ export class WebhookSource extends BaseSource implements MessageSource {
     // again later with a fresh one. The journal knows a handled message until it expires (and
     // some days more); a relay never delivers an expired message. So one that expired (beyond the
     // clock tolerance) can only be such a replay, made once the journal may have forgotten it.
-    const expires = Date.parse(String(read.batch.messages[0]?.expires_at ?? ''));
+    const expires = Date.parse(read.expiresAt ?? '');
     if (Number.isFinite(expires) && expires < this.#clock.now() - this.#o.timestampToleranceMs) {
       this.counts.invalid++;
       return this.#write(req, res, {
@@ -716,7 +716,9 @@ function readBounded(req: IncomingMessage, max: number): Promise<Buffer | 'too_l
  * pushed over any other transport (bounded depth; one that cannot be handled becomes a rejected
  * entry, answered with `invalid_message`). A string is the reason the delivery itself is unusable.
  */
-export function readDelivery(raw: Uint8Array): { deliveryId: string; batch: Batch } | string {
+export function readDelivery(
+  raw: Uint8Array,
+): { deliveryId: string; batch: Batch; recipientKey?: string; expiresAt?: string } | string {
   let text: string;
   try {
     text = strictUtf8.decode(raw);
@@ -741,5 +743,15 @@ export function readDelivery(raw: Uint8Array): { deliveryId: string; batch: Batc
   const batch: Batch = read.ok
     ? { messages: [read.message], sizes: [read.bytes], taken: false }
     : { messages: [], rejected: [read.rejected], taken: false };
-  return { deliveryId: id, batch };
+  // Read from the parsed value as well, so that a message that cannot be handled (too deep, a
+  // field of the wrong type) is still checked for its addressee and expiry before it is answered.
+  const message = root['message'] as Record<string, unknown>;
+  const recipientKey = read.ok ? read.message.recipient_key : message['recipient_key'];
+  const expiresAt = read.ok ? read.message.expires_at : message['expires_at'];
+  return {
+    deliveryId: id,
+    batch,
+    ...(typeof recipientKey === 'string' && recipientKey ? { recipientKey } : {}),
+    ...(typeof expiresAt === 'string' ? { expiresAt } : {}),
+  };
 }

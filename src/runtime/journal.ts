@@ -209,7 +209,9 @@ export const JOURNAL_DEFAULTS = { minRetentionMs: 7 * DAY, maxDone: 2_000_000 } 
 
 function describeFsError(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
-  return e?.code ? `${e.code}: ${e.message}` : String((err as Error)?.message ?? err);
+  const message = String(e?.message ?? err);
+  // node:fs messages already begin with the code ("ENOSPC: no space left on device, write").
+  return e?.code && !message.startsWith(e.code) ? `${e.code}: ${message}` : message;
 }
 
 export class Journal extends TypedEmitter<JournalEvents> {

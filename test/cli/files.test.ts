@@ -121,4 +121,30 @@ describe('mrp run with a config.json (the README set-up)', () => {
     assert.equal(reply.messages.length, 1, 'its reply was sent before exiting');
     assert.equal(runner.events('stopped').length, 1);
   });
+
+  it('one SIGTERM exits 0 even when the handler module left a timer and a server open', async (t) => {
+    const relay = await startRelay(t);
+    const scene = await Scene.create(t, 'leaky');
+    assert.equal((await scene.mrp(['keygen'])).exit.code, 0);
+    assert.equal((await scene.mrp(['config', 'set', 'relay', relay.url])).exit.code, 0);
+    // What a handler module with a database pool or a metrics server does: handles nobody closes.
+    await writeFile(
+      join(scene.dir, 'handler.mjs'),
+      `import { createServer } from 'node:net';\nsetInterval(() => {}, 1000);\ncreateServer().listen(0, '127.0.0.1');\nexport default async () => ({ done: true });\n`,
+    );
+    const runner = scene.spawn('mrp run', [
+      'run',
+      '--handler',
+      './handler.mjs',
+      '--grace',
+      '2s',
+      '--log-format',
+      'json',
+    ]);
+    await runner.waitEvent('ready', {}, 'ready', 15_000);
+    runner.kill('SIGTERM');
+    const exit = await runner.waitExit('after one SIGTERM, with handles the handler left open', 10_000);
+    assert.equal(exit.code, 0, runner.tail());
+    assert.equal(runner.events('stopped').length, 1);
+  });
 });

@@ -288,6 +288,20 @@ describe('WebhookSource', () => {
       JSON.stringify(reply!.body),
     );
     assert.deepEqual(s.calls, []);
+
+    // One that cannot be handled is still checked for its addressee and expiry first: neither is
+    // answered (an error reply would go from this agent to whoever the message names as sender).
+    const other = await stored(s, { n: 2 });
+    const strayDeep = { ...other, body: deep, recipient_key: Keypair.generate().publicKey } as Message;
+    const refused = await delivery(s, strayDeep).send();
+    assert.equal(refused.status, 400, refused.body);
+    assert.match(refused.body, /another agent/);
+    const expiredDeep = { ...other, body: deep, expires_at: new Date(Date.now() - 6 * 60_000).toISOString() };
+    const stale = await delivery(s, expiredDeep as Message).send();
+    assert.equal(stale.status, 400, stale.body);
+    assert.match(stale.body, /expired/);
+    assert.doesNotMatch(await journalText(s.journalDir), new RegExp(other.message_id), 'nothing journaled');
+    assert.equal(s.runtime.stats.received, 1, 'only the first broken one was taken');
   });
 
   it('full: 503 with Retry-After (nothing journaled), then 200 once there is room', async (t) => {

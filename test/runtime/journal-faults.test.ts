@@ -33,7 +33,11 @@ describe('journal write failures', () => {
     const disk = new FlakyDisk();
     const j = Journal.open(dir, { clock, fs: disk.fs, retryBackoff: { random: () => 0 } });
     const events: string[] = [];
-    j.on('unwritable', ({ error, retryInMs }) => events.push(`unwritable ${error.code} ${retryInMs}`));
+    const messages: string[] = [];
+    j.on('unwritable', ({ error, retryInMs }) => {
+      events.push(`unwritable ${error.code} ${retryInMs}`);
+      messages.push(error.message);
+    });
     j.on('writable', () => events.push('writable'));
     await j.received(message('m1'));
 
@@ -50,6 +54,7 @@ describe('journal write failures', () => {
     assert.equal(settled, false, 'not on disk, so not settled');
     assert.equal(j.writable, false);
     assert.deepEqual(events, ['unwritable journal_unwritable 250']);
+    assert.match(messages[0]!, /^cannot write the journal \S+ \(ENOSPC: no space left on device, write\); retrying$/);
     clock.advance(250); // retry: still full
     assert.deepEqual(events, ['unwritable journal_unwritable 250', 'unwritable journal_unwritable 1000']);
     assert.equal(settled, false);
