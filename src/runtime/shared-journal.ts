@@ -882,6 +882,8 @@ export interface FleetRunner {
 }
 
 export interface FleetStatus {
+  /** False when no runner has used this database yet (no `mrp_fleet_*` tables): nothing is created to list it. */
+  initialized: boolean;
   runners: FleetRunner[];
   /** Unfinished messages: held under a live lease, and waiting for a takeover (lease ran out). */
   entries: { in_flight: number; expired: number; done: number };
@@ -894,7 +896,24 @@ export async function fleetStatus(
 ): Promise<FleetStatus> {
   const sql = connect(url, 1);
   try {
-    await migrate(sql);
+    // Read only: listing must not create tables (a mistyped database, a read-only monitoring user).
+    const [found] = await sql<
+      Array<{ schema: string | null; runners: string | null; entries: string | null; slots: string | null }>
+    >`
+      SELECT to_regclass('mrp_fleet_schema')::text AS schema, to_regclass('mrp_fleet_runners')::text AS runners,
+        to_regclass('mrp_fleet_entries')::text AS entries, to_regclass('mrp_fleet_slots')::text AS slots`;
+    if (!found?.schema || !found.runners || !found.entries || !found.slots) {
+      return { initialized: false, runners: [], entries: { in_flight: 0, expired: 0, done: 0 } };
+    }
+    const [schema] = await sql<Array<{ version: number | null }>>`SELECT max(version) AS version FROM mrp_fleet_schema`;
+    if ((schema?.version ?? 0) > SHARED_JOURNAL_SCHEMA_VERSION) {
+      throw new MrpError(
+        'network',
+        'journal_unreachable',
+        `the shared journal's tables are version ${schema?.version}, newer than this mrp understands (${SHARED_JOURNAL_SCHEMA_VERSION})`,
+        { hint: 'upgrade mrp on this machine to match the rest of the fleet' },
+      );
+    }
     const now = options.now ?? Date.now();
     const lease = options.leaseMs ?? SHARED_JOURNAL_DEFAULTS.leaseMs;
     const identity = options.identity ?? null;
@@ -911,6 +930,7 @@ export async function fleetStatus(
         count(*) FILTER (WHERE state = 'done')::int AS done
       FROM mrp_fleet_entries WHERE (${identity}::text IS NULL OR identity = ${identity}::text)`;
     return {
+      initialized: true,
       runners: runners.map((r) => ({
         ...r,
         pid: Number(r.pid),

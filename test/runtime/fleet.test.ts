@@ -510,6 +510,41 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.equal(describePostgresUrl('postgres://u:s3cret@db.example:5433/mrp'), 'postgres db.example:5433/mrp');
   });
 
+  it('fleetStatus only reads: an unused database gets no tables, and a user who may only SELECT can list a fleet', async (t) => {
+    const empty = await cluster.database(t);
+    const status = await fleetStatus(empty, { identity: IDENTITY });
+    assert.deepEqual(status, { initialized: false, runners: [], entries: { in_flight: 0, expired: 0, done: 0 } });
+    const emptyName = new URL(empty).pathname.slice(1);
+    assert.equal(
+      await cluster.psql("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'mrp_fleet%'", emptyName),
+      '0',
+    );
+
+    const clock = new ManualClock();
+    const {
+      url,
+      journals: [a],
+    } = await fleet(t, 1, clock);
+    await a!.received(message(1, clock));
+    const role = `reader_${process.pid}`;
+    const dbName = new URL(url).pathname.slice(1);
+    await cluster.psql(`DROP ROLE IF EXISTS ${role}; CREATE ROLE ${role} LOGIN`);
+    t.after(async () => {
+      await cluster.psql(`DROP OWNED BY ${role}`, dbName).catch(() => {}); // the database may be gone already
+      await cluster.psql(`DROP ROLE IF EXISTS ${role}`).catch(() => {});
+    });
+    await cluster.psql(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role}`, dbName);
+    const reader = new URL(url);
+    reader.username = role;
+    const listed = await fleetStatus(reader.toString(), { identity: IDENTITY, now: clock.now(), leaseMs: LEASE });
+    assert.equal(listed.initialized, true);
+    assert.deepEqual(
+      listed.runners.map((r) => r.runner_id),
+      ['r0'],
+    );
+    assert.deepEqual(listed.entries, { in_flight: 1, expired: 0, done: 0 });
+  });
+
   it('an unreachable database is one clear error naming host and database, never the password', async () => {
     await assert.rejects(
       SharedJournal.open({ url: 'postgres://u:s3cret@127.0.0.1:1/nodb', identity: IDENTITY }),

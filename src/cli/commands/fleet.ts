@@ -30,21 +30,23 @@ export async function runFleet(ctx: CliContext, options: FleetOptions): Promise<
   const { style } = ctx.out;
   ctx.out.result({ journal: describePostgresUrl(url), ...(identity ? { identity } : {}), ...status }, () => [
     `${style.dim('journal')}  ${describePostgresUrl(url)}${identity ? style.dim(` · ${identity}`) : ''}`,
-    ...(status.runners.length === 0
-      ? ['no runners']
-      : ctx.out.table(
-          ['RUNNER', ...(identity ? [] : ['IDENTITY']), 'HOST', 'PID', 'MODE', 'SLOT', 'LEASED', 'HEARTBEAT'],
-          status.runners.map((r) => [
-            safeText(r.runner_id),
-            ...(identity ? [] : [`${r.identity.slice(0, 12)}…`]),
-            safeText(r.host),
-            String(r.pid),
-            safeText(r.mode),
-            r.slot === null ? '-' : `ws ${r.slot}`,
-            String(r.leased),
-            r.alive ? `${age(r.heartbeat_age_ms)} ago` : style.yellow(`${age(r.heartbeat_age_ms)} ago (gone)`),
-          ]),
-        )),
+    ...(!status.initialized
+      ? ['no runners: no fleet has used this database yet (no mrp_fleet_* tables; `mrp run --journal` creates them)']
+      : status.runners.length === 0
+        ? ['no runners']
+        : ctx.out.table(
+            ['RUNNER', ...(identity ? [] : ['IDENTITY']), 'HOST', 'PID', 'MODE', 'SLOT', 'LEASED', 'HEARTBEAT'],
+            status.runners.map((r) => [
+              safeText(r.runner_id),
+              ...(identity ? [] : [`${safeText(r.identity.slice(0, 12))}…`]),
+              safeText(r.host),
+              String(r.pid),
+              safeText(r.mode),
+              r.slot === null ? '-' : `ws ${r.slot}`,
+              String(r.leased),
+              r.alive ? `${age(r.heartbeat_age_ms)} ago` : style.yellow(`${age(r.heartbeat_age_ms)} ago (gone)`),
+            ]),
+          )),
     `${style.dim('messages')}  ${status.entries.in_flight} in flight · ${status.entries.expired} waiting for a takeover · ${status.entries.done} done (kept until they expire)`,
   ]);
 }
