@@ -148,6 +148,14 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     options.healthPort === undefined ? undefined : intOption(options.healthPort, '--health-port', 0, 0, 65535);
   const maxCrashes = intOption(options.maxCrashes, '--max-crashes', RUNTIME_DEFAULTS.maxCrashes, 1, 1000);
   const journalUrl = sharedJournalUrl(options.journal ?? ctx.deps.env['MRP_JOURNAL']);
+  if (!journalUrl) {
+    const flag = options.lease !== undefined ? 'lease' : options.standby ? 'standby' : undefined;
+    if (flag)
+      throw new UsageError(`--${flag} only applies with a shared journal`, {
+        code: 'invalid_argument',
+        hint: 'add --journal postgres://user:password@host:port/database (or set MRP_JOURNAL), or drop the flag',
+      });
+  }
   const leaseMs = options.lease === undefined ? undefined : durationOption(options.lease, '--lease', 30_000);
   if (leaseMs !== undefined && leaseMs < 1000)
     throw new UsageError('--lease must be at least 1s', { code: 'invalid_argument' });
@@ -300,8 +308,7 @@ export function register(program: Command, deps: Deps): void {
     )
     .option(
       '--lease <duration>',
-      'with a shared journal: how long a dead runner holds its messages before another takes them over',
-      '30s',
+      'with a shared journal: how long a dead runner holds its messages before another takes them over (default: 30s)',
     )
     .option('--standby', 'with a shared journal: when both WebSocket slots are held, wait for one instead of polling')
     .option(
