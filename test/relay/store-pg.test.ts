@@ -114,6 +114,13 @@ if (skip) {
         return true;
       });
       const url = await cluster.database(t);
+      // A server setting the server does not know is refused while connecting: not a schema problem.
+      await assert.rejects(PgStore.open(`${url}?password=s3cret&no_such_setting=1`, { max: 1 }), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, /the server refused the connection \(42704 /);
+        assert.doesNotMatch(err.message, /s3cret/);
+        return true;
+      });
       const role = `weak_${process.pid}`;
       await cluster.psql(`DROP ROLE IF EXISTS ${role}; CREATE ROLE ${role} LOGIN`);
       t.after(() => cluster.psql(`DROP ROLE IF EXISTS ${role}`).catch(() => {}));

@@ -78,13 +78,16 @@ export async function connectPostgres(url: string, options: PgConnectOptions = {
     await sql`SELECT 1`;
   } catch (err) {
     await sql.end({ timeout: 0 }).catch(() => {});
-    throw startupError(where, err);
+    throw startupError(where, err, 'connect');
   }
   return sql as unknown as Sql;
 }
 
-/** A start-up failure as a one-line `ConfigError` naming the (redacted) URL. */
-export function startupError(where: string, err: unknown): ConfigError {
+/**
+ * A start-up failure as a one-line `ConfigError` naming the (redacted) URL. `phase`: while
+ * connecting (the first round trip) or while setting up the schema on a connection that works.
+ */
+export function startupError(where: string, err: unknown, phase: 'connect' | 'schema' = 'schema'): ConfigError {
   if (err instanceof ConfigError) return err;
   const code = String((err as { code?: unknown })?.code ?? '');
   const message = (err as Error)?.message ?? String(err);
@@ -104,6 +107,11 @@ export function startupError(where: string, err: unknown): ConfigError {
   // failure. Classes 08 (connection), 53 (too many connections) and 57P (shutting down, starting
   // up) are connection trouble.
   const fromServer = typeof (err as { severity?: unknown })?.severity === 'string';
+  if (fromServer && phase === 'connect' && !/^(08|53|57P)/.test(code)) {
+    return new ConfigError('database_unreachable', `${where}: the server refused the connection (${code} ${message})`, {
+      hint: 'check the URL: its user, database and query parameters (?sslmode=… and server settings)',
+    });
+  }
   if (fromServer && !/^(08|53|57P)/.test(code)) {
     return new ConfigError('database_unreachable', `${where}: cannot set up the schema (${code} ${message})`, {
       hint:
