@@ -243,6 +243,16 @@ describe('mrp run --health-port', () => {
     }
   });
 
+  it('mrp fleet without a key: the hint offers --all (listing needs no identity), not only keygen', async (t) => {
+    const deps = testDeps({ home: await tempDir(t) });
+    const res = await runCli(['fleet', '--journal', 'postgres://u:s3cret@127.0.0.1:1/db', '--json'], deps);
+    assert.equal(res.code, 2, res.stderr);
+    const err = JSON.parse(res.stderr.trim()).error;
+    assert.equal(err.code, 'key_not_found');
+    assert.match(err.hint, /--all/);
+    assert.doesNotMatch(res.stderr, /s3cret/);
+  });
+
   it('a --health-host that is not an address of this machine is a usage error naming the flag', async (t) => {
     const home = await tempDir(t);
     const deps = testDeps({ home, env: { MRP_RELAY_URL: 'http://127.0.0.1:1' } });
