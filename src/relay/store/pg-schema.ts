@@ -242,7 +242,9 @@ export async function migrate(sql: postgres.Sql, location: string): Promise<numb
       throw new ConfigError(
         'database_unreachable',
         `${location} has schema version ${current}, newer than this relay understands (${MIGRATIONS.length})`,
-        { hint: 'a newer mrp has migrated this database: upgrade mrp here to the version the other relay processes run' },
+        {
+          hint: 'a newer mrp has migrated this database: upgrade mrp here to the version the other relay processes run',
+        },
       );
     }
     for (const m of MIGRATIONS.slice(current)) {
