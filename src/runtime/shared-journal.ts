@@ -32,7 +32,7 @@ import postgres from '../../vendor/postgres/index.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { AbortError, MrpError } from '../core/errors.js';
+import { AbortError, MrpError, UsageError } from '../core/errors.js';
 import type { Message } from '../protocol/types.js';
 import { ExpiringIdSet } from './idset.js';
 import type { JournalEntry, JournalEvents, JournaledReply } from './journal.js';
@@ -819,12 +819,21 @@ class TurnBatch<I, R> {
 }
 
 function connect(url: string, max: number): Sql {
-  return postgres(url, {
-    max,
-    onnotice: () => undefined,
-    connect_timeout: 10,
-    idle_timeout: 60,
-  }) as unknown as Sql;
+  try {
+    return postgres(url, {
+      max,
+      onnotice: () => undefined,
+      connect_timeout: 10,
+      idle_timeout: 60,
+    }) as unknown as Sql;
+  } catch {
+    // The driver parses the URL synchronously ("Invalid URL", "URI malformed"): say which setting
+    // and how to fix it. The URL is not repeated: an unparsable one cannot be redacted with certainty.
+    throw new UsageError('--journal: not a valid postgres:// URL', {
+      code: 'invalid_argument',
+      hint: 'pass --journal postgres://user:password@host:port/database (percent-encode special characters in the password, e.g. %40 for @)',
+    });
+  }
 }
 
 /** Creates the tables (once per database; concurrent runners serialise on an advisory lock). */

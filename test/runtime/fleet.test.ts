@@ -545,6 +545,20 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.deepEqual(listed.entries, { in_flight: 1, expired: 0, done: 0 });
   });
 
+  it('a URL the driver cannot parse is a usage error naming --journal, never the password', async () => {
+    for (const url of ['postgres://u:s3cret@[bad', 'postgres://u:s3cret%zz@127.0.0.1:1/db']) {
+      for (const attempt of [() => SharedJournal.open({ url, identity: IDENTITY }), () => fleetStatus(url)]) {
+        await assert.rejects(attempt(), (err: Error & { code?: string; kind?: string }) => {
+          assert.equal(err.code, 'invalid_argument', `${url}: ${err.message}`);
+          assert.equal(err.kind, 'usage');
+          assert.match(err.message, /^--journal: not a valid postgres:\/\/ URL$/);
+          assert.doesNotMatch(err.message, /s3cret/);
+          return true;
+        });
+      }
+    }
+  });
+
   it('an unreachable database is one clear error naming host and database, never the password', async () => {
     await assert.rejects(
       SharedJournal.open({ url: 'postgres://u:s3cret@127.0.0.1:1/nodb', identity: IDENTITY }),
