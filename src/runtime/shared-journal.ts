@@ -713,13 +713,22 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     const every = Math.max(100, Math.floor(this.leaseMs / 3));
     for (;;) {
       if (this.#closed) throw new AbortError('the journal closed');
-      signal?.throwIfAborted();
+      if (signal?.aborted) throw new AbortError('stopped while waiting for a WebSocket slot');
       const slot = await this.acquireSlot().catch((err: unknown) => {
         if (!isTransient(err)) throw err;
         return undefined;
       });
       if (slot !== undefined) return slot;
-      await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, every));
+      // The pause ends early when `signal` aborts (a standby stopped with SIGTERM exits at once).
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          timer.cancel();
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = this.#clock.setTimeout(done, every);
+        signal?.addEventListener('abort', done, { once: true });
+      });
     }
   }
 
@@ -740,10 +749,12 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     await Promise.race([Promise.allSettled([...this.#pending]), late]);
     timer?.cancel();
     this.#flushFinished();
+    let timer2: Timer | undefined;
     await Promise.race([
       Promise.allSettled([...this.#pending]),
-      new Promise<void>((resolve) => this.#clock.setTimeout(resolve, 2000)),
+      new Promise<void>((resolve) => (timer2 = this.#clock.setTimeout(resolve, 2000))),
     ]);
+    timer2?.cancel(); // left running it would hold the process 2 s after the stop
     this.#closed = true;
     try {
       await this.#sql`UPDATE mrp_fleet_entries SET lease_until = 0

@@ -2,7 +2,7 @@ import { relative } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import type { Command } from 'commander';
 import { formatDuration } from '../../core/duration.js';
-import { MrpError, UsageError } from '../../core/errors.js';
+import { AbortError, MrpError, UsageError } from '../../core/errors.js';
 import { RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import { loadHandler } from '../../runtime/handler.js';
 import { parseMode } from '../../runtime/mode.js';
@@ -179,40 +179,57 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   try {
     // The runtime (ws, jiti) loads only here, so `mrp --help` stays fast.
     const { startAgent } = await import('../agent.js');
-    const { runtime, reporter, journal, journalPath } = await startAgent(ctx, {
-      relayUrl: settings.relay.value,
-      keypair,
-      handler: loaded.handler,
-      handlerLabel: relative(ctx.deps.cwd, loaded.file) || loaded.file,
-      mode,
-      ...(webhook ? { webhook } : {}),
-      concurrency,
-      timeoutMs,
-      graceMs,
-      ...(intervalMs === undefined ? {} : { intervalMs }),
-      manifest,
-      logFormat,
-      payloads: options.logPayloads === true,
-      fsync: options.fsync === true,
-      trace: ops ? ops.monitor.tracers(ctx.tracers) : ctx.tracers,
-      maxCrashes,
-      ...(journalUrl
-        ? {
-            sharedJournal: {
-              url: journalUrl,
-              standby: options.standby === true,
-              ...(leaseMs === undefined ? {} : { leaseMs }),
-            },
-          }
-        : {}),
-    });
+    // A standby may wait for a WebSocket slot for hours: SIGINT/SIGTERM then ends the wait and the
+    // command (exit 0, its fleet row removed) instead of killing the process. Other runners keep the
+    // default handling until they have started (a second Ctrl-C must still end a slow start-up).
+    const standby = journalUrl !== undefined && options.standby === true;
+    let signals = standby ? shutdownSignals(ctx.deps) : undefined;
+    const stopWaiting = new AbortController();
+    void signals?.first.then(() => stopWaiting.abort());
+    let started: Awaited<ReturnType<typeof startAgent>>;
+    try {
+      started = await startAgent(ctx, {
+        relayUrl: settings.relay.value,
+        keypair,
+        handler: loaded.handler,
+        handlerLabel: relative(ctx.deps.cwd, loaded.file) || loaded.file,
+        mode,
+        ...(webhook ? { webhook } : {}),
+        concurrency,
+        timeoutMs,
+        graceMs,
+        ...(intervalMs === undefined ? {} : { intervalMs }),
+        manifest,
+        logFormat,
+        payloads: options.logPayloads === true,
+        fsync: options.fsync === true,
+        trace: ops ? ops.monitor.tracers(ctx.tracers) : ctx.tracers,
+        maxCrashes,
+        ...(journalUrl
+          ? {
+              sharedJournal: {
+                url: journalUrl,
+                standby: options.standby === true,
+                ...(leaseMs === undefined ? {} : { leaseMs }),
+                signal: stopWaiting.signal,
+              },
+            }
+          : {}),
+      });
+    } catch (err) {
+      signals?.dispose();
+      // Stopped while waiting as a standby: it held nothing, so this is a clean stop.
+      if (stopWaiting.signal.aborted && err instanceof AbortError) return;
+      throw err;
+    }
+    const { runtime, reporter, journal, journalPath } = started;
     if (ops) {
       ops.monitor.attach(runtime, journalPath, mode);
       reporter.line(ctx.out.style.dim(`  health ${ops.server.url}/healthz · /readyz · /metrics`));
       reporter.event('health', { url: ops.server.url });
     }
 
-    const signals = shutdownSignals(ctx.deps);
+    signals ??= shutdownSignals(ctx.deps);
     const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
     exitTrap = trapHandlerExit(process, (messageId, code, call) => {
       reporter.problem(
