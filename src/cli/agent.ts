@@ -55,7 +55,13 @@ export interface AgentOptions {
    * then chosen by the fleet: a WebSocket when one of the two slots is free, else polling (or, with
    * `standby`, waiting for a slot); `mode: 'poll'` always polls.
    */
-  sharedJournal?: { url: string; leaseMs?: number; standby?: boolean };
+  sharedJournal?: {
+    url: string;
+    leaseMs?: number;
+    standby?: boolean;
+    /** Ends a standby's wait for a slot (SIGTERM): the journal is closed and `AbortError` thrown. */
+    signal?: AbortSignal;
+  };
 }
 
 export interface WebhookListen {
@@ -267,7 +273,7 @@ async function joinFleet(ctx: CliContext, o: AgentOptions, ack: (id: string) => 
         ctx.out.info(
           `standby: both WebSocket slots of this identity are held; waiting for one (runner id ${journal.runnerId})`,
         );
-        slot = await journal.waitForSlot();
+        slot = await journal.waitForSlot(shared.signal);
       }
       if (slot !== undefined) mode = 'websocket';
     }

@@ -138,7 +138,7 @@ export const ERROR_CODES = {
   },
   database_unreachable: {
     ...config,
-    doc: '`mrp relay --database-url`: PostgreSQL cannot be reached, the database does not exist or its schema is newer than this mrp (the message names the URL without its password)',
+    doc: '`mrp relay --database-url`: the URL does not parse, PostgreSQL cannot be reached, the database does not exist, the user may not create its tables, or its schema is newer than this mrp (the message names the URL without its password)',
   },
   database_auth_failed: {
     ...config,

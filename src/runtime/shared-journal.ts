@@ -32,7 +32,7 @@ import postgres from '../../vendor/postgres/index.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { AbortError, MrpError } from '../core/errors.js';
+import { AbortError, MrpError, UsageError } from '../core/errors.js';
 import type { Message } from '../protocol/types.js';
 import { FLEET_LEASE_MS } from './defaults.js';
 import { ExpiringIdSet } from './idset.js';
@@ -714,13 +714,22 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     const every = Math.max(100, Math.floor(this.leaseMs / 3));
     for (;;) {
       if (this.#closed) throw new AbortError('the journal closed');
-      signal?.throwIfAborted();
+      if (signal?.aborted) throw new AbortError('stopped while waiting for a WebSocket slot');
       const slot = await this.acquireSlot().catch((err: unknown) => {
         if (!isTransient(err)) throw err;
         return undefined;
       });
       if (slot !== undefined) return slot;
-      await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, every));
+      // The pause ends early when `signal` aborts (a standby stopped with SIGTERM exits at once).
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          timer.cancel();
+          signal?.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = this.#clock.setTimeout(done, every);
+        signal?.addEventListener('abort', done, { once: true });
+      });
     }
   }
 
@@ -741,10 +750,12 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     await Promise.race([Promise.allSettled([...this.#pending]), late]);
     timer?.cancel();
     this.#flushFinished();
+    let timer2: Timer | undefined;
     await Promise.race([
       Promise.allSettled([...this.#pending]),
-      new Promise<void>((resolve) => this.#clock.setTimeout(resolve, 2000)),
+      new Promise<void>((resolve) => (timer2 = this.#clock.setTimeout(resolve, 2000))),
     ]);
+    timer2?.cancel(); // left running it would hold the process 2 s after the stop
     this.#closed = true;
     try {
       await this.#sql`UPDATE mrp_fleet_entries SET lease_until = 0
@@ -820,12 +831,21 @@ class TurnBatch<I, R> {
 }
 
 function connect(url: string, max: number): Sql {
-  return postgres(url, {
-    max,
-    onnotice: () => undefined,
-    connect_timeout: 10,
-    idle_timeout: 60,
-  }) as unknown as Sql;
+  try {
+    return postgres(url, {
+      max,
+      onnotice: () => undefined,
+      connect_timeout: 10,
+      idle_timeout: 60,
+    }) as unknown as Sql;
+  } catch {
+    // The driver parses the URL synchronously ("Invalid URL", "URI malformed"): say which setting
+    // and how to fix it. The URL is not repeated: an unparsable one cannot be redacted with certainty.
+    throw new UsageError('--journal: not a valid postgres:// URL', {
+      code: 'invalid_argument',
+      hint: 'pass --journal postgres://user:password@host:port/database (percent-encode special characters in the password, e.g. %40 for @)',
+    });
+  }
 }
 
 /** Creates the tables (once per database; concurrent runners serialise on an advisory lock). */
@@ -883,6 +903,8 @@ export interface FleetRunner {
 }
 
 export interface FleetStatus {
+  /** False when no runner has used this database yet (no `mrp_fleet_*` tables): nothing is created to list it. */
+  initialized: boolean;
   runners: FleetRunner[];
   /** Unfinished messages: held under a live lease, and waiting for a takeover (lease ran out). */
   entries: { in_flight: number; expired: number; done: number };
@@ -895,7 +917,24 @@ export async function fleetStatus(
 ): Promise<FleetStatus> {
   const sql = connect(url, 1);
   try {
-    await migrate(sql);
+    // Read only: listing must not create tables (a mistyped database, a read-only monitoring user).
+    const [found] = await sql<
+      Array<{ schema: string | null; runners: string | null; entries: string | null; slots: string | null }>
+    >`
+      SELECT to_regclass('mrp_fleet_schema')::text AS schema, to_regclass('mrp_fleet_runners')::text AS runners,
+        to_regclass('mrp_fleet_entries')::text AS entries, to_regclass('mrp_fleet_slots')::text AS slots`;
+    if (!found?.schema || !found.runners || !found.entries || !found.slots) {
+      return { initialized: false, runners: [], entries: { in_flight: 0, expired: 0, done: 0 } };
+    }
+    const [schema] = await sql<Array<{ version: number | null }>>`SELECT max(version) AS version FROM mrp_fleet_schema`;
+    if ((schema?.version ?? 0) > SHARED_JOURNAL_SCHEMA_VERSION) {
+      throw new MrpError(
+        'network',
+        'journal_unreachable',
+        `the shared journal's tables are version ${schema?.version}, newer than this mrp understands (${SHARED_JOURNAL_SCHEMA_VERSION})`,
+        { hint: 'upgrade mrp on this machine to match the rest of the fleet' },
+      );
+    }
     const now = options.now ?? Date.now();
     const lease = options.leaseMs ?? SHARED_JOURNAL_DEFAULTS.leaseMs;
     const identity = options.identity ?? null;
@@ -912,6 +951,7 @@ export async function fleetStatus(
         count(*) FILTER (WHERE state = 'done')::int AS done
       FROM mrp_fleet_entries WHERE (${identity}::text IS NULL OR identity = ${identity}::text)`;
     return {
+      initialized: true,
       runners: runners.map((r) => ({
         ...r,
         pid: Number(r.pid),

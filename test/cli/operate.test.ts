@@ -223,6 +223,36 @@ describe('mrp run --health-port', () => {
     assert.equal(JSON.parse(res.stderr.trim()).error.code, 'address_in_use');
   });
 
+  it('--lease and --standby without a shared journal are usage errors naming the flag, not silently ignored', {
+    timeout: 20_000, // without the check the runner starts and runs on: fail, don't hang
+  }, async (t) => {
+    const home = await tempDir(t);
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: 'http://127.0.0.1:1' } });
+    await runCli(['keygen'], deps);
+    for (const [flag, extra] of [
+      ['--lease', ['--lease', '10s']],
+      ['--standby', ['--standby']],
+      ['--standby', ['--journal', 'local', '--standby']],
+    ] as const) {
+      const res = await runCli(['run', '--handler', ECHO, ...extra, '--json'], deps);
+      assert.equal(res.code, 2, res.stderr);
+      const err = JSON.parse(res.stderr.trim()).error;
+      assert.equal(err.code, 'invalid_argument');
+      assert.equal(err.message, `${flag} only applies with a shared journal`);
+      assert.match(err.hint, /--journal postgres:\/\//);
+    }
+  });
+
+  it('mrp fleet without a key: the hint offers --all (listing needs no identity), not only keygen', async (t) => {
+    const deps = testDeps({ home: await tempDir(t) });
+    const res = await runCli(['fleet', '--journal', 'postgres://u:s3cret@127.0.0.1:1/db', '--json'], deps);
+    assert.equal(res.code, 2, res.stderr);
+    const err = JSON.parse(res.stderr.trim()).error;
+    assert.equal(err.code, 'key_not_found');
+    assert.match(err.hint, /--all/);
+    assert.doesNotMatch(res.stderr, /s3cret/);
+  });
+
   it('a --health-host that is not an address of this machine is a usage error naming the flag', async (t) => {
     const home = await tempDir(t);
     const deps = testDeps({ home, env: { MRP_RELAY_URL: 'http://127.0.0.1:1' } });

@@ -76,6 +76,9 @@ if (skip) {
         assert.ok(err instanceof ConfigError);
         assert.match(err.message, /newer than this relay understands/);
         assert.match(err.message, new RegExp(dbName));
+        // Not a connection failure: the hint must not send the operator to check the server.
+        assert.doesNotMatch(err.message, /cannot connect/);
+        assert.match(err.hint ?? '', /upgrade mrp/);
         return true;
       });
     });
@@ -100,6 +103,38 @@ if (skip) {
           return true;
         },
       );
+    });
+
+    it('start-up errors: an unparsable URL and a user who may not create tables say so, not "cannot connect"', async (t) => {
+      await assert.rejects(PgStore.open('postgres://u:s3 cret@[bad'), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.equal(err.code, 'database_unreachable');
+        assert.match(err.message, /not a valid postgres:\/\/ URL/);
+        assert.doesNotMatch(`${err.message} ${err.hint}`, /s3 cret/);
+        return true;
+      });
+      const url = await cluster.database(t);
+      // A server setting the server does not know is refused while connecting: not a schema problem.
+      await assert.rejects(PgStore.open(`${url}?password=s3cret&no_such_setting=1`, { max: 1 }), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, /the server refused the connection \(42704 /);
+        assert.doesNotMatch(err.message, /s3cret/);
+        return true;
+      });
+      const role = `weak_${process.pid}`;
+      await cluster.psql(`DROP ROLE IF EXISTS ${role}; CREATE ROLE ${role} LOGIN`);
+      t.after(() => cluster.psql(`DROP ROLE IF EXISTS ${role}`).catch(() => {}));
+      const weak = new URL(url);
+      weak.username = role;
+      weak.password = 's3cret';
+      await assert.rejects(PgStore.open(weak.toString(), { max: 1 }), (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.equal(err.code, 'database_unreachable');
+        assert.match(err.message, /cannot set up the schema \(42501 /);
+        assert.doesNotMatch(err.message, /cannot connect|s3cret/);
+        assert.match(err.hint ?? '', /create tables/);
+        return true;
+      });
     });
 
     it('two processes claiming webhook deliveries at once share the due work: none twice, none left behind', async (t) => {

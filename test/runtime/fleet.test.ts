@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it, type TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { plainCodec as codec } from '../../src/client/codec.js';
 import { RelayClient } from '../../src/client/http.js';
 import { PollSource, WebSocketSource } from '../../src/client/source.js';
@@ -18,6 +19,7 @@ import { Runtime } from '../../src/runtime/runtime.js';
 import { describePostgresUrl, fleetStatus, SharedJournal } from '../../src/runtime/shared-journal.js';
 import postgres from '../../vendor/postgres/index.js';
 import { gate, Peer } from '../helpers/agent.js';
+import { runCli, tempDir, testDeps } from '../helpers/cli.js';
 import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
 import { startRelay } from '../helpers/relay.js';
 
@@ -508,6 +510,82 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
       true,
     );
     assert.equal(describePostgresUrl('postgres://u:s3cret@db.example:5433/mrp'), 'postgres db.example:5433/mrp');
+  });
+
+  it('fleetStatus only reads: an unused database gets no tables, and a user who may only SELECT can list a fleet', async (t) => {
+    const empty = await cluster.database(t);
+    const status = await fleetStatus(empty, { identity: IDENTITY });
+    assert.deepEqual(status, { initialized: false, runners: [], entries: { in_flight: 0, expired: 0, done: 0 } });
+    const emptyName = new URL(empty).pathname.slice(1);
+    assert.equal(
+      await cluster.psql("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'mrp_fleet%'", emptyName),
+      '0',
+    );
+
+    const clock = new ManualClock();
+    const {
+      url,
+      journals: [a],
+    } = await fleet(t, 1, clock);
+    await a!.received(message(1, clock));
+    const role = `reader_${process.pid}`;
+    const dbName = new URL(url).pathname.slice(1);
+    await cluster.psql(`DROP ROLE IF EXISTS ${role}; CREATE ROLE ${role} LOGIN`);
+    t.after(async () => {
+      await cluster.psql(`DROP OWNED BY ${role}`, dbName).catch(() => {}); // the database may be gone already
+      await cluster.psql(`DROP ROLE IF EXISTS ${role}`).catch(() => {});
+    });
+    await cluster.psql(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role}`, dbName);
+    const reader = new URL(url);
+    reader.username = role;
+    const listed = await fleetStatus(reader.toString(), { identity: IDENTITY, now: clock.now(), leaseMs: LEASE });
+    assert.equal(listed.initialized, true);
+    assert.deepEqual(
+      listed.runners.map((r) => r.runner_id),
+      ['r0'],
+    );
+    assert.deepEqual(listed.entries, { in_flight: 1, expired: 0, done: 0 });
+  });
+
+  it('mrp run --standby stopped with SIGTERM while waiting for a slot: exit 0 at once, its fleet row removed', {
+    timeout: 30_000, // without the fix the signal is not heard during the wait: fail, don't hang
+  }, async (t) => {
+    const url = await cluster.database(t);
+    const relay = await startRelay(t);
+    const deps = testDeps({ home: await tempDir(t), env: { MRP_RELAY_URL: relay.url } });
+    const { public_key: me } = JSON.parse((await runCli(['keygen', '--json'], deps)).stdout) as { public_key: string };
+    // Both WebSocket slots held by two other runners, for longer than the test.
+    for (const runnerId of ['x', 'y']) {
+      const other = await SharedJournal.open({ url, identity: me, runnerId, heartbeat: false, leaseMs: 120_000 });
+      t.after(() => other.close());
+      assert.notEqual(await other.acquireSlot(), undefined);
+    }
+    const echo = fileURLToPath(new URL('../../handlers/echo.ts', import.meta.url));
+    const run = runCli(['run', '--handler', echo, '--journal', url, '--standby'], deps);
+    await deps.stderr.waitFor('standby: both WebSocket slots');
+    const waiting = await fleetStatus(url, { identity: me });
+    assert.deepEqual(waiting.runners.map((r) => r.mode).sort(), ['standby', 'starting', 'starting']);
+    const t0 = Date.now();
+    deps.raise('SIGTERM');
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
+    assert.ok(Date.now() - t0 < 5000, `stopped within the lease's wait, not after it (${Date.now() - t0} ms)`);
+    const after = await fleetStatus(url, { identity: me });
+    assert.deepEqual(after.runners.map((r) => r.runner_id).sort(), ['x', 'y'], 'the standby removed its row');
+  });
+
+  it('a URL the driver cannot parse is a usage error naming --journal, never the password', async () => {
+    for (const url of ['postgres://u:s3cret@[bad', 'postgres://u:s3cret%zz@127.0.0.1:1/db']) {
+      for (const attempt of [() => SharedJournal.open({ url, identity: IDENTITY }), () => fleetStatus(url)]) {
+        await assert.rejects(attempt(), (err: Error & { code?: string; kind?: string }) => {
+          assert.equal(err.code, 'invalid_argument', `${url}: ${err.message}`);
+          assert.equal(err.kind, 'usage');
+          assert.match(err.message, /^--journal: not a valid postgres:\/\/ URL$/);
+          assert.doesNotMatch(err.message, /s3cret/);
+          return true;
+        });
+      }
+    }
   });
 
   it('an unreachable database is one clear error naming host and database, never the password', async () => {

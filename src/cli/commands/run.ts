@@ -2,7 +2,7 @@ import { relative } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import type { Command } from 'commander';
 import { formatDuration } from '../../core/duration.js';
-import { MrpError, UsageError } from '../../core/errors.js';
+import { AbortError, MrpError, UsageError } from '../../core/errors.js';
 import { FLEET_LEASE_MS, RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import { loadHandler } from '../../runtime/handler.js';
 import { parseMode } from '../../runtime/mode.js';
@@ -148,6 +148,14 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     options.healthPort === undefined ? undefined : intOption(options.healthPort, '--health-port', 0, 0, 65535);
   const maxCrashes = intOption(options.maxCrashes, '--max-crashes', RUNTIME_DEFAULTS.maxCrashes, 1, 1000);
   const journalUrl = sharedJournalUrl(options.journal ?? ctx.deps.env['MRP_JOURNAL']);
+  if (!journalUrl) {
+    const flag = options.lease !== undefined ? 'lease' : options.standby ? 'standby' : undefined;
+    if (flag)
+      throw new UsageError(`--${flag} only applies with a shared journal`, {
+        code: 'invalid_argument',
+        hint: 'add --journal postgres://user:password@host:port/database (or set MRP_JOURNAL), or drop the flag',
+      });
+  }
   const leaseMs = options.lease === undefined ? undefined : durationOption(options.lease, '--lease', FLEET_LEASE_MS);
   if (leaseMs !== undefined && leaseMs < 1000)
     throw new UsageError('--lease must be at least 1s', { code: 'invalid_argument' });
@@ -171,40 +179,57 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
   try {
     // The runtime (ws, jiti) loads only here, so `mrp --help` stays fast.
     const { startAgent } = await import('../agent.js');
-    const { runtime, reporter, journal, journalPath } = await startAgent(ctx, {
-      relayUrl: settings.relay.value,
-      keypair,
-      handler: loaded.handler,
-      handlerLabel: relative(ctx.deps.cwd, loaded.file) || loaded.file,
-      mode,
-      ...(webhook ? { webhook } : {}),
-      concurrency,
-      timeoutMs,
-      graceMs,
-      ...(intervalMs === undefined ? {} : { intervalMs }),
-      manifest,
-      logFormat,
-      payloads: options.logPayloads === true,
-      fsync: options.fsync === true,
-      trace: ops ? ops.monitor.tracers(ctx.tracers) : ctx.tracers,
-      maxCrashes,
-      ...(journalUrl
-        ? {
-            sharedJournal: {
-              url: journalUrl,
-              standby: options.standby === true,
-              ...(leaseMs === undefined ? {} : { leaseMs }),
-            },
-          }
-        : {}),
-    });
+    // A standby may wait for a WebSocket slot for hours: SIGINT/SIGTERM then ends the wait and the
+    // command (exit 0, its fleet row removed) instead of killing the process. Other runners keep the
+    // default handling until they have started (a second Ctrl-C must still end a slow start-up).
+    const standby = journalUrl !== undefined && options.standby === true;
+    let signals = standby ? shutdownSignals(ctx.deps) : undefined;
+    const stopWaiting = new AbortController();
+    void signals?.first.then(() => stopWaiting.abort());
+    let started: Awaited<ReturnType<typeof startAgent>>;
+    try {
+      started = await startAgent(ctx, {
+        relayUrl: settings.relay.value,
+        keypair,
+        handler: loaded.handler,
+        handlerLabel: relative(ctx.deps.cwd, loaded.file) || loaded.file,
+        mode,
+        ...(webhook ? { webhook } : {}),
+        concurrency,
+        timeoutMs,
+        graceMs,
+        ...(intervalMs === undefined ? {} : { intervalMs }),
+        manifest,
+        logFormat,
+        payloads: options.logPayloads === true,
+        fsync: options.fsync === true,
+        trace: ops ? ops.monitor.tracers(ctx.tracers) : ctx.tracers,
+        maxCrashes,
+        ...(journalUrl
+          ? {
+              sharedJournal: {
+                url: journalUrl,
+                standby: options.standby === true,
+                ...(leaseMs === undefined ? {} : { leaseMs }),
+                signal: stopWaiting.signal,
+              },
+            }
+          : {}),
+      });
+    } catch (err) {
+      signals?.dispose();
+      // Stopped while waiting as a standby: it held nothing, so this is a clean stop.
+      if (stopWaiting.signal.aborted && err instanceof AbortError) return;
+      throw err;
+    }
+    const { runtime, reporter, journal, journalPath } = started;
     if (ops) {
       ops.monitor.attach(runtime, journalPath, mode);
       reporter.line(ctx.out.style.dim(`  health ${ops.server.url}/healthz · /readyz · /metrics`));
       reporter.event('health', { url: ops.server.url });
     }
 
-    const signals = shutdownSignals(ctx.deps);
+    signals ??= shutdownSignals(ctx.deps);
     const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
     exitTrap = trapHandlerExit(process, (messageId, code, call) => {
       reporter.problem(
@@ -300,8 +325,7 @@ export function register(program: Command, deps: Deps): void {
     )
     .option(
       '--lease <duration>',
-      'with a shared journal: how long a dead runner holds its messages before another takes them over',
-      formatDuration(FLEET_LEASE_MS),
+      `with a shared journal: how long a dead runner holds its messages before another takes them over (default: ${formatDuration(FLEET_LEASE_MS)})`,
     )
     .option('--standby', 'with a shared journal: when both WebSocket slots are held, wait for one instead of polling')
     .option(

@@ -56,25 +56,38 @@ export async function connectPostgres(url: string, options: PgConnectOptions = {
   }
   // The driver patched in vendor/postgres (its README says why), not node_modules' copy.
   const { default: postgresJs } = await import('../../../vendor/postgres/index.js');
-  const sql = postgresJs(url, {
-    max: options.max ?? 10,
-    connect_timeout: options.connectTimeoutSeconds ?? 10,
-    idle_timeout: 60,
-    onnotice: () => {},
-    connection: { application_name: options.applicationName ?? 'mrp-relay' },
-    types: { bigint: BIGINT_AS_NUMBER },
-  } as postgres.Options<Record<string, postgres.PostgresType>>);
+  let sql: ReturnType<typeof postgresJs>;
+  try {
+    sql = postgresJs(url, {
+      max: options.max ?? 10,
+      connect_timeout: options.connectTimeoutSeconds ?? 10,
+      idle_timeout: 60,
+      onnotice: () => {},
+      connection: { application_name: options.applicationName ?? 'mrp-relay' },
+      types: { bigint: BIGINT_AS_NUMBER },
+    } as postgres.Options<Record<string, postgres.PostgresType>>);
+  } catch {
+    // The driver parses the URL synchronously (a space, a bad port, an unbalanced `[`): its own
+    // message ("Invalid URL") names neither the setting nor the fix. The URL itself is not repeated:
+    // an unparsable one cannot be redacted with certainty.
+    throw new ConfigError('database_unreachable', `${where}: not a valid postgres:// URL`, {
+      hint: 'pass --database-url postgres://user:password@host:5432/database (percent-encode special characters in the password, e.g. %40 for @, %20 for a space)',
+    });
+  }
   try {
     await sql`SELECT 1`;
   } catch (err) {
     await sql.end({ timeout: 0 }).catch(() => {});
-    throw startupError(where, err);
+    throw startupError(where, err, 'connect');
   }
   return sql as unknown as Sql;
 }
 
-/** A start-up failure as a one-line `ConfigError` naming the (redacted) URL. */
-export function startupError(where: string, err: unknown): ConfigError {
+/**
+ * A start-up failure as a one-line `ConfigError` naming the (redacted) URL. `phase`: while
+ * connecting (the first round trip) or while setting up the schema on a connection that works.
+ */
+export function startupError(where: string, err: unknown, phase: 'connect' | 'schema' = 'schema'): ConfigError {
   if (err instanceof ConfigError) return err;
   const code = String((err as { code?: unknown })?.code ?? '');
   const message = (err as Error)?.message ?? String(err);
@@ -87,6 +100,24 @@ export function startupError(where: string, err: unknown): ConfigError {
   if (code === '3D000') {
     return new ConfigError('database_unreachable', `${where}: ${message}`, {
       hint: 'create the database first (createdb)',
+    });
+  }
+  // Any other error the server sent (it has a severity) means the server was reached and answered:
+  // the schema could not be set up (42501: the user may not create tables), not a connection
+  // failure. Classes 08 (connection), 53 (too many connections) and 57P (shutting down, starting
+  // up) are connection trouble.
+  const fromServer = typeof (err as { severity?: unknown })?.severity === 'string';
+  if (fromServer && phase === 'connect' && !/^(08|53|57P)/.test(code)) {
+    return new ConfigError('database_unreachable', `${where}: the server refused the connection (${code} ${message})`, {
+      hint: 'check the URL: its user, database and query parameters (?sslmode=… and server settings)',
+    });
+  }
+  if (fromServer && !/^(08|53|57P)/.test(code)) {
+    return new ConfigError('database_unreachable', `${where}: cannot set up the schema (${code} ${message})`, {
+      hint:
+        code === '42501'
+          ? 'the user needs the right to create tables in that database on first start (make it the owner: ALTER DATABASE … OWNER TO …, or GRANT CREATE ON SCHEMA public TO …)'
+          : 'check that the database is one mrp relays use and that the user may create and change its tables',
     });
   }
   return new ConfigError('database_unreachable', `${where}: cannot connect (${code ? `${code} ` : ''}${message})`, {

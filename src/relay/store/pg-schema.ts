@@ -13,6 +13,7 @@
  * processes starting at once neither race nor see half a schema.
  */
 import type postgres from 'postgres';
+import { ConfigError } from '../../core/errors.js';
 
 export interface Migration {
   /** 1, 2, 3, … without gaps across every concern; stored in `mrp_migrations`. */
@@ -238,8 +239,12 @@ export async function migrate(sql: postgres.Sql, location: string): Promise<numb
     const [row] = await tx<Array<{ v: number | null }>>`SELECT max(version) AS v FROM mrp_migrations`;
     const current = Number(row?.v ?? 0);
     if (current > MIGRATIONS.length) {
-      throw new Error(
-        `${location} has schema version ${current}, newer than this relay understands (${MIGRATIONS.length}); upgrade mrp`,
+      throw new ConfigError(
+        'database_unreachable',
+        `${location} has schema version ${current}, newer than this relay understands (${MIGRATIONS.length})`,
+        {
+          hint: 'a newer mrp has migrated this database: upgrade mrp here to the version the other relay processes run',
+        },
       );
     }
     for (const m of MIGRATIONS.slice(current)) {
