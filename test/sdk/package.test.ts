@@ -35,6 +35,7 @@ async function installedProject(): Promise<{ dir: string; cleanup(): Promise<voi
     'dist/testing.d.ts',
     'dist/runtime/agent.js',
     'bin/mrp.js',
+    'bin/package.json',
   ]) {
     assert.ok(files.has(f), `the package contains ${f}`);
   }
