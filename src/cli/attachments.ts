@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { constants, createReadStream, createWriteStream } from 'node:fs';
+import { constants, createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { access, link, open, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import { fileBlobInput } from '../client/blob-file.js';
@@ -199,6 +199,23 @@ export async function checkOutputDir(dir: string, flag: string): Promise<void> {
   });
 }
 
+/** Opens `out`, writes `body` into it with back-pressure and ends it; rejects on its first error. */
+async function pour(out: WriteStream, body: AsyncIterable<Uint8Array>): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    out.once('open', () => resolve());
+    out.once('error', reject);
+  });
+  for await (const chunk of body) {
+    // events.once removes both of its listeners ('drain' and 'error') whichever fires, so a
+    // long download does not pile up one 'error' listener per back-pressure wait.
+    if (!out.write(chunk)) await once(out, 'drain');
+  }
+  await new Promise<void>((resolve, reject) => {
+    out.once('error', reject);
+    out.end(() => resolve());
+  });
+}
+
 /** A stream of bytes to a file: temp file in the same directory, fsync, then `place(temp)`; removed on failure. */
 async function writeVia(
   path: string,
@@ -208,19 +225,7 @@ async function writeVia(
   const temp = join(dirname(path), `.${basename(path).slice(0, 100)}.${randomBytes(6).toString('hex')}.tmp`);
   const out = createWriteStream(temp, { flags: 'wx', mode: 0o600 });
   try {
-    await new Promise<void>((resolve, reject) => {
-      out.once('open', () => resolve());
-      out.once('error', reject);
-    });
-    for await (const chunk of body) {
-      // events.once removes both of its listeners ('drain' and 'error') whichever fires, so a
-      // long download does not pile up one 'error' listener per back-pressure wait.
-      if (!out.write(chunk)) await once(out, 'drain');
-    }
-    await new Promise<void>((resolve, reject) => {
-      out.once('error', reject);
-      out.end(() => resolve());
-    });
+    await pour(out, body);
     const handle = await open(temp, 'r');
     await handle.sync().finally(() => handle.close());
     const final = await place(temp);
@@ -249,17 +254,7 @@ export function writeStreamAtomic(path: string, body: AsyncIterable<Uint8Array>)
 export async function writeStreamInPlace(path: string, body: AsyncIterable<Uint8Array>): Promise<void> {
   const out = createWriteStream(path, { flags: 'w' });
   try {
-    await new Promise<void>((resolve, reject) => {
-      out.once('open', () => resolve());
-      out.once('error', reject);
-    });
-    for await (const chunk of body) {
-      if (!out.write(chunk)) await once(out, 'drain');
-    }
-    await new Promise<void>((resolve, reject) => {
-      out.once('error', reject);
-      out.end(() => resolve());
-    });
+    await pour(out, body);
   } catch (err) {
     out.destroy();
     throw err;

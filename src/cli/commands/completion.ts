@@ -282,14 +282,6 @@ ${commandCases(nodes).join('\n')}
   esac
   return 1
 }
-# Adds the lines "$@" prints that start with $cur to COMPREPLY, shell-quoted. Read as data: compgen -W
-# would expand $(…) and backquotes inside a contact name.
-_mrp_names() {
-  local line
-  while IFS= read -r line; do
-    if [ -n "$line" ] && [[ "$line" == "$cur"* ]]; then COMPREPLY+=("$(printf '%q' "$line")"); fi
-  done < <("$@" 2>/dev/null)
-}
 _mrp() {
   local -a subs opts
   local cmd="" w pending="" cur="\${words[CURRENT]}"
