@@ -17,27 +17,29 @@ function randomHex(bytes: number): string {
   return hex;
 }
 
-/** The second `messageId` last minted in, and the number its next id in that second gets. */
+/** The second `messageId` last minted in, and the count its next id in that second carries. */
 let idSecond = Number.NaN;
-let idNext = 0;
+let idCount = 0;
 
 /**
- * `msg_<unix seconds>_<12 hex>`. Within one second one process counts up from a random 47-bit
- * start, so its ids ascend: an index on `message_id` then grows at one end, as `seq` does, instead
- * of taking each insert at a random leaf (4–5 µs less per stored message at 25,000 a second), and
- * within one millisecond `(created_at, message_id)` order is this process's arrival order. Within a
- * process ids never collide; two processes minting n ids in the same second collide only if their
- * ranges overlap, a chance of about 2n / 2^47 (n = 25,000: 4e-10), where 48 random bits per id gave
- * one process alone n² / 2^49 (1e-6). A new second draws a new start. Ids are opaque and grant
- * nothing: a message is visible to its sender and its recipient only.
+ * `msg_<unix seconds>_<12 hex>`: 5 hex of a count, then 7 random hex (28 bits). Within one second
+ * one process counts up from a random start below 2^19 (so the count never wraps: that would take
+ * half a million ids in a second), so its ids ascend: an index on `message_id` then grows at one
+ * end, as `seq` does, instead of taking each insert at a random leaf (4–5 µs less per stored
+ * message at 25,000 a second), and within one millisecond `(created_at, message_id)` order is this
+ * process's arrival order. The random part keeps an id unguessable from its neighbours: knowing
+ * one's own message id says nothing usable about another's, whose id may be a thread id that
+ * anyone can name in a send. Within a process ids never collide; two processes minting n ids
+ * each in one second collide with a chance of about 2n / 2^19 × (n / 2) / 2^28 (n = 25,000:
+ * 4e-6), as 48 random bits per id gave for those 2n ids (also 4e-6).
  */
 export function messageId(nowMs: number): string {
   const second = Math.floor(nowMs / 1000);
   if (second !== idSecond) {
     idSecond = second;
-    idNext = Math.floor(Number.parseInt(randomHex(6), 16) / 2);
+    idCount = Number.parseInt(randomHex(3), 16) >>> 5;
   }
-  return `msg_${second}_${(idNext++).toString(16).padStart(12, '0')}`;
+  return `msg_${second}_${(idCount++ & 0xfffff).toString(16).padStart(5, '0')}${randomHex(4).slice(1)}`;
 }
 
 export function requestId(): string {
