@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError } from './core/errors.js';
-import { didYouMean } from './core/suggest.js';
+import { didYouMean, unknownKey } from './core/suggest.js';
 import type { Relay, RelayOptions } from './relay/index.js';
 
 export {
@@ -103,13 +103,12 @@ function checkOptions(options: unknown): void {
   if (options === null || typeof options !== 'object' || Array.isArray(options))
     throw bad('the options must be an object');
   const known = Object.keys(OPTION_KEYS);
-  for (const key of Object.keys(options)) {
-    if (FIXED.includes(key))
-      throw bad(
-        `option ${key} is not taken: the test relay listens on 127.0.0.1, port 0, in a temporary directory (its url says where)`,
-      );
-    if (!known.includes(key)) throw bad(`unknown option ${key}${didYouMean(key, known)}`);
-  }
+  const key = unknownKey(options, known);
+  if (key !== undefined && FIXED.includes(key))
+    throw bad(
+      `option ${key} is not taken: the test relay listens on 127.0.0.1, port 0, in a temporary directory (its url says where)`,
+    );
+  if (key !== undefined) throw bad(`unknown option ${key}${didYouMean(key, known)}`);
 }
 
 /**

@@ -31,6 +31,12 @@ export function closest(word: string, candidates: readonly string[]): string | u
   return bestDistance <= limit ? best : undefined;
 }
 
+/** The first key of `given` that `known` does not list, if any (a misspelt option, field or key). */
+export function unknownKey(given: object, known: readonly string[]): string | undefined {
+  for (const key of Object.keys(given)) if (!known.includes(key)) return key;
+  return undefined;
+}
+
 /** ` (did you mean "x"?)`, or `` when no candidate is close. */
 export function didYouMean(word: string, candidates: readonly string[]): string {
   const c = closest(word, candidates);

@@ -23,7 +23,7 @@ import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError, toMrpError, UsageError } from '../core/errors.js';
 import { printable } from '../core/printable.js';
-import { didYouMean } from '../core/suggest.js';
+import { didYouMean, unknownKey } from '../core/suggest.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient } from '../protocol/contacts.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { Keypair } from '../protocol/signing.js';
@@ -171,10 +171,9 @@ const CAPABILITY_KEYS = ['name', 'description', 'tags', 'inputSchema', 'version'
 
 /** An unknown key in `given` is an `invalid_option` error naming it, with a "did you mean". */
 function knownKeys(given: object, known: readonly string[], field: (key: string) => string, what: string): void {
-  for (const key of Object.keys(given)) {
-    if (!known.includes(key))
-      throw optionError(field(key), `unknown ${what}${didYouMean(key, known)}; known: ${known.join(', ')}`);
-  }
+  const key = unknownKey(given, known);
+  if (key !== undefined)
+    throw optionError(field(key), `unknown ${what}${didYouMean(key, known)}; known: ${known.join(', ')}`);
 }
 
 function optionError(field: string, reason: string): UsageError {
@@ -190,12 +189,11 @@ function knownArgs(method: string, given: unknown, known: readonly string[]): vo
   if (given === undefined) return;
   if (given === null || typeof given !== 'object' || Array.isArray(given))
     throw new UsageError(`${method}: the options must be an object`, { code: 'invalid_argument' });
-  for (const key of Object.keys(given)) {
-    if (!known.includes(key))
-      throw new UsageError(`${method}: unknown option "${key}"${didYouMean(key, known)}; known: ${known.join(', ')}`, {
-        code: 'invalid_argument',
-      });
-  }
+  const key = unknownKey(given, known);
+  if (key !== undefined)
+    throw new UsageError(`${method}: unknown option "${key}"${didYouMean(key, known)}; known: ${known.join(', ')}`, {
+      code: 'invalid_argument',
+    });
 }
 
 const SEND_KEYS = [

@@ -10,7 +10,7 @@ import type { MessageCodec } from '../client/codec.js';
 import { cloneJson } from '../core/clone.js';
 import { formatDuration } from '../core/duration.js';
 import { MrpError, RelayError, TimeoutError, UsageError } from '../core/errors.js';
-import { didYouMean } from '../core/suggest.js';
+import { didYouMean, unknownKey } from '../core/suggest.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import { Keypair } from '../protocol/signing.js';
 import type { Attachment, JsonValue, Message, SendResponse } from '../protocol/types.js';
@@ -210,19 +210,17 @@ function checkInvokeInput(handler: unknown, message: unknown, options: unknown):
   if (typeof handler !== 'function') throw bad('handler', 'must be a function (msg, ctx) => reply');
   if (message === null || typeof message !== 'object' || Array.isArray(message))
     throw bad('message', 'must be an object of message fields, e.g. { body: { text: "Hello" } }');
-  for (const key of Object.keys(message)) {
-    if (!(MESSAGE_KEYS as readonly string[]).includes(key))
-      throw bad(
-        `message field "${key}"`,
-        `is not a message field${didYouMean(key, MESSAGE_KEYS)}; the body goes in { body: … } (fields: ${MESSAGE_KEYS.join(', ')})`,
-      );
-  }
+  const field = unknownKey(message, MESSAGE_KEYS);
+  if (field !== undefined)
+    throw bad(
+      `message field "${field}"`,
+      `is not a message field${didYouMean(field, MESSAGE_KEYS)}; the body goes in { body: … } (fields: ${MESSAGE_KEYS.join(', ')})`,
+    );
   if (options === null || typeof options !== 'object' || Array.isArray(options))
     throw bad('options', 'must be an object');
-  for (const key of Object.keys(options)) {
-    if (!(OPTION_KEYS as readonly string[]).includes(key))
-      throw bad(`option "${key}"`, `is unknown${didYouMean(key, OPTION_KEYS)}; known: ${OPTION_KEYS.join(', ')}`);
-  }
+  const option = unknownKey(options, OPTION_KEYS);
+  if (option !== undefined)
+    throw bad(`option "${option}"`, `is unknown${didYouMean(option, OPTION_KEYS)}; known: ${OPTION_KEYS.join(', ')}`);
   const timeoutMs = (options as InvokeOptions).timeoutMs;
   if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && timeoutMs >= 1 && timeoutMs <= 2_147_483_647))
     throw bad('option timeoutMs', `must be a number of milliseconds from 1 to 2147483647 (got ${String(timeoutMs)})`);
