@@ -22,7 +22,8 @@ export interface Style {
 }
 
 const plain: Paint = (t) => t;
-const PLAIN_STYLE: Style = {
+/** No colour, no emphasis: every paint returns its text. */
+export const PLAIN_STYLE: Style = {
   bold: plain,
   dim: plain,
   red: plain,

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { PLAIN_STYLE } from '../../src/cli/output.js';
 import { traceCategories } from '../../src/cli/trace.js';
 import { type HttpTrace, RelayClient } from '../../src/client/http.js';
 import { ManualClock } from '../../src/core/clock.js';
@@ -128,22 +129,12 @@ describe('--debug / MRP_DEBUG tracing', () => {
     );
     const line = (await import('../../src/cli/trace.js')).createTracers;
     const out: string[] = [];
-    const style = {
-      bold: String,
-      dim: String,
-      red: String,
-      green: String,
-      yellow: String,
-      cyan: String,
-      magenta: String,
-      gray: String,
-    } as never;
     line({
       categories: new Set(['http']),
       stderr: { write: (s: string) => out.push(s) },
       json: false,
       payloads: false,
-      style,
+      style: PLAIN_STYLE,
       now: () => 0,
     }).http!(events[1]!);
     assert.match(out[0]!, /^debug http GET \/v1\/agents\/k → 200 \d+(\.\d)? ms {2}retry 1 {2}req_2\n$/);
@@ -155,17 +146,6 @@ describe('trace lines on a terminal', () => {
     const { createTracers } = await import('../../src/cli/trace.js');
     const EVIL = '\u001b]0;pwned\u0007\u001b[2J\u009b31m\u202e';
     let text = '';
-    const plain = (s: string) => s;
-    const style = {
-      bold: plain,
-      dim: plain,
-      red: plain,
-      green: plain,
-      yellow: plain,
-      cyan: plain,
-      magenta: plain,
-      gray: plain,
-    };
     const tracers = createTracers({
       categories: new Set(['http', 'ws']),
       stderr: {
@@ -177,7 +157,7 @@ describe('trace lines on a terminal', () => {
       },
       json: false,
       payloads: true,
-      style,
+      style: PLAIN_STYLE,
       now: () => 0,
     });
     tracers.ws!({ direction: 'in', type: `t${EVIL}`, bytes: 9, code: `c${EVIL}`, text: `{"x":"${EVIL}"}` });
