@@ -89,6 +89,30 @@ export function trapHandlerExit(
   };
 }
 
+/**
+ * `trapHandlerExit` for a command that runs handlers (`mrp run`, `mrp dev`): the call is reported
+ * as `handler_exit` (`then`: what happens next, after "the runner exits 70"), and the journal and
+ * the reporter are flushed before the process goes.
+ */
+export function trapRunnerExit(
+  sinks: { reporter: { problem(event: string, err: unknown): void; flush(): void }; journal: { flush(): void } },
+  command: string,
+  then = '',
+): ExitTrap {
+  return trapHandlerExit(process, (messageId, code, call) => {
+    sinks.reporter.problem(
+      'handler_exit',
+      new MrpError(
+        'handler',
+        'handler_exit',
+        `the handler called process.${call}(${String(code ?? '')}) while handling ${messageId}; ${command} exits ${EXIT.handlerExit}${then}`,
+      ),
+    );
+    sinks.journal.flush();
+    sinks.reporter.flush();
+  });
+}
+
 /** What `loadWatched` needs of `process`: the exit calls, and its 'exit' event and code. */
 export interface LoadingProcess extends ExitingProcess {
   once(event: 'exit', listener: (code: number) => void): unknown;

@@ -12,7 +12,7 @@ import { ensureDir, expandPath } from '../config.js';
 import type { CliContext } from '../context.js';
 import { type Deps, selfCommand } from '../deps.js';
 import { EXIT } from '../exit.js';
-import { loadWatched, trapHandlerExit } from '../handler-exit.js';
+import { loadWatched, trapRunnerExit } from '../handler-exit.js';
 import { readKeyFile, writeKeyFile } from '../keys.js';
 import { takeLock } from '../lockfile.js';
 import { projectManifest } from '../manifest.js';
@@ -167,18 +167,7 @@ async function runAgainst(ctx: CliContext, options: DevOptions, d: DevSetup): Pr
   const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
   // As in `mrp run`: a handler calling process.exit ends dev with 70 and says so (it ended
   // `mrp dev --once` with 0 and no word, as if the demo had been answered).
-  const exitTrap = trapHandlerExit(process, (messageId, code, call) => {
-    reporter.problem(
-      'handler_exit',
-      new MrpError(
-        'handler',
-        'handler_exit',
-        `the handler called process.${call}(${String(code ?? '')}) while handling ${messageId}; mrp dev exits ${EXIT.handlerExit}`,
-      ),
-    );
-    journal.flush();
-    reporter.flush();
-  });
+  const exitTrap = trapRunnerExit({ reporter, journal }, 'mrp dev');
   const watchers: FSWatcher[] = [];
   let demoFailed: unknown;
   try {

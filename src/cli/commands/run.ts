@@ -2,14 +2,14 @@ import { relative } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import type { Command } from 'commander';
 import { formatDuration } from '../../core/duration.js';
-import { AbortError, MrpError, UsageError } from '../../core/errors.js';
+import { AbortError, UsageError } from '../../core/errors.js';
 import { FLEET_LEASE_MS, RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import { loadHandler } from '../../runtime/handler.js';
 import { parseMode } from '../../runtime/mode.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
-import { EXIT, exitCodeFor } from '../exit.js';
-import { loadWatched, trapHandlerExit } from '../handler-exit.js';
+import { exitCodeFor } from '../exit.js';
+import { loadWatched, trapRunnerExit } from '../handler-exit.js';
 import { projectManifest } from '../manifest.js';
 import { durationOption, intOption, listenError, sharedJournalUrl } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
@@ -231,18 +231,11 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
 
     signals ??= shutdownSignals(ctx.deps);
     const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
-    exitTrap = trapHandlerExit(process, (messageId, code, call) => {
-      reporter.problem(
-        'handler_exit',
-        new MrpError(
-          'handler',
-          'handler_exit',
-          `the handler called process.${call}(${String(code ?? '')}) while handling ${messageId}; the runner exits ${EXIT.handlerExit} (after ${maxCrashes} such runs the message is answered with handler_crashed)`,
-        ),
-      );
-      journal.flush();
-      reporter.flush();
-    });
+    exitTrap = trapRunnerExit(
+      { reporter, journal },
+      'the runner',
+      ` (after ${maxCrashes} such runs the message is answered with handler_crashed)`,
+    );
     let fatal: unknown;
     runtime.on('fatal', (err) => (fatal = err));
     try {
