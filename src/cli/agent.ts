@@ -25,6 +25,11 @@ import { packageVersion } from './version.js';
 
 export interface AgentOptions {
   relayUrl: string;
+  /**
+   * The relay as the local journal names it (default `relayUrl`): a stable name where the URL is
+   * not (`mrp dev` falls back to any free port).
+   */
+  journalRelay?: string;
   keypair: Keypair;
   handler: Handler;
   handlerLabel: string;
@@ -160,7 +165,11 @@ export async function startAgent(ctx: CliContext, o: AgentOptions): Promise<Runn
     journalLine = `journal: shared (${fleet.journal.location}, runner id ${fleet.journal.runnerId}${fleet.journal.slot === undefined ? '' : `, ws slot ${fleet.journal.slot}`})`;
     ctx.out.info(journalLine);
   } else {
-    const local = Journal.open(stateDir, { clock: ctx.deps.clock, fsync: o.fsync === true });
+    const local = Journal.open(stateDir, {
+      clock: ctx.deps.clock,
+      fsync: o.fsync === true,
+      relay: o.journalRelay ?? o.relayUrl,
+    });
     journal = local;
     journalPath = local.path;
     journalLine = `journal: local (${local.path})`;

@@ -118,6 +118,10 @@ export const ERROR_CODES = {
     exit: EXIT.failure,
     doc: 'another `mrp run` uses the same identity on this machine (exit 1: nothing is wrong with the command)',
   },
+  journal_other_relay: {
+    ...config,
+    doc: "the identity's local journal holds unfinished messages from another relay: finish them there (`--relay` that relay) or move the journal aside",
+  },
   journal_unwritable: {
     kind: 'internal',
     exit: EXIT.failure,

@@ -565,7 +565,11 @@ export class Agent extends TypedEmitter<AgentEvents> {
     this.#stopping = false;
     let journal: Journal;
     try {
-      journal = Journal.open(this.#journalDir('messages'), { clock: this.#clock, fsync: this.#options.fsync === true });
+      journal = Journal.open(this.#journalDir('messages'), {
+        clock: this.#clock,
+        fsync: this.#options.fsync === true,
+        relay: this.client.relayUrl,
+      });
     } catch (err) {
       this.#release();
       throw err;

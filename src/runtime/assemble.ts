@@ -129,7 +129,11 @@ export function assembleRuntime(o: AssembleOptions): Assembled {
   if (!journal) {
     if (o.journalDir === undefined)
       throw new UsageError('assembleRuntime: give journalDir or journal', { code: 'invalid_argument' });
-    journal = Journal.open(o.journalDir, { ...(o.clock ? { clock: o.clock } : {}), fsync: o.fsync === true });
+    journal = Journal.open(o.journalDir, {
+      ...(o.clock ? { clock: o.clock } : {}),
+      fsync: o.fsync === true,
+      relay: o.client.relayUrl,
+    });
   }
   try {
     const source = o.source ?? createSource(o.mode, o.client, journal, o);

@@ -23,6 +23,11 @@
  * (and how many of those runs were stopped on purpose), so a handler that keeps killing the
  * process on one message can be recognised; and, in poll mode, whether a poll was in flight when
  * the process died (`take` records), so exactly that poll's window is looked at again.
+ *
+ * The file also names the relay its messages came from (a `relay` record). Message ids, threads
+ * and acknowledgements belong to one relay: an unfinished message is finished against the relay
+ * it came from, never another one. Opened for another relay while messages are unfinished, the
+ * journal refuses (`journal_other_relay`, naming both); with nothing unfinished it moves over.
  */
 import * as nodeFs from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -171,7 +176,9 @@ type Line =
   /** A done id kept across compactions, as its 64-bit hash (compactions before `dones`). */
   | { k: 'done'; h: string; until: number; id?: undefined }
   /** Done ids kept across compactions: `ExpiringIdSet.pack`'s bytes, base64. */
-  | { k: 'dones'; b: string };
+  | { k: 'dones'; b: string }
+  /** The relay the messages come from (`relayKey`). */
+  | { k: 'relay'; url: string };
 
 export interface JournalOptions {
   clock?: Clock;
@@ -189,6 +196,22 @@ export interface JournalOptions {
   fs?: JournalFs;
   /** Delays between retries of a failed write (default 250 ms – 1 s, doubling to 30 s). */
   retryBackoff?: BackoffOptions;
+  /**
+   * The relay the messages come from (its URL, or any stable name for it). A journal left with
+   * unfinished messages from another relay is not opened (`journal_other_relay`). Absent: not
+   * checked, and the file's record is kept as it is.
+   */
+  relay?: string;
+}
+
+/** How a journal names a relay: its URL without a trailing slash (scheme and host lowercased). */
+export function relayKey(relay: string): string {
+  try {
+    const url = new URL(relay);
+    return `${url.origin}${url.pathname.replace(/\/+$/, '')}`;
+  } catch {
+    return relay;
+  }
 }
 
 const DAY = 86_400_000;
@@ -245,6 +268,8 @@ export class Journal extends TypedEmitter<JournalEvents> {
   #failing: MrpError | undefined;
   /** The poll in flight now (poll mode), as the file says. */
   #take: OpenTake | undefined;
+  /** The relay the messages come from, as the file says (`relayKey`). */
+  #relay: string | undefined;
   /** Bytes appended since the last compaction, and the size of what that compaction wrote. */
   #appended = 0;
   #compacted = 0;
@@ -268,6 +293,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
     try {
       this.openTake = this.#replay();
       this.#take = this.openTake;
+      if (options.relay !== undefined) this.#checkRelay(relayKey(options.relay));
       this.#compact();
       this.#fd = this.#fs.openSync(this.path, 'a', 0o600);
     } catch (err) {
@@ -314,6 +340,26 @@ export class Journal extends TypedEmitter<JournalEvents> {
     }
   }
 
+  /** Refuses another relay's unfinished messages; takes the journal over when none are left. */
+  #checkRelay(relay: string): void {
+    const before = this.#relay;
+    if (before !== undefined && before !== relay) {
+      const open = this.#live.size;
+      if (open > 0 || this.#take) {
+        const what = open > 0 ? `${open} unfinished message${open === 1 ? '' : 's'}` : 'a poll in flight';
+        throw new ConfigError(
+          'journal_other_relay',
+          `this identity's journal (${this.path}) holds ${what} from relay ${before}, not ${relay}: they can only be finished there`,
+          {
+            file: this.path,
+            hint: `run once against ${before}${/^https?:\/\//.test(before) ? ` (mrp run --relay ${before})` : ''} to finish them, or move ${this.path} aside to drop them`,
+          },
+        );
+      }
+    }
+    this.#relay = relay;
+  }
+
   #unlock(): void {
     HELD.delete(this.#lockPath);
     try {
@@ -355,6 +401,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
       try {
         if (line.k === 'take') take = openTakeOf(line);
         else if (line.k === 'taken') take = undefined;
+        else if (line.k === 'relay') this.#relay = typeof line.url === 'string' ? line.url : this.#relay;
         else this.#replayLine(line, now);
       } catch {
         // Skipped (see above).
@@ -365,7 +412,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
   }
 
   /** One record of `#replay` (not `take`/`taken`); a field of the wrong type makes it a no-op. */
-  #replayLine(line: Exclude<Line, { k: 'take' } | { k: 'taken' }>, now: number): void {
+  #replayLine(line: Exclude<Line, { k: 'take' } | { k: 'taken' } | { k: 'relay' }>, now: number): void {
     const count = (n: unknown): number => (Number.isSafeInteger(n) && (n as number) > 0 ? (n as number) : 1);
     switch (line.k) {
       case 'recv':
@@ -423,6 +470,7 @@ export class Journal extends TypedEmitter<JournalEvents> {
   #compact(): void {
     const now = this.#clock.now();
     const out: string[] = [];
+    if (this.#relay !== undefined) out.push(JSON.stringify({ k: 'relay', url: this.#relay } satisfies Line));
     this.#done.sweep(now);
     // Packed, 4,096 ids a line: millions of them are a copy and a base64 encoding, not a string each.
     for (const chunk of this.#done.pack(now, DONE_IDS_PER_LINE))

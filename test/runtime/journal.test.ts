@@ -7,7 +7,7 @@ import { ConfigError } from '../../src/core/errors.js';
 import { normalizeMessage } from '../../src/protocol/frames.js';
 import type { Message } from '../../src/protocol/types.js';
 import { hash64, hashHex } from '../../src/runtime/idset.js';
-import { Journal } from '../../src/runtime/journal.js';
+import { Journal, relayKey } from '../../src/runtime/journal.js';
 import { tempDir } from '../helpers/cli.js';
 
 const DAY = 86_400_000;
@@ -304,5 +304,83 @@ describe('journal', () => {
     const j = Journal.open(dir, {});
     j.close();
     await assert.rejects(stat(join(dir, 'lock')), 'lock released on close');
+  });
+  it('belongs to one relay: unfinished messages are refused to another relay and kept for theirs', async (t) => {
+    const dir = await tempDir(t);
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const exp = clock.now() + 7 * DAY;
+    const a = 'https://relay-a.example';
+    const b = 'http://127.0.0.1:8080';
+    const first = Journal.open(dir, { clock, relay: a });
+    await first.received(message('m1', exp));
+    await first.received(message('m2', exp));
+    await first.handled('m2', { request: REPLY, outcome: 'ok' });
+    first.close();
+    const before = await readFile(join(dir, 'journal.jsonl'), 'utf8');
+
+    assert.throws(
+      () => Journal.open(dir, { clock, relay: b }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.code === 'journal_other_relay' &&
+        e.message.includes('2 unfinished messages') &&
+        e.message.includes(a) &&
+        e.message.includes(b) &&
+        e.file === join(dir, 'journal.jsonl') &&
+        String(e.hint).includes(`--relay ${a}`),
+    );
+    assert.equal(await readFile(join(dir, 'journal.jsonl'), 'utf8'), before, 'the file is left as it was');
+    await assert.rejects(stat(join(dir, 'lock')), 'the lock is released');
+
+    // The same relay, spelled with another case and a trailing slash: its messages resume.
+    const again = Journal.open(dir, { clock, relay: 'HTTPS://Relay-A.example/' });
+    assert.deepEqual(
+      again.takeRecovered().map((e) => [e.id, e.state]),
+      [
+        ['m1', 'received'],
+        ['m2', 'handled'],
+      ],
+    );
+    again.done('m1');
+    again.done('m2');
+    again.close();
+
+    // Nothing unfinished: the journal moves over to the other relay, and is then that relay's.
+    const moved = Journal.open(dir, { clock, relay: b });
+    await moved.received(message('m3', exp));
+    moved.close();
+    assert.throws(
+      () => Journal.open(dir, { clock, relay: a }),
+      (e: unknown) =>
+        e instanceof ConfigError && e.code === 'journal_other_relay' && e.message.includes('1 unfinished message from'),
+    );
+    const unchecked = Journal.open(dir, { clock });
+    t.after(() => unchecked.close());
+    assert.deepEqual(
+      unchecked.takeRecovered().map((e) => e.id),
+      ['m3'],
+      'opened without a relay: not checked',
+    );
+  });
+
+  it('a journal from before relay records is taken by the first relay that opens it', async (t) => {
+    const dir = await tempDir(t);
+    const clock = new ManualClock(Date.UTC(2026, 0, 1));
+    const old = Journal.open(dir, { clock });
+    await old.received(message('m1', clock.now() + DAY));
+    old.close();
+    const j = Journal.open(dir, { clock, relay: 'https://relay-a.example' });
+    assert.deepEqual(
+      j.takeRecovered().map((e) => e.id),
+      ['m1'],
+    );
+    j.close();
+    assert.throws(() => Journal.open(dir, { clock, relay: 'https://relay-b.example' }), /relay-a\.example/);
+  });
+
+  it('relayKey: scheme and host lowercased, trailing slashes dropped, a non-URL kept as it is', () => {
+    assert.equal(relayKey('HTTPS://Relay.MrpHub.io/'), 'https://relay.mrphub.io');
+    assert.equal(relayKey('http://127.0.0.1:80/base//'), 'http://127.0.0.1/base');
+    assert.equal(relayKey('mrp dev relay (/tmp/x)'), 'mrp dev relay (/tmp/x)');
   });
 });

@@ -3,8 +3,10 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../../src/core/errors.js';
+import { normalizeMessage } from '../../src/protocol/frames.js';
 import type { Message } from '../../src/protocol/types.js';
 import { loadHandler } from '../../src/runtime/handler.js';
+import { Journal } from '../../src/runtime/journal.js';
 import { runCli, tempDir, testDeps } from '../helpers/cli.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/handlers/', import.meta.url));
@@ -67,5 +69,36 @@ describe('loading handlers', () => {
     const none = await runCli(['run'], deps);
     assert.equal(none.code, 2);
     assert.match(none.stderr, /--handler/);
+  });
+  it("mrp run refuses a journal holding another relay's unfinished messages: exit 2, naming both relays and the file, before connecting", async (t) => {
+    const home = await tempDir(t);
+    const deps = testDeps({ home, cwd: FIXTURES });
+    const { public_key: me } = JSON.parse((await runCli(['keygen', '--json'], deps)).stdout);
+    const dir = join(home, 'state', me);
+    const journal = Journal.open(dir, { relay: 'https://relay-a.example' });
+    const now = Date.now();
+    await journal.received(
+      normalizeMessage({
+        message_id: 'msg_1_000000000001',
+        sender_key: me,
+        body: { n: 1 },
+        created_at: new Date(now).toISOString(),
+        expires_at: new Date(now + 86_400_000).toISOString(),
+      }),
+    );
+    journal.close();
+    const res = await runCli(['run', '--handler', 'esm.mjs', '--relay', 'http://127.0.0.1:9'], deps);
+    assert.equal(res.code, 2, res.stderr);
+    const first = res.stderr.split('\n')[0]!;
+    assert.match(first, /1 unfinished message from relay https:\/\/relay-a\.example, not http:\/\/127\.0\.0\.1:9/);
+    assert.ok(first.includes(join(dir, 'journal.jsonl')), first);
+    assert.match(res.stderr, /mrp run --relay https:\/\/relay-a\.example/);
+    const back = Journal.open(dir, { relay: 'https://relay-a.example' });
+    t.after(() => back.close());
+    assert.deepEqual(
+      back.takeRecovered().map((e) => e.id),
+      ['msg_1_000000000001'],
+      'nothing lost',
+    );
   });
 });

@@ -138,6 +138,8 @@ async function runAgainst(ctx: CliContext, options: DevOptions, d: DevSetup): Pr
   const logFormat = ctx.out.isTTY && !ctx.globals.json ? 'pretty' : 'json';
   const { runtime, reporter, journal } = await startAgent(ctx, {
     relayUrl: url,
+    // The dev relay is its data directory, whichever port it got.
+    journalRelay: `mrp dev relay (${join(home, 'data')})`,
     keypair: agentKey,
     handler: loaded.handler,
     handlerLabel: shown,
