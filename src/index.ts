@@ -40,6 +40,13 @@ export {
   type SourceStatus,
   WebSocketSource,
 } from './client/source.js';
+export {
+  deliveryIsFresh,
+  type RegisterWebhook,
+  WEBHOOK_SOURCE_DEFAULTS,
+  WebhookSource,
+  type WebhookSourceOptions,
+} from './client/webhook-source.js';
 export { Backoff, type BackoffOptions } from './core/backoff.js';
 export { type Clock, ManualClock, systemClock, type Timer } from './core/clock.js';
 export { type EventMap, type Listenable, TypedEmitter } from './core/emitter.js';
@@ -82,6 +89,17 @@ export {
   validateProfilePatch,
   validateSendRequest,
 } from './protocol/validate.js';
+export {
+  checkWebhookTimestamp,
+  isWebhookSecret,
+  newWebhookSecret,
+  verifyWebhookSignature,
+  WEBHOOK_HEADERS,
+  WEBHOOK_SECRET_LIMITS,
+  WEBHOOK_TIMESTAMP_TOLERANCE_MS,
+  type WebhookTimestampCheck,
+  webhookSignature,
+} from './protocol/webhook.js';
 export {
   Agent,
   type AgentCapability,
