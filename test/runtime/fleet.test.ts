@@ -8,10 +8,12 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { plainCodec as codec } from '../../src/client/codec.js';
 import { RelayClient } from '../../src/client/http.js';
+import { Poller } from '../../src/client/poller.js';
 import { PollSource, WebSocketSource } from '../../src/client/source.js';
 import { type Clock, ManualClock, systemClock } from '../../src/core/clock.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
+import { takeRecoverer } from '../../src/runtime/assemble.js';
 import type { Handler } from '../../src/runtime/handler.js';
 import type { JournalEntry } from '../../src/runtime/journal.js';
 import type { RuntimeJournal } from '../../src/runtime/journal-port.js';
@@ -335,6 +337,113 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.equal(peer.replyTo(sent.message_id).length, 1);
     assert.equal(fences.length, 1);
     assert.equal(await fences[0], undefined, 'a asked before sending and learned it lost the lease');
+  });
+
+  it('a poll answered to a runner that stops before claiming its page: one other runner recovers the take and claims each message once', {
+    timeout: 30_000,
+  }, async (t) => {
+    const { url, relay, keypair, identity, peer } = await withRelay(t);
+    const clock = new ManualClock();
+    const db = postgres(url, { max: 1, onnotice: () => undefined });
+    t.after(() => db.end({ timeout: 1 }));
+    const open = (runnerId: string) =>
+      SharedJournal.open({ url, identity, clock, leaseMs: LEASE, runnerId, heartbeat: false });
+    const [a, b, c] = [await open('a'), await open('b'), await open('c')];
+    const wake = gate();
+    t.after(async () => {
+      wake.open();
+      for (const j of [a, b, c]) await j.close();
+    });
+    const sent = [];
+    for (let n = 1; n <= 3; n++) sent.push((await peer.send(identity, { n })).message_id);
+
+    // a polls: its take is recorded before the poll goes out; the relay marks the page delivered
+    // and answers, and a stops right there (frozen: no heartbeat, no claim) until `wake`.
+    const answered = gate();
+    const takesInDb: string[] = [];
+    let page: Message[] = [];
+    const afterWake: boolean[] = [];
+    const aTakes = a.pollTakes();
+    const poller = new Poller({
+      client: new RelayClient({ relayUrl: relay.url, keypair }),
+      clock,
+      waitSeconds: 0,
+      takes: {
+        begin: async (at, wait, id) => {
+          await aTakes.begin(at, wait, id);
+          const rows = await db`SELECT take_id FROM mrp_fleet_takes WHERE runner_id = 'a'`;
+          takesInDb.push(...rows.map((r) => String(r['take_id'])));
+        },
+        end: () => aTakes.end(),
+      },
+      deliver: async (p) => {
+        page = p.messages;
+        answered.open();
+        await wake.wait;
+        for (const m of p.messages) afterWake.push(await rejected(a.received(m)));
+      },
+    });
+    const caughtUp = poller.catchUp();
+    await answered.wait;
+    assert.deepEqual(
+      page.map((m) => m.message_id),
+      sent,
+      'the relay handed the page to a (and counts it delivered)',
+    );
+    assert.equal(takesInDb.length, 1, 'the take was in the database before the poll was sent');
+
+    // b and c run (each lists takes through its own client), a does not heartbeat.
+    const recovered = new Map<string, string[]>([
+      ['b', []],
+      ['c', []],
+    ]);
+    let total = 0;
+    let allIn: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (allIn = resolve));
+    for (const [name, j] of [
+      ['b', b],
+      ['c', c],
+    ] as const) {
+      j.recoverTakesWith(takeRecoverer(new RelayClient({ relayUrl: relay.url, keypair })));
+      j.takeRecovered();
+      j.on('recovered', (entries) => {
+        recovered.get(name)!.push(...entries.map((e) => e.id));
+        total += entries.length;
+        if (total >= sent.length) allIn();
+      });
+    }
+    // Within a's lease, its take is left alone.
+    clock.advance(LEASE - 1);
+    await Promise.all([b.tick(), c.tick()]);
+    assert.equal(total, 0);
+    // Past it: both look at once; one statement gives the take to one of them.
+    clock.advance(2);
+    await Promise.all([b.tick(), c.tick()]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      done,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`recovered only ${JSON.stringify([...recovered])}`)), 10_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    const byRunner = [...recovered.values()].filter((ids) => ids.length > 0);
+    assert.equal(byRunner.length, 1, `one runner recovered the take: ${JSON.stringify([...recovered])}`);
+    assert.deepEqual([...byRunner[0]!].sort(), [...sent].sort(), 'every message of the page, once');
+    const taker = recovered.get('b')!.length > 0 ? b : c;
+    for (const id of sent) assert.equal(taker.get(id)?.state, 'received', 'claimed as its own');
+    // Nothing is recovered twice, later (the taker heartbeats first: its messages stay its own).
+    const other = taker === b ? c : b;
+    clock.advance(LEASE + 1);
+    await taker.tick();
+    await other.tick();
+    assert.equal(total, sent.length);
+    // a wakes up and tries to claim its page: held by the taker, it handles none of it.
+    wake.open();
+    await caughtUp;
+    assert.deepEqual(afterWake, [true, true, true]);
+    await taker.close();
+    const [left] = await db`SELECT count(*)::int AS n FROM mrp_fleet_takes`;
+    assert.equal(left?.['n'], 0, 'the recovered take is gone (and a ended its own)');
   });
 
   it('a message that crashed runners, offered again over a WebSocket and claimed there, gets the --max-crashes answer', {
