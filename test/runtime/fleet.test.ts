@@ -18,7 +18,12 @@ import type { Handler } from '../../src/runtime/handler.js';
 import type { JournalEntry } from '../../src/runtime/journal.js';
 import type { RuntimeJournal } from '../../src/runtime/journal-port.js';
 import { Runtime } from '../../src/runtime/runtime.js';
-import { describePostgresUrl, fleetStatus, SharedJournal } from '../../src/runtime/shared-journal.js';
+import {
+  describePostgresUrl,
+  fleetStatus,
+  SHARED_JOURNAL_DEFAULTS,
+  SharedJournal,
+} from '../../src/runtime/shared-journal.js';
 import postgres from '../../vendor/postgres/index.js';
 import { gate, Peer } from '../helpers/agent.js';
 import { runCli, tempDir, testDeps } from '../helpers/cli.js';
@@ -619,6 +624,104 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
       true,
     );
     assert.equal(describePostgresUrl('postgres://u:s3cret@db.example:5433/mrp'), 'postgres db.example:5433/mrp');
+  });
+
+  it('mrp fleet marks a runner gone after its own --lease, not the default one; rows of schema 1 (no lease) keep the default', async (t) => {
+    const url = await cluster.database(t);
+    const clock = new ManualClock();
+    const open = (runnerId: string, leaseMs: number) =>
+      SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs, runnerId, heartbeat: false });
+    const long = await open('long', 120_000);
+    const short = await open('short', 1000);
+    t.after(async () => {
+      await long.close();
+      await short.close();
+    });
+    // A row as a runner of schema version 1 wrote it: no lease of its own.
+    const db = postgres(url, { max: 1, onnotice: () => undefined });
+    t.after(() => db.end({ timeout: 1 }));
+    await db`INSERT INTO mrp_fleet_runners (runner_id, identity, host, pid, mode, started_at, heartbeat_at)
+      VALUES ('old', ${IDENTITY}, 'h', 1, 'poll', ${clock.now()}, ${clock.now()})`;
+    const deps = testDeps({ home: await tempDir(t), clock });
+    const listed = async (): Promise<Record<string, [boolean, number]>> => {
+      const res = await runCli(['fleet', '--journal', url, '--all', '--json'], deps);
+      assert.equal(res.code, 0, res.stderr);
+      const { runners } = JSON.parse(res.stdout) as {
+        runners: Array<{ runner_id: string; alive: boolean; lease_ms: number }>;
+      };
+      return Object.fromEntries(runners.map((r) => [r.runner_id, [r.alive, r.lease_ms]]));
+    };
+    clock.advance(5000);
+    assert.deepEqual(await listed(), {
+      long: [true, 120_000],
+      short: [false, 1000],
+      old: [true, SHARED_JOURNAL_DEFAULTS.leaseMs],
+    });
+    clock.advance(60_000);
+    assert.deepEqual(
+      await listed(),
+      {
+        long: [true, 120_000],
+        short: [false, 1000],
+        old: [false, SHARED_JOURNAL_DEFAULTS.leaseMs],
+      },
+      'a minute without a heartbeat is within a 2 min lease',
+    );
+    const text = await runCli(['fleet', '--journal', url, '--all'], deps);
+    assert.match(text.stdout, /long .*ago(?! \(gone\))/);
+    assert.match(text.stdout, /short .*\(gone\)/);
+  });
+
+  it('a database of schema version 1 is migrated at the next start, its rows kept; mrp fleet lists it before that', async (t) => {
+    const url = await cluster.database(t);
+    const db = postgres(url, { max: 1, onnotice: () => undefined });
+    t.after(() => db.end({ timeout: 1 }));
+    // The tables exactly as version 1 created them, with a runner and an open message.
+    await db.unsafe(`CREATE TABLE mrp_fleet_schema (version integer NOT NULL);
+      INSERT INTO mrp_fleet_schema VALUES (1);
+      CREATE TABLE mrp_fleet_runners (runner_id text PRIMARY KEY, identity text NOT NULL, host text NOT NULL,
+        pid integer NOT NULL, mode text NOT NULL, started_at bigint NOT NULL, heartbeat_at bigint NOT NULL);
+      CREATE TABLE mrp_fleet_entries (identity text NOT NULL, message_id text NOT NULL, message text,
+        state text NOT NULL CHECK (state IN ('received', 'handled', 'replied', 'done')), owner text,
+        lease_until bigint NOT NULL DEFAULT 0, starts integer NOT NULL DEFAULT 0, aborts integer NOT NULL DEFAULT 0,
+        reply text, reply_id text, expires_at bigint NOT NULL, received_at bigint NOT NULL, done_at bigint,
+        PRIMARY KEY (identity, message_id));
+      CREATE TABLE mrp_fleet_slots (identity text NOT NULL, slot integer NOT NULL, runner_id text NOT NULL,
+        lease_until bigint NOT NULL, PRIMARY KEY (identity, slot));`);
+    const clock = new ManualClock();
+    const m = message(1, clock);
+    await db`INSERT INTO mrp_fleet_runners VALUES ('v1', ${IDENTITY}, 'h', 1, 'poll', ${clock.now()}, ${clock.now()})`;
+    await db`INSERT INTO mrp_fleet_entries (identity, message_id, message, state, owner, lease_until, expires_at, received_at)
+      VALUES (${IDENTITY}, ${m.message_id}, ${JSON.stringify(m)}, 'received', 'v1', 0, ${clock.now() + 86_400_000}, ${clock.now()})`;
+    const before = await fleetStatus(url, { identity: IDENTITY, now: clock.now() + 1000 });
+    assert.deepEqual(
+      before.runners.map((r) => [r.runner_id, r.alive, r.lease_ms]),
+      [['v1', true, SHARED_JOURNAL_DEFAULTS.leaseMs]],
+    );
+    const j = await SharedJournal.open({
+      url,
+      identity: IDENTITY,
+      clock,
+      leaseMs: LEASE,
+      runnerId: 'v2',
+      heartbeat: false,
+    });
+    t.after(() => j.close());
+    assert.deepEqual(
+      j.takeRecovered().map((e) => e.id),
+      [m.message_id],
+      "the old runner's message is taken over",
+    );
+    const [version] = await db`SELECT max(version)::int AS v FROM mrp_fleet_schema`;
+    assert.equal(version?.['v'], 2);
+    const after = await fleetStatus(url, { identity: IDENTITY, now: clock.now() + 1000 });
+    assert.deepEqual(
+      after.runners.map((r) => [r.runner_id, r.lease_ms]),
+      [
+        ['v1', SHARED_JOURNAL_DEFAULTS.leaseMs],
+        ['v2', LEASE],
+      ],
+    );
   });
 
   it('fleetStatus only reads: an unused database gets no tables, and a user who may only SELECT can list a fleet', async (t) => {
