@@ -319,6 +319,32 @@ export class Poller extends TypedEmitter<PollerEvents> {
     }
   }
 
+  /**
+   * Waits for a take's record (`TakeLog.begin`'s promise): undefined once it is recorded, the
+   * error when it could not be, 'stopped' when `stop()` came first (a journal retrying through a
+   * database outage must not hold up a stop).
+   */
+  async #recorded(begun: Promise<void>): Promise<MrpError | 'stopped' | undefined> {
+    const signal = this.#idle.signal;
+    if (signal.aborted) return 'stopped';
+    let onAbort: () => void = () => undefined;
+    const stopped = new Promise<'stopped'>((resolve) => {
+      onAbort = () => resolve('stopped');
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([
+        begun.then(
+          () => undefined,
+          (err: unknown) => toMrpError(err),
+        ),
+        stopped,
+      ]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
   async #pause(ms: number): Promise<void> {
     await sleep(ms, { clock: this.#clock, signal: this.#idle.signal }).catch(() => undefined);
   }
@@ -376,16 +402,16 @@ export class Poller extends TypedEmitter<PollerEvents> {
       // On disk before the poll is sent: a process that dies with it in flight recovers this id.
       const begun = this.#takes?.begin(started, wait, id);
       if (begun instanceof Promise) {
-        const recorded = await begun.then(
-          () => undefined,
-          (err: unknown) => toMrpError(err),
-        );
-        if (recorded !== undefined || !this.#running) {
-          // Not recorded (nothing was polled, so nothing is lost), or stopped meanwhile.
+        const recorded = await this.#recorded(begun);
+        // Stopped meanwhile, or not recorded: nothing was polled, so nothing is lost.
+        if (recorded === 'stopped' || !this.#running) {
           this.#takes?.end();
-          if (!this.#running) break;
+          break;
+        }
+        if (recorded !== undefined) {
+          this.#takes?.end();
           const delayMs = this.#backoff.next();
-          this.emit('retry', { error: recorded!, delayMs });
+          this.emit('retry', { error: recorded, delayMs });
           await this.#pause(delayMs);
           continue;
         }

@@ -40,6 +40,7 @@ import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError, UsageError } from '../core/errors.js';
+import { TAKE_ID_RE } from '../protocol/constants.js';
 import type { Message } from '../protocol/types.js';
 import { FLEET_LEASE_MS } from './defaults.js';
 import { ExpiringIdSet } from './idset.js';
@@ -476,7 +477,8 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     this.#recoveringTakes.add(take.id);
     let listed = false;
     try {
-      listed = await recover(take, (messages) => this.#claimPolled(messages));
+      // Rows come from every runner with access to the database: a malformed id lists nothing.
+      listed = !TAKE_ID_RE.test(take.id) || (await recover(take, (messages) => this.#claimPolled(messages)));
     } catch {
       listed = false;
     } finally {
