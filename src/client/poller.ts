@@ -74,9 +74,12 @@ const TAKE_SLACK_MS = 3000;
  * poll is sent (with the take id the poll carries), `end` once its answer has been handed over
  * (and so journaled). A process that dies in between leaves a take open, and the next start
  * looks at exactly what that poll took (by its id; by its window on a relay without take ids).
+ * `begin` may return a promise (a fleet's journal records the take in its database): the poll is
+ * sent only once it resolves; a rejection means the take could not be recorded, and the poll is
+ * not sent (tried again after a backoff, as a failed poll).
  */
 export interface TakeLog {
-  begin(at: number, waitSeconds: number, id: string): void;
+  begin(at: number, waitSeconds: number, id: string): void | Promise<void>;
   end(): void;
 }
 
@@ -316,6 +319,32 @@ export class Poller extends TypedEmitter<PollerEvents> {
     }
   }
 
+  /**
+   * Waits for a take's record (`TakeLog.begin`'s promise): undefined once it is recorded, the
+   * error when it could not be, 'stopped' when `stop()` came first (a journal retrying through a
+   * database outage must not hold up a stop).
+   */
+  async #recorded(begun: Promise<void>): Promise<MrpError | 'stopped' | undefined> {
+    const signal = this.#idle.signal;
+    if (signal.aborted) return 'stopped';
+    let onAbort: () => void = () => undefined;
+    const stopped = new Promise<'stopped'>((resolve) => {
+      onAbort = () => resolve('stopped');
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([
+        begun.then(
+          () => undefined,
+          (err: unknown) => toMrpError(err),
+        ),
+        stopped,
+      ]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+
   async #pause(ms: number): Promise<void> {
     await sleep(ms, { clock: this.#clock, signal: this.#idle.signal }).catch(() => undefined);
   }
@@ -371,7 +400,22 @@ export class Poller extends TypedEmitter<PollerEvents> {
       const started = this.#clock.now();
       const id = this.#takeId();
       // On disk before the poll is sent: a process that dies with it in flight recovers this id.
-      this.#takes?.begin(started, wait, id);
+      const begun = this.#takes?.begin(started, wait, id);
+      if (begun instanceof Promise) {
+        const recorded = await this.#recorded(begun);
+        // Stopped meanwhile, or not recorded: nothing was polled, so nothing is lost.
+        if (recorded === 'stopped' || !this.#running) {
+          this.#takes?.end();
+          break;
+        }
+        if (recorded !== undefined) {
+          this.#takes?.end();
+          const delayMs = this.#backoff.next();
+          this.emit('retry', { error: recorded, delayMs });
+          await this.#pause(delayMs);
+          continue;
+        }
+      }
       try {
         const page = await this.#client.poll({ limit, ...(wait > 0 ? { wait } : {}), take: id }, this.#idle.signal);
         this.#recordsTakes = page.takeEchoed === true;

@@ -10,7 +10,7 @@
 import type { MessageCodec } from '../client/codec.js';
 import { e2eCodec } from '../client/e2e-codec.js';
 import type { RelayClient } from '../client/http.js';
-import type { TakeLog } from '../client/poller.js';
+import { Poller, type TakeLog } from '../client/poller.js';
 import type { SessionOptions } from '../client/session.js';
 import { type MessageSource, PollSource, WebSocketSource } from '../client/source.js';
 import type { Clock } from '../core/clock.js';
@@ -18,7 +18,7 @@ import { UsageError } from '../core/errors.js';
 import type { Keypair } from '../protocol/signing.js';
 import type { Handler } from './handler.js';
 import { Journal, type OpenTake } from './journal.js';
-import type { RuntimeJournal } from './journal-port.js';
+import type { RuntimeJournal, TakeRecoverer } from './journal-port.js';
 import type { AgentMode } from './mode.js';
 import { Runtime } from './runtime.js';
 
@@ -42,11 +42,13 @@ export interface SourceOptions {
 }
 
 /**
- * Where a source that polls (poll mode; webhook mode's catch-up) notes each poll's take, and the
- * take the previous run left open: a local journal's; nothing for a shared journal, which keeps
- * each polled message whole in the database, claimed.
+ * Where a source that polls (poll mode; webhook mode's catch-up; the WebSocket source's catch-up)
+ * notes each poll's take, and the take the previous run left open: a local journal's; a shared
+ * journal records each take in its database (`pollTakes`), and a take a dead runner left open is
+ * recovered by whichever runner takes it over (`takeRecoverer`), so there is none to settle at start.
  */
 export function journalTakes(journal: RuntimeJournal): { takes?: TakeLog; openTake?: OpenTake } {
+  if (journal.pollTakes) return { takes: journal.pollTakes() };
   if (!(journal instanceof Journal)) return {};
   return {
     takes: {
@@ -58,8 +60,21 @@ export function journalTakes(journal: RuntimeJournal): { takes?: TakeLog; openTa
 }
 
 /**
- * The message source for `mode`. A local journal notes each poll's take (crash recovery); a shared
- * journal keeps each polled message whole in the database, claimed, so it needs no take records.
+ * How a fleet's runner lists another runner's open take on the relay: `Poller.recoverTake` through
+ * this runner's own client (by the take id; by the poll's window on a relay without take ids).
+ */
+export function takeRecoverer(client: RelayClient, clock?: Clock): TakeRecoverer {
+  return (take, deliver) =>
+    new Poller({
+      client,
+      ...(clock === undefined ? {} : { clock }),
+      deliver: (page) => deliver(page.messages),
+    }).recoverTake(take);
+}
+
+/**
+ * The message source for `mode`. Sources that poll note each poll's take in the journal
+ * (`journalTakes`: crash recovery of a poll whose answer was lost).
  * A webhook source listens and registers itself with the relay, which only its caller can set up
  * (`cli/agent.ts`): it is passed in built (`AssembleOptions.source`).
  */
@@ -136,6 +151,8 @@ export function assembleRuntime(o: AssembleOptions): Assembled {
     });
   }
   try {
+    // A fleet's runner recovers the polls of runners that died with a page unclaimed.
+    journal.recoverTakesWith?.(takeRecoverer(o.client, o.clock));
     const source = o.source ?? createSource(o.mode, o.client, journal, o);
     const runtime = new Runtime({
       handler: o.handler,

@@ -18,9 +18,20 @@
  *   runtime resumes them like the entries `takeRecovered()` returns at start.
  * - `unwritable` / `writable` events: while not `writable`, no new messages are taken.
  */
+import type { Take, TakeLog } from '../client/poller.js';
 import type { TypedEmitter } from '../core/emitter.js';
 import type { Attachment, Message } from '../protocol/types.js';
 import type { JournalEntry, JournalEvents, JournaledReply } from './journal.js';
+
+/**
+ * Lists on the relay what one poll took (`status=delivered&take=<id>`, docs/protocol.md §3.6),
+ * handing each page's messages to `deliver`; resolves false when the relay could not be asked or
+ * `deliver` failed (try again later).
+ */
+export type TakeRecoverer = (
+  take: Take & { id: string },
+  deliver: (messages: Message[]) => Promise<void>,
+) => Promise<boolean>;
 
 export interface RuntimeJournal extends Pick<TypedEmitter<JournalEvents>, 'on' | 'off'> {
   /** False while writes fail (and are retried): no new messages are taken meanwhile. */
@@ -63,6 +74,16 @@ export interface RuntimeJournal extends Pick<TypedEmitter<JournalEvents>, 'on' |
   fence?(id: string): Promise<number | undefined>;
   /** A `recovered` entry the runtime did not take (it is already working on that message). */
   skipped?(id: string): void;
+  /**
+   * A fleet's journal: where one poller notes each poll's take, recorded where the other runners
+   * see it (a local journal's takes are wired by `journalTakes` from its own methods).
+   */
+  pollTakes?(): TakeLog;
+  /**
+   * A fleet's journal: how this runner lists a take on the relay, to recover the open take of a
+   * runner that died between a poll's answer and its claims (set by `assembleRuntime`).
+   */
+  recoverTakesWith?(recover: TakeRecoverer): void;
   /** Writes what is left and releases the journal; may be asynchronous. */
   close(): void | Promise<void>;
 }

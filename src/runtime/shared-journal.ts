@@ -20,6 +20,12 @@
  *   them at once so others take over without waiting.
  * - WebSocket slots (`mrp_fleet_slots`, slot 0 and 1): the protocol allows two connections per
  *   agent, so at most two runners hold one (under a lease too); the others poll or wait.
+ * - Polls' takes (`mrp_fleet_takes`): a poll marks what it returns delivered, so a runner that died
+ *   between the relay's answer and its claims would lose that page. Each poll's take id is
+ *   recorded (under the runner's lease) before the poll is sent and deleted once its page is
+ *   claimed; a take whose lease ran out (and whose poll is over) is taken over in one statement by
+ *   one runner, which lists it on the relay (`status=delivered&take=<id>`, through its own
+ *   client: `recoverTakesWith`) and claims what it finds as its own.
  *
  * Times are the injected clock's milliseconds, passed into every statement (never the database's
  * `now()`), so tests drive leases with a manual clock. Writes that fail on the connection are
@@ -29,15 +35,17 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import postgres from '../../vendor/postgres/index.js';
+import type { TakeLog } from '../client/poller.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock, type Timer } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError, UsageError } from '../core/errors.js';
+import { TAKE_ID_RE } from '../protocol/constants.js';
 import type { Message } from '../protocol/types.js';
 import { FLEET_LEASE_MS } from './defaults.js';
 import { ExpiringIdSet } from './idset.js';
 import type { JournalEntry, JournalEvents, JournaledReply } from './journal.js';
-import type { RuntimeJournal } from './journal-port.js';
+import type { RuntimeJournal, TakeRecoverer } from './journal-port.js';
 
 export const SHARED_JOURNAL_DEFAULTS = {
   leaseMs: FLEET_LEASE_MS,
@@ -47,10 +55,21 @@ export const SHARED_JOURNAL_DEFAULTS = {
   keepDeadRunnersMs: 3_600_000,
   /** WebSocket slots per identity (docs/protocol.md §7: two connections per agent). */
   slots: 2,
+  /** Open takes of dead runners taken over per heartbeat at most. */
+  takeScanLimit: 16,
+  /**
+   * How long after its wait a dead runner's poll may still be answered by the relay (a relay that
+   * did not notice the lost connection): its take is recovered only after that.
+   */
+  takeSlackMs: 3000,
 } as const;
 
-/** Bump with every change to the tables below (and add the step to `migrate`). */
-export const SHARED_JOURNAL_SCHEMA_VERSION = 1;
+/**
+ * Bump with every change to the tables below (and add the step to `SCHEMA`, idempotent). 2: the
+ * runners' own lease (`lease_ms`, NULL in rows written by version 1: the default lease), and
+ * `mrp_fleet_takes`.
+ */
+export const SHARED_JOURNAL_SCHEMA_VERSION = 2;
 
 const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS mrp_fleet_schema (version integer NOT NULL)`,
@@ -69,6 +88,12 @@ const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS mrp_fleet_slots (
      identity text NOT NULL, slot integer NOT NULL, runner_id text NOT NULL, lease_until bigint NOT NULL,
      PRIMARY KEY (identity, slot))`,
+  // Version 2.
+  `ALTER TABLE mrp_fleet_runners ADD COLUMN IF NOT EXISTS lease_ms integer`,
+  `CREATE TABLE IF NOT EXISTS mrp_fleet_takes (
+     identity text NOT NULL, take_id text NOT NULL, runner_id text NOT NULL, at bigint NOT NULL,
+     wait_s integer NOT NULL, lease_until bigint NOT NULL,
+     PRIMARY KEY (identity, take_id))`,
 ];
 
 const DAY = 86_400_000;
@@ -188,6 +213,12 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
   #slot: number | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
+  /** This runner's polls in flight (take ids): recorded, their leases renewed by the heartbeat. */
+  readonly #openTakes = new Set<string>();
+  /** Dead runners' takes this runner took over and is listing on the relay (renewed too). */
+  readonly #recoveringTakes = new Set<string>();
+  /** How this runner lists a take on the relay; without it, no take is taken over. */
+  #recoverTake: TakeRecoverer | undefined;
 
   private constructor(sql: Sql, options: SharedJournalOptions) {
     super();
@@ -216,9 +247,10 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     try {
       await migrate(sql);
       const now = journal.#clock.now();
-      await sql`INSERT INTO mrp_fleet_runners (runner_id, identity, host, pid, mode, started_at, heartbeat_at)
-        VALUES (${journal.runnerId}, ${journal.identity}, ${hostname()}, ${process.pid}, ${journal.#mode}, ${now}, ${now})
-        ON CONFLICT (runner_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, mode = EXCLUDED.mode`;
+      // Its own lease with the row: `mrp fleet` marks a runner gone after *its* lease.
+      await sql`INSERT INTO mrp_fleet_runners (runner_id, identity, host, pid, mode, started_at, heartbeat_at, lease_ms)
+        VALUES (${journal.runnerId}, ${journal.identity}, ${hostname()}, ${process.pid}, ${journal.#mode}, ${now}, ${now}, ${journal.leaseMs})
+        ON CONFLICT (runner_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, mode = EXCLUDED.mode, lease_ms = EXCLUDED.lease_ms`;
       journal.#recovered!.push(...(await journal.#scan()));
     } catch (err) {
       await sql.end({ timeout: 1 }).catch(() => undefined);
@@ -354,6 +386,137 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
     this.#dones.set(id, { expiresAt, replyId: this.#replieds.get(id) ?? e?.replyId ?? null });
     this.#replieds.delete(id);
     this.#schedule();
+  }
+
+  /**
+   * Where one poller notes its polls (`TakeLog`): each take is recorded in the database before its
+   * poll is sent (`begin` resolves then) and deleted once its page is claimed (`end`).
+   */
+  pollTakes(): TakeLog {
+    let open: string | undefined;
+    return {
+      begin: (at, waitSeconds, id) => {
+        open = id;
+        return this.takeBegun(at, waitSeconds, id);
+      },
+      end: () => {
+        if (open !== undefined) this.takeEnded(open);
+        open = undefined;
+      },
+    };
+  }
+
+  /**
+   * A poll with take `id` is about to be sent: resolves once the take is recorded under this
+   * runner's lease (where a runner taking over would find it); rejects when the journal closed.
+   */
+  takeBegun(at: number, waitSeconds: number, id: string): Promise<void> {
+    this.#openTakes.add(id);
+    const wait = Math.max(0, Math.min(Math.floor(waitSeconds), 3600));
+    return this.#write(
+      () => this.#sql`INSERT INTO mrp_fleet_takes (identity, take_id, runner_id, at, wait_s, lease_until)
+        VALUES (${this.identity}, ${id}, ${this.runnerId}, ${at}, ${wait}, ${this.#clock.now() + this.leaseMs})
+        ON CONFLICT (identity, take_id) DO NOTHING`,
+    ).then(
+      () => undefined,
+      (err: unknown) => {
+        this.#openTakes.delete(id);
+        throw err;
+      },
+    );
+  }
+
+  /** The poll's page is claimed (or it took nothing): its take is deleted (no one needs to look at it). */
+  takeEnded(id: string): void {
+    if (!this.#openTakes.delete(id) || this.#closed) return;
+    this.#background(
+      () => this.#sql`DELETE FROM mrp_fleet_takes
+        WHERE identity = ${this.identity} AND take_id = ${id} AND runner_id = ${this.runnerId}`,
+    );
+  }
+
+  /**
+   * How this runner lists a take on the relay (`status=delivered&take=<id>`, through its own
+   * client; any runner of the identity can, whatever its mode). Set, the heartbeat also takes over
+   * the open takes of runners whose lease ran out and claims what they took as this runner's own.
+   */
+  recoverTakesWith(recover: TakeRecoverer): void {
+    this.#recoverTake = recover;
+  }
+
+  /**
+   * Takes over (one statement, so one runner only) the open takes whose lease ran out and whose
+   * poll is over (its wait plus `takeSlackMs`: a relay that did not notice the lost connection
+   * may still answer it until then).
+   */
+  async #scanTakes(): Promise<Array<{ id: string; at: number; waitSeconds: number }>> {
+    const now = this.#clock.now();
+    const rows = await this.#hb<Array<{ take_id: string; at: string | number; wait_s: number }>>`
+      UPDATE mrp_fleet_takes SET runner_id = ${this.runnerId}, lease_until = ${now + this.leaseMs}
+      WHERE identity = ${this.identity} AND take_id IN (
+        SELECT take_id FROM mrp_fleet_takes
+        WHERE identity = ${this.identity} AND lease_until < ${now}
+          AND at + wait_s * 1000 + ${SHARED_JOURNAL_DEFAULTS.takeSlackMs} < ${now}
+        ORDER BY at LIMIT ${SHARED_JOURNAL_DEFAULTS.takeScanLimit} FOR UPDATE SKIP LOCKED)
+      AND lease_until < ${now}
+      RETURNING take_id, at, wait_s`;
+    return rows
+      .filter((r) => !this.#recoveringTakes.has(r.take_id))
+      .map((r) => ({ id: r.take_id, at: Number(r.at), waitSeconds: Number(r.wait_s) }));
+  }
+
+  /**
+   * Lists a taken-over take on the relay and claims what it took (as `received` would: a message
+   * another runner holds or finished is left alone), handing the claimed entries to the runtime.
+   * Deleted once listed; when the relay could not be asked, its lease is ended so that it is
+   * tried again at a later heartbeat (by any runner).
+   */
+  async #recoverOpenTake(take: { id: string; at: number; waitSeconds: number }): Promise<void> {
+    const recover = this.#recoverTake;
+    if (!recover) return;
+    this.#recoveringTakes.add(take.id);
+    let listed = false;
+    try {
+      // Rows come from every runner with access to the database: a malformed id lists nothing.
+      listed = !TAKE_ID_RE.test(take.id) || (await recover(take, (messages) => this.#claimPolled(messages)));
+    } catch {
+      listed = false;
+    } finally {
+      this.#recoveringTakes.delete(take.id);
+    }
+    if (this.#closed) return;
+    this.#background(() =>
+      listed
+        ? this.#sql`DELETE FROM mrp_fleet_takes
+            WHERE identity = ${this.identity} AND take_id = ${take.id} AND runner_id = ${this.runnerId}`
+        : this.#sql`UPDATE mrp_fleet_takes SET lease_until = 0
+            WHERE identity = ${this.identity} AND take_id = ${take.id} AND runner_id = ${this.runnerId}`,
+    );
+  }
+
+  /** Claims messages found in a dead runner's take and hands those now this runner's to the runtime. */
+  async #claimPolled(messages: Message[]): Promise<void> {
+    const claims = await Promise.all(
+      messages.map((message) => {
+        const parsed = Date.parse(message.expires_at);
+        return this.#track(
+          this.#claims.add({
+            id: message.message_id,
+            text: JSON.stringify(message),
+            expiresAt: Number.isFinite(parsed) ? parsed : this.#clock.now() + 30 * DAY,
+          }),
+        );
+      }),
+    );
+    const entries: JournalEntry[] = [];
+    for (const claim of claims) {
+      if (claim === 'done' || claim === 'held') continue;
+      const entry = toEntry(claim);
+      if (!entry || this.#live.has(entry.id)) continue;
+      this.#live.set(entry.id, entry);
+      entries.push(entry);
+    }
+    if (entries.length > 0 && !this.#closed) this.emit('recovered', entries);
   }
 
   /**
@@ -652,6 +815,11 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
         const still = new Set(kept.map((r) => r.message_id));
         for (const id of ids) if (!still.has(id)) this.#live.delete(id);
       }
+      const takes = [...this.#openTakes, ...this.#recoveringTakes];
+      if (takes.length > 0) {
+        await this.#hb`UPDATE mrp_fleet_takes SET lease_until = ${until}
+          WHERE identity = ${this.identity} AND runner_id = ${this.runnerId} AND take_id = ANY(${takes}::text[])`;
+      }
       if (this.#slot !== undefined) {
         const kept = await this.#hb`UPDATE mrp_fleet_slots SET lease_until = ${until}
           WHERE identity = ${this.identity} AND slot = ${this.#slot} AND runner_id = ${this.runnerId} RETURNING 1 AS ok`;
@@ -665,9 +833,13 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
       // Until the runtime has taken what was recovered at start, nothing more is taken over.
       if (this.#recovered !== undefined || this.#closed || this.listenerCount('recovered') === 0) return;
       const entries = [...this.#adopt.splice(0), ...(await this.#scan())];
-      if (entries.length === 0) return;
-      for (const e of entries) this.#live.set(e.id, e);
-      this.emit('recovered', entries);
+      if (entries.length > 0) {
+        for (const e of entries) this.#live.set(e.id, e);
+        this.emit('recovered', entries);
+      }
+      // Dead runners' polls: listed on the relay outside the heartbeat (which must not wait for it).
+      if (this.#recoverTake && !this.#closed)
+        for (const take of await this.#scanTakes()) void this.#recoverOpenTake(take);
     } catch (err) {
       if (this.#closed) return;
       if (isTransient(err)) this.#fail(err, Math.floor(this.leaseMs / 3));
@@ -761,6 +933,9 @@ export class SharedJournal extends TypedEmitter<JournalEvents> implements Runtim
       await this.#sql`UPDATE mrp_fleet_entries SET lease_until = 0
         WHERE identity = ${this.identity} AND owner = ${this.runnerId} AND state <> 'done'`;
       await this.#sql`DELETE FROM mrp_fleet_slots WHERE identity = ${this.identity} AND runner_id = ${this.runnerId}`;
+      // A take still open (its poll could not be settled) is looked at by another runner at once.
+      await this
+        .#sql`UPDATE mrp_fleet_takes SET lease_until = 0 WHERE identity = ${this.identity} AND runner_id = ${this.runnerId}`;
       await this.#sql`DELETE FROM mrp_fleet_runners WHERE runner_id = ${this.runnerId}`;
     } catch {
       // Leases and the slot run out by themselves; the row shows a stale heartbeat.
@@ -895,7 +1070,9 @@ export interface FleetRunner {
   heartbeat_at: number;
   /** Milliseconds since its last heartbeat. */
   heartbeat_age_ms: number;
-  /** Within its lease (heartbeat younger than the lease). */
+  /** Its own lease (`--lease`); the default lease for a row written before runners stored theirs. */
+  lease_ms: number;
+  /** Within its lease (heartbeat younger than its own lease). */
   alive: boolean;
   slot: number | null;
   /** Unfinished messages it holds under a live lease. */
@@ -910,7 +1087,11 @@ export interface FleetStatus {
   entries: { in_flight: number; expired: number; done: number };
 }
 
-/** Reads who holds what (`identity`: one identity; all when undefined). */
+/**
+ * Reads who holds what (`identity`: one identity; all when undefined). A runner is alive while its
+ * last heartbeat is younger than its own lease (as it registered it); `leaseMs` is the lease
+ * assumed for a runner that did not record one (schema version 1; default: the default lease).
+ */
 export async function fleetStatus(
   url: string,
   options: { identity?: string; now?: number; leaseMs?: number } = {},
@@ -919,10 +1100,18 @@ export async function fleetStatus(
   try {
     // Read only: listing must not create tables (a mistyped database, a read-only monitoring user).
     const [found] = await sql<
-      Array<{ schema: string | null; runners: string | null; entries: string | null; slots: string | null }>
+      Array<{
+        schema: string | null;
+        runners: string | null;
+        entries: string | null;
+        slots: string | null;
+        lease_ms: boolean;
+      }>
     >`
       SELECT to_regclass('mrp_fleet_schema')::text AS schema, to_regclass('mrp_fleet_runners')::text AS runners,
-        to_regclass('mrp_fleet_entries')::text AS entries, to_regclass('mrp_fleet_slots')::text AS slots`;
+        to_regclass('mrp_fleet_entries')::text AS entries, to_regclass('mrp_fleet_slots')::text AS slots,
+        EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('mrp_fleet_runners')
+          AND attname = 'lease_ms' AND NOT attisdropped) AS lease_ms`;
     if (!found?.schema || !found.runners || !found.entries || !found.slots) {
       return { initialized: false, runners: [], entries: { in_flight: 0, expired: 0, done: 0 } };
     }
@@ -938,8 +1127,12 @@ export async function fleetStatus(
     const now = options.now ?? Date.now();
     const lease = options.leaseMs ?? SHARED_JOURNAL_DEFAULTS.leaseMs;
     const identity = options.identity ?? null;
-    const runners = await sql<Array<Omit<FleetRunner, 'heartbeat_age_ms' | 'alive'>>>`
-      SELECT r.runner_id, r.identity, r.host, r.pid, r.mode, r.started_at, r.heartbeat_at,
+    // Tables of schema version 1 (not migrated yet: listing only reads) have no `lease_ms`.
+    const leaseColumn = found.lease_ms ? sql`r.lease_ms` : sql`NULL::integer`;
+    const runners = await sql<
+      Array<Omit<FleetRunner, 'heartbeat_age_ms' | 'alive' | 'lease_ms'> & { lease_ms: number | null }>
+    >`
+      SELECT r.runner_id, r.identity, r.host, r.pid, r.mode, r.started_at, r.heartbeat_at, ${leaseColumn} AS lease_ms,
         (SELECT s.slot FROM mrp_fleet_slots s WHERE s.runner_id = r.runner_id AND s.lease_until >= ${now} LIMIT 1) AS slot,
         (SELECT count(*)::int FROM mrp_fleet_entries e WHERE e.identity = r.identity AND e.owner = r.runner_id
           AND e.state <> 'done' AND e.lease_until >= ${now}) AS leased
@@ -952,16 +1145,20 @@ export async function fleetStatus(
       FROM mrp_fleet_entries WHERE (${identity}::text IS NULL OR identity = ${identity}::text)`;
     return {
       initialized: true,
-      runners: runners.map((r) => ({
-        ...r,
-        pid: Number(r.pid),
-        started_at: Number(r.started_at),
-        heartbeat_at: Number(r.heartbeat_at),
-        heartbeat_age_ms: Math.max(0, now - Number(r.heartbeat_at)),
-        alive: now - Number(r.heartbeat_at) < lease,
-        slot: r.slot === null ? null : Number(r.slot),
-        leased: Number(r.leased),
-      })),
+      runners: runners.map((r) => {
+        const leaseMs = r.lease_ms === null || !(Number(r.lease_ms) > 0) ? lease : Number(r.lease_ms);
+        return {
+          ...r,
+          pid: Number(r.pid),
+          started_at: Number(r.started_at),
+          heartbeat_at: Number(r.heartbeat_at),
+          heartbeat_age_ms: Math.max(0, now - Number(r.heartbeat_at)),
+          lease_ms: leaseMs,
+          alive: now - Number(r.heartbeat_at) < leaseMs,
+          slot: r.slot === null ? null : Number(r.slot),
+          leased: Number(r.leased),
+        };
+      }),
       entries: counts ?? { in_flight: 0, expired: 0, done: 0 },
     };
   } catch (err) {

@@ -60,6 +60,73 @@ function recoverer(client: RelayClient): { poller: Poller; got: Message[] } {
 const ids = (ms: Message[]) => ms.map((m) => m.message_id);
 
 describe('poll take ids', () => {
+  it('a take log whose begin returns a promise: the poll goes out only once it resolves; a stop meanwhile polls nothing', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0 });
+    const keypair = Keypair.generate();
+    const peer = await Peer.connect(t, relay);
+    const sent = await peer.send(keypair.publicKey, { n: 1 });
+    const events: string[] = [];
+    /** A client that notes each poll it sends. */
+    const noting = (): RelayClient => {
+      const client = new RelayClient({ relayUrl: relay.url, keypair });
+      const poll = client.poll.bind(client);
+      client.poll = (...args: Parameters<RelayClient['poll']>) => {
+        events.push('poll');
+        return poll(...args);
+      };
+      return client;
+    };
+    let begun: () => void = () => undefined;
+    const asked = new Promise<void>((resolve) => (begun = resolve));
+    let record: () => void = () => undefined;
+    const recorded = new Promise<void>((resolve) => (record = resolve));
+    const got: Message[] = [];
+    const poller = new Poller({
+      client: noting(),
+      waitSeconds: 0,
+      takes: {
+        begin: async () => {
+          events.push('begin');
+          begun();
+          await recorded;
+          events.push('recorded');
+        },
+        end: () => void events.push('end'),
+      },
+      deliver: async (page) => void got.push(...page.messages),
+    });
+    const caughtUp = poller.catchUp();
+    await asked;
+    assert.deepEqual(events, ['begin'], 'not polled while the take is being recorded');
+    record();
+    assert.equal(await caughtUp, true);
+    assert.deepEqual(events, ['begin', 'recorded', 'poll', 'end']);
+    assert.deepEqual(ids(got), [sent.message_id]);
+
+    // A record that never lands (a database outage): stop() does not wait for it, and nothing is polled.
+    events.length = 0;
+    let begun2: () => void = () => undefined;
+    const asked2 = new Promise<void>((resolve) => (begun2 = resolve));
+    const stuck = new Poller({
+      client: noting(),
+      waitSeconds: 0,
+      takes: {
+        begin: () => {
+          events.push('begin');
+          begun2();
+          return new Promise<void>(() => undefined);
+        },
+        end: () => void events.push('end'),
+      },
+      deliver: async () => assert.fail('nothing is polled'),
+    });
+    const stopped = stuck.catchUp();
+    await asked2;
+    await stuck.stop();
+    assert.equal(await stopped, false);
+    assert.deepEqual(events, ['begin', 'end']);
+  });
+
   it('recovers exactly what the poll took, never what another poll took in the same window', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0 });
     const keypair = Keypair.generate();

@@ -112,7 +112,7 @@ describe('message sources', () => {
     const agent = Keypair.generate();
     const log: string[] = [];
     const source = new WebSocketSource(new RelayClient({ relayUrl: relay.url, keypair: agent }), {
-      takes: { begin: (_at, _wait, id) => log.push(`begin ${id}`), end: () => log.push('end') },
+      takes: { begin: (_at, _wait, id) => void log.push(`begin ${id}`), end: () => log.push('end') },
     });
     t.after(() => source.close());
     const consumer = new TestConsumer();
@@ -153,7 +153,7 @@ describe('message sources', () => {
     );
     const ended: string[] = [];
     const source = new WebSocketSource(client, {
-      takes: { begin: () => ended.push('begin'), end: () => ended.push('end') },
+      takes: { begin: () => void ended.push('begin'), end: () => ended.push('end') },
       openTake: { at, waitSeconds: 0, id: 'dead-run-take' },
     });
     t.after(() => source.close());
@@ -200,7 +200,7 @@ describe('message sources', () => {
     const source = new PollSource(new RelayClient({ relayUrl: relay.url, keypair: agent }), {
       waitSeconds: 1,
       takes: {
-        begin: () => log.push('begin'),
+        begin: () => void log.push('begin'),
         end: () => {
           log.push('end');
           closed();

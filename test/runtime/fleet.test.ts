@@ -8,15 +8,22 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { plainCodec as codec } from '../../src/client/codec.js';
 import { RelayClient } from '../../src/client/http.js';
+import { Poller } from '../../src/client/poller.js';
 import { PollSource, WebSocketSource } from '../../src/client/source.js';
 import { type Clock, ManualClock, systemClock } from '../../src/core/clock.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
+import { takeRecoverer } from '../../src/runtime/assemble.js';
 import type { Handler } from '../../src/runtime/handler.js';
 import type { JournalEntry } from '../../src/runtime/journal.js';
 import type { RuntimeJournal } from '../../src/runtime/journal-port.js';
 import { Runtime } from '../../src/runtime/runtime.js';
-import { describePostgresUrl, fleetStatus, SharedJournal } from '../../src/runtime/shared-journal.js';
+import {
+  describePostgresUrl,
+  fleetStatus,
+  SHARED_JOURNAL_DEFAULTS,
+  SharedJournal,
+} from '../../src/runtime/shared-journal.js';
 import postgres from '../../vendor/postgres/index.js';
 import { gate, Peer } from '../helpers/agent.js';
 import { runCli, tempDir, testDeps } from '../helpers/cli.js';
@@ -337,6 +344,113 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.equal(await fences[0], undefined, 'a asked before sending and learned it lost the lease');
   });
 
+  it('a poll answered to a runner that stops before claiming its page: one other runner recovers the take and claims each message once', {
+    timeout: 30_000,
+  }, async (t) => {
+    const { url, relay, keypair, identity, peer } = await withRelay(t);
+    const clock = new ManualClock();
+    const db = postgres(url, { max: 1, onnotice: () => undefined });
+    t.after(() => db.end({ timeout: 1 }));
+    const open = (runnerId: string) =>
+      SharedJournal.open({ url, identity, clock, leaseMs: LEASE, runnerId, heartbeat: false });
+    const [a, b, c] = [await open('a'), await open('b'), await open('c')];
+    const wake = gate();
+    t.after(async () => {
+      wake.open();
+      for (const j of [a, b, c]) await j.close();
+    });
+    const sent = [];
+    for (let n = 1; n <= 3; n++) sent.push((await peer.send(identity, { n })).message_id);
+
+    // a polls: its take is recorded before the poll goes out; the relay marks the page delivered
+    // and answers, and a stops right there (frozen: no heartbeat, no claim) until `wake`.
+    const answered = gate();
+    const takesInDb: string[] = [];
+    let page: Message[] = [];
+    const afterWake: boolean[] = [];
+    const aTakes = a.pollTakes();
+    const poller = new Poller({
+      client: new RelayClient({ relayUrl: relay.url, keypair }),
+      clock,
+      waitSeconds: 0,
+      takes: {
+        begin: async (at, wait, id) => {
+          await aTakes.begin(at, wait, id);
+          const rows = await db`SELECT take_id FROM mrp_fleet_takes WHERE runner_id = 'a'`;
+          takesInDb.push(...rows.map((r) => String(r['take_id'])));
+        },
+        end: () => aTakes.end(),
+      },
+      deliver: async (p) => {
+        page = p.messages;
+        answered.open();
+        await wake.wait;
+        for (const m of p.messages) afterWake.push(await rejected(a.received(m)));
+      },
+    });
+    const caughtUp = poller.catchUp();
+    await answered.wait;
+    assert.deepEqual(
+      page.map((m) => m.message_id),
+      sent,
+      'the relay handed the page to a (and counts it delivered)',
+    );
+    assert.equal(takesInDb.length, 1, 'the take was in the database before the poll was sent');
+
+    // b and c run (each lists takes through its own client), a does not heartbeat.
+    const recovered = new Map<string, string[]>([
+      ['b', []],
+      ['c', []],
+    ]);
+    let total = 0;
+    let allIn: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (allIn = resolve));
+    for (const [name, j] of [
+      ['b', b],
+      ['c', c],
+    ] as const) {
+      j.recoverTakesWith(takeRecoverer(new RelayClient({ relayUrl: relay.url, keypair })));
+      j.takeRecovered();
+      j.on('recovered', (entries) => {
+        recovered.get(name)!.push(...entries.map((e) => e.id));
+        total += entries.length;
+        if (total >= sent.length) allIn();
+      });
+    }
+    // Within a's lease, its take is left alone.
+    clock.advance(LEASE - 1);
+    await Promise.all([b.tick(), c.tick()]);
+    assert.equal(total, 0);
+    // Past it: both look at once; one statement gives the take to one of them.
+    clock.advance(2);
+    await Promise.all([b.tick(), c.tick()]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      done,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`recovered only ${JSON.stringify([...recovered])}`)), 10_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    const byRunner = [...recovered.values()].filter((ids) => ids.length > 0);
+    assert.equal(byRunner.length, 1, `one runner recovered the take: ${JSON.stringify([...recovered])}`);
+    assert.deepEqual([...byRunner[0]!].sort(), [...sent].sort(), 'every message of the page, once');
+    const taker = recovered.get('b')!.length > 0 ? b : c;
+    for (const id of sent) assert.equal(taker.get(id)?.state, 'received', 'claimed as its own');
+    // Nothing is recovered twice, later (the taker heartbeats first: its messages stay its own).
+    const other = taker === b ? c : b;
+    clock.advance(LEASE + 1);
+    await taker.tick();
+    await other.tick();
+    assert.equal(total, sent.length);
+    // a wakes up and tries to claim its page: held by the taker, it handles none of it.
+    wake.open();
+    await caughtUp;
+    assert.deepEqual(afterWake, [true, true, true]);
+    await taker.close();
+    const [left] = await db`SELECT count(*)::int AS n FROM mrp_fleet_takes`;
+    assert.equal(left?.['n'], 0, 'the recovered take is gone (and a ended its own)');
+  });
+
   it('a message that crashed runners, offered again over a WebSocket and claimed there, gets the --max-crashes answer', {
     timeout: 30_000,
   }, async (t) => {
@@ -510,6 +624,104 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
       true,
     );
     assert.equal(describePostgresUrl('postgres://u:s3cret@db.example:5433/mrp'), 'postgres db.example:5433/mrp');
+  });
+
+  it('mrp fleet marks a runner gone after its own --lease, not the default one; rows of schema 1 (no lease) keep the default', async (t) => {
+    const url = await cluster.database(t);
+    const clock = new ManualClock();
+    const open = (runnerId: string, leaseMs: number) =>
+      SharedJournal.open({ url, identity: IDENTITY, clock, leaseMs, runnerId, heartbeat: false });
+    const long = await open('long', 120_000);
+    const short = await open('short', 1000);
+    t.after(async () => {
+      await long.close();
+      await short.close();
+    });
+    // A row as a runner of schema version 1 wrote it: no lease of its own.
+    const db = postgres(url, { max: 1, onnotice: () => undefined });
+    t.after(() => db.end({ timeout: 1 }));
+    await db`INSERT INTO mrp_fleet_runners (runner_id, identity, host, pid, mode, started_at, heartbeat_at)
+      VALUES ('old', ${IDENTITY}, 'h', 1, 'poll', ${clock.now()}, ${clock.now()})`;
+    const deps = testDeps({ home: await tempDir(t), clock });
+    const listed = async (): Promise<Record<string, [boolean, number]>> => {
+      const res = await runCli(['fleet', '--journal', url, '--all', '--json'], deps);
+      assert.equal(res.code, 0, res.stderr);
+      const { runners } = JSON.parse(res.stdout) as {
+        runners: Array<{ runner_id: string; alive: boolean; lease_ms: number }>;
+      };
+      return Object.fromEntries(runners.map((r) => [r.runner_id, [r.alive, r.lease_ms]]));
+    };
+    clock.advance(5000);
+    assert.deepEqual(await listed(), {
+      long: [true, 120_000],
+      short: [false, 1000],
+      old: [true, SHARED_JOURNAL_DEFAULTS.leaseMs],
+    });
+    clock.advance(60_000);
+    assert.deepEqual(
+      await listed(),
+      {
+        long: [true, 120_000],
+        short: [false, 1000],
+        old: [false, SHARED_JOURNAL_DEFAULTS.leaseMs],
+      },
+      'a minute without a heartbeat is within a 2 min lease',
+    );
+    const text = await runCli(['fleet', '--journal', url, '--all'], deps);
+    assert.match(text.stdout, /long .*ago(?! \(gone\))/);
+    assert.match(text.stdout, /short .*\(gone\)/);
+  });
+
+  it('a database of schema version 1 is migrated at the next start, its rows kept; mrp fleet lists it before that', async (t) => {
+    const url = await cluster.database(t);
+    const db = postgres(url, { max: 1, onnotice: () => undefined });
+    t.after(() => db.end({ timeout: 1 }));
+    // The tables exactly as version 1 created them, with a runner and an open message.
+    await db.unsafe(`CREATE TABLE mrp_fleet_schema (version integer NOT NULL);
+      INSERT INTO mrp_fleet_schema VALUES (1);
+      CREATE TABLE mrp_fleet_runners (runner_id text PRIMARY KEY, identity text NOT NULL, host text NOT NULL,
+        pid integer NOT NULL, mode text NOT NULL, started_at bigint NOT NULL, heartbeat_at bigint NOT NULL);
+      CREATE TABLE mrp_fleet_entries (identity text NOT NULL, message_id text NOT NULL, message text,
+        state text NOT NULL CHECK (state IN ('received', 'handled', 'replied', 'done')), owner text,
+        lease_until bigint NOT NULL DEFAULT 0, starts integer NOT NULL DEFAULT 0, aborts integer NOT NULL DEFAULT 0,
+        reply text, reply_id text, expires_at bigint NOT NULL, received_at bigint NOT NULL, done_at bigint,
+        PRIMARY KEY (identity, message_id));
+      CREATE TABLE mrp_fleet_slots (identity text NOT NULL, slot integer NOT NULL, runner_id text NOT NULL,
+        lease_until bigint NOT NULL, PRIMARY KEY (identity, slot));`);
+    const clock = new ManualClock();
+    const m = message(1, clock);
+    await db`INSERT INTO mrp_fleet_runners VALUES ('v1', ${IDENTITY}, 'h', 1, 'poll', ${clock.now()}, ${clock.now()})`;
+    await db`INSERT INTO mrp_fleet_entries (identity, message_id, message, state, owner, lease_until, expires_at, received_at)
+      VALUES (${IDENTITY}, ${m.message_id}, ${JSON.stringify(m)}, 'received', 'v1', 0, ${clock.now() + 86_400_000}, ${clock.now()})`;
+    const before = await fleetStatus(url, { identity: IDENTITY, now: clock.now() + 1000 });
+    assert.deepEqual(
+      before.runners.map((r) => [r.runner_id, r.alive, r.lease_ms]),
+      [['v1', true, SHARED_JOURNAL_DEFAULTS.leaseMs]],
+    );
+    const j = await SharedJournal.open({
+      url,
+      identity: IDENTITY,
+      clock,
+      leaseMs: LEASE,
+      runnerId: 'v2',
+      heartbeat: false,
+    });
+    t.after(() => j.close());
+    assert.deepEqual(
+      j.takeRecovered().map((e) => e.id),
+      [m.message_id],
+      "the old runner's message is taken over",
+    );
+    const [version] = await db`SELECT max(version)::int AS v FROM mrp_fleet_schema`;
+    assert.equal(version?.['v'], 2);
+    const after = await fleetStatus(url, { identity: IDENTITY, now: clock.now() + 1000 });
+    assert.deepEqual(
+      after.runners.map((r) => [r.runner_id, r.lease_ms]),
+      [
+        ['v1', SHARED_JOURNAL_DEFAULTS.leaseMs],
+        ['v2', LEASE],
+      ],
+    );
   });
 
   it('fleetStatus only reads: an unused database gets no tables, and a user who may only SELECT can list a fleet', async (t) => {
