@@ -83,6 +83,31 @@ export class RelayError extends MrpError {
   }
 }
 
+/**
+ * The relay refused for too many requests or connections (HTTP 429, `rate_limit_exceeded`,
+ * `too_many_connections`): `retryAfter` says how many seconds to wait, when the relay said so.
+ * A `RelayError` like any other (branch on `code` or on the class).
+ */
+export class RateLimitError extends RelayError {
+  override name = 'RateLimitError';
+}
+
+/** Whether a relay error with this code (or HTTP status) is a `RateLimitError`. */
+export function isRateLimit(code: string, status?: number): boolean {
+  return status === 429 || code === 'rate_limit_exceeded' || code === 'too_many_connections';
+}
+
+/** A `RelayError`, or a `RateLimitError` when the code or status says so. */
+export function relayError(
+  code: string,
+  message: string,
+  options: ConstructorParameters<typeof RelayError>[2] = {},
+): RelayError {
+  return isRateLimit(code, options.status)
+    ? new RateLimitError(code, message, options)
+    : new RelayError(code, message, options);
+}
+
 /** The relay could not be reached, or the connection broke before an answer. */
 export class NetworkError extends MrpError {
   override name = 'NetworkError';

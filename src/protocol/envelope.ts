@@ -2,7 +2,7 @@
  * The error envelope (docs/protocol.md §6): `{"error":{"code","message","details?","request_id"}}`. The relay
  * builds it; clients turn it (or a frame's error object) into a RelayError.
  */
-import { RelayError } from '../core/errors.js';
+import { type RelayError, relayError } from '../core/errors.js';
 import type { ErrorEnvelope, FrameError, JsonObject } from './types.js';
 import { isPlainObject } from './validate.js';
 
@@ -77,7 +77,7 @@ export function relayErrorFromResponse(
     const details = isPlainObject(inner['details']) ? (inner['details'] as JsonObject) : undefined;
     const requestId = typeof inner['request_id'] === 'string' ? inner['request_id'] : headerRequestId;
     const retryAfter = headerRetry ?? retryAfterFromDetails(details);
-    return new RelayError(inner['code'], typeof inner['message'] === 'string' ? inner['message'] : inner['code'], {
+    return relayError(inner['code'], typeof inner['message'] === 'string' ? inner['message'] : inner['code'], {
       status,
       ...(details ? { details } : {}),
       ...(requestId ? { requestId } : {}),
@@ -86,7 +86,7 @@ export function relayErrorFromResponse(
   }
   const code = codeForStatus(status);
   const snippet = bodyText.replace(/\s+/g, ' ').trim().slice(0, 120);
-  return new RelayError(code, `relay answered HTTP ${status}${snippet ? `: ${snippet}` : ''}`, {
+  return relayError(code, `relay answered HTTP ${status}${snippet ? `: ${snippet}` : ''}`, {
     status,
     ...(headerRequestId ? { requestId: headerRequestId } : {}),
     ...(headerRetry === undefined ? {} : { retryAfter: headerRetry }),
@@ -109,7 +109,7 @@ function codeForStatus(status: number): string {
 export function relayErrorFromFrame(error: FrameError, requestId?: string): RelayError {
   const retryAfter = retryAfterFromDetails(error.details);
   const status = (ERROR_STATUS as Record<string, number>)[error.code];
-  return new RelayError(error.code, error.message, {
+  return relayError(error.code, error.message, {
     ...(error.details ? { details: error.details } : {}),
     ...(requestId ? { requestId } : {}),
     ...(retryAfter === undefined ? {} : { retryAfter }),

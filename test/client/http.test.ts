@@ -8,9 +8,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
-import { NetworkError, OutcomeUnknownError, RelayError } from '../../src/core/errors.js';
+import { NetworkError, OutcomeUnknownError, RateLimitError, RelayError } from '../../src/core/errors.js';
+import { relayErrorFromFrame } from '../../src/protocol/envelope.js';
 import { bodyHash, canonicalRequest, Keypair, parseTimestamp, verifySignature } from '../../src/protocol/signing.js';
 import type { AgentProfile } from '../../src/protocol/types.js';
+import { startRelay } from '../helpers/relay.js';
 import { envelope, json, type SeenRequest, scriptedHttp, WatchedClock } from './_support.js';
 
 const T0 = Date.UTC(2026, 2, 5, 12, 0, 0);
@@ -230,9 +232,33 @@ describe('RelayClient: retries', () => {
     const c = client(server.url, clock);
     await assert.rejects(
       c.getAgent(c.publicKey),
-      (e: unknown) => e instanceof RelayError && e.code === 'rate_limit_exceeded' && e.retryAfter === 120,
+      (e: unknown) =>
+        e instanceof RateLimitError &&
+        e instanceof RelayError &&
+        e.name === 'RateLimitError' &&
+        e.code === 'rate_limit_exceeded' &&
+        e.retryAfter === 120,
     );
     assert.equal(server.seen.length, 1);
+  });
+
+  it('a real relay over its send rate: RateLimitError with retryAfter (HTTP), and the same class from a frame; other errors are not', async (t) => {
+    const { url } = await startRelay(t, { sendRatePerMinute: 1 });
+    const c = new RelayClient({ relayUrl: url, keypair: Keypair.generate(), maxAttempts: 1 });
+    const to = Keypair.generate().publicKey;
+    await c.send({ recipient_key: to, body: { n: 1 } });
+    await assert.rejects(
+      c.send({ recipient_key: to, body: { n: 2 } }),
+      (e: unknown) =>
+        e instanceof RateLimitError && e.status === 429 && typeof e.retryAfter === 'number' && e.retryAfter > 0,
+    );
+    const framed = relayErrorFromFrame({ code: 'too_many_connections', message: 'two already' });
+    assert.ok(framed instanceof RateLimitError);
+    assert.equal(framed.status, 429);
+    await assert.rejects(
+      c.getMessage('msg_1_000000000000'),
+      (e: unknown) => e instanceof RelayError && !(e instanceof RateLimitError),
+    );
   });
 
   it('5xx: backs off with growing delays and gives up after 4 attempts', async (t) => {
