@@ -413,8 +413,6 @@ async function checkHandler(ctx: CliContext, path: string | undefined, timeoutMs
     return { name: 'handler', status: 'skip', summary: 'pass --handler <file> to check that it loads' };
   try {
     // Loading runs the module's top-level code: a process.exit there fails this check (instead of
-    // ending doctor with its code), and a top-level await that never settles is reported.
-    // Loading runs the module's top-level code: a process.exit there fails this check (instead of
     // ending doctor with its code); a top-level await that does not settle within --timeout too.
     let timer: ReturnType<typeof ctx.deps.clock.setTimeout> | undefined;
     const stalled = new Promise<never>((_, reject) => {
