@@ -300,8 +300,27 @@ export class Agent extends TypedEmitter<AgentEvents> {
   /** Messages `messages()` yielded opened from an encrypted body: `reply` seals to them. */
   readonly #encrypted = new WeakSet<Message>();
 
-  constructor(relayUrl: string, options: AgentOptions = {}) {
+  /**
+   * `new Agent(relayUrl, options)`, or `new Agent({ relayUrl, ...options })` (the MRP SDKs' form,
+   * docs/protocol.md §9).
+   */
+  constructor(options: AgentOptions & { relayUrl: string });
+  constructor(relayUrl: string, options?: AgentOptions);
+  constructor(first: string | (AgentOptions & { relayUrl: string }), second?: AgentOptions) {
     super();
+    let relayUrl: unknown = first;
+    let options: AgentOptions = second ?? {};
+    if (first !== null && typeof first === 'object') {
+      if (second !== undefined)
+        throw optionError(
+          'options',
+          'give new Agent({ relayUrl, ...options }) or new Agent(relayUrl, options), not both',
+        );
+      knownKeys(first, [...OPTION_KEYS, 'relayUrl'], (key) => key, 'option');
+      const { relayUrl: url, ...rest } = first;
+      relayUrl = url;
+      options = rest;
+    }
     if (typeof relayUrl !== 'string' || relayUrl === '')
       throw optionError('relayUrl', 'a relay URL is required (e.g. https://relay.mrphub.io)');
     if (options === null || typeof options !== 'object') throw optionError('options', 'must be an object');

@@ -577,6 +577,38 @@ describe('Agent key file and options', () => {
     await serve(t, agent, 'poll');
   });
 
+  it("new Agent({ relayUrl, ...options }), the MRP SDKs' form, works like new Agent(relayUrl, options)", async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const keypair = Keypair.generate();
+    const agent = new Agent({ relayUrl: relay.url, keypair, name: 'ObjectForm', journal: false });
+    assert.equal(agent.publicKey, keypair.publicKey);
+    agent.onMessage((msg) => ({ got: msg.body }));
+    const announced = agent.next('announced');
+    const { running } = await serve(t, agent, 'ws');
+    await announced;
+    const profile = await signed(relay.url, newAgent(), 'GET', `/v1/agents/${agent.publicKey}`);
+    assert.equal(profile.body.display_name, 'ObjectForm');
+    const peer = await Peer.connect(t, relay);
+    await peer.send(agent.publicKey, { n: 1 });
+    const [reply] = await peer.waitForReplies(1);
+    assert.deepEqual(reply!.body, { got: { n: 1 } });
+    await agent.stop();
+    await running;
+
+    assert.throws(() => new Agent({ keypair } as never), {
+      code: 'invalid_option',
+      message: /^Agent option relayUrl: a relay URL is required/,
+    });
+    assert.throws(() => new Agent({ relayURL: relay.url, keypair } as never), {
+      code: 'invalid_option',
+      message: /relayURL: unknown option \(did you mean "relayUrl"\?\)/,
+    });
+    assert.throws(() => new (Agent as new (...a: unknown[]) => Agent)({ relayUrl: relay.url, keypair }, { keypair }), {
+      code: 'invalid_option',
+      message: /not both/,
+    });
+  });
+
   it('names a bad option', async () => {
     assert.throws(() => new Agent('http://127.0.0.1:1', {}), /keyFile/);
     assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: '' }), {
