@@ -106,6 +106,7 @@ export {
   type AgentEvents,
   type AgentOptions,
   type AgentSendOptions,
+  type MessagesOptions as AgentMessagesOptions,
   type RunOptions as AgentRunOptions,
 } from './runtime/agent.js';
 export {

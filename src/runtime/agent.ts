@@ -18,12 +18,13 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { checkOpened, type MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
-import type { SourceConsumer } from '../client/source.js';
+import { PollSource, type SourceConsumer } from '../client/source.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError, toMrpError, UsageError } from '../core/errors.js';
 import { printable } from '../core/printable.js';
 import { didYouMean, unknownKey } from '../core/suggest.js';
+import { LIMITS } from '../protocol/constants.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient } from '../protocol/contacts.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { Keypair } from '../protocol/signing.js';
@@ -42,7 +43,7 @@ import type {
   Visibility,
 } from '../protocol/types.js';
 import { ValidationError, validateProfilePatch } from '../protocol/validate.js';
-import { assembleRuntime, createSource, defaultCodec } from './assemble.js';
+import { assembleRuntime, defaultCodec, journalTakes } from './assemble.js';
 import type { RuntimeEvents } from './events.js';
 import type { Handler, SendOptions } from './handler.js';
 import { loadOrCreateKeyFile } from './identity.js';
@@ -107,6 +108,16 @@ export interface RunOptions {
   mode?: AgentMode | 'ws';
   /** Poll mode: the pause between polls when the relay has no long poll (overrides `intervalMs`). */
   pollIntervalMs?: number;
+}
+
+/** `agent.messages()`'s options (the MRP SDKs' `messages({ status, limit, wait })`). */
+export interface MessagesOptions {
+  /** Only `'sent'` (the default): the loop yields new messages, each once (history: `thread`, `status`). */
+  status?: 'sent';
+  /** Messages per poll at most, 1–100 (default 100). */
+  limit?: number;
+  /** Long-poll wait in seconds, 0–30 (default 20; 0 polls every `intervalMs`). */
+  wait?: number;
 }
 
 /** `agent.send`'s options: the handler's `ctx.send` ones, and `expiresIn` (the MRP guides' name for `ttl`). */
@@ -238,6 +249,16 @@ function profilePatch(o: AgentOptions): ProfilePatch | undefined {
       .replace(/input_schema/, 'inputSchema');
     throw optionError(field || 'profile', err.reason);
   }
+}
+
+/** A method's integer argument within [min, max], or undefined when left out. */
+function boundedArg(method: string, name: string, value: unknown, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max)
+    throw new UsageError(`${method}: ${name} must be an integer from ${min} to ${max} (got ${String(value)})`, {
+      code: 'invalid_argument',
+    });
+  return value as number;
 }
 
 function positive(name: string, value: number | undefined, min: number): void {
@@ -579,7 +600,15 @@ export class Agent extends TypedEmitter<AgentEvents> {
    * process died holding is yielded again by the next `messages()`. Messages fetched but not yet
    * yielded when a loop ends come first in the next one. Breaking out stops polling cleanly.
    */
-  async *messages(): AsyncGenerator<Message, void, undefined> {
+  async *messages(options: MessagesOptions = {}): AsyncGenerator<Message, void, undefined> {
+    knownArgs('agent.messages', options, ['status', 'limit', 'wait']);
+    if (options.status !== undefined && options.status !== 'sent')
+      throw new UsageError(
+        `agent.messages: status ${JSON.stringify(options.status)} is not supported: the loop yields new messages (status "sent"), each once; read history with agent.thread() or agent.status()`,
+        { code: 'invalid_argument' },
+      );
+    const limit = boundedArg('agent.messages', 'limit', options.limit, 1, LIMITS.pollLimitMax);
+    const wait = boundedArg('agent.messages', 'wait', options.wait, 0, LIMITS.pollWaitMaxSeconds);
     this.#claim('messages');
     this.#stopping = false;
     let journal: Journal;
@@ -593,9 +622,12 @@ export class Agent extends TypedEmitter<AgentEvents> {
       this.#release();
       throw err;
     }
-    const source = createSource('poll', this.client, journal, {
+    const source = new PollSource(this.client, {
       clock: this.#clock,
+      ...journalTakes(journal),
       ...(this.#options.intervalMs === undefined ? {} : { intervalMs: this.#options.intervalMs }),
+      ...(limit === undefined ? {} : { limit }),
+      ...(wait === undefined ? {} : { waitSeconds: wait }),
     });
     const queue: Message[] = journal.takeRecovered().map((e) => e.message);
     let wake: (() => void) | undefined;

@@ -12,7 +12,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { Agent, Keypair, UsageError } from '../../src/index.js';
+import { Agent, Keypair, RelayClient, UsageError } from '../../src/index.js';
 import type { Message } from '../../src/protocol/types.js';
 import { invoke } from '../../src/testing.js';
 import { gate, Peer } from '../helpers/agent.js';
@@ -607,6 +607,52 @@ describe('Agent key file and options', () => {
       code: 'invalid_option',
       message: /not both/,
     });
+  });
+
+  it('messages({ limit, wait }): polls that many at most (the rest stay sent on the relay); a bad argument is named', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    const agent = new Agent({ relayUrl: relay.url, keypair: Keypair.generate(), journal: false });
+    const ids: string[] = [];
+    for (let n = 1; n <= 3; n++)
+      ids.push((await sender.send({ recipient_key: agent.publicKey, body: { n } })).message_id);
+    // The real client's polls, watched (each goes through to the relay as it is).
+    const polls = t.mock.method(agent.client, 'poll');
+    const asked = (): Array<[number | undefined, number | undefined]> =>
+      polls.mock.calls
+        .map((c) => c.arguments[0] as { limit?: number; wait?: number; status?: string })
+        // Not the look at what a cancelled long poll took (status=delivered&take=…).
+        .filter((q) => q.status !== 'delivered')
+        .map((q) => [q.limit, q.wait]);
+    for await (const msg of agent.messages({ limit: 1, wait: 0, status: 'sent' })) {
+      assert.equal(msg.message_id, ids[0]);
+      break;
+    }
+    assert.ok(polls.mock.callCount() >= 1);
+    assert.ok(
+      asked().every(([limit, wait]) => limit === 1 && wait === undefined),
+      JSON.stringify(asked()),
+    );
+    polls.mock.resetCalls();
+    const rest: string[] = [];
+    for await (const msg of agent.messages({ limit: 2, wait: 5 })) {
+      rest.push(msg.message_id);
+      if (rest.length === 2) break;
+    }
+    assert.deepEqual(rest, ids.slice(1));
+    assert.ok(
+      asked().every(([limit, wait]) => limit !== undefined && limit <= 2 && wait === 5),
+      JSON.stringify(asked()),
+    );
+    await agent.stop();
+    for (const [options, message] of [
+      [{ limit: 0 }, /agent\.messages: limit must be an integer from 1 to 100 \(got 0\)/],
+      [{ wait: 31 }, /agent\.messages: wait must be an integer from 0 to 30 \(got 31\)/],
+      [{ status: 'delivered' }, /status "delivered" is not supported/],
+      [{ limt: 5 }, /unknown option "limt" \(did you mean "limit"\?\)/],
+    ] as const) {
+      await assert.rejects(agent.messages(options as never).next(), { code: 'invalid_argument', message });
+    }
   });
 
   it('names a bad option', async () => {
