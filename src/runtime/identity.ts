@@ -59,6 +59,50 @@ export function loadOrCreateKeyFile(path: string): KeyFileIdentity {
   const existing = readKeyFileSync(path);
   if (existing) return { ...existing, created: false };
   const keypair = Keypair.generate();
+  if (createKeyFile(path, keypair)) return { keypair, format: 'raw-seed', created: true };
+  // Someone else created it meanwhile: theirs is the key.
+  const theirs = readKeyFileSync(path);
+  if (!theirs)
+    throw new ConfigError('key_unreadable', `key file ${path} appeared and vanished while being created`, {
+      file: path,
+    });
+  return { ...theirs, created: false };
+}
+
+/**
+ * `Keypair.fromFile(path)`: the key in `path` (any form `mrp keygen` or an MRP SDK writes);
+ * `{ create: true }` creates the file when it is missing. A missing file is `key_not_found`.
+ */
+export function keypairFromFile(path: string, options: { create?: boolean } = {}): Keypair {
+  if (typeof path !== 'string' || path === '')
+    throw new ConfigError('key_not_found', "Keypair.fromFile: give the key file's path");
+  if (options.create === true) return loadOrCreateKeyFile(path).keypair;
+  const found = readKeyFileSync(path);
+  if (!found)
+    throw new ConfigError('key_not_found', `key file ${path} does not exist`, {
+      file: path,
+      hint: 'create it with Keypair.fromFile(path, { create: true }) or `mrp keygen`',
+    });
+  return found.keypair;
+}
+
+/**
+ * `keypair.save(path)`: writes the seed to a new file (32 raw bytes, 0600, atomically; a 0700
+ * directory when new). An existing file is never overwritten (`key_exists`): a key lost is an
+ * identity lost.
+ */
+export function saveKeypair(keypair: Keypair, path: string): void {
+  if (typeof path !== 'string' || path === '')
+    throw new ConfigError('key_not_found', "keypair.save: give the key file's path");
+  if (!createKeyFile(path, keypair))
+    throw new ConfigError('key_exists', `key file ${path} already exists; it was not overwritten`, {
+      file: path,
+      hint: 'save to another path, or move the old key aside first',
+    });
+}
+
+/** Creates `path` holding `keypair`'s seed, atomically; false when the file already exists. */
+function createKeyFile(path: string, keypair: Keypair): boolean {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const temp = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   try {
@@ -72,10 +116,8 @@ export function loadOrCreateKeyFile(path: string): KeyFileIdentity {
     try {
       linkSync(temp, path);
     } catch (err) {
-      // Someone else created it meanwhile: theirs is the key.
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const theirs = readKeyFileSync(path);
-      if (theirs) return { ...theirs, created: false };
+      // It exists (someone else may have created it meanwhile): never overwritten.
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
       throw err;
     }
   } catch (err) {
@@ -92,7 +134,7 @@ export function loadOrCreateKeyFile(path: string): KeyFileIdentity {
     }
   }
   syncDirectory(dirname(path));
-  return { keypair, format: 'raw-seed', created: true };
+  return true;
 }
 
 /** The key in `path`, or undefined when there is no such file. Typed errors name the file. */
@@ -155,3 +197,25 @@ function syncDirectory(dir: string): void {
     // Not every platform can sync a directory; the file itself is synced.
   }
 }
+
+declare module '../protocol/signing.js' {
+  interface Keypair {
+    /** Writes this key's seed to a new file at `path` (0600; never overwrites: `key_exists`). */
+    save(path: string): void;
+  }
+  namespace Keypair {
+    /** The key in the file at `path` (any form `mrp keygen` or an MRP SDK writes); `{ create: true }` creates it when missing. */
+    function fromFile(path: string, options?: { create?: boolean }): Keypair;
+  }
+}
+
+// The MRP SDKs' `Keypair.fromFile(path, { create })` and `keypair.save(path)` (docs/protocol.md §9),
+// added here: the protocol layer that defines `Keypair` does no I/O.
+Object.defineProperty(Keypair, 'fromFile', { value: keypairFromFile, writable: true, configurable: true });
+Object.defineProperty(Keypair.prototype, 'save', {
+  value(this: Keypair, path: string): void {
+    saveKeypair(this, path);
+  },
+  writable: true,
+  configurable: true,
+});

@@ -535,6 +535,33 @@ describe('Agent key file and options', () => {
     assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile }), { code: 'key_permissions' });
   });
 
+  it('Keypair.fromFile(path, { create }) and keypair.save(path), as the MRP SDKs have them', (t) => {
+    const dir = tempDir(t);
+    const path = join(dir, 'new', 'k.key');
+    assert.throws(
+      () => Keypair.fromFile(path),
+      (e: Error & { code?: string; file?: string }) => {
+        return e.code === 'key_not_found' && e.file === path && e.message === `key file ${path} does not exist`;
+      },
+    );
+    const created = Keypair.fromFile(path, { create: true });
+    assert.equal(statSync(path).mode & 0o777, 0o600);
+    assert.equal(statSync(path).size, 32, 'the raw seed, as the Python SDK writes it');
+    assert.equal(Keypair.fromFile(path).publicKey, created.publicKey);
+    assert.equal(Keypair.fromFile(path, { create: true }).publicKey, created.publicKey, 'an existing file is read');
+    assert.equal(new Agent('http://127.0.0.1:1', { keyFile: path }).publicKey, created.publicKey);
+
+    const kp = Keypair.generate();
+    const saved = join(dir, 'saved.key');
+    kp.save(saved);
+    assert.equal(statSync(saved).mode & 0o777, 0o600);
+    assert.equal(Keypair.fromFile(saved).publicKey, kp.publicKey);
+    assert.throws(() => Keypair.generate().save(saved), { code: 'key_exists' });
+    assert.equal(Keypair.fromFile(saved).publicKey, kp.publicKey, 'never overwritten');
+    chmodSync(saved, 0o644);
+    assert.throws(() => Keypair.fromFile(saved), { code: 'key_permissions' });
+  });
+
   it("names a method's misspelt option instead of ignoring it, and a reply to something that is not a message", {
     timeout: 10_000,
   }, async (t) => {
