@@ -104,6 +104,7 @@ export {
   Agent,
   type AgentCapability,
   type AgentEvents,
+  type AgentMessage,
   type AgentOptions,
   type AgentSendOptions,
   type MessagesOptions as AgentMessagesOptions,

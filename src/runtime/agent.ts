@@ -121,9 +121,17 @@ export interface MessagesOptions {
 }
 
 /** `agent.send`'s options: the handler's `ctx.send` ones, and `expiresIn` (the MRP guides' name for `ttl`). */
-export interface AgentSendOptions extends SendOptions {
+export interface AgentSendOptions extends Omit<SendOptions, 'attachments'> {
   /** Seconds the message lives: the same as `ttl`. */
   expiresIn?: number;
+  /** Blobs to attach: `{ blob_id, filename? }` objects, or blob ids (the Python SDK's form). */
+  attachments?: Array<Attachment | string>;
+}
+
+/** `agent.send({ to, body, ...options })`: the MRP SDKs' one-object form. */
+export interface AgentMessage extends AgentSendOptions {
+  to: string;
+  body: JsonValue;
 }
 
 export interface AgentEvents extends RuntimeEvents {
@@ -249,6 +257,11 @@ function profilePatch(o: AgentOptions): ProfilePatch | undefined {
       .replace(/input_schema/, 'inputSchema');
     throw optionError(field || 'profile', err.reason);
   }
+}
+
+/** An attachment as given to `agent.send`: a blob id stands for `{ blob_id }`. */
+function attachmentOf(a: Attachment | string): Attachment {
+  return typeof a === 'string' ? { blob_id: a } : { ...a };
 }
 
 /** A method's integer argument within [min, max], or undefined when left out. */
@@ -798,7 +811,22 @@ export class Agent extends TypedEmitter<AgentEvents> {
    * Sends `body` to `to` (a public key, or a contact name with the `contacts` option). Rate limits
    * are waited out and network failures retried; resolves with the relay's message id.
    */
-  async send(to: string, body: JsonValue, options: AgentSendOptions = {}): Promise<string> {
+  async send(message: AgentMessage): Promise<string>;
+  async send(to: string, body: JsonValue, options?: AgentSendOptions): Promise<string>;
+  async send(first: string | AgentMessage, second?: JsonValue, third: AgentSendOptions = {}): Promise<string> {
+    let to: unknown = first;
+    let body = second;
+    let options = third;
+    if (first !== null && typeof first === 'object' && !Array.isArray(first)) {
+      if (second !== undefined)
+        throw new UsageError('agent.send: give send({ to, body, ...options }) or send(to, body, options), not both', {
+          code: 'invalid_argument',
+        });
+      knownArgs('agent.send', first, [...SEND_KEYS, 'to', 'body']);
+      ({ to, body, ...options } = first);
+    }
+    if (typeof to !== 'string' || to === '')
+      throw new UsageError('agent.send: to must be a public key or a contact name', { code: 'invalid_argument' });
     knownArgs('agent.send', options, SEND_KEYS);
     if (options.ttl !== undefined && options.expiresIn !== undefined && options.ttl !== options.expiresIn)
       throw new UsageError('agent.send: ttl and expiresIn are the same setting; give one', {
@@ -807,7 +835,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
     const ttl = options.ttl ?? options.expiresIn;
     const recipient = this.#resolve(to);
     const sealed = await this.#codec.seal(
-      { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
+      // An undefined body (a JavaScript caller's) is refused there: not JSON.
+      { bodyJson: this.#encode(body as JsonValue), contentType: options.contentType ?? 'application/json' },
       {
         to: recipient,
         encrypt: options.encrypt === true,
@@ -819,7 +848,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       content_type: sealed.contentType,
       body_json: sealed.bodyJson,
     };
-    if (options.attachments?.length) request.attachments = options.attachments.map((a) => ({ ...a }));
+    if (options.attachments?.length) request.attachments = options.attachments.map(attachmentOf);
     if (options.threadId !== undefined) request.thread_id = options.threadId;
     if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
     if (ttl !== undefined) request.expires_in = ttl;

@@ -636,6 +636,43 @@ describe('Agent key file and options', () => {
     });
   });
 
+  it("send({ to, body, ...options }), the MRP SDKs' form, with attachments given as blob ids", async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const agent = new Agent({ relayUrl: relay.url, keypair: Keypair.generate(), journal: false });
+    const peer = await Peer.connect(t, relay);
+    const blob = await agent.client.uploadBlob(Buffer.from('report'), { contentType: 'text/plain' });
+    const id = await agent.send({
+      to: peer.publicKey,
+      body: { see: 'attached' },
+      attachments: [blob.blob_id],
+      metadata: { k: 'v' },
+      expiresIn: 600,
+    });
+    const [got] = await peer.waitForReplies(1);
+    assert.equal(got!.message_id, id);
+    assert.deepEqual(got!.body, { see: 'attached' });
+    assert.deepEqual(
+      got!.attachments.map((a) => a.blob_id),
+      [blob.blob_id],
+    );
+    assert.deepEqual(got!.metadata, { k: 'v' });
+    const lives = Date.parse(got!.expires_at) - Date.parse(got!.created_at);
+    assert.equal(lives, 600_000);
+    await assert.rejects(agent.send({ to: peer.publicKey, bdy: 1 } as never), {
+      code: 'invalid_argument',
+      message: /unknown option "bdy" \(did you mean "body"\?\)/,
+    });
+    await assert.rejects(agent.send({ to: peer.publicKey } as never), {
+      code: 'invalid_argument',
+      message: /body is not JSON \(got undefined\)/,
+    });
+    await assert.rejects(agent.send({ body: 1 } as never), { code: 'invalid_argument', message: /to must be/ });
+    await assert.rejects(
+      (agent.send as (...a: unknown[]) => Promise<string>)({ to: peer.publicKey, body: 1 }, { x: 1 }),
+      { code: 'invalid_argument', message: /not both/ },
+    );
+  });
+
   it('messages({ limit, wait }): polls that many at most (the rest stay sent on the relay); a bad argument is named', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
