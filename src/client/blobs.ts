@@ -329,11 +329,12 @@ export async function downloadBlob(
 export async function downloadBlobBytes(
   client: RelayClient,
   id: string,
-  opts: DownloadOptions & { maxBytes: number },
+  opts: DownloadOptions & { maxBytes: number; onHead?: (info: BlobHead) => void },
 ): Promise<Buffer> {
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
   const { info, body } = await downloadBlob(client, id, { ...opts, signal });
+  opts.onHead?.(info);
   if (info.size > opts.maxBytes) {
     stop.abort();
     throw new UsageError(`blob ${id} is ${info.size} bytes, more than the ${opts.maxBytes} allowed here`, {

@@ -939,7 +939,10 @@ export class RelayClient {
   }
 
   /** A whole (verified) blob in memory, refused past `maxBytes`. */
-  downloadBlobBytes(id: string, opts: DownloadOptions & { maxBytes: number }): Promise<Buffer> {
+  downloadBlobBytes(
+    id: string,
+    opts: DownloadOptions & { maxBytes: number; onHead?: (info: BlobHead) => void },
+  ): Promise<Buffer> {
     return downloadBlobBytes(this, id, opts);
   }
 

@@ -16,6 +16,7 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { BlobInput, UploadOptions } from '../client/blobs.js';
 import { checkOpened, type MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
 import { PollSource, type SourceConsumer } from '../client/source.js';
@@ -34,13 +35,17 @@ import type {
   AclListResponse,
   AgentProfile,
   Attachment,
+  BlobInfo,
   DiscoverResponse,
   InboxPolicy,
   JsonObject,
   JsonValue,
   Message,
+  MessageStatusResponse,
   ProfilePatch,
+  ThreadResponse,
   Visibility,
+  WebhookConfig,
 } from '../protocol/types.js';
 import { ValidationError, validateProfilePatch } from '../protocol/validate.js';
 import { assembleRuntime, defaultCodec, journalTakes } from './assemble.js';
@@ -936,5 +941,87 @@ export class Agent extends TypedEmitter<AgentEvents> {
       ...(query.limit === undefined ? {} : { limit: query.limit }),
       ...(query.cursor === undefined ? {} : { cursor: query.cursor }),
     });
+  }
+
+  /** `agent.register()`, the Python SDK's name for `announce()`: pushes the profile in the options now. */
+  register(): Promise<AgentProfile> {
+    return this.announce();
+  }
+
+  /** The `name` option (announced as the profile's `display_name`), if any. */
+  get name(): string | undefined {
+    return this.#options.name;
+  }
+
+  /**
+   * Uploads a blob (bytes, or a stream with its size and hash: `fileBlobInput(path)`), for
+   * `send`'s `attachments`. `options`: its content type, or `{ contentType, onProgress, signal }`.
+   */
+  upload(data: BlobInput, options: string | UploadOptions = {}): Promise<BlobInfo> {
+    return this.client.uploadBlob(data, typeof options === 'string' ? { contentType: options } : options);
+  }
+
+  /**
+   * Downloads a blob whole: its bytes (checked against its hash) and content type. Blobs over
+   * `maxBytes` (default 100 MiB, the relay's limit) are refused before reading them
+   * (`payload_too_large`); stream larger ones with `agent.client.downloadBlob`.
+   */
+  async download(
+    blobId: string,
+    options: { maxBytes?: number; signal?: AbortSignal } = {},
+  ): Promise<{ data: Buffer; contentType: string }> {
+    knownArgs('agent.download', options, ['maxBytes', 'signal']);
+    const maxBytes = options.maxBytes ?? LIMITS.maxBlobBytes;
+    let contentType = 'application/octet-stream';
+    const data = await this.client.downloadBlobBytes(blobId, {
+      maxBytes,
+      ...(options.signal ? { signal: options.signal } : {}),
+      onHead: (head) => {
+        contentType = head.content_type;
+      },
+    });
+    return { data, contentType };
+  }
+
+  /**
+   * Opens a message read some other way (`agent.client.getMessage`, `thread`): for an
+   * `application/x-m2m-encrypted` one, the plaintext body and its content type (the codec's
+   * `decryption_failed` and friends when it cannot be opened); any other comes back as it is.
+   * Messages from `run()` and `messages()` arrive opened already.
+   */
+  async decrypt(message: Message): Promise<{ body: JsonValue; contentType: string; encrypted: boolean }> {
+    if (message === null || typeof message !== 'object' || typeof message.content_type !== 'string')
+      throw new UsageError('agent.decrypt: the argument must be a message (with content_type and body)', {
+        code: 'invalid_argument',
+      });
+    const opened = checkOpened(await this.#codec.open(message));
+    if (opened.encrypted) this.#encrypted.add(message);
+    return { body: opened.message.body, contentType: opened.message.content_type, encrypted: opened.encrypted };
+  }
+
+  /** A message's status (`sent`, `delivered`, `expired`) and times, for a message you sent or received. */
+  status(messageId: string): Promise<MessageStatusResponse> {
+    return this.client.messageStatus(messageId);
+  }
+
+  /** One page of a thread you are part of (`{ limit, cursor }`), oldest first. */
+  async thread(threadId: string, query: { limit?: number; cursor?: string } = {}): Promise<ThreadResponse> {
+    knownArgs('agent.thread', query, ['limit', 'cursor']);
+    return this.client.thread(threadId, query);
+  }
+
+  /** Registers this agent's webhook (§3.8): the relay POSTs new messages to `url`, signed with `secret`. */
+  setWebhook(url: string, secret: string): Promise<WebhookConfig> {
+    return this.client.setWebhook(url, secret);
+  }
+
+  /** This agent's webhook (never its secret). */
+  getWebhook(): Promise<WebhookConfig> {
+    return this.client.getWebhook();
+  }
+
+  /** Removes this agent's webhook and its pending deliveries. */
+  deleteWebhook(): Promise<void> {
+    return this.client.deleteWebhook();
   }
 }

@@ -673,6 +673,59 @@ describe('Agent key file and options', () => {
     );
   });
 
+  it('the rest of the SDK surface: register, name, upload/download, decrypt, status, thread, webhooks', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0, allowPrivateWebhooks: true });
+    const alice = new Agent({ relayUrl: relay.url, keypair: Keypair.generate(), name: 'Alice', journal: false });
+    const bob = new Agent({ relayUrl: relay.url, keypair: Keypair.generate(), journal: false });
+    assert.equal(alice.name, 'Alice');
+    assert.equal(bob.name, undefined);
+    assert.equal((await alice.register()).display_name, 'Alice');
+    await bob.register();
+
+    const blob = await alice.upload(Buffer.from('quarterly numbers'), 'text/plain');
+    assert.equal(blob.size, 17);
+    const down = await alice.download(blob.blob_id);
+    assert.equal(down.data.toString(), 'quarterly numbers');
+    assert.equal(down.contentType, 'text/plain');
+    await assert.rejects(alice.download(blob.blob_id, { maxBytes: 4 }), { code: 'payload_too_large' });
+
+    const id = await alice.send(bob.publicKey, { secret: 'plans' }, { encrypt: true });
+    const raw = await bob.client.getMessage(id);
+    assert.equal(raw.content_type, 'application/x-m2m-encrypted');
+    assert.deepEqual(await bob.decrypt(raw), {
+      body: { secret: 'plans' },
+      contentType: 'application/json',
+      encrypted: true,
+    });
+    const plain = await bob.client.getMessage(await alice.send(bob.publicKey, { open: true }));
+    assert.deepEqual(await bob.decrypt(plain), {
+      body: { open: true },
+      contentType: 'application/json',
+      encrypted: false,
+    });
+    await assert.rejects(
+      bob.decrypt({ ...raw, body: { v: 1, nonsense: true } }),
+      (e: Error & { code?: string }) => typeof e.code === 'string',
+    );
+    await assert.rejects(bob.decrypt(null as never), { code: 'invalid_argument' });
+
+    assert.equal((await alice.status(id)).status, 'sent');
+    const page = await bob.thread(id);
+    assert.deepEqual(
+      page.messages.map((m) => m.message_id),
+      [id],
+    );
+    await assert.rejects(bob.thread(id, { limt: 1 } as never), { code: 'invalid_argument' });
+
+    const secret = 'a-webhook-secret-of-enough-length';
+    await bob.setWebhook('http://127.0.0.1:9/hook', secret);
+    const hook = await bob.getWebhook();
+    assert.equal(hook.url, 'http://127.0.0.1:9/hook');
+    assert.equal(JSON.stringify(hook).includes(secret), false, 'the secret is never returned');
+    await bob.deleteWebhook();
+    await assert.rejects(bob.getWebhook(), { status: 404 });
+  });
+
   it('messages({ limit, wait }): polls that many at most (the rest stay sent on the relay); a bad argument is named', async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const sender = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
