@@ -42,6 +42,7 @@ export const COMMANDS: ReadonlyArray<readonly [words: readonly string[], load: (
   [['whoami'], () => import('./commands/whoami.js')],
   [['doctor'], () => import('./commands/doctor.js')],
   [['health'], () => import('./commands/health.js')],
+  [['delete-agent'], () => import('./commands/delete-agent.js')],
   [['fleet'], () => import('./commands/fleet.js')],
   [['context'], () => import('./commands/context.js')],
   [['config'], () => import('./commands/config.js')],

@@ -215,3 +215,27 @@ describe('health', () => {
     assert.match(down.stderr, /cannot reach the relay/);
   });
 });
+
+describe('mrp delete-agent', () => {
+  it('needs --yes (exit 2, nothing sent); with it the agent is gone from the relay and the key file stays', async (t) => {
+    const relay = await startRelay(t);
+    const { deps, key } = await user(t, relay);
+    assert.equal((await runCli(['profile', '--name', 'Doomed'], deps)).code, 0);
+    const other = new RelayClient({ relayUrl: relay.url, keypair: Keypair.generate() });
+    assert.equal((await other.getAgent(key)).display_name, 'Doomed');
+
+    const refused = await runCli(['delete-agent'], deps);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, new RegExp(`deletes agent ${key} on ${relay.url.replace(/[.:/]/g, '\\$&')}`));
+    assert.match(refused.stderr, /add --yes/);
+    assert.equal((await other.getAgent(key)).display_name, 'Doomed', 'nothing was sent');
+
+    const res = await runCli(['delete-agent', '--yes', '--json'], deps);
+    assert.equal(res.code, 0, res.stderr);
+    const out = JSON.parse(res.stdout);
+    assert.equal(out.deleted, true);
+    assert.equal(out.public_key, key);
+    await assert.rejects(other.getAgent(key), { status: 404 });
+    assert.equal((await runCli(['whoami', '-q'], deps)).stdout.trim(), key, 'the key file is kept');
+  });
+});
