@@ -173,8 +173,12 @@ export interface RetryOptions {
 export interface ExchangeOptions extends RetryOptions {
   /** SHA-256 of the body, base64url (§2.2); the empty body's hash when there is no body. */
   bodyHash?: string;
-  /** The body of one attempt (called again for each retry). */
-  body?: () => Uint8Array | AsyncIterable<Uint8Array>;
+  /**
+   * The body of one attempt (called again for each retry). `ended` aborts once that attempt
+   * failed: fetch may still pull a failed attempt's body, so the body is stopped then, and
+   * whatever it throws afterwards belongs to no attempt.
+   */
+  body?: (ended: AbortSignal) => Uint8Array | AsyncIterable<Uint8Array>;
   headers?: Record<string, string>;
   /** Idle limit in ms: no byte moved for this long fails the call (default: the client's timeout). */
   timeoutMs?: number;
@@ -396,7 +400,8 @@ export class RelayClient {
       const done = (): void => clearTimeout(timer);
       const signal = options.signal ? AbortSignal.any([options.signal, idle.signal]) : idle.signal;
       touch();
-      const body = options.body?.();
+      const ended = new AbortController();
+      const body = options.body?.(ended.signal);
       let res: globalThis.Response;
       try {
         // `redirect: 'error'`: a signed target cannot move anyway, and following redirects makes
@@ -412,6 +417,10 @@ export class RelayClient {
         res = await this.#fetch(this.#origin + target, init);
       } catch (err) {
         done();
+        ended.abort();
+        // Stop reading the failed attempt's body (fetch may keep pulling it): the retry reads afresh.
+        if (body !== undefined && !(body instanceof Uint8Array))
+          (body as AsyncGenerator<Uint8Array>).return?.(undefined)?.catch(() => undefined);
         throw this.#transportError(err, method, target, options.signal, idle.signal.aborted, idleMs, false);
       }
       const rate = rateOf(res.headers);

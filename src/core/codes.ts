@@ -69,6 +69,10 @@ export const ERROR_CODES = {
   invalid_relay_url: { ...usage, doc: 'the relay URL is not an http(s) or ws(s) URL' },
   invalid_option: { ...usage, doc: 'a bad option passed to a library constructor (`createRelay`, …)' },
   missing_credentials: { ...usage, doc: 'S3 blob storage needs `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`' },
+  upload_source_changed: {
+    ...usage,
+    doc: 'an encrypted upload was refused because its file changed after it was first read (still being written?): nothing of the changed bytes was sent under its key; upload it again once it no longer changes',
+  },
   encryption_unavailable: {
     ...usage,
     doc: 'a handler asked `ctx.send(…, { encrypt: true })` of a runner without end-to-end encryption',
