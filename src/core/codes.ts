@@ -213,6 +213,10 @@ export const ERROR_CODES = {
     ...protocol,
     doc: 'the relay answered with something unreadable (not JSON, no `messages` list, a repeated cursor)',
   },
+  response_too_large: {
+    ...protocol,
+    doc: 'the relay answered with more bytes than the request allows (a poll page: its `limit` × the largest message a page may hold, at most 256 MiB); the answer was dropped unread',
+  },
   blob_hash_mismatch: {
     ...protocol,
     doc: 'a downloaded blob does not match its `X-M2M-Blob-Hash` (or its length): damaged in transit or storage; nothing was kept',
