@@ -20,7 +20,7 @@ import {
   TimeoutError,
   UsageError,
 } from '../core/errors.js';
-import { HEADERS, LIMITS, PATHS } from '../protocol/constants.js';
+import { HEADERS, LIMITS, PATHS, TIMING } from '../protocol/constants.js';
 import { relayErrorFromResponse } from '../protocol/envelope.js';
 import { type EncodedSend, encodeSendRequest, normalizeMessage } from '../protocol/frames.js';
 import {
@@ -237,6 +237,20 @@ const NEVER_SENT = new Set([
   'ENETUNREACH',
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
+
+/**
+ * Whether `err` is a failure to connect at all (refused, unknown host, unreachable, no connection
+ * within the connect timeout): the request never reached the relay, so it changed nothing there.
+ */
+export function neverReachedRelay(err: unknown): boolean {
+  if (!(err instanceof NetworkError)) return false;
+  const cause = err.cause as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  const code = cause?.cause?.code ?? cause?.code;
+  return typeof code === 'string' && NEVER_SENT.has(code);
+}
+
+/** How long a new connection may take to open (the WebSocket handshake's limit too, §5). */
+const CONNECT_TIMEOUT_MS = TIMING.wsAuthTimeoutMs;
 
 export const CLIENT_DEFAULTS = { timeoutMs: 30_000, maxAttempts: 4, maxRetryAfterMs: 60_000 } as const;
 
@@ -665,6 +679,9 @@ export class RelayClient {
         req.destroy(new Error(`no answer within ${timeoutMs} ms`));
       }, timeoutMs);
       timer.unref?.();
+      // A host that never answers the connection (a dropped SYN) is given up on like a refused
+      // one, long before the request's own timeout (a long poll's is 50 s).
+      if (timeoutMs > CONNECT_TIMEOUT_MS) req.once('socket', (socket) => this.#connectWithin(req, socket));
       userSignal?.addEventListener('abort', onAbort, { once: true });
       const settle = (): boolean => {
         if (settled) return false;
@@ -715,6 +732,20 @@ export class RelayClient {
       if (bodyText === undefined) req.end();
       else req.end(bodyText, 'utf8');
     });
+  }
+
+  /** Destroys `req` with a connect timeout when its fresh `socket` has not connected in time. */
+  #connectWithin(req: import('node:http').ClientRequest, socket: import('node:net').Socket): void {
+    if (!socket.connecting) return;
+    const timer = setTimeout(() => {
+      const err = new Error(`no connection within ${CONNECT_TIMEOUT_MS} ms`) as NodeJS.ErrnoException;
+      err.code = 'UND_ERR_CONNECT_TIMEOUT';
+      req.destroy(err);
+    }, CONNECT_TIMEOUT_MS);
+    timer.unref?.();
+    const clear = (): void => clearTimeout(timer);
+    socket.once('connect', clear);
+    socket.once('close', clear);
   }
 
   #transportError(
@@ -856,6 +887,8 @@ export class RelayClient {
       take?: string;
     } = {},
     signal?: AbortSignal,
+    /** `once`: no retry inside the call, whatever the status (a poll loop retries with its own backoff, saying so). */
+    options: { once?: boolean } = {},
   ): Promise<PollPage> {
     const waitMs = (query.wait ?? 0) * 1000;
     // A poll for `sent` messages is not idempotent: a lost answer loses what it marked delivered.
@@ -863,7 +896,7 @@ export class RelayClient {
       query,
       signal,
       timeoutMs: this.#timeoutMs + waitMs,
-      idempotent: query.status !== undefined && query.status !== 'sent',
+      idempotent: options.once !== true && query.status !== undefined && query.status !== 'sent',
       maxAnswerBytes: pollAnswerMaxBytes(query.limit ?? LIMITS.pollLimitDefault),
       parse: readMessagePage,
     });

@@ -112,6 +112,32 @@ describe('Poller against a real relay', () => {
 });
 
 describe('Poller against a scripted relay', () => {
+  it('a relay that drops every connection: each failure, the look at what a lost poll took included, is one attempt and one retry event, backing off', {
+    timeout: 10_000,
+  }, async (t) => {
+    const server = await scriptedHttp(t, (_req, res) => res.socket?.destroy());
+    const clock = new WatchedClock(Date.now());
+    const client = new RelayClient({ relayUrl: server.url, keypair: Keypair.generate(), clock });
+    const p = poller(t, { client, clock, waitSeconds: 0, limit: 1 });
+    const warnings: unknown[] = [];
+    p.on('warning', (e) => warnings.push(e));
+    const first = p.next('retry');
+    p.start();
+    const [a] = await first;
+    assert.equal(server.seen.length, 1);
+    assert.doesNotMatch(server.seen[0]!.url, /status=delivered/);
+    // The poll's answer may have been lost: after the backoff, the relay is asked what it took,
+    // once; that failing is the next retry event (not a warning), with a longer delay.
+    const second = p.next('retry');
+    await clock.advanceAsync(a.delayMs);
+    const [b] = await second;
+    assert.equal(server.seen.length, 2, 'one request, no retries inside the client');
+    assert.match(server.seen[1]!.url, /status=delivered/);
+    assert.equal(b.error.kind, 'network');
+    assert.ok(b.delayMs > a.delayMs);
+    assert.deepEqual(warnings, []);
+  });
+
   it('a poll answer longer than the page it asked for: response_too_large read no further than the bound, then backs off and polls again', async (t) => {
     const mib = Buffer.alloc(1024 * 1024, 0x20);
     const written: number[] = [];
