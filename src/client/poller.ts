@@ -285,7 +285,8 @@ export class Poller extends TypedEmitter<PollerEvents> {
     for (;;) {
       // One attempt: a failure is reported and retried by the caller's loop, with its backoff.
       const res = await this.#client.poll(
-        { status: 'delivered', ...query, limit: LIMITS.pollLimitMax, ...(cursor ? { cursor } : {}) },
+        // Pages no larger than the poller's own (what a relay may answer is bounded by the limit).
+        { status: 'delivered', ...query, limit: this.#limit, ...(cursor ? { cursor } : {}) },
         undefined,
         { once: true },
       );
