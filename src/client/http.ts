@@ -446,6 +446,12 @@ export class RelayClient {
       touch();
       const ended = new AbortController();
       const body = options.body?.(ended.signal);
+      // Stops reading a failed attempt's body (fetch may keep pulling it): the retry reads afresh.
+      const endBody = (): void => {
+        ended.abort();
+        if (body !== undefined && !(body instanceof Uint8Array))
+          (body as AsyncGenerator<Uint8Array>).return?.(undefined)?.catch(() => undefined);
+      };
       let res: globalThis.Response;
       try {
         // `redirect: 'error'`: a signed target cannot move anyway, and following redirects makes
@@ -461,10 +467,7 @@ export class RelayClient {
         res = await this.#fetch(this.#origin + target, init);
       } catch (err) {
         done();
-        ended.abort();
-        // Stop reading the failed attempt's body (fetch may keep pulling it): the retry reads afresh.
-        if (body !== undefined && !(body instanceof Uint8Array))
-          (body as AsyncGenerator<Uint8Array>).return?.(undefined)?.catch(() => undefined);
+        endBody();
         throw this.#transportError(err, method, target, options.signal, idle.signal.aborted, idleMs, false);
       }
       const rate = rateOf(res.headers);
@@ -473,6 +476,8 @@ export class RelayClient {
         touch();
         return { response: res, touch, done, requestId: res.headers.get('x-request-id') ?? undefined };
       }
+      // Refused (perhaps before the whole body was read): this attempt's body is done with.
+      endBody();
       let text = '';
       try {
         text = await res.text();
