@@ -14,7 +14,7 @@ import { sleep } from '../core/async.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { type Listenable, TypedEmitter } from '../core/emitter.js';
 import { type MrpError, NetworkError, OutcomeUnknownError, TimeoutError, toMrpError } from '../core/errors.js';
-import { PATHS } from '../protocol/constants.js';
+import { PATHS, TIMING } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { RejectedMessage } from '../protocol/inbound.js';
 import type { Message, SendResponse } from '../protocol/types.js';
@@ -386,6 +386,9 @@ export interface PollSourceOptions extends Omit<PollerOptions, 'client' | 'deliv
   openTake?: OpenTake;
 }
 
+/** How long poll mode's first request may go unanswered before the relay is said unreachable (as a WebSocket handshake). */
+const PROBE_TIMEOUT_MS = TIMING.wsAuthTimeoutMs;
+
 /**
  * Long polls (§3.6). A poll marks what it returns delivered, so each batch is `taken` and the
  * poll's take (noted in the journal before it is sent) is closed only after `deliver` resolved.
@@ -455,7 +458,7 @@ export class PollSource extends BaseSource implements MessageSource {
     // the relay's clock (to place a lost poll's window on it). One attempt: a relay that cannot
     // be reached is said at once (as the WebSocket source does), then retried with the backoff.
     const failure = await this.#client
-      .request('GET', PATHS.agent(this.#client.publicKey), { idempotent: false })
+      .request('GET', PATHS.agent(this.#client.publicKey), { idempotent: false, timeoutMs: PROBE_TIMEOUT_MS })
       .then(() => undefined)
       .catch((err: unknown) => toMrpError(err));
     if (failure === undefined) this.#markConnected();
