@@ -9,8 +9,15 @@
  *   it must be known before the first byte goes out. ChaCha20-Poly1305 under a fixed DEK and nonce
  *   is deterministic, so the file is encrypted twice: once to measure and hash (nothing kept), once
  *   per upload attempt (`open()`). Memory stays at one chunk whatever the size, with no temp file;
- *   the price is a second encryption pass (~1 GB/s with `node:crypto`). If the file changes in
- *   between, the relay's signature check fails the upload rather than storing other bytes.
+ *   the price is a second encryption pass (~1 GB/s with `node:crypto`).
+ * - A fixed DEK and nonce must never encrypt two different plaintexts (two ciphertexts under one
+ *   ChaCha20 keystream give away the XOR of their plaintexts, and Poly1305 forgeries), and a file
+ *   can change between the measuring pass and an attempt, or between two attempts. So the
+ *   plaintext is cut into fixed 256 KiB blocks, the measuring pass keeps each block's SHA-256
+ *   (32 bytes per block: 12.5 KiB for 100 MiB), and every attempt checks each block against it
+ *   right before encrypting it: a block that differs ends the upload with `upload_source_changed`
+ *   and nothing of it is encrypted, so every byte that ever leaves under this DEK and nonce is the
+ *   ciphertext of the one plaintext that was measured.
  * - The Poly1305 tag is at the END of the blob, so plaintext streamed by `openAttachment` is
  *   untrusted until the iterator finishes without throwing: callers write it to a temp file and
  *   rename on success (the CLI's `writeStreamNew`), or buffer it under a limit
@@ -21,13 +28,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { ProtocolError, UsageError } from '../core/errors.js';
-import {
-  BLOB_NONCE_BYTES,
-  decryptBlobStream,
-  encryptBlobStream,
-  encryptedBlobSize,
-  newDek,
-} from '../protocol/blob-crypto.js';
+import { BLOB_NONCE_BYTES, decryptBlobStream, encryptBlobStream, newDek } from '../protocol/blob-crypto.js';
 import type { Keypair } from '../protocol/signing.js';
 import type { Attachment } from '../protocol/types.js';
 import type { BlobHead, BlobInput, DownloadOptions } from './blobs.js';
@@ -59,10 +60,46 @@ async function wrapFor(keypair: Keypair, recipient: string, dek: Uint8Array) {
   }
 }
 
+/** The plaintext block whose digest each upload attempt checks before encrypting it. */
+const SEAL_BLOCK_BYTES = 256 * 1024;
+
+/** Re-cuts a stream of bytes into `size`-byte blocks (the last one shorter), copying only to join. */
+async function* blocksOf(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  size: number,
+): AsyncGenerator<Uint8Array> {
+  let parts: Uint8Array[] = [];
+  let have = 0;
+  for await (const raw of source) {
+    let chunk: Uint8Array = typeof raw === 'string' ? Buffer.from(raw) : raw;
+    while (chunk.byteLength > 0) {
+      const take = Math.min(size - have, chunk.byteLength);
+      parts.push(chunk.subarray(0, take));
+      have += take;
+      chunk = chunk.subarray(take);
+      if (have === size) {
+        yield parts.length === 1 ? parts[0]! : Buffer.concat(parts, have);
+        parts = [];
+        have = 0;
+      }
+    }
+  }
+  if (have > 0) yield parts.length === 1 ? parts[0]! : Buffer.concat(parts, have);
+}
+
+function sourceChanged(): UsageError {
+  return new UsageError(
+    'the bytes to upload changed after they were encrypted once (a file still being written?); nothing of the changed bytes was sent; upload it again once it no longer changes',
+    { code: 'upload_source_changed' },
+  );
+}
+
 /**
  * Seals a plaintext for `recipient` (§8.4): a fresh DEK and nonce, the DEK wrapped with HPKE Auth
- * from `keypair`. Reads `source` once now (to size and hash the ciphertext) and again on every
- * `input.open()`. `meta` is the plaintext's filename and media type, kept in the attachment.
+ * from `keypair`. Reads `source` once now (to size and hash the ciphertext, keeping each block's
+ * digest) and again on every `input.open()`, which refuses (`upload_source_changed`) a block that
+ * differs from the first read before encrypting it. `meta` is the plaintext's filename and media
+ * type, kept in the attachment.
  */
 export async function sealUpload(
   keypair: Keypair,
@@ -74,26 +111,39 @@ export async function sealUpload(
   const nonce = Uint8Array.from(randomBytes(BLOB_NONCE_BYTES));
   const fixedNonce = (): Uint8Array => nonce;
   const hash = createHash('sha256');
+  const digests: Buffer[] = [];
   let size = 0;
-  let plainSize = 0;
-  const measured = async function* (): AsyncGenerator<Uint8Array> {
-    for await (const chunk of source()) {
-      plainSize += chunk.byteLength;
-      yield chunk;
-    }
+  const record = (block: Uint8Array): void => {
+    digests.push(createHash('sha256').update(block).digest());
   };
-  for await (const chunk of encryptBlobStream(dek, measured(), fixedNonce)) {
+  for await (const chunk of encryptBlobStream(dek, blocksOf(source(), SEAL_BLOCK_BYTES), fixedNonce, record)) {
     hash.update(chunk);
     size += chunk.byteLength;
   }
-  if (size !== encryptedBlobSize(plainSize))
-    throw new UsageError('sealUpload: the plaintext source changed while it was read', { code: 'invalid_argument' });
+  // Each attempt's block `index` must be the measured one, byte for byte, before it is encrypted;
+  // and there must be no fewer blocks, checked before the tag (over a shorter plaintext) is made.
+  const verify = (block: Uint8Array, index: number): void => {
+    const expected = digests[index];
+    if (!expected?.equals(createHash('sha256').update(block).digest())) throw sourceChanged();
+  };
+  const reread = async function* (): AsyncGenerator<Uint8Array> {
+    let count = 0;
+    for await (const block of blocksOf(source(), SEAL_BLOCK_BYTES)) {
+      count++;
+      yield block;
+    }
+    if (count !== digests.length) throw sourceChanged();
+  };
   const wrapped = await wrapFor(keypair, recipient, dek);
   const attachment: Omit<Attachment, 'blob_id'> = { encrypted: true, ...wrapped };
   if (meta.filename !== undefined) attachment.filename = meta.filename;
   if (meta.contentType !== undefined) attachment.content_type = meta.contentType;
   return {
-    input: { size, sha256: hash.digest(), open: () => encryptBlobStream(dek, source(), fixedNonce) },
+    input: {
+      size,
+      sha256: hash.digest(),
+      open: () => encryptBlobStream(dek, reread(), fixedNonce, verify),
+    },
     uploadType: ENCRYPTED_BLOB_TYPE,
     attachment,
   };

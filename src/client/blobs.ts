@@ -192,7 +192,17 @@ export async function uploadBlob(client: RelayClient, input: BlobInput, opts: Up
     );
   const exchange = await client.exchange('POST', PATHS.blobs, {
     bodyHash: Buffer.from(blob.sha256).toString('base64url'),
-    body: () => counted(blob.open(), blob.size, opts.onProgress, failed, blob.streamed ? blob.sha256 : undefined),
+    // A failed attempt's body may still be read for a moment: its errors no longer count.
+    body: (ended) =>
+      counted(
+        blob.open(),
+        blob.size,
+        opts.onProgress,
+        (err) => {
+          if (!ended.aborted) failed(err);
+        },
+        blob.streamed ? blob.sha256 : undefined,
+      ),
     headers,
     signal: opts.signal ? AbortSignal.any([opts.signal, inputFailed.signal]) : inputFailed.signal,
     // A retried upload stores at most one more copy (a new id); both answers name the same bytes.

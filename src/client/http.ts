@@ -20,7 +20,7 @@ import {
   TimeoutError,
   UsageError,
 } from '../core/errors.js';
-import { HEADERS, PATHS } from '../protocol/constants.js';
+import { HEADERS, LIMITS, PATHS, TIMING } from '../protocol/constants.js';
 import { relayErrorFromResponse } from '../protocol/envelope.js';
 import { type EncodedSend, encodeSendRequest, normalizeMessage } from '../protocol/frames.js';
 import {
@@ -157,6 +157,8 @@ export interface RequestOptions {
   parse?: (text: string) => unknown;
   /** The body holds a secret: `trace` sees a placeholder instead (never `--log-payloads` output). */
   secretBody?: boolean;
+  /** The longest answer read; longer is `response_too_large` (default and most: 256 MiB). */
+  maxAnswerBytes?: number;
 }
 
 /** What `trace` sees instead of a body that holds a secret. */
@@ -173,8 +175,12 @@ export interface RetryOptions {
 export interface ExchangeOptions extends RetryOptions {
   /** SHA-256 of the body, base64url (§2.2); the empty body's hash when there is no body. */
   bodyHash?: string;
-  /** The body of one attempt (called again for each retry). */
-  body?: () => Uint8Array | AsyncIterable<Uint8Array>;
+  /**
+   * The body of one attempt (called again for each retry). `ended` aborts once that attempt
+   * failed: fetch may still pull a failed attempt's body, so the body is stopped then, and
+   * whatever it throws afterwards belongs to no attempt.
+   */
+  body?: (ended: AbortSignal) => Uint8Array | AsyncIterable<Uint8Array>;
   headers?: Record<string, string>;
   /** Idle limit in ms: no byte moved for this long fails the call (default: the client's timeout). */
   timeoutMs?: number;
@@ -232,13 +238,53 @@ const NEVER_SENT = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
 
+/**
+ * Whether `err` is a failure to connect at all (refused, unknown host, unreachable, no connection
+ * within the connect timeout): the request never reached the relay, so it changed nothing there.
+ */
+export function neverReachedRelay(err: unknown): boolean {
+  if (!(err instanceof NetworkError)) return false;
+  const cause = err.cause as { code?: unknown; cause?: { code?: unknown } } | undefined;
+  const code = cause?.cause?.code ?? cause?.code;
+  return typeof code === 'string' && NEVER_SENT.has(code);
+}
+
+/** How long a new connection may take to open (the WebSocket handshake's limit too, §5). */
+const CONNECT_TIMEOUT_MS = TIMING.wsAuthTimeoutMs;
+
 export const CLIENT_DEFAULTS = { timeoutMs: 30_000, maxAttempts: 4, maxRetryAfterMs: 60_000 } as const;
 
 /**
- * The largest answer read (node:http transport): a page of 100 messages at the 1 MiB body limit,
- * with room to spare. Blobs are streamed elsewhere (`exchange`), never read whole here.
+ * The largest answer read whole (`request`), whatever was asked. Blobs are streamed elsewhere
+ * (`exchange`), never read whole here. A poll asks for less (`pollAnswerMaxBytes`).
  */
 const MAX_ANSWER_BYTES = 256 * 1024 * 1024;
+
+/** What a relay may add to each message of a page besides its envelope (ids, keys, times, status). */
+const PAGE_MESSAGE_EXTRA_BYTES = 16 * 1024;
+/** A page's own JSON around its messages (`has_more`, `next_cursor`, …). */
+const PAGE_EXTRA_BYTES = 64 * 1024;
+
+/**
+ * The largest poll answer read for a page of at most `limit` messages (our choice): each message
+ * at most the protocol's envelope limit (2 MiB), plus twice the body limit for a relay that
+ * re-escapes the body (`\u`-escaping non-ASCII makes it up to three times longer), plus what the
+ * relay adds; never more than `MAX_ANSWER_BYTES`. A hostile relay cannot make a runner that asked
+ * for one message buffer more than about 4 MiB; a longer answer is `response_too_large`.
+ */
+export function pollAnswerMaxBytes(limit: number): number {
+  const n = Number.isSafeInteger(limit) && limit > 0 ? Math.min(limit, LIMITS.pollLimitMax) : LIMITS.pollLimitDefault;
+  const perMessage = LIMITS.maxEnvelopeBytes + 2 * LIMITS.maxBodyBytes + PAGE_MESSAGE_EXTRA_BYTES;
+  return Math.min(MAX_ANSWER_BYTES, n * perMessage + PAGE_EXTRA_BYTES);
+}
+
+function tooLarge(method: string, target: string, limit: number): ProtocolError {
+  return new ProtocolError(
+    'response_too_large',
+    `${method} ${target.split('?')[0]}: the relay's answer is larger than the ${limit} bytes this request allows; nothing of it was used`,
+    { details: { limit_bytes: limit } },
+  );
+}
 
 /** One attempt of a request, as the transports take it. */
 interface Attempt {
@@ -248,6 +294,8 @@ interface Attempt {
   bodyText: string | undefined;
   timeoutMs: number;
   userSignal: AbortSignal | undefined;
+  /** The longest answer read. */
+  maxBytes: number;
 }
 
 /** One answer, read whole: what `request` needs from either transport. */
@@ -396,7 +444,14 @@ export class RelayClient {
       const done = (): void => clearTimeout(timer);
       const signal = options.signal ? AbortSignal.any([options.signal, idle.signal]) : idle.signal;
       touch();
-      const body = options.body?.();
+      const ended = new AbortController();
+      const body = options.body?.(ended.signal);
+      // Stops reading a failed attempt's body (fetch may keep pulling it): the retry reads afresh.
+      const endBody = (): void => {
+        ended.abort();
+        if (body !== undefined && !(body instanceof Uint8Array))
+          (body as AsyncGenerator<Uint8Array>).return?.(undefined)?.catch(() => undefined);
+      };
       let res: globalThis.Response;
       try {
         // `redirect: 'error'`: a signed target cannot move anyway, and following redirects makes
@@ -412,6 +467,7 @@ export class RelayClient {
         res = await this.#fetch(this.#origin + target, init);
       } catch (err) {
         done();
+        endBody();
         throw this.#transportError(err, method, target, options.signal, idle.signal.aborted, idleMs, false);
       }
       const rate = rateOf(res.headers);
@@ -420,6 +476,8 @@ export class RelayClient {
         touch();
         return { response: res, touch, done, requestId: res.headers.get('x-request-id') ?? undefined };
       }
+      // Refused (perhaps before the whole body was read): this attempt's body is done with.
+      endBody();
       let text = '';
       try {
         text = await res.text();
@@ -516,11 +574,11 @@ export class RelayClient {
     if (bodyText !== undefined) headers['Content-Type'] = 'application/json';
     if (this.#userAgent) headers['User-Agent'] = this.#userAgent;
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+    const maxBytes = Math.min(options.maxAnswerBytes ?? MAX_ANSWER_BYTES, MAX_ANSWER_BYTES);
     let res: Answer;
     try {
-      res = this.#customFetch
-        ? await this.#viaFetch({ method, target, headers, bodyText, timeoutMs, userSignal: options.signal })
-        : await this.#viaNodeHttp({ method, target, headers, bodyText, timeoutMs, userSignal: options.signal });
+      const attempt = { method, target, headers, bodyText, timeoutMs, userSignal: options.signal, maxBytes };
+      res = this.#customFetch ? await this.#viaFetch(attempt) : await this.#viaNodeHttp(attempt);
     } catch (err) {
       if (!(err instanceof TransportFailure)) throw err;
       throw this.#transportError(err.error, method, target, options.signal, err.timedOut, timeoutMs, err.sent);
@@ -555,7 +613,7 @@ export class RelayClient {
   }
 
   /** One attempt through the `fetch` passed in; failures are `TransportFailure`s. */
-  async #viaFetch({ method, target, headers, bodyText, timeoutMs, userSignal }: Attempt): Promise<Answer> {
+  async #viaFetch({ method, target, headers, bodyText, timeoutMs, userSignal, maxBytes }: Attempt): Promise<Answer> {
     const timeout = AbortSignal.timeout(timeoutMs);
     // AbortSignal.any holds its sources weakly: no listener piles up on a long-lived signal.
     const signal = userSignal ? AbortSignal.any([userSignal, timeout]) : timeout;
@@ -570,11 +628,20 @@ export class RelayClient {
     } catch (err) {
       throw new TransportFailure(err, false, timeout.aborted);
     }
+    const chunks: Uint8Array[] = [];
+    let bytes = 0;
     try {
-      return { status: res.status, headers: res.headers, text: await res.text() };
+      for await (const chunk of (res.body ?? []) as AsyncIterable<Uint8Array>) {
+        bytes += chunk.byteLength;
+        if (bytes > maxBytes) break;
+        chunks.push(chunk);
+      }
     } catch (err) {
       throw new TransportFailure(err, true, timeout.aborted);
     }
+    // Leaving the loop early cancelled the rest of the answer.
+    if (bytes > maxBytes) throw tooLarge(method, target, maxBytes);
+    return { status: res.status, headers: res.headers, text: Buffer.concat(chunks, bytes).toString('utf8') };
   }
 
   async #nodeTransport(): Promise<NodeTransport> {
@@ -593,7 +660,7 @@ export class RelayClient {
    * One attempt over node:http(s); failures are `TransportFailure`s. `timeoutMs` bounds the whole
    * attempt (answer read included); `userSignal` cancels it.
    */
-  async #viaNodeHttp({ method, target, headers, bodyText, timeoutMs, userSignal }: Attempt): Promise<Answer> {
+  async #viaNodeHttp({ method, target, headers, bodyText, timeoutMs, userSignal, maxBytes }: Attempt): Promise<Answer> {
     const transport = this.#transport ?? (await this.#nodeTransport());
     if (userSignal?.aborted) throw new TransportFailure(userSignal.reason, false, false);
     if (bodyText !== undefined) headers['Content-Length'] = String(Buffer.byteLength(bodyText, 'utf8'));
@@ -617,6 +684,9 @@ export class RelayClient {
         req.destroy(new Error(`no answer within ${timeoutMs} ms`));
       }, timeoutMs);
       timer.unref?.();
+      // A host that never answers the connection (a dropped SYN) is given up on like a refused
+      // one, long before the request's own timeout (a long poll's is 50 s).
+      if (timeoutMs > CONNECT_TIMEOUT_MS) req.once('socket', (socket) => this.#connectWithin(req, socket));
       userSignal?.addEventListener('abort', onAbort, { once: true });
       const settle = (): boolean => {
         if (settled) return false;
@@ -635,19 +705,13 @@ export class RelayClient {
         let bytes = 0;
         res.on('data', (chunk: Buffer) => {
           bytes += chunk.length;
-          if (bytes <= MAX_ANSWER_BYTES) {
+          if (bytes <= maxBytes) {
             chunks.push(chunk);
             return;
           }
           // A relay that never stops answering must not take the process's memory with it.
           chunks.length = 0;
-          if (settle())
-            reject(
-              new ProtocolError(
-                'invalid_response',
-                `${method} ${target.split('?')[0]}: the answer is larger than ${MAX_ANSWER_BYTES / 1024 / 1024} MiB`,
-              ),
-            );
+          if (settle()) reject(tooLarge(method, target, maxBytes));
           req.destroy();
         });
         res.on('error', fail);
@@ -673,6 +737,20 @@ export class RelayClient {
       if (bodyText === undefined) req.end();
       else req.end(bodyText, 'utf8');
     });
+  }
+
+  /** Destroys `req` with a connect timeout when its fresh `socket` has not connected in time. */
+  #connectWithin(req: import('node:http').ClientRequest, socket: import('node:net').Socket): void {
+    if (!socket.connecting) return;
+    const timer = setTimeout(() => {
+      const err = new Error(`no connection within ${CONNECT_TIMEOUT_MS} ms`) as NodeJS.ErrnoException;
+      err.code = 'UND_ERR_CONNECT_TIMEOUT';
+      req.destroy(err);
+    }, CONNECT_TIMEOUT_MS);
+    timer.unref?.();
+    const clear = (): void => clearTimeout(timer);
+    socket.once('connect', clear);
+    socket.once('close', clear);
   }
 
   #transportError(
@@ -814,6 +892,8 @@ export class RelayClient {
       take?: string;
     } = {},
     signal?: AbortSignal,
+    /** `once`: no retry inside the call, whatever the status (a poll loop retries with its own backoff, saying so). */
+    options: { once?: boolean } = {},
   ): Promise<PollPage> {
     const waitMs = (query.wait ?? 0) * 1000;
     // A poll for `sent` messages is not idempotent: a lost answer loses what it marked delivered.
@@ -821,7 +901,8 @@ export class RelayClient {
       query,
       signal,
       timeoutMs: this.#timeoutMs + waitMs,
-      idempotent: query.status !== undefined && query.status !== 'sent',
+      idempotent: options.once !== true && query.status !== undefined && query.status !== 'sent',
+      maxAnswerBytes: pollAnswerMaxBytes(query.limit ?? LIMITS.pollLimitDefault),
       parse: readMessagePage,
     });
     const { messages, has_more, next_cursor, sizes, rejected } = res.data;

@@ -19,7 +19,7 @@ import { LIMITS, TIMING } from '../protocol/constants.js';
 import type { RejectedMessage } from '../protocol/inbound.js';
 import { formatTimestamp } from '../protocol/signing.js';
 import type { Message } from '../protocol/types.js';
-import type { PollPage, RelayClient } from './http.js';
+import { neverReachedRelay, type PollPage, type RelayClient } from './http.js';
 
 export interface PollerEvents extends Record<string, unknown[]> {
   /** One poll's messages, oldest first, with the size of each one's text. */
@@ -218,6 +218,16 @@ export class Poller extends TypedEmitter<PollerEvents> {
    * could not be asked (try again).
    */
   async recoverTake(take: Take, until?: number): Promise<boolean> {
+    const result = await this.#recover(take, until);
+    if (result instanceof MrpError) {
+      this.emit('warning', result);
+      return false;
+    }
+    return result;
+  }
+
+  /** `recoverTake`, the relay's failure returned instead of emitted (the caller reports it). */
+  async #recover(take: Take, until?: number): Promise<boolean | MrpError> {
     try {
       if (take.id !== undefined && this.#recordsTakes !== false) {
         const exact = await this.#recoverById(take.id);
@@ -225,8 +235,7 @@ export class Poller extends TypedEmitter<PollerEvents> {
       }
       return await this.#recoverWindow(take, until);
     } catch (err) {
-      this.emit('warning', toMrpError(err));
-      return false;
+      return toMrpError(err);
     }
   }
 
@@ -277,12 +286,13 @@ export class Poller extends TypedEmitter<PollerEvents> {
     const seen = new Set<string>();
     let cursor: string | undefined;
     for (;;) {
-      const res = await this.#client.poll({
-        status: 'delivered',
-        ...query,
-        limit: LIMITS.pollLimitMax,
-        ...(cursor ? { cursor } : {}),
-      });
+      // One attempt: a failure is reported and retried by the caller's loop, with its backoff.
+      const res = await this.#client.poll(
+        // Pages no larger than the poller's own (what a relay may answer is bounded by the limit).
+        { status: 'delivered', ...query, limit: this.#limit, ...(cursor ? { cursor } : {}) },
+        undefined,
+        { once: true },
+      );
       const keep = pick(res);
       if (keep === 'ignored') return 'ignored';
       const handed = await this.#hand({
@@ -358,23 +368,37 @@ export class Poller extends TypedEmitter<PollerEvents> {
 
   /**
    * The poll the previous run left open (from the journal), settled before anything else is
-   * polled: `recoverTake` until the relay could be asked, then the take is closed. `again` waits
-   * before the next attempt and says whether to go on; false when it gave up (stopping: the take
-   * stays open for the next start). One loop for every source that polls (poll mode, the
-   * WebSocket source's catch-up, webhook mode's).
+   * polled: `recoverTake` until the relay could be asked, then the take is closed. A failed look
+   * is a `retry` event with the backoff's next delay; `again(delayMs)` waits that long and says
+   * whether to go on; false when it gave up (stopping: the take stays open for the next start).
+   * One loop for every source that polls (poll mode, the WebSocket source's catch-up, webhook
+   * mode's).
    */
-  async settleOpenTake(take: Take, again: () => Promise<boolean>): Promise<boolean> {
-    while (!(await this.recoverTake(take))) if (!(await again())) return false;
+  async settleOpenTake(take: Take, again: (delayMs: number) => Promise<boolean>): Promise<boolean> {
+    for (;;) {
+      const result = await this.#recover(take);
+      if (result === true) break;
+      const delayMs = this.#backoff.next();
+      if (result instanceof MrpError) this.emit('retry', { error: result, delayMs });
+      if (!(await again(delayMs))) return false;
+    }
     this.#takes?.end();
     return true;
   }
 
+  /** How long to wait after a failure before the next attempt (the poller's backoff, shared). */
+  nextRetryDelay(): number {
+    return this.#backoff.next();
+  }
+
   /**
-   * Settles a poll whose answer may have been lost (see `recoverTake`). False when the relay
-   * could not be asked: the take stays open (in the journal too) and is looked at again.
+   * Settles a poll whose answer may have been lost (see `recoverTake`). False, or the relay's
+   * failure, when it could not be asked: the take stays open (in the journal too) and is looked
+   * at again.
    */
-  async #settle(take: Take & { until: number }): Promise<boolean> {
-    if (!(await this.recoverTake(take, take.until))) return false;
+  async #settle(take: Take & { until: number }): Promise<boolean | MrpError> {
+    const result = await this.#recover(take, take.until);
+    if (result !== true) return result;
     this.#takes?.end();
     return true;
   }
@@ -387,9 +411,13 @@ export class Poller extends TypedEmitter<PollerEvents> {
     let lost: (Take & { until: number }) | undefined;
     while (this.#running) {
       if (lost) {
-        if (await this.#settle(lost)) lost = undefined;
+        const settled = await this.#settle(lost);
+        if (settled === true) lost = undefined;
         else {
-          await this.#pause(this.#backoff.next());
+          const delayMs = this.#backoff.next();
+          // Said like a failed poll (the relay is still unreachable, say), not as a bare warning.
+          if (settled instanceof MrpError) this.emit('retry', { error: settled, delayMs });
+          await this.#pause(delayMs);
           continue;
         }
       }
@@ -442,12 +470,14 @@ export class Poller extends TypedEmitter<PollerEvents> {
           // relay has had a moment to notice the cancelled request. If the relay cannot be
           // asked, the take stays open for the next start.
           await sleep(RECOVERY_SETTLE_MS, { clock: this.#clock });
-          await this.#settle({ at: started, waitSeconds: wait, id, until: this.#clock.now() });
+          const settled = await this.#settle({ at: started, waitSeconds: wait, id, until: this.#clock.now() });
+          if (settled instanceof MrpError) this.emit('warning', settled);
           break;
         }
         const error = toMrpError(err);
-        // A relay that answered with an error took nothing; a broken connection may have.
-        if (error instanceof RelayError) this.#takes?.end();
+        // A relay that answered with an error took nothing, nor did a poll that never reached
+        // it (refused, unknown host); a broken connection may have.
+        if (error instanceof RelayError || neverReachedRelay(error)) this.#takes?.end();
         else lost = { at: started, waitSeconds: wait, id, until: this.#clock.now() };
         if (error instanceof RelayError && error.code === 'bad_request' && wait > 0 && /wait/.test(error.message)) {
           this.#waitSeconds = 0;

@@ -13,7 +13,8 @@
 import { sleep } from '../core/async.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { type Listenable, TypedEmitter } from '../core/emitter.js';
-import { type MrpError, OutcomeUnknownError, toMrpError } from '../core/errors.js';
+import { type MrpError, NetworkError, OutcomeUnknownError, TimeoutError, toMrpError } from '../core/errors.js';
+import { PATHS, TIMING } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { RejectedMessage } from '../protocol/inbound.js';
 import type { Message, SendResponse } from '../protocol/types.js';
@@ -332,9 +333,9 @@ export class WebSocketSource extends BaseSource implements MessageSource {
 
   /** The previous run's catch-up poll that was in flight when it died: what it took, handed over again. */
   async #recover(take: OpenTake & { id?: string }): Promise<void> {
-    await this.#poller.settleOpenTake(take, async () => {
+    await this.#poller.settleOpenTake(take, async (delayMs) => {
       if (!this.#intake) return false;
-      await sleep(2000, { clock: this.#clock });
+      await sleep(delayMs, { clock: this.#clock });
       return true;
     });
   }
@@ -385,6 +386,9 @@ export interface PollSourceOptions extends Omit<PollerOptions, 'client' | 'deliv
   openTake?: OpenTake;
 }
 
+/** How long poll mode's first request may go unanswered before the relay is said unreachable (as a WebSocket handshake). */
+const PROBE_TIMEOUT_MS = TIMING.wsAuthTimeoutMs;
+
 /**
  * Long polls (§3.6). A poll marks what it returns delivered, so each batch is `taken` and the
  * poll's take (noted in the journal before it is sent) is closed only after `deliver` resolved.
@@ -396,6 +400,7 @@ export class PollSource extends BaseSource implements MessageSource {
   readonly #openTake: OpenTake | undefined;
   #connected = false;
   #stopped = false;
+  readonly #stopping = new AbortController();
 
   /**
    * `takes`: where each poll in flight is noted (the journal). `openTake`: the poll the previous
@@ -417,11 +422,7 @@ export class PollSource extends BaseSource implements MessageSource {
       capacity: options.capacity ?? (() => this.consumer?.capacity() ?? 0),
       deliver: (page) => this.#deliver(page),
     });
-    this.poller.on('retry', ({ error, delayMs }) => {
-      this.#connected = false;
-      this.setStatus('degraded');
-      this.emit('disconnected', { explanation: error.message, willReconnect: true, delayMs });
-    });
+    this.poller.on('retry', ({ error, delayMs }) => this.#unreachable(error, delayMs));
     this.poller.on('recovered', () => this.#markConnected());
     this.poller.on('mode', (mode) =>
       this.emit('connected', { reconnected: this.#connected, detail: `poll (${mode})` }),
@@ -454,32 +455,51 @@ export class PollSource extends BaseSource implements MessageSource {
 
   async #begin(): Promise<void> {
     // Say we are connected once the relay answers: a cheap signed request, which also tells
-    // the relay's clock (to place a lost poll's window on it).
-    const answered = await this.#client
-      .getAgent(this.#client.publicKey)
-      .then(() => true)
-      .catch(() => false);
-    if (answered) this.#markConnected();
+    // the relay's clock (to place a lost poll's window on it). One attempt: a relay that cannot
+    // be reached is said at once (as the WebSocket source does), then retried with the backoff.
+    const failure = await this.#client
+      .request('GET', PATHS.agent(this.#client.publicKey), { idempotent: false, timeoutMs: PROBE_TIMEOUT_MS })
+      .then(() => undefined)
+      .catch((err: unknown) => toMrpError(err));
+    if (failure === undefined) this.#markConnected();
+    else if (failure instanceof NetworkError || failure instanceof TimeoutError) {
+      const delayMs = this.poller.nextRetryDelay();
+      this.#unreachable(failure, delayMs);
+      if (!(await this.#wait(delayMs))) return;
+    }
     const take = this.#openTake;
     if (take) {
-      const settled = await this.poller.settleOpenTake(take, async () => {
-        if (this.#stopped) return false;
-        await sleep(2000, { clock: this.#clock });
-        return !this.#stopped;
-      });
+      const settled = await this.poller.settleOpenTake(take, (delayMs) => this.#wait(delayMs));
       if (!settled || this.#stopped) return;
       this.#markConnected();
     }
     if (!this.#stopped) this.poller.start();
   }
 
+  /** The relay could not be asked: said like a dropped connection, with when the next try is. */
+  #unreachable(error: MrpError, delayMs: number): void {
+    this.#connected = false;
+    this.setStatus('degraded');
+    this.emit('disconnected', { explanation: error.message, willReconnect: true, delayMs });
+  }
+
+  /** Waits `ms` unless stopping; false once stopping. */
+  async #wait(ms: number): Promise<boolean> {
+    if (this.#stopped) return false;
+    await sleep(ms, { clock: this.#clock, signal: this.#stopping.signal }).catch(() => undefined);
+    return !this.#stopped;
+  }
+
   stopIntake(): Promise<void> {
     this.#stopped = true;
+    this.#stopping.abort();
     this.setStatus('draining');
     return this.poller.stop();
   }
 
   async close(): Promise<void> {
+    this.#stopped = true;
+    this.#stopping.abort();
     await this.poller.stop();
     this.setStatus('stopped');
   }

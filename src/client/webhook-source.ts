@@ -377,7 +377,7 @@ export class WebhookSource extends BaseSource implements MessageSource {
     const stop = this.#stop.signal;
     const take = this.#openTake;
     if (take) {
-      if (!(await this.#poller.settleOpenTake(take, () => this.#pause(2000))) || stop.aborted) return;
+      if (!(await this.#poller.settleOpenTake(take, (delayMs) => this.#pause(delayMs))) || stop.aborted) return;
       this.#openTake = undefined;
     }
     for (let first = true; !stop.aborted; first = false) {

@@ -69,6 +69,10 @@ export const ERROR_CODES = {
   invalid_relay_url: { ...usage, doc: 'the relay URL is not an http(s) or ws(s) URL' },
   invalid_option: { ...usage, doc: 'a bad option passed to a library constructor (`createRelay`, …)' },
   missing_credentials: { ...usage, doc: 'S3 blob storage needs `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`' },
+  upload_source_changed: {
+    ...usage,
+    doc: 'an encrypted upload was refused because its file changed after it was first read (still being written?): nothing of the changed bytes was sent under its key; upload it again once it no longer changes',
+  },
   encryption_unavailable: {
     ...usage,
     doc: 'a handler asked `ctx.send(…, { encrypt: true })` of a runner without end-to-end encryption',
@@ -212,6 +216,10 @@ export const ERROR_CODES = {
   invalid_response: {
     ...protocol,
     doc: 'the relay answered with something unreadable (not JSON, no `messages` list, a repeated cursor)',
+  },
+  response_too_large: {
+    ...protocol,
+    doc: 'the relay answered with more bytes than the request allows (a poll page: its `limit` × the largest message a page may hold, at most 256 MiB); the answer was dropped unread',
   },
   blob_hash_mismatch: {
     ...protocol,

@@ -92,18 +92,28 @@ export function openBlob(dek: Uint8Array, ciphertext: Uint8Array): Uint8Array {
 /**
  * Encrypts a stream of plaintext chunks: yields the nonce, the ciphertext chunk by chunk (same
  * sizes as the input), then the tag. Memory stays at one chunk whatever the file size.
+ *
+ * `check`, when given, sees each non-empty plaintext chunk (and its index) right before it is
+ * encrypted, in the same synchronous step: throwing there ends the stream with nothing of that
+ * chunk encrypted. A caller that encrypts the same plaintext again under the same DEK and nonce
+ * (a retried upload) uses it to refuse plaintext that differs from the first time, which would
+ * otherwise go out under the same keystream.
  */
 export async function* encryptBlobStream(
   dek: Uint8Array,
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   random: RandomBytes = randomBytes,
+  check?: (chunk: Uint8Array, index: number) => void,
 ): AsyncGenerator<Uint8Array> {
   checkDek(dek);
   const nonce = Uint8Array.from(random(BLOB_NONCE_BYTES));
   const cipher = cipherFor(dek, nonce);
   yield nonce;
+  let index = 0;
   for await (const chunk of source) {
-    if (chunk.length > 0) yield view(cipher.update(chunk));
+    if (chunk.length === 0) continue;
+    check?.(chunk, index++);
+    yield view(cipher.update(chunk));
   }
   cipher.final();
   yield view(cipher.getAuthTag());

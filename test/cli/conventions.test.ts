@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
-import { type AddressInfo, createServer } from 'node:net';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import type { Command } from 'commander';
@@ -37,6 +37,23 @@ async function closedPort(): Promise<string> {
   const { port } = server.address() as AddressInfo;
   await new Promise((resolve) => server.close(resolve));
   return `http://127.0.0.1:${port}`;
+}
+
+/** Resolves once `text` has been written to `capture` at least `n` times. */
+function occurrences(capture: TestDeps['stdout'], text: string, n: number): Promise<void> {
+  const count = (): number => capture.text.split(text).length - 1;
+  if (count() >= n) return Promise.resolve();
+  return new Promise((resolve) => {
+    const write = capture.write.bind(capture);
+    capture.write = (chunk: string): boolean => {
+      const ok = write(chunk);
+      if (count() >= n) {
+        capture.write = write;
+        resolve();
+      }
+      return ok;
+    };
+  });
 }
 
 describe('tail -n N', () => {
@@ -340,6 +357,90 @@ describe('mrp run against a relay that never answers', () => {
     const event = ndjson(res.stdout).find((e) => e['event'] === 'disconnected')!;
     assert.equal(event['will_reconnect'], true);
     assert.equal(event['hint'], `never connected — check --relay (${down}) and that the relay is running`);
+  });
+
+  it('--mode poll: the first failed attempt is said at once, as in WebSocket mode; later ones back off; SIGTERM exits 0 at once', async (t) => {
+    const home = await tempDir(t);
+    const down = await closedPort();
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: down } });
+    await runCli(['keygen'], deps);
+    const started = Date.now();
+    const run = runCli(
+      [
+        'run',
+        '--mode',
+        'poll',
+        '--handler',
+        join(import.meta.dirname, '../../handlers/echo.ts'),
+        '--log-format',
+        'json',
+      ],
+      deps,
+    );
+    await deps.stdout.waitFor('"event":"disconnected"');
+    const firstAt = Date.now() - started;
+    // The HTTP client used to retry inside the call first: about 4.5 s of silence (at least 3.25 s).
+    assert.ok(firstAt < 2500, `the first line came after ${firstAt} ms`);
+    const disconnects = (): Array<Record<string, unknown>> =>
+      ndjson(deps.stdout.text.slice(deps.stdout.text.indexOf('{"time"'))).filter((e) => e['event'] === 'disconnected');
+    // The next attempt comes after the delay the first line announced, and announces a longer one.
+    await occurrences(deps.stdout, '"event":"disconnected"', 2);
+    deps.raise('SIGTERM');
+    const stopping = Date.now();
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
+    assert.ok(Date.now() - stopping < 2000, `stopped in ${Date.now() - stopping} ms`);
+    const [first, second] = disconnects() as [Record<string, unknown>, Record<string, unknown>];
+    for (const d of [first, second]) {
+      assert.equal(d['will_reconnect'], true);
+      assert.equal(d['reason'], `cannot reach the relay at ${down} (ECONNREFUSED)`);
+      assert.equal(d['hint'], `never connected — check --relay (${down}) and that the relay is running`);
+    }
+    assert.ok(Number(second['delay_ms']) > Number(first['delay_ms']), 'backing off');
+    const gap = Date.parse(String(second['time'])) - Date.parse(String(first['time']));
+    assert.ok(gap >= Number(first['delay_ms']) - 5, `the second attempt waited the announced delay (${gap} ms)`);
+    assert.ok(!ndjson(res.stdout).some((e) => e['event'] === 'warning'), 'no warnings on top of the retry lines');
+  });
+
+  it('--mode poll, a relay that takes the connection and never answers: said after 10 s (the WebSocket handshake limit), not after four 30 s attempts', {
+    timeout: 30_000,
+  }, async (t) => {
+    const held = new Set<Socket>();
+    const silent = createServer((socket) => {
+      held.add(socket);
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    t.after(() => {
+      for (const s of held) s.destroy();
+      silent.close();
+    });
+    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const home = await tempDir(t);
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: url } });
+    await runCli(['keygen'], deps);
+    const started = Date.now();
+    const run = runCli(
+      [
+        'run',
+        '--mode',
+        'poll',
+        '--handler',
+        join(import.meta.dirname, '../../handlers/echo.ts'),
+        '--log-format',
+        'json',
+      ],
+      deps,
+    );
+    await deps.stdout.waitFor('"event":"disconnected"');
+    const firstAt = Date.now() - started;
+    deps.raise('SIGTERM');
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
+    assert.ok(firstAt >= 9_000 && firstAt < 20_000, `the first line came after ${firstAt} ms`);
+    const event = ndjson(res.stdout).find((e) => e['event'] === 'disconnected')!;
+    assert.match(String(event['reason']), /no answer from .* within 10000 ms/);
+    assert.equal(event['hint'], `never connected — check --relay (${url}) and that the relay is running`);
   });
 
   it('on a terminal: the retry line has a time and the hint (also on a terminal that reports no width)', async (t) => {

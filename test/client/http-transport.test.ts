@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
-import { RelayClient } from '../../src/client/http.js';
+import { neverReachedRelay, RelayClient } from '../../src/client/http.js';
 import { OutcomeUnknownError, ProtocolError, TimeoutError } from '../../src/core/errors.js';
 import { bodyHash, canonicalRequest, Keypair, verifySignature } from '../../src/protocol/signing.js';
 
@@ -108,7 +108,7 @@ describe('RelayClient transport', () => {
     assert.equal((await c.getAgent('k')).display_name, '☃☃☃ snow');
   });
 
-  it('an answer that never ends is cut at 256 MiB as invalid_response, not read into memory', async (t) => {
+  it('an answer that never ends is cut at 256 MiB as response_too_large, not read into memory', async (t) => {
     const mib = Buffer.alloc(1024 * 1024, 0x20);
     let written = 0;
     const s = await server(t, (_req, res) => {
@@ -124,7 +124,8 @@ describe('RelayClient transport', () => {
     const before = process.memoryUsage().rss;
     await assert.rejects(
       c.getAgent('k'),
-      (e: unknown) => e instanceof ProtocolError && e.code === 'invalid_response' && /256 MiB/.test(e.message),
+      (e: unknown) =>
+        e instanceof ProtocolError && e.code === 'response_too_large' && /268435456 bytes/.test(e.message),
     );
     assert.ok(written < 300, 'the request was torn down before the server finished');
     assert.ok(process.memoryUsage().rss - before < 400 * 1024 * 1024);
@@ -138,6 +139,33 @@ describe('RelayClient transport', () => {
       (e: unknown) => e instanceof TimeoutError && /150 ms/.test(e.message),
     );
     await assert.rejects(c.send(sendRequest()), (e: unknown) => e instanceof OutcomeUnknownError);
+  });
+
+  it('neverReachedRelay: true for a refused connection (node:http and fetch), false once the request went out', async (t) => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const down = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise((resolve) => closed.close(resolve));
+    for (const viaFetch of [false, true]) {
+      const c = new RelayClient({
+        relayUrl: down,
+        keypair: Keypair.generate(),
+        maxAttempts: 1,
+        ...(viaFetch ? { fetch } : {}),
+      });
+      const err = await c.poll({ limit: 1 }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      assert.ok(neverReachedRelay(err), `${viaFetch ? 'fetch' : 'node:http'}: ${String(err)}`);
+    }
+    const s = await server(t, (_req, res) => res.socket?.destroy());
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate(), maxAttempts: 1 });
+    const err = await c.poll({ limit: 1 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof Error && !neverReachedRelay(err), String(err));
   });
 
   it('the timeout also covers an answer that stops half way', async (t) => {

@@ -6,7 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { RelayClient } from '../../src/client/http.js';
+import { pollAnswerMaxBytes, RelayClient } from '../../src/client/http.js';
 import { Poller } from '../../src/client/poller.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { Keypair } from '../../src/protocol/signing.js';
@@ -112,6 +112,70 @@ describe('Poller against a real relay', () => {
 });
 
 describe('Poller against a scripted relay', () => {
+  it('a relay that drops every connection: each failure, the look at what a lost poll took included, is one attempt and one retry event, backing off', {
+    timeout: 10_000,
+  }, async (t) => {
+    const server = await scriptedHttp(t, (_req, res) => res.socket?.destroy());
+    const clock = new WatchedClock(Date.now());
+    const client = new RelayClient({ relayUrl: server.url, keypair: Keypair.generate(), clock });
+    const p = poller(t, { client, clock, waitSeconds: 0, limit: 1 });
+    const warnings: unknown[] = [];
+    p.on('warning', (e) => warnings.push(e));
+    const first = p.next('retry');
+    p.start();
+    const [a] = await first;
+    assert.equal(server.seen.length, 1);
+    assert.doesNotMatch(server.seen[0]!.url, /status=delivered/);
+    // The poll's answer may have been lost: after the backoff, the relay is asked what it took,
+    // once; that failing is the next retry event (not a warning), with a longer delay.
+    const second = p.next('retry');
+    await clock.advanceAsync(a.delayMs);
+    const [b] = await second;
+    assert.equal(server.seen.length, 2, 'one request, no retries inside the client');
+    assert.match(server.seen[1]!.url, /status=delivered/);
+    assert.equal(b.error.kind, 'network');
+    assert.ok(b.delayMs > a.delayMs);
+    assert.deepEqual(warnings, []);
+  });
+
+  it('a poll answer longer than the page it asked for: response_too_large read no further than the bound, then backs off and polls again', async (t) => {
+    const mib = Buffer.alloc(1024 * 1024, 0x20);
+    const written: number[] = [];
+    const server = await scriptedHttp(t, (req, res, n) => {
+      // Recovery listings (what the cut-off poll may have taken) are answered honestly.
+      if (/[?&]status=delivered/.test(req.url)) return json(res, 200, EMPTY);
+      written[n] = 0;
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      // 64 MiB of blanks for a page of one message, as fast as the client reads.
+      const more = (): void => {
+        while (!res.destroyed && written[n]! < 64 && res.write(mib)) written[n]!++;
+        if (written[n]! >= 64) res.end();
+        else if (!res.destroyed) res.once('drain', more);
+      };
+      more();
+    });
+    const clock = new WatchedClock(Date.now());
+    const client = new RelayClient({ relayUrl: server.url, keypair: Keypair.generate(), clock });
+    const p = poller(t, { client, clock, waitSeconds: 0, limit: 1 });
+    const retry = p.next('retry');
+    p.start();
+    const [{ error, delayMs }] = await retry;
+    assert.equal(error.code, 'response_too_large', error.message);
+    assert.equal(error.details?.['limit_bytes'], pollAnswerMaxBytes(1));
+    assert.ok(pollAnswerMaxBytes(1) < 5 * 1024 * 1024, `a page of one message is bounded (${pollAnswerMaxBytes(1)})`);
+    assert.match(server.seen[0]!.url, /[?&]limit=1(&|$)/);
+    // Torn down at the bound: the server got no further than the bound and the socket's buffers.
+    assert.ok(written[0]! < 16, `the server wrote ${written[0]} MiB before the poll was cut`);
+    assert.ok(delayMs > 0);
+    // It keeps going: after the backoff, the next poll (of a page) goes out.
+    const again = p.next('retry');
+    await clock.advanceAsync(delayMs);
+    const [second] = await again;
+    assert.equal(second.error.code, 'response_too_large');
+    assert.ok(second.delayMs >= delayMs, 'backing off further');
+    assert.equal(server.seen.filter((r) => !/status=delivered/.test(r.url)).length, 2);
+  });
+
   it('a relay that ignores `wait` (an empty answer at once): switches to interval polling', async (t) => {
     const server = await scriptedHttp(t, (_req, res) => json(res, 200, EMPTY));
     const clock = new WatchedClock(Date.now());
