@@ -56,6 +56,14 @@ function occurrences(capture: TestDeps['stdout'], text: string, n: number): Prom
   });
 }
 
+/** `mrp run --mode poll` (echo handler, JSON log lines) with a fresh key, against `url`; not awaited. */
+async function pollRun(t: TestContext, url: string): Promise<{ deps: TestDeps; run: ReturnType<typeof runCli> }> {
+  const deps = testDeps({ home: await tempDir(t), env: { MRP_RELAY_URL: url } });
+  await runCli(['keygen'], deps);
+  const handler = join(import.meta.dirname, '../../handlers/echo.ts');
+  return { deps, run: runCli(['run', '--mode', 'poll', '--handler', handler, '--log-format', 'json'], deps) };
+}
+
 describe('tail -n N', () => {
   it('prints and acknowledges exactly N of a backlog, then exits; the rest stays for a runner', async (t) => {
     const relay = await startRelay(t);
@@ -360,36 +368,26 @@ describe('mrp run against a relay that never answers', () => {
   });
 
   it('--mode poll: the first failed attempt is said at once, as in WebSocket mode; later ones back off; SIGTERM exits 0 at once', async (t) => {
-    const home = await tempDir(t);
     const down = await closedPort();
-    const deps = testDeps({ home, env: { MRP_RELAY_URL: down } });
-    await runCli(['keygen'], deps);
-    const started = Date.now();
-    const run = runCli(
-      [
-        'run',
-        '--mode',
-        'poll',
-        '--handler',
-        join(import.meta.dirname, '../../handlers/echo.ts'),
-        '--log-format',
-        'json',
-      ],
-      deps,
-    );
+    const { deps, run } = await pollRun(t, down);
     await deps.stdout.waitFor('"event":"disconnected"');
-    const firstAt = Date.now() - started;
-    // The HTTP client used to retry inside the call first: about 4.5 s of silence (at least 3.25 s).
-    assert.ok(firstAt < 2500, `the first line came after ${firstAt} ms`);
-    const disconnects = (): Array<Record<string, unknown>> =>
-      ndjson(deps.stdout.text.slice(deps.stdout.text.indexOf('{"time"'))).filter((e) => e['event'] === 'disconnected');
+    // The run's JSON lines (keygen's line comes first).
+    const events = (): Array<Record<string, unknown>> =>
+      ndjson(deps.stdout.text.slice(deps.stdout.text.indexOf('{"time"')));
+    const at = (event: string): number => Date.parse(String(events().find((e) => e['event'] === event)?.['time']));
+    // From the first attempt to its line. The HTTP client used to retry inside the call first:
+    // about 4.5 s of silence (at least 3.25 s).
+    const firstAt = at('disconnected') - at('connecting');
+    assert.ok(firstAt < 2500, `the first line came ${firstAt} ms after connecting`);
+    const disconnects = (): Array<Record<string, unknown>> => events().filter((e) => e['event'] === 'disconnected');
     // The next attempt comes after the delay the first line announced, and announces a longer one.
     await occurrences(deps.stdout, '"event":"disconnected"', 2);
     deps.raise('SIGTERM');
     const stopping = Date.now();
     const res = await run;
     assert.equal(res.code, 0, res.stderr);
-    assert.ok(Date.now() - stopping < 2000, `stopped in ${Date.now() - stopping} ms`);
+    // It used to take 5 s.
+    assert.ok(Date.now() - stopping < 3000, `stopped in ${Date.now() - stopping} ms`);
     const [first, second] = disconnects() as [Record<string, unknown>, Record<string, unknown>];
     for (const d of [first, second]) {
       assert.equal(d['will_reconnect'], true);
@@ -416,22 +414,8 @@ describe('mrp run against a relay that never answers', () => {
       silent.close();
     });
     const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
-    const home = await tempDir(t);
-    const deps = testDeps({ home, env: { MRP_RELAY_URL: url } });
-    await runCli(['keygen'], deps);
     const started = Date.now();
-    const run = runCli(
-      [
-        'run',
-        '--mode',
-        'poll',
-        '--handler',
-        join(import.meta.dirname, '../../handlers/echo.ts'),
-        '--log-format',
-        'json',
-      ],
-      deps,
-    );
+    const { deps, run } = await pollRun(t, url);
     await deps.stdout.waitFor('"event":"disconnected"');
     const firstAt = Date.now() - started;
     deps.raise('SIGTERM');
