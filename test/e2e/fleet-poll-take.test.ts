@@ -16,10 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SqliteStore } from '../../src/relay/index.js';
-import type { InboxFilter, Store, TakeResult } from '../../src/relay/store/store.js';
 import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
 import { startRelay } from '../helpers/relay.js';
-import { Agent, type Child, Inbox, Scene, type Sent } from './_support.js';
+import { Agent, type Child, hookedStore, Inbox, Scene, type Sent } from './_support.js';
 
 const HANDLER = `// handler.ts — notes every message it is given, with the runner's pid
 import { appendFileSync } from 'node:fs';
@@ -29,23 +28,6 @@ export default async function handler(msg: { message_id: string; body: { n: numb
   return { n: msg.body.n };
 }
 `;
-
-/** The store's `takeSent`, with a hook run on each take-id poll's result before it is returned. */
-function hookedStore(inner: SqliteStore, onTake: (filter: InboxFilter, result: TakeResult) => Promise<void>): Store {
-  return new Proxy(inner, {
-    get(target, prop) {
-      const value = Reflect.get(target, prop, target) as unknown;
-      if (prop === 'takeSent') {
-        return async (...args: Parameters<Store['takeSent']>) => {
-          const result = await target.takeSent(...args);
-          if (args[1].take !== undefined) await onTake(args[1], result);
-          return result;
-        };
-      }
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  }) as Store;
-}
 
 async function handled(scene: Scene): Promise<Array<{ id: string; pid: number }>> {
   const text = await readFile(join(scene.dir, 'handled.log'), 'utf8').catch(() => '');

@@ -16,9 +16,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { SqliteStore } from '../../src/relay/index.js';
-import type { InboxFilter, Store, TakeResult } from '../../src/relay/store/store.js';
 import { startRelay } from '../helpers/relay.js';
-import { Agent, type Child, Scene } from './_support.js';
+import { Agent, type Child, hookedStore, Scene } from './_support.js';
 
 const HANDLER = `// handler.ts — notes every message it is given
 import { appendFileSync } from 'node:fs';
@@ -28,23 +27,6 @@ export default async function handler(msg: { message_id: string }) {
   return { ok: true };
 }
 `;
-
-/** The store's `takeSent`, with a hook run on each take-id poll's result before it is returned. */
-function hookedStore(inner: SqliteStore, onTake: (filter: InboxFilter, result: TakeResult) => Promise<void>): Store {
-  return new Proxy(inner, {
-    get(target, prop) {
-      const value = Reflect.get(target, prop, target) as unknown;
-      if (prop === 'takeSent') {
-        return async (...args: Parameters<Store['takeSent']>) => {
-          const result = await target.takeSent(...args);
-          if (args[1].take !== undefined) await onTake(args[1], result);
-          return result;
-        };
-      }
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  }) as Store;
-}
 
 async function handledIds(scene: Scene): Promise<string[]> {
   const text = await readFile(join(scene.dir, 'handled.log'), 'utf8').catch(() => '');
