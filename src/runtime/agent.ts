@@ -933,9 +933,20 @@ export class Agent extends TypedEmitter<AgentEvents> {
     return this.client.deleteAcl(this.#resolve(peer));
   }
 
-  /** The ACL, one page. */
-  async listAcl(query: { type?: AclEntryType; limit?: number; cursor?: string } = {}): Promise<AclListResponse> {
+  /**
+   * The ACL, one page: every entry, or only one type, `listAcl('allow')` (the Python SDK's
+   * `list_acl("allow")`) or `listAcl({ type: 'block', limit, cursor })`.
+   */
+  async listAcl(
+    query: AclEntryType | { type?: AclEntryType; limit?: number; cursor?: string } = {},
+  ): Promise<AclListResponse> {
+    if (typeof query === 'string') query = { type: query };
     knownArgs('agent.listAcl', query, ACL_LIST_KEYS);
+    if (query.type !== undefined && query.type !== 'allow' && query.type !== 'block')
+      throw new UsageError(
+        `agent.listAcl: the type must be "allow" or "block" (got ${JSON.stringify(query.type) ?? String(query.type)})`,
+        { code: 'invalid_argument' },
+      );
     return this.client.listAcl({
       ...(query.type === undefined ? {} : { entry_type: query.type }),
       ...(query.limit === undefined ? {} : { limit: query.limit }),
