@@ -85,6 +85,12 @@ describe('spec §9.1: Keypair', () => {
       () => Keypair.fromFile(missing),
       (e: unknown) => e instanceof MrpError && e.message.includes(missing),
     );
+    // A misspelt or mistyped option is named, not read as "do not create".
+    for (const bad of [{ creat: true }, { create: 'yes' }, 'create'])
+      assert.throws(
+        () => Keypair.fromFile(missing, bad as never),
+        (e: unknown) => e instanceof MrpError && e.code === 'invalid_argument' && e.message.includes('create'),
+      );
     const created = Keypair.fromFile(missing, { create: true });
     assert.equal(statSync(missing).mode & 0o777, 0o600);
     assert.equal(Keypair.fromFile(missing, { create: true }).publicKey, created.publicKey);
@@ -406,6 +412,62 @@ describe('spec §9.1: Agent against a relay', () => {
 
     await agent.deleteWebhook();
     await assert.rejects(agent.getWebhook(), (e: unknown) => e instanceof RelayError && e.status === 404);
+  });
+});
+
+describe('spec §9.1: arguments a JavaScript caller gets wrong', () => {
+  const invalid = (e: unknown) => e instanceof MrpError && e.code === 'invalid_argument';
+
+  it('send/reply: encrypt must be a boolean (never silently in the clear), attachments an array', async (t) => {
+    const r = await startRelay(t);
+    const alice = agentOn(t, r.url);
+    const bob = agentOn(t, r.url);
+    for (const encrypt of ['yes', 1, 'true'])
+      await assert.rejects(alice.send({ to: bob.publicKey, body: { s: 1 }, encrypt: encrypt as never }), invalid);
+    await assert.rejects(
+      alice.send({ to: bob.publicKey, body: {}, attachments: 'blob_x' as never }),
+      (e: unknown) => invalid(e) && (e as Error).message.includes('attachments'),
+    );
+    // Nothing of the refused sends reached the relay.
+    const id = await alice.send({ to: bob.publicKey, body: { n: 'last' } });
+    const [m] = await take(bob, 1);
+    assert.equal(m!.message_id, id);
+    await assert.rejects(bob.reply(m!, {}, { encrypt: 'yes' as never }), invalid);
+    await assert.rejects(bob.reply(m!, {}, { attachments: 'blob_x' as never }), invalid);
+    // reply takes blob ids like send does.
+    const blob = await bob.upload('reply attachment', 'text/plain');
+    const replyId = await bob.reply(m!, { see: 'attached' }, { attachments: [blob.blob_id] });
+    const [answer] = await take(alice, 1);
+    assert.equal(answer!.message_id, replyId);
+    assert.deepEqual(
+      answer!.attachments.map((a) => a.blob_id),
+      [blob.blob_id],
+    );
+    assert.equal((await alice.download(blob.blob_id)).data.toString(), 'reply attachment');
+  });
+
+  it('status/thread: a missing or malformed id is invalid_argument, not a request for "undefined"', async (t) => {
+    const r = await startRelay(t);
+    const agent = agentOn(t, r.url);
+    for (const id of [undefined, '', '\ud800', 'a\nb', 5])
+      await assert.rejects(agent.status(id as never), invalid, String(id));
+    for (const id of [undefined, '', '\ud800', 'x'.repeat(300)])
+      await assert.rejects(agent.thread(id as never), invalid, String(id));
+    await assert.rejects(agent.client.getMessage(undefined as never), invalid);
+  });
+
+  it('discover({ activeSince }) takes a Date as well as an RFC 3339 string', async (t) => {
+    const r = await startRelay(t);
+    const peer = agentOn(t, r.url, { name: 'Recent', visibility: 'public' });
+    await peer.register();
+    const seeker = agentOn(t, r.url);
+    const res = await seeker.discover({ activeSince: new Date(Date.now() - 3_600_000) });
+    assert.deepEqual(
+      res.agents.map((a) => a.public_key),
+      [peer.publicKey],
+    );
+    assert.deepEqual((await seeker.discover({ activeSince: new Date(Date.now() + 3_600_000) })).agents, []);
+    await assert.rejects(seeker.discover({ activeSince: new Date(Number.NaN) }), invalid);
   });
 });
 
