@@ -136,7 +136,8 @@ export interface AgentSendOptions extends Omit<SendOptions, 'attachments'> {
 /** `agent.send({ to, body, ...options })`: the MRP SDKs' one-object form. */
 export interface AgentMessage extends AgentSendOptions {
   to: string;
-  body: JsonValue;
+  /** Any JSON value; may be left out when there are attachments (it is `null` then). */
+  body?: JsonValue;
 }
 
 export interface AgentEvents extends RuntimeEvents {
@@ -835,11 +836,25 @@ export class Agent extends TypedEmitter<AgentEvents> {
   }
 
   /**
+   * The body's JSON. The body may be left out when there are attachments (§3.6: "required unless
+   * attachments is non-empty"): it is `null` then, as the relay stores a send without one.
+   */
+  #bodyJson(method: string, body: unknown, attachments: readonly unknown[] | undefined): string {
+    if (body === undefined) {
+      if (attachments?.length) return 'null';
+      throw new UsageError(`${method}: a body is required unless attachments are given`, {
+        code: 'invalid_argument',
+      });
+    }
+    return this.#encode(body as JsonValue);
+  }
+
+  /**
    * Sends `body` to `to` (a public key, or a contact name with the `contacts` option). Rate limits
    * are waited out and network failures retried; resolves with the relay's message id.
    */
   async send(message: AgentMessage): Promise<string>;
-  async send(to: string, body: JsonValue, options?: AgentSendOptions): Promise<string>;
+  async send(to: string, body: JsonValue | undefined, options?: AgentSendOptions): Promise<string>;
   async send(first: string | AgentMessage, second?: JsonValue, third: AgentSendOptions = {}): Promise<string> {
     let to: unknown = first;
     let body = second;
@@ -864,8 +879,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
     const attachments = attachmentsArg('agent.send', options.attachments);
     const recipient = this.#resolve(to);
     const sealed = await this.#codec.seal(
-      // An undefined body (a JavaScript caller's) is refused there: not JSON.
-      { bodyJson: this.#encode(body as JsonValue), contentType: options.contentType ?? 'application/json' },
+      {
+        bodyJson: this.#bodyJson('agent.send', body, attachments),
+        contentType: options.contentType ?? 'application/json',
+      },
       {
         to: recipient,
         encrypt,
@@ -891,7 +908,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
    */
   async reply(
     message: Message,
-    body: JsonValue,
+    body: JsonValue | undefined,
     options: { contentType?: string; encrypt?: boolean; attachments?: Array<Attachment | string> } = {},
   ): Promise<string> {
     knownArgs('agent.reply', options, REPLY_KEYS);
@@ -908,7 +925,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
     const encrypt = encryptArg('agent.reply', options.encrypt);
     const attachments = attachmentsArg('agent.reply', options.attachments);
     const sealed = await this.#codec.seal(
-      { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
+      {
+        bodyJson: this.#bodyJson('agent.reply', body, attachments),
+        contentType: options.contentType ?? 'application/json',
+      },
       {
         to: message.sender_key,
         encrypt: encrypt ?? this.#encrypted.has(message),

@@ -446,6 +446,33 @@ describe('spec §9.1: arguments a JavaScript caller gets wrong', () => {
     assert.equal((await alice.download(blob.blob_id)).data.toString(), 'reply attachment');
   });
 
+  it('send/reply: the body may be left out when there are attachments (§3.6), not otherwise', async (t) => {
+    const r = await startRelay(t);
+    const alice = agentOn(t, r.url);
+    const bob = agentOn(t, r.url);
+    const blob = await alice.upload(Buffer.from('only a file'), 'text/plain');
+    const id = await alice.send({ to: bob.publicKey, attachments: [blob.blob_id] });
+    const sealedId = await alice.send(bob.publicKey, undefined, { attachments: [blob.blob_id], encrypt: true });
+    await assert.rejects(alice.send({ to: bob.publicKey }), (e: unknown) => invalid(e) && /body/.test(String(e)));
+    await assert.rejects(alice.send({ to: bob.publicKey, attachments: [] }), invalid);
+    const [m, sealed] = await take(bob, 2);
+    assert.equal(m!.message_id, id);
+    assert.equal(m!.body, null);
+    assert.deepEqual(
+      m!.attachments.map((a) => a.blob_id),
+      [blob.blob_id],
+    );
+    assert.equal(sealed!.message_id, sealedId);
+    assert.equal(sealed!.body, null);
+    const back = await bob.upload(Buffer.from('answer file'), 'text/plain');
+    const replyId = await bob.reply(m!, undefined, { attachments: [back.blob_id] });
+    await assert.rejects(bob.reply(m!, undefined), invalid);
+    const [answer] = await take(alice, 1);
+    assert.equal(answer!.message_id, replyId);
+    assert.equal(answer!.body, null);
+    assert.equal(answer!.in_reply_to, id);
+  });
+
   it('status/thread: a missing or malformed id is invalid_argument, not a request for "undefined"', async (t) => {
     const r = await startRelay(t);
     const agent = agentOn(t, r.url);
