@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { BlobInput, UploadOptions } from '../client/blobs.js';
 import { checkOpened, type MessageCodec } from '../client/codec.js';
+import { isEncryptedMessage } from '../client/e2e-codec.js';
 import { RelayClient } from '../client/http.js';
 import { PollSource, type SourceConsumer } from '../client/source.js';
 import { type Clock, systemClock } from '../core/clock.js';
@@ -931,7 +932,9 @@ export class Agent extends TypedEmitter<AgentEvents> {
       },
       {
         to: message.sender_key,
-        encrypt: encrypt ?? this.#encrypted.has(message),
+        // Sealed when the message came sealed: opened by `messages()`/`decrypt()`, or still the
+        // raw envelope (`agent.thread()`, `client.getMessage()`) — never a clear answer to it.
+        encrypt: encrypt ?? (this.#encrypted.has(message) || isEncryptedMessage(message)),
         inReplyTo: message.message_id,
       },
     );

@@ -269,6 +269,26 @@ describe('spec §9.1: Agent against a relay', () => {
     });
   }
 
+  it('run({ mode: "websocket" }) is a loop that reconnects by itself: a relay restarted on its address is served again', async (t) => {
+    const dataDir = tempDir(t);
+    const first = await startRelay(t, { dataDir });
+    const port = Number(new URL(first.url).port);
+    const server = new Agent({ relayUrl: first.url, keypair: Keypair.generate(), journal: false });
+    await serve(t, server, async (msg) => ({ got: msg.body }));
+    const disconnected = server.next('disconnected');
+    await first.relay.close();
+    await disconnected;
+    const reconnected = server.next('connected');
+    const second = await startRelay(t, { dataDir, port });
+    assert.equal(second.url, first.url);
+    await reconnected;
+    const peer = agentOn(t, second.url);
+    const id = await peer.send(server.publicKey, { after: 'restart' });
+    const [reply] = await take(peer, 1);
+    assert.equal(reply!.in_reply_to, id);
+    assert.deepEqual(reply!.body, { got: { after: 'restart' } });
+  });
+
   it('ACL: allow, block, unblock (removes the entry), listAcl() and listAcl("allow")', async (t) => {
     const r = await startRelay(t);
     const owner = agentOn(t, r.url);
@@ -327,6 +347,11 @@ describe('spec §9.1: Agent against a relay', () => {
     const sealed = await alice.client.getMessage(replyId);
     assert.equal(sealed.content_type, 'application/x-m2m-encrypted');
     assert.deepEqual((await alice.decrypt(sealed)).body, { thanks: true });
+    // A reply to the raw envelope (read with getMessage or thread, never decrypted) is sealed too.
+    const rawReplyId = await alice.reply(await alice.client.getMessage(replyId), { still: 'secret' });
+    const rawReply = await bob.client.getMessage(rawReplyId);
+    assert.equal(rawReply.content_type, 'application/x-m2m-encrypted');
+    assert.deepEqual((await bob.decrypt(rawReply)).body, { still: 'secret' });
   });
 
   it('upload(bytes, contentType) → { blob_id, size }; download(blob_id) → { data, contentType }, binary-exact', async (t) => {
