@@ -17,12 +17,15 @@ import {
   checkWebhookTimestamp,
   fileBlobInput,
   type Handler,
+  isRetryable,
   Keypair,
   type Message,
   MrpError,
   RateLimitError,
   RelayClient,
   RelayError,
+  Runtime,
+  Session,
   verifyWebhookSignature,
   WEBHOOK_HEADERS,
   WebhookSource,
@@ -564,6 +567,13 @@ describe('README Library samples, run as written (local relay)', () => {
     await peer.send(agent.publicKey, { text: 'Hello' });
     const [reply] = await take(peer, 1);
     assert.deepEqual(reply!.body, { translation: 'Hola' });
+  });
+
+  it('the "parts underneath" import line: RelayClient, Session, Runtime, Keypair, isRetryable', () => {
+    for (const part of [RelayClient, Session, Runtime, Keypair, isRetryable]) assert.equal(typeof part, 'function');
+    const limited = new RateLimitError('rate_limit_exceeded', 'slow down', { status: 429, retryAfter: 7 });
+    assert.equal(limited.retryAfter, 7);
+    assert.equal(isRetryable(limited), true);
   });
 
   it('the blob sample: RelayClient uploadBlob(fileBlobInput) → send with attachments → downloadBlob / downloadBlobBytes / headBlob; deleteBlob refused while referenced', async (t) => {
