@@ -252,6 +252,27 @@ export function neverReachedRelay(err: unknown): boolean {
 /** How long a new connection may take to open (the WebSocket handshake's limit too, §5). */
 const CONNECT_TIMEOUT_MS = TIMING.wsAuthTimeoutMs;
 
+/**
+ * A message or thread id given to a method: ids are opaque (§0), so only what cannot be a path
+ * segment is refused here — a non-string (`undefined` would be asked for as "undefined"), empty,
+ * `.`/`..`, over 256 characters, control characters, a lone surrogate (encodeURIComponent throws).
+ */
+function checkIdArg(what: string, id: unknown): void {
+  if (
+    typeof id !== 'string' ||
+    id === '' ||
+    id === '.' ||
+    id === '..' ||
+    id.length > 256 ||
+    /[\u0000-\u001f\u007f-\u009f]/.test(id) ||
+    /\p{Surrogate}/u.test(id)
+  )
+    throw new UsageError(
+      `${JSON.stringify(String(id).slice(0, 40))} cannot be a ${what} (it must be 1-256 characters of well-formed text, no control characters)`,
+      { code: 'invalid_argument' },
+    );
+}
+
 export const CLIENT_DEFAULTS = { timeoutMs: 30_000, maxAttempts: 4, maxRetryAfterMs: 60_000 } as const;
 
 /**
@@ -917,10 +938,12 @@ export class RelayClient {
   }
 
   async getMessage(id: string, signal?: AbortSignal): Promise<Message> {
+    checkIdArg('message id', id);
     return normalizeMessage((await this.request<Message>('GET', PATHS.message(id), { signal, idempotent: true })).data);
   }
 
   async messageStatus(id: string, signal?: AbortSignal): Promise<MessageStatusResponse> {
+    checkIdArg('message id', id);
     return (await this.request<MessageStatusResponse>('GET', PATHS.messageStatus(id), { signal, idempotent: true }))
       .data;
   }
@@ -936,6 +959,7 @@ export class RelayClient {
     signal?: AbortSignal,
     options: { bodies?: boolean } = {},
   ): Promise<ThreadResponse & { rejected: RejectedMessage[]; bodyTexts?: Map<string, string> }> {
+    checkIdArg('thread id', id);
     let bodyTexts: Map<string, string> | undefined;
     const parse = (text: string): MessagePage => {
       const page = readMessagePage(text);

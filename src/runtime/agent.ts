@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { BlobInput, UploadOptions } from '../client/blobs.js';
 import { checkOpened, type MessageCodec } from '../client/codec.js';
+import { isEncryptedMessage } from '../client/e2e-codec.js';
 import { RelayClient } from '../client/http.js';
 import { PollSource, type SourceConsumer } from '../client/source.js';
 import { type Clock, systemClock } from '../core/clock.js';
@@ -136,7 +137,8 @@ export interface AgentSendOptions extends Omit<SendOptions, 'attachments'> {
 /** `agent.send({ to, body, ...options })`: the MRP SDKs' one-object form. */
 export interface AgentMessage extends AgentSendOptions {
   to: string;
-  body: JsonValue;
+  /** Any JSON value; may be left out when there are attachments (it is `null` then). */
+  body?: JsonValue;
 }
 
 export interface AgentEvents extends RuntimeEvents {
@@ -267,6 +269,28 @@ function profilePatch(o: AgentOptions): ProfilePatch | undefined {
 /** An attachment as given to `agent.send`: a blob id stands for `{ blob_id }`. */
 function attachmentOf(a: Attachment | string): Attachment {
   return typeof a === 'string' ? { blob_id: a } : { ...a };
+}
+
+/** `attachments` must be an array (a lone blob id would otherwise fail as a TypeError mid-send). */
+function attachmentsArg(method: string, value: unknown): Array<Attachment | string> | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value))
+    throw new UsageError(
+      `${method}: attachments must be an array of blob ids or { blob_id, filename } objects (got ${typeof value})`,
+      { code: 'invalid_argument' },
+    );
+  return value as Array<Attachment | string>;
+}
+
+/**
+ * `encrypt` must be a boolean: `encrypt: 'yes'` or `1` would otherwise send the body in the clear
+ * while the caller believes it sealed.
+ */
+function encryptArg(method: string, value: unknown): boolean | undefined {
+  if (value === undefined || typeof value === 'boolean') return value;
+  throw new UsageError(`${method}: encrypt must be true or false (got ${JSON.stringify(value) ?? String(value)})`, {
+    code: 'invalid_argument',
+  });
 }
 
 /** A method's integer argument within [min, max], or undefined when left out. */
@@ -813,11 +837,25 @@ export class Agent extends TypedEmitter<AgentEvents> {
   }
 
   /**
+   * The body's JSON. The body may be left out when there are attachments (§3.6: "required unless
+   * attachments is non-empty"): it is `null` then, as the relay stores a send without one.
+   */
+  #bodyJson(method: string, body: unknown, attachments: readonly unknown[] | undefined): string {
+    if (body === undefined) {
+      if (attachments?.length) return 'null';
+      throw new UsageError(`${method}: a body is required unless attachments are given`, {
+        code: 'invalid_argument',
+      });
+    }
+    return this.#encode(body as JsonValue);
+  }
+
+  /**
    * Sends `body` to `to` (a public key, or a contact name with the `contacts` option). Rate limits
    * are waited out and network failures retried; resolves with the relay's message id.
    */
   async send(message: AgentMessage): Promise<string>;
-  async send(to: string, body: JsonValue, options?: AgentSendOptions): Promise<string>;
+  async send(to: string, body: JsonValue | undefined, options?: AgentSendOptions): Promise<string>;
   async send(first: string | AgentMessage, second?: JsonValue, third: AgentSendOptions = {}): Promise<string> {
     let to: unknown = first;
     let body = second;
@@ -838,13 +876,17 @@ export class Agent extends TypedEmitter<AgentEvents> {
         code: 'invalid_argument',
       });
     const ttl = options.ttl ?? options.expiresIn;
+    const encrypt = encryptArg('agent.send', options.encrypt) === true;
+    const attachments = attachmentsArg('agent.send', options.attachments);
     const recipient = this.#resolve(to);
     const sealed = await this.#codec.seal(
-      // An undefined body (a JavaScript caller's) is refused there: not JSON.
-      { bodyJson: this.#encode(body as JsonValue), contentType: options.contentType ?? 'application/json' },
+      {
+        bodyJson: this.#bodyJson('agent.send', body, attachments),
+        contentType: options.contentType ?? 'application/json',
+      },
       {
         to: recipient,
-        encrypt: options.encrypt === true,
+        encrypt,
         ...(options.inReplyTo === undefined ? {} : { inReplyTo: options.inReplyTo }),
       },
     );
@@ -853,7 +895,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
       content_type: sealed.contentType,
       body_json: sealed.bodyJson,
     };
-    if (options.attachments?.length) request.attachments = options.attachments.map(attachmentOf);
+    if (attachments?.length) request.attachments = attachments.map(attachmentOf);
     if (options.threadId !== undefined) request.thread_id = options.threadId;
     if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
     if (ttl !== undefined) request.expires_in = ttl;
@@ -867,8 +909,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
    */
   async reply(
     message: Message,
-    body: JsonValue,
-    options: { contentType?: string; encrypt?: boolean; attachments?: Attachment[] } = {},
+    body: JsonValue | undefined,
+    options: { contentType?: string; encrypt?: boolean; attachments?: Array<Attachment | string> } = {},
   ): Promise<string> {
     knownArgs('agent.reply', options, REPLY_KEYS);
     if (
@@ -881,15 +923,22 @@ export class Agent extends TypedEmitter<AgentEvents> {
         'agent.reply: the first argument must be a received message (with message_id and sender_key)',
         { code: 'invalid_argument' },
       );
+    const encrypt = encryptArg('agent.reply', options.encrypt);
+    const attachments = attachmentsArg('agent.reply', options.attachments);
     const sealed = await this.#codec.seal(
-      { bodyJson: this.#encode(body), contentType: options.contentType ?? 'application/json' },
+      {
+        bodyJson: this.#bodyJson('agent.reply', body, attachments),
+        contentType: options.contentType ?? 'application/json',
+      },
       {
         to: message.sender_key,
-        encrypt: options.encrypt ?? this.#encrypted.has(message),
+        // Sealed when the message came sealed: opened by `messages()`/`decrypt()`, or still the
+        // raw envelope (`agent.thread()`, `client.getMessage()`) — never a clear answer to it.
+        encrypt: encrypt ?? (this.#encrypted.has(message) || isEncryptedMessage(message)),
         inReplyTo: message.message_id,
       },
     );
-    const request = encodedReplyTo(message, sealed, options.attachments);
+    const request = encodedReplyTo(message, sealed, attachments?.map(attachmentOf));
     return this.#sendOut(request, request.thread_id!);
   }
 
@@ -901,18 +950,24 @@ export class Agent extends TypedEmitter<AgentEvents> {
       tag?: string | string[];
       q?: string;
       name?: string;
-      activeSince?: string;
+      activeSince?: string | Date;
       limit?: number;
       cursor?: string;
     } = {},
   ): Promise<DiscoverResponse> {
     knownArgs('agent.discover', query, DISCOVER_KEYS);
+    let activeSince = query.activeSince;
+    if (activeSince instanceof Date) {
+      if (Number.isNaN(activeSince.getTime()))
+        throw new UsageError('agent.discover: activeSince is an invalid Date', { code: 'invalid_argument' });
+      activeSince = activeSince.toISOString();
+    }
     const tags = query.tag === undefined ? undefined : Array.isArray(query.tag) ? query.tag : [query.tag];
     return this.client.discover({
       ...(tags ? { tag: tags } : {}),
       ...(query.q === undefined ? {} : { q: query.q }),
       ...(query.name === undefined ? {} : { name: query.name }),
-      ...(query.activeSince === undefined ? {} : { active_since: query.activeSince }),
+      ...(activeSince === undefined ? {} : { active_since: activeSince }),
       ...(query.limit === undefined ? {} : { limit: query.limit }),
       ...(query.cursor === undefined ? {} : { cursor: query.cursor }),
     });
@@ -933,9 +988,20 @@ export class Agent extends TypedEmitter<AgentEvents> {
     return this.client.deleteAcl(this.#resolve(peer));
   }
 
-  /** The ACL, one page. */
-  async listAcl(query: { type?: AclEntryType; limit?: number; cursor?: string } = {}): Promise<AclListResponse> {
+  /**
+   * The ACL, one page: every entry, or only one type, `listAcl('allow')` (the Python SDK's
+   * `list_acl("allow")`) or `listAcl({ type: 'block', limit, cursor })`.
+   */
+  async listAcl(
+    query: AclEntryType | { type?: AclEntryType; limit?: number; cursor?: string } = {},
+  ): Promise<AclListResponse> {
+    if (typeof query === 'string') query = { type: query };
     knownArgs('agent.listAcl', query, ACL_LIST_KEYS);
+    if (query.type !== undefined && query.type !== 'allow' && query.type !== 'block')
+      throw new UsageError(
+        `agent.listAcl: the type must be "allow" or "block" (got ${JSON.stringify(query.type) ?? String(query.type)})`,
+        { code: 'invalid_argument' },
+      );
     return this.client.listAcl({
       ...(query.type === undefined ? {} : { entry_type: query.type }),
       ...(query.limit === undefined ? {} : { limit: query.limit }),
@@ -957,8 +1023,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
    * Uploads a blob (bytes, or a stream with its size and hash: `fileBlobInput(path)`), for
    * `send`'s `attachments`. `options`: its content type, or `{ contentType, onProgress, signal }`.
    */
-  upload(data: BlobInput, options: string | UploadOptions = {}): Promise<BlobInfo> {
-    return this.client.uploadBlob(data, typeof options === 'string' ? { contentType: options } : options);
+  upload(data: BlobInput | string, options: string | UploadOptions = {}): Promise<BlobInfo> {
+    // A string is its UTF-8 bytes (the Python SDK's `upload(bytes, …)` takes text encoded).
+    const input = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    return this.client.uploadBlob(input, typeof options === 'string' ? { contentType: options } : options);
   }
 
   /**

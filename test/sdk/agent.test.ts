@@ -149,7 +149,7 @@ describe('Agent', () => {
     await assert.rejects(agent.send(agent.publicKey, undefined as never), (err: Error) => {
       assert.ok(err instanceof UsageError);
       assert.equal((err as UsageError).code, 'invalid_argument');
-      assert.equal(err.message, 'the body is not JSON (got undefined)');
+      assert.equal(err.message, 'agent.send: a body is required unless attachments are given');
       return true;
     });
   });
@@ -664,7 +664,7 @@ describe('Agent key file and options', () => {
     });
     await assert.rejects(agent.send({ to: peer.publicKey } as never), {
       code: 'invalid_argument',
-      message: /body is not JSON \(got undefined\)/,
+      message: /a body is required unless attachments are given/,
     });
     await assert.rejects(agent.send({ body: 1 } as never), { code: 'invalid_argument', message: /to must be/ });
     await assert.rejects(
