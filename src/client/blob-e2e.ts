@@ -235,12 +235,13 @@ export async function downloadAttachmentBytes(
   client: RelayClient,
   attachment: Attachment,
   senderKey: string,
-  opts: DownloadOptions & { maxBytes?: number } = {},
+  opts: DownloadOptions & { maxBytes?: number; onHead?: (info: BlobHead) => void } = {},
 ): Promise<Buffer> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_ATTACHMENT_BYTES;
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
   const opened = await openAttachment(client, attachment, senderKey, { ...opts, signal });
+  opts.onHead?.(opened.info);
   if (opened.info.size > maxBytes + (opened.encrypted ? 28 : 0)) {
     stop.abort();
     throw new UsageError(

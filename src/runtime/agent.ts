@@ -16,6 +16,7 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { downloadAttachmentBytes, sealUpload } from '../client/blob-e2e.js';
 import type { BlobInput, UploadOptions } from '../client/blobs.js';
 import { checkOpened, type MessageCodec } from '../client/codec.js';
 import { isEncryptedMessage } from '../client/e2e-codec.js';
@@ -132,6 +133,14 @@ export interface AgentSendOptions extends Omit<SendOptions, 'attachments'> {
   expiresIn?: number;
   /** Blobs to attach: `{ blob_id, filename? }` objects, or blob ids (the Python SDK's form). */
   attachments?: Array<Attachment | string>;
+}
+
+/** `agent.upload`'s options. */
+export interface AgentUploadOptions extends UploadOptions {
+  /** Kept in the returned `attachment` (what the recipient sees). */
+  filename?: string;
+  /** Seal the blob for this recipient (a key or contact name): the relay stores ciphertext. */
+  encryptFor?: string;
 }
 
 /** `agent.send({ to, body, ...options })`: the MRP SDKs' one-object form. */
@@ -1020,30 +1029,83 @@ export class Agent extends TypedEmitter<AgentEvents> {
   }
 
   /**
-   * Uploads a blob (bytes, or a stream with its size and hash: `fileBlobInput(path)`), for
-   * `send`'s `attachments`. `options`: its content type, or `{ contentType, onProgress, signal }`.
+   * Uploads a blob (bytes, text as UTF-8, or a stream with its size and hash: `fileBlobInput(path)`).
+   * `options`: its content type, or `{ contentType, filename, encryptFor, onProgress, signal }`.
+   * `encryptFor` (a key or contact; bytes or text only) seals it for that recipient first
+   * (docs/protocol.md §8.4): the relay stores ciphertext. Resolves with the blob's info and
+   * `attachment`, ready for `send`'s `attachments` (an encrypted one carries its wrapped key).
    */
-  upload(data: BlobInput | string, options: string | UploadOptions = {}): Promise<BlobInfo> {
+  async upload(
+    data: BlobInput | string,
+    options: string | AgentUploadOptions = {},
+  ): Promise<BlobInfo & { attachment: Attachment }> {
+    const o: AgentUploadOptions = typeof options === 'string' ? { contentType: options } : options;
+    knownArgs('agent.upload', o, ['contentType', 'filename', 'encryptFor', 'onProgress', 'signal']);
     // A string is its UTF-8 bytes (the Python SDK's `upload(bytes, …)` takes text encoded).
     const input = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    return this.client.uploadBlob(input, typeof options === 'string' ? { contentType: options } : options);
+    const meta = {
+      ...(o.filename === undefined ? {} : { filename: o.filename }),
+      ...(o.contentType === undefined ? {} : { content_type: o.contentType }),
+    };
+    const pass = {
+      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+      ...(o.signal ? { signal: o.signal } : {}),
+    };
+    if (o.encryptFor === undefined) {
+      const info = await this.client.uploadBlob(input, {
+        ...pass,
+        ...(o.contentType === undefined ? {} : { contentType: o.contentType }),
+      });
+      return { ...info, attachment: { blob_id: info.blob_id, ...meta } };
+    }
+    if (!(input instanceof Uint8Array))
+      throw new UsageError('agent.upload: encryptFor needs the bytes in memory (a Uint8Array or a string)', {
+        code: 'invalid_argument',
+      });
+    const prepared = await sealUpload(this.client.keypair, this.#resolve(o.encryptFor), () => [input], {
+      ...(o.filename === undefined ? {} : { filename: o.filename }),
+      ...(o.contentType === undefined ? {} : { contentType: o.contentType }),
+    });
+    const info = await this.client.uploadBlob(prepared.input, { ...pass, contentType: prepared.uploadType });
+    return { ...info, attachment: { blob_id: info.blob_id, ...prepared.attachment } };
   }
 
   /**
-   * Downloads a blob whole: its bytes (checked against its hash) and content type. Blobs over
-   * `maxBytes` (default 100 MiB, the relay's limit) are refused before reading them
-   * (`payload_too_large`); stream larger ones with `agent.client.downloadBlob`.
+   * Downloads a blob whole: its bytes (checked against its hash) and content type. Give a blob id,
+   * or an attachment of a message with `{ from: message }`: an encrypted attachment is opened
+   * (its content type is the one it was sealed with). Blobs over `maxBytes` (default 100 MiB,
+   * the relay's limit) are refused before reading them (`payload_too_large`); stream larger ones
+   * with `agent.client.downloadBlob` / `openAttachment`.
    */
   async download(
-    blobId: string,
-    options: { maxBytes?: number; signal?: AbortSignal } = {},
+    blob: string | Attachment,
+    options: { maxBytes?: number; signal?: AbortSignal; from?: Message } = {},
   ): Promise<{ data: Buffer; contentType: string }> {
-    knownArgs('agent.download', options, ['maxBytes', 'signal']);
+    knownArgs('agent.download', options, ['maxBytes', 'signal', 'from']);
     const maxBytes = options.maxBytes ?? LIMITS.maxBlobBytes;
+    const signal = options.signal ? { signal: options.signal } : {};
+    if (blob !== null && typeof blob === 'object') {
+      const sender = options.from?.sender_key;
+      if (blob.encrypted === true && typeof sender !== 'string')
+        throw new UsageError(
+          'agent.download: an encrypted attachment is opened with its message: download(attachment, { from: message })',
+          { code: 'invalid_argument' },
+        );
+      let head: string | undefined;
+      const data = await downloadAttachmentBytes(this.client, blob, sender ?? '', {
+        maxBytes,
+        ...signal,
+        onHead: (info) => {
+          head = info.content_type;
+        },
+      });
+      const contentType = (blob.encrypted === true ? blob.content_type : head) ?? 'application/octet-stream';
+      return { data, contentType };
+    }
     let contentType = 'application/octet-stream';
-    const data = await this.client.downloadBlobBytes(blobId, {
+    const data = await this.client.downloadBlobBytes(blob, {
       maxBytes,
-      ...(options.signal ? { signal: options.signal } : {}),
+      ...signal,
       onHead: (head) => {
         contentType = head.content_type;
       },

@@ -689,6 +689,30 @@ describe('Agent key file and options', () => {
     assert.equal(down.contentType, 'text/plain');
     await assert.rejects(alice.download(blob.blob_id, { maxBytes: 4 }), { code: 'payload_too_large' });
 
+    // An attachment sealed for Bob: the relay keeps ciphertext; Bob opens it with its message.
+    const sealed = await alice.upload(Buffer.from('for bob only'), {
+      encryptFor: bob.publicKey,
+      filename: 'note.txt',
+      contentType: 'text/plain',
+    });
+    assert.equal(sealed.attachment.encrypted, true);
+    assert.equal(sealed.attachment.filename, 'note.txt');
+    assert.notEqual((await alice.download(sealed.blob_id)).data.toString(), 'for bob only', 'ciphertext on the relay');
+    const withFile = await alice.send(bob.publicKey, { see: 'attached' }, { attachments: [sealed.attachment] });
+    const received = await bob.client.getMessage(withFile);
+    const opened = await bob.download(received.attachments[0]!, { from: received });
+    assert.deepEqual(opened, { data: Buffer.from('for bob only'), contentType: 'text/plain' });
+    await assert.rejects(bob.download(received.attachments[0]!), {
+      code: 'invalid_argument',
+      message: /download\(attachment, \{ from: message \}\)/,
+    });
+    const plainFile = await alice.upload('plain text', { filename: 'p.txt', contentType: 'text/plain' });
+    assert.deepEqual(plainFile.attachment, {
+      blob_id: plainFile.blob_id,
+      filename: 'p.txt',
+      content_type: 'text/plain',
+    });
+
     const id = await alice.send(bob.publicKey, { secret: 'plans' }, { encrypt: true });
     const raw = await bob.client.getMessage(id);
     assert.equal(raw.content_type, 'application/x-m2m-encrypted');
