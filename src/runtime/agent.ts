@@ -70,7 +70,11 @@ export interface AgentCapability {
 }
 
 export interface AgentOptions {
-  /** The identity file: read in any form `mrp keygen` or an MRP SDK writes; created (0600) if missing. */
+  /**
+   * The identity file: read in any form `mrp keygen` or an MRP SDK writes; created (0600) if
+   * missing. Default, without `keypair` either: `agent.key` in the working directory (as the
+   * Python SDK).
+   */
   keyFile?: string;
   /** The identity itself, instead of `keyFile`. */
   keypair?: Keypair;
@@ -177,6 +181,9 @@ const FORWARDED = [
 
 /** A contacts file is small; anything bigger is not one. */
 const MAX_CONTACTS_BYTES = 1024 * 1024;
+
+/** The key file when neither `keyFile` nor `keypair` is given (the Python SDK's `key_file="agent.key"`). */
+const DEFAULT_KEY_FILE = 'agent.key';
 
 /** Every option `AgentOptions` has: anything else is a typo the constructor names (JavaScript callers have no compiler to catch it). */
 const OPTION_KEYS = [
@@ -397,9 +404,9 @@ export class Agent extends TypedEmitter<AgentEvents> {
       throw optionError('relayUrl', 'a relay URL is required (e.g. https://relay.mrphub.io)');
     if (options === null || typeof options !== 'object') throw optionError('options', 'must be an object');
     knownKeys(options, OPTION_KEYS, (key) => key, 'option');
-    if (options.keyFile === undefined && options.keypair === undefined) {
-      throw optionError('keyFile', 'give a key file (created if missing) or a keypair');
-    }
+    // Neither: `agent.key` in the working directory, created if missing (the Python SDK's default).
+    if (options.keyFile === undefined && options.keypair === undefined)
+      options = { ...options, keyFile: DEFAULT_KEY_FILE };
     if (options.keyFile !== undefined && (typeof options.keyFile !== 'string' || options.keyFile.trim() === ''))
       throw optionError(
         'keyFile',

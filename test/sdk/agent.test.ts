@@ -797,7 +797,18 @@ describe('Agent key file and options', () => {
   });
 
   it('names a bad option', async () => {
-    assert.throws(() => new Agent('http://127.0.0.1:1', {}), /keyFile/);
+    // Neither keyFile nor keypair: agent.key in the working directory, created 0600 (the Python SDK's default).
+    const cwd = process.cwd();
+    const here = mkdtempSync(join(tmpdir(), 'mrp-sdk-cwd-'));
+    try {
+      process.chdir(here);
+      const made = new Agent({ relayUrl: 'http://127.0.0.1:1' });
+      assert.equal(statSync(join(here, 'agent.key')).mode & 0o777, 0o600);
+      assert.equal(new Agent('http://127.0.0.1:1').publicKey, made.publicKey, 'the same file read again');
+    } finally {
+      process.chdir(cwd);
+      rmSync(here, { recursive: true, force: true });
+    }
     assert.throws(() => new Agent('http://127.0.0.1:1', { keyFile: '' }), {
       code: 'invalid_option',
       message: 'Agent option keyFile: must be a file path (got "")',
