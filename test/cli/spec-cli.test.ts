@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { readKeyFile } from '../../src/cli/keys.js';
 import { RelayClient } from '../../src/client/http.js';
-import { type Clock, systemClock } from '../../src/core/clock.js';
+import { type Clock, ManualClock, systemClock } from '../../src/core/clock.js';
 import type { Keypair } from '../../src/protocol/signing.js';
 import { ndjson, runCli, type TestDeps, tempDir, testDeps } from '../helpers/cli.js';
 import { startRelay, type TestRelay } from '../helpers/relay.js';
@@ -216,6 +216,34 @@ describe('PROTOCOL §9.2: mrp recv', () => {
       assert.equal(res.code, 2, res.stderr);
       assert.match(res.stderr, new RegExp(flag));
     }
+  });
+
+  it('--no-ack --wait watches an empty inbox for the first message, and leaves it new', async (t) => {
+    const relay = await startRelay(t);
+    const alice = await user(t, relay);
+    const bob = await user(t, relay);
+    // A manual clock: the peek's timers (its quiet window, the --wait deadline) move only when told.
+    const clock = new ManualClock(Date.now());
+    const deps = testDeps({ home: bob.home, env: { MRP_RELAY_URL: relay.url, MRP_DEBUG: 'ws' }, clock });
+    const peeking = runCli(['recv', '--no-ack', '--wait', '20s'], deps);
+    await deps.stderr.waitFor('← auth_result');
+    // Longer than the peek's quiet window, far shorter than --wait: still watching.
+    await clock.advanceAsync(1_000);
+    await ok(['send', bob.key, 'worth the wait'], alice.deps);
+    await Promise.race([deps.stderr.waitFor('← message'), peeking]);
+    await clock.advanceAsync(1_000);
+    const res = await peeking;
+    assert.equal(res.code, 0, res.stderr);
+    const [m] = ndjson(res.stdout);
+    assert.deepEqual(m?.['body'], { text: 'worth the wait' });
+    assert.equal((await bob.api.poll()).messages.length, 1, 'not acknowledged: still new');
+    // Nothing arrives: it ends at the deadline, empty.
+    const again = testDeps({ home: bob.home, env: { MRP_RELAY_URL: relay.url, MRP_DEBUG: 'ws' }, clock });
+    await ok(['recv'], bob.deps);
+    const empty = runCli(['recv', '--no-ack', '--wait', '5s'], again);
+    await again.stderr.waitFor('← auth_result');
+    await clock.advanceAsync(5_000);
+    assert.equal((await empty).stdout, '');
   });
 
   it('--ws streams what arrives, opened, and Ctrl-C ends it', async (t) => {

@@ -27,12 +27,15 @@ const PEEK_QUIET_MS = 400;
 /**
  * Reads pending messages over a WebSocket without acknowledging them (they stay `sent`). Reads one
  * more than asked so `hasMore` is true only when something really is left. Fails fast when the
- * socket cannot be opened (e.g. the key already has its 2 connections) instead of waiting.
+ * socket cannot be opened (e.g. the key already has its 2 connections) instead of waiting. With
+ * `waitMs` (`--wait`), an empty inbox is watched that long for a first matching message, as the
+ * long poll of a plain `recv --wait` does.
  */
 async function peek(
   ctx: CliContext,
   limit: number,
   filter: (m: Message) => boolean,
+  waitMs = 0,
 ): Promise<{ messages: Message[]; hasMore: boolean }> {
   const client = await ctx.client();
   const { Session } = await import('../../client/session.js');
@@ -46,13 +49,19 @@ async function peek(
   const got: Message[] = [];
   const finished = deferred<void>();
   let quiet: ReturnType<typeof clock.setTimeout> | undefined;
+  let deadline: ReturnType<typeof clock.setTimeout> | undefined;
   const rearm = (): void => {
     quiet?.cancel();
     quiet = clock.setTimeout(() => finished.resolve(), PEEK_QUIET_MS);
   };
-  session.on('ready', rearm);
+  // Still waiting for a first match: only the deadline ends the peek.
+  const waiting = (): boolean => waitMs > 0 && got.length === 0;
+  session.on('ready', () => {
+    if (waiting()) deadline ??= clock.setTimeout(() => finished.resolve(), waitMs);
+    else rearm();
+  });
   session.on('message', (m) => {
-    if (!filter(m)) return rearm();
+    if (!filter(m)) return waiting() ? undefined : rearm();
     got.push(m);
     if (got.length > limit) finished.resolve();
     else rearm();
@@ -66,6 +75,7 @@ async function peek(
     await finished.promise;
   } finally {
     quiet?.cancel();
+    deadline?.cancel();
     await session.close();
   }
   return { messages: got.slice(0, limit), hasMore: got.length > limit };
@@ -100,7 +110,7 @@ export async function runRecv(ctx: CliContext, options: RecvOptions): Promise<vo
   let messages: Message[];
   let hasMore: boolean;
   if (options.ack === false && status === 'sent') {
-    ({ messages, hasMore } = await peek(ctx, limit, filter));
+    ({ messages, hasMore } = await peek(ctx, limit, filter, waitMs));
   } else {
     const client = await ctx.client();
     const page = await client.poll({
