@@ -278,6 +278,12 @@ describe('PROTOCOL §9.2: blob, status, get, thread', () => {
     await ok(['blob', 'download', id, '-o', out], alice.deps);
     assert.equal(await readFile(out, 'utf8'), 'some bytes');
     assert.equal(await ok(['blob', 'download', id, '-o', '-'], alice.deps), 'some bytes');
+    // Global options between the group and its subcommand, as README "Global options" says.
+    const other = join(bob.home, 'agent.key');
+    assert.equal(JSON.parse(await ok(['blob', '--json', 'info', id], alice.deps)).size, 10);
+    const notBobs = await runCli(['blob', '--key', other, '-q', 'info', id], alice.deps);
+    assert.equal(notBobs.code, 1, 'asked as bob, who cannot see it');
+    assert.match(notBobs.stderr, /blob_not_found/);
     await ok(['blob', 'delete', id], alice.deps);
     const gone = await runCli(['blob', 'info', id], alice.deps);
     assert.equal(gone.code, 1, 'the relay says no: exit 1');
