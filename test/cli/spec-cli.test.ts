@@ -261,6 +261,36 @@ describe('PROTOCOL §9.2: mrp recv', () => {
     assert.deepEqual(m!['body'], { text: 'live' });
     assert.equal(m!['encrypted'], true);
   });
+
+  it('--ws --limit N stops after N; one-time flags it cannot honour are refused, not ignored', {
+    timeout: 20_000,
+  }, async (t) => {
+    const relay = await startRelay(t);
+    const alice = await user(t, relay);
+    const bob = await user(t, relay);
+    const stream = runCli(['recv', '--ws', '--limit', '2', '--json'], bob.deps);
+    await bob.deps.stderr.waitFor('"event":"connected"');
+    for (const text of ['one', 'two', 'three']) await ok(['send', bob.key, text], alice.deps);
+    const res = await stream;
+    assert.equal(res.code, 0, res.stderr);
+    assert.deepEqual(
+      ndjson(res.stdout).map((m) => m['body']),
+      [{ text: 'one' }, { text: 'two' }],
+    );
+    assert.deepEqual(
+      (await bob.api.poll()).messages.map((m) => m.body),
+      [{ text: 'three' }],
+      'the third is still new',
+    );
+    for (const [flags, message] of [
+      [['--status', 'delivered'], /^error: --status delivered with --ws: /],
+      [['--wait', '10s'], /^error: --wait with --ws: /],
+    ] as const) {
+      const refused = await runCli(['recv', '--ws', ...flags], bob.deps);
+      assert.equal(refused.code, 2, refused.stderr);
+      assert.match(refused.stderr, message);
+    }
+  });
 });
 
 describe('PROTOCOL §9.2: blob, status, get, thread', () => {

@@ -87,15 +87,29 @@ export async function runRecv(ctx: CliContext, options: RecvOptions): Promise<vo
   const filter = (m: Message): boolean =>
     (from === undefined || m.sender_key === from) &&
     (options.thread === undefined || m.thread_id === options.thread || m.message_id === options.thread);
-  if (options.ws) {
-    await watchMessages(ctx, { ack: options.ack !== false, filter });
-    return;
-  }
   const status = (options.status ?? 'sent') as MessageStatus;
   if (!(MESSAGE_STATUSES as readonly string[]).includes(status)) {
     throw new UsageError(`--status: "${status}" must be one of ${MESSAGE_STATUSES.join(', ')}`, {
       code: 'invalid_argument',
     });
+  }
+  if (options.ws) {
+    // The stream shows new messages as they come, until Ctrl-C: flags of a one-time fetch that it
+    // cannot honour are refused rather than ignored; --limit ends it after that many (tail -n).
+    if (status !== 'sent') {
+      throw new UsageError(
+        `--status ${status} with --ws: the stream shows new messages only; drop --ws to read ${status} messages`,
+        { code: 'invalid_argument' },
+      );
+    }
+    if (options.wait !== undefined) {
+      throw new UsageError('--wait with --ws: the stream already waits for messages (until Ctrl-C); drop one of them', {
+        code: 'invalid_argument',
+      });
+    }
+    const count = options.limit === undefined ? undefined : intOption(options.limit, '--limit', 0, 1);
+    await watchMessages(ctx, { ack: options.ack !== false, filter, ...(count === undefined ? {} : { count }) });
+    return;
   }
   const limit = intOption(options.limit, '--limit', LIMITS.pollLimitDefault, 1, LIMITS.pollLimitMax);
   // A bare --wait waits as long as the relay allows.
@@ -152,7 +166,7 @@ export function register(program: Command, deps: Deps): void {
     .command('recv')
     .description('fetch new messages once (they become delivered), or stream them with --ws')
     .option('--status <status>', 'sent (new, default), delivered or expired (history)')
-    .option('--limit <n>', `at most this many (1-${LIMITS.pollLimitMax})`)
+    .option('--limit <n>', `at most this many (1-${LIMITS.pollLimitMax}; with --ws: stop after this many)`)
     .option('--from <sender>', 'only from this key or contact')
     .option('--thread <id>', 'only this thread')
     .option(
