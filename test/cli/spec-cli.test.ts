@@ -314,7 +314,7 @@ describe('PROTOCOL §9.2: blob, status, get, thread', () => {
     const notBobs = await runCli(['blob', '--key', other, '-q', 'info', id], alice.deps);
     assert.equal(notBobs.code, 1, 'asked as bob, who cannot see it');
     assert.match(notBobs.stderr, /blob_not_found/);
-    await ok(['blob', 'delete', id], alice.deps);
+    assert.equal(await ok(['blob', 'delete', id, '-q'], alice.deps), '', '-q: a change prints nothing');
     const gone = await runCli(['blob', 'info', id], alice.deps);
     assert.equal(gone.code, 1, 'the relay says no: exit 1');
     assert.match(gone.stderr, /^error: blob_not_found: /);
@@ -514,6 +514,7 @@ describe('PROTOCOL §9.2: acl, webhook, health, delete-agent', () => {
     assert.equal((await alice.api.getAgent(alice.key)).display_name, 'Doomed');
     const done = JSON.parse(await ok(['delete-agent', '--yes', '--json'], alice.deps));
     assert.equal(done.deleted, true);
+    assert.equal(await ok(['delete-agent', '--yes', '-q'], alice.deps), '', '-q: a change prints nothing');
     assert.equal((await alice.api.getAgent(alice.key)).display_name, null, 'a fresh, empty agent');
     await readFile(join(alice.home, 'agent.key'));
   });

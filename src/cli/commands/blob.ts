@@ -145,8 +145,8 @@ export async function runBlobDelete(ctx: CliContext, _o: unknown, args: string[]
   await client.deleteBlob(id);
   ctx.out.result(
     { blob_id: id, deleted: true },
-    () => (ctx.out.isTTY ? `${ctx.out.style.green('✔')} Deleted ${id}` : id),
-    () => id,
+    () => (ctx.out.isTTY ? `${ctx.out.style.green('✔')} Deleted ${safeText(id)}` : id),
+    // -q: nothing, as every command that changes something (README "Global options").
   );
 }
 
