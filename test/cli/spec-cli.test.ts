@@ -159,6 +159,7 @@ describe('PROTOCOL §9.2: mrp send', () => {
       [['--ttl', '31d'], /^error: --ttl "31d" is too long: at most 30d/],
       [['--content-type', 'x'.repeat(300)], /^error: --content-type: /],
       [['--in-reply-to', 'x'.repeat(200)], /^error: --in-reply-to: /],
+      [['--in-reply-to', 'msg_1_aaaaaaaaaaaa', '--reply-to', 'msg_2_bbbbbbbbbbbb'], /name different messages/],
     ];
     for (const [flags, message] of cases) {
       const res = await runCli(['send', bob.key, 'hi', ...flags], alice.deps);

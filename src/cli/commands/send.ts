@@ -219,6 +219,10 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   }
   if (options.attach?.length) request.attachments = options.attach.map((blob_id) => ({ blob_id }));
   if (options.thread !== undefined) request.thread_id = options.thread;
+  if (options.inReplyTo !== undefined && options.replyTo !== undefined && options.inReplyTo !== options.replyTo)
+    throw new UsageError('--in-reply-to and --reply-to name different messages; give one of them', {
+      code: 'invalid_argument',
+    });
   const inReplyTo = options.inReplyTo ?? options.replyTo;
   if (inReplyTo !== undefined) request.in_reply_to = inReplyTo;
   const ttl = ttlSeconds(options.ttl);
