@@ -458,6 +458,18 @@ describe('PROTOCOL §1.3 and §9.2: contacts', () => {
     assert.match(unknown.stderr, /"nobody" is neither a public key nor a contact/);
     const dupe = await runCli(['contacts', 'add', 'BOB', carol.key], alice.deps);
     assert.equal(dupe.code, 2, 'names are unique, case-insensitively');
+    // An alias shaped like a key could never be used (it resolves as the key); a name with a line
+    // break cannot be typed back. Both refused, nothing written.
+    const before = await readFile(file, 'utf8');
+    for (const argv of [
+      ['contacts', 'add', 'carol', carol.key, '--alias', bob.key],
+      ['contacts', 'add', 'two\nlines', carol.key],
+      ['contacts', 'add', 'carol', carol.key, '--alias', 'x\x1b[2J'],
+    ]) {
+      const refused = await runCli(argv, alice.deps);
+      assert.equal(refused.code, 2, `${argv.join(' ')}: ${refused.stderr}`);
+    }
+    assert.equal(await readFile(file, 'utf8'), before);
   });
 });
 
