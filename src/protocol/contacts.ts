@@ -137,6 +137,9 @@ export function nameForKey(book: ContactBook, key: string): string | undefined {
   return book.contacts.find((c) => usable(c) && c.public_key === key)?.name;
 }
 
+// C0 and C1 control characters and DEL.
+const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
+
 /** Adds a contact; names and aliases are unique ignoring case. `replace` overwrites a same-name one. */
 export function addContact(book: ContactBook, contact: Contact, options: { replace?: boolean } = {}): ContactBook {
   const keyLike: (s: string) => boolean = isPublicKey;
@@ -144,6 +147,23 @@ export function addContact(book: ContactBook, contact: Contact, options: { repla
     throw new UsageError('a contact name must be non-empty and must not look like a public key', {
       code: 'invalid_argument',
     });
+  }
+  // A key-shaped alias could never be used: resolution takes such a string as the key itself (§1.3).
+  if (contact.alias !== undefined && (contact.alias === '' || keyLike(contact.alias))) {
+    throw new UsageError('a contact alias must be non-empty and must not look like a public key', {
+      code: 'invalid_argument',
+    });
+  }
+  // A name is typed to address someone and shown in lists: no line breaks or other control characters.
+  for (const [what, value] of [
+    ['name', contact.name],
+    ['alias', contact.alias],
+  ] as const) {
+    if (value !== undefined && CONTROL_RE.test(value)) {
+      throw new UsageError(`a contact ${what} must not contain control characters (line breaks, tabs, escapes)`, {
+        code: 'invalid_argument',
+      });
+    }
   }
   if (!keyLike(contact.public_key)) {
     throw new UsageError(`"${contact.public_key}" is not a public key (43 base64url characters)`, {

@@ -145,13 +145,16 @@ export async function runBlobDelete(ctx: CliContext, _o: unknown, args: string[]
   await client.deleteBlob(id);
   ctx.out.result(
     { blob_id: id, deleted: true },
-    () => (ctx.out.isTTY ? `${ctx.out.style.green('✔')} Deleted ${id}` : id),
-    () => id,
+    () => (ctx.out.isTTY ? `${ctx.out.style.green('✔')} Deleted ${safeText(id)}` : id),
+    // -q: nothing, as every command that changes something (README "Global options").
   );
 }
 
 export function register(program: Command, deps: Deps): void {
-  const blob = program.command('blob').description('upload, download, inspect and delete blobs (files up to 100 MiB)');
+  // Global options also between the group and its subcommand (`mrp blob --key K info <id>`), as for acl.
+  const blob = addGlobalOptions(program.command('blob')).description(
+    'upload, download, inspect and delete blobs (files up to 100 MiB)',
+  );
   const upload = blob
     .command('upload')
     .description('upload a file; prints its blob id (--json: the blob record)')

@@ -29,7 +29,7 @@ export async function runDeleteAgent(ctx: CliContext, options: DeleteAgentOption
       `${style.green('✔')} Agent ${keypair.publicKey} deleted on ${relay.value}: profile, messages, ACL, webhook and blobs`,
       style.dim(`  The key file ${path} is kept; delete it too if the key leaked.`),
     ],
-    () => keypair.publicKey,
+    // -q: nothing, as every command that changes something (README "Global options").
   );
 }
 

@@ -195,6 +195,8 @@ export async function runInit(ctx: CliContext, options: InitOptions): Promise<vo
       ...(testCommand ? [style.dim(`  test it: ${testCommand}`)] : []),
       style.dim(`  (no relay handy? \`${mrp} dev --handler ${handler}\` runs one locally)`),
     ],
+    // -q: the address, as keygen and whoami print it.
+    () => publicKey,
   );
 }
 

@@ -29,7 +29,8 @@ function patchFrom(options: ProfileOptions, currentMeta: Record<string, string>)
   if (options.capability) {
     patch['capabilities'] = options.capability.map((text, i) => {
       let value: unknown = text;
-      if (text.trim().startsWith('{')) {
+      // <json>: an object, or a JSON string (`'"chat"'`, the plain tag form); else a bare tag.
+      if (/^\s*[{"]/.test(text)) {
         try {
           value = JSON.parse(text);
         } catch (err) {

@@ -27,12 +27,15 @@ const PEEK_QUIET_MS = 400;
 /**
  * Reads pending messages over a WebSocket without acknowledging them (they stay `sent`). Reads one
  * more than asked so `hasMore` is true only when something really is left. Fails fast when the
- * socket cannot be opened (e.g. the key already has its 2 connections) instead of waiting.
+ * socket cannot be opened (e.g. the key already has its 2 connections) instead of waiting. With
+ * `waitMs` (`--wait`), an empty inbox is watched that long for a first matching message, as the
+ * long poll of a plain `recv --wait` does.
  */
 async function peek(
   ctx: CliContext,
   limit: number,
   filter: (m: Message) => boolean,
+  waitMs = 0,
 ): Promise<{ messages: Message[]; hasMore: boolean }> {
   const client = await ctx.client();
   const { Session } = await import('../../client/session.js');
@@ -46,13 +49,19 @@ async function peek(
   const got: Message[] = [];
   const finished = deferred<void>();
   let quiet: ReturnType<typeof clock.setTimeout> | undefined;
+  let deadline: ReturnType<typeof clock.setTimeout> | undefined;
   const rearm = (): void => {
     quiet?.cancel();
     quiet = clock.setTimeout(() => finished.resolve(), PEEK_QUIET_MS);
   };
-  session.on('ready', rearm);
+  // Still waiting for a first match: only the deadline ends the peek.
+  const waiting = (): boolean => waitMs > 0 && got.length === 0;
+  session.on('ready', () => {
+    if (waiting()) deadline ??= clock.setTimeout(() => finished.resolve(), waitMs);
+    else rearm();
+  });
   session.on('message', (m) => {
-    if (!filter(m)) return rearm();
+    if (!filter(m)) return waiting() ? undefined : rearm();
     got.push(m);
     if (got.length > limit) finished.resolve();
     else rearm();
@@ -66,6 +75,7 @@ async function peek(
     await finished.promise;
   } finally {
     quiet?.cancel();
+    deadline?.cancel();
     await session.close();
   }
   return { messages: got.slice(0, limit), hasMore: got.length > limit };
@@ -77,15 +87,29 @@ export async function runRecv(ctx: CliContext, options: RecvOptions): Promise<vo
   const filter = (m: Message): boolean =>
     (from === undefined || m.sender_key === from) &&
     (options.thread === undefined || m.thread_id === options.thread || m.message_id === options.thread);
-  if (options.ws) {
-    await watchMessages(ctx, { ack: options.ack !== false, filter });
-    return;
-  }
   const status = (options.status ?? 'sent') as MessageStatus;
   if (!(MESSAGE_STATUSES as readonly string[]).includes(status)) {
     throw new UsageError(`--status: "${status}" must be one of ${MESSAGE_STATUSES.join(', ')}`, {
       code: 'invalid_argument',
     });
+  }
+  if (options.ws) {
+    // The stream shows new messages as they come, until Ctrl-C: flags of a one-time fetch that it
+    // cannot honour are refused rather than ignored; --limit ends it after that many (tail -n).
+    if (status !== 'sent') {
+      throw new UsageError(
+        `--status ${status} with --ws: the stream shows new messages only; drop --ws to read ${status} messages`,
+        { code: 'invalid_argument' },
+      );
+    }
+    if (options.wait !== undefined) {
+      throw new UsageError('--wait with --ws: the stream already waits for messages (until Ctrl-C); drop one of them', {
+        code: 'invalid_argument',
+      });
+    }
+    const count = options.limit === undefined ? undefined : intOption(options.limit, '--limit', 0, 1);
+    await watchMessages(ctx, { ack: options.ack !== false, filter, ...(count === undefined ? {} : { count }) });
+    return;
   }
   const limit = intOption(options.limit, '--limit', LIMITS.pollLimitDefault, 1, LIMITS.pollLimitMax);
   // A bare --wait waits as long as the relay allows.
@@ -100,7 +124,7 @@ export async function runRecv(ctx: CliContext, options: RecvOptions): Promise<vo
   let messages: Message[];
   let hasMore: boolean;
   if (options.ack === false && status === 'sent') {
-    ({ messages, hasMore } = await peek(ctx, limit, filter));
+    ({ messages, hasMore } = await peek(ctx, limit, filter, waitMs));
   } else {
     const client = await ctx.client();
     const page = await client.poll({
@@ -142,7 +166,7 @@ export function register(program: Command, deps: Deps): void {
     .command('recv')
     .description('fetch new messages once (they become delivered), or stream them with --ws')
     .option('--status <status>', 'sent (new, default), delivered or expired (history)')
-    .option('--limit <n>', `at most this many (1-${LIMITS.pollLimitMax})`)
+    .option('--limit <n>', `at most this many (1-${LIMITS.pollLimitMax}; with --ws: stop after this many)`)
     .option('--from <sender>', 'only from this key or contact')
     .option('--thread <id>', 'only this thread')
     .option(

@@ -8,7 +8,7 @@ import { formatDuration, parseDuration } from '../../core/duration.js';
 import { AbortError, TimeoutError, UsageError } from '../../core/errors.js';
 import { LIMITS } from '../../protocol/constants.js';
 import type { JsonObject, JsonValue, Message, SendRequest } from '../../protocol/types.js';
-import { validateSendRequest } from '../../protocol/validate.js';
+import { ValidationError, validateSendRequest } from '../../protocol/validate.js';
 import { checkUploadSize, encryptedFile, progressFor, uploadFiles } from '../attachments.js';
 import type { CliContext } from '../context.js';
 import type { Deps, InStream } from '../deps.js';
@@ -90,9 +90,11 @@ async function compose(
   else if (positional.length > 0) sources.push(['text', async () => (isJsonType(contentType) ? { text } : text)]);
   if (options.text !== undefined)
     sources.push(['--text', async () => (isJsonType(contentType) ? { text: options.text! } : options.text!)]);
-  const jsonBody = typeof options.json === 'string' ? options.json : options.body;
+  const jsonBody = typeof options.json === 'string' ? options.json : undefined;
   if (jsonBody !== undefined)
     sources.push(['--json', async () => bodyFrom(jsonBody, 'application/json', '--json value')]);
+  const body = options.body;
+  if (body !== undefined) sources.push(['--body', async () => bodyFrom(body, 'application/json', '--body value')]);
   if (options.file !== undefined) {
     const file = options.file;
     sources.push([
@@ -138,7 +140,39 @@ function ttlSeconds(value: string | undefined): number | undefined {
     throw new UsageError(`--ttl "${value}" must be a duration of at least 1s (e.g. 3600, 1h, 7d)`, {
       code: 'invalid_argument',
     });
+  const max = LIMITS.ttlMaxSeconds;
+  if (Math.round(ms / 1000) > max)
+    throw new UsageError(`--ttl "${value}" is too long: at most ${max / 86_400}d (${max} seconds)`, {
+      code: 'invalid_argument',
+    });
   return Math.round(ms / 1000);
+}
+
+/** The flag that sets each field of the send request (`thread_id: …` is said as `--thread: …`). */
+const FLAG_OF_FIELD: Record<string, string> = {
+  content_type: '--content-type',
+  thread_id: '--thread',
+  in_reply_to: '--in-reply-to',
+  expires_in: '--ttl',
+  metadata: '--meta',
+  attachments: '--attach',
+};
+
+/**
+ * `validateSendRequest`, its complaints naming the flag the user typed instead of the wire field
+ * (same code, same exit 2); a field no flag sets (the body) is said as it is.
+ */
+function checkRequest(request: SendRequest): void {
+  try {
+    validateSendRequest(request);
+  } catch (err) {
+    if (!(err instanceof ValidationError)) throw err;
+    const top = err.field.split(/[.[]/)[0]!;
+    const flag = FLAG_OF_FIELD[top];
+    if (flag === undefined) throw err;
+    const where = err.field === top ? flag : `${flag} (${err.field})`;
+    throw new UsageError(`${where}: ${err.reason}`, { code: err.code, details: { field: err.field, flag } });
+  }
 }
 
 /** Waits for the reply to `messageId` with long polls filtered on `in_reply_to`. */
@@ -185,6 +219,10 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   }
   if (options.attach?.length) request.attachments = options.attach.map((blob_id) => ({ blob_id }));
   if (options.thread !== undefined) request.thread_id = options.thread;
+  if (options.inReplyTo !== undefined && options.replyTo !== undefined && options.inReplyTo !== options.replyTo)
+    throw new UsageError('--in-reply-to and --reply-to name different messages; give one of them', {
+      code: 'invalid_argument',
+    });
   const inReplyTo = options.inReplyTo ?? options.replyTo;
   if (inReplyTo !== undefined) request.in_reply_to = inReplyTo;
   const ttl = ttlSeconds(options.ttl);
@@ -193,7 +231,7 @@ export async function runSend(ctx: CliContext, options: SendOptions, args: strin
   if (meta) request.metadata = meta;
   // Checked before any file is uploaded (each file stands in as a placeholder attachment).
   const files = options.attachFile ?? [];
-  validateSendRequest(
+  checkRequest(
     files.length
       ? {
           ...request,
@@ -297,7 +335,7 @@ async function seal(ctx: CliContext, request: SendRequest): Promise<void> {
   );
   request.body = JSON.parse(sealed.bodyJson) as JsonValue;
   request.content_type = sealed.contentType;
-  validateSendRequest(request);
+  checkRequest(request);
 }
 
 export function register(program: Command, deps: Deps): void {
@@ -317,7 +355,7 @@ export function register(program: Command, deps: Deps): void {
     )
     .option('--thread <id>', 'thread id')
     .option('--in-reply-to <message-id>', 'the message this answers')
-    .addOption(new Option('--reply-to <message-id>', 'alias of --in-reply-to').hideHelp())
+    .option('--reply-to <message-id>', "same as --in-reply-to (the official CLI's name)")
     .option(
       '--ttl <duration>',
       `time to live: seconds or e.g. 1h, 7d (default ${LIMITS.ttlDefaultSeconds / 86_400}d, max ${LIMITS.ttlMaxSeconds / 86_400}d)`,
@@ -333,6 +371,28 @@ export function register(program: Command, deps: Deps): void {
       '-w, --wait [duration]',
       `wait for the reply and print it (default ${formatDuration(DEFAULT_WAIT_MS)}; e.g. 10s, 2m)`,
     );
+  // `--json '<body>'` and a bare `--json` on one command line: commander keeps the last one, so
+  // the other would be lost ("nothing to send", or no JSON output). Both count: the value is
+  // the body (as `--body`) and the bare one asks for JSON output.
+  // With `--body` too, the value stays in `json`, so two bodies are refused as always.
+  let jsonBody: string | undefined;
+  let jsonOutput = false;
+  let merged = false;
+  cmd.on('option:json', (value: string | null | undefined) => {
+    if (typeof value === 'string') jsonBody = value;
+    else jsonOutput = true;
+    if (jsonBody === undefined || !jsonOutput) return;
+    if (cmd.getOptionValueSource('body') === 'cli' && !merged) {
+      cmd.setOptionValueWithSource('json', jsonBody, 'cli');
+      return;
+    }
+    merged = true;
+    cmd.setOptionValueWithSource('body', jsonBody, 'cli');
+    cmd.setOptionValueWithSource('json', true, 'cli');
+  });
+  cmd.on('option:body', () => {
+    if (merged) cmd.setOptionValueWithSource('json', jsonBody, 'cli');
+  });
   examples(addGlobalOptions(cmd, { json: false }), [
     'mrp send alice "hello there"',
     'mrp send --to 5_FioQvsVZr-oZXk3OhLaVaNXSywlj60RsBoXisX8vA --text hi',
