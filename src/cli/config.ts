@@ -58,6 +58,13 @@ export function normalizeRelayUrl(value: string, where: string): string {
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new UsageError(`${where}: "${value}" must start with http:// or https://`, { code: 'invalid_relay_url' });
   }
+  if (url.username || url.password) {
+    // Said without the password: the URL is printed by whoami, health and errors.
+    throw new UsageError(
+      `${where}: "${url.protocol}//…@${url.host}${url.pathname}" must not contain a user name or password (MRP signs every request with your key)`,
+      { code: 'invalid_relay_url' },
+    );
+  }
   if (url.search || url.hash) {
     throw new UsageError(`${where}: "${value}" must not contain a query or fragment`, { code: 'invalid_relay_url' });
   }

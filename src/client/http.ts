@@ -229,6 +229,9 @@ function rateOf(headers: HeaderSource): RateInfo | undefined {
 }
 
 /** Connection failures that prove nothing reached the relay. */
+/** A new TLS connection failed before its handshake completed: nothing was sent over it. */
+const TLS_HANDSHAKE_FAILED = 'ERR_MRP_TLS_HANDSHAKE';
+
 const NEVER_SENT = new Set([
   'ECONNREFUSED',
   'ENOTFOUND',
@@ -236,6 +239,7 @@ const NEVER_SENT = new Set([
   'EHOSTUNREACH',
   'ENETUNREACH',
   'UND_ERR_CONNECT_TIMEOUT',
+  TLS_HANDSHAKE_FAILED,
 ]);
 
 /**
@@ -297,6 +301,23 @@ export function pollAnswerMaxBytes(limit: number): number {
   const n = Number.isSafeInteger(limit) && limit > 0 ? Math.min(limit, LIMITS.pollLimitMax) : LIMITS.pollLimitDefault;
   const perMessage = LIMITS.maxEnvelopeBytes + 2 * LIMITS.maxBodyBytes + PAGE_MESSAGE_EXTRA_BYTES;
   return Math.min(MAX_ANSWER_BYTES, n * perMessage + PAGE_EXTRA_BYTES);
+}
+
+/** TLS connections whose handshake completed (a reused one sends at once). */
+const SECURED = new WeakSet<object>();
+
+/** The error of a TLS handshake that failed, marked as such (see `TLS_HANDSHAKE_FAILED`). */
+function handshakeFailure(err: unknown): Error {
+  const e = err as NodeJS.ErrnoException & { reason?: unknown };
+  // OpenSSL's own message is long and internal; its `reason` ("wrong version number") says it.
+  const why =
+    typeof e?.reason === 'string'
+      ? `${e.code ? `${e.code}, ` : ''}${e.reason}`
+      : (e?.code ?? e?.message ?? String(err));
+  // No `cause`: `#transportError` reads a wrapped error's cause first (fetch's shape).
+  const failure = new Error(`TLS handshake failed: ${why}`) as NodeJS.ErrnoException;
+  failure.code = TLS_HANDSHAKE_FAILED;
+  return failure;
 }
 
 function tooLarge(method: string, target: string, limit: number): ProtocolError {
@@ -390,6 +411,12 @@ export class RelayClient {
         code: 'invalid_relay_url',
       });
     }
+    // Never sent (requests go to the origin) but printed wherever the URL is: refused, unechoed.
+    if (url.username || url.password)
+      throw new UsageError(
+        `relayUrl: "${url.protocol}//…@${url.host}${url.pathname}" must not contain a user name or password (MRP signs every request with the key)`,
+        { code: 'invalid_relay_url' },
+      );
     this.relayUrl = options.relayUrl.replace(/\/+$/, '');
     this.#origin = url.origin;
     this.#basePath = url.pathname.replace(/\/+$/, '');
@@ -716,8 +743,20 @@ export class RelayClient {
         userSignal?.removeEventListener('abort', onAbort);
         return true;
       };
+      // A fresh TLS connection is handshaking until `secureConnect`: an error then (EPROTO from a
+      // plain-HTTP server, a refused certificate) means nothing of the request left.
+      let handshaking = false;
+      if (this.#secure)
+        req.once('socket', (socket) => {
+          if (SECURED.has(socket)) return;
+          handshaking = true;
+          socket.once('secureConnect', () => {
+            SECURED.add(socket);
+            handshaking = false;
+          });
+        });
       const fail = (err: unknown): void => {
-        if (settle()) reject(new TransportFailure(err, answered, timedOut));
+        if (settle()) reject(new TransportFailure(handshaking ? handshakeFailure(err) : err, answered, timedOut));
       };
       req.on('error', fail);
       req.on('response', (res) => {
@@ -797,7 +836,8 @@ export class RelayClient {
     type Cause = { code?: string; message?: string };
     const cause = (err as { cause?: Cause }).cause ?? (err as Cause);
     const code = cause?.code ?? '';
-    const detail = code || cause?.message || (err as Error).message;
+    const detail =
+      code === TLS_HANDSHAKE_FAILED ? String(cause?.message) : code || cause?.message || (err as Error).message;
     // Only a failure to connect proves a request was never sent.
     const neverSent = sent ? false : NEVER_SENT.has(code);
     if (unsafe && !neverSent)
@@ -808,7 +848,9 @@ export class RelayClient {
       hint:
         code === 'ECONNREFUSED'
           ? 'is the relay running? (`mrp relay` starts one locally)'
-          : 'check the relay URL and your network',
+          : code === TLS_HANDSHAKE_FAILED
+            ? 'check that the relay speaks HTTPS there (a local relay without TLS is http://), and its certificate'
+            : 'check the relay URL and your network',
     });
   }
 

@@ -704,6 +704,15 @@ describe('global flags, help and exit codes', () => {
     // `status` is --relay's value here (whoami runs and judges it), not the command `status`.
     const status = await runCli(['--relay', 'status', 'whoami', '--key', key, '--json'], deps);
     assert.equal(JSON.parse(status.stderr).error.code, 'invalid_relay_url', status.stderr);
+    // A relay URL with a password is refused, and the password is never echoed.
+    const creds = await runCli(['--relay', 'http://me:hunter2@127.0.0.1:5', '--key', key, 'whoami'], deps);
+    assert.equal(creds.code, 2);
+    assert.match(creds.stderr, /--relay: "http:\/\/…@127\.0\.0\.1:5\/" must not contain a user name or password/);
+    assert.ok(!`${creds.stdout}${creds.stderr}`.includes('hunter2'), creds.stderr);
+    assert.throws(() => new RelayClient({ relayUrl: 'https://u:pw@relay.example', keypair: Keypair.generate() }), {
+      code: 'invalid_relay_url',
+      message: /^relayUrl: "https:\/\/…@relay\.example\/" must not contain/,
+    });
     // A word that is no command still gets the nearest one suggested; the help hint names no
     // command from an option's value.
     const typo = await runCli(['--key', key, 'whoamj'], deps);

@@ -12,7 +12,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo, Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { neverReachedRelay, RelayClient } from '../../src/client/http.js';
-import { OutcomeUnknownError, ProtocolError, TimeoutError } from '../../src/core/errors.js';
+import { NetworkError, OutcomeUnknownError, ProtocolError, TimeoutError } from '../../src/core/errors.js';
 import { bodyHash, canonicalRequest, Keypair, verifySignature } from '../../src/protocol/signing.js';
 
 interface Seen {
@@ -166,6 +166,24 @@ describe('RelayClient transport', () => {
       (e: unknown) => e,
     );
     assert.ok(err instanceof Error && !neverReachedRelay(err), String(err));
+  });
+
+  it('https:// to a plain-HTTP server: a send fails as unreachable (nothing left), naming the TLS handshake, not outcome unknown', async (t) => {
+    const s = await server(t, (_req, res) => answer(res, 201, SENT));
+    const c = new RelayClient({
+      relayUrl: s.url.replace('http:', 'https:'),
+      keypair: Keypair.generate(),
+      maxAttempts: 1,
+    });
+    const err = await c.send(sendRequest()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof NetworkError && !(err instanceof OutcomeUnknownError), String(err));
+    assert.match(err.message, /^cannot reach the relay at https:\/\/127\.0\.0\.1:\d+ \(TLS handshake failed: /);
+    assert.match(String(err.hint), /a local relay without TLS is http:\/\//);
+    assert.ok(neverReachedRelay(err));
+    assert.equal(s.seen.length, 0, 'nothing reached the server as a request');
   });
 
   it('the timeout also covers an answer that stops half way', async (t) => {
