@@ -93,13 +93,18 @@ describe('mrp context', () => {
       await runCli(['context', 'ls'], tty),
       await runCli(['context', 'show', 'odd'], tty),
       await runCli(['contacts', 'rm', `bob${EVIL}`], tty),
-      await runCli(['contacts', 'add', `eve${EVIL}`, peer], tty),
     ];
-    for (const res of runs) {
-      assert.equal(res.code, 0, res.stderr);
+    // A new name with control characters is refused (exit 2), and the refusal is clean too.
+    const add = await runCli(['contacts', 'add', `eve${EVIL}`, peer], tty);
+    assert.equal(add.code, 2, add.stderr);
+    assert.match(add.stderr, /must not contain control characters/);
+    for (const res of [...runs, add]) {
       // ESC only as the start of a colour code; no other control, C1 or bidi character.
       assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001a\u001c-\u001f\u007f-\u009f\u202e]/);
       assert.doesNotMatch(res.stdout + res.stderr, /\u001b(?!\[[0-9;]*m)/);
+    }
+    for (const res of runs) {
+      assert.equal(res.code, 0, res.stderr);
       assert.match(res.stdout, /\\x1b\]0;pwned/);
     }
   });
