@@ -743,13 +743,18 @@ export class RelayClient {
         userSignal?.removeEventListener('abort', onAbort);
         return true;
       };
-      // A fresh TLS connection is handshaking until `secureConnect`: an error then (EPROTO from a
-      // plain-HTTP server, a refused certificate) means nothing of the request left.
+      // A fresh TLS connection is handshaking from its TCP connect until `secureConnect`: an error
+      // then (EPROTO from a plain-HTTP server, a refused certificate) means nothing of the request
+      // left. Before the TCP connect it is not a handshake (refused, unknown host: said as such).
       let handshaking = false;
       if (this.#secure)
         req.once('socket', (socket) => {
           if (SECURED.has(socket)) return;
-          handshaking = true;
+          if (socket.connecting)
+            socket.once('connect', () => {
+              handshaking = !SECURED.has(socket);
+            });
+          else handshaking = true;
           socket.once('secureConnect', () => {
             SECURED.add(socket);
             handshaking = false;

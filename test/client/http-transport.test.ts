@@ -186,6 +186,23 @@ describe('RelayClient transport', () => {
     assert.equal(s.seen.length, 0, 'nothing reached the server as a request');
   });
 
+  it('https:// with nothing listening: connection refused (is the relay running?), not a TLS handshake failure', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const c = new RelayClient({ relayUrl: `https://127.0.0.1:${port}`, keypair: Keypair.generate(), maxAttempts: 1 });
+    const err = await c.getAgent(c.publicKey).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof NetworkError, String(err));
+    assert.equal(err.code, 'connection_refused');
+    assert.equal(err.message, `cannot reach the relay at https://127.0.0.1:${port} (ECONNREFUSED)`);
+    assert.match(String(err.hint), /is the relay running\?/);
+    assert.ok(neverReachedRelay(err));
+  });
+
   it('the timeout also covers an answer that stops half way', async (t) => {
     const s = await server(t, (_req, res) => {
       res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': 1000 });
