@@ -159,6 +159,8 @@ export interface RequestOptions {
   secretBody?: boolean;
   /** The longest answer read; longer is `response_too_large` (default and most: 256 MiB). */
   maxAnswerBytes?: number;
+  /** One attempt, whatever fails (a 429 too): the caller retries with its own backoff, saying so. */
+  once?: boolean;
 }
 
 /** What `trace` sees instead of a body that holds a secret. */
@@ -170,6 +172,8 @@ export interface RetryOptions {
   idempotent?: boolean;
   /** The body holds a secret: `trace` sees `REDACTED_BODY` instead. */
   secretBody?: boolean;
+  /** One attempt, whatever fails (a 429 or a replay verdict too): no retry inside the client. */
+  once?: boolean;
 }
 
 export interface ExchangeOptions extends RetryOptions {
@@ -556,7 +560,7 @@ export class RelayClient {
         return res;
       } catch (err) {
         this.#traced(method, target, tracedBody, n, started, undefined, err);
-        if (options.signal?.aborted || n >= this.#maxAttempts) throw err;
+        if (options.signal?.aborted || options.once === true || n >= this.#maxAttempts) throw err;
         let delay: number;
         // Every attempt is signed with a fresh unique timestamp: a replay verdict needs no wait.
         if (err instanceof RelayError && err.code === 'replay_detected') delay = 0;
@@ -969,7 +973,8 @@ export class RelayClient {
       query,
       signal,
       timeoutMs: this.#timeoutMs + waitMs,
-      idempotent: options.once !== true && query.status !== undefined && query.status !== 'sent',
+      idempotent: query.status !== undefined && query.status !== 'sent',
+      once: options.once === true,
       maxAnswerBytes: pollAnswerMaxBytes(query.limit ?? LIMITS.pollLimitDefault),
       parse: readMessagePage,
     });

@@ -458,7 +458,11 @@ export class PollSource extends BaseSource implements MessageSource {
     // the relay's clock (to place a lost poll's window on it). One attempt: a relay that cannot
     // be reached is said at once (as the WebSocket source does), then retried with the backoff.
     const failure = await this.#client
-      .request('GET', PATHS.agent(this.#client.publicKey), { idempotent: false, timeoutMs: PROBE_TIMEOUT_MS })
+      .request('GET', PATHS.agent(this.#client.publicKey), {
+        idempotent: false,
+        once: true,
+        timeoutMs: PROBE_TIMEOUT_MS,
+      })
       .then(() => undefined)
       .catch((err: unknown) => toMrpError(err));
     if (failure === undefined) this.#markConnected();

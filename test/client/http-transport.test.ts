@@ -12,7 +12,13 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo, Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { neverReachedRelay, RelayClient } from '../../src/client/http.js';
-import { NetworkError, OutcomeUnknownError, ProtocolError, TimeoutError } from '../../src/core/errors.js';
+import {
+  NetworkError,
+  OutcomeUnknownError,
+  ProtocolError,
+  RateLimitError,
+  TimeoutError,
+} from '../../src/core/errors.js';
 import { bodyHash, canonicalRequest, Keypair, verifySignature } from '../../src/protocol/signing.js';
 
 interface Seen {
@@ -201,6 +207,28 @@ describe('RelayClient transport', () => {
     assert.equal(err.message, `cannot reach the relay at https://127.0.0.1:${port} (ECONNREFUSED)`);
     assert.match(String(err.hint), /is the relay running\?/);
     assert.ok(neverReachedRelay(err));
+  });
+
+  it('poll({ once }) is one request whatever the answer: a 429 with Retry-After is not waited out inside the client', async (t) => {
+    const s = await server(t, (_req, res) => {
+      const text = JSON.stringify({ error: { code: 'rate_limit_exceeded', message: 'slow down' } });
+      res.writeHead(429, { 'Content-Type': 'application/json', 'Retry-After': '1' });
+      res.end(text);
+    });
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate() });
+    for (const query of [
+      { status: 'delivered' as const, take: 'abc' },
+      { limit: 1, take: 'def' },
+    ]) {
+      const before = s.seen.length;
+      const started = Date.now();
+      await assert.rejects(
+        c.poll(query, undefined, { once: true }),
+        (e: unknown) => e instanceof RateLimitError && e.retryAfter === 1,
+      );
+      assert.equal(s.seen.length - before, 1, `one request for ${JSON.stringify(query)}`);
+      assert.ok(Date.now() - started < 900, 'the Retry-After was left to the caller');
+    }
   });
 
   it('the timeout also covers an answer that stops half way', async (t) => {
