@@ -324,6 +324,35 @@ function handshakeFailure(err: unknown): Error {
   return failure;
 }
 
+/** How much of a refusal's body is read (its error envelope); the rest is dropped unread. */
+const MAX_ERROR_ANSWER_BYTES = 64 * 1024;
+
+/**
+ * A fetch answer's text, at most `maxBytes` of it: past that the rest is cancelled unread and
+ * `onTooLarge` decides (throw, or keep what was read: a refusal's status says enough).
+ */
+async function boundedText(
+  res: globalThis.Response,
+  maxBytes: number,
+  onTooLarge?: (limit: number) => Error,
+): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  for await (const chunk of (res.body ?? []) as AsyncIterable<Uint8Array>) {
+    const room = maxBytes - bytes;
+    if (chunk.byteLength > room) {
+      // Leaving the loop cancels the rest of the answer.
+      if (onTooLarge) throw onTooLarge(maxBytes);
+      chunks.push(chunk.subarray(0, room));
+      bytes += room;
+      break;
+    }
+    chunks.push(chunk);
+    bytes += chunk.byteLength;
+  }
+  return Buffer.concat(chunks, bytes).toString('utf8');
+}
+
 function tooLarge(method: string, target: string, limit: number): ProtocolError {
   return new ProtocolError(
     'response_too_large',
@@ -532,7 +561,8 @@ export class RelayClient {
       endBody();
       let text = '';
       try {
-        text = await res.text();
+        // Bounded: a refusal that never ends must not take the process's memory with it.
+        text = await boundedText(res, MAX_ERROR_ANSWER_BYTES);
       } catch {
         // The error envelope was cut off: the status still says what happened.
       } finally {

@@ -17,6 +17,7 @@ import {
   OutcomeUnknownError,
   ProtocolError,
   RateLimitError,
+  RelayError,
   TimeoutError,
 } from '../../src/core/errors.js';
 import { bodyHash, canonicalRequest, Keypair, verifySignature } from '../../src/protocol/signing.js';
@@ -229,6 +230,29 @@ describe('RelayClient transport', () => {
       assert.equal(s.seen.length - before, 1, `one request for ${JSON.stringify(query)}`);
       assert.ok(Date.now() - started < 900, 'the Retry-After was left to the caller');
     }
+  });
+
+  it('exchange(): a refusal whose body never ends is read only up to its first 64 KiB (the status says what happened)', async (t) => {
+    const mib = Buffer.alloc(1024 * 1024, 0x20);
+    let written = 0;
+    const s = await server(t, (_req, res) => {
+      res.writeHead(500, { 'Content-Type': 'application/json' });
+      const more = (): void => {
+        while (!res.destroyed && written < 32) {
+          written++;
+          if (!res.write(mib)) return void res.once('drain', more);
+        }
+        if (!res.destroyed) res.end();
+      };
+      more();
+    });
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate(), maxAttempts: 1 });
+    const err = await c.exchange('GET', '/v1/blobs/b1').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof RelayError && err.status === 500, String(err));
+    assert.ok(written < 32, `the answer was torn down before the server finished (${written} of 32 MiB written)`);
   });
 
   it('the timeout also covers an answer that stops half way', async (t) => {
