@@ -20,6 +20,7 @@ import {
   TimeoutError,
   UsageError,
 } from '../core/errors.js';
+import { withoutUrlCredentials } from '../core/printable.js';
 import { HEADERS, LIMITS, PATHS, TIMING } from '../protocol/constants.js';
 import { relayErrorFromResponse } from '../protocol/envelope.js';
 import { type EncodedSend, encodeSendRequest, normalizeMessage } from '../protocol/frames.js';
@@ -437,10 +438,12 @@ export class RelayClient {
     try {
       url = new URL(options.relayUrl);
     } catch {
-      throw new UsageError(`relayUrl: "${options.relayUrl}" is not a URL`, { code: 'invalid_relay_url' });
+      throw new UsageError(`relayUrl: "${withoutUrlCredentials(String(options.relayUrl))}" is not a URL`, {
+        code: 'invalid_relay_url',
+      });
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw new UsageError(`relayUrl: "${options.relayUrl}" must be http:// or https://`, {
+      throw new UsageError(`relayUrl: "${withoutUrlCredentials(options.relayUrl)}" must be http:// or https://`, {
         code: 'invalid_relay_url',
       });
     }
