@@ -328,24 +328,16 @@ function handshakeFailure(err: unknown): Error {
 /** How much of a refusal's body is read (its error envelope); the rest is dropped unread. */
 const MAX_ERROR_ANSWER_BYTES = 64 * 1024;
 
-/**
- * A fetch answer's text, at most `maxBytes` of it: past that the rest is cancelled unread and
- * `onTooLarge` decides (throw, or keep what was read: a refusal's status says enough).
- */
-async function boundedText(
-  res: globalThis.Response,
-  maxBytes: number,
-  onTooLarge?: (limit: number) => Error,
-): Promise<string> {
+/** A fetch answer's text, at most its first `maxBytes` (the rest is cancelled unread). */
+async function boundedText(res: globalThis.Response, maxBytes: number): Promise<string> {
   const chunks: Uint8Array[] = [];
   let bytes = 0;
   for await (const chunk of (res.body ?? []) as AsyncIterable<Uint8Array>) {
     const room = maxBytes - bytes;
-    if (chunk.byteLength > room) {
-      // Leaving the loop cancels the rest of the answer.
-      if (onTooLarge) throw onTooLarge(maxBytes);
+    if (chunk.byteLength >= room) {
       chunks.push(chunk.subarray(0, room));
       bytes += room;
+      // Leaving the loop cancels the rest of the answer.
       break;
     }
     chunks.push(chunk);
