@@ -6,6 +6,7 @@
 import { chmod, mkdir } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { ConfigError, UsageError } from '../core/errors.js';
+import { withoutUrlCredentials } from '../core/printable.js';
 import { didYouMean } from '../core/suggest.js';
 import { DEFAULT_RELAY_URL } from '../protocol/constants.js';
 import { JsonInputError, parseJson } from '../protocol/json.js';
@@ -49,14 +50,16 @@ export function normalizeRelayUrl(value: string, where: string): string {
     url = new URL(value);
   } catch {
     throw new UsageError(
-      `${where}: "${value}" is not a URL; use e.g. https://relay.mrphub.io or http://127.0.0.1:8080`,
+      `${where}: "${withoutUrlCredentials(value)}" is not a URL; use e.g. https://relay.mrphub.io or http://127.0.0.1:8080`,
       {
         code: 'invalid_relay_url',
       },
     );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new UsageError(`${where}: "${value}" must start with http:// or https://`, { code: 'invalid_relay_url' });
+    throw new UsageError(`${where}: "${withoutUrlCredentials(value)}" must start with http:// or https://`, {
+      code: 'invalid_relay_url',
+    });
   }
   if (url.username || url.password) {
     // Said without the password: the URL is printed by whoami, health and errors.

@@ -20,6 +20,7 @@ import {
   TimeoutError,
   UsageError,
 } from '../core/errors.js';
+import { withoutUrlCredentials } from '../core/printable.js';
 import { HEADERS, LIMITS, PATHS, TIMING } from '../protocol/constants.js';
 import { relayErrorFromResponse } from '../protocol/envelope.js';
 import { type EncodedSend, encodeSendRequest, normalizeMessage } from '../protocol/frames.js';
@@ -159,6 +160,8 @@ export interface RequestOptions {
   secretBody?: boolean;
   /** The longest answer read; longer is `response_too_large` (default and most: 256 MiB). */
   maxAnswerBytes?: number;
+  /** One attempt, whatever fails (a 429 too): the caller retries with its own backoff, saying so. */
+  once?: boolean;
 }
 
 /** What `trace` sees instead of a body that holds a secret. */
@@ -170,6 +173,8 @@ export interface RetryOptions {
   idempotent?: boolean;
   /** The body holds a secret: `trace` sees `REDACTED_BODY` instead. */
   secretBody?: boolean;
+  /** One attempt, whatever fails (a 429 or a replay verdict too): no retry inside the client. */
+  once?: boolean;
 }
 
 export interface ExchangeOptions extends RetryOptions {
@@ -320,6 +325,27 @@ function handshakeFailure(err: unknown): Error {
   return failure;
 }
 
+/** How much of a refusal's body is read (its error envelope); the rest is dropped unread. */
+const MAX_ERROR_ANSWER_BYTES = 64 * 1024;
+
+/** A fetch answer's text, at most its first `maxBytes` (the rest is cancelled unread). */
+async function boundedText(res: globalThis.Response, maxBytes: number): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  for await (const chunk of (res.body ?? []) as AsyncIterable<Uint8Array>) {
+    const room = maxBytes - bytes;
+    if (chunk.byteLength >= room) {
+      chunks.push(chunk.subarray(0, room));
+      bytes += room;
+      // Leaving the loop cancels the rest of the answer.
+      break;
+    }
+    chunks.push(chunk);
+    bytes += chunk.byteLength;
+  }
+  return Buffer.concat(chunks, bytes).toString('utf8');
+}
+
 function tooLarge(method: string, target: string, limit: number): ProtocolError {
   return new ProtocolError(
     'response_too_large',
@@ -404,10 +430,12 @@ export class RelayClient {
     try {
       url = new URL(options.relayUrl);
     } catch {
-      throw new UsageError(`relayUrl: "${options.relayUrl}" is not a URL`, { code: 'invalid_relay_url' });
+      throw new UsageError(`relayUrl: "${withoutUrlCredentials(String(options.relayUrl))}" is not a URL`, {
+        code: 'invalid_relay_url',
+      });
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw new UsageError(`relayUrl: "${options.relayUrl}" must be http:// or https://`, {
+      throw new UsageError(`relayUrl: "${withoutUrlCredentials(options.relayUrl)}" must be http:// or https://`, {
         code: 'invalid_relay_url',
       });
     }
@@ -528,7 +556,8 @@ export class RelayClient {
       endBody();
       let text = '';
       try {
-        text = await res.text();
+        // Bounded: a refusal that never ends must not take the process's memory with it.
+        text = await boundedText(res, MAX_ERROR_ANSWER_BYTES);
       } catch {
         // The error envelope was cut off: the status still says what happened.
       } finally {
@@ -556,7 +585,7 @@ export class RelayClient {
         return res;
       } catch (err) {
         this.#traced(method, target, tracedBody, n, started, undefined, err);
-        if (options.signal?.aborted || n >= this.#maxAttempts) throw err;
+        if (options.signal?.aborted || options.once === true || n >= this.#maxAttempts) throw err;
         let delay: number;
         // Every attempt is signed with a fresh unique timestamp: a replay verdict needs no wait.
         if (err instanceof RelayError && err.code === 'replay_detected') delay = 0;
@@ -743,13 +772,18 @@ export class RelayClient {
         userSignal?.removeEventListener('abort', onAbort);
         return true;
       };
-      // A fresh TLS connection is handshaking until `secureConnect`: an error then (EPROTO from a
-      // plain-HTTP server, a refused certificate) means nothing of the request left.
+      // A fresh TLS connection is handshaking from its TCP connect until `secureConnect`: an error
+      // then (EPROTO from a plain-HTTP server, a refused certificate) means nothing of the request
+      // left. Before the TCP connect it is not a handshake (refused, unknown host: said as such).
       let handshaking = false;
       if (this.#secure)
         req.once('socket', (socket) => {
           if (SECURED.has(socket)) return;
-          handshaking = true;
+          if (socket.connecting)
+            socket.once('connect', () => {
+              handshaking = !SECURED.has(socket);
+            });
+          else handshaking = true;
           socket.once('secureConnect', () => {
             SECURED.add(socket);
             handshaking = false;
@@ -964,7 +998,8 @@ export class RelayClient {
       query,
       signal,
       timeoutMs: this.#timeoutMs + waitMs,
-      idempotent: options.once !== true && query.status !== undefined && query.status !== 'sent',
+      idempotent: query.status !== undefined && query.status !== 'sent',
+      once: options.once === true,
       maxAnswerBytes: pollAnswerMaxBytes(query.limit ?? LIMITS.pollLimitDefault),
       parse: readMessagePage,
     });

@@ -445,7 +445,10 @@ export class Poller extends TypedEmitter<PollerEvents> {
         }
       }
       try {
-        const page = await this.#client.poll({ limit, ...(wait > 0 ? { wait } : {}), take: id }, this.#idle.signal);
+        // One attempt (a 429 too): the backoff below retries, honouring Retry-After, and says so.
+        const page = await this.#client.poll({ limit, ...(wait > 0 ? { wait } : {}), take: id }, this.#idle.signal, {
+          once: true,
+        });
         this.#recordsTakes = page.takeEchoed === true;
         if (failures > 0) this.emit('recovered');
         failures = 0;

@@ -221,6 +221,8 @@ export class WebSocketSource extends BaseSource implements MessageSource {
   #catchingUp: Promise<void> | undefined;
   /** Settling the previous run's open take, if any. */
   #recovering: Promise<void> | undefined;
+  /** Aborted by `stopIntake`: a wait between two looks at the open take ends at once. */
+  readonly #stopping = new AbortController();
 
   constructor(client: RelayClient, options: WebSocketSourceOptions = {}) {
     super();
@@ -335,13 +337,15 @@ export class WebSocketSource extends BaseSource implements MessageSource {
   async #recover(take: OpenTake & { id?: string }): Promise<void> {
     await this.#poller.settleOpenTake(take, async (delayMs) => {
       if (!this.#intake) return false;
-      await sleep(delayMs, { clock: this.#clock });
-      return true;
+      // The poller's backoff (up to 30 s): a stop meanwhile must not wait it out.
+      await sleep(delayMs, { clock: this.#clock, signal: this.#stopping.signal }).catch(() => undefined);
+      return this.#intake;
     });
   }
 
   async stopIntake(): Promise<void> {
     this.#intake = false;
+    this.#stopping.abort();
     this.setStatus('draining');
     await this.#poller.stop();
     await this.#catchingUp;
@@ -458,7 +462,11 @@ export class PollSource extends BaseSource implements MessageSource {
     // the relay's clock (to place a lost poll's window on it). One attempt: a relay that cannot
     // be reached is said at once (as the WebSocket source does), then retried with the backoff.
     const failure = await this.#client
-      .request('GET', PATHS.agent(this.#client.publicKey), { idempotent: false, timeoutMs: PROBE_TIMEOUT_MS })
+      .request('GET', PATHS.agent(this.#client.publicKey), {
+        idempotent: false,
+        once: true,
+        timeoutMs: PROBE_TIMEOUT_MS,
+      })
       .then(() => undefined)
       .catch((err: unknown) => toMrpError(err));
     if (failure === undefined) this.#markConnected();

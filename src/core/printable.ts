@@ -26,3 +26,11 @@ function escapeChar(c: string): string {
 export function printable(text: string, options: { multiline?: boolean } = {}): string {
   return text.replace(options.multiline ? UNSAFE_MULTILINE_RE : UNSAFE_RE, escapeChar);
 }
+
+/**
+ * A URL as it may be echoed in an error: a user name and password (`scheme://user:pw@host`) become
+ * `…`. For a string that is no URL at all, everything from `://` to its last `@` is hidden.
+ */
+export function withoutUrlCredentials(value: string): string {
+  return value.replace(/^([^:/?#]*:\/\/).*@/s, '$1…@');
+}

@@ -713,6 +713,17 @@ describe('global flags, help and exit codes', () => {
       code: 'invalid_relay_url',
       message: /^relayUrl: "https:\/\/…@relay\.example\/" must not contain/,
     });
+    // Nor when the URL is refused for something else (its scheme, or no URL at all).
+    for (const bad of ['ws://me:hunter2@127.0.0.1:5', 'http://me:hunter2@[::1']) {
+      const res = await runCli(['--relay', bad, '--key', key, 'whoami'], deps);
+      assert.equal(res.code, 2, res.stderr);
+      assert.ok(!`${res.stdout}${res.stderr}`.includes('hunter2'), res.stderr);
+      assert.throws(
+        () => new RelayClient({ relayUrl: bad, keypair: Keypair.generate() }),
+        (e: unknown) =>
+          (e as { code?: string }).code === 'invalid_relay_url' && !String((e as Error).message).includes('hunter2'),
+      );
+    }
     // A word that is no command still gets the nearest one suggested; the help hint names no
     // command from an option's value.
     const typo = await runCli(['--key', key, 'whoamj'], deps);

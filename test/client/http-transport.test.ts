@@ -12,7 +12,14 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo, Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { neverReachedRelay, RelayClient } from '../../src/client/http.js';
-import { NetworkError, OutcomeUnknownError, ProtocolError, TimeoutError } from '../../src/core/errors.js';
+import {
+  NetworkError,
+  OutcomeUnknownError,
+  ProtocolError,
+  RateLimitError,
+  RelayError,
+  TimeoutError,
+} from '../../src/core/errors.js';
 import { bodyHash, canonicalRequest, Keypair, verifySignature } from '../../src/protocol/signing.js';
 
 interface Seen {
@@ -184,6 +191,68 @@ describe('RelayClient transport', () => {
     assert.match(String(err.hint), /a local relay without TLS is http:\/\//);
     assert.ok(neverReachedRelay(err));
     assert.equal(s.seen.length, 0, 'nothing reached the server as a request');
+  });
+
+  it('https:// with nothing listening: connection refused (is the relay running?), not a TLS handshake failure', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const c = new RelayClient({ relayUrl: `https://127.0.0.1:${port}`, keypair: Keypair.generate(), maxAttempts: 1 });
+    const err = await c.getAgent(c.publicKey).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof NetworkError, String(err));
+    assert.equal(err.code, 'connection_refused');
+    assert.equal(err.message, `cannot reach the relay at https://127.0.0.1:${port} (ECONNREFUSED)`);
+    assert.match(String(err.hint), /is the relay running\?/);
+    assert.ok(neverReachedRelay(err));
+  });
+
+  it('poll({ once }) is one request whatever the answer: a 429 with Retry-After is not waited out inside the client', async (t) => {
+    const s = await server(t, (_req, res) => {
+      const text = JSON.stringify({ error: { code: 'rate_limit_exceeded', message: 'slow down' } });
+      res.writeHead(429, { 'Content-Type': 'application/json', 'Retry-After': '1' });
+      res.end(text);
+    });
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate() });
+    for (const query of [
+      { status: 'delivered' as const, take: 'abc' },
+      { limit: 1, take: 'def' },
+    ]) {
+      const before = s.seen.length;
+      const started = Date.now();
+      await assert.rejects(
+        c.poll(query, undefined, { once: true }),
+        (e: unknown) => e instanceof RateLimitError && e.retryAfter === 1,
+      );
+      assert.equal(s.seen.length - before, 1, `one request for ${JSON.stringify(query)}`);
+      assert.ok(Date.now() - started < 900, 'the Retry-After was left to the caller');
+    }
+  });
+
+  it('exchange(): a refusal whose body never ends is read only up to its first 64 KiB (the status says what happened)', async (t) => {
+    const mib = Buffer.alloc(1024 * 1024, 0x20);
+    let written = 0;
+    const s = await server(t, (_req, res) => {
+      res.writeHead(500, { 'Content-Type': 'application/json' });
+      const more = (): void => {
+        while (!res.destroyed && written < 32) {
+          written++;
+          if (!res.write(mib)) return void res.once('drain', more);
+        }
+        if (!res.destroyed) res.end();
+      };
+      more();
+    });
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate(), maxAttempts: 1 });
+    const err = await c.exchange('GET', '/v1/blobs/b1').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof RelayError && err.status === 500, String(err));
+    assert.ok(written < 32, `the answer was torn down before the server finished (${written} of 32 MiB written)`);
   });
 
   it('the timeout also covers an answer that stops half way', async (t) => {

@@ -5,6 +5,8 @@
  * that stays open until a hand-off succeeded.
  */
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
 import {
@@ -15,6 +17,7 @@ import {
   type SourceStatus,
   WebSocketSource,
 } from '../../src/client/source.js';
+import { ManualClock } from '../../src/core/clock.js';
 import { Keypair } from '../../src/protocol/signing.js';
 import { startRelay } from '../helpers/relay.js';
 
@@ -162,6 +165,34 @@ describe('message sources', () => {
     await consumer.until(() => consumer.ids((b) => b.taken).includes(id), 'the recovered message');
     await source.stopIntake();
     assert.deepEqual(ended, ['end'], 'the open take is closed once its messages are handed over');
+  });
+
+  it("WebSocket: a stop while the previous run's open take cannot be settled (relay down) returns at once, not after the backoff", {
+    timeout: 10_000,
+  }, async (t) => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const down = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const clock = new ManualClock(Date.now());
+    const ended: string[] = [];
+    const source = new WebSocketSource(new RelayClient({ relayUrl: down, keypair: Keypair.generate(), clock }), {
+      clock,
+      takes: { begin: () => void ended.push('begin'), end: () => ended.push('end') },
+      openTake: { at: clock.now(), waitSeconds: 0, id: 'dead-run-take' },
+    });
+    t.after(() => source.close());
+    const warned = source.next('warning');
+    source.start(new TestConsumer());
+    const [warning] = await warned;
+    assert.match(
+      warning.message,
+      /catching up on messages waiting on the relay \(a poll\) failed: cannot reach the relay/,
+    );
+    // The next look is a backoff away on the (manual) clock, which never moves here: the stop
+    // must not wait for it.
+    await source.stopIntake();
+    assert.deepEqual(ended, [], 'the take stays open for the next start');
   });
 
   it('WebSocket: a consumer that throws instead of rejecting is a warning; later pushes still arrive', async (t) => {
