@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { AbortError, MrpError, NetworkError, ProtocolError, RelayError, UsageError } from '../core/errors.js';
 import { HEADERS, PATHS } from '../protocol/constants.js';
 import type { BlobInfo } from '../protocol/types.js';
+import { boundedText, MAX_SMALL_ANSWER_BYTES } from './bounded.js';
 import type { RelayClient } from './http.js';
 
 export type { BlobInfo } from '../protocol/types.js';
@@ -210,7 +211,8 @@ export async function uploadBlob(client: RelayClient, input: BlobInput, opts: Up
   });
   const { response, done } = exchange;
   try {
-    const info = JSON.parse(await response.text()) as BlobInfo;
+    // A blob record is small: a relay that answers on and on is cut off (and does not parse).
+    const info = JSON.parse(await boundedText(response, MAX_SMALL_ANSWER_BYTES)) as BlobInfo;
     if (typeof info?.blob_id !== 'string' || typeof info.hash !== 'string') throw new Error('not a blob record');
     return info;
   } catch (err) {

@@ -53,6 +53,7 @@ import type {
   ThreadResponse,
   WebhookConfig,
 } from '../protocol/types.js';
+import { isPlainObject } from '../protocol/validate.js';
 import {
   type BlobHead,
   type BlobInput,
@@ -64,6 +65,7 @@ import {
   type UploadOptions,
   uploadBlob,
 } from './blobs.js';
+import { boundedText, MAX_SMALL_ANSWER_BYTES } from './bounded.js';
 
 /**
  * A poll's answer: the messages that can be handled (with the size of each one's text) and, in
@@ -325,27 +327,6 @@ function handshakeFailure(err: unknown): Error {
   return failure;
 }
 
-/** How much of a refusal's body is read (its error envelope); the rest is dropped unread. */
-const MAX_ERROR_ANSWER_BYTES = 64 * 1024;
-
-/** A fetch answer's text, at most its first `maxBytes` (the rest is cancelled unread). */
-async function boundedText(res: globalThis.Response, maxBytes: number): Promise<string> {
-  const chunks: Uint8Array[] = [];
-  let bytes = 0;
-  for await (const chunk of (res.body ?? []) as AsyncIterable<Uint8Array>) {
-    const room = maxBytes - bytes;
-    if (chunk.byteLength >= room) {
-      chunks.push(chunk.subarray(0, room));
-      bytes += room;
-      // Leaving the loop cancels the rest of the answer.
-      break;
-    }
-    chunks.push(chunk);
-    bytes += chunk.byteLength;
-  }
-  return Buffer.concat(chunks, bytes).toString('utf8');
-}
-
 function tooLarge(method: string, target: string, limit: number): ProtocolError {
   return new ProtocolError(
     'response_too_large',
@@ -557,7 +538,7 @@ export class RelayClient {
       let text = '';
       try {
         // Bounded: a refusal that never ends must not take the process's memory with it.
-        text = await boundedText(res, MAX_ERROR_ANSWER_BYTES);
+        text = await boundedText(res, MAX_SMALL_ANSWER_BYTES);
       } catch {
         // The error envelope was cut off: the status still says what happened.
       } finally {
@@ -902,7 +883,12 @@ export class RelayClient {
     } catch (err) {
       throw this.#transportError(err, 'GET', PATHS.health, signal, timeout.aborted, this.#timeoutMs, false);
     }
-    const text = await res.text();
+    let text: string;
+    try {
+      text = await boundedText(res, MAX_SMALL_ANSWER_BYTES);
+    } catch (err) {
+      throw this.#transportError(err, 'GET', PATHS.health, signal, timeout.aborted, this.#timeoutMs, true);
+    }
     this.#traced('GET', this.#basePath + PATHS.health, undefined, 1, started, {
       status: res.status,
       data: text,
@@ -910,7 +896,18 @@ export class RelayClient {
       requestId: res.headers.get('x-request-id') ?? undefined,
     });
     if (!res.ok) throw relayErrorFromResponse(res.status, text, res.headers, this.#clock.now());
-    return JSON.parse(text) as HealthResponse;
+    let health: unknown;
+    try {
+      health = JSON.parse(text);
+    } catch {
+      health = undefined;
+    }
+    if (!isPlainObject(health))
+      throw new ProtocolError(
+        'invalid_response',
+        `GET ${PATHS.health}: the relay's answer is not a health record (not a JSON object, or over ${MAX_SMALL_ANSWER_BYTES} bytes)`,
+      );
+    return health as unknown as HealthResponse;
   }
 
   // ── §3.4 agents ─────────────────────────────────────────────────────────────────────────────

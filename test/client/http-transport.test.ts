@@ -255,6 +255,36 @@ describe('RelayClient transport', () => {
     assert.ok(written < 32, `the answer was torn down before the server finished (${written} of 32 MiB written)`);
   });
 
+  it('health() and an upload read a small answer only up to 64 KiB: an endless one, or one that is not a record, is invalid_response', async (t) => {
+    const mib = Buffer.alloc(1024 * 1024, 0x20);
+    let written = 0;
+    const s = await server(t, (req, res) => {
+      // Last: a health answer that is short but no record.
+      if (written === -1) return answer(res, 200, 'not a record');
+      res.writeHead(req.method === 'POST' ? 201 : 200, { 'Content-Type': 'application/json' });
+      res.write('{"status":"ok","pad":"');
+      const more = (): void => {
+        while (!res.destroyed && written < 32) {
+          written++;
+          if (!res.write(mib)) return void res.once('drain', more);
+        }
+        if (!res.destroyed) res.end('"}');
+      };
+      more();
+    });
+    const c = new RelayClient({ relayUrl: s.url, keypair: Keypair.generate(), maxAttempts: 1 });
+    await assert.rejects(c.health(), (e: unknown) => e instanceof ProtocolError && e.code === 'invalid_response');
+    assert.ok(written < 32, `the health answer was torn down early (${written} of 32 MiB written)`);
+    written = 0;
+    await assert.rejects(
+      c.uploadBlob(Buffer.from('x'), { contentType: 'text/plain' }),
+      (e: unknown) => e instanceof ProtocolError && e.code === 'invalid_response',
+    );
+    assert.ok(written < 32, `the upload's answer was torn down early (${written} of 32 MiB written)`);
+    written = -1;
+    await assert.rejects(c.health(), (e: unknown) => e instanceof ProtocolError && e.code === 'invalid_response');
+  });
+
   it('the timeout also covers an answer that stops half way', async (t) => {
     const s = await server(t, (_req, res) => {
       res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': 1000 });
