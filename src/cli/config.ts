@@ -64,7 +64,7 @@ export function normalizeRelayUrl(value: string, where: string): string {
   if (url.username || url.password) {
     // Said without the password: the URL is printed by whoami, health and errors.
     throw new UsageError(
-      `${where}: "${url.protocol}//…@${url.host}${url.pathname}" must not contain a user name or password (MRP signs every request with your key)`,
+      `${where}: "${withoutUrlCredentials(value)}" must not contain a user name or password (MRP signs every request with your key)`,
       { code: 'invalid_relay_url' },
     );
   }

@@ -61,12 +61,13 @@ const CONTENT_TYPE_RE = /^[\x20-\x7e]{1,255}$/;
 const MAX_ID_LENGTH = 256;
 
 /**
- * The path of a blob. Ids are opaque (spec §0: never parsed): only bounded and percent-encoded,
- * so a relay with another id shape works and an unknown id is the relay's 404 `blob_not_found`.
- * Refused locally only what cannot be a path segment at all: empty, `.`/`..`, over 256
- * characters, control characters.
+ * Refuses an id given for a path segment (a blob, message or thread id). Ids are opaque (spec §0:
+ * never parsed): only bounded, so a relay with another id shape works and an unknown id is the
+ * relay's 404. Refused locally only what cannot be a path segment at all: a non-string
+ * (`undefined` would be asked for as "undefined"), empty, `.`/`..`, over 256 characters, control
+ * characters, a lone surrogate (encodeURIComponent would throw a URIError). `advice` ends the message.
  */
-function blobPath(id: string): string {
+export function checkPathId(id: unknown, what: string, advice = ''): asserts id is string {
   if (
     typeof id !== 'string' ||
     id === '' ||
@@ -74,14 +75,18 @@ function blobPath(id: string): string {
     id === '..' ||
     id.length > MAX_ID_LENGTH ||
     /[\u0000-\u001f\u007f-\u009f]/.test(id) ||
-    // A lone surrogate cannot be percent-encoded (encodeURIComponent would throw a URIError).
     /\p{Surrogate}/u.test(id)
   ) {
     throw new UsageError(
-      `${JSON.stringify(String(id).slice(0, 40))} cannot be a blob id (it must be 1-${MAX_ID_LENGTH} characters of well-formed text, no control characters); give the id mrp blob upload printed`,
+      `${JSON.stringify(String(id).slice(0, 40))} cannot be a ${what} (it must be 1-${MAX_ID_LENGTH} characters of well-formed text, no control characters)${advice}`,
       { code: 'invalid_argument' },
     );
   }
+}
+
+/** The path of a blob (its id checked by `checkPathId`, percent-encoded). */
+function blobPath(id: string): string {
+  checkPathId(id, 'blob id', '; give the id mrp blob upload printed');
   return `${PATHS.blobs}/${encodeURIComponent(id)}`;
 }
 

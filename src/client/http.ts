@@ -57,6 +57,7 @@ import { isPlainObject } from '../protocol/validate.js';
 import {
   type BlobHead,
   type BlobInput,
+  checkPathId,
   type DownloadOptions,
   deleteBlob,
   downloadBlob,
@@ -65,7 +66,7 @@ import {
   type UploadOptions,
   uploadBlob,
 } from './blobs.js';
-import { boundedText, MAX_SMALL_ANSWER_BYTES } from './bounded.js';
+import { boundedText, MAX_SMALL_ANSWER_BYTES, readBounded } from './bounded.js';
 
 /**
  * A poll's answer: the messages that can be handled (with the size of each one's text) and, in
@@ -263,27 +264,6 @@ export function neverReachedRelay(err: unknown): boolean {
 /** How long a new connection may take to open (the WebSocket handshake's limit too, §5). */
 const CONNECT_TIMEOUT_MS = TIMING.wsAuthTimeoutMs;
 
-/**
- * A message or thread id given to a method: ids are opaque (§0), so only what cannot be a path
- * segment is refused here — a non-string (`undefined` would be asked for as "undefined"), empty,
- * `.`/`..`, over 256 characters, control characters, a lone surrogate (encodeURIComponent throws).
- */
-function checkIdArg(what: string, id: unknown): void {
-  if (
-    typeof id !== 'string' ||
-    id === '' ||
-    id === '.' ||
-    id === '..' ||
-    id.length > 256 ||
-    /[\u0000-\u001f\u007f-\u009f]/.test(id) ||
-    /\p{Surrogate}/u.test(id)
-  )
-    throw new UsageError(
-      `${JSON.stringify(String(id).slice(0, 40))} cannot be a ${what} (it must be 1-256 characters of well-formed text, no control characters)`,
-      { code: 'invalid_argument' },
-    );
-}
-
 export const CLIENT_DEFAULTS = { timeoutMs: 30_000, maxAttempts: 4, maxRetryAfterMs: 60_000 } as const;
 
 /**
@@ -423,7 +403,7 @@ export class RelayClient {
     // Never sent (requests go to the origin) but printed wherever the URL is: refused, unechoed.
     if (url.username || url.password)
       throw new UsageError(
-        `relayUrl: "${url.protocol}//…@${url.host}${url.pathname}" must not contain a user name or password (MRP signs every request with the key)`,
+        `relayUrl: "${withoutUrlCredentials(options.relayUrl)}" must not contain a user name or password (MRP signs every request with the key)`,
         { code: 'invalid_relay_url' },
       );
     this.relayUrl = options.relayUrl.replace(/\/+$/, '');
@@ -686,20 +666,14 @@ export class RelayClient {
     } catch (err) {
       throw new TransportFailure(err, false, timeout.aborted);
     }
-    const chunks: Uint8Array[] = [];
-    let bytes = 0;
+    let answer: { text: string; cut: boolean };
     try {
-      for await (const chunk of (res.body ?? []) as AsyncIterable<Uint8Array>) {
-        bytes += chunk.byteLength;
-        if (bytes > maxBytes) break;
-        chunks.push(chunk);
-      }
+      answer = await readBounded(res, maxBytes);
     } catch (err) {
       throw new TransportFailure(err, true, timeout.aborted);
     }
-    // Leaving the loop early cancelled the rest of the answer.
-    if (bytes > maxBytes) throw tooLarge(method, target, maxBytes);
-    return { status: res.status, headers: res.headers, text: Buffer.concat(chunks, bytes).toString('utf8') };
+    if (answer.cut) throw tooLarge(method, target, maxBytes);
+    return { status: res.status, headers: res.headers, text: answer.text };
   }
 
   async #nodeTransport(): Promise<NodeTransport> {
@@ -1012,12 +986,12 @@ export class RelayClient {
   }
 
   async getMessage(id: string, signal?: AbortSignal): Promise<Message> {
-    checkIdArg('message id', id);
+    checkPathId(id, 'message id');
     return normalizeMessage((await this.request<Message>('GET', PATHS.message(id), { signal, idempotent: true })).data);
   }
 
   async messageStatus(id: string, signal?: AbortSignal): Promise<MessageStatusResponse> {
-    checkIdArg('message id', id);
+    checkPathId(id, 'message id');
     return (await this.request<MessageStatusResponse>('GET', PATHS.messageStatus(id), { signal, idempotent: true }))
       .data;
   }
@@ -1033,7 +1007,7 @@ export class RelayClient {
     signal?: AbortSignal,
     options: { bodies?: boolean } = {},
   ): Promise<ThreadResponse & { rejected: RejectedMessage[]; bodyTexts?: Map<string, string> }> {
-    checkIdArg('thread id', id);
+    checkPathId(id, 'thread id');
     let bodyTexts: Map<string, string> | undefined;
     const parse = (text: string): MessagePage => {
       const page = readMessagePage(text);
