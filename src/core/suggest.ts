@@ -1,4 +1,6 @@
-/** "Did you mean …?" for mistyped names (config keys, manifest keys, …). */
+/** "Did you mean …?" for mistyped names (config keys, manifest keys, …), and the library's argument checks that use it. */
+
+import { UsageError } from './errors.js';
 
 /** Edit distance (insert, delete, substitute, swap of neighbours), small inputs only. */
 function distance(a: string, b: string): number {
@@ -41,4 +43,30 @@ export function unknownKey(given: object, known: readonly string[]): string | un
 export function didYouMean(word: string, candidates: readonly string[]): string {
   const c = closest(word, candidates);
   return c === undefined ? '' : ` (did you mean "${c}"?)`;
+}
+
+/**
+ * A method's options object: an unknown key is a typo a JavaScript caller has no compiler to
+ * catch (`{ threadID }`, `{ creat: true }`), so the call would do something else than asked:
+ * refused (`invalid_argument`), named, with a "did you mean". `undefined` is no options.
+ */
+export function knownArgs(method: string, given: unknown, known: readonly string[]): void {
+  if (given === undefined) return;
+  if (given === null || typeof given !== 'object' || Array.isArray(given))
+    throw new UsageError(`${method}: the options must be an object (known: ${known.join(', ')})`, {
+      code: 'invalid_argument',
+    });
+  const key = unknownKey(given, known);
+  if (key !== undefined)
+    throw new UsageError(`${method}: unknown option "${key}"${didYouMean(key, known)}; known: ${known.join(', ')}`, {
+      code: 'invalid_argument',
+    });
+}
+
+/** A boolean option, or undefined when left out: `'yes'` or `1` is refused, not taken as true or false. */
+export function booleanArg(method: string, name: string, value: unknown): boolean | undefined {
+  if (value === undefined || typeof value === 'boolean') return value;
+  throw new UsageError(`${method}: ${name} must be true or false (got ${JSON.stringify(value) ?? String(value)})`, {
+    code: 'invalid_argument',
+  });
 }

@@ -26,7 +26,7 @@ import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
 import { AbortError, MrpError, toMrpError, UsageError } from '../core/errors.js';
 import { printable } from '../core/printable.js';
-import { didYouMean, unknownKey } from '../core/suggest.js';
+import { booleanArg, didYouMean, knownArgs, unknownKey } from '../core/suggest.js';
 import { LIMITS } from '../protocol/constants.js';
 import { type ContactBook, emptyBook, parseContacts, resolveRecipient } from '../protocol/contacts.js';
 import type { EncodedSend } from '../protocol/frames.js';
@@ -222,22 +222,6 @@ function optionError(field: string, reason: string): UsageError {
   return new UsageError(`Agent option ${field}: ${reason}`, { code: 'invalid_option' });
 }
 
-/**
- * A misspelt key in a method's options (`{ threadID }`, `discover({ tags })`) would be ignored and
- * the call would do something else than asked (an unthreaded send, every public agent): refused,
- * named, with a "did you mean".
- */
-function knownArgs(method: string, given: unknown, known: readonly string[]): void {
-  if (given === undefined) return;
-  if (given === null || typeof given !== 'object' || Array.isArray(given))
-    throw new UsageError(`${method}: the options must be an object`, { code: 'invalid_argument' });
-  const key = unknownKey(given, known);
-  if (key !== undefined)
-    throw new UsageError(`${method}: unknown option "${key}"${didYouMean(key, known)}; known: ${known.join(', ')}`, {
-      code: 'invalid_argument',
-    });
-}
-
 const SEND_KEYS = [
   'contentType',
   'threadId',
@@ -296,17 +280,6 @@ function attachmentsArg(method: string, value: unknown): Array<Attachment | stri
       { code: 'invalid_argument' },
     );
   return value as Array<Attachment | string>;
-}
-
-/**
- * `encrypt` must be a boolean: `encrypt: 'yes'` or `1` would otherwise send the body in the clear
- * while the caller believes it sealed.
- */
-function encryptArg(method: string, value: unknown): boolean | undefined {
-  if (value === undefined || typeof value === 'boolean') return value;
-  throw new UsageError(`${method}: encrypt must be true or false (got ${JSON.stringify(value) ?? String(value)})`, {
-    code: 'invalid_argument',
-  });
 }
 
 /** A method's integer argument within [min, max], or undefined when left out. */
@@ -892,7 +865,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
         code: 'invalid_argument',
       });
     const ttl = options.ttl ?? options.expiresIn;
-    const encrypt = encryptArg('agent.send', options.encrypt) === true;
+    const encrypt = booleanArg('agent.send', 'encrypt', options.encrypt) === true;
     const attachments = attachmentsArg('agent.send', options.attachments);
     const recipient = this.#resolve(to);
     const sealed = await this.#codec.seal(
@@ -939,7 +912,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
         'agent.reply: the first argument must be a received message (with message_id and sender_key)',
         { code: 'invalid_argument' },
       );
-    const encrypt = encryptArg('agent.reply', options.encrypt);
+    const encrypt = booleanArg('agent.reply', 'encrypt', options.encrypt);
     const attachments = attachmentsArg('agent.reply', options.attachments);
     const sealed = await this.#codec.seal(
       {

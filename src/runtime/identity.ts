@@ -20,8 +20,8 @@ import {
   writeSync,
 } from 'node:fs';
 import { dirname } from 'node:path';
-import { ConfigError, UsageError } from '../core/errors.js';
-import { didYouMean, unknownKey } from '../core/suggest.js';
+import { ConfigError } from '../core/errors.js';
+import { booleanArg, knownArgs } from '../core/suggest.js';
 import { decodeKeyFile, encodeKeyFile, type KeyFileFormat } from '../protocol/keyfile.js';
 import { Keypair } from '../protocol/signing.js';
 
@@ -79,20 +79,8 @@ export function keypairFromFile(path: string, options: { create?: boolean } = {}
     throw new ConfigError('key_not_found', "Keypair.fromFile: give the key file's path");
   // A misspelt `{ creat: true }` or `{ create: 'yes' }` would read "does not exist" instead of
   // creating the key: named instead.
-  if (options === null || typeof options !== 'object' || Array.isArray(options))
-    throw new UsageError('Keypair.fromFile: the options must be an object ({ create: true })', {
-      code: 'invalid_argument',
-    });
-  const key = unknownKey(options, ['create']);
-  if (key !== undefined)
-    throw new UsageError(`Keypair.fromFile: unknown option "${key}"${didYouMean(key, ['create'])}; known: create`, {
-      code: 'invalid_argument',
-    });
-  if (options.create !== undefined && typeof options.create !== 'boolean')
-    throw new UsageError(
-      `Keypair.fromFile: create must be true or false (got ${JSON.stringify(options.create) ?? String(options.create)})`,
-      { code: 'invalid_argument' },
-    );
+  knownArgs('Keypair.fromFile', options, ['create']);
+  booleanArg('Keypair.fromFile', 'create', options.create);
   if (options.create === true) return loadOrCreateKeyFile(path).keypair;
   const found = readKeyFileSync(path);
   if (!found)
