@@ -139,6 +139,14 @@ export const MIGRATIONS: string[] = [
   CREATE INDEX blob_refs_expiry ON blob_refs (expires_at);
   CREATE INDEX blob_refs_recipient ON blob_refs (recipient_key);
   `,
+  // 6: the WebSocket backlog's index holds pending messages only. Keyed by status, an ack moved each
+  // entry from the recipient's 'sent' range to its 'delivered' one (two b-tree writes, two pages);
+  // partial, an ack deletes it next to where it was inserted, and the index stays the size of the
+  // backlog instead of the history (`bench/relay-store.ts`: ~8% less time per message in a commit).
+  `
+  DROP INDEX messages_backlog;
+  CREATE INDEX messages_pending ON messages (recipient_key, seq) WHERE status = 'sent';
+  `,
 ];
 
 export interface AgentRow {
@@ -390,6 +398,14 @@ export function agentParams(record: AgentRecord): unknown[] {
     searchText(record),
   ];
 }
+
+/**
+ * The WebSocket backlog (`Store.pending`): the statement takes the recipient, the seq to start
+ * after, the current time and the row limit. The index is named, as in `inboxSql`: without
+ * statistics the planner could prefer `messages_inbox` and sort.
+ */
+export const PENDING_SQL =
+  "SELECT * FROM messages INDEXED BY messages_pending WHERE recipient_key = ? AND status = 'sent' AND seq > ? AND expires_at > ? ORDER BY seq LIMIT ?";
 
 /** Polls and threads list oldest first: `(created_at, message_id)` (docs/protocol.md §3.6). */
 export const ORDER_SQL = 'ORDER BY created_at, message_id';

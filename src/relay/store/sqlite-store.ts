@@ -26,6 +26,7 @@ import {
   messageFromRow,
   ORDER_SQL,
   PageReader,
+  PENDING_SQL,
   rowsToRead,
   tagsOf,
   tryMessage,
@@ -386,9 +387,7 @@ export class SqliteStore implements Store {
     const out: MessageRecord[] = [];
     let bytes = 0;
     // Rows are read one at a time, so a page of large bodies stops at the byte budget.
-    const rows = this.#stmt(
-      "SELECT * FROM messages WHERE recipient_key = ? AND status = 'sent' AND seq > ? AND expires_at > ? ORDER BY seq LIMIT ?",
-    ).iterate(recipient, afterSeq, now, limit) as IterableIterator<MessageRow>;
+    const rows = this.#stmt(PENDING_SQL).iterate(recipient, afterSeq, now, limit) as IterableIterator<MessageRow>;
     for (const row of rows) {
       const record = tryMessage(row);
       if (!record) continue;
