@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import Database from 'better-sqlite3';
 import { inboxSql, MIGRATIONS, PENDING_SQL } from '../../src/relay/store/sqlite-schema.js';
 import { SqliteStore } from '../../src/relay/store/sqlite-store.js';
@@ -26,6 +26,16 @@ storeContract('sqlite', async () => {
   };
 });
 
+/** A new relay database (made by the store, then closed), opened directly for its query plans. */
+async function freshDatabase(t: TestContext): Promise<Database.Database> {
+  const dir = await mkdtemp(join(tmpdir(), 'mrp-store-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await new SqliteStore(dir).close();
+  const db = new Database(join(dir, 'mrp.db'));
+  t.after(() => db.close());
+  return db;
+}
+
 describe('sqlite inbox queries', () => {
   const filters: InboxFilter[] = [];
   for (const status of ['sent', 'delivered', 'expired'] as const)
@@ -41,12 +51,7 @@ describe('sqlite inbox queries', () => {
       filters.push({ status, ...extra });
 
   it("read only the recipient's own rows of the statuses asked for, through its index (no relay-wide scan)", async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'mrp-store-'));
-    t.after(() => rm(dir, { recursive: true, force: true }));
-    const store = new SqliteStore(dir);
-    await store.close();
-    const db = new Database(join(dir, 'mrp.db'));
-    t.after(() => db.close());
+    const db = await freshDatabase(t);
     const plan = (f: InboxFilter): string => {
       const { sql, params } = inboxSql(f);
       return (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(1, 1, ...params, 1) as Array<{ detail: string }>)
@@ -64,12 +69,7 @@ describe('sqlite inbox queries', () => {
   });
 
   it('read the WebSocket backlog through its pending-only index, in seq order (no sort)', async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'mrp-store-'));
-    t.after(() => rm(dir, { recursive: true, force: true }));
-    const store = new SqliteStore(dir);
-    await store.close();
-    const db = new Database(join(dir, 'mrp.db'));
-    t.after(() => db.close());
+    const db = await freshDatabase(t);
     const plan = (db.prepare(`EXPLAIN QUERY PLAN ${PENDING_SQL}`).all('k', 0, 1, 1) as Array<{ detail: string }>)
       .map((r) => r.detail)
       .join(' | ');
