@@ -57,6 +57,15 @@ describe('mrp context', () => {
     );
     assert.equal(ls.selected, 'local');
     assert.equal(JSON.parse(await readFile(join(home, 'config.json'), 'utf8')).context, 'local');
+    // The global options go before the subcommand too, as on every other command group.
+    assert.deepEqual(JSON.parse((await runCli(['context', '--json', 'ls'], deps)).stdout), ls);
+    const before = await runCli(['context', '--relay', 'http://10.0.0.9:8080', '--json', 'add', 'early'], deps);
+    assert.equal(before.code, 0, before.stderr);
+    assert.equal(
+      JSON.parse(await readFile(join(home, 'contexts', 'early.json'), 'utf8')).relay,
+      'http://10.0.0.9:8080',
+    );
+    assert.equal((await runCli(['context', 'rm', 'early'], deps)).code, 0);
     const table = await runCli(['context', 'ls'], deps);
     assert.match(table.stdout, /^\*\s+local\s+http:\/\/127\.0\.0\.1:8080/m);
 

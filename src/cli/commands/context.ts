@@ -145,9 +145,10 @@ export async function runContextRemove(ctx: CliContext, _o: unknown, args: strin
 }
 
 export function register(program: Command, deps: Deps): void {
-  const context = program
-    .command('context')
-    .description('named relay + key pairs to switch between (like `nats context`)');
+  // The global options before the subcommand too (`mrp context --json ls`), as on every other group.
+  const context = addGlobalOptions(
+    program.command('context').description('named relay + key pairs to switch between (like `nats context`)'),
+  );
   examples(context, [
     'mrp context add prod --relay https://relay.mrphub.io --key ~/.mrp/prod.key --description "production"',
     'mrp context add local --relay http://127.0.0.1:8080 --key ~/.mrp/dev.key --use',
