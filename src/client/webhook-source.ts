@@ -377,7 +377,9 @@ export class WebhookSource extends BaseSource implements MessageSource {
     const stop = this.#stop.signal;
     const take = this.#openTake;
     if (take) {
-      if (!(await this.#poller.settleOpenTake(take, (delayMs) => this.#pause(delayMs))) || stop.aborted) return;
+      // A failed look waits out its backoff: room after a declined delivery is for catch-ups.
+      const again = (delayMs: number) => this.#pause(delayMs, false);
+      if (!(await this.#poller.settleOpenTake(take, again)) || stop.aborted) return;
       this.#openTake = undefined;
     }
     for (let first = true; !stop.aborted; first = false) {
@@ -391,12 +393,15 @@ export class WebhookSource extends BaseSource implements MessageSource {
     }
   }
 
-  /** Waits `ms` (or until `wake` nudges); false once stopping. */
-  async #pause(ms: number): Promise<boolean> {
+  /**
+   * Waits `ms` (or, between catch-ups, until `wake` nudges); false once stopping. `catchUp`
+   * false: only stopping ends the wait early (a backoff after a failure).
+   */
+  async #pause(ms: number, catchUp = true): Promise<boolean> {
     // Declined while the catch-up ran (a `wake` then found no pause to cut short): go again now.
-    if (this.#declined && this.consumer?.hasRoom()) return !this.#stop.signal.aborted;
+    if (catchUp && this.#declined && this.consumer?.hasRoom()) return !this.#stop.signal.aborted;
     const nudge = new AbortController();
-    this.#nudge = nudge;
+    if (catchUp) this.#nudge = nudge;
     try {
       if (Number.isFinite(ms)) {
         await sleep(ms, { clock: this.#clock, signal: AbortSignal.any([this.#stop.signal, nudge.signal]) });

@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
@@ -18,6 +19,7 @@ import {
   WebhookSource,
   type WebhookSourceOptions,
 } from '../../src/client/webhook-source.js';
+import { ManualClock } from '../../src/core/clock.js';
 import { NetworkError, RelayError } from '../../src/core/errors.js';
 import { formatTimestamp, Keypair } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
@@ -447,6 +449,71 @@ describe('WebhookSource', () => {
     assert.equal((await delivery(s, again).send()).status, 200);
     assert.deepEqual([...s.calls].sort(), [...early].sort());
     assert.equal(s.source.health()['caught_up'], 5);
+  });
+
+  it('an open take whose look keeps failing is looked at again after its backoff, even once a declined delivery finds room (no busy loop)', async (t) => {
+    // The source's client goes through a proxy that fails every look for a take (503) and
+    // forwards the rest to the relay. Its clock never moves: every backoff waits until nudged.
+    let looks = 0;
+    let onLook: (() => void) | undefined;
+    const nextLook = () => new Promise<void>((r) => (onLook = r));
+    const looked = nextLook();
+    const clock = new ManualClock(Date.now());
+    let target = '';
+    const proxy = createServer((req, res) => {
+      if ((req.url ?? '').includes('take=')) {
+        looks++;
+        onLook?.();
+        res.writeHead(503, { 'Content-Type': 'application/json' });
+        res.end('{"error":{"code":"service_unavailable","message":"not now"}}');
+        return;
+      }
+      const out = httpRequest(`${target}${req.url}`, { method: req.method, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      out.on('error', () => res.destroy());
+      req.pipe(out);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    t.after(() => new Promise<void>((r) => proxy.close(() => r())));
+    const proxied = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    const release = gate();
+    let keypair!: Keypair;
+    const s = await setUp(
+      t,
+      async () => {
+        await release.wait;
+        return { ok: true };
+      },
+      {
+        before: async (_peer, k) => {
+          keypair = k;
+        },
+        runtime: { concurrency: 1, maxQueued: 1 },
+        withJournal: () => ({
+          client: new RelayClient({ relayUrl: proxied, keypair }),
+          clock,
+          openTake: { at: Date.now() - 60_000, waitSeconds: 0, id: 'tk_open_from_before' },
+        }),
+      },
+    );
+    target = s.relay.url;
+    await looked;
+    const [m1, m2, m3] = [await stored(s, { n: 1 }), await stored(s, { n: 2 }), await stored(s, { n: 3 })];
+    assert.equal((await delivery(s, m1!).send()).status, 200);
+    assert.equal((await delivery(s, m2!).send()).status, 200);
+    assert.equal((await delivery(s, m3!).send()).status, 503, 'full: declined');
+    // Room again: a catch-up would go now, but the failed look waits out its backoff.
+    release.open();
+    await s.peer.waitForReplies(2);
+    for (let i = 0; i < 20; i++) await fetch(`${proxied}/v1/health`).then((r) => r.arrayBuffer());
+    assert.equal(looks, 1, `the open take was looked at ${looks} times with the clock standing still`);
+    // Its backoff over, it is looked at again.
+    const second = nextLook();
+    clock.advance(120_000);
+    await second;
+    assert.equal(looks, 2);
   });
 
   it('every catchUpIntervalMs: registers again a webhook the relay disabled, then takes what waited', async (t) => {
