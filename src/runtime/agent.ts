@@ -337,6 +337,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
   #outbox: Outbox;
   /** `send`/`reply` calls not settled yet: `stop()` gives them `graceMs`, then gives up on them. */
   readonly #sending = new Set<Promise<unknown>>();
+  /** The profile has been announced (by any path) since this object was made. */
+  #announced = false;
+  /** The announcement a first `send` waits for (see `#announceBeforeSend`). */
+  #announcing: Promise<void> | undefined;
   /** The journal directory, or undefined for a temporary one. */
   readonly #stateDir: string | undefined;
   #tempDir: string | undefined;
@@ -449,10 +453,32 @@ export class Agent extends TypedEmitter<AgentEvents> {
     });
   }
 
-  /** Sends through the outbox, counted for `stop()`. */
-  async #sendOut(request: EncodedSend, threadId: string | undefined): Promise<string> {
+  /**
+   * Before the first `send` of an agent whose options describe a profile (`name`, `capabilities`,
+   * …): the profile, once, as the Python SDK pushes it when the agent is made, so the peer that
+   * gets the message can already look the sender up by name. `run()` and `messages()` announce it
+   * on connecting. A failure is a `warning` and does not stop the send; a network failure is
+   * tried again at the next send.
+   */
+  #announceBeforeSend(): Promise<void> {
+    if (!this.#patch || this.#announced) return Promise.resolve();
+    this.#announcing ??= this.announce().then(
+      () => undefined,
+      (err: unknown) => {
+        const e = toMrpError(err);
+        if (e.kind === 'network' || e.kind === 'timeout') this.#announcing = undefined;
+        this.emit('warning', e);
+      },
+    );
+    return this.#announcing;
+  }
+
+  /** Sends through the outbox, counted for `stop()`; `announce`: the profile first (`#announceBeforeSend`). */
+  async #sendOut(request: EncodedSend, threadId: string | undefined, announce = false): Promise<string> {
     const outbox = this.#outbox;
-    const sending = outbox.send(request, threadId === undefined ? undefined : { threadId });
+    const sending = announce
+      ? this.#announceBeforeSend().then(() => outbox.send(request, threadId === undefined ? undefined : { threadId }))
+      : outbox.send(request, threadId === undefined ? undefined : { threadId });
     this.#sending.add(sending);
     try {
       return (await sending).message_id;
@@ -579,6 +605,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
   /** Sends the profile the options describe (`name`, `capabilities`, …) now; `run()` does it by itself. */
   async announce(): Promise<AgentProfile> {
     const profile = await this.client.updateProfile(this.#patch ?? {});
+    this.#announced = true;
     this.emit('announced', profile);
     return profile;
   }
@@ -889,7 +916,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
     if (options.inReplyTo !== undefined) request.in_reply_to = options.inReplyTo;
     if (ttl !== undefined) request.expires_in = ttl;
     if (options.metadata !== undefined) request.metadata = options.metadata;
-    return this.#sendOut(request, options.threadId);
+    return this.#sendOut(request, options.threadId, true);
   }
 
   /**

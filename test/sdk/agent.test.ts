@@ -205,6 +205,33 @@ describe('Agent', () => {
     assert.equal(attempts, tried, 'nothing retries after stop()');
   });
 
+  it('send() announces the profile in the options first, once: the peer the message reaches finds the sender by name', async (t) => {
+    const relay = await startRelay(t);
+    const peer = await Peer.connect(t, relay);
+    const agent = new Agent(relay.url, {
+      keyFile: join(tempDir(t), 'sender.key'),
+      name: 'Sender',
+      capabilities: [{ name: 'echo', description: 'says it back', tags: ['text'] }],
+    });
+    const announced: string[] = [];
+    agent.on('announced', (p) => announced.push(p.display_name ?? ''));
+    const id = await agent.send(peer.publicKey, { n: 1 });
+    const [got] = await peer.waitForReplies(1);
+    assert.equal(got!.message_id, id);
+    const profile = await peer.client.getAgent(got!.sender_key);
+    assert.equal(profile.display_name, 'Sender');
+    assert.deepEqual(
+      profile.capabilities.map((c) => c.name),
+      ['echo'],
+    );
+    await Promise.all([agent.send(peer.publicKey, { n: 2 }), agent.send(peer.publicKey, { n: 3 })]);
+    assert.deepEqual(announced, ['Sender'], 'announced once');
+    // An agent without profile options sends without a PATCH.
+    const plain = new Agent(relay.url, { keyFile: join(tempDir(t), 'plain.key') });
+    plain.on('announced', () => assert.fail('nothing to announce'));
+    await plain.send(peer.publicKey, { n: 4 });
+  });
+
   it('an agent sends again after stop()', async (t) => {
     const relay = await startRelay(t);
     const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key'), graceMs: 300 });
