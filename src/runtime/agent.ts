@@ -476,9 +476,10 @@ export class Agent extends TypedEmitter<AgentEvents> {
   /** Sends through the outbox, counted for `stop()`; `announce`: the profile first (`#announceBeforeSend`). */
   async #sendOut(request: EncodedSend, threadId: string | undefined, announce = false): Promise<string> {
     const outbox = this.#outbox;
+    const reply = threadId === undefined ? undefined : { threadId };
     const sending = announce
-      ? this.#announceBeforeSend().then(() => outbox.send(request, threadId === undefined ? undefined : { threadId }))
-      : outbox.send(request, threadId === undefined ? undefined : { threadId });
+      ? this.#announceBeforeSend().then(() => outbox.send(request, reply))
+      : outbox.send(request, reply);
     this.#sending.add(sending);
     try {
       return (await sending).message_id;
