@@ -3,15 +3,18 @@
  * (`mrp tail | head`).
  */
 import { processDeps } from './deps.js';
-import { cliExit } from './handler-exit.js';
+import { cliExit, outputOptional } from './handler-exit.js';
 import { main } from './main.js';
 
 export async function run(argv: string[]): Promise<void> {
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (err: NodeJS.ErrnoException) => {
       // The reader went away (`mrp tail | head`, a closed terminal): nothing left to say.
-      if (err.code === 'EPIPE' || err.code === 'EIO' || err.code === 'ERR_STREAM_DESTROYED')
+      if (err.code === 'EPIPE' || err.code === 'EIO' || err.code === 'ERR_STREAM_DESTROYED') {
+        // A service goes on without its log (`keepServingWithoutOutput`); any other command is done.
+        if (outputOptional()) return;
         cliExit(Number(process.exitCode ?? 0));
+      }
       throw err;
     });
   }

@@ -36,6 +36,24 @@ export function cliExit(code: number, proc: Pick<ExitingProcess, 'exit'> = proce
   return proc.exit(code);
 }
 
+/** Set by a service (`mrp run`, `mrp relay`): a reader of its output going away does not end it. */
+let servesWithoutOutput = false;
+
+/**
+ * For commands that serve (`mrp run`, `mrp relay`): when stdout or stderr's reader goes away (a
+ * restarted journald, a log shipper that died, `| head`), the process keeps serving without its
+ * log instead of ending — before, it exited at its next log line, with 0, so a supervisor's
+ * `Restart=on-failure` left the agent or the relay down.
+ */
+export function keepServingWithoutOutput(): void {
+  servesWithoutOutput = true;
+}
+
+/** Whether the running command keeps serving when its output is gone (see `keepServingWithoutOutput`). */
+export function outputOptional(): boolean {
+  return servesWithoutOutput;
+}
+
 /** What `trapHandlerExit` replaces (`process`, or a stand-in in tests). */
 export interface ExitingProcess {
   exit: (code?: number | string | null) => never;

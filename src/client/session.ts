@@ -392,7 +392,7 @@ export class Session extends TypedEmitter<SessionEvents> {
     ws.on('pong', () => this.#heartbeat.activity());
     ws.on('error', (err: NodeJS.ErrnoException) => {
       // Always followed by 'close', which decides what to do; remember why for the explanation.
-      this.#transportError = err.code ?? err.message;
+      this.#transportError = tlsHandshakeFailure(this.#o.url, err) ?? err.code ?? err.message;
     });
     ws.on('close', (code, reason) => {
       try {
@@ -568,4 +568,39 @@ export class Session extends TypedEmitter<SessionEvents> {
     this.#setStatus('closed');
     this.#closed.resolve();
   }
+}
+
+/** OpenSSL's certificate verdicts, as Node names them in `err.code`. */
+const CERT_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_REVOKED',
+  'HOSTNAME_MISMATCH',
+]);
+
+/**
+ * A wss:// connection that failed in its TLS handshake (wss:// to a relay without TLS, a refused
+ * certificate), said as the HTTP transport says it: `TLS handshake failed: EPROTO, wrong version
+ * number`. Undefined for any other failure (refused, unknown host: said by their code as before).
+ */
+export function tlsHandshakeFailure(
+  url: string,
+  err: NodeJS.ErrnoException & { reason?: unknown },
+): string | undefined {
+  if (!url.startsWith('wss:')) return undefined;
+  const code = typeof err?.code === 'string' ? err.code : '';
+  if (code !== 'EPROTO' && !/^ERR_(SSL|TLS)_/.test(code) && !CERT_CODES.has(code)) return undefined;
+  // OpenSSL's own message is long and internal; its reason ("wrong version number") says it.
+  const reason =
+    typeof err.reason === 'string'
+      ? err.reason
+      : (/SSL routines:[^:]*:([^:]+):/.exec(String(err.message))?.[1] ?? (CERT_CODES.has(code) ? err.message : ''));
+  return `TLS handshake failed: ${code}${reason ? `, ${reason}` : ''}`;
 }

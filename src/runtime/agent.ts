@@ -51,9 +51,11 @@ import type {
 } from '../protocol/types.js';
 import { ValidationError, validateProfilePatch } from '../protocol/validate.js';
 import { assembleRuntime, defaultCodec, journalTakes } from './assemble.js';
+import { RUNTIME_DEFAULTS } from './defaults.js';
 import type { RuntimeEvents } from './events.js';
 import type { Handler, SendOptions } from './handler.js';
 import { loadOrCreateKeyFile } from './identity.js';
+import { estimateBytes } from './intake.js';
 import { Journal } from './journal.js';
 import { type AgentMode, parseMode } from './mode.js';
 import { Outbox } from './outbox.js';
@@ -93,6 +95,11 @@ export interface AgentOptions {
   graceMs?: number;
   /** Handler runs on one message that may kill the process before it is answered with `handler_crashed` (default 3). */
   maxCrashes?: number;
+  /**
+   * Bytes of messages `run()` and `messages()` hold waiting at most (default 32 MiB): past it no
+   * more are taken, they wait on the relay (each counted as large as a message may be when fetched).
+   */
+  maxQueuedBytes?: number;
   /** Poll mode and `messages()`: pause between polls when the relay has no long poll. */
   intervalMs?: number;
   /**
@@ -198,6 +205,7 @@ const OPTION_KEYS = [
   'timeoutMs',
   'graceMs',
   'maxCrashes',
+  'maxQueuedBytes',
   'intervalMs',
   'journal',
   'fsync',
@@ -400,6 +408,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
     positive('timeoutMs', options.timeoutMs, 1);
     positive('graceMs', options.graceMs, 0);
     positive('maxCrashes', options.maxCrashes, 1);
+    positive('maxQueuedBytes', options.maxQueuedBytes, 1);
     positive('intervalMs', options.intervalMs, 0);
     if (
       options.journal !== undefined &&
@@ -570,6 +579,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
         ...(this.#options.timeoutMs === undefined ? {} : { timeoutMs: this.#options.timeoutMs }),
         ...(this.#options.graceMs === undefined ? {} : { graceMs: this.#options.graceMs }),
         ...(this.#options.maxCrashes === undefined ? {} : { maxCrashes: this.#options.maxCrashes }),
+        ...(this.#options.maxQueuedBytes === undefined ? {} : { maxQueuedBytes: this.#options.maxQueuedBytes }),
         ...(intervalMs === undefined ? {} : { intervalMs }),
       });
       this.#runtime = runtime;
@@ -689,6 +699,14 @@ export class Agent extends TypedEmitter<AgentEvents> {
       ...(wait === undefined ? {} : { waitSeconds: wait }),
     });
     const queue: Message[] = journal.takeRecovered().map((e) => e.message);
+    // Bytes of what the queue holds, by message id (as the runtime's intake: bounded by bytes too).
+    const held = new Map<string, number>();
+    let heldBytes = 0;
+    const hold = (m: Message, bytes: number): void => {
+      held.set(m.message_id, bytes);
+      heldBytes += bytes;
+    };
+    for (const m of queue) hold(m, estimateBytes(m));
     let wake: (() => void) | undefined;
     let ending = false;
     let failure: MrpError | undefined;
@@ -720,10 +738,15 @@ export class Agent extends TypedEmitter<AgentEvents> {
       poke();
     });
     const budget = 100;
+    const maxBytes = this.#options.maxQueuedBytes ?? RUNTIME_DEFAULTS.maxQueuedBytes;
     const consumer: SourceConsumer = {
       deliver: async (batch) => {
         const fresh = batch.messages.filter((m) => !journal.isDone(m.message_id) && !journal.get(m.message_id));
         await Promise.all(fresh.map((m) => journal.received(m)));
+        for (const m of fresh) {
+          const i = batch.messages.indexOf(m);
+          hold(m, batch.sizes?.[i] ?? estimateBytes(m));
+        }
         queue.push(...fresh);
         for (const r of batch.rejected ?? []) {
           const who = r.identity
@@ -737,8 +760,13 @@ export class Agent extends TypedEmitter<AgentEvents> {
         poke();
         return { declined: 0 };
       },
-      capacity: () => Math.max(0, budget - queue.length),
-      hasRoom: () => queue.length <= budget / 2,
+      // As the runtime's: by count, and by bytes assuming each message may be as large as one can be.
+      capacity: () => {
+        const room = maxBytes - heldBytes;
+        if (room <= 0) return 0;
+        return Math.min(Math.max(0, budget - queue.length), Math.max(1, Math.floor(room / LIMITS.maxEnvelopeBytes)));
+      },
+      hasRoom: () => queue.length <= budget / 2 && heldBytes <= maxBytes / 2,
     };
     let current: string | undefined;
     try {
@@ -752,6 +780,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
         if (failure) throw failure;
         if (ending) return;
         const message = queue.shift()!;
+        heldBytes -= held.get(message.message_id) ?? 0;
+        held.delete(message.message_id);
         source.wake();
         current = message.message_id;
         let opened: Awaited<ReturnType<MessageCodec['open']>>;

@@ -121,6 +121,7 @@ export interface AssembleOptions extends SourceOptions {
   timeoutMs?: number;
   graceMs?: number;
   maxCrashes?: number;
+  maxQueuedBytes?: number;
   /** How message bodies are opened and sealed (default: see `defaultCodec`). */
   codec?: MessageCodec;
   /** Turns a `ctx.send` recipient (a key or a contact name) into a key. */
@@ -164,6 +165,7 @@ export function assembleRuntime(o: AssembleOptions): Assembled {
       ...(o.timeoutMs === undefined ? {} : { timeoutMs: o.timeoutMs }),
       ...(o.graceMs === undefined ? {} : { graceMs: o.graceMs }),
       ...(o.maxCrashes === undefined ? {} : { maxCrashes: o.maxCrashes }),
+      ...(o.maxQueuedBytes === undefined ? {} : { maxQueuedBytes: o.maxQueuedBytes }),
       codec: o.codec ?? defaultCodec(o.client.keypair),
       ...(o.resolveRecipient === undefined ? {} : { resolveRecipient: o.resolveRecipient }),
       ...(o.debugLogs === undefined ? {} : { debugLogs: o.debugLogs }),

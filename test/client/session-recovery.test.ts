@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type DisconnectInfo, recoveryFor, Session } from '../../src/client/session.js';
+import { type DisconnectInfo, recoveryFor, Session, tlsHandshakeFailure } from '../../src/client/session.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { isRetryable, RelayError } from '../../src/core/errors.js';
 import { CLOSE_CODES } from '../../src/protocol/constants.js';
@@ -190,5 +190,42 @@ describe('Session acts on the table', () => {
     assert.equal(err.code, 'invalid_signature');
     assert.equal(server.connections, 3);
     assert.equal(s.status, 'closed');
+  });
+});
+
+describe('Session says a failed TLS handshake', () => {
+  it('wss:// to a relay without TLS: "TLS handshake failed" with the reason, not a bare EPROTO; still reconnects', async (t) => {
+    const server = await scriptedWs(t, () => {});
+    const clock = new ManualClock(Date.now());
+    const url = server.url.replace(/^ws:/, 'wss:');
+    const s = session(t, url, clock);
+    const disconnect = s.next('disconnect');
+    s.start();
+    const [info] = await disconnect;
+    assert.equal(info.code, 1006);
+    assert.match(
+      info.explanation,
+      /^cannot reach the relay at wss:\/\/127\.0\.0\.1:\d+\/?\S* \(TLS handshake failed: \S+/,
+    );
+    assert.equal(info.willReconnect, true);
+  });
+
+  it('only TLS failures are named so: a refused connection keeps its code', () => {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+    assert.equal(tlsHandshakeFailure('wss://127.0.0.1:1/v1/ws', refused), undefined);
+    const eproto = Object.assign(
+      new Error('write EPROTO 80:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:x.c:350:'),
+      { code: 'EPROTO' },
+    );
+    assert.equal(tlsHandshakeFailure('ws://127.0.0.1:1/v1/ws', eproto), undefined, 'ws:// has no handshake to fail');
+    assert.equal(
+      tlsHandshakeFailure('wss://127.0.0.1:1/v1/ws', eproto),
+      'TLS handshake failed: EPROTO, wrong version number',
+    );
+    const cert = Object.assign(new Error('self-signed certificate'), { code: 'DEPTH_ZERO_SELF_SIGNED_CERT' });
+    assert.equal(
+      tlsHandshakeFailure('wss://relay.example/v1/ws', cert),
+      'TLS handshake failed: DEPTH_ZERO_SELF_SIGNED_CERT, self-signed certificate',
+    );
   });
 });

@@ -310,6 +310,35 @@ describe('Agent', () => {
     }
   });
 
+  it('messages() holds at most maxQueuedBytes of messages while the loop is busy; the rest wait on the relay', {
+    timeout: 60_000,
+  }, async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0, receiveRatePerMinute: 0, requestRatePerMinute: 0 });
+    const peer = await Peer.connect(t, relay);
+    // 1 MiB: room for one message of the largest size, so one is taken at a time until ~1 MiB is held.
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'bytes.key'), maxQueuedBytes: 1024 * 1024 });
+    const pad = 'x'.repeat(300_000);
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await peer.send(agent.publicKey, { i, pad })).message_id);
+    const taken = async (): Promise<number> => {
+      const states = await Promise.all(ids.map((id) => peer.client.messageStatus(id)));
+      return states.filter((s) => s.status !== 'sent').length;
+    };
+    const seen: string[] = [];
+    for await (const msg of agent.messages()) {
+      seen.push(msg.message_id);
+      if (seen.length === 1) {
+        // The loop is busy with its first message: the agent fills its byte budget (4 × 300 KB
+        // held, the yielded one apart) and then takes nothing more. Before, it took up to 100.
+        while ((await taken()) < 5) await new Promise((r) => setTimeout(r, 20));
+        await new Promise((r) => setTimeout(r, 1500)); // a window in which nothing more is taken
+        assert.ok((await taken()) <= 6, `taken while busy: ${await taken()} of 12`);
+      }
+      if (seen.length === 12) break;
+    }
+    assert.deepEqual(seen, ids, 'every message once, in order');
+  });
+
   it('messages() announces the profile in the options too (an inbox read only this way keeps its policy)', {
     timeout: 20_000,
   }, async (t) => {

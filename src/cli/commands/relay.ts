@@ -5,6 +5,7 @@ import { RATE_LIMITS, TIMING } from '../../protocol/constants.js';
 import type { LogEntry, LogLevel } from '../../relay/index.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
+import { keepServingWithoutOutput } from '../handler-exit.js';
 import { durationOption, intOption, listenError } from '../options.js';
 import { action, addGlobalOptions, examples } from '../program.js';
 import { jsonText, safeText } from '../render.js';
@@ -198,6 +199,7 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
   });
   let metricsServer: { url: string; close(): Promise<void> } | undefined;
   const signals = shutdownSignals(ctx.deps);
+  keepServingWithoutOutput();
   try {
     let url: string;
     try {

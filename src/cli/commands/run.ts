@@ -9,7 +9,7 @@ import { parseMode } from '../../runtime/mode.js';
 import type { CliContext } from '../context.js';
 import type { Deps } from '../deps.js';
 import { exitCodeFor } from '../exit.js';
-import { loadWatched, trapRunnerExit } from '../handler-exit.js';
+import { keepServingWithoutOutput, loadWatched, trapRunnerExit } from '../handler-exit.js';
 import { projectManifest } from '../manifest.js';
 import { durationOption, intOption, listenError, sharedJournalUrl } from '../options.js';
 import { action, addGlobalOptions, examples, ReportedError } from '../program.js';
@@ -230,6 +230,7 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
     }
 
     signals ??= shutdownSignals(ctx.deps);
+    keepServingWithoutOutput();
     const offUncaught = ctx.deps.onUncaught((err) => reporter.problem('uncaught', err));
     exitTrap = trapRunnerExit(
       { reporter, journal },
