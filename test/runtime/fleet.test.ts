@@ -759,6 +759,41 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.deepEqual(listed.entries, { in_flight: 1, expired: 0, done: 0 });
   });
 
+  it('a runner whose user may only read and write the tables (the first runner created them) joins the fleet', async (t) => {
+    const clock = new ManualClock();
+    const {
+      url,
+      journals: [a],
+    } = await fleet(t, 1, clock);
+    const role = `dml_${process.pid}`;
+    const dbName = new URL(url).pathname.slice(1);
+    await cluster.psql(`DROP ROLE IF EXISTS ${role}; CREATE ROLE ${role} LOGIN`);
+    t.after(async () => {
+      await cluster.psql(`DROP OWNED BY ${role}`, dbName).catch(() => {});
+      await cluster.psql(`DROP ROLE IF EXISTS ${role}`).catch(() => {});
+    });
+    await cluster.psql(
+      `REVOKE CREATE ON SCHEMA public FROM PUBLIC; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`,
+      dbName,
+    );
+    const dml = new URL(url);
+    dml.username = role;
+    const b = await SharedJournal.open({
+      url: dml.toString(),
+      identity: IDENTITY,
+      clock,
+      leaseMs: LEASE,
+      runnerId: 'dml',
+      heartbeat: false,
+    });
+    t.after(() => b.close());
+    const [m1, m2] = [message(1, clock), message(2, clock)];
+    await a!.received(m1);
+    await b.received(m2); // claimed through the restricted user
+    assert.ok(b.get(m2.message_id));
+    assert.equal(await rejected(a!.received(m2)), true, 'held by the restricted runner');
+  });
+
   it('mrp run --standby stopped with SIGTERM while waiting for a slot: exit 0 at once, its fleet row removed', {
     timeout: 30_000, // without the fix the signal is not heard during the wait: fail, don't hang
   }, async (t) => {
