@@ -821,6 +821,32 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.deepEqual(after.runners.map((r) => r.runner_id).sort(), ['x', 'y'], 'the standby removed its row');
   });
 
+  it('mrp run --mode webhook with a shared journal keeps its secret on this machine and answers a delivery', {
+    timeout: 30_000,
+  }, async (t) => {
+    const url = await cluster.database(t);
+    const relay = await startRelay(t, { allowPrivateWebhooks: true });
+    const deps = testDeps({ home: await tempDir(t), env: { MRP_RELAY_URL: relay.url } });
+    const { public_key: me } = JSON.parse((await runCli(['keygen', '--json'], deps)).stdout) as { public_key: string };
+    const echo = fileURLToPath(new URL('../../handlers/echo.ts', import.meta.url));
+    // No local journal made the state directory: the webhook secret's file needs it all the same.
+    const run = runCli(
+      ['run', '--handler', echo, '--journal', url, '--mode', 'webhook', '--listen', '127.0.0.1:0'],
+      deps,
+    );
+    await Promise.race([
+      deps.stdout.waitFor('"event":"ready"'),
+      run.then((r) => assert.fail(`mrp run ended before it was ready: exit ${r.code}: ${r.stderr}`)),
+    ]);
+    const peer = await Peer.connect(t, relay);
+    const sent = await peer.send(me, { n: 1 });
+    const [reply] = await peer.waitForReplies(1);
+    assert.equal(reply!.in_reply_to, sent.message_id);
+    deps.raise('SIGTERM');
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
+  });
+
   it('a URL the driver cannot parse is a usage error naming --journal, never the password', async () => {
     for (const url of ['postgres://u:s3cret@[bad', 'postgres://u:s3cret%zz@127.0.0.1:1/db']) {
       for (const attempt of [() => SharedJournal.open({ url, identity: IDENTITY }), () => fleetStatus(url)]) {
