@@ -2,6 +2,7 @@
  * Assembles a running agent (used by `mrp run` and `mrp dev`): relay client, message source,
  * journal, runtime and reporter, plus announcing the manifest once the relay answers.
  */
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MessageCodec } from '../client/codec.js';
 import { RelayClient } from '../client/http.js';
@@ -112,6 +113,8 @@ async function webhookSource(
     import('./files.js'),
   ]);
   const secret = newWebhookSecret();
+  // A local journal made the directory; a shared one (a fleet) keeps nothing on this machine but this.
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
   await writeFileAtomic(join(stateDir, WEBHOOK_SECRET_FILE), `${secret}\n`, 0o600);
   const source = new WebhookSource({
     client,

@@ -417,6 +417,14 @@ export class Agent extends TypedEmitter<AgentEvents> {
     ) {
       throw optionError('journal', 'must be a directory path or false');
     }
+    // A URL would be taken as a relative directory (./postgres:/…): a fleet's shared journal is
+    // `mrp run --journal postgres://…`, not an Agent option.
+    if (typeof options.journal === 'string' && /^[a-z][a-z0-9+.-]*:\/\//i.test(options.journal)) {
+      throw optionError(
+        'journal',
+        'must be a directory path or false, not a URL (a shared journal for a fleet is `mrp run --journal postgres://…`)',
+      );
+    }
     this.#options = options;
     this.#patch = profilePatch(options);
     const keyFile = options.keyFile === undefined ? undefined : resolve(options.keyFile);

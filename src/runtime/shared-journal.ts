@@ -1025,6 +1025,14 @@ function connect(url: string, max: number): Sql {
 
 /** Creates the tables (once per database; concurrent runners serialise on an advisory lock). */
 async function migrate(sql: Sql): Promise<void> {
+  // Up to date already: nothing to create, so a runner whose user may only read and write the
+  // tables (the owner created them) starts too. CREATE … IF NOT EXISTS needs the right to create
+  // even when the table exists.
+  const [found] = await sql<Array<{ t: string | null }>>`SELECT to_regclass('mrp_fleet_schema')::text AS t`;
+  if (found?.t) {
+    const [row] = await sql<Array<{ version: number | null }>>`SELECT max(version) AS version FROM mrp_fleet_schema`;
+    if (Number(row?.version ?? 0) === SHARED_JOURNAL_SCHEMA_VERSION) return;
+  }
   await sql.begin(async (tx) => {
     await tx`SELECT pg_advisory_xact_lock(727274001)`;
     for (const statement of SCHEMA) await tx.unsafe(statement);

@@ -243,6 +243,32 @@ describe('mrp run --health-port', () => {
     }
   });
 
+  it('--standby with --mode poll or webhook is a usage error (it waits for a WebSocket slot those modes never take)', async (t) => {
+    const deps = testDeps({ home: await tempDir(t), env: { MRP_RELAY_URL: 'http://127.0.0.1:1' } });
+    await runCli(['keygen'], deps);
+    for (const mode of ['poll', 'webhook']) {
+      const res = await runCli(
+        [
+          'run',
+          '--handler',
+          ECHO,
+          '--journal',
+          'postgres://u:s3cret@127.0.0.1:1/db',
+          '--mode',
+          mode,
+          '--standby',
+          '--json',
+        ],
+        deps,
+      );
+      assert.equal(res.code, 2, res.stderr);
+      const err = JSON.parse(res.stderr.trim()).error;
+      assert.equal(err.code, 'invalid_argument');
+      assert.equal(err.message, `--standby waits for a WebSocket slot; --mode ${mode} never takes one`);
+      assert.doesNotMatch(res.stderr, /s3cret/);
+    }
+  });
+
   it('mrp fleet without a key: the hint offers --all (listing needs no identity), not only keygen', async (t) => {
     const deps = testDeps({ home: await tempDir(t) });
     const res = await runCli(['fleet', '--journal', 'postgres://u:s3cret@127.0.0.1:1/db', '--json'], deps);

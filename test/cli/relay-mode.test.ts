@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { openBlobStore, relayMode } from '../../src/cli/commands/relay.js';
 import { UsageError } from '../../src/core/errors.js';
+import { runCli, testDeps } from '../helpers/cli.js';
 
 const usage = (code: string, text: RegExp) => (err: unknown) => {
   assert.ok(err instanceof UsageError);
@@ -49,6 +50,29 @@ describe('mrp relay: embedded or external', () => {
       () => relayMode(undefined, { MRP_MODE: 'cluster' }),
       usage('invalid_argument', /MRP_MODE: "cluster" must be embedded or external/),
     );
+  });
+
+  it('a flag of the other mode is refused (exit 2) instead of ignored: --db-pool and --connection-lease embedded, --data-dir external', {
+    timeout: 20_000,
+  }, async (t) => {
+    const home = await mkdtemp(join(tmpdir(), 'mrp-relay-mode-'));
+    t.after(() => rm(home, { recursive: true, force: true }));
+    const deps = testDeps({ home });
+    for (const [args, message] of [
+      [['--db-pool', '4'], /^--db-pool only applies to external mode/],
+      [['--connection-lease', '5s'], /^--connection-lease only applies to external mode/],
+      [
+        ['--database-url', 'postgres://u:s3cret@127.0.0.1:1/db', '--data-dir', home],
+        /^--data-dir only applies to embedded mode/,
+      ],
+    ] as const) {
+      const res = await runCli(['relay', '--port', '0', ...args, '--json'], deps);
+      assert.equal(res.code, 2, res.stderr);
+      const err = JSON.parse(res.stderr.trim().split('\n').at(-1)!).error;
+      assert.equal(err.code, 'invalid_argument');
+      assert.match(err.message, message);
+      assert.doesNotMatch(res.stderr, /s3cret/);
+    }
   });
 
   it('--blob-store: s3:// needs credentials and a bucket; file:// opens the file store there; anything else is refused', async (t) => {

@@ -137,6 +137,30 @@ if (skip) {
       });
     });
 
+    it('a user who may only read and write the tables (the owner migrated them) opens an up-to-date database', async (t) => {
+      const url = await cluster.database(t);
+      await (await PgStore.open(url, { max: 1 })).close(); // the owner migrates
+      const dbName = new URL(url).pathname.slice(1);
+      const role = `dml_${process.pid}`;
+      await cluster.psql(`DROP ROLE IF EXISTS ${role}; CREATE ROLE ${role} LOGIN`);
+      t.after(async () => {
+        await cluster.psql(`DROP OWNED BY ${role}`, dbName).catch(() => {});
+        await cluster.psql(`DROP ROLE IF EXISTS ${role}`).catch(() => {});
+      });
+      await cluster.psql(
+        `REVOKE CREATE ON SCHEMA public FROM PUBLIC; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}; GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO ${role}`,
+        dbName,
+      );
+      const dml = new URL(url);
+      dml.username = role;
+      const store = await PgStore.open(dml.toString(), { max: 2 });
+      t.after(() => store.close());
+      const m = message(newKey(), newKey());
+      const result = await store.commit({ messages: [m], delivered: [], active: new Map() }, Date.UTC(2026, 0, 1));
+      assert.equal(result.refused.size, 0);
+      assert.equal((await store.getMessages([m.message_id]))[0]?.message_id, m.message_id);
+    });
+
     it('two processes claiming webhook deliveries at once share the due work: none twice, none left behind', async (t) => {
       const url = await cluster.database(t);
       const [one, two] = await Promise.all([PgStore.open(url, { max: 4 }), PgStore.open(url, { max: 4 })]);

@@ -759,6 +759,41 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.deepEqual(listed.entries, { in_flight: 1, expired: 0, done: 0 });
   });
 
+  it('a runner whose user may only read and write the tables (the first runner created them) joins the fleet', async (t) => {
+    const clock = new ManualClock();
+    const {
+      url,
+      journals: [a],
+    } = await fleet(t, 1, clock);
+    const role = `dml_${process.pid}`;
+    const dbName = new URL(url).pathname.slice(1);
+    await cluster.psql(`DROP ROLE IF EXISTS ${role}; CREATE ROLE ${role} LOGIN`);
+    t.after(async () => {
+      await cluster.psql(`DROP OWNED BY ${role}`, dbName).catch(() => {});
+      await cluster.psql(`DROP ROLE IF EXISTS ${role}`).catch(() => {});
+    });
+    await cluster.psql(
+      `REVOKE CREATE ON SCHEMA public FROM PUBLIC; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${role}`,
+      dbName,
+    );
+    const dml = new URL(url);
+    dml.username = role;
+    const b = await SharedJournal.open({
+      url: dml.toString(),
+      identity: IDENTITY,
+      clock,
+      leaseMs: LEASE,
+      runnerId: 'dml',
+      heartbeat: false,
+    });
+    t.after(() => b.close());
+    const [m1, m2] = [message(1, clock), message(2, clock)];
+    await a!.received(m1);
+    await b.received(m2); // claimed through the restricted user
+    assert.ok(b.get(m2.message_id));
+    assert.equal(await rejected(a!.received(m2)), true, 'held by the restricted runner');
+  });
+
   it('mrp run --standby stopped with SIGTERM while waiting for a slot: exit 0 at once, its fleet row removed', {
     timeout: 30_000, // without the fix the signal is not heard during the wait: fail, don't hang
   }, async (t) => {
@@ -784,6 +819,32 @@ describe('shared journal (PostgreSQL)', { skip }, () => {
     assert.ok(Date.now() - t0 < 5000, `stopped within the lease's wait, not after it (${Date.now() - t0} ms)`);
     const after = await fleetStatus(url, { identity: me });
     assert.deepEqual(after.runners.map((r) => r.runner_id).sort(), ['x', 'y'], 'the standby removed its row');
+  });
+
+  it('mrp run --mode webhook with a shared journal keeps its secret on this machine and answers a delivery', {
+    timeout: 30_000,
+  }, async (t) => {
+    const url = await cluster.database(t);
+    const relay = await startRelay(t, { allowPrivateWebhooks: true });
+    const deps = testDeps({ home: await tempDir(t), env: { MRP_RELAY_URL: relay.url } });
+    const { public_key: me } = JSON.parse((await runCli(['keygen', '--json'], deps)).stdout) as { public_key: string };
+    const echo = fileURLToPath(new URL('../../handlers/echo.ts', import.meta.url));
+    // No local journal made the state directory: the webhook secret's file needs it all the same.
+    const run = runCli(
+      ['run', '--handler', echo, '--journal', url, '--mode', 'webhook', '--listen', '127.0.0.1:0'],
+      deps,
+    );
+    await Promise.race([
+      deps.stdout.waitFor('"event":"ready"'),
+      run.then((r) => assert.fail(`mrp run ended before it was ready: exit ${r.code}: ${r.stderr}`)),
+    ]);
+    const peer = await Peer.connect(t, relay);
+    const sent = await peer.send(me, { n: 1 });
+    const [reply] = await peer.waitForReplies(1);
+    assert.equal(reply!.in_reply_to, sent.message_id);
+    deps.raise('SIGTERM');
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
   });
 
   it('a URL the driver cannot parse is a usage error naming --journal, never the password', async () => {

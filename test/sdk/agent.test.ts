@@ -692,6 +692,22 @@ describe('Agent key file and options', () => {
     });
   });
 
+  it("journal: a URL (a fleet's postgres://…) is refused by name instead of becoming a directory called postgres:", () => {
+    const keypair = Keypair.generate();
+    const cwd = mkdtempSync(join(tmpdir(), 'mrp-agent-journal-'));
+    const before = process.cwd();
+    process.chdir(cwd);
+    try {
+      assert.throws(() => new Agent('http://127.0.0.1:1', { keypair, journal: 'postgres://u:pw@db:5432/mrp' }), {
+        code: 'invalid_option',
+        message: /^Agent option journal: must be a directory path or false, not a URL .*mrp run --journal postgres:/,
+      });
+    } finally {
+      process.chdir(before);
+      rmSync(cwd, { recursive: true, force: true });
+    }
+  });
+
   it("send({ to, body, ...options }), the MRP SDKs' form, with attachments given as blob ids", async (t) => {
     const relay = await startRelay(t, { sendRatePerMinute: 0 });
     const agent = new Agent({ relayUrl: relay.url, keypair: Keypair.generate(), journal: false });

@@ -129,6 +129,30 @@ export async function runRelay(ctx: CliContext, options: RelayCommandOptions): P
   const metricsPort =
     options.metricsPort === undefined ? undefined : intOption(options.metricsPort, '--metrics-port', 0, 0, 65535);
   const mode = relayMode(options.databaseUrl, env);
+  // A flag of the other mode would be ignored: say so instead (the variables may be set for either).
+  const otherMode =
+    mode.mode === 'embedded'
+      ? options.dbPool !== undefined
+        ? '--db-pool'
+        : options.connectionLease !== undefined
+          ? '--connection-lease'
+          : undefined
+      : options.dataDir !== undefined
+        ? '--data-dir'
+        : undefined;
+  if (otherMode)
+    throw new UsageError(
+      mode.mode === 'embedded'
+        ? `${otherMode} only applies to external mode (PostgreSQL)`
+        : '--data-dir only applies to embedded mode (SQLite): external mode keeps its data in PostgreSQL',
+      {
+        code: 'invalid_argument',
+        hint:
+          mode.mode === 'embedded'
+            ? 'add --database-url postgres://user:password@host:5432/db (or set DATABASE_URL), or drop the flag'
+            : 'drop --data-dir; for blobs on a shared directory use --blob-store file:///shared/dir',
+      },
+    );
   const pool = intOption(options.dbPool, '--db-pool', 10, 1, 1000);
   const leaseMs = durationOption(options.connectionLease, '--connection-lease', 15_000);
   if (leaseMs < 300) throw new UsageError('--connection-lease must be at least 300ms', { code: 'invalid_argument' });

@@ -156,6 +156,11 @@ export async function runRun(ctx: CliContext, options: RunOptions): Promise<void
         hint: 'add --journal postgres://user:password@host:port/database (or set MRP_JOURNAL), or drop the flag',
       });
   }
+  if (options.standby && mode !== 'websocket')
+    throw new UsageError(`--standby waits for a WebSocket slot; --mode ${mode} never takes one`, {
+      code: 'invalid_argument',
+      hint: 'drop --standby, or run with --mode websocket',
+    });
   const leaseMs = options.lease === undefined ? undefined : durationOption(options.lease, '--lease', FLEET_LEASE_MS);
   if (leaseMs !== undefined && leaseMs < 1000)
     throw new UsageError('--lease must be at least 1s', { code: 'invalid_argument' });

@@ -116,7 +116,7 @@ export function startupError(where: string, err: unknown, phase: 'connect' | 'sc
     return new ConfigError('database_unreachable', `${where}: cannot set up the schema (${code} ${message})`, {
       hint:
         code === '42501'
-          ? 'the user needs the right to create tables in that database on first start (make it the owner: ALTER DATABASE … OWNER TO …, or GRANT CREATE ON SCHEMA public TO …)'
+          ? "the user needs to read and write mrp's tables, and to create tables on first start and after an upgrade of mrp (make it the owner: ALTER DATABASE … OWNER TO …, or GRANT CREATE ON SCHEMA public TO …)"
           : 'check that the database is one mrp relays use and that the user may create and change its tables',
     });
   }

@@ -229,6 +229,14 @@ export const LOCKS = {
  * newer than this code is refused.
  */
 export async function migrate(sql: postgres.Sql, location: string): Promise<number> {
+  // Up to date already: nothing to create, so a user who may only read and write the tables (the
+  // owner migrated them) starts too. CREATE … IF NOT EXISTS needs the right to create even when
+  // the table exists.
+  const [found] = await sql<Array<{ t: string | null }>>`SELECT to_regclass('mrp_migrations')::text AS t`;
+  if (found?.t) {
+    const [row] = await sql<Array<{ v: number | null }>>`SELECT max(version) AS v FROM mrp_migrations`;
+    if (Number(row?.v ?? 0) === MIGRATIONS.length) return MIGRATIONS.length;
+  }
   return sql.begin(async (tx) => {
     await tx`SELECT pg_advisory_xact_lock(${LOCKS.namespace}, ${LOCKS.migrate})`;
     await tx`CREATE TABLE IF NOT EXISTS mrp_migrations (
