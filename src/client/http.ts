@@ -940,9 +940,22 @@ export class RelayClient {
    * Sends one message. A lost answer is an OutcomeUnknownError, never a silent resend. An
    * `EncodedSend`'s body goes out as its exact text.
    */
-  async send(request: SendRequest | EncodedSend, signal?: AbortSignal): Promise<SendResponse> {
-    return (await this.request<SendResponse>('POST', PATHS.messages, { bodyText: encodeSendRequest(request), signal }))
-      .data;
+  /**
+   * `once`: no retry inside the call (a rate limit is thrown, not waited out here), for a caller
+   * that retries with its own budget (`Agent.send`'s outbox).
+   */
+  async send(
+    request: SendRequest | EncodedSend,
+    signal?: AbortSignal,
+    options: { once?: boolean } = {},
+  ): Promise<SendResponse> {
+    return (
+      await this.request<SendResponse>('POST', PATHS.messages, {
+        bodyText: encodeSendRequest(request),
+        signal,
+        ...(options.once ? { once: true } : {}),
+      })
+    ).data;
   }
 
   /** Polls the own inbox; `status=sent` (default) marks what it returns delivered. */

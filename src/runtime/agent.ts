@@ -100,6 +100,12 @@ export interface AgentOptions {
    * more are taken, they wait on the relay (each counted as large as a message may be when fetched).
    */
   maxQueuedBytes?: number;
+  /**
+   * How long `send` and `reply` keep retrying a failure (the relay unreachable, a 5xx) and waiting
+   * out rate limits before they reject with that failure (a `RateLimitError`, with `retryAfter`,
+   * for a rate limit). Default 60 s; `Infinity`: until `stop()`.
+   */
+  sendTimeoutMs?: number;
   /** Poll mode and `messages()`: pause between polls when the relay has no long poll. */
   intervalMs?: number;
   /**
@@ -193,6 +199,9 @@ const MAX_CONTACTS_BYTES = 1024 * 1024;
 const DEFAULT_KEY_FILE = 'agent.key';
 
 /** Every option `AgentOptions` has: anything else is a typo the constructor names (JavaScript callers have no compiler to catch it). */
+/** `sendTimeoutMs`'s default: as long as the relay client waits out one 429 at most. */
+const SEND_TIMEOUT_MS = 60_000;
+
 const OPTION_KEYS = [
   'keyFile',
   'keypair',
@@ -206,6 +215,7 @@ const OPTION_KEYS = [
   'graceMs',
   'maxCrashes',
   'maxQueuedBytes',
+  'sendTimeoutMs',
   'intervalMs',
   'journal',
   'fsync',
@@ -409,6 +419,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
     positive('graceMs', options.graceMs, 0);
     positive('maxCrashes', options.maxCrashes, 1);
     positive('maxQueuedBytes', options.maxQueuedBytes, 1);
+    if (options.sendTimeoutMs !== Number.POSITIVE_INFINITY) positive('sendTimeoutMs', options.sendTimeoutMs, 1);
     positive('intervalMs', options.intervalMs, 0);
     if (
       options.journal !== undefined &&
@@ -463,7 +474,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
 
   #newOutbox(): Outbox {
     return new Outbox({
-      send: (r) => this.client.send(r),
+      // Every retry is the outbox's, within `sendTimeoutMs`: none inside the client's call.
+      send: (r) => this.client.send(r, undefined, { once: true }),
       client: this.client,
       clock: this.#clock,
       authIsFinal: true,
@@ -494,9 +506,11 @@ export class Agent extends TypedEmitter<AgentEvents> {
   async #sendOut(request: EncodedSend, threadId: string | undefined, announce = false): Promise<string> {
     const outbox = this.#outbox;
     const reply = threadId === undefined ? undefined : { threadId };
+    const budget = this.#options.sendTimeoutMs ?? SEND_TIMEOUT_MS;
+    const giveUpAt = Number.isFinite(budget) ? this.#clock.now() + budget : undefined;
     const sending = announce
-      ? this.#announceBeforeSend().then(() => outbox.send(request, reply))
-      : outbox.send(request, reply);
+      ? this.#announceBeforeSend().then(() => outbox.send(request, reply, giveUpAt))
+      : outbox.send(request, reply, giveUpAt);
     this.#sending.add(sending);
     try {
       return (await sending).message_id;

@@ -15,7 +15,15 @@ import { sleep } from '../core/async.js';
 import { Backoff } from '../core/backoff.js';
 import { type Clock, systemClock } from '../core/clock.js';
 import { TypedEmitter } from '../core/emitter.js';
-import { AbortError, MrpError, OutcomeUnknownError, ProtocolError, RelayError, toMrpError } from '../core/errors.js';
+import {
+  AbortError,
+  MrpError,
+  OutcomeUnknownError,
+  ProtocolError,
+  RateLimitError,
+  RelayError,
+  toMrpError,
+} from '../core/errors.js';
 import { LIMITS } from '../protocol/constants.js';
 import type { EncodedSend } from '../protocol/frames.js';
 import type { Message, SendResponse } from '../protocol/types.js';
@@ -105,8 +113,10 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
   /**
    * Sends `request`, retrying until it is accepted or fails for good. One async frame per send:
    * a runner holds one for every reply the relay has not answered yet, hundreds under load.
+   * `giveUpAt` (on the outbox's clock): no wait (a backoff, a rate limit) past it; the send
+   * rejects with the failure it would have waited out instead (a `RateLimitError` for a rate limit).
    */
-  async send(request: EncodedSend, reply?: ReplyKey): Promise<SendResponse> {
+  async send(request: EncodedSend, reply?: ReplyKey, giveUpAt?: number): Promise<SendResponse> {
     this.#pending++;
     try {
       // Made on the first retry: most replies are accepted at once.
@@ -125,7 +135,11 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
             // Not known yet whether it was sent: look again later, never send blind.
             const delayMs = (backoff ??= new Backoff()).next();
             this.emit('retry', { request, error: err, delayMs, attempt });
-            await this.#wait(delayMs);
+            const unsure = new OutcomeUnknownError(
+              `the relay did not confirm this message, and the thread could not be checked for it (${err.message}); it may have been sent`,
+              { cause: err },
+            );
+            await this.#waitOrGiveUp(delayMs, unsure, giveUpAt);
             continue;
           }
           if (found)
@@ -137,7 +151,21 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
             };
         }
         const rateWait = this.#rateLimitWait();
-        if (rateWait > 0) await this.#wait(rateWait);
+        if (rateWait > 0) {
+          const retryAfter = Math.ceil(rateWait / 1000);
+          await this.#waitOrGiveUp(
+            rateWait,
+            new RateLimitError(
+              'rate_limit_exceeded',
+              `the relay's send rate limit is reached; retry in ${retryAfter} s`,
+              {
+                status: 429,
+                retryAfter,
+              },
+            ),
+            giveUpAt,
+          );
+        }
         let timeoutMs: number | undefined;
         if (reply?.fence) {
           try {
@@ -172,7 +200,7 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
             delayMs = (backoff ??= new Backoff()).next();
           }
           this.emit('retry', { request, error: err, delayMs, attempt });
-          await this.#wait(delayMs);
+          await this.#waitOrGiveUp(delayMs, err, giveUpAt);
         }
       }
     } finally {
@@ -238,6 +266,12 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
     const rate = this.#client.lastRate.get('send');
     if (rate && rate.remaining <= 0) this.#blockedUntil = Math.max(this.#blockedUntil, rate.reset * 1000);
     return Math.max(0, this.#blockedUntil - this.#clock.now());
+  }
+
+  /** Waits `delayMs` for `err` (or, before an attempt, for the rate limit), unless that ends past `giveUpAt`: then throws `err`. */
+  async #waitOrGiveUp(delayMs: number, err: MrpError, giveUpAt: number | undefined): Promise<void> {
+    if (giveUpAt !== undefined && this.#clock.now() + delayMs > giveUpAt) throw err;
+    await this.#wait(delayMs);
   }
 
   async #wait(ms: number): Promise<void> {

@@ -12,7 +12,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import { Agent, Keypair, RelayClient, UsageError } from '../../src/index.js';
+import { Agent, Keypair, RateLimitError, RelayClient, UsageError } from '../../src/index.js';
 import type { Message } from '../../src/protocol/types.js';
 import { invoke } from '../../src/testing.js';
 import { gate, Peer } from '../helpers/agent.js';
@@ -230,6 +230,36 @@ describe('Agent', () => {
     const plain = new Agent(relay.url, { keyFile: join(tempDir(t), 'plain.key') });
     plain.on('announced', () => assert.fail('nothing to announce'));
     await plain.send(peer.publicKey, { n: 4 });
+  });
+
+  it('send() gives up after sendTimeoutMs: a relay that stays unreachable rejects with the network error, a rate limit that outlasts it with RateLimitError', {
+    timeout: 20_000,
+  }, async (t) => {
+    // A port nothing listens on.
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const down = new Agent(`http://127.0.0.1:${port}`, { keypair: Keypair.generate(), sendTimeoutMs: 300 });
+    await assert.rejects(down.send(Keypair.generate().publicKey, { n: 1 }), (err: Error & { kind?: string }) => {
+      assert.equal(err.kind, 'network', err.message);
+      return true;
+    });
+
+    const relay = await startRelay(t, { sendRatePerMinute: 1 });
+    const agent = new Agent(relay.url, { keypair: Keypair.generate(), sendTimeoutMs: 2_000 });
+    await agent.send(Keypair.generate().publicKey, { n: 1 });
+    const started = Date.now();
+    await assert.rejects(agent.send(Keypair.generate().publicKey, { n: 2 }), (err: Error) => {
+      assert.ok(err instanceof RateLimitError, `${err.name}: ${err.message}`);
+      assert.equal(err.code, 'rate_limit_exceeded');
+      assert.ok((err.retryAfter ?? 0) > 2, `retryAfter ${err.retryAfter}`);
+      return true;
+    });
+    assert.ok(Date.now() - started < 2_000, 'given up at once: the wait would outlast sendTimeoutMs');
+    // Infinity is accepted (until stop()); nonsense is named.
+    assert.doesNotThrow(() => new Agent(relay.url, { keypair: Keypair.generate(), sendTimeoutMs: Infinity }));
+    assert.throws(() => new Agent(relay.url, { keypair: Keypair.generate(), sendTimeoutMs: -1 }), /sendTimeoutMs/);
   });
 
   it('an agent sends again after stop()', async (t) => {
