@@ -351,7 +351,7 @@ export class Agent extends TypedEmitter<AgentEvents> {
   readonly #patch: ProfilePatch | undefined;
   readonly #clock: Clock;
   readonly #codec: MessageCodec;
-  /** The way out for `send` and `reply` (rate limits waited out, failures retried); a new one after `stop()`. */
+  /** The way out for `send` and `reply` (rate limits waited out, failures retried, within `sendTimeoutMs`); a new one after `stop()`. */
   #outbox: Outbox;
   /** `send`/`reply` calls not settled yet: `stop()` gives them `graceMs`, then gives up on them. */
   readonly #sending = new Set<Promise<unknown>>();
@@ -921,7 +921,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
 
   /**
    * Sends `body` to `to` (a public key, or a contact name with the `contacts` option). Rate limits
-   * are waited out and network failures retried; resolves with the relay's message id.
+   * are waited out and failures retried for up to `sendTimeoutMs`, then it rejects with the
+   * failure (`RateLimitError` for a rate limit); resolves with the relay's message id.
    */
   async send(message: AgentMessage): Promise<string>;
   async send(to: string, body: JsonValue | undefined, options?: AgentSendOptions): Promise<string>;
