@@ -85,6 +85,23 @@ describe('mrp blob', () => {
     assert.match(noOut.stderr, /-o/);
   });
 
+  it('delete of a blob an unexpired message lists: blob_referenced (exit 1), one line saying when it can go', async (t) => {
+    const relay = await startRelay(t);
+    const { deps } = await user(t, relay);
+    const dir = await tempDir(t);
+    const file = join(dir, 'a.txt');
+    await writeFile(file, 'kept');
+    const id = (await runCli(['blob', 'upload', file], deps)).stdout.trim();
+    const sent = await runCli(['send', Keypair.generate().publicKey, 'see attached', '--attach', id], deps);
+    assert.equal(sent.code, 0, sent.stderr);
+    const res = await runCli(['blob', 'delete', id], deps);
+    assert.equal(res.code, 1, res.stderr);
+    assert.equal(
+      res.stderr,
+      `error: blob_referenced: blob ${id} is attached to a message that has not expired — it can be deleted once that message expires\n`,
+    );
+  });
+
   it('download -o onto a FIFO or a device (/dev/null) writes into it, never renames a regular file over it', async (t) => {
     const relay = await startRelay(t);
     const { deps } = await user(t, relay);
