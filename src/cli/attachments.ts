@@ -222,7 +222,13 @@ async function writeVia(
   body: AsyncIterable<Uint8Array>,
   place: (temp: string) => Promise<string>,
 ): Promise<string> {
-  const temp = join(dirname(path), `.${basename(path).slice(0, 100)}.${randomBytes(6).toString('hex')}.tmp`);
+  // The temp name bounded in bytes (a file name may be 255): a long name in a multi-byte script
+  // (80 CJK characters = 240 bytes) is a valid target, and its temp file must be creatable too.
+  const stem = Buffer.from(basename(path))
+    .subarray(0, 96)
+    .toString('utf8')
+    .replace(/\uFFFD+$/, '');
+  const temp = join(dirname(path), `.${stem}.${randomBytes(6).toString('hex')}.tmp`);
   const out = createWriteStream(temp, { flags: 'wx', mode: 0o600 });
   try {
     await pour(out, body);

@@ -306,7 +306,7 @@ export const ERROR_CODES = {
   },
   blob_referenced: {
     ...api,
-    hint: 'a message that has not expired lists it; it can be deleted once the message expires',
+    hint: 'it can be deleted once that message expires',
     doc: 'relay (409): the blob is still referenced by an unexpired message',
   },
   conflict: { ...api, doc: 'relay (409) without an error envelope (e.g. from a proxy)' },

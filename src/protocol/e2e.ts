@@ -176,8 +176,7 @@ export async function sealBody(options: SealBodyOptions): Promise<EncryptedEnvel
     'bodyJson' in options
       ? plaintextOfJson(options.bodyJson, options.contentType)
       : plaintextOf(options.body, options.contentType);
-  if (plaintext.length + TAG_BYTES > MAX_CT_BYTES)
-    throw misuse('payload_too_large', 'the body is too large to encrypt');
+  if (plaintext.length + TAG_BYTES > MAX_CT_BYTES) throw tooLargeToSeal(plaintext.length);
   const { enc, ct } = await hpkeSeal(plaintext, options.senderSeed, options.recipientPublicKey);
   const envelope: EncryptedEnvelope = {
     v: 2,
@@ -185,9 +184,17 @@ export async function sealBody(options: SealBodyOptions): Promise<EncryptedEnvel
     ct: encodeBinary(ct),
     ct_content_type: options.contentType,
   };
-  if (JSON.stringify(envelope).length > LIMITS.maxBodyBytes)
-    throw misuse('payload_too_large', 'the encrypted body exceeds 1 MiB');
+  const sealed = JSON.stringify(envelope).length;
+  if (sealed > LIMITS.maxBodyBytes) throw tooLargeToSeal(plaintext.length, sealed);
   return envelope;
+}
+
+/** A body that does not fit the body limit once sealed: its sizes, and what to do instead. */
+function tooLargeToSeal(plainBytes: number, sealedBytes?: number): ReturnType<typeof misuse> {
+  return misuse(
+    'payload_too_large',
+    `the body is ${plainBytes} bytes${sealedBytes === undefined ? '' : `, ${sealedBytes} once encrypted (base64 adds a third)`}: more than a message body may be (${LIMITS.maxBodyBytes} bytes, 1 MiB) encrypted; send it as an encrypted attachment instead (mrp send -e --attach-file; agent.upload with encryptFor)`,
+  );
 }
 
 /** The decoded parts of a valid envelope. */

@@ -328,6 +328,10 @@ function describe(event: string, args: unknown[]): string | undefined {
       const m = a?.['message'] as Message | undefined;
       return `handled ${m?.message_id ?? '?'} from ${m?.sender_key ?? '?'}: ${String(a?.['outcome'])} in ${String(a?.['durationMs'])} ms`;
     }
+    case 'invalid_message':
+      // A message not handed over (one that cannot be opened, or malformed): without this line a
+      // `messages()` loop's skipped message would leave no trace in the log.
+      return `invalid message ${String(a?.['messageId'] ?? '?')} from ${String(a?.['senderKey'] ?? '?')} (${String(a?.['code'] ?? 'invalid_message')}): ${String(a?.['reason'] ?? '')}; ${a?.['answered'] ? 'answered with an error reply' : 'skipped'}`;
     case 'announced':
       return 'announced the profile';
     case 'warning':

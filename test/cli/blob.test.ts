@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { lstat, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { RelayClient } from '../../src/client/http.js';
@@ -83,6 +83,49 @@ describe('mrp blob', () => {
     const noOut = await runCli(['blob', 'download', record.blob_id], deps);
     assert.equal(noOut.code, 2);
     assert.match(noOut.stderr, /-o/);
+  });
+
+  it('delete of a blob an unexpired message lists: blob_referenced (exit 1), one line saying when it can go', async (t) => {
+    const relay = await startRelay(t);
+    const { deps } = await user(t, relay);
+    const dir = await tempDir(t);
+    const file = join(dir, 'a.txt');
+    await writeFile(file, 'kept');
+    const id = (await runCli(['blob', 'upload', file], deps)).stdout.trim();
+    const sent = await runCli(['send', Keypair.generate().publicKey, 'see attached', '--attach', id], deps);
+    assert.equal(sent.code, 0, sent.stderr);
+    const res = await runCli(['blob', 'delete', id], deps);
+    assert.equal(res.code, 1, res.stderr);
+    assert.equal(
+      res.stderr,
+      `error: blob_referenced: blob ${id} is attached to a message that has not expired — it can be deleted once that message expires\n`,
+    );
+  });
+
+  it('download -o and --save-attachments to a long name in a multi-byte script (244 bytes): its temp file fits too', async (t) => {
+    const relay = await startRelay(t);
+    const alice = await user(t, relay);
+    const bob = await user(t, relay);
+    const dir = await tempDir(t);
+    const long = `${'文'.repeat(80)}.bin`; // 244 bytes: a valid name; its temp name must stay under 255
+    const file = join(dir, long);
+    await writeFile(file, 'wide');
+    const id = (await runCli(['blob', 'upload', file], alice.deps)).stdout.trim();
+    const out = join(dir, 'out');
+    await mkdir(out);
+    const down = await runCli(['blob', 'download', id, '-o', join(out, long)], alice.deps);
+    assert.equal(down.code, 0, down.stderr);
+    assert.equal(await readFile(join(out, long), 'utf8'), 'wide');
+    const sent = await runCli(['send', bob.key, '--attach-file', file, '-q'], alice.deps);
+    assert.equal(sent.code, 0, sent.stderr);
+    const inbox = join(dir, 'inbox');
+    await mkdir(inbox);
+    const got = await runCli(['get', sent.stdout.trim(), '--save-attachments', inbox], bob.deps);
+    assert.equal(got.code, 0, got.stderr);
+    const names = await readdir(inbox);
+    assert.equal(names.length, 1);
+    assert.equal(await readFile(join(inbox, names[0]!), 'utf8'), 'wide');
+    assert.deepEqual(await readdir(out), [long], 'no temp file left');
   });
 
   it('download -o onto a FIFO or a device (/dev/null) writes into it, never renames a regular file over it', async (t) => {

@@ -214,6 +214,9 @@ describe('mrp send -e and the readers', () => {
     assert.equal(res.stderr.trim().split('\n').length, 1);
     assert.equal(JSON.parse(res.stderr).error.code, 'payload_too_large');
     const human = await runCli(['send', '-e', Keypair.generate().publicKey, '--body', big], alice.deps);
-    assert.match(human.stderr, /^error: the encrypted body exceeds 1 MiB\n$/);
+    assert.match(
+      human.stderr,
+      /^error: the body is \d+ bytes, \d+ once encrypted \(base64 adds a third\): more than a message body may be \(1048576 bytes, 1 MiB\) encrypted; send it as an encrypted attachment instead \(mrp send -e --attach-file; agent.upload with encryptFor\)\n$/,
+    );
   });
 });

@@ -32,6 +32,15 @@ describe('mrp run --mode webhook: flags', () => {
     for (const url of ['ftp://x/hook', 'not a url', 'https://x/hook?token=1', '/hook']) {
       assert.throws(() => webhookListen('0.0.0.0:1', url), { code: 'invalid_argument' }, url);
     }
+    // Credentials in the URL: the relay refuses them, and the password is never echoed.
+    for (const url of ['https://bob:hunter2pw@agent.example.com/hook', 'ftp://bob:hunter2pw@x/hook']) {
+      assert.throws(
+        () => webhookListen('0.0.0.0:1', url),
+        (err: Error & { code?: string }) =>
+          err.code === 'invalid_argument' && /--public-url/.test(err.message) && !/hunter2pw/.test(err.message),
+        url,
+      );
+    }
   });
 
   it('bad flags end the command with one line naming the flag, exit 2', async (t) => {

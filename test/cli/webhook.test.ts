@@ -102,6 +102,14 @@ describe('mrp webhook', () => {
     const short = await runCli(['webhook', 'set', 'https://example.com/in', '--secret', 'short', '--json'], deps());
     assert.equal(short.code, 2);
     assert.match(JSON.parse(short.stderr).error.message, /--secret/);
+    // A URL with a user name and password: refused here (the relay would refuse it), never echoed.
+    for (const args of [['https://bob:hunter2pw@example.com/in'], ['ftp://bob:hunter2pw@example.com/in']]) {
+      const creds = await runCli(['webhook', 'set', ...args, '--json'], deps());
+      assert.equal(creds.code, 2, creds.stderr);
+      assert.equal(JSON.parse(creds.stderr).error.code, 'invalid_argument');
+      assert.match(JSON.parse(creds.stderr).error.message, /<url>/);
+      assert.doesNotMatch(creds.stderr + creds.stdout, /hunter2pw/);
+    }
     const refused = await runCli(['webhook', 'set', 'http://127.0.0.1:9/in', '--json'], deps());
     assert.equal(refused.code, 1);
     const err = JSON.parse(refused.stderr).error;

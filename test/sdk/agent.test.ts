@@ -137,6 +137,30 @@ describe('Agent', () => {
     assert.ok(!lines.some((l) => /[\u0000-\u001f\u007f-\u009f\u202e]/.test(l)), 'no control characters');
   });
 
+  it('messages() with log: an encrypted message that cannot be opened is skipped with a log line saying so', async (t) => {
+    const relay = await startRelay(t, { sendRatePerMinute: 0 });
+    const lines: string[] = [];
+    const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key'), log: (line) => lines.push(line) });
+    const peer = await Peer.connect(t, relay);
+    // A tampered envelope: a peer's text in it must not reach the log raw either.
+    const bad = (
+      await peer.send(
+        agent.publicKey,
+        { v: 1, enc: 'AAAA', ct: 'AAAA\u001b[2J', ct_content_type: 'application/json' },
+        { content_type: 'application/x-m2m-encrypted' },
+      )
+    ).message_id;
+    const good = (await peer.send(agent.publicKey, { ok: 1 })).message_id;
+    for await (const msg of agent.messages({ wait: 1 })) {
+      assert.equal(msg.message_id, good);
+      break;
+    }
+    const line = lines.find((l) => l.includes(bad));
+    assert.ok(line, lines.join('\n'));
+    assert.match(line, /^mrp invalid message msg_\S+ from \S+ \(\w+\): .+; skipped$/);
+    assert.ok(!lines.some((l) => /[\u0000-\u001f\u007f-\u009f]/.test(l)), 'no control characters');
+  });
+
   it('send() refuses a body over 1 MiB before sending: payload_too_large, worded for a message', async (t) => {
     const relay = await startRelay(t);
     const agent = new Agent(relay.url, { keyFile: join(tempDir(t), 'k.key') });

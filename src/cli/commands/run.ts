@@ -3,6 +3,7 @@ import { setFlagsFromString } from 'node:v8';
 import type { Command } from 'commander';
 import { formatDuration } from '../../core/duration.js';
 import { AbortError, UsageError } from '../../core/errors.js';
+import { withoutUrlCredentials } from '../../core/printable.js';
 import { FLEET_LEASE_MS, RUNTIME_DEFAULTS } from '../../runtime/defaults.js';
 import { loadHandler } from '../../runtime/handler.js';
 import { parseMode } from '../../runtime/mode.js';
@@ -68,7 +69,15 @@ export function webhookListen(
     }
     if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search || url.hash) {
       throw new UsageError(
-        `--public-url: "${publicUrl}" must be an absolute http:// or https:// URL without query or fragment (e.g. https://agent.example.com/hook)`,
+        `--public-url: "${withoutUrlCredentials(publicUrl)}" must be an absolute http:// or https:// URL without query or fragment (e.g. https://agent.example.com/hook)`,
+        { code: 'invalid_argument' },
+      );
+    }
+    // The relay refuses a webhook URL with credentials; said here, before the URL (and its
+    // password) is shown in the `webhook` line and sent.
+    if (url.username !== '' || url.password !== '') {
+      throw new UsageError(
+        `--public-url: "${withoutUrlCredentials(publicUrl)}" must not contain a user name or password: relays refuse them (deliveries are signed with the runner's secret instead)`,
         { code: 'invalid_argument' },
       );
     }

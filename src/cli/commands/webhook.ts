@@ -6,6 +6,7 @@
  */
 import type { Command } from 'commander';
 import { UsageError } from '../../core/errors.js';
+import { withoutUrlCredentials } from '../../core/printable.js';
 import type { WebhookConfig } from '../../protocol/types.js';
 import { isWebhookSecret, newWebhookSecret, WEBHOOK_SECRET_LIMITS } from '../../protocol/webhook.js';
 import type { CliContext } from '../context.js';
@@ -37,7 +38,13 @@ export async function runWebhookSet(ctx: CliContext, options: WebhookSetOptions,
   }
   if (!parsed || (parsed.protocol !== 'https:' && parsed.protocol !== 'http:')) {
     throw new UsageError(
-      `<url> "${url}" must be an absolute http or https URL, e.g. https://my-agent.example.com/incoming`,
+      `<url> "${withoutUrlCredentials(url)}" must be an absolute http or https URL, e.g. https://my-agent.example.com/incoming`,
+      { code: 'invalid_argument' },
+    );
+  }
+  if (parsed.username !== '' || parsed.password !== '') {
+    throw new UsageError(
+      `<url> "${withoutUrlCredentials(url)}" must not contain a user name or password: relays refuse them (deliveries are signed with the secret instead)`,
       { code: 'invalid_argument' },
     );
   }
