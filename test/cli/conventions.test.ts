@@ -905,4 +905,13 @@ describe('mrp completion', () => {
     assert.equal(run.options.find((o) => o.flags.includes('--context'))!.value, 'context');
     assert.ok(tree.some((n) => n.path.join(' ') === 'acl allow'));
   });
+
+  it('--json with a shell named checks the name: a typo is a usage error, not the tree', async (t) => {
+    const deps = testDeps({ home: await tempDir(t) });
+    assert.equal((await runCli(['completion', 'bash', '--json'], deps)).code, 0);
+    const res = await runCli(['completion', 'bsh', '--json'], deps);
+    assert.equal(res.code, 2, res.stdout);
+    assert.equal(res.stdout, '');
+    assert.equal(JSON.parse(res.stderr).error.code, 'invalid_argument');
+  });
 });
