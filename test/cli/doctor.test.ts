@@ -180,7 +180,7 @@ describe('mrp doctor', () => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.write('{"status":"ok","version":"');
       const pump = (): void => {
-        while (!res.destroyed && written < 2 ** 31 && res.write(chunk)) written += chunk.length;
+        while (!res.destroyed && written < 256 * 2 ** 20 && res.write(chunk)) written += chunk.length;
       };
       res.on('drain', pump);
       req.on('close', () => res.destroy());
