@@ -10,7 +10,8 @@
 import type { Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
-import { RelayClient } from '../client/http.js';
+import { MAX_SMALL_ANSWER_BYTES, readBounded } from '../client/bounded.js';
+import { fetchHandshakeFailure, RelayClient, TLS_HANDSHAKE_HINT } from '../client/http.js';
 import { ConfigError, MrpError } from '../core/errors.js';
 import { CLOSE_CODES, PATHS } from '../protocol/constants.js';
 import { shortKey } from '../protocol/encoding.js';
@@ -189,7 +190,9 @@ async function checkRelay(ctx: CliContext, relayUrl: string, timeoutMs: number):
       signal: AbortSignal.timeout(timeoutMs),
       headers: { Accept: 'application/json' },
     });
-    const text = await res.text();
+    // Bounded: whatever answers at the relay's address may answer on and on (a cut answer does
+    // not parse, and is said as no health record).
+    const { text } = await readBounded(res, MAX_SMALL_ANSWER_BYTES);
     try {
       body = JSON.parse(text);
     } catch {
@@ -197,10 +200,11 @@ async function checkRelay(ctx: CliContext, relayUrl: string, timeoutMs: number):
     }
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+    const tls = fetchHandshakeFailure(err);
     const why =
       (err as Error).name === 'TimeoutError'
         ? `no answer within ${timeoutMs} ms`
-        : (cause?.code ?? cause?.message ?? message(err));
+        : (tls ?? cause?.code ?? cause?.message ?? message(err));
     ctx.tracers.http?.({
       method: 'GET',
       target,
@@ -220,7 +224,9 @@ async function checkRelay(ctx: CliContext, relayUrl: string, timeoutMs: number):
         hint:
           cause?.code === 'ECONNREFUSED'
             ? 'is the relay running? (`mrp relay` starts one locally)'
-            : 'check the relay URL (--relay, MRP_RELAY_URL, context or config) and the network',
+            : tls
+              ? TLS_HANDSHAKE_HINT
+              : 'check the relay URL (--relay, MRP_RELAY_URL, context or config) and the network',
       },
     };
   }

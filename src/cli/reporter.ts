@@ -258,14 +258,15 @@ export class Reporter {
     });
     runtime.on('handler_crashed', ({ message, crashes }) => {
       this.line(
-        `${style.red('✖')} the handler stopped the runner ${crashes} times on ${message.message_id}; answering it with handler_crashed`,
+        `${style.red('✖')} the handler stopped the runner ${crashes} times on ${safeText(message.message_id)}; answering it with handler_crashed`,
       );
       this.event('handler_crashed', { id: message.message_id, from: message.sender_key, crashes });
     });
     runtime.on('invalid_message', ({ messageId, senderKey, reason, answered }) => {
-      const what = messageId ? `message ${messageId}` : 'an unreadable message';
+      // The id and the reason come from whatever the relay delivered: hostile text.
+      const what = messageId ? `message ${safeText(messageId)}` : 'an unreadable message';
       this.line(
-        `${style.yellow('!')} ${what} cannot be handled (${reason})${answered ? '; answered with invalid_message' : messageId ? '; acknowledged' : ''}`,
+        `${style.yellow('!')} ${what} cannot be handled (${safeText(reason)})${answered ? '; answered with invalid_message' : messageId ? '; acknowledged' : ''}`,
       );
       this.event('invalid_message', {
         ...(messageId ? { id: messageId } : {}),

@@ -240,6 +240,50 @@ function rateOf(headers: HeaderSource): RateInfo | undefined {
 /** A new TLS connection failed before its handshake completed: nothing was sent over it. */
 const TLS_HANDSHAKE_FAILED = 'ERR_MRP_TLS_HANDSHAKE';
 
+/**
+ * Error codes a TLS connection can only fail with during its handshake: the certificate checks
+ * and a peer that does not speak TLS at all. fetch (blob transfers, health) hands these over as
+ * they are, without saying whether the connection was up (node:http requests are told by their
+ * socket's events instead, see `#viaNodeHttp`).
+ */
+const HANDSHAKE_ONLY = new Set([
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+  'ERR_SSL_PACKET_LENGTH_TOO_LONG',
+  'ERR_SSL_UNSUPPORTED_PROTOCOL',
+  'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE',
+  'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_CHAIN_TOO_LONG',
+  'INVALID_CA',
+  'HOSTNAME_MISMATCH',
+]);
+
+/** What to check when a TLS handshake with the relay failed. */
+export const TLS_HANDSHAKE_HINT =
+  'check that the relay speaks HTTPS there (a local relay without TLS is http://), and its certificate';
+
+/**
+ * `TLS handshake failed: <code>, <reason>` when fetch's error (or its cause) is one a TLS
+ * connection can only fail with in its handshake; otherwise undefined.
+ */
+export function fetchHandshakeFailure(err: unknown): string | undefined {
+  const cause = ((err as { cause?: unknown })?.cause ?? err) as { code?: unknown } | undefined;
+  return typeof cause?.code === 'string' && HANDSHAKE_ONLY.has(cause.code)
+    ? handshakeFailure(cause).message
+    : undefined;
+}
+
 const NEVER_SENT = new Set([
   'ECONNREFUSED',
   'ENOTFOUND',
@@ -823,7 +867,13 @@ export class RelayClient {
     }
     // fetch wraps the socket's error in `cause`; node:http hands it over as it is.
     type Cause = { code?: string; message?: string };
-    const cause = (err as { cause?: Cause }).cause ?? (err as Cause);
+    let cause = (err as { cause?: Cause }).cause ?? (err as Cause);
+    // A handshake failure fetch reports (`https://` to a relay without TLS, a refused certificate)
+    // is said as node:http's are: nothing of the request left.
+    if (!sent && typeof cause?.code === 'string' && HANDSHAKE_ONLY.has(cause.code)) {
+      cause = handshakeFailure(cause) as Cause;
+      err = cause;
+    }
     const code = cause?.code ?? '';
     const detail =
       code === TLS_HANDSHAKE_FAILED ? String(cause?.message) : code || cause?.message || (err as Error).message;
@@ -838,7 +888,7 @@ export class RelayClient {
         code === 'ECONNREFUSED'
           ? 'is the relay running? (`mrp relay` starts one locally)'
           : code === TLS_HANDSHAKE_FAILED
-            ? 'check that the relay speaks HTTPS there (a local relay without TLS is http://), and its certificate'
+            ? TLS_HANDSHAKE_HINT
             : 'check the relay URL and your network',
     });
   }

@@ -595,6 +595,27 @@ describe('peer-controlled text on a terminal', () => {
     assert.match(traced.stderr, /RelayError: noBob\\x1b\]0;pwned/, 'the stack --debug prints');
   });
 
+  it('mrp run shows the id and reason of a message it cannot handle escaped', async (t) => {
+    const { scriptedWsRelay } = await import('../helpers/scripted.js');
+    // Malformed (no sender, a wrong status) with an id chosen by the relay: reported, never handled.
+    const relay = await scriptedWsRelay(t, () => [
+      JSON.stringify({ type: 'message', message: { message_id: `m_${EVIL}`, body: 'x', status: 9 } }),
+    ]);
+    const home = await tempDir(t);
+    const deps = testDeps({ home, env: { MRP_RELAY_URL: relay.url } });
+    assert.equal((await runCli(['keygen', '-q'], deps)).code, 0);
+    const run = runCli(
+      ['run', '--handler', join(import.meta.dirname, '../../handlers/echo.ts'), '--log-format', 'pretty'],
+      deps,
+    );
+    await deps.stdout.waitFor('cannot be handled');
+    deps.raise('SIGINT');
+    const res = await run;
+    assert.equal(res.code, 0, res.stderr);
+    assert.doesNotMatch(res.stdout + res.stderr, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202e]/, res.stdout);
+    assert.match(res.stdout, /message m_Bob\\x1b\]0;pwned\\x07\\x1b\[2J\\r\\x9b31m\\u202eevil cannot be handled/);
+  });
+
   it("send shows the relay's message id escaped (before and while --wait waits)", async (t) => {
     const server = createHttpServer((req, res) => {
       req.resume();
@@ -883,5 +904,14 @@ describe('mrp completion', () => {
     assert.deepEqual(dev.options.find((o) => o.flags.includes('--mode'))!.value, ['websocket', 'poll']);
     assert.equal(run.options.find((o) => o.flags.includes('--context'))!.value, 'context');
     assert.ok(tree.some((n) => n.path.join(' ') === 'acl allow'));
+  });
+
+  it('--json with a shell named checks the name: a typo is a usage error, not the tree', async (t) => {
+    const deps = testDeps({ home: await tempDir(t) });
+    assert.equal((await runCli(['completion', 'bash', '--json'], deps)).code, 0);
+    const res = await runCli(['completion', 'bsh', '--json'], deps);
+    assert.equal(res.code, 2, res.stdout);
+    assert.equal(res.stdout, '');
+    assert.equal(JSON.parse(res.stderr).error.code, 'invalid_argument');
   });
 });

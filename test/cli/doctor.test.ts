@@ -172,6 +172,39 @@ describe('mrp doctor', () => {
     assert.equal(by['journal']!.status, 'ok');
   });
 
+  it('a health answer that never ends is read only up to 64 KiB (not until --timeout), and https:// to a plain relay names the TLS handshake', async (t) => {
+    const { createServer: createHttpServer } = await import('node:http');
+    let written = 0;
+    const chunk = Buffer.alloc(1 << 20, 0x61);
+    const endless = createHttpServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"status":"ok","version":"');
+      const pump = (): void => {
+        while (!res.destroyed && written < 256 * 2 ** 20 && res.write(chunk)) written += chunk.length;
+      };
+      res.on('drain', pump);
+      req.on('close', () => res.destroy());
+      pump();
+    });
+    await new Promise<void>((resolve) => endless.listen(0, '127.0.0.1', resolve));
+    t.after(() => {
+      endless.closeAllConnections();
+      endless.close();
+    });
+    const url = `http://127.0.0.1:${(endless.address() as AddressInfo).port}`;
+    const { deps } = await setup(t, { relayUrl: url });
+    const { by } = await doctor(['--timeout', '20s'], deps);
+    assert.doesNotMatch(by['relay']!.summary, /no answer within/, by['relay']!.summary);
+    assert.ok(written < 64 * 2 ** 20, `the relay wrote ${written} bytes before doctor stopped reading`);
+
+    const plain = await startRelay(t);
+    const tls = await setup(t, { relayUrl: plain.url.replace('http:', 'https:') });
+    const { by: tlsBy } = await doctor([], tls.deps);
+    assert.equal(tlsBy['relay']!.status, 'fail');
+    assert.match(tlsBy['relay']!.summary, /\(TLS handshake failed: \S+/);
+    assert.match(String(tlsBy['relay']!.hint), /a local relay without TLS is http:\/\//);
+  });
+
   it("says when other processes hold the key's sockets (4002) or its journal lock", async (t) => {
     const relay = await startRelay(t);
     const { deps, home } = await setup(t, { relayUrl: relay.url });

@@ -260,4 +260,33 @@ describe('RelayClient blobs', () => {
     // A body cut off mid-way is a NetworkError naming the blob, not fetch's bare "terminated".
     await rejectsWith(a.downloadBlobBytes('blob_c0ffee000000', { maxBytes: 1000 }), NetworkError, 'network_error');
   });
+
+  it("a delete's answer is not read: a relay answering 200 with an endless body is not taken into memory", {
+    timeout: 30_000,
+  }, async (t) => {
+    let written = 0;
+    const chunk = Buffer.alloc(MIB, 0x61);
+    const server = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const pump = (): void => {
+        while (!res.destroyed && written < 256 * 2 ** 20 && res.write(chunk)) written += chunk.length;
+      };
+      res.on('drain', pump);
+      req.on('close', () => res.destroy());
+      pump();
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => {
+      server.closeAllConnections();
+      server.close();
+    });
+    const c = new RelayClient({
+      relayUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      keypair: Keypair.generate(),
+      timeoutMs: 20_000,
+    });
+    await c.deleteBlob('blob_0123456789ab');
+    assert.ok(written < 64 * MIB, `the relay wrote ${written} bytes before the delete returned`);
+  });
 });

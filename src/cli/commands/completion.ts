@@ -371,18 +371,19 @@ export function register(program: Command, deps: Deps): void {
   cmd.action(
     action(deps, async (ctx: CliContext, _o: CompletionOptions, args: string[]) => {
       const nodes = completionTree(program);
+      const shell = args[0];
+      // A shell named is checked with --json too (the tree is the same for each, a typo is not).
+      const render = shell === undefined ? undefined : { bash, zsh, fish }[shell];
+      if (shell !== undefined && !render)
+        throw new UsageError(`no completion for "${shell}"; use bash, zsh or fish`, { code: 'invalid_argument' });
       if (ctx.globals.json) {
         ctx.out.jsonLine({ commands: nodes });
         return;
       }
-      const shell = args[0];
-      if (shell === undefined)
+      if (!render)
         throw new UsageError('which shell? give bash, zsh or fish (or --json for the command tree)', {
           code: 'missing_argument',
         });
-      const render = { bash, zsh, fish }[shell];
-      if (!render)
-        throw new UsageError(`no completion for "${shell}"; use bash, zsh or fish`, { code: 'invalid_argument' });
       ctx.out.write(render(nodes));
     }),
   );
