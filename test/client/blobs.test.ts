@@ -289,4 +289,44 @@ describe('RelayClient blobs', () => {
     await c.deleteBlob('blob_0123456789ab');
     assert.ok(written < 64 * MIB, `the relay wrote ${written} bytes before the delete returned`);
   });
+
+  it('a download that stalls mid-body fails once no byte moved for the idle limit, naming the blob', {
+    timeout: 15_000,
+  }, async (t) => {
+    const server = createServer((_req, res) => {
+      res.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        'content-length': '1000',
+        'x-m2m-blob-hash': 'a'.repeat(64),
+      });
+      res.write(Buffer.alloc(100)); // then nothing more
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.after(() => {
+      server.closeAllConnections();
+      server.close();
+    });
+    const c = new RelayClient({
+      relayUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      keypair: Keypair.generate(),
+      timeoutMs: 500,
+    });
+    const { body } = await c.downloadBlob('blob_0123456789ab');
+    await assert.rejects(
+      async () => {
+        for await (const _ of body) {
+          // read until it breaks off
+        }
+      },
+      (err: Error) => {
+        assert.ok(err instanceof NetworkError, `${err.name}: ${err.message}`);
+        assert.match(
+          err.message,
+          /blob_0123456789ab: the download broke off after 100 of 1000 bytes \(no byte moved for 500 ms\)/,
+        );
+        return true;
+      },
+    );
+  });
 });
