@@ -253,6 +253,10 @@ const HANDSHAKE_ONLY = new Set([
   'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE',
   'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION',
   'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** OpenSSL's certificate verdicts, as Node names them in `err.code` (handshake-only too). */
+export const CERT_VERDICTS: ReadonlySet<string> = new Set([
   'DEPTH_ZERO_SELF_SIGNED_CERT',
   'SELF_SIGNED_CERT_IN_CHAIN',
   'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
@@ -268,6 +272,7 @@ const HANDSHAKE_ONLY = new Set([
   'INVALID_CA',
   'HOSTNAME_MISMATCH',
 ]);
+for (const code of CERT_VERDICTS) HANDSHAKE_ONLY.add(code);
 
 /** What to check when a TLS handshake with the relay failed. */
 export const TLS_HANDSHAKE_HINT =

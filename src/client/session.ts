@@ -30,6 +30,7 @@ import { type RejectedMessage, readServerFrame } from '../protocol/inbound.js';
 import { authFrame, type Keypair } from '../protocol/signing.js';
 import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
 import { Heartbeat } from './heartbeat.js';
+import { CERT_VERDICTS } from './http.js';
 import { PendingTable } from './pending.js';
 
 /**
@@ -570,21 +571,6 @@ export class Session extends TypedEmitter<SessionEvents> {
   }
 }
 
-/** OpenSSL's certificate verdicts, as Node names them in `err.code`. */
-const CERT_CODES = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'CERT_UNTRUSTED',
-  'CERT_REJECTED',
-  'CERT_REVOKED',
-  'HOSTNAME_MISMATCH',
-]);
-
 /**
  * A wss:// connection that failed in its TLS handshake (wss:// to a relay without TLS, a refused
  * certificate), said as the HTTP transport says it: `TLS handshake failed: EPROTO, wrong version
@@ -596,11 +582,11 @@ export function tlsHandshakeFailure(
 ): string | undefined {
   if (!url.startsWith('wss:')) return undefined;
   const code = typeof err?.code === 'string' ? err.code : '';
-  if (code !== 'EPROTO' && !/^ERR_(SSL|TLS)_/.test(code) && !CERT_CODES.has(code)) return undefined;
+  if (code !== 'EPROTO' && !/^ERR_(SSL|TLS)_/.test(code) && !CERT_VERDICTS.has(code)) return undefined;
   // OpenSSL's own message is long and internal; its reason ("wrong version number") says it.
   const reason =
     typeof err.reason === 'string'
       ? err.reason
-      : (/SSL routines:[^:]*:([^:]+):/.exec(String(err.message))?.[1] ?? (CERT_CODES.has(code) ? err.message : ''));
+      : (/SSL routines:[^:]*:([^:]+):/.exec(String(err.message))?.[1] ?? (CERT_VERDICTS.has(code) ? err.message : ''));
   return `TLS handshake failed: ${code}${reason ? `, ${reason}` : ''}`;
 }

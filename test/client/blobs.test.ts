@@ -10,11 +10,11 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { fileBlobInput } from '../../src/client/blob-file.js';
 import { RelayClient } from '../../src/client/http.js';
 import { NetworkError, ProtocolError, RelayError, UsageError } from '../../src/core/errors.js';
@@ -37,6 +37,21 @@ async function rejectsWith(p: Promise<unknown>, cls: new (...a: never[]) => Erro
     assert.ok(err instanceof cls, `expected ${cls.name}, got ${String(err)}`);
     assert.equal((err as { code?: string }).code, code);
     return true;
+  });
+}
+
+/** A client of `server` (a stand-in relay), listening on port 0 until the test ends; `timeoutMs`: its idle limit. */
+async function clientOf(t: TestContext, server: Server, timeoutMs: number): Promise<RelayClient> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return new RelayClient({
+    relayUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    keypair: Keypair.generate(),
+    timeoutMs,
   });
 }
 
@@ -275,17 +290,7 @@ describe('RelayClient blobs', () => {
       req.on('close', () => res.destroy());
       pump();
     });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    t.after(() => {
-      server.closeAllConnections();
-      server.close();
-    });
-    const c = new RelayClient({
-      relayUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      keypair: Keypair.generate(),
-      timeoutMs: 20_000,
-    });
+    const c = await clientOf(t, server, 20_000);
     await c.deleteBlob('blob_0123456789ab');
     assert.ok(written < 64 * MIB, `the relay wrote ${written} bytes before the delete returned`);
   });
@@ -301,17 +306,7 @@ describe('RelayClient blobs', () => {
       });
       res.write(Buffer.alloc(100)); // then nothing more
     });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    t.after(() => {
-      server.closeAllConnections();
-      server.close();
-    });
-    const c = new RelayClient({
-      relayUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      keypair: Keypair.generate(),
-      timeoutMs: 500,
-    });
+    const c = await clientOf(t, server, 500);
     const { body } = await c.downloadBlob('blob_0123456789ab');
     await assert.rejects(
       async () => {
