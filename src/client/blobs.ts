@@ -12,6 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { AbortError, MrpError, NetworkError, ProtocolError, RelayError, UsageError } from '../core/errors.js';
+import { hasControlChars } from '../core/printable.js';
 import { HEADERS, PATHS } from '../protocol/constants.js';
 import type { BlobInfo } from '../protocol/types.js';
 import { boundedText, MAX_SMALL_ANSWER_BYTES } from './bounded.js';
@@ -74,7 +75,7 @@ export function checkPathId(id: unknown, what: string, advice = ''): asserts id 
     id === '.' ||
     id === '..' ||
     id.length > MAX_ID_LENGTH ||
-    /[\u0000-\u001f\u007f-\u009f]/.test(id) ||
+    hasControlChars(id) ||
     /\p{Surrogate}/u.test(id)
   ) {
     throw new UsageError(

@@ -236,7 +236,6 @@ function rateOf(headers: HeaderSource): RateInfo | undefined {
   };
 }
 
-/** Connection failures that prove nothing reached the relay. */
 /** A new TLS connection failed before its handshake completed: nothing was sent over it. */
 const TLS_HANDSHAKE_FAILED = 'ERR_MRP_TLS_HANDSHAKE';
 
@@ -289,6 +288,7 @@ export function fetchHandshakeFailure(err: unknown): string | undefined {
     : undefined;
 }
 
+/** Connection failures that prove nothing reached the relay. */
 const NEVER_SENT = new Set([
   'ECONNREFUSED',
   'ENOTFOUND',
@@ -342,16 +342,27 @@ export function pollAnswerMaxBytes(limit: number): number {
 /** TLS connections whose handshake completed (a reused one sends at once). */
 const SECURED = new WeakSet<object>();
 
+/**
+ * `TLS handshake failed: <code>, <reason>`. OpenSSL's own message is long and internal: its
+ * `reason` ("wrong version number", also found in the message) says it, as a certificate
+ * verdict's message does ("self-signed certificate"). The WebSocket session says it the same way.
+ */
+export function handshakeFailureText(err: unknown): string {
+  const e = err as (NodeJS.ErrnoException & { reason?: unknown }) | undefined;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  const reason =
+    typeof e?.reason === 'string'
+      ? e.reason
+      : (/SSL routines:[^:]*:([^:]+):/.exec(String(e?.message))?.[1] ??
+        (CERT_VERDICTS.has(code) ? String(e?.message) : ''));
+  const why = [code, reason].filter(Boolean).join(', ');
+  return `TLS handshake failed: ${why || String(e?.message ?? err)}`;
+}
+
 /** The error of a TLS handshake that failed, marked as such (see `TLS_HANDSHAKE_FAILED`). */
 function handshakeFailure(err: unknown): Error {
-  const e = err as NodeJS.ErrnoException & { reason?: unknown };
-  // OpenSSL's own message is long and internal; its `reason` ("wrong version number") says it.
-  const why =
-    typeof e?.reason === 'string'
-      ? `${e.code ? `${e.code}, ` : ''}${e.reason}`
-      : (e?.code ?? e?.message ?? String(err));
   // No `cause`: `#transportError` reads a wrapped error's cause first (fetch's shape).
-  const failure = new Error(`TLS handshake failed: ${why}`) as NodeJS.ErrnoException;
+  const failure = new Error(handshakeFailureText(err)) as NodeJS.ErrnoException;
   failure.code = TLS_HANDSHAKE_FAILED;
   return failure;
 }
@@ -993,11 +1004,9 @@ export class RelayClient {
 
   /**
    * Sends one message. A lost answer is an OutcomeUnknownError, never a silent resend. An
-   * `EncodedSend`'s body goes out as its exact text.
-   */
-  /**
-   * `once`: no retry inside the call (a rate limit is thrown, not waited out here), for a caller
-   * that retries with its own budget (`Agent.send`'s outbox).
+   * `EncodedSend`'s body goes out as its exact text. `once`: no retry inside the call (a rate
+   * limit is thrown, not waited out here), for a caller that retries with its own budget
+   * (`Agent.send`'s outbox).
    */
   async send(
     request: SendRequest | EncodedSend,

@@ -30,7 +30,7 @@ import { type RejectedMessage, readServerFrame } from '../protocol/inbound.js';
 import { authFrame, type Keypair } from '../protocol/signing.js';
 import type { Message, SendRequest, SendResponse } from '../protocol/types.js';
 import { Heartbeat } from './heartbeat.js';
-import { CERT_VERDICTS } from './http.js';
+import { CERT_VERDICTS, handshakeFailureText } from './http.js';
 import { PendingTable } from './pending.js';
 
 /**
@@ -583,10 +583,5 @@ export function tlsHandshakeFailure(
   if (!url.startsWith('wss:')) return undefined;
   const code = typeof err?.code === 'string' ? err.code : '';
   if (code !== 'EPROTO' && !/^ERR_(SSL|TLS)_/.test(code) && !CERT_VERDICTS.has(code)) return undefined;
-  // OpenSSL's own message is long and internal; its reason ("wrong version number") says it.
-  const reason =
-    typeof err.reason === 'string'
-      ? err.reason
-      : (/SSL routines:[^:]*:([^:]+):/.exec(String(err.message))?.[1] ?? (CERT_VERDICTS.has(code) ? err.message : ''));
-  return `TLS handshake failed: ${code}${reason ? `, ${reason}` : ''}`;
+  return handshakeFailureText(err);
 }

@@ -34,3 +34,11 @@ export function printable(text: string, options: { multiline?: boolean } = {}): 
 export function withoutUrlCredentials(value: string): string {
   return value.replace(/^([^:/?#]*:\/\/).*@/s, '$1…@');
 }
+
+/** C0 and C1 control characters and DEL: never part of a name or an id someone types. */
+const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
+
+/** Whether `text` holds a control character (a line break, a tab, an escape). */
+export function hasControlChars(text: string): boolean {
+  return CONTROL_RE.test(text);
+}

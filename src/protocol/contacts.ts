@@ -4,6 +4,7 @@
  * does not know, so a file shared with the official CLI, MCP server and plugin loses nothing.
  */
 import { ConfigError, UsageError } from '../core/errors.js';
+import { hasControlChars } from '../core/printable.js';
 import { isPublicKey } from './encoding.js';
 import { JsonInputError, parseJson } from './json.js';
 import { isPlainObject } from './validate.js';
@@ -137,9 +138,6 @@ export function nameForKey(book: ContactBook, key: string): string | undefined {
   return book.contacts.find((c) => usable(c) && c.public_key === key)?.name;
 }
 
-// C0 and C1 control characters and DEL.
-const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
-
 /** Adds a contact; names and aliases are unique ignoring case. `replace` overwrites a same-name one. */
 export function addContact(book: ContactBook, contact: Contact, options: { replace?: boolean } = {}): ContactBook {
   const keyLike: (s: string) => boolean = isPublicKey;
@@ -159,7 +157,7 @@ export function addContact(book: ContactBook, contact: Contact, options: { repla
     ['name', contact.name],
     ['alias', contact.alias],
   ] as const) {
-    if (value !== undefined && CONTROL_RE.test(value)) {
+    if (value !== undefined && hasControlChars(value)) {
       throw new UsageError(`a contact ${what} must not contain control characters (line breaks, tabs, escapes)`, {
         code: 'invalid_argument',
       });

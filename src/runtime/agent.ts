@@ -198,10 +198,10 @@ const MAX_CONTACTS_BYTES = 1024 * 1024;
 /** The key file when neither `keyFile` nor `keypair` is given (the Python SDK's `key_file="agent.key"`). */
 const DEFAULT_KEY_FILE = 'agent.key';
 
-/** Every option `AgentOptions` has: anything else is a typo the constructor names (JavaScript callers have no compiler to catch it). */
 /** `sendTimeoutMs`'s default: as long as the relay client waits out one 429 at most. */
 const SEND_TIMEOUT_MS = 60_000;
 
+/** Every option `AgentOptions` has: anything else is a typo the constructor names (JavaScript callers have no compiler to catch it). */
 const OPTION_KEYS = [
   'keyFile',
   'keypair',
@@ -724,15 +724,9 @@ export class Agent extends TypedEmitter<AgentEvents> {
       ...(limit === undefined ? {} : { limit }),
       ...(wait === undefined ? {} : { waitSeconds: wait }),
     });
-    const queue: Message[] = journal.takeRecovered().map((e) => e.message);
-    // Bytes of what the queue holds, by message id (as the runtime's intake: bounded by bytes too).
-    const held = new Map<string, number>();
-    let heldBytes = 0;
-    const hold = (m: Message, bytes: number): void => {
-      held.set(m.message_id, bytes);
-      heldBytes += bytes;
-    };
-    for (const m of queue) hold(m, estimateBytes(m));
+    // What waits for the loop, each with its size: held by count and by bytes, as the runtime's intake.
+    const queue = journal.takeRecovered().map((e) => ({ message: e.message, bytes: estimateBytes(e.message) }));
+    let heldBytes = queue.reduce((sum, q) => sum + q.bytes, 0);
     let wake: (() => void) | undefined;
     let ending = false;
     let failure: MrpError | undefined;
@@ -767,12 +761,13 @@ export class Agent extends TypedEmitter<AgentEvents> {
     const maxBytes = this.#options.maxQueuedBytes ?? RUNTIME_DEFAULTS.maxQueuedBytes;
     const consumer: SourceConsumer = {
       deliver: async (batch) => {
-        const fresh = batch.messages.filter((m) => !journal.isDone(m.message_id) && !journal.get(m.message_id));
-        await Promise.all(fresh.map((m) => journal.received(m)));
-        for (const m of fresh) {
-          const i = batch.messages.indexOf(m);
-          hold(m, batch.sizes?.[i] ?? estimateBytes(m));
-        }
+        const fresh: typeof queue = [];
+        batch.messages.forEach((m, i) => {
+          if (!journal.isDone(m.message_id) && !journal.get(m.message_id))
+            fresh.push({ message: m, bytes: batch.sizes?.[i] ?? estimateBytes(m) });
+        });
+        await Promise.all(fresh.map((q) => journal.received(q.message)));
+        for (const q of fresh) heldBytes += q.bytes;
         queue.push(...fresh);
         for (const r of batch.rejected ?? []) {
           const who = r.identity
@@ -805,9 +800,8 @@ export class Agent extends TypedEmitter<AgentEvents> {
         while (queue.length === 0 && !ending && !failure) await new Promise<void>((r) => (wake = r));
         if (failure) throw failure;
         if (ending) return;
-        const message = queue.shift()!;
-        heldBytes -= held.get(message.message_id) ?? 0;
-        held.delete(message.message_id);
+        const { message, bytes } = queue.shift()!;
+        heldBytes -= bytes;
         source.wake();
         current = message.message_id;
         let opened: Awaited<ReturnType<MessageCodec['open']>>;

@@ -135,11 +135,15 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
             // Not known yet whether it was sent: look again later, never send blind.
             const delayMs = (backoff ??= new Backoff()).next();
             this.emit('retry', { request, error: err, delayMs, attempt });
-            const unsure = new OutcomeUnknownError(
-              `the relay did not confirm this message, and the thread could not be checked for it (${err.message}); it may have been sent`,
-              { cause: err },
+            await this.#waitOrGiveUp(
+              delayMs,
+              giveUpAt,
+              () =>
+                new OutcomeUnknownError(
+                  `the relay did not confirm this message, and the thread could not be checked for it (${err.message}); it may have been sent`,
+                  { cause: err },
+                ),
             );
-            await this.#waitOrGiveUp(delayMs, unsure, giveUpAt);
             continue;
           }
           if (found)
@@ -152,19 +156,17 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
         }
         const rateWait = this.#rateLimitWait();
         if (rateWait > 0) {
-          const retryAfter = Math.ceil(rateWait / 1000);
-          await this.#waitOrGiveUp(
-            rateWait,
-            new RateLimitError(
+          await this.#waitOrGiveUp(rateWait, giveUpAt, () => {
+            const retryAfter = Math.ceil(rateWait / 1000);
+            return new RateLimitError(
               'rate_limit_exceeded',
               `the relay's send rate limit is reached; retry in ${retryAfter} s`,
               {
                 status: 429,
                 retryAfter,
               },
-            ),
-            giveUpAt,
-          );
+            );
+          });
         }
         let timeoutMs: number | undefined;
         if (reply?.fence) {
@@ -200,7 +202,7 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
             delayMs = (backoff ??= new Backoff()).next();
           }
           this.emit('retry', { request, error: err, delayMs, attempt });
-          await this.#waitOrGiveUp(delayMs, err, giveUpAt);
+          await this.#waitOrGiveUp(delayMs, giveUpAt, () => err);
         }
       }
     } finally {
@@ -268,9 +270,12 @@ export class Outbox extends TypedEmitter<OutboxEvents> {
     return Math.max(0, this.#blockedUntil - this.#clock.now());
   }
 
-  /** Waits `delayMs` for `err` (or, before an attempt, for the rate limit), unless that ends past `giveUpAt`: then throws `err`. */
-  async #waitOrGiveUp(delayMs: number, err: MrpError, giveUpAt: number | undefined): Promise<void> {
-    if (giveUpAt !== undefined && this.#clock.now() + delayMs > giveUpAt) throw err;
+  /**
+   * Waits `delayMs` (a backoff, a rate limit), unless that ends past `giveUpAt`: then throws the
+   * failure it would have waited out (made only then: most waits never give up).
+   */
+  async #waitOrGiveUp(delayMs: number, giveUpAt: number | undefined, failure: () => MrpError): Promise<void> {
+    if (giveUpAt !== undefined && this.#clock.now() + delayMs > giveUpAt) throw failure();
     await this.#wait(delayMs);
   }
 
