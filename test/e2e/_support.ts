@@ -19,8 +19,6 @@ import Database from 'better-sqlite3';
 import WebSocket from 'ws';
 import { authFrame, Keypair, signRequest } from '../../src/protocol/signing.js';
 import type { Message } from '../../src/protocol/types.js';
-import type { SqliteStore } from '../../src/relay/index.js';
-import type { InboxFilter, Store, TakeResult } from '../../src/relay/store/store.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BIN = join(ROOT, 'bin', 'mrp.js');
@@ -598,24 +596,4 @@ export function storedMessages(dataDir: string, a: string, b: string): StoredRow
   } finally {
     db.close();
   }
-}
-
-/** The store's `takeSent`, with a hook run on each take-id poll's result before it is returned. */
-export function hookedStore(
-  inner: SqliteStore,
-  onTake: (filter: InboxFilter, result: TakeResult) => Promise<void>,
-): Store {
-  return new Proxy(inner, {
-    get(target, prop) {
-      const value = Reflect.get(target, prop, target) as unknown;
-      if (prop === 'takeSent') {
-        return async (...args: Parameters<Store['takeSent']>) => {
-          const result = await target.takeSent(...args);
-          if (args[1].take !== undefined) await onTake(args[1], result);
-          return result;
-        };
-      }
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  }) as Store;
 }

@@ -17,8 +17,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SqliteStore } from '../../src/relay/index.js';
 import { type PostgresCluster, postgresAvailable, startPostgres } from '../helpers/postgres.js';
-import { startRelay } from '../helpers/relay.js';
-import { Agent, type Child, hookedStore, Inbox, Scene, type Sent } from './_support.js';
+import { hookedStore, startRelay } from '../helpers/relay.js';
+import { Agent, type Child, Inbox, Scene, type Sent } from './_support.js';
 
 const HANDLER = `// handler.ts — notes every message it is given, with the runner's pid
 import { appendFileSync } from 'node:fs';

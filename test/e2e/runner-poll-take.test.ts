@@ -16,8 +16,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { SqliteStore } from '../../src/relay/index.js';
-import { startRelay } from '../helpers/relay.js';
-import { Agent, type Child, hookedStore, Scene } from './_support.js';
+import { hookedStore, startRelay } from '../helpers/relay.js';
+import { Agent, type Child, Scene } from './_support.js';
 
 const HANDLER = `// handler.ts — notes every message it is given
 import { appendFileSync } from 'node:fs';

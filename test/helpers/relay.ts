@@ -14,7 +14,8 @@ import WebSocket from 'ws';
 import { Keypair, signRequest } from '../../src/protocol/signing.js';
 import { createRelay, type Relay, type RelayOptions } from '../../src/relay/index.js';
 import type { LogEntry } from '../../src/relay/log.js';
-import type { Store } from '../../src/relay/store/store.js';
+import type { SqliteStore } from '../../src/relay/store/sqlite-store.js';
+import type { InboxFilter, Store, TakeResult } from '../../src/relay/store/store.js';
 
 export interface TestRelay {
   relay: Relay;
@@ -281,4 +282,24 @@ export async function connect(t: TestContext, wsUrl: string, kp: Keypair): Promi
 
 export function newAgent(): Keypair {
   return Keypair.generate();
+}
+
+/** The store's `takeSent`, with a hook run on each take-id poll's result before it is returned. */
+export function hookedStore(
+  inner: SqliteStore,
+  onTake: (filter: InboxFilter, result: TakeResult) => Promise<void>,
+): Store {
+  return new Proxy(inner, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (prop === 'takeSent') {
+        return async (...args: Parameters<Store['takeSent']>) => {
+          const result = await target.takeSent(...args);
+          if (args[1].take !== undefined) await onTake(args[1], result);
+          return result;
+        };
+      }
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  }) as Store;
 }
